@@ -1,0 +1,1 @@
+//! Shared state for apiproxy. (Being written: see the shared-state issue.)

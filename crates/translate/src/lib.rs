@@ -1,0 +1,223 @@
+//! Format translation for apiproxy: pure code, no I/O.
+//!
+//! Every wire format has one module with the same shape:
+//! - `decode_request(Value) -> ChatRequest` and `encode_request(&ChatRequest)`
+//! - `decode_response(&[u8]) -> ChatResponse` and `encode_response(&ChatResponse)`
+//! - `StreamDecoder` (one upstream SSE event → neutral [`StreamEvent`]s) and
+//!   `StreamEncoder` (neutral events → the client's SSE bytes).
+//!
+//! The functions here dispatch on [`Format`], so the proxy can translate any
+//! client format to any provider format through the neutral [`ir`].
+
+pub mod anthropic;
+pub mod error;
+pub mod gemini;
+pub mod ir;
+pub mod openai_chat;
+pub mod openai_responses;
+pub mod sse;
+
+use bytes::BytesMut;
+use serde_json::Value;
+
+pub use error::{error_body, stream_error_event, TranslateError};
+pub use ir::*;
+pub use sse::{SseEvent, SseParser};
+
+/// A wire format, on the client side or the provider side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// OpenAI `/v1/chat/completions`.
+    OpenAiChat,
+    /// OpenAI `/v1/responses`.
+    OpenAiResponses,
+    /// Anthropic `/v1/messages`.
+    Anthropic,
+    /// Gemini `generateContent` / `streamGenerateContent`.
+    Gemini,
+}
+
+impl Format {
+    /// A short stable name, used in metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::OpenAiChat => "openai",
+            Format::OpenAiResponses => "responses",
+            Format::Anthropic => "anthropic",
+            Format::Gemini => "gemini",
+        }
+    }
+}
+
+/// What a stream encoder needs to know about the client's request.
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// The model name to show the client (the logical name it asked for);
+    /// `None` shows the upstream's.
+    pub model_override: Option<String>,
+    /// The client asked for usage in the stream (OpenAI
+    /// `stream_options.include_usage`); other formats always get it.
+    pub include_usage: bool,
+}
+
+/// Turns one upstream SSE event into neutral events.
+pub trait StreamDecode: Send {
+    /// Decodes `ev`, pushing what it says onto `out`. Events that carry
+    /// nothing (pings, `[DONE]`) push nothing.
+    fn decode(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError>;
+}
+
+/// Turns neutral events into the client's SSE bytes.
+pub trait StreamEncode: Send {
+    /// Appends the bytes for `ev`.
+    fn encode(&mut self, ev: &StreamEvent, out: &mut BytesMut);
+    /// The upstream stream ended: appends the format's closing events
+    /// (OpenAI `[DONE]`, Anthropic `message_stop`, ...), including any the
+    /// upstream did not send (a missing finish reason or block stop).
+    fn finish(&mut self, out: &mut BytesMut);
+    /// The stream failed after it started: appends one error event in the
+    /// format's own shape and whatever terminates the stream.
+    fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut);
+}
+
+/// Decodes a client request body (already parsed JSON) of format `fmt`.
+///
+/// On `/v1/chat/completions`, a Gemini-style body (`contents`) or a
+/// Claude-style body (`system` string/blocks, or messages with content blocks
+/// of Anthropic types) is detected and decoded with its own decoder.
+pub fn decode_request(fmt: Format, body: Value) -> Result<ChatRequest, TranslateError> {
+    if !body.is_object() {
+        return Err(TranslateError::new("request body must be a JSON object"));
+    }
+    match fmt {
+        Format::OpenAiChat => match detect_chat_adapter(&body) {
+            Some(Format::Gemini) => {
+                let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+                let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+                let mut req = gemini::decode_request(body)?;
+                if let Some(m) = model {
+                    req.model = m;
+                }
+                req.stream = stream;
+                Ok(req)
+            }
+            Some(Format::Anthropic) => anthropic::decode_request(body),
+            _ => openai_chat::decode_request(body),
+        },
+        Format::OpenAiResponses => openai_responses::decode_request(body),
+        Format::Anthropic => anthropic::decode_request(body),
+        Format::Gemini => gemini::decode_request(body),
+    }
+}
+
+/// Which foreign request shape a `/v1/chat/completions` body has, if any.
+fn detect_chat_adapter(body: &Value) -> Option<Format> {
+    if body.get("messages").is_none()
+        && (body.get("contents").is_some() || body.get("input").is_some())
+    {
+        // `input` on the chat endpoint: a Gemini-style list of contents.
+        return Some(Format::Gemini);
+    }
+    if body.get("system").is_some() {
+        return Some(Format::Anthropic);
+    }
+    let anthropic_block = |b: &Value| {
+        matches!(
+            b.get("type").and_then(Value::as_str),
+            Some("tool_use" | "tool_result" | "thinking" | "redacted_thinking")
+        ) || (b.get("type").and_then(Value::as_str) == Some("image") && b.get("source").is_some())
+    };
+    let messages = body.get("messages")?.as_array()?;
+    let claude_style = messages.iter().any(|m| {
+        m.get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|blocks| blocks.iter().any(anthropic_block))
+    });
+    claude_style.then_some(Format::Anthropic)
+}
+
+/// Encodes a request for a provider speaking `fmt`. `req.model` must already
+/// be the upstream's model name (Gemini carries it in the path instead).
+pub fn encode_request(fmt: Format, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+    match fmt {
+        Format::OpenAiChat => openai_chat::encode_request(req),
+        Format::OpenAiResponses => openai_responses::encode_request(req),
+        Format::Anthropic => anthropic::encode_request(req),
+        Format::Gemini => gemini::encode_request(req),
+    }
+}
+
+/// Decodes a provider's non-streaming response body.
+pub fn decode_response(fmt: Format, body: &[u8]) -> Result<ChatResponse, TranslateError> {
+    match fmt {
+        Format::OpenAiChat => openai_chat::decode_response(body),
+        Format::OpenAiResponses => openai_responses::decode_response(body),
+        Format::Anthropic => anthropic::decode_response(body),
+        Format::Gemini => gemini::decode_response(body),
+    }
+}
+
+/// Encodes a non-streaming response for a client speaking `fmt`.
+pub fn encode_response(fmt: Format, resp: &ChatResponse) -> Vec<u8> {
+    match fmt {
+        Format::OpenAiChat => openai_chat::encode_response(resp),
+        Format::OpenAiResponses => openai_responses::encode_response(resp),
+        Format::Anthropic => anthropic::encode_response(resp),
+        Format::Gemini => gemini::encode_response(resp),
+    }
+}
+
+/// A decoder for a provider's stream in `fmt`.
+pub fn stream_decoder(fmt: Format) -> Box<dyn StreamDecode> {
+    match fmt {
+        Format::OpenAiChat => Box::new(openai_chat::StreamDecoder::default()),
+        Format::OpenAiResponses => Box::new(openai_responses::StreamDecoder::default()),
+        Format::Anthropic => Box::new(anthropic::StreamDecoder::default()),
+        Format::Gemini => Box::new(gemini::StreamDecoder::default()),
+    }
+}
+
+/// An encoder for a client's stream in `fmt`.
+pub fn stream_encoder(fmt: Format, opts: StreamOptions) -> Box<dyn StreamEncode> {
+    match fmt {
+        Format::OpenAiChat => Box::new(openai_chat::StreamEncoder::new(opts)),
+        Format::OpenAiResponses => Box::new(openai_responses::StreamEncoder::new(opts)),
+        Format::Anthropic => Box::new(anthropic::StreamEncoder::new(opts)),
+        Format::Gemini => Box::new(gemini::StreamEncoder::new(opts)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chat_endpoint_detects_foreign_shapes() {
+        assert_eq!(
+            detect_chat_adapter(&json!({"model":"m","messages":[{"role":"user","content":"hi"}]})),
+            None
+        );
+        assert_eq!(
+            detect_chat_adapter(
+                &json!({"model":"m","contents":[{"role":"user","parts":[{"text":"hi"}]}]})
+            ),
+            Some(Format::Gemini)
+        );
+        assert_eq!(
+            detect_chat_adapter(&json!({"model":"m","system":"be brief","messages":[]})),
+            Some(Format::Anthropic)
+        );
+        assert_eq!(
+            detect_chat_adapter(&json!({"model":"m","messages":[{"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"t1","content":"42"}]}]})),
+            Some(Format::Anthropic)
+        );
+        // OpenAI's own content parts are not mistaken for Anthropic blocks.
+        assert_eq!(
+            detect_chat_adapter(&json!({"model":"m","messages":[{"role":"user","content":[
+                {"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"http://x"}}]}]})),
+            None
+        );
+    }
+}
