@@ -111,7 +111,7 @@ pub fn decode_request(fmt: Format, body: Value) -> Result<ChatRequest, Translate
 }
 
 /// Which foreign request shape a `/v1/chat/completions` body has, if any.
-fn detect_chat_adapter(body: &Value) -> Option<Format> {
+pub fn detect_chat_adapter(body: &Value) -> Option<Format> {
     if body.get("messages").is_none()
         && (body.get("contents").is_some() || body.get("input").is_some())
     {

@@ -1,0 +1,628 @@
+//! Configuration: the YAML file users write, turned once into validated,
+//! resolved runtime types. The proxy never touches raw YAML.
+//!
+//! Loading runs in two phases (as TensorZero does): parse (YAML syntax, `${VAR}`
+//! expansion, types, unknown keys), then resolve (references, URLs, ranges,
+//! duplicates). Every problem is reported as one line naming its key path.
+
+mod env;
+pub mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use apiproxy_translate::Format;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use sha2::{Digest, Sha256};
+
+use raw::RawConfig;
+
+/// The whole runtime configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub log_level: String,
+    pub store: StoreSettings,
+    pub context: ContextSettings,
+    pub auth: AuthConfig,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<LogicalModel>,
+    /// How long a failing key or upstream stays out of rotation.
+    pub cooldown: Duration,
+}
+
+/// Listener and process settings (mostly handed to Pingora).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<String>,
+    pub metrics_listen: Option<String>,
+    pub threads: usize,
+    pub max_body_bytes: usize,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub daemon: bool,
+    pub error_log: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+}
+
+/// Where shared state lives.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `None`: the embedded in-memory store.
+    pub redis_url: Option<String>,
+    pub key_prefix: String,
+    pub session_ttl: Duration,
+    pub context_ttl: Duration,
+    pub catalog_ttl: Duration,
+}
+
+/// What the context store keeps per session.
+#[derive(Debug, Clone)]
+pub struct ContextSettings {
+    pub max_entries: usize,
+    pub max_chars: usize,
+}
+
+/// Client and admin keys.
+#[derive(Debug, Default)]
+pub struct AuthConfig {
+    pub keys: Vec<ClientKey>,
+    /// SHA-256 of each admin key.
+    pub admin_keys: Vec<[u8; 32]>,
+}
+
+/// One client key. The secret itself is not kept, only its SHA-256.
+#[derive(Debug)]
+pub struct ClientKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// The allow-list; `None` allows every model.
+    pub models: Option<GlobSet>,
+}
+
+impl ClientKey {
+    /// Whether this key may use `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|g| g.is_match(model))
+    }
+}
+
+/// The kind of API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+}
+
+/// A set of HTTP statuses given as `"429,500,502-504"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(Vec<(u16, u16)>);
+
+impl StatusSet {
+    /// The default: 429 and every 5xx.
+    pub fn default_retryable() -> Self {
+        StatusSet(vec![(429, 429), (500, 599)])
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+
+    /// Parses `"429,500,502-504"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let parse = |x: &str| -> Result<u16, String> {
+                x.parse::<u16>()
+                    .ok()
+                    .filter(|v| (100..=599).contains(v))
+                    .ok_or_else(|| format!("{x:?} is not an HTTP status (100-599)"))
+            };
+            let (lo, hi) = (parse(lo)?, parse(hi)?);
+            if lo > hi {
+                return Err(format!("range {part:?} runs backwards"));
+            }
+            ranges.push((lo, hi));
+        }
+        if ranges.is_empty() {
+            return Err("no statuses given".into());
+        }
+        Ok(StatusSet(ranges))
+    }
+}
+
+/// Where a provider lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash; empty for none.
+    pub path: String,
+}
+
+/// Price per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+/// One provider, resolved.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub id: String,
+    pub kind: ProviderKind,
+    /// The wire format requests to it are encoded in.
+    pub format: Format,
+    pub base: BaseUrl,
+    /// Non-empty keys; empty for a provider that needs none.
+    pub api_keys: Vec<String>,
+    pub weight: f64,
+    /// The configured model list; `None`: listed from the provider.
+    pub static_models: Option<Vec<String>>,
+    pub retryable: StatusSet,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub headers: Vec<(String, String)>,
+    pub pricing: HashMap<String, Price>,
+    /// False when keys were configured but all of them are empty.
+    pub enabled: bool,
+}
+
+/// A logical model: a name routed over weighted upstreams.
+#[derive(Debug, Clone)]
+pub struct LogicalModel {
+    pub name: String,
+    pub description: Option<String>,
+    pub upstreams: Vec<UpstreamRef>,
+}
+
+/// One upstream of a logical model.
+#[derive(Debug, Clone)]
+pub struct UpstreamRef {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    pub model: String,
+    pub weight: f64,
+}
+
+/// Default body limit: 16 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+impl Config {
+    /// Reads, parses and resolves `path`. `Err` holds one line per problem.
+    pub fn load(path: &Path) -> Result<Config, Vec<String>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+        Self::from_yaml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and resolves config text, reading `${VAR}`s from `lookup`.
+    pub fn from_yaml(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| vec![yaml_error(&e)])?;
+        if value.is_null() {
+            value = serde_yaml::Value::Mapping(Default::default());
+        }
+        let mut problems = Vec::new();
+        expand_tree(&mut value, String::new(), lookup, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            vec![if path == "." { inner } else { format!("{path}: {inner}") }]
+        })?;
+        resolve(raw)
+    }
+
+    /// The index of provider `id`.
+    pub fn provider_index(&self, id: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.id == id)
+    }
+
+    /// The logical model `name`.
+    pub fn logical_model(&self, name: &str) -> Option<&LogicalModel> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+fn yaml_error(e: &serde_yaml::Error) -> String {
+    match e.location() {
+        Some(l) => format!("yaml: line {} column {}: {e}", l.line(), l.column()),
+        None => format!("yaml: {e}"),
+    }
+}
+
+/// Expands `${VAR}` in every string of the tree, noting problems by path.
+fn expand_tree(
+    v: &mut serde_yaml::Value,
+    path: String,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) {
+    match v {
+        serde_yaml::Value::String(s) => match env::expand(s, lookup) {
+            Ok(x) => *s = x,
+            Err(e) => problems.push(format!("{path}: {e}")),
+        },
+        serde_yaml::Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_tree(item, format!("{path}[{i}]"), lookup, problems);
+            }
+        }
+        serde_yaml::Value::Mapping(map) => {
+            for (k, item) in map.iter_mut() {
+                let key = k.as_str().unwrap_or("?");
+                let p = if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+                expand_tree(item, p, lookup, problems);
+            }
+        }
+        serde_yaml::Value::Tagged(t) => expand_tree(&mut t.value, path, lookup, problems),
+        _ => {}
+    }
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    let tls = match u.scheme() {
+        "https" => true,
+        "http" => false,
+        other => return Err(format!("scheme {other:?} is not http or https")),
+    };
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err(format!("{s:?} has no host")),
+    };
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("{s:?} must not carry a query or fragment"));
+    }
+    let port = u.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    Ok(BaseUrl {
+        tls,
+        host,
+        port,
+        path: u.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
+    let mut problems = Vec::new();
+
+    // server
+    let s = raw.server;
+    let listen = s
+        .listen
+        .map(raw::OneOrMany::into_vec)
+        .unwrap_or_else(|| vec!["0.0.0.0:8080".to_owned()]);
+    if listen.is_empty() {
+        problems.push("server.listen: at least one address is needed".to_owned());
+    }
+    for (i, a) in listen.iter().enumerate() {
+        if a.parse::<SocketAddr>().is_err() {
+            problems.push(format!("server.listen[{i}]: {a:?} is not an address like 0.0.0.0:8080"));
+        }
+    }
+    if let Some(m) = &s.metrics_listen {
+        if m.parse::<SocketAddr>().is_err() {
+            problems.push(format!("server.metrics_listen: {m:?} is not an address like 127.0.0.1:9100"));
+        }
+    }
+    if s.threads == Some(0) {
+        problems.push("server.threads: must be at least 1".to_owned());
+    }
+    if s.max_body_bytes == Some(0) {
+        problems.push("server.max_body_bytes: must be positive".to_owned());
+    }
+    let server = ServerSettings {
+        listen,
+        metrics_listen: s.metrics_listen,
+        threads: s.threads.unwrap_or(2),
+        max_body_bytes: s
+            .max_body_bytes
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        pid_file: s.pid_file,
+        upgrade_sock: s.upgrade_sock,
+        daemon: s.daemon.unwrap_or(false),
+        error_log: s.error_log,
+        user: s.user,
+        group: s.group,
+        // Long enough for a long stream to finish on upgrade, short enough
+        // for a quick restart.
+        grace_period_seconds: s.grace_period_seconds.unwrap_or(60),
+        graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds.unwrap_or(10),
+    };
+
+    // log
+    let log_level = raw.log.level.unwrap_or_else(|| "info".to_owned());
+    if !["error", "warn", "info", "debug", "trace", "off"].contains(&log_level.to_ascii_lowercase().as_str()) {
+        problems.push(format!(
+            "log.level: {log_level:?} is not one of error, warn, info, debug, trace, off"
+        ));
+    }
+
+    // store
+    let st = raw.store.unwrap_or_default();
+    if let Some(u) = &st.redis_url {
+        match url::Url::parse(u) {
+            Ok(parsed) if ["redis", "rediss", "unix", "redis+unix"].contains(&parsed.scheme()) => {}
+            _ => problems.push("store.redis_url: expected redis://host:port/db".to_owned()),
+        }
+    }
+    let store = StoreSettings {
+        redis_url: st.redis_url.filter(|u| !u.is_empty()),
+        key_prefix: st.key_prefix.unwrap_or_else(|| "apiproxy:".to_owned()),
+        session_ttl: Duration::from_secs(st.session_ttl_seconds.unwrap_or(3600)),
+        context_ttl: Duration::from_secs(st.context_ttl_seconds.unwrap_or(86400)),
+        catalog_ttl: Duration::from_secs(st.models_cache_ttl_seconds.unwrap_or(300)),
+    };
+    let context = ContextSettings {
+        max_entries: raw.context.max_entries.unwrap_or(50),
+        max_chars: raw.context.max_chars.unwrap_or(4000),
+    };
+
+    // auth
+    let mut auth = AuthConfig::default();
+    let mut key_names = HashSet::new();
+    for (i, k) in raw.auth.keys.into_iter().enumerate() {
+        let at = format!("auth.keys[{i}]");
+        if k.name.is_empty() {
+            problems.push(format!("{at}.name: must not be empty"));
+        }
+        if !key_names.insert(k.name.clone()) {
+            problems.push(format!("{at}.name: duplicate key name {:?}", k.name));
+        }
+        let digest = match (&k.key, &k.key_sha256) {
+            (Some(_), Some(_)) => {
+                problems.push(format!("{at}: give key or key_sha256, not both"));
+                continue;
+            }
+            (None, None) => {
+                problems.push(format!("{at}: key or key_sha256 is required"));
+                continue;
+            }
+            (Some(key), None) if key.is_empty() => {
+                problems.push(format!("{at}.key: is empty (is its environment variable set?)"));
+                continue;
+            }
+            (Some(key), None) => sha256(key),
+            (None, Some(h)) => match hex::decode(h.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(d) => d,
+                None => {
+                    problems.push(format!("{at}.key_sha256: expected 64 hex characters"));
+                    continue;
+                }
+            },
+        };
+        let models = match k.models {
+            None => None,
+            Some(pats) => {
+                let mut b = GlobSetBuilder::new();
+                let mut ok = true;
+                for (j, p) in pats.iter().enumerate() {
+                    match Glob::new(p) {
+                        Ok(g) => {
+                            b.add(g);
+                        }
+                        Err(e) => {
+                            ok = false;
+                            problems.push(format!("{at}.models[{j}]: {e}"));
+                        }
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                match b.build() {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        problems.push(format!("{at}.models: {e}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        auth.keys.push(ClientKey {
+            name: k.name,
+            sha256: digest,
+            rpm: k.rpm,
+            tpm: k.tpm,
+            models,
+        });
+    }
+    for (i, k) in raw.auth.admin_keys.iter().enumerate() {
+        if k.is_empty() {
+            // An unset ${APIPROXY_ADMIN_KEY:-} leaves admin endpoints closed.
+            continue;
+        }
+        if k.len() < 8 {
+            problems.push(format!("auth.admin_keys[{i}]: shorter than 8 characters"));
+        }
+        auth.admin_keys.push(sha256(k));
+    }
+
+    // providers
+    let mut providers = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, p) in raw.providers.into_iter().enumerate() {
+        let at = format!("providers[{i}]");
+        let before = problems.len();
+        if p.id.is_empty() || p.id.contains('/') || p.id.chars().any(char::is_whitespace) {
+            problems.push(format!("{at}.id: {:?} must be non-empty, without '/' or spaces", p.id));
+        }
+        if !ids.insert(p.id.clone()) {
+            problems.push(format!("{at}.id: duplicate provider id {:?}", p.id));
+        }
+        let kind = match p.kind.as_str() {
+            "openai" => ProviderKind::OpenAi,
+            "anthropic" => ProviderKind::Anthropic,
+            "gemini" => ProviderKind::Gemini,
+            other => {
+                problems.push(format!("{at}.kind: {other:?} is not one of openai, anthropic, gemini"));
+                ProviderKind::OpenAi
+            }
+        };
+        let format = match (kind, p.wire_api.as_deref()) {
+            (ProviderKind::OpenAi, None | Some("chat")) => Format::OpenAiChat,
+            (ProviderKind::OpenAi, Some("responses")) => Format::OpenAiResponses,
+            (ProviderKind::OpenAi, Some(other)) => {
+                problems.push(format!("{at}.wire_api: {other:?} is not chat or responses"));
+                Format::OpenAiChat
+            }
+            (ProviderKind::Anthropic, None) => Format::Anthropic,
+            (ProviderKind::Gemini, None) => Format::Gemini,
+            (_, Some(_)) => {
+                problems.push(format!("{at}.wire_api: only for kind openai"));
+                Format::OpenAiChat
+            }
+        };
+        let base = parse_base_url(&p.base_url).unwrap_or_else(|e| {
+            problems.push(format!("{at}.base_url: {e}"));
+            BaseUrl {
+                tls: false,
+                host: String::new(),
+                port: 0,
+                path: String::new(),
+            }
+        });
+        let weight = p.weight.unwrap_or(1.0);
+        if !(weight.is_finite() && weight > 0.0) {
+            problems.push(format!("{at}.weight: must be a positive number"));
+        }
+        let retryable = match p.retryable_status.as_deref() {
+            None => StatusSet::default_retryable(),
+            Some(s) => StatusSet::parse(s).unwrap_or_else(|e| {
+                problems.push(format!("{at}.retryable_status: {e}"));
+                StatusSet::default_retryable()
+            }),
+        };
+        if p.connect_timeout_ms == Some(0) {
+            problems.push(format!("{at}.connect_timeout_ms: must be positive"));
+        }
+        if p.read_timeout_ms == Some(0) {
+            problems.push(format!("{at}.read_timeout_ms: must be positive"));
+        }
+        for (name, value) in &p.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err() {
+                problems.push(format!("{at}.headers.{name}: not a valid header"));
+            }
+        }
+        if let Some(models) = &p.models {
+            if let Some(j) = models.iter().position(String::is_empty) {
+                problems.push(format!("{at}.models[{j}]: must not be empty"));
+            }
+        }
+        let configured_keys = !p.api_keys.is_empty();
+        let api_keys: Vec<String> = p.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
+        if problems.len() > before {
+            continue;
+        }
+        providers.push(ProviderConfig {
+            enabled: !configured_keys || !api_keys.is_empty(),
+            id: p.id,
+            kind,
+            format,
+            base,
+            api_keys,
+            weight,
+            static_models: p.models,
+            retryable,
+            connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(5_000)),
+            read_timeout: Duration::from_millis(p.read_timeout_ms.unwrap_or(60_000)),
+            headers: p.headers.into_iter().collect(),
+            pricing: p
+                .pricing
+                .into_iter()
+                .map(|(m, pr)| (m, Price { input: pr.input, output: pr.output }))
+                .collect(),
+        });
+    }
+
+    // logical models
+    let mut models = Vec::new();
+    let mut names = HashSet::new();
+    for (i, m) in raw.models.into_iter().enumerate() {
+        let at = format!("models[{i}]");
+        if m.name.is_empty() {
+            problems.push(format!("{at}.name: must not be empty"));
+        }
+        if !names.insert(m.name.clone()) {
+            problems.push(format!("{at}.name: duplicate logical model {:?}", m.name));
+        }
+        if m.upstreams.is_empty() {
+            problems.push(format!("{at}.upstreams: at least one upstream is needed"));
+        }
+        let mut upstreams = Vec::new();
+        for (j, u) in m.upstreams.into_iter().enumerate() {
+            let uat = format!("{at}.upstreams[{j}]");
+            let weight = u.weight.unwrap_or(1.0);
+            if !(weight.is_finite() && weight > 0.0) {
+                problems.push(format!("{uat}.weight: must be a positive number"));
+            }
+            if u.model.is_empty() {
+                problems.push(format!("{uat}.model: must not be empty"));
+            }
+            match providers.iter().position(|p| p.id == u.provider) {
+                Some(provider) => upstreams.push(UpstreamRef {
+                    provider,
+                    model: u.model,
+                    weight,
+                }),
+                None if ids.contains(&u.provider) => {} // that provider has its own problem
+                None => problems.push(format!("{uat}.provider: unknown provider {:?}", u.provider)),
+            }
+        }
+        models.push(LogicalModel {
+            name: m.name,
+            description: m.description,
+            upstreams,
+        });
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        server,
+        log_level,
+        store,
+        context,
+        auth,
+        providers,
+        models,
+        cooldown: Duration::from_secs(raw.routing.cooldown_seconds.unwrap_or(30)),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! The config file as users write it. Parsed strictly (unknown keys are
+//! errors) and then resolved into the runtime types of [`super`].
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A string or a list of strings (`listen: a` or `listen: [a, b]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub log: RawLog,
+    pub store: Option<RawStore>,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub context: RawContext,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<OneOrMany>,
+    pub metrics_listen: Option<String>,
+    pub threads: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub daemon: Option<bool>,
+    pub error_log: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub grace_period_seconds: Option<u64>,
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub redis_url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub session_ttl_seconds: Option<u64>,
+    pub context_ttl_seconds: Option<u64>,
+    pub models_cache_ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContext {
+    /// Snippets kept per session (default 50).
+    pub max_entries: Option<usize>,
+    /// Characters kept of each request / response snippet (default 4000).
+    pub max_chars: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// How long a key or upstream that failed stays out of rotation.
+    pub cooldown_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    #[serde(default)]
+    pub admin_keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub name: String,
+    pub key: Option<String>,
+    pub key_sha256: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub id: String,
+    pub kind: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    pub weight: Option<f64>,
+    pub wire_api: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub retryable_status: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    /// Extra headers sent upstream (e.g. OpenRouter's `HTTP-Referer`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Prices per million tokens, for the cost metric.
+    #[serde(default)]
+    pub pricing: BTreeMap<String, RawPrice>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: f64,
+    pub output: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: String,
+    pub description: Option<String>,
+    pub upstreams: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub provider: String,
+    pub model: String,
+    pub weight: Option<f64>,
+}

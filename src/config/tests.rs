@@ -1,0 +1,115 @@
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "OPENAI_API_KEY" => Some("sk-test".into()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Config, Vec<String>> {
+    Config::from_yaml(text, &env)
+}
+
+const GOOD: &str = r#"
+server:
+  listen: 127.0.0.1:8080
+  max_body_bytes: 1048576
+auth:
+  keys:
+    - { name: alice, key: secret-alice, rpm: 5, models: ["gpt-*", fast] }
+    - { name: bob, key_sha256: "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b" }
+providers:
+  - id: openai
+    kind: openai
+    base_url: https://api.openai.com
+    api_keys: ["${OPENAI_API_KEY}"]
+    retryable_status: "429,500,502-504"
+  - id: claude
+    kind: anthropic
+    base_url: http://127.0.0.1:9000/
+    api_keys: ["${ANTHROPIC_API_KEY:-}"]
+models:
+  - name: fast
+    upstreams:
+      - { provider: openai, model: gpt-4o-mini, weight: 3 }
+      - { provider: claude, model: claude-haiku-4-5 }
+"#;
+
+#[test]
+fn a_good_config_resolves() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.server.listen, ["127.0.0.1:8080"]);
+    assert_eq!(c.server.max_body_bytes, 1 << 20);
+    assert_eq!(c.providers.len(), 2);
+    let openai = &c.providers[0];
+    assert_eq!(openai.api_keys, ["sk-test"]);
+    assert!(openai.enabled);
+    assert_eq!(openai.base.host, "api.openai.com");
+    assert_eq!(openai.base.port, 443);
+    assert!(openai.base.tls);
+    assert!(openai.retryable.contains(503) && !openai.retryable.contains(501) && openai.retryable.contains(429));
+    // All keys empty: disabled, not an error.
+    assert!(!c.providers[1].enabled);
+    assert_eq!(c.providers[1].base.path, "");
+    let fast = c.logical_model("fast").unwrap();
+    assert_eq!(fast.upstreams[0].weight, 3.0);
+    assert_eq!(fast.upstreams[1].provider, 1);
+    let alice = &c.auth.keys[0];
+    assert!(alice.allows("gpt-4o") && alice.allows("fast") && !alice.allows("claude-x"));
+    assert!(c.auth.keys[1].allows("anything"));
+    assert_eq!(c.auth.keys[1].sha256, sha256("secret"));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let bad = r#"
+providers:
+  - { id: a, kind: openai, base_url: "ftp://x", retryable_status: "504-502" }
+  - { id: a, kind: mistral, base_url: "http://h" }
+models:
+  - name: m
+    upstreams: [{ provider: nope, model: x }]
+"#;
+    let errs = load(bad).unwrap_err();
+    let has = |s: &str| errs.iter().any(|e| e.starts_with(s));
+    assert!(has("providers[0].base_url:"), "{errs:?}");
+    assert!(has("providers[0].retryable_status:"), "{errs:?}");
+    assert!(has("providers[1].id: duplicate"), "{errs:?}");
+    assert!(has("providers[1].kind:"), "{errs:?}");
+    assert!(has("models[0].upstreams[0].provider: unknown provider \"nope\""), "{errs:?}");
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_errors() {
+    let errs = load("server:\n  listen: 127.0.0.1:1\n  lisen: x\n").unwrap_err();
+    assert!(errs[0].starts_with("server:") && errs[0].contains("lisen"), "{errs:?}");
+    let errs = load("providers:\n  - { id: a, kind: openai, base_url: http://h, weight: heavy }\n").unwrap_err();
+    assert!(errs[0].starts_with("providers[0].weight:"), "{errs:?}");
+    let errs = load("server: [\n").unwrap_err();
+    assert!(errs[0].starts_with("yaml:"), "{errs:?}");
+}
+
+#[test]
+fn unset_variables_are_reported() {
+    let errs = load("auth:\n  admin_keys: [\"${UNSET_VAR}\"]\n").unwrap_err();
+    assert_eq!(errs, ["auth.admin_keys[0]: environment variable UNSET_VAR is not set"]);
+}
+
+#[test]
+fn status_sets() {
+    let s = StatusSet::parse("429, 500,502-504").unwrap();
+    assert!(s.contains(429) && s.contains(500) && s.contains(503) && !s.contains(501) && !s.contains(505));
+    assert!(StatusSet::parse("600").is_err());
+    assert!(StatusSet::parse("").is_err());
+    assert!(StatusSet::parse("5xx").is_err());
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = load("").unwrap();
+    assert_eq!(c.server.listen, ["0.0.0.0:8080"]);
+    assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert!(c.store.redis_url.is_none());
+}

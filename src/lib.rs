@@ -1,0 +1,20 @@
+//! apiproxy: an AI gateway on Pingora. One stable endpoint (OpenAI,
+//! Anthropic and Gemini APIs) in front of many LLM providers.
+//!
+//! Where things live:
+//! - `config`: the YAML file → validated runtime types.
+//! - `proxy`: the Pingora service; `proxy::llm` is one request's life,
+//!   `proxy::relay` carries answers (SSE translated there).
+//! - `routing`: model names → scored candidate upstreams.
+//! - `upstream`: providers' keys, health, catalogs, and the HTTP exchange.
+//! - `service`: background work (catalog refresh, reload on SIGHUP).
+//! - The format translation itself is the `apiproxy-translate` crate.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod service;
+pub mod upstream;

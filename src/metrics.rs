@@ -1,0 +1,127 @@
+//! Prometheus metrics, in the default registry (served by Pingora's
+//! Prometheus service on `server.metrics_listen`).
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_counter_vec, CounterVec,
+    HistogramVec, IntCounterVec, IntGauge,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Registration fails only on a duplicate name, a programming error caught by tests.
+    r.unwrap_or_else(|e| panic!("metric registration: {e}"))
+}
+
+/// Requests by client format, requested model, provider, upstream model, status.
+pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_requests_total",
+        "Requests handled, by client format, requested model, provider, upstream model and status",
+        &["format", "model", "provider", "upstream_model", "status"]
+    ))
+});
+
+/// Whole-request latency.
+pub static REQUEST_SECONDS: Lazy<HistogramVec> = Lazy::new(|| {
+    must(register_histogram_vec!(
+        "apiproxy_request_duration_seconds",
+        "Time from request start to the last byte sent",
+        &["format", "provider"],
+        LATENCY_BUCKETS.to_vec()
+    ))
+});
+
+/// Time to the first byte of the answer sent to the client.
+pub static TTFT_SECONDS: Lazy<HistogramVec> = Lazy::new(|| {
+    must(register_histogram_vec!(
+        "apiproxy_time_to_first_token_seconds",
+        "Time from request start to the first byte of the answer sent to the client",
+        &["format", "provider"],
+        LATENCY_BUCKETS.to_vec()
+    ))
+});
+
+/// Time spent in the gateway itself (total minus waiting on upstreams).
+pub static OVERHEAD_SECONDS: Lazy<HistogramVec> = Lazy::new(|| {
+    must(register_histogram_vec!(
+        "apiproxy_gateway_overhead_seconds",
+        "Time spent in the gateway itself: request time minus time waiting on upstreams",
+        &["format"],
+        OVERHEAD_BUCKETS.to_vec()
+    ))
+});
+
+/// Tokens by provider, upstream model and direction (input/output).
+pub static TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_tokens_total",
+        "Tokens reported by providers",
+        &["provider", "model", "direction"]
+    ))
+});
+
+/// Cost in USD from configured prices.
+pub static COST: Lazy<CounterVec> = Lazy::new(|| {
+    must(register_counter_vec!(
+        "apiproxy_cost_usd_total",
+        "Cost in US dollars, from the providers' configured prices",
+        &["provider", "model"]
+    ))
+});
+
+/// Upstream attempts by outcome (ok, status code, connect_error, timeout, io_error).
+pub static ATTEMPTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_upstream_attempts_total",
+        "Attempts sent to upstreams, by outcome",
+        &["provider", "outcome"]
+    ))
+});
+
+/// Requests moved from a failed upstream to the next candidate.
+pub static FAILOVERS: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_failovers_total",
+        "Times a request moved on from a failed upstream",
+        &["from_provider"]
+    ))
+});
+
+/// Requests refused by a rate limit.
+pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_rate_limited_total",
+        "Requests refused by a rate limit",
+        &["key", "limit"]
+    ))
+});
+
+pub static INFLIGHT_REQUESTS: Lazy<IntGauge> = Lazy::new(|| {
+    must(register_int_gauge!("apiproxy_inflight_requests", "Requests in progress"))
+});
+
+pub static INFLIGHT_STREAMS: Lazy<IntGauge> = Lazy::new(|| {
+    must(register_int_gauge!("apiproxy_inflight_streams", "Streams in progress"))
+});
+
+/// Registers every metric so /metrics shows them before the first request.
+pub fn init() {
+    Lazy::force(&REQUESTS);
+    Lazy::force(&REQUEST_SECONDS);
+    Lazy::force(&TTFT_SECONDS);
+    Lazy::force(&OVERHEAD_SECONDS);
+    Lazy::force(&TOKENS);
+    Lazy::force(&COST);
+    Lazy::force(&ATTEMPTS);
+    Lazy::force(&FAILOVERS);
+    Lazy::force(&RATE_LIMITED);
+    Lazy::force(&INFLIGHT_REQUESTS);
+    Lazy::force(&INFLIGHT_STREAMS);
+}

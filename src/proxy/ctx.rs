@@ -1,0 +1,58 @@
+//! The per-request state carried between Pingora's phases.
+
+use std::time::{Duration, Instant};
+
+use apiproxy_translate::{Format, Usage};
+
+/// Everything one request learns on its way, read by the logging phase.
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub start: Instant,
+    /// Client format of a generation request.
+    pub format: Option<Format>,
+    /// Short name of the handler, for the access log.
+    pub route: &'static str,
+    /// The name of the client key used.
+    pub key_name: Option<String>,
+    /// The model the client asked for.
+    pub requested_model: String,
+    /// The upstream that answered (or was tried last).
+    pub provider: String,
+    pub upstream_model: String,
+    pub status: u16,
+    pub stream: bool,
+    pub attempts: u32,
+    /// Time spent waiting on upstreams (header and body reads).
+    pub upstream_wait: Duration,
+    /// When the first byte of the answer was written to the client.
+    pub first_byte: Option<Duration>,
+    pub usage: Option<Usage>,
+    /// Counted in the in-flight gauges (undone in logging).
+    pub inflight: bool,
+    pub inflight_stream: bool,
+    /// The client left before the answer was complete.
+    pub client_gone: bool,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx {
+            start: Instant::now(),
+            format: None,
+            route: "",
+            key_name: None,
+            requested_model: String::new(),
+            provider: String::new(),
+            upstream_model: String::new(),
+            status: 0,
+            stream: false,
+            attempts: 0,
+            upstream_wait: Duration::ZERO,
+            first_byte: None,
+            usage: None,
+            inflight: false,
+            inflight_stream: false,
+            client_gone: false,
+        }
+    }
+}

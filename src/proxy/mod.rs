@@ -1,0 +1,228 @@
+//! The Pingora service. Every request is answered in `request_filter`: it
+//! drives each upstream attempt itself through Pingora's connector (see
+//! `docs/architecture.md` for why), so `upstream_peer` is never reached.
+
+pub mod admin;
+pub mod ctx;
+pub mod llm;
+pub mod passthrough;
+pub mod relay;
+pub mod respond;
+pub mod routes;
+
+use std::sync::Arc;
+
+use apiproxy_translate::Format;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::connectors::http::Connector;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::json;
+
+use crate::auth;
+use crate::config::ClientKey;
+use crate::error::GatewayError;
+use crate::metrics;
+use crate::routing::Runtime;
+use ctx::RequestCtx;
+use respond::Headers;
+use routes::Route;
+
+/// The gateway: live config and the connector its attempts share.
+pub struct Gateway {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub connector: Connector,
+}
+
+impl Gateway {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        Gateway {
+            runtime,
+            connector: Connector::new(None),
+        }
+    }
+}
+
+/// Resolves when the client has gone away (it closed the connection).
+pub async fn client_gone(session: &mut Session) {
+    // The request body was read whole, so this only watches for the close.
+    let _ = session.as_downstream_mut().read_body_or_idle(true).await;
+}
+
+/// Checks the client key when `auth.keys` is set; `Ok(None)` when auth is off.
+pub fn client_key<'a>(
+    rt: &'a Runtime,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> Result<Option<&'a ClientKey>, GatewayError> {
+    let keys = &rt.config.auth;
+    if keys.keys.is_empty() {
+        return Ok(None);
+    }
+    let req = session.req_header();
+    let Some(presented) = auth::presented_key(&req.headers, req.uri.query()) else {
+        return Err(GatewayError::unauthorized(
+            "missing API key: send it as `Authorization: Bearer <key>`",
+        ));
+    };
+    let Some(i) = auth::find_client_key(keys, presented) else {
+        return Err(GatewayError::unauthorized("invalid API key"));
+    };
+    let key = &keys.keys[i];
+    ctx.key_name = Some(key.name.clone());
+    Ok(Some(key))
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        Error::e_explain(InternalError, "every request is answered in request_filter")
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.start = std::time::Instant::now();
+        metrics::INFLIGHT_REQUESTS.inc();
+        ctx.inflight = true;
+        let rt = self.runtime.load_full();
+        let req = session.req_header();
+        let route = routes::route(req.method.as_str(), req.uri.path());
+        let err_fmt = routes::error_format(req.uri.path());
+        let mut headers: Headers = Vec::new();
+        let result = match route {
+            Route::Health => {
+                ctx.route = "health";
+                let body = json!({"status": "ok"}).to_string();
+                ctx.status = 200;
+                respond::json(session, 200, body, &headers).await?;
+                Ok(())
+            }
+            Route::ListModels => {
+                ctx.route = "models";
+                match client_key(&rt, session, ctx) {
+                    Ok(key) => {
+                        let body = admin::model_list(&rt, key);
+                        ctx.status = 200;
+                        respond::json(session, 200, body, &headers).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Route::Llm {
+                format,
+                path_model,
+                path_stream,
+            } => {
+                ctx.route = "llm";
+                ctx.format = Some(format);
+                let route = llm::LlmRoute {
+                    format,
+                    path_model,
+                    path_stream,
+                };
+                llm::handle(self, &rt, session, ctx, route, &mut headers).await
+            }
+            Route::Context(_) | Route::Admin(_) => {
+                ctx.route = "admin";
+                admin::handle(self, &rt, session, ctx, route).await
+            }
+            Route::NotFound => Err(GatewayError::not_found(format!(
+                "no route for {} {}",
+                session.req_header().method,
+                session.req_header().uri.path()
+            ))),
+            Route::MethodNotAllowed => Err(GatewayError::new(
+                405,
+                format!("method {} is not allowed here", session.req_header().method),
+            )),
+        };
+        if let Err(e) = result {
+            ctx.status = e.status;
+            let fmt = ctx.format.unwrap_or(err_fmt);
+            headers.retain(|(k, _)| !k.starts_with("x-debug-"));
+            respond::error(session, fmt, &e, &headers).await?;
+        }
+        Ok(true)
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.inflight {
+            metrics::INFLIGHT_REQUESTS.dec();
+        }
+        if ctx.inflight_stream {
+            metrics::INFLIGHT_STREAMS.dec();
+        }
+        let elapsed = ctx.start.elapsed();
+        if let Some(fmt) = ctx.format {
+            record_llm_metrics(&self.runtime.load(), ctx, fmt, elapsed);
+        }
+        let req = session.req_header();
+        let usage = ctx.usage.unwrap_or_default();
+        log::info!(
+            target: "access",
+            "{} {} {} {}ms key={} model={} upstream={}/{} attempts={} stream={} tokens={}/{}{}{}",
+            req.method,
+            req.uri.path(),
+            ctx.status,
+            elapsed.as_millis(),
+            ctx.key_name.as_deref().unwrap_or("-"),
+            if ctx.requested_model.is_empty() { "-" } else { &ctx.requested_model },
+            if ctx.provider.is_empty() { "-" } else { &ctx.provider },
+            if ctx.upstream_model.is_empty() { "-" } else { &ctx.upstream_model },
+            ctx.attempts,
+            ctx.stream,
+            usage.input_tokens,
+            usage.output_tokens,
+            if ctx.client_gone { " client_gone" } else { "" },
+            e.map(|e| format!(" error={e}")).unwrap_or_default(),
+        );
+    }
+}
+
+fn record_llm_metrics(rt: &Runtime, ctx: &RequestCtx, fmt: Format, elapsed: std::time::Duration) {
+    let status = ctx.status.to_string();
+    metrics::REQUESTS
+        .with_label_values(&[
+            fmt.as_str(),
+            &ctx.requested_model,
+            &ctx.provider,
+            &ctx.upstream_model,
+            &status,
+        ])
+        .inc();
+    metrics::REQUEST_SECONDS
+        .with_label_values(&[fmt.as_str(), &ctx.provider])
+        .observe(elapsed.as_secs_f64());
+    if let Some(fb) = ctx.first_byte {
+        metrics::TTFT_SECONDS
+            .with_label_values(&[fmt.as_str(), &ctx.provider])
+            .observe(fb.as_secs_f64());
+    }
+    let overhead = elapsed.saturating_sub(ctx.upstream_wait);
+    metrics::OVERHEAD_SECONDS
+        .with_label_values(&[fmt.as_str()])
+        .observe(overhead.as_secs_f64());
+    if let Some(u) = ctx.usage {
+        let labels = [ctx.provider.as_str(), ctx.upstream_model.as_str()];
+        metrics::TOKENS
+            .with_label_values(&[labels[0], labels[1], "input"])
+            .inc_by(u.input_tokens);
+        metrics::TOKENS
+            .with_label_values(&[labels[0], labels[1], "output"])
+            .inc_by(u.output_tokens);
+        if let Some(price) = rt
+            .provider(&ctx.provider)
+            .and_then(|p| p.config.pricing.get(&ctx.upstream_model))
+        {
+            let cost = (u.input_tokens as f64 * price.input + u.output_tokens as f64 * price.output) / 1e6;
+            metrics::COST.with_label_values(&labels).inc_by(cost);
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Writing whole responses to the client.
+
+use apiproxy_translate::Format;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::error::GatewayError;
+
+/// Extra response headers (debug, rate limits).
+pub type Headers = Vec<(&'static str, String)>;
+
+/// A response header with a content type and length.
+pub fn header(status: u16, content_type: &str, len: Option<usize>, extra: &Headers) -> Result<Box<ResponseHeader>> {
+    let mut h = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
+    h.insert_header("content-type", content_type)?;
+    match len {
+        Some(n) => h.insert_header("content-length", n.to_string())?,
+        None => {
+            h.insert_header("cache-control", "no-cache")?;
+        }
+    }
+    for (k, v) in extra {
+        h.insert_header(*k, v.as_str())?;
+    }
+    Ok(Box::new(h))
+}
+
+/// Writes a complete response.
+pub async fn write(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    extra: &Headers,
+) -> Result<()> {
+    let h = header(status, content_type, Some(body.len()), extra)?;
+    session.write_response_header(h, false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Writes a JSON response.
+pub async fn json(session: &mut Session, status: u16, body: impl Into<Bytes>, extra: &Headers) -> Result<()> {
+    write(session, status, "application/json", body.into(), extra).await
+}
+
+/// Writes `err` in the client's error shape.
+pub async fn error(session: &mut Session, fmt: Format, err: &GatewayError, extra: &Headers) -> Result<()> {
+    let mut headers = extra.clone();
+    if let Some(s) = err.retry_after {
+        headers.push(("retry-after", s.to_string()));
+    }
+    json(session, err.status, err.body(fmt), &headers).await
+}

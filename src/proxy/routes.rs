@@ -1,0 +1,145 @@
+//! Which handler a request goes to, from its method and path alone.
+
+use apiproxy_translate::Format;
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    /// `GET /v1/models`, `GET /models`.
+    ListModels,
+    /// A generation request in a client format. Gemini carries the model and
+    /// whether to stream in the path.
+    Llm {
+        format: Format,
+        path_model: Option<String>,
+        path_stream: bool,
+    },
+    /// `GET /context/{session}`.
+    Context(String),
+    Admin(AdminRoute),
+    NotFound,
+    MethodNotAllowed,
+}
+
+/// The admin endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRoute {
+    Providers,
+    Provider(String),
+    ProviderModels(String),
+    ProviderHealth(String),
+    ProviderMetrics(String),
+    LogicalModels,
+    LogicalModel(String),
+    LogicalModelUpstreams(String),
+    Decide,
+    GetSession(String),
+    DeleteSession(String),
+}
+
+/// Routes `method` + `path` (without the query).
+pub fn route(method: &str, path: &str) -> Route {
+    let post = method == "POST";
+    let get = method == "GET";
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let only = |ok: bool, r: Route| if ok { r } else { Route::MethodNotAllowed };
+    match segs.as_slice() {
+        ["health"] => only(get || method == "HEAD", Route::Health),
+        ["v1", "models"] | ["models"] => only(get, Route::ListModels),
+        ["v1", "chat", "completions"] | ["chat", "completions"] => only(post, llm(Format::OpenAiChat)),
+        ["v1", "responses"] | ["responses"] => only(post, llm(Format::OpenAiResponses)),
+        ["v1", "messages"] => only(post, llm(Format::Anthropic)),
+        ["v1beta" | "v1", "models", rest] if rest.contains(':') => {
+            let (model, action) = rest.rsplit_once(':').unwrap_or((rest, ""));
+            let stream = match action {
+                "generateContent" => false,
+                "streamGenerateContent" => true,
+                _ => return Route::NotFound,
+            };
+            only(
+                post,
+                Route::Llm {
+                    format: Format::Gemini,
+                    path_model: Some(model.to_owned()),
+                    path_stream: stream,
+                },
+            )
+        }
+        ["context", id] if !id.is_empty() => only(get, Route::Context((*id).to_owned())),
+        ["providers"] => only(get, Route::Admin(AdminRoute::Providers)),
+        ["providers", id] => only(get, Route::Admin(AdminRoute::Provider((*id).to_owned()))),
+        ["providers", id, "models"] => only(get, Route::Admin(AdminRoute::ProviderModels((*id).to_owned()))),
+        ["providers", id, "health"] => only(get, Route::Admin(AdminRoute::ProviderHealth((*id).to_owned()))),
+        ["providers", id, "metrics"] => only(get, Route::Admin(AdminRoute::ProviderMetrics((*id).to_owned()))),
+        ["logical-models"] => only(get, Route::Admin(AdminRoute::LogicalModels)),
+        ["logical-models", id] => only(get, Route::Admin(AdminRoute::LogicalModel((*id).to_owned()))),
+        ["logical-models", id, "upstreams"] => {
+            only(get, Route::Admin(AdminRoute::LogicalModelUpstreams((*id).to_owned())))
+        }
+        ["routing", "decide"] => only(post, Route::Admin(AdminRoute::Decide)),
+        ["routing", "sessions", id] => match method {
+            "GET" => Route::Admin(AdminRoute::GetSession((*id).to_owned())),
+            "DELETE" => Route::Admin(AdminRoute::DeleteSession((*id).to_owned())),
+            _ => Route::MethodNotAllowed,
+        },
+        _ => Route::NotFound,
+    }
+}
+
+fn llm(format: Format) -> Route {
+    Route::Llm {
+        format,
+        path_model: None,
+        path_stream: false,
+    }
+}
+
+/// The client format an error on `path` should be shaped in.
+pub fn error_format(path: &str) -> Format {
+    if path.starts_with("/v1/messages") {
+        Format::Anthropic
+    } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+        Format::Gemini
+    } else {
+        Format::OpenAiChat
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("GET", "/health"), Route::Health);
+        assert_eq!(route("GET", "/v1/models"), Route::ListModels);
+        assert_eq!(route("POST", "/v1/chat/completions"), llm(Format::OpenAiChat));
+        assert_eq!(route("GET", "/v1/chat/completions"), Route::MethodNotAllowed);
+        assert_eq!(route("POST", "/v1/messages"), llm(Format::Anthropic));
+        assert_eq!(route("POST", "/v1/responses"), llm(Format::OpenAiResponses));
+        assert_eq!(
+            route("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+            Route::Llm {
+                format: Format::Gemini,
+                path_model: Some("gemini-2.5-flash".into()),
+                path_stream: true
+            }
+        );
+        assert_eq!(
+            route("POST", "/v1/models/fast:generateContent"),
+            Route::Llm {
+                format: Format::Gemini,
+                path_model: Some("fast".into()),
+                path_stream: false
+            }
+        );
+        assert_eq!(route("POST", "/v1beta/models/x:embedContent"), Route::NotFound);
+        assert_eq!(route("GET", "/context/s1"), Route::Context("s1".into()));
+        assert_eq!(
+            route("DELETE", "/routing/sessions/s1"),
+            Route::Admin(AdminRoute::DeleteSession("s1".into()))
+        );
+        assert_eq!(route("GET", "/nope"), Route::NotFound);
+    }
+}

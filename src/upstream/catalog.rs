@@ -1,0 +1,73 @@
+//! Provider model lists: fetched from each provider's own list endpoint and
+//! kept until the next successful refresh.
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use serde_json::Value;
+
+use super::http::{send, Outgoing};
+use super::Provider;
+use crate::config::ProviderKind;
+
+/// Largest model-list body accepted.
+const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
+
+/// Model ids in a provider's list response.
+pub fn parse_model_list(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("model list is not JSON: {e}"))?;
+    let (items, field) = match kind {
+        ProviderKind::OpenAi | ProviderKind::Anthropic => (v.get("data"), "id"),
+        ProviderKind::Gemini => (v.get("models"), "name"),
+    };
+    let items = items
+        .and_then(Value::as_array)
+        .ok_or("model list has no data array")?;
+    Ok(items
+        .iter()
+        .filter_map(|m| m.get(field).and_then(Value::as_str))
+        .map(|id| id.strip_prefix("models/").unwrap_or(id).to_owned())
+        .collect())
+}
+
+/// Fetches `provider`'s model list.
+pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<String>, String> {
+    let key_index = provider
+        .pick_key(None, &[])
+        .ok_or("every key is cooling down")?;
+    let path = match provider.config.kind {
+        ProviderKind::Anthropic => format!("{}?limit=1000", provider.models_path()),
+        _ => provider.models_path(),
+    };
+    let req = Outgoing {
+        method: "GET",
+        path: &path,
+        body: Bytes::new(),
+        stream: false,
+        headers: provider.auth_headers(provider.key(key_index)),
+    };
+    let mut resp = send(connector, provider, req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.body(MAX_LIST_BYTES).await.map_err(|e| e.to_string())?;
+    resp.release(connector).await;
+    if status != 200 {
+        return Err(format!("model list answered {status}"));
+    }
+    parse_model_list(provider.config.kind, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind() {
+        let openai = br#"{"object":"list","data":[{"id":"gpt-4o","object":"model"},{"id":"gpt-4o-mini"}]}"#;
+        assert_eq!(parse_model_list(ProviderKind::OpenAi, openai).unwrap(), ["gpt-4o", "gpt-4o-mini"]);
+        let anthropic = br#"{"data":[{"type":"model","id":"claude-haiku-4-5","display_name":"Claude Haiku 4.5"}],"has_more":false}"#;
+        assert_eq!(parse_model_list(ProviderKind::Anthropic, anthropic).unwrap(), ["claude-haiku-4-5"]);
+        let gemini = br#"{"models":[{"name":"models/gemini-2.5-flash","supportedGenerationMethods":["generateContent"]}]}"#;
+        assert_eq!(parse_model_list(ProviderKind::Gemini, gemini).unwrap(), ["gemini-2.5-flash"]);
+        assert!(parse_model_list(ProviderKind::OpenAi, b"{}").is_err());
+        assert!(parse_model_list(ProviderKind::OpenAi, b"<html>").is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! One HTTP exchange with a provider, driven through Pingora's connector
+//! (pooled connections, TLS with SNI, per-peer timeouts).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+
+use super::{dns, Provider};
+
+/// How long an idle pooled connection to a provider is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// Why an attempt failed before a response header arrived.
+#[derive(Debug)]
+pub enum SendError {
+    /// DNS or TCP/TLS connect failed or timed out.
+    Connect(String),
+    /// The provider took longer than `read_timeout_ms` to answer.
+    Timeout,
+    /// The connection broke while sending or waiting.
+    Io(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect failed: {e}"),
+            SendError::Timeout => f.write_str("timed out waiting for the response"),
+            SendError::Io(e) => write!(f, "connection error: {e}"),
+        }
+    }
+}
+
+/// A request ready to go to one provider.
+pub struct Outgoing<'a> {
+    pub method: &'static str,
+    /// Path and query.
+    pub path: &'a str,
+    pub body: Bytes,
+    pub stream: bool,
+    /// Extra headers (auth, protocol versions, forwarded client headers).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// An upstream response whose header has arrived; the body is read from it.
+pub struct Incoming {
+    session: HttpSession,
+    peer: HttpPeer,
+    pub header: Box<ResponseHeader>,
+}
+
+impl Incoming {
+    pub fn status(&self) -> u16 {
+        self.header.status.as_u16()
+    }
+
+    /// A response header value as text.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The next piece of the body; `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, SendError> {
+        self.session.read_response_body().await.map_err(classify)
+    }
+
+    /// Reads the rest of the body, up to `limit` bytes (more is an error).
+    pub async fn body(&mut self, limit: usize) -> Result<Bytes, SendError> {
+        let mut buf = BytesMut::new();
+        while let Some(c) = self.chunk().await? {
+            if buf.len() + c.len() > limit {
+                return Err(SendError::Io(format!("response body larger than {limit} bytes")));
+            }
+            if buf.is_empty() && self.session.response_done() {
+                return Ok(c); // the common single-chunk body, without a copy
+            }
+            buf.extend_from_slice(&c);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Hands the connection back to the pool when its body was read to the
+    /// end; otherwise it is closed.
+    pub async fn release(mut self, connector: &Connector) {
+        if self.session.response_done() {
+            connector
+                .release_http_session(self.session, &self.peer, Some(POOL_IDLE))
+                .await;
+        }
+    }
+}
+
+fn classify(e: Box<pingora::Error>) -> SendError {
+    use pingora::ErrorType::*;
+    match e.etype() {
+        ReadTimedout | WriteTimedout => SendError::Timeout,
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+        | TLSHandshakeTimedout | InvalidCert | HandshakeError => SendError::Connect(e.to_string()),
+        _ => SendError::Io(e.to_string()),
+    }
+}
+
+/// The peer for a provider: address resolved asynchronously, SNI and
+/// timeouts from its config.
+async fn peer_for(provider: &Provider) -> Result<HttpPeer, SendError> {
+    let base = &provider.config.base;
+    let addr = dns::resolve(&base.host, base.port)
+        .await
+        .map_err(SendError::Connect)?;
+    let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(provider.config.connect_timeout);
+    o.total_connection_timeout = Some(provider.config.connect_timeout + provider.config.connect_timeout);
+    o.read_timeout = Some(provider.config.read_timeout);
+    o.write_timeout = Some(provider.config.read_timeout);
+    o.idle_timeout = Some(POOL_IDLE);
+    Ok(peer)
+}
+
+/// Sends `req` to `provider` and waits for the response header.
+pub async fn send(connector: &Connector, provider: &Provider, req: Outgoing<'_>) -> Result<Incoming, SendError> {
+    let peer = peer_for(provider).await?;
+    let (mut session, reused) = connector.get_http_session(&peer).await.map_err(classify)?;
+    match exchange(&mut session, provider, &req).await {
+        Ok(header) => Ok(Incoming { session, peer, header }),
+        // A pooled connection the provider closed meanwhile: one fresh try.
+        Err(SendError::Io(_)) if reused => {
+            let (mut fresh, _) = connector.get_http_session(&peer).await.map_err(classify)?;
+            let header = exchange(&mut fresh, provider, &req).await?;
+            Ok(Incoming {
+                session: fresh,
+                peer,
+                header,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn exchange(
+    session: &mut HttpSession,
+    provider: &Provider,
+    req: &Outgoing<'_>,
+) -> Result<Box<ResponseHeader>, SendError> {
+    let base = &provider.config.base;
+    let mut h = RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(8 + req.headers.len()))
+        .map_err(|e| SendError::Io(e.to_string()))?;
+    let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
+        base.host.clone()
+    } else {
+        format!("{}:{}", base.host, base.port)
+    };
+    let ins = |h: &mut RequestHeader, k: &str, v: &str| {
+        h.insert_header(k.to_owned(), v)
+            .map_err(|e| SendError::Io(format!("header {k}: {e}")))
+    };
+    ins(&mut h, "host", &host)?;
+    if req.method == "POST" {
+        ins(&mut h, "content-type", "application/json")?;
+        ins(&mut h, "content-length", &req.body.len().to_string())?;
+    }
+    ins(
+        &mut h,
+        "accept",
+        if req.stream { "text/event-stream" } else { "application/json" },
+    )?;
+    ins(&mut h, "user-agent", concat!("apiproxy/", env!("CARGO_PKG_VERSION")))?;
+    for (k, v) in &req.headers {
+        ins(&mut h, k, v)?;
+    }
+    for (k, v) in &provider.config.headers {
+        ins(&mut h, k, v)?;
+    }
+    session.write_request_header(Box::new(h)).await.map_err(classify)?;
+    if !req.body.is_empty() {
+        session
+            .write_request_body(req.body.clone(), true)
+            .await
+            .map_err(classify)?;
+    }
+    session.finish_request_body().await.map_err(classify)?;
+    session.read_response_header().await.map_err(classify)?;
+    session
+        .response_header()
+        .map(|h| Box::new(h.clone()))
+        .ok_or_else(|| SendError::Io("no response header".into()))
+}

@@ -1,0 +1,459 @@
+//! Test harness: mock providers (small HTTP/1.1 servers on loopback speaking
+//! the providers' wire formats, with injectable failures), the real
+//! `apiproxy` binary on free ports, and a client.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A request a mock provider received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("upstream got a JSON body")
+    }
+}
+
+/// What a mock provider answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    /// Body pieces, each sent after its delay.
+    pub chunks: Vec<(Duration, Vec<u8>)>,
+    /// Wait before the response header.
+    pub delay: Duration,
+    /// Close the connection after this many chunks, mid-body.
+    pub cut_after: Option<usize>,
+    /// Send the body with chunked encoding (streams).
+    pub chunked: bool,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            chunks: vec![(Duration::ZERO, body.into().into_bytes())],
+            delay: Duration::ZERO,
+            cut_after: None,
+            chunked: false,
+        }
+    }
+
+    /// An SSE stream, one chunk per event (each `event` is sent verbatim
+    /// followed by a blank line).
+    pub fn sse<S: AsRef<str>>(events: &[S]) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "text/event-stream".into(),
+            headers: Vec::new(),
+            chunks: events
+                .iter()
+                .map(|e| (Duration::ZERO, format!("{}\n\n", e.as_ref()).into_bytes()))
+                .collect(),
+            delay: Duration::ZERO,
+            cut_after: None,
+            chunked: true,
+        }
+    }
+
+    pub fn delay(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+
+    /// Waits `d` before every chunk.
+    pub fn pace(mut self, d: Duration) -> Reply {
+        for c in &mut self.chunks {
+            c.0 = d;
+        }
+        self
+    }
+
+    pub fn cut_after(mut self, n: usize) -> Reply {
+        self.cut_after = Some(n);
+        self
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
+
+type Handler = Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>;
+
+/// A mock provider on a loopback port.
+pub struct MockProvider {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Connections that ended before the response was complete because the
+    /// peer (the gateway) closed them.
+    pub cancelled: Arc<Mutex<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockProvider {
+    /// Starts a mock; `handler` gets each request and its 0-based number.
+    pub async fn start(handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> MockProvider {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let cancelled = Arc::new(Mutex::new(0));
+        let handler: Handler = Arc::new(handler);
+        let (reqs, canc) = (requests.clone(), cancelled.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else { return };
+                let (h, r, c) = (handler.clone(), reqs.clone(), canc.clone());
+                tokio::spawn(async move {
+                    let _ = serve_conn(sock, h, r, c).await;
+                });
+            }
+        });
+        MockProvider {
+            port,
+            requests,
+            cancelled,
+            task,
+        }
+    }
+
+    /// Always answers `reply`.
+    pub async fn always(reply: Reply) -> MockProvider {
+        Self::start(move |_, _| reply.clone()).await
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests.lock().unwrap().last().cloned().expect("the mock got a request")
+    }
+}
+
+async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let mut lines = head.split("\r\n");
+            let mut first = lines.next()?.split(' ');
+            let method = first.next()?.to_owned();
+            let path = first.next()?.to_owned();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let start = end + 4;
+            while buf.len() < start + len {
+                let mut tmp = vec![0u8; 64 * 1024];
+                let n = sock.read(&mut tmp).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&tmp[..n]);
+            }
+            let body = buf[start..start + len].to_vec();
+            buf.drain(..start + len);
+            return Some(Recorded {
+                method,
+                path,
+                headers,
+                body,
+            });
+        }
+        let mut tmp = vec![0u8; 64 * 1024];
+        let n = sock.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn serve_conn(
+    mut sock: TcpStream,
+    handler: Handler,
+    reqs: Arc<Mutex<Vec<Recorded>>>,
+    cancelled: Arc<Mutex<usize>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some(req) = read_request(&mut sock, &mut buf).await {
+        let n = {
+            let mut r = reqs.lock().unwrap();
+            r.push(req.clone());
+            r.len() - 1
+        };
+        let reply = handler(&req, n);
+        if !reply.delay.is_zero() {
+            // Notice a peer that gives up while we wait.
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                _ = tokio::time::sleep(reply.delay) => {}
+                r = sock.read(&mut probe) => {
+                    if matches!(r, Ok(0) | Err(_)) {
+                        *cancelled.lock().unwrap() += 1;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let mut head = format!(
+            "HTTP/1.1 {} X\r\ncontent-type: {}\r\n",
+            reply.status, reply.content_type
+        );
+        for (k, v) in &reply.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if reply.chunked {
+            head.push_str("transfer-encoding: chunked\r\n\r\n");
+        } else {
+            let len: usize = reply.chunks.iter().map(|c| c.1.len()).sum();
+            head.push_str(&format!("content-length: {len}\r\n\r\n"));
+        }
+        sock.write_all(head.as_bytes()).await?;
+        for (i, (d, c)) in reply.chunks.iter().enumerate() {
+            if reply.cut_after == Some(i) {
+                sock.shutdown().await?;
+                return Ok(());
+            }
+            if !d.is_zero() {
+                tokio::time::sleep(*d).await;
+            }
+            let res = if reply.chunked {
+                let mut framed = format!("{:x}\r\n", c.len()).into_bytes();
+                framed.extend_from_slice(c);
+                framed.extend_from_slice(b"\r\n");
+                sock.write_all(&framed).await
+            } else {
+                sock.write_all(c).await
+            };
+            if res.is_err() {
+                *cancelled.lock().unwrap() += 1;
+                return Ok(());
+            }
+        }
+        if reply.cut_after.is_some() {
+            sock.shutdown().await?;
+            return Ok(());
+        }
+        if reply.chunked {
+            sock.write_all(b"0\r\n\r\n").await?;
+        }
+    }
+    Ok(())
+}
+
+/// The real gateway binary, on a free port, stopped on drop.
+pub struct Gateway {
+    pub port: u16,
+    pub metrics_port: u16,
+    child: Child,
+    pub config_path: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "apiproxy-test-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// Starts the gateway with `body` (YAML without the `server` section,
+    /// which is added with free ports) and waits until /health answers.
+    pub async fn start(body: &str) -> Gateway {
+        Self::start_with_env(body, &[]).await
+    }
+
+    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = TempDir::new();
+        let port = free_port();
+        let metrics_port = free_port();
+        let config = format!(
+            "server:\n  listen: 127.0.0.1:{port}\n  metrics_listen: 127.0.0.1:{metrics_port}\n  threads: 2\n  pid_file: {d}/apiproxy.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{body}",
+            d = dir.0.display()
+        );
+        let config_path = dir.0.join("apiproxy.yaml");
+        std::fs::File::create(&config_path)
+            .and_then(|mut f| f.write_all(config.as_bytes()))
+            .expect("write config");
+        let log = std::fs::File::create(dir.0.join("stderr.log")).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
+        cmd.arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn apiproxy");
+        let gw = Gateway {
+            port,
+            metrics_port,
+            child,
+            config_path,
+            _dir: dir,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("{}/health", self.url());
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("apiproxy did not become ready; log:\n{}", self.log());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the gateway wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+/// A reqwest client for tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// OpenAI chat-completion JSON with `text`.
+pub fn openai_completion(model: &str, text: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    })
+    .to_string()
+}
+
+/// OpenAI chat SSE events for `words` (with a usage chunk and [DONE]).
+pub fn openai_stream(model: &str, words: &[&str]) -> Vec<String> {
+    let mut ev = vec![format!(
+        r#"data: {{"id":"c1","object":"chat.completion.chunk","created":1,"model":"{model}","choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}"#
+    )];
+    for w in words {
+        ev.push(format!(
+            r#"data: {{"id":"c1","object":"chat.completion.chunk","created":1,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{w}"}},"finish_reason":null}}]}}"#
+        ));
+    }
+    ev.push(format!(
+        r#"data: {{"id":"c1","object":"chat.completion.chunk","created":1,"model":"{model}","choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]}}"#
+    ));
+    ev.push(format!(
+        r#"data: {{"id":"c1","object":"chat.completion.chunk","created":1,"model":"{model}","choices":[],"usage":{{"prompt_tokens":5,"completion_tokens":{},"total_tokens":{}}}}}"#,
+        words.len(),
+        5 + words.len()
+    ));
+    ev.push("data: [DONE]".into());
+    ev
+}
+
+/// The JSON payloads of the `data:` lines of an SSE body.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}

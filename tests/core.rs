@@ -1,0 +1,520 @@
+//! The gateway core through the real binary: auth, the OpenAI endpoint
+//! (passthrough), model resolution, failover before the first byte, bodies
+//! of any size, errors in the client's shape, cancellation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn provider(id: &str, mock: &MockProvider, extra: &str) -> String {
+    format!(
+        "  - {{ id: {id}, kind: openai, base_url: \"{}\", api_keys: [\"sk-{id}\"], models: [m-{id}]{extra} }}\n",
+        mock.base_url()
+    )
+}
+
+async fn post(gw: &Gateway, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn auth_keys_allow_lists_and_key_forwarding() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("gpt-x", "hi"))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  keys:\n    - {{ name: alice, key: alice-key, models: [\"m-*\"] }}\n    - {{ name: bob, key_sha256: \"{}\" }}\nproviders:\n{}",
+        "81b637d8fcd2c6da6359e6963113a1170de795e4b725b84d1e0b4cfd9ec58ce9", // sha256("bob")
+        provider("p1", &up, "")
+    ))
+    .await;
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let body = json!({"model": "m-p1", "messages": [{"role": "user", "content": "hi"}]});
+
+    let r = client().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "authentication_error");
+
+    let r = client().post(&url).bearer_auth("wrong").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The Anthropic endpoint answers 401 in Anthropic's shape.
+    let r = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .json(&json!({"model": "m-p1", "max_tokens": 5, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "authentication_error");
+
+    let r = client().post(&url).bearer_auth("alice-key").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-p1"), "the provider key goes upstream");
+    assert!(
+        !seen.headers.iter().any(|(_, v)| v.contains("alice-key")),
+        "the client key never goes upstream"
+    );
+
+    // x-api-key and ?key= work too; bob has no allow-list.
+    let r = client()
+        .post(&url)
+        .header("x-api-key", "bob")
+        .json(&json!({"model": "p1/other", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .post(format!("{url}?key=bob"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // alice may not use p1/other.
+    let r = client()
+        .post(&url)
+        .bearer_auth("alice-key")
+        .json(&json!({"model": "p1/other", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("p1/other"));
+
+    // /health needs no key.
+    assert_eq!(client().get(format!("{}/health", gw.url())).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn logical_model_passthrough_renames_the_model_and_sends_the_upstream_name() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("gpt-4o-mini-2024", "hello"))).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}models:\n  - name: fast\n    upstreams: [{{ provider: p1, model: gpt-4o-mini }}]\n",
+        provider("p1", &up, "")
+    ))
+    .await;
+    let r = post(&gw, json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2})).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "fast");
+    assert_eq!(v["choices"][0]["message"]["content"], "hello");
+    let sent = up.last().json();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["temperature"], 0.2, "other fields reach the upstream unchanged");
+    assert_eq!(up.last().path, "/v1/chat/completions");
+
+    // A plain (non-logical) name keeps the upstream's model field.
+    let r = post(&gw, json!({"model": "p1/gpt-4o-mini", "messages": []})).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "gpt-4o-mini-2024");
+}
+
+#[tokio::test]
+async fn streaming_passthrough_and_usage_chunk() {
+    let up = MockProvider::always(Reply::sse(&openai_stream("gpt-up", &["Hel", "lo"]))).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}models:\n  - name: chat\n    upstreams: [{{ provider: p1, model: gpt-up }}]\n",
+        provider("p1", &up, "")
+    ))
+    .await;
+    let r = post(&gw, json!({"model": "chat", "stream": true, "messages": []})).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let body = r.text().await.unwrap();
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello");
+    assert!(chunks.iter().all(|c| c["model"] == "chat"), "{body}");
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none_or(Value::is_null)),
+        "usage chunk dropped when the client did not ask: {body}"
+    );
+    // The gateway asked the upstream for usage.
+    assert_eq!(up.last().json()["stream_options"]["include_usage"], true);
+
+    let r = post(
+        &gw,
+        json!({"model": "chat", "stream": true, "stream_options": {"include_usage": true}, "messages": []}),
+    )
+    .await;
+    let body = r.text().await.unwrap();
+    assert!(body.contains("\"usage\":{\"prompt_tokens\":5"), "{body}");
+}
+
+#[tokio::test]
+async fn failover_on_retryable_status_refused_port_and_timeout() {
+    let bad = MockProvider::always(Reply::json(503, r#"{"error":{"message":"overloaded"}}"#)).await;
+    let slow = MockProvider::always(Reply::json(200, openai_completion("slow", "late")).delay(Duration::from_secs(5))).await;
+    let good = MockProvider::always(Reply::json(200, openai_completion("good", "ok"))).await;
+    let refused = free_port();
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}  - {{ id: dead, kind: openai, base_url: \"http://127.0.0.1:{refused}\", connect_timeout_ms: 500 }}\n{}models:\n  - name: chain\n    upstreams: [{{ provider: bad, model: a, weight: 1000 }}]\n  - name: chain2\n    upstreams: [{{ provider: dead, model: b }}]\n  - name: chain3\n    upstreams: [{{ provider: slow, model: c }}]\n",
+        provider("bad", &bad, ""),
+        provider("slow", &slow, ", read_timeout_ms: 300"),
+        provider("good", &good, ""),
+    ))
+    .await;
+
+    // model + models fallback list: bad (503) → good.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-debug", "true")
+        .json(&json!({"model": "chain", "models": ["chain2", "chain3", "good/x"], "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-debug-provider"], "good");
+    assert_eq!(r.headers()["x-debug-model"], "x");
+    assert_eq!(r.headers()["x-debug-attempts"], "4");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "ok");
+    assert_eq!(bad.count(), 1);
+    assert_eq!(slow.count(), 1);
+    assert_eq!(good.count(), 1);
+
+    // Streaming requests fail over the same way.
+    let good_stream = MockProvider::always(Reply::sse(&openai_stream("g", &["ok"]))).await;
+    drop(gw);
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}models:\n  - name: s\n    upstreams: [{{ provider: bad, model: a, weight: 1000 }}, {{ provider: gs, model: b, weight: 0.001 }}]\n",
+        provider("bad", &bad, ""),
+        provider("gs", &good_stream, ""),
+    ))
+    .await;
+    let r = post(&gw, json!({"model": "s", "stream": true, "messages": []})).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("\"content\":\"ok\""));
+}
+
+#[tokio::test]
+async fn every_upstream_failing_gives_502_or_504_naming_the_attempts() {
+    let bad = MockProvider::always(Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;
+    let slow = MockProvider::always(Reply::json(200, "{}").delay(Duration::from_secs(5))).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}",
+        provider("bad", &bad, ""),
+        provider("slow", &slow, ", read_timeout_ms: 200")
+    ))
+    .await;
+    let r = post(&gw, json!({"model": "bad/x", "models": ["slow/y"], "messages": []})).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("bad/x: status 500: boom") && msg.contains("slow/y: timed out"), "{msg}");
+
+    let r = post(&gw, json!({"model": "slow/y", "messages": []})).await;
+    assert_eq!(r.status(), 504);
+}
+
+#[tokio::test]
+async fn non_retryable_client_errors_are_relayed_as_is() {
+    let up = MockProvider::always(Reply::json(
+        400,
+        r#"{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","param":"temperature","code":null}}"#,
+    ))
+    .await;
+    let other = MockProvider::always(Reply::json(200, openai_completion("o", "no"))).await;
+    let gw = Gateway::start(&format!("providers:\n{}{}", provider("p1", &up, ""), provider("p2", &other, ""))).await;
+    let r = post(&gw, json!({"model": "p1/x", "models": ["p2/y"], "temperature": 9, "messages": []})).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "temperature");
+    assert_eq!(other.count(), 0, "a client error is not failed over");
+}
+
+#[tokio::test]
+async fn a_stream_cut_midway_ends_with_one_error_event() {
+    let up = MockProvider::always(Reply::sse(&openai_stream("m", &["a", "b", "c", "d"])).cut_after(3)).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;
+    let r = post(&gw, json!({"model": "p1/m", "stream": true, "messages": []})).await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let errors: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v.get("error").is_some())
+        .collect();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["error"]["type"], "upstream_error");
+    assert!(body.contains("\"content\":\"b\""));
+}
+
+#[tokio::test]
+async fn large_bodies_fail_over_and_oversized_bodies_get_413() {
+    let first = MockProvider::always(Reply::json(503, "{}")).await;
+    let second = MockProvider::always(Reply::json(200, openai_completion("m", "big ok"))).await;
+    let gw = Gateway::start(&format!(
+        "  max_body_bytes: 2097152\nproviders:\n{}{}models:\n  - name: big\n    upstreams: [{{ provider: a, model: m1, weight: 1000000 }}, {{ provider: b, model: m2, weight: 0.000001 }}]\n",
+        provider("a", &first, ""),
+        provider("b", &second, "")
+    )
+    .replacen("  max_body_bytes", "server_extra_placeholder", 0))
+    .await;
+    let big = "x".repeat(1 << 20);
+    let body = json!({"model": "big", "messages": [{"role": "user", "content": big}]});
+    let r = post(&gw, body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(first.count(), 1);
+    let got = second.last().json();
+    assert_eq!(got["messages"][0]["content"].as_str().map(str::len), Some(1 << 20));
+    assert_eq!(got["model"], "m2");
+
+    let huge = "y".repeat(17 << 20);
+    let r = post(&gw, json!({"model": "big", "messages": [{"role": "user", "content": huge}]})).await;
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("larger than"));
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_with_a_reason() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let cases: Vec<(&str, &str)> = vec![
+        ("{not json", "not valid JSON"),
+        ("[1,2]", "must be a JSON object"),
+        (r#"{"messages":[]}"#, "missing field `model`"),
+        (r#"{"model":5,"messages":[]}"#, "`model` must be"),
+        (r#"{"model":"p1/m","stream":"yes","messages":[]}"#, "`stream` must be a boolean"),
+        (r#"{"model":"p1/m","models":"a","messages":[]}"#, "`models` must be"),
+        ("", "empty"),
+    ];
+    for (body, want) in cases {
+        let r = client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+    // A form content type (as curl -d sends) is accepted.
+    let r = client()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"model":"p1/m","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Unknown model: 404 in the OpenAI shape.
+    let r = post(&gw, json!({"model": "nope", "messages": []})).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "not_found_error");
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn model_list_has_logical_and_provider_models() {
+    let a = MockProvider::always(Reply::json(200, "{}")).await;
+    let listed = MockProvider::start(|req, _| {
+        if req.path == "/v1/models" {
+            Reply::json(200, r#"{"object":"list","data":[{"id":"listed-1"},{"id":"m-a"}]}"#)
+        } else {
+            Reply::json(200, openai_completion("listed-1", "from the catalog"))
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}  - {{ id: auto, kind: openai, base_url: \"{}\", api_keys: [k] }}\nmodels:\n  - name: fast\n    upstreams: [{{ provider: a, model: m-a }}]\n",
+        provider("a", &a, ""),
+        listed.base_url()
+    ))
+    .await;
+    // The catalog is fetched in the background at start.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ids = loop {
+        let v: Value = client().get(format!("{}/v1/models", gw.url())).send().await.unwrap().json().await.unwrap();
+        let ids: Vec<String> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+        if ids.iter().any(|i| i == "auto/listed-1") || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for want in ["fast", "a/m-a", "auto/listed-1", "auto/m-a", "listed-1"] {
+        assert!(ids.iter().any(|i| i == want), "{want} missing from {ids:?}");
+    }
+    assert!(!ids.iter().any(|i| i == "m-a"), "m-a is on two providers: only qualified names");
+    assert_eq!(listed.requests.lock().unwrap()[0].header("authorization"), Some("Bearer k"));
+    // Zero-config routing: a model only the fetched catalog lists.
+    let r = post(&gw, json!({"model": "listed-1", "messages": []})).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "from the catalog");
+    let r = client().get(format!("{}/models", gw.url())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn key_rotation_moves_past_a_rate_limited_key() {
+    let up = MockProvider::start(|req, _| {
+        if req.header("authorization") == Some("Bearer k1") {
+            Reply::json(429, r#"{"error":{"message":"slow down"}}"#)
+        } else {
+            Reply::json(200, openai_completion("m", "from k2"))
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\", api_keys: [k1, k2] }}\n",
+        up.base_url()
+    ))
+    .await;
+    for _ in 0..4 {
+        let r = post(&gw, json!({"model": "p/m", "messages": []})).await;
+        assert_eq!(r.status(), 200);
+    }
+    let k1_uses = up
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.header("authorization") == Some("Bearer k1"))
+        .count();
+    assert_eq!(k1_uses, 1, "k1 cools down after its 429");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_the_upstream_request() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "late")).delay(Duration::from_secs(10))).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;
+    let body = r#"{"model":"p1/m","messages":[]}"#;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.count() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(sock);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while *up.cancelled.lock().unwrap() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*up.cancelled.lock().unwrap(), 1, "the upstream saw the request dropped");
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;
+    let body = format!(r#"{{"model":"p1/m","messages":[{{"role":"user","content":"{}"}}]}}"#, "z".repeat(200_000));
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_millis(900), sock.read(&mut buf))
+        .await
+        .expect("100 Continue within 900 ms")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"));
+    sock.write_all(body.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&resp).contains("chat.completion") {
+        let n = sock.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        resp.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&resp).contains("200"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_failovers() {
+    let bad = MockProvider::always(Reply::json(503, "{}")).await;
+    let good = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}models:\n  - name: lm\n    upstreams: [{{ provider: bad, model: a, weight: 1000000 }}, {{ provider: good, model: b, weight: 0.000001 }}]\n",
+        provider("bad", &bad, ""),
+        provider("good", &good, "")
+    ))
+    .await;
+    assert_eq!(post(&gw, json!({"model": "lm", "messages": []})).await.status(), 200);
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"apiproxy_requests_total{format="openai",model="lm",provider="good",status="200",upstream_model="b"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"apiproxy_tokens_total{direction="input",model="b",provider="good"} 7"#), "{m}");
+    assert!(m.contains(r#"apiproxy_failovers_total{from_provider="bad"} 1"#), "{m}");
+    assert!(m.contains("apiproxy_gateway_overhead_seconds_bucket"), "{m}");
+    assert!(m.contains("apiproxy_inflight_requests 0"), "{m}");
+}
+
+#[test]
+fn config_check_reports_each_problem_by_key_path() {
+    let dir = TempDir::new();
+    let bad = dir.0.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "providers:\n  - { id: a, kind: openai, base_url: \"nope\", retryable_status: \"500-400\" }\n  - { id: a, kind: openai, base_url: \"http://h\" }\nmodels:\n  - { name: m, upstreams: [{ provider: zz, model: q }] }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.iter().any(|l| l.starts_with("providers[0].base_url:")), "{err}");
+    assert!(lines.iter().any(|l| l.starts_with("providers[0].retryable_status:")), "{err}");
+    assert!(lines.iter().any(|l| l.starts_with("providers[1].id: duplicate")), "{err}");
+    assert!(lines.iter().any(|l| l.starts_with("models[0].upstreams[0].provider: unknown provider")), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c", "conf/apiproxy.yaml"])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config ok");
+}
+
+#[tokio::test]
+async fn the_default_config_starts_without_provider_keys() {
+    let text = std::fs::read_to_string("conf/apiproxy.yaml").unwrap();
+    // Keep everything but the server section, which the harness supplies.
+    let rest = text.split_once("\nlog:").map(|(_, r)| format!("log:{r}")).unwrap();
+    let gw = Gateway::start_with_env(&rest, &[]).await;
+    let log = gw.log();
+    assert!(log.contains("provider openai: every api key is empty, provider disabled"), "{log}");
+    let r = post(&gw, json!({"model": "fast", "messages": []})).await;
+    assert_eq!(r.status(), 503, "no provider is enabled");
+}
