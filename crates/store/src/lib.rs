@@ -218,9 +218,15 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact_url("redis://:s3cret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
         assert_eq!(redact_url("rediss://user:p@ss@h:1/2"), "rediss://***@h:1/2");
-        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
         assert_eq!(redact_url("redis://h/0?x=a@b"), "redis://h/0?x=a@b");
         assert_eq!(redact_url("not a url"), "not a url");
     }

@@ -315,18 +315,29 @@ mod tests {
         let store = MemoryStore::new(&short());
         store.bind_session(binding("s")).await;
         store.bind_session(binding("s")).await;
-        assert_eq!(store.get_session("s").await.map(|b| b.message_count), Some(2));
+        assert_eq!(
+            store.get_session("s").await.map(|b| b.message_count),
+            Some(2)
+        );
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(!store.delete_session("s").await, "an expired binding is not there");
+        assert!(
+            !store.delete_session("s").await,
+            "an expired binding is not there"
+        );
         store.bind_session(binding("s")).await;
-        assert_eq!(store.get_session("s").await.map(|b| b.message_count), Some(1));
+        assert_eq!(
+            store.get_session("s").await.map(|b| b.message_count),
+            Some(1)
+        );
     }
 
     #[tokio::test]
     async fn another_owner_cannot_write_into_a_context() {
         let store = MemoryStore::new(&StoreOptions::default());
         store.push_context("s", "alice", serde_json::json!(1)).await;
-        store.push_context("s", "mallory", serde_json::json!(2)).await;
+        store
+            .push_context("s", "mallory", serde_json::json!(2))
+            .await;
         let (owner, entries) = store.get_context("s").await;
         assert_eq!(owner.as_deref(), Some("alice"));
         assert_eq!(entries, vec![serde_json::json!(1)]);

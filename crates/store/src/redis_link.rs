@@ -42,6 +42,8 @@ impl Link {
     /// Connects to `url` (waiting up to about a second and a half) and keeps the connection healthy in the
     /// background for as long as the returned link lives. A bad URL gives a link that never connects.
     pub(crate) async fn start(url: &str) -> Arc<Link> {
+        // Registers both metrics now, so they are exported (at 0) before anything fails.
+        std::sync::LazyLock::force(&ERRORS);
         let client = match redis::Client::open(url) {
             Ok(client) => client,
             Err(e) => {
@@ -139,20 +141,25 @@ impl Link {
     fn reachable(&self) {
         REDIS_UP.set(1);
         if !self.up.swap(true, Ordering::Relaxed) {
-            log::info!("store: Redis at {} reachable; state is shared", self.endpoint);
+            log::info!(
+                "store: Redis at {} reachable; state is shared",
+                self.endpoint
+            );
         }
     }
 
-    fn warn(&self, message: impl FnOnce() -> String) {
+    /// Logs `message` unless a warning was logged less than [`WARN_EVERY`] ago; true when logged.
+    fn warn(&self, message: impl FnOnce() -> String) -> bool {
         let now = Instant::now();
         {
             let mut last = self.last_warning.lock();
             if last.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
-                return;
+                return false;
             }
             *last = Some(now);
         }
         log::warn!("{}", message());
+        true
     }
 }
 
@@ -234,4 +241,29 @@ pub(crate) fn describe(e: &RedisError) -> String {
 /// Whether an error means Redis is unreachable (as opposed to refusing one command).
 pub(crate) fn is_outage(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_warning_a_minute_at_most() {
+        let link = Link::new("127.0.0.1:1".into());
+        assert!(link.warn(|| "first".into()));
+        assert!(!link.warn(|| "second".into()));
+        *link.last_warning.lock() = Instant::now().checked_sub(WARN_EVERY);
+        assert!(link.warn(|| "a minute later".into()));
+    }
+
+    #[test]
+    fn an_outage_switches_to_the_fallback() {
+        let link = Link::new("127.0.0.1:1".into());
+        link.up.store(true, Ordering::Relaxed);
+        link.failed("get session", &"WRONGTYPE", false);
+        assert!(link.is_up(), "a refused command is not an outage");
+        link.failed("get session", &"connection refused", true);
+        assert!(!link.is_up());
+        assert!(link.connection().is_none());
+    }
 }

@@ -80,7 +80,13 @@ impl RedisStore {
         }
     }
 
-    async fn rate_window(&self, key: String, limit: u64, mode: &'static str, amount: u64) -> Option<RateDecision> {
+    async fn rate_window(
+        &self,
+        key: String,
+        limit: u64,
+        mode: &'static str,
+        amount: u64,
+    ) -> Option<RateDecision> {
         let answer: Vec<i64> = self
             .redis("rate limit", |mut conn| async move {
                 RATE_WINDOW
@@ -93,7 +99,11 @@ impl RedisStore {
             })
             .await?;
         let (ok, used, retry) = match answer[..] {
-            [ok, used, retry] => (ok == 1, u64::try_from(used).unwrap_or(0), u64::try_from(retry).unwrap_or(1)),
+            [ok, used, retry] => (
+                ok == 1,
+                u64::try_from(used).unwrap_or(0),
+                u64::try_from(retry).unwrap_or(1),
+            ),
             _ => {
                 self.link
                     .failed("rate limit", &"unexpected script answer", false);
@@ -183,7 +193,10 @@ impl Store for RedisStore {
         let Ok(json) = serde_json::to_string(&entry) else {
             return;
         };
-        let keys = [self.key("context", session), self.key("context-owner", session)];
+        let keys = [
+            self.key("context", session),
+            self.key("context-owner", session),
+        ];
         let (max, ttl) = (self.context_max_entries, self.context_ttl_ms);
         let owner_arg = owner.to_string();
         let pushed = self
@@ -204,7 +217,10 @@ impl Store for RedisStore {
     }
 
     async fn get_context(&self, session: &str) -> (Option<String>, Vec<serde_json::Value>) {
-        let (list, owner) = (self.key("context", session), self.key("context-owner", session));
+        let (list, owner) = (
+            self.key("context", session),
+            self.key("context-owner", session),
+        );
         let last = isize::try_from(self.context_max_entries).unwrap_or(isize::MAX) - 1;
         let read = self
             .redis("get context", |mut conn| async move {
@@ -217,8 +233,10 @@ impl Store for RedisStore {
             .await;
         match read {
             Some((owner, raw)) => {
-                let entries: Vec<serde_json::Value> =
-                    raw.iter().filter_map(|r| parse("context snippet", r)).collect();
+                let entries: Vec<serde_json::Value> = raw
+                    .iter()
+                    .filter_map(|r| parse("context snippet", r))
+                    .collect();
                 if entries.is_empty() {
                     (None, entries)
                 } else {
@@ -256,7 +274,10 @@ impl Store for RedisStore {
     }
 
     async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision {
-        match self.rate_window(self.key("rpm", name), limit, "hit", 0).await {
+        match self
+            .rate_window(self.key("rpm", name), limit, "hit", 0)
+            .await
+        {
             Some(decision) => {
                 if decision.allowed {
                     self.local.count_request(name);
@@ -268,7 +289,10 @@ impl Store for RedisStore {
     }
 
     async fn check_tokens(&self, name: &str, limit: u64) -> RateDecision {
-        match self.rate_window(self.key("tpm", name), limit, "check", 0).await {
+        match self
+            .rate_window(self.key("tpm", name), limit, "check", 0)
+            .await
+        {
             Some(decision) => decision,
             None => self.local.check_tokens(name, limit).await,
         }
@@ -280,7 +304,8 @@ impl Store for RedisStore {
         }
         // Counted locally either way: the local window is the fallback's memory of this replica's usage.
         self.local.add_tokens(name, tokens).await;
-        self.rate_window(self.key("tpm", name), 0, "add", tokens).await;
+        self.rate_window(self.key("tpm", name), 0, "add", tokens)
+            .await;
     }
 
     fn kind(&self) -> &'static str {

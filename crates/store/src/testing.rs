@@ -78,11 +78,16 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("{binary}: {e} (apt-get install -y redis-server, or set REDIS_SERVER)"))?;
+            .map_err(|e| {
+                format!("{binary}: {e} (apt-get install -y redis-server, or set REDIS_SERVER)")
+            })?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("redis-server on port {} exited: {status}", self.port));
+                return Err(format!(
+                    "redis-server on port {} exited: {status}",
+                    self.port
+                ));
             }
             if answers_ping(self.port) {
                 self.child = Some(child);

@@ -36,7 +36,9 @@ impl Window {
 
     /// The sum of the buckets kept (call [`Window::expire`] first).
     pub fn total(&self) -> u64 {
-        self.buckets.iter().fold(0, |sum, &(_, n)| sum.saturating_add(n))
+        self.buckets
+            .iter()
+            .fold(0, |sum, &(_, n)| sum.saturating_add(n))
     }
 
     /// Adds `amount` at second `now`.
@@ -60,7 +62,11 @@ impl Window {
             self.add(now, 1);
             allowed(limit, used + 1)
         } else {
-            refused(limit, used, retry_after(self.buckets.iter().copied(), used, now, limit))
+            refused(
+                limit,
+                used,
+                retry_after(self.buckets.iter().copied(), used, now, limit),
+            )
         }
     }
 
@@ -71,7 +77,11 @@ impl Window {
         if used < limit {
             allowed(limit, used)
         } else {
-            refused(limit, used, retry_after(self.buckets.iter().copied(), used, now, limit))
+            refused(
+                limit,
+                used,
+                retry_after(self.buckets.iter().copied(), used, now, limit),
+            )
         }
     }
 }
@@ -98,7 +108,12 @@ pub fn refused(limit: u64, used: u64, retry_after_secs: u64) -> RateDecision {
 
 /// Seconds from `now` until the usage still counting drops under `limit`, i.e. until a request would be let
 /// through again; at least 1. `buckets` are the live ones, oldest first, summing to `used`.
-pub fn retry_after(buckets: impl Iterator<Item = (u64, u64)>, used: u64, now: u64, limit: u64) -> u64 {
+pub fn retry_after(
+    buckets: impl Iterator<Item = (u64, u64)>,
+    used: u64,
+    now: u64,
+    limit: u64,
+) -> u64 {
     let mut left = used;
     for (second, n) in buckets {
         left = left.saturating_sub(n);
