@@ -13,6 +13,8 @@ use redis::Script;
 pub(crate) static RATE_WINDOW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+-- Redis < 5 must be told to replicate effects, or writes after TIME are refused.
+if redis.replicate_commands then redis.replicate_commands() end
 local window = 60
 local now = tonumber(redis.call('TIME')[1])
 local limit = tonumber(ARGV[1]) or 0

@@ -1,5 +1,5 @@
 //! The Redis store: state shared by every replica on one Redis, with an embedded [`MemoryStore`] answering
-//! whenever Redis cannot (down, slow beyond [`OP_TIMEOUT`](crate::redis_link), or refusing a command).
+//! whenever Redis cannot (down, slower than 250 ms, or refusing a command).
 //!
 //! Keys (all under `key_prefix`, all with a TTL; values are JSON so `redis-cli` shows them plainly):
 //! - `session:{id}`: a [`SessionBinding`], TTL `session_ttl`, restarted by every bind;
