@@ -1,1 +1,264 @@
-//! Shared state for apiproxy. (Being written: see the shared-state issue.)
+//! Shared state for apiproxy: session stickiness, context snippets, the model-catalog cache and rate-limit
+//! windows, behind one [`Store`] trait.
+//!
+//! Two implementations behave the same way:
+//! - [`memory::MemoryStore`], embedded, the default (no `store` section): state lives in this process;
+//! - [`redis_store::RedisStore`]: state lives in Redis and is shared by every replica pointed at it. When Redis
+//!   cannot be reached, every call is answered by an embedded memory store instead, so requests never fail or
+//!   wait because of Redis; sharing resumes by itself once Redis is back.
+//!
+//! [`open`] builds the right one from [`StoreOptions`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+mod lua;
+pub mod memory;
+mod metrics;
+mod redis_link;
+pub mod redis_store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod window;
+
+/// How the store is built: where Redis is (if anywhere) and how long things live.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// `redis://[:password@]host:port/db` (or `rediss://`, `redis+unix://`); `None` → embedded memory store.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several gateways (or other tools) can share one Redis database.
+    pub key_prefix: String,
+    /// How long an unused session binding lives; every [`Store::bind_session`] starts it again.
+    pub session_ttl: Duration,
+    /// How many context snippets are kept per session (newest win).
+    pub context_max_entries: usize,
+    /// How long a session's context lives after its last snippet.
+    pub context_ttl: Duration,
+    /// How long a provider's model list is cached.
+    pub catalog_ttl: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            redis_url: None,
+            key_prefix: "apiproxy:".to_string(),
+            session_ttl: Duration::from_secs(3600),
+            context_max_entries: 50,
+            context_ttl: Duration::from_secs(24 * 3600),
+            catalog_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+// Hand-written so a password in the Redis URL never reaches a log line through `{:?}`.
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("key_prefix", &self.key_prefix)
+            .field("session_ttl", &self.session_ttl)
+            .field("context_max_entries", &self.context_max_entries)
+            .field("context_ttl", &self.context_ttl)
+            .field("catalog_ttl", &self.catalog_ttl)
+            .finish()
+    }
+}
+
+/// Which upstream a conversation is stuck to (stickiness via `X-Session-Id`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionBinding {
+    /// The session id the client sent.
+    pub conversation_id: String,
+    /// The model name the client asked for.
+    pub logical_model: String,
+    /// The provider that served it.
+    pub provider_id: String,
+    /// The provider's model id.
+    pub model_id: String,
+    /// Which of the provider's `api_keys` was used.
+    pub key_index: usize,
+    /// Unix seconds when the binding was first made.
+    pub created_at: f64,
+    /// Unix seconds of the last request bound through it.
+    pub last_accessed: f64,
+    /// Requests bound through it so far.
+    pub message_count: u64,
+}
+
+/// The answer of a rate-limit check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateDecision {
+    /// Whether the request may go ahead.
+    pub allowed: bool,
+    /// The per-minute limit checked against.
+    pub limit: u64,
+    /// What is left of the limit in the current window (after counting this request when it was allowed).
+    pub remaining: u64,
+    /// When refused: seconds until enough of the window frees up (at least 1); 0 when allowed.
+    pub retry_after_secs: u64,
+}
+
+/// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
+/// error, and a corrupt stored value reads as absent.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The binding of session `id`, if there is a live one.
+    async fn get_session(&self, id: &str) -> Option<SessionBinding>;
+    /// Creates or moves the binding of `binding.conversation_id`: keeps `created_at` of an existing one, counts one
+    /// more message (`message_count` = previous + 1; for a new binding the given count, at least 1), sets
+    /// `last_accessed` to now and starts the TTL again.
+    async fn bind_session(&self, binding: SessionBinding);
+    /// Removes the binding; true when there was one.
+    async fn delete_session(&self, id: &str) -> bool;
+    /// Stores a snippet, newest first, at most `context_max_entries` kept. `owner` is the client key name that
+    /// wrote it: the first writer owns the session's context until it expires, and snippets pushed under another
+    /// owner are dropped (one client cannot write into another's history).
+    async fn push_context(&self, session: &str, owner: &str, entry: serde_json::Value);
+    /// The owner and the snippets of a session, newest first; `(None, [])` when there are none.
+    async fn get_context(&self, session: &str) -> (Option<String>, Vec<serde_json::Value>);
+    /// Caches a provider's model list for `catalog_ttl`.
+    async fn put_catalog(&self, provider: &str, models: &[String]);
+    /// The cached model list; `None` when absent or expired.
+    async fn get_catalog(&self, provider: &str) -> Option<Vec<String>>;
+    /// Counts one request against `limit` per (sliding) minute if allowed: an atomic check-and-add.
+    async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision;
+    /// Checks whether the tokens used in the last 60 s are under `limit` (adds nothing).
+    async fn check_tokens(&self, name: &str, limit: u64) -> RateDecision;
+    /// Adds tokens used (after the response, from the usage the provider reported).
+    async fn add_tokens(&self, name: &str, tokens: u64);
+    /// `"memory"` or `"redis"`.
+    fn kind(&self) -> &'static str;
+    /// Whether Redis is currently reachable (always true for the memory store).
+    fn healthy(&self) -> bool;
+}
+
+/// Builds the store: memory when `redis_url` is `None`, else Redis with a local fallback. Never fails because
+/// Redis is down or the URL is wrong (that is logged; calls are then answered locally). Waits at most about a
+/// second for the first connection.
+pub async fn open(opts: StoreOptions) -> Arc<dyn Store> {
+    match opts.redis_url.clone() {
+        None => Arc::new(memory::MemoryStore::new(&opts)),
+        Some(url) => Arc::new(redis_store::RedisStore::open(&url, &opts).await),
+    }
+}
+
+/// Checks that `url` is a Redis URL the store can use (for config validation); the error never holds the password.
+pub fn validate_redis_url(url: &str) -> Result<(), String> {
+    redis::Client::open(url)
+        .map(|_| ())
+        // The parse errors of the redis crate describe the problem without echoing the URL.
+        .map_err(|e| format!("invalid Redis URL {}: {e}", redact_url(url)))
+}
+
+/// `url` with any user name and password replaced by `***`, fit for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Now, as unix seconds.
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// What [`Store::bind_session`] stores, given what was there before. Shared by both stores (the Redis Lua script
+/// `BIND_SESSION` does the same).
+pub(crate) fn merge_binding(
+    previous: Option<&SessionBinding>,
+    mut binding: SessionBinding,
+    now: f64,
+) -> SessionBinding {
+    match previous {
+        Some(prev) => {
+            binding.created_at = prev.created_at;
+            binding.message_count = prev.message_count.saturating_add(1);
+        }
+        None => {
+            if binding.created_at <= 0.0 {
+                binding.created_at = now;
+            }
+            binding.message_count = binding.message_count.max(1);
+        }
+    }
+    binding.last_accessed = now;
+    binding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(provider: &str) -> SessionBinding {
+        SessionBinding {
+            conversation_id: "s1".into(),
+            logical_model: "fast".into(),
+            provider_id: provider.into(),
+            model_id: "m".into(),
+            key_index: 0,
+            created_at: 0.0,
+            last_accessed: 0.0,
+            message_count: 0,
+        }
+    }
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact_url("rediss://user:p@ss@h:1/2"), "rediss://***@h:1/2");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact_url("redis://h/0?x=a@b"), "redis://h/0?x=a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn debug_of_options_hides_the_password() {
+        let opts = StoreOptions {
+            redis_url: Some("redis://:hunter2@h:6379".into()),
+            ..StoreOptions::default()
+        };
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("h:6379"));
+    }
+
+    #[test]
+    fn validate_rejects_bad_urls_without_echoing_them() {
+        assert!(validate_redis_url("redis://127.0.0.1:6379/0").is_ok());
+        let err = validate_redis_url("http://:hunter2@h").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn merge_keeps_creation_and_counts_messages() {
+        let first = merge_binding(None, binding("a"), 100.0);
+        assert_eq!(first.created_at, 100.0);
+        assert_eq!(first.last_accessed, 100.0);
+        assert_eq!(first.message_count, 1);
+        let moved = merge_binding(Some(&first), binding("b"), 150.0);
+        assert_eq!(moved.provider_id, "b");
+        assert_eq!(moved.created_at, 100.0);
+        assert_eq!(moved.last_accessed, 150.0);
+        assert_eq!(moved.message_count, 2);
+    }
+}

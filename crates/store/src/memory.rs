@@ -1,0 +1,352 @@
+//! The embedded store: everything in this process, in sharded maps (`DashMap`) so concurrent requests rarely
+//! contend and each lock is held for one map operation. Expired entries are treated as absent at once and removed
+//! by a sweeper thread every [`SWEEP_INTERVAL`], which keeps memory bounded by what is live.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use crate::window::Window;
+use crate::{merge_binding, unix_now, RateDecision, SessionBinding, Store, StoreOptions};
+
+/// How often expired entries are swept away.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The in-process [`Store`]; also the fallback of the Redis store.
+pub struct MemoryStore {
+    state: Arc<State>,
+}
+
+struct State {
+    session_ttl: Duration,
+    context_max_entries: usize,
+    context_ttl: Duration,
+    catalog_ttl: Duration,
+    /// Rate-limit windows count whole seconds since this instant (monotonic: wall-clock jumps do not matter).
+    epoch: Instant,
+    sessions: DashMap<String, Expiring<SessionBinding>>,
+    contexts: DashMap<String, Expiring<Context>>,
+    catalogs: DashMap<String, Expiring<Vec<String>>>,
+    requests: DashMap<String, Window>,
+    tokens: DashMap<String, Window>,
+}
+
+struct Expiring<T> {
+    value: T,
+    expires: Instant,
+}
+
+impl<T> Expiring<T> {
+    fn new(value: T, ttl: Duration) -> Self {
+        Expiring {
+            value,
+            expires: Instant::now() + ttl,
+        }
+    }
+
+    fn live(&self, now: Instant) -> bool {
+        self.expires > now
+    }
+}
+
+struct Context {
+    owner: String,
+    entries: VecDeque<serde_json::Value>,
+}
+
+impl MemoryStore {
+    /// An empty store with the TTLs and limits of `opts` (`redis_url` is ignored).
+    pub fn new(opts: &StoreOptions) -> Self {
+        let state = Arc::new(State {
+            session_ttl: opts.session_ttl,
+            context_max_entries: opts.context_max_entries,
+            context_ttl: opts.context_ttl,
+            catalog_ttl: opts.catalog_ttl,
+            epoch: Instant::now(),
+            sessions: DashMap::new(),
+            contexts: DashMap::new(),
+            catalogs: DashMap::new(),
+            requests: DashMap::new(),
+            tokens: DashMap::new(),
+        });
+        spawn_sweeper(Arc::downgrade(&state));
+        MemoryStore { state }
+    }
+
+    /// Stores `binding` exactly as given (the Redis store mirrors what Redis holds, for use during an outage).
+    pub(crate) fn put_session(&self, binding: SessionBinding) {
+        let ttl = self.state.session_ttl;
+        self.state
+            .sessions
+            .insert(binding.conversation_id.clone(), Expiring::new(binding, ttl));
+    }
+
+    /// Counts one request without checking (mirror of a request Redis let through).
+    pub(crate) fn count_request(&self, name: &str) {
+        let now = self.state.now_secs();
+        window_of(&self.state.requests, name).add(now, 1);
+    }
+
+    /// Removes whatever has expired (what the sweeper thread does).
+    #[cfg(test)]
+    fn sweep(&self) {
+        self.state.sweep();
+    }
+
+    #[cfg(test)]
+    fn entry_count(&self) -> usize {
+        let s = &self.state;
+        s.sessions.len() + s.contexts.len() + s.catalogs.len() + s.requests.len() + s.tokens.len()
+    }
+}
+
+impl State {
+    fn now_secs(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        let now_secs = self.now_secs();
+        self.sessions.retain(|_, e| e.live(now));
+        self.contexts.retain(|_, e| e.live(now));
+        self.catalogs.retain(|_, e| e.live(now));
+        for windows in [&self.requests, &self.tokens] {
+            windows.retain(|_, w| {
+                w.expire(now_secs);
+                !w.is_empty()
+            });
+        }
+    }
+}
+
+/// Sweeps every [`SWEEP_INTERVAL`] on a plain thread (independent of any async runtime) until the store is gone.
+fn spawn_sweeper(state: Weak<State>) {
+    let spawned = std::thread::Builder::new()
+        .name("apiproxy-store-sweep".into())
+        .spawn(move || loop {
+            std::thread::sleep(SWEEP_INTERVAL);
+            match state.upgrade() {
+                Some(state) => state.sweep(),
+                None => break,
+            }
+        });
+    if let Err(e) = spawned {
+        // Expired entries still read as absent; they are only not reclaimed.
+        log::warn!("store: cannot start the sweeper thread: {e}");
+    }
+}
+
+/// The window of `name`, created on first use. The returned guard holds one shard lock: keep it short.
+fn window_of<'a>(
+    windows: &'a DashMap<String, Window>,
+    name: &str,
+) -> dashmap::mapref::one::RefMut<'a, String, Window> {
+    // `get_mut` first so the common case does not allocate the key.
+    match windows.get_mut(name) {
+        Some(w) => w,
+        None => windows.entry(name.to_string()).or_default(),
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get_session(&self, id: &str) -> Option<SessionBinding> {
+        let entry = self.state.sessions.get(id)?;
+        entry.live(Instant::now()).then(|| entry.value.clone())
+    }
+
+    async fn bind_session(&self, binding: SessionBinding) {
+        let now = Instant::now();
+        let ttl = self.state.session_ttl;
+        let wall = unix_now();
+        match self.state.sessions.entry(binding.conversation_id.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(mut slot) => {
+                let previous = slot.get().live(now).then(|| &slot.get().value);
+                let merged = merge_binding(previous, binding, wall);
+                slot.insert(Expiring::new(merged, ttl));
+            }
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                slot.insert(Expiring::new(merge_binding(None, binding, wall), ttl));
+            }
+        }
+    }
+
+    async fn delete_session(&self, id: &str) -> bool {
+        self.state
+            .sessions
+            .remove(id)
+            .is_some_and(|(_, e)| e.live(Instant::now()))
+    }
+
+    async fn push_context(&self, session: &str, owner: &str, entry: serde_json::Value) {
+        let max = self.state.context_max_entries;
+        if max == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let ttl = self.state.context_ttl;
+        let mut slot = self
+            .state
+            .contexts
+            .entry(session.to_string())
+            .or_insert_with(|| Expiring::new(Context::new(owner), ttl));
+        if !slot.live(now) {
+            *slot = Expiring::new(Context::new(owner), ttl);
+        }
+        if slot.value.owner != owner {
+            log::debug!("store: context of a session owned by another key left unchanged");
+            return;
+        }
+        slot.expires = now + ttl;
+        let entries = &mut slot.value.entries;
+        entries.push_front(entry);
+        entries.truncate(max);
+    }
+
+    async fn get_context(&self, session: &str) -> (Option<String>, Vec<serde_json::Value>) {
+        match self.state.contexts.get(session) {
+            Some(c) if c.live(Instant::now()) => (
+                Some(c.value.owner.clone()),
+                c.value.entries.iter().cloned().collect(),
+            ),
+            _ => (None, Vec::new()),
+        }
+    }
+
+    async fn put_catalog(&self, provider: &str, models: &[String]) {
+        let ttl = self.state.catalog_ttl;
+        self.state
+            .catalogs
+            .insert(provider.to_string(), Expiring::new(models.to_vec(), ttl));
+    }
+
+    async fn get_catalog(&self, provider: &str) -> Option<Vec<String>> {
+        let entry = self.state.catalogs.get(provider)?;
+        entry.live(Instant::now()).then(|| entry.value.clone())
+    }
+
+    async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision {
+        let now = self.state.now_secs();
+        window_of(&self.state.requests, name).hit(now, limit)
+    }
+
+    async fn check_tokens(&self, name: &str, limit: u64) -> RateDecision {
+        let now = self.state.now_secs();
+        match self.state.tokens.get_mut(name) {
+            Some(mut w) => w.check(now, limit),
+            None => Window::default().check(now, limit),
+        }
+    }
+
+    async fn add_tokens(&self, name: &str, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let now = self.state.now_secs();
+        window_of(&self.state.tokens, name).add(now, tokens);
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+impl Context {
+    fn new(owner: &str) -> Self {
+        Context {
+            owner: owner.to_string(),
+            entries: VecDeque::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short() -> StoreOptions {
+        StoreOptions {
+            session_ttl: Duration::from_millis(50),
+            context_ttl: Duration::from_millis(50),
+            catalog_ttl: Duration::from_millis(50),
+            ..StoreOptions::default()
+        }
+    }
+
+    fn binding(id: &str) -> SessionBinding {
+        SessionBinding {
+            conversation_id: id.into(),
+            logical_model: "fast".into(),
+            provider_id: "p".into(),
+            model_id: "m".into(),
+            key_index: 0,
+            created_at: 0.0,
+            last_accessed: 0.0,
+            message_count: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn sweep_reclaims_expired_entries() {
+        let store = MemoryStore::new(&short());
+        for i in 0..100 {
+            store.bind_session(binding(&format!("s{i}"))).await;
+            store
+                .push_context(&format!("s{i}"), "alice", serde_json::json!({"i": i}))
+                .await;
+        }
+        store.put_catalog("p", &["m".to_string()]).await;
+        assert_eq!(store.entry_count(), 201);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.sweep();
+        assert_eq!(store.entry_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn expired_session_is_rebound_as_new() {
+        let store = MemoryStore::new(&short());
+        store.bind_session(binding("s")).await;
+        store.bind_session(binding("s")).await;
+        assert_eq!(
+            store.get_session("s").await.map(|b| b.message_count),
+            Some(2)
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(
+            !store.delete_session("s").await,
+            "an expired binding is not there"
+        );
+        store.bind_session(binding("s")).await;
+        assert_eq!(
+            store.get_session("s").await.map(|b| b.message_count),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn another_owner_cannot_write_into_a_context() {
+        let store = MemoryStore::new(&StoreOptions::default());
+        store.push_context("s", "alice", serde_json::json!(1)).await;
+        store
+            .push_context("s", "mallory", serde_json::json!(2))
+            .await;
+        let (owner, entries) = store.get_context("s").await;
+        assert_eq!(owner.as_deref(), Some("alice"));
+        assert_eq!(entries, vec![serde_json::json!(1)]);
+    }
+
+    #[tokio::test]
+    async fn checking_tokens_of_an_unknown_name_stores_nothing() {
+        let store = MemoryStore::new(&StoreOptions::default());
+        assert!(store.check_tokens("key:nobody", 10).await.allowed);
+        assert_eq!(store.entry_count(), 0);
+    }
+}
