@@ -1487,13 +1487,32 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
 // Streams: upstream chunks -> IR events
 // ---------------------------------------------------------------------------
 
+/// A string borrowed from the chunk when it has no escapes. (`Option<Cow>`
+/// alone never borrows: serde only special-cases a bare `Cow` field.)
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Str<'_> {
+    fn into_owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ChunkIn<'a> {
     #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Str<'a>>,
     #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
+    model: Option<Str<'a>>,
     #[serde(borrow)]
     choices: Option<Vec<ChunkChoiceIn<'a>>>,
     usage: Option<UsageIn>,
@@ -1507,20 +1526,20 @@ struct ChunkChoiceIn<'a> {
     #[serde(borrow)]
     delta: Option<DeltaIn<'a>>,
     #[serde(borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Str<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct DeltaIn<'a> {
     #[serde(borrow)]
-    content: Option<Cow<'a, str>>,
+    content: Option<Str<'a>>,
     #[serde(borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<Str<'a>>,
     #[serde(borrow)]
-    reasoning: Option<Cow<'a, str>>,
+    reasoning: Option<Str<'a>>,
     #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
+    refusal: Option<Str<'a>>,
     #[serde(borrow)]
     tool_calls: Option<Vec<ToolCallDeltaIn<'a>>>,
     #[serde(borrow)]
@@ -1532,7 +1551,7 @@ struct DeltaIn<'a> {
 struct ToolCallDeltaIn<'a> {
     index: Option<u32>,
     #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Str<'a>>,
     #[serde(borrow)]
     function: Option<FnDeltaIn<'a>>,
 }
@@ -1541,9 +1560,9 @@ struct ToolCallDeltaIn<'a> {
 #[serde(default)]
 struct FnDeltaIn<'a> {
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Str<'a>>,
     #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<Str<'a>>,
 }
 
 /// A tool call being streamed.
@@ -1628,8 +1647,19 @@ impl StreamDecoder {
     ) {
         let id = id.filter(|s| !s.is_empty());
         let pos = match (key, id) {
-            (Some(k), _) => self.tools.iter().position(|s| s.key == Some(k)),
-            (None, Some(id)) => self.tools.iter().position(|s| s.id == id),
+            // A known index with another call's id: a server that numbers
+            // every call 0 (seen in the wild); it is a new call.
+            (Some(k), Some(id)) => self
+                .tools
+                .iter()
+                .rposition(|s| s.key == Some(k))
+                .filter(|&p| {
+                    self.tools
+                        .get(p)
+                        .is_some_and(|s| s.id.is_empty() || s.id == id)
+                }),
+            (Some(k), None) => self.tools.iter().rposition(|s| s.key == Some(k)),
+            (None, Some(id)) => self.tools.iter().rposition(|s| s.id == id),
             // No index and no id: more of the latest call.
             (None, None) => self.tools.len().checked_sub(1),
         };
@@ -1694,6 +1724,14 @@ impl StreamDecode for StreamDecoder {
         let chunk: ChunkIn = serde_json::from_str(data).map_err(|e| {
             TranslateError::new(format!("upstream stream chunk is not valid JSON: {e}"))
         })?;
+        let has_payload = chunk.error.as_ref().is_some_and(|e| !e.is_null())
+            || chunk.usage.is_some()
+            || chunk.choices.as_ref().is_some_and(|c| !c.is_empty());
+        if !self.started && !has_payload && chunk.id.as_deref().unwrap_or_default().is_empty() {
+            // Azure's first chunk (prompt_filter_results) has an empty id and
+            // model and nothing else: wait for the one that names them.
+            return Ok(());
+        }
         self.start(chunk.id.as_deref(), chunk.model.as_deref(), out);
         if let Some(e) = chunk.error.as_ref().filter(|e| !e.is_null()) {
             self.flush_finish(out);
@@ -2018,5 +2056,19 @@ impl StreamEncode for StreamEncoder {
         sse::write_data(out, b"[DONE]");
         self.errored = true;
         self.done = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_strings_are_borrowed() {
+        let c: ChunkIn =
+            serde_json::from_str(r#"{"id":"x","choices":[{"delta":{"content":"abc"}}]}"#).unwrap();
+        assert!(matches!(c.id, Some(Str(Cow::Borrowed(_)))));
+        let d = c.choices.unwrap().pop().unwrap().delta.unwrap();
+        assert!(matches!(d.content, Some(Str(Cow::Borrowed("abc")))));
     }
 }

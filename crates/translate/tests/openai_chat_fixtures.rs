@@ -1200,3 +1200,54 @@ fn decoder_handles_compat_server_quirks() {
     assert_eq!(s.text, "");
     assert_eq!(s.finish, Some(FinishReason::ToolCalls));
 }
+
+#[test]
+fn decoder_handles_azure_and_index_zero_servers() {
+    let mut d = StreamDecoder::default();
+    let mut out = Vec::new();
+    let mut feed = |s: &str, out: &mut Vec<StreamEvent>| {
+        d.decode(
+            &SseEvent {
+                event: None,
+                data: s.into(),
+            },
+            out,
+        )
+        .unwrap()
+    };
+    // Azure: an empty-id filter-results chunk first.
+    feed(
+        r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    feed(
+        r#"{"id":"chatcmpl-az","model":"gpt-4o-2024-11-20","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"a","arguments":"{}"}}]}}]}"#,
+        &mut out,
+    );
+    // A server numbering every call 0.
+    feed(
+        r#"{"id":"chatcmpl-az","model":"gpt-4o-2024-11-20","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_2","type":"function","function":{"name":"b","arguments":"{\"x\":"}}]}}]}"#,
+        &mut out,
+    );
+    feed(
+        r#"{"id":"chatcmpl-az","model":"gpt-4o-2024-11-20","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]}}]}"#,
+        &mut out,
+    );
+    feed(
+        r#"{"id":"chatcmpl-az","model":"gpt-4o-2024-11-20","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        &mut out,
+    );
+    feed("[DONE]", &mut out);
+    let s = summarize(&out);
+    assert_eq!(s.id, "chatcmpl-az");
+    assert_eq!(s.model, "gpt-4o-2024-11-20");
+    assert_eq!(
+        s.tools,
+        vec![
+            (0, "call_1".into(), "a".into(), "{}".into()),
+            (1, "call_2".into(), "b".into(), "{\"x\":1}".into())
+        ]
+    );
+    assert_eq!(s.finish, Some(FinishReason::ToolCalls));
+}
