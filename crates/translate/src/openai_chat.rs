@@ -560,14 +560,15 @@ fn decode_part(p: Value, path: &str, j: usize) -> Result<ContentPart, TranslateE
 
 /// An `image_url.url`: http(s) or `data:<mime>[;params];base64,<data>`.
 fn parse_image_url(mut url: String, path: &str) -> Result<ImageSource, TranslateError> {
-    let lower = url
-        .get(..8)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
+    let starts = |p: &str| {
+        url.as_bytes()
+            .get(..p.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+    };
+    if starts("http://") || starts("https://") {
         return Ok(ImageSource::Url { url });
     }
-    if lower.starts_with("data:") {
+    if starts("data:") {
         let Some(comma) = url.find(',') else {
             return Err(TranslateError::new(format!(
                 "{path}: malformed data URL (no comma)"
@@ -2062,6 +2063,37 @@ impl StreamEncode for StreamEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_urls() {
+        let p = |u: &str| parse_image_url(u.to_owned(), "x");
+        assert_eq!(
+            p("HTTPS://a/b.png"),
+            Ok(ImageSource::Url {
+                url: "HTTPS://a/b.png".into()
+            })
+        );
+        assert_eq!(
+            p("data:image/webp;charset=x;base64,UklG"),
+            Ok(ImageSource::Base64 {
+                media_type: "image/webp".into(),
+                data: "UklG".into()
+            })
+        );
+        assert!(p("data:image/png,raw").is_err());
+        assert!(p("data:;base64,AA").is_err());
+        assert!(p("data:").is_err());
+        assert!(p("héllo").is_err());
+        assert!(p("").is_err());
+    }
+
+    #[test]
+    fn synthesized_ids_differ() {
+        let a = synth_id("chatcmpl-");
+        let b = synth_id("chatcmpl-");
+        assert_ne!(a, b);
+        assert!(a.starts_with("chatcmpl-") && a.len() == "chatcmpl-".len() + 24);
+    }
 
     #[test]
     fn stream_strings_are_borrowed() {
