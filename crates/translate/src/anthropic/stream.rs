@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::response::error_message;
-use super::wire::{WireBlock, WireUsage};
+use super::wire::WireBlock;
 use super::{finish_from_stop_reason, stop_reason_from_finish, synth_id, tool_id, usage_from_ir};
 use crate::{
     error::stream_error_event, FinishReason, Format, SseEvent, StreamDecode, StreamEncode,
@@ -371,10 +371,7 @@ impl StreamEncoder {
             .unwrap_or_else(|| (synth_id("msg_"), String::new()));
         let model = self.opts.model_override.as_deref().unwrap_or(&model);
         let id = if id.is_empty() { synth_id("msg_") } else { id };
-        let usage = WireUsage {
-            output_tokens: 0,
-            ..usage_from_ir(&self.usage)
-        };
+        let usage = usage_from_ir(&self.usage);
         let v = json!({
             "type": "message_start",
             "message": {
