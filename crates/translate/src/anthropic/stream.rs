@@ -327,12 +327,16 @@ struct BlockDelta<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum Delta<'a> {
-    TextDelta { text: &'a str },
-    InputJsonDelta { partial_json: &'a str },
-    ThinkingDelta { thinking: &'a str },
-    SignatureDelta { signature: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
 }
 
 /// Appends `event: <name>\ndata: <json>\n\n`, serializing straight into `out`.
@@ -473,7 +477,7 @@ impl StreamEncode for StreamEncoder {
                     Some((i, OpenBlock::Text)) => i,
                     _ => self.open_block(OpenBlock::Text, WireBlock::Text { text: "" }, out),
                 };
-                Self::delta(out, index, Delta::TextDelta { text });
+                Self::delta(out, index, Delta::Text { text });
             }
             StreamEvent::ThinkingDelta { text } => {
                 if text.is_empty() {
@@ -484,7 +488,7 @@ impl StreamEncode for StreamEncoder {
                     Some((i, OpenBlock::Thinking { signed: false })) => i,
                     _ => self.open_thinking(out),
                 };
-                Self::delta(out, index, Delta::ThinkingDelta { thinking: text });
+                Self::delta(out, index, Delta::Thinking { thinking: text });
             }
             StreamEvent::ThinkingSignature { signature } => {
                 self.message_start(out);
@@ -494,7 +498,7 @@ impl StreamEncode for StreamEncoder {
                     // display omitted): a block of its own.
                     _ => self.open_thinking(out),
                 };
-                Self::delta(out, index, Delta::SignatureDelta { signature });
+                Self::delta(out, index, Delta::Signature { signature });
                 self.open = Some((index, OpenBlock::Thinking { signed: true }));
             }
             StreamEvent::RedactedThinking { data } => {
@@ -529,7 +533,7 @@ impl StreamEncode for StreamEncoder {
                 Self::delta(
                     out,
                     block,
-                    Delta::InputJsonDelta {
+                    Delta::InputJson {
                         partial_json: arguments,
                     },
                 );
