@@ -370,11 +370,12 @@ fn encode_defaults_and_drops() {
     req.stream = true;
     req.stream_include_usage = true;
     req.stop = vec!["END".into(), "  ".into()];
+    req.temperature = Some(1.7);
     let out = reencode(&req);
     assert_eq!(
         out,
         json!({"model": "claude-haiku-4-5", "max_tokens": 4096, "stream": true,
-               "stop_sequences": ["END"],
+               "stop_sequences": ["END"], "temperature": 1.0,
                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
     );
 }
@@ -440,6 +441,17 @@ fn encode_forced_tool_drops_thinking() {
     assert_eq!(
         out["tools"],
         json!([{"name": "f", "input_schema": {"type": "object", "properties": {}}}])
+    );
+    req.tools.push(Tool {
+        name: "g".into(),
+        description: Some("G".into()),
+        parameters: json!({"properties": {"a": {"type": "string"}}}),
+        strict: None,
+    });
+    assert_eq!(
+        reencode(&req)["tools"][1],
+        json!({"name": "g", "description": "G",
+               "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}}})
     );
     req.tool_choice = Some(ToolChoice::None);
     req.parallel_tool_calls = Some(false);

@@ -610,7 +610,12 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
     let (temperature, top_p, top_k) = if budget.is_some() {
         (None, req.top_p.filter(|p| *p >= 0.95), None)
     } else {
-        (req.temperature, req.top_p, req.top_k)
+        // OpenAI allows temperature up to 2, Anthropic up to 1.
+        (
+            req.temperature.map(|t| t.clamp(0.0, 1.0)),
+            req.top_p,
+            req.top_k,
+        )
     };
 
     let body = WireRequest {
@@ -656,10 +661,16 @@ fn response_format_instruction(rf: Option<&ResponseFormat>) -> Option<String> {
     }
 }
 
-/// Anthropic requires `input_schema` to be an object schema.
+/// Anthropic requires `input_schema` to be an object schema with its
+/// `type` spelled out; OpenAI tools may have no parameters at all.
 fn input_schema(params: &Value) -> Cow<'_, Value> {
     match params {
-        Value::Object(m) if !m.is_empty() => Cow::Borrowed(params),
+        Value::Object(m) if m.contains_key("type") => Cow::Borrowed(params),
+        Value::Object(m) if !m.is_empty() => {
+            let mut m = m.clone();
+            m.insert("type".to_owned(), Value::String("object".to_owned()));
+            Cow::Owned(Value::Object(m))
+        }
         _ => Cow::Owned(serde_json::json!({"type": "object", "properties": {}})),
     }
 }

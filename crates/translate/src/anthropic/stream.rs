@@ -208,6 +208,29 @@ impl StreamDecoder {
     }
 }
 
+/// The upstream events that carry something.
+#[derive(Clone, Copy)]
+enum EventKind {
+    MessageStart,
+    BlockStart,
+    BlockDelta,
+    MessageDelta,
+    Error,
+}
+
+impl EventKind {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "message_start" => Self::MessageStart,
+            "content_block_start" => Self::BlockStart,
+            "content_block_delta" => Self::BlockDelta,
+            "message_delta" => Self::MessageDelta,
+            "error" => Self::Error,
+            _ => return None,
+        })
+    }
+}
+
 impl StreamDecode for StreamDecoder {
     fn decode(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         let mut v: Value = serde_json::from_str(&ev.data).map_err(|e| {
@@ -216,12 +239,14 @@ impl StreamDecode for StreamDecoder {
                 ev.event.as_deref().unwrap_or("message")
             ))
         })?;
-        let kind = match v.get("type").and_then(Value::as_str) {
-            Some(t) => t.to_owned(),
-            None => ev.event.clone().unwrap_or_default(),
-        };
-        match kind.as_str() {
-            "message_start" => {
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .and_then(EventKind::parse);
+        match kind {
+            None => {} // ping, content_block_stop, message_stop, unknown events.
+            Some(EventKind::MessageStart) => {
                 let mut msg = v.get_mut("message").map(Value::take).unwrap_or_default();
                 if let Some(u) = msg.get("usage") {
                     self.merge_usage(u);
@@ -241,15 +266,15 @@ impl StreamDecode for StreamDecoder {
                     out.push(StreamEvent::Usage(self.usage()));
                 }
             }
-            "content_block_start" => {
+            Some(EventKind::BlockStart) => {
                 self.ensure_started(out);
                 self.block_start(v, out);
             }
-            "content_block_delta" => {
+            Some(EventKind::BlockDelta) => {
                 self.ensure_started(out);
                 self.block_delta(v, out);
             }
-            "message_delta" => {
+            Some(EventKind::MessageDelta) => {
                 self.ensure_started(out);
                 let reason = v
                     .get("delta")
@@ -265,14 +290,12 @@ impl StreamDecode for StreamDecoder {
                     out.push(StreamEvent::Usage(self.usage()));
                 }
             }
-            "error" => {
+            Some(EventKind::Error) => {
                 self.ensure_started(out);
                 out.push(StreamEvent::Error {
                     message: error_message(&v),
                 });
             }
-            // ping, content_block_stop, message_stop and unknown events.
-            _ => {}
         }
         Ok(())
     }
