@@ -1,7 +1,7 @@
 //! Anthropic Messages wire format (`POST /v1/messages`), both as the client's
 //! format and as the provider's.
 //!
-//! - [`request`]: client body → IR, IR → upstream body.
+//! - [`request_decode`]: client body → IR; [`request_encode`]: IR → upstream body.
 //! - [`response`]: upstream body → IR, IR → client body.
 //! - [`stream`]: upstream SSE → neutral events, neutral events → client SSE.
 //!
@@ -9,12 +9,14 @@
 //! cache writes, the IR's includes both (OpenAI style). Decoders fold the
 //! cache counts in, encoders take them out again.
 
-mod request;
+mod request_decode;
+mod request_encode;
 mod response;
 mod stream;
 mod wire;
 
-pub use request::{decode_request, encode_request};
+pub use request_decode::decode_request;
+pub use request_encode::encode_request;
 pub use response::{decode_response, encode_response};
 pub use stream::{StreamDecoder, StreamEncoder};
 
