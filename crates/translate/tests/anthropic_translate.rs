@@ -1047,3 +1047,56 @@ fn thinking_blocks_split_on_signature_and_redacted_passes_through() {
     let back = decode_all(&parse_chunked(&raw, &[4]));
     assert_eq!(&back[2..7], &events[..]);
 }
+
+#[test]
+fn claude_style_body_on_the_chat_endpoint() {
+    // What lib's chat-endpoint detection hands to this decoder: Anthropic
+    // blocks mixed with OpenAI habits (system role, image_url parts).
+    let req = apiproxy_translate::decode_request(
+        apiproxy_translate::Format::OpenAiChat,
+        json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "tool_result", "tool_use_id": "t1", "content": "42"}
+            ]}
+        ]}),
+    )
+    .unwrap();
+    assert_eq!(req.system, vec![text("Be brief.")]);
+    assert_eq!(req.messages.len(), 1);
+    assert_eq!(
+        req.messages[0].content[0],
+        ContentPart::Image {
+            source: ImageSource::Base64 {
+                media_type: "image/png".into(),
+                data: "AAAA".into()
+            }
+        }
+    );
+}
+
+#[test]
+fn decoder_ignores_done_and_rejects_garbage() {
+    let mut d = StreamDecoder::default();
+    let mut out = Vec::new();
+    d.decode(
+        &SseEvent {
+            event: None,
+            data: "[DONE]".into(),
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.is_empty());
+    let e = d
+        .decode(
+            &SseEvent {
+                event: Some("content_block_delta".into()),
+                data: "{not json".into(),
+            },
+            &mut out,
+        )
+        .unwrap_err();
+    assert!(e.message.contains("content_block_delta"), "{e}");
+}

@@ -233,6 +233,9 @@ impl EventKind {
 
 impl StreamDecode for StreamDecoder {
     fn decode(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        if ev.is_done() {
+            return Ok(()); // Not Anthropic's, but harmless from a relay.
+        }
         let mut v: Value = serde_json::from_str(&ev.data).map_err(|e| {
             TranslateError::new(format!(
                 "anthropic stream: invalid JSON in `{}` event: {e}",
@@ -248,7 +251,7 @@ impl StreamDecode for StreamDecoder {
             None => {} // ping, content_block_stop, message_stop, unknown events.
             Some(EventKind::MessageStart) => {
                 let mut msg = v.get_mut("message").map(Value::take).unwrap_or_default();
-                if let Some(u) = msg.get("usage") {
+                if let Some(u) = msg.get("usage").filter(|u| u.is_object()) {
                     self.merge_usage(u);
                 }
                 if !self.started {
@@ -262,7 +265,7 @@ impl StreamDecode for StreamDecoder {
                         model: take_str(&mut msg, "model"),
                     });
                 }
-                if msg.get("usage").is_some() {
+                if msg.get("usage").is_some_and(Value::is_object) {
                     out.push(StreamEvent::Usage(self.usage()));
                 }
             }
@@ -285,7 +288,7 @@ impl StreamDecode for StreamDecoder {
                         reason: finish_from_stop_reason(reason),
                     });
                 }
-                if let Some(u) = v.get("usage") {
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     self.merge_usage(u);
                     out.push(StreamEvent::Usage(self.usage()));
                 }
