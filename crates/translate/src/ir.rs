@@ -211,6 +211,10 @@ pub enum StreamEvent {
     ThinkingDelta { text: String },
     /// The signature closing a thinking block (Anthropic).
     ThinkingSignature { signature: String },
+    /// A whole Anthropic `redacted_thinking` block: opaque, only Anthropic
+    /// can use it (clients must send it back on the next turn); encoders of
+    /// other formats skip it.
+    RedactedThinking { data: String },
     /// A tool call begins. `index` counts tool calls from 0 in this answer.
     ToolCallStart {
         index: u32,
