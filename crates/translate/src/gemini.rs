@@ -64,7 +64,25 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn want_string(v: Value, path: &str) -> Result<String, TranslateError> {
+/// A JSON path built on the stack, formatted only when an error names it.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Name(&'a str),
+    Index(&'a Path<'a>, usize),
+    Field(&'a Path<'a>, &'a str),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Name(s) => f.write_str(s),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+            Path::Field(p, n) => write!(f, "{p}.{n}"),
+        }
+    }
+}
+
+fn want_string(v: Value, path: impl std::fmt::Display) -> Result<String, TranslateError> {
     match v {
         Value::String(s) => Ok(s),
         other => Err(err(format!(
@@ -74,7 +92,10 @@ fn want_string(v: Value, path: &str) -> Result<String, TranslateError> {
     }
 }
 
-fn want_object(v: Value, path: &str) -> Result<Map<String, Value>, TranslateError> {
+fn want_object(
+    v: Value,
+    path: impl std::fmt::Display,
+) -> Result<Map<String, Value>, TranslateError> {
     match v {
         Value::Object(m) => Ok(m),
         other => Err(err(format!(
@@ -84,12 +105,12 @@ fn want_object(v: Value, path: &str) -> Result<Map<String, Value>, TranslateErro
     }
 }
 
-fn want_f64(v: &Value, path: &str) -> Result<f64, TranslateError> {
+fn want_f64(v: &Value, path: impl std::fmt::Display) -> Result<f64, TranslateError> {
     v.as_f64()
         .ok_or_else(|| err(format!("{path}: expected a number, got {}", type_name(v))))
 }
 
-fn want_u64(v: &Value, path: &str) -> Result<u64, TranslateError> {
+fn want_u64(v: &Value, path: impl std::fmt::Display) -> Result<u64, TranslateError> {
     if let Some(n) = v.as_u64() {
         return Ok(n);
     }
@@ -171,7 +192,7 @@ impl CallIds {
 }
 
 /// An id string, treating an empty one as absent.
-fn opt_id(v: Option<Value>, path: &str) -> Result<Option<String>, TranslateError> {
+fn opt_id(v: Option<Value>, path: Path<'_>) -> Result<Option<String>, TranslateError> {
     match v {
         None => Ok(None),
         Some(v) => {
@@ -215,13 +236,13 @@ impl IdMode<'_> {
 
 fn decode_part(
     part: Value,
-    path: &str,
+    path: Path<'_>,
     ids: &mut IdMode<'_>,
     out: &mut Vec<ContentPart>,
 ) -> Result<(), TranslateError> {
     let mut p = want_object(part, path)?;
     let signature = match take_any(&mut p, "thoughtSignature", "thought_signature") {
-        Some(v) => Some(want_string(v, &format!("{path}.thoughtSignature"))?),
+        Some(v) => Some(want_string(v, Path::Field(&path, "thoughtSignature"))?),
         None => None,
     }
     .filter(|s| !s.is_empty());
@@ -245,7 +266,7 @@ fn decode_part(
     };
 
     if let Some(t) = p.remove("text").filter(|v| !v.is_null()) {
-        let text = want_string(t, &format!("{path}.text"))?;
+        let text = want_string(t, Path::Field(&path, "text"))?;
         if thought {
             out.push(ContentPart::Thinking { text, signature });
         } else {
@@ -255,10 +276,10 @@ fn decode_part(
         return Ok(());
     }
     if let Some(d) = take_any(&mut p, "inlineData", "inline_data") {
-        let dpath = format!("{path}.inlineData");
-        let mut d = want_object(d, &dpath)?;
+        let dpath = Path::Field(&path, "inlineData");
+        let mut d = want_object(d, dpath)?;
         let media_type = match take_any(&mut d, "mimeType", "mime_type") {
-            Some(v) => want_string(v, &format!("{dpath}.mimeType"))?,
+            Some(v) => want_string(v, Path::Field(&dpath, "mimeType"))?,
             None => return Err(err(format!("{dpath}.mimeType: required"))),
         };
         if !media_type.starts_with("image/") {
@@ -267,7 +288,7 @@ fn decode_part(
             )));
         }
         let data = match d.remove("data") {
-            Some(v) => want_string(v, &format!("{dpath}.data"))?,
+            Some(v) => want_string(v, Path::Field(&dpath, "data"))?,
             None => return Err(err(format!("{dpath}.data: required"))),
         };
         push_signature(out, signature);
@@ -277,10 +298,10 @@ fn decode_part(
         return Ok(());
     }
     if let Some(d) = take_any(&mut p, "fileData", "file_data") {
-        let dpath = format!("{path}.fileData");
-        let mut d = want_object(d, &dpath)?;
+        let dpath = Path::Field(&path, "fileData");
+        let mut d = want_object(d, dpath)?;
         if let Some(v) = take_any(&mut d, "mimeType", "mime_type") {
-            let mime = want_string(v, &format!("{dpath}.mimeType"))?;
+            let mime = want_string(v, Path::Field(&dpath, "mimeType"))?;
             if !mime.starts_with("image/") {
                 return Err(err(format!(
                     "{dpath}.mimeType: unsupported mime type {mime:?} (only images are supported)"
@@ -288,7 +309,7 @@ fn decode_part(
             }
         }
         let url = match take_any(&mut d, "fileUri", "file_uri") {
-            Some(v) => want_string(v, &format!("{dpath}.fileUri"))?,
+            Some(v) => want_string(v, Path::Field(&dpath, "fileUri"))?,
             None => return Err(err(format!("{dpath}.fileUri: required"))),
         };
         push_signature(out, signature);
@@ -298,10 +319,10 @@ fn decode_part(
         return Ok(());
     }
     if let Some(c) = take_any(&mut p, "functionCall", "function_call") {
-        let cpath = format!("{path}.functionCall");
-        let mut c = want_object(c, &cpath)?;
+        let cpath = Path::Field(&path, "functionCall");
+        let mut c = want_object(c, cpath)?;
         let name = match c.remove("name") {
-            Some(v) => want_string(v, &format!("{cpath}.name"))?,
+            Some(v) => want_string(v, Path::Field(&cpath, "name"))?,
             None => return Err(err(format!("{cpath}.name: required"))),
         };
         let arguments = match c.remove("args") {
@@ -314,7 +335,7 @@ fn decode_part(
                 )))
             }
         };
-        let id = opt_id(c.remove("id"), &format!("{cpath}.id"))?;
+        let id = opt_id(c.remove("id"), Path::Field(&cpath, "id"))?;
         let id = ids.call(&name, id);
         push_signature(out, signature);
         out.push(ContentPart::ToolCall {
@@ -325,19 +346,19 @@ fn decode_part(
         return Ok(());
     }
     if let Some(r) = take_any(&mut p, "functionResponse", "function_response") {
-        let rpath = format!("{path}.functionResponse");
-        let mut r = want_object(r, &rpath)?;
+        let rpath = Path::Field(&path, "functionResponse");
+        let mut r = want_object(r, rpath)?;
         let name = match r.remove("name") {
-            Some(v) => want_string(v, &format!("{rpath}.name"))?,
+            Some(v) => want_string(v, Path::Field(&rpath, "name"))?,
             None => return Err(err(format!("{rpath}.name: required"))),
         };
         let response = match r.remove("response") {
             None | Some(Value::Null) => Map::new(),
-            Some(v) => want_object(v, &format!("{rpath}.response"))?,
+            Some(v) => want_object(v, Path::Field(&rpath, "response"))?,
         };
         // Gemini's convention for failures: `{"error": ...}` and nothing else.
         let is_error = response.len() == 1 && response.contains_key("error");
-        let id = opt_id(r.remove("id"), &format!("{rpath}.id"))?;
+        let id = opt_id(r.remove("id"), Path::Field(&rpath, "id"))?;
         let call_id = ids.response(&name, id);
         out.push(ContentPart::ToolResult {
             call_id,
@@ -372,7 +393,7 @@ fn decode_part(
 
 fn decode_parts(
     parts: Value,
-    path: &str,
+    path: Path<'_>,
     ids: &mut IdMode<'_>,
 ) -> Result<Vec<ContentPart>, TranslateError> {
     let mut out = Vec::new();
@@ -380,12 +401,12 @@ fn decode_parts(
         Value::Array(items) => {
             out.reserve(items.len());
             for (i, part) in items.into_iter().enumerate() {
-                decode_part(part, &format!("{path}[{i}]"), ids, &mut out)?;
+                decode_part(part, Path::Index(&path, i), ids, &mut out)?;
             }
         }
         // Lenient: a single part object, or a bare string.
         Value::String(text) => out.push(ContentPart::Text { text }),
-        v @ Value::Object(_) => decode_part(v, &format!("{path}[0]"), ids, &mut out)?,
+        v @ Value::Object(_) => decode_part(v, Path::Index(&path, 0), ids, &mut out)?,
         other => {
             return Err(err(format!(
                 "{path}: expected an array of parts, got {}",
@@ -728,7 +749,7 @@ fn schema_to_gemini(s: &Value, root: &Value, depth: u32) -> Map<String, Value> {
 // Requests
 // ---------------------------------------------------------------------------
 
-fn role_of(m: &mut Map<String, Value>, path: &str) -> Result<Role, TranslateError> {
+fn role_of(m: &mut Map<String, Value>, path: Path<'_>) -> Result<Role, TranslateError> {
     match m.remove("role") {
         None | Some(Value::Null) => Ok(Role::User),
         Some(Value::String(r)) => match r.as_str() {
@@ -745,13 +766,13 @@ fn role_of(m: &mut Map<String, Value>, path: &str) -> Result<Role, TranslateErro
     }
 }
 
-fn decode_system(v: Value, path: &str) -> Result<Vec<ContentPart>, TranslateError> {
+fn decode_system(v: Value, path: Path<'_>) -> Result<Vec<ContentPart>, TranslateError> {
     let mut ids = CallIds::default();
     let mut mode = IdMode::Request(&mut ids);
     match v {
         Value::String(text) => Ok(vec![ContentPart::Text { text }]),
         Value::Object(mut m) => match m.remove("parts") {
-            Some(parts) => decode_parts(parts, &format!("{path}.parts"), &mut mode),
+            Some(parts) => decode_parts(parts, Path::Field(&path, "parts"), &mut mode),
             // A lone part object (`{"text": "..."}`).
             None => decode_parts(Value::Object(m), path, &mut mode),
         },
@@ -769,7 +790,7 @@ pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
     let mut ids = CallIds::default();
 
     if let Some(si) = take_any(&mut obj, "systemInstruction", "system_instruction") {
-        req.system = decode_system(si, "systemInstruction")?;
+        req.system = decode_system(si, Path::Name("systemInstruction"))?;
     }
 
     let (contents, field) = match obj.remove("contents").filter(|v| !v.is_null()) {
@@ -791,22 +812,23 @@ pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
         }
     };
     req.messages.reserve(items.len());
+    let root = Path::Name(field);
     for (i, item) in items.into_iter().enumerate() {
-        let path = format!("{field}[{i}]");
+        let path = Path::Index(&root, i);
         match item {
             Value::String(text) => req.messages.push(Message {
                 role: Role::User,
                 content: vec![ContentPart::Text { text }],
             }),
             Value::Object(mut m) => {
-                let role = role_of(&mut m, &path)?;
+                let role = role_of(&mut m, path)?;
                 let parts = match m.remove("parts").filter(|v| !v.is_null()) {
                     Some(p) => p,
                     None => return Err(err(format!("{path}.parts: required"))),
                 };
                 let content = decode_parts(
                     parts,
-                    &format!("{path}.parts"),
+                    Path::Field(&path, "parts"),
                     &mut IdMode::Request(&mut ids),
                 )?;
                 req.messages.push(Message { role, content });
@@ -859,11 +881,11 @@ fn decode_tools(tools: Value, req: &mut ChatRequest) -> Result<(), TranslateErro
             let dpath = format!("{path}.functionDeclarations[{j}]");
             let mut d = want_object(d, &dpath)?;
             let name = match d.remove("name") {
-                Some(v) => want_string(v, &format!("{dpath}.name"))?,
+                Some(v) => want_string(v, format_args!("{dpath}.name"))?,
                 None => return Err(err(format!("{dpath}.name: required"))),
             };
             let description = match d.remove("description").filter(|v| !v.is_null()) {
-                Some(v) => Some(want_string(v, &format!("{dpath}.description"))?),
+                Some(v) => Some(want_string(v, format_args!("{dpath}.description"))?),
                 None => None,
             };
             let parameters = if let Some(p) =
@@ -900,7 +922,7 @@ fn decode_tool_config(tc: Value, req: &mut ChatRequest) -> Result<(), TranslateE
     let path = "toolConfig.functionCallingConfig";
     let mut fc = want_object(fc, path)?;
     let mode = match fc.remove("mode").filter(|v| !v.is_null()) {
-        Some(v) => want_string(v, &format!("{path}.mode"))?,
+        Some(v) => want_string(v, format_args!("{path}.mode"))?,
         None => "AUTO".to_owned(),
     };
     let allowed: Vec<String> =
@@ -941,19 +963,19 @@ fn decode_generation_config(gc: Value, req: &mut ChatRequest) -> Result<(), Tran
     let p = "generationConfig";
     let mut f = |camel: &str, snake: &str| take_any(&mut gc, camel, snake);
     if let Some(v) = f("temperature", "temperature") {
-        req.temperature = Some(want_f64(&v, &format!("{p}.temperature"))?);
+        req.temperature = Some(want_f64(&v, format_args!("{p}.temperature"))?);
     }
     if let Some(v) = f("topP", "top_p") {
-        req.top_p = Some(want_f64(&v, &format!("{p}.topP"))?);
+        req.top_p = Some(want_f64(&v, format_args!("{p}.topP"))?);
     }
     if let Some(v) = f("topK", "top_k") {
-        req.top_k = Some(want_u64(&v, &format!("{p}.topK"))?);
+        req.top_k = Some(want_u64(&v, format_args!("{p}.topK"))?);
     }
     if let Some(v) = f("maxOutputTokens", "max_output_tokens") {
-        req.max_tokens = Some(want_u64(&v, &format!("{p}.maxOutputTokens"))?);
+        req.max_tokens = Some(want_u64(&v, format_args!("{p}.maxOutputTokens"))?);
     }
     if let Some(v) = f("candidateCount", "candidate_count") {
-        req.n = Some(want_u64(&v, &format!("{p}.candidateCount"))?);
+        req.n = Some(want_u64(&v, format_args!("{p}.candidateCount"))?);
     }
     if let Some(v) = f("seed", "seed") {
         req.seed = Some(v.as_i64().ok_or_else(|| {
@@ -964,10 +986,10 @@ fn decode_generation_config(gc: Value, req: &mut ChatRequest) -> Result<(), Tran
         })?);
     }
     if let Some(v) = f("presencePenalty", "presence_penalty") {
-        req.presence_penalty = Some(want_f64(&v, &format!("{p}.presencePenalty"))?);
+        req.presence_penalty = Some(want_f64(&v, format_args!("{p}.presencePenalty"))?);
     }
     if let Some(v) = f("frequencyPenalty", "frequency_penalty") {
-        req.frequency_penalty = Some(want_f64(&v, &format!("{p}.frequencyPenalty"))?);
+        req.frequency_penalty = Some(want_f64(&v, format_args!("{p}.frequencyPenalty"))?);
     }
     if let Some(v) = f("stopSequences", "stop_sequences") {
         let path = format!("{p}.stopSequences");
@@ -976,7 +998,7 @@ fn decode_generation_config(gc: Value, req: &mut ChatRequest) -> Result<(), Tran
             Value::Array(a) => a
                 .into_iter()
                 .enumerate()
-                .map(|(i, s)| want_string(s, &format!("{path}[{i}]")))
+                .map(|(i, s)| want_string(s, format_args!("{path}[{i}]")))
                 .collect::<Result<_, _>>()?,
             other => {
                 return Err(err(format!(
@@ -990,7 +1012,7 @@ fn decode_generation_config(gc: Value, req: &mut ChatRequest) -> Result<(), Tran
     let json_schema = f("responseJsonSchema", "response_json_schema");
     let schema = f("responseSchema", "response_schema");
     let mime = match mime {
-        Some(v) => Some(want_string(v, &format!("{p}.responseMimeType"))?),
+        Some(v) => Some(want_string(v, format_args!("{p}.responseMimeType"))?),
         None => None,
     };
     let schema = json_schema.or_else(|| schema.map(|s| schema_from_gemini(s, 0)));
@@ -1022,7 +1044,7 @@ fn decode_generation_config(gc: Value, req: &mut ChatRequest) -> Result<(), Tran
             }
         }
         if let Some(l) = take_any(&mut tc, "thinkingLevel", "thinking_level") {
-            let l = want_string(l, &format!("{path}.thinkingLevel"))?;
+            let l = want_string(l, format_args!("{path}.thinkingLevel"))?;
             let l = l.to_ascii_lowercase();
             if l != "thinking_level_unspecified" {
                 r.effort = Some(l);
@@ -1347,7 +1369,7 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {
                     let mut next = 0;
                     resp.content = decode_parts(
                         parts,
-                        "candidates[0].content.parts",
+                        Path::Name("candidates[0].content.parts"),
                         &mut IdMode::Answer {
                             token: &token,
                             next: &mut next,
@@ -1438,7 +1460,7 @@ impl StreamDecoder {
                         let mut next = self.tool_index;
                         let parts = decode_parts(
                             parts,
-                            "candidates[0].content.parts",
+                            Path::Name("candidates[0].content.parts"),
                             &mut IdMode::Answer {
                                 token: &self.token,
                                 next: &mut next,
