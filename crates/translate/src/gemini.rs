@@ -257,21 +257,22 @@ fn decode_part(
         }
     };
     let push_signature = |out: &mut Vec<ContentPart>, signature: Option<String>| {
-        if let Some(s) = signature {
-            out.push(ContentPart::Thinking {
-                text: String::new(),
-                signature: Some(s),
-            });
+        if signature.is_some() {
+            push_thinking(out, String::new(), signature);
         }
     };
 
     if let Some(t) = p.remove("text").filter(|v| !v.is_null()) {
         let text = want_string(t, Path::Field(&path, "text"))?;
         if thought {
-            out.push(ContentPart::Thinking { text, signature });
+            push_thinking(out, text, signature);
         } else {
             push_signature(out, signature);
-            out.push(ContentPart::Text { text });
+            // Empty text (Gemini's closing part that only holds a
+            // signature) is no content: other formats reject empty blocks.
+            if !text.is_empty() {
+                out.push(ContentPart::Text { text });
+            }
         }
         return Ok(());
     }
@@ -382,13 +383,27 @@ fn decode_part(
     }
     // A part with nothing we know but a signature (Gemini sends such parts
     // at the end of a stream): keep the signature.
-    if signature.is_some() {
-        out.push(ContentPart::Thinking {
-            text: String::new(),
-            signature,
-        });
-    }
+    push_signature(out, signature);
     Ok(())
+}
+
+/// Appends thinking, joining it to an unsigned thinking part just before:
+/// a run of thought parts and the signature that closes it (on a thought
+/// part or on the part that follows) make one signed block, the shape
+/// Anthropic clients know.
+fn push_thinking(out: &mut Vec<ContentPart>, text: String, signature: Option<String>) {
+    if let Some(ContentPart::Thinking {
+        text: prev,
+        signature: prev_sig,
+    }) = out.last_mut()
+    {
+        if prev_sig.is_none() {
+            prev.push_str(&text);
+            *prev_sig = signature;
+            return;
+        }
+    }
+    out.push(ContentPart::Thinking { text, signature });
 }
 
 fn decode_parts(
@@ -426,6 +441,7 @@ fn encode_parts(
     out: &mut Vec<Value>,
 ) {
     let mut pending_sig: Option<&str> = None;
+    let mut pending_text: &str = "";
     for part in content {
         let mut extra: Vec<Value> = Vec::new();
         let mut v = match part {
@@ -472,8 +488,12 @@ fn encode_parts(
                 json!({"functionResponse": {"id": call_id, "name": name, "response": response}})
             }
             ContentPart::Thinking { text, signature } => match signature {
-                Some(s) if text.is_empty() => {
+                // Requests: Gemini reads nothing from thought text; the
+                // signature goes on the part that follows (a function call
+                // must carry it on Gemini 3).
+                Some(s) if request || text.is_empty() => {
                     pending_sig = Some(s);
+                    pending_text = text;
                     continue;
                 }
                 Some(s) => json!({"text": text, "thought": true, "thoughtSignature": s}),
@@ -488,9 +508,12 @@ fn encode_parts(
         out.push(v);
         out.append(&mut extra);
     }
+    // A signature with no part after it: a thought part carries it.
     if let Some(s) = pending_sig {
-        if !request {
+        if pending_text.is_empty() {
             out.push(json!({"text": "", "thoughtSignature": s}));
+        } else {
+            out.push(json!({"text": pending_text, "thought": true, "thoughtSignature": s}));
         }
     }
 }

@@ -256,12 +256,9 @@ fn snake_case_request() {
     assert_eq!(
         req.messages[1].content,
         vec![
+            // The thought and the signature on the call after it: one block.
             ContentPart::Thinking {
                 text: "Looking at the picture.".into(),
-                signature: None
-            },
-            ContentPart::Thinking {
-                text: String::new(),
                 signature: Some("c2lnLTE=".into())
             },
             ContentPart::ToolCall {
@@ -298,8 +295,8 @@ fn snake_case_request() {
         })
     );
 
-    // Provider side: camelCase; unsigned thought dropped, the signature
-    // rides on the function call that followed it.
+    // Provider side: camelCase; thought text dropped, the signature rides
+    // on the function call that followed it.
     let out = encode_req(&req);
     assert_eq!(
         out["contents"][1]["parts"],
@@ -735,10 +732,6 @@ fn thinking_response_and_cached_tokens() {
         vec![
             ContentPart::Thinking {
                 text: "**Counting primes**\n\nI need the primes below 10: 2, 3, 5, 7.".into(),
-                signature: None
-            },
-            ContentPart::Thinking {
-                text: String::new(),
                 signature: Some("EtwBCtkBAdHtim9sig==".into())
             },
             text("There are 4 prime numbers below 10: 2, 3, 5 and 7."),
@@ -755,10 +748,14 @@ fn thinking_response_and_cached_tokens() {
         })
     );
     let out: Value = serde_json::from_slice(&gemini::encode_response(&resp)).unwrap();
-    let original = fixture_json("response_thinking.json");
+    // Gemini clients see the signature on the thought part itself.
     assert_eq!(
         out["candidates"][0]["content"]["parts"],
-        original["candidates"][0]["content"]["parts"]
+        json!([
+            {"text": "**Counting primes**\n\nI need the primes below 10: 2, 3, 5, 7.", "thought": true,
+             "thoughtSignature": "EtwBCtkBAdHtim9sig=="},
+            {"text": "There are 4 prime numbers below 10: 2, 3, 5 and 7."}
+        ])
     );
     assert_eq!(
         out["usageMetadata"],
@@ -1301,4 +1298,93 @@ fn encoder_closes_a_stream_without_finish_and_fails_once() {
     let chunks = encoded_chunks(&out);
     assert_eq!(chunks.len(), 1);
     assert_eq!(chunks[0]["error"]["message"], "boom");
+}
+
+#[test]
+fn signed_thinking_from_other_formats_signs_the_next_part() {
+    // What an Anthropic client sends back after a Gemini answer.
+    let req = ChatRequest {
+        model: "gemini-3-flash-preview".into(),
+        messages: vec![
+            Message {
+                role: Role::User,
+                content: vec![text("weather?")],
+            },
+            Message {
+                role: Role::Assistant,
+                content: vec![
+                    ContentPart::Thinking {
+                        text: "I should call the tool.".into(),
+                        signature: Some("R2VtaW5pU2ln".into()),
+                    },
+                    ContentPart::ToolCall {
+                        id: "toolu_9".into(),
+                        name: "get_weather".into(),
+                        arguments: "{}".into(),
+                    },
+                ],
+            },
+            Message {
+                role: Role::Assistant,
+                content: vec![ContentPart::Thinking {
+                    text: "only thinking".into(),
+                    signature: Some("c2lnMg==".into()),
+                }],
+            },
+        ],
+        ..Default::default()
+    };
+    let out = encode_req(&req);
+    assert_eq!(
+        out["contents"][1]["parts"],
+        json!([
+            {"functionCall": {"id": "toolu_9", "name": "get_weather", "args": {}},
+             "thoughtSignature": "R2VtaW5pU2ln"},
+            {"text": "only thinking", "thought": true, "thoughtSignature": "c2lnMg=="}
+        ])
+    );
+    // Decoding that back joins nothing across the call: same IR shape.
+    let back = gemini::decode_request(out).unwrap();
+    assert_eq!(
+        back.messages[1].content[0],
+        ContentPart::Thinking {
+            text: String::new(),
+            signature: Some("R2VtaW5pU2ln".into())
+        }
+    );
+}
+
+#[test]
+fn thought_runs_join_into_one_signed_block() {
+    let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"text": "a", "thought": true},
+        {"text": "b", "thought": true},
+        {"text": "", "thought": true, "thoughtSignature": "s1"},
+        {"text": "answer"},
+        {"text": "", "thoughtSignature": "s2"}
+    ]}, "finishReason": "STOP"}]});
+    let resp = gemini::decode_response(body.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        resp.content,
+        vec![
+            ContentPart::Thinking {
+                text: "ab".into(),
+                signature: Some("s1".into())
+            },
+            text("answer"),
+            ContentPart::Thinking {
+                text: String::new(),
+                signature: Some("s2".into())
+            },
+        ]
+    );
+    let out: Value = serde_json::from_slice(&gemini::encode_response(&resp)).unwrap();
+    assert_eq!(
+        out["candidates"][0]["content"]["parts"],
+        json!([
+            {"text": "ab", "thought": true, "thoughtSignature": "s1"},
+            {"text": "answer"},
+            {"text": "", "thoughtSignature": "s2"}
+        ])
+    );
 }
