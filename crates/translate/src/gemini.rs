@@ -480,8 +480,13 @@ fn encode_parts(
                         _ => {}
                     }
                 }
+                // Gemini's convention: the output object, `{"error": ...}`
+                // for failures.
                 let response = match serde_json::from_str::<Value>(&text) {
-                    Ok(v @ Value::Object(_)) => v,
+                    Ok(Value::Object(m)) if !*is_error || m.contains_key("error") => {
+                        Value::Object(m)
+                    }
+                    Ok(v @ Value::Object(_)) => json!({ "error": v }),
                     _ if *is_error => json!({ "error": text }),
                     _ => json!({ "result": text }),
                 };

@@ -452,6 +452,20 @@ fn foreign_request(model: &str) -> ChatRequest {
                         content: vec![text("clock broken")],
                         is_error: true,
                     },
+                    ContentPart::ToolResult {
+                        call_id: "toolu_02".into(),
+                        name: Some("get_time".into()),
+                        content: vec![
+                            text(r#"{"code": 7}"#),
+                            ContentPart::Image {
+                                source: ImageSource::Base64 {
+                                    media_type: "image/png".into(),
+                                    data: "AAAA".into(),
+                                },
+                            },
+                        ],
+                        is_error: true,
+                    },
                 ],
             },
         ],
@@ -524,7 +538,9 @@ fn encode_foreign_request() {
         contents[2]["parts"],
         json!([
             {"functionResponse": {"id": "toolu_01", "name": "get_weather", "response": {"result": "72F and sunny"}}},
-            {"functionResponse": {"id": "toolu_02", "name": "get_time", "response": {"error": "clock broken"}}}
+            {"functionResponse": {"id": "toolu_02", "name": "get_time", "response": {"error": "clock broken"}}},
+            {"functionResponse": {"id": "toolu_02", "name": "get_time", "response": {"error": {"code": 7}}}},
+            {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}
         ])
     );
     let decls = &out["tools"][0]["functionDeclarations"];
