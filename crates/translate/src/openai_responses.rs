@@ -219,13 +219,15 @@ pub fn decode_request(mut body: Value) -> Result<ChatRequest, TranslateError> {
     match obj.remove("reasoning") {
         None | Some(Value::Null) => {}
         Some(Value::Object(mut r)) => {
-            let effort = opt_string(&mut r, "effort", &|| "reasoning.".into())?;
-            let disabled = effort.as_deref() == Some("none");
-            req.reasoning = Some(Reasoning {
-                effort,
-                budget_tokens: None,
-                disabled,
-            });
+            // `summary` / `generate_summary` have no neutral form: dropped.
+            if let Some(effort) = opt_string(&mut r, "effort", &|| "reasoning.".into())? {
+                let disabled = effort == "none";
+                req.reasoning = Some(Reasoning {
+                    effort: Some(effort),
+                    budget_tokens: None,
+                    disabled,
+                });
+            }
         }
         Some(_) => return Err(err("reasoning: expected an object".into())),
     }
@@ -370,9 +372,11 @@ fn decode_items(items: Vec<Value>, req: &mut ChatRequest) -> Result<(), Translat
                 "function_call" => ItemKind::FunctionCall,
                 "function_call_output" => ItemKind::FunctionCallOutput,
                 "reasoning" => ItemKind::Reasoning,
-                "item_reference" => return Err(err(format!(
+                "item_reference" => {
+                    return Err(err(format!(
                     "input[{i}]: item references need a Responses upstream (wire_api: responses)"
-                ))),
+                )))
+                }
                 other => {
                     return Err(need_responses_upstream(&format!(
                         "input[{i}]: item type '{other}'"
@@ -1309,7 +1313,6 @@ struct ToolSlot {
 }
 
 /// Decodes an upstream Responses event stream.
-#[derive(Default)]
 pub struct StreamDecoder {
     started: bool,
     finished: bool,
@@ -1318,6 +1321,22 @@ pub struct StreamDecoder {
     /// (item id, part index) of the last reasoning delta: a new part gets a
     /// blank line before it.
     thinking_key: Option<(String, u64)>,
+    /// Ids of message items whose text came as deltas; `None` once a delta
+    /// came without an item id (then `done` items are never replayed).
+    text_items: Option<Vec<String>>,
+}
+
+impl Default for StreamDecoder {
+    fn default() -> Self {
+        Self {
+            started: false,
+            finished: false,
+            next_tool: 0,
+            tools: Vec::new(),
+            thinking_key: None,
+            text_items: Some(Vec::new()),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -1377,7 +1396,7 @@ impl StreamDecoder {
         out: &mut Vec<StreamEvent>,
     ) {
         let index = self.next_tool;
-        self.next_tool += 1;
+        self.next_tool = self.next_tool.saturating_add(1);
         let item_id = take_str(item, "id");
         let id = take_str(item, "call_id")
             .or_else(|| item_id.clone())
@@ -1472,11 +1491,47 @@ impl StreamDecode for StreamDecoder {
                             out.push(StreamEvent::ThinkingSignature { signature });
                         }
                     }
+                    Some("message") => {
+                        // Servers that send the text only in the finished
+                        // item (no deltas) still get it through.
+                        let id = item.get("id").and_then(Value::as_str);
+                        let streamed = match (&self.text_items, id) {
+                            (None, _) => true,
+                            (Some(ids), Some(id)) => ids.iter().any(|i| i == id),
+                            (Some(_), None) => false,
+                        };
+                        if !streamed {
+                            if let Some(Value::Array(parts)) = item.get_mut("content") {
+                                for p in parts.iter_mut() {
+                                    let text = match type_of(p) {
+                                        Some("output_text") => take_str(p, "text"),
+                                        Some("refusal") => take_str(p, "refusal"),
+                                        _ => None,
+                                    };
+                                    if let Some(text) = text.filter(|t| !t.is_empty()) {
+                                        out.push(StreamEvent::TextDelta { text });
+                                    }
+                                }
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }
             Ev::TextDelta => {
                 self.ensure_start(None, out);
+                match (
+                    v.get("item_id").and_then(Value::as_str),
+                    &mut self.text_items,
+                ) {
+                    (Some(id), Some(ids)) => {
+                        if ids.last().map(String::as_str) != Some(id) {
+                            ids.push(id.to_owned());
+                        }
+                    }
+                    (None, ids) => *ids = None,
+                    (Some(_), None) => {}
+                }
                 if let Some(text) = take_str(&mut v, "delta").filter(|t| !t.is_empty()) {
                     out.push(StreamEvent::TextDelta { text });
                 }

@@ -1044,6 +1044,55 @@ fn encoder_handles_interleaved_tools_and_length() {
     assert_eq!(fin["response"]["output"][1]["call_id"], "toolu_b");
 }
 
+#[test]
+fn decoder_replays_text_sent_only_in_the_done_item() {
+    let events: Vec<SseEvent> = [
+        r#"{"type":"response.created","response":{"id":"resp_2","model":"m"}}"#,
+        r#"{"type":"response.output_item.done","output_index":0,"item":{"id":"msg_a","type":"message","role":"assistant","content":[{"type":"output_text","text":"whole answer"}]}}"#,
+        r#"{"type":"response.output_text.delta","item_id":"msg_b","output_index":1,"content_index":0,"delta":"streamed"}"#,
+        r#"{"type":"response.output_item.done","output_index":1,"item":{"id":"msg_b","type":"message","role":"assistant","content":[{"type":"output_text","text":"streamed"}]}}"#,
+        r#"{"type":"response.completed","response":{"id":"resp_2","status":"completed","output":[]}}"#,
+    ]
+    .iter()
+    .map(|d| SseEvent {
+        event: None,
+        data: d.to_string(),
+    })
+    .collect();
+    let out = decode_stream(&events);
+    assert_eq!(
+        &out[1..],
+        &[
+            StreamEvent::TextDelta {
+                text: "whole answer".into()
+            },
+            StreamEvent::TextDelta {
+                text: "streamed".into()
+            },
+            StreamEvent::Finish {
+                reason: FinishReason::Stop
+            },
+        ]
+    );
+}
+
+#[test]
+fn reasoning_summary_without_effort_is_not_a_setting() {
+    let req = decode_request(json!({"model": "m", "input": "x", "reasoning": {"summary": "auto"}}))
+        .unwrap();
+    assert_eq!(req.reasoning, None);
+    let req = decode_request(json!({"model": "m", "input": "x", "reasoning": {"effort": "none"}}))
+        .unwrap();
+    assert_eq!(
+        req.reasoning,
+        Some(Reasoning {
+            effort: Some("none".into()),
+            budget_tokens: None,
+            disabled: true
+        })
+    );
+}
+
 // ---------------------------------------------------------------- fuzzing
 
 fn arb_json() -> impl Strategy<Value = Value> {
