@@ -310,7 +310,7 @@ async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, GatewayEr
         .and_then(|v| v.parse::<usize>().ok());
     let too_large = || GatewayError::new(413, format!("request body is larger than {max} bytes"));
     if declared.is_some_and(|n| n > max) {
-        session.set_keepalive(None);
+        discard_body(session).await;
         return Err(too_large());
     }
     let expects_continue = req
@@ -332,7 +332,7 @@ async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, GatewayEr
         .map_err(|e| GatewayError::bad_request(format!("reading the request body: {e}")))?
     {
         if buf.len() + single.as_ref().map_or(0, Bytes::len) + chunk.len() > max {
-            session.set_keepalive(None);
+            discard_body(session).await;
             return Err(too_large());
         }
         // Keep a body that arrives in one piece without copying it.
@@ -346,6 +346,29 @@ async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, GatewayEr
         }
     }
     Ok(single.unwrap_or_else(|| buf.freeze()))
+}
+
+/// Reads and drops the rest of a refused body (bounded in size and time) so
+/// the client, still sending, gets to read the 413 instead of a broken pipe;
+/// past the bounds the connection is closed.
+async fn discard_body(session: &mut Session) {
+    const MAX_DISCARD: usize = 256 * 1024 * 1024;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Ok(Some(c)) = session.read_request_body().await {
+            seen += c.len();
+            if seen > MAX_DISCARD {
+                return false;
+            }
+        }
+        true
+    };
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+        .await
+        .unwrap_or(false);
+    if !drained {
+        session.set_keepalive(None);
+    }
 }
 
 /// Parses and checks the fields the gateway itself relies on.

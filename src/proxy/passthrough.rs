@@ -157,7 +157,7 @@ mod tests {
         let out = rewrite_string_field(s, "model", "fast").unwrap();
         assert_eq!(
             out,
-            r#"{"id":"x","model":"fast","choices":[{"delta":{"content":"\"model\":\"no\""}}]}"#
+            r#"{"id":"x","model": "fast","choices":[{"delta":{"content":"\"model\":\"no\""}}]}"#
         );
         assert!(rewrite_string_field(r#"{"a":1}"#, "model", "x").is_none());
         let esc = rewrite_string_field(r#"{"model":"a\"b","z":1}"#, "model", "n\"q").unwrap();

@@ -146,6 +146,11 @@ async fn exchange(
     provider: &Provider,
     req: &Outgoing<'_>,
 ) -> Result<Box<ResponseHeader>, SendError> {
+    // The connector does not apply the peer's read/write timeouts to the
+    // session (pingora-proxy does that itself); per read, this is also the
+    // first-token and idle-gap timeout.
+    session.set_read_timeout(Some(provider.config.read_timeout));
+    session.set_write_timeout(Some(provider.config.read_timeout));
     let base = &provider.config.base;
     let mut h = RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(8 + req.headers.len()))
         .map_err(|e| SendError::Io(e.to_string()))?;

@@ -400,6 +400,18 @@ impl Gateway {
         std::fs::read_to_string(self._dir.0.join("stderr.log")).unwrap_or_default()
     }
 
+    /// The metrics text once it contains `needle` (or after 5 s).
+    pub async fn metrics_until(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.metrics().await;
+            if m.contains(needle) || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .await

@@ -26,10 +26,10 @@ fn metric(name: &str) -> f64 {
         .find(|family| family.get_name() == name)
         .and_then(|family| family.get_metric().first().cloned())
         .map(|m| {
-            if m.has_counter() {
-                m.get_counter().get_value()
+            if m.get_counter().is_some() {
+                m.get_counter().value()
             } else {
-                m.get_gauge().get_value()
+                m.get_gauge().value()
             }
         })
         .unwrap_or(f64::NAN)

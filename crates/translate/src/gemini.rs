@@ -1685,6 +1685,8 @@ impl StreamEncode for StreamEncoder {
             return;
         }
         match ev {
+            // Opaque Anthropic data: no other format can carry it.
+            StreamEvent::RedactedThinking { .. } => {}
             StreamEvent::Start { id, model } => {
                 if !self.started {
                     self.started = true;

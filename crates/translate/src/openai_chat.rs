@@ -1959,6 +1959,8 @@ impl StreamEncode for StreamEncoder {
         }
         self.ensure_started(None, None, out);
         match ev {
+            // Opaque Anthropic data: no other format can carry it.
+            StreamEvent::RedactedThinking { .. } => {}
             StreamEvent::Start { .. } | StreamEvent::ThinkingSignature { .. } => {}
             StreamEvent::TextDelta { text } => {
                 if !text.is_empty() {

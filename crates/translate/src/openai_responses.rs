@@ -2126,6 +2126,8 @@ impl StreamEncode for StreamEncoder {
         }
         self.start(None, None, out);
         match ev {
+            // Opaque Anthropic data: no other format can carry it.
+            StreamEvent::RedactedThinking { .. } => {}
             StreamEvent::Start { .. } => {}
             StreamEvent::TextDelta { text } => {
                 if !text.is_empty() {

@@ -157,6 +157,7 @@ fn summarize(events: &[StreamEvent]) -> Summary {
                 s.finish = Some(reason.clone());
             }
             StreamEvent::Error { message } => s.errors.push(message.clone()),
+            StreamEvent::RedactedThinking { .. } => {}
         }
     }
     s
