@@ -1,0 +1,41 @@
+# apiproxy: the two commands a fresh machine needs are `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CONFIG ?= conf/apiproxy.yaml
+
+.PHONY: bootstrap build release run check test lint fmt bench clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+build: bootstrap
+	cargo build --release
+
+release: build
+
+## Runs the gateway in the foreground on the embedded store.
+run: build
+	./target/release/apiproxy -c $(CONFIG)
+
+## Checks the config file.
+check: build
+	./target/release/apiproxy -t -c $(CONFIG)
+
+## The whole suite: unit, translation fixtures, store (real redis-server) and
+## integration tests against the real binary.
+test: bootstrap
+	cargo build --workspace --all-targets
+	cargo test --workspace --all-features
+
+lint: bootstrap
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench: bootstrap
+	benches/run.sh
+
+clean:
+	cargo clean
