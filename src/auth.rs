@@ -9,7 +9,10 @@ use crate::config::AuthConfig;
 /// The key a request presents: `Authorization: Bearer K`, `x-api-key: K`
 /// (Anthropic SDKs), `x-goog-api-key: K` or `?key=K` (Gemini SDKs).
 pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         let token = v
             .strip_prefix("Bearer ")

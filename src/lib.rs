@@ -8,6 +8,8 @@
 //! - `routing`: model names → scored candidate upstreams.
 //! - `upstream`: providers' keys, health, catalogs, and the HTTP exchange.
 //! - `service`: background work (catalog refresh, reload on SIGHUP).
+//! - `state`: where the gateway touches the store (limits, sessions, context);
+//!   the stores themselves are the `apiproxy-store` crate.
 //! - The format translation itself is the `apiproxy-translate` crate.
 
 pub mod auth;
@@ -17,4 +19,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod service;
+pub mod state;
 pub mod upstream;

@@ -8,6 +8,7 @@ use apiproxy::config::Config;
 use apiproxy::proxy::Gateway;
 use apiproxy::routing::Runtime;
 use apiproxy::service::{warn_disabled, CatalogRefresher, Reloader};
+use apiproxy::state::SharedState;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -84,10 +85,11 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let state = Arc::new(SharedState::new(&config));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(runtime.clone()),
+        Gateway::new(runtime.clone(), state.clone()),
         "apiproxy",
     );
     for addr in &listen {
@@ -103,6 +105,7 @@ fn main() {
 
     let refresher = CatalogRefresher {
         runtime: runtime.clone(),
+        state,
     };
     server.add_service(background_service("catalog refresh", refresher.clone()));
     server.add_service(background_service(

@@ -3,8 +3,8 @@
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_counter_vec, CounterVec,
-    HistogramVec, IntCounterVec, IntGauge,
+    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    CounterVec, HistogramVec, IntCounterVec, IntGauge,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -104,11 +104,17 @@ pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
 });
 
 pub static INFLIGHT_REQUESTS: Lazy<IntGauge> = Lazy::new(|| {
-    must(register_int_gauge!("apiproxy_inflight_requests", "Requests in progress"))
+    must(register_int_gauge!(
+        "apiproxy_inflight_requests",
+        "Requests in progress"
+    ))
 });
 
 pub static INFLIGHT_STREAMS: Lazy<IntGauge> = Lazy::new(|| {
-    must(register_int_gauge!("apiproxy_inflight_streams", "Streams in progress"))
+    must(register_int_gauge!(
+        "apiproxy_inflight_streams",
+        "Streams in progress"
+    ))
 });
 
 /// Registers every metric so /metrics shows them before the first request.

@@ -13,26 +13,43 @@ use pingora::services::background::BackgroundService;
 
 use crate::config::Config;
 use crate::routing::Runtime;
+use crate::state::SharedState;
 use crate::upstream::catalog;
 
 /// Fetches the model lists of providers without a configured `models` list,
 /// at start and then every `store.models_cache_ttl_seconds`; a provider that
 /// fails to list keeps its last good list.
+/// The list is shared through the store: a replica finding a fresh list
+/// there does not ask the provider again.
 #[derive(Clone)]
 pub struct CatalogRefresher {
     pub runtime: Arc<ArcSwap<Runtime>>,
+    pub state: Arc<SharedState>,
 }
 
 impl CatalogRefresher {
     pub async fn refresh_all(&self, connector: &Connector) {
         let rt = self.runtime.load_full();
-        for p in rt.providers.iter().filter(|p| p.config.enabled && p.config.static_models.is_none()) {
+        let store = self.state.store().await;
+        for p in rt
+            .providers
+            .iter()
+            .filter(|p| p.config.enabled && p.config.static_models.is_none())
+        {
+            if let Some(models) = store.get_catalog(p.id()).await {
+                p.catalog.store(Some(Arc::new(models)));
+                continue;
+            }
             match catalog::fetch(connector, p).await {
                 Ok(models) => {
                     log::debug!("provider {}: {} models listed", p.id(), models.len());
+                    store.put_catalog(p.id(), &models).await;
                     p.catalog.store(Some(Arc::new(models)));
                 }
-                Err(e) => log::warn!("provider {}: listing models failed: {e}", p.id()),
+                Err(e) => log::warn!(
+                    "provider {}: listing models failed, keeping the last list: {e}",
+                    p.id()
+                ),
             }
         }
     }
@@ -44,7 +61,13 @@ impl BackgroundService for CatalogRefresher {
         let connector = Connector::new(None);
         loop {
             self.refresh_all(&connector).await;
-            let every = self.runtime.load().config.store.catalog_ttl.max(Duration::from_secs(5));
+            let every = self
+                .runtime
+                .load()
+                .config
+                .store
+                .catalog_ttl
+                .max(Duration::from_secs(5));
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
@@ -67,7 +90,8 @@ impl Reloader {
         let config = Config::load(&self.path)?;
         warn_disabled(&config);
         let old = self.runtime.load_full();
-        self.runtime.store(Arc::new(Runtime::new(config, Some(&old))));
+        self.runtime
+            .store(Arc::new(Runtime::new(config, Some(&old))));
         Ok(())
     }
 }

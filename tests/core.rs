@@ -43,7 +43,13 @@ async fn auth_keys_allow_lists_and_key_forwarding() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["type"], "authentication_error");
 
-    let r = client().post(&url).bearer_auth("wrong").json(&body).send().await.unwrap();
+    let r = client()
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     // The Anthropic endpoint answers 401 in Anthropic's shape.
@@ -58,10 +64,20 @@ async fn auth_keys_allow_lists_and_key_forwarding() {
     assert_eq!(e["type"], "error");
     assert_eq!(e["error"]["type"], "authentication_error");
 
-    let r = client().post(&url).bearer_auth("alice-key").json(&body).send().await.unwrap();
+    let r = client()
+        .post(&url)
+        .bearer_auth("alice-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let seen = up.last();
-    assert_eq!(seen.header("authorization"), Some("Bearer sk-p1"), "the provider key goes upstream");
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer sk-p1"),
+        "the provider key goes upstream"
+    );
     assert!(
         !seen.headers.iter().any(|(_, v)| v.contains("alice-key")),
         "the client key never goes upstream"
@@ -97,12 +113,24 @@ async fn auth_keys_allow_lists_and_key_forwarding() {
     assert!(e["error"]["message"].as_str().unwrap().contains("p1/other"));
 
     // /health needs no key.
-    assert_eq!(client().get(format!("{}/health", gw.url())).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(format!("{}/health", gw.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn logical_model_passthrough_renames_the_model_and_sends_the_upstream_name() {
-    let up = MockProvider::always(Reply::json(200, openai_completion("gpt-4o-mini-2024", "hello"))).await;
+    let up = MockProvider::always(Reply::json(
+        200,
+        openai_completion("gpt-4o-mini-2024", "hello"),
+    ))
+    .await;
     let gw = Gateway::start(&format!(
         "providers:\n{}models:\n  - name: fast\n    upstreams: [{{ provider: p1, model: gpt-4o-mini }}]\n",
         provider("p1", &up, "")
@@ -115,7 +143,10 @@ async fn logical_model_passthrough_renames_the_model_and_sends_the_upstream_name
     assert_eq!(v["choices"][0]["message"]["content"], "hello");
     let sent = up.last().json();
     assert_eq!(sent["model"], "gpt-4o-mini");
-    assert_eq!(sent["temperature"], 0.2, "other fields reach the upstream unchanged");
+    assert_eq!(
+        sent["temperature"], 0.2,
+        "other fields reach the upstream unchanged"
+    );
     assert_eq!(up.last().path, "/v1/chat/completions");
 
     // A plain (non-logical) name keeps the upstream's model field.
@@ -132,13 +163,23 @@ async fn streaming_passthrough_and_usage_chunk() {
         provider("p1", &up, "")
     ))
     .await;
-    let r = post(&gw, json!({"model": "chat", "stream": true, "messages": []})).await;
+    let r = post(
+        &gw,
+        json!({"model": "chat", "stream": true, "messages": []}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let body = r.text().await.unwrap();
     let data = sse_data(&body);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -146,7 +187,9 @@ async fn streaming_passthrough_and_usage_chunk() {
     assert_eq!(text, "Hello");
     assert!(chunks.iter().all(|c| c["model"] == "chat"), "{body}");
     assert!(
-        chunks.iter().all(|c| c.get("usage").is_none_or(Value::is_null)),
+        chunks
+            .iter()
+            .all(|c| c.get("usage").is_none_or(Value::is_null)),
         "usage chunk dropped when the client did not ask: {body}"
     );
     // The gateway asked the upstream for usage.
@@ -164,7 +207,10 @@ async fn streaming_passthrough_and_usage_chunk() {
 #[tokio::test]
 async fn failover_on_retryable_status_refused_port_and_timeout() {
     let bad = MockProvider::always(Reply::json(503, r#"{"error":{"message":"overloaded"}}"#)).await;
-    let slow = MockProvider::always(Reply::json(200, openai_completion("slow", "late")).delay(Duration::from_secs(5))).await;
+    let slow = MockProvider::always(
+        Reply::json(200, openai_completion("slow", "late")).delay(Duration::from_secs(5)),
+    )
+    .await;
     let good = MockProvider::always(Reply::json(200, openai_completion("good", "ok"))).await;
     let refused = free_port();
     let gw = Gateway::start(&format!(
@@ -217,11 +263,18 @@ async fn every_upstream_failing_gives_502_or_504_naming_the_attempts() {
         provider("slow", &slow, ", read_timeout_ms: 200")
     ))
     .await;
-    let r = post(&gw, json!({"model": "bad/x", "models": ["slow/y"], "messages": []})).await;
+    let r = post(
+        &gw,
+        json!({"model": "bad/x", "models": ["slow/y"], "messages": []}),
+    )
+    .await;
     assert_eq!(r.status(), 502);
     let v: Value = r.json().await.unwrap();
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("bad/x: status 500: boom") && msg.contains("slow/y: timed out"), "{msg}");
+    assert!(
+        msg.contains("bad/x: status 500: boom") && msg.contains("slow/y: timed out"),
+        "{msg}"
+    );
 
     let r = post(&gw, json!({"model": "slow/y", "messages": []})).await;
     assert_eq!(r.status(), 504);
@@ -235,8 +288,17 @@ async fn non_retryable_client_errors_are_relayed_as_is() {
     ))
     .await;
     let other = MockProvider::always(Reply::json(200, openai_completion("o", "no"))).await;
-    let gw = Gateway::start(&format!("providers:\n{}{}", provider("p1", &up, ""), provider("p2", &other, ""))).await;
-    let r = post(&gw, json!({"model": "p1/x", "models": ["p2/y"], "temperature": 9, "messages": []})).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}",
+        provider("p1", &up, ""),
+        provider("p2", &other, "")
+    ))
+    .await;
+    let r = post(
+        &gw,
+        json!({"model": "p1/x", "models": ["p2/y"], "temperature": 9, "messages": []}),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["param"], "temperature");
@@ -245,9 +307,15 @@ async fn non_retryable_client_errors_are_relayed_as_is() {
 
 #[tokio::test]
 async fn a_stream_cut_midway_ends_with_one_error_event() {
-    let up = MockProvider::always(Reply::sse(&openai_stream("m", &["a", "b", "c", "d"])).cut_after(3)).await;
+    let up =
+        MockProvider::always(Reply::sse(&openai_stream("m", &["a", "b", "c", "d"])).cut_after(3))
+            .await;
     let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;
-    let r = post(&gw, json!({"model": "p1/m", "stream": true, "messages": []})).await;
+    let r = post(
+        &gw,
+        json!({"model": "p1/m", "stream": true, "messages": []}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     let data = sse_data(&body);
@@ -278,14 +346,24 @@ async fn large_bodies_fail_over_and_oversized_bodies_get_413() {
     assert_eq!(r.status(), 200);
     assert_eq!(first.count(), 1);
     let got = second.last().json();
-    assert_eq!(got["messages"][0]["content"].as_str().map(str::len), Some(1 << 20));
+    assert_eq!(
+        got["messages"][0]["content"].as_str().map(str::len),
+        Some(1 << 20)
+    );
     assert_eq!(got["model"], "m2");
 
     let huge = "y".repeat(17 << 20);
-    let r = post(&gw, json!({"model": "big", "messages": [{"role": "user", "content": huge}]})).await;
+    let r = post(
+        &gw,
+        json!({"model": "big", "messages": [{"role": "user", "content": huge}]}),
+    )
+    .await;
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("larger than"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("larger than"));
 }
 
 #[tokio::test]
@@ -298,8 +376,14 @@ async fn malformed_requests_get_400_with_a_reason() {
         ("[1,2]", "must be a JSON object"),
         (r#"{"messages":[]}"#, "missing field `model`"),
         (r#"{"model":5,"messages":[]}"#, "`model` must be"),
-        (r#"{"model":"p1/m","stream":"yes","messages":[]}"#, "`stream` must be a boolean"),
-        (r#"{"model":"p1/m","models":"a","messages":[]}"#, "`models` must be"),
+        (
+            r#"{"model":"p1/m","stream":"yes","messages":[]}"#,
+            "`stream` must be a boolean",
+        ),
+        (
+            r#"{"model":"p1/m","models":"a","messages":[]}"#,
+            "`models` must be",
+        ),
         ("", "empty"),
     ];
     for (body, want) in cases {
@@ -337,7 +421,10 @@ async fn model_list_has_logical_and_provider_models() {
     let a = MockProvider::always(Reply::json(200, "{}")).await;
     let listed = MockProvider::start(|req, _| {
         if req.path == "/v1/models" {
-            Reply::json(200, r#"{"object":"list","data":[{"id":"listed-1"},{"id":"m-a"}]}"#)
+            Reply::json(
+                200,
+                r#"{"object":"list","data":[{"id":"listed-1"},{"id":"m-a"}]}"#,
+            )
         } else {
             Reply::json(200, openai_completion("listed-1", "from the catalog"))
         }
@@ -352,8 +439,20 @@ async fn model_list_has_logical_and_provider_models() {
     // The catalog is fetched in the background at start.
     let deadline = Instant::now() + Duration::from_secs(10);
     let ids = loop {
-        let v: Value = client().get(format!("{}/v1/models", gw.url())).send().await.unwrap().json().await.unwrap();
-        let ids: Vec<String> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+        let v: Value = client()
+            .get(format!("{}/v1/models", gw.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
         if ids.iter().any(|i| i == "auto/listed-1") || Instant::now() > deadline {
             break ids;
         }
@@ -362,14 +461,24 @@ async fn model_list_has_logical_and_provider_models() {
     for want in ["fast", "a/m-a", "auto/listed-1", "auto/m-a", "listed-1"] {
         assert!(ids.iter().any(|i| i == want), "{want} missing from {ids:?}");
     }
-    assert!(!ids.iter().any(|i| i == "m-a"), "m-a is on two providers: only qualified names");
-    assert_eq!(listed.requests.lock().unwrap()[0].header("authorization"), Some("Bearer k"));
+    assert!(
+        !ids.iter().any(|i| i == "m-a"),
+        "m-a is on two providers: only qualified names"
+    );
+    assert_eq!(
+        listed.requests.lock().unwrap()[0].header("authorization"),
+        Some("Bearer k")
+    );
     // Zero-config routing: a model only the fetched catalog lists.
     let r = post(&gw, json!({"model": "listed-1", "messages": []})).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "from the catalog");
-    let r = client().get(format!("{}/models", gw.url())).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/models", gw.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -404,10 +513,15 @@ async fn key_rotation_moves_past_a_rate_limited_key() {
 
 #[tokio::test]
 async fn a_client_that_leaves_cancels_the_upstream_request() {
-    let up = MockProvider::always(Reply::json(200, openai_completion("m", "late")).delay(Duration::from_secs(10))).await;
+    let up = MockProvider::always(
+        Reply::json(200, openai_completion("m", "late")).delay(Duration::from_secs(10)),
+    )
+    .await;
     let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;
     let body = r#"{"model":"p1/m","messages":[]}"#;
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
     let req = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
@@ -422,15 +536,24 @@ async fn a_client_that_leaves_cancels_the_upstream_request() {
     while *up.cancelled.lock().unwrap() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(*up.cancelled.lock().unwrap(), 1, "the upstream saw the request dropped");
+    assert_eq!(
+        *up.cancelled.lock().unwrap(),
+        1,
+        "the upstream saw the request dropped"
+    );
 }
 
 #[tokio::test]
 async fn expect_100_continue_is_answered() {
     let up = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;
-    let body = format!(r#"{{"model":"p1/m","messages":[{{"role":"user","content":"{}"}}]}}"#, "z".repeat(200_000));
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let body = format!(
+        r#"{{"model":"p1/m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "z".repeat(200_000)
+    );
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
         body.len()
@@ -463,16 +586,30 @@ async fn metrics_count_requests_tokens_and_failovers() {
         provider("good", &good, "")
     ))
     .await;
-    assert_eq!(post(&gw, json!({"model": "lm", "messages": []})).await.status(), 200);
+    assert_eq!(
+        post(&gw, json!({"model": "lm", "messages": []}))
+            .await
+            .status(),
+        200
+    );
     // The logging phase runs just after the response is written.
     let m = gw.metrics_until("apiproxy_requests_total{").await;
     assert!(
         m.contains(r#"apiproxy_requests_total{format="openai",model="lm",provider="good",status="200",upstream_model="b"} 1"#),
         "{m}"
     );
-    assert!(m.contains(r#"apiproxy_tokens_total{direction="input",model="b",provider="good"} 7"#), "{m}");
-    assert!(m.contains(r#"apiproxy_failovers_total{from_provider="bad"} 1"#), "{m}");
-    assert!(m.contains("apiproxy_gateway_overhead_seconds_bucket"), "{m}");
+    assert!(
+        m.contains(r#"apiproxy_tokens_total{direction="input",model="b",provider="good"} 7"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"apiproxy_failovers_total{from_provider="bad"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("apiproxy_gateway_overhead_seconds_bucket"),
+        "{m}"
+    );
     assert!(m.contains("apiproxy_inflight_requests 0"), "{m}");
 }
 
@@ -493,10 +630,30 @@ fn config_check_reports_each_problem_by_key_path() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
-    assert!(lines.iter().any(|l| l.starts_with("providers[0].base_url:")), "{err}");
-    assert!(lines.iter().any(|l| l.starts_with("providers[0].retryable_status:")), "{err}");
-    assert!(lines.iter().any(|l| l.starts_with("providers[1].id: duplicate")), "{err}");
-    assert!(lines.iter().any(|l| l.starts_with("models[0].upstreams[0].provider: unknown provider")), "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("providers[0].base_url:")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("providers[0].retryable_status:")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("providers[1].id: duplicate")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("models[0].upstreams[0].provider: unknown provider")),
+        "{err}"
+    );
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
         .args(["-t", "-c", "conf/apiproxy.yaml"])
@@ -511,10 +668,16 @@ fn config_check_reports_each_problem_by_key_path() {
 async fn the_default_config_starts_without_provider_keys() {
     let text = std::fs::read_to_string("conf/apiproxy.yaml").unwrap();
     // Keep everything but the server section, which the harness supplies.
-    let rest = text.split_once("\nlog:").map(|(_, r)| format!("log:{r}")).unwrap();
+    let rest = text
+        .split_once("\nlog:")
+        .map(|(_, r)| format!("log:{r}"))
+        .unwrap();
     let gw = Gateway::start_with_env(&rest, &[]).await;
     let log = gw.log();
-    assert!(log.contains("provider openai: every api key is empty, provider disabled"), "{log}");
+    assert!(
+        log.contains("provider openai: every api key is empty, provider disabled"),
+        "{log}"
+    );
     let r = post(&gw, json!({"model": "fast", "messages": []})).await;
     assert_eq!(r.status(), 503, "no provider is enabled");
 }

@@ -66,7 +66,10 @@ mod tests {
 
     #[test]
     fn reports_unset_and_malformed() {
-        assert_eq!(expand("${NOPE}", &env).unwrap_err(), "environment variable NOPE is not set");
+        assert_eq!(
+            expand("${NOPE}", &env).unwrap_err(),
+            "environment variable NOPE is not set"
+        );
         assert!(expand("${KEY", &env).is_err());
         assert!(expand("${bad name}", &env).is_err());
     }

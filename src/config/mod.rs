@@ -31,6 +31,10 @@ pub struct Config {
     pub models: Vec<LogicalModel>,
     /// How long a failing key or upstream stays out of rotation.
     pub cooldown: Duration,
+    /// Gateway-wide requests per minute (all keys together).
+    pub global_rpm: Option<u64>,
+    /// Gateway-wide tokens per minute.
+    pub global_tpm: Option<u64>,
 }
 
 /// Listener and process settings (mostly handed to Pingora).
@@ -221,8 +225,12 @@ impl Config {
     }
 
     /// Parses and resolves config text, reading `${VAR}`s from `lookup`.
-    pub fn from_yaml(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
-        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| vec![yaml_error(&e)])?;
+    pub fn from_yaml(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| vec![yaml_error(&e)])?;
         if value.is_null() {
             value = serde_yaml::Value::Mapping(Default::default());
         }
@@ -234,7 +242,11 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            vec![if path == "." { inner } else { format!("{path}: {inner}") }]
+            vec![if path == "." {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            }]
         })?;
         resolve(raw)
     }
@@ -277,7 +289,11 @@ fn expand_tree(
         serde_yaml::Value::Mapping(map) => {
             for (k, item) in map.iter_mut() {
                 let key = k.as_str().unwrap_or("?");
-                let p = if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+                let p = if path.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                };
                 expand_tree(item, p, lookup, problems);
             }
         }
@@ -306,7 +322,9 @@ fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
     if u.query().is_some() || u.fragment().is_some() {
         return Err(format!("{s:?} must not carry a query or fragment"));
     }
-    let port = u.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    let port = u
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
     Ok(BaseUrl {
         tls,
         host,
@@ -329,12 +347,16 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     }
     for (i, a) in listen.iter().enumerate() {
         if a.parse::<SocketAddr>().is_err() {
-            problems.push(format!("server.listen[{i}]: {a:?} is not an address like 0.0.0.0:8080"));
+            problems.push(format!(
+                "server.listen[{i}]: {a:?} is not an address like 0.0.0.0:8080"
+            ));
         }
     }
     if let Some(m) = &s.metrics_listen {
         if m.parse::<SocketAddr>().is_err() {
-            problems.push(format!("server.metrics_listen: {m:?} is not an address like 127.0.0.1:9100"));
+            problems.push(format!(
+                "server.metrics_listen: {m:?} is not an address like 127.0.0.1:9100"
+            ));
         }
     }
     if s.threads == Some(0) {
@@ -365,7 +387,9 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
 
     // log
     let log_level = raw.log.level.unwrap_or_else(|| "info".to_owned());
-    if !["error", "warn", "info", "debug", "trace", "off"].contains(&log_level.to_ascii_lowercase().as_str()) {
+    if !["error", "warn", "info", "debug", "trace", "off"]
+        .contains(&log_level.to_ascii_lowercase().as_str())
+    {
         problems.push(format!(
             "log.level: {log_level:?} is not one of error, warn, info, debug, trace, off"
         ));
@@ -373,10 +397,9 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
 
     // store
     let st = raw.store.unwrap_or_default();
-    if let Some(u) = &st.redis_url {
-        match url::Url::parse(u) {
-            Ok(parsed) if ["redis", "rediss", "unix", "redis+unix"].contains(&parsed.scheme()) => {}
-            _ => problems.push("store.redis_url: expected redis://host:port/db".to_owned()),
+    if let Some(u) = st.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        if let Err(e) = apiproxy_store::validate_redis_url(u) {
+            problems.push(format!("store.redis_url: {e}"));
         }
     }
     let store = StoreSettings {
@@ -412,11 +435,16 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 continue;
             }
             (Some(key), None) if key.is_empty() => {
-                problems.push(format!("{at}.key: is empty (is its environment variable set?)"));
+                problems.push(format!(
+                    "{at}.key: is empty (is its environment variable set?)"
+                ));
                 continue;
             }
             (Some(key), None) => sha256(key),
-            (None, Some(h)) => match hex::decode(h.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            (None, Some(h)) => match hex::decode(h.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            {
                 Some(d) => d,
                 None => {
                     problems.push(format!("{at}.key_sha256: expected 64 hex characters"));
@@ -478,7 +506,10 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         let at = format!("providers[{i}]");
         let before = problems.len();
         if p.id.is_empty() || p.id.contains('/') || p.id.chars().any(char::is_whitespace) {
-            problems.push(format!("{at}.id: {:?} must be non-empty, without '/' or spaces", p.id));
+            problems.push(format!(
+                "{at}.id: {:?} must be non-empty, without '/' or spaces",
+                p.id
+            ));
         }
         if !ids.insert(p.id.clone()) {
             problems.push(format!("{at}.id: duplicate provider id {:?}", p.id));
@@ -488,7 +519,9 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             "anthropic" => ProviderKind::Anthropic,
             "gemini" => ProviderKind::Gemini,
             other => {
-                problems.push(format!("{at}.kind: {other:?} is not one of openai, anthropic, gemini"));
+                problems.push(format!(
+                    "{at}.kind: {other:?} is not one of openai, anthropic, gemini"
+                ));
                 ProviderKind::OpenAi
             }
         };
@@ -533,7 +566,9 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             problems.push(format!("{at}.read_timeout_ms: must be positive"));
         }
         for (name, value) in &p.headers {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
                 problems.push(format!("{at}.headers.{name}: not a valid header"));
             }
         }
@@ -563,7 +598,15 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             pricing: p
                 .pricing
                 .into_iter()
-                .map(|(m, pr)| (m, Price { input: pr.input, output: pr.output }))
+                .map(|(m, pr)| {
+                    (
+                        m,
+                        Price {
+                            input: pr.input,
+                            output: pr.output,
+                        },
+                    )
+                })
                 .collect(),
         });
     }
@@ -621,6 +664,8 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         providers,
         models,
         cooldown: Duration::from_secs(raw.routing.cooldown_seconds.unwrap_or(30)),
+        global_rpm: raw.limits.rpm,
+        global_tpm: raw.limits.tpm,
     })
 }
 

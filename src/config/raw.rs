@@ -39,6 +39,16 @@ pub struct RawConfig {
     pub routing: RawRouting,
     #[serde(default)]
     pub context: RawContext,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// Gateway-wide limits, shared by every key (and every replica on one Redis).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -49,7 +49,11 @@ fn a_good_config_resolves() {
     assert_eq!(openai.base.host, "api.openai.com");
     assert_eq!(openai.base.port, 443);
     assert!(openai.base.tls);
-    assert!(openai.retryable.contains(503) && !openai.retryable.contains(501) && openai.retryable.contains(429));
+    assert!(
+        openai.retryable.contains(503)
+            && !openai.retryable.contains(501)
+            && openai.retryable.contains(429)
+    );
     // All keys empty: disabled, not an error.
     assert!(!c.providers[1].enabled);
     assert_eq!(c.providers[1].base.path, "");
@@ -78,14 +82,21 @@ models:
     assert!(has("providers[0].retryable_status:"), "{errs:?}");
     assert!(has("providers[1].id: duplicate"), "{errs:?}");
     assert!(has("providers[1].kind:"), "{errs:?}");
-    assert!(has("models[0].upstreams[0].provider: unknown provider \"nope\""), "{errs:?}");
+    assert!(
+        has("models[0].upstreams[0].provider: unknown provider \"nope\""),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn unknown_keys_and_wrong_types_are_errors() {
     let errs = load("server:\n  listen: 127.0.0.1:1\n  lisen: x\n").unwrap_err();
-    assert!(errs[0].starts_with("server.lisen: unknown field"), "{errs:?}");
-    let errs = load("providers:\n  - { id: a, kind: openai, base_url: http://h, weight: heavy }\n").unwrap_err();
+    assert!(
+        errs[0].starts_with("server.lisen: unknown field"),
+        "{errs:?}"
+    );
+    let errs = load("providers:\n  - { id: a, kind: openai, base_url: http://h, weight: heavy }\n")
+        .unwrap_err();
     assert!(errs[0].starts_with("providers[0].weight:"), "{errs:?}");
     let errs = load("server: [\n").unwrap_err();
     assert!(errs[0].starts_with("yaml:"), "{errs:?}");
@@ -94,13 +105,22 @@ fn unknown_keys_and_wrong_types_are_errors() {
 #[test]
 fn unset_variables_are_reported() {
     let errs = load("auth:\n  admin_keys: [\"${UNSET_VAR}\"]\n").unwrap_err();
-    assert_eq!(errs, ["auth.admin_keys[0]: environment variable UNSET_VAR is not set"]);
+    assert_eq!(
+        errs,
+        ["auth.admin_keys[0]: environment variable UNSET_VAR is not set"]
+    );
 }
 
 #[test]
 fn status_sets() {
     let s = StatusSet::parse("429, 500,502-504").unwrap();
-    assert!(s.contains(429) && s.contains(500) && s.contains(503) && !s.contains(501) && !s.contains(505));
+    assert!(
+        s.contains(429)
+            && s.contains(500)
+            && s.contains(503)
+            && !s.contains(501)
+            && !s.contains(505)
+    );
     assert!(StatusSet::parse("600").is_err());
     assert!(StatusSet::parse("").is_err());
     assert!(StatusSet::parse("5xx").is_err());

@@ -27,7 +27,9 @@ pub fn model_list(rt: &Runtime, key: Option<&ClientKey>) -> Vec<u8> {
     let mut seen = std::collections::HashSet::new();
     for m in &rt.config.models {
         if allowed(&m.name) && seen.insert(m.name.clone()) {
-            data.push(json!({"id": m.name, "object": "model", "created": 0, "owned_by": "apiproxy"}));
+            data.push(
+                json!({"id": m.name, "object": "model", "created": 0, "owned_by": "apiproxy"}),
+            );
         }
     }
     let mut plain: HashMap<String, (usize, &str)> = HashMap::new();
@@ -52,7 +54,9 @@ pub fn model_list(rt: &Runtime, key: Option<&ClientKey>) -> Vec<u8> {
             data.push(json!({"id": model, "object": "model", "created": 0, "owned_by": owner}));
         }
     }
-    json!({"object": "list", "data": data}).to_string().into_bytes()
+    json!({"object": "list", "data": data})
+        .to_string()
+        .into_bytes()
 }
 
 /// Who is calling an admin or context endpoint.
@@ -153,15 +157,33 @@ fn not_found(what: &str, id: &str) -> GatewayError {
 
 /// Handles the admin and context routes.
 pub async fn handle(
-    _gw: &Gateway,
+    gw: &Gateway,
     rt: &Runtime,
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: Route,
 ) -> Result<(), GatewayError> {
     let body: Value = match route {
-        Route::Context(_) => {
-            return Err(GatewayError::not_found("the context store is not enabled"));
+        Route::Context(sid) => {
+            // Open gateway (no client keys): anyone may read; else the key
+            // that wrote the session's context, or an admin key.
+            let reader = if rt.config.auth.keys.is_empty() {
+                None
+            } else {
+                match caller(rt, session)? {
+                    Caller::Admin => None,
+                    Caller::Client(name) => Some(name),
+                }
+            };
+            let (owner, history) = gw.state.store().await.get_context(&sid).await;
+            if let (Some(reader), Some(owner)) = (&reader, &owner) {
+                if reader != owner {
+                    return Err(GatewayError::forbidden(
+                        "this session's context belongs to another key",
+                    ));
+                }
+            }
+            json!({"session_id": sid, "history": history})
         }
         Route::Admin(a) => {
             require_admin(rt, session)?;
@@ -169,7 +191,9 @@ pub async fn handle(
                 AdminRoute::Providers => {
                     json!({"providers": rt.providers.iter().map(|p| provider_json(p)).collect::<Vec<_>>()})
                 }
-                AdminRoute::Provider(id) => provider_json(rt.provider(&id).ok_or_else(|| not_found("provider", &id))?),
+                AdminRoute::Provider(id) => {
+                    provider_json(rt.provider(&id).ok_or_else(|| not_found("provider", &id))?)
+                }
                 AdminRoute::ProviderModels(id) => {
                     let p = rt.provider(&id).ok_or_else(|| not_found("provider", &id))?;
                     let models = p.models().map(|m| m.to_vec()).unwrap_or_default();
@@ -190,16 +214,45 @@ pub async fn handle(
                         .collect();
                     json!({"logical_models": all})
                 }
-                AdminRoute::LogicalModel(id) => logical_json(rt, &id).ok_or_else(|| not_found("logical model", &id))?,
+                AdminRoute::LogicalModel(id) => {
+                    logical_json(rt, &id).ok_or_else(|| not_found("logical model", &id))?
+                }
                 AdminRoute::LogicalModelUpstreams(id) => {
                     if rt.config.logical_model(&id).is_none() {
                         return Err(not_found("logical model", &id));
                     }
                     json!({"logical_model": id, "upstreams": upstreams_json(rt, &id)})
                 }
-                AdminRoute::Decide => decide(rt, session).await?,
-                AdminRoute::GetSession(_) | AdminRoute::DeleteSession(_) => {
-                    return Err(GatewayError::not_found("session routing is not enabled"));
+                AdminRoute::Decide => decide(gw, rt, session).await?,
+                AdminRoute::GetSession(id) => {
+                    let b = gw
+                        .state
+                        .store()
+                        .await
+                        .get_session(&id)
+                        .await
+                        .ok_or_else(|| not_found("session", &id))?;
+                    json!({
+                        "conversation_id": b.conversation_id,
+                        "logical_model": b.logical_model,
+                        "provider_id": b.provider_id,
+                        "model_id": b.model_id,
+                        "created_at": b.created_at,
+                        "last_accessed": b.last_accessed,
+                        "message_count": b.message_count,
+                    })
+                }
+                AdminRoute::DeleteSession(id) => {
+                    if !gw.state.store().await.delete_session(&id).await {
+                        return Err(not_found("session", &id));
+                    }
+                    ctx.status = 204;
+                    let h = pingora::http::ResponseHeader::build_no_case(204, Some(0))
+                        .map_err(|e| GatewayError::new(500, e.to_string()))?;
+                    return session
+                        .write_response_header(Box::new(h), true)
+                        .await
+                        .map_err(|e| GatewayError::new(500, format!("writing the response: {e}")));
                 }
             }
         }
@@ -213,7 +266,7 @@ pub async fn handle(
 
 /// `POST /routing/decide`: which upstream a request for the model would go
 /// to now, and every candidate's score.
-async fn decide(rt: &Runtime, session: &mut Session) -> Result<Value, GatewayError> {
+async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Value, GatewayError> {
     let started = Instant::now();
     let mut body = Vec::new();
     while let Some(c) = session
@@ -251,13 +304,30 @@ async fn decide(rt: &Runtime, session: &mut Session) -> Result<Value, GatewayErr
         .collect();
     let total: f64 = scored.iter().map(|(s, _)| s).sum();
     let (candidates, _) = rt.candidates(&[model.to_owned()]);
-    let chosen = candidates
+    let eligible: Vec<_> = candidates
         .into_iter()
-        .find(|c| !exclude.contains(&rt.providers[c.provider].id()))
+        .filter(|c| !exclude.contains(&rt.providers[c.provider].id()))
+        .collect();
+    let mut reasoning =
+        "weighted random choice; weights halved per consecutive failure, cooling upstreams last";
+    let mut chosen = eligible.first().cloned();
+    if let Some(conv) = v.get("conversation_id").and_then(Value::as_str) {
+        if let Some(b) = gw.state.store().await.get_session(conv).await {
+            if let Some(c) = eligible.iter().find(|c| {
+                c.requested == b.logical_model
+                    && c.model == b.model_id
+                    && rt.providers[c.provider].id() == b.provider_id
+                    && !rt.providers[c.provider].health.cooling()
+            }) {
+                chosen = Some(c.clone());
+                reasoning =
+                    "session binding: the conversation stays on the upstream that served it first";
+            }
+        }
+    }
+    let chosen = chosen
         .ok_or_else(|| GatewayError::new(503, format!("no upstream is eligible for `{model}`")))?;
-    let upstream = |c: &crate::routing::Candidate| {
-        json!({"provider_id": rt.providers[c.provider].id(), "model_id": c.model, "weight": c.weight})
-    };
+    let upstream = |c: &crate::routing::Candidate| json!({"provider_id": rt.providers[c.provider].id(), "model_id": c.model, "weight": c.weight});
     let all: Vec<Value> = scored
         .iter()
         .map(|(s, c)| {
@@ -272,7 +342,7 @@ async fn decide(rt: &Runtime, session: &mut Session) -> Result<Value, GatewayErr
         "logical_model": model,
         "selected_upstream": upstream(&chosen),
         "decision_time": started.elapsed().as_secs_f64() * 1000.0,
-        "reasoning": "weighted random choice; weights halved per consecutive failure, cooling upstreams last",
+        "reasoning": reasoning,
         "all_candidates": all,
     }))
 }

@@ -32,6 +32,30 @@ pub struct RequestCtx {
     pub inflight_stream: bool,
     /// The client left before the answer was complete.
     pub client_gone: bool,
+    /// `X-Session-Id`, when given.
+    pub session_id: Option<String>,
+    /// The upstream that answered: (provider id, model, key index), for the
+    /// session binding.
+    pub served_by: Option<(String, String, Option<usize>)>,
+    /// With a session: the request snippet to keep as context.
+    pub context_request: Option<serde_json::Value>,
+    /// With a session: the answer's text, captured up to `capture_limit` characters.
+    pub answer: Option<String>,
+    pub capture_limit: usize,
+    /// Rate-limit buckets the answer's tokens count against.
+    pub token_buckets: Vec<String>,
+}
+
+impl RequestCtx {
+    /// Appends answer text while capturing for the context store.
+    pub fn capture(&mut self, text: &str) {
+        if let Some(a) = &mut self.answer {
+            let have = a.chars().count();
+            if have < self.capture_limit {
+                a.extend(text.chars().take(self.capture_limit - have));
+            }
+        }
+    }
 }
 
 impl Default for RequestCtx {
@@ -53,6 +77,12 @@ impl Default for RequestCtx {
             inflight: false,
             inflight_stream: false,
             client_gone: false,
+            session_id: None,
+            served_by: None,
+            context_request: None,
+            answer: None,
+            capture_limit: 0,
+            token_buckets: Vec::new(),
         }
     }
 }

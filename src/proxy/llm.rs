@@ -16,6 +16,7 @@ use super::Gateway;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::{Candidate, Runtime};
+use crate::state;
 use crate::upstream::http::{self, Outgoing, SendError};
 
 /// Largest upstream error body read (to relay or to log).
@@ -64,15 +65,79 @@ pub async fn handle(
         }
     }
 
-    let (candidates, unknown) = rt.candidates(&parsed.names);
+    let store = gw.state.store().await;
+    let key_name = key.map(|k| k.name.as_str());
+    match state::check_limits(
+        store.as_ref(),
+        key_name,
+        key.and_then(|k| k.rpm),
+        key.and_then(|k| k.tpm),
+        rt.config.global_rpm,
+        rt.config.global_tpm,
+    )
+    .await
+    {
+        Ok(rate) => headers.extend(rate.headers()),
+        Err((e, rate)) => {
+            headers.extend(rate.headers());
+            return Err(e);
+        }
+    }
+    if let (Some(name), Some(_)) = (key_name, key.and_then(|k| k.tpm)) {
+        ctx.token_buckets.push(format!("key:{name}"));
+    }
+    if rt.config.global_tpm.is_some() {
+        ctx.token_buckets.push("global".to_owned());
+    }
+
+    let (mut candidates, unknown) = rt.candidates(&parsed.names);
     if candidates.is_empty() {
         return Err(match unknown.first() {
             Some(name) => GatewayError::not_found(format!("model `{name}` not found")),
             None => GatewayError::new(
                 503,
-                format!("no upstream is available for model `{}`", ctx.requested_model),
+                format!(
+                    "no upstream is available for model `{}`",
+                    ctx.requested_model
+                ),
             ),
         });
+    }
+
+    // Stickiness: a session goes back to the upstream (and key) that served
+    // it first, while that upstream is healthy.
+    let mut sticky_key: Option<(usize, usize)> = None;
+    ctx.session_id = session
+        .req_header()
+        .headers
+        .get("x-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .map(str::to_owned);
+    if let Some(sid) = ctx.session_id.clone() {
+        if let Some(b) = store.get_session(&sid).await {
+            let pos = candidates.iter().position(|c| {
+                c.requested == b.logical_model
+                    && c.model == b.model_id
+                    && rt.providers[c.provider].id() == b.provider_id
+                    && !rt.providers[c.provider].health.cooling()
+            });
+            if let Some(pos) = pos {
+                let c = candidates.remove(pos);
+                sticky_key = Some((c.provider, b.key_index));
+                candidates.insert(0, c);
+            }
+        }
+        let max = rt.config.context.max_chars;
+        ctx.capture_limit = max;
+        ctx.answer = Some(String::new());
+        ctx.context_request = Some(state::request_snippet(
+            fmt,
+            &parsed.body,
+            &ctx.requested_model,
+            max,
+        ));
     }
 
     let debug = session
@@ -90,8 +155,13 @@ pub async fn handle(
         let mut tried_keys: Vec<usize> = Vec::new();
         // A key-related refusal (429/401/403) moves to the provider's next key.
         loop {
-            let Some(key_index) = provider.pick_key(None, &tried_keys) else {
-                failures.push(format!("{}/{}: every key is cooling down", provider.id(), c.model));
+            let prefer = sticky_key.filter(|(p, _)| *p == c.provider).map(|(_, k)| k);
+            let Some(key_index) = provider.pick_key(prefer, &tried_keys) else {
+                failures.push(format!(
+                    "{}/{}: every key is cooling down",
+                    provider.id(),
+                    c.model
+                ));
                 statuses.push(None);
                 break;
             };
@@ -128,10 +198,16 @@ pub async fn handle(
                         SendError::Timeout => "timeout",
                         SendError::Io(_) => "io_error",
                     };
-                    metrics::ATTEMPTS.with_label_values(&[provider.id(), outcome]).inc();
+                    metrics::ATTEMPTS
+                        .with_label_values(&[provider.id(), outcome])
+                        .inc();
                     provider.health.record_failure(rt.config.cooldown);
                     failures.push(format!("{}/{}: {e}", provider.id(), c.model));
-                    statuses.push(if matches!(e, SendError::Timeout) { Some(504) } else { None });
+                    statuses.push(if matches!(e, SendError::Timeout) {
+                        Some(504)
+                    } else {
+                        None
+                    });
                     break;
                 }
             };
@@ -157,12 +233,16 @@ pub async fn handle(
                 match relay::relay(session, ctx, &mut resp, &plan, headers).await {
                     Outcome::Done => {
                         provider.health.record_success(sent_at.elapsed());
+                        ctx.served_by =
+                            Some((provider.config.id.clone(), c.model.clone(), key_index));
                         resp.release(&gw.connector).await;
                         return Ok(());
                     }
                     Outcome::ClientGone => return Ok(()),
                     Outcome::Failed { reason, status } => {
-                        metrics::ATTEMPTS.with_label_values(&[provider.id(), "stream_error"]).inc();
+                        metrics::ATTEMPTS
+                            .with_label_values(&[provider.id(), "stream_error"])
+                            .inc();
                         provider.health.record_failure(rt.config.cooldown);
                         failures.push(format!("{}/{}: {reason}", provider.id(), c.model));
                         statuses.push(status);
@@ -178,20 +258,28 @@ pub async fn handle(
 
             // An error status: read its body for the message, then decide.
             let err_body = resp.body(MAX_ERROR_BODY).await.unwrap_or_default();
-            let retry_after = resp.header_str("retry-after").and_then(|v| v.parse::<u64>().ok());
+            let retry_after = resp
+                .header_str("retry-after")
+                .and_then(|v| v.parse::<u64>().ok());
             let content_type = resp
                 .header_str("content-type")
                 .unwrap_or("application/json")
                 .to_owned();
             resp.release(&gw.connector).await;
             let detail = upstream_message(&err_body);
-            failures.push(format!("{}/{}: status {status}{detail}", provider.id(), c.model));
+            failures.push(format!(
+                "{}/{}: status {status}{detail}",
+                provider.id(),
+                c.model
+            ));
             statuses.push(Some(status));
 
             let key_problem = matches!(status, 401 | 403 | 429);
             if key_problem {
                 if let Some(k) = key_index {
-                    let secs = retry_after.unwrap_or(rt.config.cooldown.as_secs()).clamp(1, 3600);
+                    let secs = retry_after
+                        .unwrap_or(rt.config.cooldown.as_secs())
+                        .clamp(1, 3600);
                     provider.cool_key(k, std::time::Duration::from_secs(secs));
                     tried_keys.push(k);
                     if provider.pick_key(None, &tried_keys).is_some() {
@@ -234,7 +322,9 @@ fn all_failed(failures: &[String], statuses: &[Option<u16>]) -> GatewayError {
         504
     } else if !statuses.is_empty() && statuses.iter().all(|s| *s == Some(429)) {
         429
-    } else if statuses.iter().all(Option::is_none) && failures.iter().all(|f| f.contains("cooling down")) {
+    } else if statuses.iter().all(Option::is_none)
+        && failures.iter().all(|f| f.contains("cooling down"))
+    {
         503
     } else {
         502
@@ -372,21 +462,34 @@ async fn discard_body(session: &mut Session) {
 }
 
 /// Parses and checks the fields the gateway itself relies on.
-fn parse(fmt: Format, body: &[u8], route: &LlmRoute, session: &Session) -> Result<Parsed, GatewayError> {
+fn parse(
+    fmt: Format,
+    body: &[u8],
+    route: &LlmRoute,
+    session: &Session,
+) -> Result<Parsed, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::bad_request("request body is empty; expected a JSON object"));
+        return Err(GatewayError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
     }
     let mut v: Value = serde_json::from_slice(body)
         .map_err(|e| GatewayError::bad_request(format!("request body is not valid JSON: {e}")))?;
     let Some(obj) = v.as_object_mut() else {
-        return Err(GatewayError::bad_request("request body must be a JSON object"));
+        return Err(GatewayError::bad_request(
+            "request body must be a JSON object",
+        ));
     };
     let mut names = Vec::new();
     match (&route.path_model, obj.get("model")) {
         (Some(m), _) => names.push(m.clone()),
         (None, None | Some(Value::Null)) => {}
         (None, Some(Value::String(m))) if !m.is_empty() => names.push(m.clone()),
-        (None, Some(_)) => return Err(GatewayError::bad_request("`model` must be a non-empty string")),
+        (None, Some(_)) => {
+            return Err(GatewayError::bad_request(
+                "`model` must be a non-empty string",
+            ))
+        }
     }
     match obj.remove("models") {
         None | Some(Value::Null) => {}
@@ -406,7 +509,11 @@ fn parse(fmt: Format, body: &[u8], route: &LlmRoute, session: &Session) -> Resul
                 }
             }
         }
-        Some(_) => return Err(GatewayError::bad_request("`models` must be an array of model names")),
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "`models` must be an array of model names",
+            ))
+        }
     }
     if names.is_empty() {
         return Err(GatewayError::bad_request("missing field `model`"));
@@ -464,10 +571,16 @@ impl BodyEncoder {
         }
     }
 
-    fn encode(&mut self, target: Format, c: &Candidate, parsed: &mut Parsed) -> Result<Bytes, GatewayError> {
-        let adapted = *self
-            .adapted
-            .get_or_insert_with(|| self.client == Format::OpenAiChat && translate::detect_chat_adapter(&parsed.body).is_some());
+    fn encode(
+        &mut self,
+        target: Format,
+        c: &Candidate,
+        parsed: &mut Parsed,
+    ) -> Result<Bytes, GatewayError> {
+        let adapted = *self.adapted.get_or_insert_with(|| {
+            self.client == Format::OpenAiChat
+                && translate::detect_chat_adapter(&parsed.body).is_some()
+        });
         self.last_was_passthrough = target == self.client && !adapted;
         if self.last_was_passthrough {
             let obj = parsed
@@ -498,7 +611,10 @@ impl BodyEncoder {
             ir.stream_include_usage = parsed.include_usage;
             self.ir = Some(ir);
         }
-        let ir = self.ir.as_mut().ok_or_else(|| GatewayError::new(500, "request not decoded"))?;
+        let ir = self
+            .ir
+            .as_mut()
+            .ok_or_else(|| GatewayError::new(500, "request not decoded"))?;
         ir.model.clone_from(&c.model);
         translate::encode_request(target, ir)
             .map(Bytes::from)
@@ -524,7 +640,10 @@ mod tests {
 
     #[test]
     fn upstream_messages() {
-        assert_eq!(upstream_message(br#"{"error":{"message":"bad model"}}"#), ": bad model");
+        assert_eq!(
+            upstream_message(br#"{"error":{"message":"bad model"}}"#),
+            ": bad model"
+        );
         assert_eq!(upstream_message(b"oops"), ": oops");
         assert_eq!(upstream_message(b""), "");
     }

@@ -25,21 +25,79 @@ use crate::config::ClientKey;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::Runtime;
+use crate::state::SharedState;
+use apiproxy_store::SessionBinding;
 use ctx::RequestCtx;
 use respond::Headers;
 use routes::Route;
 
-/// The gateway: live config and the connector its attempts share.
+/// The gateway: live config, shared state and the connector its attempts share.
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
+    pub state: Arc<SharedState>,
     pub connector: Connector,
 }
 
 impl Gateway {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, state: Arc<SharedState>) -> Self {
         Gateway {
             runtime,
+            state,
             connector: Connector::new(None),
+        }
+    }
+
+    /// After the answer: count its tokens against the limits, bind the
+    /// session to the upstream that served it, keep the context snippet.
+    async fn record_state(&self, ctx: &mut RequestCtx) {
+        let needs_store =
+            (!ctx.token_buckets.is_empty() && ctx.usage.is_some()) || ctx.session_id.is_some();
+        if !needs_store {
+            return;
+        }
+        let store = self.state.store().await;
+        if let Some(u) = ctx.usage {
+            for bucket in &ctx.token_buckets {
+                store.add_tokens(bucket, u.total()).await;
+            }
+        }
+        let (Some(sid), Some((provider, model, key))) =
+            (ctx.session_id.clone(), ctx.served_by.take())
+        else {
+            return;
+        };
+        store
+            .bind_session(SessionBinding {
+                conversation_id: sid.clone(),
+                logical_model: ctx.requested_model.clone(),
+                provider_id: provider.clone(),
+                model_id: model.clone(),
+                key_index: key.unwrap_or(0),
+                created_at: 0.0,
+                last_accessed: 0.0,
+                message_count: 0,
+            })
+            .await;
+        if let Some(request) = ctx.context_request.take() {
+            let usage = ctx
+                .usage
+                .map(|u| json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}));
+            let entry = json!({
+                "request": request,
+                "response": {
+                    "provider": provider,
+                    "model": model,
+                    "text": ctx.answer.take().unwrap_or_default(),
+                    "usage": usage,
+                },
+                "timestamp": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            });
+            store
+                .push_context(&sid, ctx.key_name.as_deref().unwrap_or("-"), entry)
+                .await;
         }
     }
 }
@@ -82,7 +140,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::default()
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         Error::e_explain(InternalError, "every request is answered in request_filter")
     }
 
@@ -162,6 +224,7 @@ impl ProxyHttp for Gateway {
         let elapsed = ctx.start.elapsed();
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&self.runtime.load(), ctx, fmt, elapsed);
+            self.record_state(ctx).await;
         }
         let req = session.req_header();
         let usage = ctx.usage.unwrap_or_default();
@@ -221,7 +284,8 @@ fn record_llm_metrics(rt: &Runtime, ctx: &RequestCtx, fmt: Format, elapsed: std:
             .provider(&ctx.provider)
             .and_then(|p| p.config.pricing.get(&ctx.upstream_model))
         {
-            let cost = (u.input_tokens as f64 * price.input + u.output_tokens as f64 * price.output) / 1e6;
+            let cost =
+                (u.input_tokens as f64 * price.input + u.output_tokens as f64 * price.output) / 1e6;
             metrics::COST.with_label_values(&labels).inc_by(cost);
         }
     }

@@ -42,7 +42,9 @@ pub fn usage_of(fmt: Format, v: &Value) -> Option<Usage> {
             let read = u64_at(u, &["cache_read_input_tokens"]);
             let created = u64_at(u, &["cache_creation_input_tokens"]);
             Some(Usage {
-                input_tokens: u64_at(u, &["input_tokens"]).unwrap_or(0) + read.unwrap_or(0) + created.unwrap_or(0),
+                input_tokens: u64_at(u, &["input_tokens"]).unwrap_or(0)
+                    + read.unwrap_or(0)
+                    + created.unwrap_or(0),
                 output_tokens: u64_at(u, &["output_tokens"]).unwrap_or(0),
                 cached_input_tokens: read,
                 cache_creation_input_tokens: created,
@@ -54,7 +56,8 @@ pub fn usage_of(fmt: Format, v: &Value) -> Option<Usage> {
             let thoughts = u64_at(u, &["thoughtsTokenCount"]);
             Some(Usage {
                 input_tokens: u64_at(u, &["promptTokenCount"]).unwrap_or(0),
-                output_tokens: u64_at(u, &["candidatesTokenCount"]).unwrap_or(0) + thoughts.unwrap_or(0),
+                output_tokens: u64_at(u, &["candidatesTokenCount"]).unwrap_or(0)
+                    + thoughts.unwrap_or(0),
                 cached_input_tokens: u64_at(u, &["cachedContentTokenCount"]),
                 cache_creation_input_tokens: None,
                 reasoning_tokens: thoughts,
@@ -68,10 +71,16 @@ pub fn usage_of(fmt: Format, v: &Value) -> Option<Usage> {
 pub fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
     match old {
         Some(o) => Usage {
-            input_tokens: if new.input_tokens > 0 { new.input_tokens } else { o.input_tokens },
+            input_tokens: if new.input_tokens > 0 {
+                new.input_tokens
+            } else {
+                o.input_tokens
+            },
             output_tokens: new.output_tokens.max(o.output_tokens),
             cached_input_tokens: new.cached_input_tokens.or(o.cached_input_tokens),
-            cache_creation_input_tokens: new.cache_creation_input_tokens.or(o.cache_creation_input_tokens),
+            cache_creation_input_tokens: new
+                .cache_creation_input_tokens
+                .or(o.cache_creation_input_tokens),
             reasoning_tokens: new.reasoning_tokens.or(o.reasoning_tokens),
         },
         None => new,
@@ -138,7 +147,10 @@ mod tests {
     fn usage_in_each_format() {
         let o = json!({"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4}}});
         let u = usage_of(Format::OpenAiChat, &o).unwrap();
-        assert_eq!((u.input_tokens, u.output_tokens, u.cached_input_tokens), (10, 5, Some(4)));
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cached_input_tokens),
+            (10, 5, Some(4))
+        );
         let a = json!({"type":"message_start","message":{"usage":{"input_tokens":3,"cache_read_input_tokens":7,"output_tokens":1}}});
         let u = usage_of(Format::Anthropic, &a).unwrap();
         assert_eq!((u.input_tokens, u.cached_input_tokens), (10, Some(7)));
@@ -147,7 +159,13 @@ mod tests {
         let r = json!({"type":"response.completed","response":{"usage":{"input_tokens":1,"output_tokens":2}}});
         assert_eq!(usage_of(Format::OpenAiResponses, &r).unwrap().total(), 3);
         assert!(usage_of(Format::OpenAiChat, &json!({"usage":null})).is_none());
-        let merged = merge_usage(usage_of(Format::Anthropic, &a), Usage { output_tokens: 9, ..Default::default() });
+        let merged = merge_usage(
+            usage_of(Format::Anthropic, &a),
+            Usage {
+                output_tokens: 9,
+                ..Default::default()
+            },
+        );
         assert_eq!((merged.input_tokens, merged.output_tokens), (10, 9));
     }
 

@@ -7,7 +7,9 @@
 
 use std::time::Instant;
 
-use apiproxy_translate::{self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions};
+use apiproxy_translate::{
+    self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions,
+};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::Value;
@@ -42,7 +44,10 @@ pub enum Outcome {
     /// The upstream failed. If nothing was written yet (`ctx.first_byte` is
     /// `None`) the caller may try the next candidate; otherwise the stream
     /// was already closed with an error event.
-    Failed { reason: String, status: Option<u16> },
+    Failed {
+        reason: String,
+        status: Option<u16>,
+    },
 }
 
 pub async fn relay(
@@ -102,7 +107,10 @@ async fn whole(
         match next_chunk(session, resp, ctx).await {
             Step::Chunk(c) => {
                 if body.len() + c.len() > MAX_RESPONSE_BODY {
-                    return failed(format!("response body larger than {MAX_RESPONSE_BODY} bytes"), None);
+                    return failed(
+                        format!("response body larger than {MAX_RESPONSE_BODY} bytes"),
+                        None,
+                    );
                 }
                 body.extend_from_slice(&c);
             }
@@ -117,6 +125,11 @@ async fn whole(
             Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
         };
         ctx.usage = usage_of(plan.upstream, &v);
+        if ctx.answer.is_some() {
+            if let Ok(r) = translate::decode_response(plan.upstream, &body) {
+                capture_text(ctx, &r);
+            }
+        }
         match &plan.model_override {
             Some(m) => {
                 let mut v = v;
@@ -139,6 +152,7 @@ async fn whole(
             Err(e) => return failed(format!("upstream answer could not be read: {e}"), None),
         };
         ctx.usage = r.usage;
+        capture_text(ctx, &r);
         if let Some(m) = &plan.model_override {
             r.model.clone_from(m);
         }
@@ -149,6 +163,18 @@ async fn whole(
     match respond::json(session, 200, out, headers).await {
         Ok(()) => Outcome::Done,
         Err(_) => gone(ctx),
+    }
+}
+
+/// Keeps the answer's text for the context store (when a session asked).
+fn capture_text(ctx: &mut RequestCtx, r: &translate::ChatResponse) {
+    if ctx.answer.is_none() {
+        return;
+    }
+    for part in &r.content {
+        if let translate::ContentPart::Text { text } = part {
+            ctx.capture(text);
+        }
     }
 }
 
@@ -171,8 +197,11 @@ fn timeout_status(e: &SendError) -> Option<u16> {
 /// Turns upstream SSE events into client SSE bytes.
 enum Converter {
     /// Same format: events re-emitted as they came, with the model renamed
-    /// and usage read on the way.
-    Passthrough,
+    /// and usage read on the way; decoded only when the answer's text is
+    /// kept for a session.
+    Passthrough {
+        capture: Option<(Box<dyn translate::StreamDecode>, Vec<StreamEvent>)>,
+    },
     Translate {
         decoder: Box<dyn translate::StreamDecode>,
         encoder: Box<dyn translate::StreamEncode>,
@@ -181,9 +210,11 @@ enum Converter {
 }
 
 impl Converter {
-    fn new(plan: &RelayPlan) -> Self {
+    fn new(plan: &RelayPlan, capturing: bool) -> Self {
         if plan.passthrough {
-            Converter::Passthrough
+            Converter::Passthrough {
+                capture: capturing.then(|| (translate::stream_decoder(plan.upstream), Vec::new())),
+            }
         } else {
             Converter::Translate {
                 decoder: translate::stream_decoder(plan.upstream),
@@ -200,9 +231,25 @@ impl Converter {
     }
 
     /// Converts one upstream event, appending to `out`.
-    fn event(&mut self, ev: &SseEvent, plan: &RelayPlan, ctx: &mut RequestCtx, out: &mut BytesMut) -> Result<(), String> {
+    fn event(
+        &mut self,
+        ev: &SseEvent,
+        plan: &RelayPlan,
+        ctx: &mut RequestCtx,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
         match self {
-            Converter::Passthrough => {
+            Converter::Passthrough { capture } => {
+                if let Some((decoder, events)) = capture {
+                    events.clear();
+                    if decoder.decode(ev, events).is_ok() {
+                        for e in events.iter() {
+                            if let StreamEvent::TextDelta { text } = e {
+                                ctx.capture(text);
+                            }
+                        }
+                    }
+                }
                 passthrough_event(ev, plan, ctx, out);
                 Ok(())
             }
@@ -214,8 +261,10 @@ impl Converter {
                 events.clear();
                 decoder.decode(ev, events).map_err(|e| e.message)?;
                 for e in events.iter() {
-                    if let StreamEvent::Usage(u) = e {
-                        ctx.usage = Some(merge_usage(ctx.usage, *u));
+                    match e {
+                        StreamEvent::Usage(u) => ctx.usage = Some(merge_usage(ctx.usage, *u)),
+                        StreamEvent::TextDelta { text } => ctx.capture(text),
+                        _ => {}
                     }
                     encoder.encode(e, out);
                 }
@@ -235,7 +284,7 @@ impl Converter {
     fn fail(&mut self, client: Format, status: Option<u16>, message: &str, out: &mut BytesMut) {
         match self {
             Converter::Translate { encoder, .. } => encoder.fail(status, message, out),
-            Converter::Passthrough => {
+            Converter::Passthrough { .. } => {
                 translate::stream_error_event(client, status, message, out);
                 if client == Format::OpenAiChat {
                     translate::sse::write_data(out, b"[DONE]");
@@ -253,7 +302,9 @@ fn passthrough_event(ev: &SseEvent, plan: &RelayPlan, ctx: &mut RequestCtx, out:
                 ctx.usage = Some(merge_usage(ctx.usage, u));
                 // The usage-only chunk the gateway asked for on the client's behalf.
                 let usage_only = plan.client == Format::OpenAiChat
-                    && v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+                    && v.get("choices")
+                        .and_then(Value::as_array)
+                        .is_some_and(Vec::is_empty);
                 if usage_only && !plan.include_usage {
                     return;
                 }
@@ -266,7 +317,9 @@ fn passthrough_event(ev: &SseEvent, plan: &RelayPlan, ctx: &mut RequestCtx, out:
         .and_then(|m| rewrite_string_field(data, model_key(plan.client), m));
     let data = renamed.as_deref().unwrap_or(data);
     match (&ev.event, plan.client) {
-        (Some(name), f) if f != Format::Gemini => translate::sse::write_event(out, name, data.as_bytes()),
+        (Some(name), f) if f != Format::Gemini => {
+            translate::sse::write_event(out, name, data.as_bytes())
+        }
         _ => translate::sse::write_data(out, data.as_bytes()),
     }
 }
@@ -279,7 +332,7 @@ async fn stream(
     headers: &Headers,
 ) -> Outcome {
     let mut parser = SseParser::default();
-    let mut conv = Converter::new(plan);
+    let mut conv = Converter::new(plan, ctx.answer.is_some());
     let mut events = Vec::new();
     let mut out = BytesMut::new();
     let mut started = false;
@@ -345,16 +398,30 @@ async fn stream(
         }
         Err((reason, status)) if !started => Outcome::Failed { reason, status },
         Err((reason, status)) => {
-            log::warn!("stream from {} broke after it started: {reason}", ctx.provider);
-            conv.fail(plan.client, status, &format!("upstream stream failed: {reason}"), &mut out);
-            let _ = session.write_response_body(Some(out.split().freeze()), true).await;
+            log::warn!(
+                "stream from {} broke after it started: {reason}",
+                ctx.provider
+            );
+            conv.fail(
+                plan.client,
+                status,
+                &format!("upstream stream failed: {reason}"),
+                &mut out,
+            );
+            let _ = session
+                .write_response_body(Some(out.split().freeze()), true)
+                .await;
             end_stream_gauge(ctx);
             Outcome::Failed { reason, status }
         }
     }
 }
 
-async fn start_stream(session: &mut Session, ctx: &mut RequestCtx, headers: &Headers) -> pingora::Result<()> {
+async fn start_stream(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    headers: &Headers,
+) -> pingora::Result<()> {
     ctx.status = 200;
     ctx.first_byte = Some(ctx.start.elapsed());
     ctx.inflight_stream = true;

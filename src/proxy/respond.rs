@@ -12,7 +12,12 @@ use crate::error::GatewayError;
 pub type Headers = Vec<(&'static str, String)>;
 
 /// A response header with a content type and length.
-pub fn header(status: u16, content_type: &str, len: Option<usize>, extra: &Headers) -> Result<Box<ResponseHeader>> {
+pub fn header(
+    status: u16,
+    content_type: &str,
+    len: Option<usize>,
+    extra: &Headers,
+) -> Result<Box<ResponseHeader>> {
     let mut h = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
     h.insert_header("content-type", content_type)?;
     match len {
@@ -41,12 +46,22 @@ pub async fn write(
 }
 
 /// Writes a JSON response.
-pub async fn json(session: &mut Session, status: u16, body: impl Into<Bytes>, extra: &Headers) -> Result<()> {
+pub async fn json(
+    session: &mut Session,
+    status: u16,
+    body: impl Into<Bytes>,
+    extra: &Headers,
+) -> Result<()> {
     write(session, status, "application/json", body.into(), extra).await
 }
 
 /// Writes `err` in the client's error shape.
-pub async fn error(session: &mut Session, fmt: Format, err: &GatewayError, extra: &Headers) -> Result<()> {
+pub async fn error(
+    session: &mut Session,
+    fmt: Format,
+    err: &GatewayError,
+    extra: &Headers,
+) -> Result<()> {
     let mut headers = extra.clone();
     if let Some(s) = err.retry_after {
         headers.push(("retry-after", s.to_string()));

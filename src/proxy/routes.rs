@@ -47,7 +47,9 @@ pub fn route(method: &str, path: &str) -> Route {
     match segs.as_slice() {
         ["health"] => only(get || method == "HEAD", Route::Health),
         ["v1", "models"] | ["models"] => only(get, Route::ListModels),
-        ["v1", "chat", "completions"] | ["chat", "completions"] => only(post, llm(Format::OpenAiChat)),
+        ["v1", "chat", "completions"] | ["chat", "completions"] => {
+            only(post, llm(Format::OpenAiChat))
+        }
         ["v1", "responses"] | ["responses"] => only(post, llm(Format::OpenAiResponses)),
         ["v1", "messages"] => only(post, llm(Format::Anthropic)),
         ["v1beta" | "v1", "models", rest] if rest.contains(':') => {
@@ -69,14 +71,27 @@ pub fn route(method: &str, path: &str) -> Route {
         ["context", id] if !id.is_empty() => only(get, Route::Context((*id).to_owned())),
         ["providers"] => only(get, Route::Admin(AdminRoute::Providers)),
         ["providers", id] => only(get, Route::Admin(AdminRoute::Provider((*id).to_owned()))),
-        ["providers", id, "models"] => only(get, Route::Admin(AdminRoute::ProviderModels((*id).to_owned()))),
-        ["providers", id, "health"] => only(get, Route::Admin(AdminRoute::ProviderHealth((*id).to_owned()))),
-        ["providers", id, "metrics"] => only(get, Route::Admin(AdminRoute::ProviderMetrics((*id).to_owned()))),
+        ["providers", id, "models"] => only(
+            get,
+            Route::Admin(AdminRoute::ProviderModels((*id).to_owned())),
+        ),
+        ["providers", id, "health"] => only(
+            get,
+            Route::Admin(AdminRoute::ProviderHealth((*id).to_owned())),
+        ),
+        ["providers", id, "metrics"] => only(
+            get,
+            Route::Admin(AdminRoute::ProviderMetrics((*id).to_owned())),
+        ),
         ["logical-models"] => only(get, Route::Admin(AdminRoute::LogicalModels)),
-        ["logical-models", id] => only(get, Route::Admin(AdminRoute::LogicalModel((*id).to_owned()))),
-        ["logical-models", id, "upstreams"] => {
-            only(get, Route::Admin(AdminRoute::LogicalModelUpstreams((*id).to_owned())))
-        }
+        ["logical-models", id] => only(
+            get,
+            Route::Admin(AdminRoute::LogicalModel((*id).to_owned())),
+        ),
+        ["logical-models", id, "upstreams"] => only(
+            get,
+            Route::Admin(AdminRoute::LogicalModelUpstreams((*id).to_owned())),
+        ),
         ["routing", "decide"] => only(post, Route::Admin(AdminRoute::Decide)),
         ["routing", "sessions", id] => match method {
             "GET" => Route::Admin(AdminRoute::GetSession((*id).to_owned())),
@@ -114,12 +129,21 @@ mod tests {
     fn routes() {
         assert_eq!(route("GET", "/health"), Route::Health);
         assert_eq!(route("GET", "/v1/models"), Route::ListModels);
-        assert_eq!(route("POST", "/v1/chat/completions"), llm(Format::OpenAiChat));
-        assert_eq!(route("GET", "/v1/chat/completions"), Route::MethodNotAllowed);
+        assert_eq!(
+            route("POST", "/v1/chat/completions"),
+            llm(Format::OpenAiChat)
+        );
+        assert_eq!(
+            route("GET", "/v1/chat/completions"),
+            Route::MethodNotAllowed
+        );
         assert_eq!(route("POST", "/v1/messages"), llm(Format::Anthropic));
         assert_eq!(route("POST", "/v1/responses"), llm(Format::OpenAiResponses));
         assert_eq!(
-            route("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+            route(
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+            ),
             Route::Llm {
                 format: Format::Gemini,
                 path_model: Some("gemini-2.5-flash".into()),
@@ -134,7 +158,10 @@ mod tests {
                 path_stream: false
             }
         );
-        assert_eq!(route("POST", "/v1beta/models/x:embedContent"), Route::NotFound);
+        assert_eq!(
+            route("POST", "/v1beta/models/x:embedContent"),
+            Route::NotFound
+        );
         assert_eq!(route("GET", "/context/s1"), Route::Context("s1".into()));
         assert_eq!(
             route("DELETE", "/routing/sessions/s1"),

@@ -118,7 +118,10 @@ impl Runtime {
                         .collect();
                     for i in select::weighted_order(&weights, &mut rng) {
                         let c = &group[i];
-                        if !out.iter().any(|o| o.provider == c.provider && o.model == c.model) {
+                        if !out
+                            .iter()
+                            .any(|o| o.provider == c.provider && o.model == c.model)
+                        {
                             out.push(c.clone());
                         }
                     }
@@ -156,7 +159,10 @@ models:
         let rt = runtime();
         // A logical model wins over a catalog entry of the same name.
         let c = rt.resolve("gpt-4o").unwrap();
-        assert_eq!((c[0].provider, c[0].model.as_str(), c[0].logical), (1, "claude-sonnet-4-5", true));
+        assert_eq!(
+            (c[0].provider, c[0].model.as_str(), c[0].logical),
+            (1, "claude-sonnet-4-5", true)
+        );
         let c = rt.resolve("openai/gpt-4.1").unwrap();
         assert_eq!((c[0].provider, c[0].model.as_str()), (0, "gpt-4.1"));
         let c = rt.resolve("claude-haiku-4-5").unwrap();
@@ -171,11 +177,17 @@ models:
     #[test]
     fn fallback_list_keeps_group_order_and_reports_unknown_names() {
         let rt = runtime();
-        let names = ["claude-haiku-4-5".to_owned(), "nope".to_owned(), "openai/gpt-4o".to_owned()];
+        let names = [
+            "claude-haiku-4-5".to_owned(),
+            "nope".to_owned(),
+            "openai/gpt-4o".to_owned(),
+        ];
         let (c, unknown) = rt.candidates(&names);
         assert_eq!(unknown, ["nope"]);
         assert_eq!(
-            c.iter().map(|c| (c.provider, c.model.as_str())).collect::<Vec<_>>(),
+            c.iter()
+                .map(|c| (c.provider, c.model.as_str()))
+                .collect::<Vec<_>>(),
             [(1, "claude-haiku-4-5"), (0, "gpt-4o")]
         );
     }

@@ -10,7 +10,11 @@ use crate::upstream::Provider;
 /// each failure in a row, and nearly nothing while it cools down (it stays
 /// a last resort rather than vanishing).
 pub fn score(weight: f64, provider: &Provider) -> f64 {
-    let fails = provider.health.consecutive_failures.load(Ordering::Relaxed).min(16);
+    let fails = provider
+        .health
+        .consecutive_failures
+        .load(Ordering::Relaxed)
+        .min(16);
     let mut s = weight / f64::from(1u32 << fails);
     if provider.health.cooling() {
         s *= 1e-6;
@@ -26,7 +30,11 @@ pub fn weighted_order<R: Rng>(weights: &[f64], rng: &mut R) -> Vec<usize> {
         .enumerate()
         .map(|(i, &w)| {
             let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-            let key = if w > 0.0 { u.ln() / w } else { f64::NEG_INFINITY };
+            let key = if w > 0.0 {
+                u.ln() / w
+            } else {
+                f64::NEG_INFINITY
+            };
             (key, i)
         })
         .collect();
@@ -48,7 +56,10 @@ mod tests {
             .filter(|_| weighted_order(&[3.0, 1.0], &mut rng)[0] == 0)
             .count();
         let share = firsts as f64 / picks as f64;
-        assert!((share - 0.75).abs() <= 0.05 * 0.75, "share of the weight-3 upstream: {share}");
+        assert!(
+            (share - 0.75).abs() <= 0.05 * 0.75,
+            "share of the weight-3 upstream: {share}"
+        );
     }
 
     #[test]

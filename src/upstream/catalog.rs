@@ -14,7 +14,8 @@ const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
 
 /// Model ids in a provider's list response.
 pub fn parse_model_list(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("model list is not JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("model list is not JSON: {e}"))?;
     let (items, field) = match kind {
         ProviderKind::OpenAi | ProviderKind::Anthropic => (v.get("data"), "id"),
         ProviderKind::Gemini => (v.get("models"), "name"),
@@ -45,7 +46,9 @@ pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<Str
         stream: false,
         headers: provider.auth_headers(provider.key(key_index)),
     };
-    let mut resp = send(connector, provider, req).await.map_err(|e| e.to_string())?;
+    let mut resp = send(connector, provider, req)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = resp.status();
     let body = resp.body(MAX_LIST_BYTES).await.map_err(|e| e.to_string())?;
     resp.release(connector).await;
@@ -61,12 +64,22 @@ mod tests {
 
     #[test]
     fn parses_each_kind() {
-        let openai = br#"{"object":"list","data":[{"id":"gpt-4o","object":"model"},{"id":"gpt-4o-mini"}]}"#;
-        assert_eq!(parse_model_list(ProviderKind::OpenAi, openai).unwrap(), ["gpt-4o", "gpt-4o-mini"]);
+        let openai =
+            br#"{"object":"list","data":[{"id":"gpt-4o","object":"model"},{"id":"gpt-4o-mini"}]}"#;
+        assert_eq!(
+            parse_model_list(ProviderKind::OpenAi, openai).unwrap(),
+            ["gpt-4o", "gpt-4o-mini"]
+        );
         let anthropic = br#"{"data":[{"type":"model","id":"claude-haiku-4-5","display_name":"Claude Haiku 4.5"}],"has_more":false}"#;
-        assert_eq!(parse_model_list(ProviderKind::Anthropic, anthropic).unwrap(), ["claude-haiku-4-5"]);
+        assert_eq!(
+            parse_model_list(ProviderKind::Anthropic, anthropic).unwrap(),
+            ["claude-haiku-4-5"]
+        );
         let gemini = br#"{"models":[{"name":"models/gemini-2.5-flash","supportedGenerationMethods":["generateContent"]}]}"#;
-        assert_eq!(parse_model_list(ProviderKind::Gemini, gemini).unwrap(), ["gemini-2.5-flash"]);
+        assert_eq!(
+            parse_model_list(ProviderKind::Gemini, gemini).unwrap(),
+            ["gemini-2.5-flash"]
+        );
         assert!(parse_model_list(ProviderKind::OpenAi, b"{}").is_err());
         assert!(parse_model_list(ProviderKind::OpenAi, b"<html>").is_err());
     }

@@ -17,8 +17,9 @@ use parking_lot::RwLock;
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
 static RESOLVER: Lazy<TokioAsyncResolver> = Lazy::new(|| {
-    TokioAsyncResolver::tokio_from_system_conf()
-        .unwrap_or_else(|_| TokioAsyncResolver::tokio(ResolverConfig::default(), ResolverOpts::default()))
+    TokioAsyncResolver::tokio_from_system_conf().unwrap_or_else(|_| {
+        TokioAsyncResolver::tokio(ResolverConfig::default(), ResolverOpts::default())
+    })
 });
 
 static CACHE: Lazy<RwLock<HashMap<String, (IpAddr, Instant)>>> = Lazy::new(Default::default);

@@ -73,7 +73,9 @@ impl Incoming {
         let mut buf = BytesMut::new();
         while let Some(c) = self.chunk().await? {
             if buf.len() + c.len() > limit {
-                return Err(SendError::Io(format!("response body larger than {limit} bytes")));
+                return Err(SendError::Io(format!(
+                    "response body larger than {limit} bytes"
+                )));
             }
             if buf.is_empty() && self.session.response_done() {
                 return Ok(c); // the common single-chunk body, without a copy
@@ -114,7 +116,8 @@ async fn peer_for(provider: &Provider) -> Result<HttpPeer, SendError> {
     let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
     let o = &mut peer.options;
     o.connection_timeout = Some(provider.config.connect_timeout);
-    o.total_connection_timeout = Some(provider.config.connect_timeout + provider.config.connect_timeout);
+    o.total_connection_timeout =
+        Some(provider.config.connect_timeout + provider.config.connect_timeout);
     o.read_timeout = Some(provider.config.read_timeout);
     o.write_timeout = Some(provider.config.read_timeout);
     o.idle_timeout = Some(POOL_IDLE);
@@ -122,11 +125,19 @@ async fn peer_for(provider: &Provider) -> Result<HttpPeer, SendError> {
 }
 
 /// Sends `req` to `provider` and waits for the response header.
-pub async fn send(connector: &Connector, provider: &Provider, req: Outgoing<'_>) -> Result<Incoming, SendError> {
+pub async fn send(
+    connector: &Connector,
+    provider: &Provider,
+    req: Outgoing<'_>,
+) -> Result<Incoming, SendError> {
     let peer = peer_for(provider).await?;
     let (mut session, reused) = connector.get_http_session(&peer).await.map_err(classify)?;
     match exchange(&mut session, provider, &req).await {
-        Ok(header) => Ok(Incoming { session, peer, header }),
+        Ok(header) => Ok(Incoming {
+            session,
+            peer,
+            header,
+        }),
         // A pooled connection the provider closed meanwhile: one fresh try.
         Err(SendError::Io(_)) if reused => {
             let (mut fresh, _) = connector.get_http_session(&peer).await.map_err(classify)?;
@@ -152,8 +163,9 @@ async fn exchange(
     session.set_read_timeout(Some(provider.config.read_timeout));
     session.set_write_timeout(Some(provider.config.read_timeout));
     let base = &provider.config.base;
-    let mut h = RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(8 + req.headers.len()))
-        .map_err(|e| SendError::Io(e.to_string()))?;
+    let mut h =
+        RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(8 + req.headers.len()))
+            .map_err(|e| SendError::Io(e.to_string()))?;
     let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
         base.host.clone()
     } else {
@@ -171,16 +183,27 @@ async fn exchange(
     ins(
         &mut h,
         "accept",
-        if req.stream { "text/event-stream" } else { "application/json" },
+        if req.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        },
     )?;
-    ins(&mut h, "user-agent", concat!("apiproxy/", env!("CARGO_PKG_VERSION")))?;
+    ins(
+        &mut h,
+        "user-agent",
+        concat!("apiproxy/", env!("CARGO_PKG_VERSION")),
+    )?;
     for (k, v) in &req.headers {
         ins(&mut h, k, v)?;
     }
     for (k, v) in &provider.config.headers {
         ins(&mut h, k, v)?;
     }
-    session.write_request_header(Box::new(h)).await.map_err(classify)?;
+    session
+        .write_request_header(Box::new(h))
+        .await
+        .map_err(classify)?;
     if !req.body.is_empty() {
         session
             .write_request_body(req.body.clone(), true)

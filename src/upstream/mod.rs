@@ -57,7 +57,11 @@ impl Health {
         self.successes.fetch_add(1, Ordering::Relaxed);
         let sample = first_byte.as_micros().min(u64::MAX as u128) as u64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { (old * 4 + sample) / 5 };
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 4 + sample) / 5
+        };
         self.ewma_latency_us.store(new, Ordering::Relaxed);
     }
 
@@ -101,12 +105,16 @@ impl Provider {
             return Some(None);
         }
         let now = now_ms();
-        let usable = |i: usize| !skip.contains(&i) && self.key_cooldown[i].load(Ordering::Relaxed) <= now;
+        let usable =
+            |i: usize| !skip.contains(&i) && self.key_cooldown[i].load(Ordering::Relaxed) <= now;
         if let Some(p) = prefer.filter(|&p| p < n && usable(p)) {
             return Some(Some(p));
         }
         let start = self.next_key.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|k| (start + k) % n).find(|&i| usable(i)).map(Some)
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| usable(i))
+            .map(Some)
     }
 
     /// Takes key `i` out of rotation for `for_`.
@@ -117,7 +125,8 @@ impl Provider {
     }
 
     pub fn key(&self, i: Option<usize>) -> Option<&str> {
-        i.and_then(|i| self.config.api_keys.get(i)).map(String::as_str)
+        i.and_then(|i| self.config.api_keys.get(i))
+            .map(String::as_str)
     }
 
     /// Models this provider serves: the configured list, else the fetched one.
@@ -162,7 +171,9 @@ impl Provider {
     pub fn models_path(&self) -> String {
         let base = &self.config.base.path;
         match self.config.kind {
-            ProviderKind::OpenAi | ProviderKind::Anthropic => format!("{}/models", versioned(base, "/v1")),
+            ProviderKind::OpenAi | ProviderKind::Anthropic => {
+                format!("{}/models", versioned(base, "/v1"))
+            }
             ProviderKind::Gemini => format!("{}/models?pageSize=1000", versioned(base, "/v1beta")),
         }
     }
@@ -216,15 +227,24 @@ mod tests {
     fn paths_follow_the_sdk_base_url_convention() {
         let p = provider("providers: [{id: o, kind: openai, base_url: 'https://api.openai.com'}]");
         assert_eq!(p.request_path("m", false), "/v1/chat/completions");
-        let p = provider("providers: [{id: o, kind: openai, base_url: 'https://openrouter.ai/api/v1/'}]");
+        let p = provider(
+            "providers: [{id: o, kind: openai, base_url: 'https://openrouter.ai/api/v1/'}]",
+        );
         assert_eq!(p.request_path("m", true), "/api/v1/chat/completions");
         assert_eq!(p.models_path(), "/api/v1/models");
-        let p = provider("providers: [{id: o, kind: openai, wire_api: responses, base_url: 'http://h'}]");
+        let p = provider(
+            "providers: [{id: o, kind: openai, wire_api: responses, base_url: 'http://h'}]",
+        );
         assert_eq!(p.request_path("m", false), "/v1/responses");
-        let p = provider("providers: [{id: a, kind: anthropic, base_url: 'https://api.anthropic.com'}]");
+        let p = provider(
+            "providers: [{id: a, kind: anthropic, base_url: 'https://api.anthropic.com'}]",
+        );
         assert_eq!(p.request_path("m", true), "/v1/messages");
         let p = provider("providers: [{id: g, kind: gemini, base_url: 'https://generativelanguage.googleapis.com'}]");
-        assert_eq!(p.request_path("gemini-2.5-flash", false), "/v1beta/models/gemini-2.5-flash:generateContent");
+        assert_eq!(
+            p.request_path("gemini-2.5-flash", false),
+            "/v1beta/models/gemini-2.5-flash:generateContent"
+        );
         assert_eq!(
             p.request_path("gemini-2.5-flash", true),
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
@@ -233,8 +253,12 @@ mod tests {
 
     #[test]
     fn keys_rotate_and_cool_down() {
-        let p = provider("providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b, c]}]");
-        let picks: Vec<_> = (0..3).map(|_| p.pick_key(None, &[]).unwrap().unwrap()).collect();
+        let p = provider(
+            "providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b, c]}]",
+        );
+        let picks: Vec<_> = (0..3)
+            .map(|_| p.pick_key(None, &[]).unwrap().unwrap())
+            .collect();
         let mut sorted = picks.clone();
         sorted.sort();
         assert_eq!(sorted, [0, 1, 2], "each key used once per round: {picks:?}");

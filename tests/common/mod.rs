@@ -132,7 +132,9 @@ impl Drop for MockProvider {
 
 impl MockProvider {
     /// Starts a mock; `handler` gets each request and its 0-based number.
-    pub async fn start(handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> MockProvider {
+    pub async fn start(
+        handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> MockProvider {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -141,7 +143,9 @@ impl MockProvider {
         let (reqs, canc) = (requests.clone(), cancelled.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let (h, r, c) = (handler.clone(), reqs.clone(), canc.clone());
                 tokio::spawn(async move {
                     let _ = serve_conn(sock, h, r, c).await;
@@ -170,7 +174,12 @@ impl MockProvider {
     }
 
     pub fn last(&self) -> Recorded {
-        self.requests.lock().unwrap().last().cloned().expect("the mock got a request")
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the mock got a request")
     }
 }
 

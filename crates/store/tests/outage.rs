@@ -23,7 +23,7 @@ fn binding(id: &str, provider: &str) -> SessionBinding {
 fn metric(name: &str) -> f64 {
     prometheus::gather()
         .iter()
-        .find(|family| family.get_name() == name)
+        .find(|family| family.name() == name)
         .and_then(|family| family.get_metric().first().cloned())
         .map(|m| {
             if m.get_counter().is_some() {

@@ -1,0 +1,351 @@
+//! Shared state through the real binary: rate limits, session stickiness,
+//! context snippets; the same behaviour on the embedded store and on Redis,
+//! two replicas on one Redis acting as one, and Redis outages.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use apiproxy_store::testing::RedisServer;
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-secret-1";
+
+/// Config body: two openai-kind upstreams behind logical model `duo`, keys
+/// alice (rpm 5) and bob (tpm 15), optional Redis.
+fn config(a: &MockProvider, b: &MockProvider, redis: Option<&str>) -> String {
+    let store = redis
+        .map(|url| {
+            format!(
+                "store:\n  redis_url: {url}\n  key_prefix: \"t{}:\"\n",
+                std::process::id()
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{store}auth:\n  keys:\n    - {{ name: alice, key: alice-key, rpm: 5 }}\n    - {{ name: bob, key: bob-key, tpm: 15 }}\n    - {{ name: carol, key: carol-key }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: a, kind: openai, base_url: \"{}\", api_keys: [ka] }}\n  - {{ id: b, kind: openai, base_url: \"{}\", api_keys: [kb] }}\nmodels:\n  - name: duo\n    upstreams: [{{ provider: a, model: ma }}, {{ provider: b, model: mb }}]\n",
+        a.base_url(),
+        b.base_url()
+    )
+}
+
+async fn mocks() -> (MockProvider, MockProvider) {
+    (
+        MockProvider::always(Reply::json(200, openai_completion("ma", "answer from a"))).await,
+        MockProvider::always(Reply::json(200, openai_completion("mb", "answer from b"))).await,
+    )
+}
+
+async fn chat(gw: &Gateway, key: &str, session: Option<&str>, text: &str) -> reqwest::Response {
+    let mut r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(key)
+        .header("x-debug", "true");
+    if let Some(s) = session {
+        r = r.header("x-session-id", s);
+    }
+    r.json(&json!({"model": "duo", "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// The sixth request of alice within a minute is refused, whichever
+/// gateway of `gws` gets it.
+async fn rpm_limit_holds(gws: &[&Gateway]) {
+    for i in 0..5 {
+        let r = chat(gws[i % gws.len()], "alice-key", None, "hi").await;
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["x-ratelimit-limit-requests"], "5");
+        assert_eq!(
+            r.headers()["x-ratelimit-remaining-requests"],
+            (4 - i).to_string().as_str()
+        );
+    }
+    let r = chat(gws[5 % gws.len()], "alice-key", None, "hi").await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "0");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    // Another key is not affected.
+    assert_eq!(chat(gws[0], "carol-key", None, "hi").await.status(), 200);
+}
+
+/// bob's tpm of 15: each answer reports 10 tokens, so the third request is refused.
+async fn tpm_limit_counts_reported_usage(gws: &[&Gateway]) {
+    assert_eq!(chat(gws[0], "bob-key", None, "hi").await.status(), 200);
+    // Tokens are added in the logging phase, right after the response.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = chat(gws[gws.len() - 1], "bob-key", None, "hi").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "15");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = chat(gws[0], "bob-key", None, "hi").await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+/// A session sticks to the upstream that served it first, on every replica.
+async fn sessions_stick(gws: &[&Gateway], sid: &str) -> String {
+    let first = chat(gws[0], "carol-key", Some(sid), "first question").await;
+    assert_eq!(first.status(), 200);
+    let provider = first.headers()["x-debug-provider"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..8 {
+        let r = chat(gws[i % gws.len()], "carol-key", Some(sid), &format!("q{i}")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["x-debug-provider"],
+            provider.as_str(),
+            "request {i} of the session"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let b: Value = client()
+        .get(format!(
+            "{}/routing/sessions/{sid}",
+            gws[gws.len() - 1].url()
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["conversation_id"], sid);
+    assert_eq!(b["logical_model"], "duo");
+    assert_eq!(b["provider_id"], provider.as_str());
+    assert_eq!(b["message_count"], 9);
+    provider
+}
+
+async fn context_is_kept_for_its_key(gw: &Gateway, sid: &str) {
+    let url = format!("{}/context/{sid}", gw.url());
+    let v: Value = client()
+        .get(&url)
+        .bearer_auth("carol-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let history = v["history"].as_array().unwrap();
+    assert_eq!(v["session_id"], sid);
+    assert_eq!(history.len(), 9);
+    // Newest first.
+    assert_eq!(history[0]["request"]["message"]["content"], "q7");
+    assert!(history[0]["response"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("answer from"));
+    assert_eq!(
+        history[8]["request"]["message"]["content"],
+        "first question"
+    );
+    // Another client key may not read it; an admin may.
+    let r = client()
+        .get(&url)
+        .bearer_auth("bob-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client().get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // An unknown session has an empty history.
+    let v: Value = client()
+        .get(format!("{}/context/nobody", gw.url()))
+        .bearer_auth("carol-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["history"], json!([]));
+}
+
+async fn sessions_can_be_released(gw: &Gateway, sid: &str) {
+    let url = format!("{}/routing/sessions/{sid}", gw.url());
+    let r = client()
+        .delete(&url)
+        .bearer_auth("carol-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a client key cannot use admin endpoints");
+    let r = client()
+        .delete(&url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = client()
+        .delete(&url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client().get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn embedded_store_behaviour() {
+    let (a, b) = mocks().await;
+    let gw = Gateway::start(&config(&a, &b, None)).await;
+    rpm_limit_holds(&[&gw]).await;
+    tpm_limit_counts_reported_usage(&[&gw]).await;
+    sessions_stick(&[&gw], "s-embedded").await;
+    context_is_kept_for_its_key(&gw, "s-embedded").await;
+    sessions_can_be_released(&gw, "s-embedded").await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_act_as_one() {
+    let redis = RedisServer::start();
+    let (a, b) = mocks().await;
+    let cfg = config(&a, &b, Some(&redis.url));
+    let gw1 = Gateway::start(&cfg).await;
+    let gw2 = Gateway::start(&cfg).await;
+    rpm_limit_holds(&[&gw1, &gw2]).await;
+    tpm_limit_counts_reported_usage(&[&gw1, &gw2]).await;
+    sessions_stick(&[&gw1, &gw2], "s-redis").await;
+    context_is_kept_for_its_key(&gw2, "s-redis").await;
+    sessions_can_be_released(&gw1, "s-redis").await;
+}
+
+#[tokio::test]
+async fn a_session_moves_when_its_upstream_fails() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Each mock answers 503 once its flag is set.
+    let down = [
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    ];
+    let mock = |flag: Arc<AtomicBool>, model: &'static str| {
+        MockProvider::start(move |_, _| {
+            if flag.load(Ordering::Relaxed) {
+                Reply::json(503, r#"{"error":{"message":"down"}}"#)
+            } else {
+                Reply::json(200, openai_completion(model, "ok"))
+            }
+        })
+    };
+    let a = mock(down[0].clone(), "ma").await;
+    let b = mock(down[1].clone(), "mb").await;
+    let gw = Gateway::start(&config(&a, &b, None)).await;
+    let first = chat(&gw, "carol-key", Some("s-move"), "hi").await;
+    let served = first.headers()["x-debug-provider"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(first);
+    let (i, other) = if served == "a" { (0, "b") } else { (1, "a") };
+    down[i].store(true, Ordering::Relaxed);
+    let r = chat(&gw, "carol-key", Some("s-move"), "again").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-debug-provider"], other);
+    // The binding followed; it stays there once the first upstream is back.
+    down[i].store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v: Value = client()
+        .get(format!("{}/routing/sessions/s-move", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["provider_id"], other);
+    let r = chat(&gw, "carol-key", Some("s-move"), "third").await;
+    assert_eq!(r.headers()["x-debug-provider"], other);
+}
+
+#[tokio::test]
+async fn requests_survive_a_redis_outage_and_sharing_resumes() {
+    let mut redis = RedisServer::start();
+    let (a, b) = mocks().await;
+    let cfg = config(&a, &b, Some(&redis.url));
+    let gw1 = Gateway::start(&cfg).await;
+    let gw2 = Gateway::start(&cfg).await;
+    assert_eq!(chat(&gw1, "carol-key", None, "hi").await.status(), 200);
+
+    redis.stop();
+    for i in 0..6 {
+        let started = Instant::now();
+        let r = chat(
+            if i % 2 == 0 { &gw1 } else { &gw2 },
+            "carol-key",
+            Some("s-outage"),
+            "hi",
+        )
+        .await;
+        assert_eq!(r.status(), 200, "request {i} with Redis down");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no request waits on a dead Redis"
+        );
+    }
+    let m = gw1.metrics_until("apiproxy_store_redis_up 0").await;
+    assert!(m.contains("apiproxy_store_redis_up 0"), "{m}");
+
+    redis.restart();
+    // Once both replicas are back on Redis, alice's rpm is shared again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let up1 = gw1.metrics().await.contains("apiproxy_store_redis_up 1");
+        let up2 = gw2.metrics().await.contains("apiproxy_store_redis_up 1");
+        if up1 && up2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not reconnect to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rpm_limit_holds(&[&gw1, &gw2]).await;
+}
+
+#[tokio::test]
+async fn redis_unreachable_at_start_still_serves() {
+    let (a, b) = mocks().await;
+    let dead = format!("redis://127.0.0.1:{}/0", free_port());
+    let gw = Gateway::start(&config(&a, &b, Some(&dead))).await;
+    let started = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(
+            chat(&gw, "alice-key", Some("s-dead"), "hi").await.status(),
+            200
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let log = gw.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.to_lowercase().contains("redis"))
+        .count();
+    assert!(
+        warnings <= 2,
+        "one warning per minute, not per request:\n{log}"
+    );
+}
