@@ -681,3 +681,122 @@ async fn the_default_config_starts_without_provider_keys() {
     let r = post(&gw, json!({"model": "fast", "messages": []})).await;
     assert_eq!(r.status(), 503, "no provider is enabled");
 }
+
+/// A CA and a certificate for `localhost` signed by it, made with the
+/// openssl command line.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=apiproxy test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[tokio::test]
+async fn https_upstream_by_hostname_with_sni_and_certificate_checks() {
+    let dir = TempDir::new();
+    make_certs(&dir.0);
+    let up = MockProvider::start_tls(&dir.0.join("leaf.pem"), &dir.0.join("leaf.key"), |_, _| {
+        Reply::json(200, openai_completion("m", "over tls"))
+    })
+    .await;
+    let ca = dir.0.join("ca.pem");
+    let gw = Gateway::start(&format!(
+        "providers:\n  - {{ id: tls, kind: openai, base_url: \"https://localhost:{port}\", ca_file: \"{ca}\" }}\n  - {{ id: untrusted, kind: openai, base_url: \"https://localhost:{port}\", connect_timeout_ms: 2000 }}\n",
+        port = up.port,
+        ca = ca.display()
+    ))
+    .await;
+    let r = post(&gw, json!({"model": "tls/m", "messages": []})).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "over tls");
+    assert_eq!(
+        up.sni.lock().unwrap().first().map(String::as_str),
+        Some("localhost")
+    );
+    assert_eq!(
+        up.last().header("host"),
+        Some(format!("localhost:{}", up.port).as_str())
+    );
+
+    // Without the private CA the certificate is refused: no request is sent.
+    let before = up.count();
+    let r = post(&gw, json!({"model": "untrusted/m", "messages": []})).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("untrusted/m: connect failed"),
+        "{v}"
+    );
+    assert_eq!(up.count(), before);
+
+    // -t reports an unreadable CA file by key path.
+    let bad = dir.0.join("bad.yaml");
+    std::fs::write(&bad, "providers:\n  - { id: x, kind: openai, base_url: \"https://h\", ca_file: /nonexistent.pem }\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("providers[0].ca_file: cannot read"));
+}

@@ -192,6 +192,8 @@ pub struct ProviderConfig {
     pub read_timeout: Duration,
     pub headers: Vec<(String, String)>,
     pub pricing: HashMap<String, Price>,
+    /// Extra trusted CAs for this provider's TLS certificate.
+    pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
     /// False when keys were configured but all of them are empty.
     pub enabled: bool,
 }
@@ -331,6 +333,17 @@ fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
         port,
         path: u.path().trim_end_matches('/').to_owned(),
     })
+}
+
+/// Reads a PEM file of one or more CA certificates.
+fn load_ca(path: &str) -> Result<pingora::protocols::tls::CaType, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("{path}: not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: no certificate in it"));
+    }
+    Ok(certs.into_boxed_slice())
 }
 
 fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
@@ -577,6 +590,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 problems.push(format!("{at}.models[{j}]: must not be empty"));
             }
         }
+        let ca = p.ca_file.as_deref().and_then(|path| match load_ca(path) {
+            Ok(ca) => Some(std::sync::Arc::new(ca)),
+            Err(e) => {
+                problems.push(format!("{at}.ca_file: {e}"));
+                None
+            }
+        });
         let configured_keys = !p.api_keys.is_empty();
         let api_keys: Vec<String> = p.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
         if problems.len() > before {
@@ -595,6 +615,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(5_000)),
             read_timeout: Duration::from_millis(p.read_timeout_ms.unwrap_or(60_000)),
             headers: p.headers.into_iter().collect(),
+            ca,
             pricing: p
                 .pricing
                 .into_iter()

@@ -134,6 +134,9 @@ pub struct RawProvider {
     pub retryable_status: Option<String>,
     pub connect_timeout_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,
+    /// PEM file of the CA(s) that sign this provider's certificate (a private
+    /// endpoint); absent: the system's trust store.
+    pub ca_file: Option<String>,
     /// Extra headers sent upstream (e.g. OpenRouter's `HTTP-Referer`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -29,18 +29,19 @@ pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    if host.eq_ignore_ascii_case("localhost") {
-        return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
-    }
     if let Some(&(ip, at)) = CACHE.read().get(host) {
         if at.elapsed() < CACHE_FOR {
             return Ok(SocketAddr::new(ip, port));
         }
     }
-    let answer = RESOLVER
-        .lookup_ip(host)
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let answer = match RESOLVER.lookup_ip(host).await {
+        Ok(a) => a,
+        // A machine without a hosts entry for it still knows localhost.
+        Err(_) if host.eq_ignore_ascii_case("localhost") => {
+            return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port))
+        }
+        Err(e) => return Err(format!("cannot resolve {host}: {e}")),
+    };
     // Prefer IPv4: many hosts publish AAAA records this machine cannot route.
     let ip = answer
         .iter()

@@ -114,6 +114,9 @@ async fn peer_for(provider: &Provider) -> Result<HttpPeer, SendError> {
         .await
         .map_err(SendError::Connect)?;
     let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
+    // Pool connections per provider: two providers on one address may trust
+    // different CAs, and the pool key does not include the CA.
+    peer.group_key = provider.pool_key;
     let o = &mut peer.options;
     o.connection_timeout = Some(provider.config.connect_timeout);
     o.total_connection_timeout =
@@ -121,6 +124,7 @@ async fn peer_for(provider: &Provider) -> Result<HttpPeer, SendError> {
     o.read_timeout = Some(provider.config.read_timeout);
     o.write_timeout = Some(provider.config.read_timeout);
     o.idle_timeout = Some(POOL_IDLE);
+    o.ca.clone_from(&provider.config.ca);
     Ok(peer)
 }
 

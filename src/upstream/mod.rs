@@ -33,6 +33,8 @@ pub struct Provider {
     pub health: Health,
     /// The model list fetched from the provider (when not configured).
     pub catalog: ArcSwapOption<Vec<String>>,
+    /// Keeps this provider's pooled connections apart from other providers'.
+    pub pool_key: u64,
 }
 
 /// What routing knows of a provider's recent behaviour.
@@ -84,11 +86,18 @@ impl Provider {
     pub fn new(config: ProviderConfig) -> Self {
         let key_cooldown = config.api_keys.iter().map(|_| AtomicU64::new(0)).collect();
         Provider {
-            config,
             key_cooldown,
             next_key: AtomicUsize::new(0),
             health: Health::default(),
             catalog: ArcSwapOption::empty(),
+            pool_key: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                config.id.hash(&mut h);
+                config.ca.is_some().hash(&mut h);
+                h.finish()
+            },
+            config,
         }
     }
 

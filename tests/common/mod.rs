@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
@@ -121,6 +121,8 @@ pub struct MockProvider {
     /// Connections that ended before the response was complete because the
     /// peer (the gateway) closed them.
     pub cancelled: Arc<Mutex<usize>>,
+    /// Server names the TLS clients asked for (TLS mocks only).
+    pub sni: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -156,6 +158,57 @@ impl MockProvider {
             port,
             requests,
             cancelled,
+            sni: Default::default(),
+            task,
+        }
+    }
+
+    /// A mock speaking HTTPS with `cert`/`key` (PEM files).
+    pub async fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> MockProvider {
+        use openssl::ssl::{NameType, Ssl, SslAcceptor, SslFiletype, SslMethod};
+        let mut b = SslAcceptor::mozilla_intermediate(SslMethod::tls()).expect("acceptor");
+        b.set_private_key_file(key, SslFiletype::PEM).expect("key");
+        b.set_certificate_chain_file(cert).expect("cert");
+        let acceptor = b.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let cancelled = Arc::new(Mutex::new(0));
+        let sni: Arc<Mutex<Vec<String>>> = Default::default();
+        let handler: Handler = Arc::new(handler);
+        let (reqs, canc, names) = (requests.clone(), cancelled.clone(), sni.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (h, r, c, n) = (handler.clone(), reqs.clone(), canc.clone(), names.clone());
+                let Ok(ssl) = Ssl::new(acceptor.context()) else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, sock) else {
+                        return;
+                    };
+                    if std::pin::Pin::new(&mut tls).accept().await.is_err() {
+                        return;
+                    }
+                    if let Some(name) = tls.ssl().servername(NameType::HOST_NAME) {
+                        n.lock().unwrap().push(name.to_owned());
+                    }
+                    let _ = serve_conn(tls, h, r, c).await;
+                });
+            }
+        });
+        MockProvider {
+            port,
+            requests,
+            cancelled,
+            sni,
             task,
         }
     }
@@ -183,7 +236,7 @@ impl MockProvider {
     }
 }
 
-async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
+async fn read_request<S: AsyncRead + Unpin>(sock: &mut S, buf: &mut Vec<u8>) -> Option<Recorded> {
     loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
@@ -231,8 +284,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-async fn serve_conn(
-    mut sock: TcpStream,
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
     handler: Handler,
     reqs: Arc<Mutex<Vec<Recorded>>>,
     cancelled: Arc<Mutex<usize>>,
