@@ -2157,15 +2157,7 @@ impl StreamEncode for StreamEncoder {
             }
             StreamEvent::Usage(u) => self.usage = Some(*u),
             StreamEvent::Finish { reason } => self.finish = Some(reason.clone()),
-            StreamEvent::Error { message } => {
-                crate::error::stream_error_event(
-                    crate::Format::OpenAiResponses,
-                    None,
-                    message,
-                    out,
-                );
-                self.done = true;
-            }
+            StreamEvent::Error { message } => self.fail(None, message, out),
         }
     }
 
@@ -2192,11 +2184,13 @@ impl StreamEncode for StreamEncoder {
         );
     }
 
-    fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut) {
+    /// Responses error events carry no HTTP status.
+    fn fail(&mut self, _status: Option<u16>, message: &str, out: &mut BytesMut) {
         if self.done {
             return;
         }
         self.done = true;
-        crate::error::stream_error_event(crate::Format::OpenAiResponses, status, message, out);
+        let seq = self.next_seq();
+        crate::error::responses_error_event(message, Some(seq), out);
     }
 }
