@@ -319,6 +319,7 @@ fn check_stream_round_trip(client: Format, provider: Format, a: &Answer, seed: u
     check_stream_shape(client, &bytes, false);
     let (got, errors) = assemble(&decode_client_stream(client, &bytes, seed));
     assert!(errors.is_empty(), "{c}: errors {errors:?}");
+    if std::env::var("MATRIX_DEBUG").is_ok() { eprintln!("{c}: {got:?}\n{}", String::from_utf8_lossy(&bytes)); }
     got.assert_matches(&a.expected(provider, client), &format!("{c} (stream)"));
 }
 
@@ -492,5 +493,164 @@ proptest! {
             read_body(client, &body).assert_matches(&a.expected(provider, client), &c);
             check_stream_round_trip(client, provider, &a, seed);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Edge cases across the matrix
+// ---------------------------------------------------------------------------
+
+/// Two parallel calls of the same function and their two results, as each
+/// client writes them (Gemini: no ids, paired by name and order).
+fn parallel_history(client: Format) -> Value {
+    let call = |id: &str, city: &str| (id.to_owned(), json!({"city": city}));
+    let calls = [call("call_p1", "Paris"), call("call_p2", "Oslo")];
+    let results = [json!({"temp": 21}), json!({"temp": 3})];
+    match client {
+        Format::OpenAiChat => json!({"model": "m", "messages": [
+            {"role": "user", "content": "Weather in Paris and Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": calls.iter().map(|(id, a)|
+                json!({"id": id, "type": "function", "function": {"name": "get_weather", "arguments": a.to_string()}})).collect::<Vec<_>>()},
+            {"role": "tool", "tool_call_id": "call_p1", "content": results[0].to_string()},
+            {"role": "tool", "tool_call_id": "call_p2", "content": results[1].to_string()}]}),
+        Format::OpenAiResponses => {
+            let mut input = vec![json!({"role": "user", "content": "Weather in Paris and Oslo?"})];
+            for (id, a) in &calls {
+                input.push(json!({"type": "function_call", "call_id": id, "name": "get_weather", "arguments": a.to_string()}));
+            }
+            for ((id, _), r) in calls.iter().zip(&results) {
+                input.push(json!({"type": "function_call_output", "call_id": id, "output": r.to_string()}));
+            }
+            json!({"model": "m", "input": input})
+        }
+        Format::Anthropic => json!({"model": "m", "max_tokens": 100, "messages": [
+            {"role": "user", "content": "Weather in Paris and Oslo?"},
+            {"role": "assistant", "content": calls.iter().map(|(id, a)|
+                json!({"type": "tool_use", "id": id, "name": "get_weather", "input": a})).collect::<Vec<_>>()},
+            {"role": "user", "content": calls.iter().zip(&results).map(|((id, _), r)|
+                json!({"type": "tool_result", "tool_use_id": id, "content": r.to_string()})).collect::<Vec<_>>()}]}),
+        Format::Gemini => json!({"contents": [
+            {"role": "user", "parts": [{"text": "Weather in Paris and Oslo?"}]},
+            {"role": "model", "parts": calls.iter().map(|(_, a)|
+                json!({"functionCall": {"name": "get_weather", "args": a}})).collect::<Vec<_>>()},
+            {"role": "user", "parts": results.iter().map(|r|
+                json!({"functionResponse": {"name": "get_weather", "response": r}})).collect::<Vec<_>>()}]}),
+    }
+}
+
+#[test]
+fn parallel_tool_results_pair_with_their_calls() {
+    for (client, provider) in pairs() {
+        let c = ctx(client, provider);
+        let mut req = decode_request(client, parallel_history(client))
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+        req.model = "upstream-model".into();
+        let body = encode_request(provider, &req).unwrap_or_else(|e| panic!("{c}: {e}"));
+        let view = provider_view(provider, &body);
+        let calls: Vec<(String, Value)> = view
+            .items
+            .iter()
+            .filter_map(|(_, it)| match it {
+                Item::Call { id, args, .. } => Some((id.clone(), args["city"].clone())),
+                _ => None,
+            })
+            .collect();
+        let results: Vec<(String, Value)> = view
+            .items
+            .iter()
+            .filter_map(|(_, it)| match it {
+                Item::Result { id, output, .. } => Some((id.clone(), output["temp"].clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(calls.len(), 2, "{c}: {:?}", view.items);
+        assert_eq!(results.len(), 2, "{c}: {:?}", view.items);
+        assert_ne!(calls[0].0, calls[1].0, "{c}: distinct call ids");
+        // Paris (21°) and Oslo (3°) answer their own calls.
+        let temp_of = |id: &str| results.iter().find(|(r, _)| r == id).map(|(_, t)| t.clone());
+        assert_eq!(temp_of(&calls[0].0), Some(json!(21)), "{c}: {calls:?} {results:?}");
+        assert_eq!(temp_of(&calls[1].0), Some(json!(3)), "{c}: {calls:?} {results:?}");
+        assert_eq!(calls[0].1, "Paris", "{c}");
+        if client != Format::Gemini {
+            assert_eq!(calls[0].0, "call_p1", "{c}");
+        }
+    }
+}
+
+/// A previous answer's signed thinking, replayed by each client, reaches
+/// the provider that can use it and is dropped by the others.
+#[test]
+fn replayed_thinking_signatures() {
+    let sig = "EqQBCkYIARgCsig";
+    for client in [Format::Anthropic, Format::Gemini, Format::OpenAiResponses] {
+        let body = match client {
+            Format::Anthropic => json!({"model": "m", "max_tokens": 100, "messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Need the tool.", "signature": sig},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]}),
+            Format::Gemini => json!({"contents": [
+                {"role": "user", "parts": [{"text": "Weather?"}]},
+                {"role": "model", "parts": [
+                    {"text": "Need the tool.", "thought": true},
+                    {"functionCall": {"name": "get_weather", "args": {}}, "thoughtSignature": sig}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"r": "sunny"}}}]}]}),
+            _ => json!({"model": "m", "input": [
+                {"role": "user", "content": "Weather?"},
+                {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Need the tool."}], "encrypted_content": sig},
+                {"type": "function_call", "call_id": "toolu_1", "name": "get_weather", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "toolu_1", "output": "sunny"}]}),
+        };
+        let mut req = decode_request(client, body).unwrap_or_else(|e| panic!("{e}"));
+        req.model = "gemini-3-pro-preview".into();
+        for provider in FORMATS {
+            let c = ctx(client, provider);
+            let out: Value = serde_json::from_slice(
+                &encode_request(provider, &req).unwrap_or_else(|e| panic!("{c}: {e}")),
+            )
+            .unwrap_or_default();
+            let text = out.to_string();
+            match provider {
+                Format::Anthropic => {
+                    let block = &out["messages"][1]["content"][0];
+                    assert_eq!(block["type"], "thinking", "{c}: {out}");
+                    assert_eq!(block["signature"], sig, "{c}");
+                    assert_eq!(out["messages"][1]["content"][1]["type"], "tool_use", "{c}");
+                }
+                Format::Gemini => {
+                    // Gemini 3 needs the signature on the call it preceded.
+                    let parts = &out["contents"][1]["parts"];
+                    let call = parts
+                        .as_array()
+                        .and_then(|p| p.iter().find(|p| p["functionCall"].is_object()))
+                        .cloned()
+                        .unwrap_or_default();
+                    assert_eq!(call["thoughtSignature"], sig, "{c}: {parts}");
+                }
+                // OpenAI formats cannot take foreign reasoning back.
+                _ => assert!(!text.contains(sig), "{c}: {text}"),
+            }
+        }
+    }
+}
+
+/// Gemini reports the prompt size on its first chunk: an Anthropic client
+/// must see it in `message_start`, as Anthropic itself sends it.
+#[test]
+fn input_tokens_known_up_front_reach_message_start() {
+    let a = sample_answer();
+    for provider in [Format::Anthropic, Format::Gemini] {
+        let bytes = translate_stream(provider, Format::Anthropic, &provider_stream(provider, &a), 3, None);
+        let events = parse_sse(&bytes, 3);
+        let start: Value = serde_json::from_str(&events[0].data).unwrap_or_default();
+        assert_eq!(start["type"], "message_start");
+        let u = &start["message"]["usage"];
+        assert_eq!(
+            (u["input_tokens"].as_u64(), u["cache_read_input_tokens"].as_u64()),
+            (Some(200), Some(1000)),
+            "{}: {u}",
+            provider.as_str()
+        );
     }
 }

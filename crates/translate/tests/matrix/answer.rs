@@ -598,7 +598,8 @@ fn gemini_stream(a: &Answer) -> String {
             "modelVersion": "gemini-2.5-flash", "responseId": "gem-resp-1"})
     };
     // Gemini repeats the prompt count on every chunk; the full counts come last.
-    let early = json!({"promptTokenCount": a.usage.input, "totalTokenCount": a.usage.input});
+    let early = json!({"promptTokenCount": a.usage.input,
+        "cachedContentTokenCount": a.usage.cached, "totalTokenCount": a.usage.input});
     for (k, t) in a.thinking.iter().enumerate() {
         let sig = a.signature.as_ref().filter(|_| k + 1 == a.thinking.len());
         data(&mut out, &chunk(vec![gemini_thought(t, sig)], None, early.clone()));
