@@ -732,6 +732,16 @@ fn effort_for_budget(budget: u64) -> &'static str {
     }
 }
 
+/// A call's arguments as clients parse them: JSON text, never empty (a call
+/// whose upstream sent no arguments takes none: `{}`).
+fn args_or_empty_object(arguments: &str) -> &str {
+    if arguments.trim().is_empty() {
+        "{}"
+    } else {
+        arguments
+    }
+}
+
 /// The Responses API refuses `max_output_tokens` below 16.
 const MIN_OUTPUT_TOKENS: u64 = 16;
 
@@ -1274,7 +1284,7 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
                 id,
                 call_id,
                 name,
-                arguments,
+                arguments: args_or_empty_object(arguments),
                 status: "completed",
             },
         })
@@ -1681,7 +1691,11 @@ impl Item {
                 id,
                 call_id,
                 name,
-                arguments: if done { arguments } else { "" },
+                arguments: if done {
+                    args_or_empty_object(arguments)
+                } else {
+                    ""
+                },
                 status,
             },
         }
@@ -1919,7 +1933,7 @@ impl StreamEncoder {
                         sequence_number: next(),
                         item_id,
                         output_index,
-                        arguments: Some(arguments),
+                        arguments: Some(args_or_empty_object(arguments)),
                         ..EvOut::default()
                     },
                 );

@@ -317,9 +317,8 @@ fn check_stream_round_trip(client: Format, provider: Format, a: &Answer, seed: u
     let c = ctx(client, provider);
     let bytes = translate_stream(provider, client, &provider_stream(provider, a), seed, None);
     check_stream_shape(client, &bytes, false);
-    let (got, errors) = assemble(&decode_client_stream(client, &bytes, seed));
+    let (got, errors) = assemble(client, &decode_client_stream(client, &bytes, seed));
     assert!(errors.is_empty(), "{c}: errors {errors:?}");
-    if std::env::var("MATRIX_DEBUG").is_ok() { eprintln!("{c}: {got:?}\n{}", String::from_utf8_lossy(&bytes)); }
     got.assert_matches(&a.expected(provider, client), &format!("{c} (stream)"));
 }
 
@@ -354,10 +353,25 @@ fn failing_streams_end_with_one_error_in_the_client_shape() {
             let c = format!("{} (fail after {fail_after})", ctx(client, provider));
             let bytes = translate_stream(provider, client, &transcript, 5, Some(fail_after));
             check_stream_shape(client, &bytes, true);
-            let (_, errors) = assemble(&decode_client_stream(client, &bytes, 5));
+            let (_, errors) = assemble(client, &decode_client_stream(client, &bytes, 5));
             assert_eq!(errors.len(), 1, "{c}: {errors:?}");
             assert!(errors[0].contains("upstream went away"), "{c}: {errors:?}");
         }
+    }
+}
+
+/// A call that streams no argument text (a function without parameters)
+/// reaches every client as `{}`: OpenAI SDKs parse the accumulated
+/// arguments, and `""` is not JSON.
+#[test]
+fn calls_without_arguments_reach_clients_as_empty_objects() {
+    let mut a = sample_answer();
+    a.calls[1].args.clear();
+    for (client, provider) in pairs() {
+        let c = ctx(client, provider);
+        let got = read_body(client, &translate_body(provider, client, &a));
+        got.assert_matches(&a.expected(provider, client), &c);
+        check_stream_round_trip(client, provider, &a, 4);
     }
 }
 
@@ -391,7 +405,7 @@ fn upstream_stream_errors_reach_every_client_once() {
         let transcript = format!("{cut}{}", provider_error_event(provider));
         let bytes = translate_stream(provider, client, &transcript, 9, None);
         check_stream_shape(client, &bytes, true);
-        let (_, errors) = assemble(&decode_client_stream(client, &bytes, 9));
+        let (_, errors) = assemble(client, &decode_client_stream(client, &bytes, 9));
         assert_eq!(errors.len(), 1, "{c}: {errors:?}");
         assert!(errors[0].contains("overloaded"), "{c}: {errors:?}");
     }
@@ -444,7 +458,10 @@ fn arb_args() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn arb_answer() -> impl Strategy<Value = Answer> {
-    let calls = prop::collection::vec(("[a-z][a-z_]{0,10}", arb_args()), 0..3);
+    // Some calls stream no argument text at all (a function without
+    // parameters).
+    let args = prop_oneof![4 => arb_args(), 1 => Just(Vec::new())];
+    let calls = prop::collection::vec(("[a-z][a-z_]{0,10}", args), 0..3);
     let usage = (0u64..200_000, 0u64..=100, 0u64..50_000, prop::option::of(0u64..=100));
     let end = prop_oneof![Just(End::Natural), Just(End::Length), Just(End::Filter)];
     (

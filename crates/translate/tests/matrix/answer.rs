@@ -18,8 +18,13 @@ impl Call {
         self.args.concat()
     }
 
+    /// The arguments object; no argument text at all means `{}`.
     pub fn args_value(&self) -> Value {
-        serde_json::from_str(&self.args_text()).unwrap_or(Value::Null)
+        let text = self.args_text();
+        if text.is_empty() {
+            return json!({});
+        }
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 }
 

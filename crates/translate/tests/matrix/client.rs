@@ -238,8 +238,11 @@ pub fn parse_sse(bytes: &[u8], seed: u64) -> Vec<SseEvent> {
     evs
 }
 
-/// Neutral events → the answer they describe (what an SDK assembles).
-pub fn assemble(events: &[StreamEvent]) -> (View, Vec<String>) {
+/// Neutral events → the answer they describe (what an SDK assembles). A
+/// call with no argument text is `{}` only for Anthropic clients (their
+/// `tool_use` block starts with `input: {}`); OpenAI SDKs parse the
+/// accumulated text, so an empty one is an error.
+pub fn assemble(client: Format, events: &[StreamEvent]) -> (View, Vec<String>) {
     let mut view = empty_view();
     let mut errors = Vec::new();
     let mut calls: Vec<(u32, ViewCall, String)> = Vec::new();
@@ -289,8 +292,14 @@ pub fn assemble(events: &[StreamEvent]) -> (View, Vec<String>) {
     view.calls = calls
         .into_iter()
         .map(|(_, mut c, args)| {
-            c.args = serde_json::from_str(if args.trim().is_empty() { "{}" } else { &args })
-                .unwrap_or_else(|e| panic!("arguments {args:?} are not JSON: {e}"));
+            let args = if args.is_empty() && client == Format::Anthropic {
+                "{}".to_owned()
+            } else {
+                args
+            };
+            // Not JSON: a value no expected answer holds, so a comparison fails.
+            c.args = serde_json::from_str(&args)
+                .unwrap_or_else(|e| Value::String(format!("<not JSON: {args:?}: {e}>")));
             c
         })
         .collect();
