@@ -129,7 +129,8 @@ pub fn stream_error_event(fmt: Format, status: Option<u16>, message: &str, out: 
 /// stream's next `sequence_number` (the SDKs' `ResponseErrorEvent` has one);
 /// a relay that never numbered the stream passes `None`.
 pub fn responses_error_event(message: &str, sequence_number: Option<u64>, out: &mut BytesMut) {
-    let mut v = json!({"type": "error", "code": "upstream_error", "message": message, "param": null});
+    let mut v =
+        json!({"type": "error", "code": "upstream_error", "message": message, "param": null});
     if let Some(n) = sequence_number {
         v["sequence_number"] = json!(n);
     }

@@ -39,7 +39,11 @@ fn pairs() -> impl Iterator<Item = (Format, Format)> {
 }
 
 fn ctx(client: Format, provider: Format) -> String {
-    format!("{} client -> {} provider", client.as_str(), provider.as_str())
+    format!(
+        "{} client -> {} provider",
+        client.as_str(),
+        provider.as_str()
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -79,7 +83,11 @@ fn check_request(client: Format, provider: Format, v: Variant) {
     let c = ctx(client, provider);
     let view = translate_request(client, provider, v);
 
-    assert!(view.system.starts_with(request::SYSTEM), "{c}: system {:?}", view.system);
+    assert!(
+        view.system.starts_with(request::SYSTEM),
+        "{c}: system {:?}",
+        view.system
+    );
 
     // The tool call and its result pair up by id (and by name for Gemini).
     let call_id = view.items.iter().find_map(|(_, it)| match it {
@@ -95,7 +103,10 @@ fn check_request(client: Format, provider: Format, v: Variant) {
     let want = vec![
         ("user", Item::Text(request::ASK.into())),
         ("user", Item::ImageUrl(request::IMAGE_URL.into())),
-        ("user", Item::ImageData("image/png".into(), request::IMAGE_B64.into())),
+        (
+            "user",
+            Item::ImageData("image/png".into(), request::IMAGE_B64.into()),
+        ),
         ("assistant", Item::Text(request::SAID.into())),
         (
             "assistant",
@@ -120,22 +131,44 @@ fn check_request(client: Format, provider: Format, v: Variant) {
     let names: Vec<&str> = view.tools.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["get_weather", "get_time"], "{c}: tools");
     let city = &view.tools[0].1["properties"]["city"];
-    assert_eq!(city["type"], "string", "{c}: tool schema {:?}", view.tools[0].1);
-    assert_eq!(view.tool_choice.as_deref(), Some(v.choice.name()), "{c}: tool_choice");
+    assert_eq!(
+        city["type"], "string",
+        "{c}: tool schema {:?}",
+        view.tools[0].1
+    );
+    assert_eq!(
+        view.tool_choice.as_deref(),
+        Some(v.choice.name()),
+        "{c}: tool_choice"
+    );
     assert_eq!(view.max_tokens, Some(20000), "{c}: max tokens");
     // Anthropic refuses temperature with thinking on.
     let temperature = !(provider == Format::Anthropic && v.reasoning);
-    assert_eq!(view.temperature, temperature.then_some(0.5), "{c}: temperature");
+    assert_eq!(
+        view.temperature,
+        temperature.then_some(0.5),
+        "{c}: temperature"
+    );
     // Responses has no stop sequences.
     let stop = client != Format::OpenAiResponses && provider != Format::OpenAiResponses;
     let want_stop: Vec<String> = if stop { vec!["END".into()] } else { vec![] };
     assert_eq!(view.stop, want_stop, "{c}: stop");
     // Anthropic clients have no JSON mode.
-    assert_eq!(view.json_mode, client != Format::Anthropic, "{c}: JSON mode");
-    let reasoning = v.reasoning.then(|| expected_reasoning(client, provider).to_owned());
+    assert_eq!(
+        view.json_mode,
+        client != Format::Anthropic,
+        "{c}: JSON mode"
+    );
+    let reasoning = v
+        .reasoning
+        .then(|| expected_reasoning(client, provider).to_owned());
     assert_eq!(view.reasoning, reasoning, "{c}: reasoning");
     // Gemini streams by endpoint, not by a body flag.
-    assert_eq!(view.stream, v.stream && provider != Format::Gemini, "{c}: stream flag");
+    assert_eq!(
+        view.stream,
+        v.stream && provider != Format::Gemini,
+        "{c}: stream flag"
+    );
 }
 
 #[test]
@@ -295,7 +328,12 @@ fn translate_stream(
         enc.fail(Some(502), "upstream went away", &mut out);
         // Whatever the proxy does next adds nothing.
         enc.finish(&mut out);
-        enc.encode(&StreamEvent::TextDelta { text: "late".into() }, &mut out);
+        enc.encode(
+            &StreamEvent::TextDelta {
+                text: "late".into(),
+            },
+            &mut out,
+        );
         return out.to_vec();
     }
     enc.finish(&mut out);
@@ -462,7 +500,12 @@ fn arb_answer() -> impl Strategy<Value = Answer> {
     // parameters).
     let args = prop_oneof![4 => arb_args(), 1 => Just(Vec::new())];
     let calls = prop::collection::vec(("[a-z][a-z_]{0,10}", args), 0..3);
-    let usage = (0u64..200_000, 0u64..=100, 0u64..50_000, prop::option::of(0u64..=100));
+    let usage = (
+        0u64..200_000,
+        0u64..=100,
+        0u64..50_000,
+        prop::option::of(0u64..=100),
+    );
     let end = prop_oneof![Just(End::Natural), Just(End::Length), Just(End::Filter)];
     (
         prop::collection::vec(arb_text(), 0..3),
@@ -472,30 +515,32 @@ fn arb_answer() -> impl Strategy<Value = Answer> {
         usage,
         end,
     )
-        .prop_map(|(thinking, sig, text, calls, (input, cached_pct, output, r_pct), end)| {
-            let signature = sig.filter(|_| !thinking.is_empty());
-            Answer {
-                thinking,
-                signature,
-                text,
-                calls: calls
-                    .into_iter()
-                    .enumerate()
-                    .map(|(k, (name, args))| Call {
-                        id: format!("call_{k}x{}", name.len()),
-                        name,
-                        args,
-                    })
-                    .collect(),
-                usage: Tokens {
-                    input,
-                    cached: input * cached_pct / 100,
-                    output,
-                    reasoning: r_pct.map(|p| output * p / 100),
-                },
-                end,
-            }
-        })
+        .prop_map(
+            |(thinking, sig, text, calls, (input, cached_pct, output, r_pct), end)| {
+                let signature = sig.filter(|_| !thinking.is_empty());
+                Answer {
+                    thinking,
+                    signature,
+                    text,
+                    calls: calls
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, (name, args))| Call {
+                            id: format!("call_{k}x{}", name.len()),
+                            name,
+                            args,
+                        })
+                        .collect(),
+                    usage: Tokens {
+                        input,
+                        cached: input * cached_pct / 100,
+                        output,
+                        reasoning: r_pct.map(|p| output * p / 100),
+                    },
+                    end,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -536,7 +581,9 @@ fn parallel_history(client: Format) -> Value {
                 input.push(json!({"type": "function_call", "call_id": id, "name": "get_weather", "arguments": a.to_string()}));
             }
             for ((id, _), r) in calls.iter().zip(&results) {
-                input.push(json!({"type": "function_call_output", "call_id": id, "output": r.to_string()}));
+                input.push(
+                    json!({"type": "function_call_output", "call_id": id, "output": r.to_string()}),
+                );
             }
             json!({"model": "m", "input": input})
         }
@@ -559,8 +606,8 @@ fn parallel_history(client: Format) -> Value {
 fn parallel_tool_results_pair_with_their_calls() {
     for (client, provider) in pairs() {
         let c = ctx(client, provider);
-        let mut req = decode_request(client, parallel_history(client))
-            .unwrap_or_else(|e| panic!("{c}: {e}"));
+        let mut req =
+            decode_request(client, parallel_history(client)).unwrap_or_else(|e| panic!("{c}: {e}"));
         req.model = "upstream-model".into();
         let body = encode_request(provider, &req).unwrap_or_else(|e| panic!("{c}: {e}"));
         let view = provider_view(provider, &body);
@@ -584,9 +631,22 @@ fn parallel_tool_results_pair_with_their_calls() {
         assert_eq!(results.len(), 2, "{c}: {:?}", view.items);
         assert_ne!(calls[0].0, calls[1].0, "{c}: distinct call ids");
         // Paris (21°) and Oslo (3°) answer their own calls.
-        let temp_of = |id: &str| results.iter().find(|(r, _)| r == id).map(|(_, t)| t.clone());
-        assert_eq!(temp_of(&calls[0].0), Some(json!(21)), "{c}: {calls:?} {results:?}");
-        assert_eq!(temp_of(&calls[1].0), Some(json!(3)), "{c}: {calls:?} {results:?}");
+        let temp_of = |id: &str| {
+            results
+                .iter()
+                .find(|(r, _)| r == id)
+                .map(|(_, t)| t.clone())
+        };
+        assert_eq!(
+            temp_of(&calls[0].0),
+            Some(json!(21)),
+            "{c}: {calls:?} {results:?}"
+        );
+        assert_eq!(
+            temp_of(&calls[1].0),
+            Some(json!(3)),
+            "{c}: {calls:?} {results:?}"
+        );
         assert_eq!(calls[0].1, "Paris", "{c}");
         if client != Format::Gemini {
             assert_eq!(calls[0].0, "call_p1", "{c}");
@@ -658,13 +718,22 @@ fn replayed_thinking_signatures() {
 fn input_tokens_known_up_front_reach_message_start() {
     let a = sample_answer();
     for provider in [Format::Anthropic, Format::Gemini] {
-        let bytes = translate_stream(provider, Format::Anthropic, &provider_stream(provider, &a), 3, None);
+        let bytes = translate_stream(
+            provider,
+            Format::Anthropic,
+            &provider_stream(provider, &a),
+            3,
+            None,
+        );
         let events = parse_sse(&bytes, 3);
         let start: Value = serde_json::from_str(&events[0].data).unwrap_or_default();
         assert_eq!(start["type"], "message_start");
         let u = &start["message"]["usage"];
         assert_eq!(
-            (u["input_tokens"].as_u64(), u["cache_read_input_tokens"].as_u64()),
+            (
+                u["input_tokens"].as_u64(),
+                u["cache_read_input_tokens"].as_u64()
+            ),
             (Some(200), Some(1000)),
             "{}: {u}",
             provider.as_str()

@@ -131,7 +131,12 @@ impl View {
         assert_eq!(self.thinking, want.thinking, "{ctx}: thinking");
         assert_eq!(self.signature, want.signature, "{ctx}: thinking signature");
         assert_eq!(self.text, want.text, "{ctx}: text");
-        assert_eq!(self.calls.len(), want.calls.len(), "{ctx}: tool calls {:?}", self.calls);
+        assert_eq!(
+            self.calls.len(),
+            want.calls.len(),
+            "{ctx}: tool calls {:?}",
+            self.calls
+        );
         let mut ids = Vec::new();
         for (k, (got, want)) in self.calls.iter().zip(&want.calls).enumerate() {
             assert_eq!(got.name, want.name, "{ctx}: call {k} name");
@@ -345,7 +350,8 @@ fn anthropic_body(a: &Answer) -> Value {
         content.push(json!({"type": "text", "text": a.text.concat()}));
     }
     for c in &a.calls {
-        content.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args_value()}));
+        content
+            .push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args_value()}));
     }
     json!({
         "id": "msg_01Xyz", "type": "message", "role": "assistant",
@@ -440,9 +446,18 @@ fn chat_stream(a: &Answer) -> String {
             "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_1",
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
     };
-    data(&mut out, &chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null));
+    data(
+        &mut out,
+        &chunk(
+            json!({"role": "assistant", "content": "", "refusal": null}),
+            Value::Null,
+        ),
+    );
     for t in &a.thinking {
-        data(&mut out, &chunk(json!({"reasoning_content": t}), Value::Null));
+        data(
+            &mut out,
+            &chunk(json!({"reasoning_content": t}), Value::Null),
+        );
     }
     for t in &a.text {
         data(&mut out, &chunk(json!({"content": t}), Value::Null));
@@ -459,7 +474,10 @@ fn chat_stream(a: &Answer) -> String {
         for d in &c.args {
             data(
                 &mut out,
-                &chunk(json!({"tool_calls": [{"index": k, "function": {"arguments": d}}]}), Value::Null),
+                &chunk(
+                    json!({"tool_calls": [{"index": k, "function": {"arguments": d}}]}),
+                    Value::Null,
+                ),
             );
         }
     }
@@ -482,60 +500,111 @@ fn responses_stream(a: &Answer) -> String {
         let name = v["type"].as_str().unwrap_or_default().to_owned();
         event(out, &name, &v);
     };
-    ev(&mut out, json!({"type": "response.created", "response": responses_object(a, false)}));
-    ev(&mut out, json!({"type": "response.in_progress", "response": responses_object(a, false)}));
+    ev(
+        &mut out,
+        json!({"type": "response.created", "response": responses_object(a, false)}),
+    );
+    ev(
+        &mut out,
+        json!({"type": "response.in_progress", "response": responses_object(a, false)}),
+    );
     for (idx, (id, item)) in responses_items(a).into_iter().enumerate() {
         match item["type"].as_str() {
             Some("reasoning") => {
-                ev(&mut out, json!({"type": "response.output_item.added", "output_index": idx,
-                    "item": {"type": "reasoning", "id": id, "summary": []}}));
-                ev(&mut out, json!({"type": "response.reasoning_summary_part.added", "item_id": id,
-                    "output_index": idx, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}));
+                ev(
+                    &mut out,
+                    json!({"type": "response.output_item.added", "output_index": idx,
+                    "item": {"type": "reasoning", "id": id, "summary": []}}),
+                );
+                ev(
+                    &mut out,
+                    json!({"type": "response.reasoning_summary_part.added", "item_id": id,
+                    "output_index": idx, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
+                );
                 for t in &a.thinking {
-                    ev(&mut out, json!({"type": "response.reasoning_summary_text.delta", "item_id": id,
-                        "output_index": idx, "summary_index": 0, "delta": t}));
+                    ev(
+                        &mut out,
+                        json!({"type": "response.reasoning_summary_text.delta", "item_id": id,
+                        "output_index": idx, "summary_index": 0, "delta": t}),
+                    );
                 }
-                ev(&mut out, json!({"type": "response.reasoning_summary_text.done", "item_id": id,
-                    "output_index": idx, "summary_index": 0, "text": a.thinking.concat()}));
-                ev(&mut out, json!({"type": "response.reasoning_summary_part.done", "item_id": id,
+                ev(
+                    &mut out,
+                    json!({"type": "response.reasoning_summary_text.done", "item_id": id,
+                    "output_index": idx, "summary_index": 0, "text": a.thinking.concat()}),
+                );
+                ev(
+                    &mut out,
+                    json!({"type": "response.reasoning_summary_part.done", "item_id": id,
                     "output_index": idx, "summary_index": 0,
-                    "part": {"type": "summary_text", "text": a.thinking.concat()}}));
+                    "part": {"type": "summary_text", "text": a.thinking.concat()}}),
+                );
             }
             Some("message") => {
-                ev(&mut out, json!({"type": "response.output_item.added", "output_index": idx,
-                    "item": {"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []}}));
-                ev(&mut out, json!({"type": "response.content_part.added", "item_id": id, "output_index": idx,
-                    "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+                ev(
+                    &mut out,
+                    json!({"type": "response.output_item.added", "output_index": idx,
+                    "item": {"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []}}),
+                );
+                ev(
+                    &mut out,
+                    json!({"type": "response.content_part.added", "item_id": id, "output_index": idx,
+                    "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+                );
                 for t in &a.text {
-                    ev(&mut out, json!({"type": "response.output_text.delta", "item_id": id,
-                        "output_index": idx, "content_index": 0, "delta": t, "logprobs": []}));
+                    ev(
+                        &mut out,
+                        json!({"type": "response.output_text.delta", "item_id": id,
+                        "output_index": idx, "content_index": 0, "delta": t, "logprobs": []}),
+                    );
                 }
-                ev(&mut out, json!({"type": "response.output_text.done", "item_id": id, "output_index": idx,
-                    "content_index": 0, "text": a.text.concat(), "logprobs": []}));
-                ev(&mut out, json!({"type": "response.content_part.done", "item_id": id, "output_index": idx,
-                    "content_index": 0, "part": {"type": "output_text", "text": a.text.concat(), "annotations": []}}));
+                ev(
+                    &mut out,
+                    json!({"type": "response.output_text.done", "item_id": id, "output_index": idx,
+                    "content_index": 0, "text": a.text.concat(), "logprobs": []}),
+                );
+                ev(
+                    &mut out,
+                    json!({"type": "response.content_part.done", "item_id": id, "output_index": idx,
+                    "content_index": 0, "part": {"type": "output_text", "text": a.text.concat(), "annotations": []}}),
+                );
             }
             _ => {
                 let mut added = item.clone();
                 added["arguments"] = json!("");
                 added["status"] = json!("in_progress");
-                ev(&mut out, json!({"type": "response.output_item.added", "output_index": idx, "item": added}));
+                ev(
+                    &mut out,
+                    json!({"type": "response.output_item.added", "output_index": idx, "item": added}),
+                );
                 let k: usize = id.trim_start_matches("fc_").parse().unwrap_or(0);
                 for d in &a.calls[k].args {
-                    ev(&mut out, json!({"type": "response.function_call_arguments.delta", "item_id": id,
-                        "output_index": idx, "delta": d}));
+                    ev(
+                        &mut out,
+                        json!({"type": "response.function_call_arguments.delta", "item_id": id,
+                        "output_index": idx, "delta": d}),
+                    );
                 }
-                ev(&mut out, json!({"type": "response.function_call_arguments.done", "item_id": id,
-                    "output_index": idx, "arguments": a.calls[k].args_text()}));
+                ev(
+                    &mut out,
+                    json!({"type": "response.function_call_arguments.done", "item_id": id,
+                    "output_index": idx, "arguments": a.calls[k].args_text()}),
+                );
             }
         }
-        ev(&mut out, json!({"type": "response.output_item.done", "output_index": idx, "item": item}));
+        ev(
+            &mut out,
+            json!({"type": "response.output_item.done", "output_index": idx, "item": item}),
+        );
     }
     let last = match a.end {
         End::Natural => "response.completed",
         _ => "response.incomplete",
     };
-    ev(&mut out, json!({"type": last, "response": responses_object(a, true)}));
+    ev(
+        &mut out,
+        json!({"type": last, "response": responses_object(a, true)}),
+    );
     out
 }
 
@@ -545,49 +614,85 @@ fn anthropic_stream(a: &Answer) -> String {
         let name = v["type"].as_str().unwrap_or_default().to_owned();
         event(out, &name, &v);
     };
-    ev(&mut out, json!({"type": "message_start", "message": {
+    ev(
+        &mut out,
+        json!({"type": "message_start", "message": {
         "id": "msg_01Xyz", "type": "message", "role": "assistant",
         "model": "claude-sonnet-4-5-20250929", "content": [], "stop_reason": null,
-        "stop_sequence": null, "usage": anthropic_usage(&a.usage, 1)}}));
+        "stop_sequence": null, "usage": anthropic_usage(&a.usage, 1)}}),
+    );
     ev(&mut out, json!({"type": "ping"}));
     let mut index = 0;
     if !a.thinking.is_empty() {
-        ev(&mut out, json!({"type": "content_block_start", "index": index,
-            "content_block": {"type": "thinking", "thinking": "", "signature": ""}}));
+        ev(
+            &mut out,
+            json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        );
         for t in &a.thinking {
-            ev(&mut out, json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "thinking_delta", "thinking": t}}));
+            ev(
+                &mut out,
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "thinking_delta", "thinking": t}}),
+            );
         }
         if let Some(s) = &a.signature {
-            ev(&mut out, json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "signature_delta", "signature": s}}));
+            ev(
+                &mut out,
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "signature_delta", "signature": s}}),
+            );
         }
-        ev(&mut out, json!({"type": "content_block_stop", "index": index}));
+        ev(
+            &mut out,
+            json!({"type": "content_block_stop", "index": index}),
+        );
         index += 1;
     }
     if !a.text.is_empty() {
-        ev(&mut out, json!({"type": "content_block_start", "index": index,
-            "content_block": {"type": "text", "text": ""}}));
+        ev(
+            &mut out,
+            json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}}),
+        );
         for t in &a.text {
-            ev(&mut out, json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "text_delta", "text": t}}));
+            ev(
+                &mut out,
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "text_delta", "text": t}}),
+            );
         }
-        ev(&mut out, json!({"type": "content_block_stop", "index": index}));
+        ev(
+            &mut out,
+            json!({"type": "content_block_stop", "index": index}),
+        );
         index += 1;
     }
     for c in &a.calls {
-        ev(&mut out, json!({"type": "content_block_start", "index": index,
-            "content_block": {"type": "tool_use", "id": c.id, "name": c.name, "input": {}}}));
+        ev(
+            &mut out,
+            json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": c.id, "name": c.name, "input": {}}}),
+        );
         for d in &c.args {
-            ev(&mut out, json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "input_json_delta", "partial_json": d}}));
+            ev(
+                &mut out,
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": d}}),
+            );
         }
-        ev(&mut out, json!({"type": "content_block_stop", "index": index}));
+        ev(
+            &mut out,
+            json!({"type": "content_block_stop", "index": index}),
+        );
         index += 1;
     }
-    ev(&mut out, json!({"type": "message_delta",
+    ev(
+        &mut out,
+        json!({"type": "message_delta",
         "delta": {"stop_reason": anthropic_stop(a), "stop_sequence": null},
-        "usage": {"output_tokens": a.usage.output}}));
+        "usage": {"output_tokens": a.usage.output}}),
+    );
     ev(&mut out, json!({"type": "message_stop"}));
     out
 }
@@ -607,18 +712,35 @@ fn gemini_stream(a: &Answer) -> String {
         "cachedContentTokenCount": a.usage.cached, "totalTokenCount": a.usage.input});
     for (k, t) in a.thinking.iter().enumerate() {
         let sig = a.signature.as_ref().filter(|_| k + 1 == a.thinking.len());
-        data(&mut out, &chunk(vec![gemini_thought(t, sig)], None, early.clone()));
+        data(
+            &mut out,
+            &chunk(vec![gemini_thought(t, sig)], None, early.clone()),
+        );
     }
     for t in &a.text {
-        data(&mut out, &chunk(vec![json!({"text": t})], None, early.clone()));
+        data(
+            &mut out,
+            &chunk(vec![json!({"text": t})], None, early.clone()),
+        );
     }
     if !a.calls.is_empty() {
         // Gemini sends parallel calls whole, together.
-        data(&mut out, &chunk(a.calls.iter().map(gemini_call).collect(), None, early.clone()));
+        data(
+            &mut out,
+            &chunk(
+                a.calls.iter().map(gemini_call).collect(),
+                None,
+                early.clone(),
+            ),
+        );
     }
     data(
         &mut out,
-        &chunk(vec![json!({"text": ""})], Some(gemini_finish(a)), gemini_usage(&a.usage)),
+        &chunk(
+            vec![json!({"text": ""})],
+            Some(gemini_finish(a)),
+            gemini_usage(&a.usage),
+        ),
     );
     out
 }

@@ -49,7 +49,10 @@ pub fn read_body(client: Format, body: &[u8]) -> View {
             view.thinking = s(&m["reasoning_content"]);
             for c in m["tool_calls"].as_array().into_iter().flatten() {
                 assert_eq!(c["type"], "function");
-                assert!(c["function"]["arguments"].is_string(), "arguments are JSON text");
+                assert!(
+                    c["function"]["arguments"].is_string(),
+                    "arguments are JSON text"
+                );
                 view.calls.push(ViewCall {
                     id: c["id"].as_str().map(str::to_owned),
                     name: s(&c["function"]["name"]),
@@ -68,7 +71,11 @@ pub fn read_body(client: Format, body: &[u8]) -> View {
             view.output = u(&us["completion_tokens"]);
             view.cached = u(&us["prompt_tokens_details"]["cached_tokens"]);
             view.reasoning = us["completion_tokens_details"]["reasoning_tokens"].as_u64();
-            assert_eq!(u(&us["total_tokens"]), view.input + view.output, "total_tokens");
+            assert_eq!(
+                u(&us["total_tokens"]),
+                view.input + view.output,
+                "total_tokens"
+            );
         }
         Format::OpenAiResponses => {
             assert_eq!(v["object"], "response");
@@ -76,7 +83,8 @@ pub fn read_body(client: Format, body: &[u8]) -> View {
                 match item["type"].as_str() {
                     Some("reasoning") => {
                         for p in item["summary"].as_array().into_iter().flatten() {
-                            view.thinking.push_str(p["text"].as_str().unwrap_or_default());
+                            view.thinking
+                                .push_str(p["text"].as_str().unwrap_or_default());
                         }
                         view.signature = item["encrypted_content"].as_str().map(str::to_owned);
                     }
@@ -101,7 +109,11 @@ pub fn read_body(client: Format, body: &[u8]) -> View {
             view.output = u(&us["output_tokens"]);
             view.cached = u(&us["input_tokens_details"]["cached_tokens"]);
             view.reasoning = us["output_tokens_details"]["reasoning_tokens"].as_u64();
-            assert_eq!(u(&us["total_tokens"]), view.input + view.output, "total_tokens");
+            assert_eq!(
+                u(&us["total_tokens"]),
+                view.input + view.output,
+                "total_tokens"
+            );
         }
         Format::Anthropic => {
             assert_eq!(v["type"], "message");
@@ -109,7 +121,8 @@ pub fn read_body(client: Format, body: &[u8]) -> View {
             for b in v["content"].as_array().into_iter().flatten() {
                 match b["type"].as_str() {
                     Some("thinking") => {
-                        view.thinking.push_str(b["thinking"].as_str().unwrap_or_default());
+                        view.thinking
+                            .push_str(b["thinking"].as_str().unwrap_or_default());
                         view.signature = b["signature"]
                             .as_str()
                             .filter(|s| !s.is_empty())
@@ -165,8 +178,10 @@ fn read_gemini_part(p: &Value, view: &mut View) {
             name: s(&c["name"]),
             args: c["args"].clone(),
         });
-    } else if !p.as_object().is_some_and(|o| o.len() == 1) {
-        panic!("unexpected Gemini part {p}");
+    } else {
+        // Only a signature-carrying part may hold nothing else.
+        let lone = p.as_object().is_some_and(|o| o.len() == 1);
+        assert!(lone, "unexpected Gemini part {p}");
     }
 }
 
@@ -176,11 +191,18 @@ fn read_gemini_usage(us: &Value, view: &mut View) {
     view.cached = u(&us["cachedContentTokenCount"]);
     view.output = u(&us["candidatesTokenCount"]) + thoughts.unwrap_or(0);
     view.reasoning = thoughts;
-    assert_eq!(u(&us["totalTokenCount"]), view.input + view.output, "totalTokenCount");
+    assert_eq!(
+        u(&us["totalTokenCount"]),
+        view.input + view.output,
+        "totalTokenCount"
+    );
 }
 
 fn responses_finish(resp: &Value, called: bool) -> FinishReason {
-    match (resp["status"].as_str(), resp["incomplete_details"]["reason"].as_str()) {
+    match (
+        resp["status"].as_str(),
+        resp["incomplete_details"]["reason"].as_str(),
+    ) {
         (Some("completed"), _) if called => FinishReason::ToolCalls,
         (Some("completed"), _) => FinishReason::Stop,
         (Some("incomplete"), Some("max_output_tokens")) => FinishReason::Length,
@@ -319,12 +341,20 @@ pub fn check_stream_shape(client: Format, bytes: &[u8], failed: bool) {
         Format::OpenAiChat => {
             let done: Vec<usize> = (0..events.len()).filter(|&i| events[i].is_done()).collect();
             assert_eq!(done, vec![events.len() - 1], "exactly one [DONE], last");
-            assert!(events.iter().all(|e| e.event.is_none()), "chat SSE has no event names");
+            assert!(
+                events.iter().all(|e| e.event.is_none()),
+                "chat SSE has no event names"
+            );
             let body = &events[..events.len() - 1];
-            let errors: Vec<usize> =
-                (0..body.len()).filter(|&i| json(&body[i]).get("error").is_some()).collect();
+            let errors: Vec<usize> = (0..body.len())
+                .filter(|&i| json(&body[i]).get("error").is_some())
+                .collect();
             if failed {
-                assert_eq!(errors, vec![body.len() - 1], "one error, right before [DONE]");
+                assert_eq!(
+                    errors,
+                    vec![body.len() - 1],
+                    "one error, right before [DONE]"
+                );
                 let e = json(&body[body.len() - 1]);
                 assert_eq!(e["error"]["type"], "upstream_error");
                 assert!(e["error"]["message"].is_string());
@@ -333,9 +363,9 @@ pub fn check_stream_shape(client: Format, bytes: &[u8], failed: bool) {
                 let finishes = body
                     .iter()
                     .filter(|e| {
-                        json(e)["choices"].as_array().is_some_and(|c| {
-                            c.iter().any(|c| !c["finish_reason"].is_null())
-                        })
+                        json(e)["choices"]
+                            .as_array()
+                            .is_some_and(|c| c.iter().any(|c| !c["finish_reason"].is_null()))
                     })
                     .count();
                 assert_eq!(finishes, 1, "exactly one chunk carries the finish_reason");
@@ -347,7 +377,11 @@ pub fn check_stream_shape(client: Format, bytes: &[u8], failed: bool) {
         Format::Anthropic => {
             for e in &events {
                 let v = json(e);
-                assert_eq!(e.event.as_deref(), v["type"].as_str(), "event name = data.type");
+                assert_eq!(
+                    e.event.as_deref(),
+                    v["type"].as_str(),
+                    "event name = data.type"
+                );
             }
             let names: Vec<&str> = events.iter().filter_map(|e| e.event.as_deref()).collect();
             let errors = names.iter().filter(|n| **n == "error").count();
@@ -399,7 +433,11 @@ pub fn check_stream_shape(client: Format, bytes: &[u8], failed: bool) {
             let mut closed = Vec::new();
             for e in &events {
                 let v = json(e);
-                assert_eq!(e.event.as_deref(), v["type"].as_str(), "event name = data.type");
+                assert_eq!(
+                    e.event.as_deref(),
+                    v["type"].as_str(),
+                    "event name = data.type"
+                );
                 let seq = v["sequence_number"]
                     .as_u64()
                     .unwrap_or_else(|| panic!("no sequence_number in {v}"));
@@ -460,7 +498,10 @@ pub fn check_stream_shape(client: Format, bytes: &[u8], failed: bool) {
                     assert!(json(e)["candidates"].is_array(), "chunk without candidates");
                 }
                 let last = json(&events[events.len() - 1]);
-                assert!(last["candidates"][0]["finishReason"].is_string(), "finish last");
+                assert!(
+                    last["candidates"][0]["finishReason"].is_string(),
+                    "finish last"
+                );
             }
         }
     }

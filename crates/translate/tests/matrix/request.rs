@@ -243,7 +243,10 @@ fn strs(v: &Value) -> Vec<String> {
 }
 
 fn image_from_url(url: &str) -> Item {
-    match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
+    match url
+        .strip_prefix("data:")
+        .and_then(|r| r.split_once(";base64,"))
+    {
         Some((mime, data)) => Item::ImageData(mime.to_owned(), data.to_owned()),
         None => Item::ImageUrl(url.to_owned()),
     }
@@ -269,7 +272,9 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
             for m in b["messages"].as_array().into_iter().flatten() {
                 let role = m["role"].as_str().unwrap_or_default();
                 match role {
-                    "system" => view.system.push_str(m["content"].as_str().unwrap_or_default()),
+                    "system" => view
+                        .system
+                        .push_str(m["content"].as_str().unwrap_or_default()),
                     "tool" => view.items.push((
                         "user",
                         Item::Result {
@@ -285,7 +290,9 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                             Value::Array(parts) => {
                                 for p in parts {
                                     let it = match p["type"].as_str() {
-                                        Some("text") => Item::Text(p["text"].as_str().unwrap_or_default().into()),
+                                        Some("text") => Item::Text(
+                                            p["text"].as_str().unwrap_or_default().into(),
+                                        ),
                                         Some("image_url") => image_from_url(
                                             p["image_url"]["url"].as_str().unwrap_or_default(),
                                         ),
@@ -303,7 +310,9 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                                 Item::Call {
                                     id: c["id"].as_str().unwrap_or_default().into(),
                                     name: c["function"]["name"].as_str().unwrap_or_default().into(),
-                                    args: out_value(c["function"]["arguments"].as_str().unwrap_or("!")),
+                                    args: out_value(
+                                        c["function"]["arguments"].as_str().unwrap_or("!"),
+                                    ),
                                 },
                             ));
                         }
@@ -322,16 +331,23 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                 Value::String(s) => Some(s.clone()),
                 Value::Object(o) => Some(format!(
                     "function:{}",
-                    o.get("function").and_then(|f| f["name"].as_str()).unwrap_or_default()
+                    o.get("function")
+                        .and_then(|f| f["name"].as_str())
+                        .unwrap_or_default()
                 )),
                 _ => None,
             };
             view.max_tokens = b["max_completion_tokens"].as_u64();
             view.stop = strs(&b["stop"]);
             view.json_mode = b["response_format"]["type"] == "json_object";
-            view.reasoning = b["reasoning_effort"].as_str().map(|e| format!("effort:{e}"));
+            view.reasoning = b["reasoning_effort"]
+                .as_str()
+                .map(|e| format!("effort:{e}"));
             if view.stream {
-                assert_eq!(b["stream_options"]["include_usage"], true, "usage asked for");
+                assert_eq!(
+                    b["stream_options"]["include_usage"], true,
+                    "usage asked for"
+                );
             }
         }
         Format::OpenAiResponses => {
@@ -339,12 +355,22 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
             for it in b["input"].as_array().into_iter().flatten() {
                 match it["type"].as_str() {
                     Some("message") => {
-                        let role = if it["role"] == "assistant" { "assistant" } else { "user" };
+                        let role = if it["role"] == "assistant" {
+                            "assistant"
+                        } else {
+                            "user"
+                        };
                         for p in it["content"].as_array().into_iter().flatten() {
                             let item = match p["type"].as_str() {
-                                Some("input_text") if role == "user" => Item::Text(p["text"].as_str().unwrap_or_default().into()),
-                                Some("output_text") if role == "assistant" => Item::Text(p["text"].as_str().unwrap_or_default().into()),
-                                Some("input_image") => image_from_url(p["image_url"].as_str().unwrap_or_default()),
+                                Some("input_text") if role == "user" => {
+                                    Item::Text(p["text"].as_str().unwrap_or_default().into())
+                                }
+                                Some("output_text") if role == "assistant" => {
+                                    Item::Text(p["text"].as_str().unwrap_or_default().into())
+                                }
+                                Some("input_image") => {
+                                    image_from_url(p["image_url"].as_str().unwrap_or_default())
+                                }
                                 other => panic!("responses part {other:?} in a {role} message"),
                             };
                             view.items.push((role, item));
@@ -371,16 +397,24 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
             }
             for t in b["tools"].as_array().into_iter().flatten() {
                 assert_eq!(t["type"], "function");
-                view.tools.push((t["name"].as_str().unwrap_or_default().into(), t["parameters"].clone()));
+                view.tools.push((
+                    t["name"].as_str().unwrap_or_default().into(),
+                    t["parameters"].clone(),
+                ));
             }
             view.tool_choice = match &b["tool_choice"] {
                 Value::String(s) => Some(s.clone()),
-                Value::Object(o) => Some(format!("function:{}", o["name"].as_str().unwrap_or_default())),
+                Value::Object(o) => Some(format!(
+                    "function:{}",
+                    o["name"].as_str().unwrap_or_default()
+                )),
                 _ => None,
             };
             view.max_tokens = b["max_output_tokens"].as_u64();
             view.json_mode = b["text"]["format"]["type"] == "json_object";
-            view.reasoning = b["reasoning"]["effort"].as_str().map(|e| format!("effort:{e}"));
+            view.reasoning = b["reasoning"]["effort"]
+                .as_str()
+                .map(|e| format!("effort:{e}"));
             assert_eq!(b["store"], false, "nothing stored upstream");
         }
         Format::Anthropic => {
@@ -397,7 +431,11 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
             };
             view.system = system.join("\n");
             for m in b["messages"].as_array().into_iter().flatten() {
-                let role = if m["role"] == "assistant" { "assistant" } else { "user" };
+                let role = if m["role"] == "assistant" {
+                    "assistant"
+                } else {
+                    "user"
+                };
                 let blocks = match &m["content"] {
                     Value::String(s) => vec![json!({"type": "text", "text": s})],
                     Value::Array(a) => a.clone(),
@@ -407,9 +445,14 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                     let item = match x["type"].as_str() {
                         Some("text") => Item::Text(x["text"].as_str().unwrap_or_default().into()),
                         Some("image") => match x["source"]["type"].as_str() {
-                            Some("url") => Item::ImageUrl(x["source"]["url"].as_str().unwrap_or_default().into()),
+                            Some("url") => Item::ImageUrl(
+                                x["source"]["url"].as_str().unwrap_or_default().into(),
+                            ),
                             _ => Item::ImageData(
-                                x["source"]["media_type"].as_str().unwrap_or_default().into(),
+                                x["source"]["media_type"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .into(),
                                 x["source"]["data"].as_str().unwrap_or_default().into(),
                             ),
                         },
@@ -421,7 +464,9 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                         Some("tool_result") => {
                             let text = match &x["content"] {
                                 Value::String(s) => s.clone(),
-                                Value::Array(a) => a.iter().filter_map(|c| c["text"].as_str()).collect(),
+                                Value::Array(a) => {
+                                    a.iter().filter_map(|c| c["text"].as_str()).collect()
+                                }
                                 _ => String::new(),
                             };
                             Item::Result {
@@ -436,11 +481,17 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                 }
             }
             for t in b["tools"].as_array().into_iter().flatten() {
-                view.tools.push((t["name"].as_str().unwrap_or_default().into(), t["input_schema"].clone()));
+                view.tools.push((
+                    t["name"].as_str().unwrap_or_default().into(),
+                    t["input_schema"].clone(),
+                ));
             }
             view.tool_choice = b["tool_choice"]["type"].as_str().map(|t| match t {
                 "any" => "required".to_owned(),
-                "tool" => format!("function:{}", b["tool_choice"]["name"].as_str().unwrap_or_default()),
+                "tool" => format!(
+                    "function:{}",
+                    b["tool_choice"]["name"].as_str().unwrap_or_default()
+                ),
                 other => other.to_owned(),
             });
             view.max_tokens = b["max_tokens"].as_u64();
@@ -453,7 +504,10 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
             };
         }
         Format::Gemini => {
-            assert!(b.get("model").is_none(), "Gemini takes the model in the path");
+            assert!(
+                b.get("model").is_none(),
+                "Gemini takes the model in the path"
+            );
             let sys: Vec<&str> = b["systemInstruction"]["parts"]
                 .as_array()
                 .into_iter()
@@ -477,7 +531,10 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                         Item::ImageUrl(p["fileData"]["fileUri"].as_str().unwrap_or_default().into())
                     } else if p["inlineData"].is_object() {
                         Item::ImageData(
-                            p["inlineData"]["mimeType"].as_str().unwrap_or_default().into(),
+                            p["inlineData"]["mimeType"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .into(),
                             p["inlineData"]["data"].as_str().unwrap_or_default().into(),
                         )
                     } else if p["functionCall"].is_object() {
@@ -507,7 +564,8 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                     } else {
                         d["parametersJsonSchema"].clone()
                     };
-                    view.tools.push((d["name"].as_str().unwrap_or_default().into(), params));
+                    view.tools
+                        .push((d["name"].as_str().unwrap_or_default().into(), params));
                 }
             }
             let fc = &b["toolConfig"]["functionCallingConfig"];
