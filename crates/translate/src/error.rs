@@ -110,10 +110,7 @@ pub fn stream_error_event(fmt: Format, status: Option<u16>, message: &str, out: 
                 json!({"error": {"type": "upstream_error", "status": status, "message": message}});
             sse::write_data(out, v.to_string().as_bytes());
         }
-        Format::OpenAiResponses => {
-            let v = json!({"type": "error", "code": "upstream_error", "message": message, "param": null});
-            sse::write_event(out, "error", v.to_string().as_bytes());
-        }
+        Format::OpenAiResponses => responses_error_event(message, None, out),
         Format::Anthropic => {
             let kind = anthropic_type(status.unwrap_or(502));
             let v = json!({"type": "error", "error": {"type": kind, "message": message}});
@@ -126,6 +123,18 @@ pub fn stream_error_event(fmt: Format, status: Option<u16>, message: &str, out: 
             sse::write_data(out, v.to_string().as_bytes());
         }
     }
+}
+
+/// The Responses `error` stream event. A translating encoder passes the
+/// stream's next `sequence_number` (the SDKs' `ResponseErrorEvent` has one);
+/// a relay that never numbered the stream passes `None`.
+pub fn responses_error_event(message: &str, sequence_number: Option<u64>, out: &mut BytesMut) {
+    let mut v =
+        json!({"type": "error", "code": "upstream_error", "message": message, "param": null});
+    if let Some(n) = sequence_number {
+        v["sequence_number"] = json!(n);
+    }
+    sse::write_event(out, "error", v.to_string().as_bytes());
 }
 
 #[cfg(test)]

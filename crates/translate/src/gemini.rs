@@ -1480,6 +1480,15 @@ impl StreamDecoder {
             return Ok(());
         }
         self.start(&mut m, out);
+        // Usage before the chunk's content: Gemini reports the prompt size
+        // on its first chunk, and an Anthropic client's `message_start`
+        // (written with the first content) can only carry what came before.
+        if let Some(u) = get_any(&m, "usageMetadata", "usage_metadata").and_then(decode_usage) {
+            if self.last_usage != Some(u) {
+                self.last_usage = Some(u);
+                out.push(StreamEvent::Usage(u));
+            }
+        }
         let mut finish = None;
         match first_candidate(&mut m) {
             Some(mut cand) => {
@@ -1506,12 +1515,6 @@ impl StreamDecoder {
                 if prompt_block_reason(&m).is_some() {
                     finish = Some(FinishReason::ContentFilter);
                 }
-            }
-        }
-        if let Some(u) = get_any(&m, "usageMetadata", "usage_metadata").and_then(decode_usage) {
-            if self.last_usage != Some(u) {
-                self.last_usage = Some(u);
-                out.push(StreamEvent::Usage(u));
             }
         }
         if let Some(reason) = finish {

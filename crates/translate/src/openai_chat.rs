@@ -1858,6 +1858,9 @@ pub struct StreamEncoder {
     errored: bool,
     done: bool,
     called_tools: bool,
+    /// Tool calls started whose arguments never came: they get `{}` before
+    /// the finish, as clients parse the accumulated text as JSON.
+    argless: Vec<u32>,
     usage: Option<Usage>,
 }
 
@@ -1873,8 +1876,28 @@ impl StreamEncoder {
             errored: false,
             done: false,
             called_tools: false,
+            argless: Vec::new(),
             usage: None,
         }
+    }
+
+    fn args_delta(&self, index: u32, arguments: &str, out: &mut BytesMut) {
+        self.write_delta(
+            out,
+            DeltaOut {
+                tool_calls: Some([ToolCallDeltaOut {
+                    index,
+                    id: None,
+                    kind: None,
+                    function: FnDeltaOut {
+                        name: None,
+                        arguments,
+                    },
+                }]),
+                ..DeltaOut::default()
+            },
+            None,
+        );
     }
 
     fn write_chunk(
@@ -1943,6 +1966,9 @@ impl StreamEncoder {
             return;
         }
         self.finished = true;
+        for index in std::mem::take(&mut self.argless) {
+            self.args_delta(index, "{}", out);
+        }
         let r = finish_to_str(reason, self.called_tools);
         self.write_delta(out, DeltaOut::default(), Some(r));
     }
@@ -1988,6 +2014,7 @@ impl StreamEncode for StreamEncoder {
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.called_tools = true;
+                self.argless.push(*index);
                 self.write_delta(
                     out,
                     DeltaOut {
@@ -2007,22 +2034,8 @@ impl StreamEncode for StreamEncoder {
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
                 if !arguments.is_empty() {
-                    self.write_delta(
-                        out,
-                        DeltaOut {
-                            tool_calls: Some([ToolCallDeltaOut {
-                                index: *index,
-                                id: None,
-                                kind: None,
-                                function: FnDeltaOut {
-                                    name: None,
-                                    arguments,
-                                },
-                            }]),
-                            ..DeltaOut::default()
-                        },
-                        None,
-                    );
+                    self.argless.retain(|i| i != index);
+                    self.args_delta(*index, arguments, out);
                 }
             }
             StreamEvent::Usage(u) => self.usage = Some(*u),

@@ -732,6 +732,16 @@ fn effort_for_budget(budget: u64) -> &'static str {
     }
 }
 
+/// A call's arguments as clients parse them: JSON text, never empty (a call
+/// whose upstream sent no arguments takes none: `{}`).
+fn args_or_empty_object(arguments: &str) -> &str {
+    if arguments.trim().is_empty() {
+        "{}"
+    } else {
+        arguments
+    }
+}
+
 /// The Responses API refuses `max_output_tokens` below 16.
 const MIN_OUTPUT_TOKENS: u64 = 16;
 
@@ -1274,7 +1284,7 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
                 id,
                 call_id,
                 name,
-                arguments,
+                arguments: args_or_empty_object(arguments),
                 status: "completed",
             },
         })
@@ -1681,7 +1691,11 @@ impl Item {
                 id,
                 call_id,
                 name,
-                arguments: if done { arguments } else { "" },
+                arguments: if done {
+                    args_or_empty_object(arguments)
+                } else {
+                    ""
+                },
                 status,
             },
         }
@@ -1919,7 +1933,7 @@ impl StreamEncoder {
                         sequence_number: next(),
                         item_id,
                         output_index,
-                        arguments: Some(arguments),
+                        arguments: Some(args_or_empty_object(arguments)),
                         ..EvOut::default()
                     },
                 );
@@ -2157,15 +2171,7 @@ impl StreamEncode for StreamEncoder {
             }
             StreamEvent::Usage(u) => self.usage = Some(*u),
             StreamEvent::Finish { reason } => self.finish = Some(reason.clone()),
-            StreamEvent::Error { message } => {
-                crate::error::stream_error_event(
-                    crate::Format::OpenAiResponses,
-                    None,
-                    message,
-                    out,
-                );
-                self.done = true;
-            }
+            StreamEvent::Error { message } => self.fail(None, message, out),
         }
     }
 
@@ -2192,11 +2198,13 @@ impl StreamEncode for StreamEncoder {
         );
     }
 
-    fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut) {
+    /// Responses error events carry no HTTP status.
+    fn fail(&mut self, _status: Option<u16>, message: &str, out: &mut BytesMut) {
         if self.done {
             return;
         }
         self.done = true;
-        crate::error::stream_error_event(crate::Format::OpenAiResponses, status, message, out);
+        let seq = self.next_seq();
+        crate::error::responses_error_event(message, Some(seq), out);
     }
 }

@@ -936,13 +936,14 @@ fn thinking_stream_decodes_in_any_chunking() {
                 id: "sTr-Xa1bC2dE3fG4".into(),
                 model: "gemini-2.5-flash".into()
             },
-            StreamEvent::ThinkingDelta {
-                text: "**Planning the poem**\n\nA short poem about the sea.".into()
-            },
+            // A chunk's usage comes before its content.
             StreamEvent::Usage(Usage {
                 input_tokens: 11,
                 ..Default::default()
             }),
+            StreamEvent::ThinkingDelta {
+                text: "**Planning the poem**\n\nA short poem about the sea.".into()
+            },
             StreamEvent::ThinkingSignature {
                 signature: "Q2lRQjBlMktiN3NpZw==".into()
             },
@@ -978,7 +979,7 @@ fn thinking_stream_decodes_in_any_chunking() {
 fn function_call_stream_decodes() {
     let raw = fixture("stream_function_calls.sse");
     let evs = decode_stream(&parse_sse(raw.as_bytes(), &[]));
-    let StreamEvent::ToolCallStart { id: id0, .. } = &evs[4] else {
+    let StreamEvent::ToolCallStart { id: id0, .. } = &evs[5] else {
         panic!("{evs:?}")
     };
     assert!(id0.starts_with("call_"));
@@ -989,11 +990,16 @@ fn function_call_stream_decodes() {
                 id: "fcS-1".into(),
                 model: "gemini-2.5-flash".into()
             },
+            StreamEvent::Usage(Usage {
+                input_tokens: 60,
+                ..Default::default()
+            }),
             StreamEvent::TextDelta {
                 text: "Let me check both cities.".into()
             },
             StreamEvent::Usage(Usage {
                 input_tokens: 60,
+                output_tokens: 25,
                 ..Default::default()
             }),
             StreamEvent::ThinkingSignature {
@@ -1017,11 +1023,6 @@ fn function_call_stream_decodes() {
                 index: 1,
                 arguments: r#"{"location":"London","unit":"celsius"}"#.into()
             },
-            StreamEvent::Usage(Usage {
-                input_tokens: 60,
-                output_tokens: 25,
-                ..Default::default()
-            }),
             StreamEvent::Finish {
                 reason: FinishReason::ToolCalls
             },
