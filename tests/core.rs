@@ -800,3 +800,37 @@ async fn https_upstream_by_hostname_with_sni_and_certificate_checks() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("providers[0].ca_file: cannot read"));
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_upstream_stream() {
+    let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let up = MockProvider::always(
+        Reply::sse(&openai_stream("m", &refs)).pace(Duration::from_millis(50)),
+    )
+    .await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;
+    let mut r = post(
+        &gw,
+        json!({"model": "p1/m", "stream": true, "messages": []}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut got = String::new();
+    while !got.contains("w2") {
+        let c = r.chunk().await.unwrap().expect("more of the stream");
+        got.push_str(&String::from_utf8_lossy(&c));
+    }
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while *up.cancelled.lock().unwrap() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *up.cancelled.lock().unwrap(),
+        1,
+        "the upstream stream was dropped with the client"
+    );
+    let m = gw.metrics_until("apiproxy_inflight_streams 0").await;
+    assert!(m.contains("apiproxy_inflight_streams 0"), "{m}");
+}
