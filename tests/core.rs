@@ -834,3 +834,159 @@ async fn a_client_that_leaves_mid_stream_cancels_the_upstream_stream() {
     let m = gw.metrics_until("apiproxy_inflight_streams 0").await;
     assert!(m.contains("apiproxy_inflight_streams 0"), "{m}");
 }
+
+#[tokio::test]
+async fn provider_keys_never_reach_a_client_or_the_log() {
+    let up = MockProvider::always(Reply::json(
+        401,
+        r#"{"error":{"message":"Incorrect API key provided: sk-p1. You can find your API key at ...","type":"invalid_request_error"}}"#,
+    ))
+    .await;
+    let echo = MockProvider::always(Reply::json(
+        400,
+        r#"{"error":{"message":"bad request for key sk-p2"}}"#,
+    ))
+    .await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}",
+        provider("p1", &up, ""),
+        provider("p2", &echo, "")
+    ))
+    .await;
+    let r = post(&gw, json!({"model": "p1/m", "messages": []})).await;
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("refused the gateway's credentials"), "{body}");
+    assert!(!body.contains("sk-p1"), "{body}");
+    let r = post(&gw, json!({"model": "p2/m", "messages": []})).await;
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("sk-p2") && body.contains("bad request for key ***"),
+        "{body}"
+    );
+    let r = client()
+        .get(format!("{}/providers", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let log = gw.log();
+    assert!(!log.contains("sk-p1") && !log.contains("sk-p2"), "{log}");
+}
+
+#[tokio::test]
+async fn admin_endpoints_describe_providers_models_and_routing() {
+    let a = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;
+    let b = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  keys: [{{ name: c, key: client-key }}]\n  admin_keys: [admin-key-123]\nproviders:\n{}{}models:\n  - name: lm\n    description: two ways\n    upstreams: [{{ provider: a, model: ma, weight: 3 }}, {{ provider: b, model: mb, weight: 1 }}]\n",
+        provider("a", &a, ""),
+        provider("b", &b, "")
+    ))
+    .await;
+    let get = |path: &str, key: Option<&str>| {
+        let mut r = client().get(format!("{}{path}", gw.url()));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    assert_eq!(get("/providers", None).await.unwrap().status(), 401);
+    assert_eq!(get("/providers", Some("nope")).await.unwrap().status(), 401);
+    assert_eq!(
+        get("/providers", Some("client-key"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let r = get("/providers", Some("admin-key-123")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains("sk-a") && !text.contains("sk-b"),
+        "no provider key in {text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["providers"][0]["id"], "a");
+    let v: Value = get("/providers/b/models", Some("admin-key-123"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["models"], json!(["m-b"]));
+    let v: Value = get("/providers/a/health", Some("admin-key-123"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(
+        get("/providers/zz", Some("admin-key-123"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let v: Value = get("/logical-models/lm/upstreams", Some("admin-key-123"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["upstreams"].as_array().unwrap().len(), 2);
+    let v: Value = get("/logical-models", Some("admin-key-123"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["logical_models"][0]["description"], "two ways");
+
+    let r = client()
+        .post(format!("{}/routing/decide", gw.url()))
+        .header("x-api-key", "admin-key-123")
+        .json(&json!({"logical_model": "lm", "exclude_providers": ["b"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["selected_upstream"]["provider_id"], "a");
+    assert_eq!(v["all_candidates"].as_array().unwrap().len(), 1);
+    assert!(v["decision_time"].as_f64().is_some());
+    let r = client()
+        .post(format!("{}/routing/decide", gw.url()))
+        .bearer_auth("admin-key-123")
+        .json(&json!({"model": "lm"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let scores: Vec<f64> = v["all_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scores, [0.75, 0.25]);
+    let r = client()
+        .post(format!("{}/routing/decide", gw.url()))
+        .bearer_auth("admin-key-123")
+        .json(&json!({"logical_model": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client()
+        .post(format!("{}/routing/decide", gw.url()))
+        .bearer_auth("admin-key-123")
+        .json(&json!({"logical_model": "lm", "exclude_providers": ["a", "b"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}

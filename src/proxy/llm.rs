@@ -266,7 +266,7 @@ pub async fn handle(
                 .unwrap_or("application/json")
                 .to_owned();
             resp.release(&gw.connector).await;
-            let detail = upstream_message(&err_body);
+            let detail = upstream_message(&err_body, status, &provider.config.api_keys);
             failures.push(format!(
                 "{}/{}: status {status}{detail}",
                 provider.id(),
@@ -295,7 +295,9 @@ pub async fn handle(
             }
             // A client error the upstream found in the request: relay it.
             ctx.status = status;
-            let body = if provider.config.format == fmt {
+            let body = if provider.config.format == fmt
+                && !contains_key(&err_body, &provider.config.api_keys)
+            {
                 let mut h = headers.clone();
                 h.retain(|(k, _)| !k.starts_with("x-debug-"));
                 return respond::write(session, status, &content_type, err_body, &h)
@@ -352,8 +354,35 @@ fn status_label(status: u16) -> &'static str {
     }
 }
 
-/// `": <message>"` from an upstream error body in any of the formats.
-fn upstream_message(body: &[u8]) -> String {
+/// `": <message>"` from an upstream error body in any of the formats, safe
+/// to show a client: a refused provider key is not described (providers echo
+/// parts of it), and no provider key appears in it.
+fn upstream_message(body: &[u8], status: u16, keys: &[String]) -> String {
+    if matches!(status, 401 | 403) {
+        return ": the provider refused the gateway's credentials".to_owned();
+    }
+    let msg = scrub(&raw_upstream_message(body), keys);
+    if msg.is_empty() {
+        msg
+    } else {
+        format!(": {msg}")
+    }
+}
+
+/// Replaces every provider key found in `s`.
+fn scrub(s: &str, keys: &[String]) -> String {
+    keys.iter()
+        .filter(|k| k.len() >= 4)
+        .fold(s.to_owned(), |acc, k| acc.replace(k.as_str(), "***"))
+}
+
+fn contains_key(body: &[u8], keys: &[String]) -> bool {
+    keys.iter()
+        .filter(|k| k.len() >= 4)
+        .any(|k| body.windows(k.len()).any(|w| w == k.as_bytes()))
+}
+
+fn raw_upstream_message(body: &[u8]) -> String {
     let msg = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
         let e = v.get("error").unwrap_or(&v);
         e.get("message")
@@ -362,9 +391,8 @@ fn upstream_message(body: &[u8]) -> String {
             .map(str::to_owned)
     });
     match msg {
-        Some(m) if !m.is_empty() => format!(": {}", truncate(&m, 300)),
-        _ if !body.is_empty() => format!(": {}", truncate(&String::from_utf8_lossy(body), 300)),
-        _ => String::new(),
+        Some(m) if !m.is_empty() => truncate(&m, 300).to_owned(),
+        _ => truncate(&String::from_utf8_lossy(body), 300).to_owned(),
     }
 }
 
@@ -640,11 +668,26 @@ mod tests {
 
     #[test]
     fn upstream_messages() {
+        let keys = vec!["sk-secret-123".to_owned()];
         assert_eq!(
-            upstream_message(br#"{"error":{"message":"bad model"}}"#),
+            upstream_message(
+                br#"{"error":{"message":"Incorrect API key provided: sk-se****123"}}"#,
+                401,
+                &keys
+            ),
+            ": the provider refused the gateway's credentials"
+        );
+        assert_eq!(
+            upstream_message(br#"{"error":"key sk-secret-123 is bad"}"#, 400, &keys),
+            ": key *** is bad"
+        );
+        assert!(contains_key(b"xx sk-secret-123 yy", &keys));
+        assert!(!contains_key(b"xx sk-secret yy", &keys));
+        assert_eq!(
+            upstream_message(br#"{"error":{"message":"bad model"}}"#, 400, &[]),
             ": bad model"
         );
-        assert_eq!(upstream_message(b"oops"), ": oops");
-        assert_eq!(upstream_message(b""), "");
+        assert_eq!(upstream_message(b"oops", 500, &[]), ": oops");
+        assert_eq!(upstream_message(b"", 500, &[]), "");
     }
 }

@@ -251,10 +251,17 @@ impl ProxyHttp for Gateway {
 
 fn record_llm_metrics(rt: &Runtime, ctx: &RequestCtx, fmt: Format, elapsed: std::time::Duration) {
     let status = ctx.status.to_string();
+    // Only names that reached an upstream become label values: a client
+    // sending random model names must not grow the metric without bound.
+    let model = if ctx.provider.is_empty() {
+        "-"
+    } else {
+        ctx.requested_model.as_str()
+    };
     metrics::REQUESTS
         .with_label_values(&[
             fmt.as_str(),
-            &ctx.requested_model,
+            model,
             &ctx.provider,
             &ctx.upstream_model,
             &status,
