@@ -44,6 +44,30 @@ pub fn route(method: &str, path: &str) -> Route {
     let get = method == "GET";
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let only = |ok: bool, r: Route| if ok { r } else { Route::MethodNotAllowed };
+    // Gemini: the model may itself hold slashes (`provider-id/model`), as
+    // the SDKs put any model name after `models/` unencoded.
+    if let ["v1beta" | "v1", "models", _, ..] = segs.as_slice() {
+        let rest = path
+            .trim_matches('/')
+            .splitn(3, '/')
+            .nth(2)
+            .unwrap_or_default();
+        if let Some((model, action)) = rest.rsplit_once(':') {
+            let stream = match action {
+                "generateContent" => false,
+                "streamGenerateContent" => true,
+                _ => return Route::NotFound,
+            };
+            return only(
+                post,
+                Route::Llm {
+                    format: Format::Gemini,
+                    path_model: Some(model.to_owned()),
+                    path_stream: stream,
+                },
+            );
+        }
+    }
     match segs.as_slice() {
         ["health"] => only(get || method == "HEAD", Route::Health),
         ["v1", "models"] | ["models"] => only(get, Route::ListModels),
@@ -52,22 +76,6 @@ pub fn route(method: &str, path: &str) -> Route {
         }
         ["v1", "responses"] | ["responses"] => only(post, llm(Format::OpenAiResponses)),
         ["v1", "messages"] => only(post, llm(Format::Anthropic)),
-        ["v1beta" | "v1", "models", rest] if rest.contains(':') => {
-            let (model, action) = rest.rsplit_once(':').unwrap_or((rest, ""));
-            let stream = match action {
-                "generateContent" => false,
-                "streamGenerateContent" => true,
-                _ => return Route::NotFound,
-            };
-            only(
-                post,
-                Route::Llm {
-                    format: Format::Gemini,
-                    path_model: Some(model.to_owned()),
-                    path_stream: stream,
-                },
-            )
-        }
         ["context", id] if !id.is_empty() => only(get, Route::Context((*id).to_owned())),
         ["providers"] => only(get, Route::Admin(AdminRoute::Providers)),
         ["providers", id] => only(get, Route::Admin(AdminRoute::Provider((*id).to_owned()))),
@@ -161,6 +169,14 @@ mod tests {
         assert_eq!(
             route("POST", "/v1beta/models/x:embedContent"),
             Route::NotFound
+        );
+        assert_eq!(
+            route("POST", "/v1beta/models/gem/gemini-2.5-pro:generateContent"),
+            Route::Llm {
+                format: Format::Gemini,
+                path_model: Some("gem/gemini-2.5-pro".into()),
+                path_stream: false
+            }
         );
         assert_eq!(route("GET", "/context/s1"), Route::Context("s1".into()));
         assert_eq!(

@@ -3,6 +3,8 @@
 //! `apiproxy` binary on free ports, and a client.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::io::Write;
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
