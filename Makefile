@@ -24,12 +24,12 @@ check: build
 ## The whole suite: unit, translation fixtures, store (real redis-server) and
 ## integration tests against the real binary.
 test: bootstrap
-	cargo build --workspace --all-targets
 	cargo test --workspace --all-features
 
 lint: bootstrap
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	RUSTFLAGS="-D warnings" cargo build --workspace --all-targets --all-features
 
 fmt:
 	cargo fmt --all
