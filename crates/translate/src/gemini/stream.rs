@@ -205,7 +205,15 @@ impl StreamEncoder {
     ) {
         self.ensure_started();
         let mut cand = Map::new();
-        cand.insert("content".into(), json!({"parts": parts, "role": "model"}));
+        // A chunk with nothing to say (Gemini's last one, holding only the
+        // finish reason and usage) has a content without `parts`, as Gemini
+        // sends it.
+        let content = if parts.is_empty() {
+            json!({"role": "model"})
+        } else {
+            json!({"parts": parts, "role": "model"})
+        };
+        cand.insert("content".into(), content);
         if let Some(f) = finish {
             cand.insert("finishReason".into(), json!(f));
         }
@@ -326,9 +334,14 @@ impl StreamEncode for StreamEncoder {
         self.flush_calls(out);
         self.done = true;
         let reason = self.finish.take().unwrap_or(FinishReason::Stop);
-        let part = self.part(json!({ "text": "" }));
+        // An empty text part only to carry a signature nothing followed
+        // (Gemini's own closing part); never an empty part on its own.
+        let parts = match self.pending_sig {
+            Some(_) => vec![self.part(json!({ "text": "" }))],
+            None => Vec::new(),
+        };
         let usage = self.usage.as_ref().map(encode_usage);
-        self.write_chunk(vec![part], Some(encode_finish(&reason)), usage, out);
+        self.write_chunk(parts, Some(encode_finish(&reason)), usage, out);
     }
 
     fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut) {
