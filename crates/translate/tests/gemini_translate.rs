@@ -1317,6 +1317,63 @@ fn encoder_closes_a_stream_without_finish_and_fails_once() {
     assert_eq!(chunks[0]["error"]["message"], "boom");
 }
 
+/// A Responses upstream ends its stream with `response.completed` (finish
+/// and usage, no text): the Gemini client's last chunk holds the finish
+/// reason and usage with a content of no parts, as Gemini's own final
+/// chunks do (`"content": {"role": "model"}`), never an empty text part.
+#[test]
+fn last_chunk_of_a_foreign_stream_has_no_empty_text_part() {
+    let upstream = concat!(
+        "event: response.created\n",
+        r#"data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","created_at":1756322842,"status":"in_progress","model":"gpt-5-mini","output":[]}}"#,
+        "\n\n",
+        "event: response.output_item.added\n",
+        r#"data: {"type":"response.output_item.added","sequence_number":1,"output_index":0,"item":{"id":"msg_1","type":"message","status":"in_progress","content":[],"role":"assistant"}}"#,
+        "\n\n",
+        "event: response.output_text.delta\n",
+        r#"data: {"type":"response.output_text.delta","sequence_number":2,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hello"}"#,
+        "\n\n",
+        "event: response.output_text.delta\n",
+        r#"data: {"type":"response.output_text.delta","sequence_number":3,"item_id":"msg_1","output_index":0,"content_index":0,"delta":" there."}"#,
+        "\n\n",
+        "event: response.output_item.done\n",
+        r#"data: {"type":"response.output_item.done","sequence_number":4,"output_index":0,"item":{"id":"msg_1","type":"message","status":"completed","content":[{"type":"output_text","annotations":[],"text":"Hello there."}],"role":"assistant"}}"#,
+        "\n\n",
+        "event: response.completed\n",
+        r#"data: {"type":"response.completed","sequence_number":5,"response":{"id":"resp_1","object":"response","created_at":1756322842,"status":"completed","model":"gpt-5-mini","output":[],"usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":0},"output_tokens":3,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":12}}}"#,
+        "\n\n",
+    );
+    let mut dec = apiproxy_translate::openai_responses::StreamDecoder::default();
+    let mut evs = Vec::new();
+    for ev in parse_sse(upstream.as_bytes(), &[]) {
+        dec.decode(&ev, &mut evs).unwrap();
+    }
+    let chunks = encoded_chunks(&encode_all(&evs, StreamOptions::default()));
+
+    let parts: Vec<&Value> = chunks
+        .iter()
+        .flat_map(|c| c["candidates"][0]["content"]["parts"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(
+        parts,
+        [&json!({"text": "Hello"}), &json!({"text": " there."})]
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(
+        last["candidates"],
+        json!([{"content": {"role": "model"}, "finishReason": "STOP", "index": 0}])
+    );
+    assert_eq!(
+        last["usageMetadata"],
+        json!({"promptTokenCount": 9, "candidatesTokenCount": 3, "totalTokenCount": 12,
+               "cachedContentTokenCount": 0, "thoughtsTokenCount": 0})
+    );
+    // Gemini's own decoder reads the final chunk back to the same answer.
+    let again = decode_stream(&parse_sse(&encode_all(&evs, StreamOptions::default()), &[]));
+    assert_eq!(last_usage_only(&again).0, last_usage_only(&evs).0);
+}
+
 #[test]
 fn signed_thinking_from_other_formats_signs_the_next_part() {
     // What an Anthropic client sends back after a Gemini answer.

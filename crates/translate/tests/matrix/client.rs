@@ -495,7 +495,22 @@ pub fn check_stream_shape(client: Format, bytes: &[u8], failed: bool) {
             } else {
                 assert!(errors.is_empty());
                 for e in &events {
-                    assert!(json(e)["candidates"].is_array(), "chunk without candidates");
+                    let v = json(e);
+                    assert!(v["candidates"].is_array(), "chunk without candidates");
+                    // Gemini sends no empty parts: a chunk with nothing to
+                    // say has a content without `parts`, and an empty text
+                    // part only carries a thought signature.
+                    let content = &v["candidates"][0]["content"];
+                    if let Some(parts) = content.get("parts") {
+                        let parts = parts.as_array().expect("parts is an array");
+                        assert!(!parts.is_empty(), "empty parts array in {v}");
+                        for p in parts {
+                            assert!(
+                                p["text"] != "" || p["thoughtSignature"].is_string(),
+                                "empty text part in {v}"
+                            );
+                        }
+                    }
                 }
                 let last = json(&events[events.len() - 1]);
                 assert!(
