@@ -323,7 +323,8 @@ def open_streams_rss(servers, target, proc_name, url_path, body, headers, n, met
     s = summarize(raw, 0.0, proc_name)
     return {"idle_rss_mib": idle / 1024, "peak_rss_mib": peak["rss"] / 1024,
             "per_stream_kib": (peak["rss"] - idle) / n, "streams_completed": s["ok"],
-            "errors": s["errors"] + s["non_2xx"], "peak_open_streams_gauge": peak["streams"] or None}
+            "errors": s["errors"] + s["non_2xx"], "error_kinds": s["error_kinds"],
+            "peak_open_streams_gauge": peak["streams"] or None}
 
 
 def machine():

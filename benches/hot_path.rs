@@ -36,7 +36,12 @@ fn request(c: &mut Criterion) {
     let config = Config::from_yaml(CONFIG, &|_| None).expect("config");
     let rt = Runtime::new(config, None);
     let mut headers = HeaderMap::new();
-    headers.insert("authorization", "Bearer sk-carol-222222222222222222".parse().expect("header"));
+    headers.insert(
+        "authorization",
+        "Bearer sk-carol-222222222222222222"
+            .parse()
+            .expect("header"),
+    );
     headers.insert("content-type", "application/json".parse().expect("header"));
 
     c.bench_function("route", |b| {
@@ -61,7 +66,10 @@ fn request(c: &mut Criterion) {
         b.iter(|| {
             let mut v: Value = serde_json::from_slice(black_box(BODY.as_bytes())).expect("json");
             if let Some(o) = v.as_object_mut() {
-                o.insert("model".into(), Value::String("gpt-4o-mini-2024-07-18".into()));
+                o.insert(
+                    "model".into(),
+                    Value::String("gpt-4o-mini-2024-07-18".into()),
+                );
             }
             serde_json::to_vec(&v).expect("json")
         })
@@ -73,8 +81,14 @@ fn request(c: &mut Criterion) {
         let names = vec![name.to_owned()];
         g.bench_function(name, |b| b.iter(|| rt.candidates(black_box(&names))));
     }
-    let fallback = vec!["fast".to_owned(), "openai/gpt-4o".to_owned(), "claude-sonnet-4-5".to_owned()];
-    g.bench_function("fallback-list-3", |b| b.iter(|| rt.candidates(black_box(&fallback))));
+    let fallback = vec![
+        "fast".to_owned(),
+        "openai/gpt-4o".to_owned(),
+        "claude-sonnet-4-5".to_owned(),
+    ];
+    g.bench_function("fallback-list-3", |b| {
+        b.iter(|| rt.candidates(black_box(&fallback)))
+    });
     g.finish();
 }
 

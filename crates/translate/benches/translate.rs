@@ -11,7 +11,12 @@ use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
 
-const FORMATS: [Format; 4] = [Format::OpenAiChat, Format::OpenAiResponses, Format::Anthropic, Format::Gemini];
+const FORMATS: [Format; 4] = [
+    Format::OpenAiChat,
+    Format::OpenAiResponses,
+    Format::Anthropic,
+    Format::Gemini,
+];
 
 /// A typical agent turn: system prompt, a few messages, one tool.
 fn openai_request() -> Value {
@@ -55,13 +60,18 @@ fn openai_stream(n: usize) -> Vec<u8> {
     };
     let mut out = String::new();
     let mut push = |v: Value| out.push_str(&format!("data: {v}\n\n"));
-    push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+    push(chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
     for i in 0..n - 4 {
         push(chunk(json!({"content": format!("word{i} ")}), Value::Null));
     }
     push(chunk(json!({}), json!("stop")));
-    push(json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o-mini",
-        "choices": [], "usage": {"prompt_tokens": 120, "completion_tokens": n - 4, "total_tokens": n + 116}}));
+    push(
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o-mini",
+        "choices": [], "usage": {"prompt_tokens": 120, "completion_tokens": n - 4, "total_tokens": n + 116}}),
+    );
     out.push_str("data: [DONE]\n\n");
     out.into_bytes()
 }
@@ -77,7 +87,13 @@ fn parse_sse(bytes: &[u8]) -> Vec<SseEvent> {
 /// The same stream in `fmt`'s wire shape.
 fn stream_in(fmt: Format, openai: &[u8]) -> Vec<u8> {
     let mut dec = t::stream_decoder(Format::OpenAiChat);
-    let mut enc = t::stream_encoder(fmt, StreamOptions { model_override: None, include_usage: true });
+    let mut enc = t::stream_encoder(
+        fmt,
+        StreamOptions {
+            model_override: None,
+            include_usage: true,
+        },
+    );
     let mut out = BytesMut::new();
     let mut evs: Vec<StreamEvent> = Vec::new();
     for ev in parse_sse(openai) {
@@ -95,7 +111,8 @@ fn requests(c: &mut Criterion) {
     let ir = t::decode_request(Format::OpenAiChat, openai_request()).expect("request");
     let mut g = c.benchmark_group("request");
     for from in FORMATS {
-        let mut body: Value = serde_json::from_slice(&t::encode_request(from, &ir).expect("encode")).expect("json");
+        let mut body: Value =
+            serde_json::from_slice(&t::encode_request(from, &ir).expect("encode")).expect("json");
         if from == Format::Gemini {
             // Gemini carries the model in the path; the gateway sets it from there.
             body.as_object_mut().map(|o| o.remove("model"));
@@ -145,7 +162,9 @@ fn streams(c: &mut Criterion) {
         let raw = stream_in(upstream, &openai);
         let n = parse_sse(&raw).len() as u64;
         g.throughput(Throughput::Elements(n));
-        g.bench_function(BenchmarkId::new("parse", upstream.as_str()), |b| b.iter(|| parse_sse(black_box(&raw))));
+        g.bench_function(BenchmarkId::new("parse", upstream.as_str()), |b| {
+            b.iter(|| parse_sse(black_box(&raw)))
+        });
         for client in FORMATS.into_iter().filter(|f| *f != upstream) {
             let id = format!("{}->{}", upstream.as_str(), client.as_str());
             g.bench_function(BenchmarkId::new("translate", id), |b| {

@@ -20,7 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const COMPLETION: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a static answer from the benchmark mock provider."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":14,"total_tokens":26}}"#;
-const MODELS: &str = r#"{"object":"list","data":[{"id":"bench-model","object":"model","owned_by":"bench"}]}"#;
+const MODELS: &str =
+    r#"{"object":"list","data":[{"id":"bench-model","object":"model","owned_by":"bench"}]}"#;
 
 struct Opts {
     listen: SocketAddr,
@@ -44,7 +45,9 @@ fn parse_args() -> Result<Opts, String> {
             "--threads" => o.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--events" => o.events = val()?.parse().map_err(|e| format!("--events: {e}"))?,
             "--interval-ms" => {
-                o.interval = Duration::from_millis(val()?.parse().map_err(|e| format!("--interval-ms: {e}"))?)
+                o.interval = Duration::from_millis(
+                    val()?.parse().map_err(|e| format!("--interval-ms: {e}"))?,
+                )
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -112,7 +115,11 @@ impl Answers {
         Answers {
             json: whole("200 OK", "application/json", COMPLETION),
             models: whole("200 OK", "application/json", MODELS),
-            not_found: whole("404 Not Found", "application/json", r#"{"error":{"message":"not found"}}"#),
+            not_found: whole(
+                "404 Not Found",
+                "application/json",
+                r#"{"error":{"message":"not found"}}"#,
+            ),
             sse_head,
             sse_events,
             sse_all,
@@ -147,7 +154,9 @@ fn parse_head(head: &[u8]) -> Option<Head> {
         chunked: false,
     };
     for line in lines {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         if k.eq_ignore_ascii_case("content-length") {
             h.content_length = v.parse().ok()?;
@@ -185,10 +194,12 @@ async fn serve(mut s: TcpStream, a: Arc<Answers>, interval: Duration) -> std::io
                 return Ok(());
             }
         }
-        let stream = !head.get && (head.accepts_sse || find(&buf[head_end..total], b"\"stream\":true").is_some());
+        let stream = !head.get
+            && (head.accepts_sse || find(&buf[head_end..total], b"\"stream\":true").is_some());
         buf.drain(..total);
         if head.get {
-            s.write_all(if head.models { &a.models } else { &a.not_found }).await?;
+            s.write_all(if head.models { &a.models } else { &a.not_found })
+                .await?;
         } else if !stream {
             s.write_all(&a.json).await?;
         } else if interval.is_zero() {
@@ -223,7 +234,9 @@ fn main() {
         let answers = Arc::new(Answers::new(o.events));
         eprintln!("bench-mock listening on {}", o.listen);
         loop {
-            let Ok((s, _)) = listener.accept().await else { continue };
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
             let a = answers.clone();
             let interval = o.interval;
             tokio::spawn(async move {
