@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= conf/apiproxy.yaml
 
-.PHONY: bootstrap build release run check test lint fmt bench clean
+.PHONY: bootstrap build release run check test lint fmt bench microbench clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -33,8 +33,14 @@ lint: bootstrap
 fmt:
 	cargo fmt --all
 
+## Load harness: direct / bare-Pingora floor / apiproxy, table in benches/results (benches/README.md).
 bench: bootstrap
 	benches/run.sh
+
+## Criterion micro-benchmarks of the hot pure code (parsing, routing, translation, SSE).
+microbench: bootstrap
+	cargo bench -p apiproxy --bench hot_path
+	cargo bench -p apiproxy-translate --bench translate
 
 clean:
 	cargo clean

@@ -2,7 +2,8 @@
 //! the gateway still reads its usage and shows the logical model name.
 
 use apiproxy_translate::{Format, Usage};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
 fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_u64()
@@ -63,6 +64,43 @@ pub fn usage_of(fmt: Format, v: &Value) -> Option<Usage> {
                 reasoning_tokens: thoughts,
             })
         }
+    }
+}
+
+/// The top-level keys [`usage_of`] reads; everything else in the document is
+/// checked for validity and skipped without being built.
+#[derive(Deserialize)]
+struct UsageKeys {
+    usage: Option<Value>,
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Option<Value>,
+    message: Option<Value>,
+    response: Option<Value>,
+}
+
+/// [`usage_of`] for a whole JSON body, without building a `Value` of the
+/// whole answer (the common passthrough case reads nothing else of it).
+/// `Err` when `body` is not valid JSON.
+pub fn usage_of_json(fmt: Format, body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    match serde_json::from_slice::<UsageKeys>(body) {
+        Ok(k) => {
+            let mut m = Map::new();
+            let keys = [
+                ("usage", k.usage),
+                ("usageMetadata", k.usage_metadata),
+                ("message", k.message),
+                ("response", k.response),
+            ];
+            for (key, v) in keys {
+                if let Some(v) = v {
+                    m.insert(key.to_owned(), v);
+                }
+            }
+            Ok(usage_of(fmt, &Value::Object(m)))
+        }
+        // Not an object, a key of another type than expected, a duplicate
+        // key...: the general path decides, exactly as before.
+        Err(_) => serde_json::from_slice::<Value>(body).map(|v| usage_of(fmt, &v)),
     }
 }
 
@@ -167,6 +205,39 @@ mod tests {
             },
         );
         assert_eq!((merged.input_tokens, merged.output_tokens), (10, 9));
+    }
+
+    #[test]
+    fn usage_from_json_text_matches_usage_of() {
+        let bodies = [
+            r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4}}}"#,
+            r#"{"type":"message","usage":{"input_tokens":3,"cache_read_input_tokens":7,"output_tokens":1}}"#,
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+            r#"{"candidates":[],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":2,"thoughtsTokenCount":3}}"#,
+            r#"{"type":"response.completed","response":{"usage":{"input_tokens":1,"output_tokens":2}},"usage":{"input_tokens":9}}"#,
+            r#"{"usage":null,"response":null}"#,
+            r#"{"message":"text","usage":{"prompt_tokens":1}}"#,
+            r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
+            r#"[1,2]"#,
+            r#"{"choices":[]}"#,
+        ];
+        for body in bodies {
+            let v: Value = serde_json::from_str(body).unwrap();
+            for fmt in [
+                Format::OpenAiChat,
+                Format::OpenAiResponses,
+                Format::Anthropic,
+                Format::Gemini,
+            ] {
+                assert_eq!(
+                    usage_of_json(fmt, body.as_bytes()).unwrap(),
+                    usage_of(fmt, &v),
+                    "{fmt:?} {body}"
+                );
+            }
+        }
+        assert!(usage_of_json(Format::OpenAiChat, b"{\"usage\":").is_err());
+        assert!(usage_of_json(Format::OpenAiChat, b"").is_err());
     }
 
     #[test]

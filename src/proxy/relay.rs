@@ -15,7 +15,7 @@ use pingora::proxy::Session;
 use serde_json::Value;
 
 use super::ctx::RequestCtx;
-use super::passthrough::{merge_usage, model_key, rewrite_string_field, usage_of};
+use super::passthrough::{merge_usage, model_key, rewrite_string_field, usage_of, usage_of_json};
 use super::respond::{self, Headers};
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
@@ -120,11 +120,6 @@ async fn whole(
         }
     }
     let out = if plan.passthrough {
-        let v: Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
-        };
-        ctx.usage = usage_of(plan.upstream, &v);
         if ctx.answer.is_some() {
             if let Ok(r) = translate::decode_response(plan.upstream, &body) {
                 capture_text(ctx, &r);
@@ -132,7 +127,11 @@ async fn whole(
         }
         match &plan.model_override {
             Some(m) => {
-                let mut v = v;
+                let mut v: Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
+                };
+                ctx.usage = usage_of(plan.upstream, &v);
                 if let Some(obj) = v.as_object_mut() {
                     let key = model_key(plan.client);
                     if obj.contains_key(key) {
@@ -144,7 +143,15 @@ async fn whole(
                     Err(e) => return failed(format!("re-encoding the response: {e}"), None),
                 }
             }
-            None => body.freeze(),
+            None => {
+                // Only the usage is needed: read it without building the
+                // whole answer (the body is still checked to be JSON).
+                ctx.usage = match usage_of_json(plan.upstream, &body) {
+                    Ok(u) => u,
+                    Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
+                };
+                body.freeze()
+            }
         }
     } else {
         let mut r = match translate::decode_response(plan.upstream, &body) {

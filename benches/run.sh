@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make bench`: the load harness, start to end. Builds apiproxy and the
+# bench helpers (bench-mock, bench-floor) in release mode, installs the load
+# generator (oha, from crates.io) when it is missing, then runs
+# benches/harness.py, which prints the table and writes benches/results/.
+# Everything listens on 127.0.0.1. Knobs: see benches/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+# The version is pinned so every machine measures with the same generator.
+OHA_VERSION="${OHA_VERSION:-1.16.0}"
+
+if ! command -v oha >/dev/null 2>&1; then
+  echo "bench: installing oha $OHA_VERSION (once; cargo install)" >&2
+  cargo install --locked --quiet oha --version "$OHA_VERSION"
+fi
+command -v curl >/dev/null 2>&1 || { echo "bench: curl is missing (scripts/bootstrap.sh installs it)" >&2; exit 1; }
+command -v python3 >/dev/null 2>&1 || { echo "bench: python3 is missing" >&2; exit 1; }
+
+target="${CARGO_TARGET_DIR:-target}"
+echo "bench: building release binaries into $target" >&2
+cargo build --release --quiet -p apiproxy -p apiproxy-bench-tools --bin apiproxy --bin bench-mock --bin bench-floor
+exec python3 benches/harness.py "$target/release"
