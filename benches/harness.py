@@ -49,6 +49,9 @@ STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 TTFB_SAMPLES = int(os.environ.get("BENCH_TTFB_SAMPLES", "200"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 CLIENT_KEY = "sk-bench-client-key-0001"
+# A key with rpm and tpm limits: every request through it counts in the store
+# (scenarios 6a/6b compare the embedded store with Redis).
+LIMITED_KEY = "sk-bench-limited-key-0001"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -116,14 +119,15 @@ class Servers:
                 p.kill()
 
 
-def apiproxy_config(ports, workdir):
+def apiproxy_config(ports, workdir, name="apiproxy", metrics="metrics", redis_url=None):
+    store = f"store:\n  redis_url: {redis_url}\n" if redis_url else ""
     return f"""# written by benches/harness.py
-server:
-  listen: 127.0.0.1:{ports['apiproxy']}
-  metrics_listen: 127.0.0.1:{ports['metrics']}
+{store}server:
+  listen: 127.0.0.1:{ports[name]}
+  metrics_listen: 127.0.0.1:{ports[metrics]}
   threads: 2
-  pid_file: {workdir}/apiproxy.pid
-  upgrade_sock: {workdir}/apiproxy-upgrade.sock
+  pid_file: {workdir}/{name}.pid
+  upgrade_sock: {workdir}/{name}-upgrade.sock
   grace_period_seconds: 0
   graceful_shutdown_timeout_seconds: 1
 log:
@@ -131,6 +135,7 @@ log:
 auth:
   keys:
     - {{ name: bench, key: {CLIENT_KEY} }}
+    - {{ name: limited, key: {LIMITED_KEY}, rpm: 1000000000, tpm: 1000000000000 }}
   admin_keys: [sk-bench-admin-key-0001]
 providers:
   - {{ id: mock, kind: openai, base_url: "http://127.0.0.1:{ports['mock']}", api_keys: [sk-up-1], models: [bench-model] }}
@@ -169,6 +174,7 @@ class Scenario:
 
 def scenarios():
     auth = ["Authorization: Bearer " + CLIENT_KEY]
+    limited = ["Authorization: Bearer " + LIMITED_KEY]
     ant = ["x-api-key: " + CLIENT_KEY, "anthropic-version: 2023-06-01"]
     chat = "/v1/chat/completions"
     return {
@@ -180,6 +186,10 @@ def scenarios():
                      messages_body("bench-model"), ant, "apiproxy"),
             Scenario("logical", "4b apiproxy logical model, 2 upstreams", "apiproxy", chat,
                      chat_body("bench-logical"), auth, "apiproxy"),
+            Scenario("store-mem", "6a apiproxy, key with rpm+tpm, embedded store", "apiproxy", chat,
+                     chat_body("bench-model"), limited, "apiproxy"),
+            Scenario("store-redis", "6b apiproxy, key with rpm+tpm, Redis store", "apiproxy_redis", chat,
+                     chat_body("bench-model"), limited, "apiproxy_redis"),
         ],
         "sse": [
             Scenario("direct-sse", "1 direct SSE", "mock", chat, chat_body("bench-model", True), auth, "mock"),
@@ -429,6 +439,13 @@ def render(res):
              f"of the floor's req/s (target ≥ 85%)")
     L.append(f"- p99 added over direct at {res['params']['rate']} req/s: {f(fo['p99_ms'] - fd['p99_ms'], 3)} ms "
              f"(target < 1 ms)")
+    sm, sr = sat.get("store-mem"), sat.get("store-redis")
+    if sm and sr:
+        L.append(f"- Redis store vs embedded store (key with rpm+tpm: a check-and-count and a token check per "
+                 f"request, tokens added after it): req/s ratio {f(ratio(sr['rps'], sm['rps']))}, "
+                 f"CPU µs/req {f(sr['cpu_us_per_req'], 1)} vs {f(sm['cpu_us_per_req'], 1)}, p50 at "
+                 f"{res['params']['rate']} req/s {f(fix['store-redis']['p50_ms'], 3)} vs "
+                 f"{f(fix['store-mem']['p50_ms'], 3)} ms")
     L.append(f"- wall time of the run: {res['wall_seconds']:.0f} s")
     return "\n".join(L) + "\n"
 
@@ -442,7 +459,8 @@ def main():
     work = tempfile.mkdtemp(prefix="apiproxy-bench-")
     RESULTS.mkdir(parents=True, exist_ok=True)
     sv = Servers(bin_dir, work)
-    ports = {k: free_port() for k in ("mock", "mock_slow", "floor", "floor_slow", "apiproxy", "metrics")}
+    ports = {k: free_port() for k in ("mock", "mock_slow", "floor", "floor_slow", "apiproxy", "metrics",
+                                      "apiproxy_redis", "metrics_redis", "redis")}
     res = {"machine": machine(),
            "params": {"seconds": SECONDS, "rounds": ROUNDS, "rate": RATE, "conns": CONNS, "streams": STREAMS,
                       "ttfb_samples": TTFB_SAMPLES}}
@@ -459,6 +477,12 @@ def main():
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
         sv.start("apiproxy", [b / "apiproxy", "-c", str(conf)], ports["apiproxy"], env=env)
+        sv.start("redis", ["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no"], ports["redis"])
+        conf_redis = Path(work) / "apiproxy-redis.yaml"
+        conf_redis.write_text(apiproxy_config(ports, work, "apiproxy_redis", "metrics_redis",
+                                              f"redis://127.0.0.1:{ports['redis']}/0"))
+        sv.start("apiproxy_redis", [b / "apiproxy", "-c", str(conf_redis)], ports["apiproxy_redis"], env=env)
         sv.ports["metrics"] = ports["metrics"]
         sv.procs_by_name = [(n, p) for n, p in sv.procs]
         sc = scenarios()

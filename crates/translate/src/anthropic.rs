@@ -21,9 +21,8 @@ pub use response::{decode_response, encode_response};
 pub use stream::{StreamDecoder, StreamEncoder};
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::now_secs;
 use crate::{FinishReason, Usage};
 
 /// Anthropic `stop_reason` → IR.
@@ -94,21 +93,7 @@ fn usage_from_ir(u: &Usage) -> wire::WireUsage {
 /// A fresh id in Anthropic's style (`msg_...`, `toolu_...`): there is no
 /// random source here, so time and a process-wide counter make it unique.
 fn synth_id(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!("{prefix}{nanos:016x}{n:08x}")
-}
-
-/// Unix seconds now (Anthropic responses carry no creation time).
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    format!("{prefix}{}", crate::common::unique_token())
 }
 
 /// Anthropic tool ids must match `^[a-zA-Z0-9_-]+$`; ids minted by other

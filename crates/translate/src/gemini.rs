@@ -35,10 +35,10 @@ pub use request_encode::encode_request;
 pub use response::{decode_response, encode_response};
 pub use stream::{StreamDecoder, StreamEncoder};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde_json::{json, Map, Value};
 
+use crate::common::type_name;
+use crate::common::unique_token;
 use crate::{FinishReason, TranslateError, Usage};
 
 fn err(msg: impl Into<String>) -> TranslateError {
@@ -56,17 +56,6 @@ fn get_any<'a>(obj: &'a Map<String, Value>, camel: &str, snake: &str) -> Option<
     obj.get(camel)
         .filter(|v| !v.is_null())
         .or_else(|| obj.get(snake).filter(|v| !v.is_null()))
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A JSON path built on the stack, formatted only when an error names it.
@@ -108,22 +97,6 @@ fn want_object(
             type_name(&other)
         ))),
     }
-}
-
-/// A fresh, process-unique token (no rand crate: time and a counter).
-fn unique_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    // splitmix64 over time and counter: distinct for distinct inputs.
-    let mut z = nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    format!("{z:016x}{:04x}", n & 0xffff)
 }
 
 fn decode_usage(u: &Value) -> Option<Usage> {

@@ -10,6 +10,7 @@
 //! client format to any provider format through the neutral [`ir`].
 
 pub mod anthropic;
+mod common;
 pub mod error;
 pub mod gemini;
 pub mod ir;

@@ -35,24 +35,14 @@ pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::common::now_secs;
+use crate::common::type_name;
 use crate::{FinishReason, TranslateError};
 
 type Obj = Map<String, Value>;
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// `<path>: expected <want>, got <type>`.
 fn expected(path: impl std::fmt::Display, want: &str, got: &Value) -> TranslateError {
@@ -80,28 +70,10 @@ fn req_string(obj: &mut Obj, key: &str, prefix: &str) -> Result<String, Translat
         .ok_or_else(|| TranslateError::new(format!("{prefix}{key}: required (a string)")))
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// A fresh id such as `chatcmpl-<24 hex digits>` (no rand crate: time and a
 /// process-wide counter, mixed).
 fn synth_id(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    // splitmix64 of time ^ counter, so consecutive ids do not look alike.
-    let mut z = (t ^ n.rotate_left(32)).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    format!("{prefix}{z:016x}{:08x}", n as u32)
+    format!("{prefix}{}", crate::common::unique_token())
 }
 
 fn finish_from_str(s: &str) -> FinishReason {

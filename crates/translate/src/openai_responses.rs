@@ -25,35 +25,14 @@ pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Map, Value};
 
+use crate::common::now_secs;
+use crate::common::unique_token as unique_suffix;
 use crate::TranslateError;
 
 fn err(msg: String) -> TranslateError {
     TranslateError::new(msg)
-}
-
-/// Unix seconds now.
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A process-unique hex suffix for synthesized ids (no rand crate: time and a
-/// counter).
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!("{t:016x}{:06x}", n & 0xff_ffff)
 }
 
 fn type_of(v: &Value) -> Option<&str> {
