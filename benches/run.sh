@@ -17,7 +17,8 @@ fi
 command -v curl >/dev/null 2>&1 || { echo "bench: curl is missing (scripts/bootstrap.sh installs it)" >&2; exit 1; }
 command -v python3 >/dev/null 2>&1 || { echo "bench: python3 is missing" >&2; exit 1; }
 
-target="${CARGO_TARGET_DIR:-target}"
+# Absolute: the harness starts the servers from a scratch directory.
+target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 echo "bench: building release binaries into $target" >&2
 cargo build --release --quiet -p apiproxy -p apiproxy-bench-tools --bin apiproxy --bin bench-mock --bin bench-floor
 exec python3 benches/harness.py "$target/release"
