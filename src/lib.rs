@@ -12,6 +12,7 @@
 //!   the stores themselves are the `apiproxy-store` crate.
 //! - The format translation itself is the `apiproxy-translate` crate.
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -228,24 +228,38 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         let usage = ctx.usage.unwrap_or_default();
-        log::info!(
-            target: "access",
+        if !crate::access_log::enabled() {
+            return;
+        }
+        crate::access_log::write(format_args!(
             "{} {} {} {}ms key={} model={} upstream={}/{} attempts={} stream={} tokens={}/{}{}{}",
             req.method,
             req.uri.path(),
             ctx.status,
             elapsed.as_millis(),
             ctx.key_name.as_deref().unwrap_or("-"),
-            if ctx.requested_model.is_empty() { "-" } else { &ctx.requested_model },
-            if ctx.provider.is_empty() { "-" } else { &ctx.provider },
-            if ctx.upstream_model.is_empty() { "-" } else { &ctx.upstream_model },
+            if ctx.requested_model.is_empty() {
+                "-"
+            } else {
+                &ctx.requested_model
+            },
+            if ctx.provider.is_empty() {
+                "-"
+            } else {
+                &ctx.provider
+            },
+            if ctx.upstream_model.is_empty() {
+                "-"
+            } else {
+                &ctx.upstream_model
+            },
             ctx.attempts,
             ctx.stream,
             usage.input_tokens,
             usage.output_tokens,
             if ctx.client_gone { " client_gone" } else { "" },
             e.map(|e| format!(" error={e}")).unwrap_or_default(),
-        );
+        ));
     }
 }
 
