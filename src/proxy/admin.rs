@@ -268,17 +268,7 @@ pub async fn handle(
 /// to now, and every candidate's score.
 async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Value, GatewayError> {
     let started = Instant::now();
-    let mut body = Vec::new();
-    while let Some(c) = session
-        .read_request_body()
-        .await
-        .map_err(|e| GatewayError::bad_request(format!("reading the body: {e}")))?
-    {
-        if body.len() + c.len() > 1 << 20 {
-            return Err(GatewayError::new(413, "body too large"));
-        }
-        body.extend_from_slice(&c);
-    }
+    let body = super::llm::read_body(session, 1 << 20).await?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("body is not valid JSON: {e}")))?;
     let model = v
@@ -313,13 +303,8 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
     let mut chosen = eligible.first().cloned();
     if let Some(conv) = v.get("conversation_id").and_then(Value::as_str) {
         if let Some(b) = gw.state.store().await.get_session(conv).await {
-            if let Some(c) = eligible.iter().find(|c| {
-                c.requested == b.logical_model
-                    && c.model == b.model_id
-                    && rt.providers[c.provider].id() == b.provider_id
-                    && !rt.providers[c.provider].health.cooling()
-            }) {
-                chosen = Some(c.clone());
+            if let Some(i) = rt.bound_candidate(&eligible, &b) {
+                chosen = Some(eligible[i].clone());
                 reasoning =
                     "session binding: the conversation stays on the upstream that served it first";
             }

@@ -117,13 +117,7 @@ pub async fn handle(
         .map(str::to_owned);
     if let Some(sid) = ctx.session_id.clone() {
         if let Some(b) = store.get_session(&sid).await {
-            let pos = candidates.iter().position(|c| {
-                c.requested == b.logical_model
-                    && c.model == b.model_id
-                    && rt.providers[c.provider].id() == b.provider_id
-                    && !rt.providers[c.provider].health.cooling()
-            });
-            if let Some(pos) = pos {
+            if let Some(pos) = rt.bound_candidate(&candidates, &b) {
                 let c = candidates.remove(pos);
                 sticky_key = Some((c.provider, b.key_index));
                 candidates.insert(0, c);
@@ -419,7 +413,7 @@ fn forwarded_headers(fmt: Format, session: &Session) -> Vec<(&'static str, Strin
 
 /// Reads the request body, bounded by `max` (413 beyond it). Answers
 /// `Expect: 100-continue` first so large uploads do not stall.
-async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, GatewayError> {
     let req = session.req_header();
     let declared = req
         .headers

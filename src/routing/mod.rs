@@ -5,6 +5,8 @@ pub mod select;
 
 use std::sync::Arc;
 
+use apiproxy_store::SessionBinding;
+
 use crate::config::Config;
 use crate::upstream::Provider;
 
@@ -100,6 +102,22 @@ impl Runtime {
             })
             .collect();
         (!found.is_empty()).then_some(found)
+    }
+
+    /// Where in `candidates` the upstream a session is bound to stands, while
+    /// that upstream is healthy (stickiness gives way to a cooling upstream).
+    pub fn bound_candidate(
+        &self,
+        candidates: &[Candidate],
+        binding: &SessionBinding,
+    ) -> Option<usize> {
+        candidates.iter().position(|c| {
+            let p = &self.providers[c.provider];
+            c.requested == binding.logical_model
+                && c.model == binding.model_id
+                && p.id() == binding.provider_id
+                && !p.health.cooling()
+        })
     }
 
     /// Candidates for the names a request gave (`model`, then each of
