@@ -21,6 +21,7 @@ pub mod memory;
 mod metrics;
 mod redis_link;
 pub mod redis_store;
+pub mod spend;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod window;
@@ -131,6 +132,9 @@ pub trait Store: Send + Sync {
     async fn check_tokens(&self, name: &str, limit: u64) -> RateDecision;
     /// Adds tokens used (after the response, from the usage the provider reported).
     async fn add_tokens(&self, name: &str, tokens: u64);
+    /// Adds `amount` to the spend counter `name` (shared by every replica on one Redis) and returns its new
+    /// total; `amount` 0 only reads it. The counter expires `ttl` after it was first added to.
+    async fn add_spend(&self, name: &str, amount: u64, ttl: Duration) -> u64;
     /// `"memory"` or `"redis"`.
     fn kind(&self) -> &'static str;
     /// Whether Redis is currently reachable (always true for the memory store).

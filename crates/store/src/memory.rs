@@ -18,6 +18,7 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// The in-process [`Store`]; also the fallback of the Redis store.
 pub struct MemoryStore {
     state: Arc<State>,
+    spend: crate::spend::SpendCounters,
 }
 
 struct State {
@@ -73,7 +74,10 @@ impl MemoryStore {
             tokens: DashMap::new(),
         });
         spawn_sweeper(Arc::downgrade(&state));
-        MemoryStore { state }
+        MemoryStore {
+            state,
+            spend: Default::default(),
+        }
     }
 
     /// Stores `binding` exactly as given (the Redis store mirrors what Redis holds, for use during an outage).
@@ -248,6 +252,10 @@ impl Store for MemoryStore {
         }
         let now = self.state.now_secs();
         window_of(&self.state.tokens, name).add(now, tokens);
+    }
+
+    async fn add_spend(&self, name: &str, amount: u64, ttl: Duration) -> u64 {
+        self.spend.add(name, amount, ttl)
     }
 
     fn kind(&self) -> &'static str {

@@ -118,6 +118,10 @@ impl RedisStore {
     }
 }
 
+fn ttl_dur(ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms)
+}
+
 fn ttl_ms(ttl: std::time::Duration) -> u64 {
     // Redis refuses a PX of 0.
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -306,6 +310,16 @@ impl Store for RedisStore {
         self.local.add_tokens(name, tokens).await;
         self.rate_window(self.key("tpm", name), 0, "add", tokens)
             .await;
+    }
+
+    async fn add_spend(&self, name: &str, amount: u64, ttl: std::time::Duration) -> u64 {
+        let key = self.key("spend", name);
+        let ttl = ttl_ms(ttl);
+        // Counted locally either way: the fallback's memory of this replica's spend.
+        let local = self.local.add_spend(name, amount, ttl_dur(ttl)).await;
+        self.redis("spend", |conn| crate::spend::redis_add(conn, key, amount, ttl))
+            .await
+            .unwrap_or(local)
     }
 
     fn kind(&self) -> &'static str {
