@@ -10,7 +10,7 @@ pub mod raw;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apiproxy_translate::Format;
@@ -35,6 +35,10 @@ pub struct Config {
     pub global_rpm: Option<u64>,
     /// Gateway-wide tokens per minute.
     pub global_tpm: Option<u64>,
+    /// How access-log lines are written.
+    pub access_format: crate::access_log::AccessFormat,
+    /// Payload, header and browser-masking rules from `filters_dir`.
+    pub filters: crate::filters::FilterSet,
 }
 
 /// Listener and process settings (mostly handed to Pingora).
@@ -52,6 +56,8 @@ pub struct ServerSettings {
     pub group: Option<String>,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    /// Longer model names get 400.
+    pub max_model_name_bytes: usize,
 }
 
 /// Where shared state lives.
@@ -89,6 +95,8 @@ pub struct ClientKey {
     pub tpm: Option<u64>,
     /// The allow-list; `None` allows every model.
     pub models: Option<GlobSet>,
+    /// Spending limit per period, shared by every replica.
+    pub budget: Option<crate::pricing::budget::Budget>,
 }
 
 impl ClientKey {
@@ -167,11 +175,13 @@ pub struct BaseUrl {
     pub path: String,
 }
 
-/// Price per million tokens.
+/// Price in USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
     pub input: f64,
     pub output: f64,
+    /// Input tokens read from the prompt cache; `None`: charged as input.
+    pub cached_input: Option<f64>,
 }
 
 /// One provider, resolved.
@@ -219,17 +229,33 @@ pub struct UpstreamRef {
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 impl Config {
-    /// Reads, parses and resolves `path`. `Err` holds one line per problem.
+    /// Reads, parses and resolves `path`, with the filter files of
+    /// `filters_dir` (default `filters/` beside it). `Err` holds one line
+    /// per problem.
     pub fn load(path: &Path) -> Result<Config, Vec<String>> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
-        Self::from_yaml(&text, &|name| std::env::var(name).ok())
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_yaml_in(&text, &|name| std::env::var(name).ok(), Some(dir))
     }
 
     /// Parses and resolves config text, reading `${VAR}`s from `lookup`.
+    /// Filter files are read only when `filters_dir` is given.
     pub fn from_yaml(
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        Self::from_yaml_in(text, lookup, None)
+    }
+
+    /// Parses and resolves config text; `base` is the config file's
+    /// directory (where a relative `filters_dir` and the default `filters/`
+    /// are looked up). Every problem is reported, unset variables included,
+    /// and none echoes a value taken from the environment.
+    pub fn from_yaml_in(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        base: Option<&Path>,
     ) -> Result<Config, Vec<String>> {
         let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| vec![yaml_error(&e)])?;
@@ -237,10 +263,24 @@ impl Config {
             value = serde_yaml::Value::Mapping(Default::default());
         }
         let mut problems = Vec::new();
-        expand_tree(&mut value, String::new(), lookup, &mut problems);
-        if !problems.is_empty() {
-            return Err(problems);
+        let mut used = Vec::new();
+        expand_tree(&mut value, String::new(), lookup, &mut problems, &mut used);
+        let result = Self::from_value(value, lookup, base, &mut used);
+        if let Err(more) = result.as_ref() {
+            problems.extend(more.iter().cloned());
         }
+        if problems.is_empty() {
+            return result;
+        }
+        Err(problems.iter().map(|p| env::redact(p, &used)).collect())
+    }
+
+    fn from_value(
+        value: serde_yaml::Value,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        base: Option<&Path>,
+        used: &mut Vec<env::EnvValue>,
+    ) -> Result<Config, Vec<String>> {
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -250,7 +290,36 @@ impl Config {
                 format!("{path}: {inner}")
             }]
         })?;
-        resolve(raw)
+        let provider_ids: Vec<String> = raw.providers.iter().map(|p| p.id.clone()).collect();
+        let filters_dir = raw.filters_dir.clone();
+        let resolved = resolve(raw);
+        let dir = match (&filters_dir, base) {
+            (Some(d), Some(b)) => Some((b.join(d), true)),
+            (Some(d), None) => Some((PathBuf::from(d), true)),
+            (None, Some(b)) => Some((b.join("filters"), false)),
+            (None, None) => None,
+        };
+        let filters = match dir {
+            None => Ok(crate::filters::FilterSet::default()),
+            Some((dir, explicit)) => {
+                let mut expand = |v: &mut serde_yaml::Value, at: String, p: &mut Vec<String>| {
+                    expand_tree(v, at, lookup, p, used)
+                };
+                crate::filters::load_dir(&dir, explicit, &provider_ids, &mut expand)
+            }
+        };
+        match (resolved, filters) {
+            (Ok(mut c), Ok(f)) => {
+                c.filters = f;
+                Ok(c)
+            }
+            (Ok(_), Err(p)) => Err(p),
+            (Err(p), Ok(_)) => Err(p),
+            (Err(mut p), Err(q)) => {
+                p.extend(q);
+                Err(p)
+            }
+        }
     }
 
     /// The index of provider `id`.
@@ -271,21 +340,30 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
     }
 }
 
-/// Expands `${VAR}` in every string of the tree, noting problems by path.
+/// Expands `${VAR}` in every string of the tree, noting problems by path
+/// (every unset variable, each as its own line) and the values taken from
+/// the environment.
 fn expand_tree(
     v: &mut serde_yaml::Value,
     path: String,
     lookup: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
+    used: &mut Vec<env::EnvValue>,
 ) {
     match v {
-        serde_yaml::Value::String(s) => match env::expand(s, lookup) {
-            Ok(x) => *s = x,
-            Err(e) => problems.push(format!("{path}: {e}")),
-        },
+        serde_yaml::Value::String(s) => {
+            let mut unset = Vec::new();
+            match env::expand_noting(s, lookup, &mut unset, used) {
+                Ok(x) => *s = x,
+                Err(e) => problems.push(format!("{path}: {e}")),
+            }
+            for name in unset {
+                problems.push(format!("{path}: environment variable {name} is not set"));
+            }
+        }
         serde_yaml::Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_tree(item, format!("{path}[{i}]"), lookup, problems);
+                expand_tree(item, format!("{path}[{i}]"), lookup, problems, used);
             }
         }
         serde_yaml::Value::Mapping(map) => {
@@ -296,10 +374,10 @@ fn expand_tree(
                 } else {
                     format!("{path}.{key}")
                 };
-                expand_tree(item, p, lookup, problems);
+                expand_tree(item, p, lookup, problems, used);
             }
         }
-        serde_yaml::Value::Tagged(t) => expand_tree(&mut t.value, path, lookup, problems),
+        serde_yaml::Value::Tagged(t) => expand_tree(&mut t.value, path, lookup, problems, used),
         _ => {}
     }
 }
@@ -375,6 +453,9 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     if s.threads == Some(0) {
         problems.push("server.threads: must be at least 1".to_owned());
     }
+    if s.max_model_name_bytes == Some(0) {
+        problems.push("server.max_model_name_bytes: must be positive".to_owned());
+    }
     if s.max_body_bytes == Some(0) {
         problems.push("server.max_body_bytes: must be positive".to_owned());
     }
@@ -396,9 +477,22 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         // for a quick restart.
         grace_period_seconds: s.grace_period_seconds.unwrap_or(60),
         graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds.unwrap_or(10),
+        max_model_name_bytes: s
+            .max_model_name_bytes
+            .unwrap_or(crate::model_name::DEFAULT_MAX_MODEL_NAME_BYTES),
     };
 
     // log
+    let access_format = match raw.log.access_format.as_deref() {
+        None | Some("text") => crate::access_log::AccessFormat::Text,
+        Some("json") => crate::access_log::AccessFormat::Json,
+        Some(other) => {
+            problems.push(format!(
+                "log.access_format: {other:?} is not one of text, json"
+            ));
+            crate::access_log::AccessFormat::Text
+        }
+    };
     let log_level = raw.log.level.unwrap_or_else(|| "info".to_owned());
     if !["error", "warn", "info", "debug", "trace", "off"]
         .contains(&log_level.to_ascii_lowercase().as_str())
@@ -465,6 +559,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 }
             },
         };
+        let budget = match crate::pricing::budget::Budget::resolve(k.budget_usd, k.budget_period.as_deref()) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(format!("{at}.{e}"));
+                None
+            }
+        };
         let models = match k.models {
             None => None,
             Some(pats) => {
@@ -499,6 +600,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             rpm: k.rpm,
             tpm: k.tpm,
             models,
+            budget,
         });
     }
     for (i, k) in raw.auth.admin_keys.iter().enumerate() {
@@ -585,6 +687,14 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 problems.push(format!("{at}.headers.{name}: not a valid header"));
             }
         }
+        for (m, pr) in &p.pricing {
+            let prices = [Some(pr.input), Some(pr.output), pr.cached_input];
+            if prices.iter().flatten().any(|x| !(x.is_finite() && *x >= 0.0)) {
+                problems.push(format!(
+                    "{at}.pricing.{m}: prices must be non-negative numbers (USD per million tokens)"
+                ));
+            }
+        }
         if let Some(models) = &p.models {
             if let Some(j) = models.iter().position(String::is_empty) {
                 problems.push(format!("{at}.models[{j}]: must not be empty"));
@@ -625,6 +735,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                         Price {
                             input: pr.input,
                             output: pr.output,
+                            cached_input: pr.cached_input,
                         },
                     )
                 })
@@ -687,6 +798,8 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         cooldown: Duration::from_secs(raw.routing.cooldown_seconds.unwrap_or(30)),
         global_rpm: raw.limits.rpm,
         global_tpm: raw.limits.tpm,
+        access_format,
+        filters: crate::filters::FilterSet::default(),
     })
 }
 

@@ -41,6 +41,9 @@ pub struct RawConfig {
     pub context: RawContext,
     #[serde(default)]
     pub limits: RawLimits,
+    /// The directory of filter rule files (default `filters/` beside the
+    /// config file).
+    pub filters_dir: Option<String>,
 }
 
 /// Gateway-wide limits, shared by every key (and every replica on one Redis).
@@ -66,12 +69,16 @@ pub struct RawServer {
     pub group: Option<String>,
     pub grace_period_seconds: Option<u64>,
     pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// Longer model names get 400 (default 256 bytes).
+    pub max_model_name_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub level: Option<String>,
+    /// `text` (default) or `json`: one JSON object per access line.
+    pub access_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +125,10 @@ pub struct RawKey {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub models: Option<Vec<String>>,
+    /// Spending limit in USD per `budget_period`, across replicas.
+    pub budget_usd: Option<f64>,
+    /// `day` (default) or `month`, in UTC.
+    pub budget_period: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +161,9 @@ pub struct RawProvider {
 pub struct RawPrice {
     pub input: f64,
     pub output: f64,
+    /// Price of input tokens read from the provider's prompt cache; absent:
+    /// they are charged as input.
+    pub cached_input: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,8 @@ pub struct RequestCtx {
     pub capture_limit: usize,
     /// Rate-limit buckets the answer's tokens count against.
     pub token_buckets: Vec<String>,
+    /// The price of the upstream model tried last (for the cost).
+    pub price: Option<crate::config::Price>,
 }
 
 impl RequestCtx {
@@ -91,6 +93,14 @@ impl Default for RequestCtx {
             answer: None,
             capture_limit: 0,
             token_buckets: Vec::new(),
+            price: None,
         }
+    }
+}
+
+impl RequestCtx {
+    /// What the answer cost, once its usage is known and its model priced.
+    pub fn cost_usd(&self) -> Option<f64> {
+        Some(crate::pricing::cost_usd(self.price.as_ref()?, self.usage.as_ref()?))
     }
 }

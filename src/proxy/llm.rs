@@ -50,6 +50,7 @@ pub async fn handle(
 
     let store = gw.state.store().await;
     admit(store.as_ref(), rt, key, ctx, headers).await?;
+    crate::pricing::budget::admit(store.as_ref(), key, headers).await?;
     let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model)?;
     let (candidates, sticky) =
         stick_to_session(store.as_ref(), rt, session, ctx, candidates, fmt, &parsed).await;
@@ -88,7 +89,9 @@ async fn read_request(
     route: &LlmRoute,
 ) -> Result<Parsed, GatewayError> {
     let body = request::read_body(session, rt.config.server.max_body_bytes).await?;
-    request::parse(route.format, &body, route, session)
+    let parsed = request::parse(route.format, &body, route, session)?;
+    crate::model_name::check(&parsed.names, rt.config.server.max_model_name_bytes)?;
+    Ok(parsed)
 }
 
 /// Every model the request names must be allowed for its key.
@@ -369,6 +372,18 @@ impl Attempts<'_> {
         headers: &mut Headers,
     ) -> Result<Attempt, GatewayError> {
         let body = self.encoder.encode(provider.config.format, c, parsed)?;
+        let target = crate::filters::Target {
+            client: self.fmt,
+            provider: &provider.config,
+            model: &c.model,
+            requested: &c.requested,
+        };
+        let filters = &self.rt.config.filters;
+        let body = filters
+            .apply_payload(body, &target)
+            .map_err(GatewayError::internal)?;
+        let edits = filters.header_edits(&target);
+        ctx.price = crate::pricing::price_of(&provider.config, &c.model);
         let mut out_headers = provider.auth_headers(provider.key(key_index));
         if provider.config.format == self.fmt {
             out_headers.extend(self.forwarded.iter().cloned());
@@ -385,6 +400,7 @@ impl Attempts<'_> {
                 body,
                 stream: parsed.stream,
                 headers: out_headers,
+                edits: edits.as_ref(),
             }) => r,
             _ = super::client_gone(session) => {
                 ctx.client_gone = true;
