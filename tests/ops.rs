@@ -1,0 +1,226 @@
+//! Edge hardening of labels, logs and secrets, and operations, through the
+//! real binary: made-up model names stay out of metric labels, long ones get
+//! 400, access-log fields are escaped and capped (text and JSON), a `?key=`
+//! never reaches a log line, and `-t` reports every problem without echoing
+//! environment values.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn gateway(extra: &str) -> (MockProvider, Gateway) {
+    let up = MockProvider::start(|rec, _| {
+        let model = rec.json()["model"].as_str().unwrap_or("m").to_owned();
+        Reply::json(200, openai_completion(&model, "ok"))
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "{extra}providers:\n  - {{ id: p, kind: openai, base_url: \"{}\", models: [known] }}\nmodels:\n  - {{ name: fast, upstreams: [{{ provider: p, model: known }}] }}\n",
+        up.base_url()
+    ))
+    .await;
+    (up, gw)
+}
+
+async fn chat(gw: &Gateway, model: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn settled_log(gw: &Gateway) -> String {
+    tokio::time::sleep(Duration::from_millis(400)).await; // access lines flush every 200 ms
+    gw.log()
+}
+
+#[tokio::test]
+async fn made_up_model_names_become_other_and_long_ones_get_400() {
+    let (up, gw) = gateway("").await;
+    for m in ["fast", "known", "p/known", "p/invented-1", "p/invented-2"] {
+        assert_eq!(chat(&gw, m).await.status(), 200, "{m}");
+    }
+    let metrics = gw.metrics_until("apiproxy_requests_total").await;
+    let requests: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("apiproxy_requests_total{"))
+        .collect();
+    assert!(!metrics.contains("invented"), "{metrics}");
+    for label in [
+        "model=\"fast\"",
+        "model=\"known\"",
+        "model=\"p/known\"",
+        "model=\"other\"",
+        "upstream_model=\"other\"",
+    ] {
+        assert!(
+            requests.iter().any(|l| l.contains(label)),
+            "{label} missing in {requests:#?}"
+        );
+    }
+    let other = requests
+        .iter()
+        .find(|l| l.contains("model=\"other\""))
+        .unwrap();
+    assert!(other.ends_with(" 2"), "{other}");
+
+    // Longer than server.max_model_name_bytes (default 256): 400, never upstream.
+    let before = up.count();
+    let r = chat(&gw, &format!("p/{}", "x".repeat(300))).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most 256"));
+    let r = chat(&gw, "p/a\nb").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(up.count(), before);
+}
+
+#[test]
+fn the_model_name_bound_is_checked_by_t() {
+    // The harness writes `server:` itself, so the key is checked with -t.
+    let dir = TempDir::new();
+    let conf = dir.0.join("c.yaml");
+    std::fs::write(&conf, "server:\n  max_model_name_bytes: 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.max_model_name_bytes"));
+}
+
+#[tokio::test]
+async fn access_log_fields_are_escaped_and_capped() {
+    let (_up, gw) = gateway("").await;
+    // A name that tries to forge a field, and one far longer than a field may be.
+    assert_eq!(chat(&gw, "p/x key=root").await.status(), 200);
+    let long = format!("p/{}", "z".repeat(250));
+    assert_eq!(chat(&gw, &long).await.status(), 200);
+    let log = settled_log(&gw).await;
+    assert!(log.contains("model=p/x\\x20key=root"), "{log}");
+    assert!(!log.contains(" key=root"), "{log}");
+    assert!(!log.contains(&"z".repeat(201)), "a field was not capped:\n{log}");
+    assert!(log.contains(&format!("{}...", &"z".repeat(198))), "{log}");
+}
+
+#[tokio::test]
+async fn json_access_lines_carry_the_request_story() {
+    let (_up, gw) = gateway("log:\n  access_format: json\n").await;
+    let r = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .json(&json!({"model": "fast", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let log = settled_log(&gw).await;
+    let line = log
+        .lines()
+        .find(|l| l.starts_with('{') && l.contains("/v1/messages"))
+        .unwrap_or_else(|| panic!("no JSON access line:\n{log}"));
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["format"], "anthropic");
+    assert_eq!(v["model"], "fast");
+    assert_eq!(v["provider"], "p");
+    assert_eq!(v["upstream_model"], "known");
+    assert_eq!(v["attempts"], 1);
+    assert_eq!(v["status"], 200);
+    assert_eq!((v["input_tokens"].clone(), v["output_tokens"].clone()), (json!(7), json!(3)));
+    for f in ["ts", "total_ms", "ttft_ms", "overhead_ms", "key", "cost_usd"] {
+        assert!(v.get(f).is_some(), "{f} missing: {v}");
+    }
+    assert!(v["total_ms"].as_f64().unwrap() >= v["overhead_ms"].as_f64().unwrap());
+}
+
+#[tokio::test]
+async fn a_key_sent_as_query_never_reaches_a_log_line() {
+    let up = MockProvider::always(Reply::json(
+        200,
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}, "finishReason": "STOP"}],
+               "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1}})
+        .to_string(),
+    ))
+    .await;
+    let gw = Gateway::start(&format!(
+        "log:\n  level: debug\nauth:\n  keys:\n    - {{ name: g, key: QSECRET-good-123456 }}\nproviders:\n  - {{ id: gem, kind: gemini, base_url: \"{}\" }}\n",
+        up.base_url()
+    ))
+    .await;
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    let url = |key: &str| {
+        format!(
+            "{}/v1beta/models/gem/m:generateContent?key={key}",
+            gw.url()
+        )
+    };
+    let r = client().post(url("QSECRET-good-123456")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().post(url("QSECRET-wrong-999999")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .get(format!("{}/nowhere?key=QSECRET-good-123456", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A client that promises a body and leaves: Pingora logs the failed
+    // request with its summary.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    write!(
+        s,
+        "POST /v1beta/models/gem/m:generateContent?key=QSECRET-good-123456 HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"contents\""
+    )
+    .unwrap();
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+
+    let log = settled_log(&gw).await;
+    assert!(log.contains("/v1beta/models/gem/m:generateContent"), "{log}");
+    assert!(!log.contains("QSECRET"), "a client key reached the log:\n{log}");
+}
+
+#[tokio::test]
+async fn t_reports_every_problem_and_no_environment_value() {
+    let dir = TempDir::new();
+    let conf = dir.0.join("c.yaml");
+    std::fs::write(
+        &conf,
+        r#"auth:
+  keys:
+    - { name: a, key: "${UNSET_KEY_A}" }
+    - { name: b, key: "${UNSET_KEY_B}${ALSO_UNSET}" }
+providers:
+  - { id: x, kind: nonsense, base_url: "http://127.0.0.1:1" }
+  - { id: y, kind: openai, base_url: "${SECRET_URL}" }
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c"])
+        .arg(&conf)
+        .env("SECRET_URL", "sk-live-not-a-url-424242")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "auth.keys[0].key: environment variable UNSET_KEY_A is not set",
+        "auth.keys[1].key: environment variable UNSET_KEY_B is not set",
+        "auth.keys[1].key: environment variable ALSO_UNSET is not set",
+        "providers[0].kind",
+        "providers[1].base_url",
+    ] {
+        assert!(stderr.contains(needle), "{needle} missing:\n{stderr}");
+    }
+    assert!(!stderr.contains("sk-live"), "an environment value was echoed:\n{stderr}");
+    assert!(stderr.contains("<$SECRET_URL>"), "{stderr}");
+}
