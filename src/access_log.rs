@@ -142,6 +142,29 @@ pub fn field(s: &str) -> String {
     out
 }
 
+/// `s` for a quoted field (the last one, `error="..."`): spaces kept for
+/// reading, quotes, backslashes and control characters escaped, capped.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_FIELD_CHARS + 8));
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_FIELD_CHARS {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            ' ' => out.push(' '),
+            c if c.is_control() || c == '"' || c == '\\' => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `s` capped for a JSON field (JSON itself escapes the rest).
 fn capped(s: &str) -> String {
     match s.char_indices().nth(MAX_FIELD_CHARS) {
@@ -199,7 +222,7 @@ impl AccessRecord<'_> {
             line.push_str(" client_gone");
         }
         if let Some(e) = &self.error {
-            line.push_str(&format!(" error={}", field(e)));
+            line.push_str(&format!(" error=\"{}\"", quoted(e)));
         }
         line
     }
@@ -263,6 +286,11 @@ mod tests {
             assert!(!line.contains('\n'), "{line}");
         }
         assert!(!r.render(AccessFormat::Text).contains(" key=root"));
+        let e = AccessRecord {
+            error: Some("broken \"pipe\"\nx".into()),
+            ..AccessRecord::default()
+        };
+        assert!(e.render(AccessFormat::Text).ends_with(r#" error="broken \x22pipe\x22\x0ax""#));
         let v: serde_json::Value =
             serde_json::from_str(&r.render(AccessFormat::Json)).unwrap();
         assert_eq!(v["model"], "x\n[0.000 access] GET /admin 200 key=root");

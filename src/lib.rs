@@ -24,4 +24,5 @@ pub mod proxy;
 pub mod routing;
 pub mod service;
 pub mod state;
+pub mod tls;
 pub mod upstream;

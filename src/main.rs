@@ -85,6 +85,7 @@ fn main() {
     };
     let listen = s.listen.clone();
     let metrics_listen = s.metrics_listen.clone();
+    let tls = s.tls.clone();
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
@@ -98,6 +99,17 @@ fn main() {
     );
     for addr in &listen {
         proxy.add_tcp(addr);
+    }
+    if let Some(t) = &tls {
+        match apiproxy::tls::add_listener(&mut proxy, t) {
+            Ok(reloader) => {
+                server.add_service(background_service("tls certificates", reloader));
+            }
+            Err(e) => {
+                eprintln!("server.tls: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     server.add_service(proxy);
 

@@ -58,6 +58,16 @@ pub struct ServerSettings {
     pub graceful_shutdown_timeout_seconds: u64,
     /// Longer model names get 400.
     pub max_model_name_bytes: usize,
+    /// The TLS client listener, when configured.
+    pub tls: Option<TlsListener>,
+}
+
+/// `server.tls`: a TLS client listener (HTTP/2 by ALPN).
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: Vec<String>,
+    pub cert: String,
+    pub key: String,
 }
 
 /// Where shared state lives.
@@ -480,6 +490,27 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         max_model_name_bytes: s
             .max_model_name_bytes
             .unwrap_or(crate::model_name::DEFAULT_MAX_MODEL_NAME_BYTES),
+        tls: s.tls.map(|t| {
+            let listen = t.listen.into_vec();
+            if listen.is_empty() {
+                problems.push("server.tls.listen: at least one address is needed".to_owned());
+            }
+            for (i, a) in listen.iter().enumerate() {
+                if a.parse::<SocketAddr>().is_err() {
+                    problems.push(format!(
+                        "server.tls.listen[{i}]: {a:?} is not an address like 0.0.0.0:8443"
+                    ));
+                }
+            }
+            if let Err(e) = crate::tls::CertPair::load(&t.cert, &t.key) {
+                problems.push(format!("server.tls: {e}"));
+            }
+            TlsListener {
+                listen,
+                cert: t.cert,
+                key: t.key,
+            }
+        }),
     };
 
     // log

@@ -71,6 +71,18 @@ pub struct RawServer {
     pub graceful_shutdown_timeout_seconds: Option<u64>,
     /// Longer model names get 400 (default 256 bytes).
     pub max_model_name_bytes: Option<usize>,
+    /// A TLS client listener (HTTP/2 by ALPN).
+    pub tls: Option<RawTls>,
+}
+
+/// `server.tls`: where the TLS listener listens and its PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: OneOrMany,
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -404,11 +404,21 @@ impl Gateway {
     }
 
     pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_with_server("", body, env).await
+    }
+
+    /// Like [`Gateway::start_with_env`], with `server_extra` (YAML lines
+    /// indented by two spaces) added to the `server` section.
+    pub async fn start_with_server(
+        server_extra: &str,
+        body: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = TempDir::new();
         let port = free_port();
         let metrics_port = free_port();
         let config = format!(
-            "server:\n  listen: 127.0.0.1:{port}\n  metrics_listen: 127.0.0.1:{metrics_port}\n  threads: 2\n  pid_file: {d}/apiproxy.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{body}",
+            "server:\n  listen: 127.0.0.1:{port}\n  metrics_listen: 127.0.0.1:{metrics_port}\n  threads: 2\n  pid_file: {d}/apiproxy.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{server_extra}{body}",
             d = dir.0.display()
         );
         let config_path = dir.0.join("apiproxy.yaml");
