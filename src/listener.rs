@@ -20,6 +20,7 @@
 //!
 //! Only HTTP/1.x is served (the listener has no TLS and no h2c).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,7 @@ pub struct ClientListener<A> {
     app: Arc<A>,
     limits: ClientLimits,
     slots: Arc<Semaphore>,
+    refusal_warned: AtomicBool,
     drain: Drain,
 }
 
@@ -79,6 +81,7 @@ impl<A> ClientListener<A> {
             app: Arc::new(app),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
+            refusal_warned: AtomicBool::new(false),
             drain: Drain::new(grace),
         }
     }
@@ -226,10 +229,15 @@ where
     ) -> Option<Stream> {
         let accepted = Instant::now();
         let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            log::warn!(
-                "server.max_connections ({}) reached: connection refused",
-                self.limits.max_connections
-            );
+            if self.refusal_warned.swap(true, Ordering::Relaxed) {
+                log::debug!("server.max_connections reached: connection refused");
+            } else {
+                // Once per process at warn: a flood must not flood the log.
+                log::warn!(
+                    "server.max_connections ({}) reached: connections are refused with 503 (further refusals are logged at debug)",
+                    self.limits.max_connections
+                );
+            }
             refuse(
                 stream,
                 503,

@@ -106,6 +106,10 @@ fn main() {
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    if cli.upgrade {
+        // bootstrap() exits the process when the sockets do not arrive.
+        log::info!("upgrade: took over the listening sockets of the running apiproxy");
+    }
 
     let state = Arc::new(SharedState::new(&config));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
