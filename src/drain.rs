@@ -105,7 +105,12 @@ mod tests {
         );
         assert_eq!(d, start + Duration::from_secs(5));
         // A short keep-alive still applies while draining.
-        let d = idle_deadline(t, Duration::from_secs(2), Some(start), Duration::from_secs(5));
+        let d = idle_deadline(
+            t,
+            Duration::from_secs(2),
+            Some(start),
+            Duration::from_secs(5),
+        );
         assert_eq!(d, t + Duration::from_secs(2));
     }
 }

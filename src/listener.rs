@@ -275,13 +275,13 @@ where
                 }
             };
             let mut session = ServerSession::new_http1(stream);
-            match persistent.take() {
-                Some(p) => p.apply_to_session(&mut session),
-                // Keep-alive on; its timeout is enforced above, between
-                // requests. Pingora's own timer only bounds its reads of a
-                // head, which it already has whole.
-                None => session.set_keepalive(Some(self.limits.header_timeout.as_secs().max(1))),
+            if let Some(p) = persistent.take() {
+                p.apply_to_session(&mut session);
             }
+            // Keep-alive on (the client's own header may turn it off); its
+            // timeout is enforced above, between requests. Pingora's timer
+            // only bounds its own reads of a head, which it already has whole.
+            session.set_keepalive(Some(self.limits.header_timeout.as_secs().max(1)));
             session.set_pipelined_prefix(head);
             session.set_read_timeout(Some(self.limits.body_timeout));
             session.set_write_timeout(Some(self.limits.write_timeout));
@@ -373,7 +373,10 @@ mod tests {
 
     #[test]
     fn the_path_of_a_partial_head_shapes_the_error() {
-        assert_eq!(request_path(b"POST /v1/messages?x=1 HTTP/1.1\r\nHo"), "/v1/messages");
+        assert_eq!(
+            request_path(b"POST /v1/messages?x=1 HTTP/1.1\r\nHo"),
+            "/v1/messages"
+        );
         assert_eq!(request_path(b"POS"), "/");
         assert_eq!(request_path(b"\xff\xfe"), "/");
     }

@@ -84,7 +84,10 @@ async fn read_response(sock: &mut TcpStream) -> String {
 
 fn status_of(response: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(response);
-    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -409,9 +412,8 @@ fn a_gateway_without_client_keys_stays_on_loopback_unless_opened() {
         err.contains("warning: auth.open: no client keys and listening on 0.0.0.0:18080"),
         "{err}"
     );
-    let (ok, _, err) = check(
-        "server:\n  listen: 0.0.0.0:18080\nauth:\n  keys: [{ name: a, key: secret-a }]\n",
-    );
+    let (ok, _, err) =
+        check("server:\n  listen: 0.0.0.0:18080\nauth:\n  keys: [{ name: a, key: secret-a }]\n");
     assert!(ok, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
@@ -455,7 +457,10 @@ async fn the_daemon_writes_its_pid_into_a_private_directory_it_creates() {
     let answered = async {
         for _ in 0..200 {
             if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await {
-                return r.headers().get("x-apiproxy-pid").map(|v| v.to_str().unwrap().to_owned());
+                return r
+                    .headers()
+                    .get("x-apiproxy-pid")
+                    .map(|v| v.to_str().unwrap().to_owned());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -464,5 +469,9 @@ async fn the_daemon_writes_its_pid_into_a_private_directory_it_creates() {
     .await;
     let _ = Command::new("kill").arg(pid.to_string()).status();
     assert_eq!(mode, 0o700, "runtime directory mode {mode:o}");
-    assert_eq!(answered, Some(pid.to_string()), "the pid file names the process that answers");
+    assert_eq!(
+        answered,
+        Some(pid.to_string()),
+        "the pid file names the process that answers"
+    );
 }

@@ -84,7 +84,6 @@ async fn sighup_reloads_the_config_and_rejects_a_bad_one() {
     assert_eq!(status_for(&gw.url(), "one").await, 200);
 }
 
-
 /// A process started with `-u` to take over from a running one.
 struct Successor {
     child: Child,
@@ -109,7 +108,10 @@ impl Successor {
             .expect("spawn the new apiproxy");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !sock.exists() {
-            assert!(Instant::now() < deadline, "{name} never listened on {sock:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} never listened on {sock:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Successor { child, log }
@@ -152,7 +154,12 @@ async fn health_pid(url: &str) -> Option<u32> {
         .build()
         .ok()?;
     let r = c.get(format!("{url}/health")).send().await.ok()?;
-    r.headers().get("x-apiproxy-pid")?.to_str().ok()?.parse().ok()
+    r.headers()
+        .get("x-apiproxy-pid")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Writes a request on a raw kept-alive connection and reads one whole
@@ -224,7 +231,10 @@ async fn graceful_upgrade_hands_over_sockets_and_drains_streams() {
         .await
         .unwrap();
     let head = raw_get(&mut kept, "/health").await.expect("first answer");
-    assert_eq!(header_of(&head, "x-apiproxy-pid"), Some(old.pid().to_string().as_str()));
+    assert_eq!(
+        header_of(&head, "x-apiproxy-pid"),
+        Some(old.pid().to_string().as_str())
+    );
     assert_ne!(header_of(&head, "connection"), Some("close"));
 
     let started = Instant::now();
@@ -238,7 +248,10 @@ async fn graceful_upgrade_hands_over_sockets_and_drains_streams() {
                 .send()
                 .await
                 .expect("stream request");
-            let pid = r.headers().get("x-apiproxy-pid").map(|v| v.to_str().unwrap().to_owned());
+            let pid = r
+                .headers()
+                .get("x-apiproxy-pid")
+                .map(|v| v.to_str().unwrap().to_owned());
             (pid, r.text().await.expect("stream body"), Instant::now())
         }
     });
@@ -251,13 +264,27 @@ async fn graceful_upgrade_hands_over_sockets_and_drains_streams() {
     // Draining begins when the accept window ends: then fresh connections
     // only reach the new process.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !old.log().contains("Graceful shutdown: grace period 6s starts") {
-        assert!(Instant::now() < deadline, "the old process never drained:\n{}", old.log());
+    while !old
+        .log()
+        .contains("Graceful shutdown: grace period 6s starts")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old process never drained:\n{}",
+            old.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(quit.elapsed() >= Duration::from_secs(4), "no accept window?");
+    assert!(
+        quit.elapsed() >= Duration::from_secs(4),
+        "no accept window?"
+    );
     for _ in 0..20 {
-        assert_eq!(health_pid(&url).await, Some(new.pid()), "a fresh connection reached the old process while it drained");
+        assert_eq!(
+            health_pid(&url).await,
+            Some(new.pid()),
+            "a fresh connection reached the old process while it drained"
+        );
     }
 
     // The idle kept-alive connection was not dropped: its next request is
@@ -266,7 +293,10 @@ async fn graceful_upgrade_hands_over_sockets_and_drains_streams() {
         .await
         .expect("the idle kept-alive connection was dropped when draining began");
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    assert_eq!(header_of(&head, "x-apiproxy-pid"), Some(old.pid().to_string().as_str()));
+    assert_eq!(
+        header_of(&head, "x-apiproxy-pid"),
+        Some(old.pid().to_string().as_str())
+    );
     assert_eq!(header_of(&head, "connection"), Some("close"));
 
     // The stream on the old process completes in full, after the window.
@@ -274,7 +304,11 @@ async fn graceful_upgrade_hands_over_sockets_and_drains_streams() {
         .await
         .expect("stream finished")
         .expect("stream task");
-    assert_eq!(pid, Some(old.pid().to_string()), "the stream was not on the old process");
+    assert_eq!(
+        pid,
+        Some(old.pid().to_string()),
+        "the stream was not on the old process"
+    );
     assert!(ended.duration_since(started) > Duration::from_secs(6));
     let text: String = sse_data(&body)
         .iter()
@@ -298,7 +332,10 @@ async fn graceful_upgrade_hands_over_sockets_and_drains_streams() {
 
     // The new process: took the sockets over, served, and stops cleanly too.
     let log = new.log();
-    assert!(log.contains("upgrade: took over the listening sockets"), "{log}");
+    assert!(
+        log.contains("upgrade: took over the listening sockets"),
+        "{log}"
+    );
     assert!(!log.contains("Bootstrap failed"), "{log}");
     assert_eq!(health_pid(&url).await, Some(new.pid()));
     signal(new.pid(), "TERM");
@@ -335,7 +372,12 @@ impl Load {
 
     /// `workers` keep-alive clients sending chat requests back to back, and
     /// `streams` clients each running one stream after another.
-    fn run(self: &Arc<Self>, url: &str, workers: usize, streams: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    fn run(
+        self: &Arc<Self>,
+        url: &str,
+        workers: usize,
+        streams: usize,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         for _ in 0..workers {
             let (load, url) = (self.clone(), url.to_owned());
@@ -468,7 +510,10 @@ async fn upgrades_under_keepalive_load_lose_nothing() {
                 assert!(s.is_some_and(|s| s.success()), "{s:?}\n{}", old.log());
             }
         }
-        assert!(load.sent.load(Ordering::Relaxed) > before, "no load during upgrade {n}");
+        assert!(
+            load.sent.load(Ordering::Relaxed) > before,
+            "no load during upgrade {n}"
+        );
         current = Some(next);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -487,10 +532,16 @@ async fn upgrades_under_keepalive_load_lose_nothing() {
     assert_eq!(failed, 0, "sent {sent}, answered {answered}: {errors:?}");
     assert_eq!(answered, sent);
     assert_eq!(completed, started, "{errors:?}");
-    assert!(sent > 100 && completed > 5, "too little load: {sent} / {completed}");
+    assert!(
+        sent > 100 && completed > 5,
+        "too little load: {sent} / {completed}"
+    );
     let served = load.pids.lock().unwrap().clone();
     for pid in &pids {
-        assert!(served.contains(pid), "process {pid} served nothing: {served:?}");
+        assert!(
+            served.contains(pid),
+            "process {pid} served nothing: {served:?}"
+        );
     }
 }
 
@@ -511,7 +562,12 @@ async fn reloads_under_keepalive_load_lose_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     load.finish(tasks).await;
-    assert_eq!(gw.log().matches("config reloaded").count(), 3, "{}", gw.log());
+    assert_eq!(
+        gw.log().matches("config reloaded").count(),
+        3,
+        "{}",
+        gw.log()
+    );
     let errors = load.errors.lock().unwrap().clone();
     assert_eq!(load.failed.load(Ordering::Relaxed), 0, "{errors:?}");
     assert_eq!(
