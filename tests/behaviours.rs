@@ -18,10 +18,11 @@ use serde_json::{json, Value};
 /// Generous: the suite also runs on a busy two-core machine.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// One openai-kind provider line for the `providers:` list.
+/// One openai-kind provider line for the `providers:` list. Its model list
+/// is configured, so the mock sees no listing requests, only attempts.
 fn provider(id: &str, mock: &MockProvider, extra: &str) -> String {
     format!(
-        "  - {{ id: {id}, kind: openai, base_url: \"{}\", api_keys: [\"sk-{id}-secret\"]{extra} }}\n",
+        "  - {{ id: {id}, kind: openai, base_url: \"{}\", api_keys: [\"sk-{id}-secret\"], models: [m]{extra} }}\n",
         mock.base_url()
     )
 }
@@ -221,6 +222,7 @@ async fn cooling_upstreams_are_tried_last() {
         }
         attempts.sort();
         let order: Vec<&str> = attempts.iter().map(|(_, id)| *id).collect();
+        println!("round {round}: {order:?}");
         assert!(
             order.iter().filter(|id| **id == "g").count() == others.len(),
             "round {round}: every healthy upstream tried: {order:?}"
