@@ -223,6 +223,7 @@ pub async fn handle(
                     passthrough: encoder.last_was_passthrough,
                     model_override: c.logical.then(|| c.requested.clone()),
                     include_usage: parsed.include_usage,
+                    provider_keys: &provider.config.api_keys,
                 };
                 match relay::relay(session, ctx, &mut resp, &plan, headers).await {
                     Outcome::Done => {
