@@ -969,7 +969,8 @@ async fn provider_keys_never_reach_a_client_or_the_log() {
     assert_eq!(r.status(), 200);
     no_key("the 200 answer", &r.text().await.unwrap());
 
-    // A stream that breaks after its first event.
+    // A stream that breaks after its first event with an error naming the
+    // key, to a client of the same format and to one of another.
     let r = post(
         &gw,
         json!({"model": "p5/m", "stream": true, "messages": []}),
@@ -978,8 +979,19 @@ async fn provider_keys_never_reach_a_client_or_the_log() {
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     assert!(body.contains("\"content\":\"first\""), "{body}");
-    assert!(body.contains("upstream_error"), "{body}");
     no_key("the broken stream", &body);
+    let r = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .json(&json!({"model": "p5/m", "stream": true, "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("first"), "{body}");
+    assert!(body.contains("event: error"), "{body}");
+    no_key("the broken stream, translated", &body);
 
     let r = client()
         .get(format!("{}/providers", gw.url()))
@@ -989,10 +1001,10 @@ async fn provider_keys_never_reach_a_client_or_the_log() {
     assert_eq!(r.status(), 401);
 
     // Access lines reach the file up to 200 ms after their request: wait for
-    // all five before reading the log.
+    // all six before reading the log.
     assert!(
-        eventually(Duration::from_secs(15), || async { gw.access_lines() >= 5 }).await,
-        "five access lines:\n{}",
+        eventually(Duration::from_secs(15), || async { gw.access_lines() >= 6 }).await,
+        "six access lines:\n{}",
         gw.log()
     );
     let log = gw.log();
@@ -1001,8 +1013,8 @@ async fn provider_keys_never_reach_a_client_or_the_log() {
         "the gateway logged at debug level:\n{log}"
     );
     assert!(
-        log.contains("p4/m: status 500"),
-        "the failed attempts are in the log:\n{log}"
+        log.contains("upstream=p4/m attempts=2"),
+        "the access line of the request whose attempts all failed:\n{log}"
     );
     no_key("the log", &log);
 }
