@@ -83,7 +83,10 @@ async fn gateway_wide_rpm_is_shared_by_every_key() {
         provider("p", &up, "")
     ))
     .await;
-    for (i, key) in ["alice-key", "bob-key", "alice-key"].into_iter().enumerate() {
+    for (i, key) in ["alice-key", "bob-key", "alice-key"]
+        .into_iter()
+        .enumerate()
+    {
         let r = chat(&gw, Some(key), ask("p/m")).await;
         assert_eq!(r.status(), 200, "request {i} is within the gateway's 3 rpm");
     }
@@ -168,12 +171,19 @@ async fn a_failing_upstream_gets_clearly_less_traffic() {
     let n = 40;
     for i in 0..n {
         let r = chat(&gw, None, ask("lm")).await;
-        assert_eq!(r.status(), 200, "request {i} fails over to the good upstream");
+        assert_eq!(
+            r.status(),
+            200,
+            "request {i} fails over to the good upstream"
+        );
     }
     assert_eq!(good.count(), n);
     // Equal weights and no regard for health would send the failing one
     // about n/2 = 20 first attempts (fewer than 11 with probability < 3%).
-    println!("failing upstream tried {} times in {n} requests", bad.count());
+    println!(
+        "failing upstream tried {} times in {n} requests",
+        bad.count()
+    );
     assert!(
         bad.count() <= n / 4,
         "the failing upstream was tried first {} times in {n} requests",
@@ -253,7 +263,11 @@ async fn configured_weights_split_traffic_three_to_one() {
     .await;
     let n = 200;
     for i in 0..n {
-        assert_eq!(chat(&gw, None, ask("lm")).await.status(), 200, "request {i}");
+        assert_eq!(
+            chat(&gw, None, ask("lm")).await.status(),
+            200,
+            "request {i}"
+        );
     }
     assert_eq!(a.count() + b.count(), n, "one attempt per request");
     // Expected share 0.75 (standard deviation 0.03 over 200 requests); equal
@@ -278,7 +292,8 @@ async fn streams_fail_over_when_they_stall_or_break_before_the_first_byte() {
     )
     .await;
     // Headers, then the connection closes before the first event.
-    let broken = MockProvider::always(Reply::sse(&openai_stream("m", &["broken"])).cut_after(0)).await;
+    let broken =
+        MockProvider::always(Reply::sse(&openai_stream("m", &["broken"])).cut_after(0)).await;
     let good = MockProvider::always(Reply::sse(&openai_stream("m", &["fine", " answer"]))).await;
     let gw = Gateway::start(&format!(
         "providers:\n{}{}{}",
@@ -303,7 +318,11 @@ async fn streams_fail_over_when_they_stall_or_break_before_the_first_byte() {
         let text: String = sse_data(&body)
             .iter()
             .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect();
         assert_eq!(text, "fine answer", "{first}: {body}");
         assert!(!body.contains("error"), "{first}: no error event: {body}");
@@ -353,15 +372,30 @@ async fn cost_ttft_attempts_and_rate_limited_metrics() {
     let _ = r.text().await.unwrap();
     let ttft = "apiproxy_time_to_first_token_seconds_count";
     assert!(
-        eventually(PATIENCE, || async { gw.metric(ttft, &[("provider", "priced")]).await >= 1.0 }).await,
+        eventually(PATIENCE, || async {
+            gw.metric(ttft, &[("provider", "priced")]).await >= 1.0
+        })
+        .await,
         "{}",
         gw.metrics().await
     );
-    assert!(gw.metric("apiproxy_time_to_first_token_seconds_sum", &[("provider", "priced")]).await > 0.0);
+    assert!(
+        gw.metric(
+            "apiproxy_time_to_first_token_seconds_sum",
+            &[("provider", "priced")]
+        )
+        .await
+            > 0.0
+    );
 
     // Two answers, one of them after a failover from `bad`.
     assert_eq!(chat(&gw, carol, ask("priced/m")).await.status(), 200);
-    let r = chat(&gw, carol, json!({"model": "bad/m", "models": ["priced/m"], "messages": []})).await;
+    let r = chat(
+        &gw,
+        carol,
+        json!({"model": "bad/m", "models": ["priced/m"], "messages": []}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-debug-attempts"], "2");
 
@@ -373,8 +407,17 @@ async fn cost_ttft_attempts_and_rate_limited_metrics() {
         (gw.metric(cost, &labels).await - want).abs() < 1e-9
     })
     .await;
-    assert!(settled, "cost {} (want {want})\n{}", gw.metric(cost, &labels).await, gw.metrics().await);
-    assert_eq!(gw.metric(cost, &[("provider", "bad")]).await, 0.0, "no price, no cost");
+    assert!(
+        settled,
+        "cost {} (want {want})\n{}",
+        gw.metric(cost, &labels).await,
+        gw.metrics().await
+    );
+    assert_eq!(
+        gw.metric(cost, &[("provider", "bad")]).await,
+        0.0,
+        "no price, no cost"
+    );
 
     let attempts = "apiproxy_upstream_attempts_total";
     assert_eq!(gw.metric(attempts, &[("provider", "priced")]).await, 3.0);
@@ -382,10 +425,20 @@ async fn cost_ttft_attempts_and_rate_limited_metrics() {
 
     // alice's rpm of 1: the second request is refused and counted.
     assert_eq!(gw.metric("apiproxy_rate_limited_total", &[]).await, 0.0);
-    assert_eq!(chat(&gw, Some("alice-key"), ask("priced/m")).await.status(), 200);
-    assert_eq!(chat(&gw, Some("alice-key"), ask("priced/m")).await.status(), 429);
+    assert_eq!(
+        chat(&gw, Some("alice-key"), ask("priced/m")).await.status(),
+        200
+    );
+    assert_eq!(
+        chat(&gw, Some("alice-key"), ask("priced/m")).await.status(),
+        429
+    );
     let m = gw.metrics().await;
-    assert_eq!(prom::sum(&m, "apiproxy_rate_limited_total", &[]), 1.0, "{m}");
+    assert_eq!(
+        prom::sum(&m, "apiproxy_rate_limited_total", &[]),
+        1.0,
+        "{m}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -396,8 +449,11 @@ async fn cost_ttft_attempts_and_rate_limited_metrics() {
 async fn every_upstream_rate_limited_gives_429_with_retry_after() {
     let limited = || {
         MockProvider::always(
-            Reply::json(429, r#"{"error":{"message":"Rate limit reached","type":"requests"}}"#)
-                .header("retry-after", "20"),
+            Reply::json(
+                429,
+                r#"{"error":{"message":"Rate limit reached","type":"requests"}}"#,
+            )
+            .header("retry-after", "20"),
         )
     };
     let (r1, r2) = (limited().await, limited().await);
@@ -412,7 +468,11 @@ async fn every_upstream_rate_limited_gives_429_with_retry_after() {
     assert!(retry_after(&r) >= 1);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
-    assert_eq!((r1.count(), r2.count()), (1, 1), "both upstreams were tried");
+    assert_eq!(
+        (r1.count(), r2.count()),
+        (1, 1),
+        "both upstreams were tried"
+    );
 }
 
 #[tokio::test]
@@ -446,8 +506,14 @@ async fn provider_headers_and_custom_retryable_status_apply() {
     assert_eq!(r.headers()["x-debug-provider"], "good");
     let seen = custom.last();
     assert_eq!(seen.header("x-title"), Some("apiproxy-tests"));
-    assert_eq!(seen.header("http-referer"), Some("https://example.test/app"));
-    assert_eq!(seen.header("authorization"), Some("Bearer sk-custom-secret"));
+    assert_eq!(
+        seen.header("http-referer"),
+        Some("https://example.test/app")
+    );
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer sk-custom-secret")
+    );
     assert_eq!(default.count(), 0);
 
     // 503 is not in `custom`'s list: relayed as it is, no failover.
@@ -455,7 +521,13 @@ async fn provider_headers_and_custom_retryable_status_apply() {
     let r = chat(&gw, None, fallback("custom/busy")).await;
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("busy"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("busy"),
+        "{v}"
+    );
     assert_eq!(good.count(), before);
 
     // With the default list, 418 is the client's problem and 503 moves on.
@@ -486,7 +558,11 @@ async fn listed(gw: &Gateway) -> Vec<String> {
         .expect("models JSON");
     v["data"]
         .as_array()
-        .map(|a| a.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -523,7 +599,10 @@ async fn catalogs_refresh_and_survive_a_reload() {
     ))
     .await;
     assert!(
-        eventually(PATIENCE, || async { listed(&gw).await.contains(&"auto/cat-one".to_owned()) }).await,
+        eventually(PATIENCE, || async {
+            listed(&gw).await.contains(&"auto/cat-one".to_owned())
+        })
+        .await,
         "the catalog is fetched at start: {:?}",
         listed(&gw).await
     );
@@ -549,7 +628,10 @@ async fn catalogs_refresh_and_survive_a_reload() {
     // Wait until a listing has failed since, so the list could only have
     // come through the reload.
     assert!(
-        eventually(Duration::from_secs(30), || async { lists(&up) > lists_before }).await,
+        eventually(Duration::from_secs(30), || async {
+            lists(&up) > lists_before
+        })
+        .await,
         "the provider was asked again after the reload"
     );
     let r = chat(&gw, None, ask("cat-two")).await;
@@ -566,7 +648,11 @@ async fn catalogs_refresh_and_survive_a_reload() {
 
 #[tokio::test]
 async fn context_max_chars_cuts_every_snippet_string() {
-    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ZYXWVUTSRQPONMLKJIHG"))).await;
+    let up = MockProvider::always(Reply::json(
+        200,
+        openai_completion("m", "ZYXWVUTSRQPONMLKJIHG"),
+    ))
+    .await;
     let gw = Gateway::start(&format!(
         "context:\n  max_chars: 10\nauth:\n  keys: [{{ name: carol, key: carol-key }}]\nproviders:\n{}",
         provider("p", &up, "")
@@ -586,7 +672,10 @@ async fn context_max_chars_cuts_every_snippet_string() {
         v["choices"][0]["message"]["content"], "ZYXWVUTSRQPONMLKJIHG",
         "the answer itself is whole"
     );
-    assert_eq!(up.last().json()["messages"][0]["content"], "abcdefghijklmnopqrstuvwxyz");
+    assert_eq!(
+        up.last().json()["messages"][0]["content"],
+        "abcdefghijklmnopqrstuvwxyz"
+    );
 
     let url = format!("{}/context/s-short", gw.url());
     let mut history = Vec::new();
@@ -619,13 +708,21 @@ async fn context_max_chars_cuts_every_snippet_string() {
     history.extend(v["history"].as_array().cloned().unwrap_or_default());
     assert_eq!(history.len(), 1, "{v}");
     let cut = |s: &Value, whole: &str| {
-        let s = s.as_str().unwrap_or_else(|| panic!("a string snippet: {v}"));
-        assert!(s.starts_with(&whole[..10]), "{s:?} keeps the first 10 characters");
+        let s = s
+            .as_str()
+            .unwrap_or_else(|| panic!("a string snippet: {v}"));
+        assert!(
+            s.starts_with(&whole[..10]),
+            "{s:?} keeps the first 10 characters"
+        );
         assert!(
             !s.contains(&whole[10..11]) && s.chars().count() <= 11,
             "{s:?} is cut after 10 characters"
         );
     };
-    cut(&history[0]["request"]["message"]["content"], "abcdefghijklmnopqrstuvwxyz");
+    cut(
+        &history[0]["request"]["message"]["content"],
+        "abcdefghijklmnopqrstuvwxyz",
+    );
     cut(&history[0]["response"]["text"], "ZYXWVUTSRQPONMLKJIHG");
 }

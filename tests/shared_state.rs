@@ -307,12 +307,8 @@ async fn a_session_moves_when_its_upstream_fails() {
     let a = mock(down[0].clone(), "ma").await;
     let b = mock(down[1].clone(), "mb").await;
     let gw = Gateway::start(&config(&a, &b, None)).await;
-    let served_by = |r: &reqwest::Response| {
-        r.headers()["x-debug-provider"]
-            .to_str()
-            .unwrap()
-            .to_owned()
-    };
+    let served_by =
+        |r: &reqwest::Response| r.headers()["x-debug-provider"].to_str().unwrap().to_owned();
     let first = chat(&gw, "carol-key", Some("s-move"), "hi").await;
     assert_eq!(first.status(), 200);
     let served = served_by(&first);
@@ -368,11 +364,19 @@ async fn requests_survive_a_redis_outage_and_sharing_resumes() {
         for i in 0..3 {
             let r = chat(gw, "carol-key", Some(&sid), "again").await;
             assert_eq!(r.status(), 200, "replica {n}, request {i} with Redis down");
-            assert_eq!(r.headers()["x-debug-provider"], provider, "replica {n} sticks");
+            assert_eq!(
+                r.headers()["x-debug-provider"],
+                provider,
+                "replica {n} sticks"
+            );
         }
     }
     for i in 0..5 {
-        assert_eq!(chat(&gw1, "alice-key", None, "hi").await.status(), 200, "alice {i}");
+        assert_eq!(
+            chat(&gw1, "alice-key", None, "hi").await.status(),
+            200,
+            "alice {i}"
+        );
     }
     assert_eq!(
         chat(&gw1, "alice-key", None, "hi").await.status(),

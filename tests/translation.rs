@@ -505,12 +505,14 @@ async fn chat_endpoint_adapts_claude_and_gemini_bodies() {
                 ),
             ] {
                 let (status, ct, answer) = s
-                    .send_raw("/v1/chat/completions", &headers, with_usage(body).to_string())
+                    .send_raw(
+                        "/v1/chat/completions",
+                        &headers,
+                        with_usage(body).to_string(),
+                    )
                     .await;
                 let r = read_answer(Wire::Chat, stream, status, &ct, &answer)
-                    .and_then(|a| {
-                        check_answer(Wire::Chat, provider, scenario.shape(), &a, &model)
-                    })
+                    .and_then(|a| check_answer(Wire::Chat, provider, scenario.shape(), &a, &model))
                     .and_then(|()| {
                         wire::check_upstream(
                             provider,

@@ -304,7 +304,12 @@ impl Converter {
     }
 }
 
-fn passthrough_event(ev: &SseEvent, plan: &RelayPlan<'_>, ctx: &mut RequestCtx, out: &mut BytesMut) {
+fn passthrough_event(
+    ev: &SseEvent,
+    plan: &RelayPlan<'_>,
+    ctx: &mut RequestCtx,
+    out: &mut BytesMut,
+) {
     let data = ev.data.as_str();
     if data.contains("\"usage") {
         if let Ok(v) = serde_json::from_str::<Value>(data) {

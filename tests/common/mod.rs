@@ -539,7 +539,10 @@ impl Gateway {
 
     /// The number of access-log lines written so far.
     pub fn access_lines(&self) -> usize {
-        self.log().lines().filter(|l| l.contains(" access] ")).count()
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" access] "))
+            .count()
     }
 
     /// The metrics text once it contains `needle` (or after 15 s).

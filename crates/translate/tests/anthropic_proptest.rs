@@ -525,34 +525,54 @@ fn request_digest(v: &Value) -> Vec<(String, String, String)> {
 #[test]
 fn valid_requests_round_trip() {
     let cases = 256;
-    let reached = run_counting("valid_requests_round_trip", cases, arb_valid_request(), |body| {
-        let req = decode_request(body.clone())
-            .map_err(|e| TestCaseError::fail(format!("a valid request was refused: {e:?}\n{body}")))?;
-        let bytes = encode_request(&req)
-            .map_err(|e| TestCaseError::fail(format!("encoding failed: {e:?}\n{body}")))?;
-        let out: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
-        prop_assert_eq!(&out["model"], &body["model"]);
-        prop_assert_eq!(&out["max_tokens"], &body["max_tokens"]);
-        prop_assert_eq!(text_in(&out["system"]), text_in(&body["system"]));
-        prop_assert_eq!(&out["temperature"], &body["temperature"]);
-        prop_assert_eq!(&out["thinking"], &body["thinking"]);
-        prop_assert_eq!(&out["tool_choice"], &body["tool_choice"]);
-        let names = |v: &Value| -> Vec<String> {
-            v["tools"].as_array().into_iter().flatten().map(|t| t["name"].to_string()).collect()
-        };
-        prop_assert_eq!(names(&out), names(&body));
-        for (a, b) in out["tools"].as_array().into_iter().flatten().zip(body["tools"].as_array().into_iter().flatten()) {
-            prop_assert_eq!(&a["input_schema"], &b["input_schema"]);
-        }
-        prop_assert_eq!(request_digest(&out), request_digest(&body));
-        // Roles alternate, starting with the user, as the API requires.
-        let roles: Vec<&str> = out["messages"].as_array().into_iter().flatten()
-            .filter_map(|m| m["role"].as_str()).collect();
-        prop_assert_eq!(roles.first().copied(), Some("user"));
-        prop_assert!(roles.windows(2).all(|w| w[0] != w[1]), "roles {:?}", roles);
-        Ok(true)
-    });
+    let reached = run_counting(
+        "valid_requests_round_trip",
+        cases,
+        arb_valid_request(),
+        |body| {
+            let req = decode_request(body.clone()).map_err(|e| {
+                TestCaseError::fail(format!("a valid request was refused: {e:?}\n{body}"))
+            })?;
+            let bytes = encode_request(&req)
+                .map_err(|e| TestCaseError::fail(format!("encoding failed: {e:?}\n{body}")))?;
+            let out: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
+            prop_assert_eq!(&out["model"], &body["model"]);
+            prop_assert_eq!(&out["max_tokens"], &body["max_tokens"]);
+            prop_assert_eq!(text_in(&out["system"]), text_in(&body["system"]));
+            prop_assert_eq!(&out["temperature"], &body["temperature"]);
+            prop_assert_eq!(&out["thinking"], &body["thinking"]);
+            prop_assert_eq!(&out["tool_choice"], &body["tool_choice"]);
+            let names = |v: &Value| -> Vec<String> {
+                v["tools"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| t["name"].to_string())
+                    .collect()
+            };
+            prop_assert_eq!(names(&out), names(&body));
+            for (a, b) in out["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .zip(body["tools"].as_array().into_iter().flatten())
+            {
+                prop_assert_eq!(&a["input_schema"], &b["input_schema"]);
+            }
+            prop_assert_eq!(request_digest(&out), request_digest(&body));
+            // Roles alternate, starting with the user, as the API requires.
+            let roles: Vec<&str> = out["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["role"].as_str())
+                .collect();
+            prop_assert_eq!(roles.first().copied(), Some("user"));
+            prop_assert!(roles.windows(2).all(|w| w[0] != w[1]), "roles {:?}", roles);
+            Ok(true)
+        },
+    );
     assert_eq!(reached, cases, "every valid request reached the assertions");
 }
 
@@ -591,20 +611,36 @@ fn arb_valid_response() -> impl Strategy<Value = Value> {
 #[test]
 fn valid_responses_round_trip() {
     let cases = 256;
-    let reached = run_counting("valid_responses_round_trip", cases, arb_valid_response(), |body| {
-        let resp = decode_response(body.to_string().as_bytes())
-            .map_err(|e| TestCaseError::fail(format!("a valid response was refused: {e:?}\n{body}")))?;
-        let out: Value = serde_json::from_slice(&encode_response(&resp))
-            .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
-        prop_assert_eq!(out["type"].as_str(), Some("message"));
-        prop_assert_eq!(out["role"].as_str(), Some("assistant"));
-        prop_assert_eq!(&out["model"], &body["model"]);
-        prop_assert_eq!(&out["stop_reason"], &body["stop_reason"]);
-        prop_assert_eq!(&out["usage"]["input_tokens"], &body["usage"]["input_tokens"]);
-        prop_assert_eq!(&out["usage"]["output_tokens"], &body["usage"]["output_tokens"]);
-        let wrap = |v: &Value| json!({"messages": [{"role": "assistant", "content": v["content"]}]});
-        prop_assert_eq!(request_digest(&wrap(&out)), request_digest(&wrap(&body)));
-        Ok(true)
-    });
-    assert_eq!(reached, cases, "every valid response reached the assertions");
+    let reached = run_counting(
+        "valid_responses_round_trip",
+        cases,
+        arb_valid_response(),
+        |body| {
+            let resp = decode_response(body.to_string().as_bytes()).map_err(|e| {
+                TestCaseError::fail(format!("a valid response was refused: {e:?}\n{body}"))
+            })?;
+            let out: Value = serde_json::from_slice(&encode_response(&resp))
+                .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
+            prop_assert_eq!(out["type"].as_str(), Some("message"));
+            prop_assert_eq!(out["role"].as_str(), Some("assistant"));
+            prop_assert_eq!(&out["model"], &body["model"]);
+            prop_assert_eq!(&out["stop_reason"], &body["stop_reason"]);
+            prop_assert_eq!(
+                &out["usage"]["input_tokens"],
+                &body["usage"]["input_tokens"]
+            );
+            prop_assert_eq!(
+                &out["usage"]["output_tokens"],
+                &body["usage"]["output_tokens"]
+            );
+            let wrap =
+                |v: &Value| json!({"messages": [{"role": "assistant", "content": v["content"]}]});
+            prop_assert_eq!(request_digest(&wrap(&out)), request_digest(&wrap(&body)));
+            Ok(true)
+        },
+    );
+    assert_eq!(
+        reached, cases,
+        "every valid response reached the assertions"
+    );
 }

@@ -1333,8 +1333,9 @@ fn responses_digest(v: &Value) -> Vec<String> {
         let line = match item["type"].as_str().unwrap_or("message") {
             "message" => format!("{}: {}", item["role"], text(&item["content"])),
             "function_call" => {
-                let args: Value = serde_json::from_str(item["arguments"].as_str().unwrap_or("null"))
-                    .unwrap_or(Value::Null);
+                let args: Value =
+                    serde_json::from_str(item["arguments"].as_str().unwrap_or("null"))
+                        .unwrap_or(Value::Null);
                 format!("call {} {} {args}", item["call_id"], item["name"])
             }
             "function_call_output" => format!("output {} {}", item["call_id"], item["output"]),
@@ -1354,22 +1355,34 @@ fn responses_digest(v: &Value) -> Vec<String> {
 #[test]
 fn valid_requests_round_trip() {
     let cases = 256;
-    let reached = run_counting("responses valid_requests_round_trip", cases, arb_valid_request(), |body| {
-        let req = decode_request(body.clone())
-            .map_err(|e| TestCaseError::fail(format!("a valid request was refused: {e:?}\n{body}")))?;
-        let out: Value = serde_json::from_slice(
-            &encode_request(&req).map_err(|e| TestCaseError::fail(format!("{e:?}")))?,
-        )
-        .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
-        prop_assert_eq!(&out["model"], &body["model"]);
-        prop_assert_eq!(&out["instructions"], &body["instructions"]);
-        prop_assert_eq!(&out["max_output_tokens"], &body["max_output_tokens"]);
-        prop_assert_eq!(out["stream"].as_bool().unwrap_or(false), body["stream"] == true);
-        prop_assert_eq!(&out["tools"][0]["name"], &body["tools"][0]["name"]);
-        prop_assert_eq!(&out["tools"][0]["parameters"], &body["tools"][0]["parameters"]);
-        prop_assert_eq!(responses_digest(&out), responses_digest(&body));
-        Ok(true)
-    });
+    let reached = run_counting(
+        "responses valid_requests_round_trip",
+        cases,
+        arb_valid_request(),
+        |body| {
+            let req = decode_request(body.clone()).map_err(|e| {
+                TestCaseError::fail(format!("a valid request was refused: {e:?}\n{body}"))
+            })?;
+            let out: Value = serde_json::from_slice(
+                &encode_request(&req).map_err(|e| TestCaseError::fail(format!("{e:?}")))?,
+            )
+            .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
+            prop_assert_eq!(&out["model"], &body["model"]);
+            prop_assert_eq!(&out["instructions"], &body["instructions"]);
+            prop_assert_eq!(&out["max_output_tokens"], &body["max_output_tokens"]);
+            prop_assert_eq!(
+                out["stream"].as_bool().unwrap_or(false),
+                body["stream"] == true
+            );
+            prop_assert_eq!(&out["tools"][0]["name"], &body["tools"][0]["name"]);
+            prop_assert_eq!(
+                &out["tools"][0]["parameters"],
+                &body["tools"][0]["parameters"]
+            );
+            prop_assert_eq!(responses_digest(&out), responses_digest(&body));
+            Ok(true)
+        },
+    );
     assert_eq!(reached, cases, "every valid request reached the assertions");
 }
 
@@ -1418,20 +1431,35 @@ fn request_decoder_never_panics_on_bytes() {
             };
             let result = decode_request(v);
             if matches!(damage, Damage::None) {
-                prop_assert!(result.is_ok(), "a valid request was refused: {:?}", result.err());
+                prop_assert!(
+                    result.is_ok(),
+                    "a valid request was refused: {:?}",
+                    result.err()
+                );
             }
             if let Ok(req) = result {
                 decoded.set(decoded.get() + 1);
                 // Whatever decodes encodes to JSON.
-                let bytes = encode_request(&req).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                let bytes =
+                    encode_request(&req).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
                 prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
             }
             Ok(true)
         },
     );
-    println!("request_decoder_never_panics_on_bytes: {} decoded", decoded.get());
+    println!(
+        "request_decoder_never_panics_on_bytes: {} decoded",
+        decoded.get()
+    );
     // A quarter of the cases are undamaged (128 ± 10) and some damaged ones
     // still parse: a run that parses or decodes far fewer checked nothing.
-    assert!(reached >= cases / 6, "only {reached} of {cases} cases parsed as JSON");
-    assert!(decoded.get() >= cases / 8, "only {} of {cases} cases decoded", decoded.get());
+    assert!(
+        reached >= cases / 6,
+        "only {reached} of {cases} cases parsed as JSON"
+    );
+    assert!(
+        decoded.get() >= cases / 8,
+        "only {} of {cases} cases decoded",
+        decoded.get()
+    );
 }

@@ -110,7 +110,6 @@ pub fn check_upstream(
     .map_err(|e| format!("{e}; upstream body: {v}"))
 }
 
-
 fn check_chat_request(v: &Value, scenario: Scenario, stream: bool) -> Result<(), String> {
     if stream {
         ensure(
