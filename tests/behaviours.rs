@@ -447,16 +447,16 @@ async fn cost_ttft_attempts_and_rate_limited_metrics() {
 
 #[tokio::test]
 async fn every_upstream_rate_limited_gives_429_with_retry_after() {
-    let limited = || {
+    let limited = |wait: &'static str| {
         MockProvider::always(
             Reply::json(
                 429,
                 r#"{"error":{"message":"Rate limit reached","type":"requests"}}"#,
             )
-            .header("retry-after", "20"),
+            .header("retry-after", wait),
         )
     };
-    let (r1, r2) = (limited().await, limited().await);
+    let (r1, r2) = (limited("35").await, limited("20").await);
     let gw = Gateway::start(&format!(
         "providers:\n{}{}models:\n  - name: lm\n    upstreams: [{{ provider: r1, model: m }}, {{ provider: r2, model: m }}]\n",
         provider("r1", &r1, ""),
@@ -465,7 +465,11 @@ async fn every_upstream_rate_limited_gives_429_with_retry_after() {
     .await;
     let r = chat(&gw, None, ask("lm")).await;
     assert_eq!(r.status(), 429);
-    assert!(retry_after(&r) >= 1);
+    assert_eq!(
+        retry_after(&r),
+        20,
+        "the client may retry when the first upstream is free again"
+    );
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
     assert_eq!(
