@@ -81,9 +81,17 @@ async fn made_up_model_names_become_other_and_long_ones_get_400() {
     assert_eq!(up.count(), before);
 }
 
-#[test]
-fn the_model_name_bound_is_checked_by_t() {
-    // The harness writes `server:` itself, so the key is checked with -t.
+#[tokio::test]
+async fn the_model_name_bound_is_configurable() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start_with_server(
+        "max_model_name_bytes: 16",
+        &format!("providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n", up.base_url()),
+    )
+    .await;
+    assert_eq!(chat(&gw, "p/0123456789abcd").await.status(), 200);
+    assert_eq!(chat(&gw, "p/0123456789abcde").await.status(), 400);
+
     let dir = TempDir::new();
     let conf = dir.0.join("c.yaml");
     std::fs::write(&conf, "server:\n  max_model_name_bytes: 0\n").unwrap();
@@ -283,9 +291,8 @@ async fn tls_listener_speaks_http2_and_rereads_its_certificate_on_sighup() {
     let up = MockProvider::always(Reply::json(200, openai_completion("m", "over h2"))).await;
     let tls_port = free_port();
     let gw = Gateway::start_with_server(
-        &format!("  tls: {{ listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\" }}\n"),
+        &format!("tls: {{ listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\" }}"),
         &format!("providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n", up.base_url()),
-        &[],
     )
     .await;
     assert_eq!(handshake(tls_port), ("first.test".into(), "h2".into()));
