@@ -285,7 +285,7 @@ impl Config {
     }
 
     /// Parses and resolves config text, reading `${VAR}`s from `lookup`.
-    /// Filter files are read only when `filters_dir` is given.
+    /// Filter files are read only when `filters_dir` is an absolute path.
     pub fn from_yaml(
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
@@ -340,7 +340,9 @@ impl Config {
         let resolved = resolve(raw);
         let dir = match (&filters_dir, base) {
             (Some(d), Some(b)) => Some((b.join(d), true)),
-            (Some(d), None) => Some((PathBuf::from(d), true)),
+            // Text without a file: a relative directory has nothing to be relative to.
+            (Some(d), None) if Path::new(d).is_absolute() => Some((PathBuf::from(d), true)),
+            (Some(_), None) => None,
             (None, Some(b)) => Some((b.join("filters"), false)),
             (None, None) => None,
         };
