@@ -331,3 +331,131 @@ async fn tls_listener_speaks_http2_and_rereads_its_certificate_on_sighup() {
     }
     assert_eq!(handshake(tls_port).0, "second.test");
 }
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The port of an `ADDRESS:PORT` listen value.
+fn port_of(listen: &str) -> String {
+    listen.rsplit(':').next().unwrap().to_owned()
+}
+
+#[test]
+fn compose_file_wires_the_image_config_and_ports() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("deploy/compose.yaml")).unwrap();
+    let app = &compose["services"]["apiproxy"];
+    // The image is built from the repository's Dockerfile.
+    let context = root.join("deploy").join(app["build"]["context"].as_str().unwrap());
+    let dockerfile = app["build"]["dockerfile"].as_str().unwrap();
+    assert!(context.join(dockerfile).is_file(), "{}", context.join(dockerfile).display());
+    assert_eq!(context.canonicalize().unwrap(), root.canonicalize().unwrap());
+    // The config mounted is the one the image ships and runs with.
+    let docker = repo_file("Dockerfile");
+    let volume = app["volumes"][0].as_str().unwrap();
+    let (source, target) = volume.split_once(':').unwrap();
+    let target = target.trim_end_matches(":ro");
+    assert!(root.join("deploy").join(source).is_file(), "{source}");
+    assert!(docker.contains(&format!("COPY deploy/apiproxy.yaml {target}")), "{docker}");
+    assert!(docker.contains(&format!("\"-c\", \"{target}\"")), "{docker}");
+    // Ports: the config's listeners, published by compose, exposed by the image.
+    let conf: serde_yaml::Value = serde_yaml::from_str(&repo_file("deploy/apiproxy.yaml")).unwrap();
+    let listen = conf["server"]["listen"].as_str().unwrap();
+    let metrics = conf["server"]["metrics_listen"].as_str().unwrap();
+    assert!(listen.starts_with("0.0.0.0:") && metrics.starts_with("0.0.0.0:"));
+    let published: Vec<String> = app["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| port_of(p.as_str().unwrap()))
+        .collect();
+    for port in [port_of(listen), port_of(metrics)] {
+        assert!(published.contains(&port), "{port} not published: {published:?}");
+        assert!(docker.contains(&format!("EXPOSE {} {}", port_of(listen), port_of(metrics))));
+    }
+    // Redis: a service, named by the REDIS_URL the config reads.
+    assert!(compose["services"]["redis"]["image"].as_str().unwrap().starts_with("redis"));
+    assert_eq!(app["environment"]["REDIS_URL"], "redis://redis:6379/0");
+    assert!(conf["store"]["redis_url"].as_str().unwrap().contains("${REDIS_URL"));
+    // Same bootstrap as `make run`; pid file and upgrade socket in the
+    // directory the image makes for the gateway's user.
+    assert!(docker.contains("scripts/bootstrap.sh"));
+    assert!(docker.contains("install -d -o apiproxy -g apiproxy -m 0700 /run/apiproxy"));
+    for k in ["pid_file", "upgrade_sock"] {
+        assert!(conf["server"][k].as_str().unwrap().starts_with("/run/apiproxy/"), "{k}");
+    }
+}
+
+#[test]
+fn the_container_config_requires_a_client_key() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/apiproxy.yaml");
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
+        c.args(["-t", "-c"]).arg(&conf).env_remove("APIPROXY_CLIENT_KEY");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("environment variable APIPROXY_CLIENT_KEY is not set"), "{stderr}");
+    let out = run(&[("APIPROXY_CLIENT_KEY", "a-long-client-key")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_queries_is_exported() {
+    let redis = apiproxy_store::testing::RedisServer::start();
+    let bad = MockProvider::always(Reply::json(503, r#"{"error":{"message":"busy"}}"#)).await;
+    let good = MockProvider::always(Reply::sse(&openai_stream("gpt-4o", &["ok"]))).await;
+    let gw = Gateway::start(&format!(
+        "store:\n  redis_url: \"{}\"\nauth:\n  keys:\n    - {{ name: k, key: dash-key-123, rpm: 2 }}\nproviders:\n  - {{ id: bad, kind: openai, base_url: \"{}\", models: [m] }}\n  - {{ id: good, kind: openai, base_url: \"{}\", models: [gpt-4o] }}\n",
+        redis.url,
+        bad.base_url(),
+        good.base_url()
+    ))
+    .await;
+    let ask = || {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth("dash-key-123")
+            .json(&json!({"model": "bad/m", "models": ["good/gpt-4o"], "stream": true,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    // A failover to a priced model (streamed), a second one, then the rpm refusal.
+    assert_eq!(ask().await.unwrap().status(), 200);
+    assert_eq!(ask().await.unwrap().status(), 200);
+    assert_eq!(ask().await.unwrap().status(), 429);
+    let metrics = gw.metrics_until("apiproxy_rate_limited_total{").await;
+
+    let dashboard: Value = serde_json::from_str(&repo_file("deploy/grafana/apiproxy.json")).unwrap();
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("apiproxy_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                queried.push(name);
+            }
+        }
+    }
+    queried.sort();
+    queried.dedup();
+    assert!(queried.len() >= 12, "{queried:?}");
+    for name in &queried {
+        let present = metrics
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+        assert!(present, "{name} is queried by the dashboard but not on /metrics:\n{metrics}");
+    }
+}
