@@ -16,6 +16,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod compat;
 pub mod config;
 pub mod drain;
 pub mod error;

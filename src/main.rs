@@ -24,9 +24,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser, Debug)]
 #[command(name = "apiproxy", version, about = "An AI gateway on Pingora")]
 struct Cli {
-    /// The config file.
-    #[arg(short = 'c', long = "conf", default_value = "conf/apiproxy.yaml")]
-    conf: PathBuf,
+    /// The config file (default conf/apiproxy.yaml; without -c, APIProxy's
+    /// LLM_PROVIDERS environment configuration is used when it is set).
+    #[arg(short = 'c', long = "conf")]
+    conf: Option<PathBuf>,
     /// Check the config file and exit.
     #[arg(short = 't', long = "test")]
     test: bool,
@@ -39,8 +40,16 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let config = match Config::load(&cli.conf) {
+    let mut cli = Cli::parse();
+    // An empty path is the environment configuration (`Config::load`).
+    let conf_path = cli.conf.take().unwrap_or_else(|| {
+        if std::env::var_os("LLM_PROVIDERS").is_some() {
+            PathBuf::new()
+        } else {
+            PathBuf::from("conf/apiproxy.yaml")
+        }
+    });
+    let config = match Config::load(&conf_path) {
         Ok(c) => c,
         Err(problems) => {
             for p in &problems {
@@ -162,7 +171,7 @@ fn main() {
         "config reload",
         Reloader {
             runtime,
-            path: cli.conf,
+            path: conf_path,
             refresher,
         },
     ));

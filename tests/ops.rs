@@ -459,3 +459,103 @@ async fn every_metric_the_dashboard_queries_is_exported() {
         assert!(present, "{name} is queried by the dashboard but not on /metrics:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn apiproxy_environment_configuration_runs_without_a_file() {
+    let up = MockProvider::start(|rec, _| {
+        if rec.method == "GET" {
+            Reply::json(200, r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#)
+        } else {
+            Reply::json(200, openai_completion("m", "from env"))
+        }
+    })
+    .await;
+    let port = free_port();
+    let dir = TempDir::new();
+    let log = std::fs::File::create(dir.0.join("stderr.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .current_dir(&dir.0)
+        .env("LLM_PROVIDERS", "up")
+        .env("LLM_PROVIDER_up_NAME", "Upstream")
+        .env("LLM_PROVIDER_up_BASE_URL", up.base_url())
+        .env("LLM_PROVIDER_up_API_KEY", "pk-env-1")
+        .env("LLM_PROVIDER_up_MODELS_PATH", "/custom/models")
+        .env("LLM_PROVIDER_up_WEIGHT", "2")
+        .env("LLM_PROVIDER_up_RETRYABLE_STATUS_CODES", "429,500-599")
+        .env("LOG_LEVEL", "INFO")
+        .env("APIPROXY_LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client().get(format!("{url}/health")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(dir.0.join("stderr.log")).unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The APIProxy seed's `input` list, in both shapes, on the chat endpoint.
+    let r = client()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "up/m", "input": [
+            {"role": "user", "parts": [{"text": "first"}]},
+            {"role": "model", "content": "answer"},
+            {"role": "user", "content": [{"type": "text", "text": "second"}]}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    // The catalog is listed in the background, from MODELS_PATH.
+    let listed = |up: &MockProvider| {
+        up.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/custom/models")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !listed(&up) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("from env"));
+    let reqs = up.requests.lock().unwrap().clone();
+    let post = reqs.iter().find(|r| r.method == "POST").expect("a generation request");
+    assert_eq!(post.header("authorization"), Some("Bearer pk-env-1"));
+    let sent = post.json();
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "first");
+    assert_eq!(sent["messages"][1], json!({"role": "assistant", "content": "answer"}));
+    assert_eq!(sent["messages"][2]["content"][0]["text"], "second");
+    assert!(sent.get("input").is_none(), "{sent}");
+    assert!(reqs.iter().any(|r| r.method == "GET" && r.path == "/custom/models"), "{reqs:?}");
+}
+
+#[test]
+fn environment_problems_name_variables_and_c_wins() {
+    let dir = TempDir::new();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+            .current_dir(&dir.0)
+            .args(args)
+            .env("LLM_PROVIDERS", "x,y")
+            .env("LLM_PROVIDER_x_BASE_URL", "ftp://secret-host-99")
+            .env("LLM_PROVIDER_y_BASE_URL", "http://127.0.0.1:1")
+            .env("LLM_PROVIDER_y_WEIGHT", "heavy")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["-t"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("LLM_PROVIDER_x_BASE_URL: "), "{stderr}");
+    assert!(stderr.contains("LLM_PROVIDER_y_WEIGHT: not a number"), "{stderr}");
+    assert!(!stderr.contains("secret-host-99"), "{stderr}");
+    // A file given with -c wins over the environment.
+    let conf = dir.0.join("c.yaml");
+    std::fs::write(&conf, "providers: []\n").unwrap();
+    let out = run(&["-t", "-c", conf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -6,6 +6,7 @@
 //! duplicates). Every problem is reported as one line naming its key path.
 
 mod env;
+mod from_env;
 pub mod raw;
 
 use std::collections::{HashMap, HashSet};
@@ -235,6 +236,10 @@ pub struct ProviderConfig {
     pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
     /// False when keys were configured but all of them are empty.
     pub enabled: bool,
+    /// A display name (APIProxy's `LLM_PROVIDER_{id}_NAME`).
+    pub name: Option<String>,
+    /// The model-list path, when not the API's usual one.
+    pub models_path: Option<String>,
 }
 
 /// A logical model: a name routed over weighted upstreams.
@@ -277,11 +282,41 @@ impl Config {
     /// Reads, parses and resolves `path`, with the filter files of
     /// `filters_dir` (default `filters/` beside it). `Err` holds one line
     /// per problem.
+    /// An empty `path` stands for APIProxy's environment configuration
+    /// (the process runs without a file; SIGHUP reads the environment again).
     pub fn load(path: &Path) -> Result<Config, Vec<String>> {
+        if path.as_os_str().is_empty() {
+            return Self::from_apiproxy_env(&|name| std::env::var(name).ok())
+                .unwrap_or_else(|| Err(vec!["LLM_PROVIDERS: is not set".to_owned()]));
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::from_yaml_in(&text, &|name| std::env::var(name).ok(), Some(dir))
+    }
+
+    /// The configuration APIProxy's environment variables describe
+    /// (`LLM_PROVIDERS`...; see `from_env.rs`), read through `lookup`;
+    /// `None` when `LLM_PROVIDERS` is unset. Problems name the variables.
+    pub fn from_apiproxy_env(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Result<Config, Vec<String>>> {
+        let from_env::EnvDocument {
+            doc,
+            mut used,
+            names,
+            mut problems,
+        } = from_env::document(lookup)?;
+        let no_vars = |_: &str| None;
+        match Self::from_value(doc, &no_vars, None, &mut used) {
+            Ok(c) if problems.is_empty() => return Some(Ok(c)),
+            Ok(_) => {}
+            Err(more) => problems.extend(more),
+        }
+        Some(Err(problems
+            .iter()
+            .map(|p| env::redact(&from_env::rename(p, &names), &used))
+            .collect()))
     }
 
     /// Parses and resolves config text, reading `${VAR}`s from `lookup`.
@@ -845,7 +880,14 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         if problems.len() > before {
             continue;
         }
+        if let Some(mp) = p.models_path.as_deref() {
+            if !mp.starts_with('/') {
+                problems.push(format!("{at}.models_path: must start with '/'"));
+            }
+        }
         providers.push(ProviderConfig {
+            name: p.name,
+            models_path: p.models_path,
             enabled: !configured_keys || !api_keys.is_empty(),
             id: p.id,
             kind,

@@ -156,6 +156,10 @@ pub struct RawKey {
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub id: String,
+    /// A display name.
+    pub name: Option<String>,
+    /// The model-list path (e.g. `/v1/models`), when not the API's usual one.
+    pub models_path: Option<String>,
     pub kind: String,
     pub base_url: String,
     #[serde(default)]

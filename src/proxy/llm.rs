@@ -89,8 +89,11 @@ async fn read_request(
     route: &LlmRoute,
 ) -> Result<Parsed, GatewayError> {
     let body = request::read_body(session, rt.config.server.max_body_bytes).await?;
-    let parsed = request::parse(route.format, &body, route, session)?;
+    let mut parsed = request::parse(route.format, &body, route, session)?;
     crate::model_name::check(&parsed.names, rt.config.server.max_model_name_bytes)?;
+    if route.format == Format::OpenAiChat {
+        crate::compat::input_to_messages(&mut parsed.body)?;
+    }
     Ok(parsed)
 }
 
