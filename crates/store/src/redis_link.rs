@@ -34,6 +34,8 @@ const PROBE_WHILE_DOWN: Duration = Duration::from_millis(500);
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// A connection of whichever shape the target has; clones share one multiplexed connection (per node).
+// Cloned for every call: boxing the larger variant would allocate each time instead of copying a few words.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(crate) enum Conn {
     /// One server, or the master Sentinels named (reconnects to the same address by itself).

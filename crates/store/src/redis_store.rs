@@ -635,10 +635,10 @@ impl Store for RedisStore {
 
     async fn flush(&self) {
         let (done, flushed) = oneshot::channel();
-        if self.queue.send(Job::Flush(done)).await.is_ok() {
-            if tokio::time::timeout(FLUSH_WAIT, flushed).await.is_err() {
-                log::warn!("store: deferred writes not all written within {FLUSH_WAIT:?}");
-            }
+        if self.queue.send(Job::Flush(done)).await.is_ok()
+            && tokio::time::timeout(FLUSH_WAIT, flushed).await.is_err()
+        {
+            log::warn!("store: deferred writes not all written within {FLUSH_WAIT:?}");
         }
     }
 
