@@ -81,8 +81,7 @@ pub async fn check_limits(
         crate::metrics::RATE_LIMITED
             .with_label_values(&[key_name.unwrap_or("-"), what])
             .inc();
-        let mut e = GatewayError::new(
-            429,
+        let e = GatewayError::rate_limited(
             format!(
                 "rate limit exceeded: {} {what} limit of {} per minute; retry in {} s",
                 if what.starts_with("global") {
@@ -93,8 +92,8 @@ pub async fn check_limits(
                 d.limit,
                 d.retry_after_secs
             ),
+            d.retry_after_secs,
         );
-        e.retry_after = Some(d.retry_after_secs.max(1));
         Err((e, out))
     };
     if let Some(limit) = global_rpm {

@@ -4,11 +4,15 @@
 
 pub mod admin;
 pub mod ctx;
+mod encode;
+pub mod failover;
 pub mod llm;
 pub mod passthrough;
 pub mod relay;
+pub mod request;
 pub mod respond;
 pub mod routes;
+mod upstream_error;
 
 use std::sync::Arc;
 
@@ -27,7 +31,7 @@ use crate::metrics;
 use crate::routing::Runtime;
 use crate::state::SharedState;
 use apiproxy_store::SessionBinding;
-use ctx::RequestCtx;
+use ctx::{RequestCtx, ServedBy};
 use respond::Headers;
 use routes::Route;
 
@@ -61,8 +65,14 @@ impl Gateway {
                 store.add_tokens(bucket, u.total()).await;
             }
         }
-        let (Some(sid), Some((provider, model, key))) =
-            (ctx.session_id.clone(), ctx.served_by.take())
+        let (
+            Some(sid),
+            Some(ServedBy {
+                provider,
+                model,
+                key_index,
+            }),
+        ) = (ctx.session_id.clone(), ctx.served_by.take())
         else {
             return;
         };
@@ -72,7 +82,7 @@ impl Gateway {
                 logical_model: ctx.requested_model.clone(),
                 provider_id: provider.clone(),
                 model_id: model.clone(),
-                key_index: key.unwrap_or(0),
+                key_index: key_index.unwrap_or(0),
                 created_at: 0.0,
                 last_accessed: 0.0,
                 message_count: 0,
@@ -184,7 +194,7 @@ impl ProxyHttp for Gateway {
             } => {
                 ctx.route = "llm";
                 ctx.format = Some(format);
-                let route = llm::LlmRoute {
+                let route = request::LlmRoute {
                     format,
                     path_model,
                     path_stream,
@@ -200,7 +210,7 @@ impl ProxyHttp for Gateway {
                 session.req_header().method,
                 session.req_header().uri.path()
             ))),
-            Route::MethodNotAllowed => Err(GatewayError::new(
+            Route::MethodNotAllowed => Err(GatewayError::client(
                 405,
                 format!("method {} is not allowed here", session.req_header().method),
             )),
