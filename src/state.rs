@@ -20,16 +20,8 @@ pub struct SharedState {
 
 impl SharedState {
     pub fn new(config: &Config) -> Self {
-        let s = &config.store;
         SharedState {
-            opts: StoreOptions {
-                redis_url: s.redis_url.clone(),
-                key_prefix: s.key_prefix.clone(),
-                session_ttl: s.session_ttl,
-                context_max_entries: config.context.max_entries,
-                context_ttl: s.context_ttl,
-                catalog_ttl: s.catalog_ttl,
-            },
+            opts: config.store_options(),
             cell: OnceCell::new(),
         }
     }

@@ -33,6 +33,7 @@ pub mod target;
 pub mod testing;
 pub mod window;
 
+pub use memory::json_size;
 pub use target::RedisTarget;
 
 /// How the store is built: where Redis is (if anywhere) and how long things live.
@@ -152,7 +153,7 @@ pub struct BoundUpstream<'a> {
 }
 
 /// The answer of a rate-limit check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateDecision {
     /// Whether the request may go ahead.
     pub allowed: bool,

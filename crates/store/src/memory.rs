@@ -412,8 +412,8 @@ impl Context {
     }
 }
 
-/// The size of `value` as compact JSON, without building the text.
-pub(crate) fn json_size(value: &serde_json::Value) -> usize {
+/// The size of `value` as compact JSON, without building the text (how context snippets are measured).
+pub fn json_size(value: &serde_json::Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
