@@ -169,8 +169,9 @@ mod tests {
     #[test]
     fn keys_numbers_and_arrays_count() {
         // No long string anywhere: thousands of keys and numbers.
-        let many: serde_json::Map<String, Value> =
-            (0..2000).map(|i| (format!("k{i}"), json!([i, i, i]))).collect();
+        let many: serde_json::Map<String, Value> = (0..2000)
+            .map(|i| (format!("k{i}"), json!([i, i, i])))
+            .collect();
         let request = json!({"model": "m", "message": many});
         let e = entry(request, answered("ok"), 2000).expect("fits");
         assert!(json_size(&e) <= 2000, "{}", json_size(&e));
@@ -184,7 +185,10 @@ mod tests {
     fn client_keys_read_only_their_own_context() {
         assert!(may_read(Some("alice"), Some("alice"), false));
         assert!(!may_read(Some("bob"), Some("alice"), false));
-        assert!(!may_read(Some("bob"), None, false), "no owner: never served to a key");
+        assert!(
+            !may_read(Some("bob"), None, false),
+            "no owner: never served to a key"
+        );
         assert!(may_read(Some("bob"), None, true), "an empty history is");
         assert!(may_read(None, None, false), "admin or open gateway");
     }

@@ -11,7 +11,9 @@
 //! equivalent for the output), so concurrent requests cannot all slip under
 //! a `tpm` that none of them has counted against yet.
 
-use apiproxy_store::{Admission, Deferred, LimitBucket, LimitKind, RateDecision, Reservation, Store};
+use apiproxy_store::{
+    Admission, Deferred, LimitBucket, LimitKind, RateDecision, Reservation, Store,
+};
 use apiproxy_translate::Format;
 use serde_json::Value;
 
@@ -57,9 +59,7 @@ pub fn token_estimate(fmt: Format, body: &Value, body_bytes: usize) -> u64 {
             .and_then(Value::as_u64)
     };
     let output = match fmt {
-        Format::OpenAiChat => {
-            field(&["max_completion_tokens"]).or_else(|| field(&["max_tokens"]))
-        }
+        Format::OpenAiChat => field(&["max_completion_tokens"]).or_else(|| field(&["max_tokens"])),
         Format::OpenAiResponses => field(&["max_output_tokens"]),
         Format::Anthropic => field(&["max_tokens"]),
         Format::Gemini => field(&["generationConfig", "maxOutputTokens"])
@@ -150,7 +150,11 @@ fn refusal(key_name: Option<&str>, global: bool, kind: LimitKind, d: RateDecisio
     crate::metrics::RATE_LIMITED
         .with_label_values(&[key_name.unwrap_or("-"), what])
         .inc();
-    let whose = if global { "the gateway's" } else { "this key's" };
+    let whose = if global {
+        "the gateway's"
+    } else {
+        "this key's"
+    };
     GatewayError::rate_limited(
         format!(
             "rate limit exceeded: {whose} {what} limit of {} per minute; retry in {} s",

@@ -1,39 +1,14 @@
 //! The gateway's side of shared state: opening the store once, rate-limit
 //! checks and their headers, and the context snippets kept per session.
 
-use std::sync::Arc;
-
-use apiproxy_store::{RateDecision, Store, StoreOptions};
+use apiproxy_store::{RateDecision, Store};
 use apiproxy_translate::Format;
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
-use crate::config::Config;
 use crate::error::GatewayError;
 
-/// The store, opened on first use (after Pingora has daemonized, so the
-/// Redis link's thread lives in the serving process).
-pub struct SharedState {
-    opts: StoreOptions,
-    cell: OnceCell<Arc<dyn Store>>,
-}
-
-impl SharedState {
-    pub fn new(config: &Config) -> Self {
-        SharedState {
-            opts: config.store_options(),
-            cell: OnceCell::new(),
-        }
-    }
-
-    /// The store; the first call opens it (never fails: Redis trouble falls
-    /// back to local state inside the store).
-    pub async fn store(&self) -> &Arc<dyn Store> {
-        self.cell
-            .get_or_init(|| apiproxy_store::open(self.opts.clone()))
-            .await
-    }
-}
+/// The store, opened on first use.
+pub use apiproxy_store::LazyStore as SharedState;
 
 /// Rate-limit state of one request, for its response headers.
 #[derive(Debug, Default, Clone, Copy)]

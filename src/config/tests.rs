@@ -148,6 +148,9 @@ fn context_byte_bounds_and_key_prefix_are_checked() {
         "context.max_session_bytes",
         "store.key_prefix",
     ] {
-        assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "{key}: {problems:?}"
+        );
     }
 }

@@ -328,7 +328,7 @@ impl LazyStore {
     }
 
     /// The store; the first call opens it (never fails: Redis trouble falls back to local state).
-    pub async fn get(&self) -> &Arc<dyn Store> {
+    pub async fn store(&self) -> &Arc<dyn Store> {
         self.cell.get_or_init(|| open(self.opts.clone())).await
     }
 

@@ -79,6 +79,8 @@ pub(crate) struct Link {
     /// Addresses only: the URL may hold a password.
     endpoint: String,
     last_warning: Mutex<Option<Instant>>,
+    /// Wakes the probe loop when an operation finds Redis gone, so that it reconnects at once.
+    outage: tokio::sync::Notify,
 }
 
 impl Link {
@@ -132,6 +134,7 @@ impl Link {
             up: AtomicBool::new(false),
             endpoint,
             last_warning: Mutex::new(None),
+            outage: tokio::sync::Notify::new(),
         }
     }
 
@@ -155,6 +158,7 @@ impl Link {
         if outage {
             self.up.store(false, Ordering::Relaxed);
             REDIS_UP.set(0);
+            self.outage.notify_one();
         }
         self.warn(|| {
             if outage {
@@ -274,7 +278,11 @@ impl Connector {
             } => {
                 let client = ask_sentinels(sentinel, master, node).await?;
                 let conn = connect_manager(&client).await.map(Conn::Single)?;
-                *connected = Some(address(&client.get_connection_info().addr));
+                let now = address(&client.get_connection_info().addr);
+                if connected.as_ref().is_some_and(|before| *before != now) {
+                    log::info!("store: the Sentinels name a new master for `{master}`: {now}");
+                }
+                *connected = Some(now);
                 Ok(conn)
             }
         }
@@ -294,12 +302,7 @@ impl Connector {
         };
         match ask_sentinels(sentinel, master, node).await {
             Ok(client) => {
-                let now = address(&client.get_connection_info().addr);
-                if connected.as_deref() != Some(now.as_str()) {
-                    log::info!("store: the Sentinels name a new master for `{master}`: {now}");
-                    return true;
-                }
-                false
+                connected.as_deref() != Some(address(&client.get_connection_info().addr).as_str())
             }
             Err(_) => false,
         }
@@ -348,27 +351,27 @@ async fn keep_connected(
             Some(_) if connector.master_moved().await => None,
             other => other,
         };
-        match current {
-            None => match connector.connect().await {
+        let probed = match current {
+            Some(conn) => probe(conn).await,
+            None => Err("not connected".to_string()),
+        };
+        match probed {
+            Ok(()) => link.reachable(),
+            // One server or a cluster reconnects by itself: only the first connection is made here. With
+            // Sentinels, a lost master means asking them again, at once.
+            Err(e) if link.conn.read().is_some() && !connector.reconnects_on_outage() => {
+                link.unreachable(&e)
+            }
+            Err(_) => match connector.connect().await {
                 Ok(conn) => {
                     *link.conn.write() = Some(conn);
                     link.reachable();
                 }
-                Err(e) => link.unreachable(&e),
-            },
-            Some(conn) => match ping(conn).await {
-                Ok(()) => link.reachable(),
                 Err(e) => {
-                    if connector.reconnects_on_outage() {
-                        *link.conn.write() = None;
-                    }
+                    *link.conn.write() = None;
                     link.unreachable(&e)
                 }
             },
-        }
-        if !link.is_up() && connector.reconnects_on_outage() {
-            // An operation may have found the master gone (or demoted) between probes.
-            *link.conn.write() = None;
         }
         if let Some(done) = first_attempt.take() {
             let _ = done.send(());
@@ -378,8 +381,12 @@ async fn keep_connected(
         } else {
             PROBE_WHILE_DOWN
         };
+        let outage = async { link.outage.notified().await };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = outage => {}
+        }
         drop(link);
-        tokio::time::sleep(pause).await;
     }
 }
 
@@ -400,6 +407,18 @@ async fn connect_manager(client: &redis::Client) -> Result<ConnectionManager, St
         Ok(Ok(manager)) => Ok(manager),
         Ok(Err(e)) => Err(describe_error(&e)),
         Err(_) => Err("connect timed out".to_string()),
+    }
+}
+
+/// Pings, and once more shortly after a failure: a connection that was just dropped (a Sentinel or an operator
+/// killing clients) is made again by the first failure.
+async fn probe(conn: Conn) -> Result<(), String> {
+    match ping(conn.clone()).await {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ping(conn).await
+        }
     }
 }
 
