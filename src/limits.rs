@@ -220,6 +220,62 @@ mod tests {
         assert_eq!(token_estimate(Format::Gemini, &json!({}), 400), 100);
     }
 
+    fn bucket(name: &str, rpm: Option<u64>, tpm: Option<u64>) -> LimitBucket {
+        LimitBucket {
+            name: name.into(),
+            rpm,
+            tpm,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_key_refuses_first_and_the_headers_are_the_keys() {
+        let store = apiproxy_store::memory::MemoryStore::new(&Default::default());
+        let buckets = || {
+            vec![
+                bucket("key:alice", Some(1), Some(100)),
+                bucket("global", Some(10), None),
+            ]
+        };
+        let ok = admit(&store, Some("alice"), buckets(), 30)
+            .await
+            .expect("admitted");
+        assert_eq!(ok.headers.requests.map(|d| d.remaining), Some(0));
+        assert_eq!(
+            ok.headers.tokens.map(|d| d.remaining),
+            Some(70),
+            "the reservation counts"
+        );
+        let tokens = ok.tokens.expect("a tpm bucket");
+        let (e, headers) = admit(&store, Some("alice"), buckets(), 30)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, 429);
+        assert!(
+            e.message.contains("this key's requests limit of 1"),
+            "{}",
+            e.message
+        );
+        assert_eq!(headers.requests.map(|d| d.remaining), Some(0));
+        // Settled with the real usage: 30 reserved become 12 used.
+        tokens.settle(&store, Some(12), true);
+        assert_eq!(store.check_tokens("key:alice", 100).await.remaining, 88);
+        // The gateway-wide bucket saw one request only.
+        assert_eq!(store.hit_requests("global", 10).await.remaining, 8);
+    }
+
+    #[tokio::test]
+    async fn unknown_usage_keeps_the_estimate_only_when_served() {
+        let store = apiproxy_store::memory::MemoryStore::new(&Default::default());
+        for (served, left) in [(false, 100), (true, 60)] {
+            let name = format!("key:{served}");
+            let b = vec![bucket(&name, None, Some(100))];
+            let ok = admit(&store, Some("x"), b, 40).await.expect("admitted");
+            ok.tokens.expect("tpm").settle(&store, None, served);
+            assert_eq!(store.check_tokens(&name, 100).await.remaining, left);
+        }
+    }
+
     #[test]
     fn headers_for_both_limits() {
         let d = RateDecision {
