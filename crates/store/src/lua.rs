@@ -188,24 +188,27 @@ return out
     )
 });
 
-/// Replaces a token reservation by the real usage in each `tpm` window.
+/// Replaces token reservations by the real usage in each `tpm` window (several requests' settlements at once).
 ///
-/// KEYS: the token windows. ARGV[1] tokens reserved, ARGV[2] the second they were reserved at, ARGV[3] tokens
-/// used. Returns 1.
+/// KEYS: the token windows. ARGV[1] tokens used, then pairs: a second reservations were made at, the tokens
+/// reserved then. Returns 1.
 pub(crate) static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local window = 60
 local now = tonumber(redis.call('TIME')[1])
-local reserved, at, used = tonumber(ARGV[1]) or 0, ARGV[2], tonumber(ARGV[3]) or 0
+local used = tonumber(ARGV[1]) or 0
 for k = 1, #KEYS do
-  if reserved > 0 and tonumber(at) + window > now then
-    local left = tonumber(redis.call('HGET', KEYS[k], at) or '0') or 0
-    if left <= reserved then
-      redis.call('HDEL', KEYS[k], at)
-    else
-      redis.call('HINCRBY', KEYS[k], at, -reserved)
+  for i = 2, #ARGV - 1, 2 do
+    local at, reserved = ARGV[i], tonumber(ARGV[i + 1]) or 0
+    if reserved > 0 and (tonumber(at) or 0) + window > now then
+      local left = tonumber(redis.call('HGET', KEYS[k], at) or '0') or 0
+      if left <= reserved then
+        redis.call('HDEL', KEYS[k], at)
+      else
+        redis.call('HINCRBY', KEYS[k], at, -reserved)
+      end
     end
   end
   if used > 0 then

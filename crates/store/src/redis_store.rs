@@ -21,6 +21,7 @@
 //! While Redis answers, session bindings, catalogs and counted usage are also written to the local store, so an
 //! outage starts from recent state (stickiness holds, limits count what this replica saw).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,25 @@ struct Inner {
     context_max_session_bytes: usize,
     context_ttl_ms: u64,
     catalog_ttl_ms: u64,
+}
+
+/// Reservations to take back and usage to count in one set of token windows.
+#[derive(Default)]
+struct Settlement {
+    used: u64,
+    /// Redis window second → tokens reserved then.
+    reserved: BTreeMap<u64, u64>,
+}
+
+impl Settlement {
+    fn add(&mut self, reservation: Reservation, used: u64) {
+        self.used = self.used.saturating_add(used);
+        // A reservation Redis did not make (admitted locally during an outage) has nothing to take back there.
+        if let Some(second) = reservation.shared_second {
+            let slot = self.reserved.entry(second).or_default();
+            *slot = slot.saturating_add(reservation.tokens);
+        }
+    }
 }
 
 /// What the writer thread is sent.
@@ -348,26 +368,20 @@ impl Inner {
         }
     }
 
-    /// Settles a reservation on Redis (the local mirror was settled when the write was deferred); when Redis
-    /// cannot, the local store alone has it.
-    async fn settle(&self, buckets: Vec<String>, reservation: Reservation, used: u64) {
+    /// Settles reservations on Redis (the local mirror was settled when each write was deferred); when Redis
+    /// cannot, the local store alone has them.
+    async fn settle(self: Arc<Self>, buckets: Vec<String>, settlement: Settlement) {
         let keys: Vec<String> = buckets
             .iter()
             .map(|name| self.keys.window("tpm", name))
             .collect();
-        // A reservation Redis did not make (admitted locally during an outage) has nothing to take back there.
-        let (reserved, at) = match reservation.shared_second {
-            Some(second) => (reservation.tokens, second),
-            None => (0, 0),
-        };
         self.redis_within("settle tokens", WRITE_TIMEOUT, |mut conn| async move {
-            SETTLE
-                .key(&keys[..])
-                .arg(reserved)
-                .arg(at)
-                .arg(used)
-                .invoke_async::<i64>(&mut conn)
-                .await
+            let mut call = SETTLE.prepare_invoke();
+            call.key(&keys[..]).arg(settlement.used);
+            for (second, reserved) in settlement.reserved {
+                call.arg(second).arg(reserved);
+            }
+            call.invoke_async::<i64>(&mut conn).await
         })
         .await;
     }
@@ -379,7 +393,11 @@ impl Inner {
                 buckets,
                 reservation,
                 used,
-            } => self.settle(buckets, reservation, used).await,
+            } => {
+                let mut settlement = Settlement::default();
+                settlement.add(reservation, used);
+                self.settle(buckets, settlement).await
+            }
             Deferred::Bind(binding) => self.bind(binding, WRITE_TIMEOUT).await,
             Deferred::Context {
                 session,
@@ -420,14 +438,27 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
                 while jobs.recv_many(&mut batch, BATCH).await > 0 {
                     let mut writes = tokio::task::JoinSet::new();
                     let mut flushes = Vec::new();
+                    // Settlements of the same buckets are summed: one script call per bucket set and batch.
+                    let mut settlements: BTreeMap<Vec<String>, Settlement> = BTreeMap::new();
                     for job in batch.drain(..) {
                         match job {
+                            Job::Write(Deferred::Settle {
+                                buckets,
+                                reservation,
+                                used,
+                            }) => settlements
+                                .entry(buckets)
+                                .or_default()
+                                .add(reservation, used),
                             Job::Write(w) if inner.link.is_up() => {
                                 writes.spawn(inner.clone().write(w));
                             }
                             Job::Write(w) => inner.write_locally(w),
                             Job::Flush(done) => flushes.push(done),
                         }
+                    }
+                    for (buckets, settlement) in settlements {
+                        writes.spawn(inner.clone().settle(buckets, settlement));
                     }
                     while writes.join_next().await.is_some() {}
                     for done in flushes {
