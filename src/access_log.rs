@@ -290,9 +290,10 @@ mod tests {
             error: Some("broken \"pipe\"\nx".into()),
             ..AccessRecord::default()
         };
-        assert!(e.render(AccessFormat::Text).ends_with(r#" error="broken \x22pipe\x22\x0ax""#));
-        let v: serde_json::Value =
-            serde_json::from_str(&r.render(AccessFormat::Json)).unwrap();
+        assert!(e
+            .render(AccessFormat::Text)
+            .ends_with(r#" error="broken \x22pipe\x22\x0ax""#));
+        let v: serde_json::Value = serde_json::from_str(&r.render(AccessFormat::Json)).unwrap();
         assert_eq!(v["model"], "x\n[0.000 access] GET /admin 200 key=root");
     }
 }

@@ -34,7 +34,10 @@ fn bad(i: usize, what: &str) -> GatewayError {
 
 fn message(i: usize, item: Value) -> Result<Value, GatewayError> {
     let Value::Object(mut m) = item else {
-        return Err(bad(i, "must be an object with `role` and `parts` or `content`"));
+        return Err(bad(
+            i,
+            "must be an object with `role` and `parts` or `content`",
+        ));
     };
     let role = match m.get("role").and_then(Value::as_str).unwrap_or("user") {
         "model" | "assistant" => "assistant",
@@ -55,7 +58,12 @@ fn message(i: usize, item: Value) -> Result<Value, GatewayError> {
         (Some(Value::Null), None) | (None, None) => {
             return Err(bad(i, "needs `parts` or `content`"))
         }
-        _ => return Err(bad(i, "`content` must be a string or a list, `parts` a list")),
+        _ => {
+            return Err(bad(
+                i,
+                "`content` must be a string or a list, `parts` a list",
+            ))
+        }
     };
     let mut out = Map::new();
     out.insert("role".into(), json!(role));
@@ -92,7 +100,9 @@ fn part(i: usize, p: Value) -> Result<Value, GatewayError> {
             .and_then(Value::as_str);
         let data = d.get("data").and_then(Value::as_str);
         if let (Some(mime), Some(data)) = (mime, data) {
-            return Ok(json!({"type": "image_url", "image_url": {"url": format!("data:{mime};base64,{data}")}}));
+            return Ok(
+                json!({"type": "image_url", "image_url": {"url": format!("data:{mime};base64,{data}")}}),
+            );
         }
     }
     Err(bad(i, "a part must carry `text` or an image"))

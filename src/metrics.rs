@@ -5,8 +5,8 @@ use once_cell::sync::Lazy;
 
 use crate::routing::Runtime;
 use prometheus::{
-    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, IntGaugeVec,
-    CounterVec, HistogramVec, IntCounterVec, IntGauge,
+    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, CounterVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[

@@ -139,8 +139,7 @@ pub fn add_listener<A>(
     let live = LiveCert::open(&t.cert, &t.key)?;
     for addr in &t.listen {
         let settings = live.settings().map_err(|e| e.to_string())?;
-        service
-            .add_tls_with_settings(addr, None, settings);
+        service.add_tls_with_settings(addr, None, settings);
     }
     Ok(CertReloader(live))
 }

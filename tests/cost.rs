@@ -68,7 +68,9 @@ async fn cost_shows_in_the_debug_header_the_access_log_and_the_metrics() {
     let r = chat(&gw, "p/custom", true).await;
     assert!(r.headers().get("x-debug-cost").is_none());
 
-    let m = gw.metrics_until("apiproxy_cost_usd_total{key=\"alice\"").await;
+    let m = gw
+        .metrics_until("apiproxy_cost_usd_total{key=\"alice\"")
+        .await;
     let line = m
         .lines()
         .find(|l| {
@@ -148,7 +150,10 @@ async fn two_replicas_on_one_redis_share_a_budget() {
     assert!(r.headers().contains_key("retry-after"));
     let body: Value = r.json().await.unwrap();
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("budget"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget"),
         "{body}"
     );
     let r = client()

@@ -87,17 +87,21 @@ async fn payload_rules_change_what_each_provider_kind_receives() {
     let (mocks, providers) = four_providers().await;
     let rules = TempDir::new();
     write_rules(&rules, "payload.yaml", PAYLOAD_RULES);
-    let gw = Gateway::start(&format!(
-        "filters_dir: {}\n{providers}",
-        rules.0.display()
-    ))
-    .await;
+    let gw = Gateway::start(&format!("filters_dir: {}\n{providers}", rules.0.display())).await;
     for (kind, mock) in &mocks {
         let r = ask(&gw, &format!("{}/m-1", kind.name())).await;
         assert_eq!(r.status(), 200, "{kind:?}: {}", r.text().await.unwrap());
         let got = mock.last().json();
-        assert_eq!(temperature(*kind, &got), json!(0.25), "{kind:?} override: {got}");
-        assert_eq!(got["x_default"], json!({"a": 1}), "{kind:?} default+filter: {got}");
+        assert_eq!(
+            temperature(*kind, &got),
+            json!(0.25),
+            "{kind:?} override: {got}"
+        );
+        assert_eq!(
+            got["x_default"],
+            json!({"a": 1}),
+            "{kind:?} default+filter: {got}"
+        );
         assert!(got.get("x_never").is_none(), "{kind:?}: {got}");
         assert!(got.get("x_client_anthropic").is_none(), "{kind:?}: {got}");
     }
@@ -121,7 +125,10 @@ async fn default_does_not_replace_a_value_the_client_sent() {
     let gw = Gateway::start(&format!("filters_dir: {}\n{providers}", rules.0.display())).await;
     assert_eq!(ask(&gw, "chat/m-1").await.status(), 200);
     let got = mocks[0].1.last().json();
-    assert_eq!((got["temperature"].clone(), got["top_p"].clone()), (json!(0.9), json!(0.5)));
+    assert_eq!(
+        (got["temperature"].clone(), got["top_p"].clone()),
+        (json!(0.9), json!(0.5))
+    );
 }
 
 #[tokio::test]
@@ -185,7 +192,8 @@ mask:
     assert_eq!(mocks[3].1.last().header("x-only-m2"), Some("yes"));
 }
 
-const BAD_RULES: &str = "payload:\n  override:\n    - models: [\"[\"]\n      params: { temperature: 1 }\n";
+const BAD_RULES: &str =
+    "payload:\n  override:\n    - models: [\"[\"]\n      params: { temperature: 1 }\n";
 
 #[tokio::test]
 async fn a_bad_rule_file_is_named_by_t_and_refused_on_reload() {
@@ -195,7 +203,11 @@ async fn a_bad_rule_file_is_named_by_t_and_refused_on_reload() {
 
     // -t names the bad file and its key path.
     let conf = rules.0.join("check.yaml");
-    std::fs::write(&conf, format!("filters_dir: {}\n{providers}", rules.0.display())).unwrap();
+    std::fs::write(
+        &conf,
+        format!("filters_dir: {}\n{providers}", rules.0.display()),
+    )
+    .unwrap();
     write_rules(&rules, "zz-bad.yaml", BAD_RULES);
     let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
         .args(["-t", "-c"])
@@ -215,13 +227,26 @@ async fn a_bad_rule_file_is_named_by_t_and_refused_on_reload() {
     let gw = Gateway::start(&format!("filters_dir: {}\n{providers}", rules.0.display())).await;
     write_rules(&rules, "zz-bad.yaml", BAD_RULES);
     let pid = gw.pid().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gw.log().contains("config reload rejected") {
-        assert!(Instant::now() < deadline, "no rejection logged:\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "no rejection logged:\n{}",
+            gw.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(gw.log().contains("zz-bad.yaml: payload.override[0].models[0]"), "{}", gw.log());
+    assert!(
+        gw.log()
+            .contains("zz-bad.yaml: payload.override[0].models[0]"),
+        "{}",
+        gw.log()
+    );
     assert_eq!(ask(&gw, "chat/m-1").await.status(), 200);
     assert_eq!(mocks[0].1.last().json()["temperature"], json!(0.25));
 }

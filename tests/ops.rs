@@ -75,7 +75,10 @@ async fn made_up_model_names_become_other_and_long_ones_get_400() {
     let r = chat(&gw, &format!("p/{}", "x".repeat(300))).await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("at most 256"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 256"));
     let r = chat(&gw, "p/a\nb").await;
     assert_eq!(r.status(), 400);
     assert_eq!(up.count(), before);
@@ -86,7 +89,10 @@ async fn the_model_name_bound_is_configurable() {
     let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
     let gw = Gateway::start_with_server(
         "max_model_name_bytes: 16",
-        &format!("providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n", up.base_url()),
+        &format!(
+            "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n",
+            up.base_url()
+        ),
     )
     .await;
     assert_eq!(chat(&gw, "p/0123456789abcd").await.status(), 200);
@@ -114,7 +120,10 @@ async fn access_log_fields_are_escaped_and_capped() {
     let log = settled_log(&gw).await;
     assert!(log.contains("model=p/x\\x20key=root"), "{log}");
     assert!(!log.contains(" key=root"), "{log}");
-    assert!(!log.contains(&"z".repeat(201)), "a field was not capped:\n{log}");
+    assert!(
+        !log.contains(&"z".repeat(201)),
+        "a field was not capped:\n{log}"
+    );
     assert!(log.contains(&format!("{}...", &"z".repeat(198))), "{log}");
 }
 
@@ -140,8 +149,18 @@ async fn json_access_lines_carry_the_request_story() {
     assert_eq!(v["upstream_model"], "known");
     assert_eq!(v["attempts"], 1);
     assert_eq!(v["status"], 200);
-    assert_eq!((v["input_tokens"].clone(), v["output_tokens"].clone()), (json!(7), json!(3)));
-    for f in ["ts", "total_ms", "ttft_ms", "overhead_ms", "key", "cost_usd"] {
+    assert_eq!(
+        (v["input_tokens"].clone(), v["output_tokens"].clone()),
+        (json!(7), json!(3))
+    );
+    for f in [
+        "ts",
+        "total_ms",
+        "ttft_ms",
+        "overhead_ms",
+        "key",
+        "cost_usd",
+    ] {
         assert!(v.get(f).is_some(), "{f} missing: {v}");
     }
     assert!(v["total_ms"].as_f64().unwrap() >= v["overhead_ms"].as_f64().unwrap());
@@ -162,15 +181,20 @@ async fn a_key_sent_as_query_never_reaches_a_log_line() {
     ))
     .await;
     let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
-    let url = |key: &str| {
-        format!(
-            "{}/v1beta/models/gem/m:generateContent?key={key}",
-            gw.url()
-        )
-    };
-    let r = client().post(url("QSECRET-good-123456")).json(&body).send().await.unwrap();
+    let url = |key: &str| format!("{}/v1beta/models/gem/m:generateContent?key={key}", gw.url());
+    let r = client()
+        .post(url("QSECRET-good-123456"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client().post(url("QSECRET-wrong-999999")).json(&body).send().await.unwrap();
+    let r = client()
+        .post(url("QSECRET-wrong-999999"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = client()
         .get(format!("{}/nowhere?key=QSECRET-good-123456", gw.url()))
@@ -180,7 +204,9 @@ async fn a_key_sent_as_query_never_reaches_a_log_line() {
     assert_eq!(r.status(), 404);
     // A client that promises a body and resets the connection: the answer
     // cannot be written, and Pingora logs the failed request with its summary.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
     #[allow(deprecated)] // a zero linger is the point: the close is a reset
     s.set_linger(Some(Duration::ZERO)).unwrap();
     tokio::io::AsyncWriteExt::write_all(
@@ -202,7 +228,10 @@ async fn a_key_sent_as_query_never_reaches_a_log_line() {
         log.contains("POST /v1beta/models/gem/m:generateContent, Host: x"),
         "{log}"
     );
-    assert!(!log.contains("QSECRET"), "a client key reached the log:\n{log}");
+    assert!(
+        !log.contains("QSECRET"),
+        "a client key reached the log:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -238,7 +267,10 @@ providers:
     ] {
         assert!(stderr.contains(needle), "{needle} missing:\n{stderr}");
     }
-    assert!(!stderr.contains("sk-live"), "an environment value was echoed:\n{stderr}");
+    assert!(
+        !stderr.contains("sk-live"),
+        "an environment value was echoed:\n{stderr}"
+    );
     assert!(stderr.contains("<$SECRET_URL>"), "{stderr}");
 }
 
@@ -247,7 +279,18 @@ fn self_signed(dir: &std::path::Path, name: &str, cn: &str) -> (String, String) 
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-days", "2", "-subj"])
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-days",
+            "2",
+            "-subj",
+        ])
         .arg(format!("/CN={cn}"))
         .arg("-keyout")
         .arg(&key)
@@ -255,7 +298,11 @@ fn self_signed(dir: &std::path::Path, name: &str, cn: &str) -> (String, String) 
         .arg(&cert)
         .output()
         .expect("openssl CLI (scripts/bootstrap.sh installs it)");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     (cert.display().to_string(), key.display().to_string())
 }
 
@@ -292,14 +339,24 @@ async fn tls_listener_speaks_http2_and_rereads_its_certificate_on_sighup() {
     let tls_port = free_port();
     let gw = Gateway::start_with_server(
         &format!("tls: {{ listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\" }}"),
-        &format!("providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n", up.base_url()),
+        &format!(
+            "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n",
+            up.base_url()
+        ),
     )
     .await;
     assert_eq!(handshake(tls_port), ("first.test".into(), "h2".into()));
 
     // An HTTP/2 client (curl with nghttp2) gets its answer over h2.
     let out = Command::new("curl")
-        .args(["-sk", "--http2", "-o", "-", "-w", "\n%{http_version} %{http_code}"])
+        .args([
+            "-sk",
+            "--http2",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
         .args(["-H", "content-type: application/json", "-d"])
         .arg(json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}]}).to_string())
         .arg(format!("https://127.0.0.1:{tls_port}/v1/chat/completions"))
@@ -314,16 +371,28 @@ async fn tls_listener_speaks_http2_and_rereads_its_certificate_on_sighup() {
     std::fs::rename(&cert2, &cert).unwrap();
     std::fs::rename(&key2, &key).unwrap();
     let pid = gw.pid().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while handshake(tls_port).0 != "second.test" {
-        assert!(std::time::Instant::now() < deadline, "certificate not reloaded:\n{}", gw.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "certificate not reloaded:\n{}",
+            gw.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // A broken key file is refused; the running certificate stays.
     std::fs::write(&key, "not a key").unwrap();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !gw.log().contains("tls certificate reload rejected") {
         assert!(std::time::Instant::now() < deadline, "{}", gw.log());
@@ -345,21 +414,37 @@ fn port_of(listen: &str) -> String {
 #[test]
 fn compose_file_wires_the_image_config_and_ports() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("deploy/compose.yaml")).unwrap();
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&repo_file("deploy/compose.yaml")).unwrap();
     let app = &compose["services"]["apiproxy"];
     // The image is built from the repository's Dockerfile.
-    let context = root.join("deploy").join(app["build"]["context"].as_str().unwrap());
+    let context = root
+        .join("deploy")
+        .join(app["build"]["context"].as_str().unwrap());
     let dockerfile = app["build"]["dockerfile"].as_str().unwrap();
-    assert!(context.join(dockerfile).is_file(), "{}", context.join(dockerfile).display());
-    assert_eq!(context.canonicalize().unwrap(), root.canonicalize().unwrap());
+    assert!(
+        context.join(dockerfile).is_file(),
+        "{}",
+        context.join(dockerfile).display()
+    );
+    assert_eq!(
+        context.canonicalize().unwrap(),
+        root.canonicalize().unwrap()
+    );
     // The config mounted is the one the image ships and runs with.
     let docker = repo_file("Dockerfile");
     let volume = app["volumes"][0].as_str().unwrap();
     let (source, target) = volume.split_once(':').unwrap();
     let target = target.trim_end_matches(":ro");
     assert!(root.join("deploy").join(source).is_file(), "{source}");
-    assert!(docker.contains(&format!("COPY deploy/apiproxy.yaml {target}")), "{docker}");
-    assert!(docker.contains(&format!("\"-c\", \"{target}\"")), "{docker}");
+    assert!(
+        docker.contains(&format!("COPY deploy/apiproxy.yaml {target}")),
+        "{docker}"
+    );
+    assert!(
+        docker.contains(&format!("\"-c\", \"{target}\"")),
+        "{docker}"
+    );
     // Ports: the config's listeners, published by compose, exposed by the image.
     let conf: serde_yaml::Value = serde_yaml::from_str(&repo_file("deploy/apiproxy.yaml")).unwrap();
     let listen = conf["server"]["listen"].as_str().unwrap();
@@ -372,19 +457,34 @@ fn compose_file_wires_the_image_config_and_ports() {
         .map(|p| port_of(p.as_str().unwrap()))
         .collect();
     for port in [port_of(listen), port_of(metrics)] {
-        assert!(published.contains(&port), "{port} not published: {published:?}");
+        assert!(
+            published.contains(&port),
+            "{port} not published: {published:?}"
+        );
         assert!(docker.contains(&format!("EXPOSE {} {}", port_of(listen), port_of(metrics))));
     }
     // Redis: a service, named by the REDIS_URL the config reads.
-    assert!(compose["services"]["redis"]["image"].as_str().unwrap().starts_with("redis"));
+    assert!(compose["services"]["redis"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("redis"));
     assert_eq!(app["environment"]["REDIS_URL"], "redis://redis:6379/0");
-    assert!(conf["store"]["redis_url"].as_str().unwrap().contains("${REDIS_URL"));
+    assert!(conf["store"]["redis_url"]
+        .as_str()
+        .unwrap()
+        .contains("${REDIS_URL"));
     // Same bootstrap as `make run`; pid file and upgrade socket in the
     // directory the image makes for the gateway's user.
     assert!(docker.contains("scripts/bootstrap.sh"));
     assert!(docker.contains("install -d -o apiproxy -g apiproxy -m 0700 /run/apiproxy"));
     for k in ["pid_file", "upgrade_sock"] {
-        assert!(conf["server"][k].as_str().unwrap().starts_with("/run/apiproxy/"), "{k}");
+        assert!(
+            conf["server"][k]
+                .as_str()
+                .unwrap()
+                .starts_with("/run/apiproxy/"),
+            "{k}"
+        );
     }
 }
 
@@ -393,7 +493,9 @@ fn the_container_config_requires_a_client_key() {
     let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/apiproxy.yaml");
     let run = |env: &[(&str, &str)]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
-        c.args(["-t", "-c"]).arg(&conf).env_remove("APIPROXY_CLIENT_KEY");
+        c.args(["-t", "-c"])
+            .arg(&conf)
+            .env_remove("APIPROXY_CLIENT_KEY");
         for (k, v) in env {
             c.env(k, v);
         }
@@ -402,9 +504,16 @@ fn the_container_config_requires_a_client_key() {
     let out = run(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("environment variable APIPROXY_CLIENT_KEY is not set"), "{stderr}");
+    assert!(
+        stderr.contains("environment variable APIPROXY_CLIENT_KEY is not set"),
+        "{stderr}"
+    );
     let out = run(&[("APIPROXY_CLIENT_KEY", "a-long-client-key")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -423,8 +532,10 @@ async fn every_metric_the_dashboard_queries_is_exported() {
         client()
             .post(format!("{}/v1/chat/completions", gw.url()))
             .bearer_auth("dash-key-123")
-            .json(&json!({"model": "bad/m", "models": ["good/gpt-4o"], "stream": true,
-                          "messages": [{"role": "user", "content": "hi"}]}))
+            .json(
+                &json!({"model": "bad/m", "models": ["good/gpt-4o"], "stream": true,
+                          "messages": [{"role": "user", "content": "hi"}]}),
+            )
             .send()
     };
     // A failover to a priced model (streamed), a second one, then the rpm refusal.
@@ -433,7 +544,8 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     assert_eq!(ask().await.unwrap().status(), 429);
     let metrics = gw.metrics_until("apiproxy_rate_limited_total{").await;
 
-    let dashboard: Value = serde_json::from_str(&repo_file("deploy/grafana/apiproxy.json")).unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&repo_file("deploy/grafana/apiproxy.json")).unwrap();
     let mut queried = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for t in panel["targets"].as_array().unwrap() {
@@ -456,7 +568,10 @@ async fn every_metric_the_dashboard_queries_is_exported() {
         let present = metrics
             .lines()
             .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
-        assert!(present, "{name} is queried by the dashboard but not on /metrics:\n{metrics}");
+        assert!(
+            present,
+            "{name} is queried by the dashboard but not on /metrics:\n{metrics}"
+        );
     }
 }
 
@@ -464,7 +579,10 @@ async fn every_metric_the_dashboard_queries_is_exported() {
 async fn apiproxy_environment_configuration_runs_without_a_file() {
     let up = MockProvider::start(|rec, _| {
         if rec.method == "GET" {
-            Reply::json(200, r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#)
+            Reply::json(
+                200,
+                r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#,
+            )
         } else {
             Reply::json(200, openai_completion("m", "from env"))
         }
@@ -490,7 +608,11 @@ async fn apiproxy_environment_configuration_runs_without_a_file() {
     let url = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while client().get(format!("{url}/health")).send().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(dir.0.join("stderr.log")).unwrap());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(dir.0.join("stderr.log")).unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The APIProxy seed's `input` list, in both shapes, on the chat endpoint.
@@ -523,14 +645,24 @@ async fn apiproxy_environment_configuration_runs_without_a_file() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("from env"));
     let reqs = up.requests.lock().unwrap().clone();
-    let post = reqs.iter().find(|r| r.method == "POST").expect("a generation request");
+    let post = reqs
+        .iter()
+        .find(|r| r.method == "POST")
+        .expect("a generation request");
     assert_eq!(post.header("authorization"), Some("Bearer pk-env-1"));
     let sent = post.json();
     assert_eq!(sent["messages"][0]["content"][0]["text"], "first");
-    assert_eq!(sent["messages"][1], json!({"role": "assistant", "content": "answer"}));
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "assistant", "content": "answer"})
+    );
     assert_eq!(sent["messages"][2]["content"][0]["text"], "second");
     assert!(sent.get("input").is_none(), "{sent}");
-    assert!(reqs.iter().any(|r| r.method == "GET" && r.path == "/custom/models"), "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "GET" && r.path == "/custom/models"),
+        "{reqs:?}"
+    );
 }
 
 #[test]
@@ -551,11 +683,18 @@ fn environment_problems_name_variables_and_c_wins() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("LLM_PROVIDER_x_BASE_URL: "), "{stderr}");
-    assert!(stderr.contains("LLM_PROVIDER_y_WEIGHT: not a number"), "{stderr}");
+    assert!(
+        stderr.contains("LLM_PROVIDER_y_WEIGHT: not a number"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("secret-host-99"), "{stderr}");
     // A file given with -c wins over the environment.
     let conf = dir.0.join("c.yaml");
     std::fs::write(&conf, "providers: []\n").unwrap();
     let out = run(&["-t", "-c", conf.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

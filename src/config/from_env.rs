@@ -44,7 +44,12 @@ pub fn document(lookup: &dyn Fn(&str) -> Option<String>) -> Option<EnvDocument> 
         Some((var, v))
     };
     let mut providers = Vec::new();
-    for (i, id) in list.split(',').map(str::trim).filter(|x| !x.is_empty()).enumerate() {
+    for (i, id) in list
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .enumerate()
+    {
         // APIProxy spells the id as listed; upper case is accepted too.
         let var = |field: &str, used: &mut Vec<EnvValue>| {
             get(format!("LLM_PROVIDER_{id}_{field}"), used).or_else(|| {
@@ -169,7 +174,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+        move |n| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -202,8 +212,18 @@ mod tests {
             rename("providers[0].base_url: not a URL", &names),
             "LLM_PROVIDER_x_BASE_URL: not a URL"
         );
-        let d = document(&env(&[("LLM_PROVIDERS", "x"), ("LLM_PROVIDER_x_WEIGHT", "heavy")])).unwrap();
-        assert!(d.problems.iter().any(|p| p == "LLM_PROVIDER_x_BASE_URL: is not set"));
-        assert!(d.problems.iter().any(|p| p == "LLM_PROVIDER_x_WEIGHT: not a number"));
+        let d = document(&env(&[
+            ("LLM_PROVIDERS", "x"),
+            ("LLM_PROVIDER_x_WEIGHT", "heavy"),
+        ]))
+        .unwrap();
+        assert!(d
+            .problems
+            .iter()
+            .any(|p| p == "LLM_PROVIDER_x_BASE_URL: is not set"));
+        assert!(d
+            .problems
+            .iter()
+            .any(|p| p == "LLM_PROVIDER_x_WEIGHT: not a number"));
     }
 }

@@ -154,7 +154,8 @@ impl FilterSet {
     /// order) to the encoded body; a body no rule matches is returned as it
     /// is, without being parsed again.
     pub fn apply_payload(&self, body: Bytes, t: &Target<'_>) -> Result<Bytes, String> {
-        let matching = |rules: &[PayloadRule<Value>]| -> bool { rules.iter().any(|r| r.when.applies(t)) };
+        let matching =
+            |rules: &[PayloadRule<Value>]| -> bool { rules.iter().any(|r| r.when.applies(t)) };
         if !matching(&self.defaults)
             && !matching(&self.overrides)
             && !self.removals.iter().any(|r| r.when.applies(t))
@@ -245,15 +246,16 @@ pub fn load_dir(
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(_) if !explicit => return Ok(FilterSet::default()),
-        Err(e) => return Err(vec![format!("filters_dir: cannot read {}: {e}", dir.display())]),
+        Err(e) => {
+            return Err(vec![format!(
+                "filters_dir: cannot read {}: {e}",
+                dir.display()
+            )])
+        }
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|x| x == "yaml" || x == "yml")
-        })
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
     let mut set = FilterSet::default();
@@ -351,7 +353,12 @@ fn resolve_match(
     };
     let clients = formats("client", w.client, problems);
     let providers_fmt = formats("provider", w.provider, problems);
-    check_ids(&format!("{at}.providers"), &w.providers, provider_ids, problems);
+    check_ids(
+        &format!("{at}.providers"),
+        &w.providers,
+        provider_ids,
+        problems,
+    );
     Match {
         models,
         clients,
@@ -456,12 +463,17 @@ fn resolve_file(
         let when = resolve_match(&at, r.when(), provider_ids, problems);
         let mut ops = Vec::new();
         for (j, n) in r.remove.iter().enumerate() {
-            ops.extend(header_name(&format!("{at}.remove[{j}]"), n, problems).map(HeaderOp::Remove));
+            ops.extend(
+                header_name(&format!("{at}.remove[{j}]"), n, problems).map(HeaderOp::Remove),
+            );
         }
         for (verb, map) in [("set", r.set), ("add", r.add)] {
             for (n, v) in map {
                 let k = format!("{at}.{verb}.{n}");
-                if let (Some(n), Some(v)) = (header_name(&k, &n, problems), header_value(&k, &v, problems)) {
+                if let (Some(n), Some(v)) = (
+                    header_name(&k, &n, problems),
+                    header_value(&k, &v, problems),
+                ) {
                     ops.push(if verb == "set" {
                         HeaderOp::Set(n, v)
                     } else {
@@ -477,7 +489,12 @@ fn resolve_file(
     }
     for (i, m) in file.mask.into_iter().enumerate() {
         let at = format!("mask[{i}]");
-        check_ids(&format!("{at}.providers"), &m.providers, provider_ids, problems);
+        check_ids(
+            &format!("{at}.providers"),
+            &m.providers,
+            provider_ids,
+            problems,
+        );
         let mut value = |key: &str, v: Option<String>| {
             v.and_then(|v| header_value(&format!("{at}.{key}"), &v, problems))
         };

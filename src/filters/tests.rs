@@ -65,7 +65,11 @@ payload:
         json!({"model": "gpt-4o", "temperature": 1.0, "metadata": {"team": "b"}, "max_tokens": 100})
     );
     // Another model: only the unconditional filter applies.
-    let t = Target { model: "claude-x", requested: "claude-x", ..t };
+    let t = Target {
+        model: "claude-x",
+        requested: "claude-x",
+        ..t
+    };
     let body = Bytes::from(json!({"top_p": 1, "temperature": 1}).to_string());
     let out: Value = serde_json::from_slice(&set.apply_payload(body, &t).unwrap()).unwrap();
     assert_eq!(out, json!({"temperature": 1}));

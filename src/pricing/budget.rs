@@ -60,10 +60,7 @@ pub fn current_period(period: BudgetPeriod, unix_secs: u64) -> (String, u64) {
     let days = unix_secs / 86_400;
     let (y, m, d) = civil_from_days(days as i64);
     match period {
-        BudgetPeriod::Day => (
-            format!("{y:04}-{m:02}-{d:02}"),
-            86_400 - unix_secs % 86_400,
-        ),
+        BudgetPeriod::Day => (format!("{y:04}-{m:02}-{d:02}"), 86_400 - unix_secs % 86_400),
         BudgetPeriod::Month => {
             let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
             let next = days_from_civil(ny, nm, 1) as u64 * 86_400;
@@ -234,13 +231,21 @@ mod tests {
         );
         // 2025-12-31 23:59:59 → January 1st is one second away.
         let t = 1_767_225_599;
-        assert_eq!(current_period(BudgetPeriod::Month, t), ("2025-12".into(), 1));
-        assert_eq!(current_period(BudgetPeriod::Day, 0), ("1970-01-01".into(), 86_400));
+        assert_eq!(
+            current_period(BudgetPeriod::Month, t),
+            ("2025-12".into(), 1)
+        );
+        assert_eq!(
+            current_period(BudgetPeriod::Day, 0),
+            ("1970-01-01".into(), 86_400)
+        );
     }
 
     #[test]
     fn bad_budget_keys_are_named() {
-        assert!(Budget::resolve(Some(-1.0), None).unwrap_err().starts_with("budget_usd"));
+        assert!(Budget::resolve(Some(-1.0), None)
+            .unwrap_err()
+            .starts_with("budget_usd"));
         assert!(Budget::resolve(Some(1.0), Some("week"))
             .unwrap_err()
             .starts_with("budget_period"));

@@ -36,7 +36,10 @@ pub fn built_in(model: &str) -> Option<Price> {
 /// (the IR's convention); those are charged at the cached price when the
 /// provider has one.
 pub fn cost_usd(price: &Price, usage: &Usage) -> f64 {
-    let cached = usage.cached_input_tokens.unwrap_or(0).min(usage.input_tokens);
+    let cached = usage
+        .cached_input_tokens
+        .unwrap_or(0)
+        .min(usage.input_tokens);
     let (fresh, cached_rate) = match price.cached_input {
         Some(rate) => (usage.input_tokens - cached, rate * cached as f64),
         None => (usage.input_tokens, 0.0),

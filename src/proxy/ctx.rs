@@ -101,6 +101,9 @@ impl Default for RequestCtx {
 impl RequestCtx {
     /// What the answer cost, once its usage is known and its model priced.
     pub fn cost_usd(&self) -> Option<f64> {
-        Some(crate::pricing::cost_usd(self.price.as_ref()?, self.usage.as_ref()?))
+        Some(crate::pricing::cost_usd(
+            self.price.as_ref()?,
+            self.usage.as_ref()?,
+        ))
     }
 }

@@ -29,10 +29,7 @@ impl SpendCounters {
         if self.totals.len() >= 1024 {
             self.sweep();
         }
-        let mut e = self
-            .totals
-            .entry(name.to_owned())
-            .or_insert((0, now + ttl));
+        let mut e = self.totals.entry(name.to_owned()).or_insert((0, now + ttl));
         if e.1 <= now {
             *e = (0, now + ttl);
         }
@@ -50,7 +47,7 @@ impl SpendCounters {
 /// Adds `amount` to the Redis counter `key` and (re)sets its expiry; returns
 /// the new total.
 pub(crate) async fn redis_add(
-    mut conn: redis::aio::ConnectionManager,
+    mut conn: crate::redis_link::Conn,
     key: String,
     amount: u64,
     ttl_ms: u64,
