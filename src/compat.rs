@@ -1,8 +1,9 @@
 //! Request shapes of the gateways apiproxy replaces, accepted on the
 //! OpenAI chat endpoint: the APIProxy seed's `input` list, whose items
 //! carry either Gemini-style `parts` or OpenAI-style `content` (a string or
-//! a list of parts). It becomes `messages` before anything else reads the
-//! body.
+//! a list of parts). A list of `parts` items alone is a Gemini body, read by
+//! the translate crate's chat adapter; a list with `content` items becomes
+//! `messages` here, before anything else reads the body.
 
 use serde_json::{json, Map, Value};
 
@@ -14,13 +15,27 @@ pub fn input_to_messages(body: &mut Value) -> Result<(), GatewayError> {
     let Some(obj) = body.as_object_mut() else {
         return Ok(());
     };
-    if obj.contains_key("messages") || !obj.get("input").is_some_and(Value::is_array) {
+    let has_content_items = obj.get("input").and_then(Value::as_array).is_some_and(|items| {
+        items.iter().any(|i| i.get("content").is_some())
+    });
+    if obj.contains_key("messages") || !has_content_items {
         return Ok(());
     }
     let Some(Value::Array(items)) = obj.remove("input") else {
         return Ok(());
     };
-    let mut messages = Vec::with_capacity(items.len());
+    let mut messages = Vec::with_capacity(items.len() + 1);
+    // A Gemini-style system instruction beside the list.
+    let system = obj
+        .remove("systemInstruction")
+        .or_else(|| obj.remove("system_instruction"));
+    if let Some(sys) = system {
+        let text: Vec<&str> = sys["parts"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["text"].as_str()).collect())
+            .unwrap_or_default();
+        messages.push(json!({"role": "system", "content": text.join("\n")}));
+    }
     for (i, item) in items.into_iter().enumerate() {
         messages.push(message(i, item)?);
     }
@@ -114,7 +129,7 @@ mod tests {
 
     #[test]
     fn both_input_shapes_become_messages() {
-        let mut body = json!({"model": "m", "input": [
+        let mut body = json!({"model": "m", "systemInstruction": {"parts": [{"text": "sys"}]}, "input": [
             {"role": "system", "content": "be brief"},
             {"role": "user", "parts": [{"text": "hi"}, {"inline_data": {"mime_type": "image/png", "data": "AAAA"}}]},
             {"role": "model", "parts": [{"text": "hello"}]},
@@ -124,6 +139,7 @@ mod tests {
         assert_eq!(
             body,
             json!({"model": "m", "messages": [
+                {"role": "system", "content": "sys"},
                 {"role": "system", "content": "be brief"},
                 {"role": "user", "content": [
                     {"type": "text", "text": "hi"},
@@ -140,7 +156,11 @@ mod tests {
         let mut body = json!({"messages": [], "input": [{"role": "user", "content": "x"}]});
         input_to_messages(&mut body).unwrap();
         assert!(body.get("input").is_some());
-        let mut body = json!({"input": [{"role": "user", "parts": [{"nothing": 1}]}]});
+        // Parts only: the Gemini adapter's, left as it is.
+        let mut body = json!({"input": [{"role": "user", "parts": [{"text": "x"}]}]});
+        input_to_messages(&mut body).unwrap();
+        assert!(body.get("input").is_some());
+        let mut body = json!({"input": [{"role": "user", "content": "a"}, {"role": "user", "parts": [{"nothing": 1}]}]});
         assert_eq!(input_to_messages(&mut body).unwrap_err().status, 400);
         let mut body = json!({"input": [{"role": "wizard", "content": "x"}]});
         assert_eq!(input_to_messages(&mut body).unwrap_err().status, 400);
