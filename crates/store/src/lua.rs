@@ -58,12 +58,13 @@ local function used(key)
   return total
 end
 
--- Counts `amount` now.
+-- Counts `amount` now. The TTL restarts with the first write of each second: the newest bucket then still
+-- counts for less than the TTL left.
 local function add(key, amount)
   if amount > 0 then
-    redis.call('HINCRBY', key, NOW, amount)
+    local bucket = redis.call('HINCRBY', key, NOW, amount)
     redis.call('HINCRBY', key, 'n', amount)
-    redis.call('EXPIRE', key, WINDOW + 1)
+    if bucket == amount then redis.call('EXPIRE', key, WINDOW + 1) end
   end
 end
 
