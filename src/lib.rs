@@ -7,6 +7,8 @@
 //!   `proxy::relay` carries answers (SSE translated there).
 //! - `routing`: model names → scored candidate upstreams.
 //! - `upstream`: providers' keys, health, catalogs, and the HTTP exchange.
+//! - `listener`: client connections before Pingora's HTTP session (limits,
+//!   timeouts); `drain`: finishing them on upgrade and shutdown.
 //! - `service`: background work (catalog refresh, reload on SIGHUP).
 //! - `limits`: rate limits (admission in one store call, token
 //!   reservations, 429 and `x-ratelimit-*` headers); `context`: the
@@ -18,8 +20,10 @@ pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod context;
+pub mod drain;
 pub mod error;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
