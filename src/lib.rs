@@ -28,5 +28,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod service;
-pub mod state;
 pub mod upstream;

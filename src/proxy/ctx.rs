@@ -50,8 +50,8 @@ pub struct RequestCtx {
     /// With a session: the answer's text, captured up to `capture_limit` characters.
     pub answer: Option<String>,
     pub capture_limit: usize,
-    /// Rate-limit buckets the answer's tokens count against.
-    pub token_buckets: Vec<String>,
+    /// Tokens reserved at admission, settled with the answer's usage.
+    pub tokens: Option<crate::limits::TokenReservation>,
 }
 
 impl RequestCtx {
@@ -90,7 +90,7 @@ impl Default for RequestCtx {
             context_request: None,
             answer: None,
             capture_limit: 0,
-            token_buckets: Vec::new(),
+            tokens: None,
         }
     }
 }

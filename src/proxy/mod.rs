@@ -26,11 +26,12 @@ use serde_json::json;
 
 use crate::auth;
 use crate::config::ClientKey;
+use crate::context;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::Runtime;
-use crate::state::SharedState;
-use apiproxy_store::SessionBinding;
+use apiproxy_store::LazyStore;
+use apiproxy_store::{BoundUpstream, Deferred, SessionBinding};
 use ctx::{RequestCtx, ServedBy};
 use respond::Headers;
 use routes::Route;
@@ -38,12 +39,12 @@ use routes::Route;
 /// The gateway: live config, shared state and the connector its attempts share.
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
-    pub state: Arc<SharedState>,
+    pub state: Arc<LazyStore>,
     pub connector: Connector,
 }
 
 impl Gateway {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>, state: Arc<SharedState>) -> Self {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, state: Arc<LazyStore>) -> Self {
         Gateway {
             runtime,
             state,
@@ -51,19 +52,17 @@ impl Gateway {
         }
     }
 
-    /// After the answer: count its tokens against the limits, bind the
-    /// session to the upstream that served it, keep the context snippet.
+    /// After the answer: settle its token reservation with the usage, bind
+    /// the session to the upstream that served it, keep the context
+    /// snippet. All deferred: the store writes them in the background.
     async fn record_state(&self, ctx: &mut RequestCtx) {
-        let needs_store =
-            (!ctx.token_buckets.is_empty() && ctx.usage.is_some()) || ctx.session_id.is_some();
-        if !needs_store {
+        if ctx.tokens.is_none() && ctx.session_id.is_none() {
             return;
         }
         let store = self.state.store().await;
-        if let Some(u) = ctx.usage {
-            for bucket in &ctx.token_buckets {
-                store.add_tokens(bucket, u.total()).await;
-            }
+        if let Some(tokens) = ctx.tokens.take() {
+            let used = ctx.usage.map(|u| u.total());
+            tokens.settle(store.as_ref(), used, ctx.served_by.is_some());
         }
         let (
             Some(sid),
@@ -76,38 +75,32 @@ impl Gateway {
         else {
             return;
         };
-        store
-            .bind_session(SessionBinding::new(
-                &sid,
-                ctx.key_name.as_deref(),
-                apiproxy_store::BoundUpstream {
-                    logical_model: &ctx.requested_model,
-                    provider_id: &provider,
-                    model_id: &model,
-                    key_index: key_index.unwrap_or(0),
-                },
-            ))
-            .await;
-        if let Some(request) = ctx.context_request.take() {
-            let usage = ctx
-                .usage
-                .map(|u| json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}));
-            let entry = json!({
-                "request": request,
-                "response": {
-                    "provider": provider,
-                    "model": model,
-                    "text": ctx.answer.take().unwrap_or_default(),
-                    "usage": usage,
-                },
-                "timestamp": std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0),
+        store.defer(Deferred::Bind(SessionBinding::new(
+            &sid,
+            ctx.key_name.as_deref(),
+            BoundUpstream {
+                logical_model: &ctx.requested_model,
+                provider_id: &provider,
+                model_id: &model,
+                key_index: key_index.unwrap_or(0),
+            },
+        )));
+        let Some(request) = ctx.context_request.take() else {
+            return;
+        };
+        let answered = context::Answered {
+            provider: &provider,
+            model: &model,
+            text: ctx.answer.take().unwrap_or_default(),
+            usage: ctx.usage,
+        };
+        let max_bytes = self.runtime.load().config.context.max_entry_bytes;
+        if let Some(entry) = context::entry(request, answered, max_bytes) {
+            store.defer(Deferred::Context {
+                session: sid,
+                owner: ctx.key_name.clone().unwrap_or_else(|| "-".to_owned()),
+                entry,
             });
-            store
-                .push_context(&sid, ctx.key_name.as_deref().unwrap_or("-"), entry)
-                .await;
         }
     }
 }

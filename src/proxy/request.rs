@@ -24,6 +24,8 @@ pub struct Parsed {
     pub stream: bool,
     /// The client asked for usage in an OpenAI chat stream.
     pub include_usage: bool,
+    /// Bytes of the body as received (the token estimate's input side).
+    pub body_bytes: usize,
 }
 
 /// Reads the request body, bounded by `max` (413 beyond it). Answers
@@ -184,6 +186,7 @@ pub fn parse(
         names,
         stream,
         include_usage,
+        body_bytes: body.len(),
     })
 }
 
