@@ -459,19 +459,57 @@ impl Gateway {
     }
 
     pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_opts(body, "", env, None).await
+    }
+
+    /// Like [`Gateway::start`], with `server` lines (`key: value`, one per
+    /// line) replacing or adding to the harness's `server` section.
+    pub async fn start_with_server(server: &str, body: &str) -> Gateway {
+        Self::start_opts(body, server, &[], None).await
+    }
+
+    /// The general form: extra `server` lines, environment, and an open-file
+    /// limit (`ulimit -n`) to run the binary under.
+    pub async fn start_opts(
+        body: &str,
+        server: &str,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Gateway {
         let dir = TempDir::new();
         let port = free_port();
         let metrics_port = free_port();
-        let config = format!(
-            "server:\n  listen: 127.0.0.1:{port}\n  metrics_listen: 127.0.0.1:{metrics_port}\n  threads: 2\n  pid_file: {d}/apiproxy.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{body}",
+        let defaults = format!(
+            "listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\nthreads: 2\npid_file: {d}/apiproxy.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1",
             d = dir.0.display()
         );
+        let key = |l: &str| l.split(':').next().unwrap_or("").trim().to_owned();
+        let overridden: Vec<String> = server.lines().map(key).collect();
+        let mut section = String::from("server:\n");
+        for l in defaults.lines().chain(server.lines()) {
+            let extra = server.lines().any(|x| x == l);
+            if l.trim().is_empty() || (!extra && overridden.contains(&key(l))) {
+                continue;
+            }
+            section.push_str(&format!("  {}\n", l.trim()));
+        }
+        let config = format!("{section}{body}");
         let config_path = dir.0.join("apiproxy.yaml");
         std::fs::File::create(&config_path)
             .and_then(|mut f| f.write_all(config.as_bytes()))
             .expect("write config");
         let log = std::fs::File::create(dir.0.join("stderr.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
+        let bin = env!("CARGO_BIN_EXE_apiproxy");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
         cmd.arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info")
@@ -495,6 +533,26 @@ impl Gateway {
         };
         gw.wait_ready().await;
         gw
+    }
+
+    /// The scratch directory holding the config, the log and the pid file.
+    pub fn dir(&self) -> &std::path::Path {
+        &self._dir.0
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None`
+    /// if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_ready(&self) {
