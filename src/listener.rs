@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use apiproxy_translate::error_body;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -37,7 +38,6 @@ use tokio::sync::Semaphore;
 
 use crate::config::ServerSettings;
 use crate::drain::{self, Drain};
-use crate::error::GatewayError;
 use crate::proxy::routes::error_format;
 
 /// The limits applied to every client connection.
@@ -196,7 +196,7 @@ fn request_path(head: &[u8]) -> &str {
 
 /// Answers a connection that will not get to Pingora, then closes it.
 async fn refuse(mut stream: Stream, status: u16, reason: &str, message: &str, head: &[u8]) {
-    let body = GatewayError::new(status, message).body(error_format(request_path(head)));
+    let body = error_body(error_format(request_path(head)), status, message);
     let retry = if status == 503 {
         "retry-after: 1\r\n"
     } else {
