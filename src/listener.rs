@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiproxy_translate::error_body;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -38,6 +37,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ServerSettings;
 use crate::drain::{self, Drain};
+use crate::error::GatewayError;
 use crate::proxy::routes::error_format;
 
 /// The limits applied to every client connection.
@@ -196,7 +196,14 @@ fn request_path(head: &[u8]) -> &str {
 
 /// Answers a connection that will not get to Pingora, then closes it.
 async fn refuse(mut stream: Stream, status: u16, reason: &str, message: &str, head: &[u8]) {
-    let body = error_body(error_format(request_path(head)), status, message);
+    // The client's connection or head is refused (431, 408) or the gateway
+    // is at its connection cap (503): neither is an upstream's doing.
+    let err = if status >= 500 {
+        GatewayError::upstream(status, message)
+    } else {
+        GatewayError::client(status, message)
+    };
+    let body = err.body(error_format(request_path(head)));
     let retry = if status == 503 {
         "retry-after: 1\r\n"
     } else {
