@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::proxy::request::{Field, RawBody};
 
 /// The store, opened on first use (after Pingora has daemonized, so the
 /// Redis link's thread lives in the serving process).
@@ -141,22 +142,22 @@ pub fn truncate_strings(v: &mut Value, max: usize) {
 }
 
 /// The part of a request worth keeping as context: the newest turn (last
-/// message / content / input item), strings cut to `max` characters.
-pub fn request_snippet(fmt: Format, body: &Value, model: &str, max: usize) -> Value {
+/// message / content / input item), strings cut to `max` characters. Only
+/// that turn is decoded from the client's bytes.
+pub fn request_snippet(fmt: Format, body: &RawBody, model: &str, max: usize) -> Value {
     let last = match fmt {
-        Format::OpenAiChat | Format::Anthropic => {
-            body.get("messages").and_then(|m| m.as_array()?.last())
-        }
-        Format::Gemini => body.get("contents").and_then(|m| m.as_array()?.last()),
-        Format::OpenAiResponses => match body.get("input") {
-            Some(Value::Array(items)) => items.last(),
-            other => other,
+        Format::OpenAiChat | Format::Anthropic => body.last_element(Field::Messages).ok().flatten(),
+        Format::Gemini => body.last_element(Field::Contents).ok().flatten(),
+        Format::OpenAiResponses => match body.last_element(Field::Input) {
+            Ok(last) => last,
+            // `input` as one string (or any other single value).
+            Err(()) => body.value(Field::Input),
         },
     };
     let mut snippet = serde_json::json!({
         "model": model,
         "format": fmt.as_str(),
-        "message": last.cloned().unwrap_or(Value::Null),
+        "message": last.unwrap_or(Value::Null),
     });
     truncate_strings(&mut snippet, max);
     snippet
@@ -167,19 +168,33 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn raw(v: Value) -> RawBody {
+        RawBody::parse(v.to_string().into()).expect("object")
+    }
+
     #[test]
     fn snippets_keep_the_newest_turn_cut_short() {
-        let body = json!({"messages": [{"role": "user", "content": "old"}, {"role": "user", "content": "abcdefghij"}]});
+        let body = raw(
+            json!({"messages": [{"role": "user", "content": "old"}, {"role": "user", "content": "abcdefghij"}]}),
+        );
         let s = request_snippet(Format::OpenAiChat, &body, "fast", 4);
         assert_eq!(s["message"]["content"], "abcd…");
         assert_eq!(s["model"], "fast");
         let r = request_snippet(
             Format::OpenAiResponses,
-            &json!({"input": "hello"}),
+            &raw(json!({"input": "hello"})),
             "m",
             100,
         );
         assert_eq!(r["message"], "hello");
+        let items = raw(json!({"input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}));
+        let r = request_snippet(Format::OpenAiResponses, &items, "m", 100);
+        assert_eq!(r["message"]["content"], "b");
+        let g = raw(json!({"contents": [{"parts": [{"text": "x"}]}]}));
+        let r = request_snippet(Format::Gemini, &g, "m", 100);
+        assert_eq!(r["message"]["parts"][0]["text"], "x");
+        let none = request_snippet(Format::Anthropic, &raw(json!({"messages": "x"})), "m", 9);
+        assert_eq!(none["message"], Value::Null);
     }
 
     #[test]
