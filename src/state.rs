@@ -2,11 +2,9 @@
 //! checks and their headers, and the context snippets kept per session.
 
 use apiproxy_store::{RateDecision, Store};
-use apiproxy_translate::Format;
 use serde_json::Value;
 
 use crate::error::GatewayError;
-use crate::proxy::request::{Field, RawBody};
 
 /// The store, opened on first use.
 pub use apiproxy_store::LazyStore as SharedState;
@@ -108,61 +106,12 @@ pub fn truncate_strings(v: &mut Value, max: usize) {
     }
 }
 
-/// The part of a request worth keeping as context: the newest turn (last
-/// message / content / input item), strings cut to `max` characters. Only
-/// that turn is decoded from the client's bytes.
-pub fn request_snippet(fmt: Format, body: &RawBody, model: &str, max: usize) -> Value {
-    let last = match fmt {
-        Format::OpenAiChat | Format::Anthropic => body.last_element(Field::Messages).ok().flatten(),
-        Format::Gemini => body.last_element(Field::Contents).ok().flatten(),
-        Format::OpenAiResponses => match body.last_element(Field::Input) {
-            Ok(last) => last,
-            // `input` as one string (or any other single value).
-            Err(()) => body.value(Field::Input),
-        },
-    };
-    let mut snippet = serde_json::json!({
-        "model": model,
-        "format": fmt.as_str(),
-        "message": last.unwrap_or(Value::Null),
-    });
-    truncate_strings(&mut snippet, max);
-    snippet
-}
+/// The request snippet kept as context (lives with the rest of context).
+pub use crate::context::request_snippet;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn raw(v: Value) -> RawBody {
-        RawBody::parse(v.to_string().into()).expect("object")
-    }
-
-    #[test]
-    fn snippets_keep_the_newest_turn_cut_short() {
-        let body = raw(
-            json!({"messages": [{"role": "user", "content": "old"}, {"role": "user", "content": "abcdefghij"}]}),
-        );
-        let s = request_snippet(Format::OpenAiChat, &body, "fast", 4);
-        assert_eq!(s["message"]["content"], "abcd…");
-        assert_eq!(s["model"], "fast");
-        let r = request_snippet(
-            Format::OpenAiResponses,
-            &raw(json!({"input": "hello"})),
-            "m",
-            100,
-        );
-        assert_eq!(r["message"], "hello");
-        let items = raw(json!({"input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}));
-        let r = request_snippet(Format::OpenAiResponses, &items, "m", 100);
-        assert_eq!(r["message"]["content"], "b");
-        let g = raw(json!({"contents": [{"parts": [{"text": "x"}]}]}));
-        let r = request_snippet(Format::Gemini, &g, "m", 100);
-        assert_eq!(r["message"]["parts"][0]["text"], "x");
-        let none = request_snippet(Format::Anthropic, &raw(json!({"messages": "x"})), "m", 9);
-        assert_eq!(none["message"], Value::Null);
-    }
 
     #[test]
     fn headers_for_both_limits() {
