@@ -8,6 +8,8 @@
 //! - `routing`: model names → scored candidate upstreams.
 //! - `upstream`: providers' keys, health, catalogs, and the HTTP exchange.
 //! - `service`: background work (catalog refresh, reload on SIGHUP).
+//! - `console`: the web console (`/ui/`), its JSON admin API and the
+//!   in-process data it shows (traffic aggregates, recent requests, run-time keys).
 //! - `state`: where the gateway touches the store (limits, sessions, context);
 //!   the stores themselves are the `apiproxy-store` crate.
 //! - The format translation itself is the `apiproxy-translate` crate.
@@ -15,6 +17,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod metrics;
 pub mod proxy;

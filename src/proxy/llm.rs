@@ -35,14 +35,15 @@ const MAX_ERROR_BODY: usize = 256 * 1024;
 /// written to the client; the caller writes it in the client's shape.
 pub async fn handle(
     gw: &Gateway,
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: LlmRoute,
     headers: &mut Headers,
 ) -> Result<(), GatewayError> {
     let fmt = route.format;
-    let key = super::client_key(rt, session, ctx)?;
+    let key = super::client_key(rt, session, ctx).await?;
+    let key = key.as_deref();
     let mut parsed = read_request(rt, session, &route).await?;
     ctx.stream = parsed.stream;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
