@@ -559,6 +559,11 @@ async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError>
     store.put(&record).await.map_err(store_error)?;
     CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
     log::info!("client key `{name}` created through the admin API");
+    if store.kind() == "memory" {
+        log::warn!(
+            "client keys made in the console are kept in memory only: set store.path (or store.redis_url) to keep them across restarts"
+        );
+    }
     Ok(json!({
         "name": record.name,
         "key": secret,

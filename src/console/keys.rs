@@ -99,12 +99,8 @@ impl StoredKeys {
                     s.path.as_deref(),
                 )
                 .map(Arc::new);
-                match &opened {
-                    Ok(k) if k.kind() == "memory" => log::warn!(
-                        "client keys made in the console are kept in memory only: set store.path (or store.redis_url) to keep them across restarts"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => log::error!("client keys made in the console are unavailable: {e}"),
+                if let Err(e) = &opened {
+                    log::error!("client keys made in the console are unavailable: {e}");
                 }
                 opened
             })

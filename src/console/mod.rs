@@ -153,7 +153,7 @@ pub fn record(rt: &Runtime, ctx: &RequestCtx, elapsed: Duration) {
         cost_usd: cost,
         session: ctx.session_id.clone(),
         client_gone: ctx.client_gone,
-        body: None,
+        body: ctx.captured_body.clone(),
     });
     let secs = now as u64;
     CONSOLE.series.lock().add(

@@ -52,6 +52,9 @@ pub struct RequestCtx {
     pub capture_limit: usize,
     /// Rate-limit buckets the answer's tokens count against.
     pub token_buckets: Vec<String>,
+    /// With `log.capture_bodies`: the request body, redacted and bounded,
+    /// for the console's request record.
+    pub captured_body: Option<String>,
 }
 
 impl RequestCtx {
@@ -91,6 +94,7 @@ impl Default for RequestCtx {
             answer: None,
             capture_limit: 0,
             token_buckets: Vec::new(),
+            captured_body: None,
         }
     }
 }
