@@ -170,14 +170,19 @@ pub fn record(rt: &Runtime, ctx: &RequestCtx, elapsed: Duration) {
     );
     if let Some(k) = &r.key {
         let mut all = CONSOLE.usage.lock();
-        let u = all.entry(k.clone()).or_default();
-        u.requests += 1;
-        u.errors += u64::from(r.status >= 400);
-        u.input_tokens += r.input_tokens;
-        u.output_tokens += r.output_tokens;
-        u.cost_usd += cost.unwrap_or(0.0);
-        u.last_used = Some(now);
-        u.count(secs);
+        // Look up before inserting: the key name is cloned once per key, not per request.
+        if !all.contains_key(k) {
+            all.insert(k.clone(), KeyUsage::default());
+        }
+        if let Some(u) = all.get_mut(k) {
+            u.requests += 1;
+            u.errors += u64::from(r.status >= 400);
+            u.input_tokens += r.input_tokens;
+            u.output_tokens += r.output_tokens;
+            u.cost_usd += cost.unwrap_or(0.0);
+            u.last_used = Some(now);
+            u.count(secs);
+        }
     }
     if CONSOLE.tail.receiver_count() > 0 {
         // Only fails when every subscriber left meanwhile.

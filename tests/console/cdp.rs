@@ -177,7 +177,10 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let text = self.eval("document.body.innerText").await;
-                panic!("timed out waiting for {expr}; page text:\n{text}");
+                panic!(
+                    "timed out waiting for {expr}; browser errors: {:?}; page text:\n{text}",
+                    self.errors
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -269,7 +269,7 @@ function models(main) {
               h("td", {}, fmtNum(u.weight, 2)),
               h("td", {}, shareBar(u.configured_share, "cfg"), fmtPct(u.configured_share)),
               h("td", { class: "live-share" }, shareBar(u.live_share), fmtPct(u.live_share)),
-              h("td", {}, fmtNum(u.requests))))))))))));
+              h("td", {}, fmtNum(u.requests)))))))))));
       ready(main, "models");
     } catch (e) {
       showError(body, e);
