@@ -196,7 +196,7 @@ fn request_path(head: &[u8]) -> &str {
 
 /// Answers a connection that will not get to Pingora, then closes it.
 async fn refuse(mut stream: Stream, status: u16, reason: &str, message: &str, head: &[u8]) {
-    let body = GatewayError::new(status, message).body(error_format(request_path(head)));
+    let body = GatewayError::client(status, message).body(error_format(request_path(head)));
     let retry = if status == 503 {
         "retry-after: 1\r\n"
     } else {
