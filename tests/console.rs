@@ -30,13 +30,17 @@ async fn upstream() -> MockProvider {
 }
 
 async fn chat(gw: &Gateway, key: &str, session: Option<&str>) -> reqwest::Response {
+    chat_model(gw, key, session, "duo").await
+}
+
+async fn chat_model(gw: &Gateway, key: &str, session: Option<&str>, model: &str) -> reqwest::Response {
     let mut r = client()
         .post(format!("{}/v1/chat/completions", gw.url()))
         .bearer_auth(key);
     if let Some(s) = session {
         r = r.header("x-session-id", s);
     }
-    r.json(&json!({"model": "duo", "messages": [{"role": "user", "content": "hi"}]}))
+    r.json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .expect("request")
@@ -395,7 +399,7 @@ async fn console_in_a_real_browser_with_two_replicas() {
     // Logical models: duo's one upstream served all of its traffic.
     open(&mut b, "models").await;
     let share = b.eval("document.querySelector('[data-model=duo] .live-share').textContent").await;
-    assert_eq!(share, "100.0 %");
+    assert_eq!(share, "100 %");
     b.screenshot(&shots.join("models.png")).await;
 
     // Requests: a request made now appears in the live tail; a click shows it.
@@ -499,4 +503,63 @@ fn console_limits_are_checked_by_dash_t() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("console.recent_requests: must be between 1 and 1000000"), "{err}");
     assert!(err.contains("console.max_body_chars: must be positive"), "{err}");
+}
+
+/// Makes the README's picture, `docs/console.png`: the overview after a few
+/// minutes of mixed traffic over two upstreams (some failing, some unknown
+/// models). By hand: `cargo test --test console docs_screenshot -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/console.png; takes about three minutes"]
+async fn docs_screenshot() {
+    let fast = MockProvider::start(|_, n| {
+        Reply::json(200, openai_completion("gpt-4o-mini", "hi"))
+            .delay(Duration::from_millis(20 + (n as u64 * 37) % 60))
+    })
+    .await;
+    let slow = MockProvider::start(|_, n| {
+        if n % 17 == 5 {
+            Reply::json(500, r#"{"error":{"message":"overloaded"}}"#)
+        } else {
+            Reply::json(200, openai_completion("gpt-4o", "hello"))
+                .delay(Duration::from_millis(90 + (n as u64 * 53) % 150))
+        }
+    })
+    .await;
+    let body = format!(
+        "auth:\n  keys:\n    - {{ name: web, key: web-key }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - id: openai\n    kind: openai\n    base_url: \"{}\"\n    api_keys: [sk-openai-demo-0001]\n    retryable_status: \"429\"\n    pricing: {{ gpt-4o-mini: {{ input: 150, output: 600 }} }}\n  - id: azure\n    kind: openai\n    base_url: \"{}\"\n    api_keys: [sk-azure-demo-0002]\n    retryable_status: \"429\"\n    pricing: {{ gpt-4o: {{ input: 2500, output: 10000 }} }}\nmodels:\n  - name: fast\n    upstreams: [{{ provider: openai, model: gpt-4o-mini, weight: 3 }}, {{ provider: azure, model: gpt-4o, weight: 1 }}]\n",
+        fast.base_url(),
+        slow.base_url()
+    );
+    let gw = Gateway::start(&body).await;
+    let deadline = Instant::now() + Duration::from_secs(170);
+    let mut i = 0u32;
+    while Instant::now() < deadline {
+        let burst = 2 + ((f64::from(i) / 9.0).sin().abs() * 10.0) as usize;
+        let calls = (0..burst).map(|_| chat_model(&gw, "web-key", None, "fast"));
+        futures_util::future::join_all(calls).await;
+        if i % 5 == 0 {
+            let _ = client()
+                .post(format!("{}/v1/chat/completions", gw.url()))
+                .bearer_auth("web-key")
+                .json(&json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}))
+                .send()
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        i += 1;
+    }
+    let mut b = cdp::Browser::launch().await;
+    b.viewport(1280, 800, false).await;
+    b.navigate(&format!("{}/ui/", gw.url())).await;
+    b.wait_for("document.querySelector('#signin-view') && !document.querySelector('#signin-view').hidden")
+        .await;
+    b.eval(&format!(
+        "document.querySelector('#admin-key').value = '{ADMIN}'; document.querySelector('#signin').requestSubmit(); true"
+    ))
+    .await;
+    b.wait_for("document.querySelector('#page').dataset.ready === 'overview'").await;
+    b.screenshot(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console.png"))
+        .await;
+    b.eval("1").await;
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
 }

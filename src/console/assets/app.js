@@ -23,7 +23,7 @@ function h(tag, attrs, ...children) {
     else if (k === "dataset") Object.assign(el.dataset, v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : String(c));
   }
@@ -148,7 +148,8 @@ const COLORS = ["#1f6feb", "#cf222e", "#1a7f37", "#9a6700"];
 function chart(title, points, series, fmt) {
   const W = 360, H = 100;
   const all = series.flatMap((sr) => points.map((p) => sr.get(p) || 0));
-  const max = Math.max(...all, 0) || 1;
+  const top = Math.max(...all, 0);
+  const max = top || 1;
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": title });
   svg.append(s("line", { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, class: "axis" }));
   svg.append(s("line", { x1: 0, y1: 0.5, x2: W, y2: 0.5, class: "axis", "stroke-dasharray": "3 3" }));
@@ -161,11 +162,11 @@ function chart(title, points, series, fmt) {
   });
   const last = points.length ? series.map((sr) => sr.get(points[points.length - 1])) : [];
   return h("div", { class: "card chart" },
-    h("h3", {}, h("span", {}, title), h("span", { class: "muted" }, "max " + fmt(max))),
+    h("h3", {}, h("span", {}, title), h("span", { class: "muted" }, "max " + fmt(top))),
     svg,
     h("div", { class: "legend" },
       series.map((sr, i) => h("span", {}, h("span", { class: "sw", style: `background:${COLORS[i]}` }), sr.name + " ", fmt(last[i] || 0))),
-      h("span", {}, "last hour")));
+      h("span", {}, points.length >= 360 ? "last hour" : `last ${Math.round(points.length / 6)} min`)));
 }
 
 function stat(label, value) {
@@ -179,7 +180,10 @@ function overview(main) {
   every(REFRESH_MS, async () => {
     try {
       const o = await api("/admin/overview");
-      const pts = o.points;
+      // The window starts at the first interval with traffic (at least the
+      // last 5 minutes), so a fresh gateway's charts are not a sliver.
+      const first = o.points.findIndex((p) => p.requests > 0);
+      const pts = o.points.slice(Math.min(first < 0 ? o.points.length : first, o.points.length - 30));
       const recent = pts.slice(-6); // the last minute
       const lastMin = recent.reduce((a, p) => a + p.requests, 0);
       const hr = o.hour;
@@ -423,7 +427,7 @@ function keys(main) {
   const notice = h("div", { id: "key-notice" });
   const err = h("p", { class: "error", role: "alert" });
   const create = h("form", { class: "card inline-form", id: "create-key" },
-    h("div", {}, h("label", { for: "new-name" }, "Name"), h("input", { id: "new-name", name: "name", required: true, pattern: "[A-Za-z0-9._-]{1,64}" })),
+    h("div", {}, h("label", { for: "new-name" }, "Name"), h("input", { id: "new-name", name: "name", required: true, pattern: "[A-Za-z0-9._\\-]{1,64}" })),
     h("div", {}, h("label", { for: "new-rpm" }, "rpm"), h("input", { id: "new-rpm", name: "rpm", type: "number", min: 1 })),
     h("div", {}, h("label", { for: "new-tpm" }, "tpm"), h("input", { id: "new-tpm", name: "tpm", type: "number", min: 1 })),
     h("div", {}, h("label", { for: "new-models" }, "models (comma-separated globs)"), h("input", { id: "new-models", name: "models", placeholder: "all" })),
