@@ -2,9 +2,9 @@
 //! aggregates, keys made at run time and their persistence, redaction), and
 //! its pages in a real headless Chromium against two replicas on one Redis.
 
-mod common;
 #[path = "console/cdp.rs"]
 mod cdp;
+mod common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -33,7 +33,12 @@ async fn chat(gw: &Gateway, key: &str, session: Option<&str>) -> reqwest::Respon
     chat_model(gw, key, session, "duo").await
 }
 
-async fn chat_model(gw: &Gateway, key: &str, session: Option<&str>, model: &str) -> reqwest::Response {
+async fn chat_model(
+    gw: &Gateway,
+    key: &str,
+    session: Option<&str>,
+    model: &str,
+) -> reqwest::Response {
     let mut r = client()
         .post(format!("{}/v1/chat/completions", gw.url()))
         .bearer_auth(key);
@@ -46,7 +51,12 @@ async fn chat_model(gw: &Gateway, key: &str, session: Option<&str>, model: &str)
         .expect("request")
 }
 
-async fn admin(gw: &Gateway, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn admin(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut r = client()
         .request(method, format!("{}{path}", gw.url()))
         .bearer_auth(ADMIN);
@@ -74,7 +84,10 @@ async fn status_becomes(gw: &Gateway, key: &str, want: u16) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "key still gets {got}, not {want}");
+        assert!(
+            Instant::now() < deadline,
+            "key still gets {got}, not {want}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -86,12 +99,26 @@ async fn admin_api_needs_the_admin_key() {
     let url = format!("{}/admin/overview", gw.url());
     let none = client().get(&url).send().await.unwrap();
     assert_eq!(none.status(), 401);
-    let client_key = client().get(&url).bearer_auth("alice-key").send().await.unwrap();
+    let client_key = client()
+        .get(&url)
+        .bearer_auth("alice-key")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(client_key.status(), 403);
-    let wrong = client().get(&url).bearer_auth("nope-nope-nope").send().await.unwrap();
+    let wrong = client()
+        .get(&url)
+        .bearer_auth("nope-nope-nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     // The pages themselves hold no data and need no key; every file is compiled in.
-    let page = client().get(format!("{}/ui/", gw.url())).send().await.unwrap();
+    let page = client()
+        .get(format!("{}/ui/", gw.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-security-policy"]
         .to_str()
@@ -109,7 +136,11 @@ async fn admin_api_needs_the_admin_key() {
         .unwrap();
     assert_eq!(redirect.status(), 301);
     assert_eq!(redirect.headers()["location"], "/ui/");
-    let missing = client().get(format!("{}/ui/nope.js", gw.url())).send().await.unwrap();
+    let missing = client()
+        .get(format!("{}/ui/nope.js", gw.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -178,14 +209,26 @@ async fn records_aggregates_tail_and_redaction() {
     assert_eq!(first["input_tokens"], 7);
     assert_eq!(first["output_tokens"], 3);
     // 7 * 1000 / 1e6 + 3 * 2000 / 1e6
-    assert!((first["cost_usd"].as_f64().unwrap() - 0.013).abs() < 1e-9, "{first}");
+    assert!(
+        (first["cost_usd"].as_f64().unwrap() - 0.013).abs() < 1e-9,
+        "{first}"
+    );
     assert_eq!(first["session"], "s-1");
-    assert!(first.get("body").is_none(), "bodies are not kept unless capture_bodies is on");
+    assert!(
+        first.get("body").is_none(),
+        "bodies are not kept unless capture_bodies is on"
+    );
     let one = get(&gw, &format!("/admin/requests/{}", first["id"])).await;
     assert_eq!(one["id"], first["id"]);
     let errors = get(&gw, "/admin/requests?status=4xx").await;
     assert_eq!(errors["requests"].as_array().unwrap().len(), 1);
-    let (bad, _) = admin(&gw, reqwest::Method::GET, "/admin/requests?status=zzz", None).await;
+    let (bad, _) = admin(
+        &gw,
+        reqwest::Method::GET,
+        "/admin/requests?status=zzz",
+        None,
+    )
+    .await;
     assert_eq!(bad, 400);
     let (gone, _) = admin(&gw, reqwest::Method::GET, "/admin/requests/1", None).await;
     assert_eq!(gone, 404, "the oldest records left the ring");
@@ -228,7 +271,12 @@ async fn records_aggregates_tail_and_redaction() {
 
     // Usage per key.
     let k = get(&gw, "/admin/keys").await;
-    let alice = k["keys"].as_array().unwrap().iter().find(|k| k["name"] == "alice").unwrap();
+    let alice = k["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "alice")
+        .unwrap();
     assert_eq!(alice["usage"]["requests"], 4);
     assert_eq!(alice["usage"]["errors"], 1);
 }
@@ -241,7 +289,10 @@ async fn collection_can_be_turned_off() {
     let o = get(&gw, "/admin/overview").await;
     assert_eq!(o["collecting"], false);
     assert_eq!(o["hour"]["requests"], 0);
-    assert!(get(&gw, "/admin/requests").await["requests"].as_array().unwrap().is_empty());
+    assert!(get(&gw, "/admin/requests").await["requests"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -261,10 +312,17 @@ async fn bodies_are_kept_redacted_and_bounded_only_when_asked() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let list = get(&gw, "/admin/requests").await;
-    let body = list["requests"][0]["body"].as_str().expect("a captured body").to_owned();
+    let body = list["requests"][0]["body"]
+        .as_str()
+        .expect("a captured body")
+        .to_owned();
     assert!(!body.contains("sk-in-the-body-123"), "{body}");
     assert!(body.contains("[redacted]"), "{body}");
-    assert_eq!(body.chars().count(), 61, "60 characters and an ellipsis: {body}");
+    assert_eq!(
+        body.chars().count(),
+        61,
+        "60 characters and an ellipsis: {body}"
+    );
 }
 
 #[tokio::test]
@@ -288,7 +346,11 @@ async fn keys_made_at_run_time_work_persist_and_can_be_revoked() {
     assert_eq!(chat(&gw, &key, None).await.status(), 200);
     assert_eq!(chat(&gw, &key, None).await.status(), 200);
     let limited = chat(&gw, &key, None).await;
-    assert_eq!(limited.status(), 429, "rpm 2 holds for a key made at run time");
+    assert_eq!(
+        limited.status(),
+        429,
+        "rpm 2 holds for a key made at run time"
+    );
 
     // Names are unique across both sources; bad bodies are refused.
     for (body, want) in [
@@ -298,10 +360,22 @@ async fn keys_made_at_run_time_work_persist_and_can_be_revoked() {
         (json!({"name": "x", "rpm": -1}), 400),
         (json!({"rpm": 1}), 400),
     ] {
-        let (got, v) = admin(&gw, reqwest::Method::POST, "/admin/keys", Some(body.clone())).await;
+        let (got, v) = admin(
+            &gw,
+            reqwest::Method::POST,
+            "/admin/keys",
+            Some(body.clone()),
+        )
+        .await;
         assert_eq!(got, want, "{body} → {v}");
     }
-    let (got, _) = admin(&gw, reqwest::Method::PATCH, "/admin/keys/alice", Some(json!({"rpm": 1}))).await;
+    let (got, _) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/admin/keys/alice",
+        Some(json!({"rpm": 1})),
+    )
+    .await;
     assert_eq!(got, 409, "config keys are changed in the config file");
 
     // Lifting the limit takes effect at once; the list shows the key masked.
@@ -316,10 +390,19 @@ async fn keys_made_at_run_time_work_persist_and_can_be_revoked() {
     assert_eq!(chat(&gw, &key, None).await.status(), 200);
     let list = get(&gw, "/admin/keys").await;
     assert_eq!(list["store"], "file");
-    let listed = list["keys"].as_array().unwrap().iter().find(|k| k["name"] == "ci-bot").unwrap().clone();
+    let listed = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci-bot")
+        .unwrap()
+        .clone();
     assert_eq!(listed["source"], "console");
     assert_eq!(listed["rpm"], Value::Null);
-    assert!(!list.to_string().contains(&key), "the key is shown once only");
+    assert!(
+        !list.to_string().contains(&key),
+        "the key is shown once only"
+    );
 
     // The embedded store keeps it across a restart.
     drop(gw);
@@ -333,7 +416,11 @@ async fn keys_made_at_run_time_work_persist_and_can_be_revoked() {
     assert_eq!(got, 404);
     drop(gw);
     let gw = Gateway::start(&body).await;
-    assert_eq!(chat(&gw, &key, None).await.status(), 401, "revoked stays revoked");
+    assert_eq!(
+        chat(&gw, &key, None).await.status(),
+        401,
+        "revoked stays revoked"
+    );
 }
 
 fn screenshots() -> PathBuf {
@@ -372,24 +459,33 @@ async fn console_in_a_real_browser_with_two_replicas() {
     let mut b = cdp::Browser::launch().await;
     b.viewport(1280, 800, false).await;
     b.navigate(&format!("{}/ui/", gw1.url())).await;
-    b.wait_for("document.querySelector('#signin-view') && !document.querySelector('#signin-view').hidden")
-        .await;
+    b.wait_for(
+        "document.querySelector('#signin-view') && !document.querySelector('#signin-view').hidden",
+    )
+    .await;
     b.eval(&format!(
         "document.querySelector('#admin-key').value = '{ADMIN}'; document.querySelector('#signin').requestSubmit(); true"
     ))
     .await;
 
     // Overview: the requests made show in the hour's numbers and charts.
-    b.wait_for("document.querySelector('#page').dataset.ready === 'overview'").await;
-    let shown = b.wait_for("document.querySelector('[data-requests]')?.dataset.requests").await;
+    b.wait_for("document.querySelector('#page').dataset.ready === 'overview'")
+        .await;
+    let shown = b
+        .wait_for("document.querySelector('[data-requests]')?.dataset.requests")
+        .await;
     assert_eq!(shown, "3");
-    let charts = b.eval("document.querySelectorAll('#charts svg polyline').length").await;
+    let charts = b
+        .eval("document.querySelectorAll('#charts svg polyline').length")
+        .await;
     assert!(charts.as_u64().unwrap() >= 7, "{charts}");
     b.screenshot(&shots.join("overview.png")).await;
 
     // Providers: health and the key masked to its last four.
     open(&mut b, "providers").await;
-    let keys = b.eval("document.querySelector('[data-provider=a] .keys').textContent").await;
+    let keys = b
+        .eval("document.querySelector('[data-provider=a] .keys').textContent")
+        .await;
     assert_eq!(keys, "…9876");
     let text = b.eval("document.body.innerText").await;
     assert!(!text.as_str().unwrap().contains(PROVIDER_KEY));
@@ -398,30 +494,49 @@ async fn console_in_a_real_browser_with_two_replicas() {
 
     // Logical models: duo's one upstream served all of its traffic.
     open(&mut b, "models").await;
-    let share = b.eval("document.querySelector('[data-model=duo] .live-share').textContent").await;
+    let share = b
+        .eval("document.querySelector('[data-model=duo] .live-share').textContent")
+        .await;
     assert_eq!(share, "100 %");
     b.screenshot(&shots.join("models.png")).await;
 
     // Requests: a request made now appears in the live tail; a click shows it.
     open(&mut b, "requests").await;
-    b.wait_for("document.querySelector('#tail') && document.querySelectorAll('#tail tr').length === 3").await;
-    b.wait_for("document.querySelector('h2 .live:not(.off)')").await;
+    b.wait_for(
+        "document.querySelector('#tail') && document.querySelectorAll('#tail tr').length === 3",
+    )
+    .await;
+    b.wait_for("document.querySelector('h2 .live:not(.off)')")
+        .await;
     assert_eq!(chat(&gw1, "bob-key", None).await.status(), 200);
     let row = b
         .wait_for("[...document.querySelectorAll('#tail tr')].find(tr => tr.textContent.includes('bob'))?.dataset.id")
         .await;
-    b.eval(&format!("document.querySelector('#tail tr[data-id=\"{}\"]').click(); true", row.as_str().unwrap()))
+    b.eval(&format!(
+        "document.querySelector('#tail tr[data-id=\"{}\"]').click(); true",
+        row.as_str().unwrap()
+    ))
+    .await;
+    b.wait_for(&format!(
+        "document.querySelector('#request-detail').dataset.id === '{}'",
+        row.as_str().unwrap()
+    ))
+    .await;
+    let detail = b
+        .eval("document.querySelector('#request-detail').innerText")
         .await;
-    b.wait_for(&format!("document.querySelector('#request-detail').dataset.id === '{}'", row.as_str().unwrap()))
-        .await;
-    let detail = b.eval("document.querySelector('#request-detail').innerText").await;
     let detail = detail.as_str().unwrap();
-    assert!(detail.contains("bob") && detail.contains("m-a") && detail.contains("$0.013"), "{detail}");
+    assert!(
+        detail.contains("bob") && detail.contains("m-a") && detail.contains("$0.013"),
+        "{detail}"
+    );
     b.screenshot(&shots.join("requests.png")).await;
 
     // Sessions: the binding made by alice's requests.
     open(&mut b, "sessions/sess-ui").await;
-    let binding = b.wait_for("document.querySelector('#binding')?.innerText").await;
+    let binding = b
+        .wait_for("document.querySelector('#binding')?.innerText")
+        .await;
     assert!(binding.as_str().unwrap().contains("a/m-a"), "{binding}");
     b.screenshot(&shots.join("sessions.png")).await;
 
@@ -429,25 +544,34 @@ async fn console_in_a_real_browser_with_two_replicas() {
     open(&mut b, "keys").await;
     b.eval("document.querySelector('#new-name').value = 'ui-key'; document.querySelector('#new-rpm').value = '50'; document.querySelector('#create-key').requestSubmit(); true")
         .await;
-    let key = b.wait_for("document.querySelector('#new-key')?.textContent").await;
+    let key = b
+        .wait_for("document.querySelector('#new-key')?.textContent")
+        .await;
     let key = key.as_str().unwrap().to_owned();
     assert!(key.starts_with("sk-apx-"), "{key}");
-    b.wait_for("document.querySelector('#keys tr[data-key=ui-key]')").await;
+    b.wait_for("document.querySelector('#keys tr[data-key=ui-key]')")
+        .await;
     b.screenshot(&shots.join("keys.png")).await;
     assert_eq!(chat(&gw1, &key, None).await.status(), 200);
     status_becomes(&gw2, &key, 200).await;
 
     // Revoke it (two clicks): it stops working on both replicas.
-    b.eval("document.querySelector('#keys tr[data-key=ui-key] .revoke').click(); true").await;
-    b.eval("document.querySelector('#keys tr[data-key=ui-key] .revoke').click(); true").await;
-    b.wait_for("document.querySelector('#key-notice').textContent.includes('revoked')").await;
-    b.wait_for("!document.querySelector('#keys tr[data-key=ui-key]')").await;
+    b.eval("document.querySelector('#keys tr[data-key=ui-key] .revoke').click(); true")
+        .await;
+    b.eval("document.querySelector('#keys tr[data-key=ui-key] .revoke').click(); true")
+        .await;
+    b.wait_for("document.querySelector('#key-notice').textContent.includes('revoked')")
+        .await;
+    b.wait_for("!document.querySelector('#keys tr[data-key=ui-key]')")
+        .await;
     assert_eq!(chat(&gw1, &key, None).await.status(), 401);
     status_becomes(&gw2, &key, 401).await;
 
     // Config: effective, no secret in it.
     open(&mut b, "config").await;
-    let cfg = b.eval("document.querySelector('#config-json').textContent").await;
+    let cfg = b
+        .eval("document.querySelector('#config-json').textContent")
+        .await;
     let cfg = cfg.as_str().unwrap();
     assert!(cfg.contains("\"duo\"") && cfg.contains("…9876"));
     for secret in [PROVIDER_KEY, ADMIN, "alice-key"] {
@@ -457,7 +581,14 @@ async fn console_in_a_real_browser_with_two_replicas() {
 
     // Phone width: every page fits without sideways scrolling of the page.
     b.viewport(390, 844, true).await;
-    for page in ["overview", "providers", "models", "requests", "keys", "config"] {
+    for page in [
+        "overview",
+        "providers",
+        "models",
+        "requests",
+        "keys",
+        "config",
+    ] {
         open(&mut b, page).await;
         let fits = b
             .eval("document.documentElement.scrollWidth <= window.innerWidth + 1")
@@ -469,7 +600,11 @@ async fn console_in_a_real_browser_with_two_replicas() {
 
     // Nothing went wrong in the browser.
     b.eval("1").await;
-    assert!(b.errors.is_empty(), "browser console errors: {:#?}", b.errors);
+    assert!(
+        b.errors.is_empty(),
+        "browser console errors: {:#?}",
+        b.errors
+    );
 }
 
 #[test]
@@ -487,7 +622,8 @@ fn console_limits_are_checked_by_dash_t() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(err.contains("console"), "{err}");
     std::fs::write(
         &path,
@@ -499,10 +635,17 @@ fn console_limits_are_checked_by_dash_t() {
         .arg(&path)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("console.recent_requests: must be between 1 and 1000000"), "{err}");
-    assert!(err.contains("console.max_body_chars: must be positive"), "{err}");
+    assert!(
+        err.contains("console.recent_requests: must be between 1 and 1000000"),
+        "{err}"
+    );
+    assert!(
+        err.contains("console.max_body_chars: must be positive"),
+        "{err}"
+    );
 }
 
 /// Makes the README's picture, `docs/console.png`: the overview after a few
@@ -551,13 +694,16 @@ async fn docs_screenshot() {
     let mut b = cdp::Browser::launch().await;
     b.viewport(1280, 800, false).await;
     b.navigate(&format!("{}/ui/", gw.url())).await;
-    b.wait_for("document.querySelector('#signin-view') && !document.querySelector('#signin-view').hidden")
-        .await;
+    b.wait_for(
+        "document.querySelector('#signin-view') && !document.querySelector('#signin-view').hidden",
+    )
+    .await;
     b.eval(&format!(
         "document.querySelector('#admin-key').value = '{ADMIN}'; document.querySelector('#signin').requestSubmit(); true"
     ))
     .await;
-    b.wait_for("document.querySelector('#page').dataset.ready === 'overview'").await;
+    b.wait_for("document.querySelector('#page').dataset.ready === 'overview'")
+        .await;
     b.screenshot(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console.png"))
         .await;
     b.eval("1").await;

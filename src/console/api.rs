@@ -18,10 +18,10 @@ use super::{assets, series, unix_now, CONSOLE};
 use crate::auth;
 use crate::error::GatewayError;
 use crate::proxy::admin::{health_json, metrics_json, provider_json};
-use crate::upstream::Provider;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::{respond, Gateway};
 use crate::routing::Runtime;
+use crate::upstream::Provider;
 use apiproxy_store::keys::StoredKey;
 
 /// Largest body of a key create or change.
@@ -120,9 +120,8 @@ pub async fn handle(
                 .map_err(write_error);
         }
         R::Asset(file) => {
-            let (ctype, body) = assets::get(file).ok_or_else(|| {
-                GatewayError::not_found(format!("no console file `{file}`"))
-            })?;
+            let (ctype, body) = assets::get(file)
+                .ok_or_else(|| GatewayError::not_found(format!("no console file `{file}`")))?;
             ctx.status = 200;
             let headers = vec![
                 ("content-security-policy", assets::CSP.to_owned()),
@@ -332,11 +331,7 @@ async fn tail(session: &mut Session, ctx: &mut RequestCtx, f: Filter) -> Result<
     ctx.status = 200;
     let mut out = Bytes::from_static(b": tail open\n\n");
     loop {
-        if session
-            .write_response_body(Some(out), false)
-            .await
-            .is_err()
-        {
+        if session.write_response_body(Some(out), false).await.is_err() {
             // The client left: nothing more to do.
             return Ok(());
         }
@@ -579,13 +574,7 @@ async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError>
 /// The stored key `name`, or 404 (409 for a configured key: it lives in the config file).
 async fn stored(rt: &Arc<Runtime>, name: &str) -> Result<StoredKey, GatewayError> {
     CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
-    if let Some(k) = CONSOLE
-        .keys
-        .cached()
-        .stored
-        .iter()
-        .find(|k| k.name == name)
-    {
+    if let Some(k) = CONSOLE.keys.cached().stored.iter().find(|k| k.name == name) {
         return Ok(k.clone());
     }
     if rt.config.auth.keys.iter().any(|k| k.name == name) {

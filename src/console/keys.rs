@@ -93,12 +93,9 @@ impl StoredKeys {
         self.store
             .get_or_init(|| async {
                 let s = &config.store;
-                let opened = KeyStore::open(
-                    s.redis_url.as_deref(),
-                    &s.key_prefix,
-                    s.path.as_deref(),
-                )
-                .map(Arc::new);
+                let opened =
+                    KeyStore::open(s.redis_url.as_deref(), &s.key_prefix, s.path.as_deref())
+                        .map(Arc::new);
                 if let Err(e) = &opened {
                     log::error!("client keys made in the console are unavailable: {e}");
                 }

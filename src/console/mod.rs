@@ -26,7 +26,7 @@ use tokio::sync::broadcast;
 
 use crate::proxy::ctx::RequestCtx;
 use crate::routing::Runtime;
-use records::{RequestRecord, Records};
+use records::{Records, RequestRecord};
 use series::{Sample, Series};
 
 /// Records a tail subscriber may fall behind by before it skips ahead.

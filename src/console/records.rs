@@ -169,8 +169,12 @@ impl Records {
             if r.provider.is_empty() {
                 continue;
             }
-            *out.entry((r.model.clone(), r.provider.clone(), r.upstream_model.clone()))
-                .or_insert(0) += 1;
+            *out.entry((
+                r.model.clone(),
+                r.provider.clone(),
+                r.upstream_model.clone(),
+            ))
+            .or_insert(0) += 1;
         }
         out
     }
@@ -254,15 +258,15 @@ mod tests {
     fn ring_keeps_the_newest_and_filters() {
         let mut r = Records::default();
         for i in 1..=5 {
-            r.push(
-                rec(i, if i % 2 == 0 { "a" } else { "b" }, "p", 200),
-                3,
-            );
+            r.push(rec(i, if i % 2 == 0 { "a" } else { "b" }, "p", 200), 3);
         }
         let all = r.query(&Filter::default(), 10);
         assert_eq!(all.iter().map(|x| x.id).collect::<Vec<_>>(), [5, 4, 3]);
         let f = Filter::from_query(Some("key=a&status=2xx")).unwrap();
-        assert_eq!(r.query(&f, 10).iter().map(|x| x.id).collect::<Vec<_>>(), [4]);
+        assert_eq!(
+            r.query(&f, 10).iter().map(|x| x.id).collect::<Vec<_>>(),
+            [4]
+        );
         assert_eq!(r.get(4).unwrap().id, 4);
         assert!(r.get(1).is_none(), "dropped from the ring");
     }

@@ -282,7 +282,10 @@ mod tests {
         let now = 2_000_000;
         s.add(now - 3600, &sample(200, 1.0));
         let (_, total) = s.snapshot(now);
-        assert_eq!(total.requests, 0, "an hour-old interval is out of the window");
+        assert_eq!(
+            total.requests, 0,
+            "an hour-old interval is out of the window"
+        );
         // The same slot, a full ring later, starts afresh.
         s.add(now, &sample(200, 1.0));
         let (points, total) = s.snapshot(now);

@@ -64,7 +64,10 @@ impl Browser {
             });
         let deadline = Instant::now() + Duration::from_secs(30);
         let ws_url = loop {
-            assert!(Instant::now() < deadline, "chromium's DevTools did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "chromium's DevTools did not come up"
+            );
             let list = reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await;
             if let Ok(r) = list {
                 if let Ok(targets) = r.json::<Vec<Value>>().await {
@@ -134,14 +137,15 @@ impl Browser {
                     .or(p["exceptionDetails"]["text"].as_str())
                     .unwrap_or("?")
             )),
-            Some("Runtime.consoleAPICalled") if matches!(p["type"].as_str(), Some("error" | "assert")) => {
-                self.errors.push(format!("console.{}: {}", p["type"], p["args"]))
+            Some("Runtime.consoleAPICalled")
+                if matches!(p["type"].as_str(), Some("error" | "assert")) =>
+            {
+                self.errors
+                    .push(format!("console.{}: {}", p["type"], p["args"]))
             }
-            Some("Log.entryAdded") if p["entry"]["level"] == "error" => self.errors.push(format!(
-                "log: {} {}",
-                p["entry"]["text"],
-                p["entry"]["url"]
-            )),
+            Some("Log.entryAdded") if p["entry"]["level"] == "error" => self
+                .errors
+                .push(format!("log: {} {}", p["entry"]["text"], p["entry"]["url"])),
             _ => {}
         }
     }

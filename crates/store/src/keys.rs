@@ -131,8 +131,9 @@ impl KeyStore {
                 .await
             }
             KeyStore::Redis(r) => {
-                let all: BTreeMap<String, String> =
-                    r.run(|mut c, h, _| async move { c.hgetall(h).await }).await?;
+                let all: BTreeMap<String, String> = r
+                    .run(|mut c, h, _| async move { c.hgetall(h).await })
+                    .await?;
                 Ok(all
                     .values()
                     .filter_map(|v| serde_json::from_str(v).ok())
@@ -255,8 +256,11 @@ impl RedisKeys {
                 }
             }
         };
-        match tokio::time::timeout(REDIS_TIMEOUT, f(conn, self.hash.clone(), self.version.clone()))
-            .await
+        match tokio::time::timeout(
+            REDIS_TIMEOUT,
+            f(conn, self.hash.clone(), self.version.clone()),
+        )
+        .await
         {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
