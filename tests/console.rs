@@ -680,7 +680,7 @@ async fn docs_screenshot() {
         let burst = 2 + ((f64::from(i) / 9.0).sin().abs() * 10.0) as usize;
         let calls = (0..burst).map(|_| chat_model(&gw, "web-key", None, "fast"));
         futures_util::future::join_all(calls).await;
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let _ = client()
                 .post(format!("{}/v1/chat/completions", gw.url()))
                 .bearer_auth("web-key")

@@ -408,7 +408,9 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
             "source": "config",
             "rpm": k.rpm,
             "tpm": k.tpm,
+            // The config keeps only the compiled globs: say whether there is a list.
             "models": Value::Null,
+            "models_restricted": k.models.is_some(),
             "usage": u,
             "remaining": {"rpm": rpm_left, "tpm": tpm_left},
         }));

@@ -51,7 +51,7 @@ pub enum KeyStore {
     /// A redb database file.
     Embedded(Arc<redb::Database>),
     /// Redis, shared by every replica.
-    Redis(RedisKeys),
+    Redis(Box<RedisKeys>),
 }
 
 /// The Redis side: a lazily (re)made connection and the two key names.
@@ -75,12 +75,12 @@ impl KeyStore {
         if let Some(url) = redis_url {
             let client = redis::Client::open(url)
                 .map_err(|e| format!("invalid Redis URL {}: {e}", crate::redact_url(url)))?;
-            return Ok(KeyStore::Redis(RedisKeys {
+            return Ok(KeyStore::Redis(Box::new(RedisKeys {
                 client,
                 conn: tokio::sync::Mutex::new(None),
                 hash: format!("{key_prefix}console:keys"),
                 version: format!("{key_prefix}console:keys:version"),
-            }));
+            })));
         }
         if let Some(path) = path {
             let db = redb::Database::create(path)

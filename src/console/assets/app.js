@@ -160,7 +160,10 @@ function chart(title, points, series, fmt) {
     if (i === 0) svg.append(s("polygon", { points: `0,${H} ${line} ${W},${H}`, class: "area", fill: COLORS[i] }));
     svg.append(s("polyline", { points: line, class: "line", stroke: COLORS[i] }));
   });
-  const last = points.length ? series.map((sr) => sr.get(points[points.length - 1])) : [];
+  // The legend shows the newest interval that had traffic.
+  const busy = points.filter((p) => p.requests > 0);
+  const newest = busy.length ? busy[busy.length - 1] : points[points.length - 1];
+  const last = newest ? series.map((sr) => sr.get(newest)) : [];
   return h("div", { class: "card chart" },
     h("h3", {}, h("span", {}, title), h("span", { class: "muted" }, "max " + fmt(top))),
     svg,
@@ -500,7 +503,7 @@ function keys(main) {
               h("td", { class: "mono" }, k.last4 ? "…" + k.last4 : "—"),
               h("td", {}, editable ? h("input", { name: "rpm", type: "number", min: 1, value: k.rpm ?? "", placeholder: "∞", style: "width:80px", "aria-label": "rpm" }) : k.rpm ?? "∞"),
               h("td", {}, editable ? h("input", { name: "tpm", type: "number", min: 1, value: k.tpm ?? "", placeholder: "∞", style: "width:90px", "aria-label": "tpm" }) : k.tpm ?? "∞"),
-              h("td", { class: "mono" }, k.models ? k.models.join(", ") : "all"),
+              h("td", { class: "mono" }, k.models ? k.models.join(", ") : k.models_restricted ? "allow-list (config)" : "all"),
               h("td", {}, fmtNum(k.usage.requests)),
               h("td", {}, `${fmtNum(k.usage.input_tokens)}/${fmtNum(k.usage.output_tokens)}`),
               h("td", {}, fmtUsd(k.usage.cost_usd)),
