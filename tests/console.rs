@@ -75,6 +75,20 @@ async fn get(gw: &Gateway, path: &str) -> Value {
     v
 }
 
+/// The recent request records once the newest passes `done` (a record is
+/// written in the logging phase, just after the client has its answer).
+async fn records_until(gw: &Gateway, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = get(gw, "/admin/requests").await;
+        if list["requests"].get(0).is_some_and(&done) {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "no such record: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls until `key` gets `want` from `gw` (keys made on one replica reach
 /// others within the refresh bound, 1 s; 10 s here for a loaded machine).
 async fn status_becomes(gw: &Gateway, key: &str, want: u16) {
@@ -197,7 +211,7 @@ async fn records_aggregates_tail_and_redaction() {
     assert_eq!(event["status"], 200);
 
     // The ring keeps the newest 3 (console.recent_requests), newest first.
-    let list = get(&gw, "/admin/requests").await;
+    let list = records_until(&gw, |r| r["status"] == 404).await;
     let reqs = list["requests"].as_array().unwrap();
     assert_eq!(reqs.len(), 3, "{list}");
     assert_eq!(reqs[0]["status"], 404);
@@ -286,6 +300,10 @@ async fn collection_can_be_turned_off() {
     let up = upstream().await;
     let gw = Gateway::start(&config(&up, "console:\n  collect: false\n")).await;
     assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
+    // The metrics are counted in the same step of the logging phase, just
+    // before the console's collection: once they show the request, the
+    // console has had its chance to record it.
+    gw.metrics_until("status=\"200\"").await;
     let o = get(&gw, "/admin/overview").await;
     assert_eq!(o["collecting"], false);
     assert_eq!(o["hour"]["requests"], 0);
@@ -311,10 +329,10 @@ async fn bodies_are_kept_redacted_and_bounded_only_when_asked() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let list = get(&gw, "/admin/requests").await;
+    let list = records_until(&gw, |r| r["status"] == 200).await;
     let body = list["requests"][0]["body"]
         .as_str()
-        .expect("a captured body")
+        .unwrap_or_else(|| panic!("a captured body in {list}"))
         .to_owned();
     assert!(!body.contains("sk-in-the-body-123"), "{body}");
     assert!(body.contains("[redacted]"), "{body}");
@@ -472,9 +490,9 @@ async fn console_in_a_real_browser_with_two_replicas() {
     b.wait_for("document.querySelector('#page').dataset.ready === 'overview'")
         .await;
     let shown = b
-        .wait_for("document.querySelector('[data-requests]')?.dataset.requests")
+        .wait_for("document.querySelector('[data-requests]')?.dataset.requests === '3'")
         .await;
-    assert_eq!(shown, "3");
+    assert_eq!(shown, true);
     let charts = b
         .eval("document.querySelectorAll('#charts svg polyline').length")
         .await;
