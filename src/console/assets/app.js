@@ -402,7 +402,8 @@ function sessions(main, arg) {
           h("dt", {}, "provider key #"), h("dd", {}, b.key_index),
           h("dt", {}, "created"), h("dd", {}, fmtTime(b.created_at)),
           h("dt", {}, "last used"), h("dd", {}, fmtTime(b.last_accessed)),
-          h("dt", {}, "messages"), h("dd", {}, b.message_count)) : h("p", { class: "muted" }, "No live binding for this session.")),
+          h("dt", {}, "messages"), h("dd", {}, b.message_count),
+          h("dt", {}, "owner key"), h("dd", {}, b.owner || "—")) : h("p", { class: "muted" }, "No live binding for this session.")),
         h("div", { class: "card" }, h("h2", {}, `Context (${r.context.history.length})`),
           r.context.owner ? h("p", { class: "muted" }, `owned by key ${r.context.owner}`) : "",
           h("pre", { class: "json" }, JSON.stringify(r.context.history, null, 2)))));
