@@ -8,6 +8,31 @@
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
+use crate::proxy::request::RawBody;
+
+/// [`input_to_messages`] on a parsed request body; the body is re-encoded
+/// only when it holds an `input` list that needs it (never on the usual
+/// path, where `input` is absent).
+pub fn rewrite_input(body: &mut RawBody) -> Result<(), GatewayError> {
+    let Some(input) = body.member("input") else {
+        return Ok(());
+    };
+    let has_content_items = input
+        .as_array()
+        .is_some_and(|items| items.iter().any(|i| i.get("content").is_some()));
+    if !has_content_items {
+        return Ok(());
+    }
+    let mut v = body
+        .to_value()
+        .map_err(|_| GatewayError::bad_request("request body is not a JSON object"))?;
+    input_to_messages(&mut v)?;
+    let bytes = serde_json::to_vec(&v)
+        .map_err(|e| GatewayError::internal(format!("re-encoding the request: {e}")))?;
+    *body = RawBody::parse(bytes::Bytes::from(bytes))
+        .map_err(|_| GatewayError::internal("re-reading the rewritten request"))?;
+    Ok(())
+}
 
 /// Rewrites `input` into `messages` when the body has `input` and no
 /// `messages`; other bodies are left alone. 400 for an item it cannot read.
@@ -15,9 +40,10 @@ pub fn input_to_messages(body: &mut Value) -> Result<(), GatewayError> {
     let Some(obj) = body.as_object_mut() else {
         return Ok(());
     };
-    let has_content_items = obj.get("input").and_then(Value::as_array).is_some_and(|items| {
-        items.iter().any(|i| i.get("content").is_some())
-    });
+    let has_content_items = obj
+        .get("input")
+        .and_then(Value::as_array)
+        .is_some_and(|items| items.iter().any(|i| i.get("content").is_some()));
     if obj.contains_key("messages") || !has_content_items {
         return Ok(());
     }
