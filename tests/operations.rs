@@ -556,9 +556,15 @@ async fn reloads_under_keepalive_load_lose_nothing() {
     .await;
     let load = Arc::new(Load::default());
     let tasks = load.run(&gw.url(), 8, 3);
-    for _ in 0..3 {
+    for n in 1..=3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         signal(gw.pid(), "HUP");
+        // Signals sent while a reload runs are coalesced: wait for this
+        // one's log line before the next (bounded, generous on a busy box).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while gw.log().matches("config reloaded").count() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     load.finish(tasks).await;
