@@ -132,7 +132,7 @@ pub async fn admit(
         .filter(|b| b.tpm.is_some())
         .map(|b| b.name)
         .collect();
-    let tokens = (!tpm_buckets.is_empty()).then(|| TokenReservation {
+    let tokens = (!tpm_buckets.is_empty()).then_some(TokenReservation {
         buckets: tpm_buckets,
         reservation: admission.reservation,
     });
