@@ -6,7 +6,9 @@
 
 use apiproxy::auth;
 use apiproxy::config::Config;
-use apiproxy::proxy::routes;
+use apiproxy::proxy::{encode, request, routes};
+use apiproxy_translate::Format;
+use bytes::Bytes;
 use apiproxy::routing::Runtime;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use http::HeaderMap;
@@ -62,7 +64,7 @@ fn request(c: &mut Criterion) {
             (v, model)
         })
     });
-    g.bench_function("parse+reencode", |b| {
+    g.bench_function("parse+reencode (Value, before)", |b| {
         b.iter(|| {
             let mut v: Value = serde_json::from_slice(black_box(BODY.as_bytes())).expect("json");
             if let Some(o) = v.as_object_mut() {
@@ -72,6 +74,19 @@ fn request(c: &mut Criterion) {
                 );
             }
             serde_json::to_vec(&v).expect("json")
+        })
+    });
+    let route = request::LlmRoute {
+        format: Format::OpenAiChat,
+        path_model: None,
+        path_stream: false,
+    };
+    g.bench_function("scan+splice (the gateway's path)", |b| {
+        b.iter(|| {
+            let body = Bytes::from_static(black_box(BODY.as_bytes()));
+            let parsed =
+                request::parse_body(Format::OpenAiChat, body, &route, false).expect("parsed");
+            encode::passthrough_body(Format::OpenAiChat, "gpt-4o-mini-2024-07-18", &parsed)
         })
     });
     g.finish();

@@ -122,7 +122,7 @@ async fn admit(
     headers: &mut Headers,
 ) -> Result<(), GatewayError> {
     let buckets = limits::buckets_for(key, &rt.config);
-    let estimate = limits::token_estimate(fmt, &parsed.body, parsed.body_bytes);
+    let estimate = limits::token_estimate(fmt, |k| parsed.body.member(k), parsed.body_bytes);
     match limits::admit(store, key.map(|k| k.name.as_str()), buckets, estimate).await {
         Ok(admitted) => {
             headers.extend(admitted.headers.headers());

@@ -4,7 +4,7 @@
 
 pub mod admin;
 pub mod ctx;
-mod encode;
+pub mod encode;
 pub mod failover;
 pub mod llm;
 pub mod passthrough;
