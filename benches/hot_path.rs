@@ -7,9 +7,9 @@
 use apiproxy::auth;
 use apiproxy::config::Config;
 use apiproxy::proxy::{encode, request, routes};
+use apiproxy::routing::Runtime;
 use apiproxy_translate::Format;
 use bytes::Bytes;
-use apiproxy::routing::Runtime;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use http::HeaderMap;
 use serde_json::Value;

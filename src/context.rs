@@ -161,7 +161,9 @@ mod tests {
             100,
         );
         assert_eq!(r["message"], "hello");
-        let items = raw(json!({"input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}));
+        let items = raw(
+            json!({"input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),
+        );
         let r = request_snippet(Format::OpenAiResponses, &items, "m", 100);
         assert_eq!(r["message"]["content"], "b");
         let g = raw(json!({"contents": [{"parts": [{"text": "x"}]}]}));

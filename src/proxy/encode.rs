@@ -172,9 +172,8 @@ mod tests {
                         path_model: (fmt == Format::Gemini).then(|| "g".to_owned()),
                         path_stream: false,
                     };
-                    let parsed =
-                        parse_body(fmt, Bytes::from(body.to_owned()), &route, accepts_sse)
-                            .expect("parsed");
+                    let parsed = parse_body(fmt, Bytes::from(body.to_owned()), &route, accepts_sse)
+                        .expect("parsed");
                     let out = passthrough_body(fmt, "up-model", &parsed);
                     let got: Value = serde_json::from_slice(&out).expect("json out");
                     assert_eq!(

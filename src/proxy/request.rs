@@ -209,17 +209,12 @@ impl Parsed {
     /// out, `stream: true` when only the `Accept` header asked for a
     /// stream), for a translation to consume.
     pub fn to_value(&self) -> Result<Value, GatewayError> {
-        let mut v = self
-            .body
-            .to_value()
-            .map_err(|e| match e {
-                BodyError::Syntax(e) => {
-                    GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
-                }
-                BodyError::NotObject => {
-                    GatewayError::bad_request("request body must be a JSON object")
-                }
-            })?;
+        let mut v = self.body.to_value().map_err(|e| match e {
+            BodyError::Syntax(e) => {
+                GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
+            }
+            BodyError::NotObject => GatewayError::bad_request("request body must be a JSON object"),
+        })?;
         if let Some(obj) = v.as_object_mut() {
             obj.remove("models");
             if self.stream_added {
