@@ -134,10 +134,13 @@ class Servers:
                 p.kill()
 
 
-def apiproxy_config(ports, workdir, name="apiproxy", metrics="metrics", redis_url=None):
+def apiproxy_config(ports, workdir, name="apiproxy", metrics="metrics", redis_url=None, collect=True):
     store = f"store:\n  redis_url: {redis_url}\n" if redis_url else ""
+    # The console's collection (aggregates, request records) is on by default;
+    # one instance runs without it to measure what it costs (scenario 3c).
+    console = "" if collect else "console:\n  collect: false\n"
     return f"""# written by benches/harness.py
-{store}server:
+{store}{console}server:
   listen: 127.0.0.1:{ports[name]}
   metrics_listen: 127.0.0.1:{ports[metrics]}
   threads: 2
@@ -197,6 +200,8 @@ def scenarios():
             Scenario("direct", "1 direct (oha → mock)", "mock", chat, chat_body("bench-model"), auth, "mock"),
             Scenario("floor", "2 floor (bare Pingora proxy)", "floor", chat, chat_body("bench-model"), auth, "floor"),
             Scenario("openai", "3 apiproxy OpenAI→OpenAI, auth", "apiproxy", chat, chat_body("bench-model"), auth, "apiproxy"),
+            Scenario("nocollect", "3c apiproxy OpenAI→OpenAI, auth, console collection off", "apiproxy_nocollect",
+                     chat, chat_body("bench-model"), auth, "apiproxy_nocollect"),
             Scenario("anthropic", "4a apiproxy Anthropic→OpenAI", "apiproxy", "/v1/messages",
                      messages_body("bench-model"), ant, "apiproxy"),
             Scenario("logical", "4b apiproxy logical model, 2 upstreams", "apiproxy", chat,
@@ -650,6 +655,11 @@ def render(res):
             L.append(f"| {label} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(r['p999_ms'], 3)} "
                      f"| {f(r['cpu_us_per_req'], 1)} | {f(ratio(r['rps'], d['rps']))} | {f(ratio(r['rps'], fl['rps']))} "
                      f"| {int(r['errors'] + r['non_2xx'])} |")
+        if "nocollect" in sat:
+            on, off = sat["openai"]["rps"], sat["nocollect"]["rps"]
+            L.append("")
+            L.append(f"Console collection cost (3 vs 3c, saturation): {f((1 - ratio(on, off)) * 100 if off else None, 1)} % "
+                     f"of req/s ({f(on, 0)} with, {f(off, 0)} without)")
         L.append("")
     if fix:
         L.append(f"### B. Fixed rate {res['params']['rate']} req/s, open loop (oha -q, latency corrected)")
@@ -735,7 +745,7 @@ def main():
     sv = Servers(bin_dir, work)
     ports = {k: free_port() for k in ("mock", "mock_slow", "floor", "floor_slow", "apiproxy", "metrics",
                                       "apiproxy_redis", "metrics_redis", "redis", "apiproxy_cluster",
-                                      "metrics_cluster")}
+                                      "metrics_cluster", "apiproxy_nocollect", "metrics_nocollect")}
     res = {"machine": machine(),
            "params": {"seconds": SECONDS, "rounds": ROUNDS, "rate": RATE, "conns": CONNS, "streams": STREAMS,
                       "ttfb_samples": TTFB_SAMPLES}}
@@ -755,6 +765,10 @@ def main():
         # The Redis-backed gateways only when a chosen scenario uses them.
         wanted = {x.proc for g in scenarios().values() for x in g
                   if (not SCENARIOS or x.key in SCENARIOS) and (part("saturation") or part("fixed"))}
+        if "apiproxy_nocollect" in wanted:
+            conf_nc = Path(work) / "apiproxy-nocollect.yaml"
+            conf_nc.write_text(apiproxy_config(ports, work, "apiproxy_nocollect", "metrics_nocollect", collect=False))
+            sv.start("apiproxy_nocollect", [b / "apiproxy", "-c", str(conf_nc)], ports["apiproxy_nocollect"], env=env)
         if "apiproxy_redis" in wanted:
             sv.start("redis", ["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no"], ports["redis"])

@@ -107,11 +107,40 @@ fn request(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the console's collection adds to each request in the logging phase
+/// (aggregates, the record ring, per-key usage): `console::record`.
+fn console_record(c: &mut Criterion) {
+    let config = Config::from_yaml(CONFIG, &|_| None).expect("config");
+    let rt = Runtime::new(config, None);
+    let ctx = apiproxy::proxy::ctx::RequestCtx {
+        format: Some(apiproxy_translate::Format::OpenAiChat),
+        key_name: Some("alice".into()),
+        requested_model: "fast".into(),
+        provider: "openai".into(),
+        upstream_model: "gpt-4o-mini".into(),
+        status: 200,
+        attempts: 1,
+        upstream_wait: std::time::Duration::from_micros(800),
+        first_byte: Some(std::time::Duration::from_micros(900)),
+        usage: Some(apiproxy_translate::Usage {
+            input_tokens: 40,
+            output_tokens: 12,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    c.bench_function("console_record", |b| {
+        b.iter(|| {
+            apiproxy::console::record(&rt, black_box(&ctx), std::time::Duration::from_micros(1000))
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = request
+    targets = request, console_record
 }
 criterion_main!(benches);

@@ -31,6 +31,8 @@ pub struct Parsed {
     pub stream_added: bool,
     /// The client asked for usage in an OpenAI chat stream.
     pub include_usage: bool,
+    /// Bytes of the body as received (the token estimate's input side).
+    pub body_bytes: usize,
 }
 
 /// Reads the request body, bounded by `max` (413 beyond it). Answers
@@ -135,6 +137,7 @@ pub fn parse_body(
             "request body is empty; expected a JSON object",
         ));
     }
+    let body_bytes = body.len();
     let raw = RawBody::parse(body).map_err(|e| match e {
         BodyError::Syntax(e) => {
             GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
@@ -201,6 +204,7 @@ pub fn parse_body(
         stream,
         stream_added,
         include_usage,
+        body_bytes,
     })
 }
 

@@ -116,6 +116,16 @@ impl RawBody {
         self.members.iter().any(|m| m.field == field)
     }
 
+    /// Any top-level member by its key, decoded (for small fields only; a
+    /// key written with escapes is not matched).
+    pub fn member(&self, key: &str) -> Option<Value> {
+        let m = self.members.iter().rev().find(|m| {
+            let k = self.text(&m.key);
+            k.len() == key.len() + 2 && k[1..k.len() - 1] == *key
+        })?;
+        serde_json::from_str(self.text(&m.value)).ok()
+    }
+
     /// A known field decoded into a `Value` (for the small fields only).
     pub fn value(&self, field: Field) -> Option<Value> {
         // The span was validated as JSON, so this cannot fail short of the
