@@ -257,8 +257,7 @@ async fn owned_bindings(redis: Option<&str>) {
             .send()
             .await
             .expect("binding");
-        r.status() == 200
-            && r.json::<Value>().await.expect("binding JSON")["provider_id"] == "a"
+        r.status() == 200 && r.json::<Value>().await.expect("binding JSON")["provider_id"] == "a"
     })
     .await;
     assert!(bound, "carol's session is bound to a");
