@@ -52,6 +52,9 @@ pub struct RequestCtx {
     pub capture_limit: usize,
     /// Tokens reserved at admission, settled with the answer's usage.
     pub tokens: Option<crate::limits::TokenReservation>,
+    /// With `log.capture_bodies`: the request body, redacted and bounded,
+    /// for the console's request record.
+    pub captured_body: Option<String>,
 }
 
 impl RequestCtx {
@@ -91,6 +94,7 @@ impl Default for RequestCtx {
             answer: None,
             capture_limit: 0,
             tokens: None,
+            captured_body: None,
         }
     }
 }

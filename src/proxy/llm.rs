@@ -35,15 +35,16 @@ const MAX_ERROR_BODY: usize = 256 * 1024;
 /// written to the client; the caller writes it in the client's shape.
 pub async fn handle(
     gw: &Gateway,
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: LlmRoute,
     headers: &mut Headers,
 ) -> Result<(), GatewayError> {
     let fmt = route.format;
-    let key = super::client_key(rt, session, ctx)?;
-    let mut parsed = read_request(rt, session, &route).await?;
+    let key = super::client_key(rt, session, ctx).await?;
+    let key = key.as_deref();
+    let mut parsed = read_request(rt, session, ctx, &route).await?;
     ctx.stream = parsed.stream;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     authorize_models(key, &parsed.names)?;
@@ -92,9 +93,17 @@ pub async fn handle(
 async fn read_request(
     rt: &Runtime,
     session: &mut Session,
+    ctx: &mut RequestCtx,
     route: &LlmRoute,
 ) -> Result<Parsed, GatewayError> {
     let body = request::read_body(session, rt.config.server.max_body_bytes).await?;
+    let console = &rt.config.console;
+    if console.capture_bodies && console.collect {
+        ctx.captured_body = Some(crate::console::records::redact_body(
+            &body,
+            console.max_body_chars,
+        ));
+    }
     request::parse(route.format, &body, route, session)
 }
 
@@ -122,7 +131,7 @@ async fn admit(
     headers: &mut Headers,
 ) -> Result<(), GatewayError> {
     let buckets = limits::buckets_for(key, &rt.config);
-    let estimate = limits::token_estimate(fmt, &parsed.body, parsed.body_bytes);
+    let estimate = limits::token_estimate(fmt, |k| parsed.body.member(k), parsed.body_bytes);
     match limits::admit(store, key.map(|k| k.name.as_str()), buckets, estimate).await {
         Ok(admitted) => {
             headers.extend(admitted.headers.headers());

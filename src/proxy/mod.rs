@@ -4,7 +4,7 @@
 
 pub mod admin;
 pub mod ctx;
-mod encode;
+pub mod encode;
 pub mod failover;
 pub mod llm;
 pub mod passthrough;
@@ -25,7 +25,6 @@ use pingora::proxy::{ProxyHttp, Session};
 use serde_json::json;
 
 use crate::auth;
-use crate::config::ClientKey;
 use crate::context;
 use crate::error::GatewayError;
 use crate::metrics;
@@ -111,28 +110,37 @@ pub async fn client_gone(session: &mut Session) {
     let _ = session.as_downstream_mut().read_body_or_idle(true).await;
 }
 
-/// Checks the client key when `auth.keys` is set; `Ok(None)` when auth is off.
-pub fn client_key<'a>(
-    rt: &'a Runtime,
+/// Checks the client key: first against `auth.keys`, then against the keys
+/// made at run time (cached; see `console::keys`). `Ok(None)` when auth is
+/// off (neither source has a key).
+pub async fn client_key<'a>(
+    rt: &'a Arc<Runtime>,
     session: &Session,
     ctx: &mut RequestCtx,
-) -> Result<Option<&'a ClientKey>, GatewayError> {
+) -> Result<Option<auth::KeyRef<'a>>, GatewayError> {
     let keys = &rt.config.auth;
-    if keys.keys.is_empty() {
+    let req = session.req_header();
+    let presented = auth::presented_key(&req.headers, req.uri.query());
+    if let Some(i) = presented.and_then(|p| auth::find_client_key(keys, p)) {
+        let key = &keys.keys[i];
+        ctx.key_name = Some(key.name.clone());
+        return Ok(Some(auth::KeyRef::Configured(key)));
+    }
+    let stored = &crate::console::CONSOLE.keys;
+    stored.freshen(rt).await;
+    if keys.keys.is_empty() && stored.is_empty() {
         return Ok(None);
     }
-    let req = session.req_header();
-    let Some(presented) = auth::presented_key(&req.headers, req.uri.query()) else {
+    let Some(presented) = presented else {
         return Err(GatewayError::unauthorized(
             "missing API key: send it as `Authorization: Bearer <key>`",
         ));
     };
-    let Some(i) = auth::find_client_key(keys, presented) else {
+    let Some(key) = stored.find(&auth::digest(presented)) else {
         return Err(GatewayError::unauthorized("invalid API key"));
     };
-    let key = &keys.keys[i];
     ctx.key_name = Some(key.name.clone());
-    Ok(Some(key))
+    Ok(Some(auth::KeyRef::Stored(key)))
 }
 
 #[async_trait]
@@ -170,9 +178,9 @@ impl ProxyHttp for Gateway {
             }
             Route::ListModels => {
                 ctx.route = "models";
-                match client_key(&rt, session, ctx) {
+                match client_key(&rt, session, ctx).await {
                     Ok(key) => {
-                        let body = admin::model_list(&rt, key);
+                        let body = admin::model_list(&rt, key.as_deref());
                         ctx.status = 200;
                         respond::json(session, 200, body, &headers).await?;
                         Ok(())
@@ -197,6 +205,10 @@ impl ProxyHttp for Gateway {
             Route::Context(_) | Route::Admin(_) => {
                 ctx.route = "admin";
                 admin::handle(self, &rt, session, ctx, route).await
+            }
+            Route::Console(r) => {
+                ctx.route = "console";
+                crate::console::api::handle(self, &rt, session, ctx, r).await
             }
             Route::NotFound => Err(GatewayError::not_found(format!(
                 "no route for {} {}",
@@ -226,7 +238,9 @@ impl ProxyHttp for Gateway {
         }
         let elapsed = ctx.start.elapsed();
         if let Some(fmt) = ctx.format {
-            record_llm_metrics(&self.runtime.load(), ctx, fmt, elapsed);
+            let rt = self.runtime.load();
+            record_llm_metrics(&rt, ctx, fmt, elapsed);
+            crate::console::record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
         }
         let req = session.req_header();
