@@ -7,6 +7,7 @@
 
 mod env;
 pub mod raw;
+pub mod routing;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,8 +30,10 @@ pub struct Config {
     pub auth: AuthConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<LogicalModel>,
-    /// How long a failing key or upstream stays out of rotation.
+    /// How long a key the provider refused stays out of rotation.
     pub cooldown: Duration,
+    /// Failover bounds, scoring, breaker and cooldowns (`routing:`).
+    pub routing: routing::RoutingSettings,
     /// Gateway-wide requests per minute (all keys together).
     pub global_rpm: Option<u64>,
     /// Gateway-wide tokens per minute.
@@ -196,6 +199,8 @@ pub struct ProviderConfig {
     pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
     /// False when keys were configured but all of them are empty.
     pub enabled: bool,
+    /// Where the provider runs (`region`), for `preferred_region`.
+    pub region: Option<String>,
 }
 
 /// A logical model: a name routed over weighted upstreams.
@@ -603,6 +608,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             continue;
         }
         providers.push(ProviderConfig {
+            region: p.region,
             enabled: !configured_keys || !api_keys.is_empty(),
             id: p.id,
             kind,
@@ -673,6 +679,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         });
     }
 
+    let routing = routing::resolve(raw.routing, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -684,7 +691,8 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         auth,
         providers,
         models,
-        cooldown: Duration::from_secs(raw.routing.cooldown_seconds.unwrap_or(30)),
+        cooldown: routing.cooldowns.refused,
+        routing,
         global_rpm: raw.limits.rpm,
         global_tpm: raw.limits.tpm,
     })

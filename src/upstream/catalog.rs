@@ -32,7 +32,7 @@ pub fn parse_model_list(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, 
 
 /// Fetches `provider`'s model list.
 pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<String>, String> {
-    let key_index = match provider.pick_key(None, &[]) {
+    let key_index = match provider.pick_key(None, &[], 0) {
         KeyChoice::Key(i) => Some(i),
         KeyChoice::Keyless => None,
         KeyChoice::AllCooling => return Err("every key is cooling down".into()),

@@ -6,14 +6,20 @@ pub mod catalog;
 pub mod dns;
 pub mod http;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apiproxy_translate::Format;
 use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 
+use crate::config::routing::Cooldowns;
 use crate::config::{ProviderConfig, ProviderKind};
+use crate::routing::cooldown::{self, Cause};
+use crate::routing::ratelimit::RateLimitReading;
+use crate::routing::stats::UpstreamStats;
 
 /// Milliseconds since the Unix epoch (cooldown deadlines are kept as this).
 pub fn now_ms() -> u64 {
@@ -27,14 +33,32 @@ pub fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Provider {
     pub config: ProviderConfig,
-    /// Per key: cooling down until this time (ms since epoch).
-    key_cooldown: Vec<AtomicU64>,
+    keys: Vec<Mutex<KeyState>>,
     next_key: AtomicUsize,
     pub health: Health,
+    /// Routing's record per upstream model (bounded: see `stats_for`).
+    stats: Mutex<HashMap<String, Arc<UpstreamStats>>>,
     /// The model list fetched from the provider (when not configured).
     pub catalog: ArcSwapOption<Vec<String>>,
     /// Keeps this provider's pooled connections apart from other providers'.
     pub pool_key: u64,
+}
+
+/// Models tracked one by one per provider; the rest share one record (a
+/// client naming `provider/<anything>` cannot grow memory without bound).
+const MAX_TRACKED_MODELS: usize = 256;
+
+/// The live state of one provider key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyState {
+    /// Out of rotation until (ms since the epoch).
+    pub cooldown_until_ms: u64,
+    /// Failures in a row (the cooldown doubles with each).
+    pub strikes: u32,
+    /// Why it last cooled down.
+    pub cause: Option<Cause>,
+    /// What the provider last said about this key's rate limits.
+    pub ratelimit: Option<RateLimitReading>,
 }
 
 /// Which of a provider's keys an attempt uses.
@@ -58,27 +82,19 @@ impl KeyChoice {
     }
 }
 
-/// What routing knows of a provider's recent behaviour.
+/// Provider-wide counters (`/providers/{id}/metrics`).
 #[derive(Debug, Default)]
 pub struct Health {
-    /// Failures since the last success.
-    pub consecutive_failures: AtomicU32,
-    /// Out of rotation until (ms since epoch) after repeated failures.
-    pub cooldown_until: AtomicU64,
-    /// Exponentially weighted time to the first byte, in µs (0: unknown).
+    /// Exponentially weighted latency over all its models, in µs (0: unknown).
     pub ewma_latency_us: AtomicU64,
     pub successes: AtomicU64,
     pub failures: AtomicU64,
 }
 
-/// Failures in a row after which an upstream cools down.
-const FAILURES_BEFORE_COOLDOWN: u32 = 3;
-
 impl Health {
-    pub fn record_success(&self, first_byte: Duration) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+    pub fn record_success(&self, latency: Duration) {
         self.successes.fetch_add(1, Ordering::Relaxed);
-        let sample = first_byte.as_micros().min(u64::MAX as u128) as u64;
+        let sample = latency.as_micros().min(u64::MAX as u128) as u64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
         let new = if old == 0 {
             sample
@@ -88,28 +104,23 @@ impl Health {
         self.ewma_latency_us.store(new, Ordering::Relaxed);
     }
 
-    pub fn record_failure(&self, cooldown: Duration) {
+    pub fn record_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= FAILURES_BEFORE_COOLDOWN {
-            self.cooldown_until
-                .store(now_ms() + cooldown.as_millis() as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Out of rotation right now.
-    pub fn cooling(&self) -> bool {
-        self.cooldown_until.load(Ordering::Relaxed) > now_ms()
     }
 }
 
 impl Provider {
     pub fn new(config: ProviderConfig) -> Self {
-        let key_cooldown = config.api_keys.iter().map(|_| AtomicU64::new(0)).collect();
+        let keys = config
+            .api_keys
+            .iter()
+            .map(|_| Mutex::new(KeyState::default()))
+            .collect();
         Provider {
-            key_cooldown,
+            keys,
             next_key: AtomicUsize::new(0),
             health: Health::default(),
+            stats: Mutex::new(HashMap::new()),
             catalog: ArcSwapOption::empty(),
             pool_key: {
                 use std::hash::{Hash, Hasher};
@@ -122,35 +133,128 @@ impl Provider {
         }
     }
 
+    /// Routing's record of `model` on this provider.
+    pub fn stats_for(&self, model: &str) -> Arc<UpstreamStats> {
+        let mut m = self.stats.lock();
+        if let Some(s) = m.get(model) {
+            return Arc::clone(s);
+        }
+        let name = if m.len() < MAX_TRACKED_MODELS {
+            model
+        } else {
+            "(other)"
+        };
+        Arc::clone(m.entry(name.to_owned()).or_default())
+    }
+
+    /// Every tracked model's record, sorted by model.
+    pub fn all_stats(&self) -> Vec<(String, Arc<UpstreamStats>)> {
+        let mut v: Vec<_> = self
+            .stats
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// A copy of every key's state.
+    pub fn key_states(&self) -> Vec<KeyState> {
+        self.keys.iter().map(|k| k.lock().clone()).collect()
+    }
+
     pub fn id(&self) -> &str {
         &self.config.id
     }
 
     /// The next key in rotation that is not cooling down, starting from
     /// `prefer` when given (a session's key) and skipping `skip` (keys this
-    /// request already tried).
-    pub fn pick_key(&self, prefer: Option<usize>, skip: &[usize]) -> KeyChoice {
-        let n = self.config.api_keys.len();
+    /// request already tried). A key the provider says is nearly out of its
+    /// rate limit (at most `reserve` left) is used only when no other is.
+    pub fn pick_key(&self, prefer: Option<usize>, skip: &[usize], reserve: u64) -> KeyChoice {
+        let n = self.keys.len();
         if n == 0 {
             return KeyChoice::Keyless;
         }
         let now = now_ms();
-        let usable =
-            |i: usize| !skip.contains(&i) && self.key_cooldown[i].load(Ordering::Relaxed) <= now;
-        if let Some(p) = prefer.filter(|&p| p < n && usable(p)) {
+        let states: Vec<(bool, bool)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let k = k.lock();
+                let usable = !skip.contains(&i) && k.cooldown_until_ms <= now;
+                let low = k.ratelimit.as_ref().is_some_and(|r| r.low(now, reserve));
+                (usable, low)
+            })
+            .collect();
+        if let Some(p) = prefer.filter(|&p| p < n && states[p].0 && !states[p].1) {
             return KeyChoice::Key(p);
         }
         let start = self.next_key.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| usable(i))
+        let order = || (0..n).map(move |k| (start + k) % n);
+        order()
+            .find(|&i| states[i].0 && !states[i].1)
+            .or_else(|| prefer.filter(|&p| p < n && states[p].0))
+            .or_else(|| order().find(|&i| states[i].0))
             .map_or(KeyChoice::AllCooling, KeyChoice::Key)
     }
 
-    /// Takes key `i` out of rotation for `for_`.
-    pub fn cool_key(&self, i: usize, for_: Duration) {
-        if let Some(k) = self.key_cooldown.get(i) {
-            k.store(now_ms() + for_.as_millis() as u64, Ordering::Relaxed);
+    /// Whether some key is usable now, and whether every usable key is
+    /// nearly out of its rate limit, with the most requests any has left.
+    pub fn key_outlook(&self, reserve: u64) -> (bool, bool, Option<u64>) {
+        if self.keys.is_empty() {
+            return (true, false, None);
+        }
+        let now = now_ms();
+        let (mut any, mut all_low, mut best) = (false, true, None::<u64>);
+        for k in &self.keys {
+            let k = k.lock();
+            if k.cooldown_until_ms > now {
+                continue;
+            }
+            any = true;
+            let r = k.ratelimit.as_ref();
+            all_low &= r.is_some_and(|r| r.low(now, reserve));
+            if let Some(left) = r.and_then(|r| r.requests_left(now)) {
+                best = Some(best.map_or(left, |b| b.max(left)));
+            }
+        }
+        (any, any && all_low, best)
+    }
+
+    /// Takes key `i` out of rotation for `cause`; returns how long. The
+    /// rest doubles with each failure of the key in a row.
+    pub fn cool_key(
+        &self,
+        i: usize,
+        cause: Cause,
+        retry_after_secs: Option<u64>,
+        c: &Cooldowns,
+    ) -> Duration {
+        let Some(k) = self.keys.get(i) else {
+            return Duration::ZERO;
+        };
+        let mut k = k.lock();
+        k.strikes = k.strikes.saturating_add(1);
+        let d = cooldown::key_cooldown(cause, k.strikes, retry_after_secs, c);
+        k.cooldown_until_ms = now_ms() + d.as_millis() as u64;
+        k.cause = Some(cause);
+        d
+    }
+
+    /// Key `i` answered: its failures in a row start over.
+    pub fn key_succeeded(&self, i: usize) {
+        if let Some(k) = self.keys.get(i) {
+            k.lock().strikes = 0;
+        }
+    }
+
+    /// Keeps the rate-limit reading of an answer given with key `i`.
+    pub fn note_ratelimit(&self, i: usize, r: RateLimitReading) {
+        if let Some(k) = self.keys.get(i) {
+            k.lock().ratelimit = Some(r);
         }
     }
 
@@ -188,6 +292,9 @@ impl Provider {
             Format::Anthropic => format!("{}/messages", versioned(base, "/v1")),
             Format::Gemini => {
                 let v = versioned(base, "/v1beta");
+                // The client's model name is one path segment, whatever it
+                // holds: `#`, `?`, `/../` or `:method` reach no other endpoint.
+                let model = encode_segment(model);
                 if stream {
                     format!("{v}/models/{model}:streamGenerateContent?alt=sse")
                 } else {
@@ -231,6 +338,19 @@ impl Provider {
         }
         h
     }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A base URL without a path gets the API's default version prefix; one with
@@ -286,31 +406,76 @@ mod tests {
         let p = provider(
             "providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b, c]}]",
         );
+        let c = crate::config::routing::RoutingSettings::default().cooldowns;
         let picks: Vec<_> = (0..3)
-            .map(|_| p.pick_key(None, &[]).index().unwrap())
+            .map(|_| p.pick_key(None, &[], 1).index().unwrap())
             .collect();
         let mut sorted = picks.clone();
         sorted.sort();
         assert_eq!(sorted, [0, 1, 2], "each key used once per round: {picks:?}");
-        p.cool_key(1, Duration::from_secs(60));
+        assert_eq!(
+            p.cool_key(1, Cause::ServerError, None, &c),
+            Duration::from_secs(15)
+        );
         for _ in 0..6 {
-            assert_ne!(p.pick_key(None, &[]), KeyChoice::Key(1));
+            assert_ne!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
         }
-        assert_eq!(p.pick_key(Some(2), &[]), KeyChoice::Key(2));
-        assert_eq!(p.pick_key(Some(1), &[0, 2]), KeyChoice::AllCooling);
+        assert_eq!(p.pick_key(Some(2), &[], 1), KeyChoice::Key(2));
+        assert_eq!(p.pick_key(Some(1), &[0, 2], 1), KeyChoice::AllCooling);
+        // A second failure in a row doubles the rest; a success resets it.
+        assert_eq!(
+            p.cool_key(1, Cause::ServerError, None, &c),
+            Duration::from_secs(30)
+        );
+        p.key_succeeded(1);
+        assert_eq!(
+            p.cool_key(1, Cause::ServerError, None, &c),
+            Duration::from_secs(15)
+        );
         let keyless = provider("providers: [{id: o, kind: openai, base_url: 'http://h'}]");
-        assert_eq!(keyless.pick_key(None, &[]), KeyChoice::Keyless);
+        assert_eq!(keyless.pick_key(None, &[], 1), KeyChoice::Keyless);
     }
 
     #[test]
-    fn repeated_failures_cool_an_upstream() {
-        let h = Health::default();
-        h.record_failure(Duration::from_secs(30));
-        h.record_failure(Duration::from_secs(30));
-        assert!(!h.cooling());
-        h.record_failure(Duration::from_secs(30));
-        assert!(h.cooling());
-        h.record_success(Duration::from_millis(5));
-        assert_eq!(h.consecutive_failures.load(Ordering::Relaxed), 0);
+    fn a_key_nearly_out_of_its_rate_limit_is_used_last() {
+        let p = provider("providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b]}]");
+        let now = now_ms();
+        p.note_ratelimit(
+            0,
+            RateLimitReading {
+                remaining_requests: Some(1),
+                read_at_ms: now,
+                ..Default::default()
+            },
+        );
+        for _ in 0..4 {
+            assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
+        }
+        // Even a session's preferred key gives way while another has room.
+        assert_eq!(p.pick_key(Some(0), &[], 1), KeyChoice::Key(1));
+        assert_eq!(p.pick_key(None, &[1], 1), KeyChoice::Key(0));
+        assert_eq!(p.key_outlook(1), (true, false, Some(1)));
+    }
+
+    #[test]
+    fn gemini_model_names_stay_one_path_segment() {
+        let p = provider("providers: [{id: g, kind: gemini, base_url: 'http://h'}]");
+        assert_eq!(
+            p.request_path("x/../../v1beta/files?key=1#", false),
+            "/v1beta/models/x%2F..%2F..%2Fv1beta%2Ffiles%3Fkey%3D1%23:generateContent"
+        );
+        assert_eq!(
+            p.request_path("m:countTokens", true),
+            "/v1beta/models/m%3AcountTokens:streamGenerateContent?alt=sse"
+        );
+    }
+
+    #[test]
+    fn model_records_are_bounded() {
+        let p = provider("providers: [{id: o, kind: openai, base_url: 'http://h'}]");
+        for i in 0..(MAX_TRACKED_MODELS + 50) {
+            p.stats_for(&format!("m{i}"));
+        }
+        assert_eq!(p.all_stats().len(), MAX_TRACKED_MODELS + 1);
     }
 }

@@ -1,0 +1,36 @@
+//! Routing's metrics. Labels are configured provider ids and fixed state
+//! names only.
+
+use once_cell::sync::Lazy;
+use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("registering a routing metric: {e}"))
+}
+
+/// `apiproxy_breaker_transitions_total{provider, to}`.
+pub static BREAKER_TRANSITIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_breaker_transitions_total",
+        "Circuit breaker state changes, by provider and new state",
+        &["provider", "to"]
+    ))
+});
+
+/// `apiproxy_breakers_open{provider}`: (provider, model) breakers not closed.
+pub static BREAKERS_OPEN: Lazy<IntGaugeVec> = Lazy::new(|| {
+    must(register_int_gauge_vec!(
+        "apiproxy_breakers_open",
+        "Circuit breakers open or half-open, by provider",
+        &["provider"]
+    ))
+});
+
+/// `apiproxy_key_cooldowns_total{provider, cause}`.
+pub static KEY_COOLDOWNS: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_key_cooldowns_total",
+        "Provider keys taken out of rotation, by provider and cause",
+        &["provider", "cause"]
+    ))
+});
