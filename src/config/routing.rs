@@ -160,7 +160,7 @@ pub fn resolve(r: RawRouting, problems: &mut Vec<String>) -> RoutingSettings {
         latency_exponent: fraction(
             s.latency_exponent,
             "scoring.latency_exponent",
-            2.0,
+            3.0,
             0.0,
             8.0,
         ),
