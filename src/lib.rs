@@ -7,6 +7,8 @@
 //!   `proxy::relay` carries answers (SSE translated there).
 //! - `routing`: model names → scored candidate upstreams.
 //! - `upstream`: providers' keys, health, catalogs, and the HTTP exchange.
+//! - `listener`: client connections before Pingora's HTTP session (limits,
+//!   timeouts); `drain`: finishing them on upgrade and shutdown.
 //! - `service`: background work (catalog refresh, reload on SIGHUP).
 //! - `state`: where the gateway touches the store (limits, sessions, context);
 //!   the stores themselves are the `apiproxy-store` crate.
@@ -15,7 +17,9 @@
 pub mod access_log;
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

@@ -538,6 +538,7 @@ impl Attempts<'_> {
             passthrough: self.encoder.last_was_passthrough,
             model_override: c.logical.then(|| c.requested.clone()),
             include_usage: parsed.include_usage,
+            provider_keys: &provider.config.api_keys,
         };
         match relay::relay(session, ctx, &mut resp, &plan, headers).await {
             Outcome::Done => {

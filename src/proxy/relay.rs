@@ -24,7 +24,7 @@ use crate::upstream::http::{Incoming, SendError};
 const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 
 /// How the answer must be shaped.
-pub struct RelayPlan {
+pub struct RelayPlan<'a> {
     pub client: Format,
     pub upstream: Format,
     pub stream: bool,
@@ -34,6 +34,9 @@ pub struct RelayPlan {
     pub model_override: Option<String>,
     /// An OpenAI chat client asked for the usage chunk.
     pub include_usage: bool,
+    /// The upstream's keys: an upstream may echo one in a stream (an
+    /// in-band error naming the key), and none may reach the client.
+    pub provider_keys: &'a [String],
 }
 
 /// How relaying ended.
@@ -54,7 +57,7 @@ pub async fn relay(
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: &mut Incoming,
-    plan: &RelayPlan,
+    plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
     let sse = resp
@@ -99,7 +102,7 @@ async fn whole(
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: &mut Incoming,
-    plan: &RelayPlan,
+    plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
     let mut body = BytesMut::new();
@@ -217,7 +220,7 @@ enum Converter {
 }
 
 impl Converter {
-    fn new(plan: &RelayPlan, capturing: bool) -> Self {
+    fn new(plan: &RelayPlan<'_>, capturing: bool) -> Self {
         if plan.passthrough {
             Converter::Passthrough {
                 capture: capturing.then(|| (translate::stream_decoder(plan.upstream), Vec::new())),
@@ -241,7 +244,7 @@ impl Converter {
     fn event(
         &mut self,
         ev: &SseEvent,
-        plan: &RelayPlan,
+        plan: &RelayPlan<'_>,
         ctx: &mut RequestCtx,
         out: &mut BytesMut,
     ) -> Result<(), String> {
@@ -301,7 +304,12 @@ impl Converter {
     }
 }
 
-fn passthrough_event(ev: &SseEvent, plan: &RelayPlan, ctx: &mut RequestCtx, out: &mut BytesMut) {
+fn passthrough_event(
+    ev: &SseEvent,
+    plan: &RelayPlan<'_>,
+    ctx: &mut RequestCtx,
+    out: &mut BytesMut,
+) {
     let data = ev.data.as_str();
     if data.contains("\"usage") {
         if let Ok(v) = serde_json::from_str::<Value>(data) {
@@ -335,7 +343,7 @@ async fn stream(
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: &mut Incoming,
-    plan: &RelayPlan,
+    plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
     let mut parser = SseParser::default();
@@ -388,6 +396,7 @@ async fn stream(
                     return gone(ctx);
                 }
             }
+            scrub_keys(&mut out, plan.provider_keys);
             let data = out.split().freeze();
             if session.write_response_body(Some(data), end).await.is_err() {
                 end_stream_gauge(ctx);
@@ -405,6 +414,7 @@ async fn stream(
         }
         Err((reason, status)) if !started => Outcome::Failed { reason, status },
         Err((reason, status)) => {
+            let reason = scrub_str(&reason, plan.provider_keys);
             log::warn!(
                 "stream from {} broke after it started: {reason}",
                 ctx.provider
@@ -415,6 +425,7 @@ async fn stream(
                 &format!("upstream stream failed: {reason}"),
                 &mut out,
             );
+            scrub_keys(&mut out, plan.provider_keys);
             let _ = session
                 .write_response_body(Some(out.split().freeze()), true)
                 .await;
@@ -422,6 +433,36 @@ async fn stream(
             Outcome::Failed { reason, status }
         }
     }
+}
+
+/// Replaces every provider key in `out` (whole SSE events, so a key is
+/// never split across two calls) with `***`.
+fn scrub_keys(out: &mut BytesMut, keys: &[String]) {
+    for key in keys.iter().map(String::as_bytes).filter(|k| k.len() >= 4) {
+        if find(out, key).is_none() {
+            continue;
+        }
+        let mut clean = BytesMut::with_capacity(out.len());
+        let mut rest = &out[..];
+        while let Some(i) = find(rest, key) {
+            clean.extend_from_slice(&rest[..i]);
+            clean.extend_from_slice(b"***");
+            rest = &rest[i + key.len()..];
+        }
+        clean.extend_from_slice(rest);
+        *out = clean;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `s` with every provider key replaced by `***`.
+fn scrub_str(s: &str, keys: &[String]) -> String {
+    keys.iter()
+        .filter(|k| k.len() >= 4)
+        .fold(s.to_owned(), |acc, k| acc.replace(k.as_str(), "***"))
 }
 
 async fn start_stream(

@@ -272,13 +272,23 @@ impl Context {
 mod tests {
     use super::*;
 
+    /// Long enough that no entry expires between two steps of a test on a
+    /// busy machine; expiry is then waited for, never assumed.
+    const SHORT: Duration = Duration::from_secs(1);
+
     fn short() -> StoreOptions {
         StoreOptions {
-            session_ttl: Duration::from_millis(50),
-            context_ttl: Duration::from_millis(50),
-            catalog_ttl: Duration::from_millis(50),
+            session_ttl: SHORT,
+            context_ttl: SHORT,
+            catalog_ttl: SHORT,
             ..StoreOptions::default()
         }
+    }
+
+    /// Sleeps past [`SHORT`] (a sleep never ends early, so everything made
+    /// before it has expired).
+    async fn past_ttl() {
+        tokio::time::sleep(SHORT + Duration::from_millis(100)).await;
     }
 
     fn binding(id: &str) -> SessionBinding {
@@ -305,7 +315,7 @@ mod tests {
         }
         store.put_catalog("p", &["m".to_string()]).await;
         assert_eq!(store.entry_count(), 201);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        past_ttl().await;
         store.sweep();
         assert_eq!(store.entry_count(), 0);
     }
@@ -319,7 +329,7 @@ mod tests {
             store.get_session("s").await.map(|b| b.message_count),
             Some(2)
         );
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        past_ttl().await;
         assert!(
             !store.delete_session("s").await,
             "an expired binding is not there"

@@ -213,12 +213,13 @@ async fn corrupt_values_read_as_absent() {
 async fn unreachable_at_start_then_connects_in_the_background() {
     let mut server = RedisServer::start();
     server.stop();
-    let started = Instant::now();
-    let store = open(options(&server.url, "apiproxy:")).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "open does not hang on a dead Redis"
-    );
+    // Open does not hang on a dead Redis (a generous bound: only a hang fails).
+    let store = tokio::time::timeout(
+        Duration::from_secs(15),
+        open(options(&server.url, "apiproxy:")),
+    )
+    .await
+    .expect("open answers with Redis down");
     assert_eq!(store.kind(), "redis");
     assert!(!store.healthy());
 
@@ -232,7 +233,7 @@ async fn unreachable_at_start_then_connects_in_the_background() {
     assert!(!store.hit_requests("k", 1).await.allowed);
 
     server.restart();
-    let up = eventually(5, || store.healthy()).await;
+    let up = eventually(20, || store.healthy()).await;
     assert!(up, "connected once Redis is there");
     let other = open(options(&server.url, "apiproxy:")).await;
     store.bind_session(binding("shared", "claude")).await;
