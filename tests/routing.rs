@@ -80,7 +80,10 @@ async fn scoring_moves_traffic_off_slow_and_failing_upstreams() {
     }
     let (f, s, x) = (fast.count(), slow.count(), flaky.count());
     // Weighted random would give each about 50 first attempts.
-    assert!(s * 5 < f, "slow upstream share too large: fast {f}, slow {s}, flaky {x}");
+    assert!(
+        s * 5 < f,
+        "slow upstream share too large: fast {f}, slow {s}, flaky {x}"
+    );
     let flaky_ok = x / 2;
     assert!(
         flaky_ok < f,
@@ -143,11 +146,18 @@ async fn circuit_breaker_opens_probes_and_closes() {
     let m = gw
         .metrics_until("apiproxy_breaker_transitions_total{provider=\"up\",to=\"open\"} 1")
         .await;
-    assert!(m.contains("apiproxy_breakers_open{provider=\"up\"} 1"), "{m}");
+    assert!(
+        m.contains("apiproxy_breakers_open{provider=\"up\"} 1"),
+        "{m}"
+    );
 
     healthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(post(&gw, &chat("up/m")).await.0, 200, "the probe goes through");
+    assert_eq!(
+        post(&gw, &chat("up/m")).await.0,
+        200,
+        "the probe goes through"
+    );
     let health = admin_get(&gw, "/providers/up/health").await;
     assert_eq!(health["models"][0]["breaker"], "closed", "{health}");
     assert_eq!(health["status"], "healthy", "{health}");
@@ -223,7 +233,10 @@ async fn key_cooldowns_follow_the_cause() {
     let k2 = &h["keys"][1];
     assert_eq!(k2["cause"], "rate_limited", "{h}");
     let until = k2["cooldown_until_ms"].as_u64().expect("key two cooling");
-    assert!(until > now + 4_000 && until <= now + 8_000, "Retry-After rest");
+    assert!(
+        until > now + 4_000 && until <= now + 8_000,
+        "Retry-After rest"
+    );
     assert_eq!(h["keys"][2]["available"], true);
     // Only the healthy key is used now.
     let before = mock.count();
@@ -351,7 +364,10 @@ async fn failover_is_bounded_by_names_attempts_and_deadline() {
     body["models"] = json!(["f1/m", "f2/m", "good/m"]);
     let (status, v) = post(&gw, &body).await;
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("routing.max_models"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("routing.max_models"));
 
     // Three failing candidates, at most two attempts.
     let mut body = chat("f0/m");
@@ -557,9 +573,11 @@ async fn idle_closed_pooled_connections_are_not_a_failure() {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
-                    let got =
-                        tokio::time::timeout(Duration::from_millis(100), read_one(&mut sock, &mut buf))
-                            .await;
+                    let got = tokio::time::timeout(
+                        Duration::from_millis(100),
+                        read_one(&mut sock, &mut buf),
+                    )
+                    .await;
                     let Ok(Some(())) = got else { return }; // idle: close
                     c.fetch_add(1, Ordering::SeqCst);
                     let body = openai_completion("m", "hello");
@@ -654,4 +672,53 @@ async fn routing_decide_explains_the_proxys_own_choice() {
         assert_eq!(v["selected_upstream"]["provider_id"], bound.as_str(), "{v}");
         assert!(v["reasoning"].as_str().unwrap().contains("session"));
     }
+}
+
+/// Item 9.7: traffic over a provider's `max_concurrency` goes to the next
+/// candidate; only when no candidate has room does the client get 429 with
+/// Retry-After. `max_qps` the same way.
+#[tokio::test]
+async fn capacity_limits_move_traffic_then_refuse_with_429() {
+    let busy = MockProvider::always(ok_reply().delay(Duration::from_millis(600))).await;
+    let spare = MockProvider::always(ok_reply()).await;
+    let config = format!(
+        "auth:\n  admin_keys: [{ADMIN}]\nproviders:\n{}{}models:\n  - name: pool\n    upstreams:\n      - {{ provider: busy, model: m, weight: 1000 }}\n      - {{ provider: spare, model: m, weight: 0.001 }}\n",
+        provider_yaml("busy", &busy, ", max_concurrency: 1"),
+        provider_yaml("spare", &spare, ", max_qps: 2"),
+    );
+    let gw = Gateway::start(&config).await;
+    // Two at once: one holds busy's only slot, the other goes to spare.
+    let pool = chat("pool");
+    let (a, b) = tokio::join!(post(&gw, &pool), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        post(&gw, &pool).await
+    });
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    assert_eq!((busy.count(), spare.count()), (1, 1));
+    // Only busy, twice at once: the second has no candidate with room.
+    let only_busy = chat("busy/m");
+    let (a, b) = tokio::join!(post(&gw, &only_busy), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&only_busy)
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(a.0, 200);
+    assert_eq!(b.status(), 429);
+    assert!(b.headers().get("retry-after").is_some());
+    assert_eq!(busy.count(), 2);
+    // spare/m at most 2 per second (one was used above): a burst of four
+    // gets at least one 429 and never more than 2 through per second.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(post(&gw, &chat("spare/m")).await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() <= 3,
+        "{statuses:?}"
+    );
 }

@@ -220,6 +220,10 @@ pub struct ProviderConfig {
     pub enabled: bool,
     /// Where the provider runs (`region`), for `preferred_region`.
     pub region: Option<String>,
+    /// Most requests in flight to it at once (`max_concurrency`).
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent to it (`max_qps`).
+    pub max_qps: Option<u32>,
 }
 
 /// A logical model: a name routed over weighted upstreams.
@@ -702,6 +706,12 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 None
             }
         });
+        if p.max_concurrency == Some(0) {
+            problems.push(format!("{at}.max_concurrency: must be at least 1"));
+        }
+        if p.max_qps == Some(0) {
+            problems.push(format!("{at}.max_qps: must be at least 1"));
+        }
         let configured_keys = !p.api_keys.is_empty();
         let api_keys: Vec<String> = p.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
         if problems.len() > before {
@@ -709,6 +719,8 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         }
         providers.push(ProviderConfig {
             region: p.region,
+            max_concurrency: p.max_concurrency,
+            max_qps: p.max_qps,
             enabled: !configured_keys || !api_keys.is_empty(),
             id: p.id,
             kind,

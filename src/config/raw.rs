@@ -209,6 +209,10 @@ pub struct RawProvider {
     pub pricing: BTreeMap<String, RawPrice>,
     /// Where the provider runs (for `preferred_region` in `/routing/decide`).
     pub region: Option<String>,
+    /// Most requests in flight to this provider at once.
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent to this provider.
+    pub max_qps: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

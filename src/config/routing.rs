@@ -117,7 +117,11 @@ pub fn resolve(r: RawRouting, problems: &mut Vec<String>) -> RoutingSettings {
     let breaker_open = positive(b.open_ms, "breaker.open_ms", 30_000);
     let breaker_max = positive(b.max_open_ms, "breaker.max_open_ms", 300_000);
     let window = positive(r.scoring.window_seconds, "scoring.window_seconds", 60);
-    let stale = positive(r.scoring.stale_after_seconds, "scoring.stale_after_seconds", 60);
+    let stale = positive(
+        r.scoring.stale_after_seconds,
+        "scoring.stale_after_seconds",
+        60,
+    );
     let max_models = r.max_models.unwrap_or(5);
     if max_models == 0 {
         problems.push("routing.max_models: must be at least 1".to_owned());

@@ -13,9 +13,9 @@ use super::respond;
 use super::routes::{AdminRoute, Route};
 use super::Gateway;
 use crate::auth;
+use crate::config::routing::ScoringMode;
 use crate::config::ClientKey;
 use crate::error::GatewayError;
-use crate::config::routing::ScoringMode;
 use crate::routing::breaker::BreakerState;
 use crate::routing::{Candidate, RankOptions, Runtime};
 use crate::upstream::{now_ms, Provider};
@@ -174,6 +174,7 @@ fn health_json(rt: &Runtime, p: &Provider) -> Value {
         "status": status,
         "consecutive_failures": models.iter().filter_map(|m| m["consecutive_failures"].as_u64()).max().unwrap_or(0),
         "cooldown_until_ms": if key_available { None } else { cooldown_until },
+        "in_flight": p.capacity.in_flight(),
         "keys": keys,
         "models": models,
     })
@@ -344,7 +345,12 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
     let str_list = |k: &str| -> Vec<String> {
         v.get(k)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let opts = RankOptions {
@@ -368,7 +374,11 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
     if rt.config.routing.scoring.mode == ScoringMode::Weighted {
         reasoning = "weighted random choice on the configured weights (routing.scoring.mode: weighted); unavailable upstreams last";
     }
-    let mut chosen = ranking.candidates.first().filter(|r| r.inputs.available()).map(|r| r.candidate.clone());
+    let mut chosen = ranking
+        .candidates
+        .first()
+        .filter(|r| r.inputs.available())
+        .map(|r| r.candidate.clone());
     let conversation = v
         .get("conversation_id")
         .or_else(|| v.get("session_id"))
@@ -389,12 +399,23 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
         let p = &rt.providers[c.provider];
         json!({"provider_id": p.id(), "model_id": c.model, "weight": c.weight, "region": p.config.region})
     };
-    let all: Vec<Value> = ranking
-        .candidates
-        .iter()
-        .map(|r| {
+    // In the model's configured order; `rank` is the place in this draw.
+    let mut listed: Vec<(usize, &crate::routing::Ranked)> =
+        ranking.candidates.iter().enumerate().collect();
+    let configured = rt.resolve(model).unwrap_or_default();
+    let place = |c: &Candidate| {
+        configured
+            .iter()
+            .position(|x| x.provider == c.provider && x.model == c.model)
+            .unwrap_or(usize::MAX)
+    };
+    listed.sort_by_key(|(_, r)| place(&r.candidate));
+    let all: Vec<Value> = listed
+        .into_iter()
+        .map(|(rank, r)| {
             json!({
                 "upstream": upstream(&r.candidate),
+                "rank": rank,
                 "score": r.share,
                 "raw_score": r.score,
                 "available": r.inputs.available(),

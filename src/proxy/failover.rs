@@ -16,6 +16,8 @@ pub enum AttemptError {
     NoUsableKey,
     /// The upstream's circuit breaker is open: nothing was sent.
     CircuitOpen,
+    /// The provider is at its `max_concurrency` or `max_qps`: nothing was sent.
+    AtCapacity,
     /// DNS, TCP or TLS connect failed or timed out.
     Connect(String),
     /// No byte within the provider's read timeout.
@@ -53,6 +55,7 @@ impl AttemptError {
         match self {
             AttemptError::NoUsableKey => "no_key",
             AttemptError::CircuitOpen => "circuit_open",
+            AttemptError::AtCapacity => "at_capacity",
             AttemptError::Connect(_) => "connect_error",
             AttemptError::Timeout => "timeout",
             AttemptError::Io(_) => "io_error",
@@ -69,6 +72,7 @@ impl fmt::Display for AttemptError {
         match self {
             AttemptError::NoUsableKey => f.write_str("every key is cooling down"),
             AttemptError::CircuitOpen => f.write_str("circuit breaker open"),
+            AttemptError::AtCapacity => f.write_str("at its max_concurrency or max_qps"),
             AttemptError::Connect(e) => write!(f, "connect failed: {e}"),
             AttemptError::Timeout => f.write_str("timed out waiting for the provider"),
             AttemptError::Io(e) => write!(f, "connection error: {e}"),
@@ -140,7 +144,9 @@ pub fn decide(error: &AttemptError, cx: FailureContext) -> Decision {
         upstream_fault,
     };
     match error {
-        AttemptError::NoUsableKey | AttemptError::CircuitOpen => go_on(None, false),
+        AttemptError::NoUsableKey | AttemptError::CircuitOpen | AttemptError::AtCapacity => {
+            go_on(None, false)
+        }
         AttemptError::Connect(_)
         | AttemptError::Timeout
         | AttemptError::Io(_)
@@ -195,14 +201,20 @@ pub fn worth_another_round(pass: &[FailedAttempt]) -> bool {
 }
 
 /// The error when every candidate failed: 504 when every attempt timed out,
-/// 429 when every one was rate limited, 503 when none could even be sent
+/// 429 when every one was rate limited or had no room (`max_concurrency`,
+/// `max_qps`), 503 when none could even be sent
 /// (every key cooling down), else 502. Names every attempt.
 pub fn all_failed(attempts: &[FailedAttempt]) -> GatewayError {
     let all =
         |f: fn(&AttemptError) -> bool| !attempts.is_empty() && attempts.iter().all(|a| f(&a.error));
     let status = if all(AttemptError::timed_out) {
         504
-    } else if all(|e| matches!(e, AttemptError::Status { status: 429, .. })) {
+    } else if all(|e| {
+        matches!(
+            e,
+            AttemptError::Status { status: 429, .. } | AttemptError::AtCapacity
+        )
+    }) {
         429
     } else if all(|e| matches!(e, AttemptError::NoUsableKey | AttemptError::CircuitOpen)) {
         503
@@ -255,11 +267,18 @@ mod tests {
 
     #[test]
     fn decisions() {
-        use NextStep::*;
         use Cause::*;
+        use NextStep::*;
         // (error, retryable, other key) → (next, cool key, upstream fault)
         let table: Vec<(AttemptError, bool, bool, NextStep, Option<Cause>, bool)> = vec![
-            (AttemptError::NoUsableKey, false, false, NextCandidate, None, false),
+            (
+                AttemptError::NoUsableKey,
+                false,
+                false,
+                NextCandidate,
+                None,
+                false,
+            ),
             (
                 AttemptError::Connect("refused".into()),
                 false,
@@ -268,7 +287,14 @@ mod tests {
                 Some(Network),
                 true,
             ),
-            (AttemptError::Timeout, false, true, NextCandidate, Some(Network), true),
+            (
+                AttemptError::Timeout,
+                false,
+                true,
+                NextCandidate,
+                Some(Network),
+                true,
+            ),
             (
                 AttemptError::Io("reset".into()),
                 false,
@@ -289,11 +315,39 @@ mod tests {
                 true,
             ),
             (status(429), true, true, NextKey, Some(RateLimited), false),
-            (status(429), true, false, NextCandidate, Some(RateLimited), false),
+            (
+                status(429),
+                true,
+                false,
+                NextCandidate,
+                Some(RateLimited),
+                false,
+            ),
             (status(401), false, true, NextKey, Some(Refused), false),
-            (status(403), false, false, NextCandidate, Some(Refused), false),
-            (status(503), true, true, NextCandidate, Some(ServerError), true),
-            (status(500), true, false, NextCandidate, Some(ServerError), true),
+            (
+                status(403),
+                false,
+                false,
+                NextCandidate,
+                Some(Refused),
+                false,
+            ),
+            (
+                status(503),
+                true,
+                true,
+                NextCandidate,
+                Some(ServerError),
+                true,
+            ),
+            (
+                status(500),
+                true,
+                false,
+                NextCandidate,
+                Some(ServerError),
+                true,
+            ),
             (status(500), false, false, Relay, None, false),
             (status(409), true, false, NextCandidate, None, false),
             (status(400), false, true, Relay, None, false),
@@ -314,7 +368,10 @@ mod tests {
             request_only: true,
         };
         let d = decide(&status(429), own);
-        assert_eq!((d.next, d.cool_key, d.upstream_fault), (NextCandidate, None, false));
+        assert_eq!(
+            (d.next, d.cool_key, d.upstream_fault),
+            (NextCandidate, None, false)
+        );
     }
 
     fn attempt(error: AttemptError) -> FailedAttempt {
@@ -364,6 +421,9 @@ mod tests {
         ];
         let e = all_failed(&limited);
         assert_eq!((e.status, e.retry_after), (429, Some(7)));
+        let full = [attempt(AttemptError::AtCapacity)];
+        let e = all_failed(&full);
+        assert_eq!((e.status, e.retry_after), (429, Some(1)));
         let cooling = [attempt(AttemptError::NoUsableKey)];
         let e = all_failed(&cooling);
         assert_eq!((e.status, e.retry_after), (503, Some(1)));

@@ -80,7 +80,9 @@ pub async fn handle(
         if round > 0 {
             // Another pass only after upstream failures, after a pause that
             // doubles per pass and fits in the request's deadline.
-            let pause = routing.retry_backoff.saturating_mul(1 << (round - 1).min(8));
+            let pause = routing
+                .retry_backoff
+                .saturating_mul(1 << (round - 1).min(8));
             let left = attempts.deadline.saturating_duration_since(Instant::now());
             if !failover::worth_another_round(&attempts.failures) || left <= pause {
                 break;
@@ -348,6 +350,14 @@ impl Attempts<'_> {
         let provider = Arc::clone(&self.rt.providers[c.provider]);
         let routing = &self.rt.config.routing;
         let stats = self.rt.stats(c);
+        let cfg = &provider.config;
+        let Some(_slot) = provider
+            .capacity
+            .acquire(now_ms(), cfg.max_concurrency, cfg.max_qps)
+        else {
+            self.fail(&provider, c, AttemptError::AtCapacity);
+            return Ok(Tried::Failed);
+        };
         let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
         note_transition(&provider, transition);
         if !admitted {
@@ -363,15 +373,15 @@ impl Attempts<'_> {
                 .sticky
                 .filter(|s| s.provider == c.provider)
                 .map(|s| s.key_index);
-            let key_index =
-                match provider.pick_key(prefer, &tried_keys, routing.ratelimit_reserve) {
-                    KeyChoice::Key(i) => Some(i),
-                    KeyChoice::Keyless => None,
-                    KeyChoice::AllCooling => {
-                        self.fail(&provider, c, AttemptError::NoUsableKey);
-                        return Ok(Tried::Failed);
-                    }
-                };
+            let key_index = match provider.pick_key(prefer, &tried_keys, routing.ratelimit_reserve)
+            {
+                KeyChoice::Key(i) => Some(i),
+                KeyChoice::Keyless => None,
+                KeyChoice::AllCooling => {
+                    self.fail(&provider, c, AttemptError::NoUsableKey);
+                    return Ok(Tried::Failed);
+                }
+            };
             let (error, refusal) = {
                 let _in_flight = stats.start();
                 match self

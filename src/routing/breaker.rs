@@ -11,9 +11,13 @@ use crate::config::routing::BreakerSettings;
 pub enum BreakerState {
     Closed,
     /// No traffic until this time (ms).
-    Open { until_ms: u64 },
+    Open {
+        until_ms: u64,
+    },
     /// One probe is out (sent at this time); others wait for its outcome.
-    HalfOpen { probe_since_ms: u64 },
+    HalfOpen {
+        probe_since_ms: u64,
+    },
 }
 
 impl BreakerState {

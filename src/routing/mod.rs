@@ -5,6 +5,7 @@
 //! rate-limit headers (`ratelimit.rs`).
 
 pub mod breaker;
+pub mod capacity;
 pub mod cooldown;
 pub mod metrics;
 pub mod ratelimit;
@@ -117,15 +118,19 @@ impl Runtime {
     pub fn inputs(&self, c: &Candidate, now: u64) -> ScoreInputs {
         let r = &self.config.routing;
         let snap = self.stats(c).snapshot(now, &r.scoring, &r.breaker);
-        let (key_available, low, left) =
-            self.providers[c.provider].key_outlook(r.ratelimit_reserve);
-        ScoreInputs::new(c.weight, &snap, key_available, left, low)
+        let p = &self.providers[c.provider];
+        let (key_available, low, left) = p.key_outlook(r.ratelimit_reserve);
+        let room = p
+            .capacity
+            .has_room(now, p.config.max_concurrency, p.config.max_qps);
+        ScoreInputs::new(c.weight, &snap, key_available, left, low, room)
     }
 
     /// Candidates for the names a request gave (`model`, then each of
     /// `models`), each name's group in weighted random order over the
     /// candidates' scores. Candidates that cannot take a request now (open
-    /// breaker, every key cooling down) come after every one that can, and
+    /// breaker, every key cooling down, no room under `max_concurrency` or
+    /// `max_qps`) come after every one that can, and
     /// in `preferred_region` before the others. The proxy and
     /// `/routing/decide` both route through this.
     pub fn rank(&self, names: &[String], opts: &RankOptions) -> Ranking {
@@ -164,13 +169,21 @@ impl Runtime {
                     inputs: inputs[i].clone(),
                     factors: scored[i].1.clone(),
                     score: scored[i].0,
-                    share: if total > 0.0 { scored[i].0 / total } else { 0.0 },
+                    share: if total > 0.0 {
+                        scored[i].0 / total
+                    } else {
+                        0.0
+                    },
                 });
             }
         }
         let in_region = |r: &Ranked| {
             opts.preferred_region.as_deref().is_some_and(|want| {
-                self.providers[r.candidate.provider].config.region.as_deref() == Some(want)
+                self.providers[r.candidate.provider]
+                    .config
+                    .region
+                    .as_deref()
+                    == Some(want)
             })
         };
         // Stable: group order and the weighted order within survive.

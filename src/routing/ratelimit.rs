@@ -24,10 +24,16 @@ const DEFAULT_RESET_MS: u64 = 60_000;
 
 /// Reads the rate-limit headers of one answer (OpenAI's `x-ratelimit-*`,
 /// Anthropic's `anthropic-ratelimit-*`); `None` when it has none.
-pub fn parse<'a>(header: impl Fn(&str) -> Option<&'a str>, now_ms: u64) -> Option<RateLimitReading> {
+pub fn parse<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+    now_ms: u64,
+) -> Option<RateLimitReading> {
     let num = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
-    let openai_reset =
-        |name: &str| header(name).and_then(parse_go_duration_ms).map(|d| now_ms + d);
+    let openai_reset = |name: &str| {
+        header(name)
+            .and_then(parse_go_duration_ms)
+            .map(|d| now_ms + d)
+    };
     let anthropic_reset = |name: &str| header(name).and_then(parse_rfc3339_ms);
     let r = RateLimitReading {
         remaining_requests: num("x-ratelimit-remaining-requests")
@@ -135,7 +141,11 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
-    let (yy, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (yy, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = yy.div_euclid(400);
     let yoe = yy - era * 400;
     let doy = (153 * m + 2) / 5 + d - 1;

@@ -25,6 +25,8 @@ pub struct ScoreInputs {
     pub ratelimit_remaining: Option<u64>,
     /// Every usable key is at or below `routing.ratelimit_reserve`.
     pub ratelimit_low: bool,
+    /// The provider has room under its `max_concurrency` and `max_qps`.
+    pub has_room: bool,
 }
 
 impl ScoreInputs {
@@ -35,6 +37,7 @@ impl ScoreInputs {
         key_available: bool,
         ratelimit_remaining: Option<u64>,
         ratelimit_low: bool,
+        has_room: bool,
     ) -> Self {
         ScoreInputs {
             weight,
@@ -47,13 +50,15 @@ impl ScoreInputs {
             key_available,
             ratelimit_remaining,
             ratelimit_low,
+            has_room,
         }
     }
 
-    /// Can take a request now: its breaker lets it through and a key is
-    /// usable. The unavailable go after every available candidate.
+    /// Can take a request now: its breaker lets it through, a key is
+    /// usable and the provider has room. The unavailable go after every
+    /// available candidate.
     pub fn available(&self) -> bool {
-        self.breaker_available && self.key_available
+        self.breaker_available && self.key_available && self.has_room
     }
 }
 
@@ -143,6 +148,7 @@ mod tests {
             key_available: true,
             ratelimit_remaining: None,
             ratelimit_low: false,
+            has_room: true,
         }
     }
 

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use crate::config::routing::Cooldowns;
 use crate::config::{ProviderConfig, ProviderKind};
+use crate::routing::capacity::Capacity;
 use crate::routing::cooldown::{self, Cause};
 use crate::routing::ratelimit::RateLimitReading;
 use crate::routing::stats::UpstreamStats;
@@ -42,6 +43,8 @@ pub struct Provider {
     pub catalog: ArcSwapOption<Vec<String>>,
     /// Keeps this provider's pooled connections apart from other providers'.
     pub pool_key: u64,
+    /// Requests in flight and the `max_qps` bucket.
+    pub capacity: Capacity,
 }
 
 /// Models tracked one by one per provider; the rest share one record (a
@@ -122,6 +125,7 @@ impl Provider {
             health: Health::default(),
             stats: Mutex::new(HashMap::new()),
             catalog: ArcSwapOption::empty(),
+            capacity: Capacity::default(),
             pool_key: {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -171,20 +175,31 @@ impl Provider {
     /// The next key in rotation that is not cooling down, starting from
     /// `prefer` when given (a session's key) and skipping `skip` (keys this
     /// request already tried). A key the provider says is nearly out of its
-    /// rate limit (at most `reserve` left) is used only when no other is.
+    /// rate limit (at most `reserve` left) is used only when no other is;
+    /// a key resting after a 5xx or a network error only as the last resort
+    /// (the provider has already been ranked behind every healthy one). A key
+    /// rate limited or refused is never used while it rests.
     pub fn pick_key(&self, prefer: Option<usize>, skip: &[usize], reserve: u64) -> KeyChoice {
         let n = self.keys.len();
         if n == 0 {
             return KeyChoice::Keyless;
         }
         let now = now_ms();
+        let mut soft = Vec::new();
         let states: Vec<(bool, bool)> = self
             .keys
             .iter()
             .enumerate()
             .map(|(i, k)| {
                 let k = k.lock();
-                let usable = !skip.contains(&i) && k.cooldown_until_ms <= now;
+                let resting = k.cooldown_until_ms > now;
+                let usable = !skip.contains(&i) && !resting;
+                if !skip.contains(&i)
+                    && resting
+                    && matches!(k.cause, Some(Cause::ServerError | Cause::Network))
+                {
+                    soft.push(i);
+                }
                 let low = k.ratelimit.as_ref().is_some_and(|r| r.low(now, reserve));
                 (usable, low)
             })
@@ -198,6 +213,7 @@ impl Provider {
             .find(|&i| states[i].0 && !states[i].1)
             .or_else(|| prefer.filter(|&p| p < n && states[p].0))
             .or_else(|| order().find(|&i| states[i].0))
+            .or_else(|| order().find(|i| soft.contains(i)))
             .map_or(KeyChoice::AllCooling, KeyChoice::Key)
     }
 
@@ -421,7 +437,10 @@ mod tests {
             assert_ne!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
         }
         assert_eq!(p.pick_key(Some(2), &[], 1), KeyChoice::Key(2));
-        assert_eq!(p.pick_key(Some(1), &[0, 2], 1), KeyChoice::AllCooling);
+        // Resting after a 5xx: still the last resort.
+        assert_eq!(p.pick_key(Some(1), &[0, 2], 1), KeyChoice::Key(1));
+        p.cool_key(0, Cause::RateLimited, Some(30), &c);
+        assert_eq!(p.pick_key(None, &[1, 2], 1), KeyChoice::AllCooling);
         // A second failure in a row doubles the rest; a success resets it.
         assert_eq!(
             p.cool_key(1, Cause::ServerError, None, &c),
@@ -438,7 +457,8 @@ mod tests {
 
     #[test]
     fn a_key_nearly_out_of_its_rate_limit_is_used_last() {
-        let p = provider("providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b]}]");
+        let p =
+            provider("providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b]}]");
         let now = now_ms();
         p.note_ratelimit(
             0,

@@ -63,9 +63,7 @@ fn parse_args() -> Result<Opts, String> {
                     Duration::from_millis(val()?.parse().map_err(|e| format!("--delay-ms: {e}"))?)
             }
             "--fail-percent" => {
-                o.fail_percent = val()?
-                    .parse()
-                    .map_err(|e| format!("--fail-percent: {e}"))?
+                o.fail_percent = val()?.parse().map_err(|e| format!("--fail-percent: {e}"))?
             }
             other => return Err(format!("unknown argument {other}")),
         }
