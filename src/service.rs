@@ -14,7 +14,7 @@ use pingora::services::background::BackgroundService;
 use crate::config::Config;
 use crate::routing::Runtime;
 use crate::state::SharedState;
-use crate::upstream::catalog;
+use crate::upstream::{catalog, Provider};
 
 /// Fetches the model lists of providers without a configured `models` list,
 /// at start and then every `store.models_cache_ttl_seconds`; a provider that
@@ -28,29 +28,47 @@ pub struct CatalogRefresher {
 }
 
 impl CatalogRefresher {
+    /// Lists every provider's catalog, all at once (so a slow provider
+    /// does not hold back the others at start).
     pub async fn refresh_all(&self, connector: &Connector) {
         let rt = self.runtime.load_full();
         let store = self.state.store().await;
-        for p in rt
+        let store = store.as_ref();
+        let listings = rt
             .providers
             .iter()
             .filter(|p| p.config.enabled && p.config.static_models.is_none())
-        {
-            if let Some(models) = store.get_catalog(p.id()).await {
-                p.catalog.store(Some(Arc::new(models)));
-                continue;
-            }
-            match catalog::fetch(connector, p).await {
-                Ok(models) => {
-                    log::debug!("provider {}: {} models listed", p.id(), models.len());
-                    store.put_catalog(p.id(), &models).await;
-                    p.catalog.store(Some(Arc::new(models)));
-                }
-                Err(e) => log::warn!(
-                    "provider {}: listing models failed, keeping the last list: {e}",
-                    p.id()
-                ),
-            }
+            .map(|p| refresh_one(connector, store, p, false));
+        futures_util::future::join_all(listings).await;
+    }
+}
+
+/// Lists one provider's catalog: from the store when a replica listed it
+/// recently (unless `force`), else from the provider.
+pub async fn refresh_one(
+    connector: &Connector,
+    store: &dyn apiproxy_store::Store,
+    p: &Provider,
+    force: bool,
+) {
+    if !force {
+        if let Some(models) = store.get_catalog(p.id()).await {
+            p.set_catalog(models, "store");
+            return;
+        }
+    }
+    match catalog::fetch(connector, p).await {
+        Ok(models) => {
+            log::debug!("provider {}: {} models listed", p.id(), models.len());
+            store.put_catalog(p.id(), &models).await;
+            p.set_catalog(models, "provider");
+        }
+        Err(e) => {
+            log::warn!(
+                "provider {}: listing models failed, keeping the last list: {e}",
+                p.id()
+            );
+            p.listing_failed(e);
         }
     }
 }

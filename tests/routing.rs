@@ -722,3 +722,51 @@ async fn capacity_limits_move_traffic_then_refuse_with_429() {
         "{statuses:?}"
     );
 }
+
+/// Item 9.9: a model known only from a provider's catalog is served right
+/// after start (the request waits for the first listing, bounded by the
+/// connect timeout); /providers/{id}/models shows what was listed and when,
+/// and `?refresh=true` lists again now.
+#[tokio::test]
+async fn catalog_warm_up_and_refresh() {
+    let second_list = Arc::new(AtomicBool::new(false));
+    let s = second_list.clone();
+    let mock = MockProvider::start(move |r, _| {
+        if r.method == "GET" {
+            let ids = if s.load(Ordering::SeqCst) {
+                r#"[{"id":"late-model"},{"id":"newer-model"}]"#
+            } else {
+                r#"[{"id":"late-model"}]"#
+            };
+            Reply::json(200, format!(r#"{{"object":"list","data":{ids}}}"#))
+                .delay(Duration::from_millis(3000))
+        } else {
+            ok_reply()
+        }
+    })
+    .await;
+    let config = format!(
+        "auth:\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: cat, kind: openai, base_url: \"{}\", api_keys: [k] }}\n",
+        mock.base_url()
+    );
+    let started = Instant::now();
+    let gw = Gateway::start(&config).await;
+    let (status, body) = post(&gw, &chat("late-model")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "the list takes 3 s: the request must have waited for it"
+    );
+    let v = admin_get(&gw, "/providers/cat/models").await;
+    assert_eq!(v["models"], json!(["late-model"]), "{v}");
+    assert_eq!(v["source"], "provider");
+    let first = v["listed_at_ms"].as_u64().expect("listed_at_ms");
+    second_list.store(true, Ordering::SeqCst);
+    let v = admin_get(&gw, "/providers/cat/models?refresh=true").await;
+    assert_eq!(v["models"], json!(["late-model", "newer-model"]), "{v}");
+    assert!(v["listed_at_ms"].as_u64().unwrap() > first);
+    // Still unknown after the catalog loaded: 404 without waiting.
+    let t = Instant::now();
+    assert_eq!(post(&gw, &chat("no-such-model")).await.0, 404);
+    assert!(t.elapsed() < Duration::from_millis(1000));
+}

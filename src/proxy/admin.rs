@@ -180,6 +180,36 @@ fn health_json(rt: &Runtime, p: &Provider) -> Value {
     })
 }
 
+/// `GET /providers/{id}/models`: what was listed and when.
+fn models_json(p: &Provider) -> Value {
+    let models = p.models().map(|m| m.to_vec()).unwrap_or_default();
+    let l = p.listing.lock().clone();
+    let source = if p.config.static_models.is_some() {
+        Some("configured")
+    } else {
+        l.source
+    };
+    json!({
+        "provider_id": p.id(),
+        "models": models,
+        "source": source,
+        "listed_at_ms": Some(l.listed_at_ms).filter(|t| *t > 0),
+        "last_error": l.last_error,
+    })
+}
+
+/// `?name=true` (or `=1`) in the request's query.
+fn query_flag(session: &Session, name: &str) -> bool {
+    session
+        .req_header()
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .any(|(k, v)| k == name && (v == "true" || v == "1"))
+}
+
 fn metrics_json(p: &Provider) -> Value {
     let h = &p.health;
     let ok = h.successes.load(Ordering::Relaxed);
@@ -261,8 +291,11 @@ pub async fn handle(
                 }
                 AdminRoute::ProviderModels(id) => {
                     let p = rt.provider(&id).ok_or_else(|| not_found("provider", &id))?;
-                    let models = p.models().map(|m| m.to_vec()).unwrap_or_default();
-                    json!({"provider_id": id, "models": models})
+                    if query_flag(session, "refresh") && p.config.static_models.is_none() {
+                        let store = gw.state.store().await;
+                        crate::service::refresh_one(&gw.connector, store.as_ref(), p, true).await;
+                    }
+                    models_json(p)
                 }
                 AdminRoute::ProviderHealth(id) => health_json(
                     rt,

@@ -60,7 +60,7 @@ pub async fn handle(
 
     let store = gw.state.store().await;
     admit(store.as_ref(), rt, key, ctx, headers).await?;
-    let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model)?;
+    let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
     let (candidates, sticky) =
         stick_to_session(store.as_ref(), rt, session, ctx, candidates, fmt, &parsed).await;
 
@@ -168,13 +168,27 @@ async fn admit(
 }
 
 /// The candidates for the request's names, in routing order: 404 when no
-/// name is known, 503 when the known ones have no enabled upstream.
-fn resolve_candidates(
+/// name is known, 503 when the known ones have no enabled upstream. A name
+/// missing while a provider's catalog has not been listed since start waits
+/// for that listing (bounded by the provider's connect timeout): a model
+/// known only from a catalog never gets 404 because the gateway just started.
+async fn resolve_candidates(
     rt: &Runtime,
     names: &[String],
     requested: &str,
 ) -> Result<Vec<Candidate>, GatewayError> {
-    let (candidates, unknown) = rt.candidates(names);
+    let (mut candidates, mut unknown) = rt.candidates(names);
+    if !unknown.is_empty() {
+        let pending: Vec<_> = rt
+            .providers
+            .iter()
+            .filter(|p| p.catalog_pending())
+            .collect();
+        if !pending.is_empty() {
+            futures_util::future::join_all(pending.iter().map(|p| p.await_first_listing())).await;
+            (candidates, unknown) = rt.candidates(names);
+        }
+    }
     if !candidates.is_empty() {
         return Ok(candidates);
     }

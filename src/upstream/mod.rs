@@ -41,6 +41,10 @@ pub struct Provider {
     stats: Mutex<HashMap<String, Arc<UpstreamStats>>>,
     /// The model list fetched from the provider (when not configured).
     pub catalog: ArcSwapOption<Vec<String>>,
+    /// When and how the catalog was last listed (`/providers/{id}/models`).
+    pub listing: Mutex<Listing>,
+    /// Wakes requests waiting for the first listing after start.
+    first_listing: tokio::sync::Notify,
     /// Keeps this provider's pooled connections apart from other providers'.
     pub pool_key: u64,
     /// Requests in flight and the `max_qps` bucket.
@@ -62,6 +66,19 @@ pub struct KeyState {
     pub cause: Option<Cause>,
     /// What the provider last said about this key's rate limits.
     pub ratelimit: Option<RateLimitReading>,
+}
+
+/// What the last listing of a provider's catalog did.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The first listing since start has finished (well or not).
+    pub tried: bool,
+    /// When the list in use was listed (ms since the epoch; 0: never).
+    pub listed_at_ms: u64,
+    /// Where it came from: `provider` or `store` (another replica's).
+    pub source: Option<&'static str>,
+    /// Why the last listing failed, when it did.
+    pub last_error: Option<String>,
 }
 
 /// Which of a provider's keys an attempt uses.
@@ -125,6 +142,8 @@ impl Provider {
             health: Health::default(),
             stats: Mutex::new(HashMap::new()),
             catalog: ArcSwapOption::empty(),
+            listing: Mutex::new(Listing::default()),
+            first_listing: tokio::sync::Notify::new(),
             capacity: Capacity::default(),
             pool_key: {
                 use std::hash::{Hash, Hasher};
@@ -277,6 +296,49 @@ impl Provider {
     pub fn key(&self, i: Option<usize>) -> Option<&str> {
         i.and_then(|i| self.config.api_keys.get(i))
             .map(String::as_str)
+    }
+
+    /// Installs a listed catalog (`source`: `provider` or `store`).
+    pub fn set_catalog(&self, models: Vec<String>, source: &'static str) {
+        self.catalog.store(Some(Arc::new(models)));
+        let mut l = self.listing.lock();
+        l.listed_at_ms = now_ms();
+        l.source = Some(source);
+        l.last_error = None;
+        self.finish_listing(&mut l);
+    }
+
+    /// Notes a failed listing (the last good list stays).
+    pub fn listing_failed(&self, error: String) {
+        let mut l = self.listing.lock();
+        l.last_error = Some(error);
+        self.finish_listing(&mut l);
+    }
+
+    fn finish_listing(&self, l: &mut Listing) {
+        if !l.tried {
+            l.tried = true;
+            self.first_listing.notify_waiters();
+        }
+    }
+
+    /// Whether a request missing a model should wait for this provider's
+    /// first listing: it lists its catalog and has not finished doing so.
+    pub fn catalog_pending(&self) -> bool {
+        self.config.enabled
+            && self.config.static_models.is_none()
+            && self.catalog.load().is_none()
+            && !self.listing.lock().tried
+    }
+
+    /// Waits for the first listing since start, at most the provider's
+    /// connect timeout.
+    pub async fn await_first_listing(&self) {
+        let woken = self.first_listing.notified();
+        if !self.catalog_pending() {
+            return;
+        }
+        let _ = tokio::time::timeout(self.config.connect_timeout, woken).await;
     }
 
     /// Models this provider serves: the configured list, else the fetched one.
