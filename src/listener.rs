@@ -196,7 +196,14 @@ fn request_path(head: &[u8]) -> &str {
 
 /// Answers a connection that will not get to Pingora, then closes it.
 async fn refuse(mut stream: Stream, status: u16, reason: &str, message: &str, head: &[u8]) {
-    let body = GatewayError::client(status, message).body(error_format(request_path(head)));
+    // The client's connection or head is refused (431, 408) or the gateway
+    // is at its connection cap (503): neither is an upstream's doing.
+    let err = if status >= 500 {
+        GatewayError::upstream(status, message)
+    } else {
+        GatewayError::client(status, message)
+    };
+    let body = err.body(error_format(request_path(head)));
     let retry = if status == 503 {
         "retry-after: 1\r\n"
     } else {

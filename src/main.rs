@@ -13,7 +13,7 @@ use apiproxy::state::SharedState;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -111,7 +111,7 @@ fn main() {
         log::info!("upgrade: took over the listening sockets of the running apiproxy");
     }
 
-    let state = Arc::new(SharedState::new(&config));
+    let state = Arc::new(SharedState::new(config.store_options()));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
@@ -135,7 +135,7 @@ fn main() {
 
     let refresher = CatalogRefresher {
         runtime: runtime.clone(),
-        state,
+        state: state.clone(),
     };
     server.add_service(background_service("catalog refresh", refresher.clone()));
     server.add_service(background_service(
@@ -146,7 +146,27 @@ fn main() {
             refresher,
         },
     ));
-    server.run_forever();
+    // `run` returns once every service's runtime is gone (SIGTERM, SIGQUIT
+    // after handing the sockets over, SIGINT): the store's writer thread has
+    // outlived them, so what the last requests deferred (token settlements,
+    // session bindings, context) is written before the process exits.
+    server.run(RunArgs::default());
+    flush_store(&state);
+    std::process::exit(0)
+}
+
+/// Writes the store's deferred work (bounded: a few seconds at most).
+fn flush_store(state: &SharedState) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => {
+            rt.block_on(state.flush());
+            log::info!("shutdown: shared state flushed");
+        }
+        Err(e) => log::error!("shutdown: cannot flush the shared state: {e}"),
+    }
 }
 
 /// Makes sure the directory holding `path` exists; a directory it creates is

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use apiproxy_store::testing::RedisServer;
+use apiproxy_store::testing::{RedisCluster, RedisSentinel, RedisServer};
 use common::*;
 use serde_json::{json, Value};
 
@@ -284,6 +284,104 @@ async fn two_replicas_on_one_redis_act_as_one() {
     sessions_stick(&[&gw1, &gw2], "s-redis").await;
     context_is_kept_for_its_key(&gw2, "s-redis").await;
     sessions_can_be_released(&gw1, "s-redis").await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_a_redis_cluster_act_as_one() {
+    let cluster = RedisCluster::start();
+    let (a, b) = mocks().await;
+    let cfg = config(&a, &b, Some(&cluster.url));
+    let gw1 = Gateway::start(&cfg).await;
+    let gw2 = Gateway::start(&cfg).await;
+    rpm_limit_holds(&[&gw1, &gw2]).await;
+    tpm_limit_counts_reported_usage(&[&gw1, &gw2]).await;
+    sessions_stick(&[&gw1, &gw2], "s-cluster").await;
+    context_is_kept_for_its_key(&gw2, "s-cluster").await;
+    sessions_can_be_released(&gw1, "s-cluster").await;
+    // Everything was answered by the cluster, never by a replica's local fallback.
+    for gw in [&gw1, &gw2] {
+        let m = gw.metrics().await;
+        assert!(m.contains("apiproxy_store_redis_up 1"), "{m}");
+        assert!(m.contains("apiproxy_store_errors_total 0"), "{m}");
+    }
+    let keys = cluster.keys();
+    assert!(
+        keys.iter().any(|k| k.ends_with("{rate}:rpm:key:alice")),
+        "rate windows are hash-tagged: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_follow_a_sentinel_failover() {
+    let mut redis = RedisSentinel::start();
+    let (a, b) = mocks().await;
+    let cfg = config(&a, &b, Some(&redis.url));
+    let gw1 = Gateway::start(&cfg).await;
+    let gw2 = Gateway::start(&cfg).await;
+    sessions_stick(&[&gw1, &gw2], "s-sentinel").await;
+
+    redis.master.stop();
+    // Requests are answered all along; the Sentinel promotes the replica.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while redis.master_port() != Some(redis.replica.port) {
+        assert!(Instant::now() < deadline, "the Sentinel did not fail over");
+        let gw = if i % 2 == 0 { &gw1 } else { &gw2 };
+        assert_eq!(chat(gw, "carol-key", None, "hi").await.status(), 200);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Both replicas find the new master and share state through it again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for gw in [&gw1, &gw2] {
+            assert_eq!(chat(gw, "carol-key", None, "hi").await.status(), 200);
+        }
+        let up1 = gw1.metrics().await.contains("apiproxy_store_redis_up 1");
+        let up2 = gw2.metrics().await.contains("apiproxy_store_redis_up 1");
+        if up1 && up2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not follow the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rpm_limit_holds(&[&gw1, &gw2]).await;
+    assert!(
+        gw1.log().contains("new master"),
+        "the failover is logged:\n{}",
+        gw1.log()
+    );
+}
+
+#[tokio::test]
+async fn state_is_in_redis_when_the_gateway_exits_on_sigterm() {
+    let redis = RedisServer::start();
+    let (a, b) = mocks().await;
+    let gw = Gateway::start(&config(&a, &b, Some(&redis.url))).await;
+    assert_eq!(
+        chat(&gw, "carol-key", Some("s-exit"), "last words")
+            .await
+            .status(),
+        200
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let prefix = format!("t{}:", std::process::id());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !gw.log().contains("shutdown: shared state flushed") {
+        assert!(Instant::now() < deadline, "no exit:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    use apiproxy_store::testing::{query, Reply as R};
+    let exists = |key: String| query(redis.port, &["EXISTS", &key]) == Ok(R::Int(1));
+    assert!(exists(format!("{prefix}session:s-exit")));
+    assert!(exists(format!("{prefix}context:s-exit")));
 }
 
 #[tokio::test]

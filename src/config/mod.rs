@@ -20,6 +20,10 @@ use sha2::{Digest, Sha256};
 
 use raw::RawConfig;
 
+/// The smallest `context.max_entry_bytes`: an entry's skeleton (model,
+/// provider, usage, timestamp) takes about 200 bytes.
+const MIN_CONTEXT_ENTRY_BYTES: usize = 512;
+
 /// The whole runtime configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -89,6 +93,26 @@ pub struct StoreSettings {
 pub struct ContextSettings {
     pub max_entries: usize,
     pub max_chars: usize,
+    /// Bytes of JSON one snippet may take (keys and numbers count too).
+    pub max_entry_bytes: usize,
+    /// Bytes of snippets kept per session.
+    pub max_session_bytes: usize,
+}
+
+impl Config {
+    /// What the shared-state store is opened with.
+    pub fn store_options(&self) -> apiproxy_store::StoreOptions {
+        apiproxy_store::StoreOptions {
+            redis_url: self.store.redis_url.clone(),
+            key_prefix: self.store.key_prefix.clone(),
+            session_ttl: self.store.session_ttl,
+            context_max_entries: self.context.max_entries,
+            context_max_entry_bytes: self.context.max_entry_bytes,
+            context_max_session_bytes: self.context.max_session_bytes,
+            context_ttl: self.store.context_ttl,
+            catalog_ttl: self.store.catalog_ttl,
+        }
+    }
 }
 
 /// Client and admin keys.
@@ -521,10 +545,30 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         context_ttl: Duration::from_secs(st.context_ttl_seconds.unwrap_or(86400)),
         catalog_ttl: Duration::from_secs(st.models_cache_ttl_seconds.unwrap_or(300)),
     };
+    if let Some(p) = Some(&store.key_prefix).filter(|p| p.contains(['{', '}'])) {
+        // Braces are Redis Cluster hash tags: the store adds its own so each script stays on one slot.
+        problems.push(format!(
+            "store.key_prefix: {p:?} must not contain {{ or }} (Redis Cluster hash tags)"
+        ));
+    }
     let context = ContextSettings {
         max_entries: raw.context.max_entries.unwrap_or(50),
         max_chars: raw.context.max_chars.unwrap_or(4000),
+        max_entry_bytes: raw.context.max_entry_bytes.unwrap_or(32 * 1024),
+        max_session_bytes: raw.context.max_session_bytes.unwrap_or(256 * 1024),
     };
+    if context.max_entry_bytes < MIN_CONTEXT_ENTRY_BYTES {
+        problems.push(format!(
+            "context.max_entry_bytes: {} is too small to hold an entry (at least {MIN_CONTEXT_ENTRY_BYTES})",
+            context.max_entry_bytes
+        ));
+    }
+    if context.max_session_bytes < context.max_entry_bytes {
+        problems.push(format!(
+            "context.max_session_bytes: {} is smaller than context.max_entry_bytes ({})",
+            context.max_session_bytes, context.max_entry_bytes
+        ));
+    }
 
     // auth
     let mut auth = AuthConfig::default();

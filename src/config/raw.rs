@@ -98,6 +98,10 @@ pub struct RawContext {
     pub max_entries: Option<usize>,
     /// Characters kept of each request / response snippet (default 4000).
     pub max_chars: Option<usize>,
+    /// Bytes of JSON one snippet may take, everything counted (default 32768).
+    pub max_entry_bytes: Option<usize>,
+    /// Bytes of snippets kept per session, oldest dropped first (default 262144).
+    pub max_session_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -208,3 +208,24 @@ fn the_shipped_config_listens_on_loopback() {
     }
     assert_eq!(c.server.pid_file, DEFAULT_PID_FILE);
 }
+
+#[test]
+fn context_byte_bounds_and_key_prefix_are_checked() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(c.context.max_entry_bytes, 32768);
+    assert_eq!(c.context.max_session_bytes, 262144);
+    let bad = format!(
+        "{GOOD}context:\n  max_entry_bytes: 100\n  max_session_bytes: 50\nstore:\n  key_prefix: \"gw{{x}}:\"\n"
+    );
+    let problems = load(&bad).unwrap_err();
+    for key in [
+        "context.max_entry_bytes",
+        "context.max_session_bytes",
+        "store.key_prefix",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "{key}: {problems:?}"
+        );
+    }
+}

@@ -271,12 +271,10 @@ pub async fn handle(
                 }
             };
             let (owner, history) = gw.state.store().await.get_context(&sid).await;
-            if let (Some(reader), Some(owner)) = (&reader, &owner) {
-                if reader != owner {
-                    return Err(GatewayError::forbidden(
-                        "this session's context belongs to another key",
-                    ));
-                }
+            if !crate::context::may_read(reader.as_deref(), owner.as_deref(), history.is_empty()) {
+                return Err(GatewayError::forbidden(
+                    "this session's context belongs to another key",
+                ));
             }
             json!({"session_id": sid, "history": history})
         }
@@ -339,6 +337,7 @@ pub async fn handle(
                         "created_at": b.created_at,
                         "last_accessed": b.last_accessed,
                         "message_count": b.message_count,
+                        "owner": b.owner,
                     })
                 }
                 AdminRoute::DeleteSession(id) => {

@@ -77,16 +77,16 @@ impl Gateway {
             return;
         };
         store
-            .bind_session(SessionBinding {
-                conversation_id: sid.clone(),
-                logical_model: ctx.requested_model.clone(),
-                provider_id: provider.clone(),
-                model_id: model.clone(),
-                key_index: key_index.unwrap_or(0),
-                created_at: 0.0,
-                last_accessed: 0.0,
-                message_count: 0,
-            })
+            .bind_session(SessionBinding::new(
+                &sid,
+                ctx.key_name.as_deref(),
+                apiproxy_store::BoundUpstream {
+                    logical_model: &ctx.requested_model,
+                    provider_id: &provider,
+                    model_id: &model,
+                    key_index: key_index.unwrap_or(0),
+                },
+            ))
             .await;
         if let Some(request) = ctx.context_request.take() {
             let usage = ctx

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiproxy_store::testing::RedisServer;
-use apiproxy_store::{open, SessionBinding, Store, StoreOptions};
+use apiproxy_store::{open, BoundUpstream, SessionBinding, Store, StoreOptions};
 use serde_json::json;
 
 /// Short enough to watch entries expire, long enough that a busy machine
@@ -21,20 +21,19 @@ fn options(redis_url: Option<String>) -> StoreOptions {
         context_max_entries: 3,
         context_ttl: TTL,
         catalog_ttl: TTL,
+        ..StoreOptions::default()
     }
 }
 
 fn binding(id: &str, provider: &str, key_index: usize) -> SessionBinding {
-    SessionBinding {
-        conversation_id: id.into(),
-        logical_model: "fast".into(),
-        provider_id: provider.into(),
-        model_id: format!("{provider}-model"),
+    let model = format!("{provider}-model");
+    let upstream = BoundUpstream {
+        logical_model: "fast",
+        provider_id: provider,
+        model_id: &model,
         key_index,
-        created_at: 0.0,
-        last_accessed: 0.0,
-        message_count: 0,
-    }
+    };
+    SessionBinding::new(id, None, upstream)
 }
 
 async fn sleep_ms(ms: u64) {

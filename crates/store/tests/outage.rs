@@ -4,20 +4,17 @@
 use std::time::{Duration, Instant};
 
 use apiproxy_store::testing::RedisServer;
-use apiproxy_store::{open, SessionBinding, StoreOptions};
+use apiproxy_store::{open, BoundUpstream, SessionBinding, StoreOptions};
 use serde_json::json;
 
 fn binding(id: &str, provider: &str) -> SessionBinding {
-    SessionBinding {
-        conversation_id: id.into(),
-        logical_model: "fast".into(),
-        provider_id: provider.into(),
-        model_id: "m".into(),
+    let upstream = BoundUpstream {
+        logical_model: "fast",
+        provider_id: provider,
+        model_id: "m",
         key_index: 0,
-        created_at: 0.0,
-        last_accessed: 0.0,
-        message_count: 0,
-    }
+    };
+    SessionBinding::new(id, None, upstream)
 }
 
 fn metric(name: &str) -> f64 {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiproxy_store::testing::RedisServer;
-use apiproxy_store::{open, SessionBinding, Store, StoreOptions};
+use apiproxy_store::{open, BoundUpstream, SessionBinding, Store, StoreOptions};
 use redis::Commands;
 use serde_json::json;
 
@@ -17,16 +17,13 @@ fn options(url: &str, prefix: &str) -> StoreOptions {
 }
 
 fn binding(id: &str, provider: &str) -> SessionBinding {
-    SessionBinding {
-        conversation_id: id.into(),
-        logical_model: "fast".into(),
-        provider_id: provider.into(),
-        model_id: "m".into(),
+    let upstream = BoundUpstream {
+        logical_model: "fast",
+        provider_id: provider,
+        model_id: "m",
         key_index: 0,
-        created_at: 0.0,
-        last_accessed: 0.0,
-        message_count: 0,
-    }
+    };
+    SessionBinding::new(id, None, upstream)
 }
 
 fn direct(server: &RedisServer) -> redis::Connection {
