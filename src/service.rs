@@ -94,6 +94,46 @@ impl BackgroundService for CatalogRefresher {
     }
 }
 
+/// Active health checks: lists the models of each provider with a
+/// `health_check` every `interval_s`, bounded by `timeout_ms`; a failure
+/// feeds the provider's breakers (`Runtime::probe_failed`).
+pub struct HealthChecker {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let connector = Connector::new(None);
+        let mut due: std::collections::HashMap<String, std::time::Instant> = Default::default();
+        loop {
+            let rt = self.runtime.load_full();
+            let now = std::time::Instant::now();
+            for p in rt.providers.iter().filter(|p| p.config.enabled) {
+                let Some(hc) = p.config.health_check else {
+                    continue;
+                };
+                if due.get(p.id()).is_some_and(|d| *d > now) {
+                    continue;
+                }
+                due.insert(p.id().to_owned(), now + hc.interval);
+                let probe = catalog::probe(&connector, p, hc.timeout, |p| rt.probe_failed(p)).await;
+                if !probe.ok {
+                    log::warn!(
+                        "provider {}: health check failed: {}",
+                        p.id(),
+                        probe.error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 /// Re-reads the config file on SIGHUP and swaps it in; a config that fails
 /// validation is logged and the running one stays.
 pub struct Reloader {

@@ -770,3 +770,65 @@ async fn catalog_warm_up_and_refresh() {
     assert_eq!(post(&gw, &chat("no-such-model")).await.0, 404);
     assert!(t.elapsed() < Duration::from_millis(1000));
 }
+
+/// Item 9.8: an active health check (the model list on an interval) feeds
+/// the breaker without client traffic; `?probe=true` runs one now.
+#[tokio::test]
+async fn health_checks_feed_the_breaker_and_probe_on_demand() {
+    let listing_ok = Arc::new(AtomicBool::new(true));
+    let l = listing_ok.clone();
+    let mock = MockProvider::start(move |r, _| {
+        if r.method == "GET" {
+            if l.load(Ordering::SeqCst) {
+                Reply::json(200, r#"{"object":"list","data":[{"id":"m"}]}"#)
+            } else {
+                Reply::json(503, r#"{"error":{"message":"down"}}"#)
+            }
+        } else {
+            ok_reply()
+        }
+    })
+    .await;
+    let config = format!(
+        "auth:\n  admin_keys: [{ADMIN}]\nrouting:\n  breaker: {{ consecutive_failures: 2, open_ms: 60000 }}\nproviders:\n{}",
+        provider_yaml("up", &mock, ", health_check: { interval_s: 1, timeout_ms: 500 }")
+    );
+    let gw = Gateway::start(&config).await;
+    assert_eq!(post(&gw, &chat("up/m")).await.0, 200);
+    let h = admin_get(&gw, "/providers/up/health?probe=true").await;
+    assert_eq!(h["last_probe"]["ok"], true, "{h}");
+    listing_ok.store(false, Ordering::SeqCst);
+    // Two failed checks (one a second) open the breaker of up/m.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = admin_get(&gw, "/providers/up/health").await;
+        if h["models"][0]["breaker"] == "open" {
+            assert_eq!(h["last_probe"]["ok"], false, "{h}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "breaker never opened: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let posts_before = mock
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(post(&gw, &chat("up/m")).await.0, 503);
+    let posts_after = mock
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts_before, posts_after, "an open breaker sends nothing");
+    let h = admin_get(&gw, "/providers/up/health?probe=true").await;
+    assert_eq!(h["last_probe"]["ok"], false, "{h}");
+    assert!(
+        h["last_probe"]["error"].as_str().unwrap().contains("503"),
+        "{h}"
+    );
+}

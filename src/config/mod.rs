@@ -220,6 +220,14 @@ pub struct Price {
     pub output: f64,
 }
 
+/// `providers[].health_check`: list the models every `interval`, each
+/// listing bounded by `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
 /// One provider, resolved.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -248,6 +256,8 @@ pub struct ProviderConfig {
     pub max_concurrency: Option<u32>,
     /// Most requests per second sent to it (`max_qps`).
     pub max_qps: Option<u32>,
+    /// Active health checks (`health_check`).
+    pub health_check: Option<HealthCheck>,
 }
 
 /// A logical model: a name routed over weighted upstreams.
@@ -756,6 +766,18 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         if p.max_qps == Some(0) {
             problems.push(format!("{at}.max_qps: must be at least 1"));
         }
+        let health_check = p.health_check.map(|h| {
+            if h.interval_s == Some(0) {
+                problems.push(format!("{at}.health_check.interval_s: must be at least 1"));
+            }
+            if h.timeout_ms == Some(0) {
+                problems.push(format!("{at}.health_check.timeout_ms: must be positive"));
+            }
+            HealthCheck {
+                interval: Duration::from_secs(h.interval_s.unwrap_or(30).max(1)),
+                timeout: Duration::from_millis(h.timeout_ms.unwrap_or(5_000).max(1)),
+            }
+        });
         let configured_keys = !p.api_keys.is_empty();
         let api_keys: Vec<String> = p.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
         if problems.len() > before {
@@ -765,6 +787,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             region: p.region,
             max_concurrency: p.max_concurrency,
             max_qps: p.max_qps,
+            health_check,
             enabled: !configured_keys || !api_keys.is_empty(),
             id: p.id,
             kind,

@@ -217,6 +217,16 @@ pub struct RawProvider {
     pub max_concurrency: Option<u32>,
     /// Most requests per second sent to this provider.
     pub max_qps: Option<u32>,
+    /// Active health checks: the model list on an interval.
+    pub health_check: Option<RawHealthCheck>,
+}
+
+/// `providers[].health_check`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub interval_s: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -175,6 +175,7 @@ fn health_json(rt: &Runtime, p: &Provider) -> Value {
         "consecutive_failures": models.iter().filter_map(|m| m["consecutive_failures"].as_u64()).max().unwrap_or(0),
         "cooldown_until_ms": if key_available { None } else { cooldown_until },
         "in_flight": p.capacity.in_flight(),
+        "last_probe": p.last_probe.lock().clone(),
         "keys": keys,
         "models": models,
     })
@@ -295,10 +296,22 @@ pub async fn handle(
                     }
                     models_json(p)
                 }
-                AdminRoute::ProviderHealth(id) => health_json(
-                    rt,
-                    rt.provider(&id).ok_or_else(|| not_found("provider", &id))?,
-                ),
+                AdminRoute::ProviderHealth(id) => {
+                    let p = rt.provider(&id).ok_or_else(|| not_found("provider", &id))?;
+                    if query_flag(session, "probe") {
+                        let timeout = p
+                            .config
+                            .health_check
+                            .map_or(p.config.connect_timeout + p.config.read_timeout, |h| {
+                                h.timeout
+                            });
+                        crate::upstream::catalog::probe(&gw.connector, p, timeout, |p| {
+                            rt.probe_failed(p)
+                        })
+                        .await;
+                    }
+                    health_json(rt, p)
+                }
                 AdminRoute::ProviderMetrics(id) => {
                     metrics_json(rt.provider(&id).ok_or_else(|| not_found("provider", &id))?)
                 }

@@ -23,7 +23,6 @@ use super::Gateway;
 use crate::config::ClientKey;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::routing::breaker::Transition;
 use crate::routing::metrics as route_metrics;
 use crate::routing::ratelimit::{self, RateLimitReading};
 use crate::routing::stats::UpstreamStats;
@@ -296,28 +295,6 @@ fn refusal_is_request_only(message: &str, reading: Option<&RateLimitReading>) ->
     says_too_large || key_has_room
 }
 
-/// Logs and counts a breaker's state change.
-fn note_transition(provider: &Provider, t: Option<Transition>) {
-    let Some(t) = t else { return };
-    log::info!(
-        "provider {}: circuit breaker {} -> {}",
-        provider.id(),
-        t.from,
-        t.to
-    );
-    route_metrics::BREAKER_TRANSITIONS
-        .with_label_values(&[provider.id(), t.to])
-        .inc();
-    let open = provider
-        .all_stats()
-        .iter()
-        .filter(|(_, s)| s.breaker_name() != "closed")
-        .count();
-    route_metrics::BREAKERS_OPEN
-        .with_label_values(&[provider.id()])
-        .set(open as i64);
-}
-
 /// The request ran past `routing.request_timeout_ms`.
 fn deadline_passed(rt: &Runtime) -> GatewayError {
     GatewayError::upstream(
@@ -373,7 +350,7 @@ impl Attempts<'_> {
             return Ok(Tried::Failed);
         };
         let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
-        note_transition(&provider, transition);
+        route_metrics::note_transition(&provider, transition);
         if !admitted {
             self.fail(&provider, c, AttemptError::CircuitOpen);
             return Ok(Tried::Failed);
@@ -478,7 +455,7 @@ impl Attempts<'_> {
         let r = &self.rt.config.routing;
         provider.health.record_failure();
         let t = stats.on_failure(now_ms(), &r.scoring, &r.breaker);
-        note_transition(provider, t);
+        route_metrics::note_transition(provider, t);
     }
 
     fn fail(&mut self, provider: &Provider, c: &Candidate, error: AttemptError) {
@@ -583,7 +560,7 @@ impl Attempts<'_> {
                     latency.as_secs_f64() * 1000.0,
                     &r.scoring,
                 );
-                note_transition(provider, t);
+                route_metrics::note_transition(provider, t);
                 if let Some(k) = key_index {
                     provider.key_succeeded(k);
                 }

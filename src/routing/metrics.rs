@@ -4,6 +4,9 @@
 use once_cell::sync::Lazy;
 use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
 
+use super::breaker::Transition;
+use crate::upstream::Provider;
+
 fn must<T>(r: prometheus::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("registering a routing metric: {e}"))
 }
@@ -34,3 +37,25 @@ pub static KEY_COOLDOWNS: Lazy<IntCounterVec> = Lazy::new(|| {
         &["provider", "cause"]
     ))
 });
+
+/// Logs and counts a breaker's state change.
+pub fn note_transition(provider: &Provider, t: Option<Transition>) {
+    let Some(t) = t else { return };
+    log::info!(
+        "provider {}: circuit breaker {} -> {}",
+        provider.id(),
+        t.from,
+        t.to
+    );
+    BREAKER_TRANSITIONS
+        .with_label_values(&[provider.id(), t.to])
+        .inc();
+    let open = provider
+        .all_stats()
+        .iter()
+        .filter(|(_, s)| s.breaker_name() != "closed")
+        .count();
+    BREAKERS_OPEN
+        .with_label_values(&[provider.id()])
+        .set(open as i64);
+}

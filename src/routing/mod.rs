@@ -109,6 +109,16 @@ impl Runtime {
         })
     }
 
+    /// A failed health check counts as an upstream failure of every model
+    /// routing tracks for `p` (its breakers open without clients paying).
+    pub fn probe_failed(&self, p: &crate::upstream::Provider) {
+        let r = &self.config.routing;
+        let now = now_ms();
+        for (_, s) in p.all_stats() {
+            metrics::note_transition(p, s.on_failure(now, &r.scoring, &r.breaker));
+        }
+    }
+
     /// Routing's record of candidate `c`.
     pub fn stats(&self, c: &Candidate) -> Arc<UpstreamStats> {
         self.providers[c.provider].stats_for(&c.model)

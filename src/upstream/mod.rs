@@ -45,6 +45,8 @@ pub struct Provider {
     pub listing: Mutex<Listing>,
     /// Wakes requests waiting for the first listing after start.
     first_listing: tokio::sync::Notify,
+    /// The last active health check.
+    pub last_probe: Mutex<Option<catalog::Probe>>,
     /// Keeps this provider's pooled connections apart from other providers'.
     pub pool_key: u64,
     /// Requests in flight and the `max_qps` bucket.
@@ -144,6 +146,7 @@ impl Provider {
             catalog: ArcSwapOption::empty(),
             listing: Mutex::new(Listing::default()),
             first_listing: tokio::sync::Notify::new(),
+            last_probe: Mutex::new(None),
             capacity: Capacity::default(),
             pool_key: {
                 use std::hash::{Hash, Hasher};
