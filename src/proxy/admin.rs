@@ -76,8 +76,11 @@ fn caller(rt: &Runtime, session: &Session) -> Result<Caller, GatewayError> {
     if auth::is_admin_key(&rt.config.auth, k) {
         return Ok(Caller::Admin);
     }
-    match auth::find_client_key(&rt.config.auth, k) {
-        Some(i) => Ok(Caller::Client(rt.config.auth.keys[i].name.clone())),
+    if let Some(i) = auth::find_client_key(&rt.config.auth, k) {
+        return Ok(Caller::Client(rt.config.auth.keys[i].name.clone()));
+    }
+    match crate::console::CONSOLE.keys.find(&auth::digest(k)) {
+        Some(key) => Ok(Caller::Client(key.name.clone())),
         None => Err(GatewayError::unauthorized("invalid admin key")),
     }
 }
@@ -89,7 +92,8 @@ fn require_admin(rt: &Runtime, session: &Session) -> Result<(), GatewayError> {
     }
 }
 
-fn provider_json(p: &Provider) -> Value {
+/// Read by the console too (`console::api::provider_state`).
+pub(crate) fn provider_json(p: &Provider) -> Value {
     let c = &p.config;
     json!({
         "id": c.id,
@@ -109,7 +113,8 @@ fn provider_json(p: &Provider) -> Value {
 /// `GET /providers/{id}/health`: the provider's status, each key's
 /// cooldown and last rate-limit reading, each model's breaker and record.
 /// Field names are stable (README "Provider health").
-fn health_json(rt: &Runtime, p: &Provider) -> Value {
+/// Read by the console too (`console::api::provider_state`).
+pub(crate) fn health_json(rt: &Runtime, p: &Provider) -> Value {
     let r = &rt.config.routing;
     let now = now_ms();
     let keys: Vec<Value> = p
@@ -211,7 +216,8 @@ fn query_flag(session: &Session, name: &str) -> bool {
         .any(|(k, v)| k == name && (v == "true" || v == "1"))
 }
 
-fn metrics_json(p: &Provider) -> Value {
+/// Read by the console too (`console::api::provider_state`).
+pub(crate) fn metrics_json(p: &Provider) -> Value {
     let h = &p.health;
     let ok = h.successes.load(Ordering::Relaxed);
     let bad = h.failures.load(Ordering::Relaxed);
