@@ -309,7 +309,6 @@ fn record_llm_metrics(
     elapsed: std::time::Duration,
     cost: Option<f64>,
 ) {
-    metrics::record_breakers(rt);
     let status = ctx.status.to_string();
     // Only names the configuration or a provider's catalog knows become
     // label values: a client sending made-up model names must not grow the
