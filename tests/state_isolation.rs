@@ -228,7 +228,14 @@ async fn two_replicas_on_one_redis_cannot_overshoot_tpm() {
 /// first session request fails over to `a` and binds there.
 async fn owned_bindings(redis: Option<&str>) {
     let a = MockProvider::always(Reply::json(200, openai_completion("ma", "from a"))).await;
-    let b = MockProvider::start(|_, n| {
+    // Counts generation requests only: the catalog warm-up lists models too.
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let b = MockProvider::start(move |req, _| {
+        let n = if req.method == "POST" {
+            posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        } else {
+            usize::MAX
+        };
         if n == 0 {
             Reply::json(503, r#"{"error":{"message":"busy"}}"#)
         } else {

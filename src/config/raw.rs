@@ -175,6 +175,9 @@ pub struct RawScoring {
     pub mode: Option<String>,
     pub ewma_alpha: Option<f64>,
     pub latency_exponent: Option<f64>,
+    /// Milliseconds added to every latency before comparing (noise
+    /// tolerance).
+    pub latency_slack_ms: Option<f64>,
     pub error_exponent: Option<f64>,
     pub inflight_weight: Option<f64>,
     pub min_factor: Option<f64>,

@@ -20,8 +20,13 @@ pub struct Scoring {
     pub mode: ScoringMode,
     /// Weight of a new latency sample in the EWMA.
     pub ewma_alpha: f64,
-    /// Latency factor = (fastest EWMA / this EWMA) ^ latency_exponent.
+    /// Latency factor = ((fastest EWMA + slack) / (this EWMA + slack)) ^
+    /// latency_exponent.
     pub latency_exponent: f64,
+    /// Added to both latencies before comparing, in milliseconds: what is
+    /// well under it (loopback jitter, a few ms between regions) hardly
+    /// moves traffic; a 10× slower upstream still loses nearly all.
+    pub latency_slack_ms: f64,
     /// Error factor = (1 − error rate) ^ error_exponent.
     pub error_exponent: f64,
     /// In-flight factor = 1 / (1 + inflight_weight × in-flight).
@@ -167,6 +172,13 @@ pub fn resolve(r: RawRouting, problems: &mut Vec<String>) -> RoutingSettings {
             3.0,
             0.0,
             8.0,
+        ),
+        latency_slack_ms: fraction(
+            s.latency_slack_ms,
+            "scoring.latency_slack_ms",
+            50.0,
+            0.0,
+            60_000.0,
         ),
         error_exponent: fraction(s.error_exponent, "scoring.error_exponent", 2.0, 0.0, 8.0),
         inflight_weight: fraction(s.inflight_weight, "scoring.inflight_weight", 0.2, 0.0, 10.0),

@@ -184,11 +184,16 @@ pub fn record(rt: &Runtime, ctx: &RequestCtx, elapsed: Duration) {
             u.count(secs);
         }
     }
+    // Listed before it is announced: whoever saw it on the tail finds it
+    // in the list, and the list's order is the tail's.
+    CONSOLE
+        .records
+        .lock()
+        .push(r.clone(), settings.recent_requests);
     if CONSOLE.tail.receiver_count() > 0 {
         // Only fails when every subscriber left meanwhile.
-        let _ = CONSOLE.tail.send(r.clone());
+        let _ = CONSOLE.tail.send(r);
     }
-    CONSOLE.records.lock().push(r, settings.recent_requests);
 }
 
 impl Console {

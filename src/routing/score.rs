@@ -76,8 +76,10 @@ pub struct Factors {
 
 /// Scores each candidate of one group (the same logical model or name):
 /// `weight × latency × errors × in_flight × ratelimit`, where
-/// - latency = (fastest EWMA in the group / own EWMA) ^ latency_exponent,
-///   and 1 with no recent sample (exploration: unknown is presumed fast);
+/// - latency = ((fastest EWMA in the group + slack) / (own EWMA + slack))
+///   ^ latency_exponent, and 1 with no recent sample (exploration: unknown
+///   is presumed fast); the slack (`latency_slack_ms`) keeps jitter of a few
+///   milliseconds from moving traffic;
 /// - errors = (1 − error rate) ^ error_exponent, once the window holds
 ///   `MIN_ERROR_SAMPLES`;
 /// - in_flight = 1 / (1 + inflight_weight × in-flight);
@@ -106,7 +108,8 @@ pub fn score_group(inputs: &[ScoreInputs], sc: &Scoring) -> Vec<(f64, Factors)> 
             let floor = |x: f64| x.clamp(sc.min_factor, 1.0);
             let latency = match i.ewma_ms {
                 Some(own) if own > 0.0 && fastest.is_finite() => {
-                    floor((fastest.max(0.001) / own).powf(sc.latency_exponent))
+                    let slack = sc.latency_slack_ms;
+                    floor(((fastest + slack).max(0.001) / (own + slack)).powf(sc.latency_exponent))
                 }
                 _ => 1.0,
             };
