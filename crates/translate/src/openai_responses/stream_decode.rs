@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::response::{error_message, finish_of, parse_usage};
+use super::response::{error_message, finish_of};
+use super::usage::{usage_object, Counts};
 use super::{err, take_str, type_of, unique_suffix};
 use crate::{SseEvent, StreamDecode, StreamEvent, TranslateError};
 
@@ -26,6 +27,9 @@ pub struct StreamDecoder {
     /// Ids of message items whose text came as deltas; `None` once a delta
     /// came without an item id (then `done` items are never replayed).
     text_items: Option<Vec<String>>,
+    /// Usage reported so far.
+    usage: Counts,
+    usage_seen: bool,
 }
 
 impl Default for StreamDecoder {
@@ -37,6 +41,8 @@ impl Default for StreamDecoder {
             tools: Vec::new(),
             thinking_key: None,
             text_items: Some(Vec::new()),
+            usage: Counts::default(),
+            usage_seen: false,
         }
     }
 }
@@ -144,6 +150,10 @@ impl StreamDecode for StreamDecoder {
         }
         let mut v: Value = serde_json::from_str(&ev.data)
             .map_err(|e| err(format!("invalid JSON in the Responses stream: {e}")))?;
+        if let Some(u) = usage_object(&v) {
+            self.usage.update(&Counts::read(u));
+            self.usage_seen = true;
+        }
         let ty = type_of(&v).or(ev.event.as_deref()).unwrap_or("");
         let kind = match ty {
             "response.created" | "response.in_progress" | "response.queued" => Ev::Created,
@@ -289,8 +299,8 @@ impl StreamDecode for StreamDecoder {
                     return Ok(());
                 }
                 self.finished = true;
-                if let Some(u) = resp.get("usage").and_then(parse_usage) {
-                    out.push(StreamEvent::Usage(u));
+                if self.usage_seen {
+                    out.push(StreamEvent::Usage(self.usage.to_ir()));
                 }
                 let reason = finish_of(&resp, !self.tools.is_empty());
                 out.push(StreamEvent::Finish { reason });
