@@ -503,3 +503,157 @@ pub fn passthrough_body(
     };
     Ok(BodyPassthrough { usage, renamed })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SseParser;
+
+    fn relay(fmt: Format, opts: PassthroughOptions, chunks: &[&[u8]]) -> Result<String, StreamFault> {
+        let mut r = PassthroughStream::new(fmt, opts);
+        let mut out = BytesMut::new();
+        for c in chunks {
+            r.feed(c, &mut out)?;
+        }
+        r.finish(&mut out)?;
+        Ok(String::from_utf8(out.to_vec()).unwrap())
+    }
+
+    fn renamed(m: &str) -> PassthroughOptions {
+        PassthroughOptions {
+            model_override: Some(m.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn chat_chunks_keep_their_bytes_with_the_model_renamed() {
+        let input = b": keep-alive\n\ndata: {\"id\":\"c1\", \"model\" : \"gpt-4o-2024\",\"choices\":[{\"delta\":{\"content\":\"\\\"model\\\":\\\"no\\\"\"}}]}\r\n\r\ndata: [DONE]\n\n";
+        let want = "data: {\"id\":\"c1\", \"model\" : \"fast\",\"choices\":[{\"delta\":{\"content\":\"\\\"model\\\":\\\"no\\\"\"}}]}\n\ndata: [DONE]\n\n";
+        assert_eq!(relay(Format::OpenAiChat, renamed("fast"), &[input]).unwrap(), want);
+        // However the reads are cut, the same bytes come out.
+        for cut in 0..input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(relay(Format::OpenAiChat, renamed("fast"), &[a, b]).unwrap(), want, "cut {cut}");
+        }
+        // Without an override nothing is rewritten; a quote in the new name is escaped.
+        let plain = relay(Format::OpenAiChat, PassthroughOptions::default(), &[input]).unwrap();
+        assert!(plain.contains("\"model\" : \"gpt-4o-2024\""), "{plain}");
+        let quoted = relay(Format::OpenAiChat, renamed("a\"b"), &[input]).unwrap();
+        assert!(quoted.contains(r#""model" : "a\"b""#), "{quoted}");
+    }
+
+    #[test]
+    fn the_model_is_renamed_only_where_the_format_keeps_it() {
+        let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[{\"model\":\"inner\"}],\"model\":\"claude-x\"}}\n\n";
+        let out = relay(Format::Anthropic, renamed("fast"), &[start]).unwrap();
+        assert!(out.starts_with("event: message_start\ndata: "), "{out}");
+        assert!(out.contains(r#""model":"inner""#) && out.contains(r#""model":"fast""#), "{out}");
+        let created = b"event: response.created\ndata: {\"type\":\"response.created\",\"model\":\"top\",\"response\":{\"id\":\"r\",\"model\":\"gpt-x\"}}\n\n";
+        let out = relay(Format::OpenAiResponses, renamed("fast"), &[created]).unwrap();
+        assert!(out.contains(r#""model":"top""#) && out.contains(r#""id":"r","model":"fast""#), "{out}");
+        let gemini = b"event: x\ndata: {\"candidates\":[],\"modelVersion\":\"gemini-2.5\"}\n\n";
+        let out = relay(Format::Gemini, renamed("fast"), &[gemini]).unwrap();
+        // Gemini clients get `data:` lines only.
+        assert_eq!(out, "data: {\"candidates\":[],\"modelVersion\":\"fast\"}\n\n");
+    }
+
+    #[test]
+    fn an_event_of_several_data_lines_stays_one_event() {
+        let input = b"event: message_start\ndata: {\"type\":\"message_start\",\ndata: \"message\":{\"model\":\"claude-x\",\ndata: \"usage\":{\"input_tokens\":3}}}\n\n";
+        let out = relay(Format::Anthropic, renamed("fast"), &[input]).unwrap();
+        let mut p = SseParser::default();
+        let mut events = Vec::new();
+        p.feed(out.as_bytes(), &mut events).unwrap();
+        p.finish(&mut events);
+        assert_eq!(events.len(), 1, "{out}");
+        assert_eq!(
+            events[0].data,
+            "{\"type\":\"message_start\",\n\"message\":{\"model\":\"fast\",\n\"usage\":{\"input_tokens\":3}}}"
+        );
+        let mut r = PassthroughStream::new(Format::Anthropic, PassthroughOptions::default());
+        r.feed(input, &mut BytesMut::new()).unwrap();
+        assert_eq!(r.usage().map(|u| u.input_tokens), Some(3));
+    }
+
+    #[test]
+    fn invalid_json_ends_the_stream_instead_of_reaching_the_client() {
+        let input = b"data: {\"choices\":[]}\n\ndata: {\"choices\":[\n\n";
+        let mut r = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default());
+        let mut out = BytesMut::new();
+        let err = r.feed(input, &mut out).unwrap_err();
+        assert!(matches!(err, StreamFault::InvalidJson(_)), "{err}");
+        assert_eq!(&out[..], b"data: {\"choices\":[]}\n\n");
+        r.fail(Some(502), "upstream stream failed", &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert!(text.contains("upstream stream failed"), "{text}");
+        // Anthropic: an `error` event, no `[DONE]`.
+        let mut r = PassthroughStream::new(Format::Anthropic, PassthroughOptions::default());
+        let mut out = BytesMut::new();
+        assert!(r.feed(b"event: ping\ndata: nope\n\n", &mut out).is_err());
+        r.fail(None, "bad", &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("event: error\n"), "{text}");
+        assert!(!text.contains("[DONE]"), "{text}");
+    }
+
+    #[test]
+    fn done_marker_and_usage_chunk_follow_the_format_rules() {
+        let chat = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+        let opts = PassthroughOptions {
+            drop_usage_chunk: true,
+            ..Default::default()
+        };
+        let mut r = PassthroughStream::new(Format::OpenAiChat, opts);
+        let mut out = BytesMut::new();
+        r.feed(chat, &mut out).unwrap();
+        assert_eq!(
+            &out[..],
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"
+        );
+        assert_eq!(r.usage().map(|u| u.total()), Some(3));
+        // Kept when the client asked for it.
+        let kept = relay(Format::OpenAiChat, PassthroughOptions::default(), &[chat]).unwrap();
+        assert!(kept.contains("\"usage\""), "{kept}");
+        // `[DONE]` is OpenAI Chat's: other formats' clients never see it.
+        let out = relay(Format::Anthropic, PassthroughOptions::default(), &[b"data: [DONE]\n\n"]).unwrap();
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn an_unterminated_last_event_is_relayed_and_oversized_ones_refused() {
+        let out = relay(Format::OpenAiChat, PassthroughOptions::default(), &[b"data: {\"a\":1}"]).unwrap();
+        assert_eq!(out, "data: {\"a\":1}\n\n");
+        let mut r = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default())
+            .with_max_event_bytes(16);
+        let err = r.feed(b"data: {\"a\":\"0123456789abcdef\"}", &mut BytesMut::new()).unwrap_err();
+        assert!(matches!(err, StreamFault::TooLarge(_)));
+    }
+
+    #[test]
+    fn bodies_keep_their_bytes_with_the_model_renamed() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"{\"model\":1}"}}],"model":"gpt-4o","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let r = passthrough_body(Format::OpenAiChat, body, Some("fast")).unwrap();
+        assert_eq!(r.usage.map(|u| u.total()), Some(3));
+        assert_eq!(
+            String::from_utf8(r.renamed.unwrap()).unwrap(),
+            r#"{"id":"x","choices":[{"message":{"content":"{\"model\":1}"}}],"model":"fast","usage":{"prompt_tokens":1,"completion_tokens":2}}"#
+        );
+        assert!(passthrough_body(Format::OpenAiChat, body, None).unwrap().renamed.is_none());
+        assert!(passthrough_body(Format::OpenAiChat, b"{\"model\":", Some("x")).is_err());
+    }
+
+    #[test]
+    fn string_at_follows_paths_and_never_reads_past_the_end() {
+        let s = br#" { "a" : [1, {"model":"no"}], "b":{"model" : "yes"} } "#;
+        let r = string_at(s, &["b", "model"]).unwrap();
+        assert_eq!(&s[r], b"\"yes\"");
+        assert!(string_at(s, &["model"]).is_none());
+        assert!(string_at(br#"{"model":5}"#, &["model"]).is_none());
+        for cut in 0..s.len() {
+            let _ = string_at(&s[..cut], &["b", "model"]);
+        }
+        assert!(string_at(br#"{"model":"unterminated"#, &["model"]).is_none());
+    }
+}

@@ -34,19 +34,9 @@ impl StreamDecoder {
         out.push(StreamEvent::Start { id, model });
     }
 
-    fn chunk(&mut self, v: Value, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut m = want_object(v, "gemini stream chunk")?;
-        if let Some(e) = m.get("error") {
-            let message = error_message(e);
-            self.start(&mut Map::new(), out);
-            out.push(StreamEvent::Error { message });
-            return Ok(());
-        }
-        self.start(&mut m, out);
-        // Usage before the chunk's content: Gemini reports the prompt size
-        // on its first chunk, and an Anthropic client's `message_start`
-        // (written with the first content) can only carry what came before.
-        let reported = get_any(&m, "usageMetadata", "usage_metadata").filter(|u| u.is_object());
+    /// Reads the chunk's usage report; a changed total is passed on.
+    fn usage(&mut self, m: &Map<String, Value>, out: &mut Vec<StreamEvent>) {
+        let reported = get_any(m, "usageMetadata", "usage_metadata").filter(|u| u.is_object());
         if let Some(u) = reported {
             self.usage.update(&Counts::read(u));
             let u = self.usage.to_ir();
@@ -55,6 +45,22 @@ impl StreamDecoder {
                 out.push(StreamEvent::Usage(u));
             }
         }
+    }
+
+    fn chunk(&mut self, v: Value, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        let mut m = want_object(v, "gemini stream chunk")?;
+        if let Some(e) = m.get("error") {
+            let message = error_message(e);
+            self.start(&mut Map::new(), out);
+            self.usage(&m, out);
+            out.push(StreamEvent::Error { message });
+            return Ok(());
+        }
+        self.start(&mut m, out);
+        // Usage before the chunk's content: Gemini reports the prompt size
+        // on its first chunk, and an Anthropic client's `message_start`
+        // (written with the first content) can only carry what came before.
+        self.usage(&m, out);
         let mut finish = None;
         match first_candidate(&mut m) {
             Some(mut cand) => {

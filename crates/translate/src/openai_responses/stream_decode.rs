@@ -47,7 +47,7 @@ impl Default for StreamDecoder {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Ev {
     Created,
     ItemAdded,
@@ -59,6 +59,8 @@ enum Ev {
     Finished,
     Failed,
     Error,
+    /// Events that carry nothing for the neutral stream.
+    Other,
 }
 
 impl StreamDecoder {
@@ -150,8 +152,9 @@ impl StreamDecode for StreamDecoder {
         }
         let mut v: Value = serde_json::from_str(&ev.data)
             .map_err(|e| err(format!("invalid JSON in the Responses stream: {e}")))?;
-        if let Some(u) = usage_object(&v) {
-            self.usage.update(&Counts::read(u));
+        let reported = usage_object(&v).map(Counts::read);
+        if let Some(c) = &reported {
+            self.usage.update(c);
             self.usage_seen = true;
         }
         let ty = type_of(&v).or(ev.event.as_deref()).unwrap_or("");
@@ -168,9 +171,16 @@ impl StreamDecode for StreamDecoder {
             "response.completed" | "response.incomplete" => Ev::Finished,
             "response.failed" => Ev::Failed,
             "error" => Ev::Error,
-            _ => return Ok(()),
+            _ => Ev::Other,
         };
+        if reported.is_some() && kind != Ev::Finished {
+            // Usage outside the closing event (not OpenAI's habit): passed
+            // on as it comes, so every path counts the same.
+            self.ensure_start(v.get_mut("response"), out);
+            out.push(StreamEvent::Usage(self.usage.to_ir()));
+        }
         match kind {
+            Ev::Other => {}
             Ev::Created => self.ensure_start(v.get_mut("response"), out),
             Ev::ItemAdded => {
                 self.ensure_start(None, out);
@@ -296,6 +306,9 @@ impl StreamDecode for StreamDecoder {
                 let mut resp = v.get_mut("response").map(Value::take).unwrap_or_default();
                 self.ensure_start(Some(&mut resp), out);
                 if self.finished {
+                    if reported.is_some() {
+                        out.push(StreamEvent::Usage(self.usage.to_ir()));
+                    }
                     return Ok(());
                 }
                 self.finished = true;
