@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod ctx;
 pub mod llm;
-pub mod passthrough;
 pub mod relay;
 pub mod respond;
 pub mod routes;

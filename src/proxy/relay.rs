@@ -7,15 +7,14 @@
 
 use std::time::Instant;
 
-use apiproxy_translate::{
-    self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions,
+use apiproxy_translate::passthrough::{
+    passthrough_body, PassthroughOptions, PassthroughStream, StreamFault,
 };
+use apiproxy_translate::{self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
-use serde_json::Value;
 
 use super::ctx::RequestCtx;
-use super::passthrough::{merge_usage, model_key, rewrite_string_field, usage_of, usage_of_json};
 use super::respond::{self, Headers};
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
@@ -57,6 +56,17 @@ pub async fn relay(
     plan: &RelayPlan,
     headers: &Headers,
 ) -> Outcome {
+    if let Some(enc) = resp
+        .header_str("content-encoding")
+        .filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
+    {
+        // The gateway never asks for a compressed answer: one that comes
+        // anyway cannot be read (nor passed on: the client did not ask either).
+        return Outcome::Failed {
+            reason: format!("upstream answered with content-encoding `{enc}`, which was not asked for"),
+            status: None,
+        };
+    }
     let sse = resp
         .header_str("content-type")
         .is_some_and(|t| t.starts_with("text/event-stream"));
@@ -125,33 +135,14 @@ async fn whole(
                 capture_text(ctx, &r);
             }
         }
-        match &plan.model_override {
-            Some(m) => {
-                let mut v: Value = match serde_json::from_slice(&body) {
-                    Ok(v) => v,
-                    Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
-                };
-                ctx.usage = usage_of(plan.upstream, &v);
-                if let Some(obj) = v.as_object_mut() {
-                    let key = model_key(plan.client);
-                    if obj.contains_key(key) {
-                        obj.insert(key.into(), Value::String(m.clone()));
-                    }
-                }
-                match serde_json::to_vec(&v) {
-                    Ok(b) => Bytes::from(b),
-                    Err(e) => return failed(format!("re-encoding the response: {e}"), None),
-                }
-            }
-            None => {
-                // Only the usage is needed: read it without building the
-                // whole answer (the body is still checked to be JSON).
-                ctx.usage = match usage_of_json(plan.upstream, &body) {
-                    Ok(u) => u,
-                    Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
-                };
-                body.freeze()
-            }
+        let read = match passthrough_body(plan.upstream, &body, plan.model_override.as_deref()) {
+            Ok(r) => r,
+            Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
+        };
+        ctx.usage = read.usage;
+        match read.renamed {
+            Some(b) => Bytes::from(b),
+            None => body.freeze(),
         }
     } else {
         let mut r = match translate::decode_response(plan.upstream, &body) {
@@ -201,29 +192,37 @@ fn timeout_status(e: &SendError) -> Option<u16> {
     matches!(e, SendError::Timeout).then_some(504)
 }
 
-/// Turns upstream SSE events into client SSE bytes.
+/// Turns upstream SSE bytes into client SSE bytes.
 enum Converter {
-    /// Same format: events re-emitted as they came, with the model renamed
-    /// and usage read on the way; decoded only when the answer's text is
-    /// kept for a session.
-    Passthrough {
-        capture: Option<(Box<dyn translate::StreamDecode>, Vec<StreamEvent>)>,
-    },
+    /// Same format: the upstream's bytes, with the model renamed and usage
+    /// read on the way (the translate crate's same-format relay).
+    Passthrough(PassthroughStream),
     Translate {
+        parser: SseParser,
         decoder: Box<dyn translate::StreamDecode>,
         encoder: Box<dyn translate::StreamEncode>,
-        events: Vec<StreamEvent>,
+        /// Reused for every chunk: parsed events, and neutral events of one.
+        events: Vec<SseEvent>,
+        neutral: Vec<StreamEvent>,
+        saw_event: bool,
     },
 }
 
 impl Converter {
     fn new(plan: &RelayPlan, capturing: bool) -> Self {
         if plan.passthrough {
-            Converter::Passthrough {
-                capture: capturing.then(|| (translate::stream_decoder(plan.upstream), Vec::new())),
-            }
+            Converter::Passthrough(PassthroughStream::new(
+                plan.client,
+                PassthroughOptions {
+                    model_override: plan.model_override.clone(),
+                    // The gateway asked for it on the client's behalf.
+                    drop_usage_chunk: !plan.include_usage,
+                    capture_text: capturing,
+                },
+            ))
         } else {
             Converter::Translate {
+                parser: SseParser::default(),
                 decoder: translate::stream_decoder(plan.upstream),
                 encoder: translate::stream_encoder(
                     plan.client,
@@ -233,101 +232,86 @@ impl Converter {
                     },
                 ),
                 events: Vec::new(),
+                neutral: Vec::new(),
+                saw_event: false,
             }
         }
     }
 
-    /// Converts one upstream event, appending to `out`.
-    fn event(
+    /// Converts upstream bytes (`None`: the upstream ended the stream),
+    /// appending what the client gets to `out`.
+    fn feed(
         &mut self,
-        ev: &SseEvent,
-        plan: &RelayPlan,
+        chunk: Option<&[u8]>,
         ctx: &mut RequestCtx,
         out: &mut BytesMut,
     ) -> Result<(), String> {
         match self {
-            Converter::Passthrough { capture } => {
-                if let Some((decoder, events)) = capture {
-                    events.clear();
-                    if decoder.decode(ev, events).is_ok() {
-                        for e in events.iter() {
-                            if let StreamEvent::TextDelta { text } = e {
-                                ctx.capture(text);
-                            }
-                        }
-                    }
+            Converter::Passthrough(relay) => {
+                let r = match chunk {
+                    Some(c) => relay.feed(c, out),
+                    None => relay.finish(out),
+                };
+                ctx.usage = relay.usage();
+                if ctx.answer.is_some() {
+                    let text = relay.take_text();
+                    ctx.capture(&text);
                 }
-                passthrough_event(ev, plan, ctx, out);
+                r.map_err(|e| match e {
+                    StreamFault::TooLarge(e) => e.to_string(),
+                    StreamFault::InvalidJson(_) => format!("upstream stream could not be read: {e}"),
+                })?;
+                if chunk.is_none() && relay.events() == 0 {
+                    return Err("upstream closed the stream without an event".into());
+                }
                 Ok(())
             }
             Converter::Translate {
+                parser,
                 decoder,
                 encoder,
                 events,
+                neutral,
+                saw_event,
             } => {
                 events.clear();
-                decoder.decode(ev, events).map_err(|e| e.message)?;
-                for e in events.iter() {
-                    match e {
-                        StreamEvent::Usage(u) => ctx.usage = Some(merge_usage(ctx.usage, *u)),
-                        StreamEvent::TextDelta { text } => ctx.capture(text),
-                        _ => {}
+                match chunk {
+                    Some(c) => parser.feed(c, events).map_err(|e| e.to_string())?,
+                    None => parser.finish(events),
+                }
+                for ev in events.iter() {
+                    *saw_event = true;
+                    neutral.clear();
+                    decoder
+                        .decode(ev, neutral)
+                        .map_err(|e| format!("upstream stream could not be read: {}", e.message))?;
+                    for e in neutral.iter() {
+                        match e {
+                            // Decoders report the running total.
+                            StreamEvent::Usage(u) => ctx.usage = Some(*u),
+                            StreamEvent::TextDelta { text } => ctx.capture(text),
+                            _ => {}
+                        }
+                        encoder.encode(e, out);
                     }
-                    encoder.encode(e, out);
+                }
+                if chunk.is_none() {
+                    if !*saw_event {
+                        return Err("upstream closed the stream without an event".into());
+                    }
+                    encoder.finish(out);
                 }
                 Ok(())
             }
-        }
-    }
-
-    /// The upstream stream ended normally.
-    fn finish(&mut self, out: &mut BytesMut) {
-        if let Converter::Translate { encoder, .. } = self {
-            encoder.finish(out);
         }
     }
 
     /// The stream breaks after it started: one error event and the end.
-    fn fail(&mut self, client: Format, status: Option<u16>, message: &str, out: &mut BytesMut) {
+    fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut) {
         match self {
             Converter::Translate { encoder, .. } => encoder.fail(status, message, out),
-            Converter::Passthrough { .. } => {
-                translate::stream_error_event(client, status, message, out);
-                if client == Format::OpenAiChat {
-                    translate::sse::write_data(out, b"[DONE]");
-                }
-            }
+            Converter::Passthrough(relay) => relay.fail(status, message, out),
         }
-    }
-}
-
-fn passthrough_event(ev: &SseEvent, plan: &RelayPlan, ctx: &mut RequestCtx, out: &mut BytesMut) {
-    let data = ev.data.as_str();
-    if data.contains("\"usage") {
-        if let Ok(v) = serde_json::from_str::<Value>(data) {
-            if let Some(u) = usage_of(plan.upstream, &v) {
-                ctx.usage = Some(merge_usage(ctx.usage, u));
-                // The usage-only chunk the gateway asked for on the client's behalf.
-                let usage_only = plan.client == Format::OpenAiChat
-                    && v.get("choices")
-                        .and_then(Value::as_array)
-                        .is_some_and(Vec::is_empty);
-                if usage_only && !plan.include_usage {
-                    return;
-                }
-            }
-        }
-    }
-    let renamed = plan
-        .model_override
-        .as_deref()
-        .and_then(|m| rewrite_string_field(data, model_key(plan.client), m));
-    let data = renamed.as_deref().unwrap_or(data);
-    match (&ev.event, plan.client) {
-        (Some(name), f) if f != Format::Gemini => {
-            translate::sse::write_event(out, name, data.as_bytes())
-        }
-        _ => translate::sse::write_data(out, data.as_bytes()),
     }
 }
 
@@ -338,47 +322,23 @@ async fn stream(
     plan: &RelayPlan,
     headers: &Headers,
 ) -> Outcome {
-    let mut parser = SseParser::default();
     let mut conv = Converter::new(plan, ctx.answer.is_some());
-    let mut events = Vec::new();
     let mut out = BytesMut::new();
     let mut started = false;
-    let mut saw_event = false;
 
     let result: Result<(), (String, Option<u16>)> = loop {
-        let step = next_chunk(session, resp, ctx).await;
-        let (chunk, end) = match step {
-            Step::Chunk(c) => (c, false),
-            Step::End => (Bytes::new(), true),
+        let chunk = match next_chunk(session, resp, ctx).await {
+            Step::Chunk(c) => Some(c),
+            Step::End => None,
             Step::Error(e) => break Err((e.to_string(), timeout_status(&e))),
             Step::ClientGone => {
                 end_stream_gauge(ctx);
                 return gone(ctx);
             }
         };
-        events.clear();
-        if let Err(e) = parser.feed(&chunk, &mut events) {
-            break Err((e.to_string(), None));
-        }
-        if end {
-            parser.finish(&mut events);
-        }
-        let mut bad = None;
-        for ev in &events {
-            saw_event = true;
-            if let Err(e) = conv.event(ev, plan, ctx, &mut out) {
-                bad = Some(e);
-                break;
-            }
-        }
-        if let Some(e) = bad {
-            break Err((format!("upstream stream could not be read: {e}"), None));
-        }
-        if end {
-            if !saw_event {
-                break Err(("upstream closed the stream without an event".into(), None));
-            }
-            conv.finish(&mut out);
+        let end = chunk.is_none();
+        if let Err(e) = conv.feed(chunk.as_deref(), ctx, &mut out) {
+            break Err((e, None));
         }
         if !out.is_empty() || end {
             if !started {
@@ -409,12 +369,7 @@ async fn stream(
                 "stream from {} broke after it started: {reason}",
                 ctx.provider
             );
-            conv.fail(
-                plan.client,
-                status,
-                &format!("upstream stream failed: {reason}"),
-                &mut out,
-            );
+            conv.fail(status, &format!("upstream stream failed: {reason}"), &mut out);
             let _ = session
                 .write_response_body(Some(out.split().freeze()), true)
                 .await;
