@@ -8,9 +8,14 @@ use serde_json::{json, Map, Value};
 
 use crate::TranslateError;
 
-/// What the schema rewrites of one request may write in all, in bytes of
-/// JSON (about): far above any real tool set, far below what hurts.
-pub const MAX_SCHEMA_REWRITE_BYTES: usize = 4 << 20;
+/// What the schema rewrites of one request may build in all, in bytes
+/// (about: a node costs [`NODE_COST`], a copied value its JSON size): far
+/// above any real tool set (a hundred tools of a few KiB each), far below
+/// what hurts.
+pub const MAX_SCHEMA_REWRITE_BYTES: usize = 1 << 20;
+
+/// What one schema object costs the budget: its map and its bookkeeping.
+const NODE_COST: usize = 64;
 
 /// The bytes the schema rewrites of one request have left to write.
 pub(super) struct SchemaBudget {
@@ -85,7 +90,7 @@ pub(super) fn schema_from_gemini(
         // Rewritten in place: what it writes is about what it read.
         budget.charge_copy(&v)?;
     }
-    budget.charge(16)?;
+    budget.charge(NODE_COST)?;
     let Value::Object(mut m) = v else {
         return Ok(v);
     };
@@ -105,7 +110,7 @@ pub(super) fn schema_from_gemini(
     }
     if let Some(Value::Object(props)) = m.get_mut("properties") {
         for (k, p) in props.iter_mut() {
-            budget.charge(k.len() + 4)?;
+            budget.charge(k.len() + 32)?;
             *p = schema_from_gemini(p.take(), depth + 1, budget)?;
         }
     }
@@ -154,7 +159,7 @@ pub(super) fn schema_to_gemini(
     depth: u32,
     budget: &mut SchemaBudget,
 ) -> Result<Map<String, Value>, TranslateError> {
-    budget.charge(16)?;
+    budget.charge(NODE_COST)?;
     let mut out = Map::new();
     let Value::Object(m) = s else { return Ok(out) };
     if depth > 32 {
@@ -259,7 +264,7 @@ pub(super) fn schema_to_gemini(
     if let Some(Value::Object(props)) = m.get("properties") {
         let mut gp = Map::new();
         for (k, v) in props {
-            budget.charge(k.len() + 4)?;
+            budget.charge(k.len() + 32)?;
             gp.insert(
                 k.clone(),
                 Value::Object(schema_to_gemini(v, root, depth + 1, budget)?),
