@@ -272,3 +272,29 @@ async fn compressed_or_mistyped_answers_fail_over_cleanly() {
     assert_eq!(v["type"], "error", "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("content-encoding"), "{v}");
 }
+
+#[tokio::test]
+async fn huge_token_counts_saturate_on_every_path() {
+    let max = u64::MAX;
+    let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": max, "cache_read_input_tokens": max, "cache_creation_input_tokens": 9, "output_tokens": max}})
+    .to_string();
+    let mock = MockProvider::always(Reply::json(200, body)).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n  - {{ id: ant, kind: anthropic, base_url: \"{}\", api_keys: [\"k\"], models: [claude-x] }}\n",
+        mock.base_url()
+    ))
+    .await;
+    // Same format, then translated: both answer, both count the saturated total.
+    let r = request(&gw, "anthropic", "ant/claude-x", false).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = request(&gw, "openai", "ant/claude-x", false).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], max, "{v}");
+    assert_eq!(v["usage"]["total_tokens"], max, "{v}");
+    let m = gw.metrics_until("apiproxy_tokens_total").await;
+    assert!(m.contains("apiproxy_tokens_total"), "{m}");
+    assert!(gw.log().lines().all(|l| !l.contains("panicked")), "{}", gw.log());
+}
