@@ -20,7 +20,10 @@ Nothing here asserts a number: the harness measures and reports.
 Environment knobs: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS
 (default 3), BENCH_RATE (default 2000), BENCH_CONNS (default 32),
 BENCH_STREAMS (default 1000), BENCH_PROFILE=1 (perf record apiproxy during
-one extra saturation run; writes benches/results/perf-*.txt).
+one extra run of BENCH_PROFILE_SCENARIO, default `openai`, e.g. `openai-sse`
+or `anthropic-sse`; writes benches/results/perf-*.txt), BENCH_ONLY (a comma
+list of `json`, `sse`, `memory`: run only those parts, e.g. `BENCH_ONLY=sse`
+while working on streams; results then go to benches/results/partial-*).
 """
 
 import json
@@ -48,6 +51,8 @@ CONNS = int(os.environ.get("BENCH_CONNS", "32"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 TTFB_SAMPLES = int(os.environ.get("BENCH_TTFB_SAMPLES", "200"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+PROFILE_SCENARIO = os.environ.get("BENCH_PROFILE_SCENARIO", "openai")
+ONLY = {p.strip() for p in os.environ.get("BENCH_ONLY", "json,sse,memory").split(",") if p.strip()}
 CLIENT_KEY = "sk-bench-client-key-0001"
 # A key with rpm and tpm limits: every request through it counts in the store
 # (scenarios 6a/6b compare the embedded store with Redis).
@@ -379,7 +384,44 @@ def render(res):
     L.append(f"rounds: {res['params']['rounds']} interleaved, {res['params']['seconds']:g} s each; "
              f"medians over rounds; CPU is the serving process's user+system time per completed request")
     L.append("")
-    sat, fix = res["saturation"], res["fixed_rate"]
+    sat, fix = res.get("saturation", {}), res.get("fixed_rate", {})
+    if sat:
+        render_json(res, L, sat, fix)
+    st = res.get("streams", {})
+    if st:
+        render_streams(res, L, st)
+    if res.get("open_streams"):
+        render_memory(res, L)
+    L.append(f"### Headline")
+    L.append("")
+    if sat:
+        d, fl, fd = sat["direct"], sat["floor"], fix["direct"]
+        o, fo = sat["openai"], fix["openai"]
+        L.append(f"- apiproxy (3) at saturation: {f(ratio(o['rps'], fl['rps']) * 100 if ratio(o['rps'], fl['rps']) else None, 1)}% "
+                 f"of the floor's req/s (target ≥ 85%)")
+        L.append(f"- p99 added over direct at {res['params']['rate']} req/s: {f(fo['p99_ms'] - fd['p99_ms'], 3)} ms "
+                 f"(target < 1 ms)")
+        sm, sr = sat.get("store-mem"), sat.get("store-redis")
+        if sm and sr:
+            L.append(f"- Redis store vs embedded store (key with rpm+tpm: a check-and-count and a token check per "
+                     f"request, tokens added after it): req/s ratio {f(ratio(sr['rps'], sm['rps']))}, "
+                     f"CPU µs/req {f(sr['cpu_us_per_req'], 1)} vs {f(sm['cpu_us_per_req'], 1)}, p50 at "
+                     f"{res['params']['rate']} req/s {f(fix['store-redis']['p50_ms'], 3)} vs "
+                     f"{f(fix['store-mem']['p50_ms'], 3)} ms")
+    if st:
+        sf = st["floor-sse"]
+        for key, what, goal in (("openai-sse", "SSE passthrough", 0.90), ("anthropic-sse", "SSE translated OpenAI→Anthropic", 0.75)):
+            L.append(f"- {what}: {f(ratio(st[key]['rps'], sf['rps']))} of the floor's streams/s (goal ≥ {goal:.2f}); "
+                     f"CPU µs/stream {f(st[key]['cpu_us_per_req'], 1)} vs the floor's {f(sf['cpu_us_per_req'], 1)}")
+    mem = res.get("open_streams", {})
+    if mem.get("apiproxy") and mem.get("floor"):
+        L.append(f"- memory per open stream: {f(ratio(mem['apiproxy']['per_stream_kib'], mem['floor']['per_stream_kib']))} "
+                 f"of the floor's (goal ≤ 1.05)")
+    L.append(f"- wall time of the run: {res['wall_seconds']:.0f} s")
+    return "\n".join(L) + "\n"
+
+
+def render_json(res, L, sat, fix):
     d, fl = sat["direct"], sat["floor"]
     L.append(f"### A. Saturation, closed loop, {res['params']['conns']} connections")
     L.append("")
@@ -404,7 +446,9 @@ def render(res):
         L.append(f"| {label} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(r['p999_ms'], 3)} "
                  f"| {f(add_d, 3)} | {f(add_f, 3)} | {f(r['cpu_us_per_req'], 1)} | {int(r['errors'] + r['non_2xx'])} |")
     L.append("")
-    st = res["streams"]
+
+
+def render_streams(res, L, st):
     sd, sf = st["direct-sse"], st["floor-sse"]
     L.append(f"### C. SSE streams of 200 events")
     L.append("")
@@ -421,6 +465,9 @@ def render(res):
                  f"| {f(r['p999_ms'], 3)} | {f(r['cpu_us_per_req'], 1)} | {f(ratio(r['rps'], sd['rps']))} "
                  f"| {f(ratio(r['rps'], sf['rps']))} | {int(r['errors'] + r['non_2xx'] + r['failed'])} |")
     L.append("")
+
+
+def render_memory(res, L):
     L.append(f"### D. Memory with {res['params']['streams']} concurrent open streams (40 events, 100 ms apart)")
     L.append("")
     L.append("| process | idle RSS MiB | peak RSS MiB | KiB per open stream | streams completed | peak open streams "
@@ -432,22 +479,6 @@ def render(res):
             L.append(f"| {label} | {f(r['idle_rss_mib'], 1)} | {f(r['peak_rss_mib'], 1)} | {f(r['per_stream_kib'], 1)} "
                      f"| {f(r['streams_completed'])} | {f(r['peak_open_streams_gauge'])} | {f(r['errors'])} |")
     L.append("")
-    L.append(f"### Headline")
-    L.append("")
-    o, fo = sat["openai"], fix["openai"]
-    L.append(f"- apiproxy (3) at saturation: {f(ratio(o['rps'], fl['rps']) * 100 if ratio(o['rps'], fl['rps']) else None, 1)}% "
-             f"of the floor's req/s (target ≥ 85%)")
-    L.append(f"- p99 added over direct at {res['params']['rate']} req/s: {f(fo['p99_ms'] - fd['p99_ms'], 3)} ms "
-             f"(target < 1 ms)")
-    sm, sr = sat.get("store-mem"), sat.get("store-redis")
-    if sm and sr:
-        L.append(f"- Redis store vs embedded store (key with rpm+tpm: a check-and-count and a token check per "
-                 f"request, tokens added after it): req/s ratio {f(ratio(sr['rps'], sm['rps']))}, "
-                 f"CPU µs/req {f(sr['cpu_us_per_req'], 1)} vs {f(sm['cpu_us_per_req'], 1)}, p50 at "
-                 f"{res['params']['rate']} req/s {f(fix['store-redis']['p50_ms'], 3)} vs "
-                 f"{f(fix['store-mem']['p50_ms'], 3)} ms")
-    L.append(f"- wall time of the run: {res['wall_seconds']:.0f} s")
-    return "\n".join(L) + "\n"
 
 
 def main():
@@ -488,31 +519,35 @@ def main():
         sc = scenarios()
         res["labels"] = {g: [(s.key, s.label) for s in sc[g]] for g in sc}
 
+        json_sc = sc["json"] if "json" in ONLY else []
+        sse_sc = sc["sse"] if "sse" in ONLY else []
         log("warm-up")
-        for s in sc["json"] + sc["sse"]:
+        for s in json_sc + sse_sc:
             run_oha(s, sv, 1, CONNS)
 
-        runs = {s.key: [] for s in sc["json"] + sc["sse"]}
-        fixed = {s.key: [] for s in sc["json"]}
+        runs = {s.key: [] for s in json_sc + sse_sc}
+        fixed = {s.key: [] for s in json_sc}
         for r in range(ROUNDS):
-            log(f"round {r + 1}/{ROUNDS}: saturation")
-            for s in sc["json"]:
-                runs[s.key].append(run_oha(s, sv, SECONDS, CONNS))
-            log(f"round {r + 1}/{ROUNDS}: fixed rate {RATE}/s")
-            for s in sc["json"]:
-                fixed[s.key].append(run_oha(s, sv, SECONDS, CONNS, rate=RATE))
-            log(f"round {r + 1}/{ROUNDS}: streams")
-            for s in sc["sse"]:
-                row = run_oha(s, sv, SECONDS, CONNS)
-                row.update(curl_ttfb(s, sv, TTFB_SAMPLES, work))
-                runs[s.key].append(row)
-        res["saturation"] = {s.key: median_of(runs[s.key]) for s in sc["json"]}
-        res["fixed_rate"] = {s.key: median_of(fixed[s.key]) for s in sc["json"]}
-        res["streams"] = {s.key: median_of(runs[s.key]) for s in sc["sse"]}
+            if json_sc:
+                log(f"round {r + 1}/{ROUNDS}: saturation")
+                for s in json_sc:
+                    runs[s.key].append(run_oha(s, sv, SECONDS, CONNS))
+                log(f"round {r + 1}/{ROUNDS}: fixed rate {RATE}/s")
+                for s in json_sc:
+                    fixed[s.key].append(run_oha(s, sv, SECONDS, CONNS, rate=RATE))
+            if sse_sc:
+                log(f"round {r + 1}/{ROUNDS}: streams")
+                for s in sse_sc:
+                    row = run_oha(s, sv, SECONDS, CONNS)
+                    row.update(curl_ttfb(s, sv, TTFB_SAMPLES, work))
+                    runs[s.key].append(row)
+        res["saturation"] = {s.key: median_of(runs[s.key]) for s in json_sc}
+        res["fixed_rate"] = {s.key: median_of(fixed[s.key]) for s in json_sc}
+        res["streams"] = {s.key: median_of(runs[s.key]) for s in sse_sc}
         res["rounds_raw"] = {"saturation": runs, "fixed_rate": fixed}
 
         res["open_streams"] = {}
-        if STREAMS > 0:
+        if STREAMS > 0 and "memory" in ONLY:
             log(f"{STREAMS} open streams through apiproxy")
             res["open_streams"]["apiproxy"] = open_streams_rss(
                 sv, "apiproxy", "apiproxy", "/v1/chat/completions", chat_body("slow-model", True),
@@ -526,17 +561,21 @@ def main():
                 sv, "floor_slow", "floor_slow", "/v1/chat/completions", chat_body("slow-model", True), [], STREAMS)
 
         if PROFILE and shutil.which("perf"):
-            profile(sv, sc["json"][2], work)
+            target = {s.key: s for s in sc["json"] + sc["sse"]}.get(PROFILE_SCENARIO)
+            if target is None:
+                raise SystemExit(f"BENCH_PROFILE_SCENARIO: no scenario {PROFILE_SCENARIO}")
+            profile(sv, target, work)
     finally:
         sv.stop()
     res["wall_seconds"] = time.time() - t_start
     table = render(res)
     print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in ("latest", f"run-{stamp}"):
+    names = ("latest", f"run-{stamp}") if ONLY >= {"json", "sse", "memory"} else (f"partial-{stamp}",)
+    for name in names:
         (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
         (RESULTS / f"{name}.md").write_text(table)
-    log(f"written to {RESULTS}/latest.md and latest.json (logs in {work})")
+    log(f"written to {RESULTS}/{names[-1]}.md and .json (logs in {work})")
 
 
 def profile(sv, sc, work):
@@ -550,7 +589,7 @@ def profile(sv, sc, work):
     rec.wait()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for kind, args in (("flat", ["--no-children"]), ("children", ["--children"])):
-        out = RESULTS / f"perf-{stamp}-{kind}.txt"
+        out = RESULTS / f"perf-{stamp}-{sc.key}-{kind}.txt"
         with open(out, "w") as fh:
             subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-demangle", "-g", "none",
                             "--percent-limit", "0.5", *args], stdout=fh, stderr=subprocess.DEVNULL)

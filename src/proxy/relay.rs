@@ -336,9 +336,33 @@ async fn stream(
                 return gone(ctx);
             }
         };
-        let end = chunk.is_none();
-        if let Err(e) = conv.feed(chunk.as_deref(), ctx, &mut out) {
-            break Err((e, None));
+        let mut end = chunk.is_none();
+        let mut failure = conv.feed(chunk.as_deref(), ctx, &mut out).err().map(|e| (e, None));
+        // What the upstream already sent (Pingora has it buffered, or the
+        // socket has it) joins this write: one write to the client per
+        // burst, not one per upstream chunk. Nothing is waited for.
+        while failure.is_none() && !end && out.len() < COALESCE_BYTES {
+            match ready_now(resp.chunk()) {
+                None => break,
+                Some(Ok(c)) => {
+                    end = c.is_none();
+                    failure = conv.feed(c.as_deref(), ctx, &mut out).err().map(|e| (e, None));
+                }
+                Some(Err(e)) => failure = Some((e.to_string(), timeout_status(&e))),
+            }
+        }
+        if let Some(f) = failure {
+            // Once the upstream produced part of the answer, that part is
+            // the client's: the stream starts and ends with an error event.
+            // Before that, the next candidate may still answer.
+            if !started && !out.is_empty() {
+                started = true;
+                if let Err(e) = start_stream(session, ctx, headers).await {
+                    log::debug!("client write failed: {e}");
+                    return gone(ctx);
+                }
+            }
+            break Err(f);
         }
         if !out.is_empty() || end {
             if !started {
@@ -376,6 +400,21 @@ async fn stream(
             end_stream_gauge(ctx);
             Outcome::Failed { reason, status }
         }
+    }
+}
+
+/// Most bytes gathered from an upstream burst before writing to the client.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// Polls `fut` once: its output if it is ready without waiting. Dropping a
+/// pending body read is safe: Pingora commits its parser state before each
+/// await, and a pending socket read has consumed nothing.
+fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 
