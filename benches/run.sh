@@ -2,7 +2,8 @@
 # `make bench`: the load harness, start to end. Builds apiproxy and the
 # bench helpers (bench-mock, bench-floor) in release mode, installs the load
 # generator (oha, from crates.io) when it is missing, then runs
-# benches/harness.py, which prints the table and writes benches/results/.
+# benches/harness.py, which prints the table and writes benches/results/,
+# then benches/upgrade.py (binary upgrades and reloads under load).
 # Everything listens on 127.0.0.1. Knobs: see benches/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,12 @@ command -v python3 >/dev/null 2>&1 || { echo "bench: python3 is missing" >&2; ex
 target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 echo "bench: building release binaries into $target" >&2
 cargo build --release --quiet -p apiproxy -p apiproxy-bench-tools --bin apiproxy --bin bench-mock --bin bench-floor
-exec python3 benches/harness.py "$target/release"
+# BENCH_ONLY=load or BENCH_ONLY=upgrade runs one part (benches/README.md).
+case "${BENCH_ONLY:-all}" in
+  all)
+    python3 benches/harness.py "$target/release"
+    exec python3 benches/upgrade.py "$target/release" ;;
+  load) exec python3 benches/harness.py "$target/release" ;;
+  upgrade) exec python3 benches/upgrade.py "$target/release" ;;
+  *) echo "bench: BENCH_ONLY is all, load or upgrade" >&2; exit 2 ;;
+esac

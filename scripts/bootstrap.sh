@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, testing and benchmarking apiproxy needs on a fresh
 # Debian machine (as root, no questions): a C toolchain and cmake (Pingora
-# builds zlib-ng), OpenSSL headers (TLS to providers), redis-server (tests),
+# builds zlib-ng), OpenSSL headers (TLS to providers), redis-server and
+# redis-tools (tests: one server, a cluster, a Sentinel),
 # wrk (benchmarks), and the Rust toolchain when cargo is missing.
 set -euo pipefail
 
@@ -11,6 +12,8 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# redis-cli creates the test and bench Redis Clusters; Sentinels run as `redis-server --sentinel`.
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v perl >/dev/null 2>&1 || need+=(perl)

@@ -1,11 +1,26 @@
-//! The gateway's one error type: it knows its HTTP status and renders itself
-//! in the client format's own error shape.
+//! The gateway's one error type: it says where the error came from (the
+//! client, an upstream, or the gateway itself), knows its HTTP status and
+//! renders itself in the client format's own error shape.
 
 use apiproxy_translate::{error_body, Format};
+
+/// Who caused an error: decides its status class and whether it says
+/// anything about an upstream's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client's request: bad JSON, an unknown key or model, a limit.
+    Client,
+    /// The providers behind: every candidate failed, or one refused the
+    /// request and its answer is relayed.
+    Upstream,
+    /// The gateway itself (a bug or a failed write): 500.
+    Gateway,
+}
 
 /// A request that ends in an error response.
 #[derive(Debug, Clone)]
 pub struct GatewayError {
+    pub source: ErrorSource,
     pub status: u16,
     pub message: String,
     /// Seconds, for 429 and 503.
@@ -13,28 +28,57 @@ pub struct GatewayError {
 }
 
 impl GatewayError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    fn with(source: ErrorSource, status: u16, message: impl Into<String>) -> Self {
         GatewayError {
+            source,
             status,
             message: message.into(),
             retry_after: None,
         }
     }
 
+    /// A problem with the client's request, answered with `status` (4xx).
+    pub fn client(status: u16, message: impl Into<String>) -> Self {
+        Self::with(ErrorSource::Client, status, message)
+    }
+
+    /// The upstreams failed the request (502, 503, 504, or a relayed status).
+    pub fn upstream(status: u16, message: impl Into<String>) -> Self {
+        Self::with(ErrorSource::Upstream, status, message)
+    }
+
+    /// The gateway failed on its own: 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::with(ErrorSource::Gateway, 500, message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, message)
+        Self::client(400, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(401, message)
+        Self::client(401, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, message)
+        Self::client(403, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, message)
+        Self::client(404, message)
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::client(429, message);
+        e.retry_after = Some(retry_after_secs.max(1));
+        e
+    }
+
+    /// Sets `Retry-After` (seconds).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The body in the client's error shape.

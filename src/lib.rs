@@ -7,15 +7,23 @@
 //!   `proxy::relay` carries answers (SSE translated there).
 //! - `routing`: model names → scored candidate upstreams.
 //! - `upstream`: providers' keys, health, catalogs, and the HTTP exchange.
+//! - `listener`: client connections before Pingora's HTTP session (limits,
+//!   timeouts); `drain`: finishing them on upgrade and shutdown.
 //! - `service`: background work (catalog refresh, reload on SIGHUP).
-//! - `state`: where the gateway touches the store (limits, sessions, context);
-//!   the stores themselves are the `apiproxy-store` crate.
+//! - `limits`: rate limits (admission in one store call, token
+//!   reservations, 429 and `x-ratelimit-*` headers); `context`: the
+//!   snippets kept per session and who may read them. The stores themselves
+//!   (embedded, Redis, Redis Cluster, Sentinel) are the `apiproxy-store` crate.
 //! - The format translation itself is the `apiproxy-translate` crate.
 
 pub mod access_log;
 pub mod auth;
 pub mod config;
+pub mod context;
+pub mod drain;
 pub mod error;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

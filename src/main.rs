@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use apiproxy::config::Config;
+use apiproxy::config::{Config, ServerSettings};
+use apiproxy::listener::{ClientLimits, ClientListener, PidHeader};
 use apiproxy::proxy::Gateway;
 use apiproxy::routing::Runtime;
 use apiproxy::service::{warn_disabled, CatalogRefresher, Reloader};
@@ -12,8 +13,9 @@ use apiproxy::state::SharedState;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
@@ -48,6 +50,9 @@ fn main() {
         }
     };
     if cli.test {
+        for w in config.warnings() {
+            eprintln!("warning: {w}");
+        }
         println!("config ok");
         return;
     }
@@ -59,6 +64,9 @@ fn main() {
     }
     log.format_timestamp_millis().init();
     warn_disabled(&config);
+    for w in config.warnings() {
+        log::warn!("{w}");
+    }
     apiproxy::metrics::init();
 
     let s = &config.server;
@@ -72,12 +80,22 @@ fn main() {
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
         ..ServerConf::default()
     };
-    if let Some(p) = &s.pid_file {
-        conf.pid_file.clone_from(p);
+    conf.pid_file.clone_from(&s.pid_file);
+    conf.upgrade_sock.clone_from(&s.upgrade_sock);
+    if conf.daemon || cli.upgrade {
+        // -d writes the pid file, -u listens on the upgrade socket.
+        for path in [&s.pid_file, &s.upgrade_sock] {
+            if let Err(e) = private_dir_for(path) {
+                log::error!("{e}");
+                std::process::exit(1);
+            }
+        }
     }
-    if let Some(u) = &s.upgrade_sock {
-        conf.upgrade_sock.clone_from(u);
-    }
+    let limits = ClientLimits {
+        max_connections: connection_cap(s),
+        ..ClientLimits::from_settings(s)
+    };
+    let grace = std::time::Duration::from_secs(s.grace_period_seconds);
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: conf.daemon,
@@ -88,13 +106,21 @@ fn main() {
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    if cli.upgrade {
+        // bootstrap() exits the process when the sockets do not arrive.
+        log::info!("upgrade: took over the listening sockets of the running apiproxy");
+    }
 
-    let state = Arc::new(SharedState::new(&config));
+    let state = Arc::new(SharedState::new(config.store_options()));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let mut app = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway::new(runtime.clone(), state.clone()),
-        "apiproxy",
+    );
+    PidHeader::register(&mut app.downstream_modules);
+    let mut proxy = Service::new(
+        "apiproxy".to_owned(),
+        ClientListener::new(app, limits, grace),
     );
     for addr in &listen {
         proxy.add_tcp(addr);
@@ -109,7 +135,7 @@ fn main() {
 
     let refresher = CatalogRefresher {
         runtime: runtime.clone(),
-        state,
+        state: state.clone(),
     };
     server.add_service(background_service("catalog refresh", refresher.clone()));
     server.add_service(background_service(
@@ -120,5 +146,94 @@ fn main() {
             refresher,
         },
     ));
-    server.run_forever();
+    // `run` returns once every service's runtime is gone (SIGTERM, SIGQUIT
+    // after handing the sockets over, SIGINT): the store's writer thread has
+    // outlived them, so what the last requests deferred (token settlements,
+    // session bindings, context) is written before the process exits.
+    server.run(RunArgs::default());
+    flush_store(&state);
+    std::process::exit(0)
+}
+
+/// Writes the store's deferred work (bounded: a few seconds at most).
+fn flush_store(state: &SharedState) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => {
+            rt.block_on(state.flush());
+            log::info!("shutdown: shared state flushed");
+        }
+        Err(e) => log::error!("shutdown: cannot flush the shared state: {e}"),
+    }
+}
+
+/// Makes sure the directory holding `path` exists; a directory it creates is
+/// private (0700): whoever can write there could take the upgrade socket and
+/// with it the listening sockets. An existing directory others can write to
+/// gets a warning.
+fn private_dir_for(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let Some(dir) = std::path::Path::new(path).parent() else {
+        return Ok(());
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) => {
+            if m.permissions().mode() & 0o022 != 0 {
+                log::warn!(
+                    "{} (holding {path}) is writable by other users: use a private directory such as {}",
+                    dir.display(),
+                    apiproxy::config::DEFAULT_RUNTIME_DIR
+                );
+            }
+            Ok(())
+        }
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {} for {path}: {e}", dir.display())),
+    }
+}
+
+/// File descriptors kept for everything but client connections: listeners,
+/// logs, the store, idle upstream connections in the pool.
+const RESERVED_FDS: u64 = 256;
+
+/// `server.max_connections`, lowered when the file-descriptor limit could not
+/// hold that many connections (each may hold an upstream connection too), so
+/// the process refuses connections instead of running out of descriptors.
+/// Raises the soft limit to the hard one first, as nginx and Go do.
+fn connection_cap(s: &ServerSettings) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let fds = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return s.max_connections;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    let fit = usize::try_from(fds.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX);
+    if fit < s.max_connections {
+        log::warn!(
+            "server.max_connections lowered from {} to {fit}: the open-file limit is {fds} (raise LimitNOFILE / ulimit -n)",
+            s.max_connections
+        );
+        fit.max(1)
+    } else {
+        s.max_connections
+    }
 }

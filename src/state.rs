@@ -1,47 +1,14 @@
 //! The gateway's side of shared state: opening the store once, rate-limit
 //! checks and their headers, and the context snippets kept per session.
 
-use std::sync::Arc;
-
-use apiproxy_store::{RateDecision, Store, StoreOptions};
+use apiproxy_store::{RateDecision, Store};
 use apiproxy_translate::Format;
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
-use crate::config::Config;
 use crate::error::GatewayError;
 
-/// The store, opened on first use (after Pingora has daemonized, so the
-/// Redis link's thread lives in the serving process).
-pub struct SharedState {
-    opts: StoreOptions,
-    cell: OnceCell<Arc<dyn Store>>,
-}
-
-impl SharedState {
-    pub fn new(config: &Config) -> Self {
-        let s = &config.store;
-        SharedState {
-            opts: StoreOptions {
-                redis_url: s.redis_url.clone(),
-                key_prefix: s.key_prefix.clone(),
-                session_ttl: s.session_ttl,
-                context_max_entries: config.context.max_entries,
-                context_ttl: s.context_ttl,
-                catalog_ttl: s.catalog_ttl,
-            },
-            cell: OnceCell::new(),
-        }
-    }
-
-    /// The store; the first call opens it (never fails: Redis trouble falls
-    /// back to local state inside the store).
-    pub async fn store(&self) -> &Arc<dyn Store> {
-        self.cell
-            .get_or_init(|| apiproxy_store::open(self.opts.clone()))
-            .await
-    }
-}
+/// The store, opened on first use.
+pub use apiproxy_store::LazyStore as SharedState;
 
 /// Rate-limit state of one request, for its response headers.
 #[derive(Debug, Default, Clone, Copy)]
@@ -81,8 +48,7 @@ pub async fn check_limits(
         crate::metrics::RATE_LIMITED
             .with_label_values(&[key_name.unwrap_or("-"), what])
             .inc();
-        let mut e = GatewayError::new(
-            429,
+        let e = GatewayError::rate_limited(
             format!(
                 "rate limit exceeded: {} {what} limit of {} per minute; retry in {} s",
                 if what.starts_with("global") {
@@ -93,8 +59,8 @@ pub async fn check_limits(
                 d.limit,
                 d.retry_after_secs
             ),
+            d.retry_after_secs,
         );
-        e.retry_after = Some(d.retry_after_secs.max(1));
         Err((e, out))
     };
     if let Some(limit) = global_rpm {

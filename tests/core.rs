@@ -248,9 +248,24 @@ async fn failover_on_retryable_status_refused_port_and_timeout() {
         provider("gs", &good_stream, ""),
     ))
     .await;
-    let r = post(&gw, json!({"model": "s", "stream": true, "messages": []})).await;
+    let bad_before = bad.count();
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-debug", "true")
+        .json(&json!({"model": "s", "stream": true, "messages": []}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-debug-provider"], "gs");
+    assert_eq!(r.headers()["x-debug-attempts"], "2");
     assert!(r.text().await.unwrap().contains("\"content\":\"ok\""));
+    assert_eq!(
+        bad.count(),
+        bad_before + 1,
+        "the failing upstream was tried first"
+    );
+    assert_eq!(good_stream.count(), 1);
 }
 
 #[tokio::test]
@@ -527,12 +542,12 @@ async fn a_client_that_leaves_cancels_the_upstream_request() {
         body.len()
     );
     sock.write_all(req.as_bytes()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while up.count() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(sock);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while *up.cancelled.lock().unwrap() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -559,21 +574,40 @@ async fn expect_100_continue_is_answered() {
         body.len()
     );
     sock.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_millis(900), sock.read(&mut buf))
-        .await
-        .expect("100 Continue within 900 ms")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"));
+    // The client waits for the interim answer before sending the body; a
+    // gateway that never sends it fails here instead of hanging.
+    let interim = read_head(&mut sock).await;
+    assert!(
+        interim.starts_with("HTTP/1.1 100 "),
+        "an interim 100 Continue first: {interim:?}"
+    );
     sock.write_all(body.as_bytes()).await.unwrap();
-    let mut resp = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !String::from_utf8_lossy(&resp).contains("chat.completion") {
-        let n = sock.read(&mut chunk).await.unwrap();
-        assert!(n > 0);
-        resp.extend_from_slice(&chunk[..n]);
-    }
-    assert!(String::from_utf8_lossy(&resp).contains("200"));
+    let head = read_head(&mut sock).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(
+        up.last().json()["messages"][0]["content"]
+            .as_str()
+            .map(str::len),
+        Some(200_000),
+        "the whole body reached the upstream"
+    );
+}
+
+/// Reads one response head (up to the blank line) within a generous 15 s.
+async fn read_head(sock: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = sock.read(&mut byte).await.expect("read");
+            assert!(n > 0, "connection closed after {head:?}");
+            head.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .expect("a response head within 15 s");
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 #[tokio::test]
@@ -672,12 +706,19 @@ async fn the_default_config_starts_without_provider_keys() {
         .split_once("\nlog:")
         .map(|(_, r)| format!("log:{r}"))
         .unwrap();
-    let gw = Gateway::start_with_env(&rest, &[]).await;
+    // The harness starts every gateway without OPENAI_API_KEY and friends,
+    // whatever the developer's shell exports: with them this config would
+    // send the request below to a real provider.
+    let gw = Gateway::start(&rest).await;
     let log = gw.log();
-    assert!(
-        log.contains("provider openai: every api key is empty, provider disabled"),
-        "{log}"
-    );
+    for id in ["openai", "anthropic", "gemini"] {
+        assert!(
+            log.contains(&format!(
+                "provider {id}: every api key is empty, provider disabled"
+            )),
+            "{log}"
+        );
+    }
     let r = post(&gw, json!({"model": "fast", "messages": []})).await;
     assert_eq!(r.status(), 503, "no provider is enabled");
 }
@@ -822,7 +863,7 @@ async fn a_client_that_leaves_mid_stream_cancels_the_upstream_stream() {
         got.push_str(&String::from_utf8_lossy(&c));
     }
     drop(r);
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while *up.cancelled.lock().unwrap() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -837,7 +878,10 @@ async fn a_client_that_leaves_mid_stream_cancels_the_upstream_stream() {
 
 #[tokio::test]
 async fn provider_keys_never_reach_a_client_or_the_log() {
-    let up = MockProvider::always(Reply::json(
+    // Providers echo the key they were sent in every way they fail: a
+    // refused key, a 400, a 429, a 500 (an attempt that fails over), a stream
+    // that breaks after it started with an error naming the key.
+    let refused = MockProvider::always(Reply::json(
         401,
         r#"{"error":{"message":"Incorrect API key provided: sk-p1. You can find your API key at ...","type":"invalid_request_error"}}"#,
     ))
@@ -847,32 +891,132 @@ async fn provider_keys_never_reach_a_client_or_the_log() {
         r#"{"error":{"message":"bad request for key sk-p2"}}"#,
     ))
     .await;
-    let gw = Gateway::start(&format!(
-        "providers:\n{}{}",
-        provider("p1", &up, ""),
-        provider("p2", &echo, "")
+    let limited = MockProvider::always(
+        Reply::json(
+            429,
+            r#"{"error":{"message":"Rate limit reached for key sk-p3 in organization org-1"}}"#,
+        )
+        .header("retry-after", "30"),
+    )
+    .await;
+    let broken = MockProvider::always(Reply::json(
+        500,
+        r#"{"error":{"message":"internal error while serving sk-p4"}}"#,
     ))
     .await;
+    let mut events = openai_stream("m", &["first", "second"]);
+    events.insert(
+        2,
+        r#"data: {"error":{"message":"stream aborted for sk-p5","type":"server_error"}}"#.into(),
+    );
+    events.truncate(3);
+    let midstream = MockProvider::always(Reply::sse(&events)).await;
+    let good = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start_with_env(
+        &format!(
+            "providers:\n{}{}{}{}{}{}",
+            provider("p1", &refused, ""),
+            provider("p2", &echo, ""),
+            provider("p3", &limited, ""),
+            provider("p4", &broken, ""),
+            provider("p5", &midstream, ""),
+            provider("ok", &good, "")
+        ),
+        // Every log line the gateway can write, not only the default ones.
+        &[("RUST_LOG", "debug")],
+    )
+    .await;
+    let keys = ["sk-p1", "sk-p2", "sk-p3", "sk-p4", "sk-p5", "sk-ok"];
+    let no_key = |what: &str, text: &str| {
+        for k in keys {
+            assert!(!text.contains(k), "{k} in {what}:\n{text}");
+        }
+    };
+
     let r = post(&gw, json!({"model": "p1/m", "messages": []})).await;
     assert_eq!(r.status(), 502);
     let body = r.text().await.unwrap();
     assert!(body.contains("refused the gateway's credentials"), "{body}");
-    assert!(!body.contains("sk-p1"), "{body}");
+    no_key("the 401 answer", &body);
+
     let r = post(&gw, json!({"model": "p2/m", "messages": []})).await;
     assert_eq!(r.status(), 400);
     let body = r.text().await.unwrap();
+    assert!(body.contains("bad request for key ***"), "{body}");
+    no_key("the 400 answer", &body);
+
+    // Failed attempts that end in an error: their messages are in the
+    // answer and in the access line.
+    let r = post(
+        &gw,
+        json!({"model": "p3/m", "models": ["p4/m"], "messages": []}),
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
     assert!(
-        !body.contains("sk-p2") && body.contains("bad request for key ***"),
+        body.contains("p3/m: status 429") && body.contains("p4/m: status 500"),
         "{body}"
     );
+    no_key("the 502 answer", &body);
+
+    // A failed attempt followed by a success.
+    let r = post(
+        &gw,
+        json!({"model": "p4/m", "models": ["ok/m"], "messages": []}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    no_key("the 200 answer", &r.text().await.unwrap());
+
+    // A stream that breaks after its first event with an error naming the
+    // key, to a client of the same format and to one of another.
+    let r = post(
+        &gw,
+        json!({"model": "p5/m", "stream": true, "messages": []}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("\"content\":\"first\""), "{body}");
+    no_key("the broken stream", &body);
+    let r = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .json(&json!({"model": "p5/m", "stream": true, "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("first"), "{body}");
+    assert!(body.contains("event: error"), "{body}");
+    no_key("the broken stream, translated", &body);
+
     let r = client()
         .get(format!("{}/providers", gw.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+
+    // Access lines reach the file up to 200 ms after their request: wait for
+    // all six before reading the log.
+    assert!(
+        eventually(Duration::from_secs(15), || async { gw.access_lines() >= 6 }).await,
+        "six access lines:\n{}",
+        gw.log()
+    );
     let log = gw.log();
-    assert!(!log.contains("sk-p1") && !log.contains("sk-p2"), "{log}");
+    assert!(
+        log.contains("DEBUG"),
+        "the gateway logged at debug level:\n{log}"
+    );
+    assert!(
+        log.contains("upstream=p4/m attempts=2"),
+        "the access line of the request whose attempts all failed:\n{log}"
+    );
+    no_key("the log", &log);
 }
 
 #[tokio::test]

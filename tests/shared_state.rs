@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use apiproxy_store::testing::RedisServer;
+use apiproxy_store::testing::{RedisCluster, RedisSentinel, RedisServer};
 use common::*;
 use serde_json::{json, Value};
 
@@ -78,18 +78,73 @@ async fn rpm_limit_holds(gws: &[&Gateway]) {
     assert_eq!(chat(gws[0], "carol-key", None, "hi").await.status(), 200);
 }
 
-/// bob's tpm of 15: each answer reports 10 tokens, so the third request is refused.
+/// How long state written after an answer (tokens, bindings, context) may
+/// take to show: generous, for a busy machine; a check that holds returns at
+/// once.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// bob's tpm of 15: each answer reports 10 tokens, so once two answers are
+/// counted (on whichever replica) his next request is refused.
 async fn tpm_limit_counts_reported_usage(gws: &[&Gateway]) {
+    let last = gws[gws.len() - 1];
     assert_eq!(chat(gws[0], "bob-key", None, "hi").await.status(), 200);
-    // Tokens are added in the logging phase, right after the response.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = chat(gws[gws.len() - 1], "bob-key", None, "hi").await;
+    // At most 10 of 15 used: let through.
+    let r = chat(last, "bob-key", None, "hi").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "15");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = chat(gws[0], "bob-key", None, "hi").await;
-    assert_eq!(r.status(), 429);
+    // Tokens are counted once an answer is done, so the refusal comes as
+    // soon as both answers are counted (polled, bounded).
+    let mut refused = None;
+    for _ in 0..60 {
+        let r = chat(gws[0], "bob-key", None, "hi").await;
+        if r.status() == 429 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let r = refused.expect("bob refused once 20 of his 15 tokens were counted");
     assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "0");
+    // The refusal holds on the other replica too.
+    assert_eq!(chat(last, "bob-key", None, "hi").await.status(), 429);
+}
+
+/// The session binding `sid` as the admin endpoint of `gw` shows it
+/// (`None`: 404).
+async fn binding(gw: &Gateway, sid: &str) -> Option<Value> {
+    let r = client()
+        .get(format!("{}/routing/sessions/{sid}", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("binding");
+    if r.status() == 404 {
+        return None;
+    }
+    assert_eq!(r.status(), 200);
+    Some(r.json().await.expect("binding JSON"))
+}
+
+/// Waits until `gw` shows session `sid` bound to `provider` with at least
+/// `messages` messages; returns the binding.
+async fn bound(gw: &Gateway, sid: &str, provider: &str, messages: u64) -> Value {
+    let (last, ok) = poll(
+        PATIENCE,
+        || binding(gw, sid),
+        |b| {
+            b.as_ref().is_some_and(|b| {
+                b["provider_id"] == provider && b["message_count"].as_u64() >= Some(messages)
+            })
+        },
+    )
+    .await;
+    assert!(
+        ok,
+        "session {sid} bound to {provider} with {messages} messages: {last:?}"
+    );
+    last.expect("a binding")
 }
 
 /// A session sticks to the upstream that served it first, on every replica.
@@ -100,7 +155,9 @@ async fn sessions_stick(gws: &[&Gateway], sid: &str) -> String {
         .to_str()
         .unwrap()
         .to_owned();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The binding is written once the answer is done: wait for it on the
+    // other replica before asking again.
+    bound(gws[gws.len() - 1], sid, &provider, 1).await;
     for i in 0..8 {
         let r = chat(gws[i % gws.len()], "carol-key", Some(sid), &format!("q{i}")).await;
         assert_eq!(r.status(), 200);
@@ -109,20 +166,8 @@ async fn sessions_stick(gws: &[&Gateway], sid: &str) -> String {
             provider.as_str(),
             "request {i} of the session"
         );
-        tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let b: Value = client()
-        .get(format!(
-            "{}/routing/sessions/{sid}",
-            gws[gws.len() - 1].url()
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b = bound(gws[gws.len() - 1], sid, &provider, 9).await;
     assert_eq!(b["conversation_id"], sid);
     assert_eq!(b["logical_model"], "duo");
     assert_eq!(b["provider_id"], provider.as_str());
@@ -132,16 +177,26 @@ async fn sessions_stick(gws: &[&Gateway], sid: &str) -> String {
 
 async fn context_is_kept_for_its_key(gw: &Gateway, sid: &str) {
     let url = format!("{}/context/{sid}", gw.url());
-    let v: Value = client()
-        .get(&url)
-        .bearer_auth("carol-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let history = v["history"].as_array().unwrap();
+    let history = |v: &Value| v["history"].as_array().cloned().unwrap_or_default();
+    // Snippets are stored once each answer is done.
+    let (v, stored) = poll(
+        PATIENCE,
+        || async {
+            client()
+                .get(&url)
+                .bearer_auth("carol-key")
+                .send()
+                .await
+                .expect("context")
+                .json::<Value>()
+                .await
+                .expect("context JSON")
+        },
+        |v| history(v).len() == 9,
+    )
+    .await;
+    assert!(stored, "nine snippets: {v}");
+    let history = history(&v);
     assert_eq!(v["session_id"], sid);
     assert_eq!(history.len(), 9);
     // Newest first.
@@ -232,6 +287,104 @@ async fn two_replicas_on_one_redis_act_as_one() {
 }
 
 #[tokio::test]
+async fn two_replicas_on_a_redis_cluster_act_as_one() {
+    let cluster = RedisCluster::start();
+    let (a, b) = mocks().await;
+    let cfg = config(&a, &b, Some(&cluster.url));
+    let gw1 = Gateway::start(&cfg).await;
+    let gw2 = Gateway::start(&cfg).await;
+    rpm_limit_holds(&[&gw1, &gw2]).await;
+    tpm_limit_counts_reported_usage(&[&gw1, &gw2]).await;
+    sessions_stick(&[&gw1, &gw2], "s-cluster").await;
+    context_is_kept_for_its_key(&gw2, "s-cluster").await;
+    sessions_can_be_released(&gw1, "s-cluster").await;
+    // Everything was answered by the cluster, never by a replica's local fallback.
+    for gw in [&gw1, &gw2] {
+        let m = gw.metrics().await;
+        assert!(m.contains("apiproxy_store_redis_up 1"), "{m}");
+        assert!(m.contains("apiproxy_store_errors_total 0"), "{m}");
+    }
+    let keys = cluster.keys();
+    assert!(
+        keys.iter().any(|k| k.ends_with("{rate}:rpm:key:alice")),
+        "rate windows are hash-tagged: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_follow_a_sentinel_failover() {
+    let mut redis = RedisSentinel::start();
+    let (a, b) = mocks().await;
+    let cfg = config(&a, &b, Some(&redis.url));
+    let gw1 = Gateway::start(&cfg).await;
+    let gw2 = Gateway::start(&cfg).await;
+    sessions_stick(&[&gw1, &gw2], "s-sentinel").await;
+
+    redis.master.stop();
+    // Requests are answered all along; the Sentinel promotes the replica.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while redis.master_port() != Some(redis.replica.port) {
+        assert!(Instant::now() < deadline, "the Sentinel did not fail over");
+        let gw = if i % 2 == 0 { &gw1 } else { &gw2 };
+        assert_eq!(chat(gw, "carol-key", None, "hi").await.status(), 200);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Both replicas find the new master and share state through it again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for gw in [&gw1, &gw2] {
+            assert_eq!(chat(gw, "carol-key", None, "hi").await.status(), 200);
+        }
+        let up1 = gw1.metrics().await.contains("apiproxy_store_redis_up 1");
+        let up2 = gw2.metrics().await.contains("apiproxy_store_redis_up 1");
+        if up1 && up2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not follow the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rpm_limit_holds(&[&gw1, &gw2]).await;
+    assert!(
+        gw1.log().contains("new master"),
+        "the failover is logged:\n{}",
+        gw1.log()
+    );
+}
+
+#[tokio::test]
+async fn state_is_in_redis_when_the_gateway_exits_on_sigterm() {
+    let redis = RedisServer::start();
+    let (a, b) = mocks().await;
+    let gw = Gateway::start(&config(&a, &b, Some(&redis.url))).await;
+    assert_eq!(
+        chat(&gw, "carol-key", Some("s-exit"), "last words")
+            .await
+            .status(),
+        200
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let prefix = format!("t{}:", std::process::id());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !gw.log().contains("shutdown: shared state flushed") {
+        assert!(Instant::now() < deadline, "no exit:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    use apiproxy_store::testing::{query, Reply as R};
+    let exists = |key: String| query(redis.port, &["EXISTS", &key]) == Ok(R::Int(1));
+    assert!(exists(format!("{prefix}session:s-exit")));
+    assert!(exists(format!("{prefix}context:s-exit")));
+}
+
+#[tokio::test]
 async fn a_session_moves_when_its_upstream_fails() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -252,32 +405,41 @@ async fn a_session_moves_when_its_upstream_fails() {
     let a = mock(down[0].clone(), "ma").await;
     let b = mock(down[1].clone(), "mb").await;
     let gw = Gateway::start(&config(&a, &b, None)).await;
+    let served_by =
+        |r: &reqwest::Response| r.headers()["x-debug-provider"].to_str().unwrap().to_owned();
     let first = chat(&gw, "carol-key", Some("s-move"), "hi").await;
-    let served = first.headers()["x-debug-provider"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    drop(first);
+    assert_eq!(first.status(), 200);
+    let served = served_by(&first);
     let (i, other) = if served == "a" { (0, "b") } else { (1, "a") };
+    // The binding is there before its upstream fails, so the next request
+    // takes the "bound upstream failed" path for certain.
+    bound(&gw, "s-move", &served, 1).await;
+    let mock_of = |id: &str| if id == "a" { &a } else { &b };
+    let tried_before = mock_of(&served).count();
+
     down[i].store(true, Ordering::Relaxed);
     let r = chat(&gw, "carol-key", Some("s-move"), "again").await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["x-debug-provider"], other);
-    // The binding followed; it stays there once the first upstream is back.
+    assert_eq!(served_by(&r), other);
+    assert_eq!(
+        mock_of(&served).count(),
+        tried_before + 1,
+        "the bound upstream was tried first"
+    );
+    // The binding followed the request to the other upstream.
+    bound(&gw, "s-move", other, 2).await;
+
+    // It stays there once the first upstream is back: every request goes to
+    // `other` (a gateway that picked afresh each time would send about half
+    // of them back; all eight by chance: 1 in 256).
     down[i].store(false, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let v: Value = client()
-        .get(format!("{}/routing/sessions/s-move", gw.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["provider_id"], other);
-    let r = chat(&gw, "carol-key", Some("s-move"), "third").await;
-    assert_eq!(r.headers()["x-debug-provider"], other);
+    for n in 0..8 {
+        let r = chat(&gw, "carol-key", Some("s-move"), &format!("more {n}")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(served_by(&r), other, "request {n} after the move");
+    }
+    let b = bound(&gw, "s-move", other, 10).await;
+    assert_eq!(b["provider_id"], other);
 }
 
 #[tokio::test]
@@ -290,21 +452,35 @@ async fn requests_survive_a_redis_outage_and_sharing_resumes() {
     assert_eq!(chat(&gw1, "carol-key", None, "hi").await.status(), 200);
 
     redis.stop();
-    for i in 0..6 {
-        let started = Instant::now();
-        let r = chat(
-            if i % 2 == 0 { &gw1 } else { &gw2 },
-            "carol-key",
-            Some("s-outage"),
-            "hi",
-        )
-        .await;
-        assert_eq!(r.status(), 200, "request {i} with Redis down");
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "no request waits on a dead Redis"
+    // Every request is answered from local state: served, sticky within
+    // each replica, and alice's rpm still counted (locally).
+    for (n, gw) in [&gw1, &gw2].into_iter().enumerate() {
+        let sid = format!("s-outage-{n}");
+        let first = chat(gw, "carol-key", Some(&sid), "hi").await;
+        assert_eq!(first.status(), 200, "replica {n} with Redis down");
+        let provider = first.headers()["x-debug-provider"].clone();
+        for i in 0..3 {
+            let r = chat(gw, "carol-key", Some(&sid), "again").await;
+            assert_eq!(r.status(), 200, "replica {n}, request {i} with Redis down");
+            assert_eq!(
+                r.headers()["x-debug-provider"],
+                provider,
+                "replica {n} sticks"
+            );
+        }
+    }
+    for i in 0..5 {
+        assert_eq!(
+            chat(&gw1, "alice-key", None, "hi").await.status(),
+            200,
+            "alice {i}"
         );
     }
+    assert_eq!(
+        chat(&gw1, "alice-key", None, "hi").await.status(),
+        429,
+        "the local count refuses the sixth"
+    );
     let m = gw1.metrics_until("apiproxy_store_redis_up 0").await;
     assert!(m.contains("apiproxy_store_redis_up 0"), "{m}");
 
@@ -331,21 +507,32 @@ async fn redis_unreachable_at_start_still_serves() {
     let (a, b) = mocks().await;
     let dead = format!("redis://127.0.0.1:{}/0", free_port());
     let gw = Gateway::start(&config(&a, &b, Some(&dead))).await;
-    let started = Instant::now();
-    for _ in 0..3 {
-        assert_eq!(
-            chat(&gw, "alice-key", Some("s-dead"), "hi").await.status(),
-            200
-        );
+    // Served from local state: alice's rpm of 5 still holds, the session
+    // still sticks.
+    let first = chat(&gw, "alice-key", Some("s-dead"), "hi").await;
+    assert_eq!(first.status(), 200);
+    let provider = first.headers()["x-debug-provider"].clone();
+    for i in 1..5 {
+        let r = chat(&gw, "alice-key", Some("s-dead"), "hi").await;
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["x-debug-provider"], provider);
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let log = gw.log();
-    let warnings = log
-        .lines()
-        .filter(|l| l.contains("WARN") && l.to_lowercase().contains("redis"))
-        .count();
-    assert!(
-        warnings <= 2,
-        "one warning per minute, not per request:\n{log}"
+    assert_eq!(
+        chat(&gw, "alice-key", Some("s-dead"), "hi").await.status(),
+        429
     );
+    assert_eq!(
+        gw.metric("apiproxy_store_redis_up", &[]).await,
+        0.0,
+        "{}",
+        gw.metrics().await
+    );
+    // Exactly one warning: one a minute, not one per request.
+    let redis_warnings = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.to_lowercase().contains("redis"))
+            .count()
+    };
+    let (log, _) = poll(PATIENCE, || async { gw.log() }, |l| redis_warnings(l) >= 1).await;
+    assert_eq!(redis_warnings(&log), 1, "one warning:\n{log}");
 }

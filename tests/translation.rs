@@ -479,6 +479,14 @@ async fn chat_endpoint_adapts_claude_and_gemini_bodies() {
             key: [{"role": "user", "parts": [{"text": wire::QUESTION}]}]
         })
     };
+    // Streams ask for the usage chunk as OpenAI clients do; without
+    // `stream_options` there is none (checked once below).
+    let with_usage = |mut body: Value| {
+        if body["stream"] == true {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    };
     let mut failures = Vec::new();
     for provider in ALL {
         for stream in [false, true] {
@@ -497,21 +505,14 @@ async fn chat_endpoint_adapts_claude_and_gemini_bodies() {
                 ),
             ] {
                 let (status, ct, answer) = s
-                    .send_raw("/v1/chat/completions", &headers, body.to_string())
+                    .send_raw(
+                        "/v1/chat/completions",
+                        &headers,
+                        with_usage(body).to_string(),
+                    )
                     .await;
                 let r = read_answer(Wire::Chat, stream, status, &ct, &answer)
-                    .and_then(|a| {
-                        // A stream without stream_options gets no usage chunk.
-                        let a = if stream {
-                            Answer {
-                                usage: Some(scenario.shape().usage()),
-                                ..a
-                            }
-                        } else {
-                            a
-                        };
-                        check_answer(Wire::Chat, provider, scenario.shape(), &a, &model)
-                    })
+                    .and_then(|a| check_answer(Wire::Chat, provider, scenario.shape(), &a, &model))
                     .and_then(|()| {
                         wire::check_upstream(
                             provider,
@@ -529,6 +530,27 @@ async fn chat_endpoint_adapts_claude_and_gemini_bodies() {
                         if stream { "stream" } else { "json" }
                     ));
                 }
+            }
+        }
+    }
+    // Without `stream_options`, an adapted stream carries no usage chunk.
+    for provider in ALL {
+        let model = logical(provider, "");
+        for (what, body) in [
+            ("claude-style", claude(&model, true)),
+            ("gemini contents", gemini(&model, true, "contents")),
+        ] {
+            let (status, ct, answer) = s
+                .send_raw("/v1/chat/completions", &headers, body.to_string())
+                .await;
+            match read_answer(Wire::Chat, true, status, &ct, &answer) {
+                Ok(a) if a.usage.is_none() => {}
+                Ok(a) => failures.push(format!(
+                    "{what} → {} stream without stream_options: usage {:?}",
+                    provider.name(),
+                    a.usage
+                )),
+                Err(e) => failures.push(format!("{what} → {}: {e}", provider.name())),
             }
         }
     }

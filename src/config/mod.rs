@@ -19,6 +19,10 @@ use sha2::{Digest, Sha256};
 
 use raw::RawConfig;
 
+/// The smallest `context.max_entry_bytes`: an entry's skeleton (model,
+/// provider, usage, timestamp) takes about 200 bytes.
+const MIN_CONTEXT_ENTRY_BYTES: usize = 512;
+
 /// The whole runtime configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -44,14 +48,30 @@ pub struct ServerSettings {
     pub metrics_listen: Option<String>,
     pub threads: usize,
     pub max_body_bytes: usize,
-    pub pid_file: Option<String>,
-    pub upgrade_sock: Option<String>,
+    /// Where `-d` writes the pid; its directory is created private (0700).
+    pub pid_file: String,
+    /// Where `-u` waits for the old process's sockets (same directory rule).
+    pub upgrade_sock: String,
     pub daemon: bool,
     pub error_log: Option<String>,
     pub user: Option<String>,
     pub group: Option<String>,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    /// A request head must be complete this long after its first byte (the
+    /// connection's accept, for its first request): 408 past it.
+    pub header_timeout: Duration,
+    /// An idle kept-alive connection is closed after this long.
+    pub keepalive_timeout: Duration,
+    /// A request body that sends nothing for this long ends the request.
+    pub body_timeout: Duration,
+    /// A client that takes nothing of its answer for this long is dropped
+    /// (and with it the upstream request).
+    pub write_timeout: Duration,
+    /// Larger request heads get 431.
+    pub max_header_bytes: usize,
+    /// Client connections open at once; past it new ones get 503.
+    pub max_connections: usize,
 }
 
 /// Where shared state lives.
@@ -70,6 +90,26 @@ pub struct StoreSettings {
 pub struct ContextSettings {
     pub max_entries: usize,
     pub max_chars: usize,
+    /// Bytes of JSON one snippet may take (keys and numbers count too).
+    pub max_entry_bytes: usize,
+    /// Bytes of snippets kept per session.
+    pub max_session_bytes: usize,
+}
+
+impl Config {
+    /// What the shared-state store is opened with.
+    pub fn store_options(&self) -> apiproxy_store::StoreOptions {
+        apiproxy_store::StoreOptions {
+            redis_url: self.store.redis_url.clone(),
+            key_prefix: self.store.key_prefix.clone(),
+            session_ttl: self.store.session_ttl,
+            context_max_entries: self.context.max_entries,
+            context_max_entry_bytes: self.context.max_entry_bytes,
+            context_max_session_bytes: self.context.max_session_bytes,
+            context_ttl: self.store.context_ttl,
+            catalog_ttl: self.store.catalog_ttl,
+        }
+    }
 }
 
 /// Client and admin keys.
@@ -78,6 +118,9 @@ pub struct AuthConfig {
     pub keys: Vec<ClientKey>,
     /// SHA-256 of each admin key.
     pub admin_keys: Vec<[u8; 32]>,
+    /// `auth.open`: serving without client keys on a non-loopback address
+    /// was asked for explicitly.
+    pub open: bool,
 }
 
 /// One client key. The secret itself is not kept, only its SHA-256.
@@ -217,6 +260,22 @@ pub struct UpstreamRef {
 
 /// Default body limit: 16 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Where the pid file and the upgrade socket live unless configured: a
+/// directory only the gateway's user can enter (systemd's `RuntimeDirectory`).
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/apiproxy";
+/// Default `server.pid_file` (the systemd unit's `PIDFile`).
+pub const DEFAULT_PID_FILE: &str = "/run/apiproxy/apiproxy.pid";
+/// Default `server.upgrade_sock`.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/run/apiproxy/upgrade.sock";
+/// Default client limits, as nginx and Envoy would have them for an edge.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Pingora's own hard cap on a request head.
+pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 
 impl Config {
     /// Reads, parses and resolves `path`. `Err` holds one line per problem.
@@ -256,6 +315,21 @@ impl Config {
     /// The index of provider `id`.
     pub fn provider_index(&self, id: &str) -> Option<usize> {
         self.providers.iter().position(|p| p.id == id)
+    }
+
+    /// Warnings about a config that is valid but risky, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.auth.keys.is_empty() {
+            for a in &self.server.listen {
+                if a.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) {
+                    out.push(format!(
+                        "auth.open: no client keys and listening on {a}: anyone who reaches it spends the provider keys"
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The logical model `name`.
@@ -354,7 +428,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     let listen = s
         .listen
         .map(raw::OneOrMany::into_vec)
-        .unwrap_or_else(|| vec!["0.0.0.0:8080".to_owned()]);
+        .unwrap_or_else(|| vec!["127.0.0.1:8080".to_owned()]);
     if listen.is_empty() {
         problems.push("server.listen: at least one address is needed".to_owned());
     }
@@ -378,6 +452,32 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     if s.max_body_bytes == Some(0) {
         problems.push("server.max_body_bytes: must be positive".to_owned());
     }
+    for (key, v) in [
+        ("header_timeout_ms", s.header_timeout_ms),
+        ("keepalive_timeout_ms", s.keepalive_timeout_ms),
+        ("body_timeout_ms", s.body_timeout_ms),
+        ("write_timeout_ms", s.write_timeout_ms),
+        ("max_connections", s.max_connections),
+    ] {
+        if v == Some(0) {
+            problems.push(format!("server.{key}: must be positive"));
+        }
+    }
+    if let Some(b) = s.max_header_bytes {
+        if !(1024..=MAX_MAX_HEADER_BYTES as u64).contains(&b) {
+            problems.push(format!(
+                "server.max_header_bytes: must be between 1024 and {MAX_MAX_HEADER_BYTES}"
+            ));
+        }
+    }
+    for (key, path) in [("pid_file", &s.pid_file), ("upgrade_sock", &s.upgrade_sock)] {
+        if let Some(p) = path {
+            if !Path::new(p).is_absolute() {
+                problems.push(format!("server.{key}: {p:?} must be an absolute path"));
+            }
+        }
+    }
+    let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
     let server = ServerSettings {
         listen,
         metrics_listen: s.metrics_listen,
@@ -386,8 +486,10 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             .max_body_bytes
             .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
             .unwrap_or(DEFAULT_MAX_BODY_BYTES),
-        pid_file: s.pid_file,
-        upgrade_sock: s.upgrade_sock,
+        pid_file: s.pid_file.unwrap_or_else(|| DEFAULT_PID_FILE.to_owned()),
+        upgrade_sock: s
+            .upgrade_sock
+            .unwrap_or_else(|| DEFAULT_UPGRADE_SOCK.to_owned()),
         daemon: s.daemon.unwrap_or(false),
         error_log: s.error_log,
         user: s.user,
@@ -396,6 +498,18 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         // for a quick restart.
         grace_period_seconds: s.grace_period_seconds.unwrap_or(60),
         graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds.unwrap_or(10),
+        header_timeout: ms(s.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS),
+        keepalive_timeout: ms(s.keepalive_timeout_ms, DEFAULT_KEEPALIVE_TIMEOUT_MS),
+        body_timeout: ms(s.body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS),
+        write_timeout: ms(s.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS),
+        max_header_bytes: s
+            .max_header_bytes
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+            .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_connections: s
+            .max_connections
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
     };
 
     // log
@@ -422,10 +536,30 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         context_ttl: Duration::from_secs(st.context_ttl_seconds.unwrap_or(86400)),
         catalog_ttl: Duration::from_secs(st.models_cache_ttl_seconds.unwrap_or(300)),
     };
+    if let Some(p) = Some(&store.key_prefix).filter(|p| p.contains(['{', '}'])) {
+        // Braces are Redis Cluster hash tags: the store adds its own so each script stays on one slot.
+        problems.push(format!(
+            "store.key_prefix: {p:?} must not contain {{ or }} (Redis Cluster hash tags)"
+        ));
+    }
     let context = ContextSettings {
         max_entries: raw.context.max_entries.unwrap_or(50),
         max_chars: raw.context.max_chars.unwrap_or(4000),
+        max_entry_bytes: raw.context.max_entry_bytes.unwrap_or(32 * 1024),
+        max_session_bytes: raw.context.max_session_bytes.unwrap_or(256 * 1024),
     };
+    if context.max_entry_bytes < MIN_CONTEXT_ENTRY_BYTES {
+        problems.push(format!(
+            "context.max_entry_bytes: {} is too small to hold an entry (at least {MIN_CONTEXT_ENTRY_BYTES})",
+            context.max_entry_bytes
+        ));
+    }
+    if context.max_session_bytes < context.max_entry_bytes {
+        problems.push(format!(
+            "context.max_session_bytes: {} is smaller than context.max_entry_bytes ({})",
+            context.max_session_bytes, context.max_entry_bytes
+        ));
+    }
 
     // auth
     let mut auth = AuthConfig::default();
@@ -510,6 +644,16 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             problems.push(format!("auth.admin_keys[{i}]: shorter than 8 characters"));
         }
         auth.admin_keys.push(sha256(k));
+    }
+    auth.open = raw.auth.open.unwrap_or(false);
+    if auth.keys.is_empty() && !auth.open {
+        for (i, a) in server.listen.iter().enumerate() {
+            if a.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) {
+                problems.push(format!(
+                    "server.listen[{i}]: {a} is reachable from other machines and auth.keys is empty: add client keys or set auth.open: true"
+                ));
+            }
+        }
     }
 
     // providers

@@ -66,6 +66,13 @@ pub struct RawServer {
     pub group: Option<String>,
     pub grace_period_seconds: Option<u64>,
     pub graceful_shutdown_timeout_seconds: Option<u64>,
+    // Client connection limits (docs/security.md).
+    pub header_timeout_ms: Option<u64>,
+    pub keepalive_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    pub max_header_bytes: Option<u64>,
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +98,10 @@ pub struct RawContext {
     pub max_entries: Option<usize>,
     /// Characters kept of each request / response snippet (default 4000).
     pub max_chars: Option<usize>,
+    /// Bytes of JSON one snippet may take, everything counted (default 32768).
+    pub max_entry_bytes: Option<usize>,
+    /// Bytes of snippets kept per session, oldest dropped first (default 262144).
+    pub max_session_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +118,8 @@ pub struct RawAuth {
     pub keys: Vec<RawKey>,
     #[serde(default)]
     pub admin_keys: Vec<String>,
+    /// Serve clients without keys on a non-loopback address.
+    pub open: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,7 +129,103 @@ fn status_sets() {
 #[test]
 fn empty_file_gives_defaults() {
     let c = load("").unwrap();
-    assert_eq!(c.server.listen, ["0.0.0.0:8080"]);
+    assert_eq!(c.server.listen, ["127.0.0.1:8080"]);
     assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     assert!(c.store.redis_url.is_none());
+    assert_eq!(c.server.pid_file, DEFAULT_PID_FILE);
+    assert_eq!(c.server.upgrade_sock, DEFAULT_UPGRADE_SOCK);
+    assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_header_bytes, 65536);
+    assert_eq!(c.server.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert!(c.warnings().is_empty());
+}
+
+#[test]
+fn client_limits_are_validated_by_key_path() {
+    let e = load(
+        "server:\n  header_timeout_ms: 0\n  keepalive_timeout_ms: 0\n  body_timeout_ms: 0\n  write_timeout_ms: 0\n  max_connections: 0\n  max_header_bytes: 10\n  pid_file: run/x.pid\n",
+    )
+    .unwrap_err();
+    for key in [
+        "server.header_timeout_ms: must be positive",
+        "server.keepalive_timeout_ms: must be positive",
+        "server.body_timeout_ms: must be positive",
+        "server.write_timeout_ms: must be positive",
+        "server.max_connections: must be positive",
+        "server.max_header_bytes: must be between 1024",
+        "server.pid_file: \"run/x.pid\" must be an absolute path",
+    ] {
+        assert!(e.iter().any(|p| p.starts_with(key)), "{key} not in {e:?}");
+    }
+}
+
+#[test]
+fn an_open_gateway_on_a_public_address_must_say_so() {
+    let e = load("server:\n  listen: [127.0.0.1:8080, 0.0.0.0:8081]\n").unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("server.listen[1]: 0.0.0.0:8081"), "{e:?}");
+    assert!(e[0].contains("auth.open: true"), "{e:?}");
+    let c = load("server:\n  listen: 0.0.0.0:8081\nauth:\n  open: true\n").unwrap();
+    assert_eq!(c.warnings().len(), 1);
+    assert!(c.warnings()[0].contains("0.0.0.0:8081"));
+    // Client keys make any address fine; loopback needs nothing.
+    load("server:\n  listen: 0.0.0.0:8081\nauth:\n  keys: [{ name: a, key: k }]\n").unwrap();
+    load("server:\n  listen: \"[::1]:8081\"\n").unwrap();
+}
+
+/// The systemd unit and the defaults agree: its PIDFile is the default pid
+/// file, its RuntimeDirectory holds it, and it runs sandboxed as its own user.
+#[test]
+fn the_systemd_unit_matches_the_defaults() {
+    let unit = include_str!("../../systemd/apiproxy.service");
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    let has = |l: &str| lines.contains(&l);
+    assert!(has(&format!("PIDFile={DEFAULT_PID_FILE}")), "{unit}");
+    let dir = DEFAULT_RUNTIME_DIR.strip_prefix("/run/").unwrap();
+    assert!(has(&format!("RuntimeDirectory={dir}")), "{unit}");
+    assert!(has("RuntimeDirectoryMode=0700"), "{unit}");
+    assert!(Path::new(DEFAULT_PID_FILE).starts_with(DEFAULT_RUNTIME_DIR));
+    assert!(Path::new(DEFAULT_UPGRADE_SOCK).starts_with(DEFAULT_RUNTIME_DIR));
+    for l in [
+        "User=apiproxy",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+    ] {
+        assert!(has(l), "{l} missing from the unit:\n{unit}");
+    }
+}
+
+/// The shipped config passes `-t` without client keys because it listens on
+/// loopback only.
+#[test]
+fn the_shipped_config_listens_on_loopback() {
+    let c = load(include_str!("../../conf/apiproxy.yaml")).unwrap();
+    assert!(c.auth.keys.is_empty());
+    for a in &c.server.listen {
+        assert!(a.parse::<SocketAddr>().unwrap().ip().is_loopback(), "{a}");
+    }
+    assert_eq!(c.server.pid_file, DEFAULT_PID_FILE);
+}
+
+#[test]
+fn context_byte_bounds_and_key_prefix_are_checked() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(c.context.max_entry_bytes, 32768);
+    assert_eq!(c.context.max_session_bytes, 262144);
+    let bad = format!(
+        "{GOOD}context:\n  max_entry_bytes: 100\n  max_session_bytes: 50\nstore:\n  key_prefix: \"gw{{x}}:\"\n"
+    );
+    let problems = load(&bad).unwrap_err();
+    for key in [
+        "context.max_entry_bytes",
+        "context.max_session_bytes",
+        "store.key_prefix",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "{key}: {problems:?}"
+        );
+    }
 }

@@ -176,12 +176,10 @@ pub async fn handle(
                 }
             };
             let (owner, history) = gw.state.store().await.get_context(&sid).await;
-            if let (Some(reader), Some(owner)) = (&reader, &owner) {
-                if reader != owner {
-                    return Err(GatewayError::forbidden(
-                        "this session's context belongs to another key",
-                    ));
-                }
+            if !crate::context::may_read(reader.as_deref(), owner.as_deref(), history.is_empty()) {
+                return Err(GatewayError::forbidden(
+                    "this session's context belongs to another key",
+                ));
             }
             json!({"session_id": sid, "history": history})
         }
@@ -240,6 +238,7 @@ pub async fn handle(
                         "created_at": b.created_at,
                         "last_accessed": b.last_accessed,
                         "message_count": b.message_count,
+                        "owner": b.owner,
                     })
                 }
                 AdminRoute::DeleteSession(id) => {
@@ -248,11 +247,11 @@ pub async fn handle(
                     }
                     ctx.status = 204;
                     let h = pingora::http::ResponseHeader::build_no_case(204, Some(0))
-                        .map_err(|e| GatewayError::new(500, e.to_string()))?;
+                        .map_err(|e| GatewayError::internal(e.to_string()))?;
                     return session
                         .write_response_header(Box::new(h), true)
                         .await
-                        .map_err(|e| GatewayError::new(500, format!("writing the response: {e}")));
+                        .map_err(|e| GatewayError::internal(format!("writing the response: {e}")));
                 }
             }
         }
@@ -261,14 +260,14 @@ pub async fn handle(
     ctx.status = 200;
     respond::json(session, 200, body.to_string(), &Vec::new())
         .await
-        .map_err(|e| GatewayError::new(500, format!("writing the response: {e}")))
+        .map_err(|e| GatewayError::internal(format!("writing the response: {e}")))
 }
 
 /// `POST /routing/decide`: which upstream a request for the model would go
 /// to now, and every candidate's score.
 async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Value, GatewayError> {
     let started = Instant::now();
-    let body = super::llm::read_body(session, 1 << 20).await?;
+    let body = super::request::read_body(session, 1 << 20).await?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("body is not valid JSON: {e}")))?;
     let model = v
@@ -310,8 +309,9 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
             }
         }
     }
-    let chosen = chosen
-        .ok_or_else(|| GatewayError::new(503, format!("no upstream is eligible for `{model}`")))?;
+    let chosen = chosen.ok_or_else(|| {
+        GatewayError::upstream(503, format!("no upstream is eligible for `{model}`"))
+    })?;
     let upstream = |c: &crate::routing::Candidate| json!({"provider_id": rt.providers[c.provider].id(), "model_id": c.model, "weight": c.weight});
     let all: Vec<Value> = scored
         .iter()

@@ -4,6 +4,15 @@ use std::time::{Duration, Instant};
 
 use apiproxy_translate::{Format, Usage};
 
+/// The upstream that answered a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedBy {
+    pub provider: String,
+    pub model: String,
+    /// Index of the provider key used (`None`: a keyless provider).
+    pub key_index: Option<usize>,
+}
+
 /// Everything one request learns on its way, read by the logging phase.
 #[derive(Debug)]
 pub struct RequestCtx {
@@ -34,9 +43,8 @@ pub struct RequestCtx {
     pub client_gone: bool,
     /// `X-Session-Id`, when given.
     pub session_id: Option<String>,
-    /// The upstream that answered: (provider id, model, key index), for the
-    /// session binding.
-    pub served_by: Option<(String, String, Option<usize>)>,
+    /// The upstream that answered, for the session binding.
+    pub served_by: Option<ServedBy>,
     /// With a session: the request snippet to keep as context.
     pub context_request: Option<serde_json::Value>,
     /// With a session: the answer's text, captured up to `capture_limit` characters.

@@ -4,10 +4,14 @@
 
 pub mod admin;
 pub mod ctx;
+mod encode;
+pub mod failover;
 pub mod llm;
 pub mod relay;
+pub mod request;
 pub mod respond;
 pub mod routes;
+mod upstream_error;
 
 use std::sync::Arc;
 
@@ -26,7 +30,7 @@ use crate::metrics;
 use crate::routing::Runtime;
 use crate::state::SharedState;
 use apiproxy_store::SessionBinding;
-use ctx::RequestCtx;
+use ctx::{RequestCtx, ServedBy};
 use respond::Headers;
 use routes::Route;
 
@@ -60,22 +64,28 @@ impl Gateway {
                 store.add_tokens(bucket, u.total()).await;
             }
         }
-        let (Some(sid), Some((provider, model, key))) =
-            (ctx.session_id.clone(), ctx.served_by.take())
+        let (
+            Some(sid),
+            Some(ServedBy {
+                provider,
+                model,
+                key_index,
+            }),
+        ) = (ctx.session_id.clone(), ctx.served_by.take())
         else {
             return;
         };
         store
-            .bind_session(SessionBinding {
-                conversation_id: sid.clone(),
-                logical_model: ctx.requested_model.clone(),
-                provider_id: provider.clone(),
-                model_id: model.clone(),
-                key_index: key.unwrap_or(0),
-                created_at: 0.0,
-                last_accessed: 0.0,
-                message_count: 0,
-            })
+            .bind_session(SessionBinding::new(
+                &sid,
+                ctx.key_name.as_deref(),
+                apiproxy_store::BoundUpstream {
+                    logical_model: &ctx.requested_model,
+                    provider_id: &provider,
+                    model_id: &model,
+                    key_index: key_index.unwrap_or(0),
+                },
+            ))
             .await;
         if let Some(request) = ctx.context_request.take() {
             let usage = ctx
@@ -183,7 +193,7 @@ impl ProxyHttp for Gateway {
             } => {
                 ctx.route = "llm";
                 ctx.format = Some(format);
-                let route = llm::LlmRoute {
+                let route = request::LlmRoute {
                     format,
                     path_model,
                     path_stream,
@@ -199,7 +209,7 @@ impl ProxyHttp for Gateway {
                 session.req_header().method,
                 session.req_header().uri.path()
             ))),
-            Route::MethodNotAllowed => Err(GatewayError::new(
+            Route::MethodNotAllowed => Err(GatewayError::client(
                 405,
                 format!("method {} is not allowed here", session.req_header().method),
             )),

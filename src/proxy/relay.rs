@@ -23,7 +23,7 @@ use crate::upstream::http::{Incoming, SendError};
 const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 
 /// How the answer must be shaped.
-pub struct RelayPlan {
+pub struct RelayPlan<'a> {
     pub client: Format,
     pub upstream: Format,
     pub stream: bool,
@@ -33,6 +33,9 @@ pub struct RelayPlan {
     pub model_override: Option<String>,
     /// An OpenAI chat client asked for the usage chunk.
     pub include_usage: bool,
+    /// The upstream's keys: an upstream may echo one in a stream (an
+    /// in-band error naming the key), and none may reach the client.
+    pub provider_keys: &'a [String],
 }
 
 /// How relaying ended.
@@ -53,7 +56,7 @@ pub async fn relay(
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: &mut Incoming,
-    plan: &RelayPlan,
+    plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
     if let Some(enc) = resp
@@ -109,7 +112,7 @@ async fn whole(
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: &mut Incoming,
-    plan: &RelayPlan,
+    plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
     let mut body = BytesMut::new();
@@ -209,7 +212,7 @@ enum Converter {
 }
 
 impl Converter {
-    fn new(plan: &RelayPlan, capturing: bool) -> Self {
+    fn new(plan: &RelayPlan<'_>, capturing: bool) -> Self {
         if plan.passthrough {
             Converter::Passthrough(PassthroughStream::new(
                 plan.client,
@@ -319,7 +322,7 @@ async fn stream(
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: &mut Incoming,
-    plan: &RelayPlan,
+    plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
     let mut conv = Converter::new(plan, ctx.answer.is_some());
@@ -372,6 +375,7 @@ async fn stream(
                     return gone(ctx);
                 }
             }
+            scrub_keys(&mut out, plan.provider_keys);
             let data = out.split().freeze();
             if session.write_response_body(Some(data), end).await.is_err() {
                 end_stream_gauge(ctx);
@@ -389,11 +393,13 @@ async fn stream(
         }
         Err((reason, status)) if !started => Outcome::Failed { reason, status },
         Err((reason, status)) => {
+            let reason = scrub_str(&reason, plan.provider_keys);
             log::warn!(
                 "stream from {} broke after it started: {reason}",
                 ctx.provider
             );
             conv.fail(status, &format!("upstream stream failed: {reason}"), &mut out);
+            scrub_keys(&mut out, plan.provider_keys);
             let _ = session
                 .write_response_body(Some(out.split().freeze()), true)
                 .await;
@@ -401,6 +407,32 @@ async fn stream(
             Outcome::Failed { reason, status }
         }
     }
+}
+
+/// Replaces every provider key in `out` (whole SSE events, so a key is
+/// never split across two calls) with `***`.
+fn scrub_keys(out: &mut BytesMut, keys: &[String]) {
+    for key in keys.iter().map(String::as_bytes).filter(|k| k.len() >= 4) {
+        if memchr::memmem::find(out, key).is_none() {
+            continue;
+        }
+        let mut clean = BytesMut::with_capacity(out.len());
+        let mut rest = &out[..];
+        while let Some(i) = memchr::memmem::find(rest, key) {
+            clean.extend_from_slice(&rest[..i]);
+            clean.extend_from_slice(b"***");
+            rest = &rest[i + key.len()..];
+        }
+        clean.extend_from_slice(rest);
+        *out = clean;
+    }
+}
+
+/// `s` with every provider key replaced by `***`.
+fn scrub_str(s: &str, keys: &[String]) -> String {
+    keys.iter()
+        .filter(|k| k.len() >= 4)
+        .fold(s.to_owned(), |acc, k| acc.replace(k.as_str(), "***"))
 }
 
 /// Most bytes gathered from an upstream burst before writing to the client.

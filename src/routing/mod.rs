@@ -1,20 +1,12 @@
 //! Model resolution: from the name a client asked for to an ordered list of
 //! candidate upstreams (provider, upstream model).
 
+mod runtime;
 pub mod select;
 
-use std::sync::Arc;
+pub use runtime::Runtime;
 
 use apiproxy_store::SessionBinding;
-
-use crate::config::Config;
-use crate::upstream::Provider;
-
-/// The live configuration and the providers' state. Swapped whole on reload.
-pub struct Runtime {
-    pub config: Config,
-    pub providers: Vec<Arc<Provider>>,
-}
 
 /// One upstream that may serve a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,30 +22,8 @@ pub struct Candidate {
     pub logical: bool,
 }
 
+/// Model resolution is routing's part of the runtime.
 impl Runtime {
-    /// Builds the runtime for `config`, keeping the fetched catalogs and
-    /// health of providers that existed before (on reload).
-    pub fn new(config: Config, previous: Option<&Runtime>) -> Runtime {
-        let providers = config
-            .providers
-            .iter()
-            .map(|pc| {
-                let p = Provider::new(pc.clone());
-                if let Some(old) = previous.and_then(|r| r.provider(&pc.id)) {
-                    if old.config.base == pc.base && old.config.kind == pc.kind {
-                        p.catalog.store(old.catalog.load_full());
-                    }
-                }
-                Arc::new(p)
-            })
-            .collect();
-        Runtime { config, providers }
-    }
-
-    pub fn provider(&self, id: &str) -> Option<&Arc<Provider>> {
-        self.providers.iter().find(|p| p.id() == id)
-    }
-
     /// Every upstream that could serve `name`, unordered; `None` when the
     /// name is unknown. Order of precedence: a logical model,
     /// `provider-id/model`, then any provider whose catalog lists the name.
@@ -154,6 +124,7 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn runtime() -> Runtime {
         let yaml = r#"

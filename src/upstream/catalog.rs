@@ -6,7 +6,7 @@ use pingora::connectors::http::Connector;
 use serde_json::Value;
 
 use super::http::{send, Outgoing};
-use super::Provider;
+use super::{KeyChoice, Provider};
 use crate::config::ProviderKind;
 
 /// Largest model-list body accepted.
@@ -32,9 +32,11 @@ pub fn parse_model_list(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, 
 
 /// Fetches `provider`'s model list.
 pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<String>, String> {
-    let key_index = provider
-        .pick_key(None, &[])
-        .ok_or("every key is cooling down")?;
+    let key_index = match provider.pick_key(None, &[]) {
+        KeyChoice::Key(i) => Some(i),
+        KeyChoice::Keyless => None,
+        KeyChoice::AllCooling => return Err("every key is cooling down".into()),
+    };
     let path = match provider.config.kind {
         ProviderKind::Anthropic => format!("{}?limit=1000", provider.models_path()),
         _ => provider.models_path(),

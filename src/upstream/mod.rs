@@ -37,6 +37,27 @@ pub struct Provider {
     pub pool_key: u64,
 }
 
+/// Which of a provider's keys an attempt uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChoice {
+    /// The key at this index of `api_keys`.
+    Key(usize),
+    /// The provider is configured without keys.
+    Keyless,
+    /// Every key is cooling down (or was already tried).
+    AllCooling,
+}
+
+impl KeyChoice {
+    /// The key index, for keyed providers.
+    pub fn index(self) -> Option<usize> {
+        match self {
+            KeyChoice::Key(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
 /// What routing knows of a provider's recent behaviour.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -106,24 +127,24 @@ impl Provider {
     }
 
     /// The next key in rotation that is not cooling down, starting from
-    /// `prefer` when given (a session's key). `Some(None)`: the provider
-    /// needs no key. `None`: every key is cooling down.
-    pub fn pick_key(&self, prefer: Option<usize>, skip: &[usize]) -> Option<Option<usize>> {
+    /// `prefer` when given (a session's key) and skipping `skip` (keys this
+    /// request already tried).
+    pub fn pick_key(&self, prefer: Option<usize>, skip: &[usize]) -> KeyChoice {
         let n = self.config.api_keys.len();
         if n == 0 {
-            return Some(None);
+            return KeyChoice::Keyless;
         }
         let now = now_ms();
         let usable =
             |i: usize| !skip.contains(&i) && self.key_cooldown[i].load(Ordering::Relaxed) <= now;
         if let Some(p) = prefer.filter(|&p| p < n && usable(p)) {
-            return Some(Some(p));
+            return KeyChoice::Key(p);
         }
         let start = self.next_key.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|k| (start + k) % n)
             .find(|&i| usable(i))
-            .map(Some)
+            .map_or(KeyChoice::AllCooling, KeyChoice::Key)
     }
 
     /// Takes key `i` out of rotation for `for_`.
@@ -266,19 +287,19 @@ mod tests {
             "providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b, c]}]",
         );
         let picks: Vec<_> = (0..3)
-            .map(|_| p.pick_key(None, &[]).unwrap().unwrap())
+            .map(|_| p.pick_key(None, &[]).index().unwrap())
             .collect();
         let mut sorted = picks.clone();
         sorted.sort();
         assert_eq!(sorted, [0, 1, 2], "each key used once per round: {picks:?}");
         p.cool_key(1, Duration::from_secs(60));
         for _ in 0..6 {
-            assert_ne!(p.pick_key(None, &[]), Some(Some(1)));
+            assert_ne!(p.pick_key(None, &[]), KeyChoice::Key(1));
         }
-        assert_eq!(p.pick_key(Some(2), &[]), Some(Some(2)));
-        assert_eq!(p.pick_key(Some(1), &[0, 2]), None);
+        assert_eq!(p.pick_key(Some(2), &[]), KeyChoice::Key(2));
+        assert_eq!(p.pick_key(Some(1), &[0, 2]), KeyChoice::AllCooling);
         let keyless = provider("providers: [{id: o, kind: openai, base_url: 'http://h'}]");
-        assert_eq!(keyless.pick_key(None, &[]), Some(None));
+        assert_eq!(keyless.pick_key(None, &[]), KeyChoice::Keyless);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `apiproxy` binary on free ports, and a client.
 #![allow(dead_code)]
 
+pub mod prom;
 pub mod wire;
 
 use std::io::Write;
@@ -29,6 +30,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the whole request had arrived (orders attempts across mocks).
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -271,6 +274,7 @@ async fn read_request<S: AsyncRead + Unpin>(sock: &mut S, buf: &mut Vec<u8>) -> 
                 path,
                 headers,
                 body,
+                at: Instant::now(),
             });
         }
         let mut tmp = vec![0u8; 64 * 1024];
@@ -359,6 +363,57 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// The environment variables `conf/apiproxy.yaml` reads provider and admin
+/// keys from; every gateway a test starts runs without them.
+pub const PROVIDER_KEY_VARS: [&str; 4] = [
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "APIPROXY_ADMIN_KEY",
+];
+
+/// Polls `check` every 50 ms until it holds or `within` has passed; returns
+/// whether it held. For state the gateway writes after it answers (tokens,
+/// bindings, context, metrics): the bound is generous because the machine
+/// running the suite may be busy, and a passing check returns at once.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Like [`eventually`], for a value: fetches it every 50 ms until `done`
+/// holds or `within` has passed; returns the last value fetched and whether
+/// `done` held for it.
+pub async fn poll<T, F, Fut>(within: Duration, mut fetch: F, done: impl Fn(&T) -> bool) -> (T, bool)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let v = fetch().await;
+        if done(&v) {
+            return (v, true);
+        }
+        if Instant::now() > deadline {
+            return (v, false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The real gateway binary, on a free port, stopped on drop.
 pub struct Gateway {
     pub port: u16,
@@ -404,24 +459,67 @@ impl Gateway {
     }
 
     pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_opts(body, "", env, None).await
+    }
+
+    /// Like [`Gateway::start`], with `server` lines (`key: value`, one per
+    /// line) replacing or adding to the harness's `server` section.
+    pub async fn start_with_server(server: &str, body: &str) -> Gateway {
+        Self::start_opts(body, server, &[], None).await
+    }
+
+    /// The general form: extra `server` lines, environment, and an open-file
+    /// limit (`ulimit -n`) to run the binary under.
+    pub async fn start_opts(
+        body: &str,
+        server: &str,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Gateway {
         let dir = TempDir::new();
         let port = free_port();
         let metrics_port = free_port();
-        let config = format!(
-            "server:\n  listen: 127.0.0.1:{port}\n  metrics_listen: 127.0.0.1:{metrics_port}\n  threads: 2\n  pid_file: {d}/apiproxy.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{body}",
+        let defaults = format!(
+            "listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\nthreads: 2\npid_file: {d}/apiproxy.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1",
             d = dir.0.display()
         );
+        let key = |l: &str| l.split(':').next().unwrap_or("").trim().to_owned();
+        let overridden: Vec<String> = server.lines().map(key).collect();
+        let mut section = String::from("server:\n");
+        for l in defaults.lines().chain(server.lines()) {
+            let extra = server.lines().any(|x| x == l);
+            if l.trim().is_empty() || (!extra && overridden.contains(&key(l))) {
+                continue;
+            }
+            section.push_str(&format!("  {}\n", l.trim()));
+        }
+        let config = format!("{section}{body}");
         let config_path = dir.0.join("apiproxy.yaml");
         std::fs::File::create(&config_path)
             .and_then(|mut f| f.write_all(config.as_bytes()))
             .expect("write config");
         let log = std::fs::File::create(dir.0.join("stderr.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
+        let bin = env!("CARGO_BIN_EXE_apiproxy");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
         cmd.arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
+        // Provider keys exported in the developer's shell must not reach a
+        // test gateway: a config reading them would call a real provider.
+        for k in PROVIDER_KEY_VARS {
+            cmd.env_remove(k);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -435,6 +533,26 @@ impl Gateway {
         };
         gw.wait_ready().await;
         gw
+    }
+
+    /// The scratch directory holding the config, the log and the pid file.
+    pub fn dir(&self) -> &std::path::Path {
+        &self._dir.0
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None`
+    /// if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_ready(&self) {
@@ -464,9 +582,30 @@ impl Gateway {
         std::fs::read_to_string(self._dir.0.join("stderr.log")).unwrap_or_default()
     }
 
-    /// The metrics text once it contains `needle` (or after 5 s).
+    /// The log once it contains `needle` (or after 15 s). Access lines are
+    /// buffered for up to 200 ms before they reach the file.
+    pub async fn log_until(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The number of access-log lines written so far.
+    pub fn access_lines(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" access] "))
+            .count()
+    }
+
+    /// The metrics text once it contains `needle` (or after 15 s).
     pub async fn metrics_until(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let m = self.metrics().await;
             if m.contains(needle) || Instant::now() > deadline {
@@ -474,6 +613,11 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The sum of the samples of metric `name` whose labels include `with`.
+    pub async fn metric(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+        prom::sum(&self.metrics().await, name, with)
     }
 
     pub async fn metrics(&self) -> String {

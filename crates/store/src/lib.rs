@@ -3,11 +3,17 @@
 //!
 //! Two implementations behave the same way:
 //! - [`memory::MemoryStore`], embedded, the default (no `store` section): state lives in this process;
-//! - [`redis_store::RedisStore`]: state lives in Redis and is shared by every replica pointed at it. When Redis
-//!   cannot be reached, every call is answered by an embedded memory store instead, so requests never fail or
-//!   wait because of Redis; sharing resumes by itself once Redis is back.
+//! - [`redis_store::RedisStore`]: state lives in Redis (one server, a Redis Cluster, or the master a set of
+//!   Sentinels names) and is shared by every replica pointed at it. When Redis cannot be reached, every call is
+//!   answered by an embedded memory store instead, so requests never fail or wait because of Redis; sharing
+//!   resumes by itself once Redis is back.
 //!
-//! [`open`] builds the right one from [`StoreOptions`].
+//! On the request path a gateway needs at most one Redis round trip: [`Store::admit`] checks and counts every
+//! rate limit of a request in one script call (and [`Store::get_session`], issued at the same time, shares the
+//! round trip). Everything learnt after the answer goes through [`Store::defer`]: queued, written in batches in
+//! the background, flushed by [`Store::flush`] when the process exits.
+//!
+//! [`open`] builds the right one from [`StoreOptions`]; [`LazyStore`] opens it on first use.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,20 +21,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
 
 mod lua;
 pub mod memory;
 mod metrics;
 mod redis_link;
 pub mod redis_store;
+pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod window;
 
+pub use memory::json_size;
+pub use target::RedisTarget;
+
 /// How the store is built: where Redis is (if anywhere) and how long things live.
 #[derive(Clone)]
 pub struct StoreOptions {
-    /// `redis://[:password@]host:port/db` (or `rediss://`, `redis+unix://`); `None` → embedded memory store.
+    /// Where Redis is (see [`RedisTarget::parse`]): `redis://[:password@]host:port/db` (or `rediss://`,
+    /// `redis+unix://`), `redis+cluster://host:port,host:port,...`, `redis+sentinel://host:port,.../master-name`;
+    /// `None` → embedded memory store.
     pub redis_url: Option<String>,
     /// Prefix of every Redis key, so several gateways (or other tools) can share one Redis database.
     pub key_prefix: String,
@@ -36,6 +49,11 @@ pub struct StoreOptions {
     pub session_ttl: Duration,
     /// How many context snippets are kept per session (newest win).
     pub context_max_entries: usize,
+    /// The largest context snippet kept, in bytes of its JSON (keys, numbers and punctuation count); larger ones
+    /// are dropped (the gateway shrinks its snippets to fit before pushing them).
+    pub context_max_entry_bytes: usize,
+    /// The most bytes of snippets kept per session: the oldest go first when a push would exceed it.
+    pub context_max_session_bytes: usize,
     /// How long a session's context lives after its last snippet.
     pub context_ttl: Duration,
     /// How long a provider's model list is cached.
@@ -49,6 +67,8 @@ impl Default for StoreOptions {
             key_prefix: "apiproxy:".to_string(),
             session_ttl: Duration::from_secs(3600),
             context_max_entries: 50,
+            context_max_entry_bytes: 32 * 1024,
+            context_max_session_bytes: 256 * 1024,
             context_ttl: Duration::from_secs(24 * 3600),
             catalog_ttl: Duration::from_secs(300),
         }
@@ -63,6 +83,8 @@ impl fmt::Debug for StoreOptions {
             .field("key_prefix", &self.key_prefix)
             .field("session_ttl", &self.session_ttl)
             .field("context_max_entries", &self.context_max_entries)
+            .field("context_max_entry_bytes", &self.context_max_entry_bytes)
+            .field("context_max_session_bytes", &self.context_max_session_bytes)
             .field("context_ttl", &self.context_ttl)
             .field("catalog_ttl", &self.catalog_ttl)
             .finish()
@@ -88,10 +110,50 @@ pub struct SessionBinding {
     pub last_accessed: f64,
     /// Requests bound through it so far.
     pub message_count: u64,
+    /// The client key name that made the binding; only that key's requests follow or move it. `None` on an open
+    /// gateway (no client keys), and on bindings stored before owners were recorded (which then serve no key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl SessionBinding {
+    /// A binding of `conversation_id`, made by the client key `owner` (`None` on an open gateway), to `upstream`;
+    /// times and the message count are filled in by [`Store::bind_session`].
+    pub fn new(conversation_id: &str, owner: Option<&str>, upstream: BoundUpstream<'_>) -> Self {
+        SessionBinding {
+            conversation_id: conversation_id.to_string(),
+            logical_model: upstream.logical_model.to_string(),
+            provider_id: upstream.provider_id.to_string(),
+            model_id: upstream.model_id.to_string(),
+            key_index: upstream.key_index,
+            created_at: 0.0,
+            last_accessed: 0.0,
+            message_count: 0,
+            owner: owner.map(str::to_string),
+        }
+    }
+
+    /// Whether a request made with client key `key` (`None`: open gateway) may follow this binding.
+    pub fn belongs_to(&self, key: Option<&str>) -> bool {
+        self.owner.as_deref() == key
+    }
+}
+
+/// The upstream a session is bound to (an argument of [`SessionBinding::new`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BoundUpstream<'a> {
+    /// The model name the client asked for.
+    pub logical_model: &'a str,
+    /// The provider that served it.
+    pub provider_id: &'a str,
+    /// The provider's model id.
+    pub model_id: &'a str,
+    /// Which of the provider's `api_keys` was used.
+    pub key_index: usize,
 }
 
 /// The answer of a rate-limit check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateDecision {
     /// Whether the request may go ahead.
     pub allowed: bool,
@@ -103,6 +165,90 @@ pub struct RateDecision {
     pub retry_after_secs: u64,
 }
 
+/// The limits of one rate-limit bucket (a client key's, or the gateway-wide one) checked at admission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitBucket {
+    /// The bucket's name (`key:alice`, `global`): the windows are `rpm:{name}` and `tpm:{name}`.
+    pub name: String,
+    /// Requests per sliding minute, if limited.
+    pub rpm: Option<u64>,
+    /// Tokens per sliding minute, if limited.
+    pub tpm: Option<u64>,
+}
+
+/// What [`Store::admit`] decided for one bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketDecision {
+    /// The request limit's state (when the bucket has one).
+    pub requests: Option<RateDecision>,
+    /// The token limit's state (when the bucket has one).
+    pub tokens: Option<RateDecision>,
+}
+
+/// Which limit refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    /// The bucket's `rpm`.
+    Requests,
+    /// The bucket's `tpm`.
+    Tokens,
+}
+
+/// Tokens set aside at admission, to be settled with the real usage after the answer ([`Deferred::Settle`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reservation {
+    /// How many tokens were reserved in each bucket with a `tpm`.
+    pub tokens: u64,
+    /// The window second (Redis's clock) the reservation was counted in, when Redis counted it.
+    pub shared_second: Option<u64>,
+    /// The window second of the local store's copy (the Redis store mirrors what it counts, for outages).
+    pub local_second: Option<u64>,
+}
+
+/// The answer of [`Store::admit`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// One decision per bucket, in the order given. When refused, nothing was counted anywhere: the decisions
+    /// show the usage as it stands.
+    pub buckets: Vec<BucketDecision>,
+    /// `None` when admitted; else the first bucket (index) and limit that refused.
+    pub refused: Option<(usize, LimitKind)>,
+    /// What was reserved (nothing when refused).
+    pub reservation: Reservation,
+}
+
+impl Admission {
+    /// Whether the request may go ahead.
+    pub fn admitted(&self) -> bool {
+        self.refused.is_none()
+    }
+}
+
+/// Writes that need not finish before the answer: queued by [`Store::defer`], done in the background.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Deferred {
+    /// Replaces the tokens reserved at admission by the usage the provider reported.
+    Settle {
+        /// The buckets with a `tpm` the request was admitted in (names as in [`LimitBucket::name`]).
+        buckets: Vec<String>,
+        /// What [`Store::admit`] reserved.
+        reservation: Reservation,
+        /// The tokens the answer really used.
+        used: u64,
+    },
+    /// [`Store::bind_session`].
+    Bind(SessionBinding),
+    /// [`Store::push_context`].
+    Context {
+        /// The session id.
+        session: String,
+        /// The client key name writing it.
+        owner: String,
+        /// The snippet.
+        entry: serde_json::Value,
+    },
+}
+
 /// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
 /// error, and a corrupt stored value reads as absent.
 #[async_trait]
@@ -111,11 +257,13 @@ pub trait Store: Send + Sync {
     async fn get_session(&self, id: &str) -> Option<SessionBinding>;
     /// Creates or moves the binding of `binding.conversation_id`: keeps `created_at` of an existing one, counts one
     /// more message (`message_count` = previous + 1; for a new binding the given count, at least 1), sets
-    /// `last_accessed` to now and starts the TTL again.
+    /// `last_accessed` to now and starts the TTL again. A live binding with another owner is left as it is (one
+    /// client key cannot move another's session).
     async fn bind_session(&self, binding: SessionBinding);
     /// Removes the binding; true when there was one.
     async fn delete_session(&self, id: &str) -> bool;
-    /// Stores a snippet, newest first, at most `context_max_entries` kept. `owner` is the client key name that
+    /// Stores a snippet, newest first, at most `context_max_entries` and `context_max_session_bytes` kept (the
+    /// oldest go first); a snippet over `context_max_entry_bytes` is dropped. `owner` is the client key name that
     /// wrote it: the first writer owns the session's context until it expires, and snippets pushed under another
     /// owner are dropped (one client cannot write into another's history).
     async fn push_context(&self, session: &str, owner: &str, entry: serde_json::Value);
@@ -131,6 +279,15 @@ pub trait Store: Send + Sync {
     async fn check_tokens(&self, name: &str, limit: u64) -> RateDecision;
     /// Adds tokens used (after the response, from the usage the provider reported).
     async fn add_tokens(&self, name: &str, tokens: u64);
+    /// Checks every limit of `buckets` in order and, only when none refuses, counts the request in each `rpm`
+    /// window and reserves `reserve_tokens` in each `tpm` window: atomically, in one Redis round trip. A request
+    /// refused by any limit consumes nothing. A token limit admits while the window (reservations included) is
+    /// under it, so concurrent requests overshoot it by at most one request's usage.
+    async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission;
+    /// Queues `write` and returns at once; the Redis store writes queued work in batches in the background.
+    fn defer(&self, write: Deferred);
+    /// Waits (a few seconds at most) until everything deferred before this call is written.
+    async fn flush(&self);
     /// `"memory"` or `"redis"`.
     fn kind(&self) -> &'static str;
     /// Whether Redis is currently reachable (always true for the memory store).
@@ -149,10 +306,38 @@ pub async fn open(opts: StoreOptions) -> Arc<dyn Store> {
 
 /// Checks that `url` is a Redis URL the store can use (for config validation); the error never holds the password.
 pub fn validate_redis_url(url: &str) -> Result<(), String> {
-    redis::Client::open(url)
+    RedisTarget::parse(url)
         .map(|_| ())
-        // The parse errors of the redis crate describe the problem without echoing the URL.
         .map_err(|e| format!("invalid Redis URL {}: {e}", redact_url(url)))
+}
+
+/// The store, opened on first use: the gateway creates it before Pingora daemonizes and opens it inside the
+/// serving process, so the Redis connection's thread lives there.
+pub struct LazyStore {
+    opts: StoreOptions,
+    cell: OnceCell<Arc<dyn Store>>,
+}
+
+impl LazyStore {
+    /// A store that [`LazyStore::get`] opens with `opts`.
+    pub fn new(opts: StoreOptions) -> Self {
+        LazyStore {
+            opts,
+            cell: OnceCell::new(),
+        }
+    }
+
+    /// The store; the first call opens it (never fails: Redis trouble falls back to local state).
+    pub async fn store(&self) -> &Arc<dyn Store> {
+        self.cell.get_or_init(|| open(self.opts.clone())).await
+    }
+
+    /// Flushes deferred writes if the store was ever opened (at exit).
+    pub async fn flush(&self) {
+        if let Some(store) = self.cell.get() {
+            store.flush().await;
+        }
+    }
 }
 
 /// `url` with any user name and password replaced by `***`, fit for logs.
@@ -176,14 +361,15 @@ pub(crate) fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// What [`Store::bind_session`] stores, given what was there before. Shared by both stores (the Redis Lua script
-/// `BIND_SESSION` does the same).
+/// What [`Store::bind_session`] stores, given what was there before; `None` when the previous binding belongs to
+/// another owner and stays. Shared by both stores (the Redis Lua script `BIND_SESSION` does the same).
 pub(crate) fn merge_binding(
     previous: Option<&SessionBinding>,
     mut binding: SessionBinding,
     now: f64,
-) -> SessionBinding {
+) -> Option<SessionBinding> {
     match previous {
+        Some(prev) if prev.owner != binding.owner => return None,
         Some(prev) => {
             binding.created_at = prev.created_at;
             binding.message_count = prev.message_count.saturating_add(1);
@@ -196,7 +382,7 @@ pub(crate) fn merge_binding(
         }
     }
     binding.last_accessed = now;
-    binding
+    Some(binding)
 }
 
 #[cfg(test)]
@@ -204,16 +390,16 @@ mod tests {
     use super::*;
 
     fn binding(provider: &str) -> SessionBinding {
-        SessionBinding {
-            conversation_id: "s1".into(),
-            logical_model: "fast".into(),
-            provider_id: provider.into(),
-            model_id: "m".into(),
-            key_index: 0,
-            created_at: 0.0,
-            last_accessed: 0.0,
-            message_count: 0,
-        }
+        SessionBinding::new(
+            "s1",
+            Some("alice"),
+            BoundUpstream {
+                logical_model: "fast",
+                provider_id: provider,
+                model_id: "m",
+                key_index: 0,
+            },
+        )
     }
 
     #[test]
@@ -251,14 +437,31 @@ mod tests {
 
     #[test]
     fn merge_keeps_creation_and_counts_messages() {
-        let first = merge_binding(None, binding("a"), 100.0);
+        let first = merge_binding(None, binding("a"), 100.0).expect("new binding");
         assert_eq!(first.created_at, 100.0);
         assert_eq!(first.last_accessed, 100.0);
         assert_eq!(first.message_count, 1);
-        let moved = merge_binding(Some(&first), binding("b"), 150.0);
+        let moved = merge_binding(Some(&first), binding("b"), 150.0).expect("same owner");
         assert_eq!(moved.provider_id, "b");
         assert_eq!(moved.created_at, 100.0);
         assert_eq!(moved.last_accessed, 150.0);
         assert_eq!(moved.message_count, 2);
+    }
+
+    #[test]
+    fn another_owner_neither_moves_nor_follows_a_binding() {
+        let first = merge_binding(None, binding("a"), 100.0).expect("new binding");
+        let mut other = binding("b");
+        other.owner = Some("mallory".into());
+        assert_eq!(merge_binding(Some(&first), other.clone(), 150.0), None);
+        assert!(first.belongs_to(Some("alice")));
+        assert!(!first.belongs_to(Some("mallory")));
+        assert!(!first.belongs_to(None));
+        other.owner = None;
+        assert!(other.belongs_to(None));
+        assert!(
+            !other.belongs_to(Some("alice")),
+            "no recorded owner serves no key"
+        );
     }
 }

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
-use crate::window::Window;
-use crate::{merge_binding, unix_now, RateDecision, SessionBinding, Store, StoreOptions};
+use crate::window::{allowed, Window};
+use crate::{
+    merge_binding, unix_now, Admission, BucketDecision, Deferred, LimitBucket, LimitKind,
+    RateDecision, Reservation, SessionBinding, Store, StoreOptions,
+};
 
 /// How often expired entries are swept away.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -23,6 +27,8 @@ pub struct MemoryStore {
 struct State {
     session_ttl: Duration,
     context_max_entries: usize,
+    context_max_entry_bytes: usize,
+    context_max_session_bytes: usize,
     context_ttl: Duration,
     catalog_ttl: Duration,
     /// Rate-limit windows count whole seconds since this instant (monotonic: wall-clock jumps do not matter).
@@ -32,6 +38,8 @@ struct State {
     catalogs: DashMap<String, Expiring<Vec<String>>>,
     requests: DashMap<String, Window>,
     tokens: DashMap<String, Window>,
+    /// Held while one admission checks and counts several windows, so that it is atomic like the Redis script.
+    admission: Mutex<()>,
 }
 
 struct Expiring<T> {
@@ -54,7 +62,10 @@ impl<T> Expiring<T> {
 
 struct Context {
     owner: String,
-    entries: VecDeque<serde_json::Value>,
+    /// Snippets, newest first, each with its size in bytes (as JSON).
+    entries: VecDeque<(serde_json::Value, usize)>,
+    /// The sum of the sizes.
+    bytes: usize,
 }
 
 impl MemoryStore {
@@ -63,6 +74,8 @@ impl MemoryStore {
         let state = Arc::new(State {
             session_ttl: opts.session_ttl,
             context_max_entries: opts.context_max_entries,
+            context_max_entry_bytes: opts.context_max_entry_bytes,
+            context_max_session_bytes: opts.context_max_session_bytes,
             context_ttl: opts.context_ttl,
             catalog_ttl: opts.catalog_ttl,
             epoch: Instant::now(),
@@ -71,6 +84,7 @@ impl MemoryStore {
             catalogs: DashMap::new(),
             requests: DashMap::new(),
             tokens: DashMap::new(),
+            admission: Mutex::new(()),
         });
         spawn_sweeper(Arc::downgrade(&state));
         MemoryStore { state }
@@ -88,6 +102,100 @@ impl MemoryStore {
     pub(crate) fn count_request(&self, name: &str) {
         let now = self.state.now_secs();
         window_of(&self.state.requests, name).add(now, 1);
+    }
+
+    /// Counts an admission Redis made (the request in every `rpm` window, the reservation in every `tpm` one), so
+    /// that an outage starts from what this replica let through. Returns the local window second.
+    pub(crate) fn mirror_admission(&self, buckets: &[LimitBucket], reserve: u64) -> u64 {
+        let now = self.state.now_secs();
+        for b in buckets {
+            if b.rpm.is_some() {
+                window_of(&self.state.requests, &b.name).add(now, 1);
+            }
+            if b.tpm.is_some() {
+                window_of(&self.state.tokens, &b.name).add(now, reserve);
+            }
+        }
+        now
+    }
+
+    /// Replaces a reservation made at local second `second` by the real usage.
+    pub(crate) fn settle_local(
+        &self,
+        buckets: &[String],
+        second: Option<u64>,
+        reserved: u64,
+        used: u64,
+    ) {
+        let now = self.state.now_secs();
+        for name in buckets {
+            let mut w = window_of(&self.state.tokens, name);
+            if let Some(second) = second {
+                w.subtract(second, reserved);
+            }
+            w.add(now, used);
+        }
+    }
+
+    /// [`Store::bind_session`], synchronously.
+    pub(crate) fn bind_now(&self, binding: SessionBinding) {
+        let now = Instant::now();
+        let ttl = self.state.session_ttl;
+        let wall = unix_now();
+        match self.state.sessions.entry(binding.conversation_id.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(mut slot) => {
+                let previous = slot.get().live(now).then(|| &slot.get().value);
+                match merge_binding(previous, binding, wall) {
+                    Some(merged) => {
+                        slot.insert(Expiring::new(merged, ttl));
+                    }
+                    None => log::debug!("store: session of another key left unchanged"),
+                }
+            }
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                if let Some(new) = merge_binding(None, binding, wall) {
+                    slot.insert(Expiring::new(new, ttl));
+                }
+            }
+        }
+    }
+
+    /// [`Store::push_context`], synchronously.
+    pub(crate) fn push_now(&self, session: &str, owner: &str, entry: serde_json::Value) {
+        let s = &self.state;
+        if s.context_max_entries == 0 {
+            return;
+        }
+        let size = json_size(&entry);
+        if size > s.context_max_entry_bytes || size > s.context_max_session_bytes {
+            log::debug!("store: a context snippet of {size} bytes is over the limit, not kept");
+            return;
+        }
+        let now = Instant::now();
+        let ttl = s.context_ttl;
+        let mut slot = s
+            .contexts
+            .entry(session.to_string())
+            .or_insert_with(|| Expiring::new(Context::new(owner), ttl));
+        if !slot.live(now) {
+            *slot = Expiring::new(Context::new(owner), ttl);
+        }
+        if slot.value.owner != owner {
+            log::debug!("store: context of a session owned by another key left unchanged");
+            return;
+        }
+        slot.expires = now + ttl;
+        let context = &mut slot.value;
+        context.entries.push_front((entry, size));
+        context.bytes += size;
+        while context.entries.len() > s.context_max_entries
+            || context.bytes > s.context_max_session_bytes
+        {
+            match context.entries.pop_back() {
+                Some((_, n)) => context.bytes -= n,
+                None => break,
+            }
+        }
     }
 
     /// Removes whatever has expired (what the sweeper thread does).
@@ -160,19 +268,7 @@ impl Store for MemoryStore {
     }
 
     async fn bind_session(&self, binding: SessionBinding) {
-        let now = Instant::now();
-        let ttl = self.state.session_ttl;
-        let wall = unix_now();
-        match self.state.sessions.entry(binding.conversation_id.clone()) {
-            dashmap::mapref::entry::Entry::Occupied(mut slot) => {
-                let previous = slot.get().live(now).then(|| &slot.get().value);
-                let merged = merge_binding(previous, binding, wall);
-                slot.insert(Expiring::new(merged, ttl));
-            }
-            dashmap::mapref::entry::Entry::Vacant(slot) => {
-                slot.insert(Expiring::new(merge_binding(None, binding, wall), ttl));
-            }
-        }
+        self.bind_now(binding);
     }
 
     async fn delete_session(&self, id: &str) -> bool {
@@ -183,35 +279,14 @@ impl Store for MemoryStore {
     }
 
     async fn push_context(&self, session: &str, owner: &str, entry: serde_json::Value) {
-        let max = self.state.context_max_entries;
-        if max == 0 {
-            return;
-        }
-        let now = Instant::now();
-        let ttl = self.state.context_ttl;
-        let mut slot = self
-            .state
-            .contexts
-            .entry(session.to_string())
-            .or_insert_with(|| Expiring::new(Context::new(owner), ttl));
-        if !slot.live(now) {
-            *slot = Expiring::new(Context::new(owner), ttl);
-        }
-        if slot.value.owner != owner {
-            log::debug!("store: context of a session owned by another key left unchanged");
-            return;
-        }
-        slot.expires = now + ttl;
-        let entries = &mut slot.value.entries;
-        entries.push_front(entry);
-        entries.truncate(max);
+        self.push_now(session, owner, entry);
     }
 
     async fn get_context(&self, session: &str) -> (Option<String>, Vec<serde_json::Value>) {
         match self.state.contexts.get(session) {
             Some(c) if c.live(Instant::now()) => (
                 Some(c.value.owner.clone()),
-                c.value.entries.iter().cloned().collect(),
+                c.value.entries.iter().map(|(e, _)| e.clone()).collect(),
             ),
             _ => (None, Vec::new()),
         }
@@ -250,6 +325,74 @@ impl Store for MemoryStore {
         window_of(&self.state.tokens, name).add(now, tokens);
     }
 
+    async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission {
+        let s = &self.state;
+        let now = s.now_secs();
+        let _atomic = s.admission.lock();
+        let mut out = Admission::default();
+        let check = |windows: &DashMap<String, Window>, name: &str, limit: u64| match windows
+            .get_mut(name)
+        {
+            Some(mut w) => w.check(now, limit),
+            None => Window::default().check(now, limit),
+        };
+        for (i, b) in buckets.iter().enumerate() {
+            let mut d = BucketDecision::default();
+            if let Some(limit) = b.rpm {
+                let r = check(&s.requests, &b.name, limit);
+                if !r.allowed && out.refused.is_none() {
+                    out.refused = Some((i, LimitKind::Requests));
+                }
+                d.requests = Some(r);
+            }
+            if let Some(limit) = b.tpm {
+                let r = check(&s.tokens, &b.name, limit);
+                if !r.allowed && out.refused.is_none() {
+                    out.refused = Some((i, LimitKind::Tokens));
+                }
+                d.tokens = Some(r);
+            }
+            out.buckets.push(d);
+        }
+        if out.admitted() {
+            for (b, d) in buckets.iter().zip(out.buckets.iter_mut()) {
+                if let Some(r) = &mut d.requests {
+                    window_of(&s.requests, &b.name).add(now, 1);
+                    *r = allowed(r.limit, r.limit - r.remaining + 1);
+                }
+                if let Some(r) = &mut d.tokens {
+                    window_of(&s.tokens, &b.name).add(now, reserve_tokens);
+                    let used = (r.limit - r.remaining).saturating_add(reserve_tokens);
+                    *r = allowed(r.limit, used);
+                }
+            }
+            out.reservation = Reservation {
+                tokens: reserve_tokens,
+                shared_second: None,
+                local_second: Some(now),
+            };
+        }
+        out
+    }
+
+    fn defer(&self, write: Deferred) {
+        match write {
+            Deferred::Settle {
+                buckets,
+                reservation,
+                used,
+            } => self.settle_local(&buckets, reservation.local_second, reservation.tokens, used),
+            Deferred::Bind(binding) => self.bind_now(binding),
+            Deferred::Context {
+                session,
+                owner,
+                entry,
+            } => self.push_now(&session, &owner, entry),
+        }
+    }
+
+    async fn flush(&self) {}
+
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -264,34 +407,63 @@ impl Context {
         Context {
             owner: owner.to_string(),
             entries: VecDeque::new(),
+            bytes: 0,
         }
     }
+}
+
+/// The size of `value` as compact JSON, without building the text (how context snippets are measured).
+pub fn json_size(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Long enough that no entry expires between two steps of a test on a
+    /// busy machine; expiry is then waited for, never assumed.
+    const SHORT: Duration = Duration::from_secs(1);
+
     fn short() -> StoreOptions {
         StoreOptions {
-            session_ttl: Duration::from_millis(50),
-            context_ttl: Duration::from_millis(50),
-            catalog_ttl: Duration::from_millis(50),
+            session_ttl: SHORT,
+            context_ttl: SHORT,
+            catalog_ttl: SHORT,
             ..StoreOptions::default()
         }
     }
 
+    /// Sleeps past [`SHORT`] (a sleep never ends early, so everything made
+    /// before it has expired).
+    async fn past_ttl() {
+        tokio::time::sleep(SHORT + Duration::from_millis(100)).await;
+    }
+
     fn binding(id: &str) -> SessionBinding {
-        SessionBinding {
-            conversation_id: id.into(),
-            logical_model: "fast".into(),
-            provider_id: "p".into(),
-            model_id: "m".into(),
-            key_index: 0,
-            created_at: 0.0,
-            last_accessed: 0.0,
-            message_count: 0,
-        }
+        SessionBinding::new(
+            id,
+            None,
+            crate::BoundUpstream {
+                logical_model: "fast",
+                provider_id: "p",
+                model_id: "m",
+                key_index: 0,
+            },
+        )
     }
 
     #[tokio::test]
@@ -305,7 +477,7 @@ mod tests {
         }
         store.put_catalog("p", &["m".to_string()]).await;
         assert_eq!(store.entry_count(), 201);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        past_ttl().await;
         store.sweep();
         assert_eq!(store.entry_count(), 0);
     }
@@ -319,7 +491,7 @@ mod tests {
             store.get_session("s").await.map(|b| b.message_count),
             Some(2)
         );
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        past_ttl().await;
         assert!(
             !store.delete_session("s").await,
             "an expired binding is not there"
@@ -341,6 +513,12 @@ mod tests {
         let (owner, entries) = store.get_context("s").await;
         assert_eq!(owner.as_deref(), Some("alice"));
         assert_eq!(entries, vec![serde_json::json!(1)]);
+    }
+
+    #[test]
+    fn json_size_counts_every_byte() {
+        let v = serde_json::json!({"k": [1, 22, 333], "s": "é"});
+        assert_eq!(json_size(&v), serde_json::to_vec(&v).unwrap().len());
     }
 
     #[tokio::test]

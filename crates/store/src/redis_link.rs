@@ -1,21 +1,25 @@
 //! The connection to Redis and its health: connecting (and retrying in the background when Redis is not there at
-//! start), noticing an outage, probing until Redis answers again, the `apiproxy_store_*` metrics and the warning
-//! that says so (at most one a minute).
+//! start), following a Sentinel failover, noticing an outage, probing until Redis answers again, the
+//! `apiproxy_store_*` metrics and the warning that says so (at most one a minute).
 //!
-//! The `ConnectionManager` is created on a small dedicated thread with its own tokio runtime, so its connection
-//! task and its reconnects do not depend on the runtime that called [`crate::open`] (the gateway may open the
-//! store on a short-lived runtime and serve from Pingora's). Callers on any runtime talk to it through channels.
+//! The connection is created on a small dedicated thread with its own tokio runtime, so its connection task and
+//! its reconnects do not depend on the runtime that called [`crate::open`] (the gateway may open the store on a
+//! short-lived runtime and serve from Pingora's). Callers on any runtime talk to it through channels.
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::RedisError;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 
 use crate::metrics::{ERRORS, REDIS_UP};
+use crate::target::{address, RedisTarget};
 
 /// The longest any Redis operation may take before the call is answered locally.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -29,23 +33,65 @@ const PROBE_WHILE_DOWN: Duration = Duration::from_millis(500);
 /// At most one warning about Redis per this period.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// A shared handle on one Redis server and what is known of its health.
+/// A connection of whichever shape the target has; clones share one multiplexed connection (per node).
+// Cloned for every call: boxing the larger variant would allocate each time instead of copying a few words.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// One server, or the master Sentinels named (reconnects to the same address by itself).
+    Single(ConnectionManager),
+    /// A Redis Cluster (follows slot moves and node changes by itself).
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A shared handle on Redis and what is known of its health.
 pub(crate) struct Link {
-    manager: OnceLock<ConnectionManager>,
+    conn: RwLock<Option<Conn>>,
     up: AtomicBool,
-    /// `host:port` (or socket path) only: the URL may hold a password.
+    /// Addresses only: the URL may hold a password.
     endpoint: String,
     last_warning: Mutex<Option<Instant>>,
+    /// Wakes the probe loop when an operation finds Redis gone, so that it reconnects at once.
+    outage: tokio::sync::Notify,
 }
 
 impl Link {
-    /// Connects to `url` (waiting up to about a second and a half) and keeps the connection healthy in the
-    /// background for as long as the returned link lives. A bad URL gives a link that never connects.
+    /// Connects to `target` (waiting up to about a second and a half) and keeps the connection healthy in the
+    /// background for as long as the returned link lives. `None` target (a bad URL) gives a link that never
+    /// connects.
     pub(crate) async fn start(url: &str) -> Arc<Link> {
         // Registers both metrics now, so they are exported (at 0) before anything fails.
         std::sync::LazyLock::force(&ERRORS);
-        let client = match redis::Client::open(url) {
-            Ok(client) => client,
+        let connector = match RedisTarget::parse(url).and_then(Connector::new) {
+            Ok(connector) => connector,
             Err(e) => {
                 let link = Arc::new(Link::new(crate::redact_url(url)));
                 log::error!(
@@ -56,7 +102,7 @@ impl Link {
                 return link;
             }
         };
-        let link = Arc::new(Link::new(client.get_connection_info().addr.to_string()));
+        let link = Arc::new(Link::new(connector.describe.clone()));
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         let weak = Arc::downgrade(&link);
         let spawned = std::thread::Builder::new()
@@ -66,7 +112,7 @@ impl Link {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(keep_connected(weak, client, first_tx)),
+                    Ok(runtime) => runtime.block_on(keep_connected(weak, connector, first_tx)),
                     Err(e) => log::error!("store: cannot start the Redis runtime: {e}"),
                 }
             });
@@ -84,10 +130,11 @@ impl Link {
 
     fn new(endpoint: String) -> Self {
         Link {
-            manager: OnceLock::new(),
+            conn: RwLock::new(None),
             up: AtomicBool::new(false),
             endpoint,
             last_warning: Mutex::new(None),
+            outage: tokio::sync::Notify::new(),
         }
     }
 
@@ -97,11 +144,11 @@ impl Link {
     }
 
     /// A connection to use now, or `None` while Redis is down (the call is then answered locally at once).
-    pub(crate) fn connection(&self) -> Option<ConnectionManager> {
+    pub(crate) fn connection(&self) -> Option<Conn> {
         if !self.is_up() {
             return None;
         }
-        self.manager.get().cloned()
+        self.conn.read().clone()
     }
 
     /// Records a failed operation: counted, warned about (throttled); an outage also switches to the local store
@@ -111,6 +158,7 @@ impl Link {
         if outage {
             self.up.store(false, Ordering::Relaxed);
             REDIS_UP.set(0);
+            self.outage.notify_one();
         }
         self.warn(|| {
             if outage {
@@ -163,10 +211,134 @@ impl Link {
     }
 }
 
+/// How connections are made, per target shape.
+struct Connector {
+    describe: String,
+    shape: Shape,
+}
+
+enum Shape {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+    Sentinel {
+        sentinel: Sentinel,
+        master: String,
+        node: SentinelNodeConnectionInfo,
+        /// The master address the current connection goes to.
+        connected: Option<String>,
+    },
+}
+
+impl Connector {
+    fn new(target: RedisTarget) -> Result<Connector, String> {
+        let describe = target.describe();
+        let shape = match target {
+            RedisTarget::Single(info) => {
+                Shape::Single(redis::Client::open(info).map_err(|e| describe_error(&e))?)
+            }
+            RedisTarget::Cluster(nodes) => Shape::Cluster(
+                ClusterClient::builder(nodes)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(OP_TIMEOUT)
+                    .retries(2)
+                    .build()
+                    .map_err(|e| describe_error(&e))?,
+            ),
+            RedisTarget::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => Shape::Sentinel {
+                sentinel: Sentinel::build(sentinels).map_err(|e| describe_error(&e))?,
+                master,
+                node,
+                connected: None,
+            },
+        };
+        Ok(Connector { describe, shape })
+    }
+
+    /// A new connection.
+    async fn connect(&mut self) -> Result<Conn, String> {
+        match &mut self.shape {
+            Shape::Single(client) => connect_manager(client).await.map(Conn::Single),
+            Shape::Cluster(client) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT * 3, client.get_async_connection()).await
+                {
+                    Ok(Ok(conn)) => Ok(Conn::Cluster(conn)),
+                    Ok(Err(e)) => Err(describe_error(&e)),
+                    Err(_) => Err("connect timed out".to_string()),
+                }
+            }
+            Shape::Sentinel {
+                sentinel,
+                master,
+                node,
+                connected,
+            } => {
+                let client = ask_sentinels(sentinel, master, node).await?;
+                let conn = connect_manager(&client).await.map(Conn::Single)?;
+                let now = address(&client.get_connection_info().addr);
+                if connected.as_ref().is_some_and(|before| *before != now) {
+                    log::info!("store: the Sentinels name a new master for `{master}`: {now}");
+                }
+                *connected = Some(now);
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Whether the connection should be made again: with Sentinels, when they name another master than the one
+    /// connected to (a failover happened). Sentinels that cannot be asked change nothing.
+    async fn master_moved(&mut self) -> bool {
+        let Shape::Sentinel {
+            sentinel,
+            master,
+            node,
+            connected,
+        } = &mut self.shape
+        else {
+            return false;
+        };
+        match ask_sentinels(sentinel, master, node).await {
+            Ok(client) => {
+                connected.as_deref() != Some(address(&client.get_connection_info().addr).as_str())
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether an outage means the connection must be made anew (a Sentinel target re-asks for the master; the
+    /// other shapes reconnect by themselves).
+    fn reconnects_on_outage(&self) -> bool {
+        matches!(self.shape, Shape::Sentinel { .. })
+    }
+}
+
+async fn ask_sentinels(
+    sentinel: &mut Sentinel,
+    master: &str,
+    node: &SentinelNodeConnectionInfo,
+) -> Result<redis::Client, String> {
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        sentinel.async_master_for(master, Some(node)),
+    )
+    .await
+    {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(format!(
+            "asking the Sentinels for `{master}`: {}",
+            describe_error(&e)
+        )),
+        Err(_) => Err(format!("the Sentinels did not name `{master}` in time")),
+    }
+}
+
 /// The dedicated thread's loop: connect (again and again until it works), then probe; ends with the link.
 async fn keep_connected(
     link: Weak<Link>,
-    client: redis::Client,
+    mut connector: Connector,
     first_attempt: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut first_attempt = Some(first_attempt);
@@ -174,17 +346,31 @@ async fn keep_connected(
         let Some(link) = link.upgrade() else {
             return;
         };
-        match link.manager.get() {
-            None => match connect(&client).await {
-                Ok(manager) => {
-                    let _ = link.manager.set(manager);
+        let current = link.conn.read().clone();
+        let current = match current {
+            Some(_) if connector.master_moved().await => None,
+            other => other,
+        };
+        let probed = match current {
+            Some(conn) => probe(conn).await,
+            None => Err("not connected".to_string()),
+        };
+        match probed {
+            Ok(()) => link.reachable(),
+            // One server or a cluster reconnects by itself: only the first connection is made here. With
+            // Sentinels, a lost master means asking them again, at once.
+            Err(e) if link.conn.read().is_some() && !connector.reconnects_on_outage() => {
+                link.unreachable(&e)
+            }
+            Err(_) => match connector.connect().await {
+                Ok(conn) => {
+                    *link.conn.write() = Some(conn);
                     link.reachable();
                 }
-                Err(e) => link.unreachable(&e),
-            },
-            Some(manager) => match ping(manager.clone()).await {
-                Ok(()) => link.reachable(),
-                Err(e) => link.unreachable(&e),
+                Err(e) => {
+                    *link.conn.write() = None;
+                    link.unreachable(&e)
+                }
             },
         }
         if let Some(done) = first_attempt.take() {
@@ -195,12 +381,16 @@ async fn keep_connected(
         } else {
             PROBE_WHILE_DOWN
         };
+        let outage = async { link.outage.notified().await };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = outage => {}
+        }
         drop(link);
-        tokio::time::sleep(pause).await;
     }
 }
 
-async fn connect(client: &redis::Client) -> Result<ConnectionManager, String> {
+async fn connect_manager(client: &redis::Client) -> Result<ConnectionManager, String> {
     // Few, quick retries: the probe loop retries forever anyway, and callers never wait on a connection.
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
@@ -215,32 +405,48 @@ async fn connect(client: &redis::Client) -> Result<ConnectionManager, String> {
     .await
     {
         Ok(Ok(manager)) => Ok(manager),
-        Ok(Err(e)) => Err(describe(&e)),
+        Ok(Err(e)) => Err(describe_error(&e)),
         Err(_) => Err("connect timed out".to_string()),
     }
 }
 
-async fn ping(mut manager: ConnectionManager) -> Result<(), String> {
-    match tokio::time::timeout(
-        OP_TIMEOUT,
-        redis::cmd("PING").query_async::<String>(&mut manager),
-    )
-    .await
-    {
+/// Pings, and once more shortly after a failure: a connection that was just dropped (a Sentinel or an operator
+/// killing clients) is made again by the first failure.
+async fn probe(conn: Conn) -> Result<(), String> {
+    match ping(conn.clone()).await {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ping(conn).await
+        }
+    }
+}
+
+async fn ping(mut conn: Conn) -> Result<(), String> {
+    // A master demoted to a replica still answers PING: Sentinel targets notice it by `master_moved`.
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(OP_TIMEOUT, ping.query_async::<String>(&mut conn)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(describe(&e)),
+        Ok(Err(e)) => Err(describe_error(&e)),
         Err(_) => Err(format!("no answer within {} ms", OP_TIMEOUT.as_millis())),
     }
 }
 
 /// An error for logs (the redis crate's messages carry no URL or password).
-pub(crate) fn describe(e: &RedisError) -> String {
+pub(crate) fn describe_error(e: &RedisError) -> String {
     e.to_string()
 }
 
-/// Whether an error means Redis is unreachable (as opposed to refusing one command).
+/// Whether an error means Redis is unreachable (as opposed to refusing one command). A master that turned
+/// replica (`READONLY`) counts: with Sentinels, the store must go and find the new one.
 pub(crate) fn is_outage(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == ErrorKind::ReadOnly
+        || e.kind() == ErrorKind::ClusterDown
+        || e.kind() == ErrorKind::MasterDown
 }
 
 #[cfg(test)]

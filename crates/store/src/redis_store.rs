@@ -1,83 +1,183 @@
-//! The Redis store: state shared by every replica on one Redis, with an embedded [`MemoryStore`] answering
-//! whenever Redis cannot (down, slower than 250 ms, or refusing a command).
+//! The Redis store: state shared by every replica on one Redis (or a Redis Cluster, or the master Sentinels
+//! name), with an embedded [`MemoryStore`] answering whenever Redis cannot (down, slower than 250 ms, or refusing
+//! a command).
 //!
 //! Keys (all under `key_prefix`, all with a TTL; values are JSON so `redis-cli` shows them plainly):
 //! - `session:{id}`: a [`SessionBinding`], TTL `session_ttl`, restarted by every bind;
 //! - `context:{session}`: list of snippets, newest first; `context-owner:{session}`: the key name owning it;
 //!   both TTL `context_ttl`, restarted by every push;
 //! - `catalog:{provider}`: JSON array of model ids, TTL `catalog_ttl`;
-//! - `rpm:{name}`, `tpm:{name}`: rate windows, hashes second → amount, TTL 61 s (see `lua::RATE_WINDOW`).
+//! - `rpm:{name}`, `tpm:{name}`: rate windows, hashes second → amount, TTL 61 s (see `lua::ADMIT`).
+//!
+//! On a Redis Cluster the keys are hash-tagged so that every script touches one slot: the id of a session,
+//! context or catalog key is wrapped in `{}` (`session:{s1}`, `context:{s1}` and `context-owner:{s1}` share a
+//! slot), and every rate window carries the tag `{rate}` (`{rate}:rpm:key:alice`), so that one script checks a
+//! key's and the gateway-wide limits together. The rate windows of a cluster therefore live on one node; sessions
+//! and contexts spread over all of them.
+//!
+//! Writes that can wait ([`Store::defer`]) go through a queue to a writer thread that sends them in batches; a
+//! batch that cannot be written lands in the local store instead.
 //!
 //! While Redis answers, session bindings, catalogs and counted usage are also written to the local store, so an
 //! outage starts from recent state (stickiness holds, limits count what this replica saw).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::lua::{BIND_SESSION, PUSH_CONTEXT, RATE_WINDOW};
+use crate::lua::{ADMIT, BIND_SESSION, PUSH_CONTEXT, RATE_WINDOW, SETTLE};
 use crate::memory::MemoryStore;
-use crate::redis_link::{describe, is_outage, Link, OP_TIMEOUT};
+use crate::metrics::ERRORS;
+use crate::redis_link::{describe_error, is_outage, Conn, Link, OP_TIMEOUT};
+use crate::target::RedisTarget;
 use crate::window::{allowed, refused};
-use crate::{unix_now, RateDecision, SessionBinding, Store, StoreOptions};
+use crate::{
+    unix_now, Admission, BucketDecision, Deferred, LimitBucket, LimitKind, RateDecision,
+    Reservation, SessionBinding, Store, StoreOptions,
+};
+
+/// Writes waiting for the writer at most; past it a write is done locally (and counted as a store error).
+const QUEUE_CAPACITY: usize = 65_536;
+/// Writes sent in one batch at most.
+const BATCH: usize = 256;
+/// How long a deferred write may take (they are off the request path: more patience than a request's read).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long [`Store::flush`] waits at most.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// The Redis-backed [`Store`] with its local fallback.
 pub struct RedisStore {
+    inner: Arc<Inner>,
+    queue: mpsc::Sender<Job>,
+}
+
+struct Inner {
     link: Arc<Link>,
     local: MemoryStore,
-    prefix: String,
+    keys: Keys,
     session_ttl_ms: u64,
     context_max_entries: usize,
+    context_max_entry_bytes: usize,
+    context_max_session_bytes: usize,
     context_ttl_ms: u64,
     catalog_ttl_ms: u64,
+}
+
+/// Reservations to take back and usage to count in one set of token windows.
+#[derive(Default)]
+struct Settlement {
+    used: u64,
+    /// Redis window second → tokens reserved then.
+    reserved: BTreeMap<u64, u64>,
+}
+
+impl Settlement {
+    fn add(&mut self, reservation: Reservation, used: u64) {
+        self.used = self.used.saturating_add(used);
+        // A reservation Redis did not make (admitted locally during an outage) has nothing to take back there.
+        if let Some(second) = reservation.shared_second {
+            let slot = self.reserved.entry(second).or_default();
+            *slot = slot.saturating_add(reservation.tokens);
+        }
+    }
+}
+
+/// What the writer thread is sent.
+enum Job {
+    Write(Deferred),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Key names, hash-tagged on a cluster.
+struct Keys {
+    prefix: String,
+    clustered: bool,
+}
+
+impl Keys {
+    /// `prefix kind:id`, or `prefix kind:{id}` on a cluster.
+    fn of(&self, kind: &str, id: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + kind.len() + id.len() + 3);
+        key.push_str(&self.prefix);
+        key.push_str(kind);
+        key.push(':');
+        if self.clustered {
+            key.push('{');
+            key.push_str(id);
+            key.push('}');
+        } else {
+            key.push_str(id);
+        }
+        key
+    }
+
+    /// A rate window: `prefix rpm:name`, or `prefix {rate}:rpm:name` on a cluster (one slot for all windows).
+    fn window(&self, kind: &str, name: &str) -> String {
+        let tag = if self.clustered { "{rate}:" } else { "" };
+        format!("{}{tag}{kind}:{name}", self.prefix)
+    }
 }
 
 impl RedisStore {
     /// Connects to `url` (see [`crate::open`]: never fails, at worst answers locally until Redis is reachable).
     pub async fn open(url: &str, opts: &StoreOptions) -> Self {
-        RedisStore {
+        let clustered = RedisTarget::parse(url).is_ok_and(|t| t.clustered());
+        let inner = Arc::new(Inner {
             link: Link::start(url).await,
             local: MemoryStore::new(opts),
-            prefix: opts.key_prefix.clone(),
+            keys: Keys {
+                prefix: opts.key_prefix.clone(),
+                clustered,
+            },
             session_ttl_ms: ttl_ms(opts.session_ttl),
             context_max_entries: opts.context_max_entries,
+            context_max_entry_bytes: opts.context_max_entry_bytes,
+            context_max_session_bytes: opts.context_max_session_bytes,
             context_ttl_ms: ttl_ms(opts.context_ttl),
             catalog_ttl_ms: ttl_ms(opts.catalog_ttl),
-        }
+        });
+        let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        spawn_writer(inner.clone(), jobs);
+        RedisStore { inner, queue }
     }
+}
 
-    fn key(&self, kind: &str, id: &str) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + kind.len() + id.len() + 1);
-        key.push_str(&self.prefix);
-        key.push_str(kind);
-        key.push(':');
-        key.push_str(id);
-        key
-    }
-
-    /// Runs `op` on Redis within the timeout; `None` (and the failure recorded) when Redis is down or the call
+impl Inner {
+    /// Runs `op` on Redis within `timeout`; `None` (and the failure recorded) when Redis is down or the call
     /// fails, so the caller answers locally.
-    async fn redis<T, F, Fut>(&self, op: &'static str, f: F) -> Option<T>
+    async fn redis_within<T, F, Fut>(&self, op: &'static str, timeout: Duration, f: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let conn = self.link.connection()?;
-        match tokio::time::timeout(OP_TIMEOUT, f(conn)).await {
+        match tokio::time::timeout(timeout, f(conn)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {
-                self.link.failed(op, &describe(&e), is_outage(&e));
+                self.link.failed(op, &describe_error(&e), is_outage(&e));
                 None
             }
             Err(_) => {
-                let why = format!("no answer within {} ms", OP_TIMEOUT.as_millis());
+                let why = format!("no answer within {} ms", timeout.as_millis());
                 self.link.failed(op, &why, true);
                 None
             }
         }
+    }
+
+    /// [`Inner::redis_within`] with the request path's timeout.
+    async fn redis<T, F, Fut>(&self, op: &'static str, f: F) -> Option<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.redis_within(op, OP_TIMEOUT, f).await
     }
 
     async fn rate_window(
@@ -116,6 +216,261 @@ impl RedisStore {
             refused(limit, used, retry)
         })
     }
+
+    /// The admission on Redis; `None` when Redis cannot answer.
+    async fn admit_shared(&self, buckets: &[LimitBucket], reserve: u64) -> Option<Admission> {
+        // The windows to check, in order, with what each is: (bucket index, kind, limit).
+        let mut windows: Vec<(usize, LimitKind, u64)> = Vec::with_capacity(buckets.len() * 2);
+        for (i, b) in buckets.iter().enumerate() {
+            if let Some(limit) = b.rpm {
+                windows.push((i, LimitKind::Requests, limit));
+            }
+            if let Some(limit) = b.tpm {
+                windows.push((i, LimitKind::Tokens, limit));
+            }
+        }
+        let mut out = Admission {
+            buckets: vec![BucketDecision::default(); buckets.len()],
+            ..Admission::default()
+        };
+        if windows.is_empty() {
+            return Some(out);
+        }
+        let keys: Vec<String> = windows
+            .iter()
+            .map(|&(i, kind, _)| match kind {
+                LimitKind::Requests => self.keys.window("rpm", &buckets[i].name),
+                LimitKind::Tokens => self.keys.window("tpm", &buckets[i].name),
+            })
+            .collect();
+        let args: Vec<(u64, &'static str)> = windows
+            .iter()
+            .map(|&(_, kind, limit)| match kind {
+                LimitKind::Requests => (limit, "r"),
+                LimitKind::Tokens => (limit, "t"),
+            })
+            .collect();
+        let answer: Vec<i64> = self
+            .redis("admit", |mut conn| async move {
+                let mut call = ADMIT.prepare_invoke();
+                call.key(&keys[..]).arg(reserve);
+                for (limit, kind) in args {
+                    call.arg(limit).arg(kind);
+                }
+                call.invoke_async(&mut conn).await
+            })
+            .await?;
+        if answer.len() != 2 + 2 * windows.len() {
+            self.link
+                .failed("admit", &"unexpected script answer", false);
+            return None;
+        }
+        let second = u64::try_from(answer[0]).unwrap_or(0);
+        let refused_at = usize::try_from(answer[1]).unwrap_or(0);
+        for (k, &(i, kind, limit)) in windows.iter().enumerate() {
+            let used = u64::try_from(answer[2 + 2 * k]).unwrap_or(0);
+            let retry = u64::try_from(answer[3 + 2 * k]).unwrap_or(0);
+            let decision = if retry > 0 {
+                refused(limit, used, retry)
+            } else {
+                allowed(limit, used)
+            };
+            let slot = &mut out.buckets[i];
+            match kind {
+                LimitKind::Requests => slot.requests = Some(decision),
+                LimitKind::Tokens => slot.tokens = Some(decision),
+            }
+        }
+        if refused_at > 0 {
+            let (i, kind, _) = windows[refused_at - 1];
+            out.refused = Some((i, kind));
+        } else {
+            out.reservation = Reservation {
+                tokens: reserve,
+                shared_second: Some(second),
+                local_second: Some(self.local.mirror_admission(buckets, reserve)),
+            };
+        }
+        Some(out)
+    }
+
+    async fn bind_shared(
+        &self,
+        binding: &SessionBinding,
+        timeout: Duration,
+    ) -> Option<SessionBinding> {
+        let json = serde_json::to_string(binding).ok()?;
+        let key = self.keys.of("session", &binding.conversation_id);
+        let ttl = self.session_ttl_ms;
+        let stored = self
+            .redis_within("bind session", timeout, |mut conn| async move {
+                BIND_SESSION
+                    .key(key)
+                    .arg(json)
+                    .arg(ttl)
+                    .arg(unix_now())
+                    .invoke_async::<String>(&mut conn)
+                    .await
+            })
+            .await?;
+        parse::<SessionBinding>("session binding", &stored)
+    }
+
+    /// Binds on Redis (mirroring what Redis stored) or, when Redis cannot, locally.
+    async fn bind(&self, binding: SessionBinding, timeout: Duration) {
+        match self.bind_shared(&binding, timeout).await {
+            Some(stored) => self.local.put_session(stored),
+            None => self.local.bind_now(binding),
+        }
+    }
+
+    /// Pushes on Redis or, when Redis cannot, locally.
+    async fn push(&self, session: &str, owner: &str, entry: serde_json::Value, timeout: Duration) {
+        if self.context_max_entries == 0 {
+            return;
+        }
+        let Ok(json) = serde_json::to_string(&entry) else {
+            return;
+        };
+        if json.len() > self.context_max_entry_bytes || json.len() > self.context_max_session_bytes
+        {
+            log::debug!(
+                "store: a context snippet of {} bytes is over the limit, not kept",
+                json.len()
+            );
+            return;
+        }
+        let keys = [
+            self.keys.of("context", session),
+            self.keys.of("context-owner", session),
+        ];
+        let (max, ttl, bytes) = (
+            self.context_max_entries,
+            self.context_ttl_ms,
+            self.context_max_session_bytes,
+        );
+        let owner_arg = owner.to_string();
+        let pushed = self
+            .redis_within("push context", timeout, |mut conn| async move {
+                PUSH_CONTEXT
+                    .key(&keys[..])
+                    .arg(owner_arg)
+                    .arg(json)
+                    .arg(max)
+                    .arg(ttl)
+                    .arg(bytes)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+            })
+            .await;
+        if pushed.is_none() {
+            self.local.push_now(session, owner, entry);
+        }
+    }
+
+    /// Settles reservations on Redis (the local mirror was settled when each write was deferred); when Redis
+    /// cannot, the local store alone has them.
+    async fn settle(self: Arc<Self>, buckets: Vec<String>, settlement: Settlement) {
+        let keys: Vec<String> = buckets
+            .iter()
+            .map(|name| self.keys.window("tpm", name))
+            .collect();
+        self.redis_within("settle tokens", WRITE_TIMEOUT, |mut conn| async move {
+            let mut call = SETTLE.prepare_invoke();
+            call.key(&keys[..]).arg(settlement.used);
+            for (second, reserved) in settlement.reserved {
+                call.arg(second).arg(reserved);
+            }
+            call.invoke_async::<i64>(&mut conn).await
+        })
+        .await;
+    }
+
+    /// Writes one deferred write (from the writer thread).
+    async fn write(self: Arc<Self>, write: Deferred) {
+        match write {
+            Deferred::Settle {
+                buckets,
+                reservation,
+                used,
+            } => {
+                let mut settlement = Settlement::default();
+                settlement.add(reservation, used);
+                self.settle(buckets, settlement).await
+            }
+            Deferred::Bind(binding) => self.bind(binding, WRITE_TIMEOUT).await,
+            Deferred::Context {
+                session,
+                owner,
+                entry,
+            } => self.push(&session, &owner, entry, WRITE_TIMEOUT).await,
+        }
+    }
+
+    /// The local half of a deferred write, done at once when Redis is down (or the queue full).
+    fn write_locally(&self, write: Deferred) {
+        match write {
+            // The local mirror of a settlement is done when it is deferred, whatever happens to Redis.
+            Deferred::Settle { .. } => {}
+            other => self.local.defer(other),
+        }
+    }
+}
+
+/// The writer thread: takes the queue in batches and sends each batch's writes together (Redis connections are
+/// multiplexed, so they share round trips), until the store is dropped.
+fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
+    let spawned = std::thread::Builder::new()
+        .name("apiproxy-store-writer".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    log::error!("store: cannot start the writer's runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let mut batch = Vec::with_capacity(BATCH);
+                while jobs.recv_many(&mut batch, BATCH).await > 0 {
+                    let mut writes = tokio::task::JoinSet::new();
+                    let mut flushes = Vec::new();
+                    // Settlements of the same buckets are summed: one script call per bucket set and batch.
+                    let mut settlements: BTreeMap<Vec<String>, Settlement> = BTreeMap::new();
+                    for job in batch.drain(..) {
+                        match job {
+                            Job::Write(Deferred::Settle {
+                                buckets,
+                                reservation,
+                                used,
+                            }) => settlements
+                                .entry(buckets)
+                                .or_default()
+                                .add(reservation, used),
+                            Job::Write(w) if inner.link.is_up() => {
+                                writes.spawn(inner.clone().write(w));
+                            }
+                            Job::Write(w) => inner.write_locally(w),
+                            Job::Flush(done) => flushes.push(done),
+                        }
+                    }
+                    for (buckets, settlement) in settlements {
+                        writes.spawn(inner.clone().settle(buckets, settlement));
+                    }
+                    while writes.join_next().await.is_some() {}
+                    for done in flushes {
+                        let _ = done.send(());
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        // `defer` then finds the queue closed and writes locally.
+        log::error!("store: cannot start the writer thread: {e}");
+    }
 }
 
 fn ttl_ms(ttl: std::time::Duration) -> u64 {
@@ -137,49 +492,32 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, raw: &str) -> Option<T> {
 #[async_trait]
 impl Store for RedisStore {
     async fn get_session(&self, id: &str) -> Option<SessionBinding> {
-        let key = self.key("session", id);
-        match self
+        let inner = &self.inner;
+        let key = inner.keys.of("session", id);
+        match inner
             .redis("get session", |mut conn| async move {
                 conn.get::<_, Option<String>>(key).await
             })
             .await
         {
             Some(raw) => parse("session binding", &raw?),
-            None => self.local.get_session(id).await,
+            None => inner.local.get_session(id).await,
         }
     }
 
     async fn bind_session(&self, binding: SessionBinding) {
-        let Ok(json) = serde_json::to_string(&binding) else {
-            return self.local.bind_session(binding).await;
-        };
-        let key = self.key("session", &binding.conversation_id);
-        let ttl = self.session_ttl_ms;
-        let stored = self
-            .redis("bind session", |mut conn| async move {
-                BIND_SESSION
-                    .key(key)
-                    .arg(json)
-                    .arg(ttl)
-                    .arg(unix_now())
-                    .invoke_async::<String>(&mut conn)
-                    .await
-            })
-            .await;
-        match stored.and_then(|raw| parse::<SessionBinding>("session binding", &raw)) {
-            Some(stored) => self.local.put_session(stored),
-            None => self.local.bind_session(binding).await,
-        }
+        self.inner.bind(binding, OP_TIMEOUT).await;
     }
 
     async fn delete_session(&self, id: &str) -> bool {
-        let key = self.key("session", id);
-        let deleted = self
+        let inner = &self.inner;
+        let key = inner.keys.of("session", id);
+        let deleted = inner
             .redis("delete session", |mut conn| async move {
                 conn.del::<_, u64>(key).await
             })
             .await;
-        let local = self.local.delete_session(id).await;
+        let local = inner.local.delete_session(id).await;
         match deleted {
             Some(n) => n > 0,
             None => local,
@@ -187,42 +525,17 @@ impl Store for RedisStore {
     }
 
     async fn push_context(&self, session: &str, owner: &str, entry: serde_json::Value) {
-        if self.context_max_entries == 0 {
-            return;
-        }
-        let Ok(json) = serde_json::to_string(&entry) else {
-            return;
-        };
-        let keys = [
-            self.key("context", session),
-            self.key("context-owner", session),
-        ];
-        let (max, ttl) = (self.context_max_entries, self.context_ttl_ms);
-        let owner_arg = owner.to_string();
-        let pushed = self
-            .redis("push context", |mut conn| async move {
-                PUSH_CONTEXT
-                    .key(&keys[..])
-                    .arg(owner_arg)
-                    .arg(json)
-                    .arg(max)
-                    .arg(ttl)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-            })
-            .await;
-        if pushed.is_none() {
-            self.local.push_context(session, owner, entry).await;
-        }
+        self.inner.push(session, owner, entry, OP_TIMEOUT).await;
     }
 
     async fn get_context(&self, session: &str) -> (Option<String>, Vec<serde_json::Value>) {
+        let inner = &self.inner;
         let (list, owner) = (
-            self.key("context", session),
-            self.key("context-owner", session),
+            inner.keys.of("context", session),
+            inner.keys.of("context-owner", session),
         );
-        let last = isize::try_from(self.context_max_entries).unwrap_or(isize::MAX) - 1;
-        let read = self
+        let last = isize::try_from(inner.context_max_entries).unwrap_or(isize::MAX) - 1;
+        let read = inner
             .redis("get context", |mut conn| async move {
                 redis::pipe()
                     .get(owner)
@@ -243,58 +556,63 @@ impl Store for RedisStore {
                     (owner, entries)
                 }
             }
-            None => self.local.get_context(session).await,
+            None => inner.local.get_context(session).await,
         }
     }
 
     async fn put_catalog(&self, provider: &str, models: &[String]) {
-        self.local.put_catalog(provider, models).await;
+        let inner = &self.inner;
+        inner.local.put_catalog(provider, models).await;
         let Ok(json) = serde_json::to_string(models) else {
             return;
         };
-        let key = self.key("catalog", provider);
-        let ttl = self.catalog_ttl_ms;
-        self.redis("put catalog", |mut conn| async move {
-            conn.pset_ex::<_, _, ()>(key, json, ttl).await
-        })
-        .await;
+        let key = inner.keys.of("catalog", provider);
+        let ttl = inner.catalog_ttl_ms;
+        inner
+            .redis("put catalog", |mut conn| async move {
+                conn.pset_ex::<_, _, ()>(key, json, ttl).await
+            })
+            .await;
     }
 
     async fn get_catalog(&self, provider: &str) -> Option<Vec<String>> {
-        let key = self.key("catalog", provider);
-        match self
+        let inner = &self.inner;
+        let key = inner.keys.of("catalog", provider);
+        match inner
             .redis("get catalog", |mut conn| async move {
                 conn.get::<_, Option<String>>(key).await
             })
             .await
         {
             Some(raw) => parse("model catalog", &raw?),
-            None => self.local.get_catalog(provider).await,
+            None => inner.local.get_catalog(provider).await,
         }
     }
 
     async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision {
-        match self
-            .rate_window(self.key("rpm", name), limit, "hit", 0)
+        let inner = &self.inner;
+        match inner
+            .rate_window(inner.keys.window("rpm", name), limit, "hit", 0)
             .await
         {
             Some(decision) => {
                 if decision.allowed {
-                    self.local.count_request(name);
+                    inner.local.count_request(name);
                 }
                 decision
             }
-            None => self.local.hit_requests(name, limit).await,
+            None => inner.local.hit_requests(name, limit).await,
         }
     }
 
     async fn check_tokens(&self, name: &str, limit: u64) -> RateDecision {
-        match self
-            .rate_window(self.key("tpm", name), limit, "check", 0)
+        let inner = &self.inner;
+        match inner
+            .rate_window(inner.keys.window("tpm", name), limit, "check", 0)
             .await
         {
             Some(decision) => decision,
-            None => self.local.check_tokens(name, limit).await,
+            None => inner.local.check_tokens(name, limit).await,
         }
     }
 
@@ -302,10 +620,57 @@ impl Store for RedisStore {
         if tokens == 0 {
             return;
         }
+        let inner = &self.inner;
         // Counted locally either way: the local window is the fallback's memory of this replica's usage.
-        self.local.add_tokens(name, tokens).await;
-        self.rate_window(self.key("tpm", name), 0, "add", tokens)
+        inner.local.add_tokens(name, tokens).await;
+        inner
+            .rate_window(inner.keys.window("tpm", name), 0, "add", tokens)
             .await;
+    }
+
+    async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission {
+        match self.inner.admit_shared(buckets, reserve_tokens).await {
+            Some(admission) => admission,
+            None => self.inner.local.admit(buckets, reserve_tokens).await,
+        }
+    }
+
+    fn defer(&self, write: Deferred) {
+        let inner = &self.inner;
+        if let Deferred::Settle {
+            buckets,
+            reservation,
+            used,
+        } = &write
+        {
+            inner
+                .local
+                .settle_local(buckets, reservation.local_second, reservation.tokens, *used);
+            if reservation.shared_second.is_none() && *used == 0 {
+                return;
+            }
+        }
+        if !inner.link.is_up() {
+            return inner.write_locally(write);
+        }
+        if let Err(e) = self.queue.try_send(Job::Write(write)) {
+            ERRORS.inc();
+            log::debug!("store: the write queue is full or closed; written locally");
+            if let mpsc::error::TrySendError::Full(Job::Write(w))
+            | mpsc::error::TrySendError::Closed(Job::Write(w)) = e
+            {
+                inner.write_locally(w);
+            }
+        }
+    }
+
+    async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Job::Flush(done)).await.is_ok()
+            && tokio::time::timeout(FLUSH_WAIT, flushed).await.is_err()
+        {
+            log::warn!("store: deferred writes not all written within {FLUSH_WAIT:?}");
+        }
     }
 
     fn kind(&self) -> &'static str {
@@ -313,6 +678,29 @@ impl Store for RedisStore {
     }
 
     fn healthy(&self) -> bool {
-        self.link.is_up()
+        self.inner.link.is_up()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_keys_are_tagged_so_each_script_touches_one_slot() {
+        let flat = Keys {
+            prefix: "gw:".into(),
+            clustered: false,
+        };
+        assert_eq!(flat.of("session", "s1"), "gw:session:s1");
+        assert_eq!(flat.window("rpm", "key:alice"), "gw:rpm:key:alice");
+        let tagged = Keys {
+            prefix: "gw:".into(),
+            clustered: true,
+        };
+        assert_eq!(tagged.of("context", "s1"), "gw:context:{s1}");
+        assert_eq!(tagged.of("context-owner", "s1"), "gw:context-owner:{s1}");
+        assert_eq!(tagged.window("rpm", "key:alice"), "gw:{rate}:rpm:key:alice");
+        assert_eq!(tagged.window("tpm", "global"), "gw:{rate}:tpm:global");
     }
 }

@@ -54,6 +54,18 @@ impl Window {
         }
     }
 
+    /// Takes `amount` back from the bucket of second `second` (a reservation being settled); nothing when that
+    /// bucket no longer counts.
+    pub fn subtract(&mut self, second: u64, amount: u64) {
+        if let Some(i) = self.buckets.iter().position(|&(s, _)| s == second) {
+            let n = &mut self.buckets[i].1;
+            *n = n.saturating_sub(amount);
+            if *n == 0 {
+                self.buckets.remove(i);
+            }
+        }
+    }
+
     /// Counts one request if fewer than `limit` were counted in the window: the check-and-add of a request limit.
     pub fn hit(&mut self, now: u64, limit: u64) -> RateDecision {
         self.expire(now);
@@ -202,6 +214,19 @@ mod tests {
         assert_eq!(w.total(), 5);
         w.expire(66);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_settled_reservation_leaves_only_the_usage() {
+        let mut w = Window::default();
+        w.add(10, 500); // reserved at admission
+        w.add(11, 7); // another request's usage
+        w.subtract(10, 500);
+        w.add(12, 40); // the real usage, counted when known
+        assert_eq!(w.total(), 47);
+        assert_eq!(w.buckets.len(), 2, "an emptied bucket is removed");
+        w.subtract(99, 5); // no such bucket (expired): nothing happens
+        assert_eq!(w.total(), 47);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiproxy_store::testing::RedisServer;
-use apiproxy_store::{open, SessionBinding, Store, StoreOptions};
+use apiproxy_store::{open, BoundUpstream, SessionBinding, Store, StoreOptions};
 use redis::Commands;
 use serde_json::json;
 
@@ -17,16 +17,13 @@ fn options(url: &str, prefix: &str) -> StoreOptions {
 }
 
 fn binding(id: &str, provider: &str) -> SessionBinding {
-    SessionBinding {
-        conversation_id: id.into(),
-        logical_model: "fast".into(),
-        provider_id: provider.into(),
-        model_id: "m".into(),
+    let upstream = BoundUpstream {
+        logical_model: "fast",
+        provider_id: provider,
+        model_id: "m",
         key_index: 0,
-        created_at: 0.0,
-        last_accessed: 0.0,
-        message_count: 0,
-    }
+    };
+    SessionBinding::new(id, None, upstream)
 }
 
 fn direct(server: &RedisServer) -> redis::Connection {
@@ -213,12 +210,13 @@ async fn corrupt_values_read_as_absent() {
 async fn unreachable_at_start_then_connects_in_the_background() {
     let mut server = RedisServer::start();
     server.stop();
-    let started = Instant::now();
-    let store = open(options(&server.url, "apiproxy:")).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "open does not hang on a dead Redis"
-    );
+    // Open does not hang on a dead Redis (a generous bound: only a hang fails).
+    let store = tokio::time::timeout(
+        Duration::from_secs(15),
+        open(options(&server.url, "apiproxy:")),
+    )
+    .await
+    .expect("open answers with Redis down");
     assert_eq!(store.kind(), "redis");
     assert!(!store.healthy());
 
@@ -232,7 +230,7 @@ async fn unreachable_at_start_then_connects_in_the_background() {
     assert!(!store.hit_requests("k", 1).await.allowed);
 
     server.restart();
-    let up = eventually(5, || store.healthy()).await;
+    let up = eventually(20, || store.healthy()).await;
     assert!(up, "connected once Redis is there");
     let other = open(options(&server.url, "apiproxy:")).await;
     store.bind_session(binding("shared", "claude")).await;

@@ -1,5 +1,10 @@
-//! Random and garbled input never panics the Anthropic decoders, and any
-//! neutral event sequence encodes into a well-formed Anthropic stream.
+//! Random and garbled input never panics the Anthropic decoders; valid
+//! requests and responses of every shape decode and come back the same
+//! (each such test counts the cases that reached its assertions and fails
+//! when too few did); any neutral event sequence encodes into a well-formed
+//! Anthropic stream.
+
+mod counting;
 
 use apiproxy_translate::anthropic::{
     decode_request, decode_response, encode_request, encode_response, StreamDecoder, StreamEncoder,
@@ -9,6 +14,7 @@ use apiproxy_translate::{
     Usage,
 };
 use bytes::BytesMut;
+use counting::run_counting;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -276,22 +282,17 @@ proptest! {
     }
 
     #[test]
-    fn shaped_requests_decode_and_encode_without_panic(body in arb_request()) {
+    fn shaped_requests_never_panic(body in arb_request()) {
+        // Mostly rejected (random values in the slots): valid requests are
+        // checked by `valid_requests_round_trip`.
         if let Ok(req) = decode_request(body) {
-            if let Ok(bytes) = encode_request(&req) {
-                let v: Value = serde_json::from_slice(&bytes).unwrap();
-                prop_assert!(v["max_tokens"].as_u64().unwrap_or(0) > 0);
-                prop_assert!(v["messages"].is_array());
-            }
+            let _ = encode_request(&req);
         }
     }
 
     #[test]
     fn decode_response_never_panics(body in arb_json(), raw in prop::collection::vec(any::<u8>(), 0..64)) {
-        if let Ok(resp) = decode_response(body.to_string().as_bytes()) {
-            let out: Value = serde_json::from_slice(&encode_response(&resp)).unwrap();
-            prop_assert_eq!(out["type"].as_str(), Some("message"));
-        }
+        let _ = decode_response(body.to_string().as_bytes());
         let _ = decode_response(&raw);
     }
 
@@ -325,4 +326,321 @@ proptest! {
         }
         check_stream(&out)?;
     }
+}
+
+// ------------------------------------------------------------ valid input
+
+/// Text as people write it: never empty, any script, quotes and escapes.
+fn words() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9][A-Za-z0-9 .,!?'\"\\\\é漢\n]{0,24}"
+}
+
+const TOOLS: [&str; 3] = ["get_weather", "search_docs", "run_sql"];
+
+fn tool_input() -> impl Strategy<Value = Value> {
+    (words(), any::<i32>(), any::<bool>()).prop_map(|(q, n, b)| json!({"q": q, "n": n, "flag": b}))
+}
+
+/// One round of a conversation: the user's turn, then the assistant's
+/// (thinking, text, tool calls); the calls' results open the next user turn.
+#[derive(Debug, Clone)]
+struct Round {
+    user_texts: Vec<String>,
+    image: bool,
+    thinking: Option<(String, String)>,
+    assistant_text: Option<String>,
+    calls: Vec<(usize, Value)>,
+    results_as_blocks: bool,
+}
+
+fn arb_round() -> impl Strategy<Value = Round> {
+    (
+        prop::collection::vec(words(), 1..3),
+        any::<bool>(),
+        prop::option::of((words(), "[A-Za-z0-9+/]{8,40}")),
+        prop::option::of(words()),
+        prop::collection::vec((0..TOOLS.len(), tool_input()), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(user_texts, image, thinking, assistant_text, calls, results_as_blocks)| Round {
+                user_texts,
+                image,
+                thinking,
+                // An assistant turn says something or calls something.
+                assistant_text: if calls.is_empty() {
+                    assistant_text.or(Some("ok".into()))
+                } else {
+                    assistant_text
+                },
+                calls,
+                results_as_blocks,
+            },
+        )
+}
+
+/// A request as Anthropic's API reference describes it, of every shape the
+/// gateway handles: system as a string or blocks, text, images, thinking,
+/// tool calls and their results, tools and tool choice.
+fn arb_valid_request() -> impl Strategy<Value = Value> {
+    (
+        prop::collection::vec(arb_round(), 1..4),
+        words(),
+        1u64..8192,
+        any::<bool>(),
+        prop::option::of(0u32..3),
+        prop::option::of(prop::sample::select(vec!["auto", "any", "none", "tool"])),
+        prop::option::of(1024u64..4096),
+    )
+        .prop_map(
+            |(rounds, system, max_tokens, system_blocks, temperature, choice, budget)| {
+                let mut messages = Vec::new();
+                let mut pending: Vec<String> = Vec::new();
+                for (r, round) in rounds.iter().enumerate() {
+                    let mut user: Vec<Value> = pending
+                        .drain(..)
+                        .enumerate()
+                        .map(|(i, id)| {
+                            let out = format!("result {i} of {id}");
+                            let content = if round.results_as_blocks {
+                                json!([{"type": "text", "text": out}])
+                            } else {
+                                json!(out)
+                            };
+                            json!({"type": "tool_result", "tool_use_id": id, "content": content})
+                        })
+                        .collect();
+                    user.extend(round.user_texts.iter().map(|t| json!({"type": "text", "text": t})));
+                    if round.image {
+                        user.push(json!({"type": "image", "source": {"type": "base64",
+                            "media_type": "image/png", "data": "iVBORw0KGgoAAAANSUhEUg=="}}));
+                    }
+                    messages.push(json!({"role": "user", "content": user}));
+                    let mut assistant = Vec::new();
+                    if let Some((t, sig)) = &round.thinking {
+                        assistant.push(json!({"type": "thinking", "thinking": t, "signature": sig}));
+                    }
+                    if let Some(t) = &round.assistant_text {
+                        assistant.push(json!({"type": "text", "text": t}));
+                    }
+                    for (c, (tool, input)) in round.calls.iter().enumerate() {
+                        let id = format!("toolu_{r}_{c}");
+                        assistant.push(json!({"type": "tool_use", "id": id, "name": TOOLS[*tool], "input": input}));
+                        pending.push(id);
+                    }
+                    messages.push(json!({"role": "assistant", "content": assistant}));
+                }
+                // The last turn is the user's: the pending results and a question.
+                let mut last: Vec<Value> = pending
+                    .drain(..)
+                    .map(|id| json!({"type": "tool_result", "tool_use_id": id, "content": "done"}))
+                    .collect();
+                last.push(json!({"type": "text", "text": "and now?"}));
+                messages.push(json!({"role": "user", "content": last}));
+                let tools: Vec<Value> = TOOLS
+                    .iter()
+                    .map(|n| json!({"name": n, "description": format!("the {n} tool"),
+                        "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}))
+                    .collect();
+                let mut body = json!({
+                    "model": "claude-sonnet-4-5",
+                    "max_tokens": max_tokens,
+                    "system": if system_blocks { json!([{"type": "text", "text": system}]) } else { json!(system) },
+                    "messages": messages,
+                    "tools": tools,
+                });
+                // Extended thinking does not take a temperature.
+                if let (Some(t), None) = (temperature, budget) {
+                    body["temperature"] = json!(f64::from(t) / 2.0);
+                }
+                // Nor forced tool use.
+                let forced = matches!(choice, Some("any" | "tool"));
+                if let Some(c) = choice.filter(|_| !(forced && budget.is_some())) {
+                    body["tool_choice"] = if c == "tool" {
+                        json!({"type": "tool", "name": TOOLS[0]})
+                    } else {
+                        json!({"type": c})
+                    };
+                }
+                if let Some(b) = budget {
+                    body["thinking"] = json!({"type": "enabled", "budget_tokens": b});
+                    body["max_tokens"] = json!(b + max_tokens);
+                }
+                body
+            },
+        )
+}
+
+/// The text of a content value: a string or the text blocks of a list.
+fn text_in(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// What a request says, in order, independent of how it is split into
+/// messages and blocks: (role, block type, what the block holds).
+fn request_digest(v: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for m in v["messages"].as_array().into_iter().flatten() {
+        let role = m["role"].as_str().unwrap_or_default().to_owned();
+        let blocks = match &m["content"] {
+            Value::String(s) => vec![json!({"type": "text", "text": s})],
+            Value::Array(a) => a.clone(),
+            _ => vec![],
+        };
+        for b in blocks {
+            let ty = b["type"].as_str().unwrap_or_default().to_owned();
+            let what = match ty.as_str() {
+                "text" => b["text"].as_str().unwrap_or_default().to_owned(),
+                "image" => format!("{}", b["source"]),
+                "thinking" => format!("{}|{}", b["thinking"], b["signature"]),
+                "tool_use" => format!("{}|{}|{}", b["id"], b["name"], b["input"]),
+                "tool_result" => format!("{}|{}", b["tool_use_id"], text_in(&b["content"])),
+                other => format!("unexpected block {other}: {b}"),
+            };
+            out.push((role.clone(), ty, what));
+        }
+    }
+    // Adjacent text blocks of one role may be joined or split: compare text
+    // by what it says.
+    let mut merged: Vec<(String, String, String)> = Vec::new();
+    for item in out {
+        match merged.last_mut() {
+            Some(last) if last.0 == item.0 && last.1 == "text" && item.1 == "text" => {
+                last.2.push_str(&item.2)
+            }
+            _ => merged.push(item),
+        }
+    }
+    merged
+}
+
+#[test]
+fn valid_requests_round_trip() {
+    let cases = 256;
+    let reached = run_counting(
+        "valid_requests_round_trip",
+        cases,
+        arb_valid_request(),
+        |body| {
+            let req = decode_request(body.clone()).map_err(|e| {
+                TestCaseError::fail(format!("a valid request was refused: {e:?}\n{body}"))
+            })?;
+            let bytes = encode_request(&req)
+                .map_err(|e| TestCaseError::fail(format!("encoding failed: {e:?}\n{body}")))?;
+            let out: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
+            prop_assert_eq!(&out["model"], &body["model"]);
+            prop_assert_eq!(&out["max_tokens"], &body["max_tokens"]);
+            prop_assert_eq!(text_in(&out["system"]), text_in(&body["system"]));
+            prop_assert_eq!(&out["temperature"], &body["temperature"]);
+            prop_assert_eq!(&out["thinking"], &body["thinking"]);
+            prop_assert_eq!(&out["tool_choice"], &body["tool_choice"]);
+            let names = |v: &Value| -> Vec<String> {
+                v["tools"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| t["name"].to_string())
+                    .collect()
+            };
+            prop_assert_eq!(names(&out), names(&body));
+            for (a, b) in out["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .zip(body["tools"].as_array().into_iter().flatten())
+            {
+                prop_assert_eq!(&a["input_schema"], &b["input_schema"]);
+            }
+            prop_assert_eq!(request_digest(&out), request_digest(&body));
+            // Roles alternate, starting with the user, as the API requires.
+            let roles: Vec<&str> = out["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["role"].as_str())
+                .collect();
+            prop_assert_eq!(roles.first().copied(), Some("user"));
+            prop_assert!(roles.windows(2).all(|w| w[0] != w[1]), "roles {:?}", roles);
+            Ok(true)
+        },
+    );
+    assert_eq!(reached, cases, "every valid request reached the assertions");
+}
+
+/// A response as Anthropic's API reference describes it.
+fn arb_valid_response() -> impl Strategy<Value = Value> {
+    (
+        prop::option::of((words(), "[A-Za-z0-9+/]{8,40}")),
+        prop::collection::vec(words(), 0..3),
+        prop::collection::vec((0..TOOLS.len(), tool_input()), 0..3),
+        prop::sample::select(vec!["end_turn", "max_tokens"]),
+        0u64..100_000,
+        0u64..10_000,
+    )
+        .prop_map(|(thinking, texts, calls, stop, input, output)| {
+            let mut content = Vec::new();
+            if let Some((t, sig)) = thinking {
+                content.push(json!({"type": "thinking", "thinking": t, "signature": sig}));
+            }
+            content.extend(texts.iter().map(|t| json!({"type": "text", "text": t})));
+            for (i, (tool, args)) in calls.iter().enumerate() {
+                content.push(json!({"type": "tool_use", "id": format!("toolu_{i}"), "name": TOOLS[*tool], "input": args}));
+            }
+            json!({
+                "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-4-5-20250929",
+                "content": content,
+                "stop_reason": if calls.is_empty() { stop } else { "tool_use" },
+                "stop_sequence": null,
+                "usage": {"input_tokens": input, "output_tokens": output}
+            })
+        })
+}
+
+#[test]
+fn valid_responses_round_trip() {
+    let cases = 256;
+    let reached = run_counting(
+        "valid_responses_round_trip",
+        cases,
+        arb_valid_response(),
+        |body| {
+            let resp = decode_response(body.to_string().as_bytes()).map_err(|e| {
+                TestCaseError::fail(format!("a valid response was refused: {e:?}\n{body}"))
+            })?;
+            let out: Value = serde_json::from_slice(&encode_response(&resp))
+                .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
+            prop_assert_eq!(out["type"].as_str(), Some("message"));
+            prop_assert_eq!(out["role"].as_str(), Some("assistant"));
+            prop_assert_eq!(&out["model"], &body["model"]);
+            prop_assert_eq!(&out["stop_reason"], &body["stop_reason"]);
+            prop_assert_eq!(
+                &out["usage"]["input_tokens"],
+                &body["usage"]["input_tokens"]
+            );
+            prop_assert_eq!(
+                &out["usage"]["output_tokens"],
+                &body["usage"]["output_tokens"]
+            );
+            let wrap =
+                |v: &Value| json!({"messages": [{"role": "assistant", "content": v["content"]}]});
+            prop_assert_eq!(request_digest(&wrap(&out)), request_digest(&wrap(&body)));
+            Ok(true)
+        },
+    );
+    assert_eq!(
+        reached, cases,
+        "every valid response reached the assertions"
+    );
 }

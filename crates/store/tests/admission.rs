@@ -1,0 +1,241 @@
+//! Admission (every limit of a request checked and counted in one call), token reservations and their
+//! settlement, deferred writes and their flush, session owners and context byte bounds: the same behaviour on the
+//! memory store, on one Redis and on a Redis Cluster.
+
+use std::sync::Arc;
+
+use apiproxy_store::testing::{RedisCluster, RedisServer};
+use apiproxy_store::{
+    open, BoundUpstream, Deferred, LimitBucket, LimitKind, SessionBinding, Store, StoreOptions,
+};
+use serde_json::json;
+
+fn options(redis_url: Option<String>) -> StoreOptions {
+    StoreOptions {
+        redis_url,
+        key_prefix: "adm:".into(),
+        context_max_entries: 10,
+        context_max_entry_bytes: 100,
+        context_max_session_bytes: 250,
+        ..StoreOptions::default()
+    }
+}
+
+fn bucket(name: &str, rpm: Option<u64>, tpm: Option<u64>) -> LimitBucket {
+    LimitBucket {
+        name: name.into(),
+        rpm,
+        tpm,
+    }
+}
+
+fn binding(id: &str, owner: Option<&str>, provider: &str) -> SessionBinding {
+    let upstream = BoundUpstream {
+        logical_model: "fast",
+        provider_id: provider,
+        model_id: "m",
+        key_index: 0,
+    };
+    SessionBinding::new(id, owner, upstream)
+}
+
+async fn suite(store: Arc<dyn Store>) {
+    per_key_first_and_refusals_consume_nothing(store.as_ref()).await;
+    reservations_bound_concurrent_overshoot(store.clone()).await;
+    deferred_writes_land_after_flush(store.as_ref()).await;
+    sessions_belong_to_their_key(store.as_ref()).await;
+    context_is_bounded_in_bytes(store.as_ref()).await;
+}
+
+/// A key over its own rpm is refused without using the gateway-wide rpm; a request the gateway-wide rpm refuses
+/// leaves the key's count alone.
+async fn per_key_first_and_refusals_consume_nothing(store: &dyn Store) {
+    let alice = [
+        bucket("key:alice", Some(2), None),
+        bucket("global", Some(4), None),
+    ];
+    let carol = [
+        bucket("key:carol", Some(10), None),
+        bucket("global", Some(4), None),
+    ];
+    for i in 0..2 {
+        let a = store.admit(&alice, 0).await;
+        assert!(a.admitted(), "alice {i}");
+        assert_eq!(a.buckets[0].requests.map(|d| d.remaining), Some(1 - i));
+    }
+    for _ in 0..5 {
+        let a = store.admit(&alice, 0).await;
+        assert_eq!(a.refused, Some((0, LimitKind::Requests)));
+        let d = a.buckets[0].requests.expect("alice's rpm");
+        assert!((1..=60).contains(&d.retry_after_secs), "{d:?}");
+    }
+    // The global rpm of 4 saw only alice's two admitted requests.
+    for i in 0..2 {
+        assert!(store.admit(&carol, 0).await.admitted(), "carol {i}");
+    }
+    let refused = store.admit(&carol, 0).await;
+    assert_eq!(refused.refused, Some((1, LimitKind::Requests)));
+    // ... and carol's own count did not move for the refused request.
+    assert_eq!(refused.buckets[0].requests.map(|d| d.remaining), Some(8));
+    assert_eq!(store.hit_requests("key:carol", 10).await.remaining, 7);
+}
+
+/// Twenty concurrent admissions against a tpm of 100, each reserving 40: only those admitted while the window
+/// was under the limit go ahead (three: 0, 40, 80), whatever the order; settling replaces the reservations.
+async fn reservations_bound_concurrent_overshoot(store: Arc<dyn Store>) {
+    let buckets = vec![bucket("key:bob", None, Some(100))];
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (store, buckets) = (store.clone(), buckets.clone());
+        tasks.push(tokio::spawn(async move { store.admit(&buckets, 40).await }));
+    }
+    let mut admitted = Vec::new();
+    for t in tasks {
+        let a = t.await.expect("admission task");
+        if a.admitted() {
+            admitted.push(a);
+        } else {
+            assert_eq!(a.refused, Some((0, LimitKind::Tokens)));
+        }
+    }
+    assert_eq!(admitted.len(), 3, "0, 40 and 80 are under 100; 120 is not");
+    assert_eq!(
+        store.check_tokens("key:bob", 1000).await.remaining,
+        1000 - 120
+    );
+    for a in &admitted {
+        store.defer(Deferred::Settle {
+            buckets: vec!["key:bob".into()],
+            reservation: a.reservation,
+            used: 10,
+        });
+    }
+    store.flush().await;
+    assert_eq!(
+        store.check_tokens("key:bob", 1000).await.remaining,
+        1000 - 30,
+        "the reservations are gone, the real usage counts"
+    );
+    assert!(store.admit(&buckets, 40).await.admitted());
+}
+
+async fn deferred_writes_land_after_flush(store: &dyn Store) {
+    store.defer(Deferred::Bind(binding("d1", Some("alice"), "openai")));
+    store.defer(Deferred::Context {
+        session: "d1".into(),
+        owner: "alice".into(),
+        entry: json!({"n": 1}),
+    });
+    store.flush().await;
+    let b = store.get_session("d1").await.expect("bound");
+    assert_eq!(b.provider_id, "openai");
+    assert_eq!(b.owner.as_deref(), Some("alice"));
+    assert_eq!(store.get_context("d1").await.1, vec![json!({"n": 1})]);
+}
+
+async fn sessions_belong_to_their_key(store: &dyn Store) {
+    store
+        .bind_session(binding("own", Some("alice"), "openai"))
+        .await;
+    store
+        .bind_session(binding("own", Some("mallory"), "claude"))
+        .await;
+    let b = store.get_session("own").await.expect("bound");
+    assert_eq!(b.provider_id, "openai", "another key does not move it");
+    assert_eq!(b.message_count, 1);
+    assert!(b.belongs_to(Some("alice")) && !b.belongs_to(Some("mallory")));
+    store
+        .bind_session(binding("own", Some("alice"), "gemini"))
+        .await;
+    let b = store.get_session("own").await.expect("bound");
+    assert_eq!((b.provider_id.as_str(), b.message_count), ("gemini", 2));
+}
+
+/// Entries over 100 bytes are not kept; a session keeps at most 250 bytes, the oldest going first. Keys and
+/// numbers count, not only strings.
+async fn context_is_bounded_in_bytes(store: &dyn Store) {
+    let big_keys: serde_json::Map<String, serde_json::Value> =
+        (0..20).map(|i| (format!("k{i:03}"), json!(i))).collect();
+    store
+        .push_context("b", "alice", serde_json::Value::Object(big_keys))
+        .await;
+    assert_eq!(
+        store.get_context("b").await.1,
+        Vec::<serde_json::Value>::new()
+    );
+    let entry =
+        |i: u64| json!({"i": i, "pad": [1000000, 2000000, 3000000, 4000000, 5000000, 6000000]});
+    let size = serde_json::to_vec(&entry(0)).unwrap().len();
+    assert!((50..=100).contains(&size), "{size}");
+    for i in 0..6 {
+        store.push_context("b", "alice", entry(i)).await;
+    }
+    let (_, kept) = store.get_context("b").await;
+    let expected = 250 / size;
+    assert_eq!(kept.len(), expected);
+    assert_eq!(kept[0]["i"], 5, "newest first");
+    let bytes: usize = kept
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap().len())
+        .sum();
+    assert!(bytes <= 250, "{bytes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_admission() {
+    suite(open(options(None)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_admission() {
+    let server = RedisServer::start();
+    let store = open(options(Some(server.url.clone()))).await;
+    assert!(store.healthy());
+    suite(store.clone()).await;
+    assert!(store.healthy(), "every call was answered by Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_admission() {
+    let cluster = RedisCluster::start();
+    let store = open(options(Some(cluster.url.clone()))).await;
+    assert!(store.healthy());
+    suite(store.clone()).await;
+    assert!(store.healthy(), "every call was answered by the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_redis_cannot_overshoot_tpm_together() {
+    let server = RedisServer::start();
+    let a = open(options(Some(server.url.clone()))).await;
+    let b = open(options(Some(server.url.clone()))).await;
+    let buckets = vec![bucket("key:shared", None, Some(100))];
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let buckets = buckets.clone();
+        tasks.push(tokio::spawn(async move {
+            store.admit(&buckets, 40).await.admitted()
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(admitted, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_writes_what_was_deferred_before_the_store_goes() {
+    let server = RedisServer::start();
+    let store = open(options(Some(server.url.clone()))).await;
+    for i in 0..500 {
+        store.defer(Deferred::Bind(binding(&format!("f{i}"), None, "openai")));
+    }
+    store.flush().await;
+    drop(store);
+    let other = open(options(Some(server.url.clone()))).await;
+    for i in [0, 250, 499] {
+        assert!(other.get_session(&format!("f{i}")).await.is_some(), "f{i}");
+    }
+}

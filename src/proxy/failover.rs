@@ -1,0 +1,340 @@
+//! What happens after an attempt fails: the same provider's next key, the
+//! next candidate, or the upstream's own answer relayed to the client; and,
+//! when every candidate failed, the one error the client gets.
+//!
+//! Pure decisions on typed values; `llm.rs` does the I/O and calls them.
+
+use std::fmt;
+
+use crate::error::GatewayError;
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptError {
+    /// Every key of the provider is cooling down: nothing was sent.
+    NoUsableKey,
+    /// DNS, TCP or TLS connect failed or timed out.
+    Connect(String),
+    /// No byte within the provider's read timeout.
+    Timeout,
+    /// The connection broke while sending or waiting for the header.
+    Io(String),
+    /// The upstream answered with an error status.
+    Status {
+        status: u16,
+        /// The upstream's message, safe to show (keys scrubbed).
+        message: String,
+        /// The upstream's `Retry-After`, in seconds.
+        retry_after: Option<u64>,
+    },
+    /// The answer started well but broke (or stalled) before anything
+    /// reached the client.
+    BrokenAnswer { reason: String, timed_out: bool },
+}
+
+impl AttemptError {
+    /// The attempt ran into a timeout (504 when every attempt did).
+    fn timed_out(&self) -> bool {
+        matches!(
+            self,
+            AttemptError::Timeout
+                | AttemptError::BrokenAnswer {
+                    timed_out: true,
+                    ..
+                }
+        )
+    }
+
+    /// The label of `apiproxy_upstream_attempts_total{outcome}`.
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            AttemptError::NoUsableKey => "no_key",
+            AttemptError::Connect(_) => "connect_error",
+            AttemptError::Timeout => "timeout",
+            AttemptError::Io(_) => "io_error",
+            AttemptError::Status { status: 429, .. } => "429",
+            AttemptError::Status { status, .. } if *status < 500 => "4xx",
+            AttemptError::Status { .. } => "5xx",
+            AttemptError::BrokenAnswer { .. } => "stream_error",
+        }
+    }
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptError::NoUsableKey => f.write_str("every key is cooling down"),
+            AttemptError::Connect(e) => write!(f, "connect failed: {e}"),
+            AttemptError::Timeout => f.write_str("timed out waiting for the provider"),
+            AttemptError::Io(e) => write!(f, "connection error: {e}"),
+            AttemptError::Status {
+                status, message, ..
+            } if message.is_empty() => write!(f, "status {status}"),
+            AttemptError::Status {
+                status, message, ..
+            } => write!(f, "status {status}: {message}"),
+            AttemptError::BrokenAnswer { reason, .. } => f.write_str(reason),
+        }
+    }
+}
+
+/// One failed attempt, as the final error names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedAttempt {
+    pub provider: String,
+    pub model: String,
+    pub error: AttemptError,
+}
+
+impl fmt::Display for FailedAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}: {}", self.provider, self.model, self.error)
+    }
+}
+
+/// Where the request goes after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// The same upstream with the provider's next key.
+    NextKey,
+    /// The next candidate upstream.
+    NextCandidate,
+    /// The upstream's refusal is the answer: relay it to the client.
+    Relay,
+}
+
+/// Everything the attempt loop does about one failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub next: NextStep,
+    /// Take the key out of rotation (it was refused or rate limited).
+    pub cool_key: bool,
+    /// The failure says something about the upstream: count it in its
+    /// health. A key's refusal or the client's own bad request does not.
+    pub upstream_fault: bool,
+}
+
+/// What the provider's configuration and key state say about a failure.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureContext {
+    /// The status is in the provider's `retryable_status`.
+    pub retryable: bool,
+    /// Another key of the provider is usable once this one cools down.
+    pub other_key: bool,
+}
+
+/// Decides what follows a failed attempt.
+pub fn decide(error: &AttemptError, cx: FailureContext) -> Decision {
+    let go_on = |upstream_fault| Decision {
+        next: NextStep::NextCandidate,
+        cool_key: false,
+        upstream_fault,
+    };
+    match error {
+        AttemptError::NoUsableKey => go_on(false),
+        AttemptError::Connect(_)
+        | AttemptError::Timeout
+        | AttemptError::Io(_)
+        | AttemptError::BrokenAnswer { .. } => go_on(true),
+        AttemptError::Status { status, .. } => {
+            let status = *status;
+            if matches!(status, 401 | 403 | 429) {
+                // A key problem: the provider's next key, else the next
+                // candidate. Says nothing about the upstream itself.
+                Decision {
+                    next: if cx.other_key {
+                        NextStep::NextKey
+                    } else {
+                        NextStep::NextCandidate
+                    },
+                    cool_key: true,
+                    upstream_fault: false,
+                }
+            } else if cx.retryable {
+                go_on(status >= 500)
+            } else {
+                Decision {
+                    next: NextStep::Relay,
+                    cool_key: false,
+                    upstream_fault: false,
+                }
+            }
+        }
+    }
+}
+
+/// The error when every candidate failed: 504 when every attempt timed out,
+/// 429 when every one was rate limited, 503 when none could even be sent
+/// (every key cooling down), else 502. Names every attempt.
+pub fn all_failed(attempts: &[FailedAttempt]) -> GatewayError {
+    let all =
+        |f: fn(&AttemptError) -> bool| !attempts.is_empty() && attempts.iter().all(|a| f(&a.error));
+    let status = if all(AttemptError::timed_out) {
+        504
+    } else if all(|e| matches!(e, AttemptError::Status { status: 429, .. })) {
+        429
+    } else if all(|e| matches!(e, AttemptError::NoUsableKey)) {
+        503
+    } else {
+        502
+    };
+    let names: Vec<String> = attempts.iter().map(ToString::to_string).collect();
+    let e = GatewayError::upstream(
+        status,
+        format!(
+            "all upstreams failed after {} attempt(s): {}",
+            attempts.len(),
+            names.join("; ")
+        ),
+    );
+    if status == 429 || status == 503 {
+        let wait = attempts
+            .iter()
+            .filter_map(|a| match a.error {
+                AttemptError::Status { retry_after, .. } => retry_after,
+                _ => None,
+            })
+            .min()
+            .unwrap_or(1);
+        e.retry_after(wait.clamp(1, 3600))
+    } else {
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(s: u16) -> AttemptError {
+        AttemptError::Status {
+            status: s,
+            message: String::new(),
+            retry_after: None,
+        }
+    }
+
+    fn cx(retryable: bool, other_key: bool) -> FailureContext {
+        FailureContext {
+            retryable,
+            other_key,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        use NextStep::*;
+        // (error, retryable, other key) → (next, cool key, upstream fault)
+        let table: Vec<(AttemptError, bool, bool, NextStep, bool, bool)> = vec![
+            (
+                AttemptError::NoUsableKey,
+                false,
+                false,
+                NextCandidate,
+                false,
+                false,
+            ),
+            (
+                AttemptError::Connect("refused".into()),
+                false,
+                true,
+                NextCandidate,
+                false,
+                true,
+            ),
+            (
+                AttemptError::Timeout,
+                false,
+                true,
+                NextCandidate,
+                false,
+                true,
+            ),
+            (
+                AttemptError::Io("reset".into()),
+                false,
+                false,
+                NextCandidate,
+                false,
+                true,
+            ),
+            (
+                AttemptError::BrokenAnswer {
+                    reason: "cut".into(),
+                    timed_out: false,
+                },
+                true,
+                true,
+                NextCandidate,
+                false,
+                true,
+            ),
+            (status(429), true, true, NextKey, true, false),
+            (status(429), true, false, NextCandidate, true, false),
+            (status(401), false, true, NextKey, true, false),
+            (status(403), false, false, NextCandidate, true, false),
+            (status(503), true, true, NextCandidate, false, true),
+            (status(500), true, false, NextCandidate, false, true),
+            (status(500), false, false, Relay, false, false),
+            (status(409), true, false, NextCandidate, false, false),
+            (status(400), false, true, Relay, false, false),
+            (status(404), false, true, Relay, false, false),
+        ];
+        for (err, retryable, other, next, cool, fault) in table {
+            let d = decide(&err, cx(retryable, other));
+            assert_eq!(
+                (d.next, d.cool_key, d.upstream_fault),
+                (next, cool, fault),
+                "{err:?} retryable={retryable} other_key={other}"
+            );
+        }
+    }
+
+    fn attempt(error: AttemptError) -> FailedAttempt {
+        FailedAttempt {
+            provider: "p".into(),
+            model: "m".into(),
+            error,
+        }
+    }
+
+    #[test]
+    fn final_status_follows_the_kinds_of_failure() {
+        let timeouts = [
+            attempt(AttemptError::Timeout),
+            attempt(AttemptError::Timeout),
+        ];
+        assert_eq!(all_failed(&timeouts).status, 504);
+        let broken_by_stall = [
+            attempt(AttemptError::Timeout),
+            attempt(AttemptError::BrokenAnswer {
+                reason: "stalled".into(),
+                timed_out: true,
+            }),
+        ];
+        assert_eq!(all_failed(&broken_by_stall).status, 504);
+        let limited = [
+            attempt(AttemptError::Status {
+                status: 429,
+                message: String::new(),
+                retry_after: Some(7),
+            }),
+            attempt(status(429)),
+        ];
+        let e = all_failed(&limited);
+        assert_eq!((e.status, e.retry_after), (429, Some(7)));
+        let cooling = [attempt(AttemptError::NoUsableKey)];
+        let e = all_failed(&cooling);
+        assert_eq!((e.status, e.retry_after), (503, Some(1)));
+        let mixed = [attempt(status(503)), attempt(AttemptError::Timeout)];
+        let e = all_failed(&mixed);
+        assert_eq!(e.status, 502);
+        assert!(
+            e.message
+                .contains("p/m: status 503; p/m: timed out waiting for the provider"),
+            "{}",
+            e.message
+        );
+        assert_eq!(all_failed(&[]).status, 502);
+    }
+}

@@ -1,0 +1,202 @@
+//! The client's request: its body read within bounds, parsed once, and the
+//! few fields the gateway itself relies on checked (`model`, `models`,
+//! `stream`).
+
+use apiproxy_translate::Format;
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use serde_json::Value;
+
+use crate::error::GatewayError;
+
+/// What the route says about a generation request.
+pub struct LlmRoute {
+    pub format: Format,
+    pub path_model: Option<String>,
+    pub path_stream: bool,
+}
+
+/// A parsed, checked request.
+pub struct Parsed {
+    pub body: Value,
+    /// `model` then each of `models`.
+    pub names: Vec<String>,
+    pub stream: bool,
+    /// The client asked for usage in an OpenAI chat stream.
+    pub include_usage: bool,
+}
+
+/// Reads the request body, bounded by `max` (413 beyond it). Answers
+/// `Expect: 100-continue` first so large uploads do not stall.
+pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, GatewayError> {
+    let req = session.req_header();
+    let declared = req
+        .headers
+        .get(::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large =
+        || GatewayError::client(413, format!("request body is larger than {max} bytes"));
+    if declared.is_some_and(|n| n > max) {
+        discard_body(session).await;
+        return Err(too_large());
+    }
+    let expects_continue = req
+        .headers
+        .get(::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await
+            .map_err(|e| GatewayError::bad_request(format!("writing 100 Continue: {e}")))?;
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max));
+    let mut single: Option<Bytes> = None;
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|e| GatewayError::bad_request(format!("reading the request body: {e}")))?
+    {
+        if buf.len() + single.as_ref().map_or(0, Bytes::len) + chunk.len() > max {
+            discard_body(session).await;
+            return Err(too_large());
+        }
+        // Keep a body that arrives in one piece without copying it.
+        if single.is_none() && buf.is_empty() {
+            single = Some(chunk);
+        } else {
+            if let Some(first) = single.take() {
+                buf.extend_from_slice(&first);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    Ok(single.unwrap_or_else(|| buf.freeze()))
+}
+
+/// Reads and drops the rest of a refused body (bounded in size and time) so
+/// the client, still sending, gets to read the 413 instead of a broken pipe;
+/// past the bounds the connection is closed.
+async fn discard_body(session: &mut Session) {
+    const MAX_DISCARD: usize = 256 * 1024 * 1024;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Ok(Some(c)) = session.read_request_body().await {
+            seen += c.len();
+            if seen > MAX_DISCARD {
+                return false;
+            }
+        }
+        true
+    };
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+        .await
+        .unwrap_or(false);
+    if !drained {
+        session.set_keepalive(None);
+    }
+}
+
+/// Parses and checks the fields the gateway itself relies on.
+pub fn parse(
+    fmt: Format,
+    body: &[u8],
+    route: &LlmRoute,
+    session: &Session,
+) -> Result<Parsed, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(GatewayError::bad_request(
+            "request body must be a JSON object",
+        ));
+    };
+    let mut names = Vec::new();
+    match (&route.path_model, obj.get("model")) {
+        (Some(m), _) => names.push(m.clone()),
+        (None, None | Some(Value::Null)) => {}
+        (None, Some(Value::String(m))) if !m.is_empty() => names.push(m.clone()),
+        (None, Some(_)) => {
+            return Err(GatewayError::bad_request(
+                "`model` must be a non-empty string",
+            ))
+        }
+    }
+    match obj.remove("models") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (i, m) in list.into_iter().enumerate() {
+                match m {
+                    Value::String(s) if !s.is_empty() => {
+                        if !names.contains(&s) {
+                            names.push(s)
+                        }
+                    }
+                    _ => {
+                        return Err(GatewayError::bad_request(format!(
+                            "`models[{i}]` must be a non-empty string"
+                        )))
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "`models` must be an array of model names",
+            ))
+        }
+    }
+    if names.is_empty() {
+        return Err(GatewayError::bad_request("missing field `model`"));
+    }
+    let stream = if fmt == Format::Gemini {
+        route.path_stream
+    } else {
+        let asked = match obj.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(GatewayError::bad_request("`stream` must be a boolean")),
+        };
+        let accepts_sse = session
+            .req_header()
+            .headers
+            .get(::http::header::ACCEPT)
+            .is_some_and(|a| a.as_bytes().starts_with(b"text/event-stream"));
+        if accepts_sse && !asked {
+            obj.insert("stream".into(), Value::Bool(true));
+        }
+        asked || accepts_sse
+    };
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(Parsed {
+        body: v,
+        names,
+        stream,
+        include_usage,
+    })
+}
+
+/// Client headers worth passing to a same-kind upstream.
+pub fn forwarded_headers(fmt: Format, session: &Session) -> Vec<(&'static str, String)> {
+    let h = &session.req_header().headers;
+    let mut out = Vec::new();
+    if fmt == Format::Anthropic {
+        for name in ["anthropic-beta", "anthropic-version"] {
+            if let Some(v) = h.get(name).and_then(|v| v.to_str().ok()) {
+                out.push((name, v.to_owned()));
+            }
+        }
+    }
+    out
+}
