@@ -65,5 +65,9 @@ async fn a_self_referential_schema_gets_400_quickly_with_flat_memory() {
         .unwrap();
     let sent = gem.last().json();
     let params = &sent["tools"][0]["functionDeclarations"][0]["parameters"];
-    assert_eq!(params["properties"]["to"]["enum"], json!(["A", "B"]), "{sent}");
+    assert_eq!(
+        params["properties"]["to"]["enum"],
+        json!(["A", "B"]),
+        "{sent}"
+    );
 }

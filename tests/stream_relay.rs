@@ -53,8 +53,11 @@ fn gemini() -> Answers {
         kind: "gemini",
         json: done.to_string(),
         sse: vec![
-            format!("data: {}", json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "h"}]}, "index": 0}],
-                "usageMetadata": {"promptTokenCount": 10, "toolUsePromptTokenCount": 7}, "modelVersion": "gemini-2.5-pro"})),
+            format!(
+                "data: {}",
+                json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "h"}]}, "index": 0}],
+                "usageMetadata": {"promptTokenCount": 10, "toolUsePromptTokenCount": 7}, "modelVersion": "gemini-2.5-pro"})
+            ),
             format!("data: {done}"),
         ],
         tokens: (17, 5),
@@ -128,7 +131,10 @@ async fn wait_tokens(gw: &Gateway, provider: &str, want: (u64, u64)) -> (u64, u6
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = gw.metrics().await;
-        let got = (tokens_in(&m, provider, "input"), tokens_in(&m, provider, "output"));
+        let got = (
+            tokens_in(&m, provider, "input"),
+            tokens_in(&m, provider, "output"),
+        );
         if got == want || Instant::now() > deadline {
             return got;
         }
@@ -161,11 +167,17 @@ async fn every_path_counts_the_same_usage_for_the_same_answer() {
         // (translated), each as JSON and as a stream.
         for client in ["openai", "anthropic", "gemini"] {
             for stream in [false, true] {
-                let r = request(&gw, client, "up/m-up", stream).send().await.unwrap();
+                let r = request(&gw, client, "up/m-up", stream)
+                    .send()
+                    .await
+                    .unwrap();
                 let status = r.status();
                 let body = r.text().await.unwrap();
                 assert_eq!(status, 200, "{kind} → {client} stream={stream}: {body}");
-                assert!(body.contains("hi"), "{kind} → {client} stream={stream}: {body}");
+                assert!(
+                    body.contains("hi"),
+                    "{kind} → {client} stream={stream}: {body}"
+                );
                 total = (total.0 + answers.tokens.0, total.1 + answers.tokens.1);
                 assert_eq!(
                     wait_tokens(&gw, "up", total).await,
@@ -194,28 +206,47 @@ async fn same_format_streams_are_relayed_faithfully() {
     ))
     .await;
 
-    let r = request(&gw, "anthropic", "claude-fast", true).send().await.unwrap();
+    let r = request(&gw, "anthropic", "claude-fast", true)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     let mut parser = apiproxy_translate::SseParser::default();
     let mut got = Vec::new();
     parser.feed(body.as_bytes(), &mut got).unwrap();
     parser.finish(&mut got);
-    let names: Vec<_> = got.iter().map(|e| e.event.clone().unwrap_or_default()).collect();
+    let names: Vec<_> = got
+        .iter()
+        .map(|e| e.event.clone().unwrap_or_default())
+        .collect();
     assert_eq!(
         names,
-        ["message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"],
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ],
         "{body}"
     );
     let delta: Value = serde_json::from_str(&got[2].data).expect("one event, one JSON document");
     assert_eq!(delta["delta"]["text"], "hi");
     let start: Value = serde_json::from_str(&got[0].data).unwrap();
-    assert_eq!(start["message"]["model"], "claude-fast", "logical name shown: {body}");
+    assert_eq!(
+        start["message"]["model"], "claude-fast",
+        "logical name shown: {body}"
+    );
     assert_eq!(wait_tokens(&gw, "ant", (125, 42)).await, (125, 42));
 
     // Invalid JSON after the stream started: what came before, then one
     // error event in the client's format and `[DONE]`; no garbage.
-    let r = request(&gw, "openai", "oai/gpt-up", true).send().await.unwrap();
+    let r = request(&gw, "openai", "oai/gpt-up", true)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     assert!(!body.contains("garbage"), "{body}");
@@ -243,7 +274,8 @@ async fn compressed_or_mistyped_answers_fail_over_cleanly() {
     })
     .await;
     let good = MockProvider::always(Reply::sse(&openai_stream("gpt-up", &["fine"]))).await;
-    let good_json = MockProvider::always(Reply::json(200, openai_completion("gpt-up", "fine"))).await;
+    let good_json =
+        MockProvider::always(Reply::json(200, openai_completion("gpt-up", "fine"))).await;
     let gw = Gateway::start(&format!(
         "providers:\n  - {{ id: gz, kind: openai, base_url: \"{}\", api_keys: [\"k1\"], models: [m] }}\n  - {{ id: html, kind: openai, base_url: \"{}\", api_keys: [\"k2\"], models: [m] }}\n  - {{ id: good, kind: openai, base_url: \"{}\", api_keys: [\"k3\"], models: [m] }}\n  - {{ id: goodjson, kind: openai, base_url: \"{}\", api_keys: [\"k4\"], models: [m] }}\n",
         gz.base_url(),
@@ -252,7 +284,12 @@ async fn compressed_or_mistyped_answers_fail_over_cleanly() {
         good_json.base_url()
     ))
     .await;
-    for (first, then, stream) in [("gz", "good", true), ("html", "good", true), ("gz", "goodjson", false), ("html", "goodjson", false)] {
+    for (first, then, stream) in [
+        ("gz", "good", true),
+        ("html", "good", true),
+        ("gz", "goodjson", false),
+        ("html", "goodjson", false),
+    ] {
         let r = client()
             .post(format!("{}/v1/chat/completions", gw.url()))
             .header("x-debug", "true")
@@ -266,11 +303,20 @@ async fn compressed_or_mistyped_answers_fail_over_cleanly() {
         assert!(body.contains("fine"), "{body}");
     }
     // Alone, a gzip answer is a clean 502 in the client's shape.
-    let r = request(&gw, "anthropic", "gz/m", true).send().await.unwrap();
+    let r = request(&gw, "anthropic", "gz/m", true)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error", "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("content-encoding"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("content-encoding"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -287,14 +333,24 @@ async fn huge_token_counts_saturate_on_every_path() {
     ))
     .await;
     // Same format, then translated: both answer, both count the saturated total.
-    let r = request(&gw, "anthropic", "ant/claude-x", false).send().await.unwrap();
+    let r = request(&gw, "anthropic", "ant/claude-x", false)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = request(&gw, "openai", "ant/claude-x", false).send().await.unwrap();
+    let r = request(&gw, "openai", "ant/claude-x", false)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["usage"]["prompt_tokens"], max, "{v}");
     assert_eq!(v["usage"]["total_tokens"], max, "{v}");
     let m = gw.metrics_until("apiproxy_tokens_total").await;
     assert!(m.contains("apiproxy_tokens_total"), "{m}");
-    assert!(gw.log().lines().all(|l| !l.contains("panicked")), "{}", gw.log());
+    assert!(
+        gw.log().lines().all(|l| !l.contains("panicked")),
+        "{}",
+        gw.log()
+    );
 }

@@ -73,6 +73,9 @@ pub struct RawServer {
     pub write_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
+    /// Seconds a streaming client may wait without a byte before it gets a
+    /// keep-alive; 0 sends none.
+    pub sse_keepalive_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

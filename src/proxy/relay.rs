@@ -1,21 +1,29 @@
 //! Relaying a successful upstream answer to the client: whole bodies and SSE
 //! streams, passed through (same format) or translated event by event.
 //!
-//! Nothing is written to the client until the upstream has produced the
-//! first piece of the answer, so an upstream that stalls or breaks before
-//! that can still be replaced by the next candidate.
+//! Nothing of an answer is written to the client until the upstream has
+//! produced its first piece, so an upstream that stalls or breaks before
+//! that can still be replaced by the next candidate. A streaming client
+//! that waits gets keep-alives meanwhile (`server.sse_keepalive_s`): the
+//! event stream is then open, and failover still works until the first
+//! real byte; after it, or when every candidate failed, the stream ends
+//! with one error event in the client's format.
 
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use apiproxy_translate::passthrough::{
-    passthrough_body, PassthroughOptions, PassthroughStream, StreamFault,
+    self as same_format, passthrough_body, PassthroughOptions, PassthroughStream, StreamFault,
 };
-use apiproxy_translate::{self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions};
+use apiproxy_translate::{
+    self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions,
+};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
 use super::respond::{self, Headers};
+use crate::error::GatewayError;
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
 
@@ -36,6 +44,8 @@ pub struct RelayPlan<'a> {
     /// The upstream's keys: an upstream may echo one in a stream (an
     /// in-band error naming the key), and none may reach the client.
     pub provider_keys: &'a [String],
+    /// Keep-alive interval for a streaming client; `None`: none.
+    pub keepalive: Option<Duration>,
 }
 
 /// How relaying ended.
@@ -66,7 +76,9 @@ pub async fn relay(
         // The gateway never asks for a compressed answer: one that comes
         // anyway cannot be read (nor passed on: the client did not ask either).
         return Outcome::Failed {
-            reason: format!("upstream answered with content-encoding `{enc}`, which was not asked for"),
+            reason: format!(
+                "upstream answered with content-encoding `{enc}`, which was not asked for"
+            ),
             status: None,
         };
     }
@@ -86,19 +98,98 @@ pub async fn relay(
     }
 }
 
-/// Reads from the upstream unless the client leaves first.
-async fn next_chunk(session: &mut Session, resp: &mut Incoming, ctx: &mut RequestCtx) -> Step {
+/// Reads from the upstream unless the client leaves first, keeping a
+/// quiet stream alive meanwhile.
+async fn next_chunk(
+    session: &mut Session,
+    resp: &mut Incoming,
+    ctx: &mut RequestCtx,
+    plan: &RelayPlan<'_>,
+    headers: &Headers,
+) -> Step {
     let waited = Instant::now();
-    let step = tokio::select! {
-        r = resp.chunk() => match r {
-            Ok(Some(c)) => Step::Chunk(c),
-            Ok(None) => Step::End,
-            Err(e) => Step::Error(e),
-        },
-        _ = super::client_gone(session) => Step::ClientGone,
+    let step = match wait_keeping_alive(
+        session,
+        ctx,
+        headers,
+        plan.client,
+        plan.keepalive,
+        resp.chunk(),
+    )
+    .await
+    {
+        Waited::Ready(Ok(Some(c))) => Step::Chunk(c),
+        Waited::Ready(Ok(None)) => Step::End,
+        Waited::Ready(Err(e)) => Step::Error(e),
+        Waited::ClientGone => Step::ClientGone,
     };
     ctx.upstream_wait += waited.elapsed();
     step
+}
+
+/// How waiting on an upstream ended.
+pub enum Waited<T> {
+    Ready(T),
+    /// The client left (or a keep-alive could not be written to it).
+    ClientGone,
+}
+
+/// Awaits `fut` unless the client leaves first. With `every`, a client
+/// that got no byte for that long gets a keep-alive (the event stream is
+/// opened for it if need be), and another one every `every` after.
+pub async fn wait_keeping_alive<F: Future>(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    headers: &Headers,
+    client: Format,
+    every: Option<Duration>,
+    fut: F,
+) -> Waited<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let due =
+            every.map(|e| tokio::time::Instant::from_std(ctx.last_write.unwrap_or(ctx.start) + e));
+        let quiet = async {
+            match due {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            v = &mut fut => return Waited::Ready(v),
+            _ = super::client_gone(session) => return Waited::ClientGone,
+            _ = quiet => {}
+        }
+        let ka = Bytes::from_static(same_format::keepalive(client));
+        if open_stream(session, ctx, headers).await.is_err()
+            || session.write_response_body(Some(ka), false).await.is_err()
+        {
+            return Waited::ClientGone;
+        }
+        ctx.last_write = Some(Instant::now());
+    }
+}
+
+/// Ends a request whose event stream is already open (keep-alives went out)
+/// with `e` as one error event in the client's format, and `Ok`; otherwise
+/// hands `e` back, to be answered as an error response.
+pub async fn close_or_err(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    client: Format,
+    e: GatewayError,
+) -> Result<(), GatewayError> {
+    if !ctx.inflight_stream {
+        return Err(e);
+    }
+    let mut out = BytesMut::new();
+    same_format::end_with_error(client, Some(e.status), &e.message, &mut out);
+    if write(session, ctx, out.freeze(), true).await.is_err() {
+        ctx.client_gone = true;
+    }
+    ctx.status = e.status;
+    end_stream_gauge(ctx);
+    Ok(())
 }
 
 enum Step {
@@ -117,7 +208,7 @@ async fn whole(
 ) -> Outcome {
     let mut body = BytesMut::new();
     loop {
-        match next_chunk(session, resp, ctx).await {
+        match next_chunk(session, resp, ctx, plan, headers).await {
             Step::Chunk(c) => {
                 if body.len() + c.len() > MAX_RESPONSE_BODY {
                     return failed(
@@ -262,7 +353,9 @@ impl Converter {
                 }
                 r.map_err(|e| match e {
                     StreamFault::TooLarge(e) => e.to_string(),
-                    StreamFault::InvalidJson(_) => format!("upstream stream could not be read: {e}"),
+                    StreamFault::InvalidJson(_) => {
+                        format!("upstream stream could not be read: {e}")
+                    }
                 })?;
                 if chunk.is_none() && relay.events() == 0 {
                     return Err("upstream closed the stream without an event".into());
@@ -327,10 +420,11 @@ async fn stream(
 ) -> Outcome {
     let mut conv = Converter::new(plan, ctx.answer.is_some());
     let mut out = BytesMut::new();
-    let mut started = false;
+    // Part of this answer reached the client: no failover any more.
+    let mut answered = false;
 
     let result: Result<(), (String, Option<u16>)> = loop {
-        let chunk = match next_chunk(session, resp, ctx).await {
+        let chunk = match next_chunk(session, resp, ctx, plan, headers).await {
             Step::Chunk(c) => Some(c),
             Step::End => None,
             Step::Error(e) => break Err((e.to_string(), timeout_status(&e))),
@@ -340,7 +434,10 @@ async fn stream(
             }
         };
         let mut end = chunk.is_none();
-        let mut failure = conv.feed(chunk.as_deref(), ctx, &mut out).err().map(|e| (e, None));
+        let mut failure = conv
+            .feed(chunk.as_deref(), ctx, &mut out)
+            .err()
+            .map(|e| (e, None));
         // What the upstream already sent (Pingora has it buffered, or the
         // socket has it) joins this write: one write to the client per
         // burst, not one per upstream chunk. Nothing is waited for.
@@ -349,35 +446,36 @@ async fn stream(
                 None => break,
                 Some(Ok(c)) => {
                     end = c.is_none();
-                    failure = conv.feed(c.as_deref(), ctx, &mut out).err().map(|e| (e, None));
+                    failure = conv
+                        .feed(c.as_deref(), ctx, &mut out)
+                        .err()
+                        .map(|e| (e, None));
                 }
                 Some(Err(e)) => failure = Some((e.to_string(), timeout_status(&e))),
             }
         }
         if let Some(f) = failure {
             // Once the upstream produced part of the answer, that part is
-            // the client's: the stream starts and ends with an error event.
-            // Before that, the next candidate may still answer.
-            if !started && !out.is_empty() {
-                started = true;
-                if let Err(e) = start_stream(session, ctx, headers).await {
-                    log::debug!("client write failed: {e}");
+            // the client's: it is written, then the stream ends with an
+            // error event. Before that, the next candidate may answer.
+            if !out.is_empty() {
+                answered = true;
+                if open_stream(session, ctx, headers).await.is_err() {
                     return gone(ctx);
                 }
             }
             break Err(f);
         }
         if !out.is_empty() || end {
-            if !started {
-                started = true;
-                if let Err(e) = start_stream(session, ctx, headers).await {
-                    log::debug!("client write failed: {e}");
-                    return gone(ctx);
-                }
+            answered = true;
+            if open_stream(session, ctx, headers).await.is_err() {
+                return gone(ctx);
             }
             scrub_keys(&mut out, plan.provider_keys);
-            let data = out.split().freeze();
-            if session.write_response_body(Some(data), end).await.is_err() {
+            if write(session, ctx, out.split().freeze(), end)
+                .await
+                .is_err()
+            {
                 end_stream_gauge(ctx);
                 return gone(ctx);
             }
@@ -391,18 +489,22 @@ async fn stream(
             end_stream_gauge(ctx);
             Outcome::Done
         }
-        Err((reason, status)) if !started => Outcome::Failed { reason, status },
+        // Nothing of this answer was written (keep-alives may have been):
+        // the stream stays open for the next candidate.
+        Err((reason, status)) if !answered => Outcome::Failed { reason, status },
         Err((reason, status)) => {
             let reason = scrub_str(&reason, plan.provider_keys);
             log::warn!(
                 "stream from {} broke after it started: {reason}",
                 ctx.provider
             );
-            conv.fail(status, &format!("upstream stream failed: {reason}"), &mut out);
+            conv.fail(
+                status,
+                &format!("upstream stream failed: {reason}"),
+                &mut out,
+            );
             scrub_keys(&mut out, plan.provider_keys);
-            let _ = session
-                .write_response_body(Some(out.split().freeze()), true)
-                .await;
+            let _ = write(session, ctx, out.split().freeze(), true).await;
             end_stream_gauge(ctx);
             Outcome::Failed { reason, status }
         }
@@ -450,17 +552,39 @@ fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
     }
 }
 
-async fn start_stream(
+/// Opens the event stream to the client (status and headers), once.
+async fn open_stream(
     session: &mut Session,
     ctx: &mut RequestCtx,
     headers: &Headers,
 ) -> pingora::Result<()> {
+    if ctx.inflight_stream {
+        return Ok(());
+    }
     ctx.status = 200;
-    ctx.first_byte = Some(ctx.start.elapsed());
     ctx.inflight_stream = true;
     metrics::INFLIGHT_STREAMS.inc();
     let h = respond::header(200, "text/event-stream", None, headers)?;
-    session.write_response_header(h, false).await
+    let r = session.write_response_header(h, false).await;
+    if r.is_err() {
+        ctx.client_gone = true;
+    }
+    r
+}
+
+/// Writes answer bytes to the client; the first ones mark the time to
+/// first byte (keep-alives do not: they are written apart).
+async fn write(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    data: Bytes,
+    end: bool,
+) -> pingora::Result<()> {
+    if ctx.first_byte.is_none() && !data.is_empty() {
+        ctx.first_byte = Some(ctx.start.elapsed());
+    }
+    ctx.last_write = Some(Instant::now());
+    session.write_response_body(Some(data), end).await
 }
 
 fn end_stream_gauge(ctx: &mut RequestCtx) {

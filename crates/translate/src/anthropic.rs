@@ -32,6 +32,7 @@ pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
     done_marker: false,
     model_path: &["message", "model"],
     body_model_path: &["model"],
+    keepalive: crate::sse::COMMENT_KEEPALIVE,
 };
 
 use std::borrow::Cow;

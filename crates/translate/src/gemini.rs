@@ -46,6 +46,11 @@ pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
     done_marker: false,
     model_path: &["modelVersion"],
     body_model_path: &["modelVersion"],
+    // Google's SDKs parse every line as JSON or as `data: <json>` (the
+    // Python SDK raises on a comment line, the JS one stops matching), so
+    // Gemini clients are kept alive with a chunk that says nothing: one
+    // empty text part, which every client appends as "".
+    keepalive: b"data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"\"}]},\"index\":0}]}\n\n",
 };
 
 use serde_json::{json, Map, Value};

@@ -42,6 +42,7 @@ pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
     done_marker: true,
     model_path: &["model"],
     body_model_path: &["model"],
+    keepalive: crate::sse::COMMENT_KEEPALIVE,
 };
 
 use std::borrow::Cow;

@@ -33,6 +33,7 @@ pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
     done_marker: false,
     model_path: &["response", "model"],
     body_model_path: &["model"],
+    keepalive: crate::sse::COMMENT_KEEPALIVE,
 };
 
 use serde_json::{Map, Value};

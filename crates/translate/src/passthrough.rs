@@ -37,7 +37,9 @@ impl std::fmt::Display for StreamFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StreamFault::TooLarge(e) => e.fmt(f),
-            StreamFault::InvalidJson(e) => write!(f, "upstream sent an event that is not JSON: {e}"),
+            StreamFault::InvalidJson(e) => {
+                write!(f, "upstream sent an event that is not JSON: {e}")
+            }
         }
     }
 }
@@ -203,10 +205,7 @@ impl PassthroughStream {
     /// The stream breaks after it started: one error event in the format's
     /// shape, and its end marker.
     pub fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut) {
-        stream_error_event(self.format, status, message, out);
-        if self.rules.done_marker {
-            crate::sse::write_data(out, b"[DONE]");
-        }
+        end_with_error(self.format, status, message, out);
     }
 
     fn reset_event(&mut self) {
@@ -325,6 +324,22 @@ impl Capture {
             }
         }
     }
+}
+
+/// Ends a stream in `fmt` that carried nothing yet but keep-alives: one
+/// error event in the format's shape, and its end marker.
+pub fn end_with_error(fmt: Format, status: Option<u16>, message: &str, out: &mut BytesMut) {
+    stream_error_event(fmt, status, message, out);
+    if rules(fmt).done_marker {
+        crate::sse::write_data(out, b"[DONE]");
+    }
+}
+
+/// The bytes that keep a quiet stream to a `fmt` client alive: an SSE
+/// comment, or for Gemini clients (whose SDKs take `data:` lines only) a
+/// chunk with one empty text part.
+pub fn keepalive(fmt: Format) -> &'static [u8] {
+    rules(fmt).keepalive
 }
 
 /// OpenAI's usage-only chunk: `choices` empty, `usage` set.
@@ -509,7 +524,11 @@ mod tests {
     use super::*;
     use crate::SseParser;
 
-    fn relay(fmt: Format, opts: PassthroughOptions, chunks: &[&[u8]]) -> Result<String, StreamFault> {
+    fn relay(
+        fmt: Format,
+        opts: PassthroughOptions,
+        chunks: &[&[u8]],
+    ) -> Result<String, StreamFault> {
         let mut r = PassthroughStream::new(fmt, opts);
         let mut out = BytesMut::new();
         for c in chunks {
@@ -530,11 +549,18 @@ mod tests {
     fn chat_chunks_keep_their_bytes_with_the_model_renamed() {
         let input = b": keep-alive\n\ndata: {\"id\":\"c1\", \"model\" : \"gpt-4o-2024\",\"choices\":[{\"delta\":{\"content\":\"\\\"model\\\":\\\"no\\\"\"}}]}\r\n\r\ndata: [DONE]\n\n";
         let want = "data: {\"id\":\"c1\", \"model\" : \"fast\",\"choices\":[{\"delta\":{\"content\":\"\\\"model\\\":\\\"no\\\"\"}}]}\n\ndata: [DONE]\n\n";
-        assert_eq!(relay(Format::OpenAiChat, renamed("fast"), &[input]).unwrap(), want);
+        assert_eq!(
+            relay(Format::OpenAiChat, renamed("fast"), &[input]).unwrap(),
+            want
+        );
         // However the reads are cut, the same bytes come out.
         for cut in 0..input.len() {
             let (a, b) = input.split_at(cut);
-            assert_eq!(relay(Format::OpenAiChat, renamed("fast"), &[a, b]).unwrap(), want, "cut {cut}");
+            assert_eq!(
+                relay(Format::OpenAiChat, renamed("fast"), &[a, b]).unwrap(),
+                want,
+                "cut {cut}"
+            );
         }
         // Without an override nothing is rewritten; a quote in the new name is escaped.
         let plain = relay(Format::OpenAiChat, PassthroughOptions::default(), &[input]).unwrap();
@@ -548,14 +574,23 @@ mod tests {
         let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[{\"model\":\"inner\"}],\"model\":\"claude-x\"}}\n\n";
         let out = relay(Format::Anthropic, renamed("fast"), &[start]).unwrap();
         assert!(out.starts_with("event: message_start\ndata: "), "{out}");
-        assert!(out.contains(r#""model":"inner""#) && out.contains(r#""model":"fast""#), "{out}");
+        assert!(
+            out.contains(r#""model":"inner""#) && out.contains(r#""model":"fast""#),
+            "{out}"
+        );
         let created = b"event: response.created\ndata: {\"type\":\"response.created\",\"model\":\"top\",\"response\":{\"id\":\"r\",\"model\":\"gpt-x\"}}\n\n";
         let out = relay(Format::OpenAiResponses, renamed("fast"), &[created]).unwrap();
-        assert!(out.contains(r#""model":"top""#) && out.contains(r#""id":"r","model":"fast""#), "{out}");
+        assert!(
+            out.contains(r#""model":"top""#) && out.contains(r#""id":"r","model":"fast""#),
+            "{out}"
+        );
         let gemini = b"event: x\ndata: {\"candidates\":[],\"modelVersion\":\"gemini-2.5\"}\n\n";
         let out = relay(Format::Gemini, renamed("fast"), &[gemini]).unwrap();
         // Gemini clients get `data:` lines only.
-        assert_eq!(out, "data: {\"candidates\":[],\"modelVersion\":\"fast\"}\n\n");
+        assert_eq!(
+            out,
+            "data: {\"candidates\":[],\"modelVersion\":\"fast\"}\n\n"
+        );
     }
 
     #[test]
@@ -617,17 +652,29 @@ mod tests {
         let kept = relay(Format::OpenAiChat, PassthroughOptions::default(), &[chat]).unwrap();
         assert!(kept.contains("\"usage\""), "{kept}");
         // `[DONE]` is OpenAI Chat's: other formats' clients never see it.
-        let out = relay(Format::Anthropic, PassthroughOptions::default(), &[b"data: [DONE]\n\n"]).unwrap();
+        let out = relay(
+            Format::Anthropic,
+            PassthroughOptions::default(),
+            &[b"data: [DONE]\n\n"],
+        )
+        .unwrap();
         assert_eq!(out, "");
     }
 
     #[test]
     fn an_unterminated_last_event_is_relayed_and_oversized_ones_refused() {
-        let out = relay(Format::OpenAiChat, PassthroughOptions::default(), &[b"data: {\"a\":1}"]).unwrap();
+        let out = relay(
+            Format::OpenAiChat,
+            PassthroughOptions::default(),
+            &[b"data: {\"a\":1}"],
+        )
+        .unwrap();
         assert_eq!(out, "data: {\"a\":1}\n\n");
         let mut r = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default())
             .with_max_event_bytes(16);
-        let err = r.feed(b"data: {\"a\":\"0123456789abcdef\"}", &mut BytesMut::new()).unwrap_err();
+        let err = r
+            .feed(b"data: {\"a\":\"0123456789abcdef\"}", &mut BytesMut::new())
+            .unwrap_err();
         assert!(matches!(err, StreamFault::TooLarge(_)));
     }
 
@@ -640,8 +687,42 @@ mod tests {
             String::from_utf8(r.renamed.unwrap()).unwrap(),
             r#"{"id":"x","choices":[{"message":{"content":"{\"model\":1}"}}],"model":"fast","usage":{"prompt_tokens":1,"completion_tokens":2}}"#
         );
-        assert!(passthrough_body(Format::OpenAiChat, body, None).unwrap().renamed.is_none());
+        assert!(passthrough_body(Format::OpenAiChat, body, None)
+            .unwrap()
+            .renamed
+            .is_none());
         assert!(passthrough_body(Format::OpenAiChat, b"{\"model\":", Some("x")).is_err());
+    }
+
+    #[test]
+    fn keepalives_are_skipped_by_each_formats_parsers() {
+        for fmt in [
+            Format::OpenAiChat,
+            Format::OpenAiResponses,
+            Format::Anthropic,
+        ] {
+            assert_eq!(keepalive(fmt), b": keepalive\n\n");
+            let mut events = Vec::new();
+            SseParser::default()
+                .feed(keepalive(fmt), &mut events)
+                .unwrap();
+            assert!(events.is_empty());
+        }
+        // Gemini: a `data:` chunk that decodes to nothing but an empty text.
+        let ka = keepalive(Format::Gemini);
+        assert!(ka.starts_with(b"data: {") && ka.ends_with(b"}\n\n"));
+        let mut events = Vec::new();
+        SseParser::default().feed(ka, &mut events).unwrap();
+        let mut neutral = Vec::new();
+        stream_decoder(Format::Gemini)
+            .decode(&events[0], &mut neutral)
+            .unwrap();
+        assert!(neutral
+            .iter()
+            .all(|e| matches!(e, StreamEvent::Start { .. } | StreamEvent::TextDelta { .. })));
+        assert!(neutral
+            .iter()
+            .all(|e| !matches!(e, StreamEvent::TextDelta { text } if !text.is_empty())));
     }
 
     #[test]

@@ -192,7 +192,14 @@ pub(crate) struct SseRules {
     pub model_path: &'static [&'static str],
     /// Object keys from the top of a response body to the model name.
     pub body_model_path: &'static [&'static str],
+    /// What keeps a quiet stream alive (load balancers cut idle
+    /// connections): an SSE comment, which every SSE parser skips, except
+    /// where the client's SDK cannot take one.
+    pub keepalive: &'static [u8],
 }
+
+/// The SSE comment that keeps a quiet stream alive.
+pub(crate) const COMMENT_KEEPALIVE: &[u8] = b": keepalive\n\n";
 
 /// Appends `data: <json>\n\n`.
 pub fn write_data(out: &mut BytesMut, data: &[u8]) {

@@ -49,7 +49,9 @@ impl UsageTally {
     pub fn add(&mut self, v: &Value) -> bool {
         if let Value::Array(items) = v {
             // Gemini without `alt=sse`: a JSON array of chunks.
-            return items.iter().fold(false, |found, item| self.add(item) | found);
+            return items
+                .iter()
+                .fold(false, |found, item| self.add(item) | found);
         }
         let found = match &mut self.counts {
             Counts::Chat(c) => openai_chat::usage::usage_object(v)

@@ -95,10 +95,18 @@ fn every_fixture_stream_is_counted_the_same_on_every_path() {
             assert_eq!(whole, relayed, "{name}");
             // Byte by byte, and cut in two at every point: the same counts.
             let bytes: Vec<&[u8]> = sse.chunks(1).collect();
-            assert_eq!(relayed_stream_usage(fmt, &bytes).0, whole, "{name} bytewise");
+            assert_eq!(
+                relayed_stream_usage(fmt, &bytes).0,
+                whole,
+                "{name} bytewise"
+            );
             for cut in (0..sse.len()).step_by(7) {
                 let (a, b) = sse.split_at(cut);
-                assert_eq!(relayed_stream_usage(fmt, &[a, b]).0, whole, "{name} cut {cut}");
+                assert_eq!(
+                    relayed_stream_usage(fmt, &[a, b]).0,
+                    whole,
+                    "{name} cut {cut}"
+                );
             }
             checked += usize::from(whole.is_some());
         }
@@ -116,8 +124,16 @@ fn gemini_tool_use_prompt_and_deepseek_cache_hits_count_everywhere() {
         reasoning_tokens: Some(2),
         ..Usage::default()
     };
-    assert_eq!(decode_response(Format::Gemini, gemini).unwrap().usage, Some(want));
-    assert_eq!(passthrough_body(Format::Gemini, gemini, None).unwrap().usage, Some(want));
+    assert_eq!(
+        decode_response(Format::Gemini, gemini).unwrap().usage,
+        Some(want)
+    );
+    assert_eq!(
+        passthrough_body(Format::Gemini, gemini, None)
+            .unwrap()
+            .usage,
+        Some(want)
+    );
     let mut sse = b"data: ".to_vec();
     sse.extend_from_slice(gemini);
     sse.extend_from_slice(b"\n\n");
@@ -131,15 +147,29 @@ fn gemini_tool_use_prompt_and_deepseek_cache_hits_count_everywhere() {
         cached_input_tokens: Some(12),
         ..Usage::default()
     };
-    assert_eq!(decode_response(Format::OpenAiChat, deepseek).unwrap().usage, Some(want));
-    assert_eq!(passthrough_body(Format::OpenAiChat, deepseek, None).unwrap().usage, Some(want));
+    assert_eq!(
+        decode_response(Format::OpenAiChat, deepseek).unwrap().usage,
+        Some(want)
+    );
+    assert_eq!(
+        passthrough_body(Format::OpenAiChat, deepseek, None)
+            .unwrap()
+            .usage,
+        Some(want)
+    );
     let chunk = br#"data: {"id":"x","object":"chat.completion.chunk","model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":18,"completion_tokens":4,"prompt_cache_hit_tokens":12}}
 
 data: [DONE]
 
 "#;
-    assert_eq!(decoded_stream_usage(Format::OpenAiChat, &[chunk]), Some(want));
-    assert_eq!(relayed_stream_usage(Format::OpenAiChat, &[chunk]).0, Some(want));
+    assert_eq!(
+        decoded_stream_usage(Format::OpenAiChat, &[chunk]),
+        Some(want)
+    );
+    assert_eq!(
+        relayed_stream_usage(Format::OpenAiChat, &[chunk]).0,
+        Some(want)
+    );
 }
 
 #[test]
@@ -168,7 +198,10 @@ data: {"type":"message_stop"}
         reasoning_tokens: None,
     };
     assert_eq!(decoded_stream_usage(Format::Anthropic, &[sse]), Some(want));
-    assert_eq!(relayed_stream_usage(Format::Anthropic, &[sse]).0, Some(want));
+    assert_eq!(
+        relayed_stream_usage(Format::Anthropic, &[sse]).0,
+        Some(want)
+    );
 }
 
 #[test]
@@ -177,11 +210,20 @@ fn token_counts_saturate_instead_of_wrapping() {
     let gemini = format!(
         r#"{{"candidates":[],"usageMetadata":{{"promptTokenCount":{max},"toolUsePromptTokenCount":{max},"candidatesTokenCount":{max},"thoughtsTokenCount":{max}}}}}"#
     );
-    let u = passthrough_body(Format::Gemini, gemini.as_bytes(), None).unwrap().usage.unwrap();
-    assert_eq!((u.input_tokens, u.output_tokens, u.total()), (max, max, max));
+    let u = passthrough_body(Format::Gemini, gemini.as_bytes(), None)
+        .unwrap()
+        .usage
+        .unwrap();
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.total()),
+        (max, max, max)
+    );
     let anthropic = format!(
         r#"{{"type":"message","content":[],"usage":{{"input_tokens":{max},"cache_read_input_tokens":{max},"output_tokens":1}}}}"#
     );
-    let u = decode_response(Format::Anthropic, anthropic.as_bytes()).unwrap().usage.unwrap();
+    let u = decode_response(Format::Anthropic, anthropic.as_bytes())
+        .unwrap()
+        .usage
+        .unwrap();
     assert_eq!((u.input_tokens, u.total()), (max, max));
 }

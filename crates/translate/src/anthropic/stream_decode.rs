@@ -13,7 +13,6 @@ use super::usage::{usage_object, Counts};
 use super::{finish_from_stop_reason, synth_id};
 use crate::{SseEvent, StreamDecode, StreamEvent, TranslateError};
 
-
 /// What an upstream content block index holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockKind {
@@ -265,4 +264,3 @@ impl StreamDecode for StreamDecoder {
         Ok(())
     }
 }
-

@@ -13,7 +13,6 @@ use crate::{
     Usage,
 };
 
-
 /// The content block the encoder has open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpenBlock {

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::usage::{usage_object, Counts};
 use super::parts::{decode_parts, encode_parts, IdMode};
+use super::usage::{usage_object, Counts};
 use super::{
-    decode_finish, encode_finish, encode_usage, err, get_any, take_any, unique_token,
-    want_object, Path,
+    decode_finish, encode_finish, encode_usage, err, get_any, take_any, unique_token, want_object,
+    Path,
 };
 use crate::{ChatResponse, ContentPart, FinishReason, TranslateError};
 

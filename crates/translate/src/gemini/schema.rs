@@ -244,7 +244,12 @@ pub(super) fn schema_to_gemini(
         .or_else(|| m.get("const").map(|c| Value::Array(vec![c.clone()])));
     if let Some(Value::Array(vals)) = enum_values {
         if !vals.is_empty() && vals.iter().all(Value::is_string) {
-            budget.charge(vals.iter().filter_map(Value::as_str).map(|v| v.len() + 3).sum())?;
+            budget.charge(
+                vals.iter()
+                    .filter_map(Value::as_str)
+                    .map(|v| v.len() + 3)
+                    .sum(),
+            )?;
             out.insert("enum".into(), Value::Array(vals));
             out.entry("type").or_insert_with(|| json!("string"));
         }
@@ -328,7 +333,10 @@ mod tests {
             "from": {"$ref": "#/$defs/place"}, "to": {"$ref": "#/$defs/place"}},
             "$defs": {"place": {"type": "string", "enum": ["A", "B"]}}});
         let out = schema_to_gemini(&ok, &ok, 0, &mut SchemaBudget::new()).unwrap();
-        assert_eq!(out["properties"]["to"]["enum"], serde_json::json!(["A", "B"]));
+        assert_eq!(
+            out["properties"]["to"]["enum"],
+            serde_json::json!(["A", "B"])
+        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use serde_json::{Map, Value};
 
-use super::usage::Counts;
 use super::parts::{decode_parts, IdMode};
 use super::response::{error_message, first_candidate, prompt_block_reason, take_string};
+use super::usage::Counts;
 use super::{decode_finish, err, get_any, unique_token, want_object, Path};
-use crate::{ContentPart, FinishReason, SseEvent, StreamDecode, StreamEvent, TranslateError, Usage};
+use crate::{
+    ContentPart, FinishReason, SseEvent, StreamDecode, StreamEvent, TranslateError, Usage,
+};
 
 /// Gemini SSE (`alt=sse`): every `data:` is a whole GenerateContentResponse.
 #[derive(Default)]
@@ -155,4 +157,3 @@ impl StreamDecode for StreamDecoder {
         }
     }
 }
-

@@ -87,12 +87,28 @@ mod tests {
             "candidatesTokenCount":2,"thoughtsTokenCount":3,"cachedContentTokenCount":1}});
         let u = Counts::read(usage_object(&v).unwrap()).to_ir();
         assert_eq!(
-            (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens),
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_input_tokens,
+                u.reasoning_tokens
+            ),
             (13, 5, Some(1), Some(3))
         );
         let snake = json!({"usage_metadata":{"prompt_token_count":4}});
-        assert_eq!(Counts::read(usage_object(&snake).unwrap()).to_ir().input_tokens, 4);
-        let huge = json!({"usageMetadata":{"candidatesTokenCount":u64::MAX,"thoughtsTokenCount":9}});
-        assert_eq!(Counts::read(usage_object(&huge).unwrap()).to_ir().output_tokens, u64::MAX);
+        assert_eq!(
+            Counts::read(usage_object(&snake).unwrap())
+                .to_ir()
+                .input_tokens,
+            4
+        );
+        let huge =
+            json!({"usageMetadata":{"candidatesTokenCount":u64::MAX,"thoughtsTokenCount":9}});
+        assert_eq!(
+            Counts::read(usage_object(&huge).unwrap())
+                .to_ir()
+                .output_tokens,
+            u64::MAX
+        );
     }
 }

@@ -72,7 +72,12 @@ mod tests {
             "completion_tokens_details":{"reasoning_tokens":2}});
         let u = Counts::read(&openai).to_ir();
         assert_eq!(
-            (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens),
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_input_tokens,
+                u.reasoning_tokens
+            ),
             (10, 5, Some(4), Some(2))
         );
         let deepseek = json!({"prompt_tokens":10,"completion_tokens":5,

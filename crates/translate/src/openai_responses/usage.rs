@@ -70,11 +70,23 @@ mod tests {
             "input_tokens_details":{"cached_tokens":1},"output_tokens_details":{"reasoning_tokens":2}}});
         let u = Counts::read(usage_object(&body).unwrap()).to_ir();
         assert_eq!(
-            (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens),
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_input_tokens,
+                u.reasoning_tokens
+            ),
             (3, 4, Some(1), Some(2))
         );
         let ev = json!({"type":"response.completed","response":{"usage":{"output_tokens":9}}});
-        assert_eq!(Counts::read(usage_object(&ev).unwrap()).to_ir().output_tokens, 9);
-        assert!(usage_object(&json!({"type":"response.created","response":{"usage":null}})).is_none());
+        assert_eq!(
+            Counts::read(usage_object(&ev).unwrap())
+                .to_ir()
+                .output_tokens,
+            9
+        );
+        assert!(
+            usage_object(&json!({"type":"response.created","response":{"usage":null}})).is_none()
+        );
     }
 }
