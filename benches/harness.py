@@ -20,10 +20,7 @@ Nothing here asserts a number: the harness measures and reports.
 Environment knobs: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS
 (default 3), BENCH_RATE (default 2000), BENCH_CONNS (default 32),
 BENCH_STREAMS (default 1000), BENCH_PROFILE=1 (perf record apiproxy during
-one extra run of BENCH_PROFILE_SCENARIO, default `openai`, e.g. `openai-sse`
-or `anthropic-sse`; writes benches/results/perf-*.txt), BENCH_ONLY (a comma
-list of `json`, `sse`, `memory`: run only those parts, e.g. `BENCH_ONLY=sse`
-while working on streams; results then go to benches/results/partial-*).
+one extra saturation run; writes benches/results/perf-*.txt).
 """
 
 import json
@@ -51,14 +48,26 @@ CONNS = int(os.environ.get("BENCH_CONNS", "32"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 TTFB_SAMPLES = int(os.environ.get("BENCH_TTFB_SAMPLES", "200"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
-PROFILE_SCENARIO = os.environ.get("BENCH_PROFILE_SCENARIO", "openai")
-ONLY = {p.strip() for p in os.environ.get("BENCH_ONLY", "json,sse,memory").split(",") if p.strip()}
+# Which parts run (comma list; default all, also `all` or `load`): saturation, fixed, sse, open-streams,
+# big-bodies, peers (run.sh sends `upgrade` to benches/upgrade.py instead).
+# Peers also need PEERS=1 (run.sh then installs them). BENCH_SCENARIOS narrows the
+# JSON and SSE scenarios to those keys (direct and floor always run: the ratios need them).
+ONLY = {p.strip() for p in os.environ.get("BENCH_ONLY", "").split(",") if p.strip()} - {"all", "load"}
+SCENARIOS = {p.strip() for p in os.environ.get("BENCH_SCENARIOS", "").split(",") if p.strip()}
+PEERS = os.environ.get("PEERS", "") not in ("", "0")
+BIG_BODY_MIB = int(os.environ.get("BENCH_BIG_BODY_MIB", "8"))
+BIG_BODY_CLIENTS = int(os.environ.get("BENCH_BIG_BODY_CLIENTS", "16"))
 CLIENT_KEY = "sk-bench-client-key-0001"
 # A key with rpm and tpm limits: every request through it counts in the store
 # (scenarios 6a/6b/6c compare the embedded store with one Redis and with a
 # three-master Redis Cluster).
 LIMITED_KEY = "sk-bench-limited-key-0001"
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def part(name):
+    """Whether this part of the harness runs (BENCH_ONLY)."""
+    return not ONLY or name in ONLY
 
 
 def log(msg):
@@ -125,10 +134,13 @@ class Servers:
                 p.kill()
 
 
-def apiproxy_config(ports, workdir, name="apiproxy", metrics="metrics", redis_url=None):
+def apiproxy_config(ports, workdir, name="apiproxy", metrics="metrics", redis_url=None, collect=True):
     store = f"store:\n  redis_url: {redis_url}\n" if redis_url else ""
+    # The console's collection (aggregates, request records) is on by default;
+    # one instance runs without it to measure what it costs (scenario 3c).
+    console = "" if collect else "console:\n  collect: false\n"
     return f"""# written by benches/harness.py
-{store}server:
+{store}{console}server:
   listen: 127.0.0.1:{ports[name]}
   metrics_listen: 127.0.0.1:{ports[metrics]}
   threads: 2
@@ -188,6 +200,8 @@ def scenarios():
             Scenario("direct", "1 direct (oha → mock)", "mock", chat, chat_body("bench-model"), auth, "mock"),
             Scenario("floor", "2 floor (bare Pingora proxy)", "floor", chat, chat_body("bench-model"), auth, "floor"),
             Scenario("openai", "3 apiproxy OpenAI→OpenAI, auth", "apiproxy", chat, chat_body("bench-model"), auth, "apiproxy"),
+            Scenario("nocollect", "3c apiproxy OpenAI→OpenAI, auth, console collection off", "apiproxy_nocollect",
+                     chat, chat_body("bench-model"), auth, "apiproxy_nocollect"),
             Scenario("anthropic", "4a apiproxy Anthropic→OpenAI", "apiproxy", "/v1/messages",
                      messages_body("bench-model"), ant, "apiproxy"),
             Scenario("logical", "4b apiproxy logical model, 2 upstreams", "apiproxy", chat,
@@ -360,7 +374,7 @@ def machine():
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "rustc": ver(["rustc", "--version"]),
-        "oha": ver(["oha", "--version"]),
+        "oha": ver(["oha", "--version"]) if shutil.which("oha") else "oha absent",
         "loadavg_at_start": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -378,6 +392,248 @@ def ratio(a, b):
     return (a / b) if a and b else None
 
 
+# ---------------------------------------------------------------------------
+# E. Big request bodies: peak RSS while many large bodies are in flight.
+
+
+def big_body(size):
+    """An OpenAI chat / Anthropic Messages body of about `size` bytes made of
+    small JSON values (a long conversation of short turns): the shape that
+    costs most as a decoded tree."""
+    head = '{"model":"bench-model","max_tokens":64,"messages":['
+    turns, n, total = [], 0, len(head) + 2
+    while total < size:
+        t = json.dumps({"role": "user", "content": f"hello {n:06d}"}, separators=(",", ":"))
+        turns.append(t)
+        total += len(t) + 1
+        n += 1
+    return (head + ",".join(turns) + "]}").encode()
+
+
+def stop_one(sv, name):
+    for n, p in sv.procs:
+        if n == name and p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def post(port, path, body, headers, timeout=300):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("POST", path, body=body, headers=headers)
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
+
+
+def big_bodies(sv, ports, work, env):
+    """For each case a fresh apiproxy: BIG_BODY_CLIENTS clients each send a
+    BIG_BODY_MIB MiB body at once, three times over; the peak RSS is sampled
+    every 10 ms and set against the bytes in flight."""
+    size = BIG_BODY_MIB * 1024 * 1024
+    body = big_body(size)
+    rounds = int(os.environ.get("BENCH_BIG_BODY_ROUNDS", "3"))
+    cases = [
+        ("passthrough", "OpenAI→OpenAI (same format: the body's bytes spliced)", "/v1/chat/completions",
+         {"Authorization": "Bearer " + CLIENT_KEY}),
+        ("translated", "Anthropic→OpenAI (translated)", "/v1/messages",
+         {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}),
+    ]
+    only = {c for c in os.environ.get("BENCH_BIG_BODY_CASES", "").split(",") if c}
+    cases = [c for c in cases if not only or c[0] in only]
+    out = {"body_bytes": len(body), "clients": BIG_BODY_CLIENTS, "rounds": rounds, "cases": {}}
+    for key, label, path, headers in cases:
+        name, metrics = f"apiproxy_big_{key}", f"metrics_big_{key}"
+        ports[name], ports[metrics] = free_port(), free_port()
+        conf = Path(work) / f"{name}.yaml"
+        conf.write_text(apiproxy_config(ports, work, name, metrics))
+        p = sv.start(name, [sv.bin_dir / "apiproxy", "-c", str(conf)], ports[name], env=env)
+        hdrs = dict(headers, **{"Content-Type": "application/json"})
+        post(ports[name], path, chat_body("bench-model").encode(), hdrs)
+        time.sleep(0.3)
+        idle = rss_kib(p.pid)
+        peak = [idle]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_kib(p.pid))
+                time.sleep(0.01)
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        statuses, secs = [], []
+        for _ in range(rounds):
+            start = time.time()
+            results = [None] * BIG_BODY_CLIENTS
+
+            def client(i):
+                try:
+                    results[i] = post(ports[name], path, body, hdrs)
+                except OSError as e:
+                    results[i] = str(e)
+
+            ths = [threading.Thread(target=client, args=(i,)) for i in range(BIG_BODY_CLIENTS)]
+            for th in ths:
+                th.start()
+            for th in ths:
+                th.join()
+            secs.append(time.time() - start)
+            statuses += results
+        time.sleep(0.2)
+        stop.set()
+        t.join()
+        stop_one(sv, name)
+        in_flight = len(body) * BIG_BODY_CLIENTS
+        ok = sum(1 for x in statuses if x == 200)
+        out["cases"][key] = {
+            "label": label, "idle_rss_mib": idle / 1024, "peak_rss_mib": peak[0] / 1024,
+            "in_flight_mib": in_flight / 2**20,
+            "peak_over_in_flight": peak[0] * 1024 / in_flight,
+            "growth_over_in_flight": (peak[0] - idle) * 1024 / in_flight,
+            "ok": ok, "failed": len(statuses) - ok,
+            "failures": sorted({str(x) for x in statuses if x != 200}),
+            "round_seconds": statistics.median(secs),
+        }
+        log(f"big bodies, {key}: peak {peak[0] / 1024:.0f} MiB for {in_flight / 2**20:.0f} MiB in flight")
+    return out
+
+
+def render_big_bodies(bb):
+    if not bb:
+        return []
+    L = [f"### E. Memory with {bb['clients']} concurrent {bb['body_bytes'] / 2**20:.0f} MiB request bodies",
+         "",
+         f"A fresh apiproxy per case; {bb['clients']} clients each POST a body of short chat turns at once, "
+         f"{bb['rounds']} times; RSS sampled every 10 ms. Goal (issue 8): peak under 4× the bytes in flight.",
+         "",
+         "| case | idle RSS MiB | peak RSS MiB | bytes in flight MiB | peak ÷ in flight | (peak − idle) ÷ in flight "
+         "| s per round | ok | failed |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, r in bb["cases"].items():
+        L.append(f"| {r['label']} | {f(r['idle_rss_mib'], 1)} | {f(r['peak_rss_mib'], 1)} | {f(r['in_flight_mib'], 0)} "
+                 f"| {f(r['peak_over_in_flight'])} | {f(r['growth_over_in_flight'])} | {f(r['round_seconds'], 2)} "
+                 f"| {r['ok']} | {r['failed']} |")
+    L.append("")
+    return L
+
+
+# ---------------------------------------------------------------------------
+# F. Peers: another gateway against the same mock in the same run.
+
+LITELLM_VERSION = os.environ.get("LITELLM_VERSION", "1.106.12")
+
+
+def tree_cpu_seconds(pid):
+    """CPU of a process and all its descendants (LiteLLM runs worker processes)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass
+        todo += children.get(p, [])
+    return total
+
+
+def litellm_config(ports):
+    return f"""# written by benches/harness.py
+model_list:
+  - model_name: bench-model
+    litellm_params:
+      model: openai/bench-model
+      api_base: http://127.0.0.1:{ports['mock']}/v1
+      api_key: sk-up-1
+general_settings:
+  master_key: {CLIENT_KEY}
+litellm_settings:
+  telemetry: false
+  turn_off_message_logging: true
+"""
+
+
+def peers(sv, ports, work, json_scenarios):
+    """LiteLLM's proxy (installed by run.sh into a venv) on the same mock,
+    measured interleaved with apiproxy's scenario 3, same oha settings."""
+    venv = Path(os.environ.get("BENCH_LITELLM_VENV",
+                               Path.home() / ".cache" / "apiproxy-bench" / f"litellm-{LITELLM_VERSION}"))
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        log(f"peers: {exe} is missing (run.sh installs it with PEERS=1); skipped")
+        return None
+    ports["litellm"] = free_port()
+    conf = Path(work) / "litellm.yaml"
+    conf.write_text(litellm_config(ports))
+    penv = dict(os.environ)
+    # Offline: the cost map from the package, no telemetry, no database.
+    penv.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR",
+                 "DISABLE_ADMIN_UI": "True", "NO_DOCS": "True"})
+    penv.pop("DATABASE_URL", None)
+    workers = os.environ.get("BENCH_LITELLM_WORKERS", "2")
+    p = sv.start("litellm", [str(exe), "--config", str(conf), "--host", "127.0.0.1", "--port", str(ports["litellm"]),
+                             "--num_workers", workers], ports["litellm"], env=penv)
+    sv.procs_by_name = [(n, q) for n, q in sv.procs]
+    ours = next(s for s in json_scenarios if s.key == "openai") if any(
+        s.key == "openai" for s in json_scenarios) else scenarios()["json"][2]
+    peer = Scenario("litellm", f"LiteLLM {LITELLM_VERSION} proxy, OpenAI→OpenAI, master key", "litellm",
+                    "/v1/chat/completions", ours.body, ours.headers, "litellm")
+    # LiteLLM answers its first requests slowly (imports, caches): warm it.
+    for _ in range(3):
+        try:
+            oha(peer.url(sv.ports), peer.body, peer.headers, 2, 4)
+        except RuntimeError:
+            time.sleep(1)
+    rows = {"openai": [], "litellm": []}
+    for r in range(ROUNDS):
+        log(f"peers round {r + 1}/{ROUNDS}")
+        rows["openai"].append(run_oha(ours, sv, SECONDS, CONNS))
+        c0 = tree_cpu_seconds(p.pid)
+        raw = oha(peer.url(sv.ports), peer.body, peer.headers, SECONDS, CONNS)
+        rows["litellm"].append(summarize(raw, tree_cpu_seconds(p.pid) - c0, "litellm"))
+    return {"label_ours": dict(scenarios_labels())["openai"], "label_peer": peer.label, "workers": int(workers),
+            "openai": median_of(rows["openai"]), "litellm": median_of(rows["litellm"]), "raw": rows}
+
+
+def scenarios_labels():
+    return [(s.key, s.label) for s in scenarios()["json"]]
+
+
+def render_peers(res):
+    pr = res.get("peers")
+    if not pr:
+        return []
+    o, l = pr["openai"], pr["litellm"]
+    L = [f"### F. Peers at saturation, {res['params']['conns']} connections, same mock, interleaved rounds",
+         "",
+         f"LiteLLM runs {pr['workers']} worker processes (one per core); its CPU is the sum over its process tree.",
+         "",
+         "| gateway | req/s | p50 ms | p99 ms | CPU µs/req | errors |",
+         "|---|---:|---:|---:|---:|---:|"]
+    for r, label in ((o, pr["label_ours"]), (l, pr["label_peer"])):
+        L.append(f"| {label} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} "
+                 f"| {f(r['cpu_us_per_req'], 1)} | {int(r['errors'] + r['non_2xx'])} |")
+    L.append("")
+    L.append(f"apiproxy ÷ LiteLLM req/s: {f(ratio(o['rps'], l['rps']), 1)} (goal ≥ 100)")
+    L.append("")
+    return L
+
+
 def render(res):
     m = res["machine"]
     L = []
@@ -387,108 +643,100 @@ def render(res):
     L.append(f"rounds: {res['params']['rounds']} interleaved, {res['params']['seconds']:g} s each; "
              f"medians over rounds; CPU is the serving process's user+system time per completed request")
     L.append("")
-    sat, fix = res.get("saturation", {}), res.get("fixed_rate", {})
+    sat, fix = res.get("saturation"), res.get("fixed_rate")
     if sat:
-        render_json(res, L, sat, fix)
-    st = res.get("streams", {})
-    if st:
-        render_streams(res, L, st)
+        d, fl = sat["direct"], sat["floor"]
+        L.append(f"### A. Saturation, closed loop, {res['params']['conns']} connections")
+        L.append("")
+        L.append("| scenario | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | req/s ÷ direct | req/s ÷ floor | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for key, label in res["labels"]["json"]:
+            r = sat[key]
+            L.append(f"| {label} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(r['p999_ms'], 3)} "
+                     f"| {f(r['cpu_us_per_req'], 1)} | {f(ratio(r['rps'], d['rps']))} | {f(ratio(r['rps'], fl['rps']))} "
+                     f"| {int(r['errors'] + r['non_2xx'])} |")
+        if "nocollect" in sat:
+            on, off = sat["openai"]["rps"], sat["nocollect"]["rps"]
+            L.append("")
+            L.append(f"Console collection cost (3 vs 3c, saturation): {f((1 - ratio(on, off)) * 100 if off else None, 1)} % "
+                     f"of req/s ({f(on, 0)} with, {f(off, 0)} without)")
+        L.append("")
+    if fix:
+        L.append(f"### B. Fixed rate {res['params']['rate']} req/s, open loop (oha -q, latency corrected)")
+        L.append("")
+        L.append("| scenario | achieved req/s | p50 ms | p99 ms | p99.9 ms | p99 added over direct ms | p99 added over floor ms "
+                 "| CPU µs/req | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        fd, ff = fix["direct"], fix["floor"]
+        for key, label in res["labels"]["json"]:
+            r = fix[key]
+            add_d = r["p99_ms"] - fd["p99_ms"] if key != "direct" else None
+            add_f = r["p99_ms"] - ff["p99_ms"] if key not in ("direct", "floor") else None
+            L.append(f"| {label} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(r['p999_ms'], 3)} "
+                     f"| {f(add_d, 3)} | {f(add_f, 3)} | {f(r['cpu_us_per_req'], 1)} | {int(r['errors'] + r['non_2xx'])} |")
+        L.append("")
+    if "streams" in res:
+        st = res["streams"]
+        sd, sf = st["direct-sse"], st["floor-sse"]
+        L.append(f"### C. SSE streams of 200 events")
+        L.append("")
+        L.append("TTFB and total: one stream at a time (curl timers, kept-alive connection); streams/s and p50/p99: "
+                 f"oha, {res['params']['conns']} connections, whole stream read.")
+        L.append("")
+        L.append("| scenario | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | streams/s | p50 ms | p99 ms "
+                 "| p99.9 ms | CPU µs/stream | streams/s ÷ direct | ÷ floor | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for key, label in res["labels"]["sse"]:
+            r = st[key]
+            L.append(f"| {label} | {f(r['ttfb_p50_ms'], 3)} | {f(r['ttfb_p99_ms'], 3)} | {f(r['total_p50_ms'], 3)} "
+                     f"| {f(r['total_p99_ms'], 3)} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} "
+                     f"| {f(r['p999_ms'], 3)} | {f(r['cpu_us_per_req'], 1)} | {f(ratio(r['rps'], sd['rps']))} "
+                     f"| {f(ratio(r['rps'], sf['rps']))} | {int(r['errors'] + r['non_2xx'] + r['failed'])} |")
+        L.append("")
     if res.get("open_streams"):
-        render_memory(res, L)
+        L.append(f"### D. Memory with {res['params']['streams']} concurrent open streams (40 events, 100 ms apart)")
+        L.append("")
+        L.append("| process | idle RSS MiB | peak RSS MiB | KiB per open stream | streams completed | peak open streams "
+                 "(gauge) | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        for key, label in (("apiproxy", "apiproxy (SSE passthrough)"), ("floor", "floor (bare Pingora)")):
+            r = res["open_streams"].get(key)
+            if r:
+                L.append(f"| {label} | {f(r['idle_rss_mib'], 1)} | {f(r['peak_rss_mib'], 1)} | {f(r['per_stream_kib'], 1)} "
+                         f"| {f(r['streams_completed'])} | {f(r['peak_open_streams_gauge'])} | {f(r['errors'])} |")
+        L.append("")
+    L.extend(render_big_bodies(res.get("big_bodies")))
+    L.extend(render_peers(res))
     L.append(f"### Headline")
     L.append("")
-    if sat:
-        d, fl, fd = sat["direct"], sat["floor"], fix["direct"]
-        o, fo = sat["openai"], fix["openai"]
-        L.append(f"- apiproxy (3) at saturation: {f(ratio(o['rps'], fl['rps']) * 100 if ratio(o['rps'], fl['rps']) else None, 1)}% "
-                 f"of the floor's req/s (target ≥ 85%)")
-        L.append(f"- p99 added over direct at {res['params']['rate']} req/s: {f(fo['p99_ms'] - fd['p99_ms'], 3)} ms "
-                 f"(target < 1 ms)")
-        sm = sat.get("store-mem")
-        for key, what in (("store-redis", "Redis store"), ("store-cluster", "Redis Cluster store")):
-            sr = sat.get(key)
-            if sm and sr:
-                L.append(f"- {what} vs embedded store (key with rpm+tpm: one admission script per request, the token "
-                         f"settlement written in the background): req/s ratio {f(ratio(sr['rps'], sm['rps']))} "
-                         f"(target ≥ 0.85), CPU µs/req {f(sr['cpu_us_per_req'], 1)} vs {f(sm['cpu_us_per_req'], 1)}, "
-                         f"p50 at {res['params']['rate']} req/s {f(fix[key]['p50_ms'], 3)} vs "
-                         f"{f(fix['store-mem']['p50_ms'], 3)} ms")
-    if st:
-        sf = st["floor-sse"]
-        for key, what, goal in (("openai-sse", "SSE passthrough", 0.90), ("anthropic-sse", "SSE translated OpenAI→Anthropic", 0.75)):
-            L.append(f"- {what}: {f(ratio(st[key]['rps'], sf['rps']))} of the floor's streams/s (goal ≥ {goal:.2f}); "
-                     f"CPU µs/stream {f(st[key]['cpu_us_per_req'], 1)} vs the floor's {f(sf['cpu_us_per_req'], 1)}")
-    mem = res.get("open_streams", {})
-    if mem.get("apiproxy") and mem.get("floor"):
-        L.append(f"- memory per open stream: {f(ratio(mem['apiproxy']['per_stream_kib'], mem['floor']['per_stream_kib']))} "
-                 f"of the floor's (goal ≤ 1.05)")
+    if sat and sat.get("openai"):
+        o = sat["openai"]
+        L.append(f"- apiproxy (3) at saturation: {f(ratio(o['rps'], fl['rps']))} of the floor's req/s (goal ≥ 0.95)")
+    if fix:
+        for key in ("openai", "anthropic"):
+            r = fix.get(key)
+            if r:
+                label = dict(res["labels"]["json"])[key]
+                L.append(f"- {label}: p99 added at {res['params']['rate']} req/s over direct "
+                         f"{f(r['p99_ms'] - fd['p99_ms'], 3)} ms, over the floor {f(r['p99_ms'] - ff['p99_ms'], 3)} ms "
+                         f"(goal over the floor ≤ 0.05 ms)")
+    sm = sat.get("store-mem") if sat and fix else None
+    for key, what in (("store-redis", "Redis store"), ("store-cluster", "Redis Cluster store")):
+        sr = sat.get(key) if sm else None
+        if sm and sr:
+            L.append(f"- {what} vs embedded store (key with rpm+tpm: one admission script per request, the token "
+                     f"settlement written in the background): req/s ratio {f(ratio(sr['rps'], sm['rps']))} "
+                     f"(target ≥ 0.85), CPU µs/req {f(sr['cpu_us_per_req'], 1)} vs {f(sm['cpu_us_per_req'], 1)}, "
+                     f"p50 at {res['params']['rate']} req/s {f(fix[key]['p50_ms'], 3)} vs "
+                     f"{f(fix['store-mem']['p50_ms'], 3)} ms")
     L.append(f"- wall time of the run: {res['wall_seconds']:.0f} s")
     return "\n".join(L) + "\n"
 
 
-def render_json(res, L, sat, fix):
-    d, fl = sat["direct"], sat["floor"]
-    L.append(f"### A. Saturation, closed loop, {res['params']['conns']} connections")
-    L.append("")
-    L.append("| scenario | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | req/s ÷ direct | req/s ÷ floor | errors |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for key, label in res["labels"]["json"]:
-        r = sat[key]
-        L.append(f"| {label} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(r['p999_ms'], 3)} "
-                 f"| {f(r['cpu_us_per_req'], 1)} | {f(ratio(r['rps'], d['rps']))} | {f(ratio(r['rps'], fl['rps']))} "
-                 f"| {int(r['errors'] + r['non_2xx'])} |")
-    L.append("")
-    L.append(f"### B. Fixed rate {res['params']['rate']} req/s, open loop (oha -q, latency corrected)")
-    L.append("")
-    L.append("| scenario | achieved req/s | p50 ms | p99 ms | p99.9 ms | p99 added over direct ms | p99 added over floor ms "
-             "| CPU µs/req | errors |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    fd, ff = fix["direct"], fix["floor"]
-    for key, label in res["labels"]["json"]:
-        r = fix[key]
-        add_d = r["p99_ms"] - fd["p99_ms"] if key != "direct" else None
-        add_f = r["p99_ms"] - ff["p99_ms"] if key not in ("direct", "floor") else None
-        L.append(f"| {label} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(r['p999_ms'], 3)} "
-                 f"| {f(add_d, 3)} | {f(add_f, 3)} | {f(r['cpu_us_per_req'], 1)} | {int(r['errors'] + r['non_2xx'])} |")
-    L.append("")
-
-
-def render_streams(res, L, st):
-    sd, sf = st["direct-sse"], st["floor-sse"]
-    L.append(f"### C. SSE streams of 200 events")
-    L.append("")
-    L.append("TTFB and total: one stream at a time (curl timers, kept-alive connection); streams/s and p50/p99: "
-             f"oha, {res['params']['conns']} connections, whole stream read.")
-    L.append("")
-    L.append("| scenario | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | streams/s | p50 ms | p99 ms "
-             "| p99.9 ms | CPU µs/stream | streams/s ÷ direct | ÷ floor | errors |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for key, label in res["labels"]["sse"]:
-        r = st[key]
-        L.append(f"| {label} | {f(r['ttfb_p50_ms'], 3)} | {f(r['ttfb_p99_ms'], 3)} | {f(r['total_p50_ms'], 3)} "
-                 f"| {f(r['total_p99_ms'], 3)} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} "
-                 f"| {f(r['p999_ms'], 3)} | {f(r['cpu_us_per_req'], 1)} | {f(ratio(r['rps'], sd['rps']))} "
-                 f"| {f(ratio(r['rps'], sf['rps']))} | {int(r['errors'] + r['non_2xx'] + r['failed'])} |")
-    L.append("")
-
-
-def render_memory(res, L):
-    L.append(f"### D. Memory with {res['params']['streams']} concurrent open streams (40 events, 100 ms apart)")
-    L.append("")
-    L.append("| process | idle RSS MiB | peak RSS MiB | KiB per open stream | streams completed | peak open streams "
-             "(gauge) | errors |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|")
-    for key, label in (("apiproxy", "apiproxy (SSE passthrough)"), ("floor", "floor (bare Pingora)")):
-        r = res["open_streams"].get(key)
-        if r:
-            L.append(f"| {label} | {f(r['idle_rss_mib'], 1)} | {f(r['peak_rss_mib'], 1)} | {f(r['per_stream_kib'], 1)} "
-                     f"| {f(r['streams_completed'])} | {f(r['peak_open_streams_gauge'])} | {f(r['errors'])} |")
-    L.append("")
-
-
 def main():
     bin_dir = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target" / "release")
-    for tool in ("oha", "curl"):
+    needs_oha = not ONLY or ONLY - {"big-bodies"}
+    for tool in ("oha", "curl") if needs_oha else ():
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed (benches/run.sh installs oha)")
     t_start = time.time()
@@ -497,7 +745,7 @@ def main():
     sv = Servers(bin_dir, work)
     ports = {k: free_port() for k in ("mock", "mock_slow", "floor", "floor_slow", "apiproxy", "metrics",
                                       "apiproxy_redis", "metrics_redis", "redis", "apiproxy_cluster",
-                                      "metrics_cluster")}
+                                      "metrics_cluster", "apiproxy_nocollect", "metrics_nocollect")}
     res = {"machine": machine(),
            "params": {"seconds": SECONDS, "rounds": ROUNDS, "rate": RATE, "conns": CONNS, "streams": STREAMS,
                       "ttfb_samples": TTFB_SAMPLES}}
@@ -514,50 +762,72 @@ def main():
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
         sv.start("apiproxy", [b / "apiproxy", "-c", str(conf)], ports["apiproxy"], env=env)
-        sv.start("redis", ["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no"], ports["redis"])
-        conf_redis = Path(work) / "apiproxy-redis.yaml"
-        conf_redis.write_text(apiproxy_config(ports, work, "apiproxy_redis", "metrics_redis",
-                                              f"redis://127.0.0.1:{ports['redis']}/0"))
-        sv.start("apiproxy_redis", [b / "apiproxy", "-c", str(conf_redis)], ports["apiproxy_redis"], env=env)
-        cluster_url = start_cluster(sv, work)
-        conf_cluster = Path(work) / "apiproxy-cluster.yaml"
-        conf_cluster.write_text(apiproxy_config(ports, work, "apiproxy_cluster", "metrics_cluster", cluster_url))
-        sv.start("apiproxy_cluster", [b / "apiproxy", "-c", str(conf_cluster)], ports["apiproxy_cluster"], env=env)
+        # The Redis-backed gateways only when a chosen scenario uses them.
+        wanted = {x.proc for g in scenarios().values() for x in g
+                  if (not SCENARIOS or x.key in SCENARIOS) and (part("saturation") or part("fixed"))}
+        if "apiproxy_nocollect" in wanted:
+            conf_nc = Path(work) / "apiproxy-nocollect.yaml"
+            conf_nc.write_text(apiproxy_config(ports, work, "apiproxy_nocollect", "metrics_nocollect", collect=False))
+            sv.start("apiproxy_nocollect", [b / "apiproxy", "-c", str(conf_nc)], ports["apiproxy_nocollect"], env=env)
+        if "apiproxy_redis" in wanted:
+            sv.start("redis", ["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], ports["redis"])
+            conf_redis = Path(work) / "apiproxy-redis.yaml"
+            conf_redis.write_text(apiproxy_config(ports, work, "apiproxy_redis", "metrics_redis",
+                                                  f"redis://127.0.0.1:{ports['redis']}/0"))
+            sv.start("apiproxy_redis", [b / "apiproxy", "-c", str(conf_redis)], ports["apiproxy_redis"], env=env)
+        if "apiproxy_cluster" in wanted:
+            cluster_url = start_cluster(sv, work)
+            conf_cluster = Path(work) / "apiproxy-cluster.yaml"
+            conf_cluster.write_text(apiproxy_config(ports, work, "apiproxy_cluster", "metrics_cluster", cluster_url))
+            sv.start("apiproxy_cluster", [b / "apiproxy", "-c", str(conf_cluster)], ports["apiproxy_cluster"], env=env)
         sv.ports["metrics"] = ports["metrics"]
         sv.procs_by_name = [(n, p) for n, p in sv.procs]
         sc = scenarios()
+        if SCENARIOS:
+            keep = SCENARIOS | {"direct", "floor", "direct-sse", "floor-sse"}
+            sc = {g: [x for x in sc[g] if x.key in keep] for g in sc}
         res["labels"] = {g: [(s.key, s.label) for s in sc[g]] for g in sc}
+        json_parts = [p for p in ("saturation", "fixed") if part(p)]
+        sse_on = part("sse")
 
-        json_sc = sc["json"] if "json" in ONLY else []
-        sse_sc = sc["sse"] if "sse" in ONLY else []
-        log("warm-up")
-        for s in json_sc + sse_sc:
-            run_oha(s, sv, 1, CONNS)
+        if json_parts or sse_on:
+            log("warm-up")
+            for s in (sc["json"] if json_parts else []) + (sc["sse"] if sse_on else []):
+                run_oha(s, sv, 1, CONNS)
 
-        runs = {s.key: [] for s in json_sc + sse_sc}
-        fixed = {s.key: [] for s in json_sc}
-        for r in range(ROUNDS):
-            if json_sc:
+        runs = {s.key: [] for s in sc["json"] + sc["sse"]}
+        fixed = {s.key: [] for s in sc["json"]}
+        for r in range(ROUNDS if (json_parts or sse_on) else 0):
+            if part("saturation"):
                 log(f"round {r + 1}/{ROUNDS}: saturation")
-                for s in json_sc:
+                for s in sc["json"]:
                     runs[s.key].append(run_oha(s, sv, SECONDS, CONNS))
+            if part("fixed"):
                 log(f"round {r + 1}/{ROUNDS}: fixed rate {RATE}/s")
-                for s in json_sc:
+                for s in sc["json"]:
                     fixed[s.key].append(run_oha(s, sv, SECONDS, CONNS, rate=RATE))
-            if sse_sc:
+            if sse_on:
                 log(f"round {r + 1}/{ROUNDS}: streams")
-                for s in sse_sc:
+                for s in sc["sse"]:
                     row = run_oha(s, sv, SECONDS, CONNS)
                     row.update(curl_ttfb(s, sv, TTFB_SAMPLES, work))
                     runs[s.key].append(row)
-        res["saturation"] = {s.key: median_of(runs[s.key]) for s in json_sc}
-        res["fixed_rate"] = {s.key: median_of(fixed[s.key]) for s in json_sc}
-        res["streams"] = {s.key: median_of(runs[s.key]) for s in sse_sc}
+        if part("saturation"):
+            res["saturation"] = {s.key: median_of(runs[s.key]) for s in sc["json"]}
+        if part("fixed"):
+            res["fixed_rate"] = {s.key: median_of(fixed[s.key]) for s in sc["json"]}
+        if sse_on:
+            res["streams"] = {s.key: median_of(runs[s.key]) for s in sc["sse"]}
         res["rounds_raw"] = {"saturation": runs, "fixed_rate": fixed}
 
+        if part("big-bodies"):
+            res["big_bodies"] = big_bodies(sv, ports, work, env)
+        if PEERS and part("peers"):
+            res["peers"] = peers(sv, ports, work, sc["json"])
+
         res["open_streams"] = {}
-        if STREAMS > 0 and "memory" in ONLY:
+        if STREAMS > 0 and part("open-streams"):
             log(f"{STREAMS} open streams through apiproxy")
             res["open_streams"]["apiproxy"] = open_streams_rss(
                 sv, "apiproxy", "apiproxy", "/v1/chat/completions", chat_body("slow-model", True),
@@ -571,21 +841,17 @@ def main():
                 sv, "floor_slow", "floor_slow", "/v1/chat/completions", chat_body("slow-model", True), [], STREAMS)
 
         if PROFILE and shutil.which("perf"):
-            target = {s.key: s for s in sc["json"] + sc["sse"]}.get(PROFILE_SCENARIO)
-            if target is None:
-                raise SystemExit(f"BENCH_PROFILE_SCENARIO: no scenario {PROFILE_SCENARIO}")
-            profile(sv, target, work)
+            profile(sv, sc["json"][2], work)
     finally:
         sv.stop()
     res["wall_seconds"] = time.time() - t_start
     table = render(res)
     print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    names = ("latest", f"run-{stamp}") if ONLY >= {"json", "sse", "memory"} else (f"partial-{stamp}",)
-    for name in names:
+    for name in ("latest", f"run-{stamp}"):
         (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
         (RESULTS / f"{name}.md").write_text(table)
-    log(f"written to {RESULTS}/{names[-1]}.md and .json (logs in {work})")
+    log(f"written to {RESULTS}/latest.md and latest.json (logs in {work})")
 
 
 def start_cluster(sv, work):
@@ -624,7 +890,7 @@ def profile(sv, sc, work):
     rec.wait()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for kind, args in (("flat", ["--no-children"]), ("children", ["--children"])):
-        out = RESULTS / f"perf-{stamp}-{sc.key}-{kind}.txt"
+        out = RESULTS / f"perf-{stamp}-{kind}.txt"
         with open(out, "w") as fh:
             subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-demangle", "-g", "none",
                             "--percent-limit", "0.5", *args], stdout=fh, stderr=subprocess.DEVNULL)

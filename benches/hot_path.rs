@@ -6,8 +6,10 @@
 
 use apiproxy::auth;
 use apiproxy::config::Config;
-use apiproxy::proxy::routes;
+use apiproxy::proxy::{encode, request, routes};
 use apiproxy::routing::Runtime;
+use apiproxy_translate::Format;
+use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use http::HeaderMap;
 use serde_json::Value;
@@ -62,7 +64,7 @@ fn request(c: &mut Criterion) {
             (v, model)
         })
     });
-    g.bench_function("parse+reencode", |b| {
+    g.bench_function("parse+reencode (Value, before)", |b| {
         b.iter(|| {
             let mut v: Value = serde_json::from_slice(black_box(BODY.as_bytes())).expect("json");
             if let Some(o) = v.as_object_mut() {
@@ -72,6 +74,19 @@ fn request(c: &mut Criterion) {
                 );
             }
             serde_json::to_vec(&v).expect("json")
+        })
+    });
+    let route = request::LlmRoute {
+        format: Format::OpenAiChat,
+        path_model: None,
+        path_stream: false,
+    };
+    g.bench_function("scan+splice (the gateway's path)", |b| {
+        b.iter(|| {
+            let body = Bytes::from_static(black_box(BODY.as_bytes()));
+            let parsed =
+                request::parse_body(Format::OpenAiChat, body, &route, false).expect("parsed");
+            encode::passthrough_body(Format::OpenAiChat, "gpt-4o-mini-2024-07-18", &parsed)
         })
     });
     g.finish();
@@ -92,11 +107,40 @@ fn request(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the console's collection adds to each request in the logging phase
+/// (aggregates, the record ring, per-key usage): `console::record`.
+fn console_record(c: &mut Criterion) {
+    let config = Config::from_yaml(CONFIG, &|_| None).expect("config");
+    let rt = Runtime::new(config, None);
+    let ctx = apiproxy::proxy::ctx::RequestCtx {
+        format: Some(apiproxy_translate::Format::OpenAiChat),
+        key_name: Some("alice".into()),
+        requested_model: "fast".into(),
+        provider: "openai".into(),
+        upstream_model: "gpt-4o-mini".into(),
+        status: 200,
+        attempts: 1,
+        upstream_wait: std::time::Duration::from_micros(800),
+        first_byte: Some(std::time::Duration::from_micros(900)),
+        usage: Some(apiproxy_translate::Usage {
+            input_tokens: 40,
+            output_tokens: 12,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    c.bench_function("console_record", |b| {
+        b.iter(|| {
+            apiproxy::console::record(&rt, black_box(&ctx), std::time::Duration::from_micros(1000))
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = request
+    targets = request, console_record
 }
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 # Installs what building, testing and benchmarking apiproxy needs on a fresh
 # Debian machine (as root, no questions): a C toolchain and cmake (Pingora
 # builds zlib-ng), OpenSSL headers (TLS to providers), redis-server and
-# redis-tools (tests: one server, a cluster, a Sentinel),
+# redis-tools (tests: one server, a cluster, a Sentinel), chromium (the
+# console's browser tests, driven headless over the DevTools protocol),
 # wrk (benchmarks), and the Rust toolchain when cargo is missing.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v perl >/dev/null 2>&1 || need+=(perl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""

@@ -1,10 +1,31 @@
 //! Client and admin keys: where a key is read from and how it is matched.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, ClientKey};
+
+/// A client key that matched: one from `auth.keys`, or one made at run
+/// time (through the admin API) and read from the console's key cache.
+#[derive(Debug, Clone)]
+pub enum KeyRef<'a> {
+    Configured(&'a ClientKey),
+    Stored(Arc<ClientKey>),
+}
+
+impl std::ops::Deref for KeyRef<'_> {
+    type Target = ClientKey;
+
+    fn deref(&self) -> &ClientKey {
+        match self {
+            KeyRef::Configured(k) => k,
+            KeyRef::Stored(k) => k,
+        }
+    }
+}
 
 /// The key a request presents: `Authorization: Bearer K`, `x-api-key: K`
 /// (Anthropic SDKs), `x-goog-api-key: K` or `?key=K` (Gemini SDKs).
@@ -36,7 +57,8 @@ pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Opti
         .filter(|k| !k.is_empty())
 }
 
-fn digest(key: &str) -> [u8; 32] {
+/// SHA-256 of a key: what configured and stored keys are matched by.
+pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 

@@ -7,6 +7,8 @@ use apiproxy_store::json_size;
 use apiproxy_translate::{Format, Usage};
 use serde_json::{json, Value};
 
+use crate::proxy::request::{Field, Last, RawBody};
+
 /// Shortens every string in `v` to at most `max` characters.
 pub fn truncate_strings(v: &mut Value, max: usize) {
     match v {
@@ -23,22 +25,28 @@ pub fn truncate_strings(v: &mut Value, max: usize) {
 }
 
 /// The part of a request worth keeping as context: the newest turn (last
-/// message / content / input item), strings cut to `max` characters.
-pub fn request_snippet(fmt: Format, body: &Value, model: &str, max: usize) -> Value {
+/// message / content / input item), strings cut to `max` characters. Only
+/// that turn is decoded from the client's bytes.
+pub fn request_snippet(fmt: Format, body: &RawBody, model: &str, max: usize) -> Value {
     let last = match fmt {
-        Format::OpenAiChat | Format::Anthropic => {
-            body.get("messages").and_then(|m| m.as_array()?.last())
-        }
-        Format::Gemini => body.get("contents").and_then(|m| m.as_array()?.last()),
-        Format::OpenAiResponses => match body.get("input") {
-            Some(Value::Array(items)) => items.last(),
-            other => other,
+        Format::OpenAiChat | Format::Anthropic => body.last_element(Field::Messages),
+        Format::Gemini => body.last_element(Field::Contents),
+        Format::OpenAiResponses => match body.last_element(Field::Input) {
+            // `input` as one string (or any other single value).
+            Last::NotAnArray => body
+                .value(Field::Input)
+                .map_or(Last::Nothing, Last::Element),
+            last => last,
         },
+    };
+    let last = match last {
+        Last::Element(v) => Some(v),
+        Last::Nothing | Last::NotAnArray => None,
     };
     let mut snippet = json!({
         "model": model,
         "format": fmt.as_str(),
-        "message": last.cloned().unwrap_or(Value::Null),
+        "message": last.unwrap_or(Value::Null),
     });
     truncate_strings(&mut snippet, max);
     snippet
@@ -140,19 +148,35 @@ mod tests {
         }
     }
 
+    fn raw(v: Value) -> RawBody {
+        RawBody::parse(v.to_string().into()).expect("object")
+    }
+
     #[test]
     fn snippets_keep_the_newest_turn_cut_short() {
-        let body = json!({"messages": [{"role": "user", "content": "old"}, {"role": "user", "content": "abcdefghij"}]});
+        let body = raw(
+            json!({"messages": [{"role": "user", "content": "old"}, {"role": "user", "content": "abcdefghij"}]}),
+        );
         let s = request_snippet(Format::OpenAiChat, &body, "fast", 4);
         assert_eq!(s["message"]["content"], "abcd…");
         assert_eq!(s["model"], "fast");
         let r = request_snippet(
             Format::OpenAiResponses,
-            &json!({"input": "hello"}),
+            &raw(json!({"input": "hello"})),
             "m",
             100,
         );
         assert_eq!(r["message"], "hello");
+        let items = raw(
+            json!({"input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),
+        );
+        let r = request_snippet(Format::OpenAiResponses, &items, "m", 100);
+        assert_eq!(r["message"]["content"], "b");
+        let g = raw(json!({"contents": [{"parts": [{"text": "x"}]}]}));
+        let r = request_snippet(Format::Gemini, &g, "m", 100);
+        assert_eq!(r["message"]["parts"][0]["text"], "x");
+        let none = request_snippet(Format::Anthropic, &raw(json!({"messages": "x"})), "m", 9);
+        assert_eq!(none["message"], Value::Null);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - `listener`: client connections before Pingora's HTTP session (limits,
 //!   timeouts); `drain`: finishing them on upgrade and shutdown.
 //! - `service`: background work (catalog refresh, reload on SIGHUP).
+//! - `console`: the web console (`/ui/`), its JSON admin API and the
+//!   in-process data it shows (traffic aggregates, recent requests, run-time keys).
 //! - `limits`: rate limits (admission in one store call, token
 //!   reservations, 429 and `x-ratelimit-*` headers); `context`: the
 //!   snippets kept per session and who may read them. The stores themselves
@@ -19,6 +21,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod drain;
 pub mod error;
@@ -28,5 +31,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod service;
-pub mod state;
 pub mod upstream;

@@ -51,12 +51,17 @@ pub fn buckets_for(key: Option<&ClientKey>, config: &Config) -> Vec<LimitBucket>
 /// size in tokens plus the most output it asks for (`max_tokens`,
 /// `max_completion_tokens`, `max_output_tokens`, Gemini's
 /// `generationConfig.maxOutputTokens`).
-pub fn token_estimate(fmt: Format, body: &Value, body_bytes: usize) -> u64 {
+/// `top_level` reads one top-level member of the body.
+pub fn token_estimate(
+    fmt: Format,
+    top_level: impl Fn(&str) -> Option<Value>,
+    body_bytes: usize,
+) -> u64 {
     let input = body_bytes.div_ceil(BYTES_PER_TOKEN).max(1) as u64;
     let field = |path: &[&str]| {
-        path.iter()
-            .try_fold(body, |v, k| v.get(k))
-            .and_then(Value::as_u64)
+        let (first, rest) = path.split_first()?;
+        let v = top_level(first)?;
+        rest.iter().try_fold(&v, |v, k| v.get(k))?.as_u64()
     };
     let output = match fmt {
         Format::OpenAiChat => field(&["max_completion_tokens"]).or_else(|| field(&["max_tokens"])),
@@ -132,7 +137,7 @@ pub async fn admit(
         .filter(|b| b.tpm.is_some())
         .map(|b| b.name)
         .collect();
-    let tokens = (!tpm_buckets.is_empty()).then(|| TokenReservation {
+    let tokens = (!tpm_buckets.is_empty()).then_some(TokenReservation {
         buckets: tpm_buckets,
         reservation: admission.reservation,
     });
@@ -205,19 +210,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn top(body: &Value) -> impl Fn(&str) -> Option<Value> + '_ {
+        |k| body.get(k).cloned()
+    }
+
     #[test]
     fn estimates_count_the_body_and_the_output_asked_for() {
         let body = json!({"max_tokens": 100});
-        assert_eq!(token_estimate(Format::OpenAiChat, &body, 40), 110);
-        assert_eq!(token_estimate(Format::Anthropic, &body, 41), 111);
+        assert_eq!(token_estimate(Format::OpenAiChat, top(&body), 40), 110);
+        assert_eq!(token_estimate(Format::Anthropic, top(&body), 41), 111);
         let body = json!({"max_completion_tokens": 7, "max_tokens": 100});
-        assert_eq!(token_estimate(Format::OpenAiChat, &body, 4), 8);
+        assert_eq!(token_estimate(Format::OpenAiChat, top(&body), 4), 8);
         let body = json!({"max_output_tokens": 50});
-        assert_eq!(token_estimate(Format::OpenAiResponses, &body, 0), 51);
+        assert_eq!(token_estimate(Format::OpenAiResponses, top(&body), 0), 51);
         let body = json!({"generationConfig": {"maxOutputTokens": 20}});
-        assert_eq!(token_estimate(Format::Gemini, &body, 8), 22);
+        assert_eq!(token_estimate(Format::Gemini, top(&body), 8), 22);
         // No output bound: the input alone.
-        assert_eq!(token_estimate(Format::Gemini, &json!({}), 400), 100);
+        assert_eq!(token_estimate(Format::Gemini, top(&json!({})), 400), 100);
     }
 
     fn bucket(name: &str, rpm: Option<u64>, tpm: Option<u64>) -> LimitBucket {

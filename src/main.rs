@@ -9,7 +9,7 @@ use apiproxy::listener::{ClientLimits, ClientListener, PidHeader};
 use apiproxy::proxy::Gateway;
 use apiproxy::routing::Runtime;
 use apiproxy::service::{warn_disabled, CatalogRefresher, Reloader};
-use apiproxy::state::SharedState;
+use apiproxy_store::LazyStore;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -111,7 +111,7 @@ fn main() {
         log::info!("upgrade: took over the listening sockets of the running apiproxy");
     }
 
-    let state = Arc::new(SharedState::new(config.store_options()));
+    let state = Arc::new(LazyStore::new(config.store_options()));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
@@ -156,7 +156,7 @@ fn main() {
 }
 
 /// Writes the store's deferred work (bounded: a few seconds at most).
-fn flush_store(state: &SharedState) {
+fn flush_store(state: &LazyStore) {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

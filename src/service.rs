@@ -13,8 +13,8 @@ use pingora::services::background::BackgroundService;
 
 use crate::config::Config;
 use crate::routing::Runtime;
-use crate::state::SharedState;
 use crate::upstream::catalog;
+use apiproxy_store::LazyStore;
 
 /// Fetches the model lists of providers without a configured `models` list,
 /// at start and then every `store.models_cache_ttl_seconds`; a provider that
@@ -24,7 +24,7 @@ use crate::upstream::catalog;
 #[derive(Clone)]
 pub struct CatalogRefresher {
     pub runtime: Arc<ArcSwap<Runtime>>,
-    pub state: Arc<SharedState>,
+    pub state: Arc<LazyStore>,
 }
 
 impl CatalogRefresher {

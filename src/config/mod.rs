@@ -39,6 +39,20 @@ pub struct Config {
     pub global_rpm: Option<u64>,
     /// Gateway-wide tokens per minute.
     pub global_tpm: Option<u64>,
+    /// The web console's data collection.
+    pub console: ConsoleSettings,
+}
+
+/// What the console collects in process (see `crate::console`).
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// Off: no aggregates, no request records (the console shows config and state only).
+    pub collect: bool,
+    /// Recent request records kept.
+    pub recent_requests: usize,
+    /// `log.capture_bodies`: keep request bodies, redacted and cut to `max_body_chars`.
+    pub capture_bodies: bool,
+    pub max_body_chars: usize,
 }
 
 /// Listener and process settings (mostly handed to Pingora).
@@ -86,6 +100,8 @@ pub struct StoreSettings {
     pub session_ttl: Duration,
     pub context_ttl: Duration,
     pub catalog_ttl: Duration,
+    /// The embedded store's file (client keys made at run time); `None`: memory only.
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// What the context store keeps per session.
@@ -530,7 +546,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     };
 
     // log
-    let log_level = raw.log.level.unwrap_or_else(|| "info".to_owned());
+    let log_level = raw.log.level.clone().unwrap_or_else(|| "info".to_owned());
     if !["error", "warn", "info", "debug", "trace", "off"]
         .contains(&log_level.to_ascii_lowercase().as_str())
     {
@@ -552,6 +568,10 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         session_ttl: Duration::from_secs(st.session_ttl_seconds.unwrap_or(3600)),
         context_ttl: Duration::from_secs(st.context_ttl_seconds.unwrap_or(86400)),
         catalog_ttl: Duration::from_secs(st.models_cache_ttl_seconds.unwrap_or(300)),
+        path: st
+            .path
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from),
     };
     if let Some(p) = Some(&store.key_prefix).filter(|p| p.contains(['{', '}'])) {
         // Braces are Redis Cluster hash tags: the store adds its own so each script stays on one slot.
@@ -577,6 +597,21 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             context.max_session_bytes, context.max_entry_bytes
         ));
     }
+
+    // console
+    let c = raw.console;
+    if c.recent_requests == Some(0) || c.recent_requests.is_some_and(|n| n > 1_000_000) {
+        problems.push("console.recent_requests: must be between 1 and 1000000".to_owned());
+    }
+    if c.max_body_chars == Some(0) {
+        problems.push("console.max_body_chars: must be positive".to_owned());
+    }
+    let console = ConsoleSettings {
+        collect: c.collect.unwrap_or(true),
+        recent_requests: c.recent_requests.unwrap_or(1000),
+        capture_bodies: raw.log.capture_bodies.unwrap_or(false),
+        max_body_chars: c.max_body_chars.unwrap_or(4096),
+    };
 
     // auth
     let mut auth = AuthConfig::default();
@@ -848,6 +883,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         cooldown: Duration::from_secs(raw.routing.cooldown_seconds.unwrap_or(30)),
         global_rpm: raw.limits.rpm,
         global_tpm: raw.limits.tpm,
+        console,
     })
 }
 

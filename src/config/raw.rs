@@ -41,6 +41,20 @@ pub struct RawConfig {
     pub context: RawContext,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub console: RawConsole,
+}
+
+/// The web console's in-process data (`/ui/`, `/admin/...`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// Collect per-interval aggregates and recent request records (default true).
+    pub collect: Option<bool>,
+    /// Recent request records kept for the tail and the request list (default 1000).
+    pub recent_requests: Option<usize>,
+    /// Characters kept of each captured body when `log.capture_bodies` is on (default 4096).
+    pub max_body_chars: Option<usize>,
 }
 
 /// Gateway-wide limits, shared by every key (and every replica on one Redis).
@@ -82,6 +96,8 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub level: Option<String>,
+    /// Keep request bodies (redacted, bounded) in the console's request records.
+    pub capture_bodies: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +108,8 @@ pub struct RawStore {
     pub session_ttl_seconds: Option<u64>,
     pub context_ttl_seconds: Option<u64>,
     pub models_cache_ttl_seconds: Option<u64>,
+    /// File of the embedded store's durable part (client keys made at run time).
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

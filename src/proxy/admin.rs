@@ -74,8 +74,11 @@ fn caller(rt: &Runtime, session: &Session) -> Result<Caller, GatewayError> {
     if auth::is_admin_key(&rt.config.auth, k) {
         return Ok(Caller::Admin);
     }
-    match auth::find_client_key(&rt.config.auth, k) {
-        Some(i) => Ok(Caller::Client(rt.config.auth.keys[i].name.clone())),
+    if let Some(i) = auth::find_client_key(&rt.config.auth, k) {
+        return Ok(Caller::Client(rt.config.auth.keys[i].name.clone()));
+    }
+    match crate::console::CONSOLE.keys.find(&auth::digest(k)) {
+        Some(key) => Ok(Caller::Client(key.name.clone())),
         None => Err(GatewayError::unauthorized("invalid admin key")),
     }
 }
@@ -87,7 +90,8 @@ fn require_admin(rt: &Runtime, session: &Session) -> Result<(), GatewayError> {
     }
 }
 
-fn provider_json(p: &Provider) -> Value {
+/// Read by the console too (`console::api::provider_state`).
+pub(crate) fn provider_json(p: &Provider) -> Value {
     let c = &p.config;
     json!({
         "id": c.id,
@@ -104,7 +108,8 @@ fn provider_json(p: &Provider) -> Value {
     })
 }
 
-fn health_json(p: &Provider) -> Value {
+/// Read by the console too (`console::api::provider_state`).
+pub(crate) fn health_json(p: &Provider) -> Value {
     let h = &p.health;
     let cooldown_until = h.cooldown_until.load(Ordering::Relaxed);
     json!({
@@ -115,7 +120,8 @@ fn health_json(p: &Provider) -> Value {
     })
 }
 
-fn metrics_json(p: &Provider) -> Value {
+/// Read by the console too (`console::api::provider_state`).
+pub(crate) fn metrics_json(p: &Provider) -> Value {
     let h = &p.health;
     let ok = h.successes.load(Ordering::Relaxed);
     let bad = h.failures.load(Ordering::Relaxed);

@@ -53,8 +53,11 @@ pub struct RequestCtx {
     /// With a session: the answer's text, captured up to `capture_limit` characters.
     pub answer: Option<String>,
     pub capture_limit: usize,
-    /// Rate-limit buckets the answer's tokens count against.
-    pub token_buckets: Vec<String>,
+    /// Tokens reserved at admission, settled with the answer's usage.
+    pub tokens: Option<crate::limits::TokenReservation>,
+    /// With `log.capture_bodies`: the request body, redacted and bounded,
+    /// for the console's request record.
+    pub captured_body: Option<String>,
 }
 
 impl RequestCtx {
@@ -94,7 +97,8 @@ impl Default for RequestCtx {
             context_request: None,
             answer: None,
             capture_limit: 0,
-            token_buckets: Vec::new(),
+            tokens: None,
+            captured_body: None,
         }
     }
 }

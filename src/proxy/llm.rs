@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiproxy_store::Store;
+use apiproxy_store::{SessionBinding, Store};
 use apiproxy_translate::{self as translate, Format};
 use pingora::proxy::Session;
 
@@ -24,9 +24,9 @@ use crate::config::ClientKey;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::{Candidate, Runtime};
-use crate::state;
 use crate::upstream::http::{self, Incoming, Outgoing, SendError};
 use crate::upstream::{KeyChoice, Provider};
+use crate::{context, limits};
 
 /// Largest upstream error body read (to relay or to log).
 const MAX_ERROR_BODY: usize = 256 * 1024;
@@ -35,24 +35,32 @@ const MAX_ERROR_BODY: usize = 256 * 1024;
 /// written to the client; the caller writes it in the client's shape.
 pub async fn handle(
     gw: &Gateway,
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: LlmRoute,
     headers: &mut Headers,
 ) -> Result<(), GatewayError> {
     let fmt = route.format;
-    let key = super::client_key(rt, session, ctx)?;
-    let mut parsed = read_request(rt, session, &route).await?;
+    let key = super::client_key(rt, session, ctx).await?;
+    let key = key.as_deref();
+    let mut parsed = read_request(rt, session, ctx, &route).await?;
     ctx.stream = parsed.stream;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     authorize_models(key, &parsed.names)?;
 
     let store = gw.state.store().await;
-    admit(store.as_ref(), rt, key, ctx, headers).await?;
+    let sid = session_id(session);
+    // One store round trip on the request path: the admission and the
+    // session lookup go out together.
+    let (admitted, binding) = tokio::join!(
+        admit(store.as_ref(), rt, key, fmt, &parsed, ctx, headers),
+        owned_binding(store.as_ref(), sid.as_deref(), key.map(|k| k.name.as_str())),
+    );
+    admitted?;
+    ctx.session_id = sid;
     let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model)?;
-    let (candidates, sticky) =
-        stick_to_session(store.as_ref(), rt, session, ctx, candidates, fmt, &parsed).await;
+    let (candidates, sticky) = stick_to_session(rt, ctx, candidates, binding, fmt, &parsed);
 
     let mut attempts = Attempts {
         gw,
@@ -90,9 +98,17 @@ pub async fn handle(
 async fn read_request(
     rt: &Runtime,
     session: &mut Session,
+    ctx: &mut RequestCtx,
     route: &LlmRoute,
 ) -> Result<Parsed, GatewayError> {
     let body = request::read_body(session, rt.config.server.max_body_bytes).await?;
+    let console = &rt.config.console;
+    if console.capture_bodies && console.collect {
+        ctx.captured_body = Some(crate::console::records::redact_body(
+            &body,
+            console.max_body_chars,
+        ));
+    }
     request::parse(route.format, &body, route, session)
 }
 
@@ -107,39 +123,55 @@ fn authorize_models(key: Option<&ClientKey>, names: &[String]) -> Result<(), Gat
     }
 }
 
-/// Counts the request against its key's and the gateway's limits (429
-/// past them) and notes which token buckets its answer will count against.
+/// Admits the request against its key's and the gateway's limits (429
+/// past them, nothing counted) and keeps its token reservation for the
+/// settlement after the answer.
 async fn admit(
     store: &dyn Store,
     rt: &Runtime,
     key: Option<&ClientKey>,
+    fmt: Format,
+    parsed: &Parsed,
     ctx: &mut RequestCtx,
     headers: &mut Headers,
 ) -> Result<(), GatewayError> {
-    let key_name = key.map(|k| k.name.as_str());
-    match state::check_limits(
-        store,
-        key_name,
-        key.and_then(|k| k.rpm),
-        key.and_then(|k| k.tpm),
-        rt.config.global_rpm,
-        rt.config.global_tpm,
-    )
-    .await
-    {
-        Ok(rate) => headers.extend(rate.headers()),
+    let buckets = limits::buckets_for(key, &rt.config);
+    let estimate = limits::token_estimate(fmt, |k| parsed.body.member(k), parsed.body_bytes);
+    match limits::admit(store, key.map(|k| k.name.as_str()), buckets, estimate).await {
+        Ok(admitted) => {
+            headers.extend(admitted.headers.headers());
+            ctx.tokens = admitted.tokens;
+            Ok(())
+        }
         Err((e, rate)) => {
             headers.extend(rate.headers());
-            return Err(e);
+            Err(e)
         }
     }
-    if let (Some(name), Some(_)) = (key_name, key.and_then(|k| k.tpm)) {
-        ctx.token_buckets.push(format!("key:{name}"));
-    }
-    if rt.config.global_tpm.is_some() {
-        ctx.token_buckets.push("global".to_owned());
-    }
-    Ok(())
+}
+
+/// `X-Session-Id`, when given (trimmed, at most 256 bytes).
+fn session_id(session: &Session) -> Option<String> {
+    session
+        .req_header()
+        .headers
+        .get("x-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .map(str::to_owned)
+}
+
+/// The session's binding, when there is one and it belongs to the
+/// request's client key (another key's binding is neither followed nor
+/// moved).
+async fn owned_binding(
+    store: &dyn Store,
+    sid: Option<&str>,
+    key: Option<&str>,
+) -> Option<SessionBinding> {
+    let binding = store.get_session(sid?).await?;
+    binding.belongs_to(key).then_some(binding)
 }
 
 /// The candidates for the request's names, in routing order: 404 when no
@@ -172,28 +204,19 @@ struct StickyTarget {
 
 /// With `X-Session-Id`: moves the upstream the session is bound to (while
 /// it is healthy) to the front, and prepares the context snippet.
-async fn stick_to_session(
-    store: &dyn Store,
+fn stick_to_session(
     rt: &Runtime,
-    session: &Session,
     ctx: &mut RequestCtx,
     mut candidates: Vec<Candidate>,
+    binding: Option<SessionBinding>,
     fmt: Format,
     parsed: &Parsed,
 ) -> (Vec<Candidate>, Option<StickyTarget>) {
-    ctx.session_id = session
-        .req_header()
-        .headers
-        .get("x-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && s.len() <= 256)
-        .map(str::to_owned);
-    let Some(sid) = ctx.session_id.clone() else {
+    if ctx.session_id.is_none() {
         return (candidates, None);
-    };
+    }
     let mut sticky = None;
-    if let Some(b) = store.get_session(&sid).await {
+    if let Some(b) = binding {
         if let Some(pos) = rt.bound_candidate(&candidates, &b) {
             let c = candidates.remove(pos);
             sticky = Some(StickyTarget {
@@ -206,7 +229,7 @@ async fn stick_to_session(
     let max = rt.config.context.max_chars;
     ctx.capture_limit = max;
     ctx.answer = Some(String::new());
-    ctx.context_request = Some(state::request_snippet(
+    ctx.context_request = Some(context::request_snippet(
         fmt,
         &parsed.body,
         &ctx.requested_model,

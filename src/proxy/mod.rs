@@ -4,7 +4,7 @@
 
 pub mod admin;
 pub mod ctx;
-mod encode;
+pub mod encode;
 pub mod failover;
 pub mod llm;
 pub mod relay;
@@ -24,12 +24,12 @@ use pingora::proxy::{ProxyHttp, Session};
 use serde_json::json;
 
 use crate::auth;
-use crate::config::ClientKey;
+use crate::context;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::Runtime;
-use crate::state::SharedState;
-use apiproxy_store::SessionBinding;
+use apiproxy_store::LazyStore;
+use apiproxy_store::{BoundUpstream, Deferred, SessionBinding};
 use ctx::{RequestCtx, ServedBy};
 use respond::Headers;
 use routes::Route;
@@ -37,12 +37,12 @@ use routes::Route;
 /// The gateway: live config, shared state and the connector its attempts share.
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
-    pub state: Arc<SharedState>,
+    pub state: Arc<LazyStore>,
     pub connector: Connector,
 }
 
 impl Gateway {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>, state: Arc<SharedState>) -> Self {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, state: Arc<LazyStore>) -> Self {
         Gateway {
             runtime,
             state,
@@ -50,19 +50,17 @@ impl Gateway {
         }
     }
 
-    /// After the answer: count its tokens against the limits, bind the
-    /// session to the upstream that served it, keep the context snippet.
+    /// After the answer: settle its token reservation with the usage, bind
+    /// the session to the upstream that served it, keep the context
+    /// snippet. All deferred: the store writes them in the background.
     async fn record_state(&self, ctx: &mut RequestCtx) {
-        let needs_store =
-            (!ctx.token_buckets.is_empty() && ctx.usage.is_some()) || ctx.session_id.is_some();
-        if !needs_store {
+        if ctx.tokens.is_none() && ctx.session_id.is_none() {
             return;
         }
         let store = self.state.store().await;
-        if let Some(u) = ctx.usage {
-            for bucket in &ctx.token_buckets {
-                store.add_tokens(bucket, u.total()).await;
-            }
+        if let Some(tokens) = ctx.tokens.take() {
+            let used = ctx.usage.map(|u| u.total());
+            tokens.settle(store.as_ref(), used, ctx.served_by.is_some());
         }
         let (
             Some(sid),
@@ -75,38 +73,32 @@ impl Gateway {
         else {
             return;
         };
-        store
-            .bind_session(SessionBinding::new(
-                &sid,
-                ctx.key_name.as_deref(),
-                apiproxy_store::BoundUpstream {
-                    logical_model: &ctx.requested_model,
-                    provider_id: &provider,
-                    model_id: &model,
-                    key_index: key_index.unwrap_or(0),
-                },
-            ))
-            .await;
-        if let Some(request) = ctx.context_request.take() {
-            let usage = ctx
-                .usage
-                .map(|u| json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}));
-            let entry = json!({
-                "request": request,
-                "response": {
-                    "provider": provider,
-                    "model": model,
-                    "text": ctx.answer.take().unwrap_or_default(),
-                    "usage": usage,
-                },
-                "timestamp": std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0),
+        store.defer(Deferred::Bind(SessionBinding::new(
+            &sid,
+            ctx.key_name.as_deref(),
+            BoundUpstream {
+                logical_model: &ctx.requested_model,
+                provider_id: &provider,
+                model_id: &model,
+                key_index: key_index.unwrap_or(0),
+            },
+        )));
+        let Some(request) = ctx.context_request.take() else {
+            return;
+        };
+        let answered = context::Answered {
+            provider: &provider,
+            model: &model,
+            text: ctx.answer.take().unwrap_or_default(),
+            usage: ctx.usage,
+        };
+        let max_bytes = self.runtime.load().config.context.max_entry_bytes;
+        if let Some(entry) = context::entry(request, answered, max_bytes) {
+            store.defer(Deferred::Context {
+                session: sid,
+                owner: ctx.key_name.clone().unwrap_or_else(|| "-".to_owned()),
+                entry,
             });
-            store
-                .push_context(&sid, ctx.key_name.as_deref().unwrap_or("-"), entry)
-                .await;
         }
     }
 }
@@ -117,28 +109,37 @@ pub async fn client_gone(session: &mut Session) {
     let _ = session.as_downstream_mut().read_body_or_idle(true).await;
 }
 
-/// Checks the client key when `auth.keys` is set; `Ok(None)` when auth is off.
-pub fn client_key<'a>(
-    rt: &'a Runtime,
+/// Checks the client key: first against `auth.keys`, then against the keys
+/// made at run time (cached; see `console::keys`). `Ok(None)` when auth is
+/// off (neither source has a key).
+pub async fn client_key<'a>(
+    rt: &'a Arc<Runtime>,
     session: &Session,
     ctx: &mut RequestCtx,
-) -> Result<Option<&'a ClientKey>, GatewayError> {
+) -> Result<Option<auth::KeyRef<'a>>, GatewayError> {
     let keys = &rt.config.auth;
-    if keys.keys.is_empty() {
+    let req = session.req_header();
+    let presented = auth::presented_key(&req.headers, req.uri.query());
+    if let Some(i) = presented.and_then(|p| auth::find_client_key(keys, p)) {
+        let key = &keys.keys[i];
+        ctx.key_name = Some(key.name.clone());
+        return Ok(Some(auth::KeyRef::Configured(key)));
+    }
+    let stored = &crate::console::CONSOLE.keys;
+    stored.freshen(rt).await;
+    if keys.keys.is_empty() && stored.is_empty() {
         return Ok(None);
     }
-    let req = session.req_header();
-    let Some(presented) = auth::presented_key(&req.headers, req.uri.query()) else {
+    let Some(presented) = presented else {
         return Err(GatewayError::unauthorized(
             "missing API key: send it as `Authorization: Bearer <key>`",
         ));
     };
-    let Some(i) = auth::find_client_key(keys, presented) else {
+    let Some(key) = stored.find(&auth::digest(presented)) else {
         return Err(GatewayError::unauthorized("invalid API key"));
     };
-    let key = &keys.keys[i];
     ctx.key_name = Some(key.name.clone());
-    Ok(Some(key))
+    Ok(Some(auth::KeyRef::Stored(key)))
 }
 
 #[async_trait]
@@ -176,9 +177,9 @@ impl ProxyHttp for Gateway {
             }
             Route::ListModels => {
                 ctx.route = "models";
-                match client_key(&rt, session, ctx) {
+                match client_key(&rt, session, ctx).await {
                     Ok(key) => {
-                        let body = admin::model_list(&rt, key);
+                        let body = admin::model_list(&rt, key.as_deref());
                         ctx.status = 200;
                         respond::json(session, 200, body, &headers).await?;
                         Ok(())
@@ -203,6 +204,10 @@ impl ProxyHttp for Gateway {
             Route::Context(_) | Route::Admin(_) => {
                 ctx.route = "admin";
                 admin::handle(self, &rt, session, ctx, route).await
+            }
+            Route::Console(r) => {
+                ctx.route = "console";
+                crate::console::api::handle(self, &rt, session, ctx, r).await
             }
             Route::NotFound => Err(GatewayError::not_found(format!(
                 "no route for {} {}",
@@ -232,7 +237,9 @@ impl ProxyHttp for Gateway {
         }
         let elapsed = ctx.start.elapsed();
         if let Some(fmt) = ctx.format {
-            record_llm_metrics(&self.runtime.load(), ctx, fmt, elapsed);
+            let rt = self.runtime.load();
+            record_llm_metrics(&rt, ctx, fmt, elapsed);
+            crate::console::record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
         }
         let req = session.req_header();

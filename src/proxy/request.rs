@@ -1,6 +1,6 @@
-//! The client's request: its body read within bounds, parsed once, and the
-//! few fields the gateway itself relies on checked (`model`, `models`,
-//! `stream`).
+//! The client's request: its body read within bounds, scanned once (kept
+//! as bytes, see `raw.rs`), and the few fields the gateway itself relies
+//! on checked (`model`, `models`, `stream`).
 
 use apiproxy_translate::Format;
 use bytes::{Bytes, BytesMut};
@@ -9,6 +9,9 @@ use serde_json::Value;
 
 use crate::error::GatewayError;
 
+mod raw;
+pub use raw::{BodyError, Edit, Field, Last, RawBody};
+
 /// What the route says about a generation request.
 pub struct LlmRoute {
     pub format: Format,
@@ -16,14 +19,20 @@ pub struct LlmRoute {
     pub path_stream: bool,
 }
 
-/// A parsed, checked request.
+/// A parsed, checked request. The body stays the client's bytes (see
+/// [`RawBody`]): nothing here copies it.
 pub struct Parsed {
-    pub body: Value,
+    pub body: RawBody,
     /// `model` then each of `models`.
     pub names: Vec<String>,
     pub stream: bool,
+    /// The stream was asked for by `Accept: text/event-stream` alone, so an
+    /// upstream body needs `"stream": true` added.
+    pub stream_added: bool,
     /// The client asked for usage in an OpenAI chat stream.
     pub include_usage: bool,
+    /// Bytes of the body as received (the token estimate's input side).
+    pub body_bytes: usize,
 }
 
 /// Reads the request body, bounded by `max` (413 beyond it). Answers
@@ -102,34 +111,51 @@ async fn discard_body(session: &mut Session) {
 /// Parses and checks the fields the gateway itself relies on.
 pub fn parse(
     fmt: Format,
-    body: &[u8],
+    body: &Bytes,
     route: &LlmRoute,
     session: &Session,
+) -> Result<Parsed, GatewayError> {
+    let accepts_sse = session
+        .req_header()
+        .headers
+        .get(::http::header::ACCEPT)
+        .is_some_and(|a| a.as_bytes().starts_with(b"text/event-stream"));
+    // A cheap handle on the same bytes, not a copy.
+    parse_body(fmt, body.clone(), route, accepts_sse)
+}
+
+/// [`parse`] without the session: `accepts_sse` is the client's
+/// `Accept: text/event-stream`.
+pub fn parse_body(
+    fmt: Format,
+    body: Bytes,
+    route: &LlmRoute,
+    accepts_sse: bool,
 ) -> Result<Parsed, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::bad_request(
             "request body is empty; expected a JSON object",
         ));
     }
-    let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::bad_request(format!("request body is not valid JSON: {e}")))?;
-    let Some(obj) = v.as_object_mut() else {
-        return Err(GatewayError::bad_request(
-            "request body must be a JSON object",
-        ));
-    };
+    let body_bytes = body.len();
+    let raw = RawBody::parse(body).map_err(|e| match e {
+        BodyError::Syntax(e) => {
+            GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
+        }
+        BodyError::NotObject => GatewayError::bad_request("request body must be a JSON object"),
+    })?;
     let mut names = Vec::new();
-    match (&route.path_model, obj.get("model")) {
+    match (&route.path_model, raw.value(Field::Model)) {
         (Some(m), _) => names.push(m.clone()),
         (None, None | Some(Value::Null)) => {}
-        (None, Some(Value::String(m))) if !m.is_empty() => names.push(m.clone()),
+        (None, Some(Value::String(m))) if !m.is_empty() => names.push(m),
         (None, Some(_)) => {
             return Err(GatewayError::bad_request(
                 "`model` must be a non-empty string",
             ))
         }
     }
-    match obj.remove("models") {
+    match raw.value(Field::Models) {
         None | Some(Value::Null) => {}
         Some(Value::Array(list)) => {
             for (i, m) in list.into_iter().enumerate() {
@@ -156,35 +182,51 @@ pub fn parse(
     if names.is_empty() {
         return Err(GatewayError::bad_request("missing field `model`"));
     }
+    let mut stream_added = false;
     let stream = if fmt == Format::Gemini {
         route.path_stream
     } else {
-        let asked = match obj.get("stream") {
+        let asked = match raw.value(Field::Stream) {
             None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
+            Some(Value::Bool(b)) => b,
             Some(_) => return Err(GatewayError::bad_request("`stream` must be a boolean")),
         };
-        let accepts_sse = session
-            .req_header()
-            .headers
-            .get(::http::header::ACCEPT)
-            .is_some_and(|a| a.as_bytes().starts_with(b"text/event-stream"));
-        if accepts_sse && !asked {
-            obj.insert("stream".into(), Value::Bool(true));
-        }
+        stream_added = accepts_sse && !asked;
         asked || accepts_sse
     };
-    let include_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
+    let include_usage = raw
+        .value(Field::StreamOptions)
+        .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
         .unwrap_or(false);
     Ok(Parsed {
-        body: v,
+        body: raw,
         names,
         stream,
+        stream_added,
         include_usage,
+        body_bytes,
     })
+}
+
+impl Parsed {
+    /// The body as a `Value` the way the gateway reads it (`models` taken
+    /// out, `stream: true` when only the `Accept` header asked for a
+    /// stream), for a translation to consume.
+    pub fn to_value(&self) -> Result<Value, GatewayError> {
+        let mut v = self.body.to_value().map_err(|e| match e {
+            BodyError::Syntax(e) => {
+                GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
+            }
+            BodyError::NotObject => GatewayError::bad_request("request body must be a JSON object"),
+        })?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("models");
+            if self.stream_added {
+                obj.insert("stream".into(), Value::Bool(true));
+            }
+        }
+        Ok(v)
+    }
 }
 
 /// Client headers worth passing to a same-kind upstream.

@@ -18,6 +18,8 @@ pub enum Route {
     /// `GET /context/{session}`.
     Context(String),
     Admin(AdminRoute),
+    /// The web console's pages and JSON API (`/ui/...`, `/admin/...`).
+    Console(crate::console::api::ConsoleRoute),
     NotFound,
     MethodNotAllowed,
 }
@@ -91,6 +93,7 @@ pub fn route(method: &str, path: &str) -> Route {
             get,
             Route::Admin(AdminRoute::ProviderMetrics((*id).to_owned())),
         ),
+        ["ui", ..] | ["admin", ..] => Route::Console(crate::console::api::route(method, path)),
         ["logical-models"] => only(get, Route::Admin(AdminRoute::LogicalModels)),
         ["logical-models", id] => only(
             get,

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+pub mod keys;
 mod lua;
 pub mod memory;
 mod metrics;

@@ -4,58 +4,135 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// A per-second sliding window (see `window.rs`, whose arithmetic this mirrors) kept in a hash second → amount.
+/// Rate windows in Redis: a hash of per-second buckets (second → amount, the arithmetic of `window.rs`) plus two
+/// bookkeeping fields, `n` (the sum of the buckets kept) and `o` (every bucket older than this second has been
+/// removed). A call reads `n` and `o`, removes the buckets that stopped counting since `o` (usually none or one),
+/// and never reads the whole hash except to compute a refusal's `Retry-After` or to rebuild a window written
+/// without bookkeeping. The clock is Redis's own (`TIME`), so every replica sees the same window whatever its
+/// local clock says. Every write restarts the key's TTL (just over a minute).
+const WINDOW_LIB: &str = r#"
+local WINDOW = 60
+local NOW = tonumber(redis.call('TIME')[1])
+
+-- Sums the live buckets from scratch, deleting stale and unreadable fields, and records the bookkeeping.
+local function rebuild(key)
+  local fields = redis.call('HGETALL', key)
+  local total, stale = 0, {}
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f ~= 'n' and f ~= 'o' then
+      local second, n = tonumber(f), tonumber(fields[i + 1])
+      if second == nil or n == nil or second + WINDOW <= NOW then
+        stale[#stale + 1] = f
+      else
+        total = total + n
+      end
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  redis.call('HSET', key, 'n', total, 'o', NOW - WINDOW + 1)
+  return total
+end
+
+-- What counts in the window now.
+local function used(key)
+  local meta = redis.call('HMGET', key, 'n', 'o')
+  local total, oldest = tonumber(meta[1]), tonumber(meta[2])
+  local cutoff = NOW - WINDOW -- buckets at or before this second no longer count
+  if total == nil or oldest == nil or cutoff - oldest >= WINDOW then return rebuild(key) end
+  if oldest <= cutoff then
+    local seconds = {}
+    for second = oldest, cutoff do seconds[#seconds + 1] = second end
+    local values = redis.call('HMGET', key, unpack(seconds))
+    local stale = {}
+    for i, v in ipairs(values) do
+      if v then
+        total = total - (tonumber(v) or 0)
+        stale[#stale + 1] = seconds[i]
+      end
+    end
+    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+    if total < 0 then total = 0 end
+    redis.call('HSET', key, 'n', total, 'o', cutoff + 1)
+  end
+  return total
+end
+
+-- Counts `amount` now. The TTL restarts with the first write of each second: the newest bucket then still
+-- counts for less than the TTL left.
+local function add(key, amount)
+  if amount > 0 then
+    local bucket = redis.call('HINCRBY', key, NOW, amount)
+    redis.call('HINCRBY', key, 'n', amount)
+    if bucket == amount then redis.call('EXPIRE', key, WINDOW + 1) end
+  end
+end
+
+-- Takes back up to `amount` from the bucket of `second` (a settled reservation), if it still counts.
+local function take_back(key, second, amount)
+  if amount <= 0 or second + WINDOW <= NOW then return end
+  local left = tonumber(redis.call('HGET', key, second) or '0') or 0
+  local taken = math.min(left, amount)
+  if taken <= 0 then return end
+  if left <= amount then
+    redis.call('HDEL', key, second)
+  else
+    redis.call('HINCRBY', key, second, -taken)
+  end
+  redis.call('HINCRBY', key, 'n', -taken)
+end
+
+-- Seconds until the usage still counting drops under `limit` (at least 1; a full window for a limit of 0).
+local function retry_after(key, total, limit)
+  local fields = redis.call('HGETALL', key)
+  local live = {}
+  for i = 1, #fields, 2 do
+    local second, n = tonumber(fields[i]), tonumber(fields[i + 1])
+    if second ~= nil and n ~= nil and second + WINDOW > NOW then live[#live + 1] = {second, n} end
+  end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
+  local left, retry = total, WINDOW
+  for _, bucket in ipairs(live) do
+    left = left - bucket[2]
+    if left < limit then
+      retry = bucket[1] + WINDOW - NOW
+      break
+    end
+  end
+  if retry < 1 then retry = 1 end
+  return retry
+end
+"#;
+
+/// A script using the window library.
+fn window_script(body: &str) -> Script {
+    Script::new(&format!("{WINDOW_LIB}{body}"))
+}
+
+/// One window, one operation (the single-limit calls of the `Store` trait).
 ///
 /// KEYS[1] the window; ARGV[1] limit, ARGV[2] mode (`hit`: add 1 if under the limit; `check`: add nothing;
 /// `add`: add ARGV[3] unconditionally), ARGV[3] amount for `add`.
 /// Returns `{allowed (0/1), used (counting this hit), retry_after_secs}`.
-/// The clock is Redis's own (`TIME`), so every replica sees the same window whatever its local clock says.
 pub(crate) static RATE_WINDOW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    window_script(
         r#"
--- Redis < 5 must be told to replicate effects, or writes after TIME are refused.
-if redis.replicate_commands then redis.replicate_commands() end
-local window = 60
-local now = tonumber(redis.call('TIME')[1])
 local limit = tonumber(ARGV[1]) or 0
 local mode = ARGV[2]
-local fields = redis.call('HGETALL', KEYS[1])
-local used, live, stale = 0, {}, {}
-for i = 1, #fields, 2 do
-  local second, n = tonumber(fields[i]), tonumber(fields[i + 1])
-  if second == nil or n == nil or second + window <= now then
-    stale[#stale + 1] = fields[i]
-  else
-    used = used + n
-    live[#live + 1] = {second, n}
-  end
-end
-if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
-local amount = 0
+local total = used(KEYS[1])
 if mode == 'add' then
-  amount = tonumber(ARGV[3]) or 0
-elseif mode == 'hit' and used < limit then
-  amount = 1
+  local amount = tonumber(ARGV[3]) or 0
+  add(KEYS[1], amount)
+  return {1, total + amount, 0}
 end
-if amount > 0 then
-  redis.call('HINCRBY', KEYS[1], now, amount)
-  redis.call('EXPIRE', KEYS[1], window + 1)
-  used = used + amount
-end
-if mode == 'add' or (mode == 'hit' and amount > 0) or (mode == 'check' and used < limit) then
-  return {1, used, 0}
-end
-table.sort(live, function(a, b) return a[1] < b[1] end)
-local left, retry = used, window
-for _, bucket in ipairs(live) do
-  left = left - bucket[2]
-  if left < limit then
-    retry = bucket[1] + window - now
-    break
+if total < limit then
+  if mode == 'hit' then
+    add(KEYS[1], 1)
+    total = total + 1
   end
+  return {1, total, 0}
 end
-if retry < 1 then retry = 1 end
-return {0, used, retry}
+return {0, total, retry_after(KEYS[1], total, limit)}
 "#,
     )
 });
@@ -123,64 +200,34 @@ return 1
 });
 
 /// Checks every rate limit of a request and, only when none refuses, counts it: the request in each `rpm` window,
-/// a token reservation in each `tpm` window (see `window.rs` and `MemoryStore::admit`, which it mirrors).
+/// a token reservation in each `tpm` window (`MemoryStore::admit` does the same).
 ///
-/// KEYS: the windows to check, in order (each a hash second → amount). ARGV[1] tokens to reserve; then per key a
-/// pair: limit, kind (`r` counts 1 request, `t` reserves tokens).
+/// KEYS: the windows to check, in order. ARGV[1] tokens to reserve; then per key a pair: limit, kind (`r` counts
+/// 1 request, `t` reserves tokens).
 /// Returns `{now, refused (0, or the 1-based index of the first refusing key), then per key: used, retry}`, where
 /// `used` counts this request when admitted and `retry` is the seconds until a refusing window frees up (else 0).
-/// The clock is Redis's own (`TIME`), so every replica sees the same window whatever its local clock says.
 pub(crate) static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    window_script(
         r#"
-if redis.replicate_commands then redis.replicate_commands() end
-local window = 60
-local now = tonumber(redis.call('TIME')[1])
 local reserve = tonumber(ARGV[1]) or 0
-local out = {now, 0}
-local used_of = {}
+local out = {NOW, 0}
 for k = 1, #KEYS do
   local limit = tonumber(ARGV[2 * k]) or 0
-  local fields = redis.call('HGETALL', KEYS[k])
-  local used, live, stale = 0, {}, {}
-  for i = 1, #fields, 2 do
-    local second, n = tonumber(fields[i]), tonumber(fields[i + 1])
-    if second == nil or n == nil or second + window <= now then
-      stale[#stale + 1] = fields[i]
-    else
-      used = used + n
-      live[#live + 1] = {second, n}
-    end
-  end
-  if #stale > 0 then redis.call('HDEL', KEYS[k], unpack(stale)) end
+  local total = used(KEYS[k])
   local retry = 0
-  if used >= limit then
+  if total >= limit then
     if out[2] == 0 then out[2] = k end
-    table.sort(live, function(a, b) return a[1] < b[1] end)
-    local left = used
-    retry = window
-    for _, bucket in ipairs(live) do
-      left = left - bucket[2]
-      if left < limit then
-        retry = bucket[1] + window - now
-        break
-      end
-    end
-    if retry < 1 then retry = 1 end
+    retry = retry_after(KEYS[k], total, limit)
   end
-  used_of[k] = used
-  out[#out + 1] = used
+  out[#out + 1] = total
   out[#out + 1] = retry
 end
 if out[2] == 0 then
   for k = 1, #KEYS do
     local amount = 1
     if ARGV[2 * k + 1] == 't' then amount = reserve end
-    if amount > 0 then
-      redis.call('HINCRBY', KEYS[k], now, amount)
-      redis.call('EXPIRE', KEYS[k], window + 1)
-      out[1 + 2 * k] = used_of[k] + amount
-    end
+    add(KEYS[k], amount)
+    out[1 + 2 * k] = out[1 + 2 * k] + amount
   end
 end
 return out
@@ -193,28 +240,15 @@ return out
 /// KEYS: the token windows. ARGV[1] tokens used, then pairs: a second reservations were made at, the tokens
 /// reserved then. Returns 1.
 pub(crate) static SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    window_script(
         r#"
-if redis.replicate_commands then redis.replicate_commands() end
-local window = 60
-local now = tonumber(redis.call('TIME')[1])
-local used = tonumber(ARGV[1]) or 0
+local amount = tonumber(ARGV[1]) or 0
 for k = 1, #KEYS do
+  used(KEYS[k])
   for i = 2, #ARGV - 1, 2 do
-    local at, reserved = ARGV[i], tonumber(ARGV[i + 1]) or 0
-    if reserved > 0 and (tonumber(at) or 0) + window > now then
-      local left = tonumber(redis.call('HGET', KEYS[k], at) or '0') or 0
-      if left <= reserved then
-        redis.call('HDEL', KEYS[k], at)
-      else
-        redis.call('HINCRBY', KEYS[k], at, -reserved)
-      end
-    end
+    take_back(KEYS[k], tonumber(ARGV[i]) or 0, tonumber(ARGV[i + 1]) or 0)
   end
-  if used > 0 then
-    redis.call('HINCRBY', KEYS[k], now, used)
-    redis.call('EXPIRE', KEYS[k], window + 1)
-  end
+  add(KEYS[k], amount)
 end
 return 1
 "#,

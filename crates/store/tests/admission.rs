@@ -239,3 +239,45 @@ async fn flush_writes_what_was_deferred_before_the_store_goes() {
         assert!(other.get_session(&format!("f{i}")).await.is_some(), "f{i}");
     }
 }
+
+/// A Redis window whose buckets are older than a minute (written "in the past" by hand): they stop counting,
+/// are removed, and the running total follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_windows_forget_buckets_older_than_a_minute() {
+    use apiproxy_store::testing::{query, Reply};
+    let server = RedisServer::start();
+    let store = open(options(Some(server.url.clone()))).await;
+    let now: i64 = match query(server.port, &["TIME"]) {
+        Ok(Reply::Array(t)) => t[0].clone().text().unwrap().parse().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let key = "adm:rpm:key:old";
+    let (old, recent, stale_mark) = (now - 65, now - 10, now - 70);
+    let hset = query(
+        server.port,
+        &[
+            "HSET",
+            key,
+            &old.to_string(),
+            "3",
+            &recent.to_string(),
+            "2",
+            "n",
+            "5",
+            "o",
+            &stale_mark.to_string(),
+        ],
+    );
+    assert_eq!(hset, Ok(Reply::Int(4)));
+    // Limit 3: the 3 requests of 65 s ago no longer count, the 2 of 10 s ago do.
+    let d = store.hit_requests("key:old", 3).await;
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.remaining, 0);
+    let d = store.hit_requests("key:old", 3).await;
+    assert!(!d.allowed);
+    // The bucket of 10 s ago frees up in 50 s (49 if a second ticked since TIME was read).
+    assert!((49..=50).contains(&d.retry_after_secs), "{d:?}");
+    let old_field = query(server.port, &["HEXISTS", key, &old.to_string()]);
+    assert_eq!(old_field, Ok(Reply::Int(0)), "the stale bucket is removed");
+    assert!(store.healthy());
+}

@@ -1,0 +1,330 @@
+//! Client keys made at run time (through the admin API and the console), kept apart from the configured ones.
+//!
+//! Where they live decides who sees them:
+//! - with Redis: the hash `{prefix}console:keys` (name → JSON [`StoredKey`]) and the counter
+//!   `{prefix}console:keys:version`, bumped by every change, so every replica on that Redis notices a change by
+//!   reading one small value;
+//! - without Redis and with `store.path`: a redb database file, so keys survive a restart;
+//! - with neither: this process's memory only (lost on restart; the gateway logs that once).
+//!
+//! Only the SHA-256 of a key is stored, never the key itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+/// One stored client key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StoredKey {
+    /// Unique among stored and configured keys; what limits and logs name it by.
+    pub name: String,
+    /// SHA-256 of the key, lowercase hex.
+    pub sha256: String,
+    /// The key's last four characters, to recognise it in a list.
+    pub last4: String,
+    /// Requests per minute; `None`: unlimited.
+    pub rpm: Option<u64>,
+    /// Tokens per minute; `None`: unlimited.
+    pub tpm: Option<u64>,
+    /// Spending limit in USD; `None`: unlimited.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
+    /// Model allow-list (`*` globs); `None`: every model.
+    pub models: Option<Vec<String>>,
+    /// Unix seconds when it was made.
+    pub created_at: f64,
+}
+
+/// How long one Redis command may take before the call fails.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Where stored keys are kept (see the module doc).
+pub enum KeyStore {
+    /// This process only.
+    Memory(Mutex<BTreeMap<String, StoredKey>>, Mutex<u64>),
+    /// A redb database file.
+    Embedded(Arc<redb::Database>),
+    /// Redis, shared by every replica.
+    Redis(Box<RedisKeys>),
+}
+
+/// The Redis side: a lazily (re)made connection and the two key names.
+pub struct RedisKeys {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    hash: String,
+    version: String,
+}
+
+const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("console_keys");
+
+impl KeyStore {
+    /// Opens the key store: Redis when `redis_url` is set, else the redb file at `path` (created when missing),
+    /// else memory. `Err` when the file cannot be opened (another process holds it, or it is not a redb file).
+    pub fn open(
+        redis_url: Option<&str>,
+        key_prefix: &str,
+        path: Option<&Path>,
+    ) -> Result<KeyStore, String> {
+        if let Some(url) = redis_url {
+            let client = redis::Client::open(url)
+                .map_err(|e| format!("invalid Redis URL {}: {e}", crate::redact_url(url)))?;
+            return Ok(KeyStore::Redis(Box::new(RedisKeys {
+                client,
+                conn: tokio::sync::Mutex::new(None),
+                hash: format!("{key_prefix}console:keys"),
+                version: format!("{key_prefix}console:keys:version"),
+            })));
+        }
+        if let Some(path) = path {
+            let db = redb::Database::create(path)
+                .map_err(|e| format!("cannot open the store file {}: {e}", path.display()))?;
+            // Make the table exist, so a first read finds it.
+            let tx = db.begin_write().map_err(|e| e.to_string())?;
+            tx.open_table(TABLE).map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())?;
+            return Ok(KeyStore::Embedded(Arc::new(db)));
+        }
+        Ok(KeyStore::Memory(Mutex::default(), Mutex::new(0)))
+    }
+
+    /// `"redis"`, `"file"` or `"memory"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeyStore::Memory(..) => "memory",
+            KeyStore::Embedded(_) => "file",
+            KeyStore::Redis(_) => "redis",
+        }
+    }
+
+    /// Whether another process can change the keys (so readers must poll [`KeyStore::version`]).
+    pub fn shared(&self) -> bool {
+        matches!(self, KeyStore::Redis(_))
+    }
+
+    /// Every stored key, by name.
+    pub async fn list(&self) -> Result<Vec<StoredKey>, String> {
+        match self {
+            KeyStore::Memory(m, _) => Ok(m.lock().values().cloned().collect()),
+            KeyStore::Embedded(db) => {
+                let db = db.clone();
+                blocking(move || {
+                    use redb::ReadableTable;
+                    let tx = db.begin_read().map_err(|e| e.to_string())?;
+                    let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+                    let mut out = Vec::new();
+                    for row in t.iter().map_err(|e| e.to_string())? {
+                        let (_, v) = row.map_err(|e| e.to_string())?;
+                        // A row that does not parse (written by a newer version?) is skipped, not fatal.
+                        if let Ok(k) = serde_json::from_slice::<StoredKey>(v.value()) {
+                            out.push(k);
+                        }
+                    }
+                    Ok(out)
+                })
+                .await
+            }
+            KeyStore::Redis(r) => {
+                let all: BTreeMap<String, String> = r
+                    .run(|mut c, h, _| async move { c.hgetall(h).await })
+                    .await?;
+                Ok(all
+                    .values()
+                    .filter_map(|v| serde_json::from_str(v).ok())
+                    .collect())
+            }
+        }
+    }
+
+    /// Creates or replaces the key named `key.name`.
+    pub async fn put(&self, key: &StoredKey) -> Result<(), String> {
+        let json = serde_json::to_string(key).map_err(|e| e.to_string())?;
+        match self {
+            KeyStore::Memory(m, v) => {
+                m.lock().insert(key.name.clone(), key.clone());
+                *v.lock() += 1;
+                Ok(())
+            }
+            KeyStore::Embedded(db) => {
+                let (db, name) = (db.clone(), key.name.clone());
+                blocking(move || {
+                    let tx = db.begin_write().map_err(|e| e.to_string())?;
+                    {
+                        let mut t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+                        t.insert(name.as_str(), json.as_bytes())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    tx.commit().map_err(|e| e.to_string())
+                })
+                .await
+            }
+            KeyStore::Redis(r) => {
+                let name = key.name.clone();
+                r.run(|mut c, h, v| async move {
+                    redis::pipe()
+                        .atomic()
+                        .hset(h, name, json)
+                        .incr(v, 1)
+                        .query_async::<()>(&mut c)
+                        .await
+                })
+                .await
+            }
+        }
+    }
+
+    /// Removes the key named `name`; true when there was one.
+    pub async fn remove(&self, name: &str) -> Result<bool, String> {
+        match self {
+            KeyStore::Memory(m, v) => {
+                *v.lock() += 1;
+                Ok(m.lock().remove(name).is_some())
+            }
+            KeyStore::Embedded(db) => {
+                let (db, name) = (db.clone(), name.to_owned());
+                blocking(move || {
+                    let tx = db.begin_write().map_err(|e| e.to_string())?;
+                    let had = {
+                        let mut t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+                        let had = t.remove(name.as_str()).map_err(|e| e.to_string())?;
+                        had.is_some()
+                    };
+                    tx.commit().map_err(|e| e.to_string())?;
+                    Ok(had)
+                })
+                .await
+            }
+            KeyStore::Redis(r) => {
+                let name = name.to_owned();
+                let (removed, _): (u64, u64) = r
+                    .run(|mut c, h, v| async move {
+                        redis::pipe()
+                            .atomic()
+                            .hdel(h, name)
+                            .incr(v, 1)
+                            .query_async(&mut c)
+                            .await
+                    })
+                    .await?;
+                Ok(removed > 0)
+            }
+        }
+    }
+
+    /// A number that changes with every write (by any replica, for Redis).
+    pub async fn version(&self) -> Result<u64, String> {
+        match self {
+            KeyStore::Memory(_, v) => Ok(*v.lock()),
+            // One process owns the file (redb locks it): nobody else writes it.
+            KeyStore::Embedded(_) => Ok(0),
+            KeyStore::Redis(r) => {
+                let v: Option<u64> = r.run(|mut c, _, v| async move { c.get(v).await }).await?;
+                Ok(v.unwrap_or(0))
+            }
+        }
+    }
+}
+
+impl RedisKeys {
+    /// Runs one command with the connection and the two key names, within [`REDIS_TIMEOUT`]. A failed call
+    /// drops the connection so the next call makes a new one.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
+    where
+        F: FnOnce(ConnectionManager, String, String) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = {
+            let mut slot = self.conn.lock().await;
+            match slot.as_ref() {
+                Some(c) => c.clone(),
+                None => {
+                    let made = tokio::time::timeout(
+                        REDIS_TIMEOUT,
+                        ConnectionManager::new(self.client.clone()),
+                    )
+                    .await
+                    .map_err(|_| "Redis did not answer in time".to_string())?
+                    .map_err(|e| format!("cannot reach Redis: {e}"))?;
+                    *slot = Some(made.clone());
+                    made
+                }
+            }
+        };
+        match tokio::time::timeout(
+            REDIS_TIMEOUT,
+            f(conn, self.hash.clone(), self.version.clone()),
+        )
+        .await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                *self.conn.lock().await = None;
+                Err(format!("Redis: {e}"))
+            }
+            Err(_) => {
+                *self.conn.lock().await = None;
+                Err("Redis did not answer in time".to_string())
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("store task failed: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> StoredKey {
+        StoredKey {
+            name: name.into(),
+            sha256: "ab".repeat(32),
+            last4: "wxyz".into(),
+            rpm: Some(5),
+            tpm: None,
+            budget_usd: Some(1.5),
+            models: Some(vec!["fast".into()]),
+            created_at: 1.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_file_store_keeps_keys_across_reopening() {
+        let dir = std::env::temp_dir().join(format!("apiproxy-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.redb");
+        let _ = std::fs::remove_file(&path);
+        {
+            let s = KeyStore::open(None, "p:", Some(&path)).unwrap();
+            assert_eq!(s.kind(), "file");
+            s.put(&key("a")).await.unwrap();
+            s.put(&key("b")).await.unwrap();
+            assert!(s.remove("b").await.unwrap());
+            assert!(!s.remove("b").await.unwrap());
+        }
+        let s = KeyStore::open(None, "p:", Some(&path)).unwrap();
+        assert_eq!(s.list().await.unwrap(), vec![key("a")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn memory_store_counts_versions() {
+        let s = KeyStore::open(None, "p:", None).unwrap();
+        let v0 = s.version().await.unwrap();
+        s.put(&key("a")).await.unwrap();
+        assert!(s.version().await.unwrap() > v0);
+        assert_eq!(s.list().await.unwrap().len(), 1);
+    }
+}

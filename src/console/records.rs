@@ -1,0 +1,309 @@
+//! Recent requests: one record per finished generation request, kept in a
+//! bounded ring (`console.recent_requests`), filtered for the request list
+//! and the live tail, and counted per upstream for the traffic shares.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// What the console shows of one request. Names come from the gateway's own
+/// sets (configured keys, models that reached an upstream, providers); the
+/// body only when `log.capture_bodies` is on.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RequestRecord {
+    /// Increasing id, unique in this process.
+    pub id: u64,
+    /// When it ended, unix seconds.
+    pub time: f64,
+    pub key: Option<String>,
+    /// Client format (`openai_chat`, `anthropic`, ...).
+    pub format: String,
+    /// The model the client asked for.
+    pub model: String,
+    /// The provider that answered (or was tried last); empty when none was tried.
+    pub provider: String,
+    pub upstream_model: String,
+    pub status: u16,
+    pub stream: bool,
+    pub attempts: u32,
+    pub duration_ms: f64,
+    pub ttft_ms: Option<f64>,
+    /// Time spent waiting on upstreams.
+    pub upstream_ms: f64,
+    /// Time spent in the gateway itself.
+    pub overhead_ms: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// From the provider's `pricing`; `None` without a price.
+    pub cost_usd: Option<f64>,
+    pub session: Option<String>,
+    pub client_gone: bool,
+    /// The request body, redacted and cut short (`log.capture_bodies`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Which statuses a filter lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Exact(u16),
+    /// `2xx`, `4xx`, `5xx`: the hundreds digit.
+    Class(u16),
+    /// Every status from 400 up.
+    Errors,
+}
+
+impl StatusFilter {
+    /// Parses `200`, `4xx` or `error`.
+    pub fn parse(s: &str) -> Option<StatusFilter> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "error" || s == "errors" {
+            return Some(StatusFilter::Errors);
+        }
+        if let Some(d) = s.strip_suffix("xx") {
+            return d
+                .parse::<u16>()
+                .ok()
+                .filter(|d| (1..=5).contains(d))
+                .map(StatusFilter::Class);
+        }
+        s.parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .map(StatusFilter::Exact)
+    }
+
+    fn matches(self, status: u16) -> bool {
+        match self {
+            StatusFilter::Exact(s) => status == s,
+            StatusFilter::Class(c) => status / 100 == c,
+            StatusFilter::Errors => status >= 400,
+        }
+    }
+}
+
+/// The filters of the request list and the tail; empty fields match all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub key: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<StatusFilter>,
+}
+
+impl Filter {
+    /// From a query string (`key=alice&status=5xx`); unknown parameters are
+    /// ignored, a bad status is an error.
+    pub fn from_query(query: Option<&str>) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if v.is_empty() {
+                continue;
+            }
+            match k.as_ref() {
+                "key" => f.key = Some(v.into_owned()),
+                "model" => f.model = Some(v.into_owned()),
+                "provider" => f.provider = Some(v.into_owned()),
+                "status" => {
+                    f.status = Some(StatusFilter::parse(&v).ok_or_else(|| {
+                        format!("status filter {v:?} is not a status, `4xx` or `error`")
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether `r` passes.
+    pub fn matches(&self, r: &RequestRecord) -> bool {
+        self.key.as_ref().is_none_or(|k| r.key.as_ref() == Some(k))
+            && self
+                .model
+                .as_ref()
+                .is_none_or(|m| &r.model == m || &r.upstream_model == m)
+            && self.provider.as_ref().is_none_or(|p| &r.provider == p)
+            && self.status.is_none_or(|s| s.matches(r.status))
+    }
+}
+
+/// The ring of recent records.
+#[derive(Default)]
+pub struct Records {
+    ring: VecDeque<Arc<RequestRecord>>,
+}
+
+impl Records {
+    /// Adds `r`, dropping the oldest beyond `cap`.
+    pub fn push(&mut self, r: Arc<RequestRecord>, cap: usize) {
+        while self.ring.len() >= cap.max(1) {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(r);
+    }
+
+    /// Up to `limit` records passing `f`, newest first.
+    pub fn query(&self, f: &Filter, limit: usize) -> Vec<Arc<RequestRecord>> {
+        self.ring
+            .iter()
+            .rev()
+            .filter(|r| f.matches(r))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The record with this id, while it is kept.
+    pub fn get(&self, id: u64) -> Option<Arc<RequestRecord>> {
+        // Ids increase along the ring: binary search by id.
+        let i = self.ring.partition_point(|r| r.id < id);
+        self.ring.get(i).filter(|r| r.id == id).cloned()
+    }
+
+    /// Requests per (model asked for, provider, upstream model) that reached
+    /// an upstream since `since` (unix seconds).
+    pub fn upstream_counts(&self, since: f64) -> HashMap<(String, String, String), u64> {
+        let mut out = HashMap::new();
+        for r in self.ring.iter().rev().take_while(|r| r.time >= since) {
+            if r.provider.is_empty() {
+                continue;
+            }
+            *out.entry((
+                r.model.clone(),
+                r.provider.clone(),
+                r.upstream_model.clone(),
+            ))
+            .or_insert(0) += 1;
+        }
+        out
+    }
+}
+
+/// Replaces the values of secret-looking JSON fields and cuts the text to
+/// `max` characters, for `log.capture_bodies`.
+pub fn redact_body(body: &[u8], max: usize) -> String {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut v) => {
+            redact(&mut v);
+            v.to_string()
+        }
+        Err(_) => "(not JSON: not kept)".to_owned(),
+    };
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
+/// Field names whose values are secrets wherever they appear.
+const SECRET_FIELDS: &[&str] = &[
+    "api_key",
+    "apikey",
+    "key",
+    "authorization",
+    "password",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+];
+
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if SECRET_FIELDS.contains(&k.to_ascii_lowercase().as_str()) {
+                    *x = serde_json::Value::String("[redacted]".into());
+                } else {
+                    redact(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u64, key: &str, provider: &str, status: u16) -> Arc<RequestRecord> {
+        Arc::new(RequestRecord {
+            id,
+            time: id as f64,
+            key: Some(key.into()),
+            format: "openai_chat".into(),
+            model: "fast".into(),
+            provider: provider.into(),
+            upstream_model: "m".into(),
+            status,
+            stream: false,
+            attempts: 1,
+            duration_ms: 1.0,
+            ttft_ms: None,
+            upstream_ms: 0.5,
+            overhead_ms: 0.5,
+            input_tokens: 1,
+            output_tokens: 1,
+            cost_usd: None,
+            session: None,
+            client_gone: false,
+            body: None,
+        })
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_and_filters() {
+        let mut r = Records::default();
+        for i in 1..=5 {
+            r.push(rec(i, if i % 2 == 0 { "a" } else { "b" }, "p", 200), 3);
+        }
+        let all = r.query(&Filter::default(), 10);
+        assert_eq!(all.iter().map(|x| x.id).collect::<Vec<_>>(), [5, 4, 3]);
+        let f = Filter::from_query(Some("key=a&status=2xx")).unwrap();
+        assert_eq!(
+            r.query(&f, 10).iter().map(|x| x.id).collect::<Vec<_>>(),
+            [4]
+        );
+        assert_eq!(r.get(4).unwrap().id, 4);
+        assert!(r.get(1).is_none(), "dropped from the ring");
+    }
+
+    #[test]
+    fn status_filters() {
+        let f = |q: &str| Filter::from_query(Some(q)).unwrap();
+        assert!(f("status=error").matches(&rec(1, "a", "p", 429)));
+        assert!(!f("status=error").matches(&rec(1, "a", "p", 200)));
+        assert!(f("status=5xx").matches(&rec(1, "a", "p", 503)));
+        assert!(f("status=404").matches(&rec(1, "a", "p", 404)));
+        assert!(f("provider=p&model=fast").matches(&rec(1, "a", "p", 200)));
+        assert!(!f("provider=q").matches(&rec(1, "a", "p", 200)));
+        assert!(Filter::from_query(Some("status=abc")).is_err());
+        assert!(Filter::from_query(Some("status=9xx")).is_err());
+    }
+
+    #[test]
+    fn shares_count_upstreams_in_the_window() {
+        let mut r = Records::default();
+        for i in 1..=4 {
+            r.push(rec(i, "a", if i < 4 { "p" } else { "q" }, 200), 10);
+        }
+        r.push(rec(5, "a", "", 401), 10);
+        let c = r.upstream_counts(2.0);
+        assert_eq!(c[&("fast".into(), "p".into(), "m".into())], 2);
+        assert_eq!(c[&("fast".into(), "q".into(), "m".into())], 1);
+    }
+
+    #[test]
+    fn bodies_are_redacted_and_bounded() {
+        let b = br#"{"model":"m","api_key":"sk-live-123","messages":[{"content":"hello world"}]}"#;
+        let s = redact_body(b, 1000);
+        assert!(!s.contains("sk-live-123"), "{s}");
+        assert!(s.contains("hello world"));
+        let short = redact_body(b, 10);
+        assert_eq!(short.chars().count(), 11);
+        assert_eq!(redact_body(b"not json", 100), "(not JSON: not kept)");
+    }
+}

@@ -1,0 +1,729 @@
+//! The web console through the real binary: its JSON admin API (records,
+//! aggregates, keys made at run time and their persistence, redaction), and
+//! its pages in a real headless Chromium against two replicas on one Redis.
+
+#[path = "console/cdp.rs"]
+mod cdp;
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use apiproxy_store::testing::RedisServer;
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-secret-console";
+const PROVIDER_KEY: &str = "sk-provider-secret-9876";
+
+/// Config body: one openai-kind upstream behind logical model `duo` (with a
+/// price), config keys alice and bob, and `extra` appended.
+fn config(up: &MockProvider, extra: &str) -> String {
+    format!(
+        "auth:\n  keys:\n    - {{ name: alice, key: alice-key }}\n    - {{ name: bob, key: bob-key }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - id: a\n    kind: openai\n    base_url: \"{}\"\n    api_keys: [{PROVIDER_KEY}]\n    pricing: {{ m-a: {{ input: 1000, output: 2000 }} }}\nmodels:\n  - name: duo\n    upstreams: [{{ provider: a, model: m-a }}]\n{extra}",
+        up.base_url()
+    )
+}
+
+async fn upstream() -> MockProvider {
+    MockProvider::always(Reply::json(200, openai_completion("m-a", "hello"))).await
+}
+
+async fn chat(gw: &Gateway, key: &str, session: Option<&str>) -> reqwest::Response {
+    chat_model(gw, key, session, "duo").await
+}
+
+async fn chat_model(
+    gw: &Gateway,
+    key: &str,
+    session: Option<&str>,
+    model: &str,
+) -> reqwest::Response {
+    let mut r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(key);
+    if let Some(s) = session {
+        r = r.header("x-session-id", s);
+    }
+    r.json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn admin(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = client()
+        .request(method, format!("{}{path}", gw.url()))
+        .bearer_auth(ADMIN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let res = r.send().await.expect("admin request");
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn get(gw: &Gateway, path: &str) -> Value {
+    let (status, v) = admin(gw, reqwest::Method::GET, path, None).await;
+    assert_eq!(status, 200, "GET {path}: {v}");
+    v
+}
+
+/// The recent request records once the newest passes `done` (a record is
+/// written in the logging phase, just after the client has its answer).
+async fn records_until(gw: &Gateway, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = get(gw, "/admin/requests").await;
+        if list["requests"].get(0).is_some_and(&done) {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "no such record: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until `key` gets `want` from `gw` (keys made on one replica reach
+/// others within the refresh bound, 1 s; 10 s here for a loaded machine).
+async fn status_becomes(gw: &Gateway, key: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = chat(gw, key, None).await.status().as_u16();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "key still gets {got}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_admin_key() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, "")).await;
+    let url = format!("{}/admin/overview", gw.url());
+    let none = client().get(&url).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    let client_key = client()
+        .get(&url)
+        .bearer_auth("alice-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(client_key.status(), 403);
+    let wrong = client()
+        .get(&url)
+        .bearer_auth("nope-nope-nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    // The pages themselves hold no data and need no key; every file is compiled in.
+    let page = client()
+        .get(format!("{}/ui/", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'self'"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/ui/app.js") && !html.contains("https://"));
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/ui", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 301);
+    assert_eq!(redirect.headers()["location"], "/ui/");
+    let missing = client()
+        .get(format!("{}/ui/nope.js", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn records_aggregates_tail_and_redaction() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, "console:\n  recent_requests: 3\n")).await;
+
+    // A live tail filtered to bob, opened before the traffic.
+    let tail = client()
+        .get(format!("{}/admin/requests/tail?key=bob", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), 200);
+    assert_eq!(tail.headers()["content-type"], "text/event-stream");
+
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, "alice-key", Some("s-1")).await.status(), 200);
+    }
+    assert_eq!(chat(&gw, "bob-key", None).await.status(), 200);
+    let unknown = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth("alice-key")
+        .json(&json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // The tail delivers bob's request, and only his.
+    let mut stream = tail.bytes_stream();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("event: request") {
+        use futures_util::StreamExt;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.next())
+            .await
+            .expect("the tail sent bob's request")
+            .expect("tail open")
+            .expect("tail chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let event: Value = serde_json::from_str(
+        seen.lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data line"),
+    )
+    .unwrap();
+    assert_eq!(event["key"], "bob");
+    assert_eq!(event["provider"], "a");
+    assert_eq!(event["status"], 200);
+
+    // The ring keeps the newest 3 (console.recent_requests), newest first.
+    let list = records_until(&gw, |r| r["status"] == 404).await;
+    let reqs = list["requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 3, "{list}");
+    assert_eq!(reqs[0]["status"], 404);
+    assert_eq!(reqs[0]["provider"], "");
+    assert_eq!(reqs[1]["key"], "bob");
+    let first = &reqs[2];
+    assert_eq!(first["key"], "alice");
+    assert_eq!(first["upstream_model"], "m-a");
+    assert_eq!(first["input_tokens"], 7);
+    assert_eq!(first["output_tokens"], 3);
+    // 7 * 1000 / 1e6 + 3 * 2000 / 1e6
+    assert!(
+        (first["cost_usd"].as_f64().unwrap() - 0.013).abs() < 1e-9,
+        "{first}"
+    );
+    assert_eq!(first["session"], "s-1");
+    assert!(
+        first.get("body").is_none(),
+        "bodies are not kept unless capture_bodies is on"
+    );
+    let one = get(&gw, &format!("/admin/requests/{}", first["id"])).await;
+    assert_eq!(one["id"], first["id"]);
+    let errors = get(&gw, "/admin/requests?status=4xx").await;
+    assert_eq!(errors["requests"].as_array().unwrap().len(), 1);
+    let (bad, _) = admin(
+        &gw,
+        reqwest::Method::GET,
+        "/admin/requests?status=zzz",
+        None,
+    )
+    .await;
+    assert_eq!(bad, 400);
+    let (gone, _) = admin(&gw, reqwest::Method::GET, "/admin/requests/1", None).await;
+    assert_eq!(gone, 404, "the oldest records left the ring");
+
+    // The hour's aggregates count every request, not only the kept records.
+    let o = get(&gw, "/admin/overview").await;
+    assert_eq!(o["hour"]["requests"], 5);
+    assert_eq!(o["hour"]["client_errors"], 1);
+    assert_eq!(o["hour"]["input_tokens"], 28);
+    assert!((o["hour"]["cost_usd"].as_f64().unwrap() - 0.052).abs() < 1e-9);
+    assert!(o["hour"]["p50_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(o["points"].as_array().unwrap().len(), 360);
+
+    // Logical models: all of duo's traffic went to its one upstream.
+    let m = get(&gw, "/admin/models").await;
+    let u = &m["logical_models"][0]["upstreams"][0];
+    // Counted over the kept records (the ring holds 3, two reached the upstream).
+    assert_eq!(u["requests"], 2);
+    assert_eq!(u["live_share"], 1.0);
+    assert_eq!(u["configured_share"], 1.0);
+
+    // Providers: keys masked to the last four; config: no secret anywhere.
+    let p = get(&gw, "/admin/providers").await;
+    assert_eq!(p["providers"][0]["api_keys"][0], "…9876");
+    assert_eq!(p["providers"][0]["status"], "healthy");
+    let c = get(&gw, "/admin/config").await;
+    let text = c.to_string();
+    for secret in [PROVIDER_KEY, ADMIN, "alice-key"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert_eq!(c["console"]["recent_requests"], 3);
+    assert_eq!(c["providers"][0]["api_keys"][0], "…9876");
+
+    // Sessions: the binding and the context of s-1.
+    let s = get(&gw, "/admin/sessions/s-1").await;
+    assert_eq!(s["binding"]["provider_id"], "a");
+    assert_eq!(s["binding"]["message_count"], 3);
+    assert_eq!(s["context"]["owner"], "alice");
+    assert_eq!(s["context"]["history"].as_array().unwrap().len(), 3);
+
+    // Usage per key.
+    let k = get(&gw, "/admin/keys").await;
+    let alice = k["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "alice")
+        .unwrap();
+    assert_eq!(alice["usage"]["requests"], 4);
+    assert_eq!(alice["usage"]["errors"], 1);
+}
+
+#[tokio::test]
+async fn collection_can_be_turned_off() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, "console:\n  collect: false\n")).await;
+    assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
+    // The metrics are counted in the same step of the logging phase, just
+    // before the console's collection: once they show the request, the
+    // console has had its chance to record it.
+    gw.metrics_until("status=\"200\"").await;
+    let o = get(&gw, "/admin/overview").await;
+    assert_eq!(o["collecting"], false);
+    assert_eq!(o["hour"]["requests"], 0);
+    assert!(get(&gw, "/admin/requests").await["requests"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn bodies_are_kept_redacted_and_bounded_only_when_asked() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        "log:\n  capture_bodies: true\nconsole:\n  max_body_chars: 60\n",
+    ))
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth("alice-key")
+        .json(&json!({"model": "duo", "api_key": "sk-in-the-body-123", "messages": [{"role": "user", "content": "a long question ".repeat(20)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list = records_until(&gw, |r| r["status"] == 200).await;
+    let body = list["requests"][0]["body"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a captured body in {list}"))
+        .to_owned();
+    assert!(!body.contains("sk-in-the-body-123"), "{body}");
+    assert!(body.contains("[redacted]"), "{body}");
+    assert_eq!(
+        body.chars().count(),
+        61,
+        "60 characters and an ellipsis: {body}"
+    );
+}
+
+#[tokio::test]
+async fn keys_made_at_run_time_work_persist_and_can_be_revoked() {
+    let up = upstream().await;
+    let dir = TempDir::new();
+    let store_path = dir.0.join("store.redb");
+    let body = config(&up, &format!("store:\n  path: {}\n", store_path.display()));
+    let gw = Gateway::start(&body).await;
+
+    let (status, made) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "ci-bot", "rpm": 2})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert_eq!(made["last4"], key[key.len() - 4..]);
+    assert_eq!(chat(&gw, &key, None).await.status(), 200);
+    assert_eq!(chat(&gw, &key, None).await.status(), 200);
+    let limited = chat(&gw, &key, None).await;
+    assert_eq!(
+        limited.status(),
+        429,
+        "rpm 2 holds for a key made at run time"
+    );
+
+    // Names are unique across both sources; bad bodies are refused.
+    for (body, want) in [
+        (json!({"name": "ci-bot"}), 409),
+        (json!({"name": "alice"}), 409),
+        (json!({"name": "bad name"}), 400),
+        (json!({"name": "x", "rpm": -1}), 400),
+        (json!({"rpm": 1}), 400),
+    ] {
+        let (got, v) = admin(
+            &gw,
+            reqwest::Method::POST,
+            "/admin/keys",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(got, want, "{body} → {v}");
+    }
+    let (got, _) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/admin/keys/alice",
+        Some(json!({"rpm": 1})),
+    )
+    .await;
+    assert_eq!(got, 409, "config keys are changed in the config file");
+
+    // Lifting the limit takes effect at once; the list shows the key masked.
+    let (got, v) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/admin/keys/ci-bot",
+        Some(json!({"rpm": null, "models": ["duo"]})),
+    )
+    .await;
+    assert_eq!(got, 200, "{v}");
+    assert_eq!(chat(&gw, &key, None).await.status(), 200);
+    let list = get(&gw, "/admin/keys").await;
+    assert_eq!(list["store"], "file");
+    let listed = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci-bot")
+        .unwrap()
+        .clone();
+    assert_eq!(listed["source"], "console");
+    assert_eq!(listed["rpm"], Value::Null);
+    assert!(
+        !list.to_string().contains(&key),
+        "the key is shown once only"
+    );
+
+    // The embedded store keeps it across a restart.
+    drop(gw);
+    let gw = Gateway::start(&body).await;
+    assert_eq!(chat(&gw, &key, None).await.status(), 200, "{}", gw.log());
+
+    let (got, _) = admin(&gw, reqwest::Method::DELETE, "/admin/keys/ci-bot", None).await;
+    assert_eq!(got, 204);
+    assert_eq!(chat(&gw, &key, None).await.status(), 401);
+    let (got, _) = admin(&gw, reqwest::Method::DELETE, "/admin/keys/ci-bot", None).await;
+    assert_eq!(got, 404);
+    drop(gw);
+    let gw = Gateway::start(&body).await;
+    assert_eq!(
+        chat(&gw, &key, None).await.status(),
+        401,
+        "revoked stays revoked"
+    );
+}
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots")
+}
+
+/// Opens a page of the console (by its hash) and waits until it has drawn.
+async fn open(b: &mut cdp::Browser, page: &str) {
+    b.eval(&format!("location.hash = '#/{page}'; true")).await;
+    b.wait_for(&format!(
+        "document.querySelector('#page').dataset.ready === '{}'",
+        page.split('/').next().unwrap_or(page)
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_real_browser_with_two_replicas() {
+    let redis = RedisServer::start();
+    let up = upstream().await;
+    let body = config(
+        &up,
+        &format!(
+            "store:\n  redis_url: {}\n  key_prefix: \"ui{}:\"\n",
+            redis.url,
+            std::process::id()
+        ),
+    );
+    let gw1 = Gateway::start(&body).await;
+    let gw2 = Gateway::start(&body).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&gw1, "alice-key", Some("sess-ui")).await.status(), 200);
+    }
+    let shots = screenshots();
+
+    let mut b = cdp::Browser::launch().await;
+    b.viewport(1280, 800, false).await;
+    b.navigate(&format!("{}/ui/", gw1.url())).await;
+    b.wait_for(
+        "document.querySelector('#signin-view') && !document.querySelector('#signin-view').hidden",
+    )
+    .await;
+    b.eval(&format!(
+        "document.querySelector('#admin-key').value = '{ADMIN}'; document.querySelector('#signin').requestSubmit(); true"
+    ))
+    .await;
+
+    // Overview: the requests made show in the hour's numbers and charts.
+    b.wait_for("document.querySelector('#page').dataset.ready === 'overview'")
+        .await;
+    let shown = b
+        .wait_for("document.querySelector('[data-requests]')?.dataset.requests === '3'")
+        .await;
+    assert_eq!(shown, true);
+    let charts = b
+        .eval("document.querySelectorAll('#charts svg polyline').length")
+        .await;
+    assert!(charts.as_u64().unwrap() >= 7, "{charts}");
+    b.screenshot(&shots.join("overview.png")).await;
+
+    // Providers: health and the key masked to its last four.
+    open(&mut b, "providers").await;
+    let keys = b
+        .eval("document.querySelector('[data-provider=a] .keys').textContent")
+        .await;
+    assert_eq!(keys, "…9876");
+    let text = b.eval("document.body.innerText").await;
+    assert!(!text.as_str().unwrap().contains(PROVIDER_KEY));
+    assert!(text.as_str().unwrap().contains("healthy"));
+    b.screenshot(&shots.join("providers.png")).await;
+
+    // Logical models: duo's one upstream served all of its traffic.
+    open(&mut b, "models").await;
+    let share = b
+        .eval("document.querySelector('[data-model=duo] .live-share').textContent")
+        .await;
+    assert_eq!(share, "100 %");
+    b.screenshot(&shots.join("models.png")).await;
+
+    // Requests: a request made now appears in the live tail; a click shows it.
+    open(&mut b, "requests").await;
+    b.wait_for(
+        "document.querySelector('#tail') && document.querySelectorAll('#tail tr').length === 3",
+    )
+    .await;
+    b.wait_for("document.querySelector('h2 .live:not(.off)')")
+        .await;
+    assert_eq!(chat(&gw1, "bob-key", None).await.status(), 200);
+    let row = b
+        .wait_for("[...document.querySelectorAll('#tail tr')].find(tr => tr.textContent.includes('bob'))?.dataset.id")
+        .await;
+    b.eval(&format!(
+        "document.querySelector('#tail tr[data-id=\"{}\"]').click(); true",
+        row.as_str().unwrap()
+    ))
+    .await;
+    b.wait_for(&format!(
+        "document.querySelector('#request-detail').dataset.id === '{}'",
+        row.as_str().unwrap()
+    ))
+    .await;
+    let detail = b
+        .eval("document.querySelector('#request-detail').innerText")
+        .await;
+    let detail = detail.as_str().unwrap();
+    assert!(
+        detail.contains("bob") && detail.contains("m-a") && detail.contains("$0.013"),
+        "{detail}"
+    );
+    b.screenshot(&shots.join("requests.png")).await;
+
+    // Sessions: the binding made by alice's requests.
+    open(&mut b, "sessions/sess-ui").await;
+    let binding = b
+        .wait_for("document.querySelector('#binding')?.innerText")
+        .await;
+    assert!(binding.as_str().unwrap().contains("a/m-a"), "{binding}");
+    b.screenshot(&shots.join("sessions.png")).await;
+
+    // Keys: make one; it works on this replica and on the other one at once.
+    open(&mut b, "keys").await;
+    b.eval("document.querySelector('#new-name').value = 'ui-key'; document.querySelector('#new-rpm').value = '50'; document.querySelector('#create-key').requestSubmit(); true")
+        .await;
+    let key = b
+        .wait_for("document.querySelector('#new-key')?.textContent")
+        .await;
+    let key = key.as_str().unwrap().to_owned();
+    assert!(key.starts_with("sk-apx-"), "{key}");
+    b.wait_for("document.querySelector('#keys tr[data-key=ui-key]')")
+        .await;
+    b.screenshot(&shots.join("keys.png")).await;
+    assert_eq!(chat(&gw1, &key, None).await.status(), 200);
+    status_becomes(&gw2, &key, 200).await;
+
+    // Revoke it (two clicks): it stops working on both replicas.
+    b.eval("document.querySelector('#keys tr[data-key=ui-key] .revoke').click(); true")
+        .await;
+    b.eval("document.querySelector('#keys tr[data-key=ui-key] .revoke').click(); true")
+        .await;
+    b.wait_for("document.querySelector('#key-notice').textContent.includes('revoked')")
+        .await;
+    b.wait_for("!document.querySelector('#keys tr[data-key=ui-key]')")
+        .await;
+    assert_eq!(chat(&gw1, &key, None).await.status(), 401);
+    status_becomes(&gw2, &key, 401).await;
+
+    // Config: effective, no secret in it.
+    open(&mut b, "config").await;
+    let cfg = b
+        .eval("document.querySelector('#config-json').textContent")
+        .await;
+    let cfg = cfg.as_str().unwrap();
+    assert!(cfg.contains("\"duo\"") && cfg.contains("…9876"));
+    for secret in [PROVIDER_KEY, ADMIN, "alice-key"] {
+        assert!(!cfg.contains(secret), "{secret} shown");
+    }
+    b.screenshot(&shots.join("config.png")).await;
+
+    // Phone width: every page fits without sideways scrolling of the page.
+    b.viewport(390, 844, true).await;
+    for page in [
+        "overview",
+        "providers",
+        "models",
+        "requests",
+        "keys",
+        "config",
+    ] {
+        open(&mut b, page).await;
+        let fits = b
+            .eval("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            .await;
+        assert_eq!(fits, true, "{page} overflows at phone width");
+    }
+    open(&mut b, "overview").await;
+    b.screenshot(&shots.join("overview-phone.png")).await;
+
+    // Nothing went wrong in the browser.
+    b.eval("1").await;
+    assert!(
+        b.errors.is_empty(),
+        "browser console errors: {:#?}",
+        b.errors
+    );
+}
+
+#[test]
+fn console_limits_are_checked_by_dash_t() {
+    let dir = TempDir::new();
+    let path = dir.0.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "console:\n  recent_requests: 0\n  max_body_chars: 0\n  nope: 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("console"), "{err}");
+    std::fs::write(
+        &path,
+        "console:\n  recent_requests: 0\n  max_body_chars: 0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("console.recent_requests: must be between 1 and 1000000"),
+        "{err}"
+    );
+    assert!(
+        err.contains("console.max_body_chars: must be positive"),
+        "{err}"
+    );
+}
+
+/// Makes the README's picture, `docs/console.png`: the overview after a few
+/// minutes of mixed traffic over two upstreams (some failing, some unknown
+/// models). By hand: `cargo test --test console docs_screenshot -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/console.png; takes about three minutes"]
+async fn docs_screenshot() {
+    let fast = MockProvider::start(|_, n| {
+        Reply::json(200, openai_completion("gpt-4o-mini", "hi"))
+            .delay(Duration::from_millis(20 + (n as u64 * 37) % 60))
+    })
+    .await;
+    let slow = MockProvider::start(|_, n| {
+        if n % 17 == 5 {
+            Reply::json(500, r#"{"error":{"message":"overloaded"}}"#)
+        } else {
+            Reply::json(200, openai_completion("gpt-4o", "hello"))
+                .delay(Duration::from_millis(90 + (n as u64 * 53) % 150))
+        }
+    })
+    .await;
+    let body = format!(
+        "auth:\n  keys:\n    - {{ name: web, key: web-key }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - id: openai\n    kind: openai\n    base_url: \"{}\"\n    api_keys: [sk-openai-demo-0001]\n    retryable_status: \"429\"\n    pricing: {{ gpt-4o-mini: {{ input: 150, output: 600 }} }}\n  - id: azure\n    kind: openai\n    base_url: \"{}\"\n    api_keys: [sk-azure-demo-0002]\n    retryable_status: \"429\"\n    pricing: {{ gpt-4o: {{ input: 2500, output: 10000 }} }}\nmodels:\n  - name: fast\n    upstreams: [{{ provider: openai, model: gpt-4o-mini, weight: 3 }}, {{ provider: azure, model: gpt-4o, weight: 1 }}]\n",
+        fast.base_url(),
+        slow.base_url()
+    );
+    let gw = Gateway::start(&body).await;
+    let deadline = Instant::now() + Duration::from_secs(170);
+    let mut i = 0u32;
+    while Instant::now() < deadline {
+        let burst = 2 + ((f64::from(i) / 9.0).sin().abs() * 10.0) as usize;
+        let calls = (0..burst).map(|_| chat_model(&gw, "web-key", None, "fast"));
+        futures_util::future::join_all(calls).await;
+        if i.is_multiple_of(5) {
+            let _ = client()
+                .post(format!("{}/v1/chat/completions", gw.url()))
+                .bearer_auth("web-key")
+                .json(&json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}))
+                .send()
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        i += 1;
+    }
+    let mut b = cdp::Browser::launch().await;
+    b.viewport(1280, 800, false).await;
+    b.navigate(&format!("{}/ui/", gw.url())).await;
+    b.wait_for(
+        "document.querySelector('#signin-view') && !document.querySelector('#signin-view').hidden",
+    )
+    .await;
+    b.eval(&format!(
+        "document.querySelector('#admin-key').value = '{ADMIN}'; document.querySelector('#signin').requestSubmit(); true"
+    ))
+    .await;
+    b.wait_for("document.querySelector('#page').dataset.ready === 'overview'")
+        .await;
+    b.screenshot(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console.png"))
+        .await;
+    b.eval("1").await;
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+}
