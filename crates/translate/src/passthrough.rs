@@ -725,6 +725,18 @@ mod tests {
             .all(|e| !matches!(e, StreamEvent::TextDelta { text } if !text.is_empty())));
     }
 
+    /// Fuzz finding (response_decode): bytes the relay does not read are
+    /// left as they came, invalid UTF-8 included; only the model changes.
+    #[test]
+    fn renaming_touches_only_the_model_value() {
+        let body = b"{\"model\": \"gpt-5-nano\",\n \"service_tier\": \"defau\xf3t\"}";
+        let r = passthrough_body(Format::OpenAiChat, body, Some("fast")).unwrap();
+        assert_eq!(
+            r.renamed.unwrap(),
+            b"{\"model\": \"fast\",\n \"service_tier\": \"defau\xf3t\"}".to_vec()
+        );
+    }
+
     #[test]
     fn string_at_follows_paths_and_never_reads_past_the_end() {
         let s = br#" { "a" : [1, {"model":"no"}], "b":{"model" : "yes"} } "#;
