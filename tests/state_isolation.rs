@@ -237,11 +237,13 @@ async fn owned_bindings(redis: Option<&str>) {
     })
     .await;
     let cfg = format!(
-        "{}auth:\n  keys:\n    - {{ name: carol, key: carol-key }}\n    - {{ name: mallory, key: mallory-key }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: a, kind: openai, base_url: \"{}\", api_keys: [ka] }}\n  - {{ id: b, kind: openai, base_url: \"{}\", api_keys: [kb] }}\nmodels:\n  - name: m\n    upstreams: [{{ provider: a, model: ma, weight: 0.000001 }}, {{ provider: b, model: mb, weight: 1000000 }}]\n",
+        "{}auth:\n  keys:\n    - {{ name: carol, key: carol-key }}\n    - {{ name: mallory, key: mallory-key }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: a, kind: openai, base_url: \"{}\", api_keys: [ka] }}\n  - {{ id: b, kind: openai, base_url: \"{}\", api_keys: [kb, kb2] }}\nmodels:\n  - name: m\n    upstreams: [{{ provider: a, model: ma, weight: 0.000001 }}, {{ provider: b, model: mb, weight: 1000000 }}]\n",
         store_section(redis, "own:"),
         a.base_url(),
         b.base_url()
     );
+    // b has a second key: its 503 rests `kb` (routing.cooldowns), and b
+    // stays where the weights send everyone.
     let gw = Gateway::start(&cfg).await;
     let provider =
         |r: &reqwest::Response| r.headers()["x-debug-provider"].to_str().unwrap().to_owned();

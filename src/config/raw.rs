@@ -41,6 +41,9 @@ pub struct RawConfig {
     pub context: RawContext,
     #[serde(default)]
     pub limits: RawLimits,
+    /// The directory of filter rule files (default `filters/` beside the
+    /// config file).
+    pub filters_dir: Option<String>,
     #[serde(default)]
     pub console: RawConsole,
 }
@@ -90,12 +93,28 @@ pub struct RawServer {
     /// Seconds a streaming client may wait without a byte before it gets a
     /// keep-alive; 0 sends none.
     pub sse_keepalive_s: Option<u64>,
+    /// Longer model names get 400 (default 256 bytes).
+    pub max_model_name_bytes: Option<usize>,
+    /// A TLS client listener (HTTP/2 by ALPN).
+    pub tls: Option<RawTls>,
+}
+
+/// `server.tls`: where the TLS listener listens and its PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: OneOrMany,
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub level: Option<String>,
+    /// `text` (default) or `json`: one JSON object per access line.
+    pub access_format: Option<String>,
     /// Keep request bodies (redacted, bounded) in the console's request records.
     pub capture_bodies: Option<bool>,
 }
@@ -128,8 +147,63 @@ pub struct RawContext {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
-    /// How long a key or upstream that failed stays out of rotation.
+    /// How long a key the provider refused (401/403) stays out of rotation.
     pub cooldown_seconds: Option<u64>,
+    /// Overall deadline of one request until its answer starts.
+    pub request_timeout_ms: Option<u64>,
+    /// Most model names one request may give (`model` plus `models`).
+    pub max_models: Option<usize>,
+    /// Most upstream attempts one request may make.
+    pub max_attempts: Option<u32>,
+    /// Passes over every candidate when all failed with retryable errors.
+    pub retry_rounds: Option<u32>,
+    /// Pause before the second pass, doubled for each further one.
+    pub retry_backoff_ms: Option<u64>,
+    #[serde(default)]
+    pub scoring: RawScoring,
+    #[serde(default)]
+    pub breaker: RawBreaker,
+    #[serde(default)]
+    pub cooldowns: RawCooldowns,
+    /// Requests (or tokens, scaled) left on a key below which routing steers
+    /// away from it before the provider answers 429.
+    pub ratelimit_reserve: Option<u64>,
+}
+
+/// `routing.scoring`: how candidates are scored (docs/routing.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScoring {
+    /// `adaptive` (default) or `weighted` (configured weights only).
+    pub mode: Option<String>,
+    pub ewma_alpha: Option<f64>,
+    pub latency_exponent: Option<f64>,
+    pub error_exponent: Option<f64>,
+    pub inflight_weight: Option<f64>,
+    pub min_factor: Option<f64>,
+    pub window_seconds: Option<u64>,
+    pub stale_after_seconds: Option<u64>,
+}
+
+/// `routing.breaker`: the circuit breaker per (provider, model).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<u32>,
+    pub error_rate: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub open_ms: Option<u64>,
+    pub max_open_ms: Option<u64>,
+}
+
+/// `routing.cooldowns`: how long a key rests after a failure, by cause.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCooldowns {
+    pub rate_limited_seconds: Option<u64>,
+    pub server_error_seconds: Option<u64>,
+    pub network_seconds: Option<u64>,
+    pub max_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,12 +226,20 @@ pub struct RawKey {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub models: Option<Vec<String>>,
+    /// Spending limit in USD per `budget_period`, across replicas.
+    pub budget_usd: Option<f64>,
+    /// `day` (default) or `month`, in UTC.
+    pub budget_period: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub id: String,
+    /// A display name.
+    pub name: Option<String>,
+    /// The model-list path (e.g. `/v1/models`), when not the API's usual one.
+    pub models_path: Option<String>,
     pub kind: String,
     pub base_url: String,
     #[serde(default)]
@@ -177,6 +259,22 @@ pub struct RawProvider {
     /// Prices per million tokens, for the cost metric.
     #[serde(default)]
     pub pricing: BTreeMap<String, RawPrice>,
+    /// Where the provider runs (for `preferred_region` in `/routing/decide`).
+    pub region: Option<String>,
+    /// Most requests in flight to this provider at once.
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent to this provider.
+    pub max_qps: Option<u32>,
+    /// Active health checks: the model list on an interval.
+    pub health_check: Option<RawHealthCheck>,
+}
+
+/// `providers[].health_check`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub interval_s: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -184,6 +282,9 @@ pub struct RawProvider {
 pub struct RawPrice {
     pub input: f64,
     pub output: f64,
+    /// Price of input tokens read from the provider's prompt cache; absent:
+    /// they are charged as input.
+    pub cached_input: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
