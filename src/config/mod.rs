@@ -94,6 +94,9 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Client connections open at once; past it new ones get 503.
     pub max_connections: usize,
+    /// A streaming client that got no byte for this long gets an SSE
+    /// keep-alive (load balancers cut idle connections at 60 s); `None`: off.
+    pub sse_keepalive: Option<Duration>,
     /// Longer model names get 400.
     pub max_model_name_bytes: usize,
     /// The TLS client listener, when configured.
@@ -336,6 +339,11 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Pingora's own hard cap on a request head.
 pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// Seconds without a byte before a streaming client gets a keep-alive:
+/// well under the 60 s idle cut of common load balancers.
+pub const DEFAULT_SSE_KEEPALIVE_S: u64 = 15;
+/// The longest keep-alive interval accepted.
+pub const MAX_SSE_KEEPALIVE_S: u64 = 3600;
 
 impl Config {
     /// Reads, parses and resolves `path`, with the filter files of
@@ -626,6 +634,11 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             problems.push(format!("server.{key}: must be positive"));
         }
     }
+    if s.sse_keepalive_s.is_some_and(|k| k > MAX_SSE_KEEPALIVE_S) {
+        problems.push(format!(
+            "server.sse_keepalive_s: at most {MAX_SSE_KEEPALIVE_S} (0 turns keep-alives off)"
+        ));
+    }
     if let Some(b) = s.max_header_bytes {
         if !(1024..=MAX_MAX_HEADER_BYTES as u64).contains(&b) {
             problems.push(format!(
@@ -673,6 +686,10 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             .max_connections
             .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
             .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        sse_keepalive: match s.sse_keepalive_s.unwrap_or(DEFAULT_SSE_KEEPALIVE_S) {
+            0 => None,
+            k => Some(Duration::from_secs(k)),
+        },
         max_model_name_bytes: s
             .max_model_name_bytes
             .unwrap_or(crate::model_name::DEFAULT_MAX_MODEL_NAME_BYTES),

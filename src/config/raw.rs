@@ -90,6 +90,9 @@ pub struct RawServer {
     pub write_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
+    /// Seconds a streaming client may wait without a byte before it gets a
+    /// keep-alive; 0 sends none.
+    pub sse_keepalive_s: Option<u64>,
     /// Longer model names get 400 (default 256 bytes).
     pub max_model_name_bytes: Option<usize>,
     /// A TLS client listener (HTTP/2 by ALPN).

@@ -177,8 +177,8 @@ pub fn record(rt: &Runtime, ctx: &RequestCtx, elapsed: Duration) {
         if let Some(u) = all.get_mut(k) {
             u.requests += 1;
             u.errors += u64::from(r.status >= 400);
-            u.input_tokens += r.input_tokens;
-            u.output_tokens += r.output_tokens;
+            u.input_tokens = u.input_tokens.saturating_add(r.input_tokens);
+            u.output_tokens = u.output_tokens.saturating_add(r.output_tokens);
             u.cost_usd += cost.unwrap_or(0.0);
             u.last_used = Some(now);
             u.count(secs);

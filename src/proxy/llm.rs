@@ -15,7 +15,7 @@ use pingora::proxy::Session;
 use super::ctx::{RequestCtx, ServedBy};
 use super::encode::BodyEncoder;
 use super::failover::{self, AttemptError, FailedAttempt, FailureContext, NextStep};
-use super::relay::{self, Outcome, RelayPlan};
+use super::relay::{self, Outcome, RelayPlan, Waited};
 use super::request::{self, LlmRoute, Parsed};
 use super::respond::{self, Headers};
 use super::upstream_error::{contains_key, upstream_message};
@@ -103,10 +103,15 @@ pub async fn handle(
             if ctx.attempts >= routing.max_attempts {
                 break 'rounds;
             }
-            match attempts
+            let tried = attempts
                 .try_candidate(session, ctx, c, &mut parsed, headers)
-                .await?
-            {
+                .await;
+            // With keep-alives sent the event stream is open: errors end it.
+            let tried = match tried {
+                Ok(t) => t,
+                Err(e) => return relay::close_or_err(session, ctx, fmt, e).await,
+            };
+            match tried {
                 Tried::Answered => return Ok(()),
                 Tried::Failed if n + 1 < candidates.len() => {
                     metrics::FAILOVERS
@@ -117,7 +122,7 @@ pub async fn handle(
             }
         }
     }
-    Err(failover::all_failed(&attempts.failures))
+    relay::close_or_err(session, ctx, fmt, failover::all_failed(&attempts.failures)).await
 }
 
 /// Reads the body (bounded by `server.max_body_bytes`) and parses it.
@@ -532,24 +537,41 @@ impl Attempts<'_> {
         ctx.upstream_model.clone_from(&c.model);
         let sent_at = Instant::now();
         let left = self.deadline.saturating_duration_since(sent_at);
-        let result = tokio::select! {
-            r = tokio::time::timeout(left, http::send(&self.gw.connector, provider, Outgoing {
-                method: "POST",
-                path: &path,
-                body,
-                stream: parsed.stream,
-                headers: out_headers,
-                edits: edits.as_ref(),
-            })) => match r {
-                Ok(r) => r,
-                Err(_) => return Err(deadline_passed(self.rt)),
-            },
-            _ = super::client_gone(session) => {
-                ctx.client_gone = true;
-                ctx.status = 499;
-                return Ok(Attempt::Answered);
-            }
-        };
+        let keepalive = self
+            .rt
+            .config
+            .server
+            .sse_keepalive
+            .filter(|_| parsed.stream);
+        let sending = tokio::time::timeout(
+            left,
+            http::send(
+                &self.gw.connector,
+                provider,
+                Outgoing {
+                    method: "POST",
+                    path: &path,
+                    body,
+                    stream: parsed.stream,
+                    headers: out_headers,
+                    edits: edits.as_ref(),
+                },
+            ),
+        );
+        let result =
+            match relay::wait_keeping_alive(session, ctx, headers, self.fmt, keepalive, sending)
+                .await
+            {
+                Waited::Ready(Ok(r)) => r,
+                Waited::Ready(Err(_)) => return Err(deadline_passed(self.rt)),
+                Waited::ClientGone => {
+                    ctx.client_gone = true;
+                    if ctx.status == 0 {
+                        ctx.status = 499;
+                    }
+                    return Ok(Attempt::Answered);
+                }
+            };
         ctx.upstream_wait += sent_at.elapsed();
         let mut resp = match result {
             Ok(r) => r,
@@ -583,6 +605,7 @@ impl Attempts<'_> {
             model_override: c.logical.then(|| c.requested.clone()),
             include_usage: parsed.include_usage,
             provider_keys: &provider.config.api_keys,
+            keepalive,
         };
         match relay::relay(session, ctx, &mut resp, &plan, headers).await {
             Outcome::Done => {
@@ -686,6 +709,13 @@ impl Attempts<'_> {
         headers: &Headers,
     ) -> Result<(), GatewayError> {
         let status = refusal.status;
+        if ctx.inflight_stream {
+            // Keep-alives opened the stream: the refusal becomes its error event.
+            return Err(GatewayError::upstream(
+                status,
+                format!("{}{message}", provider.config.id),
+            ));
+        }
         ctx.status = status;
         let mut h = headers.clone();
         h.retain(|(k, _)| !k.starts_with("x-debug-"));

@@ -7,7 +7,6 @@ pub mod ctx;
 pub mod encode;
 pub mod failover;
 pub mod llm;
-pub mod passthrough;
 pub mod relay;
 pub mod request;
 pub mod respond;
