@@ -160,15 +160,33 @@ mod tests {
         let sc = RoutingSettings::default().scoring;
         let s = score_group(
             &[
-                input(Some(10.0), 0.0, 50),
-                input(Some(10.0), 0.0, 50),
-                input(Some(100.0), 0.0, 50),
+                input(Some(200.0), 0.0, 50),
+                input(Some(200.0), 0.0, 50),
+                input(Some(2000.0), 0.0, 50),
             ],
             &sc,
         );
         let total: f64 = s.iter().map(|x| x.0).sum();
         let slow = s[2].0 / total;
         assert!(slow < 0.01, "slow share {slow}");
+    }
+
+    #[test]
+    fn jitter_of_a_few_milliseconds_moves_no_traffic() {
+        let sc = RoutingSettings::default().scoring;
+        let s = score_group(&[input(Some(1.0), 0.0, 50), input(Some(3.0), 0.0, 50)], &sc);
+        let share = s[1].0 / (s[0].0 + s[1].0);
+        assert!(share > 0.45, "3 ms vs 1 ms got {share}");
+        // Without the slack the same jitter would take most of its share.
+        let bare = Scoring {
+            latency_slack_ms: 0.0,
+            ..sc
+        };
+        let s = score_group(
+            &[input(Some(1.0), 0.0, 50), input(Some(3.0), 0.0, 50)],
+            &bare,
+        );
+        assert!(s[1].0 / (s[0].0 + s[1].0) < 0.05);
     }
 
     #[test]
