@@ -445,6 +445,8 @@ def big_bodies(sv, ports, work, env):
         ("translated", "Anthropic→OpenAI (translated)", "/v1/messages",
          {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}),
     ]
+    only = {c for c in os.environ.get("BENCH_BIG_BODY_CASES", "").split(",") if c}
+    cases = [c for c in cases if not only or c[0] in only]
     out = {"body_bytes": len(body), "clients": BIG_BODY_CLIENTS, "rounds": rounds, "cases": {}}
     for key, label, path, headers in cases:
         name, metrics = f"apiproxy_big_{key}", f"metrics_big_{key}"

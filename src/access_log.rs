@@ -54,6 +54,19 @@ pub fn write(line: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Appends one line as it is (a JSON access line carries its own time).
+pub fn write_raw(line: &str) {
+    let full = {
+        let mut b = BUFFER.lock();
+        b.extend_from_slice(line.as_bytes());
+        b.push(b'\n');
+        b.len() >= FLUSH_BYTES
+    };
+    if full {
+        flush();
+    }
+}
+
 /// Writes out what is buffered.
 pub fn flush() {
     let pending = {
@@ -64,4 +77,223 @@ pub fn flush() {
         std::mem::replace(&mut *b, Vec::with_capacity(FLUSH_BYTES))
     };
     let _ = std::io::stderr().lock().write_all(&pending);
+}
+
+/// The most characters of one field written to the access log; longer
+/// values end in `...`. Keeps a line bounded whatever a client sends.
+pub const MAX_FIELD_CHARS: usize = 200;
+
+/// How access lines are written (`log.access_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessFormat {
+    /// `key=value` pairs after the method, path, status and time.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One request as the access log tells it. Strings are written escaped and
+/// capped (see [`field`]); none of them may hold a secret.
+#[derive(Debug, Default)]
+pub struct AccessRecord<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub key: Option<&'a str>,
+    /// Client format (`openai_chat`, `anthropic`, ...).
+    pub format: Option<&'a str>,
+    /// The model the client asked for.
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub upstream_model: &'a str,
+    pub attempts: u32,
+    pub stream: bool,
+    pub total_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub overhead_ms: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub cost_usd: Option<f64>,
+    pub client_gone: bool,
+    pub error: Option<String>,
+}
+
+/// `s` made safe for one log field: control characters, spaces, quotes and
+/// backslashes as `\xNN` (so a client cannot start a new line or forge a
+/// `key=value` pair), at most [`MAX_FIELD_CHARS`] characters kept.
+pub fn field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_FIELD_CHARS + 8));
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_FIELD_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() || c == ' ' || c == '"' || c == '\\' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `s` for a quoted field (the last one, `error="..."`): spaces kept for
+/// reading, quotes, backslashes and control characters escaped, capped.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_FIELD_CHARS + 8));
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_FIELD_CHARS {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            ' ' => out.push(' '),
+            c if c.is_control() || c == '"' || c == '\\' => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `s` capped for a JSON field (JSON itself escapes the rest).
+fn capped(s: &str) -> String {
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+impl AccessRecord<'_> {
+    /// Writes the record in `format` to the access log.
+    pub fn write(&self, format: AccessFormat) {
+        match format {
+            AccessFormat::Text => write(format_args!("{}", self.text())),
+            AccessFormat::Json => write_raw(&self.json()),
+        }
+    }
+
+    /// The line in `format`, without its newline (text lines get their
+    /// timestamp prefix from [`write`]).
+    pub fn render(&self, format: AccessFormat) -> String {
+        match format {
+            AccessFormat::Text => self.text(),
+            AccessFormat::Json => self.json(),
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut line = format!(
+            "{} {} {} {}ms key={} model={} upstream={}/{} attempts={} stream={} tokens={}/{}",
+            field(self.method),
+            field(self.path),
+            self.status,
+            self.total_ms.round(),
+            field(self.key.unwrap_or("-")),
+            field(or_dash(self.model)),
+            field(or_dash(self.provider)),
+            field(or_dash(self.upstream_model)),
+            self.attempts,
+            self.stream,
+            self.input_tokens,
+            self.output_tokens,
+        );
+        if let Some(c) = self.cost_usd {
+            line.push_str(&format!(" cost={}", crate::pricing::format_usd(c)));
+        }
+        if self.client_gone {
+            line.push_str(" client_gone");
+        }
+        if let Some(e) = &self.error {
+            line.push_str(&format!(" error=\"{}\"", quoted(e)));
+        }
+        line
+    }
+
+    fn json(&self) -> String {
+        let round3 = |ms: f64| (ms * 1000.0).round() / 1000.0;
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as f64 / 1000.0)
+            .unwrap_or(0.0);
+        serde_json::json!({
+            "ts": ts,
+            "method": capped(self.method),
+            "path": capped(self.path),
+            "status": self.status,
+            "key": self.key.map(capped),
+            "format": self.format,
+            "model": capped(self.model),
+            "provider": capped(self.provider),
+            "upstream_model": capped(self.upstream_model),
+            "attempts": self.attempts,
+            "stream": self.stream,
+            "total_ms": round3(self.total_ms),
+            "ttft_ms": self.ttft_ms.map(round3),
+            "overhead_ms": round3(self.overhead_ms),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_tokens,
+            "cost_usd": self.cost_usd,
+            "client_gone": self.client_gone,
+            "error": self.error.as_deref().map(capped),
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_escaped_and_capped() {
+        assert_eq!(field("gpt-4o"), "gpt-4o");
+        assert_eq!(field("a\nb c\"\\"), "a\\x0ab\\x20c\\x22\\x5c");
+        assert_eq!(field("\u{7f}\u{85}"), "\\x7f\\xc2\\x85");
+        let long = "m".repeat(10_000);
+        assert_eq!(field(&long).len(), MAX_FIELD_CHARS + 3);
+        assert_eq!(capped(&long).len(), MAX_FIELD_CHARS + 3);
+    }
+
+    #[test]
+    fn a_forged_line_stays_one_line() {
+        let r = AccessRecord {
+            method: "POST",
+            path: "/v1/chat/completions",
+            model: "x\n[0.000 access] GET /admin 200 key=root",
+            ..AccessRecord::default()
+        };
+        for f in [AccessFormat::Text, AccessFormat::Json] {
+            let line = r.render(f);
+            assert!(!line.contains('\n'), "{line}");
+        }
+        assert!(!r.render(AccessFormat::Text).contains(" key=root"));
+        let e = AccessRecord {
+            error: Some("broken \"pipe\"\nx".into()),
+            ..AccessRecord::default()
+        };
+        assert!(e
+            .render(AccessFormat::Text)
+            .ends_with(r#" error="broken \x22pipe\x22\x0ax""#));
+        let v: serde_json::Value = serde_json::from_str(&r.render(AccessFormat::Json)).unwrap();
+        assert_eq!(v["model"], "x\n[0.000 access] GET /admin 200 key=root");
+    }
 }

@@ -7,7 +7,7 @@ use apiproxy_store::json_size;
 use apiproxy_translate::{Format, Usage};
 use serde_json::{json, Value};
 
-use crate::proxy::request::{Field, RawBody};
+use crate::proxy::request::{Field, Last, RawBody};
 
 /// Shortens every string in `v` to at most `max` characters.
 pub fn truncate_strings(v: &mut Value, max: usize) {
@@ -29,13 +29,19 @@ pub fn truncate_strings(v: &mut Value, max: usize) {
 /// that turn is decoded from the client's bytes.
 pub fn request_snippet(fmt: Format, body: &RawBody, model: &str, max: usize) -> Value {
     let last = match fmt {
-        Format::OpenAiChat | Format::Anthropic => body.last_element(Field::Messages).ok().flatten(),
-        Format::Gemini => body.last_element(Field::Contents).ok().flatten(),
+        Format::OpenAiChat | Format::Anthropic => body.last_element(Field::Messages),
+        Format::Gemini => body.last_element(Field::Contents),
         Format::OpenAiResponses => match body.last_element(Field::Input) {
-            Ok(last) => last,
             // `input` as one string (or any other single value).
-            Err(()) => body.value(Field::Input),
+            Last::NotAnArray => body
+                .value(Field::Input)
+                .map_or(Last::Nothing, Last::Element),
+            last => last,
         },
+    };
+    let last = match last {
+        Last::Element(v) => Some(v),
+        Last::Nothing | Last::NotAnArray => None,
     };
     let mut snippet = json!({
         "model": model,

@@ -20,15 +20,20 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod compat;
 pub mod config;
 pub mod console;
 pub mod context;
 pub mod drain;
 pub mod error;
+pub mod filters;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod model_name;
+pub mod pricing;
 pub mod proxy;
 pub mod routing;
 pub mod service;
+pub mod tls;
 pub mod upstream;

@@ -24,9 +24,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser, Debug)]
 #[command(name = "apiproxy", version, about = "An AI gateway on Pingora")]
 struct Cli {
-    /// The config file.
-    #[arg(short = 'c', long = "conf", default_value = "conf/apiproxy.yaml")]
-    conf: PathBuf,
+    /// The config file (default conf/apiproxy.yaml; without -c, APIProxy's
+    /// LLM_PROVIDERS environment configuration is used when it is set).
+    #[arg(short = 'c', long = "conf")]
+    conf: Option<PathBuf>,
     /// Check the config file and exit.
     #[arg(short = 't', long = "test")]
     test: bool,
@@ -39,8 +40,16 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let config = match Config::load(&cli.conf) {
+    let mut cli = Cli::parse();
+    // An empty path is the environment configuration (`Config::load`).
+    let conf_path = cli.conf.take().unwrap_or_else(|| {
+        if std::env::var_os("LLM_PROVIDERS").is_some() {
+            PathBuf::new()
+        } else {
+            PathBuf::from("conf/apiproxy.yaml")
+        }
+    });
+    let config = match Config::load(&conf_path) {
         Ok(c) => c,
         Err(problems) => {
             for p in &problems {
@@ -103,6 +112,7 @@ fn main() {
     };
     let listen = s.listen.clone();
     let metrics_listen = s.metrics_listen.clone();
+    let tls = s.tls.clone();
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
@@ -125,6 +135,25 @@ fn main() {
     for addr in &listen {
         proxy.add_tcp(addr);
     }
+    if let Some(t) = &tls {
+        // Its own service: h2 needs Pingora's own connection loop (the
+        // client listener above reads HTTP/1 heads itself).
+        let mut tls_proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Gateway::new(runtime.clone(), state.clone()),
+            "apiproxy-tls",
+        );
+        match apiproxy::tls::add_listener(&mut tls_proxy, t) {
+            Ok(reloader) => {
+                server.add_service(tls_proxy);
+                server.add_service(background_service("tls certificates", reloader));
+            }
+            Err(e) => {
+                eprintln!("server.tls: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     server.add_service(proxy);
 
     if let Some(addr) = metrics_listen {
@@ -142,7 +171,7 @@ fn main() {
         "config reload",
         Reloader {
             runtime,
-            path: cli.conf,
+            path: conf_path,
             refresher,
         },
     ));

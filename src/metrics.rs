@@ -2,9 +2,11 @@
 //! Prometheus service on `server.metrics_listen`).
 
 use once_cell::sync::Lazy;
+
+use crate::routing::Runtime;
 use prometheus::{
     register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    CounterVec, HistogramVec, IntCounterVec, IntGauge,
+    register_int_gauge_vec, CounterVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -67,12 +69,12 @@ pub static TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {
     ))
 });
 
-/// Cost in USD from configured prices.
+/// Cost in USD, by provider, upstream model and client key.
 pub static COST: Lazy<CounterVec> = Lazy::new(|| {
     must(register_counter_vec!(
         "apiproxy_cost_usd_total",
-        "Cost in US dollars, from the providers' configured prices",
-        &["provider", "model"]
+        "Cost in US dollars, from the built-in price table or the providers' pricing",
+        &["provider", "model", "key"]
     ))
 });
 
@@ -103,6 +105,16 @@ pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
     ))
 });
 
+/// 1 while a provider is out of rotation after failures (its breaker is
+/// open), else 0; by configured provider id.
+pub static BREAKER_OPEN: Lazy<IntGaugeVec> = Lazy::new(|| {
+    must(register_int_gauge_vec!(
+        "apiproxy_upstream_breaker_open",
+        "1 while the provider cools down after failures (out of rotation), else 0",
+        &["provider"]
+    ))
+});
+
 pub static INFLIGHT_REQUESTS: Lazy<IntGauge> = Lazy::new(|| {
     must(register_int_gauge!(
         "apiproxy_inflight_requests",
@@ -128,6 +140,60 @@ pub fn init() {
     Lazy::force(&ATTEMPTS);
     Lazy::force(&FAILOVERS);
     Lazy::force(&RATE_LIMITED);
+    Lazy::force(&BREAKER_OPEN);
     Lazy::force(&INFLIGHT_REQUESTS);
     Lazy::force(&INFLIGHT_STREAMS);
+}
+
+/// The label value for a model a client asked for: only names the gateway
+/// knows (a logical model, a name some provider's catalog lists, or
+/// `provider-id/model` with the model in that provider's catalog) become
+/// labels; anything else is `other`, so a client inventing names cannot
+/// create series without bound.
+pub fn model_label<'a>(rt: &Runtime, requested: &'a str) -> &'a str {
+    if requested.is_empty() {
+        return "-";
+    }
+    if rt.config.logical_model(requested).is_some() {
+        return requested;
+    }
+    if let Some((pid, model)) = requested.split_once('/') {
+        if rt.provider(pid).is_some_and(|p| p.serves(model)) {
+            return requested;
+        }
+    }
+    if rt.providers.iter().any(|p| p.serves(requested)) {
+        return requested;
+    }
+    "other"
+}
+
+/// The label value for the model sent to `provider`: a configured upstream
+/// model or one in the provider's catalog, else `other`.
+pub fn upstream_model_label<'a>(rt: &Runtime, provider: &str, model: &'a str) -> &'a str {
+    if model.is_empty() {
+        return "-";
+    }
+    let Some(p) = rt.provider(provider) else {
+        return "other";
+    };
+    let configured = rt.config.models.iter().any(|m| {
+        m.upstreams
+            .iter()
+            .any(|u| u.model == model && rt.providers[u.provider].id() == provider)
+    });
+    if configured || p.serves(model) {
+        model
+    } else {
+        "other"
+    }
+}
+
+/// Sets the breaker gauge of every provider (a handful: done per request).
+pub fn record_breakers(rt: &Runtime) {
+    for p in &rt.providers {
+        BREAKER_OPEN
+            .with_label_values(&[p.id()])
+            .set(i64::from(p.health.cooling()));
+    }
 }

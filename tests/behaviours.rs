@@ -121,18 +121,20 @@ async fn gateway_wide_rpm_is_shared_by_every_key() {
 
 #[tokio::test]
 async fn gateway_wide_tpm_counts_the_tokens_of_every_key() {
-    // Every answer reports 10 tokens; the gateway allows 15 a minute.
+    // Every answer reports 10 tokens; the gateway allows 30 a minute. A
+    // request reserves its estimate at admission (58 body bytes: 15 tokens)
+    // and settles to the 10 it used once answered.
     let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
     let gw = Gateway::start(&format!(
-        "limits:\n  tpm: 15\nauth:\n  keys:\n    - {{ name: alice, key: alice-key }}\n    - {{ name: bob, key: bob-key }}\nproviders:\n{}",
+        "limits:\n  tpm: 30\nauth:\n  keys:\n    - {{ name: alice, key: alice-key }}\n    - {{ name: bob, key: bob-key }}\nproviders:\n{}",
         provider("p", &up, "")
     ))
     .await;
     assert_eq!(chat(&gw, Some("alice-key"), ask("p/m")).await.status(), 200);
-    // 10 of 15 used: the next one is still let through.
+    // 10 (or, before settlement, 15) of 30 used: another 15 still fit.
     assert_eq!(chat(&gw, Some("bob-key"), ask("p/m")).await.status(), 200);
-    // Tokens are counted once an answer is done, so the refusal comes as
-    // soon as the 20 tokens have been counted (poll, bounded).
+    // With 20 used, 15 more do not fit; settlement is written in the
+    // background, so poll (bounded).
     let mut refused = None;
     for _ in 0..60 {
         let r = chat(&gw, Some("bob-key"), ask("p/m")).await;
@@ -143,7 +145,7 @@ async fn gateway_wide_tpm_counts_the_tokens_of_every_key() {
         assert_eq!(r.status(), 200);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let r = refused.expect("a request refused once 20 of 15 tokens were used");
+    let r = refused.expect("a request refused once 20 of 30 tokens were used");
     assert!((1..=60).contains(&retry_after(&r)));
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");

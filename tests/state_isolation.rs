@@ -199,7 +199,9 @@ async fn tpm_holds_under_concurrency(gws: &[&Gateway], mock: &MockProvider) {
 #[tokio::test]
 async fn concurrent_requests_cannot_overshoot_tpm() {
     let mock = MockProvider::always(
-        Reply::json(200, openai_completion("ma", "ok")).delay(Duration::from_millis(300)),
+        // Slow enough that all 20 are admitted or refused before the
+        // first answer settles, even on a loaded machine.
+        Reply::json(200, openai_completion("ma", "ok")).delay(Duration::from_secs(3)),
     )
     .await;
     let gw = Gateway::start(&config(&mock, "")).await;
@@ -210,7 +212,9 @@ async fn concurrent_requests_cannot_overshoot_tpm() {
 async fn two_replicas_on_one_redis_cannot_overshoot_tpm() {
     let redis = RedisServer::start();
     let mock = MockProvider::always(
-        Reply::json(200, openai_completion("ma", "ok")).delay(Duration::from_millis(300)),
+        // Slow enough that all 20 are admitted or refused before the
+        // first answer settles, even on a loaded machine.
+        Reply::json(200, openai_completion("ma", "ok")).delay(Duration::from_secs(3)),
     )
     .await;
     let cfg = config(&mock, &store_section(Some(&redis.url), "iso:"));

@@ -6,11 +6,12 @@
 //! duplicates). Every problem is reported as one line naming its key path.
 
 mod env;
+mod from_env;
 pub mod raw;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apiproxy_translate::Format;
@@ -39,6 +40,10 @@ pub struct Config {
     pub global_rpm: Option<u64>,
     /// Gateway-wide tokens per minute.
     pub global_tpm: Option<u64>,
+    /// How access-log lines are written.
+    pub access_format: crate::access_log::AccessFormat,
+    /// Payload, header and browser-masking rules from `filters_dir`.
+    pub filters: crate::filters::FilterSet,
     /// The web console's data collection.
     pub console: ConsoleSettings,
 }
@@ -86,6 +91,18 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Client connections open at once; past it new ones get 503.
     pub max_connections: usize,
+    /// Longer model names get 400.
+    pub max_model_name_bytes: usize,
+    /// The TLS client listener, when configured.
+    pub tls: Option<TlsListener>,
+}
+
+/// `server.tls`: a TLS client listener (HTTP/2 by ALPN).
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: Vec<String>,
+    pub cert: String,
+    pub key: String,
 }
 
 /// Where shared state lives.
@@ -148,6 +165,8 @@ pub struct ClientKey {
     pub tpm: Option<u64>,
     /// The allow-list; `None` allows every model.
     pub models: Option<GlobSet>,
+    /// Spending limit per period, shared by every replica.
+    pub budget: Option<crate::pricing::budget::Budget>,
 }
 
 impl ClientKey {
@@ -226,11 +245,13 @@ pub struct BaseUrl {
     pub path: String,
 }
 
-/// Price per million tokens.
+/// Price in USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
     pub input: f64,
     pub output: f64,
+    /// Input tokens read from the prompt cache; `None`: charged as input.
+    pub cached_input: Option<f64>,
 }
 
 /// One provider, resolved.
@@ -255,6 +276,10 @@ pub struct ProviderConfig {
     pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
     /// False when keys were configured but all of them are empty.
     pub enabled: bool,
+    /// A display name (APIProxy's `LLM_PROVIDER_{id}_NAME`).
+    pub name: Option<String>,
+    /// The model-list path, when not the API's usual one.
+    pub models_path: Option<String>,
 }
 
 /// A logical model: a name routed over weighted upstreams.
@@ -294,17 +319,63 @@ pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 
 impl Config {
-    /// Reads, parses and resolves `path`. `Err` holds one line per problem.
+    /// Reads, parses and resolves `path`, with the filter files of
+    /// `filters_dir` (default `filters/` beside it). `Err` holds one line
+    /// per problem.
+    /// An empty `path` stands for APIProxy's environment configuration
+    /// (the process runs without a file; SIGHUP reads the environment again).
     pub fn load(path: &Path) -> Result<Config, Vec<String>> {
+        if path.as_os_str().is_empty() {
+            return Self::from_apiproxy_env(&|name| std::env::var(name).ok())
+                .unwrap_or_else(|| Err(vec!["LLM_PROVIDERS: is not set".to_owned()]));
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
-        Self::from_yaml(&text, &|name| std::env::var(name).ok())
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_yaml_in(&text, &|name| std::env::var(name).ok(), Some(dir))
+    }
+
+    /// The configuration APIProxy's environment variables describe
+    /// (`LLM_PROVIDERS`...; see `from_env.rs`), read through `lookup`;
+    /// `None` when `LLM_PROVIDERS` is unset. Problems name the variables.
+    pub fn from_apiproxy_env(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Result<Config, Vec<String>>> {
+        let from_env::EnvDocument {
+            doc,
+            mut used,
+            names,
+            mut problems,
+        } = from_env::document(lookup)?;
+        let no_vars = |_: &str| None;
+        match Self::from_value(doc, &no_vars, None, &mut used) {
+            Ok(c) if problems.is_empty() => return Some(Ok(c)),
+            Ok(_) => {}
+            Err(more) => problems.extend(more),
+        }
+        Some(Err(problems
+            .iter()
+            .map(|p| env::redact(&from_env::rename(p, &names), &used))
+            .collect()))
     }
 
     /// Parses and resolves config text, reading `${VAR}`s from `lookup`.
+    /// Filter files are read only when `filters_dir` is an absolute path.
     pub fn from_yaml(
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        Self::from_yaml_in(text, lookup, None)
+    }
+
+    /// Parses and resolves config text; `base` is the config file's
+    /// directory (where a relative `filters_dir` and the default `filters/`
+    /// are looked up). Every problem is reported, unset variables included,
+    /// and none echoes a value taken from the environment.
+    pub fn from_yaml_in(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        base: Option<&Path>,
     ) -> Result<Config, Vec<String>> {
         let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| vec![yaml_error(&e)])?;
@@ -312,10 +383,24 @@ impl Config {
             value = serde_yaml::Value::Mapping(Default::default());
         }
         let mut problems = Vec::new();
-        expand_tree(&mut value, String::new(), lookup, &mut problems);
-        if !problems.is_empty() {
-            return Err(problems);
+        let mut used = Vec::new();
+        expand_tree(&mut value, String::new(), lookup, &mut problems, &mut used);
+        let result = Self::from_value(value, lookup, base, &mut used);
+        if let Err(more) = result.as_ref() {
+            problems.extend(more.iter().cloned());
         }
+        if problems.is_empty() {
+            return result;
+        }
+        Err(problems.iter().map(|p| env::redact(p, &used)).collect())
+    }
+
+    fn from_value(
+        value: serde_yaml::Value,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        base: Option<&Path>,
+        used: &mut Vec<env::EnvValue>,
+    ) -> Result<Config, Vec<String>> {
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -325,7 +410,38 @@ impl Config {
                 format!("{path}: {inner}")
             }]
         })?;
-        resolve(raw)
+        let provider_ids: Vec<String> = raw.providers.iter().map(|p| p.id.clone()).collect();
+        let filters_dir = raw.filters_dir.clone();
+        let resolved = resolve(raw);
+        let dir = match (&filters_dir, base) {
+            (Some(d), Some(b)) => Some((b.join(d), true)),
+            // Text without a file: a relative directory has nothing to be relative to.
+            (Some(d), None) if Path::new(d).is_absolute() => Some((PathBuf::from(d), true)),
+            (Some(_), None) => None,
+            (None, Some(b)) => Some((b.join("filters"), false)),
+            (None, None) => None,
+        };
+        let filters = match dir {
+            None => Ok(crate::filters::FilterSet::default()),
+            Some((dir, explicit)) => {
+                let mut expand = |v: &mut serde_yaml::Value, at: String, p: &mut Vec<String>| {
+                    expand_tree(v, at, lookup, p, used)
+                };
+                crate::filters::load_dir(&dir, explicit, &provider_ids, &mut expand)
+            }
+        };
+        match (resolved, filters) {
+            (Ok(mut c), Ok(f)) => {
+                c.filters = f;
+                Ok(c)
+            }
+            (Ok(_), Err(p)) => Err(p),
+            (Err(p), Ok(_)) => Err(p),
+            (Err(mut p), Err(q)) => {
+                p.extend(q);
+                Err(p)
+            }
+        }
     }
 
     /// The index of provider `id`.
@@ -361,21 +477,30 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
     }
 }
 
-/// Expands `${VAR}` in every string of the tree, noting problems by path.
+/// Expands `${VAR}` in every string of the tree, noting problems by path
+/// (every unset variable, each as its own line) and the values taken from
+/// the environment.
 fn expand_tree(
     v: &mut serde_yaml::Value,
     path: String,
     lookup: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
+    used: &mut Vec<env::EnvValue>,
 ) {
     match v {
-        serde_yaml::Value::String(s) => match env::expand(s, lookup) {
-            Ok(x) => *s = x,
-            Err(e) => problems.push(format!("{path}: {e}")),
-        },
+        serde_yaml::Value::String(s) => {
+            let mut unset = Vec::new();
+            match env::expand_noting(s, lookup, &mut unset, used) {
+                Ok(x) => *s = x,
+                Err(e) => problems.push(format!("{path}: {e}")),
+            }
+            for name in unset {
+                problems.push(format!("{path}: environment variable {name} is not set"));
+            }
+        }
         serde_yaml::Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_tree(item, format!("{path}[{i}]"), lookup, problems);
+                expand_tree(item, format!("{path}[{i}]"), lookup, problems, used);
             }
         }
         serde_yaml::Value::Mapping(map) => {
@@ -386,10 +511,10 @@ fn expand_tree(
                 } else {
                     format!("{path}.{key}")
                 };
-                expand_tree(item, p, lookup, problems);
+                expand_tree(item, p, lookup, problems, used);
             }
         }
-        serde_yaml::Value::Tagged(t) => expand_tree(&mut t.value, path, lookup, problems),
+        serde_yaml::Value::Tagged(t) => expand_tree(&mut t.value, path, lookup, problems, used),
         _ => {}
     }
 }
@@ -465,6 +590,9 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     if s.threads == Some(0) {
         problems.push("server.threads: must be at least 1".to_owned());
     }
+    if s.max_model_name_bytes == Some(0) {
+        problems.push("server.max_model_name_bytes: must be positive".to_owned());
+    }
     if s.max_body_bytes == Some(0) {
         problems.push("server.max_body_bytes: must be positive".to_owned());
     }
@@ -526,9 +654,43 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             .max_connections
             .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
             .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_model_name_bytes: s
+            .max_model_name_bytes
+            .unwrap_or(crate::model_name::DEFAULT_MAX_MODEL_NAME_BYTES),
+        tls: s.tls.map(|t| {
+            let listen = t.listen.into_vec();
+            if listen.is_empty() {
+                problems.push("server.tls.listen: at least one address is needed".to_owned());
+            }
+            for (i, a) in listen.iter().enumerate() {
+                if a.parse::<SocketAddr>().is_err() {
+                    problems.push(format!(
+                        "server.tls.listen[{i}]: {a:?} is not an address like 0.0.0.0:8443"
+                    ));
+                }
+            }
+            if let Err(e) = crate::tls::CertPair::load(&t.cert, &t.key) {
+                problems.push(format!("server.tls: {e}"));
+            }
+            TlsListener {
+                listen,
+                cert: t.cert,
+                key: t.key,
+            }
+        }),
     };
 
     // log
+    let access_format = match raw.log.access_format.as_deref() {
+        None | Some("text") => crate::access_log::AccessFormat::Text,
+        Some("json") => crate::access_log::AccessFormat::Json,
+        Some(other) => {
+            problems.push(format!(
+                "log.access_format: {other:?} is not one of text, json"
+            ));
+            crate::access_log::AccessFormat::Text
+        }
+    };
     let log_level = raw.log.level.clone().unwrap_or_else(|| "info".to_owned());
     if !["error", "warn", "info", "debug", "trace", "off"]
         .contains(&log_level.to_ascii_lowercase().as_str())
@@ -634,6 +796,15 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 }
             },
         };
+        let budget =
+            match crate::pricing::budget::Budget::resolve(k.budget_usd, k.budget_period.as_deref())
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push(format!("{at}.{e}"));
+                    None
+                }
+            };
         let models = match k.models {
             None => None,
             Some(pats) => {
@@ -668,6 +839,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             rpm: k.rpm,
             tpm: k.tpm,
             models,
+            budget,
         });
     }
     for (i, k) in raw.auth.admin_keys.iter().enumerate() {
@@ -764,6 +936,18 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 problems.push(format!("{at}.headers.{name}: not a valid header"));
             }
         }
+        for (m, pr) in &p.pricing {
+            let prices = [Some(pr.input), Some(pr.output), pr.cached_input];
+            if prices
+                .iter()
+                .flatten()
+                .any(|x| !(x.is_finite() && *x >= 0.0))
+            {
+                problems.push(format!(
+                    "{at}.pricing.{m}: prices must be non-negative numbers (USD per million tokens)"
+                ));
+            }
+        }
         if let Some(models) = &p.models {
             if let Some(j) = models.iter().position(String::is_empty) {
                 problems.push(format!("{at}.models[{j}]: must not be empty"));
@@ -781,7 +965,14 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         if problems.len() > before {
             continue;
         }
+        if let Some(mp) = p.models_path.as_deref() {
+            if !mp.starts_with('/') {
+                problems.push(format!("{at}.models_path: must start with '/'"));
+            }
+        }
         providers.push(ProviderConfig {
+            name: p.name,
+            models_path: p.models_path,
             enabled: !configured_keys || !api_keys.is_empty(),
             id: p.id,
             kind,
@@ -804,6 +995,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                         Price {
                             input: pr.input,
                             output: pr.output,
+                            cached_input: pr.cached_input,
                         },
                     )
                 })
@@ -866,6 +1058,8 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         cooldown: Duration::from_secs(raw.routing.cooldown_seconds.unwrap_or(30)),
         global_rpm: raw.limits.rpm,
         global_tpm: raw.limits.tpm,
+        access_format,
+        filters: crate::filters::FilterSet::default(),
         console,
     })
 }

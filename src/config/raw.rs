@@ -41,6 +41,9 @@ pub struct RawConfig {
     pub context: RawContext,
     #[serde(default)]
     pub limits: RawLimits,
+    /// The directory of filter rule files (default `filters/` beside the
+    /// config file).
+    pub filters_dir: Option<String>,
     #[serde(default)]
     pub console: RawConsole,
 }
@@ -87,12 +90,28 @@ pub struct RawServer {
     pub write_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
+    /// Longer model names get 400 (default 256 bytes).
+    pub max_model_name_bytes: Option<usize>,
+    /// A TLS client listener (HTTP/2 by ALPN).
+    pub tls: Option<RawTls>,
+}
+
+/// `server.tls`: where the TLS listener listens and its PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: OneOrMany,
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub level: Option<String>,
+    /// `text` (default) or `json`: one JSON object per access line.
+    pub access_format: Option<String>,
     /// Keep request bodies (redacted, bounded) in the console's request records.
     pub capture_bodies: Option<bool>,
 }
@@ -149,12 +168,20 @@ pub struct RawKey {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub models: Option<Vec<String>>,
+    /// Spending limit in USD per `budget_period`, across replicas.
+    pub budget_usd: Option<f64>,
+    /// `day` (default) or `month`, in UTC.
+    pub budget_period: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub id: String,
+    /// A display name.
+    pub name: Option<String>,
+    /// The model-list path (e.g. `/v1/models`), when not the API's usual one.
+    pub models_path: Option<String>,
     pub kind: String,
     pub base_url: String,
     #[serde(default)]
@@ -181,6 +208,9 @@ pub struct RawProvider {
 pub struct RawPrice {
     pub input: f64,
     pub output: f64,
+    /// Price of input tokens read from the provider's prompt cache; absent:
+    /// they are charged as input.
+    pub cached_input: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

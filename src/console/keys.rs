@@ -84,6 +84,7 @@ pub fn client_key(k: &StoredKey) -> Option<ClientKey> {
         rpm: k.rpm,
         tpm: k.tpm,
         models,
+        budget: None,
     })
 }
 

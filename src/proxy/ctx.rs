@@ -50,6 +50,8 @@ pub struct RequestCtx {
     /// With a session: the answer's text, captured up to `capture_limit` characters.
     pub answer: Option<String>,
     pub capture_limit: usize,
+    /// The price of the upstream model tried last (for the cost).
+    pub price: Option<crate::config::Price>,
     /// Tokens reserved at admission, settled with the answer's usage.
     pub tokens: Option<crate::limits::TokenReservation>,
     /// With `log.capture_bodies`: the request body, redacted and bounded,
@@ -93,8 +95,19 @@ impl Default for RequestCtx {
             context_request: None,
             answer: None,
             capture_limit: 0,
+            price: None,
             tokens: None,
             captured_body: None,
         }
+    }
+}
+
+impl RequestCtx {
+    /// What the answer cost, once its usage is known and its model priced.
+    pub fn cost_usd(&self) -> Option<f64> {
+        Some(crate::pricing::cost_usd(
+            self.price.as_ref()?,
+            self.usage.as_ref()?,
+        ))
     }
 }

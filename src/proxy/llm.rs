@@ -50,6 +50,8 @@ pub async fn handle(
     authorize_models(key, &parsed.names)?;
 
     let store = gw.state.store().await;
+    // The budget first: a refused request takes nothing from the rate limits.
+    crate::pricing::budget::admit(store.as_ref(), key, headers).await?;
     let sid = session_id(session);
     // One store round trip on the request path: the admission and the
     // session lookup go out together.
@@ -104,7 +106,12 @@ async fn read_request(
             console.max_body_chars,
         ));
     }
-    request::parse(route.format, &body, route, session)
+    let mut parsed = request::parse(route.format, &body, route, session)?;
+    crate::model_name::check(&parsed.names, rt.config.server.max_model_name_bytes)?;
+    if route.format == Format::OpenAiChat {
+        crate::compat::rewrite_input(&mut parsed.body)?;
+    }
+    Ok(parsed)
 }
 
 /// Every model the request names must be allowed for its key.
@@ -392,6 +399,18 @@ impl Attempts<'_> {
         headers: &mut Headers,
     ) -> Result<Attempt, GatewayError> {
         let body = self.encoder.encode(provider.config.format, c, parsed)?;
+        let target = crate::filters::Target {
+            client: self.fmt,
+            provider: &provider.config,
+            model: &c.model,
+            requested: &c.requested,
+        };
+        let filters = &self.rt.config.filters;
+        let body = filters
+            .apply_payload(body, &target)
+            .map_err(GatewayError::internal)?;
+        let edits = filters.header_edits(&target);
+        ctx.price = crate::pricing::price_of(&provider.config, &c.model);
         let mut out_headers = provider.auth_headers(provider.key(key_index));
         if provider.config.format == self.fmt {
             out_headers.extend(self.forwarded.iter().cloned());
@@ -408,6 +427,7 @@ impl Attempts<'_> {
                 body,
                 stream: parsed.stream,
                 headers: out_headers,
+                edits: edits.as_ref(),
             }) => r,
             _ = super::client_gone(session) => {
                 ctx.client_gone = true;

@@ -229,6 +229,12 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
+    /// Pingora's own error lines carry this summary: the query is left out
+    /// because Gemini SDKs send the client key as `?key=`.
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        summary_without_secrets(session.req_header())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.inflight {
             metrics::INFLIGHT_REQUESTS.dec();
@@ -237,66 +243,85 @@ impl ProxyHttp for Gateway {
             metrics::INFLIGHT_STREAMS.dec();
         }
         let elapsed = ctx.start.elapsed();
+        let rt = self.runtime.load();
+        let cost = ctx.cost_usd();
         if let Some(fmt) = ctx.format {
-            let rt = self.runtime.load();
-            record_llm_metrics(&rt, ctx, fmt, elapsed);
+            record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
+            if let (Some(c), Some(key)) = (cost, ctx.key_name.as_deref()) {
+                if let Some(k) = rt.config.auth.keys.iter().find(|k| k.name == key) {
+                    crate::pricing::budget::spend(self.state.store().await.as_ref(), k, c).await;
+                }
+            }
             crate::console::record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
         }
-        let req = session.req_header();
-        let usage = ctx.usage.unwrap_or_default();
         if !crate::access_log::enabled() {
             return;
         }
-        crate::access_log::write(format_args!(
-            "{} {} {} {}ms key={} model={} upstream={}/{} attempts={} stream={} tokens={}/{}{}{}",
-            req.method,
-            req.uri.path(),
-            ctx.status,
-            elapsed.as_millis(),
-            ctx.key_name.as_deref().unwrap_or("-"),
-            if ctx.requested_model.is_empty() {
-                "-"
-            } else {
-                &ctx.requested_model
-            },
-            if ctx.provider.is_empty() {
-                "-"
-            } else {
-                &ctx.provider
-            },
-            if ctx.upstream_model.is_empty() {
-                "-"
-            } else {
-                &ctx.upstream_model
-            },
-            ctx.attempts,
-            ctx.stream,
-            usage.input_tokens,
-            usage.output_tokens,
-            if ctx.client_gone { " client_gone" } else { "" },
-            e.map(|e| format!(" error={e}")).unwrap_or_default(),
-        ));
+        let req = session.req_header();
+        let usage = ctx.usage.unwrap_or_default();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        crate::access_log::AccessRecord {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status: ctx.status,
+            key: ctx.key_name.as_deref(),
+            format: ctx.format.map(Format::as_str),
+            model: &ctx.requested_model,
+            provider: &ctx.provider,
+            upstream_model: &ctx.upstream_model,
+            attempts: ctx.attempts,
+            stream: ctx.stream,
+            total_ms: ms(elapsed),
+            ttft_ms: ctx.first_byte.map(ms),
+            overhead_ms: ms(elapsed.saturating_sub(ctx.upstream_wait)),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_tokens: usage.cached_input_tokens.unwrap_or(0),
+            cost_usd: cost,
+            client_gone: ctx.client_gone,
+            error: e.map(|e| e.to_string()),
+        }
+        .write(rt.config.access_format);
     }
 }
 
-fn record_llm_metrics(rt: &Runtime, ctx: &RequestCtx, fmt: Format, elapsed: std::time::Duration) {
+/// `METHOD /path, Host: h` — the request as Pingora's error log tells it,
+/// without the query string (it may hold `?key=`).
+pub fn summary_without_secrets(req: &pingora::http::RequestHeader) -> String {
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    format!(
+        "{} {}, Host: {}",
+        req.method,
+        crate::access_log::field(req.uri.path()),
+        crate::access_log::field(host)
+    )
+}
+
+fn record_llm_metrics(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    fmt: Format,
+    elapsed: std::time::Duration,
+    cost: Option<f64>,
+) {
+    metrics::record_breakers(rt);
     let status = ctx.status.to_string();
-    // Only names that reached an upstream become label values: a client
-    // sending random model names must not grow the metric without bound.
+    // Only names the configuration or a provider's catalog knows become
+    // label values: a client sending made-up model names must not grow the
+    // metric without bound (they count as `other`).
     let model = if ctx.provider.is_empty() {
         "-"
     } else {
-        ctx.requested_model.as_str()
+        metrics::model_label(rt, &ctx.requested_model)
     };
+    let upstream_model = metrics::upstream_model_label(rt, &ctx.provider, &ctx.upstream_model);
     metrics::REQUESTS
-        .with_label_values(&[
-            fmt.as_str(),
-            model,
-            &ctx.provider,
-            &ctx.upstream_model,
-            &status,
-        ])
+        .with_label_values(&[fmt.as_str(), model, &ctx.provider, upstream_model, &status])
         .inc();
     metrics::REQUEST_SECONDS
         .with_label_values(&[fmt.as_str(), &ctx.provider])
@@ -311,20 +336,18 @@ fn record_llm_metrics(rt: &Runtime, ctx: &RequestCtx, fmt: Format, elapsed: std:
         .with_label_values(&[fmt.as_str()])
         .observe(overhead.as_secs_f64());
     if let Some(u) = ctx.usage {
-        let labels = [ctx.provider.as_str(), ctx.upstream_model.as_str()];
+        let labels = [ctx.provider.as_str(), upstream_model];
         metrics::TOKENS
             .with_label_values(&[labels[0], labels[1], "input"])
             .inc_by(u.input_tokens);
         metrics::TOKENS
             .with_label_values(&[labels[0], labels[1], "output"])
             .inc_by(u.output_tokens);
-        if let Some(price) = rt
-            .provider(&ctx.provider)
-            .and_then(|p| p.config.pricing.get(&ctx.upstream_model))
-        {
-            let cost =
-                (u.input_tokens as f64 * price.input + u.output_tokens as f64 * price.output) / 1e6;
-            metrics::COST.with_label_values(&labels).inc_by(cost);
+        if let Some(c) = cost {
+            let key = ctx.key_name.as_deref().unwrap_or("-");
+            metrics::COST
+                .with_label_values(&[labels[0], labels[1], key])
+                .inc_by(c);
         }
     }
 }

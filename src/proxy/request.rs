@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::error::GatewayError;
 
 mod raw;
-pub use raw::{BodyError, Edit, Field, RawBody};
+pub use raw::{BodyError, Edit, Field, Last, RawBody};
 
 /// What the route says about a generation request.
 pub struct LlmRoute {

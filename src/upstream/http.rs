@@ -44,6 +44,8 @@ pub struct Outgoing<'a> {
     pub stream: bool,
     /// Extra headers (auth, protocol versions, forwarded client headers).
     pub headers: Vec<(&'static str, String)>,
+    /// Header rules of `filters_dir` for this attempt, applied last.
+    pub edits: Option<&'a crate::filters::HeaderEdits>,
 }
 
 /// An upstream response whose header has arrived; the body is read from it.
@@ -203,6 +205,11 @@ async fn exchange(
     }
     for (k, v) in &provider.config.headers {
         ins(&mut h, k, v)?;
+    }
+    if let Some(edits) = req.edits {
+        edits
+            .apply(&mut h)
+            .map_err(|e| SendError::Io(format!("header rules: {e}")))?;
     }
     session
         .write_request_header(Box::new(h))

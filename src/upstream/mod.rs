@@ -199,6 +199,9 @@ impl Provider {
 
     /// The path of this provider's model-list endpoint.
     pub fn models_path(&self) -> String {
+        if let Some(p) = &self.config.models_path {
+            return p.clone();
+        }
         let base = &self.config.base.path;
         match self.config.kind {
             ProviderKind::OpenAi | ProviderKind::Anthropic => {

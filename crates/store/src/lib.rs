@@ -29,6 +29,7 @@ pub mod memory;
 mod metrics;
 mod redis_link;
 pub mod redis_store;
+pub mod spend;
 pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -280,6 +281,9 @@ pub trait Store: Send + Sync {
     async fn check_tokens(&self, name: &str, limit: u64) -> RateDecision;
     /// Adds tokens used (after the response, from the usage the provider reported).
     async fn add_tokens(&self, name: &str, tokens: u64);
+    /// Adds `amount` to the spend counter `name` (shared by every replica on one Redis) and returns its new
+    /// total; `amount` 0 only reads it. The counter expires `ttl` after it was first added to.
+    async fn add_spend(&self, name: &str, amount: u64, ttl: Duration) -> u64;
     /// Checks every limit of `buckets` in order and, only when none refuses, counts the request in each `rpm`
     /// window and reserves `reserve_tokens` in each `tpm` window: atomically, in one Redis round trip. A request
     /// refused by any limit consumes nothing. A token limit admits while the window (reservations included) is

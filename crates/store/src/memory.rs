@@ -22,6 +22,7 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// The in-process [`Store`]; also the fallback of the Redis store.
 pub struct MemoryStore {
     state: Arc<State>,
+    spend: crate::spend::SpendCounters,
 }
 
 struct State {
@@ -87,7 +88,10 @@ impl MemoryStore {
             admission: Mutex::new(()),
         });
         spawn_sweeper(Arc::downgrade(&state));
-        MemoryStore { state }
+        MemoryStore {
+            state,
+            spend: Default::default(),
+        }
     }
 
     /// Stores `binding` exactly as given (the Redis store mirrors what Redis holds, for use during an outage).
@@ -323,6 +327,10 @@ impl Store for MemoryStore {
         }
         let now = self.state.now_secs();
         window_of(&self.state.tokens, name).add(now, tokens);
+    }
+
+    async fn add_spend(&self, name: &str, amount: u64, ttl: Duration) -> u64 {
+        self.spend.add(name, amount, ttl)
     }
 
     async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission {

@@ -473,6 +473,10 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+fn ttl_dur(ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms)
+}
+
 fn ttl_ms(ttl: std::time::Duration) -> u64 {
     // Redis refuses a PX of 0.
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -626,6 +630,20 @@ impl Store for RedisStore {
         inner
             .rate_window(inner.keys.window("tpm", name), 0, "add", tokens)
             .await;
+    }
+
+    async fn add_spend(&self, name: &str, amount: u64, ttl: std::time::Duration) -> u64 {
+        let inner = &self.inner;
+        let key = inner.keys.of("spend", name);
+        let ttl = ttl_ms(ttl);
+        // Counted locally either way: the fallback's memory of this replica's spend.
+        let local = inner.local.add_spend(name, amount, ttl_dur(ttl)).await;
+        inner
+            .redis("spend", |conn| {
+                crate::spend::redis_add(conn, key, amount, ttl)
+            })
+            .await
+            .unwrap_or(local)
     }
 
     async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission {

@@ -226,16 +226,18 @@ impl RawBody {
         serde_json::from_slice(&self.bytes).map_err(|e| BodyError::Syntax(e.to_string()))
     }
 
-    /// The last element of an array field, decoded; `Err(())` when the
-    /// field is present but not an array; `Ok(None)` when absent or empty.
-    pub fn last_element(&self, field: Field) -> Result<Option<Value>, ()> {
+    /// The last element of an array field, decoded.
+    pub fn last_element(&self, field: Field) -> Last {
         let Some(raw) = self.raw(field) else {
-            return Ok(None);
+            return Last::Nothing;
         };
         let mut de = serde_json::Deserializer::from_str(raw);
-        match de::Deserializer::deserialize_any(&mut de, LastElement) {
-            Ok(Some(last)) => Ok(last.and_then(|v| serde_json::from_str(v.get()).ok())),
-            Ok(None) | Err(_) => Err(()),
+        match de::Deserializer::deserialize_any(&mut de, LastOfArray) {
+            Ok(Some(Some(last))) => {
+                serde_json::from_str(last.get()).map_or(Last::Nothing, Last::Element)
+            }
+            Ok(Some(None)) => Last::Nothing,
+            Ok(None) | Err(_) => Last::NotAnArray,
         }
     }
 
@@ -255,6 +257,16 @@ impl RawBody {
         let claude_style = de::Deserializer::deserialize_any(&mut de, MessagesProbe).ok()?;
         claude_style.then_some(Format::Anthropic)
     }
+}
+
+/// The last element of an array field ([`RawBody::last_element`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Last {
+    Element(Value),
+    /// The field is absent or an empty array.
+    Nothing,
+    /// The field holds something other than an array.
+    NotAnArray,
 }
 
 /// What [`RawBody::splice`] writes for one known field.
@@ -341,9 +353,9 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
 
 /// `Some(last element)` of an array (skipping the others), `None` for any
 /// other value.
-struct LastElement;
+struct LastOfArray;
 
-impl<'de> Visitor<'de> for LastElement {
+impl<'de> Visitor<'de> for LastOfArray {
     type Value = Option<Option<&'de RawValue>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -559,11 +571,11 @@ mod tests {
         let b = body(r#"{"messages":[{"a":1},{"b":[2]}],"input":"hi","contents":[]}"#);
         assert_eq!(
             b.last_element(Field::Messages),
-            Ok(Some(serde_json::json!({"b":[2]})))
+            Last::Element(serde_json::json!({"b":[2]}))
         );
-        assert_eq!(b.last_element(Field::Contents), Ok(None));
-        assert_eq!(b.last_element(Field::Input), Err(()));
-        assert_eq!(b.last_element(Field::System), Ok(None));
+        assert_eq!(b.last_element(Field::Contents), Last::Nothing);
+        assert_eq!(b.last_element(Field::Input), Last::NotAnArray);
+        assert_eq!(b.last_element(Field::System), Last::Nothing);
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! APIProxy's environment configuration, for running without a file:
+//! `LLM_PROVIDERS=a,b` and per provider `LLM_PROVIDER_{id}_NAME`,
+//! `_BASE_URL`, `_API_KEY` (comma-separated for several), `_MODELS_PATH`,
+//! `_WEIGHT`, `_RETRYABLE_STATUS_CODES`, plus `REDIS_URL` and `LOG_LEVEL`.
+//! `_KIND` (openai, anthropic, gemini) is ours; without it the kind is
+//! guessed from the base URL's host, else openai (APIProxy's providers are
+//! OpenAI-compatible). The gateway listens on `APIPROXY_LISTEN` (default
+//! 127.0.0.1:8080: without client keys, loopback only).
+//!
+//! The variables become the same document a file would hold and go through
+//! the same validation; problems name the variable, never its value.
+
+use serde_yaml::{Mapping, Value};
+
+use super::env::EnvValue;
+
+/// The document the environment describes, the variables it read (to
+/// redact from problem lines), and how provider key paths map to variable
+/// names. `None` when `LLM_PROVIDERS` is unset.
+pub struct EnvDocument {
+    pub doc: Value,
+    pub used: Vec<EnvValue>,
+    /// `(providers[i].key, VARIABLE)` pairs for problem lines.
+    pub names: Vec<(String, String)>,
+    pub problems: Vec<String>,
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+/// Reads the APIProxy variables through `lookup`.
+pub fn document(lookup: &dyn Fn(&str) -> Option<String>) -> Option<EnvDocument> {
+    let list = lookup("LLM_PROVIDERS")?;
+    let mut used = Vec::new();
+    let mut names = Vec::new();
+    let mut problems = Vec::new();
+    let get = |var: String, used: &mut Vec<EnvValue>| -> Option<(String, String)> {
+        let v = lookup(&var)?;
+        used.push(EnvValue {
+            name: var.clone(),
+            value: v.clone(),
+        });
+        Some((var, v))
+    };
+    let mut providers = Vec::new();
+    for (i, id) in list
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .enumerate()
+    {
+        // APIProxy spells the id as listed; upper case is accepted too.
+        let var = |field: &str, used: &mut Vec<EnvValue>| {
+            get(format!("LLM_PROVIDER_{id}_{field}"), used).or_else(|| {
+                get(
+                    format!("LLM_PROVIDER_{}_{field}", id.to_ascii_uppercase()),
+                    used,
+                )
+            })
+        };
+        let at = format!("providers[{i}]");
+        let mut p = Mapping::new();
+        p.insert(s("id"), s(id));
+        names.push((format!("{at}.id"), "LLM_PROVIDERS".to_owned()));
+        let base = var("BASE_URL", &mut used);
+        match &base {
+            Some((name, url)) => {
+                p.insert(s("base_url"), s(url));
+                names.push((format!("{at}.base_url"), name.clone()));
+            }
+            None => problems.push(format!("LLM_PROVIDER_{id}_BASE_URL: is not set")),
+        }
+        let kind = match var("KIND", &mut used) {
+            Some((name, k)) => {
+                names.push((format!("{at}.kind"), name));
+                k
+            }
+            None => guess_kind(base.as_ref().map_or("", |b| b.1.as_str())).to_owned(),
+        };
+        p.insert(s("kind"), s(&kind));
+        if let Some((name, keys)) = var("API_KEY", &mut used) {
+            let keys: Vec<Value> = keys.split(',').map(|k| s(k.trim())).collect();
+            p.insert(s("api_keys"), Value::Sequence(keys));
+            names.push((format!("{at}.api_keys"), name));
+        }
+        if let Some((name, n)) = var("NAME", &mut used) {
+            p.insert(s("name"), s(&n));
+            names.push((format!("{at}.name"), name));
+        }
+        if let Some((name, path)) = var("MODELS_PATH", &mut used) {
+            p.insert(s("models_path"), s(&path));
+            names.push((format!("{at}.models_path"), name));
+        }
+        if let Some((name, w)) = var("WEIGHT", &mut used) {
+            match w.trim().parse::<f64>() {
+                Ok(w) => {
+                    p.insert(s("weight"), Value::from(w));
+                    names.push((format!("{at}.weight"), name));
+                }
+                Err(_) => problems.push(format!("{name}: not a number")),
+            }
+        }
+        if let Some((name, codes)) = var("RETRYABLE_STATUS_CODES", &mut used) {
+            p.insert(s("retryable_status"), s(&codes));
+            names.push((format!("{at}.retryable_status"), name));
+        }
+        providers.push(Value::Mapping(p));
+    }
+    if providers.is_empty() {
+        problems.push("LLM_PROVIDERS: names no provider".to_owned());
+    }
+    let mut doc = Mapping::new();
+    let mut server = Mapping::new();
+    let listen = get("APIPROXY_LISTEN".into(), &mut used)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    server.insert(s("listen"), s(&listen));
+    names.push(("server.listen".into(), "APIPROXY_LISTEN".into()));
+    doc.insert(s("server"), Value::Mapping(server));
+    if let Some((_, level)) = get("LOG_LEVEL".into(), &mut used) {
+        let mut log = Mapping::new();
+        log.insert(s("level"), s(&level.to_ascii_lowercase()));
+        doc.insert(s("log"), Value::Mapping(log));
+        names.push(("log.level".into(), "LOG_LEVEL".into()));
+    }
+    if let Some((_, url)) = get("REDIS_URL".into(), &mut used) {
+        let mut store = Mapping::new();
+        store.insert(s("redis_url"), s(&url));
+        doc.insert(s("store"), Value::Mapping(store));
+        names.push(("store.redis_url".into(), "REDIS_URL".into()));
+    }
+    doc.insert(s("providers"), Value::Sequence(providers));
+    Some(EnvDocument {
+        doc: Value::Mapping(doc),
+        used,
+        names,
+        problems,
+    })
+}
+
+/// The provider kind a base URL's host suggests.
+fn guess_kind(base_url: &str) -> &'static str {
+    let host = url::Url::parse(base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    if host.ends_with("anthropic.com") {
+        "anthropic"
+    } else if host.ends_with("generativelanguage.googleapis.com") {
+        "gemini"
+    } else {
+        "openai"
+    }
+}
+
+/// A problem line with its key path replaced by the variable it came from.
+pub fn rename(line: &str, names: &[(String, String)]) -> String {
+    // Longest key first, so `providers[1].base_url` is not taken for `providers[1]`.
+    let mut best: Option<&(String, String)> = None;
+    for pair in names {
+        if line.starts_with(pair.0.as_str()) && best.is_none_or(|b| pair.0.len() > b.0.len()) {
+            best = Some(pair);
+        }
+    }
+    match best {
+        Some((key, var)) => format!("{var}{}", &line[key.len()..]),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |n| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn providers_from_the_environment() {
+        let d = document(&env(&[
+            ("LLM_PROVIDERS", "openai, claude"),
+            ("LLM_PROVIDER_openai_BASE_URL", "https://api.openai.com"),
+            ("LLM_PROVIDER_openai_API_KEY", "sk-1,sk-2"),
+            ("LLM_PROVIDER_openai_WEIGHT", "3"),
+            ("LLM_PROVIDER_CLAUDE_BASE_URL", "https://api.anthropic.com"),
+            ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        ]))
+        .unwrap();
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+        let p = &d.doc["providers"];
+        assert_eq!(p[0]["api_keys"][1], "sk-2");
+        assert_eq!(p[0]["weight"].as_f64(), Some(3.0));
+        assert_eq!(p[1]["kind"], "anthropic");
+        assert_eq!(d.doc["store"]["redis_url"], "redis://127.0.0.1:6379/0");
+        assert!(document(&env(&[])).is_none());
+    }
+
+    #[test]
+    fn problems_name_the_variable() {
+        let names = vec![(
+            "providers[0].base_url".to_owned(),
+            "LLM_PROVIDER_x_BASE_URL".to_owned(),
+        )];
+        assert_eq!(
+            rename("providers[0].base_url: not a URL", &names),
+            "LLM_PROVIDER_x_BASE_URL: not a URL"
+        );
+        let d = document(&env(&[
+            ("LLM_PROVIDERS", "x"),
+            ("LLM_PROVIDER_x_WEIGHT", "heavy"),
+        ]))
+        .unwrap();
+        assert!(d
+            .problems
+            .iter()
+            .any(|p| p == "LLM_PROVIDER_x_BASE_URL: is not set"));
+        assert!(d
+            .problems
+            .iter()
+            .any(|p| p == "LLM_PROVIDER_x_WEIGHT: not a number"));
+    }
+}

@@ -1,0 +1,260 @@
+//! Spending limits per client key (`auth.keys[].budget_usd` per
+//! `budget_period`), counted in the store so every replica on one Redis
+//! spends from the same budget.
+//!
+//! A request is admitted while the key's spend in the current period is
+//! under its budget; its cost is added after the answer (the cost is known
+//! only then), so concurrent requests can overshoot by what they cost
+//! together, never by more.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apiproxy_store::Store;
+use serde_json::json;
+
+use crate::config::ClientKey;
+use crate::error::GatewayError;
+
+/// Budgets are counted in millionths of a dollar (integers add atomically
+/// in Redis and never drift).
+const MICROS_PER_USD: f64 = 1e6;
+
+/// How long a budget renews after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetPeriod {
+    /// A UTC calendar day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+}
+
+/// A key's spending limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub usd: f64,
+    pub period: BudgetPeriod,
+}
+
+impl Budget {
+    /// From the raw keys; `Err` names the key (relative to the client key)
+    /// and the problem.
+    pub fn resolve(usd: Option<f64>, period: Option<&str>) -> Result<Option<Budget>, String> {
+        let period = match period {
+            None | Some("day") => BudgetPeriod::Day,
+            Some("month") => BudgetPeriod::Month,
+            Some(other) => {
+                return Err(format!("budget_period: {other:?} is not one of day, month"))
+            }
+        };
+        match usd {
+            None => Ok(None),
+            Some(u) if u.is_finite() && u >= 0.0 => Ok(Some(Budget { usd: u, period })),
+            Some(_) => Err("budget_usd: must be a non-negative number".to_owned()),
+        }
+    }
+}
+
+/// Where the current period stands at `unix_secs`: its name (`2026-11-29`
+/// or `2026-11`) and the seconds until it ends.
+pub fn current_period(period: BudgetPeriod, unix_secs: u64) -> (String, u64) {
+    let days = unix_secs / 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    match period {
+        BudgetPeriod::Day => (format!("{y:04}-{m:02}-{d:02}"), 86_400 - unix_secs % 86_400),
+        BudgetPeriod::Month => {
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            let next = days_from_civil(ny, nm, 1) as u64 * 86_400;
+            (format!("{y:04}-{m:02}"), next.saturating_sub(unix_secs))
+        }
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
+/// algorithm: exact for the proleptic Gregorian calendar).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The store counter of `key` in the current period, and the time to its end.
+fn counter(key: &str, budget: &Budget) -> (String, Duration) {
+    let (period, left) = current_period(budget.period, now_secs());
+    // The counter outlives its period by a day so a replica with a skewed
+    // clock still finds it.
+    (
+        format!("budget:{key}:{period}"),
+        Duration::from_secs(left + 86_400),
+    )
+}
+
+/// A key's budget as it stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetState {
+    pub limit_usd: f64,
+    pub spent_usd: f64,
+    /// Seconds until the period ends and the budget renews.
+    pub renews_in_secs: u64,
+}
+
+impl BudgetState {
+    pub fn remaining_usd(&self) -> f64 {
+        (self.limit_usd - self.spent_usd).max(0.0)
+    }
+}
+
+/// What `key` has spent in the current period; `None` without a budget.
+pub async fn state(store: &dyn Store, key: &ClientKey) -> Option<BudgetState> {
+    let budget = key.budget?;
+    let (name, ttl) = counter(&key.name, &budget);
+    let micros = store.add_spend(&name, 0, ttl).await;
+    Some(BudgetState {
+        limit_usd: budget.usd,
+        spent_usd: micros as f64 / MICROS_PER_USD,
+        renews_in_secs: ttl.as_secs().saturating_sub(86_400),
+    })
+}
+
+/// Admits a request of `key` while its budget lasts: the remaining budget
+/// goes into `x-budget-remaining-usd`. Past it: 429 (see README: the status
+/// OpenAI gives an exhausted quota, and one every SDK surfaces as a limit)
+/// with `Retry-After` at the period's end.
+pub async fn admit(
+    store: &dyn Store,
+    key: Option<&ClientKey>,
+    headers: &mut Vec<(&'static str, String)>,
+) -> Result<(), GatewayError> {
+    let Some(key) = key else { return Ok(()) };
+    let Some(s) = state(store, key).await else {
+        return Ok(());
+    };
+    headers.push(("x-budget-limit-usd", format!("{:.2}", s.limit_usd)));
+    headers.push((
+        "x-budget-remaining-usd",
+        crate::pricing::format_usd(s.remaining_usd()),
+    ));
+    if s.spent_usd < s.limit_usd {
+        return Ok(());
+    }
+    crate::metrics::RATE_LIMITED
+        .with_label_values(&[&key.name, "budget"])
+        .inc();
+    let mut e = GatewayError::client(
+        429,
+        format!(
+            "the budget of this key (${:.2} per {}) is spent; it renews in {} s",
+            s.limit_usd,
+            match key.budget.map(|b| b.period) {
+                Some(BudgetPeriod::Month) => "month",
+                _ => "day",
+            },
+            s.renews_in_secs
+        ),
+    );
+    e.retry_after = Some(s.renews_in_secs.max(1));
+    Err(e)
+}
+
+/// Adds a finished request's cost to its key's budget.
+pub async fn spend(store: &dyn Store, key: &ClientKey, cost_usd: f64) {
+    let Some(budget) = key.budget else { return };
+    let micros = (cost_usd * MICROS_PER_USD).round();
+    if !(micros.is_finite() && micros >= 1.0) {
+        return;
+    }
+    let (name, ttl) = counter(&key.name, &budget);
+    store.add_spend(&name, micros as u64, ttl).await;
+}
+
+/// Every budgeted key as it stands, for the admin console:
+/// `[{"key", "period", "limit_usd", "spent_usd", "remaining_usd", "renews_in_secs"}]`.
+pub async fn report(store: &dyn Store, keys: &[ClientKey]) -> serde_json::Value {
+    let mut out = Vec::new();
+    for k in keys {
+        let Some(s) = state(store, k).await else {
+            continue;
+        };
+        out.push(json!({
+            "key": k.name,
+            "period": match k.budget.map(|b| b.period) {
+                Some(BudgetPeriod::Month) => "month",
+                _ => "day",
+            },
+            "limit_usd": s.limit_usd,
+            "spent_usd": s.spent_usd,
+            "remaining_usd": s.remaining_usd(),
+            "renews_in_secs": s.renews_in_secs,
+        }));
+    }
+    serde_json::Value::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_utc_days_and_months() {
+        // 2024-02-29 12:00:00 UTC
+        let t = 1_709_208_000;
+        assert_eq!(
+            current_period(BudgetPeriod::Day, t),
+            ("2024-02-29".into(), 43_200)
+        );
+        assert_eq!(
+            current_period(BudgetPeriod::Month, t),
+            ("2024-02".into(), 43_200)
+        );
+        // 2025-12-31 23:59:59 → January 1st is one second away.
+        let t = 1_767_225_599;
+        assert_eq!(
+            current_period(BudgetPeriod::Month, t),
+            ("2025-12".into(), 1)
+        );
+        assert_eq!(
+            current_period(BudgetPeriod::Day, 0),
+            ("1970-01-01".into(), 86_400)
+        );
+    }
+
+    #[test]
+    fn bad_budget_keys_are_named() {
+        assert!(Budget::resolve(Some(-1.0), None)
+            .unwrap_err()
+            .starts_with("budget_usd"));
+        assert!(Budget::resolve(Some(1.0), Some("week"))
+            .unwrap_err()
+            .starts_with("budget_period"));
+        assert_eq!(
+            Budget::resolve(Some(2.5), Some("month")).unwrap(),
+            Some(Budget {
+                usd: 2.5,
+                period: BudgetPeriod::Month
+            })
+        );
+    }
+}

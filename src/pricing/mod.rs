@@ -1,0 +1,120 @@
+//! What a request cost: prices per model (the built-in table of `table.rs`,
+//! overridden per provider by `providers[].pricing`) applied to the usage
+//! the provider reported.
+
+pub mod budget;
+mod table;
+
+pub use table::TABLE_DATE;
+
+use apiproxy_translate::Usage;
+
+use crate::config::{Price, ProviderConfig};
+use crate::proxy::respond::Headers;
+
+/// The price of `model` at `provider`: the provider's own `pricing` first,
+/// then the built-in table, each matched exactly and then by the name after
+/// the last `/` (`openrouter`-style `openai/gpt-4o` is priced as `gpt-4o`).
+pub fn price_of(provider: &ProviderConfig, model: &str) -> Option<Price> {
+    let short = model.rsplit('/').next().unwrap_or(model);
+    let configured = |m: &str| provider.pricing.get(m).copied();
+    configured(model)
+        .or_else(|| configured(short))
+        .or_else(|| built_in(model))
+        .or_else(|| built_in(short))
+}
+
+/// The built-in price of `model`, matched exactly.
+pub fn built_in(model: &str) -> Option<Price> {
+    table::BUILT_IN
+        .iter()
+        .find(|(m, _)| *m == model)
+        .map(|(_, p)| *p)
+}
+
+/// Cost in USD of `usage` at `price`. Input tokens include cached ones
+/// (the IR's convention); those are charged at the cached price when the
+/// provider has one.
+pub fn cost_usd(price: &Price, usage: &Usage) -> f64 {
+    let cached = usage
+        .cached_input_tokens
+        .unwrap_or(0)
+        .min(usage.input_tokens);
+    let (fresh, cached_rate) = match price.cached_input {
+        Some(rate) => (usage.input_tokens - cached, rate * cached as f64),
+        None => (usage.input_tokens, 0.0),
+    };
+    (fresh as f64 * price.input + cached_rate + usage.output_tokens as f64 * price.output) / 1e6
+}
+
+/// A cost as written in headers and logs: dollars with 8 decimals (enough
+/// for one token of the cheapest model) and no exponent.
+pub fn format_usd(cost: f64) -> String {
+    format!("{cost:.8}")
+}
+
+/// The response headers plus `x-debug-cost` (USD) when the `x-debug-*`
+/// headers were asked for and the cost is known. Only whole answers carry
+/// it: a stream's cost is known after its last byte, past the headers (it
+/// is in the access log and the metrics).
+#[allow(clippy::ptr_arg)] // the Vec is what the response writers take
+pub fn with_debug_cost(headers: &Headers, cost: Option<f64>) -> std::borrow::Cow<'_, Headers> {
+    match cost {
+        Some(c) if headers.iter().any(|(k, _)| *k == "x-debug-provider") => {
+            let mut h = headers.clone();
+            h.push(("x-debug-cost", format_usd(c)));
+            std::borrow::Cow::Owned(h)
+        }
+        _ => std::borrow::Cow::Borrowed(headers),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn provider(pricing: &str) -> ProviderConfig {
+        let yaml = format!(
+            "providers:\n  - {{ id: p, kind: openai, base_url: \"http://127.0.0.1:1\", pricing: {pricing} }}\n"
+        );
+        let mut c = Config::from_yaml(&yaml, &|_| None).unwrap();
+        c.providers.remove(0)
+    }
+
+    #[test]
+    fn configured_price_wins_then_table_exact_then_after_last_slash() {
+        let p = provider("{ gpt-4o: { input: 1, output: 2 } }");
+        assert_eq!(price_of(&p, "gpt-4o").unwrap().input, 1.0);
+        assert_eq!(price_of(&p, "openai/gpt-4o").unwrap().input, 1.0);
+        assert_eq!(price_of(&p, "gpt-4o-mini").unwrap().input, 0.15);
+        assert_eq!(price_of(&p, "openai/gpt-4o-mini").unwrap().output, 0.60);
+        assert_eq!(
+            price_of(&p, "anthropic/claude-sonnet-4-5").unwrap().output,
+            15.0
+        );
+        assert!(price_of(&p, "my-finetune").is_none());
+    }
+
+    #[test]
+    fn cached_tokens_cost_the_cached_price() {
+        let price = built_in("gpt-4o").unwrap();
+        let u = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 1_000_000,
+            cached_input_tokens: Some(400_000),
+            ..Usage::default()
+        };
+        // 600k fresh at 2.50, 400k cached at 1.25, 1M out at 10.
+        let c = cost_usd(&price, &u);
+        assert!((c - (1.5 + 0.5 + 10.0)).abs() < 1e-9, "{c}");
+        // Without a cached price every input token is charged as input.
+        let plain = Price {
+            input: 2.0,
+            output: 0.0,
+            cached_input: None,
+        };
+        assert!((cost_usd(&plain, &u) - 2.0).abs() < 1e-9);
+        assert_eq!(format_usd(0.000_012_5), "0.00001250");
+    }
+}

@@ -1,0 +1,145 @@
+//! The TLS client listener (`server.tls: {listen, cert, key}`), HTTP/2 by
+//! ALPN. The certificate is handed to each handshake from memory, so
+//! SIGHUP re-reads the files and new connections get the new certificate
+//! without a restart (connections already open keep theirs). A binary
+//! upgrade (`-u`) reads them at start like any start.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::tls::pkey::{PKey, Private};
+use pingora::tls::ssl::SslRef;
+use pingora::tls::x509::X509;
+
+/// A certificate chain and its private key, read from PEM files.
+pub struct CertPair {
+    chain: Vec<X509>,
+    key: PKey<Private>,
+}
+
+impl CertPair {
+    /// Reads `cert` (the leaf first, then intermediates) and `key`, and
+    /// checks that they belong together.
+    pub fn load(cert: &str, key: &str) -> Result<CertPair, String> {
+        let pem = std::fs::read(cert).map_err(|e| format!("cannot read {cert}: {e}"))?;
+        let chain = X509::stack_from_pem(&pem)
+            .map_err(|e| format!("{cert}: not a PEM certificate: {e}"))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| format!("{cert}: no certificate in it"))?;
+        let pem = std::fs::read(key).map_err(|e| format!("cannot read {key}: {e}"))?;
+        let key_pem = PKey::private_key_from_pem(&pem)
+            .map_err(|_| format!("{key}: not a PEM private key"))?;
+        let public = leaf
+            .public_key()
+            .map_err(|e| format!("{cert}: unreadable public key: {e}"))?;
+        if !public.public_eq(&key_pem) {
+            return Err(format!("{key} is not the private key of {cert}"));
+        }
+        Ok(CertPair {
+            chain,
+            key: key_pem,
+        })
+    }
+}
+
+/// The listener's live certificate, swapped on reload.
+pub struct LiveCert {
+    cert_path: String,
+    key_path: String,
+    current: ArcSwap<CertPair>,
+}
+
+impl LiveCert {
+    /// Reads the files once.
+    pub fn open(cert: &str, key: &str) -> Result<Arc<LiveCert>, String> {
+        let pair = CertPair::load(cert, key)?;
+        Ok(Arc::new(LiveCert {
+            cert_path: cert.to_owned(),
+            key_path: key.to_owned(),
+            current: ArcSwap::from_pointee(pair),
+        }))
+    }
+
+    /// Reads the files again; on a problem the running certificate stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let pair = CertPair::load(&self.cert_path, &self.key_path)?;
+        self.current.store(Arc::new(pair));
+        Ok(())
+    }
+
+    /// Pingora's TLS settings for the listener: Mozilla intermediate, h2
+    /// preferred over HTTP/1.1, this certificate per handshake.
+    pub fn settings(self: &Arc<Self>) -> pingora::Result<TlsSettings> {
+        let mut s = TlsSettings::with_callbacks(Box::new(Handshake(self.clone())))?;
+        s.enable_h2();
+        Ok(s)
+    }
+}
+
+struct Handshake(Arc<LiveCert>);
+
+#[async_trait]
+impl TlsAccept for Handshake {
+    async fn certificate_callback(&self, ssl: &mut SslRef) {
+        let pair = self.0.current.load();
+        let Some((leaf, rest)) = pair.chain.split_first() else {
+            return;
+        };
+        // A failure leaves the handshake without a certificate: the client
+        // sees a handshake error, and the log says why.
+        let result = pingora::tls::ext::ssl_use_certificate(ssl, leaf)
+            .and_then(|()| {
+                rest.iter()
+                    .try_for_each(|c| pingora::tls::ext::ssl_add_chain_cert(ssl, c))
+            })
+            .and_then(|()| pingora::tls::ext::ssl_use_private_key(ssl, &pair.key));
+        if let Err(e) = result {
+            log::error!("tls listener: cannot use the certificate: {e}");
+        }
+    }
+}
+
+/// Re-reads the listener's certificate on SIGHUP.
+pub struct CertReloader(pub Arc<LiveCert>);
+
+#[async_trait]
+impl BackgroundService for CertReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP, certificate reload disabled: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match self.0.reload() {
+                    Ok(()) => log::info!("tls certificate reloaded from {}", self.0.cert_path),
+                    Err(e) => log::error!("tls certificate reload rejected, the running one stays: {e}"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Adds the TLS listener's addresses to `service`; the returned service
+/// re-reads the certificate on SIGHUP.
+pub fn add_listener<A>(
+    service: &mut pingora::services::listening::Service<A>,
+    t: &crate::config::TlsListener,
+) -> Result<CertReloader, String> {
+    let live = LiveCert::open(&t.cert, &t.key)?;
+    for addr in &t.listen {
+        let settings = live.settings().map_err(|e| e.to_string())?;
+        service.add_tls_with_settings(addr, None, settings);
+    }
+    Ok(CertReloader(live))
+}
