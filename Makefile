@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= conf/apiproxy.yaml
 
-.PHONY: bootstrap build release run check test lint fmt bench microbench clean
+.PHONY: bootstrap build release run check test lint fmt bench microbench fuzz clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -41,6 +41,10 @@ bench: bootstrap
 microbench: bootstrap
 	cargo bench -p apiproxy --bench hot_path
 	cargo bench -p apiproxy-translate --bench translate
+
+## Fuzz targets (fuzz/): each runs FUZZ_SECONDS (default 60) at nice 19; not part of `make test`.
+fuzz: bootstrap
+	fuzz/run.sh
 
 clean:
 	cargo clean

@@ -739,6 +739,11 @@ def main():
     for tool in ("oha", "curl") if needs_oha else ():
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed (benches/run.sh installs oha)")
+    # BENCH_ONLY=routing: only the routing scenario (benches/routing_bench.py).
+    only = os.environ.get("BENCH_ONLY", "")
+    if only == "routing":
+        import routing_bench
+        return routing_bench.main()
     t_start = time.time()
     work = tempfile.mkdtemp(prefix="apiproxy-bench-")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -844,8 +849,11 @@ def main():
             profile(sv, sc["json"][2], work)
     finally:
         sv.stop()
+    import routing_bench
+    log("routing scenario (benches/routing_bench.py)")
+    res["routing"] = routing_bench.run(bin_dir)
     res["wall_seconds"] = time.time() - t_start
-    table = render(res)
+    table = render(res) + routing_bench.render(res["routing"])
     print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in ("latest", f"run-{stamp}"):

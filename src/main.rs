@@ -8,7 +8,7 @@ use apiproxy::config::{Config, ServerSettings};
 use apiproxy::listener::{ClientLimits, ClientListener, PidHeader};
 use apiproxy::proxy::Gateway;
 use apiproxy::routing::Runtime;
-use apiproxy::service::{warn_disabled, CatalogRefresher, Reloader};
+use apiproxy::service::{warn_disabled, CatalogRefresher, HealthChecker, Reloader};
 use apiproxy_store::LazyStore;
 use arc_swap::ArcSwap;
 use clap::Parser;
@@ -167,6 +167,12 @@ fn main() {
         state: state.clone(),
     };
     server.add_service(background_service("catalog refresh", refresher.clone()));
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker {
+            runtime: runtime.clone(),
+        },
+    ));
     server.add_service(background_service(
         "config reload",
         Reloader {

@@ -6,7 +6,7 @@ use once_cell::sync::Lazy;
 use crate::routing::Runtime;
 use prometheus::{
     register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, CounterVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    CounterVec, HistogramVec, IntCounterVec, IntGauge,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -105,16 +105,6 @@ pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
     ))
 });
 
-/// 1 while a provider is out of rotation after failures (its breaker is
-/// open), else 0; by configured provider id.
-pub static BREAKER_OPEN: Lazy<IntGaugeVec> = Lazy::new(|| {
-    must(register_int_gauge_vec!(
-        "apiproxy_upstream_breaker_open",
-        "1 while the provider cools down after failures (out of rotation), else 0",
-        &["provider"]
-    ))
-});
-
 pub static INFLIGHT_REQUESTS: Lazy<IntGauge> = Lazy::new(|| {
     must(register_int_gauge!(
         "apiproxy_inflight_requests",
@@ -140,7 +130,6 @@ pub fn init() {
     Lazy::force(&ATTEMPTS);
     Lazy::force(&FAILOVERS);
     Lazy::force(&RATE_LIMITED);
-    Lazy::force(&BREAKER_OPEN);
     Lazy::force(&INFLIGHT_REQUESTS);
     Lazy::force(&INFLIGHT_STREAMS);
 }
@@ -186,14 +175,5 @@ pub fn upstream_model_label<'a>(rt: &Runtime, provider: &str, model: &'a str) ->
         model
     } else {
         "other"
-    }
-}
-
-/// Sets the breaker gauge of every provider (a handful: done per request).
-pub fn record_breakers(rt: &Runtime) {
-    for p in &rt.providers {
-        BREAKER_OPEN
-            .with_label_values(&[p.id()])
-            .set(i64::from(p.health.cooling()));
     }
 }

@@ -13,7 +13,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::config::Config;
 use crate::routing::Runtime;
-use crate::upstream::catalog;
+use crate::upstream::{catalog, Provider};
 use apiproxy_store::LazyStore;
 
 /// Fetches the model lists of providers without a configured `models` list,
@@ -28,29 +28,47 @@ pub struct CatalogRefresher {
 }
 
 impl CatalogRefresher {
+    /// Lists every provider's catalog, all at once (so a slow provider
+    /// does not hold back the others at start).
     pub async fn refresh_all(&self, connector: &Connector) {
         let rt = self.runtime.load_full();
         let store = self.state.store().await;
-        for p in rt
+        let store = store.as_ref();
+        let listings = rt
             .providers
             .iter()
             .filter(|p| p.config.enabled && p.config.static_models.is_none())
-        {
-            if let Some(models) = store.get_catalog(p.id()).await {
-                p.catalog.store(Some(Arc::new(models)));
-                continue;
-            }
-            match catalog::fetch(connector, p).await {
-                Ok(models) => {
-                    log::debug!("provider {}: {} models listed", p.id(), models.len());
-                    store.put_catalog(p.id(), &models).await;
-                    p.catalog.store(Some(Arc::new(models)));
-                }
-                Err(e) => log::warn!(
-                    "provider {}: listing models failed, keeping the last list: {e}",
-                    p.id()
-                ),
-            }
+            .map(|p| refresh_one(connector, store, p, false));
+        futures_util::future::join_all(listings).await;
+    }
+}
+
+/// Lists one provider's catalog: from the store when a replica listed it
+/// recently (unless `force`), else from the provider.
+pub async fn refresh_one(
+    connector: &Connector,
+    store: &dyn apiproxy_store::Store,
+    p: &Provider,
+    force: bool,
+) {
+    if !force {
+        if let Some(models) = store.get_catalog(p.id()).await {
+            p.set_catalog(models, "store");
+            return;
+        }
+    }
+    match catalog::fetch(connector, p).await {
+        Ok(models) => {
+            log::debug!("provider {}: {} models listed", p.id(), models.len());
+            store.put_catalog(p.id(), &models).await;
+            p.set_catalog(models, "provider");
+        }
+        Err(e) => {
+            log::warn!(
+                "provider {}: listing models failed, keeping the last list: {e}",
+                p.id()
+            );
+            p.listing_failed(e);
         }
     }
 }
@@ -70,6 +88,46 @@ impl BackgroundService for CatalogRefresher {
                 .max(Duration::from_secs(5));
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Active health checks: lists the models of each provider with a
+/// `health_check` every `interval_s`, bounded by `timeout_ms`; a failure
+/// feeds the provider's breakers (`Runtime::probe_failed`).
+pub struct HealthChecker {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let connector = Connector::new(None);
+        let mut due: std::collections::HashMap<String, std::time::Instant> = Default::default();
+        loop {
+            let rt = self.runtime.load_full();
+            let now = std::time::Instant::now();
+            for p in rt.providers.iter().filter(|p| p.config.enabled) {
+                let Some(hc) = p.config.health_check else {
+                    continue;
+                };
+                if due.get(p.id()).is_some_and(|d| *d > now) {
+                    continue;
+                }
+                due.insert(p.id().to_owned(), now + hc.interval);
+                let probe = catalog::probe(&connector, p, hc.timeout, |p| rt.probe_failed(p)).await;
+                if !probe.ok {
+                    log::warn!(
+                        "provider {}: health check failed: {}",
+                        p.id(),
+                        probe.error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -228,7 +228,14 @@ async fn two_replicas_on_one_redis_cannot_overshoot_tpm() {
 /// first session request fails over to `a` and binds there.
 async fn owned_bindings(redis: Option<&str>) {
     let a = MockProvider::always(Reply::json(200, openai_completion("ma", "from a"))).await;
-    let b = MockProvider::start(|_, n| {
+    // Counts generation requests only: the catalog warm-up lists models too.
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let b = MockProvider::start(move |req, _| {
+        let n = if req.method == "POST" {
+            posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        } else {
+            usize::MAX
+        };
         if n == 0 {
             Reply::json(503, r#"{"error":{"message":"busy"}}"#)
         } else {
@@ -237,11 +244,13 @@ async fn owned_bindings(redis: Option<&str>) {
     })
     .await;
     let cfg = format!(
-        "{}auth:\n  keys:\n    - {{ name: carol, key: carol-key }}\n    - {{ name: mallory, key: mallory-key }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: a, kind: openai, base_url: \"{}\", api_keys: [ka] }}\n  - {{ id: b, kind: openai, base_url: \"{}\", api_keys: [kb] }}\nmodels:\n  - name: m\n    upstreams: [{{ provider: a, model: ma, weight: 0.000001 }}, {{ provider: b, model: mb, weight: 1000000 }}]\n",
+        "{}auth:\n  keys:\n    - {{ name: carol, key: carol-key }}\n    - {{ name: mallory, key: mallory-key }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: a, kind: openai, base_url: \"{}\", api_keys: [ka] }}\n  - {{ id: b, kind: openai, base_url: \"{}\", api_keys: [kb, kb2] }}\nmodels:\n  - name: m\n    upstreams: [{{ provider: a, model: ma, weight: 0.000001 }}, {{ provider: b, model: mb, weight: 1000000 }}]\n",
         store_section(redis, "own:"),
         a.base_url(),
         b.base_url()
     );
+    // b has a second key: its 503 rests `kb` (routing.cooldowns), and b
+    // stays where the weights send everyone.
     let gw = Gateway::start(&cfg).await;
     let provider =
         |r: &reqwest::Response| r.headers()["x-debug-provider"].to_str().unwrap().to_owned();

@@ -62,7 +62,9 @@ impl Setup {
             ));
         }
         let mut cfg =
-            format!("auth:\n  keys:\n    - {{ name: tester, key: {CLIENT_KEY} }}\nproviders:\n");
+            // Every test sends its failing cases to the same upstreams:
+            // breakers that never open keep each case's answer its own.
+            format!("routing:\n  breaker: {{ consecutive_failures: 1000000, min_requests: 1000000 }}\nauth:\n  keys:\n    - {{ name: tester, key: {CLIENT_KEY} }}\nproviders:\n");
         for (k, m) in &mocks {
             let wire_api = if *k == Wire::Responses {
                 ", wire_api: responses"

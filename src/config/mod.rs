@@ -8,6 +8,7 @@
 mod env;
 mod from_env;
 pub mod raw;
+pub mod routing;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -34,8 +35,10 @@ pub struct Config {
     pub auth: AuthConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<LogicalModel>,
-    /// How long a failing key or upstream stays out of rotation.
+    /// How long a key the provider refused stays out of rotation.
     pub cooldown: Duration,
+    /// Failover bounds, scoring, breaker and cooldowns (`routing:`).
+    pub routing: routing::RoutingSettings,
     /// Gateway-wide requests per minute (all keys together).
     pub global_rpm: Option<u64>,
     /// Gateway-wide tokens per minute.
@@ -91,6 +94,9 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Client connections open at once; past it new ones get 503.
     pub max_connections: usize,
+    /// A streaming client that got no byte for this long gets an SSE
+    /// keep-alive (load balancers cut idle connections at 60 s); `None`: off.
+    pub sse_keepalive: Option<Duration>,
     /// Longer model names get 400.
     pub max_model_name_bytes: usize,
     /// The TLS client listener, when configured.
@@ -254,6 +260,14 @@ pub struct Price {
     pub cached_input: Option<f64>,
 }
 
+/// `providers[].health_check`: list the models every `interval`, each
+/// listing bounded by `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
 /// One provider, resolved.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -280,6 +294,14 @@ pub struct ProviderConfig {
     pub name: Option<String>,
     /// The model-list path, when not the API's usual one.
     pub models_path: Option<String>,
+    /// Where the provider runs (`region`), for `preferred_region`.
+    pub region: Option<String>,
+    /// Most requests in flight to it at once (`max_concurrency`).
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent to it (`max_qps`).
+    pub max_qps: Option<u32>,
+    /// Active health checks (`health_check`).
+    pub health_check: Option<HealthCheck>,
 }
 
 /// A logical model: a name routed over weighted upstreams.
@@ -317,6 +339,11 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Pingora's own hard cap on a request head.
 pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// Seconds without a byte before a streaming client gets a keep-alive:
+/// well under the 60 s idle cut of common load balancers.
+pub const DEFAULT_SSE_KEEPALIVE_S: u64 = 15;
+/// The longest keep-alive interval accepted.
+pub const MAX_SSE_KEEPALIVE_S: u64 = 3600;
 
 impl Config {
     /// Reads, parses and resolves `path`, with the filter files of
@@ -607,6 +634,11 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             problems.push(format!("server.{key}: must be positive"));
         }
     }
+    if s.sse_keepalive_s.is_some_and(|k| k > MAX_SSE_KEEPALIVE_S) {
+        problems.push(format!(
+            "server.sse_keepalive_s: at most {MAX_SSE_KEEPALIVE_S} (0 turns keep-alives off)"
+        ));
+    }
     if let Some(b) = s.max_header_bytes {
         if !(1024..=MAX_MAX_HEADER_BYTES as u64).contains(&b) {
             problems.push(format!(
@@ -654,6 +686,10 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             .max_connections
             .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
             .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        sse_keepalive: match s.sse_keepalive_s.unwrap_or(DEFAULT_SSE_KEEPALIVE_S) {
+            0 => None,
+            k => Some(Duration::from_secs(k)),
+        },
         max_model_name_bytes: s
             .max_model_name_bytes
             .unwrap_or(crate::model_name::DEFAULT_MAX_MODEL_NAME_BYTES),
@@ -960,6 +996,24 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 None
             }
         });
+        if p.max_concurrency == Some(0) {
+            problems.push(format!("{at}.max_concurrency: must be at least 1"));
+        }
+        if p.max_qps == Some(0) {
+            problems.push(format!("{at}.max_qps: must be at least 1"));
+        }
+        let health_check = p.health_check.map(|h| {
+            if h.interval_s == Some(0) {
+                problems.push(format!("{at}.health_check.interval_s: must be at least 1"));
+            }
+            if h.timeout_ms == Some(0) {
+                problems.push(format!("{at}.health_check.timeout_ms: must be positive"));
+            }
+            HealthCheck {
+                interval: Duration::from_secs(h.interval_s.unwrap_or(30).max(1)),
+                timeout: Duration::from_millis(h.timeout_ms.unwrap_or(5_000).max(1)),
+            }
+        });
         let configured_keys = !p.api_keys.is_empty();
         let api_keys: Vec<String> = p.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
         if problems.len() > before {
@@ -973,6 +1027,10 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         providers.push(ProviderConfig {
             name: p.name,
             models_path: p.models_path,
+            region: p.region,
+            max_concurrency: p.max_concurrency,
+            max_qps: p.max_qps,
+            health_check,
             enabled: !configured_keys || !api_keys.is_empty(),
             id: p.id,
             kind,
@@ -1044,6 +1102,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         });
     }
 
+    let routing = routing::resolve(raw.routing, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -1055,7 +1114,8 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         auth,
         providers,
         models,
-        cooldown: Duration::from_secs(raw.routing.cooldown_seconds.unwrap_or(30)),
+        cooldown: routing.cooldowns.refused,
+        routing,
         global_rpm: raw.limits.rpm,
         global_tpm: raw.limits.tpm,
         access_format,

@@ -90,6 +90,9 @@ pub struct RawServer {
     pub write_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
+    /// Seconds a streaming client may wait without a byte before it gets a
+    /// keep-alive; 0 sends none.
+    pub sse_keepalive_s: Option<u64>,
     /// Longer model names get 400 (default 256 bytes).
     pub max_model_name_bytes: Option<usize>,
     /// A TLS client listener (HTTP/2 by ALPN).
@@ -144,8 +147,66 @@ pub struct RawContext {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
-    /// How long a key or upstream that failed stays out of rotation.
+    /// How long a key the provider refused (401/403) stays out of rotation.
     pub cooldown_seconds: Option<u64>,
+    /// Overall deadline of one request until its answer starts.
+    pub request_timeout_ms: Option<u64>,
+    /// Most model names one request may give (`model` plus `models`).
+    pub max_models: Option<usize>,
+    /// Most upstream attempts one request may make.
+    pub max_attempts: Option<u32>,
+    /// Passes over every candidate when all failed with retryable errors.
+    pub retry_rounds: Option<u32>,
+    /// Pause before the second pass, doubled for each further one.
+    pub retry_backoff_ms: Option<u64>,
+    #[serde(default)]
+    pub scoring: RawScoring,
+    #[serde(default)]
+    pub breaker: RawBreaker,
+    #[serde(default)]
+    pub cooldowns: RawCooldowns,
+    /// Requests (or tokens, scaled) left on a key below which routing steers
+    /// away from it before the provider answers 429.
+    pub ratelimit_reserve: Option<u64>,
+}
+
+/// `routing.scoring`: how candidates are scored (docs/routing.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScoring {
+    /// `adaptive` (default) or `weighted` (configured weights only).
+    pub mode: Option<String>,
+    pub ewma_alpha: Option<f64>,
+    pub latency_exponent: Option<f64>,
+    /// Milliseconds added to every latency before comparing (noise
+    /// tolerance).
+    pub latency_slack_ms: Option<f64>,
+    pub error_exponent: Option<f64>,
+    pub inflight_weight: Option<f64>,
+    pub min_factor: Option<f64>,
+    pub window_seconds: Option<u64>,
+    pub stale_after_seconds: Option<u64>,
+}
+
+/// `routing.breaker`: the circuit breaker per (provider, model).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<u32>,
+    pub error_rate: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub open_ms: Option<u64>,
+    pub max_open_ms: Option<u64>,
+}
+
+/// `routing.cooldowns`: how long a key rests after a failure, by cause.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCooldowns {
+    pub rate_limited_seconds: Option<u64>,
+    pub server_error_seconds: Option<u64>,
+    pub network_seconds: Option<u64>,
+    pub max_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +262,22 @@ pub struct RawProvider {
     /// Prices per million tokens, for the cost metric.
     #[serde(default)]
     pub pricing: BTreeMap<String, RawPrice>,
+    /// Where the provider runs (for `preferred_region` in `/routing/decide`).
+    pub region: Option<String>,
+    /// Most requests in flight to this provider at once.
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent to this provider.
+    pub max_qps: Option<u32>,
+    /// Active health checks: the model list on an interval.
+    pub health_check: Option<RawHealthCheck>,
+}
+
+/// `providers[].health_check`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub interval_s: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -146,7 +146,7 @@ pub async fn handle(
         R::Overview => (200, overview(rt)),
         R::Providers => (
             200,
-            json!({"providers": rt.providers.iter().map(|p| provider_state(p)).collect::<Vec<_>>()}),
+            json!({"providers": rt.providers.iter().map(|p| provider_state(rt, p)).collect::<Vec<_>>()}),
         ),
         R::Models => (200, models(rt)),
         R::Requests => {
@@ -252,7 +252,7 @@ fn overview(rt: &Runtime) -> Value {
     let healthy = rt
         .providers
         .iter()
-        .filter(|p| p.config.enabled && !p.health.cooling())
+        .filter(|p| health_json(rt, p)["status"] == "healthy")
         .count();
     json!({
         "collecting": rt.config.console.collect,
@@ -303,7 +303,7 @@ fn models(rt: &Runtime) -> Value {
                         "configured_share": if weights > 0.0 { u.weight / weights } else { 0.0 },
                         "requests": n,
                         "live_share": if total > 0 { Some(n as f64 / total as f64) } else { None },
-                        "provider_status": provider_state(p)["status"].clone(),
+                        "provider_status": provider_state(rt, p)["status"].clone(),
                     })
                 })
                 .collect();
@@ -366,10 +366,10 @@ fn mask(secret: &str) -> String {
 /// (`/providers/{id}/health`: breaker, cooldowns, upstream limits as routing
 /// reports them) and metrics, and its keys masked. The one place provider
 /// state is read, so fields routing adds to the health answer show up here.
-pub fn provider_state(p: &Provider) -> Value {
+pub fn provider_state(rt: &Runtime, p: &Provider) -> Value {
     let mut v = provider_json(p);
     v["api_keys"] = json!(masked_provider_keys(&p.config.api_keys));
-    v["health"] = health_json(p);
+    v["health"] = health_json(rt, p);
     v["metrics"] = metrics_json(p);
     v["status"] = v["health"]["status"].clone();
     v

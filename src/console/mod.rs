@@ -177,18 +177,23 @@ pub fn record(rt: &Runtime, ctx: &RequestCtx, elapsed: Duration) {
         if let Some(u) = all.get_mut(k) {
             u.requests += 1;
             u.errors += u64::from(r.status >= 400);
-            u.input_tokens += r.input_tokens;
-            u.output_tokens += r.output_tokens;
+            u.input_tokens = u.input_tokens.saturating_add(r.input_tokens);
+            u.output_tokens = u.output_tokens.saturating_add(r.output_tokens);
             u.cost_usd += cost.unwrap_or(0.0);
             u.last_used = Some(now);
             u.count(secs);
         }
     }
+    // Listed before it is announced: whoever saw it on the tail finds it
+    // in the list, and the list's order is the tail's.
+    CONSOLE
+        .records
+        .lock()
+        .push(r.clone(), settings.recent_requests);
     if CONSOLE.tail.receiver_count() > 0 {
         // Only fails when every subscriber left meanwhile.
-        let _ = CONSOLE.tail.send(r.clone());
+        let _ = CONSOLE.tail.send(r);
     }
-    CONSOLE.records.lock().push(r, settings.recent_requests);
 }
 
 impl Console {

@@ -159,8 +159,8 @@ impl Series {
             slot.ttft.add(t);
         }
         slot.overhead.add(s.overhead_ms);
-        slot.input_tokens += s.input_tokens;
-        slot.output_tokens += s.output_tokens;
+        slot.input_tokens = slot.input_tokens.saturating_add(s.input_tokens);
+        slot.output_tokens = slot.output_tokens.saturating_add(s.output_tokens);
         slot.cost_usd += s.cost_usd;
     }
 
@@ -182,8 +182,8 @@ impl Series {
                 total.latency.merge(&slot.latency);
                 total.ttft.merge(&slot.ttft);
                 total.overhead.merge(&slot.overhead);
-                total.input_tokens += slot.input_tokens;
-                total.output_tokens += slot.output_tokens;
+                total.input_tokens = total.input_tokens.saturating_add(slot.input_tokens);
+                total.output_tokens = total.output_tokens.saturating_add(slot.output_tokens);
                 total.cost_usd += slot.cost_usd;
             } else {
                 points.push(point(

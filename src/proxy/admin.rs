@@ -13,10 +13,12 @@ use super::respond;
 use super::routes::{AdminRoute, Route};
 use super::Gateway;
 use crate::auth;
+use crate::config::routing::ScoringMode;
 use crate::config::ClientKey;
 use crate::error::GatewayError;
-use crate::routing::{select, Runtime};
-use crate::upstream::Provider;
+use crate::routing::breaker::BreakerState;
+use crate::routing::{Candidate, RankOptions, Runtime};
+use crate::upstream::{now_ms, Provider};
 
 /// `GET /v1/models`: logical models, then every provider's models as
 /// `provider-id/model`, and by the plain name where only one provider has it.
@@ -108,16 +110,110 @@ pub(crate) fn provider_json(p: &Provider) -> Value {
     })
 }
 
+/// `GET /providers/{id}/health`: the provider's status, each key's
+/// cooldown and last rate-limit reading, each model's breaker and record.
+/// Field names are stable (README "Provider health").
 /// Read by the console too (`console::api::provider_state`).
-pub(crate) fn health_json(p: &Provider) -> Value {
-    let h = &p.health;
-    let cooldown_until = h.cooldown_until.load(Ordering::Relaxed);
+pub(crate) fn health_json(rt: &Runtime, p: &Provider) -> Value {
+    let r = &rt.config.routing;
+    let now = now_ms();
+    let keys: Vec<Value> = p
+        .key_states()
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let cooling = k.cooldown_until_ms > now;
+            json!({
+                "index": i,
+                "available": !cooling,
+                "cooldown_until_ms": cooling.then_some(k.cooldown_until_ms),
+                "cause": k.cause.map(|c| c.name()),
+                "strikes": k.strikes,
+                "ratelimit": k.ratelimit,
+                "ratelimit_low": k.ratelimit.as_ref().is_some_and(|x| x.low(now, r.ratelimit_reserve)),
+            })
+        })
+        .collect();
+    let models: Vec<Value> = p
+        .all_stats()
+        .iter()
+        .map(|(m, s)| {
+            let snap = s.snapshot(now, &r.scoring, &r.breaker);
+            let until = match snap.breaker {
+                BreakerState::Open { until_ms } => Some(until_ms),
+                _ => None,
+            };
+            json!({
+                "model": m,
+                "breaker": snap.breaker.name(),
+                "breaker_since_ms": Some(s.last_transition_ms()).filter(|t| *t > 0),
+                "open_until_ms": until,
+                "consecutive_failures": snap.consecutive_failures,
+                "latency_ewma_ms": snap.ewma_ms,
+                "error_rate": snap.error_rate,
+                "samples": snap.samples,
+                "in_flight": snap.in_flight,
+            })
+        })
+        .collect();
+    let (key_available, _, _) = p.key_outlook(r.ratelimit_reserve);
+    let open = models.iter().filter(|m| m["breaker"] != "closed").count();
+    let key_cooling = keys.iter().any(|k| k["available"] == false);
+    let status = if !p.config.enabled {
+        "disabled"
+    } else if !key_available || (open > 0 && open == models.len()) {
+        "cooling_down"
+    } else if open > 0 || key_cooling {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let cooldown_until = p
+        .key_states()
+        .iter()
+        .map(|k| k.cooldown_until_ms)
+        .filter(|t| *t > now)
+        .min();
     json!({
         "provider_id": p.id(),
-        "status": if !p.config.enabled { "disabled" } else if h.cooling() { "cooling_down" } else { "healthy" },
-        "consecutive_failures": h.consecutive_failures.load(Ordering::Relaxed),
-        "cooldown_until_ms": if cooldown_until > 0 { Some(cooldown_until) } else { None },
+        "status": status,
+        "consecutive_failures": models.iter().filter_map(|m| m["consecutive_failures"].as_u64()).max().unwrap_or(0),
+        "cooldown_until_ms": if key_available { None } else { cooldown_until },
+        "in_flight": p.capacity.in_flight(),
+        "last_probe": p.last_probe.lock().clone(),
+        "keys": keys,
+        "models": models,
     })
+}
+
+/// `GET /providers/{id}/models`: what was listed and when.
+fn models_json(p: &Provider) -> Value {
+    let models = p.models().map(|m| m.to_vec()).unwrap_or_default();
+    let l = p.listing.lock().clone();
+    let source = if p.config.static_models.is_some() {
+        Some("configured")
+    } else {
+        l.source
+    };
+    json!({
+        "provider_id": p.id(),
+        "models": models,
+        "source": source,
+        "listed_at_ms": Some(l.listed_at_ms).filter(|t| *t > 0),
+        "last_error": l.last_error,
+    })
+}
+
+/// `?name=true` (or `=1`) in the request's query.
+fn query_flag(session: &Session, name: &str) -> bool {
+    session
+        .req_header()
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .any(|(k, v)| k == name && (v == "true" || v == "1"))
 }
 
 /// Read by the console too (`console::api::provider_state`).
@@ -200,11 +296,27 @@ pub async fn handle(
                 }
                 AdminRoute::ProviderModels(id) => {
                     let p = rt.provider(&id).ok_or_else(|| not_found("provider", &id))?;
-                    let models = p.models().map(|m| m.to_vec()).unwrap_or_default();
-                    json!({"provider_id": id, "models": models})
+                    if query_flag(session, "refresh") && p.config.static_models.is_none() {
+                        let store = gw.state.store().await;
+                        crate::service::refresh_one(&gw.connector, store.as_ref(), p, true).await;
+                    }
+                    models_json(p)
                 }
                 AdminRoute::ProviderHealth(id) => {
-                    health_json(rt.provider(&id).ok_or_else(|| not_found("provider", &id))?)
+                    let p = rt.provider(&id).ok_or_else(|| not_found("provider", &id))?;
+                    if query_flag(session, "probe") {
+                        let timeout = p
+                            .config
+                            .health_check
+                            .map_or(p.config.connect_timeout + p.config.read_timeout, |h| {
+                                h.timeout
+                            });
+                        crate::upstream::catalog::probe(&gw.connector, p, timeout, |p| {
+                            rt.probe_failed(p)
+                        })
+                        .await;
+                    }
+                    health_json(rt, p)
                 }
                 AdminRoute::ProviderMetrics(id) => {
                     metrics_json(rt.provider(&id).ok_or_else(|| not_found("provider", &id))?)
@@ -281,32 +393,48 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
         .or_else(|| v.get("model"))
         .and_then(Value::as_str)
         .ok_or_else(|| GatewayError::bad_request("missing field `logical_model`"))?;
-    let exclude: Vec<&str> = v
-        .get("exclude_providers")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let Some(group) = rt.resolve(model) else {
-        return Err(not_found("model", model));
+    let str_list = |k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    let group: Vec<_> = group
-        .into_iter()
-        .filter(|c| !exclude.contains(&rt.providers[c.provider].id()))
-        .collect();
-    let scored: Vec<(f64, &crate::routing::Candidate)> = group
+    let opts = RankOptions {
+        exclude_providers: str_list("exclude_providers"),
+        preferred_region: v
+            .get("preferred_region")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    };
+    if rt.resolve(model).is_none() {
+        return Err(not_found("model", model));
+    }
+    // The very ranking a request for this model gets now.
+    let ranking = rt.rank(&[model.to_owned()], &opts);
+    let eligible: Vec<_> = ranking
+        .candidates
         .iter()
-        .map(|c| (select::score(c.weight, &rt.providers[c.provider]), c))
+        .map(|r| r.candidate.clone())
         .collect();
-    let total: f64 = scored.iter().map(|(s, _)| s).sum();
-    let (candidates, _) = rt.candidates(&[model.to_owned()]);
-    let eligible: Vec<_> = candidates
-        .into_iter()
-        .filter(|c| !exclude.contains(&rt.providers[c.provider].id()))
-        .collect();
-    let mut reasoning =
-        "weighted random choice; weights halved per consecutive failure, cooling upstreams last";
-    let mut chosen = eligible.first().cloned();
-    if let Some(conv) = v.get("conversation_id").and_then(Value::as_str) {
+    let mut reasoning = "scored random choice: weight × latency × error-rate × in-flight × rate-limit factors (docs/routing.md); unavailable upstreams (open breaker, every key cooling) last";
+    if rt.config.routing.scoring.mode == ScoringMode::Weighted {
+        reasoning = "weighted random choice on the configured weights (routing.scoring.mode: weighted); unavailable upstreams last";
+    }
+    let mut chosen = ranking
+        .candidates
+        .first()
+        .filter(|r| r.inputs.available())
+        .map(|r| r.candidate.clone());
+    let conversation = v
+        .get("conversation_id")
+        .or_else(|| v.get("session_id"))
+        .and_then(Value::as_str);
+    if let Some(conv) = conversation {
         if let Some(b) = gw.state.store().await.get_session(conv).await {
             if let Some(i) = rt.bound_candidate(&eligible, &b) {
                 chosen = Some(eligible[i].clone());
@@ -318,14 +446,33 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
     let chosen = chosen.ok_or_else(|| {
         GatewayError::upstream(503, format!("no upstream is eligible for `{model}`"))
     })?;
-    let upstream = |c: &crate::routing::Candidate| json!({"provider_id": rt.providers[c.provider].id(), "model_id": c.model, "weight": c.weight});
-    let all: Vec<Value> = scored
-        .iter()
-        .map(|(s, c)| {
+    let upstream = |c: &Candidate| {
+        let p = &rt.providers[c.provider];
+        json!({"provider_id": p.id(), "model_id": c.model, "weight": c.weight, "region": p.config.region})
+    };
+    // In the model's configured order; `rank` is the place in this draw.
+    let mut listed: Vec<(usize, &crate::routing::Ranked)> =
+        ranking.candidates.iter().enumerate().collect();
+    let configured = rt.resolve(model).unwrap_or_default();
+    let place = |c: &Candidate| {
+        configured
+            .iter()
+            .position(|x| x.provider == c.provider && x.model == c.model)
+            .unwrap_or(usize::MAX)
+    };
+    listed.sort_by_key(|(_, r)| place(&r.candidate));
+    let all: Vec<Value> = listed
+        .into_iter()
+        .map(|(rank, r)| {
             json!({
-                "upstream": upstream(c),
-                "score": if total > 0.0 { s / total } else { 0.0 },
-                "metrics": metrics_json(&rt.providers[c.provider]),
+                "upstream": upstream(&r.candidate),
+                "rank": rank,
+                "score": r.share,
+                "raw_score": r.score,
+                "available": r.inputs.available(),
+                "inputs": r.inputs,
+                "factors": r.factors,
+                "metrics": metrics_json(&rt.providers[r.candidate.provider]),
             })
         })
         .collect();

@@ -39,6 +39,9 @@ pub struct RequestCtx {
     /// Counted in the in-flight gauges (undone in logging).
     pub inflight: bool,
     pub inflight_stream: bool,
+    /// When the client was last written to (keep-alives count): a quiet
+    /// stream gets a keep-alive `server.sse_keepalive_s` after it.
+    pub last_write: Option<Instant>,
     /// The client left before the answer was complete.
     pub client_gone: bool,
     /// `X-Session-Id`, when given.
@@ -89,6 +92,7 @@ impl Default for RequestCtx {
             usage: None,
             inflight: false,
             inflight_stream: false,
+            last_write: None,
             client_gone: false,
             session_id: None,
             served_by: None,

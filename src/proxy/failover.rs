@@ -7,12 +7,17 @@
 use std::fmt;
 
 use crate::error::GatewayError;
+use crate::routing::cooldown::Cause;
 
 /// Why one attempt failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptError {
     /// Every key of the provider is cooling down: nothing was sent.
     NoUsableKey,
+    /// The upstream's circuit breaker is open: nothing was sent.
+    CircuitOpen,
+    /// The provider is at its `max_concurrency` or `max_qps`: nothing was sent.
+    AtCapacity,
     /// DNS, TCP or TLS connect failed or timed out.
     Connect(String),
     /// No byte within the provider's read timeout.
@@ -49,6 +54,8 @@ impl AttemptError {
     pub fn outcome_label(&self) -> &'static str {
         match self {
             AttemptError::NoUsableKey => "no_key",
+            AttemptError::CircuitOpen => "circuit_open",
+            AttemptError::AtCapacity => "at_capacity",
             AttemptError::Connect(_) => "connect_error",
             AttemptError::Timeout => "timeout",
             AttemptError::Io(_) => "io_error",
@@ -64,6 +71,8 @@ impl fmt::Display for AttemptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttemptError::NoUsableKey => f.write_str("every key is cooling down"),
+            AttemptError::CircuitOpen => f.write_str("circuit breaker open"),
+            AttemptError::AtCapacity => f.write_str("at its max_concurrency or max_qps"),
             AttemptError::Connect(e) => write!(f, "connect failed: {e}"),
             AttemptError::Timeout => f.write_str("timed out waiting for the provider"),
             AttemptError::Io(e) => write!(f, "connection error: {e}"),
@@ -107,8 +116,8 @@ pub enum NextStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub next: NextStep,
-    /// Take the key out of rotation (it was refused or rate limited).
-    pub cool_key: bool,
+    /// Take the key out of rotation, for this cause.
+    pub cool_key: Option<Cause>,
     /// The failure says something about the upstream: count it in its
     /// health. A key's refusal or the client's own bad request does not.
     pub upstream_fault: bool,
@@ -121,21 +130,28 @@ pub struct FailureContext {
     pub retryable: bool,
     /// Another key of the provider is usable once this one cools down.
     pub other_key: bool,
+    /// The refusal concerns this request alone (a 429 for a request too
+    /// large for the key's limit while the key has room left): it says
+    /// nothing about the key or the upstream.
+    pub request_only: bool,
 }
 
 /// Decides what follows a failed attempt.
 pub fn decide(error: &AttemptError, cx: FailureContext) -> Decision {
-    let go_on = |upstream_fault| Decision {
+    let go_on = |cool_key, upstream_fault| Decision {
         next: NextStep::NextCandidate,
-        cool_key: false,
+        cool_key,
         upstream_fault,
     };
     match error {
-        AttemptError::NoUsableKey => go_on(false),
+        AttemptError::NoUsableKey | AttemptError::CircuitOpen | AttemptError::AtCapacity => {
+            go_on(None, false)
+        }
         AttemptError::Connect(_)
         | AttemptError::Timeout
         | AttemptError::Io(_)
-        | AttemptError::BrokenAnswer { .. } => go_on(true),
+        | AttemptError::BrokenAnswer { .. } => go_on(Some(Cause::Network), true),
+        AttemptError::Status { status: 429, .. } if cx.request_only => go_on(None, false),
         AttemptError::Status { status, .. } => {
             let status = *status;
             if matches!(status, 401 | 403 | 429) {
@@ -147,15 +163,21 @@ pub fn decide(error: &AttemptError, cx: FailureContext) -> Decision {
                     } else {
                         NextStep::NextCandidate
                     },
-                    cool_key: true,
+                    cool_key: Some(if status == 429 {
+                        Cause::RateLimited
+                    } else {
+                        Cause::Refused
+                    }),
                     upstream_fault: false,
                 }
+            } else if cx.retryable && status >= 500 {
+                go_on(Some(Cause::ServerError), true)
             } else if cx.retryable {
-                go_on(status >= 500)
+                go_on(None, false)
             } else {
                 Decision {
                     next: NextStep::Relay,
-                    cool_key: false,
+                    cool_key: None,
                     upstream_fault: false,
                 }
             }
@@ -163,17 +185,38 @@ pub fn decide(error: &AttemptError, cx: FailureContext) -> Decision {
     }
 }
 
+/// Whether another pass over the candidates may help: every failure of the
+/// pass was the upstream's (network, timeout, 5xx) — not a refusal, a rate
+/// limit or a candidate that could not be tried at all.
+pub fn worth_another_round(pass: &[FailedAttempt]) -> bool {
+    !pass.is_empty()
+        && pass.iter().all(|a| match &a.error {
+            AttemptError::Connect(_)
+            | AttemptError::Timeout
+            | AttemptError::Io(_)
+            | AttemptError::BrokenAnswer { .. } => true,
+            AttemptError::Status { status, .. } => *status >= 500,
+            _ => false,
+        })
+}
+
 /// The error when every candidate failed: 504 when every attempt timed out,
-/// 429 when every one was rate limited, 503 when none could even be sent
+/// 429 when every one was rate limited or had no room (`max_concurrency`,
+/// `max_qps`), 503 when none could even be sent
 /// (every key cooling down), else 502. Names every attempt.
 pub fn all_failed(attempts: &[FailedAttempt]) -> GatewayError {
     let all =
         |f: fn(&AttemptError) -> bool| !attempts.is_empty() && attempts.iter().all(|a| f(&a.error));
     let status = if all(AttemptError::timed_out) {
         504
-    } else if all(|e| matches!(e, AttemptError::Status { status: 429, .. })) {
+    } else if all(|e| {
+        matches!(
+            e,
+            AttemptError::Status { status: 429, .. } | AttemptError::AtCapacity
+        )
+    }) {
         429
-    } else if all(|e| matches!(e, AttemptError::NoUsableKey)) {
+    } else if all(|e| matches!(e, AttemptError::NoUsableKey | AttemptError::CircuitOpen)) {
         503
     } else {
         502
@@ -218,20 +261,22 @@ mod tests {
         FailureContext {
             retryable,
             other_key,
+            request_only: false,
         }
     }
 
     #[test]
     fn decisions() {
+        use Cause::*;
         use NextStep::*;
         // (error, retryable, other key) → (next, cool key, upstream fault)
-        let table: Vec<(AttemptError, bool, bool, NextStep, bool, bool)> = vec![
+        let table: Vec<(AttemptError, bool, bool, NextStep, Option<Cause>, bool)> = vec![
             (
                 AttemptError::NoUsableKey,
                 false,
                 false,
                 NextCandidate,
-                false,
+                None,
                 false,
             ),
             (
@@ -239,7 +284,7 @@ mod tests {
                 false,
                 true,
                 NextCandidate,
-                false,
+                Some(Network),
                 true,
             ),
             (
@@ -247,7 +292,7 @@ mod tests {
                 false,
                 true,
                 NextCandidate,
-                false,
+                Some(Network),
                 true,
             ),
             (
@@ -255,7 +300,7 @@ mod tests {
                 false,
                 false,
                 NextCandidate,
-                false,
+                Some(Network),
                 true,
             ),
             (
@@ -266,19 +311,47 @@ mod tests {
                 true,
                 true,
                 NextCandidate,
-                false,
+                Some(Network),
                 true,
             ),
-            (status(429), true, true, NextKey, true, false),
-            (status(429), true, false, NextCandidate, true, false),
-            (status(401), false, true, NextKey, true, false),
-            (status(403), false, false, NextCandidate, true, false),
-            (status(503), true, true, NextCandidate, false, true),
-            (status(500), true, false, NextCandidate, false, true),
-            (status(500), false, false, Relay, false, false),
-            (status(409), true, false, NextCandidate, false, false),
-            (status(400), false, true, Relay, false, false),
-            (status(404), false, true, Relay, false, false),
+            (status(429), true, true, NextKey, Some(RateLimited), false),
+            (
+                status(429),
+                true,
+                false,
+                NextCandidate,
+                Some(RateLimited),
+                false,
+            ),
+            (status(401), false, true, NextKey, Some(Refused), false),
+            (
+                status(403),
+                false,
+                false,
+                NextCandidate,
+                Some(Refused),
+                false,
+            ),
+            (
+                status(503),
+                true,
+                true,
+                NextCandidate,
+                Some(ServerError),
+                true,
+            ),
+            (
+                status(500),
+                true,
+                false,
+                NextCandidate,
+                Some(ServerError),
+                true,
+            ),
+            (status(500), false, false, Relay, None, false),
+            (status(409), true, false, NextCandidate, None, false),
+            (status(400), false, true, Relay, None, false),
+            (status(404), false, true, Relay, None, false),
         ];
         for (err, retryable, other, next, cool, fault) in table {
             let d = decide(&err, cx(retryable, other));
@@ -288,6 +361,17 @@ mod tests {
                 "{err:?} retryable={retryable} other_key={other}"
             );
         }
+        // A 429 for this request alone: the next candidate, nothing cooled.
+        let own = FailureContext {
+            retryable: true,
+            other_key: true,
+            request_only: true,
+        };
+        let d = decide(&status(429), own);
+        assert_eq!(
+            (d.next, d.cool_key, d.upstream_fault),
+            (NextCandidate, None, false)
+        );
     }
 
     fn attempt(error: AttemptError) -> FailedAttempt {
@@ -296,6 +380,20 @@ mod tests {
             model: "m".into(),
             error,
         }
+    }
+
+    #[test]
+    fn another_round_only_after_upstream_failures() {
+        assert!(worth_another_round(&[
+            attempt(status(503)),
+            attempt(AttemptError::Timeout)
+        ]));
+        assert!(!worth_another_round(&[
+            attempt(status(503)),
+            attempt(status(429))
+        ]));
+        assert!(!worth_another_round(&[attempt(AttemptError::CircuitOpen)]));
+        assert!(!worth_another_round(&[]));
     }
 
     #[test]
@@ -323,6 +421,9 @@ mod tests {
         ];
         let e = all_failed(&limited);
         assert_eq!((e.status, e.retry_after), (429, Some(7)));
+        let full = [attempt(AttemptError::AtCapacity)];
+        let e = all_failed(&full);
+        assert_eq!((e.status, e.retry_after), (429, Some(1)));
         let cooling = [attempt(AttemptError::NoUsableKey)];
         let e = all_failed(&cooling);
         assert_eq!((e.status, e.retry_after), (503, Some(1)));

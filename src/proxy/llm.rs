@@ -6,7 +6,7 @@
 //! failure until then moves on (`failover.rs` decides where).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use apiproxy_store::{SessionBinding, Store};
 use apiproxy_translate::{self as translate, Format};
@@ -15,7 +15,7 @@ use pingora::proxy::Session;
 use super::ctx::{RequestCtx, ServedBy};
 use super::encode::BodyEncoder;
 use super::failover::{self, AttemptError, FailedAttempt, FailureContext, NextStep};
-use super::relay::{self, Outcome, RelayPlan};
+use super::relay::{self, Outcome, RelayPlan, Waited};
 use super::request::{self, LlmRoute, Parsed};
 use super::respond::{self, Headers};
 use super::upstream_error::{contains_key, upstream_message};
@@ -23,9 +23,12 @@ use super::Gateway;
 use crate::config::ClientKey;
 use crate::error::GatewayError;
 use crate::metrics;
+use crate::routing::metrics as route_metrics;
+use crate::routing::ratelimit::{self, RateLimitReading};
+use crate::routing::stats::UpstreamStats;
 use crate::routing::{Candidate, Runtime};
 use crate::upstream::http::{self, Incoming, Outgoing, SendError};
-use crate::upstream::{KeyChoice, Provider};
+use crate::upstream::{now_ms, KeyChoice, Provider};
 use crate::{context, limits};
 
 /// Largest upstream error body read (to relay or to log).
@@ -48,6 +51,12 @@ pub async fn handle(
     ctx.stream = parsed.stream;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     authorize_models(key, &parsed.names)?;
+    let max_models = rt.config.routing.max_models;
+    if parsed.names.len() > max_models {
+        return Err(GatewayError::bad_request(format!(
+            "at most {max_models} models per request (`model` and `models` together; routing.max_models)"
+        )));
+    }
 
     let store = gw.state.store().await;
     // The budget first: a refused request takes nothing from the rate limits.
@@ -61,9 +70,10 @@ pub async fn handle(
     );
     admitted?;
     ctx.session_id = sid;
-    let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model)?;
+    let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
     let (candidates, sticky) = stick_to_session(rt, ctx, candidates, binding, fmt, &parsed);
 
+    let routing = &rt.config.routing;
     let mut attempts = Attempts {
         gw,
         rt,
@@ -73,22 +83,46 @@ pub async fn handle(
         encoder: BodyEncoder::new(fmt),
         sticky,
         failures: Vec::new(),
+        deadline: Instant::now() + routing.request_timeout,
     };
-    for (n, c) in candidates.iter().enumerate() {
-        match attempts
-            .try_candidate(session, ctx, c, &mut parsed, headers)
-            .await?
-        {
-            Tried::Answered => return Ok(()),
-            Tried::Failed if n + 1 < candidates.len() => {
-                metrics::FAILOVERS
-                    .with_label_values(&[rt.providers[c.provider].id()])
-                    .inc();
+    'rounds: for round in 0..routing.retry_rounds {
+        if round > 0 {
+            // Another pass only after upstream failures, after a pause that
+            // doubles per pass and fits in the request's deadline.
+            let pause = routing
+                .retry_backoff
+                .saturating_mul(1 << (round - 1).min(8));
+            let left = attempts.deadline.saturating_duration_since(Instant::now());
+            if !failover::worth_another_round(&attempts.failures) || left <= pause {
+                break;
             }
-            Tried::Failed => {}
+            tokio::time::sleep(pause).await;
+            attempts.failures.clear();
+        }
+        for (n, c) in candidates.iter().enumerate() {
+            if ctx.attempts >= routing.max_attempts {
+                break 'rounds;
+            }
+            let tried = attempts
+                .try_candidate(session, ctx, c, &mut parsed, headers)
+                .await;
+            // With keep-alives sent the event stream is open: errors end it.
+            let tried = match tried {
+                Ok(t) => t,
+                Err(e) => return relay::close_or_err(session, ctx, fmt, e).await,
+            };
+            match tried {
+                Tried::Answered => return Ok(()),
+                Tried::Failed if n + 1 < candidates.len() => {
+                    metrics::FAILOVERS
+                        .with_label_values(&[rt.providers[c.provider].id()])
+                        .inc();
+                }
+                Tried::Failed => {}
+            }
         }
     }
-    Err(failover::all_failed(&attempts.failures))
+    relay::close_or_err(session, ctx, fmt, failover::all_failed(&attempts.failures)).await
 }
 
 /// Reads the body (bounded by `server.max_body_bytes`) and parses it.
@@ -177,13 +211,27 @@ async fn owned_binding(
 }
 
 /// The candidates for the request's names, in routing order: 404 when no
-/// name is known, 503 when the known ones have no enabled upstream.
-fn resolve_candidates(
+/// name is known, 503 when the known ones have no enabled upstream. A name
+/// missing while a provider's catalog has not been listed since start waits
+/// for that listing (bounded by the provider's connect timeout): a model
+/// known only from a catalog never gets 404 because the gateway just started.
+async fn resolve_candidates(
     rt: &Runtime,
     names: &[String],
     requested: &str,
 ) -> Result<Vec<Candidate>, GatewayError> {
-    let (candidates, unknown) = rt.candidates(names);
+    let (mut candidates, mut unknown) = rt.candidates(names);
+    if !unknown.is_empty() {
+        let pending: Vec<_> = rt
+            .providers
+            .iter()
+            .filter(|p| p.catalog_pending())
+            .collect();
+        if !pending.is_empty() {
+            futures_util::future::join_all(pending.iter().map(|p| p.await_first_listing())).await;
+            (candidates, unknown) = rt.candidates(names);
+        }
+    }
     if !candidates.is_empty() {
         return Ok(candidates);
     }
@@ -262,6 +310,35 @@ struct Refusal {
     status: u16,
     content_type: String,
     body: bytes::Bytes,
+    /// A 429 about this request alone (see `refusal_is_request_only`).
+    request_only: bool,
+}
+
+/// A 429 concerns the request alone, not the key, when the provider says
+/// the request is too large for the limit, or when its own rate-limit
+/// headers show the key still has requests and tokens left: cooling the
+/// key (or counting it against the upstream) would let one client's
+/// oversized requests take a provider away from everyone.
+fn refusal_is_request_only(message: &str, reading: Option<&RateLimitReading>) -> bool {
+    let m = message.to_ascii_lowercase();
+    let says_too_large = ["too large", "too long", "exceeds the", "maximum context"]
+        .iter()
+        .any(|p| m.contains(p));
+    let key_has_room = reading.is_some_and(|r| {
+        r.remaining_requests.is_some_and(|n| n > 0) && r.remaining_tokens.is_some_and(|n| n > 0)
+    });
+    says_too_large || key_has_room
+}
+
+/// The request ran past `routing.request_timeout_ms`.
+fn deadline_passed(rt: &Runtime) -> GatewayError {
+    GatewayError::upstream(
+        504,
+        format!(
+            "no answer within the request deadline of {} ms (routing.request_timeout_ms)",
+            rt.config.routing.request_timeout.as_millis()
+        ),
+    )
 }
 
 /// How one attempt (one candidate, one key) ended.
@@ -281,6 +358,8 @@ struct Attempts<'a> {
     encoder: BodyEncoder,
     sticky: Option<StickyTarget>,
     failures: Vec<FailedAttempt>,
+    /// `routing.request_timeout_ms` from the start: past it, 504.
+    deadline: Instant,
 }
 
 impl Attempts<'_> {
@@ -295,13 +374,33 @@ impl Attempts<'_> {
         headers: &mut Headers,
     ) -> Result<Tried, GatewayError> {
         let provider = Arc::clone(&self.rt.providers[c.provider]);
+        let routing = &self.rt.config.routing;
+        let stats = self.rt.stats(c);
+        let cfg = &provider.config;
+        let Some(_slot) = provider
+            .capacity
+            .acquire(now_ms(), cfg.max_concurrency, cfg.max_qps)
+        else {
+            self.fail(&provider, c, AttemptError::AtCapacity);
+            return Ok(Tried::Failed);
+        };
+        let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
+        route_metrics::note_transition(&provider, transition);
+        if !admitted {
+            self.fail(&provider, c, AttemptError::CircuitOpen);
+            return Ok(Tried::Failed);
+        }
         let mut tried_keys: Vec<usize> = Vec::new();
         loop {
+            if ctx.attempts >= routing.max_attempts {
+                return Ok(Tried::Failed);
+            }
             let prefer = self
                 .sticky
                 .filter(|s| s.provider == c.provider)
                 .map(|s| s.key_index);
-            let key_index = match provider.pick_key(prefer, &tried_keys) {
+            let key_index = match provider.pick_key(prefer, &tried_keys, routing.ratelimit_reserve)
+            {
                 KeyChoice::Key(i) => Some(i),
                 KeyChoice::Keyless => None,
                 KeyChoice::AllCooling => {
@@ -309,49 +408,57 @@ impl Attempts<'_> {
                     return Ok(Tried::Failed);
                 }
             };
-            let (error, refusal) = match self
-                .attempt(session, ctx, &provider, c, key_index, parsed, headers)
-                .await?
-            {
-                Attempt::Answered => return Ok(Tried::Answered),
-                Attempt::Failed(e, r) => (e, r),
+            let (error, refusal) = {
+                let _in_flight = stats.start();
+                match self
+                    .attempt(session, ctx, &provider, c, key_index, parsed, headers)
+                    .await?
+                {
+                    Attempt::Answered => return Ok(Tried::Answered),
+                    Attempt::Failed(e, r) => (e, r),
+                }
             };
             metrics::ATTEMPTS
                 .with_label_values(&[provider.id(), error.outcome_label()])
                 .inc();
             let retryable = matches!(&error, AttemptError::Status { status, .. }
                 if provider.config.retryable.contains(*status));
+            let request_only = refusal.as_ref().is_some_and(|r| r.request_only);
             let mut other_key = false;
-            let cools_key = matches!(
+            let key_refused = matches!(
                 &error,
                 AttemptError::Status {
                     status: 401 | 403 | 429,
                     ..
                 }
             );
-            if let (true, Some(k)) = (cools_key, key_index) {
+            if let (true, false, Some(k)) = (key_refused, request_only, key_index) {
                 tried_keys.push(k);
-                other_key = matches!(provider.pick_key(None, &tried_keys), KeyChoice::Key(_));
+                other_key = matches!(
+                    provider.pick_key(None, &tried_keys, routing.ratelimit_reserve),
+                    KeyChoice::Key(_)
+                );
             }
             let d = failover::decide(
                 &error,
                 FailureContext {
                     retryable,
                     other_key,
+                    request_only,
                 },
             );
-            if let (true, Some(k)) = (d.cool_key, key_index) {
-                let secs = match &error {
-                    AttemptError::Status {
-                        retry_after: Some(s),
-                        ..
-                    } => *s,
-                    _ => self.rt.config.cooldown.as_secs(),
+            if let (Some(cause), Some(k)) = (d.cool_key, key_index) {
+                let retry_after = match &error {
+                    AttemptError::Status { retry_after, .. } => *retry_after,
+                    _ => None,
                 };
-                provider.cool_key(k, Duration::from_secs(secs.clamp(1, 3600)));
+                provider.cool_key(k, cause, retry_after, &routing.cooldowns);
+                route_metrics::KEY_COOLDOWNS
+                    .with_label_values(&[provider.id(), cause.name()])
+                    .inc();
             }
             if d.upstream_fault {
-                provider.health.record_failure(self.rt.config.cooldown);
+                self.upstream_failed(&provider, &stats);
             }
             match d.next {
                 NextStep::NextKey => self.fail(&provider, c, error),
@@ -375,6 +482,15 @@ impl Attempts<'_> {
                 }
             }
         }
+    }
+
+    /// Counts a failure that says something about the upstream in its
+    /// record (which may open its breaker).
+    fn upstream_failed(&self, provider: &Provider, stats: &UpstreamStats) {
+        let r = &self.rt.config.routing;
+        provider.health.record_failure();
+        let t = stats.on_failure(now_ms(), &r.scoring, &r.breaker);
+        route_metrics::note_transition(provider, t);
     }
 
     fn fail(&mut self, provider: &Provider, c: &Candidate, error: AttemptError) {
@@ -420,21 +536,42 @@ impl Attempts<'_> {
         ctx.provider.clone_from(&provider.config.id);
         ctx.upstream_model.clone_from(&c.model);
         let sent_at = Instant::now();
-        let result = tokio::select! {
-            r = http::send(&self.gw.connector, provider, Outgoing {
-                method: "POST",
-                path: &path,
-                body,
-                stream: parsed.stream,
-                headers: out_headers,
-                edits: edits.as_ref(),
-            }) => r,
-            _ = super::client_gone(session) => {
-                ctx.client_gone = true;
-                ctx.status = 499;
-                return Ok(Attempt::Answered);
-            }
-        };
+        let left = self.deadline.saturating_duration_since(sent_at);
+        let keepalive = self
+            .rt
+            .config
+            .server
+            .sse_keepalive
+            .filter(|_| parsed.stream);
+        let sending = tokio::time::timeout(
+            left,
+            http::send(
+                &self.gw.connector,
+                provider,
+                Outgoing {
+                    method: "POST",
+                    path: &path,
+                    body,
+                    stream: parsed.stream,
+                    headers: out_headers,
+                    edits: edits.as_ref(),
+                },
+            ),
+        );
+        let result =
+            match relay::wait_keeping_alive(session, ctx, headers, self.fmt, keepalive, sending)
+                .await
+            {
+                Waited::Ready(Ok(r)) => r,
+                Waited::Ready(Err(_)) => return Err(deadline_passed(self.rt)),
+                Waited::ClientGone => {
+                    ctx.client_gone = true;
+                    if ctx.status == 0 {
+                        ctx.status = 499;
+                    }
+                    return Ok(Attempt::Answered);
+                }
+            };
         ctx.upstream_wait += sent_at.elapsed();
         let mut resp = match result {
             Ok(r) => r,
@@ -447,9 +584,13 @@ impl Attempts<'_> {
                 return Ok(Attempt::Failed(error, None));
             }
         };
+        let reading = ratelimit::parse(|h| resp.header_str(h), now_ms());
+        if let (Some(k), Some(r)) = (key_index, reading.clone()) {
+            provider.note_ratelimit(k, r);
+        }
         let status = resp.status();
         if !(200..300).contains(&status) {
-            return Ok(self.refused(resp, provider).await);
+            return Ok(self.refused(resp, provider, reading).await);
         }
         if self.debug {
             headers.push(("x-debug-provider", provider.config.id.clone()));
@@ -464,13 +605,31 @@ impl Attempts<'_> {
             model_override: c.logical.then(|| c.requested.clone()),
             include_usage: parsed.include_usage,
             provider_keys: &provider.config.api_keys,
+            keepalive,
         };
         match relay::relay(session, ctx, &mut resp, &plan, headers).await {
             Outcome::Done => {
                 metrics::ATTEMPTS
                     .with_label_values(&[provider.id(), "ok"])
                     .inc();
-                provider.health.record_success(sent_at.elapsed());
+                // Streams are judged by their first byte, answers whole.
+                let latency = match ctx.first_byte {
+                    Some(fb) if parsed.stream => {
+                        (ctx.start + fb).saturating_duration_since(sent_at)
+                    }
+                    _ => sent_at.elapsed(),
+                };
+                provider.health.record_success(latency);
+                let r = &self.rt.config.routing;
+                let t = self.rt.stats(c).on_success(
+                    now_ms(),
+                    latency.as_secs_f64() * 1000.0,
+                    &r.scoring,
+                );
+                route_metrics::note_transition(provider, t);
+                if let Some(k) = key_index {
+                    provider.key_succeeded(k);
+                }
                 ctx.served_by = Some(ServedBy {
                     provider: provider.config.id.clone(),
                     model: c.model.clone(),
@@ -490,7 +649,7 @@ impl Attempts<'_> {
                     metrics::ATTEMPTS
                         .with_label_values(&[provider.id(), error.outcome_label()])
                         .inc();
-                    provider.health.record_failure(self.rt.config.cooldown);
+                    self.upstream_failed(provider, &self.rt.stats(c));
                     self.fail(provider, c, error);
                     return Ok(Attempt::Answered);
                 }
@@ -502,12 +661,17 @@ impl Attempts<'_> {
 
     /// Reads an error answer (for its message, and to relay it when it is
     /// not retryable) and gives the connection back to the pool.
-    async fn refused(&self, mut resp: Incoming, provider: &Provider) -> Attempt {
+    async fn refused(
+        &self,
+        mut resp: Incoming,
+        provider: &Provider,
+        reading: Option<RateLimitReading>,
+    ) -> Attempt {
         let status = resp.status();
         let body = resp.body(MAX_ERROR_BODY).await.unwrap_or_default();
         let retry_after = resp
             .header_str("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .and_then(ratelimit::retry_after_secs);
         let content_type = resp
             .header_str("content-type")
             .unwrap_or("application/json")
@@ -516,6 +680,7 @@ impl Attempts<'_> {
         let message = upstream_message(&body, status, &provider.config.api_keys)
             .trim_start_matches(": ")
             .to_owned();
+        let request_only = status == 429 && refusal_is_request_only(&message, reading.as_ref());
         Attempt::Failed(
             AttemptError::Status {
                 status,
@@ -526,6 +691,7 @@ impl Attempts<'_> {
                 status,
                 content_type,
                 body,
+                request_only,
             }),
         )
     }
@@ -543,6 +709,13 @@ impl Attempts<'_> {
         headers: &Headers,
     ) -> Result<(), GatewayError> {
         let status = refusal.status;
+        if ctx.inflight_stream {
+            // Keep-alives opened the stream: the refusal becomes its error event.
+            return Err(GatewayError::upstream(
+                status,
+                format!("{}{message}", provider.config.id),
+            ));
+        }
         ctx.status = status;
         let mut h = headers.clone();
         h.retain(|(k, _)| !k.starts_with("x-debug-"));

@@ -7,7 +7,6 @@ pub mod ctx;
 pub mod encode;
 pub mod failover;
 pub mod llm;
-pub mod passthrough;
 pub mod relay;
 pub mod request;
 pub mod respond;
@@ -309,7 +308,6 @@ fn record_llm_metrics(
     elapsed: std::time::Duration,
     cost: Option<f64>,
 ) {
-    metrics::record_breakers(rt);
     let status = ctx.status.to_string();
     // Only names the configuration or a provider's catalog knows become
     // label values: a client sending made-up model names must not grow the

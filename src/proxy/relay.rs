@@ -1,22 +1,29 @@
 //! Relaying a successful upstream answer to the client: whole bodies and SSE
 //! streams, passed through (same format) or translated event by event.
 //!
-//! Nothing is written to the client until the upstream has produced the
-//! first piece of the answer, so an upstream that stalls or breaks before
-//! that can still be replaced by the next candidate.
+//! Nothing of an answer is written to the client until the upstream has
+//! produced its first piece, so an upstream that stalls or breaks before
+//! that can still be replaced by the next candidate. A streaming client
+//! that waits gets keep-alives meanwhile (`server.sse_keepalive_s`): the
+//! event stream is then open, and failover still works until the first
+//! real byte; after it, or when every candidate failed, the stream ends
+//! with one error event in the client's format.
 
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
+use apiproxy_translate::passthrough::{
+    self as same_format, passthrough_body, PassthroughOptions, PassthroughStream, StreamFault,
+};
 use apiproxy_translate::{
     self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions,
 };
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
-use serde_json::Value;
 
 use super::ctx::RequestCtx;
-use super::passthrough::{merge_usage, model_key, rewrite_string_field, usage_of, usage_of_json};
 use super::respond::{self, Headers};
+use crate::error::GatewayError;
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
 
@@ -37,6 +44,8 @@ pub struct RelayPlan<'a> {
     /// The upstream's keys: an upstream may echo one in a stream (an
     /// in-band error naming the key), and none may reach the client.
     pub provider_keys: &'a [String],
+    /// Keep-alive interval for a streaming client; `None`: none.
+    pub keepalive: Option<Duration>,
 }
 
 /// How relaying ended.
@@ -60,6 +69,19 @@ pub async fn relay(
     plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
+    if let Some(enc) = resp
+        .header_str("content-encoding")
+        .filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
+    {
+        // The gateway never asks for a compressed answer: one that comes
+        // anyway cannot be read (nor passed on: the client did not ask either).
+        return Outcome::Failed {
+            reason: format!(
+                "upstream answered with content-encoding `{enc}`, which was not asked for"
+            ),
+            status: None,
+        };
+    }
     let sse = resp
         .header_str("content-type")
         .is_some_and(|t| t.starts_with("text/event-stream"));
@@ -76,19 +98,98 @@ pub async fn relay(
     }
 }
 
-/// Reads from the upstream unless the client leaves first.
-async fn next_chunk(session: &mut Session, resp: &mut Incoming, ctx: &mut RequestCtx) -> Step {
+/// Reads from the upstream unless the client leaves first, keeping a
+/// quiet stream alive meanwhile.
+async fn next_chunk(
+    session: &mut Session,
+    resp: &mut Incoming,
+    ctx: &mut RequestCtx,
+    plan: &RelayPlan<'_>,
+    headers: &Headers,
+) -> Step {
     let waited = Instant::now();
-    let step = tokio::select! {
-        r = resp.chunk() => match r {
-            Ok(Some(c)) => Step::Chunk(c),
-            Ok(None) => Step::End,
-            Err(e) => Step::Error(e),
-        },
-        _ = super::client_gone(session) => Step::ClientGone,
+    let step = match wait_keeping_alive(
+        session,
+        ctx,
+        headers,
+        plan.client,
+        plan.keepalive,
+        resp.chunk(),
+    )
+    .await
+    {
+        Waited::Ready(Ok(Some(c))) => Step::Chunk(c),
+        Waited::Ready(Ok(None)) => Step::End,
+        Waited::Ready(Err(e)) => Step::Error(e),
+        Waited::ClientGone => Step::ClientGone,
     };
     ctx.upstream_wait += waited.elapsed();
     step
+}
+
+/// How waiting on an upstream ended.
+pub enum Waited<T> {
+    Ready(T),
+    /// The client left (or a keep-alive could not be written to it).
+    ClientGone,
+}
+
+/// Awaits `fut` unless the client leaves first. With `every`, a client
+/// that got no byte for that long gets a keep-alive (the event stream is
+/// opened for it if need be), and another one every `every` after.
+pub async fn wait_keeping_alive<F: Future>(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    headers: &Headers,
+    client: Format,
+    every: Option<Duration>,
+    fut: F,
+) -> Waited<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let due =
+            every.map(|e| tokio::time::Instant::from_std(ctx.last_write.unwrap_or(ctx.start) + e));
+        let quiet = async {
+            match due {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            v = &mut fut => return Waited::Ready(v),
+            _ = super::client_gone(session) => return Waited::ClientGone,
+            _ = quiet => {}
+        }
+        let ka = Bytes::from_static(same_format::keepalive(client));
+        if open_stream(session, ctx, headers).await.is_err()
+            || session.write_response_body(Some(ka), false).await.is_err()
+        {
+            return Waited::ClientGone;
+        }
+        ctx.last_write = Some(Instant::now());
+    }
+}
+
+/// Ends a request whose event stream is already open (keep-alives went out)
+/// with `e` as one error event in the client's format, and `Ok`; otherwise
+/// hands `e` back, to be answered as an error response.
+pub async fn close_or_err(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    client: Format,
+    e: GatewayError,
+) -> Result<(), GatewayError> {
+    if !ctx.inflight_stream {
+        return Err(e);
+    }
+    let mut out = BytesMut::new();
+    same_format::end_with_error(client, Some(e.status), &e.message, &mut out);
+    if write(session, ctx, out.freeze(), true).await.is_err() {
+        ctx.client_gone = true;
+    }
+    ctx.status = e.status;
+    end_stream_gauge(ctx);
+    Ok(())
 }
 
 enum Step {
@@ -107,7 +208,7 @@ async fn whole(
 ) -> Outcome {
     let mut body = BytesMut::new();
     loop {
-        match next_chunk(session, resp, ctx).await {
+        match next_chunk(session, resp, ctx, plan, headers).await {
             Step::Chunk(c) => {
                 if body.len() + c.len() > MAX_RESPONSE_BODY {
                     return failed(
@@ -128,33 +229,14 @@ async fn whole(
                 capture_text(ctx, &r);
             }
         }
-        match &plan.model_override {
-            Some(m) => {
-                let mut v: Value = match serde_json::from_slice(&body) {
-                    Ok(v) => v,
-                    Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
-                };
-                ctx.usage = usage_of(plan.upstream, &v);
-                if let Some(obj) = v.as_object_mut() {
-                    let key = model_key(plan.client);
-                    if obj.contains_key(key) {
-                        obj.insert(key.into(), Value::String(m.clone()));
-                    }
-                }
-                match serde_json::to_vec(&v) {
-                    Ok(b) => Bytes::from(b),
-                    Err(e) => return failed(format!("re-encoding the response: {e}"), None),
-                }
-            }
-            None => {
-                // Only the usage is needed: read it without building the
-                // whole answer (the body is still checked to be JSON).
-                ctx.usage = match usage_of_json(plan.upstream, &body) {
-                    Ok(u) => u,
-                    Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
-                };
-                body.freeze()
-            }
+        let read = match passthrough_body(plan.upstream, &body, plan.model_override.as_deref()) {
+            Ok(r) => r,
+            Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
+        };
+        ctx.usage = read.usage;
+        match read.renamed {
+            Some(b) => Bytes::from(b),
+            None => body.freeze(),
         }
     } else {
         let mut r = match translate::decode_response(plan.upstream, &body) {
@@ -205,29 +287,37 @@ fn timeout_status(e: &SendError) -> Option<u16> {
     matches!(e, SendError::Timeout).then_some(504)
 }
 
-/// Turns upstream SSE events into client SSE bytes.
+/// Turns upstream SSE bytes into client SSE bytes.
 enum Converter {
-    /// Same format: events re-emitted as they came, with the model renamed
-    /// and usage read on the way; decoded only when the answer's text is
-    /// kept for a session.
-    Passthrough {
-        capture: Option<(Box<dyn translate::StreamDecode>, Vec<StreamEvent>)>,
-    },
+    /// Same format: the upstream's bytes, with the model renamed and usage
+    /// read on the way (the translate crate's same-format relay).
+    Passthrough(PassthroughStream),
     Translate {
+        parser: SseParser,
         decoder: Box<dyn translate::StreamDecode>,
         encoder: Box<dyn translate::StreamEncode>,
-        events: Vec<StreamEvent>,
+        /// Reused for every chunk: parsed events, and neutral events of one.
+        events: Vec<SseEvent>,
+        neutral: Vec<StreamEvent>,
+        saw_event: bool,
     },
 }
 
 impl Converter {
     fn new(plan: &RelayPlan<'_>, capturing: bool) -> Self {
         if plan.passthrough {
-            Converter::Passthrough {
-                capture: capturing.then(|| (translate::stream_decoder(plan.upstream), Vec::new())),
-            }
+            Converter::Passthrough(PassthroughStream::new(
+                plan.client,
+                PassthroughOptions {
+                    model_override: plan.model_override.clone(),
+                    // The gateway asked for it on the client's behalf.
+                    drop_usage_chunk: !plan.include_usage,
+                    capture_text: capturing,
+                },
+            ))
         } else {
             Converter::Translate {
+                parser: SseParser::default(),
                 decoder: translate::stream_decoder(plan.upstream),
                 encoder: translate::stream_encoder(
                     plan.client,
@@ -237,106 +327,88 @@ impl Converter {
                     },
                 ),
                 events: Vec::new(),
+                neutral: Vec::new(),
+                saw_event: false,
             }
         }
     }
 
-    /// Converts one upstream event, appending to `out`.
-    fn event(
+    /// Converts upstream bytes (`None`: the upstream ended the stream),
+    /// appending what the client gets to `out`.
+    fn feed(
         &mut self,
-        ev: &SseEvent,
-        plan: &RelayPlan<'_>,
+        chunk: Option<&[u8]>,
         ctx: &mut RequestCtx,
         out: &mut BytesMut,
     ) -> Result<(), String> {
         match self {
-            Converter::Passthrough { capture } => {
-                if let Some((decoder, events)) = capture {
-                    events.clear();
-                    if decoder.decode(ev, events).is_ok() {
-                        for e in events.iter() {
-                            if let StreamEvent::TextDelta { text } = e {
-                                ctx.capture(text);
-                            }
-                        }
-                    }
+            Converter::Passthrough(relay) => {
+                let r = match chunk {
+                    Some(c) => relay.feed(c, out),
+                    None => relay.finish(out),
+                };
+                ctx.usage = relay.usage();
+                if ctx.answer.is_some() {
+                    let text = relay.take_text();
+                    ctx.capture(&text);
                 }
-                passthrough_event(ev, plan, ctx, out);
+                r.map_err(|e| match e {
+                    StreamFault::TooLarge(e) => e.to_string(),
+                    StreamFault::InvalidJson(_) => {
+                        format!("upstream stream could not be read: {e}")
+                    }
+                })?;
+                if chunk.is_none() && relay.events() == 0 {
+                    return Err("upstream closed the stream without an event".into());
+                }
                 Ok(())
             }
             Converter::Translate {
+                parser,
                 decoder,
                 encoder,
                 events,
+                neutral,
+                saw_event,
             } => {
                 events.clear();
-                decoder.decode(ev, events).map_err(|e| e.message)?;
-                for e in events.iter() {
-                    match e {
-                        StreamEvent::Usage(u) => ctx.usage = Some(merge_usage(ctx.usage, *u)),
-                        StreamEvent::TextDelta { text } => ctx.capture(text),
-                        _ => {}
+                match chunk {
+                    Some(c) => parser.feed(c, events).map_err(|e| e.to_string())?,
+                    None => parser.finish(events),
+                }
+                for ev in events.iter() {
+                    *saw_event = true;
+                    neutral.clear();
+                    decoder
+                        .decode(ev, neutral)
+                        .map_err(|e| format!("upstream stream could not be read: {}", e.message))?;
+                    for e in neutral.iter() {
+                        match e {
+                            // Decoders report the running total.
+                            StreamEvent::Usage(u) => ctx.usage = Some(*u),
+                            StreamEvent::TextDelta { text } => ctx.capture(text),
+                            _ => {}
+                        }
+                        encoder.encode(e, out);
                     }
-                    encoder.encode(e, out);
+                }
+                if chunk.is_none() {
+                    if !*saw_event {
+                        return Err("upstream closed the stream without an event".into());
+                    }
+                    encoder.finish(out);
                 }
                 Ok(())
             }
-        }
-    }
-
-    /// The upstream stream ended normally.
-    fn finish(&mut self, out: &mut BytesMut) {
-        if let Converter::Translate { encoder, .. } = self {
-            encoder.finish(out);
         }
     }
 
     /// The stream breaks after it started: one error event and the end.
-    fn fail(&mut self, client: Format, status: Option<u16>, message: &str, out: &mut BytesMut) {
+    fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut) {
         match self {
             Converter::Translate { encoder, .. } => encoder.fail(status, message, out),
-            Converter::Passthrough { .. } => {
-                translate::stream_error_event(client, status, message, out);
-                if client == Format::OpenAiChat {
-                    translate::sse::write_data(out, b"[DONE]");
-                }
-            }
+            Converter::Passthrough(relay) => relay.fail(status, message, out),
         }
-    }
-}
-
-fn passthrough_event(
-    ev: &SseEvent,
-    plan: &RelayPlan<'_>,
-    ctx: &mut RequestCtx,
-    out: &mut BytesMut,
-) {
-    let data = ev.data.as_str();
-    if data.contains("\"usage") {
-        if let Ok(v) = serde_json::from_str::<Value>(data) {
-            if let Some(u) = usage_of(plan.upstream, &v) {
-                ctx.usage = Some(merge_usage(ctx.usage, u));
-                // The usage-only chunk the gateway asked for on the client's behalf.
-                let usage_only = plan.client == Format::OpenAiChat
-                    && v.get("choices")
-                        .and_then(Value::as_array)
-                        .is_some_and(Vec::is_empty);
-                if usage_only && !plan.include_usage {
-                    return;
-                }
-            }
-        }
-    }
-    let renamed = plan
-        .model_override
-        .as_deref()
-        .and_then(|m| rewrite_string_field(data, model_key(plan.client), m));
-    let data = renamed.as_deref().unwrap_or(data);
-    match (&ev.event, plan.client) {
-        (Some(name), f) if f != Format::Gemini => {
-            translate::sse::write_event(out, name, data.as_bytes())
-        }
-        _ => translate::sse::write_data(out, data.as_bytes()),
     }
 }
 
@@ -347,59 +419,64 @@ async fn stream(
     plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
-    let mut parser = SseParser::default();
     let mut conv = Converter::new(plan, ctx.answer.is_some());
-    let mut events = Vec::new();
     let mut out = BytesMut::new();
-    let mut started = false;
-    let mut saw_event = false;
+    // Part of this answer reached the client: no failover any more.
+    let mut answered = false;
 
     let result: Result<(), (String, Option<u16>)> = loop {
-        let step = next_chunk(session, resp, ctx).await;
-        let (chunk, end) = match step {
-            Step::Chunk(c) => (c, false),
-            Step::End => (Bytes::new(), true),
+        let chunk = match next_chunk(session, resp, ctx, plan, headers).await {
+            Step::Chunk(c) => Some(c),
+            Step::End => None,
             Step::Error(e) => break Err((e.to_string(), timeout_status(&e))),
             Step::ClientGone => {
                 end_stream_gauge(ctx);
                 return gone(ctx);
             }
         };
-        events.clear();
-        if let Err(e) = parser.feed(&chunk, &mut events) {
-            break Err((e.to_string(), None));
-        }
-        if end {
-            parser.finish(&mut events);
-        }
-        let mut bad = None;
-        for ev in &events {
-            saw_event = true;
-            if let Err(e) = conv.event(ev, plan, ctx, &mut out) {
-                bad = Some(e);
-                break;
+        let mut end = chunk.is_none();
+        let mut failure = conv
+            .feed(chunk.as_deref(), ctx, &mut out)
+            .err()
+            .map(|e| (e, None));
+        // What the upstream already sent (Pingora has it buffered, or the
+        // socket has it) joins this write: one write to the client per
+        // burst, not one per upstream chunk. Nothing is waited for.
+        while failure.is_none() && !end && out.len() < COALESCE_BYTES {
+            match ready_now(resp.chunk()) {
+                None => break,
+                Some(Ok(c)) => {
+                    end = c.is_none();
+                    failure = conv
+                        .feed(c.as_deref(), ctx, &mut out)
+                        .err()
+                        .map(|e| (e, None));
+                }
+                Some(Err(e)) => failure = Some((e.to_string(), timeout_status(&e))),
             }
         }
-        if let Some(e) = bad {
-            break Err((format!("upstream stream could not be read: {e}"), None));
-        }
-        if end {
-            if !saw_event {
-                break Err(("upstream closed the stream without an event".into(), None));
-            }
-            conv.finish(&mut out);
-        }
-        if !out.is_empty() || end {
-            if !started {
-                started = true;
-                if let Err(e) = start_stream(session, ctx, headers).await {
-                    log::debug!("client write failed: {e}");
+        if let Some(f) = failure {
+            // Once the upstream produced part of the answer, that part is
+            // the client's: it is written, then the stream ends with an
+            // error event. Before that, the next candidate may answer.
+            if !out.is_empty() {
+                answered = true;
+                if open_stream(session, ctx, headers).await.is_err() {
                     return gone(ctx);
                 }
             }
+            break Err(f);
+        }
+        if !out.is_empty() || end {
+            answered = true;
+            if open_stream(session, ctx, headers).await.is_err() {
+                return gone(ctx);
+            }
             scrub_keys(&mut out, plan.provider_keys);
-            let data = out.split().freeze();
-            if session.write_response_body(Some(data), end).await.is_err() {
+            if write(session, ctx, out.split().freeze(), end)
+                .await
+                .is_err()
+            {
                 end_stream_gauge(ctx);
                 return gone(ctx);
             }
@@ -413,7 +490,9 @@ async fn stream(
             end_stream_gauge(ctx);
             Outcome::Done
         }
-        Err((reason, status)) if !started => Outcome::Failed { reason, status },
+        // Nothing of this answer was written (keep-alives may have been):
+        // the stream stays open for the next candidate.
+        Err((reason, status)) if !answered => Outcome::Failed { reason, status },
         Err((reason, status)) => {
             let reason = scrub_str(&reason, plan.provider_keys);
             log::warn!(
@@ -421,15 +500,12 @@ async fn stream(
                 ctx.provider
             );
             conv.fail(
-                plan.client,
                 status,
                 &format!("upstream stream failed: {reason}"),
                 &mut out,
             );
             scrub_keys(&mut out, plan.provider_keys);
-            let _ = session
-                .write_response_body(Some(out.split().freeze()), true)
-                .await;
+            let _ = write(session, ctx, out.split().freeze(), true).await;
             end_stream_gauge(ctx);
             Outcome::Failed { reason, status }
         }
@@ -440,12 +516,12 @@ async fn stream(
 /// never split across two calls) with `***`.
 fn scrub_keys(out: &mut BytesMut, keys: &[String]) {
     for key in keys.iter().map(String::as_bytes).filter(|k| k.len() >= 4) {
-        if find(out, key).is_none() {
+        if memchr::memmem::find(out, key).is_none() {
             continue;
         }
         let mut clean = BytesMut::with_capacity(out.len());
         let mut rest = &out[..];
-        while let Some(i) = find(rest, key) {
+        while let Some(i) = memchr::memmem::find(rest, key) {
             clean.extend_from_slice(&rest[..i]);
             clean.extend_from_slice(b"***");
             rest = &rest[i + key.len()..];
@@ -455,10 +531,6 @@ fn scrub_keys(out: &mut BytesMut, keys: &[String]) {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// `s` with every provider key replaced by `***`.
 fn scrub_str(s: &str, keys: &[String]) -> String {
     keys.iter()
@@ -466,17 +538,54 @@ fn scrub_str(s: &str, keys: &[String]) -> String {
         .fold(s.to_owned(), |acc, k| acc.replace(k.as_str(), "***"))
 }
 
-async fn start_stream(
+/// Most bytes gathered from an upstream burst before writing to the client.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// Polls `fut` once: its output if it is ready without waiting. Dropping a
+/// pending body read is safe: Pingora commits its parser state before each
+/// await, and a pending socket read has consumed nothing.
+fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Opens the event stream to the client (status and headers), once.
+async fn open_stream(
     session: &mut Session,
     ctx: &mut RequestCtx,
     headers: &Headers,
 ) -> pingora::Result<()> {
+    if ctx.inflight_stream {
+        return Ok(());
+    }
     ctx.status = 200;
-    ctx.first_byte = Some(ctx.start.elapsed());
     ctx.inflight_stream = true;
     metrics::INFLIGHT_STREAMS.inc();
     let h = respond::header(200, "text/event-stream", None, headers)?;
-    session.write_response_header(h, false).await
+    let r = session.write_response_header(h, false).await;
+    if r.is_err() {
+        ctx.client_gone = true;
+    }
+    r
+}
+
+/// Writes answer bytes to the client; the first ones mark the time to
+/// first byte (keep-alives do not: they are written apart).
+async fn write(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    data: Bytes,
+    end: bool,
+) -> pingora::Result<()> {
+    if ctx.first_byte.is_none() && !data.is_empty() {
+        ctx.first_byte = Some(ctx.start.elapsed());
+    }
+    ctx.last_write = Some(Instant::now());
+    session.write_response_body(Some(data), end).await
 }
 
 fn end_stream_gauge(ctx: &mut RequestCtx) {

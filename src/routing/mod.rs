@@ -1,12 +1,29 @@
-//! Model resolution: from the name a client asked for to an ordered list of
-//! candidate upstreams (provider, upstream model).
+//! Routing: from the name a client asked for to an ordered list of
+//! candidate upstreams (provider, upstream model), scored on what routing
+//! has seen of each (`score.rs`, `stats.rs`, `breaker.rs`), with keys
+//! rested by cause (`cooldown.rs`) and steered by the providers' own
+//! rate-limit headers (`ratelimit.rs`).
 
+pub mod breaker;
+pub mod capacity;
+pub mod cooldown;
+pub mod metrics;
+pub mod ratelimit;
 mod runtime;
+pub mod score;
 pub mod select;
+pub mod stats;
 
 pub use runtime::Runtime;
 
+use std::sync::Arc;
+
 use apiproxy_store::SessionBinding;
+use serde::Serialize;
+
+use crate::upstream::now_ms;
+use score::{Factors, ScoreInputs};
+use stats::UpstreamStats;
 
 /// One upstream that may serve a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,51 +91,155 @@ impl Runtime {
         (!found.is_empty()).then_some(found)
     }
 
-    /// Where in `candidates` the upstream a session is bound to stands, while
-    /// that upstream is healthy (stickiness gives way to a cooling upstream).
+    /// Where in `candidates` the upstream a session is bound to stands,
+    /// while that upstream can take a request (stickiness gives way to an
+    /// open breaker or a provider whose every key is cooling down).
     pub fn bound_candidate(
         &self,
         candidates: &[Candidate],
         binding: &SessionBinding,
     ) -> Option<usize> {
+        let now = now_ms();
         candidates.iter().position(|c| {
             let p = &self.providers[c.provider];
             c.requested == binding.logical_model
                 && c.model == binding.model_id
                 && p.id() == binding.provider_id
-                && !p.health.cooling()
+                && self.inputs(c, now).available()
         })
     }
 
+    /// A failed health check counts as an upstream failure of every model
+    /// routing tracks for `p` (its breakers open without clients paying).
+    pub fn probe_failed(&self, p: &crate::upstream::Provider) {
+        let r = &self.config.routing;
+        let now = now_ms();
+        for (_, s) in p.all_stats() {
+            metrics::note_transition(p, s.on_failure(now, &r.scoring, &r.breaker));
+        }
+    }
+
+    /// Routing's record of candidate `c`.
+    pub fn stats(&self, c: &Candidate) -> Arc<UpstreamStats> {
+        self.providers[c.provider].stats_for(&c.model)
+    }
+
+    /// What `c`'s score is made of, now.
+    pub fn inputs(&self, c: &Candidate, now: u64) -> ScoreInputs {
+        let r = &self.config.routing;
+        let snap = self.stats(c).snapshot(now, &r.scoring, &r.breaker);
+        let p = &self.providers[c.provider];
+        let (key_available, low, left) = p.key_outlook(r.ratelimit_reserve);
+        let room = p
+            .capacity
+            .has_room(now, p.config.max_concurrency, p.config.max_qps);
+        ScoreInputs::new(c.weight, &snap, key_available, left, low, room)
+    }
+
     /// Candidates for the names a request gave (`model`, then each of
-    /// `models`), each name's group in weighted, health-scored random order.
-    /// Returns the candidates and the names that resolved to nothing.
-    pub fn candidates(&self, names: &[String]) -> (Vec<Candidate>, Vec<String>) {
-        let mut out: Vec<Candidate> = Vec::new();
+    /// `models`), each name's group in weighted random order over the
+    /// candidates' scores. Candidates that cannot take a request now (open
+    /// breaker, every key cooling down, no room under `max_concurrency` or
+    /// `max_qps`) come after every one that can, and
+    /// in `preferred_region` before the others. The proxy and
+    /// `/routing/decide` both route through this.
+    pub fn rank(&self, names: &[String], opts: &RankOptions) -> Ranking {
+        let now = now_ms();
+        let mut out: Vec<Ranked> = Vec::new();
         let mut unknown = Vec::new();
         let mut rng = rand::thread_rng();
         for name in names {
-            match self.resolve(name) {
-                Some(group) => {
-                    let weights: Vec<f64> = group
+            let Some(group) = self.resolve(name) else {
+                unknown.push(name.clone());
+                continue;
+            };
+            let group: Vec<Candidate> = group
+                .into_iter()
+                .filter(|c| {
+                    !opts
+                        .exclude_providers
                         .iter()
-                        .map(|c| select::score(c.weight, &self.providers[c.provider]))
-                        .collect();
-                    for i in select::weighted_order(&weights, &mut rng) {
-                        let c = &group[i];
-                        if !out
-                            .iter()
-                            .any(|o| o.provider == c.provider && o.model == c.model)
-                        {
-                            out.push(c.clone());
-                        }
-                    }
+                        .any(|x| x == self.providers[c.provider].id())
+                })
+                .collect();
+            let inputs: Vec<ScoreInputs> = group.iter().map(|c| self.inputs(c, now)).collect();
+            let scored = score::score_group(&inputs, &self.config.routing.scoring);
+            let total: f64 = scored.iter().map(|s| s.0).sum();
+            let weights: Vec<f64> = scored.iter().map(|s| s.0).collect();
+            for i in select::weighted_order(&weights, &mut rng) {
+                let c = &group[i];
+                if out
+                    .iter()
+                    .any(|o| o.candidate.provider == c.provider && o.candidate.model == c.model)
+                {
+                    continue;
                 }
-                None => unknown.push(name.clone()),
+                out.push(Ranked {
+                    candidate: c.clone(),
+                    inputs: inputs[i].clone(),
+                    factors: scored[i].1.clone(),
+                    score: scored[i].0,
+                    share: if total > 0.0 {
+                        scored[i].0 / total
+                    } else {
+                        0.0
+                    },
+                });
             }
         }
-        (out, unknown)
+        let in_region = |r: &Ranked| {
+            opts.preferred_region.as_deref().is_some_and(|want| {
+                self.providers[r.candidate.provider]
+                    .config
+                    .region
+                    .as_deref()
+                    == Some(want)
+            })
+        };
+        // Stable: group order and the weighted order within survive.
+        out.sort_by_key(|r| (!r.inputs.available(), !in_region(r)));
+        Ranking {
+            candidates: out,
+            unknown,
+        }
     }
+
+    /// The candidates of `names` in routing order, and the names that
+    /// resolved to nothing.
+    pub fn candidates(&self, names: &[String]) -> (Vec<Candidate>, Vec<String>) {
+        let r = self.rank(names, &RankOptions::default());
+        (
+            r.candidates.into_iter().map(|r| r.candidate).collect(),
+            r.unknown,
+        )
+    }
+}
+
+/// What may narrow or reorder a ranking (`/routing/decide`'s options).
+#[derive(Debug, Clone, Default)]
+pub struct RankOptions {
+    pub exclude_providers: Vec<String>,
+    pub preferred_region: Option<String>,
+}
+
+/// One candidate with what its place was decided on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ranked {
+    #[serde(skip)]
+    pub candidate: Candidate,
+    pub inputs: ScoreInputs,
+    pub factors: Factors,
+    pub score: f64,
+    /// Its score over its group's total: its chance to come first.
+    pub share: f64,
+}
+
+/// Candidates in routing order.
+#[derive(Debug, Clone)]
+pub struct Ranking {
+    pub candidates: Vec<Ranked>,
+    /// Names that resolved to nothing.
+    pub unknown: Vec<String>,
 }
 
 #[cfg(test)]

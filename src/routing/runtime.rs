@@ -29,7 +29,14 @@ impl Runtime {
                 }
                 Arc::new(p)
             })
-            .collect();
+            .collect::<Vec<Arc<Provider>>>();
+        // Every configured provider shows on /metrics from the start (a
+        // fresh provider's breakers are closed).
+        for p in &providers {
+            super::metrics::BREAKERS_OPEN
+                .with_label_values(&[p.id()])
+                .set(0);
+        }
         Runtime { config, providers }
     }
 

@@ -1,26 +1,6 @@
-//! Ordering candidates: a weighted random order where each upstream's weight
-//! is scaled by what routing knows of its health.
+//! Ordering candidates: a weighted random order over their scores.
 
 use rand::Rng;
-use std::sync::atomic::Ordering;
-
-use crate::upstream::Provider;
-
-/// The weight an upstream competes with: its configured weight, halved for
-/// each failure in a row, and nearly nothing while it cools down (it stays
-/// a last resort rather than vanishing).
-pub fn score(weight: f64, provider: &Provider) -> f64 {
-    let fails = provider
-        .health
-        .consecutive_failures
-        .load(Ordering::Relaxed)
-        .min(16);
-    let mut s = weight / f64::from(1u32 << fails);
-    if provider.health.cooling() {
-        s *= 1e-6;
-    }
-    s
-}
 
 /// A random order in which each item comes first with a probability
 /// proportional to its weight (Efraimidis–Spirakis: sort by `u^(1/w)`).

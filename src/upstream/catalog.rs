@@ -32,7 +32,7 @@ pub fn parse_model_list(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, 
 
 /// Fetches `provider`'s model list.
 pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<String>, String> {
-    let key_index = match provider.pick_key(None, &[]) {
+    let key_index = match provider.pick_key(None, &[], 0) {
         KeyChoice::Key(i) => Some(i),
         KeyChoice::Keyless => None,
         KeyChoice::AllCooling => return Err("every key is cooling down".into()),
@@ -59,6 +59,45 @@ pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<Str
         return Err(format!("model list answered {status}"));
     }
     parse_model_list(provider.config.kind, &body)
+}
+
+/// The outcome of one active health check (`/providers/{id}/health`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Probe {
+    pub ok: bool,
+    /// When it ran (ms since the epoch).
+    pub at_ms: u64,
+    pub latency_ms: f64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Lists the provider's models as a health check, within `timeout`; a
+/// failure counts against every model routing tracks for the provider.
+pub async fn probe(
+    connector: &Connector,
+    provider: &Provider,
+    timeout: std::time::Duration,
+    on_failure: impl Fn(&Provider),
+) -> Probe {
+    let started = std::time::Instant::now();
+    let at_ms = super::now_ms();
+    let result = match tokio::time::timeout(timeout, fetch(connector, provider)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    };
+    let p = Probe {
+        ok: result.is_ok(),
+        at_ms,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        error: result.err(),
+    };
+    if !p.ok {
+        on_failure(provider);
+    }
+    *provider.last_probe.lock() = Some(p.clone());
+    p
 }
 
 #[cfg(test)]

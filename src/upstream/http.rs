@@ -131,6 +131,13 @@ async fn peer_for(provider: &Provider) -> Result<HttpPeer, SendError> {
 }
 
 /// Sends `req` to `provider` and waits for the response header.
+///
+/// A request is never sent twice: on a pooled connection that the provider
+/// closed meanwhile it is sent again on a fresh one only when writing it
+/// failed (so the whole request never left the gateway and the provider
+/// cannot have acted on it). A failure after the whole request was written,
+/// even a connection closed before any answer, is the attempt's failure:
+/// the provider may have run a paid generation (RFC 9110 §9.2.2).
 pub async fn send(
     connector: &Connector,
     provider: &Provider,
@@ -138,36 +145,47 @@ pub async fn send(
 ) -> Result<Incoming, SendError> {
     let peer = peer_for(provider).await?;
     let (mut session, reused) = connector.get_http_session(&peer).await.map_err(classify)?;
-    match exchange(&mut session, provider, &req).await {
-        Ok(header) => Ok(Incoming {
-            session,
-            peer,
-            header,
-        }),
-        // A pooled connection the provider closed meanwhile: one fresh try.
+    prepare(&mut session, provider);
+    match write_request(&mut session, provider, &req).await {
+        Ok(()) => {}
         Err(SendError::Io(_)) if reused => {
-            let (mut fresh, _) = connector.get_http_session(&peer).await.map_err(classify)?;
-            let header = exchange(&mut fresh, provider, &req).await?;
-            Ok(Incoming {
-                session: fresh,
-                peer,
-                header,
-            })
+            let (fresh, _) = connector.get_http_session(&peer).await.map_err(classify)?;
+            session = fresh;
+            prepare(&mut session, provider);
+            write_request(&mut session, provider, &req).await?;
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
     }
+    let header = read_header(&mut session).await?;
+    Ok(Incoming {
+        session,
+        peer,
+        header,
+    })
 }
 
-async fn exchange(
+/// The connector does not apply the peer's read/write timeouts to the
+/// session (pingora-proxy does that itself); per read, this is also the
+/// first-token and idle-gap timeout.
+fn prepare(session: &mut HttpSession, provider: &Provider) {
+    session.set_read_timeout(Some(provider.config.read_timeout));
+    session.set_write_timeout(Some(provider.config.read_timeout));
+}
+
+async fn read_header(session: &mut HttpSession) -> Result<Box<ResponseHeader>, SendError> {
+    session.read_response_header().await.map_err(classify)?;
+    session
+        .response_header()
+        .map(|h| Box::new(h.clone()))
+        .ok_or_else(|| SendError::Io("no response header".into()))
+}
+
+/// Writes the request header and body (flushed).
+async fn write_request(
     session: &mut HttpSession,
     provider: &Provider,
     req: &Outgoing<'_>,
-) -> Result<Box<ResponseHeader>, SendError> {
-    // The connector does not apply the peer's read/write timeouts to the
-    // session (pingora-proxy does that itself); per read, this is also the
-    // first-token and idle-gap timeout.
-    session.set_read_timeout(Some(provider.config.read_timeout));
-    session.set_write_timeout(Some(provider.config.read_timeout));
+) -> Result<(), SendError> {
     let base = &provider.config.base;
     let mut h =
         RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(8 + req.headers.len()))
@@ -222,9 +240,5 @@ async fn exchange(
             .map_err(classify)?;
     }
     session.finish_request_body().await.map_err(classify)?;
-    session.read_response_header().await.map_err(classify)?;
-    session
-        .response_header()
-        .map(|h| Box::new(h.clone()))
-        .ok_or_else(|| SendError::Io("no response header".into()))
+    Ok(())
 }

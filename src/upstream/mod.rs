@@ -6,14 +6,21 @@ pub mod catalog;
 pub mod dns;
 pub mod http;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apiproxy_translate::Format;
 use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 
+use crate::config::routing::Cooldowns;
 use crate::config::{ProviderConfig, ProviderKind};
+use crate::routing::capacity::Capacity;
+use crate::routing::cooldown::{self, Cause};
+use crate::routing::ratelimit::RateLimitReading;
+use crate::routing::stats::UpstreamStats;
 
 /// Milliseconds since the Unix epoch (cooldown deadlines are kept as this).
 pub fn now_ms() -> u64 {
@@ -27,14 +34,53 @@ pub fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Provider {
     pub config: ProviderConfig,
-    /// Per key: cooling down until this time (ms since epoch).
-    key_cooldown: Vec<AtomicU64>,
+    keys: Vec<Mutex<KeyState>>,
     next_key: AtomicUsize,
     pub health: Health,
+    /// Routing's record per upstream model (bounded: see `stats_for`).
+    stats: Mutex<HashMap<String, Arc<UpstreamStats>>>,
     /// The model list fetched from the provider (when not configured).
     pub catalog: ArcSwapOption<Vec<String>>,
+    /// When and how the catalog was last listed (`/providers/{id}/models`).
+    pub listing: Mutex<Listing>,
+    /// Wakes requests waiting for the first listing after start.
+    first_listing: tokio::sync::Notify,
+    /// The last active health check.
+    pub last_probe: Mutex<Option<catalog::Probe>>,
     /// Keeps this provider's pooled connections apart from other providers'.
     pub pool_key: u64,
+    /// Requests in flight and the `max_qps` bucket.
+    pub capacity: Capacity,
+}
+
+/// Models tracked one by one per provider; the rest share one record (a
+/// client naming `provider/<anything>` cannot grow memory without bound).
+const MAX_TRACKED_MODELS: usize = 256;
+
+/// The live state of one provider key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyState {
+    /// Out of rotation until (ms since the epoch).
+    pub cooldown_until_ms: u64,
+    /// Failures in a row (the cooldown doubles with each).
+    pub strikes: u32,
+    /// Why it last cooled down.
+    pub cause: Option<Cause>,
+    /// What the provider last said about this key's rate limits.
+    pub ratelimit: Option<RateLimitReading>,
+}
+
+/// What the last listing of a provider's catalog did.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The first listing since start has finished (well or not).
+    pub tried: bool,
+    /// When the list in use was listed (ms since the epoch; 0: never).
+    pub listed_at_ms: u64,
+    /// Where it came from: `provider` or `store` (another replica's).
+    pub source: Option<&'static str>,
+    /// Why the last listing failed, when it did.
+    pub last_error: Option<String>,
 }
 
 /// Which of a provider's keys an attempt uses.
@@ -58,27 +104,19 @@ impl KeyChoice {
     }
 }
 
-/// What routing knows of a provider's recent behaviour.
+/// Provider-wide counters (`/providers/{id}/metrics`).
 #[derive(Debug, Default)]
 pub struct Health {
-    /// Failures since the last success.
-    pub consecutive_failures: AtomicU32,
-    /// Out of rotation until (ms since epoch) after repeated failures.
-    pub cooldown_until: AtomicU64,
-    /// Exponentially weighted time to the first byte, in µs (0: unknown).
+    /// Exponentially weighted latency over all its models, in µs (0: unknown).
     pub ewma_latency_us: AtomicU64,
     pub successes: AtomicU64,
     pub failures: AtomicU64,
 }
 
-/// Failures in a row after which an upstream cools down.
-const FAILURES_BEFORE_COOLDOWN: u32 = 3;
-
 impl Health {
-    pub fn record_success(&self, first_byte: Duration) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+    pub fn record_success(&self, latency: Duration) {
         self.successes.fetch_add(1, Ordering::Relaxed);
-        let sample = first_byte.as_micros().min(u64::MAX as u128) as u64;
+        let sample = latency.as_micros().min(u64::MAX as u128) as u64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
         let new = if old == 0 {
             sample
@@ -88,29 +126,28 @@ impl Health {
         self.ewma_latency_us.store(new, Ordering::Relaxed);
     }
 
-    pub fn record_failure(&self, cooldown: Duration) {
+    pub fn record_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= FAILURES_BEFORE_COOLDOWN {
-            self.cooldown_until
-                .store(now_ms() + cooldown.as_millis() as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Out of rotation right now.
-    pub fn cooling(&self) -> bool {
-        self.cooldown_until.load(Ordering::Relaxed) > now_ms()
     }
 }
 
 impl Provider {
     pub fn new(config: ProviderConfig) -> Self {
-        let key_cooldown = config.api_keys.iter().map(|_| AtomicU64::new(0)).collect();
+        let keys = config
+            .api_keys
+            .iter()
+            .map(|_| Mutex::new(KeyState::default()))
+            .collect();
         Provider {
-            key_cooldown,
+            keys,
             next_key: AtomicUsize::new(0),
             health: Health::default(),
+            stats: Mutex::new(HashMap::new()),
             catalog: ArcSwapOption::empty(),
+            listing: Mutex::new(Listing::default()),
+            first_listing: tokio::sync::Notify::new(),
+            last_probe: Mutex::new(None),
+            capacity: Capacity::default(),
             pool_key: {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -122,41 +159,189 @@ impl Provider {
         }
     }
 
+    /// Routing's record of `model` on this provider.
+    pub fn stats_for(&self, model: &str) -> Arc<UpstreamStats> {
+        let mut m = self.stats.lock();
+        if let Some(s) = m.get(model) {
+            return Arc::clone(s);
+        }
+        let name = if m.len() < MAX_TRACKED_MODELS {
+            model
+        } else {
+            "(other)"
+        };
+        Arc::clone(m.entry(name.to_owned()).or_default())
+    }
+
+    /// Every tracked model's record, sorted by model.
+    pub fn all_stats(&self) -> Vec<(String, Arc<UpstreamStats>)> {
+        let mut v: Vec<_> = self
+            .stats
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// A copy of every key's state.
+    pub fn key_states(&self) -> Vec<KeyState> {
+        self.keys.iter().map(|k| k.lock().clone()).collect()
+    }
+
     pub fn id(&self) -> &str {
         &self.config.id
     }
 
     /// The next key in rotation that is not cooling down, starting from
     /// `prefer` when given (a session's key) and skipping `skip` (keys this
-    /// request already tried).
-    pub fn pick_key(&self, prefer: Option<usize>, skip: &[usize]) -> KeyChoice {
-        let n = self.config.api_keys.len();
+    /// request already tried). A key the provider says is nearly out of its
+    /// rate limit (at most `reserve` left) is used only when no other is;
+    /// a key resting after a 5xx or a network error only as the last resort
+    /// (the provider has already been ranked behind every healthy one). A key
+    /// rate limited or refused is never used while it rests.
+    pub fn pick_key(&self, prefer: Option<usize>, skip: &[usize], reserve: u64) -> KeyChoice {
+        let n = self.keys.len();
         if n == 0 {
             return KeyChoice::Keyless;
         }
         let now = now_ms();
-        let usable =
-            |i: usize| !skip.contains(&i) && self.key_cooldown[i].load(Ordering::Relaxed) <= now;
-        if let Some(p) = prefer.filter(|&p| p < n && usable(p)) {
+        let mut soft = Vec::new();
+        let states: Vec<(bool, bool)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let k = k.lock();
+                let resting = k.cooldown_until_ms > now;
+                let usable = !skip.contains(&i) && !resting;
+                if !skip.contains(&i)
+                    && resting
+                    && matches!(k.cause, Some(Cause::ServerError | Cause::Network))
+                {
+                    soft.push(i);
+                }
+                let low = k.ratelimit.as_ref().is_some_and(|r| r.low(now, reserve));
+                (usable, low)
+            })
+            .collect();
+        if let Some(p) = prefer.filter(|&p| p < n && states[p].0 && !states[p].1) {
             return KeyChoice::Key(p);
         }
         let start = self.next_key.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| usable(i))
+        let order = || (0..n).map(move |k| (start + k) % n);
+        order()
+            .find(|&i| states[i].0 && !states[i].1)
+            .or_else(|| prefer.filter(|&p| p < n && states[p].0))
+            .or_else(|| order().find(|&i| states[i].0))
+            .or_else(|| order().find(|i| soft.contains(i)))
             .map_or(KeyChoice::AllCooling, KeyChoice::Key)
     }
 
-    /// Takes key `i` out of rotation for `for_`.
-    pub fn cool_key(&self, i: usize, for_: Duration) {
-        if let Some(k) = self.key_cooldown.get(i) {
-            k.store(now_ms() + for_.as_millis() as u64, Ordering::Relaxed);
+    /// Whether some key is usable now, and whether every usable key is
+    /// nearly out of its rate limit, with the most requests any has left.
+    pub fn key_outlook(&self, reserve: u64) -> (bool, bool, Option<u64>) {
+        if self.keys.is_empty() {
+            return (true, false, None);
+        }
+        let now = now_ms();
+        let (mut any, mut all_low, mut best) = (false, true, None::<u64>);
+        for k in &self.keys {
+            let k = k.lock();
+            if k.cooldown_until_ms > now {
+                continue;
+            }
+            any = true;
+            let r = k.ratelimit.as_ref();
+            all_low &= r.is_some_and(|r| r.low(now, reserve));
+            if let Some(left) = r.and_then(|r| r.requests_left(now)) {
+                best = Some(best.map_or(left, |b| b.max(left)));
+            }
+        }
+        (any, any && all_low, best)
+    }
+
+    /// Takes key `i` out of rotation for `cause`; returns how long. The
+    /// rest doubles with each failure of the key in a row.
+    pub fn cool_key(
+        &self,
+        i: usize,
+        cause: Cause,
+        retry_after_secs: Option<u64>,
+        c: &Cooldowns,
+    ) -> Duration {
+        let Some(k) = self.keys.get(i) else {
+            return Duration::ZERO;
+        };
+        let mut k = k.lock();
+        k.strikes = k.strikes.saturating_add(1);
+        let d = cooldown::key_cooldown(cause, k.strikes, retry_after_secs, c);
+        k.cooldown_until_ms = now_ms() + d.as_millis() as u64;
+        k.cause = Some(cause);
+        d
+    }
+
+    /// Key `i` answered: its failures in a row start over.
+    pub fn key_succeeded(&self, i: usize) {
+        if let Some(k) = self.keys.get(i) {
+            k.lock().strikes = 0;
+        }
+    }
+
+    /// Keeps the rate-limit reading of an answer given with key `i`.
+    pub fn note_ratelimit(&self, i: usize, r: RateLimitReading) {
+        if let Some(k) = self.keys.get(i) {
+            k.lock().ratelimit = Some(r);
         }
     }
 
     pub fn key(&self, i: Option<usize>) -> Option<&str> {
         i.and_then(|i| self.config.api_keys.get(i))
             .map(String::as_str)
+    }
+
+    /// Installs a listed catalog (`source`: `provider` or `store`).
+    pub fn set_catalog(&self, models: Vec<String>, source: &'static str) {
+        self.catalog.store(Some(Arc::new(models)));
+        let mut l = self.listing.lock();
+        l.listed_at_ms = now_ms();
+        l.source = Some(source);
+        l.last_error = None;
+        self.finish_listing(&mut l);
+    }
+
+    /// Notes a failed listing (the last good list stays).
+    pub fn listing_failed(&self, error: String) {
+        let mut l = self.listing.lock();
+        l.last_error = Some(error);
+        self.finish_listing(&mut l);
+    }
+
+    fn finish_listing(&self, l: &mut Listing) {
+        if !l.tried {
+            l.tried = true;
+            self.first_listing.notify_waiters();
+        }
+    }
+
+    /// Whether a request missing a model should wait for this provider's
+    /// first listing: it lists its catalog and has not finished doing so.
+    pub fn catalog_pending(&self) -> bool {
+        self.config.enabled
+            && self.config.static_models.is_none()
+            && self.catalog.load().is_none()
+            && !self.listing.lock().tried
+    }
+
+    /// Waits for the first listing since start, at most the provider's
+    /// connect timeout.
+    pub async fn await_first_listing(&self) {
+        let woken = self.first_listing.notified();
+        if !self.catalog_pending() {
+            return;
+        }
+        let _ = tokio::time::timeout(self.config.connect_timeout, woken).await;
     }
 
     /// Models this provider serves: the configured list, else the fetched one.
@@ -188,6 +373,9 @@ impl Provider {
             Format::Anthropic => format!("{}/messages", versioned(base, "/v1")),
             Format::Gemini => {
                 let v = versioned(base, "/v1beta");
+                // The client's model name is one path segment, whatever it
+                // holds: `#`, `?`, `/../` or `:method` reach no other endpoint.
+                let model = encode_segment(model);
                 if stream {
                     format!("{v}/models/{model}:streamGenerateContent?alt=sse")
                 } else {
@@ -234,6 +422,19 @@ impl Provider {
         }
         h
     }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A base URL without a path gets the API's default version prefix; one with
@@ -289,31 +490,80 @@ mod tests {
         let p = provider(
             "providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b, c]}]",
         );
+        let c = crate::config::routing::RoutingSettings::default().cooldowns;
         let picks: Vec<_> = (0..3)
-            .map(|_| p.pick_key(None, &[]).index().unwrap())
+            .map(|_| p.pick_key(None, &[], 1).index().unwrap())
             .collect();
         let mut sorted = picks.clone();
         sorted.sort();
         assert_eq!(sorted, [0, 1, 2], "each key used once per round: {picks:?}");
-        p.cool_key(1, Duration::from_secs(60));
+        assert_eq!(
+            p.cool_key(1, Cause::ServerError, None, &c),
+            Duration::from_secs(15)
+        );
         for _ in 0..6 {
-            assert_ne!(p.pick_key(None, &[]), KeyChoice::Key(1));
+            assert_ne!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
         }
-        assert_eq!(p.pick_key(Some(2), &[]), KeyChoice::Key(2));
-        assert_eq!(p.pick_key(Some(1), &[0, 2]), KeyChoice::AllCooling);
+        assert_eq!(p.pick_key(Some(2), &[], 1), KeyChoice::Key(2));
+        // Resting after a 5xx: still the last resort.
+        assert_eq!(p.pick_key(Some(1), &[0, 2], 1), KeyChoice::Key(1));
+        p.cool_key(0, Cause::RateLimited, Some(30), &c);
+        assert_eq!(p.pick_key(None, &[1, 2], 1), KeyChoice::AllCooling);
+        // A second failure in a row doubles the rest; a success resets it.
+        assert_eq!(
+            p.cool_key(1, Cause::ServerError, None, &c),
+            Duration::from_secs(30)
+        );
+        p.key_succeeded(1);
+        assert_eq!(
+            p.cool_key(1, Cause::ServerError, None, &c),
+            Duration::from_secs(15)
+        );
         let keyless = provider("providers: [{id: o, kind: openai, base_url: 'http://h'}]");
-        assert_eq!(keyless.pick_key(None, &[]), KeyChoice::Keyless);
+        assert_eq!(keyless.pick_key(None, &[], 1), KeyChoice::Keyless);
     }
 
     #[test]
-    fn repeated_failures_cool_an_upstream() {
-        let h = Health::default();
-        h.record_failure(Duration::from_secs(30));
-        h.record_failure(Duration::from_secs(30));
-        assert!(!h.cooling());
-        h.record_failure(Duration::from_secs(30));
-        assert!(h.cooling());
-        h.record_success(Duration::from_millis(5));
-        assert_eq!(h.consecutive_failures.load(Ordering::Relaxed), 0);
+    fn a_key_nearly_out_of_its_rate_limit_is_used_last() {
+        let p =
+            provider("providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, b]}]");
+        let now = now_ms();
+        p.note_ratelimit(
+            0,
+            RateLimitReading {
+                remaining_requests: Some(1),
+                read_at_ms: now,
+                ..Default::default()
+            },
+        );
+        for _ in 0..4 {
+            assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
+        }
+        // Even a session's preferred key gives way while another has room.
+        assert_eq!(p.pick_key(Some(0), &[], 1), KeyChoice::Key(1));
+        assert_eq!(p.pick_key(None, &[1], 1), KeyChoice::Key(0));
+        assert_eq!(p.key_outlook(1), (true, false, Some(1)));
+    }
+
+    #[test]
+    fn gemini_model_names_stay_one_path_segment() {
+        let p = provider("providers: [{id: g, kind: gemini, base_url: 'http://h'}]");
+        assert_eq!(
+            p.request_path("x/../../v1beta/files?key=1#", false),
+            "/v1beta/models/x%2F..%2F..%2Fv1beta%2Ffiles%3Fkey%3D1%23:generateContent"
+        );
+        assert_eq!(
+            p.request_path("m:countTokens", true),
+            "/v1beta/models/m%3AcountTokens:streamGenerateContent?alt=sse"
+        );
+    }
+
+    #[test]
+    fn model_records_are_bounded() {
+        let p = provider("providers: [{id: o, kind: openai, base_url: 'http://h'}]");
+        for i in 0..(MAX_TRACKED_MODELS + 50) {
+            p.stats_for(&format!("m{i}"));
+        }
+        assert_eq!(p.all_stats().len(), MAX_TRACKED_MODELS + 1);
     }
 }

@@ -42,6 +42,12 @@ impl Recorded {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A `GET` of a provider's model list (`.../models`, any query).
+    pub fn is_model_listing(&self) -> bool {
+        let path = self.path.split('?').next().unwrap_or("");
+        self.method == "GET" && path.ends_with("/models")
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("upstream got a JSON body")
     }
@@ -227,15 +233,26 @@ impl MockProvider {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Requests other than model listings (the gateway lists a provider's
+    /// models at start and on its own schedule, racing any test's requests;
+    /// tests about listings read `requests`).
     pub fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.is_model_listing())
+            .count()
     }
 
+    /// The newest request other than a model listing.
     pub fn last(&self) -> Recorded {
         self.requests
             .lock()
             .unwrap()
-            .last()
+            .iter()
+            .rev()
+            .find(|r| !r.is_model_listing())
             .cloned()
             .expect("the mock got a request")
     }

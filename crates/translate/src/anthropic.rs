@@ -3,7 +3,10 @@
 //!
 //! - [`request_decode`]: client body → IR; [`request_encode`]: IR → upstream body.
 //! - [`response`]: upstream body → IR, IR → client body.
-//! - [`stream`]: upstream SSE → neutral events, neutral events → client SSE.
+//! - [`stream_decode`]: upstream SSE → neutral events.
+//! - [`stream_encode`]: neutral events → client SSE.
+//! - [`usage`]: where usage is reported and how it adds up.
+//! - [`wire`]: JSON shapes the body and the stream share.
 //!
 //! Usage convention: Anthropic's `input_tokens` excludes cache reads and
 //! cache writes, the IR's includes both (OpenAI style). Decoders fold the
@@ -12,13 +15,25 @@
 mod request_decode;
 mod request_encode;
 mod response;
-mod stream;
+mod stream_decode;
+mod stream_encode;
+pub(crate) mod usage;
 mod wire;
 
 pub use request_decode::decode_request;
 pub use request_encode::encode_request;
 pub use response::{decode_response, encode_response};
-pub use stream::{StreamDecoder, StreamEncoder};
+pub use stream_decode::StreamDecoder;
+pub use stream_encode::StreamEncoder;
+
+/// How this format frames its stream, for same-format relaying.
+pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
+    event_names: true,
+    done_marker: false,
+    model_path: &["message", "model"],
+    body_model_path: &["model"],
+    keepalive: crate::sse::COMMENT_KEEPALIVE,
+};
 
 use std::borrow::Cow;
 

@@ -41,3 +41,9 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// The token count at `path` inside `v`: a non-negative integer, else
+/// `None` (a count of another type is treated as absent, never an error).
+pub(crate) fn count_at(v: &Value, path: &[&str]) -> Option<u64> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_u64()
+}

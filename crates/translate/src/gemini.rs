@@ -21,19 +21,37 @@
 //! - [`parts`]: Gemini parts ↔ IR content, and the ids of calls that carry none.
 //! - [`schema`]: Gemini's OpenAPI-subset schemas ↔ JSON Schema.
 //! - [`response`]: upstream body → IR, IR → client body.
-//! - [`stream`]: upstream SSE → neutral events, neutral events → client SSE.
+//! - [`stream_decode`]: upstream SSE → neutral events.
+//! - [`stream_encode`]: neutral events → client SSE.
+//! - [`usage`]: where usage is reported and how it adds up.
 
 mod parts;
 mod request_decode;
 mod request_encode;
 mod response;
 mod schema;
-mod stream;
+mod stream_decode;
+mod stream_encode;
+pub(crate) mod usage;
 
 pub use request_decode::decode_request;
 pub use request_encode::encode_request;
 pub use response::{decode_response, encode_response};
-pub use stream::{StreamDecoder, StreamEncoder};
+pub use stream_decode::StreamDecoder;
+pub use stream_encode::StreamEncoder;
+
+/// How this format frames its stream, for same-format relaying.
+pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
+    event_names: false,
+    done_marker: false,
+    model_path: &["modelVersion"],
+    body_model_path: &["modelVersion"],
+    // Google's SDKs parse every line as JSON or as `data: <json>` (the
+    // Python SDK raises on a comment line, the JS one stops matching), so
+    // Gemini clients are kept alive with a chunk that says nothing: one
+    // empty text part, which every client appends as "".
+    keepalive: b"data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"\"}]},\"index\":0}]}\n\n",
+};
 
 use serde_json::{json, Map, Value};
 
@@ -97,23 +115,6 @@ fn want_object(
             type_name(&other)
         ))),
     }
-}
-
-fn decode_usage(u: &Value) -> Option<Usage> {
-    let o = u.as_object()?;
-    let n = |a: &str, b: &str| get_any(o, a, b).and_then(Value::as_u64);
-    let prompt = n("promptTokenCount", "prompt_token_count")
-        .unwrap_or(0)
-        .saturating_add(n("toolUsePromptTokenCount", "tool_use_prompt_token_count").unwrap_or(0));
-    let candidates = n("candidatesTokenCount", "candidates_token_count").unwrap_or(0);
-    let thoughts = n("thoughtsTokenCount", "thoughts_token_count");
-    Some(Usage {
-        input_tokens: prompt,
-        output_tokens: candidates.saturating_add(thoughts.unwrap_or(0)),
-        cached_input_tokens: n("cachedContentTokenCount", "cached_content_token_count"),
-        cache_creation_input_tokens: None,
-        reasoning_tokens: thoughts,
-    })
 }
 
 fn encode_usage(u: &Usage) -> Value {

@@ -16,7 +16,9 @@ pub mod gemini;
 pub mod ir;
 pub mod openai_chat;
 pub mod openai_responses;
+pub mod passthrough;
 pub mod sse;
+mod usage;
 
 use bytes::BytesMut;
 use serde_json::Value;
@@ -24,6 +26,7 @@ use serde_json::Value;
 pub use error::{error_body, stream_error_event, TranslateError};
 pub use ir::*;
 pub use sse::{SseEvent, SseParser};
+pub use usage::{may_report_usage, usage_of_body, UsageTally};
 
 /// A wire format, on the client side or the provider side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -18,6 +18,7 @@
 //! - [`response`]: upstream body → IR, IR → client body.
 //! - [`stream_decode`]: upstream SSE → neutral events.
 //! - [`stream_encode`]: neutral events → client SSE.
+//! - [`usage`]: where usage is reported and how it adds up.
 //! - [`wire`]: JSON shapes more than one of those share (usage, tool calls).
 
 mod content;
@@ -26,6 +27,7 @@ mod request_encode;
 mod response;
 mod stream_decode;
 mod stream_encode;
+pub(crate) mod usage;
 mod wire;
 
 pub use request_decode::decode_request;
@@ -33,6 +35,15 @@ pub use request_encode::{effort_for_budget, encode_request};
 pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;
+
+/// How this format frames its stream, for same-format relaying.
+pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
+    event_names: true,
+    done_marker: true,
+    model_path: &["model"],
+    body_model_path: &["model"],
+    keepalive: crate::sse::COMMENT_KEEPALIVE,
+};
 
 use std::borrow::Cow;
 

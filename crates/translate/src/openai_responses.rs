@@ -9,6 +9,7 @@
 //! - [`response`]: upstream body → IR, IR → client body.
 //! - [`stream_decode`]: upstream SSE → neutral events.
 //! - [`stream_encode`]: neutral events → client SSE.
+//! - [`usage`]: where usage is reported and how it adds up.
 //! - [`wire`]: the response object and its output items, as both the body
 //!   and the stream write them.
 
@@ -17,6 +18,7 @@ mod request_encode;
 mod response;
 mod stream_decode;
 mod stream_encode;
+pub(crate) mod usage;
 mod wire;
 
 pub use request_decode::decode_request;
@@ -24,6 +26,15 @@ pub use request_encode::encode_request;
 pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;
+
+/// How this format frames its stream, for same-format relaying.
+pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
+    event_names: true,
+    done_marker: false,
+    model_path: &["response", "model"],
+    body_model_path: &["model"],
+    keepalive: crate::sse::COMMENT_KEEPALIVE,
+};
 
 use serde_json::{Map, Value};
 

@@ -179,6 +179,28 @@ impl SseParser {
     }
 }
 
+/// How a format frames its SSE stream: what a same-format relay keeps and
+/// where it finds the model name. Each format module defines its own.
+#[derive(Debug)]
+pub(crate) struct SseRules {
+    /// Events carry `event:` names the client's SDK dispatches on (Gemini
+    /// clients get `data:` lines only: their SDK parses nothing else).
+    pub event_names: bool,
+    /// The stream ends with `data: [DONE]` (OpenAI Chat), an error event too.
+    pub done_marker: bool,
+    /// Object keys from the top of an event to the model name.
+    pub model_path: &'static [&'static str],
+    /// Object keys from the top of a response body to the model name.
+    pub body_model_path: &'static [&'static str],
+    /// What keeps a quiet stream alive (load balancers cut idle
+    /// connections): an SSE comment, which every SSE parser skips, except
+    /// where the client's SDK cannot take one.
+    pub keepalive: &'static [u8],
+}
+
+/// The SSE comment that keeps a quiet stream alive.
+pub(crate) const COMMENT_KEEPALIVE: &[u8] = b": keepalive\n\n";
+
 /// Appends `data: <json>\n\n`.
 pub fn write_data(out: &mut BytesMut, data: &[u8]) {
     out.reserve(data.len() + 8);

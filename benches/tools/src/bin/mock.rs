@@ -10,9 +10,14 @@
 //! N ms apart (to hold streams open); by default the whole stream is written
 //! at once.
 //!
-//! `bench-mock --listen 127.0.0.1:18001 [--threads 1] [--events 200] [--interval-ms 0]`
+//! For the routing scenario, `--delay-ms N` holds every JSON answer N ms and
+//! `--fail-percent P` answers 500 to P of every 100 POSTs (spread evenly).
+//!
+//! `bench-mock --listen 127.0.0.1:18001 [--threads 1] [--events 200] [--interval-ms 0]
+//! [--delay-ms 0] [--fail-percent 0]`
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +33,8 @@ struct Opts {
     threads: usize,
     events: usize,
     interval: Duration,
+    delay: Duration,
+    fail_percent: u64,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -36,6 +43,8 @@ fn parse_args() -> Result<Opts, String> {
         threads: 1,
         events: 200,
         interval: Duration::ZERO,
+        delay: Duration::ZERO,
+        fail_percent: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -49,6 +58,13 @@ fn parse_args() -> Result<Opts, String> {
                     val()?.parse().map_err(|e| format!("--interval-ms: {e}"))?,
                 )
             }
+            "--delay-ms" => {
+                o.delay =
+                    Duration::from_millis(val()?.parse().map_err(|e| format!("--delay-ms: {e}"))?)
+            }
+            "--fail-percent" => {
+                o.fail_percent = val()?.parse().map_err(|e| format!("--fail-percent: {e}"))?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -61,6 +77,7 @@ fn parse_args() -> Result<Opts, String> {
 /// Every answer, as bytes ready for the socket.
 struct Answers {
     json: Vec<u8>,
+    failure: Vec<u8>,
     models: Vec<u8>,
     not_found: Vec<u8>,
     sse_head: Vec<u8>,
@@ -114,6 +131,11 @@ impl Answers {
         }
         Answers {
             json: whole("200 OK", "application/json", COMPLETION),
+            failure: whole(
+                "500 Internal Server Error",
+                "application/json",
+                r#"{"error":{"message":"injected failure","type":"server_error"}}"#,
+            ),
             models: whole("200 OK", "application/json", MODELS),
             not_found: whole(
                 "404 Not Found",
@@ -169,7 +191,28 @@ fn parse_head(head: &[u8]) -> Option<Head> {
     Some(h)
 }
 
-async fn serve(mut s: TcpStream, a: Arc<Answers>, interval: Duration) -> std::io::Result<()> {
+/// Injected slowness and failures (routing scenario).
+struct Faults {
+    delay: Duration,
+    fail_percent: u64,
+    posts: AtomicU64,
+}
+
+impl Faults {
+    /// Whether this POST fails: P of every 100, spread by a stride coprime
+    /// with 100 so failures do not come in runs.
+    fn fail_next(&self) -> bool {
+        let n = self.posts.fetch_add(1, Ordering::Relaxed);
+        (n * 37) % 100 < self.fail_percent
+    }
+}
+
+async fn serve(
+    mut s: TcpStream,
+    a: Arc<Answers>,
+    interval: Duration,
+    f: Arc<Faults>,
+) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
@@ -200,7 +243,12 @@ async fn serve(mut s: TcpStream, a: Arc<Answers>, interval: Duration) -> std::io
         if head.get {
             s.write_all(if head.models { &a.models } else { &a.not_found })
                 .await?;
+        } else if f.fail_percent > 0 && f.fail_next() {
+            s.write_all(&a.failure).await?;
         } else if !stream {
+            if !f.delay.is_zero() {
+                tokio::time::sleep(f.delay).await;
+            }
             s.write_all(&a.json).await?;
         } else if interval.is_zero() {
             s.write_all(&a.sse_all).await?;
@@ -232,6 +280,11 @@ fn main() {
     rt.block_on(async move {
         let listener = TcpListener::bind(o.listen).await.expect("bind");
         let answers = Arc::new(Answers::new(o.events));
+        let faults = Arc::new(Faults {
+            delay: o.delay,
+            fail_percent: o.fail_percent.min(100),
+            posts: AtomicU64::new(0),
+        });
         eprintln!("bench-mock listening on {}", o.listen);
         loop {
             let Ok((s, _)) = listener.accept().await else {
@@ -239,8 +292,9 @@ fn main() {
             };
             let a = answers.clone();
             let interval = o.interval;
+            let f = faults.clone();
             tokio::spawn(async move {
-                let _ = serve(s, a, interval).await;
+                let _ = serve(s, a, interval, f).await;
             });
         }
     });

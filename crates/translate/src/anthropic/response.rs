@@ -5,29 +5,18 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::usage::{usage_object, Counts};
 use super::wire::{WireBlock, WireUsage};
 use super::{
     finish_from_stop_reason, now_secs, stop_reason_from_finish, synth_id, tool_id, usage_from_ir,
-    usage_to_ir,
 };
-use crate::{ChatResponse, ContentPart, TranslateError, Usage};
+use crate::{ChatResponse, ContentPart, TranslateError};
 
 fn take_string(obj: &mut Map<String, Value>, key: &str) -> Option<String> {
     match obj.remove(key) {
         Some(Value::String(s)) => Some(s),
         _ => None,
     }
-}
-
-/// Anthropic usage object → IR (cache counts folded into the input).
-pub(super) fn usage_from_json(u: &Value) -> Usage {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64);
-    usage_to_ir(
-        n("input_tokens").unwrap_or(0),
-        n("output_tokens").unwrap_or(0),
-        n("cache_read_input_tokens"),
-        n("cache_creation_input_tokens"),
-    )
 }
 
 /// The message of an Anthropic `{"type":"error","error":{...}}` body.
@@ -52,6 +41,7 @@ pub(super) fn error_message(v: &Value) -> String {
 pub fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| TranslateError::new(format!("anthropic response: invalid JSON: {e}")))?;
+    let usage = usage_object(&v).map(|u| Counts::read(u).to_ir());
     let Value::Object(mut obj) = v else {
         return Err(TranslateError::new(
             "anthropic response: expected a JSON object",
@@ -91,10 +81,7 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {
         .get("stop_reason")
         .and_then(Value::as_str)
         .map(finish_from_stop_reason);
-    resp.usage = obj
-        .get("usage")
-        .filter(|u| u.is_object())
-        .map(usage_from_json);
+    resp.usage = usage;
     Ok(resp)
 }
 

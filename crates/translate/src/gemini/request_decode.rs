@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::parts::{decode_parts, CallIds, IdMode};
-use super::schema::schema_from_gemini;
+use super::schema::{schema_from_gemini, SchemaBudget};
 use super::{err, take_any, type_name, want_object, want_string, Path};
 use crate::{
     ChatRequest, ContentPart, Message, Reasoning, ResponseFormat, Role, Tool, ToolChoice,
@@ -69,6 +69,7 @@ pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
     let mut obj = want_object(body, "request body")?;
     let mut req = ChatRequest::default();
     let mut ids = CallIds::default();
+    let mut budget = SchemaBudget::new();
 
     if let Some(si) = take_any(&mut obj, "systemInstruction", "system_instruction") {
         req.system = decode_system(si, Path::Name("systemInstruction"))?;
@@ -124,18 +125,22 @@ pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
     }
 
     if let Some(tools) = obj.remove("tools").filter(|v| !v.is_null()) {
-        decode_tools(tools, &mut req)?;
+        decode_tools(tools, &mut req, &mut budget)?;
     }
     if let Some(tc) = take_any(&mut obj, "toolConfig", "tool_config") {
         decode_tool_config(tc, &mut req)?;
     }
     if let Some(gc) = take_any(&mut obj, "generationConfig", "generation_config") {
-        decode_generation_config(gc, &mut req)?;
+        decode_generation_config(gc, &mut req, &mut budget)?;
     }
     Ok(req)
 }
 
-fn decode_tools(tools: Value, req: &mut ChatRequest) -> Result<(), TranslateError> {
+fn decode_tools(
+    tools: Value,
+    req: &mut ChatRequest,
+    budget: &mut SchemaBudget,
+) -> Result<(), TranslateError> {
     let Value::Array(tools) = tools else {
         return Err(err(format!(
             "tools: expected an array, got {}",
@@ -180,7 +185,7 @@ fn decode_tools(tools: Value, req: &mut ChatRequest) -> Result<(), TranslateErro
                         type_name(&p)
                     )));
                 }
-                schema_from_gemini(p, 0)
+                schema_from_gemini(p, 0, budget)?
             } else {
                 json!({"type": "object", "properties": {}})
             };
@@ -239,7 +244,11 @@ fn decode_tool_config(tc: Value, req: &mut ChatRequest) -> Result<(), TranslateE
     Ok(())
 }
 
-fn decode_generation_config(gc: Value, req: &mut ChatRequest) -> Result<(), TranslateError> {
+fn decode_generation_config(
+    gc: Value,
+    req: &mut ChatRequest,
+    budget: &mut SchemaBudget,
+) -> Result<(), TranslateError> {
     let mut gc = want_object(gc, "generationConfig")?;
     let p = "generationConfig";
     let mut f = |camel: &str, snake: &str| take_any(&mut gc, camel, snake);
@@ -296,7 +305,11 @@ fn decode_generation_config(gc: Value, req: &mut ChatRequest) -> Result<(), Tran
         Some(v) => Some(want_string(v, format_args!("{p}.responseMimeType"))?),
         None => None,
     };
-    let schema = json_schema.or_else(|| schema.map(|s| schema_from_gemini(s, 0)));
+    let schema = match (json_schema, schema) {
+        (Some(s), _) => Some(s),
+        (None, Some(s)) => Some(schema_from_gemini(s, 0, budget)?),
+        (None, None) => None,
+    };
     req.response_format = match (mime.as_deref(), schema) {
         (_, Some(schema)) => Some(ResponseFormat::JsonSchema {
             name: "response".to_owned(),

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::err;
 use super::parts::encode_parts;
-use super::schema::schema_to_gemini;
+use super::schema::{schema_to_gemini, SchemaBudget};
 use crate::{ChatRequest, ContentPart, ResponseFormat, Role, ToolChoice, TranslateError};
 
 /// Dummy signature Google documents for function calls whose real signature
@@ -90,6 +90,7 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
     }
 
     if !req.tools.is_empty() {
+        let mut budget = SchemaBudget::new();
         let decls: Vec<Value> = req
             .tools
             .iter()
@@ -99,7 +100,7 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
                 if let Some(desc) = &t.description {
                     d.insert("description".into(), json!(desc));
                 }
-                let params = schema_to_gemini(&t.parameters, &t.parameters, 0);
+                let params = schema_to_gemini(&t.parameters, &t.parameters, 0, &mut budget)?;
                 // Gemini rejects an OBJECT schema with empty properties: a
                 // function without parameters just has none.
                 let empty_object = params.get("properties").is_none()
@@ -107,9 +108,9 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
                 if !params.is_empty() && !empty_object {
                     d.insert("parameters".into(), Value::Object(params));
                 }
-                Value::Object(d)
+                Ok(Value::Object(d))
             })
-            .collect();
+            .collect::<Result<_, TranslateError>>()?;
         body.insert("tools".into(), json!([{ "functionDeclarations": decls }]));
         if let Some(tc) = &req.tool_choice {
             let fc = match tc {

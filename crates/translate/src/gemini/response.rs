@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::parts::{decode_parts, encode_parts, IdMode};
+use super::usage::{usage_object, Counts};
 use super::{
-    decode_finish, decode_usage, encode_finish, encode_usage, err, get_any, take_any, unique_token,
-    want_object, Path,
+    decode_finish, encode_finish, encode_usage, err, get_any, take_any, unique_token, want_object,
+    Path,
 };
 use crate::{ChatResponse, ContentPart, FinishReason, TranslateError};
 
@@ -57,6 +58,7 @@ pub(super) fn take_string(m: &mut Map<String, Value>, camel: &str, snake: &str) 
 pub fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| err(format!("gemini response: invalid JSON: {e}")))?;
+    let usage = usage_object(&v).map(|u| Counts::read(u).to_ir());
     let mut m = want_object(v, "gemini response")?;
     if let Some(e) = m.get("error") {
         return Err(err(error_message(e)));
@@ -64,7 +66,6 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {
     let id = take_string(&mut m, "responseId", "response_id")
         .unwrap_or_else(|| format!("resp_{}", unique_token()));
     let model = take_string(&mut m, "modelVersion", "model_version").unwrap_or_default();
-    let usage = get_any(&m, "usageMetadata", "usage_metadata").and_then(decode_usage);
     let mut resp = ChatResponse {
         id,
         model,

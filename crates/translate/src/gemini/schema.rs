@@ -1,13 +1,102 @@
 //! Schemas: Gemini's OpenAPI subset ↔ plain JSON Schema.
+//!
+//! Every rewrite draws on one [`SchemaBudget`] per request: inlining
+//! `$ref`s can turn a few hundred bytes into an exponential tree, so what a
+//! rewrite may write is bounded by size, not only by depth.
 
 use serde_json::{json, Map, Value};
 
+use crate::TranslateError;
+
+/// What the schema rewrites of one request may build in all, in bytes
+/// (about: a node costs [`NODE_COST`], a copied value its JSON size): far
+/// above any real tool set (a hundred tools of a few KiB each), far below
+/// what hurts.
+pub const MAX_SCHEMA_REWRITE_BYTES: usize = 1 << 20;
+
+/// What one schema object costs the budget: its map and its bookkeeping.
+const NODE_COST: usize = 64;
+
+/// The bytes the schema rewrites of one request have left to write.
+pub(super) struct SchemaBudget {
+    left: usize,
+}
+
+impl SchemaBudget {
+    pub(super) fn new() -> Self {
+        SchemaBudget {
+            left: MAX_SCHEMA_REWRITE_BYTES,
+        }
+    }
+
+    /// Takes `bytes` from the budget; past it the request is refused.
+    fn charge(&mut self, bytes: usize) -> Result<(), TranslateError> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => {
+                self.left = 0;
+                Err(TranslateError::new(format!(
+                    "tools: the parameter schemas grow past {MAX_SCHEMA_REWRITE_BYTES} bytes once their `$ref`s are inlined"
+                )))
+            }
+        }
+    }
+
+    /// Charges for a copy of `v`.
+    fn charge_copy(&mut self, v: &Value) -> Result<(), TranslateError> {
+        self.charge(json_size(v, self.left.saturating_add(1)))
+    }
+}
+
+/// About the size of `v` as JSON text, counted no further than `cap`.
+fn json_size(v: &Value, cap: usize) -> usize {
+    let mut size = 0usize;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        size = size.saturating_add(match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                stack.extend(a.iter());
+                a.len() + 2
+            }
+            Value::Object(m) => {
+                for (k, v) in m {
+                    size = size.saturating_add(k.len() + 4);
+                    stack.push(v);
+                }
+                2
+            }
+        });
+        if size > cap {
+            break;
+        }
+    }
+    size
+}
+
 /// A Gemini (OpenAPI-subset) schema made plain JSON Schema: lowercase types,
 /// `nullable` folded into the type, `propertyOrdering` dropped.
-pub(super) fn schema_from_gemini(v: Value, depth: u32) -> Value {
-    let Value::Object(mut m) = v else { return v };
+pub(super) fn schema_from_gemini(
+    v: Value,
+    depth: u32,
+    budget: &mut SchemaBudget,
+) -> Result<Value, TranslateError> {
+    if depth == 0 {
+        // Rewritten in place: what it writes is about what it read.
+        budget.charge_copy(&v)?;
+    }
+    budget.charge(NODE_COST)?;
+    let Value::Object(mut m) = v else {
+        return Ok(v);
+    };
     if depth > 64 {
-        return Value::Object(m);
+        budget.charge_copy(&Value::Object(Map::new()))?;
+        return Ok(Value::Object(m));
     }
     m.remove("propertyOrdering");
     let nullable = matches!(m.remove("nullable"), Some(Value::Bool(true)));
@@ -20,19 +109,20 @@ pub(super) fn schema_from_gemini(v: Value, depth: u32) -> Value {
         }
     }
     if let Some(Value::Object(props)) = m.get_mut("properties") {
-        for (_, p) in props.iter_mut() {
-            *p = schema_from_gemini(p.take(), depth + 1);
+        for (k, p) in props.iter_mut() {
+            budget.charge(k.len() + 32)?;
+            *p = schema_from_gemini(p.take(), depth + 1, budget)?;
         }
     }
     if let Some(items) = m.get_mut("items") {
-        *items = schema_from_gemini(items.take(), depth + 1);
+        *items = schema_from_gemini(items.take(), depth + 1, budget)?;
     }
     if let Some(Value::Array(list)) = m.get_mut("anyOf") {
         for s in list.iter_mut() {
-            *s = schema_from_gemini(s.take(), depth + 1);
+            *s = schema_from_gemini(s.take(), depth + 1, budget)?;
         }
     }
-    Value::Object(m)
+    Ok(Value::Object(m))
 }
 
 /// Keys of a Gemini `Schema` that are copied as they are.
@@ -63,11 +153,17 @@ const GEMINI_SCHEMA_PLAIN_KEYS: &[&str] = &[
 /// `$schema`, `$id`, `$defs`, `additionalProperties`, `strict`,
 /// `exclusiveMinimum`/`exclusiveMaximum`, `examples`, `not`,
 /// `patternProperties`.
-pub(super) fn schema_to_gemini(s: &Value, root: &Value, depth: u32) -> Map<String, Value> {
+pub(super) fn schema_to_gemini(
+    s: &Value,
+    root: &Value,
+    depth: u32,
+    budget: &mut SchemaBudget,
+) -> Result<Map<String, Value>, TranslateError> {
+    budget.charge(NODE_COST)?;
     let mut out = Map::new();
-    let Value::Object(m) = s else { return out };
+    let Value::Object(m) = s else { return Ok(out) };
     if depth > 32 {
-        return out;
+        return Ok(out);
     }
     if let Some(Value::String(r)) = m.get("$ref") {
         let target = r
@@ -79,7 +175,7 @@ pub(super) fn schema_to_gemini(s: &Value, root: &Value, depth: u32) -> Map<Strin
             })
             .flatten();
         if let Some(t) = target {
-            out = schema_to_gemini(t, root, depth + 1);
+            out = schema_to_gemini(t, root, depth + 1, budget)?;
         }
     }
     let mut nullable = matches!(m.get("nullable"), Some(Value::Bool(true)));
@@ -114,7 +210,7 @@ pub(super) fn schema_to_gemini(s: &Value, root: &Value, depth: u32) -> Map<Strin
             if b.get("type").and_then(Value::as_str) == Some("null") {
                 nullable = true;
             } else {
-                branches.push(schema_to_gemini(b, root, depth + 1));
+                branches.push(schema_to_gemini(b, root, depth + 1, budget)?);
             }
         }
         if branches.len() == 1 {
@@ -130,13 +226,14 @@ pub(super) fn schema_to_gemini(s: &Value, root: &Value, depth: u32) -> Map<Strin
     }
     if let Some(Value::Array(all)) = m.get("allOf") {
         for b in all {
-            for (k, v) in schema_to_gemini(b, root, depth + 1) {
+            for (k, v) in schema_to_gemini(b, root, depth + 1, budget)? {
                 out.entry(k).or_insert(v);
             }
         }
     }
     for key in GEMINI_SCHEMA_PLAIN_KEYS {
         if let Some(v) = m.get(*key) {
+            budget.charge_copy(v)?;
             out.insert((*key).into(), v.clone());
         }
     }
@@ -147,6 +244,12 @@ pub(super) fn schema_to_gemini(s: &Value, root: &Value, depth: u32) -> Map<Strin
         .or_else(|| m.get("const").map(|c| Value::Array(vec![c.clone()])));
     if let Some(Value::Array(vals)) = enum_values {
         if !vals.is_empty() && vals.iter().all(Value::is_string) {
+            budget.charge(
+                vals.iter()
+                    .filter_map(Value::as_str)
+                    .map(|v| v.len() + 3)
+                    .sum(),
+            )?;
             out.insert("enum".into(), Value::Array(vals));
             out.entry("type").or_insert_with(|| json!("string"));
         }
@@ -166,9 +269,10 @@ pub(super) fn schema_to_gemini(s: &Value, root: &Value, depth: u32) -> Map<Strin
     if let Some(Value::Object(props)) = m.get("properties") {
         let mut gp = Map::new();
         for (k, v) in props {
+            budget.charge(k.len() + 32)?;
             gp.insert(
                 k.clone(),
-                Value::Object(schema_to_gemini(v, root, depth + 1)),
+                Value::Object(schema_to_gemini(v, root, depth + 1, budget)?),
             );
         }
         if let Some(Value::Array(req)) = m.get("required") {
@@ -192,11 +296,61 @@ pub(super) fn schema_to_gemini(s: &Value, root: &Value, depth: u32) -> Map<Strin
         };
         out.insert(
             "items".into(),
-            Value::Object(schema_to_gemini(items, root, depth + 1)),
+            Value::Object(schema_to_gemini(items, root, depth + 1, budget)?),
         );
     }
     if nullable {
         out.insert("nullable".into(), Value::Bool(true));
     }
-    out
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ~300 bytes whose definitions refer to themselves three times each:
+    /// inlined to depth 32 that is 3^32 nodes.
+    fn self_referential() -> Value {
+        let s = serde_json::json!({
+            "type": "object",
+            "properties": {"root": {"$ref": "#/$defs/n"}},
+            "$defs": {"n": {"type": "object", "description": "a node", "properties": {
+                "a": {"$ref": "#/$defs/n"}, "b": {"$ref": "#/$defs/n"}, "c": {"$ref": "#/$defs/n"}
+            }}}
+        });
+        assert!(s.to_string().len() < 320);
+        s
+    }
+
+    #[test]
+    fn ref_inlining_is_bounded_by_size() {
+        let s = self_referential();
+        let err = schema_to_gemini(&s, &s, 0, &mut SchemaBudget::new()).unwrap_err();
+        assert!(err.message.contains("$ref"), "{}", err.message);
+        // A schema that refers to a definition a few times is inlined.
+        let ok = serde_json::json!({"type": "object", "properties": {
+            "from": {"$ref": "#/$defs/place"}, "to": {"$ref": "#/$defs/place"}},
+            "$defs": {"place": {"type": "string", "enum": ["A", "B"]}}});
+        let out = schema_to_gemini(&ok, &ok, 0, &mut SchemaBudget::new()).unwrap();
+        assert_eq!(
+            out["properties"]["to"]["enum"],
+            serde_json::json!(["A", "B"])
+        );
+    }
+
+    #[test]
+    fn the_budget_is_shared_by_every_rewrite_of_a_request() {
+        let mut budget = SchemaBudget::new();
+        let big = serde_json::json!({"type": "STRING", "description": "x".repeat(MAX_SCHEMA_REWRITE_BYTES / 3)});
+        assert!(schema_from_gemini(big, 0, &mut budget).is_ok());
+        let copy = serde_json::json!({"type": "string", "description": "x".repeat(MAX_SCHEMA_REWRITE_BYTES / 3)});
+        // `description` is copied: each copy costs its size; after the
+        // rewrite above, the second copy in one request is one too many.
+        assert!(schema_to_gemini(&copy, &copy, 0, &mut budget).is_ok());
+        assert!(schema_to_gemini(&copy, &copy, 0, &mut budget).is_err());
+        let mut fresh = SchemaBudget::new();
+        assert!(schema_to_gemini(&copy, &copy, 0, &mut fresh).is_ok());
+        assert!(schema_to_gemini(&copy, &copy, 0, &mut fresh).is_ok());
+    }
 }

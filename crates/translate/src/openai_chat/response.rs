@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::content::decode_part;
-use super::wire::{tool_call_out, ToolCallOut, UsageIn, UsageOut};
+use super::usage::Counts;
+use super::wire::{tool_call_out, ToolCallOut, UsageOut};
 use super::{
     error_message, expected, finish_from_str, finish_to_str, join_texts, now_secs, synth_id,
 };
@@ -19,7 +20,7 @@ struct ResponseIn {
     model: Option<String>,
     created: Option<u64>,
     choices: Option<Vec<ChoiceIn>>,
-    usage: Option<UsageIn>,
+    usage: Option<Value>,
     error: Option<Value>,
 }
 
@@ -78,7 +79,11 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {
         id: r.id.unwrap_or_default(),
         model: r.model.unwrap_or_default(),
         created: r.created.unwrap_or(0),
-        usage: r.usage.map(UsageIn::into_ir),
+        usage: r
+            .usage
+            .as_ref()
+            .filter(|u| u.is_object())
+            .map(|u| Counts::read(u).to_ir()),
         ..ChatResponse::default()
     };
     let mut choices = r.choices.unwrap_or_default();

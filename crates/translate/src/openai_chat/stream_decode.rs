@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::wire::UsageIn;
+use super::usage::Counts;
 use super::{error_message, finish_from_str, synth_id};
 use crate::{FinishReason, SseEvent, StreamDecode, StreamEvent, TranslateError};
 
@@ -38,7 +38,7 @@ struct ChunkIn<'a> {
     model: Option<Str<'a>>,
     #[serde(borrow)]
     choices: Option<Vec<ChunkChoiceIn<'a>>>,
-    usage: Option<UsageIn>,
+    usage: Option<Value>,
     error: Option<Value>,
 }
 
@@ -109,6 +109,8 @@ pub struct StreamDecoder {
     /// A finish reason waiting for the usage chunk that follows it.
     pending_finish: Option<FinishReason>,
     finished: bool,
+    /// Usage reported so far.
+    usage: Counts,
 }
 
 impl StreamDecoder {
@@ -248,7 +250,7 @@ impl StreamDecode for StreamDecoder {
             TranslateError::new(format!("upstream stream chunk is not valid JSON: {e}"))
         })?;
         let has_payload = chunk.error.as_ref().is_some_and(|e| !e.is_null())
-            || chunk.usage.is_some()
+            || chunk.usage.as_ref().is_some_and(Value::is_object)
             || chunk.choices.as_ref().is_some_and(|c| !c.is_empty());
         if !self.started && !has_payload && chunk.id.as_deref().unwrap_or_default().is_empty() {
             // Azure's first chunk (prompt_filter_results) has an empty id and
@@ -256,14 +258,21 @@ impl StreamDecode for StreamDecoder {
             return Ok(());
         }
         self.start(chunk.id.as_deref(), chunk.model.as_deref(), out);
+        let usage = chunk.usage.as_ref().filter(|u| u.is_object()).map(|u| {
+            self.usage.update(&Counts::read(u));
+            self.usage.to_ir()
+        });
         if let Some(e) = chunk.error.as_ref().filter(|e| !e.is_null()) {
             self.flush_finish(out);
+            if let Some(u) = usage {
+                out.push(StreamEvent::Usage(u));
+            }
             out.push(StreamEvent::Error {
                 message: error_message(e),
             });
             return Ok(());
         }
-        let usage = chunk.usage.map(UsageIn::into_ir);
+
         let choices = chunk.choices.unwrap_or_default();
         if self.pending_finish.is_some() && choices.iter().any(|c| c.index.unwrap_or(0) == 0) {
             // More of the answer after its finish reason: do not hold it back.

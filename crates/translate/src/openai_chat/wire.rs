@@ -1,49 +1,9 @@
 //! JSON shapes of Chat Completions that requests, responses and streams
 //! share: usage (both ways) and tool calls (written).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::Usage;
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub(super) struct UsageIn {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    prompt_tokens_details: Option<PromptDetailsIn>,
-    completion_tokens_details: Option<CompletionDetailsIn>,
-    /// DeepSeek's cache hit count.
-    prompt_cache_hit_tokens: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct PromptDetailsIn {
-    cached_tokens: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct CompletionDetailsIn {
-    reasoning_tokens: Option<u64>,
-}
-
-impl UsageIn {
-    pub(super) fn into_ir(self) -> Usage {
-        Usage {
-            input_tokens: self.prompt_tokens.unwrap_or(0),
-            output_tokens: self.completion_tokens.unwrap_or(0),
-            cached_input_tokens: self
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .or(self.prompt_cache_hit_tokens),
-            cache_creation_input_tokens: None,
-            reasoning_tokens: self
-                .completion_tokens_details
-                .and_then(|d| d.reasoning_tokens),
-        }
-    }
-}
 
 #[derive(Serialize)]
 pub(super) struct UsageOut {

@@ -4,29 +4,12 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::usage::{usage_object, Counts};
 use super::wire::{status_of, OutItem, Part, RespObj, UsageOut};
 use super::{
     args_or_empty_object, err, now_secs, reasoning_text, take_str, type_of, unique_suffix,
 };
-use crate::{ChatResponse, ContentPart, FinishReason, TranslateError, Usage};
-
-pub(super) fn parse_usage(u: &Value) -> Option<Usage> {
-    let input_tokens = u.get("input_tokens")?.as_u64()?;
-    let output_tokens = u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
-    Some(Usage {
-        input_tokens,
-        output_tokens,
-        cached_input_tokens: u
-            .get("input_tokens_details")
-            .and_then(|d| d.get("cached_tokens"))
-            .and_then(Value::as_u64),
-        cache_creation_input_tokens: None,
-        reasoning_tokens: u
-            .get("output_tokens_details")
-            .and_then(|d| d.get("reasoning_tokens"))
-            .and_then(Value::as_u64),
-    })
-}
+use crate::{ChatResponse, ContentPart, FinishReason, TranslateError};
 
 /// The finish reason of a finished response object.
 pub(super) fn finish_of(resp: &Value, saw_tool_call: bool) -> FinishReason {
@@ -88,7 +71,7 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {
         return Err(err("upstream response failed".into()));
     }
     let finish_reason = Some(finish_of(&v, false));
-    let usage = v.get("usage").and_then(parse_usage);
+    let usage = usage_object(&v).map(|u| Counts::read(u).to_ir());
     let mut resp = ChatResponse {
         id: take_str(&mut v, "id").unwrap_or_else(|| format!("resp_{}", unique_suffix())),
         model: take_str(&mut v, "model").unwrap_or_default(),

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::response::{error_message, finish_of, parse_usage};
+use super::response::{error_message, finish_of};
+use super::usage::{usage_object, Counts};
 use super::{err, take_str, type_of, unique_suffix};
 use crate::{SseEvent, StreamDecode, StreamEvent, TranslateError};
 
@@ -26,6 +27,9 @@ pub struct StreamDecoder {
     /// Ids of message items whose text came as deltas; `None` once a delta
     /// came without an item id (then `done` items are never replayed).
     text_items: Option<Vec<String>>,
+    /// Usage reported so far.
+    usage: Counts,
+    usage_seen: bool,
 }
 
 impl Default for StreamDecoder {
@@ -37,11 +41,13 @@ impl Default for StreamDecoder {
             tools: Vec::new(),
             thinking_key: None,
             text_items: Some(Vec::new()),
+            usage: Counts::default(),
+            usage_seen: false,
         }
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Ev {
     Created,
     ItemAdded,
@@ -53,6 +59,8 @@ enum Ev {
     Finished,
     Failed,
     Error,
+    /// Events that carry nothing for the neutral stream.
+    Other,
 }
 
 impl StreamDecoder {
@@ -144,6 +152,11 @@ impl StreamDecode for StreamDecoder {
         }
         let mut v: Value = serde_json::from_str(&ev.data)
             .map_err(|e| err(format!("invalid JSON in the Responses stream: {e}")))?;
+        let reported = usage_object(&v).map(Counts::read);
+        if let Some(c) = &reported {
+            self.usage.update(c);
+            self.usage_seen = true;
+        }
         let ty = type_of(&v).or(ev.event.as_deref()).unwrap_or("");
         let kind = match ty {
             "response.created" | "response.in_progress" | "response.queued" => Ev::Created,
@@ -158,9 +171,16 @@ impl StreamDecode for StreamDecoder {
             "response.completed" | "response.incomplete" => Ev::Finished,
             "response.failed" => Ev::Failed,
             "error" => Ev::Error,
-            _ => return Ok(()),
+            _ => Ev::Other,
         };
+        if reported.is_some() && kind != Ev::Finished {
+            // Usage outside the closing event (not OpenAI's habit): passed
+            // on as it comes, so every path counts the same.
+            self.ensure_start(v.get_mut("response"), out);
+            out.push(StreamEvent::Usage(self.usage.to_ir()));
+        }
         match kind {
+            Ev::Other => {}
             Ev::Created => self.ensure_start(v.get_mut("response"), out),
             Ev::ItemAdded => {
                 self.ensure_start(None, out);
@@ -286,11 +306,14 @@ impl StreamDecode for StreamDecoder {
                 let mut resp = v.get_mut("response").map(Value::take).unwrap_or_default();
                 self.ensure_start(Some(&mut resp), out);
                 if self.finished {
+                    if reported.is_some() {
+                        out.push(StreamEvent::Usage(self.usage.to_ir()));
+                    }
                     return Ok(());
                 }
                 self.finished = true;
-                if let Some(u) = resp.get("usage").and_then(parse_usage) {
-                    out.push(StreamEvent::Usage(u));
+                if self.usage_seen {
+                    out.push(StreamEvent::Usage(self.usage.to_ir()));
                 }
                 let reason = finish_of(&resp, !self.tools.is_empty());
                 out.push(StreamEvent::Finish { reason });

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Routing scenario of the load harness (issue 9).
+
+Three mock upstreams behind one logical model of equal weights: `fast`
+(answers in BASE ms), `slow` (10x BASE) and `flaky` (BASE, but 500 to 30%
+of requests). The same load runs through two apiproxy instances that differ
+only in `routing.scoring.mode`: `adaptive` (the default) and `weighted`
+(plain weighted random). Reported for each: every upstream's share of the
+answers it served, client p50/p99 and failed requests.
+
+Run alone with `BENCH_ONLY=routing make bench` (or `python3
+benches/routing_bench.py target/release`); `make bench` runs it last.
+Knobs: BENCH_ROUTING_SECONDS (default 20), BENCH_ROUTING_CONNS (default 16),
+BENCH_ROUTING_BASE_MS (default 20).
+Everything listens on 127.0.0.1; nothing here asserts a number.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+SECONDS = float(os.environ.get("BENCH_ROUTING_SECONDS", "20"))
+CONNS = int(os.environ.get("BENCH_ROUTING_CONNS", "16"))
+BASE_MS = int(os.environ.get("BENCH_ROUTING_BASE_MS", "20"))
+UPSTREAMS = ("fast", "slow", "flaky")
+
+
+def log(msg):
+    print(f"[bench:routing] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, timeout=20.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def config(mode, port, metrics, ports, work):
+    providers = "".join(
+        f'  - {{ id: {u}, kind: openai, base_url: "http://127.0.0.1:{ports[u]}", models: [m] }}\n'
+        for u in UPSTREAMS
+    )
+    upstreams = "".join(f"      - {{ provider: {u}, model: m }}\n" for u in UPSTREAMS)
+    return f"""# written by benches/routing_bench.py
+server:
+  listen: 127.0.0.1:{port}
+  metrics_listen: 127.0.0.1:{metrics}
+  threads: 2
+  pid_file: {work}/apiproxy-{mode}.pid
+  upgrade_sock: {work}/apiproxy-{mode}.sock
+  grace_period_seconds: 0
+  graceful_shutdown_timeout_seconds: 1
+log:
+  level: warn
+routing:
+  scoring: {{ mode: {mode} }}
+providers:
+{providers}models:
+  - name: pool
+    upstreams:
+{upstreams}"""
+
+
+def served(metrics_port):
+    """Answers served per upstream (`apiproxy_upstream_attempts_total`, ok)."""
+    out = {u: 0.0 for u in UPSTREAMS}
+    failed = {u: 0.0 for u in UPSTREAMS}
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if not line.startswith("apiproxy_upstream_attempts_total{"):
+                continue
+            labels, value = line.rsplit(" ", 1)
+            for u in UPSTREAMS:
+                if f'provider="{u}"' in labels:
+                    if 'outcome="ok"' in labels:
+                        out[u] += float(value)
+                    else:
+                        failed[u] += float(value)
+    return out, failed
+
+
+def load(port, seconds, conns):
+    """A closed loop of `conns` keep-alive clients for `seconds`: each
+    request's latency and status. (A Python client is plenty at this rate:
+    upstream delays of tens of milliseconds dominate, and it needs no oha.)"""
+    import http.client
+    import threading
+
+    body = json.dumps({"model": "pool", "max_tokens": 16,
+                       "messages": [{"role": "user", "content": "hi"}]})
+    end = time.time() + seconds
+    results = []
+    lock = threading.Lock()
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        while time.time() < end:
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            mine.append((time.perf_counter() - t0, status))
+        conn.close()
+        with lock:
+            results.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def pct(sorted_values, p):
+    if not sorted_values:
+        return 0.0
+    k = min(len(sorted_values) - 1, max(0, int(round(p / 100.0 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+def run(bin_dir, work=None):
+    bin_dir = Path(bin_dir).resolve()
+    work = Path(work or tempfile.mkdtemp(prefix="apiproxy-routing-bench-"))
+    procs = []
+
+    def start(name, args, port):
+        out = open(work / f"{name}.log", "wb")
+        p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=work)
+        procs.append((name, p))
+        wait_port(port, p, name)
+        return p
+
+    ports = {u: free_port() for u in UPSTREAMS}
+    res = {"params": {"seconds": SECONDS, "conns": CONNS, "base_ms": BASE_MS,
+                      "slow_ms": 10 * BASE_MS, "flaky_fail_percent": 30}, "modes": {}}
+    try:
+        mock = bin_dir / "bench-mock"
+        start("fast", [mock, "--listen", f"127.0.0.1:{ports['fast']}", "--delay-ms", str(BASE_MS)], ports["fast"])
+        start("slow", [mock, "--listen", f"127.0.0.1:{ports['slow']}", "--delay-ms", str(10 * BASE_MS)],
+              ports["slow"])
+        start("flaky", [mock, "--listen", f"127.0.0.1:{ports['flaky']}", "--delay-ms", str(BASE_MS),
+                        "--fail-percent", "30"], ports["flaky"])
+        for mode in ("weighted", "adaptive"):
+            port, metrics = free_port(), free_port()
+            conf = work / f"apiproxy-{mode}.yaml"
+            conf.write_text(config(mode, port, metrics, ports, work))
+            start(f"apiproxy-{mode}", [bin_dir / "apiproxy", "-c", str(conf)], port)
+            log(f"{mode}: {SECONDS:.0f} s at {CONNS} connections")
+            started = time.time()
+            results = load(port, SECONDS, CONNS)
+            elapsed = time.time() - started
+            ok, upstream_failed = served(metrics)
+            total = sum(ok.values()) or 1.0
+            lat = sorted(t for t, _ in results)
+            res["modes"][mode] = {
+                "requests": len(results),
+                "rps": len(results) / elapsed,
+                "p50_ms": pct(lat, 50) * 1000,
+                "p99_ms": pct(lat, 99) * 1000,
+                "failed": sum(1 for _, st in results if not 200 <= st < 300),
+                "share": {u: ok[u] / total for u in UPSTREAMS},
+                "served": ok,
+                "upstream_failures": upstream_failed,
+            }
+    finally:
+        for name, p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT if name.startswith("apiproxy") else signal.SIGTERM)
+        for _, p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    w, a = res["modes"].get("weighted"), res["modes"].get("adaptive")
+    if w and a and w["p99_ms"]:
+        res["p99_ratio"] = a["p99_ms"] / w["p99_ms"]
+    return res
+
+
+def render(res):
+    p = res["params"]
+    lines = [
+        "",
+        f"### Routing: fast {p['base_ms']} ms, slow {p['slow_ms']} ms, flaky {p['base_ms']} ms with "
+        f"{p['flaky_fail_percent']}% 500s; {p['conns']} connections, {p['seconds']:.0f} s per mode",
+        "",
+        "| scoring | requests | req/s | p50 ms | p99 ms | failed | fast share | slow share | flaky share "
+        "| flaky 500s absorbed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, m in res["modes"].items():
+        s = m["share"]
+        lines.append(
+            f"| {mode} | {m['requests']} | {m['rps']:.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {m['failed']} "
+            f"| {s['fast']:.1%} | {s['slow']:.1%} | {s['flaky']:.1%} | {m['upstream_failures']['flaky']:.0f} |"
+        )
+    if "p99_ratio" in res:
+        lines.append("")
+        lines.append(f"adaptive p99 / weighted p99 = {res['p99_ratio']:.2f} (goal ≤ 0.5, 0 failed)")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    bin_dir = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parent.parent / "target/release")
+    res = run(bin_dir)
+    table = render(res)
+    print(table)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "routing-latest.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / "routing-latest.md").write_text(table)
+    log(f"written to {out}/routing-latest.md")
+
+
+if __name__ == "__main__":
+    main()

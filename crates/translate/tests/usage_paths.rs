@@ -1,0 +1,229 @@
+//! The same upstream answer is counted the same on every path: translated
+//! (`decode_response`, the stream decoders) and same-format
+//! (`passthrough_body`, `PassthroughStream`), JSON and stream, whatever
+//! way the bytes were split into reads.
+
+use std::path::Path;
+
+use apiproxy_translate::passthrough::{passthrough_body, PassthroughOptions, PassthroughStream};
+use apiproxy_translate::{
+    decode_response, stream_decoder, usage_of_body, Format, SseParser, StreamEvent, Usage,
+};
+use bytes::BytesMut;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+fn files(dir: &str, ext: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(Path::new(FIXTURES).join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn format_of(dir: &str) -> Format {
+    match dir {
+        "openai" => Format::OpenAiChat,
+        "responses" => Format::OpenAiResponses,
+        "anthropic" => Format::Anthropic,
+        _ => Format::Gemini,
+    }
+}
+
+/// The usage the translating path reads from a stream: the decoder's last
+/// `Usage` event.
+fn decoded_stream_usage(fmt: Format, chunks: &[&[u8]]) -> Option<Usage> {
+    let mut parser = SseParser::default();
+    let mut decoder = stream_decoder(fmt);
+    let (mut events, mut neutral, mut usage) = (Vec::new(), Vec::new(), None);
+    for c in chunks {
+        parser.feed(c, &mut events).unwrap();
+    }
+    parser.finish(&mut events);
+    for ev in &events {
+        neutral.clear();
+        decoder.decode(ev, &mut neutral).unwrap();
+        for e in &neutral {
+            if let StreamEvent::Usage(u) = e {
+                usage = Some(*u);
+            }
+        }
+    }
+    usage
+}
+
+/// The usage the same-format relay reads from a stream.
+fn relayed_stream_usage(fmt: Format, chunks: &[&[u8]]) -> (Option<Usage>, BytesMut) {
+    let mut relay = PassthroughStream::new(fmt, PassthroughOptions::default());
+    let mut out = BytesMut::new();
+    for c in chunks {
+        relay.feed(c, &mut out).unwrap();
+    }
+    relay.finish(&mut out).unwrap();
+    (relay.usage(), out)
+}
+
+#[test]
+fn every_fixture_body_is_counted_the_same_on_every_path() {
+    let mut checked = 0;
+    for dir in ["openai", "responses", "anthropic", "gemini"] {
+        let fmt = format_of(dir);
+        for (name, body) in files(dir, "json") {
+            let Ok(resp) = decode_response(fmt, &body) else {
+                continue; // requests and error bodies
+            };
+            let relayed = passthrough_body(fmt, &body, Some("fast")).unwrap();
+            assert_eq!(resp.usage, relayed.usage, "{name}");
+            assert_eq!(resp.usage, usage_of_body(fmt, &body).unwrap(), "{name}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} bodies checked");
+}
+
+#[test]
+fn every_fixture_stream_is_counted_the_same_on_every_path() {
+    let mut checked = 0;
+    for dir in ["openai", "responses", "anthropic", "gemini"] {
+        let fmt = format_of(dir);
+        for (name, sse) in files(dir, "sse") {
+            let whole = decoded_stream_usage(fmt, &[&sse]);
+            let (relayed, _) = relayed_stream_usage(fmt, &[&sse]);
+            assert_eq!(whole, relayed, "{name}");
+            // Byte by byte, and cut in two at every point: the same counts.
+            let bytes: Vec<&[u8]> = sse.chunks(1).collect();
+            assert_eq!(
+                relayed_stream_usage(fmt, &bytes).0,
+                whole,
+                "{name} bytewise"
+            );
+            for cut in (0..sse.len()).step_by(7) {
+                let (a, b) = sse.split_at(cut);
+                assert_eq!(
+                    relayed_stream_usage(fmt, &[a, b]).0,
+                    whole,
+                    "{name} cut {cut}"
+                );
+            }
+            checked += usize::from(whole.is_some());
+        }
+    }
+    assert!(checked >= 8, "only {checked} streams with usage checked");
+}
+
+/// The counts the old same-format code got wrong.
+#[test]
+fn gemini_tool_use_prompt_and_deepseek_cache_hits_count_everywhere() {
+    let gemini = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":10,"toolUsePromptTokenCount":7,"candidatesTokenCount":3,"thoughtsTokenCount":2},"modelVersion":"gemini-2.5-pro"}"#;
+    let want = Usage {
+        input_tokens: 17,
+        output_tokens: 5,
+        reasoning_tokens: Some(2),
+        ..Usage::default()
+    };
+    assert_eq!(
+        decode_response(Format::Gemini, gemini).unwrap().usage,
+        Some(want)
+    );
+    assert_eq!(
+        passthrough_body(Format::Gemini, gemini, None)
+            .unwrap()
+            .usage,
+        Some(want)
+    );
+    let mut sse = b"data: ".to_vec();
+    sse.extend_from_slice(gemini);
+    sse.extend_from_slice(b"\n\n");
+    assert_eq!(decoded_stream_usage(Format::Gemini, &[&sse]), Some(want));
+    assert_eq!(relayed_stream_usage(Format::Gemini, &[&sse]).0, Some(want));
+
+    let deepseek = br#"{"id":"x","object":"chat.completion","model":"deepseek-chat","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":18,"completion_tokens":4,"prompt_cache_hit_tokens":12,"prompt_cache_miss_tokens":6}}"#;
+    let want = Usage {
+        input_tokens: 18,
+        output_tokens: 4,
+        cached_input_tokens: Some(12),
+        ..Usage::default()
+    };
+    assert_eq!(
+        decode_response(Format::OpenAiChat, deepseek).unwrap().usage,
+        Some(want)
+    );
+    assert_eq!(
+        passthrough_body(Format::OpenAiChat, deepseek, None)
+            .unwrap()
+            .usage,
+        Some(want)
+    );
+    let chunk = br#"data: {"id":"x","object":"chat.completion.chunk","model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":18,"completion_tokens":4,"prompt_cache_hit_tokens":12}}
+
+data: [DONE]
+
+"#;
+    assert_eq!(
+        decoded_stream_usage(Format::OpenAiChat, &[chunk]),
+        Some(want)
+    );
+    assert_eq!(
+        relayed_stream_usage(Format::OpenAiChat, &[chunk]).0,
+        Some(want)
+    );
+}
+
+#[test]
+fn anthropic_split_usage_adds_up_the_same_way() {
+    let sse = br#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"usage":{"input_tokens":5,"cache_read_input_tokens":100,"cache_creation_input_tokens":20,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":42}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"#;
+    let want = Usage {
+        input_tokens: 125,
+        output_tokens: 42,
+        cached_input_tokens: Some(100),
+        cache_creation_input_tokens: Some(20),
+        reasoning_tokens: None,
+    };
+    assert_eq!(decoded_stream_usage(Format::Anthropic, &[sse]), Some(want));
+    assert_eq!(
+        relayed_stream_usage(Format::Anthropic, &[sse]).0,
+        Some(want)
+    );
+}
+
+#[test]
+fn token_counts_saturate_instead_of_wrapping() {
+    let max = u64::MAX;
+    let gemini = format!(
+        r#"{{"candidates":[],"usageMetadata":{{"promptTokenCount":{max},"toolUsePromptTokenCount":{max},"candidatesTokenCount":{max},"thoughtsTokenCount":{max}}}}}"#
+    );
+    let u = passthrough_body(Format::Gemini, gemini.as_bytes(), None)
+        .unwrap()
+        .usage
+        .unwrap();
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.total()),
+        (max, max, max)
+    );
+    let anthropic = format!(
+        r#"{{"type":"message","content":[],"usage":{{"input_tokens":{max},"cache_read_input_tokens":{max},"output_tokens":1}}}}"#
+    );
+    let u = decode_response(Format::Anthropic, anthropic.as_bytes())
+        .unwrap()
+        .usage
+        .unwrap();
+    assert_eq!((u.input_tokens, u.total()), (max, max));
+}
