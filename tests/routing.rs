@@ -665,7 +665,14 @@ async fn routing_decide_explains_the_proxys_own_choice() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let binding = admin_get(&gw, "/routing/sessions/conv-7").await;
+    // The binding is written after the answer: wait for it (generously).
+    let (binding, written) = poll(
+        Duration::from_secs(15),
+        || admin_get(&gw, "/routing/sessions/conv-7"),
+        |b| b["provider_id"].is_string(),
+    )
+    .await;
+    assert!(written, "the session was bound: {binding}");
     let bound = binding["provider_id"].as_str().unwrap().to_owned();
     for _ in 0..5 {
         let (_, v) = decide(json!({"logical_model": "pool", "session_id": "conv-7"})).await;
