@@ -176,7 +176,20 @@ async fn records_aggregates_tail_and_redaction() {
     for _ in 0..3 {
         assert_eq!(chat(&gw, "alice-key", Some("s-1")).await.status(), 200);
     }
+    // A record is written after its answer: wait for each before the next
+    // request, so the ring's order is the requests' order on a busy machine.
+    let alice_records = |list: &Value| {
+        list["requests"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|r| r["key"] == "alice").count())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alice_records(&get(&gw, "/admin/requests").await) < 3 {
+        assert!(Instant::now() < deadline, "alice's three records");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(chat(&gw, "bob-key", None).await.status(), 200);
+    records_until(&gw, |r| r["key"] == "bob").await;
     let unknown = client()
         .post(format!("{}/v1/chat/completions", gw.url()))
         .bearer_auth("alice-key")

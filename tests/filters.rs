@@ -24,8 +24,10 @@ async fn four_providers() -> (Vec<(Wire, MockProvider)>, String) {
             Wire::Anthropic => ("anthropic", ""),
             Wire::Gemini => ("gemini", ""),
         };
+        // A configured model list: no background listing request lands on
+        // the mock between a test's request and its `last()`.
         yaml.push_str(&format!(
-            "  - {{ id: {}, kind: {k}, base_url: \"{}\", api_keys: [pk-{}]{extra} }}\n",
+            "  - {{ id: {}, kind: {k}, base_url: \"{}\", api_keys: [pk-{}], models: [m-1, m-2, plain]{extra} }}\n",
             kind.name(),
             m.base_url(),
             kind.name()

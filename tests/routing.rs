@@ -665,17 +665,15 @@ async fn routing_decide_explains_the_proxys_own_choice() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // The binding is written in the background after the answer: poll.
-    let mut bound = None;
-    for _ in 0..200 {
-        let binding = admin_get(&gw, "/routing/sessions/conv-7").await;
-        if let Some(p) = binding["provider_id"].as_str() {
-            bound = Some(p.to_owned());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let bound = bound.expect("the session was bound within 10 s");
+    // The binding is written after the answer: wait for it (generously).
+    let (binding, written) = poll(
+        Duration::from_secs(15),
+        || admin_get(&gw, "/routing/sessions/conv-7"),
+        |b| b["provider_id"].is_string(),
+    )
+    .await;
+    assert!(written, "the session was bound: {binding}");
+    let bound = binding["provider_id"].as_str().unwrap().to_owned();
     for _ in 0..5 {
         let (_, v) = decide(json!({"logical_model": "pool", "session_id": "conv-7"})).await;
         assert_eq!(v["selected_upstream"]["provider_id"], bound.as_str(), "{v}");

@@ -24,7 +24,7 @@ fn config(a: &MockProvider, b: &MockProvider, redis: Option<&str>) -> String {
         })
         .unwrap_or_default();
     format!(
-        "{store}auth:\n  keys:\n    - {{ name: alice, key: alice-key, rpm: 5 }}\n    - {{ name: bob, key: bob-key, tpm: 15 }}\n    - {{ name: carol, key: carol-key }}\n    - {{ name: dave, key: dave-key, rpm: 5 }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: a, kind: openai, base_url: \"{}\", api_keys: [ka] }}\n  - {{ id: b, kind: openai, base_url: \"{}\", api_keys: [kb] }}\nmodels:\n  - name: duo\n    upstreams: [{{ provider: a, model: ma }}, {{ provider: b, model: mb }}]\n",
+        "{store}auth:\n  keys:\n    - {{ name: alice, key: alice-key, rpm: 5 }}\n    - {{ name: bob, key: bob-key, tpm: 15 }}\n    - {{ name: carol, key: carol-key }}\n    - {{ name: dave, key: dave-key, rpm: 5 }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: a, kind: openai, base_url: \"{}\", api_keys: [ka], models: [ma] }}\n  - {{ id: b, kind: openai, base_url: \"{}\", api_keys: [kb], models: [mb] }}\nmodels:\n  - name: duo\n    upstreams: [{{ provider: a, model: ma }}, {{ provider: b, model: mb }}]\n",
         a.base_url(),
         b.base_url()
     )
