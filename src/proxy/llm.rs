@@ -93,7 +93,10 @@ pub async fn handle(
                 .retry_backoff
                 .saturating_mul(1 << (round - 1).min(8));
             let left = attempts.deadline.saturating_duration_since(Instant::now());
-            if !failover::worth_another_round(&attempts.failures) || left <= pause {
+            if !failover::worth_another_round(&attempts.failures)
+                || left <= pause
+                || ctx.attempts >= routing.max_attempts
+            {
                 break;
             }
             tokio::time::sleep(pause).await;
