@@ -116,12 +116,17 @@ impl RawBody {
         self.members.iter().any(|m| m.field == field)
     }
 
-    /// Any top-level member by its key, decoded (for small fields only; a
-    /// key written with escapes is not matched).
+    /// Any top-level member by its key, decoded (for small fields only). A
+    /// key written with escapes matches as the translators read it, so the
+    /// token estimate cannot be dodged by spelling `max_tokens` oddly.
     pub fn member(&self, key: &str) -> Option<Value> {
         let m = self.members.iter().rev().find(|m| {
             let k = self.text(&m.key);
-            k.len() == key.len() + 2 && k[1..k.len() - 1] == *key
+            if k.contains('\\') {
+                serde_json::from_str::<String>(k).is_ok_and(|d| d == key)
+            } else {
+                k.len() == key.len() + 2 && k[1..k.len() - 1] == *key
+            }
         })?;
         serde_json::from_str(self.text(&m.value)).ok()
     }
@@ -518,6 +523,17 @@ mod tests {
 
     fn body(s: &str) -> RawBody {
         RawBody::parse(Bytes::copy_from_slice(s.as_bytes())).expect("object")
+    }
+
+    #[test]
+    fn members_are_found_by_key_escaped_or_not() {
+        let b = body(r#"{"max_tokens":1,"max\u005ftokens":7,"x":{"y":2}}"#);
+        assert_eq!(b.member("max_tokens"), Some(Value::from(7)));
+        assert_eq!(
+            b.member("x").and_then(|x| x.get("y").cloned()),
+            Some(Value::from(2))
+        );
+        assert_eq!(b.member("missing"), None);
     }
 
     #[test]
