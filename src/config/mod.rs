@@ -278,6 +278,10 @@ pub struct ProviderConfig {
     pub base: BaseUrl,
     /// Non-empty keys; empty for a provider that needs none.
     pub api_keys: Vec<String>,
+    /// Each key's options, in the order of `api_keys`.
+    pub key_options: Vec<KeyOptions>,
+    /// How a request picks among the usable keys.
+    pub key_strategy: KeyStrategy,
     pub weight: f64,
     /// The configured model list; `None`: listed from the provider.
     pub static_models: Option<Vec<String>>,
@@ -304,11 +308,54 @@ pub struct ProviderConfig {
     pub health_check: Option<HealthCheck>,
 }
 
+/// `providers[].key_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStrategy {
+    /// Spread over the usable keys in proportion to their `weight`.
+    RoundRobin,
+    /// The first usable key until it rests or runs low, then the next.
+    FillFirst,
+}
+
+impl KeyStrategy {
+    /// The name written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStrategy::RoundRobin => "round-robin",
+            KeyStrategy::FillFirst => "fill-first",
+        }
+    }
+}
+
+/// One provider key's options (`api_keys: [{key, weight, ...}]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyOptions {
+    /// Its share under round-robin (1 for a key given as a plain string).
+    pub weight: f64,
+    /// Most requests in flight with it at once.
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent with it.
+    pub max_qps: Option<u32>,
+}
+
+impl Default for KeyOptions {
+    fn default() -> Self {
+        KeyOptions {
+            weight: 1.0,
+            max_concurrency: None,
+            max_qps: None,
+        }
+    }
+}
+
 /// A logical model: a name routed over weighted upstreams.
 #[derive(Debug, Clone)]
 pub struct LogicalModel {
     pub name: String,
     pub description: Option<String>,
+    /// `hedge_after_ms`: an attempt with no answer after this long gets a
+    /// second one on the next upstream (docs/routing.md, "Hedged requests").
+    pub hedge_after: Option<Duration>,
     pub upstreams: Vec<UpstreamRef>,
 }
 
@@ -1014,8 +1061,48 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 timeout: Duration::from_millis(h.timeout_ms.unwrap_or(5_000).max(1)),
             }
         });
+        let key_strategy = match p.key_strategy.as_deref() {
+            None | Some("round-robin") => KeyStrategy::RoundRobin,
+            Some("fill-first") => KeyStrategy::FillFirst,
+            Some(other) => {
+                problems.push(format!(
+                    "{at}.key_strategy: {other:?} is not round-robin or fill-first"
+                ));
+                KeyStrategy::RoundRobin
+            }
+        };
         let configured_keys = !p.api_keys.is_empty();
-        let api_keys: Vec<String> = p.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
+        let mut api_keys = Vec::new();
+        let mut key_options = Vec::new();
+        for (j, k) in p.api_keys.into_iter().enumerate() {
+            let (key, options) = match k {
+                raw::RawApiKey::Plain(key) => (key, KeyOptions::default()),
+                raw::RawApiKey::Detailed(o) => {
+                    let kat = format!("{at}.api_keys[{j}]");
+                    let weight = o.weight.unwrap_or(1.0);
+                    if !(weight.is_finite() && weight > 0.0) {
+                        problems.push(format!("{kat}.weight: must be a positive number"));
+                    }
+                    if o.max_concurrency == Some(0) {
+                        problems.push(format!("{kat}.max_concurrency: must be at least 1"));
+                    }
+                    if o.max_qps == Some(0) {
+                        problems.push(format!("{kat}.max_qps: must be at least 1"));
+                    }
+                    let options = KeyOptions {
+                        weight,
+                        max_concurrency: o.max_concurrency,
+                        max_qps: o.max_qps,
+                    };
+                    (o.key, options)
+                }
+            };
+            // An empty key (an unset `${VAR:-}`) is left out.
+            if !key.is_empty() {
+                api_keys.push(key);
+                key_options.push(options);
+            }
+        }
         if problems.len() > before {
             continue;
         }
@@ -1037,6 +1124,8 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             format,
             base,
             api_keys,
+            key_options,
+            key_strategy,
             weight,
             static_models: p.models,
             retryable,
@@ -1095,7 +1184,14 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 None => problems.push(format!("{uat}.provider: unknown provider {:?}", u.provider)),
             }
         }
+        if m.hedge_after_ms == Some(0) {
+            problems.push(format!("{at}.hedge_after_ms: must be positive"));
+        }
         models.push(LogicalModel {
+            hedge_after: m
+                .hedge_after_ms
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
             name: m.name,
             description: m.description,
             upstreams,

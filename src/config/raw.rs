@@ -168,6 +168,8 @@ pub struct RawRouting {
     /// Requests (or tokens, scaled) left on a key below which routing steers
     /// away from it before the provider answers 429.
     pub ratelimit_reserve: Option<u64>,
+    /// Most hedges, as a percentage of requests (token bucket).
+    pub hedge_budget_percent: Option<u32>,
 }
 
 /// `routing.scoring`: how candidates are scored (docs/routing.md).
@@ -245,8 +247,12 @@ pub struct RawProvider {
     pub models_path: Option<String>,
     pub kind: String,
     pub base_url: String,
+    /// Keys: plain strings, or `{key, weight, max_concurrency, max_qps}`.
     #[serde(default)]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<RawApiKey>,
+    /// How a request picks among the keys: `round-robin` (default) or
+    /// `fill-first`.
+    pub key_strategy: Option<String>,
     pub weight: Option<f64>,
     pub wire_api: Option<String>,
     pub models: Option<Vec<String>>,
@@ -272,6 +278,49 @@ pub struct RawProvider {
     pub health_check: Option<RawHealthCheck>,
 }
 
+/// One of `providers[].api_keys`: the key alone, or the key with its
+/// options.
+#[derive(Debug, Clone)]
+pub enum RawApiKey {
+    Plain(String),
+    Detailed(RawKeyOptions),
+}
+
+/// `providers[].api_keys[]` given as an object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyOptions {
+    pub key: String,
+    /// Its share under `key_strategy: round-robin` (default 1).
+    pub weight: Option<f64>,
+    /// Most requests in flight with this key at once.
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent with this key.
+    pub max_qps: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for RawApiKey {
+    // By hand rather than `untagged`: a mistyped option is reported by
+    // name (`unknown field ...`), not as "matched no variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawApiKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key, or {key, weight, max_concurrency, max_qps}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawApiKey, E> {
+                Ok(RawApiKey::Plain(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawApiKey, A::Error> {
+                RawKeyOptions::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(RawApiKey::Detailed)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// `providers[].health_check`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +344,9 @@ pub struct RawPrice {
 pub struct RawModel {
     pub name: String,
     pub description: Option<String>,
+    /// Start a second attempt on the next upstream when the first has not
+    /// answered after this long.
+    pub hedge_after_ms: Option<u64>,
     pub upstreams: Vec<RawUpstream>,
 }
 

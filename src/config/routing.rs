@@ -75,6 +75,8 @@ pub struct RoutingSettings {
     pub breaker: BreakerSettings,
     pub cooldowns: Cooldowns,
     pub ratelimit_reserve: u64,
+    /// Hedges may start for at most this percentage of requests.
+    pub hedge_budget_percent: u32,
 }
 
 impl Default for RoutingSettings {
@@ -142,6 +144,10 @@ pub fn resolve(r: RawRouting, problems: &mut Vec<String>) -> RoutingSettings {
     if breaker_max < breaker_open {
         problems.push("routing.breaker.max_open_ms: must not be below open_ms".to_owned());
     }
+    let hedge_budget_percent = r.hedge_budget_percent.unwrap_or(10);
+    if hedge_budget_percent > 100 {
+        problems.push("routing.hedge_budget_percent: must be 0 to 100".to_owned());
+    }
     let s = r.scoring;
     let mode = match s.mode.as_deref() {
         None | Some("adaptive") => ScoringMode::Adaptive,
@@ -203,5 +209,6 @@ pub fn resolve(r: RawRouting, problems: &mut Vec<String>) -> RoutingSettings {
         breaker,
         cooldowns,
         ratelimit_reserve: r.ratelimit_reserve.unwrap_or(1),
+        hedge_budget_percent: hedge_budget_percent.min(100),
     }
 }

@@ -1,38 +1,28 @@
 //! A generation request from start to end, one named step each:
 //! authenticate, read the request, authorize its models, admit it against
 //! the limits, resolve its candidates, stick to the session's upstream,
-//! then try the candidates (each with its keys) until one answers.
-//! Nothing reaches the client before an upstream's first byte, so every
-//! failure until then moves on (`failover.rs` decides where).
+//! then try the candidates (each with its keys, maybe hedged: `attempt.rs`)
+//! until one answers. Nothing reaches the client before an upstream's first
+//! byte, so every failure until then moves on (`failover.rs` decides where).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use apiproxy_store::{SessionBinding, Store};
-use apiproxy_translate::{self as translate, Format};
+use apiproxy_translate::Format;
 use pingora::proxy::Session;
 
-use super::ctx::{RequestCtx, ServedBy};
-use super::encode::BodyEncoder;
-use super::failover::{self, AttemptError, FailedAttempt, FailureContext, NextStep};
-use super::relay::{self, Outcome, RelayPlan, Waited};
+use super::attempt::{Attempts, StickyTarget, Tried};
+use super::ctx::RequestCtx;
+use super::relay;
 use super::request::{self, LlmRoute, Parsed};
-use super::respond::{self, Headers};
-use super::upstream_error::{contains_key, upstream_message};
+use super::respond::Headers;
 use super::Gateway;
 use crate::config::ClientKey;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::routing::metrics as route_metrics;
-use crate::routing::ratelimit::{self, RateLimitReading};
-use crate::routing::stats::UpstreamStats;
 use crate::routing::{Candidate, Runtime};
-use crate::upstream::http::{self, Incoming, Outgoing, SendError};
-use crate::upstream::{now_ms, KeyChoice, Provider};
 use crate::{context, limits};
-
-/// Largest upstream error body read (to relay or to log).
-const MAX_ERROR_BODY: usize = 256 * 1024;
 
 /// Handles the request. `Err` is returned only while nothing has been
 /// written to the client; the caller writes it in the client's shape.
@@ -47,7 +37,7 @@ pub async fn handle(
     let fmt = route.format;
     let key = super::client_key(rt, session, ctx).await?;
     let key = key.as_deref();
-    let mut parsed = read_request(rt, session, ctx, &route).await?;
+    let parsed = read_request(rt, session, ctx, &route).await?;
     ctx.stream = parsed.stream;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     authorize_models(key, &parsed.names)?;
@@ -73,18 +63,10 @@ pub async fn handle(
     let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
     let (candidates, sticky) = stick_to_session(rt, ctx, candidates, binding, fmt, &parsed);
 
+    // Every request earns its share of the gateway's hedge budget.
+    rt.hedges.deposit(rt.config.routing.hedge_budget_percent);
     let routing = &rt.config.routing;
-    let mut attempts = Attempts {
-        gw,
-        rt,
-        fmt,
-        debug: wants_debug(session),
-        forwarded: request::forwarded_headers(fmt, session),
-        encoder: BodyEncoder::new(fmt),
-        sticky,
-        failures: Vec::new(),
-        deadline: Instant::now() + routing.request_timeout,
-    };
+    let attempts = Attempts::new(gw, rt, session, fmt, &parsed, sticky);
     'rounds: for round in 0..routing.retry_rounds {
         if round > 0 {
             // Another pass only after upstream failures, after a pause that
@@ -93,39 +75,44 @@ pub async fn handle(
                 .retry_backoff
                 .saturating_mul(1 << (round - 1).min(8));
             let left = attempts.deadline.saturating_duration_since(Instant::now());
-            if !failover::worth_another_round(&attempts.failures)
-                || left <= pause
-                || ctx.attempts >= routing.max_attempts
+            if left <= pause
+                || attempts.sent() >= routing.max_attempts
+                || !attempts.start_another_round()
             {
                 break;
             }
             tokio::time::sleep(pause).await;
-            attempts.failures.clear();
         }
-        for (n, c) in candidates.iter().enumerate() {
-            if ctx.attempts >= routing.max_attempts {
+        // A candidate a hedge already tried this pass.
+        let mut hedged: Option<usize> = None;
+        for n in 0..candidates.len() {
+            if hedged == Some(n) {
+                continue;
+            }
+            if attempts.sent() >= routing.max_attempts {
                 break 'rounds;
             }
             let tried = attempts
-                .try_candidate(session, ctx, c, &mut parsed, headers)
+                .try_candidate(session, ctx, &candidates, n, &parsed, headers)
                 .await;
             // With keep-alives sent the event stream is open: errors end it.
-            let tried = match tried {
+            let (tried, hedge) = match tried {
                 Ok(t) => t,
                 Err(e) => return relay::close_or_err(session, ctx, fmt, e).await,
             };
+            hedged = hedged.or(hedge);
             match tried {
                 Tried::Answered => return Ok(()),
                 Tried::Failed if n + 1 < candidates.len() => {
                     metrics::FAILOVERS
-                        .with_label_values(&[rt.providers[c.provider].id()])
+                        .with_label_values(&[rt.providers[candidates[n].provider].id()])
                         .inc();
                 }
                 Tried::Failed => {}
             }
         }
     }
-    relay::close_or_err(session, ctx, fmt, failover::all_failed(&attempts.failures)).await
+    relay::close_or_err(session, ctx, fmt, attempts.all_failed()).await
 }
 
 /// Reads the body (bounded by `server.max_body_bytes`) and parses it.
@@ -247,14 +234,6 @@ async fn resolve_candidates(
     })
 }
 
-/// The upstream (and key) a session is bound to: tried first.
-#[derive(Debug, Clone, Copy)]
-struct StickyTarget {
-    /// Index into [`Runtime::providers`].
-    provider: usize,
-    key_index: usize,
-}
-
 /// With `X-Session-Id`: moves the upstream the session is bound to (while
 /// it is healthy) to the front, and prepares the context snippet.
 fn stick_to_session(
@@ -289,447 +268,4 @@ fn stick_to_session(
         max,
     ));
     (candidates, sticky)
-}
-
-/// `x-debug: true` asks for the `x-debug-*` response headers.
-fn wants_debug(session: &Session) -> bool {
-    session
-        .req_header()
-        .headers
-        .get("x-debug")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v.as_bytes() == b"1")
-}
-
-/// How trying one candidate ended.
-enum Tried {
-    /// The client has its answer (or left): stop.
-    Answered,
-    /// Every usable key failed: the next candidate.
-    Failed,
-}
-
-/// An upstream's refusal kept to be relayed when it is not retryable.
-struct Refusal {
-    status: u16,
-    content_type: String,
-    body: bytes::Bytes,
-    /// A 429 about this request alone (see `refusal_is_request_only`).
-    request_only: bool,
-}
-
-/// A 429 concerns the request alone, not the key, when the provider says
-/// the request is too large for the limit, or when its own rate-limit
-/// headers show the key still has requests and tokens left: cooling the
-/// key (or counting it against the upstream) would let one client's
-/// oversized requests take a provider away from everyone.
-fn refusal_is_request_only(message: &str, reading: Option<&RateLimitReading>) -> bool {
-    let m = message.to_ascii_lowercase();
-    let says_too_large = ["too large", "too long", "exceeds the", "maximum context"]
-        .iter()
-        .any(|p| m.contains(p));
-    let key_has_room = reading.is_some_and(|r| {
-        r.remaining_requests.is_some_and(|n| n > 0) && r.remaining_tokens.is_some_and(|n| n > 0)
-    });
-    says_too_large || key_has_room
-}
-
-/// The request ran past `routing.request_timeout_ms`.
-fn deadline_passed(rt: &Runtime) -> GatewayError {
-    GatewayError::upstream(
-        504,
-        format!(
-            "no answer within the request deadline of {} ms (routing.request_timeout_ms)",
-            rt.config.routing.request_timeout.as_millis()
-        ),
-    )
-}
-
-/// How one attempt (one candidate, one key) ended.
-enum Attempt {
-    /// The client has its answer.
-    Answered,
-    Failed(AttemptError, Option<Refusal>),
-}
-
-/// The state of a request's attempts.
-struct Attempts<'a> {
-    gw: &'a Gateway,
-    rt: &'a Runtime,
-    fmt: Format,
-    debug: bool,
-    forwarded: Vec<(&'static str, String)>,
-    encoder: BodyEncoder,
-    sticky: Option<StickyTarget>,
-    failures: Vec<FailedAttempt>,
-    /// `routing.request_timeout_ms` from the start: past it, 504.
-    deadline: Instant,
-}
-
-impl Attempts<'_> {
-    /// Tries candidate `c` with each of its provider's usable keys in turn
-    /// (a key that is refused or rate limited gives way to the next one).
-    async fn try_candidate(
-        &mut self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        c: &Candidate,
-        parsed: &mut Parsed,
-        headers: &mut Headers,
-    ) -> Result<Tried, GatewayError> {
-        let provider = Arc::clone(&self.rt.providers[c.provider]);
-        let routing = &self.rt.config.routing;
-        let stats = self.rt.stats(c);
-        let cfg = &provider.config;
-        let Some(_slot) = provider
-            .capacity
-            .acquire(now_ms(), cfg.max_concurrency, cfg.max_qps)
-        else {
-            self.fail(&provider, c, AttemptError::AtCapacity);
-            return Ok(Tried::Failed);
-        };
-        let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
-        route_metrics::note_transition(&provider, transition);
-        if !admitted {
-            self.fail(&provider, c, AttemptError::CircuitOpen);
-            return Ok(Tried::Failed);
-        }
-        let mut tried_keys: Vec<usize> = Vec::new();
-        loop {
-            if ctx.attempts >= routing.max_attempts {
-                return Ok(Tried::Failed);
-            }
-            let prefer = self
-                .sticky
-                .filter(|s| s.provider == c.provider)
-                .map(|s| s.key_index);
-            let key_index = match provider.pick_key(prefer, &tried_keys, routing.ratelimit_reserve)
-            {
-                KeyChoice::Key(i) => Some(i),
-                KeyChoice::Keyless => None,
-                KeyChoice::AllCooling => {
-                    self.fail(&provider, c, AttemptError::NoUsableKey);
-                    return Ok(Tried::Failed);
-                }
-            };
-            let (error, refusal) = {
-                let _in_flight = stats.start();
-                match self
-                    .attempt(session, ctx, &provider, c, key_index, parsed, headers)
-                    .await?
-                {
-                    Attempt::Answered => return Ok(Tried::Answered),
-                    Attempt::Failed(e, r) => (e, r),
-                }
-            };
-            metrics::ATTEMPTS
-                .with_label_values(&[provider.id(), error.outcome_label()])
-                .inc();
-            let retryable = matches!(&error, AttemptError::Status { status, .. }
-                if provider.config.retryable.contains(*status));
-            let request_only = refusal.as_ref().is_some_and(|r| r.request_only);
-            let mut other_key = false;
-            let key_refused = matches!(
-                &error,
-                AttemptError::Status {
-                    status: 401 | 403 | 429,
-                    ..
-                }
-            );
-            if let (true, false, Some(k)) = (key_refused, request_only, key_index) {
-                tried_keys.push(k);
-                other_key = matches!(
-                    provider.pick_key(None, &tried_keys, routing.ratelimit_reserve),
-                    KeyChoice::Key(_)
-                );
-            }
-            let d = failover::decide(
-                &error,
-                FailureContext {
-                    retryable,
-                    other_key,
-                    request_only,
-                },
-            );
-            if let (Some(cause), Some(k)) = (d.cool_key, key_index) {
-                let retry_after = match &error {
-                    AttemptError::Status { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                provider.cool_key(k, cause, retry_after, &routing.cooldowns);
-                route_metrics::KEY_COOLDOWNS
-                    .with_label_values(&[provider.id(), cause.name()])
-                    .inc();
-            }
-            if d.upstream_fault {
-                self.upstream_failed(&provider, &stats);
-            }
-            match d.next {
-                NextStep::NextKey => self.fail(&provider, c, error),
-                NextStep::NextCandidate => {
-                    self.fail(&provider, c, error);
-                    return Ok(Tried::Failed);
-                }
-                NextStep::Relay => {
-                    let Some(refusal) = refusal else {
-                        // Only an error status is ever relayed.
-                        self.fail(&provider, c, error);
-                        return Ok(Tried::Failed);
-                    };
-                    let message = match &error {
-                        AttemptError::Status { message, .. } => message.as_str(),
-                        _ => "",
-                    };
-                    self.relay_refusal(session, ctx, &provider, refusal, message, headers)
-                        .await?;
-                    return Ok(Tried::Answered);
-                }
-            }
-        }
-    }
-
-    /// Counts a failure that says something about the upstream in its
-    /// record (which may open its breaker).
-    fn upstream_failed(&self, provider: &Provider, stats: &UpstreamStats) {
-        let r = &self.rt.config.routing;
-        provider.health.record_failure();
-        let t = stats.on_failure(now_ms(), &r.scoring, &r.breaker);
-        route_metrics::note_transition(provider, t);
-    }
-
-    fn fail(&mut self, provider: &Provider, c: &Candidate, error: AttemptError) {
-        self.failures.push(FailedAttempt {
-            provider: provider.config.id.clone(),
-            model: c.model.clone(),
-            error,
-        });
-    }
-
-    /// One attempt: encode, send, and relay a good answer or describe the
-    /// failure. Only the client leaving ends it without a failure.
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt(
-        &mut self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        provider: &Provider,
-        c: &Candidate,
-        key_index: Option<usize>,
-        parsed: &mut Parsed,
-        headers: &mut Headers,
-    ) -> Result<Attempt, GatewayError> {
-        let body = self.encoder.encode(provider.config.format, c, parsed)?;
-        let target = crate::filters::Target {
-            client: self.fmt,
-            provider: &provider.config,
-            model: &c.model,
-            requested: &c.requested,
-        };
-        let filters = &self.rt.config.filters;
-        let body = filters
-            .apply_payload(body, &target)
-            .map_err(GatewayError::internal)?;
-        let edits = filters.header_edits(&target);
-        ctx.price = crate::pricing::price_of(&provider.config, &c.model);
-        let mut out_headers = provider.auth_headers(provider.key(key_index));
-        if provider.config.format == self.fmt {
-            out_headers.extend(self.forwarded.iter().cloned());
-        }
-        let path = provider.request_path(&c.model, parsed.stream);
-        ctx.attempts += 1;
-        ctx.provider.clone_from(&provider.config.id);
-        ctx.upstream_model.clone_from(&c.model);
-        let sent_at = Instant::now();
-        let left = self.deadline.saturating_duration_since(sent_at);
-        let keepalive = self
-            .rt
-            .config
-            .server
-            .sse_keepalive
-            .filter(|_| parsed.stream);
-        let sending = tokio::time::timeout(
-            left,
-            http::send(
-                &self.gw.connector,
-                provider,
-                Outgoing {
-                    method: "POST",
-                    path: &path,
-                    body,
-                    stream: parsed.stream,
-                    headers: out_headers,
-                    edits: edits.as_ref(),
-                },
-            ),
-        );
-        let result =
-            match relay::wait_keeping_alive(session, ctx, headers, self.fmt, keepalive, sending)
-                .await
-            {
-                Waited::Ready(Ok(r)) => r,
-                Waited::Ready(Err(_)) => return Err(deadline_passed(self.rt)),
-                Waited::ClientGone => {
-                    ctx.client_gone = true;
-                    if ctx.status == 0 {
-                        ctx.status = 499;
-                    }
-                    return Ok(Attempt::Answered);
-                }
-            };
-        ctx.upstream_wait += sent_at.elapsed();
-        let mut resp = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let error = match e {
-                    SendError::Connect(m) => AttemptError::Connect(m),
-                    SendError::Timeout => AttemptError::Timeout,
-                    SendError::Io(m) => AttemptError::Io(m),
-                };
-                return Ok(Attempt::Failed(error, None));
-            }
-        };
-        let reading = ratelimit::parse(|h| resp.header_str(h), now_ms());
-        if let (Some(k), Some(r)) = (key_index, reading.clone()) {
-            provider.note_ratelimit(k, r);
-        }
-        let status = resp.status();
-        if !(200..300).contains(&status) {
-            return Ok(self.refused(resp, provider, reading).await);
-        }
-        if self.debug {
-            headers.push(("x-debug-provider", provider.config.id.clone()));
-            headers.push(("x-debug-model", c.model.clone()));
-            headers.push(("x-debug-attempts", ctx.attempts.to_string()));
-        }
-        let plan = RelayPlan {
-            client: self.fmt,
-            upstream: provider.config.format,
-            stream: parsed.stream,
-            passthrough: self.encoder.last_was_passthrough,
-            model_override: c.logical.then(|| c.requested.clone()),
-            include_usage: parsed.include_usage,
-            provider_keys: &provider.config.api_keys,
-            keepalive,
-        };
-        match relay::relay(session, ctx, &mut resp, &plan, headers).await {
-            Outcome::Done => {
-                metrics::ATTEMPTS
-                    .with_label_values(&[provider.id(), "ok"])
-                    .inc();
-                // Streams are judged by their first byte, answers whole.
-                let latency = match ctx.first_byte {
-                    Some(fb) if parsed.stream => {
-                        (ctx.start + fb).saturating_duration_since(sent_at)
-                    }
-                    _ => sent_at.elapsed(),
-                };
-                provider.health.record_success(latency);
-                let r = &self.rt.config.routing;
-                let t = self.rt.stats(c).on_success(
-                    now_ms(),
-                    latency.as_secs_f64() * 1000.0,
-                    &r.scoring,
-                );
-                route_metrics::note_transition(provider, t);
-                if let Some(k) = key_index {
-                    provider.key_succeeded(k);
-                }
-                ctx.served_by = Some(ServedBy {
-                    provider: provider.config.id.clone(),
-                    model: c.model.clone(),
-                    key_index,
-                });
-                resp.release(&self.gw.connector).await;
-                Ok(Attempt::Answered)
-            }
-            Outcome::ClientGone => Ok(Attempt::Answered),
-            Outcome::Failed { reason, status } => {
-                let error = AttemptError::BrokenAnswer {
-                    reason,
-                    timed_out: status == Some(504),
-                };
-                if ctx.first_byte.is_some() {
-                    // Already answered, and closed with an error event.
-                    metrics::ATTEMPTS
-                        .with_label_values(&[provider.id(), error.outcome_label()])
-                        .inc();
-                    self.upstream_failed(provider, &self.rt.stats(c));
-                    self.fail(provider, c, error);
-                    return Ok(Attempt::Answered);
-                }
-                headers.retain(|(k, _)| !k.starts_with("x-debug-"));
-                Ok(Attempt::Failed(error, None))
-            }
-        }
-    }
-
-    /// Reads an error answer (for its message, and to relay it when it is
-    /// not retryable) and gives the connection back to the pool.
-    async fn refused(
-        &self,
-        mut resp: Incoming,
-        provider: &Provider,
-        reading: Option<RateLimitReading>,
-    ) -> Attempt {
-        let status = resp.status();
-        let body = resp.body(MAX_ERROR_BODY).await.unwrap_or_default();
-        let retry_after = resp
-            .header_str("retry-after")
-            .and_then(ratelimit::retry_after_secs);
-        let content_type = resp
-            .header_str("content-type")
-            .unwrap_or("application/json")
-            .to_owned();
-        resp.release(&self.gw.connector).await;
-        let message = upstream_message(&body, status, &provider.config.api_keys)
-            .trim_start_matches(": ")
-            .to_owned();
-        let request_only = status == 429 && refusal_is_request_only(&message, reading.as_ref());
-        Attempt::Failed(
-            AttemptError::Status {
-                status,
-                message,
-                retry_after,
-            },
-            Some(Refusal {
-                status,
-                content_type,
-                body,
-                request_only,
-            }),
-        )
-    }
-
-    /// Relays an upstream's refusal of the request itself (a client error
-    /// it found): as it came when the formats match and it holds no key,
-    /// else in the client's error shape.
-    async fn relay_refusal(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        provider: &Provider,
-        refusal: Refusal,
-        message: &str,
-        headers: &Headers,
-    ) -> Result<(), GatewayError> {
-        let status = refusal.status;
-        if ctx.inflight_stream {
-            // Keep-alives opened the stream: the refusal becomes its error event.
-            return Err(GatewayError::upstream(
-                status,
-                format!("{}{message}", provider.config.id),
-            ));
-        }
-        ctx.status = status;
-        let mut h = headers.clone();
-        h.retain(|(k, _)| !k.starts_with("x-debug-"));
-        let written = if provider.config.format == self.fmt
-            && !contains_key(&refusal.body, &provider.config.api_keys)
-        {
-            respond::write(session, status, &refusal.content_type, refusal.body, &h).await
-        } else {
-            let body = translate::error_body(self.fmt, status, message);
-            respond::json(session, status, body, &h).await
-        };
-        written.map_err(|e| GatewayError::internal(format!("writing the response: {e}")))
-    }
 }

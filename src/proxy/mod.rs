@@ -3,9 +3,11 @@
 //! `docs/architecture.md` for why), so `upstream_peer` is never reached.
 
 pub mod admin;
+mod attempt;
 pub mod ctx;
 pub mod encode;
 pub mod failover;
+mod hedge;
 pub mod llm;
 pub mod relay;
 pub mod request;

@@ -38,6 +38,18 @@ pub static KEY_COOLDOWNS: Lazy<IntCounterVec> = Lazy::new(|| {
     ))
 });
 
+/// `apiproxy_hedges_total{provider, outcome}`: `provider` is the hedge's
+/// upstream; `outcome` is `started`, `won` (its answer was used), `lost`
+/// (the first attempt's was) or `skipped_budget` (due, but the budget was
+/// spent).
+pub static HEDGES: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_hedges_total",
+        "Hedged attempts, by the hedge's provider and outcome",
+        &["provider", "outcome"]
+    ))
+});
+
 /// Logs and counts a breaker's state change.
 pub fn note_transition(provider: &Provider, t: Option<Transition>) {
     let Some(t) = t else { return };

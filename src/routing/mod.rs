@@ -7,6 +7,7 @@
 pub mod breaker;
 pub mod capacity;
 pub mod cooldown;
+pub mod hedge;
 pub mod metrics;
 pub mod ratelimit;
 mod runtime;
@@ -132,7 +133,8 @@ impl Runtime {
         let (key_available, low, left) = p.key_outlook(r.ratelimit_reserve);
         let room = p
             .capacity
-            .has_room(now, p.config.max_concurrency, p.config.max_qps);
+            .has_room(now, p.config.max_concurrency, p.config.max_qps)
+            && p.keys_have_room(now);
         ScoreInputs::new(c.weight, &snap, key_available, left, low, room)
     }
 

@@ -10,6 +10,8 @@ use crate::upstream::Provider;
 pub struct Runtime {
     pub config: Config,
     pub providers: Vec<Arc<Provider>>,
+    /// Hedges left to start, gateway-wide (starts empty on reload).
+    pub hedges: super::hedge::HedgeBudget,
 }
 
 impl Runtime {
@@ -37,7 +39,11 @@ impl Runtime {
                 .with_label_values(&[p.id()])
                 .set(0);
         }
-        Runtime { config, providers }
+        Runtime {
+            config,
+            providers,
+            hedges: Default::default(),
+        }
     }
 
     /// The provider with this id.

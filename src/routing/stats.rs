@@ -3,6 +3,7 @@
 //! breaker. Times are passed in (ms), so tests drive a fake clock.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -83,13 +84,14 @@ pub struct Snapshot {
     pub consecutive_failures: u32,
 }
 
-/// Counts an attempt in flight until dropped.
+/// Counts an attempt in flight until dropped. Owns its record, so an
+/// attempt racing another (a hedge) can carry it.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a AtomicU32);
+pub struct InFlight(Arc<UpstreamStats>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -123,9 +125,25 @@ impl UpstreamStats {
     }
 
     /// Counts an attempt in flight while the guard lives.
-    pub fn start(&self) -> InFlight<'_> {
+    pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(&self.in_flight)
+        InFlight(Arc::clone(self))
+    }
+
+    /// An attempt given up (a hedge's loser) after `waited_ms` without an
+    /// answer: its latency is at least that, so the EWMA rises to it when
+    /// it is lower (and never falls). Neither a success nor a failure: the
+    /// window and the breaker are left alone. Without this an upstream that
+    /// always loses its race would never be seen as slow.
+    pub fn on_abandoned(&self, now_ms: u64, waited_ms: f64, sc: &Scoring) {
+        let mut g = self.inner.lock();
+        let stale = now_ms.saturating_sub(g.last_sample_ms) > sc.stale_after.as_millis() as u64;
+        match g.ewma_ms {
+            Some(old) if !stale && old >= waited_ms => return,
+            Some(old) if !stale => g.ewma_ms = Some(old + sc.ewma_alpha * (waited_ms - old)),
+            _ => g.ewma_ms = Some(waited_ms),
+        }
+        g.last_sample_ms = now_ms;
     }
 
     /// A good answer after `latency_ms` (first byte of a stream, whole
@@ -205,13 +223,28 @@ mod tests {
     #[test]
     fn in_flight_counts_while_the_guard_lives() {
         let r = RoutingSettings::default();
-        let s = UpstreamStats::default();
+        let s = Arc::new(UpstreamStats::default());
         let a = s.start();
         let b = s.start();
         assert_eq!(s.snapshot(0, &r.scoring, &r.breaker).in_flight, 2);
         drop(a);
         drop(b);
         assert_eq!(s.snapshot(0, &r.scoring, &r.breaker).in_flight, 0);
+    }
+
+    #[test]
+    fn an_abandoned_attempt_only_raises_the_latency() {
+        let r = RoutingSettings::default();
+        let (sc, br) = (&r.scoring, &r.breaker);
+        let s = UpstreamStats::default();
+        s.on_abandoned(1_000, 200.0, sc);
+        let snap = s.snapshot(1_000, sc, br);
+        assert_eq!((snap.ewma_ms, snap.samples), (Some(200.0), 0));
+        s.on_abandoned(1_100, 100.0, sc);
+        assert_eq!(s.snapshot(1_100, sc, br).ewma_ms, Some(200.0));
+        s.on_abandoned(1_200, 1_200.0, sc);
+        let e = s.snapshot(1_200, sc, br).ewma_ms.unwrap();
+        assert!((e - 500.0).abs() < 1e-9, "{e}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<Str
         KeyChoice::Key(i) => Some(i),
         KeyChoice::Keyless => None,
         KeyChoice::AllCooling => return Err("every key is cooling down".into()),
+        KeyChoice::AllBusy => return Err("every key is at its max_concurrency or max_qps".into()),
     };
     let path = match provider.config.kind {
         ProviderKind::Anthropic => format!("{}?limit=1000", provider.models_path()),

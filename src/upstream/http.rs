@@ -53,6 +53,9 @@ pub struct Incoming {
     session: HttpSession,
     peer: HttpPeer,
     pub header: Box<ResponseHeader>,
+    /// The first body read, read ahead by [`Incoming::peek`] and handed
+    /// out by the next [`Incoming::chunk`] (`Some(None)`: the body's end).
+    peeked: Option<Option<Bytes>>,
 }
 
 impl Incoming {
@@ -67,7 +70,20 @@ impl Incoming {
 
     /// The next piece of the body; `None` at its end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, SendError> {
+        if let Some(c) = self.peeked.take() {
+            return Ok(c);
+        }
         self.session.read_response_body().await.map_err(classify)
+    }
+
+    /// Waits for the body's first piece (a stream's first byte) and keeps
+    /// it for the relay, which reads it first.
+    pub async fn peek(&mut self) -> Result<(), SendError> {
+        if self.peeked.is_none() {
+            let c = self.session.read_response_body().await.map_err(classify)?;
+            self.peeked = Some(c);
+        }
+        Ok(())
     }
 
     /// Reads the rest of the body, up to `limit` bytes (more is an error).
@@ -161,6 +177,7 @@ pub async fn send(
         session,
         peer,
         header,
+        peeked: None,
     })
 }
 

@@ -7,7 +7,7 @@ pub mod dns;
 pub mod http;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,8 +16,8 @@ use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 
 use crate::config::routing::Cooldowns;
-use crate::config::{ProviderConfig, ProviderKind};
-use crate::routing::capacity::Capacity;
+use crate::config::{KeyStrategy, ProviderConfig, ProviderKind};
+use crate::routing::capacity::{Capacity, Slot};
 use crate::routing::cooldown::{self, Cause};
 use crate::routing::ratelimit::RateLimitReading;
 use crate::routing::stats::UpstreamStats;
@@ -35,7 +35,11 @@ pub fn now_ms() -> u64 {
 pub struct Provider {
     pub config: ProviderConfig,
     keys: Vec<Mutex<KeyState>>,
-    next_key: AtomicUsize,
+    /// Requests in flight and the `max_qps` bucket of each key.
+    key_capacity: Vec<Capacity>,
+    /// Smooth weighted round-robin: each key's current weight (nginx's
+    /// algorithm; equal weights make it a plain rotation).
+    rotation: Mutex<Vec<f64>>,
     pub health: Health,
     /// Routing's record per upstream model (bounded: see `stats_for`).
     stats: Mutex<HashMap<String, Arc<UpstreamStats>>>,
@@ -92,6 +96,23 @@ pub enum KeyChoice {
     Keyless,
     /// Every key is cooling down (or was already tried).
     AllCooling,
+    /// No key is cooling down for good, but every one left is at its
+    /// `max_concurrency` or `max_qps`.
+    AllBusy,
+}
+
+/// Where one key stands for the next pick, best last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Standing {
+    /// Already tried by this request, or rate limited / refused and resting.
+    Out,
+    /// At its own `max_concurrency` or `max_qps`.
+    Full,
+    /// Resting after a 5xx or a network error: the last resort.
+    Soft,
+    /// Nearly out of its rate limit.
+    Low,
+    Ready,
 }
 
 impl KeyChoice {
@@ -140,7 +161,12 @@ impl Provider {
             .collect();
         Provider {
             keys,
-            next_key: AtomicUsize::new(0),
+            key_capacity: config
+                .api_keys
+                .iter()
+                .map(|_| Capacity::default())
+                .collect(),
+            rotation: Mutex::new(vec![0.0; config.api_keys.len()]),
             health: Health::default(),
             stats: Mutex::new(HashMap::new()),
             catalog: ArcSwapOption::empty(),
@@ -194,49 +220,113 @@ impl Provider {
         &self.config.id
     }
 
-    /// The next key in rotation that is not cooling down, starting from
-    /// `prefer` when given (a session's key) and skipping `skip` (keys this
-    /// request already tried). A key the provider says is nearly out of its
-    /// rate limit (at most `reserve` left) is used only when no other is;
-    /// a key resting after a 5xx or a network error only as the last resort
-    /// (the provider has already been ranked behind every healthy one). A key
-    /// rate limited or refused is never used while it rests.
+    /// The key for the next attempt: `prefer` (a session's key) when it is
+    /// ready, else one chosen by `key_strategy` among the ready keys,
+    /// skipping `skip` (keys this request already tried). A key the
+    /// provider says is nearly out of its rate limit (at most `reserve`
+    /// left) is used only when no other is ready; a key resting after a 5xx
+    /// or a network error only as the last resort (the provider has already
+    /// been ranked behind every healthy one). A key rate limited or refused
+    /// is never used while it rests, nor one at its own `max_concurrency`
+    /// or `max_qps`.
     pub fn pick_key(&self, prefer: Option<usize>, skip: &[usize], reserve: u64) -> KeyChoice {
-        let n = self.keys.len();
-        if n == 0 {
+        if self.keys.is_empty() {
             return KeyChoice::Keyless;
         }
         let now = now_ms();
-        let mut soft = Vec::new();
-        let states: Vec<(bool, bool)> = self
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let k = k.lock();
-                let resting = k.cooldown_until_ms > now;
-                let usable = !skip.contains(&i) && !resting;
-                if !skip.contains(&i)
-                    && resting
-                    && matches!(k.cause, Some(Cause::ServerError | Cause::Network))
-                {
-                    soft.push(i);
-                }
-                let low = k.ratelimit.as_ref().is_some_and(|r| r.low(now, reserve));
-                (usable, low)
-            })
+        let standing: Vec<Standing> = (0..self.keys.len())
+            .map(|i| self.standing(i, now, skip, reserve))
             .collect();
-        if let Some(p) = prefer.filter(|&p| p < n && states[p].0 && !states[p].1) {
-            return KeyChoice::Key(p);
+        let preferred = |s: Standing| prefer.filter(|&p| standing.get(p) == Some(&s));
+        let pick = preferred(Standing::Ready)
+            .or_else(|| self.choose(&standing, Standing::Ready))
+            .or_else(|| preferred(Standing::Low))
+            .or_else(|| self.choose(&standing, Standing::Low))
+            .or_else(|| self.choose(&standing, Standing::Soft));
+        match pick {
+            Some(i) => KeyChoice::Key(i),
+            None if standing.contains(&Standing::Full) => KeyChoice::AllBusy,
+            None => KeyChoice::AllCooling,
         }
-        let start = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let order = || (0..n).map(move |k| (start + k) % n);
-        order()
-            .find(|&i| states[i].0 && !states[i].1)
-            .or_else(|| prefer.filter(|&p| p < n && states[p].0))
-            .or_else(|| order().find(|&i| states[i].0))
-            .or_else(|| order().find(|i| soft.contains(i)))
-            .map_or(KeyChoice::AllCooling, KeyChoice::Key)
+    }
+
+    fn standing(&self, i: usize, now: u64, skip: &[usize], reserve: u64) -> Standing {
+        if skip.contains(&i) {
+            return Standing::Out;
+        }
+        let k = self.keys[i].lock();
+        if k.cooldown_until_ms > now {
+            return match k.cause {
+                Some(Cause::ServerError | Cause::Network) => Standing::Soft,
+                _ => Standing::Out,
+            };
+        }
+        let low = k.ratelimit.as_ref().is_some_and(|r| r.low(now, reserve));
+        drop(k);
+        let o = &self.config.key_options[i];
+        if !self.key_capacity[i].has_room(now, o.max_concurrency, o.max_qps) {
+            Standing::Full
+        } else if low {
+            Standing::Low
+        } else {
+            Standing::Ready
+        }
+    }
+
+    /// One of the keys standing at `want`, by the provider's strategy.
+    fn choose(&self, standing: &[Standing], want: Standing) -> Option<usize> {
+        let eligible = || (0..standing.len()).filter(|&i| standing[i] == want);
+        match self.config.key_strategy {
+            KeyStrategy::FillFirst => eligible().next(),
+            KeyStrategy::RoundRobin => {
+                // Smooth weighted round-robin over the eligible keys: each
+                // gains its weight, the highest is picked and pays the total.
+                let mut current = self.rotation.lock();
+                let mut total = 0.0;
+                let mut best: Option<usize> = None;
+                for i in eligible() {
+                    let w = self.config.key_options[i].weight;
+                    current[i] += w;
+                    total += w;
+                    if best.is_none_or(|b| current[i] > current[b]) {
+                        best = Some(i);
+                    }
+                }
+                if let Some(b) = best {
+                    current[b] -= total;
+                }
+                best
+            }
+        }
+    }
+
+    /// Takes a unit of key `i`'s own capacity (`max_concurrency`,
+    /// `max_qps`), held until the slot drops; `None` when it has no room.
+    pub fn acquire_key(&self, i: usize) -> Option<Option<Slot<'_>>> {
+        let o = self.config.key_options.get(i)?;
+        if o.max_concurrency.is_none() && o.max_qps.is_none() {
+            return Some(None);
+        }
+        self.key_capacity[i]
+            .acquire(now_ms(), o.max_concurrency, o.max_qps)
+            .map(Some)
+    }
+
+    /// Whether some key could take a request now as far as its own
+    /// capacity goes (a keyless provider: yes).
+    pub fn keys_have_room(&self, now: u64) -> bool {
+        self.keys.is_empty()
+            || self
+                .config
+                .key_options
+                .iter()
+                .zip(&self.key_capacity)
+                .any(|(o, c)| c.has_room(now, o.max_concurrency, o.max_qps))
+    }
+
+    /// Requests in flight with key `i`.
+    pub fn key_in_flight(&self, i: usize) -> u32 {
+        self.key_capacity.get(i).map_or(0, Capacity::in_flight)
     }
 
     /// Whether some key is usable now, and whether every usable key is
