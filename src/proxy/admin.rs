@@ -123,9 +123,14 @@ pub(crate) fn health_json(rt: &Runtime, p: &Provider) -> Value {
         .enumerate()
         .map(|(i, k)| {
             let cooling = k.cooldown_until_ms > now;
+            let o = p.config.key_options.get(i).cloned().unwrap_or_default();
             json!({
                 "index": i,
                 "available": !cooling,
+                "weight": o.weight,
+                "in_flight": p.key_in_flight(i),
+                "max_concurrency": o.max_concurrency,
+                "max_qps": o.max_qps,
                 "cooldown_until_ms": cooling.then_some(k.cooldown_until_ms),
                 "cause": k.cause.map(|c| c.name()),
                 "strikes": k.strikes,
@@ -180,6 +185,7 @@ pub(crate) fn health_json(rt: &Runtime, p: &Provider) -> Value {
         "consecutive_failures": models.iter().filter_map(|m| m["consecutive_failures"].as_u64()).max().unwrap_or(0),
         "cooldown_until_ms": if key_available { None } else { cooldown_until },
         "in_flight": p.capacity.in_flight(),
+        "key_strategy": p.config.key_strategy.as_str(),
         "last_probe": p.last_probe.lock().clone(),
         "keys": keys,
         "models": models,
@@ -448,7 +454,7 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
     })?;
     let upstream = |c: &Candidate| {
         let p = &rt.providers[c.provider];
-        json!({"provider_id": p.id(), "model_id": c.model, "weight": c.weight, "region": p.config.region})
+        json!({"provider_id": p.id(), "model_id": c.model, "weight": c.weight, "region": p.config.region, "key_strategy": p.config.key_strategy.as_str()})
     };
     // In the model's configured order; `rank` is the place in this draw.
     let mut listed: Vec<(usize, &crate::routing::Ranked)> =
@@ -478,6 +484,7 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
         .collect();
     Ok(json!({
         "logical_model": model,
+        "hedge_after_ms": rt.config.logical_model(model).and_then(|m| m.hedge_after).map(|d| d.as_millis() as u64),
         "selected_upstream": upstream(&chosen),
         "decision_time": started.elapsed().as_secs_f64() * 1000.0,
         "reasoning": reasoning,

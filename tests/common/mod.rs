@@ -354,7 +354,18 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             if !d.is_zero() {
-                tokio::time::sleep(*d).await;
+                // A peer that gives up between chunks (a hedge's loser) is
+                // noticed while waiting, not at a later write.
+                let mut probe = [0u8; 1];
+                tokio::select! {
+                    _ = tokio::time::sleep(*d) => {}
+                    r = sock.read(&mut probe) => {
+                        if matches!(r, Ok(0) | Err(_)) {
+                            *cancelled.lock().unwrap() += 1;
+                            return Ok(());
+                        }
+                    }
+                }
             }
             let res = if reply.chunked {
                 let mut framed = format!("{:x}\r\n", c.len()).into_bytes();

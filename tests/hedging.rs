@@ -1,0 +1,302 @@
+//! Hedged requests (issue 9 item 5), through the real binary against mock
+//! providers on loopback: a slow first attempt gets a second one on the
+//! next upstream, the first good answer wins and the loser's connection is
+//! closed; the budget, the single-candidate case and the metrics.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const SLOW: Duration = Duration::from_secs(3);
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// A logical model `pool` over `first` (weight so large it is always tried
+/// first) and `second`, in weighted mode so nothing learned reorders them.
+fn config(first: &MockProvider, second: &MockProvider, hedge: &str, routing: &str) -> String {
+    format!(
+        "routing:\n  scoring: {{ mode: weighted }}\n{routing}providers:\n  - {{ id: first, kind: openai, base_url: \"{}\", models: [m] }}\n  - {{ id: second, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n{hedge}    upstreams:\n      - {{ provider: first, model: m, weight: 1000000 }}\n      - {{ provider: second, model: m, weight: 0.000001 }}\n",
+        first.base_url(),
+        second.base_url(),
+    )
+}
+
+struct Answered {
+    status: u16,
+    provider: String,
+    attempts: String,
+    body: String,
+    took: Duration,
+}
+
+async fn ask(gw: &Gateway, model: &str, stream: bool) -> Answered {
+    let started = Instant::now();
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-debug", "true")
+        .json(&chat(model, stream))
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let header = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (provider, attempts) = (header("x-debug-provider"), header("x-debug-attempts"));
+    let body = r.text().await.expect("body");
+    Answered {
+        status,
+        provider,
+        attempts,
+        body,
+        took: started.elapsed(),
+    }
+}
+
+/// The metrics once `apiproxy_hedges_total{provider, outcome}` reads
+/// `want` (counted just after the answer), or after 15 s.
+async fn metrics_when(gw: &Gateway, provider: &str, outcome: &str, want: f64) -> String {
+    poll(
+        Duration::from_secs(15),
+        || gw.metrics(),
+        |m| hedges(m, provider, outcome) == want,
+    )
+    .await
+    .0
+}
+
+fn hedges(metrics: &str, provider: &str, outcome: &str) -> f64 {
+    prom::sum(
+        metrics,
+        "apiproxy_hedges_total",
+        &[("provider", provider), ("outcome", outcome)],
+    )
+}
+
+#[tokio::test]
+async fn a_slow_first_attempt_is_hedged_and_the_loser_is_cut_off() {
+    let slow =
+        MockProvider::always(Reply::json(200, openai_completion("m", "slow")).delay(SLOW)).await;
+    let fast = MockProvider::always(Reply::json(200, openai_completion("m", "fast"))).await;
+    let gw = Gateway::start(&config(
+        &slow,
+        &fast,
+        "    hedge_after_ms: 200\n",
+        "  hedge_budget_percent: 100\n",
+    ))
+    .await;
+    let a = ask(&gw, "pool", false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("fast"), "{}", a.body);
+    assert_eq!(a.provider, "second");
+    assert_eq!(a.attempts, "2", "the hedge counts as an attempt");
+    assert!(
+        a.took < Duration::from_millis(2_500),
+        "the answer waited for the slow upstream: {:?}",
+        a.took
+    );
+    assert_eq!((slow.count(), fast.count()), (1, 1));
+    let cut = eventually(Duration::from_secs(10), || async {
+        *slow.cancelled.lock().unwrap() == 1
+    })
+    .await;
+    assert!(cut, "the slow upstream's connection was not closed");
+    let m = metrics_when(&gw, "second", "won", 1.0).await;
+    assert_eq!(hedges(&m, "second", "started"), 1.0, "{m}");
+    assert_eq!(hedges(&m, "second", "won"), 1.0, "{m}");
+    assert_eq!(hedges(&m, "second", "lost"), 0.0, "{m}");
+}
+
+#[tokio::test]
+async fn a_first_answer_before_the_hedges_cuts_the_hedge_off() {
+    let first = MockProvider::always(
+        Reply::json(200, openai_completion("m", "first")).delay(Duration::from_millis(700)),
+    )
+    .await;
+    let hedge =
+        MockProvider::always(Reply::json(200, openai_completion("m", "hedge")).delay(SLOW)).await;
+    let gw = Gateway::start(&config(
+        &first,
+        &hedge,
+        "    hedge_after_ms: 100\n",
+        "  hedge_budget_percent: 100\n",
+    ))
+    .await;
+    let a = ask(&gw, "pool", false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.provider, "first");
+    assert!(a.body.contains("first"), "{}", a.body);
+    assert_eq!(hedge.count(), 1, "the hedge was sent");
+    let cut = eventually(Duration::from_secs(10), || async {
+        *hedge.cancelled.lock().unwrap() == 1
+    })
+    .await;
+    assert!(cut, "the hedge's connection was not closed");
+    let m = metrics_when(&gw, "second", "lost", 1.0).await;
+    assert_eq!(hedges(&m, "second", "won"), 0.0, "{m}");
+}
+
+#[tokio::test]
+async fn a_failed_first_attempt_leaves_the_hedge_running() {
+    // The first upstream fails after the hedge started; the hedge answers.
+    let first = MockProvider::always(
+        Reply::json(500, r#"{"error":{"message":"boom"}}"#).delay(Duration::from_millis(400)),
+    )
+    .await;
+    let hedge = MockProvider::always(
+        Reply::json(200, openai_completion("m", "hedge")).delay(Duration::from_millis(900)),
+    )
+    .await;
+    let gw = Gateway::start(&config(
+        &first,
+        &hedge,
+        "    hedge_after_ms: 100\n",
+        "  hedge_budget_percent: 100\n",
+    ))
+    .await;
+    let a = ask(&gw, "pool", false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!((a.provider.as_str(), a.attempts.as_str()), ("second", "2"));
+    assert_eq!(
+        (first.count(), hedge.count()),
+        (1, 1),
+        "the hedge was not sent again after the first failed"
+    );
+    assert_eq!(*hedge.cancelled.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_streaming_request_is_hedged_on_its_first_byte() {
+    // The slow upstream sends its head at once but its first event only
+    // after 3 s: the head alone is not an answer.
+    let slow = MockProvider::always(Reply::sse(&openai_stream("m", &["slow"])).pace(SLOW)).await;
+    let fast = MockProvider::always(Reply::sse(&openai_stream("m", &["fast", "!"]))).await;
+    let gw = Gateway::start(&config(
+        &slow,
+        &fast,
+        "    hedge_after_ms: 200\n",
+        "  hedge_budget_percent: 100\n",
+    ))
+    .await;
+    let a = ask(&gw, "pool", true).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.provider, "second");
+    let text: String = sse_data(&a.body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "fast!", "{}", a.body);
+    assert!(a.body.trim_end().ends_with("data: [DONE]"), "{}", a.body);
+    assert!(a.took < Duration::from_millis(2_500), "{:?}", a.took);
+    let cut = eventually(Duration::from_secs(10), || async {
+        *slow.cancelled.lock().unwrap() == 1
+    })
+    .await;
+    assert!(cut, "the slow stream's connection was not closed");
+}
+
+#[tokio::test]
+async fn no_hedge_past_the_budget() {
+    let slow = MockProvider::always(
+        Reply::json(200, openai_completion("m", "slow")).delay(Duration::from_millis(800)),
+    )
+    .await;
+    let fast = MockProvider::always(Reply::json(200, openai_completion("m", "fast"))).await;
+    let gw = Gateway::start(&config(
+        &slow,
+        &fast,
+        "    hedge_after_ms: 100\n",
+        "  hedge_budget_percent: 0\n",
+    ))
+    .await;
+    for _ in 0..2 {
+        let a = ask(&gw, "pool", false).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!((a.provider.as_str(), a.attempts.as_str()), ("first", "1"));
+    }
+    assert_eq!(fast.count(), 0, "no hedge was sent");
+    let m = metrics_when(&gw, "second", "skipped_budget", 2.0).await;
+    assert_eq!(hedges(&m, "second", "started"), 0.0, "{m}");
+}
+
+#[tokio::test]
+async fn the_default_budget_hedges_one_request_in_ten() {
+    let slow = MockProvider::always(
+        Reply::json(200, openai_completion("m", "slow")).delay(Duration::from_millis(400)),
+    )
+    .await;
+    let fast = MockProvider::always(Reply::json(200, openai_completion("m", "fast"))).await;
+    let gw = Gateway::start(&config(&slow, &fast, "    hedge_after_ms: 50\n", "")).await;
+    let mut hedged = 0;
+    for _ in 0..10 {
+        let a = ask(&gw, "pool", false).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        if a.attempts == "2" {
+            hedged += 1;
+        }
+    }
+    assert_eq!(hedged, 1, "10% of 10 requests");
+    let m = metrics_when(&gw, "second", "skipped_budget", 9.0).await;
+    assert_eq!(hedges(&m, "second", "started"), 1.0, "{m}");
+}
+
+#[tokio::test]
+async fn a_single_candidate_is_never_hedged() {
+    let only = MockProvider::always(
+        Reply::json(200, openai_completion("m", "only")).delay(Duration::from_millis(600)),
+    )
+    .await;
+    let config = format!(
+        "routing:\n  hedge_budget_percent: 100\nproviders:\n  - {{ id: only, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: solo\n    hedge_after_ms: 100\n    upstreams: [{{ provider: only, model: m }}]\n",
+        only.base_url()
+    );
+    let gw = Gateway::start(&config).await;
+    let a = ask(&gw, "solo", false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!((a.provider.as_str(), a.attempts.as_str()), ("only", "1"));
+    assert_eq!(only.count(), 1);
+    let m = gw.metrics().await;
+    assert!(!m.contains("apiproxy_hedges_total{"), "{m}");
+}
+
+#[tokio::test]
+async fn hedge_settings_are_validated() {
+    let dir = TempDir::new();
+    let path = dir.0.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "routing:\n  hedge_budget_percent: 101\nproviders:\n  - { id: p, kind: openai, base_url: \"http://127.0.0.1:9\", models: [m] }\nmodels:\n  - name: pool\n    hedge_after_ms: 0\n    upstreams: [{ provider: p, model: m }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run apiproxy -t");
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("routing.hedge_budget_percent: must be 0 to 100"),
+        "{err}"
+    );
+    assert!(
+        err.contains("models[0].hedge_after_ms: must be positive"),
+        "{err}"
+    );
+}
