@@ -229,3 +229,42 @@ fn context_byte_bounds_and_key_prefix_are_checked() {
         );
     }
 }
+
+#[test]
+fn keys_as_strings_or_objects() {
+    let c = load(
+        r#"
+providers:
+  - id: p
+    kind: openai
+    base_url: http://127.0.0.1:9
+    key_strategy: fill-first
+    api_keys: ["${OPENAI_API_KEY}", { key: "${EMPTY}", weight: 5 }, { key: k3, weight: 2.5, max_concurrency: 4, max_qps: 10 }]
+models:
+  - { name: pool, hedge_after_ms: 250, upstreams: [{ provider: p, model: m }] }
+"#,
+    )
+    .unwrap();
+    let p = &c.providers[0];
+    // The empty key is left out with its options.
+    assert_eq!(p.api_keys, ["sk-test", "k3"]);
+    assert_eq!(p.key_options.len(), 2);
+    assert_eq!(p.key_options[0], KeyOptions::default());
+    assert_eq!(
+        p.key_options[1],
+        KeyOptions {
+            weight: 2.5,
+            max_concurrency: Some(4),
+            max_qps: Some(10)
+        }
+    );
+    assert_eq!(p.key_strategy, KeyStrategy::FillFirst);
+    assert_eq!(
+        c.logical_model("pool").unwrap().hedge_after,
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(c.routing.hedge_budget_percent, 10);
+    let d = load(GOOD).unwrap();
+    assert_eq!(d.providers[0].key_strategy, KeyStrategy::RoundRobin);
+    assert_eq!(d.logical_model("fast").unwrap().hedge_after, None);
+}

@@ -636,6 +636,47 @@ mod tests {
     }
 
     #[test]
+    fn round_robin_is_weighted_and_fill_first_stays_on_the_first_key() {
+        let p = provider(
+            "providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a, {key: b, weight: 2}]}]",
+        );
+        let picks: Vec<_> = (0..6)
+            .map(|_| p.pick_key(None, &[], 1).index().unwrap())
+            .collect();
+        assert_eq!(picks, [1, 0, 1, 1, 0, 1]);
+        let p = provider(
+            "providers: [{id: o, kind: openai, base_url: 'http://h', key_strategy: fill-first, api_keys: [a, b, c]}]",
+        );
+        let c = crate::config::routing::RoutingSettings::default().cooldowns;
+        for _ in 0..3 {
+            assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(0));
+        }
+        assert_eq!(p.pick_key(Some(2), &[], 1), KeyChoice::Key(2), "a session keeps its key");
+        p.cool_key(0, Cause::RateLimited, None, &c);
+        assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
+        assert_eq!(p.pick_key(None, &[1], 1), KeyChoice::Key(2));
+    }
+
+    #[test]
+    fn a_key_at_its_own_capacity_is_skipped() {
+        let p = provider(
+            "providers: [{id: o, kind: openai, base_url: 'http://h', key_strategy: fill-first, api_keys: [{key: a, max_concurrency: 1}, {key: b, max_concurrency: 1}]}]",
+        );
+        let first = p.acquire_key(0).unwrap();
+        assert_eq!(p.key_in_flight(0), 1);
+        assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
+        let second = p.acquire_key(1).unwrap();
+        assert!(!p.keys_have_room(now_ms()));
+        assert_eq!(p.pick_key(None, &[], 1), KeyChoice::AllBusy);
+        assert!(p.acquire_key(0).is_none());
+        drop((first, second));
+        assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(0));
+        // A key without limits takes no slot at all.
+        let q = provider("providers: [{id: o, kind: openai, base_url: 'http://h', api_keys: [a]}]");
+        assert!(matches!(q.acquire_key(0), Some(None)));
+    }
+
+    #[test]
     fn gemini_model_names_stay_one_path_segment() {
         let p = provider("providers: [{id: g, kind: gemini, base_url: 'http://h'}]");
         assert_eq!(
