@@ -223,7 +223,8 @@ fn check(yaml: &str) -> String {
 
 #[tokio::test]
 async fn key_options_are_validated() {
-    let provider = "providers:\n  - id: p\n    kind: openai\n    base_url: \"http://127.0.0.1:9\"\n";
+    let provider =
+        "providers:\n  - id: p\n    kind: openai\n    base_url: \"http://127.0.0.1:9\"\n";
     let err = check(&format!(
         "{provider}    key_strategy: random\n    api_keys: [ok, {{ key: k2, weight: 0, max_concurrency: 0, max_qps: 0 }}]\n"
     ));
@@ -241,5 +242,8 @@ async fn key_options_are_validated() {
     ));
     assert!(err.contains("providers[0].api_keys[0]"), "{err}");
     assert!(err.contains("unknown field `wieght`"), "{err}");
-    assert!(!err.contains("sk-secret-3"), "no key in a problem line: {err}");
+    assert!(
+        !err.contains("sk-secret-3"),
+        "no key in a problem line: {err}"
+    );
 }

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use apiproxy_translate::{self as translate, Format};
+use apiproxy_translate::Format;
 use parking_lot::Mutex;
 use pingora::proxy::Session;
 
@@ -15,23 +15,20 @@ use super::ctx::{RequestCtx, ServedBy};
 use super::encode::BodyEncoder;
 use super::failover::{self, AttemptError, FailedAttempt, FailureContext, NextStep};
 use super::hedge::{self, Side};
+use super::refusal::Refusal;
 use super::relay::{self, Outcome, RelayPlan, Waited};
 use super::request::Parsed;
-use super::respond::{self, Headers};
-use super::upstream_error::{contains_key, upstream_message};
+use super::respond::Headers;
 use super::Gateway;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::capacity::Slot;
 use crate::routing::metrics as route_metrics;
-use crate::routing::ratelimit::{self, RateLimitReading};
+use crate::routing::ratelimit;
 use crate::routing::stats::{InFlight, UpstreamStats};
 use crate::routing::{Candidate, Runtime};
 use crate::upstream::http::{self, Incoming, Outgoing, SendError};
 use crate::upstream::{now_ms, KeyChoice, Provider};
-
-/// Largest upstream error body read (to relay or to log).
-const MAX_ERROR_BODY: usize = 256 * 1024;
 
 /// The upstream (and key) a session is bound to: tried first.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +72,7 @@ pub struct Attempts<'a> {
 /// client.
 enum Reached<'r> {
     /// A 2xx answer's head (and a stream's first chunk): to relay.
-    Answer(Answer<'r>),
+    Answer(Box<Answer<'r>>),
     /// The upstream refused the request itself: its refusal is the answer.
     Refused {
         provider: &'r Provider,
@@ -113,33 +110,6 @@ struct Hold<'r> {
     _provider: Slot<'r>,
     _key: Option<Slot<'r>>,
     _in_flight: InFlight,
-}
-
-/// An upstream's refusal kept to be relayed when it is not retryable.
-struct Refusal {
-    status: u16,
-    content_type: String,
-    body: bytes::Bytes,
-    /// The upstream's message, keys scrubbed.
-    message: String,
-    /// A 429 about this request alone (see `refusal_is_request_only`).
-    request_only: bool,
-}
-
-/// A 429 concerns the request alone, not the key, when the provider says
-/// the request is too large for the limit, or when its own rate-limit
-/// headers show the key still has requests and tokens left: cooling the
-/// key (or counting it against the upstream) would let one client's
-/// oversized requests take a provider away from everyone.
-fn refusal_is_request_only(message: &str, reading: Option<&RateLimitReading>) -> bool {
-    let m = message.to_ascii_lowercase();
-    let says_too_large = ["too large", "too long", "exceeds the", "maximum context"]
-        .iter()
-        .any(|p| m.contains(p));
-    let key_has_room = reading.is_some_and(|r| {
-        r.remaining_requests.is_some_and(|n| n > 0) && r.remaining_tokens.is_some_and(|n| n > 0)
-    });
-    says_too_large || key_has_room
 }
 
 /// The request ran past `routing.request_timeout_ms`.
@@ -257,9 +227,10 @@ impl<'a> Attempts<'a> {
             self.settle_race(&candidates[h], c, &raced, started, hedge_started);
         }
         let tried = match raced.outcome {
-            Reached::Answer(a) => self.finish(session, ctx, a, parsed, headers).await,
+            Reached::Answer(a) => self.finish(session, ctx, *a, parsed, headers).await,
             Reached::Refused { provider, refusal } => {
-                self.relay_refusal(session, ctx, provider, refusal, headers)
+                refusal
+                    .relay(self.fmt, session, ctx, provider, headers)
                     .await?;
                 Tried::Answered
             }
@@ -414,7 +385,7 @@ impl<'a> Attempts<'a> {
             let in_flight = stats.start();
             let (error, refusal) = match self.send(provider, c, key_index, parsed).await {
                 Ok(Ok((resp, sent_at, passthrough))) => {
-                    return Reached::Answer(Answer {
+                    return Reached::Answer(Box::new(Answer {
                         provider,
                         c,
                         key_index,
@@ -426,7 +397,7 @@ impl<'a> Attempts<'a> {
                             _key: key_slot,
                             _in_flight: in_flight,
                         },
-                    })
+                    }))
                 }
                 Ok(Err(failed)) => failed,
                 Err(e) => return Reached::Error(e),
@@ -524,7 +495,13 @@ impl<'a> Attempts<'a> {
             provider.note_ratelimit(k, r);
         }
         if !(200..300).contains(&resp.status()) {
-            return Ok(Err(self.refused(resp, provider, reading).await));
+            return Ok(Err(Refusal::read(
+                &self.gw.connector,
+                resp,
+                provider,
+                reading,
+            )
+            .await));
         }
         let sse = resp
             .header_str("content-type")
@@ -704,80 +681,6 @@ impl<'a> Attempts<'a> {
                 Tried::Failed
             }
         }
-    }
-
-    /// Reads an error answer (for its message, and to relay it when it is
-    /// not retryable) and gives the connection back to the pool.
-    async fn refused(
-        &self,
-        mut resp: Incoming,
-        provider: &Provider,
-        reading: Option<RateLimitReading>,
-    ) -> (AttemptError, Option<Refusal>) {
-        let status = resp.status();
-        let body = resp.body(MAX_ERROR_BODY).await.unwrap_or_default();
-        let retry_after = resp
-            .header_str("retry-after")
-            .and_then(ratelimit::retry_after_secs);
-        let content_type = resp
-            .header_str("content-type")
-            .unwrap_or("application/json")
-            .to_owned();
-        resp.release(&self.gw.connector).await;
-        let message = upstream_message(&body, status, &provider.config.api_keys)
-            .trim_start_matches(": ")
-            .to_owned();
-        let request_only = status == 429 && refusal_is_request_only(&message, reading.as_ref());
-        (
-            AttemptError::Status {
-                status,
-                message: message.clone(),
-                retry_after,
-            },
-            Some(Refusal {
-                status,
-                content_type,
-                body,
-                message,
-                request_only,
-            }),
-        )
-    }
-
-    /// Relays an upstream's refusal of the request itself (a client error
-    /// it found): as it came when the formats match and it holds no key,
-    /// else in the client's error shape.
-    async fn relay_refusal(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        provider: &Provider,
-        refusal: Refusal,
-        headers: &Headers,
-    ) -> Result<(), GatewayError> {
-        let status = refusal.status;
-        let message = &refusal.message;
-        ctx.provider.clone_from(&provider.config.id);
-        if ctx.inflight_stream {
-            // Keep-alives opened the stream: the refusal becomes its error event.
-            let sep = if message.is_empty() { "" } else { ": " };
-            return Err(GatewayError::upstream(
-                status,
-                format!("{}{sep}{message}", provider.config.id),
-            ));
-        }
-        ctx.status = status;
-        let mut h = headers.clone();
-        h.retain(|(k, _)| !k.starts_with("x-debug-"));
-        let written = if provider.config.format == self.fmt
-            && !contains_key(&refusal.body, &provider.config.api_keys)
-        {
-            respond::write(session, status, &refusal.content_type, refusal.body, &h).await
-        } else {
-            let body = translate::error_body(self.fmt, status, message);
-            respond::json(session, status, body, &h).await
-        };
-        written.map_err(|e| GatewayError::internal(format!("writing the response: {e}")))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod encode;
 pub mod failover;
 mod hedge;
 pub mod llm;
+mod refusal;
 pub mod relay;
 pub mod request;
 pub mod respond;

@@ -651,7 +651,11 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(0));
         }
-        assert_eq!(p.pick_key(Some(2), &[], 1), KeyChoice::Key(2), "a session keeps its key");
+        assert_eq!(
+            p.pick_key(Some(2), &[], 1),
+            KeyChoice::Key(2),
+            "a session keeps its key"
+        );
         p.cool_key(0, Cause::RateLimited, None, &c);
         assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
         assert_eq!(p.pick_key(None, &[1], 1), KeyChoice::Key(2));
