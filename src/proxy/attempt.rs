@@ -104,6 +104,17 @@ struct Answer<'r> {
     _hold: Hold<'r>,
 }
 
+/// A good answer's head, as one attempt got it.
+struct Sent {
+    resp: Incoming,
+    sent_at: Instant,
+    /// The body sent was the client's own (same format).
+    passthrough: bool,
+}
+
+/// Why one attempt failed, and the upstream's refusal when it sent one.
+type Failure = (AttemptError, Option<Refusal>);
+
 /// What an attempt holds until its answer is relayed: a unit of its
 /// provider's and its key's capacity, and its place in the in-flight count.
 struct Hold<'r> {
@@ -384,7 +395,11 @@ impl<'a> Attempts<'a> {
                 };
             let in_flight = stats.start();
             let (error, refusal) = match self.send(provider, c, key_index, parsed).await {
-                Ok(Ok((resp, sent_at, passthrough))) => {
+                Ok(Ok(Sent {
+                    resp,
+                    sent_at,
+                    passthrough,
+                })) => {
                     return Reached::Answer(Box::new(Answer {
                         provider,
                         c,
@@ -434,15 +449,13 @@ impl<'a> Attempts<'a> {
     /// One attempt with one key: encode, send, and wait for a good
     /// answer's head (for a stream, its first chunk too: the first byte is
     /// what a hedge races for). `Ok(Err)` describes the failure.
-    #[allow(clippy::type_complexity)]
     async fn send(
         &self,
         provider: &Provider,
         c: &Candidate,
         key_index: Option<usize>,
         parsed: &Parsed,
-    ) -> Result<Result<(Incoming, Instant, bool), (AttemptError, Option<Refusal>)>, GatewayError>
-    {
+    ) -> Result<Result<Sent, Failure>, GatewayError> {
         let (body, passthrough) = {
             let mut enc = self.encoder.lock();
             let body = enc.encode(provider.config.format, c, parsed)?;
@@ -515,7 +528,11 @@ impl<'a> Attempts<'a> {
                 return Ok(Err((error, None)));
             }
         }
-        Ok(Ok((resp, sent_at, passthrough)))
+        Ok(Ok(Sent {
+            resp,
+            sent_at,
+            passthrough,
+        }))
     }
 
     /// Counts a failed attempt and decides what follows it: cools the key,
