@@ -564,10 +564,7 @@ impl<'a> Attempts<'a> {
         let mut other_key = false;
         if let (true, false, Some(k)) = (key_refused, request_only, key_index) {
             tried_keys.push(k);
-            other_key = matches!(
-                provider.pick_key(None, tried_keys, routing.ratelimit_reserve),
-                KeyChoice::Key(_)
-            );
+            other_key = provider.has_key_left(tried_keys, routing.ratelimit_reserve);
         }
         let d = failover::decide(
             error,

@@ -250,6 +250,18 @@ impl Provider {
         }
     }
 
+    /// Whether [`Provider::pick_key`] would find a key, without taking a
+    /// turn of the rotation.
+    pub fn has_key_left(&self, skip: &[usize], reserve: u64) -> bool {
+        let now = now_ms();
+        (0..self.keys.len()).any(|i| {
+            !matches!(
+                self.standing(i, now, skip, reserve),
+                Standing::Out | Standing::Full
+            )
+        })
+    }
+
     fn standing(&self, i: usize, now: u64, skip: &[usize], reserve: u64) -> Standing {
         if skip.contains(&i) {
             return Standing::Out;
@@ -659,6 +671,8 @@ mod tests {
         p.cool_key(0, Cause::RateLimited, None, &c);
         assert_eq!(p.pick_key(None, &[], 1), KeyChoice::Key(1));
         assert_eq!(p.pick_key(None, &[1], 1), KeyChoice::Key(2));
+        assert!(p.has_key_left(&[1], 1));
+        assert!(!p.has_key_left(&[1, 2], 1), "key 0 rests after its 429");
     }
 
     #[test]
