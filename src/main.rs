@@ -1,6 +1,7 @@
 //! `apiproxy -c conf/apiproxy.yaml`: runs the gateway.
 //! `apiproxy -t -c FILE`: checks FILE and exits.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,10 +38,37 @@ struct Cli {
     /// Take over the listening sockets of a running apiproxy (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print the JSON Schema of the config file (or of a filter file) and
+    /// exit; point an editor's YAML support at it (README).
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaOf::Config)]
+        of: SchemaOf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SchemaOf {
+    Config,
+    Filters,
 }
 
 fn main() {
     let mut cli = Cli::parse();
+    if let Some(Command::Schema { of }) = cli.command {
+        let schema = match of {
+            SchemaOf::Config => apiproxy::config::json_schema(),
+            SchemaOf::Filters => apiproxy::filters::json_schema(),
+        };
+        // A closed pipe (`apiproxy schema | head`) is not an error.
+        let _ = writeln!(std::io::stdout().lock(), "{schema:#}");
+        return;
+    }
     // An empty path is the environment configuration (`Config::load`).
     let conf_path = cli.conf.take().unwrap_or_else(|| {
         if std::env::var_os("LLM_PROVIDERS").is_some() {

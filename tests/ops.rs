@@ -698,3 +698,134 @@ fn environment_problems_name_variables_and_c_wins() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `apiproxy schema [config|filters]`: the JSON Schema it prints.
+fn printed_schema(of: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["schema", of])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every problem the schema finds in a YAML document, with its path.
+fn schema_problems(schema: &Value, yaml: &str) -> Vec<String> {
+    let instance: Value = serde_yaml::from_str(yaml).unwrap();
+    let validator = jsonschema::validator_for(schema).expect("a valid JSON Schema");
+    validator
+        .iter_errors(&instance)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
+#[test]
+fn schema_validates_the_shipped_files_and_agrees_with_t() {
+    let config = printed_schema("config");
+    assert_eq!(config["title"], "apiproxy configuration");
+    for file in ["conf/apiproxy.yaml", "deploy/apiproxy.yaml"] {
+        let problems = schema_problems(&config, &repo_file(file));
+        assert!(problems.is_empty(), "{file}: {problems:?}");
+    }
+    let filters = printed_schema("filters");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("filters");
+    let mut examples = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // A file of comments only is no rules (as the loader reads it).
+        if !text_is_only_comments(&text) {
+            let problems = schema_problems(&filters, &text);
+            assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+        }
+        // The commented examples, switched on, are valid rules too.
+        let (uncommented, blocks) = uncomment_examples(&text);
+        let problems = schema_problems(&filters, &uncommented);
+        assert!(
+            problems.is_empty(),
+            "{} examples: {problems:?}\n{uncommented}",
+            path.display()
+        );
+        examples += blocks;
+    }
+    assert!(
+        examples >= 3,
+        "the shipped examples were checked ({examples} blocks)"
+    );
+
+    // What `-t` refuses for its shape, the schema refuses too: an unknown
+    // key, a wrong type, a missing required key.
+    let dir = TempDir::new();
+    let broken = [
+        ("server:\n  listn: 127.0.0.1:8080\n", "/server"),
+        (
+            "providers:\n  - { id: a, kind: openai, base_url: \"http://127.0.0.1:9\", weight: heavy }\n",
+            "/providers/0/weight",
+        ),
+        ("models:\n  - { name: m }\n", "/models/0"),
+    ];
+    for (yaml, path) in broken {
+        let problems = schema_problems(&config, yaml);
+        assert!(
+            problems.iter().any(|p| p.starts_with(path)),
+            "the schema misses {path} in {yaml:?}: {problems:?}"
+        );
+        let file = dir.0.join("broken.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+            .arg("-t")
+            .arg("-c")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "-t accepted {yaml:?}");
+    }
+    let problems = schema_problems(
+        &filters,
+        "payload:\n  default:\n    - { models: [\"*\"], parms: {} }\n",
+    );
+    assert!(
+        !problems.is_empty(),
+        "a misspelt filter key passes the schema"
+    );
+}
+
+fn text_is_only_comments(text: &str) -> bool {
+    text.lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+}
+
+/// Switches on the commented examples of a shipped file: each run of
+/// comment lines whose first line is a YAML key alone (`# headers:`,
+/// `  # default:`) loses its `# `. Returns the text and the blocks switched.
+fn uncomment_examples(text: &str) -> (String, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut blocks = 0;
+    let mut i = 0;
+    let body = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start().len();
+        let rest = l.trim_start().strip_prefix('#')?;
+        Some((indent, rest.strip_prefix(' ').unwrap_or(rest).to_owned()))
+    };
+    while i < lines.len() {
+        let starts_example = body(lines[i]).is_some_and(|(_, b)| {
+            let b = b.trim_end();
+            b.ends_with(':') && !b.contains(' ') && b.len() > 1
+        });
+        if !starts_example {
+            out.push(lines[i].to_owned());
+            i += 1;
+            continue;
+        }
+        blocks += 1;
+        while let Some((indent, b)) = lines.get(i).and_then(|l| body(l)) {
+            out.push(format!("{}{b}", " ".repeat(indent)));
+            i += 1;
+        }
+    }
+    (out.join("\n"), blocks)
+}

@@ -25,6 +25,28 @@ use raw::RawConfig;
 /// provider, usage, timestamp) takes about 200 bytes.
 const MIN_CONTEXT_ENTRY_BYTES: usize = 512;
 
+/// The JSON Schema of the config file (`apiproxy schema`). It is derived
+/// from the types the file is parsed into, so it cannot drift from what
+/// `-t` accepts: unknown keys are refused by both. `${VAR}` references are
+/// expanded before parsing, so a value written as one is a string to an
+/// editor even where the key takes a number.
+pub fn json_schema() -> serde_json::Value {
+    titled(
+        schemars::schema_for!(RawConfig).to_value(),
+        "apiproxy configuration",
+        "The apiproxy config file (conf/apiproxy.yaml); README.md documents every key.",
+    )
+}
+
+/// Names a generated schema for people and editors.
+pub(crate) fn titled(mut schema: serde_json::Value, title: &str, about: &str) -> serde_json::Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), title.into());
+        o.insert("description".into(), about.into());
+    }
+    schema
+}
+
 /// The whole runtime configuration.
 #[derive(Debug)]
 pub struct Config {

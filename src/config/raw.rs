@@ -1,11 +1,12 @@
 //! The config file as users write it. Parsed strictly (unknown keys are
 //! errors) and then resolved into the runtime types of [`super`].
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// A string or a list of strings (`listen: a` or `listen: [a, b]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -21,7 +22,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -49,7 +50,7 @@ pub struct RawConfig {
 }
 
 /// The web console's in-process data (`/ui/`, `/admin/...`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConsole {
     /// Collect per-interval aggregates and recent request records (default true).
@@ -61,14 +62,14 @@ pub struct RawConsole {
 }
 
 /// Gateway-wide limits, shared by every key (and every replica on one Redis).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<OneOrMany>,
@@ -100,7 +101,7 @@ pub struct RawServer {
 }
 
 /// `server.tls`: where the TLS listener listens and its PEM files.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     pub listen: OneOrMany,
@@ -109,7 +110,7 @@ pub struct RawTls {
     pub key: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub level: Option<String>,
@@ -119,7 +120,7 @@ pub struct RawLog {
     pub capture_bodies: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub redis_url: Option<String>,
@@ -131,7 +132,7 @@ pub struct RawStore {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawContext {
     /// Snippets kept per session (default 50).
@@ -144,7 +145,7 @@ pub struct RawContext {
     pub max_session_bytes: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
     /// How long a key the provider refused (401/403) stays out of rotation.
@@ -171,7 +172,7 @@ pub struct RawRouting {
 }
 
 /// `routing.scoring`: how candidates are scored (docs/routing.md).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawScoring {
     /// `adaptive` (default) or `weighted` (configured weights only).
@@ -189,7 +190,7 @@ pub struct RawScoring {
 }
 
 /// `routing.breaker`: the circuit breaker per (provider, model).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBreaker {
     pub consecutive_failures: Option<u32>,
@@ -200,7 +201,7 @@ pub struct RawBreaker {
 }
 
 /// `routing.cooldowns`: how long a key rests after a failure, by cause.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCooldowns {
     pub rate_limited_seconds: Option<u64>,
@@ -209,7 +210,7 @@ pub struct RawCooldowns {
     pub max_seconds: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     #[serde(default)]
@@ -220,7 +221,7 @@ pub struct RawAuth {
     pub open: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     pub name: String,
@@ -235,7 +236,7 @@ pub struct RawKey {
     pub budget_period: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub id: String,
@@ -273,14 +274,14 @@ pub struct RawProvider {
 }
 
 /// `providers[].health_check`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     pub interval_s: Option<u64>,
     pub timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrice {
     pub input: f64,
@@ -290,7 +291,7 @@ pub struct RawPrice {
     pub cached_input: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub name: String,
@@ -298,7 +299,7 @@ pub struct RawModel {
     pub upstreams: Vec<RawUpstream>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub provider: String,
