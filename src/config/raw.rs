@@ -91,6 +91,8 @@ pub struct RawServer {
     pub write_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
+    /// Streams one HTTP/2 connection may have open at once (default 100).
+    pub h2_max_concurrent_streams: Option<u32>,
     /// Seconds a streaming client may wait without a byte before it gets a
     /// keep-alive; 0 sends none.
     pub sse_keepalive_s: Option<u64>,
