@@ -18,7 +18,14 @@
 //! - holds one of `server.max_connections` slots per connection: past them a
 //!   connection is answered 503 and closed at once.
 //!
-//! Only HTTP/1.x is served (the listener has no TLS and no h2c).
+//! HTTP/1.x is served this way on the plain listener and on the TLS one
+//! (the TLS handshake is Pingora's, before this layer). An HTTP/2
+//! connection (TLS with ALPN `h2`) holds a slot too, then goes to Pingora's
+//! own h2 loop: h2 frames its requests itself, so its limits are the h2
+//! settings the TLS service is built with (`server.h2_max_concurrent_streams`,
+//! `max_header_bytes` as the header list size, `keepalive_timeout_ms` as the
+//! idle timeout) and the per-request timeouts the proxy sets (body read,
+//! response write).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,7 +37,7 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, HttpModules, Module};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
@@ -77,13 +84,25 @@ impl<A> ClientListener<A> {
     /// `max_connections` is the effective cap (after the file-descriptor
     /// limit was taken into account).
     pub fn new(app: A, limits: ClientLimits, grace: Duration) -> Self {
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        Self::sharing(app, limits, grace, slots)
+    }
+
+    /// A listener whose connections count against `slots`, the cap of
+    /// another listener (the TLS listener shares the plain one's).
+    pub fn sharing(app: A, limits: ClientLimits, grace: Duration, slots: Arc<Semaphore>) -> Self {
         ClientListener {
             app: Arc::new(app),
-            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            slots,
             limits,
             refusal_warned: AtomicBool::new(false),
             drain: Drain::new(grace),
         }
+    }
+
+    /// The connection slots of this listener, to share.
+    pub fn slots(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.slots)
     }
 }
 
@@ -255,6 +274,10 @@ where
             .await;
             return None;
         };
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // Pingora's h2 loop, under the h2 settings of the app.
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
+        }
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {

@@ -1,6 +1,7 @@
 //! `apiproxy -c conf/apiproxy.yaml`: runs the gateway.
 //! `apiproxy -t -c FILE`: checks FILE and exits.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,10 +38,37 @@ struct Cli {
     /// Take over the listening sockets of a running apiproxy (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print the JSON Schema of the config file (or of a filter file) and
+    /// exit; point an editor's YAML support at it (README).
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaOf::Config)]
+        of: SchemaOf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SchemaOf {
+    Config,
+    Filters,
 }
 
 fn main() {
     let mut cli = Cli::parse();
+    if let Some(Command::Schema { of }) = cli.command {
+        let schema = match of {
+            SchemaOf::Config => apiproxy::config::json_schema(),
+            SchemaOf::Filters => apiproxy::filters::json_schema(),
+        };
+        // A closed pipe (`apiproxy schema | head`) is not an error.
+        let _ = writeln!(std::io::stdout().lock(), "{schema:#}");
+        return;
+    }
     // An empty path is the environment configuration (`Config::load`).
     let conf_path = cli.conf.take().unwrap_or_else(|| {
         if std::env::var_os("LLM_PROVIDERS").is_some() {
@@ -113,6 +141,7 @@ fn main() {
     let listen = s.listen.clone();
     let metrics_listen = s.metrics_listen.clone();
     let tls = s.tls.clone();
+    let h2_max_streams = s.h2_max_streams;
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
@@ -128,20 +157,27 @@ fn main() {
         Gateway::new(runtime.clone(), state.clone()),
     );
     PidHeader::register(&mut app.downstream_modules);
-    let mut proxy = Service::new(
-        "apiproxy".to_owned(),
-        ClientListener::new(app, limits, grace),
-    );
+    let listener = ClientListener::new(app, limits.clone(), grace);
+    let slots = listener.slots();
+    let mut proxy = Service::new("apiproxy".to_owned(), listener);
     for addr in &listen {
         proxy.add_tcp(addr);
     }
     if let Some(t) = &tls {
-        // Its own service: h2 needs Pingora's own connection loop (the
-        // client listener above reads HTTP/1 heads itself).
-        let mut tls_proxy = pingora::proxy::http_proxy_service_with_name(
+        // Its own service (TLS settings are per service), behind the same
+        // connection layer and slots; its h2 connections get h2 limits.
+        let mut app = pingora::proxy::http_proxy(
             &server.configuration,
             Gateway::new(runtime.clone(), state.clone()),
-            "apiproxy-tls",
+        );
+        PidHeader::register(&mut app.downstream_modules);
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2_idle_timeout = Some(limits.keepalive_timeout);
+        app.server_options = Some(options);
+        app.h2_options = Some(apiproxy::tls::h2_limits(&limits, h2_max_streams));
+        let mut tls_proxy = Service::new(
+            "apiproxy-tls".to_owned(),
+            ClientListener::sharing(app, limits, grace, slots),
         );
         match apiproxy::tls::add_listener(&mut tls_proxy, t) {
             Ok(reloader) => {

@@ -143,3 +143,17 @@ pub fn add_listener<A>(
     }
     Ok(CertReloader(live))
 }
+
+/// The h2 settings of the TLS listener: at most `max_streams` concurrent
+/// streams per connection (more get `REFUSED_STREAM`) and a header list no
+/// larger than the HTTP/1 head cap. The h2 crate's own defaults already
+/// bound reset floods (pending and locally caused resets).
+pub fn h2_limits(
+    limits: &crate::listener::ClientLimits,
+    max_streams: u32,
+) -> pingora::protocols::http::v2::server::H2Options {
+    let mut b = pingora::protocols::http::v2::server::H2Options::new();
+    b.max_concurrent_streams(max_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}

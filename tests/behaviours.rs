@@ -543,7 +543,10 @@ async fn provider_headers_and_custom_retryable_status_apply() {
 
     // With the default list, 418 is the client's problem and 503 moves on.
     let r = chat(&gw, None, fallback("default/teapot")).await;
-    assert_eq!(r.status(), 418);
+    let status = r.status();
+    let headers = format!("{:?}", r.headers());
+    let body = r.text().await.unwrap_or_default();
+    assert_eq!(status, 418, "{headers} {body}");
     assert_eq!(good.count(), before);
     let r = chat(&gw, None, fallback("default/busy")).await;
     assert_eq!(r.status(), 200);

@@ -698,3 +698,339 @@ fn environment_problems_name_variables_and_c_wins() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `apiproxy schema [config|filters]`: the JSON Schema it prints.
+fn printed_schema(of: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["schema", of])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every problem the schema finds in a YAML document, with its path.
+fn schema_problems(schema: &Value, yaml: &str) -> Vec<String> {
+    let instance: Value = serde_yaml::from_str(yaml).unwrap();
+    let validator = jsonschema::validator_for(schema).expect("a valid JSON Schema");
+    validator
+        .iter_errors(&instance)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
+#[test]
+fn schema_validates_the_shipped_files_and_agrees_with_t() {
+    let config = printed_schema("config");
+    assert_eq!(config["title"], "apiproxy configuration");
+    for file in ["conf/apiproxy.yaml", "deploy/apiproxy.yaml"] {
+        let problems = schema_problems(&config, &repo_file(file));
+        assert!(problems.is_empty(), "{file}: {problems:?}");
+    }
+    let filters = printed_schema("filters");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("filters");
+    let mut examples = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // A file of comments only is no rules (as the loader reads it).
+        if !text_is_only_comments(&text) {
+            let problems = schema_problems(&filters, &text);
+            assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+        }
+        // The commented examples, switched on, are valid rules too.
+        let (uncommented, blocks) = uncomment_examples(&text);
+        let problems = schema_problems(&filters, &uncommented);
+        assert!(
+            problems.is_empty(),
+            "{} examples: {problems:?}\n{uncommented}",
+            path.display()
+        );
+        examples += blocks;
+    }
+    assert!(
+        examples >= 3,
+        "the shipped examples were checked ({examples} blocks)"
+    );
+
+    // What `-t` refuses for its shape, the schema refuses too: an unknown
+    // key, a wrong type, a missing required key.
+    let dir = TempDir::new();
+    let broken = [
+        ("server:\n  listn: 127.0.0.1:8080\n", "/server"),
+        (
+            "providers:\n  - { id: a, kind: openai, base_url: \"http://127.0.0.1:9\", weight: heavy }\n",
+            "/providers/0/weight",
+        ),
+        ("models:\n  - { name: m }\n", "/models/0"),
+    ];
+    for (yaml, path) in broken {
+        let problems = schema_problems(&config, yaml);
+        assert!(
+            problems.iter().any(|p| p.starts_with(path)),
+            "the schema misses {path} in {yaml:?}: {problems:?}"
+        );
+        let file = dir.0.join("broken.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+            .arg("-t")
+            .arg("-c")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "-t accepted {yaml:?}");
+    }
+    let problems = schema_problems(
+        &filters,
+        "payload:\n  default:\n    - { models: [\"*\"], parms: {} }\n",
+    );
+    assert!(
+        !problems.is_empty(),
+        "a misspelt filter key passes the schema"
+    );
+}
+
+fn text_is_only_comments(text: &str) -> bool {
+    text.lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+}
+
+/// Switches on the commented examples of a shipped file: each run of
+/// comment lines whose first line is a YAML key alone (`# headers:`,
+/// `  # default:`) loses its `# `. Returns the text and the blocks switched.
+fn uncomment_examples(text: &str) -> (String, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut blocks = 0;
+    let mut i = 0;
+    let body = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start().len();
+        let rest = l.trim_start().strip_prefix('#')?;
+        Some((indent, rest.strip_prefix(' ').unwrap_or(rest).to_owned()))
+    };
+    while i < lines.len() {
+        let starts_example = body(lines[i]).is_some_and(|(_, b)| {
+            let b = b.trim_end();
+            b.ends_with(':') && !b.contains(' ') && b.len() > 1
+        });
+        if !starts_example {
+            out.push(lines[i].to_owned());
+            i += 1;
+            continue;
+        }
+        blocks += 1;
+        while let Some((indent, b)) = lines.get(i).and_then(|l| body(l)) {
+            out.push(format!("{}{b}", " ".repeat(indent)));
+            i += 1;
+        }
+    }
+    (out.join("\n"), blocks)
+}
+
+/// A TLS connection to the listener offering only `alpn` (wire format).
+fn tls_connect(port: u16, alpn: &[u8]) -> openssl::ssl::SslStream<std::net::TcpStream> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_alpn_protos(alpn).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    b.build().connect("localhost", tcp).expect("TLS handshake")
+}
+
+/// Everything read until the peer closes (or the read timeout).
+fn read_to_close(s: &mut impl std::io::Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+/// One h2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one h2 frame: its type and stream (`None` once closed).
+fn h2_skip_frame(s: &mut impl std::io::Read) -> Option<(u8, u32)> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).ok()?;
+    let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+    Some((head[3], stream))
+}
+
+/// The settings of the first SETTINGS frame an h2 server sends.
+fn h2_server_settings(s: &mut impl std::io::Read) -> Vec<(u16, u32)> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[3], 4, "the server's first frame is SETTINGS");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    payload
+        .chunks_exact(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_has_the_client_limits_of_the_plain_one() {
+    use std::io::Write;
+    let dir = TempDir::new();
+    let (cert, key) = self_signed(&dir.0, "edge", "edge.test");
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let tls_port = free_port();
+    let gw = Gateway::start_with_server(
+        &format!(
+            "tls: {{ listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\" }}\nheader_timeout_ms: 3000\nkeepalive_timeout_ms: 1000\nmax_header_bytes: 2048\nbody_timeout_ms: 1000\nh2_max_concurrent_streams: 7\nmax_connections: 2"
+        ),
+        &format!(
+            "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n",
+            up.base_url()
+        ),
+    )
+    .await;
+    let plain = gw.url().trim_start_matches("http://").to_owned();
+    let log = gw.log();
+    let checks = tokio::task::spawn_blocking(move || {
+        // HTTP/1 over TLS: a head that never ends gets 408 at the header
+        // timeout, one past max_header_bytes 431.
+        let mut s = tls_connect(tls_port, b"\x08http/1.1");
+        let t = std::time::Instant::now();
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n")
+            .unwrap();
+        let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+        assert!(
+            got.starts_with("HTTP/1.1 408"),
+            "slow head over TLS: {got:?}"
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(2500),
+            "{:?}",
+            t.elapsed()
+        );
+        drop(s);
+        let mut s = tls_connect(tls_port, b"\x08http/1.1");
+        let big = format!(
+            "GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(4096)
+        );
+        s.write_all(big.as_bytes()).unwrap();
+        let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+        assert!(
+            got.starts_with("HTTP/1.1 431"),
+            "big head over TLS: {got:?}"
+        );
+        drop(s);
+
+        // HTTP/2: the stream and header caps are announced; an idle
+        // connection is closed at the keep-alive timeout.
+        let mut s = tls_connect(tls_port, b"\x02h2");
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .unwrap();
+        let settings = h2_server_settings(&mut s);
+        assert!(
+            settings.contains(&(0x3, 7)),
+            "MAX_CONCURRENT_STREAMS: {settings:?}"
+        );
+        assert!(
+            settings.contains(&(0x6, 2048)),
+            "MAX_HEADER_LIST_SIZE: {settings:?}"
+        );
+        // A stream whose body stops arriving is answered at the body
+        // timeout and nothing goes upstream.
+        s.write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+            .unwrap();
+        let mut block = vec![0x83, 0x87, 0x44, 20];
+        block.extend_from_slice(b"/v1/chat/completions");
+        block.extend_from_slice(&[0x41, 1, b'a', 0x5f, 16]);
+        block.extend_from_slice(b"application/json");
+        let t = std::time::Instant::now();
+        s.write_all(&h2_frame(1, 0x4, 1, &block)).unwrap();
+        s.write_all(&h2_frame(0, 0, 1, b"{\"model\":")).unwrap();
+        loop {
+            let (kind, stream) = h2_skip_frame(&mut s).expect("an answer to the stalled stream");
+            if kind == 1 && stream == 1 {
+                break;
+            }
+        }
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(800),
+            "answered after {waited:?}"
+        );
+
+        let t = std::time::Instant::now();
+        read_to_close(&mut s);
+        let idle = t.elapsed();
+        assert!(
+            idle >= Duration::from_millis(800) && idle < Duration::from_secs(15),
+            "idle h2 connection closed after {idle:?}"
+        );
+        drop(s);
+
+        // One cap for both listeners: a TLS connection and a plain one
+        // hold both slots, the next connection is refused with 503.
+        let held_tls = tls_connect(tls_port, b"\x08http/1.1");
+        let held_plain = std::net::TcpStream::connect(&plain).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut third = std::net::TcpStream::connect(&plain).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let got = String::from_utf8_lossy(&read_to_close(&mut third)).into_owned();
+        assert!(
+            got.starts_with("HTTP/1.1 503"),
+            "past max_connections: {got:?}"
+        );
+        drop((held_tls, held_plain));
+    })
+    .await;
+    if let Err(e) = checks {
+        panic!("{e}\n{log}\n{}", gw.log());
+    }
+    assert_eq!(up.count(), 0, "a half body went upstream");
+
+    // A TLS listener reachable from other machines needs client keys, as
+    // the plain one does.
+    let file = dir.0.join("open.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "server:\n  listen: 127.0.0.1:{}\n  tls: {{ listen: \"0.0.0.0:{tls_port}\", cert: \"{cert}\", key: \"{key}\" }}\nproviders: []\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("server.tls.listen[0]"),
+        "{err}"
+    );
+}

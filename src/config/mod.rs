@@ -25,6 +25,28 @@ use raw::RawConfig;
 /// provider, usage, timestamp) takes about 200 bytes.
 const MIN_CONTEXT_ENTRY_BYTES: usize = 512;
 
+/// The JSON Schema of the config file (`apiproxy schema`). It is derived
+/// from the types the file is parsed into, so it cannot drift from what
+/// `-t` accepts: unknown keys are refused by both. `${VAR}` references are
+/// expanded before parsing, so a value written as one is a string to an
+/// editor even where the key takes a number.
+pub fn json_schema() -> serde_json::Value {
+    titled(
+        schemars::schema_for!(RawConfig).to_value(),
+        "apiproxy configuration",
+        "The apiproxy config file (conf/apiproxy.yaml); README.md documents every key.",
+    )
+}
+
+/// Names a generated schema for people and editors.
+pub(crate) fn titled(mut schema: serde_json::Value, title: &str, about: &str) -> serde_json::Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), title.into());
+        o.insert("description".into(), about.into());
+    }
+    schema
+}
+
 /// The whole runtime configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -92,8 +114,12 @@ pub struct ServerSettings {
     pub write_timeout: Duration,
     /// Larger request heads get 431.
     pub max_header_bytes: usize,
-    /// Client connections open at once; past it new ones get 503.
+    /// Client connections open at once (plain and TLS together); past it
+    /// new ones get 503.
     pub max_connections: usize,
+    /// Streams one HTTP/2 client connection may have open at once (the TLS
+    /// listener); more are refused with `REFUSED_STREAM`.
+    pub h2_max_streams: u32,
     /// A streaming client that got no byte for this long gets an SSE
     /// keep-alive (load balancers cut idle connections at 60 s); `None`: off.
     pub sse_keepalive: Option<Duration>,
@@ -386,6 +412,10 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Pingora's own hard cap on a request head.
 pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// nginx's `http2_max_concurrent_streams` default; RFC 9113 asks for at
+/// least 100 so clients are not starved.
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
+pub const MAX_H2_MAX_STREAMS: u32 = 10_000;
 /// Seconds without a byte before a streaming client gets a keep-alive:
 /// well under the 60 s idle cut of common load balancers.
 pub const DEFAULT_SSE_KEEPALIVE_S: u64 = 15;
@@ -681,6 +711,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             problems.push(format!("server.{key}: must be positive"));
         }
     }
+    if s.h2_max_concurrent_streams
+        .is_some_and(|n| !(1..=MAX_H2_MAX_STREAMS).contains(&n))
+    {
+        problems.push(format!(
+            "server.h2_max_concurrent_streams: must be between 1 and {MAX_H2_MAX_STREAMS}"
+        ));
+    }
     if s.sse_keepalive_s.is_some_and(|k| k > MAX_SSE_KEEPALIVE_S) {
         problems.push(format!(
             "server.sse_keepalive_s: at most {MAX_SSE_KEEPALIVE_S} (0 turns keep-alives off)"
@@ -733,6 +770,9 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             .max_connections
             .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
             .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        h2_max_streams: s
+            .h2_max_concurrent_streams
+            .unwrap_or(DEFAULT_H2_MAX_STREAMS),
         sse_keepalive: match s.sse_keepalive_s.unwrap_or(DEFAULT_SSE_KEEPALIVE_S) {
             0 => None,
             k => Some(Duration::from_secs(k)),
@@ -937,10 +977,14 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     }
     auth.open = raw.auth.open.unwrap_or(false);
     if auth.keys.is_empty() && !auth.open {
-        for (i, a) in server.listen.iter().enumerate() {
+        let tls = server.tls.iter().flat_map(|t| &t.listen);
+        let listeners = (server.listen.iter().map(|a| ("server.listen", a)))
+            .enumerate()
+            .chain(tls.map(|a| ("server.tls.listen", a)).enumerate());
+        for (i, (key, a)) in listeners {
             if a.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) {
                 problems.push(format!(
-                    "server.listen[{i}]: {a} is reachable from other machines and auth.keys is empty: add client keys or set auth.open: true"
+                    "{key}[{i}]: {a} is reachable from other machines and auth.keys is empty: add client keys or set auth.open: true"
                 ));
             }
         }

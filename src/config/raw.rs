@@ -1,11 +1,12 @@
 //! The config file as users write it. Parsed strictly (unknown keys are
 //! errors) and then resolved into the runtime types of [`super`].
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// A string or a list of strings (`listen: a` or `listen: [a, b]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -21,7 +22,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -49,7 +50,7 @@ pub struct RawConfig {
 }
 
 /// The web console's in-process data (`/ui/`, `/admin/...`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConsole {
     /// Collect per-interval aggregates and recent request records (default true).
@@ -61,14 +62,14 @@ pub struct RawConsole {
 }
 
 /// Gateway-wide limits, shared by every key (and every replica on one Redis).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<OneOrMany>,
@@ -90,6 +91,8 @@ pub struct RawServer {
     pub write_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
+    /// Streams one HTTP/2 connection may have open at once (default 100).
+    pub h2_max_concurrent_streams: Option<u32>,
     /// Seconds a streaming client may wait without a byte before it gets a
     /// keep-alive; 0 sends none.
     pub sse_keepalive_s: Option<u64>,
@@ -100,7 +103,7 @@ pub struct RawServer {
 }
 
 /// `server.tls`: where the TLS listener listens and its PEM files.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     pub listen: OneOrMany,
@@ -109,7 +112,7 @@ pub struct RawTls {
     pub key: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub level: Option<String>,
@@ -119,7 +122,7 @@ pub struct RawLog {
     pub capture_bodies: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub redis_url: Option<String>,
@@ -131,7 +134,7 @@ pub struct RawStore {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawContext {
     /// Snippets kept per session (default 50).
@@ -144,7 +147,7 @@ pub struct RawContext {
     pub max_session_bytes: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
     /// How long a key the provider refused (401/403) stays out of rotation.
@@ -173,7 +176,7 @@ pub struct RawRouting {
 }
 
 /// `routing.scoring`: how candidates are scored (docs/routing.md).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawScoring {
     /// `adaptive` (default) or `weighted` (configured weights only).
@@ -191,7 +194,7 @@ pub struct RawScoring {
 }
 
 /// `routing.breaker`: the circuit breaker per (provider, model).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBreaker {
     pub consecutive_failures: Option<u32>,
@@ -202,7 +205,7 @@ pub struct RawBreaker {
 }
 
 /// `routing.cooldowns`: how long a key rests after a failure, by cause.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCooldowns {
     pub rate_limited_seconds: Option<u64>,
@@ -211,7 +214,7 @@ pub struct RawCooldowns {
     pub max_seconds: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     #[serde(default)]
@@ -222,7 +225,7 @@ pub struct RawAuth {
     pub open: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     pub name: String,
@@ -237,7 +240,7 @@ pub struct RawKey {
     pub budget_period: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub id: String,
@@ -322,14 +325,14 @@ impl<'de> Deserialize<'de> for RawApiKey {
 }
 
 /// `providers[].health_check`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     pub interval_s: Option<u64>,
     pub timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrice {
     pub input: f64,
@@ -339,7 +342,7 @@ pub struct RawPrice {
     pub cached_input: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub name: String,
@@ -350,7 +353,7 @@ pub struct RawModel {
     pub upstreams: Vec<RawUpstream>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub provider: String,

@@ -182,11 +182,11 @@ pub async fn handle(
         }
         R::Keys => (200, list_keys(gw, rt).await),
         R::CreateKey => {
-            let v = read_json(session).await?;
+            let v = read_json(session, rt).await?;
             (201, create_key(rt, &v).await?)
         }
         R::UpdateKey(name) => {
-            let v = read_json(session).await?;
+            let v = read_json(session, rt).await?;
             (200, update_key(rt, &name, &v).await?)
         }
         R::RevokeKey(name) => {
@@ -236,8 +236,9 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn read_json(session: &mut Session) -> Result<Value, GatewayError> {
-    let body = crate::proxy::request::read_body(session, MAX_KEY_BODY).await?;
+async fn read_json(session: &mut Session, rt: &Runtime) -> Result<Value, GatewayError> {
+    let idle = rt.config.server.body_timeout;
+    let body = crate::proxy::request::read_body(session, MAX_KEY_BODY, idle).await?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("body is not valid JSON: {e}")))?;
     if !v.is_object() {

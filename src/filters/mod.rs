@@ -27,6 +27,16 @@ pub use path::DottedPath;
 
 use crate::config::ProviderConfig;
 
+/// The JSON Schema of one filter file (`apiproxy schema filters`), derived
+/// from the types the files are parsed into.
+pub fn json_schema() -> Value {
+    crate::config::titled(
+        schemars::schema_for!(raw::RawFilterFile).to_value(),
+        "apiproxy filter rules",
+        "One file of filters_dir: payload rules, header rules and browser masking.",
+    )
+}
+
 /// The browser a masked request claims to come from.
 pub const BROWSER_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 const BROWSER_ACCEPT_LANGUAGE: &str = "en-US,en;q=0.9";

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// One file of `filters_dir`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilterFile {
     #[serde(default)]
@@ -17,7 +18,7 @@ pub struct RawFilterFile {
 }
 
 /// Payload rules, applied default → override → filter.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPayload {
     #[serde(default)]
@@ -58,7 +59,7 @@ macro_rules! matcher {
 matcher!(RawSetRule, RawFilterRule, RawHeaderRule);
 
 /// `default` / `override`: dotted path → value.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSetRule {
     /// Globs over the upstream model name or the name the client asked for.
@@ -72,11 +73,12 @@ pub struct RawSetRule {
     /// Provider ids.
     #[serde(default)]
     pub providers: Vec<String>,
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub params: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// `filter`: dotted paths to remove.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilterRule {
     /// Globs over the upstream model name or the name the client asked for.
@@ -94,7 +96,7 @@ pub struct RawFilterRule {
 }
 
 /// Upstream header changes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaderRule {
     /// Globs over the upstream model name or the name the client asked for.
@@ -117,7 +119,7 @@ pub struct RawHeaderRule {
 }
 
 /// Browser masking for some providers (all when `providers` is absent).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMask {
     #[serde(default)]

@@ -122,7 +122,8 @@ async fn read_request(
     ctx: &mut RequestCtx,
     route: &LlmRoute,
 ) -> Result<Parsed, GatewayError> {
-    let body = request::read_body(session, rt.config.server.max_body_bytes).await?;
+    let server = &rt.config.server;
+    let body = request::read_body(session, server.max_body_bytes, server.body_timeout).await?;
     let console = &rt.config.console;
     if console.capture_bodies && console.collect {
         ctx.captured_body = Some(crate::console::records::redact_body(

@@ -166,6 +166,11 @@ impl ProxyHttp for Gateway {
         metrics::INFLIGHT_REQUESTS.inc();
         ctx.inflight = true;
         let rt = self.runtime.load_full();
+        if session.as_downstream().is_http2() {
+            // HTTP/1 sessions get theirs from the connection layer.
+            let timeout = Some(rt.config.server.write_timeout);
+            session.as_downstream_mut().set_write_timeout(timeout);
+        }
         let req = session.req_header();
         let route = routes::route(req.method.as_str(), req.uri.path());
         let err_fmt = routes::error_format(req.uri.path());

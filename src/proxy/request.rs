@@ -35,9 +35,15 @@ pub struct Parsed {
     pub body_bytes: usize,
 }
 
-/// Reads the request body, bounded by `max` (413 beyond it). Answers
-/// `Expect: 100-continue` first so large uploads do not stall.
-pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, GatewayError> {
+/// Reads the request body, bounded by `max` (413 beyond it) and by `idle`
+/// between two reads (408: `server.body_timeout_ms`; an HTTP/1 session has
+/// the same bound as its read timeout, an HTTP/2 stream only this one).
+/// Answers `Expect: 100-continue` first so large uploads do not stall.
+pub async fn read_body(
+    session: &mut Session,
+    max: usize,
+    idle: std::time::Duration,
+) -> Result<Bytes, GatewayError> {
     let req = session.req_header();
     let declared = req
         .headers
@@ -63,11 +69,21 @@ pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, Gatew
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max));
     let mut single: Option<Bytes> = None;
-    while let Some(chunk) = session
-        .read_request_body()
-        .await
-        .map_err(|e| GatewayError::bad_request(format!("reading the request body: {e}")))?
-    {
+    loop {
+        let read = tokio::time::timeout(idle, session.read_request_body()).await;
+        let Ok(read) = read else {
+            session.set_keepalive(None);
+            return Err(GatewayError::client(
+                408,
+                format!(
+                    "the request body sent nothing for {} ms (server.body_timeout_ms)",
+                    idle.as_millis()
+                ),
+            ));
+        };
+        let read =
+            read.map_err(|e| GatewayError::bad_request(format!("reading the request body: {e}")))?;
+        let Some(chunk) = read else { break };
         if buf.len() + single.as_ref().map_or(0, Bytes::len) + chunk.len() > max {
             discard_body(session).await;
             return Err(too_large());
