@@ -247,3 +247,33 @@ async fn key_options_are_validated() {
         "no key in a problem line: {err}"
     );
 }
+
+/// Every problem `apiproxy schema config` finds in `yaml`, with its path.
+fn schema_problems(yaml: &str) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["schema", "config"])
+        .output()
+        .expect("run apiproxy schema");
+    assert!(out.status.success(), "{out:?}");
+    let schema: Value = serde_json::from_slice(&out.stdout).expect("schema json");
+    let instance: Value = serde_yaml::from_str(yaml).expect("yaml");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    validator
+        .iter_errors(&instance)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
+#[test]
+fn the_schema_knows_key_objects_and_hedging() {
+    let good = "routing: { hedge_budget_percent: 20 }\nproviders:\n  - { id: p, kind: openai, base_url: \"http://127.0.0.1:9\", key_strategy: fill-first, api_keys: [a, { key: b, weight: 3, max_concurrency: 2, max_qps: 5 }] }\nmodels:\n  - { name: pool, hedge_after_ms: 500, upstreams: [{ provider: p, model: m }] }\n";
+    assert_eq!(schema_problems(good), Vec::<String>::new());
+    let bad = "providers:\n  - { id: p, kind: openai, base_url: \"http://127.0.0.1:9\", api_keys: [{ key: b, wieght: 3 }] }\n";
+    let problems = schema_problems(bad);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("/providers/0/api_keys/0")),
+        "{problems:?}"
+    );
+}

@@ -283,14 +283,18 @@ pub struct RawProvider {
 
 /// One of `providers[].api_keys`: the key alone, or the key with its
 /// options.
-#[derive(Debug, Clone)]
+///
+/// The schema is derived as `untagged` (a string or the object); parsing
+/// is by hand below, for clearer errors.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
 pub enum RawApiKey {
     Plain(String),
     Detailed(RawKeyOptions),
 }
 
 /// `providers[].api_keys[]` given as an object.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawKeyOptions {
     pub key: String,
