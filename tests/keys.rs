@@ -122,7 +122,8 @@ async fn fill_first_uses_the_first_key_until_it_rests() {
 
 #[tokio::test]
 async fn a_key_at_its_concurrency_is_skipped_then_the_next_candidate_then_429() {
-    let keyed = MockProvider::always(ok_reply().delay(Duration::from_millis(1500))).await;
+    // Held long enough for the checks below on a loaded machine.
+    let keyed = MockProvider::always(ok_reply().delay(Duration::from_secs(4))).await;
     let spare = MockProvider::always(ok_reply()).await;
     let config = format!(
         "auth:\n  admin_keys: [{ADMIN}]\nrouting:\n  scoring: {{ mode: weighted }}\nproviders:\n  - id: keyed\n    kind: openai\n    base_url: \"{}\"\n    models: [m]\n    api_keys: [{{ key: key-1, max_concurrency: 1 }}, {{ key: key-2, max_concurrency: 1 }}]\n  - {{ id: spare, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n    upstreams:\n      - {{ provider: keyed, model: m, weight: 1000000 }}\n      - {{ provider: spare, model: m, weight: 0.000001 }}\n",
