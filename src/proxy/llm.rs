@@ -80,7 +80,7 @@ pub async fn handle(
         fmt,
         debug: wants_debug(session),
         forwarded: request::forwarded_headers(fmt, session),
-        encoder: BodyEncoder::new(fmt),
+        encoder: BodyEncoder::new(fmt, rt.config.server.translate_limits()),
         sticky,
         failures: Vec::new(),
         deadline: Instant::now() + routing.request_timeout,
