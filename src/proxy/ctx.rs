@@ -23,6 +23,9 @@ pub struct RequestCtx {
     pub route: &'static str,
     /// The name of the client key used.
     pub key_name: Option<String>,
+    /// The client key when it was made at run time (the console's store):
+    /// the logging phase charges its budget.
+    pub stored_key: Option<std::sync::Arc<crate::config::ClientKey>>,
     /// The model the client asked for.
     pub requested_model: String,
     /// The upstream that answered (or was tried last).
@@ -81,6 +84,7 @@ impl Default for RequestCtx {
             format: None,
             route: "",
             key_name: None,
+            stored_key: None,
             requested_model: String::new(),
             provider: String::new(),
             upstream_model: String::new(),
