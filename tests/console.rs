@@ -539,6 +539,50 @@ async fn a_key_made_at_run_time_can_have_a_budget() {
     assert_eq!(alice["budget"], Value::Null, "{alice}");
 }
 
+#[tokio::test]
+async fn a_request_record_lists_every_attempt() {
+    let up = upstream().await;
+    let down =
+        MockProvider::always(Reply::json(503, r#"{"error":{"message":"overloaded"}}"#)).await;
+    let gw = Gateway::start(&config(
+        &up,
+        &format!(
+            "  - name: failing\n    upstreams: [{{ provider: down, model: m-d }}]\n"
+        ),
+    )
+    .replace(
+        "models:\n",
+        &format!(
+            "  - {{ id: down, kind: openai, base_url: \"{}\", api_keys: [sk-down-1234] }}\nmodels:\n",
+            down.base_url()
+        ),
+    ))
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth("alice-key")
+        .json(&json!({"model": "failing", "models": ["duo"], "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list = records_until(&gw, |r| r["key"] == "alice").await;
+    let id = &list["requests"][0]["id"];
+    let one = get(&gw, &format!("/admin/requests/{id}")).await;
+    let tried = one["attempt_detail"].as_array().expect("attempt_detail");
+    assert_eq!(tried.len(), 2, "{one}");
+    assert_eq!(tried[0]["provider"], "down", "{one}");
+    assert_eq!(tried[0]["model"], "m-d");
+    assert_eq!(tried[0]["outcome"], "5xx");
+    assert_eq!(tried[0]["status"], 503);
+    assert_eq!(tried[0]["sent"], true);
+    assert!(tried[0]["ms"].as_f64().unwrap() > 0.0, "{one}");
+    assert_eq!(tried[1]["provider"], "a");
+    assert_eq!(tried[1]["outcome"], "ok");
+    assert_eq!(tried[1]["status"], 200);
+    assert_eq!(one["attempts"], 2);
+}
+
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots")
 }
@@ -645,6 +689,15 @@ async fn console_in_a_real_browser_with_two_replicas() {
     assert!(
         detail.contains("bob") && detail.contains("m-a") && detail.contains("$0.013"),
         "{detail}"
+    );
+    let tried = b
+        .eval("[...document.querySelectorAll('#attempt-detail tbody tr')].map(tr => tr.innerText).join('|')")
+        .await;
+    let tried = tried.as_str().unwrap();
+    assert!(
+        tried.contains("a/m-a") && tried.contains("ok") && tried.contains("200"),
+        "{tried:?} in {detail} / {}",
+        get(&gw1, &format!("/admin/requests/{}", row.as_str().unwrap())).await
     );
     b.screenshot(&shots.join("requests.png")).await;
 

@@ -63,9 +63,53 @@ pub struct RequestCtx {
     /// With `log.capture_bodies`: the request body, redacted and bounded,
     /// for the console's request record.
     pub captured_body: Option<String>,
+    /// Each candidate tried or passed over, in order, for the console's
+    /// request detail (bounded by `routing.max_attempts` and the candidates).
+    pub attempt_log: Vec<AttemptLog>,
+}
+
+/// One line of a request's attempt history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttemptLog {
+    pub provider: String,
+    pub model: String,
+    /// `ok`, `client_gone`, or the failure's outcome label (`5xx`,
+    /// `timeout`, `circuit_open`, ...: `apiproxy_upstream_attempts_total`).
+    pub outcome: &'static str,
+    /// The upstream's status, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Whether a request went upstream (a passed-over candidate: not).
+    pub sent: bool,
+    /// From the attempt's start to its answer or failure.
+    pub ms: f64,
 }
 
 impl RequestCtx {
+    /// Notes one attempt (or a candidate passed over) for the request's
+    /// history.
+    pub fn note_attempt(
+        &mut self,
+        provider: &str,
+        model: &str,
+        outcome: &'static str,
+        status: Option<u16>,
+        started: Option<Instant>,
+    ) {
+        // A hard bound whatever the config says: a record must stay small.
+        const MAX_LOGGED: usize = 32;
+        if self.attempt_log.len() < MAX_LOGGED {
+            self.attempt_log.push(AttemptLog {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+                outcome,
+                status,
+                sent: started.is_some(),
+                ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+            });
+        }
+    }
+
     /// Appends answer text while capturing for the context store.
     pub fn capture(&mut self, text: &str) {
         if let Some(a) = &mut self.answer {
@@ -106,6 +150,7 @@ impl Default for RequestCtx {
             price: None,
             tokens: None,
             captured_body: None,
+            attempt_log: Vec::new(),
         }
     }
 }

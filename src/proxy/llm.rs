@@ -385,13 +385,13 @@ impl Attempts<'_> {
             .capacity
             .acquire(now_ms(), cfg.max_concurrency, cfg.max_qps)
         else {
-            self.fail(&provider, c, AttemptError::AtCapacity);
+            self.pass_over(ctx, &provider, c, AttemptError::AtCapacity);
             return Ok(Tried::Failed);
         };
         let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
         route_metrics::note_transition(&provider, transition);
         if !admitted {
-            self.fail(&provider, c, AttemptError::CircuitOpen);
+            self.pass_over(ctx, &provider, c, AttemptError::CircuitOpen);
             return Ok(Tried::Failed);
         }
         let mut tried_keys: Vec<usize> = Vec::new();
@@ -408,20 +408,37 @@ impl Attempts<'_> {
                 KeyChoice::Key(i) => Some(i),
                 KeyChoice::Keyless => None,
                 KeyChoice::AllCooling => {
-                    self.fail(&provider, c, AttemptError::NoUsableKey);
+                    self.pass_over(ctx, &provider, c, AttemptError::NoUsableKey);
                     return Ok(Tried::Failed);
                 }
             };
+            let started = Instant::now();
             let (error, refusal) = {
                 let _in_flight = stats.start();
                 match self
                     .attempt(session, ctx, &provider, c, key_index, parsed, headers)
                     .await?
                 {
-                    Attempt::Answered => return Ok(Tried::Answered),
+                    Attempt::Answered => {
+                        let outcome = if ctx.client_gone { "client_gone" } else { "ok" };
+                        let status = Some(ctx.status).filter(|s| *s != 0);
+                        ctx.note_attempt(provider.id(), &c.model, outcome, status, Some(started));
+                        return Ok(Tried::Answered);
+                    }
                     Attempt::Failed(e, r) => (e, r),
                 }
             };
+            let status = match &error {
+                AttemptError::Status { status, .. } => Some(*status),
+                _ => None,
+            };
+            ctx.note_attempt(
+                provider.id(),
+                &c.model,
+                error.outcome_label(),
+                status,
+                Some(started),
+            );
             metrics::ATTEMPTS
                 .with_label_values(&[provider.id(), error.outcome_label()])
                 .inc();
@@ -495,6 +512,19 @@ impl Attempts<'_> {
         provider.health.record_failure();
         let t = stats.on_failure(now_ms(), &r.scoring, &r.breaker);
         route_metrics::note_transition(provider, t);
+    }
+
+    /// A candidate passed over without a request (breaker open, no usable
+    /// key, no room): a failure, and a line in the request's history.
+    fn pass_over(
+        &mut self,
+        ctx: &mut RequestCtx,
+        provider: &Provider,
+        c: &Candidate,
+        error: AttemptError,
+    ) {
+        ctx.note_attempt(provider.id(), &c.model, error.outcome_label(), None, None);
+        self.fail(provider, c, error);
     }
 
     fn fail(&mut self, provider: &Provider, c: &Candidate, error: AttemptError) {

@@ -325,9 +325,18 @@ function requests(main) {
         ["tokens in / out", `${r.input_tokens} / ${r.output_tokens}`], ["cost", fmtUsd(r.cost_usd)],
         ["session", r.session || "—"], ["client left early", r.client_gone],
       ];
-      detail.replaceChildren(h("h2", {}, `Request ${r.id}`),
+      const tries = r.attempt_detail || [];
+      // replaceChildren takes nodes, not lists: flatten the optional parts.
+      detail.replaceChildren(...[h("h2", {}, `Request ${r.id}`),
         h("dl", { class: "kv" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
-        r.body ? [h("h2", {}, "Body (redacted)"), h("pre", { class: "json" }, r.body)] : "");
+        tries.length ? [h("h2", {}, "Attempts"), h("div", { class: "table-wrap" }, h("table", { id: "attempt-detail" },
+          h("thead", {}, h("tr", {}, ["#", "upstream", "outcome", "status", "time"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, tries.map((a, i) => h("tr", {},
+            h("td", {}, i + 1), h("td", { class: "mono" }, `${a.provider}/${a.model}`),
+            h("td", {}, a.sent ? a.outcome : `${a.outcome} (not sent)`),
+            h("td", {}, a.status ? statusBadge(a.status) : "—"),
+            h("td", {}, a.sent ? fmtMs(a.ms) : "—"))))))] : "",
+        r.body ? [h("h2", {}, "Body (redacted)"), h("pre", { class: "json" }, r.body)] : ""].flat(Infinity));
       detail.dataset.id = r.id;
     } catch (e) {
       showError(detail, e);
