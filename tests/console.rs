@@ -454,6 +454,133 @@ async fn keys_made_at_run_time_work_persist_and_can_be_revoked() {
     );
 }
 
+#[tokio::test]
+async fn a_key_made_at_run_time_can_have_a_budget() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, "")).await;
+    for (body, want) in [
+        (json!({"name": "b1", "budget_usd": -1}), 400),
+        (json!({"name": "b1", "budget_usd": "ten"}), 400),
+        (json!({"name": "b1", "budget_period": "week"}), 400),
+    ] {
+        let (got, v) = admin(
+            &gw,
+            reqwest::Method::POST,
+            "/admin/keys",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(got, want, "{body} → {v}");
+    }
+    // Each answer costs a few cents at m-a's price: a one-cent monthly
+    // budget lasts one request.
+    let (status, made) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "capped", "budget_usd": 0.01, "budget_period": "month"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["budget_usd"], 0.01);
+    assert_eq!(made["budget_period"], "month");
+    let key = made["key"].as_str().unwrap().to_owned();
+    let first = chat(&gw, &key, None).await;
+    assert_eq!(first.status(), 200);
+    assert!(
+        first.headers().contains_key("x-budget-remaining-usd"),
+        "{:?}",
+        first.headers()
+    );
+    // The spend is settled just after the answer: the budget then refuses.
+    status_becomes(&gw, &key, 429).await;
+    let refused = chat(&gw, &key, None).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let v: Value = refused.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("budget"),
+        "{v}"
+    );
+    let listed = get(&gw, "/admin/keys").await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "capped")
+        .unwrap()
+        .clone();
+    assert_eq!(listed["budget"]["period"], "month", "{listed}");
+    assert_eq!(listed["budget"]["limit_usd"], 0.01, "{listed}");
+    assert!(
+        listed["budget"]["spent_usd"].as_f64().unwrap() > 0.01,
+        "{listed}"
+    );
+    assert_eq!(listed["budget"]["remaining_usd"], 0.0, "{listed}");
+    // Raising it lets the key spend again; other keys never had a budget.
+    let (got, v) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/admin/keys/capped",
+        Some(json!({"budget_usd": 100})),
+    )
+    .await;
+    assert_eq!(got, 200, "{v}");
+    assert_eq!(v["budget_usd"], 100.0);
+    assert_eq!(chat(&gw, &key, None).await.status(), 200);
+    let alice = get(&gw, "/admin/keys").await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "alice")
+        .unwrap()
+        .clone();
+    assert_eq!(alice["budget"], Value::Null, "{alice}");
+}
+
+#[tokio::test]
+async fn a_request_record_lists_every_attempt() {
+    let up = upstream().await;
+    let down =
+        MockProvider::always(Reply::json(503, r#"{"error":{"message":"overloaded"}}"#)).await;
+    let gw = Gateway::start(&config(
+        &up,
+        "  - name: failing\n    upstreams: [{ provider: down, model: m-d }]\n",
+    )
+    .replace(
+        "models:\n",
+        &format!(
+            "  - {{ id: down, kind: openai, base_url: \"{}\", api_keys: [sk-down-1234] }}\nmodels:\n",
+            down.base_url()
+        ),
+    ))
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth("alice-key")
+        .json(&json!({"model": "failing", "models": ["duo"], "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list = records_until(&gw, |r| r["key"] == "alice").await;
+    let id = &list["requests"][0]["id"];
+    let one = get(&gw, &format!("/admin/requests/{id}")).await;
+    let tried = one["attempt_detail"].as_array().expect("attempt_detail");
+    assert_eq!(tried.len(), 2, "{one}");
+    assert_eq!(tried[0]["provider"], "down", "{one}");
+    assert_eq!(tried[0]["model"], "m-d");
+    assert_eq!(tried[0]["outcome"], "5xx");
+    assert_eq!(tried[0]["status"], 503);
+    assert_eq!(tried[0]["sent"], true);
+    assert!(tried[0]["ms"].as_f64().unwrap() > 0.0, "{one}");
+    assert_eq!(tried[1]["provider"], "a");
+    assert_eq!(tried[1]["outcome"], "ok");
+    assert_eq!(tried[1]["status"], 200);
+    assert_eq!(one["attempts"], 2);
+}
+
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots")
 }
@@ -561,6 +688,15 @@ async fn console_in_a_real_browser_with_two_replicas() {
         detail.contains("bob") && detail.contains("m-a") && detail.contains("$0.013"),
         "{detail}"
     );
+    let tried = b
+        .eval("[...document.querySelectorAll('#attempt-detail tbody tr')].map(tr => tr.innerText).join('|')")
+        .await;
+    let tried = tried.as_str().unwrap();
+    assert!(
+        tried.contains("a/m-a") && tried.contains("ok") && tried.contains("200"),
+        "{tried:?} in {detail} / {}",
+        get(&gw1, &format!("/admin/requests/{}", row.as_str().unwrap())).await
+    );
     b.screenshot(&shots.join("requests.png")).await;
 
     // Sessions: the binding made by alice's requests.
@@ -573,7 +709,7 @@ async fn console_in_a_real_browser_with_two_replicas() {
 
     // Keys: make one; it works on this replica and on the other one at once.
     open(&mut b, "keys").await;
-    b.eval("document.querySelector('#new-name').value = 'ui-key'; document.querySelector('#new-rpm').value = '50'; document.querySelector('#create-key').requestSubmit(); true")
+    b.eval("document.querySelector('#new-name').value = 'ui-key'; document.querySelector('#new-rpm').value = '50'; document.querySelector('#new-budget').value = '5'; document.querySelector('#new-period').value = 'month'; document.querySelector('#create-key').requestSubmit(); true")
         .await;
     let key = b
         .wait_for("document.querySelector('#new-key')?.textContent")
@@ -582,6 +718,10 @@ async fn console_in_a_real_browser_with_two_replicas() {
     assert!(key.starts_with("sk-apx-"), "{key}");
     b.wait_for("document.querySelector('#keys tr[data-key=ui-key]')")
         .await;
+    let left = b
+        .eval("document.querySelector('#keys tr[data-key=ui-key] .budget-left').textContent")
+        .await;
+    assert_eq!(left.as_str(), Some("$5 (per month)"), "{left}");
     b.screenshot(&shots.join("keys.png")).await;
     assert_eq!(chat(&gw1, &key, None).await.status(), 200);
     status_becomes(&gw2, &key, 200).await;

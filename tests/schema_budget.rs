@@ -71,3 +71,67 @@ async fn a_self_referential_schema_gets_400_quickly_with_flat_memory() {
         "{sent}"
     );
 }
+
+#[tokio::test]
+async fn the_schema_budget_is_configurable() {
+    let gem = MockProvider::always(Reply::json(200, "{}")).await;
+    let gw = Gateway::start_with_server(
+        "max_schema_rewrite_bytes: 4096",
+        &format!(
+            "providers:\n  - {{ id: gem, kind: gemini, base_url: \"{}\", api_keys: [\"AIza-test\"], models: [gemini-2.5-flash] }}\n",
+            gem.base_url()
+        ),
+    )
+    .await;
+    // About 6 KiB of parameters once rewritten: within the default budget,
+    // past this gateway's 4 KiB.
+    let described = |n: usize| {
+        json!({"type": "object", "properties": {
+            "a": {"type": "string", "description": "x".repeat(n)},
+            "b": {"type": "string", "description": "y".repeat(n)}}})
+    };
+    let send = |schema: Value| {
+        let url = format!("{}/v1/chat/completions", gw.url());
+        async move {
+            client()
+                .post(url)
+                .json(&json!({"model": "gem/gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}],
+                    "tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = send(described(3000)).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("4096") && msg.contains("server.max_schema_rewrite_bytes"),
+        "{v}"
+    );
+    assert_eq!(gem.count(), 0, "nothing reached the provider");
+    // A small one still goes through.
+    send(described(100)).await;
+    assert_eq!(gem.count(), 1);
+
+    // Out of range: refused by -t with its key path.
+    let dir = TempDir::new();
+    let file = dir.0.join("c.yaml");
+    std::fs::write(
+        &file,
+        "server:\n  max_schema_rewrite_bytes: 10\nproviders: []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("server.max_schema_rewrite_bytes"),
+        "{err}"
+    );
+}

@@ -125,8 +125,19 @@ pub struct ServerSettings {
     pub sse_keepalive: Option<Duration>,
     /// Longer model names get 400.
     pub max_model_name_bytes: usize,
+    /// Bytes the tool-schema rewrites of one request may build; past it 400.
+    pub max_schema_rewrite_bytes: usize,
     /// The TLS client listener, when configured.
     pub tls: Option<TlsListener>,
+}
+
+impl ServerSettings {
+    /// The bounds on one request's translation.
+    pub fn translate_limits(&self) -> apiproxy_translate::Limits {
+        apiproxy_translate::Limits {
+            schema_rewrite_bytes: self.max_schema_rewrite_bytes,
+        }
+    }
 }
 
 /// `server.tls`: a TLS client listener (HTTP/2 by ALPN).
@@ -412,6 +423,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Pingora's own hard cap on a request head.
 pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// A schema rewrite past this is work no tool set needs (64 MiB).
+pub const MAX_MAX_SCHEMA_REWRITE_BYTES: usize = 64 << 20;
 /// nginx's `http2_max_concurrent_streams` default; RFC 9113 asks for at
 /// least 100 so clients are not starved.
 pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
@@ -697,6 +710,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     if s.max_model_name_bytes == Some(0) {
         problems.push("server.max_model_name_bytes: must be positive".to_owned());
     }
+    if s.max_schema_rewrite_bytes
+        .is_some_and(|b| !(1024..=MAX_MAX_SCHEMA_REWRITE_BYTES).contains(&b))
+    {
+        problems.push(format!(
+            "server.max_schema_rewrite_bytes: must be between 1024 and {MAX_MAX_SCHEMA_REWRITE_BYTES}"
+        ));
+    }
     if s.max_body_bytes == Some(0) {
         problems.push("server.max_body_bytes: must be positive".to_owned());
     }
@@ -780,6 +800,9 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         max_model_name_bytes: s
             .max_model_name_bytes
             .unwrap_or(crate::model_name::DEFAULT_MAX_MODEL_NAME_BYTES),
+        max_schema_rewrite_bytes: s
+            .max_schema_rewrite_bytes
+            .unwrap_or(apiproxy_translate::gemini::MAX_SCHEMA_REWRITE_BYTES),
         tls: s.tls.map(|t| {
             let listen = t.listen.into_vec();
             if listen.is_empty() {

@@ -98,6 +98,9 @@ pub struct RawServer {
     pub sse_keepalive_s: Option<u64>,
     /// Longer model names get 400 (default 256 bytes).
     pub max_model_name_bytes: Option<usize>,
+    /// Bytes the tool-schema rewrites of one request may build (Gemini
+    /// `$ref` inlining; default 1048576); past it 400.
+    pub max_schema_rewrite_bytes: Option<usize>,
     /// A TLS client listener (HTTP/2 by ALPN).
     pub tls: Option<RawTls>,
 }

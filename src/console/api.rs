@@ -16,6 +16,7 @@ use super::keys::client_key;
 use super::records::Filter;
 use super::{assets, series, unix_now, CONSOLE};
 use crate::auth;
+use crate::config::ClientKey;
 use crate::error::GatewayError;
 use crate::proxy::admin::{health_json, metrics_json, provider_json};
 use crate::proxy::ctx::RequestCtx;
@@ -414,6 +415,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
             "models_restricted": k.models.is_some(),
             "usage": u,
             "remaining": {"rpm": rpm_left, "tpm": tpm_left},
+            "budget": budget_json(store.as_ref(), Some(k)).await,
         }));
     }
     let cache = CONSOLE.keys.cached();
@@ -438,6 +440,9 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
             "created_at": k.created_at,
             "usage": u,
             "remaining": {"rpm": rpm_left, "tpm": tpm_left},
+            "budget_usd": k.budget_usd,
+            "budget_period": k.budget_period,
+            "budget": budget_json(store.as_ref(), client_key(k).as_ref()).await,
         }));
     }
     let store_kind = match CONSOLE.keys.store(&rt.config).await {
@@ -452,12 +457,54 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
     })
 }
 
+/// A key's budget this period (limit, spent, left, when it renews), shared
+/// by every replica on one store; `None` for a key without a budget.
+async fn budget_json(store: &dyn apiproxy_store::Store, key: Option<&ClientKey>) -> Option<Value> {
+    let key = key?;
+    let period = key.budget?.period;
+    let s = crate::pricing::budget::state(store, key).await?;
+    Some(json!({
+        "limit_usd": s.limit_usd,
+        "spent_usd": s.spent_usd,
+        "remaining_usd": s.remaining_usd(),
+        "period": period.name(),
+        "renews_in_secs": s.renews_in_secs,
+    }))
+}
+
 /// Limits given in a create or change body: absent → `None` (keep),
 /// `null` → `Some(None)` (clear).
 struct LimitChanges {
     rpm: Option<Option<u64>>,
     tpm: Option<Option<u64>>,
     models: Option<Option<Vec<String>>>,
+    budget_usd: Option<Option<f64>>,
+    budget_period: Option<Option<String>>,
+}
+
+impl LimitChanges {
+    /// Applies the changes given to `k`; the result must still make a key.
+    fn apply(self, k: &mut StoredKey) -> Result<(), GatewayError> {
+        if let Some(rpm) = self.rpm {
+            k.rpm = rpm;
+        }
+        if let Some(tpm) = self.tpm {
+            k.tpm = tpm;
+        }
+        if let Some(models) = self.models {
+            k.models = models;
+        }
+        if let Some(usd) = self.budget_usd {
+            k.budget_usd = usd;
+        }
+        if let Some(period) = self.budget_period {
+            k.budget_period = period;
+        }
+        match client_key(k) {
+            Some(_) => Ok(()),
+            None => Err(GatewayError::bad_request("the key's limits do not compile")),
+        }
+    }
 }
 
 fn limit_changes(v: &Value) -> Result<LimitChanges, GatewayError> {
@@ -495,10 +542,34 @@ fn limit_changes(v: &Value) -> Result<LimitChanges, GatewayError> {
             ))
         }
     };
+    let budget_usd = match v.get("budget_usd") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(x) => match x.as_f64() {
+            Some(usd) if usd.is_finite() && usd >= 0.0 => Some(Some(usd)),
+            _ => {
+                return Err(GatewayError::bad_request(
+                    "`budget_usd` must be a non-negative number or null",
+                ))
+            }
+        },
+    };
+    let budget_period = match v.get("budget_period") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(p)) if p == "day" || p == "month" => Some(Some(p.clone())),
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "`budget_period` must be \"day\", \"month\" or null",
+            ))
+        }
+    };
     Ok(LimitChanges {
         rpm: num("rpm")?,
         tpm: num("tpm")?,
         models,
+        budget_usd,
+        budget_period,
     })
 }
 
@@ -541,19 +612,18 @@ async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError>
         "sk-apx-{}",
         hex::encode(rand::thread_rng().gen::<[u8; 24]>())
     );
-    let record = StoredKey {
+    let mut record = StoredKey {
         name: name.to_owned(),
         sha256: hex::encode(auth::digest(&secret)),
         last4: secret[secret.len() - 4..].to_owned(),
-        rpm: limits.rpm.flatten(),
-        tpm: limits.tpm.flatten(),
+        rpm: None,
+        tpm: None,
         budget_usd: None,
-        models: limits.models.flatten(),
+        budget_period: None,
+        models: None,
         created_at: unix_now(),
     };
-    if client_key(&record).is_none() {
-        return Err(GatewayError::bad_request("the key's limits do not compile"));
-    }
+    limits.apply(&mut record)?;
     store.put(&record).await.map_err(store_error)?;
     CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
     log::info!("client key `{name}` created through the admin API");
@@ -569,6 +639,8 @@ async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError>
         "rpm": record.rpm,
         "tpm": record.tpm,
         "models": record.models,
+        "budget_usd": record.budget_usd,
+        "budget_period": record.budget_period,
         "created_at": record.created_at,
         "note": "the key is shown only now; the gateway keeps only its SHA-256",
     }))
@@ -593,20 +665,15 @@ async fn stored(rt: &Arc<Runtime>, name: &str) -> Result<StoredKey, GatewayError
 async fn update_key(rt: &Arc<Runtime>, name: &str, v: &Value) -> Result<Value, GatewayError> {
     let limits = limit_changes(v)?;
     let mut k = stored(rt, name).await?;
-    if let Some(rpm) = limits.rpm {
-        k.rpm = rpm;
-    }
-    if let Some(tpm) = limits.tpm {
-        k.tpm = tpm;
-    }
-    if let Some(models) = limits.models {
-        k.models = models;
-    }
+    limits.apply(&mut k)?;
     let store = CONSOLE.keys.store(&rt.config).await.map_err(store_error)?;
     store.put(&k).await.map_err(store_error)?;
     CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
     log::info!("client key `{name}` changed through the admin API");
-    Ok(json!({"name": k.name, "last4": k.last4, "rpm": k.rpm, "tpm": k.tpm, "models": k.models}))
+    Ok(
+        json!({"name": k.name, "last4": k.last4, "rpm": k.rpm, "tpm": k.tpm, "models": k.models,
+        "budget_usd": k.budget_usd, "budget_period": k.budget_period}),
+    )
 }
 
 /// `DELETE /admin/keys/{name}`: the key stops working here at once and on

@@ -65,6 +65,8 @@ impl Default for StoredKeys {
 /// A `ClientKey` for a stored record; `None` when the record is unusable
 /// (a bad digest or glob: written by hand or by a newer version).
 pub fn client_key(k: &StoredKey) -> Option<ClientKey> {
+    let budget =
+        crate::pricing::budget::Budget::resolve(k.budget_usd, k.budget_period.as_deref()).ok()?;
     let sha256 = hex::decode(&k.sha256)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())?;
@@ -84,7 +86,7 @@ pub fn client_key(k: &StoredKey) -> Option<ClientKey> {
         rpm: k.rpm,
         tpm: k.tpm,
         models,
-        budget: None,
+        budget,
     })
 }
 
@@ -213,18 +215,27 @@ mod tests {
             last4: "abcd".into(),
             rpm: Some(3),
             tpm: None,
-            budget_usd: None,
+            budget_usd: Some(2.0),
+            budget_period: Some("month".into()),
             models: Some(vec!["fast*".into()]),
             created_at: 0.0,
         };
         let ck = client_key(&k).unwrap();
         assert_eq!(ck.rpm, Some(3));
+        let budget = ck.budget.unwrap();
+        assert_eq!(budget.usd, 2.0);
+        assert_eq!(budget.period, crate::pricing::budget::BudgetPeriod::Month);
         assert!(ck.allows("fast-1"));
         assert!(!ck.allows("slow"));
         let bad = StoredKey {
             sha256: "zz".into(),
-            ..k
+            ..k.clone()
         };
         assert!(client_key(&bad).is_none());
+        let bad_period = StoredKey {
+            budget_period: Some("week".into()),
+            ..k
+        };
+        assert!(client_key(&bad_period).is_none());
     }
 }

@@ -120,7 +120,7 @@ pub fn request_cost(rt: &Runtime, ctx: &RequestCtx) -> Option<f64> {
 
 /// Records a finished generation request (called from the logging phase).
 /// Does nothing when `console.collect` is off.
-pub fn record(rt: &Runtime, ctx: &RequestCtx, elapsed: Duration) {
+pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
     let settings = &rt.config.console;
     if !settings.collect {
         return;
@@ -153,6 +153,8 @@ pub fn record(rt: &Runtime, ctx: &RequestCtx, elapsed: Duration) {
         cost_usd: cost,
         session: ctx.session_id.clone(),
         client_gone: ctx.client_gone,
+        // The logging phase is the history's last reader.
+        attempt_detail: std::mem::take(&mut ctx.attempt_log),
         body: ctx.captured_body.clone(),
     });
     let secs = now as u64;

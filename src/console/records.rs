@@ -39,6 +39,8 @@ pub struct RequestRecord {
     pub cost_usd: Option<f64>,
     pub session: Option<String>,
     pub client_gone: bool,
+    /// Each candidate tried or passed over, in order.
+    pub attempt_detail: Vec<crate::proxy::ctx::AttemptLog>,
     /// The request body, redacted and cut short (`log.capture_bodies`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -250,6 +252,7 @@ mod tests {
             cost_usd: None,
             session: None,
             client_gone: false,
+            attempt_detail: Vec::new(),
             body: None,
         })
     }

@@ -29,6 +29,16 @@ pub enum BudgetPeriod {
 }
 
 /// A key's spending limit.
+impl BudgetPeriod {
+    /// Its name in the config (`budget_period`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Month => "month",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
     pub usd: f64,

@@ -11,7 +11,7 @@ use apiproxy_translate::Format;
 use parking_lot::Mutex;
 use pingora::proxy::Session;
 
-use super::ctx::{RequestCtx, ServedBy};
+use super::ctx::{AttemptLog, RequestCtx, ServedBy};
 use super::encode::BodyEncoder;
 use super::failover::{self, AttemptError, FailedAttempt, FailureContext, NextStep};
 use super::hedge::{self, Side};
@@ -60,6 +60,9 @@ pub struct Attempts<'a> {
     encoder: Mutex<BodyEncoder>,
     sticky: Option<StickyTarget>,
     failures: Mutex<Vec<FailedAttempt>>,
+    /// Attempts and candidates passed over since the last look, for the
+    /// request's history (`ctx.attempt_log`, the console's request detail).
+    log: Mutex<Vec<AttemptLog>>,
     /// Attempts sent so far, a hedge's included.
     sent: AtomicU32,
     /// The request has had its hedge (at most one).
@@ -152,9 +155,10 @@ impl<'a> Attempts<'a> {
             debug: wants_debug(session),
             keepalive: rt.config.server.sse_keepalive.filter(|_| parsed.stream),
             forwarded: super::request::forwarded_headers(fmt, session),
-            encoder: Mutex::new(BodyEncoder::new(fmt)),
+            encoder: Mutex::new(BodyEncoder::new(fmt, rt.config.server.translate_limits())),
             sticky,
             failures: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
             sent: AtomicU32::new(0),
             hedged: AtomicBool::new(false),
             deadline: Instant::now() + rt.config.routing.request_timeout,
@@ -211,16 +215,13 @@ impl<'a> Attempts<'a> {
         );
         let left = self.deadline.saturating_duration_since(started);
         let waiting = tokio::time::timeout(left, racing);
-        let raced = match relay::wait_keeping_alive(
-            session,
-            ctx,
-            headers,
-            self.fmt,
-            self.keepalive,
-            waiting,
-        )
-        .await
-        {
+        let waited =
+            relay::wait_keeping_alive(session, ctx, headers, self.fmt, self.keepalive, waiting)
+                .await;
+        for line in self.log.lock().drain(..) {
+            ctx.push_attempt(line);
+        }
+        let raced = match waited {
             Waited::Ready(Ok(r)) => r,
             Waited::Ready(Err(_)) => return Err(deadline_passed(self.rt)),
             Waited::ClientGone => {
@@ -235,7 +236,7 @@ impl<'a> Attempts<'a> {
         ctx.attempts = self.sent();
         let hedge_index = hedge.map(|(h, _)| h).filter(|_| raced.hedged);
         if let Some(h) = hedge_index {
-            self.settle_race(&candidates[h], c, &raced, started, hedge_started);
+            self.settle_race(ctx, &candidates[h], c, &raced, started, hedge_started);
         }
         let tried = match raced.outcome {
             Reached::Answer(a) => self.finish(session, ctx, *a, parsed, headers).await,
@@ -306,6 +307,7 @@ impl<'a> Attempts<'a> {
     /// given up: it waited at least that long.
     fn settle_race(
         &self,
+        ctx: &mut RequestCtx,
         hedge_c: &Candidate,
         first_c: &Candidate,
         raced: &hedge::Raced<Reached<'_>>,
@@ -328,6 +330,8 @@ impl<'a> Attempts<'a> {
             None => None,
         };
         if let Some((c, since)) = abandoned {
+            let provider = self.rt.providers[c.provider].id();
+            ctx.note_attempt(provider, &c.model, "hedge_cancelled", None, Some(since));
             let waited = since.elapsed().as_secs_f64() * 1000.0;
             self.rt
                 .stats(c)
@@ -347,14 +351,14 @@ impl<'a> Attempts<'a> {
             .capacity
             .acquire(now_ms(), cfg.max_concurrency, cfg.max_qps)
         else {
-            self.fail(provider, c, AttemptError::AtCapacity);
+            self.pass_over(provider, c, AttemptError::AtCapacity);
             return Reached::Failed;
         };
         let stats = self.rt.stats(c);
         let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
         route_metrics::note_transition(provider, transition);
         if !admitted {
-            self.fail(provider, c, AttemptError::CircuitOpen);
+            self.pass_over(provider, c, AttemptError::CircuitOpen);
             return Reached::Failed;
         }
         let mut tried_keys: Vec<usize> = Vec::new();
@@ -380,7 +384,7 @@ impl<'a> Attempts<'a> {
                     },
                     KeyChoice::Keyless => (None, None),
                     KeyChoice::AllBusy => {
-                        self.fail(provider, c, AttemptError::AtCapacity);
+                        self.pass_over(provider, c, AttemptError::AtCapacity);
                         return Reached::Failed;
                     }
                     KeyChoice::AllCooling => {
@@ -389,11 +393,12 @@ impl<'a> Attempts<'a> {
                         } else {
                             AttemptError::NoUsableKey
                         };
-                        self.fail(provider, c, e);
+                        self.pass_over(provider, c, e);
                         return Reached::Failed;
                     }
                 };
             let in_flight = stats.start();
+            let started = Instant::now();
             let (error, refusal) = match self.send(provider, c, key_index, parsed).await {
                 Ok(Ok(Sent {
                     resp,
@@ -418,6 +423,11 @@ impl<'a> Attempts<'a> {
                 Err(e) => return Reached::Error(e),
             };
             drop((in_flight, key_slot));
+            let status = match &error {
+                AttemptError::Status { status, .. } => Some(*status),
+                _ => None,
+            };
+            self.note(provider, c, error.outcome_label(), status, Some(started));
             let request_only = refusal.as_ref().is_some_and(|r| r.request_only);
             match self.after_failure(
                 provider,
@@ -599,6 +609,27 @@ impl<'a> Attempts<'a> {
         route_metrics::note_transition(provider, t);
     }
 
+    /// A candidate passed over without a request (breaker open, no usable
+    /// key, no room): a failure, and a line in the request's history.
+    fn pass_over(&self, provider: &Provider, c: &Candidate, error: AttemptError) {
+        self.note(provider, c, error.outcome_label(), None, None);
+        self.fail(provider, c, error);
+    }
+
+    /// A line in the request's history (`started`: `None` when nothing was
+    /// sent).
+    fn note(
+        &self,
+        provider: &Provider,
+        c: &Candidate,
+        outcome: &'static str,
+        status: Option<u16>,
+        started: Option<Instant>,
+    ) {
+        let line = AttemptLog::new(provider.id(), &c.model, outcome, status, started);
+        self.log.lock().push(line);
+    }
+
     fn fail(&self, provider: &Provider, c: &Candidate, error: AttemptError) {
         self.failures.lock().push(FailedAttempt {
             provider: provider.config.id.clone(),
@@ -646,7 +677,14 @@ impl<'a> Attempts<'a> {
             keepalive: self.keepalive,
         };
         let stats = self.rt.stats(c);
-        match relay::relay(session, ctx, &mut resp, &plan, headers).await {
+        let relayed = relay::relay(session, ctx, &mut resp, &plan, headers).await;
+        let (outcome, status) = match &relayed {
+            Outcome::Done => ("ok", Some(ctx.status).filter(|s| *s != 0)),
+            Outcome::ClientGone => ("client_gone", Some(ctx.status).filter(|s| *s != 0)),
+            Outcome::Failed { .. } => ("stream_error", None),
+        };
+        ctx.note_attempt(provider.id(), &c.model, outcome, status, Some(sent_at));
+        match relayed {
             Outcome::Done => {
                 metrics::ATTEMPTS
                     .with_label_values(&[provider.id(), "ok"])

@@ -23,6 +23,9 @@ pub struct RequestCtx {
     pub route: &'static str,
     /// The name of the client key used.
     pub key_name: Option<String>,
+    /// The client key when it was made at run time (the console's store):
+    /// the logging phase charges its budget.
+    pub stored_key: Option<std::sync::Arc<crate::config::ClientKey>>,
     /// The model the client asked for.
     pub requested_model: String,
     /// The upstream that answered (or was tried last).
@@ -60,9 +63,74 @@ pub struct RequestCtx {
     /// With `log.capture_bodies`: the request body, redacted and bounded,
     /// for the console's request record.
     pub captured_body: Option<String>,
+    /// Each candidate tried or passed over, in order, for the console's
+    /// request detail (bounded by `routing.max_attempts` and the candidates).
+    pub attempt_log: Vec<AttemptLog>,
+}
+
+/// One line of a request's attempt history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttemptLog {
+    pub provider: String,
+    pub model: String,
+    /// `ok`, `client_gone`, `hedge_cancelled` (the side of a hedged race
+    /// given up when the other answered), or the failure's outcome label (`5xx`,
+    /// `timeout`, `circuit_open`, ...: `apiproxy_upstream_attempts_total`).
+    pub outcome: &'static str,
+    /// The upstream's status, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Whether a request went upstream (a passed-over candidate: not).
+    pub sent: bool,
+    /// From the attempt's start to its answer or failure.
+    pub ms: f64,
+}
+
+impl AttemptLog {
+    /// The line of an attempt started at `started` (`None`: a candidate
+    /// passed over) and ending now.
+    pub fn new(
+        provider: &str,
+        model: &str,
+        outcome: &'static str,
+        status: Option<u16>,
+        started: Option<Instant>,
+    ) -> Self {
+        AttemptLog {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            outcome,
+            status,
+            sent: started.is_some(),
+            ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+        }
+    }
 }
 
 impl RequestCtx {
+    /// Notes one attempt (or a candidate passed over) for the request's
+    /// history.
+    pub fn note_attempt(
+        &mut self,
+        provider: &str,
+        model: &str,
+        outcome: &'static str,
+        status: Option<u16>,
+        started: Option<Instant>,
+    ) {
+        self.push_attempt(AttemptLog::new(provider, model, outcome, status, started));
+    }
+
+    /// Adds a line made earlier (an attempt that raced a hedge is noted
+    /// when it ends, and joins the history once the race is over).
+    pub fn push_attempt(&mut self, line: AttemptLog) {
+        // A hard bound whatever the config says: a record must stay small.
+        const MAX_LOGGED: usize = 32;
+        if self.attempt_log.len() < MAX_LOGGED {
+            self.attempt_log.push(line);
+        }
+    }
+
     /// Appends answer text while capturing for the context store.
     pub fn capture(&mut self, text: &str) {
         if let Some(a) = &mut self.answer {
@@ -81,6 +149,7 @@ impl Default for RequestCtx {
             format: None,
             route: "",
             key_name: None,
+            stored_key: None,
             requested_model: String::new(),
             provider: String::new(),
             upstream_model: String::new(),
@@ -102,6 +171,7 @@ impl Default for RequestCtx {
             price: None,
             tokens: None,
             captured_body: None,
+            attempt_log: Vec::new(),
         }
     }
 }

@@ -19,17 +19,20 @@ pub struct BodyEncoder {
     /// or Gemini-style body on /v1/chat/completions).
     adapted: Option<bool>,
     ir: Option<ChatRequest>,
+    limits: translate::Limits,
     /// The last body encoded was the client's own (same format).
     pub last_was_passthrough: bool,
 }
 
 impl BodyEncoder {
-    /// An encoder for requests from a `client`-format client.
-    pub fn new(client: Format) -> Self {
+    /// An encoder for requests from a `client`-format client, translating
+    /// under `limits`.
+    pub fn new(client: Format, limits: translate::Limits) -> Self {
         BodyEncoder {
             client,
             adapted: None,
             ir: None,
+            limits,
             last_was_passthrough: false,
         }
     }
@@ -50,7 +53,8 @@ impl BodyEncoder {
         }
         if self.ir.is_none() {
             // The tree is made here, once, and consumed by the decoder.
-            let mut ir = translate::decode_request(self.client, parsed.to_value()?)
+            let body = parsed.to_value()?;
+            let mut ir = translate::decode_request_limited(self.client, body, &self.limits)
                 .map_err(|e| GatewayError::bad_request(e.message))?;
             ir.stream = parsed.stream;
             ir.stream_include_usage = parsed.include_usage;
@@ -61,7 +65,7 @@ impl BodyEncoder {
             .as_mut()
             .ok_or_else(|| GatewayError::internal("request not decoded"))?;
         ir.model.clone_from(&c.model);
-        translate::encode_request(target, ir)
+        translate::encode_request_limited(target, ir, &self.limits)
             .map(Bytes::from)
             .map_err(|e| GatewayError::bad_request(e.message))
     }

@@ -142,6 +142,7 @@ pub async fn client_key<'a>(
         return Err(GatewayError::unauthorized("invalid API key"));
     };
     ctx.key_name = Some(key.name.clone());
+    ctx.stored_key = Some(Arc::clone(&key));
     Ok(Some(auth::KeyRef::Stored(key)))
 }
 
@@ -255,7 +256,8 @@ impl ProxyHttp for Gateway {
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
             if let (Some(c), Some(key)) = (cost, ctx.key_name.as_deref()) {
-                if let Some(k) = rt.config.auth.keys.iter().find(|k| k.name == key) {
+                let configured = rt.config.auth.keys.iter().find(|k| k.name == key);
+                if let Some(k) = configured.or(ctx.stored_key.as_deref()) {
                     crate::pricing::budget::spend(self.state.store().await.as_ref(), k, c).await;
                 }
             }

@@ -32,9 +32,12 @@ pub struct StoredKey {
     pub rpm: Option<u64>,
     /// Tokens per minute; `None`: unlimited.
     pub tpm: Option<u64>,
-    /// Spending limit in USD; `None`: unlimited.
+    /// Spending limit in USD per `budget_period`; `None`: unlimited.
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// `day` (the default when absent) or `month`, in UTC.
+    #[serde(default)]
+    pub budget_period: Option<String>,
     /// Model allow-list (`*` globs); `None`: every model.
     pub models: Option<Vec<String>>,
     /// Unix seconds when it was made.
@@ -295,6 +298,7 @@ mod tests {
             rpm: Some(5),
             tpm: None,
             budget_usd: Some(1.5),
+            budget_period: Some("month".into()),
             models: Some(vec!["fast".into()]),
             created_at: 1.0,
         }

@@ -34,9 +34,10 @@ mod stream_decode;
 mod stream_encode;
 pub(crate) mod usage;
 
-pub use request_decode::decode_request;
-pub use request_encode::encode_request;
+pub use request_decode::{decode_request, decode_request_limited};
+pub use request_encode::{encode_request, encode_request_limited};
 pub use response::{decode_response, encode_response};
+pub use schema::MAX_SCHEMA_REWRITE_BYTES;
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;
 

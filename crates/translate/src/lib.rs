@@ -84,12 +84,39 @@ pub trait StreamEncode: Send {
     fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut);
 }
 
+/// Bounds on the work one request's translation may do (the gateway sets
+/// them from its config; [`Limits::default`] is what the plain functions use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes the schema rewrites of one request (Gemini's OpenAPI subset ↔
+    /// JSON Schema, `$ref` inlining) may build in all; past it the request
+    /// is refused.
+    pub schema_rewrite_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            schema_rewrite_bytes: gemini::MAX_SCHEMA_REWRITE_BYTES,
+        }
+    }
+}
+
 /// Decodes a client request body (already parsed JSON) of format `fmt`.
+pub fn decode_request(fmt: Format, body: Value) -> Result<ChatRequest, TranslateError> {
+    decode_request_limited(fmt, body, &Limits::default())
+}
+
+/// [`decode_request`] under `limits`.
 ///
 /// On `/v1/chat/completions`, a Gemini-style body (`contents`) or a
 /// Claude-style body (`system` string/blocks, or messages with content blocks
 /// of Anthropic types) is detected and decoded with its own decoder.
-pub fn decode_request(fmt: Format, body: Value) -> Result<ChatRequest, TranslateError> {
+pub fn decode_request_limited(
+    fmt: Format,
+    body: Value,
+    limits: &Limits,
+) -> Result<ChatRequest, TranslateError> {
     if !body.is_object() {
         return Err(TranslateError::new("request body must be a JSON object"));
     }
@@ -98,7 +125,7 @@ pub fn decode_request(fmt: Format, body: Value) -> Result<ChatRequest, Translate
             Some(Format::Gemini) => {
                 let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
                 let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-                let mut req = gemini::decode_request(body)?;
+                let mut req = gemini::decode_request_limited(body, limits)?;
                 if let Some(m) = model {
                     req.model = m;
                 }
@@ -110,7 +137,7 @@ pub fn decode_request(fmt: Format, body: Value) -> Result<ChatRequest, Translate
         },
         Format::OpenAiResponses => openai_responses::decode_request(body),
         Format::Anthropic => anthropic::decode_request(body),
-        Format::Gemini => gemini::decode_request(body),
+        Format::Gemini => gemini::decode_request_limited(body, limits),
     }
 }
 
@@ -143,11 +170,20 @@ pub fn detect_chat_adapter(body: &Value) -> Option<Format> {
 /// Encodes a request for a provider speaking `fmt`. `req.model` must already
 /// be the upstream's model name (Gemini carries it in the path instead).
 pub fn encode_request(fmt: Format, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+    encode_request_limited(fmt, req, &Limits::default())
+}
+
+/// [`encode_request`] under `limits`.
+pub fn encode_request_limited(
+    fmt: Format,
+    req: &ChatRequest,
+    limits: &Limits,
+) -> Result<Vec<u8>, TranslateError> {
     match fmt {
         Format::OpenAiChat => openai_chat::encode_request(req),
         Format::OpenAiResponses => openai_responses::encode_request(req),
         Format::Anthropic => anthropic::encode_request(req),
-        Format::Gemini => gemini::encode_request(req),
+        Format::Gemini => gemini::encode_request_limited(req, limits),
     }
 }
 

@@ -325,9 +325,18 @@ function requests(main) {
         ["tokens in / out", `${r.input_tokens} / ${r.output_tokens}`], ["cost", fmtUsd(r.cost_usd)],
         ["session", r.session || "—"], ["client left early", r.client_gone],
       ];
-      detail.replaceChildren(h("h2", {}, `Request ${r.id}`),
+      const tries = r.attempt_detail || [];
+      // replaceChildren takes nodes, not lists: flatten the optional parts.
+      detail.replaceChildren(...[h("h2", {}, `Request ${r.id}`),
         h("dl", { class: "kv" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
-        r.body ? [h("h2", {}, "Body (redacted)"), h("pre", { class: "json" }, r.body)] : "");
+        tries.length ? [h("h2", {}, "Attempts"), h("div", { class: "table-wrap" }, h("table", { id: "attempt-detail" },
+          h("thead", {}, h("tr", {}, ["#", "upstream", "outcome", "status", "time"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, tries.map((a, i) => h("tr", {},
+            h("td", {}, i + 1), h("td", { class: "mono" }, `${a.provider}/${a.model}`),
+            h("td", {}, a.sent ? a.outcome : `${a.outcome} (not sent)`),
+            h("td", {}, a.status ? statusBadge(a.status) : "—"),
+            h("td", {}, a.sent ? fmtMs(a.ms) : "—"))))))] : "",
+        r.body ? [h("h2", {}, "Body (redacted)"), h("pre", { class: "json" }, r.body)] : ""].flat(Infinity));
       detail.dataset.id = r.id;
     } catch (e) {
       showError(detail, e);
@@ -435,6 +444,8 @@ function keys(main) {
     h("div", {}, h("label", { for: "new-rpm" }, "rpm"), h("input", { id: "new-rpm", name: "rpm", type: "number", min: 1 })),
     h("div", {}, h("label", { for: "new-tpm" }, "tpm"), h("input", { id: "new-tpm", name: "tpm", type: "number", min: 1 })),
     h("div", {}, h("label", { for: "new-models" }, "models (comma-separated globs)"), h("input", { id: "new-models", name: "models", placeholder: "all" })),
+    h("div", {}, h("label", { for: "new-budget" }, "budget USD"), h("input", { id: "new-budget", name: "budget_usd", type: "number", min: 0, step: "any", placeholder: "none" })),
+    h("div", {}, h("label", { for: "new-period" }, "per"), h("select", { id: "new-period", name: "budget_period" }, h("option", { value: "day" }, "day"), h("option", { value: "month" }, "month"))),
     h("button", { type: "submit" }, "Create key"));
   const list = h("div", { class: "card table-wrap" });
   main.append(h("h2", {}, "Client keys"), notice, create, err, h("div", { style: "height:12px" }), list);
@@ -446,7 +457,8 @@ function keys(main) {
     try {
       const k = await api("/admin/keys", {
         method: "POST",
-        body: JSON.stringify({ name: f.get("name"), rpm: numOrNull(f.get("rpm")), tpm: numOrNull(f.get("tpm")), models: models.length ? models : null }),
+        body: JSON.stringify({ name: f.get("name"), rpm: numOrNull(f.get("rpm")), tpm: numOrNull(f.get("tpm")), models: models.length ? models : null,
+          budget_usd: numOrNull(f.get("budget_usd")), budget_period: f.get("budget_period") }),
       });
       notice.replaceChildren(h("div", { class: "notice" }, `Key “${k.name}” was created. Copy it now: it is not shown again. `,
         h("code", { id: "new-key" }, k.key)));
@@ -462,8 +474,9 @@ function keys(main) {
   async function change(name, tr) {
     const rpm = tr.querySelector("input[name=rpm]").value;
     const tpm = tr.querySelector("input[name=tpm]").value;
+    const budget = tr.querySelector("input[name=budget_usd]").value;
     try {
-      await api(`/admin/keys/${encodeURIComponent(name)}`, { method: "PATCH", body: JSON.stringify({ rpm: numOrNull(rpm), tpm: numOrNull(tpm) }) });
+      await api(`/admin/keys/${encodeURIComponent(name)}`, { method: "PATCH", body: JSON.stringify({ rpm: numOrNull(rpm), tpm: numOrNull(tpm), budget_usd: numOrNull(budget) }) });
       err.textContent = "";
       load();
     } catch (e) {
@@ -494,7 +507,7 @@ function keys(main) {
       list.replaceChildren(
         h("p", { class: "muted" }, `Made here: kept in the ${r.store} store; other replicas see changes within ${r.replica_refresh_seconds} s. Usage: ${r.usage_scope}.`),
         h("table", {},
-          h("thead", {}, h("tr", {}, ["name", "source", "key", "rpm", "tpm", "models", "requests", "tokens", "cost", "rpm left", "tpm left", ""].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, ["name", "source", "key", "rpm", "tpm", "budget USD", "models", "requests", "tokens", "cost", "rpm left", "tpm left", "budget left", ""].map((t) => h("th", {}, t)))),
           h("tbody", { id: "keys" }, r.keys.map((k) => {
             const editable = k.source === "console";
             const tr = h("tr", { dataset: { key: k.name } });
@@ -504,12 +517,15 @@ function keys(main) {
               h("td", { class: "mono" }, k.last4 ? "…" + k.last4 : "—"),
               h("td", {}, editable ? h("input", { name: "rpm", type: "number", min: 1, value: k.rpm ?? "", placeholder: "∞", style: "width:80px", "aria-label": "rpm" }) : k.rpm ?? "∞"),
               h("td", {}, editable ? h("input", { name: "tpm", type: "number", min: 1, value: k.tpm ?? "", placeholder: "∞", style: "width:90px", "aria-label": "tpm" }) : k.tpm ?? "∞"),
+              h("td", {}, editable ? h("input", { name: "budget_usd", type: "number", min: 0, step: "any", value: k.budget_usd ?? "", placeholder: "∞", style: "width:90px", "aria-label": "budget USD" })
+                : k.budget ? `${fmtUsd(k.budget.limit_usd)}/${k.budget.period}` : "∞"),
               h("td", { class: "mono" }, k.models ? k.models.join(", ") : k.models_restricted ? "allow-list (config)" : "all"),
               h("td", {}, fmtNum(k.usage.requests)),
               h("td", {}, `${fmtNum(k.usage.input_tokens)}/${fmtNum(k.usage.output_tokens)}`),
               h("td", {}, fmtUsd(k.usage.cost_usd)),
               h("td", {}, k.remaining.rpm ?? "∞"),
               h("td", {}, k.remaining.tpm ?? "∞"),
+              h("td", { class: "budget-left" }, k.budget ? `${fmtUsd(k.budget.remaining_usd)} (per ${k.budget.period})` : "∞"),
               h("td", {}, editable ? [
                 h("button", { class: "secondary", type: "button", onclick: () => change(k.name, tr) }, "Save limits"), " ",
                 h("button", { class: "danger revoke", type: "button", onclick: (ev) => revoke(k.name, ev.currentTarget) }, "Revoke"),

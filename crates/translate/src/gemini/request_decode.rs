@@ -66,10 +66,18 @@ fn decode_system(v: Value, path: Path<'_>) -> Result<Vec<ContentPart>, Translate
 }
 
 pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
+    decode_request_limited(body, &crate::Limits::default())
+}
+
+/// [`decode_request`] under `limits` (the schema rewrite budget).
+pub fn decode_request_limited(
+    body: Value,
+    limits: &crate::Limits,
+) -> Result<ChatRequest, TranslateError> {
     let mut obj = want_object(body, "request body")?;
     let mut req = ChatRequest::default();
     let mut ids = CallIds::default();
-    let mut budget = SchemaBudget::new();
+    let mut budget = SchemaBudget::of(limits.schema_rewrite_bytes);
 
     if let Some(si) = take_any(&mut obj, "systemInstruction", "system_instruction") {
         req.system = decode_system(si, Path::Name("systemInstruction"))?;

@@ -27,6 +27,14 @@ fn effort_budget(effort: &str) -> Option<u64> {
 }
 
 pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+    encode_request_limited(req, &crate::Limits::default())
+}
+
+/// [`encode_request`] under `limits` (the schema rewrite budget).
+pub fn encode_request_limited(
+    req: &ChatRequest,
+    limits: &crate::Limits,
+) -> Result<Vec<u8>, TranslateError> {
     let mut body = Map::new();
 
     // Function names by call id, for tool results that carry none.
@@ -90,7 +98,7 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
     }
 
     if !req.tools.is_empty() {
-        let mut budget = SchemaBudget::new();
+        let mut budget = SchemaBudget::of(limits.schema_rewrite_bytes);
         let decls: Vec<Value> = req
             .tools
             .iter()

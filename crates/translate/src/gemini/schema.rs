@@ -20,13 +20,18 @@ const NODE_COST: usize = 64;
 /// The bytes the schema rewrites of one request have left to write.
 pub(super) struct SchemaBudget {
     left: usize,
+    limit: usize,
 }
 
 impl SchemaBudget {
+    #[cfg(test)]
     pub(super) fn new() -> Self {
-        SchemaBudget {
-            left: MAX_SCHEMA_REWRITE_BYTES,
-        }
+        Self::of(MAX_SCHEMA_REWRITE_BYTES)
+    }
+
+    /// A budget of `limit` bytes (`Limits::schema_rewrite_bytes`).
+    pub(super) fn of(limit: usize) -> Self {
+        SchemaBudget { left: limit, limit }
     }
 
     /// Takes `bytes` from the budget; past it the request is refused.
@@ -39,7 +44,8 @@ impl SchemaBudget {
             None => {
                 self.left = 0;
                 Err(TranslateError::new(format!(
-                    "tools: the parameter schemas grow past {MAX_SCHEMA_REWRITE_BYTES} bytes once their `$ref`s are inlined"
+                    "tools: the parameter schemas grow past {} bytes once their `$ref`s are inlined (server.max_schema_rewrite_bytes)",
+                    self.limit
                 )))
             }
         }
