@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 /// The slow upstream's delay: the tests never wait for it (its
 /// connection is cut), so it is long enough that a loaded machine cannot
 /// blur "answered by the hedge" and "answered by the slow one".
+const ADMIN: &str = "admin-key-hedging-1";
+
 const SLOW: Duration = Duration::from_secs(5);
 
 /// An answer faster than this did not wait for [`SLOW`].
@@ -26,7 +28,7 @@ fn chat(model: &str, stream: bool) -> Value {
 /// first) and `second`, in weighted mode so nothing learned reorders them.
 fn config(first: &MockProvider, second: &MockProvider, hedge: &str, routing: &str) -> String {
     format!(
-        "routing:\n  scoring: {{ mode: weighted }}\n{routing}providers:\n  - {{ id: first, kind: openai, base_url: \"{}\", models: [m] }}\n  - {{ id: second, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n{hedge}    upstreams:\n      - {{ provider: first, model: m, weight: 1000000 }}\n      - {{ provider: second, model: m, weight: 0.000001 }}\n",
+        "auth:\n  admin_keys: [{ADMIN}]\nrouting:\n  scoring: {{ mode: weighted }}\n{routing}providers:\n  - {{ id: first, kind: openai, base_url: \"{}\", models: [m] }}\n  - {{ id: second, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n{hedge}    upstreams:\n      - {{ provider: first, model: m, weight: 1000000 }}\n      - {{ provider: second, model: m, weight: 0.000001 }}\n",
         first.base_url(),
         second.base_url(),
     )
@@ -120,6 +122,51 @@ async fn a_slow_first_attempt_is_hedged_and_the_loser_is_cut_off() {
     assert_eq!(hedges(&m, "second", "started"), 1.0, "{m}");
     assert_eq!(hedges(&m, "second", "won"), 1.0, "{m}");
     assert_eq!(hedges(&m, "second", "lost"), 0.0, "{m}");
+    // The console's request record tells the story.
+    let tried = attempt_history(&gw).await;
+    let lines: Vec<(&str, &str)> = tried
+        .iter()
+        .map(|t| {
+            (
+                t["provider"].as_str().unwrap_or(""),
+                t["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [("first", "hedge_cancelled"), ("second", "ok")],
+        "{tried:?}"
+    );
+    assert!(tried[0]["ms"].as_f64().unwrap_or(0.0) >= 200.0, "{tried:?}");
+}
+
+/// The newest request record's attempt history (`/admin/requests/{id}`).
+async fn attempt_history(gw: &Gateway) -> Vec<Value> {
+    let admin_get = |path: String| async move {
+        client()
+            .get(format!("{}{path}", gw.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("admin request")
+            .json::<Value>()
+            .await
+            .expect("admin json")
+    };
+    let (list, found) = poll(
+        Duration::from_secs(10),
+        || admin_get("/admin/requests".to_owned()),
+        |l| l["requests"].get(0).is_some(),
+    )
+    .await;
+    assert!(found, "no request record: {list}");
+    let id = &list["requests"][0]["id"];
+    let one = admin_get(format!("/admin/requests/{id}")).await;
+    one["attempt_detail"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no attempt_detail: {one}"))
 }
 
 #[tokio::test]
