@@ -112,7 +112,7 @@ fn request(c: &mut Criterion) {
 fn console_record(c: &mut Criterion) {
     let config = Config::from_yaml(CONFIG, &|_| None).expect("config");
     let rt = Runtime::new(config, None);
-    let ctx = apiproxy::proxy::ctx::RequestCtx {
+    let mut ctx = apiproxy::proxy::ctx::RequestCtx {
         format: Some(apiproxy_translate::Format::OpenAiChat),
         key_name: Some("alice".into()),
         requested_model: "fast".into(),
@@ -131,7 +131,11 @@ fn console_record(c: &mut Criterion) {
     };
     c.bench_function("console_record", |b| {
         b.iter(|| {
-            apiproxy::console::record(&rt, black_box(&ctx), std::time::Duration::from_micros(1000))
+            apiproxy::console::record(
+                &rt,
+                black_box(&mut ctx),
+                std::time::Duration::from_micros(1000),
+            )
         })
     });
 }
