@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use apiproxy_store::testing::RedisServer;
+use apiproxy_store::testing::{RedisCluster, RedisSentinel, RedisServer};
 use common::*;
 use serde_json::{json, Value};
 
@@ -579,6 +579,54 @@ async fn a_request_record_lists_every_attempt() {
     assert_eq!(tried[1]["outcome"], "ok");
     assert_eq!(tried[1]["status"], 200);
     assert_eq!(one["attempts"], 2);
+}
+
+/// A key made on one replica works on the other, is changed and revoked
+/// everywhere: the store at `url` (a Cluster or Sentinels) carries it.
+async fn keys_are_shared_through(url: &str) {
+    let up = upstream().await;
+    let body = config(&up, &format!("store:\n  redis_url: \"{url}\"\n"));
+    let gw1 = Gateway::start(&body).await;
+    let gw2 = Gateway::start(&body).await;
+    let (status, made) = admin(
+        &gw1,
+        reqwest::Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "shared", "rpm": 100})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}\n{}", gw1.log());
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert_eq!(get(&gw1, "/admin/keys").await["store"], "redis");
+    status_becomes(&gw2, &key, 200).await;
+    let (status, v) = admin(&gw2, reqwest::Method::DELETE, "/admin/keys/shared", None).await;
+    assert_eq!(status, 204, "{v}");
+    status_becomes(&gw1, &key, 401).await;
+    assert!(
+        !gw1.log().contains("unavailable") && !gw2.log().contains("unavailable"),
+        "{}\n{}",
+        gw1.log(),
+        gw2.log()
+    );
+}
+
+#[tokio::test]
+async fn keys_made_at_run_time_live_in_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    keys_are_shared_through(&cluster.url).await;
+    let names = cluster.keys();
+    // The hash went with its last key; its version counter stays, tagged
+    // into the hash's slot (both are written in one transaction).
+    assert!(
+        names.iter().any(|k| k == "{apiproxy:console:keys}:version"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn keys_made_at_run_time_live_behind_sentinels() {
+    let sentinel = RedisSentinel::start();
+    keys_are_shared_through(&sentinel.url).await;
 }
 
 fn screenshots() -> PathBuf {

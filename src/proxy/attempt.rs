@@ -63,6 +63,8 @@ pub struct Attempts<'a> {
     /// Attempts and candidates passed over since the last look, for the
     /// request's history (`ctx.attempt_log`, the console's request detail).
     log: Mutex<Vec<AttemptLog>>,
+    /// Whether that history is kept (the console collects).
+    keep_log: bool,
     /// Attempts sent so far, a hedge's included.
     sent: AtomicU32,
     /// The request has had its hedge (at most one).
@@ -159,6 +161,7 @@ impl<'a> Attempts<'a> {
             sticky,
             failures: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            keep_log: rt.config.console.collect,
             sent: AtomicU32::new(0),
             hedged: AtomicBool::new(false),
             deadline: Instant::now() + rt.config.routing.request_timeout,
@@ -626,8 +629,10 @@ impl<'a> Attempts<'a> {
         status: Option<u16>,
         started: Option<Instant>,
     ) {
-        let line = AttemptLog::new(provider.id(), &c.model, outcome, status, started);
-        self.log.lock().push(line);
+        if self.keep_log {
+            let line = AttemptLog::new(provider.id(), &c.model, outcome, status, started);
+            self.log.lock().push(line);
+        }
     }
 
     fn fail(&self, provider: &Provider, c: &Candidate, error: AttemptError) {

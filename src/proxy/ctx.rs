@@ -66,6 +66,8 @@ pub struct RequestCtx {
     /// Each candidate tried or passed over, in order, for the console's
     /// request detail (bounded by `routing.max_attempts` and the candidates).
     pub attempt_log: Vec<AttemptLog>,
+    /// Whether `attempt_log` is kept (the console collects).
+    pub keep_attempt_log: bool,
 }
 
 /// One line of a request's attempt history.
@@ -118,7 +120,9 @@ impl RequestCtx {
         status: Option<u16>,
         started: Option<Instant>,
     ) {
-        self.push_attempt(AttemptLog::new(provider, model, outcome, status, started));
+        if self.keep_attempt_log {
+            self.push_attempt(AttemptLog::new(provider, model, outcome, status, started));
+        }
     }
 
     /// Adds a line made earlier (an attempt that raced a hedge is noted
@@ -126,7 +130,7 @@ impl RequestCtx {
     pub fn push_attempt(&mut self, line: AttemptLog) {
         // A hard bound whatever the config says: a record must stay small.
         const MAX_LOGGED: usize = 32;
-        if self.attempt_log.len() < MAX_LOGGED {
+        if self.keep_attempt_log && self.attempt_log.len() < MAX_LOGGED {
             self.attempt_log.push(line);
         }
     }
@@ -172,6 +176,7 @@ impl Default for RequestCtx {
             tokens: None,
             captured_body: None,
             attempt_log: Vec::new(),
+            keep_attempt_log: false,
         }
     }
 }

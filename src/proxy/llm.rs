@@ -39,6 +39,7 @@ pub async fn handle(
     let key = key.as_deref();
     let parsed = read_request(rt, session, ctx, &route).await?;
     ctx.stream = parsed.stream;
+    ctx.keep_attempt_log = rt.config.console.collect;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     authorize_models(key, &parsed.names)?;
     let max_models = rt.config.routing.max_models;

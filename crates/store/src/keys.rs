@@ -1,9 +1,10 @@
 //! Client keys made at run time (through the admin API and the console), kept apart from the configured ones.
 //!
 //! Where they live decides who sees them:
-//! - with Redis: the hash `{prefix}console:keys` (name → JSON [`StoredKey`]) and the counter
-//!   `{prefix}console:keys:version`, bumped by every change, so every replica on that Redis notices a change by
-//!   reading one small value;
+//! - with Redis (one server, a Cluster or behind Sentinels: any `store.redis_url`): the hash
+//!   `{prefix}console:keys` (name → JSON [`StoredKey`]) and the counter `{{prefix}console:keys}:version`
+//!   (hash-tagged into the hash's slot, so one transaction writes both on a Cluster), bumped by every change, so
+//!   every replica on that Redis notices a change by reading one small value;
 //! - without Redis and with `store.path`: a redb database file, so keys survive a restart;
 //! - with neither: this process's memory only (lost on restart; the gateway logs that once).
 //!
@@ -15,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+
+use crate::redis_link::{Conn, Connector};
+use crate::target::RedisTarget;
 use serde::{Deserialize, Serialize};
 
 /// One stored client key.
@@ -59,10 +62,26 @@ pub enum KeyStore {
 
 /// The Redis side: a lazily (re)made connection and the two key names.
 pub struct RedisKeys {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// Makes connections of the target's shape (a Sentinel target asks the
+    /// Sentinels for the master each time).
+    connector: tokio::sync::Mutex<Connector>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     hash: String,
     version: String,
+}
+
+/// A key in the same Cluster slot as `base`: `base` holds a hash tag already
+/// (its slot is the tag's), or becomes the tag.
+fn same_slot(base: &str, suffix: &str) -> String {
+    let tagged = base
+        .find('{')
+        .and_then(|open| base[open + 1..].find('}'))
+        .is_some_and(|len| len > 0);
+    if tagged {
+        format!("{base}{suffix}")
+    } else {
+        format!("{{{base}}}{suffix}")
+    }
 }
 
 const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("console_keys");
@@ -76,13 +95,15 @@ impl KeyStore {
         path: Option<&Path>,
     ) -> Result<KeyStore, String> {
         if let Some(url) = redis_url {
-            let client = redis::Client::open(url)
+            let connector = RedisTarget::parse(url)
+                .and_then(Connector::new)
                 .map_err(|e| format!("invalid Redis URL {}: {e}", crate::redact_url(url)))?;
+            let hash = format!("{key_prefix}console:keys");
             return Ok(KeyStore::Redis(Box::new(RedisKeys {
-                client,
+                connector: tokio::sync::Mutex::new(connector),
                 conn: tokio::sync::Mutex::new(None),
-                hash: format!("{key_prefix}console:keys"),
-                version: format!("{key_prefix}console:keys:version"),
+                version: same_slot(&hash, ":version"),
+                hash,
             })));
         }
         if let Some(path) = path {
@@ -239,7 +260,7 @@ impl RedisKeys {
     /// drops the connection so the next call makes a new one.
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
     where
-        F: FnOnce(ConnectionManager, String, String) -> Fut,
+        F: FnOnce(Conn, String, String) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = {
@@ -247,13 +268,12 @@ impl RedisKeys {
             match slot.as_ref() {
                 Some(c) => c.clone(),
                 None => {
-                    let made = tokio::time::timeout(
-                        REDIS_TIMEOUT,
-                        ConnectionManager::new(self.client.clone()),
-                    )
-                    .await
-                    .map_err(|_| "Redis did not answer in time".to_string())?
-                    .map_err(|e| format!("cannot reach Redis: {e}"))?;
+                    let mut connector = self.connector.lock().await;
+                    // The connector bounds each connect; this bounds the whole.
+                    let made = tokio::time::timeout(REDIS_TIMEOUT * 5, connector.connect())
+                        .await
+                        .map_err(|_| "Redis did not answer in time".to_string())?
+                        .map_err(|e| format!("cannot reach Redis: {e}"))?;
                     *slot = Some(made.clone());
                     made
                 }
@@ -289,6 +309,20 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_counter_shares_the_hash_slot() {
+        assert_eq!(
+            same_slot("apiproxy:console:keys", ":version"),
+            "{apiproxy:console:keys}:version"
+        );
+        assert_eq!(
+            same_slot("{app}:console:keys", ":version"),
+            "{app}:console:keys:version"
+        );
+        // An empty tag is no tag: the whole name is hashed.
+        assert_eq!(same_slot("{}console:keys", ":v"), "{{}console:keys}:v");
+    }
 
     fn key(name: &str) -> StoredKey {
         StoredKey {

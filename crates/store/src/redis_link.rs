@@ -212,7 +212,7 @@ impl Link {
 }
 
 /// How connections are made, per target shape.
-struct Connector {
+pub(crate) struct Connector {
     describe: String,
     shape: Shape,
 }
@@ -230,7 +230,7 @@ enum Shape {
 }
 
 impl Connector {
-    fn new(target: RedisTarget) -> Result<Connector, String> {
+    pub(crate) fn new(target: RedisTarget) -> Result<Connector, String> {
         let describe = target.describe();
         let shape = match target {
             RedisTarget::Single(info) => {
@@ -259,7 +259,7 @@ impl Connector {
     }
 
     /// A new connection.
-    async fn connect(&mut self) -> Result<Conn, String> {
+    pub(crate) async fn connect(&mut self) -> Result<Conn, String> {
         match &mut self.shape {
             Shape::Single(client) => connect_manager(client).await.map(Conn::Single),
             Shape::Cluster(client) => {
