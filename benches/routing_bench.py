@@ -3,10 +3,13 @@
 
 Three mock upstreams behind one logical model of equal weights: `fast`
 (answers in BASE ms), `slow` (10x BASE) and `flaky` (BASE, but 500 to 30%
-of requests). The same load runs through two apiproxy instances that differ
-only in `routing.scoring.mode`: `adaptive` (the default) and `weighted`
-(plain weighted random). Reported for each: every upstream's share of the
-answers it served, client p50/p99 and failed requests.
+of requests). The same load runs through three apiproxy instances that
+differ only in routing: `weighted` (`routing.scoring.mode: weighted`, plain
+weighted random), `adaptive` (the default scoring) and `adaptive+hedge`
+(the default scoring and `hedge_after_ms: 3 x BASE` on the logical model,
+with the default hedge budget of 10% of requests). Reported for each: every
+upstream's share of the answers it served, client p50/p99 and failed
+requests.
 
 Run alone with `BENCH_ONLY=routing make bench` (or `python3
 benches/routing_bench.py target/release`); `make bench` runs it last.
@@ -55,7 +58,18 @@ def wait_port(port, proc, what, timeout=20.0):
     raise RuntimeError(f"{what} did not listen on {port}")
 
 
-def config(mode, port, metrics, ports, work):
+# name → (routing.scoring.mode, hedge_after_ms or None)
+MODES = {
+    "weighted": ("weighted", None),
+    "adaptive": ("adaptive", None),
+    "adaptive+hedge": ("adaptive", 3 * BASE_MS),
+}
+
+
+def config(name, port, metrics, ports, work):
+    mode, hedge_ms = MODES[name]
+    hedge = f"    hedge_after_ms: {hedge_ms}\n" if hedge_ms else ""
+    slug = name.replace("+", "-")
     providers = "".join(
         f'  - {{ id: {u}, kind: openai, base_url: "http://127.0.0.1:{ports[u]}", models: [m] }}\n'
         for u in UPSTREAMS
@@ -66,8 +80,8 @@ server:
   listen: 127.0.0.1:{port}
   metrics_listen: 127.0.0.1:{metrics}
   threads: 2
-  pid_file: {work}/apiproxy-{mode}.pid
-  upgrade_sock: {work}/apiproxy-{mode}.sock
+  pid_file: {work}/apiproxy-{slug}.pid
+  upgrade_sock: {work}/apiproxy-{slug}.sock
   grace_period_seconds: 0
   graceful_shutdown_timeout_seconds: 1
 log:
@@ -77,7 +91,7 @@ routing:
 providers:
 {providers}models:
   - name: pool
-    upstreams:
+{hedge}    upstreams:
 {upstreams}"""
 
 
@@ -168,11 +182,12 @@ def run(bin_dir, work=None):
               ports["slow"])
         start("flaky", [mock, "--listen", f"127.0.0.1:{ports['flaky']}", "--delay-ms", str(BASE_MS),
                         "--fail-percent", "30"], ports["flaky"])
-        for mode in ("weighted", "adaptive"):
+        for mode in MODES:
             port, metrics = free_port(), free_port()
-            conf = work / f"apiproxy-{mode}.yaml"
+            slug = mode.replace("+", "-")
+            conf = work / f"apiproxy-{slug}.yaml"
             conf.write_text(config(mode, port, metrics, ports, work))
-            start(f"apiproxy-{mode}", [bin_dir / "apiproxy", "-c", str(conf)], port)
+            start(f"apiproxy-{slug}", [bin_dir / "apiproxy", "-c", str(conf)], port)
             log(f"{mode}: {SECONDS:.0f} s at {CONNS} connections")
             started = time.time()
             results = load(port, SECONDS, CONNS)
@@ -199,9 +214,11 @@ def run(bin_dir, work=None):
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
-    w, a = res["modes"].get("weighted"), res["modes"].get("adaptive")
-    if w and a and w["p99_ms"]:
-        res["p99_ratio"] = a["p99_ms"] / w["p99_ms"]
+    w = res["modes"].get("weighted")
+    for mode in ("adaptive", "adaptive+hedge"):
+        a = res["modes"].get(mode)
+        if w and a and w["p99_ms"]:
+            res.setdefault("p99_ratios", {})[mode] = a["p99_ms"] / w["p99_ms"]
     return res
 
 
@@ -222,9 +239,9 @@ def render(res):
             f"| {mode} | {m['requests']} | {m['rps']:.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {m['failed']} "
             f"| {s['fast']:.1%} | {s['slow']:.1%} | {s['flaky']:.1%} | {m['upstream_failures']['flaky']:.0f} |"
         )
-    if "p99_ratio" in res:
+    for mode, ratio in res.get("p99_ratios", {}).items():
         lines.append("")
-        lines.append(f"adaptive p99 / weighted p99 = {res['p99_ratio']:.2f} (goal ≤ 0.5, 0 failed)")
+        lines.append(f"{mode} p99 / weighted p99 = {ratio:.2f} (goal ≤ 0.5, 0 failed)")
     return "\n".join(lines) + "\n"
 
 

@@ -1026,6 +1026,13 @@ async fn provider_keys_never_reach_a_client_or_the_log() {
         log.contains("upstream=p4/m attempts=2"),
         "the access line of the request whose attempts all failed:\n{log}"
     );
+    // Each failed attempt has its debug line, its upstream's words scrubbed.
+    for line in [
+        "attempt failed: p3/m: status 429: Rate limit reached for key *** in organization",
+        "attempt failed: p4/m: status 500: internal error while serving ***",
+    ] {
+        assert!(log.contains(line), "{line:?} not in the log:\n{log}");
+    }
     no_key("the log", &log);
 }
 

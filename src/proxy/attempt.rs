@@ -636,6 +636,12 @@ impl<'a> Attempts<'a> {
     }
 
     fn fail(&self, provider: &Provider, c: &Candidate, error: AttemptError) {
+        // The message was scrubbed of the provider's keys when it was read.
+        log::debug!(
+            "attempt failed: {}/{}: {error}",
+            provider.config.id,
+            c.model
+        );
         self.failures.lock().push(FailedAttempt {
             provider: provider.config.id.clone(),
             model: c.model.clone(),
