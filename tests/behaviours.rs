@@ -484,6 +484,21 @@ async fn every_upstream_rate_limited_gives_429_with_retry_after() {
         (1, 1),
         "both upstreams were tried"
     );
+    // While every key rests, the next request goes nowhere and is rate
+    // limited too, told when the first key is free again.
+    let r = chat(&gw, None, ask("lm")).await;
+    assert_eq!(r.status(), 429);
+    let wait = retry_after(&r);
+    assert!((1..=20).contains(&wait), "Retry-After {wait}");
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("every key is rate limited"),
+        "{v}"
+    );
+    assert_eq!((r1.count(), r2.count()), (1, 1), "no resting key was used");
 }
 
 #[tokio::test]

@@ -393,6 +393,8 @@ impl<'a> Attempts<'a> {
                     KeyChoice::AllCooling => {
                         let e = if busy {
                             AttemptError::AtCapacity
+                        } else if let Some(retry_after) = provider.rate_limited_for() {
+                            AttemptError::KeysRateLimited { retry_after }
                         } else {
                             AttemptError::NoUsableKey
                         };

@@ -14,6 +14,9 @@ use crate::routing::cooldown::Cause;
 pub enum AttemptError {
     /// Every key of the provider is cooling down: nothing was sent.
     NoUsableKey,
+    /// Every key is resting after the provider rate limited it (429):
+    /// nothing was sent; the first is free again in `retry_after` seconds.
+    KeysRateLimited { retry_after: u64 },
     /// The upstream's circuit breaker is open: nothing was sent.
     CircuitOpen,
     /// The provider is at its `max_concurrency` or `max_qps`: nothing was sent.
@@ -54,6 +57,7 @@ impl AttemptError {
     pub fn outcome_label(&self) -> &'static str {
         match self {
             AttemptError::NoUsableKey => "no_key",
+            AttemptError::KeysRateLimited { .. } => "keys_rate_limited",
             AttemptError::CircuitOpen => "circuit_open",
             AttemptError::AtCapacity => "at_capacity",
             AttemptError::Connect(_) => "connect_error",
@@ -71,6 +75,10 @@ impl fmt::Display for AttemptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttemptError::NoUsableKey => f.write_str("every key is cooling down"),
+            AttemptError::KeysRateLimited { retry_after } => write!(
+                f,
+                "every key is rate limited by the provider (the first is free in {retry_after} s)"
+            ),
             AttemptError::CircuitOpen => f.write_str("circuit breaker open"),
             AttemptError::AtCapacity => f.write_str("at its max_concurrency or max_qps"),
             AttemptError::Connect(e) => write!(f, "connect failed: {e}"),
@@ -144,9 +152,10 @@ pub fn decide(error: &AttemptError, cx: FailureContext) -> Decision {
         upstream_fault,
     };
     match error {
-        AttemptError::NoUsableKey | AttemptError::CircuitOpen | AttemptError::AtCapacity => {
-            go_on(None, false)
-        }
+        AttemptError::NoUsableKey
+        | AttemptError::KeysRateLimited { .. }
+        | AttemptError::CircuitOpen
+        | AttemptError::AtCapacity => go_on(None, false),
         AttemptError::Connect(_)
         | AttemptError::Timeout
         | AttemptError::Io(_)
@@ -212,7 +221,9 @@ pub fn all_failed(attempts: &[FailedAttempt]) -> GatewayError {
     } else if all(|e| {
         matches!(
             e,
-            AttemptError::Status { status: 429, .. } | AttemptError::AtCapacity
+            AttemptError::Status { status: 429, .. }
+                | AttemptError::AtCapacity
+                | AttemptError::KeysRateLimited { .. }
         )
     }) {
         429
@@ -235,6 +246,7 @@ pub fn all_failed(attempts: &[FailedAttempt]) -> GatewayError {
             .iter()
             .filter_map(|a| match a.error {
                 AttemptError::Status { retry_after, .. } => retry_after,
+                AttemptError::KeysRateLimited { retry_after } => Some(retry_after),
                 _ => None,
             })
             .min()
@@ -427,6 +439,14 @@ mod tests {
         let cooling = [attempt(AttemptError::NoUsableKey)];
         let e = all_failed(&cooling);
         assert_eq!((e.status, e.retry_after), (503, Some(1)));
+        // Keys resting after a 429: the client is rate limited too, told
+        // when the first key is free.
+        let resting = [
+            attempt(AttemptError::KeysRateLimited { retry_after: 42 }),
+            attempt(AttemptError::KeysRateLimited { retry_after: 9 }),
+        ];
+        let e = all_failed(&resting);
+        assert_eq!((e.status, e.retry_after), (429, Some(9)));
         let mixed = [attempt(status(503)), attempt(AttemptError::Timeout)];
         let e = all_failed(&mixed);
         assert_eq!(e.status, 502);

@@ -250,6 +250,23 @@ impl Provider {
         }
     }
 
+    /// When every key is resting after the provider rate limited it (429):
+    /// the seconds until the first one is free. `None` when any key rests
+    /// for another cause, or none rests.
+    pub fn rate_limited_for(&self) -> Option<u64> {
+        let now = now_ms();
+        let mut first_free: Option<u64> = None;
+        for k in &self.keys {
+            let k = k.lock();
+            if k.cooldown_until_ms <= now || k.cause != Some(Cause::RateLimited) {
+                return None;
+            }
+            first_free =
+                Some(first_free.map_or(k.cooldown_until_ms, |f| f.min(k.cooldown_until_ms)));
+        }
+        first_free.map(|until| (until - now).div_ceil(1000).max(1))
+    }
+
     /// Whether [`Provider::pick_key`] would find a key, without taking a
     /// turn of the rotation.
     pub fn has_key_left(&self, skip: &[usize], reserve: u64) -> bool {
