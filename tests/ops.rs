@@ -910,7 +910,6 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
         ),
     )
     .await;
-    let plain = gw.url().trim_start_matches("http://").to_owned();
     let log = gw.log();
     let checks = tokio::task::spawn_blocking(move || {
         // HTTP/1 over TLS: a head that never ends gets 408 at the header
@@ -988,35 +987,37 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
             "idle h2 connection closed after {idle:?}"
         );
         drop(s);
-
-        // One cap for both listeners: a TLS connection and two plain ones
-        // are one too many for max_connections 2 (with a cap per listener
-        // the plain listener would hold both of its own). Which of the
-        // three is refused depends on task order; that one is, not.
-        let held_tls = tls_connect(tls_port, b"\x08http/1.1");
-        let mut plain_conns: Vec<_> = (0..2)
-            .map(|_| std::net::TcpStream::connect(&plain).unwrap())
-            .collect();
-        for c in &mut plain_conns {
-            c.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            c.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
-                .unwrap();
-        }
-        drop((held_tls, plain_conns));
     })
     .await;
     if let Err(e) = checks {
         panic!("{e}\n{log}\n{}", gw.log());
     }
+
+    // One cap for both listeners: a TLS connection and two plain ones are
+    // one too many for max_connections 2 (with a cap per listener the
+    // plain listener would hold both of its own). Which of the three is
+    // refused depends on task order; that one is, not. They stay open
+    // until the refusal is logged.
+    let plain = gw.url().trim_start_matches("http://").to_owned();
+    // Silent connections: each holds its slot for the header timeout (3 s).
+    let held = tokio::task::spawn_blocking(move || {
+        let tls = tls_connect(tls_port, b"\x08http/1.1");
+        let conns: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(&plain).unwrap())
+            .collect();
+        (tls, conns)
+    })
+    .await
+    .unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(15), || async {
             gw.log().contains("server.max_connections (2) reached")
         })
         .await,
         "the TLS connection did not count against max_connections:\n{}",
         gw.log()
     );
+    drop(held);
     assert_eq!(up.count(), 0, "a half body went upstream");
 
     // A TLS listener reachable from other machines needs client keys, as

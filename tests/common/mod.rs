@@ -455,14 +455,22 @@ pub struct Gateway {
 pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
+    /// A fresh directory of its own. (Named after a counter, not a free
+    /// port: the OS hands the same free port out again, and two tests once
+    /// shared a directory that way, one reading the other's config as a
+    /// filter file.) `create_dir` fails on a leftover of an earlier run with
+    /// the same pid: then the next number is taken.
     pub fn new() -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "apiproxy-test-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("apiproxy-test-{}-{n}", std::process::id()));
+            match std::fs::create_dir(&p) {
+                Ok(()) => return TempDir(p),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("temp dir {}: {e}", p.display()),
+            }
+        }
     }
 }
 

@@ -321,14 +321,20 @@ struct TempDir {
 }
 
 impl TempDir {
+    /// A fresh directory of its own: named after a counter (a free port
+    /// may be handed out twice), the next number when a leftover has it.
     fn new(what: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "apiproxy-{what}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&path).expect("a temporary directory");
-        TempDir { path }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("apiproxy-{what}-{}-{n}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return TempDir { path },
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("a temporary directory {}: {e}", path.display()),
+            }
+        }
     }
 }
 
