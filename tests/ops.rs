@@ -309,12 +309,7 @@ fn self_signed(dir: &std::path::Path, name: &str, cn: &str) -> (String, String) 
 /// The common name of the certificate the listener shows, and the protocol
 /// ALPN chose when offered h2 and http/1.1.
 fn handshake(port: u16) -> (String, String) {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let s = b.build().connect("localhost", tcp).expect("TLS handshake");
+    let s = tls_connect(port, b"\x02h2\x08http/1.1");
     let cert = s.ssl().peer_certificate().expect("a certificate");
     let cn = cert
         .subject_name()
