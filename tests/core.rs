@@ -381,6 +381,53 @@ async fn large_bodies_fail_over_and_oversized_bodies_get_413() {
         .contains("larger than"));
 }
 
+/// A translated body over 1 MiB is not held decoded between attempts: the
+/// failover's attempt decodes the client's bytes again and sends the same
+/// translation.
+#[tokio::test]
+async fn large_translated_bodies_fail_over_whole() {
+    let first = MockProvider::always(Reply::json(503, "{}")).await;
+    let second = MockProvider::always(Reply::json(200, openai_completion("m", "big ok"))).await;
+    let gw = Gateway::start(&format!(
+        "  max_body_bytes: 4194304\nproviders:\n{}{}models:\n  - name: big\n    upstreams: [{{ provider: a, model: m1, weight: 1000000 }}, {{ provider: b, model: m2, weight: 0.000001 }}]\n",
+        provider("a", &first, ""),
+        provider("b", &second, "")
+    ))
+    .await;
+    let turns: Vec<Value> = (0..40_000)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": format!("turn {i:06}")})
+        })
+        .collect();
+    let body = json!({"model": "big", "max_tokens": 16, "system": "be brief", "messages": turns});
+    assert!(body.to_string().len() > 1 << 20);
+    let r = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["content"][0]["text"], "big ok", "{v}");
+    assert_eq!(first.count(), 1);
+    for (name, got) in [
+        ("first", first.last().json()),
+        ("second", second.last().json()),
+    ] {
+        let msgs = got["messages"].as_array().expect("messages");
+        assert_eq!(
+            msgs.len(),
+            40_001,
+            "{name}: the system message and every turn"
+        );
+        assert_eq!(msgs[0]["role"], "system");
+        assert_eq!(msgs[40_000]["content"], "turn 039999", "{name}");
+    }
+    assert_eq!(second.last().json()["model"], "m2");
+}
+
 #[tokio::test]
 async fn malformed_requests_get_400_with_a_reason() {
     let up = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;

@@ -10,14 +10,21 @@ use super::request::{Edit, Field, Parsed};
 use crate::error::GatewayError;
 use crate::routing::Candidate;
 
+/// Bodies larger than this are decoded again for each translated attempt
+/// instead of being held decoded for the request's life (the neutral form
+/// of short turns takes ~3× their bytes; a failover is rare, a big body
+/// held three times over by every request is not).
+const KEEP_DECODED_MAX_BYTES: usize = 1 << 20;
+
 /// Encodes the request for each attempt's provider: the client's own JSON
 /// when the provider speaks the client's format, else a translation through
-/// the neutral representation (decoded once, on first need).
+/// the neutral representation, decoded from the client's bytes one turn at
+/// a time (kept for the next attempt when the body is small).
 pub struct BodyEncoder {
     client: Format,
-    /// The client body is in another shape than its endpoint's (a Claude-
-    /// or Gemini-style body on /v1/chat/completions).
-    adapted: Option<bool>,
+    /// The shape of the client's body: its endpoint's format, or another
+    /// one (a Claude- or Gemini-style body on /v1/chat/completions).
+    shape: Option<Format>,
     ir: Option<ChatRequest>,
     limits: translate::Limits,
     /// The last body encoded was the client's own (same format).
@@ -30,7 +37,7 @@ impl BodyEncoder {
     pub fn new(client: Format, limits: translate::Limits) -> Self {
         BodyEncoder {
             client,
-            adapted: None,
+            shape: None,
             ir: None,
             limits,
             last_was_passthrough: false,
@@ -44,30 +51,34 @@ impl BodyEncoder {
         c: &Candidate,
         parsed: &Parsed,
     ) -> Result<Bytes, GatewayError> {
-        let adapted = *self.adapted.get_or_insert_with(|| {
-            self.client == Format::OpenAiChat && parsed.body.chat_adapter().is_some()
+        let client = self.client;
+        let shape = *self.shape.get_or_insert_with(|| match client {
+            Format::OpenAiChat => parsed.body.chat_adapter().unwrap_or(client),
+            _ => client,
         });
-        self.last_was_passthrough = target == self.client && !adapted;
+        self.last_was_passthrough = target == client && shape == client;
         if self.last_was_passthrough {
             return Ok(Bytes::from(passthrough_body(target, &c.model, parsed)));
         }
-        if self.ir.is_none() {
-            // The tree is made here, once, and consumed by the decoder.
-            let body = parsed.to_value()?;
-            let mut ir = translate::decode_request_limited(self.client, body, &self.limits)
-                .map_err(|e| GatewayError::bad_request(e.message))?;
-            ir.stream = parsed.stream;
-            ir.stream_include_usage = parsed.include_usage;
+        let mut ir = match self.ir.take() {
+            Some(ir) => ir,
+            None => {
+                let bytes = parsed.body.bytes();
+                let mut ir = translate::decode_request_bytes(client, shape, bytes, &self.limits)
+                    .map_err(|e| GatewayError::bad_request(e.message))?;
+                ir.stream = parsed.stream;
+                ir.stream_include_usage = parsed.include_usage;
+                ir
+            }
+        };
+        ir.model.clone_from(&c.model);
+        let body = translate::encode_request_limited(target, &ir, &self.limits)
+            .map(Bytes::from)
+            .map_err(|e| GatewayError::bad_request(e.message));
+        if parsed.body.bytes().len() <= KEEP_DECODED_MAX_BYTES {
             self.ir = Some(ir);
         }
-        let ir = self
-            .ir
-            .as_mut()
-            .ok_or_else(|| GatewayError::internal("request not decoded"))?;
-        ir.model.clone_from(&c.model);
-        translate::encode_request_limited(target, ir, &self.limits)
-            .map(Bytes::from)
-            .map_err(|e| GatewayError::bad_request(e.message))
+        body
     }
 }
 

@@ -12,7 +12,7 @@
 //! cache writes, the IR's includes both (OpenAI style). Decoders fold the
 //! cache counts in, encoders take them out again.
 
-mod request_decode;
+pub(crate) mod request_decode;
 mod request_encode;
 mod response;
 mod stream_decode;

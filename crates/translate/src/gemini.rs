@@ -26,7 +26,7 @@
 //! - [`usage`]: where usage is reported and how it adds up.
 
 mod parts;
-mod request_decode;
+pub(crate) mod request_decode;
 mod request_encode;
 mod response;
 mod schema;

@@ -10,6 +10,7 @@
 //! client format to any provider format through the neutral [`ir`].
 
 pub mod anthropic;
+mod body;
 mod common;
 pub mod error;
 pub mod gemini;
@@ -138,6 +139,44 @@ pub fn decode_request_limited(
         Format::OpenAiResponses => openai_responses::decode_request(body),
         Format::Anthropic => anthropic::decode_request(body),
         Format::Gemini => gemini::decode_request_limited(body, limits),
+    }
+}
+
+/// [`decode_request_limited`] straight from the body's bytes: the array of
+/// turns is decoded one element at a time, so no tree of the whole body is
+/// ever held (a `Value` of short turns takes ~19× their bytes). `shape` is
+/// the body's own shape: `client`, or on `/v1/chat/completions` the one
+/// [`detect_chat_adapter`] finds (the caller has it without a tree).
+pub fn decode_request_bytes(
+    client: Format,
+    shape: Format,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<ChatRequest, TranslateError> {
+    let body = body::Body::from_slice(bytes)?;
+    match shape {
+        Format::Gemini if client == Format::OpenAiChat => {
+            let model = body
+                .obj
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let stream = body
+                .obj
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let mut req = gemini::request_decode::decode_body(body, limits)?;
+            if let Some(m) = model {
+                req.model = m;
+            }
+            req.stream = stream;
+            Ok(req)
+        }
+        Format::Gemini => gemini::request_decode::decode_body(body, limits),
+        Format::OpenAiChat => openai_chat::request_decode::decode_body(body),
+        Format::OpenAiResponses => openai_responses::request_decode::decode_body(body),
+        Format::Anthropic => anthropic::request_decode::decode_body(body),
     }
 }
 

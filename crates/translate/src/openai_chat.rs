@@ -22,7 +22,7 @@
 //! - [`wire`]: JSON shapes more than one of those share (usage, tool calls).
 
 mod content;
-mod request_decode;
+pub(crate) mod request_decode;
 mod request_encode;
 mod response;
 mod stream_decode;

@@ -13,7 +13,7 @@
 //! - [`wire`]: the response object and its output items, as both the body
 //!   and the stream write them.
 
-mod request_decode;
+pub(crate) mod request_decode;
 mod request_encode;
 mod response;
 mod stream_decode;

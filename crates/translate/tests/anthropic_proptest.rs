@@ -278,11 +278,13 @@ proptest! {
 
     #[test]
     fn decode_request_never_panics(body in arb_json()) {
+        counting::check_bytes_decode(apiproxy_translate::Format::Anthropic, &body)?;
         let _ = decode_request(body);
     }
 
     #[test]
     fn shaped_requests_never_panic(body in arb_request()) {
+        counting::check_bytes_decode(apiproxy_translate::Format::Anthropic, &body)?;
         // Mostly rejected (random values in the slots): valid requests are
         // checked by `valid_requests_round_trip`.
         if let Ok(req) = decode_request(body) {
@@ -530,6 +532,10 @@ fn valid_requests_round_trip() {
         cases,
         arb_valid_request(),
         |body| {
+            prop_assert!(counting::check_bytes_decode(
+                apiproxy_translate::Format::Anthropic,
+                &body
+            )?);
             let req = decode_request(body.clone()).map_err(|e| {
                 TestCaseError::fail(format!("a valid request was refused: {e:?}\n{body}"))
             })?;

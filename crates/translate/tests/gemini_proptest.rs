@@ -120,6 +120,7 @@ proptest! {
 
     #[test]
     fn random_requests_never_panic(v in arb_json()) {
+        counting::check_bytes_decode(apiproxy_translate::Format::Gemini, &v)?;
         if let Ok(req) = gemini::decode_request(v) {
             let body = gemini::encode_request(&req);
             prop_assert!(body.is_ok());
@@ -296,6 +297,10 @@ fn valid_requests_round_trip() {
         cases,
         arb_valid_request(),
         |body| {
+            prop_assert!(counting::check_bytes_decode(
+                apiproxy_translate::Format::Gemini,
+                &body
+            )?);
             let req = gemini::decode_request(body.clone()).map_err(|e| {
                 TestCaseError::fail(format!("a valid request was refused: {e:?}\n{body}"))
             })?;

@@ -53,8 +53,24 @@ fn ctx(client: Format, provider: Format) -> String {
 /// Client request → IR → provider body, read back with the provider's names.
 fn translate_request(client: Format, provider: Format, v: Variant) -> request::ReqView {
     let body = client_request(client, v);
+    let shape = match client {
+        Format::OpenAiChat => apiproxy_translate::detect_chat_adapter(&body).unwrap_or(client),
+        _ => client,
+    };
+    let from_bytes = apiproxy_translate::decode_request_bytes(
+        client,
+        shape,
+        &serde_json::to_vec(&body).expect("JSON"),
+        &apiproxy_translate::Limits::default(),
+    );
     let mut req = decode_request(client, body)
         .unwrap_or_else(|e| panic!("{}: decode: {e}", ctx(client, provider)));
+    assert_eq!(
+        from_bytes.as_ref().ok(),
+        Some(&req),
+        "{}: decoded from bytes",
+        ctx(client, provider)
+    );
     // What the proxy does: the upstream's model, and Gemini's streaming
     // comes from the endpoint.
     req.model = "upstream-model".into();

@@ -192,6 +192,8 @@ proptest! {
 
     #[test]
     fn decode_request_never_panics_on_random_json(v in arb_json()) {
+        counting::check_bytes_decode(apiproxy_translate::Format::OpenAiChat, &v)?;
+        counting::check_bytes_decode(apiproxy_translate::Format::OpenAiChat, &json!({"model": "m", "messages": [v.clone()]}))?;
         let _ = openai_chat::decode_request(v.clone());
         // Random bodies inside a valid envelope reach deeper.
         let _ = openai_chat::decode_request(json!({"model": "m", "messages": [v]}));

@@ -1360,6 +1360,10 @@ fn valid_requests_round_trip() {
         cases,
         arb_valid_request(),
         |body| {
+            prop_assert!(counting::check_bytes_decode(
+                apiproxy_translate::Format::OpenAiResponses,
+                &body
+            )?);
             let req = decode_request(body.clone()).map_err(|e| {
                 TestCaseError::fail(format!("a valid request was refused: {e:?}\n{body}"))
             })?;
@@ -1427,8 +1431,17 @@ fn request_decoder_never_panics_on_bytes() {
             }
             let _ = decode_response(&bytes);
             let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+                // What is not JSON is refused from its bytes too.
+                prop_assert!(apiproxy_translate::decode_request_bytes(
+                    apiproxy_translate::Format::OpenAiResponses,
+                    apiproxy_translate::Format::OpenAiResponses,
+                    &bytes,
+                    &apiproxy_translate::Limits::default(),
+                )
+                .is_err());
                 return Ok(false);
             };
+            counting::check_bytes_decode(apiproxy_translate::Format::OpenAiResponses, &v)?;
             let result = decode_request(v);
             if matches!(damage, Damage::None) {
                 prop_assert!(

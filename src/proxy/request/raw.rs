@@ -225,8 +225,8 @@ impl RawBody {
         out
     }
 
-    /// Decodes the whole body into a `Value` (for a translation, which
-    /// takes the tree by value: made once, on the first need, never cloned).
+    /// Decodes the whole body into a `Value` (for the rare legacy `input`
+    /// rewrite; a translation decodes the bytes one turn at a time instead).
     pub fn to_value(&self) -> Result<Value, BodyError> {
         serde_json::from_slice(&self.bytes).map_err(|e| BodyError::Syntax(e.to_string()))
     }

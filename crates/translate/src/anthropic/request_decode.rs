@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::body::{Body, Member};
 use crate::{
     ChatRequest, ContentPart, ImageSource, Message, Reasoning, Role, Tool, ToolChoice,
     TranslateError,
@@ -80,33 +81,37 @@ fn object(v: Value, path: &dyn Fn() -> String) -> Result<Map<String, Value>, Tra
 
 /// Decodes an Anthropic Messages request body sent by a client.
 pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
-    let Value::Object(mut obj) = body else {
-        return Err(TranslateError::new("request body must be a JSON object"));
-    };
+    decode_body(Body::decoded(body)?)
+}
+
+/// [`decode_request`] of a body whose messages may still be raw text.
+pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateError> {
+    let messages = body.take("messages");
+    let obj = &mut body.obj;
     let mut req = ChatRequest::default();
     // `model` may be absent when the body carries a `models` list instead.
-    if let Some(v) = field(&mut obj, "model") {
+    if let Some(v) = field(obj, "model") {
         req.model = string(v, "model")?;
     }
-    if let Some(v) = field(&mut obj, "system") {
+    if let Some(v) = field(obj, "system") {
         decode_system(v, &mut req.system)?;
     }
-    match field(&mut obj, "messages") {
-        Some(Value::Array(msgs)) => {
+    match messages {
+        Some(Member::Array(msgs)) => {
             req.messages.reserve(msgs.len());
-            for (i, m) in msgs.into_iter().enumerate() {
-                decode_message(m, i, &mut req)?;
+            for (i, m) in msgs.values().enumerate() {
+                decode_message(m?, i, &mut req)?;
             }
         }
+        None | Some(Member::Value(Value::Null)) => return Err(err("messages", "required")),
         Some(_) => return Err(err("messages", "expected an array of messages")),
-        None => return Err(err("messages", "required")),
     }
-    req.max_tokens = opt_u64(&mut obj, "max_tokens")?;
-    req.temperature = opt_f64(&mut obj, "temperature")?;
-    req.top_p = opt_f64(&mut obj, "top_p")?;
-    req.top_k = opt_u64(&mut obj, "top_k")?;
-    req.stream = opt_bool(&mut obj, "stream", "")?.unwrap_or(false);
-    match field(&mut obj, "stop_sequences") {
+    req.max_tokens = opt_u64(obj, "max_tokens")?;
+    req.temperature = opt_f64(obj, "temperature")?;
+    req.top_p = opt_f64(obj, "top_p")?;
+    req.top_k = opt_u64(obj, "top_k")?;
+    req.stream = opt_bool(obj, "stream", "")?.unwrap_or(false);
+    match field(obj, "stop_sequences") {
         None => {}
         Some(Value::Array(a)) => {
             req.stop = a
@@ -117,7 +122,7 @@ pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
         }
         Some(_) => return Err(err("stop_sequences", "expected an array of strings")),
     }
-    if let Some(v) = field(&mut obj, "tools") {
+    if let Some(v) = field(obj, "tools") {
         let Value::Array(tools) = v else {
             return Err(err("tools", "expected an array"));
         };
@@ -126,7 +131,7 @@ pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
             req.tools.push(decode_tool(t, i)?);
         }
     }
-    if let Some(v) = field(&mut obj, "tool_choice") {
+    if let Some(v) = field(obj, "tool_choice") {
         let mut tc = object(v, &|| "tool_choice".into())?;
         let kind = req_string(&mut tc, "type", &|| "tool_choice".into())?;
         req.tool_choice = Some(match kind.as_str() {
@@ -145,7 +150,7 @@ pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
             req.parallel_tool_calls = Some(!disable);
         }
     }
-    if let Some(v) = field(&mut obj, "thinking") {
+    if let Some(v) = field(obj, "thinking") {
         let mut th = object(v, &|| "thinking".into())?;
         let kind = req_string(&mut th, "type", &|| "thinking".into())?;
         req.reasoning = Some(match kind.as_str() {
@@ -169,7 +174,7 @@ pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
             }
         });
     }
-    if let Some(v) = field(&mut obj, "metadata") {
+    if let Some(v) = field(obj, "metadata") {
         let mut md = object(v, &|| "metadata".into())?;
         if let Some(u) = field(&mut md, "user_id") {
             req.user = Some(string(u, "metadata.user_id")?);

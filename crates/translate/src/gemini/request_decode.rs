@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 use super::parts::{decode_parts, CallIds, IdMode};
 use super::schema::{schema_from_gemini, SchemaBudget};
 use super::{err, take_any, type_name, want_object, want_string, Path};
+use crate::body::{Body, Items, Member};
 use crate::{
     ChatRequest, ContentPart, Message, Reasoning, ResponseFormat, Role, Tool, ToolChoice,
     TranslateError,
@@ -74,27 +75,39 @@ pub fn decode_request_limited(
     body: Value,
     limits: &crate::Limits,
 ) -> Result<ChatRequest, TranslateError> {
-    let mut obj = want_object(body, "request body")?;
+    let obj = want_object(body, "request body")?;
+    decode_body(Body::decoded(Value::Object(obj))?, limits)
+}
+
+/// [`decode_request_limited`] of a body whose contents may still be raw text.
+pub(crate) fn decode_body(
+    mut body: Body<'_>,
+    limits: &crate::Limits,
+) -> Result<ChatRequest, TranslateError> {
+    let contents = match body.take("contents").filter(|v| !v.is_null()) {
+        Some(c) => Some((c, "contents")),
+        None => body
+            .take("input")
+            .filter(|v| !v.is_null())
+            .map(|c| (c, "input")),
+    };
+    let obj = &mut body.obj;
     let mut req = ChatRequest::default();
     let mut ids = CallIds::default();
     let mut budget = SchemaBudget::of(limits.schema_rewrite_bytes);
 
-    if let Some(si) = take_any(&mut obj, "systemInstruction", "system_instruction") {
+    if let Some(si) = take_any(obj, "systemInstruction", "system_instruction") {
         req.system = decode_system(si, Path::Name("systemInstruction"))?;
     }
 
-    let (contents, field) = match obj.remove("contents").filter(|v| !v.is_null()) {
-        Some(c) => (c, "contents"),
-        None => match obj.remove("input").filter(|v| !v.is_null()) {
-            Some(c) => (c, "input"),
-            None => return Err(err("contents: required")),
-        },
+    let Some((contents, field)) = contents else {
+        return Err(err("contents: required"));
     };
     let items = match contents {
-        Value::String(text) => vec![Value::String(text)],
-        v @ Value::Object(_) => vec![v],
-        Value::Array(items) => items,
-        other => {
+        Member::Value(Value::String(text)) => Items::Decoded(vec![Value::String(text)]),
+        Member::Value(v @ Value::Object(_)) => Items::Decoded(vec![v]),
+        Member::Array(items) => items,
+        Member::Value(other) => {
             return Err(err(format!(
                 "{field}: expected an array of contents, got {}",
                 type_name(&other)
@@ -103,9 +116,9 @@ pub fn decode_request_limited(
     };
     req.messages.reserve(items.len());
     let root = Path::Name(field);
-    for (i, item) in items.into_iter().enumerate() {
+    for (i, item) in items.values().enumerate() {
         let path = Path::Index(&root, i);
-        match item {
+        match item? {
             Value::String(text) => req.messages.push(Message {
                 role: Role::User,
                 content: vec![ContentPart::Text { text }],
@@ -135,10 +148,10 @@ pub fn decode_request_limited(
     if let Some(tools) = obj.remove("tools").filter(|v| !v.is_null()) {
         decode_tools(tools, &mut req, &mut budget)?;
     }
-    if let Some(tc) = take_any(&mut obj, "toolConfig", "tool_config") {
+    if let Some(tc) = take_any(obj, "toolConfig", "tool_config") {
         decode_tool_config(tc, &mut req)?;
     }
-    if let Some(gc) = take_any(&mut obj, "generationConfig", "generation_config") {
+    if let Some(gc) = take_any(obj, "generationConfig", "generation_config") {
         decode_generation_config(gc, &mut req, &mut budget)?;
     }
     Ok(req)

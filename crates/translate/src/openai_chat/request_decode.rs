@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::content::decode_part;
 use super::{expected, opt_string, req_string, synth_id, take, Obj};
+use crate::body::{Body, Items, Member};
 use crate::{
     ChatRequest, ContentPart, Message, Reasoning, ResponseFormat, Role, Tool, ToolChoice,
     TranslateError,
@@ -39,19 +40,25 @@ fn opt_bool(obj: &mut Obj, key: &str, prefix: &str) -> Result<Option<bool>, Tran
 }
 
 /// Decodes a `/v1/chat/completions` request body.
-pub fn decode_request(mut body: Value) -> Result<ChatRequest, TranslateError> {
-    let Some(obj) = body.as_object_mut() else {
-        return Err(TranslateError::new("request body must be a JSON object"));
-    };
+pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
+    decode_body(Body::decoded(body)?)
+}
+
+/// [`decode_request`] of a body whose messages may still be raw text.
+pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateError> {
+    let messages = body.take("messages");
+    let obj = &mut body.obj;
     let mut req = ChatRequest {
         model: opt_string(obj, "model", "")?.unwrap_or_default(),
         ..ChatRequest::default()
     };
 
-    let messages = match take(obj, "messages") {
-        Some(Value::Array(a)) => a,
-        Some(v) => return Err(expected("messages", "an array of messages", &v)),
-        None => {
+    let messages = match messages {
+        Some(Member::Array(a)) => a,
+        Some(Member::Value(v)) if !v.is_null() => {
+            return Err(expected("messages", "an array of messages", &v))
+        }
+        _ => {
             return Err(TranslateError::new(
                 "messages: required (an array of messages)",
             ))
@@ -136,14 +143,14 @@ pub fn decode_request(mut body: Value) -> Result<ChatRequest, TranslateError> {
     Ok(req)
 }
 
-fn decode_messages(messages: Vec<Value>, req: &mut ChatRequest) -> Result<(), TranslateError> {
+fn decode_messages(messages: Items<'_>, req: &mut ChatRequest) -> Result<(), TranslateError> {
     // The previous message was a tool/function result (consecutive ones are
     // merged into one User message).
     let mut prev_tool = false;
     // Id given to the last legacy `function_call`, for the `function` reply.
     let mut legacy_call: Option<String> = None;
-    for (i, m) in messages.into_iter().enumerate() {
-        let mut m = match m {
+    for (i, m) in messages.values().enumerate() {
+        let mut m = match m? {
             Value::Object(m) => m,
             v => {
                 return Err(expected(

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::{err, reasoning_text, take_str, type_of};
+use crate::body::{Body, Items, Member};
 use crate::{
     ChatRequest, ContentPart, ImageSource, Message, Reasoning, ResponseFormat, Role, Tool,
     ToolChoice, TranslateError,
@@ -65,10 +66,17 @@ fn need_responses_upstream(what: &str) -> TranslateError {
     ))
 }
 /// Decodes a `POST /v1/responses` body.
-pub fn decode_request(mut body: Value) -> Result<ChatRequest, TranslateError> {
-    let Some(obj) = body.as_object_mut() else {
+pub fn decode_request(body: Value) -> Result<ChatRequest, TranslateError> {
+    if !body.is_object() {
         return Err(err("request body must be a JSON object".into()));
-    };
+    }
+    decode_body(Body::decoded(body)?)
+}
+
+/// [`decode_request`] of a body whose input items may still be raw text.
+pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateError> {
+    let input = body.take("input");
+    let obj = &mut body.obj;
     let root = || String::new();
     for key in ["previous_response_id", "conversation"] {
         if obj.get(key).is_some_and(|v| !v.is_null()) {
@@ -100,13 +108,13 @@ pub fn decode_request(mut body: Value) -> Result<ChatRequest, TranslateError> {
             req.system.push(ContentPart::Text { text: instr });
         }
     }
-    match obj.remove("input") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(text)) => req.messages.push(Message {
+    match input {
+        None | Some(Member::Value(Value::Null)) => {}
+        Some(Member::Value(Value::String(text))) => req.messages.push(Message {
             role: Role::User,
             content: vec![ContentPart::Text { text }],
         }),
-        Some(Value::Array(items)) => decode_items(items, &mut req)?,
+        Some(Member::Array(items)) => decode_items(items, &mut req)?,
         Some(_) => {
             return Err(err(
                 "input: expected a string or an array of input items".into()
@@ -302,11 +310,12 @@ enum ItemKind {
     Reasoning,
 }
 
-fn decode_items(items: Vec<Value>, req: &mut ChatRequest) -> Result<(), TranslateError> {
+fn decode_items(items: Items<'_>, req: &mut ChatRequest) -> Result<(), TranslateError> {
     // call_id → function name, for tool results (Gemini needs the name).
     let mut names: HashMap<String, String> = HashMap::new();
     req.messages.reserve(items.len());
-    for (i, mut item) in items.into_iter().enumerate() {
+    for (i, item) in items.values().enumerate() {
+        let mut item = item?;
         let path = || format!("input[{i}].");
         let Some(m) = item.as_object_mut() else {
             return Err(err(format!("input[{i}]: expected an object")));

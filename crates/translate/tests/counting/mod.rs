@@ -38,3 +38,33 @@ pub fn run_counting<S: Strategy>(
     );
     reached.get()
 }
+
+/// Decoding a body from its bytes (turns decoded one at a time) gives what
+/// decoding its tree gives: the same request, or an error in both. Returns
+/// whether the body decoded.
+#[allow(dead_code)] // not every test binary uses it
+pub fn check_bytes_decode(
+    client: apiproxy_translate::Format,
+    body: &serde_json::Value,
+) -> Result<bool, TestCaseError> {
+    use apiproxy_translate::{decode_request_bytes, decode_request_limited, Format, Limits};
+    let bytes = serde_json::to_vec(body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    // The tree read back from the same text (a float's text round trip is
+    // not exact).
+    let tree: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let shape = match client {
+        Format::OpenAiChat => apiproxy_translate::detect_chat_adapter(&tree).unwrap_or(client),
+        _ => client,
+    };
+    let limits = Limits::default();
+    let from_tree = decode_request_limited(client, tree, &limits);
+    let from_bytes = decode_request_bytes(client, shape, &bytes, &limits);
+    match (&from_tree, &from_bytes) {
+        (Ok(a), Ok(b)) if a == b => Ok(true),
+        (Err(_), Err(_)) => Ok(false),
+        _ => Err(TestCaseError::fail(format!(
+            "{body}: tree {from_tree:?} vs bytes {from_bytes:?}"
+        ))),
+    }
+}
