@@ -1,8 +1,12 @@
 //! Every request decoder, then every request encoder on what it decoded
-//! (Gemini's schema rewrite included): no panic, bounded work.
+//! (Gemini's schema rewrite included): no panic, bounded work. Decoding
+//! from the bytes (the gateway's path: one turn at a time) gives what
+//! decoding the whole tree gives.
 #![no_main]
 
-use apiproxy_translate::{decode_request, encode_request};
+use apiproxy_translate::{
+    decode_request, decode_request_bytes, detect_chat_adapter, encode_request, Format, Limits,
+};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -11,10 +15,23 @@ fuzz_target!(|data: &[u8]| {
     let Some((fmt, _, rest)) = common::format_and_rest(data) else {
         return;
     };
+    let limits = Limits::default();
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(rest) else {
+        assert!(decode_request_bytes(fmt, fmt, rest, &limits).is_err());
         return;
     };
-    if let Ok(req) = decode_request(fmt, body) {
+    let shape = match fmt {
+        Format::OpenAiChat => detect_chat_adapter(&body).unwrap_or(fmt),
+        _ => fmt,
+    };
+    let from_bytes = decode_request_bytes(fmt, shape, rest, &limits);
+    let from_tree = decode_request(fmt, body);
+    match (&from_tree, &from_bytes) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "bytes and tree decode differently"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("bytes {from_bytes:?} vs tree {from_tree:?}"),
+    }
+    if let Ok(req) = from_tree {
         for target in common::FORMATS {
             let _ = encode_request(target, &req);
         }

@@ -7,7 +7,9 @@
 //! all go through it, so the same upstream answer is counted identically
 //! for rate limits and cost whatever the client's format.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::{anthropic, gemini, openai_chat, openai_responses, Format, Usage};
@@ -100,16 +102,94 @@ pub fn may_report_usage(data: &[u8]) -> bool {
     memchr::memmem::find(data, b"\"usage").is_some()
 }
 
-/// Only the keys any format reports usage under: the rest of a body is
-/// checked to be JSON and skipped without being built.
-#[derive(Deserialize)]
-struct UsageKeys {
-    usage: Option<Value>,
-    #[serde(rename = "usageMetadata")]
-    usage_metadata_camel: Option<Value>,
-    usage_metadata: Option<Value>,
-    message: Option<Value>,
-    response: Option<Value>,
+/// A body's top-level members under `fmt`'s usage keys; every other member
+/// is checked to be JSON and skipped without being built (as the format's
+/// decoder skips what it does not read). `None` when the body is not an
+/// object. Of a key given twice the last counts, as in a `Value`.
+struct UsageMembers(&'static [&'static str]);
+
+/// A top-level key: the index of the usage key it is, if any.
+struct KeyIndex(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KeyIndex {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for KeyIndex {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|k| *k == key))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for UsageMembers {
+    type Value = Option<Map<String, Value>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UsageMembers {
+    type Value = Option<Map<String, Value>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON document")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = Map::new();
+        while let Some(key) = map.next_key_seed(KeyIndex(self.0))? {
+            match key {
+                Some(i) => match map.next_value::<Value>()? {
+                    // `null` is no report (and hides an earlier one).
+                    Value::Null => {
+                        found.remove(self.0[i]);
+                    }
+                    v => {
+                        found.insert(self.0[i].to_owned(), v);
+                    }
+                },
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(found))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
 }
 
 /// The usage of a whole response body in `fmt`, the same as its decoder
@@ -117,29 +197,62 @@ struct UsageKeys {
 /// whole answer. `Err` when `body` is not JSON.
 pub fn usage_of_body(fmt: Format, body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
     let mut tally = UsageTally::new(fmt);
-    match serde_json::from_slice::<UsageKeys>(body) {
-        Ok(k) => {
-            let mut m = Map::new();
-            let found = [
-                ("usage", k.usage),
-                ("usageMetadata", k.usage_metadata_camel),
-                ("usage_metadata", k.usage_metadata),
-                ("message", k.message),
-                ("response", k.response),
-            ];
-            for (key, v) in found {
-                if let Some(v) = v.filter(|_| usage_keys(fmt).contains(&key)) {
-                    m.insert(key.to_owned(), v);
-                }
-            }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let members = UsageMembers(usage_keys(fmt)).deserialize(&mut de)?;
+    de.end()?;
+    match members {
+        Some(m) => {
             tally.add(&Value::Object(m));
         }
-        // Not an object, a key of another type than expected, a duplicate
-        // key...: the whole document decides.
-        Err(_) => {
+        // Not an object (Gemini without `alt=sse` sends an array of
+        // chunks): the whole document decides.
+        None => {
             let v: Value = serde_json::from_slice(body)?;
             tally.add(&v);
         }
     }
     Ok(tally.usage())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `make fuzz` (response_decode): a member the format does not
+    /// report usage under, holding a string that is not UTF-8. The decoder
+    /// skips it unchecked; the relay's usage reader must skip it too, not
+    /// refuse an answer the decoder reads.
+    #[test]
+    fn members_without_usage_are_skipped_like_the_decoder_skips_them() {
+        let mut body = br#"{"id":"c","choices":[],"message":[{"fun"#.to_vec();
+        body.push(0xb9);
+        body.extend_from_slice(br#"tion":1}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
+        let decoded = crate::decode_response(Format::OpenAiChat, &body).expect("decodes");
+        let relayed = usage_of_body(Format::OpenAiChat, &body).expect("reads");
+        assert_eq!(relayed, decoded.usage);
+        assert_eq!(relayed.map(|u| u.total()), Some(7));
+        // Anthropic reads `message`: there the same bytes are refused.
+        assert!(usage_of_body(Format::Anthropic, &body).is_err());
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_usage_key_counts() {
+        let body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4},"usage":null}"#;
+        assert_eq!(
+            usage_of_body(Format::OpenAiChat, body).expect("reads"),
+            None
+        );
+        let body = br#"{"usage":null,"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        assert_eq!(
+            usage_of_body(Format::OpenAiChat, body)
+                .expect("reads")
+                .map(|u| u.total()),
+            Some(7)
+        );
+        assert!(usage_of_body(Format::OpenAiChat, b"{\"usage\":{}} x").is_err());
+        assert_eq!(
+            usage_of_body(Format::OpenAiChat, b"[1,2]").expect("reads"),
+            None
+        );
+    }
 }
