@@ -16,9 +16,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let limits = Limits::default();
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(rest) else {
-        assert!(decode_request_bytes(fmt, fmt, rest, &limits).is_err());
-        return;
+    let body = match serde_json::from_slice::<serde_json::Value>(rest) {
+        Ok(body) => body,
+        // Each turn is its own document to the parser's depth limit, so
+        // the bytes path takes a turn two levels deeper than a whole tree.
+        Err(e) if e.to_string().contains("recursion limit") => return,
+        Err(_) => {
+            assert!(decode_request_bytes(fmt, fmt, rest, &limits).is_err());
+            return;
+        }
     };
     let shape = match fmt {
         Format::OpenAiChat => detect_chat_adapter(&body).unwrap_or(fmt),

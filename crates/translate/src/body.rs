@@ -3,7 +3,8 @@
 //! still raw JSON text. A raw array is decoded one element at a time, as the
 //! decoder reaches it, so translating a body never holds a whole
 //! `serde_json::Value` tree of it (about 19× the bytes for short turns):
-//! only the client's bytes, one turn's tree and the neutral request.
+//! only the client's bytes, one turn's tree and the neutral request. Each
+//! turn is its own document to the parser's depth limit (128 levels).
 
 use std::collections::HashMap;
 
@@ -156,6 +157,16 @@ mod tests {
             "the last of a repeated key counts"
         );
         assert!(Body::from_slice(b"[1]").is_err());
+        // Each turn is its own document to the parser: nesting past its
+        // depth limit (128) is refused when the turn is reached.
+        let deep = format!("{{\"messages\":[{}{}]}}", "[".repeat(200), "]".repeat(200));
+        let Some(Member::Array(items)) = Body::from_slice(deep.as_bytes())
+            .expect("object")
+            .take("messages")
+        else {
+            panic!("an array");
+        };
+        assert!(items.values().any(|v| v.is_err()));
         assert!(Body::decoded(json!("x")).is_err());
     }
 }
