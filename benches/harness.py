@@ -19,8 +19,9 @@ benches/results/ (latest.md, latest.json and a time-stamped copy).
 Nothing here asserts a number: the harness measures and reports.
 Environment knobs: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS
 (default 3), BENCH_RATE (default 2000), BENCH_CONNS (default 32),
-BENCH_STREAMS (default 1000), BENCH_PROFILE=1 (perf record apiproxy during
-one extra saturation run; writes benches/results/perf-*.txt).
+BENCH_STREAMS (default 1000), BENCH_PROFILE=1 (perf record of the floor,
+apiproxy and apiproxy on each store during one extra saturation run each;
+writes benches/results/perf-*.txt).
 """
 
 import json
@@ -855,7 +856,7 @@ def main():
                 sv, "floor_slow", "floor_slow", "/v1/chat/completions", chat_body("slow-model", True), [], STREAMS)
 
         if PROFILE and shutil.which("perf"):
-            profile(sv, sc["json"][2], work)
+            profile(sv, sc["json"], work)
     finally:
         sv.stop()
     import routing_bench
@@ -896,22 +897,31 @@ def start_cluster(sv, work):
     return "redis+cluster://" + ",".join(nodes)
 
 
-def profile(sv, sc, work):
-    """perf record of apiproxy during one saturation run."""
-    pid = dict(sv.procs_by_name)["apiproxy"].pid
-    data = Path(work) / "perf.data"
-    rec = subprocess.Popen(["perf", "record", "-F", "999", "-g", "--call-graph", "dwarf,16384", "-p", str(pid),
-                            "-o", str(data), "--", "sleep", str(SECONDS)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    oha(sc.url(sv.ports), sc.body, sc.headers, SECONDS, CONNS)
-    rec.wait()
+# The scenarios BENCH_PROFILE records: the floor beside apiproxy, and the
+# embedded store beside Redis, so each gap can be read off the same run.
+PROFILED = ("floor", "openai", "store-mem", "store-redis")
+
+
+def profile(sv, scs, work):
+    """perf record of the serving process during one extra saturation run of
+    each profiled scenario; reports in results/perf-<stamp>-<key>-{flat,children}.txt."""
+    procs = dict(sv.procs_by_name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for kind, args in (("flat", ["--no-children"]), ("children", ["--children"])):
-        out = RESULTS / f"perf-{stamp}-{kind}.txt"
-        with open(out, "w") as fh:
-            subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-demangle", "-g", "none",
-                            "--percent-limit", "0.5", *args], stdout=fh, stderr=subprocess.DEVNULL)
-        log(f"profile: {out}")
+    for sc in scs:
+        if sc.key not in PROFILED or sc.proc not in procs:
+            continue
+        data = Path(work) / f"perf-{sc.key}.data"
+        rec = subprocess.Popen(["perf", "record", "-F", "999", "-g", "--call-graph", "dwarf,16384", "-p",
+                                str(procs[sc.proc].pid), "-o", str(data), "--", "sleep", str(SECONDS)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        oha(sc.url(sv.ports), sc.body, sc.headers, SECONDS, CONNS)
+        rec.wait()
+        for kind, args in (("flat", ["--no-children"]), ("children", ["--children"])):
+            out = RESULTS / f"perf-{stamp}-{sc.key}-{kind}.txt"
+            with open(out, "w") as fh:
+                subprocess.run(["perf", "report", "-i", str(data), "--stdio", "-g", "none",
+                                "--percent-limit", "0.5", *args], stdout=fh, stderr=subprocess.DEVNULL)
+            log(f"profile: {out}")
 
 
 if __name__ == "__main__":
