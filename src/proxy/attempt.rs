@@ -210,8 +210,13 @@ impl<'a> Attempts<'a> {
             let (h, _) = hedge?;
             self.start_hedge(&candidates[h], parsed, &mut hedge_started)
         };
+        // Each side is boxed once where it is made: a future is moved (and
+        // copied whole) by every wrapper it passes through, and an attempt's
+        // is several KiB; inline, the race and the timeout around it made
+        // the request's future ~90 KiB, copied into Pingora's box for each
+        // request.
         let racing = hedge::race(
-            self.reach(c, parsed),
+            Box::pin(self.reach(c, parsed)),
             hedge.map(|(_, after)| after),
             start_hedge,
             Reached::decisive,
@@ -242,7 +247,7 @@ impl<'a> Attempts<'a> {
             self.settle_race(ctx, &candidates[h], c, &raced, started, hedge_started);
         }
         let tried = match raced.outcome {
-            Reached::Answer(a) => self.finish(session, ctx, *a, parsed, headers).await,
+            Reached::Answer(a) => Box::pin(self.finish(session, ctx, *a, parsed, headers)).await,
             Reached::Refused { provider, refusal } => {
                 refusal
                     .relay(self.fmt, session, ctx, provider, headers)
@@ -303,7 +308,7 @@ impl<'a> Attempts<'a> {
             .inc();
         log::debug!("hedging {} on {provider}/{}", c.requested, c.model);
         *started = Some(Instant::now());
-        Some(self.reach(c, parsed))
+        Some(Box::pin(self.reach(c, parsed)))
     }
 
     /// Counts how a hedged race ended and teaches routing about the side
@@ -523,12 +528,14 @@ impl<'a> Attempts<'a> {
             provider.note_ratelimit(k, r);
         }
         if !(200..300).contains(&resp.status()) {
-            return Ok(Err(Refusal::read(
+            // Boxed: a refusal is the rare path, its future is not made
+            // part of every attempt's.
+            return Ok(Err(Box::pin(Refusal::read(
                 &self.gw.connector,
                 resp,
                 provider,
                 reading,
-            )
+            ))
             .await));
         }
         let sse = resp

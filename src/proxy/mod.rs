@@ -212,11 +212,13 @@ impl ProxyHttp for Gateway {
             }
             Route::Context(_) | Route::Admin(_) => {
                 ctx.route = "admin";
-                admin::handle(self, &rt, session, ctx, route).await
+                // Boxed: the admin and console routes' futures stay out of
+                // every request's.
+                Box::pin(admin::handle(self, &rt, session, ctx, route)).await
             }
             Route::Console(r) => {
                 ctx.route = "console";
-                crate::console::api::handle(self, &rt, session, ctx, r).await
+                Box::pin(crate::console::api::handle(self, &rt, session, ctx, r)).await
             }
             Route::NotFound => Err(GatewayError::not_found(format!(
                 "no route for {} {}",
