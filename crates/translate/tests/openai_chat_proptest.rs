@@ -314,3 +314,17 @@ fn garbled_agent_requests_decode_or_are_refused() {
         "only {reached} of {cases} garbled requests decoded"
     );
 }
+
+/// A tool call sent without an id gets a made-up one on each decode: the
+/// bytes and tree decodes still agree on everything else.
+#[test]
+fn bytes_and_tree_decodes_agree_on_calls_without_ids() {
+    let body = json!({"model": "m", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        ]}
+    ]});
+    let agreed = counting::check_bytes_decode(apiproxy_translate::Format::OpenAiChat, &body);
+    assert!(matches!(agreed, Ok(true)), "{agreed:?}");
+}
