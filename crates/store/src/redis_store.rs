@@ -45,6 +45,12 @@ use crate::{
 const QUEUE_CAPACITY: usize = 65_536;
 /// Writes sent in one batch at most.
 const BATCH: usize = 256;
+/// How long the writer gathers deferred writes after the first one arrives:
+/// under load, one script call then settles the tokens of many requests and
+/// the request threads do not wake the writer for each (senders wake it
+/// only while it waits on the empty queue). A settlement reaches Redis this
+/// much later (a `flush`, at exit, waits at most this much longer).
+const GATHER: Duration = Duration::from_millis(2);
 /// How long a deferred write may take (they are off the request path: more patience than a request's read).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long [`Store::flush`] waits at most.
@@ -436,6 +442,16 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
             runtime.block_on(async move {
                 let mut batch = Vec::with_capacity(BATCH);
                 while jobs.recv_many(&mut batch, BATCH).await > 0 {
+                    let flushing = |b: &[Job]| b.iter().any(|j| matches!(j, Job::Flush(_)));
+                    if batch.len() < BATCH && !flushing(&batch) {
+                        tokio::time::sleep(GATHER).await;
+                        while batch.len() < BATCH {
+                            match jobs.try_recv() {
+                                Ok(job) => batch.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     let mut writes = tokio::task::JoinSet::new();
                     let mut flushes = Vec::new();
                     // Settlements of the same buckets are summed: one script call per bucket set and batch.
