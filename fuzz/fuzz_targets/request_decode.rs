@@ -34,8 +34,8 @@ fuzz_target!(|data: &[u8]| {
     let from_tree = decode_request(fmt, body);
     match (&from_tree, &from_bytes) {
         (Ok(a), Ok(b)) => assert_eq!(
-            common::without_made_up_ids(a.clone()),
-            common::without_made_up_ids(b.clone()),
+            common::without_made_up_ids(a),
+            common::without_made_up_ids(b),
             "bytes and tree decode differently"
         ),
         (Err(_), Err(_)) => {}

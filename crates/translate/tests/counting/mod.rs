@@ -7,6 +7,9 @@ use std::cell::Cell;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
+mod ids;
+use ids::without_made_up_ids;
+
 /// Runs `check` on `cases` generated values and returns how many reached
 /// the end of `check` with `Ok(true)` (`Ok(false)`: a case it skipped).
 /// Prints the count, so a run shows how much was really checked.
@@ -67,26 +70,4 @@ pub fn check_bytes_decode(
             "{body}: tree {from_tree:?} vs bytes {from_bytes:?}"
         ))),
     }
-}
-
-/// `req` with the tool-call ids the OpenAI chat decoder makes up for calls
-/// sent without one (`call_` and 24 random hex digits, new on every decode)
-/// replaced by one fixed id, so two decodes of a body compare equal.
-#[allow(dead_code)] // not every test binary uses it
-fn without_made_up_ids(req: &apiproxy_translate::ChatRequest) -> apiproxy_translate::ChatRequest {
-    let mut req = req.clone();
-    let made_up = |id: &str| {
-        id.strip_prefix("call_")
-            .is_some_and(|t| t.len() == 24 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-    };
-    for m in &mut req.messages {
-        for part in &mut m.content {
-            if let apiproxy_translate::ContentPart::ToolCall { id, .. } = part {
-                if made_up(id) {
-                    *id = "call_made_up".into();
-                }
-            }
-        }
-    }
-    req
 }
