@@ -345,16 +345,23 @@ async fn a_stream_cut_midway_ends_with_one_error_event() {
     assert!(body.contains("\"content\":\"b\""));
 }
 
-#[tokio::test]
-async fn large_bodies_fail_over_and_oversized_bodies_get_413() {
+/// The logical model `big`: upstream `a` (tried first, answers 503) then
+/// `b` (answers "big ok"), bodies up to `max_body_bytes`.
+async fn big_model_failing_over(max_body_bytes: usize) -> (MockProvider, MockProvider, Gateway) {
     let first = MockProvider::always(Reply::json(503, "{}")).await;
     let second = MockProvider::always(Reply::json(200, openai_completion("m", "big ok"))).await;
     let gw = Gateway::start(&format!(
-        "  max_body_bytes: 2097152\nproviders:\n{}{}models:\n  - name: big\n    upstreams: [{{ provider: a, model: m1, weight: 1000000 }}, {{ provider: b, model: m2, weight: 0.000001 }}]\n",
+        "  max_body_bytes: {max_body_bytes}\nproviders:\n{}{}models:\n  - name: big\n    upstreams: [{{ provider: a, model: m1, weight: 1000000 }}, {{ provider: b, model: m2, weight: 0.000001 }}]\n",
         provider("a", &first, ""),
         provider("b", &second, "")
     ))
     .await;
+    (first, second, gw)
+}
+
+#[tokio::test]
+async fn large_bodies_fail_over_and_oversized_bodies_get_413() {
+    let (first, second, gw) = big_model_failing_over(2097152).await;
     let big = "x".repeat(1 << 20);
     let body = json!({"model": "big", "messages": [{"role": "user", "content": big}]});
     let r = post(&gw, body).await;
@@ -386,14 +393,7 @@ async fn large_bodies_fail_over_and_oversized_bodies_get_413() {
 /// translation.
 #[tokio::test]
 async fn large_translated_bodies_fail_over_whole() {
-    let first = MockProvider::always(Reply::json(503, "{}")).await;
-    let second = MockProvider::always(Reply::json(200, openai_completion("m", "big ok"))).await;
-    let gw = Gateway::start(&format!(
-        "  max_body_bytes: 4194304\nproviders:\n{}{}models:\n  - name: big\n    upstreams: [{{ provider: a, model: m1, weight: 1000000 }}, {{ provider: b, model: m2, weight: 0.000001 }}]\n",
-        provider("a", &first, ""),
-        provider("b", &second, "")
-    ))
-    .await;
+    let (first, second, gw) = big_model_failing_over(4194304).await;
     let turns: Vec<Value> = (0..40_000)
         .map(|i| {
             let role = if i % 2 == 0 { "user" } else { "assistant" };

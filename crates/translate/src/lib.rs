@@ -121,25 +121,11 @@ pub fn decode_request_limited(
     if !body.is_object() {
         return Err(TranslateError::new("request body must be a JSON object"));
     }
-    match fmt {
-        Format::OpenAiChat => match detect_chat_adapter(&body) {
-            Some(Format::Gemini) => {
-                let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
-                let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-                let mut req = gemini::decode_request_limited(body, limits)?;
-                if let Some(m) = model {
-                    req.model = m;
-                }
-                req.stream = stream;
-                Ok(req)
-            }
-            Some(Format::Anthropic) => anthropic::decode_request(body),
-            _ => openai_chat::decode_request(body),
-        },
-        Format::OpenAiResponses => openai_responses::decode_request(body),
-        Format::Anthropic => anthropic::decode_request(body),
-        Format::Gemini => gemini::decode_request_limited(body, limits),
-    }
+    let shape = match fmt {
+        Format::OpenAiChat => detect_chat_adapter(&body).unwrap_or(fmt),
+        _ => fmt,
+    };
+    decode_body(fmt, shape, body::Body::decoded(body)?, limits)
 }
 
 /// [`decode_request_limited`] straight from the body's bytes: the array of
@@ -153,7 +139,18 @@ pub fn decode_request_bytes(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<ChatRequest, TranslateError> {
-    let body = body::Body::from_slice(bytes)?;
+    decode_body(client, shape, body::Body::from_slice(bytes)?, limits)
+}
+
+/// A `client`-format request whose body has the `shape` format's fields,
+/// by that format's decoder. A Gemini-style body on the chat endpoint keeps
+/// the chat body's `model` and `stream`, which Gemini carries in the URL.
+fn decode_body(
+    client: Format,
+    shape: Format,
+    body: body::Body<'_>,
+    limits: &Limits,
+) -> Result<ChatRequest, TranslateError> {
     match shape {
         Format::Gemini if client == Format::OpenAiChat => {
             let model = body
