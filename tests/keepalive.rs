@@ -83,7 +83,7 @@ async fn a_slow_first_byte_gets_keepalives_then_the_answer() {
     // Time to first token counts the answer, not the keep-alives: both
     // answers came after 3.5 s.
     let m = gw
-        .metrics_until("apiproxy_time_to_first_token_seconds_sum")
+        .metrics_when("apiproxy_time_to_first_token_seconds_count", &[], 2.0)
         .await;
     let ttft: f64 = m
         .lines()

@@ -46,7 +46,7 @@ async fn made_up_model_names_become_other_and_long_ones_get_400() {
     for m in ["fast", "known", "p/known", "p/invented-1", "p/invented-2"] {
         assert_eq!(chat(&gw, m).await.status(), 200, "{m}");
     }
-    let metrics = gw.metrics_until("apiproxy_requests_total").await;
+    let metrics = gw.metrics_when("apiproxy_requests_total", &[], 5.0).await;
     let requests: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("apiproxy_requests_total{"))

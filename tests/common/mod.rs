@@ -651,6 +651,21 @@ impl Gateway {
         }
     }
 
+    /// The metrics once the samples of `name` whose labels include `with`
+    /// add up to at least `at_least` (or after 15 s). Requests are counted
+    /// in the logging phase, just after the client has its answer: a test
+    /// that counts several waits for all of them with this.
+    pub async fn metrics_when(&self, name: &str, with: &[(&str, &str)], at_least: f64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let m = self.metrics().await;
+            if prom::sum(&m, name, with) >= at_least || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The sum of the samples of metric `name` whose labels include `with`.
     pub async fn metric(&self, name: &str, with: &[(&str, &str)]) -> f64 {
         prom::sum(&self.metrics().await, name, with)
