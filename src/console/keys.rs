@@ -128,7 +128,9 @@ impl StoredKeys {
     /// [`REFRESH_EVERY`].
     pub async fn freshen(&'static self, rt: &Arc<crate::routing::Runtime>) {
         if !self.loaded.load(Ordering::Acquire) {
-            if let Err(e) = self.reload(&rt.config).await {
+            // Boxed: only the first request waits here, and inline this
+            // future would take ~3.5 KiB of every request's future.
+            if let Err(e) = Box::pin(self.reload(&rt.config)).await {
                 log::warn!("loading client keys made in the console: {e}");
             }
             return;

@@ -223,9 +223,17 @@ impl<'a> Attempts<'a> {
         );
         let left = self.deadline.saturating_duration_since(started);
         let waiting = tokio::time::timeout(left, racing);
-        let waited =
-            relay::wait_keeping_alive(session, ctx, headers, self.fmt, self.keepalive, waiting)
-                .await;
+        // Boxed too: done before the answer is relayed, so inline it would
+        // only be ~2 KiB of dead space in every open stream's future.
+        let waited = Box::pin(relay::wait_keeping_alive(
+            session,
+            ctx,
+            headers,
+            self.fmt,
+            self.keepalive,
+            waiting,
+        ))
+        .await;
         for line in self.log.lock().drain(..) {
             ctx.push_attempt(line);
         }
@@ -247,11 +255,9 @@ impl<'a> Attempts<'a> {
             self.settle_race(ctx, &candidates[h], c, &raced, started, hedge_started);
         }
         let tried = match raced.outcome {
-            Reached::Answer(a) => Box::pin(self.finish(session, ctx, *a, parsed, headers)).await,
+            Reached::Answer(a) => Box::pin(self.finish(session, ctx, a, parsed, headers)).await,
             Reached::Refused { provider, refusal } => {
-                refusal
-                    .relay(self.fmt, session, ctx, provider, headers)
-                    .await?;
+                Box::pin(refusal.relay(self.fmt, session, ctx, provider, headers)).await?;
                 Tried::Answered
             }
             Reached::Error(e) => return Err(e),
@@ -665,19 +671,14 @@ impl<'a> Attempts<'a> {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        answer: Answer<'_>,
+        mut answer: Box<Answer<'_>>,
         parsed: &Parsed,
         headers: &mut Headers,
     ) -> Tried {
-        let Answer {
-            provider,
-            c,
-            key_index,
-            mut resp,
-            sent_at,
-            passthrough,
-            _hold,
-        } = answer;
+        // The answer stays in its box for the stream's life: moved out, it
+        // would take ~1.2 KiB more of this future per open stream.
+        let (provider, c, key_index, sent_at) =
+            (answer.provider, answer.c, answer.key_index, answer.sent_at);
         ctx.provider.clone_from(&provider.config.id);
         ctx.upstream_model.clone_from(&c.model);
         ctx.price = crate::pricing::price_of(&provider.config, &c.model);
@@ -690,14 +691,14 @@ impl<'a> Attempts<'a> {
             client: self.fmt,
             upstream: provider.config.format,
             stream: parsed.stream,
-            passthrough,
+            passthrough: answer.passthrough,
             model_override: c.logical.then(|| c.requested.clone()),
             include_usage: parsed.include_usage,
             provider_keys: &provider.config.api_keys,
             keepalive: self.keepalive,
         };
         let stats = self.rt.stats(c);
-        let relayed = relay::relay(session, ctx, &mut resp, &plan, headers).await;
+        let relayed = relay::relay(session, ctx, &mut answer.resp, &plan, headers).await;
         let (outcome, status) = match &relayed {
             Outcome::Done => ("ok", Some(ctx.status).filter(|s| *s != 0)),
             Outcome::ClientGone => ("client_gone", Some(ctx.status).filter(|s| *s != 0)),
@@ -728,7 +729,11 @@ impl<'a> Attempts<'a> {
                     model: c.model.clone(),
                     key_index,
                 });
-                resp.release(&self.gw.connector).await;
+                // Boxed: inline, the pool's release future would take
+                // ~5 KiB of this future during the whole stream.
+                let Answer { resp, _hold, .. } = *answer;
+                Box::pin(resp.release(&self.gw.connector)).await;
+                drop(_hold);
                 Tried::Answered
             }
             Outcome::ClientGone => Tried::Answered,

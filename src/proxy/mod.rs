@@ -148,21 +148,27 @@ pub async fn client_key<'a>(
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+    // Boxed: Pingora keeps the context in the connection's future twice
+    // (argument and local), for each open stream.
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::default()
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
         Error::e_explain(InternalError, "every request is answered in request_filter")
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<bool> {
         ctx.start = std::time::Instant::now();
         metrics::INFLIGHT_REQUESTS.inc();
         ctx.inflight = true;
@@ -241,11 +247,11 @@ impl ProxyHttp for Gateway {
 
     /// Pingora's own error lines carry this summary: the query is left out
     /// because Gemini SDKs send the client key as `?key=`.
-    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+    fn request_summary(&self, session: &Session, _ctx: &Box<RequestCtx>) -> String {
         summary_without_secrets(session.req_header())
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         if ctx.inflight {
             metrics::INFLIGHT_REQUESTS.dec();
         }
