@@ -246,6 +246,10 @@ async fn write_request(
             .apply(&mut h)
             .map_err(|e| SendError::Io(format!("header rules: {e}")))?;
     }
+    // Pingora's client flushes the head on its own, then the body: two
+    // segments, two wake-ups of the provider. Corked, the kernel sends
+    // them as one when the guard drops (an error path included).
+    let _cork = (!req.body.is_empty()).then(|| Cork::on(session)).flatten();
     session
         .write_request_header(Box::new(h))
         .await
@@ -258,4 +262,79 @@ async fn write_request(
     }
     session.finish_request_body().await.map_err(classify)?;
     Ok(())
+}
+
+/// `TCP_CORK` on an HTTP/1 connection's socket while a request is written
+/// (TLS included: the records go to the same socket); off again on drop,
+/// which sends what is held. Without a socket (HTTP/2, a custom stream) or
+/// when the option is refused, nothing is held and the write goes as before.
+struct Cork(i32);
+
+impl Cork {
+    fn on(session: &HttpSession) -> Option<Cork> {
+        let fd = session.stream()?.id();
+        set_cork(fd, true).then_some(Cork(fd))
+    }
+}
+
+impl Drop for Cork {
+    fn drop(&mut self) {
+        set_cork(self.0, false);
+    }
+}
+
+fn set_cork(fd: i32, on: bool) -> bool {
+    let v: libc::c_int = on.into();
+    // SAFETY: `fd` is the socket of a session the caller holds for the
+    // guard's whole life; the option value is a live c_int of the size
+    // passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::protocols::http::v1::client::HttpSession as H1;
+    use pingora::protocols::l4::stream::Stream;
+
+    fn corked(fd: i32) -> bool {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a live socket of the test; `v` and `len` outlive the call.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_CORK,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        v != 0
+    }
+
+    #[tokio::test]
+    async fn the_cork_holds_while_the_guard_lives() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, _server) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let session = HttpSession::H1(H1::new(Box::new(Stream::from(client.unwrap()))));
+        let fd = session.stream().unwrap().id();
+        assert!(!corked(fd));
+        let cork = Cork::on(&session).expect("a TCP socket takes TCP_CORK");
+        assert!(corked(fd));
+        drop(cork);
+        assert!(!corked(fd));
+    }
 }
