@@ -124,45 +124,35 @@ pub struct AccessRecord<'a> {
 /// backslashes as `\xNN` (so a client cannot start a new line or forge a
 /// `key=value` pair), at most [`MAX_FIELD_CHARS`] characters kept.
 pub fn field(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_FIELD_CHARS + 8));
-    for (n, c) in s.chars().enumerate() {
-        if n == MAX_FIELD_CHARS {
-            out.push_str("...");
-            break;
-        }
-        if c.is_control() || c == ' ' || c == '"' || c == '\\' {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\x{b:02x}"));
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    Escaped(s, false).to_string()
 }
 
-/// `s` for a quoted field (the last one, `error="..."`): spaces kept for
-/// reading, quotes, backslashes and control characters escaped, capped.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_FIELD_CHARS + 8));
-    for (n, c) in s.chars().enumerate() {
-        if n == MAX_FIELD_CHARS {
-            out.push_str("...");
-            break;
-        }
-        match c {
-            ' ' => out.push(' '),
-            c if c.is_control() || c == '"' || c == '\\' => {
+/// `s` escaped and capped as [`field`] does (`quoted`: spaces kept, for the
+/// last, quoted field), written straight into a line: no copy is made.
+struct Escaped<'a>(&'a str, bool);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Escaped(s, quoted) = *self;
+        let escape = |c: char| c.is_control() || c == '"' || c == '\\' || (c == ' ' && !quoted);
+        // Runs of plain characters go out whole.
+        let mut plain = 0;
+        for (n, (i, c)) in s.char_indices().enumerate() {
+            if n == MAX_FIELD_CHARS {
+                f.write_str(&s[plain..i])?;
+                return f.write_str("...");
+            }
+            if escape(c) {
+                f.write_str(&s[plain..i])?;
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\x{b:02x}"));
+                    write!(f, "\\x{b:02x}")?;
                 }
+                plain = i + c.len_utf8();
             }
-            c => out.push(c),
         }
+        f.write_str(&s[plain..])
     }
-    out
 }
 
 /// `s` capped for a JSON field (JSON itself escapes the rest).
@@ -185,7 +175,7 @@ impl AccessRecord<'_> {
     /// Writes the record in `format` to the access log.
     pub fn write(&self, format: AccessFormat) {
         match format {
-            AccessFormat::Text => write(format_args!("{}", self.text())),
+            AccessFormat::Text => write(format_args!("{}", TextLine(self))),
             AccessFormat::Json => write_raw(&self.json()),
         }
     }
@@ -200,31 +190,7 @@ impl AccessRecord<'_> {
     }
 
     fn text(&self) -> String {
-        let mut line = format!(
-            "{} {} {} {}ms key={} model={} upstream={}/{} attempts={} stream={} tokens={}/{}",
-            field(self.method),
-            field(self.path),
-            self.status,
-            self.total_ms.round(),
-            field(self.key.unwrap_or("-")),
-            field(or_dash(self.model)),
-            field(or_dash(self.provider)),
-            field(or_dash(self.upstream_model)),
-            self.attempts,
-            self.stream,
-            self.input_tokens,
-            self.output_tokens,
-        );
-        if let Some(c) = self.cost_usd {
-            line.push_str(&format!(" cost={}", crate::pricing::format_usd(c)));
-        }
-        if self.client_gone {
-            line.push_str(" client_gone");
-        }
-        if let Some(e) = &self.error {
-            line.push_str(&format!(" error=\"{}\"", quoted(e)));
-        }
-        line
+        TextLine(self).to_string()
     }
 
     fn json(&self) -> String {
@@ -259,6 +225,42 @@ impl AccessRecord<'_> {
     }
 }
 
+/// A record's text line, written field by field into the log's buffer.
+struct TextLine<'a>(&'a AccessRecord<'a>);
+
+impl std::fmt::Display for TextLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.0;
+        let e = |s| Escaped(s, false);
+        write!(
+            f,
+            "{} {} {} {}ms key={} model={} upstream={}/{} attempts={} stream={} tokens={}/{}",
+            e(r.method),
+            e(r.path),
+            r.status,
+            r.total_ms.round(),
+            e(r.key.unwrap_or("-")),
+            e(or_dash(r.model)),
+            e(or_dash(r.provider)),
+            e(or_dash(r.upstream_model)),
+            r.attempts,
+            r.stream,
+            r.input_tokens,
+            r.output_tokens,
+        )?;
+        if let Some(c) = r.cost_usd {
+            write!(f, " cost={}", crate::pricing::format_usd(c))?;
+        }
+        if r.client_gone {
+            f.write_str(" client_gone")?;
+        }
+        if let Some(err) = &r.error {
+            write!(f, " error=\"{}\"", Escaped(err, true))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +273,54 @@ mod tests {
         let long = "m".repeat(10_000);
         assert_eq!(field(&long).len(), MAX_FIELD_CHARS + 3);
         assert_eq!(capped(&long).len(), MAX_FIELD_CHARS + 3);
+        // The cap counts characters, not bytes, and an escape counts as one.
+        let wide = format!("{}{}", "é".repeat(MAX_FIELD_CHARS - 1), "\n tail");
+        assert_eq!(
+            field(&wide),
+            format!("{}\\x0a...", "é".repeat(MAX_FIELD_CHARS - 1))
+        );
+        assert_eq!(field(""), "");
+    }
+
+    #[test]
+    fn a_whole_text_line() {
+        let r = AccessRecord {
+            method: "POST",
+            path: "/v1/messages",
+            status: 502,
+            total_ms: 12.4,
+            key: Some("team a"),
+            model: "fast",
+            provider: "p",
+            upstream_model: "m",
+            attempts: 2,
+            stream: true,
+            input_tokens: 7,
+            output_tokens: 3,
+            cost_usd: Some(0.5),
+            client_gone: true,
+            error: Some("x".repeat(MAX_FIELD_CHARS + 5)),
+            ..AccessRecord::default()
+        };
+        assert_eq!(
+            r.render(AccessFormat::Text),
+            format!(
+                "POST /v1/messages 502 12ms key=team\\x20a model=fast upstream=p/m attempts=2 \
+                 stream=true tokens=7/3 cost={} client_gone error=\"{}...\"",
+                crate::pricing::format_usd(0.5),
+                "x".repeat(MAX_FIELD_CHARS)
+            )
+        );
+        let bare = AccessRecord {
+            method: "GET",
+            path: "/v1/models",
+            status: 200,
+            ..AccessRecord::default()
+        };
+        assert_eq!(
+            bare.render(AccessFormat::Text),
+            "GET /v1/models 200 0ms key=- model=- upstream=-/- attempts=0 stream=false tokens=0/0"
+        );
     }
 
     #[test]

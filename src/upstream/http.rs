@@ -212,10 +212,11 @@ async fn write_request(
     } else {
         format!("{}:{}", base.host, base.port)
     };
-    let ins = |h: &mut RequestHeader, k: &str, v: &str| {
-        h.insert_header(k.to_owned(), v)
+    // Names known at compile time go in without a copy.
+    fn ins(h: &mut RequestHeader, k: &'static str, v: &str) -> Result<(), SendError> {
+        h.insert_header(k, v)
             .map_err(|e| SendError::Io(format!("header {k}: {e}")))
-    };
+    }
     ins(&mut h, "host", &host)?;
     if req.method == "POST" {
         ins(&mut h, "content-type", "application/json")?;
@@ -239,7 +240,8 @@ async fn write_request(
         ins(&mut h, k, v)?;
     }
     for (k, v) in &provider.config.headers {
-        ins(&mut h, k, v)?;
+        h.insert_header(k.clone(), v.as_str())
+            .map_err(|e| SendError::Io(format!("header {k}: {e}")))?;
     }
     if let Some(edits) = req.edits {
         edits
