@@ -45,6 +45,23 @@ async fn suite(store: Arc<dyn Store>) {
     deferred_writes_land_after_flush(store.as_ref()).await;
     sessions_belong_to_their_key(store.as_ref()).await;
     context_is_bounded_in_bytes(store.as_ref()).await;
+    a_window_named_twice_counts_twice(store.as_ref()).await;
+}
+
+/// Two buckets of one request naming the same window count the request in it twice (Redis reads every window
+/// before it writes any: the second write must not overwrite the first), and the counts carry on after.
+async fn a_window_named_twice_counts_twice(store: &dyn Store) {
+    let twice = [
+        bucket("key:twice", Some(5), None),
+        bucket("key:twice", Some(5), None),
+    ];
+    let a = store.admit(&twice, 0).await;
+    assert!(a.admitted());
+    assert_eq!(store.hit_requests("key:twice", 5).await.remaining, 2);
+    let a = store.admit(&twice, 0).await;
+    assert!(a.admitted());
+    assert_eq!(a.buckets[1].requests.map(|d| d.remaining), Some(1));
+    assert!(!store.hit_requests("key:twice", 5).await.allowed);
 }
 
 /// A key over its own rpm is refused without using the gateway-wide rpm; a request the gateway-wide rpm refuses
@@ -279,5 +296,20 @@ async fn redis_windows_forget_buckets_older_than_a_minute() {
     assert!((49..=50).contains(&d.retry_after_secs), "{d:?}");
     let old_field = query(server.port, &["HEXISTS", key, &old.to_string()]);
     assert_eq!(old_field, Ok(Reply::Int(0)), "the stale bucket is removed");
+    // An admission's first write of a second restarts the window's TTL (just over a minute).
+    assert!(store
+        .admit(&[bucket("key:ttl", Some(3), Some(100))], 7)
+        .await
+        .admitted());
+    for key in ["adm:rpm:key:ttl", "adm:tpm:key:ttl"] {
+        match query(server.port, &["TTL", key]) {
+            Ok(Reply::Int(t)) => assert!((55..=61).contains(&t), "{key}: TTL {t}"),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        query(server.port, &["HGET", "adm:tpm:key:ttl", "n"]),
+        Ok(Reply::Bulk(Some("7".into())))
+    );
     assert!(store.healthy());
 }
