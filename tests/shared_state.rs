@@ -562,6 +562,22 @@ async fn redis_unreachable_at_start_still_serves() {
     let first = chat(&gw, "alice-key", Some("s-dead"), "hi").await;
     assert_eq!(first.status(), 200);
     let provider = first.headers()["x-debug-provider"].clone();
+    // The binding is written in the logging phase, just after the answer:
+    // the next request (a new connection) waits for it.
+    let bound = eventually(PATIENCE, || async {
+        let s: serde_json::Value = client()
+            .get(format!("{}/admin/sessions/s-dead", gw.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        !s["binding"].is_null()
+    })
+    .await;
+    assert!(bound, "the session was never bound");
     for i in 1..5 {
         let r = chat(&gw, "alice-key", Some("s-dead"), "hi").await;
         assert_eq!(r.status(), 200, "request {i}");

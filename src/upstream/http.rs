@@ -1,12 +1,14 @@
 //! One HTTP exchange with a provider, driven through Pingora's connector
 //! (pooled connections, TLS with SNI, per-peer timeouts).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::l4::socket::SocketAddr;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::{dns, Provider};
@@ -51,7 +53,7 @@ pub struct Outgoing<'a> {
 /// An upstream response whose header has arrived; the body is read from it.
 pub struct Incoming {
     session: HttpSession,
-    peer: HttpPeer,
+    peer: Arc<HttpPeer>,
     pub header: Box<ResponseHeader>,
     /// The first body read, read ahead by [`Incoming::peek`] and handed
     /// out by the next [`Incoming::chunk`] (`Some(None)`: the body's end).
@@ -108,7 +110,7 @@ impl Incoming {
     pub async fn release(mut self, connector: &Connector) {
         if self.session.response_done() {
             connector
-                .release_http_session(self.session, &self.peer, Some(POOL_IDLE))
+                .release_http_session(self.session, &*self.peer, Some(POOL_IDLE))
                 .await;
         }
     }
@@ -125,12 +127,24 @@ fn classify(e: Box<pingora::Error>) -> SendError {
 }
 
 /// The peer for a provider: address resolved asynchronously, SNI and
-/// timeouts from its config.
-async fn peer_for(provider: &Provider) -> Result<HttpPeer, SendError> {
+/// timeouts from its config. Built again only when the address moved.
+async fn peer_for(provider: &Provider) -> Result<Arc<HttpPeer>, SendError> {
     let base = &provider.config.base;
     let addr = dns::resolve(&base.host, base.port)
         .await
         .map_err(SendError::Connect)?;
+    if let Some(peer) = provider.peer.load_full() {
+        if peer._address == SocketAddr::Inet(addr) {
+            return Ok(peer);
+        }
+    }
+    let peer = Arc::new(new_peer(provider, addr));
+    provider.peer.store(Some(Arc::clone(&peer)));
+    Ok(peer)
+}
+
+fn new_peer(provider: &Provider, addr: std::net::SocketAddr) -> HttpPeer {
+    let base = &provider.config.base;
     let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
     // Pool connections per provider: two providers on one address may trust
     // different CAs, and the pool key does not include the CA.
@@ -143,7 +157,7 @@ async fn peer_for(provider: &Provider) -> Result<HttpPeer, SendError> {
     o.write_timeout = Some(provider.config.read_timeout);
     o.idle_timeout = Some(POOL_IDLE);
     o.ca.clone_from(&provider.config.ca);
-    Ok(peer)
+    peer
 }
 
 /// Sends `req` to `provider` and waits for the response header.
@@ -160,12 +174,12 @@ pub async fn send(
     req: Outgoing<'_>,
 ) -> Result<Incoming, SendError> {
     let peer = peer_for(provider).await?;
-    let (mut session, reused) = connector.get_http_session(&peer).await.map_err(classify)?;
+    let (mut session, reused) = connector.get_http_session(&*peer).await.map_err(classify)?;
     prepare(&mut session, provider);
     match write_request(&mut session, provider, &req).await {
         Ok(()) => {}
         Err(SendError::Io(_)) if reused => {
-            let (fresh, _) = connector.get_http_session(&peer).await.map_err(classify)?;
+            let (fresh, _) = connector.get_http_session(&*peer).await.map_err(classify)?;
             session = fresh;
             prepare(&mut session, provider);
             write_request(&mut session, provider, &req).await?;
@@ -323,6 +337,35 @@ mod tests {
         };
         assert_eq!(r, 0);
         v != 0
+    }
+
+    #[tokio::test]
+    async fn attempts_share_the_providers_peer() {
+        let c = crate::config::Config::from_yaml(
+            "providers: [{id: o, kind: openai, base_url: 'http://127.0.0.1:9', connect_timeout_ms: 1234}]",
+            &|_| None,
+        )
+        .unwrap();
+        let provider = Provider::new(c.providers.into_iter().next().unwrap());
+        let first = peer_for(&provider).await.unwrap();
+        let second = peer_for(&provider).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.sni, "127.0.0.1");
+        assert_eq!(first.group_key, provider.pool_key);
+        let timeout = first.options.connection_timeout;
+        assert_eq!(timeout, Some(Duration::from_millis(1234)));
+        // A peer for another address (DNS moved) replaces it.
+        let moved: std::net::SocketAddr = "127.0.0.2:9".parse().unwrap();
+        provider
+            .peer
+            .store(Some(Arc::new(new_peer(&provider, moved))));
+        let third = peer_for(&provider).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &third));
+        assert_eq!(
+            third._address,
+            SocketAddr::Inet("127.0.0.1:9".parse().unwrap())
+        );
+        assert!(Arc::ptr_eq(&third, &peer_for(&provider).await.unwrap()));
     }
 
     #[tokio::test]

@@ -53,6 +53,10 @@ pub struct Provider {
     pub last_probe: Mutex<Option<catalog::Probe>>,
     /// Keeps this provider's pooled connections apart from other providers'.
     pub pool_key: u64,
+    /// The last peer built for the provider's address (see `http::peer_for`):
+    /// an attempt shares it instead of building its own (~700 bytes, held for
+    /// the whole answer).
+    pub peer: ArcSwapOption<pingora::upstreams::peer::HttpPeer>,
     /// Requests in flight and the `max_qps` bucket.
     pub capacity: Capacity,
 }
@@ -174,6 +178,7 @@ impl Provider {
             first_listing: tokio::sync::Notify::new(),
             last_probe: Mutex::new(None),
             capacity: Capacity::default(),
+            peer: ArcSwapOption::empty(),
             pool_key: {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
