@@ -256,15 +256,7 @@ async fn context_is_kept_for_its_key(gw: &Gateway, sid: &str, one_writer: bool) 
     let r = client().get(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);
     // An unknown session has an empty history.
-    let v: Value = client()
-        .get(format!("{}/context/nobody", gw.url()))
-        .bearer_auth("carol-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = gw.get_json("/context/nobody", "carol-key").await;
     assert_eq!(v["history"], json!([]));
 }
 
@@ -565,16 +557,7 @@ async fn redis_unreachable_at_start_still_serves() {
     // The binding is written in the logging phase, just after the answer:
     // the next request (a new connection) waits for it.
     let bound = eventually(PATIENCE, || async {
-        let s: serde_json::Value = client()
-            .get(format!("{}/admin/sessions/s-dead", gw.url()))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        !s["binding"].is_null()
+        !gw.get_json("/admin/sessions/s-dead", ADMIN).await["binding"].is_null()
     })
     .await;
     assert!(bound, "the session was never bound");

@@ -671,6 +671,19 @@ impl Gateway {
         prom::sum(&self.metrics().await, name, with)
     }
 
+    /// `GET path` on the gateway with `bearer`, the answer as JSON.
+    pub async fn get_json(&self, path: &str, bearer: &str) -> serde_json::Value {
+        client()
+            .get(format!("{}{path}", self.url()))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .await
