@@ -143,17 +143,7 @@ async fn a_slow_first_attempt_is_hedged_and_the_loser_is_cut_off() {
 
 /// The newest request record's attempt history (`/admin/requests/{id}`).
 async fn attempt_history(gw: &Gateway) -> Vec<Value> {
-    let admin_get = |path: String| async move {
-        client()
-            .get(format!("{}{path}", gw.url()))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("admin request")
-            .json::<Value>()
-            .await
-            .expect("admin json")
-    };
+    let admin_get = |path: String| async move { gw.get_json(&path, ADMIN).await };
     let (list, found) = poll(
         Duration::from_secs(10),
         || admin_get("/admin/requests".to_owned()),

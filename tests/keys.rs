@@ -106,15 +106,7 @@ async fn fill_first_uses_the_first_key_until_it_rests() {
         ["key-a", "key-b", "key-b", "key-b", "key-b"],
         "{seen:?}"
     );
-    let health: Value = client()
-        .get(format!("{}/providers/p/health", gw.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("health json");
+    let health = gw.get_json("/providers/p/health", ADMIN).await;
     assert_eq!(health["key_strategy"], "fill-first", "{health}");
     assert_eq!(health["keys"][0]["available"], false, "{health}");
     assert_eq!(health["keys"][1]["weight"], 1.0, "{health}");
@@ -148,15 +140,7 @@ async fn a_key_at_its_concurrency_is_skipped_then_the_next_candidate_then_429() 
         (1, 1),
         "the second request took the other key: {seen:?}"
     );
-    let health: Value = client()
-        .get(format!("{}/providers/keyed/health", gw.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("health json");
+    let health = gw.get_json("/providers/keyed/health", ADMIN).await;
     assert_eq!(health["keys"][0]["in_flight"], 1, "{health}");
     assert_eq!(health["keys"][1]["max_concurrency"], 1, "{health}");
     // The logical model moves on to its other upstream...

@@ -30,15 +30,7 @@ async fn post(gw: &Gateway, body: &Value) -> (u16, Value) {
 }
 
 async fn admin_get(gw: &Gateway, path: &str) -> Value {
-    client()
-        .get(format!("{}{path}", gw.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("admin request")
-        .json()
-        .await
-        .expect("admin json")
+    gw.get_json(path, ADMIN).await
 }
 
 fn ok_reply() -> Reply {
