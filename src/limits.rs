@@ -32,7 +32,7 @@ pub fn buckets_for(key: Option<&ClientKey>, config: &Config) -> Vec<LimitBucket>
     let mut buckets = Vec::with_capacity(2);
     if let Some(k) = key.filter(|k| k.rpm.is_some() || k.tpm.is_some()) {
         buckets.push(LimitBucket {
-            name: format!("key:{}", k.name),
+            name: format!("key:{}", k.id),
             rpm: k.rpm,
             tpm: k.tpm,
         });
@@ -180,12 +180,10 @@ impl RateHeaders {
     /// The key's bucket (the first, when the request has a key with limits).
     fn of_key(key_name: Option<&str>, buckets: &[LimitBucket], admission: &Admission) -> Self {
         match (key_name, buckets.first(), admission.buckets.first()) {
-            (Some(name), Some(b), Some(d)) if b.name.strip_prefix("key:") == Some(name) => {
-                RateHeaders {
-                    requests: d.requests,
-                    tokens: d.tokens,
-                }
-            }
+            (Some(_), Some(b), Some(d)) if b.name.starts_with("key:") => RateHeaders {
+                requests: d.requests,
+                tokens: d.tokens,
+            },
             _ => RateHeaders::default(),
         }
     }

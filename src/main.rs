@@ -151,10 +151,11 @@ fn main() {
     }
 
     let state = Arc::new(LazyStore::new(config.store_options()));
+    let keys = Arc::new(apiproxy::auth::StoredKeys::new(&config.store));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        Gateway::new(runtime.clone(), state.clone()),
+        Gateway::new(runtime.clone(), state.clone(), keys.clone()),
     );
     PidHeader::register(&mut app.downstream_modules);
     let listener = ClientListener::new(app, limits.clone(), grace);
@@ -168,7 +169,7 @@ fn main() {
         // connection layer and slots; its h2 connections get h2 limits.
         let mut app = pingora::proxy::http_proxy(
             &server.configuration,
-            Gateway::new(runtime.clone(), state.clone()),
+            Gateway::new(runtime.clone(), state.clone(), keys.clone()),
         );
         PidHeader::register(&mut app.downstream_modules);
         let mut options = pingora::apps::HttpServerOptions::default();

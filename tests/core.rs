@@ -1088,7 +1088,7 @@ async fn admin_endpoints_describe_providers_models_and_routing() {
     let a = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;
     let b = MockProvider::always(Reply::json(200, openai_completion("m", "x"))).await;
     let gw = Gateway::start(&format!(
-        "auth:\n  keys: [{{ name: c, key: client-key }}]\n  admin_keys: [admin-key-123]\nproviders:\n{}{}models:\n  - name: lm\n    description: two ways\n    upstreams: [{{ provider: a, model: ma, weight: 3 }}, {{ provider: b, model: mb, weight: 1 }}]\n",
+        "auth:\n  keys: [{{ name: c, key: client-key }}]\n  admin_keys: [admin-key-123456]\nproviders:\n{}{}models:\n  - name: lm\n    description: two ways\n    upstreams: [{{ provider: a, model: ma, weight: 3 }}, {{ provider: b, model: mb, weight: 1 }}]\n",
         provider("a", &a, ""),
         provider("b", &b, "")
     ))
@@ -1109,7 +1109,7 @@ async fn admin_endpoints_describe_providers_models_and_routing() {
             .status(),
         403
     );
-    let r = get("/providers", Some("admin-key-123")).await.unwrap();
+    let r = get("/providers", Some("admin-key-123456")).await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(
@@ -1118,14 +1118,14 @@ async fn admin_endpoints_describe_providers_models_and_routing() {
     );
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["providers"][0]["id"], "a");
-    let v: Value = get("/providers/b/models", Some("admin-key-123"))
+    let v: Value = get("/providers/b/models", Some("admin-key-123456"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(v["models"], json!(["m-b"]));
-    let v: Value = get("/providers/a/health", Some("admin-key-123"))
+    let v: Value = get("/providers/a/health", Some("admin-key-123456"))
         .await
         .unwrap()
         .json()
@@ -1133,20 +1133,20 @@ async fn admin_endpoints_describe_providers_models_and_routing() {
         .unwrap();
     assert_eq!(v["status"], "healthy");
     assert_eq!(
-        get("/providers/zz", Some("admin-key-123"))
+        get("/providers/zz", Some("admin-key-123456"))
             .await
             .unwrap()
             .status(),
         404
     );
-    let v: Value = get("/logical-models/lm/upstreams", Some("admin-key-123"))
+    let v: Value = get("/logical-models/lm/upstreams", Some("admin-key-123456"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(v["upstreams"].as_array().unwrap().len(), 2);
-    let v: Value = get("/logical-models", Some("admin-key-123"))
+    let v: Value = get("/logical-models", Some("admin-key-123456"))
         .await
         .unwrap()
         .json()
@@ -1156,7 +1156,7 @@ async fn admin_endpoints_describe_providers_models_and_routing() {
 
     let r = client()
         .post(format!("{}/routing/decide", gw.url()))
-        .header("x-api-key", "admin-key-123")
+        .header("x-api-key", "admin-key-123456")
         .json(&json!({"logical_model": "lm", "exclude_providers": ["b"]}))
         .send()
         .await
@@ -1168,7 +1168,7 @@ async fn admin_endpoints_describe_providers_models_and_routing() {
     assert!(v["decision_time"].as_f64().is_some());
     let r = client()
         .post(format!("{}/routing/decide", gw.url()))
-        .bearer_auth("admin-key-123")
+        .bearer_auth("admin-key-123456")
         .json(&json!({"model": "lm"}))
         .send()
         .await
@@ -1183,7 +1183,7 @@ async fn admin_endpoints_describe_providers_models_and_routing() {
     assert_eq!(scores, [0.75, 0.25]);
     let r = client()
         .post(format!("{}/routing/decide", gw.url()))
-        .bearer_auth("admin-key-123")
+        .bearer_auth("admin-key-123456")
         .json(&json!({"logical_model": "nope"}))
         .send()
         .await
@@ -1191,7 +1191,7 @@ async fn admin_endpoints_describe_providers_models_and_routing() {
     assert_eq!(r.status(), 404);
     let r = client()
         .post(format!("{}/routing/decide", gw.url()))
-        .bearer_auth("admin-key-123")
+        .bearer_auth("admin-key-123456")
         .json(&json!({"logical_model": "lm", "exclude_providers": ["a", "b"]}))
         .send()
         .await

@@ -28,7 +28,7 @@ fn chat(model: &str, stream: bool) -> Value {
 /// first) and `second`, in weighted mode so nothing learned reorders them.
 fn config(first: &MockProvider, second: &MockProvider, hedge: &str, routing: &str) -> String {
     format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nrouting:\n  scoring: {{ mode: weighted }}\n{routing}providers:\n  - {{ id: first, kind: openai, base_url: \"{}\", models: [m] }}\n  - {{ id: second, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n{hedge}    upstreams:\n      - {{ provider: first, model: m, weight: 1000000 }}\n      - {{ provider: second, model: m, weight: 0.000001 }}\n",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nrouting:\n  scoring: {{ mode: weighted }}\n{routing}providers:\n  - {{ id: first, kind: openai, base_url: \"{}\", models: [m] }}\n  - {{ id: second, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n{hedge}    upstreams:\n      - {{ provider: first, model: m, weight: 1000000 }}\n      - {{ provider: second, model: m, weight: 0.000001 }}\n",
         first.base_url(),
         second.base_url(),
     )

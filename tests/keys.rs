@@ -87,7 +87,7 @@ async fn fill_first_uses_the_first_key_until_it_rests() {
     })
     .await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nproviders:\n  - id: p\n    kind: openai\n    base_url: \"{}\"\n    models: [m]\n    key_strategy: fill-first\n    api_keys: [key-a, key-b, key-c]\n",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n  - id: p\n    kind: openai\n    base_url: \"{}\"\n    models: [m]\n    key_strategy: fill-first\n    api_keys: [key-a, key-b, key-c]\n",
         mock.base_url()
     );
     let gw = Gateway::start(&config).await;
@@ -118,7 +118,7 @@ async fn a_key_at_its_concurrency_is_skipped_then_the_next_candidate_then_429() 
     let keyed = MockProvider::always(ok_reply().delay(Duration::from_secs(4))).await;
     let spare = MockProvider::always(ok_reply()).await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nrouting:\n  scoring: {{ mode: weighted }}\nproviders:\n  - id: keyed\n    kind: openai\n    base_url: \"{}\"\n    models: [m]\n    api_keys: [{{ key: key-1, max_concurrency: 1 }}, {{ key: key-2, max_concurrency: 1 }}]\n  - {{ id: spare, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n    upstreams:\n      - {{ provider: keyed, model: m, weight: 1000000 }}\n      - {{ provider: spare, model: m, weight: 0.000001 }}\n",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nrouting:\n  scoring: {{ mode: weighted }}\nproviders:\n  - id: keyed\n    kind: openai\n    base_url: \"{}\"\n    models: [m]\n    api_keys: [{{ key: key-1, max_concurrency: 1 }}, {{ key: key-2, max_concurrency: 1 }}]\n  - {{ id: spare, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n    upstreams:\n      - {{ provider: keyed, model: m, weight: 1000000 }}\n      - {{ provider: spare, model: m, weight: 0.000001 }}\n",
         keyed.base_url(),
         spare.base_url()
     );

@@ -117,7 +117,7 @@ async fn circuit_breaker_opens_probes_and_closes() {
     })
     .await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nrouting:\n  breaker: {{ consecutive_failures: 2, open_ms: 400, max_open_ms: 400 }}\nproviders:\n{}",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nrouting:\n  breaker: {{ consecutive_failures: 2, open_ms: 400, max_open_ms: 400 }}\nproviders:\n{}",
         provider_yaml("up", &mock, "")
     );
     let gw = Gateway::start(&config).await;
@@ -189,7 +189,7 @@ async fn key_cooldowns_follow_the_cause() {
     })
     .await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nrouting:\n  cooldowns: {{ server_error_seconds: 40 }}\nproviders:\n{}",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nrouting:\n  cooldowns: {{ server_error_seconds: 40 }}\nproviders:\n{}",
         provider_yaml("up", &mock, ", api_keys: [key-one, key-two, key-three]")
     );
     let gw = Gateway::start(&config).await;
@@ -265,7 +265,7 @@ async fn rate_limit_headers_steer_away_before_a_429() {
     })
     .await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nproviders:\n{}",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n{}",
         provider_yaml("up", &mock, ", api_keys: [key-low, key-roomy]")
     );
     let gw = Gateway::start(&config).await;
@@ -447,7 +447,7 @@ async fn a_request_too_large_does_not_cool_the_provider_for_everyone() {
     })
     .await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nproviders:\n{}",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n{}",
         provider_yaml("up", &mock, ", api_keys: [only-key]")
     );
     let gw = Gateway::start(&config).await;
@@ -602,7 +602,7 @@ async fn routing_decide_explains_the_proxys_own_choice() {
     let a = MockProvider::always(ok_reply()).await;
     let b = MockProvider::always(ok_reply()).await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nproviders:\n{}{}models:\n  - name: pool\n    upstreams:\n      - {{ provider: a, model: m }}\n      - {{ provider: b, model: m }}\n",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n{}{}models:\n  - name: pool\n    upstreams:\n      - {{ provider: a, model: m }}\n      - {{ provider: b, model: m }}\n",
         provider_yaml("a", &a, ", region: eu-west"),
         provider_yaml("b", &b, ", region: us-east"),
     );
@@ -681,7 +681,7 @@ async fn capacity_limits_move_traffic_then_refuse_with_429() {
     let busy = MockProvider::always(ok_reply().delay(Duration::from_millis(600))).await;
     let spare = MockProvider::always(ok_reply()).await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nproviders:\n{}{}models:\n  - name: pool\n    upstreams:\n      - {{ provider: busy, model: m, weight: 1000 }}\n      - {{ provider: spare, model: m, weight: 0.001 }}\n",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n{}{}models:\n  - name: pool\n    upstreams:\n      - {{ provider: busy, model: m, weight: 1000 }}\n      - {{ provider: spare, model: m, weight: 0.001 }}\n",
         provider_yaml("busy", &busy, ", max_concurrency: 1"),
         provider_yaml("spare", &spare, ", max_qps: 2"),
     );
@@ -745,7 +745,7 @@ async fn catalog_warm_up_and_refresh() {
     })
     .await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: cat, kind: openai, base_url: \"{}\", api_keys: [k] }}\n",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: cat, kind: openai, base_url: \"{}\", api_keys: [k] }}\n",
         mock.base_url()
     );
     let started = Instant::now();
@@ -789,7 +789,7 @@ async fn health_checks_feed_the_breaker_and_probe_on_demand() {
     })
     .await;
     let config = format!(
-        "auth:\n  admin_keys: [{ADMIN}]\nrouting:\n  breaker: {{ consecutive_failures: 2, open_ms: 60000 }}\nproviders:\n{}",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nrouting:\n  breaker: {{ consecutive_failures: 2, open_ms: 60000 }}\nproviders:\n{}",
         provider_yaml("up", &mock, ", health_check: { interval_s: 1, timeout_ms: 500 }")
     );
     let gw = Gateway::start(&config).await;

@@ -10,7 +10,7 @@ use apiproxy_store::testing::{RedisCluster, RedisSentinel, RedisServer};
 use common::*;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "admin-secret-1";
+const ADMIN: &str = "admin-secret-0001";
 
 /// Config body: two openai-kind upstreams behind logical model `duo`, keys
 /// alice and dave (rpm 5), bob (tpm 15) and carol, optional Redis.

@@ -13,7 +13,7 @@ use apiproxy_store::testing::{query, RedisServer, Reply as RedisReply};
 use common::*;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "admin-secret-1";
+const ADMIN: &str = "admin-secret-0001";
 
 fn store_section(redis: Option<&str>, prefix: &str) -> String {
     redis

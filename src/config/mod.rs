@@ -129,6 +129,9 @@ pub struct ServerSettings {
     pub max_schema_rewrite_bytes: usize,
     /// The TLS client listener, when configured.
     pub tls: Option<TlsListener>,
+    /// Host names a gateway without client keys answers to besides
+    /// loopback names (lowercase, without port).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServerSettings {
@@ -197,11 +200,31 @@ pub struct AuthConfig {
     /// `auth.open`: serving without client keys on a non-loopback address
     /// was asked for explicitly.
     pub open: bool,
+    /// Admin keys shorter than 32 characters (a warning: an admin key is a
+    /// password to the whole fleet).
+    pub short_admin_keys: usize,
+}
+
+impl AuthConfig {
+    /// Whether a client request must present a key. Decided from the
+    /// configuration alone, never from whether a store answered: keys are
+    /// configured, or an admin key exists that can make keys at run time
+    /// (and `auth.open` does not say anonymous clients are meant).
+    pub fn requires_key(&self) -> bool {
+        !self.keys.is_empty() || (!self.admin_keys.is_empty() && !self.open)
+    }
 }
 
 /// One client key. The secret itself is not kept, only its SHA-256.
 #[derive(Debug)]
 pub struct ClientKey {
+    /// The key's immutable identity: what its state (rate-limit windows,
+    /// spend, session bindings, context) is kept under. A configured key's
+    /// is its name; a key made at run time has `~` and 16 hex digits, a
+    /// form configured names may not take, so a key made later never
+    /// inherits another's state.
+    pub id: String,
+    /// A label: what logs, metrics and the console show.
     pub name: String,
     pub sha256: [u8; 32],
     pub rpm: Option<u64>,
@@ -569,7 +592,13 @@ impl Config {
     /// Warnings about a config that is valid but risky, one line each.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.auth.keys.is_empty() {
+        if self.auth.short_admin_keys > 0 {
+            out.push(format!(
+                "auth.admin_keys: {} key(s) shorter than 32 characters: an admin key is a password to the whole fleet",
+                self.auth.short_admin_keys
+            ));
+        }
+        if !self.auth.requires_key() {
             for a in &self.server.listen {
                 if a.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) {
                     out.push(format!(
@@ -824,6 +853,22 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 key: t.key,
             }
         }),
+        allowed_hosts: s
+            .allowed_hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let h = h.trim().to_ascii_lowercase();
+                if h.is_empty() || h.contains([':', '/', ' ']) {
+                    problems.push(format!(
+                        "server.allowed_hosts[{i}]: {h:?} is not a host name (no port, no scheme)"
+                    ));
+                    return None;
+                }
+                Some(h)
+            })
+            .collect(),
     };
 
     // log
@@ -915,6 +960,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         if !key_names.insert(k.name.clone()) {
             problems.push(format!("{at}.name: duplicate key name {:?}", k.name));
         }
+        if k.name == "-" || k.name.starts_with('~') {
+            // `-` stands for "no key" in logs and owners; `~…` are the ids of keys made at run time.
+            problems.push(format!(
+                "{at}.name: {:?} is reserved (`-` and names starting with `~`)",
+                k.name
+            ));
+        }
         let digest = match (&k.key, &k.key_sha256) {
             (Some(_), Some(_)) => {
                 problems.push(format!("{at}: give key or key_sha256, not both"));
@@ -980,6 +1032,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             }
         };
         auth.keys.push(ClientKey {
+            id: k.name.clone(),
             name: k.name,
             sha256: digest,
             rpm: k.rpm,
@@ -993,13 +1046,23 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             // An unset ${APIPROXY_ADMIN_KEY:-} leaves admin endpoints closed.
             continue;
         }
-        if k.len() < 8 {
-            problems.push(format!("auth.admin_keys[{i}]: shorter than 8 characters"));
+        if k.chars().count() < 16 {
+            problems.push(format!(
+                "auth.admin_keys[{i}]: shorter than 16 characters (an admin key opens every endpoint of the gateway: use 32 or more random characters)"
+            ));
+        } else if k.chars().count() < 32 {
+            auth.short_admin_keys += 1;
         }
-        auth.admin_keys.push(sha256(k));
+        let digest = sha256(k);
+        if auth.keys.iter().any(|c| c.sha256 == digest) {
+            problems.push(format!(
+                "auth.admin_keys[{i}]: is also a client key in auth.keys: give admins their own key"
+            ));
+        }
+        auth.admin_keys.push(digest);
     }
     auth.open = raw.auth.open.unwrap_or(false);
-    if auth.keys.is_empty() && !auth.open {
+    if !auth.requires_key() && !auth.open {
         let tls = server.tls.iter().flat_map(|t| &t.listen);
         let listeners = (server.listen.iter().map(|a| ("server.listen", a)))
             .enumerate()
@@ -1007,7 +1070,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         for (i, (key, a)) in listeners {
             if a.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) {
                 problems.push(format!(
-                    "{key}[{i}]: {a} is reachable from other machines and auth.keys is empty: add client keys or set auth.open: true"
+                    "{key}[{i}]: {a} is reachable from other machines and no client key is needed: add auth.keys (or an admin key to make keys in the console) or set auth.open: true"
                 ));
             }
         }

@@ -103,6 +103,9 @@ pub struct RawServer {
     pub max_schema_rewrite_bytes: Option<usize>,
     /// A TLS client listener (HTTP/2 by ALPN).
     pub tls: Option<RawTls>,
+    /// Host names (besides loopback names and addresses) a gateway without
+    /// client keys answers to; other `Host`s get 421 (DNS rebinding).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// `server.tls`: where the TLS listener listens and its PEM files.

@@ -12,10 +12,10 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::keys::client_key;
 use super::records::Filter;
 use super::{assets, series, unix_now, CONSOLE};
 use crate::auth;
+use crate::auth::stored::{client_key, StoredKeys, REFRESH_EVERY};
 use crate::config::ClientKey;
 use crate::error::GatewayError;
 use crate::proxy::admin::{health_json, metrics_json, provider_json};
@@ -142,7 +142,7 @@ pub async fn handle(
         R::NotFound => return Err(GatewayError::not_found("no such console endpoint")),
         _ => {}
     }
-    require_admin(rt, session).await?;
+    auth::require_admin(&rt.config.auth, &gw.keys, &session.req_header().headers).await?;
     let (status, body) = match route {
         R::Overview => (200, overview(rt)),
         R::Providers => (
@@ -184,14 +184,14 @@ pub async fn handle(
         R::Keys => (200, list_keys(gw, rt).await),
         R::CreateKey => {
             let v = read_json(session, rt).await?;
-            (201, create_key(rt, &v).await?)
+            (201, create_key(&gw.keys, rt, &v).await?)
         }
         R::UpdateKey(name) => {
             let v = read_json(session, rt).await?;
-            (200, update_key(rt, &name, &v).await?)
+            (200, update_key(&gw.keys, rt, &name, &v).await?)
         }
         R::RevokeKey(name) => {
-            revoke_key(rt, &name).await?;
+            revoke_key(&gw.keys, rt, &name).await?;
             ctx.status = 204;
             let h = pingora::http::ResponseHeader::build_no_case(204, Some(0))
                 .map_err(|e| GatewayError::internal(e.to_string()))?;
@@ -213,22 +213,6 @@ pub async fn handle(
 
 fn write_error(e: Box<pingora::Error>) -> GatewayError {
     GatewayError::internal(format!("writing the response: {e}"))
-}
-
-/// Admin key → ok; a client key (configured or stored) → 403; else 401.
-async fn require_admin(rt: &Arc<Runtime>, session: &Session) -> Result<(), GatewayError> {
-    let Some(k) = auth::presented_key(&session.req_header().headers, None) else {
-        return Err(GatewayError::unauthorized("missing admin key"));
-    };
-    if auth::is_admin_key(&rt.config.auth, k) {
-        return Ok(());
-    }
-    if auth::find_client_key(&rt.config.auth, k).is_some()
-        || CONSOLE.keys.find(&auth::digest(k)).is_some()
-    {
-        return Err(GatewayError::forbidden("this endpoint needs an admin key"));
-    }
-    Err(GatewayError::unauthorized("invalid admin key"))
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -385,7 +369,7 @@ pub fn masked_provider_keys(keys: &[String]) -> Vec<String> {
 /// `GET /admin/keys`: configured and stored keys, with usage and what is
 /// left of their limits.
 async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
-    CONSOLE.keys.freshen(rt).await;
+    gw.keys.freshen().await;
     let store = gw.state.store().await;
     let now = unix_now() as u64;
     let mut out = Vec::new();
@@ -399,7 +383,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&format!("key:{}", k.name), l)
+                    .check_tokens(&format!("key:{}", k.id), l)
                     .await
                     .remaining,
             ),
@@ -418,13 +402,13 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
             "budget": budget_json(store.as_ref(), Some(k)).await,
         }));
     }
-    let cache = CONSOLE.keys.cached();
+    let cache = gw.keys.cached();
     for k in &cache.stored {
         let (u, rpm_left) = remaining(&k.name, k.rpm);
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&format!("key:{}", k.name), l)
+                    .check_tokens(&format!("key:{}", k.id()), l)
                     .await
                     .remaining,
             ),
@@ -445,14 +429,14 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
             "budget": budget_json(store.as_ref(), client_key(k).as_ref()).await,
         }));
     }
-    let store_kind = match CONSOLE.keys.store(&rt.config).await {
+    let store_kind = match gw.keys.store().await {
         Ok(s) => s.kind().to_owned(),
         Err(e) => format!("unavailable: {e}"),
     };
     json!({
         "keys": out,
         "store": store_kind,
-        "replica_refresh_seconds": super::keys::REFRESH_EVERY.as_secs_f64(),
+        "replica_refresh_seconds": REFRESH_EVERY.as_secs_f64(),
         "usage_scope": "this replica since it started",
     })
 }
@@ -574,7 +558,9 @@ fn limit_changes(v: &Value) -> Result<LimitChanges, GatewayError> {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
+    // `-` stands for "no key" in logs and owners.
+    name != "-"
+        && !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
@@ -586,7 +572,11 @@ fn store_error(e: String) -> GatewayError {
 }
 
 /// `POST /admin/keys`: makes a key; the answer is the only time it is shown.
-async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError> {
+async fn create_key(
+    keys: &StoredKeys,
+    rt: &Arc<Runtime>,
+    v: &Value,
+) -> Result<Value, GatewayError> {
     let name = v
         .get("name")
         .and_then(Value::as_str)
@@ -597,11 +587,11 @@ async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError>
         ));
     }
     let limits = limit_changes(v)?;
-    let store = CONSOLE.keys.store(&rt.config).await.map_err(store_error)?;
+    let store = keys.store().await.map_err(store_error)?;
     // The newest list: the name must be free in the store, not only in this cache.
-    CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
+    keys.reload().await.map_err(store_error)?;
     if rt.config.auth.keys.iter().any(|k| k.name == name)
-        || CONSOLE.keys.cached().stored.iter().any(|k| k.name == name)
+        || keys.cached().stored.iter().any(|k| k.name == name)
     {
         return Err(GatewayError::client(
             409,
@@ -613,6 +603,8 @@ async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError>
         hex::encode(rand::thread_rng().gen::<[u8; 24]>())
     );
     let mut record = StoredKey {
+        // A new identity: nothing a revoked key of the same name left behind is inherited.
+        id: Some(StoredKey::new_id(rand::thread_rng().gen())),
         name: name.to_owned(),
         sha256: hex::encode(auth::digest(&secret)),
         last4: secret[secret.len() - 4..].to_owned(),
@@ -625,7 +617,7 @@ async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError>
     };
     limits.apply(&mut record)?;
     store.put(&record).await.map_err(store_error)?;
-    CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
+    keys.reload().await.map_err(store_error)?;
     log::info!("client key `{name}` created through the admin API");
     if store.kind() == "memory" {
         log::warn!(
@@ -647,9 +639,13 @@ async fn create_key(rt: &Arc<Runtime>, v: &Value) -> Result<Value, GatewayError>
 }
 
 /// The stored key `name`, or 404 (409 for a configured key: it lives in the config file).
-async fn stored(rt: &Arc<Runtime>, name: &str) -> Result<StoredKey, GatewayError> {
-    CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
-    if let Some(k) = CONSOLE.keys.cached().stored.iter().find(|k| k.name == name) {
+async fn stored(
+    keys: &StoredKeys,
+    rt: &Arc<Runtime>,
+    name: &str,
+) -> Result<StoredKey, GatewayError> {
+    keys.reload().await.map_err(store_error)?;
+    if let Some(k) = keys.cached().stored.iter().find(|k| k.name == name) {
         return Ok(k.clone());
     }
     if rt.config.auth.keys.iter().any(|k| k.name == name) {
@@ -662,13 +658,18 @@ async fn stored(rt: &Arc<Runtime>, name: &str) -> Result<StoredKey, GatewayError
 }
 
 /// `PATCH /admin/keys/{name}`: changes `rpm`, `tpm`, `models` (null clears).
-async fn update_key(rt: &Arc<Runtime>, name: &str, v: &Value) -> Result<Value, GatewayError> {
+async fn update_key(
+    keys: &StoredKeys,
+    rt: &Arc<Runtime>,
+    name: &str,
+    v: &Value,
+) -> Result<Value, GatewayError> {
     let limits = limit_changes(v)?;
-    let mut k = stored(rt, name).await?;
+    let mut k = stored(keys, rt, name).await?;
     limits.apply(&mut k)?;
-    let store = CONSOLE.keys.store(&rt.config).await.map_err(store_error)?;
+    let store = keys.store().await.map_err(store_error)?;
     store.put(&k).await.map_err(store_error)?;
-    CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
+    keys.reload().await.map_err(store_error)?;
     log::info!("client key `{name}` changed through the admin API");
     Ok(
         json!({"name": k.name, "last4": k.last4, "rpm": k.rpm, "tpm": k.tpm, "models": k.models,
@@ -678,11 +679,11 @@ async fn update_key(rt: &Arc<Runtime>, name: &str, v: &Value) -> Result<Value, G
 
 /// `DELETE /admin/keys/{name}`: the key stops working here at once and on
 /// other replicas within the refresh bound.
-async fn revoke_key(rt: &Arc<Runtime>, name: &str) -> Result<(), GatewayError> {
-    stored(rt, name).await?;
-    let store = CONSOLE.keys.store(&rt.config).await.map_err(store_error)?;
+async fn revoke_key(keys: &StoredKeys, rt: &Arc<Runtime>, name: &str) -> Result<(), GatewayError> {
+    stored(keys, rt, name).await?;
+    let store = keys.store().await.map_err(store_error)?;
     store.remove(name).await.map_err(store_error)?;
-    CONSOLE.keys.reload(&rt.config).await.map_err(store_error)?;
+    keys.reload().await.map_err(store_error)?;
     log::info!("client key `{name}` revoked through the admin API");
     Ok(())
 }

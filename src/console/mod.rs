@@ -10,7 +10,6 @@
 
 pub mod api;
 pub mod assets;
-pub mod keys;
 pub mod records;
 pub mod series;
 
@@ -88,8 +87,6 @@ pub struct Console {
     usage: Mutex<HashMap<String, KeyUsage>>,
     tail: broadcast::Sender<Arc<RequestRecord>>,
     next_id: AtomicU64,
-    /// Client keys made at run time.
-    pub keys: keys::StoredKeys,
 }
 
 /// The console's data for this process.
@@ -99,7 +96,6 @@ pub static CONSOLE: Lazy<Console> = Lazy::new(|| Console {
     usage: Mutex::new(HashMap::new()),
     tail: broadcast::channel(TAIL_BUFFER).0,
     next_id: AtomicU64::new(1),
-    keys: keys::StoredKeys::default(),
 });
 
 /// Unix seconds now.

@@ -140,7 +140,7 @@ impl BudgetState {
 /// What `key` has spent in the current period; `None` without a budget.
 pub async fn state(store: &dyn Store, key: &ClientKey) -> Option<BudgetState> {
     let budget = key.budget?;
-    let (name, ttl) = counter(&key.name, &budget);
+    let (name, ttl) = counter(&key.id, &budget);
     let micros = store.add_spend(&name, 0, ttl).await;
     Some(BudgetState {
         limit_usd: budget.usd,
@@ -196,7 +196,7 @@ pub async fn spend(store: &dyn Store, key: &ClientKey, cost_usd: f64) {
     if !(micros.is_finite() && micros >= 1.0) {
         return;
     }
-    let (name, ttl) = counter(&key.name, &budget);
+    let (name, ttl) = counter(&key.id, &budget);
     store.add_spend(&name, micros as u64, ttl).await;
 }
 

@@ -61,37 +61,6 @@ pub fn model_list(rt: &Runtime, key: Option<&ClientKey>) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Who is calling an admin or context endpoint.
-enum Caller {
-    Admin,
-    Client(String),
-}
-
-/// Admin key → Admin; a client key → Client; none or unknown → 401.
-fn caller(rt: &Runtime, session: &Session) -> Result<Caller, GatewayError> {
-    let req = session.req_header();
-    let Some(k) = auth::presented_key(&req.headers, None) else {
-        return Err(GatewayError::unauthorized("missing admin key"));
-    };
-    if auth::is_admin_key(&rt.config.auth, k) {
-        return Ok(Caller::Admin);
-    }
-    if let Some(i) = auth::find_client_key(&rt.config.auth, k) {
-        return Ok(Caller::Client(rt.config.auth.keys[i].name.clone()));
-    }
-    match crate::console::CONSOLE.keys.find(&auth::digest(k)) {
-        Some(key) => Ok(Caller::Client(key.name.clone())),
-        None => Err(GatewayError::unauthorized("invalid admin key")),
-    }
-}
-
-fn require_admin(rt: &Runtime, session: &Session) -> Result<(), GatewayError> {
-    match caller(rt, session)? {
-        Caller::Admin => Ok(()),
-        Caller::Client(_) => Err(GatewayError::forbidden("this endpoint needs an admin key")),
-    }
-}
-
 /// Read by the console too (`console::api::provider_state`).
 pub(crate) fn provider_json(p: &Provider) -> Value {
     let c = &p.config;
@@ -273,15 +242,16 @@ pub async fn handle(
 ) -> Result<(), GatewayError> {
     let body: Value = match route {
         Route::Context(sid) => {
-            // Open gateway (no client keys): anyone may read; else the key
-            // that wrote the session's context, or an admin key.
-            let reader = if rt.config.auth.keys.is_empty() {
-                None
-            } else {
-                match caller(rt, session)? {
-                    Caller::Admin => None,
-                    Caller::Client(name) => Some(name),
-                }
+            // Who may read is the one decision every endpoint asks: an
+            // admin key reads every session; a client key what it wrote;
+            // an anonymous caller (only where no key is needed) what
+            // anonymous callers wrote.
+            let presented = auth::presented_key(&session.req_header().headers, None);
+            let reader = match auth::caller(&rt.config.auth, &gw.keys, presented).await {
+                Ok(auth::Caller::Admin) => None,
+                Ok(auth::Caller::Client(k)) => Some(k.id.clone()),
+                Ok(auth::Caller::Anonymous) => Some("-".to_owned()),
+                Err(refusal) => return Err(refusal.to_error()),
             };
             let (owner, history) = gw.state.store().await.get_context(&sid).await;
             if !crate::context::may_read(reader.as_deref(), owner.as_deref(), history.is_empty()) {
@@ -292,7 +262,7 @@ pub async fn handle(
             json!({"session_id": sid, "history": history})
         }
         Route::Admin(a) => {
-            require_admin(rt, session)?;
+            auth::require_admin(&rt.config.auth, &gw.keys, &session.req_header().headers).await?;
             match a {
                 AdminRoute::Providers => {
                     json!({"providers": rt.providers.iter().map(|p| provider_json(p)).collect::<Vec<_>>()})

@@ -21,8 +21,11 @@ pub struct RequestCtx {
     pub format: Option<Format>,
     /// Short name of the handler, for the access log.
     pub route: &'static str,
-    /// The name of the client key used.
+    /// The name of the client key used (a label: logs, metrics, console).
     pub key_name: Option<String>,
+    /// The id of the client key used: what its state (session bindings,
+    /// context) is owned by.
+    pub key_id: Option<String>,
     /// The client key when it was made at run time (the console's store):
     /// the logging phase charges its budget.
     pub stored_key: Option<std::sync::Arc<crate::config::ClientKey>>,
@@ -153,6 +156,7 @@ impl Default for RequestCtx {
             format: None,
             route: "",
             key_name: None,
+            key_id: None,
             stored_key: None,
             requested_model: String::new(),
             provider: String::new(),

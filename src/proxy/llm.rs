@@ -35,7 +35,7 @@ pub async fn handle(
     headers: &mut Headers,
 ) -> Result<(), GatewayError> {
     let fmt = route.format;
-    let key = super::client_key(rt, session, ctx).await?;
+    let key = super::client_key(gw, rt, session, ctx).await?;
     let key = key.as_deref();
     let parsed = read_request(rt, session, ctx, &route).await?;
     ctx.stream = parsed.stream;
@@ -57,7 +57,7 @@ pub async fn handle(
     // session lookup go out together.
     let (admitted, binding) = tokio::join!(
         admit(store.as_ref(), rt, key, fmt, &parsed, ctx, headers),
-        owned_binding(store.as_ref(), sid.as_deref(), key.map(|k| k.name.as_str())),
+        owned_binding(store.as_ref(), sid.as_deref(), key.map(|k| k.id.as_str())),
     );
     admitted?;
     ctx.session_id = sid;

@@ -41,14 +41,21 @@ use routes::Route;
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub state: Arc<LazyStore>,
+    /// Client keys made at run time (shared by the process's listeners).
+    pub keys: Arc<auth::StoredKeys>,
     pub connector: Connector,
 }
 
 impl Gateway {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>, state: Arc<LazyStore>) -> Self {
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        state: Arc<LazyStore>,
+        keys: Arc<auth::StoredKeys>,
+    ) -> Self {
         Gateway {
             runtime,
             state,
+            keys,
             connector: Connector::new(None),
         }
     }
@@ -78,7 +85,7 @@ impl Gateway {
         };
         store.defer(Deferred::Bind(SessionBinding::new(
             &sid,
-            ctx.key_name.as_deref(),
+            ctx.key_id.as_deref(),
             BoundUpstream {
                 logical_model: &ctx.requested_model,
                 provider_id: &provider,
@@ -99,7 +106,7 @@ impl Gateway {
         if let Some(entry) = context::entry(request, answered, max_bytes) {
             store.defer(Deferred::Context {
                 session: sid,
-                owner: ctx.key_name.clone().unwrap_or_else(|| "-".to_owned()),
+                owner: ctx.key_id.clone().unwrap_or_else(|| "-".to_owned()),
                 entry,
             });
         }
@@ -112,38 +119,33 @@ pub async fn client_gone(session: &mut Session) {
     let _ = session.as_downstream_mut().read_body_or_idle(true).await;
 }
 
-/// Checks the client key: first against `auth.keys`, then against the keys
-/// made at run time (cached; see `console::keys`). `Ok(None)` when auth is
-/// off (neither source has a key).
+/// The client key of a generation or model-list request, by the one
+/// decision in [`auth::caller`]: `Ok(None)` for an anonymous caller of a
+/// gateway that needs no key; 401/503 as that decision says; 403 for an
+/// admin key (it is not a client key).
 pub async fn client_key<'a>(
+    gw: &Gateway,
     rt: &'a Arc<Runtime>,
     session: &Session,
     ctx: &mut RequestCtx,
 ) -> Result<Option<auth::KeyRef<'a>>, GatewayError> {
-    let keys = &rt.config.auth;
     let req = session.req_header();
     let presented = auth::presented_key(&req.headers, req.uri.query());
-    if let Some(i) = presented.and_then(|p| auth::find_client_key(keys, p)) {
-        let key = &keys.keys[i];
-        ctx.key_name = Some(key.name.clone());
-        return Ok(Some(auth::KeyRef::Configured(key)));
+    match auth::caller(&rt.config.auth, &gw.keys, presented).await {
+        Ok(auth::Caller::Client(key)) => {
+            ctx.key_name = Some(key.name.clone());
+            ctx.key_id = Some(key.id.clone());
+            if let auth::KeyRef::Stored(k) = &key {
+                ctx.stored_key = Some(Arc::clone(k));
+            }
+            Ok(Some(key))
+        }
+        Ok(auth::Caller::Anonymous) => Ok(None),
+        Ok(auth::Caller::Admin) => Err(GatewayError::forbidden(
+            "an admin key is not a client key: send a client key (auth.keys or one made in the console)",
+        )),
+        Err(refusal) => Err(refusal.to_error()),
     }
-    let stored = &crate::console::CONSOLE.keys;
-    stored.freshen(rt).await;
-    if keys.keys.is_empty() && stored.is_empty() {
-        return Ok(None);
-    }
-    let Some(presented) = presented else {
-        return Err(GatewayError::unauthorized(
-            "missing API key: send it as `Authorization: Bearer <key>`",
-        ));
-    };
-    let Some(key) = stored.find(&auth::digest(presented)) else {
-        return Err(GatewayError::unauthorized("invalid API key"));
-    };
-    ctx.key_name = Some(key.name.clone());
-    ctx.stored_key = Some(Arc::clone(&key));
-    Ok(Some(auth::KeyRef::Stored(key)))
 }
 
 #[async_trait]
@@ -182,6 +184,21 @@ impl ProxyHttp for Gateway {
         let route = routes::route(req.method.as_str(), req.uri.path());
         let err_fmt = routes::error_format(req.uri.path());
         let mut headers: Headers = Vec::new();
+        if !rt.config.auth.requires_key() && !matches!(route, Route::Health) {
+            // A gateway that needs no key serves local tools, not web pages.
+            let host = req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri.authority().map(|a| a.as_str()));
+            if let Some(e) =
+                auth::origin::refusal(&rt.config.server.allowed_hosts, &req.headers, host)
+            {
+                ctx.status = e.status;
+                respond::error(session, err_fmt, &e, &headers).await?;
+                return Ok(true);
+            }
+        }
         let result = match route {
             Route::Health => {
                 ctx.route = "health";
@@ -192,7 +209,7 @@ impl ProxyHttp for Gateway {
             }
             Route::ListModels => {
                 ctx.route = "models";
-                match client_key(&rt, session, ctx).await {
+                match client_key(self, &rt, session, ctx).await {
                     Ok(key) => {
                         let body = admin::model_list(&rt, key.as_deref());
                         ctx.status = 200;

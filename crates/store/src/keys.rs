@@ -5,14 +5,16 @@
 //!   `{prefix}console:keys` (name → JSON [`StoredKey`]) and the counter `{{prefix}console:keys}:version`
 //!   (hash-tagged into the hash's slot, so one transaction writes both on a Cluster), bumped by every change, so
 //!   every replica on that Redis notices a change by reading one small value;
-//! - without Redis and with `store.path`: a redb database file, so keys survive a restart;
+//! - without Redis and with `store.path`: a redb database file, so keys survive a restart. The file is
+//!   opened for each operation and closed after it (redb locks an open file for one process), so the
+//!   old and the new process of a graceful upgrade both read and write it during the hand-over; an
+//!   operation that finds the file held by the other process retries for a bounded time;
 //! - with neither: this process's memory only (lost on restart; the gateway logs that once).
 //!
 //! Only the SHA-256 of a key is stored, never the key itself.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -25,7 +27,12 @@ use serde::{Deserialize, Serialize};
 /// One stored client key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StoredKey {
-    /// Unique among stored and configured keys; what limits and logs name it by.
+    /// The key's immutable identity, which owns its state (limits, spend, sessions, context):
+    /// `~` and 16 hex digits, made at creation. Records written before ids existed have none; their
+    /// id is derived from the key's digest ([`StoredKey::id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Unique among stored and configured keys; a label (what logs and the console show).
     pub name: String,
     /// SHA-256 of the key, lowercase hex.
     pub sha256: String,
@@ -47,6 +54,27 @@ pub struct StoredKey {
     pub created_at: f64,
 }
 
+impl StoredKey {
+    /// The key's identity: its recorded id, or for an older record `~` and the first 16 hex digits
+    /// of its digest (the key is random, so this says nothing about it).
+    pub fn id(&self) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None => format!("~{}", self.sha256.get(..16).unwrap_or(&self.sha256)),
+        }
+    }
+
+    /// A fresh id for a new key.
+    pub fn new_id(random: [u8; 8]) -> String {
+        let mut id = String::with_capacity(17);
+        id.push('~');
+        for b in random {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
+}
+
 /// How long one Redis command may take before the call fails.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -54,8 +82,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 pub enum KeyStore {
     /// This process only.
     Memory(Mutex<BTreeMap<String, StoredKey>>, Mutex<u64>),
-    /// A redb database file.
-    Embedded(Arc<redb::Database>),
+    /// A redb database file, opened per operation.
+    Embedded(PathBuf),
     /// Redis, shared by every replica.
     Redis(Box<RedisKeys>),
 }
@@ -85,6 +113,47 @@ fn same_slot(base: &str, suffix: &str) -> String {
 }
 
 const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("console_keys");
+/// One row, `version`: bumped by every write, so a process notices the other's writes.
+const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("console_keys_meta");
+
+/// How long an operation on the file waits for another process (the other side of an upgrade)
+/// to close it.
+const FILE_BUSY_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the file (created when missing), runs `f`, and closes it. While another process holds the
+/// file (redb's lock), retries every few milliseconds for up to [`FILE_BUSY_WAIT`].
+fn with_file<T>(
+    path: &Path,
+    f: impl FnOnce(&redb::Database) -> Result<T, String>,
+) -> Result<T, String> {
+    let started = std::time::Instant::now();
+    let db = loop {
+        match redb::Database::create(path) {
+            Ok(db) => break db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < FILE_BUSY_WAIT => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot open the store file {}: {e}",
+                    path.display()
+                ))
+            }
+        }
+    };
+    f(&db)
+}
+
+fn bump_version(tx: &redb::WriteTransaction) -> Result<(), String> {
+    use redb::ReadableTable;
+    let mut t = tx.open_table(META).map_err(|e| e.to_string())?;
+    let v = t
+        .get("version")
+        .map_err(|e| e.to_string())?
+        .map_or(0, |v| v.value());
+    t.insert("version", v + 1).map_err(|e| e.to_string())?;
+    Ok(())
+}
 
 impl KeyStore {
     /// Opens the key store: Redis when `redis_url` is set, else the redb file at `path` (created when missing),
@@ -107,13 +176,14 @@ impl KeyStore {
             })));
         }
         if let Some(path) = path {
-            let db = redb::Database::create(path)
-                .map_err(|e| format!("cannot open the store file {}: {e}", path.display()))?;
-            // Make the table exist, so a first read finds it.
-            let tx = db.begin_write().map_err(|e| e.to_string())?;
-            tx.open_table(TABLE).map_err(|e| e.to_string())?;
-            tx.commit().map_err(|e| e.to_string())?;
-            return Ok(KeyStore::Embedded(Arc::new(db)));
+            // Make the tables exist, so a first read finds them; this also checks the file.
+            with_file(path, |db| {
+                let tx = db.begin_write().map_err(|e| e.to_string())?;
+                tx.open_table(TABLE).map_err(|e| e.to_string())?;
+                tx.open_table(META).map_err(|e| e.to_string())?;
+                tx.commit().map_err(|e| e.to_string())
+            })?;
+            return Ok(KeyStore::Embedded(path.to_owned()));
         }
         Ok(KeyStore::Memory(Mutex::default(), Mutex::new(0)))
     }
@@ -127,30 +197,33 @@ impl KeyStore {
         }
     }
 
-    /// Whether another process can change the keys (so readers must poll [`KeyStore::version`]).
+    /// Whether another process can change the keys (so readers must poll [`KeyStore::version`]):
+    /// other replicas on Redis, the other side of an upgrade on the file.
     pub fn shared(&self) -> bool {
-        matches!(self, KeyStore::Redis(_))
+        !matches!(self, KeyStore::Memory(..))
     }
 
     /// Every stored key, by name.
     pub async fn list(&self) -> Result<Vec<StoredKey>, String> {
         match self {
             KeyStore::Memory(m, _) => Ok(m.lock().values().cloned().collect()),
-            KeyStore::Embedded(db) => {
-                let db = db.clone();
+            KeyStore::Embedded(path) => {
+                let path = path.clone();
                 blocking(move || {
-                    use redb::ReadableTable;
-                    let tx = db.begin_read().map_err(|e| e.to_string())?;
-                    let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
-                    let mut out = Vec::new();
-                    for row in t.iter().map_err(|e| e.to_string())? {
-                        let (_, v) = row.map_err(|e| e.to_string())?;
-                        // A row that does not parse (written by a newer version?) is skipped, not fatal.
-                        if let Ok(k) = serde_json::from_slice::<StoredKey>(v.value()) {
-                            out.push(k);
+                    with_file(&path, |db| {
+                        use redb::ReadableTable;
+                        let tx = db.begin_read().map_err(|e| e.to_string())?;
+                        let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+                        let mut out = Vec::new();
+                        for row in t.iter().map_err(|e| e.to_string())? {
+                            let (_, v) = row.map_err(|e| e.to_string())?;
+                            // A row that does not parse (written by a newer version?) is skipped, not fatal.
+                            if let Ok(k) = serde_json::from_slice::<StoredKey>(v.value()) {
+                                out.push(k);
+                            }
                         }
-                    }
-                    Ok(out)
+                        Ok(out)
+                    })
                 })
                 .await
             }
@@ -175,16 +248,19 @@ impl KeyStore {
                 *v.lock() += 1;
                 Ok(())
             }
-            KeyStore::Embedded(db) => {
-                let (db, name) = (db.clone(), key.name.clone());
+            KeyStore::Embedded(path) => {
+                let (path, name) = (path.clone(), key.name.clone());
                 blocking(move || {
-                    let tx = db.begin_write().map_err(|e| e.to_string())?;
-                    {
-                        let mut t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
-                        t.insert(name.as_str(), json.as_bytes())
-                            .map_err(|e| e.to_string())?;
-                    }
-                    tx.commit().map_err(|e| e.to_string())
+                    with_file(&path, |db| {
+                        let tx = db.begin_write().map_err(|e| e.to_string())?;
+                        {
+                            let mut t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+                            t.insert(name.as_str(), json.as_bytes())
+                                .map_err(|e| e.to_string())?;
+                        }
+                        bump_version(&tx)?;
+                        tx.commit().map_err(|e| e.to_string())
+                    })
                 })
                 .await
             }
@@ -210,17 +286,20 @@ impl KeyStore {
                 *v.lock() += 1;
                 Ok(m.lock().remove(name).is_some())
             }
-            KeyStore::Embedded(db) => {
-                let (db, name) = (db.clone(), name.to_owned());
+            KeyStore::Embedded(path) => {
+                let (path, name) = (path.clone(), name.to_owned());
                 blocking(move || {
-                    let tx = db.begin_write().map_err(|e| e.to_string())?;
-                    let had = {
-                        let mut t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
-                        let had = t.remove(name.as_str()).map_err(|e| e.to_string())?;
-                        had.is_some()
-                    };
-                    tx.commit().map_err(|e| e.to_string())?;
-                    Ok(had)
+                    with_file(&path, |db| {
+                        let tx = db.begin_write().map_err(|e| e.to_string())?;
+                        let had = {
+                            let mut t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+                            let had = t.remove(name.as_str()).map_err(|e| e.to_string())?;
+                            had.is_some()
+                        };
+                        bump_version(&tx)?;
+                        tx.commit().map_err(|e| e.to_string())?;
+                        Ok(had)
+                    })
                 })
                 .await
             }
@@ -245,8 +324,18 @@ impl KeyStore {
     pub async fn version(&self) -> Result<u64, String> {
         match self {
             KeyStore::Memory(_, v) => Ok(*v.lock()),
-            // One process owns the file (redb locks it): nobody else writes it.
-            KeyStore::Embedded(_) => Ok(0),
+            KeyStore::Embedded(path) => {
+                let path = path.clone();
+                blocking(move || {
+                    with_file(&path, |db| {
+                        let tx = db.begin_read().map_err(|e| e.to_string())?;
+                        let t = tx.open_table(META).map_err(|e| e.to_string())?;
+                        let v = t.get("version").map_err(|e| e.to_string())?;
+                        Ok(v.map_or(0, |v| v.value()))
+                    })
+                })
+                .await
+            }
             KeyStore::Redis(r) => {
                 let v: Option<u64> = r.run(|mut c, _, v| async move { c.get(v).await }).await?;
                 Ok(v.unwrap_or(0))
@@ -326,6 +415,7 @@ mod tests {
 
     fn key(name: &str) -> StoredKey {
         StoredKey {
+            id: Some(format!("~{name}")),
             name: name.into(),
             sha256: "ab".repeat(32),
             last4: "wxyz".into(),
@@ -355,6 +445,51 @@ mod tests {
         let s = KeyStore::open(None, "p:", Some(&path)).unwrap();
         assert_eq!(s.list().await.unwrap(), vec![key("a")]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_file_is_shared_with_another_process_holding_it_for_a_while() {
+        let dir = std::env::temp_dir().join(format!("apiproxy-keys-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.redb");
+        let _ = std::fs::remove_file(&path);
+        // The old process of an upgrade: a store of its own on the same file.
+        let old = KeyStore::open(None, "p:", Some(&path)).unwrap();
+        let new = KeyStore::open(None, "p:", Some(&path)).unwrap();
+        assert!(
+            new.shared(),
+            "the other side of an upgrade can write the file"
+        );
+        old.put(&key("a")).await.unwrap();
+        let v1 = new.version().await.unwrap();
+        assert_eq!(new.list().await.unwrap(), vec![key("a")]);
+        // Someone holds the file open for a moment (as redb does during an operation): the
+        // next operation waits for it instead of failing.
+        let held = redb::Database::create(&path).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        new.put(&key("b")).await.unwrap();
+        release.join().unwrap();
+        assert!(
+            old.version().await.unwrap() > v1,
+            "a write moves the version"
+        );
+        assert_eq!(old.list().await.unwrap(), vec![key("a"), key("b")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ids_are_recorded_or_derived_from_the_digest() {
+        let mut k = key("a");
+        assert_eq!(k.id(), "~a");
+        k.id = None;
+        assert_eq!(k.id(), format!("~{}", "ab".repeat(8)));
+        assert_eq!(
+            StoredKey::new_id([0xde, 0xad, 0, 1, 2, 3, 4, 0xff]),
+            "~dead0001020304ff"
+        );
     }
 
     #[tokio::test]
