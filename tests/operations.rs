@@ -586,3 +586,110 @@ async fn reloads_under_keepalive_load_lose_nothing() {
         load.streams_started.load(Ordering::Relaxed)
     );
 }
+
+/// With `store.path`, the old and the new process of an upgrade share the
+/// key file: under a stream of anonymous and keyed requests (each on a new
+/// connection, so no client retries hide anything), no anonymous request is
+/// ever served, and keys made in the console keep working on the new
+/// process. (Before, the new process could not open the file the old one
+/// held, took "no stored keys" for "no auth", and served everyone.)
+#[tokio::test]
+async fn console_keys_keep_working_across_an_upgrade_and_nobody_passes_without_one() {
+    const ADMIN: &str = "admin-key-upgrade-0123456789abcdef";
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let store = TempDir::new();
+    let mut old = Gateway::start_with_server(
+        "grace_period_seconds: 2",
+        &format!(
+            "store:\n  path: {}/keys.redb\nauth:\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: p, kind: openai, base_url: \"{}\", models: [m] }}\n",
+            store.0.display(),
+            up.base_url()
+        ),
+    )
+    .await;
+    let url = old.url();
+    let made: Value = client()
+        .post(format!("{url}/admin/keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().expect("a new key").to_owned();
+
+    // (keyed, status, pid) of every request.
+    let seen: Arc<Mutex<Vec<(bool, u16, Option<u32>)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (seen, stop, url) = (seen.clone(), stop.clone(), url.clone());
+        async move {
+            let fresh = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut keyed = false;
+            while !stop.load(Ordering::Relaxed) {
+                keyed = !keyed;
+                let mut r = fresh
+                    .post(format!("{url}/v1/chat/completions"))
+                    .header("x-debug", "true")
+                    .json(&json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}]}));
+                if keyed {
+                    r = r.bearer_auth(&key);
+                }
+                let (status, pid) = match r.send().await {
+                    Ok(r) => (
+                        r.status().as_u16(),
+                        r.headers()
+                            .get("x-apiproxy-pid")
+                            .and_then(|v| v.to_str().ok()?.parse().ok()),
+                    ),
+                    Err(_) => (0, None),
+                };
+                seen.lock().unwrap().push((keyed, status, pid));
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut new = Successor::start(&old.config_path, "new").await;
+    signal(old.pid(), "QUIT");
+    let exit = old.wait_exit(Duration::from_secs(20)).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", old.log());
+    // Some more requests on the new process alone.
+    let after = seen.lock().unwrap().len();
+    let more = eventually(Duration::from_secs(15), || async {
+        seen.lock().unwrap().len() >= after + 20
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(more, "the load stalled after the upgrade");
+
+    let seen = seen.lock().unwrap().clone();
+    let anonymous_served: Vec<_> = seen.iter().filter(|(k, s, _)| !k && *s == 200).collect();
+    assert!(
+        anonymous_served.is_empty(),
+        "anonymous requests were served: {anonymous_served:?}\nnew:\n{}",
+        new.log()
+    );
+    let keyed_failed: Vec<_> = seen.iter().filter(|(k, s, _)| *k && *s != 200).collect();
+    assert!(
+        keyed_failed.is_empty(),
+        "keyed requests failed: {keyed_failed:?}\nnew:\n{}",
+        new.log()
+    );
+    let keyed_by_new = seen
+        .iter()
+        .filter(|(k, s, pid)| *k && *s == 200 && *pid == Some(new.pid()))
+        .count();
+    assert!(
+        keyed_by_new >= 10,
+        "the new process served {keyed_by_new} of {} keyed requests",
+        seen.iter().filter(|(k, _, _)| *k).count()
+    );
+    assert!(new.wait_exit(Duration::from_millis(1)).await.is_none(), "{}", new.log());
+}

@@ -1,0 +1,311 @@
+//! Who may pass is decided in one place, and an unknown answer means no
+//! (docs/security.md, "Invariants"): through the real binary, with real
+//! Redis servers and loopback providers.
+
+mod common;
+
+use std::time::Duration;
+
+use apiproxy_store::testing::RedisServer;
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-key-fail-closed-0123456789";
+const PATIENCE: Duration = Duration::from_secs(15);
+
+fn provider(mock: &MockProvider) -> String {
+    format!(
+        "providers:\n  - id: a\n    kind: openai\n    base_url: \"{}\"\n    api_keys: [ka]\n    models: [m]\n    pricing: {{ m: {{ input: 1000000, output: 1000000 }} }}\n",
+        mock.base_url()
+    )
+}
+
+async fn chat(gw: &Gateway, key: Option<&str>, session: Option<&str>) -> reqwest::Response {
+    let mut r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-debug", "true");
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    if let Some(s) = session {
+        r = r.header("x-session-id", s);
+    }
+    r.json(&json!({"model": "a/m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Makes a key in the console's store; its secret.
+async fn create_key(gw: &Gateway, body: Value) -> String {
+    let r = client()
+        .post(format!("{}/admin/keys", gw.url()))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{v}");
+    v["key"].as_str().expect("the new key").to_owned()
+}
+
+async fn revoke_key(gw: &Gateway, name: &str) {
+    let r = client()
+        .delete(format!("{}/admin/keys/{name}", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+async fn error_message(r: reqwest::Response) -> String {
+    let v: Value = r.json().await.expect("an error body in the client's shape");
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.message in {v}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_admin_key_alone_means_clients_need_keys_even_when_the_key_store_is_down() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let gw = Gateway::start(&format!(
+        "store:\n  redis_url: {}\nauth:\n  admin_keys: [{ADMIN}]\n{}",
+        redis.url,
+        provider(&mock)
+    ))
+    .await;
+    // No configured client key, and the stored ones cannot be read: before,
+    // this gateway served everyone on the provider keys.
+    let r = chat(&gw, None, None).await;
+    assert_eq!(r.status(), 401);
+    assert!(error_message(r).await.contains("missing API key"));
+    let r = chat(&gw, Some("sk-apx-someone"), None).await;
+    assert_eq!(r.status(), 503, "a key that cannot be checked is refused");
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(error_message(r).await.contains("cannot be checked"));
+    assert_eq!(mock.count(), 0, "nothing reached the provider");
+
+    // The failure is not kept: once Redis answers, a key made there works,
+    // and an unknown one is simply invalid.
+    redis.restart();
+    let key = create_key(&gw, json!({"name": "late"})).await;
+    let ok = eventually(PATIENCE, || async { chat(&gw, Some(&key), None).await.status() == 200 }).await;
+    assert!(ok, "the stored key never worked:\n{}", gw.log());
+    assert_eq!(chat(&gw, Some("sk-apx-someone"), None).await.status(), 401);
+    assert_eq!(chat(&gw, None, None).await.status(), 401);
+}
+
+#[tokio::test]
+async fn configured_keys_pass_while_stored_ones_cannot_be_checked() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let gw = Gateway::start(&format!(
+        "store:\n  redis_url: {}\nauth:\n  keys: [{{ name: cfg, key: cfg-key }}]\n  admin_keys: [{ADMIN}]\n{}",
+        redis.url,
+        provider(&mock)
+    ))
+    .await;
+    assert_eq!(chat(&gw, Some("cfg-key"), None).await.status(), 200);
+    assert_eq!(chat(&gw, None, None).await.status(), 401);
+    assert_eq!(chat(&gw, Some("sk-apx-other"), None).await.status(), 503);
+    // The admin endpoints stay closed to anything but the admin key.
+    let r = client()
+        .get(format!("{}/admin/keys", gw.url()))
+        .bearer_auth("sk-apx-other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn context_follows_the_same_decision_as_every_endpoint() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "secret answer"))).await;
+    // Only console keys: `auth.keys` is empty.
+    let gw = Gateway::start(&format!("auth:\n  admin_keys: [{ADMIN}]\n{}", provider(&mock))).await;
+    let alice = create_key(&gw, json!({"name": "alice"})).await;
+    let bob = create_key(&gw, json!({"name": "bob"})).await;
+    assert_eq!(chat(&gw, Some(&alice), Some("s-ctx")).await.status(), 200);
+    let url = format!("{}/context/s-ctx", gw.url());
+    let (v, written) = poll(
+        PATIENCE,
+        || async {
+            client()
+                .get(&url)
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        },
+        |v| v["history"].as_array().is_some_and(|h| !h.is_empty()),
+    )
+    .await;
+    assert!(written, "alice's context was never written: {v}");
+    // Before, an empty `auth.keys` made every caller unrestricted here.
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!r.text().await.unwrap().contains("secret answer"));
+    let r = client().get(&url).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(!r.text().await.unwrap().contains("secret answer"));
+    let r = client().get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_key_made_again_under_an_old_name_inherits_nothing() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "first life"))).await;
+    let gw = Gateway::start(&format!("auth:\n  admin_keys: [{ADMIN}]\n{}", provider(&mock))).await;
+    let old = create_key(&gw, json!({"name": "ci", "budget_usd": 100.0})).await;
+    assert_eq!(chat(&gw, Some(&old), Some("s-ci")).await.status(), 200);
+    let url = format!("{}/context/s-ci", gw.url());
+    let spent = |v: &Value| -> f64 {
+        v["keys"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|k| k["name"] == "ci"))
+            .and_then(|k| k["budget"]["spent_usd"].as_f64())
+            .unwrap_or(0.0)
+    };
+    let (keys, charged) = poll(
+        PATIENCE,
+        || async { gw.get_json("/admin/keys", ADMIN).await },
+        |v| spent(v) > 0.0,
+    )
+    .await;
+    assert!(charged, "the first key's spend was never counted: {keys}");
+    let has_context = eventually(PATIENCE, || async {
+        let r = client().get(&url).bearer_auth(&old).send().await.unwrap();
+        let v: Value = r.json().await.unwrap();
+        v["history"].as_array().is_some_and(|h| !h.is_empty())
+    })
+    .await;
+    assert!(has_context, "the first key's context was never written");
+
+    revoke_key(&gw, "ci").await;
+    assert_eq!(chat(&gw, Some(&old), None).await.status(), 401);
+    let new = create_key(&gw, json!({"name": "ci", "budget_usd": 100.0})).await;
+    // Not the old key's context, binding or spend.
+    let r = client().get(&url).bearer_auth(&new).send().await.unwrap();
+    assert_eq!(r.status(), 403, "the new key read the revoked key's context");
+    let binding = gw.get_json("/admin/sessions/s-ci", ADMIN).await;
+    assert!(
+        binding["binding"]["owner"].as_str().is_some_and(|o| o.starts_with('~')),
+        "the binding is owned by an id, not a name: {binding}"
+    );
+    let keys = gw.get_json("/admin/keys", ADMIN).await;
+    assert_eq!(spent(&keys), 0.0, "the new key inherited the spend: {keys}");
+}
+
+#[tokio::test]
+async fn reserved_key_names_are_refused() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start(&format!("auth:\n  admin_keys: [{ADMIN}]\n{}", provider(&mock))).await;
+    let r = client()
+        .post(format!("{}/admin/keys", gw.url()))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "-"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for name in ["-", "~0123456789abcdef"] {
+        let out = check_config(&format!(
+            "auth:\n  keys: [{{ name: \"{name}\", key: some-key }}]\n{}",
+            provider(&mock)
+        ));
+        assert!(out.contains("is reserved"), "{name}: {out}");
+    }
+}
+
+/// `apiproxy -t` on a config body (with a loopback listener); its output.
+fn check_config(body: &str) -> String {
+    let dir = TempDir::new();
+    let path = dir.0.join("apiproxy.yaml");
+    std::fs::write(&path, format!("server:\n  listen: 127.0.0.1:1\n{body}")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c"])
+        .arg(&path)
+        .output()
+        .expect("apiproxy -t");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn admin_keys_must_be_long_and_not_client_keys() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let short = check_config(&format!("auth:\n  admin_keys: [short-admin-key]\n{}", provider(&mock)));
+    assert!(short.contains("shorter than 16 characters"), "{short}");
+    let warned = check_config(&format!(
+        "auth:\n  admin_keys: [admin-key-of-20-chars]\n{}",
+        provider(&mock)
+    ));
+    assert!(warned.contains("shorter than 32 characters"), "{warned}");
+    assert!(!warned.contains("shorter than 16"), "{warned}");
+    let both = check_config(&format!(
+        "auth:\n  keys: [{{ name: c, key: {ADMIN} }}]\n  admin_keys: [{ADMIN}]\n{}",
+        provider(&mock)
+    ));
+    assert!(both.contains("is also a client key"), "{both}");
+}
+
+#[tokio::test]
+async fn an_open_gateway_refuses_web_pages_and_rebound_names() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start_with_server("allowed_hosts: [gateway.internal]", &provider(&mock)).await;
+    let send = |headers: &'static [(&'static str, &'static str)]| {
+        let url = format!("{}/v1/chat/completions", gw.url());
+        async move {
+            let mut r = client().post(url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.json(&json!({"model": "a/m", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A local tool: no Origin.
+    assert_eq!(send(&[]).await.status(), 200);
+    assert_eq!(send(&[("host", "localhost")]).await.status(), 200);
+    assert_eq!(send(&[("host", "gateway.internal:8080")]).await.status(), 200);
+    let before = mock.count();
+    // A page on another site, by its Origin or by what the browser says.
+    for headers in [
+        &[("origin", "https://evil.example")][..],
+        &[("origin", "null")][..],
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("sec-fetch-site", "same-site"), ("origin", "http://localhost:1")][..],
+    ] {
+        let r = send(headers).await;
+        assert_eq!(r.status(), 403, "{headers:?}");
+        assert!(error_message(r).await.contains("cross-site"));
+    }
+    // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+    let r = send(&[("host", "evil.example")]).await;
+    assert_eq!(r.status(), 421);
+    assert!(error_message(r).await.contains("allowed_hosts"));
+    assert_eq!(mock.count(), before, "nothing refused reached the provider");
+    // Health stays open for probes.
+    let r = client()
+        .get(format!("{}/health", gw.url()))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
