@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use apiproxy::config::{Config, ServerSettings};
 use apiproxy::listener::{ClientLimits, ClientListener, PidHeader};
-use apiproxy::proxy::Gateway;
+use apiproxy::proxy::{Gateway, Surface};
 use apiproxy::routing::Runtime;
 use apiproxy::service::{warn_disabled, CatalogRefresher, HealthChecker, Reloader};
 use apiproxy_store::LazyStore;
@@ -152,11 +152,18 @@ fn main() {
 
     let state = Arc::new(LazyStore::new(config.store_options()));
     let keys = Arc::new(apiproxy::auth::StoredKeys::new(&config.store));
+    let admin_listen = config.server.admin_listen.clone();
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
-    let mut app = pingora::proxy::http_proxy(
-        &server.configuration,
-        Gateway::new(runtime.clone(), state.clone(), keys.clone()),
-    );
+    // One gateway state for every listener; with `server.admin_listen`, the
+    // client listeners serve the client routes and the admin listener the rest.
+    let gateway = Gateway::new(runtime.clone(), state.clone(), keys);
+    let client_surface = if admin_listen.is_empty() {
+        Surface::All
+    } else {
+        Surface::Clients
+    };
+    let mut app =
+        pingora::proxy::http_proxy(&server.configuration, gateway.serving(client_surface));
     PidHeader::register(&mut app.downstream_modules);
     let listener = ClientListener::new(app, limits.clone(), grace);
     let slots = listener.slots();
@@ -167,10 +174,8 @@ fn main() {
     if let Some(t) = &tls {
         // Its own service (TLS settings are per service), behind the same
         // connection layer and slots; its h2 connections get h2 limits.
-        let mut app = pingora::proxy::http_proxy(
-            &server.configuration,
-            Gateway::new(runtime.clone(), state.clone(), keys.clone()),
-        );
+        let mut app =
+            pingora::proxy::http_proxy(&server.configuration, gateway.serving(client_surface));
         PidHeader::register(&mut app.downstream_modules);
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2_idle_timeout = Some(limits.keepalive_timeout);
@@ -178,7 +183,7 @@ fn main() {
         app.h2_options = Some(apiproxy::tls::h2_limits(&limits, h2_max_streams));
         let mut tls_proxy = Service::new(
             "apiproxy-tls".to_owned(),
-            ClientListener::sharing(app, limits, grace, slots),
+            ClientListener::sharing(app, limits.clone(), grace, slots.clone()),
         );
         match apiproxy::tls::add_listener(&mut tls_proxy, t) {
             Ok(reloader) => {
@@ -192,6 +197,19 @@ fn main() {
         }
     }
     server.add_service(proxy);
+    if !admin_listen.is_empty() {
+        let mut app =
+            pingora::proxy::http_proxy(&server.configuration, gateway.serving(Surface::Admin));
+        PidHeader::register(&mut app.downstream_modules);
+        let mut admin = Service::new(
+            "apiproxy-admin".to_owned(),
+            ClientListener::sharing(app, limits, grace, slots),
+        );
+        for addr in &admin_listen {
+            admin.add_tcp(addr);
+        }
+        server.add_service(admin);
+    }
 
     if let Some(addr) = metrics_listen {
         let mut prom = pingora_prometheus::prometheus_http_service();

@@ -95,7 +95,10 @@ async fn an_admin_key_alone_means_clients_need_keys_even_when_the_key_store_is_d
     // and an unknown one is simply invalid.
     redis.restart();
     let key = create_key(&gw, json!({"name": "late"})).await;
-    let ok = eventually(PATIENCE, || async { chat(&gw, Some(&key), None).await.status() == 200 }).await;
+    let ok = eventually(PATIENCE, || async {
+        chat(&gw, Some(&key), None).await.status() == 200
+    })
+    .await;
     assert!(ok, "the stored key never worked:\n{}", gw.log());
     assert_eq!(chat(&gw, Some("sk-apx-someone"), None).await.status(), 401);
     assert_eq!(chat(&gw, None, None).await.status(), 401);
@@ -127,9 +130,14 @@ async fn configured_keys_pass_while_stored_ones_cannot_be_checked() {
 
 #[tokio::test]
 async fn context_follows_the_same_decision_as_every_endpoint() {
-    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "secret answer"))).await;
+    let mock =
+        MockProvider::always(Reply::json(200, openai_completion("m", "secret answer"))).await;
     // Only console keys: `auth.keys` is empty.
-    let gw = Gateway::start(&format!("auth:\n  admin_keys: [{ADMIN}]\n{}", provider(&mock))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  admin_keys: [{ADMIN}]\n{}",
+        provider(&mock)
+    ))
+    .await;
     let alice = create_key(&gw, json!({"name": "alice"})).await;
     let bob = create_key(&gw, json!({"name": "bob"})).await;
     assert_eq!(chat(&gw, Some(&alice), Some("s-ctx")).await.status(), 200);
@@ -165,7 +173,11 @@ async fn context_follows_the_same_decision_as_every_endpoint() {
 #[tokio::test]
 async fn a_key_made_again_under_an_old_name_inherits_nothing() {
     let mock = MockProvider::always(Reply::json(200, openai_completion("m", "first life"))).await;
-    let gw = Gateway::start(&format!("auth:\n  admin_keys: [{ADMIN}]\n{}", provider(&mock))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  admin_keys: [{ADMIN}]\n{}",
+        provider(&mock)
+    ))
+    .await;
     let old = create_key(&gw, json!({"name": "ci", "budget_usd": 100.0})).await;
     assert_eq!(chat(&gw, Some(&old), Some("s-ci")).await.status(), 200);
     let url = format!("{}/context/s-ci", gw.url());
@@ -196,10 +208,16 @@ async fn a_key_made_again_under_an_old_name_inherits_nothing() {
     let new = create_key(&gw, json!({"name": "ci", "budget_usd": 100.0})).await;
     // Not the old key's context, binding or spend.
     let r = client().get(&url).bearer_auth(&new).send().await.unwrap();
-    assert_eq!(r.status(), 403, "the new key read the revoked key's context");
+    assert_eq!(
+        r.status(),
+        403,
+        "the new key read the revoked key's context"
+    );
     let binding = gw.get_json("/admin/sessions/s-ci", ADMIN).await;
     assert!(
-        binding["binding"]["owner"].as_str().is_some_and(|o| o.starts_with('~')),
+        binding["binding"]["owner"]
+            .as_str()
+            .is_some_and(|o| o.starts_with('~')),
         "the binding is owned by an id, not a name: {binding}"
     );
     let keys = gw.get_json("/admin/keys", ADMIN).await;
@@ -209,7 +227,11 @@ async fn a_key_made_again_under_an_old_name_inherits_nothing() {
 #[tokio::test]
 async fn reserved_key_names_are_refused() {
     let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
-    let gw = Gateway::start(&format!("auth:\n  admin_keys: [{ADMIN}]\n{}", provider(&mock))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  admin_keys: [{ADMIN}]\n{}",
+        provider(&mock)
+    ))
+    .await;
     let r = client()
         .post(format!("{}/admin/keys", gw.url()))
         .bearer_auth(ADMIN)
@@ -247,7 +269,10 @@ fn check_config(body: &str) -> String {
 #[tokio::test]
 async fn admin_keys_must_be_long_and_not_client_keys() {
     let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
-    let short = check_config(&format!("auth:\n  admin_keys: [short-admin-key]\n{}", provider(&mock)));
+    let short = check_config(&format!(
+        "auth:\n  admin_keys: [short-admin-key]\n{}",
+        provider(&mock)
+    ));
     assert!(short.contains("shorter than 16 characters"), "{short}");
     let warned = check_config(&format!(
         "auth:\n  admin_keys: [admin-key-of-20-chars]\n{}",
@@ -265,7 +290,8 @@ async fn admin_keys_must_be_long_and_not_client_keys() {
 #[tokio::test]
 async fn an_open_gateway_refuses_web_pages_and_rebound_names() {
     let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
-    let gw = Gateway::start_with_server("allowed_hosts: [gateway.internal]", &provider(&mock)).await;
+    let gw =
+        Gateway::start_with_server("allowed_hosts: [gateway.internal]", &provider(&mock)).await;
     let send = |headers: &'static [(&'static str, &'static str)]| {
         let url = format!("{}/v1/chat/completions", gw.url());
         async move {
@@ -282,14 +308,20 @@ async fn an_open_gateway_refuses_web_pages_and_rebound_names() {
     // A local tool: no Origin.
     assert_eq!(send(&[]).await.status(), 200);
     assert_eq!(send(&[("host", "localhost")]).await.status(), 200);
-    assert_eq!(send(&[("host", "gateway.internal:8080")]).await.status(), 200);
+    assert_eq!(
+        send(&[("host", "gateway.internal:8080")]).await.status(),
+        200
+    );
     let before = mock.count();
     // A page on another site, by its Origin or by what the browser says.
     for headers in [
         &[("origin", "https://evil.example")][..],
         &[("origin", "null")][..],
         &[("sec-fetch-site", "cross-site")][..],
-        &[("sec-fetch-site", "same-site"), ("origin", "http://localhost:1")][..],
+        &[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "http://localhost:1"),
+        ][..],
     ] {
         let r = send(headers).await;
         assert_eq!(r.status(), 403, "{headers:?}");
@@ -308,4 +340,115 @@ async fn an_open_gateway_refuses_web_pages_and_rebound_names() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn admin_answers_are_not_cached_and_failed_admin_logins_are_throttled_per_address() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  admin_keys: [{ADMIN}]\n  admin_failures_per_minute: 3\n{}",
+        provider(&mock)
+    ))
+    .await;
+    // The create-key answer carries the secret: no cache may keep it.
+    let r = client()
+        .post(format!("{}/admin/keys", gw.url()))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "cached"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let r = client()
+        .get(format!("{}/providers", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let guesser = from("127.0.0.1");
+    let url = format!("{}/admin/keys", gw.url());
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        let r = guesser.get(&url).bearer_auth(guess).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{guess}");
+    }
+    // Past the limit even the right key waits: nothing is compared.
+    let r = guesser.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Another address is not slowed by this one's guesses.
+    let r = from("127.0.0.2")
+        .get(&url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn with_admin_listen_the_admin_surface_moves_off_the_client_listener() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let admin_port = free_port();
+    let gw = Gateway::start_with_server(
+        &format!("admin_listen: 127.0.0.1:{admin_port}"),
+        &format!(
+            "auth:\n  keys: [{{ name: c, key: client-key }}]\n  admin_keys: [{ADMIN}]\n{}",
+            provider(&mock)
+        ),
+    )
+    .await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    // The client listener: generation yes, admin no.
+    assert_eq!(chat(&gw, Some("client-key"), None).await.status(), 200);
+    for path in ["/admin/keys", "/providers", "/ui/"] {
+        let r = client()
+            .get(format!("{}{path}", gw.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path} on the client listener");
+    }
+    // The admin listener: admin yes, generation no.
+    for path in ["/admin/keys", "/providers"] {
+        let r = client()
+            .get(format!("{admin}{path}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} on the admin listener");
+    }
+    let r = client()
+        .post(format!("{admin}/v1/chat/completions"))
+        .bearer_auth("client-key")
+        .json(&json!({"model": "a/m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        client()
+            .get(format!("{admin}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

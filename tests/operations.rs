@@ -621,7 +621,8 @@ async fn console_keys_keep_working_across_an_upgrade_and_nobody_passes_without_o
     let key = made["key"].as_str().expect("a new key").to_owned();
 
     // (keyed, status, pid) of every request.
-    let seen: Arc<Mutex<Vec<(bool, u16, Option<u32>)>>> = Arc::default();
+    type Seen = Vec<(bool, u16, Option<u32>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn({
         let (seen, stop, url) = (seen.clone(), stop.clone(), url.clone());
@@ -637,7 +638,9 @@ async fn console_keys_keep_working_across_an_upgrade_and_nobody_passes_without_o
                 let mut r = fresh
                     .post(format!("{url}/v1/chat/completions"))
                     .header("x-debug", "true")
-                    .json(&json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}]}));
+                    .json(
+                        &json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}]}),
+                    );
                 if keyed {
                     r = r.bearer_auth(&key);
                 }
@@ -691,5 +694,9 @@ async fn console_keys_keep_working_across_an_upgrade_and_nobody_passes_without_o
         "the new process served {keyed_by_new} of {} keyed requests",
         seen.iter().filter(|(k, _, _)| *k).count()
     );
-    assert!(new.wait_exit(Duration::from_millis(1)).await.is_none(), "{}", new.log());
+    assert!(
+        new.wait_exit(Duration::from_millis(1)).await.is_none(),
+        "{}",
+        new.log()
+    );
 }

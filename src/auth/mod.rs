@@ -9,6 +9,8 @@
 pub mod origin;
 pub mod stored;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -92,21 +94,87 @@ pub async fn caller<'a>(
     }
 }
 
-/// An admin endpoint's gate: an admin key passes; a client key gets 403;
-/// anything else 401 (whether or not the gateway needs client keys).
-pub async fn require_admin(
-    auth: &AuthConfig,
-    stored: &Arc<StoredKeys>,
-    headers: &HeaderMap,
-) -> Result<(), GatewayError> {
-    let presented = presented_key(headers, None);
-    if presented.is_none() {
-        return Err(GatewayError::unauthorized("missing admin key"));
+/// Failed admin authentications per client address in the current minute:
+/// past `auth.admin_failures_per_minute`, that address gets 429 until the
+/// minute ends, before any key is compared (an admin key is a password to
+/// the whole fleet: guessing it must be slow).
+#[derive(Default)]
+pub struct AdminFailures {
+    /// Address → (minute started at, ms since epoch; failures in it).
+    by_addr: parking_lot::Mutex<HashMap<IpAddr, (u64, u32)>>,
+}
+
+/// Addresses remembered at most; past it, finished minutes are forgotten
+/// first, then everything (an attacker with more addresses than this gets
+/// no more guesses per address than the limit allows in a minute anyway).
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+const MINUTE_MS: u64 = 60_000;
+
+impl AdminFailures {
+    /// `Err(seconds until the minute ends)` when `addr` is over `limit`.
+    fn check(&self, addr: IpAddr, limit: u32, now_ms: u64) -> Result<(), u64> {
+        match self.by_addr.lock().get(&addr) {
+            Some(&(start, n)) if now_ms < start + MINUTE_MS && n >= limit => {
+                Err((start + MINUTE_MS - now_ms).div_ceil(1000))
+            }
+            _ => Ok(()),
+        }
     }
-    match caller(auth, stored, presented).await {
-        Ok(Caller::Admin) => Ok(()),
-        Ok(Caller::Client(_)) => Err(GatewayError::forbidden("this endpoint needs an admin key")),
-        Ok(Caller::Anonymous) | Err(_) => Err(GatewayError::unauthorized("invalid admin key")),
+
+    fn note(&self, addr: IpAddr, now_ms: u64) {
+        let mut map = self.by_addr.lock();
+        if map.len() >= MAX_TRACKED_ADDRESSES && !map.contains_key(&addr) {
+            map.retain(|_, (start, _)| now_ms < *start + MINUTE_MS);
+            if map.len() >= MAX_TRACKED_ADDRESSES {
+                map.clear();
+            }
+        }
+        let e = map.entry(addr).or_insert((now_ms, 0));
+        if now_ms >= e.0 + MINUTE_MS {
+            *e = (now_ms, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+    }
+}
+
+/// What an admin endpoint's gate needs: the keys, the failure counts, and
+/// who is asking.
+pub struct AdminGate<'a> {
+    pub auth: &'a AuthConfig,
+    pub stored: &'a Arc<StoredKeys>,
+    pub failures: &'a AdminFailures,
+    /// The client's address (`None` over a Unix socket).
+    pub peer: Option<IpAddr>,
+}
+
+impl AdminGate<'_> {
+    /// An admin key passes; a client key gets 403; anything else 401
+    /// (whether or not the gateway needs client keys), counted against the
+    /// client's address: past `auth.admin_failures_per_minute`, 429.
+    pub async fn require_admin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        let now = stored::now_ms();
+        if let Some(addr) = self.peer {
+            if let Err(wait) = self
+                .failures
+                .check(addr, self.auth.admin_failures_per_minute, now)
+            {
+                return Err(GatewayError::rate_limited(
+                    "too many failed admin authentications from this address: wait",
+                    wait,
+                ));
+            }
+        }
+        let presented = presented_key(headers, None);
+        let refused = match caller(self.auth, self.stored, presented).await {
+            Ok(Caller::Admin) => return Ok(()),
+            Ok(Caller::Client(_)) => GatewayError::forbidden("this endpoint needs an admin key"),
+            _ if presented.is_none() => GatewayError::unauthorized("missing admin key"),
+            Ok(Caller::Anonymous) | Err(_) => GatewayError::unauthorized("invalid admin key"),
+        };
+        if let Some(addr) = self.peer {
+            self.failures.note(addr, now);
+        }
+        Err(refused)
     }
 }
 
@@ -188,6 +256,33 @@ pub fn is_admin_key(auth: &AuthConfig, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_failures_are_counted_per_address_and_minute() {
+        let f = AdminFailures::default();
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(f.check(a, 3, 1_000).is_ok());
+            f.note(a, 1_000);
+        }
+        assert_eq!(f.check(a, 3, 31_000), Err(30));
+        assert!(
+            f.check(b, 3, 31_000).is_ok(),
+            "another address is not slowed"
+        );
+        assert!(f.check(a, 3, 61_000).is_ok(), "a new minute");
+        f.note(a, 61_000);
+        assert!(f.check(a, 3, 61_001).is_ok(), "the count starts again");
+    }
+
+    #[test]
+    fn the_failure_table_is_bounded() {
+        let f = AdminFailures::default();
+        for i in 0..(MAX_TRACKED_ADDRESSES as u32 + 10) {
+            f.note(IpAddr::from(i.to_be_bytes()), 0);
+        }
+        assert!(f.by_addr.lock().len() <= MAX_TRACKED_ADDRESSES);
+    }
     use crate::config::Config;
 
     #[test]

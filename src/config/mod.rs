@@ -132,6 +132,9 @@ pub struct ServerSettings {
     /// Host names a gateway without client keys answers to besides
     /// loopback names (lowercase, without port).
     pub allowed_hosts: Vec<String>,
+    /// `server.admin_listen`: where the admin surface is served instead of
+    /// the client listeners (empty: on the client listeners).
+    pub admin_listen: Vec<String>,
 }
 
 impl ServerSettings {
@@ -203,7 +206,13 @@ pub struct AuthConfig {
     /// Admin keys shorter than 32 characters (a warning: an admin key is a
     /// password to the whole fleet).
     pub short_admin_keys: usize,
+    /// Failed admin authentications one client address may make per
+    /// minute; past it 429 (`auth.admin_failures_per_minute`).
+    pub admin_failures_per_minute: u32,
 }
+
+/// Failed admin authentications per client address and minute.
+pub const DEFAULT_ADMIN_FAILURES_PER_MINUTE: u32 = 10;
 
 impl AuthConfig {
     /// Whether a client request must present a key. Decided from the
@@ -853,6 +862,17 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 key: t.key,
             }
         }),
+        admin_listen: {
+            let admin = s.admin_listen.map(|l| l.into_vec()).unwrap_or_default();
+            for (i, a) in admin.iter().enumerate() {
+                if a.parse::<SocketAddr>().is_err() {
+                    problems.push(format!(
+                        "server.admin_listen[{i}]: {a:?} is not an address like 127.0.0.1:8081"
+                    ));
+                }
+            }
+            admin
+        },
         allowed_hosts: s
             .allowed_hosts
             .unwrap_or_default()
@@ -1062,6 +1082,14 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         auth.admin_keys.push(digest);
     }
     auth.open = raw.auth.open.unwrap_or(false);
+    auth.admin_failures_per_minute = match raw.auth.admin_failures_per_minute {
+        None => DEFAULT_ADMIN_FAILURES_PER_MINUTE,
+        Some(0) => {
+            problems.push("auth.admin_failures_per_minute: must be at least 1".to_owned());
+            DEFAULT_ADMIN_FAILURES_PER_MINUTE
+        }
+        Some(n) => n,
+    };
     if !auth.requires_key() && !auth.open {
         let tls = server.tls.iter().flat_map(|t| &t.listen);
         let listeners = (server.listen.iter().map(|a| ("server.listen", a)))

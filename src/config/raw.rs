@@ -103,6 +103,9 @@ pub struct RawServer {
     pub max_schema_rewrite_bytes: Option<usize>,
     /// A TLS client listener (HTTP/2 by ALPN).
     pub tls: Option<RawTls>,
+    /// Addresses serving the admin surface (`/admin`, `/ui`, the inspection
+    /// endpoints) instead of the client listeners.
+    pub admin_listen: Option<OneOrMany>,
     /// Host names (besides loopback names and addresses) a gateway without
     /// client keys answers to; other `Host`s get 421 (DNS rebinding).
     pub allowed_hosts: Option<Vec<String>>,
@@ -229,6 +232,9 @@ pub struct RawAuth {
     pub admin_keys: Vec<String>,
     /// Serve clients without keys on a non-loopback address.
     pub open: Option<bool>,
+    /// Failed admin authentications one client address may make per
+    /// minute before it gets 429 (default 10).
+    pub admin_failures_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

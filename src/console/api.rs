@@ -142,7 +142,9 @@ pub async fn handle(
         R::NotFound => return Err(GatewayError::not_found("no such console endpoint")),
         _ => {}
     }
-    auth::require_admin(&rt.config.auth, &gw.keys, &session.req_header().headers).await?;
+    gw.admin_gate(rt, session)
+        .require_admin(&session.req_header().headers)
+        .await?;
     let (status, body) = match route {
         R::Overview => (200, overview(rt)),
         R::Providers => (
@@ -206,7 +208,7 @@ pub async fn handle(
         }
     };
     ctx.status = status;
-    respond::json(session, status, body.to_string(), &Vec::new())
+    respond::json(session, status, body.to_string(), &respond::admin_headers())
         .await
         .map_err(write_error)
 }

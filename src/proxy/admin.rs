@@ -262,7 +262,9 @@ pub async fn handle(
             json!({"session_id": sid, "history": history})
         }
         Route::Admin(a) => {
-            auth::require_admin(&rt.config.auth, &gw.keys, &session.req_header().headers).await?;
+            gw.admin_gate(rt, session)
+                .require_admin(&session.req_header().headers)
+                .await?;
             match a {
                 AdminRoute::Providers => {
                     json!({"providers": rt.providers.iter().map(|p| provider_json(p)).collect::<Vec<_>>()})
@@ -352,7 +354,7 @@ pub async fn handle(
         _ => return Err(GatewayError::not_found("no such endpoint")),
     };
     ctx.status = 200;
-    respond::json(session, 200, body.to_string(), &Vec::new())
+    respond::json(session, 200, body.to_string(), &respond::admin_headers())
         .await
         .map_err(|e| GatewayError::internal(format!("writing the response: {e}")))
 }

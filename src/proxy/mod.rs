@@ -43,7 +43,34 @@ pub struct Gateway {
     pub state: Arc<LazyStore>,
     /// Client keys made at run time (shared by the process's listeners).
     pub keys: Arc<auth::StoredKeys>,
+    /// Failed admin authentications per address (shared likewise).
+    pub admin_failures: Arc<auth::AdminFailures>,
+    /// Which routes this listener serves.
+    pub surface: Surface,
     pub connector: Connector,
+}
+
+/// Which routes a listener serves: all of them, or (with
+/// `server.admin_listen`) the client routes on the client listeners and the
+/// admin routes on the admin listener. `/health` and `/context/{id}` are
+/// served on every listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    All,
+    Clients,
+    Admin,
+}
+
+impl Surface {
+    fn serves(self, route: &Route) -> bool {
+        match self {
+            Surface::All => true,
+            Surface::Clients => route.is_client(),
+            Surface::Admin => {
+                route.is_admin() || matches!(route, Route::Health | Route::Context(_))
+            }
+        }
+    }
 }
 
 impl Gateway {
@@ -56,7 +83,35 @@ impl Gateway {
             runtime,
             state,
             keys,
+            admin_failures: Arc::default(),
+            surface: Surface::All,
             connector: Connector::new(None),
+        }
+    }
+
+    /// The same gateway state, serving `surface` (another listener of the
+    /// same process).
+    pub fn serving(&self, surface: Surface) -> Gateway {
+        Gateway {
+            runtime: self.runtime.clone(),
+            state: self.state.clone(),
+            keys: self.keys.clone(),
+            admin_failures: self.admin_failures.clone(),
+            surface,
+            connector: Connector::new(None),
+        }
+    }
+
+    /// The gate of the admin endpoints for this request.
+    pub fn admin_gate<'a>(&'a self, rt: &'a Runtime, session: &Session) -> auth::AdminGate<'a> {
+        auth::AdminGate {
+            auth: &rt.config.auth,
+            stored: &self.keys,
+            failures: &self.admin_failures,
+            peer: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
         }
     }
 
@@ -181,7 +236,10 @@ impl ProxyHttp for Gateway {
             session.as_downstream_mut().set_write_timeout(timeout);
         }
         let req = session.req_header();
-        let route = routes::route(req.method.as_str(), req.uri.path());
+        let mut route = routes::route(req.method.as_str(), req.uri.path());
+        if !self.surface.serves(&route) {
+            route = Route::NotFound;
+        }
         let err_fmt = routes::error_format(req.uri.path());
         let mut headers: Headers = Vec::new();
         if !rt.config.auth.requires_key() && !matches!(route, Route::Health) {

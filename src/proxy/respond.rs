@@ -32,6 +32,15 @@ pub fn header(
     Ok(Box::new(h))
 }
 
+/// Headers of every admin JSON answer: never kept by a cache (the key
+/// created in the console is in one), never sniffed as another type.
+pub fn admin_headers() -> Headers {
+    vec![
+        ("cache-control", "no-store".to_owned()),
+        ("x-content-type-options", "nosniff".to_owned()),
+    ]
+}
+
 /// Writes a complete response.
 pub async fn write(
     session: &mut Session,

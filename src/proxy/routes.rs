@@ -24,6 +24,21 @@ pub enum Route {
     MethodNotAllowed,
 }
 
+impl Route {
+    /// Whether the route belongs to the admin surface: the inspection
+    /// endpoints, `/admin/...` and the console's pages. With
+    /// `server.admin_listen` they are served only there.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Route::Admin(_) | Route::Console(_))
+    }
+
+    /// Whether the route belongs to the client surface (generation, model
+    /// list); `/health` and `/context/{id}` belong to both.
+    pub fn is_client(&self) -> bool {
+        !self.is_admin()
+    }
+}
+
 /// The admin endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminRoute {
