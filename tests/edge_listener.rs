@@ -109,7 +109,7 @@ async fn slow_request_heads_are_cut_at_the_header_timeout_and_do_not_delay_other
         let port = gw.port;
         async move {
             let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            let head = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+            let head = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
             let t = Instant::now();
             for b in head {
                 if s.write_all(&[*b]).await.is_err() {
@@ -162,7 +162,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
     let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
     let gw = Gateway::start_with_server("keepalive_timeout_ms: 1000", &providers(&up)).await;
     let mut s = connect(&gw).await;
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let r = read_response(&mut s).await;
@@ -181,7 +181,7 @@ async fn a_body_that_stops_arriving_ends_the_request_at_the_body_timeout() {
     let gw = Gateway::start_with_server("body_timeout_ms: 1000", &providers(&up)).await;
     let mut s = connect(&gw).await;
     s.write_all(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":",
     )
     .await
     .unwrap();
@@ -213,7 +213,7 @@ async fn a_stream_client_that_stops_reading_is_dropped_and_its_upstream_cancelle
     let body = json!({"model": "p/m", "stream": true, "messages": []}).to_string();
     s.write_all(
         format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
@@ -273,7 +273,7 @@ async fn a_request_head_over_max_header_bytes_gets_431_never_200() {
     let gw = Gateway::start_with_server("max_header_bytes: 2048", &providers(&up)).await;
     let mut s = connect(&gw).await;
     let head = format!(
-        "POST /v1/messages HTTP/1.1\r\nHost: a\r\nX-Pad: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\nContent-Length: 2\r\n\r\n{{}}",
         "b".repeat(3000)
     );
     s.write_all(head.as_bytes()).await.unwrap();
@@ -301,7 +301,7 @@ async fn connections_past_max_connections_are_refused_and_slots_come_back() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut extra = connect(&gw).await;
     let _ = extra
-        .write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
     let got = read_until_closed(&mut extra, Duration::from_secs(10))
         .await

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use apiproxy_store::testing::RedisServer;
+use common::wire;
 use common::*;
 use serde_json::{json, Value};
 
@@ -451,4 +452,95 @@ async fn with_admin_listen_the_admin_surface_moves_off_the_client_listener() {
             .status(),
         200
     );
+}
+
+/// The id a Responses provider gives its answers (tests/common/wire).
+const RESPONSE_ID: &str = "resp_67ccd3a9da748190baa7f1570fe91ac604becb25c45c1d41";
+
+async fn responses(gw: &Gateway, key: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/responses", gw.url()))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_key_references_only_the_provider_objects_it_received() {
+    let mock = MockProvider::start(|rec, _| wire::provider_reply(wire::Wire::Responses, rec)).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  keys:\n    - {{ name: alice, key: alice-key }}\n    - {{ name: bob, key: bob-key }}\n    - {{ name: trusted, key: trusted-key, provider_refs: any }}\nproviders:\n  - {{ id: r, kind: openai, wire_api: responses, base_url: \"{}\", api_keys: [kr], models: [m] }}\n",
+        mock.base_url()
+    ))
+    .await;
+    let first = json!({"model": "r/m", "input": "hi"});
+    let r = responses(&gw, "alice-key", first.clone()).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["id"], RESPONSE_ID);
+    let sent = mock.count();
+
+    // Another key cannot continue alice's response, even knowing its id.
+    let follow = json!({"model": "r/m", "input": "and?", "previous_response_id": RESPONSE_ID});
+    let r = responses(&gw, "bob-key", follow.clone()).await;
+    assert_eq!(r.status(), 403);
+    assert!(error_message(r).await.contains("previous_response_id"));
+    assert_eq!(
+        mock.count(),
+        sent,
+        "the refused request never reached the provider"
+    );
+    // Alice can (the id is remembered just after her answer).
+    let ok = eventually(PATIENCE, || async {
+        responses(&gw, "alice-key", follow.clone()).await.status() == 200
+    })
+    .await;
+    assert!(
+        ok,
+        "alice could not continue her own response:\n{}",
+        gw.log()
+    );
+    let last = mock.last().json();
+    assert_eq!(last["previous_response_id"], RESPONSE_ID);
+
+    // Objects that never come through the gateway: refused for everyone but
+    // a key trusted with provider_refs: any.
+    let sent = mock.count();
+    for body in [
+        json!({"model": "r/m", "input": "hi", "conversation": "conv_123"}),
+        json!({"model": "r/m", "input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
+        json!({"model": "r/m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]}),
+    ] {
+        let r = responses(&gw, "alice-key", body.clone()).await;
+        assert_eq!(r.status(), 403, "{body}");
+    }
+    assert_eq!(mock.count(), sent);
+    let r = responses(
+        &gw,
+        "trusted-key",
+        json!({"model": "r/m", "input": "hi", "conversation": "conv_123"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = responses(
+        &gw,
+        "trusted-key",
+        json!({"model": "r/m", "input": "hi", "previous_response_id": "resp_elsewhere"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    // A streamed answer's id counts too (from its response.created event).
+    let mut streamed = first.clone();
+    streamed["stream"] = json!(true);
+    let r = responses(&gw, "bob-key", streamed).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains(RESPONSE_ID));
+    let ok = eventually(PATIENCE, || async {
+        responses(&gw, "bob-key", follow.clone()).await.status() == 200
+    })
+    .await;
+    assert!(ok, "bob could not continue the response streamed to him");
 }

@@ -911,7 +911,7 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
         // timeout, one past max_header_bytes 431.
         let mut s = tls_connect(tls_port, b"\x08http/1.1");
         let t = std::time::Instant::now();
-        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n")
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n")
             .unwrap();
         let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
         assert!(

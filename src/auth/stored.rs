@@ -102,6 +102,7 @@ pub fn client_key(k: &StoredKey) -> Option<ClientKey> {
         tpm: k.tpm,
         models,
         budget,
+        provider_refs_any: k.provider_refs.as_deref() == Some("any"),
     })
 }
 
@@ -268,6 +269,7 @@ mod tests {
             budget_usd: Some(2.0),
             budget_period: Some("month".into()),
             models: Some(vec!["fast*".into()]),
+            provider_refs: None,
             created_at: 0.0,
         };
         let ck = client_key(&k).unwrap();

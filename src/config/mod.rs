@@ -190,6 +190,8 @@ impl Config {
             context_max_session_bytes: self.context.max_session_bytes,
             context_ttl: self.store.context_ttl,
             catalog_ttl: self.store.catalog_ttl,
+            // As long as OpenAI keeps a stored response.
+            ..Default::default()
         }
     }
 }
@@ -242,6 +244,9 @@ pub struct ClientKey {
     pub models: Option<GlobSet>,
     /// Spending limit per period, shared by every replica.
     pub budget: Option<crate::pricing::budget::Budget>,
+    /// `provider_refs: any`: the key may reference any object stored at the
+    /// provider, not only the responses it received (proxy/refs.rs).
+    pub provider_refs_any: bool,
 }
 
 impl ClientKey {
@@ -1059,6 +1064,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             tpm: k.tpm,
             models,
             budget,
+            provider_refs_any: k.provider_refs == Some(raw::ProviderRefs::Any),
         });
     }
     for (i, k) in raw.auth.admin_keys.iter().enumerate() {

@@ -250,6 +250,21 @@ pub struct RawKey {
     pub budget_usd: Option<f64>,
     /// `day` (default) or `month`, in UTC.
     pub budget_period: Option<String>,
+    /// Which provider-side objects the key may reference (default `own`).
+    pub provider_refs: Option<ProviderRefs>,
+}
+
+/// `auth.keys[].provider_refs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderRefs {
+    /// Only response ids the gateway relayed to this key; no other stored
+    /// object (conversations, files, vector stores, containers, cached
+    /// contents).
+    Own,
+    /// Any id: the key is trusted with every object stored under the
+    /// provider keys.
+    Any,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

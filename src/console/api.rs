@@ -615,6 +615,15 @@ async fn create_key(
         budget_usd: None,
         budget_period: None,
         models: None,
+        provider_refs: match v.get("provider_refs") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s == "any" || s == "own" => Some(s.clone()),
+            Some(_) => {
+                return Err(GatewayError::bad_request(
+                    "`provider_refs` must be \"own\" or \"any\"",
+                ))
+            }
+        },
         created_at: unix_now(),
     };
     limits.apply(&mut record)?;

@@ -26,6 +26,9 @@ pub struct RequestCtx {
     /// The id of the client key used: what its state (session bindings,
     /// context) is owned by.
     pub key_id: Option<String>,
+    /// The provider's id of a Responses answer relayed to the client: the
+    /// key may continue it (`previous_response_id`; proxy/refs.rs).
+    pub response_id: Option<String>,
     /// The client key when it was made at run time (the console's store):
     /// the logging phase charges its budget.
     pub stored_key: Option<std::sync::Arc<crate::config::ClientKey>>,
@@ -157,6 +160,7 @@ impl Default for RequestCtx {
             route: "",
             key_name: None,
             key_id: None,
+            response_id: None,
             stored_key: None,
             requested_model: String::new(),
             provider: String::new(),

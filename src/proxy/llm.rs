@@ -50,6 +50,7 @@ pub async fn handle(
     }
 
     let store = gw.state.store().await;
+    check_references(store.as_ref(), key, ctx, &parsed).await?;
     // The budget first: a refused request takes nothing from the rate limits.
     crate::pricing::budget::admit(store.as_ref(), key, headers).await?;
     let sid = session_id(session);
@@ -147,6 +148,34 @@ fn authorize_models(key: Option<&ClientKey>, names: &[String]) -> Result<(), Gat
         Some(denied) => Err(GatewayError::forbidden(format!(
             "model `{denied}` is not allowed for this key"
         ))),
+        None => Ok(()),
+    }
+}
+
+/// 403 for a request that references an object stored at the provider
+/// which its key did not receive through the gateway (`proxy/refs.rs`).
+/// Costs a store read only when the body continues a response.
+async fn check_references(
+    store: &dyn Store,
+    key: Option<&ClientKey>,
+    ctx: &RequestCtx,
+    parsed: &Parsed,
+) -> Result<(), GatewayError> {
+    if key.is_some_and(|k| k.provider_refs_any) {
+        return Ok(());
+    }
+    let refs = super::refs::references(parsed.body.bytes());
+    let owns = match (&refs.response_id, refs.foreign) {
+        (None, None) => return Ok(()),
+        (Some(id), None) => {
+            store
+                .has_reference(ctx.key_id.as_deref().unwrap_or("-"), id)
+                .await
+        }
+        (_, Some(_)) => false,
+    };
+    match super::refs::refusal(&refs, owns) {
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }

@@ -9,6 +9,7 @@ pub mod encode;
 pub mod failover;
 mod hedge;
 pub mod llm;
+pub mod refs;
 mod refusal;
 pub mod relay;
 pub mod request;
@@ -119,10 +120,17 @@ impl Gateway {
     /// the session to the upstream that served it, keep the context
     /// snippet. All deferred: the store writes them in the background.
     async fn record_state(&self, ctx: &mut RequestCtx) {
-        if ctx.tokens.is_none() && ctx.session_id.is_none() {
+        if ctx.tokens.is_none() && ctx.session_id.is_none() && ctx.response_id.is_none() {
             return;
         }
         let store = self.state.store().await;
+        if let Some(id) = ctx.response_id.take() {
+            // The key may continue this response (proxy/refs.rs).
+            store.defer(Deferred::Reference {
+                owner: ctx.key_id.clone().unwrap_or_else(|| "-".to_owned()),
+                id,
+            });
+        }
         if let Some(tokens) = ctx.tokens.take() {
             let used = ctx.usage.map(|u| u.total());
             tokens.settle(store.as_ref(), used, ctx.served_by.is_some());

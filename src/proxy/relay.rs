@@ -234,6 +234,9 @@ async fn whole(
             Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
         };
         ctx.usage = read.usage;
+        if plan.upstream == Format::OpenAiResponses {
+            ctx.response_id = response_id_of(&body);
+        }
         match read.renamed {
             Some(b) => Bytes::from(b),
             None => body.freeze(),
@@ -257,6 +260,15 @@ async fn whole(
         Ok(()) => Outcome::Done,
         Err(_) => gone(ctx),
     }
+}
+
+/// The top-level `id` of a Responses answer (the rest of the body skipped).
+fn response_id_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        id: Option<String>,
+    }
+    serde_json::from_slice::<Answer>(body).ok()?.id
 }
 
 /// Keeps the answer's text for the context store (when a session asked).
@@ -348,6 +360,9 @@ impl Converter {
                     None => relay.finish(out),
                 };
                 ctx.usage = relay.usage();
+                if ctx.response_id.is_none() {
+                    ctx.response_id = relay.response_id().map(str::to_owned);
+                }
                 if ctx.answer.is_some() {
                     let text = relay.take_text();
                     ctx.capture(&text);

@@ -50,6 +50,10 @@ pub struct StoredKey {
     pub budget_period: Option<String>,
     /// Model allow-list (`*` globs); `None`: every model.
     pub models: Option<Vec<String>>,
+    /// `any`: the key may reference any object stored at the provider; absent or `own`: only the responses it
+    /// received through the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_refs: Option<String>,
     /// Unix seconds when it was made.
     pub created_at: f64,
 }
@@ -424,6 +428,7 @@ mod tests {
             budget_usd: Some(1.5),
             budget_period: Some("month".into()),
             models: Some(vec!["fast".into()]),
+            provider_refs: None,
             created_at: 1.0,
         }
     }

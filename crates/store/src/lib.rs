@@ -60,6 +60,9 @@ pub struct StoreOptions {
     pub context_ttl: Duration,
     /// How long a provider's model list is cached.
     pub catalog_ttl: Duration,
+    /// How long the gateway remembers which client key received a provider object id (a Responses API
+    /// response id), so that only that key may reference it ([`Store::has_reference`]).
+    pub reference_ttl: Duration,
 }
 
 impl Default for StoreOptions {
@@ -73,6 +76,7 @@ impl Default for StoreOptions {
             context_max_session_bytes: 256 * 1024,
             context_ttl: Duration::from_secs(24 * 3600),
             catalog_ttl: Duration::from_secs(300),
+            reference_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -89,6 +93,7 @@ impl fmt::Debug for StoreOptions {
             .field("context_max_session_bytes", &self.context_max_session_bytes)
             .field("context_ttl", &self.context_ttl)
             .field("catalog_ttl", &self.catalog_ttl)
+            .field("reference_ttl", &self.reference_ttl)
             .finish()
     }
 }
@@ -249,6 +254,13 @@ pub enum Deferred {
         /// The snippet.
         entry: serde_json::Value,
     },
+    /// Client key `owner` received the provider object `id` through the gateway (for `reference_ttl`).
+    Reference {
+        /// The client key's id (`-` for no key).
+        owner: String,
+        /// The provider's id of the object (a Responses API response id).
+        id: String,
+    },
 }
 
 /// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
@@ -275,6 +287,9 @@ pub trait Store: Send + Sync {
     async fn put_catalog(&self, provider: &str, models: &[String]);
     /// The cached model list; `None` when absent or expired.
     async fn get_catalog(&self, provider: &str) -> Option<Vec<String>>;
+    /// Whether client key `owner` received the provider object `id` ([`Deferred::Reference`]) within
+    /// `reference_ttl`.
+    async fn has_reference(&self, owner: &str, id: &str) -> bool;
     /// Counts one request against `limit` per (sliding) minute if allowed: an atomic check-and-add.
     async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision;
     /// Checks whether the tokens used in the last 60 s are under `limit` (adds nothing).

@@ -19,6 +19,17 @@ use crate::{
 /// How often expired entries are swept away.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The most provider object ids the memory store remembers at once.
+pub const MAX_REFERENCES: usize = 200_000;
+
+fn reference_key(owner: &str, id: &str) -> String {
+    let mut k = String::with_capacity(owner.len() + id.len() + 1);
+    k.push_str(owner);
+    k.push('\n');
+    k.push_str(id);
+    k
+}
+
 /// The in-process [`Store`]; also the fallback of the Redis store.
 pub struct MemoryStore {
     state: Arc<State>,
@@ -37,6 +48,9 @@ struct State {
     sessions: DashMap<String, Expiring<SessionBinding>>,
     contexts: DashMap<String, Expiring<Context>>,
     catalogs: DashMap<String, Expiring<Vec<String>>>,
+    reference_ttl: Duration,
+    /// `owner\nid` of provider objects a client key received.
+    references: DashMap<String, Expiring<()>>,
     requests: DashMap<String, Window>,
     tokens: DashMap<String, Window>,
     /// Held while one admission checks and counts several windows, so that it is atomic like the Redis script.
@@ -83,6 +97,8 @@ impl MemoryStore {
             sessions: DashMap::new(),
             contexts: DashMap::new(),
             catalogs: DashMap::new(),
+            reference_ttl: opts.reference_ttl,
+            references: DashMap::new(),
             requests: DashMap::new(),
             tokens: DashMap::new(),
             admission: Mutex::new(()),
@@ -92,6 +108,26 @@ impl MemoryStore {
             state,
             spend: Default::default(),
         }
+    }
+
+    /// Remembers that `owner` received `id`. Bounded: past [`MAX_REFERENCES`] live entries a new one is not
+    /// kept (that key then cannot reference the object; fail closed, logged).
+    pub(crate) fn remember_reference(&self, owner: &str, id: &str) {
+        let refs = &self.state.references;
+        if refs.len() >= MAX_REFERENCES {
+            let now = Instant::now();
+            refs.retain(|_, e| e.live(now));
+            if refs.len() >= MAX_REFERENCES {
+                log::warn!(
+                    "{MAX_REFERENCES} provider object ids are remembered already: a new one is not (use Redis, or provider_refs: any)"
+                );
+                return;
+            }
+        }
+        refs.insert(
+            reference_key(owner, id),
+            Expiring::new((), self.state.reference_ttl),
+        );
     }
 
     /// Stores `binding` exactly as given (the Redis store mirrors what Redis holds, for use during an outage).
@@ -226,6 +262,7 @@ impl State {
         self.sessions.retain(|_, e| e.live(now));
         self.contexts.retain(|_, e| e.live(now));
         self.catalogs.retain(|_, e| e.live(now));
+        self.references.retain(|_, e| e.live(now));
         for windows in [&self.requests, &self.tokens] {
             windows.retain(|_, w| {
                 w.expire(now_secs);
@@ -306,6 +343,13 @@ impl Store for MemoryStore {
     async fn get_catalog(&self, provider: &str) -> Option<Vec<String>> {
         let entry = self.state.catalogs.get(provider)?;
         entry.live(Instant::now()).then(|| entry.value.clone())
+    }
+
+    async fn has_reference(&self, owner: &str, id: &str) -> bool {
+        self.state
+            .references
+            .get(&reference_key(owner, id))
+            .is_some_and(|e| e.live(Instant::now()))
     }
 
     async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision {
@@ -396,6 +440,7 @@ impl Store for MemoryStore {
                 owner,
                 entry,
             } => self.push_now(&session, &owner, entry),
+            Deferred::Reference { owner, id } => self.remember_reference(&owner, &id),
         }
     }
 

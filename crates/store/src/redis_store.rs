@@ -72,6 +72,7 @@ struct Inner {
     context_max_session_bytes: usize,
     context_ttl_ms: u64,
     catalog_ttl_ms: u64,
+    reference_ttl: Duration,
 }
 
 /// Reservations to take back and usage to count in one set of token windows.
@@ -147,6 +148,7 @@ impl RedisStore {
             context_max_session_bytes: opts.context_max_session_bytes,
             context_ttl_ms: ttl_ms(opts.context_ttl),
             catalog_ttl_ms: ttl_ms(opts.catalog_ttl),
+            reference_ttl: opts.reference_ttl,
         });
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         spawn_writer(inner.clone(), jobs);
@@ -410,6 +412,17 @@ impl Inner {
                 owner,
                 entry,
             } => self.push(&session, &owner, entry, WRITE_TIMEOUT).await,
+            Deferred::Reference { owner, id } => {
+                self.local.remember_reference(&owner, &id);
+                let key = self.keys.of("ref", &format!("{owner}:{id}"));
+                let ttl = ttl_ms(self.reference_ttl);
+                self.redis_within(
+                    "remember a reference",
+                    WRITE_TIMEOUT,
+                    |mut conn| async move { conn.pset_ex::<_, _, ()>(key, 1, ttl).await },
+                )
+                .await;
+            }
         }
     }
 
@@ -593,6 +606,20 @@ impl Store for RedisStore {
                 conn.pset_ex::<_, _, ()>(key, json, ttl).await
             })
             .await;
+    }
+
+    async fn has_reference(&self, owner: &str, id: &str) -> bool {
+        let inner = &self.inner;
+        let key = inner.keys.of("ref", &format!("{owner}:{id}"));
+        match inner
+            .redis("read a reference", |mut conn| async move {
+                conn.exists::<_, bool>(key).await
+            })
+            .await
+        {
+            Some(found) => found,
+            None => inner.local.has_reference(owner, id).await,
+        }
     }
 
     async fn get_catalog(&self, provider: &str) -> Option<Vec<String>> {

@@ -88,6 +88,8 @@ pub struct PassthroughStream {
     events: u64,
     max_event_bytes: usize,
     capture: Option<Capture>,
+    /// A Responses stream's response id (from its first event that names one).
+    response_id: Option<String>,
 }
 
 /// Decodes the answer's text on the side, only when a session keeps it.
@@ -123,7 +125,14 @@ impl PassthroughStream {
                 events: Vec::new(),
                 text: String::new(),
             }),
+            response_id: None,
         }
+    }
+
+    /// The response id of a Responses stream (`response.id` of its first
+    /// event that has one), once seen; `None` for other formats.
+    pub fn response_id(&self) -> Option<&str> {
+        self.response_id.as_deref()
     }
 
     /// Bounds one event's size (default [`DEFAULT_MAX_EVENT_BYTES`]).
@@ -284,6 +293,10 @@ impl PassthroughStream {
         }
         if let Some(c) = &mut self.capture {
             c.capture(self.has_name.then_some(&self.name[..]), data);
+        }
+        if self.format == Format::OpenAiResponses && self.response_id.is_none() {
+            self.response_id = string_at(data, &["response", "id"])
+                .and_then(|r| serde_json::from_slice::<String>(&data[r]).ok());
         }
         if self.has_name && self.rules.event_names {
             out.reserve(self.name.len() + 8);
@@ -567,6 +580,24 @@ mod tests {
         assert!(plain.contains("\"model\" : \"gpt-4o-2024\""), "{plain}");
         let quoted = relay(Format::OpenAiChat, renamed("a\"b"), &[input]).unwrap();
         assert!(quoted.contains(r#""model" : "a\"b""#), "{quoted}");
+    }
+
+    #[test]
+    fn a_responses_stream_names_its_response_id() {
+        let mut out = BytesMut::new();
+        let mut p = PassthroughStream::new(Format::OpenAiResponses, PassthroughOptions::default());
+        p.feed(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_7\",\"model\":\"m\"}}\n\n", &mut out)
+            .unwrap();
+        p.feed(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"other\"}}\n\n", &mut out)
+            .unwrap();
+        assert_eq!(p.response_id(), Some("resp_7"), "the first one");
+        let mut c = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default());
+        c.feed(
+            b"data: {\"id\":\"x\",\"response\":{\"id\":\"no\"}}\n\n",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(c.response_id(), None);
     }
 
     #[test]
