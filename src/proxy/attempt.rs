@@ -687,6 +687,23 @@ impl<'a> Attempts<'a> {
             headers.push(("x-debug-model", c.model.clone()));
             headers.push(("x-debug-attempts", ctx.attempts.to_string()));
         }
+        if ctx.session_id.is_some() {
+            // Before the first byte: the client's next turn may reach
+            // another replica as soon as it has this answer. Boxed: done
+            // before the relay, it stays out of an open stream's future.
+            let store = self.gw.state.store().await;
+            let serving = super::session::Serving {
+                provider_id: &provider.config.id,
+                model_id: &c.model,
+                key_index,
+            };
+            Box::pin(super::session::claim_before_answer(
+                store.as_ref(),
+                ctx,
+                serving,
+            ))
+            .await;
+        }
         let plan = RelayPlan {
             client: self.fmt,
             upstream: provider.config.format,

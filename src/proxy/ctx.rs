@@ -51,6 +51,12 @@ pub struct RequestCtx {
     pub session_id: Option<String>,
     /// The upstream that answered, for the session binding.
     pub served_by: Option<ServedBy>,
+    /// The session's binding as this request knows it: read at admission
+    /// (when its client key owns it), then what a claim left (`session.rs`).
+    pub binding: Option<apiproxy_store::SessionBinding>,
+    /// This request claimed the binding before its answer (nothing is left
+    /// to write after it).
+    pub binding_claimed: bool,
     /// With a session: the request snippet to keep as context.
     pub context_request: Option<serde_json::Value>,
     /// With a session: the answer's text, captured up to `capture_limit` characters.
@@ -169,6 +175,8 @@ impl Default for RequestCtx {
             client_gone: false,
             session_id: None,
             served_by: None,
+            binding: None,
+            binding_claimed: false,
             context_request: None,
             answer: None,
             capture_limit: 0,
@@ -182,6 +190,14 @@ impl Default for RequestCtx {
 }
 
 impl RequestCtx {
+    /// The client key that owns this request's per-client state (session
+    /// bindings, context, its share of the hedge budget): the key's name,
+    /// `None` on an open gateway. The one place that says what state is
+    /// keyed by.
+    pub fn state_owner(&self) -> Option<&str> {
+        self.key_name.as_deref()
+    }
+
     /// What the answer cost, once its usage is known and its model priced.
     pub fn cost_usd(&self) -> Option<f64> {
         Some(crate::pricing::cost_usd(

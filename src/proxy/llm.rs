@@ -250,6 +250,7 @@ fn stick_to_session(
         return (candidates, None);
     }
     let mut sticky = None;
+    ctx.binding.clone_from(&binding);
     if let Some(b) = binding {
         if let Some(pos) = rt.bound_candidate(&candidates, &b) {
             let c = candidates.remove(pos);

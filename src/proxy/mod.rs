@@ -14,6 +14,7 @@ pub mod relay;
 pub mod request;
 pub mod respond;
 pub mod routes;
+pub mod session;
 mod upstream_error;
 
 use std::sync::Arc;
@@ -31,8 +32,8 @@ use crate::context;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::Runtime;
+use apiproxy_store::Deferred;
 use apiproxy_store::LazyStore;
-use apiproxy_store::{BoundUpstream, Deferred, SessionBinding};
 use ctx::{RequestCtx, ServedBy};
 use respond::Headers;
 use routes::Route;
@@ -53,9 +54,10 @@ impl Gateway {
         }
     }
 
-    /// After the answer: settle its token reservation with the usage, bind
-    /// the session to the upstream that served it, keep the context
-    /// snippet. All deferred: the store writes them in the background.
+    /// After the answer: settle its token reservation with the usage, touch
+    /// the session's binding (made or moved before the first byte:
+    /// `session.rs`), keep the context snippet. All deferred: the store
+    /// writes them in the background.
     async fn record_state(&self, ctx: &mut RequestCtx) {
         if ctx.tokens.is_none() && ctx.session_id.is_none() {
             return;
@@ -76,16 +78,12 @@ impl Gateway {
         else {
             return;
         };
-        store.defer(Deferred::Bind(SessionBinding::new(
-            &sid,
-            ctx.key_name.as_deref(),
-            BoundUpstream {
-                logical_model: &ctx.requested_model,
-                provider_id: &provider,
-                model_id: &model,
-                key_index: key_index.unwrap_or(0),
-            },
-        )));
+        let serving = session::Serving {
+            provider_id: &provider,
+            model_id: &model,
+            key_index,
+        };
+        session::touch_after_answer(store.as_ref(), ctx, serving);
         let Some(request) = ctx.context_request.take() else {
             return;
         };
@@ -99,7 +97,7 @@ impl Gateway {
         if let Some(entry) = context::entry(request, answered, max_bytes) {
             store.defer(Deferred::Context {
                 session: sid,
-                owner: ctx.key_name.clone().unwrap_or_else(|| "-".to_owned()),
+                owner: ctx.state_owner().unwrap_or("-").to_owned(),
                 entry,
             });
         }

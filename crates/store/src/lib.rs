@@ -139,6 +139,14 @@ impl SessionBinding {
     pub fn belongs_to(&self, key: Option<&str>) -> bool {
         self.owner.as_deref() == key
     }
+
+    /// Whether both bind the same logical model to the same upstream and key (times and counts aside).
+    pub fn same_upstream(&self, other: &SessionBinding) -> bool {
+        self.logical_model == other.logical_model
+            && self.provider_id == other.provider_id
+            && self.model_id == other.model_id
+            && self.key_index == other.key_index
+    }
 }
 
 /// The upstream a session is bound to (an argument of [`SessionBinding::new`]).
@@ -240,6 +248,13 @@ pub enum Deferred {
     },
     /// [`Store::bind_session`].
     Bind(SessionBinding),
+    /// [`Store::claim_session`] (its answer unused).
+    Claim {
+        /// The binding to store.
+        binding: SessionBinding,
+        /// The binding the writer saw, which this one may replace (boxed: a write on the queue stays small).
+        expected: Option<Box<SessionBinding>>,
+    },
     /// [`Store::push_context`].
     Context {
         /// The session id.
@@ -262,6 +277,19 @@ pub trait Store: Send + Sync {
     /// `last_accessed` to now and starts the TTL again. A live binding with another owner is left as it is (one
     /// client key cannot move another's session).
     async fn bind_session(&self, binding: SessionBinding);
+    /// Binds `binding.conversation_id` in one atomic step, only when the session has no live binding, or when its
+    /// live binding is still `expected` (the one the caller read: its upstream failed and another served, so the
+    /// binding moves). An existing binding is kept in the new one as [`Store::bind_session`] keeps it
+    /// (`created_at`, one more message). Returns the binding in force afterwards: `binding` when it was stored,
+    /// else the one that stays (another replica bound the session first, or another client key owns it); `None`
+    /// only when neither can be read. Two replicas claiming an unbound session at once cannot both win. The gateway
+    /// awaits it before the first byte of an answer, so a client that sends its next turn to another replica finds
+    /// the binding there.
+    async fn claim_session(
+        &self,
+        binding: SessionBinding,
+        expected: Option<&SessionBinding>,
+    ) -> Option<SessionBinding>;
     /// Removes the binding; true when there was one.
     async fn delete_session(&self, id: &str) -> bool;
     /// Stores a snippet, newest first, at most `context_max_entries` and `context_max_session_bytes` kept (the
@@ -390,6 +418,24 @@ pub(crate) fn merge_binding(
     Some(binding)
 }
 
+/// What [`Store::claim_session`] stores, given the live binding: `None` when `current` stays (it exists and is
+/// not `expected`, or belongs to another owner). Shared by both stores (the Redis Lua script `CLAIM_SESSION` does
+/// the same).
+pub(crate) fn claim_binding(
+    current: Option<&SessionBinding>,
+    binding: SessionBinding,
+    expected: Option<&SessionBinding>,
+    now: f64,
+) -> Option<SessionBinding> {
+    match current {
+        None => merge_binding(None, binding, now),
+        Some(cur) if expected.is_some_and(|e| cur.same_upstream(e)) => {
+            merge_binding(Some(cur), binding, now)
+        }
+        Some(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +497,31 @@ mod tests {
         assert_eq!(moved.created_at, 100.0);
         assert_eq!(moved.last_accessed, 150.0);
         assert_eq!(moved.message_count, 2);
+    }
+
+    #[test]
+    fn a_claim_binds_an_unbound_session_or_moves_the_binding_it_saw() {
+        let first = claim_binding(None, binding("a"), None, 100.0).expect("unbound: claimed");
+        assert_eq!((first.provider_id.as_str(), first.message_count), ("a", 1));
+        // Another replica claimed first: the loser's claim leaves it.
+        assert_eq!(claim_binding(Some(&first), binding("b"), None, 101.0), None);
+        // A claim that saw another binding (since moved) leaves it too.
+        assert_eq!(
+            claim_binding(Some(&first), binding("c"), Some(&binding("b")), 102.0),
+            None
+        );
+        // A claim that saw this binding moves it, keeping its history.
+        let moved =
+            claim_binding(Some(&first), binding("b"), Some(&binding("a")), 103.0).expect("moved");
+        assert_eq!(moved.provider_id, "b");
+        assert_eq!((moved.created_at, moved.message_count), (100.0, 2));
+        // Never another key's session.
+        let mut other = binding("b");
+        other.owner = Some("mallory".into());
+        assert_eq!(
+            claim_binding(Some(&first), other, Some(&binding("a")), 104.0),
+            None
+        );
     }
 
     #[test]
