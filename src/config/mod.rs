@@ -393,6 +393,8 @@ pub struct LogicalModel {
     /// `hedge_after_ms`: an attempt with no answer after this long gets a
     /// second one on the next upstream (docs/routing.md, "Hedged requests").
     pub hedge_after: Option<Duration>,
+    /// `hedge_non_stream`: non-streaming requests are hedged too.
+    pub hedge_non_stream: bool,
     pub upstreams: Vec<UpstreamRef>,
 }
 
@@ -1254,7 +1256,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         if m.hedge_after_ms == Some(0) {
             problems.push(format!("{at}.hedge_after_ms: must be positive"));
         }
+        if m.hedge_non_stream == Some(true) && m.hedge_after_ms.is_none() {
+            problems.push(format!(
+                "{at}.hedge_non_stream: hedges nothing without hedge_after_ms"
+            ));
+        }
         models.push(LogicalModel {
+            hedge_non_stream: m.hedge_non_stream.unwrap_or(false),
             hedge_after: m
                 .hedge_after_ms
                 .filter(|&ms| ms > 0)

@@ -174,8 +174,10 @@ pub struct RawRouting {
     /// Requests (or tokens, scaled) left on a key below which routing steers
     /// away from it before the provider answers 429.
     pub ratelimit_reserve: Option<u64>,
-    /// Most hedges, as a percentage of requests (token bucket).
+    /// Most hedges, as a percentage of requests (token bucket per client key).
     pub hedge_budget_percent: Option<u32>,
+    /// Hedges that may run at once whatever the budget holds (default 2).
+    pub hedge_min_concurrency: Option<u32>,
 }
 
 /// `routing.scoring`: how candidates are scored (docs/routing.md).
@@ -357,6 +359,10 @@ pub struct RawModel {
     /// Start a second attempt on the next upstream when the first has not
     /// answered after this long.
     pub hedge_after_ms: Option<u64>,
+    /// Hedge non-streaming requests too (default false: a non-streaming
+    /// answer's first byte is the whole answer, so a hedge runs two
+    /// generations to the end).
+    pub hedge_non_stream: Option<bool>,
     pub upstreams: Vec<RawUpstream>,
 }
 

@@ -264,6 +264,8 @@ models:
         Some(Duration::from_millis(250))
     );
     assert_eq!(c.routing.hedge_budget_percent, 10);
+    assert_eq!(c.routing.hedge_min_concurrency, 2);
+    assert!(!c.logical_model("pool").unwrap().hedge_non_stream);
     let d = load(GOOD).unwrap();
     assert_eq!(d.providers[0].key_strategy, KeyStrategy::RoundRobin);
     assert_eq!(d.logical_model("fast").unwrap().hedge_after, None);

@@ -66,6 +66,8 @@ pub struct RequestCtx {
     pub price: Option<crate::config::Price>,
     /// Tokens reserved at admission, settled with the answer's usage.
     pub tokens: Option<crate::limits::TokenReservation>,
+    /// The attempt a hedged race gave up after sending it: charged too.
+    pub abandoned: Option<super::hedge::Abandoned>,
     /// With `log.capture_bodies`: the request body, redacted and bounded,
     /// for the console's request record.
     pub captured_body: Option<String>,
@@ -182,6 +184,7 @@ impl Default for RequestCtx {
             capture_limit: 0,
             price: None,
             tokens: None,
+            abandoned: None,
             captured_body: None,
             attempt_log: Vec::new(),
             keep_attempt_log: false,

@@ -64,6 +64,9 @@ impl Gateway {
         }
         let store = self.state.store().await;
         if let Some(tokens) = ctx.tokens.take() {
+            if let Some(a) = &ctx.abandoned {
+                tokens.charge_extra(store.as_ref(), a.usage.total());
+            }
             let used = ctx.usage.map(|u| u.total());
             tokens.settle(store.as_ref(), used, ctx.served_by.is_some());
         }
@@ -261,7 +264,18 @@ impl ProxyHttp for Gateway {
         let cost = ctx.cost_usd();
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
-            if let (Some(c), Some(key)) = (cost, ctx.key_name.as_deref()) {
+            // A hedged race's abandoned attempt is the key's cost too.
+            let charged = match ctx.abandoned.as_ref() {
+                Some(a) => {
+                    a.count(&rt, ctx.key_name.as_deref().unwrap_or("-"));
+                    match (cost, a.cost_usd()) {
+                        (None, None) => None,
+                        (x, y) => Some(x.unwrap_or(0.0) + y.unwrap_or(0.0)),
+                    }
+                }
+                None => cost,
+            };
+            if let (Some(c), Some(key)) = (charged, ctx.key_name.as_deref()) {
                 let configured = rt.config.auth.keys.iter().find(|k| k.name == key);
                 if let Some(k) = configured.or(ctx.stored_key.as_deref()) {
                     crate::pricing::budget::spend(self.state.store().await.as_ref(), k, c).await;
