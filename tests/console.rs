@@ -308,6 +308,115 @@ async fn records_aggregates_tail_and_redaction() {
     assert_eq!(alice["usage"]["errors"], 1);
 }
 
+/// Anyone can send requests without a key: they are counted (overview,
+/// aggregates) but kept out of the record ring and the live tail, so they
+/// cannot flush the real records out or flood the tail.
+#[tokio::test]
+async fn unauthenticated_requests_are_counted_but_not_recorded() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, "console:\n  recent_requests: 3\n")).await;
+    assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
+    records_until(&gw, |r| r["key"] == "alice").await;
+    let tail = client()
+        .get(format!("{}/admin/requests/tail", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), 200);
+    for i in 0..12 {
+        let mut r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": "duo", "messages": [{"role": "user", "content": "x"}]}));
+        if i % 2 == 0 {
+            r = r.bearer_auth("not-a-key");
+        }
+        assert_eq!(r.send().await.unwrap().status(), 401);
+    }
+    let (overview, counted) = poll(
+        Duration::from_secs(10),
+        || get(&gw, "/admin/overview"),
+        |v| v["unauthenticated"] == 12,
+    )
+    .await;
+    assert!(counted, "twelve 401s counted: {overview}");
+    assert_eq!(overview["hour"]["requests"], 13, "{overview}");
+    let list = get(&gw, "/admin/requests").await;
+    let reqs = list["requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 1, "only alice's record: {list}");
+    assert_eq!(reqs[0]["key"], "alice");
+    // The tail's first event is bob's request, sent after the 401s.
+    assert_eq!(chat(&gw, "bob-key", None).await.status(), 200);
+    let mut stream = tail.bytes_stream();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("event: request") {
+        use futures_util::StreamExt;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.next())
+            .await
+            .expect("the tail sent a request")
+            .expect("tail open")
+            .expect("tail chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let event: Value = serde_json::from_str(
+        seen.lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data line"),
+    )
+    .unwrap();
+    assert_eq!(event["key"], "bob", "{seen}");
+}
+
+/// The console, the key's budget and the cost metric price a request the
+/// same way: here from the built-in table (no `pricing` configured).
+#[tokio::test]
+async fn the_console_prices_requests_as_budgets_and_metrics_do() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("gpt-4o", "hi"))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  keys:\n    - {{ name: alice, key: alice-key, budget_usd: 100 }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: p, kind: openai, base_url: \"{}\", models: [gpt-4o] }}\n",
+        up.base_url()
+    ))
+    .await;
+    assert_eq!(
+        chat_model(&gw, "alice-key", None, "p/gpt-4o")
+            .await
+            .status(),
+        200
+    );
+    // Built-in table: gpt-4o is $2.50 in, $10 out per million tokens.
+    let expected = (7.0 * 2.5 + 3.0 * 10.0) / 1e6;
+    let list = records_until(&gw, |r| r["key"] == "alice").await;
+    let recorded = list["requests"][0]["cost_usd"].as_f64();
+    assert!(
+        recorded.is_some_and(|c| (c - expected).abs() < 1e-12),
+        "the console's cost: {list}"
+    );
+    let m = gw
+        .metrics_when(
+            "apiproxy_cost_usd_total",
+            &[("key", "alice")],
+            expected * 0.99,
+        )
+        .await;
+    let metric = prom::sum(&m, "apiproxy_cost_usd_total", &[("key", "alice")]);
+    assert!((metric - expected).abs() < 1e-12, "{metric}: {m}");
+    let keys = get(&gw, "/admin/keys").await;
+    let spent = keys["keys"][0]["budget"]["spent_usd"].as_f64();
+    // The budget counts whole micro-dollars.
+    assert!(
+        spent.is_some_and(|s| (s - expected).abs() < 1e-6),
+        "the budget's spend: {keys}"
+    );
+    let overview = get(&gw, "/admin/overview").await;
+    let hour = overview["hour"]["cost_usd"].as_f64();
+    assert!(
+        hour.is_some_and(|c| (c - expected).abs() < 1e-12),
+        "the overview's cost: {overview}"
+    );
+}
+
 #[tokio::test]
 async fn collection_can_be_turned_off() {
     let up = upstream().await;

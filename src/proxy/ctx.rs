@@ -208,4 +208,16 @@ impl RequestCtx {
             self.usage.as_ref()?,
         ))
     }
+
+    /// What the request is charged: its answer's cost plus, after a hedged
+    /// race, the attempt given up (`hedge::Abandoned`); `None` when neither
+    /// is known. The key's budget, the console and (per upstream) the cost
+    /// metric all count this, from one price table (`pricing::price_of`).
+    pub fn charged_usd(&self) -> Option<f64> {
+        let abandoned = self.abandoned.as_ref().and_then(|a| a.cost_usd());
+        match (self.cost_usd(), abandoned) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        }
+    }
 }

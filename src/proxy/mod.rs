@@ -265,17 +265,10 @@ impl ProxyHttp for Gateway {
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
             // A hedged race's abandoned attempt is the key's cost too.
-            let charged = match ctx.abandoned.as_ref() {
-                Some(a) => {
-                    a.count(&rt, ctx.key_name.as_deref().unwrap_or("-"));
-                    match (cost, a.cost_usd()) {
-                        (None, None) => None,
-                        (x, y) => Some(x.unwrap_or(0.0) + y.unwrap_or(0.0)),
-                    }
-                }
-                None => cost,
-            };
-            if let (Some(c), Some(key)) = (charged, ctx.key_name.as_deref()) {
+            if let Some(a) = &ctx.abandoned {
+                a.count(&rt, ctx.key_name.as_deref().unwrap_or("-"));
+            }
+            if let (Some(c), Some(key)) = (ctx.charged_usd(), ctx.key_name.as_deref()) {
                 let configured = rt.config.auth.keys.iter().find(|k| k.name == key);
                 if let Some(k) = configured.or(ctx.stored_key.as_deref()) {
                     crate::pricing::budget::spend(self.state.store().await.as_ref(), k, c).await;
