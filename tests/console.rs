@@ -465,6 +465,37 @@ async fn bodies_are_kept_redacted_and_bounded_only_when_asked() {
     );
 }
 
+/// A captured body is kept `console.capture_ttl_seconds`; its record stays.
+#[tokio::test]
+async fn captured_bodies_are_dropped_past_their_age() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        "log:\n  capture_bodies: true\nconsole:\n  capture_ttl_seconds: 1\n",
+    ))
+    .await;
+    assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
+    let list = records_until(&gw, |r| r["status"] == 200).await;
+    let id = list["requests"][0]["id"].clone();
+    let path = format!("/admin/requests/{id}");
+    let started = Instant::now();
+    let kept = get(&gw, &path).await;
+    if started.elapsed() < Duration::from_millis(300) {
+        // Read well within the second (the machine may be slow).
+        assert!(kept["body"].is_string(), "captured at first: {kept}");
+    }
+    let (one, dropped) = poll(
+        Duration::from_secs(15),
+        || get(&gw, &path),
+        |r| r["id"] == id && r.get("body").is_none(),
+    )
+    .await;
+    assert!(dropped, "the body outlived its age: {one}");
+    let list = get(&gw, "/admin/requests").await;
+    assert_eq!(list["requests"][0]["id"], id, "the record stays: {list}");
+    assert!(list["requests"][0].get("body").is_none(), "{list}");
+}
+
 #[tokio::test]
 async fn keys_made_at_run_time_work_persist_and_can_be_revoked() {
     let up = upstream().await;
@@ -955,7 +986,7 @@ fn console_limits_are_checked_by_dash_t() {
     assert!(err.contains("console"), "{err}");
     std::fs::write(
         &path,
-        "console:\n  recent_requests: 0\n  max_body_chars: 0\n",
+        "console:\n  recent_requests: 0\n  max_body_chars: 0\n  capture_ttl_seconds: 0\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
@@ -972,6 +1003,10 @@ fn console_limits_are_checked_by_dash_t() {
     );
     assert!(
         err.contains("console.max_body_chars: must be positive"),
+        "{err}"
+    );
+    assert!(
+        err.contains("console.capture_ttl_seconds: must be between 1 and 604800"),
         "{err}"
     );
 }

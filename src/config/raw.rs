@@ -59,6 +59,8 @@ pub struct RawConsole {
     pub recent_requests: Option<usize>,
     /// Characters kept of each captured body when `log.capture_bodies` is on (default 4096).
     pub max_body_chars: Option<usize>,
+    /// Seconds a captured body is kept; the request's record stays, without it (default 3600).
+    pub capture_ttl_seconds: Option<u64>,
 }
 
 /// Gateway-wide limits, shared by every key (and every replica on one Redis).

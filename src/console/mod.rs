@@ -188,10 +188,11 @@ pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
     }
     // Listed before it is announced: whoever saw it on the tail finds it
     // in the list, and the list's order is the tail's.
+    let body_ttl = settings.capture_ttl.as_secs_f64();
     CONSOLE
         .records
         .lock()
-        .push(r.clone(), settings.recent_requests);
+        .push(r.clone(), settings.recent_requests, now, body_ttl);
     if CONSOLE.tail.receiver_count() > 0 {
         // Only fails when every subscriber left meanwhile.
         let _ = CONSOLE.tail.send(r);
@@ -216,12 +217,16 @@ impl Console {
 
     /// Recent records passing `f`, newest first.
     pub fn recent(&self, f: &records::Filter, limit: usize) -> Vec<Arc<RequestRecord>> {
-        self.records.lock().query(f, limit)
+        let mut records = self.records.lock();
+        records.expire_bodies(unix_now());
+        records.query(f, limit)
     }
 
     /// One record by id.
     pub fn request(&self, id: u64) -> Option<Arc<RequestRecord>> {
-        self.records.lock().get(id)
+        let mut records = self.records.lock();
+        records.expire_bodies(unix_now());
+        records.get(id)
     }
 
     /// Requests per (model, provider, upstream model) in the last `window`.
