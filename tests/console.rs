@@ -417,6 +417,37 @@ async fn the_console_prices_requests_as_budgets_and_metrics_do() {
     );
 }
 
+/// A Redis password given in the URL's query (`?password=`, `?pass=`) is
+/// hidden like one in its user info: in the console's config view and in
+/// every log line.
+#[tokio::test]
+async fn a_redis_password_in_the_query_is_hidden() {
+    let up = upstream().await;
+    // Nothing listens there: the store falls back to local state.
+    let url = format!(
+        "redis://127.0.0.1:{}/0?password=query-secret-42&pass=other-secret-43",
+        free_port()
+    );
+    let gw = Gateway::start(&config(&up, &format!("store:\n  redis_url: \"{url}\"\n"))).await;
+    let c = get(&gw, "/admin/config").await;
+    let shown = c["store"]["redis_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        shown,
+        url.replace("query-secret-42", "***")
+            .replace("other-secret-43", "***"),
+        "{c}"
+    );
+    assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
+    let log = gw.log();
+    for secret in ["query-secret-42", "other-secret-43"] {
+        assert!(!c.to_string().contains(secret), "{c}");
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
 #[tokio::test]
 async fn collection_can_be_turned_off() {
     let up = upstream().await;

@@ -192,9 +192,19 @@ fn the_systemd_unit_matches_the_defaults() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "PrivateTmp=yes",
+        // The suggested store.path lives there: writable under ProtectSystem.
+        "StateDirectory=apiproxy",
+        "SystemCallFilter=@system-service",
+        "RestrictRealtime=yes",
+        "ProtectProc=invisible",
     ] {
         assert!(has(l), "{l} missing from the unit:\n{unit}");
     }
+    let shipped = include_str!("../../conf/apiproxy.yaml");
+    assert!(
+        shipped.contains("path: /var/lib/apiproxy/"),
+        "the shipped config suggests store.path in the state directory"
+    );
 }
 
 /// The shipped config passes `-t` without client keys because it listens on

@@ -373,17 +373,45 @@ impl LazyStore {
     }
 }
 
-/// `url` with any user name and password replaced by `***`, fit for logs.
+/// `url` with any user name and password replaced by `***`, and the values of `password` and `pass` query
+/// parameters too, fit for logs.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
-        None => url.to_string(),
-    }
+    let head = match rest[..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}***@{}",
+            &url[..scheme_end + 3],
+            &rest[at + 1..authority_end]
+        ),
+        None => url[..scheme_end + 3 + authority_end].to_string(),
+    };
+    head + &redact_query(&rest[authority_end..])
+}
+
+/// Query parameters whose values are secrets (redis-rs reads `password`; `pass` is a common spelling).
+const SECRET_PARAMS: [&str; 2] = ["password", "pass"];
+
+/// `tail` (path, query and fragment of a URL) with the values of [`SECRET_PARAMS`] replaced by `***`.
+fn redact_query(tail: &str) -> String {
+    let fragment_at = tail.find('#').unwrap_or(tail.len());
+    let Some(q) = tail[..fragment_at].find('?') else {
+        return tail.to_string();
+    };
+    let query = &tail[q + 1..fragment_at];
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) => {
+                format!("{key}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{}{}{}", &tail[..=q], pairs.join("&"), &tail[fragment_at..])
 }
 
 /// Now, as unix seconds.
@@ -466,6 +494,23 @@ mod tests {
         );
         assert_eq!(redact_url("redis://h/0?x=a@b"), "redis://h/0?x=a@b");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("redis://h:6379/0?password=s3cret&db=1"),
+            "redis://h:6379/0?password=***&db=1"
+        );
+        assert_eq!(
+            redact_url("rediss://h?protocol=resp3&Pass=s3cret#frag"),
+            "rediss://h?protocol=resp3&Pass=***#frag"
+        );
+        assert_eq!(
+            redact_url("redis://:a@h/0?pass=b"),
+            "redis://***@h/0?pass=***"
+        );
+        assert_eq!(
+            redact_url("redis://h/0?passive=1#?password=x"),
+            "redis://h/0?passive=1#?password=x",
+            "only query parameters named so"
+        );
     }
 
     #[test]
