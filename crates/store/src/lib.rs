@@ -8,10 +8,11 @@
 //!   answered by an embedded memory store instead, so requests never fail or wait because of Redis; sharing
 //!   resumes by itself once Redis is back.
 //!
-//! On the request path a gateway needs at most one Redis round trip: [`Store::admit`] checks and counts every
-//! rate limit of a request in one script call (and [`Store::get_session`], issued at the same time, shares the
-//! round trip). Everything learnt after the answer goes through [`Store::defer`]: queued, written in batches in
-//! the background, flushed by [`Store::flush`] when the process exits.
+//! On the request path a gateway needs one Redis round trip: [`Store::admit`] checks and counts every rate limit
+//! of a request in one script call (and [`Store::get_session`], issued at the same time, shares the round trip);
+//! a request that makes or moves a session's binding adds one [`Store::claim_session`] before its answer's first
+//! byte. Everything learnt after the answer goes through [`Store::defer`]: queued, written in batches in the
+//! background, flushed by [`Store::flush`] when the process exits.
 //!
 //! [`open`] builds the right one from [`StoreOptions`]; [`LazyStore`] opens it on first use.
 
