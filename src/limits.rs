@@ -99,6 +99,23 @@ impl TokenReservation {
     }
 }
 
+impl TokenReservation {
+    /// Counts `tokens` more in the request's buckets, beyond its own
+    /// usage: what an attempt a hedged race gave up cost (the provider ran
+    /// it for this request). A settlement that reserved nothing and adds
+    /// `tokens`.
+    pub fn charge_extra(&self, store: &dyn Store, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        store.defer(Deferred::Settle {
+            buckets: self.buckets.clone(),
+            reservation: Reservation::default(),
+            used: tokens,
+        });
+    }
+}
+
 /// An admitted request: its headers and what it reserved.
 #[derive(Debug)]
 pub struct Admitted {

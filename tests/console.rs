@@ -308,6 +308,146 @@ async fn records_aggregates_tail_and_redaction() {
     assert_eq!(alice["usage"]["errors"], 1);
 }
 
+/// Anyone can send requests without a key: they are counted (overview,
+/// aggregates) but kept out of the record ring and the live tail, so they
+/// cannot flush the real records out or flood the tail.
+#[tokio::test]
+async fn unauthenticated_requests_are_counted_but_not_recorded() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, "console:\n  recent_requests: 3\n")).await;
+    assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
+    records_until(&gw, |r| r["key"] == "alice").await;
+    let tail = client()
+        .get(format!("{}/admin/requests/tail", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), 200);
+    for i in 0..12 {
+        let mut r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": "duo", "messages": [{"role": "user", "content": "x"}]}));
+        if i % 2 == 0 {
+            r = r.bearer_auth("not-a-key");
+        }
+        assert_eq!(r.send().await.unwrap().status(), 401);
+    }
+    let (overview, counted) = poll(
+        Duration::from_secs(10),
+        || get(&gw, "/admin/overview"),
+        |v| v["unauthenticated"] == 12,
+    )
+    .await;
+    assert!(counted, "twelve 401s counted: {overview}");
+    assert_eq!(overview["hour"]["requests"], 13, "{overview}");
+    let list = get(&gw, "/admin/requests").await;
+    let reqs = list["requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 1, "only alice's record: {list}");
+    assert_eq!(reqs[0]["key"], "alice");
+    // The tail's first event is bob's request, sent after the 401s.
+    assert_eq!(chat(&gw, "bob-key", None).await.status(), 200);
+    let mut stream = tail.bytes_stream();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("event: request") {
+        use futures_util::StreamExt;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.next())
+            .await
+            .expect("the tail sent a request")
+            .expect("tail open")
+            .expect("tail chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let event: Value = serde_json::from_str(
+        seen.lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data line"),
+    )
+    .unwrap();
+    assert_eq!(event["key"], "bob", "{seen}");
+}
+
+/// The console, the key's budget and the cost metric price a request the
+/// same way: here from the built-in table (no `pricing` configured).
+#[tokio::test]
+async fn the_console_prices_requests_as_budgets_and_metrics_do() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("gpt-4o", "hi"))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  keys:\n    - {{ name: alice, key: alice-key, budget_usd: 100 }}\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: p, kind: openai, base_url: \"{}\", models: [gpt-4o] }}\n",
+        up.base_url()
+    ))
+    .await;
+    assert_eq!(
+        chat_model(&gw, "alice-key", None, "p/gpt-4o")
+            .await
+            .status(),
+        200
+    );
+    // Built-in table: gpt-4o is $2.50 in, $10 out per million tokens.
+    let expected = (7.0 * 2.5 + 3.0 * 10.0) / 1e6;
+    let list = records_until(&gw, |r| r["key"] == "alice").await;
+    let recorded = list["requests"][0]["cost_usd"].as_f64();
+    assert!(
+        recorded.is_some_and(|c| (c - expected).abs() < 1e-12),
+        "the console's cost: {list}"
+    );
+    let m = gw
+        .metrics_when(
+            "apiproxy_cost_usd_total",
+            &[("key", "alice")],
+            expected * 0.99,
+        )
+        .await;
+    let metric = prom::sum(&m, "apiproxy_cost_usd_total", &[("key", "alice")]);
+    assert!((metric - expected).abs() < 1e-12, "{metric}: {m}");
+    let keys = get(&gw, "/admin/keys").await;
+    let spent = keys["keys"][0]["budget"]["spent_usd"].as_f64();
+    // The budget counts whole micro-dollars.
+    assert!(
+        spent.is_some_and(|s| (s - expected).abs() < 1e-6),
+        "the budget's spend: {keys}"
+    );
+    let overview = get(&gw, "/admin/overview").await;
+    let hour = overview["hour"]["cost_usd"].as_f64();
+    assert!(
+        hour.is_some_and(|c| (c - expected).abs() < 1e-12),
+        "the overview's cost: {overview}"
+    );
+}
+
+/// A Redis password given in the URL's query (`?password=`, `?pass=`) is
+/// hidden like one in its user info: in the console's config view and in
+/// every log line.
+#[tokio::test]
+async fn a_redis_password_in_the_query_is_hidden() {
+    let up = upstream().await;
+    // Nothing listens there: the store falls back to local state.
+    let url = format!(
+        "redis://127.0.0.1:{}/0?password=query-secret-42&pass=other-secret-43",
+        free_port()
+    );
+    let gw = Gateway::start(&config(&up, &format!("store:\n  redis_url: \"{url}\"\n"))).await;
+    let c = get(&gw, "/admin/config").await;
+    let shown = c["store"]["redis_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        shown,
+        url.replace("query-secret-42", "***")
+            .replace("other-secret-43", "***"),
+        "{c}"
+    );
+    assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
+    let log = gw.log();
+    for secret in ["query-secret-42", "other-secret-43"] {
+        assert!(!c.to_string().contains(secret), "{c}");
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
 #[tokio::test]
 async fn collection_can_be_turned_off() {
     let up = upstream().await;
@@ -354,6 +494,37 @@ async fn bodies_are_kept_redacted_and_bounded_only_when_asked() {
         61,
         "60 characters and an ellipsis: {body}"
     );
+}
+
+/// A captured body is kept `console.capture_ttl_seconds`; its record stays.
+#[tokio::test]
+async fn captured_bodies_are_dropped_past_their_age() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        "log:\n  capture_bodies: true\nconsole:\n  capture_ttl_seconds: 1\n",
+    ))
+    .await;
+    assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
+    let list = records_until(&gw, |r| r["status"] == 200).await;
+    let id = list["requests"][0]["id"].clone();
+    let path = format!("/admin/requests/{id}");
+    let started = Instant::now();
+    let kept = get(&gw, &path).await;
+    if started.elapsed() < Duration::from_millis(300) {
+        // Read well within the second (the machine may be slow).
+        assert!(kept["body"].is_string(), "captured at first: {kept}");
+    }
+    let (one, dropped) = poll(
+        Duration::from_secs(15),
+        || get(&gw, &path),
+        |r| r["id"] == id && r.get("body").is_none(),
+    )
+    .await;
+    assert!(dropped, "the body outlived its age: {one}");
+    let list = get(&gw, "/admin/requests").await;
+    assert_eq!(list["requests"][0]["id"], id, "the record stays: {list}");
+    assert!(list["requests"][0].get("body").is_none(), "{list}");
 }
 
 #[tokio::test]
@@ -846,7 +1017,7 @@ fn console_limits_are_checked_by_dash_t() {
     assert!(err.contains("console"), "{err}");
     std::fs::write(
         &path,
-        "console:\n  recent_requests: 0\n  max_body_chars: 0\n",
+        "console:\n  recent_requests: 0\n  max_body_chars: 0\n  capture_ttl_seconds: 0\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
@@ -863,6 +1034,10 @@ fn console_limits_are_checked_by_dash_t() {
     );
     assert!(
         err.contains("console.max_body_chars: must be positive"),
+        "{err}"
+    );
+    assert!(
+        err.contains("console.capture_ttl_seconds: must be between 1 and 604800"),
         "{err}"
     );
 }

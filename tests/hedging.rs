@@ -98,7 +98,7 @@ async fn a_slow_first_attempt_is_hedged_and_the_loser_is_cut_off() {
     let gw = Gateway::start(&config(
         &slow,
         &fast,
-        "    hedge_after_ms: 200\n",
+        "    hedge_after_ms: 200\n    hedge_non_stream: true\n",
         "  hedge_budget_percent: 100\n",
     ))
     .await;
@@ -171,7 +171,7 @@ async fn a_first_answer_before_the_hedges_cuts_the_hedge_off() {
     let gw = Gateway::start(&config(
         &first,
         &hedge,
-        "    hedge_after_ms: 100\n",
+        "    hedge_after_ms: 100\n    hedge_non_stream: true\n",
         "  hedge_budget_percent: 100\n",
     ))
     .await;
@@ -203,7 +203,7 @@ async fn a_failed_first_attempt_leaves_the_hedge_running() {
     let gw = Gateway::start(&config(
         &first,
         &hedge,
-        "    hedge_after_ms: 100\n",
+        "    hedge_after_ms: 100\n    hedge_non_stream: true\n",
         "  hedge_budget_percent: 100\n",
     ))
     .await;
@@ -263,7 +263,7 @@ async fn no_hedge_past_the_budget() {
     let gw = Gateway::start(&config(
         &slow,
         &fast,
-        "    hedge_after_ms: 100\n",
+        "    hedge_after_ms: 100\n    hedge_non_stream: true\n",
         "  hedge_budget_percent: 0\n",
     ))
     .await;
@@ -284,7 +284,14 @@ async fn the_default_budget_hedges_one_request_in_ten() {
     )
     .await;
     let fast = MockProvider::always(Reply::json(200, openai_completion("m", "fast"))).await;
-    let gw = Gateway::start(&config(&slow, &fast, "    hedge_after_ms: 50\n", "")).await;
+    // Without the floor of hedges at once, the bucket alone decides.
+    let gw = Gateway::start(&config(
+        &slow,
+        &fast,
+        "    hedge_after_ms: 50\n    hedge_non_stream: true\n",
+        "  hedge_min_concurrency: 0\n",
+    ))
+    .await;
     let mut hedged = 0;
     for _ in 0..10 {
         let a = ask(&gw, "pool", false).await;
@@ -296,6 +303,213 @@ async fn the_default_budget_hedges_one_request_in_ten() {
     assert_eq!(hedged, 1, "10% of 10 requests");
     let m = metrics_when(&gw, "second", "skipped_budget", 9.0).await;
     assert_eq!(hedges(&m, "second", "started"), 1.0, "{m}");
+}
+
+/// A fresh gateway's buckets are empty, but `routing.hedge_min_concurrency`
+/// (default 2) hedges may run at once whatever they hold: the first slow
+/// requests after a start are hedged, two at a time and no more.
+#[tokio::test]
+async fn a_fresh_gateway_hedges_up_to_the_floor_at_once() {
+    // Both slow enough that three requests' hedges overlap.
+    let slow = MockProvider::always(
+        Reply::json(200, openai_completion("m", "slow")).delay(Duration::from_secs(4)),
+    )
+    .await;
+    let hedge = MockProvider::always(
+        Reply::json(200, openai_completion("m", "hedge")).delay(Duration::from_secs(2)),
+    )
+    .await;
+    let gw = Gateway::start(&config(
+        &slow,
+        &hedge,
+        "    hedge_after_ms: 100\n    hedge_non_stream: true\n",
+        "",
+    ))
+    .await;
+    let (a, b, c) = tokio::join!(
+        ask(&gw, "pool", false),
+        ask(&gw, "pool", false),
+        ask(&gw, "pool", false)
+    );
+    let mut by: Vec<&str> = [&a, &b, &c]
+        .iter()
+        .map(|x| {
+            assert_eq!(x.status, 200, "{}", x.body);
+            x.provider.as_str()
+        })
+        .collect();
+    by.sort_unstable();
+    assert_eq!(
+        by,
+        ["first", "second", "second"],
+        "two hedges at once, no third"
+    );
+    let m = metrics_when(&gw, "second", "skipped_budget", 1.0).await;
+    assert_eq!(hedges(&m, "second", "started"), 2.0, "{m}");
+    assert_eq!(hedges(&m, "second", "won"), 2.0, "{m}");
+    // Once those are over, the floor is free again: the next slow request
+    // is hedged although the bucket (0.4 of a hedge) is still empty.
+    let d = ask(&gw, "pool", false).await;
+    assert_eq!((d.provider.as_str(), d.attempts.as_str()), ("second", "2"));
+}
+
+/// A non-streaming answer's first byte is the whole answer: such requests
+/// are hedged only when the logical model says `hedge_non_stream: true`.
+#[tokio::test]
+async fn non_streaming_requests_are_hedged_only_when_the_model_asks() {
+    let slow = MockProvider::start(|req, _| {
+        if req.json()["stream"] == true {
+            Reply::sse(&openai_stream("m", &["slow"])).pace(SLOW)
+        } else {
+            Reply::json(200, openai_completion("m", "slow")).delay(Duration::from_millis(1200))
+        }
+    })
+    .await;
+    let fast = MockProvider::start(|req, _| {
+        if req.json()["stream"] == true {
+            Reply::sse(&openai_stream("m", &["fast"]))
+        } else {
+            Reply::json(200, openai_completion("m", "fast"))
+        }
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &slow,
+        &fast,
+        "    hedge_after_ms: 100\n",
+        "  hedge_budget_percent: 100\n",
+    ))
+    .await;
+    let a = ask(&gw, "pool", false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!((a.provider.as_str(), a.attempts.as_str()), ("first", "1"));
+    assert_eq!(fast.count(), 0, "a non-streaming request was hedged");
+    let s = ask(&gw, "pool", true).await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    assert_eq!((s.provider.as_str(), s.attempts.as_str()), ("second", "2"));
+}
+
+/// Both attempts of a hedged race are the key's: the one given up (the
+/// provider read it) is charged its estimated input at its upstream's
+/// price, in the key's tpm, its budget and the token and cost metrics.
+#[tokio::test]
+async fn both_sides_of_a_hedged_race_are_charged_to_the_key() {
+    let slow =
+        MockProvider::always(Reply::json(200, openai_completion("m", "slow")).delay(SLOW)).await;
+    let fast = MockProvider::always(Reply::json(200, openai_completion("m", "fast"))).await;
+    // A dollar per input token, output free: costs are token counts.
+    let price = "pricing: { m: { input: 1000000, output: 0 } }";
+    let gw = Gateway::start(&format!(
+        "auth:\n  keys:\n    - {{ name: alice, key: alice-key-hedge, tpm: 100000, budget_usd: 1000000 }}\n  admin_keys: [{ADMIN}]\nrouting:\n  scoring: {{ mode: weighted }}\n  hedge_budget_percent: 100\nproviders:\n  - {{ id: first, kind: openai, base_url: \"{}\", models: [m], {price} }}\n  - {{ id: second, kind: openai, base_url: \"{}\", models: [m], {price} }}\nmodels:\n  - name: pool\n    hedge_after_ms: 200\n    hedge_non_stream: true\n    upstreams:\n      - {{ provider: first, model: m, weight: 1000000 }}\n      - {{ provider: second, model: m, weight: 0.000001 }}\n",
+        slow.base_url(),
+        fast.base_url(),
+    ))
+    .await;
+    let body = chat("pool", false);
+    // The gateway's input estimate: the body's bytes / 4, rounded up.
+    let estimate = serde_json::to_vec(&body).unwrap().len().div_ceil(4) as f64;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth("alice-key-hedge")
+        .header("x-debug", "true")
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-debug-provider"], "second");
+    // The answer: 7 input and 3 output tokens ($7); the abandoned attempt:
+    // `estimate` input tokens ($1 each).
+    let m = gw
+        .metrics_when(
+            "apiproxy_tokens_total",
+            &[("provider", "first"), ("direction", "input")],
+            estimate,
+        )
+        .await;
+    let sum = |name: &str, with: &[(&str, &str)]| prom::sum(&m, name, with);
+    assert_eq!(
+        sum(
+            "apiproxy_tokens_total",
+            &[("provider", "first"), ("direction", "input")]
+        ),
+        estimate,
+        "{m}"
+    );
+    assert_eq!(
+        sum(
+            "apiproxy_tokens_total",
+            &[("provider", "second"), ("direction", "input")]
+        ),
+        7.0
+    );
+    let first_cost = sum(
+        "apiproxy_cost_usd_total",
+        &[("provider", "first"), ("key", "alice")],
+    );
+    assert!(
+        (first_cost - estimate).abs() < 1e-6,
+        "{first_cost} vs {estimate}: {m}"
+    );
+    let (keys, charged) = poll(
+        Duration::from_secs(10),
+        || gw.get_json("/admin/keys", ADMIN),
+        |v| {
+            let k = &v["keys"][0];
+            k["remaining"]["tpm"].as_f64() == Some(100000.0 - 10.0 - estimate)
+                && k["budget"]["spent_usd"]
+                    .as_f64()
+                    .is_some_and(|s| (s - (7.0 + estimate)).abs() < 1e-3)
+        },
+    )
+    .await;
+    assert!(
+        charged,
+        "tpm and budget charged for both attempts ({estimate} + 10 tokens, ${}): {keys}",
+        7.0 + estimate
+    );
+}
+
+/// Each client key earns and spends its own share of the hedge budget: a
+/// key's requests do not pay for another key's hedges.
+#[tokio::test]
+async fn each_key_draws_hedges_from_its_own_share() {
+    let slow = MockProvider::always(
+        Reply::json(200, openai_completion("m", "slow")).delay(Duration::from_millis(600)),
+    )
+    .await;
+    let fast = MockProvider::always(Reply::json(200, openai_completion("m", "fast"))).await;
+    // Half a hedge per request, no floor: every second request of a key.
+    let gw = Gateway::start(&format!(
+        "auth:\n  keys:\n    - {{ name: alice, key: alice-key-share }}\n    - {{ name: bob, key: bob-key-share }}\nrouting:\n  scoring: {{ mode: weighted }}\n  hedge_budget_percent: 50\n  hedge_min_concurrency: 0\nproviders:\n  - {{ id: first, kind: openai, base_url: \"{}\", models: [m] }}\n  - {{ id: second, kind: openai, base_url: \"{}\", models: [m] }}\nmodels:\n  - name: pool\n    hedge_after_ms: 50\n    hedge_non_stream: true\n    upstreams:\n      - {{ provider: first, model: m, weight: 1000000 }}\n      - {{ provider: second, model: m, weight: 0.000001 }}\n",
+        slow.base_url(),
+        fast.base_url(),
+    ))
+    .await;
+    let hedged = |key: &'static str| {
+        let url = format!("{}/v1/chat/completions", gw.url());
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(key)
+                .header("x-debug", "true")
+                .json(&chat("pool", false))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status(), 200);
+            r.headers()["x-debug-attempts"] == "2"
+        }
+    };
+    // A gateway-wide bucket would hedge bob's first request with alice's
+    // half and leave bob's second without one.
+    let seen = [
+        hedged("alice-key-share").await,
+        hedged("bob-key-share").await,
+        hedged("bob-key-share").await,
+        hedged("alice-key-share").await,
+    ];
+    assert_eq!(seen, [false, false, true, true]);
 }
 
 #[tokio::test]
@@ -323,7 +537,7 @@ async fn hedge_settings_are_validated() {
     let path = dir.0.join("bad.yaml");
     std::fs::write(
         &path,
-        "routing:\n  hedge_budget_percent: 101\nproviders:\n  - { id: p, kind: openai, base_url: \"http://127.0.0.1:9\", models: [m] }\nmodels:\n  - name: pool\n    hedge_after_ms: 0\n    upstreams: [{ provider: p, model: m }]\n",
+        "routing:\n  hedge_budget_percent: 101\n  hedge_min_concurrency: 1001\nproviders:\n  - { id: p, kind: openai, base_url: \"http://127.0.0.1:9\", models: [m] }\nmodels:\n  - name: pool\n    hedge_after_ms: 0\n    upstreams: [{ provider: p, model: m }]\n  - name: lazy\n    hedge_non_stream: true\n    upstreams: [{ provider: p, model: m }]\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
@@ -341,6 +555,14 @@ async fn hedge_settings_are_validated() {
     );
     assert!(
         err.contains("models[0].hedge_after_ms: must be positive"),
+        "{err}"
+    );
+    assert!(
+        err.contains("routing.hedge_min_concurrency: must be 0 to 1000"),
+        "{err}"
+    );
+    assert!(
+        err.contains("models[1].hedge_non_stream: hedges nothing without hedge_after_ms"),
         "{err}"
     );
 }

@@ -163,8 +163,8 @@ async fn sessions_stick(gws: &[&Gateway], sid: &str) -> String {
         .to_str()
         .unwrap()
         .to_owned();
-    // The binding is written once the answer is done: wait for it on the
-    // other replica before asking again.
+    // The binding is claimed before the answer's first byte, so it is
+    // already there on the other replica.
     bound(gws[gws.len() - 1], sid, &provider, 1).await;
     for i in 0..8 {
         let r = chat(gws[i % gws.len()], "carol-key", Some(sid), &format!("q{i}")).await;
@@ -349,6 +349,78 @@ async fn two_replicas_on_a_redis_cluster_act_as_one() {
         keys.iter().any(|k| k.ends_with("{rate}:rpm:key:alice")),
         "rate windows are hash-tagged: {keys:?}"
     );
+}
+
+/// Mocks that answer a streaming request with SSE and any other with JSON.
+async fn streaming_mocks() -> (MockProvider, MockProvider) {
+    let mock = |model: &'static str| {
+        MockProvider::start(move |req, _| {
+            if req.json()["stream"] == true {
+                Reply::sse(&openai_stream(model, &["answer ", "from ", model]))
+            } else {
+                Reply::json(
+                    200,
+                    openai_completion(model, &format!("answer from {model}")),
+                )
+            }
+        })
+    };
+    (mock("ma").await, mock("mb").await)
+}
+
+/// Turns of one session sent to the replicas in turn, each the moment the
+/// previous answer's head arrived (a load balancer in front, a client that
+/// acts on the first byte): every turn is served by one upstream.
+async fn turns_in_a_row_stay_on_one_upstream(gws: &[&Gateway], sid: &str, stream: bool) -> String {
+    let mut served = Vec::new();
+    // The answers' bodies are read only once every turn was sent.
+    let mut open = Vec::new();
+    for i in 0..20 {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gws[i % gws.len()].url()))
+            .bearer_auth("carol-key")
+            .header("x-debug", "true")
+            .header("x-session-id", sid)
+            .json(&json!({"model": "duo", "stream": stream,
+                "messages": [{"role": "user", "content": format!("turn {i}")}]}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "turn {i}");
+        served.push(r.headers()["x-debug-provider"].to_str().unwrap().to_owned());
+        open.push(r);
+    }
+    for (i, r) in open.into_iter().enumerate() {
+        let body = r.text().await.expect("answer body");
+        assert!(body.contains("answer"), "turn {i}: {body}");
+    }
+    assert!(
+        served.iter().all(|p| *p == served[0]),
+        "one upstream for the session (stream: {stream}): {served:?}"
+    );
+    served.swap_remove(0)
+}
+
+/// What one replica promised, every replica knows: a session's binding is
+/// in Redis before the client has the first byte of the answer that made
+/// it, so the next turn, sent at once to the other replica, follows it.
+#[tokio::test]
+async fn turns_alternating_between_replicas_with_no_pause_stay_on_one_upstream() {
+    let redis = RedisServer::start();
+    let (a, b) = streaming_mocks().await;
+    let cfg = config(&a, &b, Some(&redis.url));
+    let gw1 = Gateway::start(&cfg).await;
+    let gw2 = Gateway::start(&cfg).await;
+    connected(&[&gw1, &gw2]).await;
+    for round in 0..3 {
+        let sid = format!("s-json-{round}");
+        let p = turns_in_a_row_stay_on_one_upstream(&[&gw1, &gw2], &sid, false).await;
+        // Bound once, then every turn counted (the later ones after their answers).
+        bound(&gw2, &sid, &p, 20).await;
+        let sid = format!("s-sse-{round}");
+        let p = turns_in_a_row_stay_on_one_upstream(&[&gw2, &gw1], &sid, true).await;
+        bound(&gw1, &sid, &p, 20).await;
+    }
 }
 
 #[tokio::test]

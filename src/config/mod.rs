@@ -73,6 +73,9 @@ pub struct Config {
     pub console: ConsoleSettings,
 }
 
+/// Longest `console.capture_ttl_seconds` (a week).
+const MAX_CAPTURE_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
 /// What the console collects in process (see `crate::console`).
 #[derive(Debug, Clone)]
 pub struct ConsoleSettings {
@@ -83,6 +86,8 @@ pub struct ConsoleSettings {
     /// `log.capture_bodies`: keep request bodies, redacted and cut to `max_body_chars`.
     pub capture_bodies: bool,
     pub max_body_chars: usize,
+    /// `console.capture_ttl_seconds`: how long a captured body is kept.
+    pub capture_ttl: Duration,
 }
 
 /// Listener and process settings (mostly handed to Pingora).
@@ -430,6 +435,8 @@ pub struct LogicalModel {
     /// `hedge_after_ms`: an attempt with no answer after this long gets a
     /// second one on the next upstream (docs/routing.md, "Hedged requests").
     pub hedge_after: Option<Duration>,
+    /// `hedge_non_stream`: non-streaming requests are hedged too.
+    pub hedge_non_stream: bool,
     pub upstreams: Vec<UpstreamRef>,
 }
 
@@ -967,11 +974,24 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     if c.max_body_chars == Some(0) {
         problems.push("console.max_body_chars: must be positive".to_owned());
     }
+    if c.capture_ttl_seconds == Some(0)
+        || c.capture_ttl_seconds
+            .is_some_and(|s| s > MAX_CAPTURE_TTL_SECONDS)
+    {
+        problems.push(format!(
+            "console.capture_ttl_seconds: must be between 1 and {MAX_CAPTURE_TTL_SECONDS}"
+        ));
+    }
     let console = ConsoleSettings {
         collect: c.collect.unwrap_or(true),
         recent_requests: c.recent_requests.unwrap_or(1000),
         capture_bodies: raw.log.capture_bodies.unwrap_or(false),
         max_body_chars: c.max_body_chars.unwrap_or(4096),
+        capture_ttl: Duration::from_secs(
+            c.capture_ttl_seconds
+                .unwrap_or(3600)
+                .clamp(1, MAX_CAPTURE_TTL_SECONDS),
+        ),
     };
 
     // auth
@@ -1351,7 +1371,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         if m.hedge_after_ms == Some(0) {
             problems.push(format!("{at}.hedge_after_ms: must be positive"));
         }
+        if m.hedge_non_stream == Some(true) && m.hedge_after_ms.is_none() {
+            problems.push(format!(
+                "{at}.hedge_non_stream: hedges nothing without hedge_after_ms"
+            ));
+        }
         models.push(LogicalModel {
+            hedge_non_stream: m.hedge_non_stream.unwrap_or(false),
             hedge_after: m
                 .hedge_after_ms
                 .filter(|&ms| ms > 0)

@@ -59,6 +59,8 @@ pub struct RawConsole {
     pub recent_requests: Option<usize>,
     /// Characters kept of each captured body when `log.capture_bodies` is on (default 4096).
     pub max_body_chars: Option<usize>,
+    /// Seconds a captured body is kept; the request's record stays, without it (default 3600).
+    pub capture_ttl_seconds: Option<u64>,
 }
 
 /// Gateway-wide limits, shared by every key (and every replica on one Redis).
@@ -180,8 +182,10 @@ pub struct RawRouting {
     /// Requests (or tokens, scaled) left on a key below which routing steers
     /// away from it before the provider answers 429.
     pub ratelimit_reserve: Option<u64>,
-    /// Most hedges, as a percentage of requests (token bucket).
+    /// Most hedges, as a percentage of requests (token bucket per client key).
     pub hedge_budget_percent: Option<u32>,
+    /// Hedges that may run at once whatever the budget holds (default 2).
+    pub hedge_min_concurrency: Option<u32>,
 }
 
 /// `routing.scoring`: how candidates are scored (docs/routing.md).
@@ -381,6 +385,10 @@ pub struct RawModel {
     /// Start a second attempt on the next upstream when the first has not
     /// answered after this long.
     pub hedge_after_ms: Option<u64>,
+    /// Hedge non-streaming requests too (default false: a non-streaming
+    /// answer's first byte is the whole answer, so a hedge runs two
+    /// generations to the end).
+    pub hedge_non_stream: Option<bool>,
     pub upstreams: Vec<RawUpstream>,
 }
 

@@ -63,6 +63,9 @@ pub struct Cooldowns {
     pub max: Duration,
 }
 
+/// Most hedges `routing.hedge_min_concurrency` may let run at once.
+const MAX_HEDGE_MIN_CONCURRENCY: u32 = 1000;
+
 /// `routing:` resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoutingSettings {
@@ -75,8 +78,10 @@ pub struct RoutingSettings {
     pub breaker: BreakerSettings,
     pub cooldowns: Cooldowns,
     pub ratelimit_reserve: u64,
-    /// Hedges may start for at most this percentage of requests.
+    /// Hedges may start for at most this percentage of a key's requests.
     pub hedge_budget_percent: u32,
+    /// Hedges that may run at once whatever the budget holds.
+    pub hedge_min_concurrency: u32,
 }
 
 impl Default for RoutingSettings {
@@ -148,6 +153,12 @@ pub fn resolve(r: RawRouting, problems: &mut Vec<String>) -> RoutingSettings {
     if hedge_budget_percent > 100 {
         problems.push("routing.hedge_budget_percent: must be 0 to 100".to_owned());
     }
+    let hedge_min_concurrency = r.hedge_min_concurrency.unwrap_or(2);
+    if hedge_min_concurrency > MAX_HEDGE_MIN_CONCURRENCY {
+        problems.push(format!(
+            "routing.hedge_min_concurrency: must be 0 to {MAX_HEDGE_MIN_CONCURRENCY}"
+        ));
+    }
     let s = r.scoring;
     let mode = match s.mode.as_deref() {
         None | Some("adaptive") => ScoringMode::Adaptive,
@@ -210,5 +221,6 @@ pub fn resolve(r: RawRouting, problems: &mut Vec<String>) -> RoutingSettings {
         cooldowns,
         ratelimit_reserve: r.ratelimit_reserve.unwrap_or(1),
         hedge_budget_percent: hedge_budget_percent.min(100),
+        hedge_min_concurrency: hedge_min_concurrency.min(MAX_HEDGE_MIN_CONCURRENCY),
     }
 }

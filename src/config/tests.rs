@@ -192,9 +192,19 @@ fn the_systemd_unit_matches_the_defaults() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "PrivateTmp=yes",
+        // The suggested store.path lives there: writable under ProtectSystem.
+        "StateDirectory=apiproxy",
+        "SystemCallFilter=@system-service",
+        "RestrictRealtime=yes",
+        "ProtectProc=invisible",
     ] {
         assert!(has(l), "{l} missing from the unit:\n{unit}");
     }
+    let shipped = include_str!("../../conf/apiproxy.yaml");
+    assert!(
+        shipped.contains("path: /var/lib/apiproxy/"),
+        "the shipped config suggests store.path in the state directory"
+    );
 }
 
 /// The shipped config passes `-t` without client keys because it listens on
@@ -264,6 +274,8 @@ models:
         Some(Duration::from_millis(250))
     );
     assert_eq!(c.routing.hedge_budget_percent, 10);
+    assert_eq!(c.routing.hedge_min_concurrency, 2);
+    assert!(!c.logical_model("pool").unwrap().hedge_non_stream);
     let d = load(GOOD).unwrap();
     assert_eq!(d.providers[0].key_strategy, KeyStrategy::RoundRobin);
     assert_eq!(d.logical_model("fast").unwrap().hedge_after, None);

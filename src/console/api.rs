@@ -247,6 +247,7 @@ fn overview(rt: &Runtime) -> Value {
         "interval_seconds": series::INTERVAL_SECS,
         "points": points,
         "hour": total,
+        "unauthenticated": CONSOLE.unauthenticated(),
         "inflight_requests": crate::metrics::INFLIGHT_REQUESTS.get(),
         "inflight_streams": crate::metrics::INFLIGHT_STREAMS.get(),
         "providers": {"total": rt.providers.len(), "healthy": healthy},

@@ -87,6 +87,9 @@ pub struct Console {
     usage: Mutex<HashMap<String, KeyUsage>>,
     tail: broadcast::Sender<Arc<RequestRecord>>,
     next_id: AtomicU64,
+    /// Requests refused 401 for want of a valid key, since start: counted
+    /// (here and in the aggregates), never kept as records.
+    unauthenticated: AtomicU64,
 }
 
 /// The console's data for this process.
@@ -96,22 +99,12 @@ pub static CONSOLE: Lazy<Console> = Lazy::new(|| Console {
     usage: Mutex::new(HashMap::new()),
     tail: broadcast::channel(TAIL_BUFFER).0,
     next_id: AtomicU64::new(1),
+    unauthenticated: AtomicU64::new(0),
 });
 
 /// Unix seconds now.
 pub fn unix_now() -> f64 {
     crate::upstream::now_ms() as f64 / 1000.0
-}
-
-/// What a request cost, from its provider's `pricing`; `None` without usage or price.
-pub fn request_cost(rt: &Runtime, ctx: &RequestCtx) -> Option<f64> {
-    let u = ctx.usage?;
-    let price = rt
-        .provider(&ctx.provider)?
-        .config
-        .pricing
-        .get(&ctx.upstream_model)?;
-    Some((u.input_tokens as f64 * price.input + u.output_tokens as f64 * price.output) / 1e6)
 }
 
 /// Records a finished generation request (called from the logging phase).
@@ -126,7 +119,8 @@ pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
     let usage = ctx.usage.unwrap_or_default();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let upstream_ms = ctx.upstream_wait.as_secs_f64() * 1000.0;
-    let cost = request_cost(rt, ctx);
+    // The same cost the key's budget is charged and the metrics count.
+    let cost = ctx.charged_usd();
     let r = Arc::new(RequestRecord {
         id: CONSOLE.next_id.fetch_add(1, Ordering::Relaxed),
         time: now,
@@ -182,19 +176,36 @@ pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
             u.count(secs);
         }
     }
+    if unauthenticated(ctx) {
+        // Anyone can send these: in the ring they would flush the real
+        // records out and flood the live tail.
+        CONSOLE.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     // Listed before it is announced: whoever saw it on the tail finds it
     // in the list, and the list's order is the tail's.
+    let body_ttl = settings.capture_ttl.as_secs_f64();
     CONSOLE
         .records
         .lock()
-        .push(r.clone(), settings.recent_requests);
+        .push(r.clone(), settings.recent_requests, now, body_ttl);
     if CONSOLE.tail.receiver_count() > 0 {
         // Only fails when every subscriber left meanwhile.
         let _ = CONSOLE.tail.send(r);
     }
 }
 
+/// A request refused for want of a valid client key.
+fn unauthenticated(ctx: &RequestCtx) -> bool {
+    ctx.status == 401 && ctx.key_name.is_none()
+}
+
 impl Console {
+    /// Requests refused 401 for want of a valid key since start.
+    pub fn unauthenticated(&self) -> u64 {
+        self.unauthenticated.load(Ordering::Relaxed)
+    }
+
     /// The last hour's points and their total.
     pub fn series(&self) -> (Vec<series::Point>, series::Point) {
         self.series.lock().snapshot(unix_now() as u64)
@@ -202,12 +213,16 @@ impl Console {
 
     /// Recent records passing `f`, newest first.
     pub fn recent(&self, f: &records::Filter, limit: usize) -> Vec<Arc<RequestRecord>> {
-        self.records.lock().query(f, limit)
+        let mut records = self.records.lock();
+        records.expire_bodies(unix_now());
+        records.query(f, limit)
     }
 
     /// One record by id.
     pub fn request(&self, id: u64) -> Option<Arc<RequestRecord>> {
-        self.records.lock().get(id)
+        let mut records = self.records.lock();
+        records.expire_bodies(unix_now());
+        records.get(id)
     }
 
     /// Requests per (model, provider, upstream model) in the last `window`.

@@ -134,15 +134,45 @@ impl Filter {
 #[derive(Default)]
 pub struct Records {
     ring: VecDeque<Arc<RequestRecord>>,
+    /// How long a captured body is kept (`console.capture_ttl_seconds`), as
+    /// the newest push said; `None` until the first.
+    body_ttl: Option<f64>,
+    /// Records up to this id have had their body dropped, or never had one
+    /// that is still due (so each record is looked at once).
+    bodies_dropped_through: u64,
 }
 
 impl Records {
-    /// Adds `r`, dropping the oldest beyond `cap`.
-    pub fn push(&mut self, r: Arc<RequestRecord>, cap: usize) {
+    /// Adds `r`, dropping the oldest beyond `cap`, and the captured bodies
+    /// older than `body_ttl` seconds at `now` (unix seconds).
+    pub fn push(&mut self, r: Arc<RequestRecord>, cap: usize, now: f64, body_ttl: f64) {
         while self.ring.len() >= cap.max(1) {
             self.ring.pop_front();
         }
         self.ring.push_back(r);
+        self.body_ttl = Some(body_ttl);
+        self.expire_bodies(now);
+    }
+
+    /// Drops the captured bodies older than the body TTL at `now`: each
+    /// expired record is replaced once by a copy without its body.
+    pub fn expire_bodies(&mut self, now: f64) {
+        let Some(ttl) = self.body_ttl else { return };
+        let from = self
+            .ring
+            .partition_point(|r| r.id <= self.bodies_dropped_through);
+        for r in self.ring.iter_mut().skip(from) {
+            if r.time + ttl > now {
+                break;
+            }
+            if r.body.is_some() {
+                *r = Arc::new(RequestRecord {
+                    body: None,
+                    ..RequestRecord::clone(r)
+                });
+            }
+            self.bodies_dropped_through = r.id;
+        }
     }
 
     /// Up to `limit` records passing `f`, newest first.
@@ -261,7 +291,12 @@ mod tests {
     fn ring_keeps_the_newest_and_filters() {
         let mut r = Records::default();
         for i in 1..=5 {
-            r.push(rec(i, if i % 2 == 0 { "a" } else { "b" }, "p", 200), 3);
+            r.push(
+                rec(i, if i % 2 == 0 { "a" } else { "b" }, "p", 200),
+                3,
+                0.0,
+                60.0,
+            );
         }
         let all = r.query(&Filter::default(), 10);
         assert_eq!(all.iter().map(|x| x.id).collect::<Vec<_>>(), [5, 4, 3]);
@@ -291,12 +326,49 @@ mod tests {
     fn shares_count_upstreams_in_the_window() {
         let mut r = Records::default();
         for i in 1..=4 {
-            r.push(rec(i, "a", if i < 4 { "p" } else { "q" }, 200), 10);
+            r.push(
+                rec(i, "a", if i < 4 { "p" } else { "q" }, 200),
+                10,
+                0.0,
+                60.0,
+            );
         }
-        r.push(rec(5, "a", "", 401), 10);
+        r.push(rec(5, "a", "", 401), 10, 0.0, 60.0);
         let c = r.upstream_counts(2.0);
         assert_eq!(c[&("fast".into(), "p".into(), "m".into())], 2);
         assert_eq!(c[&("fast".into(), "q".into(), "m".into())], 1);
+    }
+
+    #[test]
+    fn captured_bodies_are_dropped_past_their_age() {
+        let with_body = |id: u64| {
+            let mut r = RequestRecord::clone(&rec(id, "a", "p", 200));
+            r.body = Some(format!("body {id}"));
+            Arc::new(r)
+        };
+        let mut r = Records::default();
+        // Records 1..=5 ended at seconds 1..=5; bodies live 2 s.
+        for i in 1..=5 {
+            r.push(with_body(i), 10, i as f64, 2.0);
+        }
+        let bodies = |r: &Records| -> Vec<u64> {
+            let all = r.query(&Filter::default(), 10);
+            all.iter()
+                .filter(|x| x.body.is_some())
+                .map(|x| x.id)
+                .rev()
+                .collect()
+        };
+        assert_eq!(
+            bodies(&r),
+            [4, 5],
+            "at 5 s, bodies of 3 s and older are gone"
+        );
+        r.expire_bodies(6.5);
+        assert_eq!(bodies(&r), [5]);
+        assert_eq!(r.get(4).map(|x| x.id), Some(4), "the record itself stays");
+        r.expire_bodies(100.0);
+        assert!(bodies(&r).is_empty());
     }
 
     #[test]

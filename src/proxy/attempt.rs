@@ -69,6 +69,12 @@ pub struct Attempts<'a> {
     sent: AtomicU32,
     /// The request has had its hedge (at most one).
     hedged: AtomicBool,
+    /// The request's client key, whose share of the hedge budget a hedge
+    /// takes (`RequestCtx::state_owner`).
+    owner: Option<String>,
+    /// The request's input in tokens, estimated from its size: what an
+    /// attempt a hedged race gave up is charged (`hedge::Abandoned`).
+    input_estimate: u64,
     /// `routing.request_timeout_ms` from the start: past it, 504.
     pub deadline: Instant,
 }
@@ -145,6 +151,7 @@ impl<'a> Attempts<'a> {
         gw: &'a Gateway,
         rt: &'a Runtime,
         session: &Session,
+        ctx: &RequestCtx,
         fmt: Format,
         parsed: &Parsed,
         sticky: Option<StickyTarget>,
@@ -164,6 +171,8 @@ impl<'a> Attempts<'a> {
             keep_log: rt.config.console.collect,
             sent: AtomicU32::new(0),
             hedged: AtomicBool::new(false),
+            owner: ctx.state_owner().map(str::to_owned),
+            input_estimate: crate::limits::token_estimate(fmt, |_| None, parsed.body_bytes),
             deadline: Instant::now() + rt.config.routing.request_timeout,
         }
     }
@@ -281,7 +290,13 @@ impl<'a> Attempts<'a> {
         if !c.logical || self.hedged.load(Ordering::Relaxed) {
             return None;
         }
-        let after = self.rt.config.logical_model(&c.requested)?.hedge_after?;
+        let model = self.rt.config.logical_model(&c.requested)?;
+        // A non-streaming answer's first byte is the whole answer: its
+        // hedge runs two generations to the end, so only when asked.
+        if !self.stream && !model.hedge_non_stream {
+            return None;
+        }
+        let after = model.hedge_after?;
         let now = now_ms();
         let h = (i + 1..candidates.len()).find(|&j| {
             candidates[j].requested == c.requested
@@ -290,8 +305,8 @@ impl<'a> Attempts<'a> {
         Some((h, after))
     }
 
-    /// Starts the hedge on `c` when the attempt cap and the gateway's hedge
-    /// budget allow.
+    /// Starts the hedge on `c` when the attempt cap and the hedge budget
+    /// (the floor of hedges at once, then the key's share) allow.
     fn start_hedge<'r>(
         &'r self,
         c: &'r Candidate,
@@ -302,19 +317,28 @@ impl<'a> Attempts<'a> {
         if self.sent() >= self.rt.config.routing.max_attempts {
             return None;
         }
-        if !self.rt.hedges.try_take() {
+        let routing = &self.rt.config.routing;
+        let Some(ticket) = self.rt.hedges.try_take(
+            self.owner.as_deref(),
+            routing.hedge_budget_percent,
+            routing.hedge_min_concurrency,
+        ) else {
             route_metrics::HEDGES
                 .with_label_values(&[provider, "skipped_budget"])
                 .inc();
             return None;
-        }
+        };
         self.hedged.store(true, Ordering::Relaxed);
         route_metrics::HEDGES
             .with_label_values(&[provider, "started"])
             .inc();
         log::debug!("hedging {} on {provider}/{}", c.requested, c.model);
         *started = Some(Instant::now());
-        Some(Box::pin(self.reach(c, parsed)))
+        Some(Box::pin(async move {
+            // Counted as running until the race is over.
+            let _running = ticket;
+            self.reach(c, parsed).await
+        }))
     }
 
     /// Counts how a hedged race ended and teaches routing about the side
@@ -344,8 +368,11 @@ impl<'a> Attempts<'a> {
             None => None,
         };
         if let Some((c, since)) = abandoned {
-            let provider = self.rt.providers[c.provider].id();
+            let p = &self.rt.providers[c.provider];
+            let provider = p.id();
             ctx.note_attempt(provider, &c.model, "hedge_cancelled", None, Some(since));
+            // The provider read it: its tokens are the key's too.
+            ctx.abandoned = Some(hedge::Abandoned::new(p, &c.model, self.input_estimate));
             let waited = since.elapsed().as_secs_f64() * 1000.0;
             self.rt
                 .stats(c)
@@ -686,6 +713,23 @@ impl<'a> Attempts<'a> {
             headers.push(("x-debug-provider", provider.config.id.clone()));
             headers.push(("x-debug-model", c.model.clone()));
             headers.push(("x-debug-attempts", ctx.attempts.to_string()));
+        }
+        if ctx.session_id.is_some() {
+            // Before the first byte: the client's next turn may reach
+            // another replica as soon as it has this answer. Boxed: done
+            // before the relay, it stays out of an open stream's future.
+            let store = self.gw.state.store().await;
+            let serving = super::session::Serving {
+                provider_id: &provider.config.id,
+                model_id: &c.model,
+                key_index,
+            };
+            Box::pin(super::session::claim_before_answer(
+                store.as_ref(),
+                ctx,
+                serving,
+            ))
+            .await;
         }
         let plan = RelayPlan {
             client: self.fmt,

@@ -57,6 +57,12 @@ pub struct RequestCtx {
     pub session_id: Option<String>,
     /// The upstream that answered, for the session binding.
     pub served_by: Option<ServedBy>,
+    /// The session's binding as this request knows it: read at admission
+    /// (when its client key owns it), then what a claim left (`session.rs`).
+    pub binding: Option<apiproxy_store::SessionBinding>,
+    /// This request claimed the binding before its answer (nothing is left
+    /// to write after it).
+    pub binding_claimed: bool,
     /// With a session: the request snippet to keep as context.
     pub context_request: Option<serde_json::Value>,
     /// With a session: the answer's text, captured up to `capture_limit` characters.
@@ -66,6 +72,8 @@ pub struct RequestCtx {
     pub price: Option<crate::config::Price>,
     /// Tokens reserved at admission, settled with the answer's usage.
     pub tokens: Option<crate::limits::TokenReservation>,
+    /// The attempt a hedged race gave up after sending it: charged too.
+    pub abandoned: Option<super::hedge::Abandoned>,
     /// With `log.capture_bodies`: the request body, redacted and bounded,
     /// for the console's request record.
     pub captured_body: Option<String>,
@@ -177,11 +185,14 @@ impl Default for RequestCtx {
             client_gone: false,
             session_id: None,
             served_by: None,
+            binding: None,
+            binding_claimed: false,
             context_request: None,
             answer: None,
             capture_limit: 0,
             price: None,
             tokens: None,
+            abandoned: None,
             captured_body: None,
             attempt_log: Vec::new(),
             keep_attempt_log: false,
@@ -190,11 +201,31 @@ impl Default for RequestCtx {
 }
 
 impl RequestCtx {
+    /// The client key that owns this request's per-client state (session
+    /// bindings, context, its share of the hedge budget): the key's name,
+    /// `None` on an open gateway. The one place that says what state is
+    /// keyed by.
+    pub fn state_owner(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
     /// What the answer cost, once its usage is known and its model priced.
     pub fn cost_usd(&self) -> Option<f64> {
         Some(crate::pricing::cost_usd(
             self.price.as_ref()?,
             self.usage.as_ref()?,
         ))
+    }
+
+    /// What the request is charged: its answer's cost plus, after a hedged
+    /// race, the attempt given up (`hedge::Abandoned`); `None` when neither
+    /// is known. The key's budget, the console and (per upstream) the cost
+    /// metric all count this, from one price table (`pricing::price_of`).
+    pub fn charged_usd(&self) -> Option<f64> {
+        let abandoned = self.abandoned.as_ref().and_then(|a| a.cost_usd());
+        match (self.cost_usd(), abandoned) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        }
     }
 }

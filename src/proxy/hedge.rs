@@ -3,10 +3,67 @@
 //! first decisive outcome wins. The loser's future is dropped on the spot,
 //! which closes its upstream connection (an unfinished HTTP/1.1 exchange is
 //! never pooled). What counts as decisive, and which upstream the hedge
-//! goes to, is the caller's (`attempt.rs`); this file only races.
+//! goes to, is the caller's (`attempt.rs`); this file races, and says what
+//! the side given up is charged ([`Abandoned`]).
 
 use std::future::Future;
 use std::time::Duration;
+
+use apiproxy_translate::Usage;
+
+use crate::config::Price;
+use crate::metrics;
+use crate::routing::Runtime;
+use crate::upstream::Provider;
+
+/// An attempt a hedged race gave up after sending it. The provider read
+/// the request (and may have generated an answer nobody sees), so the
+/// request's client key is charged its input, estimated from the request's
+/// size, at that upstream's price: in its tpm, its budget, and the token
+/// and cost metrics under that upstream's labels. Its output is unknown
+/// (the connection was closed) and counts as none.
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    pub provider: String,
+    pub model: String,
+    pub price: Option<Price>,
+    pub usage: Usage,
+}
+
+impl Abandoned {
+    /// The attempt on `provider`'s `model`, of a request of about
+    /// `input_tokens` tokens of input.
+    pub fn new(provider: &Provider, model: &str, input_tokens: u64) -> Self {
+        Abandoned {
+            provider: provider.config.id.clone(),
+            model: model.to_owned(),
+            price: crate::pricing::price_of(&provider.config, model),
+            usage: Usage {
+                input_tokens,
+                ..Usage::default()
+            },
+        }
+    }
+
+    /// Its cost, when its model is priced.
+    pub fn cost_usd(&self) -> Option<f64> {
+        Some(crate::pricing::cost_usd(self.price.as_ref()?, &self.usage))
+    }
+
+    /// Counts its tokens and cost in the metrics (`key`: the client key's
+    /// name, `-` without one).
+    pub fn count(&self, rt: &Runtime, key: &str) {
+        let model = metrics::upstream_model_label(rt, &self.provider, &self.model);
+        metrics::TOKENS
+            .with_label_values(&[self.provider.as_str(), model, "input"])
+            .inc_by(self.usage.input_tokens);
+        if let Some(c) = self.cost_usd() {
+            metrics::COST
+                .with_label_values(&[self.provider.as_str(), model, key])
+                .inc_by(c);
+        }
+    }
+}
 
 /// Which side of a race an outcome came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -65,10 +65,11 @@ pub async fn handle(
     let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
     let (candidates, sticky) = stick_to_session(rt, ctx, candidates, binding, fmt, &parsed);
 
-    // Every request earns its share of the gateway's hedge budget.
-    rt.hedges.deposit(rt.config.routing.hedge_budget_percent);
+    // Every request earns its key's share of the hedge budget.
     let routing = &rt.config.routing;
-    let attempts = Attempts::new(gw, rt, session, fmt, &parsed, sticky);
+    rt.hedges
+        .deposit(ctx.state_owner(), routing.hedge_budget_percent);
+    let attempts = Attempts::new(gw, rt, session, ctx, fmt, &parsed, sticky);
     'rounds: for round in 0..routing.retry_rounds {
         if round > 0 {
             // Another pass only after upstream failures, after a pause that
@@ -279,6 +280,7 @@ fn stick_to_session(
         return (candidates, None);
     }
     let mut sticky = None;
+    ctx.binding.clone_from(&binding);
     if let Some(b) = binding {
         if let Some(pos) = rt.bound_candidate(&candidates, &b) {
             let c = candidates.remove(pos);

@@ -15,6 +15,7 @@ pub mod relay;
 pub mod request;
 pub mod respond;
 pub mod routes;
+pub mod session;
 mod upstream_error;
 
 use std::sync::Arc;
@@ -32,8 +33,8 @@ use crate::context;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::Runtime;
+use apiproxy_store::Deferred;
 use apiproxy_store::LazyStore;
-use apiproxy_store::{BoundUpstream, Deferred, SessionBinding};
 use ctx::{RequestCtx, ServedBy};
 use respond::Headers;
 use routes::Route;
@@ -116,9 +117,10 @@ impl Gateway {
         }
     }
 
-    /// After the answer: settle its token reservation with the usage, bind
-    /// the session to the upstream that served it, keep the context
-    /// snippet. All deferred: the store writes them in the background.
+    /// After the answer: settle its token reservation with the usage, touch
+    /// the session's binding (made or moved before the first byte:
+    /// `session.rs`), keep the context snippet. All deferred: the store
+    /// writes them in the background.
     async fn record_state(&self, ctx: &mut RequestCtx) {
         if ctx.tokens.is_none() && ctx.session_id.is_none() && ctx.response_id.is_none() {
             return;
@@ -132,6 +134,9 @@ impl Gateway {
             });
         }
         if let Some(tokens) = ctx.tokens.take() {
+            if let Some(a) = &ctx.abandoned {
+                tokens.charge_extra(store.as_ref(), a.usage.total());
+            }
             let used = ctx.usage.map(|u| u.total());
             tokens.settle(store.as_ref(), used, ctx.served_by.is_some());
         }
@@ -146,16 +151,12 @@ impl Gateway {
         else {
             return;
         };
-        store.defer(Deferred::Bind(SessionBinding::new(
-            &sid,
-            ctx.key_id.as_deref(),
-            BoundUpstream {
-                logical_model: &ctx.requested_model,
-                provider_id: &provider,
-                model_id: &model,
-                key_index: key_index.unwrap_or(0),
-            },
-        )));
+        let serving = session::Serving {
+            provider_id: &provider,
+            model_id: &model,
+            key_index,
+        };
+        session::touch_after_answer(store.as_ref(), ctx, serving);
         let Some(request) = ctx.context_request.take() else {
             return;
         };
@@ -169,7 +170,7 @@ impl Gateway {
         if let Some(entry) = context::entry(request, answered, max_bytes) {
             store.defer(Deferred::Context {
                 session: sid,
-                owner: ctx.key_id.clone().unwrap_or_else(|| "-".to_owned()),
+                owner: ctx.state_owner().unwrap_or("-").to_owned(),
                 entry,
             });
         }
@@ -346,7 +347,11 @@ impl ProxyHttp for Gateway {
         let cost = ctx.cost_usd();
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
-            if let (Some(c), Some(key)) = (cost, ctx.key_name.as_deref()) {
+            // A hedged race's abandoned attempt is the key's cost too.
+            if let Some(a) = &ctx.abandoned {
+                a.count(&rt, ctx.key_name.as_deref().unwrap_or("-"));
+            }
+            if let (Some(c), Some(key)) = (ctx.charged_usd(), ctx.key_name.as_deref()) {
                 let configured = rt.config.auth.keys.iter().find(|k| k.name == key);
                 if let Some(k) = configured.or(ctx.stored_key.as_deref()) {
                     crate::pricing::budget::spend(self.state.store().await.as_ref(), k, c).await;

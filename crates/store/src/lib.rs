@@ -8,10 +8,11 @@
 //!   answered by an embedded memory store instead, so requests never fail or wait because of Redis; sharing
 //!   resumes by itself once Redis is back.
 //!
-//! On the request path a gateway needs at most one Redis round trip: [`Store::admit`] checks and counts every
-//! rate limit of a request in one script call (and [`Store::get_session`], issued at the same time, shares the
-//! round trip). Everything learnt after the answer goes through [`Store::defer`]: queued, written in batches in
-//! the background, flushed by [`Store::flush`] when the process exits.
+//! On the request path a gateway needs one Redis round trip: [`Store::admit`] checks and counts every rate limit
+//! of a request in one script call (and [`Store::get_session`], issued at the same time, shares the round trip);
+//! a request that makes or moves a session's binding adds one [`Store::claim_session`] before its answer's first
+//! byte. Everything learnt after the answer goes through [`Store::defer`]: queued, written in batches in the
+//! background, flushed by [`Store::flush`] when the process exits.
 //!
 //! [`open`] builds the right one from [`StoreOptions`]; [`LazyStore`] opens it on first use.
 
@@ -144,6 +145,14 @@ impl SessionBinding {
     pub fn belongs_to(&self, key: Option<&str>) -> bool {
         self.owner.as_deref() == key
     }
+
+    /// Whether both bind the same logical model to the same upstream and key (times and counts aside).
+    pub fn same_upstream(&self, other: &SessionBinding) -> bool {
+        self.logical_model == other.logical_model
+            && self.provider_id == other.provider_id
+            && self.model_id == other.model_id
+            && self.key_index == other.key_index
+    }
 }
 
 /// The upstream a session is bound to (an argument of [`SessionBinding::new`]).
@@ -245,6 +254,13 @@ pub enum Deferred {
     },
     /// [`Store::bind_session`].
     Bind(SessionBinding),
+    /// [`Store::claim_session`] (its answer unused).
+    Claim {
+        /// The binding to store.
+        binding: SessionBinding,
+        /// The binding the writer saw, which this one may replace (boxed: a write on the queue stays small).
+        expected: Option<Box<SessionBinding>>,
+    },
     /// [`Store::push_context`].
     Context {
         /// The session id.
@@ -274,6 +290,19 @@ pub trait Store: Send + Sync {
     /// `last_accessed` to now and starts the TTL again. A live binding with another owner is left as it is (one
     /// client key cannot move another's session).
     async fn bind_session(&self, binding: SessionBinding);
+    /// Binds `binding.conversation_id` in one atomic step, only when the session has no live binding, or when its
+    /// live binding is still `expected` (the one the caller read: its upstream failed and another served, so the
+    /// binding moves). An existing binding is kept in the new one as [`Store::bind_session`] keeps it
+    /// (`created_at`, one more message). Returns the binding in force afterwards: `binding` when it was stored,
+    /// else the one that stays (another replica bound the session first, or another client key owns it); `None`
+    /// only when neither can be read. Two replicas claiming an unbound session at once cannot both win. The gateway
+    /// awaits it before the first byte of an answer, so a client that sends its next turn to another replica finds
+    /// the binding there.
+    async fn claim_session(
+        &self,
+        binding: SessionBinding,
+        expected: Option<&SessionBinding>,
+    ) -> Option<SessionBinding>;
     /// Removes the binding; true when there was one.
     async fn delete_session(&self, id: &str) -> bool;
     /// Stores a snippet, newest first, at most `context_max_entries` and `context_max_session_bytes` kept (the
@@ -360,17 +389,45 @@ impl LazyStore {
     }
 }
 
-/// `url` with any user name and password replaced by `***`, fit for logs.
+/// `url` with any user name and password replaced by `***`, and the values of `password` and `pass` query
+/// parameters too, fit for logs.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
-        None => url.to_string(),
-    }
+    let head = match rest[..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}***@{}",
+            &url[..scheme_end + 3],
+            &rest[at + 1..authority_end]
+        ),
+        None => url[..scheme_end + 3 + authority_end].to_string(),
+    };
+    head + &redact_query(&rest[authority_end..])
+}
+
+/// Query parameters whose values are secrets (redis-rs reads `password`; `pass` is a common spelling).
+const SECRET_PARAMS: [&str; 2] = ["password", "pass"];
+
+/// `tail` (path, query and fragment of a URL) with the values of [`SECRET_PARAMS`] replaced by `***`.
+fn redact_query(tail: &str) -> String {
+    let fragment_at = tail.find('#').unwrap_or(tail.len());
+    let Some(q) = tail[..fragment_at].find('?') else {
+        return tail.to_string();
+    };
+    let query = &tail[q + 1..fragment_at];
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) => {
+                format!("{key}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{}{}{}", &tail[..=q], pairs.join("&"), &tail[fragment_at..])
 }
 
 /// Now, as unix seconds.
@@ -405,6 +462,24 @@ pub(crate) fn merge_binding(
     Some(binding)
 }
 
+/// What [`Store::claim_session`] stores, given the live binding: `None` when `current` stays (it exists and is
+/// not `expected`, or belongs to another owner). Shared by both stores (the Redis Lua script `CLAIM_SESSION` does
+/// the same).
+pub(crate) fn claim_binding(
+    current: Option<&SessionBinding>,
+    binding: SessionBinding,
+    expected: Option<&SessionBinding>,
+    now: f64,
+) -> Option<SessionBinding> {
+    match current {
+        None => merge_binding(None, binding, now),
+        Some(cur) if expected.is_some_and(|e| cur.same_upstream(e)) => {
+            merge_binding(Some(cur), binding, now)
+        }
+        Some(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,6 +510,23 @@ mod tests {
         );
         assert_eq!(redact_url("redis://h/0?x=a@b"), "redis://h/0?x=a@b");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("redis://h:6379/0?password=s3cret&db=1"),
+            "redis://h:6379/0?password=***&db=1"
+        );
+        assert_eq!(
+            redact_url("rediss://h?protocol=resp3&Pass=s3cret#frag"),
+            "rediss://h?protocol=resp3&Pass=***#frag"
+        );
+        assert_eq!(
+            redact_url("redis://:a@h/0?pass=b"),
+            "redis://***@h/0?pass=***"
+        );
+        assert_eq!(
+            redact_url("redis://h/0?passive=1#?password=x"),
+            "redis://h/0?passive=1#?password=x",
+            "only query parameters named so"
+        );
     }
 
     #[test]
@@ -466,6 +558,31 @@ mod tests {
         assert_eq!(moved.created_at, 100.0);
         assert_eq!(moved.last_accessed, 150.0);
         assert_eq!(moved.message_count, 2);
+    }
+
+    #[test]
+    fn a_claim_binds_an_unbound_session_or_moves_the_binding_it_saw() {
+        let first = claim_binding(None, binding("a"), None, 100.0).expect("unbound: claimed");
+        assert_eq!((first.provider_id.as_str(), first.message_count), ("a", 1));
+        // Another replica claimed first: the loser's claim leaves it.
+        assert_eq!(claim_binding(Some(&first), binding("b"), None, 101.0), None);
+        // A claim that saw another binding (since moved) leaves it too.
+        assert_eq!(
+            claim_binding(Some(&first), binding("c"), Some(&binding("b")), 102.0),
+            None
+        );
+        // A claim that saw this binding moves it, keeping its history.
+        let moved =
+            claim_binding(Some(&first), binding("b"), Some(&binding("a")), 103.0).expect("moved");
+        assert_eq!(moved.provider_id, "b");
+        assert_eq!((moved.created_at, moved.message_count), (100.0, 2));
+        // Never another key's session.
+        let mut other = binding("b");
+        other.owner = Some("mallory".into());
+        assert_eq!(
+            claim_binding(Some(&first), other, Some(&binding("a")), 104.0),
+            None
+        );
     }
 
     #[test]

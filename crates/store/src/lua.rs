@@ -168,6 +168,42 @@ return stored
     )
 });
 
+/// Claims a session binding (see `claim_binding`): stores it only when the session has no (readable) binding, or
+/// when the binding is still the one the caller saw (same logical model, provider, model and key) and has the same
+/// owner; an existing binding's `created_at` is kept and its count goes up by one.
+///
+/// KEYS[1] the binding; ARGV[1] the new binding as JSON, ARGV[2] TTL in ms, ARGV[3] now (unix seconds), ARGV[4] the
+/// binding the caller saw as JSON, or empty. Returns the binding in force afterwards (JSON).
+pub(crate) static CLAIM_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local binding = cjson.decode(ARGV[1])
+local now = tonumber(ARGV[3])
+local previous = redis.call('GET', KEYS[1])
+local ok, prev = false, nil
+if previous then ok, prev = pcall(cjson.decode, previous) end
+if ok and type(prev) == 'table' and type(prev.created_at) == 'number' then
+  local function owner(b) if type(b.owner) == 'string' then return b.owner end return false end
+  if owner(prev) ~= owner(binding) or ARGV[4] == '' then return previous end
+  local seen = cjson.decode(ARGV[4])
+  if prev.logical_model ~= seen.logical_model or prev.provider_id ~= seen.provider_id
+    or prev.model_id ~= seen.model_id or tonumber(prev.key_index) ~= tonumber(seen.key_index) then
+    return previous
+  end
+  binding.created_at = prev.created_at
+  binding.message_count = (tonumber(prev.message_count) or 0) + 1
+else
+  if (tonumber(binding.created_at) or 0) <= 0 then binding.created_at = now end
+  binding.message_count = math.max(tonumber(binding.message_count) or 0, 1)
+end
+binding.last_accessed = now
+local stored = cjson.encode(binding)
+redis.call('SET', KEYS[1], stored, 'PX', ARGV[2])
+return stored
+"#,
+    )
+});
+
 /// Pushes a context snippet, newest first, capped in entries and in bytes, owned by its first writer.
 ///
 /// KEYS[1] the list of snippets, KEYS[2] its owner; ARGV[1] owner, ARGV[2] snippet JSON, ARGV[3] max entries,

@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 
 use crate::window::{allowed, Window};
 use crate::{
-    merge_binding, unix_now, Admission, BucketDecision, Deferred, LimitBucket, LimitKind,
-    RateDecision, Reservation, SessionBinding, Store, StoreOptions,
+    claim_binding, merge_binding, unix_now, Admission, BucketDecision, Deferred, LimitBucket,
+    LimitKind, RateDecision, Reservation, SessionBinding, Store, StoreOptions,
 };
 
 /// How often expired entries are swept away.
@@ -200,6 +200,34 @@ impl MemoryStore {
         }
     }
 
+    /// [`Store::claim_session`], synchronously (atomic: the map's entry is held).
+    pub(crate) fn claim_now(
+        &self,
+        binding: SessionBinding,
+        expected: Option<&SessionBinding>,
+    ) -> Option<SessionBinding> {
+        let now = Instant::now();
+        let ttl = self.state.session_ttl;
+        let wall = unix_now();
+        match self.state.sessions.entry(binding.conversation_id.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(mut slot) => {
+                let current = slot.get().live(now).then(|| slot.get().value.clone());
+                match claim_binding(current.as_ref(), binding, expected, wall) {
+                    Some(stored) => {
+                        slot.insert(Expiring::new(stored.clone(), ttl));
+                        Some(stored)
+                    }
+                    None => current,
+                }
+            }
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                let stored = claim_binding(None, binding, expected, wall)?;
+                slot.insert(Expiring::new(stored.clone(), ttl));
+                Some(stored)
+            }
+        }
+    }
+
     /// [`Store::push_context`], synchronously.
     pub(crate) fn push_now(&self, session: &str, owner: &str, entry: serde_json::Value) {
         let s = &self.state;
@@ -310,6 +338,14 @@ impl Store for MemoryStore {
 
     async fn bind_session(&self, binding: SessionBinding) {
         self.bind_now(binding);
+    }
+
+    async fn claim_session(
+        &self,
+        binding: SessionBinding,
+        expected: Option<&SessionBinding>,
+    ) -> Option<SessionBinding> {
+        self.claim_now(binding, expected)
     }
 
     async fn delete_session(&self, id: &str) -> bool {
@@ -435,6 +471,9 @@ impl Store for MemoryStore {
                 used,
             } => self.settle_local(&buckets, reservation.local_second, reservation.tokens, used),
             Deferred::Bind(binding) => self.bind_now(binding),
+            Deferred::Claim { binding, expected } => {
+                self.claim_now(binding, expected.as_deref());
+            }
             Deferred::Context {
                 session,
                 owner,

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use redis::{AsyncCommands, RedisResult};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::lua::{ADMIT, BIND_SESSION, PUSH_CONTEXT, RATE_WINDOW, SETTLE};
+use crate::lua::{ADMIT, BIND_SESSION, CLAIM_SESSION, PUSH_CONTEXT, RATE_WINDOW, SETTLE};
 use crate::memory::MemoryStore;
 use crate::metrics::ERRORS;
 use crate::redis_link::{describe_error, is_outage, Conn, Link, OP_TIMEOUT};
@@ -332,6 +332,44 @@ impl Inner {
         }
     }
 
+    /// Claims on Redis (mirroring what Redis holds afterwards) or, when Redis cannot, locally.
+    async fn claim(
+        &self,
+        binding: SessionBinding,
+        expected: Option<&SessionBinding>,
+        timeout: Duration,
+    ) -> Option<SessionBinding> {
+        let shared = async {
+            let json = serde_json::to_string(&binding).ok()?;
+            let seen = match expected {
+                Some(e) => serde_json::to_string(e).ok()?,
+                None => String::new(),
+            };
+            let key = self.keys.of("session", &binding.conversation_id);
+            let ttl = self.session_ttl_ms;
+            let stored = self
+                .redis_within("claim session", timeout, |mut conn| async move {
+                    CLAIM_SESSION
+                        .key(key)
+                        .arg(json)
+                        .arg(ttl)
+                        .arg(unix_now())
+                        .arg(seen)
+                        .invoke_async::<String>(&mut conn)
+                        .await
+                })
+                .await?;
+            parse::<SessionBinding>("session binding", &stored)
+        };
+        match shared.await {
+            Some(stored) => {
+                self.local.put_session(stored.clone());
+                Some(stored)
+            }
+            None => self.local.claim_now(binding, expected),
+        }
+    }
+
     /// Pushes on Redis or, when Redis cannot, locally.
     async fn push(&self, session: &str, owner: &str, entry: serde_json::Value, timeout: Duration) {
         if self.context_max_entries == 0 {
@@ -407,6 +445,10 @@ impl Inner {
                 self.settle(buckets, settlement).await
             }
             Deferred::Bind(binding) => self.bind(binding, WRITE_TIMEOUT).await,
+            Deferred::Claim { binding, expected } => {
+                self.claim(binding, expected.as_deref(), WRITE_TIMEOUT)
+                    .await;
+            }
             Deferred::Context {
                 session,
                 owner,
@@ -540,6 +582,14 @@ impl Store for RedisStore {
 
     async fn bind_session(&self, binding: SessionBinding) {
         self.inner.bind(binding, OP_TIMEOUT).await;
+    }
+
+    async fn claim_session(
+        &self,
+        binding: SessionBinding,
+        expected: Option<&SessionBinding>,
+    ) -> Option<SessionBinding> {
+        self.inner.claim(binding, expected, OP_TIMEOUT).await
     }
 
     async fn delete_session(&self, id: &str) -> bool {

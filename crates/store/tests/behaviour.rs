@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiproxy_store::testing::RedisServer;
-use apiproxy_store::{open, BoundUpstream, SessionBinding, Store, StoreOptions};
+use apiproxy_store::{open, BoundUpstream, Deferred, SessionBinding, Store, StoreOptions};
 use serde_json::json;
 
 /// Short enough to watch entries expire, long enough that a busy machine
@@ -258,11 +258,82 @@ async fn token_limit(store: &dyn Store) {
     assert!(store.check_tokens("key:dave", 100).await.allowed);
 }
 
+/// Claims (`a` and `b`: two replicas on one Redis, or one memory store twice): an unbound session goes to one
+/// claim only, however many race; a claim that saw the binding moves it, one that saw another leaves it.
+async fn claims(a: &dyn Store, b: &dyn Store) {
+    for i in 0..20 {
+        let id = format!("s-claim-{i}");
+        let (x, y) = tokio::join!(
+            a.claim_session(binding(&id, "openai", 0), None),
+            b.claim_session(binding(&id, "claude", 0), None),
+        );
+        let (x, y) = (
+            x.expect("a's claim answered"),
+            y.expect("b's claim answered"),
+        );
+        assert_eq!(x.provider_id, y.provider_id, "one winner for {id}");
+        assert_eq!(x.message_count, 1, "{x:?}");
+        let stored = b.get_session(&id).await.expect("bound");
+        assert_eq!(stored.provider_id, x.provider_id);
+    }
+
+    let id = "s-claim-move";
+    let first = a
+        .claim_session(binding(id, "openai", 0), None)
+        .await
+        .expect("claimed");
+    assert_eq!(
+        (first.provider_id.as_str(), first.message_count),
+        ("openai", 1)
+    );
+    // Saw a binding that is not the live one: nothing moves.
+    let stale = b
+        .claim_session(binding(id, "claude", 0), Some(&binding(id, "gemini", 0)))
+        .await
+        .expect("answered");
+    assert_eq!(stale.provider_id, "openai");
+    // Saw the live one: it moves, keeping its history.
+    let moved = b
+        .claim_session(binding(id, "claude", 1), Some(&first))
+        .await
+        .expect("moved");
+    assert_eq!(moved.provider_id, "claude");
+    assert_eq!(moved.key_index, 1);
+    assert_eq!(moved.message_count, 2);
+    assert!(
+        (moved.created_at - first.created_at).abs() < 1e-3,
+        "{moved:?}"
+    );
+    // A replica that still saw the first binding cannot move it back.
+    let late = a
+        .claim_session(binding(id, "openai", 0), Some(&first))
+        .await
+        .expect("answered");
+    assert_eq!(late.provider_id, "claude");
+    // Another client key's session is never claimed.
+    let mut other = binding(id, "openai", 0);
+    other.owner = Some("mallory".into());
+    let kept = a
+        .claim_session(other, Some(&moved))
+        .await
+        .expect("answered");
+    assert_eq!(kept.provider_id, "claude");
+    // Deferred, the same rule.
+    a.defer(Deferred::Claim {
+        binding: binding(id, "gemini", 0),
+        expected: Some(Box::new(moved.clone())),
+    });
+    a.flush().await;
+    let now = b.get_session(id).await.expect("bound");
+    assert_eq!((now.provider_id.as_str(), now.message_count), ("gemini", 3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_behaviour() {
     let store = open(options(None)).await;
     assert_eq!(store.kind(), "memory");
     assert!(store.healthy());
+    claims(store.as_ref(), store.as_ref()).await;
     behaviour_suite(store).await;
 }
 
@@ -272,6 +343,9 @@ async fn redis_store_behaviour() {
     let store = open(options(Some(server.url.clone()))).await;
     assert_eq!(store.kind(), "redis");
     assert!(store.healthy(), "connected at open");
+    let replica = open(options(Some(server.url.clone()))).await;
+    claims(store.as_ref(), replica.as_ref()).await;
+    assert!(replica.healthy(), "the replica's claims reached Redis");
     behaviour_suite(store.clone()).await;
     assert!(store.healthy(), "no fallback was needed");
     // And the state really is in Redis, not in the fallback.

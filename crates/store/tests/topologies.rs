@@ -61,6 +61,25 @@ async fn a_cluster_spreads_sessions_and_keeps_each_script_on_one_slot() {
         .keys()
         .contains(&"topo:context-owner:{s7}".to_string()));
 
+    // Two replicas claiming unbound sessions at once: one winner each, on whichever master holds the session.
+    for i in 0..10 {
+        let id = format!("c{i}");
+        let (x, y) = tokio::join!(
+            a.claim_session(binding(&id, "openai"), None),
+            b.claim_session(binding(&id, "claude"), None),
+        );
+        let (x, y) = (x.expect("claimed"), y.expect("claimed"));
+        assert_eq!(x.provider_id, y.provider_id, "one winner for {id}");
+        let moved = b
+            .claim_session(binding(&id, "gemini"), Some(&x))
+            .await
+            .expect("moved");
+        assert_eq!(
+            (moved.provider_id.as_str(), moved.message_count),
+            ("gemini", 2)
+        );
+    }
+
     // The key's and the gateway-wide limits are checked by one script: one slot ({rate}).
     let buckets = [
         LimitBucket {
