@@ -653,7 +653,7 @@ async fn catalogs_refresh_and_survive_a_reload() {
     mode.store(2, Ordering::Relaxed);
     let lists_before = lists(&up);
     signal(gw.pid(), "HUP");
-    gw.log_until("config reloaded").await;
+    gw.expect_log("config reloaded").await;
     // Wait until a listing has failed since, so the list could only have
     // come through the reload.
     assert!(

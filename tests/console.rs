@@ -456,7 +456,7 @@ async fn collection_can_be_turned_off() {
     // The metrics are counted in the same step of the logging phase, just
     // before the console's collection: once they show the request, the
     // console has had its chance to record it.
-    gw.metrics_until("status=\"200\"").await;
+    let _counted = gw.metrics_until("status=\"200\"").await;
     let o = get(&gw, "/admin/overview").await;
     assert_eq!(o["collecting"], false);
     assert_eq!(o["hour"]["requests"], 0);

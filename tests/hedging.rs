@@ -71,15 +71,21 @@ async fn ask(gw: &Gateway, model: &str, stream: bool) -> Answered {
 }
 
 /// The metrics once `apiproxy_hedges_total{provider, outcome}` reads
-/// `want` (counted just after the answer), or after 15 s.
+/// `want` (counted just after the answer); fails the test with the last
+/// reading when it never does.
 async fn metrics_when(gw: &Gateway, provider: &str, outcome: &str, want: f64) -> String {
-    poll(
-        Duration::from_secs(15),
+    let (m, held) = poll(
+        WAIT,
         || gw.metrics(),
         |m| hedges(m, provider, outcome) == want,
     )
-    .await
-    .0
+    .await;
+    assert!(
+        held,
+        "hedges{{provider={provider},outcome={outcome}}} read {}, never {want}:\n{m}",
+        hedges(&m, provider, outcome)
+    );
+    m
 }
 
 fn hedges(metrics: &str, provider: &str, outcome: &str) -> f64 {

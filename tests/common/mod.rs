@@ -400,10 +400,15 @@ pub const PROVIDER_KEY_VARS: [&str; 4] = [
     "APIPROXY_ADMIN_KEY",
 ];
 
+/// How long the waits of [`Gateway`] wait before they fail the test: long
+/// enough for a loaded two-core machine, and a passing wait returns at once.
+pub const WAIT: Duration = Duration::from_secs(20);
+
 /// Polls `check` every 50 ms until it holds or `within` has passed; returns
-/// whether it held. For state the gateway writes after it answers (tokens,
+/// whether it held (which the caller must assert). For state the gateway writes after it answers (tokens,
 /// bindings, context, metrics): the bound is generous because the machine
 /// running the suite may be busy, and a passing check returns at once.
+#[must_use = "assert whether the condition held"]
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -424,6 +429,7 @@ where
 /// Like [`eventually`], for a value: fetches it every 50 ms until `done`
 /// holds or `within` has passed; returns the last value fetched and whether
 /// `done` held for it.
+#[must_use = "assert whether `done` held"]
 pub async fn poll<T, F, Fut>(within: Duration, mut fetch: F, done: impl Fn(&T) -> bool) -> (T, bool)
 where
     F: FnMut() -> Fut,
@@ -618,17 +624,28 @@ impl Gateway {
         std::fs::read_to_string(self._dir.0.join("stderr.log")).unwrap_or_default()
     }
 
-    /// The log once it contains `needle` (or after 15 s). Access lines are
-    /// buffered for up to 200 ms before they reach the file.
+    /// The log once it contains `needle`; fails the test with the log when
+    /// it does not within [`WAIT`]. Access lines are buffered for up to
+    /// 200 ms before they reach the file.
+    #[must_use = "assert on the log, or use `expect_log`"]
     pub async fn log_until(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + WAIT;
         loop {
             let log = self.log();
-            if log.contains(needle) || Instant::now() > deadline {
+            if log.contains(needle) {
                 return log;
             }
+            assert!(
+                Instant::now() < deadline,
+                "the log never showed {needle:?} within {WAIT:?}:\n{log}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the log shows `needle` (fails the test when it never does).
+    pub async fn expect_log(&self, needle: &str) {
+        let _seen = self.log_until(needle).await;
     }
 
     /// The number of access-log lines written so far.
@@ -639,29 +656,42 @@ impl Gateway {
             .count()
     }
 
-    /// The metrics text once it contains `needle` (or after 15 s).
+    /// The metrics text once it contains `needle`; fails the test with the
+    /// last text when it does not within [`WAIT`].
+    #[must_use = "assert on the metrics"]
     pub async fn metrics_until(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + WAIT;
         loop {
             let m = self.metrics().await;
-            if m.contains(needle) || Instant::now() > deadline {
+            if m.contains(needle) {
                 return m;
             }
+            assert!(
+                Instant::now() < deadline,
+                "the metrics never showed {needle:?} within {WAIT:?}:\n{m}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// The metrics once the samples of `name` whose labels include `with`
-    /// add up to at least `at_least` (or after 15 s). Requests are counted
-    /// in the logging phase, just after the client has its answer: a test
-    /// that counts several waits for all of them with this.
+    /// add up to at least `at_least`; fails the test with the last sum and
+    /// text when they do not within [`WAIT`]. Requests are counted in the
+    /// logging phase, just after the client has its answer: a test that
+    /// counts several waits for all of them with this.
+    #[must_use = "assert on the metrics"]
     pub async fn metrics_when(&self, name: &str, with: &[(&str, &str)], at_least: f64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + WAIT;
         loop {
             let m = self.metrics().await;
-            if prom::sum(&m, name, with) >= at_least || Instant::now() > deadline {
+            let sum = prom::sum(&m, name, with);
+            if sum >= at_least {
                 return m;
             }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{with:?} summed {sum}, never {at_least}, within {WAIT:?}:\n{m}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
