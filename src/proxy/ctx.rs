@@ -58,8 +58,17 @@ pub struct RequestCtx {
     pub capture_limit: usize,
     /// The price of the upstream model tried last (for the cost).
     pub price: Option<crate::config::Price>,
-    /// Tokens reserved at admission, settled with the answer's usage.
-    pub tokens: Option<crate::limits::TokenReservation>,
+    /// Tokens and cost reserved at admission, settled with what the answer
+    /// used.
+    pub reserved: crate::limits::Reserved,
+    /// The request's input tokens as estimated at admission (for
+    /// [`crate::limits::estimated_usage`]).
+    pub input_estimate: u64,
+    /// Bytes of generated output (text, reasoning, tool calls) relayed to
+    /// the client, for the usage estimate when the provider reports none.
+    pub relayed_output_bytes: u64,
+    /// `usage` was estimated, not reported by the provider.
+    pub usage_estimated: bool,
     /// With `log.capture_bodies`: the request body, redacted and bounded,
     /// for the console's request record.
     pub captured_body: Option<String>,
@@ -173,7 +182,10 @@ impl Default for RequestCtx {
             answer: None,
             capture_limit: 0,
             price: None,
-            tokens: None,
+            reserved: Default::default(),
+            input_estimate: 0,
+            relayed_output_bytes: 0,
+            usage_estimated: false,
             captured_body: None,
             attempt_log: Vec::new(),
             keep_attempt_log: false,
@@ -182,6 +194,29 @@ impl Default for RequestCtx {
 }
 
 impl RequestCtx {
+    /// A served answer (its first byte reached the client) whose provider
+    /// reported no usage gets one estimated from what was relayed
+    /// ([`crate::limits::estimated_usage`]): it is charged like any other.
+    pub fn estimate_missing_usage(&mut self) {
+        if self.usage.is_none() && self.first_byte.is_some() {
+            self.usage = Some(crate::limits::estimated_usage(
+                self.input_estimate,
+                self.relayed_output_bytes,
+            ));
+            self.usage_estimated = true;
+        }
+    }
+
+    /// What the answer is charged: `None` when nothing was served.
+    pub fn charge(&self) -> Option<crate::limits::Charge> {
+        let usage = self.usage.as_ref()?;
+        Some(crate::limits::Charge::of(
+            usage,
+            self.price.as_ref(),
+            self.usage_estimated,
+        ))
+    }
+
     /// What the answer cost, once its usage is known and its model priced.
     pub fn cost_usd(&self) -> Option<f64> {
         Some(crate::pricing::cost_usd(

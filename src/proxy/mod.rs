@@ -53,17 +53,19 @@ impl Gateway {
         }
     }
 
-    /// After the answer: settle its token reservation with the usage, bind
-    /// the session to the upstream that served it, keep the context
-    /// snippet. All deferred: the store writes them in the background.
+    /// After the answer: settle its token and cost reservations with what
+    /// it used (estimated when a served answer has no usage: see
+    /// `RequestCtx::estimate_missing_usage`), bind the session to the
+    /// upstream that served it, keep the context snippet. All deferred:
+    /// the store writes them in the background.
     async fn record_state(&self, ctx: &mut RequestCtx) {
-        if ctx.tokens.is_none() && ctx.session_id.is_none() {
+        if ctx.reserved.is_empty() && ctx.session_id.is_none() {
             return;
         }
         let store = self.state.store().await;
-        if let Some(tokens) = ctx.tokens.take() {
-            let used = ctx.usage.map(|u| u.total());
-            tokens.settle(store.as_ref(), used, ctx.served_by.is_some());
+        let reserved = std::mem::take(&mut ctx.reserved);
+        if !reserved.is_empty() {
+            reserved.settle(store.as_ref(), ctx.charge());
         }
         let (
             Some(sid),
@@ -260,15 +262,12 @@ impl ProxyHttp for Gateway {
         }
         let elapsed = ctx.start.elapsed();
         let rt = self.runtime.load();
+        // Every token generated for the client is charged to it, reported
+        // or not: the metrics, the budget and the tpm see the same usage.
+        ctx.estimate_missing_usage();
         let cost = ctx.cost_usd();
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
-            if let (Some(c), Some(key)) = (cost, ctx.key_name.as_deref()) {
-                let configured = rt.config.auth.keys.iter().find(|k| k.name == key);
-                if let Some(k) = configured.or(ctx.stored_key.as_deref()) {
-                    crate::pricing::budget::spend(self.state.store().await.as_ref(), k, c).await;
-                }
-            }
             crate::console::record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
         }
@@ -296,6 +295,7 @@ impl ProxyHttp for Gateway {
             output_tokens: usage.output_tokens,
             cached_tokens: usage.cached_input_tokens.unwrap_or(0),
             cost_usd: cost,
+            usage_estimated: ctx.usage_estimated,
             client_gone: ctx.client_gone,
             error: e.map(|e| e.to_string()),
         }
@@ -359,11 +359,18 @@ fn record_llm_metrics(
         metrics::TOKENS
             .with_label_values(&[labels[0], labels[1], "output"])
             .inc_by(u.output_tokens);
-        if let Some(c) = cost {
-            let key = ctx.key_name.as_deref().unwrap_or("-");
-            metrics::COST
-                .with_label_values(&[labels[0], labels[1], key])
-                .inc_by(c);
+        match cost {
+            Some(c) => {
+                let key = ctx.key_name.as_deref().unwrap_or("-");
+                metrics::COST
+                    .with_label_values(&[labels[0], labels[1], key])
+                    .inc_by(c);
+            }
+            // A budgeted key never gets here (403 at admission).
+            None if !ctx.provider.is_empty() => {
+                metrics::UNPRICED.with_label_values(&labels).inc();
+            }
+            None => {}
         }
     }
 }

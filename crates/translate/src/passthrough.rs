@@ -56,6 +56,11 @@ pub struct PassthroughOptions {
     /// Keep the answer's text ([`PassthroughStream::take_text`]), for the
     /// session context store.
     pub capture_text: bool,
+    /// Count the bytes of output the answer carries (text, reasoning,
+    /// tool calls: [`PassthroughStream::output_bytes`]), to estimate the
+    /// usage of an answer whose provider never reports it (a client that
+    /// leaves before the last event).
+    pub count_output: bool,
 }
 
 /// The SSE rules of `fmt`, kept with the format's module.
@@ -90,11 +95,14 @@ pub struct PassthroughStream {
     capture: Option<Capture>,
 }
 
-/// Decodes the answer's text on the side, only when a session keeps it.
+/// Decodes the answer on the side, only when a session keeps its text or
+/// its output is counted.
 struct Capture {
     decoder: Box<dyn StreamDecode>,
     events: Vec<StreamEvent>,
+    keep_text: bool,
     text: String,
+    output_bytes: u64,
 }
 
 impl PassthroughStream {
@@ -118,10 +126,12 @@ impl PassthroughStream {
             has_data: false,
             events: 0,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
-            capture: opts.capture_text.then(|| Capture {
+            capture: (opts.capture_text || opts.count_output).then(|| Capture {
                 decoder: stream_decoder(fmt),
                 events: Vec::new(),
+                keep_text: opts.capture_text,
                 text: String::new(),
+                output_bytes: 0,
             }),
         }
     }
@@ -140,6 +150,12 @@ impl PassthroughStream {
     /// Events seen so far (forwarded or read and dropped).
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// Bytes of output (text, reasoning, tool-call names and arguments)
+    /// relayed so far (with `count_output`).
+    pub fn output_bytes(&self) -> u64 {
+        self.capture.as_ref().map_or(0, |c| c.output_bytes)
     }
 
     /// The answer's text since the last call (with `capture_text`).
@@ -318,12 +334,26 @@ impl Capture {
         self.events.clear();
         if self.decoder.decode(&ev, &mut self.events).is_ok() {
             for e in &self.events {
-                if let StreamEvent::TextDelta { text } = e {
+                self.output_bytes = self.output_bytes.saturating_add(output_bytes(e));
+                if let (StreamEvent::TextDelta { text }, true) = (e, self.keep_text) {
                     self.text.push_str(text);
                 }
             }
         }
     }
+}
+
+/// Bytes of generated output a stream event carries: what an estimate of
+/// output tokens counts when the provider reports no usage.
+pub fn output_bytes(e: &StreamEvent) -> u64 {
+    let n = match e {
+        StreamEvent::TextDelta { text } | StreamEvent::ThinkingDelta { text } => text.len(),
+        StreamEvent::ToolCallStart { name, .. } => name.len(),
+        StreamEvent::ToolCallDelta { arguments, .. } => arguments.len(),
+        StreamEvent::RedactedThinking { data } => data.len(),
+        _ => 0,
+    };
+    n as u64
 }
 
 /// Ends a stream in `fmt` that carried nothing yet but keep-alives: one
@@ -631,6 +661,23 @@ mod tests {
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(text.starts_with("event: error\n"), "{text}");
         assert!(!text.contains("[DONE]"), "{text}");
+    }
+
+    #[test]
+    fn output_is_counted_without_keeping_the_text() {
+        let chat = b"data: {\"choices\":[{\"delta\":{\"content\":\"hello\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\" you\"}}]}\n\n";
+        let opts = PassthroughOptions {
+            count_output: true,
+            ..Default::default()
+        };
+        let mut r = PassthroughStream::new(Format::OpenAiChat, opts);
+        let mut out = BytesMut::new();
+        r.feed(chat, &mut out).unwrap();
+        assert_eq!(r.output_bytes(), 9);
+        assert_eq!(r.take_text(), "");
+        let mut plain = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default());
+        plain.feed(chat, &mut out).unwrap();
+        assert_eq!(plain.output_bytes(), 0, "counted only when asked");
     }
 
     #[test]
