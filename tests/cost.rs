@@ -180,3 +180,313 @@ async fn two_replicas_on_one_redis_share_a_budget() {
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-budget-remaining-usd").is_none());
 }
+
+/// Price of model `m` at provider `p` in the budget tests: $0.10 a token,
+/// in or out.
+const TENTH: &str = "m: { input: 100000, output: 100000 }";
+
+/// A chat body for `p/m` asking at most `max_tokens`, and the tokens the
+/// gateway reserves for it (body bytes ÷ 4, rounded up, + `max_tokens`).
+fn capped_body(max_tokens: u64) -> (Vec<u8>, u64) {
+    let body = serde_json::to_vec(&json!({
+        "model": "p/m", "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap();
+    let reserved = body.len().div_ceil(4) as u64 + max_tokens;
+    (body, reserved)
+}
+
+async fn send_body(gw: &Gateway, key: &str, body: &[u8]) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("request")
+}
+
+/// 20 concurrent requests of one budgeted key, spread over `gws`, on a
+/// budget that holds two requests' reservations: each is admitted only
+/// while spent + reserved is under the budget, so at most three are
+/// served (the third reserving what is left), never all of them.
+async fn budget_holds_under_concurrency(gws: &[&Gateway], up: &MockProvider) {
+    let (body, _) = capped_body(5);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = format!("{}/v1/chat/completions", gws[i % gws.len()].url());
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .bearer_auth("alice-key-123")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            (status, text)
+        }));
+    }
+    let mut served = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            (200, _) => served += 1,
+            (429, text) => assert!(text.contains("budget"), "{text}"),
+            (status, text) => panic!("unexpected {status}: {text}"),
+        }
+    }
+    assert!(
+        (1..=3).contains(&served),
+        "{served} of 20 served on a budget for two"
+    );
+    let generations = up
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(generations, served, "refused requests never went upstream");
+}
+
+fn concurrent_budget_config(store: &str, up: &MockProvider, budget_usd: f64) -> String {
+    format!(
+        r#"{store}auth:
+  keys:
+    - {{ name: alice, key: alice-key-123, budget_usd: {budget_usd}, budget_period: day }}
+providers:
+  - {{ id: p, kind: openai, base_url: "{u}", pricing: {{ {TENTH} }} }}
+"#,
+        u = up.base_url()
+    )
+}
+
+/// The mock answers slowly, so all 20 are admitted or refused before the
+/// first answer settles, even on a loaded machine.
+async fn slow_mock() -> MockProvider {
+    MockProvider::always(
+        Reply::json(200, openai_completion("m", "ok")).delay(Duration::from_secs(3)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn concurrent_requests_cannot_overshoot_a_budget() {
+    let up = slow_mock().await;
+    let (_, reserved) = capped_body(5);
+    let two = 2.0 * reserved as f64 * 0.1;
+    let gw = Gateway::start(&concurrent_budget_config("", &up, two)).await;
+    budget_holds_under_concurrency(&[&gw], &up).await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_cannot_overshoot_a_budget() {
+    let redis = RedisServer::start();
+    let up = slow_mock().await;
+    let (_, reserved) = capped_body(5);
+    let two = 2.0 * reserved as f64 * 0.1;
+    let store = format!("store:\n  redis_url: \"{}\"\n", redis.url);
+    let cfg = concurrent_budget_config(&store, &up, two);
+    let a = Gateway::start(&cfg).await;
+    let b = Gateway::start(&cfg).await;
+    budget_holds_under_concurrency(&[&a, &b], &up).await;
+}
+
+/// A budget smaller than one request's estimate still admits its first
+/// request (the reservation is capped at what is left), and only that one.
+#[tokio::test]
+async fn a_small_budget_admits_its_first_request() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start(&concurrent_budget_config("", &up, 0.5)).await;
+    let (body, _) = capped_body(100);
+    let r = send_body(&gw, "alice-key-123", &body).await;
+    assert_eq!(r.status(), 200);
+    // The answer costs $1 (10 tokens): spent, the budget refuses from now on.
+    let refused = eventually(Duration::from_secs(15), || async {
+        send_body(&gw, "alice-key-123", &body).await.status() == 429
+    })
+    .await;
+    assert!(refused, "the spent budget kept admitting");
+    assert_eq!(up.count(), 1);
+}
+
+/// A budgeted key cannot use a model without a price (it could not be
+/// charged): 403 naming it. Other keys can, and such answers are counted.
+#[tokio::test]
+async fn unpriced_models_are_refused_to_budgeted_keys_and_counted_for_others() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("custom", "ok"))).await;
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  keys:
+    - {{ name: alice, key: alice-key-123, budget_usd: 100 }}
+    - {{ name: bob, key: bob-key-4567 }}
+providers:
+  - {{ id: p, kind: openai, base_url: "{u}", models: [gpt-4o, custom] }}
+"#,
+        u = up.base_url()
+    ))
+    .await;
+    let ask = |key: &'static str| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth(key)
+            .json(&json!({"model": "p/custom", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let r = ask("alice-key-123").await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`custom`") && message.contains("price") && message.contains("pricing"),
+        "{body}"
+    );
+    assert_eq!(up.count(), 0, "nothing went upstream");
+    // A priced model is fine for her.
+    assert_eq!(chat(&gw, "p/gpt-4o", false).await.status(), 200);
+    // bob has no budget: served, and counted as unpriced.
+    assert_eq!(ask("bob-key-4567").await.unwrap().status(), 200);
+    let m = gw
+        .metrics_when(
+            "apiproxy_unpriced_requests_total",
+            &[("provider", "p"), ("model", "custom")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        common::prom::sum(
+            &m,
+            "apiproxy_unpriced_requests_total",
+            &[("provider", "p"), ("model", "custom")]
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+/// While the shared store cannot be read, a budgeted key gets 503 (every
+/// replica counting alone could spend the budget again); rate limits keep
+/// their local fallback.
+#[tokio::test]
+async fn budgets_fail_closed_when_the_store_is_down() {
+    let mut redis = RedisServer::start();
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start(&format!(
+        r#"store:
+  redis_url: "{r}"
+auth:
+  keys:
+    - {{ name: alice, key: alice-key-123, budget_usd: 100 }}
+    - {{ name: bob, key: bob-key-4567, rpm: 100 }}
+providers:
+  - {{ id: p, kind: openai, base_url: "{u}", pricing: {{ {TENTH} }} }}
+"#,
+        r = redis.url,
+        u = up.base_url()
+    ))
+    .await;
+    assert_eq!(spend(&gw, "alice-key-123").await.status(), 200);
+    redis.stop();
+    let r = spend(&gw, "alice-key-123").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("budget of this key cannot be checked"),
+        "{body}"
+    );
+    assert_eq!(spend(&gw, "bob-key-4567").await.status(), 200);
+    assert_eq!(up.count(), 2, "the refused request never went upstream");
+}
+
+/// A streaming client that reads N deltas and leaves before the last event
+/// (which alone carries OpenAI's usage) is still charged: its tpm and its
+/// budget keep at least the reservation, and the output is estimated from
+/// what was relayed (5 deltas of 40 bytes: 50 tokens), the same numbers for
+/// the tpm, the budget and the cost metric, marked in the access log.
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_charged() {
+    const WORD: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCD"; // 40 bytes
+    let words = [WORD; 5];
+    let mut reply = Reply::sse(&openai_stream("m", &words));
+    // Everything but the end (finish, usage, [DONE]) comes at once; the end
+    // would come much later: the client is gone by then.
+    let n = reply.chunks.len();
+    reply.chunks[n - 3].0 = Duration::from_secs(60);
+    let up = MockProvider::always(reply).await;
+    let gw = Gateway::start(&format!(
+        r#"limits:
+  default_output_tokens: 1
+auth:
+  keys:
+    - {{ name: alice, key: alice-key-123, tpm: 100000, budget_usd: 1000 }}
+providers:
+  - {{ id: p, kind: openai, base_url: "{u}", pricing: {{ m: {{ input: 1000000, output: 1000000 }} }} }}
+"#,
+        u = up.base_url()
+    ))
+    .await;
+    let body = serde_json::to_vec(&json!({
+        "model": "p/m", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap();
+    let input = body.len().div_ceil(4) as u64;
+    // Reserved: the input and `default_output_tokens` (1); charged: the
+    // input and the 50 tokens relayed. At $1 a token.
+    let (reserved, charged) = (input + 1, input + 50);
+
+    let mut r = send_body(&gw, "alice-key-123", &body).await;
+    assert_eq!(r.status(), 200);
+    let mut seen = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while seen.matches(WORD).count() < 5 {
+            match r.chunk().await.expect("stream") {
+                Some(c) => seen.push_str(&String::from_utf8_lossy(&c)),
+                None => panic!("the stream ended early: {seen}"),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "5 deltas never arrived: {seen}");
+    assert!(!seen.contains("usage"), "{seen}");
+    drop(r); // the client leaves before the usage event
+
+    let log = gw.log_until("usage=estimated").await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("usage=estimated"))
+        .unwrap_or_else(|| panic!("no estimated access line:\n{log}"));
+    assert!(line.contains("client_gone"), "{line}");
+    assert!(
+        line.contains(&format!("tokens={input}/50 cost={charged}.00000000")),
+        "{line}"
+    );
+    assert!(charged > reserved);
+
+    // The next request sees both charged: the tpm window holds `charged`
+    // (and its own reservation), the budget `charged` dollars.
+    let probe = send_body(&gw, "alice-key-123", &body).await;
+    assert_eq!(probe.status(), 200);
+    let header = |name: &str| probe.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(
+        header("x-ratelimit-remaining-tokens"),
+        (100_000 - charged - reserved).to_string()
+    );
+    assert_eq!(
+        header("x-budget-remaining-usd"),
+        format!("{:.8}", 1000.0 - charged as f64)
+    );
+    let cost = gw
+        .metric("apiproxy_cost_usd_total", &[("key", "alice")])
+        .await;
+    assert_eq!(cost, charged as f64);
+}
