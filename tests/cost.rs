@@ -460,17 +460,12 @@ providers:
     assert!(!seen.contains("usage"), "{seen}");
     drop(r); // the client leaves before the usage event
 
-    let log = gw.log_until("usage=estimated").await;
-    let line = log
-        .lines()
-        .find(|l| l.contains("usage=estimated"))
-        .unwrap_or_else(|| panic!("no estimated access line:\n{log}"));
-    assert!(line.contains("client_gone"), "{line}");
+    // The access line is written once the request is settled.
+    let log = gw.log_until(" client_gone").await;
     assert!(
-        line.contains(&format!("tokens={input}/50 cost={charged}.00000000")),
-        "{line}"
+        log.contains(" client_gone"),
+        "the request never ended:\n{log}"
     );
-    assert!(charged > reserved);
 
     // The next request sees both charged: the tpm window holds `charged`
     // (and its own reservation), the budget `charged` dollars.
@@ -485,6 +480,17 @@ providers:
         header("x-budget-remaining-usd"),
         format!("{:.8}", 1000.0 - charged as f64)
     );
+    let line = log
+        .lines()
+        .find(|l| l.contains(" client_gone"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!(
+            "tokens={input}/50 cost={charged}.00000000 usage=estimated"
+        )),
+        "{line}"
+    );
+    assert!(charged > reserved);
     let cost = gw
         .metric("apiproxy_cost_usd_total", &[("key", "alice")])
         .await;
