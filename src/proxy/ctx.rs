@@ -23,8 +23,7 @@ pub struct RequestCtx {
     pub route: &'static str,
     /// The name of the client key used.
     pub key_name: Option<String>,
-    /// The client key when it was made at run time (the console's store):
-    /// the logging phase charges its budget.
+    /// The client key when it was made at run time (the console's store).
     pub stored_key: Option<std::sync::Arc<crate::config::ClientKey>>,
     /// The model the client asked for.
     pub requested_model: String,

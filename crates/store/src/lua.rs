@@ -252,7 +252,8 @@ if out[2] == 0 and spend_state ~= 2 then
   end
   out[3] = reserve
   if cost > 0 then
-    redis.call('INCRBY', KEYS[windows + 1], cost)
+    -- Sent as an integer whatever the number formatting of the server's Lua (INCRBY refuses `1e+15`).
+    redis.call('INCRBY', KEYS[windows + 1], string.format('%d', cost))
     redis.call('PEXPIRE', KEYS[windows + 1], ARGV[3 + 2 * windows + 2])
   end
 else

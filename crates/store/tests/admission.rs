@@ -177,6 +177,13 @@ async fn budget_and_rate_limits_refuse_together(store: &dyn Store) {
         .await;
     assert!(a.admitted());
     assert_eq!(store.add_spend("budget:frank", 0, ttl).await, 30);
+    // Large amounts stay exact integers (Lua numbers are doubles).
+    let big = 1_000_000_000_000_000;
+    let a = store
+        .admit_spending(&[], 0, Some(&spend("budget:big", 10 * big, big)))
+        .await;
+    assert!(a.admitted(), "{a:?}");
+    assert_eq!(store.add_spend("budget:big", 0, ttl).await, big);
 }
 
 /// Two buckets of one request naming the same window count the request in it twice (Redis reads every window
