@@ -138,6 +138,34 @@ pub fn estimated_usage(input_estimate: u64, relayed_output_bytes: u64) -> Usage 
     }
 }
 
+/// The usage an answer is charged with, and whether it was estimated:
+/// nothing when nothing was `served` (no byte reached the client); the
+/// provider's report when the answer was whole; else (a stream `cut_short`,
+/// the client gone or the upstream broken, before its last event) at least
+/// the estimate from the output relayed, since a report seen so far may be
+/// partial (Anthropic's first event says 1 output token) or missing
+/// (OpenAI's comes last).
+pub fn charged_usage(
+    reported: Option<Usage>,
+    served: bool,
+    cut_short: bool,
+    input_estimate: u64,
+    relayed_output_bytes: u64,
+) -> (Option<Usage>, bool) {
+    if !served {
+        return (reported, false);
+    }
+    let estimate = estimated_usage(input_estimate, relayed_output_bytes);
+    match reported {
+        None => (Some(estimate), true),
+        Some(mut u) if cut_short && estimate.output_tokens > u.output_tokens => {
+            u.output_tokens = estimate.output_tokens;
+            (Some(u), true)
+        }
+        Some(u) => (Some(u), false),
+    }
+}
+
 /// What an answer is charged to its client: tokens and money. Charges add
 /// up (an answer and a hedge's loser).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -462,6 +490,39 @@ mod tests {
         assert_eq!(settled_amount(100, None, false), 0);
         let u = estimated_usage(25, 10);
         assert_eq!((u.input_tokens, u.output_tokens), (25, 3));
+        // Charged usage: nothing served, nothing estimated.
+        assert_eq!(charged_usage(None, false, true, 25, 400), (None, false));
+        // Served without a report: the estimate.
+        assert_eq!(
+            charged_usage(None, true, false, 25, 400),
+            (Some(estimated_usage(25, 400)), true)
+        );
+        // A whole answer's report stands.
+        let reported = Usage {
+            input_tokens: 30,
+            output_tokens: 1,
+            ..Usage::default()
+        };
+        assert_eq!(
+            charged_usage(Some(reported), true, false, 25, 400),
+            (Some(reported), false)
+        );
+        // A stream cut short: the partial report's output is raised to what
+        // was relayed; its input stays the provider's.
+        let (u, estimated) = charged_usage(Some(reported), true, true, 25, 400);
+        assert!(estimated);
+        assert_eq!(
+            u.map(|u| (u.input_tokens, u.output_tokens)),
+            Some((30, 100))
+        );
+        let more = Usage {
+            output_tokens: 500,
+            ..reported
+        };
+        assert_eq!(
+            charged_usage(Some(more), true, true, 25, 400),
+            (Some(more), false)
+        );
         assert_eq!(micros(1.5), 1_500_000);
         assert_eq!(micros(f64::NAN), 0);
         assert_eq!(micros(-1.0), 0);

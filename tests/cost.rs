@@ -407,20 +407,22 @@ providers:
     assert_eq!(up.count(), 2, "the refused request never went upstream");
 }
 
-/// A streaming client that reads N deltas and leaves before the last event
-/// (which alone carries OpenAI's usage) is still charged: its tpm and its
-/// budget keep at least the reservation, and the output is estimated from
-/// what was relayed (5 deltas of 40 bytes: 50 tokens), the same numbers for
-/// the tpm, the budget and the cost metric, marked in the access log.
-#[tokio::test]
-async fn a_client_that_leaves_mid_stream_is_charged() {
-    const WORD: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCD"; // 40 bytes
-    let words = [WORD; 5];
-    let mut reply = Reply::sse(&openai_stream("m", &words));
-    // Everything but the end (finish, usage, [DONE]) comes at once; the end
-    // would come much later: the client is gone by then.
-    let n = reply.chunks.len();
-    reply.chunks[n - 3].0 = Duration::from_secs(60);
+/// 40 bytes of answer text: one delta of the mid-stream tests (10 tokens
+/// by the estimate).
+const WORD: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+
+/// A client of `kind` (`openai` or `anthropic`, the provider's too) reads 5
+/// deltas of a stream and leaves before its end, where the provider's final
+/// usage comes. Its key (tpm 100,000, $1,000 budget, $1 a token) must then
+/// be charged `input` tokens (the provider's, or `None`: the estimate) plus
+/// the 50 output tokens relayed, for the tpm, the budget and the cost
+/// metric alike, and the access log says the usage was estimated.
+async fn leave_mid_stream(kind: &str, events: Vec<String>, input: Option<u64>) {
+    let mut reply = Reply::sse(&events);
+    // Everything up to the 5th delta comes at once; the rest (the final
+    // usage among it) much later: the client is gone by then.
+    let last_delta = events.iter().rposition(|e| e.contains(WORD)).unwrap();
+    reply.chunks[last_delta + 1].0 = Duration::from_secs(60);
     let up = MockProvider::always(reply).await;
     let gw = Gateway::start(&format!(
         r#"limits:
@@ -429,22 +431,40 @@ auth:
   keys:
     - {{ name: alice, key: alice-key-123, tpm: 100000, budget_usd: 1000 }}
 providers:
-  - {{ id: p, kind: openai, base_url: "{u}", pricing: {{ m: {{ input: 1000000, output: 1000000 }} }} }}
+  - {{ id: p, kind: {kind}, base_url: "{u}", pricing: {{ m: {{ input: 1000000, output: 1000000 }} }} }}
 "#,
         u = up.base_url()
     ))
     .await;
-    let body = serde_json::to_vec(&json!({
-        "model": "p/m", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]
-    }))
-    .unwrap();
-    let input = body.len().div_ceil(4) as u64;
-    // Reserved: the input and `default_output_tokens` (1); charged: the
-    // input and the 50 tokens relayed. At $1 a token.
-    let (reserved, charged) = (input + 1, input + 50);
+    let (path, body) = match kind {
+        "anthropic" => (
+            "/v1/messages",
+            json!({"model": "p/m", "stream": true, "max_tokens": 1,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        _ => (
+            "/v1/chat/completions",
+            json!({"model": "p/m", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    };
+    let body = serde_json::to_vec(&body).unwrap();
+    let send = || {
+        client()
+            .post(format!("{}{path}", gw.url()))
+            .bearer_auth("alice-key-123")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let estimate = body.len().div_ceil(4) as u64;
+    let input = input.unwrap_or(estimate);
+    // Reserved: the input estimate and an output of 1 (`max_tokens` or
+    // `default_output_tokens`); charged: the input and the 50 tokens
+    // relayed. At $1 a token.
+    let (reserved, charged) = (estimate + 1, input + 50);
 
-    let mut r = send_body(&gw, "alice-key-123", &body).await;
+    let mut r = send().await.expect("request");
     assert_eq!(r.status(), 200);
     let mut seen = String::new();
     let read = tokio::time::timeout(Duration::from_secs(20), async {
@@ -457,8 +477,9 @@ providers:
     })
     .await;
     assert!(read.is_ok(), "5 deltas never arrived: {seen}");
-    assert!(!seen.contains("usage"), "{seen}");
-    drop(r); // the client leaves before the usage event
+    assert!(!seen.contains("\"output_tokens\":77"), "{seen}");
+    assert!(!seen.contains("completion_tokens"), "{seen}");
+    drop(r); // the client leaves before the final usage
 
     // The access line is written once the request is settled.
     let log = gw.log_until(" client_gone").await;
@@ -468,8 +489,8 @@ providers:
     );
 
     // The next request sees both charged: the tpm window holds `charged`
-    // (and its own reservation), the budget `charged` dollars.
-    let probe = send_body(&gw, "alice-key-123", &body).await;
+    // (and the probe's own reservation), the budget `charged` dollars.
+    let probe = send().await.expect("probe");
     assert_eq!(probe.status(), 200);
     let header = |name: &str| probe.headers()[name].to_str().unwrap().to_owned();
     assert_eq!(
@@ -495,4 +516,41 @@ providers:
         .metric("apiproxy_cost_usd_total", &[("key", "alice")])
         .await;
     assert_eq!(cost, charged as f64);
+}
+
+/// OpenAI reports usage only in the last event: a client that reads the
+/// text and leaves before it would otherwise leave no usage at all.
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_charged() {
+    leave_mid_stream("openai", openai_stream("m", &[WORD; 5]), None).await;
+}
+
+/// Anthropic's first event reports the input and 1 output token, the rest
+/// comes at the end: a client leaving before it is charged the output it
+/// was relayed, not that 1.
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_charged_past_a_partial_usage() {
+    let mut events = vec![
+        r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}}"#.to_owned(),
+        r#"event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_owned(),
+    ];
+    for _ in 0..5 {
+        events.push(format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{WORD}\"}}}}"
+        ));
+    }
+    events.extend([
+        r#"event: content_block_stop
+data: {"type":"content_block_stop","index":0}"#
+            .to_owned(),
+        r#"event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":77}}"#
+            .to_owned(),
+        r#"event: message_stop
+data: {"type":"message_stop"}"#
+            .to_owned(),
+    ]);
+    leave_mid_stream("anthropic", events, Some(12)).await;
 }

@@ -194,16 +194,19 @@ impl Default for RequestCtx {
 
 impl RequestCtx {
     /// A served answer (its first byte reached the client) whose provider
-    /// reported no usage gets one estimated from what was relayed
-    /// ([`crate::limits::estimated_usage`]): it is charged like any other.
+    /// reported no usage, or a stream cut short whose report is partial,
+    /// gets a usage estimated from what was relayed
+    /// ([`crate::limits::charged_usage`]): it is charged like any other.
     pub fn estimate_missing_usage(&mut self) {
-        if self.usage.is_none() && self.first_byte.is_some() {
-            self.usage = Some(crate::limits::estimated_usage(
-                self.input_estimate,
-                self.relayed_output_bytes,
-            ));
-            self.usage_estimated = true;
-        }
+        let (usage, estimated) = crate::limits::charged_usage(
+            self.usage,
+            self.first_byte.is_some(),
+            self.stream && self.served_by.is_none(),
+            self.input_estimate,
+            self.relayed_output_bytes,
+        );
+        self.usage = usage;
+        self.usage_estimated = estimated;
     }
 
     /// What the answer is charged: `None` when nothing was served.
