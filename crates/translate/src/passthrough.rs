@@ -93,16 +93,16 @@ pub struct PassthroughStream {
     events: u64,
     max_event_bytes: usize,
     capture: Option<Capture>,
+    count_output: bool,
+    /// Bytes of output relayed so far (with `count_output`).
+    output_bytes: u64,
 }
 
-/// Decodes the answer on the side, only when a session keeps its text or
-/// its output is counted.
+/// Decodes the answer's text on the side, only when a session keeps it.
 struct Capture {
     decoder: Box<dyn StreamDecode>,
     events: Vec<StreamEvent>,
-    keep_text: bool,
     text: String,
-    output_bytes: u64,
 }
 
 impl PassthroughStream {
@@ -126,13 +126,13 @@ impl PassthroughStream {
             has_data: false,
             events: 0,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
-            capture: (opts.capture_text || opts.count_output).then(|| Capture {
+            capture: opts.capture_text.then(|| Capture {
                 decoder: stream_decoder(fmt),
                 events: Vec::new(),
-                keep_text: opts.capture_text,
                 text: String::new(),
-                output_bytes: 0,
             }),
+            count_output: opts.count_output,
+            output_bytes: 0,
         }
     }
 
@@ -155,7 +155,7 @@ impl PassthroughStream {
     /// Bytes of output (text, reasoning, tool-call names and arguments)
     /// relayed so far (with `count_output`).
     pub fn output_bytes(&self) -> u64 {
-        self.capture.as_ref().map_or(0, |c| c.output_bytes)
+        self.output_bytes
     }
 
     /// The answer's text since the last call (with `capture_text`).
@@ -291,9 +291,19 @@ impl PassthroughStream {
         if may_report_usage(data) {
             let v: Value = serde_json::from_slice(data)
                 .map_err(|e| StreamFault::InvalidJson(e.to_string()))?;
+            if self.count_output {
+                self.output_bytes += crate::output::in_value(self.format, &v);
+            }
             if self.tally.add(&v) && self.drop_usage_chunk && is_usage_only_chunk(&v) {
                 return Ok(());
             }
+        } else if let Some(n) = self
+            .count_output
+            .then(|| crate::output::in_slice(self.format, data).ok())
+            .flatten()
+        {
+            // Read as the format's event shape, which checks it is JSON too.
+            self.output_bytes += n;
         } else {
             serde_json::from_slice::<IgnoredAny>(data)
                 .map_err(|e| StreamFault::InvalidJson(e.to_string()))?;
@@ -334,8 +344,7 @@ impl Capture {
         self.events.clear();
         if self.decoder.decode(&ev, &mut self.events).is_ok() {
             for e in &self.events {
-                self.output_bytes = self.output_bytes.saturating_add(output_bytes(e));
-                if let (StreamEvent::TextDelta { text }, true) = (e, self.keep_text) {
+                if let StreamEvent::TextDelta { text } = e {
                     self.text.push_str(text);
                 }
             }
