@@ -15,11 +15,13 @@
 //! that none of them has counted against yet.
 //!
 //! Every token a provider generates for a client is charged to it: once
-//! the first byte reached the client the request is served and keeps at
-//! least its reservation when the provider's usage is missing (a client
-//! that left early), and that usage is then estimated from what was
-//! relayed ([`estimated_usage`], the one estimator for tpm, budget and the
-//! cost metric).
+//! the first byte reached the client the request is served, and when the
+//! provider's usage is missing (a client that left before the last event)
+//! or partial (a stream cut short), it is estimated from what was relayed
+//! ([`charged_usage`], the one estimate for tpm, budget and the cost
+//! metric) and the request keeps at least its reservation
+//! ([`settled_amount`]). A [`Charge`] is what settles a reservation; charges
+//! add up (a hedge's loser is charged too).
 
 use std::time::Duration;
 
