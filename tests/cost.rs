@@ -270,7 +270,7 @@ providers:
 /// first answer settles, even on a loaded machine.
 async fn slow_mock() -> MockProvider {
     MockProvider::always(
-        Reply::json(200, openai_completion("m", "ok")).delay(Duration::from_secs(3)),
+        Reply::json(200, openai_completion("m", "ok")).delay(Duration::from_secs(5)),
     )
     .await
 }

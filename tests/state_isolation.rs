@@ -448,7 +448,7 @@ async fn requests_without_an_output_cap_reserve_the_default_output() {
     let mock = MockProvider::always(
         // Slow enough that all 20 are admitted or refused before the
         // first answer settles, even on a loaded machine.
-        Reply::json(200, openai_completion("ma", "ok")).delay(Duration::from_secs(3)),
+        Reply::json(200, openai_completion("ma", "ok")).delay(Duration::from_secs(5)),
     )
     .await;
     let gw = Gateway::start(&format!(
