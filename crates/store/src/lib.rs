@@ -1,5 +1,5 @@
-//! Shared state for apiproxy: session stickiness, context snippets, the model-catalog cache and rate-limit
-//! windows, behind one [`Store`] trait.
+//! Shared state for apiproxy: session stickiness, context snippets, the model-catalog cache, rate-limit windows
+//! and spend counters, behind one [`Store`] trait.
 //!
 //! Two implementations behave the same way:
 //! - [`memory::MemoryStore`], embedded, the default (no `store` section): state lives in this process;
@@ -8,8 +8,8 @@
 //!   answered by an embedded memory store instead, so requests never fail or wait because of Redis; sharing
 //!   resumes by itself once Redis is back.
 //!
-//! On the request path a gateway needs at most one Redis round trip: [`Store::admit`] checks and counts every
-//! rate limit of a request in one script call (and [`Store::get_session`], issued at the same time, shares the
+//! On the request path a gateway needs at most one Redis round trip: [`Store::admit_spending`] checks and counts
+//! every rate limit of a request, and reserves from its spending limit, in one script call (and [`Store::get_session`], issued at the same time, shares the
 //! round trip). Everything learnt after the answer goes through [`Store::defer`]: queued, written in batches in
 //! the background, flushed by [`Store::flush`] when the process exits.
 //!
@@ -302,7 +302,8 @@ pub enum Deferred {
 }
 
 /// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
-/// error, and a corrupt stored value reads as absent.
+/// error, and a corrupt stored value reads as absent; the one exception is a spending limit, which fails closed
+/// ([`SpendState::Unknown`]).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The binding of session `id`, if there is a live one.
