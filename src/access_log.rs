@@ -116,6 +116,9 @@ pub struct AccessRecord<'a> {
     pub output_tokens: u64,
     pub cached_tokens: u64,
     pub cost_usd: Option<f64>,
+    /// The tokens (and the cost) were estimated from what was relayed: the
+    /// provider reported no usage (a client that left before its end).
+    pub usage_estimated: bool,
     pub client_gone: bool,
     pub error: Option<String>,
 }
@@ -218,6 +221,7 @@ impl AccessRecord<'_> {
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_tokens,
             "cost_usd": self.cost_usd,
+            "usage_estimated": self.usage_estimated,
             "client_gone": self.client_gone,
             "error": self.error.as_deref().map(capped),
         })
@@ -250,6 +254,9 @@ impl std::fmt::Display for TextLine<'_> {
         )?;
         if let Some(c) = r.cost_usd {
             write!(f, " cost={}", crate::pricing::format_usd(c))?;
+        }
+        if r.usage_estimated {
+            f.write_str(" usage=estimated")?;
         }
         if r.client_gone {
             f.write_str(" client_gone")?;
@@ -298,6 +305,7 @@ mod tests {
             input_tokens: 7,
             output_tokens: 3,
             cost_usd: Some(0.5),
+            usage_estimated: true,
             client_gone: true,
             error: Some("x".repeat(MAX_FIELD_CHARS + 5)),
             ..AccessRecord::default()
@@ -306,7 +314,7 @@ mod tests {
             r.render(AccessFormat::Text),
             format!(
                 "POST /v1/messages 502 12ms key=team\\x20a model=fast upstream=p/m attempts=2 \
-                 stream=true tokens=7/3 cost={} client_gone error=\"{}...\"",
+                 stream=true tokens=7/3 cost={} usage=estimated client_gone error=\"{}...\"",
                 crate::pricing::format_usd(0.5),
                 "x".repeat(MAX_FIELD_CHARS)
             )

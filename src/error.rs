@@ -52,6 +52,12 @@ impl GatewayError {
         Self::with(ErrorSource::Gateway, 500, message)
     }
 
+    /// The gateway cannot decide the request now (its shared store is out
+    /// of reach): 503 with `Retry-After: 1`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::with(ErrorSource::Gateway, 503, message).retry_after(1)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::client(400, message)
     }

@@ -97,6 +97,16 @@ pub static FAILOVERS: Lazy<IntCounterVec> = Lazy::new(|| {
 });
 
 /// Requests refused by a rate limit.
+/// Answers of models without a price (not in the built-in table nor in
+/// `pricing`): their tokens are counted, their cost is not.
+pub static UNPRICED: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_unpriced_requests_total",
+        "Answers of models without a price (no cost counted: add `pricing`)",
+        &["provider", "model"]
+    ))
+});
+
 pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
     must(register_int_counter_vec!(
         "apiproxy_rate_limited_total",
@@ -127,6 +137,7 @@ pub fn init() {
     Lazy::force(&OVERHEAD_SECONDS);
     Lazy::force(&TOKENS);
     Lazy::force(&COST);
+    Lazy::force(&UNPRICED);
     Lazy::force(&ATTEMPTS);
     Lazy::force(&FAILOVERS);
     Lazy::force(&RATE_LIMITED);

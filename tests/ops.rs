@@ -463,7 +463,31 @@ fn compose_file_wires_the_image_config_and_ports() {
         .as_str()
         .unwrap()
         .starts_with("redis"));
-    assert_eq!(app["environment"]["REDIS_URL"], "redis://redis:6379/0");
+    assert_eq!(
+        app["environment"]["REDIS_URL"],
+        "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0"
+    );
+    // Redis persists (append-only file on a volume) and requires the
+    // password the gateway's URL carries, from the environment.
+    let redis = &compose["services"]["redis"];
+    let command: Vec<&str> = redis["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let command = command.join(" ");
+    assert!(command.contains("--appendonly yes"), "{command}");
+    assert!(
+        command.contains("--requirepass \"$$REDIS_PASSWORD\""),
+        "{command}"
+    );
+    assert_eq!(
+        redis["environment"]["REDIS_PASSWORD"],
+        "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
+    );
+    assert_eq!(redis["volumes"][0], "redis-data:/data");
+    assert!(compose["volumes"]["redis-data"].is_mapping());
     assert!(conf["store"]["redis_url"]
         .as_str()
         .unwrap()

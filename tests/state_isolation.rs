@@ -437,3 +437,116 @@ async fn context_byte_limits_are_checked_by_apiproxy_t() {
         assert!(text.contains(key), "{key} in {text}");
     }
 }
+
+/// A request without an output cap reserves `limits.default_output_tokens`
+/// per choice (`n`), not its input alone: of 20 concurrent uncapped
+/// requests on a tpm of 3000, only those admitted while the window was
+/// under it go ahead (about 1000 tokens each: at most 3), where counting
+/// the input alone let every one through.
+#[tokio::test]
+async fn requests_without_an_output_cap_reserve_the_default_output() {
+    let mock = MockProvider::always(
+        // Slow enough that all 20 are admitted or refused before the
+        // first answer settles, even on a loaded machine.
+        Reply::json(200, openai_completion("ma", "ok")).delay(Duration::from_secs(5)),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "limits:\n  default_output_tokens: 1000\nauth:\n  keys:\n    - {{ name: dan, key: dan-key, tpm: 3000 }}\n    - {{ name: eve, key: eve-key, tpm: 500 }}\n    - {{ name: fay, key: fay-key, tpm: 5000 }}\nproviders:\n  - {{ id: a, kind: openai, base_url: \"{}\" }}\nmodels:\n  - name: m\n    upstreams: [{{ provider: a, model: ma }}]\n",
+        mock.base_url()
+    ))
+    .await;
+    let body = serde_json::to_vec(&hi()).unwrap();
+    let input = body.len().div_ceil(4) as u64;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (url, body) = (format!("{}/v1/chat/completions", gw.url()), body.clone());
+        tasks.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth("dan-key")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        (1..=3).contains(&admitted),
+        "{admitted} of 20 admitted on tpm 3000 with {} reserved each",
+        input + 1000
+    );
+
+    // `n: 2` reserves the default output twice.
+    let two = json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "hi"}]});
+    let two_input = serde_json::to_vec(&two).unwrap().len().div_ceil(4) as u64;
+    let r = post(&gw, "fay-key", None, &two).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap(),
+        (5000 - two_input - 2 * 1000).to_string()
+    );
+
+    // eve's tpm of 500 is smaller than one request's reservation, yet admits
+    // her first request: the reservation is capped at what the window has
+    // left (all of it), and while that request is out the next one waits.
+    let first = {
+        let (url, body) = (format!("{}/v1/chat/completions", gw.url()), body.clone());
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth("eve-key")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("request")
+        })
+    };
+    let upstream_has_it = eventually(Duration::from_secs(15), || async {
+        generations(&mock) == admitted + 2
+    })
+    .await;
+    assert!(upstream_has_it, "eve's first request never went upstream");
+    let r = post(&gw, "eve-key", None, &hi()).await;
+    assert_eq!(r.status(), 429, "the window is full while the first is out");
+    let r = first.await.expect("task");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "0");
+}
+
+#[tokio::test]
+async fn default_output_tokens_is_checked_by_apiproxy_t() {
+    let dir = TempDir::new();
+    let path = dir.0.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "limits:\n  default_output_tokens: 0\nproviders: []\nmodels: []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run apiproxy -t");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("limits.default_output_tokens: must be between 1 and"),
+        "{text}"
+    );
+}

@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
             model_override: Some("m".into()),
             drop_usage_chunk: false,
             capture_text: true,
+            count_output: true,
         },
     )
     .with_max_event_bytes(1 << 20);

@@ -65,6 +65,8 @@ pub struct Config {
     pub global_rpm: Option<u64>,
     /// Gateway-wide tokens per minute.
     pub global_tpm: Option<u64>,
+    /// Output tokens reserved per choice for a request without an output cap (`limits.default_output_tokens`).
+    pub default_output_tokens: u64,
     /// How access-log lines are written.
     pub access_format: crate::access_log::AccessFormat,
     /// Payload, header and browser-masking rules from `filters_dir`.
@@ -458,6 +460,11 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run/apiproxy";
 pub const DEFAULT_PID_FILE: &str = "/run/apiproxy/apiproxy.pid";
 /// Default `server.upgrade_sock`.
 pub const DEFAULT_UPGRADE_SOCK: &str = "/run/apiproxy/upgrade.sock";
+/// Output tokens a request without an output cap reserves per choice (`limits.default_output_tokens`).
+pub const DEFAULT_OUTPUT_TOKENS: u64 = 1024;
+/// The largest `limits.default_output_tokens` accepted.
+const MAX_DEFAULT_OUTPUT_TOKENS: u64 = 1_000_000;
+
 /// Default client limits, as nginx and Envoy would have them for an edge.
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
@@ -1389,6 +1396,15 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     }
 
     let routing = routing::resolve(raw.routing, &mut problems);
+    let default_output_tokens = raw
+        .limits
+        .default_output_tokens
+        .unwrap_or(DEFAULT_OUTPUT_TOKENS);
+    if !(1..=MAX_DEFAULT_OUTPUT_TOKENS).contains(&default_output_tokens) {
+        problems.push(format!(
+            "limits.default_output_tokens: must be between 1 and {MAX_DEFAULT_OUTPUT_TOKENS}"
+        ));
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -1404,6 +1420,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         routing,
         global_rpm: raw.limits.rpm,
         global_tpm: raw.limits.tpm,
+        default_output_tokens,
         access_format,
         filters: crate::filters::FilterSet::default(),
         console,

@@ -69,6 +69,9 @@ pub struct RawConsole {
 pub struct RawLimits {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// Output tokens a request without an output cap (`max_tokens` or its format's equivalent) is expected to
+    /// use, per choice: what it reserves of a `tpm` and of a budget (default 1024, 1 – 1000000).
+    pub default_output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -2,14 +2,19 @@
 //! `budget_period`), counted in the store so every replica on one Redis
 //! spends from the same budget.
 //!
-//! A request is admitted while the key's spend in the current period is
-//! under its budget; its cost is added after the answer (the cost is known
-//! only then), so concurrent requests can overshoot by what they cost
-//! together, never by more.
+//! A request is admitted while the key's counter (spent, plus what requests
+//! in flight reserved) is under its budget, and reserves its estimated cost
+//! (capped at what is left) in the same store call that admits its rate
+//! limits (`limits::admit`). After the answer the reservation is replaced
+//! by the real cost. Concurrent requests thus overshoot a budget by at most
+//! one request's cost, and a budget smaller than one request's estimate
+//! still admits its first request. A budget whose counter cannot be read
+//! (Redis down) refuses with 503: counted per replica, it could be spent
+//! again on each.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apiproxy_store::Store;
+use apiproxy_store::{SpendLimit, Store};
 use serde_json::json;
 
 use crate::config::ClientKey;
@@ -17,7 +22,7 @@ use crate::error::GatewayError;
 
 /// Budgets are counted in millionths of a dollar (integers add atomically
 /// in Redis and never drift).
-const MICROS_PER_USD: f64 = 1e6;
+pub const MICROS_PER_USD: f64 = 1e6;
 
 /// How long a budget renews after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +116,8 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The store counter of `key` in the current period, and the time to its end.
+/// The store counter of `key` in the current period, and the time it lives
+/// (the period's end and a day).
 fn counter(key: &str, budget: &Budget) -> (String, Duration) {
     let (period, left) = current_period(budget.period, now_secs());
     // The counter outlives its period by a day so a replica with a skewed
@@ -140,7 +146,7 @@ impl BudgetState {
 /// What `key` has spent in the current period; `None` without a budget.
 pub async fn state(store: &dyn Store, key: &ClientKey) -> Option<BudgetState> {
     let budget = key.budget?;
-    let (name, ttl) = counter(&key.id, &budget);
+    let (name, ttl) = counter(crate::limits::owner_id(key), &budget);
     let micros = store.add_spend(&name, 0, ttl).await;
     Some(BudgetState {
         limit_usd: budget.usd,
@@ -149,55 +155,68 @@ pub async fn state(store: &dyn Store, key: &ClientKey) -> Option<BudgetState> {
     })
 }
 
-/// Admits a request of `key` while its budget lasts: the remaining budget
-/// goes into `x-budget-remaining-usd`. Past it: 429 (see README: the status
-/// OpenAI gives an exhausted quota, and one every SDK surfaces as a limit)
-/// with `Retry-After` at the period's end.
-pub async fn admit(
-    store: &dyn Store,
-    key: Option<&ClientKey>,
-    headers: &mut Vec<(&'static str, String)>,
-) -> Result<(), GatewayError> {
-    let Some(key) = key else { return Ok(()) };
-    let Some(s) = state(store, key).await else {
-        return Ok(());
-    };
-    headers.push(("x-budget-limit-usd", format!("{:.2}", s.limit_usd)));
-    headers.push((
-        "x-budget-remaining-usd",
-        crate::pricing::format_usd(s.remaining_usd()),
-    ));
-    if s.spent_usd < s.limit_usd {
-        return Ok(());
-    }
-    crate::metrics::RATE_LIMITED
-        .with_label_values(&[&key.name, "budget"])
-        .inc();
-    let mut e = GatewayError::client(
-        429,
-        format!(
-            "the budget of this key (${:.2} per {}) is spent; it renews in {} s",
-            s.limit_usd,
-            match key.budget.map(|b| b.period) {
-                Some(BudgetPeriod::Month) => "month",
-                _ => "day",
-            },
-            s.renews_in_secs
-        ),
-    );
-    e.retry_after = Some(s.renews_in_secs.max(1));
-    Err(e)
+/// A budget to check and reserve from at admission (`limits::admit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetAsk {
+    /// The counter, the limit and the cost to reserve.
+    pub limit: SpendLimit,
+    pub limit_usd: f64,
+    pub period: BudgetPeriod,
+    /// Seconds until the period ends and the budget renews.
+    pub renews_in_secs: u64,
 }
 
-/// Adds a finished request's cost to its key's budget.
-pub async fn spend(store: &dyn Store, key: &ClientKey, cost_usd: f64) {
-    let Some(budget) = key.budget else { return };
-    let micros = (cost_usd * MICROS_PER_USD).round();
-    if !(micros.is_finite() && micros >= 1.0) {
-        return;
+/// What a request of `key` asks of its budget when it may cost up to
+/// `reserve_usd`; `None` without a budget.
+pub fn ask(key: &ClientKey, reserve_usd: f64) -> Option<BudgetAsk> {
+    let budget = key.budget?;
+    let (name, ttl) = counter(crate::limits::owner_id(key), &budget);
+    Some(BudgetAsk {
+        limit: crate::limits::spend_limit(name, budget.usd, reserve_usd, ttl),
+        limit_usd: budget.usd,
+        period: budget.period,
+        renews_in_secs: ttl.as_secs().saturating_sub(86_400),
+    })
+}
+
+impl BudgetAsk {
+    /// `x-budget-limit-usd` and `x-budget-remaining-usd` (before this
+    /// request), given the counter as the admission found it.
+    pub fn headers(&self, spent_micros: u64) -> [(&'static str, String); 2] {
+        let spent = spent_micros as f64 / MICROS_PER_USD;
+        [
+            ("x-budget-limit-usd", format!("{:.2}", self.limit_usd)),
+            (
+                "x-budget-remaining-usd",
+                crate::pricing::format_usd((self.limit_usd - spent).max(0.0)),
+            ),
+        ]
     }
-    let (name, ttl) = counter(&key.id, &budget);
-    store.add_spend(&name, micros as u64, ttl).await;
+
+    /// The budget is spent: 429 (see README: the status OpenAI gives an
+    /// exhausted quota, and one every SDK surfaces as a limit) with
+    /// `Retry-After` at the period's end.
+    pub fn spent(&self) -> GatewayError {
+        let mut e = GatewayError::client(
+            429,
+            format!(
+                "the budget of this key (${:.2} per {}) is spent; it renews in {} s",
+                self.limit_usd,
+                self.period.name(),
+                self.renews_in_secs
+            ),
+        );
+        e.retry_after = Some(self.renews_in_secs.max(1));
+        e
+    }
+
+    /// The budget's counter cannot be read or reserved from: 503, fail
+    /// closed (each replica counting alone could spend it again).
+    pub fn cannot_be_checked(&self) -> GatewayError {
+        GatewayError::unavailable(
+            "the budget of this key cannot be checked (the shared store is unavailable); retry shortly",
+        )
+    }
 }
 
 /// Every budgeted key as it stands, for the admin console:

@@ -172,7 +172,8 @@ impl<'a> Attempts<'a> {
             sent: AtomicU32::new(0),
             hedged: AtomicBool::new(false),
             owner: ctx.state_owner().map(str::to_owned),
-            input_estimate: crate::limits::token_estimate(fmt, |_| None, parsed.body_bytes),
+            input_estimate: crate::limits::token_estimate(fmt, |_| None, parsed.body_bytes, 0)
+                .input,
             deadline: Instant::now() + rt.config.routing.request_timeout,
         }
     }

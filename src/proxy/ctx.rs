@@ -29,8 +29,7 @@ pub struct RequestCtx {
     /// The provider's id of a Responses answer relayed to the client: the
     /// key may continue it (`previous_response_id`; proxy/refs.rs).
     pub response_id: Option<String>,
-    /// The client key when it was made at run time (the console's store):
-    /// the logging phase charges its budget.
+    /// The client key when it was made at run time (the console's store).
     pub stored_key: Option<std::sync::Arc<crate::config::ClientKey>>,
     /// The model the client asked for.
     pub requested_model: String,
@@ -70,8 +69,17 @@ pub struct RequestCtx {
     pub capture_limit: usize,
     /// The price of the upstream model tried last (for the cost).
     pub price: Option<crate::config::Price>,
-    /// Tokens reserved at admission, settled with the answer's usage.
-    pub tokens: Option<crate::limits::TokenReservation>,
+    /// Tokens and cost reserved at admission, settled with what the answer
+    /// used.
+    pub reserved: crate::limits::Reserved,
+    /// The request's input tokens as estimated at admission (for
+    /// [`crate::limits::estimated_usage`]).
+    pub input_estimate: u64,
+    /// Bytes of generated output (text, reasoning, tool calls) relayed to
+    /// the client, for the usage estimate when the provider reports none.
+    pub relayed_output_bytes: u64,
+    /// `usage` was estimated, not reported by the provider.
+    pub usage_estimated: bool,
     /// The attempt a hedged race gave up after sending it: charged too.
     pub abandoned: Option<super::hedge::Abandoned>,
     /// With `log.capture_bodies`: the request body, redacted and bounded,
@@ -191,7 +199,10 @@ impl Default for RequestCtx {
             answer: None,
             capture_limit: 0,
             price: None,
-            tokens: None,
+            reserved: Default::default(),
+            input_estimate: 0,
+            relayed_output_bytes: 0,
+            usage_estimated: false,
             abandoned: None,
             captured_body: None,
             attempt_log: Vec::new(),
@@ -202,11 +213,48 @@ impl Default for RequestCtx {
 
 impl RequestCtx {
     /// The client key that owns this request's per-client state (session
-    /// bindings, context, its share of the hedge budget): the key's name,
+    /// bindings, context, its share of the hedge budget): the key's id,
     /// `None` on an open gateway. The one place that says what state is
     /// keyed by.
     pub fn state_owner(&self) -> Option<&str> {
         self.key_id.as_deref()
+    }
+
+    /// A served answer (its first byte reached the client) whose provider
+    /// reported no usage, or a stream cut short whose report is partial,
+    /// gets a usage estimated from what was relayed
+    /// ([`crate::limits::charged_usage`]): it is charged like any other.
+    pub fn estimate_missing_usage(&mut self) {
+        let (usage, estimated) = crate::limits::charged_usage(
+            self.usage,
+            self.first_byte.is_some(),
+            self.stream && self.served_by.is_none(),
+            self.input_estimate,
+            self.relayed_output_bytes,
+        );
+        self.usage = usage;
+        self.usage_estimated = estimated;
+    }
+
+    /// What the request is charged: its answer, plus after a hedged race
+    /// the attempt given up (its input, at its upstream's price); `None`
+    /// when neither is known. The tpm, the budget and the console all
+    /// count this.
+    pub fn charge(&self) -> Option<crate::limits::Charge> {
+        let answer = self
+            .usage
+            .as_ref()
+            .map(|u| crate::limits::Charge::of(u, self.price.as_ref(), self.usage_estimated));
+        // The abandoned attempt's input is known from the request; it does
+        // not make the answer's own usage an estimate.
+        let abandoned = self
+            .abandoned
+            .as_ref()
+            .map(|a| crate::limits::Charge::of(&a.usage, a.price.as_ref(), false));
+        match (answer, abandoned) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        }
     }
 
     /// What the answer cost, once its usage is known and its model priced.

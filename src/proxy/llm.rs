@@ -51,18 +51,27 @@ pub async fn handle(
 
     let store = gw.state.store().await;
     check_references(store.as_ref(), key, ctx, &parsed).await?;
-    // The budget first: a refused request takes nothing from the rate limits.
-    crate::pricing::budget::admit(store.as_ref(), key, headers).await?;
     let sid = session_id(session);
-    // One store round trip on the request path: the admission and the
-    // session lookup go out together.
+    // The candidates before the admission: a budget reserves what the
+    // request may cost on them.
+    let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
+    // One store round trip on the request path: the admission (rate limits
+    // and budget) and the session lookup go out together.
     let (admitted, binding) = tokio::join!(
-        admit(store.as_ref(), rt, key, fmt, &parsed, ctx, headers),
+        admit(
+            store.as_ref(),
+            rt,
+            key,
+            fmt,
+            &parsed,
+            &candidates,
+            ctx,
+            headers
+        ),
         owned_binding(store.as_ref(), sid.as_deref(), key.map(|k| k.id.as_str())),
     );
     admitted?;
     ctx.session_id = sid;
-    let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
     let (candidates, sticky) = stick_to_session(rt, ctx, candidates, binding, fmt, &parsed);
 
     // Every request earns its key's share of the hedge budget.
@@ -181,31 +190,76 @@ async fn check_references(
     }
 }
 
-/// Admits the request against its key's and the gateway's limits (429
-/// past them, nothing counted) and keeps its token reservation for the
-/// settlement after the answer.
+/// Admits the request against its key's and the gateway's limits and its
+/// key's budget (429 past them, 503 when the budget cannot be checked, 403
+/// when a budgeted key asks for a model without a price; nothing counted)
+/// and keeps its reservations for the settlement after the answer.
+#[allow(clippy::too_many_arguments)]
 async fn admit(
     store: &dyn Store,
     rt: &Runtime,
     key: Option<&ClientKey>,
     fmt: Format,
     parsed: &Parsed,
+    candidates: &[Candidate],
     ctx: &mut RequestCtx,
     headers: &mut Headers,
 ) -> Result<(), GatewayError> {
     let buckets = limits::buckets_for(key, &rt.config);
-    let estimate = limits::token_estimate(fmt, |k| parsed.body.member(k), parsed.body_bytes);
-    match limits::admit(store, key.map(|k| k.name.as_str()), buckets, estimate).await {
+    let estimate = limits::token_estimate(
+        fmt,
+        |k| parsed.body.member(k),
+        parsed.body_bytes,
+        rt.config.default_output_tokens,
+    );
+    ctx.input_estimate = estimate.input;
+    let budget = match key {
+        Some(k) if k.budget.is_some() => {
+            let most = most_expensive(rt, candidates, estimate)?;
+            crate::pricing::budget::ask(k, most)
+        }
+        _ => None,
+    };
+    let key_name = key.map(|k| k.name.as_str());
+    match limits::admit(store, key_name, buckets, estimate.tokens(), budget).await {
         Ok(admitted) => {
-            headers.extend(admitted.headers.headers());
-            ctx.tokens = admitted.tokens;
+            headers.extend(admitted.headers);
+            ctx.reserved = admitted.reserved;
             Ok(())
         }
-        Err((e, rate)) => {
-            headers.extend(rate.headers());
+        Err((e, limit_headers)) => {
+            headers.extend(limit_headers);
             Err(e)
         }
     }
+}
+
+/// What a request of `estimate` tokens costs at most on any of its
+/// candidates (its budget reserves that). A candidate without a price
+/// cannot be charged, so a budgeted key may not use it: 403 naming the
+/// missing price.
+fn most_expensive(
+    rt: &Runtime,
+    candidates: &[Candidate],
+    estimate: limits::Estimate,
+) -> Result<f64, GatewayError> {
+    let usage = apiproxy_translate::Usage {
+        input_tokens: estimate.input,
+        output_tokens: estimate.output,
+        ..Default::default()
+    };
+    let mut most = 0.0_f64;
+    for c in candidates {
+        let provider = &rt.providers[c.provider].config;
+        let Some(price) = crate::pricing::price_of(provider, &c.model) else {
+            return Err(GatewayError::forbidden(format!(
+                "model `{}` of provider `{}` has no price, and this key has a budget:                  it can be used once the operator prices it (`providers[].pricing` of `{}`)",
+                c.model, provider.id, provider.id
+            )));
+        };
+        most = most.max(crate::pricing::cost_usd(&price, &usage));
+    }
+    Ok(most)
 }
 
 /// `X-Session-Id`, when given (trimmed, at most 256 bytes).

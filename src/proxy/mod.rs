@@ -117,12 +117,15 @@ impl Gateway {
         }
     }
 
-    /// After the answer: settle its token reservation with the usage, touch
-    /// the session's binding (made or moved before the first byte:
-    /// `session.rs`), keep the context snippet. All deferred: the store
-    /// writes them in the background.
+    /// After the answer: settle its token and cost reservations with what
+    /// it used (estimated when a served answer has no usage: see
+    /// `RequestCtx::estimate_missing_usage`; a hedged race's abandoned
+    /// attempt added: `RequestCtx::charge`), touch the session's binding
+    /// (made or moved before the first byte: `session.rs`), remember a
+    /// relayed response id for its key, keep the context snippet. All
+    /// deferred: the store writes them in the background.
     async fn record_state(&self, ctx: &mut RequestCtx) {
-        if ctx.tokens.is_none() && ctx.session_id.is_none() && ctx.response_id.is_none() {
+        if ctx.reserved.is_empty() && ctx.session_id.is_none() && ctx.response_id.is_none() {
             return;
         }
         let store = self.state.store().await;
@@ -133,12 +136,9 @@ impl Gateway {
                 id,
             });
         }
-        if let Some(tokens) = ctx.tokens.take() {
-            if let Some(a) = &ctx.abandoned {
-                tokens.charge_extra(store.as_ref(), a.usage.total());
-            }
-            let used = ctx.usage.map(|u| u.total());
-            tokens.settle(store.as_ref(), used, ctx.served_by.is_some());
+        let reserved = std::mem::take(&mut ctx.reserved);
+        if !reserved.is_empty() {
+            reserved.settle(store.as_ref(), ctx.charge());
         }
         let (
             Some(sid),
@@ -344,18 +344,16 @@ impl ProxyHttp for Gateway {
         }
         let elapsed = ctx.start.elapsed();
         let rt = self.runtime.load();
+        // Every token generated for the client is charged to it, reported
+        // or not: the metrics, the budget and the tpm see the same usage.
+        ctx.estimate_missing_usage();
         let cost = ctx.cost_usd();
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
-            // A hedged race's abandoned attempt is the key's cost too.
+            // A hedged race's abandoned attempt is the key's cost too (its
+            // budget and tpm: `RequestCtx::charge`; here its metrics).
             if let Some(a) = &ctx.abandoned {
                 a.count(&rt, ctx.key_name.as_deref().unwrap_or("-"));
-            }
-            if let (Some(c), Some(key)) = (ctx.charged_usd(), ctx.key_name.as_deref()) {
-                let configured = rt.config.auth.keys.iter().find(|k| k.name == key);
-                if let Some(k) = configured.or(ctx.stored_key.as_deref()) {
-                    crate::pricing::budget::spend(self.state.store().await.as_ref(), k, c).await;
-                }
             }
             crate::console::record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
@@ -384,6 +382,7 @@ impl ProxyHttp for Gateway {
             output_tokens: usage.output_tokens,
             cached_tokens: usage.cached_input_tokens.unwrap_or(0),
             cost_usd: cost,
+            usage_estimated: ctx.usage_estimated,
             client_gone: ctx.client_gone,
             error: e.map(|e| e.to_string()),
         }
@@ -447,11 +446,18 @@ fn record_llm_metrics(
         metrics::TOKENS
             .with_label_values(&[labels[0], labels[1], "output"])
             .inc_by(u.output_tokens);
-        if let Some(c) = cost {
-            let key = ctx.key_name.as_deref().unwrap_or("-");
-            metrics::COST
-                .with_label_values(&[labels[0], labels[1], key])
-                .inc_by(c);
+        match cost {
+            Some(c) => {
+                let key = ctx.key_name.as_deref().unwrap_or("-");
+                metrics::COST
+                    .with_label_values(&[labels[0], labels[1], key])
+                    .inc_by(c);
+            }
+            // A budgeted key never gets here (403 at admission).
+            None if !ctx.provider.is_empty() => {
+                metrics::UNPRICED.with_label_values(&labels).inc();
+            }
+            None => {}
         }
     }
 }

@@ -237,6 +237,12 @@ async fn whole(
         if plan.upstream == Format::OpenAiResponses {
             ctx.response_id = response_id_of(&body);
         }
+        if ctx.usage.is_none() {
+            // Nothing reported: the usage will be estimated from the output.
+            if let Ok(r) = translate::decode_response(plan.upstream, &body) {
+                ctx.relayed_output_bytes = response_output_bytes(&r);
+            }
+        }
         match read.renamed {
             Some(b) => Bytes::from(b),
             None => body.freeze(),
@@ -247,6 +253,7 @@ async fn whole(
             Err(e) => return failed(format!("upstream answer could not be read: {e}"), None),
         };
         ctx.usage = r.usage;
+        ctx.relayed_output_bytes = response_output_bytes(&r);
         capture_text(ctx, &r);
         if let Some(m) = &plan.model_override {
             r.model.clone_from(m);
@@ -269,6 +276,22 @@ fn response_id_of(body: &[u8]) -> Option<String> {
         id: Option<String>,
     }
     serde_json::from_slice::<Answer>(body).ok()?.id
+}
+
+/// Bytes of generated output in a whole answer (see
+/// `passthrough::output_bytes`).
+fn response_output_bytes(r: &translate::ChatResponse) -> u64 {
+    r.content
+        .iter()
+        .map(|part| match part {
+            translate::ContentPart::Text { text }
+            | translate::ContentPart::Thinking { text, .. } => text.len() as u64,
+            translate::ContentPart::ToolCall {
+                name, arguments, ..
+            } => (name.len() + arguments.len()) as u64,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Keeps the answer's text for the context store (when a session asked).
@@ -325,6 +348,7 @@ impl Converter {
                     // The gateway asked for it on the client's behalf.
                     drop_usage_chunk: !plan.include_usage,
                     capture_text: capturing,
+                    count_output: true,
                 },
             ))
         } else {
@@ -363,6 +387,7 @@ impl Converter {
                 if ctx.response_id.is_none() {
                     ctx.response_id = relay.response_id().map(str::to_owned);
                 }
+                ctx.relayed_output_bytes = relay.output_bytes();
                 if ctx.answer.is_some() {
                     let text = relay.take_text();
                     ctx.capture(&text);
@@ -398,6 +423,7 @@ impl Converter {
                         .decode(ev, neutral)
                         .map_err(|e| format!("upstream stream could not be read: {}", e.message))?;
                     for e in neutral.iter() {
+                        ctx.relayed_output_bytes += same_format::output_bytes(e);
                         match e {
                             // Decoders report the running total.
                             StreamEvent::Usage(u) => ctx.usage = Some(*u),

@@ -1,5 +1,5 @@
-//! Shared state for apiproxy: session stickiness, context snippets, the model-catalog cache and rate-limit
-//! windows, behind one [`Store`] trait.
+//! Shared state for apiproxy: session stickiness, context snippets, the model-catalog cache, rate-limit windows
+//! and spend counters, behind one [`Store`] trait.
 //!
 //! Two implementations behave the same way:
 //! - [`memory::MemoryStore`], embedded, the default (no `store` section): state lives in this process;
@@ -8,11 +8,12 @@
 //!   answered by an embedded memory store instead, so requests never fail or wait because of Redis; sharing
 //!   resumes by itself once Redis is back.
 //!
-//! On the request path a gateway needs one Redis round trip: [`Store::admit`] checks and counts every rate limit
-//! of a request in one script call (and [`Store::get_session`], issued at the same time, shares the round trip);
-//! a request that makes or moves a session's binding adds one [`Store::claim_session`] before its answer's first
-//! byte. Everything learnt after the answer goes through [`Store::defer`]: queued, written in batches in the
-//! background, flushed by [`Store::flush`] when the process exits.
+//! On the request path a gateway needs one Redis round trip: [`Store::admit_spending`] checks and counts every
+//! rate limit of a request, and reserves from its spending limit, in one script call (and [`Store::get_session`],
+//! issued at the same time, shares the round trip); a request that makes or moves a session's binding adds one
+//! [`Store::claim_session`] before its answer's first byte. Everything learnt after the answer goes through
+//! [`Store::defer`]: queued, written in batches in the background, flushed by [`Store::flush`] when the process
+//! exits.
 //!
 //! [`open`] builds the right one from [`StoreOptions`]; [`LazyStore`] opens it on first use.
 
@@ -221,22 +222,61 @@ pub struct Reservation {
     pub local_second: Option<u64>,
 }
 
+/// A spending limit checked, and reserved from, in the same call as the rate limits ([`Store::admit_spending`]): a
+/// client key's budget for the current period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpendLimit {
+    /// The spend counter (as in [`Store::add_spend`]). It holds what was spent plus what requests in flight
+    /// reserved.
+    pub name: String,
+    /// The request is admitted while the counter is under this.
+    pub limit: u64,
+    /// What the request may cost; the amount reserved is this, capped at what is left under `limit`.
+    pub reserve: u64,
+    /// How long the counter lives after a write.
+    pub ttl: Duration,
+}
+
+/// What became of a [`SpendLimit`] at admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpendState {
+    /// Under the limit: `reserved` was added to the counter (when the rate limits admitted the request too).
+    Reserved,
+    /// The counter is at or over the limit: refused, nothing counted anywhere.
+    Exhausted,
+    /// The counter could not be read (Redis down or failing): refused, nothing counted. A spending limit fails
+    /// closed, because every replica counting on its own could spend the whole budget again.
+    Unknown,
+}
+
+/// The decision on a [`SpendLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpendDecision {
+    pub state: SpendState,
+    /// The counter before this request.
+    pub spent: u64,
+    /// What this request added to the counter (0 unless admitted).
+    pub reserved: u64,
+}
+
 /// The answer of [`Store::admit`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Admission {
     /// One decision per bucket, in the order given. When refused, nothing was counted anywhere: the decisions
     /// show the usage as it stands.
     pub buckets: Vec<BucketDecision>,
-    /// `None` when admitted; else the first bucket (index) and limit that refused.
+    /// `None` when the rate limits admit; else the first bucket (index) and limit that refused.
     pub refused: Option<(usize, LimitKind)>,
     /// What was reserved (nothing when refused).
     pub reservation: Reservation,
+    /// The spending limit's decision, when one was asked for ([`Store::admit_spending`]).
+    pub spend: Option<SpendDecision>,
 }
 
 impl Admission {
-    /// Whether the request may go ahead.
+    /// Whether the request may go ahead: every rate limit and the spending limit (if any) admit it.
     pub fn admitted(&self) -> bool {
-        self.refused.is_none()
+        self.refused.is_none() && self.spend.is_none_or(|s| s.state == SpendState::Reserved)
     }
 }
 
@@ -251,6 +291,17 @@ pub enum Deferred {
         reservation: Reservation,
         /// The tokens the answer really used.
         used: u64,
+    },
+    /// Replaces what [`Store::admit_spending`] reserved on a spend counter by what the answer really cost.
+    Spend {
+        /// The counter ([`SpendLimit::name`]).
+        name: String,
+        /// What the admission reserved ([`SpendDecision::reserved`]).
+        reserved: u64,
+        /// What the answer cost.
+        spent: u64,
+        /// How long the counter lives after a write.
+        ttl: Duration,
     },
     /// [`Store::bind_session`].
     Bind(SessionBinding),
@@ -280,7 +331,8 @@ pub enum Deferred {
 }
 
 /// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
-/// error, and a corrupt stored value reads as absent.
+/// error, and a corrupt stored value reads as absent; the one exception is a spending limit, which fails closed
+/// ([`SpendState::Unknown`]).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The binding of session `id`, if there is a live one.
@@ -331,8 +383,22 @@ pub trait Store: Send + Sync {
     /// Checks every limit of `buckets` in order and, only when none refuses, counts the request in each `rpm`
     /// window and reserves `reserve_tokens` in each `tpm` window: atomically, in one Redis round trip. A request
     /// refused by any limit consumes nothing. A token limit admits while the window (reservations included) is
-    /// under it, so concurrent requests overshoot it by at most one request's usage.
-    async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission;
+    /// under it, so concurrent requests overshoot it by at most one request's usage. The tokens reserved are
+    /// capped at what the tightest `tpm` window has left ([`Reservation::tokens`]), so a request larger than a
+    /// small limit is still admitted into an empty window.
+    async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission {
+        self.admit_spending(buckets, reserve_tokens, None).await
+    }
+    /// [`Store::admit`] with a spending limit checked and reserved in the same atomic call: the request is
+    /// admitted only when every rate limit admits it and the spend counter is under its limit
+    /// ([`Admission::spend`]). When Redis cannot answer, a request with a spending limit is refused
+    /// ([`SpendState::Unknown`]); one without keeps the local fallback.
+    async fn admit_spending(
+        &self,
+        buckets: &[LimitBucket],
+        reserve_tokens: u64,
+        spend: Option<&SpendLimit>,
+    ) -> Admission;
     /// Queues `write` and returns at once; the Redis store writes queued work in batches in the background.
     fn defer(&self, write: Deferred);
     /// Waits (a few seconds at most) until everything deferred before this call is written.

@@ -235,38 +235,87 @@ return 1
     )
 });
 
-/// Checks every rate limit of a request and, only when none refuses, counts it: the request in each `rpm` window,
-/// a token reservation in each `tpm` window (`MemoryStore::admit` does the same).
+/// Checks every rate limit of a request (and its spending limit, if any) and, only when none refuses, counts it:
+/// the request in each `rpm` window, a token reservation in each `tpm` window, a cost reservation on the spend
+/// counter (`MemoryStore::admit_spending` does the same).
 ///
-/// KEYS: the windows to check, in order. ARGV[1] tokens to reserve; then per key a pair: limit, kind (`r` counts
-/// 1 request, `t` reserves tokens).
-/// Returns `{now, refused (0, or the 1-based index of the first refusing key), then per key: used, retry}`, where
+/// KEYS: the windows to check, in order, then the spend counter when there is one. ARGV[1] tokens to reserve,
+/// ARGV[2] the number of windows `w`; then per window a pair: limit, kind (`r` counts 1 request, `t` reserves
+/// tokens); with a spend counter, after those: its limit, the cost to reserve, its TTL in ms.
+/// The tokens reserved are capped at what the tightest `tpm` window has left, the cost at what the limit has left.
+/// Returns `{now, refused (0, or the 1-based index of the first refusing window), tokens reserved, then per
+/// window: used, retry, then spend state (0 none, 1 reserved, 2 exhausted), spend before, cost reserved}`, where
 /// `used` counts this request when admitted and `retry` is the seconds until a refusing window frees up (else 0).
+/// A spend counter that is not a number fails the script (the caller then refuses: a budget fails closed).
 pub(crate) static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     window_script(
         r#"
 local reserve = tonumber(ARGV[1]) or 0
-local out = {NOW, 0}
-for k = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * k]) or 0
+local windows = tonumber(ARGV[2]) or 0
+local out = {NOW, 0, 0}
+for k = 1, windows do
+  local limit = tonumber(ARGV[1 + 2 * k]) or 0
   local total = used(KEYS[k])
   local retry = 0
   if total >= limit then
     if out[2] == 0 then out[2] = k end
     retry = retry_after(KEYS[k], total, limit)
+  elseif ARGV[2 + 2 * k] == 't' and limit - total < reserve then
+    reserve = limit - total
   end
   out[#out + 1] = total
   out[#out + 1] = retry
 end
-if out[2] == 0 then
-  for k = 1, #KEYS do
-    local amount = 1
-    if ARGV[2 * k + 1] == 't' then amount = reserve end
-    add(KEYS[k], amount)
-    out[1 + 2 * k] = out[1 + 2 * k] + amount
+local spend_state, spent, cost = 0, 0, 0
+if #KEYS > windows then
+  local at = 3 + 2 * windows
+  local limit = tonumber(ARGV[at]) or 0
+  spent = tonumber(redis.call('GET', KEYS[windows + 1]) or '0')
+  if spent == nil then return redis.error_reply('the spend counter is not a number') end
+  if spent >= limit then
+    spend_state = 2
+  else
+    spend_state = 1
+    cost = math.min(tonumber(ARGV[at + 1]) or 0, limit - spent)
   end
 end
+if out[2] == 0 and spend_state ~= 2 then
+  for k = 1, windows do
+    local amount = 1
+    if ARGV[2 + 2 * k] == 't' then amount = reserve end
+    add(KEYS[k], amount)
+    out[2 + 2 * k] = out[2 + 2 * k] + amount
+  end
+  out[3] = reserve
+  if cost > 0 then
+    -- Sent as an integer whatever the number formatting of the server's Lua (INCRBY refuses `1e+15`).
+    redis.call('INCRBY', KEYS[windows + 1], string.format('%d', cost))
+    redis.call('PEXPIRE', KEYS[windows + 1], ARGV[3 + 2 * windows + 2])
+  end
+else
+  cost = 0
+end
+out[#out + 1] = spend_state
+out[#out + 1] = spent
+out[#out + 1] = cost
 return out
+"#,
+    )
+});
+
+/// Replaces a cost reservation by the real cost on a spend counter, never below zero.
+///
+/// KEYS[1] the counter; ARGV[1] cost − reserved (may be negative), ARGV[2] TTL in ms. Returns the new total.
+pub(crate) static SETTLE_SPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+if total < 0 then
+  redis.call('SET', KEYS[1], 0)
+  total = 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return total
 "#,
     )
 });

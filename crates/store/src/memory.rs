@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use crate::window::{allowed, Window};
 use crate::{
     claim_binding, merge_binding, unix_now, Admission, BucketDecision, Deferred, LimitBucket,
-    LimitKind, RateDecision, Reservation, SessionBinding, Store, StoreOptions,
+    LimitKind, RateDecision, Reservation, SessionBinding, SpendDecision, SpendLimit, SpendState,
+    Store, StoreOptions,
 };
 
 /// How often expired entries are swept away.
@@ -413,11 +414,17 @@ impl Store for MemoryStore {
         self.spend.add(name, amount, ttl)
     }
 
-    async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission {
+    async fn admit_spending(
+        &self,
+        buckets: &[LimitBucket],
+        reserve_tokens: u64,
+        spend: Option<&SpendLimit>,
+    ) -> Admission {
         let s = &self.state;
         let now = s.now_secs();
         let _atomic = s.admission.lock();
         let mut out = Admission::default();
+        let mut reserve_tokens = reserve_tokens;
         let check = |windows: &DashMap<String, Window>, name: &str, limit: u64| match windows
             .get_mut(name)
         {
@@ -438,11 +445,34 @@ impl Store for MemoryStore {
                 if !r.allowed && out.refused.is_none() {
                     out.refused = Some((i, LimitKind::Tokens));
                 }
+                // A reservation takes at most what the tightest window has left.
+                reserve_tokens = reserve_tokens.min(r.remaining);
                 d.tokens = Some(r);
             }
             out.buckets.push(d);
         }
+        out.spend = spend.map(|limit| {
+            let spent = self.spend.add(&limit.name, 0, limit.ttl);
+            if spent >= limit.limit {
+                SpendDecision {
+                    state: SpendState::Exhausted,
+                    spent,
+                    reserved: 0,
+                }
+            } else {
+                SpendDecision {
+                    state: SpendState::Reserved,
+                    spent,
+                    reserved: limit.reserve.min(limit.limit - spent),
+                }
+            }
+        });
         if out.admitted() {
+            if let (Some(limit), Some(d)) = (spend, &out.spend) {
+                if d.reserved > 0 {
+                    self.spend.add(&limit.name, d.reserved, limit.ttl);
+                }
+            }
             for (b, d) in buckets.iter().zip(out.buckets.iter_mut()) {
                 if let Some(r) = &mut d.requests {
                     window_of(&s.requests, &b.name).add(now, 1);
@@ -459,6 +489,9 @@ impl Store for MemoryStore {
                 shared_second: None,
                 local_second: Some(now),
             };
+        } else if let Some(d) = &mut out.spend {
+            // Refused by a rate limit: nothing reserved.
+            d.reserved = 0;
         }
         out
     }
@@ -470,6 +503,12 @@ impl Store for MemoryStore {
                 reservation,
                 used,
             } => self.settle_local(&buckets, reservation.local_second, reservation.tokens, used),
+            Deferred::Spend {
+                name,
+                reserved,
+                spent,
+                ttl,
+            } => self.spend.settle(&name, reserved, spent, ttl),
             Deferred::Bind(binding) => self.bind_now(binding),
             Deferred::Claim { binding, expected } => {
                 self.claim_now(binding, expected.as_deref());

@@ -7,13 +7,15 @@
 //! - `context:{session}`: list of snippets, newest first; `context-owner:{session}`: the key name owning it;
 //!   both TTL `context_ttl`, restarted by every push;
 //! - `catalog:{provider}`: JSON array of model ids, TTL `catalog_ttl`;
-//! - `rpm:{name}`, `tpm:{name}`: rate windows, hashes second → amount, TTL 61 s (see `lua::ADMIT`).
+//! - `rpm:{name}`, `tpm:{name}`: rate windows, hashes second → amount, TTL 61 s (see `lua::ADMIT`);
+//! - `spend:{name}`: spend counters (an integer: spent plus reserved by requests in flight), TTL set by the caller.
 //!
 //! On a Redis Cluster the keys are hash-tagged so that every script touches one slot: the id of a session,
 //! context or catalog key is wrapped in `{}` (`session:{s1}`, `context:{s1}` and `context-owner:{s1}` share a
 //! slot), and every rate window carries the tag `{rate}` (`{rate}:rpm:key:alice`), so that one script checks a
 //! key's and the gateway-wide limits together. The rate windows of a cluster therefore live on one node; sessions
-//! and contexts spread over all of them.
+//! and contexts spread over all of them. Spend counters carry `{rate}` too (`{rate}:spend:budget:...`): the
+//! admission script checks and reserves a budget with the rate limits.
 //!
 //! Writes that can wait ([`Store::defer`]) go through a queue to a writer thread that sends them in batches; a
 //! batch that cannot be written lands in the local store instead.
@@ -36,9 +38,10 @@ use crate::metrics::ERRORS;
 use crate::redis_link::{describe_error, is_outage, Conn, Link, OP_TIMEOUT};
 use crate::target::RedisTarget;
 use crate::window::{allowed, refused};
+use crate::SpendDecision;
 use crate::{
     unix_now, Admission, BucketDecision, Deferred, LimitBucket, LimitKind, RateDecision,
-    Reservation, SessionBinding, Store, StoreOptions,
+    Reservation, SessionBinding, SpendLimit, SpendState, Store, StoreOptions,
 };
 
 /// Writes waiting for the writer at most; past it a write is done locally (and counted as a store error).
@@ -226,7 +229,12 @@ impl Inner {
     }
 
     /// The admission on Redis; `None` when Redis cannot answer.
-    async fn admit_shared(&self, buckets: &[LimitBucket], reserve: u64) -> Option<Admission> {
+    async fn admit_shared(
+        &self,
+        buckets: &[LimitBucket],
+        reserve: u64,
+        spend: Option<&SpendLimit>,
+    ) -> Option<Admission> {
         // The windows to check, in order, with what each is: (bucket index, kind, limit).
         let mut windows: Vec<(usize, LimitKind, u64)> = Vec::with_capacity(buckets.len() * 2);
         for (i, b) in buckets.iter().enumerate() {
@@ -241,16 +249,21 @@ impl Inner {
             buckets: vec![BucketDecision::default(); buckets.len()],
             ..Admission::default()
         };
-        if windows.is_empty() {
+        if windows.is_empty() && spend.is_none() {
             return Some(out);
         }
-        let keys: Vec<String> = windows
+        let mut keys: Vec<String> = windows
             .iter()
             .map(|&(i, kind, _)| match kind {
                 LimitKind::Requests => self.keys.window("rpm", &buckets[i].name),
                 LimitKind::Tokens => self.keys.window("tpm", &buckets[i].name),
             })
             .collect();
+        if let Some(limit) = spend {
+            keys.push(self.keys.window("spend", &limit.name));
+        }
+        let spend_args = spend.map(|l| (l.limit, l.reserve, ttl_ms(l.ttl)));
+        let window_count = windows.len();
         let args: Vec<(u64, &'static str)> = windows
             .iter()
             .map(|&(_, kind, limit)| match kind {
@@ -261,23 +274,28 @@ impl Inner {
         let answer: Vec<i64> = self
             .redis("admit", |mut conn| async move {
                 let mut call = ADMIT.prepare_invoke();
-                call.key(&keys[..]).arg(reserve);
+                call.key(&keys[..]).arg(reserve).arg(window_count);
                 for (limit, kind) in args {
                     call.arg(limit).arg(kind);
+                }
+                if let Some((limit, cost, ttl)) = spend_args {
+                    call.arg(limit).arg(cost).arg(ttl);
                 }
                 call.invoke_async(&mut conn).await
             })
             .await?;
-        if answer.len() != 2 + 2 * windows.len() {
+        if answer.len() != 6 + 2 * windows.len() {
             self.link
                 .failed("admit", &"unexpected script answer", false);
             return None;
         }
-        let second = u64::try_from(answer[0]).unwrap_or(0);
+        let number = |i: usize| u64::try_from(answer[i]).unwrap_or(0);
+        let second = number(0);
         let refused_at = usize::try_from(answer[1]).unwrap_or(0);
+        let reserved = number(2);
         for (k, &(i, kind, limit)) in windows.iter().enumerate() {
-            let used = u64::try_from(answer[2 + 2 * k]).unwrap_or(0);
-            let retry = u64::try_from(answer[3 + 2 * k]).unwrap_or(0);
+            let used = number(3 + 2 * k);
+            let retry = number(4 + 2 * k);
             let decision = if retry > 0 {
                 refused(limit, used, retry)
             } else {
@@ -289,14 +307,24 @@ impl Inner {
                 LimitKind::Tokens => slot.tokens = Some(decision),
             }
         }
+        let at = 3 + 2 * windows.len();
+        out.spend = spend.map(|_| SpendDecision {
+            state: if answer[at] == 2 {
+                SpendState::Exhausted
+            } else {
+                SpendState::Reserved
+            },
+            spent: number(at + 1),
+            reserved: number(at + 2),
+        });
         if refused_at > 0 {
             let (i, kind, _) = windows[refused_at - 1];
             out.refused = Some((i, kind));
-        } else {
+        } else if out.admitted() {
             out.reservation = Reservation {
-                tokens: reserve,
+                tokens: reserved,
                 shared_second: Some(second),
-                local_second: Some(self.local.mirror_admission(buckets, reserve)),
+                local_second: Some(self.local.mirror_admission(buckets, reserved)),
             };
         }
         Some(out)
@@ -432,6 +460,20 @@ impl Inner {
         .await;
     }
 
+    /// Replaces cost reservations by the real cost on a spend counter (`delta` = cost − reserved, summed over a
+    /// batch); when Redis cannot, the local counter alone has it.
+    async fn settle_spend(self: Arc<Self>, name: String, delta: i64, ttl: Duration) {
+        if delta == 0 {
+            return;
+        }
+        let key = self.keys.window("spend", &name);
+        let ttl = ttl_ms(ttl);
+        self.redis_within("settle spend", WRITE_TIMEOUT, |conn| {
+            crate::spend::redis_settle(conn, key, delta, ttl)
+        })
+        .await;
+    }
+
     /// Writes one deferred write (from the writer thread).
     async fn write(self: Arc<Self>, write: Deferred) {
         match write {
@@ -443,6 +485,16 @@ impl Inner {
                 let mut settlement = Settlement::default();
                 settlement.add(reservation, used);
                 self.settle(buckets, settlement).await
+            }
+            Deferred::Spend {
+                name,
+                reserved,
+                spent,
+                ttl,
+            } => {
+                let delta = i64::try_from(spent).unwrap_or(i64::MAX)
+                    - i64::try_from(reserved).unwrap_or(i64::MAX);
+                self.settle_spend(name, delta, ttl).await
             }
             Deferred::Bind(binding) => self.bind(binding, WRITE_TIMEOUT).await,
             Deferred::Claim { binding, expected } => {
@@ -511,6 +563,8 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
                     let mut flushes = Vec::new();
                     // Settlements of the same buckets are summed: one script call per bucket set and batch.
                     let mut settlements: BTreeMap<Vec<String>, Settlement> = BTreeMap::new();
+                    // Spend settlements of one counter likewise: name → (cost − reserved, TTL).
+                    let mut spends: BTreeMap<String, (i64, Duration)> = BTreeMap::new();
                     for job in batch.drain(..) {
                         match job {
                             Job::Write(Deferred::Settle {
@@ -521,6 +575,18 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
                                 .entry(buckets)
                                 .or_default()
                                 .add(reservation, used),
+                            Job::Write(Deferred::Spend {
+                                name,
+                                reserved,
+                                spent,
+                                ttl,
+                            }) => {
+                                let slot = spends.entry(name).or_insert((0, ttl));
+                                let delta = i64::try_from(spent).unwrap_or(i64::MAX)
+                                    - i64::try_from(reserved).unwrap_or(i64::MAX);
+                                slot.0 = slot.0.saturating_add(delta);
+                                slot.1 = slot.1.max(ttl);
+                            }
                             Job::Write(w) if inner.link.is_up() => {
                                 writes.spawn(inner.clone().write(w));
                             }
@@ -530,6 +596,9 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
                     }
                     for (buckets, settlement) in settlements {
                         writes.spawn(inner.clone().settle(buckets, settlement));
+                    }
+                    for (name, (delta, ttl)) in spends {
+                        writes.spawn(inner.clone().settle_spend(name, delta, ttl));
                     }
                     while writes.join_next().await.is_some() {}
                     for done in flushes {
@@ -727,7 +796,7 @@ impl Store for RedisStore {
 
     async fn add_spend(&self, name: &str, amount: u64, ttl: std::time::Duration) -> u64 {
         let inner = &self.inner;
-        let key = inner.keys.of("spend", name);
+        let key = inner.keys.window("spend", name);
         let ttl = ttl_ms(ttl);
         // Counted locally either way: the fallback's memory of this replica's spend.
         let local = inner.local.add_spend(name, amount, ttl_dur(ttl)).await;
@@ -739,9 +808,28 @@ impl Store for RedisStore {
             .unwrap_or(local)
     }
 
-    async fn admit(&self, buckets: &[LimitBucket], reserve_tokens: u64) -> Admission {
-        match self.inner.admit_shared(buckets, reserve_tokens).await {
+    async fn admit_spending(
+        &self,
+        buckets: &[LimitBucket],
+        reserve_tokens: u64,
+        spend: Option<&SpendLimit>,
+    ) -> Admission {
+        match self
+            .inner
+            .admit_shared(buckets, reserve_tokens, spend)
+            .await
+        {
             Some(admission) => admission,
+            // A spending limit fails closed: counted locally, every replica could spend it all again.
+            None if spend.is_some() => Admission {
+                buckets: vec![BucketDecision::default(); buckets.len()],
+                spend: Some(SpendDecision {
+                    state: SpendState::Unknown,
+                    spent: 0,
+                    reserved: 0,
+                }),
+                ..Admission::default()
+            },
             None => self.inner.local.admit(buckets, reserve_tokens).await,
         }
     }
@@ -813,5 +901,10 @@ mod tests {
         assert_eq!(tagged.of("context-owner", "s1"), "gw:context-owner:{s1}");
         assert_eq!(tagged.window("rpm", "key:alice"), "gw:{rate}:rpm:key:alice");
         assert_eq!(tagged.window("tpm", "global"), "gw:{rate}:tpm:global");
+        assert_eq!(
+            tagged.window("spend", "budget:alice:2026-12"),
+            "gw:{rate}:spend:budget:alice:2026-12"
+        );
+        assert_eq!(flat.window("spend", "b"), flat.of("spend", "b"));
     }
 }

@@ -37,6 +37,17 @@ impl SpendCounters {
         e.0
     }
 
+    /// Replaces `reserved` by `spent` on `name` (the settlement of a reservation): never below zero.
+    pub fn settle(&self, name: &str, reserved: u64, spent: u64, ttl: Duration) {
+        let now = Instant::now();
+        let mut e = self.totals.entry(name.to_owned()).or_insert((0, now + ttl));
+        if e.1 <= now {
+            *e = (0, now + ttl);
+        }
+        e.0 = e.0.saturating_sub(reserved).saturating_add(spent);
+        e.1 = now + ttl;
+    }
+
     /// Drops expired counters.
     pub fn sweep(&self) {
         let now = Instant::now();
@@ -69,6 +80,22 @@ pub(crate) async fn redis_add(
     Ok(total)
 }
 
+/// Replaces a reservation by the real cost on the Redis counter `key` (`delta` = cost − reserved), never below
+/// zero, and restarts its expiry.
+pub(crate) async fn redis_settle(
+    mut conn: crate::redis_link::Conn,
+    key: String,
+    delta: i64,
+    ttl_ms: u64,
+) -> redis::RedisResult<i64> {
+    crate::lua::SETTLE_SPEND
+        .key(key)
+        .arg(delta)
+        .arg(ttl_ms)
+        .invoke_async(&mut conn)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +111,16 @@ mod tests {
         assert_eq!(c.add("b", 0, Duration::ZERO), 0);
         c.sweep();
         assert!(c.totals.get("b").is_none());
+    }
+
+    #[test]
+    fn settling_replaces_a_reservation_and_never_goes_negative() {
+        let c = SpendCounters::default();
+        let ttl = Duration::from_secs(60);
+        c.add("a", 100, ttl);
+        c.settle("a", 100, 30, ttl);
+        assert_eq!(c.add("a", 0, ttl), 30);
+        c.settle("a", 50, 0, ttl);
+        assert_eq!(c.add("a", 0, ttl), 0);
     }
 }

@@ -1,12 +1,14 @@
-//! Admission (every limit of a request checked and counted in one call), token reservations and their
-//! settlement, deferred writes and their flush, session owners and context byte bounds: the same behaviour on the
-//! memory store, on one Redis and on a Redis Cluster.
+//! Admission (every limit of a request, a budget included, checked and counted in one call), token and cost
+//! reservations and their settlement, deferred writes and their flush, session owners and context byte bounds:
+//! the same behaviour on the memory store, on one Redis and on a Redis Cluster.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use apiproxy_store::testing::{RedisCluster, RedisServer};
+use apiproxy_store::testing::{query, RedisCluster, RedisServer};
 use apiproxy_store::{
-    open, BoundUpstream, Deferred, LimitBucket, LimitKind, SessionBinding, Store, StoreOptions,
+    open, BoundUpstream, Deferred, LimitBucket, LimitKind, SessionBinding, SpendLimit, SpendState,
+    Store, StoreOptions,
 };
 use serde_json::json;
 
@@ -46,6 +48,142 @@ async fn suite(store: Arc<dyn Store>) {
     sessions_belong_to_their_key(store.as_ref()).await;
     context_is_bounded_in_bytes(store.as_ref()).await;
     a_window_named_twice_counts_twice(store.as_ref()).await;
+    a_small_tpm_admits_a_first_large_request(store.as_ref()).await;
+    budgets_are_reserved_with_the_rate_limits(store.clone()).await;
+    budget_and_rate_limits_refuse_together(store.as_ref()).await;
+}
+
+fn spend(name: &str, limit: u64, reserve: u64) -> SpendLimit {
+    SpendLimit {
+        name: name.into(),
+        limit,
+        reserve,
+        ttl: Duration::from_secs(600),
+    }
+}
+
+/// A reservation is capped at what the window has left: a request larger than a small tpm is admitted into an
+/// empty window (and fills it), the next is refused.
+async fn a_small_tpm_admits_a_first_large_request(store: &dyn Store) {
+    let small = [bucket("key:small", None, Some(50))];
+    let a = store.admit(&small, 500).await;
+    assert!(a.admitted());
+    assert_eq!(a.reservation.tokens, 50, "capped at what was left");
+    assert!(!store.admit(&small, 500).await.admitted());
+}
+
+/// Twenty concurrent admissions against a budget of 100, each reserving 40: the budget admits while the counter
+/// (reservations included) is under it, so 0, 40 and 80 (that one reserving the 20 left) go ahead. Settling
+/// replaces each reservation by the real cost.
+async fn budgets_are_reserved_with_the_rate_limits(store: Arc<dyn Store>) {
+    let buckets = vec![bucket("key:dave", Some(1000), Some(100_000))];
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (store, buckets) = (store.clone(), buckets.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .admit_spending(&buckets, 10, Some(&spend("budget:dave", 100, 40)))
+                .await
+        }));
+    }
+    let mut reserved = Vec::new();
+    for t in tasks {
+        let a = t.await.expect("admission task");
+        let d = a.spend.expect("a spend decision");
+        if a.admitted() {
+            assert_eq!(d.state, SpendState::Reserved);
+            reserved.push(d.reserved);
+        } else {
+            assert_eq!(d.state, SpendState::Exhausted, "{a:?}");
+            assert_eq!(d.reserved, 0);
+        }
+    }
+    reserved.sort_unstable();
+    assert_eq!(
+        reserved,
+        [20, 40, 40],
+        "0, 40 and 80 are under 100; 100 is not"
+    );
+    assert_eq!(
+        store
+            .add_spend("budget:dave", 0, Duration::from_secs(600))
+            .await,
+        100
+    );
+    // The refused ones counted nowhere: 3 requests in the rpm window.
+    assert_eq!(
+        store.hit_requests("key:dave", 1000).await.remaining,
+        1000 - 4
+    );
+    for r in reserved {
+        store.defer(Deferred::Spend {
+            name: "budget:dave".into(),
+            reserved: r,
+            spent: 7,
+            ttl: Duration::from_secs(600),
+        });
+    }
+    store.flush().await;
+    assert_eq!(
+        store
+            .add_spend("budget:dave", 0, Duration::from_secs(600))
+            .await,
+        21,
+        "the reservations are gone, the real cost counts"
+    );
+    // A settlement never takes a counter below zero.
+    store.defer(Deferred::Spend {
+        name: "budget:dave".into(),
+        reserved: 1000,
+        spent: 0,
+        ttl: Duration::from_secs(600),
+    });
+    store.flush().await;
+    assert_eq!(
+        store
+            .add_spend("budget:dave", 0, Duration::from_secs(600))
+            .await,
+        0
+    );
+}
+
+/// A spent budget counts the request in no rate window; a rate limit that refuses reserves nothing of the budget.
+async fn budget_and_rate_limits_refuse_together(store: &dyn Store) {
+    let ttl = Duration::from_secs(600);
+    store.add_spend("budget:erin", 100, ttl).await;
+    let erin = [bucket("key:erin", Some(5), Some(1000))];
+    let a = store
+        .admit_spending(&erin, 10, Some(&spend("budget:erin", 100, 1)))
+        .await;
+    assert!(!a.admitted());
+    assert_eq!(a.refused, None, "the rate limits had room");
+    assert_eq!(
+        a.spend.map(|d| (d.state, d.spent)),
+        Some((SpendState::Exhausted, 100))
+    );
+    assert_eq!(store.hit_requests("key:erin", 5).await.remaining, 4);
+    assert_eq!(store.check_tokens("key:erin", 1000).await.remaining, 1000);
+
+    let full = [bucket("key:frank", Some(0), None)];
+    let a = store
+        .admit_spending(&full, 10, Some(&spend("budget:frank", 100, 30)))
+        .await;
+    assert_eq!(a.refused, Some((0, LimitKind::Requests)));
+    assert_eq!(a.spend.map(|d| d.reserved), Some(0));
+    assert_eq!(store.add_spend("budget:frank", 0, ttl).await, 0);
+    // A budget alone (no rate limit at all) is checked too.
+    let a = store
+        .admit_spending(&[], 0, Some(&spend("budget:frank", 100, 30)))
+        .await;
+    assert!(a.admitted());
+    assert_eq!(store.add_spend("budget:frank", 0, ttl).await, 30);
+    // Large amounts stay exact integers (Lua numbers are doubles).
+    let big = 1_000_000_000_000_000;
+    let a = store
+        .admit_spending(&[], 0, Some(&spend("budget:big", 10 * big, big)))
+        .await;
+    assert!(a.admitted(), "{a:?}");
+    assert_eq!(store.add_spend("budget:big", 0, ttl).await, big);
 }
 
 /// Two buckets of one request naming the same window count the request in it twice (Redis reads every window
@@ -115,10 +253,11 @@ async fn reservations_bound_concurrent_overshoot(store: Arc<dyn Store>) {
             assert_eq!(a.refused, Some((0, LimitKind::Tokens)));
         }
     }
-    assert_eq!(admitted.len(), 3, "0, 40 and 80 are under 100; 120 is not");
+    assert_eq!(admitted.len(), 3, "0, 40 and 80 are under 100; 100 is not");
     assert_eq!(
         store.check_tokens("key:bob", 1000).await.remaining,
-        1000 - 120
+        1000 - 100,
+        "the third reservation is capped at the 20 left"
     );
     for a in &admitted {
         store.defer(Deferred::Settle {
@@ -240,6 +379,38 @@ async fn two_replicas_on_one_redis_cannot_overshoot_tpm_together() {
         admitted += usize::from(t.await.expect("task"));
     }
     assert_eq!(admitted, 3);
+}
+
+/// A budget cannot be checked while Redis is down: refused (fail closed), nothing counted; rate limits alone keep
+/// the local fallback. A spend counter that is not a number fails closed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_fail_closed_when_redis_cannot_answer() {
+    let mut server = RedisServer::start();
+    let store = open(options(Some(server.url.clone()))).await;
+    let buckets = [bucket("key:gina", Some(10), None)];
+    let limit = spend("budget:gina", 1000, 10);
+    assert!(store
+        .admit_spending(&buckets, 0, Some(&limit))
+        .await
+        .admitted());
+    query(
+        server.port,
+        &["SET", "adm:spend:budget:junk", "not a number"],
+    )
+    .expect("SET");
+    let junk = store
+        .admit_spending(&buckets, 0, Some(&spend("budget:junk", 1000, 10)))
+        .await;
+    assert_eq!(junk.spend.map(|d| d.state), Some(SpendState::Unknown));
+    assert!(!junk.admitted());
+    server.stop();
+    let a = store.admit_spending(&buckets, 0, Some(&limit)).await;
+    assert_eq!(a.spend.map(|d| d.state), Some(SpendState::Unknown));
+    assert!(!a.admitted(), "{a:?}");
+    assert!(
+        store.admit(&buckets, 0).await.admitted(),
+        "rate limits alone degrade to local counting"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ pub mod gemini;
 pub mod ir;
 pub mod openai_chat;
 pub mod openai_responses;
+pub mod output;
 pub mod passthrough;
 pub mod sse;
 mod usage;

@@ -56,6 +56,11 @@ pub struct PassthroughOptions {
     /// Keep the answer's text ([`PassthroughStream::take_text`]), for the
     /// session context store.
     pub capture_text: bool,
+    /// Count the bytes of output the answer carries (text, reasoning,
+    /// tool calls: [`PassthroughStream::output_bytes`]), to estimate the
+    /// usage of an answer whose provider never reports it (a client that
+    /// leaves before the last event).
+    pub count_output: bool,
 }
 
 /// The SSE rules of `fmt`, kept with the format's module.
@@ -90,6 +95,9 @@ pub struct PassthroughStream {
     capture: Option<Capture>,
     /// A Responses stream's response id (from its first event that names one).
     response_id: Option<String>,
+    count_output: bool,
+    /// Bytes of output relayed so far (with `count_output`).
+    output_bytes: u64,
 }
 
 /// Decodes the answer's text on the side, only when a session keeps it.
@@ -126,6 +134,8 @@ impl PassthroughStream {
                 text: String::new(),
             }),
             response_id: None,
+            count_output: opts.count_output,
+            output_bytes: 0,
         }
     }
 
@@ -149,6 +159,12 @@ impl PassthroughStream {
     /// Events seen so far (forwarded or read and dropped).
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// Bytes of output (text, reasoning, tool-call names and arguments)
+    /// relayed so far (with `count_output`).
+    pub fn output_bytes(&self) -> u64 {
+        self.output_bytes
     }
 
     /// The answer's text since the last call (with `capture_text`).
@@ -284,9 +300,19 @@ impl PassthroughStream {
         if may_report_usage(data) {
             let v: Value = serde_json::from_slice(data)
                 .map_err(|e| StreamFault::InvalidJson(e.to_string()))?;
+            if self.count_output {
+                self.output_bytes += crate::output::in_value(self.format, &v);
+            }
             if self.tally.add(&v) && self.drop_usage_chunk && is_usage_only_chunk(&v) {
                 return Ok(());
             }
+        } else if let Some(n) = self
+            .count_output
+            .then(|| crate::output::in_slice(self.format, data).ok())
+            .flatten()
+        {
+            // Read as the format's event shape, which checks it is JSON too.
+            self.output_bytes += n;
         } else {
             serde_json::from_slice::<IgnoredAny>(data)
                 .map_err(|e| StreamFault::InvalidJson(e.to_string()))?;
@@ -337,6 +363,19 @@ impl Capture {
             }
         }
     }
+}
+
+/// Bytes of generated output a stream event carries: what an estimate of
+/// output tokens counts when the provider reports no usage.
+pub fn output_bytes(e: &StreamEvent) -> u64 {
+    let n = match e {
+        StreamEvent::TextDelta { text } | StreamEvent::ThinkingDelta { text } => text.len(),
+        StreamEvent::ToolCallStart { name, .. } => name.len(),
+        StreamEvent::ToolCallDelta { arguments, .. } => arguments.len(),
+        StreamEvent::RedactedThinking { data } => data.len(),
+        _ => 0,
+    };
+    n as u64
 }
 
 /// Ends a stream in `fmt` that carried nothing yet but keep-alives: one
@@ -662,6 +701,23 @@ mod tests {
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(text.starts_with("event: error\n"), "{text}");
         assert!(!text.contains("[DONE]"), "{text}");
+    }
+
+    #[test]
+    fn output_is_counted_without_keeping_the_text() {
+        let chat = b"data: {\"choices\":[{\"delta\":{\"content\":\"hello\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\" you\"}}]}\n\n";
+        let opts = PassthroughOptions {
+            count_output: true,
+            ..Default::default()
+        };
+        let mut r = PassthroughStream::new(Format::OpenAiChat, opts);
+        let mut out = BytesMut::new();
+        r.feed(chat, &mut out).unwrap();
+        assert_eq!(r.output_bytes(), 9);
+        assert_eq!(r.take_text(), "");
+        let mut plain = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default());
+        plain.feed(chat, &mut out).unwrap();
+        assert_eq!(plain.output_bytes(), 0, "counted only when asked");
     }
 
     #[test]

@@ -227,3 +227,61 @@ fn token_counts_saturate_instead_of_wrapping() {
         .unwrap();
     assert_eq!((u.input_tokens, u.total()), (max, max));
 }
+
+/// The output bytes the translating path counts: the decoder's events.
+fn decoded_output_bytes(fmt: Format, sse: &[u8]) -> u64 {
+    let mut parser = SseParser::default();
+    let mut decoder = stream_decoder(fmt);
+    let (mut events, mut neutral, mut bytes) = (Vec::new(), Vec::new(), 0);
+    parser.feed(sse, &mut events).unwrap();
+    parser.finish(&mut events);
+    for ev in &events {
+        neutral.clear();
+        if decoder.decode(ev, &mut neutral).is_ok() {
+            bytes += neutral
+                .iter()
+                .map(apiproxy_translate::passthrough::output_bytes)
+                .sum::<u64>();
+        }
+    }
+    bytes
+}
+
+/// The output bytes the same-format relay counts (for the usage estimate of
+/// an answer without a usage report), split into reads as given.
+fn relayed_output_bytes(fmt: Format, chunks: &[&[u8]]) -> u64 {
+    let opts = PassthroughOptions {
+        count_output: true,
+        ..Default::default()
+    };
+    let mut relay = PassthroughStream::new(fmt, opts);
+    let mut out = BytesMut::new();
+    for c in chunks {
+        relay.feed(c, &mut out).unwrap();
+    }
+    relay.finish(&mut out).unwrap();
+    relay.output_bytes()
+}
+
+/// An answer cut short is charged by the output relayed: the same-format
+/// relay (which reads it straight from each event) and the translating
+/// path (the decoder's events) count the same bytes.
+#[test]
+fn every_fixture_stream_has_the_same_output_on_every_path() {
+    let mut checked = 0;
+    for dir in ["openai", "responses", "anthropic", "gemini"] {
+        let fmt = format_of(dir);
+        for (name, sse) in files(dir, "sse") {
+            let decoded = decoded_output_bytes(fmt, &sse);
+            assert_eq!(relayed_output_bytes(fmt, &[&sse]), decoded, "{name}");
+            let bytes: Vec<&[u8]> = sse.chunks(1).collect();
+            assert_eq!(
+                relayed_output_bytes(fmt, &bytes),
+                decoded,
+                "{name} bytewise"
+            );
+            checked += usize::from(decoded > 0);
+        }
+    }
+    assert!(checked >= 8, "only {checked} streams with output checked");
+}
