@@ -63,6 +63,8 @@ CLIENT_KEY = "sk-bench-client-key-0001"
 # (scenarios 6a/6b/6c compare the embedded store with one Redis and with a
 # three-master Redis Cluster).
 LIMITED_KEY = "sk-bench-limited-key-0001"
+# A key with rpm+tpm and a budget (scenarios 6d/6e: what a budget costs per request).
+BUDGETED_KEY = "sk-bench-budgeted-key-0001"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -155,9 +157,10 @@ auth:
   keys:
     - {{ name: bench, key: {CLIENT_KEY} }}
     - {{ name: limited, key: {LIMITED_KEY}, rpm: 1000000000, tpm: 1000000000000 }}
+    - {{ name: budgeted, key: {BUDGETED_KEY}, rpm: 1000000000, tpm: 1000000000000, budget_usd: 1000000000 }}
   admin_keys: [sk-bench-admin-key-0001]
 providers:
-  - {{ id: mock, kind: openai, base_url: "http://127.0.0.1:{ports['mock']}", api_keys: [sk-up-1], models: [bench-model] }}
+  - {{ id: mock, kind: openai, base_url: "http://127.0.0.1:{ports['mock']}", api_keys: [sk-up-1], models: [bench-model], pricing: {{ bench-model: {{ input: 0.01, output: 0.01 }} }} }}
   - {{ id: mock2, kind: openai, base_url: "http://127.0.0.1:{ports['mock']}", api_keys: [sk-up-2], models: [bench-model-2] }}
   - {{ id: slow, kind: openai, base_url: "http://127.0.0.1:{ports['mock_slow']}", api_keys: [sk-up-3], models: [slow-model], read_timeout_ms: 120000 }}
 models:
@@ -194,6 +197,7 @@ class Scenario:
 def scenarios():
     auth = ["Authorization: Bearer " + CLIENT_KEY]
     limited = ["Authorization: Bearer " + LIMITED_KEY]
+    budgeted = ["Authorization: Bearer " + BUDGETED_KEY]
     ant = ["x-api-key: " + CLIENT_KEY, "anthropic-version: 2023-06-01"]
     chat = "/v1/chat/completions"
     return {
@@ -213,6 +217,10 @@ def scenarios():
                      chat_body("bench-model"), limited, "apiproxy_redis"),
             Scenario("store-cluster", "6c apiproxy, key with rpm+tpm, Redis Cluster (3 masters)", "apiproxy_cluster",
                      chat, chat_body("bench-model"), limited, "apiproxy_cluster"),
+            Scenario("budget-mem", "6d apiproxy, key with rpm+tpm+budget, embedded store", "apiproxy", chat,
+                     chat_body("bench-model"), budgeted, "apiproxy"),
+            Scenario("budget-redis", "6e apiproxy, key with rpm+tpm+budget, Redis store", "apiproxy_redis", chat,
+                     chat_body("bench-model"), budgeted, "apiproxy_redis"),
         ],
         "sse": [
             Scenario("direct-sse", "1 direct SSE", "mock", chat, chat_body("bench-model", True), auth, "mock"),
@@ -734,6 +742,12 @@ def render(res):
                      f"(target ≥ 0.85), CPU µs/req {f(sr['cpu_us_per_req'], 1)} vs {f(sm['cpu_us_per_req'], 1)}, "
                      f"p50 at {res['params']['rate']} req/s {f(fix[key]['p50_ms'], 3)} vs "
                      f"{f(fix['store-mem']['p50_ms'], 3)} ms")
+    for budgeted, plain, what in (("budget-mem", "store-mem", "embedded store"), ("budget-redis", "store-redis", "Redis store")):
+        b, p = (sat.get(budgeted), sat.get(plain)) if sat else (None, None)
+        if b and p:
+            L.append(f"- a key with a budget vs one without ({what}; the budget reserved in the same admission script): "
+                     f"req/s ratio {f(ratio(b['rps'], p['rps']))} (goal ≥ 0.97), CPU µs/req "
+                     f"{f(b['cpu_us_per_req'], 1)} vs {f(p['cpu_us_per_req'], 1)}")
     L.append(f"- wall time of the run: {res['wall_seconds']:.0f} s")
     return "\n".join(L) + "\n"
 
