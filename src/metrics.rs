@@ -61,6 +61,13 @@ pub static OVERHEAD_SECONDS: Lazy<HistogramVec> = Lazy::new(|| {
 });
 
 /// Tokens by provider, upstream model and direction (input/output).
+/// Adds `n` to a token counter, stopping at `u64::MAX` instead of wrapping
+/// (a provider may report any count; a wrapped counter would read as a
+/// reset to Prometheus).
+pub fn add_tokens(counter: &prometheus::IntCounter, n: u64) {
+    counter.inc_by(n.min(u64::MAX - counter.get()));
+}
+
 pub static TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {
     must(register_int_counter_vec!(
         "apiproxy_tokens_total",

@@ -319,35 +319,112 @@ async fn compressed_or_mistyped_answers_fail_over_cleanly() {
     );
 }
 
+/// The token counter of `direction`.
+fn tokens_counter(metrics: &str, direction: &str) -> f64 {
+    prom::sum(
+        metrics,
+        "apiproxy_tokens_total",
+        &[("direction", direction)],
+    )
+}
+
 #[tokio::test]
 async fn huge_token_counts_saturate_on_every_path() {
     let max = u64::MAX;
+    // Half of u64's range: one answer's total saturates (input + output), and
+    // two answers' output would wrap a counter to 0.
+    let half = 1u64 << 63;
+    let usage = json!({"input_tokens": max, "cache_read_input_tokens": max, "cache_creation_input_tokens": 9, "output_tokens": half});
     let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
-        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
-        "usage": {"input_tokens": max, "cache_read_input_tokens": max, "cache_creation_input_tokens": 9, "output_tokens": max}})
+        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn", "usage": usage})
     .to_string();
-    let mock = MockProvider::always(Reply::json(200, body)).await;
+    let events = vec![
+        format!(
+            "event: message_start\ndata: {}",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [], "stop_reason": null, "usage": usage}})
+        ),
+        format!(
+            "event: content_block_start\ndata: {}",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        ),
+        format!(
+            "event: content_block_delta\ndata: {}",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}})
+        ),
+        format!(
+            "event: content_block_stop\ndata: {}",
+            json!({"type": "content_block_stop", "index": 0})
+        ),
+        format!(
+            "event: message_delta\ndata: {}",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": max}})
+        ),
+        format!(
+            "event: message_stop\ndata: {}",
+            json!({"type": "message_stop"})
+        ),
+    ];
+    let mock = MockProvider::start(move |rec, _| {
+        if rec.json()["stream"] == true {
+            Reply::sse(&events)
+        } else {
+            Reply::json(200, body.clone())
+        }
+    })
+    .await;
     let gw = Gateway::start(&format!(
         "providers:\n  - {{ id: ant, kind: anthropic, base_url: \"{}\", api_keys: [\"k\"], models: [claude-x] }}\n",
         mock.base_url()
     ))
     .await;
-    // Same format, then translated: both answer, both count the saturated total.
-    let r = request(&gw, "anthropic", "ant/claude-x", false)
+    // Same format and translated, whole and streamed: every path answers
+    // and reports the saturated total, never a wrapped one.
+    let v: Value = request(&gw, "anthropic", "ant/claude-x", false)
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = request(&gw, "openai", "ant/claude-x", false)
-        .send()
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["usage"]["output_tokens"], half, "{v}");
+    let v: Value = request(&gw, "openai", "ant/claude-x", false)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["usage"]["prompt_tokens"], max, "{v}");
     assert_eq!(v["usage"]["total_tokens"], max, "{v}");
-    let m = gw.metrics_until("apiproxy_tokens_total").await;
-    assert!(m.contains("apiproxy_tokens_total"), "{m}");
+    // Two answers of 2^63 output tokens: the counter stops at u64::MAX (a
+    // wrapping one would read 0).
+    let m = gw.metrics_when("apiproxy_requests_total", &[], 2.0).await;
+    assert_eq!(tokens_counter(&m, "output"), max as f64, "{m}");
+    let r = request(&gw, "anthropic", "ant/claude-x", true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(&format!("\"output_tokens\":{half}")),
+        "{text}"
+    );
+    let mut r = request(&gw, "openai", "ant/claude-x", true);
+    r = r.json(&json!({"model": "ant/claude-x", "messages": [{"role": "user", "content": "hi"}], "stream": true, "stream_options": {"include_usage": true}}));
+    let text = r.send().await.unwrap().text().await.unwrap();
+    let last_usage = sse_data(&text)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["usage"].is_object())
+        .last()
+        .unwrap_or_else(|| panic!("no usage chunk: {text}"));
+    assert_eq!(last_usage["usage"]["prompt_tokens"], max, "{text}");
+    assert_eq!(last_usage["usage"]["total_tokens"], max, "{text}");
+    // Four answers: the counters stay at u64::MAX.
+    let m = gw.metrics_when("apiproxy_requests_total", &[], 4.0).await;
+    assert_eq!(tokens_counter(&m, "input"), max as f64, "{m}");
+    assert_eq!(tokens_counter(&m, "output"), max as f64, "{m}");
     assert!(
         gw.log().lines().all(|l| !l.contains("panicked")),
         "{}",

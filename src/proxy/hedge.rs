@@ -54,9 +54,10 @@ impl Abandoned {
     /// name, `-` without one).
     pub fn count(&self, rt: &Runtime, key: &str) {
         let model = metrics::upstream_model_label(rt, &self.provider, &self.model);
-        metrics::TOKENS
-            .with_label_values(&[self.provider.as_str(), model, "input"])
-            .inc_by(self.usage.input_tokens);
+        metrics::add_tokens(
+            &metrics::TOKENS.with_label_values(&[self.provider.as_str(), model, "input"]),
+            self.usage.input_tokens,
+        );
         if let Some(c) = self.cost_usd() {
             metrics::COST
                 .with_label_values(&[self.provider.as_str(), model, key])

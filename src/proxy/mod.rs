@@ -440,12 +440,14 @@ fn record_llm_metrics(
         .observe(overhead.as_secs_f64());
     if let Some(u) = ctx.usage {
         let labels = [ctx.provider.as_str(), upstream_model];
-        metrics::TOKENS
-            .with_label_values(&[labels[0], labels[1], "input"])
-            .inc_by(u.input_tokens);
-        metrics::TOKENS
-            .with_label_values(&[labels[0], labels[1], "output"])
-            .inc_by(u.output_tokens);
+        metrics::add_tokens(
+            &metrics::TOKENS.with_label_values(&[labels[0], labels[1], "input"]),
+            u.input_tokens,
+        );
+        metrics::add_tokens(
+            &metrics::TOKENS.with_label_values(&[labels[0], labels[1], "output"]),
+            u.output_tokens,
+        );
         match cost {
             Some(c) => {
                 let key = ctx.key_name.as_deref().unwrap_or("-");
