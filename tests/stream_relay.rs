@@ -415,9 +415,9 @@ async fn huge_token_counts_saturate_on_every_path() {
     let text = r.send().await.unwrap().text().await.unwrap();
     let last_usage = sse_data(&text)
         .iter()
+        .rev()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter(|v| v["usage"].is_object())
-        .last()
+        .find(|v| v["usage"].is_object())
         .unwrap_or_else(|| panic!("no usage chunk: {text}"));
     assert_eq!(last_usage["usage"]["prompt_tokens"], max, "{text}");
     assert_eq!(last_usage["usage"]["total_tokens"], max, "{text}");
