@@ -441,7 +441,24 @@ async fn a_redis_password_in_the_query_is_hidden() {
         "{c}"
     );
     assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
-    let log = gw.log();
+    // The lines that could carry the URL: the store's warning that Redis
+    // is unreachable, and the request's access line (flushed every 200
+    // ms). Only once both are written does their absence say anything.
+    gw.expect_log(" access] POST /v1/chat/completions").await;
+    let (log, warned) = poll(
+        WAIT,
+        || async { gw.log() },
+        |l| {
+            l.lines()
+                .any(|l| l.contains("WARN") && l.to_lowercase().contains("redis"))
+        },
+    )
+    .await;
+    assert!(warned, "no warning about the unreachable Redis:\n{log}");
+    assert!(
+        log.contains("Redis at 127.0.0.1:"),
+        "the warning names the store:\n{log}"
+    );
     for secret in ["query-secret-42", "other-secret-43"] {
         assert!(!c.to_string().contains(secret), "{c}");
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
@@ -848,14 +865,57 @@ async fn console_in_a_real_browser_with_two_replicas() {
     // Overview: the requests made show in the hour's numbers and charts.
     b.wait_for("document.querySelector('#page').dataset.ready === 'overview'")
         .await;
+    // What the page shows, as a reader sees it: the stat's text, and the
+    // drawn lines of the charts.
+    let stat = |label: &str| {
+        format!(
+            "[...document.querySelectorAll('.stat')].find(c => c.querySelector('.l').textContent === '{label}')?.querySelector('.v').textContent"
+        )
+    };
     let shown = b
-        .wait_for("document.querySelector('[data-requests]')?.dataset.requests === '3'")
+        .wait_for(&format!("{} === '3'", stat("requests (last hour)")))
         .await;
     assert_eq!(shown, true);
-    let charts = b
-        .eval("document.querySelectorAll('#charts svg polyline').length")
+    let errors = b.eval(&stat("error rate (5xx, hour)")).await;
+    assert!(
+        errors.as_str().is_some_and(|t| t.starts_with('0')),
+        "{errors}"
+    );
+    let tokens = b.eval(&stat("tokens in / out")).await;
+    assert!(
+        tokens
+            .as_str()
+            .is_some_and(|t| t != "0 / 0" && t.contains(" / ")),
+        "{tokens}"
+    );
+    // Each chart's first line, as the heights it draws (0: the axis, 96:
+    // the chart's max); the legend says the chart's name.
+    let heights = b
+        .eval(
+            "Object.fromEntries([...document.querySelectorAll('#charts .chart')].map(c => [
+                c.querySelector('h3 span').textContent,
+                c.querySelector('polyline').getAttribute('points').split(' ')
+                    .map(xy => Math.round(99 - Number(xy.split(',')[1])))
+            ]))",
+        )
         .await;
-    assert!(charts.as_u64().unwrap() >= 7, "{charts}");
+    let drawn = |title: &str| -> Vec<i64> {
+        heights[title]
+            .as_array()
+            .unwrap_or_else(|| panic!("no chart {title:?}: {heights}"))
+            .iter()
+            .map(|h| h.as_i64().unwrap_or(-1))
+            .collect()
+    };
+    for title in ["Requests per second", "Latency", "Tokens", "Cost"] {
+        let line = drawn(title);
+        assert!(
+            line.iter().any(|h| *h >= 90) && line.iter().all(|h| (0..=96).contains(h)),
+            "{title} draws the requests up to its max: {line:?}"
+        );
+    }
+    let errors = drawn("Error rate");
+    assert!(errors.iter().all(|h| *h == 0), "no 5xx: {errors:?}");
     b.screenshot(&shots.join("overview.png")).await;
 
     // Providers: health and the key masked to its last four.

@@ -81,13 +81,15 @@ async fn cost_shows_in_the_debug_header_the_access_log_and_the_metrics() {
         .unwrap_or_else(|| panic!("no cost series for q/alice:\n{m}"));
     assert!(line.ends_with(" 7"), "{line}");
 
-    tokio::time::sleep(Duration::from_millis(400)).await; // the access log flushes every 200 ms
-    let log = gw.log();
-    assert!(
-        log.contains(&format!("key=alice model=p/gpt-4o upstream=p/gpt-4o attempts=1 stream=false tokens=7/3 cost={expected:.8}")),
-        "{log}"
-    );
+    // The access log is flushed every 200 ms: wait for the line (fails
+    // the test with the log when it never comes).
+    gw.expect_log(&format!(
+        "key=alice model=p/gpt-4o upstream=p/gpt-4o attempts=1 stream=false tokens=7/3 cost={expected:.8}"
+    ))
+    .await;
 }
+
+const BUDGET_ADMIN: &str = "admin-key-cost-budget-1";
 
 /// Each answer costs exactly $1 (10 tokens at $100,000 per million).
 fn budget_config(redis_url: &str, up: &MockProvider) -> String {
@@ -95,6 +97,7 @@ fn budget_config(redis_url: &str, up: &MockProvider) -> String {
         r#"store:
   redis_url: "{redis_url}"
 auth:
+  admin_keys: [{BUDGET_ADMIN}]
   keys:
     - {{ name: alice, key: alice-key-123, budget_usd: 2.5, budget_period: day }}
     - {{ name: bob, key: bob-key-4567 }}
@@ -134,12 +137,28 @@ async fn two_replicas_on_one_redis_share_a_budget() {
     let b = Gateway::start(&budget_config(&redis.url, &up)).await;
 
     let mut seen = Vec::new();
-    for gw in [&a, &b, &a] {
+    for (n, gw) in [&a, &b, &a].into_iter().enumerate() {
         let r = spend(gw, "alice-key-123").await;
         assert_eq!(r.status(), 200);
         seen.push(remaining(&r));
-        // The cost is added after the answer: let it land.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The cost is settled after the answer: wait until the shared
+        // store shows it, as read by the other replica.
+        let other = if n == 1 { &a } else { &b };
+        let dollars = (n + 1) as f64;
+        let (keys, settled) = poll(
+            WAIT,
+            || other.get_json("/admin/keys", BUDGET_ADMIN),
+            |v| {
+                v["keys"].as_array().into_iter().flatten().any(|k| {
+                    k["name"] == "alice"
+                        && k["budget"]["spent_usd"]
+                            .as_f64()
+                            .is_some_and(|s| (s - dollars).abs() < 1e-6)
+                })
+            },
+        )
+        .await;
+        assert!(settled, "${dollars} never showed as spent: {keys}");
     }
     assert_eq!(seen, ["2.50000000", "1.50000000", "0.50000000"]);
 

@@ -115,6 +115,62 @@ async fn payload_rules_change_what_each_provider_kind_receives() {
     assert!(got.get("x_default").is_none(), "{got}");
 }
 
+/// `client:` picks rules by the format the client spoke: each of the four
+/// client formats gets its own rule's field upstream and none of the
+/// others', whatever the provider kind (a same-format and a translated one).
+#[tokio::test]
+async fn client_selectors_match_each_client_format() {
+    let (mocks, providers) = four_providers().await;
+    let rules = TempDir::new();
+    write_rules(
+        &rules,
+        "clients.yaml",
+        r#"
+payload:
+  default:
+    - client: [chat]
+      params: { x_from: chat }
+    - client: [responses]
+      params: { x_from: responses }
+    - client: [anthropic]
+      params: { x_from: anthropic }
+    - client: [gemini]
+      params: { x_from: gemini }
+    - client: [anthropic, gemini]
+      params: { x_pair: yes }
+"#,
+    );
+    let gw = Gateway::start(&format!("filters_dir: {}\n{providers}", rules.0.display())).await;
+    for client in wire::ALL {
+        for (kind, mock) in [&mocks[0], &mocks[3]] {
+            let model = format!("{}/m-1", kind.name());
+            let req = wire::client_request(client, &model, wire::Scenario::Text, false, "k");
+            let mut r = common::client().post(format!("{}{}", gw.url(), req.path));
+            for (k, v) in &req.headers {
+                r = r.header(k, v);
+            }
+            let before = mock.count();
+            let r = r.json(&req.body).send().await.expect("request");
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            assert_eq!(status, 200, "{client:?} → {kind:?}: {text}");
+            assert_eq!(mock.count(), before + 1, "{client:?} → {kind:?}");
+            let got = mock.last().json();
+            assert_eq!(
+                got["x_from"],
+                json!(client.name()),
+                "{client:?} → {kind:?}: {got}"
+            );
+            let pair = matches!(client, Wire::Anthropic | Wire::Gemini);
+            assert_eq!(
+                got.get("x_pair").is_some(),
+                pair,
+                "{client:?} → {kind:?}: {got}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn default_does_not_replace_a_value_the_client_sent() {
     let (mocks, providers) = four_providers().await;

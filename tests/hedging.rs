@@ -198,12 +198,15 @@ async fn a_first_answer_before_the_hedges_cuts_the_hedge_off() {
 #[tokio::test]
 async fn a_failed_first_attempt_leaves_the_hedge_running() {
     // The first upstream fails after the hedge started; the hedge answers.
+    // A plain failover would also end on `second` after two attempts: what
+    // tells a hedge apart is that it reached its upstream before the first
+    // attempt failed, and that it is counted as one.
     let first = MockProvider::always(
-        Reply::json(500, r#"{"error":{"message":"boom"}}"#).delay(Duration::from_millis(400)),
+        Reply::json(500, r#"{"error":{"message":"boom"}}"#).delay(Duration::from_millis(1500)),
     )
     .await;
     let hedge = MockProvider::always(
-        Reply::json(200, openai_completion("m", "hedge")).delay(Duration::from_millis(900)),
+        Reply::json(200, openai_completion("m", "hedge")).delay(Duration::from_millis(2500)),
     )
     .await;
     let gw = Gateway::start(&config(
@@ -222,6 +225,23 @@ async fn a_failed_first_attempt_leaves_the_hedge_running() {
         "the hedge was not sent again after the first failed"
     );
     assert_eq!(*hedge.cancelled.lock().unwrap(), 0);
+    // The first attempt failed 1.5 s after it arrived (the mock's delay):
+    // the hedge was already at its upstream then.
+    let (first_at, hedge_at) = (first.last().at, hedge.last().at);
+    assert!(
+        hedge_at < first_at + Duration::from_millis(1500),
+        "the second attempt arrived {:?} after the first: a failover, not a hedge",
+        hedge_at.duration_since(first_at)
+    );
+    let m = metrics_when(&gw, "second", "won", 1.0).await;
+    assert_eq!(hedges(&m, "second", "started"), 1.0, "{m}");
+    let tried = attempt_history(&gw).await;
+    let providers: Vec<&str> = tried
+        .iter()
+        .map(|t| t["provider"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(providers, ["first", "second"], "{tried:?}");
+    assert_eq!(tried[1]["outcome"], "ok", "{tried:?}");
 }
 
 #[tokio::test]
@@ -533,7 +553,11 @@ async fn a_single_candidate_is_never_hedged() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!((a.provider.as_str(), a.attempts.as_str()), ("only", "1"));
     assert_eq!(only.count(), 1);
-    let m = gw.metrics().await;
+    // Hedges are counted with the request, after the answer: once the
+    // request is counted, a hedge would be too.
+    let m = gw
+        .metrics_when("apiproxy_requests_total", &[("model", "solo")], 1.0)
+        .await;
     assert!(!m.contains("apiproxy_hedges_total{"), "{m}");
 }
 

@@ -44,13 +44,15 @@ fn provider_yaml(id: &str, mock: &MockProvider, extra: &str) -> String {
     )
 }
 
-/// Item 9.1: three equal upstreams, one 10× slower: after warm-up it gets a
+/// Item 9.1: three equal upstreams, one 40× slower: after warm-up it gets a
 /// small share; one failing half its requests gets less than the healthy
 /// one; the client sees no failed request.
 #[tokio::test]
 async fn scoring_moves_traffic_off_slow_and_failing_upstreams() {
+    // 15 ms against 600 ms: a loaded machine adds tens of milliseconds to
+    // both, which the scores must not mistake for the difference.
     let fast = MockProvider::always(ok_reply().delay(Duration::from_millis(15))).await;
-    let slow = MockProvider::always(ok_reply().delay(Duration::from_millis(150))).await;
+    let slow = MockProvider::always(ok_reply().delay(Duration::from_millis(600))).await;
     let flaky = MockProvider::start(|_, n| {
         if n % 2 == 0 {
             Reply::json(500, r#"{"error":{"message":"boom"}}"#)
@@ -101,6 +103,10 @@ async fn weighted_mode_ignores_latency() {
     assert!(slow.count() >= 15, "weighted: slow got {}", slow.count());
 }
 
+/// How long the breaker of `circuit_breaker_opens_probes_and_closes` stays
+/// open.
+const OPEN_MS: u64 = 4000;
+
 /// Item 9.2: the breaker opens after failures in a row, keeps traffic
 /// away, lets one probe through after its cooldown and closes on success;
 /// its state shows in /providers/{id}/health and in metrics.
@@ -117,10 +123,13 @@ async fn circuit_breaker_opens_probes_and_closes() {
     })
     .await;
     let config = format!(
-        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nrouting:\n  breaker: {{ consecutive_failures: 2, open_ms: 400, max_open_ms: 400 }}\nproviders:\n{}",
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nrouting:\n  breaker: {{ consecutive_failures: 2, open_ms: {OPEN_MS}, max_open_ms: {OPEN_MS} }}\nproviders:\n{}",
         provider_yaml("up", &mock, "")
     );
     let gw = Gateway::start(&config).await;
+    // The checks of the open breaker below must run within `open_ms` of its
+    // opening: long enough that a stalled scheduler cannot cross it.
+    let opened = Instant::now();
     for _ in 0..2 {
         assert_eq!(post(&gw, &chat("up/m")).await.0, 502);
     }
@@ -142,14 +151,25 @@ async fn circuit_breaker_opens_probes_and_closes() {
         m.contains("apiproxy_breakers_open{provider=\"up\"} 1"),
         "{m}"
     );
+    assert!(
+        opened.elapsed() < Duration::from_millis(OPEN_MS),
+        "the open breaker's checks took {:?}, past open_ms: they proved nothing",
+        opened.elapsed()
+    );
 
     healthy.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        post(&gw, &chat("up/m")).await.0,
-        200,
-        "the probe goes through"
-    );
+    // Refused with 503 (nothing sent) until open_ms has passed, then the
+    // probe goes through.
+    let (status, probed) = poll(
+        Duration::from_millis(OPEN_MS) + WAIT,
+        || async { post(&gw, &chat("up/m")).await.0 },
+        |s| *s != 503,
+    )
+    .await;
+    assert!(probed, "the breaker never let a probe through");
+    assert_eq!(status, 200, "the probe goes through");
+    assert!(opened.elapsed() >= Duration::from_millis(OPEN_MS));
+    assert_eq!(mock.count(), 3, "one probe, nothing while open");
     let health = admin_get(&gw, "/providers/up/health").await;
     assert_eq!(health["models"][0]["breaker"], "closed", "{health}");
     assert_eq!(health["status"], "healthy", "{health}");
@@ -279,15 +299,15 @@ async fn rate_limit_headers_steer_away_before_a_429() {
         .iter()
         .filter(|r| r.header("authorization") == Some("Bearer key-low"))
         .count();
-    assert!(
-        low_uses <= 1,
+    // Round-robin reaches the low key within the first two requests (before
+    // anything is known of it); its answer then says it is nearly out.
+    assert_eq!(
+        low_uses, 1,
         "the nearly exhausted key was used {low_uses} times"
     );
     let h = admin_get(&gw, "/providers/up/health").await;
-    if low_uses == 1 {
-        assert_eq!(h["keys"][0]["ratelimit"]["remaining_requests"], 0, "{h}");
-        assert_eq!(h["keys"][0]["ratelimit_low"], true, "{h}");
-    }
+    assert_eq!(h["keys"][0]["ratelimit"]["remaining_requests"], 0, "{h}");
+    assert_eq!(h["keys"][0]["ratelimit_low"], true, "{h}");
     assert_eq!(h["keys"][1]["ratelimit"]["remaining_requests"], 500, "{h}");
 }
 
@@ -542,8 +562,10 @@ async fn a_post_is_never_sent_upstream_twice() {
     assert_eq!(post(&gw, &chat("up/m")).await.0, 200);
     // The pooled connection takes the second POST and closes unanswered.
     let (status, _) = post(&gw, &chat("up/m")).await;
+    // A resend would reach the mock before this answer (the gateway retries
+    // before it gives up), and on a fresh connection it would be answered
+    // 200: the count is final here.
     assert_eq!(status, 502);
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         count.load(Ordering::SeqCst),
         2,
@@ -558,10 +580,11 @@ async fn idle_closed_pooled_connections_are_not_a_failure() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (c, gone) = (count.clone(), closed.clone());
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let c = c.clone();
+            let (c, gone) = (c.clone(), gone.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -570,7 +593,12 @@ async fn idle_closed_pooled_connections_are_not_a_failure() {
                         read_one(&mut sock, &mut buf),
                     )
                     .await;
-                    let Ok(Some(())) = got else { return }; // idle: close
+                    let Ok(Some(())) = got else {
+                        // Idle (or the gateway left): close, and say so.
+                        drop(sock);
+                        gone.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    };
                     c.fetch_add(1, Ordering::SeqCst);
                     let body = openai_completion("m", "hello");
                     let head = format!(
@@ -587,11 +615,19 @@ async fn idle_closed_pooled_connections_are_not_a_failure() {
         "providers:\n  - {{ id: up, kind: openai, base_url: \"http://127.0.0.1:{port}\", models: [m] }}\n"
     );
     let gw = Gateway::start(&config).await;
-    for _ in 0..5 {
-        assert_eq!(post(&gw, &chat("up/m")).await.0, 200);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    for i in 0..5 {
+        assert_eq!(post(&gw, &chat("up/m")).await.0, 200, "request {i}");
+        // The next request goes out only once the mock has closed the
+        // connection this one used, whatever the scheduler does.
+        let idle_closed = eventually(WAIT, || async { closed.load(Ordering::SeqCst) > i }).await;
+        assert!(idle_closed, "the mock never closed connection {i}");
     }
     assert_eq!(count.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        5,
+        "one connection per request"
+    );
 }
 
 /// Item 9.10: /routing/decide shows each candidate's inputs and score from
@@ -678,7 +714,10 @@ async fn routing_decide_explains_the_proxys_own_choice() {
 /// Retry-After. `max_qps` the same way.
 #[tokio::test]
 async fn capacity_limits_move_traffic_then_refuse_with_429() {
-    let busy = MockProvider::always(ok_reply().delay(Duration::from_millis(600))).await;
+    // Slow enough that the slot is still held when the second request
+    // arrives, whatever the scheduler does (the second is sent once the
+    // first has reached the mock).
+    let busy = MockProvider::always(ok_reply().delay(Duration::from_secs(3))).await;
     let spare = MockProvider::always(ok_reply()).await;
     let config = format!(
         "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n{}{}models:\n  - name: pool\n    upstreams:\n      - {{ provider: busy, model: m, weight: 1000 }}\n      - {{ provider: spare, model: m, weight: 0.001 }}\n",
@@ -689,7 +728,8 @@ async fn capacity_limits_move_traffic_then_refuse_with_429() {
     // Two at once: one holds busy's only slot, the other goes to spare.
     let pool = chat("pool");
     let (a, b) = tokio::join!(post(&gw, &pool), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let holding = eventually(WAIT, || async { busy.count() == 1 }).await;
+        assert!(holding, "the first request never reached busy");
         post(&gw, &pool).await
     });
     assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
@@ -697,7 +737,8 @@ async fn capacity_limits_move_traffic_then_refuse_with_429() {
     // Only busy, twice at once: the second has no candidate with room.
     let only_busy = chat("busy/m");
     let (a, b) = tokio::join!(post(&gw, &only_busy), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let holding = eventually(WAIT, || async { busy.count() == 2 }).await;
+        assert!(holding, "the third request never reached busy");
         client()
             .post(format!("{}/v1/chat/completions", gw.url()))
             .json(&only_busy)
@@ -709,16 +750,26 @@ async fn capacity_limits_move_traffic_then_refuse_with_429() {
     assert_eq!(b.status(), 429);
     assert!(b.headers().get("retry-after").is_some());
     assert_eq!(busy.count(), 2);
-    // spare/m at most 2 per second (one was used above): a burst of four
-    // gets at least one 429 and never more than 2 through per second.
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(post(&gw, &chat("spare/m")).await.0);
+    // spare/m at most 2 per second: four at once get at least one 429 and
+    // no more than 3 through (2, plus what refills while they arrive). Only
+    // a burst that lands within half a second says so; a stalled machine
+    // that spreads one wider gets another try.
+    let mut judged = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let spare_m = chat("spare/m");
+        let burst = futures_util::future::join_all((0..4).map(|_| post(&gw, &spare_m))).await;
+        if started.elapsed() < Duration::from_millis(500) {
+            judged = burst.into_iter().map(|(s, _)| s).collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await; // the bucket refills
     }
-    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(!judged.is_empty(), "no burst of four landed within 500 ms");
+    assert!(judged.contains(&429), "{judged:?}");
     assert!(
-        statuses.iter().filter(|s| **s == 200).count() <= 3,
-        "{statuses:?}"
+        judged.iter().filter(|s| **s == 200).count() <= 3,
+        "{judged:?}"
     );
 }
 
@@ -764,10 +815,25 @@ async fn catalog_warm_up_and_refresh() {
     let v = admin_get(&gw, "/providers/cat/models?refresh=true").await;
     assert_eq!(v["models"], json!(["late-model", "newer-model"]), "{v}");
     assert!(v["listed_at_ms"].as_u64().unwrap() > first);
-    // Still unknown after the catalog loaded: 404 without waiting.
+    // Still unknown after the catalog loaded: 404 without waiting for a
+    // listing (one takes 3 s, and none is asked for).
+    let listings = || {
+        mock.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.is_model_listing())
+            .count()
+    };
+    let listed = listings();
     let t = Instant::now();
     assert_eq!(post(&gw, &chat("no-such-model")).await.0, 404);
-    assert!(t.elapsed() < Duration::from_millis(1000));
+    assert!(
+        t.elapsed() < Duration::from_millis(2900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(listings(), listed, "the 404 waited for a listing");
 }
 
 /// Item 9.8: an active health check (the model list on an interval) feeds

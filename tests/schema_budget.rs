@@ -5,21 +5,40 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 use serde_json::{json, Value};
 
+/// The resident memory of process `pid`; fails the test when it cannot be
+/// read (a reading of 0 would make any growth look flat).
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
 }
+
+/// A Gemini `generateContent` answer.
+fn gemini_answer(text: &str) -> String {
+    json!({
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 2, "totalTokenCount": 6},
+        "modelVersion": "gemini-2.5-flash"
+    })
+    .to_string()
+}
+
+/// Far more than a bounded rewrite takes on a loaded machine, far less
+/// than an unbounded one (3^32 nodes) would.
+const QUICKLY: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn a_self_referential_schema_gets_400_quickly_with_flat_memory() {
-    let gem = MockProvider::always(Reply::json(200, "{}")).await;
+    let gem = MockProvider::always(Reply::json(200, gemini_answer("sent"))).await;
     let gw = Gateway::start(&format!(
         "providers:\n  - {{ id: gem, kind: gemini, base_url: \"{}\", api_keys: [\"AIza-test\"], models: [gemini-2.5-flash] }}\n",
         gem.base_url()
@@ -34,7 +53,9 @@ async fn a_self_referential_schema_gets_400_quickly_with_flat_memory() {
     });
     assert!(schema.to_string().len() <= 300);
     let before = rss_kib(gw.pid());
+    assert!(before > 0, "an RSS of 0 KiB");
     for _ in 0..5 {
+        let started = Instant::now();
         let r = client()
             .post(format!("{}/v1/chat/completions", gw.url()))
             .json(&json!({"model": "gem/gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}],
@@ -44,6 +65,8 @@ async fn a_self_referential_schema_gets_400_quickly_with_flat_memory() {
             .unwrap();
         assert_eq!(r.status(), 400);
         let v: Value = r.json().await.unwrap();
+        let took = started.elapsed();
+        assert!(took < QUICKLY, "the 400 took {took:?}");
         let msg = v["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains("$ref"), "{v}");
         assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
@@ -56,13 +79,17 @@ async fn a_self_referential_schema_gets_400_quickly_with_flat_memory() {
     let ok = json!({"type": "object", "properties": {
         "from": {"$ref": "#/$defs/place"}, "to": {"$ref": "#/$defs/place"}},
         "$defs": {"place": {"type": "string", "enum": ["A", "B"]}}});
-    let _ = client()
+    let r = client()
         .post(format!("{}/v1/chat/completions", gw.url()))
         .json(&json!({"model": "gem/gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}],
             "tools": [{"type": "function", "function": {"name": "trip", "parameters": ok}}]}))
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "sent", "{v}");
+    assert_eq!(gem.count(), 1);
     let sent = gem.last().json();
     let params = &sent["tools"][0]["functionDeclarations"][0]["parameters"];
     assert_eq!(
@@ -74,7 +101,7 @@ async fn a_self_referential_schema_gets_400_quickly_with_flat_memory() {
 
 #[tokio::test]
 async fn the_schema_budget_is_configurable() {
-    let gem = MockProvider::always(Reply::json(200, "{}")).await;
+    let gem = MockProvider::always(Reply::json(200, gemini_answer("sent"))).await;
     let gw = Gateway::start_with_server(
         "max_schema_rewrite_bytes: 4096",
         &format!(
@@ -112,7 +139,8 @@ async fn the_schema_budget_is_configurable() {
     );
     assert_eq!(gem.count(), 0, "nothing reached the provider");
     // A small one still goes through.
-    send(described(100)).await;
+    let r = send(described(100)).await;
+    assert_eq!(r.status(), 200);
     assert_eq!(gem.count(), 1);
 
     // Out of range: refused by -t with its key path.

@@ -572,6 +572,13 @@ async fn requests_survive_a_redis_outage_and_sharing_resumes() {
         let first = chat(gw, "carol-key", Some(&sid), "hi").await;
         assert_eq!(first.status(), 200, "replica {n} with Redis down");
         let provider = first.headers()["x-debug-provider"].clone();
+        // With Redis down the binding is kept locally, written just after
+        // the answer: the next turns are sent once it is there.
+        let held = eventually(PATIENCE, || async {
+            !gw.get_json(&format!("/admin/sessions/{sid}"), ADMIN).await["binding"].is_null()
+        })
+        .await;
+        assert!(held, "replica {n} never bound {sid} with Redis down");
         for i in 0..3 {
             let r = chat(gw, "carol-key", Some(&sid), "again").await;
             assert_eq!(r.status(), 200, "replica {n}, request {i} with Redis down");

@@ -288,21 +288,33 @@ async fn owned_bindings(redis: Option<&str>) {
             "mallory's request {i} does not follow carol's binding"
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let binding: Value = client()
-        .get(format!("{}/routing/sessions/s-own", gw.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(binding["provider_id"], "a");
-    assert_eq!(binding["message_count"], 2, "only carol's requests count");
-    assert_eq!(binding["owner"], "carol", "the admin API sees the owner");
+    // carol's next turn is touched after mallory's would have been (one
+    // background writer, in order): once it shows, the count is final.
     let r = post(&gw, "carol-key", Some("s-own"), &hi()).await;
     assert_eq!(provider(&r), "a", "still carol's");
+    let (binding, touched) = poll(
+        WAIT,
+        || async {
+            client()
+                .get(format!("{}/routing/sessions/s-own", gw.url()))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("binding")
+                .json::<Value>()
+                .await
+                .expect("binding JSON")
+        },
+        |b| b["message_count"].as_u64().is_some_and(|n| n >= 3),
+    )
+    .await;
+    assert!(
+        touched,
+        "carol's third turn never touched the binding: {binding}"
+    );
+    assert_eq!(binding["provider_id"], "a");
+    assert_eq!(binding["message_count"], 3, "only carol's requests count");
+    assert_eq!(binding["owner"], "carol", "the admin API sees the owner");
     // mallory cannot read carol's context either.
     let r = client()
         .get(format!("{}/context/s-own", gw.url()))
@@ -370,25 +382,38 @@ async fn context_bounded_in_bytes(redis: Option<&str>) {
         store_section(redis, "bytes:")
     );
     let gw = Gateway::start(&config(&mock, &extra)).await;
-    let parts: Vec<Value> = (0..1000)
-        .map(|i| json!({"type": "text", "text": format!("{}", i % 10)}))
-        .collect();
-    let body = json!({"model": "m", "messages": [{"role": "user", "content": parts}]});
-    assert!(serde_json::to_vec(&body).unwrap().len() > 20_000);
+    // Each request starts with its own number, so the last one's snippet
+    // can be waited for.
+    let body = |n: usize| {
+        let mut parts: Vec<Value> = (0..1000)
+            .map(|i| json!({"type": "text", "text": format!("{}", i % 10)}))
+            .collect();
+        parts[0] = json!({"type": "text", "text": format!("request-{n}-")});
+        json!({"model": "m", "messages": [{"role": "user", "content": parts}]})
+    };
+    assert!(serde_json::to_vec(&body(0)).unwrap().len() > 20_000);
     for i in 0..8 {
-        let r = post(&gw, "carol-key", Some("s-bytes"), &body).await;
+        let r = post(&gw, "carol-key", Some("s-bytes"), &body(i)).await;
         assert_eq!(r.status(), 200, "request {i}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let v: Value = client()
-        .get(format!("{}/context/s-bytes", gw.url()))
-        .bearer_auth("carol-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Snippets are written after the answer: wait for the last one.
+    let (v, written) = poll(
+        WAIT,
+        || async {
+            client()
+                .get(format!("{}/context/s-bytes", gw.url()))
+                .bearer_auth("carol-key")
+                .send()
+                .await
+                .expect("context")
+                .json::<Value>()
+                .await
+                .unwrap_or(Value::Null)
+        },
+        |v| v["history"].to_string().contains("request-7-"),
+    )
+    .await;
+    assert!(written, "the last request's snippet never showed: {v}");
     let history = v["history"].as_array().expect("history");
     assert!(!history.is_empty(), "something is kept");
     let sizes: Vec<usize> = history
