@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::raw_http::{header_of, KeptAlive};
 use common::*;
 use serde_json::{json, Value};
 
@@ -194,10 +195,20 @@ async fn raw_get(sock: &mut tokio::net::TcpStream, path: &str) -> Option<String>
     }
 }
 
-fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
+/// The text of an OpenAI chat stream's deltas, and whether `[DONE]` is its
+/// last event.
+fn stream_text(body: &str) -> (String, bool) {
+    let data = sse_data(body);
+    let text = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    (text, data.last().map(String::as_str) == Some("[DONE]"))
 }
 
 /// Pingora keeps an old process accepting for 5 s after SIGQUIT (its accept
@@ -255,7 +266,10 @@ async fn graceful_upgrade_hands_over_sockets_and_drains_streams() {
             (pid, r.text().await.expect("stream body"), Instant::now())
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream is on the old process (its upstream has the request)
+    // before the successor starts.
+    let on_old = eventually(WAIT, || async { up.count() == 1 }).await;
+    assert!(on_old, "the stream never reached the upstream");
 
     let mut new = Successor::start(&old.config_path, "new").await;
     signal(old.pid(), "QUIT");
@@ -374,19 +388,16 @@ impl Load {
     /// `streams` clients each running one stream after another.
     fn run(
         self: &Arc<Self>,
-        url: &str,
+        port: u16,
         workers: usize,
         streams: usize,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         for _ in 0..workers {
-            let (load, url) = (self.clone(), url.to_owned());
+            let load = self.clone();
             tasks.push(tokio::spawn(async move {
-                let c = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .pool_max_idle_per_host(1)
-                    .build()
-                    .unwrap();
+                let mut c = KeptAlive::new(port);
+                let ask = json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}]});
                 // Bounded: at most 60 s and 100,000 requests per worker.
                 let deadline = Instant::now() + Duration::from_secs(60);
                 for _ in 0..100_000 {
@@ -394,54 +405,52 @@ impl Load {
                         break;
                     }
                     load.sent.fetch_add(1, Ordering::Relaxed);
-                    let r = c
-                        .post(format!("{url}/v1/chat/completions"))
-                        .header("x-debug", "true")
-                        .json(&json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}]}))
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status() == 200 => {
-                            if let Some(pid) = r.headers().get("x-apiproxy-pid").and_then(|v| v.to_str().ok()?.parse().ok()) {
+                    match c.post(&ask).await {
+                        Ok(a) if a.status == 200 => {
+                            if let Some(pid) =
+                                header_of(&a.head, "x-apiproxy-pid").and_then(|v| v.parse().ok())
+                            {
                                 load.pids.lock().unwrap().insert(pid);
                             }
-                            match r.text().await {
-                                Ok(t) if t.contains("\"ok\"") => {
-                                    load.answered.fetch_add(1, Ordering::Relaxed);
-                                }
-                                other => load.fail(format!("body: {other:?}")),
+                            let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+                            if v["choices"][0]["message"]["content"] == "ok" {
+                                load.answered.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                load.fail(format!("body: {}", String::from_utf8_lossy(&a.body)));
                             }
                         }
-                        Ok(r) => load.fail(format!("status {}", r.status())),
-                        Err(e) => load.fail(format!("{e:?}")),
+                        Ok(a) => load.fail(format!("status {}", a.status)),
+                        Err(e) => load.fail(e),
                     }
                 }
             }));
         }
+        // Every event of a stream, in order: a stream cut or missing a
+        // middle event does not count as completed.
+        let whole: String = (0..10).map(|i| format!("s{i}")).collect();
         for _ in 0..streams {
-            let (load, url) = (self.clone(), url.to_owned());
+            let (load, whole) = (self.clone(), whole.clone());
             tasks.push(tokio::spawn(async move {
-                let c = client();
+                let mut c = KeptAlive::new(port);
+                let ask = json!({"model": "p/s", "stream": true, "messages": []});
                 let deadline = Instant::now() + Duration::from_secs(60);
                 for _ in 0..1_000 {
                     if load.stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                         break;
                     }
                     load.streams_started.fetch_add(1, Ordering::Relaxed);
-                    let r = c
-                        .post(format!("{url}/v1/chat/completions"))
-                        .json(&json!({"model": "p/s", "stream": true, "messages": []}))
-                        .send()
-                        .await;
-                    let body = match r {
-                        Ok(r) if r.status() == 200 => r.text().await.ok(),
-                        _ => None,
-                    };
-                    match body {
-                        Some(b) if b.contains("s9") && b.contains("[DONE]") => {
-                            load.streams_completed.fetch_add(1, Ordering::Relaxed);
+                    match c.post(&ask).await {
+                        Ok(a) if a.status == 200 => {
+                            let body = String::from_utf8_lossy(&a.body).to_string();
+                            match stream_text(&body) {
+                                (text, true) if text == whole => {
+                                    load.streams_completed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                _ => load.fail(format!("stream: {body}")),
+                            }
                         }
-                        other => load.fail(format!("stream: {other:?}")),
+                        Ok(a) => load.fail(format!("stream status {}", a.status)),
+                        Err(e) => load.fail(format!("stream: {e}")),
                     }
                 }
             }));
@@ -479,18 +488,30 @@ async fn load_provider() -> MockProvider {
 #[tokio::test]
 async fn upgrades_under_keepalive_load_lose_nothing() {
     let up = load_provider().await;
+    // A stream (1 s) may begin on the old process after draining began: a
+    // client's kept-alive connection still reaches it, and the answer then
+    // says `Connection: close`. It must end within the grace period, which
+    // is what cuts work short: 5 s leaves a loaded machine room.
     let mut first = Gateway::start_with_server(
-        "grace_period_seconds: 2",
+        "grace_period_seconds: 5",
         &format!(
             "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n",
             up.base_url()
         ),
     )
     .await;
-    let url = first.url();
     let load = Arc::new(Load::default());
-    let tasks = load.run(&url, 8, 3);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tasks = load.run(first.port, 8, 3);
+    let warm = eventually(WAIT, || async {
+        load.answered.load(Ordering::Relaxed) >= 20
+            && load.streams_completed.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    assert!(
+        warm,
+        "the load never got going: {:?}",
+        load.errors.lock().unwrap()
+    );
 
     let mut pids = vec![first.pid()];
     let mut current: Option<Successor> = None;
@@ -516,7 +537,16 @@ async fn upgrades_under_keepalive_load_lose_nothing() {
         );
         current = Some(next);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The last process serves requests and streams of its own before the
+    // load stops.
+    let last = *pids.last().expect("pids");
+    let streamed = load.streams_completed.load(Ordering::Relaxed);
+    let served_by_last = eventually(WAIT, || async {
+        load.pids.lock().unwrap().contains(&last)
+            && load.streams_completed.load(Ordering::Relaxed) > streamed
+    })
+    .await;
+    assert!(served_by_last, "the last process served nothing");
     load.finish(tasks).await;
 
     let (sent, answered, failed) = (
@@ -555,7 +585,7 @@ async fn reloads_under_keepalive_load_lose_nothing() {
     ))
     .await;
     let load = Arc::new(Load::default());
-    let tasks = load.run(&gw.url(), 8, 3);
+    let tasks = load.run(gw.port, 8, 3);
     let reloads = || gw.log().matches("config reloaded").count();
     for i in 1..=3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -576,7 +606,13 @@ async fn reloads_under_keepalive_load_lose_nothing() {
             "requests answered across reload {i}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Streams that started after the last reload complete too.
+    let started = load.streams_started.load(Ordering::Relaxed);
+    let after = eventually(WAIT, || async {
+        load.streams_completed.load(Ordering::Relaxed) > started
+    })
+    .await;
+    assert!(after, "no stream completed after the last reload");
     load.finish(tasks).await;
     assert_eq!(reloads(), 3, "{}", gw.log());
     let errors = load.errors.lock().unwrap().clone();
@@ -657,7 +693,8 @@ async fn console_keys_keep_working_across_an_upgrade_and_nobody_passes_without_o
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let going = eventually(WAIT, || async { seen.lock().unwrap().len() >= 10 }).await;
+    assert!(going, "the load never got going");
     let mut new = Successor::start(&old.config_path, "new").await;
     signal(old.pid(), "QUIT");
     let exit = old.wait_exit(Duration::from_secs(20)).await;

@@ -431,3 +431,71 @@ async fn huge_token_counts_saturate_on_every_path() {
         gw.log()
     );
 }
+
+/// A streamed answer leaves its HTTP/1.1 connection open for the next
+/// request: its body is chunked, so the client knows where it ends. (It was
+/// framed by closing the connection while its header said `keep-alive`, so
+/// every stream cost a client a new connection.) An HTTP/1.0 client, which
+/// has no chunks, still gets its stream, ended by the close.
+#[tokio::test]
+async fn a_stream_keeps_its_connection_alive() {
+    let up = MockProvider::always(Reply::sse(&openai_stream("m", &["one", " two"]))).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\", models: [m] }}\n",
+        up.base_url()
+    ))
+    .await;
+    let mut conn = common::raw_http::KeptAlive::new(gw.port);
+    let ask =
+        json!({"model": "p/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    for turn in 0..3 {
+        let a = conn
+            .post(&ask)
+            .await
+            .unwrap_or_else(|e| panic!("turn {turn}: {e}"));
+        assert_eq!(a.status, 200, "turn {turn}: {}", a.head);
+        assert_eq!(a.header("transfer-encoding"), Some("chunked"), "{}", a.head);
+        assert_eq!(a.header("connection"), Some("keep-alive"), "{}", a.head);
+        let body = String::from_utf8_lossy(&a.body).to_string();
+        let text: String = sse_data(&body)
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(text, "one two", "turn {turn}: {body}");
+        assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+        assert!(conn.is_open(), "turn {turn}");
+    }
+    assert_eq!(up.count(), 3);
+
+    // HTTP/1.0: no chunks; the answer ends with the connection.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let body = ask.to_string();
+    sock.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut all = Vec::new();
+    tokio::time::timeout(WAIT, sock.read_to_end(&mut all))
+        .await
+        .expect("the HTTP/1.0 stream ended with its connection")
+        .expect("read");
+    let all = String::from_utf8_lossy(&all).to_string();
+    let (head, rest) = all.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1."), "{head}");
+    assert!(head.contains(" 200 "), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+    assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+}

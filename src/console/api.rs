@@ -311,7 +311,7 @@ fn models(rt: &Runtime) -> Value {
 /// leaves; `event: lagged` says how many were skipped when it fell behind.
 async fn tail(session: &mut Session, ctx: &mut RequestCtx, f: Filter) -> Result<(), GatewayError> {
     let mut rx = CONSOLE.subscribe();
-    let h = respond::header(200, "text/event-stream", None, &Vec::new())
+    let h = respond::stream_header(session, &Vec::new())
         .map_err(|e| GatewayError::internal(e.to_string()))?;
     session
         .write_response_header(h, false)

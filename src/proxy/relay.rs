@@ -606,7 +606,7 @@ async fn open_stream(
     ctx.status = 200;
     ctx.inflight_stream = true;
     metrics::INFLIGHT_STREAMS.inc();
-    let h = respond::header(200, "text/event-stream", None, headers)?;
+    let h = respond::stream_header(session, headers)?;
     let r = session.write_response_header(h, false).await;
     if r.is_err() {
         ctx.client_gone = true;

@@ -41,6 +41,19 @@ pub fn admin_headers() -> Headers {
     ]
 }
 
+/// The response header of an event stream. On HTTP/1.1 its body is sent
+/// chunked: Pingora frames a body without a length by closing the
+/// connection at its end (while the header says `keep-alive`), so without
+/// this no kept-alive connection outlived a stream. (HTTP/2 frames bodies
+/// itself and Pingora drops the header there; HTTP/1.0 has no chunks.)
+pub fn stream_header(session: &Session, extra: &Headers) -> Result<Box<ResponseHeader>> {
+    let mut h = header(200, "text/event-stream", None, extra)?;
+    if session.req_header().version == http::Version::HTTP_11 {
+        h.insert_header("transfer-encoding", "chunked")?;
+    }
+    Ok(h)
+}
+
 /// Writes a complete response.
 pub async fn write(
     session: &mut Session,

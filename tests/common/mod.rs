@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod prom;
+pub mod raw_http;
 pub mod wire;
 
 use std::io::Write;
