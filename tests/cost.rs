@@ -573,3 +573,67 @@ data: {"type":"message_stop"}"#
     ]);
     leave_mid_stream("anthropic", events, Some(12)).await;
 }
+
+/// A budget charges a streamed answer what its usage event reports, and
+/// refuses the next stream once spent, before anything goes upstream.
+#[tokio::test]
+async fn a_budget_charges_and_stops_streamed_answers() {
+    const ADMIN: &str = "admin-key-cost-stream-1";
+    // 5 input and 2 output tokens at $0.10 each: $0.70 a stream.
+    let up = MockProvider::always(Reply::sse(&openai_stream("m", &["a", "b"]))).await;
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  admin_keys: [{ADMIN}]
+  keys:
+    - {{ name: alice, key: alice-key-123, budget_usd: 1, budget_period: day }}
+providers:
+  - {{ id: p, kind: openai, base_url: "{u}", pricing: {{ {TENTH} }} }}
+"#,
+        u = up.base_url()
+    ))
+    .await;
+    let stream = || async {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth("alice-key-123")
+            .json(&json!({"model": "p/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let left = remaining(&r);
+        (status, left, r.text().await.expect("body"))
+    };
+    let spent_becomes = |dollars: f64| {
+        let gw = &gw;
+        async move {
+            let (keys, held) = poll(
+                WAIT,
+                || gw.get_json("/admin/keys", ADMIN),
+                |v| {
+                    v["keys"][0]["budget"]["spent_usd"]
+                        .as_f64()
+                        .is_some_and(|s| (s - dollars).abs() < 1e-6)
+                },
+            )
+            .await;
+            assert!(held, "the budget never showed ${dollars} spent: {keys}");
+        }
+    };
+    let (status, left, body) = stream().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(left, "1.00000000");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    // The usage event's tokens, not the reservation (which was far more).
+    spent_becomes(0.7).await;
+    let (status, left, body) = stream().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(left, "0.30000000");
+    spent_becomes(1.4).await;
+    // Spent: the third stream is refused before it starts.
+    let (status, left, body) = stream().await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(left, "0.00000000");
+    assert!(body.contains("budget"), "{body}");
+    assert_eq!(up.count(), 2, "the refused stream never went upstream");
+}

@@ -182,6 +182,63 @@ async fn circuit_breaker_opens_probes_and_closes() {
     );
 }
 
+/// Item 9.2, the other trigger: a breaker whose upstream never fails
+/// `consecutive_failures` times in a row opens on its error rate, and only
+/// once the window holds `min_requests`.
+#[tokio::test]
+async fn the_error_rate_opens_the_breaker_once_min_requests_are_in() {
+    // Two failures, one success, again: never three failures in a row, two
+    // in three overall.
+    let mock = MockProvider::start(|_, n| {
+        if n % 3 == 2 {
+            ok_reply()
+        } else {
+            Reply::json(500, r#"{"error":{"message":"flaky"}}"#)
+        }
+    })
+    .await;
+    let config = format!(
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nrouting:\n  breaker: {{ consecutive_failures: 3, error_rate: 0.5, min_requests: 9, open_ms: 60000 }}\nproviders:\n{}",
+        provider_yaml("up", &mock, "")
+    );
+    let gw = Gateway::start(&config).await;
+    let breaker = || async {
+        admin_get(&gw, "/providers/up/health").await["models"][0]["breaker"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    // Eight requests: 5 failed (62 %), but fewer than min_requests.
+    for i in 0..8 {
+        let want = if i % 3 == 2 { 200 } else { 502 };
+        assert_eq!(post(&gw, &chat("up/m")).await.0, want, "request {i}");
+    }
+    assert_eq!(breaker().await, "closed", "tripped below min_requests");
+    // The ninth succeeds (a success never trips); the tenth fails with ten
+    // in the window, seven of them failures: open.
+    assert_eq!(post(&gw, &chat("up/m")).await.0, 200);
+    assert_eq!(breaker().await, "closed");
+    assert_eq!(post(&gw, &chat("up/m")).await.0, 502);
+    assert_eq!(breaker().await, "open");
+    let (status, body) = post(&gw, &chat("up/m")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("circuit breaker open"),
+        "{body}"
+    );
+    assert_eq!(mock.count(), 10, "an open breaker sends nothing");
+    let m = gw
+        .metrics_until("apiproxy_breaker_transitions_total{provider=\"up\",to=\"open\"} 1")
+        .await;
+    assert!(
+        m.contains("apiproxy_breakers_open{provider=\"up\"} 1"),
+        "{m}"
+    );
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
