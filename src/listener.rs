@@ -18,14 +18,20 @@
 //! - holds one of `server.max_connections` slots per connection: past them a
 //!   connection is answered 503 and closed at once.
 //!
-//! HTTP/1.x is served this way on the plain listener and on the TLS one
-//! (the TLS handshake is Pingora's, before this layer). An HTTP/2
-//! connection (TLS with ALPN `h2`) holds a slot too, then goes to Pingora's
-//! own h2 loop: h2 frames its requests itself, so its limits are the h2
-//! settings the TLS service is built with (`server.h2_max_concurrent_streams`,
-//! `max_header_bytes` as the header list size, `keepalive_timeout_ms` as the
-//! idle timeout) and the per-request timeouts the proxy sets (body read,
-//! response write).
+//! HTTP/1.x is served this way on the plain listener and on the TLS one.
+//! On the TLS listener the slot is taken first and the TLS handshake runs
+//! here, within the header deadline counted from the accept (Pingora's own
+//! runs before any slot, for a fixed 60 s). An HTTP/2 connection (ALPN
+//! `h2`) takes the descriptors its streams may open upstream
+//! ([`DescriptorBudget`]) and must send its preface by the same deadline,
+//! then goes to Pingora's own h2 loop: h2 frames its requests itself, so
+//! its limits are the h2 settings the TLS service is built with
+//! (`server.h2_max_concurrent_streams`, `max_header_bytes` as the header
+//! list size, `keepalive_timeout_ms` as the idle timeout) and the
+//! per-request bounds the proxy sets (body read, response write).
+//!
+//! Invariant: every open client connection holds a slot and has a deadline
+//! from its first byte.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,12 +46,15 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ServerSettings;
 use crate::drain::{self, Drain};
 use crate::error::GatewayError;
 use crate::proxy::routes::error_format;
+use crate::tls::TlsAcceptor;
+
+mod replay;
 
 /// The limits applied to every client connection.
 #[derive(Debug, Clone)]
@@ -71,38 +80,186 @@ impl ClientLimits {
     }
 }
 
+/// Upstream connections one request can hold at once: its attempt and a
+/// hedge racing it (failover attempts follow one another).
+pub const UPSTREAMS_PER_REQUEST: u64 = 2;
+/// Descriptors kept for everything but client connections and their
+/// upstreams: listeners, logs, the store, background checks and the
+/// plain listener's pool of idle upstream connections.
+pub const RESERVED_FDS: u64 = 256;
+/// Idle upstream connections one more connection pool keeps at most
+/// (Pingora's default pool size): the TLS listener has its own.
+pub const POOL_FDS: u64 = 128;
+
+/// How the open-file limit is shared among client connections, so the
+/// process refuses connections instead of running out of descriptors.
+/// An HTTP/1 connection holds itself and what one request opens upstream;
+/// an HTTP/2 connection itself and what `h2_max_concurrent_streams`
+/// requests open. `max_connections` is lowered to what the budget holds
+/// in HTTP/1 connections; an HTTP/2 connection takes its larger share
+/// when ALPN chose h2, and is closed when the budget cannot give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorBudget {
+    /// Descriptors client connections and their upstreams may hold together.
+    pub total: u64,
+    /// What one HTTP/1 connection may hold.
+    pub http1: u64,
+    /// What one HTTP/2 connection may hold.
+    pub h2: u64,
+    /// The connection cap: `max_connections`, or fewer when the budget
+    /// holds fewer HTTP/1 connections (at least 1).
+    pub max_connections: usize,
+}
+
+impl DescriptorBudget {
+    /// The budget of `open_files` descriptors (`None`: unknown, unbounded)
+    /// for `max_connections` connections, HTTP/2 ones with `h2_streams`
+    /// streams; `tls`: the TLS listener (and its pool) is on.
+    pub fn new(
+        open_files: Option<u64>,
+        max_connections: usize,
+        h2_streams: u32,
+        tls: bool,
+    ) -> DescriptorBudget {
+        let http1 = 1 + UPSTREAMS_PER_REQUEST;
+        let h2 = 1 + u64::from(h2_streams).saturating_mul(UPSTREAMS_PER_REQUEST);
+        let reserved = RESERVED_FDS + if tls { POOL_FDS } else { 0 };
+        let total = open_files.map_or(u64::MAX, |n| n.saturating_sub(reserved));
+        let fit = usize::try_from(total / http1).unwrap_or(usize::MAX);
+        let max_connections = max_connections.min(fit).max(1);
+        DescriptorBudget {
+            // Room for the one connection a tiny limit still allows.
+            total: total.max(http1),
+            http1,
+            h2,
+            max_connections,
+        }
+    }
+
+    /// Whether an HTTP/2 connection can ever be served.
+    pub fn holds_h2(&self) -> bool {
+        self.h2 <= self.total
+    }
+}
+
+/// The connection slots and descriptors client connections take, one set
+/// for both listeners.
+pub struct Capacity {
+    connections: Arc<Semaphore>,
+    descriptors: Arc<Semaphore>,
+    budget: DescriptorBudget,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Connections,
+    Descriptors,
+}
+
+/// What one open connection holds; given back when it closes.
+struct Slot {
+    _connection: OwnedSemaphorePermit,
+    descriptors: OwnedSemaphorePermit,
+}
+
+impl Capacity {
+    pub fn new(budget: DescriptorBudget) -> Arc<Capacity> {
+        let permits = |n: u64| {
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(Semaphore::MAX_PERMITS)
+        };
+        Arc::new(Capacity {
+            connections: Arc::new(Semaphore::new(budget.max_connections)),
+            descriptors: Arc::new(Semaphore::new(permits(budget.total))),
+            budget,
+        })
+    }
+
+    /// A slot and an HTTP/1 connection's descriptors.
+    fn take(&self) -> Result<Slot, Full> {
+        let connection = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Full::Connections)?;
+        let n = u32::try_from(self.budget.http1).unwrap_or(u32::MAX);
+        let descriptors = self
+            .descriptors
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| Full::Descriptors)?;
+        Ok(Slot {
+            _connection: connection,
+            descriptors,
+        })
+    }
+
+    /// The rest of an HTTP/2 connection's descriptors.
+    fn widen_for_h2(&self, slot: &mut Slot) -> bool {
+        let more = self.budget.h2.saturating_sub(self.budget.http1);
+        let Ok(more) = u32::try_from(more) else {
+            return false;
+        };
+        match self.descriptors.clone().try_acquire_many_owned(more) {
+            Ok(p) => {
+                slot.descriptors.merge(p);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// Pingora's HTTP app (the proxy) behind apiproxy's connection layer.
 pub struct ClientListener<A> {
     app: Arc<A>,
     limits: ClientLimits,
-    slots: Arc<Semaphore>,
+    capacity: Arc<Capacity>,
+    tls: Option<TlsAcceptor>,
     refusal_warned: AtomicBool,
     drain: Drain,
 }
 
 impl<A> ClientListener<A> {
-    /// `max_connections` is the effective cap (after the file-descriptor
-    /// limit was taken into account).
-    pub fn new(app: A, limits: ClientLimits, grace: Duration) -> Self {
-        let slots = Arc::new(Semaphore::new(limits.max_connections));
-        Self::sharing(app, limits, grace, slots)
-    }
-
-    /// A listener whose connections count against `slots`, the cap of
-    /// another listener (the TLS listener shares the plain one's).
-    pub fn sharing(app: A, limits: ClientLimits, grace: Duration, slots: Arc<Semaphore>) -> Self {
+    /// A listener whose connections count against `capacity` (shared by
+    /// the plain and the TLS listener).
+    pub fn new(app: A, limits: ClientLimits, grace: Duration, capacity: Arc<Capacity>) -> Self {
         ClientListener {
             app: Arc::new(app),
-            slots,
             limits,
+            capacity,
+            tls: None,
             refusal_warned: AtomicBool::new(false),
             drain: Drain::new(grace),
         }
     }
 
-    /// The connection slots of this listener, to share.
-    pub fn slots(&self) -> Arc<Semaphore> {
-        Arc::clone(&self.slots)
+    /// The TLS listener: each connection's handshake runs in its slot.
+    pub fn with_tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Logs a refusal: once per listener at warn, then at debug (a flood
+    /// must not flood the log).
+    fn log_refusal(&self, full: Full) {
+        let what = match full {
+            Full::Connections => format!(
+                "server.max_connections ({}) reached: connections are refused",
+                self.capacity.budget.max_connections
+            ),
+            Full::Descriptors => format!(
+                "the descriptor budget ({} for client connections and their upstreams; an HTTP/2 connection takes {}) is used up: connections are refused",
+                self.capacity.budget.total, self.capacity.budget.h2
+            ),
+        };
+        if self.refusal_warned.swap(true, Ordering::Relaxed) {
+            log::debug!("{what}");
+        } else {
+            log::warn!("{what} (further refusals are logged at debug)");
+        }
     }
 }
 
@@ -254,29 +411,60 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let accepted = Instant::now();
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            if self.refusal_warned.swap(true, Ordering::Relaxed) {
-                log::debug!("server.max_connections reached: connection refused");
-            } else {
-                // Once per process at warn: a flood must not flood the log.
-                log::warn!(
-                    "server.max_connections ({}) reached: connections are refused with 503 (further refusals are logged at debug)",
-                    self.limits.max_connections
-                );
+        // From here to the first request head: one deadline.
+        let deadline = tokio::time::Instant::from_std(accepted + self.limits.header_timeout);
+        let mut slot = match self.capacity.take() {
+            Ok(slot) => slot,
+            Err(full) => {
+                self.log_refusal(full);
+                // A TLS client gets no handshake spent on it: closed.
+                if self.tls.is_none() {
+                    refuse(
+                        stream,
+                        503,
+                        "Service Unavailable",
+                        "too many connections: try again shortly",
+                        b"",
+                    )
+                    .await;
+                }
+                return None;
             }
-            refuse(
-                stream,
-                503,
-                "Service Unavailable",
-                "too many connections: try again shortly",
-                b"",
-            )
-            .await;
-            return None;
         };
+        if let Some(tls) = &self.tls {
+            stream = match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    log::debug!("tls handshake failed: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    log::debug!(
+                        "tls handshake not complete within server.header_timeout_ms: closed"
+                    );
+                    return None;
+                }
+            };
+        }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // Pingora's h2 loop, under the h2 settings of the app.
-            return ServerApp::process_new(&self.app, stream, shutdown).await;
+            if !self.capacity.widen_for_h2(&mut slot) {
+                self.log_refusal(Full::Descriptors);
+                return None;
+            }
+            let stream =
+                match tokio::time::timeout_at(deadline, replay::read_h2_preface(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        log::debug!("h2 preface not sent within server.header_timeout_ms: closed");
+                        return None;
+                    }
+                };
+            // Pingora's h2 loop, under the h2 settings of the app; the slot
+            // is held until it ends.
+            let kept = ServerApp::process_new(&self.app, Box::new(stream), shutdown).await;
+            drop(slot);
+            return kept;
         }
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
@@ -399,6 +587,52 @@ mod tests {
         // A resumed scan still finds a terminator split across reads.
         let h = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(head_end(h, h.len() - 2), Some(h.len()));
+    }
+
+    #[test]
+    fn the_descriptor_budget_counts_upstreams_hedges_and_h2_streams() {
+        // 320 descriptors, plain only: 64 for clients, 3 each (the client,
+        // an attempt, its hedge): 21 connections.
+        let b = DescriptorBudget::new(Some(320), 8192, 100, false);
+        assert_eq!((b.total, b.http1, b.max_connections), (64, 3, 21));
+        // The cap is never raised past max_connections.
+        let b = DescriptorBudget::new(Some(1 << 20), 8192, 100, false);
+        assert_eq!(b.max_connections, 8192);
+        // TLS: its own pool is reserved too; an h2 connection takes 1 + 100
+        // streams x 2 upstreams.
+        let b = DescriptorBudget::new(Some(65_536), 8192, 100, true);
+        assert_eq!(b.total, 65_536 - 256 - 128);
+        assert_eq!(b.h2, 201);
+        assert!(b.holds_h2());
+        assert_eq!(b.max_connections, 8192);
+        // A limit too low for one h2 connection says so; one below the
+        // reserve still lets one HTTP/1 connection in.
+        let b = DescriptorBudget::new(Some(500), 8192, 100, true);
+        assert!(!b.holds_h2());
+        let b = DescriptorBudget::new(Some(10), 8192, 100, false);
+        assert_eq!((b.max_connections, b.total), (1, 3));
+        // Unknown limit: only max_connections bounds.
+        let b = DescriptorBudget::new(None, 8192, 10_000, true);
+        assert_eq!((b.max_connections, b.h2), (8192, 20_001));
+    }
+
+    #[test]
+    fn capacity_gives_h2_its_share_and_takes_it_back() {
+        // Room for 2 HTTP/1 connections, or one h2 (1 + 2 x 2 = 5 of 6).
+        let b = DescriptorBudget::new(Some(256 + 6), 8192, 2, false);
+        assert_eq!((b.total, b.h2, b.max_connections), (6, 5, 2));
+        let cap = Capacity::new(b);
+        let mut one = cap.take().expect("a first slot");
+        assert!(cap.widen_for_h2(&mut one), "one h2 connection fits");
+        // 5 of 6 taken: no room for another connection's 3.
+        assert_eq!(cap.take().err(), Some(Full::Descriptors));
+        drop(one);
+        let a = cap.take().expect("slots come back");
+        let mut second = cap.take().expect("two HTTP/1 connections fit");
+        assert!(!cap.widen_for_h2(&mut second), "no room left for h2");
+        assert_eq!(cap.take().err(), Some(Full::Connections));
+        drop((a, second));
+        assert_eq!(cap.descriptors.available_permits(), 6);
     }
 
     #[test]
