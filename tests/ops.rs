@@ -1228,6 +1228,9 @@ async fn h2_connections_take_their_streams_share_of_the_descriptor_budget() {
         panic!("{e}\n{}", gw.log());
     }
     let log = gw.log();
-    assert!(log.contains("the descriptor budget (40 for client connections"), "{log}");
+    assert!(
+        log.contains("the descriptor budget (40 for client connections"),
+        "{log}"
+    );
     assert!(!log.contains("Too many open files"), "{log}");
 }
