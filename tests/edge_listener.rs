@@ -537,23 +537,23 @@ async fn early_answers_close_the_connection_while_the_body_still_trickles() {
     let cases = [
         (
             401,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 90000\r\n\r\n{",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 90000\r\n\r\n{",
         ),
         (
             403,
-            "POST /routing/decide HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer client-key\r\nContent-Type: application/json\r\nContent-Length: 90000\r\n\r\n{",
+            "POST /routing/decide HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer client-key\r\nContent-Type: application/json\r\nContent-Length: 90000\r\n\r\n{",
         ),
         (
             404,
-            "POST /v1/nowhere HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer client-key\r\nContent-Length: 90000\r\n\r\n{",
+            "POST /v1/nowhere HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer client-key\r\nContent-Length: 90000\r\n\r\n{",
         ),
         (
             405,
-            "PUT /v1/chat/completions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer client-key\r\nContent-Length: 90000\r\n\r\n{",
+            "PUT /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer client-key\r\nContent-Length: 90000\r\n\r\n{",
         ),
         (
             413,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer client-key\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer client-key\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{",
         ),
     ];
     let runs = cases.iter().map(|(status, head)| {
@@ -656,7 +656,7 @@ async fn a_body_slower_than_the_minimum_rate_is_cut_and_a_slow_upload_above_it_p
         let body = vec![b' '; 100_000];
         trickle_upload(
             &gw,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
             &body,
             50,
             Duration::from_millis(500),
@@ -670,7 +670,7 @@ async fn a_body_slower_than_the_minimum_rate_is_cut_and_a_slow_upload_above_it_p
             json!({"model": "p/m", "messages": [{"role": "user", "content": "x".repeat(42_000)}]})
                 .to_string();
         let head = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         trickle_upload(

@@ -950,7 +950,7 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
         drop(s);
         let mut s = tls_connect(tls_port, b"\x08http/1.1");
         let big = format!(
-            "GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: {}\r\n\r\n",
+            "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
             "a".repeat(4096)
         );
         s.write_all(big.as_bytes()).unwrap();
@@ -1100,7 +1100,8 @@ async fn tls_handshakes_and_h2_prefaces_hold_a_slot_and_end_at_the_header_timeou
         loop {
             let mut c = std::net::TcpStream::connect(&plain).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = c.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            let _ = c
+                .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
             if String::from_utf8_lossy(&read_to_close(&mut c)).contains(" 200 ") {
                 break;
             }
@@ -1140,7 +1141,7 @@ async fn tls_handshakes_and_h2_prefaces_hold_a_slot_and_end_at_the_header_timeou
         other
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let _ = other.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n");
+        let _ = other.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
         let got = String::from_utf8_lossy(&read_to_close(&mut other)).into_owned();
         assert!(
             !got.contains(" 200 "),
@@ -1223,7 +1224,7 @@ async fn h2_connections_take_their_streams_share_of_the_descriptor_budget() {
         assert!(got.is_empty(), "a second h2 connection was served: {got:?}");
         // HTTP/1 still fits next to the first.
         let mut h1 = tls_connect(tls_port, b"\x08http/1.1");
-        h1.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        h1.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .unwrap();
         let got = String::from_utf8_lossy(&read_to_close(&mut h1)).into_owned();
         assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
