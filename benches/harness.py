@@ -137,13 +137,18 @@ class Servers:
                 p.kill()
 
 
-def apiproxy_config(ports, workdir, name="apiproxy", metrics="metrics", redis_url=None, collect=True):
+def apiproxy_config(ports, workdir, name="apiproxy", metrics="metrics", redis_url=None, collect=True,
+                    filters_dir=None, capture=False):
     store = f"store:\n  redis_url: {redis_url}\n" if redis_url else ""
     # The console's collection (aggregates, request records) is on by default;
     # one instance runs without it to measure what it costs (scenario 3c).
     console = "" if collect else "console:\n  collect: false\n"
+    # Without a filters_dir of its own, an instance has no rules (the
+    # default directory beside the scratch config does not exist).
+    filters = f"filters_dir: {filters_dir}\n" if filters_dir else ""
+    capture_line = "  capture_bodies: true\n" if capture else ""
     return f"""# written by benches/harness.py
-{store}{console}server:
+{store}{console}{filters}server:
   listen: 127.0.0.1:{ports[name]}
   metrics_listen: 127.0.0.1:{ports[metrics]}
   threads: 2
@@ -153,7 +158,7 @@ def apiproxy_config(ports, workdir, name="apiproxy", metrics="metrics", redis_ur
   graceful_shutdown_timeout_seconds: 1
 log:
   level: info
-auth:
+{capture_line}auth:
   keys:
     - {{ name: bench, key: {CLIENT_KEY} }}
     - {{ name: limited, key: {LIMITED_KEY}, rpm: 1000000000, tpm: 1000000000000 }}
@@ -456,6 +461,8 @@ def big_bodies(sv, ports, work, env):
          {"Authorization": "Bearer " + CLIENT_KEY}),
         ("translated", "Anthropic→OpenAI (translated)", "/v1/messages",
          {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}),
+        ("rules", "OpenAI→OpenAI with payload rules and body capture on", "/v1/chat/completions",
+         {"Authorization": "Bearer " + CLIENT_KEY}),
     ]
     only = {c for c in os.environ.get("BENCH_BIG_BODY_CASES", "").split(",") if c}
     cases = [c for c in cases if not only or c[0] in only]
@@ -464,7 +471,19 @@ def big_bodies(sv, ports, work, env):
         name, metrics = f"apiproxy_big_{key}", f"metrics_big_{key}"
         ports[name], ports[metrics] = free_port(), free_port()
         conf = Path(work) / f"{name}.yaml"
-        conf.write_text(apiproxy_config(ports, work, name, metrics))
+        extra = {}
+        if key == "rules":
+            # A default, an override reaching into the turns and a removal,
+            # on every request; capture keeps (redacted) the body's start.
+            rules = Path(work) / "big-rules"
+            rules.mkdir(exist_ok=True)
+            (rules / "payload.yaml").write_text(
+                "payload:\n"
+                "  default:\n    - models: [\"*\"]\n      params: { temperature: 0.2, \"metadata.bench\": big }\n"
+                "  override:\n    - models: [\"*\"]\n      params: { \"messages.0.content\": overridden, max_tokens: 32 }\n"
+                "  filter:\n    - models: [\"*\"]\n      params: [top_p]\n")
+            extra = {"filters_dir": str(rules), "capture": True}
+        conf.write_text(apiproxy_config(ports, work, name, metrics, **extra))
         p = sv.start(name, [sv.bin_dir / "apiproxy", "-c", str(conf)], ports[name], env=env)
         hdrs = dict(headers, **{"Content-Type": "application/json"})
         post(ports[name], path, chat_body("bench-model").encode(), hdrs)

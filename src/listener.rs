@@ -18,14 +18,20 @@
 //! - holds one of `server.max_connections` slots per connection: past them a
 //!   connection is answered 503 and closed at once.
 //!
-//! HTTP/1.x is served this way on the plain listener and on the TLS one
-//! (the TLS handshake is Pingora's, before this layer). An HTTP/2
-//! connection (TLS with ALPN `h2`) holds a slot too, then goes to Pingora's
-//! own h2 loop: h2 frames its requests itself, so its limits are the h2
-//! settings the TLS service is built with (`server.h2_max_concurrent_streams`,
-//! `max_header_bytes` as the header list size, `keepalive_timeout_ms` as the
-//! idle timeout) and the per-request timeouts the proxy sets (body read,
-//! response write).
+//! HTTP/1.x is served this way on the plain listener and on the TLS one.
+//! On the TLS listener the slot is taken first and the TLS handshake runs
+//! here, within the header deadline counted from the accept (Pingora's own
+//! runs before any slot, for a fixed 60 s). An HTTP/2 connection (ALPN
+//! `h2`) takes the descriptors its streams may open upstream
+//! ([`DescriptorBudget`]) and must send its preface by the same deadline,
+//! then goes to Pingora's own h2 loop: h2 frames its requests itself, so
+//! its limits are the h2 settings the TLS service is built with
+//! (`server.h2_max_concurrent_streams`, `max_header_bytes` as the header
+//! list size, `keepalive_timeout_ms` as the idle timeout) and the
+//! per-request bounds the proxy sets (body read, response write).
+//!
+//! Invariant: every open client connection holds a slot and has a deadline
+//! from its first byte.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,12 +46,18 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
 
 use crate::config::ServerSettings;
 use crate::drain::{self, Drain};
 use crate::error::GatewayError;
 use crate::proxy::routes::error_format;
+use crate::tls::TlsAcceptor;
+
+mod capacity;
+mod replay;
+
+use capacity::Full;
+pub use capacity::{Capacity, DescriptorBudget, POOL_FDS, RESERVED_FDS, UPSTREAMS_PER_REQUEST};
 
 /// The limits applied to every client connection.
 #[derive(Debug, Clone)]
@@ -75,34 +87,50 @@ impl ClientLimits {
 pub struct ClientListener<A> {
     app: Arc<A>,
     limits: ClientLimits,
-    slots: Arc<Semaphore>,
+    capacity: Arc<Capacity>,
+    tls: Option<TlsAcceptor>,
     refusal_warned: AtomicBool,
     drain: Drain,
 }
 
 impl<A> ClientListener<A> {
-    /// `max_connections` is the effective cap (after the file-descriptor
-    /// limit was taken into account).
-    pub fn new(app: A, limits: ClientLimits, grace: Duration) -> Self {
-        let slots = Arc::new(Semaphore::new(limits.max_connections));
-        Self::sharing(app, limits, grace, slots)
-    }
-
-    /// A listener whose connections count against `slots`, the cap of
-    /// another listener (the TLS listener shares the plain one's).
-    pub fn sharing(app: A, limits: ClientLimits, grace: Duration, slots: Arc<Semaphore>) -> Self {
+    /// A listener whose connections count against `capacity` (shared by
+    /// the plain and the TLS listener).
+    pub fn new(app: A, limits: ClientLimits, grace: Duration, capacity: Arc<Capacity>) -> Self {
         ClientListener {
             app: Arc::new(app),
-            slots,
             limits,
+            capacity,
+            tls: None,
             refusal_warned: AtomicBool::new(false),
             drain: Drain::new(grace),
         }
     }
 
-    /// The connection slots of this listener, to share.
-    pub fn slots(&self) -> Arc<Semaphore> {
-        Arc::clone(&self.slots)
+    /// The TLS listener: each connection's handshake runs in its slot.
+    pub fn with_tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Logs a refusal: once per listener at warn, then at debug (a flood
+    /// must not flood the log).
+    fn log_refusal(&self, full: Full) {
+        let what = match full {
+            Full::Connections => format!(
+                "server.max_connections ({}) reached: connections are refused",
+                self.capacity.budget.max_connections
+            ),
+            Full::Descriptors => format!(
+                "the descriptor budget ({} for client connections and their upstreams; an HTTP/2 connection takes {}) is used up: connections are refused",
+                self.capacity.budget.total, self.capacity.budget.h2
+            ),
+        };
+        if self.refusal_warned.swap(true, Ordering::Relaxed) {
+            log::debug!("{what}");
+        } else {
+            log::warn!("{what} (further refusals are logged at debug)");
+        }
     }
 }
 
@@ -254,29 +282,60 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let accepted = Instant::now();
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            if self.refusal_warned.swap(true, Ordering::Relaxed) {
-                log::debug!("server.max_connections reached: connection refused");
-            } else {
-                // Once per process at warn: a flood must not flood the log.
-                log::warn!(
-                    "server.max_connections ({}) reached: connections are refused with 503 (further refusals are logged at debug)",
-                    self.limits.max_connections
-                );
+        // From here to the first request head: one deadline.
+        let deadline = tokio::time::Instant::from_std(accepted + self.limits.header_timeout);
+        let mut slot = match self.capacity.take() {
+            Ok(slot) => slot,
+            Err(full) => {
+                self.log_refusal(full);
+                // A TLS client gets no handshake spent on it: closed.
+                if self.tls.is_none() {
+                    refuse(
+                        stream,
+                        503,
+                        "Service Unavailable",
+                        "too many connections: try again shortly",
+                        b"",
+                    )
+                    .await;
+                }
+                return None;
             }
-            refuse(
-                stream,
-                503,
-                "Service Unavailable",
-                "too many connections: try again shortly",
-                b"",
-            )
-            .await;
-            return None;
         };
+        if let Some(tls) = &self.tls {
+            stream = match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    log::debug!("tls handshake failed: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    log::debug!(
+                        "tls handshake not complete within server.header_timeout_ms: closed"
+                    );
+                    return None;
+                }
+            };
+        }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // Pingora's h2 loop, under the h2 settings of the app.
-            return ServerApp::process_new(&self.app, stream, shutdown).await;
+            if !self.capacity.widen_for_h2(&mut slot) {
+                self.log_refusal(Full::Descriptors);
+                return None;
+            }
+            let stream =
+                match tokio::time::timeout_at(deadline, replay::read_h2_preface(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        log::debug!("h2 preface not sent within server.header_timeout_ms: closed");
+                        return None;
+                    }
+                };
+            // Pingora's h2 loop, under the h2 settings of the app; the slot
+            // is held until it ends.
+            let kept = ServerApp::process_new(&self.app, Box::new(stream), shutdown).await;
+            drop(slot);
+            return kept;
         }
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use apiproxy::config::{Config, ServerSettings};
-use apiproxy::listener::{ClientLimits, ClientListener, PidHeader};
+use apiproxy::listener::{Capacity, ClientLimits, ClientListener, DescriptorBudget, PidHeader};
 use apiproxy::proxy::{Gateway, Surface};
 use apiproxy::routing::Runtime;
 use apiproxy::service::{warn_disabled, CatalogRefresher, HealthChecker, Reloader};
@@ -128,8 +128,9 @@ fn main() {
             }
         }
     }
+    let budget = descriptor_budget(s);
     let limits = ClientLimits {
-        max_connections: connection_cap(s),
+        max_connections: budget.max_connections,
         ..ClientLimits::from_settings(s)
     };
     let grace = std::time::Duration::from_secs(s.grace_period_seconds);
@@ -165,15 +166,15 @@ fn main() {
     let mut app =
         pingora::proxy::http_proxy(&server.configuration, gateway.serving(client_surface));
     PidHeader::register(&mut app.downstream_modules);
-    let listener = ClientListener::new(app, limits.clone(), grace);
-    let slots = listener.slots();
+    let capacity = Capacity::new(budget);
+    let listener = ClientListener::new(app, limits.clone(), grace, capacity.clone());
     let mut proxy = Service::new("apiproxy".to_owned(), listener);
     for addr in &listen {
         proxy.add_tcp(addr);
     }
     if let Some(t) = &tls {
-        // Its own service (TLS settings are per service), behind the same
-        // connection layer and slots; its h2 connections get h2 limits.
+        // Its own service (its connections' handshake and h2 settings),
+        // behind the same connection layer, slots and descriptor budget.
         let mut app =
             pingora::proxy::http_proxy(&server.configuration, gateway.serving(client_surface));
         PidHeader::register(&mut app.downstream_modules);
@@ -181,12 +182,14 @@ fn main() {
         options.h2_idle_timeout = Some(limits.keepalive_timeout);
         app.server_options = Some(options);
         app.h2_options = Some(apiproxy::tls::h2_limits(&limits, h2_max_streams));
-        let mut tls_proxy = Service::new(
-            "apiproxy-tls".to_owned(),
-            ClientListener::sharing(app, limits.clone(), grace, slots.clone()),
-        );
-        match apiproxy::tls::add_listener(&mut tls_proxy, t) {
-            Ok(reloader) => {
+        match apiproxy::tls::open(t) {
+            Ok((acceptor, reloader)) => {
+                let listener = ClientListener::new(app, limits.clone(), grace, capacity.clone())
+                    .with_tls(acceptor);
+                let mut tls_proxy = Service::new("apiproxy-tls".to_owned(), listener);
+                for addr in &t.listen {
+                    tls_proxy.add_tcp(addr);
+                }
                 server.add_service(tls_proxy);
                 server.add_service(background_service("tls certificates", reloader));
             }
@@ -203,7 +206,7 @@ fn main() {
         PidHeader::register(&mut app.downstream_modules);
         let mut admin = Service::new(
             "apiproxy-admin".to_owned(),
-            ClientListener::sharing(app, limits, grace, slots),
+            ClientListener::new(app, limits, grace, capacity),
         );
         for addr in &admin_listen {
             admin.add_tcp(addr);
@@ -287,23 +290,48 @@ fn private_dir_for(path: &str) -> Result<(), String> {
     }
 }
 
-/// File descriptors kept for everything but client connections: listeners,
-/// logs, the store, idle upstream connections in the pool.
-const RESERVED_FDS: u64 = 256;
+/// The descriptor budget of the process (`listener::DescriptorBudget`),
+/// after raising the open-file soft limit to the hard one (as nginx and Go
+/// do). Warns when it lowers `server.max_connections`, or leaves no room
+/// for an HTTP/2 connection.
+fn descriptor_budget(s: &ServerSettings) -> DescriptorBudget {
+    let budget = DescriptorBudget::new(
+        open_file_limit(),
+        s.max_connections,
+        s.h2_max_streams,
+        s.tls.is_some(),
+    );
+    if budget.max_connections < s.max_connections {
+        log::warn!(
+            "server.max_connections lowered from {} to {}: the open-file limit leaves {} descriptors for client connections, {} each with the upstream connections of a request and its hedge (raise LimitNOFILE / ulimit -n)",
+            s.max_connections,
+            budget.max_connections,
+            budget.total,
+            budget.http1
+        );
+    }
+    if s.tls.is_some() && !budget.holds_h2() {
+        log::warn!(
+            "HTTP/2 connections will be refused: one takes {} descriptors (server.h2_max_concurrent_streams {} with their hedges), the open-file limit leaves {} (raise LimitNOFILE or lower h2_max_concurrent_streams)",
+            budget.h2,
+            s.h2_max_streams,
+            budget.total
+        );
+    }
+    budget
+}
 
-/// `server.max_connections`, lowered when the file-descriptor limit could not
-/// hold that many connections (each may hold an upstream connection too), so
-/// the process refuses connections instead of running out of descriptors.
-/// Raises the soft limit to the hard one first, as nginx and Go do.
-fn connection_cap(s: &ServerSettings) -> usize {
+/// The open-file limit, raised to the hard limit first; `None` when it
+/// cannot be read.
+fn open_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    let fds = unsafe {
+    unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return s.max_connections;
+            return None;
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {
@@ -314,16 +342,6 @@ fn connection_cap(s: &ServerSettings) -> usize {
                 lim.rlim_cur = lim.rlim_max;
             }
         }
-        lim.rlim_cur
-    };
-    let fit = usize::try_from(fds.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX);
-    if fit < s.max_connections {
-        log::warn!(
-            "server.max_connections lowered from {} to {fit}: the open-file limit is {fds} (raise LimitNOFILE / ulimit -n)",
-            s.max_connections
-        );
-        fit.max(1)
-    } else {
-        s.max_connections
     }
+    Some(lim.rlim_cur)
 }

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::tls::pkey::{PKey, Private};
-use pingora::tls::ssl::SslRef;
+use pingora::tls::ssl::{select_next_proto, AlpnError, SslAcceptor, SslMethod, SslRef};
 use pingora::tls::x509::X509;
 
 /// A certificate chain and its private key, read from PEM files.
@@ -73,12 +73,58 @@ impl LiveCert {
         Ok(())
     }
 
-    /// Pingora's TLS settings for the listener: Mozilla intermediate, h2
-    /// preferred over HTTP/1.1, this certificate per handshake.
-    pub fn settings(self: &Arc<Self>) -> pingora::Result<TlsSettings> {
-        let mut s = TlsSettings::with_callbacks(Box::new(Handshake(self.clone())))?;
-        s.enable_h2();
-        Ok(s)
+    /// The listener's handshake: Mozilla intermediate, h2 preferred over
+    /// HTTP/1.1, this certificate per handshake.
+    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, String> {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        b.set_alpn_select_callback(prefer_h2);
+        Ok(TlsAcceptor {
+            acceptor: b.build(),
+            callbacks: Handshake(self.clone()),
+        })
+    }
+}
+
+/// ALPN: h2 when the client offers it, else HTTP/1.1; a client offering
+/// neither gets no ALPN answer (and is served HTTP/1.1).
+fn prefer_h2<'a>(_ssl: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnError> {
+    if offered.is_empty() {
+        return Err(AlpnError::NOACK);
+    }
+    select_next_proto(b"\x02h2\x08http/1.1", offered).ok_or(AlpnError::NOACK)
+}
+
+/// The TLS handshake of the listener. The connection layer runs it after a
+/// connection took its slot and within the header deadline counted from the
+/// accept (`listener.rs`); Pingora's own listener would run it before any
+/// slot, for a fixed 60 s, so the listener's addresses are given to
+/// Pingora as plain TCP.
+pub struct TlsAcceptor {
+    acceptor: SslAcceptor,
+    callbacks: Handshake,
+}
+
+impl TlsAcceptor {
+    /// The handshake on an accepted TCP connection: the TLS stream, or why
+    /// it failed.
+    pub async fn accept(&self, stream: Stream) -> pingora::Result<Stream> {
+        let tcp = stream
+            .into_any()
+            .downcast::<pingora::protocols::l4::stream::Stream>()
+            .map_err(|_| {
+                pingora::Error::explain(
+                    pingora::ErrorType::InternalError,
+                    "the TLS listener got a connection that is not TCP",
+                )
+            })?;
+        let tls = pingora::protocols::tls::server::handshake_with_callback(
+            &self.acceptor,
+            *tcp,
+            &self.callbacks,
+        )
+        .await?;
+        Ok(Box::new(tls))
     }
 }
 
@@ -130,18 +176,13 @@ impl BackgroundService for CertReloader {
     }
 }
 
-/// Adds the TLS listener's addresses to `service`; the returned service
-/// re-reads the certificate on SIGHUP.
-pub fn add_listener<A>(
-    service: &mut pingora::services::listening::Service<A>,
-    t: &crate::config::TlsListener,
-) -> Result<CertReloader, String> {
+/// The TLS listener's handshake and the service that re-reads its
+/// certificate on SIGHUP. Its addresses are given to Pingora as plain TCP:
+/// the connection layer runs the handshake ([`TlsAcceptor`]).
+pub fn open(t: &crate::config::TlsListener) -> Result<(TlsAcceptor, CertReloader), String> {
     let live = LiveCert::open(&t.cert, &t.key)?;
-    for addr in &t.listen {
-        let settings = live.settings().map_err(|e| e.to_string())?;
-        service.add_tls_with_settings(addr, None, settings);
-    }
-    Ok(CertReloader(live))
+    let acceptor = live.acceptor()?;
+    Ok((acceptor, CertReloader(live)))
 }
 
 /// The h2 settings of the TLS listener: at most `max_streams` concurrent

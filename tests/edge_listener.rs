@@ -331,10 +331,11 @@ async fn connections_past_max_connections_are_refused_and_slots_come_back() {
 async fn a_low_open_file_limit_lowers_the_connection_cap_instead_of_running_out() {
     let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
     let gw = Gateway::start_opts(&providers(&up), "", &[], Some(320)).await;
-    // (320 - 256) / 2 = 32 connections at most.
+    // (320 - 256) / 3 = 21 connections at most: each with the upstream
+    // connections of a request and its hedge.
     assert!(
         gw.log()
-            .contains("server.max_connections lowered from 8192 to 32"),
+            .contains("server.max_connections lowered from 8192 to 21"),
         "{}",
         gw.log()
     );
@@ -368,7 +369,7 @@ async fn a_low_open_file_limit_lowers_the_connection_cap_instead_of_running_out(
     }
     let log = gw.log();
     assert!(!log.contains("Too many open files"), "{log}");
-    assert!(log.contains("server.max_connections (32) reached"), "{log}");
+    assert!(log.contains("server.max_connections (21) reached"), "{log}");
 }
 
 fn check(config: &str) -> (bool, String, String) {
@@ -473,5 +474,238 @@ async fn the_daemon_writes_its_pid_into_a_private_directory_it_creates() {
         answered,
         Some(pid.to_string()),
         "the pid file names the process that answers"
+    );
+}
+
+/// Sends `head` (announcing a body far longer than what follows), then
+/// trickles a body byte every 100 ms while reading the answer; returns the
+/// answer, what closed the connection, and how long after the head it
+/// closed. Panics when the connection stays open past `limit`.
+async fn early_answer_while_trickling(
+    gw: &Gateway,
+    head: &str,
+    limit: Duration,
+) -> (String, Duration) {
+    let (mut rd, mut wr) = connect(gw).await.into_split();
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let t = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..600 {
+            if wr.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let closed = tokio::time::timeout(limit, read).await.is_ok();
+    let waited = t.elapsed();
+    trickle.abort();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        closed,
+        "the connection was still open {limit:?} after an early answer while the body trickled: {text:?}"
+    );
+    (text, waited)
+}
+
+/// Every answer that goes out before the request body was read whole (401,
+/// 403, 404, 405, 413) closes the connection within a short, fixed bound
+/// while the client keeps trickling its body: a client never keeps a slot
+/// by sending a body nobody will read. (The gateway answers 429 only after
+/// it has read the body: there is nothing left to trickle then.)
+#[tokio::test]
+async fn early_answers_close_the_connection_while_the_body_still_trickles() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start_with_server(
+        "max_body_bytes: 100000\nbody_timeout_ms: 60000",
+        &format!(
+            "auth:\n  keys: [{{ name: c, key: client-key }}]\n  admin_keys: [admin-key-0123456789abcdef0123456789]\n{}",
+            providers(&up)
+        ),
+    )
+    .await;
+    let cases = [
+        (
+            401,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 90000\r\n\r\n{",
+        ),
+        (
+            403,
+            "POST /routing/decide HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer client-key\r\nContent-Type: application/json\r\nContent-Length: 90000\r\n\r\n{",
+        ),
+        (
+            404,
+            "POST /v1/nowhere HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer client-key\r\nContent-Length: 90000\r\n\r\n{",
+        ),
+        (
+            405,
+            "PUT /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer client-key\r\nContent-Length: 90000\r\n\r\n{",
+        ),
+        (
+            413,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer client-key\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{",
+        ),
+    ];
+    let runs = cases.iter().map(|(status, head)| {
+        let gw = &gw;
+        async move {
+            let (text, waited) =
+                early_answer_while_trickling(gw, head, Duration::from_secs(20)).await;
+            (*status, text, waited)
+        }
+    });
+    for (status, text, waited) in futures_util::future::join_all(runs).await {
+        assert_eq!(status_of(text.as_bytes()), status, "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{status}: {text}"
+        );
+        // The answer is readable (not lost to a reset), and the close
+        // follows within the 2 s linger, with room for a loaded machine.
+        assert!(text.contains("\"error\""), "{status}: {text}");
+        assert!(
+            waited < Duration::from_secs(6),
+            "{status}: closed {waited:?} after the head"
+        );
+    }
+    assert_eq!(posts(&up), 0, "a request with an unread body went upstream");
+}
+
+/// Writes `body` after `head` in `chunk`-byte pieces every `every`, then
+/// reads the answer until the connection closes (at most `limit`).
+/// Returns the answer and when it was complete, from the head.
+async fn trickle_upload(
+    gw: &Gateway,
+    head: &str,
+    body: &[u8],
+    chunk: usize,
+    every: Duration,
+    limit: Duration,
+) -> (String, Duration) {
+    let (mut rd, mut wr) = connect(gw).await.into_split();
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let t = Instant::now();
+    let pieces: Vec<Vec<u8>> = body.chunks(chunk).map(<[u8]>::to_vec).collect();
+    let writer = tokio::spawn(async move {
+        for p in pieces {
+            tokio::time::sleep(every).await;
+            if wr.write_all(&p).await.is_err() {
+                return;
+            }
+        }
+        // Keep the write side open: the answer decides the close.
+        std::future::pending::<()>().await;
+    });
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .filter_map(|l| l.split_once(':'))
+                            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                            .and_then(|(_, v)| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let done = tokio::time::timeout(limit, read).await.is_ok();
+    let waited = t.elapsed();
+    writer.abort();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(done, "no answer within {limit:?}: {text:?}");
+    (text, waited)
+}
+
+/// A body sent a little at a time, each piece well inside
+/// `body_timeout_ms`, but slower on average than
+/// `server.min_body_rate_bytes_per_s` is cut with 408 once its grace (10 s)
+/// and what it sent are used up; an upload above the rate, slow as it is,
+/// is served whole.
+#[tokio::test]
+async fn a_body_slower_than_the_minimum_rate_is_cut_and_a_slow_upload_above_it_passes() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let gw = Gateway::start_with_server(
+        "body_timeout_ms: 60000\nmin_body_rate_bytes_per_s: 1000",
+        &providers(&up),
+    )
+    .await;
+    // 100 bytes/s: allowed 10 s + 1 ms a byte, cut near 11 s.
+    let crawl = async {
+        let body = vec![b' '; 100_000];
+        trickle_upload(
+            &gw,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+            &body,
+            50,
+            Duration::from_millis(500),
+            Duration::from_secs(40),
+        )
+        .await
+    };
+    // 3000 bytes/s for ~14 s, past the grace: served.
+    let slow = async {
+        let body =
+            json!({"model": "p/m", "messages": [{"role": "user", "content": "x".repeat(42_000)}]})
+                .to_string();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        trickle_upload(
+            &gw,
+            &head,
+            body.as_bytes(),
+            1500,
+            Duration::from_millis(500),
+            Duration::from_secs(60),
+        )
+        .await
+    };
+    let ((cut, cut_after), (served, served_after)) = tokio::join!(crawl, slow);
+    assert_eq!(status_of(cut.as_bytes()), 408, "{cut}");
+    assert!(cut.contains("min_body_rate_bytes_per_s"), "{cut}");
+    assert!(
+        cut_after >= Duration::from_secs(10) && cut_after < Duration::from_secs(30),
+        "cut after {cut_after:?}"
+    );
+    assert_eq!(status_of(served.as_bytes()), 200, "{served}");
+    assert!(
+        served_after >= Duration::from_secs(12),
+        "the slow upload took only {served_after:?}"
+    );
+    let got = up
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.json())
+        .collect::<Vec<_>>();
+    assert_eq!(got.len(), 1, "only the slow upload goes upstream");
+    assert_eq!(
+        got[0]["messages"][0]["content"].as_str().map(str::len),
+        Some(42_000)
     );
 }

@@ -544,3 +544,29 @@ async fn a_key_references_only_the_provider_objects_it_received() {
     .await;
     assert!(ok, "bob could not continue the response streamed to him");
 }
+
+#[tokio::test]
+async fn console_keys_in_the_key_file_keep_working_across_a_sighup() {
+    let mock = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let dir = TempDir::new();
+    let gw = Gateway::start(&format!(
+        "store:\n  path: {}/keys.redb\nauth:\n  admin_keys: [{ADMIN}]\n{}",
+        dir.0.display(),
+        provider(&mock)
+    ))
+    .await;
+    let key = create_key(&gw, json!({"name": "kept"})).await;
+    assert_eq!(chat(&gw, Some(&key), None).await.status(), 200);
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    gw.expect_log("config reloaded").await;
+    assert_eq!(chat(&gw, Some(&key), None).await.status(), 200);
+    assert_eq!(chat(&gw, None, None).await.status(), 401);
+    // A key made after the reload is usable at once too.
+    let later = create_key(&gw, json!({"name": "later"})).await;
+    assert_eq!(chat(&gw, Some(&later), None).await.status(), 200);
+}

@@ -950,7 +950,7 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
         drop(s);
         let mut s = tls_connect(tls_port, b"\x08http/1.1");
         let big = format!(
-            "GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: {}\r\n\r\n",
+            "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
             "a".repeat(4096)
         );
         s.write_all(big.as_bytes()).unwrap();
@@ -1064,4 +1064,201 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
         !out.status.success() && err.contains("server.tls.listen[0]"),
         "{err}"
     );
+}
+
+/// Invariant 3 on the TLS listener: a connection holds a slot and has the
+/// header deadline from its accept, through the TLS handshake and the
+/// HTTP/2 preface. A client that connects and never says hello is closed
+/// at `header_timeout_ms` and counts in `max_connections` while it waits
+/// (Pingora's own handshake ran before any slot, for a fixed 60 s); an h2
+/// connection that never sends its preface is closed at the same deadline
+/// (Pingora waited for it without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshakes_and_h2_prefaces_hold_a_slot_and_end_at_the_header_timeout() {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let dir = TempDir::new();
+    let (cert, key) = self_signed(&dir.0, "edge", "edge.test");
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let tls_port = free_port();
+    let gw = Gateway::start_with_server(
+        &format!(
+            "tls: {{ listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\" }}\nheader_timeout_ms: 3000\nkeepalive_timeout_ms: 30000\nmax_connections: 1"
+        ),
+        &format!(
+            "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n",
+            up.base_url()
+        ),
+    )
+    .await;
+    let plain = gw.url().trim_start_matches("http://").to_owned();
+    let checks = tokio::task::spawn_blocking(move || {
+        // The slot is free (wait_ready's connections are gone) once a
+        // request on a connection the gateway closes itself is served: the
+        // slot comes back before the client sees the close.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut c = std::net::TcpStream::connect(&plain).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = c
+                .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            if String::from_utf8_lossy(&read_to_close(&mut c)).contains(" 200 ") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the only slot never came free");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // A TCP connection to the TLS port that never sends a ClientHello
+        // takes the only slot. (Tried again while a connection just served
+        // is still giving its slot back: then it is refused, closed at once.)
+        let (mut silent, t) = loop {
+            let mut silent = std::net::TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+            silent
+                .set_read_timeout(Some(Duration::from_millis(800)))
+                .unwrap();
+            let t = Instant::now();
+            let mut buf = [0u8; 64];
+            match silent.read(&mut buf) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    break (silent, t)
+                }
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "every TLS connection was refused"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        silent
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        // While it waits for a hello, a plain request is refused.
+        let mut other = std::net::TcpStream::connect(&plain).unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let _ = other.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let got = String::from_utf8_lossy(&read_to_close(&mut other)).into_owned();
+        assert!(
+            !got.contains(" 200 "),
+            "a plain request was served while a TLS handshake held the only slot: {got:?}"
+        );
+        let mut buf = [0u8; 64];
+        let end = silent.read(&mut buf);
+        let waited = t.elapsed();
+        assert!(
+            matches!(end, Ok(0) | Err(_)) && waited < Duration::from_secs(10),
+            "a silent TLS connection was held {waited:?}: {end:?}"
+        );
+        assert!(waited >= Duration::from_millis(2500), "{waited:?}");
+
+        // A completed h2 handshake whose client never sends the preface.
+        let t = Instant::now();
+        let mut s = tls_connect(tls_port, b"\x02h2");
+        let _ = read_to_close(&mut s);
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(2500) && waited < Duration::from_secs(10),
+            "an h2 connection without a preface was held {waited:?}"
+        );
+
+        // A prompt one is served as before.
+        let mut s = tls_connect(tls_port, b"\x02h2");
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .unwrap();
+        let settings = h2_server_settings(&mut s);
+        assert!(settings.iter().any(|(id, _)| *id == 0x3), "{settings:?}");
+    })
+    .await;
+    if let Err(e) = checks {
+        panic!("{e}\n{}", gw.log());
+    }
+    assert!(
+        gw.log().contains("server.max_connections (1) reached"),
+        "{}",
+        gw.log()
+    );
+}
+
+/// The descriptor budget counts what an HTTP/2 connection can open
+/// upstream (`h2_max_concurrent_streams` requests, each with a hedge): under
+/// a low open-file limit an h2 connection the budget cannot hold is closed
+/// before its preface is read, HTTP/1 connections are still served next to
+/// it, and the budget comes back when the first h2 connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connections_take_their_streams_share_of_the_descriptor_budget() {
+    use std::io::Write;
+    let dir = TempDir::new();
+    let (cert, key) = self_signed(&dir.0, "edge", "edge.test");
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
+    let tls_port = free_port();
+    // 424 - 256 - 128 (the TLS listener's pool) = 40 descriptors: an h2
+    // connection takes 1 + 10 x 2 = 21, an HTTP/1 one 3.
+    let gw = Gateway::start_opts(
+        &format!(
+            "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\" }}\n",
+            up.base_url()
+        ),
+        &format!(
+            "tls: {{ listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\" }}\nh2_max_concurrent_streams: 10\nheader_timeout_ms: 5000"
+        ),
+        &[],
+        Some(424),
+    )
+    .await;
+    let url = gw.url();
+    let checks = tokio::task::spawn_blocking(move || {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+        let mut first = tls_connect(tls_port, b"\x02h2");
+        first.write_all(preface).unwrap();
+        let settings = h2_server_settings(&mut first);
+        assert!(settings.contains(&(0x3, 10)), "{settings:?}");
+        // A second one does not fit: closed without a SETTINGS frame.
+        let mut second = tls_connect(tls_port, b"\x02h2");
+        let _ = second.write_all(preface);
+        let got = read_to_close(&mut second);
+        assert!(got.is_empty(), "a second h2 connection was served: {got:?}");
+        // HTTP/1 still fits next to the first.
+        let mut h1 = tls_connect(tls_port, b"\x08http/1.1");
+        h1.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let got = String::from_utf8_lossy(&read_to_close(&mut h1)).into_owned();
+        assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{url}/health"))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+        // The first one gone, its share comes back.
+        drop(first);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut again = tls_connect(tls_port, b"\x02h2");
+            let _ = again.write_all(preface);
+            let mut head = [0u8; 9];
+            if std::io::Read::read_exact(&mut again, &mut head).is_ok() && head[3] == 4 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the h2 share never came back"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await;
+    if let Err(e) = checks {
+        panic!("{e}\n{}", gw.log());
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("the descriptor budget (40 for client connections"),
+        "{log}"
+    );
+    assert!(!log.contains("Too many open files"), "{log}");
 }

@@ -116,6 +116,9 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// A request body that sends nothing for this long ends the request.
     pub body_timeout: Duration,
+    /// Bytes a second a request body must average after its grace
+    /// (`proxy::request::BODY_RATE_GRACE`); slower ends the request.
+    pub min_body_rate: u64,
     /// A client that takes nothing of its answer for this long is dropped
     /// (and with it the upstream request).
     pub write_timeout: Duration,
@@ -470,6 +473,11 @@ pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// 32 kbit/s, below any real link (GPRS included): a 16 MiB body may take
+/// 68 minutes, a byte a minute is cut after the grace.
+pub const DEFAULT_MIN_BODY_RATE: u64 = 4096;
+/// The highest minimum rate accepted (1 GiB/s).
+pub const MAX_MIN_BODY_RATE: u64 = 1 << 30;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Pingora's own hard cap on a request head.
 pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
@@ -788,6 +796,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
             problems.push(format!("server.{key}: must be positive"));
         }
     }
+    if s.min_body_rate_bytes_per_s
+        .is_some_and(|r| !(1..=MAX_MIN_BODY_RATE).contains(&r))
+    {
+        problems.push(format!(
+            "server.min_body_rate_bytes_per_s: must be between 1 and {MAX_MIN_BODY_RATE}"
+        ));
+    }
     if s.h2_max_concurrent_streams
         .is_some_and(|n| !(1..=MAX_H2_MAX_STREAMS).contains(&n))
     {
@@ -838,6 +853,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         header_timeout: ms(s.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS),
         keepalive_timeout: ms(s.keepalive_timeout_ms, DEFAULT_KEEPALIVE_TIMEOUT_MS),
         body_timeout: ms(s.body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS),
+        min_body_rate: s.min_body_rate_bytes_per_s.unwrap_or(DEFAULT_MIN_BODY_RATE),
         write_timeout: ms(s.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS),
         max_header_bytes: s
             .max_header_bytes

@@ -93,6 +93,9 @@ pub struct RawServer {
     pub header_timeout_ms: Option<u64>,
     pub keepalive_timeout_ms: Option<u64>,
     pub body_timeout_ms: Option<u64>,
+    /// Bytes a second a request body must average after its first 10 s
+    /// (default 4096: a 16 MiB upload may take 68 minutes); slower gets 408.
+    pub min_body_rate_bytes_per_s: Option<u64>,
     pub write_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,

@@ -138,13 +138,14 @@ fn empty_file_gives_defaults() {
     assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
     assert_eq!(c.server.max_header_bytes, 65536);
     assert_eq!(c.server.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(c.server.min_body_rate, DEFAULT_MIN_BODY_RATE);
     assert!(c.warnings().is_empty());
 }
 
 #[test]
 fn client_limits_are_validated_by_key_path() {
     let e = load(
-        "server:\n  header_timeout_ms: 0\n  keepalive_timeout_ms: 0\n  body_timeout_ms: 0\n  write_timeout_ms: 0\n  max_connections: 0\n  max_header_bytes: 10\n  pid_file: run/x.pid\n",
+        "server:\n  header_timeout_ms: 0\n  keepalive_timeout_ms: 0\n  body_timeout_ms: 0\n  write_timeout_ms: 0\n  max_connections: 0\n  max_header_bytes: 10\n  pid_file: run/x.pid\n  min_body_rate_bytes_per_s: 0\n",
     )
     .unwrap_err();
     for key in [
@@ -155,6 +156,7 @@ fn client_limits_are_validated_by_key_path() {
         "server.max_connections: must be positive",
         "server.max_header_bytes: must be between 1024",
         "server.pid_file: \"run/x.pid\" must be an absolute path",
+        "server.min_body_rate_bytes_per_s: must be between 1 and",
     ] {
         assert!(e.iter().any(|p| p.starts_with(key)), "{key} not in {e:?}");
     }

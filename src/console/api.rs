@@ -224,8 +224,8 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 async fn read_json(session: &mut Session, rt: &Runtime) -> Result<Value, GatewayError> {
-    let idle = rt.config.server.body_timeout;
-    let body = crate::proxy::request::read_body(session, MAX_KEY_BODY, idle).await?;
+    let pace = crate::proxy::request::BodyPace::of(&rt.config.server);
+    let body = crate::proxy::request::read_body(session, MAX_KEY_BODY, pace).await?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("body is not valid JSON: {e}")))?;
     if !v.is_object() {

@@ -14,6 +14,7 @@
 
 mod path;
 mod raw;
+mod splice;
 
 use std::path::{Path, PathBuf};
 
@@ -162,8 +163,11 @@ impl FilterSet {
 
     /// Applies the payload rules (default, override, filter, in that
     /// order) to the encoded body; a body no rule matches is returned as it
-    /// is, without being parsed again.
+    /// is, without being read again. Each rule edits the bytes in place
+    /// (`splice.rs`): the body is never decoded into a tree, and what no
+    /// rule names is copied as it came.
     pub fn apply_payload(&self, body: Bytes, t: &Target<'_>) -> Result<Bytes, String> {
+        use splice::Op;
         let matching =
             |rules: &[PayloadRule<Value>]| -> bool { rules.iter().any(|r| r.when.applies(t)) };
         if !matching(&self.defaults)
@@ -172,28 +176,35 @@ impl FilterSet {
         {
             return Ok(body);
         }
-        let mut v: Value =
-            serde_json::from_slice(&body).map_err(|e| format!("filters: body is not JSON: {e}"))?;
-        for r in self.defaults.iter().filter(|r| r.when.applies(t)) {
-            for (p, value) in &r.params {
-                if !p.exists(&v) {
-                    p.set(&mut v, value.clone());
+        let mut edited: Option<String> = None;
+        {
+            let text = std::str::from_utf8(&body)
+                .map_err(|e| format!("filters: body is not JSON: {e}"))?;
+            let mut run = |p: &DottedPath, op: Op<'_>| -> Result<(), String> {
+                let current = edited.as_deref().unwrap_or(text);
+                if let Some(next) = splice::apply(current, p.segments(), op)? {
+                    // The previous copy goes as the next is made.
+                    edited = Some(next);
+                }
+                Ok(())
+            };
+            for r in self.defaults.iter().filter(|r| r.when.applies(t)) {
+                for (p, value) in &r.params {
+                    run(p, Op::Default(value))?;
+                }
+            }
+            for r in self.overrides.iter().filter(|r| r.when.applies(t)) {
+                for (p, value) in &r.params {
+                    run(p, Op::Override(value))?;
+                }
+            }
+            for r in self.removals.iter().filter(|r| r.when.applies(t)) {
+                for (p, ()) in &r.params {
+                    run(p, Op::Remove)?;
                 }
             }
         }
-        for r in self.overrides.iter().filter(|r| r.when.applies(t)) {
-            for (p, value) in &r.params {
-                p.set(&mut v, value.clone());
-            }
-        }
-        for r in self.removals.iter().filter(|r| r.when.applies(t)) {
-            for (p, ()) in &r.params {
-                p.remove(&mut v);
-            }
-        }
-        serde_json::to_vec(&v)
-            .map(Bytes::from)
-            .map_err(|e| format!("filters: re-encoding the body: {e}"))
+        Ok(edited.map_or(body, Bytes::from))
     }
 
     /// The header edits for one attempt: browser masking first, then the

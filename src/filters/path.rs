@@ -21,6 +21,11 @@ impl DottedPath {
         Ok(DottedPath(segs))
     }
 
+    /// The path's segments.
+    pub fn segments(&self) -> &[String] {
+        &self.0
+    }
+
     /// Whether the body has a value at this path.
     pub fn exists(&self, v: &Value) -> bool {
         let mut cur = v;

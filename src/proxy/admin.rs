@@ -363,7 +363,8 @@ pub async fn handle(
 /// to now, and every candidate's score.
 async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Value, GatewayError> {
     let started = Instant::now();
-    let body = super::request::read_body(session, 1 << 20, rt.config.server.body_timeout).await?;
+    let pace = super::request::BodyPace::of(&rt.config.server);
+    let body = super::request::read_body(session, 1 << 20, pace).await?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("body is not valid JSON: {e}")))?;
     let model = v

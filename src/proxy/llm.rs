@@ -135,7 +135,8 @@ async fn read_request(
     route: &LlmRoute,
 ) -> Result<Parsed, GatewayError> {
     let server = &rt.config.server;
-    let body = request::read_body(session, server.max_body_bytes, server.body_timeout).await?;
+    let pace = request::BodyPace::of(server);
+    let body = request::read_body(session, server.max_body_bytes, pace).await?;
     let console = &rt.config.console;
     if console.capture_bodies && console.collect {
         ctx.captured_body = Some(crate::console::records::redact_body(

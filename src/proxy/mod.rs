@@ -326,6 +326,9 @@ impl ProxyHttp for Gateway {
             headers.retain(|(k, _)| !k.starts_with("x-debug-"));
             respond::error(session, fmt, &e, &headers).await?;
         }
+        // Answered before its body was read whole (an early 401, 404,
+        // 413, ...): bounded, then closed.
+        request::finish_unread_body(session).await;
         Ok(true)
     }
 

@@ -2,6 +2,8 @@
 //! as bytes, see `raw.rs`), and the few fields the gateway itself relies
 //! on checked (`model`, `models`, `stream`).
 
+use std::time::{Duration, Instant};
+
 use apiproxy_translate::Format;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -35,14 +37,76 @@ pub struct Parsed {
     pub body_bytes: usize,
 }
 
-/// Reads the request body, bounded by `max` (413 beyond it) and by `idle`
-/// between two reads (408: `server.body_timeout_ms`; an HTTP/1 session has
-/// the same bound as its read timeout, an HTTP/2 stream only this one).
-/// Answers `Expect: 100-continue` first so large uploads do not stall.
+/// How fast a request body must arrive: no gap longer than `idle` between
+/// two reads (`server.body_timeout_ms`), and on average at least
+/// `min_rate` bytes a second after the first [`BODY_RATE_GRACE`]
+/// (`server.min_body_rate_bytes_per_s`). The second bound is what stops a
+/// client that sends a byte just often enough to beat the first one.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPace {
+    pub idle: Duration,
+    pub min_rate: u64,
+}
+
+/// Time a body has before its average rate counts: the first bytes of an
+/// upload (TCP slow start, a `100 Continue` round trip) are not held
+/// against it.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(10);
+
+/// Which bound ended a body read that waited too long.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyStall {
+    /// Nothing came for `idle`.
+    Idle,
+    /// It came, but slower than `min_rate` on average.
+    TooSlow,
+}
+
+impl BodyPace {
+    /// The pace `server` sets.
+    pub fn of(server: &crate::config::ServerSettings) -> BodyPace {
+        BodyPace {
+            idle: server.body_timeout,
+            min_rate: server.min_body_rate,
+        }
+    }
+
+    /// When the body that started at `start` must have brought more than
+    /// the `received` bytes it has: the grace plus the time those bytes
+    /// earn at the minimum rate.
+    pub fn rate_deadline(&self, start: Instant, received: usize) -> Instant {
+        let bytes = u64::try_from(received).unwrap_or(u64::MAX);
+        let earned = Duration::from_millis(bytes.saturating_mul(1000) / self.min_rate.max(1));
+        let allowed = BODY_RATE_GRACE.saturating_add(earned);
+        // Past any real deadline (a year) when the sum does not fit.
+        start
+            .checked_add(allowed)
+            .unwrap_or_else(|| start + Duration::from_secs(365 * 86400))
+    }
+
+    /// The deadline of the next read (issued at `now`) and the bound that
+    /// sets it.
+    pub fn next_read(&self, start: Instant, received: usize, now: Instant) -> (Instant, BodyStall) {
+        let idle = now + self.idle;
+        let rate = self.rate_deadline(start, received);
+        if rate < idle {
+            (rate, BodyStall::TooSlow)
+        } else {
+            (idle, BodyStall::Idle)
+        }
+    }
+}
+
+/// Reads the request body, bounded by `max` (413 beyond it) and by `pace`
+/// (408: a gap between reads, or an average rate below the minimum; an
+/// HTTP/1 session has the gap bound as its read timeout too, an HTTP/2
+/// stream only these). Answers `Expect: 100-continue` first so large
+/// uploads do not stall. A refused body is not read further: the answer
+/// closes the connection and [`finish_unread_body`] bounds what follows.
 pub async fn read_body(
     session: &mut Session,
     max: usize,
-    idle: std::time::Duration,
+    pace: BodyPace,
 ) -> Result<Bytes, GatewayError> {
     let req = session.req_header();
     let declared = req
@@ -53,7 +117,7 @@ pub async fn read_body(
     let too_large =
         || GatewayError::client(413, format!("request body is larger than {max} bytes"));
     if declared.is_some_and(|n| n > max) {
-        discard_body(session).await;
+        session.set_keepalive(None);
         return Err(too_large());
     }
     let expects_continue = req
@@ -69,23 +133,30 @@ pub async fn read_body(
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max));
     let mut single: Option<Bytes> = None;
+    let start = Instant::now();
     loop {
-        let read = tokio::time::timeout(idle, session.read_request_body()).await;
+        let received = buf.len() + single.as_ref().map_or(0, Bytes::len);
+        let (deadline, stall) = pace.next_read(start, received, Instant::now());
+        let read = tokio::time::timeout_at(deadline.into(), session.read_request_body()).await;
         let Ok(read) = read else {
             session.set_keepalive(None);
-            return Err(GatewayError::client(
-                408,
-                format!(
+            let msg = match stall {
+                BodyStall::Idle => format!(
                     "the request body sent nothing for {} ms (server.body_timeout_ms)",
-                    idle.as_millis()
+                    pace.idle.as_millis()
                 ),
-            ));
+                BodyStall::TooSlow => format!(
+                    "the request body arrived slower than {} bytes/s (server.min_body_rate_bytes_per_s)",
+                    pace.min_rate
+                ),
+            };
+            return Err(GatewayError::client(408, msg));
         };
         let read =
             read.map_err(|e| GatewayError::bad_request(format!("reading the request body: {e}")))?;
         let Some(chunk) = read else { break };
-        if buf.len() + single.as_ref().map_or(0, Bytes::len) + chunk.len() > max {
-            discard_body(session).await;
+        if received + chunk.len() > max {
+            session.set_keepalive(None);
             return Err(too_large());
         }
         // Keep a body that arrives in one piece without copying it.
@@ -101,27 +172,40 @@ pub async fn read_body(
     Ok(single.unwrap_or_else(|| buf.freeze()))
 }
 
-/// Reads and drops the rest of a refused body (bounded in size and time) so
-/// the client, still sending, gets to read the 413 instead of a broken pipe;
-/// past the bounds the connection is closed.
-async fn discard_body(session: &mut Session) {
-    const MAX_DISCARD: usize = 256 * 1024 * 1024;
+/// How long, and how much of, a body the gateway answered before reading
+/// it whole (401, 403, 404, 413, ...) is still read and dropped before the
+/// connection closes: long enough for the client to read the answer
+/// rather than lose it to a reset, short enough that a client trickling a
+/// body nobody will read holds its connection slot for seconds, not for
+/// as long as it keeps sending. The byte bound is twice the default
+/// `max_body_bytes`: clients that upload without `Expect: 100-continue`
+/// (most SDKs) read a 413 only if their upload is taken in whole; the time
+/// bound is what keeps the slot short.
+pub const UNREAD_BODY_LINGER: Duration = Duration::from_secs(2);
+/// See [`UNREAD_BODY_LINGER`].
+pub const UNREAD_BODY_DRAIN_BYTES: usize = 32 << 20;
+
+/// Ends a request whose answer went out before its body was read whole:
+/// the connection is not reused (the answer said `Connection: close`),
+/// and what the client still sends is dropped for at most
+/// [`UNREAD_BODY_LINGER`] and [`UNREAD_BODY_DRAIN_BYTES`]; then Pingora
+/// closes it. An HTTP/2 stream needs nothing: h2 resets the stream's
+/// unread rest and flow control stops the client.
+pub async fn finish_unread_body(session: &mut Session) {
+    if session.as_downstream().is_http2() || session.is_body_done() {
+        return;
+    }
+    session.set_keepalive(None);
     let drain = async {
         let mut seen = 0usize;
         while let Ok(Some(c)) = session.read_request_body().await {
             seen += c.len();
-            if seen > MAX_DISCARD {
-                return false;
+            if seen > UNREAD_BODY_DRAIN_BYTES {
+                return;
             }
         }
-        true
     };
-    let drained = tokio::time::timeout(std::time::Duration::from_secs(10), drain)
-        .await
-        .unwrap_or(false);
-    if !drained {
-        session.set_keepalive(None);
-    }
+    let _ = tokio::time::timeout(UNREAD_BODY_LINGER, drain).await;
 }
 
 /// Parses and checks the fields the gateway itself relies on.
@@ -258,4 +342,43 @@ pub fn forwarded_headers(fmt: Format, session: &Session) -> Vec<(&'static str, S
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_earns_time_by_what_it_sent_after_its_grace() {
+        let pace = BodyPace {
+            idle: Duration::from_secs(60),
+            min_rate: 1000,
+        };
+        let t0 = Instant::now();
+        // Nothing sent yet: the grace alone, sooner than the idle bound.
+        assert_eq!(
+            pace.next_read(t0, 0, t0),
+            (t0 + BODY_RATE_GRACE, BodyStall::TooSlow)
+        );
+        // 5000 bytes earned 5 s.
+        assert_eq!(
+            pace.rate_deadline(t0, 5000),
+            t0 + BODY_RATE_GRACE + Duration::from_secs(5)
+        );
+        // A body well above the rate: the gap between reads is what binds.
+        let now = t0 + Duration::from_secs(20);
+        assert_eq!(
+            pace.next_read(t0, 1_000_000, now),
+            (now + Duration::from_secs(60), BodyStall::Idle)
+        );
+        // A byte a minute: cut at the grace plus a millisecond a byte.
+        let later = t0 + Duration::from_secs(600);
+        assert!(pace.next_read(t0, 10, later).0 < later);
+        // No overflow whatever the count and rate.
+        let huge = BodyPace {
+            idle: Duration::from_secs(1),
+            min_rate: 1,
+        };
+        let _ = huge.next_read(t0, usize::MAX, t0);
+    }
 }

@@ -37,6 +37,8 @@ fn openai_type(status: u16) -> &'static str {
         403 => "permission_error",
         404 => "not_found_error",
         429 => "rate_limit_error",
+        // The other refusals of the request itself (405, 408, 421, 431, ...).
+        400..=499 => "invalid_request_error",
         _ => "upstream_error",
     }
 }
@@ -46,10 +48,13 @@ fn openai_code(status: u16) -> &'static str {
     match status {
         400 | 422 => "invalid_request",
         401 => "invalid_api_key",
-        403 => "model_not_allowed",
+        // A model outside the key's list, an unpriced model on a budget, a
+        // reference to another key's object, a cross-site request.
+        403 => "permission_denied",
         404 => "model_not_found",
         413 => "request_too_large",
         429 => "rate_limit_exceeded",
+        400..=499 => "invalid_request",
         504 => "upstream_timeout",
         _ => "upstream_unavailable",
     }
@@ -66,6 +71,7 @@ fn anthropic_type(status: u16) -> &'static str {
         429 => "rate_limit_error",
         529 => "overloaded_error",
         504 => "timeout_error",
+        400..=499 => "invalid_request_error",
         _ => "api_error",
     }
 }
@@ -80,6 +86,7 @@ fn gemini_status(status: u16) -> &'static str {
         429 => "RESOURCE_EXHAUSTED",
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
+        400..=499 => "INVALID_ARGUMENT",
         _ => "INTERNAL",
     }
 }
@@ -144,6 +151,21 @@ mod tests {
 
     fn parse(b: &[u8]) -> Value {
         serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn refusals_of_the_request_are_client_errors_in_every_shape() {
+        for status in [405, 408, 421, 431] {
+            let o = parse(&error_body(Format::OpenAiChat, status, "no"));
+            assert_eq!(o["error"]["type"], "invalid_request_error", "{status}");
+            assert_eq!(o["error"]["code"], "invalid_request", "{status}");
+            let a = parse(&error_body(Format::Anthropic, status, "no"));
+            assert_eq!(a["error"]["type"], "invalid_request_error", "{status}");
+            let g = parse(&error_body(Format::Gemini, status, "no"));
+            assert_eq!(g["error"]["status"], "INVALID_ARGUMENT", "{status}");
+        }
+        let o = parse(&error_body(Format::OpenAiChat, 403, "no"));
+        assert_eq!(o["error"]["code"], "permission_denied");
     }
 
     #[test]
