@@ -901,10 +901,13 @@ async fn https_upstream_by_hostname_with_sni_and_certificate_checks() {
 
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_cancels_the_upstream_stream() {
+    // 40 events 500 ms apart: 20 s, which the cancellation must beat (the
+    // client leaves after the third); no stall of a loaded machine lets the
+    // stream end first.
     let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
     let up = MockProvider::always(
-        Reply::sse(&openai_stream("m", &refs)).pace(Duration::from_millis(50)),
+        Reply::sse(&openai_stream("m", &refs)).pace(Duration::from_millis(500)),
     )
     .await;
     let gw = Gateway::start(&format!("providers:\n{}", provider("p1", &up, ""))).await;

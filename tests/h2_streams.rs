@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::h2_client::h2_connect;
 use common::*;
 use serde_json::{json, Value};
 
@@ -57,34 +58,6 @@ async fn tls_gateway(up: &MockProvider, dir: &TempDir) -> (Gateway, u16) {
     )
     .await;
     (gw, tls_port)
-}
-
-/// An h2 connection to the TLS listener (ALPN `h2` only).
-async fn h2_connect(port: u16) -> h2::client::SendRequest<Bytes> {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    let mut b = SslConnector::builder(SslMethod::tls()).expect("TLS builder");
-    b.set_verify(SslVerifyMode::NONE);
-    b.set_alpn_protos(b"\x02h2").expect("ALPN");
-    let ssl = b
-        .build()
-        .configure()
-        .expect("TLS config")
-        .into_ssl("localhost")
-        .expect("TLS session");
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).expect("TLS stream");
-    std::pin::Pin::new(&mut tls)
-        .connect()
-        .await
-        .expect("TLS handshake");
-    assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
-    let (send, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
 }
 
 /// What an h2 stream answered: status, content type, and the DATA frames

@@ -35,9 +35,21 @@ async fn chat(gw: &Gateway, model: &str) -> reqwest::Response {
         .expect("request")
 }
 
-async fn settled_log(gw: &Gateway) -> String {
-    tokio::time::sleep(Duration::from_millis(400)).await; // access lines flush every 200 ms
-    gw.log()
+/// The log once the access line showing `needle` is in it (access lines
+/// are flushed every 200 ms, in order: the lines before it are in too);
+/// fails the test when it never comes.
+async fn settled_log(gw: &Gateway, needle: &str) -> String {
+    let (log, seen) = poll(
+        WAIT,
+        || async { gw.log() },
+        |log| {
+            log.lines()
+                .any(|l| l.contains(" access] ") && l.contains(needle))
+        },
+    )
+    .await;
+    assert!(seen, "no access line with {needle:?}:\n{log}");
+    log
 }
 
 #[tokio::test]
@@ -117,7 +129,7 @@ async fn access_log_fields_are_escaped_and_capped() {
     assert_eq!(chat(&gw, "p/x key=root").await.status(), 200);
     let long = format!("p/{}", "z".repeat(250));
     assert_eq!(chat(&gw, &long).await.status(), 200);
-    let log = settled_log(&gw).await;
+    let log = settled_log(&gw, &format!("{}...", &"z".repeat(198))).await;
     assert!(log.contains("model=p/x\\x20key=root"), "{log}");
     assert!(!log.contains(" key=root"), "{log}");
     assert!(
@@ -137,11 +149,20 @@ async fn json_access_lines_carry_the_request_story() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let log = settled_log(&gw).await;
+    let (log, seen) = poll(
+        WAIT,
+        || async { gw.log() },
+        |log| {
+            log.lines()
+                .any(|l| l.starts_with('{') && l.contains("/v1/messages"))
+        },
+    )
+    .await;
+    assert!(seen, "no JSON access line:\n{log}");
     let line = log
         .lines()
         .find(|l| l.starts_with('{') && l.contains("/v1/messages"))
-        .unwrap_or_else(|| panic!("no JSON access line:\n{log}"));
+        .expect("the JSON access line");
     let v: Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["format"], "anthropic");
     assert_eq!(v["model"], "fast");
@@ -218,11 +239,11 @@ async fn a_key_sent_as_query_never_reaches_a_log_line() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(s);
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !gw.log().contains("Fail to filter request") && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = settled_log(&gw).await;
+    // Every line that could carry the key is written before the checks:
+    // Pingora's error line for the reset request, and the access line of
+    // the last answered one.
+    gw.expect_log("Fail to filter request").await;
+    let log = settled_log(&gw, "GET /nowhere").await;
     // Pingora's own error line is there, with the summary that leaves the query out.
     assert!(
         log.contains("POST /v1beta/models/gem/m:generateContent, Host: x"),
@@ -873,26 +894,6 @@ fn read_to_close(s: &mut impl std::io::Read) -> Vec<u8> {
     out
 }
 
-/// One h2 frame.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = (payload.len() as u32).to_be_bytes();
-    let mut f = vec![len[1], len[2], len[3], kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Reads one h2 frame: its type and stream (`None` once closed).
-fn h2_skip_frame(s: &mut impl std::io::Read) -> Option<(u8, u32)> {
-    let mut head = [0u8; 9];
-    s.read_exact(&mut head).ok()?;
-    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).ok()?;
-    let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
-    Some((head[3], stream))
-}
-
 /// The settings of the first SETTINGS frame an h2 server sends.
 fn h2_server_settings(s: &mut impl std::io::Read) -> Vec<(u16, u32)> {
     let mut head = [0u8; 9];
@@ -929,6 +930,41 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
         ),
     )
     .await;
+    // A stream whose body stops arriving is answered 408 at the body
+    // timeout, in the client's error shape, and nothing goes upstream.
+    let send = common::h2_client::h2_connect(tls_port).await;
+    let mut send = send.ready().await.expect("h2 ready");
+    let req = http::Request::post("https://localhost/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request");
+    let t = std::time::Instant::now();
+    let (resp, mut body) = send.send_request(req, false).expect("send request");
+    body.send_data(bytes::Bytes::from_static(b"{\"model\":"), false)
+        .expect("part of a body");
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .expect("an answer to the stalled stream")
+        .expect("h2 response");
+    let waited = t.elapsed();
+    assert_eq!(resp.status(), 408, "answered after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(8),
+        "answered after {waited:?}"
+    );
+    let mut data = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, data.data())
+        .await
+        .expect("the 408's body")
+    {
+        text.extend_from_slice(&chunk.expect("DATA"));
+    }
+    let v: Value = serde_json::from_slice(&text).expect("a JSON error");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    assert_eq!(up.count(), 0, "a half body went upstream");
+    drop((send, body, data));
+
     let log = gw.log();
     let checks = tokio::task::spawn_blocking(move || {
         // HTTP/1 over TLS: a head that never ends gets 408 at the header
@@ -975,32 +1011,8 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
             settings.contains(&(0x6, 2048)),
             "MAX_HEADER_LIST_SIZE: {settings:?}"
         );
-        // A stream whose body stops arriving is answered at the body
-        // timeout and nothing goes upstream.
         s.write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
             .unwrap();
-        let mut block = vec![0x83, 0x87, 0x44, 20];
-        block.extend_from_slice(b"/v1/chat/completions");
-        // :authority localhost (an open gateway answers loopback names only).
-        block.extend_from_slice(&[0x41, 9]);
-        block.extend_from_slice(b"localhost");
-        block.extend_from_slice(&[0x5f, 16]);
-        block.extend_from_slice(b"application/json");
-        let t = std::time::Instant::now();
-        s.write_all(&h2_frame(1, 0x4, 1, &block)).unwrap();
-        s.write_all(&h2_frame(0, 0, 1, b"{\"model\":")).unwrap();
-        loop {
-            let (kind, stream) = h2_skip_frame(&mut s).expect("an answer to the stalled stream");
-            if kind == 1 && stream == 1 {
-                break;
-            }
-        }
-        let waited = t.elapsed();
-        assert!(
-            waited >= Duration::from_millis(800),
-            "answered after {waited:?}"
-        );
-
         let t = std::time::Instant::now();
         read_to_close(&mut s);
         let idle = t.elapsed();

@@ -3,6 +3,7 @@
 //! `apiproxy` binary on free ports, and a client.
 #![allow(dead_code)]
 
+pub mod h2_client;
 pub mod prom;
 pub mod raw_http;
 pub mod wire;
