@@ -252,19 +252,7 @@ async fn reserved_key_names_are_refused() {
 
 /// `apiproxy -t` on a config body (with a loopback listener); its output.
 fn check_config(body: &str) -> String {
-    let dir = TempDir::new();
-    let path = dir.0.join("apiproxy.yaml");
-    std::fs::write(&path, format!("server:\n  listen: 127.0.0.1:1\n{body}")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"))
-        .args(["-t", "-c"])
-        .arg(&path)
-        .output()
-        .expect("apiproxy -t");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    check_config_text(&format!("server:\n  listen: 127.0.0.1:1\n{body}")).1
 }
 
 #[tokio::test]

@@ -773,3 +773,22 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// `apiproxy -t` on a config file holding `yaml`: whether it passed, and
+/// what it printed (stdout and stderr together).
+pub fn check_config_text(yaml: &str) -> (bool, String) {
+    let dir = TempDir::new();
+    let path = dir.0.join("apiproxy.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .args(["-t", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run apiproxy -t");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
