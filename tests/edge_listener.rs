@@ -366,7 +366,9 @@ async fn a_low_open_file_limit_lowers_the_connection_cap_instead_of_running_out(
             Err(_) => break,
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The flood reached the cap (the refusals past it are logged) before
+    // some of it goes.
+    gw.expect_log("server.max_connections (21) reached").await;
     // A request still fits next to them once some are gone: never EMFILE.
     held.truncate(8);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -389,7 +391,6 @@ async fn a_low_open_file_limit_lowers_the_connection_cap_instead_of_running_out(
     }
     let log = gw.log();
     assert!(!log.contains("Too many open files"), "{log}");
-    assert!(log.contains("server.max_connections (21) reached"), "{log}");
 }
 
 fn check(config: &str) -> (bool, String, String) {
