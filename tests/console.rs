@@ -519,21 +519,19 @@ async fn captured_bodies_are_dropped_past_their_age() {
     let up = upstream().await;
     let gw = Gateway::start(&config(
         &up,
-        "log:\n  capture_bodies: true\nconsole:\n  capture_ttl_seconds: 1\n",
+        "log:\n  capture_bodies: true\nconsole:\n  capture_ttl_seconds: 5\n",
     ))
     .await;
     assert_eq!(chat(&gw, "alice-key", None).await.status(), 200);
     let list = records_until(&gw, |r| r["status"] == 200).await;
     let id = list["requests"][0]["id"].clone();
     let path = format!("/admin/requests/{id}");
-    let started = Instant::now();
+    // Read just after the record is written: well within its 5 s, which no
+    // stall of a loaded machine crosses.
     let kept = get(&gw, &path).await;
-    if started.elapsed() < Duration::from_millis(300) {
-        // Read well within the second (the machine may be slow).
-        assert!(kept["body"].is_string(), "captured at first: {kept}");
-    }
+    assert!(kept["body"].is_string(), "captured at first: {kept}");
     let (one, dropped) = poll(
-        Duration::from_secs(15),
+        WAIT,
         || get(&gw, &path),
         |r| r["id"] == id && r.get("body").is_none(),
     )
