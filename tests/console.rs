@@ -886,14 +886,15 @@ async fn console_in_a_real_browser_with_two_replicas() {
             .is_some_and(|t| t != "0 / 0" && t.contains(" / ")),
         "{tokens}"
     );
-    // Each chart's first line, as the heights it draws (0: the axis, 96:
-    // the chart's max); the legend says the chart's name.
+    // Each chart's lines (all its series: Latency's p50 and p99 share one
+    // scale, and only the larger reaches the top), as the heights they draw
+    // (0: the axis, 96: the chart's max); the legend says the chart's name.
     let heights = b
         .eval(
             "Object.fromEntries([...document.querySelectorAll('#charts .chart')].map(c => [
                 c.querySelector('h3 span').textContent,
-                c.querySelector('polyline').getAttribute('points').split(' ')
-                    .map(xy => Math.round(99 - Number(xy.split(',')[1])))
+                [...c.querySelectorAll('polyline')].flatMap(l => l.getAttribute('points').split(' ')
+                    .map(xy => Math.round(99 - Number(xy.split(',')[1]))))
             ]))",
         )
         .await;
