@@ -26,7 +26,6 @@ pub mod console;
 pub mod context;
 pub mod drain;
 pub mod error;
-pub mod filters;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

@@ -608,7 +608,7 @@ mod tests {
         BudgetAsk {
             limit: spend_limit(name.into(), limit_usd, reserve_usd, Duration::from_secs(60)),
             limit_usd,
-            period: crate::pricing::budget::BudgetPeriod::Day,
+            period: crate::config::BudgetPeriod::Day,
             renews_in_secs: 60,
         }
     }

@@ -63,7 +63,7 @@ fn main() {
     if let Some(Command::Schema { of }) = cli.command {
         let schema = match of {
             SchemaOf::Config => apiproxy::config::json_schema(),
-            SchemaOf::Filters => apiproxy::filters::json_schema(),
+            SchemaOf::Filters => apiproxy::config::filters::json_schema(),
         };
         // A closed pipe (`apiproxy schema | head`) is not an error.
         let _ = writeln!(std::io::stdout().lock(), "{schema:#}");
@@ -181,7 +181,10 @@ fn main() {
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2_idle_timeout = Some(limits.keepalive_timeout);
         app.server_options = Some(options);
-        app.h2_options = Some(apiproxy::tls::h2_limits(&limits, h2_max_streams));
+        app.h2_options = Some(apiproxy::tls::h2_limits(
+            limits.max_header_bytes,
+            h2_max_streams,
+        ));
         match apiproxy::tls::open(t) {
             Ok((acceptor, reloader)) => {
                 let listener = ClientListener::new(app, limits.clone(), grace, capacity.clone())

@@ -5,8 +5,12 @@
 //! expansion, types, unknown keys), then resolve (references, URLs, ranges,
 //! duplicates). Every problem is reported as one line naming its key path.
 
+mod budget;
+mod cert;
 mod env;
+pub mod filters;
 mod from_env;
+mod log;
 pub mod raw;
 pub mod routing;
 
@@ -19,6 +23,9 @@ use apiproxy_translate::Format;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 
+pub use budget::{Budget, BudgetPeriod};
+pub use cert::CertPair;
+pub use log::AccessFormat;
 use raw::RawConfig;
 
 /// The smallest `context.max_entry_bytes`: an entry's skeleton (model,
@@ -68,9 +75,9 @@ pub struct Config {
     /// Output tokens reserved per choice for a request without an output cap (`limits.default_output_tokens`).
     pub default_output_tokens: u64,
     /// How access-log lines are written.
-    pub access_format: crate::access_log::AccessFormat,
+    pub access_format: AccessFormat,
     /// Payload, header and browser-masking rules from `filters_dir`.
-    pub filters: crate::filters::FilterSet,
+    pub filters: crate::config::filters::FilterSet,
     /// The web console's data collection.
     pub console: ConsoleSettings,
 }
@@ -253,7 +260,7 @@ pub struct ClientKey {
     /// The allow-list; `None` allows every model.
     pub models: Option<GlobSet>,
     /// Spending limit per period, shared by every replica.
-    pub budget: Option<crate::pricing::budget::Budget>,
+    pub budget: Option<Budget>,
     /// `provider_refs: any`: the key may reference any object stored at the
     /// provider, not only the responses it received (proxy/refs.rs).
     pub provider_refs_any: bool,
@@ -598,12 +605,12 @@ impl Config {
             (None, None) => None,
         };
         let filters = match dir {
-            None => Ok(crate::filters::FilterSet::default()),
+            None => Ok(crate::config::filters::FilterSet::default()),
             Some((dir, explicit)) => {
                 let mut expand = |v: &mut serde_yaml::Value, at: String, p: &mut Vec<String>| {
                     expand_tree(v, at, lookup, p, used)
                 };
-                crate::filters::load_dir(&dir, explicit, &provider_ids, &mut expand)
+                crate::config::filters::load_dir(&dir, explicit, &provider_ids, &mut expand)
             }
         };
         match (resolved, filters) {
@@ -888,7 +895,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                     ));
                 }
             }
-            if let Err(e) = crate::tls::CertPair::load(&t.cert, &t.key) {
+            if let Err(e) = CertPair::load(&t.cert, &t.key) {
                 problems.push(format!("server.tls: {e}"));
             }
             TlsListener {
@@ -928,13 +935,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
 
     // log
     let access_format = match raw.log.access_format.as_deref() {
-        None | Some("text") => crate::access_log::AccessFormat::Text,
-        Some("json") => crate::access_log::AccessFormat::Json,
+        None | Some("text") => AccessFormat::Text,
+        Some("json") => AccessFormat::Json,
         Some(other) => {
             problems.push(format!(
                 "log.access_format: {other:?} is not one of text, json"
             ));
-            crate::access_log::AccessFormat::Text
+            AccessFormat::Text
         }
     };
     let log_level = raw.log.level.clone().unwrap_or_else(|| "info".to_owned());
@@ -1062,15 +1069,13 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
                 }
             },
         };
-        let budget =
-            match crate::pricing::budget::Budget::resolve(k.budget_usd, k.budget_period.as_deref())
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    problems.push(format!("{at}.{e}"));
-                    None
-                }
-            };
+        let budget = match Budget::resolve(k.budget_usd, k.budget_period.as_deref()) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(format!("{at}.{e}"));
+                None
+            }
+        };
         let models = match k.models {
             None => None,
             Some(pats) => {
@@ -1438,7 +1443,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         global_tpm: raw.limits.tpm,
         default_output_tokens,
         access_format,
-        filters: crate::filters::FilterSet::default(),
+        filters: crate::config::filters::FilterSet::default(),
         console,
     })
 }

@@ -515,7 +515,7 @@ impl<'a> Attempts<'a> {
             let body = enc.encode(provider.config.format, c, parsed)?;
             (body, enc.last_was_passthrough)
         };
-        let target = crate::filters::Target {
+        let target = crate::config::filters::Target {
             client: self.fmt,
             provider: &provider.config,
             model: &c.model,

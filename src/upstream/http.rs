@@ -47,7 +47,7 @@ pub struct Outgoing<'a> {
     /// Extra headers (auth, protocol versions, forwarded client headers).
     pub headers: Vec<(&'static str, String)>,
     /// Header rules of `filters_dir` for this attempt, applied last.
-    pub edits: Option<&'a crate::filters::HeaderEdits>,
+    pub edits: Option<&'a crate::config::filters::HeaderEdits>,
 }
 
 /// An upstream response whose header has arrived; the body is read from it.
