@@ -16,8 +16,8 @@ use crate::auth;
 use crate::config::routing::ScoringMode;
 use crate::config::ClientKey;
 use crate::error::GatewayError;
-use crate::routing::breaker::BreakerState;
 use crate::routing::{Candidate, RankOptions, Runtime};
+use crate::upstream::breaker::BreakerState;
 use crate::upstream::{now_ms, Provider};
 
 /// `GET /v1/models`: logical models, then every provider's models as

@@ -22,12 +22,12 @@ use super::respond::Headers;
 use super::Gateway;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::routing::capacity::Slot;
 use crate::routing::metrics as route_metrics;
-use crate::routing::ratelimit;
-use crate::routing::stats::{InFlight, UpstreamStats};
 use crate::routing::{Candidate, Runtime};
+use crate::upstream::capacity::Slot;
 use crate::upstream::http::{self, Incoming, Outgoing, SendError};
+use crate::upstream::ratelimit;
+use crate::upstream::stats::{InFlight, UpstreamStats};
 use crate::upstream::{now_ms, KeyChoice, Provider};
 
 /// The upstream (and key) a session is bound to: tried first.

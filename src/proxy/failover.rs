@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::error::GatewayError;
-use crate::routing::cooldown::Cause;
+use crate::upstream::cooldown::Cause;
 
 /// Why one attempt failed.
 #[derive(Debug, Clone, PartialEq)]

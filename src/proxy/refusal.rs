@@ -11,8 +11,8 @@ use super::failover::AttemptError;
 use super::respond::{self, Headers};
 use super::upstream_error::{contains_key, upstream_message};
 use crate::error::GatewayError;
-use crate::routing::ratelimit::{self, RateLimitReading};
 use crate::upstream::http::Incoming;
+use crate::upstream::ratelimit::{self, RateLimitReading};
 use crate::upstream::Provider;
 
 /// Largest upstream error body read (to relay or to log).

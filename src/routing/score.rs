@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use super::stats::Snapshot;
 use crate::config::routing::{Scoring, ScoringMode};
+use crate::upstream::stats::Snapshot;
 
 /// Everything a candidate's score is made of (shown by `/routing/decide`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
