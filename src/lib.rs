@@ -20,6 +20,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod body;
 pub mod compat;
 pub mod config;
 pub mod console;

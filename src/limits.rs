@@ -26,15 +26,14 @@
 use std::time::Duration;
 
 use apiproxy_store::{
-    Admission, Deferred, LimitBucket, LimitKind, RateDecision, Reservation, SpendLimit, SpendState,
-    Store,
+    Admission, Deferred, LimitBucket, LimitKind, RateDecision, Reservation, SpendState, Store,
 };
 use apiproxy_translate::{Format, Usage};
 use serde_json::Value;
 
 use crate::config::{ClientKey, Config};
 use crate::error::GatewayError;
-use crate::pricing::budget::BudgetAsk;
+use crate::pricing::budget::{micros, BudgetAsk};
 
 /// Bytes of request body counted as one input token in the estimate (the
 /// usual English ratio; JSON punctuation makes it generous).
@@ -43,10 +42,13 @@ const BYTES_PER_TOKEN: usize = 4;
 /// The name of the bucket every request counts in with `limits.rpm`/`tpm`.
 const GLOBAL: &str = "global";
 
-/// What a client key's state (rate windows, budget counters) is stored
-/// under: today its name. The one place to change when keys get ids.
-pub fn owner_id(key: &ClientKey) -> &str {
-    &key.id
+/// The prefix of a client key's bucket name (`key:` and its owner id).
+const KEY_BUCKET_PREFIX: &str = "key:";
+
+/// The name of the bucket a client key counts in, by its owner id
+/// (`ClientKey::owner_id`): the one place it is built.
+pub fn key_bucket(owner_id: &str) -> String {
+    format!("{KEY_BUCKET_PREFIX}{owner_id}")
 }
 
 /// The most choices (`n`, `candidateCount`) an estimate multiplies by: a
@@ -58,7 +60,7 @@ pub fn buckets_for(key: Option<&ClientKey>, config: &Config) -> Vec<LimitBucket>
     let mut buckets = Vec::with_capacity(2);
     if let Some(k) = key.filter(|k| k.rpm.is_some() || k.tpm.is_some()) {
         buckets.push(LimitBucket {
-            name: format!("key:{}", owner_id(k)),
+            name: key_bucket(k.owner_id()),
             rpm: k.rpm,
             tpm: k.tpm,
         });
@@ -215,16 +217,6 @@ pub fn settled_amount(reserved: u64, charged: Option<u64>, estimated: bool) -> u
     }
 }
 
-/// A cost in the budget counters' unit (millionths of a dollar).
-pub fn micros(usd: f64) -> u64 {
-    let m = (usd * crate::pricing::budget::MICROS_PER_USD).round();
-    if m.is_finite() && m > 0.0 {
-        m as u64
-    } else {
-        0
-    }
-}
-
 /// Tokens reserved at admission, to be replaced by the real usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenReservation {
@@ -358,16 +350,6 @@ pub async fn admit(
     })
 }
 
-/// The spend limit a budget asks the store to check (see `pricing::budget`).
-pub fn spend_limit(name: String, limit_usd: f64, reserve_usd: f64, ttl: Duration) -> SpendLimit {
-    SpendLimit {
-        name,
-        limit: micros(limit_usd),
-        reserve: micros(reserve_usd),
-        ttl,
-    }
-}
-
 /// The 429 for a refusal, counted in `apiproxy_rate_limited_total`.
 fn refusal(key_name: Option<&str>, global: bool, kind: LimitKind, d: RateDecision) -> GatewayError {
     let what = match (global, kind) {
@@ -404,7 +386,7 @@ impl RateHeaders {
     /// The key's bucket (the first, when the request has a key with limits).
     fn of_key(key_name: Option<&str>, buckets: &[LimitBucket], admission: &Admission) -> Self {
         match (key_name, buckets.first(), admission.buckets.first()) {
-            (Some(_), Some(b), Some(d)) if b.name.starts_with("key:") => RateHeaders {
+            (Some(_), Some(b), Some(d)) if b.name.starts_with(KEY_BUCKET_PREFIX) => RateHeaders {
                 requests: d.requests,
                 tokens: d.tokens,
             },
@@ -430,6 +412,7 @@ impl RateHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pricing::budget::spend_limit;
     use serde_json::json;
 
     fn top(body: &Value) -> impl Fn(&str) -> Option<Value> + '_ {

@@ -267,6 +267,12 @@ pub struct ClientKey {
 }
 
 impl ClientKey {
+    /// What this key's state (rate windows, budget counters) is stored
+    /// under: today its id. The one place to change when that changes.
+    pub fn owner_id(&self) -> &str {
+        &self.id
+    }
+
     /// Whether this key may use `model`.
     pub fn allows(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|g| g.is_match(model))

@@ -386,7 +386,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&format!("key:{}", k.id), l)
+                    .check_tokens(&crate::limits::key_bucket(k.owner_id()), l)
                     .await
                     .remaining,
             ),
@@ -411,7 +411,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&format!("key:{}", k.id()), l)
+                    .check_tokens(&crate::limits::key_bucket(&k.id()), l)
                     .await
                     .remaining,
             ),

@@ -26,6 +26,26 @@ pub const MICROS_PER_USD: f64 = 1e6;
 
 use crate::config::{Budget, BudgetPeriod};
 
+/// A cost in the budget counters' unit (millionths of a dollar).
+pub fn micros(usd: f64) -> u64 {
+    let m = (usd * MICROS_PER_USD).round();
+    if m.is_finite() && m > 0.0 {
+        m as u64
+    } else {
+        0
+    }
+}
+
+/// The spend limit a budget asks the store to check.
+pub fn spend_limit(name: String, limit_usd: f64, reserve_usd: f64, ttl: Duration) -> SpendLimit {
+    SpendLimit {
+        name,
+        limit: micros(limit_usd),
+        reserve: micros(reserve_usd),
+        ttl,
+    }
+}
+
 /// Where the current period stands at `unix_secs`: its name (`2026-11-29`
 /// or `2026-11`) and the seconds until it ends.
 pub fn current_period(period: BudgetPeriod, unix_secs: u64) -> (String, u64) {
@@ -103,7 +123,7 @@ impl BudgetState {
 /// What `key` has spent in the current period; `None` without a budget.
 pub async fn state(store: &dyn Store, key: &ClientKey) -> Option<BudgetState> {
     let budget = key.budget?;
-    let (name, ttl) = counter(crate::limits::owner_id(key), &budget);
+    let (name, ttl) = counter(key.owner_id(), &budget);
     let micros = store.add_spend(&name, 0, ttl).await;
     Some(BudgetState {
         limit_usd: budget.usd,
@@ -127,9 +147,9 @@ pub struct BudgetAsk {
 /// `reserve_usd`; `None` without a budget.
 pub fn ask(key: &ClientKey, reserve_usd: f64) -> Option<BudgetAsk> {
     let budget = key.budget?;
-    let (name, ttl) = counter(crate::limits::owner_id(key), &budget);
+    let (name, ttl) = counter(key.owner_id(), &budget);
     Some(BudgetAsk {
-        limit: crate::limits::spend_limit(name, budget.usd, reserve_usd, ttl),
+        limit: spend_limit(name, budget.usd, reserve_usd, ttl),
         limit_usd: budget.usd,
         period: budget.period,
         renews_in_secs: ttl.as_secs().saturating_sub(86_400),

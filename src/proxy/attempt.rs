@@ -796,7 +796,7 @@ impl<'a> Attempts<'a> {
                     self.fail(provider, c, error);
                     return Tried::Answered;
                 }
-                headers.retain(|(k, _)| !k.starts_with("x-debug-"));
+                super::respond::strip_debug(headers);
                 // A broken answer always moves on to the next candidate.
                 self.after_failure(provider, &stats, key_index, &error, false, &mut Vec::new());
                 self.fail(provider, c, error);

@@ -323,7 +323,7 @@ impl ProxyHttp for Gateway {
         if let Err(e) = result {
             ctx.status = e.status;
             let fmt = ctx.format.unwrap_or(err_fmt);
-            headers.retain(|(k, _)| !k.starts_with("x-debug-"));
+            respond::strip_debug(&mut headers);
             respond::error(session, fmt, &e, &headers).await?;
         }
         // Answered before its body was read whole (an early 401, 404,

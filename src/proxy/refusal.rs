@@ -108,7 +108,7 @@ impl Refusal {
         }
         ctx.status = status;
         let mut h = headers.clone();
-        h.retain(|(k, _)| !k.starts_with("x-debug-"));
+        respond::strip_debug(&mut h);
         let written = if provider.config.format == client
             && !contains_key(&self.body, &provider.config.api_keys)
         {

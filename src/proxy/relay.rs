@@ -262,7 +262,7 @@ async fn whole(
     };
     ctx.status = 200;
     ctx.first_byte = Some(ctx.start.elapsed());
-    let headers = &crate::pricing::with_debug_cost(headers, ctx.cost_usd());
+    let headers = &respond::with_debug_cost(headers, ctx.cost_usd());
     match respond::json(session, 200, out, headers).await {
         Ok(()) => Outcome::Done,
         Err(_) => gone(ctx),
