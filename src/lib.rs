@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod model_name;
 pub mod pricing;
 pub mod proxy;
+pub mod redact;
 pub mod routing;
 pub mod service;
 pub mod tls;

@@ -157,7 +157,12 @@ fn main() {
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     // One gateway state for every listener; with `server.admin_listen`, the
     // client listeners serve the client routes and the admin listener the rest.
-    let gateway = Gateway::new(runtime.clone(), state.clone(), keys);
+    let gateway = Gateway::new(
+        runtime.clone(),
+        state.clone(),
+        keys,
+        Arc::new(apiproxy::console::WebConsole),
+    );
     let client_surface = if admin_listen.is_empty() {
         Surface::All
     } else {

@@ -139,10 +139,7 @@ async fn read_request(
     let body = request::read_body(session, server.max_body_bytes, pace).await?;
     let console = &rt.config.console;
     if console.capture_bodies && console.collect {
-        ctx.captured_body = Some(crate::console::records::redact_body(
-            &body,
-            console.max_body_chars,
-        ));
+        ctx.captured_body = Some(crate::redact::redact_body(&body, console.max_body_chars));
     }
     let mut parsed = request::parse(route.format, &body, route, session)?;
     crate::model_name::check(&parsed.names, rt.config.server.max_model_name_bytes)?;

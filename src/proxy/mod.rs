@@ -39,6 +39,26 @@ use ctx::{RequestCtx, ServedBy};
 use respond::Headers;
 use routes::Route;
 
+/// What the layer above the proxy (the web console, `crate::console`)
+/// offers it: the routes under `/ui/` and `/admin/`, and a look at each
+/// finished request. Handed down to the gateway at start, so the proxy
+/// never imports the console.
+#[async_trait]
+pub trait Console: Send + Sync {
+    /// Answers a request under `/ui/` or `/admin/` (the console checks the
+    /// admin key itself).
+    async fn handle(
+        &self,
+        gw: &Gateway,
+        rt: &Arc<Runtime>,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError>;
+
+    /// Called once per generation request from the logging phase.
+    fn record(&self, rt: &Runtime, ctx: &mut RequestCtx, elapsed: std::time::Duration);
+}
+
 /// The gateway: live config, shared state and the connector its attempts share.
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
@@ -50,6 +70,8 @@ pub struct Gateway {
     /// Which routes this listener serves.
     pub surface: Surface,
     pub connector: Connector,
+    /// The console's routes and request records.
+    pub console: Arc<dyn Console>,
 }
 
 /// Which routes a listener serves: all of them, or (with
@@ -80,6 +102,7 @@ impl Gateway {
         runtime: Arc<ArcSwap<Runtime>>,
         state: Arc<LazyStore>,
         keys: Arc<auth::StoredKeys>,
+        console: Arc<dyn Console>,
     ) -> Self {
         Gateway {
             runtime,
@@ -88,6 +111,7 @@ impl Gateway {
             admin_failures: Arc::default(),
             surface: Surface::All,
             connector: Connector::new(None),
+            console,
         }
     }
 
@@ -101,6 +125,7 @@ impl Gateway {
             admin_failures: self.admin_failures.clone(),
             surface,
             connector: Connector::new(None),
+            console: self.console.clone(),
         }
     }
 
@@ -306,9 +331,9 @@ impl ProxyHttp for Gateway {
                 // every request's.
                 Box::pin(admin::handle(self, &rt, session, ctx, route)).await
             }
-            Route::Console(r) => {
+            Route::Console => {
                 ctx.route = "console";
-                Box::pin(crate::console::api::handle(self, &rt, session, ctx, r)).await
+                self.console.handle(self, &rt, session, ctx).await
             }
             Route::NotFound => Err(GatewayError::not_found(format!(
                 "no route for {} {}",
@@ -358,7 +383,7 @@ impl ProxyHttp for Gateway {
             if let Some(a) = &ctx.abandoned {
                 a.count(&rt, ctx.key_name.as_deref().unwrap_or("-"));
             }
-            crate::console::record(&rt, ctx, elapsed);
+            self.console.record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
         }
         if !crate::access_log::enabled() {
