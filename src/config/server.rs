@@ -80,6 +80,11 @@ pub struct TlsListener {
     pub key: String,
 }
 
+/// Default longest model name, in bytes. Real names are far shorter (the
+/// longest OpenRouter ids are under 100 bytes); anything longer is a
+/// mistake or an attempt to bloat logs.
+pub const DEFAULT_MAX_MODEL_NAME_BYTES: usize = 256;
+
 /// Default body limit: 16 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Where the pid file and the upgrade socket live unless configured: a
@@ -242,7 +247,7 @@ pub fn resolve(s: RawServer, problems: &mut Vec<String>) -> ServerSettings {
         },
         max_model_name_bytes: s
             .max_model_name_bytes
-            .unwrap_or(crate::model_name::DEFAULT_MAX_MODEL_NAME_BYTES),
+            .unwrap_or(DEFAULT_MAX_MODEL_NAME_BYTES),
         max_schema_rewrite_bytes: s
             .max_schema_rewrite_bytes
             .unwrap_or(apiproxy_translate::gemini::MAX_SCHEMA_REWRITE_BYTES),
