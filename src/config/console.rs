@@ -41,7 +41,7 @@ pub fn resolve(
             "console.capture_ttl_seconds: must be between 1 and {MAX_CAPTURE_TTL_SECONDS}"
         ));
     }
-    let console = ConsoleSettings {
+    ConsoleSettings {
         collect: c.collect.unwrap_or(true),
         recent_requests: c.recent_requests.unwrap_or(1000),
         capture_bodies: capture_bodies.unwrap_or(false),
@@ -51,6 +51,5 @@ pub fn resolve(
                 .unwrap_or(3600)
                 .clamp(1, MAX_CAPTURE_TTL_SECONDS),
         ),
-    };
-    console
+    }
 }

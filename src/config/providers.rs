@@ -194,31 +194,7 @@ pub fn resolve(
         if !ids.insert(p.id.clone()) {
             problems.push(format!("{at}.id: duplicate provider id {:?}", p.id));
         }
-        let kind = match p.kind.as_str() {
-            "openai" => ProviderKind::OpenAi,
-            "anthropic" => ProviderKind::Anthropic,
-            "gemini" => ProviderKind::Gemini,
-            other => {
-                problems.push(format!(
-                    "{at}.kind: {other:?} is not one of openai, anthropic, gemini"
-                ));
-                ProviderKind::OpenAi
-            }
-        };
-        let format = match (kind, p.wire_api.as_deref()) {
-            (ProviderKind::OpenAi, None | Some("chat")) => Format::OpenAiChat,
-            (ProviderKind::OpenAi, Some("responses")) => Format::OpenAiResponses,
-            (ProviderKind::OpenAi, Some(other)) => {
-                problems.push(format!("{at}.wire_api: {other:?} is not chat or responses"));
-                Format::OpenAiChat
-            }
-            (ProviderKind::Anthropic, None) => Format::Anthropic,
-            (ProviderKind::Gemini, None) => Format::Gemini,
-            (_, Some(_)) => {
-                problems.push(format!("{at}.wire_api: only for kind openai"));
-                Format::OpenAiChat
-            }
-        };
+        let (kind, format) = kind_and_format(&at, &p.kind, p.wire_api.as_deref(), problems);
         let base = parse_base_url(&p.base_url).unwrap_or_else(|e| {
             problems.push(format!("{at}.base_url: {e}"));
             BaseUrl {
@@ -282,18 +258,7 @@ pub fn resolve(
         if p.max_qps == Some(0) {
             problems.push(format!("{at}.max_qps: must be at least 1"));
         }
-        let health_check = p.health_check.map(|h| {
-            if h.interval_s == Some(0) {
-                problems.push(format!("{at}.health_check.interval_s: must be at least 1"));
-            }
-            if h.timeout_ms == Some(0) {
-                problems.push(format!("{at}.health_check.timeout_ms: must be positive"));
-            }
-            HealthCheck {
-                interval: Duration::from_secs(h.interval_s.unwrap_or(30).max(1)),
-                timeout: Duration::from_millis(h.timeout_ms.unwrap_or(5_000).max(1)),
-            }
-        });
+        let health_check = p.health_check.map(|h| health_check(&at, h, problems));
         let key_strategy = match p.key_strategy.as_deref() {
             None | Some("round-robin") => KeyStrategy::RoundRobin,
             Some("fill-first") => KeyStrategy::FillFirst,
@@ -305,37 +270,7 @@ pub fn resolve(
             }
         };
         let configured_keys = !p.api_keys.is_empty();
-        let mut api_keys = Vec::new();
-        let mut key_options = Vec::new();
-        for (j, k) in p.api_keys.into_iter().enumerate() {
-            let (key, options) = match k {
-                raw::RawApiKey::Plain(key) => (key, KeyOptions::default()),
-                raw::RawApiKey::Detailed(o) => {
-                    let kat = format!("{at}.api_keys[{j}]");
-                    let weight = o.weight.unwrap_or(1.0);
-                    if !(weight.is_finite() && weight > 0.0) {
-                        problems.push(format!("{kat}.weight: must be a positive number"));
-                    }
-                    if o.max_concurrency == Some(0) {
-                        problems.push(format!("{kat}.max_concurrency: must be at least 1"));
-                    }
-                    if o.max_qps == Some(0) {
-                        problems.push(format!("{kat}.max_qps: must be at least 1"));
-                    }
-                    let options = KeyOptions {
-                        weight,
-                        max_concurrency: o.max_concurrency,
-                        max_qps: o.max_qps,
-                    };
-                    (o.key, options)
-                }
-            };
-            // An empty key (an unset `${VAR:-}`) is left out.
-            if !key.is_empty() {
-                api_keys.push(key);
-                key_options.push(options);
-            }
-        }
+        let (api_keys, key_options) = api_keys(&at, p.api_keys, problems);
         if problems.len() > before {
             continue;
         }
@@ -421,4 +356,94 @@ fn load_ca(path: &str) -> Result<pingora::protocols::tls::CaType, String> {
         return Err(format!("{path}: no certificate in it"));
     }
     Ok(certs.into_boxed_slice())
+}
+
+/// `kind` and `wire_api`: the provider's kind and the format it is sent.
+fn kind_and_format(
+    at: &str,
+    kind: &str,
+    wire_api: Option<&str>,
+    problems: &mut Vec<String>,
+) -> (ProviderKind, Format) {
+    let kind = match kind {
+        "openai" => ProviderKind::OpenAi,
+        "anthropic" => ProviderKind::Anthropic,
+        "gemini" => ProviderKind::Gemini,
+        other => {
+            problems.push(format!(
+                "{at}.kind: {other:?} is not one of openai, anthropic, gemini"
+            ));
+            ProviderKind::OpenAi
+        }
+    };
+    let format = match (kind, wire_api) {
+        (ProviderKind::OpenAi, None | Some("chat")) => Format::OpenAiChat,
+        (ProviderKind::OpenAi, Some("responses")) => Format::OpenAiResponses,
+        (ProviderKind::OpenAi, Some(other)) => {
+            problems.push(format!("{at}.wire_api: {other:?} is not chat or responses"));
+            Format::OpenAiChat
+        }
+        (ProviderKind::Anthropic, None) => Format::Anthropic,
+        (ProviderKind::Gemini, None) => Format::Gemini,
+        (_, Some(_)) => {
+            problems.push(format!("{at}.wire_api: only for kind openai"));
+            Format::OpenAiChat
+        }
+    };
+    (kind, format)
+}
+
+/// `api_keys`: each key and its options; an empty key (an unset
+/// `${VAR:-}`) is left out.
+fn api_keys(
+    at: &str,
+    keys: Vec<raw::RawApiKey>,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Vec<KeyOptions>) {
+    let mut api_keys = Vec::new();
+    let mut key_options = Vec::new();
+    for (j, k) in keys.into_iter().enumerate() {
+        let (key, options) = match k {
+            raw::RawApiKey::Plain(key) => (key, KeyOptions::default()),
+            raw::RawApiKey::Detailed(o) => {
+                let kat = format!("{at}.api_keys[{j}]");
+                let weight = o.weight.unwrap_or(1.0);
+                if !(weight.is_finite() && weight > 0.0) {
+                    problems.push(format!("{kat}.weight: must be a positive number"));
+                }
+                if o.max_concurrency == Some(0) {
+                    problems.push(format!("{kat}.max_concurrency: must be at least 1"));
+                }
+                if o.max_qps == Some(0) {
+                    problems.push(format!("{kat}.max_qps: must be at least 1"));
+                }
+                let options = KeyOptions {
+                    weight,
+                    max_concurrency: o.max_concurrency,
+                    max_qps: o.max_qps,
+                };
+                (o.key, options)
+            }
+        };
+        // An empty key (an unset `${VAR:-}`) is left out.
+        if !key.is_empty() {
+            api_keys.push(key);
+            key_options.push(options);
+        }
+    }
+    (api_keys, key_options)
+}
+
+/// `health_check`: the interval and timeout of a provider's active check.
+fn health_check(at: &str, h: raw::RawHealthCheck, problems: &mut Vec<String>) -> HealthCheck {
+    if h.interval_s == Some(0) {
+        problems.push(format!("{at}.health_check.interval_s: must be at least 1"));
+    }
+    if h.timeout_ms == Some(0) {
+        problems.push(format!("{at}.health_check.timeout_ms: must be positive"));
+    }
+    HealthCheck {
+        interval: Duration::from_secs(h.interval_s.unwrap_or(30).max(1)),
+        timeout: Duration::from_millis(h.timeout_ms.unwrap_or(5_000).max(1)),
+    }
 }

@@ -205,7 +205,7 @@ pub fn resolve(s: RawServer, problems: &mut Vec<String>) -> ServerSettings {
         }
     }
     let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
-    let server = ServerSettings {
+    ServerSettings {
         listen,
         metrics_listen: s.metrics_listen,
         threads: s.threads.unwrap_or(2),
@@ -251,54 +251,62 @@ pub fn resolve(s: RawServer, problems: &mut Vec<String>) -> ServerSettings {
         max_schema_rewrite_bytes: s
             .max_schema_rewrite_bytes
             .unwrap_or(apiproxy_translate::gemini::MAX_SCHEMA_REWRITE_BYTES),
-        tls: s.tls.map(|t| {
-            let listen = t.listen.into_vec();
-            if listen.is_empty() {
-                problems.push("server.tls.listen: at least one address is needed".to_owned());
+        tls: s.tls.map(|t| tls(t, problems)),
+        admin_listen: admin_listen(s.admin_listen, problems),
+        allowed_hosts: allowed_hosts(s.allowed_hosts.unwrap_or_default(), problems),
+    }
+}
+
+/// `server.tls`: its addresses checked and its certificate pair read.
+fn tls(t: raw::RawTls, problems: &mut Vec<String>) -> TlsListener {
+    let listen = t.listen.into_vec();
+    if listen.is_empty() {
+        problems.push("server.tls.listen: at least one address is needed".to_owned());
+    }
+    for (i, a) in listen.iter().enumerate() {
+        if a.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.tls.listen[{i}]: {a:?} is not an address like 0.0.0.0:8443"
+            ));
+        }
+    }
+    if let Err(e) = CertPair::load(&t.cert, &t.key) {
+        problems.push(format!("server.tls: {e}"));
+    }
+    TlsListener {
+        listen,
+        cert: t.cert,
+        key: t.key,
+    }
+}
+
+/// `server.admin_listen`: every address checked.
+fn admin_listen(l: Option<raw::OneOrMany>, problems: &mut Vec<String>) -> Vec<String> {
+    let admin = l.map(|l| l.into_vec()).unwrap_or_default();
+    for (i, a) in admin.iter().enumerate() {
+        if a.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.admin_listen[{i}]: {a:?} is not an address like 127.0.0.1:8081"
+            ));
+        }
+    }
+    admin
+}
+
+/// `server.allowed_hosts`: lowercased host names, without port or scheme.
+fn allowed_hosts(hosts: Vec<String>, problems: &mut Vec<String>) -> Vec<String> {
+    hosts
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let h = h.trim().to_ascii_lowercase();
+            if h.is_empty() || h.contains([':', '/', ' ']) {
+                problems.push(format!(
+                    "server.allowed_hosts[{i}]: {h:?} is not a host name (no port, no scheme)"
+                ));
+                return None;
             }
-            for (i, a) in listen.iter().enumerate() {
-                if a.parse::<SocketAddr>().is_err() {
-                    problems.push(format!(
-                        "server.tls.listen[{i}]: {a:?} is not an address like 0.0.0.0:8443"
-                    ));
-                }
-            }
-            if let Err(e) = CertPair::load(&t.cert, &t.key) {
-                problems.push(format!("server.tls: {e}"));
-            }
-            TlsListener {
-                listen,
-                cert: t.cert,
-                key: t.key,
-            }
-        }),
-        admin_listen: {
-            let admin = s.admin_listen.map(|l| l.into_vec()).unwrap_or_default();
-            for (i, a) in admin.iter().enumerate() {
-                if a.parse::<SocketAddr>().is_err() {
-                    problems.push(format!(
-                        "server.admin_listen[{i}]: {a:?} is not an address like 127.0.0.1:8081"
-                    ));
-                }
-            }
-            admin
-        },
-        allowed_hosts: s
-            .allowed_hosts
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, h)| {
-                let h = h.trim().to_ascii_lowercase();
-                if h.is_empty() || h.contains([':', '/', ' ']) {
-                    problems.push(format!(
-                        "server.allowed_hosts[{i}]: {h:?} is not a host name (no port, no scheme)"
-                    ));
-                    return None;
-                }
-                Some(h)
-            })
-            .collect(),
-    };
-    server
+            Some(h)
+        })
+        .collect()
 }
