@@ -122,7 +122,10 @@ pub fn resolve(a: RawAuth, server: &ServerSettings, problems: &mut Vec<String>) 
                 }
             },
         };
-        let budget = match Budget::resolve(k.budget_usd, k.budget_period.as_deref()) {
+        let budget = match Budget::resolve(
+            k.budget_usd,
+            k.budget_period.as_ref().map(super::Choice::as_str),
+        ) {
             Ok(b) => b,
             Err(e) => {
                 problems.push(format!("{at}.{e}"));

@@ -1,24 +1,7 @@
 //! A client key's spending limit as configured (`budget_usd`,
 //! `budget_period`); counted and enforced by `crate::pricing::budget`.
 
-/// How long a budget renews after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BudgetPeriod {
-    /// A UTC calendar day.
-    Day,
-    /// A UTC calendar month.
-    Month,
-}
-
-impl BudgetPeriod {
-    /// Its name in the config (`budget_period`).
-    pub fn name(self) -> &'static str {
-        match self {
-            BudgetPeriod::Day => "day",
-            BudgetPeriod::Month => "month",
-        }
-    }
-}
+use super::choices::{BudgetPeriod, Named};
 
 /// A key's spending limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,11 +15,8 @@ impl Budget {
     /// and the problem.
     pub fn resolve(usd: Option<f64>, period: Option<&str>) -> Result<Option<Budget>, String> {
         let period = match period {
-            None | Some("day") => BudgetPeriod::Day,
-            Some("month") => BudgetPeriod::Month,
-            Some(other) => {
-                return Err(format!("budget_period: {other:?} is not one of day, month"))
-            }
+            None => BudgetPeriod::Day,
+            Some(p) => BudgetPeriod::named(p).map_err(|e| format!("budget_period: {e}"))?,
         };
         match usd {
             None => Ok(None),

@@ -1,26 +1,15 @@
 //! The `log` section: the level and the access line's format.
 
+use super::choices::{AccessFormat, Choice};
 use super::raw::RawLog;
-
-/// How access lines are written (`log.access_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AccessFormat {
-    /// `key=value` pairs after the method, path, status and time.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Resolves `log`: the level and the access format.
 pub fn resolve(l: &RawLog, problems: &mut Vec<String>) -> (String, AccessFormat) {
-    let access_format = match l.access_format.as_deref() {
-        None | Some("text") => AccessFormat::Text,
-        Some("json") => AccessFormat::Json,
-        Some(other) => {
-            problems.push(format!(
-                "log.access_format: {other:?} is not one of text, json"
-            ));
+    let access_format = match l.access_format.as_ref().map(Choice::value) {
+        None => AccessFormat::Text,
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            problems.push(format!("log.access_format: {e}"));
             AccessFormat::Text
         }
     };

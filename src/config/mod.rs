@@ -8,6 +8,7 @@
 mod auth;
 mod budget;
 mod cert;
+mod choices;
 mod console;
 mod context;
 mod env;
@@ -26,15 +27,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use auth::{AuthConfig, ClientKey, DEFAULT_ADMIN_FAILURES_PER_MINUTE};
-pub use budget::{Budget, BudgetPeriod};
+pub use budget::Budget;
 pub use cert::CertPair;
+pub use choices::{
+    AccessFormat, BudgetPeriod, Choice, KeyStrategy, Named, ProviderKind, ScoringMode, WireApi,
+};
 pub use console::ConsoleSettings;
 pub use context::ContextSettings;
-pub use log::AccessFormat;
 pub use models::{LogicalModel, UpstreamRef};
-pub use providers::{
-    BaseUrl, HealthCheck, KeyOptions, KeyStrategy, Price, ProviderConfig, ProviderKind, StatusSet,
-};
+pub use providers::{BaseUrl, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet};
 use raw::RawConfig;
 pub use server::{
     ServerSettings, TlsListener, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_H2_MAX_STREAMS,
@@ -52,20 +53,11 @@ pub use store::StoreSettings;
 /// expanded before parsing, so a value written as one is a string to an
 /// editor even where the key takes a number.
 pub fn json_schema() -> serde_json::Value {
-    titled(
+    raw::titled(
         schemars::schema_for!(RawConfig).to_value(),
         "apiproxy configuration",
         "The apiproxy config file (conf/apiproxy.yaml); README.md documents every key.",
     )
-}
-
-/// Names a generated schema for people and editors.
-pub(crate) fn titled(mut schema: serde_json::Value, title: &str, about: &str) -> serde_json::Value {
-    if let Some(o) = schema.as_object_mut() {
-        o.insert("title".into(), title.into());
-        o.insert("description".into(), about.into());
-    }
-    schema
 }
 
 /// The whole runtime configuration.

@@ -6,25 +6,8 @@ use std::time::Duration;
 
 use apiproxy_translate::Format;
 
+use super::choices::{Choice, KeyStrategy, ProviderKind, WireApi};
 use super::raw::{self, RawProvider};
-
-/// The kind of API a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    OpenAi,
-    Anthropic,
-    Gemini,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "openai",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Gemini => "gemini",
-        }
-    }
-}
 
 /// A set of HTTP statuses given as `"429,500,502-504"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,25 +117,6 @@ pub struct ProviderConfig {
     pub health_check: Option<HealthCheck>,
 }
 
-/// `providers[].key_strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStrategy {
-    /// Spread over the usable keys in proportion to their `weight`.
-    RoundRobin,
-    /// The first usable key until it rests or runs low, then the next.
-    FillFirst,
-}
-
-impl KeyStrategy {
-    /// The name written in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyStrategy::RoundRobin => "round-robin",
-            KeyStrategy::FillFirst => "fill-first",
-        }
-    }
-}
-
 /// One provider key's options (`api_keys: [{key, weight, ...}]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyOptions {
@@ -194,7 +158,7 @@ pub fn resolve(
         if !ids.insert(p.id.clone()) {
             problems.push(format!("{at}.id: duplicate provider id {:?}", p.id));
         }
-        let (kind, format) = kind_and_format(&at, &p.kind, p.wire_api.as_deref(), problems);
+        let (kind, format) = kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
         let base = parse_base_url(&p.base_url).unwrap_or_else(|e| {
             problems.push(format!("{at}.base_url: {e}"));
             BaseUrl {
@@ -259,13 +223,11 @@ pub fn resolve(
             problems.push(format!("{at}.max_qps: must be at least 1"));
         }
         let health_check = p.health_check.map(|h| health_check(&at, h, problems));
-        let key_strategy = match p.key_strategy.as_deref() {
-            None | Some("round-robin") => KeyStrategy::RoundRobin,
-            Some("fill-first") => KeyStrategy::FillFirst,
-            Some(other) => {
-                problems.push(format!(
-                    "{at}.key_strategy: {other:?} is not round-robin or fill-first"
-                ));
+        let key_strategy = match p.key_strategy.as_ref().map(Choice::value) {
+            None => KeyStrategy::RoundRobin,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                problems.push(format!("{at}.key_strategy: {e}"));
                 KeyStrategy::RoundRobin
             }
         };
@@ -361,26 +323,19 @@ fn load_ca(path: &str) -> Result<pingora::protocols::tls::CaType, String> {
 /// `kind` and `wire_api`: the provider's kind and the format it is sent.
 fn kind_and_format(
     at: &str,
-    kind: &str,
-    wire_api: Option<&str>,
+    kind: &Choice<ProviderKind>,
+    wire_api: Option<&Choice<WireApi>>,
     problems: &mut Vec<String>,
 ) -> (ProviderKind, Format) {
-    let kind = match kind {
-        "openai" => ProviderKind::OpenAi,
-        "anthropic" => ProviderKind::Anthropic,
-        "gemini" => ProviderKind::Gemini,
-        other => {
-            problems.push(format!(
-                "{at}.kind: {other:?} is not one of openai, anthropic, gemini"
-            ));
-            ProviderKind::OpenAi
-        }
-    };
-    let format = match (kind, wire_api) {
-        (ProviderKind::OpenAi, None | Some("chat")) => Format::OpenAiChat,
-        (ProviderKind::OpenAi, Some("responses")) => Format::OpenAiResponses,
-        (ProviderKind::OpenAi, Some(other)) => {
-            problems.push(format!("{at}.wire_api: {other:?} is not chat or responses"));
+    let kind = kind.value().unwrap_or_else(|e| {
+        problems.push(format!("{at}.kind: {e}"));
+        ProviderKind::OpenAi
+    });
+    let format = match (kind, wire_api.map(Choice::value)) {
+        (ProviderKind::OpenAi, None | Some(Ok(WireApi::Chat))) => Format::OpenAiChat,
+        (ProviderKind::OpenAi, Some(Ok(WireApi::Responses))) => Format::OpenAiResponses,
+        (ProviderKind::OpenAi, Some(Err(e))) => {
+            problems.push(format!("{at}.wire_api: {e}"));
             Format::OpenAiChat
         }
         (ProviderKind::Anthropic, None) => Format::Anthropic,

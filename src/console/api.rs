@@ -16,7 +16,7 @@ use super::records::Filter;
 use super::{assets, series, unix_now, CONSOLE};
 use crate::auth;
 use crate::auth::stored::{client_key, StoredKeys, REFRESH_EVERY};
-use crate::config::ClientKey;
+use crate::config::{ClientKey, Named};
 use crate::error::GatewayError;
 use crate::proxy::admin::{health_json, metrics_json, provider_json};
 use crate::proxy::ctx::RequestCtx;

@@ -24,7 +24,7 @@ use crate::error::GatewayError;
 /// in Redis and never drift).
 pub const MICROS_PER_USD: f64 = 1e6;
 
-use crate::config::{Budget, BudgetPeriod};
+use crate::config::{Budget, BudgetPeriod, Named};
 
 /// A cost in the budget counters' unit (millionths of a dollar).
 pub fn micros(usd: f64) -> u64 {

@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use crate::config::routing::{Scoring, ScoringMode};
+use crate::config::routing::Scoring;
+use crate::config::ScoringMode;
 use crate::upstream::stats::Snapshot;
 
 /// Everything a candidate's score is made of (shown by `/routing/decide`).
