@@ -550,9 +550,9 @@ impl<'a> Attempts<'a> {
             Ok(r) => r,
             Err(e) => {
                 let error = match e {
-                    SendError::Connect(m) => AttemptError::Connect(m),
+                    SendError::Connect(m, _) => AttemptError::Connect(m),
                     SendError::Timeout => AttemptError::Timeout,
-                    SendError::Io(m) => AttemptError::Io(m),
+                    SendError::Io(m, _) => AttemptError::Io(m),
                 };
                 return Ok(Err((error, None)));
             }

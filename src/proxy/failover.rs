@@ -95,6 +95,8 @@ impl fmt::Display for AttemptError {
     }
 }
 
+impl std::error::Error for AttemptError {}
+
 /// One failed attempt, as the final error names it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedAttempt {
