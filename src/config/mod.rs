@@ -11,9 +11,8 @@ mod cert;
 mod choices;
 mod console;
 mod context;
-mod env;
+mod env_mode;
 pub mod filters;
-mod from_env;
 mod log;
 mod models;
 mod providers;
@@ -21,6 +20,7 @@ pub mod raw;
 pub mod routing;
 mod server;
 mod store;
+mod var_expansion;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -129,17 +129,17 @@ impl Config {
     }
 
     /// The configuration APIProxy's environment variables describe
-    /// (`LLM_PROVIDERS`...; see `from_env.rs`), read through `lookup`;
+    /// (`LLM_PROVIDERS`...; see `env_mode.rs`), read through `lookup`;
     /// `None` when `LLM_PROVIDERS` is unset. Problems name the variables.
     pub fn from_apiproxy_env(
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Option<Result<Config, Vec<String>>> {
-        let from_env::EnvDocument {
+        let env_mode::EnvDocument {
             doc,
             mut used,
             names,
             mut problems,
-        } = from_env::document(lookup)?;
+        } = env_mode::document(lookup)?;
         let no_vars = |_: &str| None;
         match Self::from_value(doc, &no_vars, None, &mut used) {
             Ok(c) if problems.is_empty() => return Some(Ok(c)),
@@ -148,7 +148,7 @@ impl Config {
         }
         Some(Err(problems
             .iter()
-            .map(|p| env::redact(&from_env::rename(p, &names), &used))
+            .map(|p| var_expansion::redact(&env_mode::rename(p, &names), &used))
             .collect()))
     }
 
@@ -185,14 +185,17 @@ impl Config {
         if problems.is_empty() {
             return result;
         }
-        Err(problems.iter().map(|p| env::redact(p, &used)).collect())
+        Err(problems
+            .iter()
+            .map(|p| var_expansion::redact(p, &used))
+            .collect())
     }
 
     fn from_value(
         value: serde_yaml::Value,
         lookup: &dyn Fn(&str) -> Option<String>,
         base: Option<&Path>,
-        used: &mut Vec<env::EnvValue>,
+        used: &mut Vec<var_expansion::EnvValue>,
     ) -> Result<Config, Vec<String>> {
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
@@ -284,12 +287,12 @@ fn expand_tree(
     path: String,
     lookup: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
-    used: &mut Vec<env::EnvValue>,
+    used: &mut Vec<var_expansion::EnvValue>,
 ) {
     match v {
         serde_yaml::Value::String(s) => {
             let mut unset = Vec::new();
-            match env::expand_noting(s, lookup, &mut unset, used) {
+            match var_expansion::expand_noting(s, lookup, &mut unset, used) {
                 Ok(x) => *s = x,
                 Err(e) => problems.push(format!("{path}: {e}")),
             }
