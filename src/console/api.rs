@@ -195,12 +195,7 @@ pub async fn handle(
         R::RevokeKey(name) => {
             revoke_key(&gw.keys, rt, &name).await?;
             ctx.status = 204;
-            let h = pingora::http::ResponseHeader::build_no_case(204, Some(0))
-                .map_err(|e| GatewayError::internal(e.to_string()))?;
-            return session
-                .write_response_header(Box::new(h), true)
-                .await
-                .map_err(write_error);
+            return respond::no_content(session).await;
         }
         R::Config => (200, effective_config(rt)),
         R::UiRoot | R::Asset(_) | R::MethodNotAllowed | R::NotFound => {

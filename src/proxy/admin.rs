@@ -342,12 +342,7 @@ pub async fn handle(
                         return Err(not_found("session", &id));
                     }
                     ctx.status = 204;
-                    let h = pingora::http::ResponseHeader::build_no_case(204, Some(0))
-                        .map_err(|e| GatewayError::internal(e.to_string()))?;
-                    return session
-                        .write_response_header(Box::new(h), true)
-                        .await
-                        .map_err(|e| GatewayError::internal(format!("writing the response: {e}")));
+                    return respond::no_content(session).await;
                 }
             }
         }

@@ -19,8 +19,6 @@ pub struct RequestCtx {
     pub start: Instant,
     /// Client format of a generation request.
     pub format: Option<Format>,
-    /// Short name of the handler, for the access log.
-    pub route: &'static str,
     /// The name of the client key used (a label: logs, metrics, console).
     pub key_name: Option<String>,
     /// The id of the client key used: what its state (session bindings,
@@ -173,7 +171,6 @@ impl Default for RequestCtx {
         RequestCtx {
             start: Instant::now(),
             format: None,
-            route: "",
             key_name: None,
             key_id: None,
             response_id: None,

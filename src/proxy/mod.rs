@@ -293,30 +293,25 @@ impl ProxyHttp for Gateway {
         }
         let result = match route {
             Route::Health => {
-                ctx.route = "health";
                 let body = json!({"status": "ok"}).to_string();
                 ctx.status = 200;
                 respond::json(session, 200, body, &headers).await?;
                 Ok(())
             }
-            Route::ListModels => {
-                ctx.route = "models";
-                match client_key(self, &rt, session, ctx).await {
-                    Ok(key) => {
-                        let body = admin::model_list(&rt, key.as_deref());
-                        ctx.status = 200;
-                        respond::json(session, 200, body, &headers).await?;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
+            Route::ListModels => match client_key(self, &rt, session, ctx).await {
+                Ok(key) => {
+                    let body = admin::model_list(&rt, key.as_deref());
+                    ctx.status = 200;
+                    respond::json(session, 200, body, &headers).await?;
+                    Ok(())
                 }
-            }
+                Err(e) => Err(e),
+            },
             Route::Llm {
                 format,
                 path_model,
                 path_stream,
             } => {
-                ctx.route = "llm";
                 ctx.format = Some(format);
                 let route = request::LlmRoute {
                     format,
@@ -326,15 +321,11 @@ impl ProxyHttp for Gateway {
                 llm::handle(self, &rt, session, ctx, route, &mut headers).await
             }
             Route::Context(_) | Route::Admin(_) => {
-                ctx.route = "admin";
                 // Boxed: the admin and console routes' futures stay out of
                 // every request's.
                 Box::pin(admin::handle(self, &rt, session, ctx, route)).await
             }
-            Route::Console => {
-                ctx.route = "console";
-                self.console.handle(self, &rt, session, ctx).await
-            }
+            Route::Console => self.console.handle(self, &rt, session, ctx).await,
             Route::NotFound => Err(GatewayError::not_found(format!(
                 "no route for {} {}",
                 session.req_header().method,

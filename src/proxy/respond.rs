@@ -75,6 +75,16 @@ pub async fn write(
     session.write_response_body(Some(body), true).await
 }
 
+/// Writes `204 No Content` (an admin `DELETE` done).
+pub async fn no_content(session: &mut Session) -> std::result::Result<(), GatewayError> {
+    let h = ResponseHeader::build_no_case(204, Some(0))
+        .map_err(|e| GatewayError::internal(e.to_string()))?;
+    session
+        .write_response_header(Box::new(h), true)
+        .await
+        .map_err(|e| GatewayError::internal(format!("writing the response: {e}")))
+}
+
 /// Writes a JSON response.
 pub async fn json(
     session: &mut Session,
