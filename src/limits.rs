@@ -289,7 +289,7 @@ pub struct Admitted {
 /// way.
 pub async fn admit(
     store: &dyn Store,
-    key_name: Option<&str>,
+    key_label: Option<&str>,
     buckets: Vec<LimitBucket>,
     estimate: u64,
     budget: Option<BudgetAsk>,
@@ -302,19 +302,19 @@ pub async fn admit(
     }
     let spend = budget.as_ref().map(|b| &b.limit);
     let admission = store.admit_spending(&buckets, estimate, spend).await;
-    let mut headers = RateHeaders::of_key(key_name, &buckets, &admission).headers();
+    let mut headers = RateHeaders::of_key(key_label, &buckets, &admission).headers();
     if let (Some(b), Some(d)) = (&budget, admission.spend) {
         match d.state {
             SpendState::Unknown => {
                 crate::metrics::RATE_LIMITED
-                    .with_label_values(&[key_name.unwrap_or("-"), "budget_unknown"])
+                    .with_label_values(&[key_label.unwrap_or("-"), "budget_unknown"])
                     .inc();
                 return Err((b.cannot_be_checked(), headers));
             }
             SpendState::Exhausted => {
                 headers.extend(b.headers(d.spent));
                 crate::metrics::RATE_LIMITED
-                    .with_label_values(&[key_name.unwrap_or("-"), "budget"])
+                    .with_label_values(&[key_label.unwrap_or("-"), "budget"])
                     .inc();
                 return Err((b.spent(), headers));
             }
@@ -328,7 +328,7 @@ pub async fn admit(
             LimitKind::Tokens => admission.buckets[i].tokens,
         }
         .unwrap_or_default();
-        return Err((refusal(key_name, global, kind, decision), headers));
+        return Err((refusal(key_label, global, kind, decision), headers));
     }
     let tpm_buckets: Vec<String> = buckets
         .into_iter()
@@ -351,7 +351,12 @@ pub async fn admit(
 }
 
 /// The 429 for a refusal, counted in `apiproxy_rate_limited_total`.
-fn refusal(key_name: Option<&str>, global: bool, kind: LimitKind, d: RateDecision) -> GatewayError {
+fn refusal(
+    key_label: Option<&str>,
+    global: bool,
+    kind: LimitKind,
+    d: RateDecision,
+) -> GatewayError {
     let what = match (global, kind) {
         (false, LimitKind::Requests) => "requests",
         (false, LimitKind::Tokens) => "tokens",
@@ -359,7 +364,7 @@ fn refusal(key_name: Option<&str>, global: bool, kind: LimitKind, d: RateDecisio
         (true, LimitKind::Tokens) => "global tokens",
     };
     crate::metrics::RATE_LIMITED
-        .with_label_values(&[key_name.unwrap_or("-"), what])
+        .with_label_values(&[key_label.unwrap_or("-"), what])
         .inc();
     let whose = if global {
         "the gateway's"

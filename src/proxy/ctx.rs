@@ -217,6 +217,14 @@ impl RequestCtx {
         self.key_id.as_deref()
     }
 
+    /// The client key's metric label (`metrics::key_label`); `-` without one.
+    pub fn key_label(&self) -> &str {
+        match (&self.key_id, &self.key_name) {
+            (Some(id), Some(name)) => crate::metrics::key_label(id, name),
+            _ => "-",
+        }
+    }
+
     /// A served answer (its first byte reached the client) whose provider
     /// reported no usage, or a stream cut short whose report is partial,
     /// gets a usage estimated from what was relayed

@@ -218,8 +218,8 @@ async fn admit(
         }
         _ => None,
     };
-    let key_name = key.map(|k| k.name.as_str());
-    match limits::admit(store, key_name, buckets, estimate.tokens(), budget).await {
+    let key_label = key.map(|k| crate::metrics::key_label(&k.id, &k.name));
+    match limits::admit(store, key_label, buckets, estimate.tokens(), budget).await {
         Ok(admitted) => {
             headers.extend(admitted.headers);
             ctx.reserved = admitted.reserved;

@@ -372,7 +372,7 @@ impl ProxyHttp for Gateway {
             // A hedged race's abandoned attempt is the key's cost too (its
             // budget and tpm: `RequestCtx::charge`; here its metrics).
             if let Some(a) = &ctx.abandoned {
-                a.count(&rt, ctx.key_name.as_deref().unwrap_or("-"));
+                a.count(&rt, ctx.key_label());
             }
             self.console.record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
@@ -469,7 +469,7 @@ fn record_llm_metrics(
         );
         match cost {
             Some(c) => {
-                let key = ctx.key_name.as_deref().unwrap_or("-");
+                let key = ctx.key_label();
                 metrics::COST
                     .with_label_values(&[labels[0], labels[1], key])
                     .inc_by(c);
