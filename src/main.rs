@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use apiproxy::config::{Config, ServerSettings};
-use apiproxy::listener::{Capacity, ClientLimits, ClientListener, DescriptorBudget, PidHeader};
+use apiproxy::listener::{Capacity, ClientListener, DescriptorBudget, PidHeader};
 use apiproxy::proxy::{Gateway, Surface};
 use apiproxy::routing::Runtime;
 use apiproxy::service::{warn_disabled, CatalogRefresher, HealthChecker, Reloader};
@@ -99,10 +99,7 @@ fn main() {
     let s = &config.server;
     let conf = server_conf(s, &cli);
     let budget = descriptor_budget(s);
-    let limits = ClientLimits {
-        max_connections: budget.max_connections,
-        ..ClientLimits::from_settings(s)
-    };
+    let limits = s.clone();
     let grace = std::time::Duration::from_secs(s.grace_period_seconds);
     let opt = Opt {
         upgrade: cli.upgrade,
