@@ -83,15 +83,7 @@ pub fn flush() {
 /// values end in `...`. Keeps a line bounded whatever a client sends.
 pub const MAX_FIELD_CHARS: usize = 200;
 
-/// How access lines are written (`log.access_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AccessFormat {
-    /// `key=value` pairs after the method, path, status and time.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+use crate::config::AccessFormat;
 
 /// One request as the access log tells it. Strings are written escaped and
 /// capped (see [`field`]); none of them may hold a secret.

@@ -7,8 +7,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::body::RawBody;
 use crate::error::GatewayError;
-use crate::proxy::request::RawBody;
 
 /// [`input_to_messages`] on a parsed request body; the body is re-encoded
 /// only when it holds an `input` list that needs it (never on the usual

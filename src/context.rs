@@ -7,7 +7,7 @@ use apiproxy_store::json_size;
 use apiproxy_translate::{Format, Usage};
 use serde_json::{json, Value};
 
-use crate::proxy::request::{Field, Last, RawBody};
+use crate::body::{Field, Last, RawBody};
 
 /// Shortens every string in `v` to at most `max` characters.
 pub fn truncate_strings(v: &mut Value, max: usize) {

@@ -98,3 +98,5 @@ impl std::fmt::Display for GatewayError {
         write!(f, "{} {}", self.status, self.message)
     }
 }
+
+impl std::error::Error for GatewayError {}

@@ -2,11 +2,19 @@
 //! Anthropic and Gemini APIs) in front of many LLM providers.
 //!
 //! Where things live:
+//! Layers (each imports only those below it; docs/architecture.md):
+//! `config` and the leaves `error`, `body`, `redact`, `model_name`,
+//! `drain` → `upstream`, `auth`, `pricing`, `tls`, `context`, `compat` →
+//! `routing` → `metrics`, `service`, `access_log`, `limits` → `proxy` →
+//! `console`, `listener` → `main`.
+//!
 //! - `config`: the YAML file → validated runtime types.
 //! - `proxy`: the Pingora service; `proxy::llm` is one request's life,
 //!   `proxy::relay` carries answers (SSE translated there).
 //! - `routing`: model names → scored candidate upstreams.
 //! - `upstream`: providers' keys, health, catalogs, and the HTTP exchange.
+//! - `body`: a client's JSON body kept as its bytes; `redact`: secrets taken
+//!   out of a captured body.
 //! - `listener`: client connections before Pingora's HTTP session (limits,
 //!   timeouts); `drain`: finishing them on upgrade and shutdown.
 //! - `service`: background work (catalog refresh, reload on SIGHUP).
@@ -20,19 +28,20 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod body;
 pub mod compat;
 pub mod config;
 pub mod console;
 pub mod context;
 pub mod drain;
 pub mod error;
-pub mod filters;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod model_name;
 pub mod pricing;
 pub mod proxy;
+pub mod redact;
 pub mod routing;
 pub mod service;
 pub mod tls;

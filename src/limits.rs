@@ -26,15 +26,14 @@
 use std::time::Duration;
 
 use apiproxy_store::{
-    Admission, Deferred, LimitBucket, LimitKind, RateDecision, Reservation, SpendLimit, SpendState,
-    Store,
+    Admission, Deferred, LimitBucket, LimitKind, RateDecision, Reservation, SpendState, Store,
 };
 use apiproxy_translate::{Format, Usage};
 use serde_json::Value;
 
 use crate::config::{ClientKey, Config};
 use crate::error::GatewayError;
-use crate::pricing::budget::BudgetAsk;
+use crate::pricing::budget::{micros, BudgetAsk};
 
 /// Bytes of request body counted as one input token in the estimate (the
 /// usual English ratio; JSON punctuation makes it generous).
@@ -43,10 +42,13 @@ const BYTES_PER_TOKEN: usize = 4;
 /// The name of the bucket every request counts in with `limits.rpm`/`tpm`.
 const GLOBAL: &str = "global";
 
-/// What a client key's state (rate windows, budget counters) is stored
-/// under: today its name. The one place to change when keys get ids.
-pub fn owner_id(key: &ClientKey) -> &str {
-    &key.id
+/// The prefix of a client key's bucket name (`key:` and its owner id).
+const KEY_BUCKET_PREFIX: &str = "key:";
+
+/// The name of the bucket a client key counts in, by its owner id
+/// (`ClientKey::owner_id`): the one place it is built.
+pub fn key_bucket(owner_id: &str) -> String {
+    format!("{KEY_BUCKET_PREFIX}{owner_id}")
 }
 
 /// The most choices (`n`, `candidateCount`) an estimate multiplies by: a
@@ -58,7 +60,7 @@ pub fn buckets_for(key: Option<&ClientKey>, config: &Config) -> Vec<LimitBucket>
     let mut buckets = Vec::with_capacity(2);
     if let Some(k) = key.filter(|k| k.rpm.is_some() || k.tpm.is_some()) {
         buckets.push(LimitBucket {
-            name: format!("key:{}", owner_id(k)),
+            name: key_bucket(k.owner_id()),
             rpm: k.rpm,
             tpm: k.tpm,
         });
@@ -215,16 +217,6 @@ pub fn settled_amount(reserved: u64, charged: Option<u64>, estimated: bool) -> u
     }
 }
 
-/// A cost in the budget counters' unit (millionths of a dollar).
-pub fn micros(usd: f64) -> u64 {
-    let m = (usd * crate::pricing::budget::MICROS_PER_USD).round();
-    if m.is_finite() && m > 0.0 {
-        m as u64
-    } else {
-        0
-    }
-}
-
 /// Tokens reserved at admission, to be replaced by the real usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenReservation {
@@ -297,7 +289,7 @@ pub struct Admitted {
 /// way.
 pub async fn admit(
     store: &dyn Store,
-    key_name: Option<&str>,
+    key_label: Option<&str>,
     buckets: Vec<LimitBucket>,
     estimate: u64,
     budget: Option<BudgetAsk>,
@@ -310,19 +302,19 @@ pub async fn admit(
     }
     let spend = budget.as_ref().map(|b| &b.limit);
     let admission = store.admit_spending(&buckets, estimate, spend).await;
-    let mut headers = RateHeaders::of_key(key_name, &buckets, &admission).headers();
+    let mut headers = RateHeaders::of_key(key_label, &buckets, &admission).headers();
     if let (Some(b), Some(d)) = (&budget, admission.spend) {
         match d.state {
             SpendState::Unknown => {
                 crate::metrics::RATE_LIMITED
-                    .with_label_values(&[key_name.unwrap_or("-"), "budget_unknown"])
+                    .with_label_values(&[key_label.unwrap_or("-"), "budget_unknown"])
                     .inc();
                 return Err((b.cannot_be_checked(), headers));
             }
             SpendState::Exhausted => {
                 headers.extend(b.headers(d.spent));
                 crate::metrics::RATE_LIMITED
-                    .with_label_values(&[key_name.unwrap_or("-"), "budget"])
+                    .with_label_values(&[key_label.unwrap_or("-"), "budget"])
                     .inc();
                 return Err((b.spent(), headers));
             }
@@ -336,7 +328,7 @@ pub async fn admit(
             LimitKind::Tokens => admission.buckets[i].tokens,
         }
         .unwrap_or_default();
-        return Err((refusal(key_name, global, kind, decision), headers));
+        return Err((refusal(key_label, global, kind, decision), headers));
     }
     let tpm_buckets: Vec<String> = buckets
         .into_iter()
@@ -358,18 +350,13 @@ pub async fn admit(
     })
 }
 
-/// The spend limit a budget asks the store to check (see `pricing::budget`).
-pub fn spend_limit(name: String, limit_usd: f64, reserve_usd: f64, ttl: Duration) -> SpendLimit {
-    SpendLimit {
-        name,
-        limit: micros(limit_usd),
-        reserve: micros(reserve_usd),
-        ttl,
-    }
-}
-
 /// The 429 for a refusal, counted in `apiproxy_rate_limited_total`.
-fn refusal(key_name: Option<&str>, global: bool, kind: LimitKind, d: RateDecision) -> GatewayError {
+fn refusal(
+    key_label: Option<&str>,
+    global: bool,
+    kind: LimitKind,
+    d: RateDecision,
+) -> GatewayError {
     let what = match (global, kind) {
         (false, LimitKind::Requests) => "requests",
         (false, LimitKind::Tokens) => "tokens",
@@ -377,7 +364,7 @@ fn refusal(key_name: Option<&str>, global: bool, kind: LimitKind, d: RateDecisio
         (true, LimitKind::Tokens) => "global tokens",
     };
     crate::metrics::RATE_LIMITED
-        .with_label_values(&[key_name.unwrap_or("-"), what])
+        .with_label_values(&[key_label.unwrap_or("-"), what])
         .inc();
     let whose = if global {
         "the gateway's"
@@ -404,7 +391,7 @@ impl RateHeaders {
     /// The key's bucket (the first, when the request has a key with limits).
     fn of_key(key_name: Option<&str>, buckets: &[LimitBucket], admission: &Admission) -> Self {
         match (key_name, buckets.first(), admission.buckets.first()) {
-            (Some(_), Some(b), Some(d)) if b.name.starts_with("key:") => RateHeaders {
+            (Some(_), Some(b), Some(d)) if b.name.starts_with(KEY_BUCKET_PREFIX) => RateHeaders {
                 requests: d.requests,
                 tokens: d.tokens,
             },
@@ -430,6 +417,7 @@ impl RateHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pricing::budget::spend_limit;
     use serde_json::json;
 
     fn top(body: &Value) -> impl Fn(&str) -> Option<Value> + '_ {
@@ -608,7 +596,7 @@ mod tests {
         BudgetAsk {
             limit: spend_limit(name.into(), limit_usd, reserve_usd, Duration::from_secs(60)),
             limit_usd,
-            period: crate::pricing::budget::BudgetPeriod::Day,
+            period: crate::config::BudgetPeriod::Day,
             renews_in_secs: 60,
         }
     }

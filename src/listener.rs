@@ -59,34 +59,13 @@ mod replay;
 use capacity::Full;
 pub use capacity::{Capacity, DescriptorBudget, POOL_FDS, RESERVED_FDS, UPSTREAMS_PER_REQUEST};
 
-/// The limits applied to every client connection.
-#[derive(Debug, Clone)]
-pub struct ClientLimits {
-    pub header_timeout: Duration,
-    pub keepalive_timeout: Duration,
-    pub body_timeout: Duration,
-    pub write_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_connections: usize,
-}
-
-impl ClientLimits {
-    pub fn from_settings(s: &ServerSettings) -> Self {
-        ClientLimits {
-            header_timeout: s.header_timeout,
-            keepalive_timeout: s.keepalive_timeout,
-            body_timeout: s.body_timeout,
-            write_timeout: s.write_timeout,
-            max_header_bytes: s.max_header_bytes,
-            max_connections: s.max_connections,
-        }
-    }
-}
-
 /// Pingora's HTTP app (the proxy) behind apiproxy's connection layer.
 pub struct ClientListener<A> {
     app: Arc<A>,
-    limits: ClientLimits,
+    /// The connection limits read from here: header, keep-alive, body and
+    /// write timeouts and `max_header_bytes` (the connection cap is the
+    /// capacity's).
+    limits: ServerSettings,
     capacity: Arc<Capacity>,
     tls: Option<TlsAcceptor>,
     refusal_warned: AtomicBool,
@@ -96,7 +75,7 @@ pub struct ClientListener<A> {
 impl<A> ClientListener<A> {
     /// A listener whose connections count against `capacity` (shared by
     /// the plain and the TLS listener).
-    pub fn new(app: A, limits: ClientLimits, grace: Duration, capacity: Arc<Capacity>) -> Self {
+    pub fn new(app: A, limits: ServerSettings, grace: Duration, capacity: Arc<Capacity>) -> Self {
         ClientListener {
             app: Arc::new(app),
             limits,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use apiproxy::config::{Config, ServerSettings};
-use apiproxy::listener::{Capacity, ClientLimits, ClientListener, DescriptorBudget, PidHeader};
+use apiproxy::listener::{Capacity, ClientListener, DescriptorBudget, PidHeader};
 use apiproxy::proxy::{Gateway, Surface};
 use apiproxy::routing::Runtime;
 use apiproxy::service::{warn_disabled, CatalogRefresher, HealthChecker, Reloader};
@@ -63,7 +63,7 @@ fn main() {
     if let Some(Command::Schema { of }) = cli.command {
         let schema = match of {
             SchemaOf::Config => apiproxy::config::json_schema(),
-            SchemaOf::Filters => apiproxy::filters::json_schema(),
+            SchemaOf::Filters => apiproxy::config::filters::json_schema(),
         };
         // A closed pipe (`apiproxy schema | head`) is not an error.
         let _ = writeln!(std::io::stdout().lock(), "{schema:#}");
@@ -94,45 +94,12 @@ fn main() {
         return;
     }
 
-    let mut log = env_logger::Builder::new();
-    log.parse_filters(&config.log_level);
-    if let Ok(filters) = std::env::var("RUST_LOG") {
-        log.parse_filters(&filters);
-    }
-    log.format_timestamp_millis().init();
-    warn_disabled(&config);
-    for w in config.warnings() {
-        log::warn!("{w}");
-    }
-    apiproxy::metrics::init();
+    init_logging(&config);
 
     let s = &config.server;
-    let mut conf = ServerConf {
-        threads: s.threads,
-        daemon: s.daemon || cli.daemon,
-        error_log: s.error_log.clone(),
-        user: s.user.clone(),
-        group: s.group.clone(),
-        grace_period_seconds: Some(s.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
-        ..ServerConf::default()
-    };
-    conf.pid_file.clone_from(&s.pid_file);
-    conf.upgrade_sock.clone_from(&s.upgrade_sock);
-    if conf.daemon || cli.upgrade {
-        // -d writes the pid file, -u listens on the upgrade socket.
-        for path in [&s.pid_file, &s.upgrade_sock] {
-            if let Err(e) = private_dir_for(path) {
-                log::error!("{e}");
-                std::process::exit(1);
-            }
-        }
-    }
+    let conf = server_conf(s, &cli);
     let budget = descriptor_budget(s);
-    let limits = ClientLimits {
-        max_connections: budget.max_connections,
-        ..ClientLimits::from_settings(s)
-    };
+    let limits = s.clone();
     let grace = std::time::Duration::from_secs(s.grace_period_seconds);
     let opt = Opt {
         upgrade: cli.upgrade,
@@ -157,7 +124,12 @@ fn main() {
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     // One gateway state for every listener; with `server.admin_listen`, the
     // client listeners serve the client routes and the admin listener the rest.
-    let gateway = Gateway::new(runtime.clone(), state.clone(), keys);
+    let gateway = Gateway::new(
+        runtime.clone(),
+        state.clone(),
+        keys,
+        Arc::new(apiproxy::console::WebConsole),
+    );
     let client_surface = if admin_listen.is_empty() {
         Surface::All
     } else {
@@ -181,7 +153,10 @@ fn main() {
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2_idle_timeout = Some(limits.keepalive_timeout);
         app.server_options = Some(options);
-        app.h2_options = Some(apiproxy::tls::h2_limits(&limits, h2_max_streams));
+        app.h2_options = Some(apiproxy::tls::h2_limits(
+            limits.max_header_bytes,
+            h2_max_streams,
+        ));
         match apiproxy::tls::open(t) {
             Ok((acceptor, reloader)) => {
                 let listener = ClientListener::new(app, limits.clone(), grace, capacity.clone())
@@ -220,6 +195,67 @@ fn main() {
         server.add_service(prom);
     }
 
+    add_background_services(&mut server, runtime, state.clone(), conf_path);
+    // `run` returns once every service's runtime is gone (SIGTERM, SIGQUIT
+    // after handing the sockets over, SIGINT): the store's writer thread has
+    // outlived them, so what the last requests deferred (token settlements,
+    // session bindings, context) is written before the process exits.
+    server.run(RunArgs::default());
+    flush_store(&state);
+    std::process::exit(0)
+}
+
+/// The logger (`log.level`, `RUST_LOG` wins), the config's warnings and the
+/// metrics registry.
+fn init_logging(config: &Config) {
+    let mut log = env_logger::Builder::new();
+    log.parse_filters(&config.log_level);
+    if let Ok(filters) = std::env::var("RUST_LOG") {
+        log.parse_filters(&filters);
+    }
+    log.format_timestamp_millis().init();
+    warn_disabled(config);
+    for w in config.warnings() {
+        log::warn!("{w}");
+    }
+    apiproxy::metrics::init();
+}
+
+/// Pingora's settings from `server`; with `-d` or `-u`, the private
+/// directories of the pid file and the upgrade socket (exits when they
+/// cannot be made).
+fn server_conf(s: &ServerSettings, cli: &Cli) -> ServerConf {
+    let mut conf = ServerConf {
+        threads: s.threads,
+        daemon: s.daemon || cli.daemon,
+        error_log: s.error_log.clone(),
+        user: s.user.clone(),
+        group: s.group.clone(),
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        ..ServerConf::default()
+    };
+    conf.pid_file.clone_from(&s.pid_file);
+    conf.upgrade_sock.clone_from(&s.upgrade_sock);
+    if conf.daemon || cli.upgrade {
+        // -d writes the pid file, -u listens on the upgrade socket.
+        for path in [&s.pid_file, &s.upgrade_sock] {
+            if let Err(e) = private_dir_for(path) {
+                log::error!("{e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    conf
+}
+
+/// Catalog refresh, health checks and the SIGHUP reload.
+fn add_background_services(
+    server: &mut Server,
+    runtime: Arc<ArcSwap<Runtime>>,
+    state: Arc<LazyStore>,
+    conf_path: PathBuf,
+) {
     let refresher = CatalogRefresher {
         runtime: runtime.clone(),
         state: state.clone(),
@@ -239,13 +275,6 @@ fn main() {
             refresher,
         },
     ));
-    // `run` returns once every service's runtime is gone (SIGTERM, SIGQUIT
-    // after handing the sockets over, SIGINT): the store's writer thread has
-    // outlived them, so what the last requests deferred (token settlements,
-    // session bindings, context) is written before the process exits.
-    server.run(RunArgs::default());
-    flush_store(&state);
-    std::process::exit(0)
 }
 
 /// Writes the store's deferred work (bounded: a few seconds at most).

@@ -114,6 +114,21 @@ pub static UNPRICED: Lazy<IntCounterVec> = Lazy::new(|| {
     ))
 });
 
+/// The `key` label of keys made at run time (in the console): one label
+/// for all of them, however many are made.
+pub const RUN_TIME_KEYS_LABEL: &str = "console";
+
+/// The `key` label of a client key (id and name): a configured key by its
+/// name, a bounded set the config owns; a key made at run time (its id
+/// starts with `~`) as [`RUN_TIME_KEYS_LABEL`].
+pub fn key_label<'a>(id: &str, name: &'a str) -> &'a str {
+    if id.starts_with('~') {
+        RUN_TIME_KEYS_LABEL
+    } else {
+        name
+    }
+}
+
 pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
     must(register_int_counter_vec!(
         "apiproxy_rate_limited_total",
@@ -193,5 +208,19 @@ pub fn upstream_model_label<'a>(rt: &Runtime, provider: &str, model: &'a str) ->
         model
     } else {
         "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_made_at_run_time_share_one_label() {
+        assert_eq!(key_label("alice", "alice"), "alice");
+        assert_eq!(
+            key_label("~0123456789abcdef", "ci-bot"),
+            RUN_TIME_KEYS_LABEL
+        );
     }
 }

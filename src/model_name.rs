@@ -3,11 +3,6 @@
 
 use crate::error::GatewayError;
 
-/// Default longest model name, in bytes. Real names are far shorter (the
-/// longest OpenRouter ids are under 100 bytes); anything longer is a
-/// mistake or an attempt to bloat logs.
-pub const DEFAULT_MAX_MODEL_NAME_BYTES: usize = 256;
-
 /// 400 for a name longer than `max` bytes or holding control characters.
 pub fn check(names: &[String], max: usize) -> Result<(), GatewayError> {
     for n in names {

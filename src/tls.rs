@@ -12,41 +12,9 @@ use pingora::listeners::TlsAccept;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::ssl::{select_next_proto, AlpnError, SslAcceptor, SslMethod, SslRef};
-use pingora::tls::x509::X509;
 
-/// A certificate chain and its private key, read from PEM files.
-pub struct CertPair {
-    chain: Vec<X509>,
-    key: PKey<Private>,
-}
-
-impl CertPair {
-    /// Reads `cert` (the leaf first, then intermediates) and `key`, and
-    /// checks that they belong together.
-    pub fn load(cert: &str, key: &str) -> Result<CertPair, String> {
-        let pem = std::fs::read(cert).map_err(|e| format!("cannot read {cert}: {e}"))?;
-        let chain = X509::stack_from_pem(&pem)
-            .map_err(|e| format!("{cert}: not a PEM certificate: {e}"))?;
-        let leaf = chain
-            .first()
-            .ok_or_else(|| format!("{cert}: no certificate in it"))?;
-        let pem = std::fs::read(key).map_err(|e| format!("cannot read {key}: {e}"))?;
-        let key_pem = PKey::private_key_from_pem(&pem)
-            .map_err(|_| format!("{key}: not a PEM private key"))?;
-        let public = leaf
-            .public_key()
-            .map_err(|e| format!("{cert}: unreadable public key: {e}"))?;
-        if !public.public_eq(&key_pem) {
-            return Err(format!("{key} is not the private key of {cert}"));
-        }
-        Ok(CertPair {
-            chain,
-            key: key_pem,
-        })
-    }
-}
+use crate::config::CertPair;
 
 /// The listener's live certificate, swapped on reload.
 pub struct LiveCert {
@@ -190,11 +158,11 @@ pub fn open(t: &crate::config::TlsListener) -> Result<(TlsAcceptor, CertReloader
 /// larger than the HTTP/1 head cap. The h2 crate's own defaults already
 /// bound reset floods (pending and locally caused resets).
 pub fn h2_limits(
-    limits: &crate::listener::ClientLimits,
+    max_header_bytes: usize,
     max_streams: u32,
 ) -> pingora::protocols::http::v2::server::H2Options {
     let mut b = pingora::protocols::http::v2::server::H2Options::new();
     b.max_concurrent_streams(max_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
     b
 }

@@ -79,8 +79,7 @@ pub struct StoredKeys {
 /// A `ClientKey` for a stored record; `None` when the record is unusable
 /// (a bad digest or glob: written by hand or by a newer version).
 pub fn client_key(k: &StoredKey) -> Option<ClientKey> {
-    let budget =
-        crate::pricing::budget::Budget::resolve(k.budget_usd, k.budget_period.as_deref()).ok()?;
+    let budget = crate::config::Budget::resolve(k.budget_usd, k.budget_period.as_deref()).ok()?;
     let sha256 = hex::decode(&k.sha256)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())?;
@@ -277,7 +276,7 @@ mod tests {
         assert_eq!(ck.rpm, Some(3));
         let budget = ck.budget.unwrap();
         assert_eq!(budget.usd, 2.0);
-        assert_eq!(budget.period, crate::pricing::budget::BudgetPeriod::Month);
+        assert_eq!(budget.period, crate::config::BudgetPeriod::Month);
         assert!(ck.allows("fast-1"));
         assert!(!ck.allows("slow"));
         let bad = StoredKey {

@@ -5,6 +5,10 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+use super::choices::{
+    AccessFormat, BudgetPeriod, Choice, KeyStrategy, ProviderKind, ScoringMode, WireApi,
+};
+
 /// A string or a list of strings (`listen: a` or `listen: [a, b]`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -134,7 +138,7 @@ pub struct RawTls {
 pub struct RawLog {
     pub level: Option<String>,
     /// `text` (default) or `json`: one JSON object per access line.
-    pub access_format: Option<String>,
+    pub access_format: Option<Choice<AccessFormat>>,
     /// Keep request bodies (redacted, bounded) in the console's request records.
     pub capture_bodies: Option<bool>,
 }
@@ -199,7 +203,7 @@ pub struct RawRouting {
 #[serde(deny_unknown_fields)]
 pub struct RawScoring {
     /// `adaptive` (default) or `weighted` (configured weights only).
-    pub mode: Option<String>,
+    pub mode: Option<Choice<ScoringMode>>,
     pub ewma_alpha: Option<f64>,
     pub latency_exponent: Option<f64>,
     /// Milliseconds added to every latency before comparing (noise
@@ -259,7 +263,7 @@ pub struct RawKey {
     /// Spending limit in USD per `budget_period`, across replicas.
     pub budget_usd: Option<f64>,
     /// `day` (default) or `month`, in UTC.
-    pub budget_period: Option<String>,
+    pub budget_period: Option<Choice<BudgetPeriod>>,
     /// Which provider-side objects the key may reference (default `own`).
     pub provider_refs: Option<ProviderRefs>,
 }
@@ -285,16 +289,16 @@ pub struct RawProvider {
     pub name: Option<String>,
     /// The model-list path (e.g. `/v1/models`), when not the API's usual one.
     pub models_path: Option<String>,
-    pub kind: String,
+    pub kind: Choice<ProviderKind>,
     pub base_url: String,
     /// Keys: plain strings, or `{key, weight, max_concurrency, max_qps}`.
     #[serde(default)]
     pub api_keys: Vec<RawApiKey>,
     /// How a request picks among the keys: `round-robin` (default) or
     /// `fill-first`.
-    pub key_strategy: Option<String>,
+    pub key_strategy: Option<Choice<KeyStrategy>>,
     pub weight: Option<f64>,
-    pub wire_api: Option<String>,
+    pub wire_api: Option<Choice<WireApi>>,
     pub models: Option<Vec<String>>,
     pub retryable_status: Option<String>,
     pub connect_timeout_ms: Option<u64>,
@@ -404,4 +408,13 @@ pub struct RawUpstream {
     pub provider: String,
     pub model: String,
     pub weight: Option<f64>,
+}
+
+/// Names a generated schema for people and editors.
+pub fn titled(mut schema: serde_json::Value, title: &str, about: &str) -> serde_json::Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), title.into());
+        o.insert("description".into(), about.into());
+    }
+    schema
 }

@@ -3,16 +3,8 @@
 
 use std::time::Duration;
 
+use super::choices::{Choice, ScoringMode};
 use super::raw::RawRouting;
-
-/// How candidates are ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScoringMode {
-    /// Weight × latency, error-rate, in-flight and rate-limit factors.
-    Adaptive,
-    /// The configured weights alone (plain weighted random).
-    Weighted,
-}
 
 /// `routing.scoring`.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,13 +152,11 @@ pub fn resolve(r: RawRouting, problems: &mut Vec<String>) -> RoutingSettings {
         ));
     }
     let s = r.scoring;
-    let mode = match s.mode.as_deref() {
-        None | Some("adaptive") => ScoringMode::Adaptive,
-        Some("weighted") => ScoringMode::Weighted,
-        Some(other) => {
-            problems.push(format!(
-                "routing.scoring.mode: {other:?} is not adaptive or weighted"
-            ));
+    let mode = match s.mode.as_ref().map(Choice::value) {
+        None => ScoringMode::Adaptive,
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            problems.push(format!("routing.scoring.mode: {e}"));
             ScoringMode::Adaptive
         }
     };

@@ -1,4 +1,5 @@
 use super::*;
+use auth::sha256;
 
 fn env(name: &str) -> Option<String> {
     match name {

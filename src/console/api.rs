@@ -16,7 +16,7 @@ use super::records::Filter;
 use super::{assets, series, unix_now, CONSOLE};
 use crate::auth;
 use crate::auth::stored::{client_key, StoredKeys, REFRESH_EVERY};
-use crate::config::ClientKey;
+use crate::config::{ClientKey, Named};
 use crate::error::GatewayError;
 use crate::proxy::admin::{health_json, metrics_json, provider_json};
 use crate::proxy::ctx::RequestCtx;
@@ -195,12 +195,7 @@ pub async fn handle(
         R::RevokeKey(name) => {
             revoke_key(&gw.keys, rt, &name).await?;
             ctx.status = 204;
-            let h = pingora::http::ResponseHeader::build_no_case(204, Some(0))
-                .map_err(|e| GatewayError::internal(e.to_string()))?;
-            return session
-                .write_response_header(Box::new(h), true)
-                .await
-                .map_err(write_error);
+            return respond::no_content(session).await;
         }
         R::Config => (200, effective_config(rt)),
         R::UiRoot | R::Asset(_) | R::MethodNotAllowed | R::NotFound => {
@@ -386,7 +381,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&format!("key:{}", k.id), l)
+                    .check_tokens(&crate::limits::key_bucket(k.owner_id()), l)
                     .await
                     .remaining,
             ),
@@ -411,7 +406,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&format!("key:{}", k.id()), l)
+                    .check_tokens(&crate::limits::key_bucket(&k.id()), l)
                     .await
                     .remaining,
             ),

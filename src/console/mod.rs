@@ -13,6 +13,29 @@ pub mod assets;
 pub mod records;
 pub mod series;
 
+/// The web console as the proxy sees it (`proxy::Console`): handed to the
+/// gateway by `main`.
+pub struct WebConsole;
+
+#[async_trait]
+impl crate::proxy::Console for WebConsole {
+    async fn handle(
+        &self,
+        gw: &Gateway,
+        rt: &Arc<Runtime>,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let req = session.req_header();
+        let route = api::route(req.method.as_str(), req.uri.path());
+        api::handle(gw, rt, session, ctx, route).await
+    }
+
+    fn record(&self, rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
+        record(rt, ctx, elapsed)
+    }
+}
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +46,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use async_trait::async_trait;
+use pingora::proxy::Session;
+
+use crate::error::GatewayError;
 use crate::proxy::ctx::RequestCtx;
+use crate::proxy::Gateway;
 use crate::routing::Runtime;
 use records::{Records, RequestRecord};
 use series::{Sample, Series};

@@ -24,48 +24,25 @@ use crate::error::GatewayError;
 /// in Redis and never drift).
 pub const MICROS_PER_USD: f64 = 1e6;
 
-/// How long a budget renews after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BudgetPeriod {
-    /// A UTC calendar day.
-    Day,
-    /// A UTC calendar month.
-    Month,
-}
+use crate::config::{Budget, BudgetPeriod, Named};
 
-/// A key's spending limit.
-impl BudgetPeriod {
-    /// Its name in the config (`budget_period`).
-    pub fn name(self) -> &'static str {
-        match self {
-            BudgetPeriod::Day => "day",
-            BudgetPeriod::Month => "month",
-        }
+/// A cost in the budget counters' unit (millionths of a dollar).
+pub fn micros(usd: f64) -> u64 {
+    let m = (usd * MICROS_PER_USD).round();
+    if m.is_finite() && m > 0.0 {
+        m as u64
+    } else {
+        0
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Budget {
-    pub usd: f64,
-    pub period: BudgetPeriod,
-}
-
-impl Budget {
-    /// From the raw keys; `Err` names the key (relative to the client key)
-    /// and the problem.
-    pub fn resolve(usd: Option<f64>, period: Option<&str>) -> Result<Option<Budget>, String> {
-        let period = match period {
-            None | Some("day") => BudgetPeriod::Day,
-            Some("month") => BudgetPeriod::Month,
-            Some(other) => {
-                return Err(format!("budget_period: {other:?} is not one of day, month"))
-            }
-        };
-        match usd {
-            None => Ok(None),
-            Some(u) if u.is_finite() && u >= 0.0 => Ok(Some(Budget { usd: u, period })),
-            Some(_) => Err("budget_usd: must be a non-negative number".to_owned()),
-        }
+/// The spend limit a budget asks the store to check.
+pub fn spend_limit(name: String, limit_usd: f64, reserve_usd: f64, ttl: Duration) -> SpendLimit {
+    SpendLimit {
+        name,
+        limit: micros(limit_usd),
+        reserve: micros(reserve_usd),
+        ttl,
     }
 }
 
@@ -146,7 +123,7 @@ impl BudgetState {
 /// What `key` has spent in the current period; `None` without a budget.
 pub async fn state(store: &dyn Store, key: &ClientKey) -> Option<BudgetState> {
     let budget = key.budget?;
-    let (name, ttl) = counter(crate::limits::owner_id(key), &budget);
+    let (name, ttl) = counter(key.owner_id(), &budget);
     let micros = store.add_spend(&name, 0, ttl).await;
     Some(BudgetState {
         limit_usd: budget.usd,
@@ -170,9 +147,9 @@ pub struct BudgetAsk {
 /// `reserve_usd`; `None` without a budget.
 pub fn ask(key: &ClientKey, reserve_usd: f64) -> Option<BudgetAsk> {
     let budget = key.budget?;
-    let (name, ttl) = counter(crate::limits::owner_id(key), &budget);
+    let (name, ttl) = counter(key.owner_id(), &budget);
     Some(BudgetAsk {
-        limit: crate::limits::spend_limit(name, budget.usd, reserve_usd, ttl),
+        limit: spend_limit(name, budget.usd, reserve_usd, ttl),
         limit_usd: budget.usd,
         period: budget.period,
         renews_in_secs: ttl.as_secs().saturating_sub(86_400),

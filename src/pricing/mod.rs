@@ -10,7 +10,6 @@ pub use table::TABLE_DATE;
 use apiproxy_translate::Usage;
 
 use crate::config::{Price, ProviderConfig};
-use crate::proxy::respond::Headers;
 
 /// The price of `model` at `provider`: the provider's own `pricing` first,
 /// then the built-in table, each matched exactly and then by the name after
@@ -51,22 +50,6 @@ pub fn cost_usd(price: &Price, usage: &Usage) -> f64 {
 /// for one token of the cheapest model) and no exponent.
 pub fn format_usd(cost: f64) -> String {
     format!("{cost:.8}")
-}
-
-/// The response headers plus `x-debug-cost` (USD) when the `x-debug-*`
-/// headers were asked for and the cost is known. Only whole answers carry
-/// it: a stream's cost is known after its last byte, past the headers (it
-/// is in the access log and the metrics).
-#[allow(clippy::ptr_arg)] // the Vec is what the response writers take
-pub fn with_debug_cost(headers: &Headers, cost: Option<f64>) -> std::borrow::Cow<'_, Headers> {
-    match cost {
-        Some(c) if headers.iter().any(|(k, _)| *k == "x-debug-provider") => {
-            let mut h = headers.clone();
-            h.push(("x-debug-cost", format_usd(c)));
-            std::borrow::Cow::Owned(h)
-        }
-        _ => std::borrow::Cow::Borrowed(headers),
-    }
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@ use super::respond;
 use super::routes::{AdminRoute, Route};
 use super::Gateway;
 use crate::auth;
-use crate::config::routing::ScoringMode;
 use crate::config::ClientKey;
+use crate::config::ScoringMode;
 use crate::error::GatewayError;
-use crate::routing::breaker::BreakerState;
 use crate::routing::{Candidate, RankOptions, Runtime};
+use crate::upstream::breaker::BreakerState;
 use crate::upstream::{now_ms, Provider};
 
 /// `GET /v1/models`: logical models, then every provider's models as
@@ -342,12 +342,7 @@ pub async fn handle(
                         return Err(not_found("session", &id));
                     }
                     ctx.status = 204;
-                    let h = pingora::http::ResponseHeader::build_no_case(204, Some(0))
-                        .map_err(|e| GatewayError::internal(e.to_string()))?;
-                    return session
-                        .write_response_header(Box::new(h), true)
-                        .await
-                        .map_err(|e| GatewayError::internal(format!("writing the response: {e}")));
+                    return respond::no_content(session).await;
                 }
             }
         }

@@ -22,12 +22,12 @@ use super::respond::Headers;
 use super::Gateway;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::routing::capacity::Slot;
 use crate::routing::metrics as route_metrics;
-use crate::routing::ratelimit;
-use crate::routing::stats::{InFlight, UpstreamStats};
 use crate::routing::{Candidate, Runtime};
+use crate::upstream::capacity::Slot;
 use crate::upstream::http::{self, Incoming, Outgoing, SendError};
+use crate::upstream::ratelimit;
+use crate::upstream::stats::{InFlight, UpstreamStats};
 use crate::upstream::{now_ms, KeyChoice, Provider};
 
 /// The upstream (and key) a session is bound to: tried first.
@@ -515,7 +515,7 @@ impl<'a> Attempts<'a> {
             let body = enc.encode(provider.config.format, c, parsed)?;
             (body, enc.last_was_passthrough)
         };
-        let target = crate::filters::Target {
+        let target = crate::config::filters::Target {
             client: self.fmt,
             provider: &provider.config,
             model: &c.model,
@@ -550,9 +550,9 @@ impl<'a> Attempts<'a> {
             Ok(r) => r,
             Err(e) => {
                 let error = match e {
-                    SendError::Connect(m) => AttemptError::Connect(m),
+                    SendError::Connect(m, _) => AttemptError::Connect(m),
                     SendError::Timeout => AttemptError::Timeout,
-                    SendError::Io(m) => AttemptError::Io(m),
+                    SendError::Io(m, _) => AttemptError::Io(m),
                 };
                 return Ok(Err((error, None)));
             }
@@ -796,7 +796,7 @@ impl<'a> Attempts<'a> {
                     self.fail(provider, c, error);
                     return Tried::Answered;
                 }
-                headers.retain(|(k, _)| !k.starts_with("x-debug-"));
+                super::respond::strip_debug(headers);
                 // A broken answer always moves on to the next candidate.
                 self.after_failure(provider, &stats, key_index, &error, false, &mut Vec::new());
                 self.fail(provider, c, error);

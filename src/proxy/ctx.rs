@@ -19,8 +19,6 @@ pub struct RequestCtx {
     pub start: Instant,
     /// Client format of a generation request.
     pub format: Option<Format>,
-    /// Short name of the handler, for the access log.
-    pub route: &'static str,
     /// The name of the client key used (a label: logs, metrics, console).
     pub key_name: Option<String>,
     /// The id of the client key used: what its state (session bindings,
@@ -173,7 +171,6 @@ impl Default for RequestCtx {
         RequestCtx {
             start: Instant::now(),
             format: None,
-            route: "",
             key_name: None,
             key_id: None,
             response_id: None,
@@ -218,6 +215,14 @@ impl RequestCtx {
     /// keyed by.
     pub fn state_owner(&self) -> Option<&str> {
         self.key_id.as_deref()
+    }
+
+    /// The client key's metric label (`metrics::key_label`); `-` without one.
+    pub fn key_label(&self) -> &str {
+        match (&self.key_id, &self.key_name) {
+            (Some(id), Some(name)) => crate::metrics::key_label(id, name),
+            _ => "-",
+        }
     }
 
     /// A served answer (its first byte reached the client) whose provider

@@ -6,7 +6,8 @@ use apiproxy_translate::{self as translate, ChatRequest, Format};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::request::{Edit, Field, Parsed};
+use super::request::Parsed;
+use crate::body::{Edit, Field};
 use crate::error::GatewayError;
 use crate::routing::Candidate;
 

@@ -2,12 +2,13 @@
 //! next candidate, or the upstream's own answer relayed to the client; and,
 //! when every candidate failed, the one error the client gets.
 //!
-//! Pure decisions on typed values; `llm.rs` does the I/O and calls them.
+//! Pure decisions on typed values; `attempt.rs` (`Attempts`) does the I/O
+//! and calls them.
 
 use std::fmt;
 
 use crate::error::GatewayError;
-use crate::routing::cooldown::Cause;
+use crate::upstream::cooldown::Cause;
 
 /// Why one attempt failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +95,8 @@ impl fmt::Display for AttemptError {
         }
     }
 }
+
+impl std::error::Error for AttemptError {}
 
 /// One failed attempt, as the final error names it.
 #[derive(Debug, Clone, PartialEq)]

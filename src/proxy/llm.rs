@@ -139,10 +139,7 @@ async fn read_request(
     let body = request::read_body(session, server.max_body_bytes, pace).await?;
     let console = &rt.config.console;
     if console.capture_bodies && console.collect {
-        ctx.captured_body = Some(crate::console::records::redact_body(
-            &body,
-            console.max_body_chars,
-        ));
+        ctx.captured_body = Some(crate::redact::redact_body(&body, console.max_body_chars));
     }
     let mut parsed = request::parse(route.format, &body, route, session)?;
     crate::model_name::check(&parsed.names, rt.config.server.max_model_name_bytes)?;
@@ -221,8 +218,8 @@ async fn admit(
         }
         _ => None,
     };
-    let key_name = key.map(|k| k.name.as_str());
-    match limits::admit(store, key_name, buckets, estimate.tokens(), budget).await {
+    let key_label = key.map(|k| crate::metrics::key_label(&k.id, &k.name));
+    match limits::admit(store, key_label, buckets, estimate.tokens(), budget).await {
         Ok(admitted) => {
             headers.extend(admitted.headers);
             ctx.reserved = admitted.reserved;

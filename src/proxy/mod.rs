@@ -39,6 +39,26 @@ use ctx::{RequestCtx, ServedBy};
 use respond::Headers;
 use routes::Route;
 
+/// What the layer above the proxy (the web console, `crate::console`)
+/// offers it: the routes under `/ui/` and `/admin/`, and a look at each
+/// finished request. Handed down to the gateway at start, so the proxy
+/// never imports the console.
+#[async_trait]
+pub trait Console: Send + Sync {
+    /// Answers a request under `/ui/` or `/admin/` (the console checks the
+    /// admin key itself).
+    async fn handle(
+        &self,
+        gw: &Gateway,
+        rt: &Arc<Runtime>,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError>;
+
+    /// Called once per generation request from the logging phase.
+    fn record(&self, rt: &Runtime, ctx: &mut RequestCtx, elapsed: std::time::Duration);
+}
+
 /// The gateway: live config, shared state and the connector its attempts share.
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
@@ -50,6 +70,8 @@ pub struct Gateway {
     /// Which routes this listener serves.
     pub surface: Surface,
     pub connector: Connector,
+    /// The console's routes and request records.
+    pub console: Arc<dyn Console>,
 }
 
 /// Which routes a listener serves: all of them, or (with
@@ -80,6 +102,7 @@ impl Gateway {
         runtime: Arc<ArcSwap<Runtime>>,
         state: Arc<LazyStore>,
         keys: Arc<auth::StoredKeys>,
+        console: Arc<dyn Console>,
     ) -> Self {
         Gateway {
             runtime,
@@ -88,6 +111,7 @@ impl Gateway {
             admin_failures: Arc::default(),
             surface: Surface::All,
             connector: Connector::new(None),
+            console,
         }
     }
 
@@ -101,6 +125,7 @@ impl Gateway {
             admin_failures: self.admin_failures.clone(),
             surface,
             connector: Connector::new(None),
+            console: self.console.clone(),
         }
     }
 
@@ -268,30 +293,25 @@ impl ProxyHttp for Gateway {
         }
         let result = match route {
             Route::Health => {
-                ctx.route = "health";
                 let body = json!({"status": "ok"}).to_string();
                 ctx.status = 200;
                 respond::json(session, 200, body, &headers).await?;
                 Ok(())
             }
-            Route::ListModels => {
-                ctx.route = "models";
-                match client_key(self, &rt, session, ctx).await {
-                    Ok(key) => {
-                        let body = admin::model_list(&rt, key.as_deref());
-                        ctx.status = 200;
-                        respond::json(session, 200, body, &headers).await?;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
+            Route::ListModels => match client_key(self, &rt, session, ctx).await {
+                Ok(key) => {
+                    let body = admin::model_list(&rt, key.as_deref());
+                    ctx.status = 200;
+                    respond::json(session, 200, body, &headers).await?;
+                    Ok(())
                 }
-            }
+                Err(e) => Err(e),
+            },
             Route::Llm {
                 format,
                 path_model,
                 path_stream,
             } => {
-                ctx.route = "llm";
                 ctx.format = Some(format);
                 let route = request::LlmRoute {
                     format,
@@ -301,15 +321,11 @@ impl ProxyHttp for Gateway {
                 llm::handle(self, &rt, session, ctx, route, &mut headers).await
             }
             Route::Context(_) | Route::Admin(_) => {
-                ctx.route = "admin";
                 // Boxed: the admin and console routes' futures stay out of
                 // every request's.
                 Box::pin(admin::handle(self, &rt, session, ctx, route)).await
             }
-            Route::Console(r) => {
-                ctx.route = "console";
-                Box::pin(crate::console::api::handle(self, &rt, session, ctx, r)).await
-            }
+            Route::Console => self.console.handle(self, &rt, session, ctx).await,
             Route::NotFound => Err(GatewayError::not_found(format!(
                 "no route for {} {}",
                 session.req_header().method,
@@ -323,7 +339,7 @@ impl ProxyHttp for Gateway {
         if let Err(e) = result {
             ctx.status = e.status;
             let fmt = ctx.format.unwrap_or(err_fmt);
-            headers.retain(|(k, _)| !k.starts_with("x-debug-"));
+            respond::strip_debug(&mut headers);
             respond::error(session, fmt, &e, &headers).await?;
         }
         // Answered before its body was read whole (an early 401, 404,
@@ -356,9 +372,9 @@ impl ProxyHttp for Gateway {
             // A hedged race's abandoned attempt is the key's cost too (its
             // budget and tpm: `RequestCtx::charge`; here its metrics).
             if let Some(a) = &ctx.abandoned {
-                a.count(&rt, ctx.key_name.as_deref().unwrap_or("-"));
+                a.count(&rt, ctx.key_label());
             }
-            crate::console::record(&rt, ctx, elapsed);
+            self.console.record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
         }
         if !crate::access_log::enabled() {
@@ -453,7 +469,7 @@ fn record_llm_metrics(
         );
         match cost {
             Some(c) => {
-                let key = ctx.key_name.as_deref().unwrap_or("-");
+                let key = ctx.key_label();
                 metrics::COST
                     .with_label_values(&[labels[0], labels[1], key])
                     .inc_by(c);

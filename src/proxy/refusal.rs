@@ -11,8 +11,8 @@ use super::failover::AttemptError;
 use super::respond::{self, Headers};
 use super::upstream_error::{contains_key, upstream_message};
 use crate::error::GatewayError;
-use crate::routing::ratelimit::{self, RateLimitReading};
 use crate::upstream::http::Incoming;
+use crate::upstream::ratelimit::{self, RateLimitReading};
 use crate::upstream::Provider;
 
 /// Largest upstream error body read (to relay or to log).
@@ -108,7 +108,7 @@ impl Refusal {
         }
         ctx.status = status;
         let mut h = headers.clone();
-        h.retain(|(k, _)| !k.starts_with("x-debug-"));
+        respond::strip_debug(&mut h);
         let written = if provider.config.format == client
             && !contains_key(&self.body, &provider.config.api_keys)
         {

@@ -23,6 +23,7 @@ use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
 use super::respond::{self, Headers};
+use super::upstream_error;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
@@ -262,7 +263,7 @@ async fn whole(
     };
     ctx.status = 200;
     ctx.first_byte = Some(ctx.start.elapsed());
-    let headers = &crate::pricing::with_debug_cost(headers, ctx.cost_usd());
+    let headers = &respond::with_debug_cost(headers, ctx.cost_usd());
     match respond::json(session, 200, out, headers).await {
         Ok(()) => Outcome::Done,
         Err(_) => gone(ctx),
@@ -513,7 +514,7 @@ async fn stream(
             if open_stream(session, ctx, headers).await.is_err() {
                 return gone(ctx);
             }
-            scrub_keys(&mut out, plan.provider_keys);
+            upstream_error::scrub_bytes(&mut out, plan.provider_keys);
             if write(session, ctx, out.split().freeze(), end)
                 .await
                 .is_err()
@@ -535,7 +536,7 @@ async fn stream(
         // the stream stays open for the next candidate.
         Err((reason, status)) if !answered => Outcome::Failed { reason, status },
         Err((reason, status)) => {
-            let reason = scrub_str(&reason, plan.provider_keys);
+            let reason = upstream_error::scrub(&reason, plan.provider_keys);
             log::warn!(
                 "stream from {} broke after it started: {reason}",
                 ctx.provider
@@ -545,38 +546,12 @@ async fn stream(
                 &format!("upstream stream failed: {reason}"),
                 &mut out,
             );
-            scrub_keys(&mut out, plan.provider_keys);
+            upstream_error::scrub_bytes(&mut out, plan.provider_keys);
             let _ = write(session, ctx, out.split().freeze(), true).await;
             end_stream_gauge(ctx);
             Outcome::Failed { reason, status }
         }
     }
-}
-
-/// Replaces every provider key in `out` (whole SSE events, so a key is
-/// never split across two calls) with `***`.
-fn scrub_keys(out: &mut BytesMut, keys: &[String]) {
-    for key in keys.iter().map(String::as_bytes).filter(|k| k.len() >= 4) {
-        if memchr::memmem::find(out, key).is_none() {
-            continue;
-        }
-        let mut clean = BytesMut::with_capacity(out.len());
-        let mut rest = &out[..];
-        while let Some(i) = memchr::memmem::find(rest, key) {
-            clean.extend_from_slice(&rest[..i]);
-            clean.extend_from_slice(b"***");
-            rest = &rest[i + key.len()..];
-        }
-        clean.extend_from_slice(rest);
-        *out = clean;
-    }
-}
-
-/// `s` with every provider key replaced by `***`.
-fn scrub_str(s: &str, keys: &[String]) -> String {
-    keys.iter()
-        .filter(|k| k.len() >= 4)
-        .fold(s.to_owned(), |acc, k| acc.replace(k.as_str(), "***"))
 }
 
 /// Most bytes gathered from an upstream burst before writing to the client.

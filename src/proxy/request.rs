@@ -1,5 +1,5 @@
 //! The client's request: its body read within bounds, scanned once (kept
-//! as bytes, see `raw.rs`), and the few fields the gateway itself relies
+//! as bytes, see `crate::body`), and the few fields the gateway itself relies
 //! on checked (`model`, `models`, `stream`).
 
 use std::time::{Duration, Instant};
@@ -11,8 +11,7 @@ use serde_json::Value;
 
 use crate::error::GatewayError;
 
-mod raw;
-pub use raw::{BodyError, Edit, Field, Last, RawBody};
+use crate::body::{BodyError, Field, RawBody};
 
 /// What the route says about a generation request.
 pub struct LlmRoute {

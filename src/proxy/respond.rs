@@ -32,6 +32,27 @@ pub fn header(
     Ok(Box::new(h))
 }
 
+/// Takes out the `x-debug-*` headers: an error answer names no upstream.
+pub fn strip_debug(headers: &mut Headers) {
+    headers.retain(|(k, _)| !k.starts_with("x-debug-"));
+}
+
+/// The response headers plus `x-debug-cost` (USD) when the `x-debug-*`
+/// headers were asked for and the cost is known. Only whole answers carry
+/// it: a stream's cost is known after its last byte, past the headers (it
+/// is in the access log and the metrics).
+#[allow(clippy::ptr_arg)] // the Vec is what the response writers take
+pub fn with_debug_cost(headers: &Headers, cost: Option<f64>) -> std::borrow::Cow<'_, Headers> {
+    match cost {
+        Some(c) if headers.iter().any(|(k, _)| *k == "x-debug-provider") => {
+            let mut h = headers.clone();
+            h.push(("x-debug-cost", crate::pricing::format_usd(c)));
+            std::borrow::Cow::Owned(h)
+        }
+        _ => std::borrow::Cow::Borrowed(headers),
+    }
+}
+
 /// Headers of every admin JSON answer: never kept by a cache (the key
 /// created in the console is in one), never sniffed as another type.
 pub fn admin_headers() -> Headers {
@@ -65,6 +86,16 @@ pub async fn write(
     let h = header(status, content_type, Some(body.len()), extra)?;
     session.write_response_header(h, false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Writes `204 No Content` (an admin `DELETE` done).
+pub async fn no_content(session: &mut Session) -> std::result::Result<(), GatewayError> {
+    let h = ResponseHeader::build_no_case(204, Some(0))
+        .map_err(|e| GatewayError::internal(e.to_string()))?;
+    session
+        .write_response_header(Box::new(h), true)
+        .await
+        .map_err(|e| GatewayError::internal(format!("writing the response: {e}")))
 }
 
 /// Writes a JSON response.

@@ -18,8 +18,9 @@ pub enum Route {
     /// `GET /context/{session}`.
     Context(String),
     Admin(AdminRoute),
-    /// The web console's pages and JSON API (`/ui/...`, `/admin/...`).
-    Console(crate::console::api::ConsoleRoute),
+    /// The web console's pages and JSON API (`/ui/...`, `/admin/...`),
+    /// routed further by the console itself.
+    Console,
     NotFound,
     MethodNotAllowed,
 }
@@ -29,7 +30,7 @@ impl Route {
     /// endpoints, `/admin/...` and the console's pages. With
     /// `server.admin_listen` they are served only there.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Route::Admin(_) | Route::Console(_))
+        matches!(self, Route::Admin(_) | Route::Console)
     }
 
     /// Whether the route belongs to the client surface (generation, model
@@ -108,7 +109,7 @@ pub fn route(method: &str, path: &str) -> Route {
             get,
             Route::Admin(AdminRoute::ProviderMetrics((*id).to_owned())),
         ),
-        ["ui", ..] | ["admin", ..] => Route::Console(crate::console::api::route(method, path)),
+        ["ui", ..] | ["admin", ..] => Route::Console,
         ["logical-models"] => only(get, Route::Admin(AdminRoute::LogicalModels)),
         ["logical-models", id] => only(
             get,

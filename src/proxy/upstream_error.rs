@@ -1,6 +1,7 @@
 //! Reading an upstream's error answer: its message, safe to show a client
 //! (a refused provider key is never described, and no provider key appears).
 
+use bytes::BytesMut;
 use serde_json::Value;
 
 /// `": <message>"` from an upstream error body in any of the formats, safe
@@ -18,17 +19,46 @@ pub fn upstream_message(body: &[u8], status: u16, keys: &[String]) -> String {
     }
 }
 
-/// Replaces every provider key found in `s`.
-fn scrub(s: &str, keys: &[String]) -> String {
+/// Keys shorter than this are never searched for: too short to be a
+/// secret, and they would match ordinary text.
+const MIN_KEY_LEN: usize = 4;
+
+/// The provider keys worth searching for.
+fn searched(keys: &[String]) -> impl Iterator<Item = &[u8]> {
     keys.iter()
-        .filter(|k| k.len() >= 4)
+        .map(String::as_bytes)
+        .filter(|k| k.len() >= MIN_KEY_LEN)
+}
+
+/// `s` with every provider key replaced by `***`.
+pub fn scrub(s: &str, keys: &[String]) -> String {
+    keys.iter()
+        .filter(|k| k.len() >= MIN_KEY_LEN)
         .fold(s.to_owned(), |acc, k| acc.replace(k.as_str(), "***"))
 }
 
+/// Replaces every provider key in `out` (whole SSE events, so a key is
+/// never split across two calls) with `***`.
+pub fn scrub_bytes(out: &mut BytesMut, keys: &[String]) {
+    for key in searched(keys) {
+        if memchr::memmem::find(out, key).is_none() {
+            continue;
+        }
+        let mut clean = BytesMut::with_capacity(out.len());
+        let mut rest = &out[..];
+        while let Some(i) = memchr::memmem::find(rest, key) {
+            clean.extend_from_slice(&rest[..i]);
+            clean.extend_from_slice(b"***");
+            rest = &rest[i + key.len()..];
+        }
+        clean.extend_from_slice(rest);
+        *out = clean;
+    }
+}
+
+/// Whether `body` holds a provider key.
 pub fn contains_key(body: &[u8], keys: &[String]) -> bool {
-    keys.iter()
-        .filter(|k| k.len() >= 4)
-        .any(|k| body.windows(k.len()).any(|w| w == k.as_bytes()))
+    searched(keys).any(|k| memchr::memmem::find(body, k).is_some())
 }
 
 fn raw_upstream_message(body: &[u8]) -> String {

@@ -4,7 +4,7 @@
 use once_cell::sync::Lazy;
 use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
 
-use super::breaker::Transition;
+use crate::upstream::breaker::Transition;
 use crate::upstream::Provider;
 
 fn must<T>(r: prometheus::Result<T>) -> T {

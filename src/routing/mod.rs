@@ -1,19 +1,16 @@
 //! Routing: from the name a client asked for to an ordered list of
-//! candidate upstreams (provider, upstream model), scored on what routing
-//! has seen of each (`score.rs`, `stats.rs`, `breaker.rs`), with keys
-//! rested by cause (`cooldown.rs`) and steered by the providers' own
-//! rate-limit headers (`ratelimit.rs`).
+//! candidate upstreams (provider, upstream model), scored (`score.rs`) on
+//! what the providers' records say of each: `upstream::stats` and
+//! `upstream::breaker` (latency, errors, breaker), `upstream::cooldown`
+//! (keys rested by cause), `upstream::ratelimit` (the providers' own
+//! rate-limit headers). Routing reads those records; it is not imported
+//! by `upstream`.
 
-pub mod breaker;
-pub mod capacity;
-pub mod cooldown;
 pub mod hedge;
 pub mod metrics;
-pub mod ratelimit;
 mod runtime;
 pub mod score;
 pub mod select;
-pub mod stats;
 
 pub use runtime::Runtime;
 
@@ -23,8 +20,8 @@ use apiproxy_store::SessionBinding;
 use serde::Serialize;
 
 use crate::upstream::now_ms;
+use crate::upstream::stats::UpstreamStats;
 use score::{Factors, ScoreInputs};
-use stats::UpstreamStats;
 
 /// One upstream that may serve a request.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
-use super::stats::Snapshot;
-use crate::config::routing::{Scoring, ScoringMode};
+use crate::config::routing::Scoring;
+use crate::config::ScoringMode;
+use crate::upstream::stats::Snapshot;
 
 /// Everything a candidate's score is made of (shown by `/routing/decide`).
 #[derive(Debug, Clone, PartialEq, Serialize)]

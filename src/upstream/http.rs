@@ -19,20 +19,31 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// Why an attempt failed before a response header arrived.
 #[derive(Debug)]
 pub enum SendError {
-    /// DNS or TCP/TLS connect failed or timed out.
-    Connect(String),
+    /// DNS or TCP/TLS connect failed or timed out; Pingora's error when it
+    /// came from Pingora (its `ErrorType`, source and retry flag kept).
+    Connect(String, Option<Box<pingora::Error>>),
     /// The provider took longer than `read_timeout_ms` to answer.
     Timeout,
-    /// The connection broke while sending or waiting.
-    Io(String),
+    /// The connection broke while sending or waiting; Pingora's error when
+    /// it came from Pingora.
+    Io(String, Option<Box<pingora::Error>>),
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::Connect(e) => write!(f, "connect failed: {e}"),
+            SendError::Connect(e, _) => write!(f, "connect failed: {e}"),
             SendError::Timeout => f.write_str("timed out waiting for the response"),
-            SendError::Io(e) => write!(f, "connection error: {e}"),
+            SendError::Io(e, _) => write!(f, "connection error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Connect(_, Some(e)) | SendError::Io(_, Some(e)) => Some(e.as_ref()),
+            _ => None,
         }
     }
 }
@@ -47,7 +58,7 @@ pub struct Outgoing<'a> {
     /// Extra headers (auth, protocol versions, forwarded client headers).
     pub headers: Vec<(&'static str, String)>,
     /// Header rules of `filters_dir` for this attempt, applied last.
-    pub edits: Option<&'a crate::filters::HeaderEdits>,
+    pub edits: Option<&'a crate::config::filters::HeaderEdits>,
 }
 
 /// An upstream response whose header has arrived; the body is read from it.
@@ -93,9 +104,10 @@ impl Incoming {
         let mut buf = BytesMut::new();
         while let Some(c) = self.chunk().await? {
             if buf.len() + c.len() > limit {
-                return Err(SendError::Io(format!(
-                    "response body larger than {limit} bytes"
-                )));
+                return Err(SendError::Io(
+                    format!("response body larger than {limit} bytes"),
+                    None,
+                ));
             }
             if buf.is_empty() && self.session.response_done() {
                 return Ok(c); // the common single-chunk body, without a copy
@@ -121,8 +133,10 @@ fn classify(e: Box<pingora::Error>) -> SendError {
     match e.etype() {
         ReadTimedout | WriteTimedout => SendError::Timeout,
         ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
-        | TLSHandshakeTimedout | InvalidCert | HandshakeError => SendError::Connect(e.to_string()),
-        _ => SendError::Io(e.to_string()),
+        | TLSHandshakeTimedout | InvalidCert | HandshakeError => {
+            SendError::Connect(e.to_string(), Some(e))
+        }
+        _ => SendError::Io(e.to_string(), Some(e)),
     }
 }
 
@@ -132,7 +146,7 @@ async fn peer_for(provider: &Provider) -> Result<Arc<HttpPeer>, SendError> {
     let base = &provider.config.base;
     let addr = dns::resolve(&base.host, base.port)
         .await
-        .map_err(SendError::Connect)?;
+        .map_err(|e| SendError::Connect(e, None))?;
     if let Some(peer) = provider.peer.load_full() {
         if peer._address == SocketAddr::Inet(addr) {
             return Ok(peer);
@@ -178,7 +192,7 @@ pub async fn send(
     prepare(&mut session, provider);
     match write_request(&mut session, provider, &req).await {
         Ok(()) => {}
-        Err(SendError::Io(_)) if reused => {
+        Err(SendError::Io(..)) if reused => {
             let (fresh, _) = connector.get_http_session(&*peer).await.map_err(classify)?;
             session = fresh;
             prepare(&mut session, provider);
@@ -208,7 +222,7 @@ async fn read_header(session: &mut HttpSession) -> Result<Box<ResponseHeader>, S
     session
         .response_header()
         .map(|h| Box::new(h.clone()))
-        .ok_or_else(|| SendError::Io("no response header".into()))
+        .ok_or_else(|| SendError::Io("no response header".into(), None))
 }
 
 /// Writes the request header and body (flushed).
@@ -220,7 +234,7 @@ async fn write_request(
     let base = &provider.config.base;
     let mut h =
         RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(8 + req.headers.len()))
-            .map_err(|e| SendError::Io(e.to_string()))?;
+            .map_err(|e| SendError::Io(e.to_string(), Some(e)))?;
     let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
         base.host.clone()
     } else {
@@ -229,7 +243,7 @@ async fn write_request(
     // Names known at compile time go in without a copy.
     fn ins(h: &mut RequestHeader, k: &'static str, v: &str) -> Result<(), SendError> {
         h.insert_header(k, v)
-            .map_err(|e| SendError::Io(format!("header {k}: {e}")))
+            .map_err(|e| SendError::Io(format!("header {k}: {e}"), Some(e)))
     }
     ins(&mut h, "host", &host)?;
     if req.method == "POST" {
@@ -255,12 +269,12 @@ async fn write_request(
     }
     for (k, v) in &provider.config.headers {
         h.insert_header(k.clone(), v.as_str())
-            .map_err(|e| SendError::Io(format!("header {k}: {e}")))?;
+            .map_err(|e| SendError::Io(format!("header {k}: {e}"), Some(e)))?;
     }
     if let Some(edits) = req.edits {
         edits
             .apply(&mut h)
-            .map_err(|e| SendError::Io(format!("header rules: {e}")))?;
+            .map_err(|e| SendError::Io(format!("header rules: {e}"), Some(e)))?;
     }
     // Pingora's client flushes the head on its own, then the body: two
     // segments, two wake-ups of the provider. Corked, the kernel sends

@@ -1,10 +1,17 @@
-//! Providers at run time: their keys (rotated, with cooldowns), their health
-//! (what routing scores on), their model catalog, and how a request to them
-//! is addressed.
+//! Providers at run time: their keys (rotated, with cooldowns by cause:
+//! `cooldown.rs`; their rate-limit headers read: `ratelimit.rs`; their
+//! concurrency: `capacity.rs`), per (provider, model) latency, errors and
+//! breaker (`stats.rs`, `breaker.rs`: what routing scores on), their model
+//! catalog, and how a request to them is addressed.
 
+pub mod breaker;
+pub mod capacity;
 pub mod catalog;
+pub mod cooldown;
 pub mod dns;
 pub mod http;
+pub mod ratelimit;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,10 +24,10 @@ use parking_lot::Mutex;
 
 use crate::config::routing::Cooldowns;
 use crate::config::{KeyStrategy, ProviderConfig, ProviderKind};
-use crate::routing::capacity::{Capacity, Slot};
-use crate::routing::cooldown::{self, Cause};
-use crate::routing::ratelimit::RateLimitReading;
-use crate::routing::stats::UpstreamStats;
+use capacity::{Capacity, Slot};
+use cooldown::Cause;
+use ratelimit::RateLimitReading;
+use stats::UpstreamStats;
 
 /// Milliseconds since the Unix epoch (cooldown deadlines are kept as this).
 pub fn now_ms() -> u64 {

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use redis::AsyncCommands;
 
 use crate::redis_link::{Conn, Connector};
-use crate::target::RedisTarget;
+use crate::redis_url::RedisTarget;
 use serde::{Deserialize, Serialize};
 
 /// One stored client key.

@@ -31,14 +31,14 @@ pub mod memory;
 mod metrics;
 mod redis_link;
 pub mod redis_store;
+pub mod redis_url;
 pub mod spend;
-pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod window;
 
 pub use memory::json_size;
-pub use target::RedisTarget;
+pub use redis_url::RedisTarget;
 
 /// How the store is built: where Redis is (if anywhere) and how long things live.
 #[derive(Clone)]

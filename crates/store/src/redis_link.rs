@@ -19,7 +19,7 @@ use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 
 use crate::metrics::{ERRORS, REDIS_UP};
-use crate::target::{address, RedisTarget};
+use crate::redis_url::{address, RedisTarget};
 
 /// The longest any Redis operation may take before the call is answered locally.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(250);

@@ -36,7 +36,7 @@ use crate::lua::{ADMIT, BIND_SESSION, CLAIM_SESSION, PUSH_CONTEXT, RATE_WINDOW, 
 use crate::memory::MemoryStore;
 use crate::metrics::ERRORS;
 use crate::redis_link::{describe_error, is_outage, Conn, Link, OP_TIMEOUT};
-use crate::target::RedisTarget;
+use crate::redis_url::RedisTarget;
 use crate::window::{allowed, refused};
 use crate::SpendDecision;
 use crate::{

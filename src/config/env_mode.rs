@@ -12,7 +12,7 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::env::EnvValue;
+use super::var_expansion::EnvValue;
 
 /// The document the environment describes, the variables it read (to
 /// redact from problem lines), and how provider key paths map to variable

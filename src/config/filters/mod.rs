@@ -26,12 +26,13 @@ use serde_json::Value;
 
 pub use path::DottedPath;
 
-use crate::config::ProviderConfig;
+use crate::config::choices::Choice;
+use crate::config::providers::ProviderConfig;
 
 /// The JSON Schema of one filter file (`apiproxy schema filters`), derived
 /// from the types the files are parsed into.
 pub fn json_schema() -> Value {
-    crate::config::titled(
+    crate::config::raw::titled(
         schemars::schema_for!(raw::RawFilterFile).to_value(),
         "apiproxy filter rules",
         "One file of filters_dir: payload rules, header rules and browser masking.",
@@ -358,19 +359,15 @@ fn resolve_match(
             GlobSet::empty()
         })
     });
-    let formats = |key: &str, list: Vec<String>, problems: &mut Vec<String>| -> Vec<Format> {
+    let formats = |key: &str, list: Vec<Choice<Format>>, problems: &mut Vec<String>| {
         list.iter()
             .enumerate()
             .filter_map(|(i, f)| {
-                let fmt = parse_format(f);
-                if fmt.is_none() {
-                    problems.push(format!(
-                        "{at}.{key}[{i}]: {f:?} is not one of openai, responses, anthropic, gemini"
-                    ));
-                }
-                fmt
+                f.value()
+                    .map_err(|e| problems.push(format!("{at}.{key}[{i}]: {e}")))
+                    .ok()
             })
-            .collect()
+            .collect::<Vec<Format>>()
     };
     let clients = formats("client", w.client, problems);
     let providers_fmt = formats("provider", w.provider, problems);
@@ -394,16 +391,6 @@ fn check_ids(at: &str, ids: &[String], known: &[String], problems: &mut Vec<Stri
             problems.push(format!("{at}[{i}]: unknown provider {id:?}"));
         }
     }
-}
-
-fn parse_format(s: &str) -> Option<Format> {
-    Some(match s {
-        "openai" | "openai_chat" | "chat" => Format::OpenAiChat,
-        "responses" | "openai_responses" => Format::OpenAiResponses,
-        "anthropic" => Format::Anthropic,
-        "gemini" => Format::Gemini,
-        _ => return None,
-    })
 }
 
 fn header_name(at: &str, name: &str, problems: &mut Vec<String>) -> Option<HeaderName> {

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use apiproxy_translate::Format;
+
+use crate::config::choices::Choice;
+
 /// One file of `filters_dir`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +39,8 @@ pub struct RawPayload {
 #[derive(Debug, Default)]
 pub struct RawMatch {
     pub models: Option<Vec<String>>,
-    pub client: Vec<String>,
-    pub provider: Vec<String>,
+    pub client: Vec<Choice<Format>>,
+    pub provider: Vec<Choice<Format>>,
     pub providers: Vec<String>,
 }
 
@@ -66,10 +70,10 @@ pub struct RawSetRule {
     pub models: Option<Vec<String>>,
     /// Client formats: openai, responses, anthropic, gemini.
     #[serde(default)]
-    pub client: Vec<String>,
+    pub client: Vec<Choice<Format>>,
     /// Provider formats.
     #[serde(default)]
-    pub provider: Vec<String>,
+    pub provider: Vec<Choice<Format>>,
     /// Provider ids.
     #[serde(default)]
     pub providers: Vec<String>,
@@ -85,10 +89,10 @@ pub struct RawFilterRule {
     pub models: Option<Vec<String>>,
     /// Client formats: openai, responses, anthropic, gemini.
     #[serde(default)]
-    pub client: Vec<String>,
+    pub client: Vec<Choice<Format>>,
     /// Provider formats.
     #[serde(default)]
-    pub provider: Vec<String>,
+    pub provider: Vec<Choice<Format>>,
     /// Provider ids.
     #[serde(default)]
     pub providers: Vec<String>,
@@ -103,10 +107,10 @@ pub struct RawHeaderRule {
     pub models: Option<Vec<String>>,
     /// Client formats: openai, responses, anthropic, gemini.
     #[serde(default)]
-    pub client: Vec<String>,
+    pub client: Vec<Choice<Format>>,
     /// Provider formats.
     #[serde(default)]
-    pub provider: Vec<String>,
+    pub provider: Vec<Choice<Format>>,
     /// Provider ids.
     #[serde(default)]
     pub providers: Vec<String>,

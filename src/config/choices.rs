@@ -1,0 +1,225 @@
+//! The keys whose value is one of a fixed set of names (`kind`, `wire_api`,
+//! `key_strategy`, `access_format`, `budget_period`, `routing.scoring.mode`,
+//! the filters' `client` and `provider`). Each set is written once, as its
+//! type's `Named::ALL`: `apiproxy schema` lists it, `-t` checks against it
+//! and names the key of a value outside it, and the admin API prints it.
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use apiproxy_translate::Format;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer};
+
+/// A type whose values are written in the config as names.
+pub trait Named: Copy + PartialEq + 'static {
+    /// Every value with its name in the config.
+    const ALL: &'static [(&'static str, Self)];
+    /// What the schema calls the set.
+    const SCHEMA_NAME: &'static str;
+
+    /// Its name in the config.
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(n, _)| n)
+    }
+
+    /// The value named `text`, or what is wrong with it (`"x" is not a or
+    /// b`, `"x" is not one of a, b, c`); the caller adds the key path.
+    fn named(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == text)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                match names.as_slice() {
+                    [a, b] => format!("{text:?} is not {a} or {b}"),
+                    _ => format!("{text:?} is not one of {}", names.join(", ")),
+                }
+            })
+    }
+}
+
+/// A config value naming one of `E`'s values. It is read as any string, so
+/// that `-t` reports every wrong value with its key path, all at once; the
+/// schema lists the names.
+pub struct Choice<E> {
+    text: String,
+    of: PhantomData<E>,
+}
+
+impl<E: Named> Choice<E> {
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The value named, or the problem (see [`Named::named`]).
+    pub fn value(&self) -> Result<E, String> {
+        E::named(&self.text)
+    }
+}
+
+impl<E> std::fmt::Debug for Choice<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.text.fmt(f)
+    }
+}
+
+impl<E> Clone for Choice<E> {
+    fn clone(&self) -> Self {
+        Choice {
+            text: self.text.clone(),
+            of: PhantomData,
+        }
+    }
+}
+
+impl<'de, E> Deserialize<'de> for Choice<E> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Choice {
+            text: String::deserialize(d)?,
+            of: PhantomData,
+        })
+    }
+}
+
+impl<E: Named> JsonSchema for Choice<E> {
+    fn schema_name() -> Cow<'static, str> {
+        E::SCHEMA_NAME.into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let names: Vec<&str> = E::ALL.iter().map(|(n, _)| *n).collect();
+        json_schema!({ "type": "string", "enum": names })
+    }
+}
+
+/// `providers[].kind`: the kind of API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Named for ProviderKind {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("openai", ProviderKind::OpenAi),
+        ("anthropic", ProviderKind::Anthropic),
+        ("gemini", ProviderKind::Gemini),
+    ];
+    const SCHEMA_NAME: &'static str = "ProviderKind";
+}
+
+impl ProviderKind {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// `providers[].wire_api`: which OpenAI API an `openai` provider is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireApi {
+    /// Chat Completions.
+    Chat,
+    /// The Responses API.
+    Responses,
+}
+
+impl Named for WireApi {
+    const ALL: &'static [(&'static str, Self)] =
+        &[("chat", WireApi::Chat), ("responses", WireApi::Responses)];
+    const SCHEMA_NAME: &'static str = "WireApi";
+}
+
+/// `providers[].key_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStrategy {
+    /// Spread over the usable keys in proportion to their `weight`.
+    RoundRobin,
+    /// The first usable key until it rests or runs low, then the next.
+    FillFirst,
+}
+
+impl Named for KeyStrategy {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("round-robin", KeyStrategy::RoundRobin),
+        ("fill-first", KeyStrategy::FillFirst),
+    ];
+    const SCHEMA_NAME: &'static str = "KeyStrategy";
+}
+
+impl KeyStrategy {
+    /// The name written in the config.
+    pub fn as_str(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// How access lines are written (`log.access_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessFormat {
+    /// `key=value` pairs after the method, path, status and time.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Named for AccessFormat {
+    const ALL: &'static [(&'static str, Self)] =
+        &[("text", AccessFormat::Text), ("json", AccessFormat::Json)];
+    const SCHEMA_NAME: &'static str = "AccessFormat";
+}
+
+/// How long a budget renews after (`budget_period`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetPeriod {
+    /// A UTC calendar day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+}
+
+impl Named for BudgetPeriod {
+    const ALL: &'static [(&'static str, Self)] =
+        &[("day", BudgetPeriod::Day), ("month", BudgetPeriod::Month)];
+    const SCHEMA_NAME: &'static str = "BudgetPeriod";
+}
+
+/// How candidates are ordered (`routing.scoring.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoringMode {
+    /// Weight × latency, error-rate, in-flight and rate-limit factors.
+    Adaptive,
+    /// The configured weights alone (plain weighted random).
+    Weighted,
+}
+
+impl Named for ScoringMode {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("adaptive", ScoringMode::Adaptive),
+        ("weighted", ScoringMode::Weighted),
+    ];
+    const SCHEMA_NAME: &'static str = "ScoringMode";
+}
+
+/// The filters' `client` and `provider`: a wire format by its filter name.
+impl Named for Format {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("openai", Format::OpenAiChat),
+        ("responses", Format::OpenAiResponses),
+        ("anthropic", Format::Anthropic),
+        ("gemini", Format::Gemini),
+        // Also accepted: the formats' own names.
+        ("openai_chat", Format::OpenAiChat),
+        ("chat", Format::OpenAiChat),
+        ("openai_responses", Format::OpenAiResponses),
+    ];
+    const SCHEMA_NAME: &'static str = "FilterFormat";
+}

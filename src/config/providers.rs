@@ -1,0 +1,404 @@
+//! The `providers` section: each provider's address, keys, format and
+//! limits.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use apiproxy_translate::Format;
+
+use super::choices::{Choice, KeyStrategy, ProviderKind, WireApi};
+use super::raw::{self, RawProvider};
+
+/// A set of HTTP statuses given as `"429,500,502-504"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(Vec<(u16, u16)>);
+
+impl StatusSet {
+    /// The default: 429 and every 5xx.
+    pub fn default_retryable() -> Self {
+        StatusSet(vec![(429, 429), (500, 599)])
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+
+    /// Parses `"429,500,502-504"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let parse = |x: &str| -> Result<u16, String> {
+                x.parse::<u16>()
+                    .ok()
+                    .filter(|v| (100..=599).contains(v))
+                    .ok_or_else(|| format!("{x:?} is not an HTTP status (100-599)"))
+            };
+            let (lo, hi) = (parse(lo)?, parse(hi)?);
+            if lo > hi {
+                return Err(format!("range {part:?} runs backwards"));
+            }
+            ranges.push((lo, hi));
+        }
+        if ranges.is_empty() {
+            return Err("no statuses given".into());
+        }
+        Ok(StatusSet(ranges))
+    }
+}
+
+/// Where a provider lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash; empty for none.
+    pub path: String,
+}
+
+/// Price in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Input tokens read from the prompt cache; `None`: charged as input.
+    pub cached_input: Option<f64>,
+}
+
+/// `providers[].health_check`: list the models every `interval`, each
+/// listing bounded by `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// One provider, resolved.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub id: String,
+    pub kind: ProviderKind,
+    /// The wire format requests to it are encoded in.
+    pub format: Format,
+    pub base: BaseUrl,
+    /// Non-empty keys; empty for a provider that needs none.
+    pub api_keys: Vec<String>,
+    /// Each key's options, in the order of `api_keys`.
+    pub key_options: Vec<KeyOptions>,
+    /// How a request picks among the usable keys.
+    pub key_strategy: KeyStrategy,
+    pub weight: f64,
+    /// The configured model list; `None`: listed from the provider.
+    pub static_models: Option<Vec<String>>,
+    pub retryable: StatusSet,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub headers: Vec<(String, String)>,
+    pub pricing: HashMap<String, Price>,
+    /// Extra trusted CAs for this provider's TLS certificate.
+    pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
+    /// False when keys were configured but all of them are empty.
+    pub enabled: bool,
+    /// A display name (APIProxy's `LLM_PROVIDER_{id}_NAME`).
+    pub name: Option<String>,
+    /// The model-list path, when not the API's usual one.
+    pub models_path: Option<String>,
+    /// Where the provider runs (`region`), for `preferred_region`.
+    pub region: Option<String>,
+    /// Most requests in flight to it at once (`max_concurrency`).
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent to it (`max_qps`).
+    pub max_qps: Option<u32>,
+    /// Active health checks (`health_check`).
+    pub health_check: Option<HealthCheck>,
+}
+
+/// One provider key's options (`api_keys: [{key, weight, ...}]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyOptions {
+    /// Its share under round-robin (1 for a key given as a plain string).
+    pub weight: f64,
+    /// Most requests in flight with it at once.
+    pub max_concurrency: Option<u32>,
+    /// Most requests per second sent with it.
+    pub max_qps: Option<u32>,
+}
+
+impl Default for KeyOptions {
+    fn default() -> Self {
+        KeyOptions {
+            weight: 1.0,
+            max_concurrency: None,
+            max_qps: None,
+        }
+    }
+}
+
+/// Resolves `providers`: the providers and every id given (a logical model
+/// naming a provider that has its own problem is not reported twice).
+pub fn resolve(
+    ps: Vec<RawProvider>,
+    problems: &mut Vec<String>,
+) -> (Vec<ProviderConfig>, HashSet<String>) {
+    let mut providers = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, p) in ps.into_iter().enumerate() {
+        let at = format!("providers[{i}]");
+        let before = problems.len();
+        if p.id.is_empty() || p.id.contains('/') || p.id.chars().any(char::is_whitespace) {
+            problems.push(format!(
+                "{at}.id: {:?} must be non-empty, without '/' or spaces",
+                p.id
+            ));
+        }
+        if !ids.insert(p.id.clone()) {
+            problems.push(format!("{at}.id: duplicate provider id {:?}", p.id));
+        }
+        let (kind, format) = kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
+        let base = parse_base_url(&p.base_url).unwrap_or_else(|e| {
+            problems.push(format!("{at}.base_url: {e}"));
+            BaseUrl {
+                tls: false,
+                host: String::new(),
+                port: 0,
+                path: String::new(),
+            }
+        });
+        let weight = p.weight.unwrap_or(1.0);
+        if !(weight.is_finite() && weight > 0.0) {
+            problems.push(format!("{at}.weight: must be a positive number"));
+        }
+        let retryable = match p.retryable_status.as_deref() {
+            None => StatusSet::default_retryable(),
+            Some(s) => StatusSet::parse(s).unwrap_or_else(|e| {
+                problems.push(format!("{at}.retryable_status: {e}"));
+                StatusSet::default_retryable()
+            }),
+        };
+        if p.connect_timeout_ms == Some(0) {
+            problems.push(format!("{at}.connect_timeout_ms: must be positive"));
+        }
+        if p.read_timeout_ms == Some(0) {
+            problems.push(format!("{at}.read_timeout_ms: must be positive"));
+        }
+        for (name, value) in &p.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                problems.push(format!("{at}.headers.{name}: not a valid header"));
+            }
+        }
+        for (m, pr) in &p.pricing {
+            let prices = [Some(pr.input), Some(pr.output), pr.cached_input];
+            if prices
+                .iter()
+                .flatten()
+                .any(|x| !(x.is_finite() && *x >= 0.0))
+            {
+                problems.push(format!(
+                    "{at}.pricing.{m}: prices must be non-negative numbers (USD per million tokens)"
+                ));
+            }
+        }
+        if let Some(models) = &p.models {
+            if let Some(j) = models.iter().position(String::is_empty) {
+                problems.push(format!("{at}.models[{j}]: must not be empty"));
+            }
+        }
+        let ca = p.ca_file.as_deref().and_then(|path| match load_ca(path) {
+            Ok(ca) => Some(std::sync::Arc::new(ca)),
+            Err(e) => {
+                problems.push(format!("{at}.ca_file: {e}"));
+                None
+            }
+        });
+        if p.max_concurrency == Some(0) {
+            problems.push(format!("{at}.max_concurrency: must be at least 1"));
+        }
+        if p.max_qps == Some(0) {
+            problems.push(format!("{at}.max_qps: must be at least 1"));
+        }
+        let health_check = p.health_check.map(|h| health_check(&at, h, problems));
+        let key_strategy = match p.key_strategy.as_ref().map(Choice::value) {
+            None => KeyStrategy::RoundRobin,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                problems.push(format!("{at}.key_strategy: {e}"));
+                KeyStrategy::RoundRobin
+            }
+        };
+        let configured_keys = !p.api_keys.is_empty();
+        let (api_keys, key_options) = api_keys(&at, p.api_keys, problems);
+        if problems.len() > before {
+            continue;
+        }
+        if let Some(mp) = p.models_path.as_deref() {
+            if !mp.starts_with('/') {
+                problems.push(format!("{at}.models_path: must start with '/'"));
+            }
+        }
+        providers.push(ProviderConfig {
+            name: p.name,
+            models_path: p.models_path,
+            region: p.region,
+            max_concurrency: p.max_concurrency,
+            max_qps: p.max_qps,
+            health_check,
+            enabled: !configured_keys || !api_keys.is_empty(),
+            id: p.id,
+            kind,
+            format,
+            base,
+            api_keys,
+            key_options,
+            key_strategy,
+            weight,
+            static_models: p.models,
+            retryable,
+            connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(5_000)),
+            read_timeout: Duration::from_millis(p.read_timeout_ms.unwrap_or(60_000)),
+            headers: p.headers.into_iter().collect(),
+            ca,
+            pricing: p
+                .pricing
+                .into_iter()
+                .map(|(m, pr)| {
+                    (
+                        m,
+                        Price {
+                            input: pr.input,
+                            output: pr.output,
+                            cached_input: pr.cached_input,
+                        },
+                    )
+                })
+                .collect(),
+        });
+    }
+    (providers, ids)
+}
+
+fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    let tls = match u.scheme() {
+        "https" => true,
+        "http" => false,
+        other => return Err(format!("scheme {other:?} is not http or https")),
+    };
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err(format!("{s:?} has no host")),
+    };
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("{s:?} must not carry a query or fragment"));
+    }
+    let port = u
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    Ok(BaseUrl {
+        tls,
+        host,
+        port,
+        path: u.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+/// Reads a PEM file of one or more CA certificates.
+fn load_ca(path: &str) -> Result<pingora::protocols::tls::CaType, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("{path}: not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: no certificate in it"));
+    }
+    Ok(certs.into_boxed_slice())
+}
+
+/// `kind` and `wire_api`: the provider's kind and the format it is sent.
+fn kind_and_format(
+    at: &str,
+    kind: &Choice<ProviderKind>,
+    wire_api: Option<&Choice<WireApi>>,
+    problems: &mut Vec<String>,
+) -> (ProviderKind, Format) {
+    let kind = kind.value().unwrap_or_else(|e| {
+        problems.push(format!("{at}.kind: {e}"));
+        ProviderKind::OpenAi
+    });
+    let format = match (kind, wire_api.map(Choice::value)) {
+        (ProviderKind::OpenAi, None | Some(Ok(WireApi::Chat))) => Format::OpenAiChat,
+        (ProviderKind::OpenAi, Some(Ok(WireApi::Responses))) => Format::OpenAiResponses,
+        (ProviderKind::OpenAi, Some(Err(e))) => {
+            problems.push(format!("{at}.wire_api: {e}"));
+            Format::OpenAiChat
+        }
+        (ProviderKind::Anthropic, None) => Format::Anthropic,
+        (ProviderKind::Gemini, None) => Format::Gemini,
+        (_, Some(_)) => {
+            problems.push(format!("{at}.wire_api: only for kind openai"));
+            Format::OpenAiChat
+        }
+    };
+    (kind, format)
+}
+
+/// `api_keys`: each key and its options; an empty key (an unset
+/// `${VAR:-}`) is left out.
+fn api_keys(
+    at: &str,
+    keys: Vec<raw::RawApiKey>,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Vec<KeyOptions>) {
+    let mut api_keys = Vec::new();
+    let mut key_options = Vec::new();
+    for (j, k) in keys.into_iter().enumerate() {
+        let (key, options) = match k {
+            raw::RawApiKey::Plain(key) => (key, KeyOptions::default()),
+            raw::RawApiKey::Detailed(o) => {
+                let kat = format!("{at}.api_keys[{j}]");
+                let weight = o.weight.unwrap_or(1.0);
+                if !(weight.is_finite() && weight > 0.0) {
+                    problems.push(format!("{kat}.weight: must be a positive number"));
+                }
+                if o.max_concurrency == Some(0) {
+                    problems.push(format!("{kat}.max_concurrency: must be at least 1"));
+                }
+                if o.max_qps == Some(0) {
+                    problems.push(format!("{kat}.max_qps: must be at least 1"));
+                }
+                let options = KeyOptions {
+                    weight,
+                    max_concurrency: o.max_concurrency,
+                    max_qps: o.max_qps,
+                };
+                (o.key, options)
+            }
+        };
+        // An empty key (an unset `${VAR:-}`) is left out.
+        if !key.is_empty() {
+            api_keys.push(key);
+            key_options.push(options);
+        }
+    }
+    (api_keys, key_options)
+}
+
+/// `health_check`: the interval and timeout of a provider's active check.
+fn health_check(at: &str, h: raw::RawHealthCheck, problems: &mut Vec<String>) -> HealthCheck {
+    if h.interval_s == Some(0) {
+        problems.push(format!("{at}.health_check.interval_s: must be at least 1"));
+    }
+    if h.timeout_ms == Some(0) {
+        problems.push(format!("{at}.health_check.timeout_ms: must be positive"));
+    }
+    HealthCheck {
+        interval: Duration::from_secs(h.interval_s.unwrap_or(30).max(1)),
+        timeout: Duration::from_millis(h.timeout_ms.unwrap_or(5_000).max(1)),
+    }
+}

@@ -1,0 +1,45 @@
+//! The `store` section: where shared state lives.
+
+use std::time::Duration;
+
+use super::raw::RawStore;
+
+/// Where shared state lives.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `None`: the embedded in-memory store.
+    pub redis_url: Option<String>,
+    pub key_prefix: String,
+    pub session_ttl: Duration,
+    pub context_ttl: Duration,
+    pub catalog_ttl: Duration,
+    /// The embedded store's file (client keys made at run time); `None`: memory only.
+    pub path: Option<std::path::PathBuf>,
+}
+
+/// Resolves `store`; every problem is pushed naming its key path.
+pub fn resolve(st: RawStore, problems: &mut Vec<String>) -> StoreSettings {
+    if let Some(u) = st.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        if let Err(e) = apiproxy_store::validate_redis_url(u) {
+            problems.push(format!("store.redis_url: {e}"));
+        }
+    }
+    let store = StoreSettings {
+        redis_url: st.redis_url.filter(|u| !u.is_empty()),
+        key_prefix: st.key_prefix.unwrap_or_else(|| "apiproxy:".to_owned()),
+        session_ttl: Duration::from_secs(st.session_ttl_seconds.unwrap_or(3600)),
+        context_ttl: Duration::from_secs(st.context_ttl_seconds.unwrap_or(86400)),
+        catalog_ttl: Duration::from_secs(st.models_cache_ttl_seconds.unwrap_or(300)),
+        path: st
+            .path
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from),
+    };
+    if let Some(p) = Some(&store.key_prefix).filter(|p| p.contains(['{', '}'])) {
+        // Braces are Redis Cluster hash tags: the store adds its own so each script stays on one slot.
+        problems.push(format!(
+            "store.key_prefix: {p:?} must not contain {{ or }} (Redis Cluster hash tags)"
+        ));
+    }
+    store
+}
