@@ -554,8 +554,9 @@ async fn key_rotation_moves_past_a_rate_limited_key() {
         }
     })
     .await;
+    // A static model list: no catalog listing spends k1's 429 (or k1) first.
     let gw = Gateway::start(&format!(
-        "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\", api_keys: [k1, k2] }}\n",
+        "providers:\n  - {{ id: p, kind: openai, base_url: \"{}\", api_keys: [k1, k2], models: [m] }}\n",
         up.base_url()
     ))
     .await;
