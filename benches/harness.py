@@ -8,9 +8,11 @@ them with oha in interleaved rounds:
   A. saturation, closed loop, 32 connections: direct, floor, apiproxy
      (OpenAI, Anthropic->OpenAI translation, logical model over two upstreams)
   B. fixed rate, open loop (oha -q, latency corrected): the same scenarios
-  C. 200-event SSE streams: direct, floor, apiproxy passthrough, apiproxy
-     translated; time to first byte and total time from curl, one stream at
-     a time, and streams/s with latency from oha at 32 connections
+  C. 200-event SSE streams: direct, floor, nginx as a streaming proxy
+     (proxy_buffering off: the fair baseline for streams, see
+     `streaming_proxy`), apiproxy passthrough, apiproxy translated; time to
+     first byte and total time from curl, one stream at a time, and
+     streams/s with latency from oha at 32 connections
   D. peak RSS of apiproxy (and of the floor) with 1,000 streams open at once
 
 and prints a Markdown table, written with the raw figures to
@@ -50,7 +52,7 @@ STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 TTFB_SAMPLES = int(os.environ.get("BENCH_TTFB_SAMPLES", "200"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 # Which parts run (comma list; default all, also `all` or `load`): saturation, fixed, sse, open-streams,
-# big-bodies, peers (run.sh sends `upgrade` to benches/upgrade.py instead).
+# big-bodies, peers, routing (run.sh sends `upgrade` to benches/upgrade.py instead).
 # Peers also need PEERS=1 (run.sh then installs them). BENCH_SCENARIOS narrows the
 # JSON and SSE scenarios to those keys (direct and floor always run: the ratios need them).
 ONLY = {p.strip() for p in os.environ.get("BENCH_ONLY", "").split(",") if p.strip()} - {"all", "load"}
@@ -230,6 +232,8 @@ def scenarios():
         "sse": [
             Scenario("direct-sse", "1 direct SSE", "mock", chat, chat_body("bench-model", True), auth, "mock"),
             Scenario("floor-sse", "2 floor SSE", "floor", chat, chat_body("bench-model", True), auth, "floor"),
+            Scenario("nginx-sse", "2b nginx SSE (proxy, proxy_buffering off)", "nginx", chat,
+                     chat_body("bench-model", True), auth, "nginx"),
             Scenario("openai-sse", "5a apiproxy SSE passthrough", "apiproxy", chat, chat_body("bench-model", True),
                      auth, "apiproxy"),
             Scenario("anthropic-sse", "5b apiproxy SSE OpenAI→Anthropic", "apiproxy", "/v1/messages",
@@ -283,10 +287,68 @@ def summarize(raw, cpu, pid_name):
 
 def run_oha(sc, servers, seconds, conns, rate=None):
     pid = dict(servers.procs_by_name)[sc.proc].pid
-    c0 = cpu_seconds(pid)
+    # nginx serves from worker processes: its CPU is its process tree's.
+    cpu = tree_cpu_seconds if sc.proc in TREE_CPU else cpu_seconds
+    c0 = cpu(pid)
     raw = oha(sc.url(servers.ports), sc.body, sc.headers, seconds, conns, rate)
-    c1 = cpu_seconds(pid)
+    c1 = cpu(pid)
     return summarize(raw, c1 - c0, sc.proc)
+
+
+# Processes whose work happens in child processes.
+TREE_CPU = {"nginx", "litellm", "portkey"}
+
+
+def nginx_binary():
+    """nginx from BENCH_NGINX, the PATH, or the copy run.sh unpacks (from
+    Debian's package, without installing the service) into the cache."""
+    for c in (os.environ.get("BENCH_NGINX"), shutil.which("nginx"),
+              str(Path.home() / ".cache" / "apiproxy-bench" / "nginx" / "usr" / "sbin" / "nginx")):
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def streaming_proxy(sv, ports, work):
+    """nginx as a plain reverse proxy configured for streaming (buffering
+    off, kept-alive upstream connections, 2 workers like the others' 2
+    threads): the baseline SSE ratios are read against. The bare Pingora
+    floor forwards each chunk of the upstream's chunked body as its own
+    write, so it serves fewer streams/s than apiproxy, which writes what it
+    has read at once: against it an SSE ratio says nothing (issue 21)."""
+    exe = nginx_binary()
+    if not exe:
+        log("nginx is missing (run.sh unpacks it into ~/.cache/apiproxy-bench/nginx): no nginx SSE baseline")
+        return False
+    w = Path(work) / "nginx"
+    w.mkdir(exist_ok=True)
+    conf = w / "nginx.conf"
+    temps = "\n".join(f"  {k}_temp_path {w}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf.write_text(f"""# written by benches/harness.py
+daemon off;
+worker_processes 2;
+pid {w}/nginx.pid;
+error_log {w}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+{temps}
+  upstream mock {{ server 127.0.0.1:{ports['mock']}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{ports['nginx']} backlog=4096;
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+""")
+    sv.start("nginx", [exe, "-p", str(w), "-e", str(w / "error.log"), "-c", str(conf)], ports["nginx"])
+    return True
 
 
 def curl_ttfb(sc, servers, n, workdir):
@@ -599,9 +661,12 @@ litellm_settings:
 """
 
 
-def peers(sv, ports, work, json_scenarios):
-    """LiteLLM's proxy (installed by run.sh into a venv) on the same mock,
-    measured interleaved with apiproxy's scenario 3, same oha settings."""
+PORTKEY_VERSION = os.environ.get("PORTKEY_VERSION", "1.15.2")
+
+
+def start_litellm(sv, ports, work):
+    """LiteLLM's proxy (installed by run.sh into a venv) on the same mock;
+    None when it is not installed."""
     venv = Path(os.environ.get("BENCH_LITELLM_VENV",
                                Path.home() / ".cache" / "apiproxy-bench" / f"litellm-{LITELLM_VERSION}"))
     exe = venv / "bin" / "litellm"
@@ -621,26 +686,73 @@ def peers(sv, ports, work, json_scenarios):
                              "--num_workers", workers], ports["litellm"], env=penv,
                  # Its imports alone take half a minute on a busy 2-core machine.
                  timeout=float(os.environ.get("BENCH_LITELLM_START_SECONDS", "180")))
-    sv.procs_by_name = [(n, q) for n, q in sv.procs]
-    ours = next(s for s in json_scenarios if s.key == "openai") if any(
-        s.key == "openai" for s in json_scenarios) else scenarios()["json"][2]
-    peer = Scenario("litellm", f"LiteLLM {LITELLM_VERSION} proxy, OpenAI→OpenAI, master key", "litellm",
-                    "/v1/chat/completions", ours.body, ours.headers, "litellm")
-    # LiteLLM answers its first requests slowly (imports, caches): warm it.
-    for _ in range(3):
+    return p, f"LiteLLM {LITELLM_VERSION} proxy ({workers} worker processes), OpenAI→OpenAI, master key", \
+        "/v1/chat/completions", ["Authorization: Bearer " + CLIENT_KEY]
+
+
+def start_portkey(sv, ports, work):
+    """Portkey's open-source gateway (npm @portkey-ai/gateway, installed by
+    run.sh) on the same mock, routed there by its own headers; one node
+    process, as its start script runs it. Preloaded so that it listens on
+    127.0.0.1 only (its script listens on every interface). None when it is
+    not installed."""
+    home = Path(os.environ.get("BENCH_PORTKEY_DIR",
+                               Path.home() / ".cache" / "apiproxy-bench" / f"portkey-{PORTKEY_VERSION}"))
+    script = home / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    node = shutil.which("node")
+    if not script.exists() or not node:
+        log(f"peers: {script} or node is missing (run.sh installs it with PEERS=1); skipped")
+        return None
+    ports["portkey"] = free_port()
+    penv = dict(os.environ)
+    penv["NODE_ENV"] = "production"
+    preload = ROOT / "benches" / "peers" / "listen-loopback.cjs"
+    p = sv.start("portkey", [node, "-r", str(preload), str(script), f"--port={ports['portkey']}", "--headless"],
+                 ports["portkey"], env=penv, timeout=60.0)
+    headers = ["Authorization: Bearer sk-up-1", "x-portkey-provider: openai",
+               f"x-portkey-custom-host: http://127.0.0.1:{ports['mock']}/v1"]
+    return p, f"Portkey gateway {PORTKEY_VERSION} (node), OpenAI→OpenAI", "/v1/chat/completions", headers
+
+
+# The peers: name, how to start it, the goal of apiproxy's req/s ÷ its req/s (issue 21).
+PEER_GATEWAYS = (("litellm", start_litellm, 100), ("portkey", start_portkey, 25))
+
+
+def peers(sv, ports, work, json_scenarios):
+    """Each installed peer gateway on the same mock, measured interleaved with
+    apiproxy's scenario 3, same body, same oha settings."""
+    ours = next((s for s in json_scenarios if s.key == "openai"), scenarios()["json"][2])
+    started = []
+    for name, start, goal in PEER_GATEWAYS:
         try:
-            oha(peer.url(sv.ports), peer.body, peer.headers, 2, 4)
-        except RuntimeError:
-            time.sleep(1)
-    rows = {"openai": [], "litellm": []}
+            got = start(sv, ports, work)
+        except SystemExit as e:
+            # A peer that does not start costs its row, not the run.
+            log(f"peers: {name} did not start: {e}; skipped")
+            continue
+        if got:
+            p, label, path, headers = got
+            started.append((name, p, goal, Scenario(name, label, name, path, ours.body, headers, name)))
+    if not started:
+        return {"error": "no peer gateway is installed (PEERS=1 with benches/run.sh installs them)"}
+    sv.procs_by_name = [(n, q) for n, q in sv.procs]
+    # Peers answer their first requests slowly (imports, caches, JIT): warm them.
+    for _, _, _, peer in started:
+        for _ in range(3):
+            try:
+                oha(peer.url(sv.ports), peer.body, peer.headers, 2, 4)
+            except RuntimeError:
+                time.sleep(1)
+    rows = {"openai": []} | {name: [] for name, *_ in started}
     for r in range(ROUNDS):
         log(f"peers round {r + 1}/{ROUNDS}")
         rows["openai"].append(run_oha(ours, sv, SECONDS, CONNS))
-        c0 = tree_cpu_seconds(p.pid)
-        raw = oha(peer.url(sv.ports), peer.body, peer.headers, SECONDS, CONNS)
-        rows["litellm"].append(summarize(raw, tree_cpu_seconds(p.pid) - c0, "litellm"))
-    return {"label_ours": dict(scenarios_labels())["openai"], "label_peer": peer.label, "workers": int(workers),
-            "openai": median_of(rows["openai"]), "litellm": median_of(rows["litellm"]), "raw": rows}
+        for name, _, _, peer in started:
+            rows[name].append(run_oha(peer, sv, SECONDS, CONNS))
+    return {"label_ours": dict(scenarios_labels())["openai"], "openai": median_of(rows["openai"]),
+            "peers": [{"name": name, "label": peer.label, "goal": goal, **median_of(rows[name])}
+                      for name, _, goal, peer in started],
+            "raw": rows}
 
 
 def scenarios_labels():
@@ -653,18 +765,19 @@ def render_peers(res):
         return []
     if "error" in pr:
         return ["### F. Peers", "", f"Not measured: {pr['error']}.", ""]
-    o, l = pr["openai"], pr["litellm"]
+    o = pr["openai"]
     L = [f"### F. Peers at saturation, {res['params']['conns']} connections, same mock, interleaved rounds",
          "",
-         f"LiteLLM runs {pr['workers']} worker processes (one per core); its CPU is the sum over its process tree.",
+         "A peer's CPU is the sum over its process tree (LiteLLM runs worker processes).",
          "",
          "| gateway | req/s | p50 ms | p99 ms | CPU µs/req | errors |",
          "|---|---:|---:|---:|---:|---:|"]
-    for r, label in ((o, pr["label_ours"]), (l, pr["label_peer"])):
+    for r, label in [(o, pr["label_ours"])] + [(q, q["label"]) for q in pr["peers"]]:
         L.append(f"| {label} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} "
                  f"| {f(r['cpu_us_per_req'], 1)} | {int(r['errors'] + r['non_2xx'])} |")
     L.append("")
-    L.append(f"apiproxy ÷ LiteLLM req/s: {f(ratio(o['rps'], l['rps']), 1)} (goal ≥ 100)")
+    for q in pr["peers"]:
+        L.append(f"apiproxy ÷ {q['name']} req/s: {f(ratio(o['rps'], q['rps']), 1)} (goal ≥ {q['goal']})")
     L.append("")
     return L
 
@@ -718,15 +831,22 @@ def render(res):
         L.append("TTFB and total: one stream at a time (curl timers, kept-alive connection); streams/s and p50/p99: "
                  f"oha, {res['params']['conns']} connections, whole stream read.")
         L.append("")
+        sn = st.get("nginx-sse")
+        L.append("The baseline for streams is nginx as a streaming proxy (2b): the bare Pingora floor (2) writes each "
+                 "upstream chunk on its own, so it is slower than a streaming proxy that writes what it read at once.")
+        L.append("")
         L.append("| scenario | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | streams/s | p50 ms | p99 ms "
-                 "| p99.9 ms | CPU µs/stream | streams/s ÷ direct | ÷ floor | errors |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| p99.9 ms | CPU µs/stream | streams/s ÷ direct | ÷ floor | ÷ nginx | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for key, label in res["labels"]["sse"]:
-            r = st[key]
+            r = st.get(key)
+            if not r:
+                continue
             L.append(f"| {label} | {f(r['ttfb_p50_ms'], 3)} | {f(r['ttfb_p99_ms'], 3)} | {f(r['total_p50_ms'], 3)} "
                      f"| {f(r['total_p99_ms'], 3)} | {f(r['rps'], 0)} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} "
                      f"| {f(r['p999_ms'], 3)} | {f(r['cpu_us_per_req'], 1)} | {f(ratio(r['rps'], sd['rps']))} "
-                     f"| {f(ratio(r['rps'], sf['rps']))} | {int(r['errors'] + r['non_2xx'] + r['failed'])} |")
+                     f"| {f(ratio(r['rps'], sf['rps']))} | {f(ratio(r['rps'], sn['rps']) if sn else None)} "
+                     f"| {int(r['errors'] + r['non_2xx'] + r['failed'])} |")
         L.append("")
     if res.get("open_streams"):
         L.append(f"### D. Memory with {res['params']['streams']} concurrent open streams (40 events, 100 ms apart)")
@@ -747,6 +867,12 @@ def render(res):
     if sat and sat.get("openai"):
         o = sat["openai"]
         L.append(f"- apiproxy (3) at saturation: {f(ratio(o['rps'], fl['rps']))} of the floor's req/s (goal ≥ 0.95)")
+    sn = res.get("streams", {}).get("nginx-sse")
+    for key, what in (("openai-sse", "SSE passthrough"), ("anthropic-sse", "SSE translated OpenAI→Anthropic")):
+        r = res.get("streams", {}).get(key)
+        if r and sn:
+            L.append(f"- {what}: {f(ratio(r['rps'], sn['rps']))} of nginx's streams/s as a streaming proxy, "
+                     f"CPU µs/stream {f(r['cpu_us_per_req'], 1)} vs {f(sn['cpu_us_per_req'], 1)}")
     if fix:
         for key in ("openai", "anthropic"):
             r = fix.get(key)
@@ -791,7 +917,7 @@ def main():
     sv = Servers(bin_dir, work)
     ports = {k: free_port() for k in ("mock", "mock_slow", "floor", "floor_slow", "apiproxy", "metrics",
                                       "apiproxy_redis", "metrics_redis", "redis", "apiproxy_cluster",
-                                      "metrics_cluster", "apiproxy_nocollect", "metrics_nocollect")}
+                                      "metrics_cluster", "apiproxy_nocollect", "metrics_nocollect", "nginx")}
     res = {"machine": machine(),
            "params": {"seconds": SECONDS, "rounds": ROUNDS, "rate": RATE, "conns": CONNS, "streams": STREAMS,
                       "ttfb_samples": TTFB_SAMPLES}}
@@ -827,12 +953,15 @@ def main():
             conf_cluster = Path(work) / "apiproxy-cluster.yaml"
             conf_cluster.write_text(apiproxy_config(ports, work, "apiproxy_cluster", "metrics_cluster", cluster_url))
             sv.start("apiproxy_cluster", [b / "apiproxy", "-c", str(conf_cluster)], ports["apiproxy_cluster"], env=env)
+        has_nginx = part("sse") and streaming_proxy(sv, ports, work)
         sv.ports["metrics"] = ports["metrics"]
         sv.procs_by_name = [(n, p) for n, p in sv.procs]
         sc = scenarios()
         if SCENARIOS:
-            keep = SCENARIOS | {"direct", "floor", "direct-sse", "floor-sse"}
+            keep = SCENARIOS | {"direct", "floor", "direct-sse", "floor-sse", "nginx-sse"}
             sc = {g: [x for x in sc[g] if x.key in keep] for g in sc}
+        if not has_nginx:
+            sc["sse"] = [x for x in sc["sse"] if x.proc != "nginx"]
         res["labels"] = {g: [(s.key, s.label) for s in sc[g]] for g in sc}
         json_parts = [p for p in ("saturation", "fixed") if part(p)]
         sse_on = part("sse")
@@ -896,10 +1025,11 @@ def main():
     finally:
         sv.stop()
     import routing_bench
-    log("routing scenario (benches/routing_bench.py)")
-    res["routing"] = routing_bench.run(bin_dir)
+    if part("routing"):
+        log("routing scenario (benches/routing_bench.py)")
+        res["routing"] = routing_bench.run(bin_dir)
     res["wall_seconds"] = time.time() - t_start
-    table = render(res) + routing_bench.render(res["routing"])
+    table = render(res) + (routing_bench.render(res["routing"]) if "routing" in res else "")
     print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in ("latest", f"run-{stamp}"):

@@ -28,7 +28,29 @@ if [ -n "${PEERS:-}" ] && [ "${PEERS}" != 0 ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
   fi
-  export BENCH_LITELLM_VENV="$venv" PEERS
+  # Portkey's open-source gateway, from npm, into its own folder (once).
+  PORTKEY_VERSION="${PORTKEY_VERSION:-1.15.2}"
+  pk="${BENCH_PORTKEY_DIR:-$HOME/.cache/apiproxy-bench/portkey-$PORTKEY_VERSION}"
+  if [ ! -f "$pk/node_modules/@portkey-ai/gateway/build/start-server.js" ]; then
+    command -v npm >/dev/null 2>&1 || { echo "bench: npm is missing (Portkey's gateway needs node and npm)" >&2; exit 1; }
+    echo "bench: installing @portkey-ai/gateway $PORTKEY_VERSION into $pk (once; npm)" >&2
+    mkdir -p "$pk"
+    (cd "$pk" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "@portkey-ai/gateway@$PORTKEY_VERSION")
+  fi
+  export BENCH_LITELLM_VENV="$venv" BENCH_PORTKEY_DIR="$pk" PORTKEY_VERSION PEERS
+fi
+
+# nginx, the baseline of the SSE scenarios (a streaming reverse proxy): the
+# binary of Debian's package unpacked into the cache, so that no nginx
+# service is installed or started on the machine.
+ngx_dir="$HOME/.cache/apiproxy-bench/nginx"
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x "$ngx_dir/usr/sbin/nginx" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bench: unpacking Debian's nginx into $ngx_dir (once; the SSE baseline)" >&2
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download -q nginx >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get download -q nginx >/dev/null; }) \
+    && dpkg -x "$tmp"/nginx_*.deb "$ngx_dir" \
+    || echo "bench: could not unpack nginx: the SSE table has no nginx baseline" >&2
+  rm -rf "$tmp"
 fi
 
 # Absolute: the harness starts the servers from a scratch directory.
