@@ -648,12 +648,20 @@ async fn idle_closed_pooled_connections_are_not_a_failure() {
             let (c, gone) = (c.clone(), gone.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                let mut served = false;
                 loop {
-                    let got = tokio::time::timeout(
-                        Duration::from_millis(100),
-                        read_one(&mut sock, &mut buf),
-                    )
-                    .await;
+                    // A fresh connection waits for its first request however
+                    // slow the gateway is to write it (a stalled scheduler
+                    // once took over 100 ms and got a 502 from a closed
+                    // fresh connection); only a connection that has served a
+                    // request and then idles for 100 ms is closed.
+                    let idle = if served {
+                        Duration::from_millis(100)
+                    } else {
+                        WAIT
+                    };
+                    let got = tokio::time::timeout(idle, read_one(&mut sock, &mut buf)).await;
+                    served = true;
                     let Ok(Some(())) = got else {
                         // Idle (or the gateway left): close, and say so.
                         drop(sock);
