@@ -25,7 +25,7 @@ use crate::metrics;
 use crate::routing::metrics as route_metrics;
 use crate::routing::{Candidate, Runtime};
 use crate::upstream::capacity::Slot;
-use crate::upstream::http::{self, Incoming, Outgoing, SendError};
+use crate::upstream::http::{self, Incoming, Outgoing};
 use crate::upstream::ratelimit;
 use crate::upstream::stats::{InFlight, UpstreamStats};
 use crate::upstream::{now_ms, KeyChoice, Provider};
@@ -548,14 +548,7 @@ impl<'a> Attempts<'a> {
         .await;
         let mut resp = match sent {
             Ok(r) => r,
-            Err(e) => {
-                let error = match e {
-                    SendError::Connect(m, _) => AttemptError::Connect(m),
-                    SendError::Timeout => AttemptError::Timeout,
-                    SendError::Io(m, _) => AttemptError::Io(m),
-                };
-                return Ok(Err((error, None)));
-            }
+            Err(e) => return Ok(Err((AttemptError::Send(e), None))),
         };
         let reading = ratelimit::parse(|h| resp.header_str(h), now_ms());
         if let (Some(k), Some(r)) = (key_index, reading.clone()) {
@@ -577,10 +570,7 @@ impl<'a> Attempts<'a> {
             .is_some_and(|t| t.starts_with("text/event-stream"));
         if self.stream && sse {
             if let Err(e) = resp.peek().await {
-                let error = AttemptError::BrokenAnswer {
-                    timed_out: matches!(e, SendError::Timeout),
-                    reason: e.to_string(),
-                };
+                let error = AttemptError::BrokenAnswer(relay::RelayFault::Upstream(e));
                 return Ok(Err((error, None)));
             }
         }
@@ -681,9 +671,10 @@ impl<'a> Attempts<'a> {
     fn fail(&self, provider: &Provider, c: &Candidate, error: AttemptError) {
         // The message was scrubbed of the provider's keys when it was read.
         log::debug!(
-            "attempt failed: {}/{}: {error}",
+            "attempt failed: {}/{}: {}",
             provider.config.id,
-            c.model
+            c.model,
+            crate::error::Chain(&error)
         );
         self.failures.lock().push(FailedAttempt {
             provider: provider.config.id.clone(),
@@ -747,7 +738,7 @@ impl<'a> Attempts<'a> {
         let (outcome, status) = match &relayed {
             Outcome::Done => ("ok", Some(ctx.status).filter(|s| *s != 0)),
             Outcome::ClientGone => ("client_gone", Some(ctx.status).filter(|s| *s != 0)),
-            Outcome::Failed { .. } => ("stream_error", None),
+            Outcome::Failed(_) => ("stream_error", None),
         };
         ctx.note_attempt(provider.id(), &c.model, outcome, status, Some(sent_at));
         match relayed {
@@ -782,11 +773,8 @@ impl<'a> Attempts<'a> {
                 Tried::Answered
             }
             Outcome::ClientGone => Tried::Answered,
-            Outcome::Failed { reason, status } => {
-                let error = AttemptError::BrokenAnswer {
-                    reason,
-                    timed_out: status == Some(504),
-                };
+            Outcome::Failed(fault) => {
+                let error = AttemptError::BrokenAnswer(fault);
                 if ctx.first_byte.is_some() {
                     // Already answered, and closed with an error event.
                     metrics::ATTEMPTS
