@@ -27,7 +27,7 @@ use crate::routing::{Candidate, Runtime};
 use crate::upstream::capacity::Slot;
 use crate::upstream::http::{self, Incoming, Outgoing};
 use crate::upstream::ratelimit;
-use crate::upstream::stats::{InFlight, UpstreamStats};
+use crate::upstream::stats::InFlight;
 use crate::upstream::{now_ms, KeyChoice, Provider};
 
 /// The upstream (and key) a session is bound to: tried first.
@@ -100,6 +100,72 @@ impl Reached<'_> {
     /// Ends a hedge race: anything but a failure.
     fn decisive(&self) -> bool {
         !matches!(self, Reached::Failed)
+    }
+}
+
+/// How one attempt ended; its label is `apiproxy_upstream_attempts_total`'s
+/// `outcome` and the request history's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// The answer was relayed to its end.
+    Ok,
+    /// The client left while it was relayed.
+    ClientGone,
+    /// The side of a hedged race given up when the other answered.
+    HedgeCancelled,
+    /// The attempt failed (or its candidate was passed over).
+    Failed(AttemptError),
+}
+
+impl AttemptOutcome {
+    /// The metric's and the history's label (a fixed set).
+    pub fn label(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::ClientGone => "client_gone",
+            AttemptOutcome::HedgeCancelled => "hedge_cancelled",
+            AttemptOutcome::Failed(e) => e.outcome_label(),
+        }
+    }
+}
+
+/// One attempt as its end is recorded (`Attempts::record`).
+struct Ended<'r> {
+    provider: &'r Provider,
+    c: &'r Candidate,
+    key_index: Option<usize>,
+    /// When its request left; `None`: the candidate was passed over.
+    sent_at: Option<Instant>,
+    /// The upstream's status, when it answered.
+    status: Option<u16>,
+    /// For an answer: how long it took (to a stream's first byte); for a
+    /// hedge given up: how long it had waited.
+    latency: Option<Duration>,
+    /// A refusal about this request alone (see `refusal.rs`).
+    request_only: bool,
+    /// The upstream's refusal was read and can be relayed.
+    relayable: bool,
+    /// Part of the answer already reached the client.
+    answered: bool,
+    /// The keys tried for this candidate, when another key may follow.
+    tried_keys: Option<&'r mut Vec<usize>>,
+}
+
+impl<'r> Ended<'r> {
+    /// A candidate passed over: nothing sent, no key.
+    fn new(provider: &'r Provider, c: &'r Candidate) -> Self {
+        Ended {
+            provider,
+            c,
+            key_index: None,
+            sent_at: None,
+            status: None,
+            latency: None,
+            request_only: false,
+            relayable: false,
+            answered: false,
+            tried_keys: None,
+        }
     }
 }
 
@@ -244,9 +310,7 @@ impl<'a> Attempts<'a> {
             waiting,
         ))
         .await;
-        for line in self.log.lock().drain(..) {
-            ctx.push_attempt(line);
-        }
+        self.flush_log(ctx);
         let raced = match waited {
             Waited::Ready(Ok(r)) => r,
             Waited::Ready(Err(_)) => return Err(deadline_passed(self.rt)),
@@ -265,13 +329,19 @@ impl<'a> Attempts<'a> {
             self.settle_race(ctx, &candidates[h], c, &raced, started, hedge_started);
         }
         let tried = match raced.outcome {
-            Reached::Answer(a) => Box::pin(self.finish(session, ctx, a, parsed, headers)).await,
+            Reached::Answer(a) => {
+                let tried = Box::pin(self.finish(session, ctx, a, parsed, headers)).await;
+                self.flush_log(ctx);
+                tried
+            }
             Reached::Refused { provider, refusal } => {
+                self.flush_log(ctx);
                 Box::pin(refusal.relay(self.fmt, session, ctx, provider, headers)).await?;
                 Tried::Answered
             }
             Reached::Error(e) => return Err(e),
             Reached::Failed => {
+                self.flush_log(ctx);
                 if let Some(f) = self.failures.lock().last() {
                     ctx.provider.clone_from(&f.provider);
                     ctx.upstream_model.clone_from(&f.model);
@@ -280,6 +350,14 @@ impl<'a> Attempts<'a> {
             }
         };
         Ok((tried, hedge_index))
+    }
+
+    /// Moves the history lines recorded since the last look into the
+    /// request's (`record` has no context: it may run on a hedge's side).
+    fn flush_log(&self, ctx: &mut RequestCtx) {
+        for line in self.log.lock().drain(..) {
+            ctx.push_attempt(line);
+        }
     }
 
     /// The candidate a hedge of `candidates[i]` would go to, and when: the
@@ -370,14 +448,14 @@ impl<'a> Attempts<'a> {
         };
         if let Some((c, since)) = abandoned {
             let p = &self.rt.providers[c.provider];
-            let provider = p.id();
-            ctx.note_attempt(provider, &c.model, "hedge_cancelled", None, Some(since));
+            let ended = Ended {
+                sent_at: Some(since),
+                latency: Some(since.elapsed()),
+                ..Ended::new(p, c)
+            };
+            self.record(ended, AttemptOutcome::HedgeCancelled);
             // The provider read it: its tokens are the key's too.
             ctx.abandoned = Some(hedge::Abandoned::new(p, &c.model, self.input_estimate));
-            let waited = since.elapsed().as_secs_f64() * 1000.0;
-            self.rt
-                .stats(c)
-                .on_abandoned(now_ms(), waited, &self.rt.config.routing.scoring);
         }
     }
 
@@ -393,14 +471,20 @@ impl<'a> Attempts<'a> {
             .capacity
             .acquire(now_ms(), cfg.max_concurrency, cfg.max_qps)
         else {
-            self.pass_over(provider, c, AttemptError::AtCapacity);
+            self.record(
+                Ended::new(provider, c),
+                AttemptOutcome::Failed(AttemptError::AtCapacity),
+            );
             return Reached::Failed;
         };
         let stats = self.rt.stats(c);
         let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
         route_metrics::note_transition(provider, transition);
         if !admitted {
-            self.pass_over(provider, c, AttemptError::CircuitOpen);
+            self.record(
+                Ended::new(provider, c),
+                AttemptOutcome::Failed(AttemptError::CircuitOpen),
+            );
             return Reached::Failed;
         }
         let mut tried_keys: Vec<usize> = Vec::new();
@@ -426,7 +510,10 @@ impl<'a> Attempts<'a> {
                     },
                     KeyChoice::Keyless => (None, None),
                     KeyChoice::AllBusy => {
-                        self.pass_over(provider, c, AttemptError::AtCapacity);
+                        self.record(
+                            Ended::new(provider, c),
+                            AttemptOutcome::Failed(AttemptError::AtCapacity),
+                        );
                         return Reached::Failed;
                     }
                     KeyChoice::AllCooling => {
@@ -437,7 +524,7 @@ impl<'a> Attempts<'a> {
                         } else {
                             AttemptError::NoUsableKey
                         };
-                        self.pass_over(provider, c, e);
+                        self.record(Ended::new(provider, c), AttemptOutcome::Failed(e));
                         return Reached::Failed;
                     }
                 };
@@ -471,30 +558,23 @@ impl<'a> Attempts<'a> {
                 AttemptError::Status { status, .. } => Some(*status),
                 _ => None,
             };
-            self.note(provider, c, error.outcome_label(), status, Some(started));
-            let request_only = refusal.as_ref().is_some_and(|r| r.request_only);
-            match self.after_failure(
-                provider,
-                &stats,
+            let ended = Ended {
                 key_index,
-                &error,
-                request_only,
-                &mut tried_keys,
-            ) {
-                NextStep::NextKey => self.fail(provider, c, error),
-                NextStep::NextCandidate => {
-                    self.fail(provider, c, error);
-                    return Reached::Failed;
-                }
+                sent_at: Some(started),
+                status,
+                request_only: refusal.as_ref().is_some_and(|r| r.request_only),
+                relayable: refusal.is_some(),
+                tried_keys: Some(&mut tried_keys),
+                ..Ended::new(provider, c)
+            };
+            match self.record(ended, AttemptOutcome::Failed(error)) {
+                NextStep::NextKey => {}
+                NextStep::NextCandidate => return Reached::Failed,
                 NextStep::Relay => {
-                    return match refusal {
-                        Some(refusal) => Reached::Refused { provider, refusal },
-                        None => {
-                            // Only an error status is ever relayed.
-                            self.fail(provider, c, error);
-                            Reached::Failed
-                        }
-                    };
+                    if let Some(refusal) = refusal {
+                        return Reached::Refused { provider, refusal };
+                    }
+                    return Reached::Failed;
                 }
             }
         }
@@ -581,23 +661,104 @@ impl<'a> Attempts<'a> {
         }))
     }
 
-    /// Counts a failed attempt and decides what follows it: cools the key,
-    /// counts an upstream fault, and notes the key as tried when another
-    /// may do better.
-    #[allow(clippy::too_many_arguments)]
-    fn after_failure(
+    /// Records how one attempt (or a candidate passed over) ended, in one
+    /// place: the request's history, `apiproxy_upstream_attempts_total`,
+    /// the key's and the upstream's records (health, latency, breaker,
+    /// cooldowns) and the failures the final error names. For a failure,
+    /// returns what follows it (`failover::decide`).
+    fn record(&self, ended: Ended<'_>, outcome: AttemptOutcome) -> NextStep {
+        let Ended {
+            provider,
+            c,
+            key_index,
+            sent_at,
+            status,
+            latency,
+            request_only,
+            relayable,
+            answered,
+            tried_keys,
+        } = ended;
+        if self.keep_log {
+            let line = AttemptLog::new(provider.id(), &c.model, outcome.label(), status, sent_at);
+            self.log.lock().push(line);
+        }
+        let routing = &self.rt.config.routing;
+        // A candidate passed over sent nothing: no attempt to count.
+        if sent_at.is_some() && matches!(outcome, AttemptOutcome::Ok | AttemptOutcome::Failed(_)) {
+            metrics::ATTEMPTS
+                .with_label_values(&[provider.id(), outcome.label()])
+                .inc();
+        }
+        let error = match outcome {
+            AttemptOutcome::Ok => {
+                let latency = latency.unwrap_or_default();
+                provider.health.record_success(latency);
+                let ms = latency.as_secs_f64() * 1000.0;
+                let t = self.rt.stats(c).on_success(now_ms(), ms, &routing.scoring);
+                route_metrics::note_transition(provider, t);
+                if let Some(k) = key_index {
+                    provider.key_succeeded(k);
+                }
+                return NextStep::NextCandidate;
+            }
+            AttemptOutcome::ClientGone => return NextStep::NextCandidate,
+            AttemptOutcome::HedgeCancelled => {
+                // It waited at least that long: routing learns as much.
+                let waited = latency.unwrap_or_default().as_secs_f64() * 1000.0;
+                self.rt
+                    .stats(c)
+                    .on_abandoned(now_ms(), waited, &routing.scoring);
+                return NextStep::NextCandidate;
+            }
+            AttemptOutcome::Failed(error) => error,
+        };
+        let next = if sent_at.is_none() {
+            NextStep::NextCandidate
+        } else if answered {
+            // The client has part of this answer: nothing follows, but the
+            // upstream failed it.
+            self.upstream_failed(provider, c);
+            NextStep::NextCandidate
+        } else {
+            self.decide(provider, c, key_index, &error, request_only, tried_keys)
+        };
+        if next == NextStep::Relay && relayable {
+            // The upstream's refusal is the answer, not a failure.
+            return next;
+        }
+        // The message was scrubbed of the provider's keys when it was read.
+        log::debug!(
+            "attempt failed: {}/{}: {}",
+            provider.config.id,
+            c.model,
+            crate::error::Chain(&error)
+        );
+        self.failures.lock().push(FailedAttempt {
+            provider: provider.config.id.clone(),
+            model: c.model.clone(),
+            error,
+        });
+        match next {
+            // Only an error status is ever relayed.
+            NextStep::Relay => NextStep::NextCandidate,
+            other => other,
+        }
+    }
+
+    /// What follows a failed attempt that was sent (`failover::decide`),
+    /// and what it changes: the key cooled, the upstream's fault counted,
+    /// the key noted as tried when another may do better.
+    fn decide(
         &self,
         provider: &Provider,
-        stats: &UpstreamStats,
+        c: &Candidate,
         key_index: Option<usize>,
         error: &AttemptError,
         request_only: bool,
-        tried_keys: &mut Vec<usize>,
+        tried_keys: Option<&mut Vec<usize>>,
     ) -> NextStep {
         let routing = &self.rt.config.routing;
-        metrics::ATTEMPTS
-            .with_label_values(&[provider.id(), error.outcome_label()])
-            .inc();
         let retryable = matches!(error, AttemptError::Status { status, .. }
             if provider.config.retryable.contains(*status));
         let key_refused = matches!(
@@ -608,9 +769,11 @@ impl<'a> Attempts<'a> {
             }
         );
         let mut other_key = false;
-        if let (true, false, Some(k)) = (key_refused, request_only, key_index) {
-            tried_keys.push(k);
-            other_key = provider.has_key_left(tried_keys, routing.ratelimit_reserve);
+        if let (true, false, Some(k), Some(tried)) =
+            (key_refused, request_only, key_index, tried_keys)
+        {
+            tried.push(k);
+            other_key = provider.has_key_left(tried, routing.ratelimit_reserve);
         }
         let d = failover::decide(
             error,
@@ -631,56 +794,21 @@ impl<'a> Attempts<'a> {
                 .inc();
         }
         if d.upstream_fault {
-            self.upstream_failed(provider, stats);
+            self.upstream_failed(provider, c);
         }
         d.next
     }
 
     /// Counts a failure that says something about the upstream in its
     /// record (which may open its breaker).
-    fn upstream_failed(&self, provider: &Provider, stats: &UpstreamStats) {
+    fn upstream_failed(&self, provider: &Provider, c: &Candidate) {
         let r = &self.rt.config.routing;
         provider.health.record_failure();
-        let t = stats.on_failure(now_ms(), &r.scoring, &r.breaker);
+        let t = self
+            .rt
+            .stats(c)
+            .on_failure(now_ms(), &r.scoring, &r.breaker);
         route_metrics::note_transition(provider, t);
-    }
-
-    /// A candidate passed over without a request (breaker open, no usable
-    /// key, no room): a failure, and a line in the request's history.
-    fn pass_over(&self, provider: &Provider, c: &Candidate, error: AttemptError) {
-        self.note(provider, c, error.outcome_label(), None, None);
-        self.fail(provider, c, error);
-    }
-
-    /// A line in the request's history (`started`: `None` when nothing was
-    /// sent).
-    fn note(
-        &self,
-        provider: &Provider,
-        c: &Candidate,
-        outcome: &'static str,
-        status: Option<u16>,
-        started: Option<Instant>,
-    ) {
-        if self.keep_log {
-            let line = AttemptLog::new(provider.id(), &c.model, outcome, status, started);
-            self.log.lock().push(line);
-        }
-    }
-
-    fn fail(&self, provider: &Provider, c: &Candidate, error: AttemptError) {
-        // The message was scrubbed of the provider's keys when it was read.
-        log::debug!(
-            "attempt failed: {}/{}: {}",
-            provider.config.id,
-            c.model,
-            crate::error::Chain(&error)
-        );
-        self.failures.lock().push(FailedAttempt {
-            provider: provider.config.id.clone(),
-            model: c.model.clone(),
-            error,
-        });
     }
 
     /// Relays a good answer. A failure before anything reached the client
@@ -733,19 +861,15 @@ impl<'a> Attempts<'a> {
             provider_keys: &provider.config.api_keys,
             keepalive: self.keepalive,
         };
-        let stats = self.rt.stats(c);
         let relayed = relay::relay(session, ctx, &mut answer.resp, &plan, headers).await;
-        let (outcome, status) = match &relayed {
-            Outcome::Done => ("ok", Some(ctx.status).filter(|s| *s != 0)),
-            Outcome::ClientGone => ("client_gone", Some(ctx.status).filter(|s| *s != 0)),
-            Outcome::Failed(_) => ("stream_error", None),
+        let ended = Ended {
+            key_index,
+            sent_at: Some(sent_at),
+            status: Some(ctx.status).filter(|s| *s != 0),
+            ..Ended::new(provider, c)
         };
-        ctx.note_attempt(provider.id(), &c.model, outcome, status, Some(sent_at));
         match relayed {
             Outcome::Done => {
-                metrics::ATTEMPTS
-                    .with_label_values(&[provider.id(), "ok"])
-                    .inc();
                 // Streams are judged by their first byte, answers whole.
                 let latency = match ctx.first_byte {
                     Some(fb) if parsed.stream => {
@@ -753,13 +877,11 @@ impl<'a> Attempts<'a> {
                     }
                     _ => sent_at.elapsed(),
                 };
-                provider.health.record_success(latency);
-                let r = &self.rt.config.routing;
-                let t = stats.on_success(now_ms(), latency.as_secs_f64() * 1000.0, &r.scoring);
-                route_metrics::note_transition(provider, t);
-                if let Some(k) = key_index {
-                    provider.key_succeeded(k);
-                }
+                let ended = Ended {
+                    latency: Some(latency),
+                    ..ended
+                };
+                self.record(ended, AttemptOutcome::Ok);
                 ctx.served_by = Some(ServedBy {
                     provider: provider.config.id.clone(),
                     model: c.model.clone(),
@@ -772,23 +894,32 @@ impl<'a> Attempts<'a> {
                 drop(_hold);
                 Tried::Answered
             }
-            Outcome::ClientGone => Tried::Answered,
+            Outcome::ClientGone => {
+                self.record(ended, AttemptOutcome::ClientGone);
+                Tried::Answered
+            }
             Outcome::Failed(fault) => {
-                let error = AttemptError::BrokenAnswer(fault);
-                if ctx.first_byte.is_some() {
-                    // Already answered, and closed with an error event.
-                    metrics::ATTEMPTS
-                        .with_label_values(&[provider.id(), error.outcome_label()])
-                        .inc();
-                    self.upstream_failed(provider, &stats);
-                    self.fail(provider, c, error);
-                    return Tried::Answered;
+                // Already answered, and closed with an error event: the
+                // stream is over. Before that, a broken answer always
+                // moves on to the next candidate.
+                let answered = ctx.first_byte.is_some();
+                if !answered {
+                    super::respond::strip_debug(headers);
                 }
-                super::respond::strip_debug(headers);
-                // A broken answer always moves on to the next candidate.
-                self.after_failure(provider, &stats, key_index, &error, false, &mut Vec::new());
-                self.fail(provider, c, error);
-                Tried::Failed
+                let ended = Ended {
+                    status: None,
+                    answered,
+                    ..ended
+                };
+                self.record(
+                    ended,
+                    AttemptOutcome::Failed(AttemptError::BrokenAnswer(fault)),
+                );
+                if answered {
+                    Tried::Answered
+                } else {
+                    Tried::Failed
+                }
             }
         }
     }
@@ -801,4 +932,56 @@ fn wants_debug(session: &Session) -> bool {
         .headers
         .get("x-debug")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v.as_bytes() == b"1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::http::{SendError, SendKind};
+
+    /// The labels are a user contract (`apiproxy_upstream_attempts_total`,
+    /// the console's request history): they never change.
+    #[test]
+    fn outcome_labels() {
+        let failed = |e| AttemptOutcome::Failed(e);
+        let cases = [
+            (AttemptOutcome::Ok, "ok"),
+            (AttemptOutcome::ClientGone, "client_gone"),
+            (AttemptOutcome::HedgeCancelled, "hedge_cancelled"),
+            (failed(AttemptError::CircuitOpen), "circuit_open"),
+            (failed(AttemptError::AtCapacity), "at_capacity"),
+            (failed(AttemptError::NoUsableKey), "no_key"),
+            (
+                failed(AttemptError::KeysRateLimited { retry_after: 1 }),
+                "keys_rate_limited",
+            ),
+            (
+                failed(AttemptError::Send(SendError::new(SendKind::Connect, "x"))),
+                "connect_error",
+            ),
+            (
+                failed(AttemptError::Send(SendError::new(SendKind::Timeout, "x"))),
+                "timeout",
+            ),
+            (
+                failed(AttemptError::Send(SendError::new(SendKind::Io, "x"))),
+                "io_error",
+            ),
+            (
+                failed(AttemptError::BrokenAnswer(relay::RelayFault::NoEvent)),
+                "stream_error",
+            ),
+        ];
+        for (outcome, label) in cases {
+            assert_eq!(outcome.label(), label, "{outcome:?}");
+        }
+        for (status, label) in [(429, "429"), (404, "4xx"), (503, "5xx")] {
+            let e = AttemptError::Status {
+                status,
+                message: String::new(),
+                retry_after: None,
+            };
+            assert_eq!(failed(e).label(), label);
+        }
+    }
 }

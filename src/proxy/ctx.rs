@@ -130,21 +130,6 @@ impl AttemptLog {
 }
 
 impl RequestCtx {
-    /// Notes one attempt (or a candidate passed over) for the request's
-    /// history.
-    pub fn note_attempt(
-        &mut self,
-        provider: &str,
-        model: &str,
-        outcome: &'static str,
-        status: Option<u16>,
-        started: Option<Instant>,
-    ) {
-        if self.keep_attempt_log {
-            self.push_attempt(AttemptLog::new(provider, model, outcome, status, started));
-        }
-    }
-
     /// Adds a line made earlier (an attempt that raced a hedge is noted
     /// when it ends, and joins the history once the race is over).
     pub fn push_attempt(&mut self, line: AttemptLog) {
