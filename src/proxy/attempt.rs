@@ -693,7 +693,7 @@ impl<'a> Attempts<'a> {
         let error = match outcome {
             AttemptOutcome::Ok => {
                 let latency = latency.unwrap_or_default();
-                provider.health.record_success(latency);
+                provider.tally.record_success();
                 let ms = latency.as_secs_f64() * 1000.0;
                 let t = self.rt.stats(c).on_success(now_ms(), ms, &routing.scoring);
                 route_metrics::note_transition(provider, t);
@@ -803,7 +803,7 @@ impl<'a> Attempts<'a> {
     /// record (which may open its breaker).
     fn upstream_failed(&self, provider: &Provider, c: &Candidate) {
         let r = &self.rt.config.routing;
-        provider.health.record_failure();
+        provider.tally.record_failure();
         let t = self
             .rt
             .stats(c)
@@ -943,7 +943,7 @@ mod tests {
     /// the console's request history): they never change.
     #[test]
     fn outcome_labels() {
-        let failed = |e| AttemptOutcome::Failed(e);
+        let failed = AttemptOutcome::Failed;
         let cases = [
             (AttemptOutcome::Ok, "ok"),
             (AttemptOutcome::ClientGone, "client_gone"),
