@@ -913,9 +913,10 @@ fn h2_server_settings(s: &mut impl std::io::Read) -> Vec<(u16, u32)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_listener_has_the_client_limits_of_the_plain_one() {
-    use std::io::Write;
+/// A gateway with a TLS listener beside its plain one, tight client
+/// limits on both (`max_connections: 2` shared), and a provider that
+/// counts what reaches it. The directory holds the certificate.
+async fn tls_edge() -> (TempDir, Gateway, MockProvider, u16) {
     let dir = TempDir::new();
     let (cert, key) = self_signed(&dir.0, "edge", "edge.test");
     let up = MockProvider::always(Reply::json(200, openai_completion("m", "ok"))).await;
@@ -930,6 +931,13 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
         ),
     )
     .await;
+    (dir, gw, up, tls_port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_has_the_client_limits_of_the_plain_one() {
+    use std::io::Write;
+    let (_dir, gw, up, tls_port) = tls_edge().await;
     // A stream whose body stops arriving is answered 408 at the body
     // timeout, in the client's error shape, and nothing goes upstream.
     let send = common::h2_client::h2_connect(tls_port).await;
@@ -1026,7 +1034,11 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
     if let Err(e) = checks {
         panic!("{e}\n{log}\n{}", gw.log());
     }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cap_counts_both_listeners() {
+    let (_dir, gw, up, tls_port) = tls_edge().await;
     // One cap for both listeners: a TLS connection and two plain ones are
     // one too many for max_connections 2 (with a cap per listener the
     // plain listener would hold both of its own). Which of the three is
@@ -1053,7 +1065,13 @@ async fn tls_listener_has_the_client_limits_of_the_plain_one() {
     );
     drop(held);
     assert_eq!(up.count(), 0, "a half body went upstream");
+}
 
+#[test]
+fn a_reachable_tls_listener_needs_client_keys() {
+    let dir = TempDir::new();
+    let (cert, key) = self_signed(&dir.0, "edge", "edge.test");
+    let tls_port = free_port();
     // A TLS listener reachable from other machines needs client keys, as
     // the plain one does.
     let file = dir.0.join("open.yaml");

@@ -2,7 +2,7 @@
 //! next candidate, or the upstream's own answer relayed to the client; and,
 //! when every candidate failed, the one error the client gets.
 //!
-//! Pure decisions on typed values; `attempt.rs` (`Attempts`) does the I/O
+//! Pure decisions on typed values; `attempt/` (`Attempts`) does the I/O
 //! and calls them.
 
 use std::fmt;

@@ -1,7 +1,7 @@
 //! A generation request from start to end, one named step each:
 //! authenticate, read the request, authorize its models, admit it against
 //! the limits, resolve its candidates, stick to the session's upstream,
-//! then try the candidates (each with its keys, maybe hedged: `attempt.rs`)
+//! then try the candidates (each with its keys, maybe hedged: `attempt/`)
 //! until one answers. Nothing reaches the client before an upstream's first
 //! byte, so every failure until then moves on (`failover.rs` decides where).
 
