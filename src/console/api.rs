@@ -382,7 +382,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&crate::limits::key_bucket(k.owner_id()), l)
+                    .check_tokens(&crate::limits::client_key_bucket(k.owner_id()), l)
                     .await
                     .remaining,
             ),
@@ -407,7 +407,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&crate::limits::key_bucket(&k.id()), l)
+                    .check_tokens(&crate::limits::client_key_bucket(&k.id()), l)
                     .await
                     .remaining,
             ),

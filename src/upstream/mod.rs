@@ -3,6 +3,10 @@
 //! concurrency: `capacity.rs`), per (provider, model) latency, errors and
 //! breaker (`stats.rs`, `breaker.rs`: what routing scores on), their model
 //! catalog, and how a request to them is addressed.
+//!
+//! A "key" here is always one of a provider's API keys (`api_keys` in its
+//! config), named by its index; a client's key is `config::ClientKey`, and
+//! the store's Redis key names are the store's (`store.key_prefix`).
 
 pub mod breaker;
 pub mod capacity;
@@ -420,7 +424,8 @@ impl Provider {
         }
     }
 
-    pub fn key(&self, i: Option<usize>) -> Option<&str> {
+    /// The text of API key `i`, for the request's credentials.
+    pub fn api_key(&self, i: Option<usize>) -> Option<&str> {
         i.and_then(|i| self.config.api_keys.get(i))
             .map(String::as_str)
     }

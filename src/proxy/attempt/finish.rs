@@ -25,8 +25,12 @@ impl Attempts<'_> {
     ) -> Tried {
         // The answer stays in its box for the stream's life: moved out, it
         // would take ~1.2 KiB more of this future per open stream.
-        let (provider, c, key_index, sent_at) =
-            (answer.provider, answer.c, answer.key_index, answer.sent_at);
+        let (provider, c, api_key_index, sent_at) = (
+            answer.provider,
+            answer.c,
+            answer.api_key_index,
+            answer.sent_at,
+        );
         ctx.provider.clone_from(&provider.config.id);
         ctx.upstream_model.clone_from(&c.model);
         ctx.price = crate::pricing::price_of(&provider.config, &c.model);
@@ -43,7 +47,7 @@ impl Attempts<'_> {
             let serving = crate::proxy::session::Serving {
                 provider_id: &provider.config.id,
                 model_id: &c.model,
-                key_index,
+                api_key_index,
             };
             Box::pin(crate::proxy::session::claim_before_answer(
                 store.as_ref(),
@@ -64,7 +68,7 @@ impl Attempts<'_> {
         };
         let relayed = relay::relay(session, ctx, &mut answer.resp, &plan, headers).await;
         let ended = Ended {
-            key_index,
+            api_key_index,
             sent_at: Some(sent_at),
             status: Some(ctx.status).filter(|s| *s != 0),
             ..Ended::new(provider, c)
@@ -86,7 +90,7 @@ impl Attempts<'_> {
                 ctx.served_by = Some(ServedBy {
                     provider: provider.config.id.clone(),
                     model: c.model.clone(),
-                    key_index,
+                    api_key_index,
                 });
                 // Boxed: inline, the pool's release future would take
                 // ~5 KiB of this future during the whole stream.

@@ -38,7 +38,7 @@ mod record;
 pub struct StickyTarget {
     /// Index into [`Runtime::providers`].
     pub provider: usize,
-    pub key_index: usize,
+    pub api_key_index: usize,
 }
 
 /// How trying one candidate ended.
@@ -110,7 +110,7 @@ impl Reached<'_> {
 struct Answer<'r> {
     provider: &'r Provider,
     c: &'r Candidate,
-    key_index: Option<usize>,
+    api_key_index: Option<usize>,
     resp: Incoming,
     sent_at: Instant,
     /// The body sent was the client's own (same format).

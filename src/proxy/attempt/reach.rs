@@ -57,8 +57,8 @@ impl Attempts<'_> {
             let prefer = self
                 .sticky
                 .filter(|s| s.provider == c.provider)
-                .map(|s| s.key_index);
-            let (key_index, key_slot) =
+                .map(|s| s.api_key_index);
+            let (api_key_index, key_slot) =
                 match provider.pick_key(prefer, &tried_keys, routing.ratelimit_reserve) {
                     KeyChoice::Key(k) => match provider.acquire_key(k) {
                         Some(s) => (Some(k), s),
@@ -90,7 +90,7 @@ impl Attempts<'_> {
                 };
             let in_flight = stats.start();
             let started = Instant::now();
-            let (error, refusal) = match self.send(provider, c, key_index, parsed).await {
+            let (error, refusal) = match self.send(provider, c, api_key_index, parsed).await {
                 Ok(Ok(Sent {
                     resp,
                     sent_at,
@@ -99,7 +99,7 @@ impl Attempts<'_> {
                     return Reached::Answer(Box::new(Answer {
                         provider,
                         c,
-                        key_index,
+                        api_key_index,
                         resp,
                         sent_at,
                         passthrough,
@@ -119,7 +119,7 @@ impl Attempts<'_> {
                 _ => None,
             };
             let ended = Ended {
-                key_index,
+                api_key_index,
                 sent_at: Some(started),
                 status,
                 request_only: refusal.as_ref().is_some_and(|r| r.request_only),
@@ -147,7 +147,7 @@ impl Attempts<'_> {
         &self,
         provider: &Provider,
         c: &Candidate,
-        key_index: Option<usize>,
+        api_key_index: Option<usize>,
         parsed: &Parsed,
     ) -> Result<Result<Sent, Failure>, GatewayError> {
         let (body, passthrough) = {
@@ -166,7 +166,7 @@ impl Attempts<'_> {
             .apply_payload(body, &target)
             .map_err(GatewayError::internal)?;
         let edits = filters.header_edits(&target);
-        let mut out_headers = provider.auth_headers(provider.key(key_index));
+        let mut out_headers = provider.auth_headers(provider.api_key(api_key_index));
         if provider.config.format == self.fmt {
             out_headers.extend(self.forwarded.iter().cloned());
         }
@@ -191,7 +191,7 @@ impl Attempts<'_> {
             Err(e) => return Ok(Err((AttemptError::Send(e), None))),
         };
         let reading = ratelimit::parse(|h| resp.header_str(h), now_ms());
-        if let (Some(k), Some(r)) = (key_index, reading.clone()) {
+        if let (Some(k), Some(r)) = (api_key_index, reading.clone()) {
             provider.note_ratelimit(k, r);
         }
         if !(200..300).contains(&resp.status()) {

@@ -44,7 +44,7 @@ impl AttemptOutcome {
 pub(super) struct Ended<'r> {
     pub(super) provider: &'r Provider,
     pub(super) c: &'r Candidate,
-    pub(super) key_index: Option<usize>,
+    pub(super) api_key_index: Option<usize>,
     /// When its request left; `None`: the candidate was passed over.
     pub(super) sent_at: Option<Instant>,
     /// The upstream's status, when it answered.
@@ -68,7 +68,7 @@ impl<'r> Ended<'r> {
         Ended {
             provider,
             c,
-            key_index: None,
+            api_key_index: None,
             sent_at: None,
             status: None,
             latency: None,
@@ -90,7 +90,7 @@ impl Attempts<'_> {
         let Ended {
             provider,
             c,
-            key_index,
+            api_key_index,
             sent_at,
             status,
             latency,
@@ -117,7 +117,7 @@ impl Attempts<'_> {
                 let ms = latency.as_secs_f64() * 1000.0;
                 let t = self.rt.stats(c).on_success(now_ms(), ms, &routing.scoring);
                 route_metrics::note_transition(provider, t);
-                if let Some(k) = key_index {
+                if let Some(k) = api_key_index {
                     provider.key_succeeded(k);
                 }
                 return NextStep::NextCandidate;
@@ -141,7 +141,7 @@ impl Attempts<'_> {
             self.upstream_failed(provider, c);
             NextStep::NextCandidate
         } else {
-            self.decide(provider, c, key_index, &error, request_only, tried_keys)
+            self.decide(provider, c, api_key_index, &error, request_only, tried_keys)
         };
         if next == NextStep::Relay && relayable {
             // The upstream's refusal is the answer, not a failure.
@@ -173,7 +173,7 @@ impl Attempts<'_> {
         &self,
         provider: &Provider,
         c: &Candidate,
-        key_index: Option<usize>,
+        api_key_index: Option<usize>,
         error: &AttemptError,
         request_only: bool,
         tried_keys: Option<&mut Vec<usize>>,
@@ -190,7 +190,7 @@ impl Attempts<'_> {
         );
         let mut other_key = false;
         if let (true, false, Some(k), Some(tried)) =
-            (key_refused, request_only, key_index, tried_keys)
+            (key_refused, request_only, api_key_index, tried_keys)
         {
             tried.push(k);
             other_key = provider.has_key_left(tried, routing.ratelimit_reserve);
@@ -203,7 +203,7 @@ impl Attempts<'_> {
                 request_only,
             },
         );
-        if let (Some(cause), Some(k)) = (d.cool_key, key_index) {
+        if let (Some(cause), Some(k)) = (d.cool_key, api_key_index) {
             let retry_after = match error {
                 AttemptError::Status { retry_after, .. } => *retry_after,
                 _ => None,
