@@ -1,5 +1,5 @@
 # Container image for apiproxy. No container engine runs on this project's
-# machines: this file is kept small and checked by tests/ops.rs (the
+# machines: this file is kept small and checked by tests/config_logs_deploy.rs (the
 # compose file, the config and the ports it names), not built by CI.
 FROM rust:1-bookworm AS build
 WORKDIR /src

@@ -114,7 +114,7 @@ fn console_record(c: &mut Criterion) {
     let rt = Runtime::new(config, None);
     let mut ctx = apiproxy::proxy::ctx::RequestCtx {
         format: Some(apiproxy_translate::Format::OpenAiChat),
-        key_name: Some("alice".into()),
+        client_key_name: Some("alice".into()),
         requested_model: "fast".into(),
         provider: "openai".into(),
         upstream_model: "gpt-4o-mini".into(),

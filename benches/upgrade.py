@@ -22,7 +22,7 @@ and connection errors; requests cut by oha's own deadline at the end of a
 round are the client's doing and listed apart), streams started, completed
 (200, every event, `[DONE]`) and broken, and the old process's exit status.
 Writes benches/results/upgrade-latest.{md,json} and a time-stamped copy.
-Nothing here asserts a number: tests/operations.rs has the bounded versions
+Nothing here asserts a number: tests/upgrade_and_reload.rs has the bounded versions
 that do.
 """
 

@@ -2,6 +2,8 @@
 //! client, an upstream, or the gateway itself), knows its HTTP status and
 //! renders itself in the client format's own error shape.
 
+use std::sync::Arc;
+
 use apiproxy_translate::{error_body, Format};
 
 /// Who caused an error: decides its status class and whether it says
@@ -25,6 +27,8 @@ pub struct GatewayError {
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// What caused it, for the log (`source()`); never shown to the client.
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl GatewayError {
@@ -34,7 +38,14 @@ impl GatewayError {
             status,
             message: message.into(),
             retry_after: None,
+            cause: None,
         }
+    }
+
+    /// Keeps `cause` as this error's source.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
+        self
     }
 
     /// A problem with the client's request, answered with `status` (4xx).
@@ -99,4 +110,66 @@ impl std::fmt::Display for GatewayError {
     }
 }
 
-impl std::error::Error for GatewayError {}
+impl std::error::Error for GatewayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// An error with its causes, for a log line: each cause whose words are
+/// not already in the text so far (Pingora's errors name their own
+/// causes) follows after `: caused by `.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut said = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            let words = e.to_string();
+            if !said.contains(&words) {
+                said.push_str(": caused by ");
+                said.push_str(&words);
+            }
+            next = e.source();
+        }
+        f.write_str(&said)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("attempt failed")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let e = GatewayError::internal("writing the response").caused_by(Outer(
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe"),
+        ));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "500 writing the response: caused by attempt failed: caused by broken pipe"
+        );
+        // A cause already named in the text is not repeated.
+        let e = GatewayError::internal("writing: broken pipe").caused_by(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "broken pipe",
+        ));
+        assert_eq!(Chain(&e).to_string(), "500 writing: broken pipe");
+    }
+}

@@ -43,12 +43,12 @@ const BYTES_PER_TOKEN: usize = 4;
 const GLOBAL: &str = "global";
 
 /// The prefix of a client key's bucket name (`key:` and its owner id).
-const KEY_BUCKET_PREFIX: &str = "key:";
+const CLIENT_KEY_BUCKET_PREFIX: &str = "key:";
 
 /// The name of the bucket a client key counts in, by its owner id
 /// (`ClientKey::owner_id`): the one place it is built.
-pub fn key_bucket(owner_id: &str) -> String {
-    format!("{KEY_BUCKET_PREFIX}{owner_id}")
+pub fn client_key_bucket(owner_id: &str) -> String {
+    format!("{CLIENT_KEY_BUCKET_PREFIX}{owner_id}")
 }
 
 /// The most choices (`n`, `candidateCount`) an estimate multiplies by: a
@@ -60,7 +60,7 @@ pub fn buckets_for(key: Option<&ClientKey>, config: &Config) -> Vec<LimitBucket>
     let mut buckets = Vec::with_capacity(2);
     if let Some(k) = key.filter(|k| k.rpm.is_some() || k.tpm.is_some()) {
         buckets.push(LimitBucket {
-            name: key_bucket(k.owner_id()),
+            name: client_key_bucket(k.owner_id()),
             rpm: k.rpm,
             tpm: k.tpm,
         });
@@ -289,7 +289,7 @@ pub struct Admitted {
 /// way.
 pub async fn admit(
     store: &dyn Store,
-    key_label: Option<&str>,
+    client_key_label: Option<&str>,
     buckets: Vec<LimitBucket>,
     estimate: u64,
     budget: Option<BudgetAsk>,
@@ -302,19 +302,19 @@ pub async fn admit(
     }
     let spend = budget.as_ref().map(|b| &b.limit);
     let admission = store.admit_spending(&buckets, estimate, spend).await;
-    let mut headers = RateHeaders::of_key(key_label, &buckets, &admission).headers();
+    let mut headers = RateHeaders::of_key(client_key_label, &buckets, &admission).headers();
     if let (Some(b), Some(d)) = (&budget, admission.spend) {
         match d.state {
             SpendState::Unknown => {
                 crate::metrics::RATE_LIMITED
-                    .with_label_values(&[key_label.unwrap_or("-"), "budget_unknown"])
+                    .with_label_values(&[client_key_label.unwrap_or("-"), "budget_unknown"])
                     .inc();
                 return Err((b.cannot_be_checked(), headers));
             }
             SpendState::Exhausted => {
                 headers.extend(b.headers(d.spent));
                 crate::metrics::RATE_LIMITED
-                    .with_label_values(&[key_label.unwrap_or("-"), "budget"])
+                    .with_label_values(&[client_key_label.unwrap_or("-"), "budget"])
                     .inc();
                 return Err((b.spent(), headers));
             }
@@ -328,7 +328,7 @@ pub async fn admit(
             LimitKind::Tokens => admission.buckets[i].tokens,
         }
         .unwrap_or_default();
-        return Err((refusal(key_label, global, kind, decision), headers));
+        return Err((refusal(client_key_label, global, kind, decision), headers));
     }
     let tpm_buckets: Vec<String> = buckets
         .into_iter()
@@ -352,7 +352,7 @@ pub async fn admit(
 
 /// The 429 for a refusal, counted in `apiproxy_rate_limited_total`.
 fn refusal(
-    key_label: Option<&str>,
+    client_key_label: Option<&str>,
     global: bool,
     kind: LimitKind,
     d: RateDecision,
@@ -364,7 +364,7 @@ fn refusal(
         (true, LimitKind::Tokens) => "global tokens",
     };
     crate::metrics::RATE_LIMITED
-        .with_label_values(&[key_label.unwrap_or("-"), what])
+        .with_label_values(&[client_key_label.unwrap_or("-"), what])
         .inc();
     let whose = if global {
         "the gateway's"
@@ -389,12 +389,18 @@ pub struct RateHeaders {
 
 impl RateHeaders {
     /// The key's bucket (the first, when the request has a key with limits).
-    fn of_key(key_name: Option<&str>, buckets: &[LimitBucket], admission: &Admission) -> Self {
-        match (key_name, buckets.first(), admission.buckets.first()) {
-            (Some(_), Some(b), Some(d)) if b.name.starts_with(KEY_BUCKET_PREFIX) => RateHeaders {
-                requests: d.requests,
-                tokens: d.tokens,
-            },
+    fn of_key(
+        client_key_name: Option<&str>,
+        buckets: &[LimitBucket],
+        admission: &Admission,
+    ) -> Self {
+        match (client_key_name, buckets.first(), admission.buckets.first()) {
+            (Some(_), Some(b), Some(d)) if b.name.starts_with(CLIENT_KEY_BUCKET_PREFIX) => {
+                RateHeaders {
+                    requests: d.requests,
+                    tokens: d.tokens,
+                }
+            }
             _ => RateHeaders::default(),
         }
     }

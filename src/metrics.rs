@@ -121,7 +121,7 @@ pub const RUN_TIME_KEYS_LABEL: &str = "console";
 /// The `key` label of a client key (id and name): a configured key by its
 /// name, a bounded set the config owns; a key made at run time (its id
 /// starts with `~`) as [`RUN_TIME_KEYS_LABEL`].
-pub fn key_label<'a>(id: &str, name: &'a str) -> &'a str {
+pub fn client_key_label<'a>(id: &str, name: &'a str) -> &'a str {
     if id.starts_with('~') {
         RUN_TIME_KEYS_LABEL
     } else {
@@ -217,9 +217,9 @@ mod tests {
 
     #[test]
     fn keys_made_at_run_time_share_one_label() {
-        assert_eq!(key_label("alice", "alice"), "alice");
+        assert_eq!(client_key_label("alice", "alice"), "alice");
         assert_eq!(
-            key_label("~0123456789abcdef", "ci-bot"),
+            client_key_label("~0123456789abcdef", "ci-bot"),
             RUN_TIME_KEYS_LABEL
         );
     }

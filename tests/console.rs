@@ -158,8 +158,41 @@ async fn admin_api_needs_the_admin_key() {
     assert_eq!(missing.status(), 404);
 }
 
+/// The traffic the console tests below read: three requests of alice's
+/// in session s-1, one of bob's, one of alice's for an unknown model (404);
+/// returns once every record is written, the newest 3 kept
+/// (`console.recent_requests: 3`).
+async fn alice_and_bob_traffic(gw: &Gateway) -> Value {
+    for _ in 0..3 {
+        assert_eq!(chat(gw, "alice-key", Some("s-1")).await.status(), 200);
+    }
+    // A record is written after its answer: wait for each before the next
+    // request, so the ring's order is the requests' order on a busy machine.
+    let alice_records = |list: &Value| {
+        list["requests"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|r| r["key"] == "alice").count())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alice_records(&get(gw, "/admin/requests").await) < 3 {
+        assert!(Instant::now() < deadline, "alice's three records");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(chat(gw, "bob-key", None).await.status(), 200);
+    records_until(gw, |r| r["key"] == "bob").await;
+    let unknown = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth("alice-key")
+        .json(&json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    records_until(gw, |r| r["status"] == 404).await
+}
+
 #[tokio::test]
-async fn records_aggregates_tail_and_redaction() {
+async fn records_are_kept_newest_first_and_tailed_live() {
     let up = upstream().await;
     let gw = Gateway::start(&config(&up, "console:\n  recent_requests: 3\n")).await;
 
@@ -173,31 +206,7 @@ async fn records_aggregates_tail_and_redaction() {
     assert_eq!(tail.status(), 200);
     assert_eq!(tail.headers()["content-type"], "text/event-stream");
 
-    for _ in 0..3 {
-        assert_eq!(chat(&gw, "alice-key", Some("s-1")).await.status(), 200);
-    }
-    // A record is written after its answer: wait for each before the next
-    // request, so the ring's order is the requests' order on a busy machine.
-    let alice_records = |list: &Value| {
-        list["requests"]
-            .as_array()
-            .map_or(0, |a| a.iter().filter(|r| r["key"] == "alice").count())
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alice_records(&get(&gw, "/admin/requests").await) < 3 {
-        assert!(Instant::now() < deadline, "alice's three records");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(chat(&gw, "bob-key", None).await.status(), 200);
-    records_until(&gw, |r| r["key"] == "bob").await;
-    let unknown = client()
-        .post(format!("{}/v1/chat/completions", gw.url()))
-        .bearer_auth("alice-key")
-        .json(&json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
+    let list = alice_and_bob_traffic(&gw).await;
 
     // The tail delivers bob's request, and only his.
     let mut stream = tail.bytes_stream();
@@ -224,7 +233,6 @@ async fn records_aggregates_tail_and_redaction() {
     assert_eq!(event["status"], 200);
 
     // The ring keeps the newest 3 (console.recent_requests), newest first.
-    let list = records_until(&gw, |r| r["status"] == 404).await;
     let reqs = list["requests"].as_array().unwrap();
     assert_eq!(reqs.len(), 3, "{list}");
     assert_eq!(reqs[0]["status"], 404);
@@ -259,6 +267,13 @@ async fn records_aggregates_tail_and_redaction() {
     assert_eq!(bad, 400);
     let (gone, _) = admin(&gw, reqwest::Method::GET, "/admin/requests/1", None).await;
     assert_eq!(gone, 404, "the oldest records left the ring");
+}
+
+#[tokio::test]
+async fn aggregates_sessions_and_key_usage_count_every_request_and_hide_secrets() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, "console:\n  recent_requests: 3\n")).await;
+    alice_and_bob_traffic(&gw).await;
 
     // The hour's aggregates count every request, not only the kept records.
     let o = get(&gw, "/admin/overview").await;
@@ -308,9 +323,6 @@ async fn records_aggregates_tail_and_redaction() {
     assert_eq!(alice["usage"]["errors"], 1);
 }
 
-/// Anyone can send requests without a key: they are counted (overview,
-/// aggregates) but kept out of the record ring and the live tail, so they
-/// cannot flush the real records out or flood the tail.
 #[tokio::test]
 async fn unauthenticated_requests_are_counted_but_not_recorded() {
     let up = upstream().await;

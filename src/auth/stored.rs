@@ -58,7 +58,8 @@ pub enum Lookup {
 #[derive(Clone, Debug)]
 struct Location {
     redis_url: Option<String>,
-    key_prefix: String,
+    /// The prefix of its Redis key names (`store.key_prefix`).
+    redis_key_prefix: String,
     path: Option<PathBuf>,
 }
 
@@ -117,7 +118,7 @@ impl StoredKeys {
         StoredKeys {
             location: Location {
                 redis_url: settings.redis_url.clone(),
-                key_prefix: settings.key_prefix.clone(),
+                redis_key_prefix: settings.key_prefix.clone(),
                 path: settings.path.clone(),
             },
             store: tokio::sync::Mutex::new(None),
@@ -139,7 +140,11 @@ impl StoredKeys {
         let l = self.location.clone();
         // Opening the file may wait for the other process of an upgrade.
         let opened = tokio::task::spawn_blocking(move || {
-            KeyStore::open(l.redis_url.as_deref(), &l.key_prefix, l.path.as_deref())
+            KeyStore::open(
+                l.redis_url.as_deref(),
+                &l.redis_key_prefix,
+                l.path.as_deref(),
+            )
         })
         .await
         .map_err(|e| format!("opening the key store: {e}"))??;

@@ -18,10 +18,11 @@ use crate::auth;
 use crate::auth::stored::{client_key, StoredKeys, REFRESH_EVERY};
 use crate::config::{ClientKey, Named};
 use crate::error::GatewayError;
-use crate::proxy::admin::{health_json, metrics_json, provider_json};
+use crate::proxy::admin::{health_json, metrics_json, provider_health, provider_json};
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::{respond, Gateway};
 use crate::routing::Runtime;
+use crate::upstream::health::ProviderStatus;
 use crate::upstream::Provider;
 use apiproxy_store::keys::StoredKey;
 
@@ -235,7 +236,7 @@ fn overview(rt: &Runtime) -> Value {
     let healthy = rt
         .providers
         .iter()
-        .filter(|p| health_json(rt, p)["status"] == "healthy")
+        .filter(|p| provider_health(rt, p).status == ProviderStatus::Healthy)
         .count();
     json!({
         "collecting": rt.config.console.collect,
@@ -381,7 +382,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&crate::limits::key_bucket(k.owner_id()), l)
+                    .check_tokens(&crate::limits::client_key_bucket(k.owner_id()), l)
                     .await
                     .remaining,
             ),
@@ -406,7 +407,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
         let tpm_left = match k.tpm {
             Some(l) => Some(
                 store
-                    .check_tokens(&crate::limits::key_bucket(&k.id()), l)
+                    .check_tokens(&crate::limits::client_key_bucket(&k.id()), l)
                     .await
                     .remaining,
             ),

@@ -152,7 +152,7 @@ pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
     let r = Arc::new(RequestRecord {
         id: CONSOLE.next_id.fetch_add(1, Ordering::Relaxed),
         time: now,
-        key: ctx.key_name.clone(),
+        key: ctx.client_key_name.clone(),
         format: fmt.as_str().to_owned(),
         // A model name only reached an upstream if a provider was tried; else
         // it may be anything a client sent, so it is cut short.
@@ -225,7 +225,7 @@ pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
 
 /// A request refused for want of a valid client key.
 fn unauthenticated(ctx: &RequestCtx) -> bool {
-    ctx.status == 401 && ctx.key_name.is_none()
+    ctx.status == 401 && ctx.client_key_name.is_none()
 }
 
 impl Console {

@@ -2,7 +2,6 @@
 //! routing decisions, sessions, context).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use pingora::proxy::Session;
@@ -18,6 +17,7 @@ use crate::config::ScoringMode;
 use crate::error::GatewayError;
 use crate::routing::{Candidate, RankOptions, Runtime};
 use crate::upstream::breaker::BreakerState;
+use crate::upstream::health::{self, ProviderHealth};
 use crate::upstream::{now_ms, Provider};
 
 /// `GET /v1/models`: logical models, then every provider's models as
@@ -79,81 +79,64 @@ pub(crate) fn provider_json(p: &Provider) -> Value {
     })
 }
 
+/// A provider's health as a value (`upstream::health`): what the console
+/// decides on.
+pub(crate) fn provider_health(rt: &Runtime, p: &Provider) -> ProviderHealth {
+    health::of(p, now_ms(), &rt.config.routing)
+}
+
 /// `GET /providers/{id}/health`: the provider's status, each key's
 /// cooldown and last rate-limit reading, each model's breaker and record.
 /// Field names are stable (README "Provider health").
 /// Read by the console too (`console::api::provider_state`).
 pub(crate) fn health_json(rt: &Runtime, p: &Provider) -> Value {
-    let r = &rt.config.routing;
-    let now = now_ms();
-    let keys: Vec<Value> = p
-        .key_states()
+    let h = provider_health(rt, p);
+    let keys: Vec<Value> = h
+        .keys
         .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let cooling = k.cooldown_until_ms > now;
-            let o = p.config.key_options.get(i).cloned().unwrap_or_default();
+        .map(|k| {
             json!({
-                "index": i,
-                "available": !cooling,
-                "weight": o.weight,
-                "in_flight": p.key_in_flight(i),
-                "max_concurrency": o.max_concurrency,
-                "max_qps": o.max_qps,
-                "cooldown_until_ms": cooling.then_some(k.cooldown_until_ms),
+                "index": k.index,
+                "available": k.available,
+                "weight": k.weight,
+                "in_flight": k.in_flight,
+                "max_concurrency": k.max_concurrency,
+                "max_qps": k.max_qps,
+                "cooldown_until_ms": k.cooldown_until_ms,
                 "cause": k.cause.map(|c| c.name()),
                 "strikes": k.strikes,
                 "ratelimit": k.ratelimit,
-                "ratelimit_low": k.ratelimit.as_ref().is_some_and(|x| x.low(now, r.ratelimit_reserve)),
+                "ratelimit_low": k.ratelimit_low,
             })
         })
         .collect();
-    let models: Vec<Value> = p
-        .all_stats()
+    let models: Vec<Value> = h
+        .models
         .iter()
-        .map(|(m, s)| {
-            let snap = s.snapshot(now, &r.scoring, &r.breaker);
-            let until = match snap.breaker {
+        .map(|m| {
+            let until = match m.breaker {
                 BreakerState::Open { until_ms } => Some(until_ms),
                 _ => None,
             };
             json!({
-                "model": m,
-                "breaker": snap.breaker.name(),
-                "breaker_since_ms": Some(s.last_transition_ms()).filter(|t| *t > 0),
+                "model": m.model,
+                "breaker": m.breaker.name(),
+                "breaker_since_ms": m.breaker_since_ms,
                 "open_until_ms": until,
-                "consecutive_failures": snap.consecutive_failures,
-                "latency_ewma_ms": snap.ewma_ms,
-                "error_rate": snap.error_rate,
-                "samples": snap.samples,
-                "in_flight": snap.in_flight,
+                "consecutive_failures": m.consecutive_failures,
+                "latency_ewma_ms": m.latency_ewma_ms,
+                "error_rate": m.error_rate,
+                "samples": m.samples,
+                "in_flight": m.in_flight,
             })
         })
         .collect();
-    let (key_available, _, _) = p.key_outlook(r.ratelimit_reserve);
-    let open = models.iter().filter(|m| m["breaker"] != "closed").count();
-    let key_cooling = keys.iter().any(|k| k["available"] == false);
-    let status = if !p.config.enabled {
-        "disabled"
-    } else if !key_available || (open > 0 && open == models.len()) {
-        "cooling_down"
-    } else if open > 0 || key_cooling {
-        "degraded"
-    } else {
-        "healthy"
-    };
-    let cooldown_until = p
-        .key_states()
-        .iter()
-        .map(|k| k.cooldown_until_ms)
-        .filter(|t| *t > now)
-        .min();
     json!({
         "provider_id": p.id(),
-        "status": status,
-        "consecutive_failures": models.iter().filter_map(|m| m["consecutive_failures"].as_u64()).max().unwrap_or(0),
-        "cooldown_until_ms": if key_available { None } else { cooldown_until },
-        "in_flight": p.capacity.in_flight(),
+        "status": h.status.name(),
+        "consecutive_failures": h.consecutive_failures,
+        "cooldown_until_ms": h.cooldown_until_ms,
+        "in_flight": h.in_flight,
         "key_strategy": p.config.key_strategy.as_str(),
         "last_probe": p.last_probe.lock().clone(),
         "keys": keys,
@@ -191,17 +174,17 @@ fn query_flag(session: &Session, name: &str) -> bool {
         .any(|(k, v)| k == name && (v == "true" || v == "1"))
 }
 
-/// Read by the console too (`console::api::provider_state`).
+/// `GET /providers/{id}/metrics`. Read by the console too
+/// (`console::api::provider_state`).
 pub(crate) fn metrics_json(p: &Provider) -> Value {
-    let h = &p.health;
-    let ok = h.successes.load(Ordering::Relaxed);
-    let bad = h.failures.load(Ordering::Relaxed);
+    let t = health::totals(p);
     json!({
         "provider_id": p.id(),
-        "successes": ok,
-        "failures": bad,
-        "error_rate": if ok + bad > 0 { bad as f64 / (ok + bad) as f64 } else { 0.0 },
-        "latency_ewma_ms": h.ewma_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        "successes": t.successes,
+        "failures": t.failures,
+        "error_rate": t.error_rate(),
+        // 0 before the first answer, as it always was.
+        "latency_ewma_ms": t.latency_ewma_ms.unwrap_or(0.0),
     })
 }
 

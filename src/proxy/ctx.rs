@@ -10,7 +10,7 @@ pub struct ServedBy {
     pub provider: String,
     pub model: String,
     /// Index of the provider key used (`None`: a keyless provider).
-    pub key_index: Option<usize>,
+    pub api_key_index: Option<usize>,
 }
 
 /// Everything one request learns on its way, read by the logging phase.
@@ -20,15 +20,15 @@ pub struct RequestCtx {
     /// Client format of a generation request.
     pub format: Option<Format>,
     /// The name of the client key used (a label: logs, metrics, console).
-    pub key_name: Option<String>,
+    pub client_key_name: Option<String>,
     /// The id of the client key used: what its state (session bindings,
     /// context) is owned by.
-    pub key_id: Option<String>,
+    pub client_key_id: Option<String>,
     /// The provider's id of a Responses answer relayed to the client: the
     /// key may continue it (`previous_response_id`; proxy/refs.rs).
     pub response_id: Option<String>,
     /// The client key when it was made at run time (the console's store).
-    pub stored_key: Option<std::sync::Arc<crate::config::ClientKey>>,
+    pub stored_client_key: Option<std::sync::Arc<crate::config::ClientKey>>,
     /// The model the client asked for.
     pub requested_model: String,
     /// The upstream that answered (or was tried last).
@@ -130,21 +130,6 @@ impl AttemptLog {
 }
 
 impl RequestCtx {
-    /// Notes one attempt (or a candidate passed over) for the request's
-    /// history.
-    pub fn note_attempt(
-        &mut self,
-        provider: &str,
-        model: &str,
-        outcome: &'static str,
-        status: Option<u16>,
-        started: Option<Instant>,
-    ) {
-        if self.keep_attempt_log {
-            self.push_attempt(AttemptLog::new(provider, model, outcome, status, started));
-        }
-    }
-
     /// Adds a line made earlier (an attempt that raced a hedge is noted
     /// when it ends, and joins the history once the race is over).
     pub fn push_attempt(&mut self, line: AttemptLog) {
@@ -171,10 +156,10 @@ impl Default for RequestCtx {
         RequestCtx {
             start: Instant::now(),
             format: None,
-            key_name: None,
-            key_id: None,
+            client_key_name: None,
+            client_key_id: None,
             response_id: None,
-            stored_key: None,
+            stored_client_key: None,
             requested_model: String::new(),
             provider: String::new(),
             upstream_model: String::new(),
@@ -214,13 +199,13 @@ impl RequestCtx {
     /// `None` on an open gateway. The one place that says what state is
     /// keyed by.
     pub fn state_owner(&self) -> Option<&str> {
-        self.key_id.as_deref()
+        self.client_key_id.as_deref()
     }
 
-    /// The client key's metric label (`metrics::key_label`); `-` without one.
-    pub fn key_label(&self) -> &str {
-        match (&self.key_id, &self.key_name) {
-            (Some(id), Some(name)) => crate::metrics::key_label(id, name),
+    /// The client key's metric label (`metrics::client_key_label`); `-` without one.
+    pub fn client_key_label(&self) -> &str {
+        match (&self.client_key_id, &self.client_key_name) {
+            (Some(id), Some(name)) => crate::metrics::client_key_label(id, name),
             _ => "-",
         }
     }

@@ -2,13 +2,15 @@
 //! next candidate, or the upstream's own answer relayed to the client; and,
 //! when every candidate failed, the one error the client gets.
 //!
-//! Pure decisions on typed values; `attempt.rs` (`Attempts`) does the I/O
+//! Pure decisions on typed values; `attempt/` (`Attempts`) does the I/O
 //! and calls them.
 
 use std::fmt;
 
+use super::relay::RelayFault;
 use crate::error::GatewayError;
 use crate::upstream::cooldown::Cause;
+use crate::upstream::http::{SendError, SendKind};
 
 /// Why one attempt failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,12 +24,10 @@ pub enum AttemptError {
     CircuitOpen,
     /// The provider is at its `max_concurrency` or `max_qps`: nothing was sent.
     AtCapacity,
-    /// DNS, TCP or TLS connect failed or timed out.
-    Connect(String),
-    /// No byte within the provider's read timeout.
-    Timeout,
-    /// The connection broke while sending or waiting for the header.
-    Io(String),
+    /// The exchange failed before an answer's head: DNS, TCP or TLS
+    /// connect failed or timed out, no byte within the provider's read
+    /// timeout, or the connection broke (its kind and cause kept).
+    Send(SendError),
     /// The upstream answered with an error status.
     Status {
         status: u16,
@@ -38,20 +38,17 @@ pub enum AttemptError {
     },
     /// The answer started well but broke (or stalled) before anything
     /// reached the client.
-    BrokenAnswer { reason: String, timed_out: bool },
+    BrokenAnswer(RelayFault),
 }
 
 impl AttemptError {
     /// The attempt ran into a timeout (504 when every attempt did).
     fn timed_out(&self) -> bool {
-        matches!(
-            self,
-            AttemptError::Timeout
-                | AttemptError::BrokenAnswer {
-                    timed_out: true,
-                    ..
-                }
-        )
+        match self {
+            AttemptError::Send(e) => e.is_timeout(),
+            AttemptError::BrokenAnswer(f) => f.timed_out(),
+            _ => false,
+        }
     }
 
     /// The label of `apiproxy_upstream_attempts_total{outcome}`.
@@ -61,9 +58,11 @@ impl AttemptError {
             AttemptError::KeysRateLimited { .. } => "keys_rate_limited",
             AttemptError::CircuitOpen => "circuit_open",
             AttemptError::AtCapacity => "at_capacity",
-            AttemptError::Connect(_) => "connect_error",
-            AttemptError::Timeout => "timeout",
-            AttemptError::Io(_) => "io_error",
+            AttemptError::Send(e) => match e.kind {
+                SendKind::Connect => "connect_error",
+                SendKind::Timeout => "timeout",
+                SendKind::Io => "io_error",
+            },
             AttemptError::Status { status: 429, .. } => "429",
             AttemptError::Status { status, .. } if *status < 500 => "4xx",
             AttemptError::Status { .. } => "5xx",
@@ -82,21 +81,30 @@ impl fmt::Display for AttemptError {
             ),
             AttemptError::CircuitOpen => f.write_str("circuit breaker open"),
             AttemptError::AtCapacity => f.write_str("at its max_concurrency or max_qps"),
-            AttemptError::Connect(e) => write!(f, "connect failed: {e}"),
-            AttemptError::Timeout => f.write_str("timed out waiting for the provider"),
-            AttemptError::Io(e) => write!(f, "connection error: {e}"),
+            AttemptError::Send(e) if e.is_timeout() => {
+                f.write_str("timed out waiting for the provider")
+            }
+            AttemptError::Send(e) => e.fmt(f),
             AttemptError::Status {
                 status, message, ..
             } if message.is_empty() => write!(f, "status {status}"),
             AttemptError::Status {
                 status, message, ..
             } => write!(f, "status {status}: {message}"),
-            AttemptError::BrokenAnswer { reason, .. } => f.write_str(reason),
+            AttemptError::BrokenAnswer(fault) => fault.fmt(f),
         }
     }
 }
 
-impl std::error::Error for AttemptError {}
+impl std::error::Error for AttemptError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AttemptError::Send(e) => Some(e),
+            AttemptError::BrokenAnswer(fault) => Some(fault),
+            _ => None,
+        }
+    }
+}
 
 /// One failed attempt, as the final error names it.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,10 +167,7 @@ pub fn decide(error: &AttemptError, cx: FailureContext) -> Decision {
         | AttemptError::KeysRateLimited { .. }
         | AttemptError::CircuitOpen
         | AttemptError::AtCapacity => go_on(None, false),
-        AttemptError::Connect(_)
-        | AttemptError::Timeout
-        | AttemptError::Io(_)
-        | AttemptError::BrokenAnswer { .. } => go_on(Some(Cause::Network), true),
+        AttemptError::Send(_) | AttemptError::BrokenAnswer(_) => go_on(Some(Cause::Network), true),
         AttemptError::Status { status: 429, .. } if cx.request_only => go_on(None, false),
         AttemptError::Status { status, .. } => {
             let status = *status;
@@ -203,10 +208,7 @@ pub fn decide(error: &AttemptError, cx: FailureContext) -> Decision {
 pub fn worth_another_round(pass: &[FailedAttempt]) -> bool {
     !pass.is_empty()
         && pass.iter().all(|a| match &a.error {
-            AttemptError::Connect(_)
-            | AttemptError::Timeout
-            | AttemptError::Io(_)
-            | AttemptError::BrokenAnswer { .. } => true,
+            AttemptError::Send(_) | AttemptError::BrokenAnswer(_) => true,
             AttemptError::Status { status, .. } => *status >= 500,
             _ => false,
         })
@@ -272,6 +274,14 @@ mod tests {
         }
     }
 
+    fn send(kind: SendKind, detail: &str) -> AttemptError {
+        AttemptError::Send(SendError::new(kind, detail))
+    }
+
+    fn timeout() -> AttemptError {
+        send(SendKind::Timeout, "read timed out")
+    }
+
     fn cx(retryable: bool, other_key: bool) -> FailureContext {
         FailureContext {
             retryable,
@@ -295,23 +305,16 @@ mod tests {
                 false,
             ),
             (
-                AttemptError::Connect("refused".into()),
+                send(SendKind::Connect, "refused"),
                 false,
                 true,
                 NextCandidate,
                 Some(Network),
                 true,
             ),
+            (timeout(), false, true, NextCandidate, Some(Network), true),
             (
-                AttemptError::Timeout,
-                false,
-                true,
-                NextCandidate,
-                Some(Network),
-                true,
-            ),
-            (
-                AttemptError::Io("reset".into()),
+                send(SendKind::Io, "reset"),
                 false,
                 false,
                 NextCandidate,
@@ -319,10 +322,7 @@ mod tests {
                 true,
             ),
             (
-                AttemptError::BrokenAnswer {
-                    reason: "cut".into(),
-                    timed_out: false,
-                },
+                AttemptError::BrokenAnswer(RelayFault::NoEvent),
                 true,
                 true,
                 NextCandidate,
@@ -401,7 +401,7 @@ mod tests {
     fn another_round_only_after_upstream_failures() {
         assert!(worth_another_round(&[
             attempt(status(503)),
-            attempt(AttemptError::Timeout)
+            attempt(timeout())
         ]));
         assert!(!worth_another_round(&[
             attempt(status(503)),
@@ -413,17 +413,13 @@ mod tests {
 
     #[test]
     fn final_status_follows_the_kinds_of_failure() {
-        let timeouts = [
-            attempt(AttemptError::Timeout),
-            attempt(AttemptError::Timeout),
-        ];
+        let timeouts = [attempt(timeout()), attempt(timeout())];
         assert_eq!(all_failed(&timeouts).status, 504);
         let broken_by_stall = [
-            attempt(AttemptError::Timeout),
-            attempt(AttemptError::BrokenAnswer {
-                reason: "stalled".into(),
-                timed_out: true,
-            }),
+            attempt(timeout()),
+            attempt(AttemptError::BrokenAnswer(RelayFault::Upstream(
+                SendError::new(SendKind::Timeout, "stalled"),
+            ))),
         ];
         assert_eq!(all_failed(&broken_by_stall).status, 504);
         let limited = [
@@ -450,7 +446,7 @@ mod tests {
         ];
         let e = all_failed(&resting);
         assert_eq!((e.status, e.retry_after), (429, Some(9)));
-        let mixed = [attempt(status(503)), attempt(AttemptError::Timeout)];
+        let mixed = [attempt(status(503)), attempt(timeout())];
         let e = all_failed(&mixed);
         assert_eq!(e.status, 502);
         assert!(

@@ -3,7 +3,7 @@
 //! first decisive outcome wins. The loser's future is dropped on the spot,
 //! which closes its upstream connection (an unfinished HTTP/1.1 exchange is
 //! never pooled). What counts as decisive, and which upstream the hedge
-//! goes to, is the caller's (`attempt.rs`); this file races, and says what
+//! goes to, is the caller's (`attempt/hedging.rs`); this file races, and says what
 //! the side given up is charged ([`Abandoned`]).
 
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! A generation request from start to end, one named step each:
 //! authenticate, read the request, authorize its models, admit it against
 //! the limits, resolve its candidates, stick to the session's upstream,
-//! then try the candidates (each with its keys, maybe hedged: `attempt.rs`)
+//! then try the candidates (each with its keys, maybe hedged: `attempt/`)
 //! until one answers. Nothing reaches the client before an upstream's first
 //! byte, so every failure until then moves on (`failover.rs` decides where).
 
@@ -177,7 +177,7 @@ async fn check_references(
         (None, None) => return Ok(()),
         (Some(id), None) => {
             store
-                .has_reference(ctx.key_id.as_deref().unwrap_or("-"), id)
+                .has_reference(ctx.client_key_id.as_deref().unwrap_or("-"), id)
                 .await
         }
         (_, Some(_)) => false,
@@ -218,8 +218,8 @@ async fn admit(
         }
         _ => None,
     };
-    let key_label = key.map(|k| crate::metrics::key_label(&k.id, &k.name));
-    match limits::admit(store, key_label, buckets, estimate.tokens(), budget).await {
+    let client_key_label = key.map(|k| crate::metrics::client_key_label(&k.id, &k.name));
+    match limits::admit(store, client_key_label, buckets, estimate.tokens(), budget).await {
         Ok(admitted) => {
             headers.extend(admitted.headers);
             ctx.reserved = admitted.reserved;
@@ -338,7 +338,7 @@ fn stick_to_session(
             let c = candidates.remove(pos);
             sticky = Some(StickyTarget {
                 provider: c.provider,
-                key_index: b.key_index,
+                api_key_index: b.key_index,
             });
             candidates.insert(0, c);
         }

@@ -157,7 +157,7 @@ impl Gateway {
         if let Some(id) = ctx.response_id.take() {
             // The key may continue this response (proxy/refs.rs).
             store.defer(Deferred::Reference {
-                owner: ctx.key_id.clone().unwrap_or_else(|| "-".to_owned()),
+                owner: ctx.client_key_id.clone().unwrap_or_else(|| "-".to_owned()),
                 id,
             });
         }
@@ -170,7 +170,7 @@ impl Gateway {
             Some(ServedBy {
                 provider,
                 model,
-                key_index,
+                api_key_index,
             }),
         ) = (ctx.session_id.clone(), ctx.served_by.take())
         else {
@@ -179,7 +179,7 @@ impl Gateway {
         let serving = session::Serving {
             provider_id: &provider,
             model_id: &model,
-            key_index,
+            api_key_index,
         };
         session::touch_after_answer(store.as_ref(), ctx, serving);
         let Some(request) = ctx.context_request.take() else {
@@ -222,10 +222,10 @@ pub async fn client_key<'a>(
     let presented = auth::presented_key(&req.headers, req.uri.query());
     match auth::caller(&rt.config.auth, &gw.keys, presented).await {
         Ok(auth::Caller::Client(key)) => {
-            ctx.key_name = Some(key.name.clone());
-            ctx.key_id = Some(key.id.clone());
+            ctx.client_key_name = Some(key.name.clone());
+            ctx.client_key_id = Some(key.id.clone());
             if let auth::KeyRef::Stored(k) = &key {
-                ctx.stored_key = Some(Arc::clone(k));
+                ctx.stored_client_key = Some(Arc::clone(k));
             }
             Ok(Some(key))
         }
@@ -372,7 +372,7 @@ impl ProxyHttp for Gateway {
             // A hedged race's abandoned attempt is the key's cost too (its
             // budget and tpm: `RequestCtx::charge`; here its metrics).
             if let Some(a) = &ctx.abandoned {
-                a.count(&rt, ctx.key_label());
+                a.count(&rt, ctx.client_key_label());
             }
             self.console.record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
@@ -387,7 +387,7 @@ impl ProxyHttp for Gateway {
             method: req.method.as_str(),
             path: req.uri.path(),
             status: ctx.status,
-            key: ctx.key_name.as_deref(),
+            key: ctx.client_key_name.as_deref(),
             format: ctx.format.map(Format::as_str),
             model: &ctx.requested_model,
             provider: &ctx.provider,
@@ -469,7 +469,7 @@ fn record_llm_metrics(
         );
         match cost {
             Some(c) => {
-                let key = ctx.key_label();
+                let key = ctx.client_key_label();
                 metrics::COST
                     .with_label_values(&[labels[0], labels[1], key])
                     .inc_by(c);

@@ -16,7 +16,7 @@ pub struct Serving<'a> {
     pub provider_id: &'a str,
     pub model_id: &'a str,
     /// Index of the provider key used (`None`: a keyless provider).
-    pub key_index: Option<usize>,
+    pub api_key_index: Option<usize>,
 }
 
 /// The binding a request of `ctx` makes to `serving`.
@@ -28,7 +28,7 @@ fn binding_for(ctx: &RequestCtx, sid: &str, serving: Serving<'_>) -> SessionBind
             logical_model: &ctx.requested_model,
             provider_id: serving.provider_id,
             model_id: serving.model_id,
-            key_index: serving.key_index.unwrap_or(0),
+            key_index: serving.api_key_index.unwrap_or(0),
         },
     )
 }
@@ -84,7 +84,7 @@ pub fn touch_after_answer(store: &dyn Store, ctx: &RequestCtx, serving: Serving<
 mod tests {
     use super::*;
 
-    fn binding(provider: &str, model: &str, key_index: usize) -> SessionBinding {
+    fn binding(provider: &str, model: &str, api_key_index: usize) -> SessionBinding {
         SessionBinding::new(
             "s",
             Some("alice"),
@@ -92,7 +92,7 @@ mod tests {
                 logical_model: "fast",
                 provider_id: provider,
                 model_id: model,
-                key_index,
+                key_index: api_key_index,
             },
         )
     }

@@ -47,7 +47,7 @@ pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<Str
         path: &path,
         body: Bytes::new(),
         stream: false,
-        headers: provider.auth_headers(provider.key(key_index)),
+        headers: provider.auth_headers(provider.api_key(key_index)),
         edits: None,
     };
     let mut resp = send(connector, provider, req)

@@ -24,8 +24,38 @@ static RESOLVER: Lazy<TokioAsyncResolver> = Lazy::new(|| {
 
 static CACHE: Lazy<RwLock<HashMap<String, (IpAddr, Instant)>>> = Lazy::new(Default::default);
 
+/// Why a provider's host name gave no address.
+#[derive(Debug)]
+pub enum ResolveError {
+    /// The resolver failed (its error kept as the cause).
+    Lookup {
+        host: String,
+        cause: hickory_resolver::error::ResolveError,
+    },
+    /// The name exists but has no address.
+    NoAddress { host: String },
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Lookup { host, cause } => write!(f, "cannot resolve {host}: {cause}"),
+            ResolveError::NoAddress { host } => write!(f, "cannot resolve {host}: no addresses"),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ResolveError::Lookup { cause, .. } => Some(cause),
+            ResolveError::NoAddress { .. } => None,
+        }
+    }
+}
+
 /// The address to connect to for `host:port`.
-pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ResolveError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
@@ -40,14 +70,21 @@ pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         Err(_) if host.eq_ignore_ascii_case("localhost") => {
             return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port))
         }
-        Err(e) => return Err(format!("cannot resolve {host}: {e}")),
+        Err(cause) => {
+            return Err(ResolveError::Lookup {
+                host: host.to_owned(),
+                cause,
+            })
+        }
     };
     // Prefer IPv4: many hosts publish AAAA records this machine cannot route.
     let ip = answer
         .iter()
         .find(IpAddr::is_ipv4)
         .or_else(|| answer.iter().next())
-        .ok_or_else(|| format!("cannot resolve {host}: no addresses"))?;
+        .ok_or_else(|| ResolveError::NoAddress {
+            host: host.to_owned(),
+        })?;
     CACHE.write().insert(host.to_owned(), (ip, Instant::now()));
     Ok(SocketAddr::new(ip, port))
 }

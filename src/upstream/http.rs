@@ -16,35 +16,93 @@ use super::{dns, Provider};
 /// How long an idle pooled connection to a provider is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// Why an attempt failed before a response header arrived.
-#[derive(Debug)]
-pub enum SendError {
-    /// DNS or TCP/TLS connect failed or timed out; Pingora's error when it
-    /// came from Pingora (its `ErrorType`, source and retry flag kept).
-    Connect(String, Option<Box<pingora::Error>>),
+/// What kind of failure an exchange with a provider met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendKind {
+    /// DNS or TCP/TLS connect failed or timed out.
+    Connect,
     /// The provider took longer than `read_timeout_ms` to answer.
     Timeout,
-    /// The connection broke while sending or waiting; Pingora's error when
-    /// it came from Pingora.
-    Io(String, Option<Box<pingora::Error>>),
+    /// The connection broke while sending or waiting.
+    Io,
+}
+
+/// Why an exchange with a provider failed. Keeps its cause (Pingora's
+/// `Box<Error>` with its `ErrorType`, `ErrorSource` and retry flag, or the
+/// resolver's error), shared so an attempt's record can be cloned.
+#[derive(Debug, Clone)]
+pub struct SendError {
+    pub kind: SendKind,
+    /// What happened, in words (Pingora's own text when it came from it).
+    detail: String,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SendError {
+    /// A failure of `kind` without a typed cause.
+    pub fn new(kind: SendKind, detail: impl Into<String>) -> Self {
+        SendError {
+            kind,
+            detail: detail.into(),
+            cause: None,
+        }
+    }
+
+    /// A failure of `kind` caused by `cause`.
+    pub fn caused(
+        kind: SendKind,
+        detail: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        SendError {
+            kind,
+            detail: detail.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// A failure of `kind` from Pingora's typed error.
+    fn pingora(kind: SendKind, detail: impl Into<String>, e: Box<pingora::Error>) -> Self {
+        let cause: Arc<pingora::Error> = Arc::from(e);
+        SendError {
+            kind,
+            detail: detail.into(),
+            cause: Some(cause),
+        }
+    }
+
+    /// Pingora's error behind this one, when it came from Pingora.
+    pub fn pingora_error(&self) -> Option<&pingora::Error> {
+        self.cause.as_deref()?.downcast_ref()
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        self.kind == SendKind::Timeout
+    }
+}
+
+impl PartialEq for SendError {
+    /// Same kind and words; the cause is not compared (it is not `Eq`).
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.detail == other.detail
+    }
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Connect(e, _) => write!(f, "connect failed: {e}"),
-            SendError::Timeout => f.write_str("timed out waiting for the response"),
-            SendError::Io(e, _) => write!(f, "connection error: {e}"),
+        match self.kind {
+            SendKind::Connect => write!(f, "connect failed: {}", self.detail),
+            SendKind::Timeout => f.write_str("timed out waiting for the response"),
+            SendKind::Io => write!(f, "connection error: {}", self.detail),
         }
     }
 }
 
 impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SendError::Connect(_, Some(e)) | SendError::Io(_, Some(e)) => Some(e.as_ref()),
-            _ => None,
-        }
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -104,9 +162,9 @@ impl Incoming {
         let mut buf = BytesMut::new();
         while let Some(c) = self.chunk().await? {
             if buf.len() + c.len() > limit {
-                return Err(SendError::Io(
+                return Err(SendError::new(
+                    SendKind::Io,
                     format!("response body larger than {limit} bytes"),
-                    None,
                 ));
             }
             if buf.is_empty() && self.session.response_done() {
@@ -131,12 +189,12 @@ impl Incoming {
 fn classify(e: Box<pingora::Error>) -> SendError {
     use pingora::ErrorType::*;
     match e.etype() {
-        ReadTimedout | WriteTimedout => SendError::Timeout,
+        ReadTimedout | WriteTimedout => SendError::pingora(SendKind::Timeout, e.to_string(), e),
         ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
         | TLSHandshakeTimedout | InvalidCert | HandshakeError => {
-            SendError::Connect(e.to_string(), Some(e))
+            SendError::pingora(SendKind::Connect, e.to_string(), e)
         }
-        _ => SendError::Io(e.to_string(), Some(e)),
+        _ => SendError::pingora(SendKind::Io, e.to_string(), e),
     }
 }
 
@@ -146,7 +204,7 @@ async fn peer_for(provider: &Provider) -> Result<Arc<HttpPeer>, SendError> {
     let base = &provider.config.base;
     let addr = dns::resolve(&base.host, base.port)
         .await
-        .map_err(|e| SendError::Connect(e, None))?;
+        .map_err(|e| SendError::caused(SendKind::Connect, e.to_string(), e))?;
     if let Some(peer) = provider.peer.load_full() {
         if peer._address == SocketAddr::Inet(addr) {
             return Ok(peer);
@@ -192,7 +250,7 @@ pub async fn send(
     prepare(&mut session, provider);
     match write_request(&mut session, provider, &req).await {
         Ok(()) => {}
-        Err(SendError::Io(..)) if reused => {
+        Err(e) if reused && e.kind == SendKind::Io => {
             let (fresh, _) = connector.get_http_session(&*peer).await.map_err(classify)?;
             session = fresh;
             prepare(&mut session, provider);
@@ -222,7 +280,7 @@ async fn read_header(session: &mut HttpSession) -> Result<Box<ResponseHeader>, S
     session
         .response_header()
         .map(|h| Box::new(h.clone()))
-        .ok_or_else(|| SendError::Io("no response header".into(), None))
+        .ok_or_else(|| SendError::new(SendKind::Io, "no response header"))
 }
 
 /// Writes the request header and body (flushed).
@@ -234,7 +292,7 @@ async fn write_request(
     let base = &provider.config.base;
     let mut h =
         RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(8 + req.headers.len()))
-            .map_err(|e| SendError::Io(e.to_string(), Some(e)))?;
+            .map_err(|e| SendError::pingora(SendKind::Io, e.to_string(), e))?;
     let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
         base.host.clone()
     } else {
@@ -243,7 +301,7 @@ async fn write_request(
     // Names known at compile time go in without a copy.
     fn ins(h: &mut RequestHeader, k: &'static str, v: &str) -> Result<(), SendError> {
         h.insert_header(k, v)
-            .map_err(|e| SendError::Io(format!("header {k}: {e}"), Some(e)))
+            .map_err(|e| SendError::pingora(SendKind::Io, format!("header {k}: {e}"), e))
     }
     ins(&mut h, "host", &host)?;
     if req.method == "POST" {
@@ -269,12 +327,12 @@ async fn write_request(
     }
     for (k, v) in &provider.config.headers {
         h.insert_header(k.clone(), v.as_str())
-            .map_err(|e| SendError::Io(format!("header {k}: {e}"), Some(e)))?;
+            .map_err(|e| SendError::pingora(SendKind::Io, format!("header {k}: {e}"), e))?;
     }
     if let Some(edits) = req.edits {
         edits
             .apply(&mut h)
-            .map_err(|e| SendError::Io(format!("header rules: {e}"), Some(e)))?;
+            .map_err(|e| SendError::pingora(SendKind::Io, format!("header rules: {e}"), e))?;
     }
     // Pingora's client flushes the head on its own, then the body: two
     // segments, two wake-ups of the provider. Corked, the kernel sends
@@ -395,5 +453,23 @@ mod tests {
         assert!(corked(fd));
         drop(cork);
         assert!(!corked(fd));
+    }
+
+    #[test]
+    fn a_send_error_keeps_pingoras_typed_error() {
+        let mut e = pingora::Error::explain(pingora::ErrorType::ConnectRefused, "to 127.0.0.1:9");
+        e.set_retry(true);
+        let sent = classify(e);
+        assert_eq!(sent.kind, SendKind::Connect);
+        let cause = sent.pingora_error().expect("Pingora's error kept");
+        assert_eq!(cause.etype(), &pingora::ErrorType::ConnectRefused);
+        assert!(cause.retry());
+        // The chain reaches it through `source()`.
+        let source = std::error::Error::source(&sent).expect("a source");
+        assert!(source.downcast_ref::<pingora::Error>().is_some());
+
+        let timeout = classify(pingora::Error::new(pingora::ErrorType::ReadTimedout));
+        assert!(timeout.is_timeout());
+        assert_eq!(timeout.to_string(), "timed out waiting for the response");
     }
 }

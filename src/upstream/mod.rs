@@ -3,12 +3,17 @@
 //! concurrency: `capacity.rs`), per (provider, model) latency, errors and
 //! breaker (`stats.rs`, `breaker.rs`: what routing scores on), their model
 //! catalog, and how a request to them is addressed.
+//!
+//! A "key" here is always one of a provider's API keys (`api_keys` in its
+//! config), named by its index; a client's key is `config::ClientKey`, and
+//! the store's Redis key names are the store's (`store.key_prefix`).
 
 pub mod breaker;
 pub mod capacity;
 pub mod catalog;
 pub mod cooldown;
 pub mod dns;
+pub mod health;
 pub mod http;
 pub mod ratelimit;
 pub mod stats;
@@ -47,7 +52,8 @@ pub struct Provider {
     /// Smooth weighted round-robin: each key's current weight (nginx's
     /// algorithm; equal weights make it a plain rotation).
     rotation: Mutex<Vec<f64>>,
-    pub health: Health,
+    /// Its answers and failures since start (`health::totals`).
+    pub tally: Tally,
     /// Routing's record per upstream model (bounded: see `stats_for`).
     stats: Mutex<HashMap<String, Arc<UpstreamStats>>>,
     /// The model list fetched from the provider (when not configured).
@@ -136,26 +142,17 @@ impl KeyChoice {
     }
 }
 
-/// Provider-wide counters (`/providers/{id}/metrics`).
+/// Provider-wide counts since start (`/providers/{id}/metrics`). Its
+/// latency is its models' (`stats.rs`), not kept twice.
 #[derive(Debug, Default)]
-pub struct Health {
-    /// Exponentially weighted latency over all its models, in µs (0: unknown).
-    pub ewma_latency_us: AtomicU64,
+pub struct Tally {
     pub successes: AtomicU64,
     pub failures: AtomicU64,
 }
 
-impl Health {
-    pub fn record_success(&self, latency: Duration) {
+impl Tally {
+    pub fn record_success(&self) {
         self.successes.fetch_add(1, Ordering::Relaxed);
-        let sample = latency.as_micros().min(u64::MAX as u128) as u64;
-        let old = self.ewma_latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            (old * 4 + sample) / 5
-        };
-        self.ewma_latency_us.store(new, Ordering::Relaxed);
     }
 
     pub fn record_failure(&self) {
@@ -178,7 +175,7 @@ impl Provider {
                 .map(|_| Capacity::default())
                 .collect(),
             rotation: Mutex::new(vec![0.0; config.api_keys.len()]),
-            health: Health::default(),
+            tally: Tally::default(),
             stats: Mutex::new(HashMap::new()),
             catalog: ArcSwapOption::empty(),
             listing: Mutex::new(Listing::default()),
@@ -427,7 +424,8 @@ impl Provider {
         }
     }
 
-    pub fn key(&self, i: Option<usize>) -> Option<&str> {
+    /// The text of API key `i`, for the request's credentials.
+    pub fn api_key(&self, i: Option<usize>) -> Option<&str> {
         i.and_then(|i| self.config.api_keys.get(i))
             .map(String::as_str)
     }

@@ -56,7 +56,12 @@ impl Window {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// The (provider, model)'s one latency average: scoring reads it, and
+    /// the provider's health and metrics.
     ewma_ms: Option<f64>,
+    /// Good answers since start (weighs this record in the provider's
+    /// latency).
+    answers: u64,
     last_sample_ms: u64,
     window: Window,
     breaker: Breaker,
@@ -156,6 +161,7 @@ impl UpstreamStats {
             _ => latency_ms,
         });
         g.last_sample_ms = now_ms;
+        g.answers = g.answers.saturating_add(1);
         g.window.add(now_ms, sc.window.as_millis() as u64, true);
         let t = g.breaker.on_success(now_ms);
         if t.is_some() {
@@ -180,6 +186,13 @@ impl UpstreamStats {
         let samples = ok.saturating_add(bad);
         let rate = f64::from(bad) / f64::from(samples.max(1));
         g.breaker.on_failure(now_ms, rate, samples, br)
+    }
+
+    /// The latency average as last updated, however old, and the good
+    /// answers it was made of; `None` before the first answer.
+    pub fn latency(&self) -> Option<(f64, u64)> {
+        let g = self.inner.lock();
+        Some((g.ewma_ms?, g.answers)).filter(|(_, n)| *n > 0)
     }
 
     /// The breaker's state name (`closed`, `open`, `half_open`).

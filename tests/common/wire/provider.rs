@@ -190,212 +190,246 @@ fn responses_object(
 /// event exactly as the provider writes it (without the blank line that
 /// ends it).
 pub fn provider_sse(kind: Wire, model: &str, shape: Shape) -> Vec<String> {
-    let (input, output) = shape.usage();
     let model = served_model(kind, model);
+    match kind {
+        Wire::Chat => chat_sse(&model, shape),
+        Wire::Responses => responses_sse(&model, shape),
+        Wire::Anthropic => anthropic_sse(&model, shape),
+        Wire::Gemini => gemini_sse(&model, shape),
+    }
+}
+
+/// An unnamed SSE event.
+fn data(v: Value) -> String {
+    format!("data: {v}")
+}
+
+/// An SSE event named after its `type`.
+fn named(v: Value) -> String {
+    format!(
+        "event: {}\ndata: {v}",
+        v["type"].as_str().unwrap_or_default()
+    )
+}
+
+/// OpenAI chat chunks, a usage chunk and `[DONE]`.
+fn chat_sse(model: &str, shape: Shape) -> Vec<String> {
+    let kind = Wire::Chat;
+    let (input, output) = shape.usage();
     let calls = shape.calls();
     let text_pieces = shape.pieces();
-    let data = |v: Value| format!("data: {v}");
-    let named = |v: Value| {
-        format!(
-            "event: {}\ndata: {v}",
-            v["type"].as_str().unwrap_or_default()
-        )
-    };
     let mut ev = Vec::new();
-    match kind {
-        Wire::Chat => {
-            let chunk = |delta: Value, finish: Value| {
-                data(json!({
-                    "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion.chunk",
-                    "created": 1741570283, "model": model, "service_tier": "default",
-                    "system_fingerprint": "fp_06737a9306",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
-                }))
-            };
+    let chunk = |delta: Value, finish: Value| {
+        data(json!({
+            "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion.chunk",
+            "created": 1741570283, "model": model, "service_tier": "default",
+            "system_fingerprint": "fp_06737a9306",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        }))
+    };
+    ev.push(chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        Value::Null,
+    ));
+    for p in &text_pieces {
+        ev.push(chunk(json!({"content": p}), Value::Null));
+    }
+    for i in 0..calls.len() {
+        ev.push(chunk(
+            json!({"tool_calls": [{"index": i, "id": call_id(kind, i), "type": "function",
+                "function": {"name": TOOL_NAME, "arguments": ""}}]}),
+            Value::Null,
+        ));
+        for a in shape.arg_pieces(i) {
             ev.push(chunk(
-                json!({"role": "assistant", "content": "", "refusal": null}),
+                json!({"tool_calls": [{"index": i, "function": {"arguments": a}}]}),
                 Value::Null,
             ));
-            for p in &text_pieces {
-                ev.push(chunk(json!({"content": p}), Value::Null));
-            }
-            for i in 0..calls.len() {
-                ev.push(chunk(
-                    json!({"tool_calls": [{"index": i, "id": call_id(kind, i), "type": "function",
-                        "function": {"name": TOOL_NAME, "arguments": ""}}]}),
-                    Value::Null,
-                ));
-                for a in shape.arg_pieces(i) {
-                    ev.push(chunk(
-                        json!({"tool_calls": [{"index": i, "function": {"arguments": a}}]}),
-                        Value::Null,
-                    ));
-                }
-            }
-            ev.push(chunk(json!({}), json!(chat_finish(shape))));
-            ev.push(data(json!({
-                "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion.chunk",
-                "created": 1741570283, "model": model, "service_tier": "default",
-                "system_fingerprint": "fp_06737a9306", "choices": [],
-                "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output,
-                    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                        "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
-            })));
-            ev.push("data: [DONE]".into());
         }
-        Wire::Responses => {
-            let mut seq = 0u64;
-            let mut push = |mut v: Value, ev: &mut Vec<String>| {
-                v["sequence_number"] = json!(seq);
-                seq += 1;
-                ev.push(named(v));
-            };
-            let msg_id = RESPONSES_MSG_ID;
+    }
+    ev.push(chunk(json!({}), json!(chat_finish(shape))));
+    ev.push(data(json!({
+        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion.chunk",
+        "created": 1741570283, "model": model, "service_tier": "default",
+        "system_fingerprint": "fp_06737a9306", "choices": [],
+        "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+    })));
+    ev.push("data: [DONE]".into());
+    ev
+}
+
+/// OpenAI Responses events, `response.created` to `response.completed`.
+fn responses_sse(model: &str, shape: Shape) -> Vec<String> {
+    let (input, output) = shape.usage();
+    let calls = shape.calls();
+    let text_pieces = shape.pieces();
+    let mut ev = Vec::new();
+    let mut seq = 0u64;
+    let mut push = |mut v: Value, ev: &mut Vec<String>| {
+        v["sequence_number"] = json!(seq);
+        seq += 1;
+        ev.push(named(v));
+    };
+    let msg_id = RESPONSES_MSG_ID;
+    push(
+        json!({"type": "response.created", "response": responses_object(model, "in_progress", vec![], None)}),
+        &mut ev,
+    );
+    push(
+        json!({"type": "response.in_progress", "response": responses_object(model, "in_progress", vec![], None)}),
+        &mut ev,
+    );
+    push(
+        json!({"type": "response.output_item.added", "output_index": 0,
+            "item": {"id": msg_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+        &mut ev,
+    );
+    push(
+        json!({"type": "response.content_part.added", "item_id": msg_id, "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []}}),
+        &mut ev,
+    );
+    for p in &text_pieces {
+        push(
+            json!({"type": "response.output_text.delta", "item_id": msg_id, "output_index": 0,
+                "content_index": 0, "delta": p, "logprobs": []}),
+            &mut ev,
+        );
+    }
+    let text = text_pieces.concat();
+    push(
+        json!({"type": "response.output_text.done", "item_id": msg_id, "output_index": 0,
+            "content_index": 0, "text": text, "logprobs": []}),
+        &mut ev,
+    );
+    push(
+        json!({"type": "response.content_part.done", "item_id": msg_id, "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": text, "annotations": []}}),
+        &mut ev,
+    );
+    push(
+        json!({"type": "response.output_item.done", "output_index": 0, "item": responses_message(&text)}),
+        &mut ev,
+    );
+    let mut items = vec![responses_message(&text)];
+    for (i, whole) in calls.iter().enumerate() {
+        let args = whole.to_string();
+        let out_index = i + 1;
+        push(
+            json!({"type": "response.output_item.added", "output_index": out_index,
+                "item": responses_call(i, "", "in_progress")}),
+            &mut ev,
+        );
+        for a in shape.arg_pieces(i) {
             push(
-                json!({"type": "response.created", "response": responses_object(&model, "in_progress", vec![], None)}),
-                &mut ev,
-            );
-            push(
-                json!({"type": "response.in_progress", "response": responses_object(&model, "in_progress", vec![], None)}),
-                &mut ev,
-            );
-            push(
-                json!({"type": "response.output_item.added", "output_index": 0,
-                    "item": {"id": msg_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
-                &mut ev,
-            );
-            push(
-                json!({"type": "response.content_part.added", "item_id": msg_id, "output_index": 0, "content_index": 0,
-                    "part": {"type": "output_text", "text": "", "annotations": []}}),
-                &mut ev,
-            );
-            for p in &text_pieces {
-                push(
-                    json!({"type": "response.output_text.delta", "item_id": msg_id, "output_index": 0,
-                        "content_index": 0, "delta": p, "logprobs": []}),
-                    &mut ev,
-                );
-            }
-            let text = text_pieces.concat();
-            push(
-                json!({"type": "response.output_text.done", "item_id": msg_id, "output_index": 0,
-                    "content_index": 0, "text": text, "logprobs": []}),
-                &mut ev,
-            );
-            push(
-                json!({"type": "response.content_part.done", "item_id": msg_id, "output_index": 0, "content_index": 0,
-                    "part": {"type": "output_text", "text": text, "annotations": []}}),
-                &mut ev,
-            );
-            push(
-                json!({"type": "response.output_item.done", "output_index": 0, "item": responses_message(&text)}),
-                &mut ev,
-            );
-            let mut items = vec![responses_message(&text)];
-            for (i, whole) in calls.iter().enumerate() {
-                let args = whole.to_string();
-                let out_index = i + 1;
-                push(
-                    json!({"type": "response.output_item.added", "output_index": out_index,
-                        "item": responses_call(i, "", "in_progress")}),
-                    &mut ev,
-                );
-                for a in shape.arg_pieces(i) {
-                    push(
-                        json!({"type": "response.function_call_arguments.delta", "item_id": FC_IDS[i],
-                            "output_index": out_index, "delta": a}),
-                        &mut ev,
-                    );
-                }
-                push(
-                    json!({"type": "response.function_call_arguments.done", "item_id": FC_IDS[i],
-                        "output_index": out_index, "arguments": args}),
-                    &mut ev,
-                );
-                push(
-                    json!({"type": "response.output_item.done", "output_index": out_index,
-                        "item": responses_call(i, &args, "completed")}),
-                    &mut ev,
-                );
-                items.push(responses_call(i, &args, "completed"));
-            }
-            let (ty, status) = if shape == Shape::Length {
-                ("response.incomplete", "incomplete")
-            } else {
-                ("response.completed", "completed")
-            };
-            push(
-                json!({"type": ty, "response": responses_object(&model, status, items, Some((input, output)))}),
+                json!({"type": "response.function_call_arguments.delta", "item_id": FC_IDS[i],
+                    "output_index": out_index, "delta": a}),
                 &mut ev,
             );
         }
-        Wire::Anthropic => {
-            ev.push(named(json!({"type": "message_start", "message": {
-                "id": "msg_014p7gG3wDgGV9EUtLvnow3U", "type": "message", "role": "assistant",
-                "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": input, "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0, "output_tokens": 1, "service_tier": "standard"}
-            }})));
-            ev.push(named(json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}})));
-            ev.push("event: ping\ndata: {\"type\": \"ping\"}".into());
-            for p in &text_pieces {
-                ev.push(named(json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": p}})));
-            }
-            ev.push(named(json!({"type": "content_block_stop", "index": 0})));
-            for i in 0..calls.len() {
-                let index = i + 1;
-                ev.push(named(json!({"type": "content_block_start", "index": index,
-                    "content_block": {"type": "tool_use", "id": call_id(kind, i), "name": TOOL_NAME, "input": {}}})));
-                ev.push(named(json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "input_json_delta", "partial_json": ""}})));
-                for a in shape.arg_pieces(i) {
-                    ev.push(named(json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": a}})));
-                }
-                ev.push(named(json!({"type": "content_block_stop", "index": index})));
-            }
-            ev.push(named(json!({"type": "message_delta",
-                "delta": {"stop_reason": anthropic_stop(shape), "stop_sequence": null},
-                "usage": {"output_tokens": output}})));
-            ev.push(named(json!({"type": "message_stop"})));
+        push(
+            json!({"type": "response.function_call_arguments.done", "item_id": FC_IDS[i],
+                "output_index": out_index, "arguments": args}),
+            &mut ev,
+        );
+        push(
+            json!({"type": "response.output_item.done", "output_index": out_index,
+                "item": responses_call(i, &args, "completed")}),
+            &mut ev,
+        );
+        items.push(responses_call(i, &args, "completed"));
+    }
+    let (ty, status) = if shape == Shape::Length {
+        ("response.incomplete", "incomplete")
+    } else {
+        ("response.completed", "completed")
+    };
+    push(
+        json!({"type": ty, "response": responses_object(model, status, items, Some((input, output)))}),
+        &mut ev,
+    );
+    ev
+}
+
+/// Anthropic message events, `message_start` to `message_stop`.
+fn anthropic_sse(model: &str, shape: Shape) -> Vec<String> {
+    let kind = Wire::Anthropic;
+    let (input, output) = shape.usage();
+    let calls = shape.calls();
+    let text_pieces = shape.pieces();
+    let mut ev = Vec::new();
+    ev.push(named(json!({"type": "message_start", "message": {
+        "id": "msg_014p7gG3wDgGV9EUtLvnow3U", "type": "message", "role": "assistant",
+        "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": input, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0, "output_tokens": 1, "service_tier": "standard"}
+    }})));
+    ev.push(named(json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}})));
+    ev.push("event: ping\ndata: {\"type\": \"ping\"}".into());
+    for p in &text_pieces {
+        ev.push(named(json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": p}})));
+    }
+    ev.push(named(json!({"type": "content_block_stop", "index": 0})));
+    for i in 0..calls.len() {
+        let index = i + 1;
+        ev.push(named(json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": call_id(kind, i), "name": TOOL_NAME, "input": {}}})));
+        ev.push(named(json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "input_json_delta", "partial_json": ""}})));
+        for a in shape.arg_pieces(i) {
+            ev.push(named(json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": a}})));
         }
-        Wire::Gemini => {
-            // Gemini sends `data:` lines only, each a whole GenerateContentResponse,
-            // with running usage in every chunk and the finish reason on the last.
-            let n = text_pieces.len();
-            for (i, p) in text_pieces.iter().enumerate() {
-                let last = i + 1 == n && calls.is_empty();
-                let mut cand =
-                    json!({"content": {"parts": [{"text": p}], "role": "model"}, "index": 0});
-                if last {
-                    cand["finishReason"] = json!(gemini_finish(shape));
-                }
-                let out_so_far = if last { output } else { (i as u64) + 1 };
-                ev.push(data(json!({
-                    "candidates": [cand],
-                    "usageMetadata": gemini_usage(input, out_so_far),
-                    "modelVersion": model,
-                    "responseId": "mQTFaPCfH4W9xN8Pk5GQwQE"
-                })));
-            }
-            if !calls.is_empty() {
-                // Function calls come whole, all of one turn in one chunk.
-                let parts: Vec<Value> = calls
-                    .iter()
-                    .map(|a| json!({"functionCall": {"name": TOOL_NAME, "args": a}}))
-                    .collect();
-                ev.push(data(json!({
-                    "candidates": [{"content": {"parts": parts, "role": "model"},
-                        "finishReason": "STOP", "index": 0}],
-                    "usageMetadata": gemini_usage(input, output),
-                    "modelVersion": model,
-                    "responseId": "mQTFaPCfH4W9xN8Pk5GQwQE"
-                })));
-            }
+        ev.push(named(json!({"type": "content_block_stop", "index": index})));
+    }
+    ev.push(named(json!({"type": "message_delta",
+        "delta": {"stop_reason": anthropic_stop(shape), "stop_sequence": null},
+        "usage": {"output_tokens": output}})));
+    ev.push(named(json!({"type": "message_stop"})));
+    ev
+}
+
+/// Gemini `data:` chunks.
+fn gemini_sse(model: &str, shape: Shape) -> Vec<String> {
+    let (input, output) = shape.usage();
+    let calls = shape.calls();
+    let text_pieces = shape.pieces();
+    let mut ev = Vec::new();
+    // Gemini sends `data:` lines only, each a whole GenerateContentResponse,
+    // with running usage in every chunk and the finish reason on the last.
+    let n = text_pieces.len();
+    for (i, p) in text_pieces.iter().enumerate() {
+        let last = i + 1 == n && calls.is_empty();
+        let mut cand = json!({"content": {"parts": [{"text": p}], "role": "model"}, "index": 0});
+        if last {
+            cand["finishReason"] = json!(gemini_finish(shape));
         }
+        let out_so_far = if last { output } else { (i as u64) + 1 };
+        ev.push(data(json!({
+            "candidates": [cand],
+            "usageMetadata": gemini_usage(input, out_so_far),
+            "modelVersion": model,
+            "responseId": "mQTFaPCfH4W9xN8Pk5GQwQE"
+        })));
+    }
+    if !calls.is_empty() {
+        // Function calls come whole, all of one turn in one chunk.
+        let parts: Vec<Value> = calls
+            .iter()
+            .map(|a| json!({"functionCall": {"name": TOOL_NAME, "args": a}}))
+            .collect();
+        ev.push(data(json!({
+            "candidates": [{"content": {"parts": parts, "role": "model"},
+                "finishReason": "STOP", "index": 0}],
+            "usageMetadata": gemini_usage(input, output),
+            "modelVersion": model,
+            "responseId": "mQTFaPCfH4W9xN8Pk5GQwQE"
+        })));
     }
     ev
 }

@@ -12,12 +12,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use apiproxy_translate::passthrough::{
-    self as same_format, passthrough_body, PassthroughOptions, PassthroughStream, StreamFault,
-};
-use apiproxy_translate::{
-    self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions,
-};
+use apiproxy_translate::passthrough::{self as same_format, passthrough_body};
+use apiproxy_translate::{self as translate, Format};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
@@ -27,6 +23,12 @@ use super::upstream_error;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
+
+mod convert;
+mod fault;
+
+use convert::Converter;
+pub use fault::RelayFault;
 
 /// Largest non-streaming upstream body accepted.
 const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
@@ -57,10 +59,7 @@ pub enum Outcome {
     /// The upstream failed. If nothing was written yet (`ctx.first_byte` is
     /// `None`) the caller may try the next candidate; otherwise the stream
     /// was already closed with an error event.
-    Failed {
-        reason: String,
-        status: Option<u16>,
-    },
+    Failed(RelayFault),
 }
 
 pub async fn relay(
@@ -76,12 +75,7 @@ pub async fn relay(
     {
         // The gateway never asks for a compressed answer: one that comes
         // anyway cannot be read (nor passed on: the client did not ask either).
-        return Outcome::Failed {
-            reason: format!(
-                "upstream answered with content-encoding `{enc}`, which was not asked for"
-            ),
-            status: None,
-        };
+        return Outcome::Failed(RelayFault::Compressed(enc.to_owned()));
     }
     let sse = resp
         .header_str("content-type")
@@ -90,10 +84,7 @@ pub async fn relay(
         stream(session, ctx, resp, plan, headers).await
     } else if plan.stream {
         // Some upstreams answer a streaming request with one JSON body.
-        Outcome::Failed {
-            reason: "upstream answered a streaming request without an event stream".into(),
-            status: None,
-        }
+        Outcome::Failed(RelayFault::NotAStream)
     } else {
         whole(session, ctx, resp, plan, headers).await
     }
@@ -212,15 +203,14 @@ async fn whole(
         match next_chunk(session, resp, ctx, plan, headers).await {
             Step::Chunk(c) => {
                 if body.len() + c.len() > MAX_RESPONSE_BODY {
-                    return failed(
-                        format!("response body larger than {MAX_RESPONSE_BODY} bytes"),
-                        None,
-                    );
+                    return Outcome::Failed(RelayFault::TooLarge {
+                        limit: MAX_RESPONSE_BODY,
+                    });
                 }
                 body.extend_from_slice(&c);
             }
             Step::End => break,
-            Step::Error(e) => return failed(e.to_string(), timeout_status(&e)),
+            Step::Error(e) => return Outcome::Failed(RelayFault::Upstream(e)),
             Step::ClientGone => return gone(ctx),
         }
     }
@@ -232,7 +222,10 @@ async fn whole(
         }
         let read = match passthrough_body(plan.upstream, &body, plan.model_override.as_deref()) {
             Ok(r) => r,
-            Err(e) => return failed(format!("upstream answered invalid JSON: {e}"), None),
+            Err(e) => {
+                let fault = RelayFault::InvalidJson(e.to_string());
+                return Outcome::Failed(fault.scrubbed(plan.provider_keys));
+            }
         };
         ctx.usage = read.usage;
         if plan.upstream == Format::OpenAiResponses {
@@ -251,7 +244,10 @@ async fn whole(
     } else {
         let mut r = match translate::decode_response(plan.upstream, &body) {
             Ok(r) => r,
-            Err(e) => return failed(format!("upstream answer could not be read: {e}"), None),
+            Err(e) => {
+                let fault = RelayFault::Unreadable(e);
+                return Outcome::Failed(fault.scrubbed(plan.provider_keys));
+            }
         };
         ctx.usage = r.usage;
         ctx.relayed_output_bytes = response_output_bytes(&r);
@@ -307,151 +303,12 @@ fn capture_text(ctx: &mut RequestCtx, r: &translate::ChatResponse) {
     }
 }
 
-fn failed(reason: String, status: Option<u16>) -> Outcome {
-    Outcome::Failed { reason, status }
-}
-
 fn gone(ctx: &mut RequestCtx) -> Outcome {
     ctx.client_gone = true;
     if ctx.status == 0 {
         ctx.status = 499;
     }
     Outcome::ClientGone
-}
-
-fn timeout_status(e: &SendError) -> Option<u16> {
-    matches!(e, SendError::Timeout).then_some(504)
-}
-
-/// Turns upstream SSE bytes into client SSE bytes.
-enum Converter {
-    /// Same format: the upstream's bytes, with the model renamed and usage
-    /// read on the way (the translate crate's same-format relay).
-    Passthrough(PassthroughStream),
-    Translate {
-        parser: SseParser,
-        decoder: Box<dyn translate::StreamDecode>,
-        encoder: Box<dyn translate::StreamEncode>,
-        /// Reused for every chunk: parsed events, and neutral events of one.
-        events: Vec<SseEvent>,
-        neutral: Vec<StreamEvent>,
-        saw_event: bool,
-    },
-}
-
-impl Converter {
-    fn new(plan: &RelayPlan<'_>, capturing: bool) -> Self {
-        if plan.passthrough {
-            Converter::Passthrough(PassthroughStream::new(
-                plan.client,
-                PassthroughOptions {
-                    model_override: plan.model_override.clone(),
-                    // The gateway asked for it on the client's behalf.
-                    drop_usage_chunk: !plan.include_usage,
-                    capture_text: capturing,
-                    count_output: true,
-                },
-            ))
-        } else {
-            Converter::Translate {
-                parser: SseParser::default(),
-                decoder: translate::stream_decoder(plan.upstream),
-                encoder: translate::stream_encoder(
-                    plan.client,
-                    StreamOptions {
-                        model_override: plan.model_override.clone(),
-                        include_usage: plan.include_usage,
-                    },
-                ),
-                events: Vec::new(),
-                neutral: Vec::new(),
-                saw_event: false,
-            }
-        }
-    }
-
-    /// Converts upstream bytes (`None`: the upstream ended the stream),
-    /// appending what the client gets to `out`.
-    fn feed(
-        &mut self,
-        chunk: Option<&[u8]>,
-        ctx: &mut RequestCtx,
-        out: &mut BytesMut,
-    ) -> Result<(), String> {
-        match self {
-            Converter::Passthrough(relay) => {
-                let r = match chunk {
-                    Some(c) => relay.feed(c, out),
-                    None => relay.finish(out),
-                };
-                ctx.usage = relay.usage();
-                if ctx.response_id.is_none() {
-                    ctx.response_id = relay.response_id().map(str::to_owned);
-                }
-                ctx.relayed_output_bytes = relay.output_bytes();
-                if ctx.answer.is_some() {
-                    let text = relay.take_text();
-                    ctx.capture(&text);
-                }
-                r.map_err(|e| match e {
-                    StreamFault::TooLarge(e) => e.to_string(),
-                    StreamFault::InvalidJson(_) => {
-                        format!("upstream stream could not be read: {e}")
-                    }
-                })?;
-                if chunk.is_none() && relay.events() == 0 {
-                    return Err("upstream closed the stream without an event".into());
-                }
-                Ok(())
-            }
-            Converter::Translate {
-                parser,
-                decoder,
-                encoder,
-                events,
-                neutral,
-                saw_event,
-            } => {
-                events.clear();
-                match chunk {
-                    Some(c) => parser.feed(c, events).map_err(|e| e.to_string())?,
-                    None => parser.finish(events),
-                }
-                for ev in events.iter() {
-                    *saw_event = true;
-                    neutral.clear();
-                    decoder
-                        .decode(ev, neutral)
-                        .map_err(|e| format!("upstream stream could not be read: {}", e.message))?;
-                    for e in neutral.iter() {
-                        ctx.relayed_output_bytes += same_format::output_bytes(e);
-                        match e {
-                            // Decoders report the running total.
-                            StreamEvent::Usage(u) => ctx.usage = Some(*u),
-                            StreamEvent::TextDelta { text } => ctx.capture(text),
-                            _ => {}
-                        }
-                        encoder.encode(e, out);
-                    }
-                }
-                if chunk.is_none() {
-                    if !*saw_event {
-                        return Err("upstream closed the stream without an event".into());
-                    }
-                    encoder.finish(out);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// The stream breaks after it started: one error event and the end.
-    fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut) {
-        match self {
-            Converter::Translate { encoder, .. } => encoder.fail(status, message, out),
-            Converter::Passthrough(relay) => relay.fail(status, message, out),
-        }
-    }
 }
 
 async fn stream(
@@ -466,21 +323,18 @@ async fn stream(
     // Part of this answer reached the client: no failover any more.
     let mut answered = false;
 
-    let result: Result<(), (String, Option<u16>)> = loop {
+    let result: Result<(), RelayFault> = loop {
         let chunk = match next_chunk(session, resp, ctx, plan, headers).await {
             Step::Chunk(c) => Some(c),
             Step::End => None,
-            Step::Error(e) => break Err((e.to_string(), timeout_status(&e))),
+            Step::Error(e) => break Err(RelayFault::Upstream(e)),
             Step::ClientGone => {
                 end_stream_gauge(ctx);
                 return gone(ctx);
             }
         };
         let mut end = chunk.is_none();
-        let mut failure = conv
-            .feed(chunk.as_deref(), ctx, &mut out)
-            .err()
-            .map(|e| (e, None));
+        let mut failure = conv.feed(chunk.as_deref(), ctx, &mut out).err();
         // What the upstream already sent (Pingora has it buffered, or the
         // socket has it) joins this write: one write to the client per
         // burst, not one per upstream chunk. Nothing is waited for.
@@ -489,12 +343,9 @@ async fn stream(
                 None => break,
                 Some(Ok(c)) => {
                     end = c.is_none();
-                    failure = conv
-                        .feed(c.as_deref(), ctx, &mut out)
-                        .err()
-                        .map(|e| (e, None));
+                    failure = conv.feed(c.as_deref(), ctx, &mut out).err();
                 }
-                Some(Err(e)) => failure = Some((e.to_string(), timeout_status(&e))),
+                Some(Err(e)) => failure = Some(RelayFault::Upstream(e)),
             }
         }
         if let Some(f) = failure {
@@ -534,22 +385,23 @@ async fn stream(
         }
         // Nothing of this answer was written (keep-alives may have been):
         // the stream stays open for the next candidate.
-        Err((reason, status)) if !answered => Outcome::Failed { reason, status },
-        Err((reason, status)) => {
-            let reason = upstream_error::scrub(&reason, plan.provider_keys);
+        Err(fault) if !answered => Outcome::Failed(fault.scrubbed(plan.provider_keys)),
+        Err(fault) => {
+            let fault = fault.scrubbed(plan.provider_keys);
             log::warn!(
-                "stream from {} broke after it started: {reason}",
-                ctx.provider
+                "stream from {} broke after it started: {}",
+                ctx.provider,
+                crate::error::Chain(&fault)
             );
             conv.fail(
-                status,
-                &format!("upstream stream failed: {reason}"),
+                fault.status(),
+                &format!("upstream stream failed: {fault}"),
                 &mut out,
             );
             upstream_error::scrub_bytes(&mut out, plan.provider_keys);
             let _ = write(session, ctx, out.split().freeze(), true).await;
             end_stream_gauge(ctx);
-            Outcome::Failed { reason, status }
+            Outcome::Failed(fault)
         }
     }
 }

@@ -1,0 +1,223 @@
+//! Reaching one candidate: each usable key in turn, sent and awaited up
+//! to a good answer's head (a stream's first chunk too). Touches neither
+//! the client nor the request's context, so a hedge can race it.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::record::{AttemptOutcome, Ended};
+use super::{Answer, Attempts, Failure, Hold, Reached, Sent};
+use crate::error::GatewayError;
+use crate::proxy::failover::{AttemptError, NextStep};
+use crate::proxy::refusal::Refusal;
+use crate::proxy::relay;
+use crate::proxy::request::Parsed;
+use crate::routing::metrics as route_metrics;
+use crate::routing::Candidate;
+use crate::upstream::http::{self, Outgoing};
+use crate::upstream::ratelimit;
+use crate::upstream::{now_ms, KeyChoice, Provider};
+
+impl Attempts<'_> {
+    /// Tries candidate `c` with each of its provider's usable keys in turn
+    /// (a key refused, rate limited or at its own capacity gives way to the
+    /// next) until one gives a good answer's head. Writes nothing to the
+    /// client: it may race a hedge.
+    pub(super) async fn reach<'r>(&'r self, c: &'r Candidate, parsed: &'r Parsed) -> Reached<'r> {
+        let provider: &'r Provider = &self.rt.providers[c.provider];
+        let routing = &self.rt.config.routing;
+        let cfg = &provider.config;
+        let Some(slot) = provider
+            .capacity
+            .acquire(now_ms(), cfg.max_concurrency, cfg.max_qps)
+        else {
+            self.record(
+                Ended::new(provider, c),
+                AttemptOutcome::Failed(AttemptError::AtCapacity),
+            );
+            return Reached::Failed;
+        };
+        let stats = self.rt.stats(c);
+        let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
+        route_metrics::note_transition(provider, transition);
+        if !admitted {
+            self.record(
+                Ended::new(provider, c),
+                AttemptOutcome::Failed(AttemptError::CircuitOpen),
+            );
+            return Reached::Failed;
+        }
+        let mut tried_keys: Vec<usize> = Vec::new();
+        // A key was skipped for its own capacity (then "no key" is a 429).
+        let mut busy = false;
+        loop {
+            if self.sent() >= routing.max_attempts {
+                return Reached::Failed;
+            }
+            let prefer = self
+                .sticky
+                .filter(|s| s.provider == c.provider)
+                .map(|s| s.api_key_index);
+            let (api_key_index, key_slot) =
+                match provider.pick_key(prefer, &tried_keys, routing.ratelimit_reserve) {
+                    KeyChoice::Key(k) => match provider.acquire_key(k) {
+                        Some(s) => (Some(k), s),
+                        None => {
+                            busy = true;
+                            tried_keys.push(k);
+                            continue;
+                        }
+                    },
+                    KeyChoice::Keyless => (None, None),
+                    KeyChoice::AllBusy => {
+                        self.record(
+                            Ended::new(provider, c),
+                            AttemptOutcome::Failed(AttemptError::AtCapacity),
+                        );
+                        return Reached::Failed;
+                    }
+                    KeyChoice::AllCooling => {
+                        let e = if busy {
+                            AttemptError::AtCapacity
+                        } else if let Some(retry_after) = provider.rate_limited_for() {
+                            AttemptError::KeysRateLimited { retry_after }
+                        } else {
+                            AttemptError::NoUsableKey
+                        };
+                        self.record(Ended::new(provider, c), AttemptOutcome::Failed(e));
+                        return Reached::Failed;
+                    }
+                };
+            let in_flight = stats.start();
+            let started = Instant::now();
+            let (error, refusal) = match self.send(provider, c, api_key_index, parsed).await {
+                Ok(Ok(Sent {
+                    resp,
+                    sent_at,
+                    passthrough,
+                })) => {
+                    return Reached::Answer(Box::new(Answer {
+                        provider,
+                        c,
+                        api_key_index,
+                        resp,
+                        sent_at,
+                        passthrough,
+                        _hold: Hold {
+                            _provider: slot,
+                            _key: key_slot,
+                            _in_flight: in_flight,
+                        },
+                    }))
+                }
+                Ok(Err(failed)) => failed,
+                Err(e) => return Reached::Error(e),
+            };
+            drop((in_flight, key_slot));
+            let status = match &error {
+                AttemptError::Status { status, .. } => Some(*status),
+                _ => None,
+            };
+            let ended = Ended {
+                api_key_index,
+                sent_at: Some(started),
+                status,
+                request_only: refusal.as_ref().is_some_and(|r| r.request_only),
+                relayable: refusal.is_some(),
+                tried_keys: Some(&mut tried_keys),
+                ..Ended::new(provider, c)
+            };
+            match self.record(ended, AttemptOutcome::Failed(error)) {
+                NextStep::NextKey => {}
+                NextStep::NextCandidate => return Reached::Failed,
+                NextStep::Relay => {
+                    if let Some(refusal) = refusal {
+                        return Reached::Refused { provider, refusal };
+                    }
+                    return Reached::Failed;
+                }
+            }
+        }
+    }
+
+    /// One attempt with one key: encode, send, and wait for a good
+    /// answer's head (for a stream, its first chunk too: the first byte is
+    /// what a hedge races for). `Ok(Err)` describes the failure.
+    pub(super) async fn send(
+        &self,
+        provider: &Provider,
+        c: &Candidate,
+        api_key_index: Option<usize>,
+        parsed: &Parsed,
+    ) -> Result<Result<Sent, Failure>, GatewayError> {
+        let (body, passthrough) = {
+            let mut enc = self.encoder.lock();
+            let body = enc.encode(provider.config.format, c, parsed)?;
+            (body, enc.last_was_passthrough)
+        };
+        let target = crate::config::filters::Target {
+            client: self.fmt,
+            provider: &provider.config,
+            model: &c.model,
+            requested: &c.requested,
+        };
+        let filters = &self.rt.config.filters;
+        let body = filters
+            .apply_payload(body, &target)
+            .map_err(GatewayError::internal)?;
+        let edits = filters.header_edits(&target);
+        let mut out_headers = provider.auth_headers(provider.api_key(api_key_index));
+        if provider.config.format == self.fmt {
+            out_headers.extend(self.forwarded.iter().cloned());
+        }
+        let path = provider.request_path(&c.model, self.stream);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let sent_at = Instant::now();
+        let sent = http::send(
+            &self.gw.connector,
+            provider,
+            Outgoing {
+                method: "POST",
+                path: &path,
+                body,
+                stream: self.stream,
+                headers: out_headers,
+                edits: edits.as_ref(),
+            },
+        )
+        .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Ok(Err((AttemptError::Send(e), None))),
+        };
+        let reading = ratelimit::parse(|h| resp.header_str(h), now_ms());
+        if let (Some(k), Some(r)) = (api_key_index, reading.clone()) {
+            provider.note_ratelimit(k, r);
+        }
+        if !(200..300).contains(&resp.status()) {
+            // Boxed: a refusal is the rare path, its future is not made
+            // part of every attempt's.
+            return Ok(Err(Box::pin(Refusal::read(
+                &self.gw.connector,
+                resp,
+                provider,
+                reading,
+            ))
+            .await));
+        }
+        let sse = resp
+            .header_str("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        if self.stream && sse {
+            if let Err(e) = resp.peek().await {
+                let error = AttemptError::BrokenAnswer(relay::RelayFault::Upstream(e));
+                return Ok(Err((error, None)));
+            }
+        }
+        Ok(Ok(Sent {
+            resp,
+            sent_at,
+            passthrough,
+        }))
+    }
+}

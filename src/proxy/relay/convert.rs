@@ -1,0 +1,142 @@
+//! The stream converter: upstream SSE bytes in, the client's SSE bytes
+//! out, through the translate crate's same-format relay or a decoder and
+//! encoder pair. Pure: no I/O, its faults typed.
+
+use apiproxy_translate::passthrough::{
+    self as same_format, PassthroughOptions, PassthroughStream, StreamFault,
+};
+use apiproxy_translate::{self as translate, SseEvent, SseParser, StreamEvent, StreamOptions};
+use bytes::BytesMut;
+
+use super::fault::RelayFault;
+use super::RelayPlan;
+use crate::proxy::ctx::RequestCtx;
+
+/// Turns upstream SSE bytes into client SSE bytes.
+pub(super) enum Converter {
+    /// Same format: the upstream's bytes, with the model renamed and usage
+    /// read on the way (the translate crate's same-format relay).
+    Passthrough(PassthroughStream),
+    Translate {
+        parser: SseParser,
+        decoder: Box<dyn translate::StreamDecode>,
+        encoder: Box<dyn translate::StreamEncode>,
+        /// Reused for every chunk: parsed events, and neutral events of one.
+        events: Vec<SseEvent>,
+        neutral: Vec<StreamEvent>,
+        saw_event: bool,
+    },
+}
+
+impl Converter {
+    pub(super) fn new(plan: &RelayPlan<'_>, capturing: bool) -> Self {
+        if plan.passthrough {
+            Converter::Passthrough(PassthroughStream::new(
+                plan.client,
+                PassthroughOptions {
+                    model_override: plan.model_override.clone(),
+                    // The gateway asked for it on the client's behalf.
+                    drop_usage_chunk: !plan.include_usage,
+                    capture_text: capturing,
+                    count_output: true,
+                },
+            ))
+        } else {
+            Converter::Translate {
+                parser: SseParser::default(),
+                decoder: translate::stream_decoder(plan.upstream),
+                encoder: translate::stream_encoder(
+                    plan.client,
+                    StreamOptions {
+                        model_override: plan.model_override.clone(),
+                        include_usage: plan.include_usage,
+                    },
+                ),
+                events: Vec::new(),
+                neutral: Vec::new(),
+                saw_event: false,
+            }
+        }
+    }
+
+    /// Converts upstream bytes (`None`: the upstream ended the stream),
+    /// appending what the client gets to `out`.
+    pub(super) fn feed(
+        &mut self,
+        chunk: Option<&[u8]>,
+        ctx: &mut RequestCtx,
+        out: &mut BytesMut,
+    ) -> Result<(), RelayFault> {
+        match self {
+            Converter::Passthrough(relay) => {
+                let r = match chunk {
+                    Some(c) => relay.feed(c, out),
+                    None => relay.finish(out),
+                };
+                ctx.usage = relay.usage();
+                if ctx.response_id.is_none() {
+                    ctx.response_id = relay.response_id().map(str::to_owned);
+                }
+                ctx.relayed_output_bytes = relay.output_bytes();
+                if ctx.answer.is_some() {
+                    let text = relay.take_text();
+                    ctx.capture(&text);
+                }
+                r.map_err(|e| match e {
+                    StreamFault::TooLarge(e) => RelayFault::EventTooLarge(e),
+                    StreamFault::InvalidJson(_) => RelayFault::StreamUnreadable(e.to_string()),
+                })?;
+                if chunk.is_none() && relay.events() == 0 {
+                    return Err(RelayFault::NoEvent);
+                }
+                Ok(())
+            }
+            Converter::Translate {
+                parser,
+                decoder,
+                encoder,
+                events,
+                neutral,
+                saw_event,
+            } => {
+                events.clear();
+                match chunk {
+                    Some(c) => parser.feed(c, events).map_err(RelayFault::EventTooLarge)?,
+                    None => parser.finish(events),
+                }
+                for ev in events.iter() {
+                    *saw_event = true;
+                    neutral.clear();
+                    decoder
+                        .decode(ev, neutral)
+                        .map_err(|e| RelayFault::StreamUnreadable(e.message))?;
+                    for e in neutral.iter() {
+                        ctx.relayed_output_bytes += same_format::output_bytes(e);
+                        match e {
+                            // Decoders report the running total.
+                            StreamEvent::Usage(u) => ctx.usage = Some(*u),
+                            StreamEvent::TextDelta { text } => ctx.capture(text),
+                            _ => {}
+                        }
+                        encoder.encode(e, out);
+                    }
+                }
+                if chunk.is_none() {
+                    if !*saw_event {
+                        return Err(RelayFault::NoEvent);
+                    }
+                    encoder.finish(out);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The stream breaks after it started: one error event and the end.
+    pub(super) fn fail(&mut self, status: Option<u16>, message: &str, out: &mut BytesMut) {
+        match self {
+            Converter::Translate { encoder, .. } => encoder.fail(status, message, out),
+            Converter::Passthrough(relay) => relay.fail(status, message, out),
+        }
+    }
+}
