@@ -2,21 +2,30 @@
 //! start), following a Sentinel failover, noticing an outage, probing until Redis answers again, the
 //! `apiproxy_store_*` metrics and the warning that says so (at most one a minute).
 //!
-//! The connection is created on a small dedicated thread with its own tokio runtime, so its connection task and
-//! its reconnects do not depend on the runtime that called [`crate::open`] (the gateway may open the store on a
-//! short-lived runtime and serve from Pingora's). Callers on any runtime talk to it through channels.
+//! The home connection is created on a small dedicated thread with its own tokio runtime, so its connection task,
+//! its reconnects, the probes and Sentinel following do not depend on the runtime that called [`crate::open`] (the
+//! gateway may open the store on a short-lived runtime and serve from Pingora's). Calls do not go through it once
+//! their runtime has a connection of its own: a multiplexed connection's task runs on the runtime that made it, and
+//! a call from another runtime would be handed to that task's thread and woken again from it (most of what a Redis
+//! call cost the gateway). So each runtime that calls gets its own connection ([`Runtimes`]), made in the
+//! background on that runtime at its first call (which, like every call until it is ready, uses the home one),
+//! and made again after an outage or a Sentinel failover. A runtime that goes away takes its connection with it;
+//! no other runtime uses that connection.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+use tokio::runtime::Handle;
 
 use crate::metrics::{ERRORS, REDIS_UP};
 use crate::redis_url::{address, RedisTarget};
@@ -32,6 +41,11 @@ const PROBE_WHILE_UP: Duration = Duration::from_secs(2);
 const PROBE_WHILE_DOWN: Duration = Duration::from_millis(500);
 /// At most one warning about Redis per this period.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Runtimes that get a connection of their own at most (the gateway has a few: Pingora's services, the writer);
+/// calls from further ones use the home connection.
+const MAX_RUNTIMES: usize = 8;
+/// How long after a failed attempt a runtime's connection is tried again (its calls use the home one meanwhile).
+const RUNTIME_RETRY: Duration = Duration::from_millis(500);
 
 /// A connection of whichever shape the target has; clones share one multiplexed connection (per node).
 // Cloned for every call: boxing the larger variant would allocate each time instead of copying a few words.
@@ -42,6 +56,9 @@ pub(crate) enum Conn {
     Single(ConnectionManager),
     /// A Redis Cluster (follows slot moves and node changes by itself).
     Cluster(ClusterConnection),
+    /// One server (or the master Sentinels named), a runtime's own: made again after an outage instead of
+    /// reconnecting by itself (see [`Runtimes`]).
+    Multiplexed(MultiplexedConnection),
 }
 
 impl ConnectionLike for Conn {
@@ -49,6 +66,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -61,6 +79,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -68,6 +87,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
         }
     }
 }
@@ -81,6 +101,153 @@ pub(crate) struct Link {
     last_warning: Mutex<Option<Instant>>,
     /// Wakes the probe loop when an operation finds Redis gone, so that it reconnects at once.
     outage: tokio::sync::Notify,
+    /// The calling runtimes' own connections.
+    runtimes: Arc<Runtimes>,
+}
+
+/// How a runtime makes its own connection: the target as the home connection last reached it (with Sentinels, the
+/// master they named).
+#[derive(Clone)]
+enum Recipe {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+impl Recipe {
+    /// A new connection, its task on the current runtime.
+    async fn connect(&self) -> Result<Conn, String> {
+        match self {
+            Recipe::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(OP_TIMEOUT);
+                match tokio::time::timeout(
+                    CONNECT_TIMEOUT * 3,
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await
+                {
+                    Ok(Ok(conn)) => Ok(Conn::Multiplexed(conn)),
+                    Ok(Err(e)) => Err(describe_error(&e)),
+                    Err(_) => Err("connect timed out".to_string()),
+                }
+            }
+            Recipe::Cluster(client) => connect_cluster(client).await.map(Conn::Cluster),
+        }
+    }
+}
+
+/// The connections of the runtimes that call, one each; every one belongs to a generation of the home connection.
+/// A new generation (the home connection made again, or Redis found gone) empties the table: each runtime then
+/// makes its connection again at its next call.
+struct Runtimes {
+    generation: AtomicU64,
+    recipe: RwLock<Option<Recipe>>,
+    table: RwLock<Vec<RuntimeConn>>,
+}
+
+struct RuntimeConn {
+    runtime: tokio::runtime::Id,
+    state: RuntimeState,
+}
+
+enum RuntimeState {
+    /// Being made by a task on that runtime.
+    Connecting,
+    Ready(Box<Conn>),
+    /// The attempt failed then; tried again after [`RUNTIME_RETRY`].
+    Failed(Instant),
+}
+
+impl Runtimes {
+    fn new() -> Self {
+        Runtimes {
+            generation: AtomicU64::new(0),
+            recipe: RwLock::new(None),
+            table: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Starts a new generation: every runtime's connection is made again (from `recipe`, when given).
+    fn renew(&self, recipe: Option<Recipe>) {
+        let mut table = self.table.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(recipe) = recipe {
+            *self.recipe.write() = Some(recipe);
+        }
+        table.clear();
+    }
+
+    /// The connection of the runtime of `handle`, when it has one ready; otherwise starts making it (once, on that
+    /// runtime, in the background) and answers `None`.
+    fn connection(self: &Arc<Self>, handle: &Handle) -> Option<Conn> {
+        let runtime = handle.id();
+        {
+            let table = self.table.read();
+            match table.iter().find(|r| r.runtime == runtime) {
+                Some(r) if !r.retry_due() => return r.ready(),
+                None if table.len() >= MAX_RUNTIMES => return None,
+                _ => {}
+            }
+        }
+        let mut table = self.table.write();
+        let generation = self.generation.load(Ordering::Acquire);
+        let slot = table.iter().position(|r| r.runtime == runtime);
+        if let Some(at) = slot {
+            if !table[at].retry_due() {
+                return table[at].ready();
+            }
+        } else if table.len() >= MAX_RUNTIMES {
+            return None;
+        }
+        let recipe = self.recipe.read().clone()?;
+        let entry = RuntimeConn {
+            runtime,
+            state: RuntimeState::Connecting,
+        };
+        match slot {
+            Some(at) => table[at] = entry,
+            None => table.push(entry),
+        }
+        drop(table);
+        let runtimes = Arc::clone(self);
+        handle.spawn(async move {
+            let made = recipe.connect().await;
+            runtimes.made(runtime, generation, made);
+        });
+        None
+    }
+
+    /// Records a runtime's new connection, unless its generation has passed meanwhile.
+    fn made(&self, runtime: tokio::runtime::Id, generation: u64, made: Result<Conn, String>) {
+        let mut table = self.table.write();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if let Some(slot) = table.iter_mut().find(|r| r.runtime == runtime) {
+            slot.state = match made {
+                Ok(conn) => RuntimeState::Ready(Box::new(conn)),
+                Err(e) => {
+                    log::debug!("store: a runtime's own Redis connection failed ({e}); retrying");
+                    RuntimeState::Failed(Instant::now())
+                }
+            };
+        }
+    }
+}
+
+impl RuntimeConn {
+    fn ready(&self) -> Option<Conn> {
+        match &self.state {
+            RuntimeState::Ready(conn) => Some(Conn::clone(conn)),
+            _ => None,
+        }
+    }
+
+    /// Whether an attempt failed long enough ago to try again.
+    fn retry_due(&self) -> bool {
+        matches!(self.state, RuntimeState::Failed(since) if since.elapsed() >= RUNTIME_RETRY)
+    }
 }
 
 impl Link {
@@ -135,6 +302,7 @@ impl Link {
             endpoint,
             last_warning: Mutex::new(None),
             outage: tokio::sync::Notify::new(),
+            runtimes: Arc::new(Runtimes::new()),
         }
     }
 
@@ -143,10 +311,16 @@ impl Link {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// A connection to use now, or `None` while Redis is down (the call is then answered locally at once).
+    /// A connection to use now, or `None` while Redis is down (the call is then answered locally at once): the
+    /// calling runtime's own when it has one ready, else the home connection.
     pub(crate) fn connection(&self) -> Option<Conn> {
         if !self.is_up() {
             return None;
+        }
+        if let Ok(handle) = Handle::try_current() {
+            if let Some(conn) = self.runtimes.connection(&handle) {
+                return Some(conn);
+            }
         }
         self.conn.read().clone()
     }
@@ -158,6 +332,8 @@ impl Link {
         if outage {
             self.up.store(false, Ordering::Relaxed);
             REDIS_UP.set(0);
+            // The runtimes' connections may be as broken as the one that failed: made again once Redis answers.
+            self.runtimes.renew(None);
             self.outage.notify_one();
         }
         self.warn(|| {
@@ -176,6 +352,7 @@ impl Link {
     fn unreachable(&self, why: &dyn Display) {
         if self.up.swap(false, Ordering::Relaxed) {
             ERRORS.inc();
+            self.runtimes.renew(None);
         }
         REDIS_UP.set(0);
         self.warn(|| {
@@ -224,8 +401,8 @@ enum Shape {
         sentinel: Sentinel,
         master: String,
         node: SentinelNodeConnectionInfo,
-        /// The master address the current connection goes to.
-        connected: Option<String>,
+        /// The master the current connection goes to.
+        connected: Option<redis::Client>,
     },
 }
 
@@ -262,14 +439,7 @@ impl Connector {
     pub(crate) async fn connect(&mut self) -> Result<Conn, String> {
         match &mut self.shape {
             Shape::Single(client) => connect_manager(client).await.map(Conn::Single),
-            Shape::Cluster(client) => {
-                match tokio::time::timeout(CONNECT_TIMEOUT * 3, client.get_async_connection()).await
-                {
-                    Ok(Ok(conn)) => Ok(Conn::Cluster(conn)),
-                    Ok(Err(e)) => Err(describe_error(&e)),
-                    Err(_) => Err("connect timed out".to_string()),
-                }
-            }
+            Shape::Cluster(client) => connect_cluster(client).await.map(Conn::Cluster),
             Shape::Sentinel {
                 sentinel,
                 master,
@@ -279,10 +449,13 @@ impl Connector {
                 let client = ask_sentinels(sentinel, master, node).await?;
                 let conn = connect_manager(&client).await.map(Conn::Single)?;
                 let now = address(&client.get_connection_info().addr);
-                if connected.as_ref().is_some_and(|before| *before != now) {
+                if connected
+                    .as_ref()
+                    .is_some_and(|before| address(&before.get_connection_info().addr) != now)
+                {
                     log::info!("store: the Sentinels name a new master for `{master}`: {now}");
                 }
-                *connected = Some(now);
+                *connected = Some(client);
                 Ok(conn)
             }
         }
@@ -301,10 +474,20 @@ impl Connector {
             return false;
         };
         match ask_sentinels(sentinel, master, node).await {
-            Ok(client) => {
-                connected.as_deref() != Some(address(&client.get_connection_info().addr).as_str())
-            }
+            Ok(client) => connected.as_ref().is_none_or(|before| {
+                address(&before.get_connection_info().addr)
+                    != address(&client.get_connection_info().addr)
+            }),
             Err(_) => false,
+        }
+    }
+
+    /// How a runtime makes a connection of its own to where the last [`Connector::connect`] went.
+    fn recipe(&self) -> Option<Recipe> {
+        match &self.shape {
+            Shape::Single(client) => Some(Recipe::Single(client.clone())),
+            Shape::Cluster(client) => Some(Recipe::Cluster(client.clone())),
+            Shape::Sentinel { connected, .. } => connected.clone().map(Recipe::Single),
         }
     }
 
@@ -365,6 +548,8 @@ async fn keep_connected(
             Err(_) => match connector.connect().await {
                 Ok(conn) => {
                     *link.conn.write() = Some(conn);
+                    // The runtimes' connections go where this one does (with Sentinels, maybe a new master).
+                    link.runtimes.renew(connector.recipe());
                     link.reachable();
                 }
                 Err(e) => {
@@ -387,6 +572,14 @@ async fn keep_connected(
             _ = outage => {}
         }
         drop(link);
+    }
+}
+
+async fn connect_cluster(client: &ClusterClient) -> Result<ClusterConnection, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT * 3, client.get_async_connection()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(describe_error(&e)),
+        Err(_) => Err("connect timed out".to_string()),
     }
 }
 
