@@ -33,6 +33,7 @@ pub mod compat;
 pub mod config;
 pub mod console;
 pub mod context;
+pub mod control;
 pub mod drain;
 pub mod error;
 pub mod limits;

@@ -1,5 +1,6 @@
-//! `apiproxy -c conf/apiproxy.yaml`: runs the gateway.
+//! `apiproxy -c conf/apiproxy.yaml` (or `apiproxy run --config FILE`): runs the gateway.
 //! `apiproxy -t -c FILE`: checks FILE and exits.
+//! `apiproxy stop | status | reload [--config FILE]`: the running gateway of FILE.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,13 +28,13 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Cli {
     /// The config file (default conf/apiproxy.yaml; without -c, APIProxy's
     /// LLM_PROVIDERS environment configuration is used when it is set).
-    #[arg(short = 'c', long = "conf")]
+    #[arg(short = 'c', long = "conf", visible_alias = "config", global = true)]
     conf: Option<PathBuf>,
     /// Check the config file and exit.
     #[arg(short = 't', long = "test")]
     test: bool,
     /// Run in the background.
-    #[arg(short = 'd', long = "daemon")]
+    #[arg(short = 'd', long = "daemon", global = true)]
     daemon: bool,
     /// Take over the listening sockets of a running apiproxy (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
@@ -44,6 +45,18 @@ struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
+    /// Run the gateway (the same as no command; `--daemon` to run it in the
+    /// background), as ai-proxy's `run`.
+    Run,
+    /// Stop the gateway of this config (through its pid file): it finishes
+    /// its requests first; waits until it has exited.
+    Stop,
+    /// Whether the gateway of this config runs: its pid, uptime and listen
+    /// addresses; exits 0 when it runs, 3 when it does not.
+    Status,
+    /// Reload the config of the running gateway (SIGHUP): a bad file is
+    /// refused and the gateway keeps the config it has.
+    Reload,
     /// Print the JSON Schema of the config file (or of a filter file) and
     /// exit; point an editor's YAML support at it (README).
     Schema {
@@ -69,6 +82,12 @@ fn main() {
         let _ = writeln!(std::io::stdout().lock(), "{schema:#}");
         return;
     }
+    let ctl = match cli.command {
+        Some(Command::Stop) => Some(Control::Stop),
+        Some(Command::Status) => Some(Control::Status),
+        Some(Command::Reload) => Some(Control::Reload),
+        _ => None,
+    };
     // An empty path is the environment configuration (`Config::load`).
     let conf_path = cli.conf.take().unwrap_or_else(|| {
         if std::env::var_os("LLM_PROVIDERS").is_some() {
@@ -86,6 +105,9 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(c) = ctl {
+        std::process::exit(control(c, &config.server, &conf_path));
+    }
     if cli.test {
         for w in config.warnings() {
             eprintln!("warning: {w}");
@@ -116,6 +138,14 @@ fn main() {
     if cli.upgrade {
         // bootstrap() exits the process when the sockets do not arrive.
         log::info!("upgrade: took over the listening sockets of the running apiproxy");
+    }
+    // Pingora writes the pid file when it daemonizes; in the foreground it
+    // is ours to write, so `apiproxy status|stop|reload` find this process.
+    let pid_file = PathBuf::from(&s.pid_file);
+    if !server.configuration.daemon {
+        if let Err(e) = apiproxy::control::write_pid_file(&pid_file) {
+            log::warn!("server.pid_file {}: {e}", pid_file.display());
+        }
     }
 
     let state = Arc::new(LazyStore::new(config.store_options()));
@@ -195,6 +225,12 @@ fn main() {
         server.add_service(prom);
     }
 
+    // Absolute: a daemon runs from `/`, and SIGHUP re-reads this path.
+    let conf_path = if conf_path.as_os_str().is_empty() {
+        conf_path
+    } else {
+        std::path::absolute(&conf_path).unwrap_or(conf_path)
+    };
     add_background_services(&mut server, runtime, state.clone(), conf_path);
     // `run` returns once every service's runtime is gone (SIGTERM, SIGQUIT
     // after handing the sockets over, SIGINT): the store's writer thread has
@@ -202,7 +238,90 @@ fn main() {
     // session bindings, context) is written before the process exits.
     server.run(RunArgs::default());
     flush_store(&state);
+    // Pingora leaves its daemon's pid file behind: gone with the process, so
+    // `status` says "no pid file" rather than naming a dead pid.
+    apiproxy::control::remove_pid_file_if_ours(&pid_file);
     std::process::exit(0)
+}
+
+#[derive(Clone, Copy)]
+enum Control {
+    Stop,
+    Status,
+    Reload,
+}
+
+/// `apiproxy stop | status | reload`: the gateway of this config, found
+/// through its pid file. Returns the exit code.
+fn control(what: Control, s: &ServerSettings, conf_path: &std::path::Path) -> i32 {
+    use apiproxy::control;
+    let config_name = if conf_path.as_os_str().is_empty() {
+        "the environment configuration".to_owned()
+    } else {
+        conf_path.display().to_string()
+    };
+    let running = match control::find(std::path::Path::new(&s.pid_file)) {
+        Ok(r) => r,
+        Err(why) => {
+            println!(
+                "apiproxy ({config_name}) is not running: {why} ({})",
+                s.pid_file
+            );
+            // Stopping what does not run is done, as `systemctl stop` has it.
+            return match what {
+                Control::Stop => 0,
+                Control::Status | Control::Reload => control::NOT_RUNNING,
+            };
+        }
+    };
+    let pid = running.pid;
+    match what {
+        Control::Status => {
+            let mut listen = s.listen.clone();
+            if let Some(t) = &s.tls {
+                listen.extend(t.listen.iter().map(|a| format!("{a} (TLS)")));
+            }
+            listen.extend(s.admin_listen.iter().map(|a| format!("{a} (admin)")));
+            if let Some(m) = &s.metrics_listen {
+                listen.push(format!("{m} (metrics)"));
+            }
+            let up = running
+                .uptime
+                .map_or_else(|| "unknown".to_owned(), control::human_duration);
+            println!("apiproxy ({config_name}) is running");
+            println!("  pid:       {pid}");
+            println!("  uptime:    {up}");
+            println!("  listening: {}", listen.join(", "));
+            0
+        }
+        Control::Reload => match control::signal(&running, libc::SIGHUP) {
+            Ok(()) => {
+                println!("apiproxy (pid {pid}): reload requested; its log says whether the config was taken");
+                0
+            }
+            Err(e) => {
+                eprintln!("apiproxy (pid {pid}): cannot signal it: {e}");
+                1
+            }
+        },
+        Control::Stop => {
+            if let Err(e) = control::signal(&running, libc::SIGTERM) {
+                eprintln!("apiproxy (pid {pid}): cannot signal it: {e}");
+                return 1;
+            }
+            let limit = control::stop_wait(s);
+            if control::wait_gone(&running, limit) {
+                println!("apiproxy (pid {pid}) stopped");
+                0
+            } else {
+                eprintln!(
+                    "apiproxy (pid {pid}) is still running after {}s",
+                    limit.as_secs()
+                );
+                1
+            }
+        }
+    }
 }
 
 /// The logger (`log.level`, `RUST_LOG` wins), the config's warnings and the
