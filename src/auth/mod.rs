@@ -17,7 +17,7 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, ClientKey};
+use crate::config::{AuthConfig, ClientKey, Inspection};
 use crate::error::GatewayError;
 pub use stored::{Lookup, StoredKeys};
 
@@ -147,11 +147,32 @@ pub struct AdminGate<'a> {
     pub peer: Option<IpAddr>,
 }
 
+/// Who passed an inspection endpoint's gate ([`AdminGate::require_reader`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reader {
+    Admin,
+    /// A client key, by its id (`auth.inspection: clients`): it reads the
+    /// gateway's shape, never another key's state.
+    Client(String),
+}
+
 impl AdminGate<'_> {
     /// An admin key passes; a client key gets 403; anything else 401
     /// (whether or not the gateway needs client keys), counted against the
     /// client's address: past `auth.admin_failures_per_minute`, 429.
     pub async fn require_admin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        self.gate(headers, false).await.map(|_| ())
+    }
+
+    /// The inspection endpoints: an admin key passes, and with
+    /// `auth.inspection: clients` a client key too; otherwise as
+    /// [`AdminGate::require_admin`].
+    pub async fn require_reader(&self, headers: &HeaderMap) -> Result<Reader, GatewayError> {
+        self.gate(headers, self.auth.inspection == Inspection::Clients)
+            .await
+    }
+
+    async fn gate(&self, headers: &HeaderMap, clients_read: bool) -> Result<Reader, GatewayError> {
         let now = stored::now_ms();
         if let Some(addr) = self.peer {
             if let Err(wait) = self
@@ -166,7 +187,8 @@ impl AdminGate<'_> {
         }
         let presented = presented_key(headers, None);
         let refused = match caller(self.auth, self.stored, presented).await {
-            Ok(Caller::Admin) => return Ok(()),
+            Ok(Caller::Admin) => return Ok(Reader::Admin),
+            Ok(Caller::Client(k)) if clients_read => return Ok(Reader::Client(k.id.clone())),
             Ok(Caller::Client(_)) => GatewayError::forbidden("this endpoint needs an admin key"),
             _ if presented.is_none() => GatewayError::unauthorized("missing admin key"),
             Ok(Caller::Anonymous) | Err(_) => GatewayError::unauthorized("invalid admin key"),

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 
+use super::choices::Inspection;
 use super::raw::{self, RawAuth};
-use super::{Budget, ServerSettings};
+use super::{Budget, Choice, ServerSettings};
 
 /// Client and admin keys.
 #[derive(Debug, Default)]
@@ -25,6 +26,8 @@ pub struct AuthConfig {
     /// Failed admin authentications one client address may make per
     /// minute; past it 429 (`auth.admin_failures_per_minute`).
     pub admin_failures_per_minute: u32,
+    /// `auth.inspection`: whether client keys read the inspection endpoints.
+    pub inspection: Inspection,
 }
 
 /// Failed admin authentications per client address and minute.
@@ -192,6 +195,14 @@ pub fn resolve(a: RawAuth, server: &ServerSettings, problems: &mut Vec<String>) 
         auth.admin_keys.push(digest);
     }
     auth.open = a.open.unwrap_or(false);
+    auth.inspection = match a.inspection.as_ref().map(Choice::value) {
+        None => Inspection::Admin,
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            problems.push(format!("auth.inspection: {e}"));
+            Inspection::Admin
+        }
+    };
     auth.admin_failures_per_minute = match a.admin_failures_per_minute {
         None => DEFAULT_ADMIN_FAILURES_PER_MINUTE,
         Some(0) => {

@@ -131,6 +131,24 @@ pub enum WireApi {
     Responses,
 }
 
+/// `auth.inspection`: who may read the inspection endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inspection {
+    /// Admin keys only.
+    #[default]
+    Admin,
+    /// Admin keys and every client key (APIProxy's token reads them).
+    Clients,
+}
+
+impl Named for Inspection {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("admin", Inspection::Admin),
+        ("clients", Inspection::Clients),
+    ];
+    const SCHEMA_NAME: &'static str = "Inspection";
+}
+
 impl Named for WireApi {
     const ALL: &'static [(&'static str, Self)] =
         &[("chat", WireApi::Chat), ("responses", WireApi::Responses)];

@@ -1,15 +1,20 @@
 //! APIProxy's environment configuration, for running without a file:
 //! `LLM_PROVIDERS=a,b` and per provider `LLM_PROVIDER_{id}_NAME`,
-//! `_BASE_URL`, `_API_KEY` (comma-separated for several), `_MODELS_PATH`,
-//! `_WEIGHT`, `_RETRYABLE_STATUS_CODES`, plus `REDIS_URL` and `LOG_LEVEL`.
-//! `_KIND` (openai, anthropic, gemini) is ours; without it the kind is
-//! guessed from the base URL's host, else openai (APIProxy's providers are
-//! OpenAI-compatible). The gateway listens on `APIPROXY_LISTEN` (default
-//! 127.0.0.1:8080: without client keys, loopback only).
+//! `_BASE_URL`, `_API_KEY` (comma-separated for several), `_MODELS_PATH`
+//! (relative to `_BASE_URL`, as APIProxy reads it), `_WEIGHT`,
+//! `_RETRYABLE_STATUS_CODES`, `_REGION`, `_MAX_QPS`; plus `REDIS_URL`,
+//! `LOG_LEVEL` (APIProxy's `DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`,
+//! any case), `MODELS_CACHE_TTL` (seconds), `APIPROXY_AUTH_TOKEN` (clients
+//! send `Bearer base64(token)`, which also reads the inspection endpoints)
+//! and `APIPROXY_ADMIN_KEY`. `_KIND` (openai, anthropic, gemini) is ours;
+//! without it the kind is guessed from the base URL's host, else openai
+//! (APIProxy's providers are OpenAI-compatible). The gateway listens on
+//! `APIPROXY_LISTEN` (default 127.0.0.1:8080; without a token, loopback only).
 //!
 //! The variables become the same document a file would hold and go through
 //! the same validation; problems name the variable, never its value.
 
+use base64::Engine as _;
 use serde_yaml::{Mapping, Value};
 
 use super::var_expansion::EnvValue;
@@ -89,8 +94,22 @@ pub fn document(lookup: &dyn Fn(&str) -> Option<String>) -> Option<EnvDocument> 
             names.push((format!("{at}.name"), name));
         }
         if let Some((name, path)) = var("MODELS_PATH", &mut used) {
-            p.insert(s("models_path"), s(&path));
+            let base = base.as_ref().map_or("", |b| b.1.as_str());
+            p.insert(s("models_path"), s(&models_path_under(base, &path)));
             names.push((format!("{at}.models_path"), name));
+        }
+        if let Some((name, region)) = var("REGION", &mut used) {
+            p.insert(s("region"), s(&region));
+            names.push((format!("{at}.region"), name));
+        }
+        if let Some((name, q)) = var("MAX_QPS", &mut used) {
+            match q.trim().parse::<u32>() {
+                Ok(q) => {
+                    p.insert(s("max_qps"), Value::from(q));
+                    names.push((format!("{at}.max_qps"), name));
+                }
+                Err(_) => problems.push(format!("{name}: not a whole number")),
+            }
         }
         if let Some((name, w)) = var("WEIGHT", &mut used) {
             match w.trim().parse::<f64>() {
@@ -120,15 +139,53 @@ pub fn document(lookup: &dyn Fn(&str) -> Option<String>) -> Option<EnvDocument> 
     doc.insert(s("server"), Value::Mapping(server));
     if let Some((_, level)) = get("LOG_LEVEL".into(), &mut used) {
         let mut log = Mapping::new();
-        log.insert(s("level"), s(&level.to_ascii_lowercase()));
+        log.insert(s("level"), s(&log_level(&level)));
         doc.insert(s("log"), Value::Mapping(log));
         names.push(("log.level".into(), "LOG_LEVEL".into()));
     }
+    let mut store = Mapping::new();
     if let Some((_, url)) = get("REDIS_URL".into(), &mut used) {
-        let mut store = Mapping::new();
         store.insert(s("redis_url"), s(&url));
-        doc.insert(s("store"), Value::Mapping(store));
         names.push(("store.redis_url".into(), "REDIS_URL".into()));
+    }
+    if let Some((name, ttl)) = get("MODELS_CACHE_TTL".into(), &mut used) {
+        match ttl.trim().parse::<u64>() {
+            Ok(t) => {
+                store.insert(s("models_cache_ttl_seconds"), Value::from(t));
+                names.push(("store.models_cache_ttl_seconds".into(), name));
+            }
+            Err(_) => problems.push(format!("{name}: not a whole number of seconds")),
+        }
+    }
+    if !store.is_empty() {
+        doc.insert(s("store"), Value::Mapping(store));
+    }
+    let mut auth = Mapping::new();
+    if let Some((name, token)) = get("APIPROXY_AUTH_TOKEN".into(), &mut used) {
+        if token.is_empty() {
+            problems.push(format!("{name}: is empty"));
+        } else {
+            // APIProxy's clients send the token base64-encoded; the key is
+            // what they send. The encoded form is a secret like the token.
+            let sent = base64::engine::general_purpose::STANDARD.encode(token.as_bytes());
+            used.push(EnvValue {
+                name: name.clone(),
+                value: sent.clone(),
+            });
+            let mut key = Mapping::new();
+            key.insert(s("name"), s("apiproxy"));
+            key.insert(s("key"), s(&sent));
+            auth.insert(s("keys"), Value::Sequence(vec![Value::Mapping(key)]));
+            auth.insert(s("inspection"), s("clients"));
+            names.push(("auth.keys".into(), name));
+        }
+    }
+    if let Some((name, key)) = get("APIPROXY_ADMIN_KEY".into(), &mut used) {
+        auth.insert(s("admin_keys"), Value::Sequence(vec![s(&key)]));
+        names.push(("auth.admin_keys".into(), name));
+    }
+    if !auth.is_empty() {
+        doc.insert(s("auth"), Value::Mapping(auth));
     }
     doc.insert(s("providers"), Value::Sequence(providers));
     Some(EnvDocument {
@@ -137,6 +194,38 @@ pub fn document(lookup: &dyn Fn(&str) -> Option<String>) -> Option<EnvDocument> 
         names,
         problems,
     })
+}
+
+/// APIProxy's log levels (Python's names, any case) as ours; anything else
+/// is passed on for validation to name.
+fn log_level(level: &str) -> String {
+    match level.trim().to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        // No level above error here: CRITICAL logs what ERROR logs.
+        "critical" | "fatal" => "error".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// APIProxy's `_MODELS_PATH` is relative to the base URL; ours is the path
+/// from the host's root. The seed's default `/v1/models` under a base URL
+/// that already ends in `/v1` names `/v1/models`, not `/v1/v1/models`.
+fn models_path_under(base_url: &str, path: &str) -> String {
+    let base = url::Url::parse(base_url)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let last = base.rsplit('/').next().unwrap_or_default();
+    let first = path[1..].split('/').next().unwrap_or_default();
+    if !last.is_empty() && last == first {
+        format!("{base}{}", &path[1 + first.len()..])
+    } else {
+        format!("{base}{path}")
+    }
 }
 
 /// The provider kind a base URL's host suggests.
@@ -200,6 +289,80 @@ mod tests {
         assert_eq!(p[1]["kind"], "anthropic");
         assert_eq!(d.doc["store"]["redis_url"], "redis://127.0.0.1:6379/0");
         assert!(document(&env(&[])).is_none());
+    }
+
+    #[test]
+    fn apiproxy_variables_become_their_keys() {
+        let d = document(&env(&[
+            ("LLM_PROVIDERS", "a"),
+            ("LLM_PROVIDER_a_BASE_URL", "https://h/v1"),
+            ("LLM_PROVIDER_a_MODELS_PATH", "/v1/models"),
+            ("LLM_PROVIDER_a_REGION", "eu-west"),
+            ("LLM_PROVIDER_a_MAX_QPS", "50"),
+            ("MODELS_CACHE_TTL", "120"),
+            ("LOG_LEVEL", "Warning"),
+            ("APIPROXY_AUTH_TOKEN", "timeline2"),
+            ("APIPROXY_ADMIN_KEY", "admin-key-0123456789abcdef0123456789"),
+        ]))
+        .unwrap();
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+        let p = &d.doc["providers"][0];
+        assert_eq!(
+            p["models_path"], "/v1/models",
+            "not doubled under a /v1 base"
+        );
+        assert_eq!(p["region"], "eu-west");
+        assert_eq!(p["max_qps"].as_u64(), Some(50));
+        assert_eq!(
+            d.doc["store"]["models_cache_ttl_seconds"].as_u64(),
+            Some(120)
+        );
+        assert_eq!(d.doc["log"]["level"], "warn");
+        // Clients send base64("timeline2").
+        assert_eq!(d.doc["auth"]["keys"][0]["key"], "dGltZWxpbmUy");
+        assert_eq!(d.doc["auth"]["inspection"], "clients");
+        assert_eq!(
+            d.doc["auth"]["admin_keys"][0],
+            "admin-key-0123456789abcdef0123456789"
+        );
+        // Both the token and what clients send are redacted from problems.
+        assert!(d.used.iter().any(|u| u.value == "dGltZWxpbmUy"));
+    }
+
+    #[test]
+    fn models_paths_are_relative_to_the_base_url() {
+        assert_eq!(models_path_under("https://h/v1", "/models"), "/v1/models");
+        assert_eq!(
+            models_path_under("https://h/v1/", "/v1/models"),
+            "/v1/models"
+        );
+        assert_eq!(models_path_under("https://h", "/v1/models"), "/v1/models");
+        assert_eq!(
+            models_path_under("https://h/api/v1", "/v1/models"),
+            "/api/v1/models"
+        );
+        assert_eq!(
+            models_path_under("https://h/openai", "models"),
+            "/openai/models"
+        );
+        assert_eq!(
+            models_path_under("https://h/v1", "/v1beta/models"),
+            "/v1/v1beta/models"
+        );
+    }
+
+    #[test]
+    fn seed_log_levels_are_ours() {
+        for (seed, ours) in [
+            ("DEBUG", "debug"),
+            ("info", "info"),
+            ("WARNING", "warn"),
+            ("Error", "error"),
+            ("CRITICAL", "error"),
+            ("verbose", "verbose"),
+        ] {
+            assert_eq!(log_level(seed), ours, "{seed}");
+        }
     }
 
     #[test]

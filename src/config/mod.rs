@@ -30,7 +30,8 @@ pub use auth::{AuthConfig, ClientKey, DEFAULT_ADMIN_FAILURES_PER_MINUTE};
 pub use budget::Budget;
 pub use cert::CertPair;
 pub use choices::{
-    AccessFormat, BudgetPeriod, Choice, KeyStrategy, Named, ProviderKind, ScoringMode, WireApi,
+    AccessFormat, BudgetPeriod, Choice, Inspection, KeyStrategy, Named, ProviderKind, ScoringMode,
+    WireApi,
 };
 pub use console::ConsoleSettings;
 pub use context::ContextSettings;

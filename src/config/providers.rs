@@ -23,6 +23,21 @@ impl StatusSet {
         self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
     }
 
+    /// As the admin API shows it: a code for a single status, `"lo-hi"` for
+    /// a range (`[429, "500-599"]`).
+    pub fn to_json(&self) -> serde_json::Value {
+        self.0
+            .iter()
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    serde_json::Value::from(lo)
+                } else {
+                    serde_json::Value::from(format!("{lo}-{hi}"))
+                }
+            })
+            .collect()
+    }
+
     /// Parses `"429,500,502-504"`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut ranges = Vec::new();

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use super::choices::{
-    AccessFormat, BudgetPeriod, Choice, KeyStrategy, ProviderKind, ScoringMode, WireApi,
+    AccessFormat, BudgetPeriod, Choice, Inspection, KeyStrategy, ProviderKind, ScoringMode, WireApi,
 };
 
 /// A string or a list of strings (`listen: a` or `listen: [a, b]`).
@@ -249,6 +249,11 @@ pub struct RawAuth {
     /// Failed admin authentications one client address may make per
     /// minute before it gets 429 (default 10).
     pub admin_failures_per_minute: Option<u32>,
+    /// Who may read the inspection endpoints (`/providers...`,
+    /// `/logical-models...`, `/routing/decide`): `admin` (default) or
+    /// `clients` (any client key too, as APIProxy's token does; session
+    /// bindings, refreshes and probes stay admin-only).
+    pub inspection: Option<Choice<Inspection>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

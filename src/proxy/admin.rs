@@ -66,6 +66,7 @@ pub(crate) fn provider_json(p: &Provider) -> Value {
     let c = &p.config;
     json!({
         "id": c.id,
+        "name": c.name.as_deref().unwrap_or(&c.id),
         "kind": c.kind.as_str(),
         "wire_api": c.format.as_str(),
         "base_url": format!("{}://{}:{}{}", if c.base.tls { "https" } else { "http" }, c.base.host, c.base.port, c.base.path),
@@ -73,7 +74,10 @@ pub(crate) fn provider_json(p: &Provider) -> Value {
         "enabled": c.enabled,
         "api_keys": c.api_keys.len(),
         "models": p.models().map(|m| m.len()),
-        "retryable_status": format!("{:?}", c.retryable),
+        "region": c.region,
+        "max_qps": c.max_qps,
+        "models_path": p.models_path(),
+        "retryable_status": c.retryable.to_json(),
         "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
         "read_timeout_ms": c.read_timeout.as_millis() as u64,
     })
@@ -245,9 +249,28 @@ pub async fn handle(
             json!({"session_id": sid, "history": history})
         }
         Route::Admin(a) => {
-            gw.admin_gate(rt, session)
-                .require_admin(&session.req_header().headers)
-                .await?;
+            let gate = gw.admin_gate(rt, session);
+            let headers = &session.req_header().headers;
+            // Session bindings are state of the keys that made them:
+            // admin only. The rest is the gateway's shape, which
+            // `auth.inspection: clients` lets client keys read too.
+            let reader = match a {
+                AdminRoute::GetSession(_) | AdminRoute::DeleteSession(_) => {
+                    gate.require_admin(headers).await?;
+                    auth::Reader::Admin
+                }
+                _ => gate.require_reader(headers).await?,
+            };
+            // Work on the gateway's upstreams (a fresh listing, a probe) is
+            // an admin's to ask for.
+            let admin_only = |what: &str| -> Result<(), GatewayError> {
+                match reader {
+                    auth::Reader::Admin => Ok(()),
+                    auth::Reader::Client(_) => Err(GatewayError::forbidden(format!(
+                        "{what} needs an admin key"
+                    ))),
+                }
+            };
             match a {
                 AdminRoute::Providers => {
                     json!({"providers": rt.providers.iter().map(|p| provider_json(p)).collect::<Vec<_>>()})
@@ -257,7 +280,11 @@ pub async fn handle(
                 }
                 AdminRoute::ProviderModels(id) => {
                     let p = rt.provider(&id).ok_or_else(|| not_found("provider", &id))?;
-                    if query_flag(session, "refresh") && p.config.static_models.is_none() {
+                    let refresh = query_flag(session, "refresh");
+                    if refresh {
+                        admin_only("?refresh")?;
+                    }
+                    if refresh && p.config.static_models.is_none() {
                         let store = gw.state.store().await;
                         crate::service::refresh_one(&gw.connector, store.as_ref(), p, true).await;
                     }
@@ -266,6 +293,7 @@ pub async fn handle(
                 AdminRoute::ProviderHealth(id) => {
                     let p = rt.provider(&id).ok_or_else(|| not_found("provider", &id))?;
                     if query_flag(session, "probe") {
+                        admin_only("?probe")?;
                         let timeout = p
                             .config
                             .health_check
@@ -300,7 +328,7 @@ pub async fn handle(
                     }
                     json!({"logical_model": id, "upstreams": upstreams_json(rt, &id)})
                 }
-                AdminRoute::Decide => decide(gw, rt, session).await?,
+                AdminRoute::Decide => decide(gw, rt, session, &reader).await?,
                 AdminRoute::GetSession(id) => {
                     let b = gw
                         .state
@@ -339,7 +367,12 @@ pub async fn handle(
 
 /// `POST /routing/decide`: which upstream a request for the model would go
 /// to now, and every candidate's score.
-async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Value, GatewayError> {
+async fn decide(
+    gw: &Gateway,
+    rt: &Runtime,
+    session: &mut Session,
+    reader: &auth::Reader,
+) -> Result<Value, GatewayError> {
     let started = Instant::now();
     let pace = super::request::BodyPace::of(&rt.config.server);
     let body = super::request::read_body(session, 1 << 20, pace).await?;
@@ -392,7 +425,13 @@ async fn decide(gw: &Gateway, rt: &Runtime, session: &mut Session) -> Result<Val
         .or_else(|| v.get("session_id"))
         .and_then(Value::as_str);
     if let Some(conv) = conversation {
-        if let Some(b) = gw.state.store().await.get_session(conv).await {
+        let binding = gw.state.store().await.get_session(conv).await;
+        // A client reader sees only its own sessions' bindings.
+        let visible = |b: &apiproxy_store::SessionBinding| match reader {
+            auth::Reader::Admin => true,
+            auth::Reader::Client(id) => b.owner.as_deref() == Some(id.as_str()),
+        };
+        if let Some(b) = binding.filter(visible) {
             if let Some(i) = rt.bound_candidate(&eligible, &b) {
                 chosen = Some(eligible[i].clone());
                 reasoning =
