@@ -4,7 +4,7 @@
 //! Where things live:
 //! Layers (each imports only those below it; docs/architecture.md):
 //! `config` and the leaves `error`, `body`, `redact`, `model_name`,
-//! `drain` → `upstream`, `auth`, `pricing`, `tls`, `context`, `compat` →
+//! `drain`, `control` → `upstream`, `auth`, `pricing`, `tls`, `context`, `compat` →
 //! `routing` → `metrics`, `service`, `access_log`, `limits` → `proxy` →
 //! `console`, `listener` → `main`.
 //!
