@@ -58,12 +58,17 @@ const MAX_CHOICES: u64 = 128;
 /// The buckets a request with `key` counts in, its key's first.
 pub fn buckets_for(key: Option<&ClientKey>, config: &Config) -> Vec<LimitBucket> {
     let mut buckets = Vec::with_capacity(2);
-    if let Some(k) = key.filter(|k| k.rpm.is_some() || k.tpm.is_some()) {
-        buckets.push(LimitBucket {
-            name: client_key_bucket(k.owner_id()),
-            rpm: k.rpm,
-            tpm: k.tpm,
-        });
+    if let Some(k) = key {
+        // A key that sets no limit has `auth.default_key_rpm`/`tpm`.
+        let rpm = k.rpm.or(config.auth.default_key_rpm);
+        let tpm = k.tpm.or(config.auth.default_key_tpm);
+        if rpm.is_some() || tpm.is_some() {
+            buckets.push(LimitBucket {
+                name: client_key_bucket(k.owner_id()),
+                rpm,
+                tpm,
+            });
+        }
     }
     if config.global_rpm.is_some() || config.global_tpm.is_some() {
         buckets.push(LimitBucket {

@@ -268,3 +268,193 @@ fn a_token_opens_any_address_and_problems_name_variables() {
         "{out}"
     );
 }
+
+/// ai-proxy's global options: a default key strategy, default per-key
+/// limits for keys that set none, and model prices for every provider
+/// below a provider's own.
+#[tokio::test]
+async fn global_key_strategy_default_key_limits_and_pricing() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "hi"))).await;
+    let priced = MockProvider::always(Reply::json(200, openai_completion("m", "hi"))).await;
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  keys:
+    - {{ name: plain, key: sk-client-plain-0001 }}
+    - {{ name: own, key: sk-client-own-00001, rpm: 50 }}
+  default_key_rpm: 2
+routing:
+  key_strategy: fill-first
+pricing:
+  m: {{ input: 1000000, output: 2000000 }}
+providers:
+  - {{ id: up, kind: openai, base_url: "{}", api_keys: [sk-up-a, sk-up-b], models: [m] }}
+  - {{ id: priced, kind: openai, base_url: "{}", api_keys: [sk-up-c], models: [m], pricing: {{ m: {{ input: 0, output: 0 }} }} }}
+"#,
+        up.base_url(),
+        priced.base_url()
+    ))
+    .await;
+    let chat = |key: &'static str, model: &'static str| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth(key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+    };
+    // `plain` sets no rpm: auth.default_key_rpm (2) is its limit.
+    assert_eq!(
+        chat("sk-client-plain-0001", "up/m").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        chat("sk-client-plain-0001", "up/m").await.unwrap().status(),
+        200
+    );
+    let third = chat("sk-client-plain-0001", "up/m").await.unwrap();
+    assert_eq!(third.status(), 429, "{}", third.text().await.unwrap());
+    // `own` keeps its own rpm.
+    for _ in 0..3 {
+        assert_eq!(
+            chat("sk-client-own-00001", "up/m").await.unwrap().status(),
+            200
+        );
+    }
+    // routing.key_strategy fill-first: the first key until it rests, never
+    // spread round-robin over both.
+    let keys: Vec<Option<String>> = up
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(keys.len(), 5);
+    assert!(
+        keys.iter().all(|k| k.as_deref() == Some("Bearer sk-up-a")),
+        "{keys:?}"
+    );
+    // The top-level price applies where the provider has none: 7 input
+    // and 3 output tokens at 1 and 2 USD per token.
+    let cost = gw
+        .metrics_when("apiproxy_cost_usd_total", &[("provider", "up")], 5.0 * 13.0)
+        .await;
+    let up_cost = prom::sum(&cost, "apiproxy_cost_usd_total", &[("provider", "up")]);
+    assert!((up_cost - 5.0 * 13.0).abs() < 1e-6, "{up_cost}\n{cost}");
+    // A provider's own price wins over the top-level one.
+    assert_eq!(
+        chat("sk-client-own-00001", "priced/m")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Counted once its request is (the same logging phase records both).
+    let m = gw
+        .metrics_when("apiproxy_requests_total", &[("provider", "priced")], 1.0)
+        .await;
+    assert_eq!(
+        prom::sum(&m, "apiproxy_cost_usd_total", &[("provider", "priced")]),
+        0.0
+    );
+    assert!(priced.count() >= 1);
+}
+
+/// AI-Higress's expiring keys: `expires_at` on configured and console keys;
+/// an expired key gets 401 saying so, a bad time is refused by `-t` and by
+/// the admin API.
+#[tokio::test]
+async fn expired_keys_get_401_saying_they_expired() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "hi"))).await;
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  keys:
+    - {{ name: old, key: sk-client-old-00001, expires_at: "2020-01-01T00:00:00Z" }}
+    - {{ name: live, key: sk-client-live-0001, expires_at: "2999-01-01T00:00:00+02:00" }}
+  admin_keys: [{ADMIN}]
+providers:
+  - {{ id: up, kind: openai, base_url: "{}", api_keys: [sk-up], models: [m] }}
+"#,
+        up.base_url()
+    ))
+    .await;
+    let chat = |key: String| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth(key)
+            .json(&json!({"model": "up/m", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+    };
+    let r = chat("sk-client-old-00001".into()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("expired at 2020-01-01T00:00:00Z"), "{body}");
+    assert_eq!(
+        chat("sk-client-live-0001".into()).await.unwrap().status(),
+        200
+    );
+
+    // A console key: made with an expiry ahead, it works; moved into the
+    // past, it is refused.
+    let admin = |req: reqwest::RequestBuilder| req.bearer_auth(ADMIN).send();
+    let made = admin(
+        client()
+            .post(format!("{}/admin/keys", gw.url()))
+            .json(&json!({
+                "name": "temp", "expires_at": "2999-06-01T12:00:00Z"
+            })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(made.status(), 201);
+    let made: serde_json::Value = made.json().await.unwrap();
+    assert_eq!(made["expires_at"], "2999-06-01T12:00:00Z");
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert_eq!(chat(key.clone()).await.unwrap().status(), 200);
+    let moved = admin(
+        client()
+            .patch(format!("{}/admin/keys/temp", gw.url()))
+            .json(&json!({"expires_at": "2021-03-04T05:06:07Z"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.status(), 200, "{}", moved.text().await.unwrap());
+    let r = chat(key).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("expired at 2021-03-04T05:06:07Z"));
+    let bad = admin(
+        client()
+            .post(format!("{}/admin/keys", gw.url()))
+            .json(&json!({
+                "name": "bad", "expires_at": "next tuesday"
+            })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+    let listed: serde_json::Value = admin(client().get(format!("{}/admin/keys", gw.url())))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "old")
+        .unwrap();
+    assert_eq!(old["expires_at"], "2020-01-01T00:00:00Z");
+
+    let (ok, out) = check_config_text(
+        "auth:\n  keys:\n    - { name: a, key: sk-a-000000000001, expires_at: soon }\n",
+    );
+    assert!(
+        !ok && out.contains("auth.keys[0].expires_at: \"soon\" is not an RFC 3339 time"),
+        "{out}"
+    );
+}

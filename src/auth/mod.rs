@@ -39,6 +39,8 @@ pub enum Refusal {
     Missing,
     /// The key matches nothing: 401.
     Invalid,
+    /// The key matched one that expired at this time (Unix ms): 401.
+    Expired(u64),
     /// The key is not configured, and the keys made at run time cannot be
     /// read to check it: 503.
     Unverifiable,
@@ -52,6 +54,10 @@ impl Refusal {
                 "missing API key: send it as `Authorization: Bearer <key>`",
             ),
             Refusal::Invalid => GatewayError::unauthorized("invalid API key"),
+            Refusal::Expired(at) => GatewayError::unauthorized(format!(
+                "this API key expired at {}",
+                crate::config::expiry_text(at)
+            )),
             Refusal::Unverifiable => GatewayError::upstream(
                 503,
                 "the API key cannot be checked now (the key store is unreachable): try again shortly",
@@ -83,14 +89,22 @@ pub async fn caller<'a>(
         return Ok(Caller::Admin);
     }
     if let Some(i) = find_client_key(auth, presented) {
-        return Ok(Caller::Client(KeyRef::Configured(&auth.keys[i])));
+        return unexpired(KeyRef::Configured(&auth.keys[i]));
     }
     stored.freshen().await;
     match stored.lookup(&digest(presented)) {
-        Lookup::Found(k) => Ok(Caller::Client(KeyRef::Stored(k))),
+        Lookup::Found(k) => unexpired(KeyRef::Stored(k)),
         _ if !auth.requires_key() => Ok(Caller::Anonymous),
         Lookup::Absent => Err(Refusal::Invalid),
         Lookup::Unknown => Err(Refusal::Unverifiable),
+    }
+}
+
+/// A matched key, unless its `expires_at` has passed.
+fn unexpired(k: KeyRef<'_>) -> Result<Caller<'_>, Refusal> {
+    match k.expires_at_ms {
+        Some(at) if stored::now_ms() >= at => Err(Refusal::Expired(at)),
+        _ => Ok(Caller::Client(k)),
     }
 }
 

@@ -103,6 +103,7 @@ pub fn client_key(k: &StoredKey) -> Option<ClientKey> {
         models,
         budget,
         provider_refs_any: k.provider_refs.as_deref() == Some("any"),
+        expires_at_ms: k.expires_at_ms,
     })
 }
 
@@ -275,8 +276,10 @@ mod tests {
             models: Some(vec!["fast*".into()]),
             provider_refs: None,
             created_at: 0.0,
+            expires_at_ms: Some(1_900_000_000_000),
         };
         let ck = client_key(&k).unwrap();
+        assert_eq!(ck.expires_at_ms, Some(1_900_000_000_000));
         assert_eq!(ck.id, "~0123456789abcdef");
         assert_eq!(ck.rpm, Some(3));
         let budget = ck.budget.unwrap();

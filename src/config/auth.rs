@@ -28,6 +28,10 @@ pub struct AuthConfig {
     pub admin_failures_per_minute: u32,
     /// `auth.inspection`: whether client keys read the inspection endpoints.
     pub inspection: Inspection,
+    /// `auth.default_key_rpm` / `default_key_tpm`: the limits of a key that
+    /// sets none (`None`: unlimited).
+    pub default_key_rpm: Option<u64>,
+    pub default_key_tpm: Option<u64>,
 }
 
 /// Failed admin authentications per client address and minute.
@@ -64,6 +68,26 @@ pub struct ClientKey {
     /// `provider_refs: any`: the key may reference any object stored at the
     /// provider, not only the responses it received (proxy/refs.rs).
     pub provider_refs_any: bool,
+    /// When the key stops working (Unix milliseconds); `None`: never.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Unix milliseconds of an RFC 3339 time (`2027-01-31T00:00:00Z`, any
+/// offset), or what is wrong with it.
+pub fn parse_expiry(text: &str) -> Result<u64, String> {
+    let t: jiff::Timestamp = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time like 2027-01-31T00:00:00Z"))?;
+    u64::try_from(t.as_millisecond()).map_err(|_| format!("{text:?} is before 1970"))
+}
+
+/// An expiry as RFC 3339 in UTC, for answers and messages.
+pub fn expiry_text(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| ms.to_string(), |t| t.to_string())
 }
 
 impl ClientKey {
@@ -163,7 +187,16 @@ pub fn resolve(a: RawAuth, server: &ServerSettings, problems: &mut Vec<String>) 
                 }
             }
         };
+        let expires_at_ms = match k.expires_at.as_deref().map(parse_expiry) {
+            None => None,
+            Some(Ok(ms)) => Some(ms),
+            Some(Err(e)) => {
+                problems.push(format!("{at}.expires_at: {e}"));
+                continue;
+            }
+        };
         auth.keys.push(ClientKey {
+            expires_at_ms,
             id: k.name.clone(),
             name: k.name,
             sha256: digest,
@@ -195,6 +228,8 @@ pub fn resolve(a: RawAuth, server: &ServerSettings, problems: &mut Vec<String>) 
         auth.admin_keys.push(digest);
     }
     auth.open = a.open.unwrap_or(false);
+    auth.default_key_rpm = a.default_key_rpm.filter(|n| *n > 0);
+    auth.default_key_tpm = a.default_key_tpm.filter(|n| *n > 0);
     auth.inspection = match a.inspection.as_ref().map(Choice::value) {
         None => Inspection::Admin,
         Some(Ok(v)) => v,

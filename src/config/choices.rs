@@ -155,10 +155,11 @@ impl Named for WireApi {
     const SCHEMA_NAME: &'static str = "WireApi";
 }
 
-/// `providers[].key_strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `providers[].key_strategy` (and `routing.key_strategy`, its default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyStrategy {
     /// Spread over the usable keys in proportion to their `weight`.
+    #[default]
     RoundRobin,
     /// The first usable key until it rests or runs low, then the next.
     FillFirst,

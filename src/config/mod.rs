@@ -26,7 +26,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use auth::{AuthConfig, ClientKey, DEFAULT_ADMIN_FAILURES_PER_MINUTE};
+pub use auth::{
+    expiry_text, parse_expiry, AuthConfig, ClientKey, DEFAULT_ADMIN_FAILURES_PER_MINUTE,
+};
 pub use budget::Budget;
 pub use cert::CertPair;
 pub use choices::{
@@ -330,7 +332,18 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     let context = context::resolve(raw.context, &mut problems);
     let console = console::resolve(raw.console, raw.log.capture_bodies, &mut problems);
     let auth = auth::resolve(raw.auth, &server, &mut problems);
-    let (providers, ids) = providers::resolve(raw.providers, &mut problems);
+    let defaults = providers::ProviderDefaults {
+        key_strategy: match raw.routing.key_strategy.as_ref().map(Choice::value) {
+            None => KeyStrategy::default(),
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                problems.push(format!("routing.key_strategy: {e}"));
+                KeyStrategy::default()
+            }
+        },
+        pricing: providers::prices("pricing", raw.pricing, &mut problems),
+    };
+    let (providers, ids) = providers::resolve(raw.providers, &defaults, &mut problems);
     let models = models::resolve(raw.models, &providers, &ids, &mut problems);
     let routing = routing::resolve(raw.routing, &mut problems);
     let default_output_tokens = raw

@@ -1,13 +1,13 @@
 //! The `providers` section: each provider's address, keys, format and
 //! limits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use apiproxy_translate::Format;
 
 use super::choices::{Choice, KeyStrategy, ProviderKind, WireApi};
-use super::raw::{self, RawProvider};
+use super::raw::{self, RawPrice, RawProvider};
 
 /// A set of HTTP statuses given as `"429,500,502-504"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,10 +153,45 @@ impl Default for KeyOptions {
     }
 }
 
+/// What a provider that sets none takes from the rest of the config.
+#[derive(Debug, Default)]
+pub struct ProviderDefaults {
+    /// `routing.key_strategy`.
+    pub key_strategy: KeyStrategy,
+    /// The top-level `pricing`, below each provider's own.
+    pub pricing: HashMap<String, Price>,
+}
+
+/// Checked prices of a `pricing` map at `at` (USD per million tokens).
+pub fn prices(
+    at: &str,
+    map: BTreeMap<String, RawPrice>,
+    problems: &mut Vec<String>,
+) -> HashMap<String, Price> {
+    let mut out = HashMap::with_capacity(map.len());
+    for (m, pr) in map {
+        let all = [Some(pr.input), Some(pr.output), pr.cached_input];
+        if all.iter().flatten().any(|x| !(x.is_finite() && *x >= 0.0)) {
+            problems.push(format!(
+                "{at}.{m}: prices must be non-negative numbers (USD per million tokens)"
+            ));
+            continue;
+        }
+        let price = Price {
+            input: pr.input,
+            output: pr.output,
+            cached_input: pr.cached_input,
+        };
+        out.insert(m, price);
+    }
+    out
+}
+
 /// Resolves `providers`: the providers and every id given (a logical model
 /// naming a provider that has its own problem is not reported twice).
 pub fn resolve(
     ps: Vec<RawProvider>,
+    defaults: &ProviderDefaults,
     problems: &mut Vec<String>,
 ) -> (Vec<ProviderConfig>, HashSet<String>) {
     let mut providers = Vec::new();
@@ -207,18 +242,8 @@ pub fn resolve(
                 problems.push(format!("{at}.headers.{name}: not a valid header"));
             }
         }
-        for (m, pr) in &p.pricing {
-            let prices = [Some(pr.input), Some(pr.output), pr.cached_input];
-            if prices
-                .iter()
-                .flatten()
-                .any(|x| !(x.is_finite() && *x >= 0.0))
-            {
-                problems.push(format!(
-                    "{at}.pricing.{m}: prices must be non-negative numbers (USD per million tokens)"
-                ));
-            }
-        }
+        let mut pricing = defaults.pricing.clone();
+        pricing.extend(prices(&format!("{at}.pricing"), p.pricing, problems));
         if let Some(models) = &p.models {
             if let Some(j) = models.iter().position(String::is_empty) {
                 problems.push(format!("{at}.models[{j}]: must not be empty"));
@@ -239,11 +264,11 @@ pub fn resolve(
         }
         let health_check = p.health_check.map(|h| health_check(&at, h, problems));
         let key_strategy = match p.key_strategy.as_ref().map(Choice::value) {
-            None => KeyStrategy::RoundRobin,
+            None => defaults.key_strategy,
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 problems.push(format!("{at}.key_strategy: {e}"));
-                KeyStrategy::RoundRobin
+                defaults.key_strategy
             }
         };
         let configured_keys = !p.api_keys.is_empty();
@@ -278,20 +303,7 @@ pub fn resolve(
             read_timeout: Duration::from_millis(p.read_timeout_ms.unwrap_or(60_000)),
             headers: p.headers.into_iter().collect(),
             ca,
-            pricing: p
-                .pricing
-                .into_iter()
-                .map(|(m, pr)| {
-                    (
-                        m,
-                        Price {
-                            input: pr.input,
-                            output: pr.output,
-                            cached_input: pr.cached_input,
-                        },
-                    )
-                })
-                .collect(),
+            pricing,
         });
     }
     (providers, ids)

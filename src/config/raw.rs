@@ -51,6 +51,10 @@ pub struct RawConfig {
     pub filters_dir: Option<String>,
     #[serde(default)]
     pub console: RawConsole,
+    /// Model prices (USD per million tokens) for every provider, below each
+    /// provider's own `pricing` and above the built-in table.
+    #[serde(default)]
+    pub pricing: BTreeMap<String, RawPrice>,
 }
 
 /// The web console's in-process data (`/ui/`, `/admin/...`).
@@ -171,6 +175,8 @@ pub struct RawContext {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
+    /// The key strategy of providers that set none (`round-robin` when absent).
+    pub key_strategy: Option<Choice<KeyStrategy>>,
     /// How long a key the provider refused (401/403) stays out of rotation.
     pub cooldown_seconds: Option<u64>,
     /// Overall deadline of one request until its answer starts.
@@ -254,6 +260,11 @@ pub struct RawAuth {
     /// `clients` (any client key too, as APIProxy's token does; session
     /// bindings, refreshes and probes stay admin-only).
     pub inspection: Option<Choice<Inspection>>,
+    /// Requests per minute of a client key that sets no `rpm` (config and
+    /// console keys alike; absent or 0: unlimited).
+    pub default_key_rpm: Option<u64>,
+    /// Tokens per minute of a client key that sets no `tpm` (absent or 0: unlimited).
+    pub default_key_tpm: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -271,6 +282,9 @@ pub struct RawKey {
     pub budget_period: Option<Choice<BudgetPeriod>>,
     /// Which provider-side objects the key may reference (default `own`).
     pub provider_refs: Option<ProviderRefs>,
+    /// When the key stops working (RFC 3339, e.g. `2027-01-31T00:00:00Z`);
+    /// afterwards it gets 401 saying it expired.
+    pub expires_at: Option<String>,
 }
 
 /// `auth.keys[].provider_refs`.

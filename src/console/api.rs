@@ -399,6 +399,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
             "usage": u,
             "remaining": {"rpm": rpm_left, "tpm": tpm_left},
             "budget": budget_json(store.as_ref(), Some(k)).await,
+            "expires_at": k.expires_at_ms.map(crate::config::expiry_text),
         }));
     }
     let cache = gw.keys.cached();
@@ -426,6 +427,7 @@ async fn list_keys(gw: &Gateway, rt: &Arc<Runtime>) -> Value {
             "budget_usd": k.budget_usd,
             "budget_period": k.budget_period,
             "budget": budget_json(store.as_ref(), client_key(k).as_ref()).await,
+            "expires_at": k.expires_at_ms.map(crate::config::expiry_text),
         }));
     }
     let store_kind = match gw.keys.store().await {
@@ -463,6 +465,7 @@ struct LimitChanges {
     models: Option<Option<Vec<String>>>,
     budget_usd: Option<Option<f64>>,
     budget_period: Option<Option<String>>,
+    expires_at_ms: Option<Option<u64>>,
 }
 
 impl LimitChanges {
@@ -482,6 +485,9 @@ impl LimitChanges {
         }
         if let Some(period) = self.budget_period {
             k.budget_period = period;
+        }
+        if let Some(at) = self.expires_at_ms {
+            k.expires_at_ms = at;
         }
         match client_key(k) {
             Some(_) => Ok(()),
@@ -547,12 +553,27 @@ fn limit_changes(v: &Value) -> Result<LimitChanges, GatewayError> {
             ))
         }
     };
+    let expires_at_ms = match v.get("expires_at") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(t)) => {
+            Some(Some(crate::config::parse_expiry(t).map_err(|e| {
+                GatewayError::bad_request(format!("`expires_at`: {e}"))
+            })?))
+        }
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "`expires_at` must be an RFC 3339 time or null",
+            ))
+        }
+    };
     Ok(LimitChanges {
         rpm: num("rpm")?,
         tpm: num("tpm")?,
         models,
         budget_usd,
         budget_period,
+        expires_at_ms,
     })
 }
 
@@ -622,6 +643,7 @@ async fn create_key(
             }
         },
         created_at: unix_now(),
+        expires_at_ms: None,
     };
     limits.apply(&mut record)?;
     store.put(&record).await.map_err(store_error)?;
@@ -642,6 +664,7 @@ async fn create_key(
         "budget_usd": record.budget_usd,
         "budget_period": record.budget_period,
         "created_at": record.created_at,
+        "expires_at": record.expires_at_ms.map(crate::config::expiry_text),
         "note": "the key is shown only now; the gateway keeps only its SHA-256",
     }))
 }

@@ -56,6 +56,9 @@ pub struct StoredKey {
     pub provider_refs: Option<String>,
     /// Unix seconds when it was made.
     pub created_at: f64,
+    /// When the key stops working (Unix milliseconds); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
 }
 
 impl StoredKey {
@@ -430,6 +433,7 @@ mod tests {
             models: Some(vec!["fast".into()]),
             provider_refs: None,
             created_at: 1.0,
+            expires_at_ms: Some(1_900_000_000_000),
         }
     }
 
