@@ -11,7 +11,7 @@ use pingora::connectors::http::Connector;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::Config;
+use crate::config::{Config, FilesSeen};
 use crate::routing::Runtime;
 use crate::upstream::{catalog, Provider};
 use apiproxy_store::LazyStore;
@@ -175,21 +175,75 @@ impl BackgroundService for Reloader {
             }
         };
         let connector = Connector::new(None);
+        // `server.watch_config`: the files as last taken, and a change seen
+        // once (taken when the next look finds it unchanged: an editor's
+        // save in several writes is one reload).
+        // The files as the running config was read from them, not as they
+        // are now: an edit made while the gateway started is still a change.
+        let mut taken = self.runtime.load().config.files_seen.clone();
+        let mut pending: Option<Option<FilesSeen>> = None;
         loop {
+            let watching =
+                !self.path.as_os_str().is_empty() && self.runtime.load().config.server.watch_config;
             tokio::select! {
                 _ = hup.recv() => {
-                    match self.reload() {
-                        Ok(()) => {
-                            log::info!("config reloaded from {}", self.path.display());
-                            self.refresher.refresh_all(&connector).await;
-                        }
-                        Err(problems) => log::error!(
-                            "config reload rejected, the running config stays: {}",
-                            problems.join("; ")
-                        ),
+                    if self.reload_logged(&connector).await {
+                        taken = self.runtime.load().config.files_seen.clone();
+                    }
+                    pending = None;
+                }
+                _ = tokio::time::sleep(WATCH_EVERY), if watching => {
+                    let now = self.files_seen();
+                    if now == taken {
+                        pending = None;
+                    } else if pending.as_ref() == Some(&now) {
+                        log::info!("config files changed: reloading (server.watch_config)");
+                        // Taken: the files as the new config was read from
+                        // them. Refused: not tried again until they change.
+                        taken = if self.reload_logged(&connector).await {
+                            self.runtime.load().config.files_seen.clone()
+                        } else {
+                            now
+                        };
+                        pending = None;
+                    } else {
+                        pending = Some(now);
                     }
                 }
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// How often `server.watch_config` looks at the files.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Reloader {
+    fn files_seen(&self) -> Option<FilesSeen> {
+        let rt = self.runtime.load();
+        Some(FilesSeen::read(
+            &self.path,
+            rt.config.filters_path.as_deref(),
+        ))
+    }
+
+    /// Reloads as SIGHUP does: the new config swapped in and the catalogs
+    /// refreshed, or the problems logged and the running config kept.
+    /// Whether the new config was taken.
+    async fn reload_logged(&self, connector: &Connector) -> bool {
+        match self.reload() {
+            Ok(()) => {
+                log::info!("config reloaded from {}", self.path.display());
+                self.refresher.refresh_all(connector).await;
+                true
+            }
+            Err(problems) => {
+                log::error!(
+                    "config reload rejected, the running config stays: {}",
+                    problems.join("; ")
+                );
+                false
             }
         }
     }

@@ -458,3 +458,58 @@ providers:
         "{out}"
     );
 }
+
+/// ai-proxy's config watching: `server.watch_config: true` reloads when the
+/// config file or a filter file changes; a bad file is refused and logged
+/// as a bad SIGHUP reload is, and the running config stays.
+#[tokio::test]
+async fn watch_config_reloads_changed_files_and_refuses_bad_ones() {
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "hi"))).await;
+    let providers = format!(
+        "providers:\n  - {{ id: up, kind: openai, base_url: \"{}\", api_keys: [sk-up], models: [m] }}\n",
+        up.base_url()
+    );
+    let gw = Gateway::start_with_server("watch_config: true", &providers).await;
+    let chat = |model: &'static str| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+    };
+    assert_eq!(chat("fast").await.unwrap().status(), 404);
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let with_model =
+        format!("{text}models:\n  - {{ name: fast, upstreams: [{{ provider: up, model: m }}] }}\n");
+    std::fs::write(&gw.config_path, &with_model).unwrap();
+    gw.expect_log("config reloaded from").await;
+    assert_eq!(
+        chat("fast").await.unwrap().status(),
+        200,
+        "the edit was taken without SIGHUP"
+    );
+
+    // A broken file is refused, and the running config serves on.
+    std::fs::write(&gw.config_path, format!("{with_model}providers: [oops\n")).unwrap();
+    gw.expect_log("config reload rejected").await;
+    assert_eq!(chat("fast").await.unwrap().status(), 200);
+
+    // A filter file appearing beside it is a change too.
+    std::fs::write(&gw.config_path, &with_model).unwrap();
+    let filters = gw.dir().join("filters");
+    std::fs::create_dir_all(&filters).unwrap();
+    std::fs::write(
+        filters.join("headers.yaml"),
+        "headers:\n  - set: { x-team: blue }\n",
+    )
+    .unwrap();
+    let taken = eventually(WAIT, || async {
+        chat("fast").await.unwrap();
+        up.last().header("x-team") == Some("blue")
+    })
+    .await;
+    assert!(
+        taken,
+        "the new filter file was never applied:\n{}",
+        gw.log()
+    );
+}

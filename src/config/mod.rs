@@ -12,6 +12,7 @@ mod choices;
 mod console;
 mod context;
 mod env_mode;
+mod files_seen;
 pub mod filters;
 mod log;
 mod models;
@@ -37,6 +38,7 @@ pub use choices::{
 };
 pub use console::ConsoleSettings;
 pub use context::ContextSettings;
+pub use files_seen::FilesSeen;
 pub use models::{LogicalModel, UpstreamRef};
 pub use providers::{BaseUrl, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet};
 use raw::RawConfig;
@@ -87,6 +89,12 @@ pub struct Config {
     pub access_format: AccessFormat,
     /// Payload, header and browser-masking rules from `filters_dir`.
     pub filters: crate::config::filters::FilterSet,
+    /// The directory the filter files were looked for in (what
+    /// `server.watch_config` watches beside the config file).
+    pub filters_path: Option<PathBuf>,
+    /// The config's files as they were when this config was read from them
+    /// (`None` for text or the environment).
+    pub files_seen: Option<FilesSeen>,
     /// The web console's data collection.
     pub console: ConsoleSettings,
 }
@@ -125,10 +133,13 @@ impl Config {
             return Self::from_apiproxy_env(&|name| std::env::var(name).ok())
                 .unwrap_or_else(|| Err(vec!["LLM_PROVIDERS: is not set".to_owned()]));
         }
+        let seen = files_seen::stat(path);
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        Self::from_yaml_in(&text, &|name| std::env::var(name).ok(), Some(dir))
+        let mut c = Self::from_yaml_in(&text, &|name| std::env::var(name).ok(), Some(dir))?;
+        c.files_seen = Some(FilesSeen::read_after(path, seen, c.filters_path.as_deref()));
+        Ok(c)
     }
 
     /// The configuration APIProxy's environment variables describe
@@ -220,6 +231,7 @@ impl Config {
             (None, Some(b)) => Some((b.join("filters"), false)),
             (None, None) => None,
         };
+        let filters_path = dir.as_ref().map(|(d, _)| d.clone());
         let filters = match dir {
             None => Ok(crate::config::filters::FilterSet::default()),
             Some((dir, explicit)) => {
@@ -232,6 +244,7 @@ impl Config {
         match (resolved, filters) {
             (Ok(mut c), Ok(f)) => {
                 c.filters = f;
+                c.filters_path = filters_path;
                 Ok(c)
             }
             (Ok(_), Err(p)) => Err(p),
@@ -373,6 +386,8 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         default_output_tokens,
         access_format,
         filters: crate::config::filters::FilterSet::default(),
+        filters_path: None,
+        files_seen: None,
         console,
     })
 }

@@ -125,6 +125,9 @@ pub struct RawServer {
     /// Host names (besides loopback names and addresses) a gateway without
     /// client keys answers to; other `Host`s get 421 (DNS rebinding).
     pub allowed_hosts: Option<Vec<String>>,
+    /// Reload when the config file or a filter file changes (as on SIGHUP;
+    /// checked every second, taken once the files stop changing).
+    pub watch_config: Option<bool>,
 }
 
 /// `server.tls`: where the TLS listener listens and its PEM files.

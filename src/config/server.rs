@@ -58,6 +58,8 @@ pub struct ServerSettings {
     /// Host names a gateway without client keys answers to besides
     /// loopback names (lowercase, without port).
     pub allowed_hosts: Vec<String>,
+    /// `server.watch_config`: reload when the config or a filter file changes.
+    pub watch_config: bool,
     /// `server.admin_listen`: where the admin surface is served instead of
     /// the client listeners (empty: on the client listeners).
     pub admin_listen: Vec<String>,
@@ -254,6 +256,7 @@ pub fn resolve(s: RawServer, problems: &mut Vec<String>) -> ServerSettings {
         tls: s.tls.map(|t| tls(t, problems)),
         admin_listen: admin_listen(s.admin_listen, problems),
         allowed_hosts: allowed_hosts(s.allowed_hosts.unwrap_or_default(), problems),
+        watch_config: s.watch_config.unwrap_or(false),
     }
 }
 
