@@ -157,6 +157,10 @@ impl Reloader {
 /// One warning line per provider disabled for lack of keys.
 pub fn warn_disabled(config: &Config) {
     for p in config.providers.iter().filter(|p| !p.enabled) {
+        if p.disabled {
+            log::info!("provider {}: disabled in the config", p.id);
+            continue;
+        }
         log::warn!(
             "provider {}: every api key is empty, provider disabled (set its key variable to enable it)",
             p.id

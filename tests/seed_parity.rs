@@ -513,3 +513,93 @@ async fn watch_config_reloads_changed_files_and_refuses_bad_ones() {
         gw.log()
     );
 }
+
+/// ai-proxy's per-provider model options: `{name, alias}` models,
+/// `model_prefix`, `excluded_models` and `disabled`.
+#[tokio::test]
+async fn aliases_prefixes_exclusions_and_disabled_providers() {
+    let a = MockProvider::always(Reply::json(200, openai_completion("x", "from a"))).await;
+    let b = MockProvider::always(Reply::json(200, openai_completion("x", "from b"))).await;
+    let gw = Gateway::start(&format!(
+        r#"providers:
+  - id: a
+    kind: openai
+    base_url: "{}"
+    api_keys: [sk-a]
+    models: [{{ name: gpt-real, alias: fast }}, plain-1, secret-x]
+    excluded_models: ["secret-*"]
+    model_prefix: "oa-"
+  - {{ id: b, kind: openai, base_url: "{}", api_keys: [sk-b], models: [only-b], disabled: true }}
+"#,
+        a.base_url(),
+        b.base_url()
+    ))
+    .await;
+    let chat = |model: &'static str| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+    };
+    for (asked, sent) in [
+        ("fast", "gpt-real"),
+        ("oa-fast", "gpt-real"),
+        ("a/fast", "gpt-real"),
+        ("oa-plain-1", "plain-1"),
+    ] {
+        let r = chat(asked).await.unwrap();
+        assert_eq!(r.status(), 200, "{asked}: {}", r.text().await.unwrap());
+        assert_eq!(a.last().json()["model"], sent, "{asked}");
+    }
+    let before = a.count();
+    for excluded in ["secret-x", "a/secret-x", "oa-secret-x"] {
+        assert_eq!(chat(excluded).await.unwrap().status(), 404, "{excluded}");
+    }
+    assert_eq!(
+        a.count(),
+        before,
+        "an excluded model never reaches the provider"
+    );
+    assert_eq!(chat("only-b").await.unwrap().status(), 404);
+    assert_ne!(chat("b/only-b").await.unwrap().status(), 200);
+    assert_eq!(b.count(), 0, "a disabled provider gets nothing");
+
+    let listed: serde_json::Value = client()
+        .get(format!("{}/v1/models", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    for shown in ["oa-fast", "oa-plain-1", "fast", "plain-1"] {
+        assert!(ids.contains(&shown), "{shown} missing from {ids:?}");
+    }
+    for hidden in [
+        "secret-x",
+        "oa-secret-x",
+        "a/fast",
+        "only-b",
+        "b/only-b",
+        "gpt-real",
+    ] {
+        assert!(!ids.contains(&hidden), "{hidden} listed: {ids:?}");
+    }
+
+    let (ok, out) = check_config_text(
+        "providers:\n  - { id: p, kind: openai, base_url: \"http://127.0.0.1:9\", models: [{ name: a, alias: \"\" }], excluded_models: [\"[\"], model_prefix: \" \" }\n",
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("providers[0].models[0]: must not be empty"),
+        "{out}"
+    );
+    assert!(out.contains("providers[0].excluded_models[0]"), "{out}");
+    assert!(out.contains("providers[0].model_prefix"), "{out}");
+}

@@ -107,8 +107,17 @@ pub struct ProviderConfig {
     /// How a request picks among the usable keys.
     pub key_strategy: KeyStrategy,
     pub weight: f64,
-    /// The configured model list; `None`: listed from the provider.
+    /// The configured model list, as clients name them (an alias where one
+    /// is given); `None`: listed from the provider.
     pub static_models: Option<Vec<String>>,
+    /// Client-facing alias → the provider's name (`models: [{name, alias}]`).
+    pub aliases: HashMap<String, String>,
+    /// `excluded_models`: names taken out of its catalog.
+    pub excluded: Option<globset::GlobSet>,
+    /// `model_prefix`: what clients put before its model names besides `<id>/`.
+    pub model_prefix: Option<String>,
+    /// `disabled: true`: out of rotation by the operator's choice.
+    pub disabled: bool,
     pub retryable: StatusSet,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -160,6 +169,56 @@ pub struct ProviderDefaults {
     pub key_strategy: KeyStrategy,
     /// The top-level `pricing`, below each provider's own.
     pub pricing: HashMap<String, Price>,
+}
+
+/// `models`: the names clients use, and each alias's provider name.
+fn model_entries(
+    at: &str,
+    entries: Option<Vec<raw::RawModelEntry>>,
+    problems: &mut Vec<String>,
+) -> (Option<Vec<String>>, HashMap<String, String>) {
+    let Some(entries) = entries else {
+        return (None, HashMap::new());
+    };
+    let mut names = Vec::with_capacity(entries.len());
+    let mut aliases = HashMap::new();
+    for (j, e) in entries.into_iter().enumerate() {
+        let (name, alias) = match e {
+            raw::RawModelEntry::Name(n) => (n, None),
+            raw::RawModelEntry::Aliased { name, alias } => (name, Some(alias)),
+        };
+        if name.is_empty() || alias.as_deref() == Some("") {
+            problems.push(format!("{at}.models[{j}]: must not be empty"));
+            continue;
+        }
+        let shown = alias.clone().unwrap_or_else(|| name.clone());
+        if names.contains(&shown) {
+            problems.push(format!("{at}.models[{j}]: {shown:?} is listed twice"));
+            continue;
+        }
+        if let Some(a) = alias {
+            aliases.insert(a, name);
+        }
+        names.push(shown);
+    }
+    (Some(names), aliases)
+}
+
+/// A compiled set of globs, `None` for none.
+fn globs(at: &str, pats: &[String], problems: &mut Vec<String>) -> Option<globset::GlobSet> {
+    if pats.is_empty() {
+        return None;
+    }
+    let mut b = globset::GlobSetBuilder::new();
+    for (j, p) in pats.iter().enumerate() {
+        match globset::Glob::new(p) {
+            Ok(g) => {
+                b.add(g);
+            }
+            Err(e) => problems.push(format!("{at}[{j}]: {e}")),
+        }
+    }
+    b.build().ok()
 }
 
 /// Checked prices of a `pricing` map at `at` (USD per million tokens).
@@ -244,9 +303,17 @@ pub fn resolve(
         }
         let mut pricing = defaults.pricing.clone();
         pricing.extend(prices(&format!("{at}.pricing"), p.pricing, problems));
-        if let Some(models) = &p.models {
-            if let Some(j) = models.iter().position(String::is_empty) {
-                problems.push(format!("{at}.models[{j}]: must not be empty"));
+        let (static_models, aliases) = model_entries(&at, p.models, problems);
+        let excluded = globs(
+            &format!("{at}.excluded_models"),
+            &p.excluded_models,
+            problems,
+        );
+        if let Some(prefix) = &p.model_prefix {
+            if prefix.is_empty() || prefix.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "{at}.model_prefix: must be non-empty, without spaces"
+                ));
             }
         }
         let ca = p.ca_file.as_deref().and_then(|path| match load_ca(path) {
@@ -288,7 +355,11 @@ pub fn resolve(
             max_concurrency: p.max_concurrency,
             max_qps: p.max_qps,
             health_check,
-            enabled: !configured_keys || !api_keys.is_empty(),
+            enabled: !p.disabled.unwrap_or(false) && (!configured_keys || !api_keys.is_empty()),
+            disabled: p.disabled.unwrap_or(false),
+            aliases,
+            excluded,
+            model_prefix: p.model_prefix,
             id: p.id,
             kind,
             format,
@@ -297,7 +368,7 @@ pub fn resolve(
             key_options,
             key_strategy,
             weight,
-            static_models: p.models,
+            static_models,
             retryable,
             connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(5_000)),
             read_timeout: Duration::from_millis(p.read_timeout_ms.unwrap_or(60_000)),

@@ -321,7 +321,16 @@ pub struct RawProvider {
     pub key_strategy: Option<Choice<KeyStrategy>>,
     pub weight: Option<f64>,
     pub wire_api: Option<Choice<WireApi>>,
-    pub models: Option<Vec<String>>,
+    /// The models it serves (absent: listed from the provider): names, or
+    /// `{name, alias}` (clients ask for the alias, the provider gets the name).
+    pub models: Option<Vec<RawModelEntry>>,
+    /// Globs of model names taken out of its catalog (listed or configured).
+    #[serde(default)]
+    pub excluded_models: Vec<String>,
+    /// Out of rotation without removing it from the file.
+    pub disabled: Option<bool>,
+    /// The prefix clients put before its model names (default `<id>/`), e.g. `oa-`.
+    pub model_prefix: Option<String>,
     pub retryable_status: Option<String>,
     pub connect_timeout_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,
@@ -354,6 +363,19 @@ pub struct RawProvider {
 pub enum RawApiKey {
     Plain(String),
     Detailed(RawKeyOptions),
+}
+
+/// One of `providers[].models`: a name, or a name with the alias clients use.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawModelEntry {
+    Name(String),
+    Aliased {
+        /// What the provider calls it.
+        name: String,
+        /// What clients ask for.
+        alias: String,
+    },
 }
 
 /// `providers[].api_keys[]` given as an object.

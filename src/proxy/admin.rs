@@ -39,7 +39,10 @@ pub fn model_list(rt: &Runtime, key: Option<&ClientKey>) -> Vec<u8> {
         for model in p.models().iter().flat_map(|m| m.iter()) {
             let e = plain.entry(model.clone()).or_insert((0, p.id()));
             e.0 += 1;
-            let id = format!("{}/{model}", p.id());
+            let id = match &p.config.model_prefix {
+                Some(prefix) => format!("{prefix}{model}"),
+                None => format!("{}/{model}", p.id()),
+            };
             if allowed(&id) && seen.insert(id.clone()) {
                 data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": p.id()}));
             }

@@ -51,7 +51,7 @@ impl Runtime {
                     .filter(|u| enabled(u.provider))
                     .map(|u| Candidate {
                         provider: u.provider,
-                        model: u.model.clone(),
+                        model: self.providers[u.provider].upstream_model(&u.model),
                         weight: u.weight,
                         requested: name.to_owned(),
                         logical: true,
@@ -59,18 +59,28 @@ impl Runtime {
                     .collect(),
             );
         }
-        if let Some((pid, model)) = name.split_once('/') {
-            if let Some(i) = self.config.provider_index(pid) {
-                if !model.is_empty() {
-                    let c = Candidate {
-                        provider: i,
-                        model: model.to_owned(),
-                        weight: self.providers[i].config.weight,
-                        requested: name.to_owned(),
-                        logical: false,
-                    };
-                    return Some(if enabled(i) { vec![c] } else { Vec::new() });
-                }
+        // A provider's own prefix (`model_prefix`), or `<id>/`.
+        let prefixed = self.providers.iter().enumerate().find_map(|(i, p)| {
+            let prefix = p.config.model_prefix.as_deref()?;
+            Some((i, name.strip_prefix(prefix)?))
+        });
+        let by_id = || {
+            let (pid, model) = name.split_once('/')?;
+            Some((self.config.provider_index(pid)?, model))
+        };
+        if let Some((i, model)) = prefixed.or_else(by_id) {
+            let p = &self.providers[i];
+            // An excluded model is not served under any name: on to the
+            // catalogs, then 404.
+            if !model.is_empty() && !p.excludes(model) {
+                let c = Candidate {
+                    provider: i,
+                    model: p.upstream_model(model),
+                    weight: p.config.weight,
+                    requested: name.to_owned(),
+                    logical: false,
+                };
+                return Some(if enabled(i) { vec![c] } else { Vec::new() });
             }
         }
         let found: Vec<Candidate> = self
@@ -80,7 +90,7 @@ impl Runtime {
             .filter(|(i, p)| enabled(*i) && p.serves(name))
             .map(|(i, p)| Candidate {
                 provider: i,
-                model: name.to_owned(),
+                model: p.upstream_model(name),
                 weight: p.config.weight,
                 requested: name.to_owned(),
                 logical: false,

@@ -475,22 +475,46 @@ impl Provider {
 
     /// Models this provider serves: the configured list, else the fetched one.
     pub fn models(&self) -> Option<Arc<Vec<String>>> {
-        match &self.config.static_models {
+        let all = match &self.config.static_models {
             Some(m) => Some(Arc::new(m.clone())),
             None => self.catalog.load_full(),
-        }
+        }?;
+        Some(match &self.config.excluded {
+            None => all,
+            Some(_) => Arc::new(all.iter().filter(|m| !self.excludes(m)).cloned().collect()),
+        })
     }
 
-    /// Whether the provider's catalog lists `model`.
+    /// Whether the provider's catalog lists `model` (by the name clients
+    /// use) and `excluded_models` does not take it out.
     pub fn serves(&self, model: &str) -> bool {
-        match &self.config.static_models {
+        let listed = match &self.config.static_models {
             Some(m) => m.iter().any(|x| x == model),
             None => self
                 .catalog
                 .load()
                 .as_ref()
                 .is_some_and(|c| c.iter().any(|x| x == model)),
-        }
+        };
+        listed && !self.excludes(model)
+    }
+
+    /// Whether `excluded_models` takes `model` out of this provider's catalog.
+    pub fn excludes(&self, model: &str) -> bool {
+        self.config
+            .excluded
+            .as_ref()
+            .is_some_and(|g| g.is_match(model))
+    }
+
+    /// The provider's own name for the model clients call `model` (an alias
+    /// of `models: [{name, alias}]`, else the same name).
+    pub fn upstream_model(&self, model: &str) -> String {
+        self.config
+            .aliases
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| model.to_owned())
     }
 
     /// The path (and query) of a generation request to this provider.
