@@ -155,7 +155,8 @@ async fn apiproxy_token_admin_key_and_provider_variables() {
         p["models_path"], "/v1/models",
         "relative to BASE_URL, /v1 not doubled"
     );
-    assert_eq!(p["retryable_status"], json!([429, "500-599"]));
+    // APIProxy's documented default.
+    assert_eq!(p["retryable_status"], json!([429, 500, "502-504"]));
     assert!(
         !v.to_string().contains("pk-env-1"),
         "never a provider key: {v}"

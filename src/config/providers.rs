@@ -14,9 +14,16 @@ use super::raw::{self, RawPrice, RawProvider};
 pub struct StatusSet(Vec<(u16, u16)>);
 
 impl StatusSet {
-    /// The default: 429 and every 5xx.
-    pub fn default_retryable() -> Self {
-        StatusSet(vec![(429, 429), (500, 599)])
+    /// The default, as APIProxy documents it: 429, 500, 502, 503, 504;
+    /// for Anthropic also 529, its "overloaded" answer. A 501 (not
+    /// implemented) or 505 says the request itself cannot be served: trying
+    /// it elsewhere would fail alike.
+    pub fn default_retryable(kind: ProviderKind) -> Self {
+        let mut codes = vec![(429, 429), (500, 500), (502, 504)];
+        if kind == ProviderKind::Anthropic {
+            codes.push((529, 529));
+        }
+        StatusSet(codes)
     }
 
     pub fn contains(&self, status: u16) -> bool {
@@ -282,10 +289,10 @@ pub fn resolve(
             problems.push(format!("{at}.weight: must be a positive number"));
         }
         let retryable = match p.retryable_status.as_deref() {
-            None => StatusSet::default_retryable(),
+            None => StatusSet::default_retryable(kind),
             Some(s) => StatusSet::parse(s).unwrap_or_else(|e| {
                 problems.push(format!("{at}.retryable_status: {e}"));
-                StatusSet::default_retryable()
+                StatusSet::default_retryable(kind)
             }),
         };
         if p.connect_timeout_ms == Some(0) {
