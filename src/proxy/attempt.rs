@@ -752,9 +752,7 @@ impl<'a> Attempts<'a> {
         ctx.note_attempt(provider.id(), &c.model, outcome, status, Some(sent_at));
         match relayed {
             Outcome::Done => {
-                metrics::ATTEMPTS
-                    .with_label_values(&[provider.id(), "ok"])
-                    .inc();
+                metrics::inc(&metrics::ATTEMPTS, &[provider.id(), "ok"]);
                 // Streams are judged by their first byte, answers whole.
                 let latency = match ctx.first_byte {
                     Some(fb) if parsed.stream => {
