@@ -274,7 +274,10 @@ pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
         format: fmt.as_str(),
         // A model name only reached an upstream if a provider was tried; else
         // it may be anything a client sent, so it is cut short.
-        model: ctx.requested_model.chars().take(200).collect(),
+        model: match ctx.requested_model.char_indices().nth(200) {
+            Some((end, _)) => ctx.requested_model[..end].to_owned(),
+            None => ctx.requested_model.clone(),
+        },
         provider: ctx.provider.clone(),
         upstream_model: ctx.upstream_model.clone(),
         status: ctx.status,

@@ -144,6 +144,9 @@ pub struct Records {
     /// Records up to this id have had their body dropped, or never had one
     /// that is still due (so each record is looked at once).
     bodies_dropped_through: u64,
+    /// Records in the ring still holding a body: without any, a push does
+    /// not look for bodies to drop (a binary search over cold records).
+    bodies: usize,
 }
 
 impl Records {
@@ -159,8 +162,11 @@ impl Records {
                 .front()
                 .is_some_and(|f| f.id.saturating_add(cap as u64) <= r.id)
         {
-            self.ring.pop_front();
+            if self.ring.pop_front().is_some_and(|old| old.body.is_some()) {
+                self.bodies -= 1;
+            }
         }
+        self.bodies += usize::from(r.body.is_some());
         self.cap = cap;
         self.ring.push_back(r);
         self.body_ttl = Some(body_ttl);
@@ -171,6 +177,9 @@ impl Records {
     /// expired record is replaced once by a copy without its body.
     pub fn expire_bodies(&mut self, now: f64) {
         let Some(ttl) = self.body_ttl else { return };
+        if self.bodies == 0 {
+            return;
+        }
         let from = self
             .ring
             .partition_point(|r| r.id <= self.bodies_dropped_through);
@@ -179,6 +188,7 @@ impl Records {
                 break;
             }
             if r.body.is_some() {
+                self.bodies -= 1;
                 *r = Arc::new(RequestRecord {
                     body: None,
                     ..RequestRecord::clone(r)
@@ -393,5 +403,10 @@ mod tests {
         );
         r.expire_bodies(100.0);
         assert!(bodies(&r).is_empty());
+        assert_eq!(r.bodies, 0, "every body counted out once");
+        r.push(with_body(6), 2, 100.0, 2.0);
+        r.push(rec(7, "a", "p", 200), 2, 100.0, 2.0);
+        r.push(rec(8, "a", "p", 200), 2, 100.0, 2.0);
+        assert_eq!(r.bodies, 0, "a body leaving the ring is counted out");
     }
 }
