@@ -1,15 +1,35 @@
-"""A/B of apiproxy builds: each build's gateway and the floor side by side on
-one mock, measured in interleaved rounds at saturation (32 connections), so
-machine noise hits every build alike. Copy the binaries of each build
-(apiproxy, bench-floor, bench-mock) into a directory of its own first.
+"""A/B of apiproxy builds and configs: each column's gateway and the floor
+side by side on one mock, measured in interleaved rounds at saturation (32
+connections), so machine noise hits every column alike. Copy the binaries of
+each build (apiproxy, bench-floor, bench-mock) into a directory of its own
+first (the first column's directory provides the floor and the mock).
 
-usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[@STORE] [name=DIR[@STORE] ...]
+usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[:VARIANT[+VARIANT...]][@STORE] ...
+       A column is a build directory and, optionally, variants of the config
+       benches/harness.py::apiproxy_config writes for it (none: that config
+       as is: console collecting, text access log, metrics, key `bench`
+       without limits, model `bench-model` with a price):
+         nocollect  console.collect: false
+         nolog      log.level: warn (no access log)
+         jsonlog    log.access_format: json
+         budget     the key `bench` gets budget_usd (a budget checked and charged)
+         rules      three payload rules on every request (a default, an
+                    override into messages.0.content, a removal)
+         header     one header rule on every request (set x-bench)
+         logical    requests go to `bench-logical` (two upstreams on the mock)
+         hedge      as logical, the model with hedge_after_ms 60000 and
+                    hedge_non_stream (a hedge armed on every request, never started)
+         noprice    the model has no price (no cost metric: the unpriced counter)
+       e.g. base=DIR off=DIR:nocollect json=DIR:jsonlog
+       A column's own @STORE (a redis:// or redis+cluster:// URL, or
+       `embedded`) overrides AB_REDIS for it: one run can then put the same
+       binaries on the embedded store and on Redis side by side.
 env:   AB_MODEL (default bench-model), AB_PATH (default /v1/chat/completions),
-       AB_KEY (the client key), AB_REDIS (a redis:// URL: the gateways use it)
-A build's own @STORE (a redis:// or redis+cluster:// URL, or `embedded`)
-overrides AB_REDIS for it: one run can then put the same binaries on the
-embedded store and on Redis side by side (the Redis ÷ embedded ratio).
-Prints per build: median req/s, ÷ the floor, median CPU µs per request."""
+       AB_KEY (the client key), AB_REDIS (a redis:// URL: the gateways use it),
+       AB_BASE (a column's name: each column is also compared with it round by
+       round, the median over rounds of the two ratios, which a slow patch of
+       the machine moves less than the ratio of the medians)
+Prints per column: median req/s, ÷ the floor, median CPU µs per request."""
 import os
 import statistics
 import sys
@@ -17,12 +37,63 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h
 from pathlib import Path
+
+
+def rule_dir(work, name, files):
+    d = Path(work) / f"filters-{name}"
+    d.mkdir(exist_ok=True)
+    for f, text in files.items():
+        (d / f).write_text(text)
+    return f"filters_dir: {d}\n"
+
+
+PAYLOAD = ("payload:\n"
+           "  default:\n    - models: [\"*\"]\n      params: { temperature: 0.2 }\n"
+           "  override:\n    - models: [\"*\"]\n      params: { \"messages.0.content\": overridden }\n"
+           "  filter:\n    - models: [\"*\"]\n      params: [top_p]\n")
+HEADERS = "headers:\n  - set: { x-bench: \"1\" }\n"
+
+
+def replaced(text, old, new):
+    if old not in text:
+        raise SystemExit(f"ab.py: the harness config changed, {old!r} not found")
+    return text.replace(old, new, 1)
+
+
+# variant: (config text, work dir, column name) -> config text; and the model it asks for.
+VARIANTS = {
+    "nocollect": lambda t, w, n: "console:\n  collect: false\n" + t,
+    "nolog": lambda t, w, n: replaced(t, "log:\n  level: info\n", "log:\n  level: warn\n"),
+    "jsonlog": lambda t, w, n: replaced(t, "log:\n  level: info\n", "log:\n  level: info\n  access_format: json\n"),
+    "budget": lambda t, w, n: replaced(t, f"{{ name: bench, key: {h.CLIENT_KEY} }}",
+                                       f"{{ name: bench, key: {h.CLIENT_KEY}, budget_usd: 1000000000 }}"),
+    "rules": lambda t, w, n: rule_dir(w, n, {"payload.yaml": PAYLOAD}) + t,
+    "header": lambda t, w, n: rule_dir(w, n, {"headers.yaml": HEADERS}) + t,
+    "logical": lambda t, w, n: t,
+    # bench-logical is the config's last model: these lines are its keys.
+    "hedge": lambda t, w, n: replaced(t, "      - { provider: mock2, model: bench-model }\n",
+                                      "      - { provider: mock2, model: bench-model }\n"
+                                      "    hedge_after_ms: 60000\n    hedge_non_stream: true\n"),
+    "noprice": lambda t, w, n: replaced(t, ", pricing: { bench-model: { input: 0.01, output: 0.01 } }", ""),
+}
+MODEL = {"logical": "bench-logical", "hedge": "bench-logical"}
+
 rounds, secs = int(sys.argv[1]), float(sys.argv[2])
-builds = [a.split("=", 1) for a in sys.argv[3:]]
-# name=DIR@STORE: the directory holds no '@'; a URL after it may (a password).
-stores = {n: (d.split("@", 1)[1] if "@" in d else os.environ.get("AB_REDIS")) for n, d in builds}
-stores = {n: (None if u == "embedded" else u) for n, u in stores.items()}
-builds = [(n, d.split("@", 1)[0]) for n, d in builds]
+builds, variants = [], {}
+stores = {}
+for a in sys.argv[3:]:
+    n, spec = a.split("=", 1)
+    # @STORE last: the directory holds no '@'; a URL after it may (a password).
+    spec, at, store = spec.partition("@")
+    stores[n] = (store if at else os.environ.get("AB_REDIS")) or None
+    if stores[n] == "embedded":
+        stores[n] = None
+    d, _, vs = spec.partition(":")
+    # A directory may hold a colon; a variant list is only what names variants.
+    if vs and not all(v in VARIANTS for v in vs.split("+")):
+        d, vs = spec, ""
+    builds.append((n, d))
+    variants[n] = [v for v in vs.split("+") if v]
 work = tempfile.mkdtemp(prefix="ab-")
 sv = h.Servers(builds[0][1], work)
 names = ["mock", "mock_slow", "floor"] + [f"apiproxy_{n}" for n, _ in builds] + [f"metrics_{n}" for n, _ in builds]
@@ -35,12 +106,17 @@ try:
     env = dict(os.environ); env.pop("RUST_LOG", None)
     for n, d in builds:
         conf = Path(work) / f"{n}.yaml"
-        conf.write_text(h.apiproxy_config(ports, work, f"apiproxy_{n}", f"metrics_{n}", stores[n]))
+        text = h.apiproxy_config(ports, work, f"apiproxy_{n}", f"metrics_{n}", stores[n])
+        for v in variants[n]:
+            text = VARIANTS[v](text, work, n)
+        conf.write_text(text)
         sv.start(f"apiproxy_{n}", [Path(d) / "apiproxy", "-c", str(conf)], ports[f"apiproxy_{n}"], env=env)
     procs = dict(sv.procs)
     path = os.environ.get("AB_PATH", "/v1/chat/completions")
     key = os.environ.get("AB_KEY", h.CLIENT_KEY)
-    body = h.chat_body(os.environ.get("AB_MODEL", "bench-model"))
+    model = os.environ.get("AB_MODEL", "bench-model")
+    bodies = {f"apiproxy_{n}": h.chat_body(next((MODEL[v] for v in variants[n] if v in MODEL), model))
+              for n, _ in builds}
     hdrs = ["Authorization: Bearer " + key]
     targets = ["floor"] + [f"apiproxy_{n}" for n, _ in builds]
     res = {t: [] for t in targets}
@@ -48,7 +124,7 @@ try:
         for t in targets:
             pid = procs[t].pid
             c0 = h.cpu_seconds(pid)
-            raw = h.oha(f"http://127.0.0.1:{ports[t]}{path}", body, hdrs, secs, 32)
+            raw = h.oha(f"http://127.0.0.1:{ports[t]}{path}", bodies.get(t, h.chat_body(model)), hdrs, secs, 32)
             c1 = h.cpu_seconds(pid)
             s = raw["summary"]
             codes = raw.get("statusCodeDistribution", {})
@@ -60,5 +136,12 @@ try:
         rps = statistics.median(x[0] for x in res[t]); cpu = statistics.median(x[1] for x in res[t])
         fl = statistics.median(x[0] for x in res["floor"])
         print(f"{t:20s} req/s {rps:8.0f} ÷floor {rps/fl:5.3f}  cpu µs/req {cpu:6.1f}  rounds {[round(x[1],1) for x in res[t]]} req/s rounds {[round(x[0]) for x in res[t]]} bad {sum(x[3] for x in res[t])}")
+    base = os.environ.get("AB_BASE")
+    if base:
+        b = res[f"apiproxy_{base}"]
+        for t in targets[1:]:
+            rps = statistics.median(x[0] / y[0] for x, y in zip(res[t], b))
+            cpu = statistics.median(x[1] / y[1] for x, y in zip(res[t], b))
+            print(f"{t:20s} ÷ {base}, round by round: req/s {rps:5.3f}  cpu µs/req {cpu:5.3f}")
 finally:
     sv.stop()

@@ -18,7 +18,7 @@ pub struct RequestRecord {
     pub time: f64,
     pub key: Option<String>,
     /// Client format (`openai_chat`, `anthropic`, ...).
-    pub format: String,
+    pub format: &'static str,
     /// The model the client asked for.
     pub model: String,
     /// The provider that answered (or was tried last); empty when none was tried.
@@ -130,25 +130,44 @@ impl Filter {
     }
 }
 
-/// The ring of recent records.
+/// The ring of recent records. The console keeps one per shard
+/// (`super::Console`), each written by the threads the shard belongs to;
+/// [`newest`] merges them for reading.
 #[derive(Default)]
 pub struct Records {
     ring: VecDeque<Arc<RequestRecord>>,
+    /// `console.recent_requests` as the newest push said.
+    cap: usize,
     /// How long a captured body is kept (`console.capture_ttl_seconds`), as
     /// the newest push said; `None` until the first.
     body_ttl: Option<f64>,
     /// Records up to this id have had their body dropped, or never had one
     /// that is still due (so each record is looked at once).
     bodies_dropped_through: u64,
+    /// Records in the ring still holding a body: without any, a push does
+    /// not look for bodies to drop (a binary search over cold records).
+    bodies: usize,
 }
 
 impl Records {
     /// Adds `r`, dropping the oldest beyond `cap`, and the captured bodies
     /// older than `body_ttl` seconds at `now` (unix seconds).
+    /// Ids are dense over the records of all shards, so a record `cap` ids
+    /// older than the newest can never be shown again and is dropped too.
     pub fn push(&mut self, r: Arc<RequestRecord>, cap: usize, now: f64, body_ttl: f64) {
-        while self.ring.len() >= cap.max(1) {
-            self.ring.pop_front();
+        let cap = cap.max(1);
+        while self.ring.len() >= cap
+            || self
+                .ring
+                .front()
+                .is_some_and(|f| f.id.saturating_add(cap as u64) <= r.id)
+        {
+            if self.ring.pop_front().is_some_and(|old| old.body.is_some()) {
+                self.bodies -= 1;
+            }
         }
+        self.bodies += usize::from(r.body.is_some());
+        self.cap = cap;
         self.ring.push_back(r);
         self.body_ttl = Some(body_ttl);
         self.expire_bodies(now);
@@ -158,6 +177,9 @@ impl Records {
     /// expired record is replaced once by a copy without its body.
     pub fn expire_bodies(&mut self, now: f64) {
         let Some(ttl) = self.body_ttl else { return };
+        if self.bodies == 0 {
+            return;
+        }
         let from = self
             .ring
             .partition_point(|r| r.id <= self.bodies_dropped_through);
@@ -166,6 +188,7 @@ impl Records {
                 break;
             }
             if r.body.is_some() {
+                self.bodies -= 1;
                 *r = Arc::new(RequestRecord {
                     body: None,
                     ..RequestRecord::clone(r)
@@ -174,42 +197,72 @@ impl Records {
             self.bodies_dropped_through = r.id;
         }
     }
+}
 
-    /// Up to `limit` records passing `f`, newest first.
-    pub fn query(&self, f: &Filter, limit: usize) -> Vec<Arc<RequestRecord>> {
-        self.ring
-            .iter()
-            .rev()
-            .filter(|r| f.matches(r))
-            .take(limit)
-            .cloned()
-            .collect()
-    }
-
-    /// The record with this id, while it is kept.
-    pub fn get(&self, id: u64) -> Option<Arc<RequestRecord>> {
-        // Ids increase along the ring: binary search by id.
-        let i = self.ring.partition_point(|r| r.id < id);
-        self.ring.get(i).filter(|r| r.id == id).cloned()
-    }
-
-    /// Requests per (model asked for, provider, upstream model) that reached
-    /// an upstream since `since` (unix seconds).
-    pub fn upstream_counts(&self, since: f64) -> HashMap<(String, String, String), u64> {
-        let mut out = HashMap::new();
-        for r in self.ring.iter().rev().take_while(|r| r.time >= since) {
-            if r.provider.is_empty() {
-                continue;
+/// The newest records of all `shards` merged by id, newest first: as many as
+/// the newest push's `console.recent_requests` says, so the merged view is
+/// what one ring of that size would hold.
+pub fn newest<'a>(shards: &[&'a Records]) -> Vec<&'a Arc<RequestRecord>> {
+    let cap = shards
+        .iter()
+        .filter_map(|s| s.ring.back().map(|r| (r.id, s.cap)))
+        .max()
+        .map_or(0, |(_, cap)| cap);
+    let mut iters: Vec<_> = shards
+        .iter()
+        .map(|s| s.ring.iter().rev().peekable())
+        .collect();
+    let mut out = Vec::with_capacity(cap.min(shards.iter().map(|s| s.ring.len()).sum()));
+    while out.len() < cap {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, it) in iters.iter_mut().enumerate() {
+            if let Some(r) = it.peek() {
+                if best.is_none_or(|(_, id)| r.id > id) {
+                    best = Some((i, r.id));
+                }
             }
-            *out.entry((
-                r.model.clone(),
-                r.provider.clone(),
-                r.upstream_model.clone(),
-            ))
-            .or_insert(0) += 1;
         }
-        out
+        let Some((i, _)) = best else { break };
+        out.extend(iters[i].next());
     }
+    out
+}
+
+/// Up to `limit` records of `view` (newest first) passing `f`.
+pub fn query(view: &[&Arc<RequestRecord>], f: &Filter, limit: usize) -> Vec<Arc<RequestRecord>> {
+    view.iter()
+        .filter(|r| f.matches(r))
+        .take(limit)
+        .map(|r| Arc::clone(r))
+        .collect()
+}
+
+/// The record with this id in `view`, while it is kept.
+pub fn get(view: &[&Arc<RequestRecord>], id: u64) -> Option<Arc<RequestRecord>> {
+    // Ids decrease along the view: binary search by id.
+    let i = view.partition_point(|r| r.id > id);
+    view.get(i).filter(|r| r.id == id).map(|r| Arc::clone(r))
+}
+
+/// Requests per (model asked for, provider, upstream model) in `view`
+/// (newest first) that reached an upstream since `since` (unix seconds).
+pub fn upstream_counts(
+    view: &[&Arc<RequestRecord>],
+    since: f64,
+) -> HashMap<(String, String, String), u64> {
+    let mut out = HashMap::new();
+    for r in view.iter().take_while(|r| r.time >= since) {
+        if r.provider.is_empty() {
+            continue;
+        }
+        *out.entry((
+            r.model.clone(),
+            r.provider.clone(),
+            r.upstream_model.clone(),
+        ))
+        .or_insert(0) += 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -221,7 +274,7 @@ mod tests {
             id,
             time: id as f64,
             key: Some(key.into()),
-            format: "openai_chat".into(),
+            format: "openai_chat",
             model: "fast".into(),
             provider: provider.into(),
             upstream_model: "m".into(),
@@ -253,15 +306,37 @@ mod tests {
                 60.0,
             );
         }
-        let all = r.query(&Filter::default(), 10);
+        let all = query(&newest(&[&r]), &Filter::default(), 10);
         assert_eq!(all.iter().map(|x| x.id).collect::<Vec<_>>(), [5, 4, 3]);
         let f = Filter::from_query(Some("key=a&status=2xx")).unwrap();
         assert_eq!(
-            r.query(&f, 10).iter().map(|x| x.id).collect::<Vec<_>>(),
+            query(&newest(&[&r]), &f, 10)
+                .iter()
+                .map(|x| x.id)
+                .collect::<Vec<_>>(),
             [4]
         );
-        assert_eq!(r.get(4).unwrap().id, 4);
-        assert!(r.get(1).is_none(), "dropped from the ring");
+        assert_eq!(get(&newest(&[&r]), 4).unwrap().id, 4);
+        assert!(get(&newest(&[&r]), 1).is_none(), "dropped from the ring");
+    }
+
+    #[test]
+    fn shards_merge_as_one_ring() {
+        // Ids 1..=9 spread over two shards; a ring of 4 keeps 6..=9.
+        let (mut a, mut b) = (Records::default(), Records::default());
+        for i in 1..=9 {
+            let shard = if i % 3 == 0 { &mut b } else { &mut a };
+            shard.push(rec(i, "a", "p", 200), 4, 0.0, 60.0);
+        }
+        let view = newest(&[&a, &b]);
+        assert_eq!(view.iter().map(|x| x.id).collect::<Vec<_>>(), [9, 8, 7, 6]);
+        assert!(get(&view, 6).is_some());
+        assert!(get(&view, 5).is_none(), "older than the ring holds");
+        assert!(
+            b.ring.iter().all(|r| r.id + 4 > 6),
+            "a shard drops what the merged ring cannot show: {:?}",
+            b.ring.iter().map(|r| r.id).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -289,7 +364,7 @@ mod tests {
             );
         }
         r.push(rec(5, "a", "", 401), 10, 0.0, 60.0);
-        let c = r.upstream_counts(2.0);
+        let c = upstream_counts(&newest(&[&r]), 2.0);
         assert_eq!(c[&("fast".into(), "p".into(), "m".into())], 2);
         assert_eq!(c[&("fast".into(), "q".into(), "m".into())], 1);
     }
@@ -307,7 +382,7 @@ mod tests {
             r.push(with_body(i), 10, i as f64, 2.0);
         }
         let bodies = |r: &Records| -> Vec<u64> {
-            let all = r.query(&Filter::default(), 10);
+            let all = query(&newest(&[r]), &Filter::default(), 10);
             all.iter()
                 .filter(|x| x.body.is_some())
                 .map(|x| x.id)
@@ -321,8 +396,17 @@ mod tests {
         );
         r.expire_bodies(6.5);
         assert_eq!(bodies(&r), [5]);
-        assert_eq!(r.get(4).map(|x| x.id), Some(4), "the record itself stays");
+        assert_eq!(
+            get(&newest(&[&r]), 4).map(|x| x.id),
+            Some(4),
+            "the record itself stays"
+        );
         r.expire_bodies(100.0);
         assert!(bodies(&r).is_empty());
+        assert_eq!(r.bodies, 0, "every body counted out once");
+        r.push(with_body(6), 2, 100.0, 2.0);
+        r.push(rec(7, "a", "p", 200), 2, 100.0, 2.0);
+        r.push(rec(8, "a", "p", 200), 2, 100.0, 2.0);
+        assert_eq!(r.bodies, 0, "a body leaving the ring is counted out");
     }
 }

@@ -167,38 +167,51 @@ impl Series {
     /// The last hour up to `now`, oldest first, one point per interval
     /// (intervals without traffic as zero points), and the whole hour merged.
     pub fn snapshot(&self, now: u64) -> (Vec<Point>, Point) {
-        let newest = now - now % INTERVAL_SECS;
-        let oldest = newest.saturating_sub(INTERVAL_SECS * (SLOTS as u64 - 1));
-        let mut total = Slot::default();
-        let mut points = Vec::with_capacity(SLOTS);
-        let mut t = oldest;
-        while t <= newest {
-            let slot = &self.slots[((t / INTERVAL_SECS) as usize) % SLOTS];
+        snapshot_all(&[self], now)
+    }
+}
+
+/// [`Series::snapshot`] of the sum of `all` (the console's shards, each
+/// written by its own threads): an interval's point adds every shard's slot
+/// for that interval.
+pub fn snapshot_all(all: &[&Series], now: u64) -> (Vec<Point>, Point) {
+    let newest = now - now % INTERVAL_SECS;
+    let oldest = newest.saturating_sub(INTERVAL_SECS * (SLOTS as u64 - 1));
+    let mut total = Slot::default();
+    let mut points = Vec::with_capacity(SLOTS);
+    let mut t = oldest;
+    while t <= newest {
+        let mut merged = Slot {
+            start: t,
+            ..Slot::default()
+        };
+        for series in all {
+            let slot = &series.slots[((t / INTERVAL_SECS) as usize) % SLOTS];
             if slot.start == t {
-                points.push(point(slot, INTERVAL_SECS));
-                total.requests += slot.requests;
-                total.errors += slot.errors;
-                total.client_errors += slot.client_errors;
-                total.latency.merge(&slot.latency);
-                total.ttft.merge(&slot.ttft);
-                total.overhead.merge(&slot.overhead);
-                total.input_tokens = total.input_tokens.saturating_add(slot.input_tokens);
-                total.output_tokens = total.output_tokens.saturating_add(slot.output_tokens);
-                total.cost_usd += slot.cost_usd;
-            } else {
-                points.push(point(
-                    &Slot {
-                        start: t,
-                        ..Slot::default()
-                    },
-                    INTERVAL_SECS,
-                ));
+                merged.merge(slot);
             }
-            t += INTERVAL_SECS;
         }
-        total.start = oldest;
-        let span = newest + INTERVAL_SECS - oldest;
-        (points, point(&total, span))
+        points.push(point(&merged, INTERVAL_SECS));
+        total.merge(&merged);
+        t += INTERVAL_SECS;
+    }
+    total.start = oldest;
+    let span = newest + INTERVAL_SECS - oldest;
+    (points, point(&total, span))
+}
+
+impl Slot {
+    /// Adds `other`'s counts, sums and histograms (its start is not looked at).
+    fn merge(&mut self, other: &Slot) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.client_errors += other.client_errors;
+        self.latency.merge(&other.latency);
+        self.ttft.merge(&other.ttft);
+        self.overhead.merge(&other.overhead);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_usd += other.cost_usd;
     }
 }
 
@@ -291,5 +304,19 @@ mod tests {
         let (points, total) = s.snapshot(now);
         assert_eq!(total.requests, 1);
         assert_eq!(points.last().unwrap().requests, 1);
+    }
+
+    #[test]
+    fn shards_sum_per_interval() {
+        let now = 3_000_000;
+        let (mut a, mut b) = (Series::default(), Series::default());
+        a.add(now - 25, &sample(200, 10.0));
+        b.add(now - 25, &sample(502, 30.0));
+        b.add(now, &sample(404, 20.0));
+        let mut one = Series::default();
+        one.add(now - 25, &sample(200, 10.0));
+        one.add(now - 25, &sample(502, 30.0));
+        one.add(now, &sample(404, 20.0));
+        assert_eq!(snapshot_all(&[&a, &b], now), one.snapshot(now));
     }
 }

@@ -432,7 +432,6 @@ fn record_llm_metrics(
     elapsed: std::time::Duration,
     cost: Option<f64>,
 ) {
-    let status = ctx.status.to_string();
     // Only names the configuration or a provider's catalog knows become
     // label values: a client sending made-up model names must not grow the
     // metric without bound (they count as `other`).
@@ -442,43 +441,31 @@ fn record_llm_metrics(
         metrics::model_label(rt, &ctx.requested_model)
     };
     let upstream_model = metrics::upstream_model_label(rt, &ctx.provider, &ctx.upstream_model);
-    metrics::REQUESTS
-        .with_label_values(&[fmt.as_str(), model, &ctx.provider, upstream_model, &status])
-        .inc();
-    metrics::REQUEST_SECONDS
-        .with_label_values(&[fmt.as_str(), &ctx.provider])
-        .observe(elapsed.as_secs_f64());
-    if let Some(fb) = ctx.first_byte {
-        metrics::TTFT_SECONDS
-            .with_label_values(&[fmt.as_str(), &ctx.provider])
-            .observe(fb.as_secs_f64());
-    }
-    let overhead = elapsed.saturating_sub(ctx.upstream_wait);
-    metrics::OVERHEAD_SECONDS
-        .with_label_values(&[fmt.as_str()])
-        .observe(overhead.as_secs_f64());
-    if let Some(u) = ctx.usage {
-        let labels = [ctx.provider.as_str(), upstream_model];
-        metrics::add_tokens(
-            &metrics::TOKENS.with_label_values(&[labels[0], labels[1], "input"]),
-            u.input_tokens,
-        );
-        metrics::add_tokens(
-            &metrics::TOKENS.with_label_values(&[labels[0], labels[1], "output"]),
-            u.output_tokens,
-        );
-        match cost {
-            Some(c) => {
-                let key = ctx.client_key_label();
-                metrics::COST
-                    .with_label_values(&[labels[0], labels[1], key])
-                    .inc_by(c);
-            }
-            // A budgeted key never gets here (403 at admission).
-            None if !ctx.provider.is_empty() => {
-                metrics::UNPRICED.with_label_values(&labels).inc();
-            }
-            None => {}
+    let labels = [
+        fmt.as_str(),
+        model,
+        &ctx.provider,
+        upstream_model,
+        ctx.client_key_label(),
+    ];
+    metrics::with_finished(labels, ctx.status, |m| {
+        m.requests.inc();
+        m.seconds.observe(elapsed.as_secs_f64());
+        if let Some(fb) = ctx.first_byte {
+            m.ttft().observe(fb.as_secs_f64());
         }
-    }
+        let overhead = elapsed.saturating_sub(ctx.upstream_wait);
+        m.overhead.observe(overhead.as_secs_f64());
+        if let Some(u) = ctx.usage {
+            let (input, output) = m.tokens();
+            metrics::add_tokens(input, u.input_tokens);
+            metrics::add_tokens(output, u.output_tokens);
+            match cost {
+                Some(c) => m.cost().inc_by(c),
+                // A budgeted key never gets here (403 at admission).
+                None if !ctx.provider.is_empty() => m.unpriced().inc(),
+                None => {}
+            }
+        }
+    });
 }

@@ -106,9 +106,7 @@ impl Attempts<'_> {
         let routing = &self.rt.config.routing;
         // A candidate passed over sent nothing: no attempt to count.
         if sent_at.is_some() && matches!(outcome, AttemptOutcome::Ok | AttemptOutcome::Failed(_)) {
-            metrics::ATTEMPTS
-                .with_label_values(&[provider.id(), outcome.label()])
-                .inc();
+            metrics::inc(&metrics::ATTEMPTS, &[provider.id(), outcome.label()]);
         }
         let error = match outcome {
             AttemptOutcome::Ok => {
