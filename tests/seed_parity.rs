@@ -99,6 +99,8 @@ async fn apiproxy_token_admin_key_and_provider_variables() {
         ("LOG_LEVEL", "WARNING".into()),
         ("APIPROXY_AUTH_TOKEN", TOKEN.into()),
         ("APIPROXY_ADMIN_KEY", ADMIN.into()),
+        // MASK_AS_BROWSER is on by default in this mode; Origin only when set.
+        ("MASK_ORIGIN", "https://chat.example".into()),
     ])
     .await;
     let chat = |auth: Option<(&'static str, String)>| {
@@ -134,6 +136,18 @@ async fn apiproxy_token_admin_key_and_provider_variables() {
             .unwrap()
             .status(),
         200
+    );
+    let sent = up.last();
+    let ua = sent.header("user-agent").unwrap_or_default();
+    assert!(
+        ua.starts_with("Mozilla/5.0"),
+        "a browser's User-Agent: {ua}"
+    );
+    assert_eq!(sent.header("origin"), Some("https://chat.example"));
+    assert_eq!(
+        sent.header("referer"),
+        None,
+        "sent only when MASK_REFERER is set"
     );
 
     // The token reads the inspection endpoints, as the seed documents.

@@ -24,6 +24,10 @@ use super::var_expansion::EnvValue;
 /// names. `None` when `LLM_PROVIDERS` is unset.
 pub struct EnvDocument {
     pub doc: Value,
+    /// `MASK_AS_BROWSER` (default on in this mode, as in APIProxy):
+    /// `User-Agent`, `Origin`, `Referer` as given by `MASK_USER_AGENT`,
+    /// `MASK_ORIGIN`, `MASK_REFERER`; `None` when masking is off.
+    pub mask: Option<[Option<http::HeaderValue>; 3]>,
     pub used: Vec<EnvValue>,
     /// `(providers[i].key, VARIABLE)` pairs for problem lines.
     pub names: Vec<(String, String)>,
@@ -187,13 +191,44 @@ pub fn document(lookup: &dyn Fn(&str) -> Option<String>) -> Option<EnvDocument> 
     if !auth.is_empty() {
         doc.insert(s("auth"), Value::Mapping(auth));
     }
+    let mask = browser_mask(&mut |v| get(v.to_owned(), &mut used), &mut problems);
     doc.insert(s("providers"), Value::Sequence(providers));
     Some(EnvDocument {
+        mask,
         doc: Value::Mapping(doc),
         used,
         names,
         problems,
     })
+}
+
+/// `MASK_AS_BROWSER` (on unless `false`, `0` or `no`) and the headers it
+/// sends; a value that cannot be a header is a problem naming its variable.
+fn browser_mask(
+    get: &mut dyn FnMut(&str) -> Option<(String, String)>,
+    problems: &mut Vec<String>,
+) -> Option<[Option<http::HeaderValue>; 3]> {
+    if let Some((_, on)) = get("MASK_AS_BROWSER") {
+        if matches!(
+            on.trim().to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
+        ) {
+            return None;
+        }
+    }
+    let mut header = |var: &str| {
+        let (name, v) = get(var)?;
+        let value = http::HeaderValue::from_str(v.trim()).ok();
+        if value.is_none() {
+            problems.push(format!("{name}: not a valid header value"));
+        }
+        value
+    };
+    Some([
+        header("MASK_USER_AGENT"),
+        header("MASK_ORIGIN"),
+        header("MASK_REFERER"),
+    ])
 }
 
 /// APIProxy's log levels (Python's names, any case) as ours; anything else
@@ -349,6 +384,35 @@ mod tests {
             models_path_under("https://h/v1", "/v1beta/models"),
             "/v1/v1beta/models"
         );
+    }
+
+    #[test]
+    fn browser_masking_is_on_unless_turned_off() {
+        fn with(extra: &[(&'static str, &'static str)]) -> EnvDocument {
+            let mut all = vec![
+                ("LLM_PROVIDERS", "a"),
+                ("LLM_PROVIDER_a_BASE_URL", "https://h/v1"),
+            ];
+            all.extend_from_slice(extra);
+            let lookup = move |n: &str| {
+                all.iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            };
+            document(&lookup).unwrap()
+        }
+        assert!(matches!(with(&[]).mask, Some([None, None, None])));
+        assert!(with(&[("MASK_AS_BROWSER", "False")]).mask.is_none());
+        let given = with(&[("MASK_USER_AGENT", "bot/1"), ("MASK_REFERER", "https://r/")]);
+        let [ua, origin, referer] = given.mask.unwrap();
+        assert_eq!(ua.unwrap(), "bot/1");
+        assert!(origin.is_none());
+        assert_eq!(referer.unwrap(), "https://r/");
+        let bad = with(&[("MASK_ORIGIN", "a\nb")]);
+        assert!(bad
+            .problems
+            .iter()
+            .any(|p| p == "MASK_ORIGIN: not a valid header value"));
     }
 
     #[test]

@@ -150,13 +150,19 @@ impl Config {
     ) -> Option<Result<Config, Vec<String>>> {
         let env_mode::EnvDocument {
             doc,
+            mask,
             mut used,
             names,
             mut problems,
         } = env_mode::document(lookup)?;
         let no_vars = |_: &str| None;
         match Self::from_value(doc, &no_vars, None, &mut used) {
-            Ok(c) if problems.is_empty() => return Some(Ok(c)),
+            Ok(mut c) if problems.is_empty() => {
+                if let Some([ua, origin, referer]) = mask {
+                    c.filters.add_browser_mask(ua, origin, referer);
+                }
+                return Some(Ok(c));
+            }
             Ok(_) => {}
             Err(more) => problems.extend(more),
         }

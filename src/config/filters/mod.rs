@@ -114,6 +114,9 @@ struct MaskRule {
     user_agent: Option<HeaderValue>,
     origin: Option<HeaderValue>,
     referer: Option<HeaderValue>,
+    /// `Origin` and `Referer` of the provider's own site when not given (a
+    /// filter file's `mask`); APIProxy's masking sends them only when set.
+    site_headers: bool,
 }
 
 /// The attempt a rule is matched against.
@@ -208,6 +211,24 @@ impl FilterSet {
         Ok(edited.map_or(body, Bytes::from))
     }
 
+    /// APIProxy's `MASK_AS_BROWSER` for every provider: a browser's
+    /// `User-Agent` (or `user_agent`) and `Accept-Language`, and `Origin`
+    /// and `Referer` only when given.
+    pub fn add_browser_mask(
+        &mut self,
+        user_agent: Option<HeaderValue>,
+        origin: Option<HeaderValue>,
+        referer: Option<HeaderValue>,
+    ) {
+        self.masks.push(MaskRule {
+            provider_ids: Vec::new(),
+            user_agent,
+            origin,
+            referer,
+            site_headers: false,
+        });
+    }
+
     /// The header edits for one attempt: browser masking first, then the
     /// header rules in file order (so an explicit rule wins).
     pub fn header_edits(&self, t: &Target<'_>) -> Option<HeaderEdits> {
@@ -224,11 +245,11 @@ impl FilterSet {
             let origin = m
                 .origin
                 .clone()
-                .or_else(|| HeaderValue::from_str(&site).ok());
-            let referer = m
-                .referer
-                .clone()
-                .or_else(|| HeaderValue::from_str(&format!("{site}/")).ok());
+                .or_else(|| m.site_headers.then(|| HeaderValue::from_str(&site).ok())?);
+            let referer = m.referer.clone().or_else(|| {
+                m.site_headers
+                    .then(|| HeaderValue::from_str(&format!("{site}/")).ok())?
+            });
             ops.push(HeaderOp::Set(http::header::USER_AGENT, ua));
             ops.extend(origin.map(|o| HeaderOp::Set(http::header::ORIGIN, o)));
             ops.extend(referer.map(|r| HeaderOp::Set(http::header::REFERER, r)));
@@ -514,6 +535,7 @@ fn resolve_file(
             user_agent,
             origin,
             referer,
+            site_headers: true,
         });
     }
 }
