@@ -332,7 +332,22 @@ fn init_logging(config: &Config) {
     if let Ok(filters) = std::env::var("RUST_LOG") {
         log.parse_filters(&filters);
     }
-    log.format_timestamp_millis().init();
+    match config.log_timezone.clone() {
+        None => log.format_timestamp_millis(),
+        // `log.timezone`: the same line, its time in that zone with its offset.
+        Some(tz) => log.format(move |buf, record| {
+            let at = jiff::Timestamp::now().to_zoned(tz.clone());
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {}",
+                at.strftime("%Y-%m-%dT%H:%M:%S%.3f%:z"),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        }),
+    }
+    .init();
     warn_disabled(config);
     for w in config.warnings() {
         log::warn!("{w}");

@@ -618,3 +618,30 @@ async fn aliases_prefixes_exclusions_and_disabled_providers() {
     assert!(out.contains("providers[0].excluded_models[0]"), "{out}");
     assert!(out.contains("providers[0].model_prefix"), "{out}");
 }
+
+/// APIProxy's `LOG_TIMEZONE` (and `log.timezone`): the log's timestamps in
+/// that zone, with its offset; an unknown zone is refused naming the variable.
+#[tokio::test]
+async fn log_timestamps_in_the_configured_time_zone() {
+    let gw = Gateway::start(
+        "log:\n  timezone: Asia/Tokyo\nproviders:\n  - { id: p, kind: openai, base_url: \"http://127.0.0.1:9\", api_keys: [k], models: [m] }\n",
+    )
+    .await;
+    let log = gw.log_until("+09:00 INFO").await;
+    assert!(!log.contains("Z INFO"), "every line in the zone:\n{log}");
+    let out = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .arg("-t")
+        .env("LLM_PROVIDERS", "up")
+        .env("LLM_PROVIDER_up_BASE_URL", "http://127.0.0.1:9")
+        .env("LOG_TIMEZONE", "Mars/Olympus_Mons")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // Named by its variable; the value is not echoed.
+    assert!(
+        text.contains("LOG_TIMEZONE: <$LOG_TIMEZONE> is not a time zone"),
+        "{text}"
+    );
+    assert!(!text.contains("Olympus"), "{text}");
+}

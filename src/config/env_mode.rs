@@ -141,11 +141,17 @@ pub fn document(lookup: &dyn Fn(&str) -> Option<String>) -> Option<EnvDocument> 
     server.insert(s("listen"), s(&listen));
     names.push(("server.listen".into(), "APIPROXY_LISTEN".into()));
     doc.insert(s("server"), Value::Mapping(server));
+    let mut log = Mapping::new();
     if let Some((_, level)) = get("LOG_LEVEL".into(), &mut used) {
-        let mut log = Mapping::new();
         log.insert(s("level"), s(&log_level(&level)));
-        doc.insert(s("log"), Value::Mapping(log));
         names.push(("log.level".into(), "LOG_LEVEL".into()));
+    }
+    if let Some((name, tz)) = get("LOG_TIMEZONE".into(), &mut used) {
+        log.insert(s("timezone"), s(tz.trim()));
+        names.push(("log.timezone".into(), name));
+    }
+    if !log.is_empty() {
+        doc.insert(s("log"), Value::Mapping(log));
     }
     let mut store = Mapping::new();
     if let Some((_, url)) = get("REDIS_URL".into(), &mut used) {

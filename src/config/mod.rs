@@ -70,6 +70,8 @@ pub fn json_schema() -> serde_json::Value {
 pub struct Config {
     pub server: ServerSettings,
     pub log_level: String,
+    /// `log.timezone`: the zone of the log's timestamps (`None`: UTC).
+    pub log_timezone: Option<jiff::tz::TimeZone>,
     pub store: StoreSettings,
     pub context: ContextSettings,
     pub auth: AuthConfig,
@@ -347,6 +349,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     let mut problems = Vec::new();
     let server = server::resolve(raw.server, &mut problems);
     let (log_level, access_format) = log::resolve(&raw.log, &mut problems);
+    let log_timezone = log::timezone(&raw.log, &mut problems);
     let store = store::resolve(raw.store.unwrap_or_default(), &mut problems);
     let context = context::resolve(raw.context, &mut problems);
     let console = console::resolve(raw.console, raw.log.capture_bodies, &mut problems);
@@ -380,6 +383,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     Ok(Config {
         server,
         log_level,
+        log_timezone,
         store,
         context,
         auth,

@@ -148,6 +148,9 @@ pub struct RawLog {
     pub access_format: Option<Choice<AccessFormat>>,
     /// Keep request bodies (redacted, bounded) in the console's request records.
     pub capture_bodies: Option<bool>,
+    /// The time zone of the log's timestamps (an IANA name such as
+    /// `Europe/Berlin`; default UTC).
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
