@@ -57,6 +57,7 @@ async fn tls_gateway(up: &MockProvider, dir: &TempDir) -> (Gateway, u16) {
         ),
     )
     .await;
+    wait_listening(tls_port).await;
     (gw, tls_port)
 }
 

@@ -79,6 +79,7 @@ async fn tls_listener_speaks_http2_and_rereads_its_certificate_on_sighup() {
         ),
     )
     .await;
+    wait_listening(tls_port).await;
     assert_eq!(handshake(tls_port), ("first.test".into(), "h2".into()));
 
     // An HTTP/2 client (curl with nghttp2) gets its answer over h2.
@@ -196,6 +197,7 @@ async fn tls_edge() -> (TempDir, Gateway, MockProvider, u16) {
         ),
     )
     .await;
+    wait_listening(tls_port).await;
     (dir, gw, up, tls_port)
 }
 
@@ -386,6 +388,7 @@ async fn tls_handshakes_and_h2_prefaces_hold_a_slot_and_end_at_the_header_timeou
         ),
     )
     .await;
+    wait_listening(tls_port).await;
     let plain = gw.url().trim_start_matches("http://").to_owned();
     let checks = tokio::task::spawn_blocking(move || {
         // The slot is free (wait_ready's connections are gone) once a
@@ -505,6 +508,7 @@ async fn h2_connections_take_their_streams_share_of_the_descriptor_budget() {
         Some(424),
     )
     .await;
+    wait_listening(tls_port).await;
     let url = gw.url();
     let checks = tokio::task::spawn_blocking(move || {
         let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";

@@ -774,6 +774,34 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until something listens on loopback `port` (read from
+/// `/proc/net/tcp`, so no connection is made: a probe would hold one of the
+/// gateway's connection slots). The gateway answers /health once its plain
+/// listener is up; its TLS listener is a service of its own, bound a moment
+/// later. Fails the test after [`WAIT`].
+pub async fn wait_listening(port: u16) {
+    let needle = format!(":{port:04X} ");
+    let listening = || {
+        ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+            std::fs::read_to_string(f).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    // local_address, then rem_address, then st (0A: LISTEN).
+                    cols.len() > 3 && format!("{} ", cols[1]).ends_with(&needle) && cols[3] == "0A"
+                })
+            })
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while !listening() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `apiproxy -t` on a config file holding `yaml`: whether it passed, and
 /// what it printed (stdout and stderr together).
 pub fn check_config_text(yaml: &str) -> (bool, String) {
