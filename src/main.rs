@@ -73,49 +73,9 @@ enum SchemaOf {
 
 fn main() {
     let mut cli = Cli::parse();
-    if let Some(Command::Schema { of }) = cli.command {
-        let schema = match of {
-            SchemaOf::Config => apiproxy::config::json_schema(),
-            SchemaOf::Filters => apiproxy::config::filters::json_schema(),
-        };
-        // A closed pipe (`apiproxy schema | head`) is not an error.
-        let _ = writeln!(std::io::stdout().lock(), "{schema:#}");
+    let Some((config, conf_path)) = command(&mut cli) else {
         return;
-    }
-    let ctl = match cli.command {
-        Some(Command::Stop) => Some(Control::Stop),
-        Some(Command::Status) => Some(Control::Status),
-        Some(Command::Reload) => Some(Control::Reload),
-        _ => None,
     };
-    // An empty path is the environment configuration (`Config::load`).
-    let conf_path = cli.conf.take().unwrap_or_else(|| {
-        if std::env::var_os("LLM_PROVIDERS").is_some() {
-            PathBuf::new()
-        } else {
-            PathBuf::from("conf/apiproxy.yaml")
-        }
-    });
-    let config = match Config::load(&conf_path) {
-        Ok(c) => c,
-        Err(problems) => {
-            for p in &problems {
-                eprintln!("{p}");
-            }
-            std::process::exit(1);
-        }
-    };
-    if let Some(c) = ctl {
-        std::process::exit(control(c, &config.server, &conf_path));
-    }
-    if cli.test {
-        for w in config.warnings() {
-            eprintln!("warning: {w}");
-        }
-        println!("config ok");
-        return;
-    }
-
     init_logging(&config);
 
     let s = &config.server;
@@ -242,6 +202,55 @@ fn main() {
     // `status` says "no pid file" rather than naming a dead pid.
     apiproxy::control::remove_pid_file_if_ours(&pid_file);
     std::process::exit(0)
+}
+
+/// Everything but running the gateway: `schema`, `-t`, `stop`, `status`,
+/// `reload` (each exits or returns `None`). Else the config to run with
+/// and its path (empty for the environment configuration).
+fn command(cli: &mut Cli) -> Option<(Config, PathBuf)> {
+    if let Some(Command::Schema { of }) = cli.command {
+        let schema = match of {
+            SchemaOf::Config => apiproxy::config::json_schema(),
+            SchemaOf::Filters => apiproxy::config::filters::json_schema(),
+        };
+        // A closed pipe (`apiproxy schema | head`) is not an error.
+        let _ = writeln!(std::io::stdout().lock(), "{schema:#}");
+        return None;
+    }
+    let ctl = match cli.command {
+        Some(Command::Stop) => Some(Control::Stop),
+        Some(Command::Status) => Some(Control::Status),
+        Some(Command::Reload) => Some(Control::Reload),
+        _ => None,
+    };
+    // An empty path is the environment configuration (`Config::load`).
+    let conf_path = cli.conf.take().unwrap_or_else(|| {
+        if std::env::var_os("LLM_PROVIDERS").is_some() {
+            PathBuf::new()
+        } else {
+            PathBuf::from("conf/apiproxy.yaml")
+        }
+    });
+    let config = match Config::load(&conf_path) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            std::process::exit(1);
+        }
+    };
+    if let Some(c) = ctl {
+        std::process::exit(control(c, &config.server, &conf_path));
+    }
+    if cli.test {
+        for w in config.warnings() {
+            eprintln!("warning: {w}");
+        }
+        println!("config ok");
+        return None;
+    }
+    Some((config, conf_path))
 }
 
 #[derive(Clone, Copy)]

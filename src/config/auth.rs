@@ -122,90 +122,9 @@ pub fn resolve(a: RawAuth, server: &ServerSettings, problems: &mut Vec<String>) 
                 k.name
             ));
         }
-        let digest = match (&k.key, &k.key_sha256) {
-            (Some(_), Some(_)) => {
-                problems.push(format!("{at}: give key or key_sha256, not both"));
-                continue;
-            }
-            (None, None) => {
-                problems.push(format!("{at}: key or key_sha256 is required"));
-                continue;
-            }
-            (Some(key), None) if key.is_empty() => {
-                problems.push(format!(
-                    "{at}.key: is empty (is its environment variable set?)"
-                ));
-                continue;
-            }
-            (Some(key), None) => sha256(key),
-            (None, Some(h)) => match hex::decode(h.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            {
-                Some(d) => d,
-                None => {
-                    problems.push(format!("{at}.key_sha256: expected 64 hex characters"));
-                    continue;
-                }
-            },
-        };
-        let budget = match Budget::resolve(
-            k.budget_usd,
-            k.budget_period.as_ref().map(super::Choice::as_str),
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                problems.push(format!("{at}.{e}"));
-                None
-            }
-        };
-        let models = match k.models {
-            None => None,
-            Some(pats) => {
-                let mut b = GlobSetBuilder::new();
-                let mut ok = true;
-                for (j, p) in pats.iter().enumerate() {
-                    match Glob::new(p) {
-                        Ok(g) => {
-                            b.add(g);
-                        }
-                        Err(e) => {
-                            ok = false;
-                            problems.push(format!("{at}.models[{j}]: {e}"));
-                        }
-                    }
-                }
-                if !ok {
-                    continue;
-                }
-                match b.build() {
-                    Ok(g) => Some(g),
-                    Err(e) => {
-                        problems.push(format!("{at}.models: {e}"));
-                        continue;
-                    }
-                }
-            }
-        };
-        let expires_at_ms = match k.expires_at.as_deref().map(parse_expiry) {
-            None => None,
-            Some(Ok(ms)) => Some(ms),
-            Some(Err(e)) => {
-                problems.push(format!("{at}.expires_at: {e}"));
-                continue;
-            }
-        };
-        auth.keys.push(ClientKey {
-            expires_at_ms,
-            id: k.name.clone(),
-            name: k.name,
-            sha256: digest,
-            rpm: k.rpm,
-            tpm: k.tpm,
-            models,
-            budget,
-            provider_refs_any: k.provider_refs == Some(raw::ProviderRefs::Any),
-        });
+        if let Some(key) = client_key(&at, k, problems) {
+            auth.keys.push(key);
+        }
     }
     for (i, k) in a.admin_keys.iter().enumerate() {
         if k.is_empty() {
@@ -260,6 +179,94 @@ pub fn resolve(a: RawAuth, server: &ServerSettings, problems: &mut Vec<String>) 
         }
     }
     auth
+}
+
+/// One of `auth.keys`, checked; `None` after a problem.
+fn client_key(at: &str, k: raw::RawKey, problems: &mut Vec<String>) -> Option<ClientKey> {
+    let digest = match (&k.key, &k.key_sha256) {
+        (Some(_), Some(_)) => {
+            problems.push(format!("{at}: give key or key_sha256, not both"));
+            return None;
+        }
+        (None, None) => {
+            problems.push(format!("{at}: key or key_sha256 is required"));
+            return None;
+        }
+        (Some(key), None) if key.is_empty() => {
+            problems.push(format!(
+                "{at}.key: is empty (is its environment variable set?)"
+            ));
+            return None;
+        }
+        (Some(key), None) => sha256(key),
+        (None, Some(h)) => match hex::decode(h.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        {
+            Some(d) => d,
+            None => {
+                problems.push(format!("{at}.key_sha256: expected 64 hex characters"));
+                return None;
+            }
+        },
+    };
+    let budget = match Budget::resolve(
+        k.budget_usd,
+        k.budget_period.as_ref().map(super::Choice::as_str),
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push(format!("{at}.{e}"));
+            None
+        }
+    };
+    let models = match k.models {
+        None => None,
+        Some(pats) => {
+            let mut b = GlobSetBuilder::new();
+            let mut ok = true;
+            for (j, p) in pats.iter().enumerate() {
+                match Glob::new(p) {
+                    Ok(g) => {
+                        b.add(g);
+                    }
+                    Err(e) => {
+                        ok = false;
+                        problems.push(format!("{at}.models[{j}]: {e}"));
+                    }
+                }
+            }
+            if !ok {
+                return None;
+            }
+            match b.build() {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    problems.push(format!("{at}.models: {e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    let expires_at_ms = match k.expires_at.as_deref().map(parse_expiry) {
+        None => None,
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(e)) => {
+            problems.push(format!("{at}.expires_at: {e}"));
+            return None;
+        }
+    };
+    Some(ClientKey {
+        expires_at_ms,
+        id: k.name.clone(),
+        name: k.name,
+        sha256: digest,
+        rpm: k.rpm,
+        tpm: k.tpm,
+        models,
+        budget,
+        provider_refs_any: k.provider_refs == Some(raw::ProviderRefs::Any),
+    })
 }
 
 pub(crate) fn sha256(s: &str) -> [u8; 32] {

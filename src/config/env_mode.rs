@@ -38,183 +38,235 @@ fn s(v: &str) -> Value {
     Value::String(v.to_owned())
 }
 
+/// The variables read so far (their values are redacted from problem
+/// lines), the key path each became, and the problems found.
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    used: Vec<EnvValue>,
+    names: Vec<(String, String)>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// `var`'s name and value, noted as used.
+    fn get(&mut self, var: &str) -> Option<(String, String)> {
+        let v = (self.lookup)(var)?;
+        self.used.push(EnvValue {
+            name: var.to_owned(),
+            value: v.clone(),
+        });
+        Some((var.to_owned(), v))
+    }
+
+    /// A provider's `LLM_PROVIDER_{id}_{field}`, as listed or upper case.
+    fn provider_var(&mut self, id: &str, field: &str) -> Option<(String, String)> {
+        self.get(&format!("LLM_PROVIDER_{id}_{field}"))
+            .or_else(|| self.get(&format!("LLM_PROVIDER_{}_{field}", id.to_ascii_uppercase())))
+    }
+
+    /// `value` at `key` of `map`, its problems named `name` (the variable).
+    fn put(&mut self, map: &mut Mapping, at: &str, key: &str, name: String, value: Value) {
+        map.insert(s(key), value);
+        let path = if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        };
+        self.names.push((path, name));
+    }
+
+    /// A whole number from `var`, or a problem saying what it must be.
+    fn number(&mut self, got: Option<(String, String)>, what: &str) -> Option<(String, u64)> {
+        let (name, v) = got?;
+        match v.trim().parse::<u64>() {
+            Ok(n) => Some((name, n)),
+            Err(_) => {
+                self.problems
+                    .push(format!("{name}: not a whole number{what}"));
+                None
+            }
+        }
+    }
+}
+
 /// Reads the APIProxy variables through `lookup`.
 pub fn document(lookup: &dyn Fn(&str) -> Option<String>) -> Option<EnvDocument> {
     let list = lookup("LLM_PROVIDERS")?;
-    let mut used = Vec::new();
-    let mut names = Vec::new();
-    let mut problems = Vec::new();
-    let get = |var: String, used: &mut Vec<EnvValue>| -> Option<(String, String)> {
-        let v = lookup(&var)?;
-        used.push(EnvValue {
-            name: var.clone(),
-            value: v.clone(),
-        });
-        Some((var, v))
+    let mut r = Reader {
+        lookup,
+        used: Vec::new(),
+        names: Vec::new(),
+        problems: Vec::new(),
     };
-    let mut providers = Vec::new();
-    for (i, id) in list
+    let providers: Vec<Value> = list
         .split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
         .enumerate()
-    {
-        // APIProxy spells the id as listed; upper case is accepted too.
-        let var = |field: &str, used: &mut Vec<EnvValue>| {
-            get(format!("LLM_PROVIDER_{id}_{field}"), used).or_else(|| {
-                get(
-                    format!("LLM_PROVIDER_{}_{field}", id.to_ascii_uppercase()),
-                    used,
-                )
-            })
-        };
-        let at = format!("providers[{i}]");
-        let mut p = Mapping::new();
-        p.insert(s("id"), s(id));
-        names.push((format!("{at}.id"), "LLM_PROVIDERS".to_owned()));
-        let base = var("BASE_URL", &mut used);
-        match &base {
-            Some((name, url)) => {
-                p.insert(s("base_url"), s(url));
-                names.push((format!("{at}.base_url"), name.clone()));
-            }
-            None => problems.push(format!("LLM_PROVIDER_{id}_BASE_URL: is not set")),
-        }
-        let kind = match var("KIND", &mut used) {
-            Some((name, k)) => {
-                names.push((format!("{at}.kind"), name));
-                k
-            }
-            None => guess_kind(base.as_ref().map_or("", |b| b.1.as_str())).to_owned(),
-        };
-        p.insert(s("kind"), s(&kind));
-        if let Some((name, keys)) = var("API_KEY", &mut used) {
-            let keys: Vec<Value> = keys.split(',').map(|k| s(k.trim())).collect();
-            p.insert(s("api_keys"), Value::Sequence(keys));
-            names.push((format!("{at}.api_keys"), name));
-        }
-        if let Some((name, n)) = var("NAME", &mut used) {
-            p.insert(s("name"), s(&n));
-            names.push((format!("{at}.name"), name));
-        }
-        if let Some((name, path)) = var("MODELS_PATH", &mut used) {
-            let base = base.as_ref().map_or("", |b| b.1.as_str());
-            p.insert(s("models_path"), s(&models_path_under(base, &path)));
-            names.push((format!("{at}.models_path"), name));
-        }
-        if let Some((name, region)) = var("REGION", &mut used) {
-            p.insert(s("region"), s(&region));
-            names.push((format!("{at}.region"), name));
-        }
-        if let Some((name, q)) = var("MAX_QPS", &mut used) {
-            match q.trim().parse::<u32>() {
-                Ok(q) => {
-                    p.insert(s("max_qps"), Value::from(q));
-                    names.push((format!("{at}.max_qps"), name));
-                }
-                Err(_) => problems.push(format!("{name}: not a whole number")),
-            }
-        }
-        if let Some((name, w)) = var("WEIGHT", &mut used) {
-            match w.trim().parse::<f64>() {
-                Ok(w) => {
-                    p.insert(s("weight"), Value::from(w));
-                    names.push((format!("{at}.weight"), name));
-                }
-                Err(_) => problems.push(format!("{name}: not a number")),
-            }
-        }
-        if let Some((name, codes)) = var("RETRYABLE_STATUS_CODES", &mut used) {
-            p.insert(s("retryable_status"), s(&codes));
-            names.push((format!("{at}.retryable_status"), name));
-        }
-        providers.push(Value::Mapping(p));
-    }
+        .map(|(i, id)| provider(&mut r, i, id))
+        .collect();
     if providers.is_empty() {
-        problems.push("LLM_PROVIDERS: names no provider".to_owned());
+        r.problems
+            .push("LLM_PROVIDERS: names no provider".to_owned());
     }
     let mut doc = Mapping::new();
     let mut server = Mapping::new();
-    let listen = get("APIPROXY_LISTEN".into(), &mut used)
+    let listen = r
+        .get("APIPROXY_LISTEN")
         .map(|(_, v)| v)
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
-    server.insert(s("listen"), s(&listen));
-    names.push(("server.listen".into(), "APIPROXY_LISTEN".into()));
+    r.put(
+        &mut server,
+        "server",
+        "listen",
+        "APIPROXY_LISTEN".into(),
+        s(&listen),
+    );
     doc.insert(s("server"), Value::Mapping(server));
-    let mut log = Mapping::new();
-    if let Some((_, level)) = get("LOG_LEVEL".into(), &mut used) {
-        log.insert(s("level"), s(&log_level(&level)));
-        names.push(("log.level".into(), "LOG_LEVEL".into()));
-    }
-    if let Some((name, tz)) = get("LOG_TIMEZONE".into(), &mut used) {
-        log.insert(s("timezone"), s(tz.trim()));
-        names.push(("log.timezone".into(), name));
-    }
-    if !log.is_empty() {
-        doc.insert(s("log"), Value::Mapping(log));
-    }
-    let mut store = Mapping::new();
-    if let Some((_, url)) = get("REDIS_URL".into(), &mut used) {
-        store.insert(s("redis_url"), s(&url));
-        names.push(("store.redis_url".into(), "REDIS_URL".into()));
-    }
-    if let Some((name, ttl)) = get("MODELS_CACHE_TTL".into(), &mut used) {
-        match ttl.trim().parse::<u64>() {
-            Ok(t) => {
-                store.insert(s("models_cache_ttl_seconds"), Value::from(t));
-                names.push(("store.models_cache_ttl_seconds".into(), name));
-            }
-            Err(_) => problems.push(format!("{name}: not a whole number of seconds")),
+    for (section, map) in [
+        ("log", log_section(&mut r)),
+        ("store", store_section(&mut r)),
+        ("auth", auth_section(&mut r)),
+    ] {
+        if !map.is_empty() {
+            doc.insert(s(section), Value::Mapping(map));
         }
     }
-    if !store.is_empty() {
-        doc.insert(s("store"), Value::Mapping(store));
+    let mask = browser_mask(&mut r);
+    doc.insert(s("providers"), Value::Sequence(providers));
+    Some(EnvDocument {
+        mask,
+        doc: Value::Mapping(doc),
+        used: r.used,
+        names: r.names,
+        problems: r.problems,
+    })
+}
+
+/// One provider of `LLM_PROVIDERS` from its `LLM_PROVIDER_{id}_*` variables.
+fn provider(r: &mut Reader<'_>, i: usize, id: &str) -> Value {
+    let at = format!("providers[{i}]");
+    let mut p = Mapping::new();
+    r.put(&mut p, &at, "id", "LLM_PROVIDERS".into(), s(id));
+    let base = r.provider_var(id, "BASE_URL");
+    match &base {
+        Some((name, url)) => r.put(&mut p, &at, "base_url", name.clone(), s(url)),
+        None => r
+            .problems
+            .push(format!("LLM_PROVIDER_{id}_BASE_URL: is not set")),
     }
+    let base = base.map(|b| b.1).unwrap_or_default();
+    match r.provider_var(id, "KIND") {
+        Some((name, k)) => r.put(&mut p, &at, "kind", name, s(&k)),
+        None => {
+            p.insert(s("kind"), s(guess_kind(&base)));
+        }
+    }
+    if let Some((name, keys)) = r.provider_var(id, "API_KEY") {
+        let keys: Vec<Value> = keys.split(',').map(|k| s(k.trim())).collect();
+        r.put(&mut p, &at, "api_keys", name, Value::Sequence(keys));
+    }
+    for (field, key) in [
+        ("NAME", "name"),
+        ("REGION", "region"),
+        ("RETRYABLE_STATUS_CODES", "retryable_status"),
+    ] {
+        if let Some((name, v)) = r.provider_var(id, field) {
+            r.put(&mut p, &at, key, name, s(&v));
+        }
+    }
+    if let Some((name, path)) = r.provider_var(id, "MODELS_PATH") {
+        r.put(
+            &mut p,
+            &at,
+            "models_path",
+            name,
+            s(&models_path_under(&base, &path)),
+        );
+    }
+    let qps = r.provider_var(id, "MAX_QPS");
+    if let Some((name, q)) = r.number(qps, "") {
+        r.put(&mut p, &at, "max_qps", name, Value::from(q));
+    }
+    if let Some((name, w)) = r.provider_var(id, "WEIGHT") {
+        match w.trim().parse::<f64>() {
+            Ok(w) => r.put(&mut p, &at, "weight", name, Value::from(w)),
+            Err(_) => r.problems.push(format!("{name}: not a number")),
+        }
+    }
+    Value::Mapping(p)
+}
+
+/// `LOG_LEVEL` (APIProxy's names too) and `LOG_TIMEZONE`.
+fn log_section(r: &mut Reader<'_>) -> Mapping {
+    let mut log = Mapping::new();
+    if let Some((name, level)) = r.get("LOG_LEVEL") {
+        r.put(&mut log, "log", "level", name, s(&log_level(&level)));
+    }
+    if let Some((name, tz)) = r.get("LOG_TIMEZONE") {
+        r.put(&mut log, "log", "timezone", name, s(tz.trim()));
+    }
+    log
+}
+
+/// `REDIS_URL` and `MODELS_CACHE_TTL`.
+fn store_section(r: &mut Reader<'_>) -> Mapping {
+    let mut store = Mapping::new();
+    if let Some((name, url)) = r.get("REDIS_URL") {
+        r.put(&mut store, "store", "redis_url", name, s(&url));
+    }
+    let ttl = r.get("MODELS_CACHE_TTL");
+    if let Some((name, t)) = r.number(ttl, " of seconds") {
+        r.put(
+            &mut store,
+            "store",
+            "models_cache_ttl_seconds",
+            name,
+            Value::from(t),
+        );
+    }
+    store
+}
+
+/// `APIPROXY_AUTH_TOKEN` (a client key of what APIProxy's clients send,
+/// which also reads the inspection endpoints) and `APIPROXY_ADMIN_KEY`.
+fn auth_section(r: &mut Reader<'_>) -> Mapping {
     let mut auth = Mapping::new();
-    if let Some((name, token)) = get("APIPROXY_AUTH_TOKEN".into(), &mut used) {
+    if let Some((name, token)) = r.get("APIPROXY_AUTH_TOKEN") {
         if token.is_empty() {
-            problems.push(format!("{name}: is empty"));
+            r.problems.push(format!("{name}: is empty"));
         } else {
             // APIProxy's clients send the token base64-encoded; the key is
             // what they send. The encoded form is a secret like the token.
             let sent = base64::engine::general_purpose::STANDARD.encode(token.as_bytes());
-            used.push(EnvValue {
+            r.used.push(EnvValue {
                 name: name.clone(),
                 value: sent.clone(),
             });
             let mut key = Mapping::new();
             key.insert(s("name"), s("apiproxy"));
             key.insert(s("key"), s(&sent));
-            auth.insert(s("keys"), Value::Sequence(vec![Value::Mapping(key)]));
+            let keys = Value::Sequence(vec![Value::Mapping(key)]);
+            r.put(&mut auth, "auth", "keys", name, keys);
             auth.insert(s("inspection"), s("clients"));
-            names.push(("auth.keys".into(), name));
         }
     }
-    if let Some((name, key)) = get("APIPROXY_ADMIN_KEY".into(), &mut used) {
-        auth.insert(s("admin_keys"), Value::Sequence(vec![s(&key)]));
-        names.push(("auth.admin_keys".into(), name));
+    if let Some((name, key)) = r.get("APIPROXY_ADMIN_KEY") {
+        r.put(
+            &mut auth,
+            "auth",
+            "admin_keys",
+            name,
+            Value::Sequence(vec![s(&key)]),
+        );
     }
-    if !auth.is_empty() {
-        doc.insert(s("auth"), Value::Mapping(auth));
-    }
-    let mask = browser_mask(&mut |v| get(v.to_owned(), &mut used), &mut problems);
-    doc.insert(s("providers"), Value::Sequence(providers));
-    Some(EnvDocument {
-        mask,
-        doc: Value::Mapping(doc),
-        used,
-        names,
-        problems,
-    })
+    auth
 }
 
 /// `MASK_AS_BROWSER` (on unless `false`, `0` or `no`) and the headers it
 /// sends; a value that cannot be a header is a problem naming its variable.
-fn browser_mask(
-    get: &mut dyn FnMut(&str) -> Option<(String, String)>,
-    problems: &mut Vec<String>,
-) -> Option<[Option<http::HeaderValue>; 3]> {
-    if let Some((_, on)) = get("MASK_AS_BROWSER") {
+fn browser_mask(r: &mut Reader<'_>) -> Option<[Option<http::HeaderValue>; 3]> {
+    if let Some((_, on)) = r.get("MASK_AS_BROWSER") {
         if matches!(
             on.trim().to_ascii_lowercase().as_str(),
             "false" | "0" | "no" | "off"
@@ -223,10 +275,10 @@ fn browser_mask(
         }
     }
     let mut header = |var: &str| {
-        let (name, v) = get(var)?;
+        let (name, v) = r.get(var)?;
         let value = http::HeaderValue::from_str(v.trim()).ok();
         if value.is_none() {
-            problems.push(format!("{name}: not a valid header value"));
+            r.problems.push(format!("{name}: not a valid header value"));
         }
         value
     };
