@@ -9,7 +9,6 @@ pub mod raw_http;
 pub mod wire;
 
 use std::io::Write;
-use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,12 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// A free loopback port (bound and released).
+/// A free loopback port (bound and released), never one handed out before
+/// in this test process (the Redis servers' ports included).
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    apiproxy_store::testing::free_port()
 }
 
 /// A request a mock provider received.
@@ -604,7 +601,12 @@ impl Gateway {
         let url = format!("{}/health", self.url());
         while Instant::now() < deadline {
             if let Ok(r) = reqwest::get(&url).await {
-                if r.status() == 200 {
+                // This gateway's answer, not another server's on the same port.
+                let pid = r
+                    .headers()
+                    .get("x-apiproxy-pid")
+                    .and_then(|v| v.to_str().ok());
+                if r.status() == 200 && pid == Some(self.child.id().to_string().as_str()) {
                     return;
                 }
             }

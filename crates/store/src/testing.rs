@@ -417,11 +417,25 @@ fn read_reply(r: &mut impl std::io::BufRead) -> Result<Reply, String> {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A free loopback port (bound and released), never one this process has
+/// handed out before: two servers of one test process given the same port
+/// once met (a gateway's `/health` answered by another's metrics listener).
+/// The gateway's tests take their ports here too.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn answers_ping(port: u16) -> bool {
