@@ -12,42 +12,10 @@ use common::h2_client::h2_connect;
 use common::*;
 use serde_json::{json, Value};
 
-/// A self-signed certificate for `localhost` (P-256) written to `dir`.
-fn self_signed(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("h2.crt");
-    let key = dir.join("h2.key");
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl CLI (scripts/bootstrap.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 /// A gateway with a TLS listener in front of `up` (provider `p`), and the
 /// TLS port.
 async fn tls_gateway(up: &MockProvider, dir: &TempDir) -> (Gateway, u16) {
-    let (cert, key) = self_signed(&dir.0);
+    let (cert, key) = self_signed(&dir.0, "h2", "localhost");
     let tls_port = free_port();
     let gw = Gateway::start_with_server(
         &format!("tls: {{ listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\" }}"),

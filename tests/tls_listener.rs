@@ -13,38 +13,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// A self-signed certificate for `cn` (P-256) written to `dir`.
-fn self_signed(dir: &std::path::Path, name: &str, cn: &str) -> (String, String) {
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-days",
-            "2",
-            "-subj",
-        ])
-        .arg(format!("/CN={cn}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl CLI (scripts/bootstrap.sh installs it)");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 /// The common name of the certificate the listener shows, and the protocol
 /// ALPN chose when offered h2 and http/1.1.
 fn handshake(port: u16) -> (String, String) {

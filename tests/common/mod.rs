@@ -804,6 +804,38 @@ pub async fn wait_listening(port: u16) {
     }
 }
 
+/// A self-signed certificate for `cn` (P-256) written to `dir`.
+pub fn self_signed(dir: &std::path::Path, name: &str, cn: &str) -> (String, String) {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-days",
+            "2",
+            "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl CLI (scripts/bootstrap.sh installs it)");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
 /// `apiproxy -t` on a config file holding `yaml`: whether it passed, and
 /// what it printed (stdout and stderr together).
 pub fn check_config_text(yaml: &str) -> (bool, String) {
