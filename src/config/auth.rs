@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use sha2::{Digest, Sha256};
 
 use super::choices::Inspection;
@@ -222,31 +222,11 @@ fn client_key(at: &str, k: raw::RawKey, problems: &mut Vec<String>) -> Option<Cl
     };
     let models = match k.models {
         None => None,
-        Some(pats) => {
-            let mut b = GlobSetBuilder::new();
-            let mut ok = true;
-            for (j, p) in pats.iter().enumerate() {
-                match Glob::new(p) {
-                    Ok(g) => {
-                        b.add(g);
-                    }
-                    Err(e) => {
-                        ok = false;
-                        problems.push(format!("{at}.models[{j}]: {e}"));
-                    }
-                }
-            }
-            if !ok {
-                return None;
-            }
-            match b.build() {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    problems.push(format!("{at}.models: {e}"));
-                    return None;
-                }
-            }
-        }
+        Some(pats) => Some(super::providers::compile_globs(
+            &format!("{at}.models"),
+            &pats,
+            problems,
+        )?),
     };
     let expires_at_ms = match k.expires_at.as_deref().map(parse_expiry) {
         None => None,

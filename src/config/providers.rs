@@ -216,16 +216,39 @@ fn globs(at: &str, pats: &[String], problems: &mut Vec<String>) -> Option<globse
     if pats.is_empty() {
         return None;
     }
+    compile_globs(at, pats, problems)
+}
+
+/// `pats` compiled as one set (an empty list: a set matching nothing);
+/// `None` after a problem, each bad glob named by its index under `at`.
+pub fn compile_globs(
+    at: &str,
+    pats: &[String],
+    problems: &mut Vec<String>,
+) -> Option<globset::GlobSet> {
     let mut b = globset::GlobSetBuilder::new();
+    let mut ok = true;
     for (j, p) in pats.iter().enumerate() {
         match globset::Glob::new(p) {
             Ok(g) => {
                 b.add(g);
             }
-            Err(e) => problems.push(format!("{at}[{j}]: {e}")),
+            Err(e) => {
+                ok = false;
+                problems.push(format!("{at}[{j}]: {e}"));
+            }
         }
     }
-    b.build().ok()
+    if !ok {
+        return None;
+    }
+    match b.build() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
+            None
+        }
+    }
 }
 
 /// Checked prices of a `pricing` map at `at` (USD per million tokens).
