@@ -197,6 +197,9 @@ async fn run_daemon_with_a_relative_config_then_status_reload_and_stop() {
         .parse()
         .unwrap();
     assert!(out.contains(&format!("pid:       {pid}")), "{out}");
+    // The parent returns at the fork and the child writes its pid file before
+    // its services bind: a service manager waits for /health, and so does this.
+    common::wait_listening(port).await;
     let r = common::client()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
