@@ -3,7 +3,7 @@
 //! (`context.max_chars`) and in bytes per entry (`context.max_entry_bytes`:
 //! keys, numbers, arrays and punctuation count too), and who may read them.
 
-use apiproxy_store::json_size;
+use apiproxy_store::{json_size, Store};
 use apiproxy_translate::{Format, Usage};
 use serde_json::{json, Value};
 
@@ -47,6 +47,7 @@ pub fn request_snippet(fmt: Format, body: &RawBody, model: &str, max: usize) -> 
         "model": model,
         "format": fmt.as_str(),
         "message": last.unwrap_or(Value::Null),
+        "received_at": unix_seconds(),
     });
     truncate_strings(&mut snippet, max);
     snippet
@@ -74,12 +75,15 @@ pub fn entry(request: Value, answer: Answered<'_>, max_bytes: usize) -> Option<V
             "text": answer.text,
             "usage": usage,
         },
-        "timestamp": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        "timestamp": unix_seconds(),
     });
     fit(entry, max_bytes)
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Shrinks an entry until its JSON is at most `max_bytes`: strings shorter
@@ -122,6 +126,25 @@ fn fit(mut entry: Value, max_bytes: usize) -> Option<Value> {
         *text = Value::String(String::new());
     }
     (json_size(&entry) <= max_bytes).then_some(entry)
+}
+
+/// A session's owner and its entries, newest first by the time each request
+/// arrived (a client that waits for one answer before its next question
+/// sees them in the order it asked). Replicas write entries in the
+/// background, so the store's order is the order the writes landed, which a
+/// slower replica can swap.
+pub async fn read(store: &dyn Store, session: &str) -> (Option<String>, Vec<Value>) {
+    let (owner, mut history) = store.get_context(session).await;
+    // Entries written before `received_at` existed: when their answer ended.
+    let arrived = |v: &Value| {
+        v["request"]["received_at"]
+            .as_f64()
+            .or_else(|| v["timestamp"].as_f64())
+            .unwrap_or(0.0)
+    };
+    // Stable: entries of one instant keep the store's order.
+    history.sort_by(|a, b| arrived(b).total_cmp(&arrived(a)));
+    (owner, history)
 }
 
 /// Whether `reader` (a client key name; `None`: an admin key or an open

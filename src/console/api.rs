@@ -178,7 +178,7 @@ pub async fn handle(
         R::Session(id) => {
             let store = gw.state.store().await;
             let binding = store.get_session(&id).await;
-            let (owner, history) = store.get_context(&id).await;
+            let (owner, history) = crate::context::read(store.as_ref(), &id).await;
             (
                 200,
                 json!({"session_id": id, "binding": binding, "context": {"owner": owner, "history": history}}),

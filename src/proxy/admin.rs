@@ -243,7 +243,8 @@ pub async fn handle(
                 Ok(auth::Caller::Anonymous) => Some("-".to_owned()),
                 Err(refusal) => return Err(refusal.to_error()),
             };
-            let (owner, history) = gw.state.store().await.get_context(&sid).await;
+            let (owner, history) =
+                crate::context::read(gw.state.store().await.as_ref(), &sid).await;
             if !crate::context::may_read(reader.as_deref(), owner.as_deref(), history.is_empty()) {
                 return Err(GatewayError::forbidden(
                     "this session's context belongs to another key",
