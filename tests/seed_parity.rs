@@ -645,3 +645,48 @@ async fn log_timestamps_in_the_configured_time_zone() {
     );
     assert!(!text.contains("Olympus"), "{text}");
 }
+
+/// AI-Higress's `/providers/{id}/models` right after start: it waits for the
+/// first listing (bounded by the provider's `connect_timeout_ms`, as routing
+/// waits) and says `"source": "listing"` while one is still under way.
+#[tokio::test]
+async fn provider_models_right_after_start_wait_for_the_first_listing() {
+    let lister = |delay_ms: u64| {
+        MockProvider::start(move |r, _| {
+            if r.is_model_listing() {
+                Reply::json(200, r#"{"object":"list","data":[{"id":"listed-model"}]}"#)
+                    .delay(Duration::from_millis(delay_ms))
+            } else {
+                Reply::json(200, openai_completion("listed-model", "hi"))
+            }
+        })
+    };
+    // The quick one lists within its connect timeout (5 s); the slow one
+    // takes longer than its own (300 ms).
+    let (quick, slow) = (lister(2500).await, lister(4000).await);
+    let gw = Gateway::start(&format!(
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: quick, kind: openai, base_url: \"{}\", api_keys: [k] }}\n  - {{ id: slow, kind: openai, base_url: \"{}\", api_keys: [k], connect_timeout_ms: 300 }}\n",
+        quick.base_url(),
+        slow.base_url()
+    ))
+    .await;
+    let (q, s) = tokio::join!(
+        gw.get_json("/providers/quick/models", ADMIN),
+        gw.get_json("/providers/slow/models", ADMIN)
+    );
+    assert_eq!(q["models"], json!(["listed-model"]), "waited: {q}");
+    assert_eq!(q["source"], "provider", "{q}");
+    assert!(q["listed_at_ms"].as_u64().is_some(), "{q}");
+    assert_eq!(s["source"], "listing", "still listing: {s}");
+    assert_eq!(s["models"], json!([]), "{s}");
+    assert!(s["listed_at_ms"].is_null(), "{s}");
+    // Once the slow listing is done, it says so.
+    let (s, listed) = poll(
+        WAIT,
+        || gw.get_json("/providers/slow/models", ADMIN),
+        |v| v["source"] == "provider",
+    )
+    .await;
+    assert!(listed, "the slow listing finished: {s}");
+    assert_eq!(s["models"], json!(["listed-model"]), "{s}");
+}

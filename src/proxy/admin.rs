@@ -151,12 +151,17 @@ pub(crate) fn health_json(rt: &Runtime, p: &Provider) -> Value {
     })
 }
 
-/// `GET /providers/{id}/models`: what was listed and when.
+/// `GET /providers/{id}/models`: what was listed and when (`source`:
+/// `configured`, `provider`, `store`, or `listing` while the first listing
+/// since start is under way).
 fn models_json(p: &Provider) -> Value {
     let models = p.models().map(|m| m.to_vec()).unwrap_or_default();
     let l = p.listing.lock().clone();
     let source = if p.config.static_models.is_some() {
         Some("configured")
+    } else if p.catalog_pending() {
+        // The first listing since start is still under way.
+        Some("listing")
     } else {
         l.source
     };
@@ -292,6 +297,8 @@ pub async fn handle(
                         let store = gw.state.store().await;
                         crate::service::refresh_one(&gw.connector, store.as_ref(), p, true).await;
                     }
+                    // Right after start: the first listing, bounded as routing bounds it.
+                    p.await_first_listing().await;
                     models_json(p)
                 }
                 AdminRoute::ProviderHealth(id) => {
