@@ -690,3 +690,98 @@ async fn provider_models_right_after_start_wait_for_the_first_listing() {
     assert!(listed, "the slow listing finished: {s}");
     assert_eq!(s["models"], json!(["listed-model"]), "{s}");
 }
+
+/// ai-proxy's `/admin/models` (every name a client may send, with who
+/// serves it) and `/admin/metrics` (requests, errors, latency, tokens and
+/// cost per provider and model, the counters `/metrics` serves).
+#[tokio::test]
+async fn admin_models_and_metrics_answer_as_ai_proxy_documents() {
+    let a = MockProvider::always(Reply::json(200, openai_completion("gpt-real", "hi"))).await;
+    let b = MockProvider::always(Reply::json(500, r#"{"error":{"message":"down"}}"#)).await;
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  open: true
+  admin_keys: [{ADMIN}]
+providers:
+  - {{ id: a, kind: openai, base_url: "{}", api_keys: [sk-a], models: [{{ name: gpt-real, alias: fast }}], model_prefix: "oa-" }}
+  - {{ id: b, kind: openai, base_url: "{}", api_keys: [sk-b], models: [only-b] }}
+models:
+  - {{ name: smart, upstreams: [{{ provider: a, model: fast }}] }}
+"#,
+        a.base_url(),
+        b.base_url()
+    ))
+    .await;
+    for model in ["smart", "oa-fast", "only-b"] {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        let want = if model == "only-b" { 502 } else { 200 };
+        assert_eq!(r.status(), want, "{model}");
+    }
+
+    let m = gw.get_json("/admin/models", ADMIN).await;
+    let models = m["models"].as_array().expect("models");
+    let find = |id: &str| models.iter().find(|x| x["id"] == id).cloned();
+    let smart = find("smart").expect("the logical model");
+    assert_eq!(smart["logical"], true);
+    assert_eq!(
+        smart["served_by"],
+        json!([{"provider_id": "a", "model_id": "gpt-real"}]),
+        "the alias resolved: {smart}"
+    );
+    let fast = find("oa-fast").expect("the prefixed name");
+    assert_eq!(fast["logical"], false);
+    assert_eq!(fast["owned_by"], "a");
+    assert_eq!(
+        fast["served_by"],
+        json!([{"provider_id": "a", "model_id": "gpt-real"}])
+    );
+    assert!(
+        find("only-b").is_some(),
+        "a name only one provider has: {m}"
+    );
+    assert!(
+        m["logical_models"].is_array(),
+        "the console's part stays: {m}"
+    );
+    // Admin only.
+    let r = client()
+        .get(format!("{}/admin/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let v = gw.get_json("/admin/metrics", ADMIN).await;
+    let providers = v["providers"].as_array().expect("providers");
+    let p = |id: &str| {
+        providers
+            .iter()
+            .find(|p| p["provider"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {v}"))
+    };
+    let pa = p("a");
+    assert_eq!(pa["requests"], 2, "{pa}");
+    assert_eq!(pa["errors"], 0, "{pa}");
+    assert_eq!(pa["input_tokens"], 14, "{pa}");
+    assert_eq!(pa["output_tokens"], 6, "{pa}");
+    assert!(pa["cost_usd"].as_f64().is_some(), "{pa}");
+    assert!(pa["latency_ms"]["p50"].as_f64().is_some(), "{pa}");
+    let per_model: u64 = pa["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_model, 2, "{pa}");
+    let pb = p("b");
+    assert_eq!(pb["requests"], 1, "{pb}");
+    assert_eq!(pb["errors"], 1, "{pb}");
+    assert_eq!(v["totals"]["requests"], 3, "{v}");
+    assert_eq!(v["totals"]["input_tokens"], 14, "{v}");
+}

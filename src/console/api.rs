@@ -55,6 +55,7 @@ pub enum ConsoleRoute {
     UpdateKey(String),
     RevokeKey(String),
     Config,
+    Metrics,
     MethodNotAllowed,
     NotFound,
 }
@@ -96,6 +97,7 @@ pub fn route(method: &str, path: &str) -> ConsoleRoute {
             _ => R::MethodNotAllowed,
         },
         ["admin", "config"] => only(get, R::Config),
+        ["admin", "metrics"] => only(get, R::Metrics),
         _ => R::NotFound,
     }
 }
@@ -199,6 +201,7 @@ pub async fn handle(
             return respond::no_content(session).await;
         }
         R::Config => (200, effective_config(rt)),
+        R::Metrics => (200, super::snapshot::snapshot()),
         R::UiRoot | R::Asset(_) | R::MethodNotAllowed | R::NotFound => {
             return Err(GatewayError::not_found("no such console endpoint"))
         }
@@ -300,7 +303,19 @@ fn models(rt: &Runtime) -> Value {
             })
         })
         .collect();
-    json!({"window_seconds": SHARE_WINDOW.as_secs(), "logical_models": all})
+    // Every name a client may send, and who serves it (ai-proxy's model list).
+    let models: Vec<Value> = crate::proxy::admin::client_models(rt, None)
+        .into_iter()
+        .map(|m| {
+            let served_by: Vec<Value> = m
+                .served_by
+                .iter()
+                .map(|(p, model)| json!({"provider_id": p, "model_id": model}))
+                .collect();
+            json!({"id": m.id, "logical": m.logical, "owned_by": m.owned_by, "served_by": served_by})
+        })
+        .collect();
+    json!({"window_seconds": SHARE_WINDOW.as_secs(), "logical_models": all, "models": models})
 }
 
 /// Streams new request records as SSE (`event: request`) until the client

@@ -17,6 +17,7 @@ pub mod api;
 pub mod assets;
 pub mod records;
 pub mod series;
+mod snapshot;
 
 /// The web console as the proxy sees it (`proxy::Console`): handed to the
 /// gateway by `main`.
