@@ -674,8 +674,21 @@ async fn metrics_count_requests_tokens_and_failovers() {
             .status(),
         200
     );
-    // The logging phase runs just after the response is written.
-    let m = gw.metrics_until("apiproxy_requests_total{").await;
+    // The logging phase runs just after the response is written, and its
+    // counters and the in-flight gauge are not one atomic step: wait for
+    // all of them, then say which one is missing.
+    let wanted = [
+        r#"apiproxy_requests_total{format="openai",model="lm",provider="good",status="200",upstream_model="b"} 1"#,
+        r#"apiproxy_tokens_total{direction="input",model="b",provider="good"} 7"#,
+        r#"apiproxy_failovers_total{from_provider="bad"} 1"#,
+        "apiproxy_inflight_requests 0",
+    ];
+    let (m, _) = poll(
+        WAIT,
+        || gw.metrics(),
+        |m: &String| wanted.iter().all(|w| m.contains(w)),
+    )
+    .await;
     assert!(
         m.contains(r#"apiproxy_requests_total{format="openai",model="lm",provider="good",status="200",upstream_model="b"} 1"#),
         "{m}"
