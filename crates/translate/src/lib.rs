@@ -224,6 +224,16 @@ pub fn encode_request_limited(
     }
 }
 
+/// The top-level fields [`encode_request`] for `fmt` fills with its own
+/// default because `req` had none (Anthropic's required `max_tokens`): to
+/// payload rules that set defaults, they count as absent.
+pub fn defaulted_fields(fmt: Format, req: &ChatRequest) -> &'static [&'static str] {
+    match fmt {
+        Format::Anthropic => anthropic::defaulted_fields(req),
+        Format::OpenAiChat | Format::OpenAiResponses | Format::Gemini => &[],
+    }
+}
+
 /// Decodes a provider's non-streaming response body.
 pub fn decode_response(fmt: Format, body: &[u8]) -> Result<ChatResponse, TranslateError> {
     match fmt {

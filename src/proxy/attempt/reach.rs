@@ -150,16 +150,17 @@ impl Attempts<'_> {
         api_key_index: Option<usize>,
         parsed: &Parsed,
     ) -> Result<Result<Sent, Failure>, GatewayError> {
-        let (body, passthrough) = {
+        let (body, passthrough, defaulted) = {
             let mut enc = self.encoder.lock();
             let body = enc.encode(provider.config.format, c, parsed)?;
-            (body, enc.last_was_passthrough)
+            (body, enc.last_was_passthrough, enc.last_defaulted)
         };
         let target = crate::config::filters::Target {
             client: self.fmt,
             provider: &provider.config,
             model: &c.model,
             requested: &c.requested,
+            defaulted,
         };
         let filters = &self.rt.config.filters;
         let body = filters
