@@ -132,6 +132,8 @@ pub struct ProviderConfig {
     pub pricing: HashMap<String, Price>,
     /// Extra trusted CAs for this provider's TLS certificate.
     pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
+    /// `proxy_url`: the outbound proxy its connections go through.
+    pub proxy: Option<super::ProxyUrl>,
     /// False when keys were configured but all of them are empty.
     pub enabled: bool,
     /// A display name (APIProxy's `LLM_PROVIDER_{id}_NAME`).
@@ -353,6 +355,16 @@ pub fn resolve(
                 None
             }
         });
+        let proxy = p
+            .proxy_url
+            .as_deref()
+            .and_then(|u| match super::ProxyUrl::parse(u) {
+                Ok(proxy) => Some(proxy),
+                Err(e) => {
+                    problems.push(format!("{at}.proxy_url: {e}"));
+                    None
+                }
+            });
         if p.max_concurrency == Some(0) {
             problems.push(format!("{at}.max_concurrency: must be at least 1"));
         }
@@ -404,6 +416,7 @@ pub fn resolve(
             read_timeout: Duration::from_millis(p.read_timeout_ms.unwrap_or(60_000)),
             headers: p.headers.into_iter().collect(),
             ca,
+            proxy,
             pricing,
         });
     }

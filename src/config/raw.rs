@@ -340,6 +340,10 @@ pub struct RawProvider {
     /// PEM file of the CA(s) that sign this provider's certificate (a private
     /// endpoint); absent: the system's trust store.
     pub ca_file: Option<String>,
+    /// The outbound proxy its connections go through:
+    /// `http://[user:pass@]host:port` (CONNECT), `socks5://…` or
+    /// `socks5h://…` (the proxy resolves the provider's name).
+    pub proxy_url: Option<String>,
     /// Extra headers sent upstream (e.g. OpenRouter's `HTTP-Referer`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

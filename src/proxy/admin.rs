@@ -130,6 +130,7 @@ pub(crate) fn provider_json(p: &Provider) -> Value {
         "api_keys": c.api_keys.len(),
         "models": p.models().map(|m| m.len()),
         "region": c.region,
+        "proxy_url": c.proxy.as_ref().map(ToString::to_string),
         "max_qps": c.max_qps,
         "models_path": p.models_path(),
         "retryable_status": c.retryable.to_json(),

@@ -15,6 +15,7 @@ pub mod cooldown;
 pub mod dns;
 pub mod health;
 pub mod http;
+mod outbound_proxy;
 pub mod ratelimit;
 pub mod stats;
 
