@@ -785,3 +785,129 @@ models:
     assert_eq!(v["totals"]["requests"], 3, "{v}");
     assert_eq!(v["totals"]["input_tokens"], 14, "{v}");
 }
+
+/// AI-Higress's inspection endpoints as it documents them, each answered
+/// through the binary: `/providers/{id}` (fields, statuses as codes and
+/// ranges, never a key), `/providers/{id}/metrics`, `/logical-models/{id}`,
+/// `/models` and `/v1/models` with and without a key, and a generation
+/// request that asks for a stream only by `Accept: text/event-stream`.
+#[tokio::test]
+async fn inspection_endpoints_answer_as_ai_higress_documents() {
+    let up = MockProvider::start(|r, _| {
+        if r.method == "POST" && r.json()["stream"] == true {
+            Reply::sse(&openai_stream("m", &["streamed"]))
+        } else {
+            Reply::json(200, openai_completion("m", "hi"))
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  keys: [{{ name: c, key: client-key-0001 }}]
+  admin_keys: [{ADMIN}]
+providers:
+  - {{ id: a, name: "Team A", kind: openai, base_url: "{}", api_keys: [sk-secret-a, sk-secret-b], models: [m], region: eu-west, max_qps: 50, weight: 2, retryable_status: "429,500-599", models_path: /v1/models }}
+models:
+  - {{ name: smart, description: "the good one", upstreams: [{{ provider: a, model: m }}] }}
+"#,
+        up.base_url()
+    ))
+    .await;
+    let p = gw.get_json("/providers/a", ADMIN).await;
+    for (field, want) in [
+        ("id", json!("a")),
+        ("name", json!("Team A")),
+        ("kind", json!("openai")),
+        ("region", json!("eu-west")),
+        ("weight", json!(2.0)),
+        ("max_qps", json!(50)),
+        ("retryable_status", json!([429, "500-599"])),
+        ("models_path", json!("/v1/models")),
+        ("api_keys", json!(2)),
+    ] {
+        assert_eq!(p[field], want, "{field}: {p}");
+    }
+    assert!(p["base_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    assert!(!p.to_string().contains("sk-secret"), "{p}");
+    assert_eq!(
+        client()
+            .get(format!("{}/providers/zz", gw.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let chat = |accept: Option<&'static str>| {
+        let mut r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth("client-key-0001")
+            .json(&json!({"model": "smart", "messages": [{"role": "user", "content": "x"}]}));
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        r.send()
+    };
+    let r = chat(None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Only the Accept header asks for a stream: the answer is SSE.
+    let r = chat(Some("text/event-stream")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("streamed") && body.contains("[DONE]"),
+        "{body}"
+    );
+    assert_eq!(
+        up.last().json()["stream"],
+        true,
+        "asked upstream as a stream"
+    );
+
+    let (m, answered) = poll(
+        WAIT,
+        || gw.get_json("/providers/a/metrics", ADMIN),
+        |m| m["successes"].as_u64() == Some(2),
+    )
+    .await;
+    assert!(answered, "two answers counted: {m}");
+    assert_eq!(m["provider_id"], "a");
+    assert_eq!(m["failures"], 0);
+    assert!(m["latency_ewma_ms"].as_f64().unwrap() > 0.0, "{m}");
+
+    let l = gw.get_json("/logical-models/smart", ADMIN).await;
+    assert_eq!(l["id"], "smart");
+    assert_eq!(l["description"], "the good one");
+    assert_eq!(l["upstreams"][0]["provider_id"], "a");
+    assert_eq!(l["upstreams"][0]["model_id"], "m");
+
+    // The model list needs a client key when the gateway has keys.
+    for path in ["/models", "/v1/models"] {
+        let r = client()
+            .get(format!("{}{path}", gw.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} without a key");
+        let v = gw.get_json(path, "client-key-0001").await;
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        assert!(
+            ids.contains(&"smart") && ids.contains(&"a/m"),
+            "{path}: {ids:?}"
+        );
+    }
+}
