@@ -115,10 +115,34 @@ impl Named for ProviderKind {
     const SCHEMA_NAME: &'static str = "ProviderKind";
 }
 
+/// What the config needs to know of each kind; the rest of a kind's API
+/// is its file under `upstream/kind/`.
 impl ProviderKind {
     /// Its name in the config.
     pub fn as_str(self) -> &'static str {
         self.name()
+    }
+
+    /// The wire format its requests are encoded in, given `wire_api`
+    /// (`None`: not set); `Err` names what is wrong with `wire_api`.
+    pub fn format(self, wire_api: Option<WireApi>) -> Result<Format, &'static str> {
+        match (self, wire_api) {
+            (ProviderKind::OpenAi, None | Some(WireApi::Chat)) => Ok(Format::OpenAiChat),
+            (ProviderKind::OpenAi, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
+            (ProviderKind::Anthropic, None) => Ok(Format::Anthropic),
+            (ProviderKind::Gemini, None) => Ok(Format::Gemini),
+            (_, Some(_)) => Err("only for kind openai"),
+        }
+    }
+
+    /// Statuses retried by default besides 429, 500 and 502-504: the
+    /// kind's own "overloaded" answers.
+    pub fn extra_retryable(self) -> &'static [u16] {
+        match self {
+            // Anthropic's "overloaded".
+            ProviderKind::Anthropic => &[529],
+            ProviderKind::OpenAi | ProviderKind::Gemini => &[],
+        }
     }
 }
 

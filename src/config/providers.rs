@@ -20,9 +20,7 @@ impl StatusSet {
     /// it elsewhere would fail alike.
     pub fn default_retryable(kind: ProviderKind) -> Self {
         let mut codes = vec![(429, 429), (500, 500), (502, 504)];
-        if kind == ProviderKind::Anthropic {
-            codes.push((529, 529));
-        }
+        codes.extend(kind.extra_retryable().iter().map(|&c| (c, c)));
         StatusSet(codes)
     }
 
@@ -472,20 +470,17 @@ fn kind_and_format(
         problems.push(format!("{at}.kind: {e}"));
         ProviderKind::OpenAi
     });
-    let format = match (kind, wire_api.map(Choice::value)) {
-        (ProviderKind::OpenAi, None | Some(Ok(WireApi::Chat))) => Format::OpenAiChat,
-        (ProviderKind::OpenAi, Some(Ok(WireApi::Responses))) => Format::OpenAiResponses,
-        (ProviderKind::OpenAi, Some(Err(e))) => {
+    let wire_api = match wire_api.map(Choice::value).transpose() {
+        Ok(w) => w,
+        Err(e) => {
             problems.push(format!("{at}.wire_api: {e}"));
-            Format::OpenAiChat
-        }
-        (ProviderKind::Anthropic, None) => Format::Anthropic,
-        (ProviderKind::Gemini, None) => Format::Gemini,
-        (_, Some(_)) => {
-            problems.push(format!("{at}.wire_api: only for kind openai"));
-            Format::OpenAiChat
+            return (kind, Format::OpenAiChat);
         }
     };
+    let format = kind.format(wire_api).unwrap_or_else(|e| {
+        problems.push(format!("{at}.wire_api: {e}"));
+        Format::OpenAiChat
+    });
     (kind, format)
 }
 

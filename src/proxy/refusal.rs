@@ -56,9 +56,8 @@ impl Refusal {
     ) -> (AttemptError, Option<Refusal>) {
         let status = resp.status();
         let body = resp.body(MAX_ERROR_BODY).await.unwrap_or_default();
-        let retry_after = resp
-            .header_str("retry-after")
-            .and_then(ratelimit::retry_after_secs);
+        let names = provider.kind().ratelimit_headers();
+        let retry_after = ratelimit::retry_after(names, |h| resp.header_str(h));
         let content_type = resp
             .header_str("content-type")
             .unwrap_or("application/json")

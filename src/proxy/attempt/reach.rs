@@ -191,7 +191,8 @@ impl Attempts<'_> {
             Ok(r) => r,
             Err(e) => return Ok(Err((AttemptError::Send(e), None))),
         };
-        let reading = ratelimit::parse(|h| resp.header_str(h), now_ms());
+        let names = provider.kind().ratelimit_headers();
+        let reading = ratelimit::parse(names, |h| resp.header_str(h), now_ms());
         if let (Some(k), Some(r)) = (api_key_index, reading.clone()) {
             provider.note_ratelimit(k, r);
         }
