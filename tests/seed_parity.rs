@@ -911,3 +911,75 @@ models:
         );
     }
 }
+
+/// The rest of APIProxy's variables: `_KIND` (Anthropic's wire format and
+/// headers), `MASK_USER_AGENT` and `MASK_REFERER`, `MASK_AS_BROWSER=false`,
+/// and `MODELS_CACHE_TTL` in the effective configuration.
+#[tokio::test]
+async fn kind_masking_and_cache_ttl_variables() {
+    let claude = MockProvider::always(Reply::json(
+        200,
+        r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"from claude"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2}}"#,
+    ))
+    .await;
+    let g = from_env(&[
+        ("LLM_PROVIDERS", "cl".into()),
+        ("LLM_PROVIDER_cl_BASE_URL", claude.base_url()),
+        ("LLM_PROVIDER_cl_KIND", "anthropic".into()),
+        ("LLM_PROVIDER_cl_API_KEY", "ak-env-1".into()),
+        ("MASK_USER_AGENT", "Team-Browser/9".into()),
+        ("MASK_REFERER", "https://chat.example/app".into()),
+        ("MODELS_CACHE_TTL", "123".into()),
+        // An admin key can make client keys: clients then need one.
+        ("APIPROXY_AUTH_TOKEN", TOKEN.into()),
+        ("APIPROXY_ADMIN_KEY", ADMIN.into()),
+    ])
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", g.url))
+        .bearer_auth(sent_token())
+        .json(&json!({"model": "cl/claude-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", g.log());
+    assert!(r.text().await.unwrap().contains("from claude"));
+    let sent = claude.last();
+    assert_eq!(sent.path, "/v1/messages", "Anthropic's path");
+    assert_eq!(sent.header("x-api-key"), Some("ak-env-1"));
+    assert!(sent.header("anthropic-version").is_some());
+    assert_eq!(sent.header("user-agent"), Some("Team-Browser/9"));
+    assert_eq!(sent.header("referer"), Some("https://chat.example/app"));
+    let c: serde_json::Value = client()
+        .get(format!("{}/admin/config", g.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["store"]["models_cache_ttl_seconds"], 123, "{c}");
+    drop(g);
+
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "hi"))).await;
+    let g = from_env(&[
+        ("LLM_PROVIDERS", "up".into()),
+        ("LLM_PROVIDER_up_BASE_URL", up.base_url()),
+        ("MASK_AS_BROWSER", "false".into()),
+    ])
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", g.url))
+        .json(&json!({"model": "up/m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", g.log());
+    let ua = up
+        .last()
+        .header("user-agent")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!ua.starts_with("Mozilla/5.0"), "masking off: {ua}");
+}
