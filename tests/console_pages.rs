@@ -267,6 +267,8 @@ async fn an_edit_is_checked_like_dash_t_written_atomically_and_reloaded() {
         format!("{on_disk}  - name: edited\n    upstreams: [{{ provider: a, model: m-a }}]\n");
     let (status, r) = put_file(&gw, &good, &version).await;
     assert_eq!(status, 200, "{r}");
+    // `-t`'s warnings come back (the harness's admin key is short).
+    assert!(r["warnings"].to_string().contains("auth.admin_keys"), "{r}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
     assert_eq!(std::fs::read_to_string(backup(&path)).unwrap(), on_disk);
     assert!(logical_models(&get(&gw, "/admin/config").await).contains(&"edited".to_owned()));

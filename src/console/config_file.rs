@@ -116,7 +116,8 @@ pub async fn put(sys: &System, body: &Value) -> Result<(u16, Value), GatewayErro
     })?;
     // The check `apiproxy -t` makes, on the new text where it will live
     // (its directory: filter files and relative paths resolve the same).
-    if let Err(problems) = Config::load(&temp) {
+    let checked = Config::load(&temp);
+    if let Err(problems) = &checked {
         let _ = std::fs::remove_file(&temp);
         let (t, p) = (temp.display().to_string(), path.display().to_string());
         let problems: Vec<String> = problems.iter().map(|l| l.replace(&t, &p)).collect();
@@ -136,6 +137,8 @@ pub async fn put(sys: &System, body: &Value) -> Result<(u16, Value), GatewayErro
             }),
         ));
     }
+    // What `-t` prints as warnings goes back too (the edit is taken).
+    let warnings = checked.map(|c| c.warnings()).unwrap_or_default();
     let backup = backup_path(path);
     replace(&temp, path, &backup).map_err(|e| {
         let _ = std::fs::remove_file(&temp);
@@ -150,6 +153,7 @@ pub async fn put(sys: &System, body: &Value) -> Result<(u16, Value), GatewayErro
         "written": true,
         "version": version_of(text.as_bytes()),
         "backup": backup.display().to_string(),
+        "warnings": warnings,
     });
     match sys.reload.reload(RELOAD_WAIT).await {
         Ok(o) if o.ok => {
@@ -225,6 +229,8 @@ mod tests {
     fn backups_and_scratch_files_sit_beside_the_file() {
         let p = Path::new("/etc/apiproxy/apiproxy.yaml");
         assert_eq!(backup_path(p), Path::new("/etc/apiproxy/apiproxy.yaml.bak"));
-        assert!(temp_path(p).starts_with("/etc/apiproxy/.apiproxy.yaml.console-"));
+        assert!(temp_path(p)
+            .to_string_lossy()
+            .starts_with("/etc/apiproxy/.apiproxy.yaml.console-"));
     }
 }

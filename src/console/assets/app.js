@@ -741,7 +741,8 @@ function edit(main) {
     try {
       const r = await api("/admin/config/file", { method: "PUT", body: JSON.stringify({ text: text.value, version }) });
       version = r.version;
-      status.replaceChildren(h("p", { class: "notice", dataset: { result: "saved" } }, `Saved and reloaded (#${r.reload.number}); the previous file is ${r.backup}.`));
+      status.replaceChildren(h("p", { class: "notice", dataset: { result: "saved" } }, `Saved and reloaded (#${r.reload.number}); the previous file is ${r.backup}.`),
+        r.warnings.length ? h("ul", { class: "warnings", id: "config-warnings" }, r.warnings.map((w) => h("li", {}, "warning: " + w))) : "");
     } catch (e) {
       if (e instanceof AuthError) return signOut(e.message);
       status.replaceChildren();
