@@ -514,6 +514,31 @@ async fn the_new_pages_in_a_real_browser() {
     );
     assert!(logical_models(&get(&gw, "/admin/config").await).contains(&"from-ui".to_owned()));
 
+    // One item at a time: provider a's lines, changed and saved alone.
+    b.wait_for("[...document.querySelectorAll('#item-pick option')].some(o => o.textContent === 'logical model from-ui')")
+        .await;
+    b.eval("{ const p = document.querySelector('#item-pick'); p.value = [...p.options].find(o => o.textContent === 'provider a').value; p.dispatchEvent(new Event('change')); } true")
+        .await;
+    let block = b.eval("document.querySelector('#item-text').value").await;
+    let block = block.as_str().unwrap();
+    assert!(
+        block.starts_with("  - id: a\n") && block.contains("${PAGES_PROVIDER_KEY}"),
+        "{block:?}"
+    );
+    assert!(
+        !block.contains("models:"),
+        "only the provider's lines: {block:?}"
+    );
+    b.eval("{ const t = document.querySelector('#item-text'); t.value = t.value + '\\n    weight: 3'; document.querySelector('#save-item').click(); } true")
+        .await;
+    b.wait_for("document.querySelector('#config-status [data-result=saved]') && document.querySelector('#item-text').value.includes('weight: 3')")
+        .await;
+    let cfg = get(&gw, "/admin/config").await;
+    assert_eq!(cfg["providers"][0]["weight"], 3.0, "{cfg}");
+    let file = std::fs::read_to_string(&gw.config_path).unwrap();
+    assert!(file.contains("    weight: 3\nmodels:"), "{file}");
+    b.screenshot(&shots.join("edit-item.png")).await;
+
     // App log: the refused reload below shows as an error line.
     std::fs::write(
         &gw.config_path,

@@ -701,6 +701,44 @@ function routing(main) {
   });
 }
 
+// The providers and logical models of a config file's text, each as its
+// lines [start, end) in the file: the items of the top-level block lists
+// `providers:` and `models:` (a flow list `[...]` has none: edit the file).
+// Found in the text, not a parsed tree, so comments and layout stay as written.
+function configItems(text) {
+  const lines = text.split("\n");
+  const items = [];
+  for (const [key, kind, field] of [["providers", "provider", "id"], ["models", "logical model", "name"]]) {
+    const start = lines.findIndex((l) => new RegExp(`^${key}:\\s*(#.*)?$`).test(l));
+    if (start < 0) continue;
+    let end = start + 1;
+    while (end < lines.length && !/^[^\s#-]/.test(lines[end])) end++;
+    let indent = null;
+    const starts = [];
+    for (let i = start + 1; i < end; i++) {
+      const m = /^(\s*)-(\s|$)/.exec(lines[i]);
+      if (!m) continue;
+      if (indent === null) indent = m[1].length;
+      if (m[1].length === indent) starts.push(i);
+    }
+    starts.forEach((from, j) => {
+      let to = j + 1 < starts.length ? starts[j + 1] : end;
+      while (to > from + 1 && /^\s*(#.*)?$/.test(lines[to - 1])) to--;
+      const block = lines.slice(from, to).join("\n");
+      const m = new RegExp(`\\b${field}:\\s*["']?([^"',}\\s#]+)`).exec(block);
+      items.push({ kind, name: m ? m[1] : `#${j}`, from, to, block });
+    });
+  }
+  return items;
+}
+
+// `text` with the lines of `item` replaced by `block`.
+function spliceItem(text, item, block) {
+  const lines = text.split("\n");
+  lines.splice(item.from, item.to - item.from, ...block.split("\n"));
+  return lines.join("\n");
+}
+
 function edit(main) {
   const body = h("div");
   main.append(h("h2", {}, "Edit the config file"), body);
@@ -710,6 +748,45 @@ function edit(main) {
   const problems = h("div", { id: "config-problems", role: "alert" });
   const save = h("button", { id: "save-config", type: "button" }, "Check, save and reload");
   const reread = h("button", { id: "load-config", type: "button", class: "secondary" }, "Load from disk");
+  // One provider or logical model at a time: its lines spliced into the
+  // file's text, which is then saved (and checked) as a whole.
+  const itemPick = h("select", { id: "item-pick" });
+  const itemText = h("textarea", { id: "item-text", spellcheck: "false", rows: 10, "aria-describedby": "item-help config-problems" });
+  const itemSave = h("button", { id: "save-item", type: "button" }, "Save this item");
+  const itemCard = h("div", { class: "card item-editor" },
+    h("h2", {}, "One provider or logical model"),
+    h("p", { class: "muted", id: "item-help" }, "Its lines of the file, as written. Saving puts them back in the file above and saves the file (checked the same way)."),
+    h("label", { for: "item-pick" }, "Item"), itemPick,
+    h("label", { for: "item-text" }, "YAML"), itemText,
+    h("div", { class: "actions" }, itemSave));
+  let picked = null;
+  function listItems() {
+    const items = configItems(text.value);
+    const keep = picked && items.find((i) => i.kind === picked.kind && i.name === picked.name);
+    itemPick.replaceChildren(h("option", { value: "" }, items.length ? "choose…" : "none found (edit the file above)"),
+      ...items.map((i, n) => h("option", { value: n, selected: keep && i.kind === keep.kind && i.name === keep.name }, `${i.kind} ${i.name}`)));
+    picked = keep || null;
+    itemText.value = picked ? picked.block : "";
+    itemSave.disabled = !picked;
+  }
+  itemPick.addEventListener("change", () => {
+    const items = configItems(text.value);
+    picked = itemPick.value === "" ? null : items[Number(itemPick.value)];
+    itemText.value = picked ? picked.block : "";
+    itemSave.disabled = !picked;
+  });
+  itemSave.addEventListener("click", () => {
+    // Found again in the text as it is now (it may have been edited above).
+    const now = picked && configItems(text.value).find((i) => i.kind === picked.kind && i.name === picked.name);
+    if (!now) {
+      problems.replaceChildren(h("p", { class: "error" }, "That item is no longer in the text above: choose it again."));
+      return listItems();
+    }
+    text.value = spliceItem(text.value, now, itemText.value.replace(/\n+$/, ""));
+    // Followed by its place: a renamed item stays picked.
+    picked = configItems(text.value).find((i) => i.kind === now.kind && i.from === now.from) || null;
+    save.click();
+  });
   async function load() {
     try {
       const f = await api("/admin/config/file");
@@ -727,8 +804,9 @@ function edit(main) {
             " as written (", h("code", {}, "${VAR}"), " references are not expanded). Saving checks it as ", h("code", {}, "apiproxy -t"),
             " does, writes it in one step (the previous file kept as ", h("code", {}, f.backup), ") and reloads it."),
           h("label", { for: "config-text" }, "YAML"), text, problems,
-          h("div", { class: "actions" }, save, " ", reread), status);
+          h("div", { class: "actions" }, save, " ", reread), status, itemCard);
       }
+      listItems();
       ready(main, "edit");
     } catch (e) {
       showError(body, e);
@@ -741,6 +819,9 @@ function edit(main) {
     try {
       const r = await api("/admin/config/file", { method: "PUT", body: JSON.stringify({ text: text.value, version }) });
       version = r.version;
+      // The saved item stays picked.
+      if (picked) picked = configItems(text.value).find((i) => i.kind === picked.kind && i.name === picked.name) || null;
+      listItems();
       status.replaceChildren(h("p", { class: "notice", dataset: { result: "saved" } }, `Saved and reloaded (#${r.reload.number}); the previous file is ${r.backup}.`),
         r.warnings.length ? h("ul", { class: "warnings", id: "config-warnings" }, r.warnings.map((w) => h("li", {}, "warning: " + w))) : "");
     } catch (e) {
