@@ -124,6 +124,15 @@ pub fn recent(level: Level, limit: usize) -> Vec<Line> {
     RING.lock().recent(level, limit)
 }
 
+/// Keeps a line in this process's ring as [`Capture`] does for the lines
+/// the log wrote (unix milliseconds now).
+pub fn keep(level: Level, target: &str, message: String) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    RING.lock().push(now_ms, level, target, message);
+}
+
 /// Lines and bytes the ring holds now.
 pub fn usage() -> (usize, usize) {
     RING.lock().usage()
@@ -157,12 +166,7 @@ impl<L: Matches> Log for Capture<L> {
         // Only what the log itself carries: a line its filters drop is
         // not shown either.
         if record.level() <= Level::Warn && self.inner.writes(record) {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let message = record.args().to_string();
-            RING.lock()
-                .push(now_ms, record.level(), record.target(), message);
+            keep(record.level(), record.target(), record.args().to_string());
         }
     }
 

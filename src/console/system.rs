@@ -254,3 +254,30 @@ pub fn routing(rt: &Runtime) -> Value {
         "providers": providers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_key_in_a_kept_line_is_masked() {
+        let key = "sk-unit-secret-key-123456";
+        let yaml = format!(
+            "providers:\n  - id: a\n    kind: openai\n    base_url: http://127.0.0.1:9\n    api_keys: [{key}]\n"
+        );
+        let config = crate::config::Config::from_yaml(&yaml, &|_| None).expect("config");
+        let rt = Runtime::new(config, None);
+        crate::applog::keep(
+            log::Level::Error,
+            "unit",
+            format!("a line that should never hold {key} but does"),
+        );
+        let v = logs(&rt, Some("level=error&limit=500"))
+            .expect("logs")
+            .to_string();
+        assert!(!v.contains(key), "{v}");
+        assert!(v.contains("should never hold **** but does"), "{v}");
+        assert!(logs(&rt, Some("level=debug")).is_err());
+        assert!(logs(&rt, Some("limit=-1")).is_err());
+    }
+}
