@@ -250,6 +250,32 @@ async fn an_edit_is_checked_like_dash_t_written_atomically_and_reloaded() {
     assert!(paths.contains(&"providers[0].base_url"), "{r}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), on_disk);
     assert!(!backup(&path).exists());
+    // The refusal is a warn line of the log, and of the App Log.
+    let log = gw.log_until("config edit from the console refused").await;
+    let warn = get(&gw, "/admin/logs?level=warn").await;
+    let line = warn["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .unwrap()
+                .contains("config edit from the console refused")
+        })
+        .unwrap_or_else(|| panic!("no refusal line in {warn}"));
+    assert_eq!(line["level"], "WARN");
+    assert!(log
+        .lines()
+        .any(|l| l.contains(" WARN ") && l.ends_with(line["message"].as_str().unwrap())));
+    assert!(
+        get(&gw, "/admin/logs?level=error").await["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["level"] == "ERROR"),
+        "level=error holds errors only"
+    );
     let yaml = "providers: [ {";
     let (status, r) = put_file(&gw, yaml, &version).await;
     assert_eq!(status, 400, "{r}");
