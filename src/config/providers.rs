@@ -128,6 +128,13 @@ pub struct ProviderConfig {
     pub read_timeout: Duration,
     pub headers: Vec<(String, String)>,
     pub pricing: HashMap<String, Price>,
+    /// `kind: azure`: the API version (`v1`: the v1 GA API).
+    pub api_version: Option<String>,
+    /// `kind: azure`: an Entra ID bearer token, sent when it has no keys.
+    pub azure_ad_token: Option<String>,
+    /// Every credential in its config (the keys, the Entra ID token):
+    /// scrubbed from whatever it answers.
+    pub secrets: Vec<String>,
     /// Extra trusted CAs for this provider's TLS certificate.
     pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
     /// False when keys were configured but all of them are empty.
@@ -176,7 +183,8 @@ pub struct ProviderDefaults {
     pub pricing: HashMap<String, Price>,
 }
 
-/// `models`: the names clients use, and each alias's provider name.
+/// `models`: the names clients use, and each alias's (or deployment's)
+/// provider name.
 fn model_entries(
     at: &str,
     entries: Option<Vec<raw::RawModelEntry>>,
@@ -188,11 +196,15 @@ fn model_entries(
     let mut names = Vec::with_capacity(entries.len());
     let mut aliases = HashMap::new();
     for (j, e) in entries.into_iter().enumerate() {
-        let (name, alias) = match e {
-            raw::RawModelEntry::Name(n) => (n, None),
-            raw::RawModelEntry::Aliased { name, alias } => (name, Some(alias)),
+        let (name, alias, deployment) = match e {
+            raw::RawModelEntry::Name(n) => (n, None, None),
+            raw::RawModelEntry::Detailed {
+                name,
+                alias,
+                deployment,
+            } => (name, alias, deployment),
         };
-        if name.is_empty() || alias.as_deref() == Some("") {
+        if name.is_empty() || alias.as_deref() == Some("") || deployment.as_deref() == Some("") {
             problems.push(format!("{at}.models[{j}]: must not be empty"));
             continue;
         }
@@ -201,8 +213,16 @@ fn model_entries(
             problems.push(format!("{at}.models[{j}]: {shown:?} is listed twice"));
             continue;
         }
-        if let Some(a) = alias {
-            aliases.insert(a, name);
+        // The provider's name for it: the deployment, else the name under
+        // an alias.
+        match (deployment, alias) {
+            (Some(d), _) => {
+                aliases.insert(shown.clone(), d);
+            }
+            (None, Some(a)) => {
+                aliases.insert(a, name);
+            }
+            (None, None) => {}
         }
         names.push(shown);
     }
@@ -296,6 +316,7 @@ pub fn resolve(
             problems.push(format!("{at}.id: duplicate provider id {:?}", p.id));
         }
         let (kind, format) = kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
+        kind_settings(&at, kind, &KindSettings::of(&p), problems);
         let base = parse_base_url(&p.base_url).unwrap_or_else(|e| {
             problems.push(format!("{at}.base_url: {e}"));
             BaseUrl {
@@ -368,6 +389,7 @@ pub fn resolve(
         };
         let configured_keys = !p.api_keys.is_empty();
         let (api_keys, key_options) = api_keys(&at, p.api_keys, problems);
+        let azure_ad_token = p.azure_ad_token.filter(|t| !t.is_empty());
         if problems.len() > before {
             continue;
         }
@@ -376,7 +398,11 @@ pub fn resolve(
                 problems.push(format!("{at}.models_path: must start with '/'"));
             }
         }
+        let secrets = api_keys.iter().chain(&azure_ad_token).cloned().collect();
         providers.push(ProviderConfig {
+            api_version: p.api_version,
+            azure_ad_token,
+            secrets,
             name: p.name,
             models_path: p.models_path,
             region: p.region,
@@ -469,6 +495,72 @@ fn kind_and_format(
         Format::OpenAiChat
     });
     (kind, format)
+}
+
+/// The keys of one kind alone, as given.
+struct KindSettings<'a> {
+    api_version: Option<&'a str>,
+    azure_ad_token: bool,
+    models: bool,
+    /// Some model names a `deployment`.
+    deployment: bool,
+}
+
+impl<'a> KindSettings<'a> {
+    fn of(p: &'a RawProvider) -> Self {
+        KindSettings {
+            api_version: p.api_version.as_deref(),
+            azure_ad_token: p.azure_ad_token.is_some(),
+            models: p.models.is_some(),
+            deployment: p.models.iter().flatten().any(|e| {
+                matches!(
+                    e,
+                    raw::RawModelEntry::Detailed {
+                        deployment: Some(_),
+                        ..
+                    }
+                )
+            }),
+        }
+    }
+}
+
+/// Checks the keys that belong to one kind (`kind: azure`'s
+/// `api_version`, `azure_ad_token`, `models[].deployment`).
+fn kind_settings(at: &str, kind: ProviderKind, given: &KindSettings, problems: &mut Vec<String>) {
+    if kind != ProviderKind::Azure {
+        let only = [
+            ("api_version", given.api_version.is_some()),
+            ("azure_ad_token", given.azure_ad_token),
+            ("models[].deployment", given.deployment),
+        ];
+        for (key, _) in only.iter().filter(|(_, set)| *set) {
+            problems.push(format!("{at}.{key}: only for kind azure"));
+        }
+        return;
+    }
+    match given.api_version {
+        None => problems.push(format!(
+            "{at}.api_version: kind azure needs it (e.g. 2024-10-21, or v1)"
+        )),
+        // It goes into the query as written.
+        Some(v)
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.')) =>
+        {
+            problems.push(format!(
+                "{at}.api_version: {v:?} is not an API version (letters, digits, '-', '.')"
+            ))
+        }
+        Some(_) => {}
+    }
+    if !given.models {
+        problems.push(format!(
+            "{at}.models: kind azure needs its models listed (its deployment listing is not relied on)"
+        ));
+    }
 }
 
 /// `api_keys`: each key and its options; an empty key (an unset
