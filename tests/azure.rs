@@ -461,9 +461,15 @@ async fn failover_from_azure_to_openai() {
         azure_provider("az", &azure, ""),
         openai.base_url()
     );
-    let models = "models:\n  - name: smart\n    upstreams: [{ provider: az, model: busy }, { provider: oai, model: gpt-4o-mini }]\n";
+    // The order of a model's upstreams is a weighted draw: Azure, far
+    // heavier, is drawn first almost always; the loop waits for the draw.
+    let models = "models:\n  - name: smart\n    upstreams: [{ provider: az, model: busy, weight: 1000 }, { provider: oai, model: gpt-4o-mini, weight: 1 }]\n";
     let gw = Gateway::start(&config(&providers, models)).await;
-    for client_wire in [Wire::Chat, Wire::Anthropic, Wire::Gemini] {
+    let clients = [Wire::Chat, Wire::Anthropic, Wire::Gemini];
+    let mut sent = 0;
+    while azure.count() == 0 {
+        assert!(sent < 50, "Azure never drawn in {sent} requests");
+        let client_wire = clients[sent % clients.len()];
         let req = wire::client_request(client_wire, "smart", Scenario::Text, true, CLIENT_KEY);
         let a = read_answer(client_wire, true, &send(&gw, &req).await);
         assert_eq!(a.text, wire::ANSWER, "{client_wire:?}");
@@ -471,10 +477,17 @@ async fn failover_from_azure_to_openai() {
             wire::requested_model(Wire::Chat, &openai.last()),
             "gpt-4o-mini"
         );
+        sent += 1;
     }
-    // Azure was asked once: its key then rests for the 600 000 ms it named
-    // (not the 1 s of its `retry-after`).
+    // Its key then rests: Azure is not asked again.
+    for client_wire in clients {
+        let req = wire::client_request(client_wire, "smart", Scenario::Text, false, CLIENT_KEY);
+        let a = read_answer(client_wire, false, &send(&gw, &req).await);
+        assert_eq!(a.text, wire::ANSWER, "{client_wire:?}");
+    }
     assert_eq!(azure.count(), 1);
+    // It rests for the 600 000 ms Azure named, not the 1 s of its
+    // `retry-after`.
     let h = gw.get_json("/providers/az/health", ADMIN).await;
     assert_eq!(h["keys"][0]["cause"], "rate_limited", "{h}");
     let until = h["keys"][0]["cooldown_until_ms"].as_u64().expect("resting");
