@@ -16,6 +16,7 @@ mod files_seen;
 pub mod filters;
 mod log;
 mod models;
+mod presets;
 mod providers;
 pub mod raw;
 pub mod routing;
@@ -40,6 +41,7 @@ pub use console::ConsoleSettings;
 pub use context::ContextSettings;
 pub use files_seen::FilesSeen;
 pub use models::{LogicalModel, UpstreamRef};
+pub use presets::Preset;
 pub use providers::{BaseUrl, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet};
 use raw::RawConfig;
 pub use server::{

@@ -7,6 +7,7 @@ use std::time::Duration;
 use apiproxy_translate::Format;
 
 use super::choices::{Choice, KeyStrategy, ProviderKind, WireApi};
+use super::presets::{self, Preset};
 use super::raw::{self, RawPrice, RawProvider};
 
 /// A set of HTTP statuses given as `"429,500,502-504"`.
@@ -128,6 +129,8 @@ pub struct ProviderConfig {
     pub read_timeout: Duration,
     pub headers: Vec<(String, String)>,
     pub pricing: HashMap<String, Price>,
+    /// `preset`: the OpenAI-compatible service it is.
+    pub preset: Option<Preset>,
     /// `kind: azure`: the API version (`v1`: the v1 GA API).
     pub api_version: Option<String>,
     /// `kind: azure`: an Entra ID bearer token, sent when it has no keys.
@@ -317,15 +320,21 @@ pub fn resolve(
         }
         let (kind, format) = kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
         kind_settings(&at, kind, &KindSettings::of(&p), problems);
-        let base = parse_base_url(&p.base_url).unwrap_or_else(|e| {
-            problems.push(format!("{at}.base_url: {e}"));
-            BaseUrl {
+        let preset = presets::resolve(&at, kind, &p, problems);
+        let base = preset
+            .base_url
+            .as_deref()
+            .map(parse_base_url)
+            .and_then(|r| {
+                r.map_err(|e| problems.push(format!("{at}.base_url: {e}")))
+                    .ok()
+            })
+            .unwrap_or(BaseUrl {
                 tls: false,
                 host: String::new(),
                 port: 0,
                 path: String::new(),
-            }
-        });
+            });
         let weight = p.weight.unwrap_or(1.0);
         if !(weight.is_finite() && weight > 0.0) {
             problems.push(format!("{at}.weight: must be a positive number"));
@@ -343,7 +352,8 @@ pub fn resolve(
         if p.read_timeout_ms == Some(0) {
             problems.push(format!("{at}.read_timeout_ms: must be positive"));
         }
-        for (name, value) in &p.headers {
+        let headers: Vec<(String, String)> = p.headers.into_iter().chain(preset.headers).collect();
+        for (name, value) in &headers {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || http::HeaderValue::from_str(value).is_err()
             {
@@ -426,7 +436,8 @@ pub fn resolve(
             retryable,
             connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(5_000)),
             read_timeout: Duration::from_millis(p.read_timeout_ms.unwrap_or(60_000)),
-            headers: p.headers.into_iter().collect(),
+            headers,
+            preset: preset.preset,
             ca,
             pricing,
         });

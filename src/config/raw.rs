@@ -315,7 +315,16 @@ pub struct RawProvider {
     /// The model-list path (e.g. `/v1/models`), when not the API's usual one.
     pub models_path: Option<String>,
     pub kind: Choice<ProviderKind>,
-    pub base_url: String,
+    /// Where it lives; may be left out with a `preset`, which then gives it.
+    pub base_url: Option<String>,
+    /// `kind: openai`: a known OpenAI-compatible service (`deepseek`,
+    /// `groq`, `mistral`, `openrouter`, `together`, `fireworks`, `xai`,
+    /// `ollama`, `vllm`): its base URL and quirks.
+    pub preset: Option<Choice<super::presets::Preset>>,
+    /// `preset: openrouter`: the app's URL, sent as `HTTP-Referer`.
+    pub app_url: Option<String>,
+    /// `preset: openrouter`: the app's name, sent as `X-Title`.
+    pub app_name: Option<String>,
     /// Keys: plain strings, or `{key, weight, max_concurrency, max_qps}`.
     #[serde(default)]
     pub api_keys: Vec<RawApiKey>,
