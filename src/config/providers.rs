@@ -118,6 +118,9 @@ pub struct ProviderConfig {
     pub static_models: Option<Vec<String>>,
     /// Client-facing alias → the provider's name (`models: [{name, alias}]`).
     pub aliases: HashMap<String, String>,
+    /// `kind: azure`: deployment → the model's name (`models: [{name,
+    /// deployment}]`), for its price.
+    pub deployed: HashMap<String, String>,
     /// `excluded_models`: names taken out of its catalog.
     pub excluded: Option<globset::GlobSet>,
     /// `model_prefix`: what clients put before its model names besides `<id>/`.
@@ -186,18 +189,28 @@ pub struct ProviderDefaults {
     pub pricing: HashMap<String, Price>,
 }
 
-/// `models`: the names clients use, and each alias's (or deployment's)
-/// provider name.
+/// What `models` gives: the names clients use, and each alias's (or
+/// deployment's) provider name.
+#[derive(Default)]
+struct ModelEntries {
+    names: Option<Vec<String>>,
+    aliases: HashMap<String, String>,
+    /// Deployment → the model's name (`models: [{name, deployment}]`).
+    deployed: HashMap<String, String>,
+}
+
+/// `models`: see [`ModelEntries`].
 fn model_entries(
     at: &str,
     entries: Option<Vec<raw::RawModelEntry>>,
     problems: &mut Vec<String>,
-) -> (Option<Vec<String>>, HashMap<String, String>) {
+) -> ModelEntries {
     let Some(entries) = entries else {
-        return (None, HashMap::new());
+        return ModelEntries::default();
     };
     let mut names = Vec::with_capacity(entries.len());
     let mut aliases = HashMap::new();
+    let mut deployed = HashMap::new();
     for (j, e) in entries.into_iter().enumerate() {
         let (name, alias, deployment) = match e {
             raw::RawModelEntry::Name(n) => (n, None, None),
@@ -220,6 +233,7 @@ fn model_entries(
         // an alias.
         match (deployment, alias) {
             (Some(d), _) => {
+                deployed.insert(d.clone(), name);
                 aliases.insert(shown.clone(), d);
             }
             (None, Some(a)) => {
@@ -229,7 +243,11 @@ fn model_entries(
         }
         names.push(shown);
     }
-    (Some(names), aliases)
+    ModelEntries {
+        names: Some(names),
+        aliases,
+        deployed,
+    }
 }
 
 /// A compiled set of globs, `None` for none.
@@ -362,7 +380,11 @@ pub fn resolve(
         }
         let mut pricing = defaults.pricing.clone();
         pricing.extend(prices(&format!("{at}.pricing"), p.pricing, problems));
-        let (static_models, aliases) = model_entries(&at, p.models, problems);
+        let ModelEntries {
+            names: static_models,
+            aliases,
+            deployed,
+        } = model_entries(&at, p.models, problems);
         let excluded = globs(
             &format!("{at}.excluded_models"),
             &p.excluded_models,
@@ -422,6 +444,7 @@ pub fn resolve(
             enabled: !p.disabled.unwrap_or(false) && (!configured_keys || !api_keys.is_empty()),
             disabled: p.disabled.unwrap_or(false),
             aliases,
+            deployed,
             excluded,
             model_prefix: p.model_prefix,
             id: p.id,
