@@ -364,12 +364,7 @@ pub fn resolve(
                 StatusSet::default_retryable(kind)
             }),
         };
-        if p.connect_timeout_ms == Some(0) {
-            problems.push(format!("{at}.connect_timeout_ms: must be positive"));
-        }
-        if p.read_timeout_ms == Some(0) {
-            problems.push(format!("{at}.read_timeout_ms: must be positive"));
-        }
+        check_limits(&at, &p, problems);
         let headers: Vec<(String, String)> = p.headers.into_iter().chain(preset.headers).collect();
         for (name, value) in &headers {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err()
@@ -404,12 +399,6 @@ pub fn resolve(
                 None
             }
         });
-        if p.max_concurrency == Some(0) {
-            problems.push(format!("{at}.max_concurrency: must be at least 1"));
-        }
-        if p.max_qps == Some(0) {
-            problems.push(format!("{at}.max_qps: must be at least 1"));
-        }
         let health_check = p.health_check.map(|h| health_check(&at, h, problems));
         let key_strategy = match p.key_strategy.as_ref().map(Choice::value) {
             None => defaults.key_strategy,
@@ -529,6 +518,22 @@ fn kind_and_format(
         Format::OpenAiChat
     });
     (kind, format)
+}
+
+/// The timeouts and the provider-wide limits must be positive.
+fn check_limits(at: &str, p: &RawProvider, problems: &mut Vec<String>) {
+    if p.connect_timeout_ms == Some(0) {
+        problems.push(format!("{at}.connect_timeout_ms: must be positive"));
+    }
+    if p.read_timeout_ms == Some(0) {
+        problems.push(format!("{at}.read_timeout_ms: must be positive"));
+    }
+    if p.max_concurrency == Some(0) {
+        problems.push(format!("{at}.max_concurrency: must be at least 1"));
+    }
+    if p.max_qps == Some(0) {
+        problems.push(format!("{at}.max_qps: must be at least 1"));
+    }
 }
 
 /// The keys of one kind alone, as given.
