@@ -145,7 +145,18 @@ fn azure_reply(rec: &Recorded, auth: Auth, deployments: &[&str]) -> Reply {
         }
         _ => {}
     }
-    wire::provider_reply(wire, rec)
+    let mut reply = wire::provider_reply(wire, rec);
+    if wire == Wire::Chat && reply.content_type == "text/event-stream" {
+        // Azure opens a chat stream with the prompt filter's verdict: a
+        // chunk without choices, id or model.
+        let verdict = json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+                "hate": {"filtered": false, "severity": "safe"},
+                "violence": {"filtered": false, "severity": "safe"}}}]});
+        let first = format!("data: {verdict}\n\n").into_bytes();
+        reply.chunks.insert(0, (std::time::Duration::ZERO, first));
+    }
+    reply
         .header("x-ratelimit-remaining-requests", "99")
         .header("x-ratelimit-remaining-tokens", "79000")
         .header("apim-request-id", "9d3c9a0e-7f1b-4c55-b1a4-3a5f2f4e0c11")
