@@ -106,6 +106,10 @@ impl Kind for Azure {
     /// An answer the content filter stopped: a choice whose
     /// `finish_reason` is `content_filter`.
     fn refused_answer(&self, body: &[u8]) -> Option<String> {
+        // Every Azure answer carries `content_filter_results`; only a
+        // stopped one has the value `"content_filter"`: the rest are not
+        // parsed twice.
+        memchr::memmem::find(body, b"\"content_filter\"")?;
         let v: Value = serde_json::from_slice(body).ok()?;
         let choice =
             v.get("choices")?.as_array()?.iter().find(|c| {
