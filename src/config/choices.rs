@@ -104,6 +104,8 @@ pub enum ProviderKind {
     OpenAi,
     Anthropic,
     Gemini,
+    /// Azure OpenAI: OpenAI's wire format on Azure's paths and auth.
+    Azure,
 }
 
 impl Named for ProviderKind {
@@ -111,6 +113,7 @@ impl Named for ProviderKind {
         ("openai", ProviderKind::OpenAi),
         ("anthropic", ProviderKind::Anthropic),
         ("gemini", ProviderKind::Gemini),
+        ("azure", ProviderKind::Azure),
     ];
     const SCHEMA_NAME: &'static str = "ProviderKind";
 }
@@ -126,12 +129,13 @@ impl ProviderKind {
     /// The wire format its requests are encoded in, given `wire_api`
     /// (`None`: not set); `Err` names what is wrong with `wire_api`.
     pub fn format(self, wire_api: Option<WireApi>) -> Result<Format, &'static str> {
+        use ProviderKind::{Anthropic, Azure, Gemini, OpenAi};
         match (self, wire_api) {
-            (ProviderKind::OpenAi, None | Some(WireApi::Chat)) => Ok(Format::OpenAiChat),
-            (ProviderKind::OpenAi, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
-            (ProviderKind::Anthropic, None) => Ok(Format::Anthropic),
-            (ProviderKind::Gemini, None) => Ok(Format::Gemini),
-            (_, Some(_)) => Err("only for kind openai"),
+            (OpenAi | Azure, None | Some(WireApi::Chat)) => Ok(Format::OpenAiChat),
+            (OpenAi | Azure, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
+            (Anthropic, None) => Ok(Format::Anthropic),
+            (Gemini, None) => Ok(Format::Gemini),
+            (_, Some(_)) => Err("only for kinds openai and azure"),
         }
     }
 
@@ -141,12 +145,13 @@ impl ProviderKind {
         match self {
             // Anthropic's "overloaded".
             ProviderKind::Anthropic => &[529],
-            ProviderKind::OpenAi | ProviderKind::Gemini => &[],
+            ProviderKind::OpenAi | ProviderKind::Gemini | ProviderKind::Azure => &[],
         }
     }
 }
 
-/// `providers[].wire_api`: which OpenAI API an `openai` provider is sent.
+/// `providers[].wire_api`: which OpenAI API an `openai` or `azure`
+/// provider is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireApi {
     /// Chat Completions.

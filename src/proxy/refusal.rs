@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::failover::AttemptError;
 use super::respond::{self, Headers};
-use super::upstream_error::{contains_key, upstream_message};
+use super::upstream_error::{contains_key, scrub, upstream_message};
 use crate::error::GatewayError;
 use crate::upstream::http::Incoming;
 use crate::upstream::ratelimit::{self, RateLimitReading};
@@ -27,6 +27,9 @@ pub struct Refusal {
     message: String,
     /// A 429 about this request alone (see `refusal_is_request_only`).
     pub request_only: bool,
+    /// The provider's kind put the message in its own words (a content
+    /// filter): the client gets it in its error shape, never the body.
+    reworded: bool,
 }
 
 /// A 429 concerns the request alone, not the key, when the provider says
@@ -63,9 +66,14 @@ impl Refusal {
             .unwrap_or("application/json")
             .to_owned();
         resp.release(connector).await;
-        let message = upstream_message(&body, status, &provider.config.api_keys)
-            .trim_start_matches(": ")
-            .to_owned();
+        let secrets = &provider.config.secrets;
+        let reworded = provider.kind().refusal_message(status, &body);
+        let message = match &reworded {
+            Some(m) => scrub(m, secrets),
+            None => upstream_message(&body, status, secrets)
+                .trim_start_matches(": ")
+                .to_owned(),
+        };
         let request_only = status == 429 && refusal_is_request_only(&message, reading.as_ref());
         (
             AttemptError::Status {
@@ -79,6 +87,7 @@ impl Refusal {
                 body,
                 message,
                 request_only,
+                reworded: reworded.is_some(),
             }),
         )
     }
@@ -109,7 +118,8 @@ impl Refusal {
         let mut h = headers.clone();
         respond::strip_debug(&mut h);
         let written = if provider.config.format == client
-            && !contains_key(&self.body, &provider.config.api_keys)
+            && !self.reworded
+            && !contains_key(&self.body, &provider.config.secrets)
         {
             respond::write(session, status, &self.content_type, self.body, &h).await
         } else {

@@ -12,6 +12,7 @@
 //! needs anyway.
 
 mod anthropic;
+mod azure;
 mod gemini;
 mod openai;
 
@@ -43,6 +44,20 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
 
     /// The rate-limit headers its answers carry.
     fn ratelimit_headers(&self) -> &'static RateLimitHeaders;
+
+    /// A refusal (`status`, `body`) the client must be told of in its own
+    /// words rather than the provider's: the message to send it in the
+    /// client's error shape. `None`: relayed as usual.
+    fn refusal_message(&self, _status: u16, _body: &[u8]) -> Option<String> {
+        None
+    }
+
+    /// A good (2xx) whole answer that is in fact a refusal (Azure's
+    /// content filter emptying the answer): the message of the 400 the
+    /// client gets instead. `None`: relayed as usual.
+    fn refused_answer(&self, _body: &[u8]) -> Option<String> {
+        None
+    }
 }
 
 /// The implementation of `kind`.
@@ -51,6 +66,7 @@ pub fn of(kind: ProviderKind) -> &'static dyn Kind {
         ProviderKind::OpenAi => &openai::OpenAi,
         ProviderKind::Anthropic => &anthropic::Anthropic,
         ProviderKind::Gemini => &gemini::Gemini,
+        ProviderKind::Azure => &azure::Azure,
     }
 }
 
