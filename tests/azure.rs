@@ -70,6 +70,26 @@ fn answer_filtered(model: &str) -> Reply {
     )
 }
 
+/// A stream the content filter stops after its first words.
+fn stream_filtered() -> Reply {
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({"id": "chatcmpl-AZ2", "object": "chat.completion.chunk",
+            "created": 1733000000, "model": "gpt-4o-2024-11-20",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        if finish == "content_filter" {
+            c["choices"][0]["content_filter_results"] =
+                json!({"violence": {"filtered": true, "severity": "medium"}});
+        }
+        format!("data: {c}")
+    };
+    Reply::sse(&[
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": "It is "}), Value::Null),
+        chunk(json!({}), json!("content_filter")),
+        "data: [DONE]".to_owned(),
+    ])
+}
+
 /// Whether the request carries the credentials Azure expects.
 fn authorized(rec: &Recorded, auth: Auth) -> bool {
     match auth {
@@ -132,6 +152,7 @@ fn azure_reply(rec: &Recorded, auth: Auth, deployments: &[&str]) -> Reply {
     match deployment.as_str() {
         "dep-filter-prompt" => return prompt_filtered(),
         "dep-filter-answer" => return answer_filtered("gpt-4o-2024-11-20"),
+        "dep-filter-stream" => return stream_filtered(),
         "dep-busy" => {
             return Reply::json(
                 429,
@@ -170,13 +191,14 @@ const DEPLOYMENTS: &[&str] = &[
     "dep-4o",
     "dep-filter-prompt",
     "dep-filter-answer",
+    "dep-filter-stream",
     "dep-busy",
 ];
 
 /// An azure provider `id` on `mock`, its models mapped to deployments.
 fn azure_provider(id: &str, mock: &MockProvider, extra: &str) -> String {
     format!(
-        "  - {{ id: {id}, kind: azure, base_url: \"{}\", api_version: \"{VERSION}\", api_keys: [\"{AZURE_KEY}\"], models: [{{name: gpt-4o, deployment: dep-4o}}, {{name: filtered-prompt, deployment: dep-filter-prompt}}, {{name: filtered-answer, deployment: dep-filter-answer}}, {{name: busy, deployment: dep-busy}}]{extra} }}\n",
+        "  - {{ id: {id}, kind: azure, base_url: \"{}\", api_version: \"{VERSION}\", api_keys: [\"{AZURE_KEY}\"], models: [{{name: gpt-4o, deployment: dep-4o}}, {{name: filtered-prompt, deployment: dep-filter-prompt}}, {{name: filtered-answer, deployment: dep-filter-answer}}, {{name: filtered-stream, deployment: dep-filter-stream}}, {{name: busy, deployment: dep-busy}}]{extra} }}\n",
         mock.base_url()
     )
 }
@@ -459,6 +481,33 @@ async fn content_filter_refusals_are_clear_400s() {
     }
     // One request each way per client, none retried elsewhere.
     assert_eq!(mock.count(), 2 * ALL.len());
+}
+
+/// A stream the filter stops after its first byte cannot become a 400: it
+/// ends with each client format's own "filtered" finish.
+#[tokio::test]
+async fn a_stream_the_filter_stops_ends_with_the_formats_filtered_finish() {
+    let mock = azure_mock(Auth::ApiKey, DEPLOYMENTS).await;
+    let models = logical(&[("az", "filtered-stream")]);
+    let gw = Gateway::start(&config(&azure_provider("az", &mock, ""), &models)).await;
+    let want = [
+        (Wire::Chat, "content_filter"),
+        (Wire::Responses, "incomplete: content_filter"),
+        (Wire::Anthropic, "refusal"),
+        (Wire::Gemini, "SAFETY"),
+    ];
+    for (client_wire, finish) in want {
+        let req = wire::client_request(
+            client_wire,
+            "az.filtered-stream",
+            Scenario::Text,
+            true,
+            CLIENT_KEY,
+        );
+        let a = read_answer(client_wire, true, &send(&gw, &req).await);
+        assert_eq!(a.text, "It is ", "{client_wire:?}");
+        assert_eq!(a.finish, finish, "{client_wire:?} {a:?}");
+    }
 }
 
 /// An Azure deployment out of quota (429, `retry-after-ms`) gives way to
