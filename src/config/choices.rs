@@ -131,12 +131,23 @@ impl ProviderKind {
     pub fn format(self, wire_api: Option<WireApi>) -> Result<Format, &'static str> {
         use ProviderKind::{Anthropic, Azure, Gemini, OpenAi};
         match (self, wire_api) {
-            (OpenAi | Azure, None | Some(WireApi::Chat)) => Ok(Format::OpenAiChat),
+            (OpenAi | Azure, None | Some(WireApi::Chat | WireApi::Auto)) => Ok(Format::OpenAiChat),
             (OpenAi | Azure, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
             (Anthropic, None) => Ok(Format::Anthropic),
             (Gemini, None) => Ok(Format::Gemini),
             (_, Some(_)) => Err("only for kinds openai and azure"),
         }
+    }
+
+    /// Whether Responses clients go to the provider's own Responses API
+    /// first (`wire_api: auto`, the default of `kind: openai`), falling
+    /// back to chat translation after a 404/405 from it.
+    pub fn responses_auto(self, wire_api: Option<WireApi>) -> bool {
+        use ProviderKind::{Azure, OpenAi};
+        matches!(
+            (self, wire_api),
+            (OpenAi, None) | (OpenAi | Azure, Some(WireApi::Auto))
+        )
     }
 
     /// Statuses retried by default besides 429, 500 and 502-504: the
@@ -158,6 +169,9 @@ pub enum WireApi {
     Chat,
     /// The Responses API.
     Responses,
+    /// Chat Completions, but Responses clients natively to the Responses
+    /// API while the provider has it (the default of `kind: openai`).
+    Auto,
 }
 
 /// `auth.inspection`: who may read the inspection endpoints.
@@ -179,8 +193,11 @@ impl Named for Inspection {
 }
 
 impl Named for WireApi {
-    const ALL: &'static [(&'static str, Self)] =
-        &[("chat", WireApi::Chat), ("responses", WireApi::Responses)];
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("chat", WireApi::Chat),
+        ("responses", WireApi::Responses),
+        ("auto", WireApi::Auto),
+    ];
     const SCHEMA_NAME: &'static str = "WireApi";
 }
 

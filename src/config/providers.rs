@@ -103,8 +103,12 @@ pub struct HealthCheck {
 pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
-    /// The wire format requests to it are encoded in.
+    /// The wire format requests to it are encoded in (for Responses
+    /// clients see `responses_auto`).
     pub format: Format,
+    /// `wire_api: auto`: Responses clients are sent to its Responses API
+    /// (until it answers 404/405 there), the others in `format`.
+    pub responses_auto: bool,
     pub base: BaseUrl,
     /// Non-empty keys; empty for a provider that needs none.
     pub api_keys: Vec<String>,
@@ -338,7 +342,8 @@ pub fn resolve(
         if !ids.insert(p.id.clone()) {
             problems.push(format!("{at}.id: duplicate provider id {:?}", p.id));
         }
-        let (kind, format) = kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
+        let (kind, format, responses_auto) =
+            kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
         kind_settings(&at, kind, &KindSettings::of(&p), problems);
         let preset = presets::resolve(&at, kind, &p, problems);
         let base = preset
@@ -442,6 +447,7 @@ pub fn resolve(
             id: p.id,
             kind,
             format,
+            responses_auto,
             base,
             api_keys,
             key_options,
@@ -499,13 +505,14 @@ fn load_ca(path: &str) -> Result<pingora::protocols::tls::CaType, String> {
     Ok(certs.into_boxed_slice())
 }
 
-/// `kind` and `wire_api`: the provider's kind and the format it is sent.
+/// `kind` and `wire_api`: the provider's kind, the format it is sent, and
+/// whether Responses clients try its Responses API first.
 fn kind_and_format(
     at: &str,
     kind: &Choice<ProviderKind>,
     wire_api: Option<&Choice<WireApi>>,
     problems: &mut Vec<String>,
-) -> (ProviderKind, Format) {
+) -> (ProviderKind, Format, bool) {
     let kind = kind.value().unwrap_or_else(|e| {
         problems.push(format!("{at}.kind: {e}"));
         ProviderKind::OpenAi
@@ -514,14 +521,14 @@ fn kind_and_format(
         Ok(w) => w,
         Err(e) => {
             problems.push(format!("{at}.wire_api: {e}"));
-            return (kind, Format::OpenAiChat);
+            return (kind, Format::OpenAiChat, false);
         }
     };
     let format = kind.format(wire_api).unwrap_or_else(|e| {
         problems.push(format!("{at}.wire_api: {e}"));
         Format::OpenAiChat
     });
-    (kind, format)
+    (kind, format, kind.responses_auto(wire_api))
 }
 
 /// `proxy_url`, parsed (a problem never echoes it: it may hold a password).

@@ -30,6 +30,8 @@ pub struct Refusal {
     /// The provider's kind put the message in its own words (a content
     /// filter): the client gets it in its error shape, never the body.
     reworded: bool,
+    /// The wire format the refused request was sent in.
+    wire: Format,
 }
 
 /// A 429 concerns the request alone, not the key, when the provider says
@@ -56,6 +58,7 @@ impl Refusal {
         mut resp: Incoming,
         provider: &Provider,
         reading: Option<RateLimitReading>,
+        wire: Format,
     ) -> (AttemptError, Option<Refusal>) {
         let status = resp.status();
         let body = resp.body(MAX_ERROR_BODY).await.unwrap_or_default();
@@ -88,6 +91,7 @@ impl Refusal {
                 message,
                 request_only,
                 reworded: reworded.is_some(),
+                wire,
             }),
         )
     }
@@ -117,7 +121,7 @@ impl Refusal {
         ctx.status = status;
         let mut h = headers.clone();
         respond::strip_debug(&mut h);
-        let written = if provider.config.format == client
+        let written = if self.wire == client
             && !self.reworded
             && !contains_key(&self.body, &provider.config.secrets)
         {

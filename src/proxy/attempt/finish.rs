@@ -58,7 +58,7 @@ impl Attempts<'_> {
         }
         let plan = RelayPlan {
             client: self.fmt,
-            upstream: provider.config.format,
+            upstream: answer.wire,
             stream: parsed.stream,
             passthrough: answer.passthrough,
             model_override: c.logical.then(|| c.requested.clone()),

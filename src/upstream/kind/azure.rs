@@ -34,11 +34,17 @@ fn is_v1(config: &ProviderConfig) -> bool {
 
 impl Kind for Azure {
     /// `model` is the deployment (`models[].deployment`, else the name).
-    fn request_path(&self, config: &ProviderConfig, model: &str, _stream: bool) -> String {
+    fn request_path(
+        &self,
+        config: &ProviderConfig,
+        wire: Format,
+        model: &str,
+        _stream: bool,
+    ) -> String {
         let base = &config.base.path;
         // Checked by the config: letters, digits, '-' and '.' only.
         let version = config.api_version.as_deref().unwrap_or_default();
-        let responses = config.format == Format::OpenAiResponses;
+        let responses = wire == Format::OpenAiResponses;
         match (is_v1(config), responses) {
             (true, true) => format!("{base}/openai/v1/responses"),
             (true, false) => format!("{base}/openai/v1/chat/completions"),
@@ -165,23 +171,26 @@ mod tests {
     fn paths_by_api_version_and_wire_api() {
         let c = config("api_version: 2024-10-21");
         assert_eq!(
-            Azure.request_path(&c, "my dep", true),
+            Azure.request_path(&c, c.format, "my dep", true),
             "/openai/deployments/my%20dep/chat/completions?api-version=2024-10-21"
         );
         assert_eq!(c.aliases.get("gpt-4o").map(String::as_str), Some("my dep"));
         let c = config("api_version: 2025-04-01-preview, wire_api: responses");
         assert_eq!(
-            Azure.request_path(&c, "d", false),
+            Azure.request_path(&c, c.format, "d", false),
             "/openai/responses?api-version=2025-04-01-preview"
         );
         let c = config("api_version: v1");
         assert_eq!(
-            Azure.request_path(&c, "d", false),
+            Azure.request_path(&c, c.format, "d", false),
             "/openai/v1/chat/completions"
         );
         assert_eq!(Azure.list_path(&c), "/openai/v1/models");
         let c = config("api_version: v1, wire_api: responses");
-        assert_eq!(Azure.request_path(&c, "d", false), "/openai/v1/responses");
+        assert_eq!(
+            Azure.request_path(&c, c.format, "d", false),
+            "/openai/v1/responses"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod azure;
 mod gemini;
 mod openai;
 
+use apiproxy_translate::Format;
 use serde_json::Value;
 
 use super::ratelimit::RateLimitHeaders;
@@ -24,8 +25,15 @@ use crate::config::{ProviderConfig, ProviderKind};
 /// One provider kind's API, as the shared upstream code needs it.
 pub trait Kind: std::fmt::Debug + Send + Sync {
     /// The path (and query) of a generation request for upstream `model`
-    /// (the provider's own name for it), in the provider's wire format.
-    fn request_path(&self, config: &ProviderConfig, model: &str, stream: bool) -> String;
+    /// (the provider's own name for it), in wire format `wire` (its
+    /// `config.format`, or the Responses API under `wire_api: auto`).
+    fn request_path(
+        &self,
+        config: &ProviderConfig,
+        wire: Format,
+        model: &str,
+        stream: bool,
+    ) -> String;
 
     /// The path (and query) of the model-list request.
     fn list_path(&self, config: &ProviderConfig) -> String;
