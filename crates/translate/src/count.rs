@@ -51,17 +51,14 @@ pub fn decode_count_request(
 /// `max_tokens` and the other generation settings, Gemini's
 /// `{"generateContentRequest": {"model": "models/M", ...}}` (the
 /// `contents`-only form would leave out the system instruction and the
-/// tools), OpenAI Responses' body for `/v1/responses/input_tokens`.
-/// OpenAI Chat Completions has no count endpoint: see [`count_locally`].
+/// tools; `stream` is not part of either). OpenAI kinds are counted
+/// locally ([`count_locally`]): Chat Completions has no count endpoint.
 pub fn encode_count_request(
     target: Format,
     req: &ChatRequest,
     limits: &Limits,
 ) -> Result<Vec<u8>, TranslateError> {
-    let mut req = req.clone();
-    req.stream = false;
-    req.stream_include_usage = false;
-    let encoded = crate::encode_request_limited(target, &req, limits)?;
+    let encoded = crate::encode_request_limited(target, req, limits)?;
     let mut obj = match serde_json::from_slice::<Value>(&encoded) {
         Ok(Value::Object(o)) => o,
         _ => return Err(TranslateError::new("the encoded request is not an object")),
@@ -80,22 +77,9 @@ pub fn encode_count_request(
             inner.extend(obj);
             json!({ "generateContentRequest": inner })
         }
-        Format::OpenAiResponses => {
-            for k in [
-                "max_output_tokens",
-                "stream",
-                "store",
-                "temperature",
-                "top_p",
-                "user",
-            ] {
-                obj.remove(k);
-            }
-            Value::Object(obj)
-        }
-        Format::OpenAiChat => {
+        Format::OpenAiChat | Format::OpenAiResponses => {
             return Err(TranslateError::new(
-                "OpenAI Chat Completions has no count endpoint",
+                "OpenAI-kind providers are counted locally (count_locally)",
             ))
         }
     };
@@ -185,9 +169,7 @@ const TOKENS_PER_IMAGE: u64 = 85;
 /// renders tools.
 pub fn count_locally(req: &ChatRequest) -> Result<u64, TranslateError> {
     let enc = Encoding::of_model(&req.model);
-    let mut plain = req.clone();
-    plain.stream = false;
-    let body = crate::encode_request(Format::OpenAiChat, &plain)?;
+    let body = crate::encode_request(Format::OpenAiChat, req)?;
     let body: Value =
         serde_json::from_slice(&body).map_err(|e| TranslateError::new(e.to_string()))?;
     Ok(count_chat_body(enc, &body))
