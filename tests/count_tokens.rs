@@ -8,7 +8,7 @@
 //! never be asked (the gateway counts locally with the model's tokenizer).
 //! Also: an upstream's refusal in the client's shape, failover to the next
 //! candidate, unknown models, bad JSON, keys, rpm counted but tpm not, no
-//! session bound.
+//! session bound, payload rules (which shape generations) left out.
 
 mod common;
 
@@ -123,8 +123,22 @@ async fn gemini_mock() -> MockProvider {
     .await
 }
 
+/// Payload rules that set a generation setting on every Anthropic and
+/// Gemini body: a count request must not get them (both count endpoints
+/// refuse such fields; the mocks do too).
+const PAYLOAD_RULES: &str = r#"payload:
+  override:
+    - models: ["*"]
+      provider: [anthropic]
+      params: { temperature: 0.25 }
+    - models: ["*"]
+      provider: [gemini]
+      params: { "generationConfig.temperature": 0.25 }
+"#;
+
 struct Setup {
     gw: Gateway,
+    _rules: TempDir,
     anth: MockProvider,
     gem: MockProvider,
     oai: MockProvider,
@@ -136,8 +150,11 @@ async fn setup() -> Setup {
     let gem = gemini_mock().await;
     let oai = MockProvider::always(Reply::json(500, r#"{"error":{"message":"not asked"}}"#)).await;
     let dead = MockProvider::always(anthropic_error(503, "overloaded_error", "Overloaded")).await;
+    let rules = TempDir::new();
+    std::fs::write(rules.0.join("payload.yaml"), PAYLOAD_RULES).expect("write rules");
     let gw = Gateway::start(&format!(
-        r#"auth:
+        r#"filters_dir: {}
+auth:
   admin_keys: ["{ADMIN}"]
   keys:
     - {{ name: alice, key: alice-key }}
@@ -152,6 +169,7 @@ models:
   - {{ name: g, upstreams: [{{ provider: gem, model: gem-up }}] }}
   - {{ name: o, upstreams: [{{ provider: oai, model: gpt-4o }}] }}
 "#,
+        rules.0.display(),
         anth.base_url(),
         gem.base_url(),
         oai.base_url(),
@@ -160,6 +178,7 @@ models:
     .await;
     Setup {
         gw,
+        _rules: rules,
         anth,
         gem,
         oai,
