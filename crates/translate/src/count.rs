@@ -276,6 +276,8 @@ mod tests {
             {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."}
         ]});
         assert_eq!(count_chat_body(Encoding::Cl100kBase, &body), 129);
+        // And at 124 for gpt-4o and gpt-4o-mini (o200k_base).
+        assert_eq!(count_chat_body(Encoding::O200kBase, &body), 124);
     }
 
     #[test]
