@@ -21,10 +21,15 @@ pub(crate) mod usage;
 mod wire;
 
 pub use request_decode::decode_request;
-pub use request_encode::{defaulted_fields, encode_request};
+pub use request_encode::{defaulted_fields, encode_request, native_structured_output};
 pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;
+
+/// The tool that carries a JSON-schema answer for Anthropic models without
+/// native structured outputs: the encoder forces it, the decoders turn its
+/// call back into answer text (so the name is reserved).
+pub const STRUCTURED_TOOL: &str = "apiproxy_structured_output";
 
 /// How this format frames its stream, for same-format relaying.
 pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {

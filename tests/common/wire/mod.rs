@@ -15,6 +15,7 @@ mod answer;
 mod client;
 mod provider;
 mod received;
+mod structured;
 
 // Not every test binary uses every part.
 #[allow(unused_imports)]
@@ -25,6 +26,8 @@ pub use client::*;
 pub use provider::*;
 #[allow(unused_imports)]
 pub use received::*;
+#[allow(unused_imports)]
+pub use structured::*;
 
 use serde_json::{json, Value};
 

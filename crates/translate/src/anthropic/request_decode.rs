@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 
 use crate::body::{Body, Member};
 use crate::{
-    ChatRequest, ContentPart, ImageSource, Message, Reasoning, Role, Tool, ToolChoice,
-    TranslateError,
+    ChatRequest, ContentPart, ImageSource, Message, Reasoning, ResponseFormat, Role, Tool,
+    ToolChoice, TranslateError,
 };
 
 fn err(path: impl std::fmt::Display, what: &str) -> TranslateError {
@@ -174,6 +174,20 @@ pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateEr
             }
         });
     }
+    if let Some(v) = field(obj, "output_config") {
+        let mut oc = object(v, &|| "output_config".into())?;
+        if let Some(f) = field(&mut oc, "format") {
+            req.response_format = Some(decode_output_format(f, "output_config.format")?);
+        }
+        if let Some(e) = field(&mut oc, "effort") {
+            let effort = string(e, "output_config.effort")?;
+            req.reasoning.get_or_insert_with(Reasoning::default).effort = Some(effort);
+        }
+    }
+    // The structured-outputs beta's spelling of the same thing.
+    if let Some(f) = field(obj, "output_format") {
+        req.response_format = Some(decode_output_format(f, "output_format")?);
+    }
     if let Some(v) = field(obj, "metadata") {
         let mut md = object(v, &|| "metadata".into())?;
         if let Some(u) = field(&mut md, "user_id") {
@@ -181,6 +195,31 @@ pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateEr
         }
     }
     Ok(req)
+}
+
+/// `output_config.format` (or the beta's `output_format`):
+/// `{"type": "json_schema", "schema": {...}}`.
+fn decode_output_format(v: Value, path: &str) -> Result<ResponseFormat, TranslateError> {
+    let mut f = object(v, &|| path.to_owned())?;
+    let kind = req_string(&mut f, "type", &|| path.to_owned())?;
+    if kind != "json_schema" {
+        return Err(err(
+            format_args!("{path}.type"),
+            &format!("unknown value `{kind}` (expected json_schema)"),
+        ));
+    }
+    match field(&mut f, "schema") {
+        Some(schema @ Value::Object(_)) => Ok(ResponseFormat::JsonSchema {
+            // Anthropic's format has no name; OpenAI requires one.
+            name: "output".to_owned(),
+            schema,
+            strict: Some(true),
+        }),
+        _ => Err(err(
+            format_args!("{path}.schema"),
+            "required: a JSON Schema object",
+        )),
+    }
 }
 
 fn decode_system(v: Value, out: &mut Vec<ContentPart>) -> Result<(), TranslateError> {

@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::tool_id;
 use super::wire::{is_false, WireBlock, WireImageSource};
+use super::{tool_id, STRUCTURED_TOOL};
 use crate::{
     ChatRequest, ContentPart, ImageSource, Message, Reasoning, ResponseFormat, Role, ToolChoice,
     TranslateError,
@@ -47,6 +47,21 @@ struct WireRequest<'a> {
     thinking: Option<WireThinking>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<WireMetadata<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<WireOutputConfig<'a>>,
+}
+
+/// Anthropic's native structured outputs: `output_config.format`.
+#[derive(Serialize)]
+struct WireOutputConfig<'a> {
+    format: WireOutputFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct WireOutputFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: &'a Value,
 }
 
 #[derive(Serialize)]
@@ -106,13 +121,79 @@ fn thinking_budget(r: &Reasoning) -> Option<Option<u64>> {
     Some(Some(budget))
 }
 
+/// Whether `model` has Anthropic's native structured outputs
+/// (`output_config.format`): the Claude 4.5 generation and later. Claude 3
+/// and the 4.0 / 4.1 models (dated `claude-sonnet-4-20250514`, Vertex
+/// `claude-opus-4-1@...`) predate it; unknown names are taken as current.
+pub fn native_structured_output(model: &str) -> bool {
+    let m = model.to_ascii_lowercase();
+    if ["claude-2", "claude-3", "claude-instant"]
+        .iter()
+        .any(|old| m.contains(old))
+    {
+        return false;
+    }
+    for family in ["opus-4", "sonnet-4", "haiku-4"] {
+        if let Some(pos) = m.find(family) {
+            let rest = &m[pos + family.len()..];
+            let minor: String = rest
+                .strip_prefix(['-', '.'])
+                .unwrap_or("")
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            // A date (8 digits) or nothing is the 4.0 model.
+            return matches!(minor.parse::<u32>(), Ok(n) if (5..100).contains(&n));
+        }
+    }
+    true
+}
+
+/// How a requested JSON schema reaches Anthropic.
+enum Structured<'a> {
+    /// Not asked for.
+    None,
+    /// `output_config.format`.
+    Native(&'a Value),
+    /// One more tool, [`STRUCTURED_TOOL`], forced; its input is the answer
+    /// (the decoders turn its call back into text).
+    ForcedTool(&'a Value),
+}
+
+fn structured_of(req: &ChatRequest) -> Result<Structured<'_>, TranslateError> {
+    match &req.response_format {
+        None | Some(ResponseFormat::Text) => Ok(Structured::None),
+        Some(ResponseFormat::JsonObject) => Err(err(
+            "response_format",
+            "JSON mode without a schema (OpenAI json_object, Gemini responseMimeType \
+             application/json alone) cannot be expressed for an Anthropic upstream, which \
+             constrains output only to a JSON schema: send a json_schema with a schema",
+        )),
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            if !schema.is_object() {
+                return Err(err(
+                    "response_format.json_schema.schema",
+                    "expected a JSON Schema object",
+                ));
+            }
+            Ok(if native_structured_output(&req.model) {
+                Structured::Native(schema)
+            } else {
+                Structured::ForcedTool(schema)
+            })
+        }
+    }
+}
+
 /// The thinking setting sent: `Some(Some(budget))` enabled, `Some(None)`
 /// disabled, `None` not sent.
 fn thinking_of(req: &ChatRequest) -> Option<Option<u64>> {
-    let forced_tool = matches!(
-        req.tool_choice,
-        Some(ToolChoice::Required | ToolChoice::Function(_))
-    ) && !req.tools.is_empty();
+    let emulated = matches!(structured_of(req), Ok(Structured::ForcedTool(_)));
+    let forced_tool = emulated
+        || matches!(
+            req.tool_choice,
+            Some(ToolChoice::Required | ToolChoice::Function(_))
+        ) && !req.tools.is_empty();
     let thinking = req.reasoning.as_ref().and_then(thinking_budget);
     // Anthropic refuses thinking together with forced tool use; the forced
     // tool is what the caller's code depends on, so thinking goes.
@@ -165,39 +246,9 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
             }
         }
     }
-    let format_line = response_format_instruction(req.response_format.as_ref());
-    if let Some(line) = &format_line {
-        system.push(WireBlock::Text { text: line });
-    }
-
+    let structured = structured_of(req)?;
     let messages = encode_messages(&req.messages)?;
-
-    let tools: Vec<WireTool> = req
-        .tools
-        .iter()
-        .map(|t| WireTool {
-            name: &t.name,
-            description: t.description.as_deref().filter(|d| !d.is_empty()),
-            input_schema: input_schema(&t.parameters),
-        })
-        .collect();
-    let disable_parallel = req.parallel_tool_calls == Some(false);
-    let tool_choice = if tools.is_empty() {
-        None // Anthropic refuses tool_choice without tools.
-    } else {
-        let (kind, name) = match &req.tool_choice {
-            None | Some(ToolChoice::Auto) => ("auto", None),
-            Some(ToolChoice::None) => ("none", None),
-            Some(ToolChoice::Required) => ("any", None),
-            Some(ToolChoice::Function(n)) => ("tool", Some(n.as_str())),
-        };
-        (req.tool_choice.is_some() || disable_parallel).then_some(WireToolChoice {
-            kind,
-            name,
-            // Meaningless (and refused) with tool_choice none.
-            disable_parallel_tool_use: disable_parallel && kind != "none",
-        })
-    };
+    let (tools, tool_choice) = encode_tools(req, &structured);
 
     // With thinking on, Anthropic refuses temperature and top_k changes and
     // top_p below 0.95.
@@ -235,24 +286,72 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
             None => WireThinking::Disabled,
         }),
         metadata: req.user.as_deref().map(|user_id| WireMetadata { user_id }),
+        output_config: match structured {
+            Structured::Native(schema) => Some(WireOutputConfig {
+                format: WireOutputFormat {
+                    kind: "json_schema",
+                    schema,
+                },
+            }),
+            _ => None,
+        },
     };
     serde_json::to_vec(&body).map_err(|e| TranslateError::new(format!("encoding request: {e}")))
 }
 
-/// Anthropic Messages has no JSON mode: the wanted format becomes one more
-/// system instruction.
-fn response_format_instruction(rf: Option<&ResponseFormat>) -> Option<String> {
-    match rf? {
-        ResponseFormat::Text => None,
-        ResponseFormat::JsonObject => Some(
-            "Respond only with a single valid JSON object, with no text before or after it."
-                .to_owned(),
-        ),
-        ResponseFormat::JsonSchema { name, schema, .. } => Some(format!(
-            "Respond only with a single valid JSON object, with no text before or after it, \
-             matching this JSON Schema (named \"{name}\"): {schema}"
-        )),
+/// The tool list and tool choice sent; a schema emulated with a forced tool
+/// adds [`STRUCTURED_TOOL`] and forces it (or, when the client declared
+/// tools of its own, forces some tool, so theirs stay callable).
+fn encode_tools<'a>(
+    req: &'a ChatRequest,
+    structured: &Structured<'a>,
+) -> (Vec<WireTool<'a>>, Option<WireToolChoice<'a>>) {
+    let mut tools: Vec<WireTool> = req
+        .tools
+        .iter()
+        .map(|t| WireTool {
+            name: &t.name,
+            description: t.description.as_deref().filter(|d| !d.is_empty()),
+            input_schema: input_schema(&t.parameters),
+        })
+        .collect();
+    let disable_parallel = req.parallel_tool_calls == Some(false);
+    if let Structured::ForcedTool(schema) = structured {
+        let own_tools = !tools.is_empty();
+        tools.push(WireTool {
+            name: STRUCTURED_TOOL,
+            description: Some("Give the final answer: its input is the answer."),
+            input_schema: input_schema(schema),
+        });
+        let (kind, name) = match &req.tool_choice {
+            Some(ToolChoice::Function(n)) => ("tool", Some(n.as_str())),
+            _ if own_tools => ("any", None),
+            _ => ("tool", Some(STRUCTURED_TOOL)),
+        };
+        let choice = WireToolChoice {
+            kind,
+            name,
+            disable_parallel_tool_use: disable_parallel,
+        };
+        return (tools, Some(choice));
     }
+    let tool_choice = if tools.is_empty() {
+        None // Anthropic refuses tool_choice without tools.
+    } else {
+        let (kind, name) = match &req.tool_choice {
+            None | Some(ToolChoice::Auto) => ("auto", None),
+            Some(ToolChoice::None) => ("none", None),
+            Some(ToolChoice::Required) => ("any", None),
+            Some(ToolChoice::Function(n)) => ("tool", Some(n.as_str())),
+        };
+        (req.tool_choice.is_some() || disable_parallel).then_some(WireToolChoice {
+            kind,
+            name,
+            // Meaningless (and refused) with tool_choice none.
+            disable_parallel_tool_use: disable_parallel && kind != "none",
+        })
+    };
+    (tools, tool_choice)
 }
 
 /// Anthropic requires `input_schema` to be an object schema with its
