@@ -61,7 +61,12 @@ impl BodyEncoder {
             Format::OpenAiChat => parsed.body.chat_adapter().unwrap_or(client),
             _ => client,
         });
-        self.last_was_passthrough = target == client && shape == client;
+        // A body replaying a thinking signature the gateway wrapped (issued
+        // by another provider kind) is translated, which drops it: the
+        // provider would refuse it.
+        self.last_was_passthrough = target == client
+            && shape == client
+            && !contains(parsed.body.bytes(), translate::signature::WRAPPED_PREFIX);
         self.last_defaulted = &[];
         if self.last_was_passthrough {
             return Ok(Bytes::from(passthrough_body(target, &c.model, parsed)));
@@ -87,6 +92,10 @@ impl BodyEncoder {
         }
         body
     }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    memchr::memmem::find(hay, needle.as_bytes()).is_some()
 }
 
 /// The client's own body for a same-format upstream: its bytes with

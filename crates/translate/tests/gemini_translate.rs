@@ -648,6 +648,25 @@ fn reasoning_mappings() {
         enc("gemini-2.5-flash", Reasoning::default()),
         json!({"includeThoughts": true})
     );
+    // Gemini 3 takes a thinking level for an effort, a budget for a budget.
+    assert_eq!(
+        enc("gemini-3-pro-preview", effort("minimal")),
+        json!({"thinkingLevel": "low", "includeThoughts": true})
+    );
+    assert_eq!(
+        enc("gemini-3-flash-preview", effort("medium")),
+        json!({"thinkingLevel": "high", "includeThoughts": true})
+    );
+    assert_eq!(
+        enc(
+            "gemini-3-flash-preview",
+            Reasoning {
+                budget_tokens: Some(2048),
+                ..Default::default()
+            }
+        ),
+        json!({"thinkingBudget": 2048, "includeThoughts": true})
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 mod answer;
 mod client;
 mod provider;
+mod reasoning;
 mod received;
 mod structured;
 
@@ -24,6 +25,8 @@ pub use answer::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use provider::*;
+#[allow(unused_imports)]
+pub use reasoning::*;
 #[allow(unused_imports)]
 pub use received::*;
 #[allow(unused_imports)]

@@ -200,7 +200,41 @@ fn thinking_of(req: &ChatRequest) -> Option<Option<u64>> {
     if forced_tool && matches!(thinking, Some(Some(_))) {
         return None;
     }
+    // With thinking on, Anthropic wants the tool-use turn whose results are
+    // being sent to begin with its signed thinking; history from another
+    // provider (its thinking dropped as foreign) has none, so this turn
+    // goes without thinking.
+    if matches!(thinking, Some(Some(_))) && unsigned_tool_turn(req) {
+        return None;
+    }
     thinking
+}
+
+/// Whether the request answers tool calls (only tool results after the
+/// last assistant turn) whose turn has no signed thinking block (or
+/// redacted thinking) that Anthropic would take back.
+fn unsigned_tool_turn(req: &ChatRequest) -> bool {
+    let Some(pos) = req.messages.iter().rposition(|m| m.role == Role::Assistant) else {
+        return false;
+    };
+    let answering = req.messages[pos + 1..].iter().all(|m| {
+        m.content
+            .iter()
+            .all(|p| matches!(p, ContentPart::ToolResult { .. }))
+    }) && pos + 1 < req.messages.len();
+    let last = &req.messages[pos];
+    let calls = last
+        .content
+        .iter()
+        .any(|p| matches!(p, ContentPart::ToolCall { .. }));
+    let signed = last.content.iter().any(|p| match p {
+        ContentPart::Thinking { signature, .. } => {
+            signature.as_deref().is_some_and(|s| !s.is_empty())
+        }
+        ContentPart::RedactedThinking { .. } => true,
+        _ => false,
+    });
+    answering && calls && !signed
 }
 
 /// `max_tokens` as sent (Anthropic requires it).
