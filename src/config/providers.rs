@@ -87,6 +87,12 @@ pub struct Price {
     pub output: f64,
     /// Input tokens read from the prompt cache; `None`: charged as input.
     pub cached_input: Option<f64>,
+    /// Input tokens written to the prompt cache for 5 minutes; `None`:
+    /// 1.25 × input.
+    pub cache_write: Option<f64>,
+    /// Input tokens written to the prompt cache for one hour; `None`:
+    /// 2 × input.
+    pub cache_write_1h: Option<f64>,
 }
 
 /// `providers[].health_check`: list the models every `interval`, each
@@ -259,7 +265,13 @@ pub fn prices(
 ) -> HashMap<String, Price> {
     let mut out = HashMap::with_capacity(map.len());
     for (m, pr) in map {
-        let all = [Some(pr.input), Some(pr.output), pr.cached_input];
+        let all = [
+            Some(pr.input),
+            Some(pr.output),
+            pr.cached_input,
+            pr.cache_write,
+            pr.cache_write_1h,
+        ];
         if all.iter().flatten().any(|x| !(x.is_finite() && *x >= 0.0)) {
             problems.push(format!(
                 "{at}.{m}: prices must be non-negative numbers (USD per million tokens)"
@@ -270,6 +282,8 @@ pub fn prices(
             input: pr.input,
             output: pr.output,
             cached_input: pr.cached_input,
+            cache_write: pr.cache_write,
+            cache_write_1h: pr.cache_write_1h,
         };
         out.insert(m, price);
     }

@@ -436,6 +436,12 @@ pub struct RawPrice {
     /// Price of input tokens read from the provider's prompt cache; absent:
     /// they are charged as input.
     pub cached_input: Option<f64>,
+    /// Price of input tokens written to the prompt cache for 5 minutes;
+    /// absent: 1.25 × input (Anthropic's rate).
+    pub cache_write: Option<f64>,
+    /// Price of input tokens written to the prompt cache for one hour;
+    /// absent: 2 × input (Anthropic's rate).
+    pub cache_write_1h: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -91,6 +91,7 @@ fn usage_to_ir(
         output_tokens: output,
         cached_input_tokens: cache_read,
         cache_creation_input_tokens: cache_creation,
+        cache_creation_1h_input_tokens: None,
         reasoning_tokens: None,
     }
 }

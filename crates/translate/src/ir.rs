@@ -186,8 +186,12 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Input tokens served from the provider's prompt cache.
     pub cached_input_tokens: Option<u64>,
-    /// Input tokens written to the prompt cache (Anthropic).
+    /// Input tokens written to the prompt cache (Anthropic), both classes.
     pub cache_creation_input_tokens: Option<u64>,
+    /// Of those, the ones written for one hour (Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`, billed at 2× input
+    /// against 1.25× for the 5-minute class).
+    pub cache_creation_1h_input_tokens: Option<u64>,
     /// Output tokens spent on reasoning (included in `output_tokens`).
     pub reasoning_tokens: Option<u64>,
 }

@@ -743,6 +743,7 @@ fn text_response_and_usage_convention() {
             output_tokens: 503,
             cached_input_tokens: Some(1800),
             cache_creation_input_tokens: Some(2051),
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: None,
         })
     );
@@ -826,6 +827,7 @@ fn thinking_tools_events() -> Vec<StreamEvent> {
         output_tokens: 2,
         cached_input_tokens: Some(2000),
         cache_creation_input_tokens: Some(100),
+        cache_creation_1h_input_tokens: None,
         reasoning_tokens: None,
     };
     vec![

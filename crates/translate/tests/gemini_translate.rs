@@ -779,6 +779,7 @@ fn thinking_response_and_cached_tokens() {
             output_tokens: 220,
             cached_input_tokens: Some(1024),
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: Some(200),
         })
     );
@@ -867,6 +868,7 @@ fn usage_convention_both_ways() {
             output_tokens: 80,
             cached_input_tokens: Some(10),
             cache_creation_input_tokens: Some(5),
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: Some(60),
         }),
         ..Default::default()
@@ -882,6 +884,7 @@ fn usage_convention_both_ways() {
         back.usage,
         Some(Usage {
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             ..resp.usage.unwrap()
         })
     );
@@ -977,6 +980,7 @@ fn thinking_stream_decodes_in_any_chunking() {
                 output_tokens: 312,
                 cached_input_tokens: Some(4),
                 cache_creation_input_tokens: None,
+                cache_creation_1h_input_tokens: None,
                 reasoning_tokens: Some(300),
             }),
             StreamEvent::Finish {
