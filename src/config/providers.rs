@@ -152,6 +152,8 @@ pub struct ProviderConfig {
     pub max_qps: Option<u32>,
     /// Active health checks (`health_check`).
     pub health_check: Option<HealthCheck>,
+    /// `prompt_cache: auto`: breakpoints added for clients that set none.
+    pub prompt_cache_auto: bool,
 }
 
 /// One provider key's options (`api_keys: [{key, weight, ...}]`).
@@ -253,6 +255,20 @@ pub fn compile_globs(
         Err(e) => {
             problems.push(format!("{at}: {e}"));
             None
+        }
+    }
+}
+
+/// `providers[].prompt_cache`: `auto` (true) or `off` (the default).
+fn prompt_cache(at: &str, value: Option<&str>, problems: &mut Vec<String>) -> bool {
+    match value {
+        None | Some("off") => false,
+        Some("auto") => true,
+        Some(other) => {
+            problems.push(format!(
+                "{at}.prompt_cache: unknown value {other:?} (expected auto or off)"
+            ));
+            false
         }
     }
 }
@@ -384,6 +400,7 @@ pub fn resolve(
             problems.push(format!("{at}.max_qps: must be at least 1"));
         }
         let health_check = p.health_check.map(|h| health_check(&at, h, problems));
+        let prompt_cache_auto = prompt_cache(&at, p.prompt_cache.as_deref(), problems);
         let key_strategy = match p.key_strategy.as_ref().map(Choice::value) {
             None => defaults.key_strategy,
             Some(Ok(s)) => s,
@@ -409,6 +426,7 @@ pub fn resolve(
             max_concurrency: p.max_concurrency,
             max_qps: p.max_qps,
             health_check,
+            prompt_cache_auto,
             enabled: !p.disabled.unwrap_or(false) && (!configured_keys || !api_keys.is_empty()),
             disabled: p.disabled.unwrap_or(false),
             aliases,

@@ -358,6 +358,10 @@ pub struct RawProvider {
     pub max_qps: Option<u32>,
     /// Active health checks: the model list on an interval.
     pub health_check: Option<RawHealthCheck>,
+    /// `auto`: prompt-cache breakpoints added (Anthropic providers) on the
+    /// tool list, the system prompt and the last user turn of translated
+    /// requests whose client set none; `off` (default): none added.
+    pub prompt_cache: Option<String>,
 }
 
 /// One of `providers[].api_keys`: the key alone, or the key with its

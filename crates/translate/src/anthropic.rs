@@ -21,7 +21,10 @@ pub(crate) mod usage;
 mod wire;
 
 pub use request_decode::decode_request;
-pub use request_encode::{defaulted_fields, encode_request, native_structured_output};
+pub use request_encode::{
+    auto_cache_marks, defaulted_fields, encode_request, native_structured_output,
+    MAX_CACHE_BREAKPOINTS,
+};
 pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;

@@ -88,12 +88,14 @@ fn basic_request_round_trips() {
             "max_tokens": 1024,
             "system": [
                 {"type": "text", "text": "You are a terse assistant."},
-                {"type": "text", "text": "Answer in French."}
+                // The client's prompt-cache breakpoints survive translation.
+                {"type": "text", "text": "Answer in French.", "cache_control": {"type": "ephemeral"}}
             ],
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "Hello, Claude"}]},
                 {"role": "assistant", "content": [{"type": "text", "text": "Bonjour."}]},
-                {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
+                {"role": "user", "content": [{"type": "text", "text": "How are you?",
+                    "cache_control": {"type": "ephemeral"}}]},
                 {"role": "user", "content": [{"type": "text", "text": "Be brief."}]}
             ],
             "stop_sequences": ["\n\nHuman:"],
@@ -1235,4 +1237,119 @@ fn decoder_ignores_done_and_rejects_garbage() {
         )
         .unwrap_err();
     assert!(e.message.contains("content_block_delta"), "{e}");
+}
+
+// ----------------------------------------------------------- prompt caching
+
+#[test]
+fn cache_control_from_anthropic_and_openai_clients_reaches_anthropic() {
+    let eph = json!({"type": "ephemeral"});
+    let hour = json!({"type": "ephemeral", "ttl": "1h"});
+    // An Anthropic client's breakpoints on system, tools and messages.
+    let req = decode_request(json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
+        "system": [{"type": "text", "text": "Long rules.", "cache_control": hour}],
+        "tools": [{"name": "a", "input_schema": {"type": "object"}},
+                  {"name": "b", "input_schema": {"type": "object"}, "cache_control": eph}],
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": ""},
+            {"type": "text", "text": "Big document.", "cache_control": eph},
+            {"type": "text", "text": "Question?"}]}]}))
+    .unwrap();
+    let out = reencode(&req);
+    assert_eq!(out["system"][0]["cache_control"], hour);
+    assert!(out["tools"][0].get("cache_control").is_none());
+    assert_eq!(out["tools"][1]["cache_control"], eph);
+    // The empty text is left out; the breakpoint stays on its block.
+    assert_eq!(out["messages"][0]["content"][0]["text"], "Big document.");
+    assert_eq!(out["messages"][0]["content"][0]["cache_control"], eph);
+    assert!(out["messages"][0]["content"][1]
+        .get("cache_control")
+        .is_none());
+
+    // An OpenAI-format client's, on content parts and on a message.
+    let req = apiproxy_translate::decode_request(
+        apiproxy_translate::Format::OpenAiChat,
+        json!({"model": "m", "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Rules.", "cache_control": eph}]},
+            {"role": "user", "content": "Doc.", "cache_control": hour}],
+          "tools": [{"type": "function", "function": {"name": "t", "parameters": {"type": "object"}},
+              "cache_control": eph}]}),
+    )
+    .unwrap();
+    let out = reencode(&req);
+    assert_eq!(out["system"][0]["cache_control"], eph);
+    assert_eq!(out["messages"][0]["content"][0]["cache_control"], hour);
+    assert_eq!(out["tools"][0]["cache_control"], eph);
+}
+
+#[test]
+fn at_most_four_breakpoints_the_last_ones() {
+    let mut req = ir_request();
+    req.messages[0].content = (0..6).map(|i| text(&format!("part {i}"))).collect();
+    req.cache = (0..6)
+        .map(|part| apiproxy_translate::CacheMark {
+            at: apiproxy_translate::CacheAt::Part { message: 0, part },
+            ttl: None,
+        })
+        .collect();
+    let out = reencode(&req);
+    let marked: Vec<usize> = (0..6)
+        .filter(|i| {
+            out["messages"][0]["content"][*i]
+                .get("cache_control")
+                .is_some()
+        })
+        .collect();
+    assert_eq!(marked, vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn auto_breakpoints_on_tools_system_and_last_user_turn() {
+    use apiproxy_translate::anthropic::auto_cache_marks;
+    let mut req = ir_request();
+    req.system = vec![text("a"), text("b")];
+    req.tools = vec![Tool {
+        name: "t".into(),
+        description: None,
+        parameters: json!({"type": "object"}),
+        strict: None,
+    }];
+    req.messages.push(Message {
+        role: Role::Assistant,
+        content: vec![text("answer")],
+    });
+    req.messages.push(Message {
+        role: Role::User,
+        content: vec![text("x"), text("y")],
+    });
+    auto_cache_marks(&mut req);
+    let out = reencode(&req);
+    let eph = json!({"type": "ephemeral"});
+    assert_eq!(out["tools"][0]["cache_control"], eph);
+    assert!(out["system"][0].get("cache_control").is_none());
+    assert_eq!(out["system"][1]["cache_control"], eph);
+    assert_eq!(out["messages"][2]["content"][1]["cache_control"], eph);
+    assert_eq!(out.to_string().matches("cache_control").count(), 3);
+    // A client's own breakpoints are left alone.
+    let before = req.cache.clone();
+    req.cache.truncate(1);
+    auto_cache_marks(&mut req);
+    assert_eq!(req.cache, before[..1]);
+}
+
+#[test]
+fn cache_write_classes_are_read() {
+    let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 10, "output_tokens": 2, "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 300,
+            "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100}}});
+    let u = decode_response(body.to_string().as_bytes())
+        .unwrap()
+        .usage
+        .unwrap();
+    assert_eq!(u.input_tokens, 410);
+    assert_eq!(u.cached_input_tokens, Some(100));
+    assert_eq!(u.cache_creation_input_tokens, Some(300));
+    assert_eq!(u.cache_creation_1h_input_tokens, Some(100));
 }

@@ -152,7 +152,8 @@ impl Attempts<'_> {
     ) -> Result<Result<Sent, Failure>, GatewayError> {
         let (body, passthrough, defaulted) = {
             let mut enc = self.encoder.lock();
-            let body = enc.encode(provider.config.format, c, parsed)?;
+            let auto_cache = provider.config.prompt_cache_auto;
+            let body = enc.encode(provider.config.format, c, parsed, auto_cache)?;
             (body, enc.last_was_passthrough, enc.last_defaulted)
         };
         let target = crate::config::filters::Target {

@@ -4,9 +4,10 @@
 use serde_json::{Map, Value};
 
 use crate::body::{Body, Member};
+use crate::ir::cache_control_of;
 use crate::{
-    ChatRequest, ContentPart, ImageSource, Message, Reasoning, ResponseFormat, Role, Tool,
-    ToolChoice, TranslateError,
+    CacheAt, CacheMark, ChatRequest, ContentPart, ImageSource, Message, Reasoning, ResponseFormat,
+    Role, Tool, ToolChoice, TranslateError,
 };
 
 fn err(path: impl std::fmt::Display, what: &str) -> TranslateError {
@@ -94,7 +95,7 @@ pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateEr
         req.model = string(v, "model")?;
     }
     if let Some(v) = field(obj, "system") {
-        decode_system(v, &mut req.system)?;
+        decode_system(v, &mut req)?;
     }
     match messages {
         Some(Member::Array(msgs)) => {
@@ -128,6 +129,12 @@ pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateEr
         };
         req.tools.reserve(tools.len());
         for (i, t) in tools.into_iter().enumerate() {
+            if let Some(ttl) = cache_control_of(&t) {
+                req.cache.push(CacheMark {
+                    at: CacheAt::Tool(req.tools.len()),
+                    ttl,
+                });
+            }
             req.tools.push(decode_tool(t, i)?);
         }
     }
@@ -222,7 +229,8 @@ fn decode_output_format(v: Value, path: &str) -> Result<ResponseFormat, Translat
     }
 }
 
-fn decode_system(v: Value, out: &mut Vec<ContentPart>) -> Result<(), TranslateError> {
+fn decode_system(v: Value, req: &mut ChatRequest) -> Result<(), TranslateError> {
+    let out = &mut req.system;
     match v {
         Value::String(text) => {
             if !text.is_empty() {
@@ -232,6 +240,12 @@ fn decode_system(v: Value, out: &mut Vec<ContentPart>) -> Result<(), TranslateEr
         Value::Array(blocks) => {
             for (j, b) in blocks.into_iter().enumerate() {
                 let path = || format!("system[{j}]");
+                if let Some(ttl) = cache_control_of(&b) {
+                    req.cache.push(CacheMark {
+                        at: CacheAt::System(out.len()),
+                        ttl,
+                    });
+                }
                 let mut b = object(b, &path)?;
                 let kind = req_string(&mut b, "type", &path)?;
                 if kind != "text" {
@@ -278,6 +292,15 @@ fn decode_message(m: Value, i: usize, req: &mut ChatRequest) -> Result<(), Trans
             let mut parts = Vec::with_capacity(blocks.len());
             for (j, b) in blocks.into_iter().enumerate() {
                 let path = || format!("messages[{i}].content[{j}]");
+                if let (Some(ttl), Some(_)) = (cache_control_of(&b), role) {
+                    req.cache.push(CacheMark {
+                        at: CacheAt::Part {
+                            message: req.messages.len(),
+                            part: parts.len(),
+                        },
+                        ttl,
+                    });
+                }
                 parts.push(decode_block(b, &path, false)?);
             }
             parts

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use super::wire::{is_false, WireBlock, WireImageSource};
 use super::{tool_id, STRUCTURED_TOOL};
 use crate::{
-    ChatRequest, ContentPart, ImageSource, Message, Reasoning, ResponseFormat, Role, ToolChoice,
-    TranslateError,
+    CacheAt, CacheMark, ChatRequest, ContentPart, ImageSource, Message, Reasoning, ResponseFormat,
+    Role, ToolChoice, TranslateError,
 };
 
 /// `max_tokens` sent when the client gave none: Anthropic requires the field.
@@ -27,7 +27,7 @@ struct WireRequest<'a> {
     model: &'a str,
     max_tokens: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    system: Vec<WireBlock<'a>>,
+    system: Vec<Block<'a>>,
     messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
@@ -67,7 +67,7 @@ struct WireOutputFormat<'a> {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: Vec<WireBlock<'a>>,
+    content: Vec<Block<'a>>,
 }
 
 #[derive(Serialize)]
@@ -76,6 +76,94 @@ struct WireTool<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     input_schema: Cow<'a, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<WireCache<'a>>,
+}
+
+/// A request content block with its prompt-cache breakpoint, if any.
+#[derive(Serialize)]
+struct Block<'a> {
+    #[serde(flatten)]
+    block: WireBlock<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<WireCache<'a>>,
+}
+
+impl<'a> From<WireBlock<'a>> for Block<'a> {
+    fn from(block: WireBlock<'a>) -> Self {
+        Block {
+            block,
+            cache_control: None,
+        }
+    }
+}
+
+/// `cache_control: {type: ephemeral, ttl}`.
+#[derive(Serialize, Clone, Copy)]
+struct WireCache<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<&'a str>,
+}
+
+/// Anthropic refuses more than this many breakpoints in one request.
+pub const MAX_CACHE_BREAKPOINTS: usize = 4;
+
+/// The client's breakpoints Anthropic takes: the last
+/// [`MAX_CACHE_BREAKPOINTS`] in prompt order (tools, system, messages), as
+/// a later breakpoint caches a longer prefix.
+fn kept_marks(req: &ChatRequest) -> Vec<&CacheMark> {
+    let mut marks: Vec<&CacheMark> = req.cache.iter().collect();
+    marks.sort_by_key(|m| match m.at {
+        CacheAt::Tool(i) => (0, i, 0),
+        CacheAt::System(i) => (1, i, 0),
+        CacheAt::Part { message, part } => (2, message, part),
+    });
+    marks.dedup_by_key(|m| m.at);
+    let skip = marks.len().saturating_sub(MAX_CACHE_BREAKPOINTS);
+    marks.split_off(skip)
+}
+
+fn cache_at<'a>(marks: &[&'a CacheMark], at: CacheAt) -> Option<WireCache<'a>> {
+    marks.iter().find(|m| m.at == at).map(|m| WireCache {
+        kind: "ephemeral",
+        ttl: m.ttl.as_deref(),
+    })
+}
+
+/// Breakpoints for a client that set none (`providers[].prompt_cache:
+/// auto`): the end of the tool list, of the system prompt and of the last
+/// user turn: three, under Anthropic's four.
+pub fn auto_cache_marks(req: &mut ChatRequest) {
+    if !req.cache.is_empty() {
+        return;
+    }
+    if let Some(i) = req.tools.len().checked_sub(1) {
+        req.cache.push(CacheMark {
+            at: CacheAt::Tool(i),
+            ttl: None,
+        });
+    }
+    if let Some(i) = req.system.len().checked_sub(1) {
+        req.cache.push(CacheMark {
+            at: CacheAt::System(i),
+            ttl: None,
+        });
+    }
+    let last_user = req
+        .messages
+        .iter()
+        .rposition(|m| m.role == Role::User && !m.content.is_empty());
+    if let Some(message) = last_user {
+        req.cache.push(CacheMark {
+            at: CacheAt::Part {
+                message,
+                part: req.messages[message].content.len() - 1,
+            },
+            ttl: None,
+        });
+    }
 }
 
 #[derive(Serialize)]
@@ -267,11 +355,15 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
     let budget = thinking.flatten();
     let max_tokens = max_tokens_of(req, budget);
 
-    let mut system = Vec::with_capacity(req.system.len() + 1);
+    let marks = kept_marks(req);
+    let mut system: Vec<Block> = Vec::with_capacity(req.system.len() + 1);
     for (i, part) in req.system.iter().enumerate() {
         match part {
             ContentPart::Text { text } if text.is_empty() => {}
-            ContentPart::Text { text } => system.push(WireBlock::Text { text }),
+            ContentPart::Text { text } => system.push(Block {
+                block: WireBlock::Text { text },
+                cache_control: cache_at(&marks, CacheAt::System(i)),
+            }),
             _ => {
                 return Err(err(
                     format_args!("system[{i}]"),
@@ -281,8 +373,11 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
         }
     }
     let structured = structured_of(req)?;
-    let messages = encode_messages(&req.messages)?;
-    let (tools, tool_choice) = encode_tools(req, &structured);
+    let messages = encode_messages(&req.messages, &marks)?;
+    let (mut tools, tool_choice) = encode_tools(req, &structured);
+    for (i, t) in tools.iter_mut().enumerate().take(req.tools.len()) {
+        t.cache_control = cache_at(&marks, CacheAt::Tool(i));
+    }
 
     // With thinking on, Anthropic refuses temperature and top_k changes and
     // top_p below 0.95.
@@ -347,6 +442,7 @@ fn encode_tools<'a>(
             name: &t.name,
             description: t.description.as_deref().filter(|d| !d.is_empty()),
             input_schema: input_schema(&t.parameters),
+            cache_control: None,
         })
         .collect();
     let disable_parallel = req.parallel_tool_calls == Some(false);
@@ -356,6 +452,7 @@ fn encode_tools<'a>(
             name: STRUCTURED_TOOL,
             description: Some("Give the final answer: its input is the answer."),
             input_schema: input_schema(schema),
+            cache_control: None,
         });
         let (kind, name) = match &req.tool_choice {
             Some(ToolChoice::Function(n)) => ("tool", Some(n.as_str())),
@@ -435,13 +532,33 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn encode_messages(msgs: &[Message]) -> Result<Vec<WireMessage<'_>>, TranslateError> {
+fn encode_messages<'a>(
+    msgs: &'a [Message],
+    marks: &[&'a CacheMark],
+) -> Result<Vec<WireMessage<'a>>, TranslateError> {
     let mut out: Vec<WireMessage> = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.iter().enumerate() {
-        let mut content = Vec::with_capacity(m.content.len());
-        for part in &m.content {
-            if let Some(block) = encode_part(part, m.role, i)? {
-                content.push(block);
+        let mut content: Vec<Block> = Vec::with_capacity(m.content.len());
+        for (j, part) in m.content.iter().enumerate() {
+            let cache = cache_at(
+                marks,
+                CacheAt::Part {
+                    message: i,
+                    part: j,
+                },
+            );
+            match encode_part(part, m.role, i)? {
+                Some(block) => content.push(Block {
+                    block,
+                    cache_control: cache,
+                }),
+                // A breakpoint on a part Anthropic does not take sits on
+                // the block before it.
+                None => {
+                    if let (Some(c), Some(prev)) = (cache, content.last_mut()) {
+                        prev.cache_control = Some(c);
+                    }
+                }
             }
         }
         if content.is_empty() {
@@ -449,7 +566,7 @@ fn encode_messages(msgs: &[Message]) -> Result<Vec<WireMessage<'_>>, TranslateEr
             // (say, only unsigned thinking) is left out.
             continue;
         }
-        let has_results = content.iter().any(WireBlock::is_tool_result);
+        let has_results = content.iter().any(|b| b.block.is_tool_result());
         match out.last_mut() {
             // Results split over consecutive user turns (one OpenAI `tool`
             // message each) must all sit in the turn right after the
@@ -476,9 +593,9 @@ fn encode_messages(msgs: &[Message]) -> Result<Vec<WireMessage<'_>>, TranslateEr
 }
 
 /// Anthropic requires tool_result blocks before any other content of a turn.
-fn results_first(content: &mut [WireBlock<'_>]) {
+fn results_first(content: &mut [Block<'_>]) {
     // Stable: keeps the order within results and within the rest.
-    content.sort_by_key(|b| !b.is_tool_result());
+    content.sort_by_key(|b| !b.block.is_tool_result());
 }
 
 fn encode_part(
