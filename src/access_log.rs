@@ -107,6 +107,8 @@ pub struct AccessRecord<'a> {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
+    /// Input tokens written to the prompt cache (both classes).
+    pub cache_write_tokens: u64,
     pub cost_usd: Option<f64>,
     /// The tokens (and the cost) were estimated from what was relayed: the
     /// provider reported no usage (a client that left before its end).
@@ -212,6 +214,7 @@ impl AccessRecord<'_> {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_tokens,
+            "cache_write_input_tokens": self.cache_write_tokens,
             "cost_usd": self.cost_usd,
             "usage_estimated": self.usage_estimated,
             "client_gone": self.client_gone,

@@ -88,6 +88,12 @@ pub struct Price {
     pub output: f64,
     /// Input tokens read from the prompt cache; `None`: charged as input.
     pub cached_input: Option<f64>,
+    /// Input tokens written to the prompt cache for 5 minutes; `None`:
+    /// 1.25 × input.
+    pub cache_write: Option<f64>,
+    /// Input tokens written to the prompt cache for one hour; `None`:
+    /// 2 × input.
+    pub cache_write_1h: Option<f64>,
 }
 
 /// `providers[].health_check`: list the models every `interval`, each
@@ -163,6 +169,8 @@ pub struct ProviderConfig {
     pub max_qps: Option<u32>,
     /// Active health checks (`health_check`).
     pub health_check: Option<HealthCheck>,
+    /// `prompt_cache: auto`: breakpoints added for clients that set none.
+    pub prompt_cache_auto: bool,
 }
 
 /// One provider key's options (`api_keys: [{key, weight, ...}]`).
@@ -296,6 +304,20 @@ pub fn compile_globs(
     }
 }
 
+/// `providers[].prompt_cache`: `auto` (true) or `off` (the default).
+fn prompt_cache(at: &str, value: Option<&str>, problems: &mut Vec<String>) -> bool {
+    match value {
+        None | Some("off") => false,
+        Some("auto") => true,
+        Some(other) => {
+            problems.push(format!(
+                "{at}.prompt_cache: unknown value {other:?} (expected auto or off)"
+            ));
+            false
+        }
+    }
+}
+
 /// Checked prices of a `pricing` map at `at` (USD per million tokens).
 pub fn prices(
     at: &str,
@@ -304,7 +326,13 @@ pub fn prices(
 ) -> HashMap<String, Price> {
     let mut out = HashMap::with_capacity(map.len());
     for (m, pr) in map {
-        let all = [Some(pr.input), Some(pr.output), pr.cached_input];
+        let all = [
+            Some(pr.input),
+            Some(pr.output),
+            pr.cached_input,
+            pr.cache_write,
+            pr.cache_write_1h,
+        ];
         if all.iter().flatten().any(|x| !(x.is_finite() && *x >= 0.0)) {
             problems.push(format!(
                 "{at}.{m}: prices must be non-negative numbers (USD per million tokens)"
@@ -315,6 +343,8 @@ pub fn prices(
             input: pr.input,
             output: pr.output,
             cached_input: pr.cached_input,
+            cache_write: pr.cache_write,
+            cache_write_1h: pr.cache_write_1h,
         };
         out.insert(m, price);
     }
@@ -408,6 +438,7 @@ pub fn resolve(
         });
         let proxy = proxy_url(&at, p.proxy_url.as_deref(), problems);
         let health_check = p.health_check.map(|h| health_check(&at, h, problems));
+        let prompt_cache_auto = prompt_cache(&at, p.prompt_cache.as_deref(), problems);
         let key_strategy = match p.key_strategy.as_ref().map(Choice::value) {
             None => defaults.key_strategy,
             Some(Ok(s)) => s,
@@ -438,6 +469,7 @@ pub fn resolve(
             max_concurrency: p.max_concurrency,
             max_qps: p.max_qps,
             health_check,
+            prompt_cache_auto,
             enabled: !p.disabled.unwrap_or(false) && (!configured_keys || !api_keys.is_empty()),
             disabled: p.disabled.unwrap_or(false),
             aliases,

@@ -373,6 +373,10 @@ pub struct RawProvider {
     pub max_qps: Option<u32>,
     /// Active health checks: the model list on an interval.
     pub health_check: Option<RawHealthCheck>,
+    /// `auto`: prompt-cache breakpoints added (Anthropic providers) on the
+    /// tool list, the system prompt and the last user turn of translated
+    /// requests whose client set none; `off` (default): none added.
+    pub prompt_cache: Option<String>,
 }
 
 /// One of `providers[].api_keys`: the key alone, or the key with its
@@ -456,6 +460,12 @@ pub struct RawPrice {
     /// Price of input tokens read from the provider's prompt cache; absent:
     /// they are charged as input.
     pub cached_input: Option<f64>,
+    /// Price of input tokens written to the prompt cache for 5 minutes;
+    /// absent: 1.25 × input (Anthropic's rate).
+    pub cache_write: Option<f64>,
+    /// Price of input tokens written to the prompt cache for one hour;
+    /// absent: 2 × input (Anthropic's rate).
+    pub cache_write_1h: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

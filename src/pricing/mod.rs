@@ -36,19 +36,34 @@ pub fn built_in(model: &str) -> Option<Price> {
         .map(|(_, p)| *p)
 }
 
-/// Cost in USD of `usage` at `price`. Input tokens include cached ones
-/// (the IR's convention); those are charged at the cached price when the
-/// provider has one.
+/// Cost in USD of `usage` at `price`. Input tokens include cached ones and
+/// cache writes (the IR's convention): reads are charged at the cached price
+/// when the provider has one, writes at the cache-write price of their class
+/// (5 minutes: `cache_write`, default 1.25 × input; one hour:
+/// `cache_write_1h`, default 2 × input, as Anthropic bills them).
 pub fn cost_usd(price: &Price, usage: &Usage) -> f64 {
     let cached = usage
         .cached_input_tokens
         .unwrap_or(0)
         .min(usage.input_tokens);
-    let (fresh, cached_rate) = match price.cached_input {
-        Some(rate) => (usage.input_tokens - cached, rate * cached as f64),
-        None => (usage.input_tokens, 0.0),
-    };
-    (fresh as f64 * price.input + cached_rate + usage.output_tokens as f64 * price.output) / 1e6
+    let written = usage
+        .cache_creation_input_tokens
+        .unwrap_or(0)
+        .min(usage.input_tokens - cached);
+    let written_1h = usage
+        .cache_creation_1h_input_tokens
+        .unwrap_or(0)
+        .min(written);
+    let written_5m = written - written_1h;
+    let fresh = usage.input_tokens - cached - written;
+    let read_cost = cached as f64 * price.cached_input.unwrap_or(price.input);
+    let write_cost = written_5m as f64 * price.cache_write.unwrap_or(price.input * 1.25)
+        + written_1h as f64 * price.cache_write_1h.unwrap_or(price.input * 2.0);
+    (fresh as f64 * price.input
+        + read_cost
+        + write_cost
+        + usage.output_tokens as f64 * price.output)
+        / 1e6
 }
 
 /// A cost as written in headers and logs: dollars with 8 decimals (enough
@@ -111,8 +126,36 @@ mod tests {
             input: 2.0,
             output: 0.0,
             cached_input: None,
+            cache_write: None,
+            cache_write_1h: None,
         };
         assert!((cost_usd(&plain, &u) - 2.0).abs() < 1e-9);
         assert_eq!(format_usd(0.000_012_5), "0.00001250");
+    }
+
+    #[test]
+    fn cache_writes_cost_their_class_price() {
+        // claude-sonnet-4-5: 3 in, 0.30 cached, 15 out.
+        let price = built_in("claude-sonnet-4-5").unwrap();
+        let u = Usage {
+            // 100k fresh + 200k read + 300k written (100k of them for 1h).
+            input_tokens: 600_000,
+            output_tokens: 0,
+            cached_input_tokens: Some(200_000),
+            cache_creation_input_tokens: Some(300_000),
+            cache_creation_1h_input_tokens: Some(100_000),
+            ..Usage::default()
+        };
+        // 0.1M × 3 + 0.2M × 0.30 + 0.2M × 3.75 + 0.1M × 6.
+        let want = 0.3 + 0.06 + 0.75 + 0.6;
+        let c = cost_usd(&price, &u);
+        assert!((c - want).abs() < 1e-9, "{c} vs {want}");
+        // Configured write prices win.
+        let p = provider(
+            "{ m: { input: 3, output: 15, cached_input: 0.3, cache_write: 4, cache_write_1h: 5 } }",
+        );
+        let c = cost_usd(&price_of(&p, "m").unwrap(), &u);
+        let want = 0.3 + 0.06 + 0.8 + 0.5;
+        assert!((c - want).abs() < 1e-9, "{c} vs {want}");
     }
 }

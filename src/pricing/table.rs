@@ -16,6 +16,8 @@ const fn p(input: f64, cached: f64, output: f64) -> Price {
         input,
         output,
         cached_input: Some(cached),
+        cache_write: None,
+        cache_write_1h: None,
     }
 }
 
@@ -24,6 +26,8 @@ const fn p2(input: f64, output: f64) -> Price {
         input,
         output,
         cached_input: None,
+        cache_write: None,
+        cache_write_1h: None,
     }
 }
 

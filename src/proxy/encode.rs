@@ -49,19 +49,27 @@ impl BodyEncoder {
         }
     }
 
-    /// The body for candidate `c` of a `target`-format provider.
+    /// The body for candidate `c` of a `target`-format provider;
+    /// `auto_cache`: the provider's `prompt_cache: auto` (prompt-cache
+    /// breakpoints added for an Anthropic upstream when the client set none).
     pub fn encode(
         &mut self,
         target: Format,
         c: &Candidate,
         parsed: &Parsed,
+        auto_cache: bool,
     ) -> Result<Bytes, GatewayError> {
         let client = self.client;
         let shape = *self.shape.get_or_insert_with(|| match client {
             Format::OpenAiChat => parsed.body.chat_adapter().unwrap_or(client),
             _ => client,
         });
-        self.last_was_passthrough = target == client && shape == client;
+        // A body replaying a thinking signature the gateway wrapped (issued
+        // by another provider kind) is translated, which drops it: the
+        // provider would refuse it.
+        self.last_was_passthrough = target == client
+            && shape == client
+            && !contains(parsed.body.bytes(), translate::signature::WRAPPED_PREFIX);
         self.last_defaulted = &[];
         if self.last_was_passthrough {
             return Ok(Bytes::from(passthrough_body(target, &c.model, parsed)));
@@ -79,9 +87,17 @@ impl BodyEncoder {
         };
         ir.model.clone_from(&c.model);
         self.last_defaulted = translate::defaulted_fields(target, &ir);
+        let add_marks = auto_cache && target == Format::Anthropic && ir.cache.is_empty();
+        if add_marks {
+            translate::anthropic::auto_cache_marks(&mut ir);
+        }
         let body = translate::encode_request_limited(target, &ir, &self.limits)
             .map(Bytes::from)
             .map_err(|e| GatewayError::bad_request(e.message));
+        if add_marks {
+            // Another attempt's provider may not want them.
+            ir.cache.clear();
+        }
         if parsed.body.bytes().len() <= KEEP_DECODED_MAX_BYTES {
             self.ir = Some(ir);
         }
@@ -121,6 +137,10 @@ impl BodyEncoder {
         }
         body
     }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    memchr::memmem::find(hay, needle.as_bytes()).is_some()
 }
 
 /// The client's own body for a same-format upstream: its bytes with

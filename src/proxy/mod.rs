@@ -411,6 +411,7 @@ impl ProxyHttp for Gateway {
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cached_tokens: usage.cached_input_tokens.unwrap_or(0),
+            cache_write_tokens: usage.cache_creation_input_tokens.unwrap_or(0),
             cost_usd: cost,
             usage_estimated: ctx.usage_estimated,
             client_gone: ctx.client_gone,

@@ -21,10 +21,18 @@ pub(crate) mod usage;
 mod wire;
 
 pub use request_decode::decode_request;
-pub use request_encode::{defaulted_fields, encode_request};
+pub use request_encode::{
+    auto_cache_marks, defaulted_fields, encode_request, native_structured_output,
+    MAX_CACHE_BREAKPOINTS,
+};
 pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;
+
+/// The tool that carries a JSON-schema answer for Anthropic models without
+/// native structured outputs: the encoder forces it, the decoders turn its
+/// call back into answer text (so the name is reserved).
+pub const STRUCTURED_TOOL: &str = "apiproxy_structured_output";
 
 /// How this format frames its stream, for same-format relaying.
 pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {
@@ -86,6 +94,7 @@ fn usage_to_ir(
         output_tokens: output,
         cached_input_tokens: cache_read,
         cache_creation_input_tokens: cache_creation,
+        cache_creation_1h_input_tokens: None,
         reasoning_tokens: None,
     }
 }

@@ -39,6 +39,44 @@ pub struct ChatRequest {
     pub reasoning: Option<Reasoning>,
     /// End-user id (OpenAI `user`, Anthropic `metadata.user_id`).
     pub user: Option<String>,
+    /// Prompt-cache breakpoints the client set (Anthropic `cache_control`,
+    /// also sent by OpenAI-format SDKs on content parts), in no order.
+    pub cache: Vec<CacheMark>,
+}
+
+/// A prompt-cache breakpoint: the prompt up to and including `at` is
+/// cached (Anthropic `cache_control: {type: ephemeral, ttl}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheMark {
+    pub at: CacheAt,
+    /// `"5m"` or `"1h"` as the client gave it; `None`: the default (5m).
+    pub ttl: Option<String>,
+}
+
+/// Where a [`CacheMark`] sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheAt {
+    /// The system part of this index.
+    System(usize),
+    /// The tool of this index (caches the whole tool list up to it).
+    Tool(usize),
+    /// This part of this message.
+    Part { message: usize, part: usize },
+}
+
+/// The breakpoint a JSON object (block, part, tool, message) carries in its
+/// `cache_control`: `Some(ttl)` for `{type: "ephemeral", ttl?}`.
+pub(crate) fn cache_control_of(v: &Value) -> Option<Option<String>> {
+    cache_control_in(v.as_object()?)
+}
+
+/// [`cache_control_of`] of an object's fields.
+pub(crate) fn cache_control_in(v: &Map<String, Value>) -> Option<Option<String>> {
+    let cc = v.get("cache_control")?;
+    if cc.get("type").and_then(Value::as_str) != Some("ephemeral") {
+        return None;
+    }
+    Some(cc.get("ttl").and_then(Value::as_str).map(str::to_owned))
 }
 
 /// Who said a message. Tool results travel in `User` messages as
@@ -186,8 +224,12 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Input tokens served from the provider's prompt cache.
     pub cached_input_tokens: Option<u64>,
-    /// Input tokens written to the prompt cache (Anthropic).
+    /// Input tokens written to the prompt cache (Anthropic), both classes.
     pub cache_creation_input_tokens: Option<u64>,
+    /// Of those, the ones written for one hour (Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`, billed at 2× input
+    /// against 1.25× for the 5-minute class).
+    pub cache_creation_1h_input_tokens: Option<u64>,
     /// Output tokens spent on reasoning (included in `output_tokens`).
     pub reasoning_tokens: Option<u64>,
 }

@@ -20,6 +20,7 @@ pub mod openai_chat;
 pub mod openai_responses;
 pub mod output;
 pub mod passthrough;
+pub mod signature;
 pub mod sse;
 mod usage;
 
@@ -153,6 +154,17 @@ fn decode_body(
     body: body::Body<'_>,
     limits: &Limits,
 ) -> Result<ChatRequest, TranslateError> {
+    let mut req = decode_shape(client, shape, body, limits)?;
+    signature::tag_request(&mut req, shape);
+    Ok(req)
+}
+
+fn decode_shape(
+    client: Format,
+    shape: Format,
+    body: body::Body<'_>,
+    limits: &Limits,
+) -> Result<ChatRequest, TranslateError> {
     match shape {
         Format::Gemini if client == Format::OpenAiChat => {
             let model = body
@@ -217,6 +229,8 @@ pub fn encode_request_limited(
     req: &ChatRequest,
     limits: &Limits,
 ) -> Result<Vec<u8>, TranslateError> {
+    // Thinking signed by another provider kind is dropped here.
+    let req = &*signature::request_for(req, fmt);
     match fmt {
         Format::OpenAiChat => openai_chat::encode_request(req),
         Format::OpenAiResponses => openai_responses::encode_request(req),
@@ -236,17 +250,21 @@ pub fn defaulted_fields(fmt: Format, req: &ChatRequest) -> &'static [&'static st
 }
 
 /// Decodes a provider's non-streaming response body.
+/// Its thinking signatures come out wrapped with `fmt` (see [`signature`]).
 pub fn decode_response(fmt: Format, body: &[u8]) -> Result<ChatResponse, TranslateError> {
-    match fmt {
+    let mut resp = match fmt {
         Format::OpenAiChat => openai_chat::decode_response(body),
         Format::OpenAiResponses => openai_responses::decode_response(body),
         Format::Anthropic => anthropic::decode_response(body),
         Format::Gemini => gemini::decode_response(body),
-    }
+    }?;
+    signature::tag_response(&mut resp, fmt);
+    Ok(resp)
 }
 
 /// Encodes a non-streaming response for a client speaking `fmt`.
 pub fn encode_response(fmt: Format, resp: &ChatResponse) -> Vec<u8> {
+    let resp = &*signature::response_for(resp, fmt);
     match fmt {
         Format::OpenAiChat => openai_chat::encode_response(resp),
         Format::OpenAiResponses => openai_responses::encode_response(resp),
@@ -257,22 +275,24 @@ pub fn encode_response(fmt: Format, resp: &ChatResponse) -> Vec<u8> {
 
 /// A decoder for a provider's stream in `fmt`.
 pub fn stream_decoder(fmt: Format) -> Box<dyn StreamDecode> {
-    match fmt {
+    let inner: Box<dyn StreamDecode> = match fmt {
         Format::OpenAiChat => Box::new(openai_chat::StreamDecoder::default()),
         Format::OpenAiResponses => Box::new(openai_responses::StreamDecoder::default()),
         Format::Anthropic => Box::new(anthropic::StreamDecoder::default()),
         Format::Gemini => Box::new(gemini::StreamDecoder::default()),
-    }
+    };
+    Box::new(signature::TaggingDecoder { inner, kind: fmt })
 }
 
 /// An encoder for a client's stream in `fmt`.
 pub fn stream_encoder(fmt: Format, opts: StreamOptions) -> Box<dyn StreamEncode> {
-    match fmt {
+    let inner: Box<dyn StreamEncode> = match fmt {
         Format::OpenAiChat => Box::new(openai_chat::StreamEncoder::new(opts)),
         Format::OpenAiResponses => Box::new(openai_responses::StreamEncoder::new(opts)),
         Format::Anthropic => Box::new(anthropic::StreamEncoder::new(opts)),
         Format::Gemini => Box::new(gemini::StreamEncoder::new(opts)),
-    }
+    };
+    Box::new(signature::UntaggingEncoder { inner, kind: fmt })
 }
 
 #[cfg(test)]

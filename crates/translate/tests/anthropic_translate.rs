@@ -88,12 +88,14 @@ fn basic_request_round_trips() {
             "max_tokens": 1024,
             "system": [
                 {"type": "text", "text": "You are a terse assistant."},
-                {"type": "text", "text": "Answer in French."}
+                // The client's prompt-cache breakpoints survive translation.
+                {"type": "text", "text": "Answer in French.", "cache_control": {"type": "ephemeral"}}
             ],
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "Hello, Claude"}]},
                 {"role": "assistant", "content": [{"type": "text", "text": "Bonjour."}]},
-                {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
+                {"role": "user", "content": [{"type": "text", "text": "How are you?",
+                    "cache_control": {"type": "ephemeral"}}]},
                 {"role": "user", "content": [{"type": "text", "text": "Be brief."}]}
             ],
             "stop_sequences": ["\n\nHuman:"],
@@ -554,12 +556,13 @@ fn encode_rejects_invalid_tool_arguments() {
 }
 
 #[test]
-fn encode_response_format_and_system() {
+fn encode_json_schema_natively_where_the_model_has_it() {
     let mut req = ir_request();
     req.system = vec![text("Be terse.")];
+    let schema = json!({"type": "object", "properties": {"x": {"type": "integer"}}});
     req.response_format = Some(ResponseFormat::JsonSchema {
         name: "answer".into(),
-        schema: json!({"type": "object", "properties": {"x": {"type": "integer"}}}),
+        schema: schema.clone(),
         strict: Some(true),
     });
     req.messages[0].content.push(ContentPart::Image {
@@ -569,27 +572,160 @@ fn encode_response_format_and_system() {
     });
     let out = reencode(&req);
     assert_eq!(
-        out["system"][0],
-        json!({"type": "text", "text": "Be terse."})
+        out["system"],
+        json!([{"type": "text", "text": "Be terse."}])
     );
-    let line = out["system"][1]["text"].as_str().unwrap();
-    assert!(
-        line.contains("JSON") && line.contains("\"answer\""),
-        "{line}"
+    assert_eq!(
+        out["output_config"],
+        json!({"format": {"type": "json_schema", "schema": schema}})
     );
-    assert!(
-        line.contains(r#"{"properties":{"x":{"type":"integer"}},"type":"object"}"#),
-        "{line}"
-    );
+    assert!(out.get("tools").is_none() && out.get("response_format").is_none());
     assert_eq!(
         out["messages"][0]["content"][1],
         json!({"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}})
     );
+}
+
+#[test]
+fn which_models_have_native_structured_output() {
+    use apiproxy_translate::anthropic::native_structured_output as native;
+    for m in [
+        "claude-haiku-4-5",
+        "claude-sonnet-4-5-20250929",
+        "claude-opus-4-6",
+        "claude-sonnet-4.6",
+        "claude-opus-5",
+    ] {
+        assert!(native(m), "{m}");
+    }
+    for m in [
+        "claude-3-5-haiku-20241022",
+        "claude-3-7-sonnet-latest",
+        "claude-sonnet-4-20250514",
+        "claude-opus-4-1",
+        "claude-opus-4-1@20250805",
+        "claude-sonnet-4",
+    ] {
+        assert!(!native(m), "{m}");
+    }
+}
+
+#[test]
+fn encode_json_schema_as_forced_tool_on_older_models() {
+    let mut req = ir_request();
+    req.model = "claude-3-5-haiku-20241022".into();
+    req.reasoning = Some(Reasoning {
+        budget_tokens: Some(2048),
+        ..Reasoning::default()
+    });
+    let schema = json!({"type": "object", "properties": {"x": {"type": "integer"}}});
+    req.response_format = Some(ResponseFormat::JsonSchema {
+        name: "answer".into(),
+        schema: schema.clone(),
+        strict: None,
+    });
+    let out = reencode(&req);
+    assert!(out.get("output_config").is_none());
+    assert_eq!(out["tools"][0]["name"], "apiproxy_structured_output");
+    assert_eq!(out["tools"][0]["input_schema"], schema);
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "tool", "name": "apiproxy_structured_output"})
+    );
+    // Anthropic refuses thinking with a forced tool.
+    assert!(out.get("thinking").is_none());
+
+    // With tools of its own the client's stay callable.
+    req.tools = vec![Tool {
+        name: "lookup".into(),
+        description: None,
+        parameters: json!({"type": "object"}),
+        strict: None,
+    }];
+    let out = reencode(&req);
+    assert_eq!(out["tools"][0]["name"], "lookup");
+    assert_eq!(out["tools"][1]["name"], "apiproxy_structured_output");
+    assert_eq!(out["tool_choice"], json!({"type": "any"}));
+}
+
+#[test]
+fn json_object_without_schema_is_refused_naming_the_field() {
+    let mut req = ir_request();
     req.response_format = Some(ResponseFormat::JsonObject);
-    assert!(reencode(&req)["system"][1]["text"]
-        .as_str()
-        .unwrap()
-        .contains("JSON object"));
+    let e = encode_request(&req).unwrap_err().to_string();
+    assert!(e.starts_with("response_format:"), "{e}");
+    assert!(e.contains("json_schema"), "{e}");
+}
+
+#[test]
+fn decode_output_config_and_beta_output_format() {
+    let schema = json!({"type": "object", "properties": {"x": {"type": "integer"}}});
+    let req = decode_request(json!({"model": "claude-opus-4-6", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+        "output_config": {"format": {"type": "json_schema", "schema": schema}, "effort": "low"}}))
+    .unwrap();
+    assert_eq!(
+        req.response_format,
+        Some(ResponseFormat::JsonSchema {
+            name: "output".into(),
+            schema: schema.clone(),
+            strict: Some(true)
+        })
+    );
+    assert_eq!(req.reasoning.unwrap().effort.as_deref(), Some("low"));
+    let req = decode_request(json!({"model": "m", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+        "output_format": {"type": "json_schema", "schema": schema}}))
+    .unwrap();
+    assert!(matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonSchema { .. })
+    ));
+    let e = decode_request(json!({"model": "m", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+        "output_config": {"format": {"type": "json_schema"}}}))
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("output_config.format.schema"), "{e}");
+}
+
+#[test]
+fn structured_tool_answer_decodes_as_text() {
+    let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "apiproxy_structured_output",
+            "input": {"x": 3}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 3}});
+    let r = decode_response(body.to_string().as_bytes()).unwrap();
+    assert_eq!(r.content, vec![text(r#"{"x":3}"#)]);
+    assert_eq!(r.finish_reason, Some(FinishReason::Stop));
+
+    let events = [
+        r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-3-5-haiku","usage":{"input_tokens":5,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"apiproxy_structured_output","input":{}}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"x\""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":":3}"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":3}}"#,
+    ]
+    .map(|d| SseEvent {
+        event: None,
+        data: d.to_owned(),
+    });
+    let out = decode_all(&events);
+    let text: String = out
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::TextDelta { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, r#"{"x":3}"#);
+    assert!(!out
+        .iter()
+        .any(|e| matches!(e, StreamEvent::ToolCallStart { .. })));
+    assert!(out.contains(&StreamEvent::Finish {
+        reason: FinishReason::Stop
+    }));
 }
 
 // --------------------------------------------------------------- responses
@@ -609,6 +745,7 @@ fn text_response_and_usage_convention() {
             output_tokens: 503,
             cached_input_tokens: Some(1800),
             cache_creation_input_tokens: Some(2051),
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: None,
         })
     );
@@ -692,6 +829,7 @@ fn thinking_tools_events() -> Vec<StreamEvent> {
         output_tokens: 2,
         cached_input_tokens: Some(2000),
         cache_creation_input_tokens: Some(100),
+        cache_creation_1h_input_tokens: None,
         reasoning_tokens: None,
     };
     vec![
@@ -1099,4 +1237,119 @@ fn decoder_ignores_done_and_rejects_garbage() {
         )
         .unwrap_err();
     assert!(e.message.contains("content_block_delta"), "{e}");
+}
+
+// ----------------------------------------------------------- prompt caching
+
+#[test]
+fn cache_control_from_anthropic_and_openai_clients_reaches_anthropic() {
+    let eph = json!({"type": "ephemeral"});
+    let hour = json!({"type": "ephemeral", "ttl": "1h"});
+    // An Anthropic client's breakpoints on system, tools and messages.
+    let req = decode_request(json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
+        "system": [{"type": "text", "text": "Long rules.", "cache_control": hour}],
+        "tools": [{"name": "a", "input_schema": {"type": "object"}},
+                  {"name": "b", "input_schema": {"type": "object"}, "cache_control": eph}],
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": ""},
+            {"type": "text", "text": "Big document.", "cache_control": eph},
+            {"type": "text", "text": "Question?"}]}]}))
+    .unwrap();
+    let out = reencode(&req);
+    assert_eq!(out["system"][0]["cache_control"], hour);
+    assert!(out["tools"][0].get("cache_control").is_none());
+    assert_eq!(out["tools"][1]["cache_control"], eph);
+    // The empty text is left out; the breakpoint stays on its block.
+    assert_eq!(out["messages"][0]["content"][0]["text"], "Big document.");
+    assert_eq!(out["messages"][0]["content"][0]["cache_control"], eph);
+    assert!(out["messages"][0]["content"][1]
+        .get("cache_control")
+        .is_none());
+
+    // An OpenAI-format client's, on content parts and on a message.
+    let req = apiproxy_translate::decode_request(
+        apiproxy_translate::Format::OpenAiChat,
+        json!({"model": "m", "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Rules.", "cache_control": eph}]},
+            {"role": "user", "content": "Doc.", "cache_control": hour}],
+          "tools": [{"type": "function", "function": {"name": "t", "parameters": {"type": "object"}},
+              "cache_control": eph}]}),
+    )
+    .unwrap();
+    let out = reencode(&req);
+    assert_eq!(out["system"][0]["cache_control"], eph);
+    assert_eq!(out["messages"][0]["content"][0]["cache_control"], hour);
+    assert_eq!(out["tools"][0]["cache_control"], eph);
+}
+
+#[test]
+fn at_most_four_breakpoints_the_last_ones() {
+    let mut req = ir_request();
+    req.messages[0].content = (0..6).map(|i| text(&format!("part {i}"))).collect();
+    req.cache = (0..6)
+        .map(|part| apiproxy_translate::CacheMark {
+            at: apiproxy_translate::CacheAt::Part { message: 0, part },
+            ttl: None,
+        })
+        .collect();
+    let out = reencode(&req);
+    let marked: Vec<usize> = (0..6)
+        .filter(|i| {
+            out["messages"][0]["content"][*i]
+                .get("cache_control")
+                .is_some()
+        })
+        .collect();
+    assert_eq!(marked, vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn auto_breakpoints_on_tools_system_and_last_user_turn() {
+    use apiproxy_translate::anthropic::auto_cache_marks;
+    let mut req = ir_request();
+    req.system = vec![text("a"), text("b")];
+    req.tools = vec![Tool {
+        name: "t".into(),
+        description: None,
+        parameters: json!({"type": "object"}),
+        strict: None,
+    }];
+    req.messages.push(Message {
+        role: Role::Assistant,
+        content: vec![text("answer")],
+    });
+    req.messages.push(Message {
+        role: Role::User,
+        content: vec![text("x"), text("y")],
+    });
+    auto_cache_marks(&mut req);
+    let out = reencode(&req);
+    let eph = json!({"type": "ephemeral"});
+    assert_eq!(out["tools"][0]["cache_control"], eph);
+    assert!(out["system"][0].get("cache_control").is_none());
+    assert_eq!(out["system"][1]["cache_control"], eph);
+    assert_eq!(out["messages"][2]["content"][1]["cache_control"], eph);
+    assert_eq!(out.to_string().matches("cache_control").count(), 3);
+    // A client's own breakpoints are left alone.
+    let before = req.cache.clone();
+    req.cache.truncate(1);
+    auto_cache_marks(&mut req);
+    assert_eq!(req.cache, before[..1]);
+}
+
+#[test]
+fn cache_write_classes_are_read() {
+    let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 10, "output_tokens": 2, "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 300,
+            "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100}}});
+    let u = decode_response(body.to_string().as_bytes())
+        .unwrap()
+        .usage
+        .unwrap();
+    assert_eq!(u.input_tokens, 410);
+    assert_eq!(u.cached_input_tokens, Some(100));
+    assert_eq!(u.cache_creation_input_tokens, Some(300));
+    assert_eq!(u.cache_creation_1h_input_tokens, Some(100));
 }

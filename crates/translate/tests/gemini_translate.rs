@@ -648,6 +648,25 @@ fn reasoning_mappings() {
         enc("gemini-2.5-flash", Reasoning::default()),
         json!({"includeThoughts": true})
     );
+    // Gemini 3 takes a thinking level for an effort, a budget for a budget.
+    assert_eq!(
+        enc("gemini-3-pro-preview", effort("minimal")),
+        json!({"thinkingLevel": "low", "includeThoughts": true})
+    );
+    assert_eq!(
+        enc("gemini-3-flash-preview", effort("medium")),
+        json!({"thinkingLevel": "high", "includeThoughts": true})
+    );
+    assert_eq!(
+        enc(
+            "gemini-3-flash-preview",
+            Reasoning {
+                budget_tokens: Some(2048),
+                ..Default::default()
+            }
+        ),
+        json!({"thinkingBudget": 2048, "includeThoughts": true})
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -760,6 +779,7 @@ fn thinking_response_and_cached_tokens() {
             output_tokens: 220,
             cached_input_tokens: Some(1024),
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: Some(200),
         })
     );
@@ -848,6 +868,7 @@ fn usage_convention_both_ways() {
             output_tokens: 80,
             cached_input_tokens: Some(10),
             cache_creation_input_tokens: Some(5),
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: Some(60),
         }),
         ..Default::default()
@@ -863,6 +884,7 @@ fn usage_convention_both_ways() {
         back.usage,
         Some(Usage {
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             ..resp.usage.unwrap()
         })
     );
@@ -958,6 +980,7 @@ fn thinking_stream_decodes_in_any_chunking() {
                 output_tokens: 312,
                 cached_input_tokens: Some(4),
                 cache_creation_input_tokens: None,
+                cache_creation_1h_input_tokens: None,
                 reasoning_tokens: Some(300),
             }),
             StreamEvent::Finish {

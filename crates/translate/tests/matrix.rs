@@ -169,12 +169,8 @@ fn check_request(client: Format, provider: Format, v: Variant) {
     let stop = client != Format::OpenAiResponses && provider != Format::OpenAiResponses;
     let want_stop: Vec<String> = if stop { vec!["END".into()] } else { vec![] };
     assert_eq!(view.stop, want_stop, "{c}: stop");
-    // Anthropic clients have no JSON mode.
-    assert_eq!(
-        view.json_mode,
-        client != Format::Anthropic,
-        "{c}: JSON mode"
-    );
+    // Every client's JSON schema reaches every provider in its native form.
+    assert!(view.json_mode, "{c}: structured output");
     let reasoning = v
         .reasoning
         .then(|| expected_reasoning(client, provider).to_owned());
@@ -356,9 +352,16 @@ fn translate_stream(
     out.to_vec()
 }
 
-/// The client's SSE decoded with the client format's own decoder.
+/// The client's SSE decoded with the client format's own decoder (the
+/// format module's: signatures read as the client got them).
 fn decode_client_stream(client: Format, bytes: &[u8], seed: u64) -> Vec<StreamEvent> {
-    let mut dec = stream_decoder(client);
+    use apiproxy_translate::{anthropic, gemini, openai_chat, openai_responses, StreamDecode};
+    let mut dec: Box<dyn StreamDecode> = match client {
+        Format::OpenAiChat => Box::new(openai_chat::StreamDecoder::default()),
+        Format::OpenAiResponses => Box::new(openai_responses::StreamDecoder::default()),
+        Format::Anthropic => Box::new(anthropic::StreamDecoder::default()),
+        Format::Gemini => Box::new(gemini::StreamDecoder::default()),
+    };
     let mut events = Vec::new();
     for ev in parse_sse(bytes, seed ^ 0x5eed) {
         dec.decode(&ev, &mut events)
@@ -671,11 +674,31 @@ fn parallel_tool_results_pair_with_their_calls() {
 }
 
 /// A previous answer's signed thinking, replayed by each client, reaches
-/// the provider that can use it and is dropped by the others.
+/// the provider kind that issued it (a raw signature is the client
+/// format's own kind; a wrapped one names its kind) and is dropped for the
+/// others, which refuse a signature they did not issue.
 #[test]
 fn replayed_thinking_signatures() {
-    let sig = "EqQBCkYIARgCsig";
-    for client in [Format::Anthropic, Format::Gemini, Format::OpenAiResponses] {
+    let raw = "EqQBCkYIARgCsig";
+    let cases = [Format::Anthropic, Format::Gemini, Format::OpenAiResponses]
+        .into_iter()
+        .flat_map(|client| {
+            [
+                (client, client, raw.to_owned()),
+                (
+                    client,
+                    Format::Anthropic,
+                    apiproxy_translate::signature::wrap(Format::Anthropic, raw),
+                ),
+                (
+                    client,
+                    Format::Gemini,
+                    apiproxy_translate::signature::wrap(Format::Gemini, raw),
+                ),
+            ]
+        });
+    for (client, issuer, sig) in cases {
+        let sig = sig.as_str();
         let body = match client {
             Format::Anthropic => json!({"model": "m", "max_tokens": 100, "messages": [
                 {"role": "user", "content": "Weather?"},
@@ -704,11 +727,24 @@ fn replayed_thinking_signatures() {
             )
             .unwrap_or_default();
             let text = out.to_string();
+            let c = format!("{c} (signed by {})", issuer.as_str());
+            assert!(
+                !text.contains(sig) || sig == raw,
+                "{c}: wrapped signature sent: {text}"
+            );
+            if provider != issuer
+                || matches!(provider, Format::OpenAiChat | Format::OpenAiResponses)
+            {
+                // Foreign (or OpenAI, which takes no reasoning back): gone.
+                assert!(!text.contains(raw), "{c}: {text}");
+                assert!(!text.contains("Need the tool."), "{c}: {text}");
+                continue;
+            }
             match provider {
                 Format::Anthropic => {
                     let block = &out["messages"][1]["content"][0];
                     assert_eq!(block["type"], "thinking", "{c}: {out}");
-                    assert_eq!(block["signature"], sig, "{c}");
+                    assert_eq!(block["signature"], raw, "{c}");
                     assert_eq!(out["messages"][1]["content"][1]["type"], "tool_use", "{c}");
                 }
                 Format::Gemini => {
@@ -719,10 +755,9 @@ fn replayed_thinking_signatures() {
                         .and_then(|p| p.iter().find(|p| p["functionCall"].is_object()))
                         .cloned()
                         .unwrap_or_default();
-                    assert_eq!(call["thoughtSignature"], sig, "{c}: {parts}");
+                    assert_eq!(call["thoughtSignature"], raw, "{c}: {parts}");
                 }
-                // OpenAI formats cannot take foreign reasoning back.
-                _ => assert!(!text.contains(sig), "{c}: {text}"),
+                _ => {}
             }
         }
     }

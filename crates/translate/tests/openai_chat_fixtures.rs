@@ -696,6 +696,7 @@ fn recorded_responses_decode_and_round_trip() {
                 output_tokens: u["completion_tokens"].as_u64().unwrap(),
                 cached_input_tokens: Some(0),
                 cache_creation_input_tokens: None,
+                cache_creation_1h_input_tokens: None,
                 reasoning_tokens: u["completion_tokens_details"]["reasoning_tokens"].as_u64(),
             })
         );
@@ -770,6 +771,7 @@ fn parallel_tool_calls_and_cached_tokens_response() {
             output_tokens: 52,
             cached_input_tokens: Some(1920),
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: Some(0)
         })
     );
@@ -920,6 +922,7 @@ fn recorded_streams_decode_in_random_pieces() {
                 output_tokens: 100,
                 cached_input_tokens: Some(0),
                 cache_creation_input_tokens: None,
+                cache_creation_1h_input_tokens: None,
                 reasoning_tokens: Some(100),
             }),
         ),
@@ -1000,6 +1003,7 @@ fn streamed_parallel_tool_calls() {
                 output_tokens: 52,
                 cached_input_tokens: Some(1920),
                 cache_creation_input_tokens: None,
+                cache_creation_1h_input_tokens: None,
                 reasoning_tokens: Some(0),
             })
         );

@@ -509,6 +509,7 @@ fn response_with_reasoning_message_and_two_calls() {
             output_tokens: 412,
             cached_input_tokens: Some(1024),
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: Some(320),
         })
     );
@@ -642,6 +643,7 @@ fn expected_transcript_events() -> Vec<StreamEvent> {
         output_tokens: 96,
         cached_input_tokens: Some(128),
         cache_creation_input_tokens: None,
+        cache_creation_1h_input_tokens: None,
         reasoning_tokens: Some(64),
     }));
     v.push(StreamEvent::Finish {

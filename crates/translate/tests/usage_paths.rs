@@ -195,6 +195,7 @@ data: {"type":"message_stop"}
         output_tokens: 42,
         cached_input_tokens: Some(100),
         cache_creation_input_tokens: Some(20),
+        cache_creation_1h_input_tokens: None,
         reasoning_tokens: None,
     };
     assert_eq!(decoded_stream_usage(Format::Anthropic, &[sse]), Some(want));

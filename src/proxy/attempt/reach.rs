@@ -161,10 +161,11 @@ impl Attempts<'_> {
         };
         let (body, passthrough, defaulted) = {
             let mut enc = self.encoder.lock();
+            let auto_cache = provider.config.prompt_cache_auto;
             let body = if self.count {
                 enc.encode_count(wire, c, parsed)?
             } else {
-                enc.encode(wire, c, parsed)?
+                enc.encode(wire, c, parsed, auto_cache)?
             };
             (body, enc.last_was_passthrough, enc.last_defaulted)
         };

@@ -14,7 +14,9 @@
 mod answer;
 mod client;
 mod provider;
+mod reasoning;
 mod received;
+mod structured;
 
 // Not every test binary uses every part.
 #[allow(unused_imports)]
@@ -24,7 +26,11 @@ pub use client::*;
 #[allow(unused_imports)]
 pub use provider::*;
 #[allow(unused_imports)]
+pub use reasoning::*;
+#[allow(unused_imports)]
 pub use received::*;
+#[allow(unused_imports)]
+pub use structured::*;
 
 use serde_json::{json, Value};
 

@@ -4,9 +4,10 @@
 use serde_json::{Map, Value};
 
 use crate::body::{Body, Member};
+use crate::ir::cache_control_of;
 use crate::{
-    ChatRequest, ContentPart, ImageSource, Message, Reasoning, Role, Tool, ToolChoice,
-    TranslateError,
+    CacheAt, CacheMark, ChatRequest, ContentPart, ImageSource, Message, Reasoning, ResponseFormat,
+    Role, Tool, ToolChoice, TranslateError,
 };
 
 fn err(path: impl std::fmt::Display, what: &str) -> TranslateError {
@@ -94,7 +95,7 @@ pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateEr
         req.model = string(v, "model")?;
     }
     if let Some(v) = field(obj, "system") {
-        decode_system(v, &mut req.system)?;
+        decode_system(v, &mut req)?;
     }
     match messages {
         Some(Member::Array(msgs)) => {
@@ -128,6 +129,12 @@ pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateEr
         };
         req.tools.reserve(tools.len());
         for (i, t) in tools.into_iter().enumerate() {
+            if let Some(ttl) = cache_control_of(&t) {
+                req.cache.push(CacheMark {
+                    at: CacheAt::Tool(req.tools.len()),
+                    ttl,
+                });
+            }
             req.tools.push(decode_tool(t, i)?);
         }
     }
@@ -174,6 +181,20 @@ pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateEr
             }
         });
     }
+    if let Some(v) = field(obj, "output_config") {
+        let mut oc = object(v, &|| "output_config".into())?;
+        if let Some(f) = field(&mut oc, "format") {
+            req.response_format = Some(decode_output_format(f, "output_config.format")?);
+        }
+        if let Some(e) = field(&mut oc, "effort") {
+            let effort = string(e, "output_config.effort")?;
+            req.reasoning.get_or_insert_with(Reasoning::default).effort = Some(effort);
+        }
+    }
+    // The structured-outputs beta's spelling of the same thing.
+    if let Some(f) = field(obj, "output_format") {
+        req.response_format = Some(decode_output_format(f, "output_format")?);
+    }
     if let Some(v) = field(obj, "metadata") {
         let mut md = object(v, &|| "metadata".into())?;
         if let Some(u) = field(&mut md, "user_id") {
@@ -183,7 +204,33 @@ pub(crate) fn decode_body(mut body: Body<'_>) -> Result<ChatRequest, TranslateEr
     Ok(req)
 }
 
-fn decode_system(v: Value, out: &mut Vec<ContentPart>) -> Result<(), TranslateError> {
+/// `output_config.format` (or the beta's `output_format`):
+/// `{"type": "json_schema", "schema": {...}}`.
+fn decode_output_format(v: Value, path: &str) -> Result<ResponseFormat, TranslateError> {
+    let mut f = object(v, &|| path.to_owned())?;
+    let kind = req_string(&mut f, "type", &|| path.to_owned())?;
+    if kind != "json_schema" {
+        return Err(err(
+            format_args!("{path}.type"),
+            &format!("unknown value `{kind}` (expected json_schema)"),
+        ));
+    }
+    match field(&mut f, "schema") {
+        Some(schema @ Value::Object(_)) => Ok(ResponseFormat::JsonSchema {
+            // Anthropic's format has no name; OpenAI requires one.
+            name: "output".to_owned(),
+            schema,
+            strict: Some(true),
+        }),
+        _ => Err(err(
+            format_args!("{path}.schema"),
+            "required: a JSON Schema object",
+        )),
+    }
+}
+
+fn decode_system(v: Value, req: &mut ChatRequest) -> Result<(), TranslateError> {
+    let out = &mut req.system;
     match v {
         Value::String(text) => {
             if !text.is_empty() {
@@ -193,6 +240,12 @@ fn decode_system(v: Value, out: &mut Vec<ContentPart>) -> Result<(), TranslateEr
         Value::Array(blocks) => {
             for (j, b) in blocks.into_iter().enumerate() {
                 let path = || format!("system[{j}]");
+                if let Some(ttl) = cache_control_of(&b) {
+                    req.cache.push(CacheMark {
+                        at: CacheAt::System(out.len()),
+                        ttl,
+                    });
+                }
                 let mut b = object(b, &path)?;
                 let kind = req_string(&mut b, "type", &path)?;
                 if kind != "text" {
@@ -239,6 +292,15 @@ fn decode_message(m: Value, i: usize, req: &mut ChatRequest) -> Result<(), Trans
             let mut parts = Vec::with_capacity(blocks.len());
             for (j, b) in blocks.into_iter().enumerate() {
                 let path = || format!("messages[{i}].content[{j}]");
+                if let (Some(ttl), Some(_)) = (cache_control_of(&b), role) {
+                    req.cache.push(CacheMark {
+                        at: CacheAt::Part {
+                            message: req.messages.len(),
+                            part: parts.len(),
+                        },
+                        ttl,
+                    });
+                }
                 parts.push(decode_block(b, &path, false)?);
             }
             parts

@@ -9,8 +9,9 @@ use super::usage::{usage_object, Counts};
 use super::wire::{WireBlock, WireUsage};
 use super::{
     finish_from_stop_reason, now_secs, stop_reason_from_finish, synth_id, tool_id, usage_from_ir,
+    STRUCTURED_TOOL,
 };
-use crate::{ChatResponse, ContentPart, TranslateError};
+use crate::{ChatResponse, ContentPart, FinishReason, TranslateError};
 
 fn take_string(obj: &mut Map<String, Value>, key: &str) -> Option<String> {
     match obj.remove(key) {
@@ -81,6 +82,15 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {
         .get("stop_reason")
         .and_then(Value::as_str)
         .map(finish_from_stop_reason);
+    // Stopped to "call" only the structured-output tool: a finished answer.
+    if resp.finish_reason == Some(FinishReason::ToolCalls)
+        && !resp
+            .content
+            .iter()
+            .any(|p| matches!(p, ContentPart::ToolCall { .. }))
+    {
+        resp.finish_reason = Some(FinishReason::Stop);
+    }
     resp.usage = usage;
     Ok(resp)
 }
@@ -93,6 +103,16 @@ fn decode_block(mut b: Map<String, Value>) -> Option<ContentPart> {
         "text" => ContentPart::Text {
             text: take_string(&mut b, "text")?,
         },
+        // The forced tool standing in for structured output: its input is
+        // the answer.
+        "tool_use" if b.get("name").and_then(Value::as_str) == Some(STRUCTURED_TOOL) => {
+            ContentPart::Text {
+                text: match b.get("input") {
+                    Some(v @ Value::Object(_)) => v.to_string(),
+                    _ => "{}".to_owned(),
+                },
+            }
+        }
         "tool_use" => ContentPart::ToolCall {
             id: take_string(&mut b, "id").unwrap_or_default(),
             name: take_string(&mut b, "name").unwrap_or_default(),

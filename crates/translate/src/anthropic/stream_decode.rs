@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::response::error_message;
 use super::usage::{usage_object, Counts};
-use super::{finish_from_stop_reason, synth_id};
-use crate::{SseEvent, StreamDecode, StreamEvent, TranslateError};
+use super::{finish_from_stop_reason, synth_id, STRUCTURED_TOOL};
+use crate::{FinishReason, SseEvent, StreamDecode, StreamEvent, TranslateError};
 
 /// What an upstream content block index holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,8 @@ enum BlockKind {
     Thinking,
     /// A tool_use block and its tool-call index (counted from 0).
     Tool(u32),
+    /// The structured-output tool's block: its input is answer text.
+    Structured,
     /// Server-tool blocks and other kinds with no neutral shape.
     Ignored,
 }
@@ -99,6 +101,19 @@ impl StreamDecoder {
                 });
                 BlockKind::Ignored
             }
+            Some("tool_use")
+                if block.get("name").and_then(Value::as_str) == Some(STRUCTURED_TOOL) =>
+            {
+                if let Some(input) = block.get("input").filter(|i| match i {
+                    Value::Object(m) => !m.is_empty(),
+                    _ => false,
+                }) {
+                    out.push(StreamEvent::TextDelta {
+                        text: input.to_string(),
+                    });
+                }
+                BlockKind::Structured
+            }
             Some("tool_use") => {
                 let tool = self.next_tool;
                 self.next_tool = self.next_tool.saturating_add(1);
@@ -152,6 +167,12 @@ impl StreamDecoder {
                 let signature = take_str(delta, "signature");
                 if !signature.is_empty() {
                     out.push(StreamEvent::ThinkingSignature { signature });
+                }
+            }
+            Some("input_json_delta") if kind == Some(BlockKind::Structured) => {
+                let text = take_str(delta, "partial_json");
+                if !text.is_empty() {
+                    out.push(StreamEvent::TextDelta { text });
                 }
             }
             Some("input_json_delta") => {
@@ -245,9 +266,12 @@ impl StreamDecode for StreamDecoder {
                     .and_then(|d| d.get("stop_reason"))
                     .and_then(Value::as_str);
                 if let Some(reason) = reason {
-                    out.push(StreamEvent::Finish {
-                        reason: finish_from_stop_reason(reason),
-                    });
+                    let mut reason = finish_from_stop_reason(reason);
+                    // Stopped to "call" only the structured-output tool.
+                    if reason == FinishReason::ToolCalls && self.next_tool == 0 {
+                        reason = FinishReason::Stop;
+                    }
+                    out.push(StreamEvent::Finish { reason });
                 }
             }
             Some(EventKind::Error) => {

@@ -30,6 +30,7 @@ pub(crate) struct Counts {
     output: Option<u64>,
     cache_read: Option<u64>,
     cache_creation: Option<u64>,
+    cache_creation_1h: Option<u64>,
 }
 
 impl Counts {
@@ -40,6 +41,7 @@ impl Counts {
             output: count_at(u, &["output_tokens"]),
             cache_read: count_at(u, &["cache_read_input_tokens"]),
             cache_creation: count_at(u, &["cache_creation_input_tokens"]),
+            cache_creation_1h: count_at(u, &["cache_creation", "ephemeral_1h_input_tokens"]),
         }
     }
 
@@ -49,16 +51,19 @@ impl Counts {
         self.output = later.output.or(self.output);
         self.cache_read = later.cache_read.or(self.cache_read);
         self.cache_creation = later.cache_creation.or(self.cache_creation);
+        self.cache_creation_1h = later.cache_creation_1h.or(self.cache_creation_1h);
     }
 
     /// The neutral usage (cache counts folded into the input).
     pub(crate) fn to_ir(self) -> Usage {
-        super::usage_to_ir(
+        let mut u = super::usage_to_ir(
             self.input.unwrap_or(0),
             self.output.unwrap_or(0),
             self.cache_read,
             self.cache_creation,
-        )
+        );
+        u.cache_creation_1h_input_tokens = self.cache_creation_1h.filter(|n| *n > 0);
+        u
     }
 }
 

@@ -184,8 +184,21 @@ pub fn encode_request_limited(
             let budget = r
                 .budget_tokens
                 .or_else(|| r.effort.as_deref().and_then(effort_budget));
-            if let Some(b) = budget {
-                tc.insert("thinkingBudget".into(), json!(b.min(max)));
+            match (r.budget_tokens, r.effort.as_deref()) {
+                // Gemini 3 takes a level (a budget still works; both at
+                // once are refused): the two every Gemini 3 model knows.
+                (None, Some(effort)) if req.model.contains("gemini-3") => {
+                    let level = match effort {
+                        "minimal" | "low" => "low",
+                        _ => "high",
+                    };
+                    tc.insert("thinkingLevel".into(), json!(level));
+                }
+                _ => {
+                    if let Some(b) = budget {
+                        tc.insert("thinkingBudget".into(), json!(b.min(max)));
+                    }
+                }
             }
             tc.insert("includeThoughts".into(), json!(true));
         }

@@ -71,6 +71,7 @@ impl Counts {
                 .saturating_add(self.thoughts.unwrap_or(0)),
             cached_input_tokens: self.cached,
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: self.thoughts,
         }
     }

@@ -6,9 +6,10 @@ use serde_json::{Map, Value};
 use super::content::decode_part;
 use super::{expected, opt_string, req_string, synth_id, take, Obj};
 use crate::body::{Body, Items, Member};
+use crate::ir::{cache_control_in, cache_control_of};
 use crate::{
-    ChatRequest, ContentPart, Message, Reasoning, ResponseFormat, Role, Tool, ToolChoice,
-    TranslateError,
+    CacheAt, CacheMark, ChatRequest, ContentPart, Message, Reasoning, ResponseFormat, Role, Tool,
+    ToolChoice, TranslateError,
 };
 
 fn opt_f64(obj: &mut Obj, key: &str) -> Result<Option<f64>, TranslateError> {
@@ -173,6 +174,12 @@ fn decode_messages(messages: Items<'_>, req: &mut ChatRequest) -> Result<(), Tra
                     Some(Value::String(s)) => req.system.push(ContentPart::Text { text: s }),
                     Some(Value::Array(parts)) => {
                         for (j, p) in parts.into_iter().enumerate() {
+                            if let Some(ttl) = cache_control_of(&p) {
+                                req.cache.push(CacheMark {
+                                    at: CacheAt::System(req.system.len()),
+                                    ttl,
+                                });
+                            }
                             match decode_part(p, &path, j)? {
                                 t @ ContentPart::Text { .. } => req.system.push(t),
                                 _ => {
@@ -192,11 +199,22 @@ fn decode_messages(messages: Items<'_>, req: &mut ChatRequest) -> Result<(), Tra
             "user" => {
                 let path = format!("messages[{i}].content");
                 let mut content = Vec::new();
+                // LiteLLM's message-level spelling: the message's last part.
+                let whole = cache_control_in(&m);
                 match m.remove("content") {
                     Some(Value::String(s)) => content.push(ContentPart::Text { text: s }),
                     Some(Value::Array(parts)) => {
                         content.reserve(parts.len());
                         for (j, p) in parts.into_iter().enumerate() {
+                            if let Some(ttl) = cache_control_of(&p) {
+                                req.cache.push(CacheMark {
+                                    at: CacheAt::Part {
+                                        message: req.messages.len(),
+                                        part: content.len(),
+                                    },
+                                    ttl,
+                                });
+                            }
                             content.push(decode_part(p, &path, j)?);
                         }
                     }
@@ -208,6 +226,15 @@ fn decode_messages(messages: Items<'_>, req: &mut ChatRequest) -> Result<(), Tra
                             "{path}: required (a string or an array of content parts)"
                         )))
                     }
+                }
+                if let (Some(ttl), Some(part)) = (whole, content.len().checked_sub(1)) {
+                    req.cache.push(CacheMark {
+                        at: CacheAt::Part {
+                            message: req.messages.len(),
+                            part,
+                        },
+                        ttl,
+                    });
                 }
                 req.messages.push(Message {
                     role: Role::User,
@@ -409,6 +436,12 @@ fn decode_tools(obj: &mut Obj, req: &mut ChatRequest) -> Result<(), TranslateErr
                              (only function tools)"
                         )));
                     }
+                }
+                if let Some(ttl) = cache_control_in(&t) {
+                    req.cache.push(CacheMark {
+                        at: CacheAt::Tool(req.tools.len()),
+                        ttl,
+                    });
                 }
                 let f = match take(&mut t, "function") {
                     Some(Value::Object(f)) => f,

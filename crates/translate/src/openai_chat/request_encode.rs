@@ -247,6 +247,8 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
         },
     });
     let reasoning_effort = req.reasoning.as_ref().and_then(|r| match &r.effort {
+        // Anthropic's top level; OpenAI's is xhigh.
+        Some(e) if e == "max" => Some("xhigh"),
         Some(e) => Some(e.as_str()),
         None if r.disabled => None,
         None => r.budget_tokens.and_then(effort_for_budget),

@@ -55,6 +55,7 @@ impl Counts {
             output_tokens: self.completion.unwrap_or(0),
             cached_input_tokens: self.cached.or(self.cache_hit),
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: self.reasoning,
         }
     }

@@ -210,6 +210,8 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
     });
     let reasoning = req.reasoning.as_ref().and_then(|r| {
         let effort = match (&r.effort, r.budget_tokens) {
+            // Anthropic's top level; OpenAI's is xhigh.
+            (Some(e), _) if e == "max" => "xhigh",
             (Some(e), _) => e.as_str(),
             (None, _) if r.disabled => return None,
             (None, Some(0)) => return None,

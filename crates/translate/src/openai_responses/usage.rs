@@ -54,6 +54,7 @@ impl Counts {
             output_tokens: self.output.unwrap_or(0),
             cached_input_tokens: self.cached,
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             reasoning_tokens: self.reasoning,
         }
     }

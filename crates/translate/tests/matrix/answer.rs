@@ -76,10 +76,19 @@ impl Answer {
         let reasoning = |f: Format| f != Format::Anthropic;
         View {
             thinking: self.thinking.concat(),
+            // As the provider issued it to a client of its own kind, else
+            // wrapped with the issuing kind (see `signature`).
             signature: self
                 .signature
                 .clone()
-                .filter(|_| signed(provider) && signed(client)),
+                .filter(|_| signed(provider) && signed(client))
+                .map(|s| {
+                    if provider == client {
+                        s
+                    } else {
+                        apiproxy_translate::signature::wrap(provider, &s)
+                    }
+                }),
             text: self.text.concat(),
             calls: self
                 .calls

@@ -78,7 +78,8 @@ pub fn client_request(client: Format, v: Variant) -> Value {
                     Choice::Function => json!({"type": "function", "function": {"name": "get_weather"}}),
                 },
                 "max_tokens": 20000, "temperature": 0.5, "stop": ["END"],
-                "response_format": {"type": "json_object"},
+                "response_format": {"type": "json_schema", "json_schema": {
+                    "name": "answer", "schema": answer_schema(), "strict": true}},
             });
             if v.reasoning {
                 b["reasoning_effort"] = json!("high");
@@ -112,7 +113,8 @@ pub fn client_request(client: Format, v: Variant) -> Value {
                     Choice::Function => json!({"type": "function", "name": "get_weather"}),
                 },
                 "max_output_tokens": 20000, "temperature": 0.5,
-                "text": {"format": {"type": "json_object"}},
+                "text": {"format": {"type": "json_schema", "name": "answer",
+                    "schema": answer_schema(), "strict": true}},
             });
             if v.reasoning {
                 b["reasoning"] = json!({"effort": "high", "summary": "auto"});
@@ -147,6 +149,7 @@ pub fn client_request(client: Format, v: Variant) -> Value {
                     Choice::Never => json!({"type": "none"}),
                     Choice::Function => json!({"type": "tool", "name": "get_weather"}),
                 },
+                "output_config": {"format": {"type": "json_schema", "schema": answer_schema()}},
             });
             if v.reasoning {
                 b["thinking"] = json!({"type": "enabled", "budget_tokens": 8000});
@@ -182,7 +185,8 @@ pub fn client_request(client: Format, v: Variant) -> Value {
                     Choice::Function => json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]}),
                 }},
                 "generationConfig": {"maxOutputTokens": 20000, "temperature": 0.5,
-                    "stopSequences": ["END"], "responseMimeType": "application/json"},
+                    "stopSequences": ["END"], "responseMimeType": "application/json",
+                    "responseJsonSchema": answer_schema()},
             });
             if v.reasoning {
                 b["generationConfig"]["thinkingConfig"] =
@@ -191,6 +195,12 @@ pub fn client_request(client: Format, v: Variant) -> Value {
             b
         }
     }
+}
+
+/// The structured-output schema every client asks for.
+pub fn answer_schema() -> Value {
+    json!({"type": "object", "properties": {"answer": {"type": "string"}},
+        "required": ["answer"], "additionalProperties": false})
 }
 
 /// One piece of a turn, provider-neutral.
@@ -339,7 +349,7 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
             };
             view.max_tokens = b["max_completion_tokens"].as_u64();
             view.stop = strs(&b["stop"]);
-            view.json_mode = b["response_format"]["type"] == "json_object";
+            view.json_mode = b["response_format"]["json_schema"]["schema"] == answer_schema();
             view.reasoning = b["reasoning_effort"]
                 .as_str()
                 .map(|e| format!("effort:{e}"));
@@ -411,7 +421,7 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
                 _ => None,
             };
             view.max_tokens = b["max_output_tokens"].as_u64();
-            view.json_mode = b["text"]["format"]["type"] == "json_object";
+            view.json_mode = b["text"]["format"]["schema"] == answer_schema();
             view.reasoning = b["reasoning"]["effort"]
                 .as_str()
                 .map(|e| format!("effort:{e}"));
@@ -496,7 +506,9 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
             });
             view.max_tokens = b["max_tokens"].as_u64();
             view.stop = strs(&b["stop_sequences"]);
-            view.json_mode = view.system.contains("valid JSON object");
+            view.json_mode = b["output_config"]["format"]
+                == json!({"type": "json_schema", "schema": answer_schema()})
+                && b.get("response_format").is_none();
             view.reasoning = match b["thinking"]["type"].as_str() {
                 Some("enabled") => Some(format!("budget:{}", b["thinking"]["budget_tokens"])),
                 Some(other) => Some(other.to_owned()),
@@ -580,7 +592,8 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
             view.max_tokens = gc["maxOutputTokens"].as_u64();
             view.temperature = gc["temperature"].as_f64();
             view.stop = strs(&gc["stopSequences"]);
-            view.json_mode = gc["responseMimeType"] == "application/json";
+            view.json_mode = gc["responseMimeType"] == "application/json"
+                && gc["responseJsonSchema"] == answer_schema();
             view.reasoning = match gc["thinkingConfig"]["thinkingBudget"].as_u64() {
                 Some(0) => Some("off".to_owned()),
                 Some(n) => Some(format!("budget:{n}")),
