@@ -504,6 +504,18 @@ pub fn requested_stream(kind: Wire, rec: &Recorded) -> bool {
     }
 }
 
+/// A Chat Completions service without the Responses API, as most
+/// OpenAI-compatible ones are (what `wire_api: auto` falls back from):
+/// 404 on `/v1/responses`.
+pub fn no_responses_api(kind: Wire, rec: &Recorded) -> Option<Reply> {
+    (kind == Wire::Chat && rec.path.ends_with("/responses")).then(|| {
+        Reply::json(
+            404,
+            provider_error(kind, 404, "Not found: /v1/responses").to_string(),
+        )
+    })
+}
+
 /// The message an upstream 400 carries in the tests.
 pub const UPSTREAM_400: &str = "Invalid value for 'temperature': must be at most 2.";
 
@@ -512,13 +524,8 @@ pub const UPSTREAM_400: &str = "Invalid value for 'temperature': must be at most
 /// a few events; otherwise a text answer, or a tool call when the request
 /// declares the tool and carries no tool result yet.
 pub fn provider_reply(kind: Wire, rec: &Recorded) -> Reply {
-    if kind == Wire::Chat && rec.path.ends_with("/responses") {
-        // A Chat Completions service without the Responses API, as most
-        // OpenAI-compatible ones are: what `wire_api: auto` falls back from.
-        return Reply::json(
-            404,
-            provider_error(kind, 404, "Not found: /v1/responses").to_string(),
-        );
+    if let Some(missing) = no_responses_api(kind, rec) {
+        return missing;
     }
     let model = requested_model(kind, rec);
     let stream = requested_stream(kind, rec);

@@ -279,6 +279,9 @@ fn anthropic_thinking_answer(model: &str) -> Value {
 /// with signed thinking and a tool call; every other turn gets the text
 /// answer.
 pub fn reasoning_reply(kind: Wire, rec: &Recorded) -> Reply {
+    if let Some(missing) = no_responses_api(kind, rec) {
+        return missing;
+    }
     let v: Value = serde_json::from_slice(&rec.body).unwrap_or_default();
     if let Some(why) = reasoning_refusal(kind, &v) {
         return refuse(kind, &why);

@@ -155,6 +155,9 @@ fn escaped(s: &str) -> String {
 /// the schema arrived natively (or, on an Anthropic model without native
 /// structured outputs, as the forced tool), free text otherwise.
 pub fn structured_reply(kind: Wire, rec: &Recorded) -> Reply {
+    if let Some(missing) = no_responses_api(kind, rec) {
+        return missing;
+    }
     let model = requested_model(kind, rec);
     let stream = requested_stream(kind, rec);
     let v: Value = serde_json::from_slice(&rec.body).unwrap_or_default();
