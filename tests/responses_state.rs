@@ -474,3 +474,35 @@ async fn chains_and_records_are_bounded() {
     assert_eq!(status, 404);
     gw.expect_log("over store.responses_max_bytes").await;
 }
+
+#[tokio::test]
+async fn the_expanded_conversation_is_charged() {
+    // Turn 1's answer is long; what either turn sends is short.
+    let long = "sunny ".repeat(4000);
+    let answer = long.clone();
+    let mock =
+        MockProvider::start(move |_, _| Reply::json(200, openai_completion("m", &answer))).await;
+    let gw = Gateway::start(&format!(
+        "auth:\n  keys:\n    - {{ name: carol, key: ck-carol-responses-0003, tpm: 1000000 }}\nproviders:\n{}",
+        provider_line("up", Wire::Chat, &mock.base_url())
+    ))
+    .await;
+    let key = "ck-carol-responses-0003";
+    let mut body = message("up/gpt-4o-mini", QUESTION, None);
+    body["max_output_tokens"] = json!(1);
+    let first = turn(&gw, key, body.clone()).await;
+    body["input"] = json!(FOLLOW_UP);
+    body["previous_response_id"] = first["id"].clone();
+    let r = post(&gw, key, &body).await;
+    assert_eq!(r.status(), 200);
+    let remaining: u64 = r.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The window holds turn 1 (a few dozen tokens, reserved or settled)
+    // and turn 2's reservation, which counts turn 1's answer (24000
+    // bytes, about 6000 tokens at 4 bytes a token).
+    assert!(remaining <= 1_000_000 - 6000, "remaining {remaining}");
+    assert!(mock.last().body.len() > long.len());
+}

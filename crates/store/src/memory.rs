@@ -700,6 +700,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn responses_are_kept_per_owner_within_their_bounds() {
+        let store = MemoryStore::new(&StoreOptions {
+            responses_max_bytes: 16,
+            ..StoreOptions::default()
+        });
+        let day = Duration::from_secs(86400);
+        assert!(
+            store
+                .put_response("alice", "resp_1", b"{\"a\":1}", day)
+                .await
+        );
+        assert_eq!(
+            store.get_response("alice", "resp_1").await.as_deref(),
+            Some(&b"{\"a\":1}"[..])
+        );
+        // Another owner neither reads nor deletes it.
+        assert_eq!(store.get_response("bob", "resp_1").await, None);
+        assert!(!store.delete_response("bob", "resp_1").await);
+        // Over responses_max_bytes: not kept.
+        assert!(
+            !store
+                .put_response("alice", "resp_2", &[b'x'; 17], day)
+                .await
+        );
+        assert_eq!(store.get_response("alice", "resp_2").await, None);
+        // Expired: absent.
+        assert!(
+            store
+                .put_response("alice", "resp_3", b"{}", Duration::ZERO)
+                .await
+        );
+        assert_eq!(store.get_response("alice", "resp_3").await, None);
+        assert!(store.delete_response("alice", "resp_1").await);
+        assert_eq!(store.get_response("alice", "resp_1").await, None);
+        store.state.sweep();
+        assert_eq!(store.state.responses_bytes.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reference_remembers_its_provider() {
+        let store = MemoryStore::new(&StoreOptions::default());
+        store.defer(Deferred::Reference {
+            owner: "alice".into(),
+            id: "resp_1".into(),
+            provider: "openai".into(),
+        });
+        assert_eq!(
+            store.reference("alice", "resp_1").await.as_deref(),
+            Some("openai")
+        );
+        assert!(store.has_reference("alice", "resp_1").await);
+        assert!(!store.has_reference("bob", "resp_1").await);
+    }
+
+    #[tokio::test]
     async fn another_owner_cannot_write_into_a_context() {
         let store = MemoryStore::new(&StoreOptions::default());
         store.push_context("s", "alice", serde_json::json!(1)).await;
