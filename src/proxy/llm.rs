@@ -189,19 +189,14 @@ async fn continue_response(
         }
     }
     if fmt == Format::OpenAiResponses {
-        let body = parsed
-            .body
-            .to_value()
-            .map_err(|e| GatewayError::bad_request(format!("request body: {e:?}")))?;
         let bounds = responses::Bounds {
             max_chain: rt.config.store.responses_max_chain,
             max_body_bytes: rt.config.server.max_body_bytes,
             ttl: rt.config.store.responses_ttl,
         };
-        if let Some(expanded) = responses::prepare(store, ctx, &body, bounds).await? {
-            let bytes = bytes::Bytes::from(expanded.to_string());
-            parsed.body_bytes = bytes.len();
-            parsed.body = crate::body::RawBody::parse(bytes)
+        if let Some(expanded) = responses::prepare(store, ctx, &parsed.body, bounds).await? {
+            parsed.body_bytes = expanded.len();
+            parsed.body = crate::body::RawBody::parse(bytes::Bytes::from(expanded))
                 .map_err(|e| GatewayError::internal(format!("the expanded conversation: {e:?}")))?;
             return Ok(None);
         }

@@ -22,9 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiproxy_store::Store;
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 use super::ctx::RequestCtx;
+use crate::body::{Edit, Field, RawBody};
 use crate::error::GatewayError;
 
 /// The owner of the records a request reads, continues, deletes or keeps:
@@ -41,8 +43,9 @@ pub struct Keep {
     pub id: String,
     store: Arc<dyn Store>,
     owner: String,
-    /// The request's own input items (not the expanded conversation).
-    input: Vec<Value>,
+    /// The request's own input items (not the expanded conversation), as
+    /// the JSON text of an array.
+    input: String,
     previous: Option<String>,
     ttl: Duration,
     /// The whole response, once the answer is complete.
@@ -52,6 +55,7 @@ pub struct Keep {
 impl std::fmt::Debug for Keep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keep")
+            .field("id", &self.id)
             .field("owner", &self.owner)
             .field("previous", &self.previous)
             .finish_non_exhaustive()
@@ -80,49 +84,70 @@ fn response_not_found(id: &str) -> GatewayError {
     GatewayError::not_found(format!("Response with id '{id}' not found."))
 }
 
-/// The stored record of one response.
-fn record(input: &[Value], previous: Option<&str>, response: &Value) -> Vec<u8> {
-    json!({"previous_response_id": previous, "input": input, "response": response})
-        .to_string()
+/// A kept record as stored: `input` and `response` stay JSON text, so an
+/// expansion splices bytes and never builds a tree of the conversation.
+#[derive(serde::Deserialize)]
+struct Record<'a> {
+    previous_response_id: Option<String>,
+    #[serde(borrow)]
+    input: &'a RawValue,
+    #[serde(borrow)]
+    response: &'a RawValue,
+}
+
+/// The output items of a kept response, as JSON text.
+#[derive(serde::Deserialize)]
+struct Output<'a> {
+    #[serde(borrow)]
+    output: Option<&'a RawValue>,
+}
+
+fn record(input: &str, previous: Option<&str>, response: &Value) -> Vec<u8> {
+    let previous = serde_json::to_string(&previous).unwrap_or_else(|_| "null".into());
+    format!(r#"{{"previous_response_id":{previous},"input":{input},"response":{response}}}"#)
         .into_bytes()
 }
 
-async fn read_record(store: &dyn Store, owner: &str, id: &str) -> Option<Map<String, Value>> {
-    let raw = store.get_response(owner, id).await?;
-    match serde_json::from_slice::<Value>(&raw) {
-        Ok(Value::Object(m)) => Some(m),
-        _ => {
-            log::warn!("a kept response record does not parse; read as absent");
+fn parse_record(raw: &[u8]) -> Option<Record<'_>> {
+    match serde_json::from_slice::<Record>(raw) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            log::warn!("a kept response record does not parse ({e}); read as absent");
             None
         }
     }
 }
 
-/// The `input` of a Responses body as a list of items (a string is one user
-/// message, as OpenAI lists it), each with an `id` (OpenAI's input items
-/// have one; `input_items` pages by it).
-fn input_items(input: Option<Value>) -> Vec<Value> {
-    let mut items = match input {
-        Some(Value::String(text)) => vec![json!({
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        })],
-        Some(Value::Array(items)) => items,
-        _ => Vec::new(),
+/// The `input` of a Responses body (its JSON text) as the text of a list
+/// of items: a string is one user message, as OpenAI lists it.
+fn input_items(raw: Option<&str>) -> String {
+    let Some(raw) = raw.map(str::trim) else {
+        return "[]".into();
     };
-    for item in &mut items {
-        if let Some(m) = item.as_object_mut() {
-            if !m.contains_key("id") {
-                let prefix = match m.get("type").and_then(Value::as_str) {
-                    Some("function_call_output") => "fco",
-                    _ => "msg",
-                };
-                m.insert("id".into(), Value::String(new_id(prefix)));
-            }
+    match raw.as_bytes().first() {
+        Some(b'[') => raw.to_owned(),
+        Some(b'"') => {
+            let text: String = serde_json::from_str(raw).unwrap_or_default();
+            json!([{
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            }])
+            .to_string()
         }
+        _ => "[]".into(),
     }
-    items
+}
+
+/// The elements of a JSON array's text, without its brackets (empty for
+/// an empty array or anything else).
+fn elements(array: &str) -> &str {
+    array
+        .trim()
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .map(str::trim)
+        .unwrap_or("")
 }
 
 fn new_id(prefix: &str) -> String {
@@ -131,114 +156,128 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{hex}")
 }
 
-/// Prepares a Responses request (`body`: the whole request): expands a
-/// `previous_response_id` this owner's records hold into `input` (the body
-/// is rewritten: `Some(new body)`), and sets up the keeping of the answer
-/// unless `store` is false. `Ok(None)`: the body goes as it is (no
-/// previous id, or one the gateway does not keep: the caller checks it
-/// against the provider-side references).
+/// Prepares a Responses request: sets up the keeping of its answer unless
+/// `store` is false, and expands a `previous_response_id` this owner's
+/// records hold into `input` (`Some(new body bytes)`: the body spliced,
+/// not rebuilt). `Ok(None)`: the body goes as it is (no previous id, or one
+/// the gateway does not keep: the caller checks it against the
+/// provider-side references).
 pub async fn prepare(
     store: &Arc<dyn Store>,
     ctx: &mut RequestCtx,
-    body: &Value,
+    body: &RawBody,
     bounds: Bounds,
-) -> Result<Option<Value>, GatewayError> {
+) -> Result<Option<Vec<u8>>, GatewayError> {
     let owner = owner(ctx).to_owned();
-    let keeps = body.get("store").and_then(Value::as_bool) != Some(false);
-    let previous = body
-        .get("previous_response_id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned);
-    let own_input = input_items(body.get("input").cloned());
-    let expanded = match &previous {
+    let keeps = body.member("store").and_then(|v| v.as_bool()) != Some(false);
+    let previous = match body.value(Field::PreviousResponseId) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    };
+    let own_input = input_items(body.raw(Field::Input));
+    let history = match &previous {
         Some(id) => expand(store.as_ref(), &owner, id, bounds).await?,
         None => None,
     };
+    let expanded = history.map(|h| {
+        let parts: Vec<&str> = [h.as_str(), elements(&own_input)]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
+        format!("[{}]", parts.join(","))
+    });
     if keeps {
         ctx.keep_response = Some(Box::new(Keep {
             id: new_id("resp"),
             store: Arc::clone(store),
             owner,
-            input: own_input.clone(),
+            input: own_input,
             // A provider-side id is not the gateway's to chain.
-            previous: expanded.as_ref().and(previous.clone()),
+            previous: expanded.as_ref().and(previous),
             ttl: bounds.ttl,
             response: None,
         }));
     }
-    let Some(mut history) = expanded else {
+    let Some(expanded) = expanded else {
         return Ok(None);
     };
-    history.extend(own_input);
-    let mut body = body.clone();
-    if let Some(m) = body.as_object_mut() {
-        m.remove("previous_response_id");
-        m.insert("input".into(), Value::Array(history));
-    }
-    let size = serde_json::to_vec(&body).map(|b| b.len()).unwrap_or(0);
-    if size > bounds.max_body_bytes {
+    let append: &[(&str, &str)] = if body.has(Field::Input) {
+        &[]
+    } else {
+        &[("input", expanded.as_str())]
+    };
+    let out = body.splice(
+        |field, _| match field {
+            Field::Input => Edit::Set(expanded.clone()),
+            Field::PreviousResponseId => Edit::Drop,
+            _ => Edit::Keep,
+        },
+        append,
+    );
+    if out.len() > bounds.max_body_bytes {
         return Err(GatewayError::bad_request(format!(
-            "previous_response_id: the conversation it continues is {size} bytes, over server.max_body_bytes ({})",
+            "previous_response_id: the conversation it continues is {} bytes, over server.max_body_bytes ({})",
+            out.len(),
             bounds.max_body_bytes
         )));
     }
-    Ok(Some(body))
+    Ok(Some(out))
 }
 
 /// The items of the conversation that ends with response `id` (every
-/// response's input then output, oldest first); `None` when the owner has no
-/// record of `id` (it may be a provider's). A link missing further back
-/// (expired, deleted) is "not found" like OpenAI's.
+/// response's input then output, oldest first), as the comma-separated
+/// JSON text of the items; `None` when the owner has no record of `id` (it
+/// may be a provider's). A link missing further back (expired, deleted) is
+/// "not found" like OpenAI's.
 async fn expand(
     store: &dyn Store,
     owner: &str,
     id: &str,
     bounds: Bounds,
-) -> Result<Option<Vec<Value>>, GatewayError> {
-    let Some(first) = read_record(store, owner, id).await else {
+) -> Result<Option<String>, GatewayError> {
+    let Some(first) = store.get_response(owner, id).await else {
         return Ok(None);
     };
-    let mut links = vec![first];
-    let mut bytes = 0usize;
+    let mut bytes = first.len();
+    let mut raws = vec![first];
     loop {
-        let last = links.last().map(|m| m.get("previous_response_id"));
-        let Some(Some(Value::String(prev))) = last else {
+        let Some(last) = raws.last().and_then(|r| parse_record(r)) else {
+            return Err(previous_not_found(id));
+        };
+        let Some(prev) = last.previous_response_id else {
             break;
         };
-        if links.len() >= bounds.max_chain {
+        if raws.len() >= bounds.max_chain {
             return Err(GatewayError::bad_request(format!(
                 "previous_response_id: the conversation is longer than store.responses_max_chain ({} responses)",
                 bounds.max_chain
             )));
         }
-        let prev = prev.clone();
-        let Some(link) = read_record(store, owner, &prev).await else {
+        let Some(link) = store.get_response(owner, &prev).await else {
             return Err(previous_not_found(&prev));
         };
-        bytes += Value::Object(link.clone()).to_string().len();
+        bytes += link.len();
         if bytes > bounds.max_body_bytes {
             return Err(GatewayError::bad_request(format!(
                 "previous_response_id: the conversation it continues is over server.max_body_bytes ({})",
                 bounds.max_body_bytes
             )));
         }
-        links.push(link);
+        raws.push(link);
     }
-    let mut items = Vec::new();
-    for mut link in links.into_iter().rev() {
-        if let Some(Value::Array(input)) = link.remove("input") {
-            items.extend(input);
-        }
-        if let Some(Value::Array(output)) = link
-            .get_mut("response")
-            .and_then(|r| r.get_mut("output"))
-            .map(Value::take)
-        {
-            items.extend(output);
-        }
+    let mut items: Vec<&str> = Vec::new();
+    for raw in raws.iter().rev() {
+        let Some(rec) = parse_record(raw) else {
+            return Err(previous_not_found(id));
+        };
+        items.push(elements(rec.input.get()));
+        let output = serde_json::from_str::<Output>(rec.response.get())
+            .ok()
+            .and_then(|o| o.output);
+        items.push(output.map_or("", |o| elements(o.get())));
     }
-    Ok(Some(items))
+    items.retain(|i| !i.is_empty());
+    Ok(Some(items.join(",")))
 }
 
 impl Keep {
@@ -331,19 +370,32 @@ pub async fn answer(
             Err(response_not_found(id))
         };
     }
-    let Some(mut rec) = read_record(store, owner, id).await else {
+    let Some(raw) = store.get_response(owner, id).await else {
         return Err(response_not_found(id));
     };
-    match action {
-        Action::Get => Ok(rec.remove("response").unwrap_or(Value::Null)),
-        _ => {
-            let items = match rec.remove("input") {
-                Some(Value::Array(items)) => items,
-                _ => Vec::new(),
-            };
-            list_page(items, &Page::parse(query)?)
+    let Some(rec) = parse_record(&raw) else {
+        return Err(response_not_found(id));
+    };
+    if action == Action::Get {
+        return serde_json::from_str(rec.response.get()).map_err(|_| response_not_found(id));
+    }
+    let items: Vec<Value> = serde_json::from_str(rec.input.get()).unwrap_or_default();
+    list_page(with_ids(items, id), &Page::parse(query)?)
+}
+
+/// Input items with an `id` each (OpenAI's have one; `input_items` pages by
+/// it): one the client did not give is made from the response id and the
+/// item's place, the same at every listing.
+fn with_ids(mut items: Vec<Value>, response_id: &str) -> Vec<Value> {
+    let stem = response_id.strip_prefix("resp_").unwrap_or(response_id);
+    for (i, item) in items.iter_mut().enumerate() {
+        if let Some(m) = item.as_object_mut() {
+            if !m.contains_key("id") {
+                m.insert("id".into(), Value::String(format!("msg_{stem}_{i}")));
+            }
         }
     }
+    items
 }
 
 /// The paging of `input_items` (OpenAI's: `limit` 1-100, default 20;
@@ -444,12 +496,21 @@ mod tests {
     }
 
     #[test]
-    fn a_string_input_is_one_user_message_with_an_id() {
-        let v = input_items(Some(json!("hi")));
-        assert_eq!(v.len(), 1);
+    fn a_string_input_is_one_user_message() {
+        let v: Value = serde_json::from_str(&input_items(Some(r#""hi""#))).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1);
         assert_eq!(v[0]["role"], "user");
         assert_eq!(v[0]["content"][0]["text"], "hi");
-        assert!(v[0]["id"].as_str().unwrap().starts_with("msg_"));
+        assert_eq!(input_items(None), "[]");
+        assert_eq!(elements(" [ {\"a\":1} ] "), "{\"a\":1}");
+        assert_eq!(elements("[]"), "");
+    }
+
+    #[test]
+    fn listed_items_get_stable_ids() {
+        let items = with_ids(vec![json!({"id": "msg_a"}), json!({})], "resp_9");
+        assert_eq!(items[0]["id"], "msg_a");
+        assert_eq!(items[1]["id"], "msg_9_1");
     }
 
     #[tokio::test]
@@ -458,7 +519,7 @@ mod tests {
             id: "resp_1".into(),
             store: Arc::new(apiproxy_store::memory::MemoryStore::new(&Default::default())),
             owner: "-".into(),
-            input: Vec::new(),
+            input: "[]".into(),
             previous: None,
             ttl: Duration::from_secs(1),
             response: None,
