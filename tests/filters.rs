@@ -19,7 +19,8 @@ async fn four_providers() -> (Vec<(Wire, MockProvider)>, String) {
     for kind in wire::ALL {
         let m = MockProvider::start(move |rec, _| wire::provider_reply(kind, rec)).await;
         let (k, extra) = match kind {
-            Wire::Chat => ("openai", ""),
+            // Pinned: `wire_api: auto` would first try /v1/responses.
+            Wire::Chat => ("openai", ", wire_api: chat"),
             Wire::Responses => ("openai", ", wire_api: responses"),
             Wire::Anthropic => ("anthropic", ""),
             Wire::Gemini => ("gemini", ""),

@@ -104,6 +104,8 @@ pub enum ProviderKind {
     OpenAi,
     Anthropic,
     Gemini,
+    /// Azure OpenAI: OpenAI's wire format on Azure's paths and auth.
+    Azure,
 }
 
 impl Named for ProviderKind {
@@ -111,6 +113,7 @@ impl Named for ProviderKind {
         ("openai", ProviderKind::OpenAi),
         ("anthropic", ProviderKind::Anthropic),
         ("gemini", ProviderKind::Gemini),
+        ("azure", ProviderKind::Azure),
     ];
     const SCHEMA_NAME: &'static str = "ProviderKind";
 }
@@ -126,13 +129,25 @@ impl ProviderKind {
     /// The wire format its requests are encoded in, given `wire_api`
     /// (`None`: not set); `Err` names what is wrong with `wire_api`.
     pub fn format(self, wire_api: Option<WireApi>) -> Result<Format, &'static str> {
+        use ProviderKind::{Anthropic, Azure, Gemini, OpenAi};
         match (self, wire_api) {
-            (ProviderKind::OpenAi, None | Some(WireApi::Chat)) => Ok(Format::OpenAiChat),
-            (ProviderKind::OpenAi, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
-            (ProviderKind::Anthropic, None) => Ok(Format::Anthropic),
-            (ProviderKind::Gemini, None) => Ok(Format::Gemini),
-            (_, Some(_)) => Err("only for kind openai"),
+            (OpenAi | Azure, None | Some(WireApi::Chat | WireApi::Auto)) => Ok(Format::OpenAiChat),
+            (OpenAi | Azure, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
+            (Anthropic, None) => Ok(Format::Anthropic),
+            (Gemini, None) => Ok(Format::Gemini),
+            (_, Some(_)) => Err("only for kinds openai and azure"),
         }
+    }
+
+    /// Whether Responses clients go to the provider's own Responses API
+    /// first (`wire_api: auto`, the default of `kind: openai`), falling
+    /// back to chat translation after a 404/405 from it.
+    pub fn responses_auto(self, wire_api: Option<WireApi>) -> bool {
+        use ProviderKind::{Azure, OpenAi};
+        matches!(
+            (self, wire_api),
+            (OpenAi, None) | (OpenAi | Azure, Some(WireApi::Auto))
+        )
     }
 
     /// Statuses retried by default besides 429, 500 and 502-504: the
@@ -141,18 +156,22 @@ impl ProviderKind {
         match self {
             // Anthropic's "overloaded".
             ProviderKind::Anthropic => &[529],
-            ProviderKind::OpenAi | ProviderKind::Gemini => &[],
+            ProviderKind::OpenAi | ProviderKind::Gemini | ProviderKind::Azure => &[],
         }
     }
 }
 
-/// `providers[].wire_api`: which OpenAI API an `openai` provider is sent.
+/// `providers[].wire_api`: which OpenAI API an `openai` or `azure`
+/// provider is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireApi {
     /// Chat Completions.
     Chat,
     /// The Responses API.
     Responses,
+    /// Chat Completions, but Responses clients natively to the Responses
+    /// API while the provider has it (the default of `kind: openai`).
+    Auto,
 }
 
 /// `auth.inspection`: who may read the inspection endpoints.
@@ -174,8 +193,11 @@ impl Named for Inspection {
 }
 
 impl Named for WireApi {
-    const ALL: &'static [(&'static str, Self)] =
-        &[("chat", WireApi::Chat), ("responses", WireApi::Responses)];
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("chat", WireApi::Chat),
+        ("responses", WireApi::Responses),
+        ("auto", WireApi::Auto),
+    ];
     const SCHEMA_NAME: &'static str = "WireApi";
 }
 

@@ -124,6 +124,7 @@ pub(crate) fn provider_json(p: &Provider) -> Value {
         "name": c.name.as_deref().unwrap_or(&c.id),
         "kind": c.kind.as_str(),
         "wire_api": c.format.as_str(),
+        "preset": c.preset.map(crate::config::Named::name),
         "base_url": format!("{}://{}:{}{}", if c.base.tls { "https" } else { "http" }, c.base.host, c.base.port, c.base.path),
         "weight": c.weight,
         "enabled": c.enabled,

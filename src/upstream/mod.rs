@@ -30,6 +30,7 @@ use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 
 use crate::config::ProviderConfig;
+use apiproxy_translate::Format;
 use capacity::Capacity;
 pub use keys::{KeyChoice, KeyState};
 use kind::Kind;
@@ -75,6 +76,8 @@ pub struct Provider {
     pub peer: ArcSwapOption<pingora::upstreams::peer::HttpPeer>,
     /// Requests in flight and the `max_qps` bucket.
     pub capacity: Capacity,
+    /// `wire_api: auto` learnt that it has no Responses API.
+    responses_missing: std::sync::atomic::AtomicBool,
 }
 
 /// Models tracked one by one per provider; the rest share one record (a
@@ -135,6 +138,7 @@ impl Provider {
             first_listing: tokio::sync::Notify::new(),
             last_probe: Mutex::new(None),
             capacity: Capacity::default(),
+            responses_missing: std::sync::atomic::AtomicBool::new(false),
             peer: ArcSwapOption::empty(),
             pool_key: {
                 use std::hash::{Hash, Hasher};
@@ -270,9 +274,35 @@ impl Provider {
     }
 
     /// The path (and query) of a generation request to this provider
-    /// for its model `model`.
-    pub fn request_path(&self, model: &str, stream: bool) -> String {
-        self.kind.request_path(&self.config, model, stream)
+    /// for its model `model`, in wire format `wire` ([`Self::wire_format`]).
+    pub fn request_path(&self, wire: Format, model: &str, stream: bool) -> String {
+        self.kind.request_path(&self.config, wire, model, stream)
+    }
+
+    /// The wire format of a request from a `client`-format client: the
+    /// provider's format, but the Responses API for a Responses client
+    /// under `wire_api: auto` until the provider said it has none.
+    pub fn wire_format(&self, client: Format) -> Format {
+        if client == Format::OpenAiResponses
+            && self.config.responses_auto
+            && !self.responses_missing.load(Ordering::Relaxed)
+        {
+            Format::OpenAiResponses
+        } else {
+            self.config.format
+        }
+    }
+
+    /// Its Responses API answered 404 or 405 (`wire_api: auto`): Responses
+    /// clients are translated to chat from now on (until a reload). Logged
+    /// once.
+    pub fn note_responses_missing(&self) {
+        if !self.responses_missing.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "provider {}: no Responses API here (404/405): its Responses clients are translated to chat from now on",
+                self.config.id
+            );
+        }
     }
 
     /// The path (and query) of this provider's model-list request.
@@ -306,27 +336,33 @@ mod tests {
     #[test]
     fn paths_follow_the_sdk_base_url_convention() {
         let p = provider("providers: [{id: o, kind: openai, base_url: 'https://api.openai.com'}]");
-        assert_eq!(p.request_path("m", false), "/v1/chat/completions");
+        assert_eq!(
+            p.request_path(p.config.format, "m", false),
+            "/v1/chat/completions"
+        );
         let p = provider(
             "providers: [{id: o, kind: openai, base_url: 'https://openrouter.ai/api/v1/'}]",
         );
-        assert_eq!(p.request_path("m", true), "/api/v1/chat/completions");
+        assert_eq!(
+            p.request_path(p.config.format, "m", true),
+            "/api/v1/chat/completions"
+        );
         assert_eq!(p.models_path(), "/api/v1/models");
         let p = provider(
             "providers: [{id: o, kind: openai, wire_api: responses, base_url: 'http://h'}]",
         );
-        assert_eq!(p.request_path("m", false), "/v1/responses");
+        assert_eq!(p.request_path(p.config.format, "m", false), "/v1/responses");
         let p = provider(
             "providers: [{id: a, kind: anthropic, base_url: 'https://api.anthropic.com'}]",
         );
-        assert_eq!(p.request_path("m", true), "/v1/messages");
+        assert_eq!(p.request_path(p.config.format, "m", true), "/v1/messages");
         let p = provider("providers: [{id: g, kind: gemini, base_url: 'https://generativelanguage.googleapis.com'}]");
         assert_eq!(
-            p.request_path("gemini-2.5-flash", false),
+            p.request_path(p.config.format, "gemini-2.5-flash", false),
             "/v1beta/models/gemini-2.5-flash:generateContent"
         );
         assert_eq!(
-            p.request_path("gemini-2.5-flash", true),
+            p.request_path(p.config.format, "gemini-2.5-flash", true),
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
         );
     }
@@ -335,11 +371,11 @@ mod tests {
     fn gemini_model_names_stay_one_path_segment() {
         let p = provider("providers: [{id: g, kind: gemini, base_url: 'http://h'}]");
         assert_eq!(
-            p.request_path("x/../../v1beta/files?key=1#", false),
+            p.request_path(p.config.format, "x/../../v1beta/files?key=1#", false),
             "/v1beta/models/x%2F..%2F..%2Fv1beta%2Ffiles%3Fkey%3D1%23:generateContent"
         );
         assert_eq!(
-            p.request_path("m:countTokens", true),
+            p.request_path(p.config.format, "m:countTokens", true),
             "/v1beta/models/m%3AcountTokens:streamGenerateContent?alt=sse"
         );
     }

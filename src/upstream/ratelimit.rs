@@ -283,5 +283,13 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
         assert_eq!(retry_after_secs(" 7 "), Some(7));
+        let ms_first = RateLimitHeaders {
+            retry_after_ms: Some("retry-after-ms"),
+            ..OPENAI_HEADERS
+        };
+        let h = [("retry-after", "1"), ("retry-after-ms", "1500")];
+        assert_eq!(retry_after(&ms_first, headers(&h)), Some(2));
+        assert_eq!(retry_after(&OPENAI_HEADERS, headers(&h)), Some(1));
+        assert_eq!(retry_after(&ms_first, headers(&h[..1])), Some(1));
     }
 }

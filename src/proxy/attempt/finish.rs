@@ -58,12 +58,13 @@ impl Attempts<'_> {
         }
         let plan = RelayPlan {
             client: self.fmt,
-            upstream: provider.config.format,
+            upstream: answer.wire,
             stream: parsed.stream,
             passthrough: answer.passthrough,
             model_override: c.logical.then(|| c.requested.clone()),
             include_usage: parsed.include_usage,
-            provider_keys: &provider.config.api_keys,
+            provider_keys: &provider.config.secrets,
+            kind: provider.kind(),
             keepalive: self.keepalive,
         };
         let relayed = relay::relay(session, ctx, &mut answer.resp, &plan, headers).await;

@@ -115,6 +115,8 @@ struct Answer<'r> {
     sent_at: Instant,
     /// The body sent was the client's own (same format).
     passthrough: bool,
+    /// The wire format it was sent in (and is answered in).
+    wire: Format,
     _hold: Hold<'r>,
 }
 
@@ -124,6 +126,8 @@ struct Sent {
     sent_at: Instant,
     /// The body sent was the client's own (same format).
     passthrough: bool,
+    /// The wire format it was sent in.
+    wire: Format,
 }
 
 /// Why one attempt failed, and the upstream's refusal when it sent one.

@@ -95,6 +95,7 @@ impl Attempts<'_> {
                     resp,
                     sent_at,
                     passthrough,
+                    wire,
                 })) => {
                     return Reached::Answer(Box::new(Answer {
                         provider,
@@ -103,6 +104,7 @@ impl Attempts<'_> {
                         resp,
                         sent_at,
                         passthrough,
+                        wire,
                         _hold: Hold {
                             _provider: slot,
                             _key: key_slot,
@@ -150,9 +152,10 @@ impl Attempts<'_> {
         api_key_index: Option<usize>,
         parsed: &Parsed,
     ) -> Result<Result<Sent, Failure>, GatewayError> {
+        let wire = provider.wire_format(self.fmt);
         let (body, passthrough, defaulted) = {
             let mut enc = self.encoder.lock();
-            let body = enc.encode(provider.config.format, c, parsed)?;
+            let body = enc.encode(wire, c, parsed)?;
             (body, enc.last_was_passthrough, enc.last_defaulted)
         };
         let target = crate::config::filters::Target {
@@ -168,10 +171,10 @@ impl Attempts<'_> {
             .map_err(GatewayError::internal)?;
         let edits = filters.header_edits(&target);
         let mut out_headers = provider.auth_headers(provider.api_key(api_key_index));
-        if provider.config.format == self.fmt {
+        if wire == self.fmt {
             out_headers.extend(self.forwarded.iter().cloned());
         }
-        let path = provider.request_path(&c.model, self.stream);
+        let path = provider.request_path(wire, &c.model, self.stream);
         self.sent.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
         let sent = http::send(
@@ -197,15 +200,24 @@ impl Attempts<'_> {
             provider.note_ratelimit(k, r);
         }
         if !(200..300).contains(&resp.status()) {
+            let missing = matches!(resp.status(), 404 | 405);
             // Boxed: a refusal is the rare path, its future is not made
             // part of every attempt's.
-            return Ok(Err(Box::pin(Refusal::read(
+            let refused = Box::pin(Refusal::read(
                 &self.gw.connector,
                 resp,
                 provider,
                 reading,
+                wire,
             ))
-            .await));
+            .await;
+            if missing && wire != provider.config.format && provider.config.responses_auto {
+                // `wire_api: auto` and no Responses API here: the same key
+                // again, translated to chat (its 404 was no failure of it).
+                provider.note_responses_missing();
+                return Box::pin(self.send(provider, c, api_key_index, parsed)).await;
+            }
+            return Ok(Err(refused));
         }
         let sse = resp
             .header_str("content-type")
@@ -220,6 +232,7 @@ impl Attempts<'_> {
             resp,
             sent_at,
             passthrough,
+            wire,
         }))
     }
 }

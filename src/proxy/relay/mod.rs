@@ -23,6 +23,7 @@ use super::upstream_error;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
+use crate::upstream::kind::Kind;
 
 mod convert;
 mod fault;
@@ -49,6 +50,9 @@ pub struct RelayPlan<'a> {
     pub provider_keys: &'a [String],
     /// Keep-alive interval for a streaming client; `None`: none.
     pub keepalive: Option<Duration>,
+    /// The upstream's kind: it may call a good answer a refusal (Azure's
+    /// content filter).
+    pub kind: &'static dyn Kind,
 }
 
 /// How relaying ended.
@@ -214,6 +218,9 @@ async fn whole(
             Step::ClientGone => return gone(ctx),
         }
     }
+    if let Some(message) = plan.kind.refused_answer(&body) {
+        return refused(session, ctx, plan, &body, &message, headers).await;
+    }
     let out = if plan.passthrough {
         if ctx.answer.is_some() {
             if let Ok(r) = translate::decode_response(plan.upstream, &body) {
@@ -288,6 +295,31 @@ fn kept_here(ctx: &mut RequestCtx, plan: &RelayPlan<'_>) -> Option<Box<super::re
         ctx.keep_response.take()
     } else {
         None
+    }
+}
+
+/// A good answer the upstream's kind calls a refusal (a content filter):
+/// a 400 in the client's error shape, its usage still counted.
+async fn refused(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    plan: &RelayPlan<'_>,
+    body: &[u8],
+    message: &str,
+    headers: &Headers,
+) -> Outcome {
+    if let Ok(r) = translate::decode_response(plan.upstream, body) {
+        ctx.usage = r.usage;
+    }
+    let message = upstream_error::scrub(message, plan.provider_keys);
+    ctx.status = 400;
+    ctx.first_byte = Some(ctx.start.elapsed());
+    let mut h = headers.clone();
+    respond::strip_debug(&mut h);
+    let out = translate::error_body(plan.client, 400, &message);
+    match respond::json(session, 400, out, &h).await {
+        Ok(()) => Outcome::Done,
+        Err(_) => gone(ctx),
     }
 }
 

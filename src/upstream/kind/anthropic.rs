@@ -1,5 +1,6 @@
 //! `kind: anthropic`: Anthropic's Messages API.
 
+use apiproxy_translate::Format;
 use serde_json::Value;
 
 use super::{listed_ids, versioned, Kind};
@@ -11,7 +12,13 @@ use crate::upstream::ratelimit::{RateLimitHeaders, ANTHROPIC_HEADERS};
 pub struct Anthropic;
 
 impl Kind for Anthropic {
-    fn request_path(&self, config: &ProviderConfig, _model: &str, _stream: bool) -> String {
+    fn request_path(
+        &self,
+        config: &ProviderConfig,
+        _wire: Format,
+        _model: &str,
+        _stream: bool,
+    ) -> String {
         format!("{}/messages", versioned(&config.base.path, "/v1"))
     }
 

@@ -1,5 +1,6 @@
 //! `kind: gemini`: Google's Gemini API (`generativelanguage.googleapis.com`).
 
+use apiproxy_translate::Format;
 use serde_json::Value;
 
 use super::{encode_segment, listed_ids, versioned, Kind};
@@ -11,7 +12,13 @@ use crate::upstream::ratelimit::{RateLimitHeaders, NO_HEADERS};
 pub struct Gemini;
 
 impl Kind for Gemini {
-    fn request_path(&self, config: &ProviderConfig, model: &str, stream: bool) -> String {
+    fn request_path(
+        &self,
+        config: &ProviderConfig,
+        _wire: Format,
+        model: &str,
+        stream: bool,
+    ) -> String {
         let v = versioned(&config.base.path, "/v1beta");
         // The model name is one path segment, whatever it holds: `#`, `?`,
         // `/../` or `:method` reach no other endpoint.

@@ -12,9 +12,11 @@
 //! needs anyway.
 
 mod anthropic;
+mod azure;
 mod gemini;
 mod openai;
 
+use apiproxy_translate::Format;
 use serde_json::Value;
 
 use super::ratelimit::RateLimitHeaders;
@@ -23,8 +25,15 @@ use crate::config::{ProviderConfig, ProviderKind};
 /// One provider kind's API, as the shared upstream code needs it.
 pub trait Kind: std::fmt::Debug + Send + Sync {
     /// The path (and query) of a generation request for upstream `model`
-    /// (the provider's own name for it), in the provider's wire format.
-    fn request_path(&self, config: &ProviderConfig, model: &str, stream: bool) -> String;
+    /// (the provider's own name for it), in wire format `wire` (its
+    /// `config.format`, or the Responses API under `wire_api: auto`).
+    fn request_path(
+        &self,
+        config: &ProviderConfig,
+        wire: Format,
+        model: &str,
+        stream: bool,
+    ) -> String;
 
     /// The path (and query) of the model-list request.
     fn list_path(&self, config: &ProviderConfig) -> String;
@@ -43,6 +52,20 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
 
     /// The rate-limit headers its answers carry.
     fn ratelimit_headers(&self) -> &'static RateLimitHeaders;
+
+    /// A refusal (`status`, `body`) the client must be told of in its own
+    /// words rather than the provider's: the message to send it in the
+    /// client's error shape. `None`: relayed as usual.
+    fn refusal_message(&self, _status: u16, _body: &[u8]) -> Option<String> {
+        None
+    }
+
+    /// A good (2xx) whole answer that is in fact a refusal (Azure's
+    /// content filter emptying the answer): the message of the 400 the
+    /// client gets instead. `None`: relayed as usual.
+    fn refused_answer(&self, _body: &[u8]) -> Option<String> {
+        None
+    }
 }
 
 /// The implementation of `kind`.
@@ -51,6 +74,7 @@ pub fn of(kind: ProviderKind) -> &'static dyn Kind {
         ProviderKind::OpenAi => &openai::OpenAi,
         ProviderKind::Anthropic => &anthropic::Anthropic,
         ProviderKind::Gemini => &gemini::Gemini,
+        ProviderKind::Azure => &azure::Azure,
     }
 }
 

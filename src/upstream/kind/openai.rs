@@ -13,9 +13,15 @@ use crate::upstream::ratelimit::{RateLimitHeaders, OPENAI_HEADERS};
 pub struct OpenAi;
 
 impl Kind for OpenAi {
-    fn request_path(&self, config: &ProviderConfig, _model: &str, _stream: bool) -> String {
+    fn request_path(
+        &self,
+        config: &ProviderConfig,
+        wire: Format,
+        _model: &str,
+        _stream: bool,
+    ) -> String {
         let v = versioned(&config.base.path, "/v1");
-        match config.format {
+        match wire {
             Format::OpenAiResponses => format!("{v}/responses"),
             _ => format!("{v}/chat/completions"),
         }
