@@ -480,8 +480,14 @@ async fn the_expanded_conversation_is_charged() {
     // Turn 1's answer is long; what either turn sends is short.
     let long = "sunny ".repeat(4000);
     let answer = long.clone();
-    let mock =
-        MockProvider::start(move |_, _| Reply::json(200, openai_completion("m", &answer))).await;
+    let mock = MockProvider::start(move |rec, _| {
+        if rec.path.ends_with("/responses") {
+            // A chat-only provider: wire_api auto goes on as chat.
+            return Reply::json(404, json!({"error": {"message": "Not found"}}).to_string());
+        }
+        Reply::json(200, openai_completion("m", &answer))
+    })
+    .await;
     let gw = Gateway::start(&format!(
         "auth:\n  keys:\n    - {{ name: carol, key: ck-carol-responses-0003, tpm: 1000000 }}\nproviders:\n{}",
         provider_line("up", Wire::Chat, &mock.base_url())

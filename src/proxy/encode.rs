@@ -89,6 +89,40 @@ impl BodyEncoder {
     }
 }
 
+impl BodyEncoder {
+    /// The token-count request for candidate `c` of a `target`-format
+    /// provider (`translate::count`): always through the neutral form, so
+    /// the provider gets only what its count endpoint takes (Anthropic
+    /// refuses `max_tokens` there; Gemini needs the model in the body to
+    /// count the system instruction and tools).
+    pub fn encode_count(
+        &mut self,
+        target: Format,
+        c: &Candidate,
+        parsed: &Parsed,
+    ) -> Result<Bytes, GatewayError> {
+        self.last_was_passthrough = false;
+        self.last_defaulted = &[];
+        let mut ir = match self.ir.take() {
+            Some(ir) => ir,
+            None => translate::count::decode_count_request(
+                self.client,
+                parsed.body.bytes(),
+                &self.limits,
+            )
+            .map_err(|e| GatewayError::bad_request(e.message))?,
+        };
+        ir.model.clone_from(&c.model);
+        let body = translate::count::encode_count_request(target, &ir, &self.limits)
+            .map(Bytes::from)
+            .map_err(|e| GatewayError::bad_request(e.message));
+        if parsed.body.bytes().len() <= KEEP_DECODED_MAX_BYTES {
+            self.ir = Some(ir);
+        }
+        body
+    }
+}
+
 /// The client's own body for a same-format upstream: its bytes with
 /// `model` set to the upstream's name (Gemini names it in the path),
 /// `models` left out, `stream: true` when only `Accept` asked for a stream,

@@ -43,12 +43,7 @@ pub async fn handle(
     ctx.keep_attempt_log = rt.config.console.collect;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     authorize_models(key, &parsed.names)?;
-    let max_models = rt.config.routing.max_models;
-    if parsed.names.len() > max_models {
-        return Err(GatewayError::bad_request(format!(
-            "at most {max_models} models per request (`model` and `models` together; routing.max_models)"
-        )));
-    }
+    check_model_count(rt, &parsed.names)?;
 
     let store = gw.state.store().await;
     // Before the admission: an expanded conversation is charged whole.
@@ -132,8 +127,19 @@ pub async fn handle(
     relay::close_or_err(session, ctx, fmt, attempts.all_failed()).await
 }
 
+/// 400 past `routing.max_models` names.
+pub(super) fn check_model_count(rt: &Runtime, names: &[String]) -> Result<(), GatewayError> {
+    let max_models = rt.config.routing.max_models;
+    if names.len() > max_models {
+        return Err(GatewayError::bad_request(format!(
+            "at most {max_models} models per request (`model` and `models` together; routing.max_models)"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the body (bounded by `server.max_body_bytes`) and parses it.
-async fn read_request(
+pub(super) async fn read_request(
     rt: &Runtime,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -155,7 +161,10 @@ async fn read_request(
 }
 
 /// Every model the request names must be allowed for its key.
-fn authorize_models(key: Option<&ClientKey>, names: &[String]) -> Result<(), GatewayError> {
+pub(super) fn authorize_models(
+    key: Option<&ClientKey>,
+    names: &[String],
+) -> Result<(), GatewayError> {
     let Some(k) = key else { return Ok(()) };
     match names.iter().find(|n| !k.allows(n)) {
         Some(denied) => Err(GatewayError::forbidden(format!(
@@ -173,7 +182,7 @@ fn authorize_models(key: Option<&ClientKey>, names: &[String]) -> Result<(), Gat
 /// provider keeps gives `(id, provider)`, where the request must go; any
 /// other is "not found" (400, OpenAI's answer), whoever else holds it.
 /// Costs store reads only when the body continues a response.
-async fn continue_response(
+pub(super) async fn continue_response(
     store: &Arc<dyn Store>,
     rt: &Runtime,
     key: Option<&ClientKey>,
@@ -215,7 +224,7 @@ async fn continue_response(
 
 /// Keeps only the candidates of `provider`, which keeps response `id`: the
 /// conversation's state lives there and cannot move.
-fn stay_with(
+pub(super) fn stay_with(
     rt: &Runtime,
     candidates: &mut Vec<Candidate>,
     id: &str,
@@ -334,7 +343,7 @@ async fn owned_binding(
 /// missing while a provider's catalog has not been listed since start waits
 /// for that listing (bounded by the provider's connect timeout): a model
 /// known only from a catalog never gets 404 because the gateway just started.
-async fn resolve_candidates(
+pub(super) async fn resolve_candidates(
     rt: &Runtime,
     names: &[String],
     requested: &str,

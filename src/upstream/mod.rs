@@ -305,6 +305,12 @@ impl Provider {
         }
     }
 
+    /// The path of this provider's token-count endpoint for its model
+    /// `model`; `None` for a kind without one (the gateway counts locally).
+    pub fn count_tokens_path(&self, model: &str) -> Option<String> {
+        self.kind.count_tokens_path(&self.config, model)
+    }
+
     /// The path (and query) of this provider's model-list request.
     pub fn models_path(&self) -> String {
         self.kind.list_path(&self.config)
@@ -365,6 +371,17 @@ mod tests {
             p.request_path(p.config.format, "gemini-2.5-flash", true),
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
         );
+        assert_eq!(
+            p.count_tokens_path("gemini-2.5-flash").as_deref(),
+            Some("/v1beta/models/gemini-2.5-flash:countTokens")
+        );
+        let p = provider("providers: [{id: a, kind: anthropic, base_url: 'https://h/api/v1'}]");
+        assert_eq!(
+            p.count_tokens_path("m").as_deref(),
+            Some("/api/v1/messages/count_tokens")
+        );
+        let p = provider("providers: [{id: o, kind: openai, base_url: 'http://h'}]");
+        assert_eq!(p.count_tokens_path("m"), None);
     }
 
     #[test]

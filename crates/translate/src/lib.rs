@@ -12,6 +12,7 @@
 pub mod anthropic;
 mod body;
 mod common;
+pub mod count;
 pub mod error;
 pub mod gemini;
 pub mod ir;

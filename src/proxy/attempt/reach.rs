@@ -152,10 +152,20 @@ impl Attempts<'_> {
         api_key_index: Option<usize>,
         parsed: &Parsed,
     ) -> Result<Result<Sent, Failure>, GatewayError> {
-        let wire = provider.wire_format(self.fmt);
+        // Counts go to the kind's own count endpoint (OpenAI kinds are
+        // counted locally): never to the Responses API of `wire_api: auto`.
+        let wire = if self.count {
+            provider.config.format
+        } else {
+            provider.wire_format(self.fmt)
+        };
         let (body, passthrough, defaulted) = {
             let mut enc = self.encoder.lock();
-            let body = enc.encode(wire, c, parsed)?;
+            let body = if self.count {
+                enc.encode_count(wire, c, parsed)?
+            } else {
+                enc.encode(wire, c, parsed)?
+            };
             (body, enc.last_was_passthrough, enc.last_defaulted)
         };
         let target = crate::config::filters::Target {
@@ -166,15 +176,31 @@ impl Attempts<'_> {
             defaulted,
         };
         let filters = &self.rt.config.filters;
-        let body = filters
-            .apply_payload(body, &target)
-            .map_err(GatewayError::internal)?;
+        // Payload rules shape a generation (they set and drop its
+        // settings); a count endpoint refuses those, so a count gets none.
+        let body = if self.count {
+            body
+        } else {
+            filters
+                .apply_payload(body, &target)
+                .map_err(GatewayError::internal)?
+        };
         let edits = filters.header_edits(&target);
         let mut out_headers = provider.auth_headers(provider.api_key(api_key_index));
         if wire == self.fmt {
             out_headers.extend(self.forwarded.iter().cloned());
         }
-        let path = provider.request_path(wire, &c.model, self.stream);
+        let path = if self.count {
+            // OpenAI kinds are counted locally (`proxy/count.rs`), never sent.
+            provider.count_tokens_path(&c.model).ok_or_else(|| {
+                GatewayError::internal(format!(
+                    "provider `{}` has no count endpoint",
+                    provider.config.id
+                ))
+            })?
+        } else {
+            provider.request_path(wire, &c.model, self.stream)
+        };
         self.sent.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
         let sent = http::send(

@@ -22,6 +22,13 @@ impl Kind for Anthropic {
         format!("{}/messages", versioned(&config.base.path, "/v1"))
     }
 
+    fn count_tokens_path(&self, config: &ProviderConfig, _model: &str) -> Option<String> {
+        Some(format!(
+            "{}/messages/count_tokens",
+            versioned(&config.base.path, "/v1")
+        ))
+    }
+
     fn list_path(&self, config: &ProviderConfig) -> String {
         // The list is paged, 20 by default: ask for all in one page.
         match &config.models_path {

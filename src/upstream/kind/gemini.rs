@@ -30,6 +30,11 @@ impl Kind for Gemini {
         }
     }
 
+    fn count_tokens_path(&self, config: &ProviderConfig, model: &str) -> Option<String> {
+        let v = versioned(&config.base.path, "/v1beta");
+        Some(format!("{v}/models/{}:countTokens", encode_segment(model)))
+    }
+
     fn list_path(&self, config: &ProviderConfig) -> String {
         match &config.models_path {
             Some(p) => p.clone(),

@@ -35,6 +35,13 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
         stream: bool,
     ) -> String;
 
+    /// The path of the token-count endpoint for upstream `model`; `None`
+    /// for a kind without one (OpenAI: Chat Completions has none, so the
+    /// gateway counts locally).
+    fn count_tokens_path(&self, _config: &ProviderConfig, _model: &str) -> Option<String> {
+        None
+    }
+
     /// The path (and query) of the model-list request.
     fn list_path(&self, config: &ProviderConfig) -> String;
 
