@@ -436,6 +436,8 @@ async fn a_conversation_kept_by_a_responses_provider_stays_there() {
     down.store(true, std::sync::atomic::Ordering::SeqCst);
     let r = post(&gw, ALICE, &follow).await;
     assert!(r.status().is_server_error(), "{}", r.status());
+    let v: Value = r.json().await.unwrap();
+    assert!(error_text(&v).contains("is kept by provider `far`"), "{v}");
     assert!(far.count() > 5, "the request went to its provider");
     assert_eq!(near.count(), 0, "nor anywhere else");
     // Bob cannot continue it.
@@ -511,4 +513,51 @@ async fn the_expanded_conversation_is_charged() {
     // bytes, about 6000 tokens at 4 bytes a token).
     assert!(remaining <= 1_000_000 - 6000, "remaining {remaining}");
     assert!(mock.last().body.len() > long.len());
+}
+
+#[tokio::test]
+async fn a_token_count_counts_the_expanded_conversation() {
+    let mock = MockProvider::start(|rec, _| {
+        if rec.path.ends_with("/count_tokens") {
+            return Reply::json(200, json!({"input_tokens": 42}).to_string());
+        }
+        wire::provider_reply(Wire::Anthropic, rec)
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "{KEYS}providers:\n{}",
+        provider_line("up", Wire::Anthropic, &mock.base_url())
+    ))
+    .await;
+    let model = "up/claude-sonnet-4-5";
+    let first = turn(&gw, ALICE, message(model, QUESTION, None)).await;
+    let r = client()
+        .post(format!("{}/v1/responses/input_tokens", gw.url()))
+        .bearer_auth(ALICE)
+        .json(&message(model, FOLLOW_UP, first["id"].as_str()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["input_tokens"], 42, "{v}");
+    let counted = mock.last();
+    assert!(counted.path.ends_with("/count_tokens"), "{}", counted.path);
+    assert_eq!(
+        conversation(Wire::Anthropic, &counted),
+        said(&[
+            ("user", QUESTION),
+            ("assistant", ANSWER),
+            ("user", FOLLOW_UP)
+        ])
+    );
+    // Another key's id is not found there either.
+    let r = client()
+        .post(format!("{}/v1/responses/input_tokens", gw.url()))
+        .bearer_auth(BOB)
+        .json(&message(model, FOLLOW_UP, first["id"].as_str()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
 }

@@ -52,8 +52,8 @@ pub async fn handle(
     // The candidates before the admission: a budget reserves what the
     // request may cost on them.
     let mut candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
-    if let Some((id, provider)) = kept_at {
-        stay_with(rt, &mut candidates, &id, &provider)?;
+    if let Some((id, provider)) = &kept_at {
+        stay_with(rt, &mut candidates, id, provider)?;
     }
     // One store round trip on the request path: the admission (rate limits
     // and budget) and the session lookup go out together.
@@ -124,7 +124,15 @@ pub async fn handle(
             }
         }
     }
-    relay::close_or_err(session, ctx, fmt, attempts.all_failed()).await
+    let mut failed = attempts.all_failed();
+    if let Some((id, provider)) = &kept_at {
+        // The state lives there: say why no other upstream was tried.
+        failed.message = format!(
+            "previous_response_id '{id}' is kept by provider `{provider}`, which did not answer (a conversation stored at a provider stays there): {}",
+            failed.message
+        );
+    }
+    relay::close_or_err(session, ctx, fmt, failed).await
 }
 
 /// 400 past `routing.max_models` names.
