@@ -769,7 +769,7 @@ impl Store for RedisStore {
             .await
         {
             Some(()) => true,
-            // Kept by this replica until Redis is back (the next turn may come here).
+            // Kept by this replica while Redis is down (the next turn may come here).
             None => {
                 inner
                     .local
@@ -788,8 +788,11 @@ impl Store for RedisStore {
             })
             .await
         {
-            Some(Some(v)) => Some(v),
-            Some(None) | None => inner.local.get_response(owner, id).await,
+            // Redis answers for every replica: a copy this one kept while
+            // Redis was down is not served once it is back (it may have
+            // been deleted elsewhere since).
+            Some(v) => v,
+            None => inner.local.get_response(owner, id).await,
         }
     }
 

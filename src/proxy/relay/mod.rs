@@ -421,22 +421,23 @@ async fn stream(
             }
             break Err(f);
         }
-        if let Some(keep) = ctx.keep_response.as_mut().filter(|_| keeps) {
-            keep.scan_events(&out);
-        }
-        if end {
-            if let Some(keep) = kept_here(ctx, plan) {
-                // Kept before the stream ends: the client's next turn
-                // finds it.
-                keep.save().await;
-            }
-        }
         if !out.is_empty() || end {
             answered = true;
             if open_stream(session, ctx, headers).await.is_err() {
                 return gone(ctx);
             }
             upstream_error::scrub_bytes(&mut out, plan.provider_keys);
+            // What is kept is what the client gets, scrubbed.
+            if let Some(keep) = ctx.keep_response.as_mut().filter(|_| keeps) {
+                keep.scan_events(&out);
+            }
+            if end {
+                if let Some(keep) = kept_here(ctx, plan) {
+                    // Kept before the stream ends: the client's next turn
+                    // finds it.
+                    keep.save().await;
+                }
+            }
             if write(session, ctx, out.split().freeze(), end)
                 .await
                 .is_err()
