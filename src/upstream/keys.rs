@@ -268,12 +268,7 @@ impl Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn provider(yaml: &str) -> Provider {
-        let c = Config::from_yaml(yaml, &|_| None).unwrap();
-        Provider::new(c.providers.into_iter().next().unwrap())
-    }
+    use crate::upstream::test_provider as provider;
 
     #[test]
     fn keys_rotate_and_cool_down() {

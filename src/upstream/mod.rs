@@ -329,14 +329,19 @@ impl Provider {
     }
 }
 
+/// The first provider of a config's YAML, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_provider(yaml: &str) -> Provider {
+    let c = crate::config::Config::from_yaml(yaml, &|_| None).unwrap();
+    Provider::new(c.providers.into_iter().next().unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn provider(yaml: &str) -> Provider {
-        let c = Config::from_yaml(yaml, &|_| None).unwrap();
-        Provider::new(c.providers.into_iter().next().unwrap())
+        test_provider(yaml)
     }
 
     #[test]
