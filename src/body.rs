@@ -26,6 +26,7 @@ pub enum Field {
     Contents,
     Input,
     System,
+    PreviousResponseId,
     Other,
 }
 
@@ -40,6 +41,7 @@ impl Field {
             "contents" => Field::Contents,
             "input" => Field::Input,
             "system" => Field::System,
+            "previous_response_id" => Field::PreviousResponseId,
             _ => Field::Other,
         }
     }

@@ -470,11 +470,15 @@ async fn a_key_references_only_the_provider_objects_it_received() {
     assert_eq!(v["id"], RESPONSE_ID);
     let sent = mock.count();
 
-    // Another key cannot continue alice's response, even knowing its id.
+    // Another key cannot continue alice's response, even knowing its id:
+    // to bob it does not exist (OpenAI's answer to an unknown id).
     let follow = json!({"model": "r/m", "input": "and?", "previous_response_id": RESPONSE_ID});
     let r = responses(&gw, "bob-key", follow.clone()).await;
-    assert_eq!(r.status(), 403);
-    assert!(error_message(r).await.contains("previous_response_id"));
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        error_message(r).await,
+        format!("Previous response with id '{RESPONSE_ID}' not found.")
+    );
     assert_eq!(
         mock.count(),
         sent,

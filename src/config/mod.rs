@@ -122,6 +122,7 @@ impl Config {
             context_max_session_bytes: self.context.max_session_bytes,
             context_ttl: self.store.context_ttl,
             catalog_ttl: self.store.catalog_ttl,
+            responses_max_bytes: self.store.responses_max_bytes,
             // As long as OpenAI keeps a stored response.
             ..Default::default()
         }

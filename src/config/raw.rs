@@ -161,6 +161,13 @@ pub struct RawStore {
     pub session_ttl_seconds: Option<u64>,
     pub context_ttl_seconds: Option<u64>,
     pub models_cache_ttl_seconds: Option<u64>,
+    /// How long a Responses API response served from a non-Responses upstream is kept (default 2592000: 30 days).
+    pub responses_ttl_seconds: Option<u64>,
+    /// Bytes of JSON one kept response may take, input and output items counted (default 4194304); larger ones are
+    /// not kept.
+    pub responses_max_bytes: Option<usize>,
+    /// The most responses one `previous_response_id` chain expands (default 100); a longer chain is refused.
+    pub responses_max_chain: Option<usize>,
     /// File of the embedded store's durable part (client keys made at run time).
     pub path: Option<String>,
 }

@@ -13,6 +13,12 @@ pub struct StoreSettings {
     pub session_ttl: Duration,
     pub context_ttl: Duration,
     pub catalog_ttl: Duration,
+    /// How long a Responses API response the gateway keeps lives (`store.responses_ttl_seconds`).
+    pub responses_ttl: Duration,
+    /// The largest response record kept, in bytes of JSON (`store.responses_max_bytes`).
+    pub responses_max_bytes: usize,
+    /// The most responses a `previous_response_id` chain expands (`store.responses_max_chain`).
+    pub responses_max_chain: usize,
     /// The embedded store's file (client keys made at run time); `None`: memory only.
     pub path: Option<std::path::PathBuf>,
 }
@@ -30,11 +36,26 @@ pub fn resolve(st: RawStore, problems: &mut Vec<String>) -> StoreSettings {
         session_ttl: Duration::from_secs(st.session_ttl_seconds.unwrap_or(3600)),
         context_ttl: Duration::from_secs(st.context_ttl_seconds.unwrap_or(86400)),
         catalog_ttl: Duration::from_secs(st.models_cache_ttl_seconds.unwrap_or(300)),
+        responses_ttl: Duration::from_secs(st.responses_ttl_seconds.unwrap_or(30 * 86400)),
+        responses_max_bytes: st.responses_max_bytes.unwrap_or(4 * 1024 * 1024),
+        responses_max_chain: st.responses_max_chain.unwrap_or(100),
         path: st
             .path
             .filter(|p| !p.is_empty())
             .map(std::path::PathBuf::from),
     };
+    if store.responses_ttl.is_zero() {
+        problems.push("store.responses_ttl_seconds: must be at least 1".to_owned());
+    }
+    if store.responses_max_bytes < 1024 {
+        problems.push(format!(
+            "store.responses_max_bytes: {} is too small to hold a response (at least 1024)",
+            store.responses_max_bytes
+        ));
+    }
+    if store.responses_max_chain == 0 {
+        problems.push("store.responses_max_chain: must be at least 1".to_owned());
+    }
     if let Some(p) = Some(&store.key_prefix).filter(|p| p.contains(['{', '}'])) {
         // Braces are Redis Cluster hash tags: the store adds its own so each script stays on one slot.
         problems.push(format!(

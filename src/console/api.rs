@@ -801,6 +801,9 @@ fn effective_config(rt: &Runtime) -> Value {
             "session_ttl_seconds": c.store.session_ttl.as_secs(),
             "context_ttl_seconds": c.store.context_ttl.as_secs(),
             "models_cache_ttl_seconds": c.store.catalog_ttl.as_secs(),
+            "responses_ttl_seconds": c.store.responses_ttl.as_secs(),
+            "responses_max_bytes": c.store.responses_max_bytes,
+            "responses_max_chain": c.store.responses_max_chain,
         },
         "context": {"max_entries": c.context.max_entries, "max_chars": c.context.max_chars},
         "auth": {

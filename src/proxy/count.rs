@@ -54,8 +54,14 @@ pub async fn handle(
     llm::authorize_models(key, &parsed.names)?;
     llm::check_model_count(rt, &parsed.names)?;
     let store = gw.state.store().await;
-    llm::check_references(store.as_ref(), key, ctx, &parsed).await?;
-    let candidates = llm::resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
+    // A continued conversation is counted whole, where its state lives.
+    let kept_at = llm::continue_response(store, rt, key, ctx, fmt, &mut parsed).await?;
+    // A count keeps nothing.
+    ctx.keep_response = None;
+    let mut candidates = llm::resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
+    if let Some((id, provider)) = kept_at {
+        llm::stay_with(rt, &mut candidates, &id, &provider)?;
+    }
     admit(store.as_ref(), rt, key, headers).await?;
 
     let attempts = Attempts::new(gw, rt, session, ctx, fmt, &parsed, None).counting();

@@ -27,6 +27,9 @@ pub struct RequestCtx {
     /// The provider's id of a Responses answer relayed to the client: the
     /// key may continue it (`previous_response_id`; proxy/refs.rs).
     pub response_id: Option<String>,
+    /// A Responses request with `store` not false: how its answer is kept
+    /// when a non-Responses upstream serves it (`proxy/responses.rs`).
+    pub keep_response: Option<Box<super::responses::Keep>>,
     /// The client key when it was made at run time (the console's store).
     pub stored_client_key: Option<std::sync::Arc<crate::config::ClientKey>>,
     /// The model the client asked for.
@@ -159,6 +162,7 @@ impl Default for RequestCtx {
             client_key_name: None,
             client_key_id: None,
             response_id: None,
+            keep_response: None,
             stored_client_key: None,
             requested_model: String::new(),
             provider: String::new(),

@@ -17,6 +17,7 @@ use super::ctx::RequestCtx;
 use super::relay;
 use super::request::{self, LlmRoute, Parsed};
 use super::respond::Headers;
+use super::responses;
 use super::Gateway;
 use crate::config::ClientKey;
 use crate::error::GatewayError;
@@ -37,7 +38,7 @@ pub async fn handle(
     let fmt = route.format;
     let key = super::client_key(gw, rt, session, ctx).await?;
     let key = key.as_deref();
-    let parsed = read_request(rt, session, ctx, &route).await?;
+    let mut parsed = read_request(rt, session, ctx, &route).await?;
     ctx.stream = parsed.stream;
     ctx.keep_attempt_log = rt.config.console.collect;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
@@ -45,11 +46,15 @@ pub async fn handle(
     check_model_count(rt, &parsed.names)?;
 
     let store = gw.state.store().await;
-    check_references(store.as_ref(), key, ctx, &parsed).await?;
+    // Before the admission: an expanded conversation is charged whole.
+    let kept_at = continue_response(store, rt, key, ctx, fmt, &mut parsed).await?;
     let sid = session_id(session);
     // The candidates before the admission: a budget reserves what the
     // request may cost on them.
-    let candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
+    let mut candidates = resolve_candidates(rt, &parsed.names, &ctx.requested_model).await?;
+    if let Some((id, provider)) = &kept_at {
+        stay_with(rt, &mut candidates, id, provider)?;
+    }
     // One store round trip on the request path: the admission (rate limits
     // and budget) and the session lookup go out together.
     let (admitted, binding) = tokio::join!(
@@ -119,7 +124,15 @@ pub async fn handle(
             }
         }
     }
-    relay::close_or_err(session, ctx, fmt, attempts.all_failed()).await
+    let mut failed = attempts.all_failed();
+    if let Some((id, provider)) = &kept_at {
+        // The state lives there: say why no other upstream was tried.
+        failed.message = format!(
+            "previous_response_id '{id}' is kept by provider `{provider}`, which did not answer (a conversation stored at a provider stays there): {}",
+            failed.message
+        );
+    }
+    relay::close_or_err(session, ctx, fmt, failed).await
 }
 
 /// 400 past `routing.max_models` names.
@@ -169,32 +182,72 @@ pub(super) fn authorize_models(
     }
 }
 
-/// 403 for a request that references an object stored at the provider
-/// which its key did not receive through the gateway (`proxy/refs.rs`).
-/// Costs a store read only when the body continues a response.
-pub(super) async fn check_references(
-    store: &dyn Store,
+/// The references of a request (`proxy/refs.rs`) and the Responses state
+/// it continues (`proxy/responses.rs`): 403 for an object stored at the
+/// provider which its key did not receive through the gateway; a
+/// `previous_response_id` the gateway keeps is expanded into the body
+/// (and the answer of a Responses request set up to be kept); one a
+/// provider keeps gives `(id, provider)`, where the request must go; any
+/// other is "not found" (400, OpenAI's answer), whoever else holds it.
+/// Costs store reads only when the body continues a response.
+pub(super) async fn continue_response(
+    store: &Arc<dyn Store>,
+    rt: &Runtime,
     key: Option<&ClientKey>,
-    ctx: &RequestCtx,
-    parsed: &Parsed,
-) -> Result<(), GatewayError> {
-    if key.is_some_and(|k| k.provider_refs_any) {
-        return Ok(());
-    }
+    ctx: &mut RequestCtx,
+    fmt: Format,
+    parsed: &mut Parsed,
+) -> Result<Option<(String, String)>, GatewayError> {
+    let trusted = key.is_some_and(|k| k.provider_refs_any);
     let refs = super::refs::references(parsed.body.bytes());
-    let owns = match (&refs.response_id, refs.foreign) {
-        (None, None) => return Ok(()),
-        (Some(id), None) => {
-            store
-                .has_reference(ctx.client_key_id.as_deref().unwrap_or("-"), id)
-                .await
+    if !trusted {
+        if let Some(e) = super::refs::refusal(&refs) {
+            return Err(e);
         }
-        (_, Some(_)) => false,
-    };
-    match super::refs::refusal(&refs, owns) {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
+    if fmt == Format::OpenAiResponses {
+        let bounds = responses::Bounds {
+            max_chain: rt.config.store.responses_max_chain,
+            max_body_bytes: rt.config.server.max_body_bytes,
+            ttl: rt.config.store.responses_ttl,
+        };
+        if let Some(expanded) = responses::prepare(store, ctx, &parsed.body, bounds).await? {
+            parsed.body_bytes = expanded.len();
+            parsed.body = crate::body::RawBody::parse(bytes::Bytes::from(expanded))
+                .map_err(|e| GatewayError::internal(format!("the expanded conversation: {e:?}")))?;
+            return Ok(None);
+        }
+    }
+    let Some(id) = refs.response_id else {
+        return Ok(None);
+    };
+    match store.reference(responses::owner(ctx), &id).await {
+        Some(provider) if !provider.is_empty() => Ok(Some((id, provider))),
+        Some(_) => Ok(None),
+        // A trusted key may name what it got elsewhere.
+        None if trusted => Ok(None),
+        None => Err(responses::previous_not_found(&id)),
+    }
+}
+
+/// Keeps only the candidates of `provider`, which keeps response `id`: the
+/// conversation's state lives there and cannot move.
+pub(super) fn stay_with(
+    rt: &Runtime,
+    candidates: &mut Vec<Candidate>,
+    id: &str,
+    provider: &str,
+) -> Result<(), GatewayError> {
+    candidates.retain(|c| rt.providers[c.provider].id() == provider);
+    if candidates.is_empty() {
+        return Err(GatewayError::upstream(
+            503,
+            format!(
+                "previous_response_id '{id}' is kept by provider `{provider}`, which cannot serve this request now (a conversation stored at a provider stays there)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Admits the request against its key's and the gateway's limits and its

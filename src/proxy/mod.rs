@@ -15,6 +15,7 @@ mod refusal;
 pub mod relay;
 pub mod request;
 pub mod respond;
+pub mod responses;
 pub mod routes;
 pub mod session;
 mod upstream_error;
@@ -156,10 +157,12 @@ impl Gateway {
         }
         let store = self.state.store().await;
         if let Some(id) = ctx.response_id.take() {
-            // The key may continue this response (proxy/refs.rs).
+            // The key may continue this response (proxy/refs.rs), at the
+            // provider that keeps it (proxy/responses.rs).
             store.defer(Deferred::Reference {
-                owner: ctx.client_key_id.clone().unwrap_or_else(|| "-".to_owned()),
+                owner: responses::owner(ctx).to_owned(),
                 id,
+                provider: ctx.provider.clone(),
             });
         }
         let reserved = std::mem::take(&mut ctx.reserved);
@@ -321,6 +324,21 @@ impl ProxyHttp for Gateway {
                 };
                 llm::handle(self, &rt, session, ctx, route, &mut headers).await
             }
+            Route::Response(id, action) => match client_key(self, &rt, session, ctx).await {
+                Ok(_) => {
+                    let store = self.state.store().await;
+                    let query = session.req_header().uri.query();
+                    match responses::answer(store.as_ref(), ctx, &id, action, query).await {
+                        Ok(body) => {
+                            ctx.status = 200;
+                            respond::json(session, 200, body.to_string(), &headers).await?;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            },
             Route::CountTokens { format, path_model } => {
                 ctx.format = Some(format);
                 let route = request::LlmRoute {

@@ -3,7 +3,8 @@
 //! containers, uploaded files, cached contents). One client key must not
 //! use what another stored there, so a request may reference only the
 //! response ids the gateway relayed to its own key (remembered in the store,
-//! `Deferred::Reference`); every other kind of reference never came through
+//! `Deferred::Reference`, or kept by the gateway: `proxy/responses.rs`);
+//! every other kind of reference never came through
 //! the gateway and is refused. `auth.keys[].provider_refs: any` opts a key
 //! out.
 //!
@@ -66,20 +67,16 @@ pub fn references(body: &[u8]) -> References {
     found
 }
 
-/// The refusal for `refs`, given whether the key received the response id
-/// it continues (`owns_response`).
-pub fn refusal(refs: &References, owns_response: bool) -> Option<GatewayError> {
-    if let Some(field) = refs.foreign {
-        return Some(GatewayError::forbidden(format!(
+/// The refusal for `refs`' objects that never come through the gateway. A
+/// `previous_response_id` is checked against what the key received
+/// (`proxy/llm.rs`, `proxy/responses.rs`): one it did not receive is "not
+/// found", like one that does not exist.
+pub fn refusal(refs: &References) -> Option<GatewayError> {
+    refs.foreign.map(|field| {
+        GatewayError::forbidden(format!(
             "`{field}` references an object stored at the provider, which this key did not receive through the gateway (keys may reference only what they were given; an operator can allow it with provider_refs: any)"
-        )));
-    }
-    if refs.response_id.is_some() && !owns_response {
-        return Some(GatewayError::forbidden(
-            "`previous_response_id` names a response this key did not receive through the gateway",
-        ));
-    }
-    None
+        ))
+    })
 }
 
 /// Walks a JSON value, noting reference fields by their (decoded) keys.
@@ -315,11 +312,10 @@ mod tests {
     #[test]
     fn refusals_name_the_field() {
         let r = refs(r#"{"conversation":"conv_1"}"#);
-        let e = refusal(&r, true).unwrap();
+        let e = refusal(&r).unwrap();
         assert_eq!(e.status, 403);
         assert!(e.message.contains("`conversation`"));
         let r = refs(r#"{"previous_response_id":"resp_1"}"#);
-        assert!(refusal(&r, true).is_none());
-        assert_eq!(refusal(&r, false).unwrap().status, 403);
+        assert!(refusal(&r).is_none());
     }
 }

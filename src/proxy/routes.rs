@@ -2,6 +2,8 @@
 
 use apiproxy_translate::Format;
 
+use super::responses::Action;
+
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -25,6 +27,8 @@ pub enum Route {
     },
     /// `GET /context/{session}`.
     Context(String),
+    /// `GET` / `DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`.
+    Response(String, super::responses::Action),
     Admin(AdminRoute),
     /// The web console's pages and JSON API (`/ui/...`, `/admin/...`),
     /// routed further by the console itself.
@@ -115,6 +119,13 @@ pub fn route(method: &str, path: &str) -> Route {
         ["v1", "responses", "input_tokens"] | ["responses", "input_tokens"] => {
             only(post, count(Format::OpenAiResponses))
         }
+        ["v1", "responses", id] | ["responses", id] if get || method == "DELETE" => {
+            let action = if get { Action::Get } else { Action::Delete };
+            Route::Response((*id).to_owned(), action)
+        }
+        ["v1", "responses", id, "input_items"] | ["responses", id, "input_items"] => {
+            only(get, Route::Response((*id).to_owned(), Action::InputItems))
+        }
         ["context", id] if !id.is_empty() => only(get, Route::Context((*id).to_owned())),
         ["providers"] => only(get, Route::Admin(AdminRoute::Providers)),
         ["providers", id] => only(get, Route::Admin(AdminRoute::Provider((*id).to_owned()))),
@@ -167,7 +178,9 @@ fn count(format: Format) -> Route {
 
 /// The client format an error on `path` should be shaped in.
 pub fn error_format(path: &str) -> Format {
-    if path.starts_with("/v1/messages") {
+    if path.starts_with("/v1/responses") || path.starts_with("/responses") {
+        Format::OpenAiResponses
+    } else if path.starts_with("/v1/messages") {
         Format::Anthropic
     } else if [":generateContent", ":streamGenerateContent", ":countTokens"]
         .iter()
@@ -256,6 +269,19 @@ mod tests {
             route("DELETE", "/routing/sessions/s1"),
             Route::Admin(AdminRoute::DeleteSession("s1".into()))
         );
+        assert_eq!(
+            route("GET", "/v1/responses/resp_1"),
+            Route::Response("resp_1".into(), Action::Get)
+        );
+        assert_eq!(
+            route("DELETE", "/v1/responses/resp_1"),
+            Route::Response("resp_1".into(), Action::Delete)
+        );
+        assert_eq!(
+            route("GET", "/v1/responses/resp_1/input_items"),
+            Route::Response("resp_1".into(), Action::InputItems)
+        );
+        assert_eq!(route("POST", "/v1/responses/resp_1"), Route::NotFound);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
     }
 }

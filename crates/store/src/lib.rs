@@ -65,6 +65,8 @@ pub struct StoreOptions {
     /// How long the gateway remembers which client key received a provider object id (a Responses API
     /// response id), so that only that key may reference it ([`Store::has_reference`]).
     pub reference_ttl: Duration,
+    /// The largest Responses API record kept ([`Store::put_response`]), in bytes of its JSON.
+    pub responses_max_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -79,6 +81,7 @@ impl Default for StoreOptions {
             context_ttl: Duration::from_secs(24 * 3600),
             catalog_ttl: Duration::from_secs(300),
             reference_ttl: Duration::from_secs(30 * 24 * 3600),
+            responses_max_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -96,6 +99,7 @@ impl fmt::Debug for StoreOptions {
             .field("context_ttl", &self.context_ttl)
             .field("catalog_ttl", &self.catalog_ttl)
             .field("reference_ttl", &self.reference_ttl)
+            .field("responses_max_bytes", &self.responses_max_bytes)
             .finish()
     }
 }
@@ -327,6 +331,8 @@ pub enum Deferred {
         owner: String,
         /// The provider's id of the object (a Responses API response id).
         id: String,
+        /// The id of the provider that keeps the object (a conversation continuing it goes there).
+        provider: String,
     },
 }
 
@@ -368,9 +374,22 @@ pub trait Store: Send + Sync {
     async fn put_catalog(&self, provider: &str, models: &[String]);
     /// The cached model list; `None` when absent or expired.
     async fn get_catalog(&self, provider: &str) -> Option<Vec<String>>;
-    /// Whether client key `owner` received the provider object `id` ([`Deferred::Reference`]) within
-    /// `reference_ttl`.
-    async fn has_reference(&self, owner: &str, id: &str) -> bool;
+    /// The provider keeping the object `id`, when client key `owner` received it ([`Deferred::Reference`]) within
+    /// `reference_ttl`; `Some("")` when the provider is unknown (remembered by an older gateway).
+    async fn reference(&self, owner: &str, id: &str) -> Option<String>;
+    /// Whether client key `owner` received the provider object `id` within `reference_ttl`.
+    async fn has_reference(&self, owner: &str, id: &str) -> bool {
+        self.reference(owner, id).await.is_some()
+    }
+    /// Keeps a Responses API response the gateway served (`entry`: its JSON record) under client key `owner` for
+    /// `ttl`, replacing one with the same id. Awaited before the answer ends, so the client's next turn finds it on
+    /// any replica. An entry over `responses_max_bytes` is not kept (false); false too when it could not be written.
+    async fn put_response(&self, owner: &str, id: &str, entry: &[u8], ttl: Duration) -> bool;
+    /// The record [`Store::put_response`] kept for `owner` under `id`; `None` when absent, expired or kept by another
+    /// owner (the caller cannot tell which).
+    async fn get_response(&self, owner: &str, id: &str) -> Option<Vec<u8>>;
+    /// Removes the record of `owner` under `id`; true when there was one.
+    async fn delete_response(&self, owner: &str, id: &str) -> bool;
     /// Counts one request against `limit` per (sliding) minute if allowed: an atomic check-and-add.
     async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision;
     /// Checks whether the tokens used in the last 60 s are under `limit` (adds nothing).

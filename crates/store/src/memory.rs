@@ -3,6 +3,7 @@
 //! by a sweeper thread every [`SWEEP_INTERVAL`], which keeps memory bounded by what is live.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,10 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The most provider object ids the memory store remembers at once.
 pub const MAX_REFERENCES: usize = 200_000;
+
+/// The most bytes of Responses API records the memory store keeps at once (new ones are refused past it: use Redis
+/// for more).
+pub const MAX_RESPONSES_BYTES: usize = 256 * 1024 * 1024;
 
 fn reference_key(owner: &str, id: &str) -> String {
     let mut k = String::with_capacity(owner.len() + id.len() + 1);
@@ -50,8 +55,13 @@ struct State {
     contexts: DashMap<String, Expiring<Context>>,
     catalogs: DashMap<String, Expiring<Vec<String>>>,
     reference_ttl: Duration,
-    /// `owner\nid` of provider objects a client key received.
-    references: DashMap<String, Expiring<()>>,
+    /// `owner\nid` of provider objects a client key received → the provider keeping it.
+    references: DashMap<String, Expiring<String>>,
+    responses_max_bytes: usize,
+    /// `owner\nid` → a Responses API record ([`Store::put_response`]).
+    responses: DashMap<String, Expiring<Vec<u8>>>,
+    /// The bytes of `responses`.
+    responses_bytes: std::sync::atomic::AtomicUsize,
     requests: DashMap<String, Window>,
     tokens: DashMap<String, Window>,
     /// Held while one admission checks and counts several windows, so that it is atomic like the Redis script.
@@ -100,6 +110,9 @@ impl MemoryStore {
             catalogs: DashMap::new(),
             reference_ttl: opts.reference_ttl,
             references: DashMap::new(),
+            responses_max_bytes: opts.responses_max_bytes,
+            responses: DashMap::new(),
+            responses_bytes: Default::default(),
             requests: DashMap::new(),
             tokens: DashMap::new(),
             admission: Mutex::new(()),
@@ -113,7 +126,7 @@ impl MemoryStore {
 
     /// Remembers that `owner` received `id`. Bounded: past [`MAX_REFERENCES`] live entries a new one is not
     /// kept (that key then cannot reference the object; fail closed, logged).
-    pub(crate) fn remember_reference(&self, owner: &str, id: &str) {
+    pub(crate) fn remember_reference(&self, owner: &str, id: &str, provider: &str) {
         let refs = &self.state.references;
         if refs.len() >= MAX_REFERENCES {
             let now = Instant::now();
@@ -127,7 +140,7 @@ impl MemoryStore {
         }
         refs.insert(
             reference_key(owner, id),
-            Expiring::new((), self.state.reference_ttl),
+            Expiring::new(provider.to_owned(), self.state.reference_ttl),
         );
     }
 
@@ -292,6 +305,13 @@ impl State {
         self.contexts.retain(|_, e| e.live(now));
         self.catalogs.retain(|_, e| e.live(now));
         self.references.retain(|_, e| e.live(now));
+        self.responses.retain(|_, e| {
+            let live = e.live(now);
+            if !live {
+                self.responses_bytes.fetch_sub(e.value.len(), Relaxed);
+            }
+            live
+        });
         for windows in [&self.requests, &self.tokens] {
             windows.retain(|_, w| {
                 w.expire(now_secs);
@@ -382,11 +402,52 @@ impl Store for MemoryStore {
         entry.live(Instant::now()).then(|| entry.value.clone())
     }
 
-    async fn has_reference(&self, owner: &str, id: &str) -> bool {
-        self.state
-            .references
-            .get(&reference_key(owner, id))
-            .is_some_and(|e| e.live(Instant::now()))
+    async fn reference(&self, owner: &str, id: &str) -> Option<String> {
+        let e = self.state.references.get(&reference_key(owner, id))?;
+        e.live(Instant::now()).then(|| e.value.clone())
+    }
+
+    async fn put_response(&self, owner: &str, id: &str, entry: &[u8], ttl: Duration) -> bool {
+        let s = &self.state;
+        if entry.len() > s.responses_max_bytes {
+            log::debug!(
+                "store: a response of {} bytes is over responses_max_bytes, not kept",
+                entry.len()
+            );
+            return false;
+        }
+        if s.responses_bytes.load(Relaxed) + entry.len() > MAX_RESPONSES_BYTES {
+            s.sweep();
+            if s.responses_bytes.load(Relaxed) + entry.len() > MAX_RESPONSES_BYTES {
+                log::warn!(
+                    "{MAX_RESPONSES_BYTES} bytes of responses are kept already: a new one is not (use Redis for more)"
+                );
+                return false;
+            }
+        }
+        s.responses_bytes.fetch_add(entry.len(), Relaxed);
+        let old = s
+            .responses
+            .insert(reference_key(owner, id), Expiring::new(entry.to_vec(), ttl));
+        if let Some(old) = old {
+            s.responses_bytes.fetch_sub(old.value.len(), Relaxed);
+        }
+        true
+    }
+
+    async fn get_response(&self, owner: &str, id: &str) -> Option<Vec<u8>> {
+        let e = self.state.responses.get(&reference_key(owner, id))?;
+        e.live(Instant::now()).then(|| e.value.clone())
+    }
+
+    async fn delete_response(&self, owner: &str, id: &str) -> bool {
+        match self.state.responses.remove(&reference_key(owner, id)) {
+            Some((_, e)) => {
+                self.state.responses_bytes.fetch_sub(e.value.len(), Relaxed);
+                e.live(Instant::now())
+            }
+            None => false,
+        }
     }
 
     async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision {
@@ -518,7 +579,11 @@ impl Store for MemoryStore {
                 owner,
                 entry,
             } => self.push_now(&session, &owner, entry),
-            Deferred::Reference { owner, id } => self.remember_reference(&owner, &id),
+            Deferred::Reference {
+                owner,
+                id,
+                provider,
+            } => self.remember_reference(&owner, &id, &provider),
         }
     }
 
@@ -632,6 +697,61 @@ mod tests {
             store.get_session("s").await.map(|b| b.message_count),
             Some(1)
         );
+    }
+
+    #[tokio::test]
+    async fn responses_are_kept_per_owner_within_their_bounds() {
+        let store = MemoryStore::new(&StoreOptions {
+            responses_max_bytes: 16,
+            ..StoreOptions::default()
+        });
+        let day = Duration::from_secs(86400);
+        assert!(
+            store
+                .put_response("alice", "resp_1", b"{\"a\":1}", day)
+                .await
+        );
+        assert_eq!(
+            store.get_response("alice", "resp_1").await.as_deref(),
+            Some(&b"{\"a\":1}"[..])
+        );
+        // Another owner neither reads nor deletes it.
+        assert_eq!(store.get_response("bob", "resp_1").await, None);
+        assert!(!store.delete_response("bob", "resp_1").await);
+        // Over responses_max_bytes: not kept.
+        assert!(
+            !store
+                .put_response("alice", "resp_2", &[b'x'; 17], day)
+                .await
+        );
+        assert_eq!(store.get_response("alice", "resp_2").await, None);
+        // Expired: absent.
+        assert!(
+            store
+                .put_response("alice", "resp_3", b"{}", Duration::ZERO)
+                .await
+        );
+        assert_eq!(store.get_response("alice", "resp_3").await, None);
+        assert!(store.delete_response("alice", "resp_1").await);
+        assert_eq!(store.get_response("alice", "resp_1").await, None);
+        store.state.sweep();
+        assert_eq!(store.state.responses_bytes.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reference_remembers_its_provider() {
+        let store = MemoryStore::new(&StoreOptions::default());
+        store.defer(Deferred::Reference {
+            owner: "alice".into(),
+            id: "resp_1".into(),
+            provider: "openai".into(),
+        });
+        assert_eq!(
+            store.reference("alice", "resp_1").await.as_deref(),
+            Some("openai")
+        );
+        assert!(store.has_reference("alice", "resp_1").await);
+        assert!(!store.has_reference("bob", "resp_1").await);
     }
 
     #[tokio::test]

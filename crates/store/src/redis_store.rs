@@ -8,6 +8,8 @@
 //!   both TTL `context_ttl`, restarted by every push;
 //! - `catalog:{provider}`: JSON array of model ids, TTL `catalog_ttl`;
 //! - `rpm:{name}`, `tpm:{name}`: rate windows, hashes second → amount, TTL 61 s (see `lua::ADMIT`);
+//! - `response:{owner}:{id}`: a Responses API record the gateway keeps for a client key ([`Store::put_response`]),
+//!   TTL given by the caller (`store.responses_ttl_seconds`);
 //! - `spend:{name}`: spend counters (an integer: spent plus reserved by requests in flight), TTL set by the caller.
 //!
 //! On a Redis Cluster the keys are hash-tagged so that every script touches one slot: the id of a session,
@@ -76,6 +78,7 @@ struct Inner {
     context_ttl_ms: u64,
     catalog_ttl_ms: u64,
     reference_ttl: Duration,
+    responses_max_bytes: usize,
 }
 
 /// Reservations to take back and usage to count in one set of token windows.
@@ -152,6 +155,7 @@ impl RedisStore {
             context_ttl_ms: ttl_ms(opts.context_ttl),
             catalog_ttl_ms: ttl_ms(opts.catalog_ttl),
             reference_ttl: opts.reference_ttl,
+            responses_max_bytes: opts.responses_max_bytes,
         });
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         spawn_writer(inner.clone(), jobs);
@@ -506,14 +510,18 @@ impl Inner {
                 owner,
                 entry,
             } => self.push(&session, &owner, entry, WRITE_TIMEOUT).await,
-            Deferred::Reference { owner, id } => {
-                self.local.remember_reference(&owner, &id);
+            Deferred::Reference {
+                owner,
+                id,
+                provider,
+            } => {
+                self.local.remember_reference(&owner, &id, &provider);
                 let key = self.keys.of("ref", &format!("{owner}:{id}"));
                 let ttl = ttl_ms(self.reference_ttl);
                 self.redis_within(
                     "remember a reference",
                     WRITE_TIMEOUT,
-                    |mut conn| async move { conn.pset_ex::<_, _, ()>(key, 1, ttl).await },
+                    |mut conn| async move { conn.pset_ex::<_, _, ()>(key, provider, ttl).await },
                 )
                 .await;
             }
@@ -727,18 +735,77 @@ impl Store for RedisStore {
             .await;
     }
 
-    async fn has_reference(&self, owner: &str, id: &str) -> bool {
+    async fn reference(&self, owner: &str, id: &str) -> Option<String> {
         let inner = &self.inner;
         let key = inner.keys.of("ref", &format!("{owner}:{id}"));
         match inner
             .redis("read a reference", |mut conn| async move {
-                conn.exists::<_, bool>(key).await
+                conn.get::<_, Option<String>>(key).await
             })
             .await
         {
-            Some(found) => found,
-            None => inner.local.has_reference(owner, id).await,
+            // `1`: remembered by a gateway that did not keep the provider.
+            Some(found) => found.map(|p| if p == "1" { String::new() } else { p }),
+            None => inner.local.reference(owner, id).await,
         }
+    }
+
+    async fn put_response(&self, owner: &str, id: &str, entry: &[u8], ttl: Duration) -> bool {
+        let inner = &self.inner;
+        if entry.len() > inner.responses_max_bytes {
+            log::debug!(
+                "store: a response of {} bytes is over responses_max_bytes, not kept",
+                entry.len()
+            );
+            return false;
+        }
+        let key = inner.keys.of("response", &format!("{owner}:{id}"));
+        let value = entry.to_vec();
+        let ttl = ttl_ms(ttl);
+        match inner
+            .redis_within("keep a response", WRITE_TIMEOUT, |mut conn| async move {
+                conn.pset_ex::<_, _, ()>(key, value, ttl).await
+            })
+            .await
+        {
+            Some(()) => true,
+            // Kept by this replica while Redis is down (the next turn may come here).
+            None => {
+                inner
+                    .local
+                    .put_response(owner, id, entry, Duration::from_millis(ttl))
+                    .await
+            }
+        }
+    }
+
+    async fn get_response(&self, owner: &str, id: &str) -> Option<Vec<u8>> {
+        let inner = &self.inner;
+        let key = inner.keys.of("response", &format!("{owner}:{id}"));
+        match inner
+            .redis("read a response", |mut conn| async move {
+                conn.get::<_, Option<Vec<u8>>>(key).await
+            })
+            .await
+        {
+            // Redis answers for every replica: a copy this one kept while
+            // Redis was down is not served once it is back (it may have
+            // been deleted elsewhere since).
+            Some(v) => v,
+            None => inner.local.get_response(owner, id).await,
+        }
+    }
+
+    async fn delete_response(&self, owner: &str, id: &str) -> bool {
+        let inner = &self.inner;
+        let key = inner.keys.of("response", &format!("{owner}:{id}"));
+        let local = inner.local.delete_response(owner, id).await;
+        let remote = inner
+            .redis("delete a response", |mut conn| async move {
+                conn.del::<_, u64>(key).await
+            })
+            .await;
+        local || remote.is_some_and(|n| n > 0)
     }
 
     async fn get_catalog(&self, provider: &str) -> Option<Vec<String>> {

@@ -25,6 +25,9 @@ pub(super) enum Converter {
         events: Vec<SseEvent>,
         neutral: Vec<StreamEvent>,
         saw_event: bool,
+        /// The id the answer is given instead of the upstream's (a
+        /// Responses answer the gateway keeps: `proxy/responses.rs`).
+        response_id: Option<String>,
     },
 }
 
@@ -55,6 +58,7 @@ impl Converter {
                 events: Vec::new(),
                 neutral: Vec::new(),
                 saw_event: false,
+                response_id: None,
             }
         }
     }
@@ -98,6 +102,7 @@ impl Converter {
                 events,
                 neutral,
                 saw_event,
+                response_id,
             } => {
                 events.clear();
                 match chunk {
@@ -110,7 +115,12 @@ impl Converter {
                     decoder
                         .decode(ev, neutral)
                         .map_err(|e| RelayFault::StreamUnreadable(e.message))?;
-                    for e in neutral.iter() {
+                    for e in neutral.iter_mut() {
+                        if let (StreamEvent::Start { id, .. }, Some(ours)) =
+                            (&mut *e, &*response_id)
+                        {
+                            id.clone_from(ours);
+                        }
                         ctx.relayed_output_bytes += same_format::output_bytes(e);
                         match e {
                             // Decoders report the running total.
@@ -129,6 +139,13 @@ impl Converter {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Gives a translated answer the id `id` instead of the upstream's.
+    pub(super) fn set_response_id(&mut self, id: String) {
+        if let Converter::Translate { response_id, .. } = self {
+            *response_id = Some(id);
         }
     }
 

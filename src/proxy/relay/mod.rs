@@ -262,14 +262,39 @@ async fn whole(
         if let Some(m) = &plan.model_override {
             r.model.clone_from(m);
         }
+        if let Some(keep) = ctx.keep_response.as_ref().filter(|_| keeps_here(plan)) {
+            // The gateway's id: the upstream's is neither unique across
+            // providers nor a Responses id.
+            r.id.clone_from(&keep.id);
+        }
         Bytes::from(translate::encode_response(plan.client, &r))
     };
+    if let Some(mut keep) = kept_here(ctx, plan) {
+        // Kept before the client has the answer: its next turn finds it.
+        keep.answered(&out);
+        keep.save().await;
+    }
     ctx.status = 200;
     ctx.first_byte = Some(ctx.start.elapsed());
     let headers = &respond::with_debug_cost(headers, ctx.cost_usd());
     match respond::json(session, 200, out, headers).await {
         Ok(()) => Outcome::Done,
         Err(_) => gone(ctx),
+    }
+}
+
+/// Whether the gateway keeps this answer's Responses state: a Responses
+/// client served by an upstream that keeps none (`proxy/responses.rs`).
+fn keeps_here(plan: &RelayPlan<'_>) -> bool {
+    plan.client == Format::OpenAiResponses && plan.upstream != Format::OpenAiResponses
+}
+
+/// What the answer is kept with, when the gateway keeps it.
+fn kept_here(ctx: &mut RequestCtx, plan: &RelayPlan<'_>) -> Option<Box<super::responses::Keep>> {
+    if keeps_here(plan) {
+        ctx.keep_response.take()
+    } else {
+        None
     }
 }
 
@@ -351,6 +376,10 @@ async fn stream(
     headers: &Headers,
 ) -> Outcome {
     let mut conv = Converter::new(plan, ctx.answer.is_some());
+    let keeps = keeps_here(plan);
+    if let Some(keep) = ctx.keep_response.as_ref().filter(|_| keeps) {
+        conv.set_response_id(keep.id.clone());
+    }
     let mut out = BytesMut::new();
     // Part of this answer reached the client: no failover any more.
     let mut answered = false;
@@ -398,6 +427,17 @@ async fn stream(
                 return gone(ctx);
             }
             upstream_error::scrub_bytes(&mut out, plan.provider_keys);
+            // What is kept is what the client gets, scrubbed.
+            if let Some(keep) = ctx.keep_response.as_mut().filter(|_| keeps) {
+                keep.scan_events(&out);
+            }
+            if end {
+                if let Some(keep) = kept_here(ctx, plan) {
+                    // Kept before the stream ends: the client's next turn
+                    // finds it.
+                    keep.save().await;
+                }
+            }
             if write(session, ctx, out.split().freeze(), end)
                 .await
                 .is_err()
