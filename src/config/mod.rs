@@ -122,6 +122,13 @@ impl Config {
             context_max_session_bytes: self.context.max_session_bytes,
             context_ttl: self.store.context_ttl,
             catalog_ttl: self.store.catalog_ttl,
+            // Usage counters go to the file only without Redis (with Redis they live there).
+            usage_path: self
+                .store
+                .path
+                .clone()
+                .filter(|_| self.store.redis_url.is_none()),
+            usage_retention_days: self.store.usage_retention_days,
             // As long as OpenAI keeps a stored response.
             ..Default::default()
         }

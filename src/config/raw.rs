@@ -161,8 +161,10 @@ pub struct RawStore {
     pub session_ttl_seconds: Option<u64>,
     pub context_ttl_seconds: Option<u64>,
     pub models_cache_ttl_seconds: Option<u64>,
-    /// File of the embedded store's durable part (client keys made at run time).
+    /// File of the embedded store's durable part (client keys made at run time, usage counters).
     pub path: Option<String>,
+    /// Days the usage counters (`/admin/usage`) are kept (default 400).
+    pub usage_retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

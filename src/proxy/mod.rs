@@ -18,6 +18,7 @@ pub mod respond;
 pub mod routes;
 pub mod session;
 mod upstream_error;
+mod usage_count;
 
 use std::sync::Arc;
 
@@ -387,6 +388,7 @@ impl ProxyHttp for Gateway {
             }
             self.console.record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
+            usage_count::count(self.state.store().await.as_ref(), &rt, ctx);
         }
         if !crate::access_log::enabled() {
             return;

@@ -35,6 +35,7 @@ pub mod redis_url;
 pub mod spend;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;
 pub mod window;
 
 pub use memory::json_size;
@@ -65,6 +66,10 @@ pub struct StoreOptions {
     /// How long the gateway remembers which client key received a provider object id (a Responses API
     /// response id), so that only that key may reference it ([`Store::has_reference`]).
     pub reference_ttl: Duration,
+    /// The embedded store's file for usage counters (`store.path`); `None`: memory only. Ignored with Redis.
+    pub usage_path: Option<std::path::PathBuf>,
+    /// How many days usage counters are kept ([`usage`]).
+    pub usage_retention_days: u32,
 }
 
 impl Default for StoreOptions {
@@ -79,6 +84,8 @@ impl Default for StoreOptions {
             context_ttl: Duration::from_secs(24 * 3600),
             catalog_ttl: Duration::from_secs(300),
             reference_ttl: Duration::from_secs(30 * 24 * 3600),
+            usage_path: None,
+            usage_retention_days: 400,
         }
     }
 }
@@ -96,6 +103,8 @@ impl fmt::Debug for StoreOptions {
             .field("context_ttl", &self.context_ttl)
             .field("catalog_ttl", &self.catalog_ttl)
             .field("reference_ttl", &self.reference_ttl)
+            .field("usage_path", &self.usage_path)
+            .field("usage_retention_days", &self.usage_retention_days)
             .finish()
     }
 }
@@ -328,6 +337,8 @@ pub enum Deferred {
         /// The provider's id of the object (a Responses API response id).
         id: String,
     },
+    /// One answered request's usage, added to its day's counters ([`usage`]); boxed to keep the queue small.
+    Usage(Box<usage::UsageRecord>),
 }
 
 /// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
@@ -399,6 +410,9 @@ pub trait Store: Send + Sync {
         reserve_tokens: u64,
         spend: Option<&SpendLimit>,
     ) -> Admission;
+    /// The usage counters of days `from..=to` (`YYYY-MM-DD`, UTC), one record per day and row. With Redis
+    /// down, what this process counted locally.
+    async fn usage(&self, from: &str, to: &str) -> Vec<usage::UsageRecord>;
     /// Queues `write` and returns at once; the Redis store writes queued work in batches in the background.
     fn defer(&self, write: Deferred);
     /// Waits (a few seconds at most) until everything deferred before this call is written.
