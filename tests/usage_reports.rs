@@ -3,6 +3,8 @@
 //! download, counters kept across a restart with `store.path` and shared by two replicas on one Redis, bad
 //! queries and non-admin callers refused.
 
+#[path = "console/cdp.rs"]
+mod cdp;
 mod common;
 
 use apiproxy_store::testing::RedisServer;
@@ -317,4 +319,61 @@ async fn two_replicas_on_one_redis_share_the_counters() {
     // Each replica reports what both counted.
     check_reports(&a, 2).await;
     check_reports(&b, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_page_in_a_real_browser() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, "")).await;
+    traffic(&gw).await;
+    let _ = usage_counting(&gw, "", 7).await;
+    let mut b = cdp::Browser::launch().await;
+    b.viewport(1280, 900, false).await;
+    b.navigate(&format!("{}/ui/", gw.url())).await;
+    b.wait_for(
+        "document.querySelector('#signin-view') && !document.querySelector('#signin-view').hidden",
+    )
+    .await;
+    b.eval(&format!(
+        "document.querySelector('#admin-key').value = '{ADMIN}'; document.querySelector('#signin').requestSubmit(); true"
+    ))
+    .await;
+    b.wait_for("document.querySelector('#page').dataset.ready === 'overview'")
+        .await;
+    b.eval("location.hash = '#/usage'; true").await;
+    b.wait_for("document.querySelector('#page').dataset.ready === 'usage'")
+        .await;
+    // By key (the default): one row per key, and three per-day charts.
+    let keys = b
+        .wait_for("[...document.querySelectorAll('#usage-rows tr')].map(r => r.dataset.group).sort().join(',') || null")
+        .await;
+    assert_eq!(keys, "alice,bob");
+    let charts = b
+        .eval("document.querySelectorAll('#usage-charts svg').length")
+        .await;
+    assert_eq!(charts, 3);
+    let alice = b
+        .eval("document.querySelector('#usage-rows tr[data-group=alice]').children[1].textContent")
+        .await;
+    assert_eq!(alice, "4");
+    // By model.
+    b.eval("{ const g = document.querySelector('#usage-group'); g.value = 'model'; g.dispatchEvent(new Event('change')); } true")
+        .await;
+    let models = b
+        .wait_for("(() => { const g = [...document.querySelectorAll('#usage-rows tr')].map(r => r.dataset.group).sort().join(','); return g.includes('p/m1') ? g : null; })()")
+        .await;
+    assert_eq!(models, "p/boom,p/m1,q/m2");
+    let shots =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    b.screenshot(&shots.join("usage.png")).await;
+    // The CSV download fetches with the admin key.
+    b.eval("document.querySelector('#usage-csv').click(); true")
+        .await;
+    let name = b
+        .wait_for("document.querySelector('#usage-csv').dataset.downloaded || null")
+        .await;
+    assert!(
+        name.as_str().is_some_and(|n| n.ends_with("-by-model.csv")),
+        "{name}"
+    );
 }
