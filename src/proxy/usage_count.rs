@@ -1,7 +1,8 @@
 //! Counts each answered request into the store's usage counters per UTC day (`/admin/usage`).
 //!
-//! Counted: every request on an LLM route that reached a provider (one was chosen and tried), whatever its
-//! answer: an error counts as a request with the tokens it reported (usually none). Refused before any provider
+//! Counted: every request on an LLM route (or a token count) that reached a provider (one was chosen and
+//! tried), whatever its answer: an error, or a token count, counts as a request with the tokens it reported
+//! (usually none), as the request metrics count it. Refused before any provider
 //! (auth, limits, budget, bad request) it is not counted here (the metrics and access log have those).
 //!
 //! Bounded like the metrics: the model names are the ones the configuration or a provider's catalog knows

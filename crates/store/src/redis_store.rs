@@ -148,7 +148,11 @@ impl RedisStore {
         let clustered = RedisTarget::parse(url).is_ok_and(|t| t.clustered());
         let inner = Arc::new(Inner {
             link: Link::start(url).await,
-            local: MemoryStore::new(opts),
+            // Usage counters live in Redis: the local fallback keeps its own in memory, never in a file.
+            local: MemoryStore::new(&StoreOptions {
+                usage_path: None,
+                ..opts.clone()
+            }),
             keys: Keys {
                 prefix: opts.key_prefix.clone(),
                 clustered,
