@@ -123,6 +123,13 @@ impl Config {
             context_ttl: self.store.context_ttl,
             catalog_ttl: self.store.catalog_ttl,
             responses_max_bytes: self.store.responses_max_bytes,
+            // Usage counters go to the file only without Redis (with Redis they live there).
+            usage_path: self
+                .store
+                .path
+                .clone()
+                .filter(|_| self.store.redis_url.is_none()),
+            usage_retention_days: self.store.usage_retention_days,
             // As long as OpenAI keeps a stored response.
             ..Default::default()
         }

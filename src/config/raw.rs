@@ -168,8 +168,10 @@ pub struct RawStore {
     pub responses_max_bytes: Option<usize>,
     /// The most responses one `previous_response_id` chain expands (default 100); a longer chain is refused.
     pub responses_max_chain: Option<usize>,
-    /// File of the embedded store's durable part (client keys made at run time).
+    /// File of the embedded store's durable part (client keys made at run time, usage counters).
     pub path: Option<String>,
+    /// Days the usage counters (`/admin/usage`) are kept (default 400).
+    pub usage_retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

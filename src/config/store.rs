@@ -21,6 +21,8 @@ pub struct StoreSettings {
     pub responses_max_chain: usize,
     /// The embedded store's file (client keys made at run time); `None`: memory only.
     pub path: Option<std::path::PathBuf>,
+    /// Days the usage counters are kept (`store.usage_retention_days`, 1–3660).
+    pub usage_retention_days: u32,
 }
 
 /// Resolves `store`; every problem is pushed naming its key path.
@@ -43,6 +45,7 @@ pub fn resolve(st: RawStore, problems: &mut Vec<String>) -> StoreSettings {
             .path
             .filter(|p| !p.is_empty())
             .map(std::path::PathBuf::from),
+        usage_retention_days: st.usage_retention_days.unwrap_or(400),
     };
     if store.responses_ttl.is_zero() {
         problems.push("store.responses_ttl_seconds: must be at least 1".to_owned());
@@ -55,6 +58,12 @@ pub fn resolve(st: RawStore, problems: &mut Vec<String>) -> StoreSettings {
     }
     if store.responses_max_chain == 0 {
         problems.push("store.responses_max_chain: must be at least 1".to_owned());
+    }
+    if !(1..=3660).contains(&store.usage_retention_days) {
+        problems.push(format!(
+            "store.usage_retention_days: {} must be between 1 and 3660",
+            store.usage_retention_days
+        ));
     }
     if let Some(p) = Some(&store.key_prefix).filter(|p| p.contains(['{', '}'])) {
         // Braces are Redis Cluster hash tags: the store adds its own so each script stays on one slot.

@@ -69,6 +69,8 @@ pub enum ConsoleRoute {
     ConfigFile,
     /// `PUT /admin/config/file`.
     WriteConfigFile,
+    /// `GET /admin/usage`.
+    Usage,
     MethodNotAllowed,
     NotFound,
 }
@@ -115,6 +117,7 @@ pub fn route(method: &str, path: &str) -> ConsoleRoute {
         ["admin", "reload"] => only(method == "POST", R::Reload),
         ["admin", "logs"] => only(get, R::Logs),
         ["admin", "routing"] => only(get, R::Routing),
+        ["admin", "usage"] => only(get, R::Usage),
         ["admin", "config", "file"] => match method {
             "GET" | "HEAD" => R::ConfigFile,
             "PUT" => R::WriteConfigFile,
@@ -230,6 +233,7 @@ pub async fn handle(
         R::Logs => (200, system::logs(rt, session.req_header().uri.query())?),
         R::Routing => (200, system::routing(rt)),
         R::ConfigFile => (200, config_file::get(sys)?),
+        R::Usage => return usage_report(gw, session, ctx).await,
         R::WriteConfigFile => {
             let v = read_json_up_to(session, rt, config_file::MAX_CONFIG_BYTES + 4096).await?;
             config_file::put(sys, &v).await?
@@ -240,6 +244,37 @@ pub async fn handle(
     };
     ctx.status = status;
     respond::json(session, status, body.to_string(), &respond::admin_headers())
+        .await
+        .map_err(write_error)
+}
+
+/// `GET /admin/usage`: the usage counters over a range of days, as JSON or (`format=csv`) a CSV download.
+async fn usage_report(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let q = super::usage::UsageQuery::parse(session.req_header().uri.query())?;
+    let store = gw.state.store().await;
+    let records = store.usage(&q.from, &q.to).await;
+    let (rows, totals) = super::usage::group(&q, &records);
+    ctx.status = 200;
+    if q.csv {
+        let mut headers = respond::admin_headers();
+        headers.push((
+            "content-disposition",
+            format!(
+                "attachment; filename=\"{}\"",
+                super::usage::csv_file_name(&q)
+            ),
+        ));
+        let body = Bytes::from(super::usage::to_csv(&q, &rows));
+        return respond::write(session, 200, "text/csv; charset=utf-8", body, &headers)
+            .await
+            .map_err(write_error);
+    }
+    let body = super::usage::to_json(&q, &rows, &totals);
+    respond::json(session, 200, body.to_string(), &respond::admin_headers())
         .await
         .map_err(write_error)
 }
@@ -804,6 +839,7 @@ fn effective_config(rt: &Runtime) -> Value {
             "responses_ttl_seconds": c.store.responses_ttl.as_secs(),
             "responses_max_bytes": c.store.responses_max_bytes,
             "responses_max_chain": c.store.responses_max_chain,
+            "usage_retention_days": c.store.usage_retention_days,
         },
         "context": {"max_entries": c.context.max_entries, "max_chars": c.context.max_chars},
         "auth": {

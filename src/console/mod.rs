@@ -22,6 +22,7 @@ pub mod records;
 pub mod series;
 mod snapshot;
 pub mod system;
+pub mod usage;
 
 pub use system::System;
 

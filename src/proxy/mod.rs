@@ -19,6 +19,7 @@ pub mod responses;
 pub mod routes;
 pub mod session;
 mod upstream_error;
+mod usage_count;
 
 use std::sync::Arc;
 
@@ -405,6 +406,7 @@ impl ProxyHttp for Gateway {
             }
             self.console.record(&rt, ctx, elapsed);
             self.record_state(ctx).await;
+            usage_count::count(self.state.store().await.as_ref(), &rt, ctx);
         }
         if !crate::access_log::enabled() {
             return;

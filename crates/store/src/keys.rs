@@ -129,7 +129,7 @@ const FILE_BUSY_WAIT: Duration = Duration::from_secs(3);
 
 /// Opens the file (created when missing), runs `f`, and closes it. While another process holds the
 /// file (redb's lock), retries every few milliseconds for up to [`FILE_BUSY_WAIT`].
-fn with_file<T>(
+pub(crate) fn with_file<T>(
     path: &Path,
     f: impl FnOnce(&redb::Database) -> Result<T, String>,
 ) -> Result<T, String> {

@@ -35,6 +35,7 @@ pub mod redis_url;
 pub mod spend;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;
 pub mod window;
 
 pub use memory::json_size;
@@ -67,6 +68,10 @@ pub struct StoreOptions {
     pub reference_ttl: Duration,
     /// The largest Responses API record kept ([`Store::put_response`]), in bytes of its JSON.
     pub responses_max_bytes: usize,
+    /// The embedded store's file for usage counters (`store.path`); `None`: memory only. Ignored with Redis.
+    pub usage_path: Option<std::path::PathBuf>,
+    /// How many days usage counters are kept ([`usage`]).
+    pub usage_retention_days: u32,
 }
 
 impl Default for StoreOptions {
@@ -82,6 +87,8 @@ impl Default for StoreOptions {
             catalog_ttl: Duration::from_secs(300),
             reference_ttl: Duration::from_secs(30 * 24 * 3600),
             responses_max_bytes: 4 * 1024 * 1024,
+            usage_path: None,
+            usage_retention_days: 400,
         }
     }
 }
@@ -100,6 +107,8 @@ impl fmt::Debug for StoreOptions {
             .field("catalog_ttl", &self.catalog_ttl)
             .field("reference_ttl", &self.reference_ttl)
             .field("responses_max_bytes", &self.responses_max_bytes)
+            .field("usage_path", &self.usage_path)
+            .field("usage_retention_days", &self.usage_retention_days)
             .finish()
     }
 }
@@ -334,6 +343,8 @@ pub enum Deferred {
         /// The id of the provider that keeps the object (a conversation continuing it goes there).
         provider: String,
     },
+    /// One answered request's usage, added to its day's counters ([`usage`]); boxed to keep the queue small.
+    Usage(Box<usage::UsageRecord>),
 }
 
 /// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
@@ -418,6 +429,9 @@ pub trait Store: Send + Sync {
         reserve_tokens: u64,
         spend: Option<&SpendLimit>,
     ) -> Admission;
+    /// The usage counters of days `from..=to` (`YYYY-MM-DD`, UTC), one record per day and row. With Redis
+    /// down, what this process counted locally.
+    async fn usage(&self, from: &str, to: &str) -> Vec<usage::UsageRecord>;
     /// Queues `write` and returns at once; the Redis store writes queued work in batches in the background.
     fn defer(&self, write: Deferred);
     /// Waits (a few seconds at most) until everything deferred before this call is written.

@@ -40,6 +40,7 @@ fn reference_key(owner: &str, id: &str) -> String {
 pub struct MemoryStore {
     state: Arc<State>,
     spend: crate::spend::SpendCounters,
+    usage: Arc<crate::usage::UsageCounters>,
 }
 
 struct State {
@@ -121,6 +122,10 @@ impl MemoryStore {
         MemoryStore {
             state,
             spend: Default::default(),
+            usage: crate::usage::UsageCounters::new(
+                opts.usage_path.clone(),
+                opts.usage_retention_days,
+            ),
         }
     }
 
@@ -584,10 +589,22 @@ impl Store for MemoryStore {
                 id,
                 provider,
             } => self.remember_reference(&owner, &id, &provider),
+            Deferred::Usage(record) => self.usage.add(*record),
         }
     }
 
-    async fn flush(&self) {}
+    async fn usage(&self, from: &str, to: &str) -> Vec<crate::usage::UsageRecord> {
+        let (usage, from, to) = (self.usage.clone(), from.to_owned(), to.to_owned());
+        // The file is read off the async threads.
+        tokio::task::spawn_blocking(move || usage.read(&from, &to))
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn flush(&self) {
+        let usage = self.usage.clone();
+        let _ = tokio::task::spawn_blocking(move || usage.write_file()).await;
+    }
 
     fn kind(&self) -> &'static str {
         "memory"

@@ -39,6 +39,7 @@ use crate::memory::MemoryStore;
 use crate::metrics::ERRORS;
 use crate::redis_link::{describe_error, is_outage, Conn, Link, OP_TIMEOUT};
 use crate::redis_url::RedisTarget;
+use crate::usage::{day_string, parse_day, UsageAmounts, UsageDims, UsageRecord};
 use crate::window::{allowed, refused};
 use crate::SpendDecision;
 use crate::{
@@ -58,6 +59,8 @@ const BATCH: usize = 256;
 const GATHER: Duration = Duration::from_millis(2);
 /// How long a deferred write may take (they are off the request path: more patience than a request's read).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a usage report (up to a year of day hashes, an admin request) may take on Redis.
+const USAGE_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Store::flush`] waits at most.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
@@ -79,6 +82,8 @@ struct Inner {
     catalog_ttl_ms: u64,
     reference_ttl: Duration,
     responses_max_bytes: usize,
+    /// How long a usage day hash lives after its last write.
+    usage_ttl_secs: u64,
 }
 
 /// Reservations to take back and usage to count in one set of token windows.
@@ -99,6 +104,9 @@ impl Settlement {
         }
     }
 }
+
+/// Usage rows of one batch, summed per day and row.
+type UsageBatch = BTreeMap<(String, UsageDims), UsageAmounts>;
 
 /// What the writer thread is sent.
 enum Job {
@@ -143,7 +151,11 @@ impl RedisStore {
         let clustered = RedisTarget::parse(url).is_ok_and(|t| t.clustered());
         let inner = Arc::new(Inner {
             link: Link::start(url).await,
-            local: MemoryStore::new(opts),
+            // Usage counters live in Redis: the local fallback keeps its own in memory, never in a file.
+            local: MemoryStore::new(&StoreOptions {
+                usage_path: None,
+                ..opts.clone()
+            }),
             keys: Keys {
                 prefix: opts.key_prefix.clone(),
                 clustered,
@@ -156,6 +168,7 @@ impl RedisStore {
             catalog_ttl_ms: ttl_ms(opts.catalog_ttl),
             reference_ttl: opts.reference_ttl,
             responses_max_bytes: opts.responses_max_bytes,
+            usage_ttl_secs: u64::from(opts.usage_retention_days.max(1)) * 86_400,
         });
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         spawn_writer(inner.clone(), jobs);
@@ -478,6 +491,30 @@ impl Inner {
         .await;
     }
 
+    /// Adds a batch's usage to the day hashes; when Redis cannot, the local counters have it (and
+    /// [`Store::usage`] answers from them while Redis is down).
+    async fn add_usage(self: Arc<Self>, batch: UsageBatch) {
+        let rows: Vec<(String, String, UsageAmounts)> = batch
+            .iter()
+            .map(|((day, dims), a)| (self.keys.of("usage", day), dims.field(), *a))
+            .collect();
+        let ttl = self.usage_ttl_secs;
+        let written = self
+            .redis_within("add usage", WRITE_TIMEOUT, |conn| {
+                crate::usage::redis_add(conn, rows, ttl)
+            })
+            .await;
+        if written.is_none() {
+            for ((day, dims), amounts) in batch {
+                self.local.defer(Deferred::Usage(Box::new(UsageRecord {
+                    day,
+                    dims,
+                    amounts,
+                })));
+            }
+        }
+    }
+
     /// Writes one deferred write (from the writer thread).
     async fn write(self: Arc<Self>, write: Deferred) {
         match write {
@@ -510,6 +547,12 @@ impl Inner {
                 owner,
                 entry,
             } => self.push(&session, &owner, entry, WRITE_TIMEOUT).await,
+            Deferred::Usage(record) => {
+                let r = *record;
+                let mut batch = UsageBatch::new();
+                batch.insert((r.day, r.dims), r.amounts);
+                self.add_usage(batch).await
+            }
             Deferred::Reference {
                 owner,
                 id,
@@ -573,6 +616,8 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
                     let mut settlements: BTreeMap<Vec<String>, Settlement> = BTreeMap::new();
                     // Spend settlements of one counter likewise: name → (cost − reserved, TTL).
                     let mut spends: BTreeMap<String, (i64, Duration)> = BTreeMap::new();
+                    // Usage of one day and row likewise: one HINCRBY per amount and row per batch.
+                    let mut usages = UsageBatch::new();
                     for job in batch.drain(..) {
                         match job {
                             Job::Write(Deferred::Settle {
@@ -595,6 +640,10 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
                                 slot.0 = slot.0.saturating_add(delta);
                                 slot.1 = slot.1.max(ttl);
                             }
+                            Job::Write(Deferred::Usage(record)) => {
+                                let r = *record;
+                                usages.entry((r.day, r.dims)).or_default().add(&r.amounts);
+                            }
                             Job::Write(w) if inner.link.is_up() => {
                                 writes.spawn(inner.clone().write(w));
                             }
@@ -607,6 +656,9 @@ fn spawn_writer(inner: Arc<Inner>, mut jobs: mpsc::Receiver<Job>) {
                     }
                     for (name, (delta, ttl)) in spends {
                         writes.spawn(inner.clone().settle_spend(name, delta, ttl));
+                    }
+                    if !usages.is_empty() {
+                        writes.spawn(inner.clone().add_usage(std::mem::take(&mut usages)));
                     }
                     while writes.join_next().await.is_some() {}
                     for done in flushes {
@@ -927,6 +979,29 @@ impl Store for RedisStore {
             {
                 inner.write_locally(w);
             }
+        }
+    }
+
+    async fn usage(&self, from: &str, to: &str) -> Vec<UsageRecord> {
+        let inner = &self.inner;
+        let (Some(first), Some(last)) = (parse_day(from), parse_day(to)) else {
+            return Vec::new();
+        };
+        let keys: Vec<(String, String)> = (first..=last)
+            .map(|d| {
+                let day = day_string(d);
+                let key = inner.keys.of("usage", &day);
+                (day, key)
+            })
+            .collect();
+        match inner
+            .redis_within("read usage", USAGE_READ_TIMEOUT, |conn| {
+                crate::usage::redis_read(conn, keys)
+            })
+            .await
+        {
+            Some(rows) => rows,
+            None => inner.local.usage(from, to).await,
         }
     }
 

@@ -128,7 +128,7 @@ function every(ms, fn) {
   timers.push(setInterval(fn, ms));
 }
 
-const pages = { overview, providers, models, requests, sessions, keys, config, routing, system, logs, edit };
+const pages = { overview, providers, models, requests, sessions, keys, usage, config, routing, system, logs, edit };
 
 function show() {
   if (!adminKey) return signOut();
@@ -149,7 +149,8 @@ function ready(main, name) {
 // ---------- charts ----------
 const COLORS = ["#1f6feb", "#cf222e", "#1a7f37", "#9a6700"];
 
-function chart(title, points, series, fmt) {
+// `span` names the time the points cover (default: the overview's last minutes).
+function chart(title, points, series, fmt, span) {
   const W = 360, H = 100;
   const all = series.flatMap((sr) => points.map((p) => sr.get(p) || 0));
   const top = Math.max(...all, 0);
@@ -173,7 +174,7 @@ function chart(title, points, series, fmt) {
     svg,
     h("div", { class: "legend" },
       series.map((sr, i) => h("span", {}, h("span", { class: "sw", style: `background:${COLORS[i]}` }), sr.name + " ", fmt(last[i] || 0))),
-      h("span", {}, points.length >= 360 ? "last hour" : `last ${Math.round(points.length / 6)} min`)));
+      h("span", {}, span || (points.length >= 360 ? "last hour" : `last ${Math.round(points.length / 6)} min`))));
 }
 
 function stat(label, value) {
@@ -542,6 +543,84 @@ function keys(main) {
     }
   }
   load();
+}
+
+// Usage: the store's daily counters (/admin/usage), shared by every replica on one Redis.
+const USAGE_GROUPS = ["key", "model", "provider", "day"];
+function usageDate(daysAgo) {
+  return new Date(Date.now() - daysAgo * 86400000).toISOString().slice(0, 10);
+}
+
+function usage(main) {
+  const from = h("input", { id: "usage-from", type: "date", "aria-label": "from", value: usageDate(29) });
+  const to = h("input", { id: "usage-to", type: "date", "aria-label": "to", value: usageDate(0) });
+  const group = h("select", { id: "usage-group", "aria-label": "group by" }, USAGE_GROUPS.map((g) => h("option", { value: g }, "by " + g)));
+  const csv = h("button", { id: "usage-csv", type: "button" }, "Download CSV");
+  const body = h("div");
+  main.append(h("h2", {}, "Usage ", h("span", { class: "muted" }, "(per UTC day, every replica on the store)")),
+    h("div", { class: "filters" }, from, to, group, csv), body);
+  const query = (g) => `from=${encodeURIComponent(from.value)}&to=${encodeURIComponent(to.value)}&group_by=${g}`;
+  async function load() {
+    try {
+      // The chart is always per day; the table is grouped as picked.
+      const [days, table] = await Promise.all([
+        api(`/admin/usage?${query("day")}`),
+        group.value === "day" ? null : api(`/admin/usage?${query(group.value)}`),
+      ]);
+      const t = days.totals;
+      const rows = (table || days).rows;
+      const g = group.value;
+      const pts = days.rows;
+      const span = `${days.from} – ${days.to}`;
+      body.replaceChildren(
+        h("div", { class: "stats" },
+          stat("requests", fmtNum(t.requests)),
+          stat("tokens in / out", `${fmtNum(t.input_tokens)} / ${fmtNum(t.output_tokens)}`),
+          stat("cached input tokens", fmtNum(t.cached_input_tokens)),
+          stat("cost", fmtUsd(t.cost_usd))),
+        h("div", { class: "grid", id: "usage-charts" },
+          chart("Requests per day", pts, [{ name: "requests", get: (p) => p.requests }], (v) => fmtNum(v), span),
+          chart("Tokens per day", pts, [{ name: "in", get: (p) => p.input_tokens }, { name: "out", get: (p) => p.output_tokens }], (v) => fmtNum(v), span),
+          chart("Cost per day", pts, [{ name: "USD", get: (p) => p.cost_usd }], fmtUsd, span)),
+        h("div", { class: "card table-wrap" }, h("table", {},
+          h("thead", {}, h("tr", {}, [g, "requests", "input tokens", "output tokens", "cached input", "cost"].map((c) => h("th", {}, c)))),
+          h("tbody", { id: "usage-rows" }, rows.map((r) => h("tr", { dataset: { group: r[g] } },
+            h("td", { class: "mono", title: r.key_id || null }, r[g]),
+            h("td", {}, fmtNum(r.requests)),
+            h("td", {}, fmtNum(r.input_tokens)),
+            h("td", {}, fmtNum(r.output_tokens)),
+            h("td", {}, fmtNum(r.cached_input_tokens)),
+            h("td", {}, fmtUsd(r.cost_usd))))))));
+      body.dataset.requests = t.requests;
+      ready(main, "usage");
+    } catch (e) {
+      showError(body, e);
+    }
+  }
+  // A plain link cannot carry the admin key: fetched with it, then saved from memory.
+  csv.addEventListener("click", async () => {
+    try {
+      const res = await fetch(`/admin/usage?${query(group.value)}&format=csv`, { headers: { Authorization: "Bearer " + adminKey } });
+      if (res.status === 401 || res.status === 403) throw new AuthError("the admin key was refused");
+      if (!res.ok) {
+        const b = await res.json().catch(() => null);
+        throw new Error((b && b.error && b.error.message) || res.statusText);
+      }
+      const name = (/filename="([^"]+)"/.exec(res.headers.get("content-disposition") || "") || [])[1] || "usage.csv";
+      const url = URL.createObjectURL(await res.blob());
+      const a = h("a", { href: url, download: name, id: "usage-csv-link" });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000);
+      csv.dataset.downloaded = name;
+    } catch (e) {
+      showError(body, e);
+    }
+  });
+  [from, to, group].forEach((el) => el.addEventListener("change", load));
+  load();
+  timers.push(setInterval(load, REFRESH_MS * 6));
 }
 
 function config(main) {
