@@ -32,6 +32,7 @@ mod metrics;
 mod redis_link;
 pub mod redis_store;
 pub mod redis_url;
+mod response_cache;
 pub mod spend;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -65,7 +66,13 @@ pub struct StoreOptions {
     /// How long the gateway remembers which client key received a provider object id (a Responses API
     /// response id), so that only that key may reference it ([`Store::has_reference`]).
     pub reference_ttl: Duration,
+    /// The most bytes of cached answers ([`Store::get_cached`]) this store keeps (keys and values): the oldest
+    /// written go first when a new one would not fit. On Redis the bound is shared by every replica.
+    pub cache_max_bytes: usize,
 }
+
+/// [`StoreOptions::cache_max_bytes`] by default: 64 MiB.
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -79,6 +86,7 @@ impl Default for StoreOptions {
             context_ttl: Duration::from_secs(24 * 3600),
             catalog_ttl: Duration::from_secs(300),
             reference_ttl: Duration::from_secs(30 * 24 * 3600),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -96,6 +104,7 @@ impl fmt::Debug for StoreOptions {
             .field("context_ttl", &self.context_ttl)
             .field("catalog_ttl", &self.catalog_ttl)
             .field("reference_ttl", &self.reference_ttl)
+            .field("cache_max_bytes", &self.cache_max_bytes)
             .finish()
     }
 }
@@ -328,6 +337,16 @@ pub enum Deferred {
         /// The provider's id of the object (a Responses API response id).
         id: String,
     },
+    /// Caches an answer under `key` for `ttl` (read back by [`Store::get_cached`]), within
+    /// [`StoreOptions::cache_max_bytes`].
+    Cache {
+        /// The entry's key (the gateway's hash of what identifies the request).
+        key: String,
+        /// The answer, as the gateway encoded it.
+        value: Vec<u8>,
+        /// How long it lives.
+        ttl: Duration,
+    },
 }
 
 /// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
@@ -368,6 +387,9 @@ pub trait Store: Send + Sync {
     async fn put_catalog(&self, provider: &str, models: &[String]);
     /// The cached model list; `None` when absent or expired.
     async fn get_catalog(&self, provider: &str) -> Option<Vec<String>>;
+    /// The cached answer under `key` ([`Deferred::Cache`]), while it lives; `None` when absent, expired or
+    /// unreadable (store trouble reads as a miss, never an error).
+    async fn get_cached(&self, key: &str) -> Option<Vec<u8>>;
     /// Whether client key `owner` received the provider object `id` ([`Deferred::Reference`]) within
     /// `reference_ttl`.
     async fn has_reference(&self, owner: &str, id: &str) -> bool;

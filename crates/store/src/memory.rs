@@ -56,6 +56,8 @@ struct State {
     tokens: DashMap<String, Window>,
     /// Held while one admission checks and counts several windows, so that it is atomic like the Redis script.
     admission: Mutex<()>,
+    /// Cached answers, bounded in bytes (`cache_max_bytes`).
+    responses: Mutex<crate::response_cache::ResponseCache>,
 }
 
 struct Expiring<T> {
@@ -103,6 +105,9 @@ impl MemoryStore {
             requests: DashMap::new(),
             tokens: DashMap::new(),
             admission: Mutex::new(()),
+            responses: Mutex::new(crate::response_cache::ResponseCache::new(
+                opts.cache_max_bytes,
+            )),
         });
         spawn_sweeper(Arc::downgrade(&state));
         MemoryStore {
@@ -292,6 +297,7 @@ impl State {
         self.contexts.retain(|_, e| e.live(now));
         self.catalogs.retain(|_, e| e.live(now));
         self.references.retain(|_, e| e.live(now));
+        self.responses.lock().sweep(now);
         for windows in [&self.requests, &self.tokens] {
             windows.retain(|_, w| {
                 w.expire(now_secs);
@@ -368,6 +374,10 @@ impl Store for MemoryStore {
             ),
             _ => (None, Vec::new()),
         }
+    }
+
+    async fn get_cached(&self, key: &str) -> Option<Vec<u8>> {
+        self.state.responses.lock().get(key, Instant::now())
     }
 
     async fn put_catalog(&self, provider: &str, models: &[String]) {
@@ -519,6 +529,12 @@ impl Store for MemoryStore {
                 entry,
             } => self.push_now(&session, &owner, entry),
             Deferred::Reference { owner, id } => self.remember_reference(&owner, &id),
+            Deferred::Cache { key, value, ttl } => {
+                self.state
+                    .responses
+                    .lock()
+                    .put(key, value, ttl, Instant::now())
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub mod output;
 pub mod passthrough;
 pub mod sse;
 mod usage;
+pub mod whole;
 
 use bytes::BytesMut;
 use serde_json::Value;
