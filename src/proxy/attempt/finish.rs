@@ -87,6 +87,10 @@ impl Attempts<'_> {
                     ..ended
                 };
                 self.record(ended, AttemptOutcome::Ok);
+                if let Some(fill) = ctx.cache_fill.take() {
+                    let store = self.gw.state.store().await;
+                    fill.store(store.as_ref(), &provider.config.id, &c.model);
+                }
                 ctx.served_by = Some(ServedBy {
                     provider: provider.config.id.clone(),
                     model: c.model.clone(),

@@ -24,9 +24,11 @@ use crate::error::GatewayError;
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
 
+mod cached;
 mod convert;
 mod fault;
 
+pub use cached::{cached, Replay};
 use convert::Converter;
 pub use fault::RelayFault;
 
@@ -76,6 +78,10 @@ pub async fn relay(
         // The gateway never asks for a compressed answer: one that comes
         // anyway cannot be read (nor passed on: the client did not ask either).
         return Outcome::Failed(RelayFault::Compressed(enc.to_owned()));
+    }
+    if let Some(fill) = ctx.cache_fill.as_mut() {
+        // A new answer: whatever an earlier attempt left is dropped.
+        fill.start(plan.upstream, plan.stream && plan.passthrough);
     }
     let sse = resp
         .header_str("content-type")
@@ -215,6 +221,9 @@ async fn whole(
         }
     }
     let out = if plan.passthrough {
+        if let Some(fill) = ctx.cache_fill.as_mut() {
+            fill.whole(translate::decode_response(plan.upstream, &body).ok());
+        }
         if ctx.answer.is_some() {
             if let Ok(r) = translate::decode_response(plan.upstream, &body) {
                 capture_text(ctx, &r);
@@ -252,6 +261,9 @@ async fn whole(
         ctx.usage = r.usage;
         ctx.relayed_output_bytes = response_output_bytes(&r);
         capture_text(ctx, &r);
+        if let Some(fill) = ctx.cache_fill.as_mut() {
+            fill.whole(Some(r.clone()));
+        }
         if let Some(m) = &plan.model_override {
             r.model.clone_from(m);
         }
