@@ -1,15 +1,19 @@
 //! The key of a response cache entry: a SHA-256 over who may read it (the
 //! client key's id, or everyone), the logical model, the client format and
-//! the request body as that format means it. The body is written in one
-//! canonical form (object members sorted, insignificant whitespace and
-//! string escapes normalised, numbers as serde_json writes them) with its
-//! top-level `stream` and `stream_options` left out, so a request differing
-//! only in those, in key order or in spacing finds the same entry. Pure.
+//! the request body as that format means it: the JSON value, not its text
+//! (object members in any order, any whitespace, string escapes, `1.0` for
+//! `1`), with its top-level `stream` and `stream_options` left out, so a
+//! request differing only in those finds the same entry. Pure.
+//!
+//! The body is hashed in one pass as it is parsed, without a tree: arrays
+//! and scalars go straight into the hash, each object member's value into a
+//! digest of its own, so the members can be sorted by name (32 bytes each,
+//! never a copy of the value). Any nesting thus costs one parse of the body.
 
-use std::collections::BTreeMap;
+use std::fmt;
 
 use apiproxy_translate::Format;
-use serde_json::value::RawValue;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest, Sha256};
 
 /// Top-level members that do not change the answer, only how it is sent.
@@ -25,29 +29,24 @@ pub enum Reader<'a> {
     Global,
 }
 
-/// The entry's key (64 hex digits), or `None` when the body is not a JSON
-/// object (the request was checked before; nothing is cached then).
+/// The entry's key (64 hex digits), or `None` when the body is not one
+/// JSON object (nothing is cached then).
 pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<String> {
     let mut h = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        // Length-prefixed: no part can run into the next.
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part(b"apiproxy-cache-v1");
+    part(&mut h, b"apiproxy-cache-v1");
     match reader {
         Reader::Key(Some(id)) => {
-            part(b"key");
-            part(id.as_bytes());
+            part(&mut h, b"key");
+            part(&mut h, id.as_bytes());
         }
-        Reader::Key(None) => part(b"anonymous"),
-        Reader::Global => part(b"global"),
+        Reader::Key(None) => part(&mut h, b"anonymous"),
+        Reader::Global => part(&mut h, b"global"),
     }
-    part(model.as_bytes());
-    part(fmt.as_str().as_bytes());
-    let mut canonical = Vec::with_capacity(body.len());
-    canonical_top(body, &mut canonical).ok()?;
-    part(&canonical);
+    part(&mut h, model.as_bytes());
+    part(&mut h, fmt.as_str().as_bytes());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Body(&mut h).deserialize(&mut de).ok()?;
+    de.end().ok()?;
     let digest = h.finalize();
     let mut hex = String::with_capacity(64);
     for b in digest {
@@ -57,58 +56,116 @@ pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> O
     Some(hex)
 }
 
-/// The canonical form of the top-level object, delivery members left out.
-fn canonical_top(body: &[u8], out: &mut Vec<u8>) -> serde_json::Result<()> {
-    let members: BTreeMap<String, &RawValue> = serde_json::from_slice(body)?;
-    write_object(
-        members
-            .iter()
-            .filter(|(k, _)| !DELIVERY_MEMBERS.contains(&k.as_str())),
-        out,
-    )
+/// Length-prefixed: no part can run into the next.
+fn part(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
 }
 
-fn write_object<'a>(
-    members: impl Iterator<Item = (&'a String, &'a &'a RawValue)>,
-    out: &mut Vec<u8>,
-) -> serde_json::Result<()> {
-    out.push(b'{');
-    for (i, (k, v)) in members.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut *out, k)?;
-        out.push(b':');
-        canonical(v, out)?;
+/// The top-level object, delivery members left out.
+struct Body<'h>(&'h mut Sha256);
+
+/// Any value, hashed into the given hash.
+struct Value<'h>(&'h mut Sha256);
+
+impl<'de> DeserializeSeed<'de> for Body<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
     }
-    out.push(b'}');
+}
+
+impl<'de> Visitor<'de> for Body<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        object(self.0, map, true)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Value<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Value<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.update(if v { b"t" } else { b"f" });
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        number(self.0, &v.to_string());
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        number(self.0, &v.to_string());
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // `1.0` means `1`; a whole number within f64's exact range hashes as
+        // the integer.
+        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+            number(self.0, &(v as i64).to_string());
+        } else {
+            number(self.0, &v.to_string());
+        }
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.update(b"s");
+        part(self.0, v.as_bytes());
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.update(b"z");
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.update(b"[");
+        while seq.next_element_seed(Value(&mut *self.0))?.is_some() {}
+        self.0.update(b"]");
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        object(self.0, map, false)
+    }
+}
+
+fn number(h: &mut Sha256, text: &str) {
+    h.update(b"n");
+    part(h, text.as_bytes());
+}
+
+/// An object: each member's value hashed on its own, the members sorted by
+/// name, then written as name and digest (`top`: delivery members skipped).
+fn object<'de, A: MapAccess<'de>>(h: &mut Sha256, mut map: A, top: bool) -> Result<(), A::Error> {
+    let mut members: Vec<(String, [u8; 32])> = Vec::new();
+    while let Some(name) = map.next_key::<String>()? {
+        if top && DELIVERY_MEMBERS.contains(&name.as_str()) {
+            map.next_value::<IgnoredAny>()?;
+            continue;
+        }
+        let mut member = Sha256::new();
+        map.next_value_seed(Value(&mut member))?;
+        members.push((name, member.finalize().into()));
+    }
+    // Stable: a name given twice keeps its members' order.
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    h.update(b"{");
+    for (name, digest) in &members {
+        part(h, name.as_bytes());
+        h.update(digest);
+    }
+    h.update(b"}");
     Ok(())
-}
-
-/// The canonical form of one value. Nesting is bounded by serde_json's
-/// recursion limit, which the body's own parse already enforced.
-fn canonical(raw: &RawValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    let text = raw.get();
-    match text.as_bytes().first() {
-        Some(b'{') => {
-            let members: BTreeMap<String, &RawValue> = serde_json::from_str(text)?;
-            write_object(members.iter(), out)
-        }
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text)?;
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(item, out)?;
-            }
-            out.push(b']');
-            Ok(())
-        }
-        Some(b'"') => serde_json::to_writer(out, &serde_json::from_str::<String>(text)?),
-        _ => serde_json::to_writer(out, &serde_json::from_str::<serde_json::Value>(text)?),
-    }
 }
 
 #[cfg(test)]
@@ -154,6 +211,18 @@ mod tests {
             key(r#"{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}"#),
             key(r#"{"messages":[{"role":"user","content":"b"},{"role":"user","content":"a"}]}"#)
         );
+        // Numbers by value.
+        assert_eq!(
+            key(r#"{"temperature":1.0,"n":2.50}"#),
+            key(r#"{"temperature":1,"n":2.5}"#)
+        );
+        assert_ne!(
+            key(r#"{"t":1}"#),
+            key(r#"{"t":"1"}"#),
+            "a number is no string"
+        );
+        assert_ne!(key(r#"{"t":[]}"#), key(r#"{"t":{}}"#));
+        assert_ne!(key(r#"{"t":[[1],2]}"#), key(r#"{"t":[[1,2]]}"#));
         // A nested `stream` is content, not delivery.
         assert_ne!(
             key(r#"{"metadata":{"stream":true}}"#),
@@ -194,5 +263,23 @@ mod tests {
     fn a_body_that_is_no_object_has_no_key() {
         assert_eq!(key("[1,2]"), None);
         assert_eq!(key("{"), None);
+        assert_eq!(key("{} {}"), None);
+    }
+
+    #[test]
+    fn deeply_nested_bodies_have_a_key() {
+        // 100 levels of objects over a 1 MiB string: hashed in one pass
+        // (a parse per level would read ~100 MiB).
+        let mut body = String::from(r#"{"x":"#);
+        for _ in 0..100 {
+            body.push_str(r#"{"b":1,"a":"#);
+        }
+        body.push('"');
+        body.push_str(&"y".repeat(1 << 20));
+        body.push('"');
+        body.push_str(&"}".repeat(101));
+        let k = key(&body);
+        assert!(k.is_some());
+        assert_ne!(k, key(&body.replacen("\"b\":1", "\"b\":2", 1)));
     }
 }
