@@ -115,3 +115,24 @@ async fn replicas_on_one_redis_share_entries_and_one_bound() {
     assert_eq!(a.get_cached("k0").await, None);
     assert!(a.get_cached("k3").await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_down_a_read_is_a_quick_miss_and_entries_are_kept_locally() {
+    let mut server = RedisServer::start();
+    let store = open(options(Some(server.url.clone()), "down:")).await;
+    put(store.as_ref(), "shared", 1, LONG);
+    store.flush().await;
+    assert!(store.get_cached("shared").await.is_some());
+    server.stop();
+    let read = tokio::time::timeout(Duration::from_secs(5), store.get_cached("shared"));
+    assert_eq!(
+        read.await.expect("a read answers with Redis down"),
+        None,
+        "what only Redis held is a miss"
+    );
+    // Written while Redis is away: kept by this replica and read back.
+    put(store.as_ref(), "local", 2, LONG);
+    store.flush().await;
+    let read = tokio::time::timeout(Duration::from_secs(5), store.get_cached("local"));
+    assert_eq!(read.await.expect("answers"), Some(vec![2; 100]));
+}
