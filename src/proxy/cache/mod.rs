@@ -10,10 +10,12 @@
 //! hit sends nothing upstream; its token and cost reservations are released
 //! (no tpm, no budget), its rpm stays counted.
 //!
-//! What is stored is the answer in the neutral form of the translate crate
-//! (`ChatResponse`), gathered from a whole answer or from a stream's events
-//! ([`Fill`]), and only when complete: a 200 answer relayed to its end,
-//! whose stream said how the model stopped. The entry's key is
+//! What is stored is the answer in a form any client format can be given:
+//! a whole answer as the upstream's body with its format (decoded only when
+//! it is a hit, so a miss costs a copy of the bytes, not a decode and an
+//! encode), a streamed one gathered from the stream's events into the
+//! neutral `ChatResponse` ([`Fill`]); and only when complete: a 200 answer
+//! relayed to its end, whose stream said how the model stopped. The entry's key is
 //! [`key::entry_key`]: with `cache.scope: key` the client key's id is part
 //! of it, so one key never reads another's answer.
 
@@ -27,7 +29,6 @@ use apiproxy_translate::{
     self as translate, ChatResponse, Format, SseEvent, SseParser, StreamEvent,
 };
 use pingora::http::RequestHeader;
-use serde::{Deserialize, Serialize};
 
 use super::request::Parsed;
 use crate::config::{CacheScope, ClientKey};
@@ -70,13 +71,73 @@ pub struct Plan {
     write: bool,
 }
 
-/// An entry: the answer and the upstream that gave it (for the cost a hit
-/// saves).
-#[derive(Debug, Serialize, Deserialize)]
+/// An entry read back: the answer and the upstream that gave it (for the
+/// cost a hit saves).
+#[derive(Debug)]
 pub struct CachedAnswer {
     pub provider: String,
     pub model: String,
     pub answer: ChatResponse,
+}
+
+/// What an entry holds after its header.
+enum Payload<'a> {
+    /// The neutral answer as JSON (a streamed answer, gathered).
+    Neutral(&'a [u8]),
+    /// A whole answer as the upstream sent it, in its format.
+    Upstream(Format, &'a [u8]),
+}
+
+/// An entry's bytes: `apc1`, the payload's kind (0 neutral, 1 upstream
+/// body), the upstream's format (kind 1), the provider and the model
+/// (each a u16 length and UTF-8), then the payload.
+const MAGIC: &[u8; 4] = b"apc1";
+
+const FORMATS: [Format; 4] = [
+    Format::OpenAiChat,
+    Format::OpenAiResponses,
+    Format::Anthropic,
+    Format::Gemini,
+];
+
+fn encode_entry(provider: &str, model: &str, payload: Payload<'_>) -> Option<Vec<u8>> {
+    let (kind, fmt, bytes) = match payload {
+        Payload::Neutral(b) => (0u8, 0u8, b),
+        Payload::Upstream(f, b) => (1, FORMATS.iter().position(|x| *x == f)? as u8, b),
+    };
+    let mut out = Vec::with_capacity(10 + provider.len() + model.len() + bytes.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[kind, fmt]);
+    for s in [provider, model] {
+        out.extend_from_slice(&u16::try_from(s.len()).ok()?.to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.extend_from_slice(bytes);
+    Some(out)
+}
+
+/// An entry read back (`None`: not one this gateway wrote, or unreadable).
+fn decode_entry(raw: &[u8]) -> Option<CachedAnswer> {
+    let rest = raw.strip_prefix(MAGIC)?;
+    let (&[kind, fmt], mut rest) = rest.split_first_chunk::<2>()?;
+    let mut text = || -> Option<String> {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        let s = std::str::from_utf8(tail.get(..len)?).ok()?.to_owned();
+        rest = &tail[len..];
+        Some(s)
+    };
+    let (provider, model) = (text()?, text()?);
+    let answer = match kind {
+        0 => serde_json::from_slice(rest).ok()?,
+        1 => translate::decode_response(*FORMATS.get(usize::from(fmt))?, rest).ok()?,
+        _ => return None,
+    };
+    Some(CachedAnswer {
+        provider,
+        model,
+        answer,
+    })
 }
 
 impl Plan {
@@ -118,13 +179,11 @@ impl Plan {
             return None;
         }
         let raw = store.get_cached(&self.key).await?;
-        match serde_json::from_slice(&raw) {
-            Ok(entry) => Some(entry),
-            Err(e) => {
-                log::debug!("response cache: an entry does not read back ({e}); a miss");
-                None
-            }
+        let entry = decode_entry(&raw);
+        if entry.is_none() {
+            log::debug!("response cache: an entry does not read back; a miss");
         }
+        entry
     }
 
     /// What records the answer for the cache, when it is to be stored.
@@ -178,8 +237,9 @@ pub struct Fill {
     max_entry_bytes: usize,
     /// A stream's events, gathered.
     builder: AnswerBuilder,
-    /// A whole answer, decoded.
-    whole: Option<ChatResponse>,
+    /// A whole answer: its upstream's format and body (`None` as well when
+    /// it is larger than an entry may be).
+    whole: Option<(Format, Vec<u8>)>,
     /// A stream relayed as the upstream's bytes (same format) is read by
     /// its own parser and decoder. In a mutex only so the request's state
     /// stays `Sync` (a decoder is `Send` alone); reached by `get_mut`,
@@ -251,11 +311,12 @@ impl Fill {
         }
     }
 
-    /// A whole answer (`None`: it could not be read).
-    pub fn whole(&mut self, answer: Option<ChatResponse>) {
-        self.whole = answer;
-        if self.whole.is_none() {
-            self.builder.fail();
+    /// A whole answer, as the `upstream` sent it. One over
+    /// `cache.max_entry_bytes` is not copied (it will not be stored).
+    pub fn whole(&mut self, upstream: Format, body: &[u8]) {
+        self.builder.fail();
+        if body.len() <= self.max_entry_bytes {
+            self.whole = Some((upstream, body.to_vec()));
         }
     }
 
@@ -263,19 +324,18 @@ impl Fill {
     /// when it is complete and fits `cache.max_entry_bytes` (written in the
     /// background).
     pub fn store(self, store: &dyn Store, provider: &str, model: &str) {
-        let answer = match self.whole {
-            Some(a) => a,
-            None => match self.builder.finish() {
-                Some(a) => a,
-                None => return,
+        let neutral;
+        let payload = match &self.whole {
+            Some((fmt, body)) => Payload::Upstream(*fmt, body),
+            None => match self.builder.finish().map(|a| serde_json::to_vec(&a)) {
+                Some(Ok(json)) => {
+                    neutral = json;
+                    Payload::Neutral(&neutral)
+                }
+                _ => return,
             },
         };
-        let entry = CachedAnswer {
-            provider: provider.to_owned(),
-            model: model.to_owned(),
-            answer,
-        };
-        let Ok(value) = serde_json::to_vec(&entry) else {
+        let Some(value) = encode_entry(provider, model, payload) else {
             return;
         };
         if value.len() > self.max_entry_bytes {
@@ -291,5 +351,57 @@ impl Fill {
             value,
             ttl: self.ttl,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apiproxy_translate::{ContentPart, FinishReason};
+
+    fn answer() -> ChatResponse {
+        ChatResponse {
+            id: "r1".into(),
+            model: "m".into(),
+            content: vec![ContentPart::Text { text: "hi".into() }],
+            finish_reason: Some(FinishReason::Stop),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entries_read_back_whichever_form_they_hold() {
+        let json = serde_json::to_vec(&answer()).unwrap();
+        let raw = encode_entry("p", "m-1", Payload::Neutral(&json)).unwrap();
+        let back = decode_entry(&raw).expect("reads back");
+        assert_eq!((back.provider.as_str(), back.model.as_str()), ("p", "m-1"));
+        assert_eq!(back.answer, answer());
+
+        let body = translate::encode_response(Format::Anthropic, &answer());
+        let raw =
+            encode_entry("ant", "claude", Payload::Upstream(Format::Anthropic, &body)).unwrap();
+        let back = decode_entry(&raw).expect("reads back");
+        assert_eq!(back.provider, "ant");
+        assert_eq!(back.answer.content, answer().content);
+        assert_eq!(back.answer.finish_reason, Some(FinishReason::Stop));
+    }
+
+    #[test]
+    fn what_this_gateway_did_not_write_does_not_read_back() {
+        assert!(decode_entry(b"").is_none());
+        assert!(decode_entry(b"{\"provider\":\"p\"}").is_none());
+        assert!(
+            decode_entry(b"apc1\x07\x00\x01\x00p\x01\x00m{}").is_none(),
+            "unknown kind"
+        );
+        assert!(
+            decode_entry(b"apc1\x01\x09\x01\x00p\x01\x00m{}").is_none(),
+            "unknown format"
+        );
+        assert!(
+            decode_entry(b"apc1\x00\x00\x09\x00p").is_none(),
+            "cut short"
+        );
+        assert!(decode_entry(b"apc1\x01\x00\x01\x00p\x01\x00mnot json").is_none());
     }
 }

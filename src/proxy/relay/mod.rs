@@ -220,10 +220,11 @@ async fn whole(
             Step::ClientGone => return gone(ctx),
         }
     }
+    if let Some(fill) = ctx.cache_fill.as_mut() {
+        // Kept as the upstream's bytes: decoded only if it is ever a hit.
+        fill.whole(plan.upstream, &body);
+    }
     let out = if plan.passthrough {
-        if let Some(fill) = ctx.cache_fill.as_mut() {
-            fill.whole(translate::decode_response(plan.upstream, &body).ok());
-        }
         if ctx.answer.is_some() {
             if let Ok(r) = translate::decode_response(plan.upstream, &body) {
                 capture_text(ctx, &r);
@@ -261,9 +262,7 @@ async fn whole(
         ctx.usage = r.usage;
         ctx.relayed_output_bytes = response_output_bytes(&r);
         capture_text(ctx, &r);
-        if let Some(fill) = ctx.cache_fill.as_mut() {
-            fill.whole(Some(r.clone()));
-        }
+
         if let Some(m) = &plan.model_override {
             r.model.clone_from(m);
         }
