@@ -4,7 +4,7 @@
 //! Where things live:
 //! Layers (each imports only those below it; docs/architecture.md):
 //! `config` and the leaves `error`, `body`, `redact`, `model_name`,
-//! `drain`, `control` → `upstream`, `auth`, `pricing`, `tls`, `context`, `compat` →
+//! `drain`, `control`, `applog` → `upstream`, `auth`, `pricing`, `tls`, `context`, `compat` →
 //! `routing` → `metrics`, `service`, `access_log`, `limits` → `proxy` →
 //! `console`, `listener` → `main`.
 //!
@@ -17,7 +17,9 @@
 //!   out of a captured body.
 //! - `listener`: client connections before Pingora's HTTP session (limits,
 //!   timeouts); `drain`: finishing them on upgrade and shutdown.
-//! - `service`: background work (catalog refresh, reload on SIGHUP).
+//! - `service`: background work (catalog refresh, reload on SIGHUP or
+//!   from the console).
+//! - `applog`: this process's warn/error log lines kept for the console.
 //! - `console`: the web console (`/ui/`), its JSON admin API and the
 //!   in-process data it shows (traffic aggregates, recent requests, run-time keys).
 //! - `limits`: rate limits (admission in one store call, token
@@ -27,6 +29,7 @@
 //! - The format translation itself is the `apiproxy-translate` crate.
 
 pub mod access_log;
+pub mod applog;
 pub mod auth;
 pub mod body;
 pub mod compat;

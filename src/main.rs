@@ -111,6 +111,14 @@ fn main() {
     let state = Arc::new(LazyStore::new(config.store_options()));
     let keys = Arc::new(apiproxy::auth::StoredKeys::new(&config.store));
     let admin_listen = config.server.admin_listen.clone();
+    // Absolute: a daemon runs from `/`, and SIGHUP re-reads this path.
+    let conf_path = if conf_path.as_os_str().is_empty() {
+        conf_path
+    } else {
+        std::path::absolute(&conf_path).unwrap_or(conf_path)
+    };
+    let reload = apiproxy::service::ReloadControl::new(conf_path);
+    let system = apiproxy::console::System::new(&config.server, reload.clone());
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     // One gateway state for every listener; with `server.admin_listen`, the
     // client listeners serve the client routes and the admin listener the rest.
@@ -118,7 +126,7 @@ fn main() {
         runtime.clone(),
         state.clone(),
         keys,
-        Arc::new(apiproxy::console::WebConsole),
+        Arc::new(apiproxy::console::WebConsole::new(system)),
     );
     let client_surface = if admin_listen.is_empty() {
         Surface::All
@@ -185,13 +193,7 @@ fn main() {
         server.add_service(prom);
     }
 
-    // Absolute: a daemon runs from `/`, and SIGHUP re-reads this path.
-    let conf_path = if conf_path.as_os_str().is_empty() {
-        conf_path
-    } else {
-        std::path::absolute(&conf_path).unwrap_or(conf_path)
-    };
-    add_background_services(&mut server, runtime, state.clone(), conf_path);
+    add_background_services(&mut server, runtime, state.clone(), reload);
     // `run` returns once every service's runtime is gone (SIGTERM, SIGQUIT
     // after handing the sockets over, SIGINT): the store's writer thread has
     // outlived them, so what the last requests deferred (token settlements,
@@ -355,8 +357,14 @@ fn init_logging(config: &Config) {
                 record.args()
             )
         }),
+    };
+    // The real logger, wrapped: its warn and error lines are also kept for
+    // the console's App Log page (`applog`).
+    let logger = log.build();
+    log::set_max_level(logger.filter());
+    if log::set_boxed_logger(Box::new(apiproxy::applog::Capture { inner: logger })).is_err() {
+        eprintln!("a logger was already set: the console's App Log stays empty");
     }
-    .init();
     warn_disabled(config);
     for w in config.warnings() {
         log::warn!("{w}");
@@ -397,7 +405,7 @@ fn add_background_services(
     server: &mut Server,
     runtime: Arc<ArcSwap<Runtime>>,
     state: Arc<LazyStore>,
-    conf_path: PathBuf,
+    control: Arc<apiproxy::service::ReloadControl>,
 ) {
     let refresher = CatalogRefresher {
         runtime: runtime.clone(),
@@ -414,8 +422,8 @@ fn add_background_services(
         "config reload",
         Reloader {
             runtime,
-            path: conf_path,
             refresher,
+            control,
         },
     ));
 }

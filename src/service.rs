@@ -1,15 +1,19 @@
 //! Background work: keeping provider catalogs fresh and reloading the
-//! config on SIGHUP.
+//! config on SIGHUP (sent by `apiproxy reload`, by the console's reload
+//! button through [`ReloadControl`], or noticed by `server.watch_config`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use pingora::connectors::http::Connector;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use serde::Serialize;
 
 use crate::config::{Config, FilesSeen};
 use crate::routing::Runtime;
@@ -138,14 +142,142 @@ impl BackgroundService for HealthChecker {
 /// validation is logged and the running one stays.
 pub struct Reloader {
     pub runtime: Arc<ArcSwap<Runtime>>,
-    pub path: PathBuf,
     pub refresher: CatalogRefresher,
+    /// The config file's path, what the reloads did, and the console's way in.
+    pub control: Arc<ReloadControl>,
+}
+
+/// What one reload did (the console's System page shows the last one).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadOutcome {
+    /// Counts the reloads this process began, from 1.
+    pub number: u64,
+    /// Unix milliseconds when it ended.
+    pub at_ms: u64,
+    /// `signal` (SIGHUP: `apiproxy reload` or the console's button) or
+    /// `watch` (`server.watch_config`).
+    pub trigger: &'static str,
+    /// Whether the new config was taken.
+    pub ok: bool,
+    /// Why it was refused (the lines the log shows), empty when taken.
+    pub problems: Vec<String>,
+}
+
+/// Why a reload asked for through [`ReloadControl::reload`] has no outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadUnavailable {
+    /// The reload service does not listen for SIGHUP (not started yet, or
+    /// the signal could not be set up): sending one would stop the process.
+    NotListening,
+    /// No reload ended within the wait.
+    TimedOut,
+    /// The signal could not be sent.
+    Signal(String),
+}
+
+impl std::fmt::Display for ReloadUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadUnavailable::NotListening => {
+                write!(f, "the reload service is not listening for SIGHUP")
+            }
+            ReloadUnavailable::TimedOut => write!(f, "no reload finished in time"),
+            ReloadUnavailable::Signal(e) => write!(f, "cannot send SIGHUP to this process: {e}"),
+        }
+    }
+}
+
+/// The config file's path, the reloads' outcomes, and a reload asked for
+/// from inside the process: shared by the [`Reloader`] and the console.
+/// A reload asked for here is a SIGHUP to this process, the signal
+/// `apiproxy reload` sends: the same reload (config and TLS certificates),
+/// whoever asks.
+pub struct ReloadControl {
+    path: PathBuf,
+    /// Reloads begun (the next outcome's `number` once it ends).
+    begun: AtomicU64,
+    /// Set while the reload service listens for SIGHUP.
+    listening: AtomicBool,
+    last: Mutex<Option<ReloadOutcome>>,
+    ended: tokio::sync::Notify,
+}
+
+impl ReloadControl {
+    /// For the config at `path` (empty: the environment configuration).
+    pub fn new(path: PathBuf) -> Arc<ReloadControl> {
+        Arc::new(ReloadControl {
+            path,
+            begun: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+            last: Mutex::new(None),
+            ended: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The config file (empty: the environment configuration).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last reload's outcome, if one ran since start.
+    pub fn last(&self) -> Option<ReloadOutcome> {
+        self.last.lock().clone()
+    }
+
+    /// Reloads as `apiproxy reload` does (SIGHUP to this process) and waits
+    /// up to `wait` for a reload that began after this call: its outcome.
+    pub async fn reload(&self, wait: Duration) -> Result<ReloadOutcome, ReloadUnavailable> {
+        if !self.listening.load(Ordering::Acquire) {
+            return Err(ReloadUnavailable::NotListening);
+        }
+        // A reload under way may have read the files before the caller
+        // changed them: only one begun after this point counts.
+        let after = self.begun.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + wait;
+        let ended = self.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        // SAFETY: kill has no memory preconditions; the process signals itself.
+        if unsafe { libc::kill(libc::getpid(), libc::SIGHUP) } != 0 {
+            return Err(ReloadUnavailable::Signal(
+                std::io::Error::last_os_error().to_string(),
+            ));
+        }
+        loop {
+            if let Some(o) = self.last().filter(|o| o.number > after) {
+                return Ok(o);
+            }
+            if tokio::time::timeout_at(deadline, ended.as_mut())
+                .await
+                .is_err()
+            {
+                return Err(ReloadUnavailable::TimedOut);
+            }
+            ended.set(self.ended.notified());
+            ended.as_mut().enable();
+        }
+    }
+
+    fn begin(&self) -> u64 {
+        self.begun.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    fn end(&self, number: u64, trigger: &'static str, problems: Vec<String>) {
+        *self.last.lock() = Some(ReloadOutcome {
+            number,
+            at_ms: crate::upstream::now_ms(),
+            trigger,
+            ok: problems.is_empty(),
+            problems,
+        });
+        self.ended.notify_waiters();
+    }
 }
 
 impl Reloader {
     /// Loads the file and swaps it in. Returns the problems when it fails.
     pub fn reload(&self) -> Result<(), Vec<String>> {
-        let config = Config::load(&self.path)?;
+        let config = Config::load(&self.control.path)?;
         warn_disabled(&config);
         let old = self.runtime.load_full();
         self.runtime
@@ -178,6 +310,7 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
+        self.control.listening.store(true, Ordering::Release);
         let connector = Connector::new(None);
         // `server.watch_config`: the files as last taken, and a change seen
         // once (taken when the next look finds it unchanged: an editor's
@@ -187,11 +320,11 @@ impl BackgroundService for Reloader {
         let mut taken = self.runtime.load().config.files_seen.clone();
         let mut pending: Option<Option<FilesSeen>> = None;
         loop {
-            let watching =
-                !self.path.as_os_str().is_empty() && self.runtime.load().config.server.watch_config;
+            let watching = !self.control.path.as_os_str().is_empty()
+                && self.runtime.load().config.server.watch_config;
             tokio::select! {
                 _ = hup.recv() => {
-                    if self.reload_logged(&connector).await {
+                    if self.reload_logged(&connector, "signal").await {
                         taken = self.runtime.load().config.files_seen.clone();
                     }
                     pending = None;
@@ -204,7 +337,7 @@ impl BackgroundService for Reloader {
                         log::info!("config files changed: reloading (server.watch_config)");
                         // Taken: the files as the new config was read from
                         // them. Refused: not tried again until they change.
-                        taken = if self.reload_logged(&connector).await {
+                        taken = if self.reload_logged(&connector, "watch").await {
                             self.runtime.load().config.files_seen.clone()
                         } else {
                             now
@@ -227,7 +360,7 @@ impl Reloader {
     fn files_seen(&self) -> Option<FilesSeen> {
         let rt = self.runtime.load();
         Some(FilesSeen::read(
-            &self.path,
+            &self.control.path,
             rt.config.filters_path.as_deref(),
         ))
     }
@@ -235,10 +368,14 @@ impl Reloader {
     /// Reloads as SIGHUP does: the new config swapped in and the catalogs
     /// refreshed, or the problems logged and the running config kept.
     /// Whether the new config was taken.
-    async fn reload_logged(&self, connector: &Connector) -> bool {
+    /// The outcome is recorded once the config is swapped in or refused,
+    /// before the catalogs are listed (which can take a provider's timeout).
+    async fn reload_logged(&self, connector: &Connector, trigger: &'static str) -> bool {
+        let number = self.control.begin();
         match self.reload() {
             Ok(()) => {
-                log::info!("config reloaded from {}", self.path.display());
+                log::info!("config reloaded from {}", self.control.path.display());
+                self.control.end(number, trigger, Vec::new());
                 self.refresher.refresh_all(connector).await;
                 true
             }
@@ -247,6 +384,7 @@ impl Reloader {
                     "config reload rejected, the running config stays: {}",
                     problems.join("; ")
                 );
+                self.control.end(number, trigger, problems);
                 false
             }
         }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Gateway, MockProvider, Reply, TempDir, WAIT};
+use common::{eventually, free_port, Gateway, MockProvider, Reply, TempDir, WAIT};
 
 const BODY: &str = "providers:\n  - { id: p, kind: openai, base_url: \"http://127.0.0.1:9\", api_keys: [sk-up], models: [m] }\n";
 
@@ -188,6 +188,11 @@ async fn run_daemon_with_a_relative_config_then_status_reload_and_stop() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 
+    // The parent returns at the fork, before the child writes its pid file
+    // and binds its listeners: a service manager waits for both, as this does.
+    let written = eventually(WAIT, || async { pid_file.exists() }).await;
+    assert!(written, "no pid file");
+    common::wait_listening(port).await;
     let st = apiproxy(&["status", "--config", "apiproxy.yaml"], Some(&dir.0));
     let out = text(&st);
     assert_eq!(st.status.code(), Some(0), "{out}");
@@ -197,9 +202,6 @@ async fn run_daemon_with_a_relative_config_then_status_reload_and_stop() {
         .parse()
         .unwrap();
     assert!(out.contains(&format!("pid:       {pid}")), "{out}");
-    // The parent returns at the fork and the child writes its pid file before
-    // its services bind: a service manager waits for /health, and so does this.
-    common::wait_listening(port).await;
     let r = common::client()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}))

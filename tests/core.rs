@@ -674,8 +674,21 @@ async fn metrics_count_requests_tokens_and_failovers() {
             .status(),
         200
     );
-    // The logging phase runs just after the response is written.
-    let m = gw.metrics_until("apiproxy_requests_total{").await;
+    // The logging phase runs just after the response is written, and its
+    // counters and the in-flight gauge are not one atomic step: wait for
+    // all of them, then say which one is missing.
+    let wanted = [
+        r#"apiproxy_requests_total{format="openai",model="lm",provider="good",status="200",upstream_model="b"} 1"#,
+        r#"apiproxy_tokens_total{direction="input",model="b",provider="good"} 7"#,
+        r#"apiproxy_failovers_total{from_provider="bad"} 1"#,
+        "apiproxy_inflight_requests 0",
+    ];
+    let (m, _) = poll(
+        WAIT,
+        || gw.metrics(),
+        |m: &String| wanted.iter().all(|w| m.contains(w)),
+    )
+    .await;
     assert!(
         m.contains(r#"apiproxy_requests_total{format="openai",model="lm",provider="good",status="200",upstream_model="b"} 1"#),
         "{m}"
@@ -769,72 +782,6 @@ async fn the_default_config_starts_without_provider_keys() {
     }
     let r = post(&gw, json!({"model": "fast", "messages": []})).await;
     assert_eq!(r.status(), 503, "no provider is enabled");
-}
-
-/// A CA and a certificate for `localhost` signed by it, made with the
-/// openssl command line.
-fn make_certs(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=apiproxy test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
 }
 
 #[tokio::test]

@@ -19,7 +19,8 @@ async fn four_providers() -> (Vec<(Wire, MockProvider)>, String) {
     for kind in wire::ALL {
         let m = MockProvider::start(move |rec, _| wire::provider_reply(kind, rec)).await;
         let (k, extra) = match kind {
-            Wire::Chat => ("openai", ""),
+            // Pinned: `wire_api: auto` would first try /v1/responses.
+            Wire::Chat => ("openai", ", wire_api: chat"),
             Wire::Responses => ("openai", ", wire_api: responses"),
             Wire::Anthropic => ("anthropic", ""),
             Wire::Gemini => ("gemini", ""),
@@ -187,6 +188,39 @@ async fn default_does_not_replace_a_value_the_client_sent() {
         (got["temperature"].clone(), got["top_p"].clone()),
         (json!(0.9), json!(0.5))
     );
+}
+
+/// Anthropic requires `max_tokens`, so a translated request always has one;
+/// the translator's own default (4096) counts as absent for `default`
+/// rules, and a value the client sent still wins.
+#[tokio::test]
+async fn a_default_rule_sets_what_the_translator_filled_in() {
+    let (mocks, providers) = four_providers().await;
+    let rules = TempDir::new();
+    write_rules(
+        &rules,
+        "d.yaml",
+        "payload:\n  default:\n    - provider: [anthropic]\n      params: { max_tokens: 777 }\n",
+    );
+    let gw = Gateway::start(&format!("filters_dir: {}\n{providers}", rules.0.display())).await;
+    let anthropic = &mocks[2].1;
+    let send = |body: Value| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&body)
+            .send()
+    };
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let r = send(json!({"model": "anthropic/m-1", "messages": messages}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(anthropic.last().json()["max_tokens"], 777, "the rule's");
+    let r = send(json!({"model": "anthropic/m-1", "max_tokens": 50, "messages": messages}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(anthropic.last().json()["max_tokens"], 50, "the client's");
 }
 
 #[tokio::test]

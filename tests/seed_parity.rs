@@ -645,3 +645,341 @@ async fn log_timestamps_in_the_configured_time_zone() {
     );
     assert!(!text.contains("Olympus"), "{text}");
 }
+
+/// AI-Higress's `/providers/{id}/models` right after start: it waits for the
+/// first listing (bounded by the provider's `connect_timeout_ms`, as routing
+/// waits) and says `"source": "listing"` while one is still under way.
+#[tokio::test]
+async fn provider_models_right_after_start_wait_for_the_first_listing() {
+    let lister = |delay_ms: u64| {
+        MockProvider::start(move |r, _| {
+            if r.is_model_listing() {
+                Reply::json(200, r#"{"object":"list","data":[{"id":"listed-model"}]}"#)
+                    .delay(Duration::from_millis(delay_ms))
+            } else {
+                Reply::json(200, openai_completion("listed-model", "hi"))
+            }
+        })
+    };
+    // The quick one lists within its connect timeout (5 s); the slow one
+    // takes longer than its own (300 ms).
+    let (quick, slow) = (lister(2500).await, lister(4000).await);
+    let gw = Gateway::start(&format!(
+        "auth:\n  open: true\n  admin_keys: [{ADMIN}]\nproviders:\n  - {{ id: quick, kind: openai, base_url: \"{}\", api_keys: [k] }}\n  - {{ id: slow, kind: openai, base_url: \"{}\", api_keys: [k], connect_timeout_ms: 300 }}\n",
+        quick.base_url(),
+        slow.base_url()
+    ))
+    .await;
+    let (q, s) = tokio::join!(
+        gw.get_json("/providers/quick/models", ADMIN),
+        gw.get_json("/providers/slow/models", ADMIN)
+    );
+    assert_eq!(q["models"], json!(["listed-model"]), "waited: {q}");
+    assert_eq!(q["source"], "provider", "{q}");
+    assert!(q["listed_at_ms"].as_u64().is_some(), "{q}");
+    assert_eq!(s["source"], "listing", "still listing: {s}");
+    assert_eq!(s["models"], json!([]), "{s}");
+    assert!(s["listed_at_ms"].is_null(), "{s}");
+    // Once the slow listing is done, it says so.
+    let (s, listed) = poll(
+        WAIT,
+        || gw.get_json("/providers/slow/models", ADMIN),
+        |v| v["source"] == "provider",
+    )
+    .await;
+    assert!(listed, "the slow listing finished: {s}");
+    assert_eq!(s["models"], json!(["listed-model"]), "{s}");
+}
+
+/// ai-proxy's `/admin/models` (every name a client may send, with who
+/// serves it) and `/admin/metrics` (requests, errors, latency, tokens and
+/// cost per provider and model, the counters `/metrics` serves).
+#[tokio::test]
+async fn admin_models_and_metrics_answer_as_ai_proxy_documents() {
+    let a = MockProvider::always(Reply::json(200, openai_completion("gpt-real", "hi"))).await;
+    let b = MockProvider::always(Reply::json(500, r#"{"error":{"message":"down"}}"#)).await;
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  open: true
+  admin_keys: [{ADMIN}]
+providers:
+  - {{ id: a, kind: openai, base_url: "{}", api_keys: [sk-a], models: [{{ name: gpt-real, alias: fast }}], model_prefix: "oa-" }}
+  - {{ id: b, kind: openai, base_url: "{}", api_keys: [sk-b], models: [only-b] }}
+models:
+  - {{ name: smart, upstreams: [{{ provider: a, model: fast }}] }}
+"#,
+        a.base_url(),
+        b.base_url()
+    ))
+    .await;
+    for model in ["smart", "oa-fast", "only-b"] {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        let want = if model == "only-b" { 502 } else { 200 };
+        assert_eq!(r.status(), want, "{model}");
+    }
+
+    let m = gw.get_json("/admin/models", ADMIN).await;
+    let models = m["models"].as_array().expect("models");
+    let find = |id: &str| models.iter().find(|x| x["id"] == id).cloned();
+    let smart = find("smart").expect("the logical model");
+    assert_eq!(smart["logical"], true);
+    assert_eq!(
+        smart["served_by"],
+        json!([{"provider_id": "a", "model_id": "gpt-real"}]),
+        "the alias resolved: {smart}"
+    );
+    let fast = find("oa-fast").expect("the prefixed name");
+    assert_eq!(fast["logical"], false);
+    assert_eq!(fast["owned_by"], "a");
+    assert_eq!(
+        fast["served_by"],
+        json!([{"provider_id": "a", "model_id": "gpt-real"}])
+    );
+    assert!(
+        find("only-b").is_some(),
+        "a name only one provider has: {m}"
+    );
+    assert!(
+        m["logical_models"].is_array(),
+        "the console's part stays: {m}"
+    );
+    // Admin only.
+    let r = client()
+        .get(format!("{}/admin/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let v = gw.get_json("/admin/metrics", ADMIN).await;
+    let providers = v["providers"].as_array().expect("providers");
+    let p = |id: &str| {
+        providers
+            .iter()
+            .find(|p| p["provider"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {v}"))
+    };
+    let pa = p("a");
+    assert_eq!(pa["requests"], 2, "{pa}");
+    assert_eq!(pa["errors"], 0, "{pa}");
+    assert_eq!(pa["input_tokens"], 14, "{pa}");
+    assert_eq!(pa["output_tokens"], 6, "{pa}");
+    assert!(pa["cost_usd"].as_f64().is_some(), "{pa}");
+    assert!(pa["latency_ms"]["p50"].as_f64().is_some(), "{pa}");
+    let per_model: u64 = pa["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_model, 2, "{pa}");
+    let pb = p("b");
+    assert_eq!(pb["requests"], 1, "{pb}");
+    assert_eq!(pb["errors"], 1, "{pb}");
+    assert_eq!(v["totals"]["requests"], 3, "{v}");
+    assert_eq!(v["totals"]["input_tokens"], 14, "{v}");
+}
+
+/// AI-Higress's inspection endpoints as it documents them, each answered
+/// through the binary: `/providers/{id}` (fields, statuses as codes and
+/// ranges, never a key), `/providers/{id}/metrics`, `/logical-models/{id}`,
+/// `/models` and `/v1/models` with and without a key, and a generation
+/// request that asks for a stream only by `Accept: text/event-stream`.
+#[tokio::test]
+async fn inspection_endpoints_answer_as_ai_higress_documents() {
+    let up = MockProvider::start(|r, _| {
+        if r.method == "POST" && r.json()["stream"] == true {
+            Reply::sse(&openai_stream("m", &["streamed"]))
+        } else {
+            Reply::json(200, openai_completion("m", "hi"))
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  keys: [{{ name: c, key: client-key-0001 }}]
+  admin_keys: [{ADMIN}]
+providers:
+  - {{ id: a, name: "Team A", kind: openai, base_url: "{}", api_keys: [sk-secret-a, sk-secret-b], models: [m], region: eu-west, max_qps: 50, weight: 2, retryable_status: "429,500-599", models_path: /v1/models }}
+models:
+  - {{ name: smart, description: "the good one", upstreams: [{{ provider: a, model: m }}] }}
+"#,
+        up.base_url()
+    ))
+    .await;
+    let p = gw.get_json("/providers/a", ADMIN).await;
+    for (field, want) in [
+        ("id", json!("a")),
+        ("name", json!("Team A")),
+        ("kind", json!("openai")),
+        ("region", json!("eu-west")),
+        ("weight", json!(2.0)),
+        ("max_qps", json!(50)),
+        ("retryable_status", json!([429, "500-599"])),
+        ("models_path", json!("/v1/models")),
+        ("api_keys", json!(2)),
+    ] {
+        assert_eq!(p[field], want, "{field}: {p}");
+    }
+    assert!(p["base_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    assert!(!p.to_string().contains("sk-secret"), "{p}");
+    assert_eq!(
+        client()
+            .get(format!("{}/providers/zz", gw.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let chat = |accept: Option<&'static str>| {
+        let mut r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth("client-key-0001")
+            .json(&json!({"model": "smart", "messages": [{"role": "user", "content": "x"}]}));
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        r.send()
+    };
+    let r = chat(None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Only the Accept header asks for a stream: the answer is SSE.
+    let r = chat(Some("text/event-stream")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("streamed") && body.contains("[DONE]"),
+        "{body}"
+    );
+    assert_eq!(
+        up.last().json()["stream"],
+        true,
+        "asked upstream as a stream"
+    );
+
+    let (m, answered) = poll(
+        WAIT,
+        || gw.get_json("/providers/a/metrics", ADMIN),
+        |m| m["successes"].as_u64() == Some(2),
+    )
+    .await;
+    assert!(answered, "two answers counted: {m}");
+    assert_eq!(m["provider_id"], "a");
+    assert_eq!(m["failures"], 0);
+    assert!(m["latency_ewma_ms"].as_f64().unwrap() > 0.0, "{m}");
+
+    let l = gw.get_json("/logical-models/smart", ADMIN).await;
+    assert_eq!(l["id"], "smart");
+    assert_eq!(l["description"], "the good one");
+    assert_eq!(l["upstreams"][0]["provider_id"], "a");
+    assert_eq!(l["upstreams"][0]["model_id"], "m");
+
+    // The model list needs a client key when the gateway has keys.
+    for path in ["/models", "/v1/models"] {
+        let r = client()
+            .get(format!("{}{path}", gw.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} without a key");
+        let v = gw.get_json(path, "client-key-0001").await;
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        assert!(
+            ids.contains(&"smart") && ids.contains(&"a/m"),
+            "{path}: {ids:?}"
+        );
+    }
+}
+
+/// The rest of APIProxy's variables: `_KIND` (Anthropic's wire format and
+/// headers), `MASK_USER_AGENT` and `MASK_REFERER`, `MASK_AS_BROWSER=false`,
+/// and `MODELS_CACHE_TTL` in the effective configuration.
+#[tokio::test]
+async fn kind_masking_and_cache_ttl_variables() {
+    let claude = MockProvider::always(Reply::json(
+        200,
+        r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"from claude"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2}}"#,
+    ))
+    .await;
+    let g = from_env(&[
+        ("LLM_PROVIDERS", "cl".into()),
+        ("LLM_PROVIDER_cl_BASE_URL", claude.base_url()),
+        ("LLM_PROVIDER_cl_KIND", "anthropic".into()),
+        ("LLM_PROVIDER_cl_API_KEY", "ak-env-1".into()),
+        ("MASK_USER_AGENT", "Team-Browser/9".into()),
+        ("MASK_REFERER", "https://chat.example/app".into()),
+        ("MODELS_CACHE_TTL", "123".into()),
+        // An admin key can make client keys: clients then need one.
+        ("APIPROXY_AUTH_TOKEN", TOKEN.into()),
+        ("APIPROXY_ADMIN_KEY", ADMIN.into()),
+    ])
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", g.url))
+        .bearer_auth(sent_token())
+        .json(&json!({"model": "cl/claude-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", g.log());
+    assert!(r.text().await.unwrap().contains("from claude"));
+    let sent = claude.last();
+    assert_eq!(sent.path, "/v1/messages", "Anthropic's path");
+    assert_eq!(sent.header("x-api-key"), Some("ak-env-1"));
+    assert!(sent.header("anthropic-version").is_some());
+    assert_eq!(sent.header("user-agent"), Some("Team-Browser/9"));
+    assert_eq!(sent.header("referer"), Some("https://chat.example/app"));
+    let c: serde_json::Value = client()
+        .get(format!("{}/admin/config", g.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["store"]["models_cache_ttl_seconds"], 123, "{c}");
+    drop(g);
+
+    let up = MockProvider::always(Reply::json(200, openai_completion("m", "hi"))).await;
+    let g = from_env(&[
+        ("LLM_PROVIDERS", "up".into()),
+        ("LLM_PROVIDER_up_BASE_URL", up.base_url()),
+        ("MASK_AS_BROWSER", "false".into()),
+    ])
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", g.url))
+        .json(&json!({"model": "up/m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", g.log());
+    let ua = up
+        .last()
+        .header("user-agent")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!ua.starts_with("Mozilla/5.0"), "masking off: {ua}");
+}

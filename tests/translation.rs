@@ -66,10 +66,12 @@ impl Setup {
             // breakers that never open keep each case's answer its own.
             format!("routing:\n  breaker: {{ consecutive_failures: 1000000, min_requests: 1000000 }}\nauth:\n  keys:\n    - {{ name: tester, key: {CLIENT_KEY} }}\nproviders:\n");
         for (k, m) in &mocks {
-            let wire_api = if *k == Wire::Responses {
-                ", wire_api: responses"
-            } else {
-                ""
+            // The chat provider is pinned to Chat Completions: the matrix
+            // is about translation (`wire_api: auto` has its own tests).
+            let wire_api = match k {
+                Wire::Responses => ", wire_api: responses",
+                Wire::Chat => ", wire_api: chat",
+                _ => "",
             };
             let kind = match k {
                 Wire::Chat | Wire::Responses => "openai",

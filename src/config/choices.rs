@@ -104,6 +104,8 @@ pub enum ProviderKind {
     OpenAi,
     Anthropic,
     Gemini,
+    /// Azure OpenAI: OpenAI's wire format on Azure's paths and auth.
+    Azure,
 }
 
 impl Named for ProviderKind {
@@ -111,24 +113,65 @@ impl Named for ProviderKind {
         ("openai", ProviderKind::OpenAi),
         ("anthropic", ProviderKind::Anthropic),
         ("gemini", ProviderKind::Gemini),
+        ("azure", ProviderKind::Azure),
     ];
     const SCHEMA_NAME: &'static str = "ProviderKind";
 }
 
+/// What the config needs to know of each kind; the rest of a kind's API
+/// is its file under `upstream/kind/`.
 impl ProviderKind {
     /// Its name in the config.
     pub fn as_str(self) -> &'static str {
         self.name()
     }
+
+    /// The wire format its requests are encoded in, given `wire_api`
+    /// (`None`: not set); `Err` names what is wrong with `wire_api`.
+    pub fn format(self, wire_api: Option<WireApi>) -> Result<Format, &'static str> {
+        use ProviderKind::{Anthropic, Azure, Gemini, OpenAi};
+        match (self, wire_api) {
+            (OpenAi | Azure, None | Some(WireApi::Chat | WireApi::Auto)) => Ok(Format::OpenAiChat),
+            (OpenAi | Azure, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
+            (Anthropic, None) => Ok(Format::Anthropic),
+            (Gemini, None) => Ok(Format::Gemini),
+            (_, Some(_)) => Err("only for kinds openai and azure"),
+        }
+    }
+
+    /// Whether Responses clients go to the provider's own Responses API
+    /// first (`wire_api: auto`, the default of `kind: openai`), falling
+    /// back to chat translation after a 404/405 from it.
+    pub fn responses_auto(self, wire_api: Option<WireApi>) -> bool {
+        use ProviderKind::{Azure, OpenAi};
+        matches!(
+            (self, wire_api),
+            (OpenAi, None) | (OpenAi | Azure, Some(WireApi::Auto))
+        )
+    }
+
+    /// Statuses retried by default besides 429, 500 and 502-504: the
+    /// kind's own "overloaded" answers.
+    pub fn extra_retryable(self) -> &'static [u16] {
+        match self {
+            // Anthropic's "overloaded".
+            ProviderKind::Anthropic => &[529],
+            ProviderKind::OpenAi | ProviderKind::Gemini | ProviderKind::Azure => &[],
+        }
+    }
 }
 
-/// `providers[].wire_api`: which OpenAI API an `openai` provider is sent.
+/// `providers[].wire_api`: which OpenAI API an `openai` or `azure`
+/// provider is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireApi {
     /// Chat Completions.
     Chat,
     /// The Responses API.
     Responses,
+    /// Chat Completions, but Responses clients natively to the Responses
+    /// API while the provider has it (the default of `kind: openai`).
+    Auto,
 }
 
 /// `auth.inspection`: who may read the inspection endpoints.
@@ -150,8 +193,11 @@ impl Named for Inspection {
 }
 
 impl Named for WireApi {
-    const ALL: &'static [(&'static str, Self)] =
-        &[("chat", WireApi::Chat), ("responses", WireApi::Responses)];
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("chat", WireApi::Chat),
+        ("responses", WireApi::Responses),
+        ("auto", WireApi::Auto),
+    ];
     const SCHEMA_NAME: &'static str = "WireApi";
 }
 

@@ -17,7 +17,9 @@ mod files_seen;
 pub mod filters;
 mod log;
 mod models;
+mod presets;
 mod providers;
+mod proxy_url;
 pub mod raw;
 pub mod routing;
 mod server;
@@ -42,7 +44,9 @@ pub use console::ConsoleSettings;
 pub use context::ContextSettings;
 pub use files_seen::FilesSeen;
 pub use models::{LogicalModel, UpstreamRef};
+pub use presets::Preset;
 pub use providers::{BaseUrl, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet};
+pub use proxy_url::{ProxyScheme, ProxyUrl};
 use raw::RawConfig;
 pub use server::{
     ServerSettings, TlsListener, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_H2_MAX_STREAMS,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use apiproxy_translate::Format;
 
 use super::choices::{Choice, KeyStrategy, ProviderKind, WireApi};
+use super::presets::{self, Preset};
 use super::raw::{self, RawPrice, RawProvider};
 
 /// A set of HTTP statuses given as `"429,500,502-504"`.
@@ -20,9 +21,7 @@ impl StatusSet {
     /// it elsewhere would fail alike.
     pub fn default_retryable(kind: ProviderKind) -> Self {
         let mut codes = vec![(429, 429), (500, 500), (502, 504)];
-        if kind == ProviderKind::Anthropic {
-            codes.push((529, 529));
-        }
+        codes.extend(kind.extra_retryable().iter().map(|&c| (c, c)));
         StatusSet(codes)
     }
 
@@ -104,8 +103,12 @@ pub struct HealthCheck {
 pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
-    /// The wire format requests to it are encoded in.
+    /// The wire format requests to it are encoded in (for Responses
+    /// clients see `responses_auto`).
     pub format: Format,
+    /// `wire_api: auto`: Responses clients are sent to its Responses API
+    /// (until it answers 404/405 there), the others in `format`.
+    pub responses_auto: bool,
     pub base: BaseUrl,
     /// Non-empty keys; empty for a provider that needs none.
     pub api_keys: Vec<String>,
@@ -119,6 +122,9 @@ pub struct ProviderConfig {
     pub static_models: Option<Vec<String>>,
     /// Client-facing alias → the provider's name (`models: [{name, alias}]`).
     pub aliases: HashMap<String, String>,
+    /// `kind: azure`: deployment → the model's name (`models: [{name,
+    /// deployment}]`), for its price.
+    pub deployed: HashMap<String, String>,
     /// `excluded_models`: names taken out of its catalog.
     pub excluded: Option<globset::GlobSet>,
     /// `model_prefix`: what clients put before its model names besides `<id>/`.
@@ -130,8 +136,19 @@ pub struct ProviderConfig {
     pub read_timeout: Duration,
     pub headers: Vec<(String, String)>,
     pub pricing: HashMap<String, Price>,
+    /// `preset`: the OpenAI-compatible service it is.
+    pub preset: Option<Preset>,
+    /// `kind: azure`: the API version (`v1`: the v1 GA API).
+    pub api_version: Option<String>,
+    /// `kind: azure`: an Entra ID bearer token, sent when it has no keys.
+    pub azure_ad_token: Option<String>,
+    /// Every credential in its config (the keys, the Entra ID token):
+    /// scrubbed from whatever it answers.
+    pub secrets: Vec<String>,
     /// Extra trusted CAs for this provider's TLS certificate.
     pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
+    /// `proxy_url`: the outbound proxy its connections go through.
+    pub proxy: Option<super::ProxyUrl>,
     /// False when keys were configured but all of them are empty.
     pub enabled: bool,
     /// A display name (APIProxy's `LLM_PROVIDER_{id}_NAME`).
@@ -178,23 +195,38 @@ pub struct ProviderDefaults {
     pub pricing: HashMap<String, Price>,
 }
 
-/// `models`: the names clients use, and each alias's provider name.
+/// What `models` gives: the names clients use, and each alias's (or
+/// deployment's) provider name.
+#[derive(Default)]
+struct ModelEntries {
+    names: Option<Vec<String>>,
+    aliases: HashMap<String, String>,
+    /// Deployment → the model's name (`models: [{name, deployment}]`).
+    deployed: HashMap<String, String>,
+}
+
+/// `models`: see [`ModelEntries`].
 fn model_entries(
     at: &str,
     entries: Option<Vec<raw::RawModelEntry>>,
     problems: &mut Vec<String>,
-) -> (Option<Vec<String>>, HashMap<String, String>) {
+) -> ModelEntries {
     let Some(entries) = entries else {
-        return (None, HashMap::new());
+        return ModelEntries::default();
     };
     let mut names = Vec::with_capacity(entries.len());
     let mut aliases = HashMap::new();
+    let mut deployed = HashMap::new();
     for (j, e) in entries.into_iter().enumerate() {
-        let (name, alias) = match e {
-            raw::RawModelEntry::Name(n) => (n, None),
-            raw::RawModelEntry::Aliased { name, alias } => (name, Some(alias)),
+        let (name, alias, deployment) = match e {
+            raw::RawModelEntry::Name(n) => (n, None, None),
+            raw::RawModelEntry::Detailed {
+                name,
+                alias,
+                deployment,
+            } => (name, alias, deployment),
         };
-        if name.is_empty() || alias.as_deref() == Some("") {
+        if name.is_empty() || alias.as_deref() == Some("") || deployment.as_deref() == Some("") {
             problems.push(format!("{at}.models[{j}]: must not be empty"));
             continue;
         }
@@ -203,12 +235,25 @@ fn model_entries(
             problems.push(format!("{at}.models[{j}]: {shown:?} is listed twice"));
             continue;
         }
-        if let Some(a) = alias {
-            aliases.insert(a, name);
+        // The provider's name for it: the deployment, else the name under
+        // an alias.
+        match (deployment, alias) {
+            (Some(d), _) => {
+                deployed.insert(d.clone(), name);
+                aliases.insert(shown.clone(), d);
+            }
+            (None, Some(a)) => {
+                aliases.insert(a, name);
+            }
+            (None, None) => {}
         }
         names.push(shown);
     }
-    (Some(names), aliases)
+    ModelEntries {
+        names: Some(names),
+        aliases,
+        deployed,
+    }
 }
 
 /// A compiled set of globs, `None` for none.
@@ -297,16 +342,24 @@ pub fn resolve(
         if !ids.insert(p.id.clone()) {
             problems.push(format!("{at}.id: duplicate provider id {:?}", p.id));
         }
-        let (kind, format) = kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
-        let base = parse_base_url(&p.base_url).unwrap_or_else(|e| {
-            problems.push(format!("{at}.base_url: {e}"));
-            BaseUrl {
+        let (kind, format, responses_auto) =
+            kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
+        kind_settings(&at, kind, &KindSettings::of(&p), problems);
+        let preset = presets::resolve(&at, kind, &p, problems);
+        let base = preset
+            .base_url
+            .as_deref()
+            .map(parse_base_url)
+            .and_then(|r| {
+                r.map_err(|e| problems.push(format!("{at}.base_url: {e}")))
+                    .ok()
+            })
+            .unwrap_or(BaseUrl {
                 tls: false,
                 host: String::new(),
                 port: 0,
                 path: String::new(),
-            }
-        });
+            });
         let weight = p.weight.unwrap_or(1.0);
         if !(weight.is_finite() && weight > 0.0) {
             problems.push(format!("{at}.weight: must be a positive number"));
@@ -318,13 +371,9 @@ pub fn resolve(
                 StatusSet::default_retryable(kind)
             }),
         };
-        if p.connect_timeout_ms == Some(0) {
-            problems.push(format!("{at}.connect_timeout_ms: must be positive"));
-        }
-        if p.read_timeout_ms == Some(0) {
-            problems.push(format!("{at}.read_timeout_ms: must be positive"));
-        }
-        for (name, value) in &p.headers {
+        check_limits(&at, &p, problems);
+        let headers: Vec<(String, String)> = p.headers.into_iter().chain(preset.headers).collect();
+        for (name, value) in &headers {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || http::HeaderValue::from_str(value).is_err()
             {
@@ -333,7 +382,11 @@ pub fn resolve(
         }
         let mut pricing = defaults.pricing.clone();
         pricing.extend(prices(&format!("{at}.pricing"), p.pricing, problems));
-        let (static_models, aliases) = model_entries(&at, p.models, problems);
+        let ModelEntries {
+            names: static_models,
+            aliases,
+            deployed,
+        } = model_entries(&at, p.models, problems);
         let excluded = globs(
             &format!("{at}.excluded_models"),
             &p.excluded_models,
@@ -353,12 +406,7 @@ pub fn resolve(
                 None
             }
         });
-        if p.max_concurrency == Some(0) {
-            problems.push(format!("{at}.max_concurrency: must be at least 1"));
-        }
-        if p.max_qps == Some(0) {
-            problems.push(format!("{at}.max_qps: must be at least 1"));
-        }
+        let proxy = proxy_url(&at, p.proxy_url.as_deref(), problems);
         let health_check = p.health_check.map(|h| health_check(&at, h, problems));
         let key_strategy = match p.key_strategy.as_ref().map(Choice::value) {
             None => defaults.key_strategy,
@@ -370,6 +418,7 @@ pub fn resolve(
         };
         let configured_keys = !p.api_keys.is_empty();
         let (api_keys, key_options) = api_keys(&at, p.api_keys, problems);
+        let azure_ad_token = p.azure_ad_token.filter(|t| !t.is_empty());
         if problems.len() > before {
             continue;
         }
@@ -378,7 +427,11 @@ pub fn resolve(
                 problems.push(format!("{at}.models_path: must start with '/'"));
             }
         }
+        let secrets = api_keys.iter().chain(&azure_ad_token).cloned().collect();
         providers.push(ProviderConfig {
+            api_version: p.api_version,
+            azure_ad_token,
+            secrets,
             name: p.name,
             models_path: p.models_path,
             region: p.region,
@@ -388,11 +441,13 @@ pub fn resolve(
             enabled: !p.disabled.unwrap_or(false) && (!configured_keys || !api_keys.is_empty()),
             disabled: p.disabled.unwrap_or(false),
             aliases,
+            deployed,
             excluded,
             model_prefix: p.model_prefix,
             id: p.id,
             kind,
             format,
+            responses_auto,
             base,
             api_keys,
             key_options,
@@ -402,8 +457,10 @@ pub fn resolve(
             retryable,
             connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(5_000)),
             read_timeout: Duration::from_millis(p.read_timeout_ms.unwrap_or(60_000)),
-            headers: p.headers.into_iter().collect(),
+            headers,
+            preset: preset.preset,
             ca,
+            proxy,
             pricing,
         });
     }
@@ -448,32 +505,123 @@ fn load_ca(path: &str) -> Result<pingora::protocols::tls::CaType, String> {
     Ok(certs.into_boxed_slice())
 }
 
-/// `kind` and `wire_api`: the provider's kind and the format it is sent.
+/// `kind` and `wire_api`: the provider's kind, the format it is sent, and
+/// whether Responses clients try its Responses API first.
 fn kind_and_format(
     at: &str,
     kind: &Choice<ProviderKind>,
     wire_api: Option<&Choice<WireApi>>,
     problems: &mut Vec<String>,
-) -> (ProviderKind, Format) {
+) -> (ProviderKind, Format, bool) {
     let kind = kind.value().unwrap_or_else(|e| {
         problems.push(format!("{at}.kind: {e}"));
         ProviderKind::OpenAi
     });
-    let format = match (kind, wire_api.map(Choice::value)) {
-        (ProviderKind::OpenAi, None | Some(Ok(WireApi::Chat))) => Format::OpenAiChat,
-        (ProviderKind::OpenAi, Some(Ok(WireApi::Responses))) => Format::OpenAiResponses,
-        (ProviderKind::OpenAi, Some(Err(e))) => {
+    let wire_api = match wire_api.map(Choice::value).transpose() {
+        Ok(w) => w,
+        Err(e) => {
             problems.push(format!("{at}.wire_api: {e}"));
-            Format::OpenAiChat
-        }
-        (ProviderKind::Anthropic, None) => Format::Anthropic,
-        (ProviderKind::Gemini, None) => Format::Gemini,
-        (_, Some(_)) => {
-            problems.push(format!("{at}.wire_api: only for kind openai"));
-            Format::OpenAiChat
+            return (kind, Format::OpenAiChat, false);
         }
     };
-    (kind, format)
+    let format = kind.format(wire_api).unwrap_or_else(|e| {
+        problems.push(format!("{at}.wire_api: {e}"));
+        Format::OpenAiChat
+    });
+    (kind, format, kind.responses_auto(wire_api))
+}
+
+/// `proxy_url`, parsed (a problem never echoes it: it may hold a password).
+fn proxy_url(at: &str, url: Option<&str>, problems: &mut Vec<String>) -> Option<super::ProxyUrl> {
+    match super::ProxyUrl::parse(url?) {
+        Ok(proxy) => Some(proxy),
+        Err(e) => {
+            problems.push(format!("{at}.proxy_url: {e}"));
+            None
+        }
+    }
+}
+
+/// The timeouts and the provider-wide limits must be positive.
+fn check_limits(at: &str, p: &RawProvider, problems: &mut Vec<String>) {
+    if p.connect_timeout_ms == Some(0) {
+        problems.push(format!("{at}.connect_timeout_ms: must be positive"));
+    }
+    if p.read_timeout_ms == Some(0) {
+        problems.push(format!("{at}.read_timeout_ms: must be positive"));
+    }
+    if p.max_concurrency == Some(0) {
+        problems.push(format!("{at}.max_concurrency: must be at least 1"));
+    }
+    if p.max_qps == Some(0) {
+        problems.push(format!("{at}.max_qps: must be at least 1"));
+    }
+}
+
+/// The keys of one kind alone, as given.
+struct KindSettings<'a> {
+    api_version: Option<&'a str>,
+    azure_ad_token: bool,
+    models: bool,
+    /// Some model names a `deployment`.
+    deployment: bool,
+}
+
+impl<'a> KindSettings<'a> {
+    fn of(p: &'a RawProvider) -> Self {
+        KindSettings {
+            api_version: p.api_version.as_deref(),
+            azure_ad_token: p.azure_ad_token.is_some(),
+            models: p.models.is_some(),
+            deployment: p.models.iter().flatten().any(|e| {
+                matches!(
+                    e,
+                    raw::RawModelEntry::Detailed {
+                        deployment: Some(_),
+                        ..
+                    }
+                )
+            }),
+        }
+    }
+}
+
+/// Checks the keys that belong to one kind (`kind: azure`'s
+/// `api_version`, `azure_ad_token`, `models[].deployment`).
+fn kind_settings(at: &str, kind: ProviderKind, given: &KindSettings, problems: &mut Vec<String>) {
+    if kind != ProviderKind::Azure {
+        let only = [
+            ("api_version", given.api_version.is_some()),
+            ("azure_ad_token", given.azure_ad_token),
+            ("models[].deployment", given.deployment),
+        ];
+        for (key, _) in only.iter().filter(|(_, set)| *set) {
+            problems.push(format!("{at}.{key}: only for kind azure"));
+        }
+        return;
+    }
+    match given.api_version {
+        None => problems.push(format!(
+            "{at}.api_version: kind azure needs it (e.g. 2024-10-21, or v1)"
+        )),
+        // It goes into the query as written.
+        Some(v)
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.')) =>
+        {
+            problems.push(format!(
+                "{at}.api_version: {v:?} is not an API version (letters, digits, '-', '.')"
+            ))
+        }
+        Some(_) => {}
+    }
+    if !given.models {
+        problems.push(format!(
+            "{at}.models: kind azure needs its models listed (its deployment listing is not relied on)"
+        ));
+    }
 }
 
 /// `api_keys`: each key and its options; an empty key (an unset

@@ -333,7 +333,16 @@ pub struct RawProvider {
     /// The model-list path (e.g. `/v1/models`), when not the API's usual one.
     pub models_path: Option<String>,
     pub kind: Choice<ProviderKind>,
-    pub base_url: String,
+    /// Where it lives; may be left out with a `preset`, which then gives it.
+    pub base_url: Option<String>,
+    /// `kind: openai`: a known OpenAI-compatible service (`deepseek`,
+    /// `groq`, `mistral`, `openrouter`, `together`, `fireworks`, `xai`,
+    /// `ollama`, `vllm`): its base URL and quirks.
+    pub preset: Option<Choice<super::presets::Preset>>,
+    /// `preset: openrouter`: the app's URL, sent as `HTTP-Referer`.
+    pub app_url: Option<String>,
+    /// `preset: openrouter`: the app's name, sent as `X-Title`.
+    pub app_name: Option<String>,
     /// Keys: plain strings, or `{key, weight, max_concurrency, max_qps}`.
     #[serde(default)]
     pub api_keys: Vec<RawApiKey>,
@@ -342,6 +351,12 @@ pub struct RawProvider {
     pub key_strategy: Option<Choice<KeyStrategy>>,
     pub weight: Option<f64>,
     pub wire_api: Option<Choice<WireApi>>,
+    /// `kind: azure`: the API version (`2024-10-21`, ...; `v1`: the v1 GA
+    /// API, without a version parameter).
+    pub api_version: Option<String>,
+    /// `kind: azure`: a Microsoft Entra ID token sent as a bearer token,
+    /// for a provider without `api_keys`.
+    pub azure_ad_token: Option<String>,
     /// The models it serves (absent: listed from the provider): names, or
     /// `{name, alias}` (clients ask for the alias, the provider gets the name).
     pub models: Option<Vec<RawModelEntry>>,
@@ -358,6 +373,10 @@ pub struct RawProvider {
     /// PEM file of the CA(s) that sign this provider's certificate (a private
     /// endpoint); absent: the system's trust store.
     pub ca_file: Option<String>,
+    /// The outbound proxy its connections go through:
+    /// `http://[user:pass@]host:port` (CONNECT), `socks5://…` or
+    /// `socks5h://…` (the proxy resolves the provider's name).
+    pub proxy_url: Option<String>,
     /// Extra headers sent upstream (e.g. OpenRouter's `HTTP-Referer`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -386,16 +405,21 @@ pub enum RawApiKey {
     Detailed(RawKeyOptions),
 }
 
-/// One of `providers[].models`: a name, or a name with the alias clients use.
+/// One of `providers[].models`: a name, or a name with the alias clients
+/// use and (Azure) the deployment serving it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawModelEntry {
     Name(String),
-    Aliased {
-        /// What the provider calls it.
+    Detailed {
+        /// What the provider calls it (with `alias`), or what clients ask
+        /// for (without).
         name: String,
         /// What clients ask for.
-        alias: String,
+        alias: Option<String>,
+        /// `kind: azure`: the deployment requests for it go to (default:
+        /// the model's name).
+        deployment: Option<String>,
     },
 }
 

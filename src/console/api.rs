@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::records::Filter;
-use super::{assets, series, unix_now, CONSOLE};
+use super::system::{self, System};
+use super::{assets, config_file, series, unix_now, CONSOLE};
 use crate::auth;
 use crate::auth::stored::{client_key, StoredKeys, REFRESH_EVERY};
 use crate::config::{ClientKey, Named};
@@ -55,6 +56,19 @@ pub enum ConsoleRoute {
     UpdateKey(String),
     RevokeKey(String),
     Config,
+    Metrics,
+    /// `GET /admin/system`.
+    System,
+    /// `POST /admin/reload`.
+    Reload,
+    /// `GET /admin/logs`.
+    Logs,
+    /// `GET /admin/routing`.
+    Routing,
+    /// `GET /admin/config/file`.
+    ConfigFile,
+    /// `PUT /admin/config/file`.
+    WriteConfigFile,
     MethodNotAllowed,
     NotFound,
 }
@@ -96,6 +110,16 @@ pub fn route(method: &str, path: &str) -> ConsoleRoute {
             _ => R::MethodNotAllowed,
         },
         ["admin", "config"] => only(get, R::Config),
+        ["admin", "metrics"] => only(get, R::Metrics),
+        ["admin", "system"] => only(get, R::System),
+        ["admin", "reload"] => only(method == "POST", R::Reload),
+        ["admin", "logs"] => only(get, R::Logs),
+        ["admin", "routing"] => only(get, R::Routing),
+        ["admin", "config", "file"] => match method {
+            "GET" | "HEAD" => R::ConfigFile,
+            "PUT" => R::WriteConfigFile,
+            _ => R::MethodNotAllowed,
+        },
         _ => R::NotFound,
     }
 }
@@ -104,6 +128,7 @@ pub fn route(method: &str, path: &str) -> ConsoleRoute {
 pub async fn handle(
     gw: &Gateway,
     rt: &Arc<Runtime>,
+    sys: &System,
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: ConsoleRoute,
@@ -199,6 +224,16 @@ pub async fn handle(
             return respond::no_content(session).await;
         }
         R::Config => (200, effective_config(rt)),
+        R::Metrics => (200, super::snapshot::snapshot()),
+        R::System => (200, system::system_json(sys, rt)),
+        R::Reload => system::reload(sys).await?,
+        R::Logs => (200, system::logs(rt, session.req_header().uri.query())?),
+        R::Routing => (200, system::routing(rt)),
+        R::ConfigFile => (200, config_file::get(sys)?),
+        R::WriteConfigFile => {
+            let v = read_json_up_to(session, rt, config_file::MAX_CONFIG_BYTES + 4096).await?;
+            config_file::put(sys, &v).await?
+        }
         R::UiRoot | R::Asset(_) | R::MethodNotAllowed | R::NotFound => {
             return Err(GatewayError::not_found("no such console endpoint"))
         }
@@ -220,8 +255,17 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 async fn read_json(session: &mut Session, rt: &Runtime) -> Result<Value, GatewayError> {
+    read_json_up_to(session, rt, MAX_KEY_BODY).await
+}
+
+/// A JSON object body of at most `max` bytes.
+async fn read_json_up_to(
+    session: &mut Session,
+    rt: &Runtime,
+    max: usize,
+) -> Result<Value, GatewayError> {
     let pace = crate::proxy::request::BodyPace::of(&rt.config.server);
-    let body = crate::proxy::request::read_body(session, MAX_KEY_BODY, pace).await?;
+    let body = crate::proxy::request::read_body(session, max, pace).await?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("body is not valid JSON: {e}")))?;
     if !v.is_object() {
@@ -300,7 +344,19 @@ fn models(rt: &Runtime) -> Value {
             })
         })
         .collect();
-    json!({"window_seconds": SHARE_WINDOW.as_secs(), "logical_models": all})
+    // Every name a client may send, and who serves it (ai-proxy's model list).
+    let models: Vec<Value> = crate::proxy::admin::client_models(rt, None)
+        .into_iter()
+        .map(|m| {
+            let served_by: Vec<Value> = m
+                .served_by
+                .iter()
+                .map(|(p, model)| json!({"provider_id": p, "model_id": model}))
+                .collect();
+            json!({"id": m.id, "logical": m.logical, "owned_by": m.owned_by, "served_by": served_by})
+        })
+        .collect();
+    json!({"window_seconds": SHARE_WINDOW.as_secs(), "logical_models": all, "models": models})
 }
 
 /// Streams new request records as SSE (`event: request`) until the client
@@ -792,6 +848,15 @@ mod tests {
         assert_eq!(route("DELETE", "/admin/keys/ci"), R::RevokeKey("ci".into()));
         assert_eq!(route("PUT", "/admin/keys/ci"), R::MethodNotAllowed);
         assert_eq!(route("POST", "/admin/overview"), R::MethodNotAllowed);
+        assert_eq!(route("POST", "/admin/reload"), R::Reload);
+        assert_eq!(route("GET", "/admin/reload"), R::MethodNotAllowed);
+        assert_eq!(route("GET", "/admin/config"), R::Config);
+        assert_eq!(route("GET", "/admin/config/file"), R::ConfigFile);
+        assert_eq!(route("PUT", "/admin/config/file"), R::WriteConfigFile);
+        assert_eq!(route("POST", "/admin/config/file"), R::MethodNotAllowed);
+        assert_eq!(route("GET", "/admin/logs"), R::Logs);
+        assert_eq!(route("GET", "/admin/routing"), R::Routing);
+        assert_eq!(route("GET", "/admin/system"), R::System);
     }
 
     #[test]

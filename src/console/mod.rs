@@ -3,7 +3,9 @@
 //! - `series`: the last hour of traffic as per-interval aggregates;
 //! - `records`: recent requests, their filters and the live tail;
 //! - `keys`: client keys made at run time (persisted in the store);
-//! - `api`: the JSON endpoints; `assets`: the pages, compiled in.
+//! - `api`: the JSON endpoints; `assets`: the pages, compiled in;
+//! - `system`: the System, App Log and Routing pages' data and the reload
+//!   button; `config_file`: editing the config file.
 //!
 //! Collection is fed from the proxy's logging phase through [`record`].
 //! The aggregates, the per-key usage and the ring of records are sharded
@@ -15,12 +17,26 @@
 
 pub mod api;
 pub mod assets;
+pub mod config_file;
 pub mod records;
 pub mod series;
+mod snapshot;
+pub mod system;
+
+pub use system::System;
 
 /// The web console as the proxy sees it (`proxy::Console`): handed to the
-/// gateway by `main`.
-pub struct WebConsole;
+/// gateway by `main`, with what it knows of the process (`System`).
+pub struct WebConsole {
+    system: System,
+}
+
+impl WebConsole {
+    /// The console of this process.
+    pub fn new(system: System) -> WebConsole {
+        WebConsole { system }
+    }
+}
 
 #[async_trait]
 impl crate::proxy::Console for WebConsole {
@@ -33,7 +49,7 @@ impl crate::proxy::Console for WebConsole {
     ) -> Result<(), GatewayError> {
         let req = session.req_header();
         let route = api::route(req.method.as_str(), req.uri.path());
-        api::handle(gw, rt, session, ctx, route).await
+        api::handle(gw, rt, &self.system, session, ctx, route).await
     }
 
     fn record(&self, rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {

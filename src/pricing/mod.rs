@@ -14,13 +14,18 @@ use crate::config::{Price, ProviderConfig};
 /// The price of `model` at `provider`: the provider's own `pricing` first,
 /// then the built-in table, each matched exactly and then by the name after
 /// the last `/` (`openrouter`-style `openai/gpt-4o` is priced as `gpt-4o`).
+/// An Azure deployment is priced as the model it serves when its own name
+/// has no price.
 pub fn price_of(provider: &ProviderConfig, model: &str) -> Option<Price> {
-    let short = model.rsplit('/').next().unwrap_or(model);
-    let configured = |m: &str| provider.pricing.get(m).copied();
-    configured(model)
-        .or_else(|| configured(short))
-        .or_else(|| built_in(model))
-        .or_else(|| built_in(short))
+    let by_name = |model: &str| {
+        let short = model.rsplit('/').next().unwrap_or(model);
+        let configured = |m: &str| provider.pricing.get(m).copied();
+        configured(model)
+            .or_else(|| configured(short))
+            .or_else(|| built_in(model))
+            .or_else(|| built_in(short))
+    };
+    by_name(model).or_else(|| provider.deployed.get(model).and_then(|m| by_name(m)))
 }
 
 /// The built-in price of `model`, matched exactly.
@@ -63,6 +68,16 @@ mod tests {
         );
         let mut c = Config::from_yaml(&yaml, &|_| None).unwrap();
         c.providers.remove(0)
+    }
+
+    #[test]
+    fn an_azure_deployment_is_priced_as_its_model() {
+        let yaml = "providers:\n  - { id: az, kind: azure, base_url: \"https://r.openai.azure.com\", api_version: v1, api_keys: [k], models: [{name: gpt-4o-mini, deployment: prod-mini}, {name: gpt-4o, deployment: priced}], pricing: { priced: { input: 9, output: 9 } } }\n";
+        let c = Config::from_yaml(yaml, &|_| None).unwrap();
+        let p = &c.providers[0];
+        assert_eq!(price_of(p, "prod-mini").unwrap().input, 0.15);
+        assert_eq!(price_of(p, "priced").unwrap().input, 9.0);
+        assert!(price_of(p, "unknown-deployment").is_none());
     }
 
     #[test]

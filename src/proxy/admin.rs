@@ -2,6 +2,7 @@
 //! routing decisions, sessions, context).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use pingora::proxy::Session;
@@ -20,45 +21,96 @@ use crate::upstream::breaker::BreakerState;
 use crate::upstream::health::{self, ProviderHealth};
 use crate::upstream::{now_ms, Provider};
 
-/// `GET /v1/models`: logical models, then every provider's models as
-/// `provider-id/model`, and by the plain name where only one provider has it.
-/// A key with an allow-list sees only what it may use.
-pub fn model_list(rt: &Runtime, key: Option<&ClientKey>) -> Vec<u8> {
+/// A model a client may ask for, and who serves it.
+pub struct ClientModel<'a> {
+    /// The name clients send.
+    pub id: String,
+    /// `apiproxy` for a logical model, else the provider's id.
+    pub owned_by: &'a str,
+    /// Whether `id` is a logical model of the config.
+    pub logical: bool,
+    /// Each upstream behind it: provider id and the provider's own name
+    /// for the model (an alias resolved).
+    pub served_by: Vec<(&'a str, String)>,
+}
+
+/// Every model a client may ask for: logical models, then every provider's
+/// models as `provider-id/model` (or its `model_prefix`), and by the plain
+/// name where only one provider has it. A key with an allow-list gets only
+/// what it may use.
+pub fn client_models<'a>(rt: &'a Runtime, key: Option<&ClientKey>) -> Vec<ClientModel<'a>> {
     let allowed = |id: &str| key.is_none_or(|k| k.allows(id));
-    let mut data = Vec::new();
+    let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for m in &rt.config.models {
         if allowed(&m.name) && seen.insert(m.name.clone()) {
-            data.push(
-                json!({"id": m.name, "object": "model", "created": 0, "owned_by": "apiproxy"}),
-            );
+            let served_by = m
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let p = &rt.providers[u.provider];
+                    (p.id(), p.upstream_model(&u.model))
+                })
+                .collect();
+            out.push(ClientModel {
+                id: m.name.clone(),
+                owned_by: "apiproxy",
+                logical: true,
+                served_by,
+            });
         }
     }
-    let mut plain: HashMap<String, (usize, &str)> = HashMap::new();
-    for p in rt.providers.iter().filter(|p| p.config.enabled) {
-        for model in p.models().iter().flat_map(|m| m.iter()) {
-            let e = plain.entry(model.clone()).or_insert((0, p.id()));
+    let catalogs: Vec<(&Provider, Arc<Vec<String>>)> = rt
+        .providers
+        .iter()
+        .filter(|p| p.config.enabled)
+        .filter_map(|p| Some((p.as_ref(), p.models()?)))
+        .collect();
+    // Each plain name: how many providers have it, and the first of them.
+    let mut plain: HashMap<&str, (usize, &Provider)> = HashMap::new();
+    for (p, models) in &catalogs {
+        for model in models.iter() {
+            let e = plain.entry(model.as_str()).or_insert((0, p));
             e.0 += 1;
             let id = match &p.config.model_prefix {
                 Some(prefix) => format!("{prefix}{model}"),
                 None => format!("{}/{model}", p.id()),
             };
             if allowed(&id) && seen.insert(id.clone()) {
-                data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": p.id()}));
+                out.push(ClientModel {
+                    id,
+                    owned_by: p.id(),
+                    logical: false,
+                    served_by: vec![(p.id(), p.upstream_model(model))],
+                });
             }
         }
     }
-    let mut unique: Vec<(&String, &str)> = plain
+    let mut unique: Vec<(&str, &Provider)> = plain
         .iter()
         .filter(|(_, (n, _))| *n == 1)
-        .map(|(m, (_, owner))| (m, *owner))
+        .map(|(m, (_, owner))| (*m, *owner))
         .collect();
-    unique.sort();
-    for (model, owner) in unique {
-        if allowed(model) && seen.insert(model.clone()) {
-            data.push(json!({"id": model, "object": "model", "created": 0, "owned_by": owner}));
+    unique.sort_unstable_by_key(|(m, _)| *m);
+    for (model, p) in unique {
+        if allowed(model) && seen.insert(model.to_owned()) {
+            out.push(ClientModel {
+                id: model.to_owned(),
+                owned_by: p.id(),
+                logical: false,
+                served_by: vec![(p.id(), p.upstream_model(model))],
+            });
         }
     }
+    out
+}
+
+/// `GET /v1/models`: [`client_models`] in OpenAI's list shape.
+pub fn model_list(rt: &Runtime, key: Option<&ClientKey>) -> Vec<u8> {
+    let data: Vec<Value> = client_models(rt, key)
+        .into_iter()
+        .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by}))
+        .collect();
     json!({"object": "list", "data": data})
         .to_string()
         .into_bytes()
@@ -72,12 +124,14 @@ pub(crate) fn provider_json(p: &Provider) -> Value {
         "name": c.name.as_deref().unwrap_or(&c.id),
         "kind": c.kind.as_str(),
         "wire_api": c.format.as_str(),
+        "preset": c.preset.map(crate::config::Named::name),
         "base_url": format!("{}://{}:{}{}", if c.base.tls { "https" } else { "http" }, c.base.host, c.base.port, c.base.path),
         "weight": c.weight,
         "enabled": c.enabled,
         "api_keys": c.api_keys.len(),
         "models": p.models().map(|m| m.len()),
         "region": c.region,
+        "proxy_url": c.proxy.as_ref().map(ToString::to_string),
         "max_qps": c.max_qps,
         "models_path": p.models_path(),
         "retryable_status": c.retryable.to_json(),
@@ -151,12 +205,17 @@ pub(crate) fn health_json(rt: &Runtime, p: &Provider) -> Value {
     })
 }
 
-/// `GET /providers/{id}/models`: what was listed and when.
+/// `GET /providers/{id}/models`: what was listed and when (`source`:
+/// `configured`, `provider`, `store`, or `listing` while the first listing
+/// since start is under way).
 fn models_json(p: &Provider) -> Value {
     let models = p.models().map(|m| m.to_vec()).unwrap_or_default();
     let l = p.listing.lock().clone();
     let source = if p.config.static_models.is_some() {
         Some("configured")
+    } else if p.catalog_pending() {
+        // The first listing since start is still under way.
+        Some("listing")
     } else {
         l.source
     };
@@ -292,6 +351,8 @@ pub async fn handle(
                         let store = gw.state.store().await;
                         crate::service::refresh_one(&gw.connector, store.as_ref(), p, true).await;
                     }
+                    // Right after start: the first listing, bounded as routing bounds it.
+                    p.await_first_listing().await;
                     models_json(p)
                 }
                 AdminRoute::ProviderHealth(id) => {

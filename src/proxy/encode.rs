@@ -30,6 +30,9 @@ pub struct BodyEncoder {
     limits: translate::Limits,
     /// The last body encoded was the client's own (same format).
     pub last_was_passthrough: bool,
+    /// Top-level fields the last translation filled with its own default
+    /// (absent to `default` payload rules).
+    pub last_defaulted: &'static [&'static str],
 }
 
 impl BodyEncoder {
@@ -42,6 +45,7 @@ impl BodyEncoder {
             ir: None,
             limits,
             last_was_passthrough: false,
+            last_defaulted: &[],
         }
     }
 
@@ -58,6 +62,7 @@ impl BodyEncoder {
             _ => client,
         });
         self.last_was_passthrough = target == client && shape == client;
+        self.last_defaulted = &[];
         if self.last_was_passthrough {
             return Ok(Bytes::from(passthrough_body(target, &c.model, parsed)));
         }
@@ -73,7 +78,42 @@ impl BodyEncoder {
             }
         };
         ir.model.clone_from(&c.model);
+        self.last_defaulted = translate::defaulted_fields(target, &ir);
         let body = translate::encode_request_limited(target, &ir, &self.limits)
+            .map(Bytes::from)
+            .map_err(|e| GatewayError::bad_request(e.message));
+        if parsed.body.bytes().len() <= KEEP_DECODED_MAX_BYTES {
+            self.ir = Some(ir);
+        }
+        body
+    }
+}
+
+impl BodyEncoder {
+    /// The token-count request for candidate `c` of a `target`-format
+    /// provider (`translate::count`): always through the neutral form, so
+    /// the provider gets only what its count endpoint takes (Anthropic
+    /// refuses `max_tokens` there; Gemini needs the model in the body to
+    /// count the system instruction and tools).
+    pub fn encode_count(
+        &mut self,
+        target: Format,
+        c: &Candidate,
+        parsed: &Parsed,
+    ) -> Result<Bytes, GatewayError> {
+        self.last_was_passthrough = false;
+        self.last_defaulted = &[];
+        let mut ir = match self.ir.take() {
+            Some(ir) => ir,
+            None => translate::count::decode_count_request(
+                self.client,
+                parsed.body.bytes(),
+                &self.limits,
+            )
+            .map_err(|e| GatewayError::bad_request(e.message))?,
+        };
+        ir.model.clone_from(&c.model);
+        let body = translate::count::encode_count_request(target, &ir, &self.limits)
             .map(Bytes::from)
             .map_err(|e| GatewayError::bad_request(e.message));
         if parsed.body.bytes().len() <= KEEP_DECODED_MAX_BYTES {

@@ -43,12 +43,7 @@ pub async fn handle(
     ctx.keep_attempt_log = rt.config.console.collect;
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     authorize_models(key, &parsed.names)?;
-    let max_models = rt.config.routing.max_models;
-    if parsed.names.len() > max_models {
-        return Err(GatewayError::bad_request(format!(
-            "at most {max_models} models per request (`model` and `models` together; routing.max_models)"
-        )));
-    }
+    check_model_count(rt, &parsed.names)?;
 
     let store = gw.state.store().await;
     check_references(store.as_ref(), key, ctx, &parsed).await?;
@@ -187,8 +182,19 @@ async fn answer_from_cache(
     Ok(())
 }
 
+/// 400 past `routing.max_models` names.
+pub(super) fn check_model_count(rt: &Runtime, names: &[String]) -> Result<(), GatewayError> {
+    let max_models = rt.config.routing.max_models;
+    if names.len() > max_models {
+        return Err(GatewayError::bad_request(format!(
+            "at most {max_models} models per request (`model` and `models` together; routing.max_models)"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the body (bounded by `server.max_body_bytes`) and parses it.
-async fn read_request(
+pub(super) async fn read_request(
     rt: &Runtime,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -210,7 +216,10 @@ async fn read_request(
 }
 
 /// Every model the request names must be allowed for its key.
-fn authorize_models(key: Option<&ClientKey>, names: &[String]) -> Result<(), GatewayError> {
+pub(super) fn authorize_models(
+    key: Option<&ClientKey>,
+    names: &[String],
+) -> Result<(), GatewayError> {
     let Some(k) = key else { return Ok(()) };
     match names.iter().find(|n| !k.allows(n)) {
         Some(denied) => Err(GatewayError::forbidden(format!(
@@ -223,7 +232,7 @@ fn authorize_models(key: Option<&ClientKey>, names: &[String]) -> Result<(), Gat
 /// 403 for a request that references an object stored at the provider
 /// which its key did not receive through the gateway (`proxy/refs.rs`).
 /// Costs a store read only when the body continues a response.
-async fn check_references(
+pub(super) async fn check_references(
     store: &dyn Store,
     key: Option<&ClientKey>,
     ctx: &RequestCtx,
@@ -349,7 +358,7 @@ async fn owned_binding(
 /// missing while a provider's catalog has not been listed since start waits
 /// for that listing (bounded by the provider's connect timeout): a model
 /// known only from a catalog never gets 404 because the gateway just started.
-async fn resolve_candidates(
+pub(super) async fn resolve_candidates(
     rt: &Runtime,
     names: &[String],
     requested: &str,

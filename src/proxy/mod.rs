@@ -5,6 +5,7 @@
 pub mod admin;
 mod attempt;
 pub mod cache;
+pub mod count;
 pub mod ctx;
 pub mod encode;
 pub mod failover;
@@ -320,6 +321,16 @@ impl ProxyHttp for Gateway {
                     path_stream,
                 };
                 llm::handle(self, &rt, session, ctx, route, &mut headers).await
+            }
+            Route::CountTokens { format, path_model } => {
+                ctx.format = Some(format);
+                let route = request::LlmRoute {
+                    format,
+                    path_model,
+                    path_stream: false,
+                };
+                // Boxed: a count's future stays out of every generation's.
+                Box::pin(count::handle(self, &rt, session, ctx, route, &mut headers)).await
             }
             Route::Context(_) | Route::Admin(_) => {
                 // Boxed: the admin and console routes' futures stay out of

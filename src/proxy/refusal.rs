@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::failover::AttemptError;
 use super::respond::{self, Headers};
-use super::upstream_error::{contains_key, upstream_message};
+use super::upstream_error::{contains_key, scrub, upstream_message};
 use crate::error::GatewayError;
 use crate::upstream::http::Incoming;
 use crate::upstream::ratelimit::{self, RateLimitReading};
@@ -27,6 +27,11 @@ pub struct Refusal {
     message: String,
     /// A 429 about this request alone (see `refusal_is_request_only`).
     pub request_only: bool,
+    /// The provider's kind put the message in its own words (a content
+    /// filter): the client gets it in its error shape, never the body.
+    reworded: bool,
+    /// The wire format the refused request was sent in.
+    wire: Format,
 }
 
 /// A 429 concerns the request alone, not the key, when the provider says
@@ -53,20 +58,25 @@ impl Refusal {
         mut resp: Incoming,
         provider: &Provider,
         reading: Option<RateLimitReading>,
+        wire: Format,
     ) -> (AttemptError, Option<Refusal>) {
         let status = resp.status();
         let body = resp.body(MAX_ERROR_BODY).await.unwrap_or_default();
-        let retry_after = resp
-            .header_str("retry-after")
-            .and_then(ratelimit::retry_after_secs);
+        let names = provider.kind().ratelimit_headers();
+        let retry_after = ratelimit::retry_after(names, |h| resp.header_str(h));
         let content_type = resp
             .header_str("content-type")
             .unwrap_or("application/json")
             .to_owned();
         resp.release(connector).await;
-        let message = upstream_message(&body, status, &provider.config.api_keys)
-            .trim_start_matches(": ")
-            .to_owned();
+        let secrets = &provider.config.secrets;
+        let reworded = provider.kind().refusal_message(status, &body);
+        let message = match &reworded {
+            Some(m) => scrub(m, secrets),
+            None => upstream_message(&body, status, secrets)
+                .trim_start_matches(": ")
+                .to_owned(),
+        };
         let request_only = status == 429 && refusal_is_request_only(&message, reading.as_ref());
         (
             AttemptError::Status {
@@ -80,6 +90,8 @@ impl Refusal {
                 body,
                 message,
                 request_only,
+                reworded: reworded.is_some(),
+                wire,
             }),
         )
     }
@@ -109,8 +121,9 @@ impl Refusal {
         ctx.status = status;
         let mut h = headers.clone();
         respond::strip_debug(&mut h);
-        let written = if provider.config.format == client
-            && !contains_key(&self.body, &provider.config.api_keys)
+        let written = if self.wire == client
+            && !self.reworded
+            && !contains_key(&self.body, &provider.config.secrets)
         {
             respond::write(session, status, &self.content_type, self.body, &h).await
         } else {

@@ -15,6 +15,14 @@ pub enum Route {
         path_model: Option<String>,
         path_stream: bool,
     },
+    /// A token count in a client format: Anthropic
+    /// `/v1/messages/count_tokens`, OpenAI `/v1/responses/input_tokens`,
+    /// Gemini `models/{model}:countTokens`. Routed like a generation
+    /// request of that format.
+    CountTokens {
+        format: Format,
+        path_model: Option<String>,
+    },
     /// `GET /context/{session}`.
     Context(String),
     Admin(AdminRoute),
@@ -74,6 +82,15 @@ pub fn route(method: &str, path: &str) -> Route {
             let stream = match action {
                 "generateContent" => false,
                 "streamGenerateContent" => true,
+                "countTokens" => {
+                    return only(
+                        post,
+                        Route::CountTokens {
+                            format: Format::Gemini,
+                            path_model: Some(model.to_owned()),
+                        },
+                    )
+                }
                 _ => return Route::NotFound,
             };
             return only(
@@ -94,6 +111,10 @@ pub fn route(method: &str, path: &str) -> Route {
         }
         ["v1", "responses"] | ["responses"] => only(post, llm(Format::OpenAiResponses)),
         ["v1", "messages"] => only(post, llm(Format::Anthropic)),
+        ["v1", "messages", "count_tokens"] => only(post, count(Format::Anthropic)),
+        ["v1", "responses", "input_tokens"] | ["responses", "input_tokens"] => {
+            only(post, count(Format::OpenAiResponses))
+        }
         ["context", id] if !id.is_empty() => only(get, Route::Context((*id).to_owned())),
         ["providers"] => only(get, Route::Admin(AdminRoute::Providers)),
         ["providers", id] => only(get, Route::Admin(AdminRoute::Provider((*id).to_owned()))),
@@ -137,11 +158,21 @@ fn llm(format: Format) -> Route {
     }
 }
 
+fn count(format: Format) -> Route {
+    Route::CountTokens {
+        format,
+        path_model: None,
+    }
+}
+
 /// The client format an error on `path` should be shaped in.
 pub fn error_format(path: &str) -> Format {
     if path.starts_with("/v1/messages") {
         Format::Anthropic
-    } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+    } else if [":generateContent", ":streamGenerateContent", ":countTokens"]
+        .iter()
+        .any(|a| path.contains(a))
+    {
         Format::Gemini
     } else {
         Format::OpenAiChat
@@ -197,6 +228,29 @@ mod tests {
                 path_stream: false
             }
         );
+        assert_eq!(
+            route("POST", "/v1/messages/count_tokens"),
+            count(Format::Anthropic)
+        );
+        assert_eq!(
+            route("POST", "/v1/responses/input_tokens"),
+            count(Format::OpenAiResponses)
+        );
+        assert_eq!(
+            route("GET", "/v1/messages/count_tokens"),
+            Route::MethodNotAllowed
+        );
+        for prefix in ["/v1beta", "/v1"] {
+            assert_eq!(
+                route("POST", &format!("{prefix}/models/gem/g-2.5:countTokens")),
+                Route::CountTokens {
+                    format: Format::Gemini,
+                    path_model: Some("gem/g-2.5".into())
+                }
+            );
+        }
+        assert_eq!(error_format("/v1beta/models/m:countTokens"), Format::Gemini);
+        assert_eq!(error_format("/v1/messages/count_tokens"), Format::Anthropic);
         assert_eq!(route("GET", "/context/s1"), Route::Context("s1".into()));
         assert_eq!(
             route("DELETE", "/routing/sessions/s1"),

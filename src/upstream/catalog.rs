@@ -7,27 +7,15 @@ use serde_json::Value;
 
 use super::http::{send, Outgoing};
 use super::{KeyChoice, Provider};
-use crate::config::ProviderKind;
 
 /// Largest model-list body accepted.
 const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
 
-/// Model ids in a provider's list response.
-pub fn parse_model_list(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, String> {
+/// Model ids in a provider's list response, read as its kind lists them.
+pub fn parse_model_list(provider: &Provider, body: &[u8]) -> Result<Vec<String>, String> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("model list is not JSON: {e}"))?;
-    let (items, field) = match kind {
-        ProviderKind::OpenAi | ProviderKind::Anthropic => (v.get("data"), "id"),
-        ProviderKind::Gemini => (v.get("models"), "name"),
-    };
-    let items = items
-        .and_then(Value::as_array)
-        .ok_or("model list has no data array")?;
-    Ok(items
-        .iter()
-        .filter_map(|m| m.get(field).and_then(Value::as_str))
-        .map(|id| id.strip_prefix("models/").unwrap_or(id).to_owned())
-        .collect())
+    provider.kind().parse_model_list(&v)
 }
 
 /// Fetches `provider`'s model list.
@@ -38,10 +26,7 @@ pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<Str
         KeyChoice::AllCooling => return Err("every key is cooling down".into()),
         KeyChoice::AllBusy => return Err("every key is at its max_concurrency or max_qps".into()),
     };
-    let path = match provider.config.kind {
-        ProviderKind::Anthropic => format!("{}?limit=1000", provider.models_path()),
-        _ => provider.models_path(),
-    };
+    let path = provider.models_path();
     let req = Outgoing {
         method: "GET",
         path: &path,
@@ -59,7 +44,7 @@ pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<Str
     if status != 200 {
         return Err(format!("model list answered {status}"));
     }
-    parse_model_list(provider.config.kind, &body)
+    parse_model_list(provider, &body)
 }
 
 /// The outcome of one active health check (`/providers/{id}/health`).
@@ -104,26 +89,43 @@ pub async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    fn provider(kind: &str) -> Provider {
+        let yaml = format!("providers: [{{id: p, kind: {kind}, base_url: 'http://h'}}]");
+        let c = Config::from_yaml(&yaml, &|_| None).unwrap();
+        Provider::new(c.providers.into_iter().next().unwrap())
+    }
 
     #[test]
     fn parses_each_kind() {
         let openai =
             br#"{"object":"list","data":[{"id":"gpt-4o","object":"model"},{"id":"gpt-4o-mini"}]}"#;
         assert_eq!(
-            parse_model_list(ProviderKind::OpenAi, openai).unwrap(),
+            parse_model_list(&provider("openai"), openai).unwrap(),
             ["gpt-4o", "gpt-4o-mini"]
         );
         let anthropic = br#"{"data":[{"type":"model","id":"claude-haiku-4-5","display_name":"Claude Haiku 4.5"}],"has_more":false}"#;
         assert_eq!(
-            parse_model_list(ProviderKind::Anthropic, anthropic).unwrap(),
+            parse_model_list(&provider("anthropic"), anthropic).unwrap(),
             ["claude-haiku-4-5"]
         );
         let gemini = br#"{"models":[{"name":"models/gemini-2.5-flash","supportedGenerationMethods":["generateContent"]}]}"#;
         assert_eq!(
-            parse_model_list(ProviderKind::Gemini, gemini).unwrap(),
+            parse_model_list(&provider("gemini"), gemini).unwrap(),
             ["gemini-2.5-flash"]
         );
-        assert!(parse_model_list(ProviderKind::OpenAi, b"{}").is_err());
-        assert!(parse_model_list(ProviderKind::OpenAi, b"<html>").is_err());
+        assert!(parse_model_list(&provider("openai"), b"{}").is_err());
+        assert!(parse_model_list(&provider("openai"), b"<html>").is_err());
+    }
+
+    #[test]
+    fn list_paths_follow_each_kind() {
+        assert_eq!(provider("openai").models_path(), "/v1/models");
+        assert_eq!(provider("anthropic").models_path(), "/v1/models?limit=1000");
+        assert_eq!(
+            provider("gemini").models_path(),
+            "/v1beta/models?pageSize=1000"
+        );
     }
 }

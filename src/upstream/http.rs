@@ -190,8 +190,8 @@ fn classify(e: Box<pingora::Error>) -> SendError {
     use pingora::ErrorType::*;
     match e.etype() {
         ReadTimedout | WriteTimedout => SendError::pingora(SendKind::Timeout, e.to_string(), e),
-        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
-        | TLSHandshakeTimedout | InvalidCert | HandshakeError => {
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => {
             SendError::pingora(SendKind::Connect, e.to_string(), e)
         }
         _ => SendError::pingora(SendKind::Io, e.to_string(), e),
@@ -202,7 +202,13 @@ fn classify(e: Box<pingora::Error>) -> SendError {
 /// timeouts from its config. Built again only when the address moved.
 async fn peer_for(provider: &Provider) -> Result<Arc<HttpPeer>, SendError> {
     let base = &provider.config.base;
-    let addr = dns::resolve(&base.host, base.port)
+    // Through an outbound proxy the connection is to the proxy; the
+    // provider's name goes in the tunnel request (and in TLS's SNI).
+    let (host, port) = match &provider.config.proxy {
+        Some(p) => (p.host.as_str(), p.port),
+        None => (base.host.as_str(), base.port),
+    };
+    let addr = dns::resolve(host, port)
         .await
         .map_err(|e| SendError::caused(SendKind::Connect, e.to_string(), e))?;
     if let Some(peer) = provider.peer.load_full() {
@@ -229,6 +235,13 @@ fn new_peer(provider: &Provider, addr: std::net::SocketAddr) -> HttpPeer {
     o.write_timeout = Some(provider.config.read_timeout);
     o.idle_timeout = Some(POOL_IDLE);
     o.ca.clone_from(&provider.config.ca);
+    if let Some(proxy) = &provider.config.proxy {
+        o.custom_l4 = Some(Arc::new(super::outbound_proxy::ThroughProxy {
+            proxy: proxy.clone(),
+            host: base.host.clone(),
+            port: base.port,
+        }));
+    }
     peer
 }
 

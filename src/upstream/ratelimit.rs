@@ -22,33 +22,103 @@ const TOKENS_PER_RESERVED_REQUEST: u64 = 1_000;
 /// How long a reading without a reset time is believed.
 const DEFAULT_RESET_MS: u64 = 60_000;
 
-/// Reads the rate-limit headers of one answer (OpenAI's `x-ratelimit-*`,
-/// Anthropic's `anthropic-ratelimit-*`); `None` when it has none.
+/// How a rate-limit reset time is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetForm {
+    /// A duration from now, Go style (`6m0s`, `20ms`): OpenAI's.
+    GoDuration,
+    /// An RFC 3339 time: Anthropic's.
+    Rfc3339,
+}
+
+/// The names of one provider kind's rate-limit headers; each list is
+/// tried in order, the first present wins.
+#[derive(Debug)]
+pub struct RateLimitHeaders {
+    pub remaining_requests: &'static [&'static str],
+    pub remaining_tokens: &'static [&'static str],
+    pub requests_reset: &'static [&'static str],
+    pub tokens_reset: &'static [&'static str],
+    pub reset_form: ResetForm,
+    /// A header giving the wait after a 429 in milliseconds, read before
+    /// `retry-after` (Azure's `retry-after-ms`).
+    pub retry_after_ms: Option<&'static str>,
+}
+
+/// OpenAI's `x-ratelimit-*`.
+pub const OPENAI_HEADERS: RateLimitHeaders = RateLimitHeaders {
+    remaining_requests: &["x-ratelimit-remaining-requests"],
+    remaining_tokens: &["x-ratelimit-remaining-tokens"],
+    requests_reset: &["x-ratelimit-reset-requests"],
+    tokens_reset: &["x-ratelimit-reset-tokens"],
+    reset_form: ResetForm::GoDuration,
+    retry_after_ms: None,
+};
+
+/// Anthropic's `anthropic-ratelimit-*`.
+pub const ANTHROPIC_HEADERS: RateLimitHeaders = RateLimitHeaders {
+    remaining_requests: &["anthropic-ratelimit-requests-remaining"],
+    remaining_tokens: &[
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-remaining",
+    ],
+    requests_reset: &["anthropic-ratelimit-requests-reset"],
+    tokens_reset: &[
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset",
+    ],
+    reset_form: ResetForm::Rfc3339,
+    retry_after_ms: None,
+};
+
+/// A kind whose answers carry no rate-limit headers.
+pub const NO_HEADERS: RateLimitHeaders = RateLimitHeaders {
+    remaining_requests: &[],
+    remaining_tokens: &[],
+    requests_reset: &[],
+    tokens_reset: &[],
+    reset_form: ResetForm::GoDuration,
+    retry_after_ms: None,
+};
+
+/// Reads the rate-limit headers named by `names` in one answer; `None`
+/// when it has none.
 pub fn parse<'a>(
+    names: &RateLimitHeaders,
     header: impl Fn(&str) -> Option<&'a str>,
     now_ms: u64,
 ) -> Option<RateLimitReading> {
-    let num = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
-    let openai_reset = |name: &str| {
-        header(name)
-            .and_then(parse_go_duration_ms)
-            .map(|d| now_ms + d)
+    let first = |list: &[&str]| list.iter().find_map(|n| header(n));
+    let num = |list: &[&str]| first(list).and_then(|v| v.trim().parse::<u64>().ok());
+    let reset = |list: &[&str]| {
+        let v = first(list)?;
+        match names.reset_form {
+            ResetForm::GoDuration => parse_go_duration_ms(v).map(|d| now_ms + d),
+            ResetForm::Rfc3339 => parse_rfc3339_ms(v),
+        }
     };
-    let anthropic_reset = |name: &str| header(name).and_then(parse_rfc3339_ms);
     let r = RateLimitReading {
-        remaining_requests: num("x-ratelimit-remaining-requests")
-            .or_else(|| num("anthropic-ratelimit-requests-remaining")),
-        remaining_tokens: num("x-ratelimit-remaining-tokens")
-            .or_else(|| num("anthropic-ratelimit-tokens-remaining"))
-            .or_else(|| num("anthropic-ratelimit-input-tokens-remaining")),
-        requests_reset_ms: openai_reset("x-ratelimit-reset-requests")
-            .or_else(|| anthropic_reset("anthropic-ratelimit-requests-reset")),
-        tokens_reset_ms: openai_reset("x-ratelimit-reset-tokens")
-            .or_else(|| anthropic_reset("anthropic-ratelimit-tokens-reset"))
-            .or_else(|| anthropic_reset("anthropic-ratelimit-input-tokens-reset")),
+        remaining_requests: num(names.remaining_requests),
+        remaining_tokens: num(names.remaining_tokens),
+        requests_reset_ms: reset(names.requests_reset),
+        tokens_reset_ms: reset(names.tokens_reset),
         read_at_ms: now_ms,
     };
     (r.remaining_requests.is_some() || r.remaining_tokens.is_some()).then_some(r)
+}
+
+/// The wait a refusal asks for, in whole seconds (rounded up): the
+/// kind's milliseconds header when it has one, else `Retry-After`.
+pub fn retry_after<'a>(
+    names: &RateLimitHeaders,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<u64> {
+    names
+        .retry_after_ms
+        .and_then(&header)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| ms.div_ceil(1000).max(1))
+        .or_else(|| header("retry-after").and_then(retry_after_secs))
 }
 
 impl RateLimitReading {
@@ -171,7 +241,7 @@ mod tests {
             ("x-ratelimit-reset-requests", "6m0s"),
             ("x-ratelimit-reset-tokens", "20ms"),
         ];
-        let r = parse(headers(&h), 1_000).unwrap();
+        let r = parse(&OPENAI_HEADERS, headers(&h), 1_000).unwrap();
         assert_eq!(r.remaining_requests, Some(1));
         assert_eq!(r.requests_reset_ms, Some(361_000));
         assert_eq!(r.tokens_reset_ms, Some(1_020));
@@ -183,14 +253,18 @@ mod tests {
             ("anthropic-ratelimit-tokens-remaining", "0"),
             ("anthropic-ratelimit-tokens-reset", "1970-01-01T00:01:00Z"),
         ];
-        let r = parse(headers(&h), 1_000).unwrap();
+        let r = parse(&ANTHROPIC_HEADERS, headers(&h), 1_000).unwrap();
         assert_eq!(
             (r.remaining_requests, r.remaining_tokens, r.tokens_reset_ms),
             (Some(40), Some(0), Some(60_000))
         );
         assert!(r.low(59_999, 1));
         assert!(!r.low(60_000, 1));
-        assert_eq!(parse(headers(&[("content-type", "x")]), 0), None);
+        assert_eq!(
+            parse(&OPENAI_HEADERS, headers(&[("content-type", "x")]), 0),
+            None
+        );
+        assert_eq!(parse(&NO_HEADERS, headers(&h), 0), None);
     }
 
     #[test]
@@ -209,5 +283,13 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
         assert_eq!(retry_after_secs(" 7 "), Some(7));
+        let ms_first = RateLimitHeaders {
+            retry_after_ms: Some("retry-after-ms"),
+            ..OPENAI_HEADERS
+        };
+        let h = [("retry-after", "1"), ("retry-after-ms", "1500")];
+        assert_eq!(retry_after(&ms_first, headers(&h)), Some(2));
+        assert_eq!(retry_after(&OPENAI_HEADERS, headers(&h)), Some(1));
+        assert_eq!(retry_after(&ms_first, headers(&h[..1])), Some(1));
     }
 }

@@ -162,6 +162,18 @@ impl UpstreamStats {
         });
         g.last_sample_ms = now_ms;
         g.answers = g.answers.saturating_add(1);
+        Self::count_success(&mut g, now_ms, sc)
+    }
+
+    /// A good answer whose latency says nothing of a generation's (a token
+    /// count answers in milliseconds): counted for the error rate and the
+    /// breaker, kept out of the latency average.
+    pub fn on_untimed_success(&self, now_ms: u64, sc: &Scoring) -> Option<Transition> {
+        let mut g = self.inner.lock();
+        Self::count_success(&mut g, now_ms, sc)
+    }
+
+    fn count_success(g: &mut Inner, now_ms: u64, sc: &Scoring) -> Option<Transition> {
         g.window.add(now_ms, sc.window.as_millis() as u64, true);
         let t = g.breaker.on_success(now_ms);
         if t.is_some() {

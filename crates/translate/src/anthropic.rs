@@ -21,7 +21,7 @@ pub(crate) mod usage;
 mod wire;
 
 pub use request_decode::decode_request;
-pub use request_encode::encode_request;
+pub use request_encode::{defaulted_fields, encode_request};
 pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;

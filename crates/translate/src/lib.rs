@@ -12,6 +12,7 @@
 pub mod anthropic;
 mod body;
 mod common;
+pub mod count;
 pub mod error;
 pub mod gemini;
 pub mod ir;
@@ -222,6 +223,16 @@ pub fn encode_request_limited(
         Format::OpenAiResponses => openai_responses::encode_request(req),
         Format::Anthropic => anthropic::encode_request(req),
         Format::Gemini => gemini::encode_request_limited(req, limits),
+    }
+}
+
+/// The top-level fields [`encode_request`] for `fmt` fills with its own
+/// default because `req` had none (Anthropic's required `max_tokens`): to
+/// payload rules that set defaults, they count as absent.
+pub fn defaulted_fields(fmt: Format, req: &ChatRequest) -> &'static [&'static str] {
+    match fmt {
+        Format::Anthropic => anthropic::defaulted_fields(req),
+        Format::OpenAiChat | Format::OpenAiResponses | Format::Gemini => &[],
     }
 }
 

@@ -297,6 +297,12 @@ impl PassthroughStream {
             }
             return Ok(());
         }
+        if self.format == Format::OpenAiChat && is_filter_verdict(data) {
+            // Azure's prompt-filter verdict: no choices, no usage, an empty
+            // `id` and `object` (strict clients refuse it). Nothing for a
+            // client; checked for JSON like any event.
+            return Ok(());
+        }
         if may_report_usage(data) {
             let v: Value = serde_json::from_slice(data)
                 .map_err(|e| StreamFault::InvalidJson(e.to_string()))?;
@@ -392,6 +398,20 @@ pub fn end_with_error(fmt: Format, status: Option<u16>, message: &str, out: &mut
 /// chunk with one empty text part.
 pub fn keepalive(fmt: Format) -> &'static [u8] {
     rules(fmt).keepalive
+}
+
+/// Azure OpenAI's first chat chunk, the prompt filter's verdict:
+/// `prompt_filter_results` with `choices` empty and no `usage`. Parsed only
+/// when the key is there (Azure's first chunk alone).
+fn is_filter_verdict(data: &[u8]) -> bool {
+    if memchr::memmem::find(data, b"\"prompt_filter_results\"").is_none() {
+        return false;
+    }
+    serde_json::from_slice::<Value>(data).is_ok_and(|v| {
+        v.get("prompt_filter_results").is_some()
+            && v.get("usage").is_none()
+            && is_usage_only_chunk(&v)
+    })
 }
 
 /// OpenAI's usage-only chunk: `choices` empty, `usage` set.
@@ -718,6 +738,16 @@ mod tests {
         let mut plain = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default());
         plain.feed(chat, &mut out).unwrap();
         assert_eq!(plain.output_bytes(), 0, "counted only when asked");
+    }
+
+    #[test]
+    fn azures_filter_verdict_chunk_is_dropped() {
+        let input = b"data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\",\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"prompt_filter_results\":[]}\n\ndata: [DONE]\n\n";
+        let out = relay(Format::OpenAiChat, PassthroughOptions::default(), &[input]).unwrap();
+        assert_eq!(
+            out,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"prompt_filter_results\":[]}\n\ndata: [DONE]\n\n"
+        );
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub struct Target<'a> {
     pub model: &'a str,
     /// The name the client asked for (a logical model, `provider/model`...).
     pub requested: &'a str,
+    /// Top-level fields the translator filled with its own default (an
+    /// OpenAI client's request to Claude gets `max_tokens`): `default`
+    /// rules set them as if absent.
+    pub defaulted: &'a [&'static str],
 }
 
 /// Header changes for one attempt, applied after the gateway's own headers.
@@ -194,7 +198,16 @@ impl FilterSet {
             };
             for r in self.defaults.iter().filter(|r| r.when.applies(t)) {
                 for (p, value) in &r.params {
-                    run(p, Op::Default(value))?;
+                    let filled =
+                        matches!(p.segments(), [top] if t.defaulted.contains(&top.as_str()));
+                    run(
+                        p,
+                        if filled {
+                            Op::Override(value)
+                        } else {
+                            Op::Default(value)
+                        },
+                    )?;
                 }
             }
             for r in self.overrides.iter().filter(|r| r.when.applies(t)) {

@@ -57,6 +57,7 @@ payload:
         provider: &p,
         model: "gpt-4o",
         requested: "fast",
+        defaulted: &[],
     };
     let body = Bytes::from(json!({"model": "gpt-4o", "temperature": 1.0}).to_string());
     let out: Value = serde_json::from_slice(&set.apply_payload(body, &t).unwrap()).unwrap();
@@ -96,6 +97,7 @@ mask:
         provider: &p,
         model: "m",
         requested: "m",
+        defaulted: &[],
     };
     let edits = set.header_edits(&t).unwrap();
     let mut h = pingora::http::RequestHeader::build("POST", b"/v1/messages", None).unwrap();

@@ -69,7 +69,11 @@ async function api(path, opts = {}) {
   const body = await res.json().catch(() => null);
   if (!res.ok) {
     const msg = (body && body.error && body.error.message) || res.statusText;
-    throw new Error(msg);
+    // The status and the whole answer go along: the editor shows problems by key path.
+    const err = new Error(msg);
+    err.status = res.status;
+    err.body = body;
+    throw err;
   }
   return body;
 }
@@ -124,7 +128,7 @@ function every(ms, fn) {
   timers.push(setInterval(fn, ms));
 }
 
-const pages = { overview, providers, models, requests, sessions, keys, config };
+const pages = { overview, providers, models, requests, sessions, keys, config, routing, system, logs, edit };
 
 function show() {
   if (!adminKey) return signOut();
@@ -553,6 +557,294 @@ function config(main) {
       showError(body, e);
     }
   })();
+}
+
+const fmtClock = (ms) => (ms ? new Date(ms).toLocaleString("en-GB") : "—");
+function fmtUptime(secs) {
+  const d = Math.floor(secs / 86400), hr = Math.floor((secs % 86400) / 3600), m = Math.floor((secs % 3600) / 60);
+  return (d ? d + "d " : "") + (d || hr ? hr + "h " : "") + m + "m " + (secs % 60) + "s";
+}
+// Time left until `untilMs`, against the server's clock (`nowMs`).
+const fmtLeft = (untilMs, nowMs) => (untilMs ? fmtNum(Math.max(0, (untilMs - nowMs) / 1000), 1) + " s left" : "—");
+
+function reloadSummary(r) {
+  if (!r) return h("span", { class: "muted" }, "none since start");
+  return h("span", { id: "last-reload", dataset: { result: r.result, number: r.number } },
+    h("span", { class: "badge " + (r.result === "ok" ? "ok" : "bad") }, r.result), " ",
+    fmtClock(r.at_ms), ` (#${r.number}, ${r.trigger})`,
+    r.problems.length ? h("ul", { class: "problems" }, r.problems.map((p) => h("li", { class: "mono" }, p))) : "");
+}
+
+function system(main) {
+  const info = h("div");
+  const result = h("div", { id: "reload-result", role: "status" });
+  const button = h("button", { id: "reload-button", type: "button" }, "Reload config");
+  main.append(h("h2", {}, "System"), info,
+    h("div", { class: "card reload" },
+      h("h2", {}, "Reload"),
+      h("p", { class: "muted" }, "Re-reads the config file (and the TLS certificates) as ", h("code", {}, "apiproxy reload"),
+        " does; a file that fails the check is refused and the running config stays."),
+      button, result));
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    result.replaceChildren(h("p", { class: "muted" }, "Reloading…"));
+    try {
+      const r = await api("/admin/reload", { method: "POST" });
+      result.replaceChildren(h("p", { class: "notice", dataset: { result: "ok" } }, `Reloaded (#${r.reload.number}): the new config is in force.`));
+    } catch (e) {
+      if (e instanceof AuthError) return signOut(e.message);
+      result.replaceChildren(h("p", { class: "error", role: "alert", dataset: { result: "refused" } }, e.message));
+    } finally {
+      button.disabled = false;
+      load();
+    }
+  });
+  async function load() {
+    try {
+      const s = await api("/admin/system");
+      info.replaceChildren(h("div", { class: "card" }, h("dl", { class: "kv", id: "system-info" },
+        h("dt", {}, "version"), h("dd", { id: "sys-version" }, s.version),
+        h("dt", {}, "pid"), h("dd", {}, s.pid),
+        h("dt", {}, "uptime"), h("dd", { id: "sys-uptime" }, fmtUptime(s.uptime_seconds), h("span", { class: "muted" }, " since " + fmtClock(s.started_at_ms))),
+        h("dt", {}, "config"), h("dd", { class: "mono", id: "sys-config" }, s.config_file || s.config_source),
+        h("dt", {}, "watch config"), h("dd", {}, s.watch_config ? "yes" : "no"),
+        h("dt", {}, "listening"), h("dd", {}, h("ul", { class: "plain", id: "sys-listen" }, s.listening.map((l) => h("li", {}, h("code", {}, l.address), " ", h("span", { class: "muted" }, l.serves))))),
+        h("dt", {}, "last reload"), h("dd", {}, reloadSummary(s.last_reload)),
+        h("dt", {}, "log level"), h("dd", { class: "mono" }, s.log.level))));
+      ready(main, "system");
+    } catch (e) {
+      showError(info, e);
+    }
+  }
+  load();
+  timers.push(setInterval(load, REFRESH_MS));
+}
+
+function logs(main) {
+  const level = h("select", { id: "log-level", "aria-label": "level" }, h("option", { value: "warn" }, "warn and error"), h("option", { value: "error" }, "error only"));
+  const limit = h("select", { id: "log-limit", "aria-label": "lines" }, [100, 200, 500].map((n) => h("option", { value: n }, n + " lines")));
+  const body = h("div", { class: "card table-wrap" });
+  main.append(h("h2", {}, "App log ", h("span", { class: "muted" }, "(this process's warn and error lines, newest first)")),
+    h("div", { class: "filters" }, level, limit), body);
+  async function load() {
+    try {
+      const r = await api(`/admin/logs?level=${level.value}&limit=${limit.value}`);
+      body.replaceChildren(
+        h("p", { class: "muted" }, `Kept in memory: ${r.kept.lines} lines, ${fmtNum(r.kept.bytes / 1024, 1)} KiB (at most ${r.bounds.lines} lines, ${r.bounds.bytes / 1024} KiB).`),
+        r.lines.length ? h("table", {},
+          h("thead", {}, h("tr", {}, ["time", "level", "target", "message"].map((t) => h("th", {}, t)))),
+          h("tbody", { id: "app-log" }, r.lines.map((l) => h("tr", { dataset: { seq: l.seq, level: l.level } },
+            h("td", {}, fmtClock(l.time_ms)),
+            h("td", {}, h("span", { class: "badge " + (l.level === "ERROR" ? "bad" : "warn") }, l.level)),
+            h("td", { class: "mono" }, l.target),
+            h("td", { class: "mono log-msg" }, l.message)))))
+          : h("p", { id: "app-log-empty" }, "No warn or error lines since start."));
+      ready(main, "logs");
+    } catch (e) {
+      showError(body, e);
+    }
+  }
+  level.addEventListener("change", load);
+  limit.addEventListener("change", load);
+  load();
+  timers.push(setInterval(load, REFRESH_MS));
+}
+
+function routing(main) {
+  const body = h("div");
+  main.append(h("h2", {}, "Routing"), body);
+  every(REFRESH_MS, async () => {
+    try {
+      const r = await api("/admin/routing");
+      const now = r.now_ms;
+      body.replaceChildren(
+        h("div", { class: "row" },
+          h("div", { class: "card" }, h("h2", {}, "Scoring"), h("dl", { class: "kv" },
+            h("dt", {}, "mode"), h("dd", { id: "scoring-mode" }, r.scoring.mode),
+            h("dt", {}, "window"), h("dd", {}, r.scoring.window_seconds + " s"),
+            h("dt", {}, "max attempts"), h("dd", {}, r.max_attempts),
+            h("dt", {}, "retry rounds"), h("dd", {}, r.retry_rounds),
+            h("dt", {}, "hedge budget"), h("dd", {}, r.hedge_budget_percent + " %"))),
+          h("div", { class: "card" }, h("h2", {}, "Breaker"), h("dl", { class: "kv" },
+            h("dt", {}, "opens after"), h("dd", {}, `${r.breaker.consecutive_failures} failures in a row, or error rate ${fmtPct(r.breaker.error_rate)} over ${r.breaker.min_requests}+ requests`),
+            h("dt", {}, "open for"), h("dd", {}, `${r.breaker.open_seconds} s (up to ${r.breaker.max_open_seconds} s)`))),
+          h("div", { class: "card" }, h("h2", {}, "Key cooldowns"), h("dl", { class: "kv" },
+            h("dt", {}, "rate limited"), h("dd", {}, r.cooldowns.rate_limited_seconds + " s"),
+            h("dt", {}, "server error"), h("dd", {}, r.cooldowns.server_error_seconds + " s"),
+            h("dt", {}, "network"), h("dd", {}, r.cooldowns.network_seconds + " s"),
+            h("dt", {}, "refused key"), h("dd", {}, r.cooldowns.refused_seconds + " s"),
+            h("dt", {}, "at most"), h("dd", {}, r.cooldowns.max_seconds + " s")))),
+        h("div", { class: "grid routing-providers" }, r.providers.map((p) => h("div", { class: "card", dataset: { provider: p.provider_id } },
+          h("h2", {}, p.provider_id, " ", healthBadge(p.status)),
+          h("p", { class: "muted" }, `key strategy ${p.key_strategy} · weight ${p.weight} · `,
+            h("span", { class: "open-count" }, `${p.breakers_not_closed} breaker(s) not closed`), ` · ${p.keys_cooling_down} key(s) cooling down`),
+          p.models.length ? h("div", { class: "table-wrap" }, h("table", {},
+            h("thead", {}, h("tr", {}, ["model", "breaker", "open until", "failures in a row", "error rate"].map((t) => h("th", {}, t)))),
+            h("tbody", {}, p.models.map((m) => h("tr", { dataset: { model: m.model, breaker: m.breaker } },
+              h("td", { class: "mono" }, m.model),
+              h("td", {}, h("span", { class: "badge " + (m.breaker === "closed" ? "ok" : m.breaker === "open" ? "bad" : "warn") }, m.breaker)),
+              h("td", {}, fmtLeft(m.open_until_ms, now)),
+              h("td", {}, m.consecutive_failures),
+              h("td", {}, fmtPct(m.error_rate)))))))
+            : h("p", { class: "muted" }, "No model has been tried yet."),
+          h("div", { class: "table-wrap" }, h("table", {},
+            h("thead", {}, h("tr", {}, ["key", "available", "cooldown", "cause", "strikes"].map((t) => h("th", {}, t)))),
+            h("tbody", {}, p.keys.map((k) => h("tr", { dataset: { key: k.index } },
+              h("td", {}, "#" + k.index),
+              h("td", {}, k.available ? "yes" : "no"),
+              h("td", {}, fmtLeft(k.cooldown_until_ms, now)),
+              h("td", {}, k.cause || "—"),
+              h("td", {}, k.strikes))))))))));
+      ready(main, "routing");
+    } catch (e) {
+      showError(body, e);
+    }
+  });
+}
+
+// The providers and logical models of a config file's text, each as its
+// lines [start, end) in the file: the items of the top-level block lists
+// `providers:` and `models:` (a flow list `[...]` has none: edit the file).
+// Found in the text, not a parsed tree, so comments and layout stay as written.
+function configItems(text) {
+  const lines = text.split("\n");
+  const items = [];
+  for (const [key, kind, field] of [["providers", "provider", "id"], ["models", "logical model", "name"]]) {
+    const start = lines.findIndex((l) => new RegExp(`^${key}:\\s*(#.*)?$`).test(l));
+    if (start < 0) continue;
+    let end = start + 1;
+    while (end < lines.length && !/^[^\s#-]/.test(lines[end])) end++;
+    let indent = null;
+    const starts = [];
+    for (let i = start + 1; i < end; i++) {
+      const m = /^(\s*)-(\s|$)/.exec(lines[i]);
+      if (!m) continue;
+      if (indent === null) indent = m[1].length;
+      if (m[1].length === indent) starts.push(i);
+    }
+    starts.forEach((from, j) => {
+      let to = j + 1 < starts.length ? starts[j + 1] : end;
+      while (to > from + 1 && /^\s*(#.*)?$/.test(lines[to - 1])) to--;
+      const block = lines.slice(from, to).join("\n");
+      const m = new RegExp(`\\b${field}:\\s*["']?([^"',}\\s#]+)`).exec(block);
+      items.push({ kind, name: m ? m[1] : `#${j}`, from, to, block });
+    });
+  }
+  return items;
+}
+
+// `text` with the lines of `item` replaced by `block`.
+function spliceItem(text, item, block) {
+  const lines = text.split("\n");
+  lines.splice(item.from, item.to - item.from, ...block.split("\n"));
+  return lines.join("\n");
+}
+
+function edit(main) {
+  const body = h("div");
+  main.append(h("h2", {}, "Edit the config file"), body);
+  let version = null;
+  const text = h("textarea", { id: "config-text", spellcheck: "false", rows: 28, "aria-describedby": "config-help config-problems" });
+  const status = h("div", { id: "config-status", role: "status" });
+  const problems = h("div", { id: "config-problems", role: "alert" });
+  const save = h("button", { id: "save-config", type: "button" }, "Check, save and reload");
+  const reread = h("button", { id: "load-config", type: "button", class: "secondary" }, "Load from disk");
+  // One provider or logical model at a time: its lines spliced into the
+  // file's text, which is then saved (and checked) as a whole.
+  const itemPick = h("select", { id: "item-pick" });
+  const itemText = h("textarea", { id: "item-text", spellcheck: "false", rows: 10, "aria-describedby": "item-help config-problems" });
+  const itemSave = h("button", { id: "save-item", type: "button" }, "Save this item");
+  const itemCard = h("div", { class: "card item-editor" },
+    h("h2", {}, "One provider or logical model"),
+    h("p", { class: "muted", id: "item-help" }, "Its lines of the file, as written. Saving puts them back in the file above and saves the file (checked the same way)."),
+    h("label", { for: "item-pick" }, "Item"), itemPick,
+    h("label", { for: "item-text" }, "YAML"), itemText,
+    h("div", { class: "actions" }, itemSave));
+  let picked = null;
+  function listItems() {
+    const items = configItems(text.value);
+    const keep = picked && items.find((i) => i.kind === picked.kind && i.name === picked.name);
+    itemPick.replaceChildren(h("option", { value: "" }, items.length ? "choose…" : "none found (edit the file above)"),
+      ...items.map((i, n) => h("option", { value: n, selected: keep && i.kind === keep.kind && i.name === keep.name }, `${i.kind} ${i.name}`)));
+    picked = keep || null;
+    itemText.value = picked ? picked.block : "";
+    itemSave.disabled = !picked;
+  }
+  itemPick.addEventListener("change", () => {
+    const items = configItems(text.value);
+    picked = itemPick.value === "" ? null : items[Number(itemPick.value)];
+    itemText.value = picked ? picked.block : "";
+    itemSave.disabled = !picked;
+  });
+  itemSave.addEventListener("click", () => {
+    // Found again in the text as it is now (it may have been edited above).
+    const now = picked && configItems(text.value).find((i) => i.kind === picked.kind && i.name === picked.name);
+    if (!now) {
+      problems.replaceChildren(h("p", { class: "error" }, "That item is no longer in the text above: choose it again."));
+      return listItems();
+    }
+    text.value = spliceItem(text.value, now, itemText.value.replace(/\n+$/, ""));
+    // Followed by its place: a renamed item stays picked.
+    picked = configItems(text.value).find((i) => i.kind === now.kind && i.from === now.from) || null;
+    save.click();
+  });
+  async function load() {
+    try {
+      const f = await api("/admin/config/file");
+      if (!f.editable) {
+        body.replaceChildren(h("p", { class: "notice", id: "config-file-none" }, f.reason));
+        ready(main, "edit");
+        return;
+      }
+      version = f.version;
+      text.value = f.text;
+      problems.replaceChildren();
+      if (!text.isConnected) {
+        body.replaceChildren(
+          h("p", { class: "muted", id: "config-help" }, "The file ", h("code", { id: "config-path" }, f.file),
+            " as written (", h("code", {}, "${VAR}"), " references are not expanded). Saving checks it as ", h("code", {}, "apiproxy -t"),
+            " does, writes it in one step (the previous file kept as ", h("code", {}, f.backup), ") and reloads it."),
+          h("label", { for: "config-text" }, "YAML"), text, problems,
+          h("div", { class: "actions" }, save, " ", reread), status, itemCard);
+      }
+      listItems();
+      ready(main, "edit");
+    } catch (e) {
+      showError(body, e);
+    }
+  }
+  save.addEventListener("click", async () => {
+    save.disabled = true;
+    status.replaceChildren(h("p", { class: "muted" }, "Checking…"));
+    problems.replaceChildren();
+    try {
+      const r = await api("/admin/config/file", { method: "PUT", body: JSON.stringify({ text: text.value, version }) });
+      version = r.version;
+      // The saved item stays picked.
+      if (picked) picked = configItems(text.value).find((i) => i.kind === picked.kind && i.name === picked.name) || null;
+      listItems();
+      status.replaceChildren(h("p", { class: "notice", dataset: { result: "saved" } }, `Saved and reloaded (#${r.reload.number}); the previous file is ${r.backup}.`),
+        r.warnings.length ? h("ul", { class: "warnings", id: "config-warnings" }, r.warnings.map((w) => h("li", {}, "warning: " + w))) : "");
+    } catch (e) {
+      if (e instanceof AuthError) return signOut(e.message);
+      status.replaceChildren();
+      const list = e.body && e.body.problems;
+      if (list && list.length) {
+        problems.replaceChildren(h("p", { class: "error" }, "Not saved: the file has problems (nothing was written)."),
+          h("ul", { class: "problems" }, list.map((p) => h("li", { dataset: { path: p.path || "" } },
+            p.path ? [h("code", {}, p.path), ": "] : "", p.message))));
+      } else if (e.status === 409) {
+        problems.replaceChildren(h("p", { class: "error", dataset: { result: "stale" } }, e.message, " ",
+          h("button", { type: "button", class: "secondary", onclick: load }, "Load the current file")));
+      } else {
+        problems.replaceChildren(h("p", { class: "error" }, e.message));
+      }
+    } finally {
+      save.disabled = false;
+    }
+  });
+  reread.addEventListener("click", load);
+  load();
 }
 
 // ---------- start ----------

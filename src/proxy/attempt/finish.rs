@@ -58,12 +58,13 @@ impl Attempts<'_> {
         }
         let plan = RelayPlan {
             client: self.fmt,
-            upstream: provider.config.format,
+            upstream: answer.wire,
             stream: parsed.stream,
             passthrough: answer.passthrough,
             model_override: c.logical.then(|| c.requested.clone()),
             include_usage: parsed.include_usage,
-            provider_keys: &provider.config.api_keys,
+            provider_keys: &provider.config.secrets,
+            kind: provider.kind(),
             keepalive: self.keepalive,
         };
         let relayed = relay::relay(session, ctx, &mut answer.resp, &plan, headers).await;
@@ -87,7 +88,8 @@ impl Attempts<'_> {
                     ..ended
                 };
                 self.record(ended, AttemptOutcome::Ok);
-                if let Some(fill) = ctx.cache_fill.take() {
+                // Only a 200 answer (not a refusal relayed in its place).
+                if let Some(fill) = ctx.cache_fill.take().filter(|_| ctx.status == 200) {
                     let store = self.gw.state.store().await;
                     fill.store(store.as_ref(), &provider.config.id, &c.model);
                 }

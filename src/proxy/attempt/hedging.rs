@@ -26,7 +26,8 @@ impl Attempts<'_> {
         i: usize,
     ) -> Option<(usize, Duration)> {
         let c = &candidates[i];
-        if !c.logical || self.hedged.load(Ordering::Relaxed) {
+        // A count answers in milliseconds: nothing to race.
+        if !c.logical || self.count || self.hedged.load(Ordering::Relaxed) {
             return None;
         }
         let model = self.rt.config.logical_model(&c.requested)?;

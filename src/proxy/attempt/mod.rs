@@ -28,6 +28,7 @@ use crate::upstream::http::Incoming;
 use crate::upstream::stats::InFlight;
 use crate::upstream::Provider;
 
+mod count;
 mod finish;
 mod hedging;
 mod reach;
@@ -80,6 +81,10 @@ pub struct Attempts<'a> {
     input_estimate: u64,
     /// `routing.request_timeout_ms` from the start: past it, 504.
     pub deadline: Instant,
+    /// The attempts ask for a token count (`proxy/count.rs`): each
+    /// provider's count endpoint, its number written in the client's
+    /// shape, never hedged.
+    count: bool,
 }
 
 /// How reaching one candidate ended, before anything was written to the
@@ -115,6 +120,8 @@ struct Answer<'r> {
     sent_at: Instant,
     /// The body sent was the client's own (same format).
     passthrough: bool,
+    /// The wire format it was sent in (and is answered in).
+    wire: Format,
     _hold: Hold<'r>,
 }
 
@@ -124,6 +131,8 @@ struct Sent {
     sent_at: Instant,
     /// The body sent was the client's own (same format).
     passthrough: bool,
+    /// The wire format it was sent in.
+    wire: Format,
 }
 
 /// Why one attempt failed, and the upstream's refusal when it sent one.
@@ -178,7 +187,15 @@ impl<'a> Attempts<'a> {
             input_estimate: crate::limits::token_estimate(fmt, |_| None, parsed.body_bytes, 0)
                 .input,
             deadline: Instant::now() + rt.config.routing.request_timeout,
+            count: false,
         }
+    }
+
+    /// The same attempts asking each candidate for a token count instead
+    /// of a generation.
+    pub fn counting(mut self) -> Self {
+        self.count = true;
+        self
     }
 
     /// Attempts sent so far.
@@ -266,6 +283,11 @@ impl<'a> Attempts<'a> {
             self.settle_race(ctx, &candidates[h], c, &raced, started, hedge_started);
         }
         let tried = match raced.outcome {
+            Reached::Answer(a) if self.count => {
+                let tried = Box::pin(self.finish_count(session, ctx, a, headers)).await;
+                self.flush_log(ctx);
+                tried
+            }
             Reached::Answer(a) => {
                 let tried = Box::pin(self.finish(session, ctx, a, parsed, headers)).await;
                 self.flush_log(ctx);

@@ -95,6 +95,7 @@ impl Attempts<'_> {
                     resp,
                     sent_at,
                     passthrough,
+                    wire,
                 })) => {
                     return Reached::Answer(Box::new(Answer {
                         provider,
@@ -103,6 +104,7 @@ impl Attempts<'_> {
                         resp,
                         sent_at,
                         passthrough,
+                        wire,
                         _hold: Hold {
                             _provider: slot,
                             _key: key_slot,
@@ -150,27 +152,55 @@ impl Attempts<'_> {
         api_key_index: Option<usize>,
         parsed: &Parsed,
     ) -> Result<Result<Sent, Failure>, GatewayError> {
-        let (body, passthrough) = {
+        // Counts go to the kind's own count endpoint (OpenAI kinds are
+        // counted locally): never to the Responses API of `wire_api: auto`.
+        let wire = if self.count {
+            provider.config.format
+        } else {
+            provider.wire_format(self.fmt)
+        };
+        let (body, passthrough, defaulted) = {
             let mut enc = self.encoder.lock();
-            let body = enc.encode(provider.config.format, c, parsed)?;
-            (body, enc.last_was_passthrough)
+            let body = if self.count {
+                enc.encode_count(wire, c, parsed)?
+            } else {
+                enc.encode(wire, c, parsed)?
+            };
+            (body, enc.last_was_passthrough, enc.last_defaulted)
         };
         let target = crate::config::filters::Target {
             client: self.fmt,
             provider: &provider.config,
             model: &c.model,
             requested: &c.requested,
+            defaulted,
         };
         let filters = &self.rt.config.filters;
-        let body = filters
-            .apply_payload(body, &target)
-            .map_err(GatewayError::internal)?;
+        // Payload rules shape a generation (they set and drop its
+        // settings); a count endpoint refuses those, so a count gets none.
+        let body = if self.count {
+            body
+        } else {
+            filters
+                .apply_payload(body, &target)
+                .map_err(GatewayError::internal)?
+        };
         let edits = filters.header_edits(&target);
         let mut out_headers = provider.auth_headers(provider.api_key(api_key_index));
-        if provider.config.format == self.fmt {
+        if wire == self.fmt {
             out_headers.extend(self.forwarded.iter().cloned());
         }
-        let path = provider.request_path(&c.model, self.stream);
+        let path = if self.count {
+            // OpenAI kinds are counted locally (`proxy/count.rs`), never sent.
+            provider.count_tokens_path(&c.model).ok_or_else(|| {
+                GatewayError::internal(format!(
+                    "provider `{}` has no count endpoint",
+                    provider.config.id
+                ))
+            })?
+        } else {
+            provider.request_path(wire, &c.model, self.stream)
+        };
         self.sent.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
         let sent = http::send(
@@ -190,20 +220,30 @@ impl Attempts<'_> {
             Ok(r) => r,
             Err(e) => return Ok(Err((AttemptError::Send(e), None))),
         };
-        let reading = ratelimit::parse(|h| resp.header_str(h), now_ms());
+        let names = provider.kind().ratelimit_headers();
+        let reading = ratelimit::parse(names, |h| resp.header_str(h), now_ms());
         if let (Some(k), Some(r)) = (api_key_index, reading.clone()) {
             provider.note_ratelimit(k, r);
         }
         if !(200..300).contains(&resp.status()) {
+            let missing = matches!(resp.status(), 404 | 405);
             // Boxed: a refusal is the rare path, its future is not made
             // part of every attempt's.
-            return Ok(Err(Box::pin(Refusal::read(
+            let refused = Box::pin(Refusal::read(
                 &self.gw.connector,
                 resp,
                 provider,
                 reading,
+                wire,
             ))
-            .await));
+            .await;
+            if missing && wire != provider.config.format && provider.config.responses_auto {
+                // `wire_api: auto` and no Responses API here: the same key
+                // again, translated to chat (its 404 was no failure of it).
+                provider.note_responses_missing();
+                return Box::pin(self.send(provider, c, api_key_index, parsed)).await;
+            }
+            return Ok(Err(refused));
         }
         let sse = resp
             .header_str("content-type")
@@ -218,6 +258,7 @@ impl Attempts<'_> {
             resp,
             sent_at,
             passthrough,
+            wire,
         }))
     }
 }

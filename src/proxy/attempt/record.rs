@@ -49,8 +49,8 @@ pub(super) struct Ended<'r> {
     pub(super) sent_at: Option<Instant>,
     /// The upstream's status, when it answered.
     pub(super) status: Option<u16>,
-    /// For an answer: how long it took (to a stream's first byte); for a
-    /// hedge given up: how long it had waited.
+    /// For an answer: how long it took (to a stream's first byte), `None`
+    /// for a token count's; for a hedge given up: how long it had waited.
     pub(super) latency: Option<Duration>,
     /// A refusal about this request alone (see `refusal.rs`).
     pub(super) request_only: bool,
@@ -110,10 +110,16 @@ impl Attempts<'_> {
         }
         let error = match outcome {
             AttemptOutcome::Ok => {
-                let latency = latency.unwrap_or_default();
                 provider.tally.record_success();
-                let ms = latency.as_secs_f64() * 1000.0;
-                let t = self.rt.stats(c).on_success(now_ms(), ms, &routing.scoring);
+                let stats = self.rt.stats(c);
+                // An answer without a latency (a token count) teaches
+                // routing nothing about how fast the upstream generates.
+                let t = match latency {
+                    Some(l) => {
+                        stats.on_success(now_ms(), l.as_secs_f64() * 1000.0, &routing.scoring)
+                    }
+                    None => stats.on_untimed_success(now_ms(), &routing.scoring),
+                };
                 route_metrics::note_transition(provider, t);
                 if let Some(k) = api_key_index {
                     provider.key_succeeded(k);

@@ -23,6 +23,7 @@ use super::upstream_error;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
+use crate::upstream::kind::Kind;
 
 mod cached;
 mod convert;
@@ -51,6 +52,9 @@ pub struct RelayPlan<'a> {
     pub provider_keys: &'a [String],
     /// Keep-alive interval for a streaming client; `None`: none.
     pub keepalive: Option<Duration>,
+    /// The upstream's kind: it may call a good answer a refusal (Azure's
+    /// content filter).
+    pub kind: &'static dyn Kind,
 }
 
 /// How relaying ended.
@@ -220,6 +224,9 @@ async fn whole(
             Step::ClientGone => return gone(ctx),
         }
     }
+    if let Some(message) = plan.kind.refused_answer(&body) {
+        return refused(session, ctx, plan, &body, &message, headers).await;
+    }
     if let Some(fill) = ctx.cache_fill.as_mut() {
         // Kept as the upstream's bytes: decoded only if it is ever a hit.
         fill.whole(plan.upstream, &body);
@@ -272,6 +279,31 @@ async fn whole(
     ctx.first_byte = Some(ctx.start.elapsed());
     let headers = &respond::with_debug_cost(headers, ctx.cost_usd());
     match respond::json(session, 200, out, headers).await {
+        Ok(()) => Outcome::Done,
+        Err(_) => gone(ctx),
+    }
+}
+
+/// A good answer the upstream's kind calls a refusal (a content filter):
+/// a 400 in the client's error shape, its usage still counted.
+async fn refused(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    plan: &RelayPlan<'_>,
+    body: &[u8],
+    message: &str,
+    headers: &Headers,
+) -> Outcome {
+    if let Ok(r) = translate::decode_response(plan.upstream, body) {
+        ctx.usage = r.usage;
+    }
+    let message = upstream_error::scrub(message, plan.provider_keys);
+    ctx.status = 400;
+    ctx.first_byte = Some(ctx.start.elapsed());
+    let mut h = headers.clone();
+    respond::strip_debug(&mut h);
+    let out = translate::error_body(plan.client, 400, &message);
+    match respond::json(session, 400, out, &h).await {
         Ok(()) => Outcome::Done,
         Err(_) => gone(ctx),
     }

@@ -92,10 +92,17 @@ pub fn parse_json_answer(wire: Wire, v: &Value) -> Result<Answer, String> {
             a.model = str_of(&v["model"], "model")?;
             a.finish = str_of(&v["status"], "status")?;
             if a.finish == "incomplete" {
-                ensure(
-                    v["incomplete_details"]["reason"] == "max_output_tokens",
-                    format!("incomplete_details {}", v["incomplete_details"]),
-                )?;
+                // The two reasons OpenAI documents; the filter's is named
+                // (the output limit's is what "incomplete" alone means).
+                let reason = &v["incomplete_details"]["reason"];
+                if reason == "content_filter" {
+                    a.finish = "incomplete: content_filter".into();
+                } else {
+                    ensure(
+                        reason == "max_output_tokens",
+                        format!("incomplete_details {}", v["incomplete_details"]),
+                    )?;
+                }
             }
             for item in v["output"].as_array().ok_or("no output")? {
                 match item["type"].as_str() {

@@ -512,6 +512,14 @@ pub const UPSTREAM_400: &str = "Invalid value for 'temperature': must be at most
 /// a few events; otherwise a text answer, or a tool call when the request
 /// declares the tool and carries no tool result yet.
 pub fn provider_reply(kind: Wire, rec: &Recorded) -> Reply {
+    if kind == Wire::Chat && rec.path.ends_with("/responses") {
+        // A Chat Completions service without the Responses API, as most
+        // OpenAI-compatible ones are: what `wire_api: auto` falls back from.
+        return Reply::json(
+            404,
+            provider_error(kind, 404, "Not found: /v1/responses").to_string(),
+        );
+    }
     let model = requested_model(kind, rec);
     let stream = requested_stream(kind, rec);
     if model.ends_with("-400") {

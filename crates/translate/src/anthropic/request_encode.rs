@@ -106,21 +106,25 @@ fn thinking_budget(r: &Reasoning) -> Option<Option<u64>> {
     Some(Some(budget))
 }
 
-/// Encodes the body for Anthropic's `POST /v1/messages`.
-pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+/// The thinking setting sent: `Some(Some(budget))` enabled, `Some(None)`
+/// disabled, `None` not sent.
+fn thinking_of(req: &ChatRequest) -> Option<Option<u64>> {
     let forced_tool = matches!(
         req.tool_choice,
         Some(ToolChoice::Required | ToolChoice::Function(_))
     ) && !req.tools.is_empty();
-    let mut thinking = req.reasoning.as_ref().and_then(thinking_budget);
+    let thinking = req.reasoning.as_ref().and_then(thinking_budget);
     // Anthropic refuses thinking together with forced tool use; the forced
     // tool is what the caller's code depends on, so thinking goes.
     if forced_tool && matches!(thinking, Some(Some(_))) {
-        thinking = None;
+        return None;
     }
-    let budget = thinking.flatten();
+    thinking
+}
 
-    let max_tokens = match (req.max_tokens, budget) {
+/// `max_tokens` as sent (Anthropic requires it).
+fn max_tokens_of(req: &ChatRequest, budget: Option<u64>) -> u64 {
+    match (req.max_tokens, budget) {
         (None, None) => DEFAULT_MAX_TOKENS,
         (None, Some(b)) => b + DEFAULT_MAX_TOKENS,
         (Some(m), None) => m,
@@ -128,7 +132,25 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
         // answer: a limit at or under the budget is taken as the answer's.
         (Some(m), Some(b)) if m <= b => b.saturating_add(m.max(1)),
         (Some(m), Some(_)) => m,
-    };
+    }
+}
+
+/// The top-level fields [`encode_request`] fills with its own default
+/// because the request had none: `max_tokens` when neither a limit nor a
+/// thinking budget was asked for (with a budget, it is computed from it).
+pub fn defaulted_fields(req: &ChatRequest) -> &'static [&'static str] {
+    if req.max_tokens.is_none() && thinking_of(req).flatten().is_none() {
+        &["max_tokens"]
+    } else {
+        &[]
+    }
+}
+
+/// Encodes the body for Anthropic's `POST /v1/messages`.
+pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+    let thinking = thinking_of(req);
+    let budget = thinking.flatten();
+    let max_tokens = max_tokens_of(req, budget);
 
     let mut system = Vec::with_capacity(req.system.len() + 1);
     for (i, part) in req.system.iter().enumerate() {

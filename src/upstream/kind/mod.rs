@@ -1,0 +1,123 @@
+//! What differs between provider kinds, one file per kind: how a request
+//! is addressed and authenticated, how the model list is asked for and
+//! read, which rate-limit headers the answers carry. Everything else
+//! (keys, routing, translation by wire format) is shared.
+//!
+//! Adding a kind: a `ProviderKind` value with its config facts (wire
+//! format, default retryable statuses: `config/choices.rs`), a file here
+//! implementing [`Kind`], its arm in [`of`], and the docs.
+//!
+//! Dispatch is a `&'static dyn Kind` fetched once per provider: no
+//! allocation per request beyond the path and header strings the request
+//! needs anyway.
+
+mod anthropic;
+mod azure;
+mod gemini;
+mod openai;
+
+use apiproxy_translate::Format;
+use serde_json::Value;
+
+use super::ratelimit::RateLimitHeaders;
+use crate::config::{ProviderConfig, ProviderKind};
+
+/// One provider kind's API, as the shared upstream code needs it.
+pub trait Kind: std::fmt::Debug + Send + Sync {
+    /// The path (and query) of a generation request for upstream `model`
+    /// (the provider's own name for it), in wire format `wire` (its
+    /// `config.format`, or the Responses API under `wire_api: auto`).
+    fn request_path(
+        &self,
+        config: &ProviderConfig,
+        wire: Format,
+        model: &str,
+        stream: bool,
+    ) -> String;
+
+    /// The path of the token-count endpoint for upstream `model`; `None`
+    /// for a kind without one (OpenAI: Chat Completions has none, so the
+    /// gateway counts locally).
+    fn count_tokens_path(&self, _config: &ProviderConfig, _model: &str) -> Option<String> {
+        None
+    }
+
+    /// The path (and query) of the model-list request.
+    fn list_path(&self, config: &ProviderConfig) -> String;
+
+    /// The model ids in a model-list answer.
+    fn parse_model_list(&self, body: &Value) -> Result<Vec<String>, String>;
+
+    /// Authentication and protocol headers, with API key `key` when the
+    /// provider has keys.
+    fn auth_headers(
+        &self,
+        config: &ProviderConfig,
+        key: Option<&str>,
+        out: &mut Vec<(&'static str, String)>,
+    );
+
+    /// The rate-limit headers its answers carry.
+    fn ratelimit_headers(&self) -> &'static RateLimitHeaders;
+
+    /// A refusal (`status`, `body`) the client must be told of in its own
+    /// words rather than the provider's: the message to send it in the
+    /// client's error shape. `None`: relayed as usual.
+    fn refusal_message(&self, _status: u16, _body: &[u8]) -> Option<String> {
+        None
+    }
+
+    /// A good (2xx) whole answer that is in fact a refusal (Azure's
+    /// content filter emptying the answer): the message of the 400 the
+    /// client gets instead. `None`: relayed as usual.
+    fn refused_answer(&self, _body: &[u8]) -> Option<String> {
+        None
+    }
+}
+
+/// The implementation of `kind`.
+pub fn of(kind: ProviderKind) -> &'static dyn Kind {
+    match kind {
+        ProviderKind::OpenAi => &openai::OpenAi,
+        ProviderKind::Anthropic => &anthropic::Anthropic,
+        ProviderKind::Gemini => &gemini::Gemini,
+        ProviderKind::Azure => &azure::Azure,
+    }
+}
+
+/// The `field` of each element of the array `items` in a model list, with
+/// Google's `models/` prefix taken off.
+fn listed_ids(body: &Value, items: &str, field: &str) -> Result<Vec<String>, String> {
+    let items = body
+        .get(items)
+        .and_then(Value::as_array)
+        .ok_or("model list has no data array")?;
+    Ok(items
+        .iter()
+        .filter_map(|m| m.get(field).and_then(Value::as_str))
+        .map(|id| id.strip_prefix("models/").unwrap_or(id).to_owned())
+        .collect())
+}
+
+/// A base URL without a path gets the API's default version prefix; one
+/// with a path is used as given (as the SDKs treat `base_url`).
+fn versioned<'a>(base: &'a str, default: &'a str) -> &'a str {
+    if base.is_empty() {
+        default
+    } else {
+        base
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
