@@ -20,6 +20,12 @@ usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[:VARIANT[+VARIANT...]][@STO
          hedge      as logical, the model with hedge_after_ms 60000 and
                     hedge_non_stream (a hedge armed on every request, never started)
          noprice    the model has no price (no cost metric: the unpriced counter)
+         cachemiss  as logical, the model with cache_ttl_seconds and a
+                    cache.max_entry_bytes no answer fits: every request is a
+                    miss (key hashed, looked up, answer recorded and encoded
+                    for the store, then not stored for its size)
+         cachehit   as logical, the model with cache_ttl_seconds: every
+                    request after the first is answered from the cache
        e.g. base=DIR off=DIR:nocollect json=DIR:jsonlog
        A column's own @STORE (a redis:// or redis+cluster:// URL, or
        `embedded`) overrides AB_REDIS for it: one run can then put the same
@@ -74,9 +80,16 @@ VARIANTS = {
     "hedge": lambda t, w, n: replaced(t, "      - { provider: mock2, model: bench-model }\n",
                                       "      - { provider: mock2, model: bench-model }\n"
                                       "    hedge_after_ms: 60000\n    hedge_non_stream: true\n"),
+    "cachemiss": lambda t, w, n: "cache:\n  max_entry_bytes: 16\n" + replaced(
+        t, "      - { provider: mock2, model: bench-model }\n",
+        "      - { provider: mock2, model: bench-model }\n    cache_ttl_seconds: 3600\n"),
+    "cachehit": lambda t, w, n: replaced(t, "      - { provider: mock2, model: bench-model }\n",
+                                          "      - { provider: mock2, model: bench-model }\n"
+                                          "    cache_ttl_seconds: 3600\n"),
     "noprice": lambda t, w, n: replaced(t, ", pricing: { bench-model: { input: 0.01, output: 0.01 } }", ""),
 }
-MODEL = {"logical": "bench-logical", "hedge": "bench-logical"}
+MODEL = {"logical": "bench-logical", "hedge": "bench-logical",
+         "cachemiss": "bench-logical", "cachehit": "bench-logical"}
 
 rounds, secs = int(sys.argv[1]), float(sys.argv[2])
 builds, variants = [], {}

@@ -114,6 +114,9 @@ pub struct AccessRecord<'a> {
     /// provider reported no usage (a client that left before its end).
     pub usage_estimated: bool,
     pub client_gone: bool,
+    /// How the response cache served it (`hit`, `miss`, `bypass`; models
+    /// with `cache_ttl_seconds` only).
+    pub cache: Option<&'static str>,
     pub error: Option<String>,
 }
 
@@ -218,6 +221,7 @@ impl AccessRecord<'_> {
             "cost_usd": self.cost_usd,
             "usage_estimated": self.usage_estimated,
             "client_gone": self.client_gone,
+            "cache": self.cache,
             "error": self.error.as_deref().map(capped),
         })
         .to_string()
@@ -255,6 +259,9 @@ impl std::fmt::Display for TextLine<'_> {
         }
         if r.client_gone {
             f.write_str(" client_gone")?;
+        }
+        if let Some(c) = r.cache {
+            write!(f, " cache={c}")?;
         }
         if let Some(err) = &r.error {
             write!(f, " error=\"{}\"", Escaped(err, true))?;

@@ -108,7 +108,26 @@ pub static FAILOVERS: Lazy<IntCounterVec> = Lazy::new(|| {
     ))
 });
 
-/// Requests refused by a rate limit.
+/// Requests to a logical model with `cache_ttl_seconds`, by how the response
+/// cache served them (`hit`, `miss`, `bypass`).
+pub static CACHE_REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    must(register_int_counter_vec!(
+        "apiproxy_cache_requests_total",
+        "Requests to logical models with a response cache, by result (hit, miss, bypass)",
+        &["model", "result"]
+    ))
+});
+
+/// What the answers served from the response cache would have cost upstream
+/// (their stored usage at the price of the upstream that first answered).
+pub static CACHE_SAVED_USD: Lazy<CounterVec> = Lazy::new(|| {
+    must(register_counter_vec!(
+        "apiproxy_cache_saved_usd_total",
+        "USD the response cache saved: the price of the usage of each answer served from it",
+        &["model"]
+    ))
+});
+
 /// Answers of models without a price (not in the built-in table nor in
 /// `pricing`): their tokens are counted, their cost is not.
 pub static UNPRICED: Lazy<IntCounterVec> = Lazy::new(|| {
@@ -167,6 +186,8 @@ pub fn init() {
     Lazy::force(&UNPRICED);
     Lazy::force(&ATTEMPTS);
     Lazy::force(&FAILOVERS);
+    Lazy::force(&CACHE_REQUESTS);
+    Lazy::force(&CACHE_SAVED_USD);
     Lazy::force(&RATE_LIMITED);
     Lazy::force(&INFLIGHT_REQUESTS);
     Lazy::force(&INFLIGHT_STREAMS);

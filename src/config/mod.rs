@@ -7,6 +7,7 @@
 
 mod auth;
 mod budget;
+mod cache;
 mod cert;
 mod choices;
 mod console;
@@ -33,6 +34,7 @@ pub use auth::{
     expiry_text, parse_expiry, AuthConfig, ClientKey, DEFAULT_ADMIN_FAILURES_PER_MINUTE,
 };
 pub use budget::Budget;
+pub use cache::{CacheScope, CacheSettings};
 pub use cert::CertPair;
 pub use choices::{
     AccessFormat, BudgetPeriod, Choice, Inspection, KeyStrategy, Named, ProviderKind, ScoringMode,
@@ -103,6 +105,8 @@ pub struct Config {
     pub files_seen: Option<FilesSeen>,
     /// The web console's data collection.
     pub console: ConsoleSettings,
+    /// The response cache (`cache:`; on per model with `cache_ttl_seconds`).
+    pub cache: CacheSettings,
 }
 
 /// Output tokens a request without an output cap reserves per choice (`limits.default_output_tokens`).
@@ -130,6 +134,7 @@ impl Config {
                 .clone()
                 .filter(|_| self.store.redis_url.is_none()),
             usage_retention_days: self.store.usage_retention_days,
+            cache_max_bytes: self.cache.max_bytes,
             // As long as OpenAI keeps a stored response.
             ..Default::default()
         }
@@ -365,6 +370,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     let store = store::resolve(raw.store.unwrap_or_default(), &mut problems);
     let context = context::resolve(raw.context, &mut problems);
     let console = console::resolve(raw.console, raw.log.capture_bodies, &mut problems);
+    let cache = cache::resolve(raw.cache, &mut problems);
     let auth = auth::resolve(raw.auth, &server, &mut problems);
     let defaults = providers::ProviderDefaults {
         key_strategy: match raw.routing.key_strategy.as_ref().map(Choice::value) {
@@ -411,6 +417,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         filters_path: None,
         files_seen: None,
         console,
+        cache,
     })
 }
 

@@ -16,6 +16,9 @@ pub struct LogicalModel {
     pub hedge_after: Option<Duration>,
     /// `hedge_non_stream`: non-streaming requests are hedged too.
     pub hedge_non_stream: bool,
+    /// `cache_ttl_seconds`: identical requests are answered from the
+    /// response cache this long after a first answer (`None`: no caching).
+    pub cache_ttl: Option<Duration>,
     pub upstreams: Vec<UpstreamRef>,
 }
 
@@ -76,7 +79,19 @@ pub fn resolve(
                 "{at}.hedge_non_stream: hedges nothing without hedge_after_ms"
             ));
         }
+        if let Some(ttl) = m.cache_ttl_seconds {
+            if !(1..=super::cache::MAX_TTL_SECONDS).contains(&ttl) {
+                problems.push(format!(
+                    "{at}.cache_ttl_seconds: must be between 1 and {}",
+                    super::cache::MAX_TTL_SECONDS
+                ));
+            }
+        }
         models.push(LogicalModel {
+            cache_ttl: m
+                .cache_ttl_seconds
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
             hedge_non_stream: m.hedge_non_stream.unwrap_or(false),
             hedge_after: m
                 .hedge_after_ms

@@ -55,6 +55,24 @@ pub struct RawConfig {
     /// provider's own `pricing` and above the built-in table.
     #[serde(default)]
     pub pricing: BTreeMap<String, RawPrice>,
+    /// The response cache's bounds and scope (each logical model turns it
+    /// on with `cache_ttl_seconds`).
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// The response cache (`cache:`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// An answer larger than this, as stored, is not cached (default 1 MiB).
+    pub max_entry_bytes: Option<usize>,
+    /// The most bytes of cached answers a store keeps, the oldest written
+    /// going first (default 64 MiB; on Redis shared by every replica).
+    pub max_bytes: Option<usize>,
+    /// `key` (default): an entry answers only the client key that stored it;
+    /// `global`: every caller of the model.
+    pub scope: Option<Choice<super::cache::CacheScope>>,
 }
 
 /// The web console's in-process data (`/ui/`, `/admin/...`).
@@ -489,6 +507,9 @@ pub struct RawModel {
     /// answer's first byte is the whole answer, so a hedge runs two
     /// generations to the end).
     pub hedge_non_stream: Option<bool>,
+    /// Answer identical requests from the response cache for this many
+    /// seconds after a first answer (absent: no caching).
+    pub cache_ttl_seconds: Option<u64>,
     pub upstreams: Vec<RawUpstream>,
 }
 

@@ -283,3 +283,48 @@ models:
     assert_eq!(d.providers[0].key_strategy, KeyStrategy::RoundRobin);
     assert_eq!(d.logical_model("fast").unwrap().hedge_after, None);
 }
+
+#[test]
+fn response_cache_settings_resolve_and_bad_ones_are_named() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.cache, CacheSettings::default());
+    assert_eq!(c.cache.scope, CacheScope::Key);
+    assert_eq!(c.cache.max_entry_bytes, 1024 * 1024);
+    assert_eq!(c.logical_model("fast").unwrap().cache_ttl, None);
+    assert_eq!(c.store_options().cache_max_bytes, c.cache.max_bytes);
+
+    let on = GOOD.replace(
+        "  - name: fast\n",
+        "  - name: fast\n    cache_ttl_seconds: 300\n",
+    ) + "cache: { max_entry_bytes: 4096, max_bytes: 65536, scope: global }\n";
+    let c = load(&on).unwrap();
+    assert_eq!(
+        c.logical_model("fast").unwrap().cache_ttl,
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        c.cache,
+        CacheSettings {
+            max_entry_bytes: 4096,
+            max_bytes: 65536,
+            scope: CacheScope::Global
+        }
+    );
+    assert_eq!(c.store_options().cache_max_bytes, 65536);
+
+    let bad = GOOD.replace(
+        "  - name: fast\n",
+        "  - name: fast\n    cache_ttl_seconds: 0\n",
+    ) + "cache: { max_entry_bytes: 4096, max_bytes: 1024, scope: everyone }\n";
+    let problems = load(&bad).unwrap_err();
+    for want in [
+        "models[0].cache_ttl_seconds: must be between 1 and",
+        "cache.max_bytes: 1024 is smaller than cache.max_entry_bytes (4096)",
+        "cache.scope: \"everyone\" is not key or global",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(want)),
+            "{want:?} not in {problems:?}"
+        );
+    }
+}

@@ -309,6 +309,7 @@ pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
         cost_usd: cost,
         session: ctx.session_id.clone(),
         client_gone: ctx.client_gone,
+        cache: ctx.cache.map(|c| c.as_str()),
         // The logging phase is the history's last reader.
         attempt_detail: std::mem::take(&mut ctx.attempt_log),
         body: ctx.captured_body.clone(),

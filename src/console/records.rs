@@ -39,6 +39,10 @@ pub struct RequestRecord {
     pub cost_usd: Option<f64>,
     pub session: Option<String>,
     pub client_gone: bool,
+    /// How the response cache served it (`hit`: no upstream was asked;
+    /// `miss`, `bypass`); absent for models without caching.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
     /// Each candidate tried or passed over, in order.
     pub attempt_detail: Vec<crate::proxy::ctx::AttemptLog>,
     /// The request body, redacted and cut short (`log.capture_bodies`).
@@ -276,6 +280,7 @@ mod tests {
             key: Some(key.into()),
             format: "openai_chat",
             model: "fast".into(),
+            cache: None,
             provider: provider.into(),
             upstream_model: "m".into(),
             status,

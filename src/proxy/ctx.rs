@@ -91,6 +91,11 @@ pub struct RequestCtx {
     pub attempt_log: Vec<AttemptLog>,
     /// Whether `attempt_log` is kept (the console collects).
     pub keep_attempt_log: bool,
+    /// How the response cache served the request (a model with
+    /// `cache_ttl_seconds` only).
+    pub cache: Option<super::cache::CacheResult>,
+    /// Records the answer for the response cache while it is relayed.
+    pub cache_fill: Option<Box<super::cache::Fill>>,
 }
 
 /// One line of a request's attempt history.
@@ -193,6 +198,8 @@ impl Default for RequestCtx {
             captured_body: None,
             attempt_log: Vec::new(),
             keep_attempt_log: false,
+            cache: None,
+            cache_fill: None,
         }
     }
 }
@@ -219,6 +226,10 @@ impl RequestCtx {
     /// gets a usage estimated from what was relayed
     /// ([`crate::limits::charged_usage`]): it is charged like any other.
     pub fn estimate_missing_usage(&mut self) {
+        if self.cache == Some(super::cache::CacheResult::Hit) {
+            // Nothing was generated for it: nothing to charge.
+            return;
+        }
         let (usage, estimated) = crate::limits::charged_usage(
             self.usage,
             self.first_byte.is_some(),

@@ -13,6 +13,7 @@ use apiproxy_translate::Format;
 use pingora::proxy::Session;
 
 use super::attempt::{Attempts, StickyTarget, Tried};
+use super::cache::{CacheResult, CachedAnswer, Plan};
 use super::ctx::RequestCtx;
 use super::relay;
 use super::request::{self, LlmRoute, Parsed};
@@ -55,9 +56,17 @@ pub async fn handle(
     if let Some((id, provider)) = &kept_at {
         stay_with(rt, &mut candidates, id, provider)?;
     }
+    let cache = Plan::of(rt, key, fmt, &parsed, session.req_header());
     // One store round trip on the request path: the admission (rate limits
-    // and budget) and the session lookup go out together.
-    let (admitted, binding) = tokio::join!(
+    // and budget), the session lookup and the response cache's lookup go
+    // out together; a cached answer is used only once admitted.
+    let lookup = async {
+        match &cache {
+            Some(plan) => plan.lookup(store.as_ref()).await,
+            None => None,
+        }
+    };
+    let (admitted, binding, cached) = tokio::join!(
         admit(
             store.as_ref(),
             rt,
@@ -69,8 +78,25 @@ pub async fn handle(
             headers
         ),
         owned_binding(store.as_ref(), sid.as_deref(), key.map(|k| k.id.as_str())),
+        lookup,
     );
     admitted?;
+    if let Some(plan) = cache {
+        if let Some(hit) = cached {
+            return Box::pin(answer_from_cache(
+                rt, session, ctx, &parsed, fmt, hit, headers,
+            ))
+            .await;
+        }
+        let result = if plan.reads() {
+            CacheResult::Miss
+        } else {
+            CacheResult::Bypass
+        };
+        ctx.cache = Some(result);
+        headers.push(("x-apiproxy-cache", result.as_str().to_owned()));
+        ctx.cache_fill = plan.into_fill(rt.config.cache.max_entry_bytes);
+    }
     ctx.session_id = sid;
     let (candidates, sticky) = stick_to_session(rt, ctx, candidates, binding, fmt, &parsed);
 
@@ -133,6 +159,40 @@ pub async fn handle(
         );
     }
     relay::close_or_err(session, ctx, fmt, failed).await
+}
+
+/// Answers an admitted request from the response cache: no upstream, and
+/// its token and cost reservations are released at settlement (it is
+/// charged nothing). What the answer would have cost upstream is counted
+/// as saved.
+async fn answer_from_cache(
+    rt: &Runtime,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    parsed: &Parsed,
+    fmt: Format,
+    hit: CachedAnswer,
+    headers: &mut Headers,
+) -> Result<(), GatewayError> {
+    ctx.cache = Some(CacheResult::Hit);
+    headers.push(("x-apiproxy-cache", CacheResult::Hit.as_str().to_owned()));
+    let saved = rt.provider(&hit.provider).and_then(|p| {
+        let price = crate::pricing::price_of(&p.config, &hit.model)?;
+        Some(crate::pricing::cost_usd(&price, hit.answer.usage.as_ref()?))
+    });
+    if let Some(usd) = saved.filter(|c| *c > 0.0) {
+        metrics::CACHE_SAVED_USD
+            .with_label_values(&[ctx.requested_model.as_str()])
+            .inc_by(usd);
+    }
+    let how = relay::Replay {
+        client: fmt,
+        stream: parsed.stream,
+        model: &ctx.requested_model.clone(),
+        include_usage: parsed.include_usage,
+    };
+    relay::cached(session, ctx, hit.answer, &how, headers).await;
+    Ok(())
 }
 
 /// 400 past `routing.max_models` names.

@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod attempt;
+pub mod cache;
 pub mod count;
 pub mod ctx;
 pub mod encode;
@@ -399,6 +400,13 @@ impl ProxyHttp for Gateway {
         let cost = ctx.cost_usd();
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
+            if let Some(result) = ctx.cache {
+                // A logical model's name: a label the config owns.
+                metrics::inc(
+                    &metrics::CACHE_REQUESTS,
+                    &[&ctx.requested_model, result.as_str()],
+                );
+            }
             // A hedged race's abandoned attempt is the key's cost too (its
             // budget and tpm: `RequestCtx::charge`; here its metrics).
             if let Some(a) = &ctx.abandoned {
@@ -435,6 +443,7 @@ impl ProxyHttp for Gateway {
             cost_usd: cost,
             usage_estimated: ctx.usage_estimated,
             client_gone: ctx.client_gone,
+            cache: ctx.cache.map(cache::CacheResult::as_str),
             error: e.map(|e| e.to_string()),
         }
         .write(rt.config.access_format);
@@ -467,7 +476,7 @@ fn record_llm_metrics(
     // Only names the configuration or a provider's catalog knows become
     // label values: a client sending made-up model names must not grow the
     // metric without bound (they count as `other`).
-    let model = if ctx.provider.is_empty() {
+    let model = if ctx.provider.is_empty() && ctx.cache != Some(cache::CacheResult::Hit) {
         "-"
     } else {
         metrics::model_label(rt, &ctx.requested_model)

@@ -32,6 +32,7 @@ mod metrics;
 mod redis_link;
 pub mod redis_store;
 pub mod redis_url;
+mod response_cache;
 pub mod spend;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -72,7 +73,13 @@ pub struct StoreOptions {
     pub usage_path: Option<std::path::PathBuf>,
     /// How many days usage counters are kept ([`usage`]).
     pub usage_retention_days: u32,
+    /// The most bytes of cached answers ([`Store::get_cached`]) this store keeps (keys and values): the oldest
+    /// written go first when a new one would not fit. On Redis the bound is shared by every replica.
+    pub cache_max_bytes: usize,
 }
+
+/// [`StoreOptions::cache_max_bytes`] by default: 64 MiB.
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -89,6 +96,7 @@ impl Default for StoreOptions {
             responses_max_bytes: 4 * 1024 * 1024,
             usage_path: None,
             usage_retention_days: 400,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -109,6 +117,7 @@ impl fmt::Debug for StoreOptions {
             .field("responses_max_bytes", &self.responses_max_bytes)
             .field("usage_path", &self.usage_path)
             .field("usage_retention_days", &self.usage_retention_days)
+            .field("cache_max_bytes", &self.cache_max_bytes)
             .finish()
     }
 }
@@ -345,6 +354,16 @@ pub enum Deferred {
     },
     /// One answered request's usage, added to its day's counters ([`usage`]); boxed to keep the queue small.
     Usage(Box<usage::UsageRecord>),
+    /// Caches an answer under `key` for `ttl` (read back by [`Store::get_cached`]), within
+    /// [`StoreOptions::cache_max_bytes`].
+    Cache {
+        /// The entry's key (the gateway's hash of what identifies the request).
+        key: String,
+        /// The answer, as the gateway encoded it.
+        value: Vec<u8>,
+        /// How long it lives.
+        ttl: Duration,
+    },
 }
 
 /// The gateway's shared state. Every method answers: storage trouble degrades to local behaviour, never to an
@@ -401,6 +420,9 @@ pub trait Store: Send + Sync {
     async fn get_response(&self, owner: &str, id: &str) -> Option<Vec<u8>>;
     /// Removes the record of `owner` under `id`; true when there was one.
     async fn delete_response(&self, owner: &str, id: &str) -> bool;
+    /// The cached answer under `key` ([`Deferred::Cache`]), while it lives; `None` when absent, expired or
+    /// unreadable (store trouble reads as a miss, never an error).
+    async fn get_cached(&self, key: &str) -> Option<Vec<u8>>;
     /// Counts one request against `limit` per (sliding) minute if allowed: an atomic check-and-add.
     async fn hit_requests(&self, name: &str, limit: u64) -> RateDecision;
     /// Checks whether the tokens used in the last 60 s are under `limit` (adds nothing).

@@ -339,3 +339,46 @@ return 1
 "#,
     )
 });
+
+/// Stores a cached answer within a byte bound shared by every replica, the oldest written going first (the memory
+/// store's `response_cache.rs` does the same). Beside the entries, a sorted set (entry key → write time, ms) and a
+/// hash (entry key → its bytes, and `""` → the total) keep the order and the sizes; both live at least as long as
+/// the longest-lived entry, so when they expire every entry they counted has too. An entry that expired on its
+/// own stays counted until it is evicted in turn (the bound is never exceeded, only reached early).
+///
+/// KEYS[1] the entry, KEYS[2] the order set, KEYS[3] the sizes hash (one slot on a cluster: `{cache}`).
+/// ARGV[1] the value, ARGV[2] its TTL in ms, ARGV[3] the bound in bytes, ARGV[4] the entry's bytes (its key, without
+/// the prefix, and its value: `response_cache::entry_bytes`, as the memory store counts). Returns 1 when stored, 0 when too large.
+pub(crate) static CACHE_PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local size = tonumber(ARGV[4])
+local ttl, max = tonumber(ARGV[2]), tonumber(ARGV[3])
+if size > max then return 0 end
+local total = tonumber(redis.call('HGET', KEYS[3], '') or '0') or 0
+local old = tonumber(redis.call('HGET', KEYS[3], KEYS[1]) or '')
+if old then
+  total = total - old
+  redis.call('ZREM', KEYS[2], KEYS[1])
+end
+while total + size > max do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if #oldest == 0 then total = 0 break end
+  local victim = oldest[1]
+  total = total - (tonumber(redis.call('HGET', KEYS[3], victim) or '0') or 0)
+  redis.call('ZREM', KEYS[2], victim)
+  redis.call('HDEL', KEYS[3], victim)
+  redis.call('DEL', victim)
+end
+if total < 0 then total = 0 end
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), KEYS[1])
+redis.call('HSET', KEYS[3], KEYS[1], size, '', total + size)
+for i = 2, 3 do
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 1
+"#,
+    )
+});

@@ -67,6 +67,8 @@ struct State {
     tokens: DashMap<String, Window>,
     /// Held while one admission checks and counts several windows, so that it is atomic like the Redis script.
     admission: Mutex<()>,
+    /// Cached answers, bounded in bytes (`cache_max_bytes`).
+    cached: Mutex<crate::response_cache::ResponseCache>,
 }
 
 struct Expiring<T> {
@@ -117,6 +119,9 @@ impl MemoryStore {
             requests: DashMap::new(),
             tokens: DashMap::new(),
             admission: Mutex::new(()),
+            cached: Mutex::new(crate::response_cache::ResponseCache::new(
+                opts.cache_max_bytes,
+            )),
         });
         spawn_sweeper(Arc::downgrade(&state));
         MemoryStore {
@@ -317,6 +322,7 @@ impl State {
             }
             live
         });
+        self.cached.lock().sweep(now);
         for windows in [&self.requests, &self.tokens] {
             windows.retain(|_, w| {
                 w.expire(now_secs);
@@ -393,6 +399,10 @@ impl Store for MemoryStore {
             ),
             _ => (None, Vec::new()),
         }
+    }
+
+    async fn get_cached(&self, key: &str) -> Option<Vec<u8>> {
+        self.state.cached.lock().get(key, Instant::now())
     }
 
     async fn put_catalog(&self, provider: &str, models: &[String]) {
@@ -590,6 +600,12 @@ impl Store for MemoryStore {
                 provider,
             } => self.remember_reference(&owner, &id, &provider),
             Deferred::Usage(record) => self.usage.add(*record),
+            Deferred::Cache { key, value, ttl } => {
+                self.state
+                    .cached
+                    .lock()
+                    .put(key, value, ttl, Instant::now())
+            }
         }
     }
 

@@ -10,11 +10,14 @@
 //! - `rpm:{name}`, `tpm:{name}`: rate windows, hashes second → amount, TTL 61 s (see `lua::ADMIT`);
 //! - `response:{owner}:{id}`: a Responses API record the gateway keeps for a client key ([`Store::put_response`]),
 //!   TTL given by the caller (`store.responses_ttl_seconds`);
-//! - `spend:{name}`: spend counters (an integer: spent plus reserved by requests in flight), TTL set by the caller.
+//! - `spend:{name}`: spend counters (an integer: spent plus reserved by requests in flight), TTL set by the caller;
+//! - `cache:{hash}`: a cached answer, TTL the logical model's `cache_ttl_seconds`; `cache-order` and `cache-sizes`
+//!   keep the byte bound every replica shares (see `lua::CACHE_PUT`).
 //!
 //! On a Redis Cluster the keys are hash-tagged so that every script touches one slot: the id of a session,
 //! context or catalog key is wrapped in `{}` (`session:{s1}`, `context:{s1}` and `context-owner:{s1}` share a
-//! slot), and every rate window carries the tag `{rate}` (`{rate}:rpm:key:alice`), so that one script checks a
+//! slot), the response cache's keys carry `{cache}` (its bound is kept by one script), and every rate window
+//! carries the tag `{rate}` (`{rate}:rpm:key:alice`), so that one script checks a
 //! key's and the gateway-wide limits together. The rate windows of a cluster therefore live on one node; sessions
 //! and contexts spread over all of them. Spend counters carry `{rate}` too (`{rate}:spend:budget:...`): the
 //! admission script checks and reserves a budget with the rate limits.
@@ -34,7 +37,9 @@ use async_trait::async_trait;
 use redis::{AsyncCommands, RedisResult};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::lua::{ADMIT, BIND_SESSION, CLAIM_SESSION, PUSH_CONTEXT, RATE_WINDOW, SETTLE};
+use crate::lua::{
+    ADMIT, BIND_SESSION, CACHE_PUT, CLAIM_SESSION, PUSH_CONTEXT, RATE_WINDOW, SETTLE,
+};
 use crate::memory::MemoryStore;
 use crate::metrics::ERRORS;
 use crate::redis_link::{describe_error, is_outage, Conn, Link, OP_TIMEOUT};
@@ -84,6 +89,7 @@ struct Inner {
     responses_max_bytes: usize,
     /// How long a usage day hash lives after its last write.
     usage_ttl_secs: u64,
+    cache_max_bytes: usize,
 }
 
 /// Reservations to take back and usage to count in one set of token windows.
@@ -138,6 +144,13 @@ impl Keys {
         key
     }
 
+    /// A response cache key: `prefix kind:id`, or `prefix {cache}:kind:id` on a cluster (one slot, so one script
+    /// keeps the bound).
+    fn cache(&self, kind: &str, id: &str) -> String {
+        let tag = if self.clustered { "{cache}:" } else { "" };
+        format!("{}{tag}{kind}:{id}", self.prefix)
+    }
+
     /// A rate window: `prefix rpm:name`, or `prefix {rate}:rpm:name` on a cluster (one slot for all windows).
     fn window(&self, kind: &str, name: &str) -> String {
         let tag = if self.clustered { "{rate}:" } else { "" };
@@ -169,6 +182,7 @@ impl RedisStore {
             reference_ttl: opts.reference_ttl,
             responses_max_bytes: opts.responses_max_bytes,
             usage_ttl_secs: u64::from(opts.usage_retention_days.max(1)) * 86_400,
+            cache_max_bytes: opts.cache_max_bytes,
         });
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         spawn_writer(inner.clone(), jobs);
@@ -547,6 +561,7 @@ impl Inner {
                 owner,
                 entry,
             } => self.push(&session, &owner, entry, WRITE_TIMEOUT).await,
+            Deferred::Cache { key, value, ttl } => self.put_cached(key, value, ttl).await,
             Deferred::Usage(record) => {
                 let r = *record;
                 let mut batch = UsageBatch::new();
@@ -568,6 +583,36 @@ impl Inner {
                 )
                 .await;
             }
+        }
+    }
+
+    /// Stores a cached answer within the shared bound; when Redis cannot, the local store keeps it (read while
+    /// Redis is away).
+    async fn put_cached(&self, key: String, value: Vec<u8>, ttl: Duration) {
+        let keys = [
+            self.keys.cache("cache", &key),
+            self.keys.cache("cache-order", ""),
+            self.keys.cache("cache-sizes", ""),
+        ];
+        let (ttl_arg, max) = (ttl_ms(ttl), self.cache_max_bytes);
+        let size = crate::response_cache::entry_bytes(&key, &value);
+        let stored = self
+            .redis_within("cache an answer", WRITE_TIMEOUT, |mut conn| {
+                let value = value.clone();
+                async move {
+                    CACHE_PUT
+                        .key(&keys[..])
+                        .arg(value)
+                        .arg(ttl_arg)
+                        .arg(max)
+                        .arg(size)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                }
+            })
+            .await;
+        if stored.is_none() {
+            self.local.defer(Deferred::Cache { key, value, ttl });
         }
     }
 
@@ -860,6 +905,20 @@ impl Store for RedisStore {
         local || remote.is_some_and(|n| n > 0)
     }
 
+    async fn get_cached(&self, key: &str) -> Option<Vec<u8>> {
+        let inner = &self.inner;
+        let entry = inner.keys.cache("cache", key);
+        match inner
+            .redis("read the cache", |mut conn| async move {
+                conn.get::<_, Option<Vec<u8>>>(entry).await
+            })
+            .await
+        {
+            Some(found) => found,
+            None => inner.local.get_cached(key).await,
+        }
+    }
+
     async fn get_catalog(&self, provider: &str) -> Option<Vec<String>> {
         let inner = &self.inner;
         let key = inner.keys.of("catalog", provider);
@@ -1048,5 +1107,8 @@ mod tests {
             "gw:{rate}:spend:budget:alice:2026-12"
         );
         assert_eq!(flat.window("spend", "b"), flat.of("spend", "b"));
+        assert_eq!(flat.cache("cache", "ab"), "gw:cache:ab");
+        assert_eq!(tagged.cache("cache", "ab"), "gw:{cache}:cache:ab");
+        assert_eq!(tagged.cache("cache-order", ""), "gw:{cache}:cache-order:");
     }
 }

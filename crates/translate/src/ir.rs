@@ -4,6 +4,7 @@
 //! carry is mapped or dropped by that format's encoder (see
 //! `docs/translation.md`).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A chat request in no particular wire format.
@@ -96,7 +97,7 @@ pub struct Message {
 }
 
 /// A piece of message content.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ContentPart {
     Text {
         text: String,
@@ -134,7 +135,7 @@ pub enum ContentPart {
 }
 
 /// Where an image comes from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ImageSource {
     /// An http(s) URL.
     Url { url: String },
@@ -190,7 +191,7 @@ pub struct Reasoning {
 }
 
 /// A complete (non-streaming) answer.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     pub id: String,
     pub model: String,
@@ -203,7 +204,7 @@ pub struct ChatResponse {
 }
 
 /// Why the model stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FinishReason {
     /// Natural end or a stop sequence.
     Stop,
@@ -218,7 +219,7 @@ pub enum FinishReason {
 
 /// Token counts. `input_tokens` includes cached tokens (OpenAI convention);
 /// Anthropic's separate cache counts are folded in by its decoder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,

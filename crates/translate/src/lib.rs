@@ -23,6 +23,7 @@ pub mod passthrough;
 pub mod signature;
 pub mod sse;
 mod usage;
+pub mod whole;
 
 use bytes::BytesMut;
 use serde_json::Value;

@@ -295,7 +295,7 @@ function requestRow(r, onPick) {
     h("td", {}, statusBadge(r.status)),
     h("td", {}, r.key || "—"),
     h("td", { class: "mono" }, r.model || "—"),
-    h("td", { class: "mono" }, r.provider ? `${r.provider}/${r.upstream_model}` : "—"),
+    h("td", { class: "mono" }, r.cache === "hit" ? "cache hit" : r.provider ? `${r.provider}/${r.upstream_model}` : "—"),
     h("td", {}, r.attempts),
     h("td", {}, fmtMs(r.duration_ms)),
     h("td", {}, `${r.input_tokens}/${r.output_tokens}`),
@@ -329,6 +329,7 @@ function requests(main) {
         ["waiting on upstream", fmtMs(r.upstream_ms)], ["gateway overhead", fmtMs(r.overhead_ms)],
         ["tokens in / out", `${r.input_tokens} / ${r.output_tokens}`], ["cost", fmtUsd(r.cost_usd)],
         ["session", r.session || "—"], ["client left early", r.client_gone],
+        ...(r.cache ? [["response cache", r.cache]] : []),
       ];
       const tries = r.attempt_detail || [];
       // replaceChildren takes nodes, not lists: flatten the optional parts.

@@ -88,6 +88,11 @@ impl Attempts<'_> {
                     ..ended
                 };
                 self.record(ended, AttemptOutcome::Ok);
+                // Only a 200 answer (not a refusal relayed in its place).
+                if let Some(fill) = ctx.cache_fill.take().filter(|_| ctx.status == 200) {
+                    let store = self.gw.state.store().await;
+                    fill.store(store.as_ref(), &provider.config.id, &c.model);
+                }
                 ctx.served_by = Some(ServedBy {
                     provider: provider.config.id.clone(),
                     model: c.model.clone(),

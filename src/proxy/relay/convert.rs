@@ -77,6 +77,9 @@ impl Converter {
                     Some(c) => relay.feed(c, out),
                     None => relay.finish(out),
                 };
+                if let Some(fill) = ctx.cache_fill.as_mut() {
+                    fill.bytes(chunk);
+                }
                 ctx.usage = relay.usage();
                 if ctx.response_id.is_none() {
                     ctx.response_id = relay.response_id().map(str::to_owned);
@@ -127,6 +130,9 @@ impl Converter {
                             StreamEvent::Usage(u) => ctx.usage = Some(*u),
                             StreamEvent::TextDelta { text } => ctx.capture(text),
                             _ => {}
+                        }
+                        if let Some(fill) = ctx.cache_fill.as_mut() {
+                            fill.event(e);
                         }
                         encoder.encode(e, out);
                     }

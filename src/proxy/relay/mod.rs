@@ -25,9 +25,11 @@ use crate::metrics;
 use crate::upstream::http::{Incoming, SendError};
 use crate::upstream::kind::Kind;
 
+mod cached;
 mod convert;
 mod fault;
 
+pub use cached::{cached, Replay};
 use convert::Converter;
 pub use fault::RelayFault;
 
@@ -80,6 +82,10 @@ pub async fn relay(
         // The gateway never asks for a compressed answer: one that comes
         // anyway cannot be read (nor passed on: the client did not ask either).
         return Outcome::Failed(RelayFault::Compressed(enc.to_owned()));
+    }
+    if let Some(fill) = ctx.cache_fill.as_mut() {
+        // A new answer: whatever an earlier attempt left is dropped.
+        fill.start(plan.upstream, plan.stream && plan.passthrough);
     }
     let sse = resp
         .header_str("content-type")
@@ -221,6 +227,10 @@ async fn whole(
     if let Some(message) = plan.kind.refused_answer(&body) {
         return refused(session, ctx, plan, &body, &message, headers).await;
     }
+    if let Some(fill) = ctx.cache_fill.as_mut() {
+        // Kept as the upstream's bytes: decoded only if it is ever a hit.
+        fill.whole(plan.upstream, &body);
+    }
     let out = if plan.passthrough {
         if ctx.answer.is_some() {
             if let Ok(r) = translate::decode_response(plan.upstream, &body) {
@@ -259,6 +269,7 @@ async fn whole(
         ctx.usage = r.usage;
         ctx.relayed_output_bytes = response_output_bytes(&r);
         capture_text(ctx, &r);
+
         if let Some(m) = &plan.model_override {
             r.model.clone_from(m);
         }
