@@ -144,6 +144,16 @@ const IMAGES: Checks = [
 ];
 const CACHE: Checks = [&[], &[], &["has:\"cache_control\""], &[]];
 const PREVIOUS: Checks = [&[], &["/previous_response_id"], &[], &[]];
+const SUMMARY: Checks = [&[], &["/reasoning/summary"], &[], &[]];
+const SERVICE_TIER: Checks = [
+    &["/service_tier"],
+    &["/service_tier"],
+    &["/service_tier"],
+    &[],
+];
+const CACHE_KEY: Checks = [&["/prompt_cache_key"], &["/prompt_cache_key"], &[], &[]];
+const STORE: Checks = [&["/store"], &["/store"], &[], &[]];
+const SAFETY: Checks = [&[], &[], &[], &["/safetySettings"]];
 
 /// One request field of one client format.
 struct Row {
@@ -210,6 +220,9 @@ fn merged(client: Format, layers: &[&Value]) -> Value {
 }
 
 const URL: &str = "https://example.com/cat.png";
+/// A 1×1 PNG.
+const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+const DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
 
 fn chat_tools() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather",
@@ -350,6 +363,32 @@ fn chat_rows() -> Vec<Row> {
             {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]}),
             CACHE,
         ),
+        row(
+            C,
+            "reasoning_effort: none",
+            json!({"reasoning_effort": "none"}),
+            REASONING,
+        ),
+        row(
+            C,
+            "image_url part (data URL)",
+            json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": DATA_URL}}]}]}),
+            IMAGES,
+        ),
+        row(
+            C,
+            "service_tier",
+            json!({"service_tier": "flex"}),
+            SERVICE_TIER,
+        ),
+        row(
+            C,
+            "prompt_cache_key",
+            json!({"prompt_cache_key": "k"}),
+            CACHE_KEY,
+        ),
     ]
 }
 
@@ -432,6 +471,26 @@ fn responses_rows() -> Vec<Row> {
             PREVIOUS,
         )
         .note(STATE_NOTE),
+        row(
+            R,
+            "reasoning.summary",
+            json!({"reasoning": {"effort": "high", "summary": "auto"}}),
+            SUMMARY,
+        )
+        .base(json!({"reasoning": {"effort": "high"}})),
+        row(
+            R,
+            "service_tier",
+            json!({"service_tier": "flex"}),
+            SERVICE_TIER,
+        ),
+        row(
+            R,
+            "prompt_cache_key",
+            json!({"prompt_cache_key": "k"}),
+            CACHE_KEY,
+        ),
+        row(R, "store: false", json!({"store": false}), STORE),
     ]
 }
 
@@ -504,6 +563,39 @@ fn anthropic_rows() -> Vec<Row> {
             CACHE,
         )
         .base(json!({"system": "be brief"})),
+        row(
+            A,
+            "thinking: adaptive",
+            json!({"thinking": {"type": "adaptive"}}),
+            REASONING,
+        ),
+        row(
+            A,
+            "thinking: disabled",
+            json!({"thinking": {"type": "disabled"}}),
+            REASONING,
+        ),
+        row(
+            A,
+            "output_config.effort",
+            json!({"output_config": {"effort": "high"}}),
+            REASONING,
+        ),
+        row(
+            A,
+            "image block (base64)",
+            json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                "data": PNG_B64}}]}]}),
+            IMAGES,
+        ),
+        row(
+            A,
+            "service_tier",
+            json!({"service_tier": "auto"}),
+            SERVICE_TIER,
+        ),
     ]
 }
 
@@ -614,6 +706,27 @@ fn gemini_rows() -> Vec<Row> {
             json!({"contents": [{"role": "user", "parts": [
             {"text": "what is this"}, {"fileData": {"mimeType": "image/png", "fileUri": URL}}]}]}),
             IMAGES,
+        ),
+        row(
+            G,
+            "generationConfig.thinkingConfig.thinkingLevel",
+            gen(json!({"thinkingConfig": {"thinkingLevel": "high"}})),
+            REASONING,
+        ),
+        row(
+            G,
+            "inlineData part",
+            json!({"contents": [{"role": "user", "parts": [
+            {"text": "what is this"},
+            {"inlineData": {"mimeType": "image/png", "data": PNG_B64}}]}]}),
+            IMAGES,
+        ),
+        row(
+            G,
+            "safetySettings",
+            json!({"safetySettings": [
+            {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]}),
+            SAFETY,
         ),
     ]
 }
