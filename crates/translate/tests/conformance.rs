@@ -830,10 +830,12 @@ test fails when this file differs. To regenerate:
 - **refused**: the request is answered 400 with the message listed under
   *Refusals*, which names the field.
 - **as sent**: same format on both sides: the gateway relays the client's
-  own body (see docs/translation.md, *Passthrough*).
+  own body, the model name replaced (src/proxy/encode.rs; docs/translation.md,
+  *Same format*), so no field is lost.
 
-The model name is a current one (any name the translator does not know as
-an older Claude); rows marked so use an older Claude model.
+Rows use a model name the translator treats as current (for Anthropic:
+native structured outputs); a row whose note says so uses an older Claude.
+Field mappings in detail: docs/translation.md.
 ";
 
 fn render() -> String {
