@@ -145,6 +145,13 @@ const IMAGES: Checks = [
 ];
 const CACHE: Checks = [&[], &[], &["has:\"cache_control\""], &[]];
 const PREVIOUS: Checks = [&[], &["/previous_response_id"], &[], &[]];
+/// An assistant's tool call and its result in the history.
+const TOOL_TURNS: Checks = [
+    &["has:\"tool_calls\""],
+    &["has:\"function_call_output\""],
+    &["has:\"tool_result\""],
+    &["has:\"functionResponse\""],
+];
 const SUMMARY: Checks = [&[], &["/reasoning/summary"], &[], &[]];
 const SERVICE_TIER: Checks = [
     &["/service_tier"],
@@ -390,6 +397,12 @@ fn chat_rows() -> Vec<Row> {
             json!({"prompt_cache_key": "k"}),
             CACHE_KEY,
         ),
+        row(C, "tool_calls + tool message", json!({"messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}), TOOL_TURNS)
+            .base(tools.clone()),
     ]
 }
 
@@ -492,6 +505,17 @@ fn responses_rows() -> Vec<Row> {
             CACHE_KEY,
         ),
         row(R, "store: false", json!({"store": false}), STORE),
+        row(
+            R,
+            "function_call + function_call_output",
+            json!({"input": [
+            {"role": "user", "content": "weather?"},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather",
+                "arguments": "{\"city\":\"Oslo\"}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]}),
+            TOOL_TURNS,
+        )
+        .base(tools.clone()),
     ]
 }
 
@@ -597,6 +621,18 @@ fn anthropic_rows() -> Vec<Row> {
             json!({"service_tier": "auto"}),
             SERVICE_TIER,
         ),
+        row(
+            A,
+            "tool_use + tool_result",
+            json!({"messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+                "name": "get_weather", "input": {"city": "Oslo"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                "content": "sunny"}]}]}),
+            TOOL_TURNS,
+        )
+        .base(tools.clone()),
     ]
 }
 
@@ -729,6 +765,18 @@ fn gemini_rows() -> Vec<Row> {
             {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]}),
             SAFETY,
         ),
+        row(
+            G,
+            "functionCall + functionResponse",
+            json!({"contents": [
+            {"role": "user", "parts": [{"text": "weather?"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "get_weather",
+                "args": {"city": "Oslo"}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
+                "response": {"result": "sunny"}}}]}]}),
+            TOOL_TURNS,
+        )
+        .base(json!({"tools": gemini_tools()})),
     ]
 }
 
