@@ -403,6 +403,9 @@ fn chat_rows() -> Vec<Row> {
                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}), TOOL_TURNS)
             .base(tools.clone()),
+        row(C, "messages (developer role)", json!({"messages": [
+            {"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]}),
+            SYSTEM),
     ]
 }
 
