@@ -1,30 +1,13 @@
 //! The `cache` section: the response cache's bounds and who shares an entry
 //! (each logical model turns it on with `cache_ttl_seconds`).
 
-use super::choices::{Choice, Named};
+use super::choices::{CacheScope, Choice};
 use super::raw::RawCache;
 
 /// `cache.max_entry_bytes` by default: 1 MiB.
 pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1024 * 1024;
 /// The largest `cache_ttl_seconds`: 30 days.
 pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
-
-/// Who may be answered from an entry (`cache.scope`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheScope {
-    /// Only the client key that stored it: the key's id is part of the
-    /// entry's key, so one key never reads another's answer.
-    #[default]
-    Key,
-    /// Every caller of the model.
-    Global,
-}
-
-impl Named for CacheScope {
-    const ALL: &'static [(&'static str, Self)] =
-        &[("key", CacheScope::Key), ("global", CacheScope::Global)];
-    const SCHEMA_NAME: &'static str = "CacheScope";
-}
 
 /// The response cache's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -288,3 +288,49 @@ impl Named for Format {
     ];
     const SCHEMA_NAME: &'static str = "FilterFormat";
 }
+
+/// Who may be answered from an entry (`cache.scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheScope {
+    /// Only the client key that stored it: the key's id is part of the
+    /// entry's key, so one key never reads another's answer.
+    #[default]
+    Key,
+    /// Every caller of the model.
+    Global,
+}
+
+impl Named for CacheScope {
+    const ALL: &'static [(&'static str, Self)] =
+        &[("key", CacheScope::Key), ("global", CacheScope::Global)];
+    const SCHEMA_NAME: &'static str = "CacheScope";
+}
+
+/// A known OpenAI-compatible service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    DeepSeek,
+    Groq,
+    Mistral,
+    OpenRouter,
+    Together,
+    Fireworks,
+    Xai,
+    Ollama,
+    Vllm,
+}
+
+impl Named for Preset {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("deepseek", Preset::DeepSeek),
+        ("groq", Preset::Groq),
+        ("mistral", Preset::Mistral),
+        ("openrouter", Preset::OpenRouter),
+        ("together", Preset::Together),
+        ("fireworks", Preset::Fireworks),
+        ("xai", Preset::Xai),
+        ("ollama", Preset::Ollama),
+        ("vllm", Preset::Vllm),
+    ];
+    const SCHEMA_NAME: &'static str = "Preset";
+}

@@ -34,17 +34,16 @@ pub use auth::{
     expiry_text, parse_expiry, AuthConfig, ClientKey, DEFAULT_ADMIN_FAILURES_PER_MINUTE,
 };
 pub use budget::Budget;
-pub use cache::{CacheScope, CacheSettings};
+pub use cache::CacheSettings;
 pub use cert::CertPair;
 pub use choices::{
-    AccessFormat, BudgetPeriod, Choice, Inspection, KeyStrategy, Named, ProviderKind, ScoringMode,
-    WireApi,
+    AccessFormat, BudgetPeriod, CacheScope, Choice, Inspection, KeyStrategy, Named, Preset,
+    ProviderKind, ScoringMode, WireApi,
 };
 pub use console::ConsoleSettings;
 pub use context::ContextSettings;
 pub use files_seen::FilesSeen;
 pub use models::{LogicalModel, UpstreamRef};
-pub use presets::Preset;
 pub use providers::{BaseUrl, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet};
 pub use proxy_url::{ProxyScheme, ProxyUrl};
 use raw::RawConfig;

@@ -5,37 +5,8 @@
 //! services need one, and OpenRouter's ranking headers come from
 //! `app_url` and `app_name`.
 
-use super::choices::{Choice, Named, ProviderKind};
+use super::choices::{Choice, Named, Preset, ProviderKind};
 use super::raw::RawProvider;
-
-/// A known OpenAI-compatible service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    DeepSeek,
-    Groq,
-    Mistral,
-    OpenRouter,
-    Together,
-    Fireworks,
-    Xai,
-    Ollama,
-    Vllm,
-}
-
-impl Named for Preset {
-    const ALL: &'static [(&'static str, Self)] = &[
-        ("deepseek", Preset::DeepSeek),
-        ("groq", Preset::Groq),
-        ("mistral", Preset::Mistral),
-        ("openrouter", Preset::OpenRouter),
-        ("together", Preset::Together),
-        ("fireworks", Preset::Fireworks),
-        ("xai", Preset::Xai),
-        ("ollama", Preset::Ollama),
-        ("vllm", Preset::Vllm),
-    ];
-    const SCHEMA_NAME: &'static str = "Preset";
-}
 
 impl Preset {
     /// The base URL each service documents for OpenAI clients (the local

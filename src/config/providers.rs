@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use apiproxy_translate::Format;
 
+use super::choices::Preset;
 use super::choices::{Choice, KeyStrategy, ProviderKind, WireApi};
-use super::presets::{self, Preset};
+use super::presets;
 use super::raw::{self, RawPrice, RawProvider};
 
 /// A set of HTTP statuses given as `"429,500,502-504"`.

@@ -72,7 +72,7 @@ pub struct RawCache {
     pub max_bytes: Option<usize>,
     /// `key` (default): an entry answers only the client key that stored it;
     /// `global`: every caller of the model.
-    pub scope: Option<Choice<super::cache::CacheScope>>,
+    pub scope: Option<Choice<super::choices::CacheScope>>,
 }
 
 /// The web console's in-process data (`/ui/`, `/admin/...`).
@@ -347,7 +347,7 @@ pub struct RawProvider {
     /// `kind: openai`: a known OpenAI-compatible service (`deepseek`,
     /// `groq`, `mistral`, `openrouter`, `together`, `fireworks`, `xai`,
     /// `ollama`, `vllm`): its base URL and quirks.
-    pub preset: Option<Choice<super::presets::Preset>>,
+    pub preset: Option<Choice<super::choices::Preset>>,
     /// `preset: openrouter`: the app's URL, sent as `HTTP-Referer`.
     pub app_url: Option<String>,
     /// `preset: openrouter`: the app's name, sent as `X-Title`.

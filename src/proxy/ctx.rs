@@ -2,7 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use apiproxy_store::Store;
 use apiproxy_translate::{Format, Usage};
+use serde_json::Value;
 
 /// The upstream that answered a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +33,7 @@ pub struct RequestCtx {
     pub response_id: Option<String>,
     /// A Responses request with `store` not false: how its answer is kept
     /// when a non-Responses upstream serves it (`proxy/responses.rs`).
-    pub keep_response: Option<Box<super::responses::Keep>>,
+    pub keep_response: Option<Box<Keep>>,
     /// The client key when it was made at run time (the console's store).
     pub stored_client_key: Option<std::sync::Arc<crate::config::ClientKey>>,
     /// The model the client asked for.
@@ -280,5 +284,33 @@ impl RequestCtx {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
         }
+    }
+}
+
+/// What an answer is kept with, made before the request goes upstream and
+/// spent by the relay when a translated answer ends (`proxy::responses`
+/// makes and spends it).
+pub struct Keep {
+    /// The id the answer is given (`resp_` and 32 hex digits): the
+    /// upstream's is neither unique across providers nor a Responses id.
+    pub id: String,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) owner: String,
+    /// The request's own input items (not the expanded conversation), as
+    /// the JSON text of an array.
+    pub(super) input: String,
+    pub(super) previous: Option<String>,
+    pub(super) ttl: Duration,
+    /// The whole response, once the answer is complete.
+    pub(super) response: Option<Value>,
+}
+
+impl std::fmt::Debug for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keep")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("previous", &self.previous)
+            .finish_non_exhaustive()
     }
 }

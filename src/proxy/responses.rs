@@ -25,7 +25,7 @@ use apiproxy_store::Store;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::ctx::RequestCtx;
+use super::ctx::{Keep, RequestCtx};
 use crate::body::{Edit, Field, RawBody};
 use crate::error::GatewayError;
 
@@ -33,33 +33,6 @@ use crate::error::GatewayError;
 /// the one place that decides it.
 pub fn owner(ctx: &RequestCtx) -> &str {
     ctx.state_owner().unwrap_or("-")
-}
-
-/// What an answer is kept with, made before the request goes upstream and
-/// spent by the relay when a translated answer ends.
-pub struct Keep {
-    /// The id the answer is given (`resp_` and 32 hex digits): the
-    /// upstream's is neither unique across providers nor a Responses id.
-    pub id: String,
-    store: Arc<dyn Store>,
-    owner: String,
-    /// The request's own input items (not the expanded conversation), as
-    /// the JSON text of an array.
-    input: String,
-    previous: Option<String>,
-    ttl: Duration,
-    /// The whole response, once the answer is complete.
-    response: Option<Value>,
-}
-
-impl std::fmt::Debug for Keep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keep")
-            .field("id", &self.id)
-            .field("owner", &self.owner)
-            .field("previous", &self.previous)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The limits of an expansion.

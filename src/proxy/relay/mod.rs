@@ -301,7 +301,7 @@ fn keeps_here(plan: &RelayPlan<'_>) -> bool {
 }
 
 /// What the answer is kept with, when the gateway keeps it.
-fn kept_here(ctx: &mut RequestCtx, plan: &RelayPlan<'_>) -> Option<Box<super::responses::Keep>> {
+fn kept_here(ctx: &mut RequestCtx, plan: &RelayPlan<'_>) -> Option<Box<super::ctx::Keep>> {
     if keeps_here(plan) {
         ctx.keep_response.take()
     } else {
