@@ -10,7 +10,6 @@
 mod common;
 
 use common::wire::{self, Wire, ALL};
-use common::*;
 use serde_json::Value;
 
 const CLIENT_KEY: &str = "ck-reasoning-test-0001";
@@ -22,57 +21,6 @@ const PROVIDERS: [(&str, Wire, &str); 4] = [
     ("oai", Wire::Chat, "o4-mini"),
     ("oresp", Wire::Responses, "gpt-5-mini"),
 ];
-
-struct Setup {
-    mocks: Vec<(&'static str, MockProvider)>,
-    gw: Gateway,
-}
-
-impl Setup {
-    async fn start() -> Setup {
-        let mut mocks = Vec::new();
-        let mut cfg =
-            format!("auth:\n  keys:\n    - {{ name: tester, key: {CLIENT_KEY} }}\nproviders:\n");
-        for (id, k, model) in PROVIDERS {
-            let m = MockProvider::start(move |rec, _| wire::reasoning_reply(k, rec)).await;
-            let (kind, wire_api) = match k {
-                Wire::Chat => ("openai", ""),
-                Wire::Responses => ("openai", ", wire_api: responses"),
-                Wire::Anthropic => ("anthropic", ""),
-                Wire::Gemini => ("gemini", ""),
-            };
-            cfg += &format!(
-                "  - {{ id: {id}, kind: {kind}{wire_api}, base_url: \"{}\", api_keys: [\"k-{id}\"], models: [{model}] }}\n",
-                m.base_url()
-            );
-            mocks.push((id, m));
-        }
-        cfg += "models:\n";
-        for (id, _, model) in PROVIDERS {
-            cfg += &format!(
-                "  - name: via-{id}\n    upstreams: [{{ provider: {id}, model: {model} }}]\n"
-            );
-        }
-        let gw = Gateway::start(&cfg).await;
-        Setup { mocks, gw }
-    }
-
-    fn mock(&self, id: &str) -> &MockProvider {
-        &self.mocks.iter().find(|(i, _)| *i == id).expect("mock").1
-    }
-
-    async fn send(&self, req: &wire::ClientRequest) -> (u16, String) {
-        let mut r = client()
-            .post(format!("{}{}", self.gw.url(), req.path))
-            .header("content-type", "application/json");
-        for (k, v) in &req.headers {
-            r = r.header(k, v);
-        }
-        let resp = r.body(req.body.to_string()).send().await.expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.text().await.expect("body"))
-    }
-}
 
 /// The thinking text the client's answer carries, in its format's shape.
 fn thinking_of(client: Wire, v: &Value) -> String {
@@ -108,7 +56,7 @@ fn thinking_of(client: Wire, v: &Value) -> String {
 
 #[tokio::test]
 async fn a_conversation_started_on_anthropic_with_thinking_continues_anywhere() {
-    let s = Setup::start().await;
+    let s = wire::Matrix::start(&PROVIDERS, wire::reasoning_reply, CLIENT_KEY).await;
     let mut failures = Vec::new();
     for client in ALL {
         let first = wire::reasoning_request(client, "via-ant", CLIENT_KEY);

@@ -12,7 +12,6 @@
 mod common;
 
 use common::wire::{self, Answer, Shape, Wire, ALL};
-use common::*;
 use serde_json::Value;
 
 const CLIENT_KEY: &str = "ck-structured-test-0001";
@@ -27,63 +26,6 @@ const PROVIDERS: [(&str, Wire, &str); 5] = [
     ("gem", Wire::Gemini, "gemini-2.5-flash"),
 ];
 
-struct Setup {
-    mocks: Vec<(&'static str, MockProvider)>,
-    gw: Gateway,
-}
-
-impl Setup {
-    async fn start() -> Setup {
-        let mut mocks = Vec::new();
-        let mut cfg =
-            format!("auth:\n  keys:\n    - {{ name: tester, key: {CLIENT_KEY} }}\nproviders:\n");
-        for (id, k, model) in PROVIDERS {
-            let m = MockProvider::start(move |rec, _| wire::structured_reply(k, rec)).await;
-            let (kind, wire_api) = match k {
-                Wire::Chat => ("openai", ""),
-                Wire::Responses => ("openai", ", wire_api: responses"),
-                Wire::Anthropic => ("anthropic", ""),
-                Wire::Gemini => ("gemini", ""),
-            };
-            cfg += &format!(
-                "  - {{ id: {id}, kind: {kind}{wire_api}, base_url: \"{}\", api_keys: [\"k-{id}\"], models: [{model}] }}\n",
-                m.base_url()
-            );
-            mocks.push((id, m));
-        }
-        cfg += "models:\n";
-        for (id, _, model) in PROVIDERS {
-            cfg += &format!(
-                "  - name: via-{id}\n    upstreams: [{{ provider: {id}, model: {model} }}]\n"
-            );
-        }
-        let gw = Gateway::start(&cfg).await;
-        Setup { mocks, gw }
-    }
-
-    fn mock(&self, id: &str) -> &MockProvider {
-        &self.mocks.iter().find(|(i, _)| *i == id).expect("mock").1
-    }
-
-    async fn send(&self, req: &wire::ClientRequest) -> (u16, String, String) {
-        let mut r = client()
-            .post(format!("{}{}", self.gw.url(), req.path))
-            .header("content-type", "application/json");
-        for (k, v) in &req.headers {
-            r = r.header(k, v);
-        }
-        let resp = r.body(req.body.to_string()).send().await.expect("request");
-        let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (status, ct, resp.text().await.expect("body"))
-    }
-}
-
 fn read_answer(client: Wire, stream: bool, status: u16, body: &str) -> Result<Answer, String> {
     wire::ensure(status == 200, format!("status {status}: {body}"))?;
     if stream {
@@ -96,7 +38,7 @@ fn read_answer(client: Wire, stream: bool, status: u16, body: &str) -> Result<An
 
 #[tokio::test]
 async fn every_clients_schema_reaches_every_provider_in_its_native_form() {
-    let s = Setup::start().await;
+    let s = wire::Matrix::start(&PROVIDERS, wire::structured_reply, CLIENT_KEY).await;
     let mut failures = Vec::new();
     for client in ALL {
         for (id, kind, _) in PROVIDERS {
@@ -114,7 +56,7 @@ async fn every_clients_schema_reaches_every_provider_in_its_native_form() {
                     CLIENT_KEY,
                     false,
                 );
-                let (status, _, body) = s.send(&req).await;
+                let (status, body) = s.send(&req).await;
                 let checked = read_answer(client, stream, status, &body).and_then(|a| {
                     wire::ensure(
                         a.text == wire::STRUCTURED_ANSWER && a.calls.is_empty(),
@@ -141,12 +83,12 @@ async fn every_clients_schema_reaches_every_provider_in_its_native_form() {
 
 #[tokio::test]
 async fn json_mode_without_a_schema_to_anthropic_is_a_400_naming_the_field() {
-    let s = Setup::start().await;
+    let s = wire::Matrix::start(&PROVIDERS, wire::structured_reply, CLIENT_KEY).await;
     for client in [Wire::Chat, Wire::Responses, Wire::Gemini] {
         for stream in [false, true] {
             let before = s.mock("ant").count();
             let req = wire::structured_request(client, "via-ant", stream, CLIENT_KEY, true);
-            let (status, _, body) = s.send(&req).await;
+            let (status, body) = s.send(&req).await;
             assert_eq!(status, 400, "{} stream={stream}: {body}", client.name());
             let v: Value = serde_json::from_str(&body).expect("error body is JSON");
             let msg = v["error"]["message"].as_str().unwrap_or_default();

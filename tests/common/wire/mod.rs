@@ -13,6 +13,7 @@
 
 mod answer;
 mod client;
+mod matrix;
 mod provider;
 mod reasoning;
 mod received;
@@ -23,6 +24,8 @@ mod structured;
 pub use answer::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use matrix::*;
 #[allow(unused_imports)]
 pub use provider::*;
 #[allow(unused_imports)]
