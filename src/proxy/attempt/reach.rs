@@ -188,6 +188,9 @@ impl Attempts<'_> {
         };
         let body = provider.finish_body(wire, self.count, body);
         let edits = filters.header_edits(&target);
+        // An attempt from here on, even when no token can be had (it
+        // fails like a refused connection).
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let token = match provider.access_token(&self.gw.connector).await {
             Ok(t) => t,
             Err(e) => return Ok(Err((AttemptError::Send(e), None))),
@@ -210,7 +213,6 @@ impl Attempts<'_> {
         } else {
             provider.request_path(wire, &c.model, self.stream)
         };
-        self.sent.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
         let sent = http::send(
             &self.gw.connector,

@@ -43,7 +43,14 @@ pub struct AccessTokens {
     current: ArcSwapOption<Cached>,
     /// Held while a token is fetched: who comes meanwhile waits for it.
     refresh: tokio::sync::Mutex<()>,
+    /// The last fetch's failure: repeated without asking again for
+    /// [`FAILURE_HOLD`], so that requests do not queue up behind one
+    /// unreachable token endpoint each.
+    failed: parking_lot::Mutex<Option<(Instant, String)>>,
 }
+
+/// How long a failed fetch is the answer of every request.
+const FAILURE_HOLD: Duration = Duration::from_secs(2);
 
 /// A token and when to fetch the next.
 struct Cached {
@@ -82,6 +89,7 @@ impl AccessTokens {
             settings,
             current: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(()),
+            failed: parking_lot::Mutex::new(None),
         })
     }
 
@@ -101,11 +109,17 @@ impl AccessTokens {
             .map(|c| Arc::clone(&c.token))
     }
 
-    /// Signs a JWT and exchanges it for a token.
-    async fn fetch(&self, connector: &Connector) -> Result<Cached, SendError> {
-        let account = self
-            .account()
-            .ok_or_else(|| SendError::new(SendKind::Connect, "no service account"))?;
+    /// A failure of the last [`FAILURE_HOLD`].
+    fn recent_failure(&self) -> Option<SendError> {
+        let failed = self.failed.lock();
+        let (at, why) = failed.as_ref()?;
+        (at.elapsed() < FAILURE_HOLD).then(|| token_error(why))
+    }
+
+    /// Signs a JWT and exchanges it for a token. `Err` says why not, in
+    /// words free of the token, the key and the assertion.
+    async fn fetch(&self, connector: &Connector) -> Result<Cached, String> {
+        let account = self.account().ok_or("no service account")?;
         let assertion = assertion(account, unix_now())?;
         let body = format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
@@ -131,12 +145,12 @@ impl AccessTokens {
             },
         )
         .await
-        .map_err(|e| token_error(format!("token endpoint: {e}")))?;
+        .map_err(|e| format!("token endpoint: {e}"))?;
         let status = resp.status();
         let answer = resp.body(MAX_ANSWER).await;
         resp.release(connector).await;
-        let answer = answer.map_err(|e| token_error(format!("token endpoint: {e}")))?;
-        let (token, lifetime) = read_answer(status, &answer).map_err(token_error)?;
+        let answer = answer.map_err(|e| format!("token endpoint: {e}"))?;
+        let (token, lifetime) = read_answer(status, &answer)?;
         log::info!(
             "provider {}: access token fetched, valid {} s",
             self.provider,
@@ -156,27 +170,43 @@ impl Credential for AccessTokens {
         if let Some(t) = self.fresh() {
             return Ok(t);
         }
+        if let Some(e) = self.recent_failure() {
+            return Err(e);
+        }
         let _one_at_a_time = self.refresh.lock().await;
-        // Fetched meanwhile by the request that held the lock.
+        // Fetched (or failed) meanwhile by the request that held the lock.
         if let Some(t) = self.fresh() {
             return Ok(t);
         }
-        let cached = self.fetch(connector).await?;
-        let token = Arc::clone(&cached.token);
-        self.current.store(Some(Arc::new(cached)));
-        Ok(token)
+        if let Some(e) = self.recent_failure() {
+            return Err(e);
+        }
+        match self.fetch(connector).await {
+            Ok(cached) => {
+                let token = Arc::clone(&cached.token);
+                self.current.store(Some(Arc::new(cached)));
+                *self.failed.lock() = None;
+                Ok(token)
+            }
+            Err(why) => {
+                log::warn!("provider {}: no access token: {why}", self.provider);
+                let e = token_error(&why);
+                *self.failed.lock() = Some((Instant::now(), why));
+                Err(e)
+            }
+        }
     }
 }
 
 /// A failure to get a token: the attempt fails as if the provider could
 /// not be reached (so the next upstream is tried). Its words never hold
 /// the token, the key or the assertion.
-fn token_error(detail: String) -> SendError {
+fn token_error(detail: &str) -> SendError {
     SendError::new(SendKind::Connect, format!("no access token: {detail}"))
 }
 
 /// The JWT asking for a token, signed with the account's key.
-fn assertion(account: &ServiceAccount, now: u64) -> Result<String, SendError> {
+fn assertion(account: &ServiceAccount, now: u64) -> Result<String, String> {
     #[derive(serde::Serialize)]
     struct Claims<'a> {
         iss: &'a str,
@@ -195,7 +225,7 @@ fn assertion(account: &ServiceAccount, now: u64) -> Result<String, SendError> {
         exp: now + ASSERTION_LIFETIME_S,
     };
     jsonwebtoken::encode(&header, &claims, &account.key)
-        .map_err(|e| token_error(format!("signing the JWT failed: {e}")))
+        .map_err(|e| format!("signing the JWT failed: {e}"))
 }
 
 /// The token and its lifetime in a token endpoint's answer; `Err` says
