@@ -379,10 +379,7 @@ pub fn resolve(
             kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
         kind_settings(&at, kind, &KindSettings::of(&p), problems);
         let mut secrets = Vec::new();
-        let vertex = super::vertex::resolve(&at, kind, &p, &mut secrets, problems);
-        if let (Some(v), None) = (&vertex, &p.base_url) {
-            p.base_url = Some(super::vertex::default_base_url(&v.location));
-        }
+        let vertex = super::vertex::resolve(&at, kind, &mut p, &mut secrets, problems);
         let preset = presets::resolve(&at, kind, &p, problems);
         let base = preset
             .base_url

@@ -118,11 +118,12 @@ fn path_safe(s: &str) -> bool {
 }
 
 /// Resolves the vertex settings of provider `p` (`kind`), reporting the
-/// vertex keys given to another kind. `secrets` gets every credential.
+/// vertex keys given to another kind, and gives `p` the location's
+/// `base_url` when it has none. `secrets` gets every credential.
 pub fn resolve(
     at: &str,
     kind: ProviderKind,
-    p: &RawProvider,
+    p: &mut RawProvider,
     secrets: &mut Vec<String>,
     problems: &mut Vec<String>,
 ) -> Option<Arc<VertexSettings>> {
@@ -178,6 +179,9 @@ pub fn resolve(
     let auth = auth(at, p, secrets, problems);
     if problems.len() > before {
         return None;
+    }
+    if p.base_url.is_none() {
+        p.base_url = Some(default_base_url(&location));
     }
     Some(Arc::new(VertexSettings {
         project,
