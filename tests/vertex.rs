@@ -223,7 +223,12 @@ impl Google {
     async fn start(lifetime_s: u64) -> Google {
         let issued = Issued::default();
         let i = issued.clone();
-        let tokens = MockProvider::start(move |rec, _| token_reply(rec, &i, lifetime_s)).await;
+        // Google takes its time: requests arriving meanwhile find a fetch
+        // under way (what one fetch for many is about).
+        let tokens = MockProvider::start(move |rec, _| {
+            token_reply(rec, &i, lifetime_s).delay(std::time::Duration::from_millis(200))
+        })
+        .await;
         let i = issued.clone();
         let vertex = MockProvider::start(move |rec, _| vertex_reply(rec, &i)).await;
         Google {
