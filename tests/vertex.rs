@@ -145,6 +145,19 @@ fn bad_request(message: &str) -> Reply {
 /// What Vertex AI would do with `rec`: route it by path, check the token,
 /// then answer as Gemini or as Claude; model `busy` answers 429.
 fn vertex_reply(rec: &Recorded, issued: &Issued) -> Reply {
+    let token = rec
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "));
+    if rec.method == "GET" && rec.path == "/v1beta1/publishers/google/models?pageSize=1000" {
+        // Model Garden's list of Google's publisher models.
+        if !token.is_some_and(|t| issued.has(t)) {
+            return unauthenticated();
+        }
+        let models = json!({"publisherModels": [
+            {"name": format!("publishers/google/models/{GEMINI}"), "versionId": "001"},
+            {"name": "publishers/google/models/gemini-2.5-pro", "versionId": "001"}]});
+        return Reply::json(200, models.to_string());
+    }
     let prefix = format!("/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/");
     let Some(rest) = rec.path.strip_prefix(&prefix) else {
         return not_found("The requested URL was not found on this server.");
@@ -155,9 +168,6 @@ fn vertex_reply(rec: &Recorded, issued: &Issued) -> Reply {
     let Some((model, method)) = rest.split_once(':') else {
         return not_found("The requested URL was not found on this server.");
     };
-    let token = rec
-        .header("authorization")
-        .and_then(|a| a.strip_prefix("Bearer "));
     if !token.is_some_and(|t| issued.has(t)) {
         return unauthenticated();
     }
@@ -780,4 +790,30 @@ async fn a_static_access_token() {
     );
     assert_eq!(g.tokens.count(), 0);
     assert!(!gw.log().contains("ya29.static-token"));
+}
+
+/// A health check lists Google's publisher models with the provider's
+/// token.
+#[tokio::test]
+async fn a_health_check_lists_publisher_models_with_the_token() {
+    let g = Google::start(3600).await;
+    let dir = TempDir::new();
+    let key = key_file(&dir, KEY);
+    let gw = Gateway::start(&config(&g.provider("vx", &key), "")).await;
+    let h = gw.get_json("/providers/vx/health?probe=true", ADMIN).await;
+    assert_eq!(h["last_probe"]["ok"], true, "{h}");
+    let listed = g
+        .vertex
+        .requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("a listing");
+    assert_eq!(listed.method, "GET");
+    assert_eq!(
+        listed.header("authorization"),
+        Some(&*format!("Bearer {TOKEN_PREFIX}1"))
+    );
+    assert_eq!(g.tokens.count(), 1);
 }
