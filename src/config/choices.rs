@@ -106,6 +106,8 @@ pub enum ProviderKind {
     Gemini,
     /// Azure OpenAI: OpenAI's wire format on Azure's paths and auth.
     Azure,
+    /// Google Vertex AI: Gemini and Claude, each in its own wire format.
+    Vertex,
 }
 
 impl Named for ProviderKind {
@@ -114,6 +116,7 @@ impl Named for ProviderKind {
         ("anthropic", ProviderKind::Anthropic),
         ("gemini", ProviderKind::Gemini),
         ("azure", ProviderKind::Azure),
+        ("vertex", ProviderKind::Vertex),
     ];
     const SCHEMA_NAME: &'static str = "ProviderKind";
 }
@@ -135,6 +138,8 @@ impl ProviderKind {
             (OpenAi | Azure, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
             (Anthropic, None) => Ok(Format::Anthropic),
             (Gemini, None) => Ok(Format::Gemini),
+            // Gemini's unless the model is Claude (`upstream/kind/vertex.rs`).
+            (ProviderKind::Vertex, None) => Ok(Format::Gemini),
             (_, Some(_)) => Err("only for kinds openai and azure"),
         }
     }
@@ -157,6 +162,8 @@ impl ProviderKind {
             // Anthropic's "overloaded".
             ProviderKind::Anthropic => &[529],
             ProviderKind::OpenAi | ProviderKind::Gemini | ProviderKind::Azure => &[],
+            // Claude on Vertex is overloaded in Anthropic's words.
+            ProviderKind::Vertex => &[529],
         }
     }
 }

@@ -149,6 +149,8 @@ pub struct ProviderConfig {
     pub api_version: Option<String>,
     /// `kind: azure`: an Entra ID bearer token, sent when it has no keys.
     pub azure_ad_token: Option<String>,
+    /// `kind: vertex`: project, location, publisher and credentials.
+    pub vertex: Option<std::sync::Arc<super::vertex::VertexSettings>>,
     /// Every credential in its config (the keys, the Entra ID token):
     /// scrubbed from whatever it answers.
     pub secrets: Vec<String>,
@@ -361,7 +363,7 @@ pub fn resolve(
 ) -> (Vec<ProviderConfig>, HashSet<String>) {
     let mut providers = Vec::new();
     let mut ids = HashSet::new();
-    for (i, p) in ps.into_iter().enumerate() {
+    for (i, mut p) in ps.into_iter().enumerate() {
         let at = format!("providers[{i}]");
         let before = problems.len();
         if p.id.is_empty() || p.id.contains('/') || p.id.chars().any(char::is_whitespace) {
@@ -376,6 +378,8 @@ pub fn resolve(
         let (kind, format, responses_auto) =
             kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
         kind_settings(&at, kind, &KindSettings::of(&p), problems);
+        let mut secrets = Vec::new();
+        let vertex = super::vertex::resolve(&at, kind, &mut p, &mut secrets, problems);
         let preset = presets::resolve(&at, kind, &p, problems);
         let base = preset
             .base_url
@@ -459,8 +463,9 @@ pub fn resolve(
                 problems.push(format!("{at}.models_path: must start with '/'"));
             }
         }
-        let secrets = api_keys.iter().chain(&azure_ad_token).cloned().collect();
+        secrets.extend(api_keys.iter().chain(&azure_ad_token).cloned());
         providers.push(ProviderConfig {
+            vertex,
             api_version: p.api_version,
             azure_ad_token,
             secrets,
@@ -500,7 +505,7 @@ pub fn resolve(
     (providers, ids)
 }
 
-fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
+pub(super) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
     let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     let tls = match u.scheme() {
         "https" => true,
