@@ -119,15 +119,19 @@ fn main() {
     };
     let reload = apiproxy::service::ReloadControl::new(conf_path);
     let system = apiproxy::console::System::new(&config.server, reload.clone());
+    // Read at start: its export thread starts at the first traced request,
+    // after Pingora daemonized, and lives as long as the process.
+    let telemetry = apiproxy::telemetry::Telemetry::new(&config.telemetry);
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     // One gateway state for every listener; with `server.admin_listen`, the
     // client listeners serve the client routes and the admin listener the rest.
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         runtime.clone(),
         state.clone(),
         keys,
         Arc::new(apiproxy::console::WebConsole::new(system)),
     );
+    gateway.telemetry = telemetry;
     let client_surface = if admin_listen.is_empty() {
         Surface::All
     } else {
