@@ -131,7 +131,7 @@ fn main() {
         keys,
         Arc::new(apiproxy::console::WebConsole::new(system)),
     );
-    gateway.telemetry = telemetry;
+    gateway.telemetry = telemetry.clone();
     let client_surface = if admin_listen.is_empty() {
         Surface::All
     } else {
@@ -204,6 +204,9 @@ fn main() {
     // session bindings, context) is written before the process exits.
     server.run(RunArgs::default());
     flush_store(&state);
+    if let Some(t) = &telemetry {
+        t.flush();
+    }
     // Pingora leaves its daemon's pid file behind: gone with the process, so
     // `status` says "no pid file" rather than naming a dead pid.
     apiproxy::control::remove_pid_file_if_ours(&pid_file);

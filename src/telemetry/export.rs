@@ -69,10 +69,8 @@ async fn run(s: OtlpSettings, mut rx: UnboundedReceiver<Finished>, queued: Arc<A
     let mut last_warning: Option<Instant> = None;
     let mut batch: Vec<SpanData> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let take = |f: Finished, batch: &mut Vec<SpanData>| {
-            queued.fetch_sub(f.span_count(), Ordering::Relaxed);
-            batch.extend(f.into_spans(&scope));
-        };
+        // Counted as queued until exported: `Telemetry::flush` waits for 0.
+        let take = |f: Finished, batch: &mut Vec<SpanData>| batch.extend(f.into_spans(&scope));
         take(first, &mut batch);
         let until = tokio::time::Instant::now() + BATCH_DELAY;
         while batch.len() < MAX_BATCH {
@@ -90,6 +88,7 @@ async fn run(s: OtlpSettings, mut rx: UnboundedReceiver<Finished>, queued: Arc<A
             },
             None => Err("no exporter".to_owned()),
         };
+        queued.fetch_sub(n, Ordering::Relaxed);
         if let Err(e) = result {
             metrics::OTLP_DROPPED_SPANS.inc_by(n as u64);
             if last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {

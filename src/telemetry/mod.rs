@@ -29,7 +29,8 @@ pub struct Telemetry {
     settings: OtlpSettings,
     capture_content: bool,
     queue: OnceLock<Option<tokio::sync::mpsc::UnboundedSender<Finished>>>,
-    /// Spans on the queue (the channel is unbounded; this bounds it).
+    /// Spans queued or being exported (the channel is unbounded; this
+    /// bounds it).
     queued: Arc<AtomicUsize>,
 }
 
@@ -140,6 +141,24 @@ impl Telemetry {
         }
     }
 }
+
+impl Telemetry {
+    /// Waits (at most `telemetry.otlp.timeout_ms`, and 5 s) for the spans
+    /// queued to be exported: called once the server has stopped, so the
+    /// last requests of a stopping or upgraded process are traced too.
+    pub fn flush(&self) {
+        if self.queue.get().is_none() {
+            return;
+        }
+        let until = std::time::Instant::now() + self.settings.timeout.min(FLUSH_AT_MOST);
+        while self.queued.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// The longest [`Telemetry::flush`] waits.
+const FLUSH_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `gen_ai.provider.name` of a provider kind (the GenAI conventions' names).
 pub fn provider_name(kind: ProviderKind) -> &'static str {
