@@ -282,3 +282,108 @@ pub fn scope() -> InstrumentationScope {
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceId;
+
+    fn finished() -> Finished {
+        let trace = RequestTrace {
+            trace_id: TraceId::from(7u128),
+            parent: Some(SpanId::from(9u64)),
+            span_id: SpanId::from(1u64),
+            sampled: true,
+            tracestate: Some("congo=t61".into()),
+            operation: "chat",
+            wall_start: SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
+            capture_content: false,
+            input_content: None,
+        };
+        let attempt = |id: u64, outcome, status| AttemptSpan {
+            span_id: SpanId::from(id),
+            provider_id: "p".into(),
+            provider_name: Some("openai"),
+            model: "m".into(),
+            outcome,
+            status,
+            start: Duration::from_millis(id * 10),
+            duration: Duration::from_millis(5),
+        };
+        Finished {
+            trace,
+            duration: Duration::from_millis(100),
+            requested_model: "fast".into(),
+            status: 200,
+            input_tokens: Some(7),
+            key_name: Some("alice".into()),
+            candidates: vec!["p/m".into(), "q/m".into()],
+            attempts: vec![attempt(2, "5xx", Some(500)), attempt(3, "ok", Some(200))],
+            ..Finished::default()
+        }
+    }
+
+    fn attr<'a>(s: &'a SpanData, key: &str) -> Option<&'a Value> {
+        s.attributes
+            .iter()
+            .find(|a| a.key.as_str() == key)
+            .map(|a| &a.value)
+    }
+
+    #[test]
+    fn a_server_span_over_its_attempts() {
+        let spans = finished().into_spans(&scope());
+        assert_eq!(spans.len(), 3);
+        let server = spans.last().unwrap();
+        assert_eq!(server.span_kind, SpanKind::Server);
+        assert_eq!(server.name, "chat fast");
+        assert_eq!(server.parent_span_id, SpanId::from(9u64));
+        assert!(server.parent_span_is_remote);
+        assert_eq!(server.span_context.trace_state().header(), "congo=t61");
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(server.start_time, start);
+        assert_eq!(server.end_time, start + Duration::from_millis(100));
+        assert_eq!(
+            attr(server, "gen_ai.usage.input_tokens"),
+            Some(&Value::I64(7))
+        );
+        assert_eq!(attr(server, "gen_ai.usage.output_tokens"), None);
+        assert_eq!(
+            attr(server, "apiproxy.client_key.name"),
+            Some(&Value::from("alice"))
+        );
+        assert_eq!(server.status, Status::Unset);
+        for (a, (id, failed)) in spans[..2].iter().zip([(2u64, true), (3, false)]) {
+            assert_eq!(a.span_kind, SpanKind::Client);
+            assert_eq!(a.span_context.span_id(), SpanId::from(id));
+            assert_eq!(a.span_context.trace_id(), TraceId::from(7u128));
+            assert_eq!(a.parent_span_id, SpanId::from(1u64));
+            assert_eq!(a.name, "chat m");
+            assert_eq!(a.start_time, start + Duration::from_millis(id * 10));
+            assert_eq!(attr(a, "error.type").is_some(), failed);
+            assert_eq!(matches!(a.status, Status::Error { .. }), failed);
+        }
+    }
+
+    #[test]
+    fn a_root_span_without_a_parent_and_no_content_unless_captured() {
+        let mut f = finished();
+        f.trace.parent = None;
+        f.status = 502;
+        let spans = f.clone().into_spans(&scope());
+        let server = spans.last().unwrap();
+        assert_eq!(server.parent_span_id, SpanId::INVALID);
+        assert!(!server.parent_span_is_remote);
+        assert!(matches!(server.status, Status::Error { .. }));
+        assert_eq!(attr(server, "error.type"), Some(&Value::from("502")));
+        assert!(attr(server, "apiproxy.request.body").is_none());
+        assert!(attr(server, "gen_ai.output.messages").is_none());
+        f.input_content = Some("{\"a\":1}".into());
+        f.output_content = Some("hi".into());
+        let spans = f.into_spans(&scope());
+        let server = spans.last().unwrap();
+        assert!(attr(server, "apiproxy.request.body").is_some());
+        let out = attr(server, "gen_ai.output.messages").unwrap().as_str();
+        assert!(out.contains("\"content\":\"hi\""), "{out}");
+    }
+}
