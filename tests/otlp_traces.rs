@@ -408,6 +408,37 @@ fn outcomes(attempts: &[&Span]) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
+async fn a_refused_request_is_traced_without_its_key() {
+    let collector = Collector::start(true).await;
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let gw = Gateway::start(&config(&first, &second, &otlp(&collector, ""))).await;
+    let wrong = "ck-otlp-wrong-key-0009";
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(wrong)
+        .header("traceparent", &tp)
+        .json(&chat("fast", false))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    let spans = collector.trace(CLIENT_TRACE, 1).await;
+    let server = server_span(&spans);
+    assert_eq!(server.name, "chat");
+    assert_eq!(
+        attr(server, "http.response.status_code").as_deref(),
+        Some("401")
+    );
+    assert_eq!(attr(server, "error.type").as_deref(), Some("401"));
+    assert_eq!(attr(server, "apiproxy.client_key.name"), None);
+    let values = all_values(&spans);
+    assert!(!values.contains(wrong), "{values}");
+    assert_eq!(first.count(), 0);
+}
+
+#[tokio::test]
 async fn a_failover_is_one_span_per_attempt_with_its_outcome() {
     let collector = Collector::start(true).await;
     let first = MockProvider::always(Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;

@@ -136,7 +136,12 @@ impl Finished {
         } else {
             Status::Unset
         };
-        let name = format!("{op} {}", self.requested_model);
+        // A request refused before its model was read names none.
+        let name = if self.requested_model.is_empty() {
+            op.to_owned()
+        } else {
+            format!("{op} {}", self.requested_model)
+        };
         let parent = t.parent.unwrap_or(SpanId::INVALID);
         let times = (t.wall_start, t.wall_start + self.duration);
         let attrs = self.server_attributes();
