@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 
 use super::span::{self, Finished};
 use crate::config::{OtlpProtocol, OtlpSettings};
 use crate::metrics;
 
 /// The most spans one export carries.
-const MAX_BATCH: usize = 512;
+pub(super) const MAX_BATCH: usize = 512;
 /// How long a batch waits to fill after its first span.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
 /// At most one warning per this long about failed exports.
@@ -28,6 +29,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 pub(super) fn spawn(
     settings: OtlpSettings,
     queued: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
 ) -> std::io::Result<UnboundedSender<Finished>> {
     let (tx, rx) = mpsc::unbounded_channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -35,7 +37,7 @@ pub(super) fn spawn(
         .build()?;
     std::thread::Builder::new()
         .name("otlp-export".into())
-        .spawn(move || runtime.block_on(run(settings, rx, queued)))?;
+        .spawn(move || runtime.block_on(run(settings, rx, queued, wake)))?;
     Ok(tx)
 }
 
@@ -57,7 +59,16 @@ fn exporter(s: &OtlpSettings) -> Result<SpanExporter, String> {
     Ok(e)
 }
 
-async fn run(s: OtlpSettings, mut rx: UnboundedReceiver<Finished>, queued: Arc<AtomicUsize>) {
+/// The export loop. The queue is drained without waiting on it (a waiting
+/// receiver is woken by every send): the thread sleeps until the first span
+/// of a batch, then until the batch is full or [`BATCH_DELAY`] has passed.
+/// A failed export's spans are dropped and counted.
+async fn run(
+    s: OtlpSettings,
+    mut rx: UnboundedReceiver<Finished>,
+    queued: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+) {
     let exporter = match exporter(&s) {
         Ok(e) => Some(e),
         Err(e) => {
@@ -67,36 +78,57 @@ async fn run(s: OtlpSettings, mut rx: UnboundedReceiver<Finished>, queued: Arc<A
     };
     let scope = span::scope();
     let mut last_warning: Option<Instant> = None;
-    let mut batch: Vec<SpanData> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        // Counted as queued until exported: `Telemetry::flush` waits for 0.
-        let take = |f: Finished, batch: &mut Vec<SpanData>| batch.extend(f.into_spans(&scope));
-        take(first, &mut batch);
-        let until = tokio::time::Instant::now() + BATCH_DELAY;
-        while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(f)) => take(f, &mut batch),
-                Ok(None) | Err(_) => break,
+    loop {
+        // Spans still counted here arrived while the last batch was sent
+        // (their wake may have been missed): they wait one delay at most.
+        if queued.load(Ordering::Relaxed) == 0 {
+            wake.notified().await;
+        }
+        if queued.load(Ordering::Relaxed) < MAX_BATCH {
+            let until = tokio::time::Instant::now() + BATCH_DELAY;
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
         }
-        let n = batch.len();
-        let spans = std::mem::take(&mut batch);
-        let result = match &exporter {
-            Some(e) => match tokio::time::timeout(s.timeout, e.export(spans)).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {} ms", s.timeout.as_millis())),
-            },
-            None => Err("no exporter".to_owned()),
-        };
-        queued.fetch_sub(n, Ordering::Relaxed);
-        if let Err(e) = result {
-            metrics::OTLP_DROPPED_SPANS.inc_by(n as u64);
-            if last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                last_warning = Some(Instant::now());
-                log::warn!(
-                    "telemetry.otlp: {n} spans not exported to {}: {e}",
-                    s.traces_url
-                );
+        loop {
+            let mut batch: Vec<SpanData> = Vec::new();
+            let mut closed = false;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(f) => batch.extend(f.into_spans(&scope)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if batch.is_empty() {
+                if closed {
+                    return;
+                }
+                break;
+            }
+            let n = batch.len();
+            let result = match &exporter {
+                Some(e) => match tokio::time::timeout(s.timeout, e.export(batch)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {} ms", s.timeout.as_millis())),
+                },
+                None => Err("no exporter".to_owned()),
+            };
+            // Counted as queued until exported: `Telemetry::flush` waits for 0.
+            queued.fetch_sub(n, Ordering::Relaxed);
+            if let Err(e) = result {
+                metrics::OTLP_DROPPED_SPANS.inc_by(n as u64);
+                if last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    last_warning = Some(Instant::now());
+                    log::warn!(
+                        "telemetry.otlp: {n} spans not exported to {}: {e}",
+                        s.traces_url
+                    );
+                }
             }
         }
     }

@@ -32,6 +32,9 @@ pub struct Telemetry {
     /// Spans queued or being exported (the channel is unbounded; this
     /// bounds it).
     queued: Arc<AtomicUsize>,
+    /// Wakes the export thread: at a batch's first span and each time a
+    /// batch's worth has come since (never once per request).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// One request's place in a trace, decided when it starts.
@@ -93,6 +96,7 @@ impl Telemetry {
             capture_content: settings.capture_content,
             queue: OnceLock::new(),
             queued: Arc::new(AtomicUsize::new(0)),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
@@ -125,9 +129,11 @@ impl Telemetry {
     /// them and counts them (`apiproxy_otlp_dropped_spans_total`).
     pub fn finish(&self, finished: Finished) {
         let n = finished.span_count();
-        let queued = self.queued.fetch_add(n, Ordering::Relaxed) + n;
+        let before = self.queued.fetch_add(n, Ordering::Relaxed);
+        let queued = before + n;
         let queue = self.queue.get_or_init(|| {
-            export::spawn(self.settings.clone(), self.queued.clone())
+            let (queued, wake) = (self.queued.clone(), self.wake.clone());
+            export::spawn(self.settings.clone(), queued, wake)
                 .map_err(|e| log::error!("telemetry.otlp: the export thread did not start: {e}"))
                 .ok()
         });
@@ -138,6 +144,10 @@ impl Telemetry {
         if !sent {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             metrics::OTLP_DROPPED_SPANS.inc_by(n as u64);
+        } else if before == 0 || before / export::MAX_BATCH != queued / export::MAX_BATCH {
+            // A wake per request cost an eventfd write on the request's
+            // thread and a context switch (benches/README.md, "Tracing").
+            self.wake.notify_one();
         }
     }
 }
