@@ -26,6 +26,9 @@ usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[:VARIANT[+VARIANT...]][@STO
                     for the store, then not stored for its size)
          cachehit   as logical, the model with cache_ttl_seconds: every
                     request after the first is answered from the cache
+         trace      telemetry.otlp with sample_ratio 1 to an OTLP/HTTP sink
+                    on loopback (benches/otlp_sink.py, started by ab.py when
+                    a column asks for it): every request traced and exported
        e.g. base=DIR off=DIR:nocollect json=DIR:jsonlog
        A column's own @STORE (a redis:// or redis+cluster:// URL, or
        `embedded`) overrides AB_REDIS for it: one run can then put the same
@@ -86,6 +89,10 @@ VARIANTS = {
     "cachehit": lambda t, w, n: replaced(t, "      - { provider: mock2, model: bench-model }\n",
                                           "      - { provider: mock2, model: bench-model }\n"
                                           "    cache_ttl_seconds: 3600\n"),
+    # `ports` is the run's (set below, before any config is written).
+    "trace": lambda t, w, n: ("telemetry:\n  otlp:\n"
+                              f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
+                              "    sample_ratio: 1\n") + t,
     "noprice": lambda t, w, n: replaced(t, ", pricing: { bench-model: { input: 0.01, output: 0.01 } }", ""),
 }
 MODEL = {"logical": "bench-logical", "hedge": "bench-logical",
@@ -109,13 +116,17 @@ for a in sys.argv[3:]:
     variants[n] = [v for v in vs.split("+") if v]
 work = tempfile.mkdtemp(prefix="ab-")
 sv = h.Servers(builds[0][1], work)
-names = ["mock", "mock_slow", "floor"] + [f"apiproxy_{n}" for n, _ in builds] + [f"metrics_{n}" for n, _ in builds]
+tracing = any("trace" in v for v in variants.values())
+names = ["mock", "mock_slow", "floor"] + (["sink"] if tracing else []) + [f"apiproxy_{n}" for n, _ in builds] + [f"metrics_{n}" for n, _ in builds]
 ports = {k: h.free_port() for k in names}
 try:
     b0 = Path(builds[0][1])
     sv.start("mock", [b0 / "bench-mock", "--listen", f"127.0.0.1:{ports['mock']}", "--threads", "2", "--events", "200"], ports["mock"])
     ports["mock_slow"] = ports["mock"]
     sv.start("floor", [b0 / "bench-floor", "--listen", f"127.0.0.1:{ports['floor']}", "--upstream", f"127.0.0.1:{ports['mock']}", "--threads", "2"], ports["floor"])
+    if tracing:
+        sink = Path(__file__).resolve().parent / "otlp_sink.py"
+        sv.start("sink", [sys.executable, sink, str(ports["sink"])], ports["sink"])
     env = dict(os.environ); env.pop("RUST_LOG", None)
     for n, d in builds:
         conf = Path(work) / f"{n}.yaml"
@@ -149,6 +160,10 @@ try:
         rps = statistics.median(x[0] for x in res[t]); cpu = statistics.median(x[1] for x in res[t])
         fl = statistics.median(x[0] for x in res["floor"])
         print(f"{t:20s} req/s {rps:8.0f} ÷floor {rps/fl:5.3f}  cpu µs/req {cpu:6.1f}  rounds {[round(x[1],1) for x in res[t]]} req/s rounds {[round(x[0]) for x in res[t]]} bad {sum(x[3] for x in res[t])}")
+    for n, _ in builds:
+        if "trace" in variants[n]:
+            dropped = h.metric_value(ports[f"metrics_{n}"], "apiproxy_otlp_dropped_spans_total")
+            print(f"apiproxy_{n:14s} spans dropped (apiproxy_otlp_dropped_spans_total): {dropped}")
     base = os.environ.get("AB_BASE")
     if base:
         b = res[f"apiproxy_{base}"]

@@ -5,7 +5,7 @@
 //! Layers (each imports only those below it; docs/architecture.md):
 //! `config` and the leaves `error`, `body`, `redact`, `model_name`,
 //! `drain`, `control`, `applog` → `upstream`, `auth`, `pricing`, `tls`, `context`, `compat` →
-//! `routing` → `metrics`, `service`, `access_log`, `limits` → `proxy` →
+//! `routing` → `metrics`, `telemetry`, `service`, `access_log`, `limits` → `proxy` →
 //! `console`, `listener` → `main`.
 //!
 //! - `config`: the YAML file → validated runtime types.
@@ -19,6 +19,8 @@
 //!   timeouts); `drain`: finishing them on upgrade and shutdown.
 //! - `service`: background work (catalog refresh, reload on SIGHUP or
 //!   from the console).
+//! - `telemetry`: request traces over OTLP (GenAI conventions), made and
+//!   exported on a thread of their own.
 //! - `applog`: this process's warn/error log lines kept for the console.
 //! - `console`: the web console (`/ui/`), its JSON admin API and the
 //!   in-process data it shows (traffic aggregates, recent requests, run-time keys).
@@ -48,5 +50,6 @@ pub mod proxy;
 pub mod redact;
 pub mod routing;
 pub mod service;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

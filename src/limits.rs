@@ -87,6 +87,8 @@ pub struct Estimate {
     pub input: u64,
     /// The most output it asks for, over every choice.
     pub output: u64,
+    /// The output cap the request gave, per choice (`None`: it gave none).
+    pub max_tokens: Option<u64>,
 }
 
 impl Estimate {
@@ -132,6 +134,7 @@ pub fn token_estimate(
     Estimate {
         input,
         output: cap.unwrap_or(default_output).saturating_mul(choices),
+        max_tokens: cap,
     }
 }
 
@@ -455,7 +458,8 @@ mod tests {
             token_estimate(Format::Gemini, top(&json!({})), 400, 1024),
             Estimate {
                 input: 100,
-                output: 1024
+                output: 1024,
+                max_tokens: None,
             }
         );
     }

@@ -119,15 +119,19 @@ fn main() {
     };
     let reload = apiproxy::service::ReloadControl::new(conf_path);
     let system = apiproxy::console::System::new(&config.server, reload.clone());
+    // Read at start: its export thread starts at the first traced request,
+    // after Pingora daemonized, and lives as long as the process.
+    let telemetry = apiproxy::telemetry::Telemetry::new(&config.telemetry);
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(config, None)));
     // One gateway state for every listener; with `server.admin_listen`, the
     // client listeners serve the client routes and the admin listener the rest.
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         runtime.clone(),
         state.clone(),
         keys,
         Arc::new(apiproxy::console::WebConsole::new(system)),
     );
+    gateway.telemetry = telemetry.clone();
     let client_surface = if admin_listen.is_empty() {
         Surface::All
     } else {
@@ -200,6 +204,9 @@ fn main() {
     // session bindings, context) is written before the process exits.
     server.run(RunArgs::default());
     flush_store(&state);
+    if let Some(t) = &telemetry {
+        t.flush();
+    }
     // Pingora leaves its daemon's pid file behind: gone with the process, so
     // `status` says "no pid file" rather than naming a dead pid.
     apiproxy::control::remove_pid_file_if_ours(&pid_file);

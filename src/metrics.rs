@@ -10,8 +10,9 @@ use once_cell::unsync::OnceCell;
 
 use crate::routing::Runtime;
 use prometheus::{
-    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    Counter, CounterVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    register_counter_vec, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Counter, CounterVec, Histogram, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -115,6 +116,15 @@ pub static CACHE_REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
         "apiproxy_cache_requests_total",
         "Requests to logical models with a response cache, by result (hit, miss, bypass)",
         &["model", "result"]
+    ))
+});
+
+/// Spans of request traces not exported (`telemetry.otlp`): the queue was
+/// full, or the collector did not take them.
+pub static OTLP_DROPPED_SPANS: Lazy<IntCounter> = Lazy::new(|| {
+    must(register_int_counter!(
+        "apiproxy_otlp_dropped_spans_total",
+        "Trace spans dropped: the export queue was full or the collector refused or did not answer"
     ))
 });
 

@@ -341,3 +341,21 @@ impl Named for Preset {
     ];
     const SCHEMA_NAME: &'static str = "Preset";
 }
+
+/// How spans are sent to the collector (`telemetry.otlp.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (`/v1/traces`).
+    #[default]
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies (`/v1/traces`).
+    HttpJson,
+}
+
+impl Named for OtlpProtocol {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("http/protobuf", OtlpProtocol::HttpProtobuf),
+        ("http/json", OtlpProtocol::HttpJson),
+    ];
+    const SCHEMA_NAME: &'static str = "OtlpProtocol";
+}

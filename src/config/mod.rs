@@ -24,6 +24,7 @@ pub mod raw;
 pub mod routing;
 mod server;
 mod store;
+mod telemetry;
 mod var_expansion;
 pub mod vertex;
 
@@ -38,8 +39,8 @@ pub use budget::Budget;
 pub use cache::CacheSettings;
 pub use cert::CertPair;
 pub use choices::{
-    AccessFormat, BudgetPeriod, CacheScope, Choice, Inspection, KeyStrategy, Named, Preset,
-    ProviderKind, ScoringMode, WireApi,
+    AccessFormat, BudgetPeriod, CacheScope, Choice, Inspection, KeyStrategy, Named, OtlpProtocol,
+    Preset, ProviderKind, ScoringMode, WireApi,
 };
 pub use console::ConsoleSettings;
 pub use context::ContextSettings;
@@ -57,6 +58,7 @@ pub use server::{
     MAX_MAX_SCHEMA_REWRITE_BYTES, MAX_MIN_BODY_RATE, MAX_SSE_KEEPALIVE_S,
 };
 pub use store::StoreSettings;
+pub use telemetry::{OtlpSettings, TelemetrySettings};
 
 /// The JSON Schema of the config file (`apiproxy schema`). It is derived
 /// from the types the file is parsed into, so it cannot drift from what
@@ -107,6 +109,8 @@ pub struct Config {
     pub console: ConsoleSettings,
     /// The response cache (`cache:`; on per model with `cache_ttl_seconds`).
     pub cache: CacheSettings,
+    /// Request traces (`telemetry:`): read at start, kept across reloads.
+    pub telemetry: TelemetrySettings,
 }
 
 /// Output tokens a request without an output cap reserves per choice (`limits.default_output_tokens`).
@@ -371,6 +375,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
     let context = context::resolve(raw.context, &mut problems);
     let console = console::resolve(raw.console, raw.log.capture_bodies, &mut problems);
     let cache = cache::resolve(raw.cache, &mut problems);
+    let telemetry = telemetry::resolve(raw.telemetry, &mut problems);
     let auth = auth::resolve(raw.auth, &server, &mut problems);
     let defaults = providers::ProviderDefaults {
         key_strategy: match raw.routing.key_strategy.as_ref().map(Choice::value) {
@@ -418,6 +423,7 @@ fn resolve(raw: RawConfig) -> Result<Config, Vec<String>> {
         files_seen: None,
         console,
         cache,
+        telemetry,
     })
 }
 

@@ -59,6 +59,42 @@ pub struct RawConfig {
     /// on with `cache_ttl_seconds`).
     #[serde(default)]
     pub cache: RawCache,
+    /// OpenTelemetry traces (`telemetry.otlp`; absent: no tracing).
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// Traces of requests (`telemetry:`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The OTLP collector spans are sent to; absent: no tracing.
+    pub otlp: Option<RawOtlp>,
+    /// Whether spans carry the prompt and the answer's text, redacted like
+    /// captured bodies (default false: never).
+    pub capture_content: Option<bool>,
+}
+
+/// The OTLP exporter (`telemetry.otlp:`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// The collector's URL (`http://collector:4318`); `/v1/traces` is
+    /// added when it has no path.
+    pub endpoint: String,
+    /// `http/protobuf` (default) or `http/json`.
+    pub protocol: Option<Choice<super::choices::OtlpProtocol>>,
+    /// Headers sent with every export (a collector's API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The share of new traces sampled, 0 to 1 (default 1); a request
+    /// whose client sent a `traceparent` follows its sampled flag.
+    pub sample_ratio: Option<f64>,
+    /// How long one export may take (default 10000).
+    pub timeout_ms: Option<u64>,
+    /// The most spans waiting for export; past it spans are dropped and
+    /// counted (default 2048).
+    pub max_queue_size: Option<usize>,
 }
 
 /// The response cache (`cache:`).

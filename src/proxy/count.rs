@@ -49,7 +49,7 @@ pub async fn handle(
     // A count is one answer, whatever `stream` or `Accept` said.
     parsed.stream = false;
     parsed.stream_added = false;
-    ctx.keep_attempt_log = rt.config.console.collect;
+    ctx.keep_attempt_log = rt.config.console.collect || super::trace::sampled(ctx);
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     llm::authorize_models(key, &parsed.names)?;
     llm::check_model_count(rt, &parsed.names)?;

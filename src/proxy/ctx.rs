@@ -100,6 +100,14 @@ pub struct RequestCtx {
     pub cache: Option<super::cache::CacheResult>,
     /// Records the answer for the response cache while it is relayed.
     pub cache_fill: Option<Box<super::cache::Fill>>,
+    /// Its place in a trace (`telemetry.otlp`; a generation or a count).
+    pub trace: Option<Box<crate::telemetry::RequestTrace>>,
+    /// The output cap the client asked for (`max_tokens` or its format's
+    /// name for it).
+    pub max_tokens: Option<u64>,
+    /// The routing score of each candidate, in routing order, with its
+    /// `provider/model` (a traced request only).
+    pub routing: Vec<(String, f64)>,
 }
 
 /// One line of a request's attempt history.
@@ -118,6 +126,12 @@ pub struct AttemptLog {
     pub sent: bool,
     /// From the attempt's start to its answer or failure.
     pub ms: f64,
+    /// When it started (a traced request's attempt span).
+    #[serde(skip)]
+    pub started: Option<Instant>,
+    /// The span id its `traceparent` carried (a traced request).
+    #[serde(skip)]
+    pub span_id: Option<opentelemetry::trace::SpanId>,
 }
 
 impl AttemptLog {
@@ -137,6 +151,8 @@ impl AttemptLog {
             status,
             sent: started.is_some(),
             ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+            started,
+            span_id: None,
         }
     }
 }
@@ -204,6 +220,9 @@ impl Default for RequestCtx {
             keep_attempt_log: false,
             cache: None,
             cache_fill: None,
+            trace: None,
+            max_tokens: None,
+            routing: Vec::new(),
         }
     }
 }

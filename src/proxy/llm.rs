@@ -41,7 +41,7 @@ pub async fn handle(
     let key = key.as_deref();
     let mut parsed = read_request(rt, session, ctx, &route).await?;
     ctx.stream = parsed.stream;
-    ctx.keep_attempt_log = rt.config.console.collect;
+    ctx.keep_attempt_log = rt.config.console.collect || super::trace::sampled(ctx);
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
     authorize_models(key, &parsed.names)?;
     check_model_count(rt, &parsed.names)?;
@@ -99,6 +99,7 @@ pub async fn handle(
     }
     ctx.session_id = sid;
     let (candidates, sticky) = stick_to_session(rt, ctx, candidates, binding, fmt, &parsed);
+    super::trace::note_candidates(rt, ctx, &candidates);
 
     // Every request earns its key's share of the hedge budget.
     let routing = &rt.config.routing;
@@ -220,6 +221,7 @@ pub(super) async fn read_request(
     if console.capture_bodies && console.collect {
         ctx.captured_body = Some(crate::redact::redact_body(&body, console.max_body_chars));
     }
+    super::trace::capture_content(rt, ctx, &body);
     let mut parsed = request::parse(route.format, &body, route, session)?;
     crate::model_name::check(&parsed.names, rt.config.server.max_model_name_bytes)?;
     if route.format == Format::OpenAiChat {
@@ -333,6 +335,7 @@ async fn admit(
         rt.config.default_output_tokens,
     );
     ctx.input_estimate = estimate.input;
+    ctx.max_tokens = estimate.max_tokens;
     let budget = match key {
         Some(k) if k.budget.is_some() => {
             let most = most_expensive(rt, candidates, estimate)?;

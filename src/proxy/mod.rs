@@ -19,6 +19,7 @@ pub mod respond;
 pub mod responses;
 pub mod routes;
 pub mod session;
+mod trace;
 mod upstream_error;
 mod usage_count;
 
@@ -76,6 +77,8 @@ pub struct Gateway {
     pub connector: Connector,
     /// The console's routes and request records.
     pub console: Arc<dyn Console>,
+    /// Request traces (`telemetry.otlp`); `None`: no tracing, no work.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Which routes a listener serves: all of them, or (with
@@ -116,6 +119,7 @@ impl Gateway {
             surface: Surface::All,
             connector: Connector::new(None),
             console,
+            telemetry: None,
         }
     }
 
@@ -130,6 +134,16 @@ impl Gateway {
             surface,
             connector: Connector::new(None),
             console: self.console.clone(),
+            telemetry: self.telemetry.clone(),
+        }
+    }
+
+    /// With `telemetry.otlp`: the request's place in a trace (the
+    /// client's `traceparent` joined, or a new trace).
+    fn start_trace(&self, session: &Session, ctx: &mut RequestCtx, operation: &'static str) {
+        if let Some(t) = &self.telemetry {
+            let headers = &session.req_header().headers;
+            ctx.trace = Some(Box::new(t.start(headers, operation)));
         }
     }
 
@@ -319,6 +333,7 @@ impl ProxyHttp for Gateway {
                 path_stream,
             } => {
                 ctx.format = Some(format);
+                self.start_trace(session, ctx, trace::operation(format));
                 let route = request::LlmRoute {
                     format,
                     path_model,
@@ -343,6 +358,7 @@ impl ProxyHttp for Gateway {
             },
             Route::CountTokens { format, path_model } => {
                 ctx.format = Some(format);
+                self.start_trace(session, ctx, trace::COUNT_OPERATION);
                 let route = request::LlmRoute {
                     format,
                     path_model,
@@ -400,6 +416,9 @@ impl ProxyHttp for Gateway {
         let cost = ctx.cost_usd();
         if let Some(fmt) = ctx.format {
             record_llm_metrics(&rt, ctx, fmt, elapsed, cost);
+            if let Some(t) = &self.telemetry {
+                trace::finish(t, &rt, ctx, fmt, elapsed, cost);
+            }
             if let Some(result) = ctx.cache {
                 // A logical model's name: a label the config owns.
                 metrics::inc(

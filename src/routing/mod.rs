@@ -35,6 +35,8 @@ pub struct Candidate {
     pub requested: String,
     /// Whether `requested` is a logical model.
     pub logical: bool,
+    /// Its score when it was ranked (`rank`; 0 before).
+    pub score: f64,
 }
 
 /// Model resolution is routing's part of the runtime.
@@ -55,6 +57,7 @@ impl Runtime {
                         weight: u.weight,
                         requested: name.to_owned(),
                         logical: true,
+                        score: 0.0,
                     })
                     .collect(),
             );
@@ -79,6 +82,7 @@ impl Runtime {
                     weight: p.config.weight,
                     requested: name.to_owned(),
                     logical: false,
+                    score: 0.0,
                 };
                 return Some(if enabled(i) { vec![c] } else { Vec::new() });
             }
@@ -94,6 +98,7 @@ impl Runtime {
                 weight: p.config.weight,
                 requested: name.to_owned(),
                 logical: false,
+                score: 0.0,
             })
             .collect();
         (!found.is_empty()).then_some(found)
@@ -184,7 +189,10 @@ impl Runtime {
                     continue;
                 }
                 out.push(Ranked {
-                    candidate: c.clone(),
+                    candidate: Candidate {
+                        score: scored[i].0,
+                        ..c.clone()
+                    },
                     inputs: inputs[i].clone(),
                     factors: scored[i].1.clone(),
                     score: scored[i].0,

@@ -32,6 +32,7 @@ impl Attempts<'_> {
             api_key_index,
             mut resp,
             sent_at,
+            span,
             _hold,
             ..
         } = *answer;
@@ -41,6 +42,7 @@ impl Attempts<'_> {
             api_key_index,
             sent_at: Some(sent_at),
             status: Some(resp.status()),
+            span,
             ..Ended::new(provider, c)
         };
         let counted = match resp.body(MAX_COUNT_ANSWER).await {

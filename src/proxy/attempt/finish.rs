@@ -72,6 +72,7 @@ impl Attempts<'_> {
             api_key_index,
             sent_at: Some(sent_at),
             status: Some(ctx.status).filter(|s| *s != 0),
+            span: answer.span,
             ..Ended::new(provider, c)
         };
         match relayed {

@@ -112,6 +112,7 @@ impl Attempts<'_> {
             let ended = Ended {
                 sent_at: Some(since),
                 latency: Some(since.elapsed()),
+                span: self.span_of(c),
                 ..Ended::new(p, c)
             };
             self.record(ended, AttemptOutcome::HedgeCancelled);

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use apiproxy_translate::Format;
+use opentelemetry::trace::SpanId;
 use parking_lot::Mutex;
 use pingora::proxy::Session;
 
@@ -85,6 +86,15 @@ pub struct Attempts<'a> {
     /// provider's count endpoint, its number written in the client's
     /// shape, never hedged.
     count: bool,
+    /// The request's place in a trace: each attempt sends a `traceparent`
+    /// of its own span (`telemetry.otlp`).
+    trace: Option<crate::telemetry::RequestTrace>,
+    /// Without tracing: the client's `traceparent` and `tracestate`,
+    /// passed on as they came.
+    passed_trace: Vec<(&'static str, String)>,
+    /// The span of each candidate's latest attempt (by the candidate's
+    /// address), for the side of a hedged race given up.
+    spans: Mutex<Vec<(usize, SpanId)>>,
 }
 
 /// How reaching one candidate ended, before anything was written to the
@@ -122,6 +132,8 @@ struct Answer<'r> {
     passthrough: bool,
     /// The wire format it was sent in (and is answered in).
     wire: Format,
+    /// Its attempt span (a traced request).
+    span: Option<SpanId>,
     _hold: Hold<'r>,
 }
 
@@ -180,7 +192,7 @@ impl<'a> Attempts<'a> {
             sticky,
             failures: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
-            keep_log: rt.config.console.collect,
+            keep_log: ctx.keep_attempt_log,
             sent: AtomicU32::new(0),
             hedged: AtomicBool::new(false),
             owner: ctx.state_owner().map(str::to_owned),
@@ -188,6 +200,14 @@ impl<'a> Attempts<'a> {
                 .input,
             deadline: Instant::now() + rt.config.routing.request_timeout,
             count: false,
+            trace: ctx.trace.as_deref().cloned(),
+            passed_trace: match (&ctx.trace, &gw.telemetry) {
+                (None, None) => {
+                    crate::telemetry::client_trace_headers(&session.req_header().headers)
+                }
+                _ => Vec::new(),
+            },
+            spans: Mutex::new(Vec::new()),
         }
     }
 
@@ -309,6 +329,44 @@ impl<'a> Attempts<'a> {
             }
         };
         Ok((tried, hedge_index))
+    }
+
+    /// A new span for an attempt of `c`, when the request is traced
+    /// (noted as `c`'s latest when it is sampled).
+    fn attempt_span(&self, c: &Candidate) -> Option<SpanId> {
+        let t = self.trace.as_ref()?;
+        let span = t.attempt_span_id();
+        if t.sampled {
+            let at = std::ptr::from_ref(c) as usize;
+            let mut spans = self.spans.lock();
+            spans.retain(|(c, _)| *c != at);
+            spans.push((at, span));
+        }
+        Some(span)
+    }
+
+    /// The span of `c`'s latest attempt.
+    fn span_of(&self, c: &Candidate) -> Option<SpanId> {
+        let at = std::ptr::from_ref(c) as usize;
+        self.spans
+            .lock()
+            .iter()
+            .find(|(c, _)| *c == at)
+            .map(|s| s.1)
+    }
+
+    /// The trace headers an attempt sends: its own `traceparent` when the
+    /// request is traced, else the client's as they came.
+    fn trace_headers(&self, span: Option<SpanId>, out: &mut Vec<(&'static str, String)>) {
+        match (&self.trace, span) {
+            (Some(t), Some(span)) => {
+                out.push(("traceparent", t.traceparent(span)));
+                if let Some(s) = &t.tracestate {
+                    out.push(("tracestate", s.clone()));
+                }
+            }
+            _ => out.extend(self.passed_trace.iter().cloned()),
+        }
     }
 
     /// Moves the history lines recorded since the last look into the

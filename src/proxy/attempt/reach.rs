@@ -5,6 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use opentelemetry::trace::SpanId;
+
 use super::record::{AttemptOutcome, Ended};
 use super::{Answer, Attempts, Failure, Hold, Reached, Sent};
 use crate::error::GatewayError;
@@ -90,7 +92,8 @@ impl Attempts<'_> {
                 };
             let in_flight = stats.start();
             let started = Instant::now();
-            let (error, refusal) = match self.send(provider, c, api_key_index, parsed).await {
+            let span = self.attempt_span(c);
+            let (error, refusal) = match self.send(provider, c, api_key_index, parsed, span).await {
                 Ok(Ok(Sent {
                     resp,
                     sent_at,
@@ -105,6 +108,7 @@ impl Attempts<'_> {
                         sent_at,
                         passthrough,
                         wire,
+                        span,
                         _hold: Hold {
                             _provider: slot,
                             _key: key_slot,
@@ -127,6 +131,7 @@ impl Attempts<'_> {
                 request_only: refusal.as_ref().is_some_and(|r| r.request_only),
                 relayable: refusal.is_some(),
                 tried_keys: Some(&mut tried_keys),
+                span,
                 ..Ended::new(provider, c)
             };
             match self.record(ended, AttemptOutcome::Failed(error)) {
@@ -151,6 +156,7 @@ impl Attempts<'_> {
         c: &Candidate,
         api_key_index: Option<usize>,
         parsed: &Parsed,
+        span: Option<SpanId>,
     ) -> Result<Result<Sent, Failure>, GatewayError> {
         // Counts go to the kind's own count endpoint (OpenAI kinds are
         // counted locally): never to the Responses API of `wire_api: auto`.
@@ -202,6 +208,7 @@ impl Attempts<'_> {
             let forwarded = self.forwarded.iter().filter(|(n, _)| kind.forwards(n));
             out_headers.extend(forwarded.cloned());
         }
+        self.trace_headers(span, &mut out_headers);
         let path = if self.count {
             // OpenAI kinds are counted locally (`proxy/count.rs`), never sent.
             provider.count_tokens_path(&c.model).ok_or_else(|| {
@@ -253,7 +260,7 @@ impl Attempts<'_> {
                 // `wire_api: auto` and no Responses API here: the same key
                 // again, translated to chat (its 404 was no failure of it).
                 provider.note_responses_missing();
-                return Box::pin(self.send(provider, c, api_key_index, parsed)).await;
+                return Box::pin(self.send(provider, c, api_key_index, parsed, span)).await;
             }
             return Ok(Err(refused));
         }

@@ -60,6 +60,8 @@ pub(super) struct Ended<'r> {
     pub(super) answered: bool,
     /// The keys tried for this candidate, when another key may follow.
     pub(super) tried_keys: Option<&'r mut Vec<usize>>,
+    /// Its attempt span (a traced request).
+    pub(super) span: Option<opentelemetry::trace::SpanId>,
 }
 
 impl<'r> Ended<'r> {
@@ -76,6 +78,7 @@ impl<'r> Ended<'r> {
             relayable: false,
             answered: false,
             tried_keys: None,
+            span: None,
         }
     }
 }
@@ -98,9 +101,12 @@ impl Attempts<'_> {
             relayable,
             answered,
             tried_keys,
+            span,
         } = ended;
         if self.keep_log {
-            let line = AttemptLog::new(provider.id(), &c.model, outcome.label(), status, sent_at);
+            let mut line =
+                AttemptLog::new(provider.id(), &c.model, outcome.label(), status, sent_at);
+            line.span_id = span;
             self.log.lock().push(line);
         }
         let routing = &self.rt.config.routing;

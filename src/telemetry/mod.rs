@@ -1,0 +1,195 @@
+//! Request traces over OTLP (`telemetry.otlp`), in the GenAI semantic
+//! conventions. On the request path only two cheap steps: [`Telemetry::start`]
+//! reads the client's W3C trace context and decides sampling, and
+//! [`Telemetry::finish`] puts the finished request ([`Finished`], built
+//! from what the logging phase already gathered) on a bounded queue. The
+//! spans are made and exported on a thread of their own (`export.rs`),
+//! which outlives every Pingora runtime; a full queue drops and counts
+//! (`apiproxy_otlp_dropped_spans_total`), so a slow or dead collector never
+//! slows a request. Without `telemetry.otlp` none of this exists.
+
+mod context;
+mod export;
+mod span;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use opentelemetry::trace::{SpanId, TraceId};
+
+use crate::config::{OtlpSettings, ProviderKind, TelemetrySettings};
+use crate::metrics;
+pub use context::{parse_traceparent, TraceParent};
+pub use span::{AttemptSpan, Finished};
+
+/// The tracing of a process: its settings and the queue to the export
+/// thread (started at the first finished request, after Pingora daemonized).
+pub struct Telemetry {
+    settings: OtlpSettings,
+    capture_content: bool,
+    queue: OnceLock<Option<tokio::sync::mpsc::UnboundedSender<Finished>>>,
+    /// Spans queued or being exported (the channel is unbounded; this
+    /// bounds it).
+    queued: Arc<AtomicUsize>,
+    /// Wakes the export thread: at a batch's first span and each time a
+    /// batch's worth has come since (never once per request).
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// One request's place in a trace, decided when it starts.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    pub trace_id: TraceId,
+    /// The client's span (from its `traceparent`): the request span's parent.
+    pub parent: Option<SpanId>,
+    /// The request span's id (made at the start: attempts are its children).
+    pub span_id: SpanId,
+    pub sampled: bool,
+    /// The client's `tracestate`, passed on.
+    pub tracestate: Option<String>,
+    /// `gen_ai.operation.name`.
+    pub operation: &'static str,
+    pub wall_start: SystemTime,
+    /// Prompt and answer are captured (`telemetry.capture_content`, sampled).
+    pub capture_content: bool,
+    /// With `capture_content`: the request body, redacted.
+    pub input_content: Option<String>,
+}
+
+impl Default for RequestTrace {
+    fn default() -> Self {
+        RequestTrace {
+            trace_id: TraceId::INVALID,
+            parent: None,
+            span_id: SpanId::INVALID,
+            sampled: false,
+            tracestate: None,
+            operation: "chat",
+            wall_start: SystemTime::UNIX_EPOCH,
+            capture_content: false,
+            input_content: None,
+        }
+    }
+}
+
+impl RequestTrace {
+    /// The `traceparent` an attempt span `span_id` sends to its provider.
+    pub fn traceparent(&self, span_id: SpanId) -> String {
+        context::traceparent(self.trace_id, span_id, self.sampled)
+    }
+
+    /// A new span id for an attempt.
+    pub fn attempt_span_id(&self) -> SpanId {
+        context::new_span_id()
+    }
+}
+
+impl Telemetry {
+    /// The process's tracing; `None` without `telemetry.otlp`.
+    pub fn new(settings: &TelemetrySettings) -> Option<Arc<Telemetry>> {
+        let otlp = settings.otlp.clone()?;
+        // Shown on /metrics from the start, 0 until a span is dropped.
+        metrics::OTLP_DROPPED_SPANS.inc_by(0);
+        Some(Arc::new(Telemetry {
+            settings: otlp,
+            capture_content: settings.capture_content,
+            queue: OnceLock::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        }))
+    }
+
+    /// Where a request stands in a trace: the client's `traceparent` (and
+    /// `tracestate`) joined, else a new trace; sampled as its parent says,
+    /// else by `sample_ratio`.
+    pub fn start(&self, headers: &http::HeaderMap, operation: &'static str) -> RequestTrace {
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let parent = header("traceparent").and_then(parse_traceparent);
+        let trace_id = parent.map_or_else(context::new_trace_id, |p| p.trace_id);
+        let sampled = context::sampled(parent.as_ref(), trace_id, self.settings.sample_ratio);
+        RequestTrace {
+            trace_id,
+            parent: parent.map(|p| p.span_id),
+            span_id: context::new_span_id(),
+            sampled,
+            // Only within a trace the client started.
+            tracestate: parent
+                .and(header("tracestate"))
+                .and_then(context::tracestate)
+                .map(str::to_owned),
+            operation,
+            wall_start: SystemTime::now(),
+            capture_content: sampled && self.capture_content,
+            input_content: None,
+        }
+    }
+
+    /// Queues a sampled request's spans for export; a full queue drops
+    /// them and counts them (`apiproxy_otlp_dropped_spans_total`).
+    pub fn finish(&self, finished: Finished) {
+        let n = finished.span_count();
+        let before = self.queued.fetch_add(n, Ordering::Relaxed);
+        let queued = before + n;
+        let queue = self.queue.get_or_init(|| {
+            let (queued, wake) = (self.queued.clone(), self.wake.clone());
+            export::spawn(self.settings.clone(), queued, wake)
+                .map_err(|e| log::error!("telemetry.otlp: the export thread did not start: {e}"))
+                .ok()
+        });
+        let sent = match queue {
+            Some(q) if queued <= self.settings.max_queue_size => q.send(finished).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            metrics::OTLP_DROPPED_SPANS.inc_by(n as u64);
+        } else if before == 0 || before / export::MAX_BATCH != queued / export::MAX_BATCH {
+            // A wake per request cost an eventfd write on the request's
+            // thread and a context switch (benches/README.md, "Tracing").
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Telemetry {
+    /// Waits (at most `telemetry.otlp.timeout_ms`, and 5 s) for the spans
+    /// queued to be exported: called once the server has stopped, so the
+    /// last requests of a stopping or upgraded process are traced too.
+    pub fn flush(&self) {
+        if self.queue.get().is_none() {
+            return;
+        }
+        let until = std::time::Instant::now() + self.settings.timeout.min(FLUSH_AT_MOST);
+        while self.queued.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// The longest [`Telemetry::flush`] waits.
+const FLUSH_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `gen_ai.provider.name` of a provider kind (the GenAI conventions' names).
+pub fn provider_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::OpenAi => "openai",
+        ProviderKind::Anthropic => "anthropic",
+        ProviderKind::Gemini => "gcp.gemini",
+        ProviderKind::Azure => "azure.ai.openai",
+    }
+}
+
+/// The client's `traceparent` and `tracestate`, passed on to providers as
+/// they came when the gateway itself does not trace.
+pub fn client_trace_headers(headers: &http::HeaderMap) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(p) = header("traceparent").filter(|v| parse_traceparent(v).is_some()) {
+        out.push(("traceparent", p.to_owned()));
+        if let Some(s) = header("tracestate").and_then(context::tracestate) {
+            out.push(("tracestate", s.to_owned()));
+        }
+    }
+    out
+}

@@ -1,0 +1,640 @@
+//! OpenTelemetry traces (`telemetry.otlp`) through the real binary: an
+//! OTLP/HTTP collector on loopback records what the gateway exports
+//! (protobuf and JSON bodies decoded with `opentelemetry-proto`), mock
+//! providers record the `traceparent` each attempt sent. A client's trace is
+//! joined, each upstream attempt is a child span (failovers and hedges
+//! included), a stream is traced, a request without a `traceparent` starts a
+//! new trace, `sample_ratio: 0` exports nothing, content and keys never
+//! appear, and a collector that never answers slows no request (spans are
+//! dropped and counted instead).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const ALICE: &str = "ck-otlp-alice-secret-0001";
+const PROVIDER_KEY: &str = "pk-otlp-provider-secret-0002";
+const PROMPT: &str = "the secret plans of the walrus";
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// An OTLP/HTTP collector on loopback: every POST's body decoded (protobuf
+/// or JSON, by its content type) and its spans kept. With `answer: false`
+/// it reads requests and never answers (a hung collector).
+struct Collector {
+    port: u16,
+    spans: Arc<Mutex<Vec<Span>>>,
+    /// (path, content type) of each export.
+    posts: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Collector {
+    async fn start(answer: bool) -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let posts: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let (s, p) = (spans.clone(), posts.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (s, p) = (s.clone(), p.clone());
+                tokio::spawn(async move {
+                    let _ = serve(sock, s, p, answer).await;
+                });
+            }
+        });
+        Collector {
+            port,
+            spans,
+            posts,
+            task,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// The spans of trace `trace` (hex) once there are `n` of them; fails
+    /// the test with what arrived when they do not within [`WAIT`].
+    async fn trace(&self, trace: &str, n: usize) -> Vec<Span> {
+        let (got, held) = poll(
+            WAIT,
+            || async {
+                self.spans()
+                    .into_iter()
+                    .filter(|s| hex(&s.trace_id) == trace)
+                    .collect::<Vec<_>>()
+            },
+            |s: &Vec<Span>| s.len() >= n,
+        )
+        .await;
+        assert!(
+            held,
+            "trace {trace}: {} spans, not {n}: {got:#?}",
+            got.len()
+        );
+        assert_eq!(got.len(), n, "{got:#?}");
+        got
+    }
+}
+
+async fn serve(
+    mut sock: tokio::net::TcpStream,
+    spans: Arc<Mutex<Vec<Span>>>,
+    posts: Arc<Mutex<Vec<(String, String)>>>,
+    answer: bool,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = sock.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_owned())
+            })
+        };
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 8192];
+            let n = sock.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body: Vec<u8> = buf[head_end..head_end + len].to_vec();
+        buf.drain(..head_end + len);
+        if !answer {
+            // Read, never answered: the connection stays open.
+            continue;
+        }
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let ct = header("content-type").unwrap_or_default();
+        let req = if ct.contains("json") {
+            serde_json::from_slice::<ExportTraceServiceRequest>(&body).expect("OTLP JSON")
+        } else {
+            ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf")
+        };
+        posts.lock().unwrap().push((path, ct.clone()));
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                spans.lock().unwrap().extend(ss.spans);
+            }
+        }
+        let reply = if ct.contains("json") { "{}" } else { "" };
+        let out = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        sock.write_all(out.as_bytes()).await?;
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A span's attribute, as text (a number or a bool written out; a list
+/// joined with commas).
+fn attr(s: &Span, key: &str) -> Option<String> {
+    let v = s
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
+    Some(match v {
+        Any::StringValue(s) => s.clone(),
+        Any::IntValue(i) => i.to_string(),
+        Any::DoubleValue(d) => d.to_string(),
+        Any::BoolValue(b) => b.to_string(),
+        Any::ArrayValue(a) => a
+            .values
+            .iter()
+            .filter_map(|v| match v.value.as_ref()? {
+                Any::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => format!("{other:?}"),
+    })
+}
+
+/// Every attribute value of every span, as text.
+fn all_values(spans: &[Span]) -> String {
+    spans
+        .iter()
+        .flat_map(|s| {
+            s.attributes
+                .iter()
+                .map(|a| format!("{}={:?}", a.key, a.value))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn server_span(spans: &[Span]) -> &Span {
+    let servers: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server as i32)
+        .collect();
+    assert_eq!(servers.len(), 1, "{spans:#?}");
+    servers[0]
+}
+
+fn attempt_spans(spans: &[Span]) -> Vec<&Span> {
+    let mut a: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .collect();
+    a.sort_by_key(|s| s.start_time_unix_nano);
+    a
+}
+
+/// Providers `first` and `second` (model `m`, priced) and logical models:
+/// `fast` on `first` then `second` (weights fix the order), `hedged` the
+/// same with a hedge after 200 ms.
+fn config(first: &MockProvider, second: &MockProvider, telemetry: &str) -> String {
+    format!(
+        r#"auth:
+  keys:
+    - {{ name: alice, key: {ALICE} }}
+routing:
+  scoring: {{ mode: weighted }}
+  breaker: {{ consecutive_failures: 1000000, min_requests: 1000000 }}
+  retry_rounds: 1
+telemetry:
+{telemetry}
+providers:
+  - id: first
+    kind: openai
+    base_url: "{}"
+    api_keys: ["{PROVIDER_KEY}"]
+    models: [m]
+    pricing:
+      m: {{ input: 1000000, output: 2000000 }}
+  - {{ id: second, kind: openai, base_url: "{}", api_keys: ["{PROVIDER_KEY}"], models: [m] }}
+models:
+  - name: fast
+    upstreams:
+      - {{ provider: first, model: m, weight: 1000000 }}
+      - {{ provider: second, model: m, weight: 0.000001 }}
+  - name: hedged
+    hedge_after_ms: 200
+    hedge_non_stream: true
+    upstreams:
+      - {{ provider: first, model: m, weight: 1000000 }}
+      - {{ provider: second, model: m, weight: 0.000001 }}
+"#,
+        first.base_url(),
+        second.base_url(),
+    )
+}
+
+fn otlp(c: &Collector, extra: &str) -> String {
+    format!("  otlp:\n    endpoint: \"{}\"\n{extra}", c.endpoint())
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "max_tokens": 50,
+           "messages": [{"role": "user", "content": PROMPT}]})
+}
+
+async fn ask(gw: &Gateway, body: &Value, traceparent: Option<&str>) -> (u16, String) {
+    let mut r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(ALICE)
+        .header("tracestate", "congo=t61rcWkgMzE");
+    if let Some(tp) = traceparent {
+        r = r.header("traceparent", tp);
+    }
+    let resp = r.json(body).send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+fn ok_mock() -> impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static {
+    |rec: &Recorded, _| {
+        if rec.json()["stream"] == json!(true) {
+            Reply::sse(&openai_stream("m", &["He", "llo"]))
+        } else {
+            Reply::json(200, openai_completion("m", "Hello"))
+        }
+    }
+}
+
+/// The `traceparent` a provider received: (trace id, span id, flags).
+fn received_traceparent(m: &MockProvider) -> (String, String, String) {
+    let tp = m
+        .last()
+        .header("traceparent")
+        .expect("a traceparent upstream")
+        .to_owned();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!(parts[0], "00");
+    (
+        parts[1].to_owned(),
+        parts[2].to_owned(),
+        parts[3].to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn joins_the_clients_trace_and_sends_the_attempts_traceparent_upstream() {
+    let collector = Collector::start(true).await;
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let gw = Gateway::start(&config(&first, &second, &otlp(&collector, ""))).await;
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let (status, body) = ask(&gw, &chat("fast", false), Some(&tp)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let spans = collector.trace(CLIENT_TRACE, 2).await;
+    let server = server_span(&spans);
+    assert_eq!(server.name, "chat fast");
+    assert_eq!(hex(&server.parent_span_id), CLIENT_SPAN);
+    let expect = [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.request.model", "fast"),
+        ("gen_ai.response.model", "m"),
+        ("gen_ai.usage.input_tokens", "7"),
+        ("gen_ai.usage.output_tokens", "3"),
+        ("gen_ai.request.max_tokens", "50"),
+        ("apiproxy.client_key.name", "alice"),
+        ("apiproxy.provider.id", "first"),
+        ("apiproxy.routing.candidates", "first/m,second/m"),
+        ("http.response.status_code", "200"),
+    ];
+    for (k, v) in expect {
+        assert_eq!(attr(server, k).as_deref(), Some(v), "{k}: {server:#?}");
+    }
+    // 7 input tokens at $1/token and 3 output at $2/token.
+    assert_eq!(attr(server, "apiproxy.cost_usd").as_deref(), Some("13"));
+    let score: f64 = attr(server, "apiproxy.routing.score")
+        .expect("score")
+        .parse()
+        .unwrap();
+    assert!(score > 0.0, "{score}");
+    assert!(attr(server, "apiproxy.time_to_first_token").is_some());
+
+    let attempts = attempt_spans(&spans);
+    assert_eq!(attempts.len(), 1, "{spans:#?}");
+    let a = attempts[0];
+    assert_eq!(a.parent_span_id, server.span_id);
+    assert_eq!(a.name, "chat m");
+    assert_eq!(attr(a, "apiproxy.provider.id").as_deref(), Some("first"));
+    assert_eq!(attr(a, "gen_ai.request.model").as_deref(), Some("m"));
+    assert_eq!(attr(a, "apiproxy.attempt.outcome").as_deref(), Some("ok"));
+    assert_eq!(attr(a, "http.response.status_code").as_deref(), Some("200"));
+    assert!(a.start_time_unix_nano >= server.start_time_unix_nano);
+    assert!(a.end_time_unix_nano <= server.end_time_unix_nano);
+
+    // The provider got the attempt span as its parent, in the same trace,
+    // and the client's tracestate.
+    let (trace, span, flags) = received_traceparent(&first);
+    assert_eq!(trace, CLIENT_TRACE);
+    assert_eq!(span, hex(&a.span_id));
+    assert_eq!(flags, "01");
+    assert_eq!(first.last().header("tracestate"), Some("congo=t61rcWkgMzE"));
+    assert_eq!(server.trace_state, "congo=t61rcWkgMzE");
+
+    // Neither the client's key, the provider's, nor the prompt.
+    let values = all_values(&spans);
+    for secret in [ALICE, PROVIDER_KEY, PROMPT] {
+        assert!(!values.contains(secret), "{secret} exported:\n{values}");
+    }
+    // Sent to the traces path as protobuf.
+    let posts = collector.posts.lock().unwrap().clone();
+    assert!(
+        posts
+            .iter()
+            .all(|(p, ct)| p == "/v1/traces" && ct == "application/x-protobuf"),
+        "{posts:?}"
+    );
+}
+
+/// The attempt spans' (provider, outcome), in the order they started.
+fn outcomes(attempts: &[&Span]) -> Vec<(String, String)> {
+    attempts
+        .iter()
+        .map(|a| {
+            let get = |k| attr(a, k).unwrap_or_default();
+            (get("apiproxy.provider.id"), get("apiproxy.attempt.outcome"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refused_request_is_traced_without_its_key() {
+    let collector = Collector::start(true).await;
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let gw = Gateway::start(&config(&first, &second, &otlp(&collector, ""))).await;
+    let wrong = "ck-otlp-wrong-key-0009";
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(wrong)
+        .header("traceparent", &tp)
+        .json(&chat("fast", false))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    let spans = collector.trace(CLIENT_TRACE, 1).await;
+    let server = server_span(&spans);
+    assert_eq!(server.name, "chat");
+    assert_eq!(
+        attr(server, "http.response.status_code").as_deref(),
+        Some("401")
+    );
+    assert_eq!(attr(server, "error.type").as_deref(), Some("401"));
+    assert_eq!(attr(server, "apiproxy.client_key.name"), None);
+    let values = all_values(&spans);
+    assert!(!values.contains(wrong), "{values}");
+    assert_eq!(first.count(), 0);
+}
+
+#[tokio::test]
+async fn a_failover_is_one_span_per_attempt_with_its_outcome() {
+    let collector = Collector::start(true).await;
+    let first = MockProvider::always(Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let gw = Gateway::start(&config(&first, &second, &otlp(&collector, ""))).await;
+
+    let (status, body) = ask(&gw, &chat("fast", false), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (trace, _, _) = received_traceparent(&second);
+    let spans = collector.trace(&trace, 3).await;
+    let server = server_span(&spans);
+    assert_eq!(
+        attr(server, "apiproxy.provider.id").as_deref(),
+        Some("second")
+    );
+    let attempts = attempt_spans(&spans);
+    assert_eq!(
+        outcomes(&attempts),
+        [
+            ("first".into(), "5xx".into()),
+            ("second".into(), "ok".into())
+        ]
+    );
+    assert_eq!(attr(attempts[0], "error.type").as_deref(), Some("5xx"));
+    assert_eq!(
+        attr(attempts[0], "http.response.status_code").as_deref(),
+        Some("500")
+    );
+    assert!(attempts.iter().all(|a| a.parent_span_id == server.span_id));
+    // Each attempt sent its own span as the parent, in the same trace.
+    let sent: Vec<(String, String)> = [&first, &second]
+        .iter()
+        .map(|m| {
+            let (t, s, _) = received_traceparent(m);
+            (t, s)
+        })
+        .collect();
+    let ids: Vec<(String, String)> = attempts
+        .iter()
+        .map(|a| (trace.clone(), hex(&a.span_id)))
+        .collect();
+    assert_eq!(sent, ids);
+}
+
+#[tokio::test]
+async fn a_hedged_race_is_two_attempt_spans_the_loser_cancelled() {
+    let collector = Collector::start(true).await;
+    let slow = Reply::json(200, openai_completion("m", "late")).delay(Duration::from_secs(5));
+    let first = MockProvider::always(slow).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let cfg = config(&first, &second, &otlp(&collector, "")).replace(
+        "  retry_rounds: 1\n",
+        "  retry_rounds: 1\n  hedge_budget_percent: 100\n",
+    );
+    let gw = Gateway::start(&cfg).await;
+    let (status, body) = ask(&gw, &chat("hedged", false), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (trace, _, _) = received_traceparent(&second);
+    let spans = collector.trace(&trace, 3).await;
+    let attempts = attempt_spans(&spans);
+    assert_eq!(
+        outcomes(&attempts),
+        [
+            ("first".into(), "hedge_cancelled".into()),
+            ("second".into(), "ok".into())
+        ]
+    );
+    let (first_trace, first_span, _) = received_traceparent(&first);
+    assert_eq!(first_trace, trace);
+    assert_eq!(first_span, hex(&attempts[0].span_id));
+    assert_eq!(
+        attr(server_span(&spans), "apiproxy.attempts").as_deref(),
+        Some("2")
+    );
+}
+
+#[tokio::test]
+async fn a_stream_without_traceparent_starts_a_new_trace_exported_as_json() {
+    let collector = Collector::start(true).await;
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let extra = "    protocol: http/json\n  capture_content: false\n";
+    let gw = Gateway::start(&config(&first, &second, &otlp(&collector, extra))).await;
+    let (status, body) = ask(&gw, &chat("fast", true), None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("llo"), "{body}");
+    let (trace, span, flags) = received_traceparent(&first);
+    assert_ne!(trace, CLIENT_TRACE);
+    assert_eq!(flags, "01");
+    let spans = collector.trace(&trace, 2).await;
+    let server = server_span(&spans);
+    // A root span: no parent.
+    assert!(server.parent_span_id.is_empty(), "{server:#?}");
+    assert_eq!(attr(server, "apiproxy.stream").as_deref(), Some("true"));
+    assert!(attr(server, "apiproxy.time_to_first_token").is_some());
+    assert_eq!(hex(&attempt_spans(&spans)[0].span_id), span);
+    let posts = collector.posts.lock().unwrap().clone();
+    assert!(
+        posts.iter().all(|(_, ct)| ct == "application/json"),
+        "{posts:?}"
+    );
+    let values = all_values(&spans);
+    assert!(!values.contains("walrus"), "{values}");
+}
+
+#[tokio::test]
+async fn capture_content_exports_the_prompt_and_answer_redacted() {
+    let collector = Collector::start(true).await;
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let gw = Gateway::start(&config(
+        &first,
+        &second,
+        &otlp(&collector, "  capture_content: true\n"),
+    ))
+    .await;
+    let mut body = chat("fast", false);
+    body["api_key"] = json!("sk-in-the-body-0003");
+    let (status, _) = ask(&gw, &body, None).await;
+    assert_eq!(status, 200);
+    let (trace, _, _) = received_traceparent(&first);
+    let spans = collector.trace(&trace, 2).await;
+    let server = server_span(&spans);
+    let input = attr(server, "apiproxy.request.body").expect("the request body");
+    assert!(input.contains(PROMPT), "{input}");
+    assert!(!input.contains("sk-in-the-body-0003"), "{input}");
+    let output = attr(server, "gen_ai.output.messages").expect("the answer");
+    assert!(output.contains("Hello"), "{output}");
+    assert!(!all_values(&spans).contains(ALICE));
+}
+
+#[tokio::test]
+async fn sample_ratio_zero_exports_nothing_but_still_propagates() {
+    let collector = Collector::start(true).await;
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let gw = Gateway::start(&config(
+        &first,
+        &second,
+        &otlp(&collector, "    sample_ratio: 0\n"),
+    ))
+    .await;
+    let unsampled = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
+    for tp in [None, Some(unsampled.as_str())] {
+        let (status, _) = ask(&gw, &chat("fast", false), tp).await;
+        assert_eq!(status, 200);
+        let (_, span, flags) = received_traceparent(&first);
+        assert_eq!(flags, "00");
+        assert_ne!(span, CLIENT_SPAN);
+    }
+    assert_eq!(received_traceparent(&first).0, CLIENT_TRACE);
+    // A sampled parent decides for itself (parent-based sampling): its
+    // spans arrive, and nothing of the unsampled requests came before them.
+    let sampled = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let (status, _) = ask(&gw, &chat("fast", false), Some(&sampled)).await;
+    assert_eq!(status, 200);
+    collector.trace(CLIENT_TRACE, 2).await;
+    assert_eq!(collector.spans().len(), 2, "{:#?}", collector.spans());
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_slows_no_request_and_drops_are_counted() {
+    let collector = Collector::start(false).await;
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let extra = "    timeout_ms: 60000\n    max_queue_size: 4\n";
+    let gw = Gateway::start(&config(&first, &second, &otlp(&collector, extra))).await;
+    // The first batch hangs on the collector for a minute; meanwhile the
+    // queue (4 spans: two requests) fills and the rest is dropped.
+    for _ in 0..12 {
+        let (status, _) = ask(&gw, &chat("fast", false), None).await;
+        assert_eq!(status, 200);
+    }
+    let m = gw
+        .metrics_when("apiproxy_otlp_dropped_spans_total", &[], 2.0)
+        .await;
+    assert!(m.contains("apiproxy_otlp_dropped_spans_total"));
+    assert_eq!(first.count(), 12);
+}
+
+#[tokio::test]
+async fn without_telemetry_the_clients_traceparent_is_passed_on_as_it_came() {
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let cfg = config(&first, &second, "  capture_content: false");
+    let gw = Gateway::start(&cfg).await;
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let (status, _) = ask(&gw, &chat("fast", false), Some(&tp)).await;
+    assert_eq!(status, 200);
+    assert_eq!(first.last().header("traceparent"), Some(tp.as_str()));
+    assert_eq!(first.last().header("tracestate"), Some("congo=t61rcWkgMzE"));
+    assert!(!gw
+        .metrics()
+        .await
+        .contains("apiproxy_otlp_dropped_spans_total"));
+    let (status, _) = ask(&gw, &chat("fast", false), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(first.last().header("traceparent"), None);
+}
