@@ -106,6 +106,8 @@ pub enum ProviderKind {
     Gemini,
     /// Azure OpenAI: OpenAI's wire format on Azure's paths and auth.
     Azure,
+    /// AWS Bedrock's Converse API, signed with SigV4.
+    Bedrock,
 }
 
 impl Named for ProviderKind {
@@ -114,6 +116,7 @@ impl Named for ProviderKind {
         ("anthropic", ProviderKind::Anthropic),
         ("gemini", ProviderKind::Gemini),
         ("azure", ProviderKind::Azure),
+        ("bedrock", ProviderKind::Bedrock),
     ];
     const SCHEMA_NAME: &'static str = "ProviderKind";
 }
@@ -129,12 +132,13 @@ impl ProviderKind {
     /// The wire format its requests are encoded in, given `wire_api`
     /// (`None`: not set); `Err` names what is wrong with `wire_api`.
     pub fn format(self, wire_api: Option<WireApi>) -> Result<Format, &'static str> {
-        use ProviderKind::{Anthropic, Azure, Gemini, OpenAi};
+        use ProviderKind::{Anthropic, Azure, Bedrock, Gemini, OpenAi};
         match (self, wire_api) {
             (OpenAi | Azure, None | Some(WireApi::Chat | WireApi::Auto)) => Ok(Format::OpenAiChat),
             (OpenAi | Azure, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
             (Anthropic, None) => Ok(Format::Anthropic),
             (Gemini, None) => Ok(Format::Gemini),
+            (Bedrock, None) => Ok(Format::Bedrock),
             (_, Some(_)) => Err("only for kinds openai and azure"),
         }
     }
@@ -156,7 +160,12 @@ impl ProviderKind {
         match self {
             // Anthropic's "overloaded".
             ProviderKind::Anthropic => &[529],
-            ProviderKind::OpenAi | ProviderKind::Gemini | ProviderKind::Azure => &[],
+            // Bedrock's throttling is a 429, its ServiceUnavailable a 503:
+            // both retried by default.
+            ProviderKind::OpenAi
+            | ProviderKind::Gemini
+            | ProviderKind::Azure
+            | ProviderKind::Bedrock => &[],
         }
     }
 }
@@ -281,6 +290,7 @@ impl Named for Format {
         ("responses", Format::OpenAiResponses),
         ("anthropic", Format::Anthropic),
         ("gemini", Format::Gemini),
+        ("bedrock", Format::Bedrock),
         // Also accepted: the formats' own names.
         ("openai_chat", Format::OpenAiChat),
         ("chat", Format::OpenAiChat),

@@ -149,6 +149,8 @@ pub struct ProviderConfig {
     pub api_version: Option<String>,
     /// `kind: azure`: an Entra ID bearer token, sent when it has no keys.
     pub azure_ad_token: Option<String>,
+    /// `kind: bedrock`: the AWS credentials its requests are signed with.
+    pub aws: Option<AwsCredentials>,
     /// Every credential in its config (the keys, the Entra ID token):
     /// scrubbed from whatever it answers.
     pub secrets: Vec<String>,
@@ -172,6 +174,53 @@ pub struct ProviderConfig {
     pub health_check: Option<HealthCheck>,
     /// `prompt_cache: auto`: breakpoints added for clients that set none.
     pub prompt_cache_auto: bool,
+}
+
+/// AWS credentials (`kind: bedrock`), from the config or the standard
+/// environment variables. Debug-printed without the secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Temporary credentials' session token.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials").finish_non_exhaustive()
+    }
+}
+
+/// The standard AWS variables a `kind: bedrock` provider falls back to,
+/// with the config key each stands in for.
+const AWS_ENV: [(&str, &str); 3] = [
+    ("access_key_id", "AWS_ACCESS_KEY_ID"),
+    ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    ("session_token", "AWS_SESSION_TOKEN"),
+];
+
+/// Fills the AWS credentials a `kind: bedrock` provider leaves out from
+/// the standard environment variables (`lookup`), as the AWS SDKs do. The
+/// session token is taken from the environment only with the key id from
+/// there too (a token belongs to its key).
+pub fn aws_from_env(ps: &mut [RawProvider], lookup: &dyn Fn(&str) -> Option<String>) {
+    for p in ps {
+        if p.kind.value() != Ok(ProviderKind::Bedrock) {
+            continue;
+        }
+        let from_env = p.access_key_id.is_none();
+        let fields = [
+            &mut p.access_key_id,
+            &mut p.secret_access_key,
+            &mut p.session_token,
+        ];
+        for ((_, var), field) in AWS_ENV.iter().zip(fields) {
+            if field.is_none() && (from_env || *var != "AWS_SESSION_TOKEN") {
+                *field = lookup(var).filter(|v| !v.is_empty());
+            }
+        }
+    }
 }
 
 /// One provider key's options (`api_keys: [{key, weight, ...}]`).
@@ -459,10 +508,28 @@ pub fn resolve(
                 problems.push(format!("{at}.models_path: must start with '/'"));
             }
         }
-        let secrets = api_keys.iter().chain(&azure_ad_token).cloned().collect();
+        let aws = match (p.access_key_id, p.secret_access_key) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(AwsCredentials {
+                access_key_id,
+                secret_access_key,
+                session_token: p.session_token.filter(|t| !t.is_empty()),
+            }),
+            _ => None,
+        };
+        let secrets = api_keys
+            .iter()
+            .chain(&azure_ad_token)
+            .cloned()
+            .chain(aws.iter().flat_map(|a| {
+                [a.access_key_id.clone(), a.secret_access_key.clone()]
+                    .into_iter()
+                    .chain(a.session_token.clone())
+            }))
+            .collect();
         providers.push(ProviderConfig {
             api_version: p.api_version,
             azure_ad_token,
+            aws,
             secrets,
             name: p.name,
             models_path: p.models_path,
@@ -598,6 +665,14 @@ struct KindSettings<'a> {
     models: bool,
     /// Some model names a `deployment`.
     deployment: bool,
+    /// `kind: bedrock`'s credentials, each given (or found in the
+    /// environment).
+    access_key_id: bool,
+    secret_access_key: bool,
+    session_token: bool,
+    region: Option<&'a str>,
+    api_keys: bool,
+    health_check: bool,
 }
 
 impl<'a> KindSettings<'a> {
@@ -615,13 +690,21 @@ impl<'a> KindSettings<'a> {
                     }
                 )
             }),
+            access_key_id: p.access_key_id.is_some(),
+            secret_access_key: p.secret_access_key.is_some(),
+            session_token: p.session_token.is_some(),
+            region: p.region.as_deref(),
+            api_keys: !p.api_keys.is_empty(),
+            health_check: p.health_check.is_some(),
         }
     }
 }
 
 /// Checks the keys that belong to one kind (`kind: azure`'s
-/// `api_version`, `azure_ad_token`, `models[].deployment`).
+/// `api_version`, `azure_ad_token`, `models[].deployment`; `kind:
+/// bedrock`'s credentials and `region`).
 fn kind_settings(at: &str, kind: ProviderKind, given: &KindSettings, problems: &mut Vec<String>) {
+    bedrock_settings(at, kind, given, problems);
     if kind != ProviderKind::Azure {
         let only = [
             ("api_version", given.api_version.is_some()),
@@ -653,6 +736,63 @@ fn kind_settings(at: &str, kind: ProviderKind, given: &KindSettings, problems: &
     if !given.models {
         problems.push(format!(
             "{at}.models: kind azure needs its models listed (its deployment listing is not relied on)"
+        ));
+    }
+}
+
+/// Checks `kind: bedrock`'s keys (and that no other kind has them).
+fn bedrock_settings(
+    at: &str,
+    kind: ProviderKind,
+    given: &KindSettings,
+    problems: &mut Vec<String>,
+) {
+    if kind != ProviderKind::Bedrock {
+        let only = [
+            ("access_key_id", given.access_key_id),
+            ("secret_access_key", given.secret_access_key),
+            ("session_token", given.session_token),
+        ];
+        for (key, _) in only.iter().filter(|(_, set)| *set) {
+            problems.push(format!("{at}.{key}: only for kind bedrock"));
+        }
+        return;
+    }
+    if !(given.access_key_id && given.secret_access_key) {
+        problems.push(format!(
+            "{at}: kind bedrock needs access_key_id and secret_access_key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment)"
+        ));
+    }
+    match given.region {
+        None => problems.push(format!(
+            "{at}.region: kind bedrock needs its AWS region (e.g. us-east-1)"
+        )),
+        // It goes into the host name and the signature's scope.
+        Some(r)
+            if r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            problems.push(format!(
+                "{at}.region: {r:?} is not an AWS region (lowercase letters, digits, '-')"
+            ))
+        }
+        Some(_) => {}
+    }
+    if given.api_keys {
+        problems.push(format!(
+            "{at}.api_keys: kind bedrock signs its requests with AWS credentials (access_key_id, secret_access_key), not keys"
+        ));
+    }
+    if !given.models {
+        problems.push(format!(
+            "{at}.models: kind bedrock needs its models listed (model ids or inference profiles; Bedrock's model list is on another API)"
+        ));
+    }
+    if given.health_check {
+        problems.push(format!(
+            "{at}.health_check: not available for kind bedrock (Bedrock's runtime API has no model list to probe)"
         ));
     }
 }

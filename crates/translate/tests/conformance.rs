@@ -214,6 +214,7 @@ fn minimal(client: Format) -> Value {
         Format::Anthropic => json!({"model": "base", "max_tokens": 1000,
             "messages": [{"role": "user", "content": "hi"}]}),
         Format::Gemini => json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+        Format::Bedrock => unreachable!("no client speaks Bedrock's Converse"),
     }
 }
 
@@ -858,6 +859,7 @@ fn format_name(f: Format) -> &'static str {
         Format::OpenAiResponses => "OpenAI Responses",
         Format::Anthropic => "Anthropic Messages",
         Format::Gemini => "Gemini",
+        Format::Bedrock => "Bedrock Converse",
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod anthropic;
 mod azure;
+mod bedrock;
 mod gemini;
 mod openai;
 
@@ -57,6 +58,20 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
         out: &mut Vec<(&'static str, String)>,
     );
 
+    /// Signs the request as it is sent (AWS SigV4), pushing the headers
+    /// that carry the signature onto `out`. Called last, with the final
+    /// body and the `Host` actually sent; kinds authenticated by
+    /// [`Kind::auth_headers`] sign nothing. `Err` says why it cannot be
+    /// signed, never with a secret.
+    fn sign(
+        &self,
+        _config: &ProviderConfig,
+        _req: &Signable<'_>,
+        _out: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The rate-limit headers its answers carry.
     fn ratelimit_headers(&self) -> &'static RateLimitHeaders;
 
@@ -75,6 +90,19 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
     }
 }
 
+/// What a request signature covers: the request as it is sent.
+#[derive(Debug)]
+pub struct Signable<'a> {
+    pub method: &'a str,
+    /// Sent over TLS (`https`).
+    pub tls: bool,
+    /// The `Host` header sent.
+    pub host: &'a str,
+    /// Path and query, as sent (percent-encoded).
+    pub path: &'a str,
+    pub body: &'a [u8],
+}
+
 /// The implementation of `kind`.
 pub fn of(kind: ProviderKind) -> &'static dyn Kind {
     match kind {
@@ -82,6 +110,7 @@ pub fn of(kind: ProviderKind) -> &'static dyn Kind {
         ProviderKind::Anthropic => &anthropic::Anthropic,
         ProviderKind::Gemini => &gemini::Gemini,
         ProviderKind::Azure => &azure::Azure,
+        ProviderKind::Bedrock => &bedrock::Bedrock,
     }
 }
 
