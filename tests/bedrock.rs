@@ -705,6 +705,16 @@ async fn throttled_bedrock_fails_over_to_openai() {
     let rec = bedrock.last();
     assert!(check_signature(&rec).is_ok(), "{:?}", rec.headers);
     assert!(check_body(&converse(&rec)).is_ok());
+    // Its credentials then rest, as a rate-limited key does: Bedrock is
+    // not asked again.
+    for client_wire in ALL {
+        let req = wire::client_request(client_wire, "smart", Scenario::Text, false, CLIENT_KEY);
+        let a = read_answer(client_wire, false, &send(&gw, &req).await);
+        assert_eq!(a.text, wire::ANSWER, "{client_wire:?}");
+    }
+    assert_eq!(bedrock.count(), 1);
+    let h = gw.get_json("/providers/bd/health", ADMIN).await;
+    assert_eq!(h["keys"][0]["cause"], "rate_limited", "{h}");
 }
 
 /// An exception frame after the first text ends each client's stream with
@@ -749,8 +759,9 @@ async fn an_exception_frame_mid_stream_is_an_error_event() {
 }
 
 /// A wrong secret: Bedrock's 403 reaches the client as a clear error in
-/// its own shape, and neither the secret nor the session token shows in an
-/// answer, the log, `/providers` or `/admin/config`.
+/// its own shape, the credentials then rest as a refused key does (the
+/// next requests are not sent), and neither the secret nor the session
+/// token shows in an answer, the log, `/providers` or `/admin/config`.
 #[tokio::test]
 async fn a_wrong_secret_is_a_clear_error_and_no_secret_leaks() {
     let mock = bedrock_mock().await;
@@ -761,23 +772,30 @@ async fn a_wrong_secret_is_a_clear_error_and_no_secret_leaks() {
         wrong,
     )
     .await;
-    for client_wire in ALL {
+    for (i, client_wire) in ALL.into_iter().enumerate() {
         let req = wire::client_request(client_wire, "haiku", Scenario::Text, false, CLIENT_KEY);
         let (status, _, body) = send(&gw, &req).await;
-        assert!(
-            matches!(status, 401 | 403 | 502),
-            "{client_wire:?} {status}: {body}"
-        );
         let v: Value = serde_json::from_str(&body).expect("JSON error");
         let message = match client_wire {
-            Wire::Anthropic => v["error"]["message"].as_str(),
+            Wire::Anthropic => {
+                assert_eq!(v["type"], "error", "{body}");
+                v["error"]["message"].as_str()
+            }
             _ => v["error"]["message"].as_str(),
         }
         .unwrap_or_default();
-        assert!(message.contains("credentials"), "{client_wire:?}: {body}");
+        let want = if i == 0 {
+            (502, "the provider refused the gateway's credentials")
+        } else {
+            (503, "every key is cooling down")
+        };
+        assert_eq!(status, want.0, "{client_wire:?}: {body}");
+        assert!(message.contains(want.1), "{client_wire:?}: {body}");
         assert!(!body.contains(wrong) && !body.contains(SESSION_TOKEN));
     }
-    assert_eq!(mock.count(), ALL.len(), "refused as sent: not retried");
+    assert_eq!(mock.count(), 1, "refused once, then resting");
+    let h = gw.get_json("/providers/bd/health", ADMIN).await;
+    assert_eq!(h["keys"][0]["cause"], "refused", "{h}");
     let providers = gw.get_json("/providers", ADMIN).await.to_string();
     let admin = gw.get_json("/admin/config", ADMIN).await.to_string();
     for text in [gw.log(), providers, admin] {

@@ -117,7 +117,10 @@ pub struct ProviderConfig {
     /// (until it answers 404/405 there), the others in `format`.
     pub responses_auto: bool,
     pub base: BaseUrl,
-    /// Non-empty keys; empty for a provider that needs none.
+    /// Non-empty keys; empty for a provider that needs none. A bedrock
+    /// provider's one key is its access key id (its credentials' slot:
+    /// cooldowns and capacity are per key; the request is signed, the
+    /// value never sent as a key).
     pub api_keys: Vec<String>,
     /// Each key's options, in the order of `api_keys`.
     pub key_options: Vec<KeyOptions>,
@@ -515,6 +518,13 @@ pub fn resolve(
                 session_token: p.session_token.filter(|t| !t.is_empty()),
             }),
             _ => None,
+        };
+        // A bedrock provider's credentials are its one key: a throttled
+        // request rests them like a rate-limited key (cooldown, failover
+        // first to the next candidate), and `/providers` shows their state.
+        let (api_keys, key_options) = match &aws {
+            Some(a) => (vec![a.access_key_id.clone()], vec![KeyOptions::default()]),
+            None => (api_keys, key_options),
         };
         let secrets = api_keys
             .iter()
