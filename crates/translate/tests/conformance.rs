@@ -321,6 +321,9 @@ fn schema() -> Value {
 }
 
 const OLD_CLAUDE: &str = "claude-3-5-sonnet-20241022";
+/// Claude on Bedrock: thinking is sent to Anthropic models only.
+const BEDROCK_CLAUDE: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+const BEDROCK_NOTE: &str = "with `model` a Claude on Bedrock (`us.anthropic.…`): Bedrock sends thinking to Anthropic models only";
 const FORCED_TOOL: &str = "with `model` an older Claude (3.x, 4.0, 4.1): a forced tool";
 const STATE_NOTE: &str = "the gateway expands it from the responses it kept before translating \
      (README \"Responses state\"); only an unknown id reaches the translator";
@@ -392,6 +395,14 @@ fn chat_rows() -> Vec<Row> {
             json!({"reasoning_effort": "high"}),
             REASONING,
         ),
+        row(
+            C,
+            "reasoning_effort",
+            json!({"reasoning_effort": "high"}),
+            REASONING,
+        )
+        .base(json!({"model": BEDROCK_CLAUDE}))
+        .note(BEDROCK_NOTE),
         row(C, "stream", json!({"stream": true}), STREAM),
         row(
             C,
@@ -636,6 +647,14 @@ fn anthropic_rows() -> Vec<Row> {
             json!({"thinking": {"type": "enabled", "budget_tokens": 2048}}),
             REASONING,
         ),
+        row(
+            A,
+            "thinking.budget_tokens",
+            json!({"thinking": {"type": "enabled", "budget_tokens": 2048}}),
+            REASONING,
+        )
+        .base(json!({"model": BEDROCK_CLAUDE}))
+        .note(BEDROCK_NOTE),
         row(A, "stream", json!({"stream": true}), STREAM),
         row(
             A,

@@ -45,7 +45,18 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
         body.insert("system".into(), Value::Array(system));
     }
     body.insert("messages".into(), encode_messages(req)?);
-    let inference = inference_config(req);
+    let budget = claude_thinking(req);
+    let mut inference = inference_config(req);
+    if let Some(b) = budget {
+        // As on Anthropic's API: thinking counts inside the limit, and
+        // Claude refuses temperature changes while thinking.
+        let max = crate::anthropic::max_tokens_of(req, Some(b));
+        inference.insert("maxTokens".into(), json!(max));
+        inference.remove("temperature");
+        if req.top_p.is_some_and(|p| p < 0.95) {
+            inference.remove("topP");
+        }
+    }
     if !inference.is_empty() {
         body.insert("inferenceConfig".into(), Value::Object(inference));
     }
@@ -61,16 +72,31 @@ pub fn encode_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
             ))
         }
     }
-    // Claude's extended thinking is a model-specific field on Converse.
-    if let Some(budget) = req.reasoning.as_ref().and_then(|r| r.budget_tokens) {
-        if budget > 0 {
-            body.insert(
-                "additionalModelRequestFields".into(),
-                json!({"thinking": {"type": "enabled", "budget_tokens": budget}}),
-            );
-        }
+    if let Some(budget) = budget {
+        body.insert(
+            "additionalModelRequestFields".into(),
+            json!({"thinking": {"type": "enabled", "budget_tokens": budget}}),
+        );
     }
     serde_json::to_vec(&Value::Object(body)).map_err(|e| err(format!("encoding request: {e}")))
+}
+
+/// The thinking budget for Claude's extended thinking, mapped as for
+/// Anthropic's API (effort levels to budgets). It is a model-specific field
+/// on Converse (`additionalModelRequestFields`), which other models refuse:
+/// sent only to Anthropic models (ids and inference profiles containing
+/// `anthropic.`), and never with a forced tool (Claude refuses that).
+fn claude_thinking(req: &ChatRequest) -> Option<u64> {
+    if !req.model.contains("anthropic.") {
+        return None;
+    }
+    if matches!(
+        req.tool_choice,
+        Some(ToolChoice::Required | ToolChoice::Function(_))
+    ) {
+        return None;
+    }
+    crate::anthropic::thinking_budget(req.reasoning.as_ref()?).flatten()
 }
 
 fn inference_config(req: &ChatRequest) -> Map<String, Value> {
@@ -331,7 +357,7 @@ mod tests {
     #[test]
     fn converse_body_has_every_part() {
         let req = ChatRequest {
-            model: "m".into(),
+            model: "anthropic.claude-3-7-sonnet-20250219-v1:0".into(),
             system: vec![ContentPart::Text {
                 text: "be brief".into(),
             }],
@@ -380,7 +406,7 @@ mod tests {
                 parameters: json!({"type":"object","properties":{"city":{"type":"string"}}}),
                 strict: None,
             }],
-            tool_choice: Some(ToolChoice::Required),
+            tool_choice: Some(ToolChoice::Auto),
             reasoning: Some(Reasoning {
                 budget_tokens: Some(2048),
                 ..Reasoning::default()
@@ -404,13 +430,38 @@ mod tests {
                     {"role": "user", "content": [{"toolResult":
                         {"toolUseId": "call_1", "content": [{"text": "sunny"}], "status": "success"}}]}
                 ],
-                "inferenceConfig": {"maxTokens": 100, "temperature": 1.0, "topP": 0.9, "stopSequences": ["END"]},
+                // Thinking: the limit raised above the budget, no temperature,
+                // top_p under 0.95 dropped.
+                "inferenceConfig": {"maxTokens": 2148, "stopSequences": ["END"]},
                 "toolConfig": {"tools": [{"toolSpec": {"name": "get_weather", "description": "weather",
                     "inputSchema": {"json": {"type":"object","properties":{"city":{"type":"string"}}}}}}],
-                    "toolChoice": {"any": {}}},
+                    "toolChoice": {"auto": {}}},
                 "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 2048}}
             })
         );
+    }
+
+    #[test]
+    fn thinking_only_for_claude_and_effort_becomes_a_budget() {
+        let mut req = ChatRequest {
+            model: "us.anthropic.claude-sonnet-4-20250514-v1:0".into(),
+            temperature: Some(0.5),
+            reasoning: Some(Reasoning {
+                effort: Some("high".into()),
+                ..Reasoning::default()
+            }),
+            ..ChatRequest::default()
+        };
+        let v = encoded(&req);
+        assert_eq!(
+            v["additionalModelRequestFields"],
+            json!({"thinking": {"type": "enabled", "budget_tokens": 16384}})
+        );
+        assert_eq!(v["inferenceConfig"], json!({"maxTokens": 16384 + 4096}));
+        req.model = "meta.llama3-70b-instruct-v1:0".into();
+        let v = encoded(&req);
+        assert!(v.get("additionalModelRequestFields").is_none());
+        assert_eq!(v["inferenceConfig"], json!({"temperature": 0.5}));
     }
 
     #[test]
