@@ -50,8 +50,12 @@ RATE = int(os.environ.get("BENCH_RATE", "2000"))
 CONNS = int(os.environ.get("BENCH_CONNS", "32"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 TTFB_SAMPLES = int(os.environ.get("BENCH_TTFB_SAMPLES", "200"))
+# Section G: sequential requests (one connection, no queueing) per scenario and round.
+SEQ_SECONDS = float(os.environ.get("BENCH_SEQ_SECONDS", "5"))
+# Section D is run this many times (the memory per stream moves between runs: all are reported).
+STREAM_RUNS = int(os.environ.get("BENCH_STREAM_RUNS", "3"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
-# Which parts run (comma list; default all, also `all` or `load`): saturation, fixed, sse, open-streams,
+# Which parts run (comma list; default all, also `all` or `load`): saturation, fixed, sequential, sse, open-streams,
 # big-bodies, peers, routing (run.sh sends `upgrade` to benches/upgrade.py instead).
 # Peers also need PEERS=1 (run.sh then installs them). BENCH_SCENARIOS narrows the
 # JSON and SSE scenarios to those keys (direct and floor always run: the ratios need them).
@@ -782,6 +786,117 @@ def render_peers(res):
     return L
 
 
+# Section G's scenarios: direct and the floor (the baselines), then apiproxy.
+SEQUENTIAL = ("direct", "floor", "openai", "anthropic")
+
+
+def sequential_added(seq):
+    """Per scenario: the medians over rounds of p50/p99 with one connection,
+    and what each adds over direct, round by round (then the median), so a
+    slow round moves both sides of a difference."""
+    out = {}
+    direct = seq.get("direct") or []
+    for key, rows in seq.items():
+        if not rows:
+            continue
+        row = median_of(rows)
+        for q in ("p50_ms", "p99_ms"):
+            diffs = [(r[q] - d[q]) * 1000.0 for r, d in zip(rows, direct)
+                     if r.get(q) is not None and d.get(q) is not None]
+            row[f"added_{q[:3]}_us"] = statistics.median(diffs) if diffs and key != "direct" else None
+        out[key] = row
+    return out
+
+
+def render_sequential(res):
+    sq = res.get("sequential")
+    if not sq:
+        return []
+    L = [f"### G. Sequential requests, one connection ({SEQ_SECONDS:g} s per scenario and round)", "",
+         "What a request pays with no queueing: the added columns are each round's percentile minus direct's "
+         "in the same round, median over rounds.", "",
+         "| scenario | req/s | p50 µs | p99 µs | p50 added over direct µs | p99 added over direct µs | CPU µs/req | errors |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    labels = dict(res["labels"]["json"])
+    for key in SEQUENTIAL:
+        r = sq.get(key)
+        if r:
+            L.append(f"| {labels.get(key, key)} | {f(r['rps'], 0)} | {f(r['p50_ms'] * 1000, 0)} | "
+                     f"{f(r['p99_ms'] * 1000, 0)} | {f(r['added_p50_us'], 0)} | {f(r['added_p99_us'], 0)} | "
+                     f"{f(r['cpu_us_per_req'], 1)} | {int(r['errors'] + r['non_2xx'])} |")
+    L.append("")
+    return L
+
+
+def render_open_stream_runs(res):
+    runs = res.get("open_streams_runs") or []
+    if len(runs) < 2:
+        return []
+    L = ["Every run of D (the memory per stream moves between runs):", "",
+         "| run | apiproxy KiB/stream | floor KiB/stream | ÷ floor |", "|---|---:|---:|---:|"]
+    for i, one in enumerate(runs, 1):
+        a, fl = one["apiproxy"]["per_stream_kib"], one["floor"]["per_stream_kib"]
+        L.append(f"| {i} | {f(a, 1)} | {f(fl, 1)} | {f(ratio(a, fl))} |")
+    L.append("")
+    return L
+
+
+def goal_rows(res):
+    """Issue 21's goals, each from this run: (what, result, goal, met)."""
+    sat = res.get("saturation") or {}
+    rows = []
+
+    def of_floor(key, what, goal):
+        r, fl = sat.get(key), sat.get("floor")
+        if r and fl:
+            v = ratio(r["rps"], fl["rps"])
+            rows.append((what, f"{f(v)} ({f(r['rps'], 0)} vs {f(fl['rps'], 0)} req/s; CPU {f(r['cpu_us_per_req'], 1)} "
+                               f"vs {f(fl['cpu_us_per_req'], 1)} µs/req)", f"≥ {goal}", v is not None and v >= goal))
+
+    of_floor("openai", "apiproxy ÷ floor req/s at saturation, default config (3)", 0.92)
+    of_floor("nocollect", "the same, console collection off (3c)", 0.95)
+    of_floor("anthropic", "Anthropic client → OpenAI upstream ÷ floor (4a)", 0.85)
+    for num, den, what, goal in (("store-redis", "store-mem", "Redis store ÷ embedded, key with rpm+tpm (6b ÷ 6a)", 0.90),
+                                 ("store-cluster", "store-mem", "Redis Cluster ÷ embedded (6c ÷ 6a)", 0.85),
+                                 ("budget-mem", "store-mem", "a key with a budget ÷ without, embedded (6d ÷ 6a)", 0.97),
+                                 ("budget-redis", "store-redis", "a key with a budget ÷ without, Redis (6e ÷ 6b)", 0.97)):
+        a, b = sat.get(num), sat.get(den)
+        if a and b:
+            v = ratio(a["rps"], b["rps"])
+            rows.append((what, f"{f(v)} (CPU {f(a['cpu_us_per_req'], 1)} vs {f(b['cpu_us_per_req'], 1)} µs/req)",
+                         f"≥ {goal}", v is not None and v >= goal))
+    runs = res.get("open_streams_runs") or []
+    if runs:
+        vs = [ratio(r["apiproxy"]["per_stream_kib"], r["floor"]["per_stream_kib"]) for r in runs]
+        rows.append(("memory per open stream ÷ floor, each run", ", ".join(f(v) for v in vs), "≤ 1.05 in each",
+                     all(v is not None and v <= 1.05 for v in vs)))
+    pr = res.get("peers") or {}
+    for q in pr.get("peers", []):
+        v = ratio(pr["openai"]["rps"], q["rps"])
+        rows.append((f"apiproxy ÷ {q['name']} req/s (F)", f(v, 1), f"≥ {q['goal']}", v is not None and v >= q["goal"]))
+    sq = res.get("sequential") or {}
+    fl = sq.get("floor")
+    for key in ("openai", "anthropic"):
+        r = sq.get(key)
+        if r and fl and r.get("added_p50_us") is not None:
+            met = (r["added_p50_us"] <= fl["added_p50_us"] + 25 and r["added_p99_us"] <= fl["added_p99_us"] + 25)
+            rows.append((f"added latency at concurrency 1 over direct, p50 / p99 ({dict(res['labels']['json'])[key][:2].strip()})",
+                         f"{f(r['added_p50_us'], 0)} / {f(r['added_p99_us'], 0)} µs (floor {f(fl['added_p50_us'], 0)} / "
+                         f"{f(fl['added_p99_us'], 0)})", "≤ the floor's + 25 µs", met))
+    return rows
+
+
+def render_goals(res):
+    rows = goal_rows(res)
+    if not rows:
+        return []
+    L = ["### Goals (issue 21), all from this run", "", "| what | result | goal | met |", "|---|---|---|---|"]
+    for what, result, goal, met in rows:
+        L.append(f"| {what} | {result} | {goal} | {'yes' if met else 'no'} |")
+    L.append("")
+    return L
+
+
 def render(res):
     m = res["machine"]
     L = []
@@ -860,8 +975,11 @@ def render(res):
                 L.append(f"| {label} | {f(r['idle_rss_mib'], 1)} | {f(r['peak_rss_mib'], 1)} | {f(r['per_stream_kib'], 1)} "
                          f"| {f(r['streams_completed'])} | {f(r['peak_open_streams_gauge'])} | {f(r['errors'])} |")
         L.append("")
+        L.extend(render_open_stream_runs(res))
     L.extend(render_big_bodies(res.get("big_bodies")))
     L.extend(render_peers(res))
+    L.extend(render_sequential(res))
+    L.extend(render_goals(res))
     L.append(f"### Headline")
     L.append("")
     if sat and sat.get("openai"):
@@ -963,7 +1081,7 @@ def main():
         if not has_nginx:
             sc["sse"] = [x for x in sc["sse"] if x.proc != "nginx"]
         res["labels"] = {g: [(s.key, s.label) for s in sc[g]] for g in sc}
-        json_parts = [p for p in ("saturation", "fixed") if part(p)]
+        json_parts = [p for p in ("saturation", "fixed", "sequential") if part(p)]
         sse_on = part("sse")
 
         if json_parts or sse_on:
@@ -973,6 +1091,7 @@ def main():
 
         runs = {s.key: [] for s in sc["json"] + sc["sse"]}
         fixed = {s.key: [] for s in sc["json"]}
+        seq = {s.key: [] for s in sc["json"] if s.key in SEQUENTIAL}
         for r in range(ROUNDS if (json_parts or sse_on) else 0):
             if part("saturation"):
                 log(f"round {r + 1}/{ROUNDS}: saturation")
@@ -982,6 +1101,11 @@ def main():
                 log(f"round {r + 1}/{ROUNDS}: fixed rate {RATE}/s")
                 for s in sc["json"]:
                     fixed[s.key].append(run_oha(s, sv, SECONDS, CONNS, rate=RATE))
+            if part("sequential"):
+                log(f"round {r + 1}/{ROUNDS}: sequential requests, one connection")
+                for s in sc["json"]:
+                    if s.key in seq:
+                        seq[s.key].append(run_oha(s, sv, SEQ_SECONDS, 1))
             if sse_on:
                 log(f"round {r + 1}/{ROUNDS}: streams")
                 for s in sc["sse"]:
@@ -994,7 +1118,9 @@ def main():
             res["fixed_rate"] = {s.key: median_of(fixed[s.key]) for s in sc["json"]}
         if sse_on:
             res["streams"] = {s.key: median_of(runs[s.key]) for s in sc["sse"]}
-        res["rounds_raw"] = {"saturation": runs, "fixed_rate": fixed}
+        if part("sequential"):
+            res["sequential"] = sequential_added(seq)
+        res["rounds_raw"] = {"saturation": runs, "fixed_rate": fixed, "sequential": seq}
 
         if part("big-bodies"):
             res["big_bodies"] = big_bodies(sv, ports, work, env)
@@ -1007,18 +1133,35 @@ def main():
                 res["peers"] = {"error": str(e)}
 
         res["open_streams"] = {}
+        res["open_streams_runs"] = []
         if STREAMS > 0 and part("open-streams"):
-            log(f"{STREAMS} open streams through apiproxy")
-            res["open_streams"]["apiproxy"] = open_streams_rss(
-                sv, "apiproxy", "apiproxy", "/v1/chat/completions", chat_body("slow-model", True),
-                ["Authorization: Bearer " + CLIENT_KEY], STREAMS, metrics_port=ports["metrics"])
-            sv.start("floor_slow", [b / "bench-floor", "--listen", f"127.0.0.1:{ports['floor_slow']}",
-                                    "--upstream", f"127.0.0.1:{ports['mock_slow']}", "--threads", "2"],
-                     ports["floor_slow"])
-            sv.procs_by_name = [(n, p) for n, p in sv.procs]
-            log(f"{STREAMS} open streams through the floor")
-            res["open_streams"]["floor"] = open_streams_rss(
-                sv, "floor_slow", "floor_slow", "/v1/chat/completions", chat_body("slow-model", True), [], STREAMS)
+            # Each run on fresh processes: one that served a run before keeps
+            # its allocator's pages, and its next peak says little.
+            for run in range(max(STREAM_RUNS, 1)):
+                names = {"gw": f"apiproxy_os{run}", "metrics": f"metrics_os{run}", "floor": f"floor_os{run}"}
+                for n in names.values():
+                    ports[n] = free_port()
+                conf_os = Path(work) / f"{names['gw']}.yaml"
+                conf_os.write_text(apiproxy_config(ports, work, names["gw"], names["metrics"]))
+                sv.start(names["gw"], [b / "apiproxy", "-c", str(conf_os)], ports[names["gw"]], env=env)
+                sv.start(names["floor"], [b / "bench-floor", "--listen", f"127.0.0.1:{ports[names['floor']]}",
+                                          "--upstream", f"127.0.0.1:{ports['mock_slow']}", "--threads", "2"],
+                         ports[names["floor"]])
+                sv.procs_by_name = [(n, p) for n, p in sv.procs]
+                log(f"{STREAMS} open streams through a fresh apiproxy and floor ({run + 1}/{STREAM_RUNS})")
+                one = {
+                    "apiproxy": open_streams_rss(
+                        sv, names["gw"], names["gw"], "/v1/chat/completions", chat_body("slow-model", True),
+                        ["Authorization: Bearer " + CLIENT_KEY], STREAMS, metrics_port=ports[names["metrics"]]),
+                    "floor": open_streams_rss(
+                        sv, names["floor"], names["floor"], "/v1/chat/completions", chat_body("slow-model", True),
+                        [], STREAMS),
+                }
+                stop_one(sv, names["gw"])
+                stop_one(sv, names["floor"])
+                res["open_streams_runs"].append(one)
+            # Section D's table shows the first run; every run is listed under it.
+            res["open_streams"] = res["open_streams_runs"][0]
 
         if PROFILE and shutil.which("perf"):
             profile(sv, sc["json"], work)

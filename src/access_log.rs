@@ -9,6 +9,7 @@
 //! The line goes out when the `access` log target is enabled at info
 //! (`log.level` / `RUST_LOG`).
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::Duration;
 
@@ -47,19 +48,6 @@ pub fn write(line: std::fmt::Arguments<'_>) {
             now.as_secs(),
             now.subsec_millis()
         );
-        b.len() >= FLUSH_BYTES
-    };
-    if full {
-        flush();
-    }
-}
-
-/// Appends one line as it is (a JSON access line carries its own time).
-pub fn write_raw(line: &str) {
-    let full = {
-        let mut b = BUFFER.lock();
-        b.extend_from_slice(line.as_bytes());
-        b.push(b'\n');
         b.len() >= FLUSH_BYTES
     };
     if full {
@@ -155,11 +143,12 @@ impl std::fmt::Display for Escaped<'_> {
     }
 }
 
-/// `s` capped for a JSON field (JSON itself escapes the rest).
-fn capped(s: &str) -> String {
+/// `s` capped for a JSON field (JSON itself escapes the rest); borrowed
+/// unless it was cut.
+fn capped(s: &str) -> Cow<'_, str> {
     match s.char_indices().nth(MAX_FIELD_CHARS) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_owned(),
+        Some((i, _)) => Cow::Owned(format!("{}...", &s[..i])),
+        None => Cow::Borrowed(s),
     }
 }
 
@@ -176,7 +165,17 @@ impl AccessRecord<'_> {
     pub fn write(&self, format: AccessFormat) {
         match format {
             AccessFormat::Text => write(format_args!("{}", TextLine(self))),
-            AccessFormat::Json => write_raw(&self.json()),
+            AccessFormat::Json => {
+                let full = {
+                    let mut b = BUFFER.lock();
+                    self.write_json(&mut b);
+                    b.push(b'\n');
+                    b.len() >= FLUSH_BYTES
+                };
+                if full {
+                    flush();
+                }
+            }
         }
     }
 
@@ -194,38 +193,75 @@ impl AccessRecord<'_> {
     }
 
     fn json(&self) -> String {
+        let mut out = Vec::with_capacity(512);
+        self.write_json(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The JSON line written straight into `out`: the fields borrowed, no
+    /// tree built (the keys in the order `serde_json`'s maps keep, sorted).
+    fn write_json(&self, out: &mut Vec<u8>) {
         let round3 = |ms: f64| (ms * 1000.0).round() / 1000.0;
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as f64 / 1000.0)
             .unwrap_or(0.0);
-        serde_json::json!({
-            "ts": ts,
-            "method": capped(self.method),
-            "path": capped(self.path),
-            "status": self.status,
-            "key": self.key.map(capped),
-            "format": self.format,
-            "model": capped(self.model),
-            "provider": capped(self.provider),
-            "upstream_model": capped(self.upstream_model),
-            "attempts": self.attempts,
-            "stream": self.stream,
-            "total_ms": round3(self.total_ms),
-            "ttft_ms": self.ttft_ms.map(round3),
-            "overhead_ms": round3(self.overhead_ms),
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cached_input_tokens": self.cached_tokens,
-            "cache_write_input_tokens": self.cache_write_tokens,
-            "cost_usd": self.cost_usd,
-            "usage_estimated": self.usage_estimated,
-            "client_gone": self.client_gone,
-            "cache": self.cache,
-            "error": self.error.as_deref().map(capped),
-        })
-        .to_string()
+        let line = JsonLine {
+            attempts: self.attempts,
+            cache: self.cache,
+            cache_write_input_tokens: self.cache_write_tokens,
+            cached_input_tokens: self.cached_tokens,
+            client_gone: self.client_gone,
+            cost_usd: self.cost_usd,
+            error: self.error.as_deref().map(capped),
+            format: self.format,
+            input_tokens: self.input_tokens,
+            key: self.key.map(capped),
+            method: capped(self.method),
+            model: capped(self.model),
+            output_tokens: self.output_tokens,
+            overhead_ms: round3(self.overhead_ms),
+            path: capped(self.path),
+            provider: capped(self.provider),
+            status: self.status,
+            stream: self.stream,
+            total_ms: round3(self.total_ms),
+            ts,
+            ttft_ms: self.ttft_ms.map(round3),
+            upstream_model: capped(self.upstream_model),
+            usage_estimated: self.usage_estimated,
+        };
+        // Writing into a Vec cannot fail, and every field serializes.
+        let _ = serde_json::to_writer(out, &line);
     }
+}
+
+/// A record's JSON line, its fields borrowed.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    attempts: u32,
+    cache: Option<&'static str>,
+    cache_write_input_tokens: u64,
+    cached_input_tokens: u64,
+    client_gone: bool,
+    cost_usd: Option<f64>,
+    error: Option<Cow<'a, str>>,
+    format: Option<&'a str>,
+    input_tokens: u64,
+    key: Option<Cow<'a, str>>,
+    method: Cow<'a, str>,
+    model: Cow<'a, str>,
+    output_tokens: u64,
+    overhead_ms: f64,
+    path: Cow<'a, str>,
+    provider: Cow<'a, str>,
+    status: u16,
+    stream: bool,
+    total_ms: f64,
+    ts: f64,
+    ttft_ms: Option<f64>,
+    upstream_model: Cow<'a, str>,
+    usage_estimated: bool,
 }
 
 /// A record's text line, written field by field into the log's buffer.
@@ -355,5 +391,37 @@ mod tests {
             .ends_with(r#" error="broken \x22pipe\x22\x0ax""#));
         let v: serde_json::Value = serde_json::from_str(&r.render(AccessFormat::Json)).unwrap();
         assert_eq!(v["model"], "x\n[0.000 access] GET /admin 200 key=root");
+    }
+
+    #[test]
+    fn the_json_line_has_every_field_in_sorted_order() {
+        let r = AccessRecord {
+            method: "POST",
+            path: "/v1/messages",
+            status: 200,
+            key: Some("team-a"),
+            format: Some("anthropic"),
+            model: "fast",
+            provider: "openai",
+            upstream_model: "gpt-4o",
+            attempts: 2,
+            stream: true,
+            total_ms: 12.34567,
+            ttft_ms: Some(3.21),
+            cost_usd: Some(0.0012),
+            cache: Some("miss"),
+            error: Some("e".repeat(MAX_FIELD_CHARS + 5)),
+            ..AccessRecord::default()
+        };
+        let line = r.render(AccessFormat::Json);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        // A `Value` writes its keys sorted: the line is exactly that form.
+        assert_eq!(line, v.to_string());
+        assert_eq!(v.as_object().unwrap().len(), 23);
+        assert_eq!(v["total_ms"], 12.346);
+        assert_eq!(v["key"], "team-a");
+        assert_eq!(v["ttft_ms"], 3.21);
+        assert_eq!(v["error"].as_str().unwrap().len(), MAX_FIELD_CHARS + 3);
+        assert!(v["ts"].as_f64().unwrap() > 1.7e9);
     }
 }

@@ -108,6 +108,8 @@ pub enum ProviderKind {
     Azure,
     /// AWS Bedrock's Converse API, signed with SigV4.
     Bedrock,
+    /// Google Vertex AI: Gemini and Claude, each in its own wire format.
+    Vertex,
 }
 
 impl Named for ProviderKind {
@@ -117,6 +119,7 @@ impl Named for ProviderKind {
         ("gemini", ProviderKind::Gemini),
         ("azure", ProviderKind::Azure),
         ("bedrock", ProviderKind::Bedrock),
+        ("vertex", ProviderKind::Vertex),
     ];
     const SCHEMA_NAME: &'static str = "ProviderKind";
 }
@@ -139,6 +142,8 @@ impl ProviderKind {
             (Anthropic, None) => Ok(Format::Anthropic),
             (Gemini, None) => Ok(Format::Gemini),
             (Bedrock, None) => Ok(Format::Bedrock),
+            // Gemini's unless the model is Claude (`upstream/kind/vertex.rs`).
+            (ProviderKind::Vertex, None) => Ok(Format::Gemini),
             (_, Some(_)) => Err("only for kinds openai and azure"),
         }
     }
@@ -166,6 +171,8 @@ impl ProviderKind {
             | ProviderKind::Gemini
             | ProviderKind::Azure
             | ProviderKind::Bedrock => &[],
+            // Claude on Vertex is overloaded in Anthropic's words.
+            ProviderKind::Vertex => &[529],
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod routing;
 mod server;
 mod store;
 mod var_expansion;
+pub mod vertex;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

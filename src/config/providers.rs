@@ -154,6 +154,8 @@ pub struct ProviderConfig {
     pub azure_ad_token: Option<String>,
     /// `kind: bedrock`: the AWS credentials its requests are signed with.
     pub aws: Option<AwsCredentials>,
+    /// `kind: vertex`: project, location, publisher and credentials.
+    pub vertex: Option<std::sync::Arc<super::vertex::VertexSettings>>,
     /// Every credential in its config (the keys, the Entra ID token):
     /// scrubbed from whatever it answers.
     pub secrets: Vec<String>,
@@ -413,7 +415,7 @@ pub fn resolve(
 ) -> (Vec<ProviderConfig>, HashSet<String>) {
     let mut providers = Vec::new();
     let mut ids = HashSet::new();
-    for (i, p) in ps.into_iter().enumerate() {
+    for (i, mut p) in ps.into_iter().enumerate() {
         let at = format!("providers[{i}]");
         let before = problems.len();
         if p.id.is_empty() || p.id.contains('/') || p.id.chars().any(char::is_whitespace) {
@@ -428,6 +430,9 @@ pub fn resolve(
         let (kind, format, responses_auto) =
             kind_and_format(&at, &p.kind, p.wire_api.as_ref(), problems);
         kind_settings(&at, kind, &KindSettings::of(&p), problems);
+        let mut secrets = Vec::new();
+        let vertex = super::vertex::resolve(&at, kind, &mut p, &mut secrets, problems);
+        let aws = aws_credentials(&mut p, &mut secrets);
         let preset = presets::resolve(&at, kind, &p, problems);
         let base = preset
             .base_url
@@ -501,7 +506,7 @@ pub fn resolve(
             }
         };
         let configured_keys = !p.api_keys.is_empty();
-        let (api_keys, key_options) = api_keys(&at, p.api_keys, problems);
+        let (api_keys, key_options) = provider_keys(&at, p.api_keys, aws.as_ref(), problems);
         let azure_ad_token = p.azure_ad_token.filter(|t| !t.is_empty());
         if problems.len() > before {
             continue;
@@ -511,32 +516,9 @@ pub fn resolve(
                 problems.push(format!("{at}.models_path: must start with '/'"));
             }
         }
-        let aws = match (p.access_key_id, p.secret_access_key) {
-            (Some(access_key_id), Some(secret_access_key)) => Some(AwsCredentials {
-                access_key_id,
-                secret_access_key,
-                session_token: p.session_token.filter(|t| !t.is_empty()),
-            }),
-            _ => None,
-        };
-        // A bedrock provider's credentials are its one key: a throttled
-        // request rests them like a rate-limited key (cooldown, failover
-        // first to the next candidate), and `/providers` shows their state.
-        let (api_keys, key_options) = match &aws {
-            Some(a) => (vec![a.access_key_id.clone()], vec![KeyOptions::default()]),
-            None => (api_keys, key_options),
-        };
-        let secrets = api_keys
-            .iter()
-            .chain(&azure_ad_token)
-            .cloned()
-            .chain(aws.iter().flat_map(|a| {
-                [a.access_key_id.clone(), a.secret_access_key.clone()]
-                    .into_iter()
-                    .chain(a.session_token.clone())
-            }))
-            .collect();
+        secrets.extend(api_keys.iter().chain(&azure_ad_token).cloned());
         providers.push(ProviderConfig {
+            vertex,
             api_version: p.api_version,
             azure_ad_token,
             aws,
@@ -577,7 +559,38 @@ pub fn resolve(
     (providers, ids)
 }
 
-fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
+/// A provider's keys and their options: `api_keys`, or for a bedrock
+/// provider its credentials as its one key, so a throttled request rests
+/// them like a rate-limited key (cooldown, failover first to the next
+/// candidate) and `/providers` shows their state.
+fn provider_keys(
+    at: &str,
+    keys: Vec<raw::RawApiKey>,
+    aws: Option<&AwsCredentials>,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Vec<KeyOptions>) {
+    match aws {
+        Some(a) => (vec![a.access_key_id.clone()], vec![KeyOptions::default()]),
+        None => api_keys(at, keys, problems),
+    }
+}
+
+/// `kind: bedrock`'s credentials (both parts given or found in the
+/// environment: the kind's checks report them missing), their secret
+/// parts added to `secrets`.
+fn aws_credentials(p: &mut RawProvider, secrets: &mut Vec<String>) -> Option<AwsCredentials> {
+    let (access_key_id, secret_access_key) = (p.access_key_id.take()?, p.secret_access_key.take()?);
+    let session_token = p.session_token.take().filter(|t| !t.is_empty());
+    secrets.push(secret_access_key.clone());
+    secrets.extend(session_token.clone());
+    Some(AwsCredentials {
+        access_key_id,
+        secret_access_key,
+        session_token,
+    })
+}
+
+pub(super) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
     let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     let tls = match u.scheme() {
         "https" => true,

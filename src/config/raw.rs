@@ -375,6 +375,22 @@ pub struct RawProvider {
     /// `kind: bedrock`: the session token of temporary credentials
     /// (default: `AWS_SESSION_TOKEN`).
     pub session_token: Option<String>,
+    /// `kind: vertex`: the Google Cloud project.
+    pub project: Option<String>,
+    /// `kind: vertex`: the region (`us-central1`, ...) or `global`.
+    pub location: Option<String>,
+    /// `kind: vertex`: `google` or `anthropic` for every model (default: by
+    /// the model's name, `claude-*` Anthropic, the rest Google).
+    pub publisher: Option<Choice<super::vertex::Publisher>>,
+    /// `kind: vertex`: the path of a service account's JSON key.
+    pub credentials_file: Option<String>,
+    /// `kind: vertex`: a service account's JSON key itself (`${VAR}`).
+    pub credentials_json: Option<String>,
+    /// `kind: vertex`: an OAuth access token used as given.
+    pub access_token: Option<String>,
+    /// `kind: vertex`: where the service account's JWT is exchanged for
+    /// access tokens (default: its `token_uri`).
+    pub token_url: Option<String>,
     /// The models it serves (absent: listed from the provider): names, or
     /// `{name, alias}` (clients ask for the alias, the provider gets the name).
     pub models: Option<Vec<RawModelEntry>>,

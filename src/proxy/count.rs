@@ -71,10 +71,8 @@ pub async fn handle(
             break;
         }
         let provider = &rt.providers[c.provider];
-        if matches!(
-            provider.config.format,
-            Format::OpenAiChat | Format::OpenAiResponses
-        ) {
+        // A kind without a count endpoint (OpenAI's) is counted here.
+        if provider.count_tokens_path(&c.model).is_none() {
             return count_locally(session, ctx, rt, fmt, c, provider, &parsed, headers).await;
         }
         let (tried, _) = attempts

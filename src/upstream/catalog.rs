@@ -26,13 +26,18 @@ pub async fn fetch(connector: &Connector, provider: &Provider) -> Result<Vec<Str
         KeyChoice::AllCooling => return Err("every key is cooling down".into()),
         KeyChoice::AllBusy => return Err("every key is at its max_concurrency or max_qps".into()),
     };
+    let token = provider
+        .access_token(connector)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = token.as_deref().or(provider.api_key(key_index));
     let path = provider.models_path();
     let req = Outgoing {
         method: "GET",
         path: &path,
         body: Bytes::new(),
         stream: false,
-        headers: provider.auth_headers(provider.api_key(key_index)),
+        headers: provider.auth_headers(key),
         edits: None,
     };
     let mut resp = send(connector, provider, req)

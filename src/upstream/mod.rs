@@ -78,6 +78,9 @@ pub struct Provider {
     pub capacity: Capacity,
     /// `wire_api: auto` learnt that it has no Responses API.
     responses_missing: std::sync::atomic::AtomicBool,
+    /// Its cached credential, when its kind fetches one (Vertex AI's
+    /// access tokens).
+    credential: Option<Box<dyn kind::Credential>>,
 }
 
 /// Models tracked one by one per provider; the rest share one record (a
@@ -122,8 +125,10 @@ impl Provider {
             .iter()
             .map(|_| Mutex::new(KeyState::default()))
             .collect();
+        let kind = kind::of(config.kind);
         Provider {
-            kind: kind::of(config.kind),
+            kind,
+            credential: kind.credential(&config),
             keys,
             key_capacity: config
                 .api_keys
@@ -279,17 +284,45 @@ impl Provider {
         self.kind.request_path(&self.config, wire, model, stream)
     }
 
-    /// The wire format of a request from a `client`-format client: the
-    /// provider's format, but the Responses API for a Responses client
-    /// under `wire_api: auto` until the provider said it has none.
-    pub fn wire_format(&self, client: Format) -> Format {
+    /// The wire format of requests for its model `model`: the provider's
+    /// format, unless its kind serves some models in another (Vertex AI's
+    /// Claude).
+    pub fn model_format(&self, model: &str) -> Format {
+        self.kind.model_format(&self.config, model)
+    }
+
+    /// The wire format of a request from a `client`-format client for its
+    /// model `model`: [`Self::model_format`], but the Responses API for a
+    /// Responses client under `wire_api: auto` until the provider said it
+    /// has none.
+    pub fn wire_format(&self, client: Format, model: &str) -> Format {
         if client == Format::OpenAiResponses
             && self.config.responses_auto
             && !self.responses_missing.load(Ordering::Relaxed)
         {
             Format::OpenAiResponses
         } else {
-            self.config.format
+            self.model_format(model)
+        }
+    }
+
+    /// An encoded body in wire format `wire` (`count`: a token count's) as
+    /// its kind's endpoint takes it.
+    pub fn finish_body(&self, wire: Format, count: bool, body: bytes::Bytes) -> bytes::Bytes {
+        self.kind.finish_body(&self.config, wire, count, body)
+    }
+
+    /// The bearer token its kind fetched (cached; fetched when stale), to
+    /// authenticate with instead of a key; `None` for a provider without
+    /// such a credential. `Err`: none could be had (the attempt fails as
+    /// if the provider were unreachable).
+    pub async fn access_token(
+        &self,
+        connector: &pingora::connectors::http::Connector,
+    ) -> Result<Option<Arc<str>>, http::SendError> {
+        match &self.credential {
+            Some(c) => c.token(connector).await.map(Some),
+            None => Ok(None),
         }
     }
 

@@ -44,11 +44,13 @@ impl Attempts<'_> {
             ..Ended::new(provider, c)
         };
         let counted = match resp.body(MAX_COUNT_ANSWER).await {
-            Ok(body) => count::count_of_answer(provider.config.format, &body).ok_or_else(|| {
-                RelayFault::Unreadable(TranslateError::new(
-                    "the provider's count answer holds no token count",
-                ))
-            }),
+            Ok(body) => {
+                count::count_of_answer(provider.model_format(&c.model), &body).ok_or_else(|| {
+                    RelayFault::Unreadable(TranslateError::new(
+                        "the provider's count answer holds no token count",
+                    ))
+                })
+            }
             Err(e) => Err(RelayFault::Upstream(e)),
         };
         let tokens = match counted {

@@ -155,9 +155,9 @@ impl Attempts<'_> {
         // Counts go to the kind's own count endpoint (OpenAI kinds are
         // counted locally): never to the Responses API of `wire_api: auto`.
         let wire = if self.count {
-            provider.config.format
+            provider.model_format(&c.model)
         } else {
-            provider.wire_format(self.fmt)
+            provider.wire_format(self.fmt, &c.model)
         };
         let (body, passthrough, defaulted) = {
             let mut enc = self.encoder.lock();
@@ -186,10 +186,21 @@ impl Attempts<'_> {
                 .apply_payload(body, &target)
                 .map_err(GatewayError::internal)?
         };
+        let body = provider.finish_body(wire, self.count, body);
         let edits = filters.header_edits(&target);
-        let mut out_headers = provider.auth_headers(provider.api_key(api_key_index));
+        // An attempt from here on, even when no token can be had (it
+        // fails like a refused connection).
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let token = match provider.access_token(&self.gw.connector).await {
+            Ok(t) => t,
+            Err(e) => return Ok(Err((AttemptError::Send(e), None))),
+        };
+        let key = token.as_deref().or(provider.api_key(api_key_index));
+        let mut out_headers = provider.auth_headers(key);
         if wire == self.fmt {
-            out_headers.extend(self.forwarded.iter().cloned());
+            let kind = provider.kind();
+            let forwarded = self.forwarded.iter().filter(|(n, _)| kind.forwards(n));
+            out_headers.extend(forwarded.cloned());
         }
         let path = if self.count {
             // OpenAI kinds are counted locally (`proxy/count.rs`), never sent.
@@ -202,7 +213,6 @@ impl Attempts<'_> {
         } else {
             provider.request_path(wire, &c.model, self.stream)
         };
-        self.sent.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
         let sent = http::send(
             &self.gw.connector,
@@ -238,7 +248,8 @@ impl Attempts<'_> {
                 wire,
             ))
             .await;
-            if missing && wire != provider.config.format && provider.config.responses_auto {
+            if missing && wire != provider.model_format(&c.model) && provider.config.responses_auto
+            {
                 // `wire_api: auto` and no Responses API here: the same key
                 // again, translated to chat (its 404 was no failure of it).
                 provider.note_responses_missing();

@@ -16,10 +16,15 @@ mod azure;
 mod bedrock;
 mod gemini;
 mod openai;
+mod service_account;
+mod vertex;
 
 use apiproxy_translate::Format;
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
 use serde_json::Value;
 
+use super::http::SendError;
 use super::ratelimit::RateLimitHeaders;
 use crate::config::{ProviderConfig, ProviderKind};
 
@@ -35,6 +40,33 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
         model: &str,
         stream: bool,
     ) -> String;
+
+    /// The wire format of requests for upstream `model`: the provider's
+    /// (`config.format`), unless the kind serves models in more than one
+    /// (Vertex AI: Claude in Anthropic's, Gemini in Gemini's).
+    fn model_format(&self, config: &ProviderConfig, _model: &str) -> Format {
+        config.format
+    }
+
+    /// The encoded body (`count`: of a token count) in wire format `wire`,
+    /// as this kind's endpoint takes it (Vertex AI's Claude: the model in
+    /// the path, the API version in the body). Default: as encoded.
+    fn finish_body(
+        &self,
+        _config: &ProviderConfig,
+        _wire: Format,
+        _count: bool,
+        body: Bytes,
+    ) -> Bytes {
+        body
+    }
+
+    /// A credential this provider fetches at run time and caches (Vertex
+    /// AI's access tokens from a service account); `None`: its keys, or
+    /// nothing, authenticate it.
+    fn credential(&self, _config: &ProviderConfig) -> Option<Box<dyn Credential>> {
+        None
+    }
 
     /// The path of the token-count endpoint for upstream `model`; `None`
     /// for a kind without one (OpenAI: Chat Completions has none, so the
@@ -72,6 +104,13 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
         Ok(())
     }
 
+    /// Whether the client's protocol header `name` (`anthropic-beta`,
+    /// `anthropic-version`), forwarded to a same-format upstream, goes to
+    /// this kind. Default: yes.
+    fn forwards(&self, _name: &str) -> bool {
+        true
+    }
+
     /// The rate-limit headers its answers carry.
     fn ratelimit_headers(&self) -> &'static RateLimitHeaders;
 
@@ -103,6 +142,18 @@ pub struct Signable<'a> {
     pub body: &'a [u8],
 }
 
+/// A bearer token fetched at run time, cached and shared by a provider's
+/// requests. The provider holds one; every attempt awaits it before
+/// building its headers, and it is handed to [`Kind::auth_headers`] as
+/// the key.
+#[async_trait::async_trait]
+pub trait Credential: std::fmt::Debug + Send + Sync {
+    /// A token valid for a while yet: the cached one, or a fresh one
+    /// (one fetch at a time, whoever asks meanwhile waits for it). A
+    /// failure is the attempt's, like a refused connection.
+    async fn token(&self, connector: &Connector) -> Result<std::sync::Arc<str>, SendError>;
+}
+
 /// The implementation of `kind`.
 pub fn of(kind: ProviderKind) -> &'static dyn Kind {
     match kind {
@@ -111,6 +162,7 @@ pub fn of(kind: ProviderKind) -> &'static dyn Kind {
         ProviderKind::Gemini => &gemini::Gemini,
         ProviderKind::Azure => &azure::Azure,
         ProviderKind::Bedrock => &bedrock::Bedrock,
+        ProviderKind::Vertex => &vertex::Vertex,
     }
 }
 
