@@ -29,7 +29,9 @@ pub fn truncate_strings(v: &mut Value, max: usize) {
 /// that turn is decoded from the client's bytes.
 pub fn request_snippet(fmt: Format, body: &RawBody, model: &str, max: usize) -> Value {
     let last = match fmt {
-        Format::OpenAiChat | Format::Anthropic => body.last_element(Field::Messages),
+        Format::OpenAiChat | Format::Anthropic | Format::Bedrock => {
+            body.last_element(Field::Messages)
+        }
         Format::Gemini => body.last_element(Field::Contents),
         Format::OpenAiResponses => match body.last_element(Field::Input) {
             // `input` as one string (or any other single value).

@@ -123,6 +123,7 @@ pub fn token_estimate(
         ),
         Format::OpenAiResponses => (field(&["max_output_tokens"]), None),
         Format::Anthropic => (field(&["max_tokens"]), None),
+        Format::Bedrock => (field(&["inferenceConfig", "maxTokens"]), None),
         Format::Gemini => (
             field(&["generationConfig", "maxOutputTokens"])
                 .or_else(|| field(&["generation_config", "max_output_tokens"])),

@@ -106,6 +106,8 @@ pub enum ProviderKind {
     Gemini,
     /// Azure OpenAI: OpenAI's wire format on Azure's paths and auth.
     Azure,
+    /// AWS Bedrock's Converse API, signed with SigV4.
+    Bedrock,
     /// Google Vertex AI: Gemini and Claude, each in its own wire format.
     Vertex,
 }
@@ -116,6 +118,7 @@ impl Named for ProviderKind {
         ("anthropic", ProviderKind::Anthropic),
         ("gemini", ProviderKind::Gemini),
         ("azure", ProviderKind::Azure),
+        ("bedrock", ProviderKind::Bedrock),
         ("vertex", ProviderKind::Vertex),
     ];
     const SCHEMA_NAME: &'static str = "ProviderKind";
@@ -132,12 +135,13 @@ impl ProviderKind {
     /// The wire format its requests are encoded in, given `wire_api`
     /// (`None`: not set); `Err` names what is wrong with `wire_api`.
     pub fn format(self, wire_api: Option<WireApi>) -> Result<Format, &'static str> {
-        use ProviderKind::{Anthropic, Azure, Gemini, OpenAi};
+        use ProviderKind::{Anthropic, Azure, Bedrock, Gemini, OpenAi};
         match (self, wire_api) {
             (OpenAi | Azure, None | Some(WireApi::Chat | WireApi::Auto)) => Ok(Format::OpenAiChat),
             (OpenAi | Azure, Some(WireApi::Responses)) => Ok(Format::OpenAiResponses),
             (Anthropic, None) => Ok(Format::Anthropic),
             (Gemini, None) => Ok(Format::Gemini),
+            (Bedrock, None) => Ok(Format::Bedrock),
             // Gemini's unless the model is Claude (`upstream/kind/vertex.rs`).
             (ProviderKind::Vertex, None) => Ok(Format::Gemini),
             (_, Some(_)) => Err("only for kinds openai and azure"),
@@ -161,7 +165,12 @@ impl ProviderKind {
         match self {
             // Anthropic's "overloaded".
             ProviderKind::Anthropic => &[529],
-            ProviderKind::OpenAi | ProviderKind::Gemini | ProviderKind::Azure => &[],
+            // Bedrock's throttling is a 429, its ServiceUnavailable a 503:
+            // both retried by default.
+            ProviderKind::OpenAi
+            | ProviderKind::Gemini
+            | ProviderKind::Azure
+            | ProviderKind::Bedrock => &[],
             // Claude on Vertex is overloaded in Anthropic's words.
             ProviderKind::Vertex => &[529],
         }
@@ -288,6 +297,7 @@ impl Named for Format {
         ("responses", Format::OpenAiResponses),
         ("anthropic", Format::Anthropic),
         ("gemini", Format::Gemini),
+        ("bedrock", Format::Bedrock),
         // Also accepted: the formats' own names.
         ("openai_chat", Format::OpenAiChat),
         ("chat", Format::OpenAiChat),

@@ -46,7 +46,9 @@ pub use console::ConsoleSettings;
 pub use context::ContextSettings;
 pub use files_seen::FilesSeen;
 pub use models::{LogicalModel, UpstreamRef};
-pub use providers::{BaseUrl, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet};
+pub use providers::{
+    AwsCredentials, BaseUrl, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet,
+};
 pub use proxy_url::{ProxyScheme, ProxyUrl};
 use raw::RawConfig;
 pub use server::{
@@ -240,7 +242,7 @@ impl Config {
         base: Option<&Path>,
         used: &mut Vec<var_expansion::EnvValue>,
     ) -> Result<Config, Vec<String>> {
-        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
             vec![if path == "." {
@@ -249,6 +251,7 @@ impl Config {
                 format!("{path}: {inner}")
             }]
         })?;
+        providers::aws_from_env(&mut raw.providers, lookup);
         let provider_ids: Vec<String> = raw.providers.iter().map(|p| p.id.clone()).collect();
         let filters_dir = raw.filters_dir.clone();
         let resolved = resolve(raw);

@@ -41,6 +41,18 @@ pub struct Resolved {
     pub headers: Vec<(String, String)>,
 }
 
+/// `kind: bedrock`'s runtime endpoint in its region (a region that is no
+/// region is reported by the kind's own checks).
+fn bedrock_base_url(kind: ProviderKind, region: Option<&str>) -> Option<String> {
+    let region = region.filter(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    })?;
+    (kind == ProviderKind::Bedrock)
+        .then(|| format!("https://bedrock-runtime.{region}.amazonaws.com"))
+}
+
 /// Resolves `preset`, `base_url`, `app_url` and `app_name` of provider
 /// `p` (at `at`); problems are pushed with their key path.
 pub fn resolve(
@@ -64,7 +76,8 @@ pub fn resolve(
     let base_url = p
         .base_url
         .clone()
-        .or_else(|| preset.map(|s| s.base_url().to_owned()));
+        .or_else(|| preset.map(|s| s.base_url().to_owned()))
+        .or_else(|| bedrock_base_url(kind, p.region.as_deref()));
     if base_url.is_none() && p.preset.is_none() {
         problems.push(format!("{at}.base_url: missing (give it, or a preset)"));
     }

@@ -117,7 +117,10 @@ pub struct ProviderConfig {
     /// (until it answers 404/405 there), the others in `format`.
     pub responses_auto: bool,
     pub base: BaseUrl,
-    /// Non-empty keys; empty for a provider that needs none.
+    /// Non-empty keys; empty for a provider that needs none. A bedrock
+    /// provider's one key is its access key id (its credentials' slot:
+    /// cooldowns and capacity are per key; the request is signed, the
+    /// value never sent as a key).
     pub api_keys: Vec<String>,
     /// Each key's options, in the order of `api_keys`.
     pub key_options: Vec<KeyOptions>,
@@ -149,6 +152,8 @@ pub struct ProviderConfig {
     pub api_version: Option<String>,
     /// `kind: azure`: an Entra ID bearer token, sent when it has no keys.
     pub azure_ad_token: Option<String>,
+    /// `kind: bedrock`: the AWS credentials its requests are signed with.
+    pub aws: Option<AwsCredentials>,
     /// `kind: vertex`: project, location, publisher and credentials.
     pub vertex: Option<std::sync::Arc<super::vertex::VertexSettings>>,
     /// Every credential in its config (the keys, the Entra ID token):
@@ -174,6 +179,53 @@ pub struct ProviderConfig {
     pub health_check: Option<HealthCheck>,
     /// `prompt_cache: auto`: breakpoints added for clients that set none.
     pub prompt_cache_auto: bool,
+}
+
+/// AWS credentials (`kind: bedrock`), from the config or the standard
+/// environment variables. Debug-printed without the secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Temporary credentials' session token.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials").finish_non_exhaustive()
+    }
+}
+
+/// The standard AWS variables a `kind: bedrock` provider falls back to,
+/// with the config key each stands in for.
+const AWS_ENV: [(&str, &str); 3] = [
+    ("access_key_id", "AWS_ACCESS_KEY_ID"),
+    ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    ("session_token", "AWS_SESSION_TOKEN"),
+];
+
+/// Fills the AWS credentials a `kind: bedrock` provider leaves out from
+/// the standard environment variables (`lookup`), as the AWS SDKs do. The
+/// session token is taken from the environment only with the key id from
+/// there too (a token belongs to its key).
+pub fn aws_from_env(ps: &mut [RawProvider], lookup: &dyn Fn(&str) -> Option<String>) {
+    for p in ps {
+        if p.kind.value() != Ok(ProviderKind::Bedrock) {
+            continue;
+        }
+        let from_env = p.access_key_id.is_none();
+        let fields = [
+            &mut p.access_key_id,
+            &mut p.secret_access_key,
+            &mut p.session_token,
+        ];
+        for ((_, var), field) in AWS_ENV.iter().zip(fields) {
+            if field.is_none() && (from_env || *var != "AWS_SESSION_TOKEN") {
+                *field = lookup(var).filter(|v| !v.is_empty());
+            }
+        }
+    }
 }
 
 /// One provider key's options (`api_keys: [{key, weight, ...}]`).
@@ -380,6 +432,7 @@ pub fn resolve(
         kind_settings(&at, kind, &KindSettings::of(&p), problems);
         let mut secrets = Vec::new();
         let vertex = super::vertex::resolve(&at, kind, &mut p, &mut secrets, problems);
+        let aws = aws_credentials(&mut p, &mut secrets);
         let preset = presets::resolve(&at, kind, &p, problems);
         let base = preset
             .base_url
@@ -453,7 +506,7 @@ pub fn resolve(
             }
         };
         let configured_keys = !p.api_keys.is_empty();
-        let (api_keys, key_options) = api_keys(&at, p.api_keys, problems);
+        let (api_keys, key_options) = provider_keys(&at, p.api_keys, aws.as_ref(), problems);
         let azure_ad_token = p.azure_ad_token.filter(|t| !t.is_empty());
         if problems.len() > before {
             continue;
@@ -468,6 +521,7 @@ pub fn resolve(
             vertex,
             api_version: p.api_version,
             azure_ad_token,
+            aws,
             secrets,
             name: p.name,
             models_path: p.models_path,
@@ -503,6 +557,37 @@ pub fn resolve(
         });
     }
     (providers, ids)
+}
+
+/// A provider's keys and their options: `api_keys`, or for a bedrock
+/// provider its credentials as its one key, so a throttled request rests
+/// them like a rate-limited key (cooldown, failover first to the next
+/// candidate) and `/providers` shows their state.
+fn provider_keys(
+    at: &str,
+    keys: Vec<raw::RawApiKey>,
+    aws: Option<&AwsCredentials>,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Vec<KeyOptions>) {
+    match aws {
+        Some(a) => (vec![a.access_key_id.clone()], vec![KeyOptions::default()]),
+        None => api_keys(at, keys, problems),
+    }
+}
+
+/// `kind: bedrock`'s credentials (both parts given or found in the
+/// environment: the kind's checks report them missing), their secret
+/// parts added to `secrets`.
+fn aws_credentials(p: &mut RawProvider, secrets: &mut Vec<String>) -> Option<AwsCredentials> {
+    let (access_key_id, secret_access_key) = (p.access_key_id.take()?, p.secret_access_key.take()?);
+    let session_token = p.session_token.take().filter(|t| !t.is_empty());
+    secrets.push(secret_access_key.clone());
+    secrets.extend(session_token.clone());
+    Some(AwsCredentials {
+        access_key_id,
+        secret_access_key,
+        session_token,
+    })
 }
 
 pub(super) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
@@ -603,6 +688,14 @@ struct KindSettings<'a> {
     models: bool,
     /// Some model names a `deployment`.
     deployment: bool,
+    /// `kind: bedrock`'s credentials, each given (or found in the
+    /// environment).
+    access_key_id: bool,
+    secret_access_key: bool,
+    session_token: bool,
+    region: Option<&'a str>,
+    api_keys: bool,
+    health_check: bool,
 }
 
 impl<'a> KindSettings<'a> {
@@ -620,13 +713,21 @@ impl<'a> KindSettings<'a> {
                     }
                 )
             }),
+            access_key_id: p.access_key_id.is_some(),
+            secret_access_key: p.secret_access_key.is_some(),
+            session_token: p.session_token.is_some(),
+            region: p.region.as_deref(),
+            api_keys: !p.api_keys.is_empty(),
+            health_check: p.health_check.is_some(),
         }
     }
 }
 
 /// Checks the keys that belong to one kind (`kind: azure`'s
-/// `api_version`, `azure_ad_token`, `models[].deployment`).
+/// `api_version`, `azure_ad_token`, `models[].deployment`; `kind:
+/// bedrock`'s credentials and `region`).
 fn kind_settings(at: &str, kind: ProviderKind, given: &KindSettings, problems: &mut Vec<String>) {
+    bedrock_settings(at, kind, given, problems);
     if kind != ProviderKind::Azure {
         let only = [
             ("api_version", given.api_version.is_some()),
@@ -658,6 +759,63 @@ fn kind_settings(at: &str, kind: ProviderKind, given: &KindSettings, problems: &
     if !given.models {
         problems.push(format!(
             "{at}.models: kind azure needs its models listed (its deployment listing is not relied on)"
+        ));
+    }
+}
+
+/// Checks `kind: bedrock`'s keys (and that no other kind has them).
+fn bedrock_settings(
+    at: &str,
+    kind: ProviderKind,
+    given: &KindSettings,
+    problems: &mut Vec<String>,
+) {
+    if kind != ProviderKind::Bedrock {
+        let only = [
+            ("access_key_id", given.access_key_id),
+            ("secret_access_key", given.secret_access_key),
+            ("session_token", given.session_token),
+        ];
+        for (key, _) in only.iter().filter(|(_, set)| *set) {
+            problems.push(format!("{at}.{key}: only for kind bedrock"));
+        }
+        return;
+    }
+    if !(given.access_key_id && given.secret_access_key) {
+        problems.push(format!(
+            "{at}: kind bedrock needs access_key_id and secret_access_key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment)"
+        ));
+    }
+    match given.region {
+        None => problems.push(format!(
+            "{at}.region: kind bedrock needs its AWS region (e.g. us-east-1)"
+        )),
+        // It goes into the host name and the signature's scope.
+        Some(r)
+            if r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            problems.push(format!(
+                "{at}.region: {r:?} is not an AWS region (lowercase letters, digits, '-')"
+            ))
+        }
+        Some(_) => {}
+    }
+    if given.api_keys {
+        problems.push(format!(
+            "{at}.api_keys: kind bedrock signs its requests with AWS credentials (access_key_id, secret_access_key), not keys"
+        ));
+    }
+    if !given.models {
+        problems.push(format!(
+            "{at}.models: kind bedrock needs its models listed (model ids or inference profiles; Bedrock's model list is on another API)"
+        ));
+    }
+    if given.health_check {
+        problems.push(format!(
+            "{at}.health_check: not available for kind bedrock (Bedrock's runtime API has no model list to probe)"
         ));
     }
 }

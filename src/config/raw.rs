@@ -402,6 +402,15 @@ pub struct RawProvider {
     /// `kind: azure`: a Microsoft Entra ID token sent as a bearer token,
     /// for a provider without `api_keys`.
     pub azure_ad_token: Option<String>,
+    /// `kind: bedrock`: the AWS access key id (default: the environment's
+    /// `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// `kind: bedrock`: the AWS secret access key (default:
+    /// `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// `kind: bedrock`: the session token of temporary credentials
+    /// (default: `AWS_SESSION_TOKEN`).
+    pub session_token: Option<String>,
     /// `kind: vertex`: the Google Cloud project.
     pub project: Option<String>,
     /// `kind: vertex`: the region (`us-central1`, ...) or `global`.

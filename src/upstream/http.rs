@@ -11,6 +11,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::upstreams::peer::HttpPeer;
 
+use super::kind::Signable;
 use super::{dns, Provider};
 
 /// How long an idle pooled connection to a provider is kept.
@@ -325,7 +326,7 @@ async fn write_request(
         &mut h,
         "accept",
         if req.stream {
-            "text/event-stream"
+            provider.config.format.stream_content_type()
         } else {
             "application/json"
         },
@@ -347,6 +348,7 @@ async fn write_request(
             .apply(&mut h)
             .map_err(|e| SendError::pingora(SendKind::Io, format!("header rules: {e}"), e))?;
     }
+    sign(provider, req, &mut h)?;
     // Pingora's client flushes the head on its own, then the body: two
     // segments, two wake-ups of the provider. Corked, the kernel sends
     // them as one when the guard drops (an error path included).
@@ -362,6 +364,35 @@ async fn write_request(
             .map_err(classify)?;
     }
     session.finish_request_body().await.map_err(classify)?;
+    Ok(())
+}
+
+/// Adds the kind's request signature (AWS SigV4 for `kind: bedrock`),
+/// computed over the request exactly as it goes out: after every header
+/// rule, with the `Host` header sent.
+fn sign(provider: &Provider, req: &Outgoing<'_>, h: &mut RequestHeader) -> Result<(), SendError> {
+    let host = h
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let signable = Signable {
+        method: req.method,
+        tls: provider.config.base.tls,
+        host: &host,
+        path: req.path,
+        body: &req.body,
+    };
+    let mut signed = Vec::new();
+    provider
+        .kind()
+        .sign(&provider.config, &signable, &mut signed)
+        .map_err(|e| SendError::new(SendKind::Io, format!("request signing: {e}")))?;
+    for (k, v) in signed {
+        h.insert_header(k, v.as_str())
+            .map_err(|e| SendError::pingora(SendKind::Io, format!("header {k}: {e}"), e))?;
+    }
     Ok(())
 }
 

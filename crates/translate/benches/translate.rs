@@ -196,11 +196,48 @@ fn streams(c: &mut Criterion) {
     g.finish();
 }
 
+/// Bedrock's ConverseStream: binary event-stream frames (CRC-checked by the
+/// AWS crate) cut into events, alone and translated to OpenAI Chat SSE
+/// (throughput in frames).
+fn bedrock_frames(c: &mut Criterion) {
+    use apiproxy_translate::bedrock::EventStreamParser;
+    let raw = stream_in(Format::Bedrock, &openai_stream(200));
+    let frames = |bytes: &[u8]| {
+        let mut p = EventStreamParser::default();
+        let mut evs = Vec::new();
+        for piece in bytes.chunks(1400) {
+            p.feed(piece, &mut evs).expect("frames");
+        }
+        evs
+    };
+    let mut g = c.benchmark_group("bedrock");
+    g.throughput(Throughput::Elements(frames(&raw).len() as u64));
+    g.bench_function("parse", |b| b.iter(|| frames(black_box(&raw))));
+    g.bench_function("translate/bedrock->openai", |b| {
+        b.iter(|| {
+            let mut dec = t::stream_decoder(Format::Bedrock);
+            let mut enc = t::stream_encoder(Format::OpenAiChat, StreamOptions::default());
+            let mut ir = Vec::new();
+            let mut out = BytesMut::new();
+            for ev in frames(black_box(&raw)) {
+                ir.clear();
+                dec.decode(&ev, &mut ir).expect("decode");
+                for e in &ir {
+                    enc.encode(e, &mut out);
+                }
+            }
+            enc.finish(&mut out);
+            out
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = requests, responses, streams
+    targets = requests, responses, streams, bedrock_frames
 }
 criterion_main!(benches);

@@ -25,6 +25,8 @@ pub use request_encode::{
     auto_cache_marks, defaulted_fields, encode_request, native_structured_output,
     MAX_CACHE_BREAKPOINTS,
 };
+/// Claude's thinking settings, shared with Claude on Bedrock.
+pub(crate) use request_encode::{max_tokens_of, thinking_budget};
 pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;

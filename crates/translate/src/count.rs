@@ -77,9 +77,9 @@ pub fn encode_count_request(
             inner.extend(obj);
             json!({ "generateContentRequest": inner })
         }
-        Format::OpenAiChat | Format::OpenAiResponses => {
+        Format::OpenAiChat | Format::OpenAiResponses | Format::Bedrock => {
             return Err(TranslateError::new(
-                "OpenAI-kind providers are counted locally (count_locally)",
+                "OpenAI-kind and Bedrock providers are counted locally (count_locally)",
             ))
         }
     };
@@ -93,6 +93,7 @@ pub fn count_of_answer(upstream: Format, body: &[u8]) -> Option<u64> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let field = match upstream {
         Format::Gemini => "totalTokens",
+        Format::Bedrock => "inputTokens",
         _ => "input_tokens",
     };
     v.get(field)?.as_u64()
@@ -105,6 +106,8 @@ pub fn count_answer(client: Format, tokens: u64) -> Vec<u8> {
     let v = match client {
         Format::Anthropic => json!({ "input_tokens": tokens }),
         Format::Gemini => json!({ "totalTokens": tokens }),
+        // Bedrock's CountTokens answer.
+        Format::Bedrock => json!({ "inputTokens": tokens }),
         Format::OpenAiChat | Format::OpenAiResponses => {
             json!({ "object": "response.input_tokens", "input_tokens": tokens })
         }

@@ -104,6 +104,7 @@ pub fn error_body(fmt: Format, status: u16, message: &str) -> Vec<u8> {
         Format::Gemini => json!({
             "error": {"code": status, "message": message, "status": gemini_status(status)}
         }),
+        Format::Bedrock => json!({ "message": message }),
     };
     serde_json::to_vec(&v).unwrap_or_default()
 }
@@ -129,6 +130,7 @@ pub fn stream_error_event(fmt: Format, status: Option<u16>, message: &str, out: 
                 json!({"error": {"code": code, "message": message, "status": gemini_status(code)}});
             sse::write_data(out, v.to_string().as_bytes());
         }
+        Format::Bedrock => crate::bedrock::exception_frame(message, out),
     }
 }
 

@@ -10,6 +10,7 @@
 //! client format to any provider format through the neutral [`ir`].
 
 pub mod anthropic;
+pub mod bedrock;
 mod body;
 mod common;
 pub mod count;
@@ -44,6 +45,10 @@ pub enum Format {
     Anthropic,
     /// Gemini `generateContent` / `streamGenerateContent`.
     Gemini,
+    /// AWS Bedrock's Converse / ConverseStream (a provider format only: its
+    /// stream is binary event-stream frames, read by
+    /// [`bedrock::EventStreamParser`] instead of the SSE parser).
+    Bedrock,
 }
 
 impl Format {
@@ -54,6 +59,16 @@ impl Format {
             Format::OpenAiResponses => "responses",
             Format::Anthropic => "anthropic",
             Format::Gemini => "gemini",
+            Format::Bedrock => "bedrock",
+        }
+    }
+
+    /// The content type of a streamed answer in this format: SSE, or
+    /// Bedrock's binary event stream.
+    pub fn stream_content_type(self) -> &'static str {
+        match self {
+            Format::Bedrock => "application/vnd.amazon.eventstream",
+            _ => "text/event-stream",
         }
     }
 }
@@ -189,6 +204,9 @@ fn decode_shape(
         Format::OpenAiChat => openai_chat::request_decode::decode_body(body),
         Format::OpenAiResponses => openai_responses::request_decode::decode_body(body),
         Format::Anthropic => anthropic::request_decode::decode_body(body),
+        Format::Bedrock => Err(TranslateError::new(
+            "Bedrock's Converse API is not a client format",
+        )),
     }
 }
 
@@ -237,6 +255,7 @@ pub fn encode_request_limited(
         Format::OpenAiResponses => openai_responses::encode_request(req),
         Format::Anthropic => anthropic::encode_request(req),
         Format::Gemini => gemini::encode_request_limited(req, limits),
+        Format::Bedrock => bedrock::encode_request(req),
     }
 }
 
@@ -246,7 +265,7 @@ pub fn encode_request_limited(
 pub fn defaulted_fields(fmt: Format, req: &ChatRequest) -> &'static [&'static str] {
     match fmt {
         Format::Anthropic => anthropic::defaulted_fields(req),
-        Format::OpenAiChat | Format::OpenAiResponses | Format::Gemini => &[],
+        Format::OpenAiChat | Format::OpenAiResponses | Format::Gemini | Format::Bedrock => &[],
     }
 }
 
@@ -258,6 +277,7 @@ pub fn decode_response(fmt: Format, body: &[u8]) -> Result<ChatResponse, Transla
         Format::OpenAiResponses => openai_responses::decode_response(body),
         Format::Anthropic => anthropic::decode_response(body),
         Format::Gemini => gemini::decode_response(body),
+        Format::Bedrock => bedrock::decode_response(body),
     }?;
     signature::tag_response(&mut resp, fmt);
     Ok(resp)
@@ -271,6 +291,7 @@ pub fn encode_response(fmt: Format, resp: &ChatResponse) -> Vec<u8> {
         Format::OpenAiResponses => openai_responses::encode_response(resp),
         Format::Anthropic => anthropic::encode_response(resp),
         Format::Gemini => gemini::encode_response(resp),
+        Format::Bedrock => bedrock::encode_response(resp),
     }
 }
 
@@ -281,6 +302,7 @@ pub fn stream_decoder(fmt: Format) -> Box<dyn StreamDecode> {
         Format::OpenAiResponses => Box::new(openai_responses::StreamDecoder::default()),
         Format::Anthropic => Box::new(anthropic::StreamDecoder::default()),
         Format::Gemini => Box::new(gemini::StreamDecoder::default()),
+        Format::Bedrock => Box::new(bedrock::StreamDecoder::default()),
     };
     Box::new(signature::TaggingDecoder { inner, kind: fmt })
 }
@@ -292,6 +314,7 @@ pub fn stream_encoder(fmt: Format, opts: StreamOptions) -> Box<dyn StreamEncode>
         Format::OpenAiResponses => Box::new(openai_responses::StreamEncoder::new(opts)),
         Format::Anthropic => Box::new(anthropic::StreamEncoder::new(opts)),
         Format::Gemini => Box::new(gemini::StreamEncoder::new(opts)),
+        Format::Bedrock => Box::new(bedrock::StreamEncoder::default()),
     };
     Box::new(signature::UntaggingEncoder { inner, kind: fmt })
 }

@@ -167,6 +167,57 @@ impl Output for AnthropicEvent<'_> {
     }
 }
 
+/// A ConverseStream event's payload: `contentBlockDelta`'s `delta`, or
+/// `contentBlockStart`'s `start.toolUse` (its name).
+#[derive(Deserialize)]
+struct BedrockEvent<'a> {
+    #[serde(borrow, default)]
+    delta: Option<BedrockDelta<'a>>,
+    #[serde(borrow, default)]
+    start: Option<BedrockStart<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BedrockDelta<'a> {
+    #[serde(borrow, default)]
+    text: Option<Text<'a>>,
+    #[serde(borrow, default, rename = "toolUse")]
+    tool_use: Option<BedrockToolUse<'a>>,
+    #[serde(borrow, default, rename = "reasoningContent")]
+    reasoning: Option<BedrockReasoning<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BedrockStart<'a> {
+    #[serde(borrow, default, rename = "toolUse")]
+    tool_use: Option<BedrockToolUse<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BedrockToolUse<'a> {
+    #[serde(borrow, default)]
+    name: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    input: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BedrockReasoning<'a> {
+    #[serde(borrow, default)]
+    text: Option<Text<'a>>,
+}
+
+impl Output for BedrockEvent<'_> {
+    fn output(&self) -> u64 {
+        let tool =
+            |t: &Option<BedrockToolUse<'_>>| t.as_ref().map_or(0, |t| len(&t.name) + len(&t.input));
+        let delta = self.delta.as_ref().map_or(0, |d| {
+            len(&d.text) + tool(&d.tool_use) + d.reasoning.as_ref().map_or(0, |r| len(&r.text))
+        });
+        delta + self.start.as_ref().map_or(0, |s| tool(&s.tool_use))
+    }
+}
+
 #[derive(Deserialize)]
 struct GeminiChunk<'a> {
     #[serde(borrow, default)]
@@ -284,6 +335,7 @@ pub fn in_slice(fmt: Format, data: &[u8]) -> serde_json::Result<u64> {
         Format::OpenAiResponses => read::<ResponsesEvent<'_>>(data),
         Format::Anthropic => read::<AnthropicEvent<'_>>(data),
         Format::Gemini => read::<GeminiChunk<'_>>(data),
+        Format::Bedrock => read::<BedrockEvent<'_>>(data),
     }
 }
 
@@ -298,5 +350,6 @@ pub fn in_value(fmt: Format, v: &Value) -> u64 {
         Format::OpenAiResponses => read::<ResponsesEvent<'_>>(v),
         Format::Anthropic => read::<AnthropicEvent<'_>>(v),
         Format::Gemini => read::<GeminiChunk<'_>>(v),
+        Format::Bedrock => read::<BedrockEvent<'_>>(v),
     }
 }

@@ -70,6 +70,7 @@ fn rules(fmt: Format) -> &'static SseRules {
         Format::OpenAiResponses => &crate::openai_responses::SSE_RULES,
         Format::Anthropic => &crate::anthropic::SSE_RULES,
         Format::Gemini => &crate::gemini::SSE_RULES,
+        Format::Bedrock => &crate::bedrock::SSE_RULES,
     }
 }
 

@@ -40,6 +40,7 @@ fn letter(kind: Format) -> u8 {
         Format::Gemini => b'g',
         Format::OpenAiResponses => b'r',
         Format::OpenAiChat => b'c',
+        Format::Bedrock => b'b',
     }
 }
 
@@ -49,6 +50,7 @@ fn kind_of(letter: u8) -> Option<Format> {
         b'g' => Format::Gemini,
         b'r' => Format::OpenAiResponses,
         b'c' => Format::OpenAiChat,
+        b'b' => Format::Bedrock,
         _ => return None,
     })
 }

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::{anthropic, gemini, openai_chat, openai_responses, Format, Usage};
+use crate::{anthropic, bedrock, gemini, openai_chat, openai_responses, Format, Usage};
 
 /// The running counts of one format.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +21,7 @@ enum Counts {
     Responses(openai_responses::usage::Counts),
     Anthropic(anthropic::usage::Counts),
     Gemini(gemini::usage::Counts),
+    Bedrock(bedrock::usage::Counts),
 }
 
 /// The usage of one answer of a given format, read from its body or added
@@ -39,6 +40,7 @@ impl UsageTally {
             Format::OpenAiResponses => Counts::Responses(Default::default()),
             Format::Anthropic => Counts::Anthropic(Default::default()),
             Format::Gemini => Counts::Gemini(Default::default()),
+            Format::Bedrock => Counts::Bedrock(Default::default()),
         };
         UsageTally {
             counts,
@@ -55,17 +57,19 @@ impl UsageTally {
                 .iter()
                 .fold(false, |found, item| self.add(item) | found);
         }
-        let found = match &mut self.counts {
-            Counts::Chat(c) => openai_chat::usage::usage_object(v)
-                .map(|u| c.update(&openai_chat::usage::Counts::read(u))),
-            Counts::Responses(c) => openai_responses::usage::usage_object(v)
-                .map(|u| c.update(&openai_responses::usage::Counts::read(u))),
-            Counts::Anthropic(c) => anthropic::usage::usage_object(v)
-                .map(|u| c.update(&anthropic::usage::Counts::read(u))),
-            Counts::Gemini(c) => {
-                gemini::usage::usage_object(v).map(|u| c.update(&gemini::usage::Counts::read(u)))
-            }
-        };
+        let found =
+            match &mut self.counts {
+                Counts::Chat(c) => openai_chat::usage::usage_object(v)
+                    .map(|u| c.update(&openai_chat::usage::Counts::read(u))),
+                Counts::Responses(c) => openai_responses::usage::usage_object(v)
+                    .map(|u| c.update(&openai_responses::usage::Counts::read(u))),
+                Counts::Anthropic(c) => anthropic::usage::usage_object(v)
+                    .map(|u| c.update(&anthropic::usage::Counts::read(u))),
+                Counts::Gemini(c) => gemini::usage::usage_object(v)
+                    .map(|u| c.update(&gemini::usage::Counts::read(u))),
+                Counts::Bedrock(c) => bedrock::usage::usage_object(v)
+                    .map(|u| c.update(&bedrock::usage::Counts::read(u))),
+            };
         self.seen |= found.is_some();
         found.is_some()
     }
@@ -80,6 +84,7 @@ impl UsageTally {
             Counts::Responses(c) => c.to_ir(),
             Counts::Anthropic(c) => c.to_ir(),
             Counts::Gemini(c) => c.to_ir(),
+            Counts::Bedrock(c) => c.to_ir(),
         })
     }
 }
@@ -91,6 +96,7 @@ fn usage_keys(fmt: Format) -> &'static [&'static str] {
         Format::OpenAiResponses => openai_responses::usage::USAGE_KEYS,
         Format::Anthropic => anthropic::usage::USAGE_KEYS,
         Format::Gemini => gemini::usage::USAGE_KEYS,
+        Format::Bedrock => bedrock::usage::USAGE_KEYS,
     }
 }
 

@@ -18,69 +18,96 @@
 use apiproxy_translate::{decode_request, encode_request, ChatRequest, Format};
 use serde_json::{json, Value};
 
-const TARGETS: [Format; 4] = [
+const TARGETS: [Format; 5] = [
     Format::OpenAiChat,
     Format::OpenAiResponses,
     Format::Anthropic,
     Format::Gemini,
+    Format::Bedrock,
 ];
 
 /// Where one concept lives in each provider format's body, in [`TARGETS`]
 /// order. A check is a JSON pointer (its value changed), `ptr=json` (its
 /// value is that JSON), `has:text` (the body's text contains it) or
 /// `ir:name` (the decoded request carries it to the endpoint or URL).
-type Checks = [&'static [&'static str]; 4];
+type Checks = [&'static [&'static str]; 5];
 
-const NONE: Checks = [&[], &[], &[], &[]];
-const MODEL: Checks = [&["/model"], &["/model"], &["/model"], &["ir:model"]];
+const NONE: Checks = [&[], &[], &[], &[], &[]];
+const MODEL: Checks = [
+    &["/model"],
+    &["/model"],
+    &["/model"],
+    &["ir:model"],
+    &["ir:model"],
+];
 const SYSTEM: Checks = [
     &["/messages/0/role=\"system\""],
     &["/instructions"],
     &["/system"],
     &["/systemInstruction"],
+    &["/system"],
 ];
-const MESSAGES: Checks = [&["/messages"], &["/input"], &["/messages"], &["/contents"]];
+const MESSAGES: Checks = [
+    &["/messages"],
+    &["/input"],
+    &["/messages"],
+    &["/contents"],
+    &["/messages"],
+];
 const TEMPERATURE: Checks = [
     &["/temperature"],
     &["/temperature"],
     &["/temperature"],
     &["/generationConfig/temperature"],
+    &["/inferenceConfig/temperature"],
 ];
 const TOP_P: Checks = [
     &["/top_p"],
     &["/top_p"],
     &["/top_p"],
     &["/generationConfig/topP"],
+    &["/inferenceConfig/topP"],
 ];
 const TOP_K: Checks = [
     &["/top_k"],
     &["/top_k"],
     &["/top_k"],
     &["/generationConfig/topK"],
+    &[],
 ];
 const MAX_TOKENS: Checks = [
     &["/max_completion_tokens", "/max_tokens"],
     &["/max_output_tokens"],
     &["/max_tokens"],
     &["/generationConfig/maxOutputTokens"],
+    &["/inferenceConfig/maxTokens"],
 ];
 const STOP: Checks = [
     &["/stop"],
     &["/stop"],
     &["/stop_sequences"],
     &["/generationConfig/stopSequences"],
+    &["/inferenceConfig/stopSequences"],
 ];
-const TOOLS: Checks = [&["/tools"], &["/tools"], &["/tools"], &["/tools"]];
+const TOOLS: Checks = [
+    &["/tools"],
+    &["/tools"],
+    &["/tools"],
+    &["/tools"],
+    &["/toolConfig"],
+];
 const TOOL_CHOICE: Checks = [
     &["/tool_choice"],
     &["/tool_choice"],
     &["/tool_choice"],
     &["/toolConfig"],
+    &["/toolConfig/toolChoice"],
 ];
 const PARALLEL: Checks = [
     &["/parallel_tool_calls"],
     &["/parallel_tool_calls"],
     &["/tool_choice/disable_parallel_tool_use"],
+    &[],
     &[],
 ];
 const SCHEMA: Checks = [
@@ -91,22 +118,31 @@ const SCHEMA: Checks = [
         "/generationConfig/responseJsonSchema",
         "/generationConfig/responseSchema",
     ],
+    &[],
 ];
 const JSON_MODE: Checks = [
     &["/response_format"],
     &["/text/format"],
     &[],
     &["/generationConfig/responseMimeType"],
+    &[],
 ];
 /// Structured output as a forced tool (older Claude models).
-const SCHEMA_TOOL: Checks = [&[], &[], &["/tool_choice"], &[]];
+const SCHEMA_TOOL: Checks = [&[], &[], &["/tool_choice"], &[], &[]];
 const REASONING: Checks = [
     &["/reasoning_effort"],
     &["/reasoning"],
     &["/thinking"],
     &["/generationConfig/thinkingConfig"],
+    &["/additionalModelRequestFields"],
 ];
-const STREAM: Checks = [&["/stream"], &["/stream"], &["/stream"], &["ir:stream"]];
+const STREAM: Checks = [
+    &["/stream"],
+    &["/stream"],
+    &["/stream"],
+    &["ir:stream"],
+    &["ir:stream"],
+];
 /// The gateway always asks a provider for usage and shows it to the client
 /// when asked.
 const INCLUDE_USAGE: Checks = [
@@ -114,54 +150,85 @@ const INCLUDE_USAGE: Checks = [
     &["ir:include_usage"],
     &["ir:include_usage"],
     &["ir:include_usage"],
+    &["ir:include_usage"],
 ];
-const USER: Checks = [&["/user"], &["/user"], &["/metadata/user_id"], &[]];
-const METADATA: Checks = [&["/metadata"], &["/metadata"], &["/metadata"], &[]];
-const SEED: Checks = [&["/seed"], &["/seed"], &[], &["/generationConfig/seed"]];
+const USER: Checks = [&["/user"], &["/user"], &["/metadata/user_id"], &[], &[]];
+const METADATA: Checks = [&["/metadata"], &["/metadata"], &["/metadata"], &[], &[]];
+const SEED: Checks = [
+    &["/seed"],
+    &["/seed"],
+    &[],
+    &["/generationConfig/seed"],
+    &[],
+];
 const PRESENCE: Checks = [
     &["/presence_penalty"],
     &[],
     &[],
     &["/generationConfig/presencePenalty"],
+    &[],
 ];
 const FREQUENCY: Checks = [
     &["/frequency_penalty"],
     &[],
     &[],
     &["/generationConfig/frequencyPenalty"],
+    &[],
 ];
 const LOGPROBS: Checks = [
     &["/logprobs"],
     &["/top_logprobs"],
     &[],
     &["/generationConfig/responseLogprobs"],
+    &[],
 ];
-const CANDIDATES: Checks = [&["/n"], &[], &[], &["/generationConfig/candidateCount"]];
+const CANDIDATES: Checks = [
+    &["/n"],
+    &[],
+    &[],
+    &["/generationConfig/candidateCount"],
+    &[],
+];
 const IMAGES: Checks = [
     &["has:\"image_url\""],
     &["has:\"input_image\""],
     &["has:\"type\":\"image\""],
     &["has:\"fileData\"", "has:\"inlineData\""],
+    &["has:\"image\":"],
 ];
-const CACHE: Checks = [&[], &[], &["has:\"cache_control\""], &[]];
-const PREVIOUS: Checks = [&[], &["/previous_response_id"], &[], &[]];
+const CACHE: Checks = [
+    &[],
+    &[],
+    &["has:\"cache_control\""],
+    &[],
+    &["has:\"cachePoint\""],
+];
+const PREVIOUS: Checks = [&[], &["/previous_response_id"], &[], &[], &[]];
 /// An assistant's tool call and its result in the history.
 const TOOL_TURNS: Checks = [
     &["has:\"tool_calls\""],
     &["has:\"function_call_output\""],
     &["has:\"tool_result\""],
     &["has:\"functionResponse\""],
+    &["has:\"toolResult\""],
 ];
-const SUMMARY: Checks = [&[], &["/reasoning/summary"], &[], &[]];
+const SUMMARY: Checks = [&[], &["/reasoning/summary"], &[], &[], &[]];
 const SERVICE_TIER: Checks = [
     &["/service_tier"],
     &["/service_tier"],
     &["/service_tier"],
     &[],
+    &[],
 ];
-const CACHE_KEY: Checks = [&["/prompt_cache_key"], &["/prompt_cache_key"], &[], &[]];
-const STORE: Checks = [&["/store"], &["/store"], &[], &[]];
-const SAFETY: Checks = [&[], &[], &[], &["/safetySettings"]];
+const CACHE_KEY: Checks = [
+    &["/prompt_cache_key"],
+    &["/prompt_cache_key"],
+    &[],
+    &[],
+    &[],
+];
+const STORE: Checks = [&["/store"], &["/store"], &[], &[], &[]];
+const SAFETY: Checks = [&[], &[], &[], &["/safetySettings"], &[]];
 
 /// One request field of one client format.
 struct Row {
@@ -214,6 +281,7 @@ fn minimal(client: Format) -> Value {
         Format::Anthropic => json!({"model": "base", "max_tokens": 1000,
             "messages": [{"role": "user", "content": "hi"}]}),
         Format::Gemini => json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+        Format::Bedrock => unreachable!("no client speaks Bedrock's Converse"),
     }
 }
 
@@ -253,6 +321,9 @@ fn schema() -> Value {
 }
 
 const OLD_CLAUDE: &str = "claude-3-5-sonnet-20241022";
+/// Claude on Bedrock: thinking is sent to Anthropic models only.
+const BEDROCK_CLAUDE: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+const BEDROCK_NOTE: &str = "with `model` a Claude on Bedrock (`us.anthropic.…`): Bedrock sends thinking to Anthropic models only";
 const FORCED_TOOL: &str = "with `model` an older Claude (3.x, 4.0, 4.1): a forced tool";
 const STATE_NOTE: &str = "the gateway expands it from the responses it kept before translating \
      (README \"Responses state\"); only an unknown id reaches the translator";
@@ -324,6 +395,14 @@ fn chat_rows() -> Vec<Row> {
             json!({"reasoning_effort": "high"}),
             REASONING,
         ),
+        row(
+            C,
+            "reasoning_effort",
+            json!({"reasoning_effort": "high"}),
+            REASONING,
+        )
+        .base(json!({"model": BEDROCK_CLAUDE}))
+        .note(BEDROCK_NOTE),
         row(C, "stream", json!({"stream": true}), STREAM),
         row(
             C,
@@ -568,6 +647,14 @@ fn anthropic_rows() -> Vec<Row> {
             json!({"thinking": {"type": "enabled", "budget_tokens": 2048}}),
             REASONING,
         ),
+        row(
+            A,
+            "thinking.budget_tokens",
+            json!({"thinking": {"type": "enabled", "budget_tokens": 2048}}),
+            REASONING,
+        )
+        .base(json!({"model": BEDROCK_CLAUDE}))
+        .note(BEDROCK_NOTE),
         row(A, "stream", json!({"stream": true}), STREAM),
         row(
             A,
@@ -858,6 +945,7 @@ fn format_name(f: Format) -> &'static str {
         Format::OpenAiResponses => "OpenAI Responses",
         Format::Anthropic => "Anthropic Messages",
         Format::Gemini => "Gemini",
+        Format::Bedrock => "Bedrock Converse",
     }
 }
 
@@ -905,7 +993,7 @@ fn render() -> String {
         for t in TARGETS {
             doc.push_str(&format!(" → {} |", format_name(t)));
         }
-        doc.push_str(" note |\n|---|---|---|---|---|---|\n");
+        doc.push_str(" note |\n|---|---|---|---|---|---|---|\n");
         for row in &rows {
             doc.push_str(&format!("| `{}` |", row.field));
             // Targets refusing this row, grouped by message.

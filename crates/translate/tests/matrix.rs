@@ -87,6 +87,8 @@ fn expected_reasoning(client: Format, provider: Format) -> &'static str {
     // OpenAI clients ask for effort "high"; Anthropic and Gemini clients for
     // a budget of 8000 tokens.
     match (provider, openai_client) {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        (Format::Bedrock, _) => unreachable!("Bedrock is not in this matrix"),
         (Format::OpenAiChat | Format::OpenAiResponses, true) => "effort:high",
         (Format::OpenAiChat | Format::OpenAiResponses, false) => "effort:medium",
         (Format::Anthropic, true) => "budget:16384",
@@ -247,6 +249,8 @@ fn answers_reach_every_client() {
         // Usage in the client's own convention.
         let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         match client {
+            // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+            Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
             Format::OpenAiChat => {
                 assert_eq!(v["usage"]["prompt_tokens"], 1200, "{c}");
                 assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{c}");
@@ -357,6 +361,8 @@ fn translate_stream(
 fn decode_client_stream(client: Format, bytes: &[u8], seed: u64) -> Vec<StreamEvent> {
     use apiproxy_translate::{anthropic, gemini, openai_chat, openai_responses, StreamDecode};
     let mut dec: Box<dyn StreamDecode> = match client {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => Box::new(openai_chat::StreamDecoder::default()),
         Format::OpenAiResponses => Box::new(openai_responses::StreamDecoder::default()),
         Format::Anthropic => Box::new(anthropic::StreamDecoder::default()),
@@ -435,6 +441,8 @@ fn calls_without_arguments_reach_clients_as_empty_objects() {
 /// The provider's own in-stream error event, as each provider writes it.
 fn provider_error_event(provider: Format) -> &'static str {
     match provider {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => {
             "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"
         }
@@ -588,6 +596,8 @@ fn parallel_history(client: Format) -> Value {
     let calls = [call("call_p1", "Paris"), call("call_p2", "Oslo")];
     let results = [json!({"temp": 21}), json!({"temp": 3})];
     match client {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => json!({"model": "m", "messages": [
             {"role": "user", "content": "Weather in Paris and Oslo?"},
             {"role": "assistant", "content": null, "tool_calls": calls.iter().map(|(id, a)|

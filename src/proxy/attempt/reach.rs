@@ -266,7 +266,7 @@ impl Attempts<'_> {
         }
         let sse = resp
             .header_str("content-type")
-            .is_some_and(|t| t.starts_with("text/event-stream"));
+            .is_some_and(|t| t.starts_with(wire.stream_content_type()));
         if self.stream && sse {
             if let Err(e) = resp.peek().await {
                 let error = AttemptError::BrokenAnswer(relay::RelayFault::Upstream(e));

@@ -93,11 +93,12 @@ enum Payload<'a> {
 /// (each a u16 length and UTF-8), then the payload.
 const MAGIC: &[u8; 4] = b"apc1";
 
-const FORMATS: [Format; 4] = [
+const FORMATS: [Format; 5] = [
     Format::OpenAiChat,
     Format::OpenAiResponses,
     Format::Anthropic,
     Format::Gemini,
+    Format::Bedrock,
 ];
 
 fn encode_entry(provider: &str, model: &str, payload: Payload<'_>) -> Option<Vec<u8>> {
@@ -212,7 +213,7 @@ fn choices(fmt: Format, parsed: &Parsed) -> u64 {
             .or_else(|| {
                 member("generation_config").and_then(|g| g.get("candidate_count").cloned())
             }),
-        Format::OpenAiResponses | Format::Anthropic => None,
+        Format::OpenAiResponses | Format::Anthropic | Format::Bedrock => None,
     };
     n.and_then(|v| v.as_u64()).unwrap_or(1)
 }

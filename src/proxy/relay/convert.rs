@@ -2,10 +2,14 @@
 //! out, through the translate crate's same-format relay or a decoder and
 //! encoder pair. Pure: no I/O, its faults typed.
 
+use apiproxy_translate::bedrock::event_stream::FrameError;
+use apiproxy_translate::bedrock::EventStreamParser;
 use apiproxy_translate::passthrough::{
     self as same_format, PassthroughOptions, PassthroughStream, StreamFault,
 };
-use apiproxy_translate::{self as translate, SseEvent, SseParser, StreamEvent, StreamOptions};
+use apiproxy_translate::{
+    self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions,
+};
 use bytes::BytesMut;
 
 use super::fault::RelayFault;
@@ -18,7 +22,7 @@ pub(super) enum Converter {
     /// read on the way (the translate crate's same-format relay).
     Passthrough(PassthroughStream),
     Translate {
-        parser: SseParser,
+        parser: Framing,
         decoder: Box<dyn translate::StreamDecode>,
         encoder: Box<dyn translate::StreamEncode>,
         /// Reused for every chunk: parsed events, and neutral events of one.
@@ -29,6 +33,41 @@ pub(super) enum Converter {
         /// Responses answer the gateway keeps: `proxy/responses.rs`).
         response_id: Option<String>,
     },
+}
+
+/// How the upstream's stream is cut into events: SSE, or Bedrock's binary
+/// event-stream frames (each frame an event named by its type).
+pub(super) enum Framing {
+    Sse(SseParser),
+    EventStream(EventStreamParser),
+}
+
+impl Framing {
+    fn of(upstream: Format) -> Self {
+        match upstream {
+            Format::Bedrock => Framing::EventStream(EventStreamParser::default()),
+            _ => Framing::Sse(SseParser::default()),
+        }
+    }
+
+    /// Pushes the events `chunk` completes (`None`: the stream ended).
+    fn feed(&mut self, chunk: Option<&[u8]>, out: &mut Vec<SseEvent>) -> Result<(), RelayFault> {
+        match (self, chunk) {
+            (Framing::Sse(p), Some(c)) => p.feed(c, out).map_err(RelayFault::EventTooLarge),
+            (Framing::Sse(p), None) => {
+                p.finish(out);
+                Ok(())
+            }
+            (Framing::EventStream(p), c) => match c {
+                Some(c) => p.feed(c, out),
+                None => p.finish(),
+            }
+            .map_err(|e| match e {
+                FrameError::TooLarge(e) => RelayFault::EventTooLarge(e),
+                FrameError::Corrupt(_) => RelayFault::StreamUnreadable(e.to_string()),
+            }),
+        }
+    }
 }
 
 impl Converter {
@@ -46,7 +85,7 @@ impl Converter {
             ))
         } else {
             Converter::Translate {
-                parser: SseParser::default(),
+                parser: Framing::of(plan.upstream),
                 decoder: translate::stream_decoder(plan.upstream),
                 encoder: translate::stream_encoder(
                     plan.client,
@@ -108,10 +147,7 @@ impl Converter {
                 response_id,
             } => {
                 events.clear();
-                match chunk {
-                    Some(c) => parser.feed(c, events).map_err(RelayFault::EventTooLarge)?,
-                    None => parser.finish(events),
-                }
+                parser.feed(chunk, events)?;
                 for ev in events.iter() {
                     *saw_event = true;
                     neutral.clear();

@@ -89,7 +89,7 @@ pub async fn relay(
     }
     let sse = resp
         .header_str("content-type")
-        .is_some_and(|t| t.starts_with("text/event-stream"));
+        .is_some_and(|t| t.starts_with(plan.upstream.stream_content_type()));
     if plan.stream && sse {
         stream(session, ctx, resp, plan, headers).await
     } else if plan.stream {

@@ -13,6 +13,7 @@
 
 mod anthropic;
 mod azure;
+mod bedrock;
 mod gemini;
 mod openai;
 mod service_account;
@@ -89,6 +90,20 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
         out: &mut Vec<(&'static str, String)>,
     );
 
+    /// Signs the request as it is sent (AWS SigV4), pushing the headers
+    /// that carry the signature onto `out`. Called last, with the final
+    /// body and the `Host` actually sent; kinds authenticated by
+    /// [`Kind::auth_headers`] sign nothing. `Err` says why it cannot be
+    /// signed, never with a secret.
+    fn sign(
+        &self,
+        _config: &ProviderConfig,
+        _req: &Signable<'_>,
+        _out: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Whether the client's protocol header `name` (`anthropic-beta`,
     /// `anthropic-version`), forwarded to a same-format upstream, goes to
     /// this kind. Default: yes.
@@ -114,6 +129,19 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
     }
 }
 
+/// What a request signature covers: the request as it is sent.
+#[derive(Debug)]
+pub struct Signable<'a> {
+    pub method: &'a str,
+    /// Sent over TLS (`https`).
+    pub tls: bool,
+    /// The `Host` header sent.
+    pub host: &'a str,
+    /// Path and query, as sent (percent-encoded).
+    pub path: &'a str,
+    pub body: &'a [u8],
+}
+
 /// A bearer token fetched at run time, cached and shared by a provider's
 /// requests. The provider holds one; every attempt awaits it before
 /// building its headers, and it is handed to [`Kind::auth_headers`] as
@@ -133,6 +161,7 @@ pub fn of(kind: ProviderKind) -> &'static dyn Kind {
         ProviderKind::Anthropic => &anthropic::Anthropic,
         ProviderKind::Gemini => &gemini::Gemini,
         ProviderKind::Azure => &azure::Azure,
+        ProviderKind::Bedrock => &bedrock::Bedrock,
         ProviderKind::Vertex => &vertex::Vertex,
     }
 }

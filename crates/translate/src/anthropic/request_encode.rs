@@ -190,7 +190,7 @@ struct WireMetadata<'a> {
 
 /// The thinking setting for Anthropic: `Some(Some(budget))` enabled,
 /// `Some(None)` explicitly disabled, `None` not sent.
-fn thinking_budget(r: &Reasoning) -> Option<Option<u64>> {
+pub(crate) fn thinking_budget(r: &Reasoning) -> Option<Option<u64>> {
     if r.disabled || r.budget_tokens == Some(0) {
         return Some(None);
     }
@@ -326,7 +326,7 @@ fn unsigned_tool_turn(req: &ChatRequest) -> bool {
 }
 
 /// `max_tokens` as sent (Anthropic requires it).
-fn max_tokens_of(req: &ChatRequest, budget: Option<u64>) -> u64 {
+pub(crate) fn max_tokens_of(req: &ChatRequest, budget: Option<u64>) -> u64 {
     match (req.max_tokens, budget) {
         (None, None) => DEFAULT_MAX_TOKENS,
         (None, Some(b)) => b + DEFAULT_MAX_TOKENS,

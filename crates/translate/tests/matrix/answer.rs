@@ -210,6 +210,8 @@ pub fn sample_answer() -> Answer {
 /// The answer as `provider`'s non-streaming response body.
 pub fn provider_body(provider: Format, a: &Answer) -> Value {
     match provider {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => chat_body(a),
         Format::OpenAiResponses => responses_body(a),
         Format::Anthropic => anthropic_body(a),
@@ -428,6 +430,8 @@ fn gemini_body(a: &Answer) -> Value {
 /// The answer as `provider`'s SSE stream, the way that provider writes it.
 pub fn provider_stream(provider: Format, a: &Answer) -> String {
     match provider {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => chat_stream(a),
         Format::OpenAiResponses => responses_stream(a),
         Format::Anthropic => anthropic_stream(a),

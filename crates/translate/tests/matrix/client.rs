@@ -41,6 +41,8 @@ pub fn read_body(client: Format, body: &[u8]) -> View {
     let v: Value = serde_json::from_slice(body).expect("client body is JSON");
     let mut view = empty_view();
     match client {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => {
             assert_eq!(v["object"], "chat.completion");
             let m = &v["choices"][0]["message"];
@@ -338,6 +340,8 @@ pub fn check_stream_shape(client: Format, bytes: &[u8], failed: bool) {
         serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("bad JSON {:?}: {err}", e.data))
     };
     match client {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => {
             let done: Vec<usize> = (0..events.len()).filter(|&i| events[i].is_done()).collect();
             assert_eq!(done, vec![events.len() - 1], "exactly one [DONE], last");

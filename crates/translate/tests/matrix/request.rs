@@ -55,6 +55,8 @@ pub fn client_request(client: Format, v: Variant) -> Value {
     let args = json!({"city": "Paris"}).to_string();
     let result = json!({"temp": 21}).to_string();
     match client {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => {
             let mut b = json!({
                 "model": "client-model",
@@ -278,6 +280,8 @@ pub fn provider_view(provider: Format, body: &[u8]) -> ReqView {
         stream: b["stream"] == true,
     };
     match provider {
+        // Bedrock is a provider format only, tested in its module and tests/bedrock.rs.
+        Format::Bedrock => unreachable!("Bedrock is not in this matrix"),
         Format::OpenAiChat => {
             for m in b["messages"].as_array().into_iter().flatten() {
                 let role = m["role"].as_str().unwrap_or_default();
