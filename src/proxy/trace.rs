@@ -18,7 +18,10 @@ pub const COUNT_OPERATION: &str = "count_tokens";
 pub fn operation(fmt: Format) -> &'static str {
     match fmt {
         Format::Gemini => "generate_content",
-        Format::OpenAiChat | Format::OpenAiResponses | Format::Anthropic => "chat",
+        // No client speaks Bedrock's Converse; it is a chat API.
+        Format::OpenAiChat | Format::OpenAiResponses | Format::Anthropic | Format::Bedrock => {
+            "chat"
+        }
     }
 }
 
