@@ -105,8 +105,9 @@ pub struct HealthCheck {
     pub timeout: Duration,
 }
 
-/// One provider, resolved.
-#[derive(Debug, Clone)]
+/// One provider, resolved. Debug-printed without its credentials (the
+/// keys, tokens and header values are counted or named, never shown).
+#[derive(Clone)]
 pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
@@ -225,6 +226,51 @@ pub fn aws_from_env(ps: &mut [RawProvider], lookup: &dyn Fn(&str) -> Option<Stri
                 *field = lookup(var).filter(|v| !v.is_empty());
             }
         }
+    }
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ProviderConfig")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("format", &self.format)
+            .field("responses_auto", &self.responses_auto)
+            .field("base", &self.base)
+            .field("api_keys", &format_args!("<{} keys>", self.api_keys.len()))
+            .field("key_options", &self.key_options)
+            .field("key_strategy", &self.key_strategy)
+            .field("weight", &self.weight)
+            .field("static_models", &self.static_models)
+            .field("aliases", &self.aliases)
+            .field("deployed", &self.deployed)
+            .field("model_prefix", &self.model_prefix)
+            .field("disabled", &self.disabled)
+            .field("retryable", &self.retryable)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("headers", &header_names)
+            .field("pricing", &self.pricing)
+            .field("preset", &self.preset)
+            .field("api_version", &self.api_version)
+            .field(
+                "azure_ad_token",
+                &self.azure_ad_token.as_ref().map(|_| "<set>"),
+            )
+            .field("aws", &self.aws)
+            .field("vertex", &self.vertex)
+            .field("secrets", &format_args!("<{} secrets>", self.secrets.len()))
+            .field("proxy", &self.proxy)
+            .field("enabled", &self.enabled)
+            .field("name", &self.name)
+            .field("models_path", &self.models_path)
+            .field("region", &self.region)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_qps", &self.max_qps)
+            .field("health_check", &self.health_check)
+            .field("prompt_cache_auto", &self.prompt_cache_auto)
+            .finish_non_exhaustive()
     }
 }
 

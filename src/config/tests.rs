@@ -328,3 +328,37 @@ fn response_cache_settings_resolve_and_bad_ones_are_named() {
         );
     }
 }
+
+#[test]
+fn a_provider_debug_print_shows_no_credential() {
+    let c = load(
+        r#"
+providers:
+  - id: az
+    kind: azure
+    base_url: https://res.openai.azure.com
+    api_version: 2024-10-21
+    azure_ad_token: eyJ-entra-token-secret
+    models: [{ name: gpt-4o, deployment: prod-4o }]
+    headers: { x-team-secret: hunter2-header-value }
+  - id: openai
+    kind: openai
+    base_url: https://api.openai.com
+    api_keys: ["sk-plain-key-secret", "${OPENAI_API_KEY}"]
+"#,
+    )
+    .unwrap();
+    let shown = format!("{:?}", c.providers);
+    for secret in [
+        "eyJ-entra-token-secret",
+        "hunter2-header-value",
+        "sk-plain-key-secret",
+        "sk-test",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(
+        shown.contains("x-team-secret") && shown.contains("<2 keys>"),
+        "{shown}"
+    );
+}
