@@ -6,7 +6,8 @@ Three mock upstreams behind one logical model of equal weights: `fast`
 of requests). The same load runs through three apiproxy instances that
 differ only in routing: `weighted` (`routing.scoring.mode: weighted`, plain
 weighted random), `adaptive` (the default scoring) and `adaptive+hedge`
-(the default scoring and `hedge_after_ms: 3 x BASE` on the logical model,
+(the default scoring and `hedge_after_ms: 3 x BASE` with `hedge_non_stream: true`
+on the logical model,
 with the default hedge budget of 10% of requests). Reported for each: every
 upstream's share of the answers it served, client p50/p99 and failed
 requests.
@@ -73,7 +74,9 @@ MODES = {
 
 def config(name, port, metrics, ports, work):
     mode, hedge_ms = MODES[name]
-    hedge = f"    hedge_after_ms: {hedge_ms}\n" if hedge_ms else ""
+    # The bench's requests are not streamed: hedging them is opt-in
+    # (`hedge_non_stream`), as a non-streaming hedge runs two generations.
+    hedge = f"    hedge_after_ms: {hedge_ms}\n    hedge_non_stream: true\n" if hedge_ms else ""
     slug = name.replace("+", "-")
     providers = "".join(
         f'  - {{ id: {u}, kind: openai, base_url: "http://127.0.0.1:{ports[u]}", models: [m] }}\n'
