@@ -369,3 +369,21 @@ impl Named for OtlpProtocol {
     ];
     const SCHEMA_NAME: &'static str = "OtlpProtocol";
 }
+
+/// Which publisher's API serves a model on Vertex AI: it decides the path
+/// and the wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publisher {
+    /// Gemini: `publishers/google`, Gemini's wire format.
+    Google,
+    /// Claude: `publishers/anthropic`, Anthropic's Messages format.
+    Anthropic,
+}
+
+impl Named for Publisher {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("google", Publisher::Google),
+        ("anthropic", Publisher::Anthropic),
+    ];
+    const SCHEMA_NAME: &'static str = "Publisher";
+}

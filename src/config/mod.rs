@@ -6,6 +6,7 @@
 //! duplicates). Every problem is reported as one line naming its key path.
 
 mod auth;
+mod base_url;
 mod budget;
 mod cache;
 mod cert;
@@ -35,6 +36,7 @@ use std::time::Duration;
 pub use auth::{
     expiry_text, parse_expiry, AuthConfig, ClientKey, DEFAULT_ADMIN_FAILURES_PER_MINUTE,
 };
+pub use base_url::BaseUrl;
 pub use budget::Budget;
 pub use cache::CacheSettings;
 pub use cert::CertPair;
@@ -46,9 +48,7 @@ pub use console::ConsoleSettings;
 pub use context::ContextSettings;
 pub use files_seen::FilesSeen;
 pub use models::{LogicalModel, UpstreamRef};
-pub use providers::{
-    AwsCredentials, BaseUrl, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet,
-};
+pub use providers::{AwsCredentials, HealthCheck, KeyOptions, Price, ProviderConfig, StatusSet};
 pub use proxy_url::{ProxyScheme, ProxyUrl};
 use raw::RawConfig;
 pub use server::{

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use apiproxy_translate::Format;
 
+use super::base_url::{parse_base_url, BaseUrl};
 use super::choices::Preset;
 use super::choices::{Choice, KeyStrategy, ProviderKind, WireApi};
 use super::presets;
@@ -70,16 +71,6 @@ impl StatusSet {
         }
         Ok(StatusSet(ranges))
     }
-}
-
-/// Where a provider lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// Path prefix without a trailing slash; empty for none.
-    pub path: String,
 }
 
 /// Price in USD per million tokens.
@@ -633,33 +624,6 @@ fn aws_credentials(p: &mut RawProvider, secrets: &mut Vec<String>) -> Option<Aws
         access_key_id,
         secret_access_key,
         session_token,
-    })
-}
-
-pub(super) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
-    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
-    let tls = match u.scheme() {
-        "https" => true,
-        "http" => false,
-        other => return Err(format!("scheme {other:?} is not http or https")),
-    };
-    let host = match u.host() {
-        Some(url::Host::Domain(d)) => d.to_owned(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(format!("{s:?} has no host")),
-    };
-    if u.query().is_some() || u.fragment().is_some() {
-        return Err(format!("{s:?} must not carry a query or fragment"));
-    }
-    let port = u
-        .port_or_known_default()
-        .unwrap_or(if tls { 443 } else { 80 });
-    Ok(BaseUrl {
-        tls,
-        host,
-        port,
-        path: u.path().trim_end_matches('/').to_owned(),
     })
 }
 

@@ -417,7 +417,7 @@ pub struct RawProvider {
     pub location: Option<String>,
     /// `kind: vertex`: `google` or `anthropic` for every model (default: by
     /// the model's name, `claude-*` Anthropic, the rest Google).
-    pub publisher: Option<Choice<super::vertex::Publisher>>,
+    pub publisher: Option<Choice<super::choices::Publisher>>,
     /// `kind: vertex`: the path of a service account's JSON key.
     pub credentials_file: Option<String>,
     /// `kind: vertex`: a service account's JSON key itself (`${VAR}`).

@@ -6,30 +6,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::choices::{Choice, Named, ProviderKind};
-use super::providers::{parse_base_url, BaseUrl};
+use super::base_url::{parse_base_url, BaseUrl};
+pub use super::choices::Publisher;
+use super::choices::{Choice, ProviderKind};
 use super::raw::RawProvider;
 
 /// Google's OAuth token endpoint, when the service account names none.
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-
-/// Which publisher's API serves a model on Vertex AI: it decides the path
-/// and the wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Publisher {
-    /// Gemini: `publishers/google`, Gemini's wire format.
-    Google,
-    /// Claude: `publishers/anthropic`, Anthropic's Messages format.
-    Anthropic,
-}
-
-impl Named for Publisher {
-    const ALL: &'static [(&'static str, Self)] = &[
-        ("google", Publisher::Google),
-        ("anthropic", Publisher::Anthropic),
-    ];
-    const SCHEMA_NAME: &'static str = "Publisher";
-}
 
 /// A `kind: vertex` provider's settings.
 #[derive(Debug)]

@@ -11,7 +11,6 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::upstreams::peer::HttpPeer;
 
-use super::kind::Signable;
 use super::{dns, Provider};
 
 /// How long an idle pooled connection to a provider is kept.
@@ -430,6 +429,20 @@ fn set_cork(fd: i32, on: bool) -> bool {
         )
     };
     r == 0
+}
+
+/// What a request signature covers: the request as it is sent
+/// ([`super::kind::Kind::sign`]).
+#[derive(Debug)]
+pub struct Signable<'a> {
+    pub method: &'a str,
+    /// Sent over TLS (`https`).
+    pub tls: bool,
+    /// The `Host` header sent.
+    pub host: &'a str,
+    /// Path and query, as sent (percent-encoded).
+    pub path: &'a str,
+    pub body: &'a [u8],
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use pingora::connectors::http::Connector;
 use serde_json::Value;
 
 use super::http::SendError;
+pub use super::http::Signable;
 use super::ratelimit::RateLimitHeaders;
 use crate::config::{ProviderConfig, ProviderKind};
 
@@ -127,19 +128,6 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
     fn refused_answer(&self, _body: &[u8]) -> Option<String> {
         None
     }
-}
-
-/// What a request signature covers: the request as it is sent.
-#[derive(Debug)]
-pub struct Signable<'a> {
-    pub method: &'a str,
-    /// Sent over TLS (`https`).
-    pub tls: bool,
-    /// The `Host` header sent.
-    pub host: &'a str,
-    /// Path and query, as sent (percent-encoded).
-    pub path: &'a str,
-    pub body: &'a [u8],
 }
 
 /// A bearer token fetched at run time, cached and shared by a provider's
