@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::wire::{self, Answer, Scenario, Wire, ALL};
+use common::wire::{self, Scenario, Wire, ALL};
 use common::*;
 use serde_json::{json, Value};
 
@@ -222,37 +222,6 @@ fn config(providers: &str, models: &str) -> String {
     )
 }
 
-/// Sends a client request; status, content-type, body.
-async fn send(gw: &Gateway, req: &wire::ClientRequest) -> (u16, String, String) {
-    let mut r = client()
-        .post(format!("{}{}", gw.url(), req.path))
-        .header("content-type", "application/json");
-    for (k, v) in &req.headers {
-        r = r.header(k, v);
-    }
-    let resp = r.body(req.body.to_string()).send().await.expect("request");
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, ct, resp.text().await.expect("body"))
-}
-
-/// Reads a 200 answer in the client's format.
-fn read_answer(client: Wire, stream: bool, (status, ct, body): &(u16, String, String)) -> Answer {
-    assert_eq!(*status, 200, "{client:?} stream={stream}: {body}");
-    if stream {
-        assert!(ct.starts_with("text/event-stream"), "{ct}: {body}");
-        wire::parse_stream_answer(client, body).unwrap_or_else(|e| panic!("{e}\n{body}"))
-    } else {
-        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        wire::parse_json_answer(client, &v).unwrap_or_else(|e| panic!("{e}\n{body}"))
-    }
-}
-
 /// The mock's own strictness, so that a gateway getting a path, version or
 /// credential wrong cannot pass these tests.
 #[tokio::test]
@@ -320,7 +289,7 @@ async fn every_client_format_reaches_the_deployment() {
             for scenario in [Scenario::Text, Scenario::Tool] {
                 let req =
                     wire::client_request(client_wire, "az.gpt-4o", scenario, stream, CLIENT_KEY);
-                let a = read_answer(client_wire, stream, &send(&gw, &req).await);
+                let a = wire::read_ok_answer(client_wire, stream, &wire::send_to(&gw, &req).await);
                 let shape = scenario.shape();
                 assert_eq!(a.text, shape.text(), "{client_wire:?} {stream} {a:?}");
                 assert_eq!(a.calls.len(), shape.calls().len(), "{client_wire:?} {a:?}");
@@ -370,7 +339,7 @@ async fn responses_and_the_v1_api() {
                 let model = format!("{id}.gpt-4o");
                 let req =
                     wire::client_request(client_wire, &model, Scenario::Text, stream, CLIENT_KEY);
-                let a = read_answer(client_wire, stream, &send(&gw, &req).await);
+                let a = wire::read_ok_answer(client_wire, stream, &wire::send_to(&gw, &req).await);
                 assert_eq!(a.text, wire::ANSWER, "{id} {client_wire:?} {stream}");
                 let rec = mock.last();
                 assert_eq!(rec.path, path, "{id} {client_wire:?}");
@@ -403,7 +372,7 @@ async fn an_entra_id_token_authenticates_a_keyless_provider() {
             stream,
             CLIENT_KEY,
         );
-        let a = read_answer(Wire::Anthropic, stream, &send(&gw, &req).await);
+        let a = wire::read_ok_answer(Wire::Anthropic, stream, &wire::send_to(&gw, &req).await);
         assert_eq!(a.text, wire::ANSWER);
         assert_eq!(
             mock.last().header("authorization"),
@@ -418,7 +387,7 @@ async fn an_entra_id_token_authenticates_a_keyless_provider() {
         false,
         CLIENT_KEY,
     );
-    let (status, _, body) = send(&gw, &req).await;
+    let (status, _, body) = wire::send_to(&gw, &req).await;
     assert_eq!(status, 400, "{body}");
     assert!(mock
         .last()
@@ -435,7 +404,7 @@ async fn a_wrong_api_version_is_refused_by_azure() {
     let provider = azure_provider("az", &mock, "").replace(VERSION, "2023-03-15-preview");
     let gw = Gateway::start(&config(&provider, "")).await;
     let req = wire::client_request(Wire::Chat, "az/gpt-4o", Scenario::Text, false, CLIENT_KEY);
-    let (status, _, body) = send(&gw, &req).await;
+    let (status, _, body) = wire::send_to(&gw, &req).await;
     assert_eq!(status, 404, "{body}");
     assert!(mock.last().path.ends_with("api-version=2023-03-15-preview"));
 }
@@ -451,7 +420,7 @@ async fn content_filter_refusals_are_clear_400s() {
     for model in ["az.filtered-prompt", "az.filtered-answer"] {
         for client_wire in ALL {
             let req = wire::client_request(client_wire, model, Scenario::Text, false, CLIENT_KEY);
-            let (status, ct, body) = send(&gw, &req).await;
+            let (status, ct, body) = wire::send_to(&gw, &req).await;
             assert_eq!(status, 400, "{model} {client_wire:?}: {body}");
             assert!(ct.starts_with("application/json"), "{ct}");
             let v: Value = serde_json::from_str(&body).expect("JSON error");
@@ -504,7 +473,7 @@ async fn a_stream_the_filter_stops_ends_with_the_formats_filtered_finish() {
             true,
             CLIENT_KEY,
         );
-        let a = read_answer(client_wire, true, &send(&gw, &req).await);
+        let a = wire::read_ok_answer(client_wire, true, &wire::send_to(&gw, &req).await);
         assert_eq!(a.text, "It is ", "{client_wire:?}");
         assert_eq!(a.finish, finish, "{client_wire:?} {a:?}");
     }
@@ -531,7 +500,7 @@ async fn failover_from_azure_to_openai() {
         assert!(sent < 50, "Azure never drawn in {sent} requests");
         let client_wire = clients[sent % clients.len()];
         let req = wire::client_request(client_wire, "smart", Scenario::Text, true, CLIENT_KEY);
-        let a = read_answer(client_wire, true, &send(&gw, &req).await);
+        let a = wire::read_ok_answer(client_wire, true, &wire::send_to(&gw, &req).await);
         assert_eq!(a.text, wire::ANSWER, "{client_wire:?}");
         assert_eq!(
             wire::requested_model(Wire::Chat, &openai.last()),
@@ -542,7 +511,7 @@ async fn failover_from_azure_to_openai() {
     // Its key then rests: Azure is not asked again.
     for client_wire in clients {
         let req = wire::client_request(client_wire, "smart", Scenario::Text, false, CLIENT_KEY);
-        let a = read_answer(client_wire, false, &send(&gw, &req).await);
+        let a = wire::read_ok_answer(client_wire, false, &wire::send_to(&gw, &req).await);
         assert_eq!(a.text, wire::ANSWER, "{client_wire:?}");
     }
     assert_eq!(azure.count(), 1);

@@ -16,7 +16,7 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use common::wire::{self, Answer, Scenario, Shape, Wire, ALL};
+use common::wire::{self, Scenario, Shape, Wire, ALL};
 use common::*;
 use serde_json::{json, Value};
 
@@ -438,35 +438,6 @@ async fn start(cfg: &str, secret: &str) -> Gateway {
     Gateway::start_with_env(cfg, &pairs).await
 }
 
-async fn send(gw: &Gateway, req: &wire::ClientRequest) -> (u16, String, String) {
-    let mut r = client()
-        .post(format!("{}{}", gw.url(), req.path))
-        .header("content-type", "application/json");
-    for (k, v) in &req.headers {
-        r = r.header(k, v);
-    }
-    let resp = r.body(req.body.to_string()).send().await.expect("request");
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, ct, resp.text().await.expect("body"))
-}
-
-fn read_answer(client: Wire, stream: bool, (status, ct, body): &(u16, String, String)) -> Answer {
-    assert_eq!(*status, 200, "{client:?} stream={stream}: {body}");
-    if stream {
-        assert!(ct.starts_with("text/event-stream"), "{ct}: {body}");
-        wire::parse_stream_answer(client, body).unwrap_or_else(|e| panic!("{e}\n{body}"))
-    } else {
-        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        wire::parse_json_answer(client, &v).unwrap_or_else(|e| panic!("{e}\n{body}"))
-    }
-}
-
 fn converse(rec: &Recorded) -> Value {
     serde_json::from_slice(&rec.body).expect("Converse body")
 }
@@ -583,7 +554,8 @@ async fn every_client_format_reaches_converse_signed() {
                 for scenario in [Scenario::Text, Scenario::Tool] {
                     let req =
                         wire::client_request(client_wire, model, scenario, stream, CLIENT_KEY);
-                    let a = read_answer(client_wire, stream, &send(&gw, &req).await);
+                    let a =
+                        wire::read_ok_answer(client_wire, stream, &wire::send_to(&gw, &req).await);
                     let shape = scenario.shape();
                     let at = format!("{model} {client_wire:?} stream={stream} {scenario:?}");
                     assert_eq!(a.text, shape.text(), "{at}: {a:?}");
@@ -652,7 +624,7 @@ async fn a_tool_use_round_trip_from_every_client() {
                 stream,
                 CLIENT_KEY,
             );
-            let a = read_answer(client_wire, stream, &send(&gw, &req).await);
+            let a = wire::read_ok_answer(client_wire, stream, &wire::send_to(&gw, &req).await);
             assert_eq!(a.text, wire::ANSWER, "{client_wire:?} {stream}");
             let body = converse(&mock.last());
             let messages = body["messages"].as_array().expect("messages");
@@ -692,7 +664,7 @@ async fn throttled_bedrock_fails_over_to_openai() {
         let client_wire = ALL[sent % ALL.len()];
         let stream = sent % 2 == 0;
         let req = wire::client_request(client_wire, "smart", Scenario::Text, stream, CLIENT_KEY);
-        let a = read_answer(client_wire, stream, &send(&gw, &req).await);
+        let a = wire::read_ok_answer(client_wire, stream, &wire::send_to(&gw, &req).await);
         assert_eq!(a.text, wire::ANSWER, "{client_wire:?}");
         assert_eq!(
             wire::requested_model(Wire::Chat, &openai.last()),
@@ -709,7 +681,7 @@ async fn throttled_bedrock_fails_over_to_openai() {
     // not asked again.
     for client_wire in ALL {
         let req = wire::client_request(client_wire, "smart", Scenario::Text, false, CLIENT_KEY);
-        let a = read_answer(client_wire, false, &send(&gw, &req).await);
+        let a = wire::read_ok_answer(client_wire, false, &wire::send_to(&gw, &req).await);
         assert_eq!(a.text, wire::ANSWER, "{client_wire:?}");
     }
     assert_eq!(bedrock.count(), 1);
@@ -730,7 +702,7 @@ async fn an_exception_frame_mid_stream_is_an_error_event() {
     .await;
     for client_wire in ALL {
         let req = wire::client_request(client_wire, "flaky", Scenario::Text, true, CLIENT_KEY);
-        let (status, ct, body) = send(&gw, &req).await;
+        let (status, ct, body) = wire::send_to(&gw, &req).await;
         assert_eq!(status, 200, "{client_wire:?}: {body}");
         assert!(ct.starts_with("text/event-stream"), "{ct}");
         assert!(
@@ -774,7 +746,7 @@ async fn a_wrong_secret_is_a_clear_error_and_no_secret_leaks() {
     .await;
     for (i, client_wire) in ALL.into_iter().enumerate() {
         let req = wire::client_request(client_wire, "haiku", Scenario::Text, false, CLIENT_KEY);
-        let (status, _, body) = send(&gw, &req).await;
+        let (status, _, body) = wire::send_to(&gw, &req).await;
         let v: Value = serde_json::from_str(&body).expect("JSON error");
         let message = match client_wire {
             Wire::Anthropic => {

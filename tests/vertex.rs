@@ -14,7 +14,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use common::wire::{self, Answer, Scenario, Wire, ALL};
+use common::wire::{self, Scenario, Wire, ALL};
 use common::*;
 use serde_json::{json, Value};
 
@@ -292,37 +292,6 @@ fn config(providers: &str, models: &str) -> String {
     )
 }
 
-/// Sends a client request; status, content-type, body.
-async fn send(gw: &Gateway, req: &wire::ClientRequest) -> (u16, String, String) {
-    let mut r = client()
-        .post(format!("{}{}", gw.url(), req.path))
-        .header("content-type", "application/json");
-    for (k, v) in &req.headers {
-        r = r.header(k, v);
-    }
-    let resp = r.body(req.body.to_string()).send().await.expect("request");
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, ct, resp.text().await.expect("body"))
-}
-
-/// Reads a 200 answer in the client's format.
-fn read_answer(client: Wire, stream: bool, (status, ct, body): &(u16, String, String)) -> Answer {
-    assert_eq!(*status, 200, "{client:?} stream={stream}: {body}");
-    if stream {
-        assert!(ct.starts_with("text/event-stream"), "{ct}: {body}");
-        wire::parse_stream_answer(client, body).unwrap_or_else(|e| panic!("{e}\n{body}"))
-    } else {
-        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        wire::parse_json_answer(client, &v).unwrap_or_else(|e| panic!("{e}\n{body}"))
-    }
-}
-
 /// A fresh RSA key that is not the service account's.
 fn other_key() -> String {
     let rsa = openssl::rsa::Rsa::generate(2048).expect("rsa");
@@ -488,10 +457,10 @@ async fn every_client_format_reaches_both_publishers() {
         let model = if i % 2 == 0 { "vx.gemini" } else { "vx.claude" };
         let req = wire::client_request(client_wire, model, Scenario::Text, i % 3 == 0, CLIENT_KEY);
         let gw = &gw;
-        async move { (client_wire, i % 3 == 0, send(gw, &req).await) }
+        async move { (client_wire, i % 3 == 0, wire::send_to(gw, &req).await) }
     });
     for (client_wire, stream, answer) in futures_util::future::join_all(burst).await {
-        let a = read_answer(client_wire, stream, &answer);
+        let a = wire::read_ok_answer(client_wire, stream, &answer);
         assert_eq!(a.text, wire::ANSWER, "{client_wire:?} {stream}");
     }
     assert_eq!(g.tokens.count(), 1, "one token fetch for the burst");
@@ -507,7 +476,8 @@ async fn every_client_format_reaches_both_publishers() {
                     let model = format!("vx.{alias}");
                     let req =
                         wire::client_request(client_wire, &model, scenario, stream, CLIENT_KEY);
-                    let a = read_answer(client_wire, stream, &send(&gw, &req).await);
+                    let a =
+                        wire::read_ok_answer(client_wire, stream, &wire::send_to(&gw, &req).await);
                     let shape = scenario.shape();
                     assert_eq!(
                         a.text,
@@ -554,7 +524,7 @@ async fn a_token_is_fetched_again_before_it_expires() {
     let models = logical(&[("vx", "gemini", GEMINI)]);
     let gw = Gateway::start(&config(&g.provider("vx", &key), &models)).await;
     let req = wire::client_request(Wire::Chat, "vx.gemini", Scenario::Text, false, CLIENT_KEY);
-    read_answer(Wire::Chat, false, &send(&gw, &req).await);
+    wire::read_ok_answer(Wire::Chat, false, &wire::send_to(&gw, &req).await);
     assert_eq!(g.tokens.count(), 1);
     assert_eq!(
         g.vertex.last().header("authorization"),
@@ -564,7 +534,7 @@ async fn a_token_is_fetched_again_before_it_expires() {
     // request waits for the new token (a lower bound: a slow machine only
     // makes the first one staler).
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    read_answer(Wire::Chat, false, &send(&gw, &req).await);
+    wire::read_ok_answer(Wire::Chat, false, &wire::send_to(&gw, &req).await);
     assert!(g.tokens.count() >= 2, "no fetch again");
     let last = g.vertex.last();
     let bearer = last.header("authorization").unwrap_or_default();
@@ -588,7 +558,7 @@ async fn secrets_stay_secret() {
     let gw = Gateway::start_with_env(&config(&provider, &models), &[("VERTEX_SA", &sa)]).await;
     for client_wire in ALL {
         let req = wire::client_request(client_wire, "vx.claude", Scenario::Text, true, CLIENT_KEY);
-        let a = read_answer(client_wire, true, &send(&gw, &req).await);
+        let a = wire::read_ok_answer(client_wire, true, &wire::send_to(&gw, &req).await);
         assert_eq!(a.text, wire::ANSWER);
     }
     assert_eq!(g.tokens.count(), 1);
@@ -703,7 +673,8 @@ async fn failover_from_vertex_to_another_kind() {
             let before = anthropic.count();
             let req =
                 wire::client_request(client_wire, name, Scenario::Text, sent % 2 == 0, CLIENT_KEY);
-            let a = read_answer(client_wire, sent % 2 == 0, &send(&gw, &req).await);
+            let a =
+                wire::read_ok_answer(client_wire, sent % 2 == 0, &wire::send_to(&gw, &req).await);
             assert_eq!(a.text, wire::ANSWER, "{name} {client_wire:?}");
             assert_eq!(
                 anthropic.count(),
@@ -782,7 +753,7 @@ async fn a_static_access_token() {
         false,
         CLIENT_KEY,
     );
-    let a = read_answer(Wire::Anthropic, false, &send(&gw, &req).await);
+    let a = wire::read_ok_answer(Wire::Anthropic, false, &wire::send_to(&gw, &req).await);
     assert_eq!(a.text, wire::ANSWER);
     assert_eq!(
         g.vertex.last().header("authorization"),

@@ -131,3 +131,40 @@ pub fn client_request(
         body,
     }
 }
+
+/// Sends `req` to the gateway as the client's SDK would: the answer's
+/// status, content type and body.
+pub async fn send_to(gw: &crate::common::Gateway, req: &ClientRequest) -> (u16, String, String) {
+    let mut r = crate::common::client()
+        .post(format!("{}{}", gw.url(), req.path))
+        .header("content-type", "application/json");
+    for (k, v) in &req.headers {
+        r = r.header(k, v);
+    }
+    let resp = r.body(req.body.to_string()).send().await.expect("request");
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, ct, resp.text().await.expect("body"))
+}
+
+/// Reads what [`send_to`] got as a 200 answer in `client`'s format (an
+/// event stream when `stream`); anything else fails the test.
+pub fn read_ok_answer(
+    client: Wire,
+    stream: bool,
+    (status, ct, body): &(u16, String, String),
+) -> Answer {
+    assert_eq!(*status, 200, "{client:?} stream={stream}: {body}");
+    if stream {
+        assert!(ct.starts_with("text/event-stream"), "{ct}: {body}");
+        parse_stream_answer(client, body).unwrap_or_else(|e| panic!("{e}\n{body}"))
+    } else {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        parse_json_answer(client, &v).unwrap_or_else(|e| panic!("{e}\n{body}"))
+    }
+}

@@ -3,7 +3,7 @@
 //! matrices (reasoning, structured output) share.
 
 use super::{ClientRequest, Wire};
-use crate::common::{client, Gateway, MockProvider, Recorded, Reply};
+use crate::common::{Gateway, MockProvider, Recorded, Reply};
 
 /// The gateway and its mocks, by provider id.
 pub struct Matrix {
@@ -53,14 +53,7 @@ impl Matrix {
 
     /// Sends a client's request as its SDK would: the answer's status and body.
     pub async fn send(&self, req: &ClientRequest) -> (u16, String) {
-        let mut r = client()
-            .post(format!("{}{}", self.gw.url(), req.path))
-            .header("content-type", "application/json");
-        for (k, v) in &req.headers {
-            r = r.header(k, v);
-        }
-        let resp = r.body(req.body.to_string()).send().await.expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.text().await.expect("body"))
+        let (status, _, body) = super::send_to(&self.gw, req).await;
+        (status, body)
     }
 }
