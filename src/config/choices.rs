@@ -360,12 +360,15 @@ pub enum OtlpProtocol {
     HttpProtobuf,
     /// OTLP/HTTP with JSON bodies (`/v1/traces`).
     HttpJson,
+    /// OTLP/gRPC (`TraceService/Export`, port 4317 by convention).
+    Grpc,
 }
 
 impl Named for OtlpProtocol {
     const ALL: &'static [(&'static str, Self)] = &[
         ("http/protobuf", OtlpProtocol::HttpProtobuf),
         ("http/json", OtlpProtocol::HttpJson),
+        ("grpc", OtlpProtocol::Grpc),
     ];
     const SCHEMA_NAME: &'static str = "OtlpProtocol";
 }

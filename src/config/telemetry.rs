@@ -61,19 +61,19 @@ pub fn resolve(t: RawTelemetry, problems: &mut Vec<String>) -> TelemetrySettings
 
 fn otlp(o: RawOtlp, problems: &mut Vec<String>) -> Option<OtlpSettings> {
     let before = problems.len();
-    let traces_url = match traces_url(&o.endpoint) {
-        Ok(u) => u,
-        Err(e) => {
-            problems.push(format!("telemetry.otlp.endpoint: {e}"));
-            String::new()
-        }
-    };
     let protocol = match o.protocol.as_ref().map(Choice::value) {
         None => OtlpProtocol::default(),
         Some(Ok(p)) => p,
         Some(Err(e)) => {
             problems.push(format!("telemetry.otlp.protocol: {e}"));
             OtlpProtocol::default()
+        }
+    };
+    let traces_url = match traces_url(&o.endpoint, protocol) {
+        Ok(u) => u,
+        Err(e) => {
+            problems.push(format!("telemetry.otlp.endpoint: {e}"));
+            String::new()
         }
     };
     for (name, value) in &o.headers {
@@ -112,15 +112,26 @@ fn otlp(o: RawOtlp, problems: &mut Vec<String>) -> Option<OtlpSettings> {
     })
 }
 
-/// The URL spans are posted to: the endpoint as given when it names a
-/// path, else the endpoint with `/v1/traces` (as `OTEL_EXPORTER_OTLP_ENDPOINT`
-/// is read).
-fn traces_url(endpoint: &str) -> Result<String, String> {
+/// The URL spans are posted to: over OTLP/HTTP the endpoint as given when
+/// it names a path, else the endpoint with `/v1/traces` (as
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is read); over gRPC the endpoint, which
+/// names no path (the service's is fixed).
+fn traces_url(endpoint: &str, protocol: OtlpProtocol) -> Result<String, String> {
     let url = url::Url::parse(endpoint).map_err(|e| format!("{endpoint:?}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("{endpoint:?} is not an http:// or https:// URL"));
     }
-    if url.path() == "/" || url.path().is_empty() {
+    let no_path = url.path() == "/" || url.path().is_empty();
+    if protocol == OtlpProtocol::Grpc {
+        return if no_path && url.query().is_none() {
+            Ok(endpoint.trim_end_matches('/').to_owned())
+        } else {
+            Err(format!(
+                "{endpoint:?}: an OTLP/gRPC endpoint is a scheme, host and port only (http://collector:4317)"
+            ))
+        };
+    }
+    if no_path {
         let base = endpoint.trim_end_matches('/');
         Ok(format!("{base}/v1/traces"))
     } else {
@@ -134,13 +145,27 @@ mod tests {
 
     #[test]
     fn traces_url_adds_the_signal_path_only_without_a_path() {
-        let u = |e| traces_url(e).unwrap();
+        let http = OtlpProtocol::HttpProtobuf;
+        let u = |e| traces_url(e, http).unwrap();
         assert_eq!(u("http://c:4318"), "http://c:4318/v1/traces");
         assert_eq!(u("http://c:4318/"), "http://c:4318/v1/traces");
         assert_eq!(u("https://c/otlp/v1/traces"), "https://c/otlp/v1/traces");
-        assert!(traces_url("c:4318").is_err());
-        assert!(traces_url("ftp://c/").is_err());
-        assert!(traces_url("").is_err());
+        assert!(traces_url("c:4318", http).is_err());
+        assert!(traces_url("ftp://c/", http).is_err());
+        assert!(traces_url("", http).is_err());
+    }
+
+    #[test]
+    fn a_grpc_endpoint_is_taken_as_given_and_names_no_path() {
+        let grpc = OtlpProtocol::Grpc;
+        assert_eq!(traces_url("http://c:4317", grpc).unwrap(), "http://c:4317");
+        assert_eq!(
+            traces_url("https://c:4317/", grpc).unwrap(),
+            "https://c:4317"
+        );
+        let e = traces_url("http://c:4317/v1/traces", grpc).unwrap_err();
+        assert!(e.contains("scheme, host and port"), "{e}");
+        assert!(traces_url("c:4317", grpc).is_err());
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub fn finish(
     let usage = ctx.usage;
     let output_content = trace.capture_content.then(|| ctx.answer.clone()).flatten();
     let input_content = trace.input_content.take();
-    t.finish(Finished {
+    t.finish(&Finished {
         trace,
         duration: elapsed,
         requested_model: ctx.requested_model.clone(),

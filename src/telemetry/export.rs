@@ -1,6 +1,7 @@
-//! The export thread: finished requests taken off the queue, made into
-//! spans and sent in batches by `opentelemetry-otlp`'s exporter. A thread
-//! of its own with its own runtime, so it outlives every Pingora runtime
+//! The export thread: requests' encoded spans taken off the queue, framed
+//! as one `ExportTraceServiceRequest` per batch and sent to the collector
+//! over OTLP/HTTP (protobuf as encoded, or JSON) or OTLP/gRPC. A thread of
+//! its own with its own runtime, so it outlives every Pingora runtime
 //! (graceful reload and upgrade included) and a slow collector only ever
 //! slows this thread.
 
@@ -8,13 +9,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
-use opentelemetry_sdk::Resource;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
 use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
-use super::span::{self, Finished};
+use super::Encoded;
 use crate::config::{OtlpProtocol, OtlpSettings};
 use crate::metrics;
 
@@ -24,13 +30,16 @@ pub(super) const MAX_BATCH: usize = 512;
 const BATCH_DELAY: Duration = Duration::from_millis(500);
 /// At most one warning per this long about failed exports.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// `ExportTraceServiceRequest.resource_spans`, `ResourceSpans.scope_spans`.
+const RESOURCE_SPANS_FIELD: u32 = 1;
+const SCOPE_SPANS_FIELD: u32 = 2;
 
 /// Starts the thread; its end of the queue is returned.
 pub(super) fn spawn(
     settings: OtlpSettings,
     queued: Arc<AtomicUsize>,
     wake: Arc<Notify>,
-) -> std::io::Result<UnboundedSender<Finished>> {
+) -> std::io::Result<UnboundedSender<Encoded>> {
     let (tx, rx) = mpsc::unbounded_channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -41,22 +50,179 @@ pub(super) fn spawn(
     Ok(tx)
 }
 
-fn exporter(s: &OtlpSettings) -> Result<SpanExporter, String> {
-    let protocol = match s.protocol {
-        OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
-        OtlpProtocol::HttpJson => Protocol::HttpJson,
-    };
-    let mut e = SpanExporter::builder()
-        .with_http()
-        .with_endpoint(s.traces_url.clone())
-        .with_protocol(protocol)
-        .with_timeout(s.timeout)
-        .with_headers(s.headers.iter().cloned().collect())
-        .build()
-        .map_err(|e| e.to_string())?;
-    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "apiproxy".to_owned());
-    e.set_resource(&Resource::builder().with_service_name(name).build());
-    Ok(e)
+/// What wraps a batch's spans: the resource (`service.name` from
+/// `OTEL_SERVICE_NAME`, else `apiproxy`, and `OTEL_RESOURCE_ATTRIBUTES`, as
+/// the SDK's resource reads them) and the instrumentation scope, each
+/// encoded once.
+struct Frame {
+    /// `ResourceSpans` without its `scope_spans`.
+    resource: Vec<u8>,
+    /// `ScopeSpans` without its `spans`.
+    scope: Vec<u8>,
+}
+
+impl Frame {
+    fn new() -> Frame {
+        let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "apiproxy".to_owned());
+        let sdk = opentelemetry_sdk::Resource::builder()
+            .with_service_name(name)
+            .build();
+        let attrs = ResourceAttributesWithSchema::from(&sdk);
+        let resource = ResourceSpans {
+            resource: Some(Resource {
+                attributes: attrs.attributes.0,
+                dropped_attributes_count: 0,
+                entity_refs: Vec::new(),
+            }),
+            schema_url: attrs.schema_url.unwrap_or_default(),
+            scope_spans: Vec::new(),
+        };
+        let scope = ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: "apiproxy".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                ..InstrumentationScope::default()
+            }),
+            spans: Vec::new(),
+            schema_url: String::new(),
+        };
+        Frame {
+            resource: resource.encode_to_vec(),
+            scope: scope.encode_to_vec(),
+        }
+    }
+
+    /// The `ExportTraceServiceRequest` of `spans` (a run of `ScopeSpans.spans`
+    /// fields): fields of a message may come in any order, so the spans are
+    /// appended after the resource and scope as they are.
+    fn request(&self, spans: &[u8]) -> Vec<u8> {
+        let scope_spans = self.scope.len() + spans.len();
+        let resource_spans = self.resource.len()
+            + key_len(SCOPE_SPANS_FIELD)
+            + encoded_len_varint(scope_spans as u64)
+            + scope_spans;
+        let mut out = Vec::with_capacity(resource_spans + 16);
+        encode_key(RESOURCE_SPANS_FIELD, WireType::LengthDelimited, &mut out);
+        encode_varint(resource_spans as u64, &mut out);
+        out.extend_from_slice(&self.resource);
+        encode_key(SCOPE_SPANS_FIELD, WireType::LengthDelimited, &mut out);
+        encode_varint(scope_spans as u64, &mut out);
+        out.extend_from_slice(&self.scope);
+        out.extend_from_slice(spans);
+        out
+    }
+}
+
+/// Where batches go.
+enum Sender {
+    Http {
+        client: reqwest::Client,
+        url: String,
+        headers: reqwest::header::HeaderMap,
+        json: bool,
+    },
+    Grpc {
+        client: TraceServiceClient<tonic::transport::Channel>,
+        headers: tonic::metadata::MetadataMap,
+    },
+}
+
+impl Sender {
+    fn new(s: &OtlpSettings) -> Result<Sender, String> {
+        match s.protocol {
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (name, value) in &s.headers {
+                    // Both checked at config load.
+                    if let (Ok(n), Ok(v)) = (
+                        reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                        reqwest::header::HeaderValue::from_str(value),
+                    ) {
+                        headers.insert(n, v);
+                    }
+                }
+                let client = reqwest::Client::builder()
+                    .timeout(s.timeout)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(Sender::Http {
+                    client,
+                    url: s.traces_url.clone(),
+                    headers,
+                    json: s.protocol == OtlpProtocol::HttpJson,
+                })
+            }
+            OtlpProtocol::Grpc => {
+                let channel = tonic::transport::Endpoint::from_shared(s.traces_url.clone())
+                    .map_err(|e| e.to_string())?
+                    .timeout(s.timeout)
+                    .connect_timeout(s.timeout)
+                    .connect_lazy();
+                let mut headers = tonic::metadata::MetadataMap::new();
+                for (name, value) in &s.headers {
+                    let name = name.to_ascii_lowercase();
+                    if let (Ok(n), Ok(v)) = (
+                        tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes()),
+                        value.parse::<tonic::metadata::AsciiMetadataValue>(),
+                    ) {
+                        headers.insert(n, v);
+                    }
+                }
+                Ok(Sender::Grpc {
+                    client: TraceServiceClient::new(channel),
+                    headers,
+                })
+            }
+        }
+    }
+
+    /// Sends one `ExportTraceServiceRequest`, encoded.
+    async fn send(&mut self, request: Vec<u8>) -> Result<(), String> {
+        match self {
+            Sender::Http {
+                client,
+                url,
+                headers,
+                json,
+            } => {
+                let (body, content_type) = if *json {
+                    let r = ExportTraceServiceRequest::decode(request.as_slice())
+                        .map_err(|e| e.to_string())?;
+                    let body = serde_json::to_vec(&r).map_err(|e| e.to_string())?;
+                    (body, "application/json")
+                } else {
+                    (request, "application/x-protobuf")
+                };
+                let resp = client
+                    .post(url.as_str())
+                    .headers(headers.clone())
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.without_url().to_string())?;
+                let status = resp.status();
+                // The answer is read so the connection is kept for the next.
+                let _ = resp.bytes().await;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("the collector answered {status}"))
+                }
+            }
+            Sender::Grpc { client, headers } => {
+                let r = ExportTraceServiceRequest::decode(request.as_slice())
+                    .map_err(|e| e.to_string())?;
+                let mut req = tonic::Request::new(r);
+                *req.metadata_mut() = headers.clone();
+                client
+                    .export(req)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{}: {}", e.code(), e.message()))
+            }
+        }
+    }
 }
 
 /// The export loop. The queue is drained without waiting on it (a waiting
@@ -65,18 +231,19 @@ fn exporter(s: &OtlpSettings) -> Result<SpanExporter, String> {
 /// A failed export's spans are dropped and counted.
 async fn run(
     s: OtlpSettings,
-    mut rx: UnboundedReceiver<Finished>,
+    mut rx: UnboundedReceiver<Encoded>,
     queued: Arc<AtomicUsize>,
     wake: Arc<Notify>,
 ) {
-    let exporter = match exporter(&s) {
+    let mut sender = match Sender::new(&s) {
         Ok(e) => Some(e),
         Err(e) => {
             log::error!("telemetry.otlp: no exporter ({e}): spans are dropped");
             None
         }
     };
-    let scope = span::scope();
+    let frame = Frame::new();
+    let mut spans: Vec<u8> = Vec::new();
     let mut last_warning: Option<Instant> = None;
     loop {
         // Spans still counted here arrived while the last batch was sent
@@ -92,11 +259,15 @@ async fn run(
             }
         }
         loop {
-            let mut batch: Vec<SpanData> = Vec::new();
+            spans.clear();
+            let mut n = 0;
             let mut closed = false;
-            while batch.len() < MAX_BATCH {
+            while n < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(f) => batch.extend(f.into_spans(&scope)),
+                    Ok(e) => {
+                        spans.extend_from_slice(&e.bytes);
+                        n += e.spans;
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         closed = true;
@@ -104,18 +275,19 @@ async fn run(
                     }
                 }
             }
-            if batch.is_empty() {
+            if n == 0 {
                 if closed {
                     return;
                 }
                 break;
             }
-            let n = batch.len();
-            let result = match &exporter {
-                Some(e) => match tokio::time::timeout(s.timeout, e.export(batch)).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no answer within {} ms", s.timeout.as_millis())),
-                },
+            let result = match &mut sender {
+                Some(e) => {
+                    match tokio::time::timeout(s.timeout, e.send(frame.request(&spans))).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("no answer within {} ms", s.timeout.as_millis())),
+                    }
+                }
                 None => Err("no exporter".to_owned()),
             };
             // Counted as queued until exported: `Telemetry::flush` waits for 0.
@@ -131,5 +303,38 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::span::SPANS_FIELD;
+    use super::*;
+
+    /// A batch framed from encoded spans decodes as the request the
+    /// collector expects: one resource, one scope, every span in order.
+    #[test]
+    fn a_batch_decodes_as_one_export_request() {
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        let mut spans = Vec::new();
+        for i in 0..300u32 {
+            let span = Span {
+                name: format!("span {i}"),
+                span_id: i.to_be_bytes().repeat(2),
+                ..Span::default()
+            };
+            prost::encoding::message::encode(SPANS_FIELD, &span, &mut spans);
+        }
+        let frame = Frame::new();
+        let r = ExportTraceServiceRequest::decode(frame.request(&spans).as_slice()).unwrap();
+        assert_eq!(r.resource_spans.len(), 1);
+        let rs = &r.resource_spans[0];
+        let resource = rs.resource.as_ref().unwrap();
+        assert!(resource.attributes.iter().any(|a| a.key == "service.name"));
+        assert_eq!(rs.scope_spans.len(), 1);
+        let ss = &rs.scope_spans[0];
+        assert_eq!(ss.scope.as_ref().unwrap().name, "apiproxy");
+        assert_eq!(ss.spans.len(), 300);
+        assert_eq!(ss.spans[299].name, "span 299");
     }
 }

@@ -1,17 +1,19 @@
 //! Request traces over OTLP (`telemetry.otlp`), in the GenAI semantic
 //! conventions. On the request path only two cheap steps: [`Telemetry::start`]
 //! reads the client's W3C trace context and decides sampling, and
-//! [`Telemetry::finish`] puts the finished request ([`Finished`], built
-//! from what the logging phase already gathered) on a bounded queue. The
-//! spans are made and exported on a thread of their own (`export.rs`),
-//! which outlives every Pingora runtime; a full queue drops and counts
-//! (`apiproxy_otlp_dropped_spans_total`), so a slow or dead collector never
-//! slows a request. Without `telemetry.otlp` none of this exists.
+//! [`Telemetry::finish`] encodes the finished request's spans ([`Finished`],
+//! built from what the logging phase already gathered) as OTLP protobuf
+//! and puts the bytes on a bounded queue. They are batched and exported on
+//! a thread of their own (`export.rs`), which outlives every Pingora
+//! runtime; a full queue drops and counts (`apiproxy_otlp_dropped_spans_total`),
+//! so a slow or dead collector never slows a request. Without
+//! `telemetry.otlp` none of this exists.
 
 mod context;
 mod export;
 mod span;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -21,14 +23,27 @@ use opentelemetry::trace::{SpanId, TraceId};
 use crate::config::{OtlpSettings, ProviderKind, TelemetrySettings};
 use crate::metrics;
 pub use context::{parse_traceparent, TraceParent};
+use span::Scratch;
 pub use span::{AttemptSpan, Finished};
+
+thread_local! {
+    /// The span message each thread encodes its requests' spans with.
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// A request's spans, encoded, on their way to the export thread.
+struct Encoded {
+    /// A run of `ScopeSpans.spans` fields.
+    bytes: Vec<u8>,
+    spans: usize,
+}
 
 /// The tracing of a process: its settings and the queue to the export
 /// thread (started at the first finished request, after Pingora daemonized).
 pub struct Telemetry {
     settings: OtlpSettings,
     capture_content: bool,
-    queue: OnceLock<Option<tokio::sync::mpsc::UnboundedSender<Finished>>>,
+    queue: OnceLock<Option<tokio::sync::mpsc::UnboundedSender<Encoded>>>,
     /// Spans queued or being exported (the channel is unbounded; this
     /// bounds it).
     queued: Arc<AtomicUsize>,
@@ -125,9 +140,9 @@ impl Telemetry {
         }
     }
 
-    /// Queues a sampled request's spans for export; a full queue drops
-    /// them and counts them (`apiproxy_otlp_dropped_spans_total`).
-    pub fn finish(&self, finished: Finished) {
+    /// Encodes a sampled request's spans and queues them for export; a
+    /// full queue drops them and counts them (`apiproxy_otlp_dropped_spans_total`).
+    pub fn finish(&self, finished: &Finished) {
         let n = finished.span_count();
         let before = self.queued.fetch_add(n, Ordering::Relaxed);
         let queued = before + n;
@@ -138,7 +153,9 @@ impl Telemetry {
                 .ok()
         });
         let sent = match queue {
-            Some(q) if queued <= self.settings.max_queue_size => q.send(finished).is_ok(),
+            Some(q) if queued <= self.settings.max_queue_size => {
+                q.send(encode(finished, n)).is_ok()
+            }
             _ => false,
         };
         if !sent {
@@ -165,6 +182,18 @@ impl Telemetry {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// `finished`'s `n` spans as OTLP protobuf, encoded with this thread's
+/// scratch message.
+fn encode(finished: &Finished, n: usize) -> Encoded {
+    let mut bytes = Vec::with_capacity(n * 512);
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => finished.encode(&mut s, &mut bytes),
+        // Not reentrant today; a fresh message if it ever is.
+        Err(_) => finished.encode(&mut Scratch::default(), &mut bytes),
+    });
+    Encoded { bytes, spans: n }
 }
 
 /// The longest [`Telemetry::flush`] waits.

@@ -1,16 +1,25 @@
 //! A finished request as the proxy hands it over ([`Finished`]), and its
-//! spans as OpenTelemetry exports them (GenAI semantic conventions): one
-//! server span, one client span per upstream attempt. Pure; runs on the
-//! export thread, never on the request's.
+//! spans in the GenAI semantic conventions: one server span, one client
+//! span per upstream attempt, encoded as OTLP `Span` messages (the
+//! `opentelemetry-proto` types, prost's encoder) into bytes the export
+//! thread batches without decoding them again.
+//!
+//! Encoded on the request's thread into a [`Scratch`] kept by that thread:
+//! the messages' strings and attribute lists are reused from one request to
+//! the next, so a traced request allocates only the bytes it queues. Going
+//! through the SDK's `SpanData` and its OTLP transform instead cost four
+//! times the CPU (benches/README.md, "Tracing").
 
-use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value as Any, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{Span, SpanFlags, Status};
 
 use super::RequestTrace;
+use opentelemetry::trace::SpanId;
 
 /// What a finished request's spans are made of. Filled by the proxy's
 /// logging phase from what it gathered for the access log and the console.
@@ -72,119 +81,90 @@ pub struct AttemptSpan {
     pub duration: Duration,
 }
 
+/// The field of `ScopeSpans` that holds its spans: each span is appended
+/// to the output as this field, so a request's bytes and a batch's are both
+/// a run of `ScopeSpans.spans` entries.
+pub const SPANS_FIELD: u32 = 2;
+
+/// A thread's span message, reused by every request it traces.
+#[derive(Default)]
+pub struct Scratch {
+    span: Span,
+    /// Attributes of earlier requests, their strings kept for reuse; in the
+    /// order they were written, reversed (the next one is last).
+    spare: Vec<KeyValue>,
+}
+
 impl Finished {
     /// How many spans it makes.
     pub fn span_count(&self) -> usize {
         1 + self.attempts.len()
     }
 
-    /// Its spans: the request's, then each attempt's.
-    pub fn into_spans(self, scope: &InstrumentationScope) -> Vec<SpanData> {
-        let mut out = Vec::with_capacity(self.span_count());
-        let t = self.trace.clone();
-        let state = t
-            .tracestate
-            .as_deref()
-            .and_then(|s| s.parse::<TraceState>().ok())
-            .unwrap_or_default();
-        let context = |span_id| {
-            SpanContext::new(
-                t.trace_id,
-                span_id,
-                TraceFlags::SAMPLED,
-                false,
-                state.clone(),
-            )
-        };
+    /// Appends its spans to `out` as `ScopeSpans.spans` fields: each
+    /// attempt's, then the request's.
+    pub fn encode(&self, s: &mut Scratch, out: &mut Vec<u8>) {
+        let t = &self.trace;
         let op = t.operation;
         for a in &self.attempts {
-            let start = t.wall_start + a.start;
             let failed = !matches!(a.outcome, "ok" | "client_gone" | "hedge_cancelled");
-            let mut attrs = vec![
-                KeyValue::new("gen_ai.operation.name", op),
-                KeyValue::new("gen_ai.request.model", a.model.clone()),
-                KeyValue::new("apiproxy.provider.id", a.provider_id.clone()),
-                KeyValue::new("apiproxy.attempt.outcome", a.outcome),
-            ];
+            s.begin(t, a.span_id, t.span_id, false, SpanKind::Client);
+            let start = t.wall_start + a.start;
+            s.times(start, start + a.duration);
+            let _ = write!(s.span.name, "{op} {}", a.model);
+            s.str("gen_ai.operation.name", op);
+            s.str("gen_ai.request.model", &a.model);
+            s.str("apiproxy.provider.id", &a.provider_id);
+            s.str("apiproxy.attempt.outcome", a.outcome);
             if let Some(p) = a.provider_name {
-                attrs.push(KeyValue::new("gen_ai.provider.name", p));
+                s.str("gen_ai.provider.name", p);
             }
-            if let Some(s) = a.status {
-                attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
+            if let Some(code) = a.status {
+                s.int("http.response.status_code", i64::from(code));
             }
             if failed {
-                attrs.push(KeyValue::new("error.type", a.outcome));
+                s.str("error.type", a.outcome);
+                s.error(format_args!("{}", a.outcome));
             }
-            out.push(span(
-                context(a.span_id),
-                t.span_id,
-                false,
-                SpanKind::Client,
-                format!("{op} {}", a.model),
-                (start, start + a.duration),
-                attrs,
-                if failed {
-                    Status::error(a.outcome)
-                } else {
-                    Status::Unset
-                },
-                scope,
-            ));
+            s.encode(out);
         }
-        let status = if self.status >= 500 || self.status == 0 {
-            Status::error(format!("status {}", self.status))
-        } else {
-            Status::Unset
-        };
-        // A request refused before its model was read names none.
-        let name = if self.requested_model.is_empty() {
-            op.to_owned()
-        } else {
-            format!("{op} {}", self.requested_model)
-        };
         let parent = t.parent.unwrap_or(SpanId::INVALID);
-        let times = (t.wall_start, t.wall_start + self.duration);
-        let attrs = self.server_attributes();
-        out.push(span(
-            context(t.span_id),
-            parent,
-            t.parent.is_some(),
-            SpanKind::Server,
-            name,
-            times,
-            attrs,
-            status,
-            scope,
-        ));
-        out
+        s.begin(t, t.span_id, parent, t.parent.is_some(), SpanKind::Server);
+        s.times(t.wall_start, t.wall_start + self.duration);
+        // A request refused before its model was read names none.
+        s.span.name.push_str(op);
+        if !self.requested_model.is_empty() {
+            let _ = write!(s.span.name, " {}", self.requested_model);
+        }
+        self.server_attributes(s);
+        if self.status >= 500 || self.status == 0 {
+            s.error(format_args!("status {}", self.status));
+        }
+        s.encode(out);
     }
 
-    fn server_attributes(self) -> Vec<KeyValue> {
+    fn server_attributes(&self, s: &mut Scratch) {
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let mut a = vec![
-            KeyValue::new("gen_ai.operation.name", self.trace.operation),
-            KeyValue::new("gen_ai.request.model", self.requested_model),
-            KeyValue::new("apiproxy.client_format", self.client_format),
-            KeyValue::new("apiproxy.stream", self.stream),
-            KeyValue::new("apiproxy.attempts", self.attempts.len() as i64),
-        ];
+        s.str("gen_ai.operation.name", self.trace.operation);
+        s.str("gen_ai.request.model", &self.requested_model);
+        s.str("apiproxy.client_format", self.client_format);
+        s.bool("apiproxy.stream", self.stream);
+        s.int("apiproxy.attempts", self.attempts.len() as i64);
         if self.status != 0 {
-            a.push(KeyValue::new(
-                "http.response.status_code",
-                i64::from(self.status),
-            ));
+            s.int("http.response.status_code", i64::from(self.status));
         }
         if self.status >= 400 || self.status == 0 {
-            a.push(KeyValue::new("error.type", self.status.to_string()));
+            // A failed request's only allocation.
+            s.str("error.type", &self.status.to_string());
         }
         if !self.provider_id.is_empty() {
-            a.push(KeyValue::new("apiproxy.provider.id", self.provider_id));
+            s.str("apiproxy.provider.id", &self.provider_id);
         }
         if let Some(p) = self.provider_name {
-            a.push(KeyValue::new("gen_ai.provider.name", p));
+            s.str("gen_ai.provider.name", p);
         }
         if !self.response_model.is_empty() {
-            a.push(KeyValue::new("gen_ai.response.model", self.response_model));
+            s.str("gen_ai.response.model", &self.response_model);
         }
         let counts = [
             ("gen_ai.usage.input_tokens", self.input_tokens),
@@ -201,97 +181,176 @@ impl Finished {
         ];
         for (k, v) in counts {
             if let Some(v) = v {
-                a.push(KeyValue::new(k, int(v)));
+                s.int(k, int(v));
             }
         }
         if self.input_tokens.is_some() {
-            a.push(KeyValue::new(
-                "apiproxy.usage.estimated",
-                self.usage_estimated,
-            ));
+            s.bool("apiproxy.usage.estimated", self.usage_estimated);
         }
         if let Some(t) = self.time_to_first_token {
-            a.push(KeyValue::new(
-                "apiproxy.time_to_first_token",
-                t.as_secs_f64(),
-            ));
+            s.double("apiproxy.time_to_first_token", t.as_secs_f64());
         }
         if let Some(c) = self.cost_usd {
-            a.push(KeyValue::new("apiproxy.cost_usd", c));
+            s.double("apiproxy.cost_usd", c);
         }
-        if let Some(k) = self.key_name {
-            a.push(KeyValue::new("apiproxy.client_key.name", k));
+        if let Some(k) = &self.key_name {
+            s.str("apiproxy.client_key.name", k);
         }
         if !self.candidates.is_empty() {
-            let list: Vec<StringValue> = self.candidates.into_iter().map(Into::into).collect();
-            a.push(KeyValue::new(
+            s.strs(
                 "apiproxy.routing.candidates",
-                Value::Array(Array::String(list)),
-            ));
+                self.candidates.iter().map(String::as_str),
+            );
         }
-        if let Some(s) = self.score {
-            a.push(KeyValue::new("apiproxy.routing.score", s));
+        if let Some(v) = self.score {
+            s.double("apiproxy.routing.score", v);
         }
         if let Some(c) = self.cache {
-            a.push(KeyValue::new("apiproxy.cache", c));
+            s.str("apiproxy.cache", c);
         }
-        if let Some(body) = self.input_content {
-            a.push(KeyValue::new("apiproxy.request.body", body));
+        if let Some(body) = &self.input_content {
+            s.str("apiproxy.request.body", body);
         }
-        if let Some(text) = self.output_content {
+        if let Some(text) = &self.output_content {
             let messages = serde_json::json!([{
                 "role": "assistant",
                 "parts": [{"type": "text", "content": text}],
             }]);
-            a.push(KeyValue::new(
-                "gen_ai.output.messages",
-                messages.to_string(),
-            ));
+            s.str("gen_ai.output.messages", &messages.to_string());
         }
-        a
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn span(
-    span_context: SpanContext,
-    parent_span_id: SpanId,
-    parent_span_is_remote: bool,
-    span_kind: SpanKind,
-    name: String,
-    (start_time, end_time): (SystemTime, SystemTime),
-    attributes: Vec<KeyValue>,
-    status: Status,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    SpanData {
-        span_context,
-        parent_span_id,
-        parent_span_is_remote,
-        span_kind,
-        name: Cow::Owned(name),
-        start_time,
-        end_time,
-        attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: scope.clone(),
+impl Scratch {
+    /// Starts a span: ids, flags and `tracestate` set, name, attributes
+    /// and status emptied (their storage kept).
+    fn begin(
+        &mut self,
+        t: &RequestTrace,
+        id: SpanId,
+        parent: SpanId,
+        remote_parent: bool,
+        kind: SpanKind,
+    ) {
+        let sp = &mut self.span;
+        set_bytes(&mut sp.trace_id, &t.trace_id.to_bytes());
+        set_bytes(&mut sp.span_id, &id.to_bytes());
+        if parent == SpanId::INVALID {
+            sp.parent_span_id.clear();
+        } else {
+            set_bytes(&mut sp.parent_span_id, &parent.to_bytes());
+        }
+        sp.trace_state.clear();
+        sp.trace_state
+            .push_str(t.tracestate.as_deref().unwrap_or_default());
+        // Sampled (only sampled requests are encoded), and whether the
+        // parent is remote, as the SDK's OTLP transform sets them.
+        sp.flags = 1 | SpanFlags::ContextHasIsRemoteMask as u32;
+        if remote_parent {
+            sp.flags |= SpanFlags::ContextIsRemoteMask as u32;
+        }
+        sp.kind = kind as i32;
+        sp.name.clear();
+        let status = sp.status.get_or_insert_with(Status::default);
+        status.code = StatusCode::Unset as i32;
+        status.message.clear();
+        self.spare.extend(sp.attributes.drain(..).rev());
+    }
+
+    fn times(&mut self, start: SystemTime, end: SystemTime) {
+        self.span.start_time_unix_nano = nanos(start);
+        self.span.end_time_unix_nano = nanos(end);
+    }
+
+    fn error(&mut self, message: std::fmt::Arguments<'_>) {
+        if let Some(status) = &mut self.span.status {
+            status.code = StatusCode::Error as i32;
+            let _ = status.message.write_fmt(message);
+        }
+    }
+
+    /// The next attribute's value, its key set; its earlier value is kept
+    /// for the setter to reuse.
+    fn attr(&mut self, key: &str) -> &mut Option<Any> {
+        let mut kv = self.spare.pop().unwrap_or_default();
+        if kv.key != key {
+            kv.key.clear();
+            kv.key.push_str(key);
+        }
+        self.span.attributes.push(kv);
+        let last = self.span.attributes.len() - 1;
+        &mut self.span.attributes[last]
+            .value
+            .get_or_insert_with(AnyValue::default)
+            .value
+    }
+
+    fn str(&mut self, key: &str, v: &str) {
+        set_str(self.attr(key), v);
+    }
+
+    fn int(&mut self, key: &str, v: i64) {
+        *self.attr(key) = Some(Any::IntValue(v));
+    }
+
+    fn double(&mut self, key: &str, v: f64) {
+        *self.attr(key) = Some(Any::DoubleValue(v));
+    }
+
+    fn bool(&mut self, key: &str, v: bool) {
+        *self.attr(key) = Some(Any::BoolValue(v));
+    }
+
+    fn strs<'a>(&mut self, key: &str, values: impl Iterator<Item = &'a str>) {
+        let slot = self.attr(key);
+        if !matches!(slot, Some(Any::ArrayValue(_))) {
+            *slot = Some(Any::ArrayValue(Default::default()));
+        }
+        let Some(Any::ArrayValue(array)) = slot else {
+            return;
+        };
+        let mut n = 0;
+        for v in values {
+            if n == array.values.len() {
+                array.values.push(AnyValue::default());
+            }
+            set_str(&mut array.values[n].value, v);
+            n += 1;
+        }
+        array.values.truncate(n);
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        prost::encoding::message::encode(SPANS_FIELD, &self.span, out);
     }
 }
 
-/// The scope every span is exported under.
-pub fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("apiproxy")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
+fn set_str(slot: &mut Option<Any>, v: &str) {
+    match slot {
+        Some(Any::StringValue(s)) => {
+            s.clear();
+            s.push_str(v);
+        }
+        _ => *slot = Some(Any::StringValue(v.to_owned())),
+    }
+}
+
+fn set_bytes(to: &mut Vec<u8>, from: &[u8]) {
+    to.clear();
+    to.extend_from_slice(from);
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use opentelemetry::trace::TraceId;
+    use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+    use prost::Message;
 
     fn finished() -> Finished {
         let trace = RequestTrace {
@@ -328,45 +387,71 @@ mod tests {
         }
     }
 
-    fn attr<'a>(s: &'a SpanData, key: &str) -> Option<&'a Value> {
-        s.attributes
-            .iter()
-            .find(|a| a.key.as_str() == key)
-            .map(|a| &a.value)
+    /// The spans `f` encodes with `s`, decoded as a `ScopeSpans` (the
+    /// bytes are a run of its `spans` field).
+    fn encoded(f: &Finished, s: &mut Scratch) -> Vec<Span> {
+        let mut out = Vec::new();
+        f.encode(s, &mut out);
+        ScopeSpans::decode(out.as_slice()).expect("decodes").spans
+    }
+
+    fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Any> {
+        let mut found = s.attributes.iter().filter(|a| a.key == key);
+        let v = found.next().and_then(|a| a.value.as_ref()?.value.as_ref());
+        assert!(found.next().is_none(), "{key} twice");
+        v
+    }
+
+    fn nanos_at(d: Duration) -> u64 {
+        (Duration::from_secs(1000) + d).as_nanos() as u64
     }
 
     #[test]
     fn a_server_span_over_its_attempts() {
-        let spans = finished().into_spans(&scope());
+        let spans = encoded(&finished(), &mut Scratch::default());
         assert_eq!(spans.len(), 3);
         let server = spans.last().unwrap();
-        assert_eq!(server.span_kind, SpanKind::Server);
+        assert_eq!(server.kind, SpanKind::Server as i32);
         assert_eq!(server.name, "chat fast");
-        assert_eq!(server.parent_span_id, SpanId::from(9u64));
-        assert!(server.parent_span_is_remote);
-        assert_eq!(server.span_context.trace_state().header(), "congo=t61");
-        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-        assert_eq!(server.start_time, start);
-        assert_eq!(server.end_time, start + Duration::from_millis(100));
+        assert_eq!(server.parent_span_id, 9u64.to_be_bytes());
+        assert_eq!(server.flags, 0x301, "sampled, remote parent");
+        assert_eq!(server.trace_state, "congo=t61");
+        assert_eq!(server.start_time_unix_nano, nanos_at(Duration::ZERO));
+        assert_eq!(
+            server.end_time_unix_nano,
+            nanos_at(Duration::from_millis(100))
+        );
         assert_eq!(
             attr(server, "gen_ai.usage.input_tokens"),
-            Some(&Value::I64(7))
+            Some(&Any::IntValue(7))
         );
         assert_eq!(attr(server, "gen_ai.usage.output_tokens"), None);
         assert_eq!(
             attr(server, "apiproxy.client_key.name"),
-            Some(&Value::from("alice"))
+            Some(&Any::StringValue("alice".into()))
         );
-        assert_eq!(server.status, Status::Unset);
+        let Some(Any::ArrayValue(list)) = attr(server, "apiproxy.routing.candidates") else {
+            panic!("no candidates: {server:?}");
+        };
+        assert_eq!(list.values.len(), 2);
+        assert_eq!(
+            server.status.as_ref().unwrap().code,
+            StatusCode::Unset as i32
+        );
         for (a, (id, failed)) in spans[..2].iter().zip([(2u64, true), (3, false)]) {
-            assert_eq!(a.span_kind, SpanKind::Client);
-            assert_eq!(a.span_context.span_id(), SpanId::from(id));
-            assert_eq!(a.span_context.trace_id(), TraceId::from(7u128));
-            assert_eq!(a.parent_span_id, SpanId::from(1u64));
+            assert_eq!(a.kind, SpanKind::Client as i32);
+            assert_eq!(a.span_id, id.to_be_bytes());
+            assert_eq!(a.trace_id, 7u128.to_be_bytes());
+            assert_eq!(a.parent_span_id, 1u64.to_be_bytes());
+            assert_eq!(a.flags, 0x101, "sampled, local parent");
             assert_eq!(a.name, "chat m");
-            assert_eq!(a.start_time, start + Duration::from_millis(id * 10));
+            assert_eq!(
+                a.start_time_unix_nano,
+                nanos_at(Duration::from_millis(id * 10))
+            );
             assert_eq!(attr(a, "error.type").is_some(), failed);
-            assert_eq!(matches!(a.status, Status::Error { .. }), failed);
+            let code = a.status.as_ref().unwrap().code;
+            assert_eq!(code == StatusCode::Error as i32, failed);
         }
     }
 
@@ -375,20 +460,56 @@ mod tests {
         let mut f = finished();
         f.trace.parent = None;
         f.status = 502;
-        let spans = f.clone().into_spans(&scope());
+        let mut s = Scratch::default();
+        let spans = encoded(&f, &mut s);
         let server = spans.last().unwrap();
-        assert_eq!(server.parent_span_id, SpanId::INVALID);
-        assert!(!server.parent_span_is_remote);
-        assert!(matches!(server.status, Status::Error { .. }));
-        assert_eq!(attr(server, "error.type"), Some(&Value::from("502")));
+        assert!(server.parent_span_id.is_empty());
+        assert_eq!(server.flags, 0x101);
+        let status = server.status.as_ref().unwrap();
+        assert_eq!(status.code, StatusCode::Error as i32);
+        assert_eq!(status.message, "status 502");
+        assert_eq!(
+            attr(server, "error.type"),
+            Some(&Any::StringValue("502".into()))
+        );
         assert!(attr(server, "apiproxy.request.body").is_none());
         assert!(attr(server, "gen_ai.output.messages").is_none());
         f.input_content = Some("{\"a\":1}".into());
         f.output_content = Some("hi".into());
-        let spans = f.into_spans(&scope());
+        let spans = encoded(&f, &mut s);
         let server = spans.last().unwrap();
         assert!(attr(server, "apiproxy.request.body").is_some());
-        let out = attr(server, "gen_ai.output.messages").unwrap().as_str();
+        let Some(Any::StringValue(out)) = attr(server, "gen_ai.output.messages") else {
+            panic!("no output messages");
+        };
         assert!(out.contains("\"content\":\"hi\""), "{out}");
+    }
+
+    /// A reused scratch carries nothing of an earlier request into the
+    /// next: names, attributes, status, parent, trace state and list
+    /// lengths are each request's own.
+    #[test]
+    fn a_reused_scratch_keeps_nothing_of_the_last_request() {
+        let mut s = Scratch::default();
+        let mut big = finished();
+        big.status = 503;
+        big.output_content = Some("earlier answer".into());
+        big.candidates = vec!["a/1".into(), "b/2".into(), "c/3".into()];
+        let _ = encoded(&big, &mut s);
+        let mut small = finished();
+        small.trace.parent = None;
+        small.trace.tracestate = None;
+        small.attempts.truncate(1);
+        small.attempts[0].outcome = "ok";
+        small.candidates = vec!["only/one".into()];
+        small.key_name = None;
+        let reused = encoded(&small, &mut s);
+        let fresh = encoded(&small, &mut Scratch::default());
+        assert_eq!(reused, fresh);
+        let server = reused.last().unwrap();
+        assert!(attr(server, "gen_ai.output.messages").is_none());
+        assert!(attr(server, "apiproxy.client_key.name").is_none());
+        assert_eq!(server.status.as_ref().unwrap().message, "");
+        assert!(server.trace_state.is_empty());
     }
 }
