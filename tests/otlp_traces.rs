@@ -1,6 +1,7 @@
 //! OpenTelemetry traces (`telemetry.otlp`) through the real binary: an
 //! OTLP/HTTP collector on loopback records what the gateway exports
-//! (protobuf and JSON bodies decoded with `opentelemetry-proto`), mock
+//! (protobuf and JSON bodies decoded with `opentelemetry-proto`; an OTLP/gRPC
+//! one is `opentelemetry-proto`'s tonic service), mock
 //! providers record the `traceparent` each attempt sent. A client's trace is
 //! joined, each upstream attempt is a child span (failovers and hedges
 //! included), a stream is traced, a request without a `traceparent` starts a
@@ -14,7 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -69,6 +75,32 @@ impl Collector {
         }
     }
 
+    /// An OTLP/gRPC collector on loopback (`TraceService/Export`, served
+    /// by tonic over HTTP/2); each export's `x-collector-key` metadata is
+    /// kept in `posts` as (`grpc`, its value).
+    async fn start_grpc() -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let posts: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let service = GrpcCollector {
+            spans: spans.clone(),
+            posts: posts.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(service))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await;
+        });
+        Collector {
+            port,
+            spans,
+            posts,
+            task,
+        }
+    }
+
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -98,6 +130,33 @@ impl Collector {
         );
         assert_eq!(got.len(), n, "{got:#?}");
         got
+    }
+}
+
+struct GrpcCollector {
+    spans: Arc<Mutex<Vec<Span>>>,
+    posts: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let key = request
+            .metadata()
+            .get("x-collector-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        self.posts.lock().unwrap().push(("grpc".to_owned(), key));
+        for rs in request.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                self.spans.lock().unwrap().extend(ss.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
 
@@ -637,4 +696,62 @@ async fn without_telemetry_the_clients_traceparent_is_passed_on_as_it_came() {
     let (status, _) = ask(&gw, &chat("fast", false), None).await;
     assert_eq!(status, 200);
     assert_eq!(first.last().header("traceparent"), None);
+}
+
+#[tokio::test]
+async fn exported_over_grpc_with_the_configured_headers() {
+    let collector = Collector::start_grpc().await;
+    let first = MockProvider::always(Reply::json(500, r#"{"error":{"message":"down"}}"#)).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let extra = "    protocol: grpc\n    headers: { x-collector-key: ck-grpc-0004 }\n";
+    let gw = Gateway::start(&config(&first, &second, &otlp(&collector, extra))).await;
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let (status, body) = ask(&gw, &chat("fast", false), Some(&tp)).await;
+    assert_eq!(status, 200, "{body}");
+    // The first provider failed: one span per attempt, then the request's.
+    let spans = collector.trace(CLIENT_TRACE, 3).await;
+    let server = server_span(&spans);
+    assert_eq!(hex(&server.parent_span_id), CLIENT_SPAN);
+    assert_eq!(server.name, "chat fast");
+    assert_eq!(
+        attr(server, "gen_ai.request.model").as_deref(),
+        Some("fast")
+    );
+    assert_eq!(attr(server, "apiproxy.attempts").as_deref(), Some("2"));
+    let attempts = attempt_spans(&spans);
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        attr(attempts[0], "apiproxy.attempt.outcome").as_deref(),
+        Some("5xx")
+    );
+    assert_eq!(
+        attr(attempts[1], "apiproxy.attempt.outcome").as_deref(),
+        Some("ok")
+    );
+    for a in &attempts {
+        assert_eq!(a.parent_span_id, server.span_id);
+    }
+    let posts = collector.posts.lock().unwrap().clone();
+    assert!(!posts.is_empty());
+    assert!(
+        posts
+            .iter()
+            .all(|(via, key)| via == "grpc" && key == "ck-grpc-0004"),
+        "{posts:?}"
+    );
+    // The metadata's value is the collector's secret: never in the log.
+    let log = gw.log();
+    assert!(!log.contains("ck-grpc-0004"), "{log}");
+}
+
+/// An OTLP/gRPC endpoint with a path is refused at load, naming the key.
+#[tokio::test]
+async fn a_grpc_endpoint_with_a_path_is_refused_at_load() {
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let telemetry =
+        "  otlp:\n    endpoint: \"http://127.0.0.1:4317/v1/traces\"\n    protocol: grpc\n";
+    let (ok, text) = check_config_text(&config(&first, &second, telemetry));
+    assert!(!ok, "{text}");
+    assert!(text.contains("telemetry.otlp.endpoint"), "{text}");
 }
