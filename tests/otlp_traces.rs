@@ -755,3 +755,32 @@ async fn a_grpc_endpoint_with_a_path_is_refused_at_load() {
     assert!(!ok, "{text}");
     assert!(text.contains("telemetry.otlp.endpoint"), "{text}");
 }
+
+/// A process stopping (SIGTERM) exports the spans still queued before it
+/// exits: the request answered just before the signal is in the collector
+/// once the process is gone, though its batch had not waited its 0.5 s.
+#[tokio::test]
+async fn spans_queued_at_exit_are_exported_before_the_process_ends() {
+    let collector = Collector::start(true).await;
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let server = "grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 0";
+    let mut gw =
+        Gateway::start_with_server(server, &config(&first, &second, &otlp(&collector, ""))).await;
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let (status, body) = ask(&gw, &chat("fast", false), Some(&tp)).await;
+    assert_eq!(status, 200, "{body}");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let exit = gw.wait_exit(WAIT).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", gw.log());
+    let spans = collector.spans();
+    let ours = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == CLIENT_TRACE)
+        .count();
+    assert_eq!(ours, 2, "spans at exit: {spans:#?}\n{}", gw.log());
+}

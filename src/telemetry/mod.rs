@@ -178,6 +178,8 @@ impl Telemetry {
             return;
         }
         let until = std::time::Instant::now() + self.settings.timeout.min(FLUSH_AT_MOST);
+        // A batch still waiting to fill is sent now.
+        self.wake.notify_one();
         while self.queued.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
