@@ -37,8 +37,11 @@ env:   AB_MODEL (default bench-model), AB_PATH (default /v1/chat/completions),
        AB_KEY (the client key), AB_REDIS (a redis:// URL: the gateways use it),
        AB_BASE (a column's name: each column is also compared with it round by
        round, the median over rounds of the two ratios, which a slow patch of
-       the machine moves less than the ratio of the medians)
+       the machine moves less than the ratio of the medians),
+       AB_JSON (a file: every round's figures written there as JSON, for
+       benches/harness.py's section H)
 Prints per column: median req/s, ÷ the floor, median CPU µs per request."""
+import json
 import os
 import statistics
 import sys
@@ -160,10 +163,14 @@ try:
         rps = statistics.median(x[0] for x in res[t]); cpu = statistics.median(x[1] for x in res[t])
         fl = statistics.median(x[0] for x in res["floor"])
         print(f"{t:20s} req/s {rps:8.0f} ÷floor {rps/fl:5.3f}  cpu µs/req {cpu:6.1f}  rounds {[round(x[1],1) for x in res[t]]} req/s rounds {[round(x[0]) for x in res[t]]} bad {sum(x[3] for x in res[t])}")
+    dropped = {}
     for n, _ in builds:
         if "trace" in variants[n]:
-            dropped = h.metric_value(ports[f"metrics_{n}"], "apiproxy_otlp_dropped_spans_total")
-            print(f"apiproxy_{n:14s} spans dropped (apiproxy_otlp_dropped_spans_total): {dropped}")
+            dropped[n] = h.metric_value(ports[f"metrics_{n}"], "apiproxy_otlp_dropped_spans_total")
+            print(f"apiproxy_{n:14s} spans dropped (apiproxy_otlp_dropped_spans_total): {dropped[n]}")
+    if os.environ.get("AB_JSON"):
+        # (req/s, CPU µs per request, 2xx, other) per round, per column.
+        Path(os.environ["AB_JSON"]).write_text(json.dumps({"rounds": res, "dropped_spans": dropped}))
     base = os.environ.get("AB_BASE")
     if base:
         b = res[f"apiproxy_{base}"]

@@ -56,7 +56,7 @@ SEQ_SECONDS = float(os.environ.get("BENCH_SEQ_SECONDS", "5"))
 STREAM_RUNS = int(os.environ.get("BENCH_STREAM_RUNS", "3"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 # Which parts run (comma list; default all, also `all` or `load`): saturation, fixed, sequential, sse, open-streams,
-# big-bodies, peers, routing (run.sh sends `upgrade` to benches/upgrade.py instead).
+# big-bodies, peers, features, routing (run.sh sends `upgrade` to benches/upgrade.py instead).
 # Peers also need PEERS=1 (run.sh then installs them). BENCH_SCENARIOS narrows the
 # JSON and SSE scenarios to those keys (direct and floor always run: the ratios need them).
 ONLY = {p.strip() for p in os.environ.get("BENCH_ONLY", "").split(",") if p.strip()} - {"all", "load"}
@@ -841,6 +841,85 @@ def render_open_stream_runs(res):
     return L
 
 
+# Section H: (column, benches/ab.py variants, the column it is compared with).
+FEATURES = (("plain", "", None), ("trace", "trace", "plain"),
+            ("logical", "logical", None), ("cachemiss", "cachemiss", "logical"), ("cachehit", "cachehit", None))
+
+
+def features(bin_dir, work):
+    """Section H (issue 25): every request traced (`sample_ratio: 1`, to an
+    OTLP sink on loopback) against the same gateway without tracing, every
+    request a cache miss against the same logical model without the cache,
+    and cache hits against the floor: benches/ab.py's interleaved rounds, one
+    gateway per column, each ratio the median of the round-by-round ratios."""
+    out = Path(work) / "features.json"
+    cols = [f"{n}={bin_dir}" + (f":{v}" if v else "") for n, v, _ in FEATURES]
+    env = dict(os.environ, AB_JSON=str(out))
+    env.pop("AB_BASE", None)
+    env.pop("AB_MODEL", None)
+    ab = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "ab.py"), str(ROUNDS), str(SECONDS)]
+                        + cols, env=env, capture_output=True, text=True)
+    if ab.returncode != 0 or not out.exists():
+        return {"error": (ab.stderr or ab.stdout)[-2000:]}
+    raw = json.loads(out.read_text())
+    rounds = raw["rounds"]
+    res = {"columns": {}, "dropped_spans": raw.get("dropped_spans", {})}
+    for n, v, base in FEATURES:
+        r = rounds[f"apiproxy_{n}"]
+        row = {"rps": statistics.median(x[0] for x in r), "cpu_us_per_req": statistics.median(x[1] for x in r),
+               "ok": sum(x[2] for x in r), "non_2xx": sum(x[3] for x in r),
+               "of_floor": statistics.median(x[0] / y[0] for x, y in zip(r, rounds["floor"]))}
+        if base:
+            b = rounds[f"apiproxy_{base}"]
+            row["base"] = base
+            row["rps_of_base"] = statistics.median(x[0] / y[0] for x, y in zip(r, b))
+            row["cpu_of_base"] = statistics.median(x[1] / y[1] for x, y in zip(r, b))
+        res["columns"][n] = row
+    fl = rounds["floor"]
+    res["floor"] = {"rps": statistics.median(x[0] for x in fl), "cpu_us_per_req": statistics.median(x[1] for x in fl)}
+    return res
+
+
+def render_features(res):
+    ft = res.get("features")
+    if not ft:
+        return []
+    L = ["## H. Tracing and the response cache (issue 25)", ""]
+    if "error" in ft:
+        return L + ["benches/ab.py failed: " + ft["error"].replace("\n", " "), ""]
+    L += ["benches/ab.py's interleaved rounds, one gateway per column on the harness's mock; each ratio is the",
+          "median over rounds of the round's ratio. `trace`: `telemetry.otlp` with `sample_ratio: 1` to an OTLP/HTTP",
+          "sink on loopback (every request traced and exported); `cachemiss`: the logical model with",
+          "`cache_ttl_seconds` and a `cache.max_entry_bytes` no answer fits (every request looked up, recorded and",
+          "not stored); `cachehit`: every request after the first answered from the cache.", "",
+          "| column | req/s | ÷ floor | CPU µs/req | compared with | req/s ÷ it | CPU ÷ it |",
+          "|---|---:|---:|---:|---|---:|---:|"]
+    for n, _, _ in FEATURES:
+        c = ft["columns"][n]
+        L.append(f"| {n} | {f(c['rps'], 0)} | {f(c['of_floor'])} | {f(c['cpu_us_per_req'], 1)} | {c.get('base', '')} | "
+                 f"{f(c.get('rps_of_base'), 3)} | {f(c.get('cpu_of_base'), 3)} |")
+    L += ["", f"Spans dropped during the run: {ft.get('dropped_spans', {}).get('trace', 'n/a')}.", ""]
+    return L
+
+
+def feature_goal_rows(res):
+    """Issue 25's cost goals, from section H: (what, result, goal, met)."""
+    ft = res.get("features") or {}
+    cols = ft.get("columns")
+    if not cols:
+        return []
+    rows = []
+    for n, what in (("trace", "every request traced (`sample_ratio: 1`) ÷ tracing off, req/s"),
+                    ("cachemiss", "every request a cache miss ÷ no cache, req/s")):
+        c = cols[n]
+        v = c["rps_of_base"]
+        rows.append((what, f"{f(v, 3)} (CPU per request {f(c['cpu_of_base'], 3)} of it)", "≥ 0.97", v >= 0.97))
+    c = cols["cachehit"]
+    rows.append(("cache hits ÷ the floor, req/s", f"{f(c['of_floor'])} ({f(c['rps'], 0)} req/s)", "> 1",
+                 c["of_floor"] > 1))
+    return rows
+
+
 def goal_rows(res):
     """Issue 21's goals, each from this run: (what, result, goal, met)."""
     sat = res.get("saturation") or {}
@@ -887,13 +966,14 @@ def goal_rows(res):
 
 
 def render_goals(res):
-    rows = goal_rows(res)
-    if not rows:
-        return []
-    L = ["### Goals (issue 21), all from this run", "", "| what | result | goal | met |", "|---|---|---|---|"]
-    for what, result, goal, met in rows:
-        L.append(f"| {what} | {result} | {goal} | {'yes' if met else 'no'} |")
-    L.append("")
+    L = []
+    for issue, rows in (("21", goal_rows(res)), ("25", feature_goal_rows(res))):
+        if not rows:
+            continue
+        L += [f"### Goals (issue {issue}), all from this run", "", "| what | result | goal | met |", "|---|---|---|---|"]
+        for what, result, goal, met in rows:
+            L.append(f"| {what} | {result} | {goal} | {'yes' if met else 'no'} |")
+        L.append("")
     return L
 
 
@@ -979,6 +1059,7 @@ def render(res):
     L.extend(render_big_bodies(res.get("big_bodies")))
     L.extend(render_peers(res))
     L.extend(render_sequential(res))
+    L.extend(render_features(res))
     L.extend(render_goals(res))
     L.append(f"### Headline")
     L.append("")
@@ -1167,6 +1248,9 @@ def main():
             profile(sv, sc["json"], work)
     finally:
         sv.stop()
+    if part("features") and needs_oha:
+        log("tracing and the response cache against the same gateway without them (benches/ab.py)")
+        res["features"] = features(bin_dir, work)
     import routing_bench
     if part("routing"):
         log("routing scenario (benches/routing_bench.py)")
@@ -1201,6 +1285,8 @@ def failures(res):
                 walk(f"{where}[{i}]", x)
 
     walk("", {k: v for k, v in res.items() if k != "routing"})
+    if "error" in (res.get("features") or {}):
+        out.append("features: benches/ab.py failed")
     return out
 
 
