@@ -72,6 +72,23 @@ pub fn finish(
     let Some(mut trace) = ctx.trace.take().filter(|t| t.sampled).map(|t| *t) else {
         return;
     };
+    // The answering candidate's score (`provider/model`, as noted).
+    let (provider, model) = (ctx.provider.as_str(), ctx.upstream_model.as_str());
+    let score = ctx
+        .served_by
+        .as_ref()
+        .and_then(|_| {
+            ctx.routing.iter().find(|(c, _)| {
+                c.strip_prefix(provider).and_then(|r| r.strip_prefix('/')) == Some(model)
+            })
+        })
+        .map(|(_, s)| *s);
+    let candidates: Vec<String> = std::mem::take(&mut ctx.routing)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    let input_content = trace.input_content.take();
+    let ctx = &*ctx;
     let provider_name = |id: &str| {
         rt.provider(id)
             .map(|p| telemetry::provider_name(p.config.kind))
@@ -82,9 +99,9 @@ pub fn finish(
         .filter_map(|a| {
             Some(AttemptSpan {
                 span_id: a.span_id?,
-                provider_id: a.provider.clone(),
+                provider_id: &a.provider,
                 provider_name: provider_name(&a.provider),
-                model: a.model.clone(),
+                model: &a.model,
                 outcome: a.outcome,
                 status: a.status,
                 start: a.started?.saturating_duration_since(ctx.start),
@@ -92,22 +109,18 @@ pub fn finish(
             })
         })
         .collect();
-    let served = format!("{}/{}", ctx.provider, ctx.upstream_model);
-    let score = ctx
-        .served_by
-        .as_ref()
-        .and_then(|_| ctx.routing.iter().find(|(c, _)| *c == served))
-        .map(|(_, s)| *s);
     let usage = ctx.usage;
-    let output_content = trace.capture_content.then(|| ctx.answer.clone()).flatten();
-    let input_content = trace.input_content.take();
+    let output_content = trace
+        .capture_content
+        .then_some(ctx.answer.as_deref())
+        .flatten();
     t.finish(&Finished {
         trace,
         duration: elapsed,
-        requested_model: ctx.requested_model.clone(),
-        provider_id: ctx.provider.clone(),
+        requested_model: &ctx.requested_model,
+        provider_id: &ctx.provider,
         provider_name: provider_name(&ctx.provider),
-        response_model: ctx.upstream_model.clone(),
+        response_model: &ctx.upstream_model,
         client_format: fmt.as_str(),
         stream: ctx.stream,
         status: ctx.status,
@@ -119,11 +132,8 @@ pub fn finish(
         usage_estimated: ctx.usage_estimated,
         max_tokens: ctx.max_tokens,
         cost_usd: cost,
-        key_name: ctx.client_key_name.clone(),
-        candidates: std::mem::take(&mut ctx.routing)
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect(),
+        key_name: ctx.client_key_name.as_deref(),
+        candidates,
         score,
         cache: ctx.cache.map(super::cache::CacheResult::as_str),
         attempts,

@@ -52,9 +52,25 @@ fn lower_hex(s: &str) -> bool {
         .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
-/// The `traceparent` of span `span_id` in trace `trace_id`.
+/// The `traceparent` of span `span_id` in trace `trace_id`. Written byte
+/// by byte: made for every attempt of every traced request, where
+/// `format!`'s hex formatting was a tenth of tracing's cost.
 pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
-    format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(55);
+    out.extend_from_slice(b"00-");
+    let hex = |out: &mut Vec<u8>, bytes: &[u8]| {
+        for b in bytes {
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        }
+    };
+    hex(&mut out, &trace_id.to_bytes());
+    out.push(b'-');
+    hex(&mut out, &span_id.to_bytes());
+    out.extend_from_slice(if sampled { b"-01" } else { b"-00" });
+    // Only ASCII digits, letters and dashes were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A client's `tracestate` when it is fit to pass on: printable ASCII,
@@ -124,6 +140,8 @@ mod tests {
         let later = GOOD.replacen("00-", "01-", 1) + "-what-follows";
         assert!(parse_traceparent(&later).is_some());
         assert_eq!(traceparent(p.trace_id, p.span_id, true), GOOD);
+        let unsampled = traceparent(p.trace_id, p.span_id, false);
+        assert_eq!(unsampled, format!("{}-00", &GOOD[..52]));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The export thread: requests' encoded spans taken off the queue, framed
-//! as one `ExportTraceServiceRequest` per batch and sent to the collector
+//! The export thread: requests' encoded spans taken off the threads'
+//! shelves, framed as one `ExportTraceServiceRequest` per batch and sent to the collector
 //! over OTLP/HTTP (protobuf as encoded, or JSON) or OTLP/gRPC. A thread of
 //! its own with its own runtime, so it outlives every Pingora runtime
 //! (graceful reload and upgrade included) and a slow collector only ever
@@ -15,12 +15,13 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::encoding::{
+    decode_varint, encode_key, encode_varint, encoded_len_varint, key_len, WireType,
+};
 use prost::Message;
-use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
-use super::Encoded;
+use super::Shelves;
 use crate::config::{OtlpProtocol, OtlpSettings};
 use crate::metrics;
 
@@ -34,20 +35,77 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 const RESOURCE_SPANS_FIELD: u32 = 1;
 const SCOPE_SPANS_FIELD: u32 = 2;
 
-/// Starts the thread; its end of the queue is returned.
+/// Starts the thread.
 pub(super) fn spawn(
     settings: OtlpSettings,
+    shelves: Arc<Shelves>,
     queued: Arc<AtomicUsize>,
     wake: Arc<Notify>,
-) -> std::io::Result<UnboundedSender<Encoded>> {
-    let (tx, rx) = mpsc::unbounded_channel();
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name("otlp-export".into())
-        .spawn(move || runtime.block_on(run(settings, rx, queued, wake)))?;
-    Ok(tx)
+        .spawn(move || runtime.block_on(run(settings, shelves, queued, wake)))?;
+    Ok(())
+}
+
+/// Spans taken off the shelves, not yet exported.
+#[derive(Default)]
+struct Backlog {
+    /// A run of `ScopeSpans.spans` fields.
+    bytes: Vec<u8>,
+    spans: usize,
+    /// A shelf's buffer swapped for the next shelf's (none is freed).
+    spare: Vec<u8>,
+}
+
+impl Backlog {
+    /// Empties every shelf into the backlog; forgets the shelves of
+    /// threads that have ended once they are empty.
+    fn take(&mut self, shelves: &Shelves) {
+        let mut list = shelves.list.lock().unwrap_or_else(|e| e.into_inner());
+        for shelf in list.iter() {
+            let mut s = shelf.lock().unwrap_or_else(|e| e.into_inner());
+            if s.spans == 0 {
+                continue;
+            }
+            // Swapped under the lock, copied after it: a request's thread
+            // never waits on a copy.
+            std::mem::swap(&mut s.bytes, &mut self.spare);
+            self.spans += std::mem::take(&mut s.spans);
+            drop(s);
+            self.bytes.extend_from_slice(&self.spare);
+            self.spare.clear();
+        }
+        // Held by the list only: its thread ended (and it was emptied above).
+        list.retain(|s| Arc::strong_count(s) > 1);
+    }
+
+    /// The next batch: its length in bytes and its spans (at most
+    /// [`MAX_BATCH`]).
+    fn next_batch(&self) -> (usize, usize) {
+        if self.spans <= MAX_BATCH {
+            return (self.bytes.len(), self.spans);
+        }
+        let mut rest = self.bytes.as_slice();
+        for _ in 0..MAX_BATCH {
+            // Each span: its field's key, its length, its bytes.
+            let len = decode_varint(&mut rest).and_then(|_| decode_varint(&mut rest));
+            let Ok(len) = len else {
+                return (self.bytes.len(), self.spans);
+            };
+            let len = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());
+            rest = &rest[len..];
+        }
+        (self.bytes.len() - rest.len(), MAX_BATCH)
+    }
+
+    fn consume(&mut self, bytes: usize, spans: usize) {
+        self.bytes.drain(..bytes);
+        self.spans -= spans;
+    }
 }
 
 /// What wraps a batch's spans: the resource (`service.name` from
@@ -225,16 +283,11 @@ impl Sender {
     }
 }
 
-/// The export loop. The queue is drained without waiting on it (a waiting
-/// receiver is woken by every send): the thread sleeps until the first span
-/// of a batch, then until the batch is full or [`BATCH_DELAY`] has passed.
-/// A failed export's spans are dropped and counted.
-async fn run(
-    s: OtlpSettings,
-    mut rx: UnboundedReceiver<Encoded>,
-    queued: Arc<AtomicUsize>,
-    wake: Arc<Notify>,
-) {
+/// The export loop: the thread sleeps until the first span of a batch,
+/// then until the batch is full or [`BATCH_DELAY`] has passed, then takes
+/// every shelf's spans and exports them in batches of at most
+/// [`MAX_BATCH`]. A failed export's spans are dropped and counted.
+async fn run(s: OtlpSettings, shelves: Arc<Shelves>, queued: Arc<AtomicUsize>, wake: Arc<Notify>) {
     let mut sender = match Sender::new(&s) {
         Ok(e) => Some(e),
         Err(e) => {
@@ -243,7 +296,7 @@ async fn run(
         }
     };
     let frame = Frame::new();
-    let mut spans: Vec<u8> = Vec::new();
+    let mut backlog = Backlog::default();
     let mut last_warning: Option<Instant> = None;
     loop {
         // Spans still counted here arrived while the last batch was sent
@@ -258,39 +311,19 @@ async fn run(
                 _ = tokio::time::sleep_until(until) => {}
             }
         }
-        loop {
-            spans.clear();
-            let mut n = 0;
-            let mut closed = false;
-            while n < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(e) => {
-                        spans.extend_from_slice(&e.bytes);
-                        n += e.spans;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            if n == 0 {
-                if closed {
-                    return;
-                }
-                break;
-            }
+        backlog.take(&shelves);
+        while backlog.spans > 0 {
+            let (bytes, n) = backlog.next_batch();
+            let request = frame.request(&backlog.bytes[..bytes]);
+            backlog.consume(bytes, n);
             let result = match &mut sender {
-                Some(e) => {
-                    match tokio::time::timeout(s.timeout, e.send(frame.request(&spans))).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!("no answer within {} ms", s.timeout.as_millis())),
-                    }
-                }
+                Some(e) => match tokio::time::timeout(s.timeout, e.send(request)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("no answer within {} ms", s.timeout.as_millis())),
+                },
                 None => Err("no exporter".to_owned()),
             };
-            // Counted as queued until exported: `Telemetry::flush` waits for 0.
+            // Counted as waiting until exported: `Telemetry::flush` waits for 0.
             queued.fetch_sub(n, Ordering::Relaxed);
             if let Err(e) = result {
                 metrics::OTLP_DROPPED_SPANS.inc_by(n as u64);
@@ -309,7 +342,9 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::super::span::SPANS_FIELD;
+    use super::super::Shelf;
     use super::*;
+    use std::sync::Mutex;
 
     /// A batch framed from encoded spans decodes as the request the
     /// collector expects: one resource, one scope, every span in order.
@@ -336,5 +371,65 @@ mod tests {
         assert_eq!(ss.scope.as_ref().unwrap().name, "apiproxy");
         assert_eq!(ss.spans.len(), 300);
         assert_eq!(ss.spans[299].name, "span 299");
+    }
+
+    fn span_bytes(from: u32, to: u32) -> Vec<u8> {
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        let mut out = Vec::new();
+        for i in from..to {
+            let span = Span {
+                name: format!("span {i}"),
+                ..Span::default()
+            };
+            prost::encoding::message::encode(SPANS_FIELD, &span, &mut out);
+        }
+        out
+    }
+
+    /// Shelves are emptied into the backlog in batches of at most
+    /// `MAX_BATCH` spans, cut between spans; an ended thread's shelf is
+    /// forgotten once emptied, a live one kept.
+    #[test]
+    fn shelves_are_taken_in_batches_cut_between_spans() {
+        let shelves = Shelves::default();
+        let live = Arc::new(Mutex::new(Shelf {
+            bytes: span_bytes(0, 400),
+            spans: 400,
+        }));
+        let ended = Arc::new(Mutex::new(Shelf {
+            bytes: span_bytes(400, 700),
+            spans: 300,
+        }));
+        shelves.list.lock().unwrap().push(live.clone());
+        shelves.list.lock().unwrap().push(ended.clone());
+        drop(ended);
+        let mut backlog = Backlog::default();
+        backlog.take(&shelves);
+        assert_eq!(backlog.spans, 700);
+        assert_eq!(
+            shelves.list.lock().unwrap().len(),
+            1,
+            "the ended thread's shelf"
+        );
+        assert_eq!(live.lock().unwrap().spans, 0);
+        assert!(live.lock().unwrap().bytes.is_empty());
+        let frame = Frame::new();
+        let mut names = Vec::new();
+        let mut sizes = Vec::new();
+        while backlog.spans > 0 {
+            let (bytes, n) = backlog.next_batch();
+            let r = ExportTraceServiceRequest::decode(
+                frame.request(&backlog.bytes[..bytes]).as_slice(),
+            )
+            .unwrap();
+            let spans = &r.resource_spans[0].scope_spans[0].spans;
+            assert_eq!(spans.len(), n);
+            sizes.push(n);
+            names.extend(spans.iter().map(|s| s.name.clone()));
+            backlog.consume(bytes, n);
+        }
+        assert_eq!(sizes, [MAX_BATCH, 700 - MAX_BATCH]);
+        let expected: Vec<String> = (0..700).map(|i| format!("span {i}")).collect();
+        assert_eq!(names, expected);
     }
 }

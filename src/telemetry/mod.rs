@@ -3,11 +3,14 @@
 //! reads the client's W3C trace context and decides sampling, and
 //! [`Telemetry::finish`] encodes the finished request's spans ([`Finished`],
 //! built from what the logging phase already gathered) as OTLP protobuf
-//! and puts the bytes on a bounded queue. They are batched and exported on
-//! a thread of their own (`export.rs`), which outlives every Pingora
-//! runtime; a full queue drops and counts (`apiproxy_otlp_dropped_spans_total`),
-//! so a slow or dead collector never slows a request. Without
-//! `telemetry.otlp` none of this exists.
+//! onto its thread's shelf, a buffer only that thread and the exporter
+//! lock. A thread of its own (`export.rs`), which outlives every Pingora
+//! runtime, takes the shelves' spans in batches and exports them. The spans
+//! waiting are bounded: past `max_queue_size` a request's are dropped and
+//! counted (`apiproxy_otlp_dropped_spans_total`), so a slow or dead
+//! collector never slows a request. Nothing is allocated per request once
+//! a thread's buffers have grown. Without `telemetry.otlp` none of this
+//! exists.
 
 mod context;
 mod export;
@@ -15,7 +18,7 @@ mod span;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use opentelemetry::trace::{SpanId, TraceId};
@@ -27,15 +30,31 @@ use span::Scratch;
 pub use span::{AttemptSpan, Finished};
 
 thread_local! {
-    /// The span message each thread encodes its requests' spans with.
-    static SCRATCH: RefCell<Scratch> = RefCell::default();
+    /// The thread's span message and shelf.
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
 }
 
-/// A request's spans, encoded, on their way to the export thread.
-struct Encoded {
+/// A thread's spans, encoded, waiting for the export thread.
+#[derive(Default)]
+struct Shelf {
     /// A run of `ScopeSpans.spans` fields.
     bytes: Vec<u8>,
     spans: usize,
+}
+
+/// Every thread's shelf: a thread adds its own when it first traces a
+/// request; the export thread empties them all.
+#[derive(Default)]
+struct Shelves {
+    list: Mutex<Vec<Arc<Mutex<Shelf>>>>,
+}
+
+/// What a thread keeps for tracing.
+struct Local {
+    /// The process's shelves this thread's shelf is on.
+    shelves: Arc<Shelves>,
+    shelf: Arc<Mutex<Shelf>>,
+    scratch: Scratch,
 }
 
 /// The tracing of a process: its settings and the queue to the export
@@ -43,9 +62,10 @@ struct Encoded {
 pub struct Telemetry {
     settings: OtlpSettings,
     capture_content: bool,
-    queue: OnceLock<Option<tokio::sync::mpsc::UnboundedSender<Encoded>>>,
-    /// Spans queued or being exported (the channel is unbounded; this
-    /// bounds it).
+    /// Whether the export thread runs.
+    exporter: OnceLock<bool>,
+    shelves: Arc<Shelves>,
+    /// Spans shelved or being exported (bounded by `max_queue_size`).
     queued: Arc<AtomicUsize>,
     /// Wakes the export thread: at a batch's first span and each time a
     /// batch's worth has come since (never once per request).
@@ -109,7 +129,8 @@ impl Telemetry {
         Some(Arc::new(Telemetry {
             settings: otlp,
             capture_content: settings.capture_content,
-            queue: OnceLock::new(),
+            exporter: OnceLock::new(),
+            shelves: Arc::default(),
             queued: Arc::new(AtomicUsize::new(0)),
             wake: Arc::new(tokio::sync::Notify::new()),
         }))
@@ -140,25 +161,22 @@ impl Telemetry {
         }
     }
 
-    /// Encodes a sampled request's spans and queues them for export; a
-    /// full queue drops them and counts them (`apiproxy_otlp_dropped_spans_total`).
+    /// Encodes a sampled request's spans onto this thread's shelf for
+    /// export; past `max_queue_size` spans waiting they are dropped and
+    /// counted (`apiproxy_otlp_dropped_spans_total`).
     pub fn finish(&self, finished: &Finished) {
         let n = finished.span_count();
         let before = self.queued.fetch_add(n, Ordering::Relaxed);
         let queued = before + n;
-        let queue = self.queue.get_or_init(|| {
-            let (queued, wake) = (self.queued.clone(), self.wake.clone());
-            export::spawn(self.settings.clone(), queued, wake)
+        let running = *self.exporter.get_or_init(|| {
+            let (shelves, queued, wake) =
+                (self.shelves.clone(), self.queued.clone(), self.wake.clone());
+            export::spawn(self.settings.clone(), shelves, queued, wake)
                 .map_err(|e| log::error!("telemetry.otlp: the export thread did not start: {e}"))
-                .ok()
+                .is_ok()
         });
-        let sent = match queue {
-            Some(q) if queued <= self.settings.max_queue_size => {
-                q.send(encode(finished, n)).is_ok()
-            }
-            _ => false,
-        };
-        if !sent {
+        let shelved = running && queued <= self.settings.max_queue_size && self.shelve(finished, n);
+        if !shelved {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             metrics::OTLP_DROPPED_SPANS.inc_by(n as u64);
         } else if before == 0 || before / export::MAX_BATCH != queued / export::MAX_BATCH {
@@ -167,6 +185,37 @@ impl Telemetry {
             self.wake.notify_one();
         }
     }
+
+    /// Encodes `finished`'s `n` spans onto this thread's shelf (made and
+    /// put on the process's shelves at the thread's first).
+    fn shelve(&self, finished: &Finished, n: usize) -> bool {
+        LOCAL.with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                // Not reentrant today: dropped and counted if it ever is.
+                return false;
+            };
+            if local
+                .as_ref()
+                .is_none_or(|l| !Arc::ptr_eq(&l.shelves, &self.shelves))
+            {
+                let shelf = Arc::new(Mutex::new(Shelf::default()));
+                let mut list = self.shelves.list.lock().unwrap_or_else(|e| e.into_inner());
+                list.push(shelf.clone());
+                *local = Some(Local {
+                    shelves: self.shelves.clone(),
+                    shelf,
+                    scratch: Scratch::default(),
+                });
+            }
+            let Some(l) = local.as_mut() else {
+                return false;
+            };
+            let mut shelf = l.shelf.lock().unwrap_or_else(|e| e.into_inner());
+            finished.encode(&mut l.scratch, &mut shelf.bytes);
+            shelf.spans += n;
+            true
+        })
+    }
 }
 
 impl Telemetry {
@@ -174,7 +223,7 @@ impl Telemetry {
     /// queued to be exported: called once the server has stopped, so the
     /// last requests of a stopping or upgraded process are traced too.
     pub fn flush(&self) {
-        if self.queue.get().is_none() {
+        if self.exporter.get().is_none() {
             return;
         }
         let until = std::time::Instant::now() + self.settings.timeout.min(FLUSH_AT_MOST);
@@ -184,18 +233,6 @@ impl Telemetry {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-}
-
-/// `finished`'s `n` spans as OTLP protobuf, encoded with this thread's
-/// scratch message.
-fn encode(finished: &Finished, n: usize) -> Encoded {
-    let mut bytes = Vec::with_capacity(n * 512);
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => finished.encode(&mut s, &mut bytes),
-        // Not reentrant today; a fresh message if it ever is.
-        Err(_) => finished.encode(&mut Scratch::default(), &mut bytes),
-    });
-    Encoded { bytes, spans: n }
 }
 
 /// The longest [`Telemetry::flush`] waits.

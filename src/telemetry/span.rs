@@ -23,19 +23,20 @@ use opentelemetry::trace::SpanId;
 
 /// What a finished request's spans are made of. Filled by the proxy's
 /// logging phase from what it gathered for the access log and the console.
+/// Borrowed from the request's context: encoded before the request ends.
 #[derive(Debug, Clone, Default)]
-pub struct Finished {
+pub struct Finished<'a> {
     pub trace: RequestTrace,
     /// From the request's start to its end.
     pub duration: Duration,
     /// The model the client asked for.
-    pub requested_model: String,
+    pub requested_model: &'a str,
     /// The configured provider that answered (or was tried last).
-    pub provider_id: String,
+    pub provider_id: &'a str,
     /// Its kind's GenAI name (`gen_ai.provider.name`).
     pub provider_name: Option<&'static str>,
     /// The model the provider was asked for.
-    pub response_model: String,
+    pub response_model: &'a str,
     /// The client's wire format.
     pub client_format: &'static str,
     pub stream: bool,
@@ -50,7 +51,7 @@ pub struct Finished {
     pub max_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
     /// The client key's name (never the key).
-    pub key_name: Option<String>,
+    pub key_name: Option<&'a str>,
     /// The candidates in routing order, `provider/model`.
     pub candidates: Vec<String>,
     /// The routing score of the candidate that answered.
@@ -58,21 +59,21 @@ pub struct Finished {
     /// The response cache's verdict (`hit`, `miss`, `bypass`).
     pub cache: Option<&'static str>,
     /// Upstream attempts sent.
-    pub attempts: Vec<AttemptSpan>,
+    pub attempts: Vec<AttemptSpan<'a>>,
     /// The redacted request body (`telemetry.capture_content`).
     pub input_content: Option<String>,
     /// The answer's text, bounded (`telemetry.capture_content`).
-    pub output_content: Option<String>,
+    pub output_content: Option<&'a str>,
 }
 
 /// One upstream attempt.
 #[derive(Debug, Clone)]
-pub struct AttemptSpan {
+pub struct AttemptSpan<'a> {
     /// The id its `traceparent` carried to the provider.
     pub span_id: SpanId,
-    pub provider_id: String,
+    pub provider_id: &'a str,
     pub provider_name: Option<&'static str>,
-    pub model: String,
+    pub model: &'a str,
     /// `ok`, `client_gone`, `hedge_cancelled` or the failure's label.
     pub outcome: &'static str,
     pub status: Option<u16>,
@@ -95,7 +96,7 @@ pub struct Scratch {
     spare: Vec<KeyValue>,
 }
 
-impl Finished {
+impl Finished<'_> {
     /// How many spans it makes.
     pub fn span_count(&self) -> usize {
         1 + self.attempts.len()
@@ -113,8 +114,8 @@ impl Finished {
             s.times(start, start + a.duration);
             let _ = write!(s.span.name, "{op} {}", a.model);
             s.str("gen_ai.operation.name", op);
-            s.str("gen_ai.request.model", &a.model);
-            s.str("apiproxy.provider.id", &a.provider_id);
+            s.str("gen_ai.request.model", a.model);
+            s.str("apiproxy.provider.id", a.provider_id);
             s.str("apiproxy.attempt.outcome", a.outcome);
             if let Some(p) = a.provider_name {
                 s.str("gen_ai.provider.name", p);
@@ -146,7 +147,7 @@ impl Finished {
     fn server_attributes(&self, s: &mut Scratch) {
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         s.str("gen_ai.operation.name", self.trace.operation);
-        s.str("gen_ai.request.model", &self.requested_model);
+        s.str("gen_ai.request.model", self.requested_model);
         s.str("apiproxy.client_format", self.client_format);
         s.bool("apiproxy.stream", self.stream);
         s.int("apiproxy.attempts", self.attempts.len() as i64);
@@ -158,13 +159,13 @@ impl Finished {
             s.str("error.type", &self.status.to_string());
         }
         if !self.provider_id.is_empty() {
-            s.str("apiproxy.provider.id", &self.provider_id);
+            s.str("apiproxy.provider.id", self.provider_id);
         }
         if let Some(p) = self.provider_name {
             s.str("gen_ai.provider.name", p);
         }
         if !self.response_model.is_empty() {
-            s.str("gen_ai.response.model", &self.response_model);
+            s.str("gen_ai.response.model", self.response_model);
         }
         let counts = [
             ("gen_ai.usage.input_tokens", self.input_tokens),
@@ -193,7 +194,7 @@ impl Finished {
         if let Some(c) = self.cost_usd {
             s.double("apiproxy.cost_usd", c);
         }
-        if let Some(k) = &self.key_name {
+        if let Some(k) = self.key_name {
             s.str("apiproxy.client_key.name", k);
         }
         if !self.candidates.is_empty() {
@@ -211,7 +212,7 @@ impl Finished {
         if let Some(body) = &self.input_content {
             s.str("apiproxy.request.body", body);
         }
-        if let Some(text) = &self.output_content {
+        if let Some(text) = self.output_content {
             let messages = serde_json::json!([{
                 "role": "assistant",
                 "parts": [{"type": "text", "content": text}],
@@ -352,7 +353,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
     use prost::Message;
 
-    fn finished() -> Finished {
+    fn finished() -> Finished<'static> {
         let trace = RequestTrace {
             trace_id: TraceId::from(7u128),
             parent: Some(SpanId::from(9u64)),
@@ -366,9 +367,9 @@ mod tests {
         };
         let attempt = |id: u64, outcome, status| AttemptSpan {
             span_id: SpanId::from(id),
-            provider_id: "p".into(),
+            provider_id: "p",
             provider_name: Some("openai"),
-            model: "m".into(),
+            model: "m",
             outcome,
             status,
             start: Duration::from_millis(id * 10),
@@ -377,10 +378,10 @@ mod tests {
         Finished {
             trace,
             duration: Duration::from_millis(100),
-            requested_model: "fast".into(),
+            requested_model: "fast",
             status: 200,
             input_tokens: Some(7),
-            key_name: Some("alice".into()),
+            key_name: Some("alice"),
             candidates: vec!["p/m".into(), "q/m".into()],
             attempts: vec![attempt(2, "5xx", Some(500)), attempt(3, "ok", Some(200))],
             ..Finished::default()
@@ -475,7 +476,7 @@ mod tests {
         assert!(attr(server, "apiproxy.request.body").is_none());
         assert!(attr(server, "gen_ai.output.messages").is_none());
         f.input_content = Some("{\"a\":1}".into());
-        f.output_content = Some("hi".into());
+        f.output_content = Some("hi");
         let spans = encoded(&f, &mut s);
         let server = spans.last().unwrap();
         assert!(attr(server, "apiproxy.request.body").is_some());
@@ -493,7 +494,7 @@ mod tests {
         let mut s = Scratch::default();
         let mut big = finished();
         big.status = 503;
-        big.output_content = Some("earlier answer".into());
+        big.output_content = Some("earlier answer");
         big.candidates = vec!["a/1".into(), "b/2".into(), "c/3".into()];
         let _ = encoded(&big, &mut s);
         let mut small = finished();
