@@ -66,13 +66,10 @@ pub fn may_report_finish(fmt: Format, data: &[u8]) -> bool {
             has_string_member(data, b"\"finishReason\"")
                 || has_string_member(data, b"\"finish_reason\"")
         }
-        Format::OpenAiResponses => [
-            &b"\"response.completed\""[..],
-            b"\"response.incomplete\"",
-            b"\"response.failed\"",
-        ]
-        .iter()
-        .any(|t| memchr::memmem::find(data, t).is_some()),
+        // `response.failed` is an error told in the stream, not a finish.
+        Format::OpenAiResponses => [&b"\"response.completed\""[..], b"\"response.incomplete\""]
+            .iter()
+            .any(|t| memchr::memmem::find(data, t).is_some()),
         Format::Bedrock => has_string_member(data, b"\"stopReason\""),
     }
 }
@@ -115,9 +112,7 @@ pub fn read_finish(fmt: Format, v: &Value, out: &mut FinishReasons) {
         }
         Format::OpenAiResponses => {
             let answer = match text(v.get("type")) {
-                Some("response.completed" | "response.incomplete" | "response.failed") => {
-                    v.get("response")
-                }
+                Some("response.completed" | "response.incomplete") => v.get("response"),
                 Some(_) => None,
                 // A body: the response object itself.
                 None => Some(v),
@@ -250,6 +245,10 @@ mod tests {
             (
                 Format::OpenAiResponses,
                 r#"{"type":"response.output_item.done","item":{"status":"completed"}}"#,
+            ),
+            (
+                Format::OpenAiResponses,
+                r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error"}}}"#,
             ),
             (
                 Format::Gemini,
