@@ -9,6 +9,9 @@
 //! ([`client_finish_reason`]). Only a traced request asks: an untraced one
 //! pays nothing for it.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde_json::Value;
 
 use crate::{anthropic, gemini, openai_chat, openai_responses, FinishReason, Format};
@@ -57,33 +60,40 @@ pub(crate) fn body_keys(fmt: Format) -> &'static [&'static str] {
 /// event without one need not be parsed for it. OpenAI Chat writes
 /// `"finish_reason":null` in every chunk and Anthropic `"stop_reason":null`
 /// in its first event, so the key counts only with a string after it. A key
-/// inside a JSON string has its quotes escaped and is not matched.
+/// inside a JSON string has its quotes escaped and is not matched. One scan
+/// of the event, with a searcher built once per process.
 pub fn may_report_finish(fmt: Format, data: &[u8]) -> bool {
-    match fmt {
-        Format::OpenAiChat => has_string_member(data, b"\"finish_reason\""),
-        Format::Anthropic => has_string_member(data, b"\"stop_reason\""),
-        Format::Gemini => {
-            has_string_member(data, b"\"finishReason\"")
-                || has_string_member(data, b"\"finish_reason\"")
-        }
+    type Searcher = LazyLock<Finder<'static>>;
+    static FINISH_REASON: Searcher = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+    static STOP_REASON: Searcher = LazyLock::new(|| Finder::new(b"\"stop_reason\""));
+    static FINISH: Searcher = LazyLock::new(|| Finder::new(b"\"finish"));
+    static RESPONSE: Searcher = LazyLock::new(|| Finder::new(b"\"response."));
+    static STOP_REASON_CAMEL: Searcher = LazyLock::new(|| Finder::new(b"\"stopReason\""));
+    let (finder, ends, key): (&Searcher, &[&[u8]], bool) = match fmt {
+        Format::OpenAiChat => (&FINISH_REASON, &[b""], true),
+        Format::Anthropic => (&STOP_REASON, &[b""], true),
+        Format::Gemini => (&FINISH, &[b"Reason\"", b"_reason\""], true),
         // `response.failed` is an error told in the stream, not a finish.
-        Format::OpenAiResponses => [&b"\"response.completed\""[..], b"\"response.incomplete\""]
-            .iter()
-            .any(|t| memchr::memmem::find(data, t).is_some()),
-        Format::Bedrock => has_string_member(data, b"\"stopReason\""),
-    }
-}
-
-/// Whether `key` (quotes included) occurs followed by `:` and a string.
-fn has_string_member(data: &[u8], key: &[u8]) -> bool {
-    let skip_ws = |s: &[u8]| -> usize { s.iter().take_while(|b| b.is_ascii_whitespace()).count() };
-    memchr::memmem::find_iter(data, key).any(|p| {
-        let mut rest = &data[p + key.len()..];
-        rest = &rest[skip_ws(rest)..];
-        match rest.split_first() {
-            Some((b':', r)) => r.get(skip_ws(r)) == Some(&b'"'),
-            _ => false,
-        }
+        Format::OpenAiResponses => (&RESPONSE, &[b"completed\"", b"incomplete\""], false),
+        Format::Bedrock => (&STOP_REASON_CAMEL, &[b""], true),
+    };
+    let skip_ws = |s: &[u8]| s.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let len = finder.needle().len();
+    finder.find_iter(data).any(|p| {
+        let rest = &data[p + len..];
+        ends.iter().any(|end| match rest.strip_prefix(*end) {
+            None => false,
+            // A value: found.
+            Some(_) if !key => true,
+            // A key: found when a string follows.
+            Some(after) => {
+                let after = &after[skip_ws(after)..];
+                match after.split_first() {
+                    Some((b':', r)) => r.get(skip_ws(r)) == Some(&b'"'),
+                    _ => false,
+                }
+            }
+        })
     })
 }
 
@@ -219,6 +229,11 @@ mod tests {
                 Format::OpenAiResponses,
                 r#"{"type":"response.completed","response":{"status":"completed","incomplete_details":null}}"#,
                 vec!["completed"],
+            ),
+            (
+                Format::Gemini,
+                r#"{"candidates":[{"finish_reason" :"SAFETY"}]}"#,
+                vec!["SAFETY"],
             ),
             (
                 Format::Bedrock,
