@@ -110,7 +110,7 @@ pub struct RequestCtx {
     pub routing: Vec<(String, f64)>,
     /// Why the answer ended, one reason per choice, as the client was told
     /// (a traced request only; empty when unknown: an error, a stream cut
-    /// short).
+    /// short, a client that left).
     pub finish_reasons: Vec<String>,
 }
 

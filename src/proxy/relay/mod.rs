@@ -404,6 +404,8 @@ fn capture_text(ctx: &mut RequestCtx, r: &translate::ChatResponse) {
 
 fn gone(ctx: &mut RequestCtx) -> Outcome {
     ctx.client_gone = true;
+    // The client may not have read how the answer ended.
+    ctx.finish_reasons.clear();
     if ctx.status == 0 {
         ctx.status = 499;
     }
