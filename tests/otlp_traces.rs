@@ -784,3 +784,182 @@ async fn spans_queued_at_exit_are_exported_before_the_process_ends() {
         .count();
     assert_eq!(ours, 2, "spans at exit: {spans:#?}\n{}", gw.log());
 }
+
+/// One traced gateway in front of a mock provider of every wire format
+/// (`wire::provider_reply`: the providers' true answers; a model ending in
+/// `-length` is cut by the token limit, one ending in `-cut` breaks its
+/// stream), reachable as `via-{id}`, `long-{id}` and `cut-{id}`; `cached`
+/// is `via-chat` with the response cache.
+struct EveryWire {
+    _mocks: Vec<MockProvider>,
+    gw: Gateway,
+    collector: Collector,
+}
+
+const WIRES: [(&str, wire::Wire); 4] = [
+    ("chat", wire::Wire::Chat),
+    ("resp", wire::Wire::Responses),
+    ("anth", wire::Wire::Anthropic),
+    ("gem", wire::Wire::Gemini),
+];
+
+impl EveryWire {
+    async fn start() -> EveryWire {
+        let collector = Collector::start(true).await;
+        let mut mocks = Vec::new();
+        let mut cfg = format!(
+            "auth:\n  keys:\n    - {{ name: alice, key: {ALICE} }}\ntelemetry:\n{}providers:\n",
+            otlp(&collector, "")
+        );
+        for (id, w) in WIRES {
+            let m = MockProvider::start(move |rec, _| wire::provider_reply(w, rec)).await;
+            let (kind, wire_api) = match w {
+                wire::Wire::Chat => ("openai", ""),
+                wire::Wire::Responses => ("openai", ", wire_api: responses"),
+                wire::Wire::Anthropic => ("anthropic", ""),
+                wire::Wire::Gemini => ("gemini", ""),
+            };
+            cfg += &format!(
+                "  - {{ id: {id}, kind: {kind}{wire_api}, base_url: \"{}\", api_keys: [\"{PROVIDER_KEY}\"], models: [m, m-length, m-cut] }}\n",
+                m.base_url()
+            );
+            mocks.push(m);
+        }
+        cfg += "models:\n";
+        for (id, _) in WIRES {
+            for (name, model) in [("via", "m"), ("long", "m-length"), ("cut", "m-cut")] {
+                cfg += &format!(
+                    "  - name: {name}-{id}\n    upstreams: [{{ provider: {id}, model: {model} }}]\n"
+                );
+            }
+        }
+        cfg += "  - name: cached\n    cache_ttl_seconds: 600\n    upstreams: [{ provider: chat, model: m }]\n";
+        let gw = Gateway::start(&cfg).await;
+        EveryWire {
+            _mocks: mocks,
+            gw,
+            collector,
+        }
+    }
+
+    /// Sends `client`'s request for `model` in trace `n` (the trace id is
+    /// `n` in hex): the client's answer as [`wire::send_to`] read it.
+    async fn send(
+        &self,
+        n: u32,
+        client: wire::Wire,
+        model: &str,
+        scenario: wire::Scenario,
+        stream: bool,
+    ) -> (u16, String, String) {
+        let mut req = wire::client_request(client, model, scenario, stream, ALICE);
+        req.headers.push((
+            "traceparent".into(),
+            format!("00-{}-{CLIENT_SPAN}-01", trace_id(n)),
+        ));
+        wire::send_to(&self.gw, &req).await
+    }
+
+    /// The server span's `gen_ai.response.finish_reasons` in trace `n`,
+    /// once its `spans` spans arrived (the request's and its attempts').
+    async fn finish_reasons(&self, n: u32, spans: usize) -> Option<String> {
+        let spans = self.collector.trace(&trace_id(n), spans).await;
+        attr(server_span(&spans), "gen_ai.response.finish_reasons")
+    }
+}
+
+fn trace_id(n: u32) -> String {
+    format!("{:032x}", 0xf1_0000 + n)
+}
+
+/// Same format (the answer relayed as it came: a whole body, or a stream
+/// passed through event by event) and translated (every other client in
+/// front of every upstream), whole and streamed, a text answer and a tool
+/// call: the request's span names the finish reason the client got.
+#[tokio::test]
+async fn the_span_names_the_finish_reason_the_client_got_on_every_path() {
+    let env = EveryWire::start().await;
+    let mut sent = Vec::new();
+    let mut n = 0;
+    for (id, upstream) in WIRES {
+        for (_, client) in WIRES {
+            for scenario in [wire::Scenario::Text, wire::Scenario::Tool] {
+                for stream in [false, true] {
+                    n += 1;
+                    let model = format!("via-{id}");
+                    let got = env.send(n, client, &model, scenario, stream).await;
+                    let answer = wire::read_ok_answer(client, stream, &got);
+                    let what = format!(
+                        "{client:?} client, {upstream:?} upstream, {scenario:?}, stream={stream}"
+                    );
+                    assert_eq!(
+                        answer.finish,
+                        wire::expected_finish(client, scenario.shape()),
+                        "{what}"
+                    );
+                    sent.push((n, what, answer.finish));
+                }
+            }
+        }
+    }
+    for (n, what, finish) in &sent {
+        assert_eq!(
+            env.finish_reasons(*n, 2).await.as_deref(),
+            Some(finish.as_str()),
+            "trace {n}: {what}"
+        );
+    }
+    // The ones this issue asked for, by name.
+    let named = |client, upstream, scenario, stream| {
+        let what =
+            format!("{client:?} client, {upstream:?} upstream, {scenario:?}, stream={stream}");
+        sent.iter()
+            .find(|(_, w, _)| *w == what)
+            .map(|(_, _, f)| f.as_str())
+            .expect("sent")
+    };
+    use wire::{Scenario::*, Wire::*};
+    assert_eq!(named(Chat, Chat, Text, true), "stop");
+    assert_eq!(named(Chat, Chat, Text, false), "stop");
+    assert_eq!(named(Chat, Chat, Tool, false), "tool_calls");
+    assert_eq!(named(Anthropic, Chat, Text, true), "end_turn");
+    assert_eq!(named(Anthropic, Chat, Tool, true), "tool_use");
+}
+
+/// The token limit's reason passed through and translated; a stream cut
+/// short and a refused request have none; a response-cache hit has the
+/// cached answer's, whole or streamed.
+#[tokio::test]
+async fn finish_reasons_of_a_cut_answer_a_cut_stream_and_a_cache_hit() {
+    use wire::{Scenario::Text, Wire::*};
+    let env = EveryWire::start().await;
+    // (trace, client, model, stream, spans: the request's and its
+    // attempts', reason). `cached` misses once per client format, then
+    // hits (no attempt), whole or streamed.
+    let cases = [
+        (1, Chat, "long-chat", true, 2, Some("length")),
+        (2, Anthropic, "long-chat", false, 2, Some("max_tokens")),
+        (3, Gemini, "long-anth", true, 2, Some("MAX_TOKENS")),
+        (4, Anthropic, "long-anth", true, 2, Some("max_tokens")),
+        (5, Chat, "cut-chat", true, 2, None),
+        (6, Anthropic, "cut-chat", true, 2, None),
+        (7, Chat, "cached", false, 2, Some("stop")),
+        (8, Anthropic, "cached", false, 2, Some("end_turn")),
+        (9, Anthropic, "cached", true, 1, Some("end_turn")),
+        (10, Chat, "cached", true, 1, Some("stop")),
+    ];
+    for (n, client, model, stream, spans, want) in cases {
+        let (status, _, body) = env.send(n, client, model, Text, stream).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(
+            env.finish_reasons(n, spans).await.as_deref(),
+            want,
+            "{client:?} {model} stream={stream}: {body}"
+        );
+    }
+    for n in [9, 10] {
+        let spans = env.collector.trace(&trace_id(n), 1).await;
+        let server = server_span(&spans);
+        assert_eq!(attr(server, "apiproxy.cache").as_deref(), Some("hit"));
+    }
+}

@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             drop_usage_chunk: false,
             capture_text: true,
             count_output: true,
+            finish_reasons: true,
         },
     )
     .with_max_event_bytes(1 << 20);

@@ -108,6 +108,10 @@ pub struct RequestCtx {
     /// The routing score of each candidate, in routing order, with its
     /// `provider/model` (a traced request only).
     pub routing: Vec<(String, f64)>,
+    /// Why the answer ended, one reason per choice, as the client was told
+    /// (a traced request only; empty when unknown: an error, a stream cut
+    /// short, a client that left).
+    pub finish_reasons: Vec<String>,
 }
 
 /// One line of a request's attempt history.
@@ -223,6 +227,7 @@ impl Default for RequestCtx {
             trace: None,
             max_tokens: None,
             routing: Vec::new(),
+            finish_reasons: Vec::new(),
         }
     }
 }

@@ -121,6 +121,7 @@ pub fn finish(
         provider_id: &ctx.provider,
         provider_name: provider_name(&ctx.provider),
         response_model: &ctx.upstream_model,
+        finish_reasons: &ctx.finish_reasons,
         client_format: fmt.as_str(),
         stream: ctx.stream,
         status: ctx.status,

@@ -40,6 +40,9 @@ pub struct Finished<'a> {
     pub provider_name: Option<&'static str>,
     /// The model the provider was asked for.
     pub response_model: &'a str,
+    /// Why the answer ended, one reason per choice, as the client was told
+    /// (`gen_ai.response.finish_reasons`); empty when unknown.
+    pub finish_reasons: &'a [String],
     /// The client's wire format.
     pub client_format: &'static str,
     pub stream: bool,
@@ -170,6 +173,9 @@ impl Finished<'_> {
         }
         if !self.response_model.is_empty() {
             s.str("gen_ai.response.model", self.response_model);
+        }
+        if !self.finish_reasons.is_empty() {
+            s.strs("gen_ai.response.finish_reasons", self.finish_reasons);
         }
         let counts = [
             ("gen_ai.usage.input_tokens", self.input_tokens),
@@ -442,6 +448,7 @@ mod tests {
             input_tokens: Some(7),
             key_name: Some("alice"),
             candidates: vec!["p/m".into(), "q/m".into()],
+            finish_reasons: Vec::leak(vec!["stop".into(), "length".into()]),
             attempts: vec![attempt(2, "5xx", Some(500)), attempt(3, "ok", Some(200))],
             ..Finished::default()
         }
@@ -486,6 +493,17 @@ mod tests {
             Some(&Any::IntValue(7))
         );
         assert_eq!(attr(server, "gen_ai.usage.output_tokens"), None);
+        let Some(Any::ArrayValue(reasons)) = attr(server, "gen_ai.response.finish_reasons") else {
+            panic!("{server:#?}");
+        };
+        let reasons: Vec<_> = reasons.values.iter().map(|v| v.value.clone()).collect();
+        assert_eq!(
+            reasons,
+            [
+                Some(Any::StringValue("stop".into())),
+                Some(Any::StringValue("length".into()))
+            ]
+        );
         assert_eq!(
             attr(server, "apiproxy.client_key.name"),
             Some(&Any::StringValue("alice".into()))
@@ -629,6 +647,15 @@ mod tests {
                 kv("apiproxy.provider.id", s("p")),
                 kv("gen_ai.provider.name", s("openai")),
                 kv("gen_ai.response.model", s("m-upstream")),
+                kv(
+                    "gen_ai.response.finish_reasons",
+                    Any::ArrayValue(ArrayValue {
+                        values: ["stop", "length"]
+                            .into_iter()
+                            .map(|v| AnyValue { value: Some(s(v)) })
+                            .collect(),
+                    }),
+                ),
                 kv("gen_ai.usage.input_tokens", Any::IntValue(7)),
                 kv("gen_ai.usage.output_tokens", Any::IntValue(3_000_000_000)),
                 kv("gen_ai.usage.cache_read.input_tokens", Any::IntValue(0)),

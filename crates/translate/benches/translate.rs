@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the translation hot paths: each request and response
 //! direction through the neutral representation, and SSE parsing plus
-//! translation per event. `cargo bench -p apiproxy-translate`.
+//! translation per event, and same-format relaying. `cargo bench -p
+//! apiproxy-translate`.
 //!
 //! Every format's payloads are made from one OpenAI-shaped request, answer
 //! and stream (translated once at start-up), so the inputs stay valid as
@@ -196,6 +197,51 @@ fn streams(c: &mut Criterion) {
     g.finish();
 }
 
+/// Same-format relaying, as the gateway relays an answer in the client's
+/// own format: a stream (model renamed, usage read, output counted) and a
+/// whole body, untraced and traced (its finish reasons read too).
+fn same_format(c: &mut Criterion) {
+    use apiproxy_translate::passthrough::{self as pt, PassthroughOptions, PassthroughStream};
+    let openai = openai_stream(200);
+    let mut g = c.benchmark_group("same_format");
+    for fmt in FORMATS {
+        let raw = stream_in(fmt, &openai);
+        g.throughput(Throughput::Elements(parse_sse(&raw).len() as u64));
+        for traced in [false, true] {
+            let opts = PassthroughOptions {
+                model_override: Some("fast".into()),
+                drop_usage_chunk: true,
+                count_output: true,
+                finish_reasons: traced,
+                ..Default::default()
+            };
+            let name = if traced { "stream traced" } else { "stream" };
+            g.bench_function(BenchmarkId::new(name, fmt.as_str()), |b| {
+                b.iter(|| {
+                    let mut relay = PassthroughStream::new(fmt, opts.clone());
+                    let mut out = BytesMut::new();
+                    for piece in black_box(&raw).chunks(1400) {
+                        relay.feed(piece, &mut out).expect("relay");
+                    }
+                    relay.finish(&mut out).expect("relay");
+                    (out, relay.take_finish_reasons())
+                })
+            });
+        }
+    }
+    let body = openai_response();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("body/openai", |b| {
+        b.iter(|| pt::passthrough_body(Format::OpenAiChat, black_box(&body), Some("fast")))
+    });
+    g.bench_function("body traced/openai", |b| {
+        b.iter(|| {
+            pt::passthrough_body_with_finish(Format::OpenAiChat, black_box(&body), Some("fast"))
+        })
+    });
+    g.finish();
+}
+
 /// Bedrock's ConverseStream: binary event-stream frames (CRC-checked by the
 /// AWS crate) cut into events, alone and translated to OpenAI Chat SSE
 /// (throughput in frames).
@@ -238,6 +284,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = requests, responses, streams, bedrock_frames
+    targets = requests, responses, streams, same_format, bedrock_frames
 }
 criterion_main!(benches);

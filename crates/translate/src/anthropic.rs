@@ -63,7 +63,7 @@ fn finish_from_stop_reason(reason: &str) -> FinishReason {
 
 /// IR → Anthropic `stop_reason`. Reasons Anthropic itself defines pass
 /// through `Other`; anything foreign becomes `end_turn`.
-fn stop_reason_from_finish(reason: &FinishReason) -> &str {
+pub(crate) fn stop_reason_from_finish(reason: &FinishReason) -> &str {
     match reason {
         FinishReason::Stop => "end_turn",
         FinishReason::Length => "max_tokens",

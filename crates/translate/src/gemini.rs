@@ -151,7 +151,7 @@ fn decode_finish(reason: &str, saw_tool: bool) -> FinishReason {
     }
 }
 
-fn encode_finish(reason: &FinishReason) -> &str {
+pub(crate) fn encode_finish(reason: &FinishReason) -> &str {
     match reason {
         FinishReason::Stop | FinishReason::ToolCalls => "STOP",
         FinishReason::Length => "MAX_TOKENS",

@@ -15,6 +15,7 @@ mod body;
 mod common;
 pub mod count;
 pub mod error;
+pub mod finish;
 pub mod gemini;
 pub mod ir;
 pub mod openai_chat;
@@ -32,7 +33,7 @@ use serde_json::Value;
 pub use error::{error_body, stream_error_event, TranslateError};
 pub use ir::*;
 pub use sse::{SseEvent, SseParser};
-pub use usage::{may_report_usage, usage_of_body, UsageTally};
+pub use usage::{may_report_usage, usage_and_finish_of_body, usage_of_body, UsageTally};
 
 /// A wire format, on the client side or the provider side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -100,7 +100,7 @@ fn finish_from_str(s: &str) -> FinishReason {
 /// The OpenAI spelling of a finish reason. A `Stop` of an answer that called
 /// tools is `tool_calls` (Gemini says STOP there; agents key on tool_calls);
 /// an unknown provider reason is `stop` (OpenAI clients know only five).
-fn finish_to_str(r: Option<&FinishReason>, called_tools: bool) -> &str {
+pub(crate) fn finish_to_str(r: Option<&FinishReason>, called_tools: bool) -> &str {
     match r {
         None | Some(FinishReason::Stop) if called_tools => "tool_calls",
         None | Some(FinishReason::Stop) => "stop",

@@ -26,6 +26,7 @@ pub use request_encode::encode_request;
 pub use response::{decode_response, encode_response};
 pub use stream_decode::StreamDecoder;
 pub use stream_encode::StreamEncoder;
+pub(crate) use wire::finish_name;
 
 /// How this format frames its stream, for same-format relaying.
 pub(crate) const SSE_RULES: crate::sse::SseRules = crate::sse::SseRules {

@@ -17,6 +17,7 @@ use bytes::{BufMut, BytesMut};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
+use crate::finish::{may_report_finish, read_finish, FinishReasons};
 use crate::sse::{SseRules, SseTooLarge, DEFAULT_MAX_EVENT_BYTES};
 use crate::{
     error::stream_error_event, may_report_usage, stream_decoder, Format, SseEvent, StreamDecode,
@@ -61,6 +62,10 @@ pub struct PassthroughOptions {
     /// usage of an answer whose provider never reports it (a client that
     /// leaves before the last event).
     pub count_output: bool,
+    /// Read the finish reasons the answer reports
+    /// ([`PassthroughStream::take_finish_reasons`]), for a traced request:
+    /// only events that may carry one are parsed for it.
+    pub finish_reasons: bool,
 }
 
 /// The SSE rules of `fmt`, kept with the format's module.
@@ -99,6 +104,8 @@ pub struct PassthroughStream {
     count_output: bool,
     /// Bytes of output relayed so far (with `count_output`).
     output_bytes: u64,
+    /// The finish reasons seen so far (with `finish_reasons`).
+    finish: Option<FinishReasons>,
 }
 
 /// Decodes the answer's text on the side, only when a session keeps it.
@@ -137,6 +144,7 @@ impl PassthroughStream {
             response_id: None,
             count_output: opts.count_output,
             output_bytes: 0,
+            finish: opts.finish_reasons.then(FinishReasons::default),
         }
     }
 
@@ -166,6 +174,12 @@ impl PassthroughStream {
     /// relayed so far (with `count_output`).
     pub fn output_bytes(&self) -> u64 {
         self.output_bytes
+    }
+
+    /// The finish reasons the stream reported (with `finish_reasons`), one
+    /// per choice; `None` when none came or none were asked for.
+    pub fn take_finish_reasons(&mut self) -> Option<FinishReasons> {
+        self.finish.take().filter(|f| !f.is_empty())
     }
 
     /// The answer's text since the last call (with `capture_text`).
@@ -304,25 +318,41 @@ impl PassthroughStream {
             // client; checked for JSON like any event.
             return Ok(());
         }
+        let finish = match &mut self.finish {
+            Some(f) if may_report_finish(self.format, data) => Some(f),
+            _ => None,
+        };
         if may_report_usage(data) {
             let v: Value = serde_json::from_slice(data)
                 .map_err(|e| StreamFault::InvalidJson(e.to_string()))?;
+            if let Some(f) = finish {
+                // The event parsed for its usage: read again, not parsed again.
+                read_finish(self.format, &v, f);
+            }
             if self.count_output {
                 self.output_bytes += crate::output::in_value(self.format, &v);
             }
             if self.tally.add(&v) && self.drop_usage_chunk && is_usage_only_chunk(&v) {
                 return Ok(());
             }
-        } else if let Some(n) = self
-            .count_output
-            .then(|| crate::output::in_slice(self.format, data).ok())
-            .flatten()
-        {
-            // Read as the format's event shape, which checks it is JSON too.
-            self.output_bytes += n;
         } else {
-            serde_json::from_slice::<IgnoredAny>(data)
-                .map_err(|e| StreamFault::InvalidJson(e.to_string()))?;
+            if let Some(n) = self
+                .count_output
+                .then(|| crate::output::in_slice(self.format, data).ok())
+                .flatten()
+            {
+                // Read as the format's event shape, which checks it is JSON too.
+                self.output_bytes += n;
+            } else {
+                serde_json::from_slice::<IgnoredAny>(data)
+                    .map_err(|e| StreamFault::InvalidJson(e.to_string()))?;
+            }
+            if let Some(f) = finish {
+                // Once per choice: the event that ends it.
+                if let Ok(v) = serde_json::from_slice::<Value>(data) {
+                    read_finish(self.format, &v, f);
+                }
+            }
         }
         if let Some(c) = &mut self.capture {
             c.capture(self.has_name.then_some(&self.name[..]), data);
@@ -564,6 +594,9 @@ pub struct BodyPassthrough {
     pub usage: Option<Usage>,
     /// The body with the model renamed; `None` when it goes out unchanged.
     pub renamed: Option<Vec<u8>>,
+    /// The finish reasons it reports, one per choice (read only by
+    /// [`passthrough_body_with_finish`]; `None` when none).
+    pub finish_reasons: Option<FinishReasons>,
 }
 
 /// Reads a same-format response body in `fmt`: its usage, and (with an
@@ -574,7 +607,31 @@ pub fn passthrough_body(
     body: &[u8],
     model_override: Option<&str>,
 ) -> Result<BodyPassthrough, serde_json::Error> {
-    let usage = crate::usage_of_body(fmt, body)?;
+    read_body(fmt, body, model_override, false)
+}
+
+/// [`passthrough_body`], and in the same pass the finish reasons the body
+/// reports (a traced request).
+pub fn passthrough_body_with_finish(
+    fmt: Format,
+    body: &[u8],
+    model_override: Option<&str>,
+) -> Result<BodyPassthrough, serde_json::Error> {
+    read_body(fmt, body, model_override, true)
+}
+
+fn read_body(
+    fmt: Format,
+    body: &[u8],
+    model_override: Option<&str>,
+    finish: bool,
+) -> Result<BodyPassthrough, serde_json::Error> {
+    let (usage, finish_reasons) = if finish {
+        let (usage, f) = crate::usage_and_finish_of_body(fmt, body)?;
+        (usage, Some(f).filter(|f| !f.is_empty()))
+    } else {
+        (crate::usage_of_body(fmt, body)?, None)
+    };
     let renamed = match model_override {
         Some(m) => match string_at(body, rules(fmt).body_model_path) {
             Some(r) => {
@@ -589,7 +646,11 @@ pub fn passthrough_body(
         },
         None => None,
     };
-    Ok(BodyPassthrough { usage, renamed })
+    Ok(BodyPassthrough {
+        usage,
+        renamed,
+        finish_reasons,
+    })
 }
 
 #[cfg(test)]
@@ -739,6 +800,71 @@ mod tests {
         let mut plain = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default());
         plain.feed(chat, &mut out).unwrap();
         assert_eq!(plain.output_bytes(), 0, "counted only when asked");
+    }
+
+    fn traced() -> PassthroughOptions {
+        PassthroughOptions {
+            finish_reasons: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn finish_reasons_are_read_only_when_asked_one_per_choice() {
+        // n = 2: each choice ends in its own chunk; the usage chunk after.
+        let chat = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":null},{\"index\":1,\"delta\":{\"content\":\"b\"},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"index\":1,\"delta\":{},\"finish_reason\":\"length\"}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        let mut r = PassthroughStream::new(Format::OpenAiChat, traced());
+        let mut out = BytesMut::new();
+        r.feed(chat, &mut out).unwrap();
+        r.finish(&mut out).unwrap();
+        assert_eq!(
+            r.take_finish_reasons().unwrap().into_vec(),
+            ["stop", "length"]
+        );
+        assert_eq!(&out[..], &chat[..], "the bytes go through untouched");
+        let mut plain = PassthroughStream::new(Format::OpenAiChat, PassthroughOptions::default());
+        plain.feed(chat, &mut out).unwrap();
+        assert_eq!(plain.take_finish_reasons(), None, "read only when asked");
+        // Anthropic's reason comes in `message_delta`, parsed for its usage.
+        let anthropic = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"stop_reason\":null,\"usage\":{\"input_tokens\":3}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":5}}\n\n";
+        let mut r = PassthroughStream::new(Format::Anthropic, traced());
+        r.feed(anthropic, &mut out).unwrap();
+        assert_eq!(r.take_finish_reasons().unwrap().into_vec(), ["tool_use"]);
+        // A stream that never says: none.
+        let mut r = PassthroughStream::new(Format::OpenAiChat, traced());
+        r.feed(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}\n\n",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(r.take_finish_reasons(), None);
+    }
+
+    #[test]
+    fn a_bodys_finish_reasons_are_read_in_the_same_pass_as_its_usage() {
+        let body = br#"{"id":"x","choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"},{"index":1,"message":{"content":"ho"},"finish_reason":"length"}],"model":"m","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let r = passthrough_body_with_finish(Format::OpenAiChat, body, Some("fast")).unwrap();
+        assert_eq!(r.finish_reasons.unwrap().into_vec(), ["stop", "length"]);
+        assert_eq!(r.usage.map(|u| u.total()), Some(3));
+        assert!(String::from_utf8(r.renamed.unwrap())
+            .unwrap()
+            .contains("\"model\":\"fast\""));
+        assert_eq!(
+            passthrough_body(Format::OpenAiChat, body, None)
+                .unwrap()
+                .finish_reasons,
+            None
+        );
+        let responses = br#"{"id":"resp_1","object":"response","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"output":[],"usage":{"input_tokens":1,"output_tokens":2}}"#;
+        let r = passthrough_body_with_finish(Format::OpenAiResponses, responses, None).unwrap();
+        assert_eq!(r.finish_reasons.unwrap().into_vec(), ["max_output_tokens"]);
+        let anthropic = br#"{"id":"msg_1","type":"message","content":[],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":2}}"#;
+        let r = passthrough_body_with_finish(Format::Anthropic, anthropic, None).unwrap();
+        assert_eq!(r.finish_reasons.unwrap().into_vec(), ["end_turn"]);
+        // Gemini without `alt=sse`: an array of chunks.
+        let gemini = br#"[{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]},{"candidates":[{"finishReason":"MAX_TOKENS"}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2}}]"#;
+        let r = passthrough_body_with_finish(Format::Gemini, gemini, None).unwrap();
+        assert_eq!(r.finish_reasons.unwrap().into_vec(), ["MAX_TOKENS"]);
     }
 
     #[test]

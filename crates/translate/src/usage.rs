@@ -12,6 +12,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::finish::FinishReasons;
 use crate::{anthropic, bedrock, gemini, openai_chat, openai_responses, Format, Usage};
 
 /// The running counts of one format.
@@ -108,32 +109,38 @@ pub fn may_report_usage(data: &[u8]) -> bool {
     memchr::memmem::find(data, b"\"usage").is_some()
 }
 
-/// A body's top-level members under `fmt`'s usage keys; every other member
-/// is checked to be JSON and skipped without being built (as the format's
-/// decoder skips what it does not read). `None` when the body is not an
-/// object. Of a key given twice the last counts, as in a `Value`.
-struct UsageMembers(&'static [&'static str]);
+/// A body's top-level members under `fmt`'s usage keys (and, for a traced
+/// request, the keys that say why it ended); every other member is checked
+/// to be JSON and skipped without being built (as the format's decoder
+/// skips what it does not read). `None` when the body is not an object. Of
+/// a key given twice the last counts, as in a `Value`.
+struct UsageMembers([&'static [&'static str]; 2]);
 
-/// A top-level key: the index of the usage key it is, if any.
-struct KeyIndex(&'static [&'static str]);
+/// A top-level key: the wanted key it is, if any.
+struct KeyIndex([&'static [&'static str]; 2]);
 
 impl<'de> DeserializeSeed<'de> for KeyIndex {
-    type Value = Option<usize>;
+    type Value = Option<&'static str>;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<&'static str>, D::Error> {
         d.deserialize_identifier(self)
     }
 }
 
 impl Visitor<'_> for KeyIndex {
-    type Value = Option<usize>;
+    type Value = Option<&'static str>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a key")
     }
 
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|k| *k == key))
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<&'static str>, E> {
+        Ok(self
+            .0
+            .iter()
+            .flat_map(|k| k.iter())
+            .copied()
+            .find(|k| *k == key))
     }
 }
 
@@ -156,13 +163,13 @@ impl<'de> Visitor<'de> for UsageMembers {
         let mut found = Map::new();
         while let Some(key) = map.next_key_seed(KeyIndex(self.0))? {
             match key {
-                Some(i) => match map.next_value::<Value>()? {
+                Some(k) => match map.next_value::<Value>()? {
                     // `null` is no report (and hides an earlier one).
                     Value::Null => {
-                        found.remove(self.0[i]);
+                        found.remove(k);
                     }
                     v => {
-                        found.insert(self.0[i].to_owned(), v);
+                        found.insert(k.to_owned(), v);
                     }
                 },
                 None => {
@@ -202,20 +209,43 @@ impl<'de> Visitor<'de> for UsageMembers {
 /// reads (`decode_response(..).usage`), without building a `Value` of the
 /// whole answer. `Err` when `body` is not JSON.
 pub fn usage_of_body(fmt: Format, body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    read_body(fmt, body, None)
+}
+
+/// [`usage_of_body`], and in the same pass over the body the finish reasons
+/// it reports (`crate::finish`): for a traced request.
+pub fn usage_and_finish_of_body(
+    fmt: Format,
+    body: &[u8],
+) -> Result<(Option<Usage>, FinishReasons), serde_json::Error> {
+    let mut finish = FinishReasons::default();
+    let usage = read_body(fmt, body, Some(&mut finish))?;
+    Ok((usage, finish))
+}
+
+fn read_body(
+    fmt: Format,
+    body: &[u8],
+    finish: Option<&mut FinishReasons>,
+) -> Result<Option<Usage>, serde_json::Error> {
     let mut tally = UsageTally::new(fmt);
+    let finish_keys = if finish.is_some() {
+        crate::finish::body_keys(fmt)
+    } else {
+        &[]
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let members = UsageMembers(usage_keys(fmt)).deserialize(&mut de)?;
+    let members = UsageMembers([usage_keys(fmt), finish_keys]).deserialize(&mut de)?;
     de.end()?;
-    match members {
-        Some(m) => {
-            tally.add(&Value::Object(m));
-        }
+    let v = match members {
+        Some(m) => Value::Object(m),
         // Not an object (Gemini without `alt=sse` sends an array of
         // chunks): the whole document decides.
-        None => {
-            let v: Value = serde_json::from_slice(body)?;
-            tally.add(&v);
-        }
+        None => serde_json::from_slice(body)?,
+    };
+    tally.add(&v);
+    if let Some(f) = finish {
+        crate::finish::read_finish(fmt, &v, f);
     }
     Ok(tally.usage())
 }

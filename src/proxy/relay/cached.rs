@@ -8,7 +8,7 @@ use apiproxy_translate::{self as translate, ChatResponse, Format, StreamOptions}
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
-use super::{end_stream_gauge, gone, open_stream, write};
+use super::{end_stream_gauge, gone, note_finish, open_stream, write};
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::respond::{self, Headers};
 
@@ -30,6 +30,7 @@ pub async fn cached(
     how: &Replay<'_>,
     headers: &Headers,
 ) {
+    note_finish(ctx, how.client, &answer, how.stream);
     if !how.stream {
         answer.model = how.model.to_owned();
         let body = Bytes::from(translate::encode_response(how.client, &answer));

@@ -8,7 +8,7 @@ use apiproxy_translate::passthrough::{
     self as same_format, PassthroughOptions, PassthroughStream, StreamFault,
 };
 use apiproxy_translate::{
-    self as translate, Format, SseEvent, SseParser, StreamEvent, StreamOptions,
+    self as translate, FinishReason, Format, SseEvent, SseParser, StreamEvent, StreamOptions,
 };
 use bytes::BytesMut;
 
@@ -32,7 +32,39 @@ pub(super) enum Converter {
         /// The id the answer is given instead of the upstream's (a
         /// Responses answer the gateway keeps: `proxy/responses.rs`).
         response_id: Option<String>,
+        /// What the client's stream will end with (a traced request only).
+        finish: Option<SeenFinish>,
     },
+}
+
+/// What decides the finish reason a translated stream ends with, as the
+/// client format's encoder decides it.
+pub(super) struct SeenFinish {
+    client: Format,
+    reason: Option<FinishReason>,
+    called_tools: bool,
+}
+
+impl SeenFinish {
+    fn see(&mut self, e: &StreamEvent) {
+        match e {
+            StreamEvent::Finish { reason } => self.reason = Some(reason.clone()),
+            StreamEvent::ToolCallStart { .. } => self.called_tools = true,
+            _ => {}
+        }
+    }
+
+    /// The reason the client's stream ended with.
+    fn told(&self) -> Vec<String> {
+        translate::finish::client_finish_reason(
+            self.client,
+            self.reason.as_ref(),
+            self.called_tools,
+            true,
+        )
+        .map(|r| vec![r.to_owned()])
+        .unwrap_or_default()
+    }
 }
 
 /// How the upstream's stream is cut into events: SSE, or Bedrock's binary
@@ -71,7 +103,8 @@ impl Framing {
 }
 
 impl Converter {
-    pub(super) fn new(plan: &RelayPlan<'_>, capturing: bool) -> Self {
+    /// With `traced`, the finish reasons are gathered for the trace.
+    pub(super) fn new(plan: &RelayPlan<'_>, capturing: bool, traced: bool) -> Self {
         if plan.passthrough {
             Converter::Passthrough(PassthroughStream::new(
                 plan.client,
@@ -81,6 +114,7 @@ impl Converter {
                     drop_usage_chunk: !plan.include_usage,
                     capture_text: capturing,
                     count_output: true,
+                    finish_reasons: traced,
                 },
             ))
         } else {
@@ -98,6 +132,11 @@ impl Converter {
                 neutral: Vec::new(),
                 saw_event: false,
                 response_id: None,
+                finish: traced.then_some(SeenFinish {
+                    client: plan.client,
+                    reason: None,
+                    called_tools: false,
+                }),
             }
         }
     }
@@ -132,8 +171,14 @@ impl Converter {
                     StreamFault::TooLarge(e) => RelayFault::EventTooLarge(e),
                     StreamFault::InvalidJson(_) => RelayFault::StreamUnreadable(e.to_string()),
                 })?;
-                if chunk.is_none() && relay.events() == 0 {
-                    return Err(RelayFault::NoEvent);
+                if chunk.is_none() {
+                    if relay.events() == 0 {
+                        return Err(RelayFault::NoEvent);
+                    }
+                    // Known only for a stream that ended, not one cut short.
+                    if let Some(f) = relay.take_finish_reasons() {
+                        ctx.finish_reasons = f.into_vec();
+                    }
                 }
                 Ok(())
             }
@@ -145,6 +190,7 @@ impl Converter {
                 neutral,
                 saw_event,
                 response_id,
+                finish,
             } => {
                 events.clear();
                 parser.feed(chunk, events)?;
@@ -170,6 +216,9 @@ impl Converter {
                         if let Some(fill) = ctx.cache_fill.as_mut() {
                             fill.event(e);
                         }
+                        if let Some(f) = finish.as_mut() {
+                            f.see(e);
+                        }
                         encoder.encode(e, out);
                     }
                 }
@@ -178,6 +227,9 @@ impl Converter {
                         return Err(RelayFault::NoEvent);
                     }
                     encoder.finish(out);
+                    if let Some(f) = finish.as_ref() {
+                        ctx.finish_reasons = f.told();
+                    }
                 }
                 Ok(())
             }

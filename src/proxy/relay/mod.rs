@@ -12,7 +12,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use apiproxy_translate::passthrough::{self as same_format, passthrough_body};
+use apiproxy_translate::passthrough::{
+    self as same_format, passthrough_body, passthrough_body_with_finish,
+};
 use apiproxy_translate::{self as translate, Format};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -237,7 +239,13 @@ async fn whole(
                 capture_text(ctx, &r);
             }
         }
-        let read = match passthrough_body(plan.upstream, &body, plan.model_override.as_deref()) {
+        // Only a traced request has the body read for its finish reasons.
+        let read_body = if super::trace::sampled(ctx) {
+            passthrough_body_with_finish
+        } else {
+            passthrough_body
+        };
+        let read = match read_body(plan.upstream, &body, plan.model_override.as_deref()) {
             Ok(r) => r,
             Err(e) => {
                 let fault = RelayFault::InvalidJson(e.to_string());
@@ -245,6 +253,9 @@ async fn whole(
             }
         };
         ctx.usage = read.usage;
+        if let Some(f) = read.finish_reasons {
+            ctx.finish_reasons = f.into_vec();
+        }
         if plan.upstream == Format::OpenAiResponses {
             ctx.response_id = response_id_of(&body);
         }
@@ -269,6 +280,7 @@ async fn whole(
         ctx.usage = r.usage;
         ctx.relayed_output_bytes = response_output_bytes(&r);
         capture_text(ctx, &r);
+        note_finish(ctx, plan.client, &r, false);
 
         if let Some(m) = &plan.model_override {
             r.model.clone_from(m);
@@ -359,6 +371,25 @@ fn response_output_bytes(r: &translate::ChatResponse) -> u64 {
         .sum()
 }
 
+/// Notes, for a traced request, why a whole answer the client gets
+/// translated (or from the cache) ended, as its format tells it.
+fn note_finish(ctx: &mut RequestCtx, client: Format, r: &translate::ChatResponse, stream: bool) {
+    if !super::trace::sampled(ctx) {
+        return;
+    }
+    let called_tools = r
+        .content
+        .iter()
+        .any(|p| matches!(p, translate::ContentPart::ToolCall { .. }));
+    let reason = translate::finish::client_finish_reason(
+        client,
+        r.finish_reason.as_ref(),
+        called_tools,
+        stream,
+    );
+    ctx.finish_reasons = reason.map(|r| vec![r.to_owned()]).unwrap_or_default();
+}
+
 /// Keeps the answer's text for the context store (when a session asked).
 fn capture_text(ctx: &mut RequestCtx, r: &translate::ChatResponse) {
     if ctx.answer.is_none() {
@@ -373,6 +404,8 @@ fn capture_text(ctx: &mut RequestCtx, r: &translate::ChatResponse) {
 
 fn gone(ctx: &mut RequestCtx) -> Outcome {
     ctx.client_gone = true;
+    // The client may not have read how the answer ended.
+    ctx.finish_reasons.clear();
     if ctx.status == 0 {
         ctx.status = 499;
     }
@@ -386,7 +419,7 @@ async fn stream(
     plan: &RelayPlan<'_>,
     headers: &Headers,
 ) -> Outcome {
-    let mut conv = Converter::new(plan, ctx.answer.is_some());
+    let mut conv = Converter::new(plan, ctx.answer.is_some(), super::trace::sampled(ctx));
     let keeps = keeps_here(plan);
     if let Some(keep) = ctx.keep_response.as_ref().filter(|_| keeps) {
         conv.set_response_id(keep.id.clone());

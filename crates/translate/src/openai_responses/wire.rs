@@ -133,3 +133,13 @@ pub(super) fn status_of(
         _ => ("completed", None),
     }
 }
+
+/// What a Responses client is told of why the answer ended, for a finish
+/// reason: its `incomplete_details.reason` when there is one, else its
+/// `status` (as [`status_of`] writes both).
+pub(crate) fn finish_name(reason: Option<&FinishReason>) -> &'static str {
+    match status_of(reason) {
+        (_, Some(details)) => details.reason,
+        (status, None) => status,
+    }
+}
