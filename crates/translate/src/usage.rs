@@ -144,6 +144,123 @@ impl Visitor<'_> for KeyIndex {
     }
 }
 
+/// A body's list of choices (OpenAI Chat's `choices`, Gemini's
+/// `candidates`, read only when its finish reasons are wanted), kept as what
+/// `crate::finish` reads of it: each choice's `index` and reason. Building
+/// the whole list, message text included, as a `Value` cost a traced
+/// request more than the rest of its tracing. Anything but a list reads as
+/// `null` (no reasons).
+struct Choices;
+
+/// A choice's members that are kept.
+const CHOICE_KEYS: &[&str] = &["index", "finish_reason", "finishReason"];
+
+impl<'de> DeserializeSeed<'de> for Choices {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Choices {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of choices")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(choice) = seq.next_element_seed(Choice)? {
+            out.push(choice);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+/// One choice: its kept members, the rest skipped.
+struct Choice;
+
+impl<'de> DeserializeSeed<'de> for Choice {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Choice {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a choice")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut kept = Map::new();
+        while let Some(key) = map.next_key_seed(KeyIndex([CHOICE_KEYS, &[]]))? {
+            match key {
+                Some(k) => {
+                    kept.insert(k.to_owned(), map.next_value::<Value>()?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(kept))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for UsageMembers {
     type Value = Option<Map<String, Value>>;
 
@@ -163,6 +280,16 @@ impl<'de> Visitor<'de> for UsageMembers {
         let mut found = Map::new();
         while let Some(key) = map.next_key_seed(KeyIndex(self.0))? {
             match key {
+                // A list of choices is read for its reasons only: its
+                // content is skipped as unread members are.
+                Some(k @ ("choices" | "candidates")) => match map.next_value_seed(Choices)? {
+                    Value::Null => {
+                        found.remove(k);
+                    }
+                    v => {
+                        found.insert(k.to_owned(), v);
+                    }
+                },
                 Some(k) => match map.next_value::<Value>()? {
                     // `null` is no report (and hides an earlier one).
                     Value::Null => {
@@ -269,6 +396,36 @@ mod tests {
         assert_eq!(relayed.map(|u| u.total()), Some(7));
         // Anthropic reads `message`: there the same bytes are refused.
         assert!(usage_of_body(Format::Anthropic, &body).is_err());
+    }
+
+    /// A traced body's choices are read for their reasons only: their
+    /// content is skipped as an untraced read skips it (bytes the decoder
+    /// skips are no reason to refuse a traced answer), and each choice's
+    /// reason is found under its index.
+    #[test]
+    fn a_traced_read_skips_the_choices_content_and_keeps_their_reasons() {
+        let mut body = br#"{"choices":[{"index":1,"message":{"content":"a"#.to_vec();
+        body.push(0xb9);
+        body.extend_from_slice(
+            br#""},"finish_reason":"length"},{"index":0,"finish_reason":"stop","logprobs":[1,{"x":[]}]}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        );
+        let (usage, reasons) = usage_and_finish_of_body(Format::OpenAiChat, &body).expect("reads");
+        assert_eq!(
+            usage,
+            usage_of_body(Format::OpenAiChat, &body).expect("reads")
+        );
+        assert_eq!(reasons.into_vec(), ["stop", "length"]);
+        let gemini = br#"{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"MAX_TOKENS"}],"usageMetadata":{"promptTokenCount":2}}"#;
+        let (_, reasons) = usage_and_finish_of_body(Format::Gemini, gemini).expect("reads");
+        assert_eq!(reasons.into_vec(), ["MAX_TOKENS"]);
+        for odd in [
+            &br#"{"choices":{"a":1}}"#[..],
+            br#"{"choices":"x"}"#,
+            br#"{"choices":[1,"a",null,[]]}"#,
+        ] {
+            let (_, reasons) = usage_and_finish_of_body(Format::OpenAiChat, odd).expect("reads");
+            assert!(reasons.into_vec().is_empty());
+        }
     }
 
     #[test]
