@@ -148,9 +148,10 @@ impl Visitor<'_> for KeyIndex {
 /// `candidates`, read only when its finish reasons are wanted), kept as what
 /// `crate::finish` reads of it: each choice's `index` and reason. Building
 /// the whole list, message text included, as a `Value` cost a traced
-/// request more than the rest of its tracing. Anything but a list reads as
-/// `null` (no reasons).
-struct Choices;
+/// request more than the rest of its tracing. `Choices(false)` reads the
+/// list, `Choices(true)` one choice; anything else reads as `null` (no
+/// reasons).
+struct Choices(bool);
 
 /// A choice's members that are kept.
 const CHOICE_KEYS: &[&str] = &["index", "finish_reason", "finishReason"];
@@ -167,64 +168,29 @@ impl<'de> Visitor<'de> for Choices {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of choices")
+        f.write_str(if self.0 {
+            "a choice"
+        } else {
+            "a list of choices"
+        })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.0 {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Value::Null);
+        }
         let mut out = Vec::new();
-        while let Some(choice) = seq.next_element_seed(Choice)? {
+        while let Some(choice) = seq.next_element_seed(Choices(true))? {
             out.push(choice);
         }
         Ok(Value::Array(out))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Value::Null)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-}
-
-/// One choice: its kept members, the rest skipped.
-struct Choice;
-
-impl<'de> DeserializeSeed<'de> for Choice {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Choice {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a choice")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut kept = Map::new();
         while let Some(key) = map.next_key_seed(KeyIndex([CHOICE_KEYS, &[]]))? {
-            match key {
+            match key.filter(|_| self.0) {
                 Some(k) => {
                     kept.insert(k.to_owned(), map.next_value::<Value>()?);
                 }
@@ -233,12 +199,11 @@ impl<'de> Visitor<'de> for Choice {
                 }
             }
         }
-        Ok(Value::Object(kept))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Value::Null)
+        Ok(if self.0 {
+            Value::Object(kept)
+        } else {
+            Value::Null
+        })
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
@@ -282,14 +247,16 @@ impl<'de> Visitor<'de> for UsageMembers {
             match key {
                 // A list of choices is read for its reasons only: its
                 // content is skipped as unread members are.
-                Some(k @ ("choices" | "candidates")) => match map.next_value_seed(Choices)? {
-                    Value::Null => {
-                        found.remove(k);
+                Some(k @ ("choices" | "candidates")) => {
+                    match map.next_value_seed(Choices(false))? {
+                        Value::Null => {
+                            found.remove(k);
+                        }
+                        v => {
+                            found.insert(k.to_owned(), v);
+                        }
                     }
-                    v => {
-                        found.insert(k.to_owned(), v);
-                    }
-                },
+                }
                 Some(k) => match map.next_value::<Value>()? {
                     // `null` is no report (and hides an earlier one).
                     Value::Null => {
