@@ -1,11 +1,14 @@
 //! The same upstream answer is counted the same on every path: translated
 //! (`decode_response`, the stream decoders) and same-format
 //! (`passthrough_body`, `PassthroughStream`), JSON and stream, whatever
-//! way the bytes were split into reads.
+//! way the bytes were split into reads; and the answer's finish reasons
+//! (for a traced request's span) are read alike.
 
 use std::path::Path;
 
-use apiproxy_translate::passthrough::{passthrough_body, PassthroughOptions, PassthroughStream};
+use apiproxy_translate::passthrough::{
+    passthrough_body, passthrough_body_with_finish, PassthroughOptions, PassthroughStream,
+};
 use apiproxy_translate::{
     decode_response, stream_decoder, usage_of_body, Format, SseParser, StreamEvent, Usage,
 };
@@ -255,13 +258,18 @@ fn relayed_output_bytes(fmt: Format, chunks: &[&[u8]]) -> u64 {
         count_output: true,
         ..Default::default()
     };
+    relay_all(fmt, opts, chunks).output_bytes()
+}
+
+/// The same-format relay with `opts`, fed `chunks` as reads to the end.
+fn relay_all(fmt: Format, opts: PassthroughOptions, chunks: &[&[u8]]) -> PassthroughStream {
     let mut relay = PassthroughStream::new(fmt, opts);
     let mut out = BytesMut::new();
     for c in chunks {
         relay.feed(c, &mut out).unwrap();
     }
     relay.finish(&mut out).unwrap();
-    relay.output_bytes()
+    relay
 }
 
 /// An answer cut short is charged by the output relayed: the same-format
@@ -285,4 +293,128 @@ fn every_fixture_stream_has_the_same_output_on_every_path() {
         }
     }
     assert!(checked >= 8, "only {checked} streams with output checked");
+}
+
+// Finish reasons (gathered for a traced request's span): read the same on
+// the same-format paths (`passthrough_body_with_finish`, `PassthroughStream`
+// with `finish_reasons`) whatever way the bytes were split into reads, and
+// found wherever the format's own decoder finds one.
+
+const DIRS: [(&str, Format); 4] = [
+    ("openai", Format::OpenAiChat),
+    ("responses", Format::OpenAiResponses),
+    ("anthropic", Format::Anthropic),
+    ("gemini", Format::Gemini),
+];
+
+/// Whether the format's stream decoder saw the answer end with a reason.
+fn decoder_finished(fmt: Format, sse: &[u8]) -> bool {
+    let mut parser = SseParser::default();
+    let mut decoder = stream_decoder(fmt);
+    let (mut events, mut neutral) = (Vec::new(), Vec::new());
+    parser.feed(sse, &mut events).unwrap();
+    parser.finish(&mut events);
+    for ev in &events {
+        let _ = decoder.decode(ev, &mut neutral);
+    }
+    neutral
+        .iter()
+        .any(|e| matches!(e, StreamEvent::Finish { .. }))
+}
+
+/// `dir/file` of a fixture's path.
+fn fixture_name(path: &str) -> String {
+    let p = Path::new(path);
+    let dir = p.parent().and_then(Path::file_name).unwrap_or_default();
+    let file = p.file_name().unwrap_or_default();
+    format!("{}/{}", dir.to_string_lossy(), file.to_string_lossy())
+}
+
+/// The finish reasons the same-format relay reads, split into reads as given.
+fn relayed(fmt: Format, chunks: &[&[u8]]) -> Vec<String> {
+    let opts = PassthroughOptions {
+        finish_reasons: true,
+        ..Default::default()
+    };
+    relay_all(fmt, opts, chunks)
+        .take_finish_reasons()
+        .map(|f| f.into_vec())
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_fixture_streams_reasons_are_read_however_it_is_split() {
+    let mut seen = Vec::new();
+    for (dir, fmt) in DIRS {
+        for (name, sse) in files(dir, "sse") {
+            let whole = relayed(fmt, &[&sse]);
+            assert_eq!(
+                !whole.is_empty(),
+                decoder_finished(fmt, &sse),
+                "{name}: {whole:?}"
+            );
+            let bytes: Vec<&[u8]> = sse.chunks(1).collect();
+            assert_eq!(relayed(fmt, &bytes), whole, "{name} bytewise");
+            for cut in (0..sse.len()).step_by(7) {
+                let (a, b) = sse.split_at(cut);
+                assert_eq!(relayed(fmt, &[a, b]), whole, "{name} cut {cut}");
+            }
+            seen.push((fixture_name(&name), whole.join(",")));
+        }
+    }
+    let seen: Vec<(&str, &str)> = seen.iter().map(|(n, r)| (n.as_str(), r.as_str())).collect();
+    for want in [
+        ("anthropic/stream-text.sse", "max_tokens"),
+        ("anthropic/stream-thinking-tools.sse", "tool_use"),
+        ("gemini/stream_function_calls.sse", "STOP"),
+        ("openai/hand-stream-parallel-tools.sse", "tool_calls"),
+        ("responses/stream-incomplete.sse", "max_output_tokens"),
+        // An error told in the stream: no reason.
+        ("responses/stream-failed.sse", ""),
+        ("responses/stream-reasoning-text-tool.sse", "completed"),
+    ] {
+        assert!(seen.contains(&want), "{want:?} not in {seen:#?}");
+    }
+}
+
+#[test]
+fn every_fixture_bodys_reasons_are_read_where_the_decoder_finds_one() {
+    let mut seen = Vec::new();
+    for (dir, fmt) in DIRS {
+        for (name, body) in files(dir, "json") {
+            let Ok(resp) = decode_response(fmt, &body) else {
+                continue; // requests and error bodies
+            };
+            let read = passthrough_body_with_finish(fmt, &body, Some("fast"))
+                .unwrap()
+                .finish_reasons
+                .map(|f| f.into_vec().join(","));
+            if read.is_some() {
+                assert!(resp.finish_reason.is_some(), "{name}: {read:?}");
+            }
+            seen.push((fixture_name(&name), read));
+        }
+    }
+    let seen: Vec<(&str, Option<&str>)> = seen
+        .iter()
+        .map(|(n, r)| (n.as_str(), r.as_deref()))
+        .collect();
+    for want in [
+        ("anthropic/response-tools.json", Some("tool_use")),
+        ("anthropic/response-text.json", Some("end_turn")),
+        ("gemini/response_parallel_calls.json", Some("STOP")),
+        // No candidate: the client is told `promptFeedback`, no reason.
+        ("gemini/response_prompt_blocked.json", None),
+        (
+            "openai/hand-response-cached-parallel.json",
+            Some("tool_calls"),
+        ),
+        (
+            "responses/response-incomplete.json",
+            Some("max_output_tokens"),
+        ),
+        ("responses/response-reasoning-tools.json", Some("completed")),
+    ] {
+        assert!(seen.contains(&want), "{want:?} not in {seen:#?}");
+    }
 }
