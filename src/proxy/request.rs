@@ -137,8 +137,7 @@ pub async fn read_body(
         let received = buf.len() + single.as_ref().map_or(0, Bytes::len);
         let (deadline, stall) = pace.next_read(start, received, Instant::now());
         let read = tokio::time::timeout_at(deadline.into(), session.read_request_body()).await;
-        let Ok(read) = read else {
-            session.set_keepalive(None);
+        let stalled = |stall| {
             let msg = match stall {
                 BodyStall::Idle => format!(
                     "the request body sent nothing for {} ms (server.body_timeout_ms)",
@@ -149,10 +148,26 @@ pub async fn read_body(
                     pace.min_rate
                 ),
             };
-            return Err(GatewayError::client(408, msg));
+            GatewayError::client(408, msg)
         };
-        let read =
-            read.map_err(|e| GatewayError::bad_request(format!("reading the request body: {e}")))?;
+        let read = match read {
+            Ok(Ok(read)) => read,
+            // An HTTP/1 session's own read timeout is the same gap bound:
+            // whichever of the two fires first, the answer is the same.
+            Ok(Err(e)) if *e.etype() == pingora::ErrorType::ReadTimedout => {
+                session.set_keepalive(None);
+                return Err(stalled(BodyStall::Idle));
+            }
+            Ok(Err(e)) => {
+                return Err(GatewayError::bad_request(format!(
+                    "reading the request body: {e}"
+                )))
+            }
+            Err(_) => {
+                session.set_keepalive(None);
+                return Err(stalled(stall));
+            }
+        };
         let Some(chunk) = read else { break };
         if received + chunk.len() > max {
             session.set_keepalive(None);
