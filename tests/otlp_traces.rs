@@ -133,6 +133,16 @@ impl Collector {
     }
 }
 
+/// Keeps every span of an export, whichever protocol brought it.
+fn keep_spans(spans: &Mutex<Vec<Span>>, req: ExportTraceServiceRequest) {
+    let mut kept = spans.lock().unwrap();
+    for rs in req.resource_spans {
+        for ss in rs.scope_spans {
+            kept.extend(ss.spans);
+        }
+    }
+}
+
 struct GrpcCollector {
     spans: Arc<Mutex<Vec<Span>>>,
     posts: Arc<Mutex<Vec<(String, String)>>>,
@@ -151,11 +161,7 @@ impl TraceService for GrpcCollector {
             .unwrap_or_default()
             .to_owned();
         self.posts.lock().unwrap().push(("grpc".to_owned(), key));
-        for rs in request.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                self.spans.lock().unwrap().extend(ss.spans);
-            }
-        }
+        keep_spans(&self.spans, request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -213,11 +219,7 @@ async fn serve(
             ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf")
         };
         posts.lock().unwrap().push((path, ct.clone()));
-        for rs in req.resource_spans {
-            for ss in rs.scope_spans {
-                spans.lock().unwrap().extend(ss.spans);
-            }
-        }
+        keep_spans(&spans, req);
         let reply = if ct.contains("json") { "{}" } else { "" };
         let out = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n{reply}",

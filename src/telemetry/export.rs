@@ -350,16 +350,7 @@ mod tests {
     /// collector expects: one resource, one scope, every span in order.
     #[test]
     fn a_batch_decodes_as_one_export_request() {
-        use opentelemetry_proto::tonic::trace::v1::Span;
-        let mut spans = Vec::new();
-        for i in 0..300u32 {
-            let span = Span {
-                name: format!("span {i}"),
-                span_id: i.to_be_bytes().repeat(2),
-                ..Span::default()
-            };
-            prost::encoding::message::encode(SPANS_FIELD, &span, &mut spans);
-        }
+        let spans = span_bytes(0, 300);
         let frame = Frame::new();
         let r = ExportTraceServiceRequest::decode(frame.request(&spans).as_slice()).unwrap();
         assert_eq!(r.resource_spans.len(), 1);

@@ -57,8 +57,9 @@ struct Local {
     scratch: Scratch,
 }
 
-/// The tracing of a process: its settings and the queue to the export
-/// thread (started at the first finished request, after Pingora daemonized).
+/// The tracing of a process: its settings, the threads' shelves and the
+/// export thread (started at the first finished request, after Pingora
+/// daemonized).
 pub struct Telemetry {
     settings: OtlpSettings,
     capture_content: bool,
