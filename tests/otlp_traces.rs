@@ -746,6 +746,71 @@ async fn exported_over_grpc_with_the_configured_headers() {
     assert!(!log.contains("ck-grpc-0004"), "{log}");
 }
 
+/// A collector that answers every export with a redirect elsewhere: the
+/// gateway must not follow it, or the configured headers (a collector's
+/// credentials) would go to wherever the redirect points.
+#[tokio::test]
+async fn a_collectors_redirect_is_not_followed() {
+    let elsewhere = Collector::start(true).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let redirected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (count, to) = (redirected.clone(), elsewhere.endpoint());
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // The head and its body (content-length), then the redirect.
+            while let Ok(n) = sock.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_lowercase();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let out = format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {to}/v1/traces\r\n\
+                         content-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = sock.write_all(out.as_bytes()).await;
+                    break;
+                }
+            }
+        }
+    });
+    let first = MockProvider::start(ok_mock()).await;
+    let second = MockProvider::start(ok_mock()).await;
+    let telemetry = format!(
+        "  otlp:\n    endpoint: \"http://127.0.0.1:{port}\"\n    \
+         headers: {{ x-collector-key: ck-redirect-0005 }}\n"
+    );
+    let gw = Gateway::start(&config(&first, &second, &telemetry)).await;
+    let (status, _) = ask(&gw, &chat("fast", false), None).await;
+    assert_eq!(status, 200);
+    let (_, exported) = poll(
+        WAIT,
+        || async { redirected.load(std::sync::atomic::Ordering::SeqCst) },
+        |n| *n > 0,
+    )
+    .await;
+    assert!(exported, "no export reached the collector");
+    // Followed, the export would reach `elsewhere` within milliseconds.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let posts = elsewhere.posts.lock().unwrap().clone();
+    assert!(posts.is_empty(), "the redirect was followed: {posts:?}");
+    assert!(!gw.log().contains("ck-redirect-0005"));
+    task.abort();
+}
+
 /// An OTLP/gRPC endpoint with a path is refused at load, naming the key.
 #[tokio::test]
 async fn a_grpc_endpoint_with_a_path_is_refused_at_load() {

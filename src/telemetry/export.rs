@@ -201,6 +201,9 @@ impl Sender {
                 }
                 let client = reqwest::Client::builder()
                     .timeout(s.timeout)
+                    // A redirect would carry the configured headers (a
+                    // collector's credentials) to wherever it points.
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| e.to_string())?;
                 Ok(Sender::Http {
