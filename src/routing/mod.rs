@@ -167,21 +167,34 @@ impl Runtime {
                 unknown.push(name.clone());
                 continue;
             };
-            let group: Vec<Candidate> = group
-                .into_iter()
-                .filter(|c| {
-                    !opts
-                        .exclude_providers
-                        .iter()
-                        .any(|x| x == self.providers[c.provider].id())
-                })
-                .collect();
+            let mut group = group;
+            group.retain(|c| {
+                !opts
+                    .exclude_providers
+                    .iter()
+                    .any(|x| x == self.providers[c.provider].id())
+            });
             let inputs: Vec<ScoreInputs> = group.iter().map(|c| self.inputs(c, now)).collect();
             let scored = score::score_group(&inputs, &self.config.routing.scoring);
             let total: f64 = scored.iter().map(|s| s.0).sum();
-            let weights: Vec<f64> = scored.iter().map(|s| s.0).collect();
-            for i in select::weighted_order(&weights, &mut rng) {
-                let c = &group[i];
+            // One candidate (a direct model, most requests) needs no draw.
+            let order = if group.len() == 1 {
+                vec![0]
+            } else {
+                let weights: Vec<f64> = scored.iter().map(|s| s.0).collect();
+                select::weighted_order(&weights, &mut rng)
+            };
+            // Each candidate moved out in the drawn order, not copied.
+            let mut slots: Vec<Option<_>> = group
+                .into_iter()
+                .zip(inputs)
+                .zip(scored)
+                .map(Some)
+                .collect();
+            for i in order {
+                let Some(((c, inputs), (score, factors))) = slots[i].take() else {
+                    continue;
+                };
                 if out
                     .iter()
                     .any(|o| o.candidate.provider == c.provider && o.candidate.model == c.model)
@@ -189,18 +202,11 @@ impl Runtime {
                     continue;
                 }
                 out.push(Ranked {
-                    candidate: Candidate {
-                        score: scored[i].0,
-                        ..c.clone()
-                    },
-                    inputs: inputs[i].clone(),
-                    factors: scored[i].1.clone(),
-                    score: scored[i].0,
-                    share: if total > 0.0 {
-                        scored[i].0 / total
-                    } else {
-                        0.0
-                    },
+                    candidate: Candidate { score, ..c },
+                    inputs,
+                    factors,
+                    score,
+                    share: if total > 0.0 { score / total } else { 0.0 },
                 });
             }
         }
