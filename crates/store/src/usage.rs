@@ -181,8 +181,8 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// `YYYY-MM-DD` of a day number. Written digit by digit: every counted
-/// request names its day, and `format!` cost more than the rest of its
-/// usage row (benches/README.md).
+/// request names its day, and `format!` was a third of what counting a
+/// request cost (benches/README.md).
 pub fn day_string(days: i64) -> String {
     let (y, m, d) = civil_from_days(days);
     if !(0..=9999).contains(&y) {
