@@ -27,53 +27,52 @@ fn files(dir: &str, ext: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn format_of(dir: &str) -> Format {
-    match dir {
-        "openai" => Format::OpenAiChat,
-        "responses" => Format::OpenAiResponses,
-        "anthropic" => Format::Anthropic,
-        _ => Format::Gemini,
-    }
-}
+/// Each fixture folder and the format its answers are in.
+const DIRS: [(&str, Format); 4] = [
+    ("openai", Format::OpenAiChat),
+    ("responses", Format::OpenAiResponses),
+    ("anthropic", Format::Anthropic),
+    ("gemini", Format::Gemini),
+];
 
-/// The usage the translating path reads from a stream: the decoder's last
-/// `Usage` event.
-fn decoded_stream_usage(fmt: Format, chunks: &[&[u8]]) -> Option<Usage> {
+/// What the translating path makes of a stream: the format's decoder's
+/// events, in order, the stream fed as the given reads.
+fn decoded_events(fmt: Format, chunks: &[&[u8]]) -> Vec<StreamEvent> {
     let mut parser = SseParser::default();
     let mut decoder = stream_decoder(fmt);
-    let (mut events, mut neutral, mut usage) = (Vec::new(), Vec::new(), None);
+    let (mut events, mut neutral) = (Vec::new(), Vec::new());
     for c in chunks {
         parser.feed(c, &mut events).unwrap();
     }
     parser.finish(&mut events);
     for ev in &events {
-        neutral.clear();
         decoder.decode(ev, &mut neutral).unwrap();
-        for e in &neutral {
-            if let StreamEvent::Usage(u) = e {
-                usage = Some(*u);
-            }
-        }
     }
-    usage
+    neutral
+}
+
+/// The usage the translating path reads from a stream: the decoder's last
+/// `Usage` event.
+fn decoded_stream_usage(fmt: Format, chunks: &[&[u8]]) -> Option<Usage> {
+    decoded_events(fmt, chunks)
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            StreamEvent::Usage(u) => Some(*u),
+            _ => None,
+        })
 }
 
 /// The usage the same-format relay reads from a stream.
 fn relayed_stream_usage(fmt: Format, chunks: &[&[u8]]) -> (Option<Usage>, BytesMut) {
-    let mut relay = PassthroughStream::new(fmt, PassthroughOptions::default());
-    let mut out = BytesMut::new();
-    for c in chunks {
-        relay.feed(c, &mut out).unwrap();
-    }
-    relay.finish(&mut out).unwrap();
+    let (relay, out) = relay_all(fmt, PassthroughOptions::default(), chunks);
     (relay.usage(), out)
 }
 
 #[test]
 fn every_fixture_body_is_counted_the_same_on_every_path() {
     let mut checked = 0;
-    for dir in ["openai", "responses", "anthropic", "gemini"] {
-        let fmt = format_of(dir);
+    for (dir, fmt) in DIRS {
         for (name, body) in files(dir, "json") {
             let Ok(resp) = decode_response(fmt, &body) else {
                 continue; // requests and error bodies
@@ -90,8 +89,7 @@ fn every_fixture_body_is_counted_the_same_on_every_path() {
 #[test]
 fn every_fixture_stream_is_counted_the_same_on_every_path() {
     let mut checked = 0;
-    for dir in ["openai", "responses", "anthropic", "gemini"] {
-        let fmt = format_of(dir);
+    for (dir, fmt) in DIRS {
         for (name, sse) in files(dir, "sse") {
             let whole = decoded_stream_usage(fmt, &[&sse]);
             let (relayed, _) = relayed_stream_usage(fmt, &[&sse]);
@@ -234,21 +232,10 @@ fn token_counts_saturate_instead_of_wrapping() {
 
 /// The output bytes the translating path counts: the decoder's events.
 fn decoded_output_bytes(fmt: Format, sse: &[u8]) -> u64 {
-    let mut parser = SseParser::default();
-    let mut decoder = stream_decoder(fmt);
-    let (mut events, mut neutral, mut bytes) = (Vec::new(), Vec::new(), 0);
-    parser.feed(sse, &mut events).unwrap();
-    parser.finish(&mut events);
-    for ev in &events {
-        neutral.clear();
-        if decoder.decode(ev, &mut neutral).is_ok() {
-            bytes += neutral
-                .iter()
-                .map(apiproxy_translate::passthrough::output_bytes)
-                .sum::<u64>();
-        }
-    }
-    bytes
+    decoded_events(fmt, &[sse])
+        .iter()
+        .map(apiproxy_translate::passthrough::output_bytes)
+        .sum()
 }
 
 /// The output bytes the same-format relay counts (for the usage estimate of
@@ -258,18 +245,23 @@ fn relayed_output_bytes(fmt: Format, chunks: &[&[u8]]) -> u64 {
         count_output: true,
         ..Default::default()
     };
-    relay_all(fmt, opts, chunks).output_bytes()
+    relay_all(fmt, opts, chunks).0.output_bytes()
 }
 
-/// The same-format relay with `opts`, fed `chunks` as reads to the end.
-fn relay_all(fmt: Format, opts: PassthroughOptions, chunks: &[&[u8]]) -> PassthroughStream {
+/// The same-format relay with `opts`, fed `chunks` as reads to the end, and
+/// what it wrote.
+fn relay_all(
+    fmt: Format,
+    opts: PassthroughOptions,
+    chunks: &[&[u8]],
+) -> (PassthroughStream, BytesMut) {
     let mut relay = PassthroughStream::new(fmt, opts);
     let mut out = BytesMut::new();
     for c in chunks {
         relay.feed(c, &mut out).unwrap();
     }
     relay.finish(&mut out).unwrap();
-    relay
+    (relay, out)
 }
 
 /// An answer cut short is charged by the output relayed: the same-format
@@ -278,8 +270,7 @@ fn relay_all(fmt: Format, opts: PassthroughOptions, chunks: &[&[u8]]) -> Passthr
 #[test]
 fn every_fixture_stream_has_the_same_output_on_every_path() {
     let mut checked = 0;
-    for dir in ["openai", "responses", "anthropic", "gemini"] {
-        let fmt = format_of(dir);
+    for (dir, fmt) in DIRS {
         for (name, sse) in files(dir, "sse") {
             let decoded = decoded_output_bytes(fmt, &sse);
             assert_eq!(relayed_output_bytes(fmt, &[&sse]), decoded, "{name}");
@@ -300,24 +291,9 @@ fn every_fixture_stream_has_the_same_output_on_every_path() {
 // with `finish_reasons`) whatever way the bytes were split into reads, and
 // found wherever the format's own decoder finds one.
 
-const DIRS: [(&str, Format); 4] = [
-    ("openai", Format::OpenAiChat),
-    ("responses", Format::OpenAiResponses),
-    ("anthropic", Format::Anthropic),
-    ("gemini", Format::Gemini),
-];
-
 /// Whether the format's stream decoder saw the answer end with a reason.
 fn decoder_finished(fmt: Format, sse: &[u8]) -> bool {
-    let mut parser = SseParser::default();
-    let mut decoder = stream_decoder(fmt);
-    let (mut events, mut neutral) = (Vec::new(), Vec::new());
-    parser.feed(sse, &mut events).unwrap();
-    parser.finish(&mut events);
-    for ev in &events {
-        let _ = decoder.decode(ev, &mut neutral);
-    }
-    neutral
+    decoded_events(fmt, &[sse])
         .iter()
         .any(|e| matches!(e, StreamEvent::Finish { .. }))
 }
@@ -337,6 +313,7 @@ fn relayed(fmt: Format, chunks: &[&[u8]]) -> Vec<String> {
         ..Default::default()
     };
     relay_all(fmt, opts, chunks)
+        .0
         .take_finish_reasons()
         .map(|f| f.into_vec())
         .unwrap_or_default()
