@@ -36,14 +36,26 @@ const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 /// An OTLP/HTTP collector on loopback: every POST's body decoded (protobuf
-/// or JSON, by its content type) and its spans kept. With `answer: false`
-/// it reads requests and never answers (a hung collector).
+/// or JSON, by its content type) and its spans kept, then answered as its
+/// [`Answer`] says.
 struct Collector {
     port: u16,
     spans: Arc<Mutex<Vec<Span>>>,
     /// (path, content type) of each export.
     posts: Arc<Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How a collector answers each export it has read.
+#[derive(Clone)]
+enum Answer {
+    /// 200: taken.
+    Ok,
+    /// Never (a hung collector): nothing is decoded or kept, and the
+    /// connection stays open.
+    Never,
+    /// `307` to this endpoint's `/v1/traces`.
+    Redirect(String),
 }
 
 impl Drop for Collector {
@@ -53,7 +65,7 @@ impl Drop for Collector {
 }
 
 impl Collector {
-    async fn start(answer: bool) -> Collector {
+    async fn start(answer: Answer) -> Collector {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
@@ -61,9 +73,9 @@ impl Collector {
         let (s, p) = (spans.clone(), posts.clone());
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (s, p) = (s.clone(), p.clone());
+                let (s, p, a) = (s.clone(), p.clone(), answer.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, s, p, answer).await;
+                    let _ = serve(sock, s, p, a).await;
                 });
             }
         });
@@ -170,7 +182,7 @@ async fn serve(
     mut sock: tokio::net::TcpStream,
     spans: Arc<Mutex<Vec<Span>>>,
     posts: Arc<Mutex<Vec<(String, String)>>>,
-    answer: bool,
+    answer: Answer,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
@@ -207,8 +219,7 @@ async fn serve(
         }
         let body: Vec<u8> = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
-        if !answer {
-            // Read, never answered: the connection stays open.
+        if matches!(answer, Answer::Never) {
             continue;
         }
         let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
@@ -220,11 +231,19 @@ async fn serve(
         };
         posts.lock().unwrap().push((path, ct.clone()));
         keep_spans(&spans, req);
-        let reply = if ct.contains("json") { "{}" } else { "" };
-        let out = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n{reply}",
-            reply.len()
-        );
+        let out = match &answer {
+            Answer::Redirect(to) => format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {to}/v1/traces\r\n\
+                 content-length: 0\r\n\r\n"
+            ),
+            _ => {
+                let reply = if ct.contains("json") { "{}" } else { "" };
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n{reply}",
+                    reply.len()
+                )
+            }
+        };
         sock.write_all(out.as_bytes()).await?;
     }
 }
@@ -384,7 +403,7 @@ fn received_traceparent(m: &MockProvider) -> (String, String, String) {
 
 #[tokio::test]
 async fn joins_the_clients_trace_and_sends_the_attempts_traceparent_upstream() {
-    let collector = Collector::start(true).await;
+    let collector = Collector::start(Answer::Ok).await;
     let first = MockProvider::start(ok_mock()).await;
     let second = MockProvider::start(ok_mock()).await;
     let gw = Gateway::start(&config(&first, &second, &otlp(&collector, ""))).await;
@@ -470,7 +489,7 @@ fn outcomes(attempts: &[&Span]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_refused_request_is_traced_without_its_key() {
-    let collector = Collector::start(true).await;
+    let collector = Collector::start(Answer::Ok).await;
     let first = MockProvider::start(ok_mock()).await;
     let second = MockProvider::start(ok_mock()).await;
     let gw = Gateway::start(&config(&first, &second, &otlp(&collector, ""))).await;
@@ -501,7 +520,7 @@ async fn a_refused_request_is_traced_without_its_key() {
 
 #[tokio::test]
 async fn a_failover_is_one_span_per_attempt_with_its_outcome() {
-    let collector = Collector::start(true).await;
+    let collector = Collector::start(Answer::Ok).await;
     let first = MockProvider::always(Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;
     let second = MockProvider::start(ok_mock()).await;
     let gw = Gateway::start(&config(&first, &second, &otlp(&collector, ""))).await;
@@ -546,7 +565,7 @@ async fn a_failover_is_one_span_per_attempt_with_its_outcome() {
 
 #[tokio::test]
 async fn a_hedged_race_is_two_attempt_spans_the_loser_cancelled() {
-    let collector = Collector::start(true).await;
+    let collector = Collector::start(Answer::Ok).await;
     let slow = Reply::json(200, openai_completion("m", "late")).delay(Duration::from_secs(5));
     let first = MockProvider::always(slow).await;
     let second = MockProvider::start(ok_mock()).await;
@@ -578,7 +597,7 @@ async fn a_hedged_race_is_two_attempt_spans_the_loser_cancelled() {
 
 #[tokio::test]
 async fn a_stream_without_traceparent_starts_a_new_trace_exported_as_json() {
-    let collector = Collector::start(true).await;
+    let collector = Collector::start(Answer::Ok).await;
     let first = MockProvider::start(ok_mock()).await;
     let second = MockProvider::start(ok_mock()).await;
     let extra = "    protocol: http/json\n  capture_content: false\n";
@@ -607,7 +626,7 @@ async fn a_stream_without_traceparent_starts_a_new_trace_exported_as_json() {
 
 #[tokio::test]
 async fn capture_content_exports_the_prompt_and_answer_redacted() {
-    let collector = Collector::start(true).await;
+    let collector = Collector::start(Answer::Ok).await;
     let first = MockProvider::start(ok_mock()).await;
     let second = MockProvider::start(ok_mock()).await;
     let gw = Gateway::start(&config(
@@ -633,7 +652,7 @@ async fn capture_content_exports_the_prompt_and_answer_redacted() {
 
 #[tokio::test]
 async fn sample_ratio_zero_exports_nothing_but_still_propagates() {
-    let collector = Collector::start(true).await;
+    let collector = Collector::start(Answer::Ok).await;
     let first = MockProvider::start(ok_mock()).await;
     let second = MockProvider::start(ok_mock()).await;
     let gw = Gateway::start(&config(
@@ -662,7 +681,7 @@ async fn sample_ratio_zero_exports_nothing_but_still_propagates() {
 
 #[tokio::test]
 async fn a_collector_that_never_answers_slows_no_request_and_drops_are_counted() {
-    let collector = Collector::start(false).await;
+    let collector = Collector::start(Answer::Never).await;
     let first = MockProvider::start(ok_mock()).await;
     let second = MockProvider::start(ok_mock()).await;
     let extra = "    timeout_ms: 60000\n    max_queue_size: 4\n";
@@ -751,54 +770,17 @@ async fn exported_over_grpc_with_the_configured_headers() {
 /// credentials) would go to wherever the redirect points.
 #[tokio::test]
 async fn a_collectors_redirect_is_not_followed() {
-    let elsewhere = Collector::start(true).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let redirected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (count, to) = (redirected.clone(), elsewhere.endpoint());
-    let task = tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            // The head and its body (content-length), then the redirect.
-            while let Ok(n) = sock.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_lowercase();
-                let Some(end) = text.find("\r\n\r\n") else {
-                    continue;
-                };
-                let len: usize = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let out = format!(
-                        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {to}/v1/traces\r\n\
-                         content-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    let _ = sock.write_all(out.as_bytes()).await;
-                    break;
-                }
-            }
-        }
-    });
+    let elsewhere = Collector::start(Answer::Ok).await;
+    let redirecting = Collector::start(Answer::Redirect(elsewhere.endpoint())).await;
     let first = MockProvider::start(ok_mock()).await;
     let second = MockProvider::start(ok_mock()).await;
-    let telemetry = format!(
-        "  otlp:\n    endpoint: \"http://127.0.0.1:{port}\"\n    \
-         headers: {{ x-collector-key: ck-redirect-0005 }}\n"
-    );
-    let gw = Gateway::start(&config(&first, &second, &telemetry)).await;
+    let extra = "    headers: { x-collector-key: ck-redirect-0005 }\n";
+    let gw = Gateway::start(&config(&first, &second, &otlp(&redirecting, extra))).await;
     let (status, _) = ask(&gw, &chat("fast", false), None).await;
     assert_eq!(status, 200);
     let (_, exported) = poll(
         WAIT,
-        || async { redirected.load(std::sync::atomic::Ordering::SeqCst) },
+        || async { redirecting.posts.lock().unwrap().len() },
         |n| *n > 0,
     )
     .await;
@@ -808,7 +790,6 @@ async fn a_collectors_redirect_is_not_followed() {
     let posts = elsewhere.posts.lock().unwrap().clone();
     assert!(posts.is_empty(), "the redirect was followed: {posts:?}");
     assert!(!gw.log().contains("ck-redirect-0005"));
-    task.abort();
 }
 
 /// An OTLP/gRPC endpoint with a path is refused at load, naming the key.
@@ -828,7 +809,7 @@ async fn a_grpc_endpoint_with_a_path_is_refused_at_load() {
 /// once the process is gone, though its batch had not waited its 0.5 s.
 #[tokio::test]
 async fn spans_queued_at_exit_are_exported_before_the_process_ends() {
-    let collector = Collector::start(true).await;
+    let collector = Collector::start(Answer::Ok).await;
     let first = MockProvider::start(ok_mock()).await;
     let second = MockProvider::start(ok_mock()).await;
     let server = "grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 0";
@@ -875,7 +856,7 @@ const WIRES: [(&str, wire::Wire); 4] = [
 
 impl EveryWire {
     async fn start() -> EveryWire {
-        let collector = Collector::start(true).await;
+        let collector = Collector::start(Answer::Ok).await;
         let mut mocks = Vec::new();
         let mut cfg = format!(
             "auth:\n  keys:\n    - {{ name: alice, key: {ALICE} }}\ntelemetry:\n{}providers:\n",
