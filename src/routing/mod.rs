@@ -163,11 +163,10 @@ impl Runtime {
         let mut unknown = Vec::new();
         let mut rng = rand::thread_rng();
         for name in names {
-            let Some(group) = self.resolve(name) else {
+            let Some(mut group) = self.resolve(name) else {
                 unknown.push(name.clone());
                 continue;
             };
-            let mut group = group;
             group.retain(|c| {
                 !opts
                     .exclude_providers
