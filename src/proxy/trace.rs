@@ -37,10 +37,12 @@ pub fn note_candidates(rt: &Runtime, ctx: &mut RequestCtx, candidates: &[Candida
         ctx.routing = candidates
             .iter()
             .map(|c| {
-                (
-                    format!("{}/{}", rt.providers[c.provider].id(), c.model),
-                    c.score,
-                )
+                let id = rt.providers[c.provider].id();
+                let mut name = String::with_capacity(id.len() + 1 + c.model.len());
+                name.push_str(id);
+                name.push('/');
+                name.push_str(&c.model);
+                (name, c.score)
             })
             .collect();
     }
@@ -83,10 +85,6 @@ pub fn finish(
             })
         })
         .map(|(_, s)| *s);
-    let candidates: Vec<String> = std::mem::take(&mut ctx.routing)
-        .into_iter()
-        .map(|(c, _)| c)
-        .collect();
     let input_content = trace.input_content.take();
     let ctx = &*ctx;
     let provider_name = |id: &str| {
@@ -134,7 +132,7 @@ pub fn finish(
         max_tokens: ctx.max_tokens,
         cost_usd: cost,
         key_name: ctx.client_key_name.as_deref(),
-        candidates,
+        candidates: &ctx.routing,
         score,
         cache: ctx.cache.map(super::cache::CacheResult::as_str),
         attempts,

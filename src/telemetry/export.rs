@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -152,22 +153,25 @@ impl Frame {
 
     /// The `ExportTraceServiceRequest` of `spans` (a run of `ScopeSpans.spans`
     /// fields): fields of a message may come in any order, so the spans are
-    /// appended after the resource and scope as they are.
-    fn request(&self, spans: &[u8]) -> Vec<u8> {
+    /// appended after the resource and scope as they are. Written into
+    /// `buf`, whose memory the next request takes back once the last one's
+    /// bytes are dropped (sent): no fresh allocation per batch.
+    fn request(&self, spans: &[u8], buf: &mut BytesMut) -> Bytes {
         let scope_spans = self.scope.len() + spans.len();
         let resource_spans = self.resource.len()
             + key_len(SCOPE_SPANS_FIELD)
             + encoded_len_varint(scope_spans as u64)
             + scope_spans;
-        let mut out = Vec::with_capacity(resource_spans + 16);
-        encode_key(RESOURCE_SPANS_FIELD, WireType::LengthDelimited, &mut out);
-        encode_varint(resource_spans as u64, &mut out);
-        out.extend_from_slice(&self.resource);
-        encode_key(SCOPE_SPANS_FIELD, WireType::LengthDelimited, &mut out);
-        encode_varint(scope_spans as u64, &mut out);
-        out.extend_from_slice(&self.scope);
-        out.extend_from_slice(spans);
-        out
+        buf.clear();
+        buf.reserve(resource_spans + 16);
+        encode_key(RESOURCE_SPANS_FIELD, WireType::LengthDelimited, buf);
+        encode_varint(resource_spans as u64, buf);
+        buf.extend_from_slice(&self.resource);
+        encode_key(SCOPE_SPANS_FIELD, WireType::LengthDelimited, buf);
+        encode_varint(scope_spans as u64, buf);
+        buf.extend_from_slice(&self.scope);
+        buf.extend_from_slice(spans);
+        buf.split().freeze()
     }
 }
 
@@ -175,7 +179,8 @@ impl Frame {
 enum Sender {
     Http {
         client: reqwest::Client,
-        url: String,
+        /// Parsed once, not per export.
+        url: reqwest::Url,
         headers: reqwest::header::HeaderMap,
         json: bool,
     },
@@ -206,9 +211,10 @@ impl Sender {
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| e.to_string())?;
+                let url = reqwest::Url::parse(&s.traces_url).map_err(|e| e.to_string())?;
                 Ok(Sender::Http {
                     client,
-                    url: s.traces_url.clone(),
+                    url,
                     headers,
                     json: s.protocol == OtlpProtocol::HttpJson,
                 })
@@ -238,7 +244,7 @@ impl Sender {
     }
 
     /// Sends one `ExportTraceServiceRequest`, encoded.
-    async fn send(&mut self, request: Vec<u8>) -> Result<(), String> {
+    async fn send(&mut self, request: Bytes) -> Result<(), String> {
         match self {
             Sender::Http {
                 client,
@@ -247,15 +253,15 @@ impl Sender {
                 json,
             } => {
                 let (body, content_type) = if *json {
-                    let r = ExportTraceServiceRequest::decode(request.as_slice())
-                        .map_err(|e| e.to_string())?;
+                    let r =
+                        ExportTraceServiceRequest::decode(request).map_err(|e| e.to_string())?;
                     let body = serde_json::to_vec(&r).map_err(|e| e.to_string())?;
-                    (body, "application/json")
+                    (Bytes::from(body), "application/json")
                 } else {
                     (request, "application/x-protobuf")
                 };
                 let resp = client
-                    .post(url.as_str())
+                    .post(url.clone())
                     .headers(headers.clone())
                     .header(reqwest::header::CONTENT_TYPE, content_type)
                     .body(body)
@@ -272,8 +278,7 @@ impl Sender {
                 }
             }
             Sender::Grpc { client, headers } => {
-                let r = ExportTraceServiceRequest::decode(request.as_slice())
-                    .map_err(|e| e.to_string())?;
+                let r = ExportTraceServiceRequest::decode(request).map_err(|e| e.to_string())?;
                 let mut req = tonic::Request::new(r);
                 *req.metadata_mut() = headers.clone();
                 client
@@ -300,6 +305,7 @@ async fn run(s: OtlpSettings, shelves: Arc<Shelves>, queued: Arc<AtomicUsize>, w
     };
     let frame = Frame::new();
     let mut backlog = Backlog::default();
+    let mut buf = BytesMut::new();
     let mut last_warning: Option<Instant> = None;
     loop {
         // Spans still counted here arrived while the last batch was sent
@@ -317,7 +323,7 @@ async fn run(s: OtlpSettings, shelves: Arc<Shelves>, queued: Arc<AtomicUsize>, w
         backlog.take(&shelves);
         while backlog.spans > 0 {
             let (bytes, n) = backlog.next_batch();
-            let request = frame.request(&backlog.bytes[..bytes]);
+            let request = frame.request(&backlog.bytes[..bytes], &mut buf);
             backlog.consume(bytes, n);
             let result = match &mut sender {
                 Some(e) => match tokio::time::timeout(s.timeout, e.send(request)).await {
@@ -355,7 +361,8 @@ mod tests {
     fn a_batch_decodes_as_one_export_request() {
         let spans = span_bytes(0, 300);
         let frame = Frame::new();
-        let r = ExportTraceServiceRequest::decode(frame.request(&spans).as_slice()).unwrap();
+        let r =
+            ExportTraceServiceRequest::decode(frame.request(&spans, &mut BytesMut::new())).unwrap();
         assert_eq!(r.resource_spans.len(), 1);
         let rs = &r.resource_spans[0];
         let resource = rs.resource.as_ref().unwrap();
@@ -408,14 +415,14 @@ mod tests {
         assert_eq!(live.lock().unwrap().spans, 0);
         assert!(live.lock().unwrap().bytes.is_empty());
         let frame = Frame::new();
+        let mut buf = BytesMut::new();
         let mut names = Vec::new();
         let mut sizes = Vec::new();
         while backlog.spans > 0 {
             let (bytes, n) = backlog.next_batch();
-            let r = ExportTraceServiceRequest::decode(
-                frame.request(&backlog.bytes[..bytes]).as_slice(),
-            )
-            .unwrap();
+            let r =
+                ExportTraceServiceRequest::decode(frame.request(&backlog.bytes[..bytes], &mut buf))
+                    .unwrap();
             let spans = &r.resource_spans[0].scope_spans[0].spans;
             assert_eq!(spans.len(), n);
             sizes.push(n);

@@ -58,8 +58,9 @@ pub struct Finished<'a> {
     pub cost_usd: Option<f64>,
     /// The client key's name (never the key).
     pub key_name: Option<&'a str>,
-    /// The candidates in routing order, `provider/model`.
-    pub candidates: Vec<String>,
+    /// The candidates in routing order, `provider/model`, with their
+    /// routing scores.
+    pub candidates: &'a [(String, f64)],
     /// The routing score of the candidate that answered.
     pub score: Option<f64>,
     /// The response cache's verdict (`hit`, `miss`, `bypass`).
@@ -175,7 +176,10 @@ impl Finished<'_> {
             s.str("gen_ai.response.model", self.response_model);
         }
         if !self.finish_reasons.is_empty() {
-            s.strs("gen_ai.response.finish_reasons", self.finish_reasons);
+            s.strs(
+                "gen_ai.response.finish_reasons",
+                self.finish_reasons.iter().map(String::as_str),
+            );
         }
         let counts = [
             ("gen_ai.usage.input_tokens", self.input_tokens),
@@ -208,7 +212,10 @@ impl Finished<'_> {
             s.str("apiproxy.client_key.name", k);
         }
         if !self.candidates.is_empty() {
-            s.strs("apiproxy.routing.candidates", &self.candidates);
+            s.strs(
+                "apiproxy.routing.candidates",
+                self.candidates.iter().map(|(c, _)| c.as_str()),
+            );
         }
         if let Some(v) = self.score {
             s.double("apiproxy.routing.score", v);
@@ -356,9 +363,9 @@ impl Scratch {
     }
 
     /// A list of strings (an `ArrayValue` of string `AnyValue`s).
-    fn strs(&mut self, key: &str, values: &[String]) {
+    fn strs<'v>(&mut self, key: &str, values: impl Iterator<Item = &'v str> + Clone) {
         let array_len: usize = values
-            .iter()
+            .clone()
             .map(|v| delimited_len(ARRAY_VALUES, string_value_len(v)))
             .sum();
         self.attr(key, delimited_len(ARRAY_VALUE, array_len));
@@ -447,7 +454,7 @@ mod tests {
             status: 200,
             input_tokens: Some(7),
             key_name: Some("alice"),
-            candidates: vec!["p/m".into(), "q/m".into()],
+            candidates: Vec::leak(vec![("p/m".into(), 1.0), ("q/m".into(), 0.5)]),
             finish_reasons: Vec::leak(vec!["stop".into(), "length".into()]),
             attempts: vec![attempt(2, "5xx", Some(500)), attempt(3, "ok", Some(200))],
             ..Finished::default()
@@ -572,14 +579,18 @@ mod tests {
         let mut big = finished();
         big.status = 503;
         big.output_content = Some("earlier answer");
-        big.candidates = vec!["a/1".into(), "b/2".into(), "c/3".into()];
+        big.candidates = Vec::leak(vec![
+            ("a/1".into(), 1.0),
+            ("b/2".into(), 0.5),
+            ("c/3".into(), 0.0),
+        ]);
         let _ = encoded(&big, &mut s);
         let mut small = finished();
         small.trace.parent = None;
         small.trace.tracestate = None;
         small.attempts.truncate(1);
         small.attempts[0].outcome = "ok";
-        small.candidates = vec!["only/one".into()];
+        small.candidates = Vec::leak(vec![("only/one".into(), 1.0)]);
         small.key_name = None;
         let reused = encoded(&small, &mut s);
         let fresh = encoded(&small, &mut Scratch::default());
@@ -617,7 +628,7 @@ mod tests {
         f.client_format = "anthropic";
         f.input_content = Some("é".repeat(100));
         f.output_content = Some("");
-        f.candidates = vec![String::new(), "x".repeat(300)];
+        f.candidates = Vec::leak(vec![(String::new(), 0.0), ("x".repeat(300), 1.5)]);
         let spans = encoded(&f, &mut Scratch::default());
         assert_eq!(spans.len(), 1);
         let kv = |k: &str, v: Any| KeyValue {
