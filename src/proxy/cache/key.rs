@@ -5,12 +5,16 @@
 //! `1`), with its top-level `stream` and `stream_options` left out, so a
 //! request differing only in those finds the same entry. Pure.
 //!
-//! The body is hashed in one pass as it is parsed, without a tree: arrays
-//! and scalars go straight into the hash, each object member's value into a
-//! digest of its own, so the members can be sorted by name (32 bytes each,
-//! never a copy of the value). Any nesting thus costs one parse of the body.
+//! The body is written in one pass as it is parsed, without a tree, into a
+//! canonical encoding that is hashed once: each value tagged by its kind,
+//! each text length-prefixed (no encoding is the prefix of another), each
+//! object's members sorted by name. A member whose encoding is longer than
+//! [`DIGEST_OVER`] bytes is written as its own digest instead, so sorting
+//! an object moves at most that much per member: any nesting costs one
+//! parse of the body and a bounded copy per level.
 
 use std::fmt;
+use std::io::Write as _;
 
 use apiproxy_translate::Format;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -18,6 +22,9 @@ use sha2::{Digest, Sha256};
 
 /// Top-level members that do not change the answer, only how it is sent.
 const DELIVERY_MEMBERS: [&str; 2] = ["stream", "stream_options"];
+
+/// A member value encoded longer than this is written as its digest.
+const DIGEST_OVER: usize = 256;
 
 /// Who may read an entry (`cache.scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,22 +39,25 @@ pub enum Reader<'a> {
 /// The entry's key (64 hex digits), or `None` when the body is not one
 /// JSON object (nothing is cached then).
 pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<String> {
-    let mut h = Sha256::new();
-    part(&mut h, b"apiproxy-cache-v1");
+    let mut c = Canon {
+        out: Vec::with_capacity(body.len().min(4 * DIGEST_OVER) + 128),
+        members: Vec::new(),
+    };
+    c.part(b"apiproxy-cache-v2");
     match reader {
         Reader::Key(Some(id)) => {
-            part(&mut h, b"key");
-            part(&mut h, id.as_bytes());
+            c.part(b"key");
+            c.part(id.as_bytes());
         }
-        Reader::Key(None) => part(&mut h, b"anonymous"),
-        Reader::Global => part(&mut h, b"global"),
+        Reader::Key(None) => c.part(b"anonymous"),
+        Reader::Global => c.part(b"global"),
     }
-    part(&mut h, model.as_bytes());
-    part(&mut h, fmt.as_str().as_bytes());
+    c.part(model.as_bytes());
+    c.part(fmt.as_str().as_bytes());
     let mut de = serde_json::Deserializer::from_slice(body);
-    Body(&mut h).deserialize(&mut de).ok()?;
+    Body(&mut c).deserialize(&mut de).ok()?;
     de.end().ok()?;
-    let digest = h.finalize();
+    let digest = Sha256::digest(&c.out);
     let mut hex = String::with_capacity(64);
     for b in digest {
         hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
@@ -56,17 +66,115 @@ pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> O
     Some(hex)
 }
 
-/// Length-prefixed: no part can run into the next.
-fn part(h: &mut Sha256, bytes: &[u8]) {
-    h.update((bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
+/// The canonical encoding being written.
+struct Canon {
+    out: Vec<u8>,
+    /// The members of the objects being read, innermost last: where each
+    /// starts in `out`, where its value starts (its name ends) and where
+    /// it ends.
+    members: Vec<(usize, usize, usize)>,
+}
+
+impl Canon {
+    /// Length-prefixed: no part can run into the next.
+    fn part(&mut self, bytes: &[u8]) {
+        self.out
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// A number by its text, written in place behind its length.
+    fn number(&mut self, text: fmt::Arguments<'_>) {
+        self.out.push(b'n');
+        let at = self.out.len();
+        self.out.extend_from_slice(&[0; 8]);
+        let _ = self.out.write_fmt(text);
+        let len = (self.out.len() - at - 8) as u64;
+        self.out[at..at + 8].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// An object: `{`, each member as `:`, its name and its value, sorted
+    /// by name, then `}` (`top`: delivery members skipped).
+    fn object<'de, A: MapAccess<'de>>(&mut self, mut map: A, top: bool) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let body = self.out.len();
+        let first = self.members.len();
+        loop {
+            let start = self.out.len();
+            self.out.push(b':');
+            if map.next_key_seed(Name(self))?.is_none() {
+                self.out.truncate(start);
+                break;
+            }
+            let name = &self.out[start + 9..];
+            if top && DELIVERY_MEMBERS.iter().any(|d| d.as_bytes() == name) {
+                self.out.truncate(start);
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let value = self.out.len();
+            map.next_value_seed(Value(self))?;
+            if self.out.len() - value > DIGEST_OVER {
+                let digest = Sha256::digest(&self.out[value..]);
+                self.out.truncate(value);
+                self.out.push(b'h');
+                self.out.extend_from_slice(&digest);
+            }
+            self.members.push((start, value, self.out.len()));
+        }
+        let members = &mut self.members[first..];
+        let out = &self.out;
+        if !members
+            .windows(2)
+            .all(|w| name(out, w[0]) <= name(out, w[1]))
+        {
+            // Stable: a name given twice keeps its members' order.
+            members.sort_by(|a, b| name(out, *a).cmp(name(out, *b)));
+            let written = self.out[body..].to_vec();
+            self.out.truncate(body);
+            for &(start, _, end) in &self.members[first..] {
+                self.out
+                    .extend_from_slice(&written[start - body..end - body]);
+            }
+        }
+        self.members.truncate(first);
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// The name of a member written at `start..value` (behind its `:` and
+/// its length).
+fn name(out: &[u8], (start, value, _): (usize, usize, usize)) -> &[u8] {
+    &out[start + 9..value]
+}
+
+/// A member's name, written as a part.
+struct Name<'c>(&'c mut Canon);
+
+impl<'de> DeserializeSeed<'de> for Name<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Name<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.part(v.as_bytes());
+        Ok(())
+    }
 }
 
 /// The top-level object, delivery members left out.
-struct Body<'h>(&'h mut Sha256);
+struct Body<'c>(&'c mut Canon);
 
-/// Any value, hashed into the given hash.
-struct Value<'h>(&'h mut Sha256);
+/// Any value.
+struct Value<'c>(&'c mut Canon);
 
 impl<'de> DeserializeSeed<'de> for Body<'_> {
     type Value = ();
@@ -81,7 +189,7 @@ impl<'de> Visitor<'de> for Body<'_> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        object(self.0, map, true)
+        self.0.object(map, true)
     }
 }
 
@@ -98,74 +206,45 @@ impl<'de> Visitor<'de> for Value<'_> {
         f.write_str("a JSON value")
     }
     fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.0.update(if v { b"t" } else { b"f" });
+        self.0.out.push(if v { b't' } else { b'f' });
         Ok(())
     }
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        number(self.0, &v.to_string());
+        self.0.number(format_args!("{v}"));
         Ok(())
     }
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        number(self.0, &v.to_string());
+        self.0.number(format_args!("{v}"));
         Ok(())
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        // `1.0` means `1`; a whole number within f64's exact range hashes as
-        // the integer.
+        // `1.0` means `1`; a whole number within f64's exact range is
+        // written as the integer.
         if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
-            number(self.0, &(v as i64).to_string());
+            self.0.number(format_args!("{}", v as i64));
         } else {
-            number(self.0, &v.to_string());
+            self.0.number(format_args!("{v}"));
         }
         Ok(())
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.update(b"s");
-        part(self.0, v.as_bytes());
+        self.0.out.push(b's');
+        self.0.part(v.as_bytes());
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.update(b"z");
+        self.0.out.push(b'z');
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.0.update(b"[");
+        self.0.out.push(b'[');
         while seq.next_element_seed(Value(&mut *self.0))?.is_some() {}
-        self.0.update(b"]");
+        self.0.out.push(b']');
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        object(self.0, map, false)
+        self.0.object(map, false)
     }
-}
-
-fn number(h: &mut Sha256, text: &str) {
-    h.update(b"n");
-    part(h, text.as_bytes());
-}
-
-/// An object: each member's value hashed on its own, the members sorted by
-/// name, then written as name and digest (`top`: delivery members skipped).
-fn object<'de, A: MapAccess<'de>>(h: &mut Sha256, mut map: A, top: bool) -> Result<(), A::Error> {
-    let mut members: Vec<(String, [u8; 32])> = Vec::new();
-    while let Some(name) = map.next_key::<String>()? {
-        if top && DELIVERY_MEMBERS.contains(&name.as_str()) {
-            map.next_value::<IgnoredAny>()?;
-            continue;
-        }
-        let mut member = Sha256::new();
-        map.next_value_seed(Value(&mut member))?;
-        members.push((name, member.finalize().into()));
-    }
-    // Stable: a name given twice keeps its members' order.
-    members.sort_by(|a, b| a.0.cmp(&b.0));
-    h.update(b"{");
-    for (name, digest) in &members {
-        part(h, name.as_bytes());
-        h.update(digest);
-    }
-    h.update(b"}");
-    Ok(())
 }
 
 #[cfg(test)]
@@ -257,6 +336,38 @@ mod tests {
             of(Reader::Key(Some("ab")), "c", Format::OpenAiChat),
             of(Reader::Key(Some("a")), "bc", Format::OpenAiChat)
         );
+    }
+
+    /// Members written as their digest (over `DIGEST_OVER` bytes) and
+    /// members written whole sort alike, and a digested member's content
+    /// still decides the key.
+    #[test]
+    fn long_and_short_members_sort_alike() {
+        for len in [
+            DIGEST_OVER - 20,
+            DIGEST_OVER - 9,
+            DIGEST_OVER,
+            DIGEST_OVER + 300,
+        ] {
+            let long = "x".repeat(len);
+            let a = key(&format!(
+                r#"{{"m":{{"b":"{long}","a":[1,{{"d":2,"c":3}}]}},"z":1}}"#
+            ));
+            let b = key(&format!(
+                r#"{{"z":1,"m":{{"a":[1,{{"c":3,"d":2}}],"b":"{long}"}}}}"#
+            ));
+            assert!(a.is_some());
+            assert_eq!(a, b, "{len}");
+            let other = format!("{}y", &long[1..]);
+            let c = key(&format!(
+                r#"{{"z":1,"m":{{"a":[1,{{"c":3,"d":2}}],"b":"{other}"}}}}"#
+            ));
+            assert_ne!(a, c, "{len}");
+        }
+        // A name given twice keeps its order.
+        assert_ne!(key(r#"{"a":1,"a":2}"#), key(r#"{"a":2,"a":1}"#));
+        assert_ne!(key(r#"{"a":1,"b":2}"#), key(r#"{"a":2,"b":1}"#));
+        assert_ne!(key(r#"{"ab":1}"#), key(r#"{"a":1,"b":1}"#));
     }
 
     #[test]
