@@ -41,6 +41,8 @@ env:   AB_MODEL (default bench-model), AB_PATH (default /v1/chat/completions),
        the machine moves less than the ratio of the medians),
        AB_JSON (a file: every round's figures written there as JSON, for
        benches/harness.py's section H)
+Columns run in the order given in even rounds and in the reverse order in
+odd ones.
 Prints per column: median req/s, ÷ the floor, median CPU µs per request."""
 import json
 import os
@@ -151,7 +153,9 @@ try:
     targets = ["floor"] + [f"apiproxy_{n}" for n, _ in builds]
     res = {t: [] for t in targets}
     for r in range(rounds):
-        for t in targets:
+        # Every other round in the reverse order: a machine that speeds up
+        # or slows down during a round favours no column.
+        for t in (targets if r % 2 == 0 else targets[::-1]):
             pid = procs[t].pid
             c0 = h.cpu_seconds(pid)
             raw = h.oha(f"http://127.0.0.1:{ports[t]}{path}", bodies.get(t, h.chat_body(model)), hdrs, secs, 32)

@@ -20,7 +20,8 @@ benches/results/ (latest.md, latest.json and a time-stamped copy).
 
 Nothing here asserts a number: the harness measures and reports.
 Environment knobs: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS
-(default 3), BENCH_RATE (default 2000), BENCH_CONNS (default 32),
+(default 3), BENCH_FEATURE_ROUNDS (section H's rounds, default 8: its goals
+are 3% wide, narrower than three rounds can tell apart), BENCH_RATE (default 2000), BENCH_CONNS (default 32),
 BENCH_STREAMS (default 1000), BENCH_PROFILE=1 (perf record of the floor,
 apiproxy and apiproxy on each store during one extra saturation run each;
 writes benches/results/perf-*.txt).
@@ -46,6 +47,7 @@ RESULTS = ROOT / "benches" / "results"
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+FEATURE_ROUNDS = int(os.environ.get("BENCH_FEATURE_ROUNDS", str(max(ROUNDS, 8))))
 RATE = int(os.environ.get("BENCH_RATE", "2000"))
 CONNS = int(os.environ.get("BENCH_CONNS", "32"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
@@ -857,7 +859,7 @@ def features(bin_dir, work):
     env = dict(os.environ, AB_JSON=str(out))
     env.pop("AB_BASE", None)
     env.pop("AB_MODEL", None)
-    ab = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "ab.py"), str(ROUNDS), str(SECONDS)]
+    ab = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "ab.py"), str(FEATURE_ROUNDS), str(SECONDS)]
                         + cols, env=env, capture_output=True, text=True)
     if ab.returncode != 0 or not out.exists():
         return {"error": (ab.stderr or ab.stdout)[-2000:]}
@@ -887,7 +889,8 @@ def render_features(res):
     L = ["## H. Tracing and the response cache (issue 25)", ""]
     if "error" in ft:
         return L + ["benches/ab.py failed: " + ft["error"].replace("\n", " "), ""]
-    L += ["benches/ab.py's interleaved rounds, one gateway per column on the harness's mock; each ratio is the",
+    L += [f"benches/ab.py's interleaved rounds ({FEATURE_ROUNDS} of {f(SECONDS, 0)} s, every other one in the reverse",
+          "order), one gateway per column on the harness's mock; each ratio is the",
           "median over rounds of the round's ratio. `trace`: `telemetry.otlp` with `sample_ratio: 1` to an OTLP/HTTP",
           "sink on loopback (every request traced and exported); `cachemiss`: the logical model with",
           "`cache_ttl_seconds` and a `cache.max_entry_bytes` no answer fits (every request looked up, recorded and",
