@@ -85,8 +85,9 @@ pub struct RequestCtx {
     pub relayed_output_bytes: u64,
     /// `usage` was estimated, not reported by the provider.
     pub usage_estimated: bool,
-    /// The attempt a hedged race gave up after sending it: charged too.
-    pub abandoned: Option<super::hedge::Abandoned>,
+    /// The attempt a hedged race gave up after sending it: charged too
+    /// (boxed: rare, and every request's context would carry its size).
+    pub abandoned: Option<Box<super::hedge::Abandoned>>,
     /// With `log.capture_bodies`: the request body, redacted and bounded,
     /// for the console's request record.
     pub captured_body: Option<String>,
@@ -336,5 +337,19 @@ impl std::fmt::Debug for Keep {
             .field("owner", &self.owner)
             .field("previous", &self.previous)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestCtx;
+
+    /// Every request holds one context for its whole life, an open stream
+    /// included: it stays within the allocator's 1 KiB size class (rare
+    /// parts, such as a hedged race's abandoned attempt, are boxed).
+    #[test]
+    fn a_request_context_fits_in_a_kibibyte() {
+        let size = std::mem::size_of::<RequestCtx>();
+        assert!(size <= 1024, "RequestCtx is {size} bytes");
     }
 }

@@ -39,7 +39,10 @@ pub async fn handle(
     let fmt = route.format;
     let key = super::client_key(gw, rt, session, ctx).await?;
     let key = key.as_deref();
-    let mut parsed = read_request(rt, session, ctx, &route).await?;
+    // The steps before the attempts are boxed: this future lives as long
+    // as the answer is relayed (a stream's whole life), so it is only as
+    // large as what it keeps for the attempts, not as its largest step.
+    let mut parsed = Box::pin(read_request(rt, session, ctx, &route)).await?;
     ctx.stream = parsed.stream;
     ctx.keep_attempt_log = rt.config.console.collect || super::trace::sampled(ctx);
     ctx.requested_model = parsed.names.first().cloned().unwrap_or_default();
@@ -66,23 +69,27 @@ pub async fn handle(
             None => None,
         }
     };
-    let (admitted, binding, cached) = tokio::join!(
-        admit(
-            store.as_ref(),
-            rt,
-            key,
-            fmt,
-            &parsed,
-            &candidates,
-            ctx,
-            headers
-        ),
-        owned_binding(store.as_ref(), sid.as_deref(), key.map(|k| k.id.as_str())),
-        lookup,
-    );
+    let (admitted, binding, cached) = Box::pin(async {
+        tokio::join!(
+            admit(
+                store.as_ref(),
+                rt,
+                key,
+                fmt,
+                &parsed,
+                &candidates,
+                ctx,
+                headers
+            ),
+            owned_binding(store.as_ref(), sid.as_deref(), key.map(|k| k.id.as_str())),
+            lookup,
+        )
+    })
+    .await;
     admitted?;
     if let Some(plan) = cache {
-        if let Some(hit) = cached {
+        // Moved out on every path: not kept across the attempts.
+        if let Some(hit) = { cached } {
             return Box::pin(answer_from_cache(
                 rt, session, ctx, &parsed, fmt, hit, headers,
             ))
@@ -137,7 +144,7 @@ pub async fn handle(
             // With keep-alives sent the event stream is open: errors end it.
             let (tried, hedge) = match tried {
                 Ok(t) => t,
-                Err(e) => return relay::close_or_err(session, ctx, fmt, e).await,
+                Err(e) => return Box::pin(relay::close_or_err(session, ctx, fmt, e)).await,
             };
             hedged = hedged.or(hedge);
             match tried {
@@ -159,7 +166,7 @@ pub async fn handle(
             failed.message
         );
     }
-    relay::close_or_err(session, ctx, fmt, failed).await
+    Box::pin(relay::close_or_err(session, ctx, fmt, failed)).await
 }
 
 /// Answers an admitted request from the response cache: no upstream, and
@@ -273,7 +280,11 @@ pub(super) async fn continue_response(
             max_body_bytes: rt.config.server.max_body_bytes,
             ttl: rt.config.store.responses_ttl,
         };
-        if let Some(expanded) = responses::prepare(store, ctx, &parsed.body, bounds).await? {
+        // Boxed: only a request that continues a response pays for its
+        // size.
+        if let Some(expanded) =
+            Box::pin(responses::prepare(store, ctx, &parsed.body, bounds)).await?
+        {
             parsed.body_bytes = expanded.len();
             parsed.body = crate::body::RawBody::parse(bytes::Bytes::from(expanded))
                 .map_err(|e| GatewayError::internal(format!("the expanded conversation: {e:?}")))?;

@@ -499,7 +499,16 @@ impl LazyStore {
 
     /// The store; the first call opens it (never fails: Redis trouble falls back to local state).
     pub async fn store(&self) -> &Arc<dyn Store> {
-        self.cell.get_or_init(|| open(self.opts.clone())).await
+        match self.cell.get() {
+            Some(store) => store,
+            // Opening is boxed: the future of every request that awaits
+            // the store does not carry its size.
+            None => {
+                self.cell
+                    .get_or_init(|| Box::pin(open(self.opts.clone())))
+                    .await
+            }
+        }
     }
 
     /// Flushes deferred writes if the store was ever opened (at exit).

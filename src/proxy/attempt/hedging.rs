@@ -117,7 +117,11 @@ impl Attempts<'_> {
             };
             self.record(ended, AttemptOutcome::HedgeCancelled);
             // The provider read it: its tokens are the key's too.
-            ctx.abandoned = Some(hedge::Abandoned::new(p, &c.model, self.input_estimate));
+            ctx.abandoned = Some(Box::new(hedge::Abandoned::new(
+                p,
+                &c.model,
+                self.input_estimate,
+            )));
         }
     }
 }

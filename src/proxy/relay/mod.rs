@@ -165,9 +165,14 @@ pub async fn wait_keeping_alive<F: Future>(
             _ = quiet => {}
         }
         let ka = Bytes::from_static(same_format::keepalive(client));
-        if open_stream(session, ctx, headers).await.is_err()
-            || session.write_response_body(Some(ka), false).await.is_err()
-        {
+        // Boxed: a keep-alive is rare, and every open stream's future
+        // would otherwise carry the size of writing one.
+        let written = Box::pin(async {
+            open_stream(session, ctx, headers).await.is_ok()
+                && session.write_response_body(Some(ka), false).await.is_ok()
+        })
+        .await;
+        if !written {
             return Waited::ClientGone;
         }
         ctx.last_write = Some(Instant::now());
