@@ -20,6 +20,8 @@ usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[:VARIANT[+VARIANT...]][@STO
          hedge      as logical, the model with hedge_after_ms 60000 and
                     hedge_non_stream (a hedge armed on every request, never started)
          noprice    the model has no price (no cost metric: the unpriced counter)
+         anthropic  requests in the Anthropic Messages format (/v1/messages),
+                    translated to the OpenAI upstream (the harness's 4a)
          cachemiss  as logical, the model with cache_ttl_seconds and a
                     cache.max_entry_bytes no answer fits: every request is a
                     miss (key hashed, looked up, answer recorded and encoded
@@ -100,7 +102,10 @@ VARIANTS = {
                               f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
                               "    sample_ratio: 1\n") + t,
     "noprice": lambda t, w, n: replaced(t, ", pricing: { bench-model: { input: 0.01, output: 0.01 } }", ""),
+    "anthropic": lambda t, w, n: t,
 }
+# Variants whose requests are another client format: (path, body of a model).
+CLIENT = {"anthropic": ("/v1/messages", h.messages_body)}
 MODEL = {"logical": "bench-logical", "hedge": "bench-logical",
          "cachemiss": "bench-logical", "cachehit": "bench-logical"}
 
@@ -147,8 +152,11 @@ try:
     path = os.environ.get("AB_PATH", "/v1/chat/completions")
     key = os.environ.get("AB_KEY", h.CLIENT_KEY)
     model = os.environ.get("AB_MODEL", "bench-model")
-    bodies = {f"apiproxy_{n}": h.chat_body(next((MODEL[v] for v in variants[n] if v in MODEL), model))
-              for n, _ in builds}
+    def request_of(n):
+        m = next((MODEL[v] for v in variants[n] if v in MODEL), model)
+        p, body = next((CLIENT[v] for v in variants[n] if v in CLIENT), (path, h.chat_body))
+        return p, body(m)
+    requests = {f"apiproxy_{n}": request_of(n) for n, _ in builds}
     hdrs = ["Authorization: Bearer " + key]
     targets = ["floor"] + [f"apiproxy_{n}" for n, _ in builds]
     res = {t: [] for t in targets}
@@ -158,7 +166,8 @@ try:
         for t in (targets if r % 2 == 0 else targets[::-1]):
             pid = procs[t].pid
             c0 = h.cpu_seconds(pid)
-            raw = h.oha(f"http://127.0.0.1:{ports[t]}{path}", bodies.get(t, h.chat_body(model)), hdrs, secs, 32)
+            p, body = requests.get(t, (path, h.chat_body(model)))
+            raw = h.oha(f"http://127.0.0.1:{ports[t]}{p}", body, hdrs, secs, 32)
             c1 = h.cpu_seconds(pid)
             s = raw["summary"]
             codes = raw.get("statusCodeDistribution", {})
