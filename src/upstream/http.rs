@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::upstreams::peer::HttpPeer;
@@ -123,7 +123,9 @@ pub struct Outgoing<'a> {
 pub struct Incoming {
     session: HttpSession,
     peer: Arc<HttpPeer>,
-    pub header: Box<ResponseHeader>,
+    /// The response's status; its header is read from the session, which
+    /// keeps it (not copied: an open stream holds it as long as it lasts).
+    status: u16,
     /// The first body read, read ahead by [`Incoming::peek`] and handed
     /// out by the next [`Incoming::chunk`] (`Some(None)`: the body's end).
     peeked: Option<Option<Bytes>>,
@@ -131,12 +133,13 @@ pub struct Incoming {
 
 impl Incoming {
     pub fn status(&self) -> u16 {
-        self.header.status.as_u16()
+        self.status
     }
 
     /// A response header value as text.
     pub fn header_str(&self, name: &str) -> Option<&str> {
-        self.header.headers.get(name).and_then(|v| v.to_str().ok())
+        let header = self.session.response_header()?;
+        header.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The next piece of the body; `None` at its end.
@@ -271,11 +274,11 @@ pub async fn send(
         }
         Err(e) => return Err(e),
     }
-    let header = read_header(&mut session).await?;
+    let status = read_header(&mut session).await?;
     Ok(Incoming {
         session,
         peer,
-        header,
+        status,
         peeked: None,
     })
 }
@@ -288,11 +291,12 @@ fn prepare(session: &mut HttpSession, provider: &Provider) {
     session.set_write_timeout(Some(provider.config.read_timeout));
 }
 
-async fn read_header(session: &mut HttpSession) -> Result<Box<ResponseHeader>, SendError> {
+/// Reads the response header (kept by the session); its status.
+async fn read_header(session: &mut HttpSession) -> Result<u16, SendError> {
     session.read_response_header().await.map_err(classify)?;
     session
         .response_header()
-        .map(|h| Box::new(h.clone()))
+        .map(|h| h.status.as_u16())
         .ok_or_else(|| SendError::new(SendKind::Io, "no response header"))
 }
 
