@@ -7,11 +7,14 @@
 //!
 //! The body is written in one pass as it is parsed, without a tree, into a
 //! canonical encoding that is hashed once: each value tagged by its kind,
-//! each text length-prefixed (no encoding is the prefix of another), each
-//! object's members sorted by name. A member whose encoding is longer than
-//! [`DIGEST_OVER`] bytes is written as its own digest instead, so sorting
-//! an object moves at most that much per member: any nesting costs one
-//! parse of the body and a bounded copy per level.
+//! each text prefixed by its length as a varint (no encoding is the prefix
+//! of another), each object's members sorted by name. A member whose
+//! encoding is longer than [`DIGEST_OVER`] bytes is written as its own
+//! digest instead, so sorting an object moves at most that much per member:
+//! any nesting costs one parse of the body and a bounded copy per level.
+//! The encoding is never much longer than the body's text (numbers are
+//! written in their shortest form, `1e300` as `1e300`): a body cannot make
+//! the gateway hold many times its size to hash it.
 
 use std::fmt;
 use std::io::Write as _;
@@ -39,6 +42,17 @@ pub enum Reader<'a> {
 /// The entry's key (64 hex digits), or `None` when the body is not one
 /// JSON object (nothing is cached then).
 pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<String> {
+    let digest = Sha256::digest(canonical(reader, model, fmt, body)?);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    Some(hex)
+}
+
+/// What [`entry_key`] hashes.
+fn canonical(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<Vec<u8>> {
     let mut c = Canon {
         out: Vec::with_capacity(body.len().min(4 * DIGEST_OVER) + 128),
         members: Vec::new(),
@@ -49,48 +63,67 @@ pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> O
             c.part(b"key");
             c.part(id.as_bytes());
         }
-        Reader::Key(None) => c.part(b"anonymous"),
-        Reader::Global => c.part(b"global"),
+        Reader::Key(None) => {
+            c.part(b"anonymous");
+        }
+        Reader::Global => {
+            c.part(b"global");
+        }
     }
     c.part(model.as_bytes());
     c.part(fmt.as_str().as_bytes());
     let mut de = serde_json::Deserializer::from_slice(body);
     Body(&mut c).deserialize(&mut de).ok()?;
     de.end().ok()?;
-    let digest = Sha256::digest(&c.out);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    Some(hex)
+    Some(c.out)
 }
 
 /// The canonical encoding being written.
 struct Canon {
     out: Vec<u8>,
-    /// The members of the objects being read, innermost last: where each
-    /// starts in `out`, where its value starts (its name ends) and where
-    /// it ends.
-    members: Vec<(usize, usize, usize)>,
+    /// The members of the objects being read, innermost last.
+    members: Vec<Member>,
+}
+
+/// Where a member was written in `out`: from its `:` at `start`, its
+/// name's bytes at `name..value`, its value's up to `end`.
+#[derive(Clone, Copy)]
+struct Member {
+    start: usize,
+    name: usize,
+    value: usize,
+    end: usize,
+}
+
+impl Member {
+    fn name<'o>(&self, out: &'o [u8]) -> &'o [u8] {
+        &out[self.name..self.value]
+    }
 }
 
 impl Canon {
-    /// Length-prefixed: no part can run into the next.
-    fn part(&mut self, bytes: &[u8]) {
-        self.out
-            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    /// Length-prefixed, as a varint: no part can run into the next.
+    /// Where its bytes start.
+    fn part(&mut self, bytes: &[u8]) -> usize {
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            self.out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        self.out.push(len as u8);
         self.out.extend_from_slice(bytes);
+        self.out.len() - bytes.len()
     }
 
-    /// A number by its text, written in place behind its length.
+    /// A number by its text (at most 24 bytes: an `i64`, a `u64`, or an
+    /// `f64` in its shortest exponent form).
     fn number(&mut self, text: fmt::Arguments<'_>) {
+        let mut buf = [0u8; 32];
+        let mut w = &mut buf[..];
+        let _ = w.write_fmt(text);
+        let len = 32 - w.len();
         self.out.push(b'n');
-        let at = self.out.len();
-        self.out.extend_from_slice(&[0; 8]);
-        let _ = self.out.write_fmt(text);
-        let len = (self.out.len() - at - 8) as u64;
-        self.out[at..at + 8].copy_from_slice(&len.to_le_bytes());
+        self.part(&buf[..len]);
     }
 
     /// An object: `{`, each member as `:`, its name and its value, sorted
@@ -102,12 +135,15 @@ impl Canon {
         loop {
             let start = self.out.len();
             self.out.push(b':');
-            if map.next_key_seed(Name(self))?.is_none() {
+            let Some(name) = map.next_key_seed(Name(self))? else {
                 self.out.truncate(start);
                 break;
-            }
-            let name = &self.out[start + 9..];
-            if top && DELIVERY_MEMBERS.iter().any(|d| d.as_bytes() == name) {
+            };
+            if top
+                && DELIVERY_MEMBERS
+                    .iter()
+                    .any(|d| d.as_bytes() == &self.out[name..])
+            {
                 self.out.truncate(start);
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -120,21 +156,23 @@ impl Canon {
                 self.out.push(b'h');
                 self.out.extend_from_slice(&digest);
             }
-            self.members.push((start, value, self.out.len()));
+            self.members.push(Member {
+                start,
+                name,
+                value,
+                end: self.out.len(),
+            });
         }
         let members = &mut self.members[first..];
         let out = &self.out;
-        if !members
-            .windows(2)
-            .all(|w| name(out, w[0]) <= name(out, w[1]))
-        {
+        if !members.windows(2).all(|w| w[0].name(out) <= w[1].name(out)) {
             // Stable: a name given twice keeps its members' order.
-            members.sort_by(|a, b| name(out, *a).cmp(name(out, *b)));
+            members.sort_by(|a, b| a.name(out).cmp(b.name(out)));
             let written = self.out[body..].to_vec();
             self.out.truncate(body);
-            for &(start, _, end) in &self.members[first..] {
+            for m in &self.members[first..] {
                 self.out
-                    .extend_from_slice(&written[start - body..end - body]);
+                    .extend_from_slice(&written[m.start - body..m.end - body]);
             }
         }
         self.members.truncate(first);
@@ -143,30 +181,23 @@ impl Canon {
     }
 }
 
-/// The name of a member written at `start..value` (behind its `:` and
-/// its length).
-fn name(out: &[u8], (start, value, _): (usize, usize, usize)) -> &[u8] {
-    &out[start + 9..value]
-}
-
-/// A member's name, written as a part.
+/// A member's name, written as a part; where its bytes start.
 struct Name<'c>(&'c mut Canon);
 
 impl<'de> DeserializeSeed<'de> for Name<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    type Value = usize;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
         d.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for Name<'_> {
-    type Value = ();
+    type Value = usize;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a member name")
     }
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.part(v.as_bytes());
-        Ok(())
+    fn visit_str<E>(self, v: &str) -> Result<usize, E> {
+        Ok(self.0.part(v.as_bytes()))
     }
 }
 
@@ -219,11 +250,12 @@ impl<'de> Visitor<'de> for Value<'_> {
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
         // `1.0` means `1`; a whole number within f64's exact range is
-        // written as the integer.
+        // written as the integer, any other in its shortest exponent form
+        // (`1e300`, not 301 digits).
         if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
             self.0.number(format_args!("{}", v as i64));
         } else {
-            self.0.number(format_args!("{v}"));
+            self.0.number(format_args!("{v:e}"));
         }
         Ok(())
     }
@@ -368,6 +400,48 @@ mod tests {
         assert_ne!(key(r#"{"a":1,"a":2}"#), key(r#"{"a":2,"a":1}"#));
         assert_ne!(key(r#"{"a":1,"b":2}"#), key(r#"{"a":2,"b":1}"#));
         assert_ne!(key(r#"{"ab":1}"#), key(r#"{"a":1,"b":1}"#));
+    }
+
+    /// What is hashed is never much longer than the body: no number, name
+    /// or nesting makes the gateway hold many times a body to key it.
+    #[test]
+    fn the_encoding_is_no_longer_than_the_body() {
+        let members = |value: &str| {
+            let list: Vec<String> = (0..5_000).map(|i| format!(r#""m{i}":{value}"#)).collect();
+            format!("{{{}}}", list.join(","))
+        };
+        let mut nested = String::new();
+        for _ in 0..120 {
+            nested.push_str(r#"{"b":0,"a":"#);
+        }
+        nested.push('1');
+        nested.push_str(&"}".repeat(120));
+        let bodies = [
+            members("1e300"),
+            members("-2.5e-300"),
+            members("123456789012345678901"),
+            members("0"),
+            members("true"),
+            members(r#""""#),
+            members(r#""\u0041""#),
+            members("[]"),
+            members("{}"),
+            nested,
+        ];
+        for body in bodies {
+            let c = canonical(Reader::Global, "m", Format::OpenAiChat, body.as_bytes()).unwrap();
+            assert!(
+                c.len() <= body.len() + 64,
+                "{} bytes for a body of {}: {}",
+                c.len(),
+                body.len(),
+                &body[..40]
+            );
+        }
+        // Numbers still by value: a shortest form is one per value.
+        assert_eq!(key(r#"{"t":1e300}"#), key(r#"{"t":1.0e300}"#));
+        assert_eq!(key(r#"{"t":0.25}"#), key(r#"{"t":2.5e-1}"#));
+        assert_ne!(key(r#"{"t":1e300}"#), key(r#"{"t":1e301}"#));
     }
 
     #[test]
