@@ -12,9 +12,11 @@
 //! encoding is longer than [`DIGEST_OVER`] bytes is written as its own
 //! digest instead, so sorting an object moves at most that much per member:
 //! any nesting costs one parse of the body and a bounded copy per level.
-//! The encoding is never much longer than the body's text (numbers are
-//! written in their shortest form, `1e300` as `1e300`): a body cannot make
-//! the gateway hold many times its size to hash it.
+//! The encoding is never much longer than the body's text: at most half
+//! as long again, for an array of one-digit numbers (`0,` is written in
+//! three bytes), and numbers are written in their shortest form (`1e300`
+//! as `1e300`), so a body cannot make the gateway hold many times its
+//! size to hash it.
 
 use std::fmt;
 use std::io::Write as _;
