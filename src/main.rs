@@ -23,6 +23,20 @@ use pingora::services::listening::Service;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main` (the `_RJEM_MALLOC_CONF`
+/// environment variable still overrides them). Pingora allocates a 64 KiB
+/// buffer for every request body and every response body it reads and frees
+/// it at the body's end; past jemalloc's default thread-cache limit (32 KiB)
+/// each one took the arena's large-allocation path, extent lookups and a
+/// lock included. Cached per thread, they cost what a small allocation does
+/// (benches/README.md, "The allocator's thread cache").
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: Option<&'static std::ffi::c_char> =
+    // SAFETY: a pointer to the first byte of a static, NUL-terminated string.
+    Some(unsafe { &*c"tcache_max:65536".as_ptr() });
+
 #[derive(Parser, Debug)]
 #[command(name = "apiproxy", version, about = "An AI gateway on Pingora")]
 struct Cli {

@@ -238,3 +238,25 @@ fn config_is_the_long_form_of_c() {
     let o = apiproxy(&["-t", "--conf", conf.to_str().unwrap()], None);
     assert!(o.status.success(), "the old long form stays: {}", text(&o));
 }
+
+/// The allocator's options are compiled into the binary (`src/main.rs`):
+/// jemalloc reports the thread cache covering Pingora's 64 KiB body
+/// buffers, and the environment can still override it.
+#[cfg(not(target_env = "msvc"))]
+#[test]
+fn the_allocator_caches_body_buffers_per_thread() {
+    let run = |conf: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+            .arg("--version")
+            .env("_RJEM_MALLOC_CONF", conf)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run apiproxy");
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        text(&o)
+    };
+    let out = run("stats_print:true");
+    assert!(out.contains("opt.tcache_max: 65536"), "{out}");
+    let out = run("stats_print:true,tcache_max:32768");
+    assert!(out.contains("opt.tcache_max: 32768"), "{out}");
+}
