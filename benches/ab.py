@@ -42,7 +42,14 @@ env:   AB_MODEL (default bench-model), AB_PATH (default /v1/chat/completions),
        round, the median over rounds of the two ratios, which a slow patch of
        the machine moves less than the ratio of the medians),
        AB_JSON (a file: every round's figures written there as JSON, for
-       benches/harness.py's section H)
+       benches/harness.py's section H),
+       AB_PAIRS (COLUMN:BASE,...: after the rounds above, as many paired
+       rounds, each pair's two gateways loaded at the same time, 16
+       connections each, and compared within the round: CPU µs per request
+       and req/s of the column ÷ its base. Both share the cores through the
+       same seconds, so a slow patch of the machine hits both; the CPU
+       ratio is the cost ratio, the req/s ratio moves less than it when the
+       gateways are not saturated; AB_PAIRS_ONLY=1 runs these alone.)
 Columns run in the order given in even rounds and in the reverse order in
 odd ones.
 Prints per column: median req/s, ÷ the floor, median CPU µs per request."""
@@ -51,6 +58,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h
 from pathlib import Path
@@ -160,7 +168,8 @@ try:
     hdrs = ["Authorization: Bearer " + key]
     targets = ["floor"] + [f"apiproxy_{n}" for n, _ in builds]
     res = {t: [] for t in targets}
-    for r in range(rounds):
+    # AB_PAIRS_ONLY=1: the paired rounds alone (a profile of both sides).
+    for r in range(0 if os.environ.get("AB_PAIRS_ONLY") else rounds):
         # Every other round in the reverse order: a machine that speeds up
         # or slows down during a round favours no column.
         for t in (targets if r % 2 == 0 else targets[::-1]):
@@ -175,7 +184,30 @@ try:
             # 2xx answers only: a build answering errors fast must not look fast.
             rps = ok / s["total"] if s.get("total") else s["requestsPerSec"]
             res[t].append((rps, (c1 - c0) / max(ok, 1) * 1e6, ok, sum(codes.values()) - ok))
-    for t in targets:
+    pairs = [tuple(f"apiproxy_{x}" for x in p.split(":")) for p in os.environ.get("AB_PAIRS", "").split(",") if p]
+    paired = {t: [] for t, _ in pairs}
+
+    def load(t, out):
+        pid = procs[t].pid
+        c0 = h.cpu_seconds(pid)
+        p, body = requests[t]
+        raw = h.oha(f"http://127.0.0.1:{ports[t]}{p}", body, hdrs, secs, 16)
+        c1 = h.cpu_seconds(pid)
+        codes = raw.get("statusCodeDistribution", {})
+        ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+        out[t] = (ok / raw["summary"]["total"], (c1 - c0) / max(ok, 1) * 1e6, ok, sum(codes.values()) - ok)
+
+    for r in range(rounds if pairs else 0):
+        for t, b in pairs:
+            got = {}
+            both = [threading.Thread(target=load, args=(x, got)) for x in ((t, b) if r % 2 == 0 else (b, t))]
+            for th in both:
+                th.start()
+            for th in both:
+                th.join()
+            # (req/s ÷ base, CPU per request ÷ base, 2xx, other) per round.
+            paired[t].append((got[t][0] / got[b][0], got[t][1] / got[b][1], got[t][2], got[t][3] + got[b][3], got[b][2]))
+    for t in (t for t in targets if res[t]):
         rps = statistics.median(x[0] for x in res[t]); cpu = statistics.median(x[1] for x in res[t])
         fl = statistics.median(x[0] for x in res["floor"])
         print(f"{t:20s} req/s {rps:8.0f} ÷floor {rps/fl:5.3f}  cpu µs/req {cpu:6.1f}  rounds {[round(x[1],1) for x in res[t]]} req/s rounds {[round(x[0]) for x in res[t]]} bad {sum(x[3] for x in res[t])}")
@@ -186,13 +218,17 @@ try:
             print(f"apiproxy_{n:14s} spans dropped (apiproxy_otlp_dropped_spans_total): {dropped[n]}")
     if os.environ.get("AB_JSON"):
         # (req/s, CPU µs per request, 2xx, other) per round, per column.
-        Path(os.environ["AB_JSON"]).write_text(json.dumps({"rounds": res, "dropped_spans": dropped}))
+        Path(os.environ["AB_JSON"]).write_text(json.dumps({"rounds": res, "paired": paired, "dropped_spans": dropped}))
     base = os.environ.get("AB_BASE")
-    if base:
+    if base and res[f"apiproxy_{base}"]:
         b = res[f"apiproxy_{base}"]
         for t in targets[1:]:
             rps = statistics.median(x[0] / y[0] for x, y in zip(res[t], b))
             cpu = statistics.median(x[1] / y[1] for x, y in zip(res[t], b))
             print(f"{t:20s} ÷ {base}, round by round: req/s {rps:5.3f}  cpu µs/req {cpu:5.3f}")
+    for (t, b) in pairs:
+        x = paired[t]
+        print(f"{t:20s} ÷ {b}, loaded together: req/s {statistics.median(v[0] for v in x):5.3f}  cpu µs/req "
+              f"{statistics.median(v[1] for v in x):5.3f}  rounds cpu {[round(v[1], 3) for v in x]} bad {sum(v[3] for v in x)}")
 finally:
     sv.stop()

@@ -856,8 +856,10 @@ def features(bin_dir, work):
     gateway per column, each ratio the median of the round-by-round ratios."""
     out = Path(work) / "features.json"
     cols = [f"{n}={bin_dir}" + (f":{v}" if v else "") for n, v, _ in FEATURES]
-    env = dict(os.environ, AB_JSON=str(out))
+    # Each column with a base is also loaded together with it (AB_PAIRS).
+    env = dict(os.environ, AB_JSON=str(out), AB_PAIRS=",".join(f"{n}:{base}" for n, _, base in FEATURES if base))
     env.pop("AB_BASE", None)
+    env.pop("AB_PAIRS_ONLY", None)
     env.pop("AB_MODEL", None)
     ab = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "ab.py"), str(FEATURE_ROUNDS), str(SECONDS)]
                         + cols, env=env, capture_output=True, text=True)
@@ -876,6 +878,12 @@ def features(bin_dir, work):
             row["base"] = base
             row["rps_of_base"] = statistics.median(x[0] / y[0] for x, y in zip(r, b))
             row["cpu_of_base"] = statistics.median(x[1] / y[1] for x, y in zip(r, b))
+            pr = raw.get("paired", {}).get(f"apiproxy_{n}") or []
+            if pr:
+                row["paired_rps_of_base"] = statistics.median(x[0] for x in pr)
+                row["paired_cpu_of_base"] = statistics.median(x[1] for x in pr)
+                row["paired_cpu_rounds"] = [x[1] for x in pr]
+                row["non_2xx"] += sum(x[3] for x in pr)
         res["columns"][n] = row
     fl = rounds["floor"]
     res["floor"] = {"rps": statistics.median(x[0] for x in fl), "cpu_us_per_req": statistics.median(x[1] for x in fl)}
@@ -894,13 +902,22 @@ def render_features(res):
           "median over rounds of the round's ratio. `trace`: `telemetry.otlp` with `sample_ratio: 1` to an OTLP/HTTP",
           "sink on loopback (every request traced and exported); `cachemiss`: the logical model with",
           "`cache_ttl_seconds` and a `cache.max_entry_bytes` no answer fits (every request looked up, recorded and",
-          "not stored); `cachehit`: every request after the first answered from the cache.", "",
-          "| column | req/s | ÷ floor | CPU µs/req | compared with | req/s ÷ it | CPU ÷ it |",
-          "|---|---:|---:|---:|---|---:|---:|"]
+          "not stored); `cachehit`: every request after the first answered from the cache.",
+          f"Then {FEATURE_ROUNDS} paired rounds: a column and the one it is compared with loaded at the same time",
+          "(16 connections each), their CPU per request and req/s compared within the round. Both share the",
+          "same seconds of the machine, so its slow patches hit both: the paired CPU ratio is the steadier",
+          "measure of a feature's cost (two identical gateways read 0.98–1.01 round by round).", "",
+          "| column | req/s | ÷ floor | CPU µs/req | compared with | req/s ÷ it | CPU ÷ it | loaded together: req/s ÷ it | CPU ÷ it |",
+          "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for n, _, _ in FEATURES:
         c = ft["columns"][n]
         L.append(f"| {n} | {f(c['rps'], 0)} | {f(c['of_floor'])} | {f(c['cpu_us_per_req'], 1)} | {c.get('base', '')} | "
-                 f"{f(c.get('rps_of_base'), 3)} | {f(c.get('cpu_of_base'), 3)} |")
+                 f"{f(c.get('rps_of_base'), 3)} | {f(c.get('cpu_of_base'), 3)} | {f(c.get('paired_rps_of_base'), 3)} | "
+                 f"{f(c.get('paired_cpu_of_base'), 3)} |")
+    for n, _, _ in FEATURES:
+        rr = ft["columns"][n].get("paired_cpu_rounds")
+        if rr:
+            L.append(f"\nPaired CPU ÷ {ft['columns'][n]['base']}, round by round, {n}: " + ", ".join(f(x, 3) for x in rr) + ".")
     L += ["", f"Spans dropped during the run: {ft.get('dropped_spans', {}).get('trace', 'n/a')}.", ""]
     return L
 
@@ -915,8 +932,12 @@ def feature_goal_rows(res):
     for n, what in (("trace", "every request traced (`sample_ratio: 1`) ÷ tracing off, req/s"),
                     ("cachemiss", "every request a cache miss ÷ no cache, req/s")):
         c = cols[n]
-        v = c["rps_of_base"]
-        rows.append((what, f"{f(v, 3)} (CPU per request {f(c['cpu_of_base'], 3)} of it)", "≥ 0.97", v >= 0.97))
+        v, pc = c["rps_of_base"], c.get("paired_cpu_of_base")
+        # Met only when the interleaved req/s and, loaded together, the CPU
+        # per request both say so (1 ÷ 0.97 = 1.031).
+        rows.append((what, f"{f(v, 3)} (CPU per request {f(c['cpu_of_base'], 3)} of it; loaded together, CPU per "
+                           f"request {f(pc, 3)} of it)", "≥ 0.97 (CPU ≤ 1.031)",
+                     v >= 0.97 and (pc is None or pc <= 1 / 0.97)))
     c = cols["cachehit"]
     rows.append(("cache hits ÷ the floor, req/s", f"{f(c['of_floor'])} ({f(c['rps'], 0)} req/s)", "> 1",
                  c["of_floor"] > 1))
