@@ -195,7 +195,9 @@ try:
         c1 = h.cpu_seconds(pid)
         codes = raw.get("statusCodeDistribution", {})
         ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
-        out[t] = (ok / raw["summary"]["total"], (c1 - c0) / max(ok, 1) * 1e6, ok, sum(codes.values()) - ok)
+        s = raw["summary"]
+        rps = ok / s["total"] if s.get("total") else s["requestsPerSec"]
+        out[t] = (rps, (c1 - c0) / max(ok, 1) * 1e6, ok, sum(codes.values()) - ok)
 
     for r in range(rounds if pairs else 0):
         for t, b in pairs:
@@ -205,7 +207,8 @@ try:
                 th.start()
             for th in both:
                 th.join()
-            # (req/s ÷ base, CPU per request ÷ base, 2xx, other) per round.
+            # (req/s ÷ base, CPU per request ÷ base, the column's 2xx, either's
+            # other answers, the base's 2xx) per round.
             paired[t].append((got[t][0] / got[b][0], got[t][1] / got[b][1], got[t][2], got[t][3] + got[b][3], got[b][2]))
     for t in (t for t in targets if res[t]):
         rps = statistics.median(x[0] for x in res[t]); cpu = statistics.median(x[1] for x in res[t])
