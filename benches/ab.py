@@ -168,41 +168,37 @@ try:
     hdrs = ["Authorization: Bearer " + key]
     targets = ["floor"] + [f"apiproxy_{n}" for n, _ in builds]
     res = {t: [] for t in targets}
+
+    def load(t, conns):
+        """One timed run against `t`: (req/s, CPU µs per request, 2xx, other)."""
+        pid = procs[t].pid
+        c0 = h.cpu_seconds(pid)
+        p, body = requests.get(t, (path, h.chat_body(model)))
+        raw = h.oha(f"http://127.0.0.1:{ports[t]}{p}", body, hdrs, secs, conns)
+        c1 = h.cpu_seconds(pid)
+        s = raw["summary"]
+        codes = raw.get("statusCodeDistribution", {})
+        ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+        # 2xx answers only: a build answering errors fast must not look fast.
+        rps = ok / s["total"] if s.get("total") else s["requestsPerSec"]
+        return (rps, (c1 - c0) / max(ok, 1) * 1e6, ok, sum(codes.values()) - ok)
+
     # AB_PAIRS_ONLY=1: the paired rounds alone (a profile of both sides).
     for r in range(0 if os.environ.get("AB_PAIRS_ONLY") else rounds):
         # Every other round in the reverse order: a machine that speeds up
         # or slows down during a round favours no column.
         for t in (targets if r % 2 == 0 else targets[::-1]):
-            pid = procs[t].pid
-            c0 = h.cpu_seconds(pid)
-            p, body = requests.get(t, (path, h.chat_body(model)))
-            raw = h.oha(f"http://127.0.0.1:{ports[t]}{p}", body, hdrs, secs, 32)
-            c1 = h.cpu_seconds(pid)
-            s = raw["summary"]
-            codes = raw.get("statusCodeDistribution", {})
-            ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
-            # 2xx answers only: a build answering errors fast must not look fast.
-            rps = ok / s["total"] if s.get("total") else s["requestsPerSec"]
-            res[t].append((rps, (c1 - c0) / max(ok, 1) * 1e6, ok, sum(codes.values()) - ok))
+            res[t].append(load(t, 32))
     pairs = [tuple(f"apiproxy_{x}" for x in p.split(":")) for p in os.environ.get("AB_PAIRS", "").split(",") if p]
     paired = {t: [] for t, _ in pairs}
-
-    def load(t, out):
-        pid = procs[t].pid
-        c0 = h.cpu_seconds(pid)
-        p, body = requests[t]
-        raw = h.oha(f"http://127.0.0.1:{ports[t]}{p}", body, hdrs, secs, 16)
-        c1 = h.cpu_seconds(pid)
-        codes = raw.get("statusCodeDistribution", {})
-        ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
-        s = raw["summary"]
-        rps = ok / s["total"] if s.get("total") else s["requestsPerSec"]
-        out[t] = (rps, (c1 - c0) / max(ok, 1) * 1e6, ok, sum(codes.values()) - ok)
 
     for r in range(rounds if pairs else 0):
         for t, b in pairs:
             got = {}
-            both = [threading.Thread(target=load, args=(x, got)) for x in ((t, b) if r % 2 == 0 else (b, t))]
+
+            def run(x):
+                got[x] = load(x, 16)
+            both = [threading.Thread(target=run, args=(x,)) for x in ((t, b) if r % 2 == 0 else (b, t))]
             for th in both:
                 th.start()
             for th in both:
