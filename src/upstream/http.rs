@@ -306,10 +306,40 @@ async fn write_request(
     provider: &Provider,
     req: &Outgoing<'_>,
 ) -> Result<(), SendError> {
+    let h = request_header(provider, req)?;
+    // Pingora's client flushes the head on its own, then the body: two
+    // segments, two wake-ups of the provider. Corked, the kernel sends
+    // them as one when the guard drops (an error path included).
+    let _cork = (!req.body.is_empty()).then(|| Cork::on(session)).flatten();
+    session
+        .write_request_header(Box::new(h))
+        .await
+        .map_err(classify)?;
+    if !req.body.is_empty() {
+        session
+            .write_request_body(req.body.clone(), true)
+            .await
+            .map_err(classify)?;
+    }
+    session.finish_request_body().await.map_err(classify)?;
+    Ok(())
+}
+
+/// The request header `req` goes out with to `provider`.
+fn request_header(provider: &Provider, req: &Outgoing<'_>) -> Result<RequestHeader, SendError> {
     let base = &provider.config.base;
-    let mut h =
-        RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(8 + req.headers.len()))
-            .map_err(|e| SendError::pingora(SendKind::Io, e.to_string(), e))?;
+    // Sized for the headers written below: the session keeps this header
+    // for as long as the answer streams, and a map one header too large is
+    // twice the memory (its table doubles).
+    let fixed = if req.method == "POST" { 5 } else { 3 };
+    let capacity = fixed
+        + req.headers.len()
+        + provider.config.headers.len()
+        + req
+            .edits
+            .map_or(0, crate::config::filters::HeaderEdits::len);
+    let mut h = RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(capacity))
+        .map_err(|e| SendError::pingora(SendKind::Io, e.to_string(), e))?;
     let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
         base.host.clone()
     } else {
@@ -352,22 +382,7 @@ async fn write_request(
             .map_err(|e| SendError::pingora(SendKind::Io, format!("header rules: {e}"), e))?;
     }
     sign(provider, req, &mut h)?;
-    // Pingora's client flushes the head on its own, then the body: two
-    // segments, two wake-ups of the provider. Corked, the kernel sends
-    // them as one when the guard drops (an error path included).
-    let _cork = (!req.body.is_empty()).then(|| Cork::on(session)).flatten();
-    session
-        .write_request_header(Box::new(h))
-        .await
-        .map_err(classify)?;
-    if !req.body.is_empty() {
-        session
-            .write_request_body(req.body.clone(), true)
-            .await
-            .map_err(classify)?;
-    }
-    session.finish_request_body().await.map_err(classify)?;
-    Ok(())
+    Ok(h)
 }
 
 /// Adds the kind's request signature (AWS SigV4 for `kind: bedrock`),
@@ -514,6 +529,38 @@ mod tests {
         assert!(corked(fd));
         drop(cork);
         assert!(!corked(fd));
+    }
+
+    /// The session keeps the request header while the answer streams: its
+    /// map is as large as its headers need, not the next table size up.
+    #[test]
+    fn the_request_header_is_sized_for_its_headers() {
+        let c = crate::config::Config::from_yaml(
+            "providers: [{id: o, kind: openai, base_url: 'http://127.0.0.1:9', api_keys: [k]}]",
+            &|_| None,
+        )
+        .unwrap();
+        let provider = Provider::new(c.providers.into_iter().next().unwrap());
+        let req = |headers: Vec<(&'static str, String)>| Outgoing {
+            method: "POST",
+            path: "/v1/chat/completions",
+            body: Bytes::from_static(b"{}"),
+            stream: true,
+            headers,
+            edits: None,
+        };
+        // host, content-type, content-length, accept, user-agent, authorization.
+        let h = request_header(&provider, &req(provider.auth_headers(Some("k")))).unwrap();
+        assert_eq!(h.headers.len(), 6);
+        assert_eq!(h.headers.capacity(), 6, "no room past its six headers");
+        let mut extra = provider.auth_headers(Some("k"));
+        extra.push((
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        ));
+        let h = request_header(&provider, &req(extra)).unwrap();
+        assert_eq!(h.headers.len(), 7);
+        assert!(h.headers.capacity() >= 7);
     }
 
     #[test]

@@ -138,6 +138,11 @@ pub struct Target<'a> {
 pub struct HeaderEdits(Vec<HeaderOp>);
 
 impl HeaderEdits {
+    /// How many edits: at most this many headers are added.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Applies the edits in order to an upstream request header.
     pub fn apply(&self, h: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
         for op in &self.0 {
