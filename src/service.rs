@@ -33,15 +33,22 @@ pub struct CatalogRefresher {
 
 impl CatalogRefresher {
     /// Lists every provider's catalog, all at once (so a slow provider
-    /// does not hold back the others at start).
-    pub async fn refresh_all(&self, connector: &Connector) {
+    /// does not hold back the others at start). The connector is made at
+    /// the first listing: with every catalog in the config, none is (each
+    /// loads the system's CA store).
+    pub async fn refresh_all(&self, connector: &mut Option<Connector>) {
         let rt = self.runtime.load_full();
+        let listed = |p: &&Arc<Provider>| p.config.enabled && p.config.static_models.is_none();
+        if !rt.providers.iter().any(|p| listed(&p)) {
+            return;
+        }
+        let connector = &*connector.get_or_insert_with(|| Connector::new(None));
         let store = self.state.store().await;
         let store = store.as_ref();
         let listings = rt
             .providers
             .iter()
-            .filter(|p| p.config.enabled && p.config.static_models.is_none())
+            .filter(listed)
             .map(|p| refresh_one(connector, store, p, false));
         futures_util::future::join_all(listings).await;
     }
@@ -80,9 +87,9 @@ pub async fn refresh_one(
 #[async_trait]
 impl BackgroundService for CatalogRefresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let connector = Connector::new(None);
+        let mut connector: Option<Connector> = None;
         loop {
-            self.refresh_all(&connector).await;
+            self.refresh_all(&mut connector).await;
             let every = self
                 .runtime
                 .load()
@@ -108,7 +115,9 @@ pub struct HealthChecker {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let connector = Connector::new(None);
+        // Made at the first probe: a config without health checks holds no
+        // connector (each loads the system's CA store).
+        let mut connector: Option<Connector> = None;
         let mut due: std::collections::HashMap<String, std::time::Instant> = Default::default();
         loop {
             let rt = self.runtime.load_full();
@@ -121,7 +130,8 @@ impl BackgroundService for HealthChecker {
                     continue;
                 }
                 due.insert(p.id().to_owned(), now + hc.interval);
-                let probe = catalog::probe(&connector, p, hc.timeout, |p| rt.probe_failed(p)).await;
+                let connector = connector.get_or_insert_with(|| Connector::new(None));
+                let probe = catalog::probe(connector, p, hc.timeout, |p| rt.probe_failed(p)).await;
                 if !probe.ok {
                     log::warn!(
                         "provider {}: health check failed: {}",
@@ -311,7 +321,8 @@ impl BackgroundService for Reloader {
             }
         };
         self.control.listening.store(true, Ordering::Release);
-        let connector = Connector::new(None);
+        // Made at the first reload that lists a catalog.
+        let mut connector: Option<Connector> = None;
         // `server.watch_config`: the files as last taken, and a change seen
         // once (taken when the next look finds it unchanged: an editor's
         // save in several writes is one reload).
@@ -324,7 +335,7 @@ impl BackgroundService for Reloader {
                 && self.runtime.load().config.server.watch_config;
             tokio::select! {
                 _ = hup.recv() => {
-                    if self.reload_logged(&connector, "signal").await {
+                    if self.reload_logged(&mut connector, "signal").await {
                         taken = self.runtime.load().config.files_seen.clone();
                     }
                     pending = None;
@@ -337,7 +348,7 @@ impl BackgroundService for Reloader {
                         log::info!("config files changed: reloading (server.watch_config)");
                         // Taken: the files as the new config was read from
                         // them. Refused: not tried again until they change.
-                        taken = if self.reload_logged(&connector, "watch").await {
+                        taken = if self.reload_logged(&mut connector, "watch").await {
                             self.runtime.load().config.files_seen.clone()
                         } else {
                             now
@@ -370,7 +381,11 @@ impl Reloader {
     /// Whether the new config was taken.
     /// The outcome is recorded once the config is swapped in or refused,
     /// before the catalogs are listed (which can take a provider's timeout).
-    async fn reload_logged(&self, connector: &Connector, trigger: &'static str) -> bool {
+    async fn reload_logged(
+        &self,
+        connector: &mut Option<Connector>,
+        trigger: &'static str,
+    ) -> bool {
         let number = self.control.begin();
         match self.reload() {
             Ok(()) => {

@@ -349,7 +349,7 @@ pub async fn handle(
                     }
                     if refresh && p.config.static_models.is_none() {
                         let store = gw.state.store().await;
-                        crate::service::refresh_one(&gw.connector, store.as_ref(), p, true).await;
+                        crate::service::refresh_one(gw.connector(), store.as_ref(), p, true).await;
                     }
                     // Right after start: the first listing, bounded as routing bounds it.
                     p.await_first_listing().await;
@@ -365,7 +365,7 @@ pub async fn handle(
                             .map_or(p.config.connect_timeout + p.config.read_timeout, |h| {
                                 h.timeout
                             });
-                        crate::upstream::catalog::probe(&gw.connector, p, timeout, |p| {
+                        crate::upstream::catalog::probe(gw.connector(), p, timeout, |p| {
                             rt.probe_failed(p)
                         })
                         .await;

@@ -23,7 +23,7 @@ mod trace;
 mod upstream_error;
 mod usage_count;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use apiproxy_translate::Format;
 use arc_swap::ArcSwap;
@@ -74,7 +74,11 @@ pub struct Gateway {
     pub admin_failures: Arc<auth::AdminFailures>,
     /// Which routes this listener serves.
     pub surface: Surface,
-    pub connector: Connector,
+    /// Made by the first call of [`Gateway::connector`]: each one loads the
+    /// system's CA store (1.4 MB), and a gateway that is only copied into
+    /// listeners, or an admin listener that rarely reaches a provider,
+    /// need not hold one.
+    connector: OnceLock<Connector>,
     /// The console's routes and request records.
     pub console: Arc<dyn Console>,
     /// Request traces (`telemetry.otlp`); `None`: no tracing, no work.
@@ -117,7 +121,7 @@ impl Gateway {
             keys,
             admin_failures: Arc::default(),
             surface: Surface::All,
-            connector: Connector::new(None),
+            connector: OnceLock::new(),
             console,
             telemetry: None,
         }
@@ -126,16 +130,26 @@ impl Gateway {
     /// The same gateway state, serving `surface` (another listener of the
     /// same process).
     pub fn serving(&self, surface: Surface) -> Gateway {
-        Gateway {
+        let gw = Gateway {
             runtime: self.runtime.clone(),
             state: self.state.clone(),
             keys: self.keys.clone(),
             admin_failures: self.admin_failures.clone(),
             surface,
-            connector: Connector::new(None),
+            connector: OnceLock::new(),
             console: self.console.clone(),
             telemetry: self.telemetry.clone(),
+        };
+        if surface != Surface::Admin {
+            // Made now: the first client request should not wait for it.
+            gw.connector();
         }
+        gw
+    }
+
+    /// The connector this listener's attempts share (its connection pool).
+    pub fn connector(&self) -> &Connector {
+        self.connector.get_or_init(|| Connector::new(None))
     }
 
     /// With `telemetry.otlp`: the request's place in a trace (the

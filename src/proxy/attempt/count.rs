@@ -70,7 +70,7 @@ impl Attempts<'_> {
                 return Tried::Failed;
             }
         };
-        resp.release(&self.gw.connector).await;
+        resp.release(self.gw.connector()).await;
         drop(_hold);
         // No latency: a count's says nothing of how fast the upstream
         // generates.

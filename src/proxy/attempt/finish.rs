@@ -102,7 +102,7 @@ impl Attempts<'_> {
                 // Boxed: inline, the pool's release future would take
                 // ~5 KiB of this future during the whole stream.
                 let Answer { resp, _hold, .. } = *answer;
-                Box::pin(resp.release(&self.gw.connector)).await;
+                Box::pin(resp.release(self.gw.connector())).await;
                 drop(_hold);
                 Tried::Answered
             }

@@ -197,7 +197,7 @@ impl Attempts<'_> {
         // An attempt from here on, even when no token can be had (it
         // fails like a refused connection).
         self.sent.fetch_add(1, Ordering::Relaxed);
-        let token = match provider.access_token(&self.gw.connector).await {
+        let token = match provider.access_token(self.gw.connector()).await {
             Ok(t) => t,
             Err(e) => return Ok(Err((AttemptError::Send(e), None))),
         };
@@ -222,7 +222,7 @@ impl Attempts<'_> {
         };
         let sent_at = Instant::now();
         let sent = http::send(
-            &self.gw.connector,
+            self.gw.connector(),
             provider,
             Outgoing {
                 method: "POST",
@@ -248,7 +248,7 @@ impl Attempts<'_> {
             // Boxed: a refusal is the rare path, its future is not made
             // part of every attempt's.
             let refused = Box::pin(Refusal::read(
-                &self.gw.connector,
+                self.gw.connector(),
                 resp,
                 provider,
                 reading,
