@@ -34,6 +34,11 @@ impl FinishReasons {
         }
     }
 
+    /// Forgets every reason noted.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
     /// No reason was seen.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -42,6 +47,16 @@ impl FinishReasons {
     /// The reasons in choice order.
     pub fn into_vec(self) -> Vec<String> {
         self.0.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+/// The keys of a choice's reason in `fmt`'s list of choices, the first
+/// found first (none: `fmt` has no list of choices).
+pub(crate) fn choice_reason_keys(fmt: Format) -> &'static [&'static str] {
+    match fmt {
+        Format::OpenAiChat => &["finish_reason"],
+        Format::Gemini => &["finishReason", "finish_reason"],
+        _ => &[],
     }
 }
 
@@ -112,8 +127,8 @@ pub fn read_finish(fmt: Format, v: &Value, out: &mut FinishReasons) {
         v.and_then(Value::as_str)
     }
     match fmt {
-        Format::OpenAiChat => per_choice(v.get("choices"), &["finish_reason"], out),
-        Format::Gemini => per_choice(v.get("candidates"), &["finishReason", "finish_reason"], out),
+        Format::OpenAiChat => per_choice(v.get("choices"), choice_reason_keys(fmt), out),
+        Format::Gemini => per_choice(v.get("candidates"), choice_reason_keys(fmt), out),
         // A stream's `message_delta`, or a body's top-level member.
         Format::Anthropic => {
             if let Some(r) = text(v.pointer("/delta/stop_reason")).or(text(v.get("stop_reason"))) {

@@ -114,7 +114,12 @@ pub fn may_report_usage(data: &[u8]) -> bool {
 /// to be JSON and skipped without being built (as the format's decoder
 /// skips what it does not read). `None` when the body is not an object. Of
 /// a key given twice the last counts, as in a `Value`.
-struct UsageMembers([&'static [&'static str]; 2]);
+struct UsageMembers<'f> {
+    keys: [&'static [&'static str]; 2],
+    /// A traced request's finish reasons, which a list of choices notes
+    /// as it is read, and the keys of a choice's reason.
+    finish: Option<(&'f mut FinishReasons, &'static [&'static str])>,
+}
 
 /// A top-level key: the wanted key it is, if any.
 struct KeyIndex([&'static [&'static str]; 2]);
@@ -145,88 +150,146 @@ impl Visitor<'_> for KeyIndex {
 }
 
 /// A body's list of choices (OpenAI Chat's `choices`, Gemini's
-/// `candidates`, read only when its finish reasons are wanted), kept as what
-/// `crate::finish` reads of it: each choice's `index` and reason. Building
-/// the whole list, message text included, as a `Value` cost a traced
-/// request more than the rest of its tracing. `Choices(false)` reads the
-/// list, `Choices(true)` one choice; anything else reads as `null` (no
-/// reasons).
-struct Choices(bool);
+/// `candidates`, read only when its finish reasons are wanted): each
+/// choice's reason noted straight into the request's [`FinishReasons`], as
+/// `crate::finish` reads a choice (its `index`, else its place; the first
+/// of the format's reason keys that holds a string). Nothing else of the
+/// list is built: as a `Value` it cost a traced request more than the rest
+/// of its tracing. Anything but a list notes nothing.
+struct Choices<'f> {
+    out: &'f mut FinishReasons,
+    /// The keys a choice's reason is under, the first found first.
+    reason_keys: &'static [&'static str],
+}
 
-/// A choice's members that are kept.
-const CHOICE_KEYS: &[&str] = &["index", "finish_reason", "finishReason"];
+impl<'de> DeserializeSeed<'de> for Choices<'_> {
+    type Value = ();
 
-impl<'de> DeserializeSeed<'de> for Choices {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Choices {
-    type Value = Value;
+impl<'de> Visitor<'de> for Choices<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0 {
-            "a choice"
-        } else {
-            "a list of choices"
-        })
+        f.write_str("a list of choices")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        if self.0 {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            return Ok(Value::Null);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut place = 0u32;
+        while let Some(choice) = seq.next_element_seed(Choice(self.reason_keys))? {
+            if let Some((index, reason)) = choice {
+                self.out.note(index.unwrap_or(place), &reason);
+            }
+            place = place.saturating_add(1);
         }
-        let mut out = Vec::new();
-        while let Some(choice) = seq.next_element_seed(Choices(true))? {
-            out.push(choice);
-        }
-        Ok(Value::Array(out))
+        Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut kept = Map::new();
-        while let Some(key) = map.next_key_seed(KeyIndex([CHOICE_KEYS, &[]]))? {
-            match key.filter(|_| self.0) {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// One choice: its `index` (when it is one) and its reason (when it has
+/// one). Of a key given twice the last counts, as in a `Value`.
+struct Choice(&'static [&'static str]);
+
+/// The most reason keys a format has (Gemini: two spellings).
+const REASON_KEYS: usize = 2;
+
+impl<'de> DeserializeSeed<'de> for Choice {
+    type Value = Option<(Option<u32>, String)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Choice {
+    type Value = Option<(Option<u32>, String)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a choice")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut index = None;
+        let mut reasons: [Option<String>; REASON_KEYS] = Default::default();
+        while let Some(key) = map.next_key_seed(KeyIndex([&["index"], self.0]))? {
+            match key {
+                Some("index") => {
+                    index = map
+                        .next_value::<Value>()?
+                        .as_u64()
+                        .and_then(|i| u32::try_from(i).ok());
+                }
                 Some(k) => {
-                    kept.insert(k.to_owned(), map.next_value::<Value>()?);
+                    let at = self.0.iter().position(|r| *r == k).unwrap_or(0);
+                    let v = match map.next_value::<Value>()? {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    };
+                    if let Some(slot) = reasons.get_mut(at) {
+                        *slot = v;
+                    }
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(if self.0 {
-            Value::Object(kept)
-        } else {
-            Value::Null
-        })
+        Ok(reasons.into_iter().flatten().next().map(|r| (index, r)))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
-        Ok(Value::Null)
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 
-impl<'de> DeserializeSeed<'de> for UsageMembers {
+impl<'de> DeserializeSeed<'de> for UsageMembers<'_> {
     type Value = Option<Map<String, Value>>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -234,7 +297,7 @@ impl<'de> DeserializeSeed<'de> for UsageMembers {
     }
 }
 
-impl<'de> Visitor<'de> for UsageMembers {
+impl<'de> Visitor<'de> for UsageMembers<'_> {
     type Value = Option<Map<String, Value>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -243,21 +306,17 @@ impl<'de> Visitor<'de> for UsageMembers {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = Map::new();
-        while let Some(key) = map.next_key_seed(KeyIndex(self.0))? {
-            match key {
+        let mut finish = self.finish;
+        while let Some(key) = map.next_key_seed(KeyIndex(self.keys))? {
+            match (key, finish.as_mut()) {
                 // A list of choices is read for its reasons only: its
-                // content is skipped as unread members are.
-                Some(k @ ("choices" | "candidates")) => {
-                    match map.next_value_seed(Choices(false))? {
-                        Value::Null => {
-                            found.remove(k);
-                        }
-                        v => {
-                            found.insert(k.to_owned(), v);
-                        }
-                    }
+                // content is skipped as unread members are. A later list
+                // replaces an earlier one.
+                (Some("choices" | "candidates"), Some((out, reason_keys))) => {
+                    out.clear();
+                    map.next_value_seed(Choices { out, reason_keys })?;
                 }
-                Some(k) => match map.next_value::<Value>()? {
+                (Some(k), _) => match map.next_value::<Value>()? {
                     // `null` is no report (and hides an earlier one).
                     Value::Null => {
                         found.remove(k);
@@ -266,7 +325,7 @@ impl<'de> Visitor<'de> for UsageMembers {
                         found.insert(k.to_owned(), v);
                     }
                 },
-                None => {
+                (None, _) => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -320,7 +379,7 @@ pub fn usage_and_finish_of_body(
 fn read_body(
     fmt: Format,
     body: &[u8],
-    finish: Option<&mut FinishReasons>,
+    mut finish: Option<&mut FinishReasons>,
 ) -> Result<Option<Usage>, serde_json::Error> {
     let mut tally = UsageTally::new(fmt);
     let finish_keys = if finish.is_some() {
@@ -329,7 +388,13 @@ fn read_body(
         &[]
     };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let members = UsageMembers([usage_keys(fmt), finish_keys]).deserialize(&mut de)?;
+    let members = UsageMembers {
+        keys: [usage_keys(fmt), finish_keys],
+        finish: finish
+            .as_deref_mut()
+            .map(|f| (f, crate::finish::choice_reason_keys(fmt))),
+    }
+    .deserialize(&mut de)?;
     de.end()?;
     let v = match members {
         Some(m) => Value::Object(m),
@@ -392,6 +457,64 @@ mod tests {
         ] {
             let (_, reasons) = usage_and_finish_of_body(Format::OpenAiChat, odd).expect("reads");
             assert!(reasons.into_vec().is_empty());
+        }
+    }
+
+    /// Read as the body is parsed, the reasons are those `crate::finish`
+    /// reads from the whole document: the last of a repeated list or key,
+    /// a choice's place without a usable index, the first reason key.
+    #[test]
+    fn a_traced_read_notes_the_reasons_the_whole_document_gives() {
+        let cases: &[(Format, &[u8], &[&str])] = &[
+            (
+                Format::OpenAiChat,
+                br#"{"choices":[{"finish_reason":"stop"},{"index":"x","finish_reason":"length"}]}"#,
+                &["stop", "length"],
+            ),
+            (
+                Format::OpenAiChat,
+                br#"{"choices":[{"index":3,"finish_reason":"a","finish_reason":7}]}"#,
+                &[],
+            ),
+            (
+                Format::OpenAiChat,
+                br#"{"choices":[{"index":0,"finish_reason":"a"}],"choices":[{"index":1,"finish_reason":"b"}]}"#,
+                &["b"],
+            ),
+            (
+                Format::OpenAiChat,
+                br#"{"choices":[{"index":0,"finish_reason":"a"}],"choices":null}"#,
+                &[],
+            ),
+            (
+                Format::OpenAiChat,
+                br#"{"choices":[{"index":0,"finish_reason":"a"},{"index":0,"finish_reason":"b"}]}"#,
+                &["b"],
+            ),
+            (
+                Format::Gemini,
+                br#"{"candidates":[{"finish_reason":"x","finishReason":"STOP"},{"finish_reason":"y"}]}"#,
+                &["STOP", "y"],
+            ),
+            (
+                Format::Gemini,
+                br#"[{"candidates":[{"finishReason":"STOP"}]}]"#,
+                &["STOP"],
+            ),
+            (
+                Format::Anthropic,
+                br#"{"stop_reason":"end_turn","choices":[{"finish_reason":"no"}]}"#,
+                &["end_turn"],
+            ),
+        ];
+        for (fmt, body, expected) in cases {
+            let (_, traced) = usage_and_finish_of_body(*fmt, body).expect("reads");
+            let mut whole = FinishReasons::default();
+            let v: Value = serde_json::from_slice(body).unwrap();
+            crate::finish::read_finish(*fmt, &v, &mut whole);
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(traced, whole, "{text}");
+            assert_eq!(traced.into_vec(), *expected, "{text}");
         }
     }
 
