@@ -38,13 +38,14 @@ impl CatalogRefresher {
     /// loads the system's CA store).
     pub async fn refresh_all(&self, connector: &mut Option<Connector>) {
         let rt = self.runtime.load_full();
+        // Opened here as before, listing or not: at start, this opens it.
+        let store = self.state.store().await;
+        let store = store.as_ref();
         let listed = |p: &&Arc<Provider>| p.config.enabled && p.config.static_models.is_none();
         if !rt.providers.iter().any(|p| listed(&p)) {
             return;
         }
         let connector = &*connector.get_or_insert_with(|| Connector::new(None));
-        let store = self.state.store().await;
-        let store = store.as_ref();
         let listings = rt
             .providers
             .iter()
