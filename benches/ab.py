@@ -49,7 +49,11 @@ env:   AB_MODEL (default bench-model), AB_PATH (default /v1/chat/completions),
        and req/s of the column ÷ its base. Both share the cores through the
        same seconds, so a slow patch of the machine hits both; the CPU
        ratio is the cost ratio, the req/s ratio moves less than it when the
-       gateways are not saturated; AB_PAIRS_ONLY=1 runs these alone.)
+       gateways are not saturated; AB_PAIRS_ONLY=1 runs these alone),
+       AB_RATE (req/s: each gateway of a paired round is sent this many
+       requests per second rather than as many as it answers, so both do
+       the same work and neither's CPU per request moves with how much
+       batching saturation gives it).
 Columns run in the order given in even rounds and in the reverse order in
 odd ones.
 Prints per column: median req/s, ÷ the floor, median CPU µs per request."""
@@ -169,12 +173,12 @@ try:
     targets = ["floor"] + [f"apiproxy_{n}" for n, _ in builds]
     res = {t: [] for t in targets}
 
-    def load(t, conns):
+    def load(t, conns, rate=None):
         """One timed run against `t`: (req/s, CPU µs per request, 2xx, other)."""
         pid = procs[t].pid
         c0 = h.cpu_seconds(pid)
         p, body = requests.get(t, (path, h.chat_body(model)))
-        raw = h.oha(f"http://127.0.0.1:{ports[t]}{p}", body, hdrs, secs, conns)
+        raw = h.oha(f"http://127.0.0.1:{ports[t]}{p}", body, hdrs, secs, conns, rate)
         c1 = h.cpu_seconds(pid)
         s = raw["summary"]
         codes = raw.get("statusCodeDistribution", {})
@@ -197,7 +201,7 @@ try:
             got = {}
 
             def run(x):
-                got[x] = load(x, 16)
+                got[x] = load(x, 16, os.environ.get("AB_RATE"))
             both = [threading.Thread(target=run, args=(x,)) for x in ((t, b) if r % 2 == 0 else (b, t))]
             for th in both:
                 th.start()
