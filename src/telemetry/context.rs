@@ -52,25 +52,25 @@ fn lower_hex(s: &str) -> bool {
         .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
-/// The `traceparent` of span `span_id` in trace `trace_id`. Written byte
-/// by byte: made for every attempt of every traced request, where
+/// The `traceparent` of span `span_id` in trace `trace_id`. Written into
+/// an array: made for every attempt of every traced request, where
 /// `format!`'s hex formatting was a tenth of tracing's cost.
 pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(55);
-    out.extend_from_slice(b"00-");
-    let hex = |out: &mut Vec<u8>, bytes: &[u8]| {
-        for b in bytes {
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 15)]);
+    let mut out = *b"00-................................-................-00";
+    let hex = |out: &mut [u8], bytes: &[u8]| {
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 15)];
         }
     };
-    hex(&mut out, &trace_id.to_bytes());
-    out.push(b'-');
-    hex(&mut out, &span_id.to_bytes());
-    out.extend_from_slice(if sampled { b"-01" } else { b"-00" });
+    hex(&mut out[3..35], &trace_id.to_bytes());
+    hex(&mut out[36..52], &span_id.to_bytes());
+    if sampled {
+        out[54] = b'1';
+    }
     // Only ASCII digits, letters and dashes were written.
-    String::from_utf8(out).unwrap_or_default()
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// A client's `tracestate` when it is fit to pass on: printable ASCII,

@@ -49,6 +49,11 @@ struct Shelves {
     list: Mutex<Vec<Arc<Mutex<Shelf>>>>,
 }
 
+/// The W3C trace context's headers, named once (a `&str` name is parsed
+/// at every lookup).
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// What a thread keeps for tracing.
 struct Local {
     /// The process's shelves this thread's shelf is on.
@@ -141,8 +146,8 @@ impl Telemetry {
     /// `tracestate`) joined, else a new trace; sampled as its parent says,
     /// else by `sample_ratio`.
     pub fn start(&self, headers: &http::HeaderMap, operation: &'static str) -> RequestTrace {
-        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let parent = header("traceparent").and_then(parse_traceparent);
+        let header = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let parent = header(&TRACEPARENT).and_then(parse_traceparent);
         let trace_id = parent.map_or_else(context::new_trace_id, |p| p.trace_id);
         let sampled = context::sampled(parent.as_ref(), trace_id, self.settings.sample_ratio);
         RequestTrace {
@@ -152,7 +157,7 @@ impl Telemetry {
             sampled,
             // Only within a trace the client started.
             tracestate: parent
-                .and(header("tracestate"))
+                .and(header(&TRACESTATE))
                 .and_then(context::tracestate)
                 .map(str::to_owned),
             operation,
@@ -255,10 +260,10 @@ pub fn provider_name(kind: ProviderKind) -> &'static str {
 /// they came when the gateway itself does not trace.
 pub fn client_trace_headers(headers: &http::HeaderMap) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(p) = header("traceparent").filter(|v| parse_traceparent(v).is_some()) {
+    let header = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(p) = header(&TRACEPARENT).filter(|v| parse_traceparent(v).is_some()) {
         out.push(("traceparent", p.to_owned()));
-        if let Some(s) = header("tracestate").and_then(context::tracestate) {
+        if let Some(s) = header(&TRACESTATE).and_then(context::tracestate) {
             out.push(("tracestate", s.to_owned()));
         }
     }

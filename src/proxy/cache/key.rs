@@ -44,20 +44,22 @@ pub enum Reader<'a> {
 /// The entry's key (64 hex digits), or `None` when the body is not one
 /// JSON object (nothing is cached then).
 pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(canonical(reader, model, fmt, body)?);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    let mut hex = [0u8; 64];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
     }
-    Some(hex)
+    String::from_utf8(hex.to_vec()).ok()
 }
 
 /// What [`entry_key`] hashes.
 fn canonical(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<Vec<u8>> {
     let mut c = Canon {
         out: Vec::with_capacity(body.len().min(4 * DIGEST_OVER) + 128),
-        members: Vec::new(),
+        members: Vec::with_capacity(16),
+        sorting: Vec::new(),
     };
     c.part(b"apiproxy-cache-v2");
     match reader {
@@ -85,6 +87,8 @@ struct Canon {
     out: Vec<u8>,
     /// The members of the objects being read, innermost last.
     members: Vec<Member>,
+    /// An object's members as written, while they are put in order.
+    sorting: Vec<u8>,
 }
 
 /// Where a member was written in `out`: from its `:` at `start`, its
@@ -117,8 +121,15 @@ impl Canon {
         self.out.len() - bytes.len()
     }
 
-    /// A number by its text (at most 24 bytes: an `i64`, a `u64`, or an
-    /// `f64` in its shortest exponent form).
+    /// An integer number (`itoa`: `format_args!` took a tenth of a small
+    /// body's key).
+    fn integer(&mut self, v: impl itoa::Integer) {
+        self.out.push(b'n');
+        self.part(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    /// A number by its text (at most 24 bytes: an `f64` in its shortest
+    /// exponent form).
     fn number(&mut self, text: fmt::Arguments<'_>) {
         let mut buf = [0u8; 32];
         let mut w = &mut buf[..];
@@ -170,12 +181,16 @@ impl Canon {
         if !members.windows(2).all(|w| w[0].name(out) <= w[1].name(out)) {
             // Stable: a name given twice keeps its members' order.
             members.sort_by(|a, b| a.name(out).cmp(b.name(out)));
-            let written = self.out[body..].to_vec();
+            // Taken whole: an outer object's members are being sorted too.
+            let mut written = std::mem::take(&mut self.sorting);
+            written.clear();
+            written.extend_from_slice(&self.out[body..]);
             self.out.truncate(body);
             for m in &self.members[first..] {
                 self.out
                     .extend_from_slice(&written[m.start - body..m.end - body]);
             }
+            self.sorting = written;
         }
         self.members.truncate(first);
         self.out.push(b'}');
@@ -189,7 +204,9 @@ struct Name<'c>(&'c mut Canon);
 impl<'de> DeserializeSeed<'de> for Name<'_> {
     type Value = usize;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
-        d.deserialize_str(self)
+        // As bytes: a name is hashed, never read as text, so its UTF-8 is
+        // not checked again here (escapes are still decoded).
+        d.deserialize_bytes(self)
     }
 }
 
@@ -200,6 +217,9 @@ impl<'de> Visitor<'de> for Name<'_> {
     }
     fn visit_str<E>(self, v: &str) -> Result<usize, E> {
         Ok(self.0.part(v.as_bytes()))
+    }
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<usize, E> {
+        Ok(self.0.part(v))
     }
 }
 
@@ -243,11 +263,11 @@ impl<'de> Visitor<'de> for Value<'_> {
         Ok(())
     }
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.0.number(format_args!("{v}"));
+        self.0.integer(v);
         Ok(())
     }
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.0.number(format_args!("{v}"));
+        self.0.integer(v);
         Ok(())
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
@@ -255,7 +275,7 @@ impl<'de> Visitor<'de> for Value<'_> {
         // written as the integer, any other in its shortest exponent form
         // (`1e300`, not 301 digits).
         if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
-            self.0.number(format_args!("{}", v as i64));
+            self.0.integer(v as i64);
         } else {
             self.0.number(format_args!("{v:e}"));
         }
