@@ -3,7 +3,7 @@
 //!
 //! Where things live:
 //! Layers (each imports only those below it; docs/architecture.md):
-//! `config` and the leaves `error`, `body`, `redact`, `model_name`,
+//! `config` and the leaves `error`, `header_name`, `body`, `redact`, `model_name`,
 //! `drain`, `control`, `applog` → `upstream`, `auth`, `pricing`, `tls`, `context`, `compat` →
 //! `routing` → `metrics`, `telemetry`, `service`, `access_log`, `limits` → `proxy` →
 //! `console`, `listener` → `main`.
@@ -41,6 +41,7 @@ pub mod context;
 pub mod control;
 pub mod drain;
 pub mod error;
+pub mod header_name;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

@@ -11,25 +11,45 @@ use crate::error::GatewayError;
 /// Extra response headers (debug, rate limits).
 pub type Headers = Vec<(&'static str, String)>;
 
-/// A response header with a content type and length.
+/// A response header with a content type and length. Its headers go
+/// into the map as typed names and values (`crate::header_name`): written
+/// for every answer, where Pingora's `insert_header` would parse each name
+/// again and copy each value.
 pub fn header(
     status: u16,
     content_type: &str,
     len: Option<usize>,
     extra: &Headers,
 ) -> Result<Box<ResponseHeader>> {
-    let mut h = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
-    h.insert_header("content-type", content_type)?;
+    use http::header::{self, HeaderValue};
+    let h = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
+    let mut parts = http::response::Parts::from(h);
+    let map = &mut parts.headers;
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            format!("header {what}: {e}"),
+        )
+    };
+    let content_type = match content_type {
+        "application/json" => HeaderValue::from_static("application/json"),
+        "text/event-stream" => HeaderValue::from_static("text/event-stream"),
+        other => HeaderValue::from_str(other).map_err(|e| invalid("content-type", &e))?,
+    };
+    map.insert(header::CONTENT_TYPE, content_type);
     match len {
-        Some(n) => h.insert_header("content-length", n.to_string())?,
+        Some(n) => {
+            map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         None => {
-            h.insert_header("cache-control", "no-cache")?;
+            map.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         }
     }
     for (k, v) in extra {
-        h.insert_header(*k, v.as_str())?;
+        let name = crate::header_name::of(k).map_err(|e| invalid(k, &e))?;
+        map.insert(name, HeaderValue::from_str(v).map_err(|e| invalid(k, &e))?);
     }
-    Ok(Box::new(h))
+    Ok(Box::new(ResponseHeader::from(parts)))
 }
 
 /// Takes out the `x-debug-*` headers: an error answer names no upstream.

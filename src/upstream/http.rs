@@ -327,7 +327,7 @@ async fn write_request(
 
 /// The request header `req` goes out with to `provider`.
 fn request_header(provider: &Provider, req: &Outgoing<'_>) -> Result<RequestHeader, SendError> {
-    let base = &provider.config.base;
+    use http::header::{self, HeaderValue};
     // Sized for the headers written below: the session keeps this header
     // for as long as the answer streams, and a map one header too large is
     // twice the memory (its table doubles).
@@ -338,39 +338,47 @@ fn request_header(provider: &Provider, req: &Outgoing<'_>) -> Result<RequestHead
         + req
             .edits
             .map_or(0, crate::config::filters::HeaderEdits::len);
-    let mut h = RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(capacity))
+    let h = RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(capacity))
         .map_err(|e| SendError::pingora(SendKind::Io, e.to_string(), e))?;
-    let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
-        base.host.clone()
-    } else {
-        format!("{}:{}", base.host, base.port)
+    // The gateway's own headers go into the map as typed names and values:
+    // Pingora's `insert_header` parses every name again and copies every
+    // value, a third of this function's work.
+    let mut parts = http::request::Parts::from(h);
+    let map = &mut parts.headers;
+    let invalid = |k: &str, e: &dyn std::fmt::Display| {
+        SendError::new(SendKind::Io, format!("header {k}: {e}"))
     };
-    // Names known at compile time go in without a copy.
-    fn ins(h: &mut RequestHeader, k: &'static str, v: &str) -> Result<(), SendError> {
-        h.insert_header(k, v)
-            .map_err(|e| SendError::pingora(SendKind::Io, format!("header {k}: {e}"), e))
-    }
-    ins(&mut h, "host", &host)?;
+    let host = provider.host_header.clone();
+    map.insert(
+        header::HOST,
+        host.ok_or_else(|| invalid("host", &"not a header value"))?,
+    );
     if req.method == "POST" {
-        ins(&mut h, "content-type", "application/json")?;
-        ins(&mut h, "content-length", &req.body.len().to_string())?;
+        map.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from(req.body.len()));
     }
-    ins(
-        &mut h,
-        "accept",
-        if req.stream {
-            provider.config.format.stream_content_type()
-        } else {
-            "application/json"
-        },
-    )?;
-    ins(
-        &mut h,
-        "user-agent",
-        concat!("apiproxy/", env!("CARGO_PKG_VERSION")),
-    )?;
+    let accept = if req.stream {
+        provider.config.format.stream_content_type()
+    } else {
+        "application/json"
+    };
+    map.insert(header::ACCEPT, HeaderValue::from_static(accept));
+    map.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     for (k, v) in &req.headers {
-        ins(&mut h, k, v)?;
+        let mut value = HeaderValue::from_str(v).map_err(|e| invalid(k, &e))?;
+        let name = crate::header_name::of(k).map_err(|e| invalid(k, &e))?;
+        // A credential never shows in a debug print of the header.
+        value.set_sensitive(crate::header_name::carries_a_key(&name));
+        map.insert(name, value);
+    }
+    let mut h = RequestHeader::from(parts);
+    if !req.path.starts_with('/') {
+        // Not origin-form: the raw target the URI does not keep.
+        h.set_raw_path(req.path.as_bytes())
+            .map_err(|e| SendError::pingora(SendKind::Io, e.to_string(), e))?;
     }
     for (k, v) in &provider.config.headers {
         h.insert_header(k.clone(), v.as_str())
@@ -384,6 +392,8 @@ fn request_header(provider: &Provider, req: &Outgoing<'_>) -> Result<RequestHead
     sign(provider, req, &mut h)?;
     Ok(h)
 }
+
+const USER_AGENT: &str = concat!("apiproxy/", env!("CARGO_PKG_VERSION"));
 
 /// Adds the kind's request signature (AWS SigV4 for `kind: bedrock`),
 /// computed over the request exactly as it goes out: after every header
@@ -561,6 +571,55 @@ mod tests {
         let h = request_header(&provider, &req(extra)).unwrap();
         assert_eq!(h.headers.len(), 7);
         assert!(h.headers.capacity() >= 7);
+    }
+
+    /// What goes on the wire: the target, `Host` with the port only
+    /// when it is not the scheme's, the gateway's headers, a key marked
+    /// sensitive, a configured header and a query kept.
+    #[test]
+    fn the_request_header_is_written_as_it_was() {
+        for (base, host) in [
+            ("http://127.0.0.1:9", "127.0.0.1:9"),
+            ("https://api.openai.com", "api.openai.com"),
+            ("http://gw.internal:80", "gw.internal"),
+        ] {
+            let yaml = format!(
+                "providers: [{{id: o, kind: openai, base_url: '{base}', api_keys: [k], headers: {{x-team: blue}}}}]"
+            );
+            let c = crate::config::Config::from_yaml(&yaml, &|_| None).unwrap();
+            let provider = Provider::new(c.providers.into_iter().next().unwrap());
+            let mut headers = provider.auth_headers(Some("sk-1"));
+            headers.push(("tracestate", "a=1".into()));
+            let req = Outgoing {
+                method: "POST",
+                path: "/v1/chat/completions?x=1",
+                body: Bytes::from_static(b"{\"a\":1}"),
+                stream: false,
+                headers,
+                edits: None,
+            };
+            let h = request_header(&provider, &req).unwrap();
+            let mut wire = Vec::new();
+            h.header_to_h1_wire(&mut wire);
+            // Pingora writes some standard names titled (`Host`).
+            let wire = String::from_utf8(wire).unwrap().to_ascii_lowercase();
+            assert_eq!(h.method, "POST");
+            assert_eq!(h.raw_path(), b"/v1/chat/completions?x=1");
+            for line in [
+                format!("host: {host}\r\n"),
+                "content-type: application/json\r\n".into(),
+                "content-length: 7\r\n".into(),
+                "accept: application/json\r\n".into(),
+                format!("user-agent: apiproxy/{}\r\n", env!("CARGO_PKG_VERSION")),
+                "authorization: bearer sk-1\r\n".into(),
+                "tracestate: a=1\r\n".into(),
+                "x-team: blue\r\n".into(),
+            ] {
+                assert!(wire.contains(&line), "{line} in {wire}");
+            }
+            assert!(h.headers["authorization"].is_sensitive());
+            assert!(!h.headers["tracestate"].is_sensitive());
+        }
     }
 
     #[test]

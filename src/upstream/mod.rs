@@ -81,6 +81,9 @@ pub struct Provider {
     /// Its cached credential, when its kind fetches one (Vertex AI's
     /// access tokens).
     credential: Option<Box<dyn kind::Credential>>,
+    /// The `Host` header of its requests, made once (`None`: the host is
+    /// no header value; a request says so).
+    pub(crate) host_header: Option<::http::HeaderValue>,
 }
 
 /// Models tracked one by one per provider; the rest share one record (a
@@ -145,6 +148,15 @@ impl Provider {
             capacity: Capacity::default(),
             responses_missing: std::sync::atomic::AtomicBool::new(false),
             peer: ArcSwapOption::empty(),
+            host_header: {
+                let base = &config.base;
+                let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
+                    base.host.clone()
+                } else {
+                    format!("{}:{}", base.host, base.port)
+                };
+                ::http::HeaderValue::try_from(host).ok()
+            },
             pool_key: {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
