@@ -6,6 +6,11 @@
 
 use http::header::{self, HeaderName, InvalidHeaderName};
 
+/// Request headers the gateway reads on every request, named once (a
+/// lookup by `&str` parses the name first).
+pub const X_DEBUG: HeaderName = HeaderName::from_static("x-debug");
+pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+
 /// `k` as a header name: the gateway's own names without a parse (a name
 /// outside the standard set is otherwise copied into an allocation of its
 /// own), any other parsed.

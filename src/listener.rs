@@ -396,7 +396,7 @@ impl HttpModule for PidHeaderCtx {
         self.wanted = req.uri.path() == "/health"
             || req
                 .headers
-                .get("x-debug")
+                .get(crate::header_name::X_DEBUG)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         Ok(())
     }

@@ -401,7 +401,7 @@ fn session_id(session: &Session) -> Option<String> {
     session
         .req_header()
         .headers
-        .get("x-session-id")
+        .get(crate::header_name::X_SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty() && s.len() <= 256)

@@ -137,9 +137,17 @@ impl Incoming {
     }
 
     /// A response header value as text.
+    /// `name` in lowercase, as every caller names it.
     pub fn header_str(&self, name: &str) -> Option<&str> {
         let header = self.session.response_header()?;
-        header.headers.get(name).and_then(|v| v.to_str().ok())
+        // A scan of the answer's few headers: a lookup by `&str` parses
+        // the name first, and each answer is asked for half a dozen that
+        // most do not carry (the rate-limit readings).
+        header
+            .headers
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .and_then(|(_, v)| v.to_str().ok())
     }
 
     /// The next piece of the body; `None` at its end.
@@ -401,14 +409,13 @@ const USER_AGENT: &str = concat!("apiproxy/", env!("CARGO_PKG_VERSION"));
 fn sign(provider: &Provider, req: &Outgoing<'_>, h: &mut RequestHeader) -> Result<(), SendError> {
     let host = h
         .headers
-        .get("host")
+        .get(::http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+        .unwrap_or_default();
     let signable = Signable {
         method: req.method,
         tls: provider.config.base.tls,
-        host: &host,
+        host,
         path: req.path,
         body: &req.body,
     };

@@ -383,6 +383,6 @@ fn wants_debug(session: &Session) -> bool {
     session
         .req_header()
         .headers
-        .get("x-debug")
+        .get(crate::header_name::X_DEBUG)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v.as_bytes() == b"1")
 }
