@@ -887,7 +887,28 @@ def features(bin_dir, work):
         res["columns"][n] = row
     fl = rounds["floor"]
     res["floor"] = {"rps": statistics.median(x[0] for x in fl), "cpu_us_per_req": statistics.median(x[1] for x in fl)}
+    res["instructions"] = instructions(bin_dir, work)
     return res
+
+
+# Section H's instruction counts: (column, variant); each column with a
+# base in FEATURES is divided by it.
+INSTR_REQUESTS = 2000
+
+
+def instructions(bin_dir, work):
+    """The same columns' instructions per request, counted under callgrind
+    (benches/instructions.py): a figure the machine's noise does not move.
+    None without valgrind."""
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        return None
+    out = Path(work) / "instructions.json"
+    cols = [f"{n}={bin_dir}" + (f":{v}" if v else "") for n, v, base in FEATURES if n != "cachehit"]
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "instructions.py"), str(INSTR_REQUESTS)]
+                       + cols, env=dict(os.environ, INSTR_JSON=str(out)), capture_output=True, text=True)
+    if r.returncode != 0 or not out.exists():
+        return {"error": (r.stderr or r.stdout)[-1000:]}
+    return json.loads(out.read_text())
 
 
 def render_features(res):
@@ -919,6 +940,18 @@ def render_features(res):
         if rr:
             L.append(f"\nPaired CPU ÷ {ft['columns'][n]['base']}, round by round, {n}: " + ", ".join(f(x, 3) for x in rr) + ".")
     L += ["", f"Spans dropped during the run: {ft.get('dropped_spans', {}).get('trace', 'n/a')}.", ""]
+    ins = ft.get("instructions")
+    if ins and "error" in ins:
+        L += ["benches/instructions.py failed: " + ins["error"].replace("\n", " "), ""]
+    elif ins:
+        L += [f"Instructions per request, counted (benches/instructions.py: each gateway under valgrind's",
+              f"callgrind, {INSTR_REQUESTS} requests after a warm-up, all its threads; no kernel work, SHA-256 in",
+              "software, a `rep movsb` copy an instruction per byte):", "",
+              "| column | instructions per request | compared with | ÷ it |", "|---|---:|---|---:|"]
+        for n, _, base in FEATURES:
+            if n in ins:
+                L.append(f"| {n} | {f(ins[n], 0)} | {base or ''} | {f(ins[n] / ins[base], 4) if base else ''} |")
+        L.append("")
     return L
 
 

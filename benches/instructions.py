@@ -7,7 +7,8 @@ usage: python3 benches/instructions.py REQUESTS name=DIR[:VARIANT[+VARIANT...]] 
        store); the first is the base every other is divided by.
 env:   INSTR_TOP=N also lists the N functions whose own instructions per
        request differ most from the base's; INSTR_KEEP=DIR keeps each
-       column's callgrind file there.
+       column's callgrind file there; INSTR_JSON=FILE writes each column's
+       instructions per request there (benches/harness.py's section H).
 
 Each column: the mock (and, for `trace`, a sink) started, the gateway
 started under callgrind, 300 requests to warm it, the counters zeroed,
@@ -21,6 +22,7 @@ hash: several times the instructions a native SHA-NI run takes), and a
 `rep movsb` copy counts an instruction per byte, so large copies read high;
 cache misses and the kernel's socket work are not in it."""
 import collections
+import json
 import os
 import re
 import subprocess
@@ -95,7 +97,6 @@ def column(n, d, variants, requests, keep):
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit(f"oha failed: {r.stderr.strip()[:300]}")
-            import json
             codes = json.loads(r.stdout).get("statusCodeDistribution", {})
             bad = sum(v for c, v in codes.items() if not str(c).startswith("2"))
             if bad:
@@ -130,6 +131,8 @@ def main():
     (bn, (bt, bown)) = cols[0]
     for n, (t, own) in cols:
         print(f"{n:14s} instructions per request {t / requests:10.0f}  ÷ {bn} {t / bt:6.4f}")
+    if os.environ.get("INSTR_JSON"):
+        Path(os.environ["INSTR_JSON"]).write_text(json.dumps({n: t / requests for n, (t, _) in cols}))
     for n, (t, own) in cols[1:] if top else []:
         print(f"\n{n} - {bn}, own instructions per request, the {top} functions that differ most:")
         diff = {k: own[k] - bown[k] for k in set(own) | set(bown)}

@@ -53,6 +53,16 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x "$ngx_dir/usr/sbin/nginx" ] && c
   rm -rf "$tmp"
 fi
 
+# valgrind: section H's instruction counts (benches/instructions.py).
+if ! command -v valgrind >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "bench: installing valgrind (once; section H's instruction counts)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi
+  { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends valgrind >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends valgrind >/dev/null; }; } \
+    || echo "bench: could not install valgrind: section H has no instruction counts" >&2
+fi
+
 # Absolute: the harness starts the servers from a scratch directory.
 target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 echo "bench: building release binaries into $target" >&2

@@ -137,10 +137,16 @@ impl AnswerBuilder {
         self.failed = true;
     }
 
+    /// Whether [`AnswerBuilder::finish`] gives an answer (checked before
+    /// it, which moves the answer being built).
+    pub fn is_whole(&self) -> bool {
+        self.finished && !self.failed
+    }
+
     /// The whole answer: `None` unless the stream said how the model
     /// stopped and reported no error (a cut or failed stream is no answer).
     pub fn finish(self) -> Option<ChatResponse> {
-        (self.finished && !self.failed).then_some(self.resp)
+        self.is_whole().then_some(self.resp)
     }
 }
 

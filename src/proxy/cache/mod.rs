@@ -328,6 +328,8 @@ impl Fill {
         let neutral;
         let payload = match &self.whole {
             Some((fmt, body)) => Payload::Upstream(*fmt, body),
+            // A whole answer too large to keep, or a stream cut short.
+            None if !self.builder.is_whole() => return,
             None => match self.builder.finish().map(|a| serde_json::to_vec(&a)) {
                 Some(Ok(json)) => {
                     neutral = json;
