@@ -853,7 +853,8 @@ def features(bin_dir, work):
     OTLP sink on loopback) against the same gateway without tracing, every
     request a cache miss against the same logical model without the cache,
     and cache hits against the floor: benches/ab.py's interleaved rounds, one
-    gateway per column, each ratio the median of the round-by-round ratios."""
+    gateway per column, each ratio the median of the round-by-round ratios;
+    then the same columns' instructions per request (benches/instructions.py)."""
     out = Path(work) / "features.json"
     cols = [f"{n}={bin_dir}" + (f":{v}" if v else "") for n, v, _ in FEATURES]
     # Each column with a base is also loaded together with it (AB_PAIRS).
@@ -891,8 +892,8 @@ def features(bin_dir, work):
     return res
 
 
-# Section H's instruction counts: (column, variant); each column with a
-# base in FEATURES is divided by it.
+# Section H's instruction counts: the requests counted per column (each of
+# FEATURES' columns but cachehit; one with a base is divided by it).
 INSTR_REQUESTS = 2000
 
 
