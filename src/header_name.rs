@@ -10,6 +10,9 @@ use http::header::{self, HeaderName, InvalidHeaderName};
 /// lookup by `&str` parses the name first).
 pub const X_DEBUG: HeaderName = HeaderName::from_static("x-debug");
 pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+/// The W3C trace context's headers (read from the client, sent upstream).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// `k` as a header name: the gateway's own names without a parse (a name
 /// outside the standard set is otherwise copied into an allocation of its
@@ -24,8 +27,8 @@ pub fn of(k: &'static str) -> Result<HeaderName, InvalidHeaderName> {
         "api-key" => HeaderName::from_static("api-key"),
         "x-goog-api-key" => HeaderName::from_static("x-goog-api-key"),
         "anthropic-version" => HeaderName::from_static("anthropic-version"),
-        "traceparent" => HeaderName::from_static("traceparent"),
-        "tracestate" => HeaderName::from_static("tracestate"),
+        "traceparent" => TRACEPARENT,
+        "tracestate" => TRACESTATE,
         "x-apiproxy-cache" => HeaderName::from_static("x-apiproxy-cache"),
         "x-ratelimit-limit-requests" => HeaderName::from_static("x-ratelimit-limit-requests"),
         "x-ratelimit-remaining-requests" => {

@@ -56,21 +56,18 @@ fn lower_hex(s: &str) -> bool {
 /// an array: made for every attempt of every traced request, where
 /// `format!`'s hex formatting was a tenth of tracing's cost.
 pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-................................-................-00";
-    let hex = |out: &mut [u8], bytes: &[u8]| {
-        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 15)];
-        }
-    };
-    hex(&mut out[3..35], &trace_id.to_bytes());
-    hex(&mut out[36..52], &span_id.to_bytes());
+    // Each id's hex fills its place exactly (16 and 8 bytes).
+    let written = hex::encode_to_slice(trace_id.to_bytes(), &mut out[3..35])
+        .and(hex::encode_to_slice(span_id.to_bytes(), &mut out[36..52]));
     if sampled {
         out[54] = b'1';
     }
     // Only ASCII digits, letters and dashes were written.
-    String::from_utf8(out.to_vec()).unwrap_or_default()
+    written
+        .ok()
+        .and_then(|()| String::from_utf8(out.to_vec()).ok())
+        .unwrap_or_default()
 }
 
 /// A client's `tracestate` when it is fit to pass on: printable ASCII,

@@ -24,6 +24,7 @@ use std::time::SystemTime;
 use opentelemetry::trace::{SpanId, TraceId};
 
 use crate::config::{OtlpSettings, ProviderKind, TelemetrySettings};
+use crate::header_name::{TRACEPARENT, TRACESTATE};
 use crate::metrics;
 pub use context::{parse_traceparent, TraceParent};
 use span::Scratch;
@@ -48,11 +49,6 @@ struct Shelf {
 struct Shelves {
     list: Mutex<Vec<Arc<Mutex<Shelf>>>>,
 }
-
-/// The W3C trace context's headers, named once (a `&str` name is parsed
-/// at every lookup).
-const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// What a thread keeps for tracing.
 struct Local {

@@ -44,13 +44,10 @@ pub enum Reader<'a> {
 /// The entry's key (64 hex digits), or `None` when the body is not one
 /// JSON object (nothing is cached then).
 pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<String> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(canonical(reader, model, fmt, body)?);
+    // Into an array: `hex::encode` pushes a char at a time.
     let mut hex = [0u8; 64];
-    for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 15)];
-    }
+    hex::encode_to_slice(digest, &mut hex).ok()?;
     String::from_utf8(hex.to_vec()).ok()
 }
 
