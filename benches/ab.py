@@ -13,6 +13,8 @@ usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[:VARIANT[+VARIANT...]][@STO
          nolog      log.level: warn (no access log)
          jsonlog    log.access_format: json
          budget     the key `bench` gets budget_usd (a budget checked and charged)
+         rate       the key `bench` gets rpm and tpm (the harness's 6a key)
+         ratebudget the key `bench` gets rpm, tpm and budget_usd (6d's key)
          rules      three payload rules on every request (a default, an
                     override into messages.0.content, a removal)
          header     one header rule on every request (set x-bench)

@@ -66,6 +66,10 @@ pub enum BodyError {
     NotObject,
 }
 
+/// Up to this many top-level members, duplicate keys are found by comparing
+/// each pair (`RawBody::drop_shadowed`).
+const PAIRWISE_MEMBERS: usize = 16;
+
 /// A JSON object body as bytes plus the spans of its top-level members.
 /// Of a key given twice only the last counts, as in `serde_json::Value`.
 #[derive(Debug, Clone)]
@@ -156,24 +160,31 @@ impl RawBody {
     /// Keeps only the last member of each key, in first-seen order of the
     /// survivors (the order is what the client wrote).
     fn drop_shadowed(&mut self) {
-        if self.members.len() < 2 {
+        let n = self.members.len();
+        if n < 2 {
             return;
         }
         let bytes = &self.bytes[..];
-        let mut last: HashMap<Cow<'_, str>, usize> = HashMap::with_capacity(self.members.len());
-        for (i, m) in self.members.iter().enumerate() {
-            last.insert(Self::key(bytes, m), i);
-        }
-        if last.len() == self.members.len() {
-            return;
-        }
-        let keep: Vec<bool> = self
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| last.get(&Self::key(bytes, m)) == Some(&i))
-            .collect();
-        drop(last);
+        let keys: Vec<Cow<'_, str>> = self.members.iter().map(|m| Self::key(bytes, m)).collect();
+        // A request has a handful of members: comparing each pair costs
+        // less than hashing them. Past that a map keeps the work linear
+        // whatever a client sends.
+        let keep: Vec<bool> = if n <= PAIRWISE_MEMBERS {
+            if !(0..n).any(|i| keys[i + 1..].contains(&keys[i])) {
+                return;
+            }
+            (0..n).map(|i| !keys[i + 1..].contains(&keys[i])).collect()
+        } else {
+            let mut last: HashMap<&Cow<'_, str>, usize> = HashMap::with_capacity(n);
+            for (i, k) in keys.iter().enumerate() {
+                last.insert(k, i);
+            }
+            if last.len() == n {
+                return;
+            }
+            (0..n).map(|i| last.get(&keys[i]) == Some(&i)).collect()
+        };
+        drop(keys);
         let mut i = 0;
         self.members.retain(|_| {
             i += 1;
@@ -562,6 +573,62 @@ mod tests {
         let want: Value = serde_json::from_str(r#"{"model":"c","x":1,"y":[1]}"#).expect("json");
         assert_eq!(v, want);
         assert_eq!(b.to_value().expect("value"), want);
+    }
+
+    /// Small bodies are compared pair by pair, large ones through a map:
+    /// both keep what `serde_json::Value` keeps, in the order written.
+    #[test]
+    fn repeated_keys_count_once_at_any_size() {
+        for n in [
+            2,
+            3,
+            PAIRWISE_MEMBERS - 1,
+            PAIRWISE_MEMBERS,
+            PAIRWISE_MEMBERS + 1,
+            40,
+        ] {
+            // Keys k0..k{n/2} then every other one again, with new values.
+            let mut text = String::from("{");
+            let half = n.div_ceil(2);
+            let mut written = 0;
+            for i in 0..half {
+                text.push_str(&format!("\"k{i}\":{i},"));
+                written += 1;
+            }
+            let mut i = 0;
+            while written < n {
+                text.push_str(&format!("\"k{i}\":\"again {i}\","));
+                written += 1;
+                i += 2;
+            }
+            text.pop();
+            text.push('}');
+            let b = body(&text);
+            let want: Value = serde_json::from_str(&text).expect("json");
+            let out = b.splice(|_, _| Edit::Keep, &[]);
+            assert_eq!(
+                serde_json::from_slice::<Value>(&out).expect("json"),
+                want,
+                "{n}"
+            );
+            // The survivors are each key's last member, where it stands.
+            let written: Vec<String> = (0..half)
+                .map(|i| format!("k{i}"))
+                .chain((0..n - half).map(|j| format!("k{}", 2 * j)))
+                .collect();
+            let survivors: Vec<&String> = written
+                .iter()
+                .enumerate()
+                .filter(|(i, k)| !written[i + 1..].contains(k))
+                .map(|(_, k)| k)
+                .collect();
+            let kept: Vec<String> = b
+                .members
+                .iter()
+                .map(|m| RawBody::key(&b.bytes, m).into_owned())
+                .collect();
+            assert_eq!(kept.iter().collect::<Vec<_>>(), survivors, "{n}: {text}");
+        }
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub fn of(k: &'static str) -> Result<HeaderName, InvalidHeaderName> {
         }
         "x-ratelimit-limit-tokens" => HeaderName::from_static("x-ratelimit-limit-tokens"),
         "x-ratelimit-remaining-tokens" => HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        "x-budget-limit-usd" => HeaderName::from_static("x-budget-limit-usd"),
+        "x-budget-remaining-usd" => HeaderName::from_static("x-budget-remaining-usd"),
         _ => HeaderName::from_bytes(k.as_bytes())?,
     })
 }
@@ -75,6 +77,8 @@ mod tests {
             "x-ratelimit-remaining-requests",
             "x-ratelimit-limit-tokens",
             "x-ratelimit-remaining-tokens",
+            "x-budget-limit-usd",
+            "x-budget-remaining-usd",
             "anthropic-beta",
         ] {
             let parsed = HeaderName::from_bytes(k.as_bytes()).unwrap();

@@ -47,18 +47,34 @@ pub fn spend_limit(name: String, limit_usd: f64, reserve_usd: f64, ttl: Duration
 }
 
 /// Where the current period stands at `unix_secs`: its name (`2026-11-29`
-/// or `2026-11`) and the seconds until it ends.
-pub fn current_period(period: BudgetPeriod, unix_secs: u64) -> (String, u64) {
+/// or `2026-11`) appended to `name`, and the seconds until it ends.
+fn write_period(period: BudgetPeriod, unix_secs: u64, name: &mut String) -> u64 {
     let days = unix_secs / 86_400;
     let (y, m, d) = civil_from_days(days as i64);
+    // Written digit by digit: this runs on every request of a budgeted key.
+    push_padded(name, y.max(0) as u64, 4);
+    name.push('-');
+    push_padded(name, u64::from(m), 2);
     match period {
-        BudgetPeriod::Day => (format!("{y:04}-{m:02}-{d:02}"), 86_400 - unix_secs % 86_400),
+        BudgetPeriod::Day => {
+            name.push('-');
+            push_padded(name, u64::from(d), 2);
+            86_400 - unix_secs % 86_400
+        }
         BudgetPeriod::Month => {
             let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
             let next = days_from_civil(ny, nm, 1) as u64 * 86_400;
-            (format!("{y:04}-{m:02}"), next.saturating_sub(unix_secs))
+            next.saturating_sub(unix_secs)
         }
     }
+}
+
+/// `v` in decimal, zero-padded to `width` digits.
+fn push_padded(out: &mut String, v: u64, width: usize) {
+    let mut b = itoa::Buffer::new();
+    let s = b.format(v);
+    out.extend(std::iter::repeat_n('0', width.saturating_sub(s.len())));
+    out.push_str(s);
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
@@ -96,13 +112,38 @@ fn now_secs() -> u64 {
 /// The store counter of `key` in the current period, and the time it lives
 /// (the period's end and a day).
 fn counter(key: &str, budget: &Budget) -> (String, Duration) {
-    let (period, left) = current_period(budget.period, now_secs());
+    let mut name = String::with_capacity(COUNTER_PREFIX.len() + key.len() + 11);
+    name.push_str(COUNTER_PREFIX);
+    name.push_str(key);
+    name.push(':');
+    let left = write_period(budget.period, now_secs(), &mut name);
     // The counter outlives its period by a day so a replica with a skewed
     // clock still finds it.
-    (
-        format!("budget:{key}:{period}"),
-        Duration::from_secs(left + 86_400),
-    )
+    (name, Duration::from_secs(left + 86_400))
+}
+
+/// The start of a budget counter's name (`budget:<owner id>:<period>`).
+const COUNTER_PREFIX: &str = "budget:";
+
+/// `micros` millionths of a dollar in dollars with `decimals` (2 or 8)
+/// decimals, from the integer (exact, where a float's formatting would
+/// round and cost more): 2 decimals round half up to the cent.
+pub fn usd_of_micros(micros: u64, decimals: u32) -> String {
+    let (units, frac, width) = if decimals >= 6 {
+        (micros / 1_000_000, micros % 1_000_000, 6)
+    } else {
+        let cents = micros.saturating_add(5_000) / 10_000;
+        (cents / 100, cents % 100, 2)
+    };
+    let mut out = String::with_capacity(24);
+    push_padded(&mut out, units, 1);
+    out.push('.');
+    push_padded(&mut out, frac, width);
+    out.extend(std::iter::repeat_n(
+        '0',
+        (decimals as usize).saturating_sub(width),
+    ));
+    out
 }
 
 /// A key's budget as it stands.
@@ -160,12 +201,11 @@ impl BudgetAsk {
     /// `x-budget-limit-usd` and `x-budget-remaining-usd` (before this
     /// request), given the counter as the admission found it.
     pub fn headers(&self, spent_micros: u64) -> [(&'static str, String); 2] {
-        let spent = spent_micros as f64 / MICROS_PER_USD;
         [
-            ("x-budget-limit-usd", format!("{:.2}", self.limit_usd)),
+            ("x-budget-limit-usd", usd_of_micros(self.limit.limit, 2)),
             (
                 "x-budget-remaining-usd",
-                crate::pricing::format_usd((self.limit_usd - spent).max(0.0)),
+                usd_of_micros(self.limit.limit.saturating_sub(spent_micros), 8),
             ),
         ]
     }
@@ -223,6 +263,12 @@ pub async fn report(store: &dyn Store, keys: &[ClientKey]) -> serde_json::Value 
 mod tests {
     use super::*;
 
+    fn current_period(period: BudgetPeriod, unix_secs: u64) -> (String, u64) {
+        let mut name = String::new();
+        let left = write_period(period, unix_secs, &mut name);
+        (name, left)
+    }
+
     #[test]
     fn periods_are_utc_days_and_months() {
         // 2024-02-29 12:00:00 UTC
@@ -245,6 +291,46 @@ mod tests {
             current_period(BudgetPeriod::Day, 0),
             ("1970-01-01".into(), 86_400)
         );
+        // Every day of four years names itself as the calendar does.
+        for day in 19_000..20_461u64 {
+            let t = day * 86_400 + 7;
+            let (y, m, d) = civil_from_days(day as i64);
+            assert_eq!(
+                current_period(BudgetPeriod::Day, t).0,
+                format!("{y:04}-{m:02}-{d:02}")
+            );
+            assert_eq!(
+                current_period(BudgetPeriod::Month, t).0,
+                format!("{y:04}-{m:02}")
+            );
+        }
+    }
+
+    #[test]
+    fn dollars_are_written_from_the_integer_count() {
+        for (micros, cents, full) in [
+            (0, "0.00", "0.00000000"),
+            (1, "0.00", "0.00000100"),
+            (4_999, "0.00", "0.00499900"),
+            (5_000, "0.01", "0.00500000"),
+            (12_500, "0.01", "0.01250000"),
+            (999_999, "1.00", "0.99999900"),
+            (1_000_000, "1.00", "1.00000000"),
+            (2_500_000, "2.50", "2.50000000"),
+            (
+                1_000_000_000_000_000,
+                "1000000000.00",
+                "1000000000.00000000",
+            ),
+        ] {
+            assert_eq!(usd_of_micros(micros, 2), cents, "{micros}");
+            assert_eq!(usd_of_micros(micros, 8), full, "{micros}");
+        }
+        // What a float's formatting gives, where the float is exact.
+        for usd in [0.0, 0.01, 0.5, 2.5, 3.25, 1234.75] {
+            assert_eq!(usd_of_micros(micros(usd), 2), format!("{usd:.2}"));
+            assert_eq!(usd_of_micros(micros(usd), 8), format!("{usd:.8}"));
+        }
     }
 
     #[test]

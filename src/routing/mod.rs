@@ -24,7 +24,7 @@ use crate::upstream::stats::UpstreamStats;
 use score::{Factors, ScoreInputs};
 
 /// One upstream that may serve a request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Candidate {
     /// Index into [`Runtime::providers`].
     pub provider: usize,
@@ -37,6 +37,9 @@ pub struct Candidate {
     pub logical: bool,
     /// Its score when it was ranked (`rank`; 0 before).
     pub score: f64,
+    /// Routing's record of it (`Provider::stats_for`), looked up once: the
+    /// request reads and writes it several times.
+    pub stats: Arc<UpstreamStats>,
 }
 
 /// Model resolution is routing's part of the runtime.
@@ -51,13 +54,18 @@ impl Runtime {
                 lm.upstreams
                     .iter()
                     .filter(|u| enabled(u.provider))
-                    .map(|u| Candidate {
-                        provider: u.provider,
-                        model: self.providers[u.provider].upstream_model(&u.model),
-                        weight: u.weight,
-                        requested: name.to_owned(),
-                        logical: true,
-                        score: 0.0,
+                    .map(|u| {
+                        let p = &self.providers[u.provider];
+                        let model = p.upstream_model(&u.model);
+                        Candidate {
+                            provider: u.provider,
+                            stats: p.stats_for(&model),
+                            model,
+                            weight: u.weight,
+                            requested: name.to_owned(),
+                            logical: true,
+                            score: 0.0,
+                        }
                     })
                     .collect(),
             );
@@ -76,9 +84,11 @@ impl Runtime {
             // An excluded model is not served under any name: on to the
             // catalogs, then 404.
             if !model.is_empty() && !p.excludes(model) {
+                let model = p.upstream_model(model);
                 let c = Candidate {
                     provider: i,
-                    model: p.upstream_model(model),
+                    stats: p.stats_for(&model),
+                    model,
                     weight: p.config.weight,
                     requested: name.to_owned(),
                     logical: false,
@@ -92,13 +102,17 @@ impl Runtime {
             .iter()
             .enumerate()
             .filter(|(i, p)| enabled(*i) && p.serves(name))
-            .map(|(i, p)| Candidate {
-                provider: i,
-                model: p.upstream_model(name),
-                weight: p.config.weight,
-                requested: name.to_owned(),
-                logical: false,
-                score: 0.0,
+            .map(|(i, p)| {
+                let model = p.upstream_model(name);
+                Candidate {
+                    provider: i,
+                    stats: p.stats_for(&model),
+                    model,
+                    weight: p.config.weight,
+                    requested: name.to_owned(),
+                    logical: false,
+                    score: 0.0,
+                }
             })
             .collect();
         (!found.is_empty()).then_some(found)
@@ -134,7 +148,7 @@ impl Runtime {
 
     /// Routing's record of candidate `c`.
     pub fn stats(&self, c: &Candidate) -> Arc<UpstreamStats> {
-        self.providers[c.provider].stats_for(&c.model)
+        Arc::clone(&c.stats)
     }
 
     /// What `c`'s score is made of, now.

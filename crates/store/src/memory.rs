@@ -43,6 +43,11 @@ pub struct MemoryStore {
     usage: Arc<crate::usage::UsageCounters>,
 }
 
+/// Rate windows by bucket name. The names come from the config and the
+/// stored keys (`key:<owner id>`, `global`), never from a request, so a fast
+/// seeded hasher does where a map keyed by what clients send keeps SipHash.
+type Windows = DashMap<String, Window, foldhash::fast::RandomState>;
+
 struct State {
     session_ttl: Duration,
     context_max_entries: usize,
@@ -63,8 +68,8 @@ struct State {
     responses: DashMap<String, Expiring<Vec<u8>>>,
     /// The bytes of `responses`.
     responses_bytes: std::sync::atomic::AtomicUsize,
-    requests: DashMap<String, Window>,
-    tokens: DashMap<String, Window>,
+    requests: Windows,
+    tokens: Windows,
     /// Held while one admission checks and counts several windows, so that it is atomic like the Redis script.
     admission: Mutex<()>,
     /// Cached answers, bounded in bytes (`cache_max_bytes`).
@@ -116,8 +121,8 @@ impl MemoryStore {
             responses_max_bytes: opts.responses_max_bytes,
             responses: DashMap::new(),
             responses_bytes: Default::default(),
-            requests: DashMap::new(),
-            tokens: DashMap::new(),
+            requests: Windows::default(),
+            tokens: Windows::default(),
             admission: Mutex::new(()),
             cached: Mutex::new(crate::response_cache::ResponseCache::new(
                 opts.cache_max_bytes,
@@ -351,9 +356,9 @@ fn spawn_sweeper(state: Weak<State>) {
 
 /// The window of `name`, created on first use. The returned guard holds one shard lock: keep it short.
 fn window_of<'a>(
-    windows: &'a DashMap<String, Window>,
+    windows: &'a Windows,
     name: &str,
-) -> dashmap::mapref::one::RefMut<'a, String, Window> {
+) -> dashmap::mapref::one::RefMut<'a, String, Window, foldhash::fast::RandomState> {
     // `get_mut` first so the common case does not allocate the key.
     match windows.get_mut(name) {
         Some(w) => w,
@@ -501,9 +506,7 @@ impl Store for MemoryStore {
         let _atomic = s.admission.lock();
         let mut out = Admission::default();
         let mut reserve_tokens = reserve_tokens;
-        let check = |windows: &DashMap<String, Window>, name: &str, limit: u64| match windows
-            .get_mut(name)
-        {
+        let check = |windows: &Windows, name: &str, limit: u64| match windows.get_mut(name) {
             Some(mut w) => w.check(now, limit),
             None => Window::default().check(now, limit),
         };

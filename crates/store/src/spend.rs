@@ -9,7 +9,9 @@ use dashmap::DashMap;
 /// The embedded counters (also the Redis store's fallback).
 #[derive(Default)]
 pub struct SpendCounters {
-    totals: DashMap<String, (u64, Instant)>,
+    /// Keyed by `budget:<owner id>:<period>`: names the config and the
+    /// stored keys give, never a request's, so a fast seeded hasher does.
+    totals: DashMap<String, (u64, Instant), foldhash::fast::RandomState>,
 }
 
 impl SpendCounters {
@@ -24,28 +26,40 @@ impl SpendCounters {
                 .filter(|e| e.1 > now)
                 .map_or(0, |e| e.0);
         }
+        self.update(name, ttl, |e| {
+            e.0 = e.0.saturating_add(amount);
+        })
+    }
+
+    /// Replaces `reserved` by `spent` on `name` (the settlement of a reservation): never below zero.
+    pub fn settle(&self, name: &str, reserved: u64, spent: u64, ttl: Duration) {
+        self.update(name, ttl, |e| {
+            e.0 = e.0.saturating_sub(reserved).saturating_add(spent);
+            e.1 = Instant::now() + ttl;
+        });
+    }
+
+    /// Applies `f` to `name`'s live counter (one past its expiry starts again from zero and lives `ttl`); returns
+    /// the new total. A counter that exists is changed in place: its name is copied only when it is new.
+    fn update(&self, name: &str, ttl: Duration, f: impl FnOnce(&mut (u64, Instant))) -> u64 {
+        let now = Instant::now();
+        let apply = |e: &mut (u64, Instant)| {
+            if e.1 <= now {
+                *e = (0, now + ttl);
+            }
+            f(e);
+            e.0
+        };
+        if let Some(mut e) = self.totals.get_mut(name) {
+            return apply(&mut e);
+        }
         // Counters are few (budgeted keys × live periods): sweeping now and
         // then on a write keeps expired ones from piling up.
         if self.totals.len() >= 1024 {
             self.sweep();
         }
         let mut e = self.totals.entry(name.to_owned()).or_insert((0, now + ttl));
-        if e.1 <= now {
-            *e = (0, now + ttl);
-        }
-        e.0 = e.0.saturating_add(amount);
-        e.0
-    }
-
-    /// Replaces `reserved` by `spent` on `name` (the settlement of a reservation): never below zero.
-    pub fn settle(&self, name: &str, reserved: u64, spent: u64, ttl: Duration) {
-        let now = Instant::now();
-        let mut e = self.totals.entry(name.to_owned()).or_insert((0, now + ttl));
-        if e.1 <= now {
-            *e = (0, now + ttl);
-        }
-        e.0 = e.0.saturating_sub(reserved).saturating_add(spent);
-        e.1 = now + ttl;
+        apply(&mut e)
     }
 
     /// Drops expired counters.
