@@ -291,7 +291,36 @@ def summarize(raw, cpu, pid_name):
     }
 
 
+def machine_busy():
+    """(busy, total) jiffies of every CPU since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+QUIET = float(os.environ.get("BENCH_QUIET", "0.1"))
+
+
+def wait_quiet(limit=3.0, window=0.2):
+    """Waits (at most `limit` s) until the machine is idle but for QUIET of
+    its CPUs over `window`: a scenario then does not start while the one
+    before still works off what it queued (a Redis Cluster gateway's
+    deferred writes, say), which would be billed to it as slowness."""
+    start = time.time()
+    while True:
+        b0, t0 = machine_busy()
+        time.sleep(window)
+        b1, t1 = machine_busy()
+        busy = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        if busy <= QUIET or time.time() >= start + limit:
+            if time.time() - start > 1.0:
+                log(f"waited {time.time() - start:.1f} s for a quiet machine (last {busy:.0%} busy)")
+            return
+
+
 def run_oha(sc, servers, seconds, conns, rate=None):
+    wait_quiet()
     pid = dict(servers.procs_by_name)[sc.proc].pid
     # nginx serves from worker processes: its CPU is its process tree's.
     cpu = tree_cpu_seconds if sc.proc in TREE_CPU else cpu_seconds
