@@ -144,7 +144,12 @@ try:
         for t in (targets if r % 2 == 0 else targets[::-1]):
             res[t].append(load(t, 32))
     pairs = [tuple(f"apiproxy_{x}" for x in p.split(":")) for p in os.environ.get("AB_PAIRS", "").split(",") if p]
-    paired = {t: [] for t, _ in pairs}
+    # A column's paired rounds are under its name; one paired with several
+    # bases has them under "column:base", one list per base.
+
+    def pair_key(t, b):
+        return t if [p[0] for p in pairs].count(t) == 1 else f"{t}:{b}"
+    paired = {pair_key(t, b): [] for t, b in pairs}
 
     for r in range(rounds if pairs else 0):
         for t, b in pairs:
@@ -159,7 +164,7 @@ try:
                 th.join()
             # (req/s ÷ base, CPU per request ÷ base, the column's 2xx, either's
             # other answers, the base's 2xx) per round.
-            paired[t].append((got[t][0] / got[b][0], got[t][1] / got[b][1], got[t][2], got[t][3] + got[b][3], got[b][2]))
+            paired[pair_key(t, b)].append((got[t][0] / got[b][0], got[t][1] / got[b][1], got[t][2], got[t][3] + got[b][3], got[b][2]))
     for t in (t for t in targets if res[t]):
         rps = statistics.median(x[0] for x in res[t]); cpu = statistics.median(x[1] for x in res[t])
         fl = statistics.median(x[0] for x in res["floor"])
@@ -180,7 +185,7 @@ try:
             cpu = statistics.median(x[1] / y[1] for x, y in zip(res[t], b))
             print(f"{t:20s} ÷ {base}, round by round: req/s {rps:5.3f}  cpu µs/req {cpu:5.3f}")
     for (t, b) in pairs:
-        x = paired[t]
+        x = paired[pair_key(t, b)]
         print(f"{t:20s} ÷ {b}, loaded together: req/s {statistics.median(v[0] for v in x):5.3f}  cpu µs/req "
               f"{statistics.median(v[1] for v in x):5.3f}  rounds cpu {[round(v[1], 3) for v in x]} bad {sum(v[3] for v in x)}")
 finally:
