@@ -54,19 +54,7 @@ impl Runtime {
                 lm.upstreams
                     .iter()
                     .filter(|u| enabled(u.provider))
-                    .map(|u| {
-                        let p = &self.providers[u.provider];
-                        let model = p.upstream_model(&u.model);
-                        Candidate {
-                            provider: u.provider,
-                            stats: p.stats_for(&model),
-                            model,
-                            weight: u.weight,
-                            requested: name.to_owned(),
-                            logical: true,
-                            score: 0.0,
-                        }
-                    })
+                    .map(|u| self.candidate(u.provider, &u.model, u.weight, name, true))
                     .collect(),
             );
         }
@@ -84,17 +72,11 @@ impl Runtime {
             // An excluded model is not served under any name: on to the
             // catalogs, then 404.
             if !model.is_empty() && !p.excludes(model) {
-                let model = p.upstream_model(model);
-                let c = Candidate {
-                    provider: i,
-                    stats: p.stats_for(&model),
-                    model,
-                    weight: p.config.weight,
-                    requested: name.to_owned(),
-                    logical: false,
-                    score: 0.0,
-                };
-                return Some(if enabled(i) { vec![c] } else { Vec::new() });
+                return Some(if enabled(i) {
+                    vec![self.candidate(i, model, p.config.weight, name, false)]
+                } else {
+                    Vec::new()
+                });
             }
         }
         let found: Vec<Candidate> = self
@@ -102,20 +84,32 @@ impl Runtime {
             .iter()
             .enumerate()
             .filter(|(i, p)| enabled(*i) && p.serves(name))
-            .map(|(i, p)| {
-                let model = p.upstream_model(name);
-                Candidate {
-                    provider: i,
-                    stats: p.stats_for(&model),
-                    model,
-                    weight: p.config.weight,
-                    requested: name.to_owned(),
-                    logical: false,
-                    score: 0.0,
-                }
-            })
+            .map(|(i, p)| self.candidate(i, name, p.config.weight, name, false))
             .collect();
         (!found.is_empty()).then_some(found)
+    }
+
+    /// Provider `i`'s candidate for `model` (the name it is configured or
+    /// asked by), with its routing record.
+    fn candidate(
+        &self,
+        i: usize,
+        model: &str,
+        weight: f64,
+        requested: &str,
+        logical: bool,
+    ) -> Candidate {
+        let p = &self.providers[i];
+        let model = p.upstream_model(model);
+        Candidate {
+            provider: i,
+            stats: p.stats_for(&model),
+            model,
+            weight,
+            requested: requested.to_owned(),
+            logical,
+            score: 0.0,
+        }
     }
 
     /// Where in `candidates` the upstream a session is bound to stands,
