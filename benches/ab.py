@@ -24,6 +24,7 @@ usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[:VARIANT[+VARIANT...]][@STO
          noprice    the model has no price (no cost metric: the unpriced counter)
          anthropic  requests in the Anthropic Messages format (/v1/messages),
                     translated to the OpenAI upstream (the harness's 4a)
+         long       requests of about 4 KiB (38 turns) instead of one turn
          cachemiss  as logical, the model with cache_ttl_seconds and a
                     cache.max_entry_bytes no answer fits: every request is a
                     miss (key hashed, looked up, answer recorded and encoded

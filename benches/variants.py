@@ -57,8 +57,22 @@ VARIANTS = {
                               "    sample_ratio: 1\n") + t,
     "noprice": lambda t, w, n, ports: replaced(t, ", pricing: { bench-model: { input: 0.01, output: 0.01 } }", ""),
     "anthropic": lambda t, w, n, ports: t,
+    "long": lambda t, w, n, ports: t,
 }
 # Variants whose requests are another client format: (path, body of a model).
-CLIENT = {"anthropic": ("/v1/messages", h.messages_body)}
+def long_body(model, stream=False):
+    """A chat request of about 4 KiB: a conversation of 38 short turns (the
+    harness's body is one turn, 107 bytes)."""
+    turns = [{"role": "user" if i % 2 == 0 else "assistant",
+              "content": f"Turn {i}: what is the weather in Paris today, and should I take an umbrella?"}
+             for i in range(38)]
+    b = {"model": model, "max_tokens": 64, "messages": turns}
+    if stream:
+        b["stream"] = True
+    return h.json.dumps(b, separators=(",", ":"))
+
+
+CLIENT = {"anthropic": ("/v1/messages", h.messages_body),
+          "long": ("/v1/chat/completions", long_body)}
 MODEL = {"logical": "bench-logical", "hedge": "bench-logical",
          "cachemiss": "bench-logical", "cachehit": "bench-logical"}

@@ -55,10 +55,18 @@ static NEEDLES: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| {
     .collect()
 });
 
+/// Whether `body` may name a reference: it holds one of the names or a
+/// `\u` escape somewhere. (A scan of the quotes, checking the names after
+/// each, runs fewer instructions but takes longer: the quotes of a JSON
+/// body are too many for a branch per quote to be cheap.)
+fn may_reference(body: &[u8]) -> bool {
+    NEEDLES.iter().any(|n| n.find(body).is_some())
+}
+
 /// The references of a JSON body (`None` when it names none). A body that
 /// does not parse as JSON here was refused earlier; it reads as none.
 pub fn references(body: &[u8]) -> References {
-    if !NEEDLES.iter().any(|n| n.find(body).is_some()) {
+    if !may_reference(body) {
         return References::default();
     }
     let mut found = References::default();
@@ -312,6 +320,44 @@ mod tests {
         assert_eq!(r.foreign, Some("file_id"));
         let r = refs(r#"{"previous\u005fresponse_id":"resp_9"}"#);
         assert_eq!(r.response_id.as_deref(), Some("resp_9"));
+    }
+
+    /// The quick check lets through every key the walk acts on, plain or
+    /// escaped, at any depth; and a body without one of them is not walked.
+    #[test]
+    fn the_quick_check_passes_every_key_the_walk_reads() {
+        for k in [
+            "previous_response_id",
+            "conversation",
+            "vector_store_ids",
+            "container",
+            "file_id",
+            "file_ids",
+            "cachedContent",
+            "cached_content",
+            "fileUri",
+            "file_uri",
+        ] {
+            for body in [
+                format!(r#"{{"{k}":"x"}}"#),
+                format!(r#"{{"a":[{{"b":1,"{k}":["x"]}}]}}"#),
+                format!(r#"{{ "a" : {{ "{k}" : "x" }} }}"#),
+            ] {
+                assert!(may_reference(body.as_bytes()), "{body}");
+            }
+            // Every name has an `e` to escape.
+            let escaped = k.replacen('e', "\\u0065", 1);
+            let body = format!(r#"{{"{escaped}":"x"}}"#);
+            assert!(may_reference(body.as_bytes()), "{body}");
+        }
+        for body in [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"f":"c","p":"v","":"","c":""}"#,
+            r#"{"x":"\\"}"#,
+            "",
+        ] {
+            assert!(!may_reference(body.as_bytes()), "{body}");
+        }
     }
 
     #[test]
