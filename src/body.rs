@@ -272,11 +272,31 @@ impl RawBody {
             return Some(Format::Anthropic);
         }
         let raw = self.raw(Field::Messages)?;
+        // A block type the probe answers `true` for is written as one of
+        // these words, or spelled with a `\u` escape (none of their
+        // letters has another): without any of them, nothing to probe.
+        // A substring search reads a long conversation many times faster
+        // than the probe's parse.
+        if !ADAPTER_WORDS
+            .iter()
+            .any(|w| w.find(raw.as_bytes()).is_some())
+        {
+            return None;
+        }
         let mut de = serde_json::Deserializer::from_str(raw);
         let claude_style = de::Deserializer::deserialize_any(&mut de, MessagesProbe).ok()?;
         claude_style.then_some(Format::Anthropic)
     }
 }
+
+/// What a `messages` value must hold for [`RawBody::chat_adapter`] to find
+/// Anthropic's blocks in it (`thinking` stands for `redacted_thinking`
+/// too; `image` for an image block with a `source`).
+static ADAPTER_WORDS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 5]> =
+    std::sync::LazyLock::new(|| {
+        ["tool_use", "tool_result", "thinking", "image", "\\u"]
+            .map(|w| memchr::memmem::Finder::new(w.as_bytes()))
+    });
 
 /// The last element of an array field ([`RawBody::last_element`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -690,6 +710,12 @@ mod tests {
             r#"{"messages":{"content":[{"type":"tool_use"}]}}"#,
             r#"{"messages":"x"}"#,
             r#"{"model":"m"}"#,
+            // The words in text, not in a block's type.
+            r#"{"messages":[{"role":"user","content":"a tool_use, some thinking, an image"}]}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"tool_result"}]}]}"#,
+            // A type spelled with an escape.
+            r#"{"messages":[{"role":"user","content":[{"type":"tool\u005fuse","id":"1","name":"f","input":{}}]}]}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"imag\u0065","source":{}}]}]}"#,
         ];
         for c in cases {
             let v: Value = serde_json::from_str(c).expect("json");
