@@ -144,18 +144,7 @@ fn console_record(c: &mut Criterion) {
 /// references (`proxy::refs`), against the single Aho-Corasick automaton it
 /// replaced, on the usual body and on one of 4 KiB (a longer conversation).
 fn references(c: &mut Criterion) {
-    let names = [
-        "previous_response_id",
-        "conversation",
-        "vector_store_ids",
-        "container",
-        "file_id",
-        "cachedContent",
-        "cached_content",
-        "fileUri",
-        "file_uri",
-        "\\u",
-    ];
+    let names = apiproxy::proxy::refs::NEEDLE_NAMES;
     let before = aho_corasick::AhoCorasick::new(names).expect("fixed patterns");
     let turn = r#"{"role":"user","content":"What is the weather in Paris today? Use the tool if you need to."},"#;
     let long = format!(

@@ -33,27 +33,26 @@ pub struct References {
 }
 
 /// Field names that may reference a provider object, and `\u` (an escaped
-/// key could spell one of them), each searched for on its own: SIMD
-/// substring searches, one per name, read a body about ten times faster
-/// than one Aho-Corasick automaton over all of them (whose prefilter keys
-/// on letters every JSON body is full of).
-static NEEDLES: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| {
-    [
-        "previous_response_id",
-        "conversation",
-        "vector_store_ids",
-        "container",
-        "file_id",
-        "cachedContent",
-        "cached_content",
-        "fileUri",
-        "file_uri",
-        "\\u",
-    ]
-    .iter()
-    .map(|n| Finder::new(n.as_bytes()))
-    .collect()
-});
+/// key could spell one of them).
+pub const NEEDLE_NAMES: [&str; 10] = [
+    "previous_response_id",
+    "conversation",
+    "vector_store_ids",
+    "container",
+    "file_id",
+    "cachedContent",
+    "cached_content",
+    "fileUri",
+    "file_uri",
+    "\\u",
+];
+
+/// [`NEEDLE_NAMES`], each searched for on its own: SIMD substring searches,
+/// one per name, read a body several times faster than one Aho-Corasick
+/// automaton over all of them (whose prefilter keys on letters every JSON
+/// body is full of; `benches/hot_path.rs`, group `references`).
+static NEEDLES: LazyLock<[Finder<'static>; 10]> =
+    LazyLock::new(|| NEEDLE_NAMES.map(|n| Finder::new(n.as_bytes())));
 
 /// Whether `body` may name a reference: it holds one of the names or a
 /// `\u` escape somewhere. (A scan of the quotes, checking the names after
