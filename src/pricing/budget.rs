@@ -128,7 +128,7 @@ const COUNTER_PREFIX: &str = "budget:";
 /// `micros` millionths of a dollar in dollars with `decimals` (2 or 8)
 /// decimals, from the integer (exact, where a float's formatting would
 /// round and cost more): 2 decimals round half up to the cent.
-pub fn usd_of_micros(micros: u64, decimals: u32) -> String {
+fn usd_of_micros(micros: u64, decimals: u32) -> String {
     let (units, frac, width) = if decimals >= 6 {
         (micros / 1_000_000, micros % 1_000_000, 6)
     } else {

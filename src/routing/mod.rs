@@ -140,15 +140,10 @@ impl Runtime {
         }
     }
 
-    /// Routing's record of candidate `c`.
-    pub fn stats(&self, c: &Candidate) -> Arc<UpstreamStats> {
-        Arc::clone(&c.stats)
-    }
-
     /// What `c`'s score is made of, now.
     pub fn inputs(&self, c: &Candidate, now: u64) -> ScoreInputs {
         let r = &self.config.routing;
-        let snap = self.stats(c).snapshot(now, &r.scoring, &r.breaker);
+        let snap = c.stats.snapshot(now, &r.scoring, &r.breaker);
         let p = &self.providers[c.provider];
         let (key_available, low, left) = p.key_outlook(r.ratelimit_reserve);
         let room = p

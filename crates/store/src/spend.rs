@@ -26,28 +26,34 @@ impl SpendCounters {
                 .filter(|e| e.1 > now)
                 .map_or(0, |e| e.0);
         }
-        self.update(name, ttl, |e| {
+        self.update(name, ttl, |e, _| {
             e.0 = e.0.saturating_add(amount);
         })
     }
 
     /// Replaces `reserved` by `spent` on `name` (the settlement of a reservation): never below zero.
     pub fn settle(&self, name: &str, reserved: u64, spent: u64, ttl: Duration) {
-        self.update(name, ttl, |e| {
+        self.update(name, ttl, |e, now| {
             e.0 = e.0.saturating_sub(reserved).saturating_add(spent);
-            e.1 = Instant::now() + ttl;
+            e.1 = now + ttl;
         });
     }
 
-    /// Applies `f` to `name`'s live counter (one past its expiry starts again from zero and lives `ttl`); returns
-    /// the new total. A counter that exists is changed in place: its name is copied only when it is new.
-    fn update(&self, name: &str, ttl: Duration, f: impl FnOnce(&mut (u64, Instant))) -> u64 {
+    /// Applies `f` to `name`'s live counter, with the time it reads (one past its expiry starts again from zero and
+    /// lives `ttl`); returns the new total. A counter that exists is changed in place: its name is copied only when
+    /// it is new.
+    fn update(
+        &self,
+        name: &str,
+        ttl: Duration,
+        f: impl FnOnce(&mut (u64, Instant), Instant),
+    ) -> u64 {
         let now = Instant::now();
         let apply = |e: &mut (u64, Instant)| {
             if e.1 <= now {
                 *e = (0, now + ttl);
             }
-            f(e);
+            f(e, now);
             e.0
         };
         if let Some(mut e) = self.totals.get_mut(name) {

@@ -39,7 +39,7 @@ impl Attempts<'_> {
             );
             return Reached::Failed;
         };
-        let stats = self.rt.stats(c);
+        let stats = &c.stats;
         let (admitted, transition) = stats.admit(now_ms(), &routing.breaker);
         route_metrics::note_transition(provider, transition);
         if !admitted {

@@ -117,7 +117,7 @@ impl Attempts<'_> {
         let error = match outcome {
             AttemptOutcome::Ok => {
                 provider.tally.record_success();
-                let stats = self.rt.stats(c);
+                let stats = &c.stats;
                 // An answer without a latency (a token count) teaches
                 // routing nothing about how fast the upstream generates.
                 let t = match latency {
@@ -136,9 +136,7 @@ impl Attempts<'_> {
             AttemptOutcome::HedgeCancelled => {
                 // It waited at least that long: routing learns as much.
                 let waited = latency.unwrap_or_default().as_secs_f64() * 1000.0;
-                self.rt
-                    .stats(c)
-                    .on_abandoned(now_ms(), waited, &routing.scoring);
+                c.stats.on_abandoned(now_ms(), waited, &routing.scoring);
                 return NextStep::NextCandidate;
             }
             AttemptOutcome::Failed(error) => error,
@@ -234,10 +232,7 @@ impl Attempts<'_> {
     pub(super) fn upstream_failed(&self, provider: &Provider, c: &Candidate) {
         let r = &self.rt.config.routing;
         provider.tally.record_failure();
-        let t = self
-            .rt
-            .stats(c)
-            .on_failure(now_ms(), &r.scoring, &r.breaker);
+        let t = c.stats.on_failure(now_ms(), &r.scoring, &r.breaker);
         route_metrics::note_transition(provider, t);
     }
 }
