@@ -15,11 +15,10 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use bytes::BufMut;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::SpanFlags;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::encoding::{encoded_len_varint, key_len, WireType};
 
 use super::RequestTrace;
 use opentelemetry::trace::SpanId;
@@ -120,7 +119,9 @@ impl Finished<'_> {
             s.begin(t, a.span_id, t.span_id, false, SpanKind::Client);
             let start = t.wall_start + a.start;
             s.times(start, start + a.duration);
-            let _ = write!(s.name, "{op} {}", a.model);
+            s.name.push_str(op);
+            s.name.push(' ');
+            s.name.push_str(a.model);
             s.str("gen_ai.operation.name", op);
             s.str("gen_ai.request.model", a.model);
             s.str("apiproxy.provider.id", a.provider_id);
@@ -143,7 +144,8 @@ impl Finished<'_> {
         // A request refused before its model was read names none.
         s.name.push_str(op);
         if !self.requested_model.is_empty() {
-            let _ = write!(s.name, " {}", self.requested_model);
+            s.name.push(' ');
+            s.name.push_str(self.requested_model);
         }
         self.server_attributes(s);
         if self.status >= 500 || self.status == 0 {
@@ -261,15 +263,33 @@ const DOUBLE_VALUE: u32 = 4;
 const ARRAY_VALUE: u32 = 5;
 const ARRAY_VALUES: u32 = 1;
 
+/// Writes a varint: prost's `encode_varint` writes through `BufMut` a
+/// byte at a time and is not inlined, and a span writes about a hundred
+/// (most of them one byte: a tag, a short length).
+#[inline(always)]
+fn put_varint(mut v: u64, buf: &mut Vec<u8>) {
+    while v >= 0x80 {
+        buf.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Writes a field's key (one byte for every field number below 16).
+#[inline(always)]
+fn put_key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    put_varint(u64::from(tag << 3 | wire_type as u32), buf);
+}
+
 /// The length of a length-delimited field of `len` bytes, key included.
 fn delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
 fn put_delimited(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(bytes.len() as u64, buf);
-    buf.put_slice(bytes);
+    put_key(tag, WireType::LengthDelimited, buf);
+    put_varint(bytes.len() as u64, buf);
+    buf.extend_from_slice(bytes);
 }
 
 /// An `AnyValue` holding the string `v`: its length.
@@ -304,10 +324,10 @@ impl Scratch {
         if remote_parent {
             flags |= SpanFlags::ContextIsRemoteMask as u32;
         }
-        encode_key(FLAGS, WireType::ThirtyTwoBit, f);
-        f.put_u32_le(flags);
-        encode_key(KIND, WireType::Varint, f);
-        encode_varint(kind as u64, f);
+        put_key(FLAGS, WireType::ThirtyTwoBit, f);
+        f.extend_from_slice(&flags.to_le_bytes());
+        put_key(KIND, WireType::Varint, f);
+        put_varint(kind as u64, f);
         self.name.clear();
         self.status_error = false;
         self.status_message.clear();
@@ -315,8 +335,8 @@ impl Scratch {
 
     fn times(&mut self, start: SystemTime, end: SystemTime) {
         for (tag, t) in [(START_TIME, start), (END_TIME, end)] {
-            encode_key(tag, WireType::SixtyFourBit, &mut self.fields);
-            self.fields.put_u64_le(nanos(t));
+            put_key(tag, WireType::SixtyFourBit, &mut self.fields);
+            self.fields.extend_from_slice(&nanos(t).to_le_bytes());
         }
     }
 
@@ -330,11 +350,11 @@ impl Scratch {
     fn attr(&mut self, key: &str, value_len: usize) {
         let kv_len = delimited_len(KEY, key.len()) + delimited_len(VALUE, value_len);
         let f = &mut self.fields;
-        encode_key(ATTRIBUTES, WireType::LengthDelimited, f);
-        encode_varint(kv_len as u64, f);
+        put_key(ATTRIBUTES, WireType::LengthDelimited, f);
+        put_varint(kv_len as u64, f);
         put_delimited(f, KEY, key.as_bytes());
-        encode_key(VALUE, WireType::LengthDelimited, f);
-        encode_varint(value_len as u64, f);
+        put_key(VALUE, WireType::LengthDelimited, f);
+        put_varint(value_len as u64, f);
     }
 
     fn str(&mut self, key: &str, v: &str) {
@@ -346,20 +366,20 @@ impl Scratch {
         // int64 is written as its two's complement, as prost writes it.
         let v = v as u64;
         self.attr(key, key_len(INT_VALUE) + encoded_len_varint(v));
-        encode_key(INT_VALUE, WireType::Varint, &mut self.fields);
-        encode_varint(v, &mut self.fields);
+        put_key(INT_VALUE, WireType::Varint, &mut self.fields);
+        put_varint(v, &mut self.fields);
     }
 
     fn double(&mut self, key: &str, v: f64) {
         self.attr(key, key_len(DOUBLE_VALUE) + 8);
-        encode_key(DOUBLE_VALUE, WireType::SixtyFourBit, &mut self.fields);
-        self.fields.put_f64_le(v);
+        put_key(DOUBLE_VALUE, WireType::SixtyFourBit, &mut self.fields);
+        self.fields.extend_from_slice(&v.to_le_bytes());
     }
 
     fn bool(&mut self, key: &str, v: bool) {
         self.attr(key, key_len(BOOL_VALUE) + 1);
-        encode_key(BOOL_VALUE, WireType::Varint, &mut self.fields);
-        encode_varint(u64::from(v), &mut self.fields);
+        put_key(BOOL_VALUE, WireType::Varint, &mut self.fields);
+        put_varint(u64::from(v), &mut self.fields);
     }
 
     /// A list of strings (an `ArrayValue` of string `AnyValue`s).
@@ -370,11 +390,11 @@ impl Scratch {
             .sum();
         self.attr(key, delimited_len(ARRAY_VALUE, array_len));
         let f = &mut self.fields;
-        encode_key(ARRAY_VALUE, WireType::LengthDelimited, f);
-        encode_varint(array_len as u64, f);
+        put_key(ARRAY_VALUE, WireType::LengthDelimited, f);
+        put_varint(array_len as u64, f);
         for v in values {
-            encode_key(ARRAY_VALUES, WireType::LengthDelimited, f);
-            encode_varint(string_value_len(v) as u64, f);
+            put_key(ARRAY_VALUES, WireType::LengthDelimited, f);
+            put_varint(string_value_len(v) as u64, f);
             put_delimited(f, STRING_VALUE, v.as_bytes());
         }
     }
@@ -396,18 +416,18 @@ impl Scratch {
         let len = self.fields.len()
             + delimited_len(NAME, self.name.len())
             + delimited_len(STATUS, status_len);
-        encode_key(SPANS_FIELD, WireType::LengthDelimited, out);
-        encode_varint(len as u64, out);
-        out.put_slice(&self.fields);
+        put_key(SPANS_FIELD, WireType::LengthDelimited, out);
+        put_varint(len as u64, out);
+        out.extend_from_slice(&self.fields);
         put_delimited(out, NAME, self.name.as_bytes());
-        encode_key(STATUS, WireType::LengthDelimited, out);
-        encode_varint(status_len as u64, out);
+        put_key(STATUS, WireType::LengthDelimited, out);
+        put_varint(status_len as u64, out);
         if !self.status_message.is_empty() {
             put_delimited(out, STATUS_MESSAGE, self.status_message.as_bytes());
         }
         if code != 0 {
-            encode_key(STATUS_CODE, WireType::Varint, out);
-            encode_varint(code, out);
+            put_key(STATUS_CODE, WireType::Varint, out);
+            put_varint(code, out);
         }
     }
 }

@@ -5,10 +5,14 @@
 //! `1`), with its top-level `stream` and `stream_options` left out, so a
 //! request differing only in those finds the same entry. Pure.
 //!
-//! The body is written in one pass as it is parsed, without a tree, into a
-//! canonical encoding that is hashed once: each value tagged by its kind,
-//! each text prefixed by its length as a varint (no encoding is the prefix
-//! of another), each object's members sorted by name. A member whose
+//! The body is written in one pass as it is read, without a tree, into a
+//! canonical encoding that is hashed once. It is read by a scanner of
+//! JSON's grammar of its own (strings without an escape copied whole,
+//! escapes decoded, containers nested at most as deep as `serde_json`
+//! reads them): through `serde_json`'s visitors the key cost a third more.
+//! The encoding: each value tagged by its kind, each text prefixed by its
+//! length as a varint (no encoding is the prefix of another), each
+//! object's members sorted by name. A member whose
 //! encoding is longer than [`DIGEST_OVER`] bytes is written as its own
 //! digest instead, so sorting an object moves at most that much per member:
 //! any nesting costs one parse of the body and a bounded copy per level.
@@ -18,15 +22,14 @@
 //! as `1e300`), so a body cannot make the gateway hold many times its
 //! size to hash it.
 
-use std::fmt;
+use std::cell::Cell;
 use std::io::Write as _;
 
 use apiproxy_translate::Format;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest, Sha256};
 
 /// Top-level members that do not change the answer, only how it is sent.
-const DELIVERY_MEMBERS: [&str; 2] = ["stream", "stream_options"];
+const DELIVERY_MEMBERS: [&[u8]; 2] = [b"stream", b"stream_options"];
 
 /// A member value encoded longer than this is written as its digest.
 const DIGEST_OVER: usize = 256;
@@ -44,48 +47,51 @@ pub enum Reader<'a> {
 /// The entry's key (64 hex digits), or `None` when the body is not one
 /// JSON object (nothing is cached then).
 pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<String> {
-    let digest = Sha256::digest(canonical(reader, model, fmt, body)?);
+    // The thread's buffers, grown by earlier keys: a key allocates only
+    // its own text. Taken, not borrowed: nothing here can reach it again.
+    let mut c = BUFFERS.take().unwrap_or_default();
+    let digest = c
+        .write(reader, model, fmt, body)
+        .then(|| Sha256::digest(&c.out));
+    // A large body's buffers are not kept for the thread's life.
+    if c.out.capacity() <= KEEP_BYTES
+        && c.sorting.capacity() <= KEEP_BYTES
+        && c.text.capacity() <= KEEP_BYTES
+        && c.members.capacity() * std::mem::size_of::<Member>() <= KEEP_BYTES
+    {
+        BUFFERS.set(Some(c));
+    }
     // Into an array: `hex::encode` pushes a char at a time.
     let mut hex = [0u8; 64];
-    hex::encode_to_slice(digest, &mut hex).ok()?;
-    String::from_utf8(hex.to_vec()).ok()
+    hex::encode_to_slice(digest?, &mut hex).ok()?;
+    std::str::from_utf8(&hex).ok().map(str::to_owned)
 }
 
+thread_local! {
+    /// A thread's encoding buffers, between two keys.
+    static BUFFERS: Cell<Option<Canon>> = const { Cell::new(None) };
+}
+
+/// The largest buffer a thread keeps for its next key.
+const KEEP_BYTES: usize = 16 * 1024;
+
 /// What [`entry_key`] hashes.
+#[cfg(test)]
 fn canonical(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<Vec<u8>> {
-    let mut c = Canon {
-        out: Vec::with_capacity(body.len().min(4 * DIGEST_OVER) + 128),
-        members: Vec::with_capacity(16),
-        sorting: Vec::new(),
-    };
-    c.part(b"apiproxy-cache-v2");
-    match reader {
-        Reader::Key(Some(id)) => {
-            c.part(b"key");
-            c.part(id.as_bytes());
-        }
-        Reader::Key(None) => {
-            c.part(b"anonymous");
-        }
-        Reader::Global => {
-            c.part(b"global");
-        }
-    }
-    c.part(model.as_bytes());
-    c.part(fmt.as_str().as_bytes());
-    let mut de = serde_json::Deserializer::from_slice(body);
-    Body(&mut c).deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    Some(c.out)
+    let mut c = Canon::default();
+    c.write(reader, model, fmt, body).then_some(c.out)
 }
 
 /// The canonical encoding being written.
+#[derive(Default)]
 struct Canon {
     out: Vec<u8>,
     /// The members of the objects being read, innermost last.
     members: Vec<Member>,
     /// An object's members as written, while they are put in order.
     sorting: Vec<u8>,
+    /// A string with escapes, decoded.
+    text: Vec<u8>,
 }
 
 /// Where a member was written in `out`: from its `:` at `start`, its
@@ -105,6 +111,34 @@ impl Member {
 }
 
 impl Canon {
+    /// Writes what [`entry_key`] hashes into `out` (emptied first); false
+    /// when the body is not one JSON object.
+    fn write(&mut self, reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> bool {
+        self.out.clear();
+        self.members.clear();
+        self.out.reserve(body.len().min(4 * DIGEST_OVER) + 128);
+        self.part(b"apiproxy-cache-v2");
+        match reader {
+            Reader::Key(Some(id)) => {
+                self.part(b"key");
+                self.part(id.as_bytes());
+            }
+            Reader::Key(None) => {
+                self.part(b"anonymous");
+            }
+            Reader::Global => {
+                self.part(b"global");
+            }
+        }
+        self.part(model.as_bytes());
+        self.part(fmt.as_str().as_bytes());
+        let mut s = Scan { b: body, at: 0 };
+        s.space();
+        let read = s.eat(b'{') && self.object(&mut s, 1, true).is_some();
+        s.space();
+        read && s.at == body.len()
+    }
+
     /// Length-prefixed, as a varint: no part can run into the next.
     /// Where its bytes start.
     fn part(&mut self, bytes: &[u8]) -> usize {
@@ -125,53 +159,167 @@ impl Canon {
         self.part(itoa::Buffer::new().format(v).as_bytes());
     }
 
-    /// A number by its text (at most 24 bytes: an `f64` in its shortest
-    /// exponent form).
-    fn number(&mut self, text: fmt::Arguments<'_>) {
-        let mut buf = [0u8; 32];
-        let mut w = &mut buf[..];
-        let _ = w.write_fmt(text);
-        let len = 32 - w.len();
-        self.out.push(b'n');
-        self.part(&buf[..len]);
+    /// Any value, `depth` containers deep.
+    fn value(&mut self, s: &mut Scan<'_>, depth: usize) -> Option<()> {
+        s.space();
+        let c = *s.b.get(s.at)?;
+        s.at += 1;
+        match c {
+            b'{' | b'[' if depth + 1 >= MAX_DEPTH => None,
+            b'{' => self.object(s, depth + 1, false),
+            b'[' => {
+                self.out.push(b'[');
+                s.space();
+                if !s.eat(b']') {
+                    loop {
+                        self.value(s, depth + 1)?;
+                        s.space();
+                        match s.next()? {
+                            b',' => {}
+                            b']' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                self.out.push(b']');
+                Some(())
+            }
+            b'"' => {
+                self.out.push(b's');
+                self.string(s).map(drop)
+            }
+            b't' => s.rest(b"rue").then(|| self.out.push(b't')),
+            b'f' => s.rest(b"alse").then(|| self.out.push(b'f')),
+            b'n' => s.rest(b"ull").then(|| self.out.push(b'z')),
+            b'-' | b'0'..=b'9' => {
+                s.at -= 1;
+                self.number(s)
+            }
+            _ => None,
+        }
     }
 
-    /// An object: `{`, each member as `:`, its name and its value, sorted
-    /// by name, then `}` (`top`: delivery members skipped).
-    fn object<'de, A: MapAccess<'de>>(&mut self, mut map: A, top: bool) -> Result<(), A::Error> {
+    /// A number by its value: an integer as itself; `1.0` as `1`; any
+    /// other in its shortest exponent form (`1e300`, not 301 digits, at
+    /// most 24 bytes). JSON's grammar is checked first: what `f64` parses
+    /// beyond it (`inf`, `1.`, `+1`) never reaches it.
+    fn number(&mut self, s: &mut Scan<'_>) -> Option<()> {
+        let start = s.at;
+        let negative = s.eat(b'-');
+        match s.next()? {
+            b'0' => {}
+            b'1'..=b'9' => s.digits(),
+            _ => return None,
+        }
+        let mut whole = true;
+        if s.eat(b'.') {
+            whole = false;
+            s.some_digits()?;
+        }
+        if matches!(s.b.get(s.at), Some(b'e' | b'E')) {
+            whole = false;
+            s.at += 1;
+            if !s.eat(b'+') {
+                s.eat(b'-');
+            }
+            s.some_digits()?;
+        }
+        // ASCII by the grammar just checked.
+        let text = std::str::from_utf8(&s.b[start..s.at]).ok()?;
+        if whole {
+            // Out of range of both: read as a float, as JSON readers do.
+            let int = if negative {
+                text.parse::<i64>().ok().map(|v| self.integer(v))
+            } else {
+                text.parse::<u64>().ok().map(|v| self.integer(v))
+            };
+            if int.is_some() {
+                return Some(());
+            }
+        }
+        let v: f64 = text.parse().ok().filter(|v: &f64| v.is_finite())?;
+        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+            self.integer(v as i64);
+        } else {
+            let mut buf = [0u8; 32];
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{v:e}");
+            let len = 32 - w.len();
+            self.out.push(b'n');
+            self.part(&buf[..len]);
+        }
+        Some(())
+    }
+
+    /// A string's text (its opening quote read), escapes decoded, written
+    /// as a part; where its bytes start. Its bytes are hashed, never read
+    /// as text, so their UTF-8 is not checked.
+    fn string(&mut self, s: &mut Scan<'_>) -> Option<usize> {
+        let rest = &s.b[s.at..];
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        let plain = &rest[..end];
+        if has_control(plain) {
+            return None;
+        }
+        if rest[end] == b'"' {
+            // No escape: the text as it is (most strings).
+            s.at += end + 1;
+            return Some(self.part(plain));
+        }
+        let mut text = std::mem::take(&mut self.text);
+        text.clear();
+        let read = unescape(s, &mut text);
+        let at = read.map(|()| self.part(&text));
+        self.text = text;
+        at
+    }
+
+    /// An object (its `{` read) `depth` containers deep: `{`, each member
+    /// as `:`, its name and its value, sorted by name, then `}` (`top`:
+    /// delivery members left out).
+    fn object(&mut self, s: &mut Scan<'_>, depth: usize, top: bool) -> Option<()> {
         self.out.push(b'{');
         let body = self.out.len();
         let first = self.members.len();
-        loop {
-            let start = self.out.len();
-            self.out.push(b':');
-            let Some(name) = map.next_key_seed(Name(self))? else {
-                self.out.truncate(start);
-                break;
-            };
-            if top
-                && DELIVERY_MEMBERS
-                    .iter()
-                    .any(|d| d.as_bytes() == &self.out[name..])
-            {
-                self.out.truncate(start);
-                map.next_value::<IgnoredAny>()?;
-                continue;
+        s.space();
+        if !s.eat(b'}') {
+            loop {
+                s.space();
+                if !s.eat(b'"') {
+                    return None;
+                }
+                let start = self.out.len();
+                self.out.push(b':');
+                let name = self.string(s)?;
+                s.space();
+                if !s.eat(b':') {
+                    return None;
+                }
+                let value = self.out.len();
+                self.value(s, depth)?;
+                if top && DELIVERY_MEMBERS.contains(&&self.out[name..value]) {
+                    self.out.truncate(start);
+                } else {
+                    if self.out.len() - value > DIGEST_OVER {
+                        let digest = Sha256::digest(&self.out[value..]);
+                        self.out.truncate(value);
+                        self.out.push(b'h');
+                        self.out.extend_from_slice(&digest);
+                    }
+                    self.members.push(Member {
+                        start,
+                        name,
+                        value,
+                        end: self.out.len(),
+                    });
+                }
+                s.space();
+                match s.next()? {
+                    b',' => {}
+                    b'}' => break,
+                    _ => return None,
+                }
             }
-            let value = self.out.len();
-            map.next_value_seed(Value(self))?;
-            if self.out.len() - value > DIGEST_OVER {
-                let digest = Sha256::digest(&self.out[value..]);
-                self.out.truncate(value);
-                self.out.push(b'h');
-                self.out.extend_from_slice(&digest);
-            }
-            self.members.push(Member {
-                start,
-                name,
-                value,
-                end: self.out.len(),
-            });
         }
         let members = &mut self.members[first..];
         let out = &self.out;
@@ -191,111 +339,126 @@ impl Canon {
         }
         self.members.truncate(first);
         self.out.push(b'}');
-        Ok(())
+        Some(())
     }
 }
 
-/// A member's name, written as a part; where its bytes start.
-struct Name<'c>(&'c mut Canon);
+/// How deep containers may nest (as `serde_json` reads them: the body is
+/// read by it elsewhere).
+const MAX_DEPTH: usize = 128;
 
-impl<'de> DeserializeSeed<'de> for Name<'_> {
-    type Value = usize;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
-        // As bytes: a name is hashed, never read as text, so its UTF-8 is
-        // not checked again here (escapes are still decoded).
-        d.deserialize_bytes(self)
-    }
+/// A body being read.
+struct Scan<'b> {
+    b: &'b [u8],
+    at: usize,
 }
 
-impl<'de> Visitor<'de> for Name<'_> {
-    type Value = usize;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a member name")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<usize, E> {
-        Ok(self.0.part(v.as_bytes()))
-    }
-    fn visit_bytes<E>(self, v: &[u8]) -> Result<usize, E> {
-        Ok(self.0.part(v))
-    }
-}
-
-/// The top-level object, delivery members left out.
-struct Body<'c>(&'c mut Canon);
-
-/// Any value.
-struct Value<'c>(&'c mut Canon);
-
-impl<'de> DeserializeSeed<'de> for Body<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Body<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.0.object(map, true)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Value<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Value<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.0.out.push(if v { b't' } else { b'f' });
-        Ok(())
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.0.integer(v);
-        Ok(())
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.0.integer(v);
-        Ok(())
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        // `1.0` means `1`; a whole number within f64's exact range is
-        // written as the integer, any other in its shortest exponent form
-        // (`1e300`, not 301 digits).
-        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
-            self.0.integer(v as i64);
-        } else {
-            self.0.number(format_args!("{v:e}"));
+impl Scan<'_> {
+    /// Past JSON's whitespace.
+    fn space(&mut self) {
+        while matches!(self.b.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
         }
-        Ok(())
     }
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.out.push(b's');
-        self.0.part(v.as_bytes());
-        Ok(())
+
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.at)?;
+        self.at += 1;
+        Some(c)
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.out.push(b'z');
-        Ok(())
+
+    /// Past `c` when it is next.
+    fn eat(&mut self, c: u8) -> bool {
+        let next = self.b.get(self.at) == Some(&c);
+        self.at += usize::from(next);
+        next
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.0.out.push(b'[');
-        while seq.next_element_seed(Value(&mut *self.0))?.is_some() {}
-        self.0.out.push(b']');
-        Ok(())
+
+    /// Past the rest of a word (`true`, `false`, `null`) when it is next.
+    fn rest(&mut self, word: &[u8]) -> bool {
+        let next = self.b[self.at..].starts_with(word);
+        self.at += if next { word.len() } else { 0 };
+        next
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.0.object(map, false)
+
+    fn digits(&mut self) {
+        while matches!(self.b.get(self.at), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
     }
+
+    /// At least one digit.
+    fn some_digits(&mut self) -> Option<()> {
+        let from = self.at;
+        self.digits();
+        (self.at > from).then_some(())
+    }
+}
+
+/// A string with escapes (at its first escape or end), decoded into
+/// `text` up to and past its closing quote.
+fn unescape(s: &mut Scan<'_>, text: &mut Vec<u8>) -> Option<()> {
+    loop {
+        let rest = &s.b[s.at..];
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        let plain = &rest[..end];
+        if has_control(plain) {
+            return None;
+        }
+        text.extend_from_slice(plain);
+        s.at += end + 1;
+        if rest[end] == b'"' {
+            return Some(());
+        }
+        let c = match s.next()? {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let unit = hex4(s)?;
+                let ch = match unit {
+                    0xd800..=0xdbff => {
+                        // A pair's first half: its second must follow.
+                        if !(s.eat(b'\\') && s.eat(b'u')) {
+                            return None;
+                        }
+                        let low = hex4(s)?;
+                        if !(0xdc00..=0xdfff).contains(&low) {
+                            return None;
+                        }
+                        0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00)
+                    }
+                    0xdc00..=0xdfff => return None,
+                    _ => unit,
+                };
+                let ch = char::from_u32(ch)?;
+                text.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                continue;
+            }
+            _ => return None,
+        };
+        text.push(c);
+    }
+}
+
+/// Whether a string's bytes hold a control character, which JSON has
+/// escaped only (folded, not searched: the compiler reads 32 bytes a step).
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, &c| found | (c < 0x20))
+}
+
+/// Four hex digits of a `\u` escape.
+fn hex4(s: &mut Scan<'_>) -> Option<u32> {
+    let digits = s.b.get(s.at..s.at + 4)?;
+    s.at += 4;
+    digits
+        .iter()
+        .try_fold(0, |v, &d| Some(v << 4 | char::from(d).to_digit(16)?))
 }
 
 #[cfg(test)]
@@ -461,6 +624,274 @@ mod tests {
         assert_eq!(key(r#"{"t":1e300}"#), key(r#"{"t":1.0e300}"#));
         assert_eq!(key(r#"{"t":0.25}"#), key(r#"{"t":2.5e-1}"#));
         assert_ne!(key(r#"{"t":1e300}"#), key(r#"{"t":1e301}"#));
+    }
+
+    /// A thread's buffers, reused from key to key, carry nothing of one
+    /// body into the next: each key is the digest of its own encoding,
+    /// after a larger body, a failed one and a body too large to keep.
+    #[test]
+    fn a_thread_s_buffers_carry_nothing_into_the_next_key() {
+        let fresh = |body: &str| {
+            let c = canonical(Reader::Global, "m", Format::OpenAiChat, body.as_bytes()).unwrap();
+            hex::encode(Sha256::digest(c))
+        };
+        let small = r#"{"b":{"y":1,"x":2},"a":"hi"}"#;
+        let big = format!(
+            r#"{{"z":{{"q":[{{"k":1,"j":2}}],"p":"{}"}},"y":2,"x":[3]}}"#,
+            "w".repeat(3 * DIGEST_OVER)
+        );
+        let huge = format!(r#"{{"{}":1,"a":2}}"#, "n".repeat(2 * KEEP_BYTES));
+        let key = |body: &str| entry_key(Reader::Global, "m", Format::OpenAiChat, body.as_bytes());
+        for before in [big.as_str(), r#"{"b":{"y":1,"#, huge.as_str(), small] {
+            let _ = key(before);
+            assert_eq!(key(small).as_deref(), Some(fresh(small).as_str()));
+            assert_eq!(key(&big).as_deref(), Some(fresh(&big).as_str()));
+        }
+    }
+
+    /// What the encoding must be, from a parsed tree: tagged values,
+    /// length-prefixed texts, members sorted by name, a long member as its
+    /// digest, the top level's delivery members left out.
+    fn reference(v: &serde_json::Value, top: bool, out: &mut Vec<u8>) {
+        use serde_json::Value as V;
+        let part = |out: &mut Vec<u8>, b: &[u8]| {
+            let mut c = Canon::default();
+            c.part(b);
+            out.extend_from_slice(&c.out);
+        };
+        match v {
+            V::Null => out.push(b'z'),
+            V::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+            V::Number(n) => {
+                let mut c = Canon::default();
+                match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                    (Some(i), _, _) => c.integer(i),
+                    (_, Some(u), _) => c.integer(u),
+                    (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                        c.integer(f as i64)
+                    }
+                    (_, _, Some(f)) => {
+                        c.out.push(b'n');
+                        c.part(format!("{f:e}").as_bytes());
+                    }
+                    _ => unreachable!(),
+                }
+                out.extend_from_slice(&c.out);
+            }
+            V::String(t) => {
+                out.push(b's');
+                part(out, t.as_bytes());
+            }
+            V::Array(a) => {
+                out.push(b'[');
+                a.iter().for_each(|v| reference(v, false, out));
+                out.push(b']');
+            }
+            V::Object(m) => {
+                out.push(b'{');
+                let mut members: Vec<_> = m
+                    .iter()
+                    .filter(|(k, _)| !top || !DELIVERY_MEMBERS.contains(&k.as_bytes()))
+                    .collect();
+                members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                for (k, v) in members {
+                    out.push(b':');
+                    part(out, k.as_bytes());
+                    let mut value = Vec::new();
+                    reference(v, false, &mut value);
+                    if value.len() > DIGEST_OVER {
+                        out.push(b'h');
+                        out.extend_from_slice(&Sha256::digest(&value));
+                    } else {
+                        out.extend_from_slice(&value);
+                    }
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
+    /// A small random number generator (xorshift): the bodies below are
+    /// the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// A random value, nested at most `depth` deep, written as JSON text
+    /// with random whitespace and random (needless) escapes.
+    fn random_text(r: &mut Rng, depth: u32, top: bool, out: &mut String) {
+        let space = |r: &mut Rng, out: &mut String| {
+            for _ in 0..r.next(3) {
+                out.push([' ', '\n', '\t', '\r'][r.next(4) as usize]);
+            }
+        };
+        let text = |r: &mut Rng, out: &mut String| {
+            const CHARS: [char; 12] = [
+                'a', 'Z', ' ', '"', '\\', '/', '\n', '\u{1}', 'é', '€', '😀', '0',
+            ];
+            out.push('"');
+            let most = if r.next(8) == 0 { 300 } else { 8 };
+            for _ in 0..r.next(most) {
+                let c = CHARS[r.next(CHARS.len() as u64) as usize];
+                match (c, r.next(3)) {
+                    ('"' | '\\', _) => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    ('\n', 0) => out.push_str("\\n"),
+                    ('/', 0) => out.push_str("\\/"),
+                    (c, 0) | (c @ ('\n' | '\u{1}'), _) => {
+                        for unit in c.encode_utf16(&mut [0; 2]) {
+                            out.push_str(&format!("\\u{unit:04x}"));
+                        }
+                    }
+                    (c, _) => out.push(c),
+                }
+            }
+            out.push('"');
+        };
+        space(r, out);
+        match if top {
+            6
+        } else {
+            r.next(if depth == 0 { 5 } else { 7 })
+        } {
+            0 => out.push_str(["true", "false", "null"][r.next(3) as usize]),
+            1 => {
+                const NUMBERS: [&str; 14] = [
+                    "0",
+                    "-0",
+                    "7",
+                    "-12",
+                    "1.0",
+                    "2.50",
+                    "0.25",
+                    "2.5e-1",
+                    "1e300",
+                    "-2.5E-300",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "-9223372036854775809",
+                    "1E+2",
+                ];
+                out.push_str(NUMBERS[r.next(NUMBERS.len() as u64) as usize]);
+            }
+            2..=4 => text(r, out),
+            5 => {
+                out.push('[');
+                for i in 0..r.next(4) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    random_text(r, depth - 1, false, out);
+                }
+                space(r, out);
+                out.push(']');
+            }
+            _ => {
+                out.push('{');
+                const NAMES: [&str; 8] = [
+                    "a",
+                    "b",
+                    "ab",
+                    "stream",
+                    "stream_options",
+                    "é",
+                    "messages",
+                    "z",
+                ];
+                let mut names: Vec<&str> = NAMES.to_vec();
+                for i in 0..r.next(5) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    space(r, out);
+                    let name = names.remove(r.next(names.len() as u64) as usize);
+                    if r.next(2) == 0 {
+                        out.push_str(&format!("{name:?}"));
+                    } else {
+                        let units: String =
+                            name.encode_utf16().map(|u| format!("\\u{u:04X}")).collect();
+                        out.push_str(&format!("\"{units}\""));
+                    }
+                    space(r, out);
+                    out.push(':');
+                    random_text(r, depth.saturating_sub(1), false, out);
+                }
+                space(r, out);
+                out.push('}');
+            }
+        }
+        space(r, out);
+    }
+
+    /// The scanner's encoding of a thousand random bodies is the one the
+    /// reference writes from `serde_json`'s tree of the same text.
+    #[test]
+    fn the_encoding_is_the_reference_s_for_random_bodies() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..1000 {
+            let mut body = String::new();
+            random_text(&mut r, 4, true, &mut body);
+            let tree: serde_json::Value = serde_json::from_str(&body).expect(&body);
+            let mut want = Canon::default();
+            want.part(b"apiproxy-cache-v2");
+            want.part(b"global");
+            want.part(b"m");
+            want.part(Format::OpenAiChat.as_str().as_bytes());
+            reference(&tree, true, &mut want.out);
+            let got = canonical(Reader::Global, "m", Format::OpenAiChat, body.as_bytes());
+            assert_eq!(got.as_deref(), Some(want.out.as_slice()), "{body}");
+        }
+    }
+
+    /// What is not JSON has no key, as `serde_json` reads it.
+    #[test]
+    fn what_is_not_json_has_no_key() {
+        let deep = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n - 1), "]".repeat(n - 1));
+        assert!(key(&deep(127)).is_some(), "127 containers");
+        let bad = [
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":1e400}"#,
+            r#"{"a":"\q"}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+            r#"{"a":"\u12"}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nul}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":1}x"#,
+            r#"{"a":1"#,
+            r#"{"a":"b"#,
+            r#"{"a":[1"#,
+            "",
+            " ",
+            "{\"a\":\"\u{1}\"}",
+            "{\"a\":\"\n\"}",
+        ];
+        for body in bad.iter().map(|b| b.to_string()).chain([deep(128)]) {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&body).is_err(),
+                "{body}"
+            );
+            assert_eq!(key(&body), None, "{body}");
+        }
     }
 
     #[test]
