@@ -103,6 +103,33 @@ pub struct Scratch {
     status_message: String,
 }
 
+/// An attribute's name as it is written: `KeyValue.key`'s field (its
+/// key, length and text) and the key of the `value` field that follows,
+/// made at compile time (a name is under 128 bytes: one length byte).
+macro_rules! key {
+    ($name:literal) => {{
+        const NAME: &str = $name;
+        const BYTES: [u8; NAME.len() + 3] = key_field(NAME);
+        &BYTES as &'static [u8]
+    }};
+}
+
+/// [`key!`]'s bytes.
+const fn key_field<const N: usize>(name: &str) -> [u8; N] {
+    assert!(name.len() < 0x80 && N == name.len() + 3);
+    let mut out = [0u8; N];
+    out[0] = (KEY << 3) as u8 | WireType::LengthDelimited as u8;
+    out[1] = name.len() as u8;
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        out[2 + i] = b[i];
+        i += 1;
+    }
+    out[N - 1] = (VALUE << 3) as u8 | WireType::LengthDelimited as u8;
+    out
+}
+
 impl Finished<'_> {
     /// How many spans it makes.
     pub fn span_count(&self) -> usize {
@@ -122,18 +149,18 @@ impl Finished<'_> {
             s.name.push_str(op);
             s.name.push(' ');
             s.name.push_str(a.model);
-            s.str("gen_ai.operation.name", op);
-            s.str("gen_ai.request.model", a.model);
-            s.str("apiproxy.provider.id", a.provider_id);
-            s.str("apiproxy.attempt.outcome", a.outcome);
+            s.str(key!("gen_ai.operation.name"), op);
+            s.str(key!("gen_ai.request.model"), a.model);
+            s.str(key!("apiproxy.provider.id"), a.provider_id);
+            s.str(key!("apiproxy.attempt.outcome"), a.outcome);
             if let Some(p) = a.provider_name {
-                s.str("gen_ai.provider.name", p);
+                s.str(key!("gen_ai.provider.name"), p);
             }
             if let Some(code) = a.status {
-                s.int("http.response.status_code", i64::from(code));
+                s.int(key!("http.response.status_code"), i64::from(code));
             }
             if failed {
-                s.str("error.type", a.outcome);
+                s.str(key!("error.type"), a.outcome);
                 s.error(format_args!("{}", a.outcome));
             }
             s.encode(out);
@@ -156,45 +183,45 @@ impl Finished<'_> {
 
     fn server_attributes(&self, s: &mut Scratch) {
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        s.str("gen_ai.operation.name", self.trace.operation);
-        s.str("gen_ai.request.model", self.requested_model);
-        s.str("apiproxy.client_format", self.client_format);
-        s.bool("apiproxy.stream", self.stream);
-        s.int("apiproxy.attempts", self.attempts.len() as i64);
+        s.str(key!("gen_ai.operation.name"), self.trace.operation);
+        s.str(key!("gen_ai.request.model"), self.requested_model);
+        s.str(key!("apiproxy.client_format"), self.client_format);
+        s.bool(key!("apiproxy.stream"), self.stream);
+        s.int(key!("apiproxy.attempts"), self.attempts.len() as i64);
         if self.status != 0 {
-            s.int("http.response.status_code", i64::from(self.status));
+            s.int(key!("http.response.status_code"), i64::from(self.status));
         }
         if self.status >= 400 || self.status == 0 {
             // A failed request's only allocation.
-            s.str("error.type", &self.status.to_string());
+            s.str(key!("error.type"), &self.status.to_string());
         }
         if !self.provider_id.is_empty() {
-            s.str("apiproxy.provider.id", self.provider_id);
+            s.str(key!("apiproxy.provider.id"), self.provider_id);
         }
         if let Some(p) = self.provider_name {
-            s.str("gen_ai.provider.name", p);
+            s.str(key!("gen_ai.provider.name"), p);
         }
         if !self.response_model.is_empty() {
-            s.str("gen_ai.response.model", self.response_model);
+            s.str(key!("gen_ai.response.model"), self.response_model);
         }
         if !self.finish_reasons.is_empty() {
             s.strs(
-                "gen_ai.response.finish_reasons",
+                key!("gen_ai.response.finish_reasons"),
                 self.finish_reasons.iter().map(String::as_str),
             );
         }
         let counts = [
-            ("gen_ai.usage.input_tokens", self.input_tokens),
-            ("gen_ai.usage.output_tokens", self.output_tokens),
+            (key!("gen_ai.usage.input_tokens"), self.input_tokens),
+            (key!("gen_ai.usage.output_tokens"), self.output_tokens),
             (
-                "gen_ai.usage.cache_read.input_tokens",
+                key!("gen_ai.usage.cache_read.input_tokens"),
                 self.cached_input_tokens,
             ),
             (
-                "gen_ai.usage.cache_creation.input_tokens",
+                key!("gen_ai.usage.cache_creation.input_tokens"),
                 self.cache_creation_input_tokens,
             ),
-            ("gen_ai.request.max_tokens", self.max_tokens),
+            (key!("gen_ai.request.max_tokens"), self.max_tokens),
         ];
         for (k, v) in counts {
             if let Some(v) = v {
@@ -202,38 +229,38 @@ impl Finished<'_> {
             }
         }
         if self.input_tokens.is_some() {
-            s.bool("apiproxy.usage.estimated", self.usage_estimated);
+            s.bool(key!("apiproxy.usage.estimated"), self.usage_estimated);
         }
         if let Some(t) = self.time_to_first_token {
-            s.double("apiproxy.time_to_first_token", t.as_secs_f64());
+            s.double(key!("apiproxy.time_to_first_token"), t.as_secs_f64());
         }
         if let Some(c) = self.cost_usd {
-            s.double("apiproxy.cost_usd", c);
+            s.double(key!("apiproxy.cost_usd"), c);
         }
         if let Some(k) = self.key_name {
-            s.str("apiproxy.client_key.name", k);
+            s.str(key!("apiproxy.client_key.name"), k);
         }
         if !self.candidates.is_empty() {
             s.strs(
-                "apiproxy.routing.candidates",
+                key!("apiproxy.routing.candidates"),
                 self.candidates.iter().map(|(c, _)| c.as_str()),
             );
         }
         if let Some(v) = self.score {
-            s.double("apiproxy.routing.score", v);
+            s.double(key!("apiproxy.routing.score"), v);
         }
         if let Some(c) = self.cache {
-            s.str("apiproxy.cache", c);
+            s.str(key!("apiproxy.cache"), c);
         }
         if let Some(body) = &self.input_content {
-            s.str("apiproxy.request.body", body);
+            s.str(key!("apiproxy.request.body"), body);
         }
         if let Some(text) = self.output_content {
             let messages = serde_json::json!([{
                 "role": "assistant",
                 "parts": [{"type": "text", "content": text}],
             }]);
-            s.str("gen_ai.output.messages", &messages.to_string());
+            s.str(key!("gen_ai.output.messages"), &messages.to_string());
         }
     }
 }
@@ -286,6 +313,7 @@ fn delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
+#[inline(always)]
 fn put_delimited(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
     put_key(tag, WireType::LengthDelimited, buf);
     put_varint(bytes.len() as u64, buf);
@@ -345,24 +373,27 @@ impl Scratch {
         let _ = self.status_message.write_fmt(message);
     }
 
-    /// Starts an attribute whose `AnyValue` is `value_len` bytes: the
-    /// caller writes the value's fields next.
-    fn attr(&mut self, key: &str, value_len: usize) {
-        let kv_len = delimited_len(KEY, key.len()) + delimited_len(VALUE, value_len);
+    /// Starts an attribute named by `key` (from [`key!`]) whose
+    /// `AnyValue` is `value_len` bytes: the caller writes the value's
+    /// fields next. Inlined, so each name is copied as a constant.
+    #[inline(always)]
+    fn attr(&mut self, key: &[u8], value_len: usize) {
+        let kv_len = key.len() + encoded_len_varint(value_len as u64) + value_len;
         let f = &mut self.fields;
         put_key(ATTRIBUTES, WireType::LengthDelimited, f);
         put_varint(kv_len as u64, f);
-        put_delimited(f, KEY, key.as_bytes());
-        put_key(VALUE, WireType::LengthDelimited, f);
+        f.extend_from_slice(key);
         put_varint(value_len as u64, f);
     }
 
-    fn str(&mut self, key: &str, v: &str) {
+    #[inline(always)]
+    fn str(&mut self, key: &[u8], v: &str) {
         self.attr(key, string_value_len(v));
         put_delimited(&mut self.fields, STRING_VALUE, v.as_bytes());
     }
 
-    fn int(&mut self, key: &str, v: i64) {
+    #[inline(always)]
+    fn int(&mut self, key: &[u8], v: i64) {
         // int64 is written as its two's complement, as prost writes it.
         let v = v as u64;
         self.attr(key, key_len(INT_VALUE) + encoded_len_varint(v));
@@ -370,20 +401,22 @@ impl Scratch {
         put_varint(v, &mut self.fields);
     }
 
-    fn double(&mut self, key: &str, v: f64) {
+    #[inline(always)]
+    fn double(&mut self, key: &[u8], v: f64) {
         self.attr(key, key_len(DOUBLE_VALUE) + 8);
         put_key(DOUBLE_VALUE, WireType::SixtyFourBit, &mut self.fields);
         self.fields.extend_from_slice(&v.to_le_bytes());
     }
 
-    fn bool(&mut self, key: &str, v: bool) {
+    #[inline(always)]
+    fn bool(&mut self, key: &[u8], v: bool) {
         self.attr(key, key_len(BOOL_VALUE) + 1);
         put_key(BOOL_VALUE, WireType::Varint, &mut self.fields);
         put_varint(u64::from(v), &mut self.fields);
     }
 
     /// A list of strings (an `ArrayValue` of string `AnyValue`s).
-    fn strs<'v>(&mut self, key: &str, values: impl Iterator<Item = &'v str> + Clone) {
+    fn strs<'v>(&mut self, key: &[u8], values: impl Iterator<Item = &'v str> + Clone) {
         let array_len: usize = values
             .clone()
             .map(|v| delimited_len(ARRAY_VALUES, string_value_len(v)))

@@ -249,18 +249,10 @@ impl<'de> Visitor<'de> for Choice {
         let mut reasons: [Option<String>; REASON_KEYS] = Default::default();
         while let Some(key) = map.next_key_seed(KeyIndex([&["index"], self.0]))? {
             match key {
-                Some("index") => {
-                    index = map
-                        .next_value::<Value>()?
-                        .as_u64()
-                        .and_then(|i| u32::try_from(i).ok());
-                }
+                Some("index") => index = map.next_value_seed(Index)?,
                 Some(k) => {
                     let at = self.0.iter().position(|r| *r == k).unwrap_or(0);
-                    let v = match map.next_value::<Value>()? {
-                        Value::String(s) => Some(s),
-                        _ => None,
-                    };
+                    let v = map.next_value_seed(Reason)?;
                     if let Some(slot) = reasons.get_mut(at) {
                         *slot = v;
                     }
@@ -279,6 +271,102 @@ impl<'de> Visitor<'de> for Choice {
     }
 
     scalars_read_as!(None);
+}
+
+/// A choice's `index`: a number that fits a `u32`, else none (as
+/// `Value::as_u64` reads it), without building a `Value`.
+struct Index;
+
+impl<'de> DeserializeSeed<'de> for Index {
+    type Value = Option<u32>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<u32>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Index {
+    type Value = Option<u32>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a choice's index")
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Option<u32>, E> {
+        Ok(u32::try_from(v).ok())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Option<u32>, E> {
+        Ok(u32::try_from(v).ok())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<u32>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u32>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+/// A choice's reason: a string, else none, without building a `Value`.
+struct Reason;
+
+impl<'de> DeserializeSeed<'de> for Reason {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Reason {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a finish reason")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Option<String>, E> {
+        Ok(Some(v.to_owned()))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<String>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for UsageMembers<'_> {
@@ -465,6 +553,16 @@ mod tests {
                 Format::OpenAiChat,
                 br#"{"choices":[{"index":0,"finish_reason":"a"},{"index":0,"finish_reason":"b"}]}"#,
                 &["b"],
+            ),
+            (
+                Format::OpenAiChat,
+                br#"{"choices":[{"index":-1,"finish_reason":"a"},{"index":{"k":[1]},"finish_reason":["z"]}]}"#,
+                &["a"],
+            ),
+            (
+                Format::OpenAiChat,
+                br#"{"choices":[{"index":4294967296,"finish_reason":"a"},{"index":1.0,"finish_reason":{"r":"b"}},{"index":true,"finish_reason":"c\u0021"}]}"#,
+                &["a", "c!"],
             ),
             (
                 Format::Gemini,
