@@ -249,10 +249,10 @@ impl<'de> Visitor<'de> for Choice {
         let mut reasons: [Option<String>; REASON_KEYS] = Default::default();
         while let Some(key) = map.next_key_seed(KeyIndex([&["index"], self.0]))? {
             match key {
-                Some("index") => index = map.next_value_seed(Index)?,
+                Some("index") => index = map.next_value_seed(ScalarSeed)?.index(),
                 Some(k) => {
                     let at = self.0.iter().position(|r| *r == k).unwrap_or(0);
-                    let v = map.next_value_seed(Reason)?;
+                    let v = map.next_value_seed(ScalarSeed)?.text();
                     if let Some(slot) = reasons.get_mut(at) {
                         *slot = v;
                     }
@@ -273,99 +273,81 @@ impl<'de> Visitor<'de> for Choice {
     scalars_read_as!(None);
 }
 
-/// A choice's `index`: a number that fits a `u32`, else none (as
-/// `Value::as_u64` reads it), without building a `Value`.
-struct Index;
+/// A choice's `index` or reason, read without building a `Value`: an
+/// unsigned integer, a string, or anything else (skipped).
+enum Scalar {
+    Unsigned(u64),
+    Text(String),
+    Other,
+}
 
-impl<'de> DeserializeSeed<'de> for Index {
-    type Value = Option<u32>;
+impl Scalar {
+    /// As an index: a number that fits a `u32` (as `Value::as_u64` reads it).
+    fn index(self) -> Option<u32> {
+        match self {
+            Scalar::Unsigned(v) => u32::try_from(v).ok(),
+            _ => None,
+        }
+    }
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<u32>, D::Error> {
+    /// As a reason: a string.
+    fn text(self) -> Option<String> {
+        match self {
+            Scalar::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Scalar;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Index {
-    type Value = Option<u32>;
+impl<'de> Visitor<'de> for ScalarSeed {
+    type Value = Scalar;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a choice's index")
+        f.write_str("a JSON value")
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Option<u32>, E> {
-        Ok(u32::try_from(v).ok())
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Unsigned(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Option<u32>, E> {
-        Ok(u32::try_from(v).ok())
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::Unsigned))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Option<u32>, E> {
-        Ok(None)
+    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_owned()))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Option<u32>, E> {
-        Ok(None)
+
+    fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Option<u32>, E> {
-        Ok(None)
+
+    fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
     }
-    fn visit_unit<E>(self) -> Result<Option<u32>, E> {
-        Ok(None)
+
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<u32>, A::Error> {
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(Scalar::Other)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u32>, A::Error> {
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-}
-
-/// A choice's reason: a string, else none, without building a `Value`.
-struct Reason;
-
-impl<'de> DeserializeSeed<'de> for Reason {
-    type Value = Option<String>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Reason {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a finish reason")
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Option<String>, E> {
-        Ok(Some(v.to_owned()))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Option<String>, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Option<String>, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Option<String>, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Option<String>, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Option<String>, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<String>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(Scalar::Other)
     }
 }
 
