@@ -4,7 +4,8 @@
 //! `opentelemetry/proto/trace/v1`) into bytes the export thread batches
 //! without decoding them again.
 //!
-//! Written field by field with prost's encoding primitives into a
+//! Written field by field (inlined writes; each attribute's name and the
+//! keys around it a constant made at compile time, `key!`) into a
 //! [`Scratch`] buffer each thread keeps, in one pass and with no allocation
 //! once the buffer has grown: the request's thread pays for its spans, and
 //! building `opentelemetry-proto` messages to encode them cost four times
@@ -114,7 +115,7 @@ macro_rules! key {
     }};
 }
 
-/// [`key!`]'s bytes.
+/// The bytes of `key!`.
 const fn key_field<const N: usize>(name: &str) -> [u8; N] {
     assert!(name.len() < 0x80 && N == name.len() + 3);
     let mut out = [0u8; N];
@@ -373,7 +374,7 @@ impl Scratch {
         let _ = self.status_message.write_fmt(message);
     }
 
-    /// Starts an attribute named by `key` (from [`key!`]) whose
+    /// Starts an attribute named by `key` (from `key!`) whose
     /// `AnyValue` is `value_len` bytes: the caller writes the value's
     /// fields next. Inlined, so each name is copied as a constant.
     #[inline(always)]
