@@ -263,19 +263,19 @@ pub fn record(rt: &Runtime, ctx: &mut RequestCtx, elapsed: Duration) {
     });
     shard.series.add(secs, &sample);
     if let Some(k) = &ctx.client_key_name {
-        // Look up before inserting: the key name is cloned once per key, not per request.
-        if !shard.usage.contains_key(k) {
-            shard.usage.insert(k.clone(), KeyUsage::default());
-        }
-        if let Some(u) = shard.usage.get_mut(k) {
-            u.requests += 1;
-            u.errors += u64::from(sample.status >= 400);
-            u.input_tokens = u.input_tokens.saturating_add(sample.input_tokens);
-            u.output_tokens = u.output_tokens.saturating_add(sample.output_tokens);
-            u.cost_usd += sample.cost_usd;
-            u.last_used = Some(now);
-            u.count(secs);
-        }
+        // Looked up before inserting: the key name is cloned once per key,
+        // and hashed once per request once it is there.
+        let u = match shard.usage.get_mut(k) {
+            Some(u) => u,
+            None => shard.usage.entry(k.clone()).or_default(),
+        };
+        u.requests += 1;
+        u.errors += u64::from(sample.status >= 400);
+        u.input_tokens = u.input_tokens.saturating_add(sample.input_tokens);
+        u.output_tokens = u.output_tokens.saturating_add(sample.output_tokens);
+        u.cost_usd += sample.cost_usd;
+        u.last_used = Some(now);
+        u.count(secs);
     }
     if unauthenticated(ctx) {
         // Anyone can send these: in the ring they would flush the real
