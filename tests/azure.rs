@@ -5,7 +5,7 @@
 //! rejects; every client format, streaming and not; failover to an
 //! `openai` provider.
 
-mod common;
+use crate::common;
 
 use common::wire::{self, Scenario, Wire, ALL};
 use common::*;

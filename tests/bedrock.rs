@@ -7,7 +7,7 @@
 //! and not; a tool-use round trip; throttling failing over to an `openai`
 //! provider; an exception frame mid-stream; a wrong secret.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

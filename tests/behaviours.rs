@@ -5,7 +5,7 @@
 //! every upstream is rate limited, provider `headers` and `retryable_status`,
 //! catalog refresh (kept across SIGHUP), and `context.max_chars`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

@@ -3,7 +3,7 @@
 //! FILE]` through the pid file of that config, `--config` as the long form
 //! of `-c`. Each through the real binary, foreground and daemonized.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -6,7 +6,7 @@
 //! shipped files, the compose file and container config, and every metric
 //! the dashboard queries is exported.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

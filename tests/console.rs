@@ -2,9 +2,8 @@
 //! aggregates, keys made at run time and their persistence, redaction), and
 //! its pages in a real headless Chromium against two replicas on one Redis.
 
-#[path = "console/cdp.rs"]
-mod cdp;
-mod common;
+use crate::cdp;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

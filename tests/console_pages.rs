@@ -3,9 +3,8 @@
 //! `/admin/logs`, `/admin/routing`, `/admin/config/file`) and the pages in
 //! a real headless Chromium.
 
-#[path = "console/cdp.rs"]
-mod cdp;
-mod common;
+use crate::cdp;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

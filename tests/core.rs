@@ -2,7 +2,7 @@
 //! (passthrough), model resolution, failover before the first byte, bodies
 //! of any size, errors in the client's shape, cancellation.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

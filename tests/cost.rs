@@ -2,7 +2,7 @@
 //! `providers[].pricing`, the cost in `x-debug-cost`, the access log and the
 //! metrics by key; budgets per key shared by two replicas on one Redis.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

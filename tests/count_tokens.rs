@@ -10,7 +10,7 @@
 //! candidate, unknown models, bad JSON, keys, rpm counted but tpm not, no
 //! session bound, payload rules (which shape generations) left out.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

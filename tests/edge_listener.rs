@@ -2,7 +2,7 @@
 //! 12, 14): slow, idle, oversized and too many clients, the open-gateway
 //! guard, the private runtime directory.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! (docs/security.md, "Invariants"): through the real binary, with real
 //! Redis servers and loopback providers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! real binary, for each provider kind (what the mock provider received),
 //! and a bad rule file named by `-t` and refused on reload.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

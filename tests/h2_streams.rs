@@ -3,7 +3,7 @@
 //! framed by h2 alone; several streams at once share one connection, each
 //! getting its own answer.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! next upstream, the first good answer wins and the loser's connection is
 //! closed; the budget, the single-candidate case and the metrics.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

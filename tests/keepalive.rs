@@ -4,7 +4,7 @@
 //! when every upstream fails the open stream ends with one error event in
 //! the client's format. Gemini clients get `data:` lines only.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

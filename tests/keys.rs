@@ -3,7 +3,7 @@
 //! `max_concurrency` / `max_qps`, through the real binary; which key was
 //! used is read from the `Authorization` header the mock provider saw.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //! appear, and a collector that never answers slows no request (spans are
 //! dropped and counted instead).
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

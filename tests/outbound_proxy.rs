@@ -4,7 +4,7 @@
 //! providers are named `provider.invalid`, a name only the proxies resolve
 //! (to loopback): an answer proves the request went through the tunnel.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

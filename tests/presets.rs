@@ -4,7 +4,7 @@
 //! and `app_name`, Ollama and vLLM run without keys, and `-t` names a
 //! preset's misuse.
 
-mod common;
+use crate::common;
 
 use common::wire::{self, Scenario, Wire};
 use common::*;

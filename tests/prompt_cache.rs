@@ -6,7 +6,7 @@
 //! format's usage, the JSON access log and the cost. The Anthropic mock
 //! refuses more than four breakpoints, as the API does.
 
-mod common;
+use crate::common;
 
 use common::wire::{self, Shape, Wire, ALL};
 use common::*;

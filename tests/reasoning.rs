@@ -7,7 +7,7 @@
 //! field or item they do not take, a request that lost its reasoning
 //! setting. Anthropic must get its own signature back intact.
 
-mod common;
+use crate::common;
 
 use common::wire::{self, Wire, ALL};
 use serde_json::Value;

@@ -7,7 +7,7 @@
 //! an entry; an answer over `cache.max_entry_bytes` is not stored. Hits are
 //! logged, counted, priced as saved and marked in the console's records.
 
-mod common;
+use crate::common;
 
 use apiproxy_store::testing::{query, RedisServer};
 use common::wire::{self, Answer, Scenario, Wire, ALL};

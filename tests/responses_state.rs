@@ -8,7 +8,7 @@
 //! the state; a conversation a native Responses provider keeps stays on it;
 //! the chain and size bounds, and the TTL records are kept with.
 
-mod common;
+use crate::common;
 
 use apiproxy_store::testing::{query, RedisServer};
 use common::wire::{self, Wire, ANSWER, QUESTION};

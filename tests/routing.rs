@@ -1,7 +1,7 @@
 //! Routing that learns (issue 9) and bounded failover (issue 8 items 6, 11,
 //! 15), through the real binary against mock providers on loopback.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! three times would inline to 3^32 nodes; it gets a 400 at once, nothing
 //! reaches the provider and the gateway's memory stays flat.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! documents it, through the real binary (README "Coming from APIProxy /
 //! AI-Higress / ai-proxy").
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! context snippets; the same behaviour on the embedded store and on Redis,
 //! two replicas on one Redis acting as one, and Redis outages.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

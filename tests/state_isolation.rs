@@ -5,7 +5,7 @@
 //! bindings and context belong to the key that made them; context snippets
 //! are bounded in bytes.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

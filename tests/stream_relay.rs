@@ -4,7 +4,7 @@
 //! event of several `data:` lines stays one event, invalid JSON ends the
 //! stream with one error event, a compressed or mistyped answer fails over).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -9,7 +9,7 @@
 //! only when the schema reached them. JSON mode without a schema, which an
 //! Anthropic upstream cannot express, is a 400 in the client's shape.
 
-mod common;
+use crate::common;
 
 use common::wire::{self, Answer, Shape, Wire, ALL};
 use serde_json::Value;

@@ -5,7 +5,7 @@
 //! the header timeout, h2 connections' share of the descriptor budget, and
 //! a reachable TLS listener needing client keys.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

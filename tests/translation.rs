@@ -4,7 +4,7 @@
 //! not, with tool calls; native passthrough; the request adapters of the
 //! chat endpoint; errors and broken streams in each client's own shape.
 
-mod common;
+use crate::common;
 
 use common::wire::{self, Answer, Scenario, Shape, Wire, ALL, SCENARIOS};
 use common::*;

@@ -2,7 +2,7 @@
 //! binary upgrade with an in-flight stream, and both under keep-alive load
 //! with live streams (nothing may be lost).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -3,9 +3,8 @@
 //! download, counters kept across a restart with `store.path` and shared by two replicas on one Redis, bad
 //! queries and non-admin callers refused.
 
-#[path = "console/cdp.rs"]
-mod cdp;
-mod common;
+use crate::cdp;
+use crate::common;
 
 use apiproxy_store::testing::RedisServer;
 use common::*;

@@ -9,7 +9,7 @@
 //! expiry; failover to another kind when no token can be had or Vertex
 //! answers 429; no secret in the log or the admin API.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

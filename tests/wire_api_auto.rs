@@ -3,7 +3,7 @@
 //! provider is remembered as having none (logged once) and its Responses
 //! clients are translated to chat. Chat clients are never affected.
 
-mod common;
+use crate::common;
 
 use common::wire::{self, Scenario, Wire};
 use common::*;

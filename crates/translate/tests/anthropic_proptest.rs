@@ -4,7 +4,7 @@
 //! when too few did); any neutral event sequence encodes into a well-formed
 //! Anthropic stream.
 
-mod counting;
+use crate::counting;
 
 use apiproxy_translate::anthropic::{
     decode_request, decode_response, encode_request, encode_response, StreamDecoder, StreamEncoder,

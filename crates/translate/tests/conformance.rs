@@ -958,7 +958,7 @@ field in a minimal request, decoded and encoded for each provider format,
 the encoded body compared with the same request without the field); the
 test fails when this file differs. To regenerate:
 
-    UPDATE_CONFORMANCE=1 cargo test -p apiproxy-translate --test conformance
+    UPDATE_CONFORMANCE=1 cargo test -p apiproxy-translate --test integration conformance::
 
 - **mapped**: reaches the provider in its own field for it (for Gemini the
   model is in the URL and streaming is the endpoint).
@@ -1046,7 +1046,7 @@ fn conformance_doc_matches_the_translator() {
     assert!(
         old == new,
         "docs/conformance.md is out of date; regenerate it with \
-         UPDATE_CONFORMANCE=1 cargo test -p apiproxy-translate --test conformance\n\
+         UPDATE_CONFORMANCE=1 cargo test -p apiproxy-translate --test integration conformance::\n\
          The new text:\n{new}"
     );
 }

@@ -2,7 +2,7 @@
 //! they accept encodes; valid requests and answers of every shape decode
 //! and come back the same (counting the cases that reached the assertions).
 
-mod counting;
+use crate::counting;
 
 use apiproxy_translate::gemini::{self, StreamDecoder, StreamEncoder};
 use apiproxy_translate::{SseEvent, StreamDecode, StreamEncode, StreamOptions};

@@ -6,11 +6,8 @@
 //! client would: its own field names for bodies, its own stream decoder for
 //! SSE, plus the structural rules of its stream.
 
-#[path = "matrix/answer.rs"]
 mod answer;
-#[path = "matrix/client.rs"]
 mod client;
-#[path = "matrix/request.rs"]
 mod request;
 
 use apiproxy_translate::{

@@ -1,7 +1,7 @@
 //! OpenAI Chat Completions: random and garbled input never panics, and the
 //! stream encoder always writes well-formed SSE.
 
-mod counting;
+use crate::counting;
 
 use apiproxy_translate::ir::*;
 use apiproxy_translate::openai_chat::{self, StreamDecoder, StreamEncoder};

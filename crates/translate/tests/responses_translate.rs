@@ -1,5 +1,6 @@
 //! OpenAI Responses format: requests, responses and streams, both directions.
 
+use crate::counting;
 use apiproxy_translate::openai_responses::{
     decode_request, decode_response, encode_request, encode_response, StreamDecoder, StreamEncoder,
 };
@@ -8,7 +9,6 @@ use apiproxy_translate::{
     SseEvent, SseParser, StreamDecode, StreamEncode, StreamEvent, StreamOptions, Tool, ToolChoice,
     Usage,
 };
-mod counting;
 
 use std::cell::Cell;
 

@@ -5,7 +5,7 @@
 use apiproxy_translate::{FinishReason, Format, SseEvent, SseParser, StreamEvent};
 use serde_json::Value;
 
-use crate::answer::{View, ViewCall};
+use super::answer::{View, ViewCall};
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
