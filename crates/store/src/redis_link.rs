@@ -118,9 +118,10 @@ impl Recipe {
     async fn connect(&self) -> Result<Conn, String> {
         match self {
             Recipe::Single(client) => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(CONNECT_TIMEOUT)
-                    .set_response_timeout(OP_TIMEOUT);
+                // No response timeout of the connection's own: every call on it is bounded by the caller's
+                // deadline (`Inner::redis_within`), and a second timer per call would be armed on Tokio's
+                // clock, which wakes the runtime's driver (a system call) when it is the runtime's only one.
+                let config = AsyncConnectionConfig::new().set_connection_timeout(CONNECT_TIMEOUT);
                 match tokio::time::timeout(
                     CONNECT_TIMEOUT * 3,
                     client.get_multiplexed_async_connection_with_config(&config),

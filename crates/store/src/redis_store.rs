@@ -199,7 +199,8 @@ impl Inner {
         Fut: Future<Output = RedisResult<T>>,
     {
         let conn = self.link.connection()?;
-        match tokio::time::timeout(timeout, f(conn)).await {
+        // Pingora's shared timer, not Tokio's (see Cargo.toml): this runs on every request with a limit.
+        match pingora_timeout::fast_timeout::fast_timeout(timeout, f(conn)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {
                 self.link.failed(op, &describe_error(&e), is_outage(&e));
