@@ -52,5 +52,6 @@ pub mod redact;
 pub mod routing;
 pub mod service;
 pub mod telemetry;
+pub mod timer;
 pub mod tls;
 pub mod upstream;

@@ -174,13 +174,14 @@ impl<A> ClientListener<A> {
                     self.drain.grace(),
                 ),
             };
+            // The read first: a head already waiting arms no timer.
             tokio::select! {
                 biased;
                 read = stream.read_buf(&mut buf) => match read {
                     Ok(0) | Err(_) => return Head::Idle,
                     Ok(_) => break,
                 },
-                _ = coarse_sleep_until(deadline) => return Head::Idle,
+                _ = crate::timer::sleep_until(deadline) => return Head::Idle,
                 _ = drain::begun(shutdown), if draining.is_none() => {
                     draining = self.drain.observe(shutdown);
                 }
@@ -208,19 +209,10 @@ impl<A> ClientListener<A> {
                     Ok(0) | Err(_) => return Head::Idle,
                     Ok(_) => {}
                 },
-                _ = coarse_sleep_until(deadline) => return Head::TimedOut(buf),
+                _ = crate::timer::sleep_until(deadline) => return Head::TimedOut(buf),
             }
         }
     }
-}
-
-/// Sleeps until `deadline` on Pingora's shared timer (10 ms ticks, kept per
-/// thread), not on the runtime's: arming a Tokio timer while the runtime's
-/// timer list is empty wakes its driver, one system call for every request
-/// head awaited on a kept-alive connection. Select arms list the read first
-/// (`biased`), so a head already waiting arms no timer at all.
-fn coarse_sleep_until(deadline: Instant) -> impl std::future::Future<Output = ()> {
-    pingora::time::fast_timeout::fast_sleep(deadline.saturating_duration_since(Instant::now()))
 }
 
 /// The path of a (possibly partial) request head, for the error's shape.

@@ -272,10 +272,7 @@ impl<'a> Attempts<'a> {
             Reached::decisive,
         );
         let left = self.deadline.saturating_duration_since(started);
-        // Pingora's shared timer (10 ms ticks), as its own reads use: a
-        // Tokio timer armed while the runtime's timer list is empty wakes
-        // the runtime's driver, a system call per request.
-        let waiting = pingora::time::timeout(left, racing);
+        let waiting = crate::timer::timeout(left, racing);
         // Boxed too: done before the answer is relayed, so inline it would
         // only be ~2 KiB of dead space in every open stream's future.
         let waited = Box::pin(relay::wait_keeping_alive(

@@ -151,11 +151,10 @@ pub async fn wait_keeping_alive<F: Future>(
 ) -> Waited<F::Output> {
     let mut fut = std::pin::pin!(fut);
     loop {
-        let due =
-            every.map(|e| tokio::time::Instant::from_std(ctx.last_write.unwrap_or(ctx.start) + e));
+        let due = every.map(|e| ctx.last_write.unwrap_or(ctx.start) + e);
         let quiet = async {
             match due {
-                Some(d) => tokio::time::sleep_until(d).await,
+                Some(d) => crate::timer::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
