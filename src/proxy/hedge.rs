@@ -7,7 +7,6 @@
 //! the side given up is charged ([`Abandoned`]).
 
 use std::future::Future;
-use std::time::Duration;
 
 use apiproxy_translate::Usage;
 
@@ -86,19 +85,23 @@ pub struct Raced<T> {
     pub abandoned: Option<Side>,
 }
 
-/// Runs `first`; when it has not finished after `after` (`None`: never),
-/// calls `start_hedge` and, when that gives a future, races the two. The
+/// Runs `first`; when it has not finished once `wait` has (`None`: never),
+/// calls `start_hedge` and, when that gives a future, races the two. `wait`
+/// is polled only while `first` is pending (the gateway's is a sleep on
+/// Pingora's shared timer, `crate::timer`; the tests' one on Tokio's paused
+/// clock). The
 /// first outcome that is `decisive` wins and the other side is dropped at
 /// once; an outcome that is not (a failure, already recorded by the side
 /// itself) leaves the other side running, and its outcome is the race's.
-pub async fn race<T, F, H, S, D>(
+pub async fn race<T, F, W, H, S, D>(
     first: F,
-    after: Option<Duration>,
+    wait: Option<W>,
     start_hedge: S,
     decisive: D,
 ) -> Raced<T>
 where
     F: Future<Output = T>,
+    W: Future<Output = ()>,
     H: Future<Output = T>,
     S: FnOnce() -> Option<H>,
     D: Fn(&T) -> bool,
@@ -110,13 +113,13 @@ where
         hedged: false,
         abandoned: None,
     };
-    let Some(after) = after else {
+    let Some(wait) = wait else {
         return alone(first.await);
     };
     let hedge = tokio::select! {
         biased;
         outcome = &mut first => return alone(outcome),
-        _ = tokio::time::sleep(after) => start_hedge(),
+        _ = wait => start_hedge(),
     };
     let Some(hedge) = hedge else {
         return alone(first.await);
@@ -156,6 +159,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    use std::time::Duration;
 
     /// An outcome after `ms`; `Err` is a failure (not decisive). Notes
     /// whether it was dropped before it finished.
@@ -189,7 +193,7 @@ mod tests {
         let (a, b) = (flag(), flag());
         let r = race(
             side(3_000, Ok("slow"), a.clone()),
-            Some(Duration::from_millis(200)),
+            Some(tokio::time::sleep(Duration::from_millis(200))),
             || Some(side(50, Ok("fast"), b.clone())),
             Result::is_ok,
         )
@@ -208,7 +212,7 @@ mod tests {
         let started = AtomicBool::new(false);
         let r = race(
             side(100, Ok("first"), flag()),
-            Some(Duration::from_millis(200)),
+            Some(tokio::time::sleep(Duration::from_millis(200))),
             || {
                 started.store(true, Ordering::SeqCst);
                 Some(side(1, Ok("hedge"), flag()))
@@ -225,7 +229,7 @@ mod tests {
         // The hedge fails first: the slow first attempt still answers.
         let r = race(
             side(1_000, Ok("first"), flag()),
-            Some(Duration::from_millis(200)),
+            Some(tokio::time::sleep(Duration::from_millis(200))),
             || Some(side(10, Err("hedge failed"), flag())),
             Result::is_ok,
         )
@@ -237,7 +241,7 @@ mod tests {
         // The first fails after the hedge started: the hedge answers.
         let r = race(
             side(300, Err("first failed"), flag()),
-            Some(Duration::from_millis(200)),
+            Some(tokio::time::sleep(Duration::from_millis(200))),
             || Some(side(500, Ok("hedge"), flag())),
             Result::is_ok,
         )
@@ -246,7 +250,7 @@ mod tests {
         // Both fail: the last failure is the outcome.
         let r = race(
             side(300, Err("first failed"), flag()),
-            Some(Duration::from_millis(200)),
+            Some(tokio::time::sleep(Duration::from_millis(200))),
             || Some(side(500, Err("hedge failed"), flag())),
             Result::is_ok,
         )
@@ -258,7 +262,7 @@ mod tests {
     async fn no_hedge_when_none_may_start() {
         let r = race(
             side(1_000, Ok("first"), flag()),
-            Some(Duration::from_millis(200)),
+            Some(tokio::time::sleep(Duration::from_millis(200))),
             || None::<std::future::Ready<Result<&'static str, &'static str>>>,
             Result::is_ok,
         )
@@ -266,7 +270,7 @@ mod tests {
         assert_eq!((r.outcome, r.hedged), (Ok("first"), false));
         let r = race(
             side(1_000, Ok("first"), flag()),
-            None,
+            None::<tokio::time::Sleep>,
             || -> Option<std::future::Ready<_>> { panic!("no hedge without hedge_after_ms") },
             Result::is_ok,
         )

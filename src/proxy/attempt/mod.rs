@@ -267,7 +267,7 @@ impl<'a> Attempts<'a> {
         // request.
         let racing = hedge::race(
             Box::pin(self.reach(c, parsed)),
-            hedge.map(|(_, after)| after),
+            hedge.map(|(_, after)| crate::timer::sleep_until(started + after)),
             start_hedge,
             Reached::decisive,
         );
