@@ -266,8 +266,12 @@ impl Canon {
             s.at += end + 1;
             return Some(self.part(plain));
         }
+        // The text up to the first escape is checked already: decoding
+        // starts at the escape.
         let mut text = std::mem::take(&mut self.text);
         text.clear();
+        text.extend_from_slice(plain);
+        s.at += end;
         let read = unescape(s, &mut text);
         let at = read.map(|()| self.part(&text));
         self.text = text;
@@ -395,7 +399,7 @@ impl Scan<'_> {
     }
 }
 
-/// A string with escapes (at its first escape or end), decoded into
+/// A string with escapes (at an escape, or past one), decoded into
 /// `text` up to and past its closing quote.
 fn unescape(s: &mut Scan<'_>, text: &mut Vec<u8>) -> Option<()> {
     loop {
