@@ -21,6 +21,8 @@ usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[:VARIANT[+VARIANT...]][@STO
          logical    requests go to `bench-logical` (two upstreams on the mock)
          hedge      as logical, the model with hedge_after_ms 60000 and
                     hedge_non_stream (a hedge armed on every request, never started)
+         ring10     console.recent_requests: 10 (the records' ring small
+                    enough to stay in the cache)
          noprice    the model has no price (no cost metric: the unpriced counter)
          anthropic  requests in the Anthropic Messages format (/v1/messages),
                     translated to the OpenAI upstream (the harness's 4a)
@@ -56,7 +58,13 @@ env:   AB_MODEL (default bench-model), AB_PATH (default /v1/chat/completions),
        AB_RATE (req/s: each gateway of a paired round is sent this many
        requests per second rather than as many as it answers, so both do
        the same work and neither's CPU per request moves with how much
-       batching saturation gives it).
+       batching saturation gives it; `floor` may be either side of a pair),
+       AB_PIN (1: the gateways and the floor run on the machine's last core
+       and everything else, the load, the mock and the sink included, on
+       the others: a gateway saturates its own core, and a paired round's
+       CPU ratio is what each costs that core; two identical gateways read
+       1.000 ± 0.003 round by round, where unpinned pairs at saturation
+       spread by ±5%).
 Columns run in the order given in even rounds and in the reverse order in
 odd ones.
 Prints per column: median req/s, ÷ the floor, median CPU µs per request."""
@@ -112,6 +120,16 @@ try:
         conf.write_text(text)
         sv.start(f"apiproxy_{n}", [Path(d) / "apiproxy", "-c", str(conf)], ports[f"apiproxy_{n}"], env=env)
     procs = dict(sv.procs)
+    if os.environ.get("AB_PIN"):
+        # The gateways (and the floor) on the last core, the load and the
+        # mock on the others: a gateway's req/s is then its own core's.
+        last = max(os.sched_getaffinity(0))
+        rest = set(os.sched_getaffinity(0)) - {last}
+        for name, p in sv.procs:
+            cores = {last} if name == "floor" or name.startswith("apiproxy_") else rest
+            for tid in os.listdir(f"/proc/{p.pid}/task"):
+                os.sched_setaffinity(int(tid), cores)
+        os.sched_setaffinity(0, rest)
     path = os.environ.get("AB_PATH", "/v1/chat/completions")
     key = os.environ.get("AB_KEY", h.CLIENT_KEY)
     model = os.environ.get("AB_MODEL", "bench-model")
@@ -144,7 +162,8 @@ try:
         # or slows down during a round favours no column.
         for t in (targets if r % 2 == 0 else targets[::-1]):
             res[t].append(load(t, 32))
-    pairs = [tuple(f"apiproxy_{x}" for x in p.split(":")) for p in os.environ.get("AB_PAIRS", "").split(",") if p]
+    pairs = [tuple(x if x == "floor" else f"apiproxy_{x}" for x in p.split(":"))
+             for p in os.environ.get("AB_PAIRS", "").split(",") if p]
     # A column's paired rounds are under its name; one paired with several
     # bases has them under "column:base", one list per base.
 

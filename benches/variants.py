@@ -31,6 +31,7 @@ def replaced(text, old, new):
 # and the model it asks for.
 VARIANTS = {
     "nocollect": lambda t, w, n, ports: "console:\n  collect: false\n" + t,
+    "ring10": lambda t, w, n, ports: "console:\n  recent_requests: 10\n" + t,
     "nolog": lambda t, w, n, ports: replaced(t, "log:\n  level: info\n", "log:\n  level: warn\n"),
     "jsonlog": lambda t, w, n, ports: replaced(t, "log:\n  level: info\n", "log:\n  level: info\n  access_format: json\n"),
     "budget": lambda t, w, n, ports: replaced(t, f"{{ name: bench, key: {h.CLIENT_KEY} }}",
