@@ -35,19 +35,26 @@ pub fn enabled() -> bool {
     log::log_enabled!(target: "access", log::Level::Info)
 }
 
-/// Appends one line (`line` without its newline), with a timestamp.
-pub fn write(line: std::fmt::Arguments<'_>) {
+/// Appends one line, with a timestamp: `line` writes it (without its
+/// newline) into the buffer.
+fn write(line: impl FnOnce(&mut Vec<u8>)) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let full = {
         let mut b = BUFFER.lock();
-        let _ = writeln!(
-            b,
-            "[{}.{:03} access] {line}",
-            now.as_secs(),
-            now.subsec_millis()
-        );
+        b.push(b'[');
+        b.extend_from_slice(itoa::Buffer::new().format(now.as_secs()).as_bytes());
+        let ms = now.subsec_millis();
+        b.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+        ]);
+        b.extend_from_slice(b" access] ");
+        line(&mut b);
+        b.push(b'\n');
         b.len() >= FLUSH_BYTES
     };
     if full {
@@ -164,7 +171,7 @@ impl AccessRecord<'_> {
     /// Writes the record in `format` to the access log.
     pub fn write(&self, format: AccessFormat) {
         match format {
-            AccessFormat::Text => write(format_args!("{}", TextLine(self))),
+            AccessFormat::Text => write(|b| self.write_text(b)),
             AccessFormat::Json => {
                 let full = {
                     let mut b = BUFFER.lock();
@@ -189,7 +196,60 @@ impl AccessRecord<'_> {
     }
 
     fn text(&self) -> String {
-        TextLine(self).to_string()
+        let mut out = Vec::with_capacity(256);
+        self.write_text(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The text line written straight into `out`: numbers by `itoa`, plain
+    /// fields copied whole (what [`Escaped`] writes for them), no
+    /// formatting machinery but for a cost and a field that needs escapes.
+    fn write_text(&self, out: &mut Vec<u8>) {
+        let mut num = itoa::Buffer::new();
+        put_field(out, self.method, false);
+        out.push(b' ');
+        put_field(out, self.path, false);
+        out.push(b' ');
+        out.extend_from_slice(num.format(self.status).as_bytes());
+        out.push(b' ');
+        put_ms(out, self.total_ms.round());
+        out.extend_from_slice(b"ms key=");
+        put_field(out, self.key.unwrap_or("-"), false);
+        out.extend_from_slice(b" model=");
+        put_field(out, or_dash(self.model), false);
+        out.extend_from_slice(b" upstream=");
+        put_field(out, or_dash(self.provider), false);
+        out.push(b'/');
+        put_field(out, or_dash(self.upstream_model), false);
+        out.extend_from_slice(b" attempts=");
+        out.extend_from_slice(num.format(self.attempts).as_bytes());
+        out.extend_from_slice(if self.stream {
+            b" stream=true tokens="
+        } else {
+            b" stream=false tokens="
+        });
+        out.extend_from_slice(num.format(self.input_tokens).as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(num.format(self.output_tokens).as_bytes());
+        if let Some(c) = self.cost_usd {
+            // As `pricing::format_usd` writes it, without its `String`.
+            let _ = write!(out, " cost={c:.8}");
+        }
+        if self.usage_estimated {
+            out.extend_from_slice(b" usage=estimated");
+        }
+        if self.client_gone {
+            out.extend_from_slice(b" client_gone");
+        }
+        if let Some(c) = self.cache {
+            out.extend_from_slice(b" cache=");
+            out.extend_from_slice(c.as_bytes());
+        }
+        if let Some(err) = &self.error {
+            out.extend_from_slice(b" error=\"");
+            put_field(out, err, true);
+            out.push(b'"');
+        }
     }
 
     fn json(&self) -> String {
@@ -264,45 +324,26 @@ struct JsonLine<'a> {
     usage_estimated: bool,
 }
 
-/// A record's text line, written field by field into the log's buffer.
-struct TextLine<'a>(&'a AccessRecord<'a>);
+/// `s` as [`Escaped`] writes it: copied whole when it is short and every
+/// byte is printable ASCII that needs no escape (most fields), else written
+/// by [`Escaped`].
+fn put_field(out: &mut Vec<u8>, s: &str, quoted: bool) {
+    let plain = s.len() <= MAX_FIELD_CHARS
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || (b == b' ' && quoted));
+    if plain {
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        let _ = write!(out, "{}", Escaped(s, quoted));
+    }
+}
 
-impl std::fmt::Display for TextLine<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let r = self.0;
-        let e = |s| Escaped(s, false);
-        write!(
-            f,
-            "{} {} {} {}ms key={} model={} upstream={}/{} attempts={} stream={} tokens={}/{}",
-            e(r.method),
-            e(r.path),
-            r.status,
-            r.total_ms.round(),
-            e(r.key.unwrap_or("-")),
-            e(or_dash(r.model)),
-            e(or_dash(r.provider)),
-            e(or_dash(r.upstream_model)),
-            r.attempts,
-            r.stream,
-            r.input_tokens,
-            r.output_tokens,
-        )?;
-        if let Some(c) = r.cost_usd {
-            write!(f, " cost={}", crate::pricing::format_usd(c))?;
-        }
-        if r.usage_estimated {
-            f.write_str(" usage=estimated")?;
-        }
-        if r.client_gone {
-            f.write_str(" client_gone")?;
-        }
-        if let Some(c) = r.cache {
-            write!(f, " cache={c}")?;
-        }
-        if let Some(err) = &r.error {
-            write!(f, " error=\"{}\"", Escaped(err, true))?;
-        }
-        Ok(())
+/// A whole number of milliseconds as `{}` writes the `f64` holding it.
+fn put_ms(out: &mut Vec<u8>, ms: f64) {
+    if (0.0..9_007_199_254_740_992.0).contains(&ms) {
+        out.extend_from_slice(itoa::Buffer::new().format(ms as u64).as_bytes());
+    } else {
+        let _ = write!(out, "{ms}");
     }
 }
 
@@ -325,6 +366,44 @@ mod tests {
             format!("{}\\x0a...", "é".repeat(MAX_FIELD_CHARS - 1))
         );
         assert_eq!(field(""), "");
+    }
+
+    /// The copied-whole path writes what `Escaped` writes, at and around
+    /// every edge of it.
+    #[test]
+    fn plain_fields_are_written_as_escaped_would() {
+        let at_cap = "a".repeat(MAX_FIELD_CHARS);
+        let over_cap = "a".repeat(MAX_FIELD_CHARS + 1);
+        let cases = [
+            "",
+            "gpt-4o",
+            "a b",
+            "a\"b",
+            "a\\b",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
+            "é",
+            "~!#$%&'()*+,-./:;<=>?@[]^_`{|}",
+            &at_cap,
+            &over_cap,
+        ];
+        for s in cases {
+            for quoted in [false, true] {
+                let mut out = Vec::new();
+                put_field(&mut out, s, quoted);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    Escaped(s, quoted).to_string(),
+                    "{s:?} {quoted}"
+                );
+            }
+        }
+        for ms in [0.0, 1.0, 12.0, 999_999.0, 9e15, 1e300, -1.0, f64::NAN] {
+            let mut out = Vec::new();
+            put_ms(&mut out, ms);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{ms}"));
+        }
     }
 
     #[test]
