@@ -85,14 +85,16 @@ pub async fn caller<'a>(
             Ok(Caller::Anonymous)
         };
     };
-    if is_admin_key(auth, presented) {
+    // Hashed once for all three lookups.
+    let d = digest(presented);
+    if is_admin_digest(auth, &d) {
         return Ok(Caller::Admin);
     }
-    if let Some(i) = find_client_key(auth, presented) {
+    if let Some(i) = find_client_digest(auth, &d) {
         return unexpired(KeyRef::Configured(&auth.keys[i]));
     }
     stored.freshen().await;
-    match stored.lookup(&digest(presented)) {
+    match stored.lookup(&d) {
         Lookup::Found(k) => unexpired(KeyRef::Stored(k)),
         _ if !auth.requires_key() => Ok(Caller::Anonymous),
         Lookup::Absent => Err(Refusal::Invalid),
@@ -271,10 +273,14 @@ pub fn digest(key: &str) -> [u8; 32] {
 /// Index of the client key matching `key`. Every configured key is compared
 /// in constant time, so timing tells nothing about which one is closest.
 pub fn find_client_key(auth: &AuthConfig, key: &str) -> Option<usize> {
-    let d = digest(key);
+    find_client_digest(auth, &digest(key))
+}
+
+/// [`find_client_key`] of a key's [`digest`].
+fn find_client_digest(auth: &AuthConfig, d: &[u8; 32]) -> Option<usize> {
     let mut found = None;
     for (i, k) in auth.keys.iter().enumerate() {
-        if bool::from(k.sha256.ct_eq(&d)) {
+        if bool::from(k.sha256.ct_eq(d)) {
             found = Some(i);
         }
     }
@@ -283,10 +289,14 @@ pub fn find_client_key(auth: &AuthConfig, key: &str) -> Option<usize> {
 
 /// Whether `key` is an admin key.
 pub fn is_admin_key(auth: &AuthConfig, key: &str) -> bool {
-    let d = digest(key);
+    is_admin_digest(auth, &digest(key))
+}
+
+/// [`is_admin_key`] of a key's [`digest`].
+fn is_admin_digest(auth: &AuthConfig, d: &[u8; 32]) -> bool {
     auth.admin_keys
         .iter()
-        .fold(false, |acc, k| acc | bool::from(k.ct_eq(&d)))
+        .fold(false, |acc, k| acc | bool::from(k.ct_eq(d)))
 }
 
 #[cfg(test)]

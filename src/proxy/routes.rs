@@ -182,9 +182,10 @@ pub fn error_format(path: &str) -> Format {
         Format::OpenAiResponses
     } else if path.starts_with("/v1/messages") {
         Format::Anthropic
-    } else if [":generateContent", ":streamGenerateContent", ":countTokens"]
-        .iter()
-        .any(|a| path.contains(a))
+    } else if path.contains(':')
+        && [":generateContent", ":streamGenerateContent", ":countTokens"]
+            .iter()
+            .any(|a| path.contains(a))
     {
         Format::Gemini
     } else {
