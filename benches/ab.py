@@ -63,8 +63,9 @@ env:   AB_MODEL (default bench-model), AB_PATH (default /v1/chat/completions),
        and everything else, the load, the mock and the sink included, on
        the others: a gateway saturates its own core, and a paired round's
        CPU ratio is what each costs that core; two identical gateways read
-       1.000 ± 0.003 round by round, where unpinned pairs at saturation
-       spread by ±5%).
+       0.986–1.004 round by round, where unpinned pairs at saturation
+       spread by ±5%; at saturation a pinned pair reads a difference about
+       twice what AB_RATE pairs read; needs two cores or more).
 Columns run in the order given in even rounds and in the reverse order in
 odd ones.
 Prints per column: median req/s, ÷ the floor, median CPU µs per request."""
@@ -125,6 +126,8 @@ try:
         # mock on the others: a gateway's req/s is then its own core's.
         last = max(os.sched_getaffinity(0))
         rest = set(os.sched_getaffinity(0)) - {last}
+        if not rest:
+            raise SystemExit("AB_PIN needs two cores or more")
         for name, p in sv.procs:
             cores = {last} if name == "floor" or name.startswith("apiproxy_") else rest
             for tid in os.listdir(f"/proc/{p.pid}/task"):
