@@ -35,24 +35,11 @@ pub fn enabled() -> bool {
     log::log_enabled!(target: "access", log::Level::Info)
 }
 
-/// Appends one line, with a timestamp: `line` writes it (without its
-/// newline) into the buffer.
-fn write(line: impl FnOnce(&mut Vec<u8>)) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+/// Appends one line: `line` writes it (without its newline) into the
+/// buffer, written out at once when that fills it.
+fn append(line: impl FnOnce(&mut Vec<u8>)) {
     let full = {
         let mut b = BUFFER.lock();
-        b.push(b'[');
-        b.extend_from_slice(itoa::Buffer::new().format(now.as_secs()).as_bytes());
-        let ms = now.subsec_millis();
-        b.extend_from_slice(&[
-            b'.',
-            b'0' + (ms / 100) as u8,
-            b'0' + (ms / 10 % 10) as u8,
-            b'0' + (ms % 10) as u8,
-        ]);
-        b.extend_from_slice(b" access] ");
         line(&mut b);
         b.push(b'\n');
         b.len() >= FLUSH_BYTES
@@ -60,6 +47,23 @@ fn write(line: impl FnOnce(&mut Vec<u8>)) {
     if full {
         flush();
     }
+}
+
+/// A text line's prefix: `[unix seconds.millis access] `.
+fn put_timestamp(out: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    out.push(b'[');
+    out.extend_from_slice(itoa::Buffer::new().format(now.as_secs()).as_bytes());
+    let ms = now.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+    ]);
+    out.extend_from_slice(b" access] ");
 }
 
 /// Writes out what is buffered.
@@ -171,23 +175,16 @@ impl AccessRecord<'_> {
     /// Writes the record in `format` to the access log.
     pub fn write(&self, format: AccessFormat) {
         match format {
-            AccessFormat::Text => write(|b| self.write_text(b)),
-            AccessFormat::Json => {
-                let full = {
-                    let mut b = BUFFER.lock();
-                    self.write_json(&mut b);
-                    b.push(b'\n');
-                    b.len() >= FLUSH_BYTES
-                };
-                if full {
-                    flush();
-                }
-            }
+            AccessFormat::Text => append(|b| {
+                put_timestamp(b);
+                self.write_text(b);
+            }),
+            AccessFormat::Json => append(|b| self.write_json(b)),
         }
     }
 
     /// The line in `format`, without its newline (text lines get their
-    /// timestamp prefix from [`write`]).
+    /// timestamp prefix when they are written).
     pub fn render(&self, format: AccessFormat) -> String {
         match format {
             AccessFormat::Text => self.text(),
@@ -232,8 +229,7 @@ impl AccessRecord<'_> {
         out.push(b'/');
         out.extend_from_slice(num.format(self.output_tokens).as_bytes());
         if let Some(c) = self.cost_usd {
-            // As `pricing::format_usd` writes it, without its `String`.
-            let _ = write!(out, " cost={c:.8}");
+            let _ = write!(out, " cost={}", crate::pricing::Usd(c));
         }
         if self.usage_estimated {
             out.extend_from_slice(b" usage=estimated");

@@ -270,13 +270,15 @@ pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Index of the client key matching `key`. Every configured key is compared
-/// in constant time, so timing tells nothing about which one is closest.
+/// Index of the client key matching `key` ([`find_client_digest`] of its
+/// [`digest`]).
 pub fn find_client_key(auth: &AuthConfig, key: &str) -> Option<usize> {
     find_client_digest(auth, &digest(key))
 }
 
-/// [`find_client_key`] of a key's [`digest`].
+/// Index of the client key whose [`digest`] is `d`. Every configured key is
+/// compared in constant time, so timing tells nothing about which one is
+/// closest.
 fn find_client_digest(auth: &AuthConfig, d: &[u8; 32]) -> Option<usize> {
     let mut found = None;
     for (i, k) in auth.keys.iter().enumerate() {
@@ -287,12 +289,7 @@ fn find_client_digest(auth: &AuthConfig, d: &[u8; 32]) -> Option<usize> {
     found
 }
 
-/// Whether `key` is an admin key.
-pub fn is_admin_key(auth: &AuthConfig, key: &str) -> bool {
-    is_admin_digest(auth, &digest(key))
-}
-
-/// [`is_admin_key`] of a key's [`digest`].
+/// Whether the key whose [`digest`] is `d` is an admin key.
 fn is_admin_digest(auth: &AuthConfig, d: &[u8; 32]) -> bool {
     auth.admin_keys
         .iter()
@@ -353,7 +350,7 @@ mod tests {
         .unwrap();
         assert_eq!(find_client_key(&c.auth, "k-b"), Some(1));
         assert_eq!(find_client_key(&c.auth, "k-c"), None);
-        assert!(is_admin_key(&c.auth, "admin-key-0000001"));
-        assert!(!is_admin_key(&c.auth, "k-a"));
+        assert!(is_admin_digest(&c.auth, &digest("admin-key-0000001")));
+        assert!(!is_admin_digest(&c.auth, &digest("k-a")));
     }
 }

@@ -69,7 +69,17 @@ pub fn cost_usd(price: &Price, usage: &Usage) -> f64 {
 /// A cost as written in headers and logs: dollars with 8 decimals (enough
 /// for one token of the cheapest model) and no exponent.
 pub fn format_usd(cost: f64) -> String {
-    format!("{cost:.8}")
+    Usd(cost).to_string()
+}
+
+/// A cost in USD as the gateway writes it everywhere (eight decimals),
+/// written where it is formatted: no `String` of its own.
+pub struct Usd(pub f64);
+
+impl std::fmt::Display for Usd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.8}", self.0)
+    }
 }
 
 #[cfg(test)]
