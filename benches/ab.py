@@ -37,6 +37,11 @@ usage: python3 benches/ab.py ROUNDS SECONDS name=DIR[:VARIANT[+VARIANT...]][@STO
                     on loopback (a bench-mock, which reads each export and
                     answers 200, started by ab.py when a column asks for
                     it): every request traced and exported
+         trace0     the same with sample_ratio 0: no request sampled, what
+                    an unsampled request pays (its trace context and ids,
+                    the traceparent each attempt sends upstream)
+         trace05    the same with sample_ratio 0.05: one request in twenty
+                    traced and exported
        e.g. base=DIR off=DIR:nocollect json=DIR:jsonlog
        A column's own @STORE (a redis:// or redis+cluster:// URL, or
        `embedded`) overrides AB_REDIS for it: one run can then put the same
@@ -99,7 +104,7 @@ for a in sys.argv[3:]:
     variants[n] = [v for v in vs.split("+") if v]
 work = tempfile.mkdtemp(prefix="ab-")
 sv = h.Servers(builds[0][1], work)
-tracing = any("trace" in v for v in variants.values())
+tracing = any(x.startswith("trace") for v in variants.values() for x in v)
 names = ["mock", "mock_slow", "floor"] + (["sink"] if tracing else []) + [f"apiproxy_{n}" for n, _ in builds] + [f"metrics_{n}" for n, _ in builds]
 ports = {k: h.free_port() for k in names}
 try:
@@ -194,7 +199,7 @@ try:
         print(f"{t:20s} req/s {rps:8.0f} ÷floor {rps/fl:5.3f}  cpu µs/req {cpu:6.1f}  rounds {[round(x[1],1) for x in res[t]]} req/s rounds {[round(x[0]) for x in res[t]]} bad {sum(x[3] for x in res[t])}")
     dropped = {}
     for n, _ in builds:
-        if "trace" in variants[n]:
+        if any(v.startswith("trace") for v in variants[n]):
             dropped[n] = h.metric_value(ports[f"metrics_{n}"], "apiproxy_otlp_dropped_spans_total")
             print(f"apiproxy_{n:14s} spans dropped (apiproxy_otlp_dropped_spans_total): {dropped[n]}")
     if os.environ.get("AB_JSON"):

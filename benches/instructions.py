@@ -73,7 +73,7 @@ def column(n, d, variants, requests, keep):
     try:
         sv.start("mock", [Path(d) / "bench-mock", "--listen", f"127.0.0.1:{ports['mock']}",
                           "--threads", "1", "--events", "200"], ports["mock"])
-        if "trace" in variants:
+        if any(v.startswith("trace") for v in variants):
             sv.start("sink", [Path(d) / "bench-mock", "--listen", f"127.0.0.1:{ports['sink']}",
                               "--threads", "1"], ports["sink"])
         text = h.apiproxy_config(ports, work, f"apiproxy_{n}", f"metrics_{n}")

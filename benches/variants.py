@@ -56,6 +56,12 @@ VARIANTS = {
     "trace": lambda t, w, n, ports: ("telemetry:\n  otlp:\n"
                               f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
                               "    sample_ratio: 1\n") + t,
+    "trace0": lambda t, w, n, ports: ("telemetry:\n  otlp:\n"
+                              f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
+                              "    sample_ratio: 0\n") + t,
+    "trace05": lambda t, w, n, ports: ("telemetry:\n  otlp:\n"
+                              f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
+                              "    sample_ratio: 0.05\n") + t,
     "noprice": lambda t, w, n, ports: replaced(t, ", pricing: { bench-model: { input: 0.01, output: 0.01 } }", ""),
     "anthropic": lambda t, w, n, ports: t,
     "long": lambda t, w, n, ports: t,
