@@ -10,8 +10,11 @@
 //! once the buffer has grown: the request's thread pays for its spans, and
 //! building `opentelemetry-proto` messages to encode them cost four times
 //! as much, the SDK's `SpanData` and its OTLP transform more still
-//! (benches/README.md, "Tracing"). The unit tests below decode every span
-//! with `opentelemetry-proto`'s own messages.
+//! (benches/README.md, "Tracing"). The attributes a thread's requests
+//! mostly share in a server span (models, provider, key, candidates) are
+//! kept as encoded with the facts they came from, and copied when the next
+//! request's are the same. The unit tests below decode every span with
+//! `opentelemetry-proto`'s own messages.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
@@ -102,6 +105,77 @@ pub struct Scratch {
     name: String,
     status_error: bool,
     status_message: String,
+    /// The last server span's attributes that repeat from one request to
+    /// the next, as encoded.
+    repeated: Repeated,
+}
+
+/// The server span's attributes that a thread's requests mostly share
+/// (the operation, the models, the provider, the key, the candidates, the
+/// finish reasons): their facts, owned, and their bytes as encoded. A
+/// request whose facts are the same copies the bytes instead of encoding
+/// them again (writing them was most of a span's encoding).
+#[derive(Default)]
+struct Repeated {
+    /// Whether `bytes` were encoded from the facts below.
+    valid: bool,
+    operation: &'static str,
+    requested_model: String,
+    client_format: &'static str,
+    stream: bool,
+    provider_id: String,
+    provider_name: Option<&'static str>,
+    response_model: String,
+    finish_reasons: Vec<String>,
+    key_name: Option<String>,
+    candidates: Vec<String>,
+    cache: Option<&'static str>,
+    bytes: Vec<u8>,
+}
+
+impl Repeated {
+    /// Whether `f`'s repeated facts are the ones encoded.
+    fn holds(&self, f: &Finished<'_>) -> bool {
+        self.valid
+            && self.operation == f.trace.operation
+            && self.requested_model == f.requested_model
+            && self.client_format == f.client_format
+            && self.stream == f.stream
+            && self.provider_id == f.provider_id
+            && self.provider_name == f.provider_name
+            && self.response_model == f.response_model
+            && self.finish_reasons == f.finish_reasons
+            && self.key_name.as_deref() == f.key_name
+            && self.candidates.len() == f.candidates.len()
+            && self
+                .candidates
+                .iter()
+                .zip(f.candidates)
+                .all(|(a, (b, _))| a == b)
+            && self.cache == f.cache
+    }
+
+    /// Takes `f`'s repeated facts (their bytes are written next).
+    fn note(&mut self, f: &Finished<'_>) {
+        let own = |to: &mut String, from: &str| {
+            to.clear();
+            to.push_str(from);
+        };
+        self.operation = f.trace.operation;
+        own(&mut self.requested_model, f.requested_model);
+        self.client_format = f.client_format;
+        self.stream = f.stream;
+        own(&mut self.provider_id, f.provider_id);
+        self.provider_name = f.provider_name;
+        own(&mut self.response_model, f.response_model);
+        self.finish_reasons.clear();
+        self.finish_reasons.extend(f.finish_reasons.iter().cloned());
+        self.key_name = f.key_name.map(str::to_owned);
+        self.candidates.clear();
+        self.candidates
+            .extend(f.candidates.iter().map(|(c, _)| c.clone()));
+        self.cache = f.cache;
+    }
 }
 
 /// An attribute's name as it is written: `KeyValue.key`'s field (its
@@ -183,19 +257,25 @@ impl Finished<'_> {
     }
 
     fn server_attributes(&self, s: &mut Scratch) {
-        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if s.repeated.holds(self) {
+            s.fields.extend_from_slice(&s.repeated.bytes);
+        } else {
+            let from = s.fields.len();
+            self.repeated_attributes(s);
+            s.repeated.note(self);
+            s.repeated.bytes.clear();
+            s.repeated.bytes.extend_from_slice(&s.fields[from..]);
+            s.repeated.valid = true;
+        }
+        self.own_attributes(s);
+    }
+
+    /// The attributes [`Repeated`] keeps.
+    fn repeated_attributes(&self, s: &mut Scratch) {
         s.str(key!("gen_ai.operation.name"), self.trace.operation);
         s.str(key!("gen_ai.request.model"), self.requested_model);
         s.str(key!("apiproxy.client_format"), self.client_format);
         s.bool(key!("apiproxy.stream"), self.stream);
-        s.int(key!("apiproxy.attempts"), self.attempts.len() as i64);
-        if self.status != 0 {
-            s.int(key!("http.response.status_code"), i64::from(self.status));
-        }
-        if self.status >= 400 || self.status == 0 {
-            // A failed request's only allocation.
-            s.str(key!("error.type"), &self.status.to_string());
-        }
         if !self.provider_id.is_empty() {
             s.str(key!("apiproxy.provider.id"), self.provider_id);
         }
@@ -210,6 +290,31 @@ impl Finished<'_> {
                 key!("gen_ai.response.finish_reasons"),
                 self.finish_reasons.iter().map(String::as_str),
             );
+        }
+        if let Some(k) = self.key_name {
+            s.str(key!("apiproxy.client_key.name"), k);
+        }
+        if !self.candidates.is_empty() {
+            s.strs(
+                key!("apiproxy.routing.candidates"),
+                self.candidates.iter().map(|(c, _)| c.as_str()),
+            );
+        }
+        if let Some(c) = self.cache {
+            s.str(key!("apiproxy.cache"), c);
+        }
+    }
+
+    /// The attributes each request has its own of.
+    fn own_attributes(&self, s: &mut Scratch) {
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        s.int(key!("apiproxy.attempts"), self.attempts.len() as i64);
+        if self.status != 0 {
+            s.int(key!("http.response.status_code"), i64::from(self.status));
+        }
+        if self.status >= 400 || self.status == 0 {
+            // A failed request's only allocation.
+            s.str(key!("error.type"), &self.status.to_string());
         }
         let counts = [
             (key!("gen_ai.usage.input_tokens"), self.input_tokens),
@@ -238,20 +343,8 @@ impl Finished<'_> {
         if let Some(c) = self.cost_usd {
             s.double(key!("apiproxy.cost_usd"), c);
         }
-        if let Some(k) = self.key_name {
-            s.str(key!("apiproxy.client_key.name"), k);
-        }
-        if !self.candidates.is_empty() {
-            s.strs(
-                key!("apiproxy.routing.candidates"),
-                self.candidates.iter().map(|(c, _)| c.as_str()),
-            );
-        }
         if let Some(v) = self.score {
             s.double(key!("apiproxy.routing.score"), v);
-        }
-        if let Some(c) = self.cache {
-            s.str(key!("apiproxy.cache"), c);
         }
         if let Some(body) = &self.input_content {
             s.str(key!("apiproxy.request.body"), body);
@@ -656,6 +749,46 @@ mod tests {
         assert!(server.trace_state.is_empty());
     }
 
+    /// A thread's spans copy the attributes its last request shared with
+    /// this one: a request differing in any one of them, or in none, is
+    /// encoded as a fresh scratch encodes it.
+    #[test]
+    fn shared_attributes_are_encoded_again_when_any_differs() {
+        type Change = fn(&mut Finished<'static>);
+        let changes: [Change; 15] = [
+            |_| {},
+            |f| f.trace.operation = "generate_content",
+            |f| f.requested_model = "slow",
+            |f| f.client_format = "gemini",
+            |f| f.stream = true,
+            |f| f.provider_id = "q",
+            |f| f.provider_name = Some("anthropic"),
+            |f| f.response_model = "m2",
+            |f| f.finish_reasons = Vec::leak(vec!["stop".into()]),
+            |f| f.key_name = Some("bob"),
+            |f| f.key_name = None,
+            |f| f.candidates = Vec::leak(vec![("p/m".into(), 1.0), ("q/n".into(), 0.5)]),
+            |f| f.cache = Some("miss"),
+            |f| f.trace.operation = "count_tokens",
+            // Only a request's own facts differ: the shared bytes are kept.
+            |f| {
+                f.status = 502;
+                f.input_tokens = Some(9);
+                f.score = Some(0.25);
+            },
+        ];
+        let mut s = Scratch::default();
+        for change in changes {
+            for f in [finished(), {
+                let mut f = finished();
+                change(&mut f);
+                f
+            }] {
+                assert_eq!(encoded(&f, &mut s), encoded(&f, &mut Scratch::default()));
+            }
+        }
+    }
+
     /// Every field and every attribute of a server span with each fact
     /// set, decoded with `opentelemetry-proto` and compared whole with the
     /// message it must be: no field, length or wire type wrong anywhere.
@@ -706,9 +839,6 @@ mod tests {
                 kv("gen_ai.request.model", s("fast")),
                 kv("apiproxy.client_format", s("anthropic")),
                 kv("apiproxy.stream", Any::BoolValue(true)),
-                kv("apiproxy.attempts", Any::IntValue(0)),
-                kv("http.response.status_code", Any::IntValue(429)),
-                kv("error.type", s("429")),
                 kv("apiproxy.provider.id", s("p")),
                 kv("gen_ai.provider.name", s("openai")),
                 kv("gen_ai.response.model", s("m-upstream")),
@@ -721,17 +851,6 @@ mod tests {
                             .collect(),
                     }),
                 ),
-                kv("gen_ai.usage.input_tokens", Any::IntValue(7)),
-                kv("gen_ai.usage.output_tokens", Any::IntValue(3_000_000_000)),
-                kv("gen_ai.usage.cache_read.input_tokens", Any::IntValue(0)),
-                kv(
-                    "gen_ai.usage.cache_creation.input_tokens",
-                    Any::IntValue(i64::MAX),
-                ),
-                kv("gen_ai.request.max_tokens", Any::IntValue(512)),
-                kv("apiproxy.usage.estimated", Any::BoolValue(true)),
-                kv("apiproxy.time_to_first_token", Any::DoubleValue(0.25)),
-                kv("apiproxy.cost_usd", Any::DoubleValue(-0.0)),
                 kv("apiproxy.client_key.name", s("alice")),
                 kv(
                     "apiproxy.routing.candidates",
@@ -744,8 +863,22 @@ mod tests {
                             .collect(),
                     }),
                 ),
-                kv("apiproxy.routing.score", Any::DoubleValue(1.5)),
                 kv("apiproxy.cache", s("miss")),
+                kv("apiproxy.attempts", Any::IntValue(0)),
+                kv("http.response.status_code", Any::IntValue(429)),
+                kv("error.type", s("429")),
+                kv("gen_ai.usage.input_tokens", Any::IntValue(7)),
+                kv("gen_ai.usage.output_tokens", Any::IntValue(3_000_000_000)),
+                kv("gen_ai.usage.cache_read.input_tokens", Any::IntValue(0)),
+                kv(
+                    "gen_ai.usage.cache_creation.input_tokens",
+                    Any::IntValue(i64::MAX),
+                ),
+                kv("gen_ai.request.max_tokens", Any::IntValue(512)),
+                kv("apiproxy.usage.estimated", Any::BoolValue(true)),
+                kv("apiproxy.time_to_first_token", Any::DoubleValue(0.25)),
+                kv("apiproxy.cost_usd", Any::DoubleValue(-0.0)),
+                kv("apiproxy.routing.score", Any::DoubleValue(1.5)),
                 kv("apiproxy.request.body", s(&"é".repeat(100))),
                 kv("gen_ai.output.messages", s(messages)),
             ],
