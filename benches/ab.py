@@ -82,7 +82,7 @@ import tempfile
 import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h
-from variants import VARIANTS, MODEL, CLIENT
+from variants import VARIANTS, MODEL, CLIENT, uses_sink
 from pathlib import Path
 
 
@@ -104,7 +104,7 @@ for a in sys.argv[3:]:
     variants[n] = [v for v in vs.split("+") if v]
 work = tempfile.mkdtemp(prefix="ab-")
 sv = h.Servers(builds[0][1], work)
-tracing = any(x.startswith("trace") for v in variants.values() for x in v)
+tracing = any(uses_sink(v) for v in variants.values())
 names = ["mock", "mock_slow", "floor"] + (["sink"] if tracing else []) + [f"apiproxy_{n}" for n, _ in builds] + [f"metrics_{n}" for n, _ in builds]
 ports = {k: h.free_port() for k in names}
 try:
@@ -199,7 +199,7 @@ try:
         print(f"{t:20s} req/s {rps:8.0f} ÷floor {rps/fl:5.3f}  cpu µs/req {cpu:6.1f}  rounds {[round(x[1],1) for x in res[t]]} req/s rounds {[round(x[0]) for x in res[t]]} bad {sum(x[3] for x in res[t])}")
     dropped = {}
     for n, _ in builds:
-        if any(v.startswith("trace") for v in variants[n]):
+        if uses_sink(variants[n]):
             dropped[n] = h.metric_value(ports[f"metrics_{n}"], "apiproxy_otlp_dropped_spans_total")
             print(f"apiproxy_{n:14s} spans dropped (apiproxy_otlp_dropped_spans_total): {dropped[n]}")
     if os.environ.get("AB_JSON"):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h
-from variants import VARIANTS, MODEL, CLIENT
+from variants import VARIANTS, MODEL, CLIENT, uses_sink
 
 WARMUP = 300
 # Frames a thread or a task runs under: callgrind puts the whole of what
@@ -73,7 +73,7 @@ def column(n, d, variants, requests, keep):
     try:
         sv.start("mock", [Path(d) / "bench-mock", "--listen", f"127.0.0.1:{ports['mock']}",
                           "--threads", "1", "--events", "200"], ports["mock"])
-        if any(v.startswith("trace") for v in variants):
+        if uses_sink(variants):
             sv.start("sink", [Path(d) / "bench-mock", "--listen", f"127.0.0.1:{ports['sink']}",
                               "--threads", "1"], ports["sink"])
         text = h.apiproxy_config(ports, work, f"apiproxy_{n}", f"metrics_{n}")

@@ -14,6 +14,18 @@ def rule_dir(work, name, files):
     return f"filters_dir: {d}\n"
 
 
+def traced(ratio):
+    """A variant tracing at `sample_ratio` `ratio` to the OTLP sink."""
+    return lambda t, w, n, ports: ("telemetry:\n  otlp:\n"
+                                   f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
+                                   f"    sample_ratio: {ratio}\n") + t
+
+
+def uses_sink(variants):
+    """Whether any of `variants` traces (then the OTLP sink is started)."""
+    return any(v.startswith("trace") for v in variants)
+
+
 PAYLOAD = ("payload:\n"
            "  default:\n    - models: [\"*\"]\n      params: { temperature: 0.2 }\n"
            "  override:\n    - models: [\"*\"]\n      params: { \"messages.0.content\": overridden }\n"
@@ -53,15 +65,9 @@ VARIANTS = {
     "cachehit": lambda t, w, n, ports: replaced(t, "      - { provider: mock2, model: bench-model }\n",
                                           "      - { provider: mock2, model: bench-model }\n"
                                           "    cache_ttl_seconds: 3600\n"),
-    "trace": lambda t, w, n, ports: ("telemetry:\n  otlp:\n"
-                              f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
-                              "    sample_ratio: 1\n") + t,
-    "trace0": lambda t, w, n, ports: ("telemetry:\n  otlp:\n"
-                              f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
-                              "    sample_ratio: 0\n") + t,
-    "trace05": lambda t, w, n, ports: ("telemetry:\n  otlp:\n"
-                              f"    endpoint: http://127.0.0.1:{ports['sink']}\n"
-                              "    sample_ratio: 0.05\n") + t,
+    "trace": traced("1"),
+    "trace0": traced("0"),
+    "trace05": traced("0.05"),
     "noprice": lambda t, w, n, ports: replaced(t, ", pricing: { bench-model: { input: 0.01, output: 0.01 } }", ""),
     "anthropic": lambda t, w, n, ports: t,
     "long": lambda t, w, n, ports: t,
