@@ -155,8 +155,8 @@ impl Repeated {
             && self.cache == f.cache
     }
 
-    /// Takes `f`'s repeated facts (their bytes are written next).
-    fn note(&mut self, f: &Finished<'_>) {
+    /// Keeps `bytes`, encoded from `f`'s repeated facts, and those facts.
+    fn note(&mut self, f: &Finished<'_>, bytes: &[u8]) {
         let own = |to: &mut String, from: &str| {
             to.clear();
             to.push_str(from);
@@ -175,6 +175,9 @@ impl Repeated {
         self.candidates
             .extend(f.candidates.iter().map(|(c, _)| c.clone()));
         self.cache = f.cache;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+        self.valid = true;
     }
 }
 
@@ -262,10 +265,7 @@ impl Finished<'_> {
         } else {
             let from = s.fields.len();
             self.repeated_attributes(s);
-            s.repeated.note(self);
-            s.repeated.bytes.clear();
-            s.repeated.bytes.extend_from_slice(&s.fields[from..]);
-            s.repeated.valid = true;
+            s.repeated.note(self, &s.fields[from..]);
         }
         self.own_attributes(s);
     }
