@@ -163,11 +163,47 @@ fn references(c: &mut Criterion) {
     }
 }
 
+/// The response cache's key on a miss (`proxy::cache::entry_key`: the body
+/// read into its canonical encoding and hashed), beside SHA-256 of the
+/// body's bytes as they came, the least any key of the body could cost:
+/// the load bench's body, the usual body and one of 4 KiB.
+fn cache_key(c: &mut Criterion) {
+    use apiproxy::proxy::cache::{entry_key, Reader};
+    use sha2::Digest;
+    let small = r#"{"model": "bench-logical", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello in one sentence."}]}"#;
+    let turn = r#"{"role":"user","content":"What is the weather in Paris today? Use the tool if you need to."},"#;
+    let long = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{}{{"role":"user","content":"ok"}}]}}"#,
+        turn.repeat(4096 / turn.len())
+    );
+    let mut g = c.benchmark_group("cache_key");
+    for (size, body) in [
+        ("load bench's", small.as_bytes()),
+        ("short", BODY.as_bytes()),
+        ("4KiB", long.as_bytes()),
+    ] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("{size}: SHA-256 of the bytes (floor)"), |b| {
+            b.iter(|| sha2::Sha256::digest(black_box(body)))
+        });
+        g.bench_function(format!("{size}: entry_key"), |b| {
+            b.iter(|| {
+                entry_key(
+                    Reader::Key(Some("k-0123456789abcdef")),
+                    "fast",
+                    Format::OpenAiChat,
+                    black_box(body),
+                )
+            })
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = request, console_record, references
+    targets = request, console_record, references, cache_key
 }
 criterion_main!(benches);
