@@ -22,7 +22,7 @@
 //! as `1e300`), so a body cannot make the gateway hold many times its
 //! size to hash it.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::io::Write as _;
 
 use apiproxy_translate::Format;
@@ -48,28 +48,34 @@ pub enum Reader<'a> {
 /// JSON object (nothing is cached then).
 pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<String> {
     // The thread's buffers, grown by earlier keys: a key allocates only
-    // its own text. Taken, not borrowed: nothing here can reach it again.
-    let mut c = BUFFERS.take().unwrap_or_default();
-    let digest = c
-        .write(reader, model, fmt, body)
-        .then(|| Sha256::digest(&c.out));
-    // A large body's buffers are not kept for the thread's life.
-    if c.out.capacity() <= KEEP_BYTES
-        && c.sorting.capacity() <= KEEP_BYTES
-        && c.text.capacity() <= KEEP_BYTES
-        && c.members.capacity() * std::mem::size_of::<Member>() <= KEEP_BYTES
-    {
-        BUFFERS.set(Some(c));
+    // its own text. Nothing here can reach them again while borrowed.
+    let digest = BUFFERS.with_borrow_mut(|c| {
+        let digest = c
+            .write(reader, model, fmt, body)
+            .then(|| Sha256::digest(&c.out));
+        // A large body's buffers are not kept for the thread's life.
+        if c.out.capacity() > KEEP_BYTES
+            || c.sorting.capacity() > KEEP_BYTES
+            || c.text.capacity() > KEEP_BYTES
+            || c.members.capacity() * std::mem::size_of::<Member>() > KEEP_BYTES
+        {
+            *c = Canon::new();
+        }
+        digest
+    })?;
+    let mut hex = [0; 64];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
     }
-    // Into an array: `hex::encode` pushes a char at a time.
-    let mut hex = [0u8; 64];
-    hex::encode_to_slice(digest?, &mut hex).ok()?;
     std::str::from_utf8(&hex).ok().map(str::to_owned)
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 thread_local! {
     /// A thread's encoding buffers, between two keys.
-    static BUFFERS: Cell<Option<Canon>> = const { Cell::new(None) };
+    static BUFFERS: RefCell<Canon> = const { RefCell::new(Canon::new()) };
 }
 
 /// The largest buffer a thread keeps for its next key.
@@ -78,12 +84,11 @@ const KEEP_BYTES: usize = 16 * 1024;
 /// What [`entry_key`] hashes.
 #[cfg(test)]
 fn canonical(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> Option<Vec<u8>> {
-    let mut c = Canon::default();
+    let mut c = Canon::new();
     c.write(reader, model, fmt, body).then_some(c.out)
 }
 
 /// The canonical encoding being written.
-#[derive(Default)]
 struct Canon {
     out: Vec<u8>,
     /// The members of the objects being read, innermost last.
@@ -111,6 +116,15 @@ impl Member {
 }
 
 impl Canon {
+    const fn new() -> Canon {
+        Canon {
+            out: Vec::new(),
+            members: Vec::new(),
+            sorting: Vec::new(),
+            text: Vec::new(),
+        }
+    }
+
     /// Writes what [`entry_key`] hashes into `out` (emptied first); false
     /// when the body is not one JSON object.
     fn write(&mut self, reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> bool {
@@ -224,6 +238,18 @@ impl Canon {
             }
             s.some_digits()?;
         }
+        let digits = &s.b[start + usize::from(negative)..s.at];
+        if whole && digits.len() <= 18 {
+            // Within `i64` whatever the digits: the text is the value's
+            // own (the grammar allows no leading zero), but for `-0`.
+            self.out.push(b'n');
+            self.part(if digits == b"0" {
+                digits
+            } else {
+                &s.b[start..s.at]
+            });
+            return Some(());
+        }
         // ASCII by the grammar just checked.
         let text = std::str::from_utf8(&s.b[start..s.at]).ok()?;
         if whole {
@@ -256,15 +282,16 @@ impl Canon {
     /// as text, so their UTF-8 is not checked.
     fn string(&mut self, s: &mut Scan<'_>) -> Option<usize> {
         let rest = &s.b[s.at..];
-        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        let end = plain_run(rest);
         let plain = &rest[..end];
-        if has_control(plain) {
-            return None;
-        }
-        if rest[end] == b'"' {
+        match *rest.get(end)? {
             // No escape: the text as it is (most strings).
-            s.at += end + 1;
-            return Some(self.part(plain));
+            b'"' => {
+                s.at += end + 1;
+                return Some(self.part(plain));
+            }
+            b'\\' => {}
+            _ => return None,
         }
         // The text up to the first escape is checked already: decoding
         // starts at the escape.
@@ -404,15 +431,13 @@ impl Scan<'_> {
 fn unescape(s: &mut Scan<'_>, text: &mut Vec<u8>) -> Option<()> {
     loop {
         let rest = &s.b[s.at..];
-        let end = memchr::memchr2(b'"', b'\\', rest)?;
-        let plain = &rest[..end];
-        if has_control(plain) {
-            return None;
-        }
-        text.extend_from_slice(plain);
+        let end = plain_run(rest);
+        text.extend_from_slice(&rest[..end]);
         s.at += end + 1;
-        if rest[end] == b'"' {
-            return Some(());
+        match *rest.get(end)? {
+            b'"' => return Some(()),
+            b'\\' => {}
+            _ => return None,
         }
         let c = match s.next()? {
             b'"' => b'"',
@@ -450,10 +475,33 @@ fn unescape(s: &mut Scan<'_>, text: &mut Vec<u8>) -> Option<()> {
     }
 }
 
-/// Whether a string's bytes hold a control character, which JSON has
-/// escaped only (folded, not searched: the compiler reads 32 bytes a step).
-fn has_control(bytes: &[u8]) -> bool {
-    bytes.iter().fold(false, |found, &c| found | (c < 0x20))
+/// How many of `b`'s bytes are a string's plain text: up to its first `"`,
+/// `\` or control character (which JSON has escaped only), or all of them.
+/// Eight bytes a step, each tested for the three at once: the lowest byte
+/// a test flags is always one it looks for (a false flag can only follow a
+/// true one, as a borrow runs upwards).
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w;
+    let mut at = 0;
+    while let Some(word) = b.get(at..at + 8) {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        let found = (zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGH;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + b[at..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(b.len() - at)
 }
 
 /// Four hex digits of a `\u` escape.
@@ -476,6 +524,40 @@ mod tests {
             Format::OpenAiChat,
             body.as_bytes(),
         )
+    }
+
+    /// The plain run of every string of up to 19 bytes whose bytes are one
+    /// filler and, at one place, one byte that ends a run or is beside one,
+    /// against a byte-by-byte search.
+    #[test]
+    fn a_plain_run_ends_at_the_first_quote_backslash_or_control_character() {
+        let naive = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(b.len())
+        };
+        let bytes = [
+            0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0xa0, 0xc3,
+            0xff,
+        ];
+        for len in 0..20 {
+            for filler in [b'a', 0x20, 0x21, 0x5d, 0x80, 0xa1, 0xff] {
+                for at in 0..len {
+                    for &c in &bytes {
+                        for second in [None, Some(b'"'), Some(0x01), Some(b'\\')] {
+                            let mut b = vec![filler; len];
+                            b[at] = c;
+                            if let Some(d) = second {
+                                if at + 1 < len {
+                                    b[at + 1] = d;
+                                }
+                            }
+                            assert_eq!(plain_run(&b), naive(&b), "{b:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -659,7 +741,7 @@ mod tests {
     fn reference(v: &serde_json::Value, top: bool, out: &mut Vec<u8>) {
         use serde_json::Value as V;
         let part = |out: &mut Vec<u8>, b: &[u8]| {
-            let mut c = Canon::default();
+            let mut c = Canon::new();
             c.part(b);
             out.extend_from_slice(&c.out);
         };
@@ -667,7 +749,7 @@ mod tests {
             V::Null => out.push(b'z'),
             V::Bool(b) => out.push(if *b { b't' } else { b'f' }),
             V::Number(n) => {
-                let mut c = Canon::default();
+                let mut c = Canon::new();
                 match (n.as_i64(), n.as_u64(), n.as_f64()) {
                     (Some(i), _, _) => c.integer(i),
                     (_, Some(u), _) => c.integer(u),
@@ -769,9 +851,13 @@ mod tests {
         } {
             0 => out.push_str(["true", "false", "null"][r.next(3) as usize]),
             1 => {
-                const NUMBERS: [&str; 14] = [
+                const NUMBERS: [&str; 18] = [
                     "0",
                     "-0",
+                    "999999999999999999",
+                    "-100000000000000000",
+                    "1000000000000000000",
+                    "-9223372036854775808",
                     "7",
                     "-12",
                     "1.0",
@@ -845,7 +931,7 @@ mod tests {
             let mut body = String::new();
             random_text(&mut r, 4, true, &mut body);
             let tree: serde_json::Value = serde_json::from_str(&body).expect(&body);
-            let mut want = Canon::default();
+            let mut want = Canon::new();
             want.part(b"apiproxy-cache-v2");
             want.part(b"global");
             want.part(b"m");
