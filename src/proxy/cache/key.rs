@@ -12,7 +12,7 @@
 //! reads them): through `serde_json`'s visitors the key cost a third more.
 //! The encoding: each value tagged by its kind, each text prefixed by its
 //! length as a varint (no encoding is the prefix of another), each
-//! object's members sorted by name. A member whose
+//! object's members in [`name_order`] (by length, then bytes). A member whose
 //! encoding is longer than [`DIGEST_OVER`] bytes is written as its own
 //! digest instead, so sorting an object moves at most that much per member:
 //! any nesting costs one parse of the body and a bounded copy per level.
@@ -131,7 +131,7 @@ impl Canon {
         self.out.clear();
         self.members.clear();
         self.out.reserve(body.len().min(4 * DIGEST_OVER) + 128);
-        self.part(b"apiproxy-cache-v2");
+        self.part(b"apiproxy-cache-v3");
         match reader {
             Reader::Key(Some(id)) => {
                 self.part(b"key");
@@ -306,7 +306,7 @@ impl Canon {
     }
 
     /// An object (its `{` read) `depth` containers deep: `{`, each member
-    /// as `:`, its name and its value, sorted by name, then `}` (`top`:
+    /// as `:`, its name and its value, in [`name_order`], then `}` (`top`:
     /// delivery members left out).
     fn object(&mut self, s: &mut Scan<'_>, depth: usize, top: bool) -> Option<()> {
         self.out.push(b'{');
@@ -354,9 +354,12 @@ impl Canon {
         }
         let members = &mut self.members[first..];
         let out = &self.out;
-        if !members.windows(2).all(|w| w[0].name(out) <= w[1].name(out)) {
+        if !members
+            .windows(2)
+            .all(|w| name_order(w[0].name(out), w[1].name(out)).is_le())
+        {
             // Stable: a name given twice keeps its members' order.
-            members.sort_by(|a, b| a.name(out).cmp(b.name(out)));
+            members.sort_by(|a, b| name_order(a.name(out), b.name(out)));
             // Taken whole: an outer object's members are being sorted too.
             let mut written = std::mem::take(&mut self.sorting);
             written.clear();
@@ -372,6 +375,15 @@ impl Canon {
         self.out.push(b'}');
         Some(())
     }
+}
+
+/// The order of an object's members: by their names' length, then their
+/// bytes (canonical CBOR's order, RFC 7049 section 3.9). Any one order
+/// would do; this one is how clients mostly write them already (`role`
+/// before `content`, `name` before `arguments`), so most objects need no
+/// sorting, and most names are told apart by length alone.
+fn name_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// How deep containers may nest (as `serde_json` reads them: the body is
@@ -736,7 +748,7 @@ mod tests {
     }
 
     /// What the encoding must be, from a parsed tree: tagged values,
-    /// length-prefixed texts, members sorted by name, a long member as its
+    /// length-prefixed texts, members by length then name, a long member as its
     /// digest, the top level's delivery members left out.
     fn reference(v: &serde_json::Value, top: bool, out: &mut Vec<u8>) {
         use serde_json::Value as V;
@@ -779,7 +791,8 @@ mod tests {
                     .iter()
                     .filter(|(k, _)| !top || !DELIVERY_MEMBERS.contains(&k.as_bytes()))
                     .collect();
-                members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                members
+                    .sort_by(|a, b| (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes())));
                 for (k, v) in members {
                     out.push(b':');
                     part(out, k.as_bytes());
@@ -932,7 +945,7 @@ mod tests {
             random_text(&mut r, 4, true, &mut body);
             let tree: serde_json::Value = serde_json::from_str(&body).expect(&body);
             let mut want = Canon::new();
-            want.part(b"apiproxy-cache-v2");
+            want.part(b"apiproxy-cache-v3");
             want.part(b"global");
             want.part(b"m");
             want.part(Format::OpenAiChat.as_str().as_bytes());
