@@ -27,6 +27,8 @@ pub enum Field {
     Input,
     System,
     PreviousResponseId,
+    /// OpenAI's number of choices (the response cache stores one only).
+    N,
     Other,
 }
 
@@ -42,6 +44,7 @@ impl Field {
             "input" => Field::Input,
             "system" => Field::System,
             "previous_response_id" => Field::PreviousResponseId,
+            "n" => Field::N,
             _ => Field::Other,
         }
     }

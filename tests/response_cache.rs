@@ -552,3 +552,39 @@ async fn two_replicas_on_one_redis_share_an_entry() {
         .1;
     assert_eq!(mock.count(), 1, "one upstream request for both replicas");
 }
+
+/// A request for several choices (OpenAI's `n`, Gemini's `candidateCount`)
+/// is neither read from the cache nor stored: `n: 1` is one choice, and is
+/// cached.
+#[tokio::test]
+async fn requests_for_several_choices_bypass_the_cache() {
+    let s = Setup::start("").await;
+    let model = cached(Wire::Chat, "");
+    let with_n = |n: u64| {
+        json!({"model": model, "messages": [{"role": "user", "content": "choose"}], "n": n})
+            .to_string()
+    };
+    for _ in 0..2 {
+        let got = send(&s.gw, "/v1/chat/completions", &bearer(ALICE), with_n(2)).await;
+        assert_eq!((got.status, got.cache.as_deref()), (200, Some("bypass")));
+    }
+    assert_eq!(s.mock(Wire::Chat).count(), 2, "each went upstream");
+    for want in ["miss", "hit"] {
+        let got = send(&s.gw, "/v1/chat/completions", &bearer(ALICE), with_n(1)).await;
+        assert_eq!((got.status, got.cache.as_deref()), (200, Some(want)));
+    }
+    assert_eq!(s.mock(Wire::Chat).count(), 3);
+
+    let gem = cached(Wire::Gemini, "");
+    let mut req = wire::client_request(Wire::Gemini, &gem, Scenario::Text, false, ALICE);
+    req.body["generationConfig"] = json!({"candidateCount": 2});
+    for _ in 0..2 {
+        assert_eq!(ask(&s.gw, &req).await.cache.as_deref(), Some("bypass"));
+    }
+    assert_eq!(s.mock(Wire::Gemini).count(), 2);
+    req.body["generationConfig"] = json!({"candidateCount": 1});
+    for want in ["miss", "hit"] {
+        assert_eq!(ask(&s.gw, &req).await.cache.as_deref(), Some(want));
+    }
+    assert_eq!(s.mock(Wire::Gemini).count(), 3);
+}

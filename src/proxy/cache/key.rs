@@ -65,13 +65,22 @@ pub fn entry_key(reader: Reader<'_>, model: &str, fmt: Format, body: &[u8]) -> O
     })?;
     let mut hex = [0; 64];
     for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 15)];
+        pair.copy_from_slice(&HEX[usize::from(b)]);
     }
     std::str::from_utf8(&hex).ok().map(str::to_owned)
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Each byte's two hex digits.
+const HEX: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut table = [[0; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = [digits[b >> 4], digits[b & 15]];
+        b += 1;
+    }
+    table
+};
 
 thread_local! {
     /// A thread's encoding buffers, between two keys.
@@ -399,7 +408,11 @@ struct Scan<'b> {
 impl Scan<'_> {
     /// Past JSON's whitespace.
     fn space(&mut self) {
-        while matches!(self.b.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        // Most calls find none: anything above a space is no whitespace.
+        while let Some(&c) = self.b.get(self.at) {
+            if c > b' ' || !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                return;
+            }
             self.at += 1;
         }
     }

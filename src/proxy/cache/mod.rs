@@ -31,6 +31,7 @@ use apiproxy_translate::{
 use pingora::http::RequestHeader;
 
 use super::request::Parsed;
+use crate::body::Field;
 use crate::config::{CacheScope, ClientKey};
 use crate::routing::Runtime;
 pub use key::{entry_key, Reader};
@@ -194,7 +195,7 @@ impl Plan {
                 key: self.key,
                 ttl: self.ttl,
                 max_entry_bytes,
-                builder: AnswerBuilder::default(),
+                builder: None,
                 whole: None,
                 tap: None,
             })
@@ -207,7 +208,8 @@ impl Plan {
 fn choices(fmt: Format, parsed: &Parsed) -> u64 {
     let member = |k: &str| parsed.body.member(k);
     let n = match fmt {
-        Format::OpenAiChat => member("n"),
+        // A known field: found without comparing every member's name.
+        Format::OpenAiChat => parsed.body.value(Field::N),
         Format::Gemini => member("generationConfig")
             .and_then(|g| g.get("candidateCount").cloned())
             .or_else(|| {
@@ -236,8 +238,9 @@ pub struct Fill {
     key: String,
     ttl: Duration,
     max_entry_bytes: usize,
-    /// A stream's events, gathered.
-    builder: AnswerBuilder,
+    /// A stream's events, gathered (`None`: none yet, which is no answer;
+    /// a whole answer never makes one).
+    builder: Option<AnswerBuilder>,
     /// A whole answer: its upstream's format and body (`None` as well when
     /// it is larger than an entry may be).
     whole: Option<(Format, Vec<u8>)>,
@@ -268,7 +271,7 @@ impl Fill {
     /// A new answer begins (an attempt's, after any earlier one failed):
     /// from `upstream`, its stream read from the bytes when `tap`.
     pub fn start(&mut self, upstream: Format, tap: bool) {
-        self.builder = AnswerBuilder::default();
+        self.builder = None;
         self.whole = None;
         self.tap = tap.then(|| {
             parking_lot::Mutex::new(Tap {
@@ -282,7 +285,7 @@ impl Fill {
 
     /// One event of a translated stream.
     pub fn event(&mut self, ev: &StreamEvent) {
-        self.builder.push(ev);
+        self.builder.get_or_insert_default().push(ev);
     }
 
     /// Upstream bytes of a stream relayed as they are (`None`: its end).
@@ -299,15 +302,16 @@ impl Fill {
             }
         };
         if !parsed {
-            return self.builder.fail();
+            return self.builder.get_or_insert_default().fail();
         }
         for ev in &tap.events {
             tap.neutral.clear();
             if tap.decoder.decode(ev, &mut tap.neutral).is_err() {
-                return self.builder.fail();
+                return self.builder.get_or_insert_default().fail();
             }
+            let builder = self.builder.get_or_insert_default();
             for e in &tap.neutral {
-                self.builder.push(e);
+                builder.push(e);
             }
         }
     }
@@ -315,7 +319,7 @@ impl Fill {
     /// A whole answer, as the `upstream` sent it. One over
     /// `cache.max_entry_bytes` is not copied (it will not be stored).
     pub fn whole(&mut self, upstream: Format, body: &[u8]) {
-        self.builder.fail();
+        self.builder = None;
         if body.len() <= self.max_entry_bytes {
             self.whole = Some((upstream, body.to_vec()));
         }
@@ -329,8 +333,11 @@ impl Fill {
         let payload = match &self.whole {
             Some((fmt, body)) => Payload::Upstream(*fmt, body),
             // A whole answer too large to keep, or a stream cut short.
-            None if !self.builder.is_whole() => return,
-            None => match self.builder.finish().map(|a| serde_json::to_vec(&a)) {
+            None => match self
+                .builder
+                .and_then(AnswerBuilder::finish)
+                .map(|a| serde_json::to_vec(&a))
+            {
                 Some(Ok(json)) => {
                     neutral = json;
                     Payload::Neutral(&neutral)
